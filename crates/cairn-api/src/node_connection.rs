@@ -1,0 +1,14 @@
+//! Node connections (properties on a pair of nodes).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Props;
+
+/// `NodeConnection`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeConnection {
+    pub node_a: String,
+    pub node_b: String,
+    pub props: Props,
+}

@@ -1,0 +1,409 @@
+//! The whole cluster as the controller holds it, and the changes that move
+//! it from one state to the next.
+
+use std::collections::BTreeMap;
+
+use cairn_api::ApiCallRc;
+use serde::{Deserialize, Serialize};
+
+use crate::Props;
+use crate::kvs::KeyValueStore;
+use crate::name::key;
+use crate::node::Node;
+use crate::node_connection::NodeConnection;
+use crate::resource::Resource;
+use crate::resource_definition::{ResourceDefinition, VolumeDefinition};
+use crate::resource_group::{ResourceGroup, VolumeGroup};
+use crate::storage_pool::{StorPool, StorPoolDfn};
+
+/// Every object the controller persists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Object {
+    Node(Node),
+    StorPoolDfn(StorPoolDfn),
+    StorPool(StorPool),
+    RscGrp(ResourceGroup),
+    VlmGrp(VolumeGroup),
+    RscDfn(ResourceDefinition),
+    VlmDfn(VolumeDefinition),
+    Rsc(Resource),
+    Kvs(KeyValueStore),
+    NodeConn(NodeConnection),
+    CtrlProps(Props),
+}
+
+/// The kind of an object: the table (or key prefix) it is stored under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Node,
+    StorPoolDfn,
+    StorPool,
+    RscGrp,
+    VlmGrp,
+    RscDfn,
+    VlmDfn,
+    Rsc,
+    Kvs,
+    NodeConn,
+    CtrlProps,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 11] = [
+        Kind::Node,
+        Kind::StorPoolDfn,
+        Kind::StorPool,
+        Kind::RscGrp,
+        Kind::VlmGrp,
+        Kind::RscDfn,
+        Kind::VlmDfn,
+        Kind::Rsc,
+        Kind::Kvs,
+        Kind::NodeConn,
+        Kind::CtrlProps,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Node => "node",
+            Kind::StorPoolDfn => "stor_pool_dfn",
+            Kind::StorPool => "stor_pool",
+            Kind::RscGrp => "rsc_grp",
+            Kind::VlmGrp => "vlm_grp",
+            Kind::RscDfn => "rsc_dfn",
+            Kind::VlmDfn => "vlm_dfn",
+            Kind::Rsc => "rsc",
+            Kind::Kvs => "kvs",
+            Kind::NodeConn => "node_conn",
+            Kind::CtrlProps => "ctrl_props",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// The identity of an object: upper-case name keys.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjKey {
+    Node(String),
+    StorPoolDfn(String),
+    StorPool(String, String),
+    RscGrp(String),
+    VlmGrp(String, u32),
+    RscDfn(String),
+    VlmDfn(String, u32),
+    Rsc(String, String),
+    Kvs(String),
+    NodeConn(String, String),
+    CtrlProps,
+}
+
+impl ObjKey {
+    pub fn kind(&self) -> Kind {
+        match self {
+            ObjKey::Node(_) => Kind::Node,
+            ObjKey::StorPoolDfn(_) => Kind::StorPoolDfn,
+            ObjKey::StorPool(..) => Kind::StorPool,
+            ObjKey::RscGrp(_) => Kind::RscGrp,
+            ObjKey::VlmGrp(..) => Kind::VlmGrp,
+            ObjKey::RscDfn(_) => Kind::RscDfn,
+            ObjKey::VlmDfn(..) => Kind::VlmDfn,
+            ObjKey::Rsc(..) => Kind::Rsc,
+            ObjKey::Kvs(_) => Kind::Kvs,
+            ObjKey::NodeConn(..) => Kind::NodeConn,
+            ObjKey::CtrlProps => Kind::CtrlProps,
+        }
+    }
+
+    /// The key as one string, unique within its kind. Names never contain
+    /// ':', so it is an unambiguous separator.
+    pub fn key_string(&self) -> String {
+        match self {
+            ObjKey::Node(a)
+            | ObjKey::StorPoolDfn(a)
+            | ObjKey::RscGrp(a)
+            | ObjKey::RscDfn(a)
+            | ObjKey::Kvs(a) => a.clone(),
+            ObjKey::StorPool(a, b) | ObjKey::Rsc(a, b) | ObjKey::NodeConn(a, b) => {
+                format!("{a}:{b}")
+            }
+            ObjKey::VlmGrp(a, n) | ObjKey::VlmDfn(a, n) => format!("{a}:{n}"),
+            ObjKey::CtrlProps => "CTRL".into(),
+        }
+    }
+}
+
+impl Object {
+    pub fn key(&self) -> ObjKey {
+        match self {
+            Object::Node(n) => ObjKey::Node(key(&n.name)),
+            Object::StorPoolDfn(d) => ObjKey::StorPoolDfn(key(&d.name)),
+            Object::StorPool(p) => ObjKey::StorPool(key(&p.node), key(&p.name)),
+            Object::RscGrp(g) => ObjKey::RscGrp(key(&g.name)),
+            Object::VlmGrp(v) => ObjKey::VlmGrp(key(&v.resource_group), v.volume_number),
+            Object::RscDfn(d) => ObjKey::RscDfn(key(&d.name)),
+            Object::VlmDfn(v) => ObjKey::VlmDfn(key(&v.resource_definition), v.volume_number),
+            Object::Rsc(r) => ObjKey::Rsc(key(&r.resource_definition), key(&r.node)),
+            Object::Kvs(k) => ObjKey::Kvs(key(&k.name)),
+            Object::NodeConn(c) => {
+                let (a, b) = NodeConnection::sorted_keys(&c.node_a, &c.node_b);
+                ObjKey::NodeConn(a, b)
+            }
+            Object::CtrlProps(_) => ObjKey::CtrlProps,
+        }
+    }
+
+    /// The object's own JSON document (without the kind tag).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        match self {
+            Object::Node(o) => serde_json::to_string(o),
+            Object::StorPoolDfn(o) => serde_json::to_string(o),
+            Object::StorPool(o) => serde_json::to_string(o),
+            Object::RscGrp(o) => serde_json::to_string(o),
+            Object::VlmGrp(o) => serde_json::to_string(o),
+            Object::RscDfn(o) => serde_json::to_string(o),
+            Object::VlmDfn(o) => serde_json::to_string(o),
+            Object::Rsc(o) => serde_json::to_string(o),
+            Object::Kvs(o) => serde_json::to_string(o),
+            Object::NodeConn(o) => serde_json::to_string(o),
+            Object::CtrlProps(o) => serde_json::to_string(o),
+        }
+    }
+
+    /// Reads an object back from its kind and JSON document.
+    pub fn from_json(kind: Kind, data: &str) -> Result<Object, serde_json::Error> {
+        Ok(match kind {
+            Kind::Node => Object::Node(serde_json::from_str(data)?),
+            Kind::StorPoolDfn => Object::StorPoolDfn(serde_json::from_str(data)?),
+            Kind::StorPool => Object::StorPool(serde_json::from_str(data)?),
+            Kind::RscGrp => Object::RscGrp(serde_json::from_str(data)?),
+            Kind::VlmGrp => Object::VlmGrp(serde_json::from_str(data)?),
+            Kind::RscDfn => Object::RscDfn(serde_json::from_str(data)?),
+            Kind::VlmDfn => Object::VlmDfn(serde_json::from_str(data)?),
+            Kind::Rsc => Object::Rsc(serde_json::from_str(data)?),
+            Kind::Kvs => Object::Kvs(serde_json::from_str(data)?),
+            Kind::NodeConn => Object::NodeConn(serde_json::from_str(data)?),
+            Kind::CtrlProps => Object::CtrlProps(serde_json::from_str(data)?),
+        })
+    }
+}
+
+/// One persisted change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Put(Object),
+    Delete(ObjKey),
+}
+
+impl Change {
+    pub fn key(&self) -> ObjKey {
+        match self {
+            Change::Put(o) => o.key(),
+            Change::Delete(k) => k.clone(),
+        }
+    }
+}
+
+/// What a mutating operation decided: changes to persist, replies to send.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub changes: Vec<Change>,
+    pub replies: Vec<ApiCallRc>,
+}
+
+impl Outcome {
+    pub fn put(&mut self, o: Object) {
+        self.changes.push(Change::Put(o));
+    }
+
+    pub fn delete(&mut self, k: ObjKey) {
+        self.changes.push(Change::Delete(k));
+    }
+
+    pub fn reply(&mut self, rc: ApiCallRc) {
+        self.replies.push(rc);
+    }
+}
+
+/// The cluster's objects, keyed by upper-case names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cluster {
+    pub nodes: BTreeMap<String, Node>,
+    pub stor_pool_dfns: BTreeMap<String, StorPoolDfn>,
+    /// (node, pool)
+    pub stor_pools: BTreeMap<(String, String), StorPool>,
+    pub rsc_grps: BTreeMap<String, ResourceGroup>,
+    /// (resource group, volume number)
+    pub vlm_grps: BTreeMap<(String, u32), VolumeGroup>,
+    pub rsc_dfns: BTreeMap<String, ResourceDefinition>,
+    /// (resource definition, volume number)
+    pub vlm_dfns: BTreeMap<(String, u32), VolumeDefinition>,
+    /// (resource definition, node)
+    pub resources: BTreeMap<(String, String), Resource>,
+    pub kvs: BTreeMap<String, KeyValueStore>,
+    /// (node a, node b), sorted
+    pub node_conns: BTreeMap<(String, String), NodeConnection>,
+    pub ctrl_props: Props,
+}
+
+impl Cluster {
+    /// Builds a cluster from stored objects.
+    pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Cluster {
+        let mut c = Cluster::default();
+        c.apply(objects.into_iter().map(Change::Put));
+        c
+    }
+
+    /// Applies committed changes.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) {
+        for change in changes {
+            match change {
+                Change::Put(o) => self.put(o),
+                Change::Delete(k) => self.remove(&k),
+            }
+        }
+    }
+
+    fn put(&mut self, o: Object) {
+        match (o.key(), o) {
+            (ObjKey::Node(k), Object::Node(v)) => {
+                self.nodes.insert(k, v);
+            }
+            (ObjKey::StorPoolDfn(k), Object::StorPoolDfn(v)) => {
+                self.stor_pool_dfns.insert(k, v);
+            }
+            (ObjKey::StorPool(a, b), Object::StorPool(v)) => {
+                self.stor_pools.insert((a, b), v);
+            }
+            (ObjKey::RscGrp(k), Object::RscGrp(v)) => {
+                self.rsc_grps.insert(k, v);
+            }
+            (ObjKey::VlmGrp(a, n), Object::VlmGrp(v)) => {
+                self.vlm_grps.insert((a, n), v);
+            }
+            (ObjKey::RscDfn(k), Object::RscDfn(v)) => {
+                self.rsc_dfns.insert(k, v);
+            }
+            (ObjKey::VlmDfn(a, n), Object::VlmDfn(v)) => {
+                self.vlm_dfns.insert((a, n), v);
+            }
+            (ObjKey::Rsc(a, b), Object::Rsc(v)) => {
+                self.resources.insert((a, b), v);
+            }
+            (ObjKey::Kvs(k), Object::Kvs(v)) => {
+                self.kvs.insert(k, v);
+            }
+            (ObjKey::NodeConn(a, b), Object::NodeConn(v)) => {
+                self.node_conns.insert((a, b), v);
+            }
+            (ObjKey::CtrlProps, Object::CtrlProps(v)) => self.ctrl_props = v,
+            _ => unreachable!("Object::key returns the key variant of the object's own kind"),
+        }
+    }
+
+    fn remove(&mut self, k: &ObjKey) {
+        match k {
+            ObjKey::Node(k) => {
+                self.nodes.remove(k);
+            }
+            ObjKey::StorPoolDfn(k) => {
+                self.stor_pool_dfns.remove(k);
+            }
+            ObjKey::StorPool(a, b) => {
+                self.stor_pools.remove(&(a.clone(), b.clone()));
+            }
+            ObjKey::RscGrp(k) => {
+                self.rsc_grps.remove(k);
+            }
+            ObjKey::VlmGrp(a, n) => {
+                self.vlm_grps.remove(&(a.clone(), *n));
+            }
+            ObjKey::RscDfn(k) => {
+                self.rsc_dfns.remove(k);
+            }
+            ObjKey::VlmDfn(a, n) => {
+                self.vlm_dfns.remove(&(a.clone(), *n));
+            }
+            ObjKey::Rsc(a, b) => {
+                self.resources.remove(&(a.clone(), b.clone()));
+            }
+            ObjKey::Kvs(k) => {
+                self.kvs.remove(k);
+            }
+            ObjKey::NodeConn(a, b) => {
+                self.node_conns.remove(&(a.clone(), b.clone()));
+            }
+            ObjKey::CtrlProps => self.ctrl_props.clear(),
+        }
+    }
+
+    /// The objects that must always exist (`DfltRscGrp`, the default storage
+    /// pool definitions), as changes to commit when they are missing.
+    pub fn seed(&self, new_uuid: &mut dyn FnMut() -> String) -> Vec<Change> {
+        let mut out = Vec::new();
+        if !self.rsc_grps.contains_key(&key(crate::DEFAULT_RSC_GRP)) {
+            out.push(Change::Put(Object::RscGrp(ResourceGroup::default_group(
+                new_uuid(),
+            ))));
+        }
+        for sp in [crate::DEFAULT_STOR_POOL, crate::DEFAULT_DISKLESS_STOR_POOL] {
+            if !self.stor_pool_dfns.contains_key(&key(sp)) {
+                out.push(Change::Put(Object::StorPoolDfn(StorPoolDfn {
+                    name: sp.to_string(),
+                    props: Props::new(),
+                    uuid: new_uuid(),
+                })));
+            }
+        }
+        out
+    }
+
+    /// The volume definitions of one resource definition, by number.
+    pub fn vlm_dfns_of<'a>(
+        &'a self,
+        rd_key: &str,
+    ) -> impl Iterator<Item = &'a VolumeDefinition> + 'a {
+        self.vlm_dfns
+            .range((rd_key.to_string(), 0)..=(rd_key.to_string(), u32::MAX))
+            .map(|(_, v)| v)
+    }
+
+    /// The resources of one resource definition.
+    pub fn resources_of<'a>(&'a self, rd_key: &'a str) -> impl Iterator<Item = &'a Resource> + 'a {
+        self.resources
+            .range((rd_key.to_string(), String::new())..)
+            .take_while(move |((rd, _), _)| rd == rd_key)
+            .map(|(_, r)| r)
+    }
+
+    /// The volume groups of one resource group.
+    pub fn vlm_grps_of<'a>(&'a self, rg_key: &str) -> impl Iterator<Item = &'a VolumeGroup> + 'a {
+        self.vlm_grps
+            .range((rg_key.to_string(), 0)..=(rg_key.to_string(), u32::MAX))
+            .map(|(_, v)| v)
+    }
+
+    /// The storage pools of one node.
+    pub fn stor_pools_of<'a>(
+        &'a self,
+        node_key: &'a str,
+    ) -> impl Iterator<Item = &'a StorPool> + 'a {
+        self.stor_pools
+            .range((node_key.to_string(), String::new())..)
+            .take_while(move |((n, _), _)| n == node_key)
+            .map(|(_, p)| p)
+    }
+
+    /// The resources placed on one node.
+    pub fn resources_on<'a>(
+        &'a self,
+        node_key: &'a str,
+    ) -> impl Iterator<Item = &'a Resource> + 'a {
+        self.resources
+            .iter()
+            .filter(move |((_, n), _)| n == node_key)
+            .map(|(_, r)| r)
+    }
+}

@@ -1,0 +1,37 @@
+//! Cairn's pure domain: names, the cluster's objects, and the rules that
+//! turn a request into a set of changes. No IO happens here.
+//!
+//! The controller keeps one [`Cluster`] in memory. A mutating request is
+//! validated against it and produces an [`Outcome`]: the [`Change`]s to
+//! persist and the `ApiCallRc` replies. The controller commits the changes to
+//! the store in one transaction and only then applies them to memory with
+//! [`Cluster::apply`], the same function that rebuilds the cluster from the
+//! store at start-up, so memory and database cannot disagree.
+
+pub mod cluster;
+pub mod ctx;
+pub mod error;
+pub mod kvs;
+pub mod name;
+pub mod node;
+pub mod node_connection;
+pub mod props;
+pub mod resource;
+pub mod resource_definition;
+pub mod resource_group;
+pub mod storage_pool;
+pub mod time;
+
+pub use cluster::{Change, Cluster, Kind, ObjKey, Object, Outcome};
+pub use ctx::Ctx;
+pub use error::OpError;
+
+/// Property map of a domain object.
+pub type Props = std::collections::BTreeMap<String, String>;
+
+/// Name of the resource group that always exists.
+pub const DEFAULT_RSC_GRP: &str = "DfltRscGrp";
+/// Name of the diskful storage pool used when nothing else is said.
+pub const DEFAULT_STOR_POOL: &str = "DfltStorPool";
+/// Name of the diskless pool every satellite gets.
+pub const DEFAULT_DISKLESS_STOR_POOL: &str = "DfltDisklessStorPool";

@@ -1,0 +1,105 @@
+//! Property keys and the override/delete/delete-namespace modification that
+//! every object kind shares.
+
+use cairn_api::{PropsModify, rc};
+
+use crate::Props;
+use crate::error::OpError;
+
+/// Longest property key LINSTOR accepts (a path of namespaces and a key).
+pub const MAX_KEY_LEN: usize = 256;
+/// Longest property value Cairn accepts.
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+
+/// Checks one property key and value.
+pub fn check(key: &str, value: &str, op_obj: i64) -> Result<(), OpError> {
+    let fail = |cause: String| {
+        OpError::new(op_obj, rc::FAIL_INVLD_PROP, format!("The property '{key}' is invalid."))
+            .cause(cause)
+            .correction("Property keys are '/'-separated paths of printable characters without spaces, e.g. 'Aux/site'.")
+    };
+    if key.is_empty() {
+        return Err(fail("The key is empty.".into()));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(fail(format!(
+            "The key is longer than {MAX_KEY_LEN} characters."
+        )));
+    }
+    if key.starts_with('/') || key.ends_with('/') || key.contains("//") {
+        return Err(fail("The key has an empty path element.".into()));
+    }
+    if let Some(c) = key.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(fail(format!("The key contains the character {c:?}.")));
+    }
+    if value.len() > MAX_VALUE_LEN {
+        return Err(fail(format!(
+            "The value is longer than {MAX_VALUE_LEN} bytes."
+        )));
+    }
+    Ok(())
+}
+
+/// Checks every entry of a property map.
+pub fn check_all(props: &Props, op_obj: i64) -> Result<(), OpError> {
+    props.iter().try_for_each(|(k, v)| check(k, v, op_obj))
+}
+
+/// Applies a modification to `props`: deletions first (keys, then whole
+/// namespaces), then overrides, as LINSTOR does.
+pub fn apply(props: &Props, m: &PropsModify, op_obj: i64) -> Result<Props, OpError> {
+    check_all(&m.override_props, op_obj)?;
+    let mut out = props.clone();
+    for k in &m.delete_props {
+        out.remove(k);
+    }
+    for ns in &m.delete_namespaces {
+        let prefix = format!("{}/", ns.trim_end_matches('/'));
+        out.retain(|k, _| !k.starts_with(&prefix));
+    }
+    for (k, v) in &m.override_props {
+        out.insert(k.clone(), v.clone());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(kv: &[(&str, &str)]) -> Props {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn modify_deletes_then_overrides() {
+        let p = props(&[
+            ("Aux/a", "1"),
+            ("Aux/ns/x", "2"),
+            ("Aux/ns/y", "3"),
+            ("Other", "4"),
+        ]);
+        let m = PropsModify {
+            override_props: props(&[("Aux/a", "9"), ("New", "n")]),
+            delete_props: vec!["Other".into(), "Missing".into()],
+            delete_namespaces: vec!["Aux/ns".into()],
+        };
+        let out = apply(&p, &m, 0).unwrap();
+        assert_eq!(out, props(&[("Aux/a", "9"), ("New", "n")]));
+    }
+
+    #[test]
+    fn bad_keys_are_rejected() {
+        assert!(check("", "v", 0).is_err());
+        assert!(check("/Aux", "v", 0).is_err());
+        assert!(check("Aux//x", "v", 0).is_err());
+        assert!(check("Aux/a b", "v", 0).is_err());
+        assert!(check(&"k".repeat(257), "v", 0).is_err());
+        assert!(check("Aux/ok", &"v".repeat(MAX_VALUE_LEN + 1), 0).is_err());
+        let e = check("Aux/a b", "v", 0).unwrap_err();
+        assert_eq!(e.rc.code(), rc::FAIL_INVLD_PROP);
+        assert!(check("Aux/pm/vmid", "100", 0).is_ok());
+    }
+}

@@ -1,0 +1,508 @@
+//! Resources (a resource definition placed on a node) and their volumes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_api::rc::{self, ApiCallRc};
+use cairn_api::resource as wire;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, ObjKey, Object, Outcome};
+use crate::error::{OpError, OpResult};
+use crate::name::key;
+use crate::resource_definition::{VolumeDefinition, check_layer_stack};
+use crate::storage_pool::ProviderKind;
+use crate::{Ctx, DEFAULT_DISKLESS_STOR_POOL, DEFAULT_STOR_POOL, Props, props};
+
+/// The property that chooses a storage pool.
+pub const PROP_STOR_POOL_NAME: &str = "StorPoolName";
+
+/// Resource flags a client may set on creation. Diskless kinds imply the
+/// generic `DISKLESS` bit, as in LINSTOR.
+const CREATE_FLAGS: &[&str] = &[
+    "DISKLESS",
+    "DRBD_DISKLESS",
+    "NVME_INITIATOR",
+    "EBS_INITIATOR",
+    "INACTIVE",
+    "TIE_BREAKER",
+];
+
+/// A volume of a resource on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Volume {
+    pub volume_number: u32,
+    pub storage_pool: String,
+    pub provider_kind: ProviderKind,
+    pub props: Props,
+    pub flags: BTreeSet<String>,
+    pub uuid: String,
+}
+
+/// A resource: a resource definition on a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    pub resource_definition: String,
+    pub node: String,
+    pub props: Props,
+    pub flags: BTreeSet<String>,
+    /// The layer stack of this resource, top first, ending in STORAGE.
+    pub layer_stack: Vec<String>,
+    pub create_timestamp: i64,
+    pub volumes: BTreeMap<u32, Volume>,
+    pub uuid: String,
+}
+
+/// What a satellite reported about one volume (observed state).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeObserved {
+    pub device_path: Option<String>,
+    pub allocated_size_kib: Option<i64>,
+    pub usable_size_kib: Option<i64>,
+    pub disk_state: Option<String>,
+}
+
+impl Resource {
+    pub fn is_diskless(&self) -> bool {
+        self.flags.contains("DISKLESS")
+    }
+
+    /// The wire form. `observed` gives what satellites reported per volume
+    /// number; `in_use` is observed too (None when unknown).
+    pub fn to_api(
+        &self,
+        observed: &dyn Fn(u32) -> Option<VolumeObserved>,
+        in_use: Option<bool>,
+    ) -> wire::ResourceWithVolumes {
+        let volumes: Vec<wire::Volume> = self
+            .volumes
+            .values()
+            .map(|v| {
+                let o = observed(v.volume_number).unwrap_or_default();
+                let layer_data_list = self
+                    .layer_stack
+                    .iter()
+                    .map(|l| wire::VolumeLayer {
+                        layer_type: l.clone(),
+                        data: (l == "STORAGE").then(|| storage_volume_json(v.volume_number, &o)),
+                    })
+                    .collect();
+                wire::Volume {
+                    volume_number: i64::from(v.volume_number),
+                    storage_pool_name: v.storage_pool.clone(),
+                    provider_kind: v.provider_kind.as_str().to_string(),
+                    device_path: o.device_path.clone(),
+                    allocated_size_kib: o.allocated_size_kib,
+                    usable_size_kib: o.usable_size_kib,
+                    props: v.props.clone(),
+                    flags: v.flags.iter().cloned().collect(),
+                    state: wire::VolumeState {
+                        disk_state: o.disk_state.clone(),
+                    },
+                    layer_data_list,
+                    uuid: Some(v.uuid.clone()),
+                    reports: Vec::new(),
+                }
+            })
+            .collect();
+        let layer_object = self.layer_tree(0, observed);
+        wire::ResourceWithVolumes {
+            resource: wire::Resource {
+                name: self.resource_definition.clone(),
+                node_name: self.node.clone(),
+                props: self.props.clone(),
+                flags: self.flags.iter().cloned().collect(),
+                layer_object: Some(layer_object),
+                state: Some(wire::ResourceState { in_use }),
+                uuid: Some(self.uuid.clone()),
+                create_timestamp: Some(self.create_timestamp),
+            },
+            volumes,
+        }
+    }
+
+    fn layer_tree(
+        &self,
+        depth: usize,
+        observed: &dyn Fn(u32) -> Option<VolumeObserved>,
+    ) -> wire::ResourceLayer {
+        let kind = self
+            .layer_stack
+            .get(depth)
+            .cloned()
+            .unwrap_or_else(|| "STORAGE".to_string());
+        let mut layer = wire::ResourceLayer {
+            layer_type: kind.clone(),
+            ..Default::default()
+        };
+        if kind == "STORAGE" {
+            layer.storage = Some(wire::StorageResource {
+                storage_volumes: self
+                    .volumes
+                    .values()
+                    .map(|v| {
+                        let o = observed(v.volume_number).unwrap_or_default();
+                        wire::StorageVolume {
+                            volume_number: i64::from(v.volume_number),
+                            device_path: o.device_path,
+                            allocated_size_kib: o.allocated_size_kib,
+                            usable_size_kib: o.usable_size_kib,
+                            disk_state: o.disk_state,
+                        }
+                    })
+                    .collect(),
+            });
+        } else {
+            if kind == "DRBD" {
+                layer.drbd = Some(serde_json::json!({}));
+            } else if kind == "LUKS" {
+                layer.luks = Some(serde_json::json!({}));
+            }
+            layer.children = vec![self.layer_tree(depth + 1, observed)];
+        }
+        layer
+    }
+}
+
+fn storage_volume_json(nr: u32, o: &VolumeObserved) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("volume_number".into(), nr.into());
+    if let Some(p) = &o.device_path {
+        m.insert("device_path".into(), p.clone().into());
+    }
+    if let Some(s) = o.allocated_size_kib {
+        m.insert("allocated_size_kib".into(), s.into());
+    }
+    if let Some(s) = o.usable_size_kib {
+        m.insert("usable_size_kib".into(), s.into());
+    }
+    if let Some(s) = &o.disk_state {
+        m.insert("disk_state".into(), s.clone().into());
+    }
+    serde_json::Value::Object(m)
+}
+
+fn rsc_not_found(op: i64, rd: &str, node: &str) -> OpError {
+    OpError::new(
+        op,
+        rc::FAIL_NOT_FOUND_RSC,
+        format!("Resource '{rd}' on node '{node}' not found."),
+    )
+    .cause(format!(
+        "The resource definition '{rd}' is not deployed on node '{node}'."
+    ))
+    .correction("Use an existing resource.")
+    .obj_ref("RscDfn", rd)
+    .obj_ref("Node", node)
+}
+
+impl Cluster {
+    pub fn resource(&self, rd: &str, node: &str, op: i64) -> OpResult<&Resource> {
+        let d = self.rsc_dfn(rd, op)?;
+        let n = self.node(node, op)?;
+        self.resources
+            .get(&(key(&d.name), key(&n.name)))
+            .ok_or_else(|| rsc_not_found(op, &d.name, &n.name))
+    }
+
+    /// Chooses the storage pool of one volume: the `StorPoolName` property
+    /// of the resource, the volume definition, the resource definition or
+    /// its resource group (first match), else the group's storage pool
+    /// list, else `DfltStorPool` (`DfltDisklessStorPool` when diskless).
+    pub(crate) fn new_volume(
+        &self,
+        r: &Resource,
+        vd: &VolumeDefinition,
+        op: i64,
+        ctx: &mut Ctx,
+    ) -> OpResult<Volume> {
+        let rd = self.rsc_dfn(&r.resource_definition, op)?;
+        let rg = self.rsc_grps.get(&key(&rd.resource_group));
+        let from_props = [
+            Some(&r.props),
+            Some(&vd.props),
+            Some(&rd.props),
+            rg.map(|g| &g.props),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|p| {
+            p.get(PROP_STOR_POOL_NAME)
+                .filter(|v| !v.is_empty())
+                .cloned()
+        });
+        let diskless = r.is_diskless();
+        let (pool_name, explicit) = match from_props {
+            Some(p) => (p, true),
+            None if diskless => (
+                rg.and_then(|g| g.select_filter.storage_pool_diskless_list.as_ref())
+                    .and_then(|l| l.first().cloned())
+                    .unwrap_or_else(|| DEFAULT_DISKLESS_STOR_POOL.to_string()),
+                false,
+            ),
+            None => (
+                rg.and_then(|g| g.select_filter.storage_pool_list.as_ref())
+                    .and_then(|l| l.first().cloned())
+                    .unwrap_or_else(|| DEFAULT_STOR_POOL.to_string()),
+                false,
+            ),
+        };
+        let pool = match self.stor_pools.get(&(key(&r.node), key(&pool_name))) {
+            Some(p) => p,
+            None => {
+                let code = if explicit || !pool_name.eq_ignore_ascii_case(DEFAULT_STOR_POOL) {
+                    rc::FAIL_NOT_FOUND_STOR_POOL
+                } else {
+                    rc::FAIL_NOT_FOUND_DFLT_STOR_POOL
+                };
+                return Err(OpError::new(op, code, format!("Storage pool '{pool_name}' not found on node '{}'.", r.node))
+                    .cause(format!("Volume {} of resource '{}' would be placed in storage pool '{pool_name}', which node '{}' does not have.", vd.volume_number, r.resource_definition, r.node))
+                    .correction("Create that storage pool on the node, or set the 'StorPoolName' property to an existing pool.")
+                    .obj_ref("Node", &r.node)
+                    .obj_ref("StorPool", &pool_name));
+            }
+        };
+        if pool.provider_kind.is_diskless() != diskless {
+            let what = if diskless {
+                "a diskless resource needs a DISKLESS pool"
+            } else {
+                "a diskful resource needs a pool with storage"
+            };
+            return Err(OpError::new(
+                op,
+                rc::FAIL_INVLD_STOR_POOL_NAME,
+                format!(
+                    "Storage pool '{}' on node '{}' is {}; {what}.",
+                    pool.name,
+                    pool.node,
+                    pool.provider_kind.as_str()
+                ),
+            )
+            .correction("Choose a matching storage pool or set the DISKLESS flag as intended."));
+        }
+        Ok(Volume {
+            volume_number: vd.volume_number,
+            storage_pool: pool.name.clone(),
+            provider_kind: pool.provider_kind,
+            props: Props::new(),
+            flags: BTreeSet::new(),
+            uuid: ctx.uuid(),
+        })
+    }
+
+    /// `POST /v1/resource-definitions/{rd}/resources` (list form) and
+    /// `…/resources/{node}` (object form; `node` overrides the body).
+    pub fn create_resources(
+        &self,
+        rd: &str,
+        reqs: &[wire::ResourceCreate],
+        node_override: Option<&str>,
+        ctx: &mut Ctx,
+    ) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_CRT | rc::MASK_RSC;
+        let d = self.rsc_dfn(rd, OP)?;
+        let rd_key = key(&d.name);
+        if reqs.is_empty() {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_INVLD_REQUEST,
+                "No resource to create was given.",
+            )
+            .correction("Send at least one resource."));
+        }
+        let mut out = Outcome::default();
+        let mut seen = BTreeSet::new();
+        for req in reqs {
+            let node_name = node_override.unwrap_or(&req.resource.node_name);
+            if node_name.is_empty() {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_INVLD_NODE_NAME,
+                    "A resource needs a node_name.",
+                )
+                .correction("Give resource.node_name."));
+            }
+            let n = self.node(node_name, OP)?;
+            let nk = key(&n.name);
+            if !n.node_type.has_satellite() {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_INVLD_NODE_TYPE,
+                    format!(
+                        "Node '{}' is a {} node and cannot hold resources.",
+                        n.name,
+                        n.node_type.as_str()
+                    ),
+                )
+                .correction("Place the resource on a SATELLITE or COMBINED node."));
+            }
+            if self.resources.contains_key(&(rd_key.clone(), nk.clone()))
+                || !seen.insert(nk.clone())
+            {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_EXISTS_RSC,
+                    format!("Resource '{}' already exists on node '{}'.", d.name, n.name),
+                )
+                .correction("Use another node, or delete the existing resource first.")
+                .obj_ref("RscDfn", &d.name)
+                .obj_ref("Node", &n.name));
+            }
+            props::check_all(&req.resource.props, OP)?;
+            let mut flags: BTreeSet<String> = BTreeSet::new();
+            for f in &req.resource.flags {
+                let u = f.trim().to_ascii_uppercase();
+                if !CREATE_FLAGS.contains(&u.as_str()) {
+                    return Err(OpError::new(
+                        OP,
+                        rc::FAIL_INVLD_REQUEST,
+                        format!("The resource flag '{f}' cannot be set on creation."),
+                    )
+                    .correction(format!("Valid flags: {}.", CREATE_FLAGS.join(", "))));
+                }
+                flags.insert(u);
+            }
+            if req.drbd_client == Some(true) {
+                flags.insert("DRBD_DISKLESS".into());
+            }
+            if flags.iter().any(|f| f != "INACTIVE") {
+                flags.insert("DISKLESS".into());
+            }
+            let rg = self.rsc_grps.get(&key(&d.resource_group));
+            let stack = match req.layer_list.as_ref().filter(|l| !l.is_empty()) {
+                Some(l) => check_layer_stack(l, OP)?,
+                None if !d.layer_stack.is_empty() => d.layer_stack.clone(),
+                None => rg
+                    .and_then(|g| g.select_filter.layer_stack.clone())
+                    .unwrap_or_else(|| vec!["STORAGE".to_string()]),
+            };
+            if let Some(id) = req.drbd_node_id {
+                if !(0..=31).contains(&id) {
+                    return Err(OpError::new(
+                        OP,
+                        rc::FAIL_INVLD_NODE_ID,
+                        format!("The DRBD node id {id} is invalid."),
+                    )
+                    .correction("Use a node id from 0 to 31."));
+                }
+            }
+            let mut r = Resource {
+                resource_definition: d.name.clone(),
+                node: n.name.clone(),
+                props: req.resource.props.clone(),
+                flags,
+                layer_stack: stack,
+                create_timestamp: ctx.now_ms,
+                volumes: BTreeMap::new(),
+                uuid: ctx.uuid(),
+            };
+            for vd in self.vlm_dfns_of(&rd_key) {
+                let v = self.new_volume(&r, vd, OP, ctx)?;
+                r.volumes.insert(vd.volume_number, v);
+            }
+            out.reply(
+                ApiCallRc::success(
+                    OP,
+                    rc::CREATED,
+                    format!(
+                        "New resource '{}' on node '{}' registered.",
+                        r.resource_definition, r.node
+                    ),
+                )
+                .with_details(format!(
+                    "Resource '{}' on node '{}' UUID is: {}",
+                    r.resource_definition, r.node, r.uuid
+                ))
+                .with_ref("RscDfn", &r.resource_definition)
+                .with_ref("Node", &r.node),
+            );
+            out.put(Object::Rsc(r));
+        }
+        Ok(out)
+    }
+
+    /// `PUT …/resources/{node}`.
+    pub fn modify_resource(
+        &self,
+        rd: &str,
+        node: &str,
+        req: &wire::ResourceModify,
+    ) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_MOD | rc::MASK_RSC;
+        let mut r = self.resource(rd, node, OP)?.clone();
+        r.props = props::apply(&r.props, &req.props, OP)?;
+        let mut out = Outcome::default();
+        out.reply(
+            ApiCallRc::success(
+                OP,
+                rc::MODIFIED,
+                format!(
+                    "Resource '{}' on node '{}' modified.",
+                    r.resource_definition, r.node
+                ),
+            )
+            .with_ref("RscDfn", &r.resource_definition)
+            .with_ref("Node", &r.node),
+        );
+        out.put(Object::Rsc(r));
+        Ok(out)
+    }
+
+    /// `PUT …/resources/{node}/volumes/{nr}`.
+    pub fn modify_volume(
+        &self,
+        rd: &str,
+        node: &str,
+        nr: i64,
+        req: &cairn_api::PropsModify,
+    ) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_MOD | rc::MASK_VLM;
+        let mut r = self.resource(rd, node, OP)?.clone();
+        let v = u32::try_from(nr)
+            .ok()
+            .and_then(|n| r.volumes.get_mut(&n))
+            .ok_or_else(|| {
+                OpError::new(
+                    OP,
+                    rc::FAIL_NOT_FOUND_VLM,
+                    format!("Volume {nr} of resource '{rd}' on node '{node}' not found."),
+                )
+            })?;
+        v.props = props::apply(&v.props, req, OP)?;
+        let mut out = Outcome::default();
+        out.reply(ApiCallRc::success(
+            OP,
+            rc::MODIFIED,
+            format!(
+                "Volume {nr} of resource '{}' on node '{}' modified.",
+                r.resource_definition, r.node
+            ),
+        ));
+        out.put(Object::Rsc(r));
+        Ok(out)
+    }
+
+    /// `DELETE …/resources/{node}`.
+    pub fn delete_resource(&self, rd: &str, node: &str) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_DEL | rc::MASK_RSC;
+        let r = self.resource(rd, node, OP)?;
+        let mut out = Outcome::default();
+        out.delete(ObjKey::Rsc(key(&r.resource_definition), key(&r.node)));
+        out.reply(
+            ApiCallRc::success(
+                OP,
+                rc::DELETED,
+                format!(
+                    "Resource '{}' on node '{}' deleted.",
+                    r.resource_definition, r.node
+                ),
+            )
+            .with_details(format!(
+                "Resource '{}' on node '{}' UUID was: {}",
+                r.resource_definition, r.node, r.uuid
+            ))
+            .with_ref("RscDfn", &r.resource_definition)
+            .with_ref("Node", &r.node),
+        );
+        Ok(out)
+    }
+}

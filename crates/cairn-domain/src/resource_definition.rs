@@ -1,0 +1,629 @@
+//! Resource definitions and volume definitions.
+
+use std::collections::BTreeSet;
+
+use cairn_api::LAYER_KINDS;
+use cairn_api::rc::{self, ApiCallRc};
+use cairn_api::resource_definition::{self as wire, LayerData};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, ObjKey, Object, Outcome};
+use crate::error::{OpError, OpResult};
+use crate::name::{self, NameKind, key};
+use crate::resource_group::{MAX_VLM_NR, check_flags, lowest_free, modify_flags};
+use crate::{Ctx, DEFAULT_RSC_GRP, Props, props};
+
+/// Largest volume size: 2^53 KiB = 8 EiB, the largest block device Linux
+/// can address.
+pub const MAX_VLM_SIZE_KIB: i64 = 1 << 53;
+/// Largest DRBD minor number.
+pub const MAX_MINOR: i64 = 1_048_575;
+/// The longest external name accepted, in bytes.
+pub const MAX_EXTERNAL_NAME_LEN: usize = 1024;
+
+/// DRBD settings given when the resource definition was created.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrbdRscDfnOptions {
+    pub port: Option<u16>,
+    pub secret: Option<String>,
+    pub peer_slots: Option<u8>,
+    pub transport_type: Option<String>,
+}
+
+/// A resource definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceDefinition {
+    pub name: String,
+    pub external_name: Option<String>,
+    pub props: Props,
+    pub flags: BTreeSet<String>,
+    /// Requested layer stack, top first; empty means "decide at placement".
+    pub layer_stack: Vec<String>,
+    pub resource_group: String,
+    pub drbd: DrbdRscDfnOptions,
+    pub uuid: String,
+}
+
+/// A volume definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeDefinition {
+    pub resource_definition: String,
+    pub volume_number: u32,
+    pub size_kib: i64,
+    pub props: Props,
+    pub flags: BTreeSet<String>,
+    pub drbd_minor: Option<u32>,
+    pub uuid: String,
+}
+
+const VD_FLAGS: &[&str] = &["GROSS_SIZE", "ENCRYPTED"];
+
+/// Validates a layer stack: known kinds, no repeats, STORAGE exactly once
+/// and last. Returns it upper-cased.
+pub fn check_layer_stack(stack: &[String], op: i64) -> OpResult<Vec<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(stack.len());
+    for l in stack {
+        let u = l.trim().to_ascii_uppercase();
+        if !LAYER_KINDS.contains(&u.as_str()) {
+            return Err(OpError::new(
+                op,
+                rc::FAIL_INVLD_LAYER_KIND,
+                format!("The layer kind '{l}' is invalid."),
+            )
+            .correction(format!("Use layers from {}.", LAYER_KINDS.join(", "))));
+        }
+        if out.contains(&u) {
+            return Err(OpError::new(
+                op,
+                rc::FAIL_INVLD_LAYER_STACK,
+                format!("The layer '{u}' appears twice in the layer stack."),
+            ));
+        }
+        out.push(u);
+    }
+    if !out.is_empty() && out.last().map(String::as_str) != Some("STORAGE") {
+        return Err(OpError::new(
+            op,
+            rc::FAIL_INVLD_LAYER_STACK,
+            format!("The layer stack '{}' is invalid.", out.join(",")),
+        )
+        .cause("Every layer stack ends with the STORAGE layer.")
+        .correction("Put STORAGE last, e.g. DRBD,STORAGE."));
+    }
+    Ok(out)
+}
+
+fn check_size(size: i64, op: i64) -> OpResult<i64> {
+    if (1..=MAX_VLM_SIZE_KIB).contains(&size) {
+        Ok(size)
+    } else {
+        Err(OpError::new(
+            op,
+            rc::FAIL_INVLD_VLM_SIZE,
+            format!("The volume size {size} KiB is invalid."),
+        )
+        .correction(format!("Use a size from 1 KiB to {MAX_VLM_SIZE_KIB} KiB.")))
+    }
+}
+
+fn rd_not_found(op: i64, rd: &str) -> OpError {
+    OpError::new(
+        op,
+        rc::FAIL_NOT_FOUND_RSC_DFN,
+        format!("Resource definition '{rd}' not found."),
+    )
+    .cause(format!(
+        "The specified resource definition '{rd}' could not be found in the database."
+    ))
+    .correction("Create a resource definition with the name specified first.")
+    .obj_ref("RscDfn", rd)
+}
+
+impl ResourceDefinition {
+    pub fn to_api(
+        &self,
+        vlm_dfns: Option<Vec<wire::VolumeDefinition>>,
+    ) -> wire::ResourceDefinition {
+        let layer_data = if self.layer_stack.is_empty() {
+            vec!["STORAGE".to_string()]
+        } else {
+            self.layer_stack.clone()
+        }
+        .into_iter()
+        .map(|t| {
+            let data = (t == "DRBD").then(|| {
+                let mut m = serde_json::Map::new();
+                if let Some(p) = self.drbd.peer_slots {
+                    m.insert("peer_slots".into(), p.into());
+                }
+                if let Some(t) = &self.drbd.transport_type {
+                    m.insert("transport_type".into(), t.clone().into());
+                }
+                serde_json::Value::Object(m)
+            });
+            LayerData {
+                layer_type: t,
+                data,
+            }
+        })
+        .collect();
+        wire::ResourceDefinition {
+            name: self.name.clone(),
+            external_name: self.external_name.clone(),
+            props: self.props.clone(),
+            flags: self.flags.iter().cloned().collect(),
+            layer_data,
+            uuid: Some(self.uuid.clone()),
+            resource_group_name: Some(self.resource_group.clone()),
+            volume_definitions: vlm_dfns,
+        }
+    }
+}
+
+impl VolumeDefinition {
+    pub fn to_api(&self) -> wire::VolumeDefinition {
+        let layer_data = match self.drbd_minor {
+            Some(m) => vec![LayerData {
+                layer_type: "DRBD".into(),
+                data: Some(serde_json::json!({ "minor_number": m })),
+            }],
+            None => Vec::new(),
+        };
+        wire::VolumeDefinition {
+            volume_number: Some(i64::from(self.volume_number)),
+            size_kib: Some(self.size_kib),
+            props: self.props.clone(),
+            flags: self.flags.iter().cloned().collect(),
+            layer_data,
+            uuid: Some(self.uuid.clone()),
+        }
+    }
+}
+
+impl Cluster {
+    pub fn rsc_dfn(&self, rd: &str, op: i64) -> OpResult<&ResourceDefinition> {
+        self.rsc_dfns
+            .get(&key(rd))
+            .ok_or_else(|| rd_not_found(op, rd))
+    }
+
+    /// `POST /v1/resource-definitions`.
+    pub fn create_rsc_dfn(
+        &self,
+        req: &wire::ResourceDefinitionCreate,
+        ctx: &mut Ctx,
+    ) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_CRT | rc::MASK_RSC_DFN;
+        let r = &req.resource_definition;
+        let external = r.external_name.clone().filter(|e| !e.is_empty());
+        if let Some(e) = &external {
+            if e.len() > MAX_EXTERNAL_NAME_LEN || e.chars().any(char::is_control) {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_INVLD_EXT_NAME,
+                    "The external name is invalid.",
+                )
+                .cause(format!(
+                    "External names are at most {MAX_EXTERNAL_NAME_LEN} bytes of printable UTF-8."
+                )));
+            }
+            if let Some(d) = self
+                .rsc_dfns
+                .values()
+                .find(|d| d.external_name.as_deref() == Some(e.as_str()))
+            {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_EXISTS_EXT_NAME,
+                    format!("A resource definition with the external name '{e}' already exists."),
+                )
+                .obj_ref("RscDfn", &d.name));
+            }
+        }
+        let name = if !r.name.is_empty() {
+            name::check(NameKind::ResourceDefinition, &r.name, OP)?;
+            r.name.clone()
+        } else if let Some(e) = &external {
+            name::from_external(e, |n| self.rsc_dfns.contains_key(&key(n))).ok_or_else(|| {
+                OpError::new(
+                    OP,
+                    rc::FAIL_INVLD_EXT_NAME,
+                    format!("No resource name could be derived from '{e}'."),
+                )
+            })?
+        } else {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_INVLD_RSC_NAME,
+                "The resource definition has neither a name nor an external name.",
+            )
+            .correction("Give 'name' or 'external_name' in resource_definition."));
+        };
+        if let Some(d) = self.rsc_dfns.get(&key(&name)) {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_EXISTS_RSC_DFN,
+                format!(
+                    "A resource definition with the name '{}' already exists.",
+                    d.name
+                ),
+            )
+            .correction("Use another name, or delete the existing resource definition first.")
+            .obj_ref("RscDfn", &d.name));
+        }
+        let rg_name = r
+            .resource_group_name
+            .clone()
+            .filter(|g| !g.is_empty())
+            .unwrap_or_else(|| DEFAULT_RSC_GRP.to_string());
+        let rg = self.rsc_grp(&rg_name, OP)?;
+        props::check_all(&r.props, OP)?;
+        let stack: Vec<String> = r.layer_data.iter().map(|l| l.layer_type.clone()).collect();
+        let layer_stack = check_layer_stack(&stack, OP)?;
+        let drbd = check_drbd_options(
+            req.drbd_port,
+            req.drbd_secret.clone(),
+            req.drbd_peer_slots,
+            req.drbd_transport_type.clone(),
+            OP,
+        )?;
+        let d = ResourceDefinition {
+            name,
+            external_name: external,
+            props: r.props.clone(),
+            flags: BTreeSet::new(),
+            layer_stack,
+            resource_group: rg.name.clone(),
+            drbd,
+            uuid: ctx.uuid(),
+        };
+        let mut out = Outcome::default();
+        out.reply(
+            ApiCallRc::success(
+                OP,
+                rc::CREATED,
+                format!("New resource definition '{}' created.", d.name),
+            )
+            .with_details(format!(
+                "Resource definition '{}' UUID is: {}",
+                d.name, d.uuid
+            ))
+            .with_ref("RscDfn", &d.name),
+        );
+        out.put(Object::RscDfn(d));
+        Ok(out)
+    }
+
+    /// `PUT /v1/resource-definitions/{rd}`.
+    pub fn modify_rsc_dfn(
+        &self,
+        rd: &str,
+        req: &wire::ResourceDefinitionModify,
+    ) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_MOD | rc::MASK_RSC_DFN;
+        let mut d = self.rsc_dfn(rd, OP)?.clone();
+        d.props = props::apply(&d.props, &req.props, OP)?;
+        if let Some(g) = req.resource_group.as_deref().filter(|g| !g.is_empty()) {
+            d.resource_group = self.rsc_grp(g, OP)?.name.clone();
+        }
+        if let Some(stack) = &req.layer_stack {
+            let stack = check_layer_stack(stack, OP)?;
+            if stack != d.layer_stack && self.resources_of(&key(&d.name)).next().is_some() {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_INVLD_LAYER_STACK,
+                    format!(
+                        "The layer stack of '{}' cannot change while it has resources.",
+                        d.name
+                    ),
+                )
+                .correction("Delete the resources first."));
+            }
+            d.layer_stack = stack;
+        }
+        let new = check_drbd_options(req.drbd_port, None, req.drbd_peer_slots, None, OP)?;
+        if new.port.is_some() {
+            d.drbd.port = new.port;
+        }
+        if new.peer_slots.is_some() {
+            d.drbd.peer_slots = new.peer_slots;
+        }
+        let mut out = Outcome::default();
+        out.reply(
+            ApiCallRc::success(
+                OP,
+                rc::MODIFIED,
+                format!("Resource definition '{}' modified.", d.name),
+            )
+            .with_ref("RscDfn", &d.name),
+        );
+        out.put(Object::RscDfn(d));
+        Ok(out)
+    }
+
+    /// `DELETE /v1/resource-definitions/{rd}`: removes its resources and
+    /// volume definitions with it.
+    pub fn delete_rsc_dfn(&self, rd: &str) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_DEL | rc::MASK_RSC_DFN;
+        let d = self.rsc_dfn(rd, OP)?;
+        let k = key(&d.name);
+        let mut out = Outcome::default();
+        for r in self.resources_of(&k) {
+            out.delete(ObjKey::Rsc(k.clone(), key(&r.node)));
+        }
+        for v in self.vlm_dfns_of(&k) {
+            out.delete(ObjKey::VlmDfn(k.clone(), v.volume_number));
+        }
+        out.delete(ObjKey::RscDfn(k));
+        out.reply(
+            ApiCallRc::success(
+                OP,
+                rc::DELETED,
+                format!("Resource definition '{}' deleted.", d.name),
+            )
+            .with_details(format!(
+                "Resource definition '{}' UUID was: {}",
+                d.name, d.uuid
+            ))
+            .with_ref("RscDfn", &d.name),
+        );
+        Ok(out)
+    }
+
+    pub fn vlm_dfn(&self, rd: &str, nr: i64, op: i64) -> OpResult<&VolumeDefinition> {
+        let d = self.rsc_dfn(rd, op)?;
+        u32::try_from(nr)
+            .ok()
+            .and_then(|n| self.vlm_dfns.get(&(key(&d.name), n)))
+            .ok_or_else(|| {
+                OpError::new(
+                    op,
+                    rc::FAIL_NOT_FOUND_VLM_DFN,
+                    format!(
+                        "Volume definition {nr} of resource definition '{}' not found.",
+                        d.name
+                    ),
+                )
+                .obj_ref("RscDfn", &d.name)
+                .obj_ref("VlmNr", nr.to_string())
+            })
+    }
+
+    /// `POST /v1/resource-definitions/{rd}/volume-definitions`. Existing
+    /// resources of the definition get the new volume.
+    pub fn create_vlm_dfn(
+        &self,
+        rd: &str,
+        req: &wire::VolumeDefinitionCreate,
+        ctx: &mut Ctx,
+    ) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_CRT | rc::MASK_VLM_DFN;
+        let d = self.rsc_dfn(rd, OP)?;
+        let k = key(&d.name);
+        let v = &req.volume_definition;
+        let nr = match v.volume_number {
+            Some(n) if (0..=MAX_VLM_NR).contains(&n) => n as u32,
+            Some(n) => {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_INVLD_VLM_NR,
+                    format!("The volume number {n} is invalid."),
+                )
+                .correction(format!("Use a volume number from 0 to {MAX_VLM_NR}.")));
+            }
+            None => {
+                lowest_free(self.vlm_dfns_of(&k).map(|v| v.volume_number)).ok_or_else(|| {
+                    OpError::new(
+                        OP,
+                        rc::FAIL_POOL_EXHAUSTED_VLM_NR,
+                        "No free volume number left.",
+                    )
+                })?
+            }
+        };
+        if self.vlm_dfns.contains_key(&(k.clone(), nr)) {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_EXISTS_VLM_DFN,
+                format!(
+                    "Volume definition {nr} of resource definition '{}' already exists.",
+                    d.name
+                ),
+            )
+            .correction("Use another volume number.")
+            .obj_ref("RscDfn", &d.name)
+            .obj_ref("VlmNr", nr.to_string()));
+        }
+        let size = v.size_kib.ok_or_else(|| {
+            OpError::new(
+                OP,
+                rc::FAIL_INVLD_VLM_SIZE,
+                "The volume definition has no size.",
+            )
+            .correction("Give size_kib.")
+        })?;
+        let size = check_size(size, OP)?;
+        let minor = match req.drbd_minor_number {
+            None => None,
+            Some(m) if (0..=MAX_MINOR).contains(&m) => Some(m as u32),
+            Some(m) => {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_INVLD_MINOR_NR,
+                    format!("The minor number {m} is invalid."),
+                )
+                .correction(format!("Use a minor number from 0 to {MAX_MINOR}.")));
+            }
+        };
+        props::check_all(&v.props, OP)?;
+        let vd = VolumeDefinition {
+            resource_definition: d.name.clone(),
+            volume_number: nr,
+            size_kib: size,
+            props: v.props.clone(),
+            flags: check_flags(&v.flags, VD_FLAGS, OP)?,
+            drbd_minor: minor,
+            uuid: ctx.uuid(),
+        };
+        let mut out = Outcome::default();
+        for r in self.resources_of(&k) {
+            let mut r = r.clone();
+            let vol = self.new_volume(&r, &vd, OP, ctx)?;
+            r.volumes.insert(nr, vol);
+            out.put(Object::Rsc(r));
+        }
+        out.reply(
+            ApiCallRc::success(
+                OP,
+                rc::CREATED,
+                format!(
+                    "New volume definition with number '{nr}' of resource definition '{}' created.",
+                    d.name
+                ),
+            )
+            .with_details(format!(
+                "Volume definition with number '{nr}' of resource definition '{}' UUID is: {}",
+                d.name, vd.uuid
+            ))
+            .with_ref("RscDfn", &d.name)
+            .with_ref("VlmNr", nr.to_string()),
+        );
+        out.put(Object::VlmDfn(vd));
+        Ok(out)
+    }
+
+    /// `PUT …/volume-definitions/{nr}`: size (grow; shrink only while no
+    /// resource exists), props, flags.
+    pub fn modify_vlm_dfn(
+        &self,
+        rd: &str,
+        nr: i64,
+        req: &wire::VolumeDefinitionModify,
+    ) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_MOD | rc::MASK_VLM_DFN;
+        let mut vd = self.vlm_dfn(rd, nr, OP)?.clone();
+        if let Some(size) = req.size_kib {
+            let size = check_size(size, OP)?;
+            if size < vd.size_kib
+                && self
+                    .resources_of(&key(&vd.resource_definition))
+                    .next()
+                    .is_some()
+            {
+                return Err(OpError::new(OP, rc::FAIL_INVLD_VLM_SIZE, format!("Volume definition {nr} of '{}' cannot shrink from {} KiB to {size} KiB.", vd.resource_definition, vd.size_kib))
+                    .cause("The resource definition has deployed resources; shrinking would cut off their data.")
+                    .correction("Grow instead, or delete the resources first."));
+            }
+            vd.size_kib = size;
+        }
+        vd.props = props::apply(&vd.props, &req.props, OP)?;
+        vd.flags = modify_flags(&vd.flags, &req.flags, VD_FLAGS, OP)?;
+        let mut out = Outcome::default();
+        out.reply(
+            ApiCallRc::success(
+                OP,
+                rc::MODIFIED,
+                format!(
+                    "Volume definition with number '{nr}' of resource definition '{}' modified.",
+                    vd.resource_definition
+                ),
+            )
+            .with_ref("RscDfn", &vd.resource_definition)
+            .with_ref("VlmNr", nr.to_string()),
+        );
+        out.put(Object::VlmDfn(vd));
+        Ok(out)
+    }
+
+    /// `DELETE …/volume-definitions/{nr}`: the volume goes from every
+    /// resource too.
+    pub fn delete_vlm_dfn(&self, rd: &str, nr: i64) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_DEL | rc::MASK_VLM_DFN;
+        let vd = self.vlm_dfn(rd, nr, OP)?;
+        let k = key(&vd.resource_definition);
+        let mut out = Outcome::default();
+        for r in self.resources_of(&k) {
+            let mut r = r.clone();
+            r.volumes.remove(&vd.volume_number);
+            out.put(Object::Rsc(r));
+        }
+        out.delete(ObjKey::VlmDfn(k, vd.volume_number));
+        out.reply(
+            ApiCallRc::success(
+                OP,
+                rc::DELETED,
+                format!(
+                    "Volume definition with number '{nr}' of resource definition '{}' deleted.",
+                    vd.resource_definition
+                ),
+            )
+            .with_ref("RscDfn", &vd.resource_definition)
+            .with_ref("VlmNr", nr.to_string()),
+        );
+        Ok(out)
+    }
+}
+
+fn check_drbd_options(
+    port: Option<i64>,
+    secret: Option<String>,
+    peer_slots: Option<i64>,
+    transport: Option<String>,
+    op: i64,
+) -> OpResult<DrbdRscDfnOptions> {
+    let port = match port {
+        None => None,
+        Some(p) if (1..=65535).contains(&p) => Some(p as u16),
+        Some(p) => {
+            return Err(OpError::new(
+                op,
+                rc::FAIL_INVLD_RSC_PORT,
+                format!("The DRBD port {p} is invalid."),
+            )
+            .correction("Use a TCP port from 1 to 65535."));
+        }
+    };
+    let peer_slots = match peer_slots {
+        None => None,
+        Some(p) if (1..=31).contains(&p) => Some(p as u8),
+        Some(p) => {
+            return Err(OpError::new(
+                op,
+                rc::FAIL_INVLD_REQUEST,
+                format!("The peer slot count {p} is invalid."),
+            )
+            .correction("Use a number from 1 to 31."));
+        }
+    };
+    let transport_type = match transport.filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => match t.to_ascii_uppercase().as_str() {
+            u @ ("IP" | "RDMA" | "RD_MA" | "ROCE") => Some(u.to_string()),
+            _ => {
+                return Err(OpError::new(
+                    op,
+                    rc::FAIL_INVLD_TRANSPORT_TYPE,
+                    format!("The transport type '{t}' is invalid."),
+                )
+                .correction("Use IP, RDMA or ROCE."));
+            }
+        },
+    };
+    let secret = secret.filter(|s| !s.is_empty());
+    if let Some(s) = &secret {
+        if s.len() > 64 || s.chars().any(|c| c.is_control() || c == '"') {
+            return Err(OpError::new(
+                op,
+                rc::FAIL_INVLD_REQUEST,
+                "The DRBD shared secret is invalid.",
+            )
+            .correction("Use at most 64 printable characters without quotes."));
+        }
+    }
+    Ok(DrbdRscDfnOptions {
+        port,
+        secret,
+        peer_slots,
+        transport_type,
+    })
+}
