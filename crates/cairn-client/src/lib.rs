@@ -1,1 +1,269 @@
+//! A typed client for the LINSTOR REST API v1, used by the CLI, the tests
+//! and the benchmarks. Blocking on purpose: callers that need concurrency
+//! use threads, and nobody pays for an async runtime they do not need.
 
+use std::time::Duration;
+
+use cairn_api::ApiCallRc;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Errors of a REST call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {url}: {source}")]
+    Transport {
+        url: String,
+        source: Box<ureq::Error>,
+    },
+    #[error("{method} {path} answered {status}: {}", summary(.replies))]
+    Api {
+        method: &'static str,
+        path: String,
+        status: u16,
+        replies: Vec<ApiCallRc>,
+    },
+    #[error(
+        "{method} {path} answered {status} with a body that is not the expected JSON: {reason}"
+    )]
+    Decode {
+        method: &'static str,
+        path: String,
+        status: u16,
+        reason: String,
+    },
+}
+
+fn summary(replies: &[ApiCallRc]) -> String {
+    replies
+        .iter()
+        .map(|r| r.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ClientError {
+    /// The HTTP status, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Decode { status, .. } => Some(*status),
+            ClientError::Transport { .. } => None,
+        }
+    }
+
+    /// The ApiCallRc entries of an error reply.
+    pub fn replies(&self) -> &[ApiCallRc] {
+        match self {
+            ClientError::Api { replies, .. } => replies,
+            _ => &[],
+        }
+    }
+}
+
+/// A raw answer: status and body bytes.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A client bound to one controller, e.g. `http://127.0.0.1:3370`.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(300)))
+            .build();
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request and returns whatever came back.
+    pub fn raw(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<RawResponse, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let transport = |e: ureq::Error| ClientError::Transport {
+            url: url.clone(),
+            source: Box::new(e),
+        };
+        let result = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("DELETE", _) => self.agent.delete(&url).call(),
+            ("POST", b) => self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(b.unwrap_or(b"")),
+            ("PUT", b) => self
+                .agent
+                .put(&url)
+                .header("Content-Type", "application/json")
+                .send(b.unwrap_or(b"")),
+            ("PATCH", b) => self
+                .agent
+                .patch(&url)
+                .header("Content-Type", "application/json")
+                .send(b.unwrap_or(b"")),
+            (_, _) => self.agent.options(&url).call(),
+        };
+        let mut resp = result.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .map_err(transport)?;
+        Ok(RawResponse {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let r = self.raw(method, path, body.as_deref())?;
+        if r.status >= 400 {
+            let replies = serde_json::from_slice(&r.body).map_err(|e| ClientError::Decode {
+                method,
+                path: path.to_string(),
+                status: r.status,
+                reason: e.to_string(),
+            })?;
+            return Err(ClientError::Api {
+                method,
+                path: path.to_string(),
+                status: r.status,
+                replies,
+            });
+        }
+        serde_json::from_slice(&r.body).map_err(|e| ClientError::Decode {
+            method,
+            path: path.to_string(),
+            status: r.status,
+            reason: e.to_string(),
+        })
+    }
+
+    fn encode<B: Serialize>(body: &B) -> Vec<u8> {
+        serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec())
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call("GET", path, None)
+    }
+
+    pub fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<Vec<ApiCallRc>, ClientError> {
+        self.call("POST", path, Some(Self::encode(body)))
+    }
+
+    pub fn put<B: Serialize>(&self, path: &str, body: &B) -> Result<Vec<ApiCallRc>, ClientError> {
+        self.call("PUT", path, Some(Self::encode(body)))
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Vec<ApiCallRc>, ClientError> {
+        self.call("DELETE", path, None)
+    }
+
+    pub fn version(&self) -> Result<cairn_api::controller::ControllerVersion, ClientError> {
+        self.get("/v1/controller/version")
+    }
+
+    pub fn create_node(&self, node: &cairn_api::node::Node) -> Result<Vec<ApiCallRc>, ClientError> {
+        self.post("/v1/nodes", node)
+    }
+
+    pub fn nodes(&self) -> Result<Vec<cairn_api::node::Node>, ClientError> {
+        self.get("/v1/nodes")
+    }
+
+    pub fn create_rsc_dfn(
+        &self,
+        rd: &cairn_api::resource_definition::ResourceDefinitionCreate,
+    ) -> Result<Vec<ApiCallRc>, ClientError> {
+        self.post("/v1/resource-definitions", rd)
+    }
+
+    pub fn rsc_dfns(
+        &self,
+    ) -> Result<Vec<cairn_api::resource_definition::ResourceDefinition>, ClientError> {
+        self.get("/v1/resource-definitions?with_volume_definitions=true")
+    }
+
+    pub fn create_vlm_dfn(
+        &self,
+        rd: &str,
+        vd: &cairn_api::resource_definition::VolumeDefinitionCreate,
+    ) -> Result<Vec<ApiCallRc>, ClientError> {
+        self.post(
+            &format!("/v1/resource-definitions/{}/volume-definitions", seg(rd)),
+            vd,
+        )
+    }
+
+    pub fn create_resources(
+        &self,
+        rd: &str,
+        rs: &[cairn_api::resource::ResourceCreate],
+    ) -> Result<Vec<ApiCallRc>, ClientError> {
+        self.post(
+            &format!("/v1/resource-definitions/{}/resources", seg(rd)),
+            &rs,
+        )
+    }
+
+    pub fn view_resources(
+        &self,
+        query: &str,
+    ) -> Result<Vec<cairn_api::resource::ResourceWithVolumes>, ClientError> {
+        self.get(&format!("/v1/view/resources{query}"))
+    }
+
+    pub fn create_stor_pool(
+        &self,
+        node: &str,
+        sp: &cairn_api::storage_pool::StoragePool,
+    ) -> Result<Vec<ApiCallRc>, ClientError> {
+        self.post(&format!("/v1/nodes/{}/storage-pools", seg(node)), sp)
+    }
+}
+
+/// Percent-encodes one path segment.
+pub fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,1 +1,132 @@
+//! The Cairn controller: owns the cluster's desired state in a database and
+//! serves LINSTOR's REST API v1 over it.
+//!
+//! Request flow for a mutation: the REST handler parses the body leniently,
+//! [`state::AppState::mutate`] takes the writer lock, lets the pure domain
+//! compute the changes, commits them to the store in one transaction, and
+//! only then applies them to the in-memory cluster that every read is
+//! served from.
 
+pub mod config;
+pub mod rest;
+mod spec_routes;
+pub mod state;
+
+use std::fs::File;
+use std::future::Future;
+use std::sync::Arc;
+
+use cairn_store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+
+pub use config::ControllerConfig;
+pub use state::AppState;
+
+/// Errors that stop the controller from starting or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("another controller is already using the data directory {0}")]
+    Locked(String),
+    #[error("cannot lock the data directory {path}: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] cairn_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the REST server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("a start-up task panicked: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A controller that is ready to serve: data directory locked, database
+/// loaded, REST listener bound.
+pub struct Controller {
+    state: AppState,
+    listener: TcpListener,
+    _lock: File,
+}
+
+impl Controller {
+    /// Locks the data directory, opens and loads the database, seeds the
+    /// default objects and binds the REST listener.
+    pub async fn start(config: &ControllerConfig) -> Result<Controller, ControllerError> {
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| ControllerError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let lock_path = dir.join("controller.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| ControllerError::Lock {
+                path: lock_path.display().to_string(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ControllerError::Locked(dir.display().to_string()));
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(ControllerError::Lock {
+                    path: lock_path.display().to_string(),
+                    source,
+                });
+            }
+        }
+        let db_path = config.db_path();
+        let store: Arc<dyn Store> =
+            Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db_path)).await??);
+        let state = AppState::load(store).await?;
+        let listener = TcpListener::bind(config.rest_bind)
+            .await
+            .map_err(|source| ControllerError::Bind {
+                addr: config.rest_bind.to_string(),
+                source,
+            })?;
+        Ok(Controller {
+            state,
+            listener,
+            _lock: lock,
+        })
+    }
+
+    /// The address the REST listener is bound to.
+    pub fn rest_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves REST until `shutdown` completes.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ControllerError> {
+        let app = rest::app(self.state.clone());
+        axum::serve(
+            self.listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ControllerError::Serve)
+    }
+}

@@ -47,19 +47,25 @@ pub fn check_all(props: &Props, op_obj: i64) -> Result<(), OpError> {
 
 /// Applies a modification to `props`: deletions first (keys, then whole
 /// namespaces), then overrides, as LINSTOR does.
+/// A leading '/' (an absolute path, as python-linstor's `KV` writes keys)
+/// is dropped, so `/snap/a` and `snap/a` name the same property.
 pub fn apply(props: &Props, m: &PropsModify, op_obj: i64) -> Result<Props, OpError> {
-    check_all(&m.override_props, op_obj)?;
+    let abs = |k: &str| k.strip_prefix('/').unwrap_or(k).to_string();
+    let overrides: Props = m
+        .override_props
+        .iter()
+        .map(|(k, v)| (abs(k), v.clone()))
+        .collect();
+    check_all(&overrides, op_obj)?;
     let mut out = props.clone();
     for k in &m.delete_props {
-        out.remove(k);
+        out.remove(&abs(k));
     }
     for ns in &m.delete_namespaces {
-        let prefix = format!("{}/", ns.trim_end_matches('/'));
+        let prefix = format!("{}/", abs(ns).trim_end_matches('/'));
         out.retain(|k, _| !k.starts_with(&prefix));
     }
-    for (k, v) in &m.override_props {
-        out.insert(k.clone(), v.clone());
-    }
+    out.extend(overrides);
     Ok(out)
 }
 
@@ -88,6 +94,21 @@ mod tests {
         };
         let out = apply(&p, &m, 0).unwrap();
         assert_eq!(out, props(&[("Aux/a", "9"), ("New", "n")]));
+    }
+
+    #[test]
+    fn absolute_keys_name_the_same_property() {
+        let m = PropsModify {
+            override_props: props(&[("/snap/a", "1")]),
+            ..Default::default()
+        };
+        let out = apply(&Props::new(), &m, 0).unwrap();
+        assert_eq!(out, props(&[("snap/a", "1")]));
+        let m = PropsModify {
+            delete_props: vec!["/snap/a".into()],
+            ..Default::default()
+        };
+        assert!(apply(&out, &m, 0).unwrap().is_empty());
     }
 
     #[test]

@@ -1,0 +1,144 @@
+//! `/v1/nodes` and net interfaces.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use axum::routing::{delete, get};
+use cairn_api::node::{NetInterface, Node, NodeModify};
+use cairn_api::query::NameFilter;
+use cairn_api::rc;
+use cairn_domain::name::key;
+
+use super::error::ApiError;
+use super::input;
+use super::reply::{Reply, ok};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/nodes", get(list).post(create))
+        .route("/v1/nodes/{node}", get(get_one).put(modify).delete(remove))
+        .route("/v1/nodes/{node}/lost", delete(lost))
+        .route(
+            "/v1/nodes/{node}/net-interfaces",
+            get(list_nifs).post(create_nif),
+        )
+        .route(
+            "/v1/nodes/{node}/net-interfaces/{nif}",
+            get(get_nif).put(modify_nif).delete(delete_nif),
+        )
+}
+
+/// Connection state of a node's satellite. Cairn has no satellite links
+/// yet, so no node is reachable.
+pub fn connection_status(_node_key: &str) -> &'static str {
+    "OFFLINE"
+}
+
+async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = input::query(q);
+    let names = NameFilter::new(&q.all("nodes"));
+    let props = q.props_filter();
+    let page = input::param(q.page())?;
+    let c = s.read();
+    let out: Vec<Node> = c
+        .nodes
+        .iter()
+        .filter(|(_, n)| names.matches(&n.name) && props.matches(&n.props))
+        .map(|(k, n)| n.to_api(connection_status(k)))
+        .collect();
+    Ok(ok(&page.apply(out)))
+}
+
+async fn get_one(
+    State(s): State<AppState>,
+    Path(node): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = s.read();
+    let n = c.node(&node, rc::MASK_NODE)?;
+    Ok(ok(&n.to_api(connection_status(&key(&n.name)))))
+}
+
+async fn create(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: Node = input::required(&body)?;
+    s.mutate(201, |c, ctx| c.create_node(&req, ctx)).await
+}
+
+async fn modify(
+    State(s): State<AppState>,
+    Path(node): Path<String>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let req: NodeModify = input::body(&body)?;
+    s.mutate(200, |c, _| c.modify_node(&node, &req)).await
+}
+
+async fn remove(State(s): State<AppState>, Path(node): Path<String>) -> Result<Reply, ApiError> {
+    s.mutate(200, |c, _| c.delete_node(&node)).await
+}
+
+async fn lost(State(s): State<AppState>, Path(node): Path<String>) -> Result<Reply, ApiError> {
+    s.mutate(200, |c, _| c.lose_node(&node)).await
+}
+
+async fn list_nifs(
+    State(s): State<AppState>,
+    Path(node): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = s.read();
+    let n = c.node(&node, rc::MASK_NET_IF)?;
+    Ok(ok(&n
+        .net_interfaces
+        .iter()
+        .map(|i| i.to_api())
+        .collect::<Vec<NetInterface>>()))
+}
+
+async fn get_nif(
+    State(s): State<AppState>,
+    Path((node, nif)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let c = s.read();
+    let n = c.node(&node, rc::MASK_NET_IF)?;
+    let i = n
+        .net_interfaces
+        .iter()
+        .find(|i| i.name.eq_ignore_ascii_case(&nif))
+        .ok_or_else(|| {
+            cairn_domain::OpError::new(
+                rc::MASK_NET_IF,
+                rc::FAIL_NOT_FOUND_NET_IF,
+                format!("Net interface '{nif}' on node '{}' not found.", n.name),
+            )
+        })?;
+    Ok(ok(&i.to_api()))
+}
+
+async fn create_nif(
+    State(s): State<AppState>,
+    Path(node): Path<String>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let req: NetInterface = input::required(&body)?;
+    s.mutate(201, |c, ctx| c.create_net_interface(&node, &req, ctx))
+        .await
+}
+
+async fn modify_nif(
+    State(s): State<AppState>,
+    Path((node, nif)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let req: NetInterface = input::body(&body)?;
+    s.mutate(200, |c, _| c.modify_net_interface(&node, &nif, &req))
+        .await
+}
+
+async fn delete_nif(
+    State(s): State<AppState>,
+    Path((node, nif)): Path<(String, String)>,
+) -> Result<Reply, ApiError> {
+    s.mutate(200, |c, _| c.delete_net_interface(&node, &nif))
+        .await
+}

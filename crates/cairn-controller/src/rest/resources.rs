@@ -1,0 +1,175 @@
+//! Resources: per resource definition, and the cluster-wide
+//! `/v1/view/resources`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use axum::routing::{get, put};
+use cairn_api::PropsModify;
+use cairn_api::query::{NameFilter, Query};
+use cairn_api::rc;
+use cairn_api::resource::{ResourceCreate, ResourceModify, ResourceWithVolumes, Volume};
+use cairn_domain::Cluster;
+use cairn_domain::name::key;
+use cairn_domain::resource::Resource;
+
+use super::error::ApiError;
+use super::input;
+use super::reply::{Reply, ok};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/view/resources", get(view))
+        .route(
+            "/v1/resource-definitions/{rd}/resources",
+            get(list_of_rd).post(create_list),
+        )
+        .route(
+            "/v1/resource-definitions/{rd}/resources/{node}",
+            get(get_one).post(create_one).put(modify).delete(remove),
+        )
+        .route(
+            "/v1/resource-definitions/{rd}/resources/{node}/volumes",
+            get(list_volumes),
+        )
+        .route(
+            "/v1/resource-definitions/{rd}/resources/{node}/volumes/{nr}",
+            put(modify_volume).get(get_volume),
+        )
+}
+
+/// The wire form of a resource. Cairn has no satellite links yet, so no
+/// device path, size or usage is known.
+fn wire(r: &Resource) -> ResourceWithVolumes {
+    r.to_api(&|_| None, None)
+}
+
+/// Resources matching `nodes`, `resources`, `storage_pools` and `props`.
+fn filtered(
+    c: &Cluster,
+    q: &Query,
+    only_rd: Option<&str>,
+) -> Result<Vec<ResourceWithVolumes>, ApiError> {
+    let nodes = NameFilter::new(&q.all("nodes"));
+    let rscs = NameFilter::new(&q.all("resources"));
+    let pools = NameFilter::new(&q.all("storage_pools"));
+    let props = q.props_filter();
+    let page = input::param(q.page())?;
+    let keep = |r: &Resource| {
+        nodes.matches(&r.node)
+            && rscs.matches(&r.resource_definition)
+            && props.matches(&r.props)
+            && (pools.is_empty() || r.volumes.values().any(|v| pools.matches(&v.storage_pool)))
+    };
+    let rd_key = only_rd.map(key);
+    let out = match &rd_key {
+        Some(rd) => c.resources_of(rd).filter(|r| keep(r)).map(wire).collect(),
+        None => c.resources.values().filter(|r| keep(r)).map(wire).collect(),
+    };
+    Ok(page.apply(out))
+}
+
+async fn view(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = input::query(q);
+    Ok(ok(&filtered(&s.read(), &q, None)?))
+}
+
+async fn list_of_rd(
+    State(s): State<AppState>,
+    Path(rd): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = input::query(q);
+    let c = s.read();
+    let d = c.rsc_dfn(&rd, rc::MASK_RSC)?;
+    Ok(ok(&filtered(&c, &q, Some(&d.name))?))
+}
+
+async fn get_one(
+    State(s): State<AppState>,
+    Path((rd, node)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(ok(&wire(s.read().resource(&rd, &node, rc::MASK_RSC)?)))
+}
+
+async fn create_list(
+    State(s): State<AppState>,
+    Path(rd): Path<String>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let req: Vec<ResourceCreate> = input::required(&body)?;
+    s.mutate(201, |c, ctx| c.create_resources(&rd, &req, None, ctx))
+        .await
+}
+
+async fn create_one(
+    State(s): State<AppState>,
+    Path((rd, node)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let req: ResourceCreate = input::body(&body)?;
+    s.mutate(201, |c, ctx| {
+        c.create_resources(&rd, std::slice::from_ref(&req), Some(&node), ctx)
+    })
+    .await
+}
+
+async fn modify(
+    State(s): State<AppState>,
+    Path((rd, node)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let req: ResourceModify = input::body(&body)?;
+    s.mutate(200, |c, _| c.modify_resource(&rd, &node, &req))
+        .await
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    Path((rd, node)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Reply, ApiError> {
+    // keep_tiebreaker only matters once DRBD tiebreakers exist; parse it so
+    // a malformed value is still reported.
+    input::param(input::query(q).flag("keep_tiebreaker"))?;
+    s.mutate(200, |c, _| c.delete_resource(&rd, &node)).await
+}
+
+async fn list_volumes(
+    State(s): State<AppState>,
+    Path((rd, node)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let c = s.read();
+    let r = c.resource(&rd, &node, rc::MASK_VLM)?;
+    Ok(ok(&wire(r).volumes))
+}
+
+async fn get_volume(
+    State(s): State<AppState>,
+    Path((rd, node, nr)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let nr = input::vlm_nr(&nr)?;
+    let c = s.read();
+    let r = c.resource(&rd, &node, rc::MASK_VLM)?;
+    let v: Option<Volume> = wire(r).volumes.into_iter().find(|v| v.volume_number == nr);
+    v.map(|v| ok(&v)).ok_or_else(|| {
+        ApiError::Op(cairn_domain::OpError::new(
+            rc::MASK_VLM,
+            rc::FAIL_NOT_FOUND_VLM,
+            format!("Volume {nr} of resource '{rd}' on node '{node}' not found."),
+        ))
+    })
+}
+
+async fn modify_volume(
+    State(s): State<AppState>,
+    Path((rd, node, nr)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let nr = input::vlm_nr(&nr)?;
+    let req: PropsModify = input::body(&body)?;
+    s.mutate(200, |c, _| c.modify_volume(&rd, &node, nr, &req))
+        .await
+}

@@ -1,0 +1,115 @@
+"""Wire rules every client depends on (client-wire-rules.md W1-W20)."""
+
+import linstor
+
+from conftest import err, ok
+
+MASK_ERROR = -(1 << 62) - (1 << 62)  # 0xC000000000000000 as a signed 64-bit value
+
+
+def test_handshake_and_version(controller, lin):
+    # python-linstor sent GET /v1/controller/version twice while connecting
+    # and parsed rest_api_version as a tuple of ints (W15).
+    v = lin.controller_version()
+    assert v.rest_api_version == "1.27.0"
+    status, ctype, body = controller.request("GET", "/v1/controller/version")
+    assert status == 200 and ctype == "application/json"
+    assert set(body) >= {"version", "git_hash", "build_time", "rest_api_version"}
+
+
+def test_health(controller):
+    status, _, body = controller.request("GET", "/health")
+    assert status == 200
+    assert body["status"] == "ok"
+
+
+def test_json_without_content_type_is_accepted(controller):
+    # W1: urllib sends no Content-Type when none is given.
+    status, ctype, body = controller.request(
+        "POST", "/v1/resource-groups", raw_body=b'{"name":"nocontenttype","select_filter":{"place_count":"2"}}'
+    )
+    assert status == 201, body
+    assert ctype == "application/json"
+    assert body[0]["ret_code"] > 0
+    status, _, rg = controller.request("GET", "/v1/resource-groups/nocontenttype")
+    assert rg["select_filter"]["place_count"] == 2  # W7: "2" became 2
+
+
+def test_error_bodies_are_apicallrc_lists_with_negative_codes(controller):
+    status, ctype, body = controller.request("GET", "/v1/nodes/missing-node")
+    assert status == 404
+    assert ctype == "application/json"
+    assert isinstance(body, list) and body[0]["ret_code"] < 0
+    assert body[0]["ret_code"] & 0x7FFF == 300  # FAIL_NOT_FOUND_NODE
+    assert "missing-node" in body[0]["message"]
+    assert body[0].get("correction")
+
+
+def test_exists_error_has_linstor_value_and_500(controller, lin):
+    ok(lin.resource_dfn_create("dup-rd"))
+    status, _, body = controller.request("POST", "/v1/resource-definitions", {"resource_definition": {"name": "dup-rd"}})
+    assert status == 500
+    assert body[0]["ret_code"] == -4611686018406940171  # FAIL_EXISTS_RSC_DFN | MASK_CRT | MASK_RSC_DFN
+
+
+def test_unparsable_json_is_400(controller):
+    status, ctype, body = controller.request("POST", "/v1/nodes", raw_body=b"{not json")
+    assert status == 400 and ctype == "application/json"
+    assert body[0]["ret_code"] < 0
+    status, _, body = controller.request("POST", "/v1/resource-groups", {"name": "x1", "select_filter": {"place_count": "two"}})
+    assert status == 400, body
+
+
+def test_empty_or_null_body_means_defaults(controller, lin):
+    ok(lin.resource_dfn_create("empty-body"))
+    for raw in (b"", b"   ", b"null", b"{}"):
+        status, _, body = controller.request("PUT", "/v1/resource-definitions/empty-body", raw_body=raw)
+        assert status == 200, (raw, body)
+        assert body and body[0]["ret_code"] > 0
+
+
+def test_unknown_route_is_404_with_apicallrc(controller):
+    status, ctype, body = controller.request("GET", "/v1/no-such-thing")
+    assert status == 404 and ctype == "application/json"
+    assert body[0]["ret_code"] < 0
+
+
+def test_unimplemented_spec_route_is_501_with_apicallrc(controller):
+    status, ctype, body = controller.request("GET", "/v1/view/snapshots")
+    assert status == 501 and ctype == "application/json"
+    assert body[0]["ret_code"] < 0 and "not implemented" in body[0]["message"]
+
+
+def test_wrong_method_is_405_with_apicallrc(controller):
+    status, _, body = controller.request("PATCH", "/v1/nodes")
+    assert status == 405
+    assert body[0]["ret_code"] < 0
+
+
+def test_trailing_slash_is_tolerated(controller, lin):
+    ok(lin.node_create("slash-node", "SATELLITE", "127.0.0.2"))
+    status, _, body = controller.request("GET", "/v1/nodes/")
+    assert status == 200 and [n["name"] for n in body] == ["slash-node"]
+    status, _, body = controller.request("GET", "/v1/nodes/slash-node/")
+    assert status == 200 and body["name"] == "slash-node"
+
+
+def test_collections_are_lists_never_null(controller):
+    for path in ["/v1/nodes", "/v1/resource-definitions", "/v1/view/resources", "/v1/view/storage-pools",
+                 "/v1/key-value-store", "/v1/node-connections", "/v1/storage-pool-definitions"]:
+        status, _, body = controller.request("GET", path)
+        assert status == 200 and isinstance(body, list), path
+
+
+def test_mutations_carry_created_at_and_obj_refs(controller):
+    status, _, body = controller.request("POST", "/v1/resource-definitions", {"resource_definition": {"name": "refs-rd"}})
+    assert status == 201
+    assert body[0]["obj_refs"]["RscDfn"] == "refs-rd"
+    assert body[0]["created_at"].endswith("+00:00")
+
+
+def test_python_client_raises_nothing_on_plain_flow(lin):
+    # The python client's own error handling path: a not-found node list
+    # filter returns an empty list, not an exception.
+    assert lin.node_list_raise(filter_by_nodes=["nope"]).nodes == []
+    assert isinstance(lin.resource_dfn_list_raise(), linstor.responses.ResourceDefinitionResponse)

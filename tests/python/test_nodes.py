@@ -1,0 +1,140 @@
+"""Nodes, net interfaces, node connections, through python-linstor."""
+
+from conftest import err, ok
+
+
+def make(lin, name, ip="127.0.0.1", props=None):
+    return ok(lin.node_create(name, "SATELLITE", ip, property_dict=props))
+
+
+def test_node_create_list_get(controller, lin):
+    replies = make(lin, "Alpha", props={"Aux/site": "a"})
+    assert replies[0].ret_code == 20709377  # MASK_CRT | MASK_NODE | CREATED
+    nodes = lin.node_list_raise().nodes
+    assert [n.name for n in nodes] == ["Alpha"]
+    n = nodes[0]
+    assert n.type == "SATELLITE"
+    assert n.connection_status == "OFFLINE"
+    assert n.props["Aux/site"] == "a"
+    nif = n.net_interfaces[0]
+    assert (nif.name, nif.address, nif.stlt_port, nif.stlt_encryption_type, nif.is_active) == (
+        "default", "127.0.0.1", 3366, "PLAIN", True)
+    # Case-insensitive lookup, original spelling echoed (W9).
+    status, _, body = controller.request("GET", "/v1/nodes/ALPHA")
+    assert status == 200 and body["name"] == "Alpha"
+
+
+def test_every_satellite_gets_the_diskless_pool(lin):
+    make(lin, "n1")
+    pools = lin.storage_pool_list_raise(filter_by_nodes=["n1"]).storage_pools
+    assert [(p.name, p.provider_kind) for p in pools] == [("DfltDisklessStorPool", "DISKLESS")]
+    assert pools[0].free_space_mgr_name == "n1;DfltDisklessStorPool"
+
+
+def test_duplicate_node_is_refused(lin):
+    make(lin, "dup")
+    err(lin.node_create("DUP", "SATELLITE", "127.0.0.1"), 500)  # FAIL_EXISTS_NODE
+
+
+def test_bad_node_input_is_refused_with_linstor_codes(controller, lin):
+    err(lin.node_create("bad name", "SATELLITE", "127.0.0.1"), 200)  # FAIL_INVLD_NODE_NAME
+    err(lin.node_create("x", "SATELLITE", "127.0.0.1"), 200)
+    err(lin.node_create("host-1", "SATELLITE", "not-an-ip"), 210)  # FAIL_INVLD_NET_ADDR
+    status, _, body = controller.request("POST", "/v1/nodes", {"name": "t1", "type": "spaceship", "net_interfaces": [{"name": "default", "address": "127.0.0.1"}]})
+    assert status == 500 and body[0]["ret_code"] & 0x7FFF == 201  # FAIL_INVLD_NODE_TYPE
+    status, _, body = controller.request("POST", "/v1/nodes", {"name": "t2", "type": "satellite", "net_interfaces": [{"name": "default", "address": "127.0.0.1", "satellite_port": 70000}]})
+    assert status == 500 and body[0]["ret_code"] & 0x7FFF == 211  # FAIL_INVLD_NET_PORT
+    assert lin.node_list_raise().nodes == []
+
+
+def test_node_type_is_case_insensitive(controller):
+    status, _, body = controller.request("POST", "/v1/nodes", {"name": "gonode", "type": "Satellite", "net_interfaces": [{"name": "default", "address": "::1", "satellite_port": 3366, "satellite_encryption_type": "Plain"}]})
+    assert status == 201, body
+    status, _, node = controller.request("GET", "/v1/nodes/gonode")
+    assert node["type"] == "SATELLITE"
+    assert node["net_interfaces"][0]["address"] == "::1"
+
+
+def test_node_modify_props_and_namespaces(lin):
+    make(lin, "m1", props={"Aux/a": "1", "Aux/ns/x": "2", "Aux/ns/y": "3"})
+    ok(lin.node_modify("m1", property_dict={"Aux/b": "2"}, delete_props=["Aux/a"]))
+    props = lin.node_list_raise(filter_by_nodes=["m1"]).nodes[0].props
+    assert props == {"Aux/b": "2", "Aux/ns/x": "2", "Aux/ns/y": "3"}
+
+
+def test_node_delete_namespace_raw(controller, lin):
+    make(lin, "m2", props={"Aux/ns/x": "2", "Aux/keep": "1"})
+    status, _, _ = controller.request("PUT", "/v1/nodes/m2", {"delete_namespaces": ["Aux/ns"]})
+    assert status == 200
+    assert lin.node_list_raise(filter_by_nodes=["m2"]).nodes[0].props == {"Aux/keep": "1"}
+
+
+def test_node_filters_are_server_side(controller, lin):
+    make(lin, "f1", props={"Aux/zone": "a"})
+    make(lin, "f2", props={"Aux/zone": "b"})
+    make(lin, "f3")
+    names = lambda resp: sorted(n.name for n in resp.nodes)
+    assert names(lin.node_list_raise(filter_by_nodes=["f1", "F3"])) == ["f1", "f3"]
+    assert names(lin.node_list_raise(filter_by_props=["Aux/zone"])) == ["f1", "f2"]
+    assert names(lin.node_list_raise(filter_by_props=["Aux/zone=b"])) == ["f2"]
+    status, _, body = controller.request("GET", "/v1/nodes?limit=2&offset=1")
+    assert [n["name"] for n in body] == ["f2", "f3"]
+    status, _, body = controller.request("GET", "/v1/nodes?limit=0&offset=2")
+    assert len(body) == 3  # limit 0 = unlimited, offset ignored (W8)
+
+
+def test_node_delete_and_missing(lin):
+    make(lin, "gone")
+    ok(lin.node_delete("gone"))
+    assert lin.node_list_raise().nodes == []
+    err(lin.node_delete("gone"), 300)  # FAIL_NOT_FOUND_NODE
+
+
+def test_node_with_resources_cannot_be_deleted_but_can_be_lost(controller, lin):
+    make(lin, "busy")
+    ok(lin.storage_pool_create("busy", "sp1", "FILE_THIN", "/var/tmp/cairn-pool"))
+    ok(lin.resource_dfn_create("r-busy"))
+    ok(lin.volume_dfn_create("r-busy", 1024))
+    status, _, body = controller.request("POST", "/v1/resource-definitions/r-busy/resources/busy", {"resource": {"props": {"StorPoolName": "sp1"}}})
+    assert status == 201, body
+    err(lin.node_delete("busy"), 997)  # FAIL_IN_USE: no orphaned resources
+    assert [n.name for n in lin.node_list_raise().nodes] == ["busy"]
+    ok(lin.node_lost("busy"))
+    assert lin.node_list_raise().nodes == []
+    status, _, body = controller.request("GET", "/v1/view/resources")
+    assert body == []
+    status, _, body = controller.request("GET", "/v1/view/storage-pools")
+    assert body == []
+
+
+def test_net_interfaces(controller, lin):
+    make(lin, "nif1")
+    ok(lin.netinterface_create("nif1", "second", "127.0.0.5", port=3367, com_type="SSL"))
+    status, _, body = controller.request("GET", "/v1/nodes/nif1/net-interfaces")
+    assert sorted(i["name"] for i in body) == ["default", "second"]
+    assert [i["name"] for i in body if i["is_active"]] == ["default"]
+    ok(lin.netinterface_modify("nif1", "second", ip="127.0.0.6"))
+    status, _, body = controller.request("GET", "/v1/nodes/nif1/net-interfaces/second")
+    assert body["address"] == "127.0.0.6" and body["satellite_port"] == 3367
+    err(lin.netinterface_create("nif1", "second", "127.0.0.7"), 505)  # FAIL_EXISTS_NET_IF
+    ok(lin.netinterface_delete("nif1", "second"))
+    err(lin.netinterface_delete("nif1", "default"), 997)  # the last satellite connection stays
+    err(lin.netinterface_delete("nif1", "nope"), 305)
+
+
+def test_node_connections(controller, lin):
+    make(lin, "ca")
+    make(lin, "cb")
+    ok(lin.node_conn_modify("cb", "ca", {"DrbdOptions/Net/protocol": "C"}, []))
+    conns = lin.node_conn_list_raise().node_connections
+    assert len(conns) == 1
+    assert (conns[0].node_a, conns[0].node_b) == ("ca", "cb")
+    assert conns[0].properties["DrbdOptions/Net/protocol"] == "C"
+    status, _, body = controller.request("GET", "/v1/node-connections?node_a=cb")
+    assert len(body) == 1
+    status, _, body = controller.request("PUT", "/v1/node-connections/ca/nope", {"override_props": {"a": "b"}})
+    assert status == 404
+    # Deleting a node removes its connections.
+    ok(lin.node_delete("cb"))
+    status, _, body = controller.request("GET", "/v1/node-connections")
+    assert body == []

@@ -1,0 +1,193 @@
+"""Resource definitions, volume definitions, resources and the views."""
+
+import pytest
+import linstor
+
+from conftest import err, ok
+
+
+@pytest.fixture
+def cluster(lin):
+    for i, n in enumerate(["n1", "n2", "n3"]):
+        ok(lin.node_create(n, "SATELLITE", f"127.0.0.{i + 1}"))
+        ok(lin.storage_pool_create(n, "DfltStorPool", "FILE_THIN", "/var/lib/cairn-pool"))
+    return lin
+
+
+def test_definitions_and_manual_placement(controller, cluster):
+    lin = cluster
+    ok(lin.resource_dfn_create("web", resource_group="DfltRscGrp"))
+    ok(lin.volume_dfn_create("web", 1048576))
+    ok(lin.volume_dfn_create("web", 2048, volume_nr=3))
+    replies = ok(lin.resource_create([linstor.ResourceData("n1", "web"), linstor.ResourceData("n2", "web")]))
+    assert sum(1 for r in replies if r.is_success()) == 2
+    ok(lin.resource_create([linstor.ResourceData("n3", "web", diskless=True)]))
+
+    status, _, body = controller.request("GET", "/v1/view/resources")
+    assert status == 200 and len(body) == 3
+    by_node = {r["node_name"]: r for r in body}
+    for n in ("n1", "n2"):
+        r = by_node[n]
+        assert r["name"] == "web"
+        assert r["layer_object"]["type"] == "STORAGE"  # W12: always present
+        assert "state" in r
+        assert isinstance(r["create_timestamp"], int)
+        assert [v["volume_number"] for v in r["volumes"]] == [0, 3]  # W11: 0 present
+        assert {v["storage_pool_name"] for v in r["volumes"]} == {"DfltStorPool"}
+        assert {v["provider_kind"] for v in r["volumes"]} == {"FILE_THIN"}
+        assert r["volumes"][0]["layer_data_list"][-1]["type"] == "STORAGE"
+    d = by_node["n3"]
+    assert "DISKLESS" in d["flags"]
+    assert {v["storage_pool_name"] for v in d["volumes"]} == {"DfltDisklessStorPool"}
+
+    # The CLI's resource list goes through python-linstor's classes.
+    rl = lin.resource_list_raise(filter_by_resources=["web"])
+    assert sorted(r.node_name for r in rl.resources) == ["n1", "n2", "n3"]
+    vl = lin.volume_list_raise(filter_by_nodes=["n1"])
+    assert len(vl.resources[0].volumes) == 2
+
+    rds = lin.resource_dfn_list_raise(query_volume_definitions=True).resource_definitions
+    web = [d for d in rds if d.name == "web"][0]
+    assert web.resource_group_name == "DfltRscGrp"
+    assert sorted((v.number, v.size) for v in web.volume_definitions) == [(0, 1048576), (3, 2048)]
+
+
+def test_view_filters(controller, cluster):
+    lin = cluster
+    for rd in ("fa", "fb"):
+        ok(lin.resource_dfn_create(rd))
+        ok(lin.volume_dfn_create(rd, 1024))
+    ok(lin.resource_create([linstor.ResourceData("n1", "fa"), linstor.ResourceData("n2", "fa")]))
+    ok(lin.resource_create([linstor.ResourceData("n2", "fb"), linstor.ResourceData("n3", "fb", diskless=True)]))
+    ok(lin.resource_modify("n2", "fb", property_dict={"Aux/tag": "x"}))
+
+    def q(query):
+        status, _, body = controller.request("GET", "/v1/view/resources" + query)
+        assert status == 200
+        return sorted((r["name"], r["node_name"]) for r in body)
+
+    assert q("?nodes=n2") == [("fa", "n2"), ("fb", "n2")]
+    assert q("?nodes=n1&nodes=N3") == [("fa", "n1"), ("fb", "n3")]
+    assert q("?resources=FB") == [("fb", "n2"), ("fb", "n3")]
+    assert q("?storage_pools=DfltDisklessStorPool") == [("fb", "n3")]
+    assert q("?props=Aux/tag=x") == [("fb", "n2")]
+    assert q("?props=Aux/tag=y") == []
+    assert q("?limit=2&offset=0&cached=true") == [("fa", "n1"), ("fa", "n2")]
+    assert len(q("?limit=0&offset=0")) == 4
+    status, _, body = controller.request("GET", "/v1/resource-definitions/fa/resources")
+    assert sorted(r["node_name"] for r in body) == ["n1", "n2"]
+    status, _, body = controller.request("GET", "/v1/resource-definitions?resource_definitions=fa&resource_definitions=fb")
+    assert sorted(d["name"] for d in body) == ["fa", "fb"]
+    assert "volume_definitions" not in body[0]
+    status, _, body = controller.request("GET", "/v1/resource-definitions?with_volume_definitions=True")
+    assert all(d["volume_definitions"][0]["volume_number"] == 0 for d in body)
+
+
+def test_external_name_gives_derived_name_in_obj_refs(controller, lin):
+    replies = ok(lin.resource_dfn_create("", external_name="pvc-Ünïcode volume/1"))
+    name = replies[0].object_refs["RscDfn"]
+    assert name == "pvc-_n_code_volume_1"
+    rd = [d for d in lin.resource_dfn_list_raise().resource_definitions if d.name == name][0]
+    assert rd.external_name == "pvc-Ünïcode volume/1"
+    err(lin.resource_dfn_create("", external_name="pvc-Ünïcode volume/1"), 517)  # FAIL_EXISTS_EXT_NAME
+
+
+def test_missing_parents_and_duplicates(controller, cluster):
+    lin = cluster
+    err(lin.resource_dfn_create("bad name"), 202)  # FAIL_INVLD_RSC_NAME
+    err(lin.resource_dfn_create("orphan", resource_group="nope"), 317)  # FAIL_NOT_FOUND_RSC_GRP
+    err(lin.volume_dfn_create("missing", 1024), 301)  # FAIL_NOT_FOUND_RSC_DFN
+    err(lin.resource_create([linstor.ResourceData("n1", "missing")]), 301)
+    ok(lin.resource_dfn_create("dup"))
+    err(lin.resource_dfn_create("DUP"), 501)
+    ok(lin.volume_dfn_create("dup", 1024, volume_nr=0))
+    err(lin.volume_dfn_create("dup", 1024, volume_nr=0), 503)  # FAIL_EXISTS_VLM_DFN
+    err(lin.resource_create([linstor.ResourceData("nope", "dup")]), 300)  # FAIL_NOT_FOUND_NODE
+    ok(lin.resource_create([linstor.ResourceData("n1", "dup")]))
+    err(lin.resource_create([linstor.ResourceData("n1", "dup")]), 502)  # FAIL_EXISTS_RSC
+    err(lin.resource_create([linstor.ResourceData("n2", "dup", storage_pool="nosuchpool")]), 310)
+    status, _, body = controller.request("GET", "/v1/resource-definitions/missing/volume-definitions")
+    assert status == 404  # W10: child collection of a missing parent
+    status, _, body = controller.request("GET", "/v1/resource-definitions/dup/resources/n3")
+    assert status == 404 and body[0]["ret_code"] & 0x7FFF == 302
+    err(lin.resource_delete("n3", "dup"), 302)
+
+
+def test_volume_sizes_are_checked(controller, lin):
+    ok(lin.resource_dfn_create("sz"))
+    for bad in (0, -5, 1 << 54):
+        status, _, body = controller.request("POST", "/v1/resource-definitions/sz/volume-definitions", {"volume_definition": {"size_kib": bad}})
+        assert status == 500 and body[0]["ret_code"] & 0x7FFF == 206, (bad, body)
+    status, _, body = controller.request("POST", "/v1/resource-definitions/sz/volume-definitions", {"volume_definition": {"size_kib": "4096"}})
+    assert status == 200, body  # VD create answers 200 upstream
+    status, _, body = controller.request("POST", "/v1/resource-definitions/sz/volume-definitions", {"volume_definition": {"size_kib": "lots"}})
+    assert status == 400
+
+
+def test_volume_definition_grow_and_shrink_rules(controller, cluster):
+    lin = cluster
+    ok(lin.resource_dfn_create("grow"))
+    ok(lin.volume_dfn_create("grow", 1024))
+    ok(lin.volume_dfn_modify("grow", 0, size=512))  # no resources yet: any size
+    ok(lin.resource_create([linstor.ResourceData("n1", "grow")]))
+    ok(lin.volume_dfn_modify("grow", 0, size=4096))
+    err(lin.volume_dfn_modify("grow", 0, size=1024), 206)  # shrinking deployed data is refused
+    status, _, body = controller.request("PUT", "/v1/resource-definitions/grow/volume-definitions/0", {"override_props": {"Aux/x": "1"}})
+    assert status == 200
+    status, _, vd = controller.request("GET", "/v1/resource-definitions/grow/volume-definitions/0")
+    assert vd["size_kib"] == 4096 and vd["props"] == {"Aux/x": "1"}  # W: missing size = unchanged
+    # A new volume definition appears on existing resources; deleting one removes it.
+    ok(lin.volume_dfn_create("grow", 2048, volume_nr=1))
+    status, _, r = controller.request("GET", "/v1/resource-definitions/grow/resources/n1")
+    assert [v["volume_number"] for v in r["volumes"]] == [0, 1]
+    ok(lin.volume_dfn_delete("grow", 1))
+    status, _, r = controller.request("GET", "/v1/resource-definitions/grow/resources/n1")
+    assert [v["volume_number"] for v in r["volumes"]] == [0]
+
+
+def test_delete_definition_takes_its_resources(controller, cluster):
+    lin = cluster
+    ok(lin.resource_dfn_create("cascade"))
+    ok(lin.volume_dfn_create("cascade", 1024))
+    ok(lin.resource_create([linstor.ResourceData("n1", "cascade"), linstor.ResourceData("n2", "cascade")]))
+    ok(lin.resource_dfn_delete("cascade"))
+    status, _, body = controller.request("GET", "/v1/view/resources?resources=cascade")
+    assert body == []
+    status, _, _ = controller.request("GET", "/v1/resource-definitions/cascade")
+    assert status == 404
+    err(lin.resource_dfn_delete("cascade"), 301)
+
+
+def test_resource_object_form_and_props(controller, cluster):
+    lin = cluster
+    ok(lin.resource_dfn_create("obj", layer_list=["storage"]))
+    ok(lin.volume_dfn_create("obj", 1024))
+    status, _, body = controller.request("POST", "/v1/resource-definitions/obj/resources/n2", {"resource": {"flags": ["DRBD_DISKLESS"]}, "layer_list": ["STORAGE"]})
+    assert status == 201, body
+    status, _, r = controller.request("GET", "/v1/resource-definitions/obj/resources/N2")
+    assert r["node_name"] == "n2" and set(r["flags"]) == {"DISKLESS", "DRBD_DISKLESS"}
+    ok(lin.resource_modify("n2", "obj", property_dict={"Aux/a": "1"}))
+    status, _, body = controller.request("PUT", "/v1/resource-definitions/obj/resources/n2/volumes/0", {"override_props": {"Aux/v": "2"}})
+    assert status == 200
+    status, _, vols = controller.request("GET", "/v1/resource-definitions/obj/resources/n2/volumes")
+    assert vols[0]["props"] == {"Aux/v": "2"}
+    status, _, body = controller.request("DELETE", "/v1/resource-definitions/obj/resources/n2?keep_tiebreaker=True")
+    assert status == 200
+    status, _, body = controller.request("POST", "/v1/resource-definitions/obj/resources/n1", {"resource": {"flags": ["BOGUS"]}})
+    assert status == 500
+
+
+def test_rd_modify(controller, lin):
+    ok(lin.resource_group_create("other"))
+    ok(lin.resource_dfn_create("mod", port=7100))
+    ok(lin.resource_dfn_modify("mod", {"Aux/pm/vmid": "100", "DrbdOptions/Net/protocol": "C"}, resource_group="other"))
+    rd = controller.request("GET", "/v1/resource-definitions/mod")[2]
+    assert rd["resource_group_name"] == "other"
+    assert rd["props"]["Aux/pm/vmid"] == "100"
+    # Proxmox sends numbers as property values (W7).
+    status, _, _ = controller.request("PUT", "/v1/resource-definitions/mod", {"override_props": {"Aux/pm/vmid": 101}})
+    assert status == 200
+    assert controller.request("GET", "/v1/resource-definitions/mod")[2]["props"]["Aux/pm/vmid"] == "101"
+    err(lin.resource_dfn_modify("mod", {"bad key": "x"}), 213)  # FAIL_INVLD_PROP
+    status, _, body = controller.request("POST", "/v1/resource-definitions", {"resource_definition": {"name": "badport"}, "drbd_port": 70000})
+    assert status == 500 and body[0]["ret_code"] & 0x7FFF == 203
