@@ -9,7 +9,7 @@ import yaml
 
 from conftest import REPO
 
-SPEC = os.path.join(REPO, "..", "shared", "reference", "linstor-rest-v1-openapi.yaml")
+SPEC = os.environ.get("CAIRN_SPEC") or os.path.join(REPO, "..", "shared", "reference", "linstor-rest-v1-openapi.yaml")
 
 
 def spec_routes():

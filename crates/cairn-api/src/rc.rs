@@ -295,7 +295,7 @@ mod tests {
         let missing = ApiCallRc::error(MASK_CRT | MASK_NODE, FAIL_NOT_FOUND_NODE, "m");
         let denied = ApiCallRc::error(MASK_NODE, 400, "d");
         let parse = ApiCallRc::new(API_CALL_PARSE_ERROR, "p");
-        assert_eq!(status_for(&[ok.clone()], 201), 201);
+        assert_eq!(status_for(std::slice::from_ref(&ok), 201), 201);
         assert_eq!(status_for(&[ok.clone(), warn], 201), 201);
         assert_eq!(status_for(&[ok.clone(), exists.clone()], 201), 500);
         assert_eq!(status_for(&[missing], 200), 404);

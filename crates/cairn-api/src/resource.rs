@@ -103,16 +103,16 @@ pub struct Resource {
     pub props: Props,
     #[serde(deserialize_with = "lenient::string_list")]
     pub flags: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub layer_object: Option<ResourceLayer>,
-    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<ResourceState>,
     #[serde(
         skip_serializing_if = "Option::is_none",
         deserialize_with = "lenient::opt_string"
     )]
     pub uuid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub create_timestamp: Option<i64>,
 }
 

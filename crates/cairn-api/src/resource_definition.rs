@@ -40,7 +40,7 @@ pub struct ResourceDefinition {
         deserialize_with = "lenient::opt_string"
     )]
     pub resource_group_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_definitions: Option<Vec<VolumeDefinition>>,
 }
 

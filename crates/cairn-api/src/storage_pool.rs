@@ -19,7 +19,7 @@ pub struct StoragePool {
     pub provider_kind: String,
     #[serde(deserialize_with = "lenient::props")]
     pub props: Props,
-    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub static_traits: Option<BTreeMap<String, String>>,
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -41,7 +41,7 @@ pub struct StoragePool {
         deserialize_with = "lenient::opt_string"
     )]
     pub uuid: Option<String>,
-    #[serde(skip_deserializing)]
+
     pub reports: Vec<ApiCallRc>,
     #[serde(
         skip_serializing_if = "Option::is_none",

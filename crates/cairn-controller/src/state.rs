@@ -4,7 +4,6 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cairn_api::rc::ApiCallRc;
 use cairn_domain::{Cluster, Ctx, OpError, Outcome, time};
 use cairn_store::{Store, StoreError};
 
@@ -107,10 +106,4 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::Store(e)
     }
-}
-
-/// Convenience for handlers that reply with a single entry.
-pub fn single(rc: ApiCallRc, success: u16) -> Reply {
-    let status = cairn_api::rc::status_for(std::slice::from_ref(&rc), success);
-    Reply::new(status, vec![rc])
 }

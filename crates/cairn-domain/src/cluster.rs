@@ -17,6 +17,10 @@ use crate::resource_group::{ResourceGroup, VolumeGroup};
 use crate::storage_pool::{StorPool, StorPoolDfn};
 
 /// Every object the controller persists.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "objects are built once per request and moved, never stored in bulk as this enum"
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Object {
     Node(Node),
@@ -191,6 +195,10 @@ impl Object {
 }
 
 /// One persisted change.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a request produces a handful of changes"
+)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Put(Object),

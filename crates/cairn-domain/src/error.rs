@@ -8,14 +8,16 @@ use cairn_api::ApiCallRc;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{}", rc.message)]
 pub struct OpError {
-    pub rc: ApiCallRc,
+    /// Boxed: errors travel through every `Result` of the domain, which
+    /// should stay small.
+    pub rc: Box<ApiCallRc>,
 }
 
 impl OpError {
     /// An error entry `MASK_ERROR | op_obj | code`.
     pub fn new(op_obj: i64, code: i64, message: impl Into<String>) -> Self {
         OpError {
-            rc: ApiCallRc::error(op_obj, code, message),
+            rc: Box::new(ApiCallRc::error(op_obj, code, message)),
         }
     }
 
@@ -42,7 +44,7 @@ impl OpError {
 
 impl From<OpError> for ApiCallRc {
     fn from(e: OpError) -> Self {
-        e.rc
+        *e.rc
     }
 }
 

@@ -375,15 +375,15 @@ impl Cluster {
                     .and_then(|g| g.select_filter.layer_stack.clone())
                     .unwrap_or_else(|| vec!["STORAGE".to_string()]),
             };
-            if let Some(id) = req.drbd_node_id {
-                if !(0..=31).contains(&id) {
-                    return Err(OpError::new(
-                        OP,
-                        rc::FAIL_INVLD_NODE_ID,
-                        format!("The DRBD node id {id} is invalid."),
-                    )
-                    .correction("Use a node id from 0 to 31."));
-                }
+            if let Some(id) = req.drbd_node_id
+                && !(0..=31).contains(&id)
+            {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_INVLD_NODE_ID,
+                    format!("The DRBD node id {id} is invalid."),
+                )
+                .correction("Use a node id from 0 to 31."));
             }
             let mut r = Resource {
                 resource_definition: d.name.clone(),

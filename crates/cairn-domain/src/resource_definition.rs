@@ -610,15 +610,15 @@ fn check_drbd_options(
         },
     };
     let secret = secret.filter(|s| !s.is_empty());
-    if let Some(s) = &secret {
-        if s.len() > 64 || s.chars().any(|c| c.is_control() || c == '"') {
-            return Err(OpError::new(
-                op,
-                rc::FAIL_INVLD_REQUEST,
-                "The DRBD shared secret is invalid.",
-            )
-            .correction("Use at most 64 printable characters without quotes."));
-        }
+    if let Some(s) = &secret
+        && (s.len() > 64 || s.chars().any(|c| c.is_control() || c == '"'))
+    {
+        return Err(OpError::new(
+            op,
+            rc::FAIL_INVLD_REQUEST,
+            "The DRBD shared secret is invalid.",
+        )
+        .correction("Use at most 64 printable characters without quotes."));
     }
     Ok(DrbdRscDfnOptions {
         port,

@@ -106,10 +106,10 @@ pub fn normalize_filter(f: &AutoSelectFilter, op: i64) -> OpResult<AutoSelectFil
             }
         }
     }
-    if let Some(sp) = f.storage_pool.take().filter(|s| !s.is_empty()) {
-        if f.storage_pool_list.as_ref().is_none_or(|l| l.is_empty()) {
-            f.storage_pool_list = Some(vec![sp]);
-        }
+    if let Some(sp) = f.storage_pool.take().filter(|s| !s.is_empty())
+        && f.storage_pool_list.as_ref().is_none_or(|l| l.is_empty())
+    {
+        f.storage_pool_list = Some(vec![sp]);
     }
     f.storage_pool_list = non_empty(f.storage_pool_list);
     f.storage_pool_diskless_list = non_empty(f.storage_pool_diskless_list);
@@ -168,14 +168,14 @@ pub fn normalize_filter(f: &AutoSelectFilter, op: i64) -> OpResult<AutoSelectFil
         }
         f.diskless_type = Some(u);
     }
-    if let Some(o) = f.overprovision {
-        if !o.is_finite() || o < 0.0 {
-            return Err(OpError::new(
-                op,
-                rc::FAIL_INVLD_REQUEST,
-                format!("The overprovision ratio {o} is invalid."),
-            ));
-        }
+    if let Some(o) = f.overprovision
+        && (!o.is_finite() || o < 0.0)
+    {
+        return Err(OpError::new(
+            op,
+            rc::FAIL_INVLD_REQUEST,
+            format!("The overprovision ratio {o} is invalid."),
+        ));
     }
     Ok(f)
 }

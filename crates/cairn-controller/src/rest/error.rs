@@ -37,7 +37,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, entry) = match self {
-            ApiError::Op(e) => (e.rc.error_status().unwrap_or(500), e.rc),
+            ApiError::Op(e) => (e.rc.error_status().unwrap_or(500), *e.rc),
             ApiError::Parse(msg) => (
                 400,
                 ApiCallRc::new(rc::API_CALL_PARSE_ERROR, "Could not parse the request.")

@@ -1,0 +1,6 @@
+//! Integration tests of the real `cairn` binary: the controller process is
+//! started on loopback with a temporary data directory and driven over
+//! HTTP with `cairn-client`.
+
+mod harness;
+mod sigkill;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Cairn's whole test suite. Installs what the tests need on a fresh machine
+# (Debian packages, a Python venv with python-linstor from PyPI), then runs
+# formatting and lint checks, the Rust tests, and the python-linstor
+# integration tests against the real `cairn` binary. Nothing is skipped: a
+# missing tool or privilege fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# System packages. python3's venv module is the only one this stage needs.
+missing=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+    say "installing Debian packages: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then echo "need root to apt-get install ${missing[*]}" >&2; exit 1; fi
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+# The real python-linstor client, pinned to the version the wire rules
+# were captured with, in a project-local venv.
+VENV=${CAIRN_TEST_VENV:-.venv}
+say "python venv at $VENV"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check 'python-linstor==1.29.1' 'pytest>=7' 'pyyaml>=6'
+
+# The upstream OpenAPI document the conformance test compares against.
+export CAIRN_SPEC=${CAIRN_SPEC:-$(pwd)/../shared/reference/linstor-rest-v1-openapi.yaml}
+[ -f "$CAIRN_SPEC" ] || { echo "OpenAPI reference not found at $CAIRN_SPEC (set CAIRN_SPEC)" >&2; exit 1; }
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+say "cargo test"
+cargo test --workspace
+say "python-linstor integration tests"
+cargo build -p cairn
+CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
