@@ -35,3 +35,6 @@ pub const DEFAULT_RSC_GRP: &str = "DfltRscGrp";
 pub const DEFAULT_STOR_POOL: &str = "DfltStorPool";
 /// Name of the diskless pool every satellite gets.
 pub const DEFAULT_DISKLESS_STOR_POOL: &str = "DfltDisklessStorPool";
+
+#[cfg(test)]
+mod tests;

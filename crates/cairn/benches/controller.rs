@@ -1,0 +1,343 @@
+//! Controller benchmark: memory, create rate, list latency and restart time
+//! at scale. Run with `cargo bench -p cairn --bench controller`; sizes come
+//! from CAIRN_BENCH_NODES (default 1000), CAIRN_BENCH_RDS (10000),
+//! CAIRN_BENCH_REPLICAS (3) and CAIRN_BENCH_THREADS (8). Prints a Markdown
+//! table for docs/BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_api::node::{NetInterface, Node};
+use cairn_api::resource::{Resource, ResourceCreate};
+use cairn_api::resource_definition::{
+    ResourceDefinition, ResourceDefinitionCreate, VolumeDefinition, VolumeDefinitionCreate,
+};
+use cairn_api::storage_pool::StoragePool;
+use cairn_client::Client;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    kib / 1024.0
+}
+
+#[expect(clippy::zombie_processes, reason = "the child is returned; the caller waits for it")]
+fn start(dir: &std::path::Path, port: u16) -> (Child, Duration) {
+    let t = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "controller",
+            "--rest-bind",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn controller");
+    let client = Client::new(&format!("http://127.0.0.1:{port}"));
+    loop {
+        if client
+            .raw("GET", "/health", None)
+            .is_ok_and(|r| r.status == 200)
+        {
+            return (child, t.elapsed());
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("controller did not start");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Runs `work(i)` for i in 0..n on `threads` threads; returns wall time and
+/// per-call latencies.
+fn parallel(
+    n: usize,
+    threads: usize,
+    work: impl Fn(usize) + Sync + Send + 'static,
+) -> (Duration, Vec<Duration>) {
+    let work = Arc::new(work);
+    let next = Arc::new(AtomicUsize::new(0));
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let t = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (work, next, lat) = (work.clone(), next.clone(), lat.clone());
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let s = Instant::now();
+                    work(i);
+                    mine.push(s.elapsed());
+                }
+                lat.lock().expect("lock").extend(mine);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("bench thread");
+    }
+    let mut lat = Arc::try_unwrap(lat)
+        .map(|m| m.into_inner().expect("lock"))
+        .unwrap_or_default();
+    lat.sort();
+    (t.elapsed(), lat)
+}
+
+fn timed_gets(client: &Client, path: &str, n: usize) -> (Vec<Duration>, usize) {
+    let mut lat = Vec::with_capacity(n);
+    let mut bytes = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client.raw("GET", path, None).expect("GET");
+        lat.push(t.elapsed());
+        assert_eq!(r.status, 200, "{path}");
+        bytes = r.body.len();
+    }
+    lat.sort();
+    (lat, bytes)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing to parse.
+    let nodes = env_or("CAIRN_BENCH_NODES", 1000);
+    let rds = env_or("CAIRN_BENCH_RDS", 10_000);
+    let replicas = env_or("CAIRN_BENCH_REPLICAS", 3).min(nodes);
+    let threads = env_or("CAIRN_BENCH_THREADS", 8);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut rows: Vec<(String, String)> = Vec::new();
+
+    let (mut child, _) = start(dir.path(), port);
+    std::thread::sleep(Duration::from_millis(500));
+    rows.push((
+        "controller RSS, idle, empty database".into(),
+        format!("{:.1} MiB", rss_mib(child.id())),
+    ));
+
+    let b = base.clone();
+    let (wall, lat) = parallel(nodes, threads, move |i| {
+        let c = Client::new(&b);
+        let name = format!("node-{i:05}");
+        c.create_node(&Node {
+            name: name.clone(),
+            node_type: "SATELLITE".into(),
+            net_interfaces: vec![NetInterface {
+                name: "default".into(),
+                address: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+                satellite_port: Some(3366),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .expect("create node");
+        let mut props = BTreeMap::new();
+        props.insert(
+            "StorDriver/StorPoolName".to_string(),
+            "/var/lib/cairn/pool".to_string(),
+        );
+        c.create_stor_pool(
+            &name,
+            &StoragePool {
+                storage_pool_name: "DfltStorPool".into(),
+                provider_kind: "FILE_THIN".into(),
+                props,
+                ..Default::default()
+            },
+        )
+        .expect("create pool");
+    });
+    rows.push((
+        format!("create {nodes} nodes + {nodes} storage pools ({threads} client threads)"),
+        format!(
+            "{:.1} s, {:.0} nodes/s, p50 {} p99 {} per node",
+            wall.as_secs_f64(),
+            nodes as f64 / wall.as_secs_f64(),
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99))
+        ),
+    ));
+
+    let b = base.clone();
+    let (wall, lat) = parallel(rds, threads, move |i| {
+        let c = Client::new(&b);
+        let name = format!("rsc-{i:06}");
+        c.create_rsc_dfn(&ResourceDefinitionCreate {
+            resource_definition: ResourceDefinition {
+                name: name.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .expect("create rd");
+        c.create_vlm_dfn(
+            &name,
+            &VolumeDefinitionCreate {
+                volume_definition: VolumeDefinition {
+                    size_kib: Some(1 << 20),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .expect("create vd");
+        let rs: Vec<ResourceCreate> = (0..replicas)
+            .map(|r| ResourceCreate {
+                resource: Resource {
+                    node_name: format!("node-{:05}", (i * replicas + r) % nodes),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .collect();
+        c.create_resources(&name, &rs).expect("create resources");
+    });
+    let calls = rds * 3;
+    rows.push((
+        format!(
+            "create {rds} resource definitions, each: RD + VD + {replicas} resources (3 calls)"
+        ),
+        format!(
+            "{:.1} s, {:.0} calls/s, {:.0} resources/s; p50 {} p99 {} per definition",
+            wall.as_secs_f64(),
+            calls as f64 / wall.as_secs_f64(),
+            (rds * replicas) as f64 / wall.as_secs_f64(),
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99))
+        ),
+    ));
+    rows.push((
+        format!(
+            "controller RSS with {nodes} nodes, {rds} RDs, {} resources",
+            rds * replicas
+        ),
+        format!("{:.1} MiB", rss_mib(child.id())),
+    ));
+
+    let client = Client::new(&base);
+    let (lat, bytes) = timed_gets(&client, "/v1/view/resources", 20);
+    rows.push((
+        format!(
+            "GET /v1/view/resources, all {} resources ({:.1} MiB JSON), 20 calls",
+            rds * replicas,
+            bytes as f64 / 1048576.0
+        ),
+        format!(
+            "p50 {} p99 {}",
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99))
+        ),
+    ));
+    let (lat, _) = timed_gets(&client, "/v1/view/resources?resources=rsc-000042", 500);
+    rows.push((
+        "GET /v1/view/resources?resources=<one>, 500 calls".into(),
+        format!(
+            "p50 {} p99 {}",
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99))
+        ),
+    ));
+    let (lat, _) = timed_gets(
+        &client,
+        "/v1/view/resources?nodes=node-00007&limit=0&offset=0",
+        500,
+    );
+    rows.push((
+        "GET /v1/view/resources?nodes=<one>, 500 calls".into(),
+        format!(
+            "p50 {} p99 {}",
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99))
+        ),
+    ));
+    let (lat, bytes) = timed_gets(
+        &client,
+        "/v1/resource-definitions?with_volume_definitions=true",
+        20,
+    );
+    rows.push((
+        format!(
+            "GET /v1/resource-definitions?with_volume_definitions=true ({:.1} MiB), 20 calls",
+            bytes as f64 / 1048576.0
+        ),
+        format!(
+            "p50 {} p99 {}",
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99))
+        ),
+    ));
+    rows.push((
+        "controller RSS after the list calls".into(),
+        format!("{:.1} MiB", rss_mib(child.id())),
+    ));
+
+    let db = std::fs::metadata(dir.path().join("cairn.db"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        + std::fs::metadata(dir.path().join("cairn.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let (mut child, took) = start(dir.path(), port);
+    rows.push((
+        format!(
+            "restart (start to healthy) with that database ({:.1} MiB)",
+            db as f64 / 1048576.0
+        ),
+        ms(took),
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    rows.push((
+        "controller RSS after restart, idle".into(),
+        format!("{:.1} MiB", rss_mib(child.id())),
+    ));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    println!("| measurement | result |\n| --- | --- |");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+}
