@@ -36,7 +36,10 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-#[expect(clippy::zombie_processes, reason = "the child is returned; the caller waits for it")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned; the caller waits for it"
+)]
 fn start(dir: &std::path::Path, port: u16) -> (Child, Duration) {
     let t = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
