@@ -23,7 +23,7 @@ def spec_routes():
 
 def test_embedded_route_list_matches_the_spec():
     src = open(os.path.join(REPO, "crates", "cairn-controller", "src", "spec_routes.rs")).read()
-    embedded = set(re.findall(r'\("([A-Z]+)", "([^"]+)"\)', src))
+    embedded = set(re.findall(r'\(\s*"([A-Z]+)",\s*"([^"]+)",?\s*\)', src))
     assert embedded == set(spec_routes())
 
 
