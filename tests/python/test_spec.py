@@ -37,3 +37,13 @@ def test_spec_route_answers_json(controller, method, path):
     if isinstance(reply, list) and reply and isinstance(reply[0], dict) and "ret_code" in reply[0]:
         assert "There is no REST endpoint" not in reply[0]["message"], reply
         assert status != 405, reply
+
+
+def test_properties_info_routes_are_501_not_name_lookups(controller):
+    # `properties` is a reserved name, so these must never be read as an
+    # object called "properties".
+    for path in ["/v1/storage-pool-definitions/properties/info", "/v1/nodes/properties/info",
+                 "/v1/resource-definitions/properties/info", "/v1/resource-groups/properties/info",
+                 "/v1/nodes/n1/storage-pools/properties/info"]:
+        status, _, body = controller.request("GET", path)
+        assert status == 501, (path, body)

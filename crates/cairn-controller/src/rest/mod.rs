@@ -26,7 +26,18 @@ use error::ApiError;
 
 /// The REST router (without path normalisation; see [`app`]).
 pub fn router(state: AppState) -> Router {
+    // The spec's `…/properties/info` paths would otherwise be taken by the
+    // `{name}` routes beside them and answer "not found"; route them to the
+    // 501 answer explicitly (static segments win over captures).
+    let info = SPEC_ROUTES
+        .iter()
+        .map(|(_, p)| *p)
+        .filter(|p| p.contains("/properties/info"))
+        .fold(Router::new(), |r, p| {
+            r.route(p, axum::routing::any(unrouted))
+        });
     Router::new()
+        .merge(info)
         .merge(controller::routes())
         .merge(nodes::routes())
         .merge(storage_pools::routes())
