@@ -1,0 +1,389 @@
+//! Every external command Cairn runs goes through here: an argv builder
+//! (never a shell string), a timeout that kills the child, and a typed error
+//! that carries the program, its arguments, the exit code and stderr.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Default time a command may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A command to run: program, arguments, timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmd {
+    program: String,
+    args: Vec<OsString>,
+    timeout: Duration,
+}
+
+impl Cmd {
+    pub fn new(program: &str) -> Cmd {
+        Cmd {
+            program: program.to_string(),
+            args: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<OsString>) -> Cmd {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Cmd {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn timeout(mut self, t: Duration) -> Cmd {
+        self.timeout = t;
+        self
+    }
+
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    pub fn get_args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    pub fn get_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The argv as strings, for logs, errors and test assertions.
+    pub fn argv(&self) -> Vec<String> {
+        std::iter::once(self.program.clone())
+            .chain(self.args.iter().map(|a| a.to_string_lossy().into_owned()))
+            .collect()
+    }
+}
+
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.argv().join(" "))
+    }
+}
+
+/// What a successful command printed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot start {program}: {reason}")]
+    Spawn {
+        program: String,
+        argv: Vec<String>,
+        reason: String,
+        not_found: bool,
+    },
+    #[error("{program} did not finish within {secs} s and was killed ({})", argv.join(" "))]
+    Timeout {
+        program: String,
+        argv: Vec<String>,
+        secs: u64,
+    },
+    #[error("{program} failed with exit code {code}: {stderr}")]
+    NonZero {
+        program: String,
+        argv: Vec<String>,
+        code: i32,
+        stderr: String,
+    },
+}
+
+impl ExecError {
+    pub fn program(&self) -> &str {
+        match self {
+            ExecError::Spawn { program, .. }
+            | ExecError::Timeout { program, .. }
+            | ExecError::NonZero { program, .. } => program,
+        }
+    }
+
+    /// The full command line, for error details.
+    pub fn command_line(&self) -> String {
+        match self {
+            ExecError::Spawn { argv, .. }
+            | ExecError::Timeout { argv, .. }
+            | ExecError::NonZero { argv, .. } => argv.join(" "),
+        }
+    }
+
+    /// The tool's stderr, if it ran.
+    pub fn stderr(&self) -> Option<&str> {
+        match self {
+            ExecError::NonZero { stderr, .. } => Some(stderr),
+            _ => None,
+        }
+    }
+}
+
+/// A boxed future, so the runner trait can be used as `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs commands. The host implementation runs them for real; tests use
+/// [`FakeRunner`] to check command building and output parsing.
+pub trait CommandRunner: Send + Sync {
+    fn run<'a>(&'a self, cmd: &'a Cmd) -> BoxFuture<'a, Result<Output, ExecError>>;
+}
+
+/// Runs commands on this host with `tokio::process`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostRunner;
+
+impl CommandRunner for HostRunner {
+    fn run<'a>(&'a self, cmd: &'a Cmd) -> BoxFuture<'a, Result<Output, ExecError>> {
+        Box::pin(async move {
+            let argv = cmd.argv();
+            tracing::debug!(cmd = %cmd, "run");
+            let mut c = tokio::process::Command::new(&cmd.program);
+            c.args(&cmd.args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .env("LC_ALL", "C")
+                .kill_on_drop(true);
+            let child = c.spawn().map_err(|e| ExecError::Spawn {
+                program: cmd.program.clone(),
+                argv: argv.clone(),
+                not_found: e.kind() == std::io::ErrorKind::NotFound,
+                reason: e.to_string(),
+            })?;
+            let out = match tokio::time::timeout(cmd.timeout, child.wait_with_output()).await {
+                Ok(Ok(out)) => out,
+                Ok(Err(e)) => {
+                    return Err(ExecError::Spawn {
+                        program: cmd.program.clone(),
+                        argv,
+                        reason: e.to_string(),
+                        not_found: false,
+                    });
+                }
+                Err(_) => {
+                    // Dropping the future dropped the child: kill_on_drop ends it.
+                    tracing::warn!(cmd = %cmd, secs = cmd.timeout.as_secs(), "command timed out and was killed");
+                    return Err(ExecError::Timeout {
+                        program: cmd.program.clone(),
+                        argv,
+                        secs: cmd.timeout.as_secs(),
+                    });
+                }
+            };
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if out.status.success() {
+                Ok(Output { stdout, stderr })
+            } else {
+                let code = out.status.code().unwrap_or(-1);
+                tracing::warn!(cmd = %cmd, code, stderr = %stderr, "command failed");
+                Err(ExecError::NonZero {
+                    program: cmd.program.clone(),
+                    argv,
+                    code,
+                    stderr,
+                })
+            }
+        })
+    }
+}
+
+/// A scripted runner for unit tests: answers each call with the next
+/// scripted result and records every argv.
+#[derive(Default)]
+pub struct FakeRunner {
+    script: Mutex<VecDeque<(Vec<String>, Result<Output, ExecError>)>>,
+    calls: Mutex<Vec<Vec<String>>>,
+}
+
+impl FakeRunner {
+    pub fn new() -> FakeRunner {
+        FakeRunner::default()
+    }
+
+    /// Expects `argv` next and answers with `stdout`.
+    pub fn expect(&self, argv: &[&str], stdout: &str) -> &Self {
+        self.push(
+            argv,
+            Ok(Output {
+                stdout: stdout.to_string(),
+                stderr: String::new(),
+            }),
+        )
+    }
+
+    /// Expects `argv` next and fails it with an exit code and stderr.
+    pub fn expect_failure(&self, argv: &[&str], code: i32, stderr: &str) -> &Self {
+        let e = ExecError::NonZero {
+            program: argv[0].to_string(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            code,
+            stderr: stderr.to_string(),
+        };
+        self.push(argv, Err(e))
+    }
+
+    fn push(&self, argv: &[&str], r: Result<Output, ExecError>) -> &Self {
+        if let Ok(mut s) = self.script.lock() {
+            s.push_back((argv.iter().map(|s| s.to_string()).collect(), r));
+        }
+        self
+    }
+
+    /// Every argv run so far.
+    pub fn calls(&self) -> Vec<Vec<String>> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Whether every scripted call happened.
+    pub fn is_done(&self) -> bool {
+        self.script.lock().map(|s| s.is_empty()).unwrap_or(false)
+    }
+}
+
+impl CommandRunner for FakeRunner {
+    fn run<'a>(&'a self, cmd: &'a Cmd) -> BoxFuture<'a, Result<Output, ExecError>> {
+        Box::pin(async move {
+            let argv = cmd.argv();
+            if let Ok(mut c) = self.calls.lock() {
+                c.push(argv.clone());
+            }
+            let next = self.script.lock().ok().and_then(|mut s| s.pop_front());
+            match next {
+                Some((want, result)) if want == argv => result,
+                Some((want, _)) => Err(ExecError::Spawn {
+                    program: cmd.program.clone(),
+                    argv: argv.clone(),
+                    reason: format!("unexpected command; the test expected {}", want.join(" ")),
+                    not_found: false,
+                }),
+                None => Err(ExecError::Spawn {
+                    program: cmd.program.clone(),
+                    argv,
+                    reason: "no more commands were expected".into(),
+                    not_found: false,
+                }),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn arguments_are_passed_verbatim_never_through_a_shell() {
+        let out = rt()
+            .block_on(
+                HostRunner.run(
+                    &Cmd::new("printf")
+                        .arg("%s|")
+                        .arg("a b; rm -rf /")
+                        .arg("$(x)"),
+                ),
+            )
+            .unwrap();
+        assert_eq!(out.stdout, "a b; rm -rf /|$(x)|");
+    }
+
+    #[test]
+    fn non_zero_exit_carries_program_code_and_stderr() {
+        let e = rt()
+            .block_on(HostRunner.run(&Cmd::new("ls").arg("/definitely/not/here")))
+            .unwrap_err();
+        match &e {
+            ExecError::NonZero {
+                program,
+                code,
+                stderr,
+                argv,
+            } => {
+                assert_eq!(program, "ls");
+                assert_ne!(*code, 0);
+                assert!(stderr.contains("/definitely/not/here"), "{stderr}");
+                assert_eq!(
+                    argv,
+                    &vec!["ls".to_string(), "/definitely/not/here".to_string()]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(e.stderr().map(|s| s.contains("not/here")), Some(true));
+    }
+
+    #[test]
+    fn a_hung_command_is_killed_at_its_timeout() {
+        let t = std::time::Instant::now();
+        let e = rt()
+            .block_on(
+                HostRunner.run(
+                    &Cmd::new("sleep")
+                        .arg("30")
+                        .timeout(Duration::from_millis(200)),
+                ),
+            )
+            .unwrap_err();
+        assert!(matches!(e, ExecError::Timeout { .. }), "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error() {
+        let e = rt()
+            .block_on(HostRunner.run(&Cmd::new("cairn-no-such-tool")))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ExecError::Spawn {
+                    not_found: true,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn fake_runner_checks_argv_and_records_calls() {
+        let f = FakeRunner::new();
+        f.expect(&["losetup", "-J"], "{}").expect_failure(
+            &["wipefs", "-a", "/dev/loop0"],
+            1,
+            "busy",
+        );
+        let rt = rt();
+        assert_eq!(
+            rt.block_on(f.run(&Cmd::new("losetup").arg("-J")))
+                .unwrap()
+                .stdout,
+            "{}"
+        );
+        let e = rt
+            .block_on(f.run(&Cmd::new("wipefs").args(["-a", "/dev/loop0"])))
+            .unwrap_err();
+        assert_eq!(e.stderr(), Some("busy"));
+        assert!(f.is_done());
+        assert!(rt.block_on(f.run(&Cmd::new("extra"))).is_err());
+        assert_eq!(f.calls().len(), 3);
+    }
+}

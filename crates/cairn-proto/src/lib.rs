@@ -1,0 +1,182 @@
+//! The messages between controller and satellites.
+//!
+//! Transport: HTTP/1.1 with JSON bodies; the controller is the client. Every
+//! request carries `Authorization: Bearer <cluster secret>` and the
+//! protocol version in [`VERSION_HEADER`]. A satellite answers a request of
+//! another version with 409 and its own [`Hello`], so the controller can
+//! report `VERSION_MISMATCH` instead of guessing.
+//!
+//! Flow: on connect the controller sends [`Apply`] with `full = true` (the
+//! node's whole desired state; the satellite removes what is not in it),
+//! then deltas (`full = false`) after each change that touches the node.
+//! Every reply is the observed state of what the request touched, plus the
+//! capacity of every pool.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on every incompatible change of these messages.
+pub const PROTO_VERSION: u32 = 1;
+/// Header carrying the sender's [`PROTO_VERSION`].
+pub const VERSION_HEADER: &str = "x-cairn-proto";
+/// Paths on the satellite.
+pub const PATH_HELLO: &str = "/internal/v1/hello";
+pub const PATH_APPLY: &str = "/internal/v1/apply";
+pub const PATH_OBSERVE: &str = "/internal/v1/observe";
+
+/// What a satellite says about itself (`GET /internal/v1/hello`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub proto_version: u32,
+    /// The name the satellite was started with (`--node-name`).
+    pub node_name: String,
+    /// `uname -n` of the satellite's host.
+    pub hostname: String,
+    pub version: String,
+    pub providers: Vec<ProviderSupport>,
+}
+
+/// Whether the satellite can serve a provider kind, and why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderSupport {
+    /// LINSTOR provider kind name, e.g. `FILE_THIN`.
+    pub kind: String,
+    pub supported: bool,
+    /// Why it is unsupported (missing tool, missing privilege).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+/// A storage pool the satellite must serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolDesired {
+    pub name: String,
+    /// LINSTOR provider kind name.
+    pub kind: String,
+    /// The backing object (`StorDriver/StorPoolName`): a directory for FILE
+    /// and FILE_THIN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing: Option<String>,
+}
+
+/// A volume of a resource on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeDesired {
+    pub number: u32,
+    pub size_kib: i64,
+    pub pool: String,
+}
+
+/// A resource on this node, as the satellite must make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceDesired {
+    pub name: String,
+    pub diskless: bool,
+    pub volumes: Vec<VolumeDesired>,
+}
+
+/// Desired state for a node: everything (`full`) or a delta.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Apply {
+    /// Increases with every request the controller sends to this node.
+    pub generation: u64,
+    /// `true`: this is the whole desired state; anything else goes.
+    pub full: bool,
+    /// Pools to serve (upserts).
+    pub pools: Vec<PoolDesired>,
+    /// Resources to create or change (upserts).
+    pub resources: Vec<ResourceDesired>,
+    /// Resources to remove (delta only).
+    #[serde(default)]
+    pub removed: Vec<String>,
+}
+
+/// An error of one object, for the user: LINSTOR's message/cause/details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectError {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+/// What a satellite sees of one volume.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VolumeObserved {
+    pub number: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_kib: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usable_kib: Option<i64>,
+    /// `UpToDate`, `Diskless`, `Failed`, ...
+    pub disk_state: String,
+}
+
+/// What a satellite sees of one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResourceObserved {
+    pub name: String,
+    pub volumes: Vec<VolumeObserved>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ObjectError>,
+}
+
+/// Capacity of a pool, in KiB, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PoolObserved {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_kib: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_kib: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ObjectError>,
+}
+
+/// The answer to [`Apply`] and to `GET /internal/v1/observe`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Observed {
+    pub generation: u64,
+    /// Resources the request touched (all of them for a full apply or an
+    /// observe).
+    pub resources: Vec<ResourceObserved>,
+    /// Removals that happened (`error: None`) or failed.
+    #[serde(default)]
+    pub removed: Vec<ResourceObserved>,
+    pub pools: Vec<PoolObserved>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_round_trips_and_tolerates_missing_optional_fields() {
+        let a = Apply {
+            generation: 7,
+            full: true,
+            pools: vec![PoolDesired {
+                name: "p".into(),
+                kind: "FILE_THIN".into(),
+                backing: Some("/srv".into()),
+            }],
+            resources: vec![ResourceDesired {
+                name: "r".into(),
+                diskless: false,
+                volumes: vec![VolumeDesired {
+                    number: 0,
+                    size_kib: 1024,
+                    pool: "p".into(),
+                }],
+            }],
+            removed: vec![],
+        };
+        let s = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Apply>(&s).unwrap(), a);
+        let o: Observed =
+            serde_json::from_str(r#"{"generation":1,"resources":[],"pools":[]}"#).unwrap();
+        assert!(o.removed.is_empty());
+    }
+}

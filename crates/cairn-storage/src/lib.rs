@@ -1,0 +1,77 @@
+//! Storage providers. Each turns "volume N of resource R, S KiB, in pool P"
+//! into a block device with real tools, through `cairn-exec`.
+//!
+//! Today: FILE (fallocate) and FILE_THIN (truncate) pools, a file per
+//! volume in the pool directory attached as a loop device, and DISKLESS.
+
+pub mod file;
+pub mod parse;
+
+use cairn_exec::ExecError;
+
+/// Errors of a storage operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("unexpected output of {program}: {detail}")]
+    Output {
+        program: &'static str,
+        detail: String,
+    },
+    #[error(
+        "refusing unsafe name '{0}': only letters, digits, '_' and inner '-' can become file names"
+    )]
+    UnsafeName(String),
+    #[error("the pool directory '{0}' must be an absolute path without '..'")]
+    BadPoolDir(String),
+    #[error("provider {0} is not supported by this satellite")]
+    Unsupported(String),
+}
+
+impl StorageError {
+    /// Details for the user: the command line and the tool's stderr.
+    pub fn details(&self) -> Option<String> {
+        match self {
+            StorageError::Exec(e) => Some(match e.stderr() {
+                Some(stderr) => format!("command: {}\nstderr: {stderr}", e.command_line()),
+                None => format!("command: {}", e.command_line()),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Checks that a resource name can safely become part of a file name: the
+/// controller validates names already; this is the satellite's own guard.
+pub fn safe_name(name: &str) -> Result<&str, StorageError> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(name)
+    } else {
+        Err(StorageError::UnsafeName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_escape_or_become_options_are_refused() {
+        for bad in ["../etc", "a/b", "-rf", "", "a b", "x\0y", "ä"] {
+            assert!(safe_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(safe_name("pvc-1_a").is_ok());
+    }
+}
