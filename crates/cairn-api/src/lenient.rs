@@ -61,15 +61,10 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 fn scalar_to_i64<E: de::Error>(s: Scalar) -> Result<i64, E> {
     match s {
         Scalar::Int(i) => Ok(i),
-        Scalar::UInt(u) => {
-            i64::try_from(u).map_err(|_| E::custom(format!("number {u} is too large")))
-        }
+        Scalar::UInt(u) => i64::try_from(u).map_err(|_| E::custom(format!("number {u} is too large"))),
         Scalar::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f as i64),
         Scalar::Float(f) => Err(E::custom(format!("expected an integer, got {f}"))),
-        Scalar::Str(s) => s
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| E::custom(format!("expected an integer, got \"{s}\""))),
+        Scalar::Str(s) => s.trim().parse::<i64>().map_err(|_| E::custom(format!("expected an integer, got \"{s}\""))),
         Scalar::Bool(b) => Err(E::custom(format!("expected an integer, got {b}"))),
     }
 }
@@ -91,11 +86,7 @@ pub fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error>
         Some(Scalar::UInt(u)) => Ok(Some(u as f64)),
         Some(Scalar::Float(f)) => Ok(Some(f)),
         Some(Scalar::Str(s)) if s.trim().is_empty() => Ok(None),
-        Some(Scalar::Str(s)) => s
-            .trim()
-            .parse::<f64>()
-            .map(Some)
-            .map_err(|_| de::Error::custom(format!("expected a number, got \"{s}\""))),
+        Some(Scalar::Str(s)) => s.trim().parse::<f64>().map(Some).map_err(|_| de::Error::custom(format!("expected a number, got \"{s}\""))),
         Some(Scalar::Bool(b)) => Err(de::Error::custom(format!("expected a number, got {b}"))),
     }
 }
@@ -108,12 +99,8 @@ pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Erro
         Some(Scalar::Int(0)) | Some(Scalar::UInt(0)) => Ok(Some(false)),
         Some(Scalar::Int(1)) | Some(Scalar::UInt(1)) => Ok(Some(true)),
         Some(Scalar::Str(s)) if s.trim().is_empty() => Ok(None),
-        Some(Scalar::Str(s)) => parse_bool(&s)
-            .map(Some)
-            .ok_or_else(|| de::Error::custom(format!("expected a boolean, got \"{s}\""))),
-        Some(other) => Err(de::Error::custom(format!(
-            "expected a boolean, got {other:?}"
-        ))),
+        Some(Scalar::Str(s)) => parse_bool(&s).map(Some).ok_or_else(|| de::Error::custom(format!("expected a boolean, got \"{s}\""))),
+        Some(other) => Err(de::Error::custom(format!("expected a boolean, got {other:?}"))),
     }
 }
 

@@ -30,30 +30,13 @@ pub type Props = std::collections::BTreeMap<String, String>;
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct PropsModify {
-    #[serde(
-        deserialize_with = "lenient::props",
-        skip_serializing_if = "Props::is_empty"
-    )]
+    #[serde(deserialize_with = "lenient::props", skip_serializing_if = "Props::is_empty")]
     pub override_props: Props,
-    #[serde(
-        deserialize_with = "lenient::string_list",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "lenient::string_list", skip_serializing_if = "Vec::is_empty")]
     pub delete_props: Vec<String>,
-    #[serde(
-        deserialize_with = "lenient::string_list",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "lenient::string_list", skip_serializing_if = "Vec::is_empty")]
     pub delete_namespaces: Vec<String>,
 }
 
 /// A layer kind name as LINSTOR spells it.
-pub const LAYER_KINDS: &[&str] = &[
-    "DRBD",
-    "LUKS",
-    "STORAGE",
-    "NVME",
-    "WRITECACHE",
-    "CACHE",
-    "BCACHE",
-];
+pub const LAYER_KINDS: &[&str] = &["DRBD", "LUKS", "STORAGE", "NVME", "WRITECACHE", "CACHE", "BCACHE"];

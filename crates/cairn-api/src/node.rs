@@ -17,34 +17,19 @@ pub struct Node {
     #[serde(deserialize_with = "lenient::props")]
     pub props: Props,
     pub net_interfaces: Vec<NetInterface>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub connection_status: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub uuid: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string_list"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_list")]
     pub storage_providers: Option<Vec<String>>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string_list"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_list")]
     pub resource_layers: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsupported_providers: Option<std::collections::BTreeMap<String, Vec<String>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsupported_layers: Option<std::collections::BTreeMap<String, Vec<String>>>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub eviction_timestamp: Option<i64>,
 }
 
@@ -56,25 +41,13 @@ pub struct NetInterface {
     pub name: String,
     #[serde(deserialize_with = "lenient::string")]
     pub address: String,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub satellite_port: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub satellite_encryption_type: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
     pub is_active: Option<bool>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub uuid: Option<String>,
 }
 
@@ -82,10 +55,7 @@ pub struct NetInterface {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NodeModify {
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub node_type: Option<String>,
     #[serde(flatten)]
     pub props: crate::PropsModify,

@@ -60,20 +60,12 @@ impl Query {
 
     /// All values of `key`, in order; empty values are dropped.
     pub fn all(&self, key: &str) -> Vec<String> {
-        self.pairs
-            .iter()
-            .filter(|(k, v)| k == key && !v.is_empty())
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.pairs.iter().filter(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.clone()).collect()
     }
 
     /// The last value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// A boolean flag (`True`, `true`, `1`...); a present key without a
@@ -82,8 +74,7 @@ impl Query {
         match self.get(key) {
             None => Ok(false),
             Some("") => Ok(true),
-            Some(v) => crate::lenient::parse_bool(v)
-                .ok_or_else(|| format!("query parameter '{key}' is not a boolean: '{v}'")),
+            Some(v) => crate::lenient::parse_bool(v).ok_or_else(|| format!("query parameter '{key}' is not a boolean: '{v}'")),
         }
     }
 
@@ -91,20 +82,13 @@ impl Query {
     pub fn int(&self, key: &str) -> Result<Option<i64>, String> {
         match self.get(key) {
             None | Some("") => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("query parameter '{key}' is not an integer: '{v}'")),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| format!("query parameter '{key}' is not an integer: '{v}'")),
         }
     }
 
     /// The `limit`/`offset` pair.
     pub fn page(&self) -> Result<Page, String> {
-        Ok(Page {
-            limit: self.int("limit")?.unwrap_or(0),
-            offset: self.int("offset")?.unwrap_or(0),
-        })
+        Ok(Page { limit: self.int("limit")?.unwrap_or(0), offset: self.int("offset")?.unwrap_or(0) })
     }
 
     /// The `props` filters.
@@ -167,9 +151,7 @@ pub struct NameFilter {
 
 impl NameFilter {
     pub fn new(names: &[String]) -> Self {
-        NameFilter {
-            upper: names.iter().map(|n| n.to_ascii_uppercase()).collect(),
-        }
+        NameFilter { upper: names.iter().map(|n| n.to_ascii_uppercase()).collect() }
     }
 
     pub fn matches(&self, name: &str) -> bool {
@@ -189,13 +171,7 @@ mod tests {
     fn repeated_keys_give_every_value() {
         let q = Query::parse(Some("nodes=a&nodes=b&limit=0&offset=0&cached=true"));
         assert_eq!(q.all("nodes"), vec!["a", "b"]);
-        assert_eq!(
-            q.page().unwrap(),
-            Page {
-                limit: 0,
-                offset: 0
-            }
-        );
+        assert_eq!(q.page().unwrap(), Page { limit: 0, offset: 0 });
         assert!(q.flag("cached").unwrap());
         assert!(!q.flag("missing").unwrap());
     }
@@ -218,40 +194,10 @@ mod tests {
     #[test]
     fn paging_applies_only_with_positive_limit() {
         let v: Vec<i32> = (0..10).collect();
-        assert_eq!(
-            Page {
-                limit: 0,
-                offset: 5
-            }
-            .apply(v.clone())
-            .len(),
-            10
-        );
-        assert_eq!(
-            Page {
-                limit: -1,
-                offset: 5
-            }
-            .apply(v.clone())
-            .len(),
-            10
-        );
-        assert_eq!(
-            Page {
-                limit: 3,
-                offset: 5
-            }
-            .apply(v.clone()),
-            vec![5, 6, 7]
-        );
-        assert_eq!(
-            Page {
-                limit: 3,
-                offset: 20
-            }
-            .apply(v),
-            Vec::<i32>::new()
-        );
+        assert_eq!(Page { limit: 0, offset: 5 }.apply(v.clone()).len(), 10);
+        assert_eq!(Page { limit: -1, offset: 5 }.apply(v.clone()).len(), 10);
+        assert_eq!(Page { limit: 3, offset: 5 }.apply(v.clone()), vec![5, 6, 7]);
+        assert_eq!(Page { limit: 3, offset: 20 }.apply(v), Vec::<i32>::new());
     }
 
     #[test]

@@ -235,10 +235,7 @@ impl ApiCallRc {
 /// The HTTP status of a reply list: the first error decides, otherwise the
 /// call's success status (200, or 201 for creations).
 pub fn status_for(replies: &[ApiCallRc], success: u16) -> u16 {
-    replies
-        .iter()
-        .find_map(ApiCallRc::error_status)
-        .unwrap_or(success)
+    replies.iter().find_map(ApiCallRc::error_status).unwrap_or(success)
 }
 
 #[cfg(test)]
@@ -255,10 +252,7 @@ mod tests {
 
     #[test]
     fn node_created_matches_linstor_value() {
-        assert_eq!(
-            ApiCallRc::success(MASK_CRT | MASK_NODE, CREATED, "x").ret_code,
-            20709377
-        );
+        assert_eq!(ApiCallRc::success(MASK_CRT | MASK_NODE, CREATED, "x").ret_code, 20709377);
     }
 
     #[test]
@@ -281,10 +275,7 @@ mod tests {
     fn golinstor_style_mask_match_ignores_object_and_operation_bits() {
         let rc = ApiCallRc::error(MASK_DEL | MASK_RSC, FAIL_IN_USE, "x");
         let go_mask = MASK_ERROR | FAIL_IN_USE;
-        assert_eq!(
-            (rc.ret_code as u64) & ((MASK_ERROR | MASK_BITS_CODE) as u64),
-            go_mask as u64
-        );
+        assert_eq!((rc.ret_code as u64) & ((MASK_ERROR | MASK_BITS_CODE) as u64), go_mask as u64);
     }
 
     #[test]

@@ -107,10 +107,7 @@ pub struct Resource {
     pub layer_object: Option<ResourceLayer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<ResourceState>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub uuid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub create_timestamp: Option<i64>,
@@ -130,30 +127,15 @@ pub struct ResourceWithVolumes {
 #[serde(default)]
 pub struct ResourceCreate {
     pub resource: Resource,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string_list"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_list")]
     pub layer_list: Option<Vec<String>>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub drbd_node_id: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub drbd_tcp_port_count: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string_list"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_list")]
     pub drbd_tcp_ports: Option<Vec<String>>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
     pub drbd_client: Option<bool>,
 }
 
@@ -163,14 +145,8 @@ pub struct ResourceCreate {
 pub struct ResourceModify {
     #[serde(flatten)]
     pub props: crate::PropsModify,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
     pub drbd_tiebreaker: Option<bool>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
     pub drbd_client: Option<bool>,
 }

@@ -20,25 +20,16 @@ pub struct LayerData {
 pub struct ResourceDefinition {
     #[serde(deserialize_with = "lenient::string")]
     pub name: String,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub external_name: Option<String>,
     #[serde(deserialize_with = "lenient::props")]
     pub props: Props,
     #[serde(deserialize_with = "lenient::string_list")]
     pub flags: Vec<String>,
     pub layer_data: Vec<LayerData>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub uuid: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub resource_group_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_definitions: Option<Vec<VolumeDefinition>>,
@@ -48,25 +39,13 @@ pub struct ResourceDefinition {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ResourceDefinitionCreate {
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub drbd_port: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub drbd_secret: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub drbd_peer_slots: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub drbd_transport_type: Option<String>,
     pub resource_definition: ResourceDefinition,
 }
@@ -77,25 +56,13 @@ pub struct ResourceDefinitionCreate {
 pub struct ResourceDefinitionModify {
     #[serde(flatten)]
     pub props: crate::PropsModify,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub drbd_port: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub drbd_peer_slots: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string_list"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_list")]
     pub layer_stack: Option<Vec<String>>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub resource_group: Option<String>,
 }
 
@@ -113,10 +80,7 @@ pub struct VolumeDefinition {
     #[serde(deserialize_with = "lenient::string_list")]
     pub flags: Vec<String>,
     pub layer_data: Vec<LayerData>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub uuid: Option<String>,
 }
 
@@ -125,15 +89,9 @@ pub struct VolumeDefinition {
 #[serde(default)]
 pub struct VolumeDefinitionCreate {
     pub volume_definition: VolumeDefinition,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub drbd_minor_number: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub passphrase: Option<String>,
 }
 
@@ -141,10 +99,7 @@ pub struct VolumeDefinitionCreate {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct VolumeDefinitionModify {
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub size_kib: Option<i64>,
     #[serde(flatten)]
     pub props: crate::PropsModify,

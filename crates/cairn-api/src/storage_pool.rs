@@ -21,42 +21,21 @@ pub struct StoragePool {
     pub props: Props,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub static_traits: Option<BTreeMap<String, String>>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub free_capacity: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub total_capacity: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub free_space_mgr_name: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub uuid: Option<String>,
 
     pub reports: Vec<ApiCallRc>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
     pub supports_snapshots: Option<bool>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_string"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
     pub shared_space: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
     pub external_locking: Option<bool>,
 }
 

@@ -12,34 +12,15 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach {url}: {source}")]
-    Transport {
-        url: String,
-        source: Box<ureq::Error>,
-    },
+    Transport { url: String, source: Box<ureq::Error> },
     #[error("{method} {path} answered {status}: {}", summary(.replies))]
-    Api {
-        method: &'static str,
-        path: String,
-        status: u16,
-        replies: Vec<ApiCallRc>,
-    },
-    #[error(
-        "{method} {path} answered {status} with a body that is not the expected JSON: {reason}"
-    )]
-    Decode {
-        method: &'static str,
-        path: String,
-        status: u16,
-        reason: String,
-    },
+    Api { method: &'static str, path: String, status: u16, replies: Vec<ApiCallRc> },
+    #[error("{method} {path} answered {status} with a body that is not the expected JSON: {reason}")]
+    Decode { method: &'static str, path: String, status: u16, reason: String },
 }
 
 fn summary(replies: &[ApiCallRc]) -> String {
-    replies
-        .iter()
-        .map(|r| r.message.as_str())
-        .collect::<Vec<_>>()
-        .join("; ")
+    replies.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; ")
 }
 
 impl ClientError {
@@ -77,14 +58,8 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Client {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(300)))
-            .build();
-        Client {
-            base: base.trim_end_matches('/').to_string(),
-            agent: ureq::Agent::new_with_config(config),
-        }
+        let config = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(300))).build();
+        Client { base: base.trim_end_matches('/').to_string(), agent: ureq::Agent::new_with_config(config) }
     }
 
     pub fn base(&self) -> &str {
@@ -92,63 +67,25 @@ impl Client {
     }
 
     /// Sends a request and returns whatever came back.
-    pub fn raw(
-        &self,
-        method: &'static str,
-        path: &str,
-        body: Option<&[u8]>,
-    ) -> Result<RawResponse, ClientError> {
+    pub fn raw(&self, method: &'static str, path: &str, body: Option<&[u8]>) -> Result<RawResponse, ClientError> {
         let url = format!("{}{path}", self.base);
-        let transport = |e: ureq::Error| ClientError::Transport {
-            url: url.clone(),
-            source: Box::new(e),
-        };
+        let transport = |e: ureq::Error| ClientError::Transport { url: url.clone(), source: Box::new(e) };
         let result = match (method, body) {
             ("GET", _) => self.agent.get(&url).call(),
             ("DELETE", _) => self.agent.delete(&url).call(),
-            ("POST", b) => self
-                .agent
-                .post(&url)
-                .header("Content-Type", "application/json")
-                .send(b.unwrap_or(b"")),
-            ("PUT", b) => self
-                .agent
-                .put(&url)
-                .header("Content-Type", "application/json")
-                .send(b.unwrap_or(b"")),
-            ("PATCH", b) => self
-                .agent
-                .patch(&url)
-                .header("Content-Type", "application/json")
-                .send(b.unwrap_or(b"")),
+            ("POST", b) => self.agent.post(&url).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
+            ("PUT", b) => self.agent.put(&url).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
+            ("PATCH", b) => self.agent.patch(&url).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
             (_, _) => self.agent.options(&url).call(),
         };
         let mut resp = result.map_err(transport)?;
         let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(1 << 30)
-            .read_to_vec()
-            .map_err(transport)?;
-        Ok(RawResponse {
-            status,
-            content_type,
-            body,
-        })
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = resp.body_mut().with_config().limit(1 << 30).read_to_vec().map_err(transport)?;
+        Ok(RawResponse { status, content_type, body })
     }
 
-    fn call<T: DeserializeOwned>(
-        &self,
-        method: &'static str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<T, ClientError> {
+    fn call<T: DeserializeOwned>(&self, method: &'static str, path: &str, body: Option<Vec<u8>>) -> Result<T, ClientError> {
         let r = self.raw(method, path, body.as_deref())?;
         if r.status >= 400 {
             let replies = serde_json::from_slice(&r.body).map_err(|e| ClientError::Decode {
@@ -157,12 +94,7 @@ impl Client {
                 status: r.status,
                 reason: e.to_string(),
             })?;
-            return Err(ClientError::Api {
-                method,
-                path: path.to_string(),
-                status: r.status,
-                replies,
-            });
+            return Err(ClientError::Api { method, path: path.to_string(), status: r.status, replies });
         }
         serde_json::from_slice(&r.body).map_err(|e| ClientError::Decode {
             method,
@@ -204,16 +136,11 @@ impl Client {
         self.get("/v1/nodes")
     }
 
-    pub fn create_rsc_dfn(
-        &self,
-        rd: &cairn_api::resource_definition::ResourceDefinitionCreate,
-    ) -> Result<Vec<ApiCallRc>, ClientError> {
+    pub fn create_rsc_dfn(&self, rd: &cairn_api::resource_definition::ResourceDefinitionCreate) -> Result<Vec<ApiCallRc>, ClientError> {
         self.post("/v1/resource-definitions", rd)
     }
 
-    pub fn rsc_dfns(
-        &self,
-    ) -> Result<Vec<cairn_api::resource_definition::ResourceDefinition>, ClientError> {
+    pub fn rsc_dfns(&self) -> Result<Vec<cairn_api::resource_definition::ResourceDefinition>, ClientError> {
         self.get("/v1/resource-definitions?with_volume_definitions=true")
     }
 
@@ -222,35 +149,18 @@ impl Client {
         rd: &str,
         vd: &cairn_api::resource_definition::VolumeDefinitionCreate,
     ) -> Result<Vec<ApiCallRc>, ClientError> {
-        self.post(
-            &format!("/v1/resource-definitions/{}/volume-definitions", seg(rd)),
-            vd,
-        )
+        self.post(&format!("/v1/resource-definitions/{}/volume-definitions", seg(rd)), vd)
     }
 
-    pub fn create_resources(
-        &self,
-        rd: &str,
-        rs: &[cairn_api::resource::ResourceCreate],
-    ) -> Result<Vec<ApiCallRc>, ClientError> {
-        self.post(
-            &format!("/v1/resource-definitions/{}/resources", seg(rd)),
-            &rs,
-        )
+    pub fn create_resources(&self, rd: &str, rs: &[cairn_api::resource::ResourceCreate]) -> Result<Vec<ApiCallRc>, ClientError> {
+        self.post(&format!("/v1/resource-definitions/{}/resources", seg(rd)), &rs)
     }
 
-    pub fn view_resources(
-        &self,
-        query: &str,
-    ) -> Result<Vec<cairn_api::resource::ResourceWithVolumes>, ClientError> {
+    pub fn view_resources(&self, query: &str) -> Result<Vec<cairn_api::resource::ResourceWithVolumes>, ClientError> {
         self.get(&format!("/v1/view/resources{query}"))
     }
 
-    pub fn create_stor_pool(
-        &self,
-        node: &str,
-        sp: &cairn_api::storage_pool::StoragePool,
-    ) -> Result<Vec<ApiCallRc>, ClientError> {
+    pub fn create_stor_pool(&self, node: &str, sp: &cairn_api::storage_pool::StoragePool) -> Result<Vec<ApiCallRc>, ClientError> {
         self.post(&format!("/v1/nodes/{}/storage-pools", seg(node)), sp)
     }
 }

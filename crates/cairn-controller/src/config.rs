@@ -21,23 +21,26 @@ pub struct ControllerConfig {
     pub data_dir: PathBuf,
     /// Database file; defaults to `<data_dir>/cairn.db`.
     pub db_path: Option<PathBuf>,
+    /// The secret satellites must present; defaults to
+    /// `<data_dir>/cluster-secret`, created on first start.
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
-            rest_bind: DEFAULT_REST_BIND
-                .parse()
-                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 3370))),
+            rest_bind: DEFAULT_REST_BIND.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 3370))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             db_path: None,
+            cluster_secret_file: None,
         }
     }
 }
 
-/// The configuration file's shape: `[controller]` holds [`ControllerConfig`].
+/// The configuration file's shape: `[controller]` holds [`ControllerConfig`];
+/// other tables (`[satellite]`) belong to other parts of the binary.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ConfigFile {
     pub controller: ControllerConfig,
 }
@@ -49,10 +52,12 @@ impl ConfigFile {
 }
 
 impl ControllerConfig {
+    pub fn secret_path(&self) -> PathBuf {
+        self.cluster_secret_file.clone().unwrap_or_else(|| self.data_dir.join("cluster-secret"))
+    }
+
     pub fn db_path(&self) -> PathBuf {
-        self.db_path
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("cairn.db"))
+        self.db_path.clone().unwrap_or_else(|| self.data_dir.join("cairn.db"))
     }
 }
 
@@ -70,11 +75,7 @@ mod tests {
 
     #[test]
     fn file_values_override_defaults() {
-        let c = ConfigFile::parse(
-            "[controller]\nrest_bind = \"0.0.0.0:4000\"\ndata_dir = \"/tmp/x\"\n",
-        )
-        .unwrap()
-        .controller;
+        let c = ConfigFile::parse("[controller]\nrest_bind = \"0.0.0.0:4000\"\ndata_dir = \"/tmp/x\"\n").unwrap().controller;
         assert_eq!(c.rest_bind.port(), 4000);
         assert_eq!(c.db_path(), PathBuf::from("/tmp/x/cairn.db"));
     }
@@ -82,6 +83,7 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         assert!(ConfigFile::parse("[controller]\nrest_bnd = \"0.0.0.0:1\"\n").is_err());
+        assert!(ConfigFile::parse("[satellite]\nnode_name = \"x\"\n").is_ok());
         assert!(ConfigFile::parse("[controller]\nrest_bind = \"not an address\"\n").is_err());
     }
 }

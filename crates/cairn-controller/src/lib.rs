@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod rest;
+pub mod satellites;
 mod spec_routes;
 pub mod state;
 
@@ -26,26 +27,19 @@ pub use state::AppState;
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error("another controller is already using the data directory {0}")]
     Locked(String),
     #[error("cannot lock the data directory {path}: {source}")]
-    Lock {
-        path: String,
-        source: std::io::Error,
-    },
+    Lock { path: String, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] cairn_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("the REST server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot read or create the cluster secret {path}: {source}")]
+    Secret { path: String, source: std::io::Error },
     #[error("a start-up task panicked: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -63,47 +57,31 @@ impl Controller {
     /// default objects and binds the REST listener.
     pub async fn start(config: &ControllerConfig) -> Result<Controller, ControllerError> {
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|source| ControllerError::DataDir {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(&dir).map_err(|source| ControllerError::DataDir { path: dir.display().to_string(), source })?;
         let lock_path = dir.join("controller.lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| ControllerError::Lock {
-                path: lock_path.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| ControllerError::Lock { path: lock_path.display().to_string(), source })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(ControllerError::Locked(dir.display().to_string()));
             }
             Err(std::fs::TryLockError::Error(source)) => {
-                return Err(ControllerError::Lock {
-                    path: lock_path.display().to_string(),
-                    source,
-                });
+                return Err(ControllerError::Lock { path: lock_path.display().to_string(), source });
             }
         }
         let db_path = config.db_path();
-        let store: Arc<dyn Store> =
-            Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db_path)).await??);
-        let state = AppState::load(store).await?;
+        let store: Arc<dyn Store> = Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db_path)).await??);
+        let secret = cluster_secret(&config.secret_path())?;
+        let state = AppState::load(store, secret).await?;
         let listener = TcpListener::bind(config.rest_bind)
             .await
-            .map_err(|source| ControllerError::Bind {
-                addr: config.rest_bind.to_string(),
-                source,
-            })?;
-        Ok(Controller {
-            state,
-            listener,
-            _lock: lock,
-        })
+            .map_err(|source| ControllerError::Bind { addr: config.rest_bind.to_string(), source })?;
+        Ok(Controller { state, listener, _lock: lock })
     }
 
     /// The address the REST listener is bound to.
@@ -116,17 +94,42 @@ impl Controller {
     }
 
     /// Serves REST until `shutdown` completes.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ControllerError> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ControllerError> {
         let app = rest::app(self.state.clone());
-        axum::serve(
-            self.listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ControllerError::Serve)
+        axum::serve(self.listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ControllerError::Serve)
+    }
+}
+
+/// Reads the cluster secret satellites must present, creating a random one
+/// (readable by root only) on first start.
+fn cluster_secret(path: &std::path::Path) -> Result<String, ControllerError> {
+    let err = |source| ControllerError::Secret { path: path.display().to_string(), source };
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let mut f = File::options().write(true).create_new(true).mode_0600().open(path).map_err(err)?;
+    std::io::Write::write_all(&mut f, secret.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    tracing::info!(path = %path.display(), "created the cluster secret; give it to every satellite (--cluster-secret-file)");
+    Ok(secret)
+}
+
+/// `mode(0o600)` where the platform has Unix permissions.
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600);
+        self
     }
 }

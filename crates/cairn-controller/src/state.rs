@@ -1,14 +1,17 @@
 //! Shared controller state: the in-memory cluster, the store, and the one
 //! place where mutations are committed.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cairn_domain::{Cluster, Ctx, OpError, Outcome, time};
+use cairn_domain::desired::affected_nodes;
+use cairn_domain::{Cluster, Ctx, ObjKey, OpError, Outcome, time};
 use cairn_store::{Store, StoreError};
 
 use crate::rest::error::ApiError;
 use crate::rest::reply::Reply;
+use crate::satellites::{self, Links};
 
 /// Cheap to clone; every handler gets one.
 #[derive(Clone)]
@@ -21,13 +24,11 @@ struct Inner {
     store: Arc<dyn Store>,
     /// Serialises writers: validate, commit, apply happen as one step.
     writer: tokio::sync::Mutex<()>,
+    links: Links,
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn new_ctx() -> Ctx {
@@ -37,7 +38,7 @@ fn new_ctx() -> Ctx {
 impl AppState {
     /// Loads the cluster from the store and commits the default objects
     /// (`DfltRscGrp`, default pool definitions) if they are missing.
-    pub async fn load(store: Arc<dyn Store>) -> Result<AppState, StoreError> {
+    pub async fn load(store: Arc<dyn Store>, cluster_secret: String) -> Result<AppState, StoreError> {
         let s = store.clone();
         let cluster = tokio::task::spawn_blocking(move || -> Result<Cluster, StoreError> {
             let mut cluster = Cluster::from_objects(s.load()?);
@@ -47,19 +48,30 @@ impl AppState {
             Ok(cluster)
         })
         .await
-        .map_err(|e| StoreError::Encode {
-            kind: "cluster".into(),
-            key: "load".into(),
-            reason: e.to_string(),
-        })??;
+        .map_err(|e| StoreError::Encode { kind: "cluster".into(), key: "load".into(), reason: e.to_string() })??;
         tracing::info!(store = %store.describe(), nodes = cluster.nodes.len(), resource_definitions = cluster.rsc_dfns.len(), resources = cluster.resources.len(), "cluster loaded");
-        Ok(AppState {
+        let state = AppState {
             inner: Arc::new(Inner {
                 cluster: RwLock::new(cluster),
                 store,
                 writer: tokio::sync::Mutex::new(()),
+                links: Links::new(cluster_secret),
             }),
-        })
+        };
+        // Start a link to every satellite node.
+        state.inner.links.reconcile(&state, &state.read());
+        Ok(state)
+    }
+
+    /// The satellite links (observed state).
+    pub fn links(&self) -> &Links {
+        &self.inner.links
+    }
+
+    /// The writer lock: held while a change is validated, committed and
+    /// applied, and while a satellite link snapshots a node's full state.
+    pub async fn writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.writer.lock().await
     }
 
     /// Read access to the cluster. Hold it only while building a reply.
@@ -70,35 +82,56 @@ impl AppState {
     /// Runs one mutation: compute the outcome against the current cluster,
     /// commit it durably, then apply it in memory. Nothing is applied if the
     /// commit fails. Replies carry `created_at`.
-    pub async fn mutate(
-        &self,
-        success: u16,
-        op: impl FnOnce(&Cluster, &mut Ctx) -> Result<Outcome, OpError>,
-    ) -> Result<Reply, ApiError> {
-        let _writer = self.inner.writer.lock().await;
+    ///
+    /// Then the change goes to the satellites of the nodes it touches, and
+    /// the call waits for their answers (wire rule W13: a resource's device
+    /// path is known when its create returns). Their failures are folded
+    /// into the replies; the stored intent stays and is retried on the next
+    /// full apply.
+    pub async fn mutate(&self, success: u16, op: impl FnOnce(&Cluster, &mut Ctx) -> Result<Outcome, OpError>) -> Result<Reply, ApiError> {
+        let writer = self.inner.writer.lock().await;
         let mut ctx = new_ctx();
-        let outcome = op(&self.read(), &mut ctx)?;
-        let Outcome {
-            changes,
-            mut replies,
-        } = outcome;
+        let (outcome, mut nodes, fresh) = {
+            let c = self.read();
+            let outcome = op(&c, &mut ctx)?;
+            let nodes = affected_nodes(&c, &outcome.changes);
+            // Nodes this change registers: no satellite can be connected yet,
+            // so there is nothing to warn about.
+            let fresh: BTreeSet<String> = outcome
+                .changes
+                .iter()
+                .filter_map(|ch| match ch.key() {
+                    ObjKey::Node(k) if !c.nodes.contains_key(&k) => Some(k),
+                    _ => None,
+                })
+                .collect();
+            (outcome, nodes, fresh)
+        };
+        let Outcome { changes, mut replies } = outcome;
         let store = self.inner.store.clone();
         let changes = tokio::task::spawn_blocking(move || store.commit(&changes).map(|()| changes))
             .await
             .map_err(|e| ApiError::Internal(format!("commit task failed: {e}")))??;
-        self.inner
-            .cluster
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply(changes);
+        let node_changed = changes.iter().any(|c| matches!(c.key(), ObjKey::Node(_)));
+        let touched = changes.clone();
+        self.inner.cluster.write().unwrap_or_else(|e| e.into_inner()).apply(changes);
+        let pending = {
+            let c = self.read();
+            nodes.extend(affected_nodes(&c, &touched));
+            if node_changed {
+                self.inner.links.reconcile(self, &c);
+            }
+            let (pending, warnings) = self.inner.links.dispatch(&c, &nodes, &fresh);
+            replies.extend(warnings);
+            pending
+        };
+        drop(writer);
+        replies.extend(satellites::collect(pending).await);
         let stamp = time::iso8601_utc(ctx.now_ms);
         for r in &mut replies {
             r.created_at = Some(stamp.clone());
         }
-        Ok(Reply::new(
-            cairn_api::rc::status_for(&replies, success),
-            replies,
-        ))
+        Ok(Reply::new(cairn_api::rc::status_for(&replies, success), replies))
     }
 }
 

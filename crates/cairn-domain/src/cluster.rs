@@ -17,10 +17,7 @@ use crate::resource_group::{ResourceGroup, VolumeGroup};
 use crate::storage_pool::{StorPool, StorPoolDfn};
 
 /// Every object the controller persists.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "objects are built once per request and moved, never stored in bulk as this enum"
-)]
+#[expect(clippy::large_enum_variant, reason = "objects are built once per request and moved, never stored in bulk as this enum")]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Object {
     Node(Node),
@@ -125,11 +122,7 @@ impl ObjKey {
     /// ':', so it is an unambiguous separator.
     pub fn key_string(&self) -> String {
         match self {
-            ObjKey::Node(a)
-            | ObjKey::StorPoolDfn(a)
-            | ObjKey::RscGrp(a)
-            | ObjKey::RscDfn(a)
-            | ObjKey::Kvs(a) => a.clone(),
+            ObjKey::Node(a) | ObjKey::StorPoolDfn(a) | ObjKey::RscGrp(a) | ObjKey::RscDfn(a) | ObjKey::Kvs(a) => a.clone(),
             ObjKey::StorPool(a, b) | ObjKey::Rsc(a, b) | ObjKey::NodeConn(a, b) => {
                 format!("{a}:{b}")
             }
@@ -195,10 +188,7 @@ impl Object {
 }
 
 /// One persisted change.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a request produces a handful of changes"
-)]
+#[expect(clippy::large_enum_variant, reason = "a request produces a handful of changes")]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Put(Object),
@@ -352,66 +342,38 @@ impl Cluster {
     pub fn seed(&self, new_uuid: &mut dyn FnMut() -> String) -> Vec<Change> {
         let mut out = Vec::new();
         if !self.rsc_grps.contains_key(&key(crate::DEFAULT_RSC_GRP)) {
-            out.push(Change::Put(Object::RscGrp(ResourceGroup::default_group(
-                new_uuid(),
-            ))));
+            out.push(Change::Put(Object::RscGrp(ResourceGroup::default_group(new_uuid()))));
         }
         for sp in [crate::DEFAULT_STOR_POOL, crate::DEFAULT_DISKLESS_STOR_POOL] {
             if !self.stor_pool_dfns.contains_key(&key(sp)) {
-                out.push(Change::Put(Object::StorPoolDfn(StorPoolDfn {
-                    name: sp.to_string(),
-                    props: Props::new(),
-                    uuid: new_uuid(),
-                })));
+                out.push(Change::Put(Object::StorPoolDfn(StorPoolDfn { name: sp.to_string(), props: Props::new(), uuid: new_uuid() })));
             }
         }
         out
     }
 
     /// The volume definitions of one resource definition, by number.
-    pub fn vlm_dfns_of<'a>(
-        &'a self,
-        rd_key: &str,
-    ) -> impl Iterator<Item = &'a VolumeDefinition> + 'a {
-        self.vlm_dfns
-            .range((rd_key.to_string(), 0)..=(rd_key.to_string(), u32::MAX))
-            .map(|(_, v)| v)
+    pub fn vlm_dfns_of<'a>(&'a self, rd_key: &str) -> impl Iterator<Item = &'a VolumeDefinition> + 'a {
+        self.vlm_dfns.range((rd_key.to_string(), 0)..=(rd_key.to_string(), u32::MAX)).map(|(_, v)| v)
     }
 
     /// The resources of one resource definition.
     pub fn resources_of<'a>(&'a self, rd_key: &'a str) -> impl Iterator<Item = &'a Resource> + 'a {
-        self.resources
-            .range((rd_key.to_string(), String::new())..)
-            .take_while(move |((rd, _), _)| rd == rd_key)
-            .map(|(_, r)| r)
+        self.resources.range((rd_key.to_string(), String::new())..).take_while(move |((rd, _), _)| rd == rd_key).map(|(_, r)| r)
     }
 
     /// The volume groups of one resource group.
     pub fn vlm_grps_of<'a>(&'a self, rg_key: &str) -> impl Iterator<Item = &'a VolumeGroup> + 'a {
-        self.vlm_grps
-            .range((rg_key.to_string(), 0)..=(rg_key.to_string(), u32::MAX))
-            .map(|(_, v)| v)
+        self.vlm_grps.range((rg_key.to_string(), 0)..=(rg_key.to_string(), u32::MAX)).map(|(_, v)| v)
     }
 
     /// The storage pools of one node.
-    pub fn stor_pools_of<'a>(
-        &'a self,
-        node_key: &'a str,
-    ) -> impl Iterator<Item = &'a StorPool> + 'a {
-        self.stor_pools
-            .range((node_key.to_string(), String::new())..)
-            .take_while(move |((n, _), _)| n == node_key)
-            .map(|(_, p)| p)
+    pub fn stor_pools_of<'a>(&'a self, node_key: &'a str) -> impl Iterator<Item = &'a StorPool> + 'a {
+        self.stor_pools.range((node_key.to_string(), String::new())..).take_while(move |((n, _), _)| n == node_key).map(|(_, p)| p)
     }
 
     /// The resources placed on one node.
-    pub fn resources_on<'a>(
-        &'a self,
-        node_key: &'a str,
-    ) -> impl Iterator<Item = &'a Resource> + 'a {
-        self.resources
-            .iter()
-            .filter(move |((_, n), _)| n == node_key)
-            .map(|(_, r)| r)
+    pub fn resources_on<'a>(&'a self, node_key: &'a str) -> impl Iterator<Item = &'a Resource> + 'a {
+        self.resources.iter().filter(move |((_, n), _)| n == node_key).map(|(_, r)| r)
     }
 }

@@ -9,10 +9,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(now_ms: i64, uuid_fn: impl FnMut() -> String + Send + 'static) -> Ctx {
-        Ctx {
-            now_ms,
-            uuid_fn: Box::new(uuid_fn),
-        }
+        Ctx { now_ms, uuid_fn: Box::new(uuid_fn) }
     }
 
     /// A deterministic context: time 1 000 000 ms, UUIDs counting up.

@@ -16,9 +16,7 @@ pub struct OpError {
 impl OpError {
     /// An error entry `MASK_ERROR | op_obj | code`.
     pub fn new(op_obj: i64, code: i64, message: impl Into<String>) -> Self {
-        OpError {
-            rc: Box::new(ApiCallRc::error(op_obj, code, message)),
-        }
+        OpError { rc: Box::new(ApiCallRc::error(op_obj, code, message)) }
     }
 
     pub fn cause(mut self, cause: impl Into<String>) -> Self {

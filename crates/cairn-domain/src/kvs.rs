@@ -18,45 +18,26 @@ pub struct KeyValueStore {
 
 impl KeyValueStore {
     pub fn to_api(&self) -> wire::KeyValueStore {
-        wire::KeyValueStore {
-            name: self.name.clone(),
-            props: self.props.clone(),
-        }
+        wire::KeyValueStore { name: self.name.clone(), props: self.props.clone() }
     }
 }
 
 impl Cluster {
     pub fn kvs_get(&self, name: &str) -> OpResult<&KeyValueStore> {
-        self.kvs.get(&key(name)).ok_or_else(|| {
-            OpError::new(
-                rc::MASK_KVS,
-                rc::FAIL_NOT_FOUND_KVS,
-                format!("Key-value store '{name}' not found."),
-            )
-        })
+        self.kvs
+            .get(&key(name))
+            .ok_or_else(|| OpError::new(rc::MASK_KVS, rc::FAIL_NOT_FOUND_KVS, format!("Key-value store '{name}' not found.")))
     }
 
     /// `PUT /v1/key-value-store/{name}`: creates the instance on first use.
     pub fn modify_kvs(&self, name: &str, req: &PropsModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_KVS;
         name::check(NameKind::KeyValueStore, name, OP)?;
-        let mut k = self
-            .kvs
-            .get(&key(name))
-            .cloned()
-            .unwrap_or_else(|| KeyValueStore {
-                name: name.to_string(),
-                props: Props::new(),
-            });
+        let mut k = self.kvs.get(&key(name)).cloned().unwrap_or_else(|| KeyValueStore { name: name.to_string(), props: Props::new() });
         k.props = props::apply(&k.props, req, OP)?;
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::MODIFIED,
-                format!("Key-value store '{}' modified.", k.name),
-            )
-            .with_ref("KeyValueStore", &k.name),
+            ApiCallRc::success(OP, rc::MODIFIED, format!("Key-value store '{}' modified.", k.name)).with_ref("KeyValueStore", &k.name),
         );
         out.put(Object::Kvs(k));
         Ok(out)
@@ -65,20 +46,13 @@ impl Cluster {
     /// `DELETE /v1/key-value-store/{name}`.
     pub fn delete_kvs(&self, name: &str) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_DEL | rc::MASK_KVS;
-        let k = self.kvs.get(&key(name)).ok_or_else(|| {
-            OpError::new(
-                OP,
-                rc::FAIL_NOT_FOUND_KVS,
-                format!("Key-value store '{name}' not found."),
-            )
-        })?;
+        let k = self
+            .kvs
+            .get(&key(name))
+            .ok_or_else(|| OpError::new(OP, rc::FAIL_NOT_FOUND_KVS, format!("Key-value store '{name}' not found.")))?;
         let mut out = Outcome::default();
         out.delete(ObjKey::Kvs(key(&k.name)));
-        out.reply(ApiCallRc::success(
-            OP,
-            rc::DELETED,
-            format!("Key-value store '{}' deleted.", k.name),
-        ));
+        out.reply(ApiCallRc::success(OP, rc::DELETED, format!("Key-value store '{}' deleted.", k.name)));
         Ok(out)
     }
 
@@ -88,25 +62,13 @@ impl Cluster {
         let new = props::apply(&self.ctrl_props, req, OP)?;
         let mut out = Outcome::default();
         for (k, v) in &req.override_props {
-            out.reply(ApiCallRc::success(
-                OP,
-                rc::MODIFIED,
-                format!("Successfully set property '{k}' to value '{v}'"),
-            ));
+            out.reply(ApiCallRc::success(OP, rc::MODIFIED, format!("Successfully set property '{k}' to value '{v}'")));
         }
         for k in req.delete_props.iter().chain(req.delete_namespaces.iter()) {
-            out.reply(ApiCallRc::success(
-                OP,
-                rc::DELETED,
-                format!("Successfully deleted property '{k}'"),
-            ));
+            out.reply(ApiCallRc::success(OP, rc::DELETED, format!("Successfully deleted property '{k}'")));
         }
         if out.replies.is_empty() {
-            out.reply(ApiCallRc::success(
-                OP,
-                rc::MODIFIED,
-                "Controller properties unchanged.",
-            ));
+            out.reply(ApiCallRc::success(OP, rc::MODIFIED, "Controller properties unchanged."));
         }
         out.put(Object::CtrlProps(new));
         Ok(out)
@@ -116,20 +78,12 @@ impl Cluster {
     pub fn delete_ctrl_prop(&self, k: &str) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_DEL | rc::MASK_CTRL_CONF;
         if !self.ctrl_props.contains_key(k) {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_INVLD_PROP,
-                format!("Controller property '{k}' is not set."),
-            ));
+            return Err(OpError::new(OP, rc::FAIL_INVLD_PROP, format!("Controller property '{k}' is not set.")));
         }
         let mut new = self.ctrl_props.clone();
         new.remove(k);
         let mut out = Outcome::default();
-        out.reply(ApiCallRc::success(
-            OP,
-            rc::DELETED,
-            format!("Successfully deleted property '{k}'"),
-        ));
+        out.reply(ApiCallRc::success(OP, rc::DELETED, format!("Successfully deleted property '{k}'")));
         out.put(Object::CtrlProps(new));
         Ok(out)
     }

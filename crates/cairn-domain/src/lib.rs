@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod ctx;
+pub mod desired;
 pub mod error;
 pub mod kvs;
 pub mod name;

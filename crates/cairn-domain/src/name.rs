@@ -77,54 +77,35 @@ pub fn key(name: &str) -> String {
 pub fn check(kind: NameKind, name: &str, op_obj: i64) -> Result<(), OpError> {
     let label = kind.label();
     let fail = |cause: String| {
-        OpError::new(
-            op_obj,
-            kind.code(),
-            format!("The specified {label} '{name}' is invalid."),
-        )
-        .cause(cause)
-        .correction(correction(kind))
+        OpError::new(op_obj, kind.code(), format!("The specified {label} '{name}' is invalid.")).cause(cause).correction(correction(kind))
     };
     let (min, max) = kind.limits();
     let len = name.chars().count();
     if len < min || len > max {
-        return Err(fail(format!(
-            "The {label} must be {min} to {max} characters long, it has {len}."
-        )));
+        return Err(fail(format!("The {label} must be {min} to {max} characters long, it has {len}.")));
     }
     if kind == NameKind::Node {
         check_hostname(name).map_err(fail)?;
     } else {
-        if let Some(c) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-        {
-            return Err(fail(format!(
-                "The {label} contains the character '{c}', which is not allowed."
-            )));
+        if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+            return Err(fail(format!("The {label} contains the character '{c}', which is not allowed.")));
         }
         if name.starts_with('-') || name.ends_with('-') {
             return Err(fail(format!("The {label} must not start or end with '-'.")));
         }
         if !name.chars().any(|c| c.is_ascii_alphabetic()) {
-            return Err(fail(format!(
-                "The {label} must contain at least one letter."
-            )));
+            return Err(fail(format!("The {label} must contain at least one letter.")));
         }
     }
     if kind.reserved().contains(&key(name).as_str()) {
-        return Err(fail(format!(
-            "'{name}' is reserved: it would collide with a REST API path."
-        )));
+        return Err(fail(format!("'{name}' is reserved: it would collide with a REST API path.")));
     }
     Ok(())
 }
 
 fn correction(kind: NameKind) -> &'static str {
     match kind {
-        NameKind::Node => {
-            "Use a valid host name: letters, digits, '-' and '.', labels of at most 63 characters, at least one letter."
-        }
+        NameKind::Node => "Use a valid host name: letters, digits, '-' and '.', labels of at most 63 characters, at least one letter.",
         _ => "Use letters, digits, '_' and inner '-' only, with at least one letter.",
     }
 }
@@ -135,26 +116,16 @@ fn check_hostname(name: &str) -> Result<(), String> {
     }
     for label in name.split('.') {
         if label.is_empty() {
-            return Err(
-                "A node name must not contain empty labels ('..', or a leading or trailing '.')."
-                    .into(),
-            );
+            return Err("A node name must not contain empty labels ('..', or a leading or trailing '.').".into());
         }
         if label.len() > 63 {
             return Err(format!("The label '{label}' is longer than 63 characters."));
         }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
-            return Err(format!(
-                "The node name contains the character '{c}', which is not allowed in a host name."
-            ));
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+            return Err(format!("The node name contains the character '{c}', which is not allowed in a host name."));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!(
-                "The label '{label}' must not start or end with '-'."
-            ));
+            return Err(format!("The label '{label}' must not start or end with '-'."));
         }
     }
     Ok(())
@@ -166,16 +137,7 @@ fn check_hostname(name: &str) -> Result<(), String> {
 /// characters. `taken` says whether a candidate is in use; a numeric suffix
 /// makes it unique.
 pub fn from_external(external: &str, taken: impl Fn(&str) -> bool) -> Option<String> {
-    let mut base: String = external
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut base: String = external.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
     base = base.trim_matches('-').to_string();
     if !base.chars().any(|c| c.is_ascii_alphabetic()) || base.len() < 2 {
         base = format!("rsc_{base}");
@@ -243,12 +205,7 @@ mod tests {
 
     #[test]
     fn invalid_name_error_carries_code_cause_and_correction() {
-        let e = check(
-            NameKind::ResourceDefinition,
-            "bad name",
-            rc::MASK_CRT | rc::MASK_RSC_DFN,
-        )
-        .unwrap_err();
+        let e = check(NameKind::ResourceDefinition, "bad name", rc::MASK_CRT | rc::MASK_RSC_DFN).unwrap_err();
         assert_eq!(e.rc.code(), rc::FAIL_INVLD_RSC_NAME);
         assert!(e.rc.is_error());
         assert!(e.rc.cause.as_deref().unwrap_or("").contains("' '"));
@@ -257,16 +214,10 @@ mod tests {
 
     #[test]
     fn external_names_become_valid_unique_names() {
-        assert_eq!(
-            from_external("my volume/1", |_| false).as_deref(),
-            Some("my_volume_1")
-        );
+        assert_eq!(from_external("my volume/1", |_| false).as_deref(), Some("my_volume_1"));
         assert_eq!(from_external("123", |_| false).as_deref(), Some("rsc_123"));
         assert_eq!(from_external("Ä", |_| false).as_deref(), Some("rsc__"));
-        assert_eq!(
-            from_external("vol", |n| n == "vol").as_deref(),
-            Some("vol_1")
-        );
+        assert_eq!(from_external("vol", |n| n == "vol").as_deref(), Some("vol_1"));
         let long = "x".repeat(100);
         let taken = "x".repeat(48);
         let n = from_external(&long, |n| n == taken).unwrap();

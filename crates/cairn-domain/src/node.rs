@@ -101,11 +101,7 @@ impl Node {
             node_type: self.node_type.as_str().to_string(),
             flags: self.flags.iter().cloned().collect(),
             props: self.props.clone(),
-            net_interfaces: self
-                .net_interfaces
-                .iter()
-                .map(NetInterface::to_api)
-                .collect(),
+            net_interfaces: self.net_interfaces.iter().map(NetInterface::to_api).collect(),
             connection_status: Some(connection_status.to_string()),
             uuid: Some(self.uuid.clone()),
             ..Default::default()
@@ -126,12 +122,7 @@ impl NetInterface {
     }
 
     /// Validates a wire interface; `op_obj` is the request's mask.
-    pub fn from_api(
-        w: &wire::NetInterface,
-        node_type: NodeType,
-        op_obj: i64,
-        uuid: String,
-    ) -> OpResult<NetInterface> {
+    pub fn from_api(w: &wire::NetInterface, node_type: NodeType, op_obj: i64, uuid: String) -> OpResult<NetInterface> {
         name::check(NameKind::NetInterface, &w.name, op_obj)?;
         let address: IpAddr = w.address.trim().parse().map_err(|_| {
             OpError::new(op_obj, rc::FAIL_INVLD_NET_ADDR, format!("The address '{}' is not a valid IP address.", w.address))
@@ -145,12 +136,8 @@ impl NetInterface {
                 "SSL" => Some("SSL".to_string()),
                 "" => None,
                 _ => {
-                    return Err(OpError::new(
-                        op_obj,
-                        rc::FAIL_INVLD_NET_TYPE,
-                        format!("The satellite encryption type '{e}' is invalid."),
-                    )
-                    .correction("Use PLAIN or SSL."));
+                    return Err(OpError::new(op_obj, rc::FAIL_INVLD_NET_TYPE, format!("The satellite encryption type '{e}' is invalid."))
+                        .correction("Use PLAIN or SSL."));
                 }
             },
         };
@@ -158,12 +145,8 @@ impl NetInterface {
             None => None,
             Some(p) if (1..=65535).contains(&p) => Some(p as u16),
             Some(p) => {
-                return Err(OpError::new(
-                    op_obj,
-                    rc::FAIL_INVLD_NET_PORT,
-                    format!("The satellite port {p} is invalid."),
-                )
-                .correction("Use a TCP port from 1 to 65535."));
+                return Err(OpError::new(op_obj, rc::FAIL_INVLD_NET_PORT, format!("The satellite port {p} is invalid."))
+                    .correction("Use a TCP port from 1 to 65535."));
             }
         };
         // A port without an encryption type means PLAIN; an encryption type
@@ -193,16 +176,10 @@ impl NetInterface {
 }
 
 fn not_found(op_obj: i64, node: &str) -> OpError {
-    OpError::new(
-        op_obj,
-        rc::FAIL_NOT_FOUND_NODE,
-        format!("Node '{node}' not found."),
-    )
-    .cause(format!(
-        "The specified node '{node}' could not be found in the database."
-    ))
-    .correction("Create a node with the name specified or use an existing node.")
-    .obj_ref("Node", node)
+    OpError::new(op_obj, rc::FAIL_NOT_FOUND_NODE, format!("Node '{node}' not found."))
+        .cause(format!("The specified node '{node}' could not be found in the database."))
+        .correction("Create a node with the name specified or use an existing node.")
+        .obj_ref("Node", node)
 }
 
 /// Makes exactly one satellite-capable interface active: the one the caller
@@ -219,46 +196,27 @@ fn settle_active(nifs: &mut [NetInterface]) {
 
 impl Cluster {
     pub fn node(&self, name: &str, op_obj: i64) -> OpResult<&Node> {
-        self.nodes
-            .get(&key(name))
-            .ok_or_else(|| not_found(op_obj, name))
+        self.nodes.get(&key(name)).ok_or_else(|| not_found(op_obj, name))
     }
 
     /// `POST /v1/nodes`.
     pub fn create_node(&self, req: &wire::Node, ctx: &mut Ctx) -> OpResult<Outcome> {
         name::check(NameKind::Node, &req.name, CRT)?;
         let node_type = NodeType::parse(&req.node_type).ok_or_else(|| {
-            OpError::new(
-                CRT,
-                rc::FAIL_INVLD_NODE_TYPE,
-                format!("The node type '{}' is invalid.", req.node_type),
-            )
-            .correction(
-                "Use one of SATELLITE, COMBINED, CONTROLLER, AUXILIARY, REMOTE_SPDK, EBS_TARGET.",
-            )
+            OpError::new(CRT, rc::FAIL_INVLD_NODE_TYPE, format!("The node type '{}' is invalid.", req.node_type))
+                .correction("Use one of SATELLITE, COMBINED, CONTROLLER, AUXILIARY, REMOTE_SPDK, EBS_TARGET.")
         })?;
         if let Some(existing) = self.nodes.get(&key(&req.name)) {
-            return Err(OpError::new(
-                CRT,
-                rc::FAIL_EXISTS_NODE,
-                format!("A node with the name '{}' already exists.", req.name),
-            )
-            .cause(format!("Node '{}' was registered before.", existing.name))
-            .correction("Use another name, or delete the existing node first.")
-            .obj_ref("Node", &existing.name));
+            return Err(OpError::new(CRT, rc::FAIL_EXISTS_NODE, format!("A node with the name '{}' already exists.", req.name))
+                .cause(format!("Node '{}' was registered before.", existing.name))
+                .correction("Use another name, or delete the existing node first.")
+                .obj_ref("Node", &existing.name));
         }
         props::check_all(&req.props, CRT)?;
         let mut nifs = Vec::new();
         for w in &req.net_interfaces {
-            if nifs
-                .iter()
-                .any(|n: &NetInterface| n.name.eq_ignore_ascii_case(&w.name))
-            {
-                return Err(OpError::new(
-                    CRT,
-                    rc::FAIL_EXISTS_NET_IF,
-                    format!("The net interface '{}' is given twice.", w.name),
-                ));
+            if nifs.iter().any(|n: &NetInterface| n.name.eq_ignore_ascii_case(&w.name)) {
+                return Err(OpError::new(CRT, rc::FAIL_EXISTS_NET_IF, format!("The net interface '{}' is given twice.", w.name)));
             }
             nifs.push(NetInterface::from_api(w, node_type, CRT, ctx.uuid())?);
         }
@@ -266,14 +224,9 @@ impl Cluster {
             return Err(OpError::new(
                 CRT,
                 603, // FAIL_MISSING_NETCOM
-                format!(
-                    "Node '{}' has no net interface the controller could reach its satellite on.",
-                    req.name
-                ),
+                format!("Node '{}' has no net interface the controller could reach its satellite on.", req.name),
             )
-            .correction(
-                "Give at least one net interface with an address (and optionally satellite_port).",
-            ));
+            .correction("Give at least one net interface with an address (and optionally satellite_port)."));
         }
         settle_active(&mut nifs);
         let node = Node {
@@ -286,13 +239,9 @@ impl Cluster {
         };
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                CRT,
-                rc::CREATED,
-                format!("New node '{}' registered.", node.name),
-            )
-            .with_details(format!("Node '{}' UUID is: {}", node.name, node.uuid))
-            .with_ref("Node", &node.name),
+            ApiCallRc::success(CRT, rc::CREATED, format!("New node '{}' registered.", node.name))
+                .with_details(format!("Node '{}' UUID is: {}", node.name, node.uuid))
+                .with_ref("Node", &node.name),
         );
         if node_type.has_satellite() {
             out.put(Object::StorPool(StorPool::new(
@@ -314,34 +263,19 @@ impl Cluster {
         let mut node = self.node(name, MOD)?.clone();
         if let Some(t) = &req.node_type {
             let t = NodeType::parse(t).ok_or_else(|| {
-                OpError::new(
-                    MOD,
-                    rc::FAIL_INVLD_NODE_TYPE,
-                    format!("The node type '{t}' is invalid."),
-                )
-                .correction("Use one of SATELLITE, COMBINED, CONTROLLER, AUXILIARY.")
+                OpError::new(MOD, rc::FAIL_INVLD_NODE_TYPE, format!("The node type '{t}' is invalid."))
+                    .correction("Use one of SATELLITE, COMBINED, CONTROLLER, AUXILIARY.")
             })?;
-            if t != node.node_type
-                && self
-                    .stor_pools_of(&key(name))
-                    .any(|p| !t.allows(p.provider_kind))
-            {
-                return Err(OpError::new(
-                    MOD,
-                    rc::FAIL_INVLD_NODE_TYPE,
-                    format!("Node '{}' cannot become {}.", node.name, t.as_str()),
-                )
-                .cause("The node has storage pools that a node of that type cannot have.")
-                .correction("Delete those storage pools first."));
+            if t != node.node_type && self.stor_pools_of(&key(name)).any(|p| !t.allows(p.provider_kind)) {
+                return Err(OpError::new(MOD, rc::FAIL_INVLD_NODE_TYPE, format!("Node '{}' cannot become {}.", node.name, t.as_str()))
+                    .cause("The node has storage pools that a node of that type cannot have.")
+                    .correction("Delete those storage pools first."));
             }
             node.node_type = t;
         }
         node.props = props::apply(&node.props, &req.props, MOD)?;
         let mut out = Outcome::default();
-        out.reply(
-            ApiCallRc::success(MOD, rc::MODIFIED, format!("Node '{}' modified.", node.name))
-                .with_ref("Node", &node.name),
-        );
+        out.reply(ApiCallRc::success(MOD, rc::MODIFIED, format!("Node '{}' modified.", node.name)).with_ref("Node", &node.name));
         out.put(Object::Node(node));
         Ok(out)
     }
@@ -351,10 +285,7 @@ impl Cluster {
     pub fn delete_node(&self, name: &str) -> OpResult<Outcome> {
         let node = self.node(name, DEL)?;
         let k = key(&node.name);
-        let rscs: Vec<&str> = self
-            .resources_on(&k)
-            .map(|r| r.resource_definition.as_str())
-            .collect();
+        let rscs: Vec<&str> = self.resources_on(&k).map(|r| r.resource_definition.as_str()).collect();
         if !rscs.is_empty() {
             return Err(OpError::new(DEL, rc::FAIL_IN_USE, format!("Node '{}' still has resources.", node.name))
                 .cause(format!("Resources on the node: {}", rscs.join(", ")))
@@ -397,33 +328,19 @@ impl Cluster {
     }
 
     /// `POST /v1/nodes/{node}/net-interfaces`.
-    pub fn create_net_interface(
-        &self,
-        node: &str,
-        req: &wire::NetInterface,
-        ctx: &mut Ctx,
-    ) -> OpResult<Outcome> {
+    pub fn create_net_interface(&self, node: &str, req: &wire::NetInterface, ctx: &mut Ctx) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_CRT | rc::MASK_NET_IF;
         let mut n = self.node(node, OP)?.clone();
-        if n.net_interfaces
-            .iter()
-            .any(|i| i.name.eq_ignore_ascii_case(&req.name))
-        {
+        if n.net_interfaces.iter().any(|i| i.name.eq_ignore_ascii_case(&req.name)) {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_EXISTS_NET_IF,
-                format!(
-                    "Net interface '{}' already exists on node '{}'.",
-                    req.name, n.name
-                ),
+                format!("Net interface '{}' already exists on node '{}'.", req.name, n.name),
             )
             .correction("Use another name or modify the existing interface."));
         }
         let nif = NetInterface::from_api(req, n.node_type, OP, ctx.uuid())?;
-        let msg = format!(
-            "New net interface '{}' on node '{}' created.",
-            nif.name, n.name
-        );
+        let msg = format!("New net interface '{}' on node '{}' created.", nif.name, n.name);
         let want_active = nif.is_active;
         n.net_interfaces.push(nif);
         if want_active {
@@ -434,65 +351,36 @@ impl Cluster {
         }
         settle_active(&mut n.net_interfaces);
         let mut out = Outcome::default();
-        out.reply(
-            ApiCallRc::success(OP, rc::CREATED, msg)
-                .with_ref("Node", &n.name)
-                .with_ref("NetIf", &req.name),
-        );
+        out.reply(ApiCallRc::success(OP, rc::CREATED, msg).with_ref("Node", &n.name).with_ref("NetIf", &req.name));
         out.put(Object::Node(n));
         Ok(out)
     }
 
     /// `PUT /v1/nodes/{node}/net-interfaces/{nif}`.
-    pub fn modify_net_interface(
-        &self,
-        node: &str,
-        nif: &str,
-        req: &wire::NetInterface,
-    ) -> OpResult<Outcome> {
+    pub fn modify_net_interface(&self, node: &str, nif: &str, req: &wire::NetInterface) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_NET_IF;
         let mut n = self.node(node, OP)?.clone();
         let node_type = n.node_type;
-        let idx = n
-            .net_interfaces
-            .iter()
-            .position(|i| i.name.eq_ignore_ascii_case(nif))
-            .ok_or_else(|| nif_not_found(OP, &n.name, nif))?;
+        let idx = n.net_interfaces.iter().position(|i| i.name.eq_ignore_ascii_case(nif)).ok_or_else(|| nif_not_found(OP, &n.name, nif))?;
         let cur = &n.net_interfaces[idx];
         let merged = wire::NetInterface {
             name: cur.name.clone(),
-            address: if req.address.is_empty() {
-                cur.address.to_string()
-            } else {
-                req.address.clone()
-            },
+            address: if req.address.is_empty() { cur.address.to_string() } else { req.address.clone() },
             satellite_port: req.satellite_port.or(cur.satellite_port.map(i64::from)),
-            satellite_encryption_type: req
-                .satellite_encryption_type
-                .clone()
-                .or(cur.satellite_encryption_type.clone()),
+            satellite_encryption_type: req.satellite_encryption_type.clone().or(cur.satellite_encryption_type.clone()),
             is_active: req.is_active.or(Some(cur.is_active)),
             uuid: None,
         };
         let updated = NetInterface::from_api(&merged, node_type, OP, cur.uuid.clone())?;
         if updated.is_active {
-            n.net_interfaces
-                .iter_mut()
-                .for_each(|x| x.is_active = false);
+            n.net_interfaces.iter_mut().for_each(|x| x.is_active = false);
         }
         n.net_interfaces[idx] = updated;
         settle_active(&mut n.net_interfaces);
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::MODIFIED,
-                format!(
-                    "Net interface '{}' on node '{}' modified.",
-                    n.net_interfaces[idx].name, n.name
-                ),
-            )
-            .with_ref("Node", &n.name),
+            ApiCallRc::success(OP, rc::MODIFIED, format!("Net interface '{}' on node '{}' modified.", n.net_interfaces[idx].name, n.name))
+                .with_ref("Node", &n.name),
         );
         out.put(Object::Node(n));
         Ok(out)
@@ -503,37 +391,21 @@ impl Cluster {
     pub fn delete_net_interface(&self, node: &str, nif: &str) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_DEL | rc::MASK_NET_IF;
         let mut n = self.node(node, OP)?.clone();
-        let idx = n
-            .net_interfaces
-            .iter()
-            .position(|i| i.name.eq_ignore_ascii_case(nif))
-            .ok_or_else(|| nif_not_found(OP, &n.name, nif))?;
+        let idx = n.net_interfaces.iter().position(|i| i.name.eq_ignore_ascii_case(nif)).ok_or_else(|| nif_not_found(OP, &n.name, nif))?;
         let removed = n.net_interfaces.remove(idx);
-        if n.node_type.has_satellite()
-            && !n.net_interfaces.iter().any(|i| i.satellite_port.is_some())
-        {
+        if n.node_type.has_satellite() && !n.net_interfaces.iter().any(|i| i.satellite_port.is_some()) {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_IN_USE,
-                format!(
-                    "Net interface '{}' is the satellite connection of node '{}'.",
-                    removed.name, n.name
-                ),
+                format!("Net interface '{}' is the satellite connection of node '{}'.", removed.name, n.name),
             )
             .correction("Create another interface with a satellite port first."));
         }
         settle_active(&mut n.net_interfaces);
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::DELETED,
-                format!(
-                    "Net interface '{}' on node '{}' deleted.",
-                    removed.name, n.name
-                ),
-            )
-            .with_ref("Node", &n.name),
+            ApiCallRc::success(OP, rc::DELETED, format!("Net interface '{}' on node '{}' deleted.", removed.name, n.name))
+                .with_ref("Node", &n.name),
         );
         out.put(Object::Node(n));
         Ok(out)
@@ -541,10 +413,6 @@ impl Cluster {
 }
 
 pub(crate) fn nif_not_found(op: i64, node: &str, nif: &str) -> OpError {
-    OpError::new(
-        op,
-        rc::FAIL_NOT_FOUND_NET_IF,
-        format!("Net interface '{nif}' on node '{node}' not found."),
-    )
-    .correction("Use an existing net interface name.")
+    OpError::new(op, rc::FAIL_NOT_FOUND_NET_IF, format!("Net interface '{nif}' on node '{node}' not found."))
+        .correction("Use an existing net interface name.")
 }

@@ -25,11 +25,7 @@ impl NodeConnection {
     }
 
     pub fn to_api(&self) -> wire::NodeConnection {
-        wire::NodeConnection {
-            node_a: self.node_a.clone(),
-            node_b: self.node_b.clone(),
-            props: self.props.clone(),
-        }
+        wire::NodeConnection { node_a: self.node_a.clone(), node_b: self.node_b.clone(), props: self.props.clone() }
     }
 }
 
@@ -41,39 +37,20 @@ impl Cluster {
         let na = self.node(a, OP)?;
         let nb = self.node(b, OP)?;
         if key(&na.name) == key(&nb.name) {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_INVLD_NODE_NAME,
-                "A node connection needs two different nodes.",
-            ));
+            return Err(OpError::new(OP, rc::FAIL_INVLD_NODE_NAME, "A node connection needs two different nodes."));
         }
-        let (first, second) = if key(&na.name) <= key(&nb.name) {
-            (na, nb)
-        } else {
-            (nb, na)
-        };
-        let mut c = self
-            .node_conns
-            .get(&NodeConnection::sorted_keys(a, b))
-            .cloned()
-            .unwrap_or_else(|| NodeConnection {
-                node_a: first.name.clone(),
-                node_b: second.name.clone(),
-                props: Props::new(),
-            });
+        let (first, second) = if key(&na.name) <= key(&nb.name) { (na, nb) } else { (nb, na) };
+        let mut c = self.node_conns.get(&NodeConnection::sorted_keys(a, b)).cloned().unwrap_or_else(|| NodeConnection {
+            node_a: first.name.clone(),
+            node_b: second.name.clone(),
+            props: Props::new(),
+        });
         c.props = props::apply(&c.props, req, OP)?;
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::MODIFIED,
-                format!(
-                    "Node connection between '{}' and '{}' modified.",
-                    c.node_a, c.node_b
-                ),
-            )
-            .with_ref("Node", &c.node_a)
-            .with_ref("NodeB", &c.node_b),
+            ApiCallRc::success(OP, rc::MODIFIED, format!("Node connection between '{}' and '{}' modified.", c.node_a, c.node_b))
+                .with_ref("Node", &c.node_a)
+                .with_ref("NodeB", &c.node_b),
         );
         out.put(Object::NodeConn(c));
         Ok(out)

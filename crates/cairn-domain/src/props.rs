@@ -22,9 +22,7 @@ pub fn check(key: &str, value: &str, op_obj: i64) -> Result<(), OpError> {
         return Err(fail("The key is empty.".into()));
     }
     if key.len() > MAX_KEY_LEN {
-        return Err(fail(format!(
-            "The key is longer than {MAX_KEY_LEN} characters."
-        )));
+        return Err(fail(format!("The key is longer than {MAX_KEY_LEN} characters.")));
     }
     if key.starts_with('/') || key.ends_with('/') || key.contains("//") {
         return Err(fail("The key has an empty path element.".into()));
@@ -33,9 +31,7 @@ pub fn check(key: &str, value: &str, op_obj: i64) -> Result<(), OpError> {
         return Err(fail(format!("The key contains the character {c:?}.")));
     }
     if value.len() > MAX_VALUE_LEN {
-        return Err(fail(format!(
-            "The value is longer than {MAX_VALUE_LEN} bytes."
-        )));
+        return Err(fail(format!("The value is longer than {MAX_VALUE_LEN} bytes.")));
     }
     Ok(())
 }
@@ -51,11 +47,7 @@ pub fn check_all(props: &Props, op_obj: i64) -> Result<(), OpError> {
 /// is dropped, so `/snap/a` and `snap/a` name the same property.
 pub fn apply(props: &Props, m: &PropsModify, op_obj: i64) -> Result<Props, OpError> {
     let abs = |k: &str| k.strip_prefix('/').unwrap_or(k).to_string();
-    let overrides: Props = m
-        .override_props
-        .iter()
-        .map(|(k, v)| (abs(k), v.clone()))
-        .collect();
+    let overrides: Props = m.override_props.iter().map(|(k, v)| (abs(k), v.clone())).collect();
     check_all(&overrides, op_obj)?;
     let mut out = props.clone();
     for k in &m.delete_props {
@@ -74,19 +66,12 @@ mod tests {
     use super::*;
 
     fn props(kv: &[(&str, &str)]) -> Props {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn modify_deletes_then_overrides() {
-        let p = props(&[
-            ("Aux/a", "1"),
-            ("Aux/ns/x", "2"),
-            ("Aux/ns/y", "3"),
-            ("Other", "4"),
-        ]);
+        let p = props(&[("Aux/a", "1"), ("Aux/ns/x", "2"), ("Aux/ns/y", "3"), ("Other", "4")]);
         let m = PropsModify {
             override_props: props(&[("Aux/a", "9"), ("New", "n")]),
             delete_props: vec!["Other".into(), "Missing".into()],
@@ -98,16 +83,10 @@ mod tests {
 
     #[test]
     fn absolute_keys_name_the_same_property() {
-        let m = PropsModify {
-            override_props: props(&[("/snap/a", "1")]),
-            ..Default::default()
-        };
+        let m = PropsModify { override_props: props(&[("/snap/a", "1")]), ..Default::default() };
         let out = apply(&Props::new(), &m, 0).unwrap();
         assert_eq!(out, props(&[("snap/a", "1")]));
-        let m = PropsModify {
-            delete_props: vec!["/snap/a".into()],
-            ..Default::default()
-        };
+        let m = PropsModify { delete_props: vec!["/snap/a".into()], ..Default::default() };
         assert!(apply(&out, &m, 0).unwrap().is_empty());
     }
 

@@ -18,14 +18,7 @@ pub const PROP_STOR_POOL_NAME: &str = "StorPoolName";
 
 /// Resource flags a client may set on creation. Diskless kinds imply the
 /// generic `DISKLESS` bit, as in LINSTOR.
-const CREATE_FLAGS: &[&str] = &[
-    "DISKLESS",
-    "DRBD_DISKLESS",
-    "NVME_INITIATOR",
-    "EBS_INITIATOR",
-    "INACTIVE",
-    "TIE_BREAKER",
-];
+const CREATE_FLAGS: &[&str] = &["DISKLESS", "DRBD_DISKLESS", "NVME_INITIATOR", "EBS_INITIATOR", "INACTIVE", "TIE_BREAKER"];
 
 /// A volume of a resource on one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,11 +61,7 @@ impl Resource {
 
     /// The wire form. `observed` gives what satellites reported per volume
     /// number; `in_use` is observed too (None when unknown).
-    pub fn to_api(
-        &self,
-        observed: &dyn Fn(u32) -> Option<VolumeObserved>,
-        in_use: Option<bool>,
-    ) -> wire::ResourceWithVolumes {
+    pub fn to_api(&self, observed: &dyn Fn(u32) -> Option<VolumeObserved>, in_use: Option<bool>) -> wire::ResourceWithVolumes {
         let volumes: Vec<wire::Volume> = self
             .volumes
             .values()
@@ -95,9 +84,7 @@ impl Resource {
                     usable_size_kib: o.usable_size_kib,
                     props: v.props.clone(),
                     flags: v.flags.iter().cloned().collect(),
-                    state: wire::VolumeState {
-                        disk_state: o.disk_state.clone(),
-                    },
+                    state: wire::VolumeState { disk_state: o.disk_state.clone() },
                     layer_data_list,
                     uuid: Some(v.uuid.clone()),
                     reports: Vec::new(),
@@ -120,20 +107,9 @@ impl Resource {
         }
     }
 
-    fn layer_tree(
-        &self,
-        depth: usize,
-        observed: &dyn Fn(u32) -> Option<VolumeObserved>,
-    ) -> wire::ResourceLayer {
-        let kind = self
-            .layer_stack
-            .get(depth)
-            .cloned()
-            .unwrap_or_else(|| "STORAGE".to_string());
-        let mut layer = wire::ResourceLayer {
-            layer_type: kind.clone(),
-            ..Default::default()
-        };
+    fn layer_tree(&self, depth: usize, observed: &dyn Fn(u32) -> Option<VolumeObserved>) -> wire::ResourceLayer {
+        let kind = self.layer_stack.get(depth).cloned().unwrap_or_else(|| "STORAGE".to_string());
+        let mut layer = wire::ResourceLayer { layer_type: kind.clone(), ..Default::default() };
         if kind == "STORAGE" {
             layer.storage = Some(wire::StorageResource {
                 storage_volumes: self
@@ -182,54 +158,31 @@ fn storage_volume_json(nr: u32, o: &VolumeObserved) -> serde_json::Value {
 }
 
 fn rsc_not_found(op: i64, rd: &str, node: &str) -> OpError {
-    OpError::new(
-        op,
-        rc::FAIL_NOT_FOUND_RSC,
-        format!("Resource '{rd}' on node '{node}' not found."),
-    )
-    .cause(format!(
-        "The resource definition '{rd}' is not deployed on node '{node}'."
-    ))
-    .correction("Use an existing resource.")
-    .obj_ref("RscDfn", rd)
-    .obj_ref("Node", node)
+    OpError::new(op, rc::FAIL_NOT_FOUND_RSC, format!("Resource '{rd}' on node '{node}' not found."))
+        .cause(format!("The resource definition '{rd}' is not deployed on node '{node}'."))
+        .correction("Use an existing resource.")
+        .obj_ref("RscDfn", rd)
+        .obj_ref("Node", node)
 }
 
 impl Cluster {
     pub fn resource(&self, rd: &str, node: &str, op: i64) -> OpResult<&Resource> {
         let d = self.rsc_dfn(rd, op)?;
         let n = self.node(node, op)?;
-        self.resources
-            .get(&(key(&d.name), key(&n.name)))
-            .ok_or_else(|| rsc_not_found(op, &d.name, &n.name))
+        self.resources.get(&(key(&d.name), key(&n.name))).ok_or_else(|| rsc_not_found(op, &d.name, &n.name))
     }
 
     /// Chooses the storage pool of one volume: the `StorPoolName` property
     /// of the resource, the volume definition, the resource definition or
     /// its resource group (first match), else the group's storage pool
     /// list, else `DfltStorPool` (`DfltDisklessStorPool` when diskless).
-    pub(crate) fn new_volume(
-        &self,
-        r: &Resource,
-        vd: &VolumeDefinition,
-        op: i64,
-        ctx: &mut Ctx,
-    ) -> OpResult<Volume> {
+    pub(crate) fn new_volume(&self, r: &Resource, vd: &VolumeDefinition, op: i64, ctx: &mut Ctx) -> OpResult<Volume> {
         let rd = self.rsc_dfn(&r.resource_definition, op)?;
         let rg = self.rsc_grps.get(&key(&rd.resource_group));
-        let from_props = [
-            Some(&r.props),
-            Some(&vd.props),
-            Some(&rd.props),
-            rg.map(|g| &g.props),
-        ]
-        .into_iter()
-        .flatten()
-        .find_map(|p| {
-            p.get(PROP_STOR_POOL_NAME)
-                .filter(|v| !v.is_empty())
-                .cloned()
-        });
+        let from_props = [Some(&r.props), Some(&vd.props), Some(&rd.props), rg.map(|g| &g.props)]
+            .into_iter()
+            .flatten()
+            .find_map(|p| p.get(PROP_STOR_POOL_NAME).filter(|v| !v.is_empty()).cloned());
         let diskless = r.is_diskless();
         let (pool_name, explicit) = match from_props {
             Some(p) => (p, true),
@@ -255,27 +208,21 @@ impl Cluster {
                     rc::FAIL_NOT_FOUND_DFLT_STOR_POOL
                 };
                 return Err(OpError::new(op, code, format!("Storage pool '{pool_name}' not found on node '{}'.", r.node))
-                    .cause(format!("Volume {} of resource '{}' would be placed in storage pool '{pool_name}', which node '{}' does not have.", vd.volume_number, r.resource_definition, r.node))
+                    .cause(format!(
+                        "Volume {} of resource '{}' would be placed in storage pool '{pool_name}', which node '{}' does not have.",
+                        vd.volume_number, r.resource_definition, r.node
+                    ))
                     .correction("Create that storage pool on the node, or set the 'StorPoolName' property to an existing pool.")
                     .obj_ref("Node", &r.node)
                     .obj_ref("StorPool", &pool_name));
             }
         };
         if pool.provider_kind.is_diskless() != diskless {
-            let what = if diskless {
-                "a diskless resource needs a DISKLESS pool"
-            } else {
-                "a diskful resource needs a pool with storage"
-            };
+            let what = if diskless { "a diskless resource needs a DISKLESS pool" } else { "a diskful resource needs a pool with storage" };
             return Err(OpError::new(
                 op,
                 rc::FAIL_INVLD_STOR_POOL_NAME,
-                format!(
-                    "Storage pool '{}' on node '{}' is {}; {what}.",
-                    pool.name,
-                    pool.node,
-                    pool.provider_kind.as_str()
-                ),
+                format!("Storage pool '{}' on node '{}' is {}; {what}.", pool.name, pool.node, pool.provider_kind.as_str()),
             )
             .correction("Choose a matching storage pool or set the DISKLESS flag as intended."));
         }
@@ -302,24 +249,18 @@ impl Cluster {
         let d = self.rsc_dfn(rd, OP)?;
         let rd_key = key(&d.name);
         if reqs.is_empty() {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_INVLD_REQUEST,
-                "No resource to create was given.",
-            )
-            .correction("Send at least one resource."));
+            return Err(
+                OpError::new(OP, rc::FAIL_INVLD_REQUEST, "No resource to create was given.").correction("Send at least one resource.")
+            );
         }
         let mut out = Outcome::default();
         let mut seen = BTreeSet::new();
         for req in reqs {
             let node_name = node_override.unwrap_or(&req.resource.node_name);
             if node_name.is_empty() {
-                return Err(OpError::new(
-                    OP,
-                    rc::FAIL_INVLD_NODE_NAME,
-                    "A resource needs a node_name.",
-                )
-                .correction("Give resource.node_name."));
+                return Err(
+                    OpError::new(OP, rc::FAIL_INVLD_NODE_NAME, "A resource needs a node_name.").correction("Give resource.node_name.")
+                );
             }
             let n = self.node(node_name, OP)?;
             let nk = key(&n.name);
@@ -327,37 +268,23 @@ impl Cluster {
                 return Err(OpError::new(
                     OP,
                     rc::FAIL_INVLD_NODE_TYPE,
-                    format!(
-                        "Node '{}' is a {} node and cannot hold resources.",
-                        n.name,
-                        n.node_type.as_str()
-                    ),
+                    format!("Node '{}' is a {} node and cannot hold resources.", n.name, n.node_type.as_str()),
                 )
                 .correction("Place the resource on a SATELLITE or COMBINED node."));
             }
-            if self.resources.contains_key(&(rd_key.clone(), nk.clone()))
-                || !seen.insert(nk.clone())
-            {
-                return Err(OpError::new(
-                    OP,
-                    rc::FAIL_EXISTS_RSC,
-                    format!("Resource '{}' already exists on node '{}'.", d.name, n.name),
-                )
-                .correction("Use another node, or delete the existing resource first.")
-                .obj_ref("RscDfn", &d.name)
-                .obj_ref("Node", &n.name));
+            if self.resources.contains_key(&(rd_key.clone(), nk.clone())) || !seen.insert(nk.clone()) {
+                return Err(OpError::new(OP, rc::FAIL_EXISTS_RSC, format!("Resource '{}' already exists on node '{}'.", d.name, n.name))
+                    .correction("Use another node, or delete the existing resource first.")
+                    .obj_ref("RscDfn", &d.name)
+                    .obj_ref("Node", &n.name));
             }
             props::check_all(&req.resource.props, OP)?;
             let mut flags: BTreeSet<String> = BTreeSet::new();
             for f in &req.resource.flags {
                 let u = f.trim().to_ascii_uppercase();
                 if !CREATE_FLAGS.contains(&u.as_str()) {
-                    return Err(OpError::new(
-                        OP,
-                        rc::FAIL_INVLD_REQUEST,
-                        format!("The resource flag '{f}' cannot be set on creation."),
-                    )
-                    .correction(format!("Valid flags: {}.", CREATE_FLAGS.join(", "))));
+                    return Err(OpError::new(OP, rc::FAIL_INVLD_REQUEST, format!("The resource flag '{f}' cannot be set on creation."))
+                        .correction(format!("Valid flags: {}.", CREATE_FLAGS.join(", "))));
                 }
                 flags.insert(u);
             }
@@ -371,19 +298,13 @@ impl Cluster {
             let stack = match req.layer_list.as_ref().filter(|l| !l.is_empty()) {
                 Some(l) => check_layer_stack(l, OP)?,
                 None if !d.layer_stack.is_empty() => d.layer_stack.clone(),
-                None => rg
-                    .and_then(|g| g.select_filter.layer_stack.clone())
-                    .unwrap_or_else(|| vec!["STORAGE".to_string()]),
+                None => rg.and_then(|g| g.select_filter.layer_stack.clone()).unwrap_or_else(|| vec!["STORAGE".to_string()]),
             };
             if let Some(id) = req.drbd_node_id
                 && !(0..=31).contains(&id)
             {
-                return Err(OpError::new(
-                    OP,
-                    rc::FAIL_INVLD_NODE_ID,
-                    format!("The DRBD node id {id} is invalid."),
-                )
-                .correction("Use a node id from 0 to 31."));
+                return Err(OpError::new(OP, rc::FAIL_INVLD_NODE_ID, format!("The DRBD node id {id} is invalid."))
+                    .correction("Use a node id from 0 to 31."));
             }
             let mut r = Resource {
                 resource_definition: d.name.clone(),
@@ -400,20 +321,10 @@ impl Cluster {
                 r.volumes.insert(vd.volume_number, v);
             }
             out.reply(
-                ApiCallRc::success(
-                    OP,
-                    rc::CREATED,
-                    format!(
-                        "New resource '{}' on node '{}' registered.",
-                        r.resource_definition, r.node
-                    ),
-                )
-                .with_details(format!(
-                    "Resource '{}' on node '{}' UUID is: {}",
-                    r.resource_definition, r.node, r.uuid
-                ))
-                .with_ref("RscDfn", &r.resource_definition)
-                .with_ref("Node", &r.node),
+                ApiCallRc::success(OP, rc::CREATED, format!("New resource '{}' on node '{}' registered.", r.resource_definition, r.node))
+                    .with_details(format!("Resource '{}' on node '{}' UUID is: {}", r.resource_definition, r.node, r.uuid))
+                    .with_ref("RscDfn", &r.resource_definition)
+                    .with_ref("Node", &r.node),
             );
             out.put(Object::Rsc(r));
         }
@@ -421,61 +332,33 @@ impl Cluster {
     }
 
     /// `PUT …/resources/{node}`.
-    pub fn modify_resource(
-        &self,
-        rd: &str,
-        node: &str,
-        req: &wire::ResourceModify,
-    ) -> OpResult<Outcome> {
+    pub fn modify_resource(&self, rd: &str, node: &str, req: &wire::ResourceModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_RSC;
         let mut r = self.resource(rd, node, OP)?.clone();
         r.props = props::apply(&r.props, &req.props, OP)?;
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::MODIFIED,
-                format!(
-                    "Resource '{}' on node '{}' modified.",
-                    r.resource_definition, r.node
-                ),
-            )
-            .with_ref("RscDfn", &r.resource_definition)
-            .with_ref("Node", &r.node),
+            ApiCallRc::success(OP, rc::MODIFIED, format!("Resource '{}' on node '{}' modified.", r.resource_definition, r.node))
+                .with_ref("RscDfn", &r.resource_definition)
+                .with_ref("Node", &r.node),
         );
         out.put(Object::Rsc(r));
         Ok(out)
     }
 
     /// `PUT …/resources/{node}/volumes/{nr}`.
-    pub fn modify_volume(
-        &self,
-        rd: &str,
-        node: &str,
-        nr: i64,
-        req: &cairn_api::PropsModify,
-    ) -> OpResult<Outcome> {
+    pub fn modify_volume(&self, rd: &str, node: &str, nr: i64, req: &cairn_api::PropsModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_VLM;
         let mut r = self.resource(rd, node, OP)?.clone();
-        let v = u32::try_from(nr)
-            .ok()
-            .and_then(|n| r.volumes.get_mut(&n))
-            .ok_or_else(|| {
-                OpError::new(
-                    OP,
-                    rc::FAIL_NOT_FOUND_VLM,
-                    format!("Volume {nr} of resource '{rd}' on node '{node}' not found."),
-                )
-            })?;
+        let v = u32::try_from(nr).ok().and_then(|n| r.volumes.get_mut(&n)).ok_or_else(|| {
+            OpError::new(OP, rc::FAIL_NOT_FOUND_VLM, format!("Volume {nr} of resource '{rd}' on node '{node}' not found."))
+        })?;
         v.props = props::apply(&v.props, req, OP)?;
         let mut out = Outcome::default();
         out.reply(ApiCallRc::success(
             OP,
             rc::MODIFIED,
-            format!(
-                "Volume {nr} of resource '{}' on node '{}' modified.",
-                r.resource_definition, r.node
-            ),
+            format!("Volume {nr} of resource '{}' on node '{}' modified.", r.resource_definition, r.node),
         ));
         out.put(Object::Rsc(r));
         Ok(out)
@@ -488,20 +371,10 @@ impl Cluster {
         let mut out = Outcome::default();
         out.delete(ObjKey::Rsc(key(&r.resource_definition), key(&r.node)));
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::DELETED,
-                format!(
-                    "Resource '{}' on node '{}' deleted.",
-                    r.resource_definition, r.node
-                ),
-            )
-            .with_details(format!(
-                "Resource '{}' on node '{}' UUID was: {}",
-                r.resource_definition, r.node, r.uuid
-            ))
-            .with_ref("RscDfn", &r.resource_definition)
-            .with_ref("Node", &r.node),
+            ApiCallRc::success(OP, rc::DELETED, format!("Resource '{}' on node '{}' deleted.", r.resource_definition, r.node))
+                .with_details(format!("Resource '{}' on node '{}' UUID was: {}", r.resource_definition, r.node, r.uuid))
+                .with_ref("RscDfn", &r.resource_definition)
+                .with_ref("Node", &r.node),
         );
         Ok(out)
     }

@@ -65,30 +65,18 @@ pub fn check_layer_stack(stack: &[String], op: i64) -> OpResult<Vec<String>> {
     for l in stack {
         let u = l.trim().to_ascii_uppercase();
         if !LAYER_KINDS.contains(&u.as_str()) {
-            return Err(OpError::new(
-                op,
-                rc::FAIL_INVLD_LAYER_KIND,
-                format!("The layer kind '{l}' is invalid."),
-            )
-            .correction(format!("Use layers from {}.", LAYER_KINDS.join(", "))));
+            return Err(OpError::new(op, rc::FAIL_INVLD_LAYER_KIND, format!("The layer kind '{l}' is invalid."))
+                .correction(format!("Use layers from {}.", LAYER_KINDS.join(", "))));
         }
         if out.contains(&u) {
-            return Err(OpError::new(
-                op,
-                rc::FAIL_INVLD_LAYER_STACK,
-                format!("The layer '{u}' appears twice in the layer stack."),
-            ));
+            return Err(OpError::new(op, rc::FAIL_INVLD_LAYER_STACK, format!("The layer '{u}' appears twice in the layer stack.")));
         }
         out.push(u);
     }
     if !out.is_empty() && out.last().map(String::as_str) != Some("STORAGE") {
-        return Err(OpError::new(
-            op,
-            rc::FAIL_INVLD_LAYER_STACK,
-            format!("The layer stack '{}' is invalid.", out.join(",")),
-        )
-        .cause("Every layer stack ends with the STORAGE layer.")
-        .correction("Put STORAGE last, e.g. DRBD,STORAGE."));
+        return Err(OpError::new(op, rc::FAIL_INVLD_LAYER_STACK, format!("The layer stack '{}' is invalid.", out.join(",")))
+            .cause("Every layer stack ends with the STORAGE layer.")
+            .correction("Put STORAGE last, e.g. DRBD,STORAGE."));
     }
     Ok(out)
 }
@@ -97,56 +85,36 @@ fn check_size(size: i64, op: i64) -> OpResult<i64> {
     if (1..=MAX_VLM_SIZE_KIB).contains(&size) {
         Ok(size)
     } else {
-        Err(OpError::new(
-            op,
-            rc::FAIL_INVLD_VLM_SIZE,
-            format!("The volume size {size} KiB is invalid."),
-        )
-        .correction(format!("Use a size from 1 KiB to {MAX_VLM_SIZE_KIB} KiB.")))
+        Err(OpError::new(op, rc::FAIL_INVLD_VLM_SIZE, format!("The volume size {size} KiB is invalid."))
+            .correction(format!("Use a size from 1 KiB to {MAX_VLM_SIZE_KIB} KiB.")))
     }
 }
 
 fn rd_not_found(op: i64, rd: &str) -> OpError {
-    OpError::new(
-        op,
-        rc::FAIL_NOT_FOUND_RSC_DFN,
-        format!("Resource definition '{rd}' not found."),
-    )
-    .cause(format!(
-        "The specified resource definition '{rd}' could not be found in the database."
-    ))
-    .correction("Create a resource definition with the name specified first.")
-    .obj_ref("RscDfn", rd)
+    OpError::new(op, rc::FAIL_NOT_FOUND_RSC_DFN, format!("Resource definition '{rd}' not found."))
+        .cause(format!("The specified resource definition '{rd}' could not be found in the database."))
+        .correction("Create a resource definition with the name specified first.")
+        .obj_ref("RscDfn", rd)
 }
 
 impl ResourceDefinition {
-    pub fn to_api(
-        &self,
-        vlm_dfns: Option<Vec<wire::VolumeDefinition>>,
-    ) -> wire::ResourceDefinition {
-        let layer_data = if self.layer_stack.is_empty() {
-            vec!["STORAGE".to_string()]
-        } else {
-            self.layer_stack.clone()
-        }
-        .into_iter()
-        .map(|t| {
-            let data = (t == "DRBD").then(|| {
-                let mut m = serde_json::Map::new();
-                if let Some(p) = self.drbd.peer_slots {
-                    m.insert("peer_slots".into(), p.into());
-                }
-                if let Some(t) = &self.drbd.transport_type {
-                    m.insert("transport_type".into(), t.clone().into());
-                }
-                serde_json::Value::Object(m)
-            });
-            LayerData {
-                layer_type: t,
-                data,
-            }
-        })
-        .collect();
+    pub fn to_api(&self, vlm_dfns: Option<Vec<wire::VolumeDefinition>>) -> wire::ResourceDefinition {
+        let layer_data = if self.layer_stack.is_empty() { vec!["STORAGE".to_string()] } else { self.layer_stack.clone() }
+            .into_iter()
+            .map(|t| {
+                let data = (t == "DRBD").then(|| {
+                    let mut m = serde_json::Map::new();
+                    if let Some(p) = self.drbd.peer_slots {
+                        m.insert("peer_slots".into(), p.into());
+                    }
+                    if let Some(t) = &self.drbd.transport_type {
+                        m.insert("transport_type".into(), t.clone().into());
+                    }
+                    serde_json::Value::Object(m)
+                });
+                LayerData { layer_type: t, data }
+            })
+            .collect();
         wire::ResourceDefinition {
             name: self.name.clone(),
             external_name: self.external_name.clone(),
@@ -163,10 +131,7 @@ impl ResourceDefinition {
 impl VolumeDefinition {
     pub fn to_api(&self) -> wire::VolumeDefinition {
         let layer_data = match self.drbd_minor {
-            Some(m) => vec![LayerData {
-                layer_type: "DRBD".into(),
-                data: Some(serde_json::json!({ "minor_number": m })),
-            }],
+            Some(m) => vec![LayerData { layer_type: "DRBD".into(), data: Some(serde_json::json!({ "minor_number": m })) }],
             None => Vec::new(),
         };
         wire::VolumeDefinition {
@@ -182,36 +147,20 @@ impl VolumeDefinition {
 
 impl Cluster {
     pub fn rsc_dfn(&self, rd: &str, op: i64) -> OpResult<&ResourceDefinition> {
-        self.rsc_dfns
-            .get(&key(rd))
-            .ok_or_else(|| rd_not_found(op, rd))
+        self.rsc_dfns.get(&key(rd)).ok_or_else(|| rd_not_found(op, rd))
     }
 
     /// `POST /v1/resource-definitions`.
-    pub fn create_rsc_dfn(
-        &self,
-        req: &wire::ResourceDefinitionCreate,
-        ctx: &mut Ctx,
-    ) -> OpResult<Outcome> {
+    pub fn create_rsc_dfn(&self, req: &wire::ResourceDefinitionCreate, ctx: &mut Ctx) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_CRT | rc::MASK_RSC_DFN;
         let r = &req.resource_definition;
         let external = r.external_name.clone().filter(|e| !e.is_empty());
         if let Some(e) = &external {
             if e.len() > MAX_EXTERNAL_NAME_LEN || e.chars().any(char::is_control) {
-                return Err(OpError::new(
-                    OP,
-                    rc::FAIL_INVLD_EXT_NAME,
-                    "The external name is invalid.",
-                )
-                .cause(format!(
-                    "External names are at most {MAX_EXTERNAL_NAME_LEN} bytes of printable UTF-8."
-                )));
+                return Err(OpError::new(OP, rc::FAIL_INVLD_EXT_NAME, "The external name is invalid.")
+                    .cause(format!("External names are at most {MAX_EXTERNAL_NAME_LEN} bytes of printable UTF-8.")));
             }
-            if let Some(d) = self
-                .rsc_dfns
-                .values()
-                .find(|d| d.external_name.as_deref() == Some(e.as_str()))
-            {
+            if let Some(d) = self.rsc_dfns.values().find(|d| d.external_name.as_deref() == Some(e.as_str())) {
                 return Err(OpError::new(
                     OP,
                     rc::FAIL_EXISTS_EXT_NAME,
@@ -224,49 +173,27 @@ impl Cluster {
             name::check(NameKind::ResourceDefinition, &r.name, OP)?;
             r.name.clone()
         } else if let Some(e) = &external {
-            name::from_external(e, |n| self.rsc_dfns.contains_key(&key(n))).ok_or_else(|| {
-                OpError::new(
-                    OP,
-                    rc::FAIL_INVLD_EXT_NAME,
-                    format!("No resource name could be derived from '{e}'."),
-                )
-            })?
+            name::from_external(e, |n| self.rsc_dfns.contains_key(&key(n)))
+                .ok_or_else(|| OpError::new(OP, rc::FAIL_INVLD_EXT_NAME, format!("No resource name could be derived from '{e}'.")))?
         } else {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_INVLD_RSC_NAME,
-                "The resource definition has neither a name nor an external name.",
-            )
-            .correction("Give 'name' or 'external_name' in resource_definition."));
+            return Err(OpError::new(OP, rc::FAIL_INVLD_RSC_NAME, "The resource definition has neither a name nor an external name.")
+                .correction("Give 'name' or 'external_name' in resource_definition."));
         };
         if let Some(d) = self.rsc_dfns.get(&key(&name)) {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_EXISTS_RSC_DFN,
-                format!(
-                    "A resource definition with the name '{}' already exists.",
-                    d.name
-                ),
+                format!("A resource definition with the name '{}' already exists.", d.name),
             )
             .correction("Use another name, or delete the existing resource definition first.")
             .obj_ref("RscDfn", &d.name));
         }
-        let rg_name = r
-            .resource_group_name
-            .clone()
-            .filter(|g| !g.is_empty())
-            .unwrap_or_else(|| DEFAULT_RSC_GRP.to_string());
+        let rg_name = r.resource_group_name.clone().filter(|g| !g.is_empty()).unwrap_or_else(|| DEFAULT_RSC_GRP.to_string());
         let rg = self.rsc_grp(&rg_name, OP)?;
         props::check_all(&r.props, OP)?;
         let stack: Vec<String> = r.layer_data.iter().map(|l| l.layer_type.clone()).collect();
         let layer_stack = check_layer_stack(&stack, OP)?;
-        let drbd = check_drbd_options(
-            req.drbd_port,
-            req.drbd_secret.clone(),
-            req.drbd_peer_slots,
-            req.drbd_transport_type.clone(),
-            OP,
-        )?;
+        let drbd = check_drbd_options(req.drbd_port, req.drbd_secret.clone(), req.drbd_peer_slots, req.drbd_transport_type.clone(), OP)?;
         let d = ResourceDefinition {
             name,
             external_name: external,
@@ -279,27 +206,16 @@ impl Cluster {
         };
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::CREATED,
-                format!("New resource definition '{}' created.", d.name),
-            )
-            .with_details(format!(
-                "Resource definition '{}' UUID is: {}",
-                d.name, d.uuid
-            ))
-            .with_ref("RscDfn", &d.name),
+            ApiCallRc::success(OP, rc::CREATED, format!("New resource definition '{}' created.", d.name))
+                .with_details(format!("Resource definition '{}' UUID is: {}", d.name, d.uuid))
+                .with_ref("RscDfn", &d.name),
         );
         out.put(Object::RscDfn(d));
         Ok(out)
     }
 
     /// `PUT /v1/resource-definitions/{rd}`.
-    pub fn modify_rsc_dfn(
-        &self,
-        rd: &str,
-        req: &wire::ResourceDefinitionModify,
-    ) -> OpResult<Outcome> {
+    pub fn modify_rsc_dfn(&self, rd: &str, req: &wire::ResourceDefinitionModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_RSC_DFN;
         let mut d = self.rsc_dfn(rd, OP)?.clone();
         d.props = props::apply(&d.props, &req.props, OP)?;
@@ -312,10 +228,7 @@ impl Cluster {
                 return Err(OpError::new(
                     OP,
                     rc::FAIL_INVLD_LAYER_STACK,
-                    format!(
-                        "The layer stack of '{}' cannot change while it has resources.",
-                        d.name
-                    ),
+                    format!("The layer stack of '{}' cannot change while it has resources.", d.name),
                 )
                 .correction("Delete the resources first."));
             }
@@ -329,14 +242,7 @@ impl Cluster {
             d.drbd.peer_slots = new.peer_slots;
         }
         let mut out = Outcome::default();
-        out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::MODIFIED,
-                format!("Resource definition '{}' modified.", d.name),
-            )
-            .with_ref("RscDfn", &d.name),
-        );
+        out.reply(ApiCallRc::success(OP, rc::MODIFIED, format!("Resource definition '{}' modified.", d.name)).with_ref("RscDfn", &d.name));
         out.put(Object::RscDfn(d));
         Ok(out)
     }
@@ -356,47 +262,25 @@ impl Cluster {
         }
         out.delete(ObjKey::RscDfn(k));
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::DELETED,
-                format!("Resource definition '{}' deleted.", d.name),
-            )
-            .with_details(format!(
-                "Resource definition '{}' UUID was: {}",
-                d.name, d.uuid
-            ))
-            .with_ref("RscDfn", &d.name),
+            ApiCallRc::success(OP, rc::DELETED, format!("Resource definition '{}' deleted.", d.name))
+                .with_details(format!("Resource definition '{}' UUID was: {}", d.name, d.uuid))
+                .with_ref("RscDfn", &d.name),
         );
         Ok(out)
     }
 
     pub fn vlm_dfn(&self, rd: &str, nr: i64, op: i64) -> OpResult<&VolumeDefinition> {
         let d = self.rsc_dfn(rd, op)?;
-        u32::try_from(nr)
-            .ok()
-            .and_then(|n| self.vlm_dfns.get(&(key(&d.name), n)))
-            .ok_or_else(|| {
-                OpError::new(
-                    op,
-                    rc::FAIL_NOT_FOUND_VLM_DFN,
-                    format!(
-                        "Volume definition {nr} of resource definition '{}' not found.",
-                        d.name
-                    ),
-                )
+        u32::try_from(nr).ok().and_then(|n| self.vlm_dfns.get(&(key(&d.name), n))).ok_or_else(|| {
+            OpError::new(op, rc::FAIL_NOT_FOUND_VLM_DFN, format!("Volume definition {nr} of resource definition '{}' not found.", d.name))
                 .obj_ref("RscDfn", &d.name)
                 .obj_ref("VlmNr", nr.to_string())
-            })
+        })
     }
 
     /// `POST /v1/resource-definitions/{rd}/volume-definitions`. Existing
     /// resources of the definition get the new volume.
-    pub fn create_vlm_dfn(
-        &self,
-        rd: &str,
-        req: &wire::VolumeDefinitionCreate,
-        ctx: &mut Ctx,
-    ) -> OpResult<Outcome> {
+    pub fn create_vlm_dfn(&self, rd: &str, req: &wire::VolumeDefinitionCreate, ctx: &mut Ctx) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_CRT | rc::MASK_VLM_DFN;
         let d = self.rsc_dfn(rd, OP)?;
         let k = key(&d.name);
@@ -404,55 +288,32 @@ impl Cluster {
         let nr = match v.volume_number {
             Some(n) if (0..=MAX_VLM_NR).contains(&n) => n as u32,
             Some(n) => {
-                return Err(OpError::new(
-                    OP,
-                    rc::FAIL_INVLD_VLM_NR,
-                    format!("The volume number {n} is invalid."),
-                )
-                .correction(format!("Use a volume number from 0 to {MAX_VLM_NR}.")));
+                return Err(OpError::new(OP, rc::FAIL_INVLD_VLM_NR, format!("The volume number {n} is invalid."))
+                    .correction(format!("Use a volume number from 0 to {MAX_VLM_NR}.")));
             }
-            None => {
-                lowest_free(self.vlm_dfns_of(&k).map(|v| v.volume_number)).ok_or_else(|| {
-                    OpError::new(
-                        OP,
-                        rc::FAIL_POOL_EXHAUSTED_VLM_NR,
-                        "No free volume number left.",
-                    )
-                })?
-            }
+            None => lowest_free(self.vlm_dfns_of(&k).map(|v| v.volume_number))
+                .ok_or_else(|| OpError::new(OP, rc::FAIL_POOL_EXHAUSTED_VLM_NR, "No free volume number left."))?,
         };
         if self.vlm_dfns.contains_key(&(k.clone(), nr)) {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_EXISTS_VLM_DFN,
-                format!(
-                    "Volume definition {nr} of resource definition '{}' already exists.",
-                    d.name
-                ),
+                format!("Volume definition {nr} of resource definition '{}' already exists.", d.name),
             )
             .correction("Use another volume number.")
             .obj_ref("RscDfn", &d.name)
             .obj_ref("VlmNr", nr.to_string()));
         }
-        let size = v.size_kib.ok_or_else(|| {
-            OpError::new(
-                OP,
-                rc::FAIL_INVLD_VLM_SIZE,
-                "The volume definition has no size.",
-            )
-            .correction("Give size_kib.")
-        })?;
+        let size = v
+            .size_kib
+            .ok_or_else(|| OpError::new(OP, rc::FAIL_INVLD_VLM_SIZE, "The volume definition has no size.").correction("Give size_kib."))?;
         let size = check_size(size, OP)?;
         let minor = match req.drbd_minor_number {
             None => None,
             Some(m) if (0..=MAX_MINOR).contains(&m) => Some(m as u32),
             Some(m) => {
-                return Err(OpError::new(
-                    OP,
-                    rc::FAIL_INVLD_MINOR_NR,
-                    format!("The minor number {m} is invalid."),
-                )
-                .correction(format!("Use a minor number from 0 to {MAX_MINOR}.")));
+                return Err(OpError::new(OP, rc::FAIL_INVLD_MINOR_NR, format!("The minor number {m} is invalid."))
+                    .correction(format!("Use a minor number from 0 to {MAX_MINOR}.")));
             }
         };
         props::check_all(&v.props, OP)?;
@@ -476,15 +337,9 @@ impl Cluster {
             ApiCallRc::success(
                 OP,
                 rc::CREATED,
-                format!(
-                    "New volume definition with number '{nr}' of resource definition '{}' created.",
-                    d.name
-                ),
+                format!("New volume definition with number '{nr}' of resource definition '{}' created.", d.name),
             )
-            .with_details(format!(
-                "Volume definition with number '{nr}' of resource definition '{}' UUID is: {}",
-                d.name, vd.uuid
-            ))
+            .with_details(format!("Volume definition with number '{nr}' of resource definition '{}' UUID is: {}", d.name, vd.uuid))
             .with_ref("RscDfn", &d.name)
             .with_ref("VlmNr", nr.to_string()),
         );
@@ -494,25 +349,19 @@ impl Cluster {
 
     /// `PUT …/volume-definitions/{nr}`: size (grow; shrink only while no
     /// resource exists), props, flags.
-    pub fn modify_vlm_dfn(
-        &self,
-        rd: &str,
-        nr: i64,
-        req: &wire::VolumeDefinitionModify,
-    ) -> OpResult<Outcome> {
+    pub fn modify_vlm_dfn(&self, rd: &str, nr: i64, req: &wire::VolumeDefinitionModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_VLM_DFN;
         let mut vd = self.vlm_dfn(rd, nr, OP)?.clone();
         if let Some(size) = req.size_kib {
             let size = check_size(size, OP)?;
-            if size < vd.size_kib
-                && self
-                    .resources_of(&key(&vd.resource_definition))
-                    .next()
-                    .is_some()
-            {
-                return Err(OpError::new(OP, rc::FAIL_INVLD_VLM_SIZE, format!("Volume definition {nr} of '{}' cannot shrink from {} KiB to {size} KiB.", vd.resource_definition, vd.size_kib))
-                    .cause("The resource definition has deployed resources; shrinking would cut off their data.")
-                    .correction("Grow instead, or delete the resources first."));
+            if size < vd.size_kib && self.resources_of(&key(&vd.resource_definition)).next().is_some() {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_INVLD_VLM_SIZE,
+                    format!("Volume definition {nr} of '{}' cannot shrink from {} KiB to {size} KiB.", vd.resource_definition, vd.size_kib),
+                )
+                .cause("The resource definition has deployed resources; shrinking would cut off their data.")
+                .correction("Grow instead, or delete the resources first."));
             }
             vd.size_kib = size;
         }
@@ -523,10 +372,7 @@ impl Cluster {
             ApiCallRc::success(
                 OP,
                 rc::MODIFIED,
-                format!(
-                    "Volume definition with number '{nr}' of resource definition '{}' modified.",
-                    vd.resource_definition
-                ),
+                format!("Volume definition with number '{nr}' of resource definition '{}' modified.", vd.resource_definition),
             )
             .with_ref("RscDfn", &vd.resource_definition)
             .with_ref("VlmNr", nr.to_string()),
@@ -552,10 +398,7 @@ impl Cluster {
             ApiCallRc::success(
                 OP,
                 rc::DELETED,
-                format!(
-                    "Volume definition with number '{nr}' of resource definition '{}' deleted.",
-                    vd.resource_definition
-                ),
+                format!("Volume definition with number '{nr}' of resource definition '{}' deleted.", vd.resource_definition),
             )
             .with_ref("RscDfn", &vd.resource_definition)
             .with_ref("VlmNr", nr.to_string()),
@@ -575,24 +418,16 @@ fn check_drbd_options(
         None => None,
         Some(p) if (1..=65535).contains(&p) => Some(p as u16),
         Some(p) => {
-            return Err(OpError::new(
-                op,
-                rc::FAIL_INVLD_RSC_PORT,
-                format!("The DRBD port {p} is invalid."),
-            )
-            .correction("Use a TCP port from 1 to 65535."));
+            return Err(OpError::new(op, rc::FAIL_INVLD_RSC_PORT, format!("The DRBD port {p} is invalid."))
+                .correction("Use a TCP port from 1 to 65535."));
         }
     };
     let peer_slots = match peer_slots {
         None => None,
         Some(p) if (1..=31).contains(&p) => Some(p as u8),
         Some(p) => {
-            return Err(OpError::new(
-                op,
-                rc::FAIL_INVLD_REQUEST,
-                format!("The peer slot count {p} is invalid."),
-            )
-            .correction("Use a number from 1 to 31."));
+            return Err(OpError::new(op, rc::FAIL_INVLD_REQUEST, format!("The peer slot count {p} is invalid."))
+                .correction("Use a number from 1 to 31."));
         }
     };
     let transport_type = match transport.filter(|t| !t.is_empty()) {
@@ -600,12 +435,8 @@ fn check_drbd_options(
         Some(t) => match t.to_ascii_uppercase().as_str() {
             u @ ("IP" | "RDMA" | "RD_MA" | "ROCE") => Some(u.to_string()),
             _ => {
-                return Err(OpError::new(
-                    op,
-                    rc::FAIL_INVLD_TRANSPORT_TYPE,
-                    format!("The transport type '{t}' is invalid."),
-                )
-                .correction("Use IP, RDMA or ROCE."));
+                return Err(OpError::new(op, rc::FAIL_INVLD_TRANSPORT_TYPE, format!("The transport type '{t}' is invalid."))
+                    .correction("Use IP, RDMA or ROCE."));
             }
         },
     };
@@ -613,17 +444,8 @@ fn check_drbd_options(
     if let Some(s) = &secret
         && (s.len() > 64 || s.chars().any(|c| c.is_control() || c == '"'))
     {
-        return Err(OpError::new(
-            op,
-            rc::FAIL_INVLD_REQUEST,
-            "The DRBD shared secret is invalid.",
-        )
-        .correction("Use at most 64 printable characters without quotes."));
+        return Err(OpError::new(op, rc::FAIL_INVLD_REQUEST, "The DRBD shared secret is invalid.")
+            .correction("Use at most 64 printable characters without quotes."));
     }
-    Ok(DrbdRscDfnOptions {
-        port,
-        secret,
-        peer_slots,
-        transport_type,
-    })
+    Ok(DrbdRscDfnOptions { port, secret, peer_slots, transport_type })
 }

@@ -50,10 +50,7 @@ impl ResourceGroup {
             name: DEFAULT_RSC_GRP.to_string(),
             description: None,
             props: Props::new(),
-            select_filter: AutoSelectFilter {
-                place_count: Some(2),
-                ..Default::default()
-            },
+            select_filter: AutoSelectFilter { place_count: Some(2), ..Default::default() },
             peer_slots: None,
             uuid,
         }
@@ -90,19 +87,12 @@ fn non_empty(v: Option<Vec<String>>) -> Option<Vec<String>> {
 /// folded into `storage_pool_list`, empty lists mean "none".
 pub fn normalize_filter(f: &AutoSelectFilter, op: i64) -> OpResult<AutoSelectFilter> {
     let mut f = f.clone();
-    for (what, v) in [
-        ("place_count", f.place_count),
-        ("additional_place_count", f.additional_place_count),
-    ] {
+    for (what, v) in [("place_count", f.place_count), ("additional_place_count", f.additional_place_count)] {
         if let Some(n) = v {
             let min = if what == "place_count" { 1 } else { 0 };
             if n < min || n > MAX_PLACE_COUNT {
-                return Err(OpError::new(
-                    op,
-                    rc::FAIL_INVLD_PLACE_COUNT,
-                    format!("The {what} {n} is invalid."),
-                )
-                .correction(format!("Use a number from {min} to {MAX_PLACE_COUNT}.")));
+                return Err(OpError::new(op, rc::FAIL_INVLD_PLACE_COUNT, format!("The {what} {n} is invalid."))
+                    .correction(format!("Use a number from {min} to {MAX_PLACE_COUNT}.")));
             }
         }
     }
@@ -122,12 +112,7 @@ pub fn normalize_filter(f: &AutoSelectFilter, op: i64) -> OpResult<AutoSelectFil
     f.not_place_with_rsc_regex = f.not_place_with_rsc_regex.filter(|s| !s.is_empty());
     f.diskless_type = f.diskless_type.filter(|s| !s.is_empty());
     f.x_replicas_on_different_map = f.x_replicas_on_different_map.filter(|m| !m.is_empty());
-    for sp in f
-        .storage_pool_list
-        .iter()
-        .chain(f.storage_pool_diskless_list.iter())
-        .flatten()
-    {
+    for sp in f.storage_pool_list.iter().chain(f.storage_pool_diskless_list.iter()).flatten() {
         name::check(NameKind::StoragePool, sp, op)?;
     }
     for n in f.node_name_list.iter().flatten() {
@@ -139,13 +124,7 @@ pub fn normalize_filter(f: &AutoSelectFilter, op: i64) -> OpResult<AutoSelectFil
     if let Some(list) = &mut f.provider_list {
         for p in list.iter_mut() {
             *p = ProviderKind::parse(p)
-                .ok_or_else(|| {
-                    OpError::new(
-                        op,
-                        rc::FAIL_INVLD_PROVIDER,
-                        format!("The provider kind '{p}' is invalid."),
-                    )
-                })?
+                .ok_or_else(|| OpError::new(op, rc::FAIL_INVLD_PROVIDER, format!("The provider kind '{p}' is invalid.")))?
                 .as_str()
                 .to_string();
         }
@@ -155,27 +134,16 @@ pub fn normalize_filter(f: &AutoSelectFilter, op: i64) -> OpResult<AutoSelectFil
     }
     if let Some(t) = &f.diskless_type {
         let u = t.to_ascii_uppercase();
-        if !matches!(
-            u.as_str(),
-            "DRBD_DISKLESS" | "NVME_INITIATOR" | "EBS_INITIATOR"
-        ) {
-            return Err(OpError::new(
-                op,
-                rc::FAIL_INVLD_REQUEST,
-                format!("The diskless type '{t}' is invalid."),
-            )
-            .correction("Use DRBD_DISKLESS, NVME_INITIATOR or EBS_INITIATOR."));
+        if !matches!(u.as_str(), "DRBD_DISKLESS" | "NVME_INITIATOR" | "EBS_INITIATOR") {
+            return Err(OpError::new(op, rc::FAIL_INVLD_REQUEST, format!("The diskless type '{t}' is invalid."))
+                .correction("Use DRBD_DISKLESS, NVME_INITIATOR or EBS_INITIATOR."));
         }
         f.diskless_type = Some(u);
     }
     if let Some(o) = f.overprovision
         && (!o.is_finite() || o < 0.0)
     {
-        return Err(OpError::new(
-            op,
-            rc::FAIL_INVLD_REQUEST,
-            format!("The overprovision ratio {o} is invalid."),
-        ));
+        return Err(OpError::new(op, rc::FAIL_INVLD_REQUEST, format!("The overprovision ratio {o} is invalid.")));
     }
     Ok(f)
 }
@@ -224,23 +192,15 @@ pub fn merge_filter(cur: &AutoSelectFilter, m: &AutoSelectFilter) -> AutoSelectF
 }
 
 fn rg_not_found(op: i64, rg: &str) -> OpError {
-    OpError::new(
-        op,
-        rc::FAIL_NOT_FOUND_RSC_GRP,
-        format!("Resource group '{rg}' not found."),
-    )
-    .correction("Create the resource group first or use an existing one.")
-    .obj_ref("ResourceGroup", rg)
+    OpError::new(op, rc::FAIL_NOT_FOUND_RSC_GRP, format!("Resource group '{rg}' not found."))
+        .correction("Create the resource group first or use an existing one.")
+        .obj_ref("ResourceGroup", rg)
 }
 
 fn check_peer_slots(p: Option<i64>, op: i64) -> OpResult<()> {
     match p {
-        Some(n) if !(1..=31).contains(&n) => Err(OpError::new(
-            op,
-            rc::FAIL_INVLD_REQUEST,
-            format!("The peer slot count {n} is invalid."),
-        )
-        .correction("Use a number from 1 to 31.")),
+        Some(n) if !(1..=31).contains(&n) => Err(OpError::new(op, rc::FAIL_INVLD_REQUEST, format!("The peer slot count {n} is invalid."))
+            .correction("Use a number from 1 to 31.")),
         _ => Ok(()),
     }
 }
@@ -249,31 +209,19 @@ fn check_vlm_nr(n: i64, op: i64) -> OpResult<u32> {
     if (0..=MAX_VLM_NR).contains(&n) {
         Ok(n as u32)
     } else {
-        Err(OpError::new(
-            op,
-            rc::FAIL_INVLD_VLM_NR,
-            format!("The volume number {n} is invalid."),
-        )
-        .correction(format!("Use a volume number from 0 to {MAX_VLM_NR}.")))
+        Err(OpError::new(op, rc::FAIL_INVLD_VLM_NR, format!("The volume number {n} is invalid."))
+            .correction(format!("Use a volume number from 0 to {MAX_VLM_NR}.")))
     }
 }
 
 /// Validates volume-group / volume-definition flags against the allowed set.
-pub(crate) fn check_flags(
-    flags: &[String],
-    allowed: &[&str],
-    op: i64,
-) -> OpResult<BTreeSet<String>> {
+pub(crate) fn check_flags(flags: &[String], allowed: &[&str], op: i64) -> OpResult<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     for f in flags {
         let u = f.trim().to_ascii_uppercase();
         if !allowed.contains(&u.as_str()) {
-            return Err(OpError::new(
-                op,
-                rc::FAIL_INVLD_REQUEST,
-                format!("The flag '{f}' is not valid here."),
-            )
-            .correction(format!("Valid flags: {}.", allowed.join(", "))));
+            return Err(OpError::new(op, rc::FAIL_INVLD_REQUEST, format!("The flag '{f}' is not valid here."))
+                .correction(format!("Valid flags: {}.", allowed.join(", "))));
         }
         out.insert(u);
     }
@@ -281,22 +229,14 @@ pub(crate) fn check_flags(
 }
 
 /// Applies `["GROSS_SIZE", "-GROSS_SIZE"]`-style flag changes.
-pub(crate) fn modify_flags(
-    cur: &BTreeSet<String>,
-    changes: &[String],
-    allowed: &[&str],
-    op: i64,
-) -> OpResult<BTreeSet<String>> {
+pub(crate) fn modify_flags(cur: &BTreeSet<String>, changes: &[String], allowed: &[&str], op: i64) -> OpResult<BTreeSet<String>> {
     let mut out = cur.clone();
     for c in changes {
         let (remove, f) = match c.strip_prefix('-') {
             Some(f) => (true, f),
             None => (false, c.as_str()),
         };
-        let f = check_flags(&[f.to_string()], allowed, op)?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        let f = check_flags(&[f.to_string()], allowed, op)?.into_iter().next().unwrap_or_default();
         if remove {
             out.remove(&f);
         } else {
@@ -313,25 +253,16 @@ pub(crate) fn lowest_free(used: impl Iterator<Item = u32>) -> Option<u32> {
 
 impl Cluster {
     pub fn rsc_grp(&self, rg: &str, op: i64) -> OpResult<&ResourceGroup> {
-        self.rsc_grps
-            .get(&key(rg))
-            .ok_or_else(|| rg_not_found(op, rg))
+        self.rsc_grps.get(&key(rg)).ok_or_else(|| rg_not_found(op, rg))
     }
 
     /// `POST /v1/resource-groups`.
     pub fn create_rsc_grp(&self, req: &wire::ResourceGroup, ctx: &mut Ctx) -> OpResult<Outcome> {
         name::check(NameKind::ResourceGroup, &req.name, CRT)?;
         if let Some(g) = self.rsc_grps.get(&key(&req.name)) {
-            return Err(OpError::new(
-                CRT,
-                rc::FAIL_EXISTS_RSC_GRP,
-                format!(
-                    "A resource group with the name '{}' already exists.",
-                    g.name
-                ),
-            )
-            .correction("Use another name or modify the existing group.")
-            .obj_ref("ResourceGroup", &g.name));
+            return Err(OpError::new(CRT, rc::FAIL_EXISTS_RSC_GRP, format!("A resource group with the name '{}' already exists.", g.name))
+                .correction("Use another name or modify the existing group.")
+                .obj_ref("ResourceGroup", &g.name));
         }
         props::check_all(&req.props, CRT)?;
         check_peer_slots(req.peer_slots, CRT)?;
@@ -345,13 +276,9 @@ impl Cluster {
         };
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                CRT,
-                rc::CREATED,
-                format!("New resource group '{}' created.", g.name),
-            )
-            .with_details(format!("Resource group '{}' UUID is: {}", g.name, g.uuid))
-            .with_ref("ResourceGroup", &g.name),
+            ApiCallRc::success(CRT, rc::CREATED, format!("New resource group '{}' created.", g.name))
+                .with_details(format!("Resource group '{}' UUID is: {}", g.name, g.uuid))
+                .with_ref("ResourceGroup", &g.name),
         );
         out.put(Object::RscGrp(g));
         Ok(out)
@@ -373,12 +300,7 @@ impl Cluster {
         }
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                MOD,
-                rc::MODIFIED,
-                format!("Resource group '{}' modified.", g.name),
-            )
-            .with_ref("ResourceGroup", &g.name),
+            ApiCallRc::success(MOD, rc::MODIFIED, format!("Resource group '{}' modified.", g.name)).with_ref("ResourceGroup", &g.name),
         );
         out.put(Object::RscGrp(g));
         Ok(out)
@@ -390,97 +312,47 @@ impl Cluster {
         let g = self.rsc_grp(rg, DEL)?;
         let k = key(&g.name);
         if k == key(DEFAULT_RSC_GRP) {
-            return Err(OpError::new(
-                DEL,
-                rc::FAIL_IN_USE,
-                format!("The default resource group '{}' cannot be deleted.", g.name),
-            )
-            .obj_ref("ResourceGroup", &g.name));
+            return Err(OpError::new(DEL, rc::FAIL_IN_USE, format!("The default resource group '{}' cannot be deleted.", g.name))
+                .obj_ref("ResourceGroup", &g.name));
         }
-        let rds: Vec<&str> = self
-            .rsc_dfns
-            .values()
-            .filter(|d| key(&d.resource_group) == k)
-            .map(|d| d.name.as_str())
-            .collect();
+        let rds: Vec<&str> = self.rsc_dfns.values().filter(|d| key(&d.resource_group) == k).map(|d| d.name.as_str()).collect();
         if !rds.is_empty() {
-            return Err(OpError::new(
-                DEL,
-                rc::FAIL_EXISTS_RSC_DFN,
-                format!(
-                    "Resource group '{}' still has resource definitions.",
-                    g.name
-                ),
-            )
-            .cause(format!("Resource definitions: {}", rds.join(", ")))
-            .correction(
-                "Delete those resource definitions or move them to another resource group first.",
-            )
-            .obj_ref("ResourceGroup", &g.name));
+            return Err(OpError::new(DEL, rc::FAIL_EXISTS_RSC_DFN, format!("Resource group '{}' still has resource definitions.", g.name))
+                .cause(format!("Resource definitions: {}", rds.join(", ")))
+                .correction("Delete those resource definitions or move them to another resource group first.")
+                .obj_ref("ResourceGroup", &g.name));
         }
         let mut out = Outcome::default();
         for v in self.vlm_grps_of(&k) {
             out.delete(ObjKey::VlmGrp(k.clone(), v.volume_number));
         }
         out.delete(ObjKey::RscGrp(k));
-        out.reply(
-            ApiCallRc::success(
-                DEL,
-                rc::DELETED,
-                format!("Resource group '{}' deleted.", g.name),
-            )
-            .with_ref("ResourceGroup", &g.name),
-        );
+        out.reply(ApiCallRc::success(DEL, rc::DELETED, format!("Resource group '{}' deleted.", g.name)).with_ref("ResourceGroup", &g.name));
         Ok(out)
     }
 
     pub fn vlm_grp(&self, rg: &str, nr: i64, op: i64) -> OpResult<&VolumeGroup> {
         let g = self.rsc_grp(rg, op)?;
-        u32::try_from(nr)
-            .ok()
-            .and_then(|n| self.vlm_grps.get(&(key(&g.name), n)))
-            .ok_or_else(|| {
-                OpError::new(
-                    op,
-                    rc::FAIL_NOT_FOUND_VLM_GRP,
-                    format!(
-                        "Volume group {nr} of resource group '{}' not found.",
-                        g.name
-                    ),
-                )
-            })
+        u32::try_from(nr).ok().and_then(|n| self.vlm_grps.get(&(key(&g.name), n))).ok_or_else(|| {
+            OpError::new(op, rc::FAIL_NOT_FOUND_VLM_GRP, format!("Volume group {nr} of resource group '{}' not found.", g.name))
+        })
     }
 
     /// `POST /v1/resource-groups/{rg}/volume-groups`.
-    pub fn create_vlm_grp(
-        &self,
-        rg: &str,
-        req: &wire::VolumeGroup,
-        ctx: &mut Ctx,
-    ) -> OpResult<Outcome> {
+    pub fn create_vlm_grp(&self, rg: &str, req: &wire::VolumeGroup, ctx: &mut Ctx) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_CRT | rc::MASK_VLM_GRP;
         let g = self.rsc_grp(rg, OP)?;
         let k = key(&g.name);
         let nr = match req.volume_number {
             Some(n) => check_vlm_nr(n, OP)?,
-            None => {
-                lowest_free(self.vlm_grps_of(&k).map(|v| v.volume_number)).ok_or_else(|| {
-                    OpError::new(
-                        OP,
-                        rc::FAIL_POOL_EXHAUSTED_VLM_NR,
-                        "No free volume number left.",
-                    )
-                })?
-            }
+            None => lowest_free(self.vlm_grps_of(&k).map(|v| v.volume_number))
+                .ok_or_else(|| OpError::new(OP, rc::FAIL_POOL_EXHAUSTED_VLM_NR, "No free volume number left."))?,
         };
         if self.vlm_grps.contains_key(&(k.clone(), nr)) {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_EXISTS_VLM_GRP,
-                format!(
-                    "Volume group {nr} of resource group '{}' already exists.",
-                    g.name
-                ),
+                format!("Volume group {nr} of resource group '{}' already exists.", g.name),
             ));
         }
         props::check_all(&req.props, OP)?;
@@ -493,41 +365,22 @@ impl Cluster {
         };
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::CREATED,
-                format!(
-                    "New volume group {nr} of resource group '{}' created.",
-                    g.name
-                ),
-            )
-            .with_ref("ResourceGroup", &g.name)
-            .with_ref("VlmNr", nr.to_string()),
+            ApiCallRc::success(OP, rc::CREATED, format!("New volume group {nr} of resource group '{}' created.", g.name))
+                .with_ref("ResourceGroup", &g.name)
+                .with_ref("VlmNr", nr.to_string()),
         );
         out.put(Object::VlmGrp(v));
         Ok(out)
     }
 
     /// `PUT /v1/resource-groups/{rg}/volume-groups/{nr}`.
-    pub fn modify_vlm_grp(
-        &self,
-        rg: &str,
-        nr: i64,
-        req: &wire::VolumeGroupModify,
-    ) -> OpResult<Outcome> {
+    pub fn modify_vlm_grp(&self, rg: &str, nr: i64, req: &wire::VolumeGroupModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_VLM_GRP;
         let mut v = self.vlm_grp(rg, nr, OP)?.clone();
         v.props = props::apply(&v.props, &req.props, OP)?;
         v.flags = modify_flags(&v.flags, &req.flags, &["GROSS_SIZE"], OP)?;
         let mut out = Outcome::default();
-        out.reply(ApiCallRc::success(
-            OP,
-            rc::MODIFIED,
-            format!(
-                "Volume group {nr} of resource group '{}' modified.",
-                v.resource_group
-            ),
-        ));
+        out.reply(ApiCallRc::success(OP, rc::MODIFIED, format!("Volume group {nr} of resource group '{}' modified.", v.resource_group)));
         out.put(Object::VlmGrp(v));
         Ok(out)
     }
@@ -538,14 +391,7 @@ impl Cluster {
         let v = self.vlm_grp(rg, nr, OP)?;
         let mut out = Outcome::default();
         out.delete(ObjKey::VlmGrp(key(&v.resource_group), v.volume_number));
-        out.reply(ApiCallRc::success(
-            OP,
-            rc::DELETED,
-            format!(
-                "Volume group {nr} of resource group '{}' deleted.",
-                v.resource_group
-            ),
-        ));
+        out.reply(ApiCallRc::success(OP, rc::DELETED, format!("Volume group {nr} of resource group '{}' deleted.", v.resource_group)));
         Ok(out)
     }
 }

@@ -87,10 +87,7 @@ impl ProviderKind {
 
     pub fn supports_snapshots(self) -> bool {
         use ProviderKind::*;
-        matches!(
-            self,
-            LvmThin | Zfs | ZfsThin | File | FileThin | Spdk | RemoteSpdk | EbsTarget
-        )
+        matches!(self, LvmThin | Zfs | ZfsThin | File | FileThin | Spdk | RemoteSpdk | EbsTarget)
     }
 
     /// The property that names the backing object (VG, thin pool, zpool,
@@ -101,9 +98,7 @@ impl ProviderKind {
             ProviderKind::LvmThin => Some(("StorDriver/StorPoolName", "StorDriver/ThinPool")),
             ProviderKind::Zfs => Some(("StorDriver/StorPoolName", "StorDriver/ZPool")),
             ProviderKind::ZfsThin => Some(("StorDriver/StorPoolName", "StorDriver/ZPoolThin")),
-            ProviderKind::File | ProviderKind::FileThin => {
-                Some(("StorDriver/StorPoolName", "StorDriver/FileDir"))
-            }
+            ProviderKind::File | ProviderKind::FileThin => Some(("StorDriver/StorPoolName", "StorDriver/FileDir")),
             _ => None,
         }
     }
@@ -116,47 +111,23 @@ fn check_backing(kind: ProviderKind, props: &Props, op: i64) -> OpResult<()> {
         return Ok(());
     };
     let Some(value) = props.get(main).or_else(|| props.get(legacy)) else {
-        return Err(OpError::new(
-            op,
-            rc::FAIL_MISSING_PROPS,
-            format!(
-                "A {} storage pool needs the property '{main}'.",
-                kind.as_str()
-            ),
-        )
-        .correction(match kind {
-            ProviderKind::Lvm => "Set StorDriver/StorPoolName to the volume group, e.g. 'vg0'.",
-            ProviderKind::LvmThin => "Set StorDriver/StorPoolName to 'volumegroup/thinpool'.",
-            ProviderKind::Zfs | ProviderKind::ZfsThin => {
-                "Set StorDriver/StorPoolName to the zpool or dataset, e.g. 'tank/linstor'."
-            }
-            _ => "Set StorDriver/StorPoolName to an absolute directory path.",
-        }));
+        return Err(OpError::new(op, rc::FAIL_MISSING_PROPS, format!("A {} storage pool needs the property '{main}'.", kind.as_str()))
+            .correction(match kind {
+                ProviderKind::Lvm => "Set StorDriver/StorPoolName to the volume group, e.g. 'vg0'.",
+                ProviderKind::LvmThin => "Set StorDriver/StorPoolName to 'volumegroup/thinpool'.",
+                ProviderKind::Zfs | ProviderKind::ZfsThin => "Set StorDriver/StorPoolName to the zpool or dataset, e.g. 'tank/linstor'.",
+                _ => "Set StorDriver/StorPoolName to an absolute directory path.",
+            }));
     };
-    let lvm_ok = |s: &str| {
-        !s.is_empty()
-            && !s.starts_with('-')
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c))
-    };
+    let lvm_ok = |s: &str| !s.is_empty() && !s.starts_with('-') && s.chars().all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c));
     let ok = match kind {
         ProviderKind::Lvm => lvm_ok(value),
-        ProviderKind::LvmThin => value
-            .split_once('/')
-            .is_some_and(|(vg, lv)| lvm_ok(vg) && lvm_ok(lv)),
+        ProviderKind::LvmThin => value.split_once('/').is_some_and(|(vg, lv)| lvm_ok(vg) && lvm_ok(lv)),
         ProviderKind::Zfs | ProviderKind::ZfsThin => {
             !value.starts_with('-')
-                && value.split('/').all(|p| {
-                    !p.is_empty()
-                        && p.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
-                })
+                && value.split('/').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)))
         }
-        _ => {
-            value.starts_with('/')
-                && !value.split('/').any(|p| p == "..")
-                && !value.chars().any(|c| c.is_control())
-        }
+        _ => value.starts_with('/') && !value.split('/').any(|p| p == "..") && !value.chars().any(|c| c.is_control()),
     };
     if ok {
         Ok(())
@@ -218,19 +189,8 @@ impl StorPool {
     /// The wire form, with capacity if a satellite reported it.
     pub fn to_api(&self, capacity: Option<PoolCapacity>) -> wire::StoragePool {
         let mut traits = BTreeMap::new();
-        traits.insert(
-            "Provisioning".to_string(),
-            if self.provider_kind.is_thin() {
-                "Thin"
-            } else {
-                "Fat"
-            }
-            .to_string(),
-        );
-        traits.insert(
-            "SupportsSnapshots".to_string(),
-            self.provider_kind.supports_snapshots().to_string(),
-        );
+        traits.insert("Provisioning".to_string(), if self.provider_kind.is_thin() { "Thin" } else { "Fat" }.to_string());
+        traits.insert("SupportsSnapshots".to_string(), self.provider_kind.supports_snapshots().to_string());
         wire::StoragePool {
             storage_pool_name: self.name.clone(),
             node_name: self.node.clone(),
@@ -251,38 +211,25 @@ impl StorPool {
 
 impl StorPoolDfn {
     pub fn to_api(&self) -> wire::StoragePoolDefinition {
-        wire::StoragePoolDefinition {
-            storage_pool_name: self.name.clone(),
-            props: self.props.clone(),
-        }
+        wire::StoragePoolDefinition { storage_pool_name: self.name.clone(), props: self.props.clone() }
     }
 }
 
 fn sp_not_found(op: i64, node: &str, sp: &str) -> OpError {
-    OpError::new(
-        op,
-        rc::FAIL_NOT_FOUND_STOR_POOL,
-        format!("Storage pool '{sp}' on node '{node}' not found."),
-    )
-    .correction("Create the storage pool first or use an existing one.")
-    .obj_ref("Node", node)
-    .obj_ref("StorPool", sp)
+    OpError::new(op, rc::FAIL_NOT_FOUND_STOR_POOL, format!("Storage pool '{sp}' on node '{node}' not found."))
+        .correction("Create the storage pool first or use an existing one.")
+        .obj_ref("Node", node)
+        .obj_ref("StorPool", sp)
 }
 
 fn spd_not_found(op: i64, sp: &str) -> OpError {
-    OpError::new(
-        op,
-        rc::FAIL_NOT_FOUND_STOR_POOL_DFN,
-        format!("Storage pool definition '{sp}' not found."),
-    )
-    .correction("Use an existing storage pool definition.")
+    OpError::new(op, rc::FAIL_NOT_FOUND_STOR_POOL_DFN, format!("Storage pool definition '{sp}' not found."))
+        .correction("Use an existing storage pool definition.")
 }
 
 impl Cluster {
     pub fn stor_pool(&self, node: &str, sp: &str, op: i64) -> OpResult<&StorPool> {
-        self.stor_pools
-            .get(&(key(node), key(sp)))
-            .ok_or_else(|| sp_not_found(op, node, sp))
+        self.stor_pools.get(&(key(node), key(sp))).ok_or_else(|| sp_not_found(op, node, sp))
     }
 
     /// Volumes (as "resource/volume") that live in a pool.
@@ -299,35 +246,19 @@ impl Cluster {
     }
 
     /// `POST /v1/nodes/{node}/storage-pools`.
-    pub fn create_stor_pool(
-        &self,
-        node: &str,
-        req: &wire::StoragePool,
-        ctx: &mut Ctx,
-    ) -> OpResult<Outcome> {
+    pub fn create_stor_pool(&self, node: &str, req: &wire::StoragePool, ctx: &mut Ctx) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_CRT | rc::MASK_STOR_POOL;
         let n = self.node(node, OP)?;
         name::check(NameKind::StoragePool, &req.storage_pool_name, OP)?;
         let kind = ProviderKind::parse(&req.provider_kind).ok_or_else(|| {
-            OpError::new(
-                OP,
-                rc::FAIL_INVLD_STOR_DRIVER,
-                format!("The provider kind '{}' is invalid.", req.provider_kind),
-            )
-            .correction(format!(
-                "Use one of {}.",
-                ProviderKind::ALL.map(ProviderKind::as_str).join(", ")
-            ))
+            OpError::new(OP, rc::FAIL_INVLD_STOR_DRIVER, format!("The provider kind '{}' is invalid.", req.provider_kind))
+                .correction(format!("Use one of {}.", ProviderKind::ALL.map(ProviderKind::as_str).join(", ")))
         })?;
         if !n.node_type.allows(kind) {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_INVLD_STOR_DRIVER,
-                format!(
-                    "A {} node cannot have a {} storage pool.",
-                    n.node_type.as_str(),
-                    kind.as_str()
-                ),
+                format!("A {} node cannot have a {} storage pool.", n.node_type.as_str(), kind.as_str()),
             )
             .correction("Use a provider kind the node type supports."));
         }
@@ -336,30 +267,19 @@ impl Cluster {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_EXISTS_STOR_POOL,
-                format!(
-                    "Storage pool '{}' already exists on node '{}'.",
-                    p.name, n.name
-                ),
+                format!("Storage pool '{}' already exists on node '{}'.", p.name, n.name),
             )
             .correction("Use another name or modify the existing pool."));
         }
         if sp_key == key(DEFAULT_DISKLESS_STOR_POOL) && !kind.is_diskless() {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_INVLD_STOR_DRIVER,
-                format!("'{DEFAULT_DISKLESS_STOR_POOL}' must be a DISKLESS pool."),
-            ));
+            return Err(OpError::new(OP, rc::FAIL_INVLD_STOR_DRIVER, format!("'{DEFAULT_DISKLESS_STOR_POOL}' must be a DISKLESS pool.")));
         }
         props::check_all(&req.props, OP)?;
         check_backing(kind, &req.props, OP)?;
         let fsm = match &req.free_space_mgr_name {
             Some(f) if !f.trim().is_empty() => {
                 if f.contains(char::is_whitespace) {
-                    return Err(OpError::new(
-                        OP,
-                        rc::FAIL_INVLD_FREE_SPACE_MGR_NAME,
-                        format!("The shared space name '{f}' is invalid."),
-                    ));
+                    return Err(OpError::new(OP, rc::FAIL_INVLD_FREE_SPACE_MGR_NAME, format!("The shared space name '{f}' is invalid.")));
                 }
                 Some(f.clone())
             }
@@ -370,38 +290,16 @@ impl Cluster {
         let display = match self.stor_pool_dfns.get(&sp_key) {
             Some(d) => d.name.clone(),
             None => {
-                out.put(Object::StorPoolDfn(StorPoolDfn {
-                    name: req.storage_pool_name.clone(),
-                    props: Props::new(),
-                    uuid: ctx.uuid(),
-                }));
+                out.put(Object::StorPoolDfn(StorPoolDfn { name: req.storage_pool_name.clone(), props: Props::new(), uuid: ctx.uuid() }));
                 req.storage_pool_name.clone()
             }
         };
-        let pool = StorPool::new(
-            &n.name,
-            &display,
-            kind,
-            req.props.clone(),
-            fsm,
-            req.external_locking.unwrap_or(false),
-            ctx.uuid(),
-        );
+        let pool = StorPool::new(&n.name, &display, kind, req.props.clone(), fsm, req.external_locking.unwrap_or(false), ctx.uuid());
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::CREATED,
-                format!(
-                    "Storage pool '{}' on node '{}' registered.",
-                    pool.name, pool.node
-                ),
-            )
-            .with_details(format!(
-                "Storage pool '{}' on node '{}' UUID is: {}",
-                pool.name, pool.node, pool.uuid
-            ))
-            .with_ref("Node", &pool.node)
-            .with_ref("StorPool", &pool.name),
+            ApiCallRc::success(OP, rc::CREATED, format!("Storage pool '{}' on node '{}' registered.", pool.name, pool.node))
+                .with_details(format!("Storage pool '{}' on node '{}' UUID is: {}", pool.name, pool.node, pool.uuid))
+                .with_ref("Node", &pool.node)
+                .with_ref("StorPool", &pool.name),
         );
         out.put(Object::StorPool(pool));
         Ok(out)
@@ -417,13 +315,9 @@ impl Cluster {
         p.props = new_props;
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::MODIFIED,
-                format!("Storage pool '{}' on node '{}' modified.", p.name, p.node),
-            )
-            .with_ref("Node", &p.node)
-            .with_ref("StorPool", &p.name),
+            ApiCallRc::success(OP, rc::MODIFIED, format!("Storage pool '{}' on node '{}' modified.", p.name, p.node))
+                .with_ref("Node", &p.node)
+                .with_ref("StorPool", &p.name),
         );
         out.put(Object::StorPool(p));
         Ok(out)
@@ -437,66 +331,37 @@ impl Cluster {
         let p = self.stor_pool(node, sp, OP)?;
         let used = self.volumes_in_pool(&p.node, &p.name);
         if !used.is_empty() {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_IN_USE,
-                format!(
-                    "Storage pool '{}' on node '{}' is still in use.",
-                    p.name, p.node
-                ),
-            )
-            .cause(format!("Volumes in the pool: {}", used.join(", ")))
-            .correction("Delete those resources first."));
+            return Err(OpError::new(OP, rc::FAIL_IN_USE, format!("Storage pool '{}' on node '{}' is still in use.", p.name, p.node))
+                .cause(format!("Volumes in the pool: {}", used.join(", ")))
+                .correction("Delete those resources first."));
         }
         let mut out = Outcome::default();
         out.delete(ObjKey::StorPool(key(&p.node), key(&p.name)));
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::DELETED,
-                format!("Storage pool '{}' on node '{}' deleted.", p.name, p.node),
-            )
-            .with_ref("Node", &p.node)
-            .with_ref("StorPool", &p.name),
+            ApiCallRc::success(OP, rc::DELETED, format!("Storage pool '{}' on node '{}' deleted.", p.name, p.node))
+                .with_ref("Node", &p.node)
+                .with_ref("StorPool", &p.name),
         );
         Ok(out)
     }
 
     pub fn stor_pool_dfn(&self, sp: &str, op: i64) -> OpResult<&StorPoolDfn> {
-        self.stor_pool_dfns
-            .get(&key(sp))
-            .ok_or_else(|| spd_not_found(op, sp))
+        self.stor_pool_dfns.get(&key(sp)).ok_or_else(|| spd_not_found(op, sp))
     }
 
     /// `POST /v1/storage-pool-definitions`.
-    pub fn create_stor_pool_dfn(
-        &self,
-        req: &wire::StoragePoolDefinition,
-        ctx: &mut Ctx,
-    ) -> OpResult<Outcome> {
+    pub fn create_stor_pool_dfn(&self, req: &wire::StoragePoolDefinition, ctx: &mut Ctx) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_CRT | rc::MASK_STOR_POOL_DFN;
         name::check(NameKind::StoragePool, &req.storage_pool_name, OP)?;
         if let Some(d) = self.stor_pool_dfns.get(&key(&req.storage_pool_name)) {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_EXISTS_STOR_POOL_DFN,
-                format!("Storage pool definition '{}' already exists.", d.name),
-            ));
+            return Err(OpError::new(OP, rc::FAIL_EXISTS_STOR_POOL_DFN, format!("Storage pool definition '{}' already exists.", d.name)));
         }
         props::check_all(&req.props, OP)?;
-        let d = StorPoolDfn {
-            name: req.storage_pool_name.clone(),
-            props: req.props.clone(),
-            uuid: ctx.uuid(),
-        };
+        let d = StorPoolDfn { name: req.storage_pool_name.clone(), props: req.props.clone(), uuid: ctx.uuid() };
         let mut out = Outcome::default();
         out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::CREATED,
-                format!("New storage pool definition '{}' created.", d.name),
-            )
-            .with_ref("StorPoolDfn", &d.name),
+            ApiCallRc::success(OP, rc::CREATED, format!("New storage pool definition '{}' created.", d.name))
+                .with_ref("StorPoolDfn", &d.name),
         );
         out.put(Object::StorPoolDfn(d));
         Ok(out)
@@ -508,11 +373,7 @@ impl Cluster {
         let mut d = self.stor_pool_dfn(sp, OP)?.clone();
         d.props = props::apply(&d.props, req, OP)?;
         let mut out = Outcome::default();
-        out.reply(ApiCallRc::success(
-            OP,
-            rc::MODIFIED,
-            format!("Storage pool definition '{}' modified.", d.name),
-        ));
+        out.reply(ApiCallRc::success(OP, rc::MODIFIED, format!("Storage pool definition '{}' modified.", d.name)));
         out.put(Object::StorPoolDfn(d));
         Ok(out)
     }
@@ -524,43 +385,17 @@ impl Cluster {
         let d = self.stor_pool_dfn(sp, OP)?;
         let k = key(&d.name);
         if k == key(DEFAULT_STOR_POOL) || k == key(DEFAULT_DISKLESS_STOR_POOL) {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_IN_USE,
-                format!(
-                    "The default storage pool definition '{}' cannot be deleted.",
-                    d.name
-                ),
-            ));
+            return Err(OpError::new(OP, rc::FAIL_IN_USE, format!("The default storage pool definition '{}' cannot be deleted.", d.name)));
         }
-        let nodes: Vec<&str> = self
-            .stor_pools
-            .values()
-            .filter(|p| key(&p.name) == k)
-            .map(|p| p.node.as_str())
-            .collect();
+        let nodes: Vec<&str> = self.stor_pools.values().filter(|p| key(&p.name) == k).map(|p| p.node.as_str()).collect();
         if !nodes.is_empty() {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_IN_USE,
-                format!(
-                    "Storage pool definition '{}' still has storage pools.",
-                    d.name
-                ),
-            )
-            .cause(format!(
-                "Nodes with a pool of that name: {}",
-                nodes.join(", ")
-            ))
-            .correction("Delete those storage pools first."));
+            return Err(OpError::new(OP, rc::FAIL_IN_USE, format!("Storage pool definition '{}' still has storage pools.", d.name))
+                .cause(format!("Nodes with a pool of that name: {}", nodes.join(", ")))
+                .correction("Delete those storage pools first."));
         }
         let mut out = Outcome::default();
         out.delete(ObjKey::StorPoolDfn(k));
-        out.reply(ApiCallRc::success(
-            OP,
-            rc::DELETED,
-            format!("Storage pool definition '{}' deleted.", d.name),
-        ));
+        out.reply(ApiCallRc::success(OP, rc::DELETED, format!("Storage pool definition '{}' deleted.", d.name)));
         Ok(out)
     }
 }

@@ -8,12 +8,7 @@ pub fn iso8601_utc(epoch_ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}+00:00",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}+00:00", sod / 3600, (sod % 3600) / 60, sod % 60)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
@@ -37,13 +32,7 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(iso8601_utc(0), "1970-01-01T00:00:00.000+00:00");
-        assert_eq!(
-            iso8601_utc(1_780_394_400_123),
-            "2026-06-02T10:00:00.123+00:00"
-        );
-        assert_eq!(
-            iso8601_utc(951_782_400_000),
-            "2000-02-29T00:00:00.000+00:00"
-        );
+        assert_eq!(iso8601_utc(1_780_394_400_123), "2026-06-02T10:00:00.123+00:00");
+        assert_eq!(iso8601_utc(951_782_400_000), "2000-02-29T00:00:00.000+00:00");
     }
 }

@@ -23,11 +23,7 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(program: &str) -> Cmd {
-        Cmd {
-            program: program.to_string(),
-            args: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-        }
+        Cmd { program: program.to_string(), args: Vec::new(), timeout: DEFAULT_TIMEOUT }
     }
 
     pub fn arg(mut self, a: impl Into<OsString>) -> Cmd {
@@ -59,9 +55,7 @@ impl Cmd {
 
     /// The argv as strings, for logs, errors and test assertions.
     pub fn argv(&self) -> Vec<String> {
-        std::iter::once(self.program.clone())
-            .chain(self.args.iter().map(|a| a.to_string_lossy().into_owned()))
-            .collect()
+        std::iter::once(self.program.clone()).chain(self.args.iter().map(|a| a.to_string_lossy().into_owned())).collect()
     }
 }
 
@@ -82,42 +76,24 @@ pub struct Output {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExecError {
     #[error("cannot start {program}: {reason}")]
-    Spawn {
-        program: String,
-        argv: Vec<String>,
-        reason: String,
-        not_found: bool,
-    },
+    Spawn { program: String, argv: Vec<String>, reason: String, not_found: bool },
     #[error("{program} did not finish within {secs} s and was killed ({})", argv.join(" "))]
-    Timeout {
-        program: String,
-        argv: Vec<String>,
-        secs: u64,
-    },
+    Timeout { program: String, argv: Vec<String>, secs: u64 },
     #[error("{program} failed with exit code {code}: {stderr}")]
-    NonZero {
-        program: String,
-        argv: Vec<String>,
-        code: i32,
-        stderr: String,
-    },
+    NonZero { program: String, argv: Vec<String>, code: i32, stderr: String },
 }
 
 impl ExecError {
     pub fn program(&self) -> &str {
         match self {
-            ExecError::Spawn { program, .. }
-            | ExecError::Timeout { program, .. }
-            | ExecError::NonZero { program, .. } => program,
+            ExecError::Spawn { program, .. } | ExecError::Timeout { program, .. } | ExecError::NonZero { program, .. } => program,
         }
     }
 
     /// The full command line, for error details.
     pub fn command_line(&self) -> String {
         match self {
-            ExecError::Spawn { argv, .. }
-            | ExecError::Timeout { argv, .. }
-            | ExecError::NonZero { argv, .. } => argv.join(" "),
+            ExecError::Spawn { argv, .. } | ExecError::Timeout { argv, .. } | ExecError::NonZero { argv, .. } => argv.join(" "),
         }
     }
 
@@ -164,21 +140,12 @@ impl CommandRunner for HostRunner {
             let out = match tokio::time::timeout(cmd.timeout, child.wait_with_output()).await {
                 Ok(Ok(out)) => out,
                 Ok(Err(e)) => {
-                    return Err(ExecError::Spawn {
-                        program: cmd.program.clone(),
-                        argv,
-                        reason: e.to_string(),
-                        not_found: false,
-                    });
+                    return Err(ExecError::Spawn { program: cmd.program.clone(), argv, reason: e.to_string(), not_found: false });
                 }
                 Err(_) => {
                     // Dropping the future dropped the child: kill_on_drop ends it.
                     tracing::warn!(cmd = %cmd, secs = cmd.timeout.as_secs(), "command timed out and was killed");
-                    return Err(ExecError::Timeout {
-                        program: cmd.program.clone(),
-                        argv,
-                        secs: cmd.timeout.as_secs(),
-                    });
+                    return Err(ExecError::Timeout { program: cmd.program.clone(), argv, secs: cmd.timeout.as_secs() });
                 }
             };
             let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -188,12 +155,7 @@ impl CommandRunner for HostRunner {
             } else {
                 let code = out.status.code().unwrap_or(-1);
                 tracing::warn!(cmd = %cmd, code, stderr = %stderr, "command failed");
-                Err(ExecError::NonZero {
-                    program: cmd.program.clone(),
-                    argv,
-                    code,
-                    stderr,
-                })
+                Err(ExecError::NonZero { program: cmd.program.clone(), argv, code, stderr })
             }
         })
     }
@@ -214,13 +176,7 @@ impl FakeRunner {
 
     /// Expects `argv` next and answers with `stdout`.
     pub fn expect(&self, argv: &[&str], stdout: &str) -> &Self {
-        self.push(
-            argv,
-            Ok(Output {
-                stdout: stdout.to_string(),
-                stderr: String::new(),
-            }),
-        )
+        self.push(argv, Ok(Output { stdout: stdout.to_string(), stderr: String::new() }))
     }
 
     /// Expects `argv` next and fails it with an exit code and stderr.
@@ -284,46 +240,24 @@ mod tests {
     use super::*;
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
 
     #[test]
     fn arguments_are_passed_verbatim_never_through_a_shell() {
-        let out = rt()
-            .block_on(
-                HostRunner.run(
-                    &Cmd::new("printf")
-                        .arg("%s|")
-                        .arg("a b; rm -rf /")
-                        .arg("$(x)"),
-                ),
-            )
-            .unwrap();
+        let out = rt().block_on(HostRunner.run(&Cmd::new("printf").arg("%s|").arg("a b; rm -rf /").arg("$(x)"))).unwrap();
         assert_eq!(out.stdout, "a b; rm -rf /|$(x)|");
     }
 
     #[test]
     fn non_zero_exit_carries_program_code_and_stderr() {
-        let e = rt()
-            .block_on(HostRunner.run(&Cmd::new("ls").arg("/definitely/not/here")))
-            .unwrap_err();
+        let e = rt().block_on(HostRunner.run(&Cmd::new("ls").arg("/definitely/not/here"))).unwrap_err();
         match &e {
-            ExecError::NonZero {
-                program,
-                code,
-                stderr,
-                argv,
-            } => {
+            ExecError::NonZero { program, code, stderr, argv } => {
                 assert_eq!(program, "ls");
                 assert_ne!(*code, 0);
                 assert!(stderr.contains("/definitely/not/here"), "{stderr}");
-                assert_eq!(
-                    argv,
-                    &vec!["ls".to_string(), "/definitely/not/here".to_string()]
-                );
+                assert_eq!(argv, &vec!["ls".to_string(), "/definitely/not/here".to_string()]);
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -333,54 +267,24 @@ mod tests {
     #[test]
     fn a_hung_command_is_killed_at_its_timeout() {
         let t = std::time::Instant::now();
-        let e = rt()
-            .block_on(
-                HostRunner.run(
-                    &Cmd::new("sleep")
-                        .arg("30")
-                        .timeout(Duration::from_millis(200)),
-                ),
-            )
-            .unwrap_err();
+        let e = rt().block_on(HostRunner.run(&Cmd::new("sleep").arg("30").timeout(Duration::from_millis(200)))).unwrap_err();
         assert!(matches!(e, ExecError::Timeout { .. }), "{e:?}");
         assert!(t.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
     fn a_missing_program_is_a_spawn_error() {
-        let e = rt()
-            .block_on(HostRunner.run(&Cmd::new("cairn-no-such-tool")))
-            .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                ExecError::Spawn {
-                    not_found: true,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        let e = rt().block_on(HostRunner.run(&Cmd::new("cairn-no-such-tool"))).unwrap_err();
+        assert!(matches!(e, ExecError::Spawn { not_found: true, .. }), "{e:?}");
     }
 
     #[test]
     fn fake_runner_checks_argv_and_records_calls() {
         let f = FakeRunner::new();
-        f.expect(&["losetup", "-J"], "{}").expect_failure(
-            &["wipefs", "-a", "/dev/loop0"],
-            1,
-            "busy",
-        );
+        f.expect(&["losetup", "-J"], "{}").expect_failure(&["wipefs", "-a", "/dev/loop0"], 1, "busy");
         let rt = rt();
-        assert_eq!(
-            rt.block_on(f.run(&Cmd::new("losetup").arg("-J")))
-                .unwrap()
-                .stdout,
-            "{}"
-        );
-        let e = rt
-            .block_on(f.run(&Cmd::new("wipefs").args(["-a", "/dev/loop0"])))
-            .unwrap_err();
+        assert_eq!(rt.block_on(f.run(&Cmd::new("losetup").arg("-J"))).unwrap().stdout, "{}");
+        let e = rt.block_on(f.run(&Cmd::new("wipefs").args(["-a", "/dev/loop0"]))).unwrap_err();
         assert_eq!(e.stderr(), Some("busy"));
         assert!(f.is_done());
         assert!(rt.block_on(f.run(&Cmd::new("extra"))).is_err());

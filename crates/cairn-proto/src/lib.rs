@@ -32,6 +32,9 @@ pub struct Hello {
     /// `uname -n` of the satellite's host.
     pub hostname: String,
     pub version: String,
+    /// Random per satellite process: a change means the satellite
+    /// restarted and needs a full apply.
+    pub instance: String,
     pub providers: Vec<ProviderSupport>,
 }
 
@@ -139,6 +142,9 @@ pub struct PoolObserved {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Observed {
     pub generation: u64,
+    /// The satellite process's instance id (see [`Hello::instance`]).
+    #[serde(default)]
+    pub instance: String,
     /// Resources the request touched (all of them for a full apply or an
     /// observe).
     pub resources: Vec<ResourceObserved>,
@@ -157,26 +163,17 @@ mod tests {
         let a = Apply {
             generation: 7,
             full: true,
-            pools: vec![PoolDesired {
-                name: "p".into(),
-                kind: "FILE_THIN".into(),
-                backing: Some("/srv".into()),
-            }],
+            pools: vec![PoolDesired { name: "p".into(), kind: "FILE_THIN".into(), backing: Some("/srv".into()) }],
             resources: vec![ResourceDesired {
                 name: "r".into(),
                 diskless: false,
-                volumes: vec![VolumeDesired {
-                    number: 0,
-                    size_kib: 1024,
-                    pool: "p".into(),
-                }],
+                volumes: vec![VolumeDesired { number: 0, size_kib: 1024, pool: "p".into() }],
             }],
             removed: vec![],
         };
         let s = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<Apply>(&s).unwrap(), a);
-        let o: Observed =
-            serde_json::from_str(r#"{"generation":1,"resources":[],"pools":[]}"#).unwrap();
+        let o: Observed = serde_json::from_str(r#"{"generation":1,"resources":[],"pools":[]}"#).unwrap();
         assert!(o.removed.is_empty());
     }
 }

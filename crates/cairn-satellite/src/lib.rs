@@ -1,1 +1,32 @@
+//! The Cairn satellite: receives desired state from the controller, makes
+//! devices with real tools, and reports what it sees.
+//!
+//! It keeps no state file: the pool directories are the state. A restarted
+//! satellite finds its volume files and their loop devices again when the
+//! controller's full apply arrives, and adopts them instead of creating
+//! duplicates.
 
+pub mod apply;
+pub mod config;
+pub mod server;
+pub mod tools;
+
+pub use config::SatelliteConfig;
+pub use server::Satellite;
+
+/// Errors that stop a satellite from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum SatelliteError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error(
+        "the satellite needs a cluster secret (--cluster-secret-file or CAIRN_CLUSTER_SECRET); copy it from the controller's data directory"
+    )]
+    NoSecret,
+    #[error("cannot read the cluster secret from {path}: {source}")]
+    Secret { path: String, source: std::io::Error },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("the satellite server failed: {0}")]
+    Serve(std::io::Error),
+}

@@ -24,17 +24,11 @@ impl FilePool {
     /// Checks the directory: absolute, no `..`, no control characters.
     pub fn new(name: &str, dir: &str, thin: bool) -> Result<FilePool, StorageError> {
         let p = Path::new(dir);
-        let ok = p.is_absolute()
-            && !p.components().any(|c| matches!(c, Component::ParentDir))
-            && !dir.chars().any(char::is_control);
+        let ok = p.is_absolute() && !p.components().any(|c| matches!(c, Component::ParentDir)) && !dir.chars().any(char::is_control);
         if !ok {
             return Err(StorageError::BadPoolDir(dir.to_string()));
         }
-        Ok(FilePool {
-            name: name.to_string(),
-            dir: p.to_path_buf(),
-            thin,
-        })
+        Ok(FilePool { name: name.to_string(), dir: p.to_path_buf(), thin })
     }
 
     /// The file of one volume. The name check keeps it inside the pool
@@ -49,10 +43,7 @@ impl FilePool {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => {
-                return Err(StorageError::Io {
-                    what: format!("list {}", self.dir.display()),
-                    source: e,
-                });
+                return Err(StorageError::Io { what: format!("list {}", self.dir.display()), source: e });
             }
         };
         let mut out = Vec::new();
@@ -94,15 +85,7 @@ impl Files {
 
     /// Loop devices attached to `path`.
     pub async fn loops_of(&self, path: &Path) -> Result<Vec<parse::LoopDevice>, StorageError> {
-        let out = self
-            .runner
-            .run(
-                &self
-                    .cmd("losetup")
-                    .args(["--json", "--list", "--associated"])
-                    .arg(path),
-            )
-            .await?;
+        let out = self.runner.run(&self.cmd("losetup").args(["--json", "--list", "--associated"]).arg(path)).await?;
         parse::losetup_list(&out.stdout)
     }
 
@@ -110,42 +93,25 @@ impl Files {
     /// to exactly one loop device. Idempotent: an existing file and device
     /// are adopted; a smaller file is grown and the device refreshed. A
     /// file this call created is removed again if attaching it fails.
-    pub async fn ensure(
-        &self,
-        pool: &FilePool,
-        rsc: &str,
-        nr: u32,
-        size_kib: i64,
-    ) -> Result<VolumeObserved, StorageError> {
+    pub async fn ensure(&self, pool: &FilePool, rsc: &str, nr: u32, size_kib: i64) -> Result<VolumeObserved, StorageError> {
         let path = pool.volume_path(rsc, nr)?;
         let want = u64::try_from(size_kib).unwrap_or(0) * 1024;
-        std::fs::create_dir_all(&pool.dir).map_err(|e| StorageError::Io {
-            what: format!("create pool directory {}", pool.dir.display()),
-            source: e,
-        })?;
+        std::fs::create_dir_all(&pool.dir)
+            .map_err(|e| StorageError::Io { what: format!("create pool directory {}", pool.dir.display()), source: e })?;
         let existing = match std::fs::metadata(&path) {
             Ok(m) => Some(m.len()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
-                return Err(StorageError::Io {
-                    what: format!("inspect {}", path.display()),
-                    source: e,
-                });
+                return Err(StorageError::Io { what: format!("inspect {}", path.display()), source: e });
             }
         };
         let created = existing.is_none();
         let grown = existing.is_some_and(|len| len < want);
         if created || grown {
             let sized = if pool.thin {
-                self.cmd("truncate")
-                    .arg("--size")
-                    .arg(want.to_string())
-                    .arg(&path)
+                self.cmd("truncate").arg("--size").arg(want.to_string()).arg(&path)
             } else {
-                self.cmd("fallocate")
-                    .arg("--length")
-                    .arg(want.to_string())
-                    .arg(&path)
+                self.cmd("fallocate").arg("--length").arg(want.to_string()).arg(&path)
             };
             if let Err(e) = self.runner.run(&sized).await {
                 if created {
@@ -159,10 +125,7 @@ impl Files {
             let _ = std::fs::remove_file(&path);
         }
         let device = result?;
-        let out = self
-            .runner
-            .run(&self.cmd("stat").args(["--format=%s %b %B"]).arg(&path))
-            .await?;
+        let out = self.runner.run(&self.cmd("stat").args(["--format=%s %b %B"]).arg(&path)).await?;
         let (size, allocated) = parse::stat_sizes(&out.stdout)?;
         Ok(VolumeObserved {
             number: nr,
@@ -178,22 +141,15 @@ impl Files {
     async fn attach(&self, path: &Path, grown: bool) -> Result<String, StorageError> {
         let loops = self.loops_of(path).await?;
         let Some((first, extra)) = loops.split_first() else {
-            let out = self
-                .runner
-                .run(&self.cmd("losetup").args(["--find", "--show"]).arg(path))
-                .await?;
+            let out = self.runner.run(&self.cmd("losetup").args(["--find", "--show"]).arg(path)).await?;
             return parse::losetup_show(&out.stdout);
         };
         for dup in extra {
             tracing::warn!(device = %dup.name, file = %path.display(), "detaching a duplicate loop device");
-            self.runner
-                .run(&self.cmd("losetup").arg("--detach").arg(&dup.name))
-                .await?;
+            self.runner.run(&self.cmd("losetup").arg("--detach").arg(&dup.name)).await?;
         }
         if grown {
-            self.runner
-                .run(&self.cmd("losetup").arg("--set-capacity").arg(&first.name))
-                .await?;
+            self.runner.run(&self.cmd("losetup").arg("--set-capacity").arg(&first.name)).await?;
         }
         Ok(first.name.clone())
     }
@@ -206,38 +162,21 @@ impl Files {
             return Ok(());
         }
         for dev in self.loops_of(&path).await? {
-            self.runner
-                .run(&self.cmd("wipefs").args(["--all", "--quiet"]).arg(&dev.name))
-                .await?;
-            self.runner
-                .run(&self.cmd("losetup").arg("--detach").arg(&dev.name))
-                .await?;
+            self.runner.run(&self.cmd("wipefs").args(["--all", "--quiet"]).arg(&dev.name)).await?;
+            self.runner.run(&self.cmd("losetup").arg("--detach").arg(&dev.name)).await?;
         }
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::Io {
-                what: format!("remove {}", path.display()),
-                source: e,
-            }),
+            Err(e) => Err(StorageError::Io { what: format!("remove {}", path.display()), source: e }),
         }
     }
 
     /// (total, free) KiB of the file system holding the pool.
     pub async fn capacity(&self, pool: &FilePool) -> Result<(i64, i64), StorageError> {
-        std::fs::create_dir_all(&pool.dir).map_err(|e| StorageError::Io {
-            what: format!("create pool directory {}", pool.dir.display()),
-            source: e,
-        })?;
-        let out = self
-            .runner
-            .run(
-                &self
-                    .cmd("df")
-                    .args(["--output=size,avail", "--block-size=1K"])
-                    .arg(&pool.dir),
-            )
-            .await?;
+        std::fs::create_dir_all(&pool.dir)
+            .map_err(|e| StorageError::Io { what: format!("create pool directory {}", pool.dir.display()), source: e })?;
+        let out = self.runner.run(&self.cmd("df").args(["--output=size,avail", "--block-size=1K"]).arg(&pool.dir)).await?;
         parse::df_kib(&out.stdout)
     }
 }
@@ -249,10 +188,7 @@ mod tests {
     use super::*;
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
 
     const EMPTY: &str = include_str!("../testdata/losetup-associated-none.json");
@@ -261,10 +197,7 @@ mod tests {
     struct Creating(Arc<FakeRunner>);
 
     impl CommandRunner for Creating {
-        fn run<'a>(
-            &'a self,
-            cmd: &'a Cmd,
-        ) -> cairn_exec::BoxFuture<'a, Result<cairn_exec::Output, cairn_exec::ExecError>> {
+        fn run<'a>(&'a self, cmd: &'a Cmd) -> cairn_exec::BoxFuture<'a, Result<cairn_exec::Output, cairn_exec::ExecError>> {
             if matches!(cmd.program(), "truncate" | "fallocate") {
                 if let Some(path) = cmd.get_args().last() {
                     std::fs::write(path, b"").unwrap();
@@ -279,20 +212,14 @@ mod tests {
         assert!(FilePool::new("p", "relative", true).is_err());
         assert!(FilePool::new("p", "/a/../b", true).is_err());
         let p = FilePool::new("p", "/srv/pool", true).unwrap();
-        assert_eq!(
-            p.volume_path("web", 3).unwrap(),
-            PathBuf::from("/srv/pool/web_00003.img")
-        );
+        assert_eq!(p.volume_path("web", 3).unwrap(), PathBuf::from("/srv/pool/web_00003.img"));
         assert!(p.volume_path("../x", 0).is_err());
     }
 
     #[test]
     fn volume_files_are_recognised_by_name() {
         assert_eq!(volume_of_file("web_00003.img"), Some(("web".into(), 3)));
-        assert_eq!(
-            volume_of_file("my_rsc_00000.img"),
-            Some(("my_rsc".into(), 0))
-        );
+        assert_eq!(volume_of_file("my_rsc_00000.img"), Some(("my_rsc".into(), 0)));
         assert_eq!(volume_of_file("web_3.img"), None);
         assert_eq!(volume_of_file("web_00003.raw"), None);
         assert_eq!(volume_of_file("notes.txt"), None);
@@ -305,10 +232,7 @@ mod tests {
         let file = format!("{d}/web_00000.img");
         let f = Arc::new(FakeRunner::new());
         f.expect(&["truncate", "--size", "1048576", &file], "")
-            .expect(
-                &["losetup", "--json", "--list", "--associated", &file],
-                EMPTY,
-            )
+            .expect(&["losetup", "--json", "--list", "--associated", &file], EMPTY)
             .expect(&["losetup", "--find", "--show", &file], "/dev/loop7\n")
             .expect(&["stat", "--format=%s %b %B", &file], "1048576 0 512\n");
         let files = Files::new(f.clone(), Duration::from_secs(5));
@@ -326,31 +250,14 @@ mod tests {
         let file = format!("{d}/db_00001.img");
         let f = Arc::new(FakeRunner::new());
         f.expect(&["fallocate", "--length", "2097152", &file], "")
-            .expect(
-                &["losetup", "--json", "--list", "--associated", &file],
-                EMPTY,
-            )
-            .expect_failure(
-                &["losetup", "--find", "--show", &file],
-                1,
-                "losetup: cannot find an unused loop device",
-            );
+            .expect(&["losetup", "--json", "--list", "--associated", &file], EMPTY)
+            .expect_failure(&["losetup", "--find", "--show", &file], 1, "losetup: cannot find an unused loop device");
         let files = Files::new(Arc::new(Creating(f.clone())), Duration::from_secs(5));
         let pool = FilePool::new("p", d, false).unwrap();
-        let err = rt()
-            .block_on(files.ensure(&pool, "db", 1, 2048))
-            .unwrap_err();
-        assert!(
-            err.details()
-                .unwrap()
-                .contains("cannot find an unused loop device"),
-            "{err:?}"
-        );
+        let err = rt().block_on(files.ensure(&pool, "db", 1, 2048)).unwrap_err();
+        assert!(err.details().unwrap().contains("cannot find an unused loop device"), "{err:?}");
         assert!(f.is_done());
-        assert!(
-            !Path::new(&file).exists(),
-            "the half-created file was left behind"
-        );
+        assert!(!Path::new(&file).exists(), "the half-created file was left behind");
     }
 
     #[test]
@@ -359,15 +266,11 @@ mod tests {
         let d = dir.path().to_str().unwrap();
         let file = format!("{d}/web_00000.img");
         std::fs::write(&file, vec![0u8; 1024]).unwrap();
-        let listed = format!(
-            r#"{{"loopdevices":[{{"name":"/dev/loop3","back-file":"{file}"}},{{"name":"/dev/loop9","back-file":"{file}"}}]}}"#
-        );
+        let listed =
+            format!(r#"{{"loopdevices":[{{"name":"/dev/loop3","back-file":"{file}"}},{{"name":"/dev/loop9","back-file":"{file}"}}]}}"#);
         let f = Arc::new(FakeRunner::new());
         f.expect(&["truncate", "--size", "4096", &file], "")
-            .expect(
-                &["losetup", "--json", "--list", "--associated", &file],
-                &listed,
-            )
+            .expect(&["losetup", "--json", "--list", "--associated", &file], &listed)
             .expect(&["losetup", "--detach", "/dev/loop9"], "")
             .expect(&["losetup", "--set-capacity", "/dev/loop3"], "")
             .expect(&["stat", "--format=%s %b %B", &file], "4096 8 512\n");
@@ -386,12 +289,9 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let listed = format!(r#"{{"loopdevices":[{{"name":"/dev/loop3","back-file":"{file}"}}]}}"#);
         let f = Arc::new(FakeRunner::new());
-        f.expect(
-            &["losetup", "--json", "--list", "--associated", &file],
-            &listed,
-        )
-        .expect(&["wipefs", "--all", "--quiet", "/dev/loop3"], "")
-        .expect(&["losetup", "--detach", "/dev/loop3"], "");
+        f.expect(&["losetup", "--json", "--list", "--associated", &file], &listed)
+            .expect(&["wipefs", "--all", "--quiet", "/dev/loop3"], "")
+            .expect(&["losetup", "--detach", "/dev/loop3"], "");
         let files = Files::new(f.clone(), Duration::from_secs(5));
         let pool = FilePool::new("p", d, true).unwrap();
         rt().block_on(files.remove(&pool, "web", 0)).unwrap();

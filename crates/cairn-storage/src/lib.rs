@@ -15,18 +15,10 @@ pub enum StorageError {
     #[error(transparent)]
     Exec(#[from] ExecError),
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("unexpected output of {program}: {detail}")]
-    Output {
-        program: &'static str,
-        detail: String,
-    },
-    #[error(
-        "refusing unsafe name '{0}': only letters, digits, '_' and inner '-' can become file names"
-    )]
+    Output { program: &'static str, detail: String },
+    #[error("refusing unsafe name '{0}': only letters, digits, '_' and inner '-' can become file names")]
     UnsafeName(String),
     #[error("the pool directory '{0}' must be an absolute path without '..'")]
     BadPoolDir(String),
@@ -53,14 +45,8 @@ pub fn safe_name(name: &str) -> Result<&str, StorageError> {
     let ok = !name.is_empty()
         && name.len() <= 48
         && !name.starts_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(name)
-    } else {
-        Err(StorageError::UnsafeName(name.to_string()))
-    }
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok { Ok(name) } else { Err(StorageError::UnsafeName(name.to_string())) }
 }
 
 #[cfg(test)]

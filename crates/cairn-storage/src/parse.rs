@@ -31,45 +31,27 @@ pub fn losetup_list(out: &str) -> Result<Vec<LoopDevice>, StorageError> {
     if out.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let j: LosetupJson = serde_json::from_str(out).map_err(|e| StorageError::Output {
-        program: "losetup",
-        detail: e.to_string(),
-    })?;
+    let j: LosetupJson = serde_json::from_str(out).map_err(|e| StorageError::Output { program: "losetup", detail: e.to_string() })?;
     Ok(j.loopdevices
         .into_iter()
-        .map(|e| LoopDevice {
-            name: e.name,
-            back_file: e
-                .back_file
-                .unwrap_or_default()
-                .trim_end_matches(" (deleted)")
-                .to_string(),
-        })
+        .map(|e| LoopDevice { name: e.name, back_file: e.back_file.unwrap_or_default().trim_end_matches(" (deleted)").to_string() })
         .collect())
 }
 
 /// Parses `losetup --find --show FILE`: the new device's path.
 pub fn losetup_show(out: &str) -> Result<String, StorageError> {
     let dev = out.trim();
-    let ok = dev
-        .strip_prefix("/dev/loop")
-        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    let ok = dev.strip_prefix("/dev/loop").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
     if ok {
         Ok(dev.to_string())
     } else {
-        Err(StorageError::Output {
-            program: "losetup",
-            detail: format!("expected /dev/loopN, got '{dev}'"),
-        })
+        Err(StorageError::Output { program: "losetup", detail: format!("expected /dev/loopN, got '{dev}'") })
     }
 }
 
 /// Parses `df --output=size,avail --block-size=1K DIR`: (total, free) KiB.
 pub fn df_kib(out: &str) -> Result<(i64, i64), StorageError> {
-    let bad = |d: &str| StorageError::Output {
-        program: "df",
-        detail: d.to_string(),
-    };
+    let bad = |d: &str| StorageError::Output { program: "df", detail: d.to_string() };
     let line = out.lines().nth(1).ok_or_else(|| bad("no data line"))?;
     let mut f = line.split_whitespace().map(|v| v.parse::<i64>());
     match (f.next(), f.next()) {
@@ -81,16 +63,9 @@ pub fn df_kib(out: &str) -> Result<(i64, i64), StorageError> {
 /// Parses `stat --format='%s %b %B' FILE`: (apparent size, allocated
 /// bytes).
 pub fn stat_sizes(out: &str) -> Result<(u64, u64), StorageError> {
-    let bad = |d: String| StorageError::Output {
-        program: "stat",
-        detail: d,
-    };
+    let bad = |d: String| StorageError::Output { program: "stat", detail: d };
     let line = out.lines().next().ok_or_else(|| bad("no output".into()))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .map(|x| x.parse::<u64>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad(format!("'{line}'")))?;
+    let v: Vec<u64> = line.split_whitespace().map(|x| x.parse::<u64>()).collect::<Result<_, _>>().map_err(|_| bad(format!("'{line}'")))?;
     match v.as_slice() {
         [size, blocks, block_size] => Ok((*size, blocks * block_size)),
         _ => Err(bad(format!("expected three numbers, got '{line}'"))),
@@ -111,23 +86,10 @@ mod tests {
     #[test]
     fn losetup_json_gives_devices_and_files() {
         let d = losetup_list(ASSOCIATED).unwrap();
-        assert_eq!(
-            d,
-            vec![LoopDevice {
-                name: "/dev/loop0".into(),
-                back_file: "/tmp/fx/web_00000.img".into()
-            }]
-        );
+        assert_eq!(d, vec![LoopDevice { name: "/dev/loop0".into(), back_file: "/tmp/fx/web_00000.img".into() }]);
         assert_eq!(losetup_list(ASSOCIATED_TWO).unwrap().len(), 2);
         assert!(losetup_list(EMPTY).unwrap().is_empty());
-        assert_eq!(
-            losetup_list(LIST)
-                .unwrap()
-                .iter()
-                .map(|d| d.name.as_str())
-                .collect::<Vec<_>>(),
-            ["/dev/loop1", "/dev/loop0"]
-        );
+        assert_eq!(losetup_list(LIST).unwrap().iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["/dev/loop1", "/dev/loop0"]);
         assert!(losetup_list("").unwrap().is_empty());
         assert!(losetup_list("garbage").is_err());
     }
@@ -157,10 +119,7 @@ mod tests {
     fn stat_gives_apparent_and_allocated_bytes() {
         let mut lines = STAT.lines();
         assert_eq!(stat_sizes(lines.next().unwrap()).unwrap(), (16777216, 0)); // truncate: sparse
-        assert_eq!(
-            stat_sizes(lines.next().unwrap()).unwrap(),
-            (8388608, 8388608)
-        ); // fallocate: allocated
+        assert_eq!(stat_sizes(lines.next().unwrap()).unwrap(), (8388608, 8388608)); // fallocate: allocated
         assert!(stat_sizes("1 2").is_err());
     }
 }

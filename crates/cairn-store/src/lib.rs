@@ -24,25 +24,12 @@ use cairn_domain::{Change, Object};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error during {operation}: {source}")]
-    Db {
-        operation: &'static str,
-        source: rusqlite::Error,
-    },
+    Db { operation: &'static str, source: rusqlite::Error },
     #[error("stored {kind} '{key}' cannot be read: {reason}")]
-    Corrupt {
-        kind: String,
-        key: String,
-        reason: String,
-    },
+    Corrupt { kind: String, key: String, reason: String },
     #[error("cannot encode {kind} '{key}': {reason}")]
-    Encode {
-        kind: String,
-        key: String,
-        reason: String,
-    },
-    #[error(
-        "the database schema version {found} is newer than this build understands ({supported}); refusing to touch it"
-    )]
+    Encode { kind: String, key: String, reason: String },
+    #[error("the database schema version {found} is newer than this build understands ({supported}); refusing to touch it")]
     TooNew { found: i64, supported: i64 },
     #[error("the store lock was poisoned by a panicking writer")]
     Poisoned,
@@ -61,28 +48,18 @@ pub trait Store: Send + Sync {
 /// Encodes a `Put` as (kind, key, json).
 fn encode(o: &Object) -> Result<(&'static str, String, String), StoreError> {
     let k = o.key();
-    let data = o.to_json().map_err(|e| StoreError::Encode {
-        kind: k.kind().as_str().into(),
-        key: k.key_string(),
-        reason: e.to_string(),
-    })?;
+    let data =
+        o.to_json().map_err(|e| StoreError::Encode { kind: k.kind().as_str().into(), key: k.key_string(), reason: e.to_string() })?;
     Ok((k.kind().as_str(), k.key_string(), data))
 }
 
 /// Decodes a stored row.
 fn decode(kind: &str, key: &str, data: &str) -> Result<Object, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        kind: kind.into(),
-        key: key.into(),
-        reason,
-    };
+    let corrupt = |reason: String| StoreError::Corrupt { kind: kind.into(), key: key.into(), reason };
     let k = cairn_domain::Kind::parse(kind).ok_or_else(|| corrupt("unknown object kind".into()))?;
     let o = Object::from_json(k, data).map_err(|e| corrupt(e.to_string()))?;
     if o.key().key_string() != key {
-        return Err(corrupt(format!(
-            "the document belongs to key '{}'",
-            o.key().key_string()
-        )));
+        return Err(corrupt(format!("the document belongs to key '{}'", o.key().key_string())));
     }
     Ok(o)
 }

@@ -23,9 +23,7 @@ impl MemStore {
 impl Store for MemStore {
     fn load(&self) -> Result<Vec<Object>, StoreError> {
         let rows = self.rows.lock().map_err(|_| StoreError::Poisoned)?;
-        rows.iter()
-            .map(|((kind, key), data)| decode(kind, key, data))
-            .collect()
+        rows.iter().map(|((kind, key), data)| decode(kind, key, data)).collect()
     }
 
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {

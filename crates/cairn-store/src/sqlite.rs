@@ -38,22 +38,13 @@ fn db(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-        )
-        .map_err(db("open database"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db("set journal mode"))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db("set synchronous"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db("set busy timeout"))?;
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
+            .map_err(db("open database"))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db("set journal mode"))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db("set synchronous"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db("set busy timeout"))?;
         migrate(&conn)?;
-        Ok(SqliteStore {
-            path: path.to_path_buf(),
-            conn: Mutex::new(conn),
-        })
+        Ok(SqliteStore { path: path.to_path_buf(), conn: Mutex::new(conn) })
     }
 
     /// The schema version this build writes.
@@ -63,20 +54,15 @@ impl SqliteStore {
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(db("read schema version"))?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db("read schema version"))?;
     let supported = MIGRATIONS.len() as i64;
     if found > supported {
         return Err(StoreError::TooNew { found, supported });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn
-            .unchecked_transaction()
-            .map_err(db("begin migration"))?;
+        let tx = conn.unchecked_transaction().map_err(db("begin migration"))?;
         tx.execute_batch(sql).map_err(db("migrate schema"))?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)
-            .map_err(db("record schema version"))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(db("record schema version"))?;
         tx.commit().map_err(db("commit migration"))?;
     }
     Ok(())
@@ -85,17 +71,9 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 impl Store for SqliteStore {
     fn load(&self) -> Result<Vec<Object>, StoreError> {
         let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
-        let mut stmt = conn
-            .prepare("SELECT kind, key, data FROM objects ORDER BY kind, key")
-            .map_err(db("prepare load"))?;
+        let mut stmt = conn.prepare("SELECT kind, key, data FROM objects ORDER BY kind, key").map_err(db("prepare load"))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
             .map_err(db("load objects"))?;
         let mut out = Vec::new();
         for row in rows {
@@ -113,21 +91,19 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(db("begin transaction"))?;
         {
             let mut put = tx
-                .prepare_cached("INSERT INTO objects (kind, key, data) VALUES (?1, ?2, ?3) ON CONFLICT (kind, key) DO UPDATE SET data = excluded.data")
+                .prepare_cached(
+                    "INSERT INTO objects (kind, key, data) VALUES (?1, ?2, ?3) ON CONFLICT (kind, key) DO UPDATE SET data = excluded.data",
+                )
                 .map_err(db("prepare put"))?;
-            let mut del = tx
-                .prepare_cached("DELETE FROM objects WHERE kind = ?1 AND key = ?2")
-                .map_err(db("prepare delete"))?;
+            let mut del = tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND key = ?2").map_err(db("prepare delete"))?;
             for c in changes {
                 match c {
                     Change::Put(o) => {
                         let (kind, key, data) = encode(o)?;
-                        put.execute(params![kind, key, data])
-                            .map_err(db("write object"))?;
+                        put.execute(params![kind, key, data]).map_err(db("write object"))?;
                     }
                     Change::Delete(k) => {
-                        del.execute(params![k.kind().as_str(), k.key_string()])
-                            .map_err(db("delete object"))?;
+                        del.execute(params![k.kind().as_str(), k.key_string()]).map_err(db("delete object"))?;
                     }
                 }
             }

@@ -3,8 +3,7 @@
 use cairn_api::node::{NetInterface, Node as WireNode};
 use cairn_api::resource::{Resource as WireResource, ResourceCreate};
 use cairn_api::resource_definition::{
-    ResourceDefinition as WireRd, ResourceDefinitionCreate, VolumeDefinition as WireVd,
-    VolumeDefinitionCreate,
+    ResourceDefinition as WireRd, ResourceDefinitionCreate, VolumeDefinition as WireVd, VolumeDefinitionCreate,
 };
 use cairn_api::storage_pool::StoragePool as WireSp;
 use cairn_domain::{Change, Cluster, Ctx, ObjKey, Object};
@@ -38,46 +37,20 @@ fn populate(store: &dyn Store) -> Cluster {
         let out = c.create_node(&req, &mut ctx).unwrap();
         run(&mut c, out);
         let mut props = cairn_domain::Props::new();
-        props.insert(
-            "StorDriver/StorPoolName".into(),
-            "/var/lib/cairn/pool".into(),
-        );
-        let sp = WireSp {
-            storage_pool_name: "DfltStorPool".into(),
-            provider_kind: "FILE_THIN".into(),
-            props,
-            ..Default::default()
-        };
+        props.insert("StorDriver/StorPoolName".into(), "/var/lib/cairn/pool".into());
+        let sp = WireSp { storage_pool_name: "DfltStorPool".into(), provider_kind: "FILE_THIN".into(), props, ..Default::default() };
         let out = c.create_stor_pool(n, &sp, &mut ctx).unwrap();
         run(&mut c, out);
     }
-    let rd = ResourceDefinitionCreate {
-        resource_definition: WireRd {
-            name: "res1".into(),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let rd = ResourceDefinitionCreate { resource_definition: WireRd { name: "res1".into(), ..Default::default() }, ..Default::default() };
     let out = c.create_rsc_dfn(&rd, &mut ctx).unwrap();
     run(&mut c, out);
-    let vd = VolumeDefinitionCreate {
-        volume_definition: WireVd {
-            size_kib: Some(1024),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let vd = VolumeDefinitionCreate { volume_definition: WireVd { size_kib: Some(1024), ..Default::default() }, ..Default::default() };
     let out = c.create_vlm_dfn("res1", &vd, &mut ctx).unwrap();
     run(&mut c, out);
     let rscs: Vec<ResourceCreate> = ["alpha", "beta"]
         .iter()
-        .map(|n| ResourceCreate {
-            resource: WireResource {
-                node_name: n.to_string(),
-                ..Default::default()
-            },
-            ..Default::default()
-        })
+        .map(|n| ResourceCreate { resource: WireResource { node_name: n.to_string(), ..Default::default() }, ..Default::default() })
         .collect();
     let out = c.create_resources("RES1", &rscs, None, &mut ctx).unwrap();
     run(&mut c, out);
@@ -88,10 +61,7 @@ fn suite(store: &dyn Store) {
     assert!(store.load().unwrap().is_empty(), "a new store is empty");
     let expected = populate(store);
     let loaded = Cluster::from_objects(store.load().unwrap());
-    assert_eq!(
-        loaded, expected,
-        "what was committed loads back identically"
-    );
+    assert_eq!(loaded, expected, "what was committed loads back identically");
     assert_eq!(loaded.resources.len(), 2);
     assert_eq!(loaded.nodes["BETA"].name, "Beta", "display names survive");
 
@@ -103,18 +73,14 @@ fn suite(store: &dyn Store) {
     assert_eq!(after.nodes.len(), 2);
 
     // Deleting what is not there is harmless; an empty commit is a no-op.
-    store
-        .commit(&[Change::Delete(ObjKey::Node("NOPE".into()))])
-        .unwrap();
+    store.commit(&[Change::Delete(ObjKey::Node("NOPE".into()))]).unwrap();
     store.commit(&[]).unwrap();
     assert_eq!(Cluster::from_objects(store.load().unwrap()), after);
 
     // A put replaces the document of the same key.
     let mut n = after.nodes["ALPHA"].clone();
     n.props.insert("Aux/x".into(), "1".into());
-    store
-        .commit(&[Change::Put(Object::Node(n.clone()))])
-        .unwrap();
+    store.commit(&[Change::Put(Object::Node(n.clone()))]).unwrap();
     let again = Cluster::from_objects(store.load().unwrap());
     assert_eq!(again.nodes["ALPHA"], n);
     assert_eq!(again.nodes.len(), 2);
@@ -151,9 +117,7 @@ fn sqlite_store_refuses_a_newer_schema() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    let err = SqliteStore::open(&path)
-        .err()
-        .expect("newer schema must be refused");
+    let err = SqliteStore::open(&path).err().expect("newer schema must be refused");
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
@@ -163,11 +127,7 @@ fn sqlite_store_reports_corrupt_documents_instead_of_dropping_them() {
     let path = dir.path().join("cairn.db");
     drop(SqliteStore::open(&path).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute(
-        "INSERT INTO objects (kind, key, data) VALUES ('node', 'X', '{not json')",
-        [],
-    )
-    .unwrap();
+    conn.execute("INSERT INTO objects (kind, key, data) VALUES ('node', 'X', '{not json')", []).unwrap();
     drop(conn);
     let err = SqliteStore::open(&path).unwrap().load().unwrap_err();
     assert!(err.to_string().contains("node 'X'"), "{err}");
@@ -182,19 +142,15 @@ fn a_failed_commit_changes_nothing() {
     // Make the second statement of a batch fail at the database level.
     {
         let conn = s.conn.lock().unwrap();
-        conn.execute_batch("CREATE TRIGGER refuse BEFORE DELETE ON objects WHEN old.kind = 'node' BEGIN SELECT RAISE(ABORT, 'refused'); END;").unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER refuse BEFORE DELETE ON objects WHEN old.kind = 'node' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
     }
     let c = Cluster::from_objects(before.clone());
     let mut n = c.nodes["ALPHA"].clone();
     n.props.insert("Aux/changed".into(), "yes".into());
-    let batch = [
-        Change::Put(Object::Node(n)),
-        Change::Delete(ObjKey::Node("BETA".into())),
-    ];
+    let batch = [Change::Put(Object::Node(n)), Change::Delete(ObjKey::Node("BETA".into()))];
     assert!(s.commit(&batch).is_err());
-    assert_eq!(
-        s.load().unwrap(),
-        before,
-        "the first change of the failed batch was rolled back"
-    );
+    assert_eq!(s.load().unwrap(), before, "the first change of the failed batch was rolled back");
 }

@@ -12,17 +12,12 @@ use std::time::{Duration, Instant};
 
 use cairn_api::node::{NetInterface, Node};
 use cairn_api::resource::{Resource, ResourceCreate};
-use cairn_api::resource_definition::{
-    ResourceDefinition, ResourceDefinitionCreate, VolumeDefinition, VolumeDefinitionCreate,
-};
+use cairn_api::resource_definition::{ResourceDefinition, ResourceDefinitionCreate, VolumeDefinition, VolumeDefinitionCreate};
 use cairn_api::storage_pool::StoragePool;
 use cairn_client::Client;
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -36,19 +31,11 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-#[expect(
-    clippy::zombie_processes,
-    reason = "the child is returned; the caller waits for it"
-)]
+#[expect(clippy::zombie_processes, reason = "the child is returned; the caller waits for it")]
 fn start(dir: &std::path::Path, port: u16) -> (Child, Duration) {
     let t = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "controller",
-            "--rest-bind",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
+        .args(["controller", "--rest-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -57,10 +44,7 @@ fn start(dir: &std::path::Path, port: u16) -> (Child, Duration) {
         .expect("spawn controller");
     let client = Client::new(&format!("http://127.0.0.1:{port}"));
     loop {
-        if client
-            .raw("GET", "/health", None)
-            .is_ok_and(|r| r.status == 200)
-        {
+        if client.raw("GET", "/health", None).is_ok_and(|r| r.status == 200) {
             return (child, t.elapsed());
         }
         if t.elapsed() > Duration::from_secs(600) {
@@ -85,11 +69,7 @@ fn ms(d: Duration) -> String {
 
 /// Runs `work(i)` for i in 0..n on `threads` threads; returns wall time and
 /// per-call latencies.
-fn parallel(
-    n: usize,
-    threads: usize,
-    work: impl Fn(usize) + Sync + Send + 'static,
-) -> (Duration, Vec<Duration>) {
+fn parallel(n: usize, threads: usize, work: impl Fn(usize) + Sync + Send + 'static) -> (Duration, Vec<Duration>) {
     let work = Arc::new(work);
     let next = Arc::new(AtomicUsize::new(0));
     let lat = Arc::new(Mutex::new(Vec::with_capacity(n)));
@@ -115,9 +95,7 @@ fn parallel(
     for h in handles {
         h.join().expect("bench thread");
     }
-    let mut lat = Arc::try_unwrap(lat)
-        .map(|m| m.into_inner().expect("lock"))
-        .unwrap_or_default();
+    let mut lat = Arc::try_unwrap(lat).map(|m| m.into_inner().expect("lock")).unwrap_or_default();
     lat.sort();
     (t.elapsed(), lat)
 }
@@ -143,19 +121,13 @@ fn main() {
     let replicas = env_or("CAIRN_BENCH_REPLICAS", 3).min(nodes);
     let threads = env_or("CAIRN_BENCH_THREADS", 8);
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
     let base = format!("http://127.0.0.1:{port}");
     let mut rows: Vec<(String, String)> = Vec::new();
 
     let (mut child, _) = start(dir.path(), port);
     std::thread::sleep(Duration::from_millis(500));
-    rows.push((
-        "controller RSS, idle, empty database".into(),
-        format!("{:.1} MiB", rss_mib(child.id())),
-    ));
+    rows.push(("controller RSS, idle, empty database".into(), format!("{:.1} MiB", rss_mib(child.id()))));
 
     let b = base.clone();
     let (wall, lat) = parallel(nodes, threads, move |i| {
@@ -174,18 +146,10 @@ fn main() {
         })
         .expect("create node");
         let mut props = BTreeMap::new();
-        props.insert(
-            "StorDriver/StorPoolName".to_string(),
-            "/var/lib/cairn/pool".to_string(),
-        );
+        props.insert("StorDriver/StorPoolName".to_string(), "/var/lib/cairn/pool".to_string());
         c.create_stor_pool(
             &name,
-            &StoragePool {
-                storage_pool_name: "DfltStorPool".into(),
-                provider_kind: "FILE_THIN".into(),
-                props,
-                ..Default::default()
-            },
+            &StoragePool { storage_pool_name: "DfltStorPool".into(), provider_kind: "FILE_THIN".into(), props, ..Default::default() },
         )
         .expect("create pool");
     });
@@ -205,30 +169,21 @@ fn main() {
         let c = Client::new(&b);
         let name = format!("rsc-{i:06}");
         c.create_rsc_dfn(&ResourceDefinitionCreate {
-            resource_definition: ResourceDefinition {
-                name: name.clone(),
-                ..Default::default()
-            },
+            resource_definition: ResourceDefinition { name: name.clone(), ..Default::default() },
             ..Default::default()
         })
         .expect("create rd");
         c.create_vlm_dfn(
             &name,
             &VolumeDefinitionCreate {
-                volume_definition: VolumeDefinition {
-                    size_kib: Some(1 << 20),
-                    ..Default::default()
-                },
+                volume_definition: VolumeDefinition { size_kib: Some(1 << 20), ..Default::default() },
                 ..Default::default()
             },
         )
         .expect("create vd");
         let rs: Vec<ResourceCreate> = (0..replicas)
             .map(|r| ResourceCreate {
-                resource: Resource {
-                    node_name: format!("node-{:05}", (i * replicas + r) % nodes),
-                    ..Default::default()
-                },
+                resource: Resource { node_name: format!("node-{:05}", (i * replicas + r) % nodes), ..Default::default() },
                 ..Default::default()
             })
             .collect();
@@ -236,9 +191,7 @@ fn main() {
     });
     let calls = rds * 3;
     rows.push((
-        format!(
-            "create {rds} resource definitions, each: RD + VD + {replicas} resources (3 calls)"
-        ),
+        format!("create {rds} resource definitions, each: RD + VD + {replicas} resources (3 calls)"),
         format!(
             "{:.1} s, {:.0} calls/s, {:.0} resources/s; p50 {} p99 {} per definition",
             wall.as_secs_f64(),
@@ -249,93 +202,41 @@ fn main() {
         ),
     ));
     rows.push((
-        format!(
-            "controller RSS with {nodes} nodes, {rds} RDs, {} resources",
-            rds * replicas
-        ),
+        format!("controller RSS with {nodes} nodes, {rds} RDs, {} resources", rds * replicas),
         format!("{:.1} MiB", rss_mib(child.id())),
     ));
 
     let client = Client::new(&base);
     let (lat, bytes) = timed_gets(&client, "/v1/view/resources", 20);
     rows.push((
-        format!(
-            "GET /v1/view/resources, all {} resources ({:.1} MiB JSON), 20 calls",
-            rds * replicas,
-            bytes as f64 / 1048576.0
-        ),
-        format!(
-            "p50 {} p99 {}",
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99))
-        ),
+        format!("GET /v1/view/resources, all {} resources ({:.1} MiB JSON), 20 calls", rds * replicas, bytes as f64 / 1048576.0),
+        format!("p50 {} p99 {}", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99))),
     ));
     let (lat, _) = timed_gets(&client, "/v1/view/resources?resources=rsc-000042", 500);
     rows.push((
         "GET /v1/view/resources?resources=<one>, 500 calls".into(),
-        format!(
-            "p50 {} p99 {}",
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99))
-        ),
+        format!("p50 {} p99 {}", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99))),
     ));
-    let (lat, _) = timed_gets(
-        &client,
-        "/v1/view/resources?nodes=node-00007&limit=0&offset=0",
-        500,
-    );
+    let (lat, _) = timed_gets(&client, "/v1/view/resources?nodes=node-00007&limit=0&offset=0", 500);
     rows.push((
         "GET /v1/view/resources?nodes=<one>, 500 calls".into(),
-        format!(
-            "p50 {} p99 {}",
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99))
-        ),
+        format!("p50 {} p99 {}", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99))),
     ));
-    let (lat, bytes) = timed_gets(
-        &client,
-        "/v1/resource-definitions?with_volume_definitions=true",
-        20,
-    );
+    let (lat, bytes) = timed_gets(&client, "/v1/resource-definitions?with_volume_definitions=true", 20);
     rows.push((
-        format!(
-            "GET /v1/resource-definitions?with_volume_definitions=true ({:.1} MiB), 20 calls",
-            bytes as f64 / 1048576.0
-        ),
-        format!(
-            "p50 {} p99 {}",
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99))
-        ),
+        format!("GET /v1/resource-definitions?with_volume_definitions=true ({:.1} MiB), 20 calls", bytes as f64 / 1048576.0),
+        format!("p50 {} p99 {}", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99))),
     ));
-    rows.push((
-        "controller RSS after the list calls".into(),
-        format!("{:.1} MiB", rss_mib(child.id())),
-    ));
+    rows.push(("controller RSS after the list calls".into(), format!("{:.1} MiB", rss_mib(child.id()))));
 
-    let db = std::fs::metadata(dir.path().join("cairn.db"))
-        .map(|m| m.len())
-        .unwrap_or(0)
-        + std::fs::metadata(dir.path().join("cairn.db-wal"))
-            .map(|m| m.len())
-            .unwrap_or(0);
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    let db = std::fs::metadata(dir.path().join("cairn.db")).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(dir.path().join("cairn.db-wal")).map(|m| m.len()).unwrap_or(0);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
     let (mut child, took) = start(dir.path(), port);
-    rows.push((
-        format!(
-            "restart (start to healthy) with that database ({:.1} MiB)",
-            db as f64 / 1048576.0
-        ),
-        ms(took),
-    ));
+    rows.push((format!("restart (start to healthy) with that database ({:.1} MiB)", db as f64 / 1048576.0), ms(took)));
     std::thread::sleep(Duration::from_millis(500));
-    rows.push((
-        "controller RSS after restart, idle".into(),
-        format!("{:.1} MiB", rss_mib(child.id())),
-    ));
+    rows.push(("controller RSS after restart, idle".into(), format!("{:.1} MiB", rss_mib(child.id()))));
     let _ = child.kill();
     let _ = child.wait();
 

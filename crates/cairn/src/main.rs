@@ -1,5 +1,6 @@
 //! `cairn`: the one binary. `cairn controller` runs the controller,
-//! `cairn up` runs a single-node Cairn for a first try.
+//! `cairn satellite` a satellite, `cairn up` both on one node for a first
+//! try.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,14 +8,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use cairn_controller::config::ConfigFile;
 use cairn_controller::{Controller, ControllerConfig};
+use cairn_satellite::config::{DEFAULT_PORT, SatelliteToml};
+use cairn_satellite::{Satellite, SatelliteConfig};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "cairn",
-    version,
-    about = "Replicated block storage for Linux clusters, LINSTOR-compatible"
-)]
+#[command(name = "cairn", version, about = "Replicated block storage for Linux clusters, LINSTOR-compatible")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,8 +23,63 @@ struct Cli {
 enum Command {
     /// Run the controller: the cluster database and the LINSTOR REST API.
     Controller(ControllerArgs),
-    /// Run Cairn on this machine for a first try (controller on 127.0.0.1:3370, data in ./cairn-data).
+    /// Run a satellite: turns the controller's desired state into devices on this node.
+    Satellite(SatelliteArgs),
+    /// Run Cairn on this machine for a first try: controller on 127.0.0.1:3370 and a satellite
+    /// with a FILE_THIN pool, data in ./cairn-data.
     Up(ControllerArgs),
+}
+
+#[derive(Args)]
+struct SatelliteArgs {
+    /// TOML configuration file (`[satellite]` table).
+    #[arg(long, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    /// The node name the controller knows this satellite by (default: the host name).
+    #[arg(long, env = "CAIRN_NODE_NAME")]
+    node_name: Option<String>,
+    /// Listen address (default 0.0.0.0:3366).
+    #[arg(long, env = "CAIRN_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for satellite state (default /var/lib/cairn-satellite).
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// File holding the cluster secret (the controller's <data-dir>/cluster-secret).
+    #[arg(long, env = "CAIRN_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Time limit of every external command, in seconds (default 60).
+    #[arg(long, env = "CAIRN_COMMAND_TIMEOUT")]
+    command_timeout: Option<u64>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+impl SatelliteArgs {
+    fn resolve(&self) -> anyhow::Result<SatelliteConfig> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
+                SatelliteToml::parse(&text).with_context(|| format!("parse config file {}", path.display()))?
+            }
+            None => SatelliteToml::default(),
+        };
+        let secret = match std::env::var("CAIRN_CLUSTER_SECRET").ok().filter(|s| !s.is_empty()) {
+            Some(s) => s,
+            None => match self.cluster_secret_file.clone().or(file.cluster_secret_file.clone()) {
+                Some(p) => std::fs::read_to_string(&p).with_context(|| format!("read cluster secret {}", p.display()))?.trim().to_string(),
+                None => String::new(),
+            },
+        };
+        Ok(SatelliteConfig {
+            node_name: self.node_name.clone().or(file.node_name).unwrap_or_else(hostname),
+            listen: self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))),
+            data_dir: self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/cairn-satellite")),
+            cluster_secret: secret,
+            command_timeout: std::time::Duration::from_secs(self.command_timeout.or(file.command_timeout_secs).unwrap_or(60)),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -49,11 +103,8 @@ impl ControllerArgs {
     fn resolve(&self, default_data_dir: Option<PathBuf>) -> anyhow::Result<ControllerConfig> {
         let mut cfg = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("read config file {}", path.display()))?;
-                ConfigFile::parse(&text)
-                    .with_context(|| format!("parse config file {}", path.display()))?
-                    .controller
+                let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
+                ConfigFile::parse(&text).with_context(|| format!("parse config file {}", path.display()))?.controller
             }
             None => ControllerConfig::default(),
         };
@@ -74,12 +125,8 @@ impl ControllerArgs {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 async fn shutdown_signal() {
@@ -108,24 +155,86 @@ async fn run_controller(cfg: ControllerConfig) -> anyhow::Result<()> {
     let controller = Controller::start(&cfg).await.context("start controller")?;
     let addr = controller.rest_addr().context("read REST address")?;
     tracing::info!(rest = %addr, data_dir = %cfg.data_dir.display(), "controller ready");
-    controller
-        .serve(shutdown_signal())
-        .await
-        .context("serve REST")?;
+    controller.serve(shutdown_signal()).await.context("serve REST")?;
+    Ok(())
+}
+
+async fn run_satellite(cfg: SatelliteConfig) -> anyhow::Result<()> {
+    let sat = Satellite::start(&cfg).await.context("start satellite")?;
+    tracing::info!(node = %cfg.node_name, listen = %sat.local_addr().context("read listen address")?, "satellite ready");
+    sat.serve(shutdown_signal()).await.context("serve satellite")?;
+    Ok(())
+}
+
+/// `cairn up`: the controller, a satellite for this host on 127.0.0.1:3366,
+/// the node and a FILE_THIN pool `DfltStorPool` under the data directory.
+async fn run_up(mut cfg: ControllerConfig) -> anyhow::Result<()> {
+    cfg.data_dir = std::path::absolute(&cfg.data_dir).context("resolve data directory")?;
+    let controller = Controller::start(&cfg).await.context("start controller")?;
+    let secret = std::fs::read_to_string(cfg.secret_path()).context("read cluster secret")?.trim().to_string();
+    let listen = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT));
+    let mut node = hostname();
+    let sat_cfg = |node: &str| SatelliteConfig {
+        node_name: node.to_string(),
+        listen,
+        data_dir: cfg.data_dir.join("satellite"),
+        cluster_secret: secret.clone(),
+        command_timeout: std::time::Duration::from_secs(60),
+    };
+    let state = controller.state().clone();
+    let existing = state.read().nodes.values().find(|n| n.node_type.has_satellite()).map(|n| n.name.clone());
+    if let Some(n) = existing {
+        node = n;
+    } else {
+        let req = |name: &str| cairn_api::node::Node {
+            name: name.to_string(),
+            node_type: "SATELLITE".into(),
+            net_interfaces: vec![cairn_api::node::NetInterface {
+                name: "default".into(),
+                address: "127.0.0.1".into(),
+                satellite_port: Some(i64::from(DEFAULT_PORT)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let r = state.mutate(201, |c, ctx| c.create_node(&req(&node), ctx)).await;
+        if r.is_err() {
+            node = "cairn-node".into();
+            state.mutate(201, |c, ctx| c.create_node(&req(&node), ctx)).await.map_err(|e| anyhow::anyhow!("register node: {e}"))?;
+        }
+        let pool_dir = cfg.data_dir.join("pool").display().to_string();
+        let sp = cairn_api::storage_pool::StoragePool {
+            storage_pool_name: "DfltStorPool".into(),
+            provider_kind: "FILE_THIN".into(),
+            props: [("StorDriver/StorPoolName".to_string(), pool_dir)].into_iter().collect(),
+            ..Default::default()
+        };
+        state.mutate(201, |c, ctx| c.create_stor_pool(&node, &sp, ctx)).await.map_err(|e| anyhow::anyhow!("create storage pool: {e}"))?;
+    }
+    let sat = Satellite::start(&sat_cfg(&node)).await.context("start satellite")?;
+    let addr = controller.rest_addr().context("read REST address")?;
+    tracing::info!(rest = %addr, node = %node, data_dir = %cfg.data_dir.display(), "cairn is up");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let sat_task = tokio::spawn(sat.serve({
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    }));
+    controller.serve(shutdown_signal()).await.context("serve REST")?;
+    let _ = tx.send(true);
+    drop(rx);
+    sat_task.await.context("join satellite")?.context("serve satellite")?;
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;
     match cli.command {
         Command::Controller(args) => runtime.block_on(run_controller(args.resolve(None)?)),
-        Command::Up(args) => runtime.block_on(run_controller(
-            args.resolve(Some(PathBuf::from("cairn-data")))?,
-        )),
+        Command::Satellite(args) => runtime.block_on(run_satellite(args.resolve()?)),
+        Command::Up(args) => runtime.block_on(run_up(args.resolve(Some(PathBuf::from("cairn-data")))?)),
     }
 }

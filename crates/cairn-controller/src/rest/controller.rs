@@ -29,12 +29,8 @@ async fn health(State(s): State<AppState>) -> Response {
 async fn version() -> Response {
     ok(&ControllerVersion {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        git_hash: option_env!("CAIRN_GIT_HASH")
-            .unwrap_or("unknown")
-            .to_string(),
-        build_time: option_env!("CAIRN_BUILD_TIME")
-            .unwrap_or("1970-01-01T00:00:00+00:00")
-            .to_string(),
+        git_hash: option_env!("CAIRN_GIT_HASH").unwrap_or("unknown").to_string(),
+        build_time: option_env!("CAIRN_BUILD_TIME").unwrap_or("1970-01-01T00:00:00+00:00").to_string(),
         rest_api_version: REST_API_VERSION.to_string(),
     })
 }
@@ -49,9 +45,6 @@ async fn set_props(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiE
     s.mutate(201, |c, _| c.modify_ctrl_props(&req)).await
 }
 
-async fn delete_prop(
-    State(s): State<AppState>,
-    Path(key): Path<String>,
-) -> Result<Reply, ApiError> {
+async fn delete_prop(State(s): State<AppState>, Path(key): Path<String>) -> Result<Reply, ApiError> {
     s.mutate(200, |c, _| c.delete_ctrl_prop(&key)).await
 }

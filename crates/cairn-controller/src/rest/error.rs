@@ -42,34 +42,20 @@ impl IntoResponse for ApiError {
                 400,
                 ApiCallRc::new(rc::API_CALL_PARSE_ERROR, "Could not parse the request.")
                     .with_cause(msg)
-                    .with_correction(
-                        "Send a JSON body of the shape the LINSTOR REST API v1 documents.",
-                    ),
+                    .with_correction("Send a JSON body of the shape the LINSTOR REST API v1 documents."),
             ),
             ApiError::Store(e) => {
                 tracing::error!("database failure: {e}");
                 (
                     500,
-                    ApiCallRc::error(
-                        0,
-                        rc::FAIL_SQL,
-                        "The database failed; the request was not applied.",
-                    )
-                    .with_cause(e.to_string())
-                    .with_correction("Check the controller's data directory and log, then retry."),
+                    ApiCallRc::error(0, rc::FAIL_SQL, "The database failed; the request was not applied.")
+                        .with_cause(e.to_string())
+                        .with_correction("Check the controller's data directory and log, then retry."),
                 )
             }
             ApiError::Internal(msg) => {
                 tracing::error!("internal error: {msg}");
-                (
-                    500,
-                    ApiCallRc::error(
-                        0,
-                        rc::FAIL_IMPL_ERROR,
-                        "Internal error; the request was not applied.",
-                    )
-                    .with_cause(msg),
-                )
+                (500, ApiCallRc::error(0, rc::FAIL_IMPL_ERROR, "Internal error; the request was not applied.").with_cause(msg))
             }
             ApiError::Status(status, msg, code) => (status, ApiCallRc::new(code, msg)),
         };

@@ -10,8 +10,7 @@ use super::error::ApiError;
 /// Parses a JSON body; an empty, whitespace-only or `null` body gives the
 /// type's default.
 pub fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ApiError::parse("The request body is not UTF-8."))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::parse("The request body is not UTF-8."))?;
     let trimmed = text.trim();
     if trimmed.is_empty() || trimmed == "null" {
         return Ok(T::default());
@@ -21,13 +20,11 @@ pub fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError>
 
 /// Parses a JSON body that must be present.
 pub fn required<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ApiError::parse("The request body is not UTF-8."))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::parse("The request body is not UTF-8."))?;
     if text.trim().is_empty() {
         return Err(ApiError::parse("The request needs a JSON body."));
     }
-    serde_json::from_str(text.trim())
-        .map_err(|e| ApiError::parse(format!("Invalid JSON body: {e}")))
+    serde_json::from_str(text.trim()).map_err(|e| ApiError::parse(format!("Invalid JSON body: {e}")))
 }
 
 /// The parsed query string.
@@ -37,9 +34,7 @@ pub fn query(raw: Option<String>) -> Query {
 
 /// A volume number from a path segment.
 pub fn vlm_nr(s: &str) -> Result<i64, ApiError> {
-    s.trim()
-        .parse()
-        .map_err(|_| ApiError::parse(format!("'{s}' is not a volume number.")))
+    s.trim().parse().map_err(|_| ApiError::parse(format!("'{s}' is not a volume number.")))
 }
 
 /// Maps a query-parameter error to a 400.

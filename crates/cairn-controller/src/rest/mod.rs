@@ -33,9 +33,7 @@ pub fn router(state: AppState) -> Router {
         .iter()
         .map(|(_, p)| *p)
         .filter(|p| p.contains("/properties/info"))
-        .fold(Router::new(), |r, p| {
-            r.route(p, axum::routing::any(unrouted))
-        });
+        .fold(Router::new(), |r, p| r.route(p, axum::routing::any(unrouted)));
     Router::new()
         .merge(info)
         .merge(controller::routes())
@@ -56,10 +54,7 @@ pub fn router(state: AppState) -> Router {
 pub type App = MapRequest<Router, fn(Request) -> Request>;
 
 pub fn app(state: AppState) -> App {
-    MapRequest::new(
-        router(state),
-        strip_trailing_slash as fn(Request) -> Request,
-    )
+    MapRequest::new(router(state), strip_trailing_slash as fn(Request) -> Request)
 }
 
 fn strip_trailing_slash(mut req: Request) -> Request {
@@ -87,10 +82,7 @@ fn strip_trailing_slash(mut req: Request) -> Request {
 fn template_matches(template: &str, path: &str) -> bool {
     let t: Vec<&str> = template.trim_matches('/').split('/').collect();
     let p: Vec<&str> = path.trim_matches('/').split('/').collect();
-    t.len() == p.len()
-        && t.iter()
-            .zip(&p)
-            .all(|(t, p)| (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) || t == p)
+    t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) || t == p)
 }
 
 /// Answers requests no handler took: 501 for what the spec defines but
@@ -99,30 +91,17 @@ fn template_matches(template: &str, path: &str) -> bool {
 async fn unrouted(method: Method, uri: Uri) -> Response {
     use axum::response::IntoResponse;
     let path = uri.path();
-    let templates: Vec<&(&str, &str)> = SPEC_ROUTES
-        .iter()
-        .filter(|(_, t)| template_matches(t, path))
-        .collect();
+    let templates: Vec<&(&str, &str)> = SPEC_ROUTES.iter().filter(|(_, t)| template_matches(t, path)).collect();
     let err = if templates.iter().any(|(m, _)| *m == method.as_str()) {
         ApiError::Status(
             501,
-            format!(
-                "{method} {path} is part of the LINSTOR REST API but not implemented by Cairn yet."
-            ),
+            format!("{method} {path} is part of the LINSTOR REST API but not implemented by Cairn yet."),
             rc::MASK_ERROR | rc::FAIL_IMPL_ERROR,
         )
     } else if !templates.is_empty() {
-        ApiError::Status(
-            405,
-            format!("Method {method} is not allowed on {path}."),
-            rc::MASK_ERROR | rc::FAIL_UNKNOWN_ERROR,
-        )
+        ApiError::Status(405, format!("Method {method} is not allowed on {path}."), rc::MASK_ERROR | rc::FAIL_UNKNOWN_ERROR)
     } else {
-        ApiError::Status(
-            404,
-            format!("There is no REST endpoint at {path}."),
-            rc::UNKNOWN_API_CALL,
-        )
+        ApiError::Status(404, format!("There is no REST endpoint at {path}."), rc::UNKNOWN_API_CALL)
     };
     err.into_response()
 }
@@ -133,18 +112,9 @@ mod tests {
 
     #[test]
     fn templates_match_one_segment_per_placeholder() {
-        assert!(template_matches(
-            "/v1/nodes/{node}/lost",
-            "/v1/nodes/alpha/lost"
-        ));
-        assert!(!template_matches(
-            "/v1/nodes/{node}/lost",
-            "/v1/nodes/alpha"
-        ));
+        assert!(template_matches("/v1/nodes/{node}/lost", "/v1/nodes/alpha/lost"));
+        assert!(!template_matches("/v1/nodes/{node}/lost", "/v1/nodes/alpha"));
         assert!(!template_matches("/v1/nodes/{node}", "/v1/nodes/a/b"));
-        assert!(template_matches(
-            "/v1/files/{extFileName}",
-            "/v1/files/%2Fetc%2Fx"
-        ));
+        assert!(template_matches("/v1/files/{extFileName}", "/v1/files/%2Fetc%2Fx"));
     }
 }

@@ -20,20 +20,19 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/nodes", get(list).post(create))
         .route("/v1/nodes/{node}", get(get_one).put(modify).delete(remove))
         .route("/v1/nodes/{node}/lost", delete(lost))
-        .route(
-            "/v1/nodes/{node}/net-interfaces",
-            get(list_nifs).post(create_nif),
-        )
-        .route(
-            "/v1/nodes/{node}/net-interfaces/{nif}",
-            get(get_nif).put(modify_nif).delete(delete_nif),
-        )
+        .route("/v1/nodes/{node}/net-interfaces", get(list_nifs).post(create_nif))
+        .route("/v1/nodes/{node}/net-interfaces/{nif}", get(get_nif).put(modify_nif).delete(delete_nif))
 }
 
-/// Connection state of a node's satellite. Cairn has no satellite links
-/// yet, so no node is reachable.
-pub fn connection_status(_node_key: &str) -> &'static str {
-    "OFFLINE"
+/// The wire form of a node with what its satellite reported.
+fn wire(s: &AppState, key: &str, n: &cairn_domain::node::Node) -> Node {
+    let mut w = n.to_api(s.links().connection_status(key));
+    if let Some(h) = s.links().hello(key) {
+        w.storage_providers = Some(h.providers.iter().filter(|p| p.supported).map(|p| p.kind.clone()).collect());
+        w.unsupported_providers = Some(h.providers.iter().filter(|p| !p.supported).map(|p| (p.kind.clone(), p.missing.clone())).collect());
+        w.resource_layers = Some(vec!["STORAGE".into()]);
+    }
+    w
 }
 
 async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
@@ -42,22 +41,15 @@ async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Respon
     let props = q.props_filter();
     let page = input::param(q.page())?;
     let c = s.read();
-    let out: Vec<Node> = c
-        .nodes
-        .iter()
-        .filter(|(_, n)| names.matches(&n.name) && props.matches(&n.props))
-        .map(|(k, n)| n.to_api(connection_status(k)))
-        .collect();
+    let out: Vec<Node> =
+        c.nodes.iter().filter(|(_, n)| names.matches(&n.name) && props.matches(&n.props)).map(|(k, n)| wire(&s, k, n)).collect();
     Ok(ok(&page.apply(out)))
 }
 
-async fn get_one(
-    State(s): State<AppState>,
-    Path(node): Path<String>,
-) -> Result<Response, ApiError> {
+async fn get_one(State(s): State<AppState>, Path(node): Path<String>) -> Result<Response, ApiError> {
     let c = s.read();
     let n = c.node(&node, rc::MASK_NODE)?;
-    Ok(ok(&n.to_api(connection_status(&key(&n.name)))))
+    Ok(ok(&wire(&s, &key(&n.name), n)))
 }
 
 async fn create(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
@@ -65,11 +57,7 @@ async fn create(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiErro
     s.mutate(201, |c, ctx| c.create_node(&req, ctx)).await
 }
 
-async fn modify(
-    State(s): State<AppState>,
-    Path(node): Path<String>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn modify(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: NodeModify = input::body(&body)?;
     s.mutate(200, |c, _| c.modify_node(&node, &req)).await
 }
@@ -82,63 +70,35 @@ async fn lost(State(s): State<AppState>, Path(node): Path<String>) -> Result<Rep
     s.mutate(200, |c, _| c.lose_node(&node)).await
 }
 
-async fn list_nifs(
-    State(s): State<AppState>,
-    Path(node): Path<String>,
-) -> Result<Response, ApiError> {
+async fn list_nifs(State(s): State<AppState>, Path(node): Path<String>) -> Result<Response, ApiError> {
     let c = s.read();
     let n = c.node(&node, rc::MASK_NET_IF)?;
-    Ok(ok(&n
-        .net_interfaces
-        .iter()
-        .map(|i| i.to_api())
-        .collect::<Vec<NetInterface>>()))
+    Ok(ok(&n.net_interfaces.iter().map(|i| i.to_api()).collect::<Vec<NetInterface>>()))
 }
 
-async fn get_nif(
-    State(s): State<AppState>,
-    Path((node, nif)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+async fn get_nif(State(s): State<AppState>, Path((node, nif)): Path<(String, String)>) -> Result<Response, ApiError> {
     let c = s.read();
     let n = c.node(&node, rc::MASK_NET_IF)?;
-    let i = n
-        .net_interfaces
-        .iter()
-        .find(|i| i.name.eq_ignore_ascii_case(&nif))
-        .ok_or_else(|| {
-            cairn_domain::OpError::new(
-                rc::MASK_NET_IF,
-                rc::FAIL_NOT_FOUND_NET_IF,
-                format!("Net interface '{nif}' on node '{}' not found.", n.name),
-            )
-        })?;
+    let i = n.net_interfaces.iter().find(|i| i.name.eq_ignore_ascii_case(&nif)).ok_or_else(|| {
+        cairn_domain::OpError::new(
+            rc::MASK_NET_IF,
+            rc::FAIL_NOT_FOUND_NET_IF,
+            format!("Net interface '{nif}' on node '{}' not found.", n.name),
+        )
+    })?;
     Ok(ok(&i.to_api()))
 }
 
-async fn create_nif(
-    State(s): State<AppState>,
-    Path(node): Path<String>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn create_nif(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: NetInterface = input::required(&body)?;
-    s.mutate(201, |c, ctx| c.create_net_interface(&node, &req, ctx))
-        .await
+    s.mutate(201, |c, ctx| c.create_net_interface(&node, &req, ctx)).await
 }
 
-async fn modify_nif(
-    State(s): State<AppState>,
-    Path((node, nif)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn modify_nif(State(s): State<AppState>, Path((node, nif)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
     let req: NetInterface = input::body(&body)?;
-    s.mutate(200, |c, _| c.modify_net_interface(&node, &nif, &req))
-        .await
+    s.mutate(200, |c, _| c.modify_net_interface(&node, &nif, &req)).await
 }
 
-async fn delete_nif(
-    State(s): State<AppState>,
-    Path((node, nif)): Path<(String, String)>,
-) -> Result<Reply, ApiError> {
-    s.mutate(200, |c, _| c.delete_net_interface(&node, &nif))
-        .await
+async fn delete_nif(State(s): State<AppState>, Path((node, nif)): Path<(String, String)>) -> Result<Reply, ApiError> {
+    s.mutate(200, |c, _| c.delete_net_interface(&node, &nif)).await
 }

@@ -8,8 +8,8 @@ use axum::routing::get;
 use cairn_api::query::NameFilter;
 use cairn_api::rc;
 use cairn_api::resource_definition::{
-    ResourceDefinition, ResourceDefinitionCreate, ResourceDefinitionModify, VolumeDefinition,
-    VolumeDefinitionCreate, VolumeDefinitionModify,
+    ResourceDefinition, ResourceDefinitionCreate, ResourceDefinitionModify, VolumeDefinition, VolumeDefinitionCreate,
+    VolumeDefinitionModify,
 };
 use cairn_domain::Cluster;
 use cairn_domain::name::key;
@@ -22,18 +22,9 @@ use crate::state::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/resource-definitions", get(list).post(create))
-        .route(
-            "/v1/resource-definitions/{rd}",
-            get(get_one).put(modify).delete(remove),
-        )
-        .route(
-            "/v1/resource-definitions/{rd}/volume-definitions",
-            get(list_vds).post(create_vd),
-        )
-        .route(
-            "/v1/resource-definitions/{rd}/volume-definitions/{nr}",
-            get(get_vd).put(modify_vd).delete(delete_vd),
-        )
+        .route("/v1/resource-definitions/{rd}", get(get_one).put(modify).delete(remove))
+        .route("/v1/resource-definitions/{rd}/volume-definitions", get(list_vds).post(create_vd))
+        .route("/v1/resource-definitions/{rd}/volume-definitions/{nr}", get(get_vd).put(modify_vd).delete(delete_vd))
 }
 
 fn vds(c: &Cluster, rd_key: &str) -> Vec<VolumeDefinition> {
@@ -51,9 +42,7 @@ async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Respon
     let out: Vec<ResourceDefinition> = c
         .rsc_dfns
         .iter()
-        .filter(|(_, d)| {
-            names.matches(&d.name) && groups.matches(&d.resource_group) && props.matches(&d.props)
-        })
+        .filter(|(_, d)| names.matches(&d.name) && groups.matches(&d.resource_group) && props.matches(&d.props))
         .map(|(k, d)| d.to_api(with_vds.then(|| vds(&c, k))))
         .collect();
     Ok(ok(&page.apply(out)))
@@ -70,11 +59,7 @@ async fn create(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiErro
     s.mutate(201, |c, ctx| c.create_rsc_dfn(&req, ctx)).await
 }
 
-async fn modify(
-    State(s): State<AppState>,
-    Path(rd): Path<String>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn modify(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: ResourceDefinitionModify = input::body(&body)?;
     s.mutate(200, |c, _| c.modify_rsc_dfn(&rd, &req)).await
 }
@@ -89,39 +74,24 @@ async fn list_vds(State(s): State<AppState>, Path(rd): Path<String>) -> Result<R
     Ok(ok(&vds(&c, &key(&d.name))))
 }
 
-async fn get_vd(
-    State(s): State<AppState>,
-    Path((rd, nr)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+async fn get_vd(State(s): State<AppState>, Path((rd, nr)): Path<(String, String)>) -> Result<Response, ApiError> {
     let nr = input::vlm_nr(&nr)?;
     Ok(ok(&s.read().vlm_dfn(&rd, nr, rc::MASK_VLM_DFN)?.to_api()))
 }
 
 /// Volume definition creation answers 200 upstream, unlike most creations.
-async fn create_vd(
-    State(s): State<AppState>,
-    Path(rd): Path<String>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn create_vd(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: VolumeDefinitionCreate = input::required(&body)?;
-    s.mutate(200, |c, ctx| c.create_vlm_dfn(&rd, &req, ctx))
-        .await
+    s.mutate(200, |c, ctx| c.create_vlm_dfn(&rd, &req, ctx)).await
 }
 
-async fn modify_vd(
-    State(s): State<AppState>,
-    Path((rd, nr)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn modify_vd(State(s): State<AppState>, Path((rd, nr)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
     let nr = input::vlm_nr(&nr)?;
     let req: VolumeDefinitionModify = input::body(&body)?;
     s.mutate(200, |c, _| c.modify_vlm_dfn(&rd, nr, &req)).await
 }
 
-async fn delete_vd(
-    State(s): State<AppState>,
-    Path((rd, nr)): Path<(String, String)>,
-) -> Result<Reply, ApiError> {
+async fn delete_vd(State(s): State<AppState>, Path((rd, nr)): Path<(String, String)>) -> Result<Reply, ApiError> {
     let nr = input::vlm_nr(&nr)?;
     s.mutate(200, |c, _| c.delete_vlm_dfn(&rd, nr)).await
 }

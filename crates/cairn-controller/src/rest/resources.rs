@@ -12,7 +12,7 @@ use cairn_api::rc;
 use cairn_api::resource::{ResourceCreate, ResourceModify, ResourceWithVolumes, Volume};
 use cairn_domain::Cluster;
 use cairn_domain::name::key;
-use cairn_domain::resource::Resource;
+use cairn_domain::resource::{Resource, VolumeObserved};
 
 use super::error::ApiError;
 use super::input;
@@ -22,36 +22,31 @@ use crate::state::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/view/resources", get(view))
-        .route(
-            "/v1/resource-definitions/{rd}/resources",
-            get(list_of_rd).post(create_list),
-        )
-        .route(
-            "/v1/resource-definitions/{rd}/resources/{node}",
-            get(get_one).post(create_one).put(modify).delete(remove),
-        )
-        .route(
-            "/v1/resource-definitions/{rd}/resources/{node}/volumes",
-            get(list_volumes),
-        )
-        .route(
-            "/v1/resource-definitions/{rd}/resources/{node}/volumes/{nr}",
-            put(modify_volume).get(get_volume),
-        )
+        .route("/v1/resource-definitions/{rd}/resources", get(list_of_rd).post(create_list))
+        .route("/v1/resource-definitions/{rd}/resources/{node}", get(get_one).post(create_one).put(modify).delete(remove))
+        .route("/v1/resource-definitions/{rd}/resources/{node}/volumes", get(list_volumes))
+        .route("/v1/resource-definitions/{rd}/resources/{node}/volumes/{nr}", put(modify_volume).get(get_volume))
 }
 
-/// The wire form of a resource. Cairn has no satellite links yet, so no
-/// device path, size or usage is known.
-fn wire(r: &Resource) -> ResourceWithVolumes {
-    r.to_api(&|_| None, None)
+/// The wire form of a resource, with what its satellite reported.
+fn wire(s: &AppState, r: &Resource) -> ResourceWithVolumes {
+    let node = key(&r.node);
+    let observed = s.links().resource(&node, &r.resource_definition);
+    let volume = |nr: u32| {
+        observed.as_ref().and_then(|o| o.volumes.iter().find(|v| v.number == nr)).map(|v| VolumeObserved {
+            device_path: v.device_path.clone(),
+            allocated_size_kib: v.allocated_kib,
+            usable_size_kib: v.usable_kib,
+            disk_state: Some(v.disk_state.clone()),
+        })
+    };
+    // Without DRBD nothing can hold a plain volume open behind our back;
+    // "in use" is known once the satellite reported the resource.
+    r.to_api(&volume, observed.as_ref().map(|_| false))
 }
 
 /// Resources matching `nodes`, `resources`, `storage_pools` and `props`.
-fn filtered(
-    c: &Cluster,
-    q: &Query,
-    only_rd: Option<&str>,
-) -> Result<Vec<ResourceWithVolumes>, ApiError> {
+fn filtered(s: &AppState, c: &Cluster, q: &Query, only_rd: Option<&str>) -> Result<Vec<ResourceWithVolumes>, ApiError> {
     let nodes = NameFilter::new(&q.all("nodes"));
     let rscs = NameFilter::new(&q.all("resources"));
     let pools = NameFilter::new(&q.all("storage_pools"));
@@ -65,95 +60,61 @@ fn filtered(
     };
     let rd_key = only_rd.map(key);
     let out = match &rd_key {
-        Some(rd) => c.resources_of(rd).filter(|r| keep(r)).map(wire).collect(),
-        None => c.resources.values().filter(|r| keep(r)).map(wire).collect(),
+        Some(rd) => c.resources_of(rd).filter(|r| keep(r)).map(|r| wire(s, r)).collect(),
+        None => c.resources.values().filter(|r| keep(r)).map(|r| wire(s, r)).collect(),
     };
     Ok(page.apply(out))
 }
 
 async fn view(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q = input::query(q);
-    Ok(ok(&filtered(&s.read(), &q, None)?))
+    Ok(ok(&filtered(&s, &s.read(), &q, None)?))
 }
 
-async fn list_of_rd(
-    State(s): State<AppState>,
-    Path(rd): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
+async fn list_of_rd(State(s): State<AppState>, Path(rd): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q = input::query(q);
     let c = s.read();
     let d = c.rsc_dfn(&rd, rc::MASK_RSC)?;
-    Ok(ok(&filtered(&c, &q, Some(&d.name))?))
+    Ok(ok(&filtered(&s, &c, &q, Some(&d.name))?))
 }
 
-async fn get_one(
-    State(s): State<AppState>,
-    Path((rd, node)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    Ok(ok(&wire(s.read().resource(&rd, &node, rc::MASK_RSC)?)))
+async fn get_one(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>) -> Result<Response, ApiError> {
+    Ok(ok(&wire(&s, s.read().resource(&rd, &node, rc::MASK_RSC)?)))
 }
 
-async fn create_list(
-    State(s): State<AppState>,
-    Path(rd): Path<String>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn create_list(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: Vec<ResourceCreate> = input::required(&body)?;
-    s.mutate(201, |c, ctx| c.create_resources(&rd, &req, None, ctx))
-        .await
+    s.mutate(201, |c, ctx| c.create_resources(&rd, &req, None, ctx)).await
 }
 
-async fn create_one(
-    State(s): State<AppState>,
-    Path((rd, node)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn create_one(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
     let req: ResourceCreate = input::body(&body)?;
-    s.mutate(201, |c, ctx| {
-        c.create_resources(&rd, std::slice::from_ref(&req), Some(&node), ctx)
-    })
-    .await
+    s.mutate(201, |c, ctx| c.create_resources(&rd, std::slice::from_ref(&req), Some(&node), ctx)).await
 }
 
-async fn modify(
-    State(s): State<AppState>,
-    Path((rd, node)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn modify(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
     let req: ResourceModify = input::body(&body)?;
-    s.mutate(200, |c, _| c.modify_resource(&rd, &node, &req))
-        .await
+    s.mutate(200, |c, _| c.modify_resource(&rd, &node, &req)).await
 }
 
-async fn remove(
-    State(s): State<AppState>,
-    Path((rd, node)): Path<(String, String)>,
-    RawQuery(q): RawQuery,
-) -> Result<Reply, ApiError> {
+async fn remove(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
     // keep_tiebreaker only matters once DRBD tiebreakers exist; parse it so
     // a malformed value is still reported.
     input::param(input::query(q).flag("keep_tiebreaker"))?;
     s.mutate(200, |c, _| c.delete_resource(&rd, &node)).await
 }
 
-async fn list_volumes(
-    State(s): State<AppState>,
-    Path((rd, node)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+async fn list_volumes(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>) -> Result<Response, ApiError> {
     let c = s.read();
     let r = c.resource(&rd, &node, rc::MASK_VLM)?;
-    Ok(ok(&wire(r).volumes))
+    Ok(ok(&wire(&s, r).volumes))
 }
 
-async fn get_volume(
-    State(s): State<AppState>,
-    Path((rd, node, nr)): Path<(String, String, String)>,
-) -> Result<Response, ApiError> {
+async fn get_volume(State(s): State<AppState>, Path((rd, node, nr)): Path<(String, String, String)>) -> Result<Response, ApiError> {
     let nr = input::vlm_nr(&nr)?;
     let c = s.read();
     let r = c.resource(&rd, &node, rc::MASK_VLM)?;
-    let v: Option<Volume> = wire(r).volumes.into_iter().find(|v| v.volume_number == nr);
+    let v: Option<Volume> = wire(&s, r).volumes.into_iter().find(|v| v.volume_number == nr);
     v.map(|v| ok(&v)).ok_or_else(|| {
         ApiError::Op(cairn_domain::OpError::new(
             rc::MASK_VLM,
@@ -170,6 +131,5 @@ async fn modify_volume(
 ) -> Result<Reply, ApiError> {
     let nr = input::vlm_nr(&nr)?;
     let req: PropsModify = input::body(&body)?;
-    s.mutate(200, |c, _| c.modify_volume(&rd, &node, nr, &req))
-        .await
+    s.mutate(200, |c, _| c.modify_volume(&rd, &node, nr, &req)).await
 }

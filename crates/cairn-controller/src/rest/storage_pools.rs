@@ -21,26 +21,14 @@ use crate::state::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/view/storage-pools", get(view))
-        .route(
-            "/v1/nodes/{node}/storage-pools",
-            get(list_on_node).post(create),
-        )
-        .route(
-            "/v1/nodes/{node}/storage-pools/{sp}",
-            get(get_one).put(modify).delete(remove),
-        )
-        .route(
-            "/v1/storage-pool-definitions",
-            get(list_dfns).post(create_dfn),
-        )
-        .route(
-            "/v1/storage-pool-definitions/{sp}",
-            get(get_dfn).put(modify_dfn).delete(delete_dfn),
-        )
+        .route("/v1/nodes/{node}/storage-pools", get(list_on_node).post(create))
+        .route("/v1/nodes/{node}/storage-pools/{sp}", get(get_one).put(modify).delete(remove))
+        .route("/v1/storage-pool-definitions", get(list_dfns).post(create_dfn))
+        .route("/v1/storage-pool-definitions/{sp}", get(get_dfn).put(modify_dfn).delete(delete_dfn))
 }
 
 /// Pools matching the query's `nodes`, `storage_pools` and `props`.
-fn filtered(c: &Cluster, q: &Query, only_node: Option<&str>) -> Result<Vec<StoragePool>, ApiError> {
+fn filtered(s: &AppState, c: &Cluster, q: &Query, only_node: Option<&str>) -> Result<Vec<StoragePool>, ApiError> {
     let nodes = NameFilter::new(&q.all("nodes"));
     let pools = NameFilter::new(&q.all("storage_pools"));
     let props = q.props_filter();
@@ -50,67 +38,43 @@ fn filtered(c: &Cluster, q: &Query, only_node: Option<&str>) -> Result<Vec<Stora
         .stor_pools
         .iter()
         .filter(|((n, _), p)| {
-            only.as_ref().is_none_or(|o| o == n)
-                && nodes.matches(&p.node)
-                && pools.matches(&p.name)
-                && props.matches(&p.props)
+            only.as_ref().is_none_or(|o| o == n) && nodes.matches(&p.node) && pools.matches(&p.name) && props.matches(&p.props)
         })
-        .map(|(_, p)| p.to_api(None))
+        .map(|((n, _), p)| p.to_api(s.links().capacity(n, &p.name)))
         .collect();
     Ok(page.apply(out))
 }
 
 async fn view(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q = input::query(q);
-    Ok(ok(&filtered(&s.read(), &q, None)?))
+    Ok(ok(&filtered(&s, &s.read(), &q, None)?))
 }
 
-async fn list_on_node(
-    State(s): State<AppState>,
-    Path(node): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
+async fn list_on_node(State(s): State<AppState>, Path(node): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q = input::query(q);
     let c = s.read();
     let n = c.node(&node, rc::MASK_STOR_POOL)?;
-    Ok(ok(&filtered(&c, &q, Some(&n.name))?))
+    Ok(ok(&filtered(&s, &c, &q, Some(&n.name))?))
 }
 
-async fn get_one(
-    State(s): State<AppState>,
-    Path((node, sp)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+async fn get_one(State(s): State<AppState>, Path((node, sp)): Path<(String, String)>) -> Result<Response, ApiError> {
     let c = s.read();
     c.node(&node, rc::MASK_STOR_POOL)?;
-    Ok(ok(&c
-        .stor_pool(&node, &sp, rc::MASK_STOR_POOL)?
-        .to_api(None)))
+    let p = c.stor_pool(&node, &sp, rc::MASK_STOR_POOL)?;
+    Ok(ok(&p.to_api(s.links().capacity(&key(&p.node), &p.name))))
 }
 
-async fn create(
-    State(s): State<AppState>,
-    Path(node): Path<String>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn create(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: StoragePool = input::required(&body)?;
-    s.mutate(201, |c, ctx| c.create_stor_pool(&node, &req, ctx))
-        .await
+    s.mutate(201, |c, ctx| c.create_stor_pool(&node, &req, ctx)).await
 }
 
-async fn modify(
-    State(s): State<AppState>,
-    Path((node, sp)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn modify(State(s): State<AppState>, Path((node, sp)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
     let req: PropsModify = input::body(&body)?;
-    s.mutate(200, |c, _| c.modify_stor_pool(&node, &sp, &req))
-        .await
+    s.mutate(200, |c, _| c.modify_stor_pool(&node, &sp, &req)).await
 }
 
-async fn remove(
-    State(s): State<AppState>,
-    Path((node, sp)): Path<(String, String)>,
-) -> Result<Reply, ApiError> {
+async fn remove(State(s): State<AppState>, Path((node, sp)): Path<(String, String)>) -> Result<Reply, ApiError> {
     s.mutate(200, |c, _| c.delete_stor_pool(&node, &sp)).await
 }
 
@@ -120,36 +84,23 @@ async fn list_dfns(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<R
     let props = q.props_filter();
     let page = input::param(q.page())?;
     let c = s.read();
-    let out: Vec<StoragePoolDefinition> = c
-        .stor_pool_dfns
-        .values()
-        .filter(|d| names.matches(&d.name) && props.matches(&d.props))
-        .map(|d| d.to_api())
-        .collect();
+    let out: Vec<StoragePoolDefinition> =
+        c.stor_pool_dfns.values().filter(|d| names.matches(&d.name) && props.matches(&d.props)).map(|d| d.to_api()).collect();
     Ok(ok(&page.apply(out)))
 }
 
 async fn get_dfn(State(s): State<AppState>, Path(sp): Path<String>) -> Result<Response, ApiError> {
-    Ok(ok(&s
-        .read()
-        .stor_pool_dfn(&sp, rc::MASK_STOR_POOL_DFN)?
-        .to_api()))
+    Ok(ok(&s.read().stor_pool_dfn(&sp, rc::MASK_STOR_POOL_DFN)?.to_api()))
 }
 
 async fn create_dfn(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
     let req: StoragePoolDefinition = input::required(&body)?;
-    s.mutate(201, |c, ctx| c.create_stor_pool_dfn(&req, ctx))
-        .await
+    s.mutate(201, |c, ctx| c.create_stor_pool_dfn(&req, ctx)).await
 }
 
-async fn modify_dfn(
-    State(s): State<AppState>,
-    Path(sp): Path<String>,
-    body: Bytes,
-) -> Result<Reply, ApiError> {
+async fn modify_dfn(State(s): State<AppState>, Path(sp): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: PropsModify = input::body(&body)?;
-    s.mutate(200, |c, _| c.modify_stor_pool_dfn(&sp, &req))
-        .await
+    s.mutate(200, |c, _| c.modify_stor_pool_dfn(&sp, &req)).await
 }
 
 async fn delete_dfn(State(s): State<AppState>, Path(sp): Path<String>) -> Result<Reply, ApiError> {

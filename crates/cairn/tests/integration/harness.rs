@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 use cairn_client::Client;
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
 /// One controller process; killed on drop.
@@ -23,28 +20,15 @@ pub struct ControllerProc {
 
 impl ControllerProc {
     pub fn start(data_dir: &Path) -> ControllerProc {
-        let mut c = ControllerProc {
-            data_dir: data_dir.to_path_buf(),
-            port: free_port(),
-            child: None,
-        };
+        let mut c = ControllerProc { data_dir: data_dir.to_path_buf(), port: free_port(), child: None };
         c.spawn();
         c
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data_dir.join("controller.log"))
-            .expect("open log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.join("controller.log")).expect("open log");
         let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args([
-                "controller",
-                "--rest-bind",
-                &format!("127.0.0.1:{}", self.port),
-                "--data-dir",
-            ])
+            .args(["controller", "--rest-bind", &format!("127.0.0.1:{}", self.port), "--data-dir"])
             .arg(&self.data_dir)
             .stdout(Stdio::null())
             .stderr(log)
@@ -54,10 +38,7 @@ impl ControllerProc {
         let client = self.client();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if client
-                .raw("GET", "/health", None)
-                .is_ok_and(|r| r.status == 200)
-            {
+            if client.raw("GET", "/health", None).is_ok_and(|r| r.status == 200) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

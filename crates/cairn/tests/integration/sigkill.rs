@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use cairn_api::node::{NetInterface, Node};
 use cairn_api::resource::{Resource, ResourceCreate};
-use cairn_api::resource_definition::{
-    ResourceDefinition, ResourceDefinitionCreate, VolumeDefinition, VolumeDefinitionCreate,
-};
+use cairn_api::resource_definition::{ResourceDefinition, ResourceDefinitionCreate, VolumeDefinition, VolumeDefinitionCreate};
 use cairn_api::storage_pool::StoragePool;
 use cairn_client::{Client, ClientError};
 
@@ -43,19 +41,11 @@ fn setup(client: &Client) {
             })
             .expect("create node");
         let mut props = BTreeMap::new();
-        props.insert(
-            "StorDriver/StorPoolName".to_string(),
-            "/var/lib/cairn-sigkill".to_string(),
-        );
+        props.insert("StorDriver/StorPoolName".to_string(), "/var/lib/cairn-sigkill".to_string());
         client
             .create_stor_pool(
                 n,
-                &StoragePool {
-                    storage_pool_name: "DfltStorPool".into(),
-                    provider_kind: "FILE_THIN".into(),
-                    props,
-                    ..Default::default()
-                },
+                &StoragePool { storage_pool_name: "DfltStorPool".into(), provider_kind: "FILE_THIN".into(), props, ..Default::default() },
             )
             .expect("create pool");
     }
@@ -64,19 +54,8 @@ fn setup(client: &Client) {
 /// One writer: creates definitions with two volumes and three resources,
 /// and deletes every third definition again, recording each
 /// acknowledgement. Stops at the first transport error (the kill).
-fn writer(
-    client: Client,
-    id: usize,
-    acked: Arc<Mutex<BTreeMap<String, Acked>>>,
-    stop: Arc<AtomicBool>,
-) {
-    let record = |rd: &str, f: &dyn Fn(&mut Acked)| {
-        f(acked
-            .lock()
-            .expect("lock")
-            .entry(rd.to_string())
-            .or_default())
-    };
+fn writer(client: Client, id: usize, acked: Arc<Mutex<BTreeMap<String, Acked>>>, stop: Arc<AtomicBool>) {
+    let record = |rd: &str, f: &dyn Fn(&mut Acked)| f(acked.lock().expect("lock").entry(rd.to_string()).or_default());
     let fatal = |e: &ClientError| e.status().is_none();
     for i in 0.. {
         if stop.load(Ordering::Relaxed) {
@@ -84,10 +63,7 @@ fn writer(
         }
         let rd = format!("w{id}-r{i}");
         let create = ResourceDefinitionCreate {
-            resource_definition: ResourceDefinition {
-                name: rd.clone(),
-                ..Default::default()
-            },
+            resource_definition: ResourceDefinition { name: rd.clone(), ..Default::default() },
             ..Default::default()
         };
         match client.create_rsc_dfn(&create) {
@@ -97,11 +73,7 @@ fn writer(
         }
         for nr in [0, 1] {
             let vd = VolumeDefinitionCreate {
-                volume_definition: VolumeDefinition {
-                    volume_number: Some(nr),
-                    size_kib: Some(1024 * (nr + 1)),
-                    ..Default::default()
-                },
+                volume_definition: VolumeDefinition { volume_number: Some(nr), size_kib: Some(1024 * (nr + 1)), ..Default::default() },
                 ..Default::default()
             };
             match client.create_vlm_dfn(&rd, &vd) {
@@ -114,18 +86,10 @@ fn writer(
         }
         let rscs: Vec<ResourceCreate> = NODES
             .iter()
-            .map(|n| ResourceCreate {
-                resource: Resource {
-                    node_name: n.to_string(),
-                    ..Default::default()
-                },
-                ..Default::default()
-            })
+            .map(|n| ResourceCreate { resource: Resource { node_name: n.to_string(), ..Default::default() }, ..Default::default() })
             .collect();
         match client.create_resources(&rd, &rscs) {
-            Ok(_) => record(&rd, &|a| {
-                a.resources.extend(NODES.iter().map(|n| n.to_string()))
-            }),
+            Ok(_) => record(&rd, &|a| a.resources.extend(NODES.iter().map(|n| n.to_string()))),
             Err(e) if fatal(&e) => return,
             Err(e) => panic!("create resources of {rd}: {e}"),
         }
@@ -164,89 +128,43 @@ fn sigkill_during_writes_loses_no_acknowledged_object() {
         t.join().expect("writer thread");
     }
     let acked = acked.lock().expect("lock").clone();
-    assert!(
-        acked.len() >= 100,
-        "the burst was too short to mean anything: {} definitions",
-        acked.len()
-    );
+    assert!(acked.len() >= 100, "the burst was too short to mean anything: {} definitions", acked.len());
 
     ctrl.restart();
     let client = ctrl.client();
     let rds = client.rsc_dfns().expect("list resource definitions");
     let view = client.view_resources("").expect("view resources");
-    let stored: BTreeMap<String, &ResourceDefinition> =
-        rds.iter().map(|d| (d.name.clone(), d)).collect();
+    let stored: BTreeMap<String, &ResourceDefinition> = rds.iter().map(|d| (d.name.clone(), d)).collect();
 
     // Every acknowledged write is there; every acknowledged delete is gone.
     for (rd, a) in &acked {
         if a.deleted {
-            assert!(
-                !stored.contains_key(rd),
-                "{rd} was deleted (acknowledged) but came back"
-            );
+            assert!(!stored.contains_key(rd), "{rd} was deleted (acknowledged) but came back");
             continue;
         }
         if !a.rd {
             continue;
         }
-        let d = stored
-            .get(rd)
-            .unwrap_or_else(|| panic!("acknowledged {rd} is missing after the kill"));
-        let vds: BTreeSet<i64> = d
-            .volume_definitions
-            .iter()
-            .flatten()
-            .filter_map(|v| v.volume_number)
-            .collect();
-        assert!(
-            a.vds.is_subset(&vds),
-            "{rd}: acknowledged volumes {:?}, stored {:?}",
-            a.vds,
-            vds
-        );
-        let nodes: BTreeSet<String> = view
-            .iter()
-            .filter(|r| &r.resource.name == rd)
-            .map(|r| r.resource.node_name.clone())
-            .collect();
-        assert!(
-            a.resources.is_subset(&nodes),
-            "{rd}: acknowledged resources {:?}, stored {:?}",
-            a.resources,
-            nodes
-        );
+        let d = stored.get(rd).unwrap_or_else(|| panic!("acknowledged {rd} is missing after the kill"));
+        let vds: BTreeSet<i64> = d.volume_definitions.iter().flatten().filter_map(|v| v.volume_number).collect();
+        assert!(a.vds.is_subset(&vds), "{rd}: acknowledged volumes {:?}, stored {:?}", a.vds, vds);
+        let nodes: BTreeSet<String> = view.iter().filter(|r| &r.resource.name == rd).map(|r| r.resource.node_name.clone()).collect();
+        assert!(a.resources.is_subset(&nodes), "{rd}: acknowledged resources {:?}, stored {:?}", a.resources, nodes);
     }
 
     // Nothing is half-written: every resource belongs to a stored definition
     // and carries exactly one volume per volume definition, and the three
     // resources of one create call are all there or none is.
     for r in &view {
-        let d = stored.get(&r.resource.name).unwrap_or_else(|| {
-            panic!(
-                "resource {} on {} has no definition",
-                r.resource.name, r.resource.node_name
-            )
-        });
-        let vds: Vec<i64> = d
-            .volume_definitions
-            .iter()
-            .flatten()
-            .filter_map(|v| v.volume_number)
-            .collect();
+        let d = stored
+            .get(&r.resource.name)
+            .unwrap_or_else(|| panic!("resource {} on {} has no definition", r.resource.name, r.resource.node_name));
+        let vds: Vec<i64> = d.volume_definitions.iter().flatten().filter_map(|v| v.volume_number).collect();
         let vols: Vec<i64> = r.volumes.iter().map(|v| v.volume_number).collect();
-        assert_eq!(
-            vols, vds,
-            "resource {} on {} is half-written",
-            r.resource.name, r.resource.node_name
-        );
+        assert_eq!(vols, vds, "resource {} on {} is half-written", r.resource.name, r.resource.node_name);
     }
     for d in &rds {
         let n = view.iter().filter(|r| r.resource.name == d.name).count();
-        assert!(
-            n == 0 || n == NODES.len(),
-            "{} has {n} of {} resources: a create call was split",
-            d.name,
-            NODES.len()
-        );
+        assert!(n == 0 || n == NODES.len(), "{} has {n} of {} resources: a create call was split", d.name, NODES.len());
     }
 }

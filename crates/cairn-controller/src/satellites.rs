@@ -1,0 +1,472 @@
+//! Links to the satellites: one worker task per node that connects,
+//! authenticates, sends the node's full desired state, then deltas in
+//! order, and keeps the observed state the REST views show.
+//!
+//! Ordering: deltas are computed under the controller's writer lock
+//! against what was last sent to the node, and queued to the node's worker,
+//! which sends them one after the other. A (re)connect takes the same lock
+//! to snapshot the full desired state, so no change falls between a full
+//! apply and the deltas after it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use cairn_api::rc::{self, ApiCallRc};
+use cairn_domain::Cluster;
+use cairn_domain::desired::desired_for_node;
+use cairn_domain::name::key;
+use cairn_domain::storage_pool::PoolCapacity;
+use cairn_proto::{
+    Apply, Hello, Observed, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PROTO_VERSION, PoolDesired, PoolObserved, ResourceDesired,
+    ResourceObserved, VERSION_HEADER, VolumeObserved,
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::state::AppState;
+
+/// How often a connected satellite is asked for its state.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Pause before reconnecting.
+pub const RECONNECT: Duration = Duration::from_secs(1);
+/// Time a satellite may take to apply a change.
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(300);
+const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `connection_status` values (python-linstor's enum names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnStatus {
+    #[default]
+    Offline,
+    Connected,
+    Online,
+    VersionMismatch,
+    AuthenticationError,
+    HostnameMismatch,
+}
+
+impl ConnStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnStatus::Offline => "OFFLINE",
+            ConnStatus::Connected => "CONNECTED",
+            ConnStatus::Online => "ONLINE",
+            ConnStatus::VersionMismatch => "VERSION_MISMATCH",
+            ConnStatus::AuthenticationError => "AUTHENTICATION_ERROR",
+            ConnStatus::HostnameMismatch => "HOSTNAME_MISMATCH",
+        }
+    }
+}
+
+/// What the controller knows about a node's satellite (observed state).
+#[derive(Debug, Default)]
+struct View {
+    status: ConnStatus,
+    hello: Option<Hello>,
+    /// by upper-case resource name
+    resources: BTreeMap<String, ResourceObserved>,
+    /// by upper-case pool name
+    pools: BTreeMap<String, PoolObserved>,
+}
+
+impl View {
+    fn absorb(&mut self, o: &Observed, full: bool) {
+        if full {
+            self.resources.clear();
+        }
+        for r in &o.resources {
+            self.resources.insert(key(&r.name), r.clone());
+        }
+        for r in &o.removed {
+            if r.error.is_none() {
+                self.resources.remove(&key(&r.name));
+            }
+        }
+        self.pools = o.pools.iter().map(|p| (key(&p.name), p.clone())).collect();
+    }
+}
+
+/// What was last sent to a node.
+#[derive(Debug, Default)]
+struct Sent {
+    generation: u64,
+    pools: Vec<PoolDesired>,
+    resources: BTreeMap<String, ResourceDesired>,
+}
+
+struct Job {
+    apply: Apply,
+    done: oneshot::Sender<Result<Observed, String>>,
+}
+
+/// One node's link.
+pub struct Link {
+    node_key: String,
+    view: RwLock<View>,
+    sent: Mutex<Sent>,
+    tx: mpsc::UnboundedSender<Job>,
+    stopped: AtomicBool,
+    wake: Notify,
+}
+
+/// All links, by node key.
+pub struct Links {
+    secret: String,
+    links: Mutex<BTreeMap<String, Arc<Link>>>,
+}
+
+/// A change sent to a node, to wait for.
+pub struct Pending {
+    node: String,
+    rx: oneshot::Receiver<Result<Observed, String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Links {
+    pub fn new(secret: String) -> Links {
+        Links { secret, links: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn get(&self, node_key: &str) -> Option<Arc<Link>> {
+        lock(&self.links).get(node_key).cloned()
+    }
+
+    /// Starts a worker for every satellite node and stops those of deleted
+    /// nodes.
+    pub fn reconcile(&self, state: &AppState, cluster: &Cluster) {
+        let wanted: BTreeSet<String> = cluster.nodes.iter().filter(|(_, n)| n.node_type.has_satellite()).map(|(k, _)| k.clone()).collect();
+        let mut links = lock(&self.links);
+        links.retain(|k, l| {
+            let keep = wanted.contains(k);
+            if !keep {
+                l.stopped.store(true, Ordering::SeqCst);
+                l.wake.notify_one();
+            }
+            keep
+        });
+        for k in wanted {
+            if links.contains_key(&k) {
+                continue;
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let link = Arc::new(Link {
+                node_key: k.clone(),
+                view: RwLock::new(View::default()),
+                sent: Mutex::new(Sent::default()),
+                tx,
+                stopped: AtomicBool::new(false),
+                wake: Notify::new(),
+            });
+            links.insert(k, link.clone());
+            tokio::spawn(run(state.clone(), self.secret.clone(), link, rx));
+        }
+    }
+
+    pub fn connection_status(&self, node_key: &str) -> &'static str {
+        self.get(node_key).map(|l| l.view.read().unwrap_or_else(|e| e.into_inner()).status).unwrap_or_default().as_str()
+    }
+
+    pub fn hello(&self, node_key: &str) -> Option<Hello> {
+        self.get(node_key).and_then(|l| l.view.read().unwrap_or_else(|e| e.into_inner()).hello.clone())
+    }
+
+    /// The observed state of one resource on a node.
+    pub fn resource(&self, node_key: &str, rsc: &str) -> Option<ResourceObserved> {
+        let l = self.get(node_key)?;
+        let v = l.view.read().unwrap_or_else(|e| e.into_inner());
+        if v.status != ConnStatus::Online {
+            return None;
+        }
+        v.resources.get(&key(rsc)).cloned()
+    }
+
+    pub fn volume(&self, node_key: &str, rsc: &str, nr: u32) -> Option<VolumeObserved> {
+        self.resource(node_key, rsc).and_then(|r| r.volumes.into_iter().find(|v| v.number == nr))
+    }
+
+    pub fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
+        let l = self.get(node_key)?;
+        let v = l.view.read().unwrap_or_else(|e| e.into_inner());
+        let p = v.pools.get(&key(pool))?;
+        Some(PoolCapacity { free_kib: p.free_kib?, total_kib: p.total_kib? })
+    }
+
+    /// Queues the delta of each node to its worker. Call under the writer
+    /// lock, after the changes were applied to `cluster`. Offline nodes
+    /// get nothing (their next full apply carries it) and a warning, unless
+    /// they are `fresh` (registered by this very change).
+    pub fn dispatch(&self, cluster: &Cluster, nodes: &BTreeSet<String>, fresh: &BTreeSet<String>) -> (Vec<Pending>, Vec<ApiCallRc>) {
+        let mut pending = Vec::new();
+        let mut warnings = Vec::new();
+        for nk in nodes {
+            let Some(node) = cluster.nodes.get(nk) else { continue };
+            let (pools, rscs) = desired_for_node(cluster, nk);
+            let link = self.get(nk);
+            let online = link.as_ref().is_some_and(|l| l.view.read().unwrap_or_else(|e| e.into_inner()).status == ConnStatus::Online);
+            let Some(link) = link.filter(|_| online) else {
+                if fresh.contains(nk) {
+                    continue;
+                }
+                warnings.push(
+                    ApiCallRc::warning(
+                        rc::MASK_NODE,
+                        rc::WARN_NOT_CONNECTED,
+                        format!("No active connection to satellite '{}'.", node.name),
+                    )
+                    .with_details("The change is stored and will be applied when the satellite connects.")
+                    .with_ref("Node", &node.name),
+                );
+                continue;
+            };
+            let mut sent = lock(&link.sent);
+            let mut apply = Apply { generation: 0, full: false, pools: Vec::new(), resources: Vec::new(), removed: Vec::new() };
+            if pools != sent.pools {
+                apply.pools = pools.clone();
+                sent.pools = pools;
+            }
+            let now: BTreeMap<String, ResourceDesired> = rscs.into_iter().map(|r| (r.name.clone(), r)).collect();
+            for (name, r) in &now {
+                if sent.resources.get(name) != Some(r) {
+                    apply.resources.push(r.clone());
+                }
+            }
+            apply.removed = sent.resources.keys().filter(|n| !now.contains_key(*n)).cloned().collect();
+            if apply.pools.is_empty() && apply.resources.is_empty() && apply.removed.is_empty() {
+                continue;
+            }
+            sent.resources = now;
+            sent.generation += 1;
+            apply.generation = sent.generation;
+            let (done, rx) = oneshot::channel();
+            if link.tx.send(Job { apply, done }).is_ok() {
+                pending.push(Pending { node: node.name.clone(), rx });
+            }
+        }
+        (pending, warnings)
+    }
+}
+
+/// Waits for the satellites' answers and turns failures into replies.
+pub async fn collect(pending: Vec<Pending>) -> Vec<ApiCallRc> {
+    let mut out = Vec::new();
+    for p in pending {
+        let answer = tokio::time::timeout(APPLY_TIMEOUT, p.rx).await;
+        match answer {
+            Ok(Ok(Ok(observed))) => {
+                for r in observed.resources.iter().chain(observed.removed.iter()) {
+                    if let Some(e) = &r.error {
+                        let mut entry =
+                            ApiCallRc::error(rc::MASK_RSC, rc::FAIL_UNKNOWN_ERROR, format!("(Node: '{}') {}", p.node, e.message))
+                                .with_ref("Node", &p.node)
+                                .with_ref("RscDfn", &r.name);
+                        entry.cause = e.cause.clone();
+                        entry.details = e.details.clone();
+                        out.push(entry);
+                    }
+                }
+            }
+            Ok(Ok(Err(e))) => out.push(
+                ApiCallRc::warning(rc::MASK_NODE, rc::WARN_NOT_CONNECTED, format!("Satellite '{}' did not confirm the change.", p.node))
+                    .with_cause(e)
+                    .with_details("The change is stored and will be applied when the satellite reconnects.")
+                    .with_ref("Node", &p.node),
+            ),
+            Ok(Err(_)) => out.push(
+                ApiCallRc::warning(
+                    rc::MASK_NODE,
+                    rc::WARN_NOT_CONNECTED,
+                    format!("The link to satellite '{}' closed before it answered.", p.node),
+                )
+                .with_ref("Node", &p.node),
+            ),
+            Err(_) => out.push(
+                ApiCallRc::error(
+                    rc::MASK_NODE,
+                    rc::FAIL_UNKNOWN_ERROR,
+                    format!("Satellite '{}' did not answer within {} s.", p.node, APPLY_TIMEOUT.as_secs()),
+                )
+                .with_correction("Check the satellite's log; the change is stored and is retried on reconnect.")
+                .with_ref("Node", &p.node),
+            ),
+        }
+    }
+    out
+}
+
+enum CallError {
+    Transport(String),
+    Status(u16, String),
+}
+
+/// One HTTP call to a satellite, on a blocking thread.
+async fn call<T: DeserializeOwned + Send + 'static>(
+    secret: &str,
+    addr: SocketAddr,
+    method: &'static str,
+    path: &'static str,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<T, CallError> {
+    let secret = secret.to_string();
+    let res = tokio::task::spawn_blocking(move || -> Result<(u16, Vec<u8>), String> {
+        let config = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build();
+        let agent = ureq::Agent::new_with_config(config);
+        let url = format!("http://{addr}{path}");
+        let auth = format!("Bearer {secret}");
+        let version = PROTO_VERSION.to_string();
+        let resp = match body {
+            Some(b) => agent
+                .post(&url)
+                .header("authorization", &auth)
+                .header(VERSION_HEADER, &version)
+                .header("content-type", "application/json")
+                .send(&b[..]),
+            None if method == "GET" => agent.get(&url).header("authorization", &auth).header(VERSION_HEADER, &version).call(),
+            None => agent.post(&url).header("authorization", &auth).header(VERSION_HEADER, &version).send(&b""[..]),
+        };
+        let mut resp = resp.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp.body_mut().with_config().limit(1 << 30).read_to_vec().map_err(|e| e.to_string())?;
+        Ok((status, bytes))
+    })
+    .await
+    .map_err(|e| CallError::Transport(e.to_string()))?
+    .map_err(CallError::Transport)?;
+    match res {
+        (200, bytes) => serde_json::from_slice(&bytes).map_err(|e| CallError::Transport(format!("bad reply: {e}"))),
+        (status, bytes) => Err(CallError::Status(status, String::from_utf8_lossy(&bytes).into_owned())),
+    }
+}
+
+/// The satellite address of a node: its active interface with a port.
+fn address(state: &AppState, node_key: &str) -> Option<(String, SocketAddr)> {
+    let c = state.read();
+    let n = c.nodes.get(node_key)?;
+    let nif = n
+        .net_interfaces
+        .iter()
+        .find(|i| i.is_active && i.satellite_port.is_some())
+        .or_else(|| n.net_interfaces.iter().find(|i| i.satellite_port.is_some()))?;
+    Some((n.name.clone(), SocketAddr::new(nif.address, nif.satellite_port?)))
+}
+
+fn set_status(link: &Link, status: ConnStatus, hello: Option<Hello>) {
+    let mut v = link.view.write().unwrap_or_else(|e| e.into_inner());
+    if v.status != status {
+        tracing::info!(node = %link.node_key, from = v.status.as_str(), to = status.as_str(), "satellite connection");
+    }
+    v.status = status;
+    if hello.is_some() {
+        v.hello = hello;
+    }
+}
+
+/// Fails every queued job: the node is not connected.
+fn drain(rx: &mut mpsc::UnboundedReceiver<Job>, why: &str) {
+    while let Ok(job) = rx.try_recv() {
+        let _ = job.done.send(Err(why.to_string()));
+    }
+}
+
+async fn pause(link: &Link) {
+    tokio::select! {
+        _ = tokio::time::sleep(RECONNECT) => {}
+        _ = link.wake.notified() => {}
+    }
+}
+
+/// The worker of one node's link.
+async fn run(state: AppState, secret: String, link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while !link.stopped.load(Ordering::SeqCst) {
+        let Some((name, addr)) = address(&state, &link.node_key) else {
+            set_status(&link, ConnStatus::Offline, None);
+            drain(&mut rx, "the node has no satellite interface");
+            pause(&link).await;
+            continue;
+        };
+        let hello: Hello = match call(&secret, addr, "GET", PATH_HELLO, None, SHORT_TIMEOUT).await {
+            Ok(h) => h,
+            Err(e) => {
+                let status = match e {
+                    CallError::Status(401, _) => ConnStatus::AuthenticationError,
+                    CallError::Status(409, _) => ConnStatus::VersionMismatch,
+                    _ => ConnStatus::Offline,
+                };
+                set_status(&link, status, None);
+                drain(&mut rx, status.as_str());
+                pause(&link).await;
+                continue;
+            }
+        };
+        if !hello.node_name.eq_ignore_ascii_case(&name) {
+            tracing::warn!(node = %name, satellite = %hello.node_name, %addr, "the satellite at this address is another node");
+            set_status(&link, ConnStatus::HostnameMismatch, Some(hello));
+            drain(&mut rx, "HOSTNAME_MISMATCH");
+            pause(&link).await;
+            continue;
+        }
+        set_status(&link, ConnStatus::Connected, Some(hello.clone()));
+        // Snapshot the full desired state under the writer lock; from here
+        // on, changes are queued as deltas after it.
+        let apply = {
+            let _writer = state.writer().await;
+            let c = state.read();
+            let (pools, rscs) = desired_for_node(&c, &link.node_key);
+            let mut sent = lock(&link.sent);
+            sent.generation += 1;
+            sent.pools = pools.clone();
+            sent.resources = rscs.iter().map(|r| (r.name.clone(), r.clone())).collect();
+            set_status(&link, ConnStatus::Online, None);
+            drain(&mut rx, "superseded by a full apply");
+            Apply { generation: sent.generation, full: true, pools, resources: rscs, removed: Vec::new() }
+        };
+        match call::<Observed>(&secret, addr, "POST", PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await {
+            Ok(o) => link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, true),
+            Err(_) => {
+                set_status(&link, ConnStatus::Offline, None);
+                continue;
+            }
+        }
+        // Serve deltas and heartbeats until the link breaks.
+        loop {
+            if link.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::select! {
+                job = rx.recv() => {
+                    let Some(job) = job else { return };
+                    match call::<Observed>(&secret, addr, "POST", PATH_APPLY, serde_json::to_vec(&job.apply).ok(), APPLY_TIMEOUT).await {
+                        Ok(o) => {
+                            link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, false);
+                            let _ = job.done.send(Ok(o));
+                        }
+                        Err(e) => {
+                            let why = match e { CallError::Transport(t) => t, CallError::Status(s, b) => format!("HTTP {s}: {b}") };
+                            let _ = job.done.send(Err(why));
+                            break;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(HEARTBEAT) => {
+                    match call::<Observed>(&secret, addr, "GET", PATH_OBSERVE, None, SHORT_TIMEOUT).await {
+                        Ok(o) if o.instance == hello.instance => link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, true),
+                        Ok(_) => {
+                            tracing::info!(node = %name, "satellite restarted; sending its full state again");
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                _ = link.wake.notified() => {}
+            }
+        }
+        set_status(&link, ConnStatus::Offline, None);
+        drain(&mut rx, "the satellite connection was lost");
+    }
+}

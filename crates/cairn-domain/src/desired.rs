@@ -1,0 +1,160 @@
+//! Desired state per node: what a satellite must make, computed purely from
+//! the cluster.
+
+use std::collections::BTreeSet;
+
+use cairn_proto::{PoolDesired, ResourceDesired, VolumeDesired};
+
+use crate::cluster::{Change, Cluster, ObjKey};
+use crate::name::key;
+
+/// The property naming a pool's backing object, with its legacy spellings.
+const BACKING_KEYS: &[&str] = &[
+    "StorDriver/StorPoolName",
+    "StorDriver/FileDir",
+    "StorDriver/LvmVg",
+    "StorDriver/ThinPool",
+    "StorDriver/ZPool",
+    "StorDriver/ZPoolThin",
+];
+
+/// The pools and resources one node must have, sorted by name.
+pub fn desired_for_node(c: &Cluster, node_key: &str) -> (Vec<PoolDesired>, Vec<ResourceDesired>) {
+    let pools = c
+        .stor_pools_of(node_key)
+        .map(|p| PoolDesired {
+            name: p.name.clone(),
+            kind: p.provider_kind.as_str().to_string(),
+            backing: BACKING_KEYS.iter().find_map(|k| p.props.get(*k).cloned()),
+        })
+        .collect();
+    let mut rscs: Vec<ResourceDesired> = c
+        .resources_on(node_key)
+        .map(|r| {
+            let rd_key = key(&r.resource_definition);
+            ResourceDesired {
+                name: r.resource_definition.clone(),
+                diskless: r.is_diskless(),
+                volumes: c
+                    .vlm_dfns_of(&rd_key)
+                    .filter_map(|vd| {
+                        r.volumes.get(&vd.volume_number).map(|v| VolumeDesired {
+                            number: vd.volume_number,
+                            size_kib: vd.size_kib,
+                            pool: v.storage_pool.clone(),
+                        })
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    rscs.sort_by(|a, b| a.name.cmp(&b.name));
+    (pools, rscs)
+}
+
+/// Node keys whose desired state the changes may alter, as seen in `c`.
+/// Call it on the cluster before and after applying the changes: a deleted
+/// definition's nodes are only visible before, a new resource's after.
+pub fn affected_nodes(c: &Cluster, changes: &[Change]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for ch in changes {
+        match ch.key() {
+            ObjKey::Rsc(_, node) | ObjKey::StorPool(node, _) => {
+                out.insert(node);
+            }
+            ObjKey::VlmDfn(rd, _) | ObjKey::RscDfn(rd) => out.extend(c.resources_of(&rd).map(|r| key(&r.node))),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_api::node::{NetInterface, Node as WireNode};
+    use cairn_api::resource::{Resource as WireRsc, ResourceCreate};
+    use cairn_api::resource_definition::{
+        ResourceDefinition as WireRd, ResourceDefinitionCreate, VolumeDefinition as WireVd, VolumeDefinitionCreate, VolumeDefinitionModify,
+    };
+    use cairn_api::storage_pool::StoragePool as WireSp;
+
+    use super::*;
+    use crate::{Ctx, Props};
+
+    fn cluster() -> (Cluster, Ctx) {
+        let mut ctx = Ctx::deterministic();
+        let mut c = Cluster::default();
+        let seed = c.seed(&mut || "s".into());
+        c.apply(seed);
+        for n in ["n1", "n2"] {
+            let req = WireNode {
+                name: n.into(),
+                node_type: "SATELLITE".into(),
+                net_interfaces: vec![NetInterface {
+                    name: "default".into(),
+                    address: "127.0.0.1".into(),
+                    satellite_port: Some(3366),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let o = c.create_node(&req, &mut ctx).unwrap();
+            c.apply(o.changes);
+            let mut props = Props::new();
+            props.insert("StorDriver/StorPoolName".into(), "/srv/p".into());
+            let sp = WireSp { storage_pool_name: "DfltStorPool".into(), provider_kind: "FILE_THIN".into(), props, ..Default::default() };
+            let o = c.create_stor_pool(n, &sp, &mut ctx).unwrap();
+            c.apply(o.changes);
+        }
+        let rd =
+            ResourceDefinitionCreate { resource_definition: WireRd { name: "web".into(), ..Default::default() }, ..Default::default() };
+        let o = c.create_rsc_dfn(&rd, &mut ctx).unwrap();
+        c.apply(o.changes);
+        let vd = VolumeDefinitionCreate { volume_definition: WireVd { size_kib: Some(2048), ..Default::default() }, ..Default::default() };
+        let o = c.create_vlm_dfn("web", &vd, &mut ctx).unwrap();
+        c.apply(o.changes);
+        (c, ctx)
+    }
+
+    #[test]
+    fn desired_state_lists_pools_and_resources_of_the_node() {
+        let (mut c, mut ctx) = cluster();
+        let req = ResourceCreate { resource: WireRsc { node_name: "n1".into(), ..Default::default() }, ..Default::default() };
+        let o = c.create_resources("web", &[req], None, &mut ctx).unwrap();
+        c.apply(o.changes.clone());
+        assert_eq!(affected_nodes(&c, &o.changes), BTreeSet::from(["N1".to_string()]));
+        let (pools, rscs) = desired_for_node(&c, "N1");
+        assert_eq!(
+            pools.iter().map(|p| (p.name.as_str(), p.kind.as_str(), p.backing.as_deref())).collect::<Vec<_>>(),
+            [("DfltDisklessStorPool", "DISKLESS", None), ("DfltStorPool", "FILE_THIN", Some("/srv/p"))]
+        );
+        assert_eq!(
+            rscs,
+            vec![ResourceDesired {
+                name: "web".into(),
+                diskless: false,
+                volumes: vec![VolumeDesired { number: 0, size_kib: 2048, pool: "DfltStorPool".into() }]
+            }]
+        );
+        assert!(desired_for_node(&c, "N2").1.is_empty());
+    }
+
+    #[test]
+    fn resizing_a_volume_definition_affects_every_node_of_the_resource() {
+        let (mut c, mut ctx) = cluster();
+        let reqs: Vec<ResourceCreate> = ["n1", "n2"]
+            .iter()
+            .map(|n| ResourceCreate { resource: WireRsc { node_name: n.to_string(), ..Default::default() }, ..Default::default() })
+            .collect();
+        let o = c.create_resources("web", &reqs, None, &mut ctx).unwrap();
+        c.apply(o.changes);
+        let o = c.modify_vlm_dfn("web", 0, &VolumeDefinitionModify { size_kib: Some(4096), ..Default::default() }).unwrap();
+        c.apply(o.changes.clone());
+        assert_eq!(affected_nodes(&c, &o.changes), BTreeSet::from(["N1".to_string(), "N2".to_string()]));
+        assert_eq!(desired_for_node(&c, "N2").1[0].volumes[0].size_kib, 4096);
+        let o = c.delete_rsc_dfn("web").unwrap();
+        assert_eq!(affected_nodes(&c, &o.changes).len(), 2, "seen before the delete");
+        c.apply(o.changes.clone());
+        assert!(desired_for_node(&c, "N1").1.is_empty());
+    }
+}

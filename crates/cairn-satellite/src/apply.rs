@@ -1,0 +1,255 @@
+//! Applying desired state: idempotent, resources in parallel, one failure
+//! never blocking the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use cairn_proto::{
+    Apply, ObjectError, Observed, PoolDesired, PoolObserved, ProviderSupport, ResourceDesired, ResourceObserved, VolumeObserved,
+};
+use cairn_storage::StorageError;
+use cairn_storage::file::{FilePool, Files};
+use tokio::sync::Mutex;
+
+/// The satellite's desired state and what it last saw.
+#[derive(Default)]
+pub struct Desired {
+    pub pools: BTreeMap<String, PoolDesired>,
+    pub resources: BTreeMap<String, ResourceDesired>,
+    pub observed: BTreeMap<String, ResourceObserved>,
+    pub generation: u64,
+}
+
+/// Applies desired state with the file provider.
+pub struct Applier {
+    pub node_name: String,
+    pub instance: String,
+    files: Files,
+    providers: Vec<ProviderSupport>,
+    pub state: Mutex<Desired>,
+}
+
+enum PoolKind {
+    Diskless,
+    File(FilePool),
+}
+
+fn err(message: String, e: &StorageError) -> ObjectError {
+    ObjectError { message, cause: Some(e.to_string()), details: e.details() }
+}
+
+impl Applier {
+    pub fn new(node_name: String, instance: String, files: Files, providers: Vec<ProviderSupport>) -> Applier {
+        Applier { node_name, instance, files, providers, state: Mutex::new(Desired::default()) }
+    }
+
+    fn pool_kind(&self, p: &PoolDesired) -> Result<PoolKind, ObjectError> {
+        let support = self.providers.iter().find(|s| s.kind == p.kind);
+        match support {
+            Some(s) if !s.supported => {
+                return Err(ObjectError {
+                    message: format!("Storage pool '{}' ({}) cannot be served by satellite '{}'.", p.name, p.kind, self.node_name),
+                    cause: Some(format!("Missing: {}", s.missing.join("; "))),
+                    details: None,
+                });
+            }
+            None => {
+                return Err(ObjectError {
+                    message: format!("Unknown provider kind '{}' for storage pool '{}'.", p.kind, p.name),
+                    cause: None,
+                    details: None,
+                });
+            }
+            Some(_) => {}
+        }
+        match p.kind.as_str() {
+            "DISKLESS" => Ok(PoolKind::Diskless),
+            "FILE" | "FILE_THIN" => {
+                let dir = p.backing.as_deref().unwrap_or_default();
+                FilePool::new(&p.name, dir, p.kind == "FILE_THIN")
+                    .map(PoolKind::File)
+                    .map_err(|e| err(format!("Storage pool '{}' has an unusable directory.", p.name), &e))
+            }
+            other => Err(ObjectError { message: format!("Provider {other} is not implemented yet."), cause: None, details: None }),
+        }
+    }
+
+    fn file_pools(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<FilePool> {
+        pools
+            .values()
+            .filter_map(|p| match self.pool_kind(p) {
+                Ok(PoolKind::File(f)) => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Makes one resource's volumes exist and removes volumes of it that
+    /// are no longer desired.
+    async fn ensure(&self, pools: &BTreeMap<String, PoolDesired>, r: &ResourceDesired) -> ResourceObserved {
+        let mut out = ResourceObserved { name: r.name.clone(), volumes: Vec::new(), error: None };
+        let wanted: BTreeSet<u32> = r.volumes.iter().map(|v| v.number).collect();
+        for fp in self.file_pools(pools) {
+            let stale: Vec<u32> = match fp.list() {
+                Ok(l) => l.into_iter().filter(|(rsc, nr)| *rsc == r.name && !wanted.contains(nr)).map(|(_, nr)| nr).collect(),
+                Err(e) => {
+                    out.error.get_or_insert(err(format!("Cannot list storage pool '{}'.", fp.name), &e));
+                    continue;
+                }
+            };
+            for nr in stale {
+                if let Err(e) = self.files.remove(&fp, &r.name, nr).await {
+                    out.error.get_or_insert(err(format!("Failed to remove volume {nr} of '{}' on node '{}'.", r.name, self.node_name), &e));
+                }
+            }
+        }
+        for v in &r.volumes {
+            let pool = match pools.get(&v.pool) {
+                Some(p) => p,
+                None => {
+                    out.volumes.push(VolumeObserved { number: v.number, disk_state: "Failed".into(), ..Default::default() });
+                    out.error.get_or_insert(ObjectError {
+                        message: format!("Storage pool '{}' is not configured on node '{}'.", v.pool, self.node_name),
+                        cause: None,
+                        details: None,
+                    });
+                    continue;
+                }
+            };
+            let observed =
+                match self.pool_kind(pool) {
+                    Ok(PoolKind::Diskless) => Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() }),
+                    Ok(PoolKind::File(_)) if r.diskless => {
+                        Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() })
+                    }
+                    Ok(PoolKind::File(fp)) => self.files.ensure(&fp, &r.name, v.number, v.size_kib).await.map_err(|e| {
+                        err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)
+                    }),
+                    Err(e) => Err(e),
+                };
+            match observed {
+                Ok(o) => out.volumes.push(o),
+                Err(e) => {
+                    out.volumes.push(VolumeObserved { number: v.number, disk_state: "Failed".into(), ..Default::default() });
+                    out.error.get_or_insert(e);
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes every volume of a resource from every file pool.
+    async fn remove(&self, pools: &BTreeMap<String, PoolDesired>, name: &str) -> ResourceObserved {
+        let mut out = ResourceObserved { name: name.to_string(), volumes: Vec::new(), error: None };
+        for fp in self.file_pools(pools) {
+            let nrs: Vec<u32> = match fp.list() {
+                Ok(l) => l.into_iter().filter(|(rsc, _)| rsc == name).map(|(_, nr)| nr).collect(),
+                Err(e) => {
+                    out.error.get_or_insert(err(format!("Cannot list storage pool '{}'.", fp.name), &e));
+                    continue;
+                }
+            };
+            for nr in nrs {
+                if let Err(e) = self.files.remove(&fp, name, nr).await {
+                    out.error.get_or_insert(err(format!("Failed to delete volume {nr} of '{name}' on node '{}'.", self.node_name), &e));
+                }
+            }
+        }
+        out
+    }
+
+    async fn pool_capacity(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<PoolObserved> {
+        let mut out = Vec::new();
+        for p in pools.values() {
+            let o = match self.pool_kind(p) {
+                Ok(PoolKind::Diskless) => PoolObserved { name: p.name.clone(), total_kib: None, free_kib: None, error: None },
+                Ok(PoolKind::File(fp)) => match self.files.capacity(&fp).await {
+                    Ok((total, free)) => PoolObserved { name: p.name.clone(), total_kib: Some(total), free_kib: Some(free), error: None },
+                    Err(e) => PoolObserved {
+                        name: p.name.clone(),
+                        error: Some(err(format!("Cannot read the capacity of '{}'.", p.name), &e)),
+                        ..Default::default()
+                    },
+                },
+                Err(e) => PoolObserved { name: p.name.clone(), error: Some(e), ..Default::default() },
+            };
+            out.push(o);
+        }
+        out
+    }
+
+    /// Applies a full or delta request. Resources are worked on in
+    /// parallel; each reports its own result.
+    pub async fn apply(self: &Arc<Self>, req: Apply) -> Observed {
+        let mut st = self.state.lock().await;
+        let (upserts, removals): (Vec<ResourceDesired>, BTreeSet<String>) = if req.full {
+            st.pools = req.pools.iter().map(|p| (p.name.clone(), p.clone())).collect();
+            let keep: BTreeSet<String> = req.resources.iter().map(|r| r.name.clone()).collect();
+            // Whatever exists on disk or was desired before and is not
+            // desired now goes: this is how deletes missed while the
+            // satellite was away are caught up.
+            let mut gone: BTreeSet<String> = st.resources.keys().filter(|n| !keep.contains(*n)).cloned().collect();
+            for fp in self.file_pools(&st.pools) {
+                if let Ok(l) = fp.list() {
+                    gone.extend(l.into_iter().map(|(r, _)| r).filter(|r| !keep.contains(r)));
+                }
+            }
+            st.resources = req.resources.iter().map(|r| (r.name.clone(), r.clone())).collect();
+            st.observed.retain(|n, _| keep.contains(n));
+            (req.resources, gone)
+        } else {
+            for p in req.pools {
+                st.pools.insert(p.name.clone(), p);
+            }
+            for r in &req.resources {
+                st.resources.insert(r.name.clone(), r.clone());
+            }
+            for n in &req.removed {
+                st.resources.remove(n);
+            }
+            (req.resources, req.removed.into_iter().collect())
+        };
+        st.generation = req.generation;
+        let pools = Arc::new(st.pools.clone());
+        let mut tasks = Vec::new();
+        for r in upserts {
+            let (me, pools) = (self.clone(), pools.clone());
+            tasks.push(tokio::spawn(async move { (true, me.ensure(&pools, &r).await) }));
+        }
+        for n in removals {
+            let (me, pools) = (self.clone(), pools.clone());
+            tasks.push(tokio::spawn(async move { (false, me.remove(&pools, &n).await) }));
+        }
+        let mut out = Observed { generation: req.generation, instance: self.instance.clone(), ..Default::default() };
+        for t in tasks {
+            match t.await {
+                Ok((true, o)) => {
+                    st.observed.insert(o.name.clone(), o.clone());
+                    out.resources.push(o);
+                }
+                Ok((false, o)) => {
+                    st.observed.remove(&o.name);
+                    out.removed.push(o);
+                }
+                Err(e) => tracing::error!("an apply task panicked: {e}"),
+            }
+        }
+        out.pools = self.pool_capacity(&pools).await;
+        out
+    }
+
+    /// Everything the satellite currently knows, with fresh capacities.
+    pub async fn observe(&self) -> Observed {
+        let (observed, pools, generation) = {
+            let st = self.state.lock().await;
+            (st.observed.values().cloned().collect(), st.pools.clone(), st.generation)
+        };
+        Observed {
+            generation,
+            instance: self.instance.clone(),
+            resources: observed,
+            removed: Vec::new(),
+            pools: self.pool_capacity(&pools).await,
+        }
+    }
+}

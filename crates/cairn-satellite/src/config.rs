@@ -1,0 +1,65 @@
+//! Satellite configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default satellite port (plain).
+pub const DEFAULT_PORT: u16 = 3366;
+/// Default satellite port (TLS).
+pub const DEFAULT_TLS_PORT: u16 = 3367;
+
+/// Everything a satellite needs to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SatelliteConfig {
+    /// The node name the controller knows this satellite by.
+    pub node_name: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Shared secret the controller must present.
+    pub cluster_secret: String,
+    /// Time limit of every external command.
+    pub command_timeout: Duration,
+}
+
+/// The `[satellite]` table of a TOML configuration file. Every field is
+/// optional; flags and environment variables override it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SatelliteToml {
+    pub node_name: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub command_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default)]
+struct FileShape {
+    satellite: SatelliteToml,
+}
+
+impl SatelliteToml {
+    /// Reads the `[satellite]` table; other tables (`[controller]`) are
+    /// left to their owners.
+    pub fn parse(text: &str) -> Result<SatelliteToml, toml::de::Error> {
+        toml::from_str::<FileShape>(text).map(|f| f.satellite)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn satellite_table_is_read_and_checked() {
+        let t = SatelliteToml::parse(
+            "[controller]\nrest_bind = \"127.0.0.1:1\"\n[satellite]\nnode_name = \"n1\"\nlisten = \"127.0.0.2:3366\"\n",
+        )
+        .unwrap();
+        assert_eq!(t.node_name.as_deref(), Some("n1"));
+        assert_eq!(t.listen.map(|l| l.port()), Some(DEFAULT_PORT));
+        assert!(SatelliteToml::parse("[satellite]\nnode_nam = \"x\"\n").is_err());
+    }
+}

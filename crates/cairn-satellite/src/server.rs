@@ -1,0 +1,120 @@
+//! The satellite's HTTP endpoint for the controller.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cairn_exec::{CommandRunner, HostRunner};
+use cairn_proto::{Apply, Hello, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PROTO_VERSION, VERSION_HEADER};
+use cairn_storage::file::Files;
+use tokio::net::TcpListener;
+
+use crate::apply::Applier;
+use crate::{SatelliteConfig, SatelliteError, tools};
+
+struct Shared {
+    hello: Hello,
+    secret: String,
+    applier: Arc<Applier>,
+}
+
+/// A satellite that is bound and ready to serve.
+pub struct Satellite {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+impl Satellite {
+    /// Probes tools, binds the listener.
+    pub async fn start(config: &SatelliteConfig) -> Result<Satellite, SatelliteError> {
+        Satellite::start_with(config, Arc::new(HostRunner)).await
+    }
+
+    pub async fn start_with(config: &SatelliteConfig, runner: Arc<dyn CommandRunner>) -> Result<Satellite, SatelliteError> {
+        if config.cluster_secret.is_empty() {
+            return Err(SatelliteError::NoSecret);
+        }
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| SatelliteError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        let providers = tools::probe(runner.as_ref()).await;
+        for p in providers.iter().filter(|p| !p.supported && !p.missing.iter().any(|m| m.contains("not implemented"))) {
+            tracing::warn!(kind = %p.kind, missing = %p.missing.join("; "), "provider unavailable on this node");
+        }
+        let instance = uuid::Uuid::new_v4().to_string();
+        let hello = Hello {
+            proto_version: PROTO_VERSION,
+            node_name: config.node_name.clone(),
+            hostname: hostname(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            instance: instance.clone(),
+            providers: providers.clone(),
+        };
+        let files = Files::new(runner, config.command_timeout);
+        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, providers));
+        let listener =
+            TcpListener::bind(config.listen).await.map_err(|source| SatelliteError::Bind { addr: config.listen.to_string(), source })?;
+        Ok(Satellite { listener, shared: Arc::new(Shared { hello, secret: config.cluster_secret.clone(), applier }) })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), SatelliteError> {
+        let app = router(self.shared);
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(SatelliteError::Serve)
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(PATH_HELLO, get(hello))
+        .route(PATH_APPLY, post(apply))
+        .route(PATH_OBSERVE, get(observe))
+        .layer(middleware::from_fn_with_state(shared.clone(), guard))
+        .with_state(shared)
+}
+
+/// Constant-time comparison, so the secret cannot be guessed byte by byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Authenticates the controller and checks the protocol version.
+async fn guard(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    if !same(token.as_bytes(), s.secret.as_bytes()) {
+        return (StatusCode::UNAUTHORIZED, "wrong or missing cluster secret").into_response();
+    }
+    let version = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u32>().ok());
+    if version != Some(PROTO_VERSION) {
+        return (StatusCode::CONFLICT, Json(s.hello.clone())).into_response();
+    }
+    next.run(req).await
+}
+
+async fn hello(State(s): State<Arc<Shared>>) -> Json<Hello> {
+    Json(s.hello.clone())
+}
+
+async fn apply(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: Apply = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad apply request: {e}")).into_response(),
+    };
+    Json(s.applier.apply(req).await).into_response()
+}
+
+async fn observe(State(s): State<Arc<Shared>>) -> Response {
+    Json(s.applier.observe().await).into_response()
+}

@@ -1,0 +1,55 @@
+//! Which providers this satellite can serve: tools present, privileges
+//! held. Checked once at start-up and reported in `Hello`, so a missing
+//! tool is a readable state instead of a half-created device.
+
+use std::path::Path;
+
+use cairn_exec::{Cmd, CommandRunner};
+use cairn_proto::ProviderSupport;
+
+/// Kinds Cairn knows but does not implement yet.
+const NOT_YET: &[&str] =
+    &["LVM", "LVM_THIN", "ZFS", "ZFS_THIN", "SPDK", "REMOTE_SPDK", "EBS_INIT", "EBS_TARGET", "STORAGE_SPACES", "STORAGE_SPACES_THIN"];
+
+/// The effective user id, from /proc/self/status.
+fn euid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+async fn have(runner: &dyn CommandRunner, program: &str) -> bool {
+    runner.run(&Cmd::new(program).arg("--version").timeout(std::time::Duration::from_secs(10))).await.is_ok()
+}
+
+/// Probes the tools and privileges each provider needs.
+pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
+    let mut missing_common = Vec::new();
+    for tool in ["losetup", "wipefs", "df", "stat"] {
+        if !have(runner, tool).await {
+            missing_common.push(format!("{tool} (util-linux/coreutils) not found"));
+        }
+    }
+    if euid() != Some(0) {
+        missing_common.push("root privileges (loop devices need CAP_SYS_ADMIN)".into());
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        missing_common.push("/dev/loop-control (the loop driver)".into());
+    }
+    let mut out = vec![ProviderSupport { kind: "DISKLESS".into(), supported: true, missing: vec![] }];
+    for (kind, tool) in [("FILE", "fallocate"), ("FILE_THIN", "truncate")] {
+        let mut missing = missing_common.clone();
+        if !have(runner, tool).await {
+            missing.push(format!("{tool} not found"));
+        }
+        out.push(ProviderSupport { kind: kind.into(), supported: missing.is_empty(), missing });
+    }
+    for kind in NOT_YET {
+        out.push(ProviderSupport {
+            kind: kind.to_string(),
+            supported: false,
+            missing: vec!["not implemented by this Cairn version".into()],
+        });
+    }
+    out
+}
