@@ -122,3 +122,94 @@ def err(replies, code):
     codes = [r.ret_code & 0x7FFF for r in replies if r.is_error()]
     assert code in codes, f"expected error code {code}, got {codes}: " + "; ".join(str(r) for r in replies)
     return replies
+
+
+class SatelliteProc:
+    """One `cairn satellite` process on its own loopback address."""
+
+    def __init__(self, name, ip, data_dir, secret_file, env=None, extra_args=None):
+        self.name, self.ip, self.data_dir = name, ip, data_dir
+        self.secret_file = secret_file
+        self.env = dict(os.environ, **(env or {}))
+        self.extra_args = extra_args or []
+        self.proc = None
+        os.makedirs(data_dir, exist_ok=True)
+        self.log_path = os.path.join(data_dir, "satellite.log")
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [BIN, "satellite", "--node-name", self.name, "--listen", f"{self.ip}:3366", "--data-dir", self.data_dir,
+             "--cluster-secret-file", self.secret_file] + self.extra_args,
+            stdout=log, stderr=log, env=self.env)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"satellite {self.name} exited: {self.log()}")
+            try:
+                with socket.create_connection((self.ip, 3366), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"satellite {self.name} did not listen: {self.log()}")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+def loops_under(directory):
+    """Loop devices whose backing file lies under `directory`."""
+    out = subprocess.run(["losetup", "--json", "--list"], capture_output=True, text=True, check=True).stdout
+    devs = json.loads(out).get("loopdevices", []) if out.strip() else []
+    return [d for d in devs if (d.get("back-file") or "").startswith(directory.rstrip("/") + "/")]
+
+
+def wait_for(what, predicate, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def cluster():
+    """Controller + satellites n1 (FILE_THIN), n2 (FILE), n3 (FILE_THIN) on
+    127.0.0.1-3; everything they created is detached on teardown."""
+    if os.geteuid() != 0:
+        raise RuntimeError("the satellite tests need root for loop devices")
+    root = tempfile.mkdtemp(prefix="cairn-e2e-")
+    ctrl_dir = os.path.join(root, "controller")
+    os.makedirs(ctrl_dir)
+    ctrl = Controller(ctrl_dir).start()
+    secret = os.path.join(ctrl_dir, "cluster-secret")
+    sats = {}
+    lin = ctrl.client()
+    kinds = {"n1": "FILE_THIN", "n2": "FILE", "n3": "FILE_THIN"}
+    for i, (name, kind) in enumerate(kinds.items(), start=1):
+        sats[name] = SatelliteProc(name, f"127.0.0.{i}", os.path.join(root, name), secret).start()
+        ok(lin.node_create(name, "SATELLITE", f"127.0.0.{i}"))
+        ok(lin.storage_pool_create(name, "DfltStorPool", kind, os.path.join(root, name, "pool")))
+    wait_for("satellites online", lambda: all(n.connection_status == "ONLINE" for n in lin.node_list_raise().nodes))
+    c = type("C", (), {})()
+    c.root, c.ctrl, c.sats, c.lin, c.kinds = root, ctrl, sats, lin, kinds
+    yield c
+    lin.disconnect()
+    ctrl.stop()
+    for s in sats.values():
+        s.stop()
+    for d in loops_under(root):
+        subprocess.run(["losetup", "--detach", d["name"]], check=False)
+    shutil.rmtree(root, ignore_errors=True)

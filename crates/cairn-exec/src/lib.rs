@@ -163,9 +163,12 @@ impl CommandRunner for HostRunner {
 
 /// A scripted runner for unit tests: answers each call with the next
 /// scripted result and records every argv.
+/// An expected argv and the answer to give.
+type Scripted = (Vec<String>, Result<Output, ExecError>);
+
 #[derive(Default)]
 pub struct FakeRunner {
-    script: Mutex<VecDeque<(Vec<String>, Result<Output, ExecError>)>>,
+    script: Mutex<VecDeque<Scripted>>,
     calls: Mutex<Vec<Vec<String>>>,
 }
 

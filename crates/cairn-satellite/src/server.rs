@@ -19,6 +19,9 @@ use crate::apply::Applier;
 use crate::{SatelliteConfig, SatelliteError, tools};
 
 struct Shared {
+    /// The protocol version this satellite speaks: [`PROTO_VERSION`], or
+    /// `CAIRN_TEST_PROTO_VERSION` so tests can provoke a mismatch.
+    proto: u32,
     hello: Hello,
     secret: String,
     applier: Arc<Applier>,
@@ -51,8 +54,9 @@ impl Satellite {
             tracing::warn!(kind = %p.kind, missing = %p.missing.join("; "), "provider unavailable on this node");
         }
         let instance = uuid::Uuid::new_v4().to_string();
+        let proto = std::env::var("CAIRN_TEST_PROTO_VERSION").ok().and_then(|v| v.parse().ok()).unwrap_or(PROTO_VERSION);
         let hello = Hello {
-            proto_version: PROTO_VERSION,
+            proto_version: proto,
             node_name: config.node_name.clone(),
             hostname: hostname(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -63,7 +67,7 @@ impl Satellite {
         let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, providers));
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| SatelliteError::Bind { addr: config.listen.to_string(), source })?;
-        Ok(Satellite { listener, shared: Arc::new(Shared { hello, secret: config.cluster_secret.clone(), applier }) })
+        Ok(Satellite { listener, shared: Arc::new(Shared { proto, hello, secret: config.cluster_secret.clone(), applier }) })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -97,7 +101,7 @@ async fn guard(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request, n
         return (StatusCode::UNAUTHORIZED, "wrong or missing cluster secret").into_response();
     }
     let version = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u32>().ok());
-    if version != Some(PROTO_VERSION) {
+    if version != Some(s.proto) {
         return (StatusCode::CONFLICT, Json(s.hello.clone())).into_response();
     }
     next.run(req).await

@@ -198,10 +198,10 @@ mod tests {
 
     impl CommandRunner for Creating {
         fn run<'a>(&'a self, cmd: &'a Cmd) -> cairn_exec::BoxFuture<'a, Result<cairn_exec::Output, cairn_exec::ExecError>> {
-            if matches!(cmd.program(), "truncate" | "fallocate") {
-                if let Some(path) = cmd.get_args().last() {
-                    std::fs::write(path, b"").unwrap();
-                }
+            if matches!(cmd.program(), "truncate" | "fallocate")
+                && let Some(path) = cmd.get_args().last()
+            {
+                std::fs::write(path, b"").unwrap();
             }
             self.0.run(cmd)
         }

@@ -1,0 +1,259 @@
+"""End to end: controller and three satellites as real processes, devices
+on real loop files."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import linstor
+
+from conftest import BIN, SatelliteProc, err, free_port, loops_under, ok, wait_for
+
+MiB = 1024 * 1024
+
+
+def view(c, rsc):
+    status, _, body = c.ctrl.request("GET", f"/v1/view/resources?resources={rsc}")
+    assert status == 200, body
+    return {r["node_name"]: r for r in body}
+
+
+def blocksize(dev):
+    return int(subprocess.run(["blockdev", "--getsize64", dev], capture_output=True, text=True, check=True).stdout)
+
+
+def backing(dev):
+    out = json.loads(subprocess.run(["losetup", "--json", "--list", dev], capture_output=True, text=True, check=True).stdout)
+    return out["loopdevices"][0]["back-file"]
+
+
+def make(c, rsc, size_kib, nodes, **kw):
+    ok(c.lin.resource_dfn_create(rsc))
+    ok(c.lin.volume_dfn_create(rsc, size_kib))
+    return ok(c.lin.resource_create([linstor.ResourceData(n, rsc, **kw) for n in nodes]))
+
+
+def test_devices_appear_with_the_right_size_when_the_call_returns(cluster):
+    c = cluster
+    make(c, "web", 16 * 1024, ["n1", "n2"])
+    v = view(c, "web")  # right after the call returned (W13)
+    assert set(v) == {"n1", "n2"}
+    for node in ("n1", "n2"):
+        vol = v[node]["volumes"][0]
+        dev = vol["device_path"]
+        assert dev and dev.startswith("/dev/loop"), vol
+        assert blocksize(dev) == 16 * MiB
+        assert backing(dev) == os.path.join(c.root, node, "pool", "web_00000.img")
+        assert vol["usable_size_kib"] == 16 * 1024
+        assert vol["state"]["disk_state"] == "UpToDate"
+        assert v[node]["state"]["in_use"] is False
+    assert v["n1"]["volumes"][0]["allocated_size_kib"] == 0  # FILE_THIN: sparse
+    assert v["n2"]["volumes"][0]["allocated_size_kib"] == 16 * 1024  # FILE: allocated
+    pools = {(p.node_name, p.name): p for p in c.lin.storage_pool_list_raise().storage_pools}
+    fs = pools[("n1", "DfltStorPool")].free_space
+    assert fs.total_capacity > 0 and 0 < fs.free_capacity <= fs.total_capacity
+
+
+def test_data_written_through_a_device_reads_back(cluster):
+    c = cluster
+    make(c, "data", 8 * 1024, ["n3"])
+    dev = view(c, "data")["n3"]["volumes"][0]["device_path"]
+    pattern = os.urandom(MiB)
+    fd = os.open(dev, os.O_WRONLY)
+    try:
+        os.pwrite(fd, pattern, 3 * MiB)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fd = os.open(dev, os.O_RDONLY)
+    try:
+        assert os.pread(fd, MiB, 3 * MiB) == pattern
+    finally:
+        os.close(fd)
+    with open(os.path.join(c.root, "n3", "pool", "data_00000.img"), "rb") as f:
+        f.seek(3 * MiB)
+        assert f.read(MiB) == pattern
+
+
+def test_grow_resizes_file_and_device_in_place(cluster):
+    c = cluster
+    make(c, "grow", 8 * 1024, ["n1", "n2"])
+    before = {n: r["volumes"][0]["device_path"] for n, r in view(c, "grow").items()}
+    fd = os.open(before["n1"], os.O_WRONLY)
+    os.pwrite(fd, b"keep me", 0)
+    os.fsync(fd)
+    os.close(fd)
+    ok(c.lin.volume_dfn_modify("grow", 0, size=24 * 1024))
+    after = view(c, "grow")
+    for n in ("n1", "n2"):
+        dev = after[n]["volumes"][0]["device_path"]
+        assert dev == before[n], "grow must not create a new device"
+        assert blocksize(dev) == 24 * MiB
+        assert after[n]["volumes"][0]["usable_size_kib"] == 24 * 1024
+    with open(before["n1"], "rb") as f:
+        assert f.read(7) == b"keep me"
+
+
+def test_delete_leaves_nothing_behind(cluster):
+    c = cluster
+    make(c, "gone", 4 * 1024, ["n1", "n2", "n3"])
+    ok(c.lin.volume_dfn_create("gone", 2048, volume_nr=1))
+    assert len(loops_under(c.root)) == 6
+    ok(c.lin.volume_dfn_delete("gone", 1))
+    assert len(loops_under(c.root)) == 3
+    assert not os.path.exists(os.path.join(c.root, "n1", "pool", "gone_00001.img"))
+    ok(c.lin.resource_delete("n1", "gone"))
+    assert not os.path.exists(os.path.join(c.root, "n1", "pool", "gone_00000.img"))
+    assert len(loops_under(c.root)) == 2
+    ok(c.lin.resource_dfn_delete("gone"))
+    assert loops_under(c.root) == []
+    for n in ("n1", "n2", "n3"):
+        assert os.listdir(os.path.join(c.root, n, "pool")) == []
+
+
+def status_of(c, name):
+    return c.lin.node_list_raise(filter_by_nodes=[name]).nodes[0].connection_status
+
+
+def test_satellite_restart_goes_offline_then_online_with_the_same_devices(cluster):
+    c = cluster
+    make(c, "keep", 4 * 1024, ["n2"])
+    dev = view(c, "keep")["n2"]["volumes"][0]["device_path"]
+    c.sats["n2"].stop(signal.SIGKILL)
+    wait_for("n2 offline", lambda: status_of(c, "n2") == "OFFLINE")
+    # A change while the satellite is away is stored and warned about.
+    ok(c.lin.resource_dfn_create("later"))
+    ok(c.lin.volume_dfn_create("later", 2048))
+    replies = c.lin.resource_create([linstor.ResourceData("n2", "later")])
+    assert not [r for r in replies if r.is_error()]
+    assert [r for r in replies if r.is_warning()], "an offline node must be warned about"
+    c.sats["n2"].start()
+    wait_for("n2 online", lambda: status_of(c, "n2") == "ONLINE")
+    v = view(c, "keep")["n2"]["volumes"][0]
+    assert v["device_path"] == dev, "the restarted satellite adopted its device"
+    assert len([d for d in loops_under(c.root) if d["back-file"].endswith("keep_00000.img")]) == 1
+    wait_for("the change made while offline", lambda: view(c, "later").get("n2", {}).get("volumes", [{}])[0].get("device_path"))
+
+
+def test_controller_restart_resynchronises(cluster):
+    c = cluster
+    make(c, "cr", 4 * 1024, ["n1", "n3"])
+    devs = {n: r["volumes"][0]["device_path"] for n, r in view(c, "cr").items()}
+    c.ctrl.restart()
+    lin = c.ctrl.client()
+    wait_for("all online again", lambda: all(n.connection_status == "ONLINE" for n in lin.node_list_raise().nodes))
+    wait_for("observed state back", lambda: all(r["volumes"][0].get("device_path") for r in view(c, "cr").values()))
+    assert {n: r["volumes"][0]["device_path"] for n, r in view(c, "cr").items()} == devs
+    ok(lin.resource_create([linstor.ResourceData("n2", "cr")]))
+    assert view(c, "cr")["n2"]["volumes"][0]["device_path"].startswith("/dev/loop")
+    assert len(loops_under(c.root)) == 3
+
+
+def test_parallel_creates_on_one_node(cluster):
+    c = cluster
+    names = [f"par{i}" for i in range(12)]
+    for n in names:
+        ok(c.lin.resource_dfn_create(n))
+        ok(c.lin.volume_dfn_create(n, 1024))
+    import concurrent.futures
+    def create(n):
+        lin = linstor.Linstor(c.ctrl.url)
+        lin.connect()
+        try:
+            return lin.resource_create([linstor.ResourceData("n1", n)])
+        finally:
+            lin.disconnect()
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        for replies in ex.map(create, names):
+            ok(replies)
+    status, _, body = c.ctrl.request("GET", "/v1/view/resources?nodes=n1")
+    devs = [r["volumes"][0]["device_path"] for r in body if r["name"].startswith("par")]
+    assert len(devs) == 12 and len(set(devs)) == 12 and all(devs)
+
+
+def test_wrong_secret_name_and_version_are_reported(cluster):
+    c = cluster
+    wrong = os.path.join(c.root, "wrong-secret")
+    with open(wrong, "w") as f:
+        f.write("not-the-secret")
+    bad = {
+        "n4": SatelliteProc("n4", "127.0.0.4", os.path.join(c.root, "n4"), wrong),
+        "n5": SatelliteProc("someone-else", "127.0.0.5", os.path.join(c.root, "n5"), c.ctrl.data_dir + "/cluster-secret"),
+        "n6": SatelliteProc("n6", "127.0.0.6", os.path.join(c.root, "n6"), c.ctrl.data_dir + "/cluster-secret", env={"CAIRN_TEST_PROTO_VERSION": "99"}),
+    }
+    try:
+        for i, (name, s) in enumerate(bad.items(), start=4):
+            s.start()
+            ok(c.lin.node_create(name, "SATELLITE", f"127.0.0.{i}"))
+        wait_for("n4 auth error", lambda: status_of(c, "n4") == "AUTHENTICATION_ERROR")
+        wait_for("n5 hostname mismatch", lambda: status_of(c, "n5") == "HOSTNAME_MISMATCH")
+        wait_for("n6 version mismatch", lambda: status_of(c, "n6") == "VERSION_MISMATCH")
+        ok(c.lin.node_create("n7", "SATELLITE", "127.0.0.7"))  # nobody listens there
+        time.sleep(1.5)
+        assert status_of(c, "n7") == "OFFLINE"
+    finally:
+        for s in bad.values():
+            s.stop()
+
+
+def test_missing_tools_are_reported_and_nothing_is_half_created(cluster):
+    c = cluster
+    s = SatelliteProc("n8", "127.0.0.8", os.path.join(c.root, "n8"), c.ctrl.data_dir + "/cluster-secret", env={"PATH": "/nonexistent"})
+    try:
+        s.start()
+        ok(c.lin.node_create("n8", "SATELLITE", "127.0.0.8"))
+        ok(c.lin.storage_pool_create("n8", "DfltStorPool", "FILE_THIN", os.path.join(c.root, "n8", "pool")))
+        wait_for("n8 online", lambda: status_of(c, "n8") == "ONLINE")
+        node = c.lin.node_list_raise(filter_by_nodes=["n8"]).nodes[0]
+        assert "FILE_THIN" not in node.storage_providers
+        assert any("losetup" in m for m in node.unsupported_providers["FILE_THIN"])
+        ok(c.lin.resource_dfn_create("nt"))
+        ok(c.lin.volume_dfn_create("nt", 1024))
+        status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/nt/resources", [{"resource": {"node_name": "n8"}}])
+        assert status == 500
+        errors = [r for r in body if r["ret_code"] < 0 and (r["ret_code"] >> 62) & 3 == 3]
+        assert errors and "cannot be served" in errors[0]["message"], body
+        assert "losetup" in errors[0]["cause"]
+        assert not os.path.exists(os.path.join(c.root, "n8", "pool", "nt_00000.img"))
+    finally:
+        s.stop()
+
+
+def test_a_hung_command_times_out_with_the_tool_named(cluster):
+    c = cluster
+    fake = os.path.join(c.root, "fakebin")
+    os.makedirs(fake)
+    real = {}
+    for tool in ("wipefs", "df", "stat", "truncate", "fallocate", "losetup"):
+        real[tool] = subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
+    for tool, path in real.items():
+        os.symlink(path, os.path.join(fake, tool))
+    # truncate hangs: every create on this node hits the timeout.
+    os.unlink(os.path.join(fake, "truncate"))
+    with open(os.path.join(fake, "truncate"), "w") as f:
+        f.write("#!/bin/sh\nif [ \"$1\" = --version ]; then exit 0; fi\nexec sleep 600\n")
+    os.chmod(os.path.join(fake, "truncate"), 0o755)
+    s = SatelliteProc("n9", "127.0.0.9", os.path.join(c.root, "n9"), c.ctrl.data_dir + "/cluster-secret",
+                      env={"PATH": fake + ":/usr/bin:/bin"}, extra_args=["--command-timeout", "2"])
+    try:
+        s.start()
+        ok(c.lin.node_create("n9", "SATELLITE", "127.0.0.9"))
+        ok(c.lin.storage_pool_create("n9", "DfltStorPool", "FILE_THIN", os.path.join(c.root, "n9", "pool")))
+        wait_for("n9 online", lambda: status_of(c, "n9") == "ONLINE")
+        ok(c.lin.resource_dfn_create("hang"))
+        ok(c.lin.volume_dfn_create("hang", 1024))
+        t = time.time()
+        status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/hang/resources", [{"resource": {"node_name": "n9"}}])
+        assert time.time() - t < 30
+        assert status == 500, body
+        e = [r for r in body if r["ret_code"] < 0 and (r["ret_code"] >> 62) & 3 == 3][0]
+        assert "truncate" in e["cause"] and "2 s" in e["cause"], e
+        assert "truncate" in e.get("details", "")
+        # The satellite keeps serving: the node is still online and answers.
+        assert status_of(c, "n9") == "ONLINE"
+        ok(c.lin.resource_create([linstor.ResourceData("n1", "hang")]))
+        assert view(c, "hang")["n1"]["volumes"][0]["device_path"]
+    finally:
+        s.stop()
