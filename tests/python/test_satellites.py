@@ -257,3 +257,40 @@ def test_a_hung_command_times_out_with_the_tool_named(cluster):
         assert view(c, "hang")["n1"]["volumes"][0]["device_path"]
     finally:
         s.stop()
+
+
+def test_cairn_up_runs_a_single_node_cluster(tmp_path):
+    if os.geteuid() != 0:
+        raise RuntimeError("needs root for loop devices")
+    port = free_port()
+    log = open(tmp_path / "up.log", "wb")
+    proc = subprocess.Popen([BIN, "up", "--rest-bind", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "data")], stdout=log, stderr=log, cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        lin = linstor.Linstor(url)
+        wait_for("cairn up to answer", lambda: proc.poll() is None and _connects(lin), timeout=30)
+        wait_for("the node to be online", lambda: [n for n in lin.node_list_raise().nodes if n.connection_status == "ONLINE"])
+        node = lin.node_list_raise().nodes[0].name
+        pools = lin.storage_pool_list_raise(filter_by_stor_pools=["DfltStorPool"]).storage_pools
+        assert pools and pools[0].provider_kind == "FILE_THIN"
+        ok(lin.resource_group_create("quick", place_count=1))
+        ok(lin.resource_dfn_create("first", resource_group="quick"))
+        ok(lin.volume_dfn_create("first", 1024 * 1024))
+        ok(lin.resource_create([linstor.ResourceData(node, "first")]))
+        dev = lin.volume_list_raise().resources[0].volumes[0].device_path
+        assert dev.startswith("/dev/loop") and blocksize(dev) == 1024 * MiB
+        ok(lin.resource_dfn_delete("first"))
+        assert loops_under(str(tmp_path)) == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        for d in loops_under(str(tmp_path)):
+            subprocess.run(["losetup", "--detach", d["name"]], check=False)
+
+
+def _connects(lin):
+    try:
+        lin.connect()
+        return True
+    except Exception:
+        return False
