@@ -367,6 +367,45 @@ fn set_status(link: &Link, status: ConnStatus, hello: Option<Hello>) {
     }
 }
 
+/// Merges queued deltas, in order, into one: a later upsert or removal of
+/// a resource replaces an earlier one; the last pool list wins.
+fn merge<'a>(applies: impl Iterator<Item = &'a Apply>) -> Apply {
+    let mut out = Apply::default();
+    let mut ops: BTreeMap<String, Option<ResourceDesired>> = BTreeMap::new();
+    for a in applies {
+        out.generation = a.generation;
+        if !a.pools.is_empty() {
+            out.pools = a.pools.clone();
+        }
+        for r in &a.resources {
+            ops.insert(r.name.clone(), Some(r.clone()));
+        }
+        for n in &a.removed {
+            ops.insert(n.clone(), None);
+        }
+    }
+    for (name, op) in ops {
+        match op {
+            Some(r) => out.resources.push(r),
+            None => out.removed.push(name),
+        }
+    }
+    out
+}
+
+/// The part of a merged answer that concerns one of the merged deltas, so
+/// each caller sees only its own objects' errors.
+fn only_of(o: &Observed, a: &Apply) -> Observed {
+    let mine: BTreeSet<&str> = a.resources.iter().map(|r| r.name.as_str()).chain(a.removed.iter().map(String::as_str)).collect();
+    Observed {
+        generation: o.generation,
+        instance: o.instance.clone(),
+        resources: o.resources.iter().filter(|r| mine.contains(r.name.as_str())).cloned().collect(),
+        removed: o.removed.iter().filter(|r| mine.contains(r.name.as_str())).cloned().collect(),
+        pools: o.pools.clone(),
+    }
+}
+
 /// Fails every queued job: the node is not connected.
 fn drain(rx: &mut mpsc::UnboundedReceiver<Job>, why: &str) {
     while let Ok(job) = rx.try_recv() {
@@ -441,14 +480,25 @@ async fn run(state: AppState, secret: String, link: Arc<Link>, mut rx: mpsc::Unb
             tokio::select! {
                 job = rx.recv() => {
                     let Some(job) = job else { return };
-                    match call::<Observed>(&secret, addr, "POST", PATH_APPLY, serde_json::to_vec(&job.apply).ok(), APPLY_TIMEOUT).await {
+                    // Everything queued behind it goes in the same request:
+                    // the satellite works on the resources in parallel.
+                    let mut jobs = vec![job];
+                    while let Ok(more) = rx.try_recv() {
+                        jobs.push(more);
+                    }
+                    let apply = merge(jobs.iter().map(|j| &j.apply));
+                    match call::<Observed>(&secret, addr, "POST", PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await {
                         Ok(o) => {
                             link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, false);
-                            let _ = job.done.send(Ok(o));
+                            for j in jobs {
+                                let _ = j.done.send(Ok(only_of(&o, &j.apply)));
+                            }
                         }
                         Err(e) => {
                             let why = match e { CallError::Transport(t) => t, CallError::Status(s, b) => format!("HTTP {s}: {b}") };
-                            let _ = job.done.send(Err(why));
+                            for j in jobs {
+                                let _ = j.done.send(Err(why.clone()));
+                            }
                             break;
                         }
                     }
@@ -468,5 +518,41 @@ async fn run(state: AppState, secret: String, link: Arc<Link>, mut rx: mpsc::Unb
         }
         set_status(&link, ConnStatus::Offline, None);
         drain(&mut rx, "the satellite connection was lost");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::VolumeDesired;
+
+    use super::*;
+
+    fn rd(name: &str, size: i64) -> ResourceDesired {
+        ResourceDesired { name: name.into(), diskless: false, volumes: vec![VolumeDesired { number: 0, size_kib: size, pool: "p".into() }] }
+    }
+
+    #[test]
+    fn merged_deltas_keep_the_last_word_per_resource() {
+        let a1 = Apply { generation: 1, resources: vec![rd("a", 1), rd("b", 1)], ..Default::default() };
+        let a2 = Apply { generation: 2, resources: vec![rd("a", 2)], removed: vec!["b".into()], ..Default::default() };
+        let a3 = Apply { generation: 3, resources: vec![rd("b", 3)], removed: vec!["c".into()], ..Default::default() };
+        let m = merge([&a1, &a2, &a3].into_iter());
+        assert_eq!(m.generation, 3);
+        assert_eq!(m.resources, vec![rd("a", 2), rd("b", 3)]);
+        assert_eq!(m.removed, vec!["c".to_string()]);
+        assert!(!m.full);
+    }
+
+    #[test]
+    fn each_caller_sees_only_its_own_results() {
+        let o = Observed {
+            resources: vec![
+                ResourceObserved { name: "a".into(), ..Default::default() },
+                ResourceObserved { name: "b".into(), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let mine = only_of(&o, &Apply { resources: vec![rd("b", 1)], ..Default::default() });
+        assert_eq!(mine.resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["b"]);
     }
 }

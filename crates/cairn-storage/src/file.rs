@@ -67,16 +67,36 @@ pub fn volume_of_file(file: &str) -> Option<(String, u32)> {
     Some((rsc.to_string(), nr.parse().ok()?))
 }
 
+/// Takes the host-wide attach lock (`flock` on a file under /run/lock);
+/// `None` if it cannot be had, in which case losetup's own retry copes.
+async fn host_attach_lock() -> Option<std::fs::File> {
+    tokio::task::spawn_blocking(|| {
+        let dir = if Path::new("/run/lock").is_dir() { Path::new("/run/lock") } else { Path::new("/tmp") };
+        let f = std::fs::File::options().create(true).truncate(false).write(true).open(dir.join("cairn-losetup.lock")).ok()?;
+        f.lock().ok()?;
+        Some(f)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// Runs the file provider's commands.
 #[derive(Clone)]
 pub struct Files {
     runner: Arc<dyn CommandRunner>,
     timeout: Duration,
+    /// `losetup --find` picks a free device and then claims it; two at once
+    /// collide and util-linux backs off for 200 ms. One attach at a time
+    /// per satellite (this mutex) and per host (a lock file, for several
+    /// satellites on one machine) avoids that; everything else stays
+    /// parallel.
+    attach: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Files {
     pub fn new(runner: Arc<dyn CommandRunner>, timeout: Duration) -> Files {
-        Files { runner, timeout }
+        Files { runner, timeout, attach: Arc::new(tokio::sync::Mutex::new(())) }
     }
 
     fn cmd(&self, program: &str) -> Cmd {
@@ -141,6 +161,8 @@ impl Files {
     async fn attach(&self, path: &Path, grown: bool) -> Result<String, StorageError> {
         let loops = self.loops_of(path).await?;
         let Some((first, extra)) = loops.split_first() else {
+            let _one_at_a_time = self.attach.lock().await;
+            let _host_wide = host_attach_lock().await;
             let out = self.runner.run(&self.cmd("losetup").args(["--find", "--show"]).arg(path)).await?;
             return parse::losetup_show(&out.stdout);
         };

@@ -18,11 +18,25 @@ const SIZE_KIB: i64 = 64 * 1024;
 
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN) / 1024.0
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+        / 1024.0
 }
 
 fn spawn(args: &[&str], dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).arg("--data-dir").arg(dir).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn cairn")
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn cairn")
 }
 
 fn wait_http(url: &str) {
@@ -44,12 +58,26 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 }
 
 fn define(c: &Client, name: &str) {
-    c.create_rsc_dfn(&ResourceDefinitionCreate { resource_definition: ResourceDefinition { name: name.into(), ..Default::default() }, ..Default::default() }).expect("rd");
-    c.create_vlm_dfn(name, &VolumeDefinitionCreate { volume_definition: VolumeDefinition { size_kib: Some(SIZE_KIB), ..Default::default() }, ..Default::default() }).expect("vd");
+    c.create_rsc_dfn(&ResourceDefinitionCreate {
+        resource_definition: ResourceDefinition { name: name.into(), ..Default::default() },
+        ..Default::default()
+    })
+    .expect("rd");
+    c.create_vlm_dfn(
+        name,
+        &VolumeDefinitionCreate {
+            volume_definition: VolumeDefinition { size_kib: Some(SIZE_KIB), ..Default::default() },
+            ..Default::default()
+        },
+    )
+    .expect("vd");
 }
 
 fn place(c: &Client, name: &str, nodes: &[&str]) {
-    let rs: Vec<ResourceCreate> = nodes.iter().map(|n| ResourceCreate { resource: Resource { node_name: n.to_string(), ..Default::default() }, ..Default::default() }).collect();
+    let rs: Vec<ResourceCreate> = nodes
+        .iter()
+        .map(|n| ResourceCreate { resource: Resource { node_name: n.to_string(), ..Default::default() }, ..Default::default() })
+        .collect();
     let replies = c.create_resources(name, &rs).expect("create resources");
     assert!(replies.iter().all(|r| !r.is_error()), "{replies:?}");
 }
@@ -111,7 +139,11 @@ fn main() {
         .expect("node");
         let mut props = BTreeMap::new();
         props.insert("StorDriver/StorPoolName".to_string(), root.path().join(n).join("pool").display().to_string());
-        c.create_stor_pool(n, &StoragePool { storage_pool_name: "DfltStorPool".into(), provider_kind: "FILE_THIN".into(), props, ..Default::default() }).expect("pool");
+        c.create_stor_pool(
+            n,
+            &StoragePool { storage_pool_name: "DfltStorPool".into(), provider_kind: "FILE_THIN".into(), props, ..Default::default() },
+        )
+        .expect("pool");
     }
     let t = Instant::now();
     while c.nodes().expect("nodes").iter().any(|n| n.connection_status.as_deref() != Some("ONLINE")) {
@@ -136,8 +168,14 @@ fn main() {
         place(&c, &b, &nodes);
         three.push(s.elapsed());
     }
-    rows.push(("create 1 resource (1 replica), call to ready device, 20 runs".into(), format!("p50 {} p99 {}", ms(pct(&mut one, 0.5)), ms(pct(&mut one, 0.99)))));
-    rows.push(("create 1 resource with 3 replicas (one call, 3 satellites), 20 runs".into(), format!("p50 {} p99 {}", ms(pct(&mut three, 0.5)), ms(pct(&mut three, 0.99)))));
+    rows.push((
+        "create 1 resource (1 replica), call to ready device, 20 runs".into(),
+        format!("p50 {} p99 {}", ms(pct(&mut one, 0.5)), ms(pct(&mut one, 0.99))),
+    ));
+    rows.push((
+        "create 1 resource with 3 replicas (one call, 3 satellites), 20 runs".into(),
+        format!("p50 {} p99 {}", ms(pct(&mut three, 0.5)), ms(pct(&mut three, 0.99))),
+    ));
 
     let names: Vec<String> = (0..50).map(|i| format!("conc{i}")).collect();
     for n in &names {
