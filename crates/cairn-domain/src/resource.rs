@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Cluster, ObjKey, Object, Outcome};
 use crate::error::{OpError, OpResult};
 use crate::name::key;
-use crate::resource_definition::{VolumeDefinition, check_layer_stack};
+use crate::resource_definition::{ResourceDefinition, VolumeDefinition, check_layer_stack};
 use crate::storage_pool::ProviderKind;
 use crate::{Ctx, DEFAULT_DISKLESS_STOR_POOL, DEFAULT_STOR_POOL, Props, props};
 
@@ -157,6 +157,15 @@ fn storage_volume_json(nr: u32, o: &VolumeObserved) -> serde_json::Value {
     serde_json::Value::Object(m)
 }
 
+/// The reply LINSTOR gives for a new resource.
+pub(crate) fn created_reply(r: &Resource) -> ApiCallRc {
+    const OP: i64 = rc::MASK_CRT | rc::MASK_RSC;
+    ApiCallRc::success(OP, rc::CREATED, format!("New resource '{}' on node '{}' registered.", r.resource_definition, r.node))
+        .with_details(format!("Resource '{}' on node '{}' UUID is: {}", r.resource_definition, r.node, r.uuid))
+        .with_ref("RscDfn", &r.resource_definition)
+        .with_ref("Node", &r.node)
+}
+
 fn rsc_not_found(op: i64, rd: &str, node: &str) -> OpError {
     OpError::new(op, rc::FAIL_NOT_FOUND_RSC, format!("Resource '{rd}' on node '{node}' not found."))
         .cause(format!("The resource definition '{rd}' is not deployed on node '{node}'."))
@@ -176,8 +185,14 @@ impl Cluster {
     /// of the resource, the volume definition, the resource definition or
     /// its resource group (first match), else the group's storage pool
     /// list, else `DfltStorPool` (`DfltDisklessStorPool` when diskless).
-    pub(crate) fn new_volume(&self, r: &Resource, vd: &VolumeDefinition, op: i64, ctx: &mut Ctx) -> OpResult<Volume> {
-        let rd = self.rsc_dfn(&r.resource_definition, op)?;
+    pub(crate) fn new_volume(
+        &self,
+        rd: &ResourceDefinition,
+        r: &Resource,
+        vd: &VolumeDefinition,
+        op: i64,
+        ctx: &mut Ctx,
+    ) -> OpResult<Volume> {
         let rg = self.rsc_grps.get(&key(&rd.resource_group));
         let from_props = [Some(&r.props), Some(&vd.props), Some(&rd.props), rg.map(|g| &g.props)]
             .into_iter()
@@ -253,82 +268,93 @@ impl Cluster {
                 OpError::new(OP, rc::FAIL_INVLD_REQUEST, "No resource to create was given.").correction("Send at least one resource.")
             );
         }
+        let vds: Vec<&VolumeDefinition> = self.vlm_dfns_of(&rd_key).collect();
         let mut out = Outcome::default();
         let mut seen = BTreeSet::new();
         for req in reqs {
             let node_name = node_override.unwrap_or(&req.resource.node_name);
-            if node_name.is_empty() {
-                return Err(
-                    OpError::new(OP, rc::FAIL_INVLD_NODE_NAME, "A resource needs a node_name.").correction("Give resource.node_name.")
-                );
-            }
-            let n = self.node(node_name, OP)?;
-            let nk = key(&n.name);
-            if !n.node_type.has_satellite() {
-                return Err(OpError::new(
-                    OP,
-                    rc::FAIL_INVLD_NODE_TYPE,
-                    format!("Node '{}' is a {} node and cannot hold resources.", n.name, n.node_type.as_str()),
-                )
-                .correction("Place the resource on a SATELLITE or COMBINED node."));
-            }
-            if self.resources.contains_key(&(rd_key.clone(), nk.clone())) || !seen.insert(nk.clone()) {
-                return Err(OpError::new(OP, rc::FAIL_EXISTS_RSC, format!("Resource '{}' already exists on node '{}'.", d.name, n.name))
+            let r = self.build_resource(d, &vds, node_name, req, OP, ctx)?;
+            let nk = key(&r.node);
+            if self.resources.contains_key(&(rd_key.clone(), nk.clone())) || !seen.insert(nk) {
+                return Err(OpError::new(OP, rc::FAIL_EXISTS_RSC, format!("Resource '{}' already exists on node '{}'.", d.name, r.node))
                     .correction("Use another node, or delete the existing resource first.")
                     .obj_ref("RscDfn", &d.name)
-                    .obj_ref("Node", &n.name));
+                    .obj_ref("Node", &r.node));
             }
-            props::check_all(&req.resource.props, OP)?;
-            let mut flags: BTreeSet<String> = BTreeSet::new();
-            for f in &req.resource.flags {
-                let u = f.trim().to_ascii_uppercase();
-                if !CREATE_FLAGS.contains(&u.as_str()) {
-                    return Err(OpError::new(OP, rc::FAIL_INVLD_REQUEST, format!("The resource flag '{f}' cannot be set on creation."))
-                        .correction(format!("Valid flags: {}.", CREATE_FLAGS.join(", "))));
-                }
-                flags.insert(u);
-            }
-            if req.drbd_client == Some(true) {
-                flags.insert("DRBD_DISKLESS".into());
-            }
-            if flags.iter().any(|f| f != "INACTIVE") {
-                flags.insert("DISKLESS".into());
-            }
-            let rg = self.rsc_grps.get(&key(&d.resource_group));
-            let stack = match req.layer_list.as_ref().filter(|l| !l.is_empty()) {
-                Some(l) => check_layer_stack(l, OP)?,
-                None if !d.layer_stack.is_empty() => d.layer_stack.clone(),
-                None => rg.and_then(|g| g.select_filter.layer_stack.clone()).unwrap_or_else(|| vec!["STORAGE".to_string()]),
-            };
-            if let Some(id) = req.drbd_node_id
-                && !(0..=31).contains(&id)
-            {
-                return Err(OpError::new(OP, rc::FAIL_INVLD_NODE_ID, format!("The DRBD node id {id} is invalid."))
-                    .correction("Use a node id from 0 to 31."));
-            }
-            let mut r = Resource {
-                resource_definition: d.name.clone(),
-                node: n.name.clone(),
-                props: req.resource.props.clone(),
-                flags,
-                layer_stack: stack,
-                create_timestamp: ctx.now_ms,
-                volumes: BTreeMap::new(),
-                uuid: ctx.uuid(),
-            };
-            for vd in self.vlm_dfns_of(&rd_key) {
-                let v = self.new_volume(&r, vd, OP, ctx)?;
-                r.volumes.insert(vd.volume_number, v);
-            }
-            out.reply(
-                ApiCallRc::success(OP, rc::CREATED, format!("New resource '{}' on node '{}' registered.", r.resource_definition, r.node))
-                    .with_details(format!("Resource '{}' on node '{}' UUID is: {}", r.resource_definition, r.node, r.uuid))
-                    .with_ref("RscDfn", &r.resource_definition)
-                    .with_ref("Node", &r.node),
-            );
+            out.reply(created_reply(&r));
             out.put(Object::Rsc(r));
         }
         Ok(out)
+    }
+
+    /// Validates one resource request and builds the resource with its
+    /// volumes. The definition and its volume definitions are passed in, so
+    /// a spawn can build resources of a definition it is creating in the
+    /// same transaction.
+    pub(crate) fn build_resource(
+        &self,
+        d: &ResourceDefinition,
+        vds: &[&VolumeDefinition],
+        node_name: &str,
+        req: &wire::ResourceCreate,
+        op: i64,
+        ctx: &mut Ctx,
+    ) -> OpResult<Resource> {
+        if node_name.is_empty() {
+            return Err(OpError::new(op, rc::FAIL_INVLD_NODE_NAME, "A resource needs a node_name.").correction("Give resource.node_name."));
+        }
+        let n = self.node(node_name, op)?;
+        if !n.node_type.has_satellite() {
+            return Err(OpError::new(
+                op,
+                rc::FAIL_INVLD_NODE_TYPE,
+                format!("Node '{}' is a {} node and cannot hold resources.", n.name, n.node_type.as_str()),
+            )
+            .correction("Place the resource on a SATELLITE or COMBINED node."));
+        }
+        props::check_all(&req.resource.props, op)?;
+        let mut flags: BTreeSet<String> = BTreeSet::new();
+        for f in &req.resource.flags {
+            let u = f.trim().to_ascii_uppercase();
+            if !CREATE_FLAGS.contains(&u.as_str()) {
+                return Err(OpError::new(op, rc::FAIL_INVLD_REQUEST, format!("The resource flag '{f}' cannot be set on creation."))
+                    .correction(format!("Valid flags: {}.", CREATE_FLAGS.join(", "))));
+            }
+            flags.insert(u);
+        }
+        if req.drbd_client == Some(true) {
+            flags.insert("DRBD_DISKLESS".into());
+        }
+        if flags.iter().any(|f| f != "INACTIVE") {
+            flags.insert("DISKLESS".into());
+        }
+        let rg = self.rsc_grps.get(&key(&d.resource_group));
+        let stack = match req.layer_list.as_ref().filter(|l| !l.is_empty()) {
+            Some(l) => check_layer_stack(l, op)?,
+            None if !d.layer_stack.is_empty() => d.layer_stack.clone(),
+            None => rg.and_then(|g| g.select_filter.layer_stack.clone()).unwrap_or_else(|| vec!["STORAGE".to_string()]),
+        };
+        if let Some(id) = req.drbd_node_id
+            && !(0..=31).contains(&id)
+        {
+            return Err(OpError::new(op, rc::FAIL_INVLD_NODE_ID, format!("The DRBD node id {id} is invalid."))
+                .correction("Use a node id from 0 to 31."));
+        }
+        let mut r = Resource {
+            resource_definition: d.name.clone(),
+            node: n.name.clone(),
+            props: req.resource.props.clone(),
+            flags,
+            layer_stack: stack,
+            create_timestamp: ctx.now_ms,
+            volumes: BTreeMap::new(),
+            uuid: ctx.uuid(),
+        };
+        for vd in vds {
+            let v = self.new_volume(d, &r, vd, op, ctx)?;
+            r.volumes.insert(vd.volume_number, v);
+        }
+        Ok(r)
     }
 
     /// `PUT …/resources/{node}`.

@@ -90,6 +90,13 @@ fn check_size(size: i64, op: i64) -> OpResult<i64> {
     }
 }
 
+fn rd_created_reply(d: &ResourceDefinition) -> ApiCallRc {
+    const OP: i64 = rc::MASK_CRT | rc::MASK_RSC_DFN;
+    ApiCallRc::success(OP, rc::CREATED, format!("New resource definition '{}' created.", d.name))
+        .with_details(format!("Resource definition '{}' UUID is: {}", d.name, d.uuid))
+        .with_ref("RscDfn", &d.name)
+}
+
 fn rd_not_found(op: i64, rd: &str) -> OpError {
     OpError::new(op, rc::FAIL_NOT_FOUND_RSC_DFN, format!("Resource definition '{rd}' not found."))
         .cause(format!("The specified resource definition '{rd}' could not be found in the database."))
@@ -152,6 +159,15 @@ impl Cluster {
 
     /// `POST /v1/resource-definitions`.
     pub fn create_rsc_dfn(&self, req: &wire::ResourceDefinitionCreate, ctx: &mut Ctx) -> OpResult<Outcome> {
+        let d = self.build_rsc_dfn(req, ctx)?;
+        let mut out = Outcome::default();
+        out.reply(rd_created_reply(&d));
+        out.put(Object::RscDfn(d));
+        Ok(out)
+    }
+
+    /// Validates a new resource definition and builds it.
+    pub(crate) fn build_rsc_dfn(&self, req: &wire::ResourceDefinitionCreate, ctx: &mut Ctx) -> OpResult<ResourceDefinition> {
         const OP: i64 = rc::MASK_CRT | rc::MASK_RSC_DFN;
         let r = &req.resource_definition;
         let external = r.external_name.clone().filter(|e| !e.is_empty());
@@ -204,14 +220,7 @@ impl Cluster {
             drbd,
             uuid: ctx.uuid(),
         };
-        let mut out = Outcome::default();
-        out.reply(
-            ApiCallRc::success(OP, rc::CREATED, format!("New resource definition '{}' created.", d.name))
-                .with_details(format!("Resource definition '{}' UUID is: {}", d.name, d.uuid))
-                .with_ref("RscDfn", &d.name),
-        );
-        out.put(Object::RscDfn(d));
-        Ok(out)
+        Ok(d)
     }
 
     /// `PUT /v1/resource-definitions/{rd}`.
@@ -284,52 +293,13 @@ impl Cluster {
         const OP: i64 = rc::MASK_CRT | rc::MASK_VLM_DFN;
         let d = self.rsc_dfn(rd, OP)?;
         let k = key(&d.name);
-        let v = &req.volume_definition;
-        let nr = match v.volume_number {
-            Some(n) if (0..=MAX_VLM_NR).contains(&n) => n as u32,
-            Some(n) => {
-                return Err(OpError::new(OP, rc::FAIL_INVLD_VLM_NR, format!("The volume number {n} is invalid."))
-                    .correction(format!("Use a volume number from 0 to {MAX_VLM_NR}.")));
-            }
-            None => lowest_free(self.vlm_dfns_of(&k).map(|v| v.volume_number))
-                .ok_or_else(|| OpError::new(OP, rc::FAIL_POOL_EXHAUSTED_VLM_NR, "No free volume number left."))?,
-        };
-        if self.vlm_dfns.contains_key(&(k.clone(), nr)) {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_EXISTS_VLM_DFN,
-                format!("Volume definition {nr} of resource definition '{}' already exists.", d.name),
-            )
-            .correction("Use another volume number.")
-            .obj_ref("RscDfn", &d.name)
-            .obj_ref("VlmNr", nr.to_string()));
-        }
-        let size = v
-            .size_kib
-            .ok_or_else(|| OpError::new(OP, rc::FAIL_INVLD_VLM_SIZE, "The volume definition has no size.").correction("Give size_kib."))?;
-        let size = check_size(size, OP)?;
-        let minor = match req.drbd_minor_number {
-            None => None,
-            Some(m) if (0..=MAX_MINOR).contains(&m) => Some(m as u32),
-            Some(m) => {
-                return Err(OpError::new(OP, rc::FAIL_INVLD_MINOR_NR, format!("The minor number {m} is invalid."))
-                    .correction(format!("Use a minor number from 0 to {MAX_MINOR}.")));
-            }
-        };
-        props::check_all(&v.props, OP)?;
-        let vd = VolumeDefinition {
-            resource_definition: d.name.clone(),
-            volume_number: nr,
-            size_kib: size,
-            props: v.props.clone(),
-            flags: check_flags(&v.flags, VD_FLAGS, OP)?,
-            drbd_minor: minor,
-            uuid: ctx.uuid(),
-        };
+        let taken: BTreeSet<u32> = self.vlm_dfns_of(&k).map(|v| v.volume_number).collect();
+        let vd = build_vlm_dfn(d, &taken, req, ctx)?;
+        let nr = vd.volume_number;
         let mut out = Outcome::default();
         for r in self.resources_of(&k) {
             let mut r = r.clone();
-            let vol = self.new_volume(&r, &vd, OP, ctx)?;
+            let vol = self.new_volume(d, &r, &vd, OP, ctx)?;
             r.volumes.insert(nr, vol);
             out.put(Object::Rsc(r));
         }
@@ -405,6 +375,59 @@ impl Cluster {
         );
         Ok(out)
     }
+}
+
+/// Validates a new volume definition of `d` (whose volume numbers in
+/// `taken` are in use) and builds it.
+pub(crate) fn build_vlm_dfn(
+    d: &ResourceDefinition,
+    taken: &BTreeSet<u32>,
+    req: &wire::VolumeDefinitionCreate,
+    ctx: &mut Ctx,
+) -> OpResult<VolumeDefinition> {
+    const OP: i64 = rc::MASK_CRT | rc::MASK_VLM_DFN;
+    let v = &req.volume_definition;
+    let nr = match v.volume_number {
+        Some(n) if (0..=MAX_VLM_NR).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(OpError::new(OP, rc::FAIL_INVLD_VLM_NR, format!("The volume number {n} is invalid."))
+                .correction(format!("Use a volume number from 0 to {MAX_VLM_NR}.")));
+        }
+        None => lowest_free(taken.iter().copied())
+            .ok_or_else(|| OpError::new(OP, rc::FAIL_POOL_EXHAUSTED_VLM_NR, "No free volume number left."))?,
+    };
+    if taken.contains(&nr) {
+        return Err(OpError::new(
+            OP,
+            rc::FAIL_EXISTS_VLM_DFN,
+            format!("Volume definition {nr} of resource definition '{}' already exists.", d.name),
+        )
+        .correction("Use another volume number.")
+        .obj_ref("RscDfn", &d.name)
+        .obj_ref("VlmNr", nr.to_string()));
+    }
+    let size = v
+        .size_kib
+        .ok_or_else(|| OpError::new(OP, rc::FAIL_INVLD_VLM_SIZE, "The volume definition has no size.").correction("Give size_kib."))?;
+    let size = check_size(size, OP)?;
+    let minor = match req.drbd_minor_number {
+        None => None,
+        Some(m) if (0..=MAX_MINOR).contains(&m) => Some(m as u32),
+        Some(m) => {
+            return Err(OpError::new(OP, rc::FAIL_INVLD_MINOR_NR, format!("The minor number {m} is invalid."))
+                .correction(format!("Use a minor number from 0 to {MAX_MINOR}.")));
+        }
+    };
+    props::check_all(&v.props, OP)?;
+    Ok(VolumeDefinition {
+        resource_definition: d.name.clone(),
+        volume_number: nr,
+        size_kib: size,
+        props: v.props.clone(),
+        flags: check_flags(&v.flags, VD_FLAGS, OP)?,
+        drbd_minor: minor,
+        uuid: ctx.uuid(),
+    })
 }
 
 fn check_drbd_options(
