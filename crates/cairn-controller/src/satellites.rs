@@ -18,6 +18,7 @@ use cairn_api::rc::{self, ApiCallRc};
 use cairn_domain::Cluster;
 use cairn_domain::desired::desired_for_node;
 use cairn_domain::name::key;
+use cairn_domain::placement::{NodeObs, Observer};
 use cairn_domain::storage_pool::PoolCapacity;
 use cairn_proto::{
     Apply, Hello, Observed, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PROTO_VERSION, PoolDesired, PoolObserved, ResourceDesired,
@@ -194,7 +195,20 @@ impl Links {
         let l = self.get(node_key)?;
         let v = l.view.read().unwrap_or_else(|e| e.into_inner());
         let p = v.pools.get(&key(pool))?;
-        Some(PoolCapacity { free_kib: p.free_kib?, total_kib: p.total_kib? })
+        // Volumes of this pool the satellite has reported as created.
+        let sent = lock(&l.sent);
+        let present_kib = v
+            .resources
+            .values()
+            .flat_map(|r| {
+                let desired = sent.resources.get(&r.name);
+                r.volumes.iter().filter_map(move |o| {
+                    let in_pool = desired?.volumes.iter().any(|d| d.number == o.number && d.pool.eq_ignore_ascii_case(pool));
+                    if in_pool && o.device_path.is_some() { o.usable_kib } else { None }
+                })
+            })
+            .sum();
+        Some(PoolCapacity { free_kib: p.free_kib?, total_kib: p.total_kib?, present_kib })
     }
 
     /// Queues the delta of each node to its worker. Call under the writer
@@ -249,6 +263,23 @@ impl Links {
             }
         }
         (pending, warnings)
+    }
+}
+
+impl Observer for Links {
+    fn node(&self, node_key: &str) -> NodeObs {
+        let Some(l) = self.get(node_key) else { return NodeObs::default() };
+        let v = l.view.read().unwrap_or_else(|e| e.into_inner());
+        let Some(h) = v.hello.as_ref().filter(|_| v.status == ConnStatus::Online) else { return NodeObs::default() };
+        NodeObs {
+            online: true,
+            providers: h.providers.iter().filter(|p| p.supported).map(|p| p.kind.clone()).collect(),
+            layers: h.layers.iter().cloned().collect(),
+        }
+    }
+
+    fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
+        Links::capacity(self, node_key, pool)
     }
 }
 

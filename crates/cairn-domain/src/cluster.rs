@@ -152,6 +152,11 @@ impl Object {
         }
     }
 
+    /// This object as a `Put` change.
+    pub fn into_put(self) -> Change {
+        Change::Put(self)
+    }
+
     /// The object's own JSON document (without the kind tag).
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         match self {

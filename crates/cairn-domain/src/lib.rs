@@ -8,6 +8,7 @@
 //! [`Cluster::apply`], the same function that rebuilds the cluster from the
 //! store at start-up, so memory and database cannot disagree.
 
+pub mod autoplace;
 pub mod cluster;
 pub mod ctx;
 pub mod desired;
@@ -16,6 +17,7 @@ pub mod kvs;
 pub mod name;
 pub mod node;
 pub mod node_connection;
+pub mod placement;
 pub mod props;
 pub mod resource;
 pub mod resource_definition;
@@ -39,3 +41,6 @@ pub const DEFAULT_DISKLESS_STOR_POOL: &str = "DfltDisklessStorPool";
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod autoplace_tests;

@@ -163,6 +163,10 @@ pub struct StorPool {
 pub struct PoolCapacity {
     pub free_kib: i64,
     pub total_kib: i64,
+    /// Size of the cluster's volumes in this pool that the satellite had
+    /// created when it measured `free_kib`: volumes placed since then are
+    /// not in that number yet.
+    pub present_kib: i64,
 }
 
 impl StorPool {

@@ -36,6 +36,9 @@ pub struct Hello {
     /// restarted and needs a full apply.
     pub instance: String,
     pub providers: Vec<ProviderSupport>,
+    /// Layers the satellite can build (`STORAGE`, later `DRBD`, `LUKS`...).
+    #[serde(default)]
+    pub layers: Vec<String>,
 }
 
 /// Whether the satellite can serve a provider kind, and why not.

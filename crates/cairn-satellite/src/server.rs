@@ -62,6 +62,7 @@ impl Satellite {
             version: env!("CARGO_PKG_VERSION").to_string(),
             instance: instance.clone(),
             providers: providers.clone(),
+            layers: vec!["STORAGE".into()],
         };
         let files = Files::new(runner, config.command_timeout);
         let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, providers));

@@ -7,6 +7,7 @@ pub mod input;
 pub mod kvs;
 pub mod node_connections;
 pub mod nodes;
+pub mod placement;
 pub mod reply;
 pub mod resource_definitions;
 pub mod resource_groups;
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(resource_groups::routes())
         .merge(resource_definitions::routes())
         .merge(resources::routes())
+        .merge(placement::routes())
         .merge(kvs::routes())
         .merge(node_connections::routes())
         .fallback(unrouted)

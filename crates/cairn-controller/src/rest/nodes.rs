@@ -30,7 +30,7 @@ fn wire(s: &AppState, key: &str, n: &cairn_domain::node::Node) -> Node {
     if let Some(h) = s.links().hello(key) {
         w.storage_providers = Some(h.providers.iter().filter(|p| p.supported).map(|p| p.kind.clone()).collect());
         w.unsupported_providers = Some(h.providers.iter().filter(|p| !p.supported).map(|p| (p.kind.clone(), p.missing.clone())).collect());
-        w.resource_layers = Some(vec!["STORAGE".into()]);
+        w.resource_layers = Some(h.layers.clone());
     }
     w
 }

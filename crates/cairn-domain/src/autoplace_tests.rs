@@ -1,0 +1,441 @@
+//! The autoplacer scenarios of LINSTOR's own suite (RscAutoPlaceApiTest),
+//! as pure unit tests against an observed cluster that the test describes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_api::node::{NetInterface, Node as WireNode};
+use cairn_api::placement::{AutoPlaceRequest, ResourceGroupSpawn, ResourceMakeAvailable};
+use cairn_api::rc;
+use cairn_api::resource_definition::{
+    ResourceDefinition as WireRd, ResourceDefinitionCreate, VolumeDefinition as WireVd, VolumeDefinitionCreate,
+};
+use cairn_api::resource_group::{AutoSelectFilter, ResourceGroup as WireRg, VolumeGroup as WireVg};
+use cairn_api::storage_pool::StoragePool as WireSp;
+
+use crate::name::key;
+use crate::placement::{NodeObs, Observer};
+use crate::storage_pool::PoolCapacity;
+use crate::{Cluster, Ctx, OpError, Outcome, Props};
+
+const GIB: i64 = 1024 * 1024;
+
+#[derive(Default)]
+struct Obs {
+    offline: BTreeSet<String>,
+    cap: BTreeMap<(String, String), PoolCapacity>,
+    no_providers: BTreeSet<String>,
+}
+
+impl Observer for Obs {
+    fn node(&self, node_key: &str) -> NodeObs {
+        let mut providers: BTreeSet<String> =
+            ["DISKLESS", "FILE", "FILE_THIN", "LVM", "LVM_THIN", "ZFS", "ZFS_THIN"].iter().map(|s| s.to_string()).collect();
+        if self.no_providers.contains(node_key) {
+            providers.retain(|p| p == "DISKLESS");
+        }
+        NodeObs { online: !self.offline.contains(node_key), providers, layers: ["STORAGE".to_string()].into() }
+    }
+
+    fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
+        self.cap.get(&(node_key.to_string(), key(pool))).copied()
+    }
+}
+
+struct T {
+    c: Cluster,
+    ctx: Ctx,
+    obs: Obs,
+}
+
+impl T {
+    fn new() -> T {
+        let mut c = Cluster::default();
+        let seed = c.seed(&mut || "s".into());
+        c.apply(seed);
+        T { c, ctx: Ctx::deterministic(), obs: Obs::default() }
+    }
+
+    fn run(&mut self, f: impl FnOnce(&Cluster, &Obs, &mut Ctx) -> Result<Outcome, OpError>) -> Outcome {
+        let out = f(&self.c, &self.obs, &mut self.ctx).unwrap_or_else(|e| panic!("{}: {:?}", e.rc.message, e.rc.cause));
+        self.c.apply(out.changes.clone());
+        out
+    }
+
+    fn fail(&mut self, f: impl FnOnce(&Cluster, &Obs, &mut Ctx) -> Result<Outcome, OpError>) -> OpError {
+        f(&self.c, &self.obs, &mut self.ctx).expect_err("placement should fail")
+    }
+
+    /// A satellite node with properties and pools (name, kind, free GiB;
+    /// total = 2 x free).
+    fn node(&mut self, name: &str, props: &[(&str, &str)], pools: &[(&str, &str, i64)]) {
+        let req = WireNode {
+            name: name.into(),
+            node_type: "SATELLITE".into(),
+            props: props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            net_interfaces: vec![NetInterface {
+                name: "default".into(),
+                address: "127.0.0.1".into(),
+                satellite_port: Some(3366),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        self.run(|c, _, ctx| c.create_node(&req, ctx));
+        for (pool, kind, free_gib) in pools {
+            let backing = match *kind {
+                "LVM" => "vg0".to_string(),
+                "LVM_THIN" => "vg0/thin".to_string(),
+                "ZFS" | "ZFS_THIN" => "tank".to_string(),
+                _ => format!("/srv/{pool}"),
+            };
+            let mut p = Props::new();
+            p.insert("StorDriver/StorPoolName".into(), backing);
+            let sp = WireSp { storage_pool_name: pool.to_string(), provider_kind: kind.to_string(), props: p, ..Default::default() };
+            self.run(|c, _, ctx| c.create_stor_pool(name, &sp, ctx));
+            self.obs
+                .cap
+                .insert((key(name), key(pool)), PoolCapacity { free_kib: free_gib * GIB, total_kib: 2 * free_gib * GIB, present_kib: 0 });
+        }
+    }
+
+    fn rd(&mut self, name: &str, rg: Option<&str>, size_gib: i64) {
+        let rd = ResourceDefinitionCreate {
+            resource_definition: WireRd { name: name.into(), resource_group_name: rg.map(String::from), ..Default::default() },
+            ..Default::default()
+        };
+        self.run(|c, _, ctx| c.create_rsc_dfn(&rd, ctx));
+        let vd = VolumeDefinitionCreate {
+            volume_definition: WireVd { size_kib: Some(size_gib * GIB), ..Default::default() },
+            ..Default::default()
+        };
+        self.run(|c, _, ctx| c.create_vlm_dfn(name, &vd, ctx));
+    }
+
+    fn autoplace(&mut self, rd: &str, f: AutoSelectFilter) -> Outcome {
+        let req = AutoPlaceRequest { select_filter: f, ..Default::default() };
+        self.run(|c, o, ctx| c.autoplace(rd, &req, o, ctx))
+    }
+
+    fn autoplace_err(&mut self, rd: &str, f: AutoSelectFilter) -> OpError {
+        let req = AutoPlaceRequest { select_filter: f, ..Default::default() };
+        self.fail(|c, o, ctx| c.autoplace(rd, &req, o, ctx))
+    }
+
+    /// (node, pool, diskless) of the resources of `rd`, sorted.
+    fn placed(&self, rd: &str) -> Vec<(String, String, bool)> {
+        self.c
+            .resources_of(&key(rd))
+            .map(|r| (r.node.clone(), r.volumes.values().next().map(|v| v.storage_pool.clone()).unwrap_or_default(), r.is_diskless()))
+            .collect()
+    }
+
+    fn nodes_of(&self, rd: &str) -> Vec<String> {
+        self.placed(rd).into_iter().filter(|p| !p.2).map(|p| p.0).collect()
+    }
+}
+
+fn count(n: i64) -> AutoSelectFilter {
+    AutoSelectFilter { place_count: Some(n), ..Default::default() }
+}
+
+fn strings(v: &[&str]) -> Option<Vec<String>> {
+    Some(v.iter().map(|s| s.to_string()).collect())
+}
+
+#[test]
+fn basic_placement_uses_distinct_nodes_and_the_named_pool() {
+    let mut t = T::new();
+    for n in ["a1", "a2", "a3"] {
+        t.node(n, &[], &[("DfltStorPool", "FILE_THIN", 100)]);
+    }
+    t.rd("r1", None, 1);
+    t.autoplace("r1", count(2));
+    let placed = t.placed("r1");
+    assert_eq!(placed.len(), 2);
+    assert!(placed.iter().all(|(_, pool, diskless)| pool == "DfltStorPool" && !diskless));
+    let nodes: BTreeSet<_> = placed.iter().map(|p| p.0.clone()).collect();
+    assert_eq!(nodes.len(), 2, "two replicas never share a node");
+    let r = t.c.resources_of("R1").next().unwrap();
+    assert_eq!(r.props.get("StorPoolName").map(String::as_str), Some("DfltStorPool"));
+}
+
+#[test]
+fn larger_free_pool_wins() {
+    let mut t = T::new();
+    t.node("small", &[], &[("pool", "LVM", 10)]);
+    t.node("large", &[], &[("pool", "LVM", 500)]);
+    t.node("medium", &[], &[("pool", "LVM", 100)]);
+    t.rd("r1", None, 1);
+    t.autoplace("r1", count(2));
+    assert_eq!(t.nodes_of("r1"), vec!["large", "medium"]);
+}
+
+#[test]
+fn not_enough_nodes_names_the_constraint() {
+    let mut t = T::new();
+    t.node("n1", &[], &[("pool", "LVM", 100)]);
+    t.node("n2", &[], &[("pool", "LVM", 1)]);
+    t.node("n3", &[], &[("pool", "LVM", 100)]);
+    t.obs.offline.insert("N3".into());
+    t.rd("r1", None, 10);
+    let e = t.autoplace_err("r1", count(3));
+    assert_eq!(e.rc.code(), rc::FAIL_NOT_ENOUGH_NODES);
+    assert_eq!(e.rc.message, "Not enough available nodes");
+    let cause = e.rc.cause.clone().unwrap();
+    assert!(cause.contains("node offline: n3/pool"), "{cause}");
+    assert!(cause.contains("not enough free space (need 10485760 KiB): n2/pool"), "{cause}");
+    assert!(t.placed("r1").is_empty(), "nothing is placed when the whole request cannot be");
+}
+
+#[test]
+fn do_not_place_with_and_its_regex() {
+    let mut t = T::new();
+    for n in ["n1", "n2", "n3", "n4"] {
+        t.node(n, &[], &[("pool", "FILE_THIN", 100)]);
+    }
+    t.rd("db", None, 1);
+    t.autoplace("db", AutoSelectFilter { place_count: Some(2), node_name_list: strings(&["n1", "n2"]), ..Default::default() });
+    t.rd("web", None, 1);
+    t.autoplace("web", AutoSelectFilter { place_count: Some(2), not_place_with_rsc: strings(&["db"]), ..Default::default() });
+    assert_eq!(t.nodes_of("web"), vec!["n3", "n4"]);
+    t.rd("cache", None, 1);
+    let e = t.autoplace_err(
+        "cache",
+        AutoSelectFilter { place_count: Some(1), not_place_with_rsc_regex: Some("^(DB|we.)$".into()), ..Default::default() },
+    );
+    assert_eq!(e.rc.code(), rc::FAIL_NOT_ENOUGH_NODES);
+    assert!(e.rc.cause.unwrap().contains("not_place_with_rsc"));
+}
+
+#[test]
+fn replicas_on_same_and_different_with_values() {
+    let mut t = T::new();
+    t.node("r1a", &[("Aux/rack", "1"), ("Aux/site", "x")], &[("pool", "LVM", 100)]);
+    t.node("r1b", &[("Aux/rack", "1"), ("Aux/site", "x")], &[("pool", "LVM", 90)]);
+    t.node("r2a", &[("Aux/rack", "2"), ("Aux/site", "x")], &[("pool", "LVM", 80)]);
+    t.node("r3a", &[("Aux/rack", "3"), ("Aux/site", "y")], &[("pool", "LVM", 200)]);
+    // Different racks: never both rack-1 nodes.
+    t.rd("diff", None, 1);
+    t.autoplace("diff", AutoSelectFilter { place_count: Some(3), replicas_on_different: strings(&["Aux/rack"]), ..Default::default() });
+    assert_eq!(t.nodes_of("diff"), vec!["r1a", "r2a", "r3a"]);
+    // Same site: the biggest pool is on site y alone, so site x wins with two.
+    t.rd("same", None, 1);
+    t.autoplace("same", AutoSelectFilter { place_count: Some(2), replicas_on_same: strings(&["Aux/site"]), ..Default::default() });
+    assert_eq!(t.nodes_of("same"), vec!["r1a", "r1b"]);
+    // A fixed value.
+    t.rd("samey", None, 1);
+    t.autoplace("samey", AutoSelectFilter { place_count: Some(1), replicas_on_same: strings(&["Aux/site=x"]), ..Default::default() });
+    assert_eq!(t.nodes_of("samey"), vec!["r1a"]);
+    // key=value on different forbids that value.
+    t.rd("notx", None, 1);
+    t.autoplace("notx", AutoSelectFilter { place_count: Some(1), replicas_on_different: strings(&["Aux/site=y"]), ..Default::default() });
+    assert_eq!(t.nodes_of("notx"), vec!["r1a"]);
+}
+
+#[test]
+fn x_replicas_on_different_allows_n_per_value() {
+    let mut t = T::new();
+    t.node("a1", &[("Aux/zone", "a")], &[("pool", "LVM", 100)]);
+    t.node("a2", &[("Aux/zone", "a")], &[("pool", "LVM", 99)]);
+    t.node("a3", &[("Aux/zone", "a")], &[("pool", "LVM", 98)]);
+    t.node("b1", &[("Aux/zone", "b")], &[("pool", "LVM", 10)]);
+    t.rd("rr", None, 1);
+    let mut f = count(3);
+    f.x_replicas_on_different_map = Some([("Aux/zone".to_string(), 2)].into());
+    t.autoplace("rr", f);
+    assert_eq!(t.nodes_of("rr"), vec!["a1", "a2", "b1"]);
+}
+
+#[test]
+fn diskless_on_remaining_covers_every_other_satellite() {
+    let mut t = T::new();
+    for n in ["d1", "d2", "d3", "d4"] {
+        t.node(n, &[], &[("pool", "FILE_THIN", 100)]);
+    }
+    t.rd("rr", None, 1);
+    let req = AutoPlaceRequest { select_filter: count(2), diskless_on_remaining: Some(true), ..Default::default() };
+    t.run(|c, o, ctx| c.autoplace("rr", &req, o, ctx));
+    let placed = t.placed("rr");
+    assert_eq!(placed.len(), 4);
+    assert_eq!(placed.iter().filter(|p| p.2).count(), 2);
+    assert!(placed.iter().filter(|p| p.2).all(|p| p.1 == "DfltDisklessStorPool"));
+}
+
+#[test]
+fn autoplace_is_idempotent_and_extends_a_placement() {
+    let mut t = T::new();
+    for n in ["e1", "e2", "e3", "e4"] {
+        t.node(n, &[], &[("pool", "FILE_THIN", 100)]);
+    }
+    t.rd("rr", None, 1);
+    t.autoplace("rr", count(2));
+    let again = t.autoplace("rr", count(2));
+    assert!(again.changes.is_empty());
+    assert_eq!(again.replies[0].code(), 1006);
+    assert!(again.replies[0].is_warning());
+    t.autoplace("rr", count(3));
+    assert_eq!(t.nodes_of("rr").len(), 3);
+    t.autoplace("rr", AutoSelectFilter { additional_place_count: Some(1), ..Default::default() });
+    assert_eq!(t.nodes_of("rr").len(), 4);
+}
+
+#[test]
+fn provider_and_layer_filters() {
+    let mut t = T::new();
+    t.node("lvm", &[], &[("pool", "LVM", 100)]);
+    t.node("zfs", &[], &[("pool", "ZFS", 500)]);
+    t.node("nosat", &[], &[("pool", "FILE", 900)]);
+    t.obs.no_providers.insert("NOSAT".into());
+    t.rd("rr", None, 1);
+    t.autoplace("rr", AutoSelectFilter { place_count: Some(1), provider_list: strings(&["LVM"]), ..Default::default() });
+    assert_eq!(t.nodes_of("rr"), vec!["lvm"]);
+    t.rd("r2", None, 1);
+    let e =
+        t.autoplace_err("r2", AutoSelectFilter { place_count: Some(1), layer_stack: strings(&["DRBD", "STORAGE"]), ..Default::default() });
+    assert!(e.rc.cause.unwrap().contains("does not support layer DRBD"));
+    t.rd("r3", None, 1);
+    t.autoplace("r3", count(2));
+    assert_eq!(t.nodes_of("r3"), vec!["lvm", "zfs"], "a satellite that cannot serve FILE is skipped");
+}
+
+#[test]
+fn strategy_weights_change_the_choice() {
+    let mut t = T::new();
+    t.node("busy", &[], &[("pool", "FILE_THIN", 1000)]);
+    t.node("idle", &[], &[("pool", "FILE_THIN", 900)]);
+    for i in 0..3 {
+        let rd = format!("filler{i}");
+        t.rd(&rd, None, 1);
+        t.autoplace(&rd, AutoSelectFilter { place_count: Some(1), node_name_list: strings(&["busy"]), ..Default::default() });
+    }
+    t.rd("aa", None, 1);
+    t.autoplace("aa", count(1));
+    assert_eq!(t.nodes_of("aa"), vec!["busy"], "MaxFreeSpace decides by default");
+    t.c.ctrl_props.insert("Autoplacer/Weights/MaxFreeSpace".into(), "0".into());
+    t.c.ctrl_props.insert("Autoplacer/Weights/MinRscCount".into(), "1".into());
+    t.rd("bb", None, 1);
+    t.autoplace("bb", count(1));
+    assert_eq!(t.nodes_of("bb"), vec!["idle"], "MinRscCount prefers the emptier pool");
+}
+
+#[test]
+fn thick_pools_are_never_overcommitted() {
+    let mut t = T::new();
+    t.node("t1", &[], &[("pool", "LVM", 5)]);
+    t.node("t2", &[], &[("pool", "LVM", 5)]);
+    t.rd("v1", None, 4);
+    t.autoplace("v1", count(2));
+    // The satellites have not reported since: their free space (5 GiB)
+    // does not include v1 yet. What the cluster placed counts anyway.
+    t.rd("v2", None, 4);
+    let e = t.autoplace_err("v2", count(1));
+    assert_eq!(e.rc.code(), rc::FAIL_NOT_ENOUGH_NODES, "4 of the 5 free GiB are taken by v1 already");
+    // After the satellites report v1 as created, the numbers agree.
+    for n in ["T1", "T2"] {
+        t.obs.cap.insert((n.into(), "POOL".into()), PoolCapacity { free_kib: GIB, total_kib: 10 * GIB, present_kib: 4 * GIB });
+    }
+    let e = t.autoplace_err("v2", count(1));
+    assert_eq!(e.rc.code(), rc::FAIL_NOT_ENOUGH_NODES);
+    t.rd("v3", None, 1);
+    t.autoplace("v3", count(2));
+    assert_eq!(t.nodes_of("v3").len(), 2, "the last GiB fits");
+}
+
+#[test]
+fn shared_space_counts_once() {
+    let mut t = T::new();
+    t.node("s1", &[], &[]);
+    t.node("s2", &[], &[]);
+    for n in ["s1", "s2"] {
+        let mut p = Props::new();
+        p.insert("StorDriver/StorPoolName".into(), "vgshared".into());
+        let sp = WireSp {
+            storage_pool_name: "shared".into(),
+            provider_kind: "LVM".into(),
+            props: p,
+            free_space_mgr_name: Some("san1".into()),
+            ..Default::default()
+        };
+        t.run(|c, _, ctx| c.create_stor_pool(n, &sp, ctx));
+        t.obs.cap.insert((key(n), key("shared")), PoolCapacity { free_kib: 100 * GIB, total_kib: 100 * GIB, present_kib: 0 });
+    }
+    t.rd("rr", None, 1);
+    let e = t.autoplace_err("rr", count(2));
+    assert_eq!(e.rc.code(), rc::FAIL_NOT_ENOUGH_NODES, "two pools on the same shared storage are one replica");
+}
+
+#[test]
+fn spawn_creates_definitions_from_volume_groups_and_places() {
+    let mut t = T::new();
+    for n in ["p1", "p2", "p3"] {
+        t.node(n, &[], &[("fast", "FILE_THIN", 100)]);
+    }
+    let rg = WireRg {
+        name: "rg".into(),
+        select_filter: AutoSelectFilter { place_count: Some(2), storage_pool_list: strings(&["fast"]), ..Default::default() },
+        ..Default::default()
+    };
+    t.run(|c, _, ctx| c.create_rsc_grp(&rg, ctx));
+    let vg = WireVg { props: [("Aux/vg".to_string(), "yes".to_string())].into(), ..Default::default() };
+    t.run(|c, _, ctx| c.create_vlm_grp("rg", &vg, ctx));
+    let req = ResourceGroupSpawn { resource_definition_name: "pvc-1".into(), volume_sizes: vec![GIB], ..Default::default() };
+    t.run(|c, o, ctx| c.spawn("rg", &req, o, ctx));
+    assert_eq!(t.c.rsc_dfns["PVC-1"].resource_group, "rg");
+    let vd = &t.c.vlm_dfns[&("PVC-1".to_string(), 0)];
+    assert_eq!((vd.size_kib, vd.props.get("Aux/vg").map(String::as_str)), (GIB, Some("yes")));
+    assert_eq!(t.nodes_of("pvc-1").len(), 2);
+    // Wrong number of sizes without `partial`.
+    let bad = ResourceGroupSpawn { resource_definition_name: "pvc-2".into(), volume_sizes: vec![GIB, GIB], ..Default::default() };
+    assert_eq!(t.fail(|c, o, ctx| c.spawn("rg", &bad, o, ctx)).rc.code(), rc::FAIL_INVLD_VLM_SIZES);
+    // definitions_only places nothing; a failed placement creates nothing.
+    let defs = ResourceGroupSpawn {
+        resource_definition_name: "pvc-3".into(),
+        volume_sizes: vec![GIB],
+        definitions_only: true,
+        ..Default::default()
+    };
+    t.run(|c, o, ctx| c.spawn("rg", &defs, o, ctx));
+    assert!(t.placed("pvc-3").is_empty());
+    let huge = ResourceGroupSpawn { resource_definition_name: "pvc-4".into(), volume_sizes: vec![10_000 * GIB], ..Default::default() };
+    assert_eq!(t.fail(|c, o, ctx| c.spawn("rg", &huge, o, ctx)).rc.code(), rc::FAIL_NOT_ENOUGH_NODES);
+    assert!(!t.c.rsc_dfns.contains_key("PVC-4"));
+}
+
+#[test]
+fn make_available_adds_a_diskless_or_diskful_replica_once() {
+    let mut t = T::new();
+    for n in ["m1", "m2", "m3"] {
+        t.node(n, &[], &[("pool", "FILE_THIN", 100)]);
+    }
+    t.rd("rr", None, 1);
+    t.autoplace("rr", AutoSelectFilter { place_count: Some(1), node_name_list: strings(&["m1"]), ..Default::default() });
+    t.run(|c, o, ctx| c.make_available("rr", "m2", &ResourceMakeAvailable::default(), o, ctx));
+    assert!(t.placed("rr").contains(&("m2".into(), "DfltDisklessStorPool".into(), true)));
+    let again = t.run(|c, o, ctx| c.make_available("rr", "m2", &ResourceMakeAvailable::default(), o, ctx));
+    assert!(again.changes.is_empty() && again.replies[0].is_info());
+    t.run(|c, o, ctx| c.make_available("rr", "m3", &ResourceMakeAvailable { diskful: true, ..Default::default() }, o, ctx));
+    assert!(t.placed("rr").contains(&("m3".into(), "pool".into(), false)));
+}
+
+#[test]
+fn size_queries_match_the_pools() {
+    let mut t = T::new();
+    t.node("q1", &[], &[("pool", "LVM", 100)]);
+    t.node("q2", &[], &[("pool", "LVM", 60)]);
+    t.node("q3", &[], &[("pool", "LVM", 30)]);
+    let info = t.c.query_size_info("DfltRscGrp", &AutoSelectFilter::default(), &t.obs).unwrap();
+    let s = info.space_info.unwrap();
+    assert_eq!(s.max_vlm_size_in_kib, 60 * GIB, "two replicas: the second-largest pool limits");
+    assert_eq!(s.available_size_in_kib, Some((100 + 60 + 30) * GIB / 2));
+    assert_eq!(s.next_spawn_result.iter().map(|r| r.node_name.as_str()).collect::<Vec<_>>(), ["q1", "q2"]);
+    let three = t.c.query_size_info("DfltRscGrp", &count(3), &t.obs).unwrap();
+    assert_eq!(three.space_info.unwrap().max_vlm_size_in_kib, 30 * GIB);
+    let four = t.c.query_size_info("DfltRscGrp", &count(4), &t.obs).unwrap();
+    assert_eq!(four.space_info.unwrap().max_vlm_size_in_kib, 0);
+    assert!(!four.reports.is_empty());
+    let all = t.c.query_all_size_info(&AutoSelectFilter::default(), &t.obs);
+    assert!(all.result.contains_key("DfltRscGrp"));
+    let max = t.c.query_max_volume_size(&count(2), &t.obs).unwrap();
+    assert_eq!(max.candidates.len(), 1);
+    assert_eq!((max.candidates[0].storage_pool.as_str(), max.candidates[0].max_volume_size_kib), ("pool", 60 * GIB));
+}
