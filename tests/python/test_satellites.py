@@ -274,10 +274,10 @@ def test_cairn_up_runs_a_single_node_cluster(tmp_path):
         pools = lin.storage_pool_list_raise(filter_by_stor_pools=["DfltStorPool"]).storage_pools
         assert pools and pools[0].provider_kind == "FILE_THIN"
         ok(lin.resource_group_create("quick", place_count=1))
-        ok(lin.resource_dfn_create("first", resource_group="quick"))
-        ok(lin.volume_dfn_create("first", 1024 * 1024))
-        ok(lin.resource_create([linstor.ResourceData(node, "first")]))
-        dev = lin.volume_list_raise().resources[0].volumes[0].device_path
+        ok(lin.resource_group_spawn("quick", "first", [1024 * 1024]))
+        vols = lin.volume_list_raise().resources
+        assert [r.node_name for r in vols] == [node]
+        dev = vols[0].volumes[0].device_path
         assert dev.startswith("/dev/loop") and blocksize(dev) == 1024 * MiB
         ok(lin.resource_dfn_delete("first"))
         assert loops_under(str(tmp_path)) == []
