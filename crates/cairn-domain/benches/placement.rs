@@ -20,7 +20,11 @@ struct Obs(BTreeMap<String, PoolCapacity>);
 
 impl Observer for Obs {
     fn node(&self, _: &str) -> NodeObs {
-        NodeObs { online: true, providers: ["FILE_THIN".to_string(), "DISKLESS".to_string()].into(), layers: ["STORAGE".to_string()].into() }
+        NodeObs {
+            online: true,
+            providers: ["FILE_THIN".to_string(), "DISKLESS".to_string()].into(),
+            layers: ["STORAGE".to_string()].into(),
+        }
     }
     fn capacity(&self, node_key: &str, _: &str) -> Option<PoolCapacity> {
         self.0.get(node_key).copied()
@@ -39,7 +43,12 @@ fn cluster(n: usize) -> (Cluster, Obs, Ctx) {
             name: name.clone(),
             node_type: "SATELLITE".into(),
             props: [("Aux/rack".to_string(), format!("r{}", i % 20))].into(),
-            net_interfaces: vec![NetInterface { name: "default".into(), address: "10.0.0.1".into(), satellite_port: Some(3366), ..Default::default() }],
+            net_interfaces: vec![NetInterface {
+                name: "default".into(),
+                address: "10.0.0.1".into(),
+                satellite_port: Some(3366),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let o = c.create_node(&req, &mut ctx).expect("node");
@@ -64,15 +73,24 @@ fn main() {
         let (mut c, obs, mut ctx) = cluster(n);
         for (label, filter) in [
             ("place_count 3", AutoSelectFilter { place_count: Some(3), ..Default::default() }),
-            ("place_count 3, replicas_on_different Aux/rack", AutoSelectFilter { place_count: Some(3), replicas_on_different: Some(vec!["Aux/rack".into()]), ..Default::default() }),
+            (
+                "place_count 3, replicas_on_different Aux/rack",
+                AutoSelectFilter { place_count: Some(3), replicas_on_different: Some(vec!["Aux/rack".into()]), ..Default::default() },
+            ),
         ] {
             let mut times: Vec<Duration> = Vec::new();
             for i in 0..50 {
                 let name = format!("rsc-{}-{i}", label.len());
-                let rd = ResourceDefinitionCreate { resource_definition: ResourceDefinition { name: name.clone(), ..Default::default() }, ..Default::default() };
+                let rd = ResourceDefinitionCreate {
+                    resource_definition: ResourceDefinition { name: name.clone(), ..Default::default() },
+                    ..Default::default()
+                };
                 let o = c.create_rsc_dfn(&rd, &mut ctx).expect("rd");
                 c.apply(o.changes);
-                let vd = VolumeDefinitionCreate { volume_definition: VolumeDefinition { size_kib: Some(1024), ..Default::default() }, ..Default::default() };
+                let vd = VolumeDefinitionCreate {
+                    volume_definition: VolumeDefinition { size_kib: Some(1024), ..Default::default() },
+                    ..Default::default()
+                };
                 let o = c.create_vlm_dfn(&name, &vd, &mut ctx).expect("vd");
                 c.apply(o.changes);
                 let req = AutoPlaceRequest { select_filter: filter.clone(), ..Default::default() };

@@ -220,7 +220,13 @@ fn main() {
     let wall = t.elapsed();
     rows.push((
         "100 concurrent spawns (2 replicas each, 200 devices on 3 satellites)".into(),
-        format!("{:.1} s, {:.0} volumes/s; per spawn p50 {} p99 {}", wall.as_secs_f64(), 100.0 / wall.as_secs_f64(), ms(pct(&mut lat, 0.5)), ms(pct(&mut lat, 0.99))),
+        format!(
+            "{:.1} s, {:.0} volumes/s; per spawn p50 {} p99 {}",
+            wall.as_secs_f64(),
+            100.0 / wall.as_secs_f64(),
+            ms(pct(&mut lat, 0.5)),
+            ms(pct(&mut lat, 0.99))
+        ),
     ));
 
     let raw_dir = root.path().join("raw");
