@@ -50,7 +50,7 @@ fn not_enough(op: i64, need: usize, size_kib: i64, cands: &[Candidate], rej: &Re
             qualified.len(),
             if qualified.is_empty() { String::new() } else { format!(" ({})", qualified.join(", ")) },
             if qualified.len() >= need {
-                ", but no combination of them satisfies one-per-node and the replicas-on-same/different rules"
+                ", but no combination of them satisfies one replica per node and per shared space, provider mixing and replicas-on-same/different"
             } else {
                 ""
             },

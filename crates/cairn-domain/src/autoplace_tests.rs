@@ -283,6 +283,7 @@ fn autoplace_is_idempotent_and_extends_a_placement() {
 fn provider_and_layer_filters() {
     let mut t = T::new();
     t.node("lvm", &[], &[("pool", "LVM", 100)]);
+    t.node("lvm2", &[], &[("pool", "LVM", 50)]);
     t.node("zfs", &[], &[("pool", "ZFS", 500)]);
     t.node("nosat", &[], &[("pool", "FILE", 900)]);
     t.obs.no_providers.insert("NOSAT".into());
@@ -295,7 +296,7 @@ fn provider_and_layer_filters() {
     assert!(e.rc.cause.unwrap().contains("does not support layer DRBD"));
     t.rd("r3", None, 1);
     t.autoplace("r3", count(2));
-    assert_eq!(t.nodes_of("r3"), vec!["lvm", "zfs"], "a satellite that cannot serve FILE is skipped");
+    assert_eq!(t.nodes_of("r3"), vec!["lvm", "lvm2"], "a satellite that cannot serve FILE is skipped, ZFS does not mix with LVM");
 }
 
 #[test]
@@ -438,4 +439,24 @@ fn size_queries_match_the_pools() {
     let max = t.c.query_max_volume_size(&count(2), &t.obs).unwrap();
     assert_eq!(max.candidates.len(), 1);
     assert_eq!((max.candidates[0].storage_pool.as_str(), max.candidates[0].max_volume_size_kib), ("pool", 60 * GIB));
+}
+
+#[test]
+fn mixed_providers_are_not_combined_unless_allowed() {
+    let mut t = T::new();
+    t.node("lv1", &[], &[("pool", "LVM", 100)]);
+    t.node("zf1", &[], &[("pool", "ZFS", 500)]);
+    t.node("fi1", &[], &[("pool", "FILE_THIN", 900)]);
+    t.rd("mix", None, 1);
+    // The FILE pool is the largest, but FILE never mixes with LVM or ZFS,
+    // and LVM with ZFS needs AllowMixingStoragePoolDriver.
+    let e = t.autoplace_err("mix", count(2));
+    assert_eq!(e.rc.code(), rc::FAIL_NOT_ENOUGH_NODES);
+    t.c.ctrl_props.insert("AllowMixingStoragePoolDriver".into(), "true".into());
+    t.autoplace("mix", count(2));
+    assert_eq!(t.nodes_of("mix"), vec!["lv1", "zf1"]);
+    // Extending: the existing LVM/ZFS replicas keep FILE out.
+    let e = t.autoplace_err("mix", count(3));
+    assert_eq!(e.rc.code(), rc::FAIL_NOT_ENOUGH_NODES);
+    assert!(crate::placement::mixable(crate::storage_pool::ProviderKind::File, crate::storage_pool::ProviderKind::FileThin, false));
 }

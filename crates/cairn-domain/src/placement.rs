@@ -142,6 +142,29 @@ fn usage(c: &Cluster) -> BTreeMap<(String, String), (i64, usize)> {
     out
 }
 
+/// Whether two provider kinds may hold replicas of one resource. FILE
+/// kinds mix only with each other, SPDK kinds only with themselves; LVM
+/// mixes with STORAGE_SPACES; other different kinds only when
+/// `AllowMixingStoragePoolDriver=true` (as in LINSTOR, which also needs a
+/// recent DRBD for that).
+pub fn mixable(a: ProviderKind, b: ProviderKind, allow_mixing: bool) -> bool {
+    use ProviderKind::*;
+    if a == b || a == Diskless || b == Diskless {
+        return true;
+    }
+    let family = |k: ProviderKind| match k {
+        File | FileThin => 1,
+        Spdk | RemoteSpdk => 2,
+        Lvm | StorageSpaces => 3,
+        _ => 0,
+    };
+    match (family(a), family(b)) {
+        (1, 1) | (3, 3) => true,
+        (1, _) | (_, 1) | (2, _) | (_, 2) => false,
+        _ => allow_mixing,
+    }
+}
+
 /// The autoplacer for one request.
 pub struct Placer<'a> {
     pub c: &'a Cluster,
@@ -158,6 +181,18 @@ pub struct Placer<'a> {
 }
 
 impl<'a> Placer<'a> {
+    /// `AllowMixingStoragePoolDriver` from the definition, its group or the
+    /// controller.
+    fn allow_mixing(&self) -> bool {
+        let rd = self.rd_key.as_ref().and_then(|k| self.c.rsc_dfns.get(k));
+        let rg = rd.and_then(|d| self.c.rsc_grps.get(&key(&d.resource_group)));
+        [rd.map(|d| &d.props), rg.map(|g| &g.props), Some(&self.c.ctrl_props)]
+            .into_iter()
+            .flatten()
+            .find_map(|p| p.get("AllowMixingStoragePoolDriver"))
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
     /// Existing diskful replicas of the definition.
     pub fn existing(&self) -> Vec<&Resource> {
         let Some(rd) = &self.rd_key else { return Vec::new() };
@@ -366,23 +401,29 @@ impl<'a> Placer<'a> {
                 *existing_x.entry((k.clone(), v)).or_default() += 1;
             }
         }
+        let allow_mixing = self.allow_mixing();
+        let existing_kinds: BTreeSet<ProviderKind> =
+            self.existing().iter().flat_map(|r| r.volumes.values().map(|v| v.provider_kind)).collect();
         let fits = |chosen: &[usize], c: &Candidate| -> bool {
-            chosen.iter().all(|&i| {
-                let o = &cands[i];
-                o.node_key != c.node_key
-                    && (o.shared_space != c.shared_space || c.shared_space.contains(';'))
-                    && same_keys.iter().all(|k| o.node_props.get(k) == c.node_props.get(k))
-                    && diff_keys.iter().all(|k| match (o.node_props.get(k), c.node_props.get(k)) {
-                        (Some(a), Some(b)) => a != b,
-                        _ => true,
-                    })
-            }) && x_limits.iter().all(|(k, limit)| match c.node_props.get(k) {
-                Some(v) => {
-                    let picked = chosen.iter().filter(|&&i| cands[i].node_props.get(k) == Some(v)).count() as i64;
-                    existing_x.get(&(k.clone(), v.clone())).copied().unwrap_or(0) + picked < (*limit).max(1)
-                }
-                None => true,
-            })
+            existing_kinds.iter().all(|k| mixable(*k, c.provider, allow_mixing))
+                && chosen.iter().all(|&i| mixable(cands[i].provider, c.provider, allow_mixing))
+                && chosen.iter().all(|&i| {
+                    let o = &cands[i];
+                    o.node_key != c.node_key
+                        && (o.shared_space != c.shared_space || c.shared_space.contains(';'))
+                        && same_keys.iter().all(|k| o.node_props.get(k) == c.node_props.get(k))
+                        && diff_keys.iter().all(|k| match (o.node_props.get(k), c.node_props.get(k)) {
+                            (Some(a), Some(b)) => a != b,
+                            _ => true,
+                        })
+                })
+                && x_limits.iter().all(|(k, limit)| match c.node_props.get(k) {
+                    Some(v) => {
+                        let picked = chosen.iter().filter(|&&i| cands[i].node_props.get(k) == Some(v)).count() as i64;
+                        existing_x.get(&(k.clone(), v.clone())).copied().unwrap_or(0) + picked < (*limit).max(1)
+                    }
+                    None => true,
+                })
         };
         struct Search<'s> {
             best: Option<(f64, Vec<usize>)>,
