@@ -10,9 +10,12 @@ export CARGO_TERM_COLOR=never
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# System packages. python3's venv module is the only one this stage needs.
+# System packages: python3's venv module, openssl (certificates for the
+# TLS test), util-linux (losetup, blockdev, wipefs for the satellites).
 missing=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v openssl >/dev/null || missing+=(openssl)
+for tool in losetup blockdev wipefs; do command -v "$tool" >/dev/null || { missing+=(util-linux); break; }; done
 if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
     if [ "$(id -u)" -ne 0 ]; then echo "need root to apt-get install ${missing[*]}" >&2; exit 1; fi
@@ -26,6 +29,12 @@ VENV=${CAIRN_TEST_VENV:-.venv}
 say "python venv at $VENV"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check 'python-linstor==1.29.1' 'pytest>=7' 'pyyaml>=6'
+
+# The satellite tests make real loop devices: they need root and the loop
+# driver, and say so instead of skipping.
+[ "$(id -u)" -eq 0 ] || { echo "the end-to-end tests need root (loop devices)" >&2; exit 1; }
+[ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
+[ -e /dev/loop-control ] || { echo "no loop driver (/dev/loop-control)" >&2; exit 1; }
 
 # The upstream OpenAPI document the conformance test compares against.
 export CAIRN_SPEC=${CAIRN_SPEC:-$(pwd)/../shared/reference/linstor-rest-v1-openapi.yaml}

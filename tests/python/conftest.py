@@ -28,7 +28,8 @@ def free_port():
 class Controller:
     """One `cairn controller` process with its own data directory."""
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, extra_args=None):
+        self.extra_args = extra_args or []
         if not os.access(BIN, os.X_OK):
             raise RuntimeError(f"cairn binary not found at {BIN}; build it first (cargo build)")
         self.data_dir = data_dir
@@ -40,7 +41,7 @@ class Controller:
     def start(self):
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [BIN, "controller", "--rest-bind", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir],
+            [BIN, "controller", "--rest-bind", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir] + self.extra_args,
             stdout=log,
             stderr=log,
         )
@@ -127,8 +128,8 @@ def err(replies, code):
 class SatelliteProc:
     """One `cairn satellite` process on its own loopback address."""
 
-    def __init__(self, name, ip, data_dir, secret_file, env=None, extra_args=None):
-        self.name, self.ip, self.data_dir = name, ip, data_dir
+    def __init__(self, name, ip, data_dir, secret_file, env=None, extra_args=None, port=3366):
+        self.name, self.ip, self.data_dir, self.port = name, ip, data_dir, port
         self.secret_file = secret_file
         self.env = dict(os.environ, **(env or {}))
         self.extra_args = extra_args or []
@@ -139,7 +140,7 @@ class SatelliteProc:
     def start(self):
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [BIN, "satellite", "--node-name", self.name, "--listen", f"{self.ip}:3366", "--data-dir", self.data_dir,
+            [BIN, "satellite", "--node-name", self.name, "--listen", f"{self.ip}:{self.port}", "--data-dir", self.data_dir,
              "--cluster-secret-file", self.secret_file] + self.extra_args,
             stdout=log, stderr=log, env=self.env)
         deadline = time.time() + 30
@@ -147,7 +148,7 @@ class SatelliteProc:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"satellite {self.name} exited: {self.log()}")
             try:
-                with socket.create_connection((self.ip, 3366), timeout=0.5):
+                with socket.create_connection((self.ip, self.port), timeout=0.5):
                     return self
             except OSError:
                 time.sleep(0.05)

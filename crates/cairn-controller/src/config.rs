@@ -24,6 +24,11 @@ pub struct ControllerConfig {
     /// The secret satellites must present; defaults to
     /// `<data_dir>/cluster-secret`, created on first start.
     pub cluster_secret_file: Option<PathBuf>,
+    /// Client certificate, key and CA for satellites whose interface uses
+    /// `SSL` (mutual TLS). Without them such satellites stay unreachable.
+    pub satellite_tls_cert: Option<PathBuf>,
+    pub satellite_tls_key: Option<PathBuf>,
+    pub satellite_tls_ca: Option<PathBuf>,
 }
 
 impl Default for ControllerConfig {
@@ -33,6 +38,9 @@ impl Default for ControllerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             db_path: None,
             cluster_secret_file: None,
+            satellite_tls_cert: None,
+            satellite_tls_key: None,
+            satellite_tls_ca: None,
         }
     }
 }

@@ -40,6 +40,8 @@ pub enum ControllerError {
     Serve(std::io::Error),
     #[error("cannot read or create the cluster secret {path}: {source}")]
     Secret { path: String, source: std::io::Error },
+    #[error("TLS setup failed for {path}: {reason}")]
+    Tls { path: String, reason: String },
     #[error("a start-up task panicked: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -77,7 +79,8 @@ impl Controller {
         let db_path = config.db_path();
         let store: Arc<dyn Store> = Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db_path)).await??);
         let secret = cluster_secret(&config.secret_path())?;
-        let state = AppState::load(store, secret).await?;
+        let tls = satellites::client_tls(config)?;
+        let state = AppState::load(store, secret, tls).await?;
         let listener = TcpListener::bind(config.rest_bind)
             .await
             .map_err(|source| ControllerError::Bind { addr: config.rest_bind.to_string(), source })?;

@@ -110,12 +110,14 @@ pub struct Link {
     sent: Mutex<Sent>,
     tx: mpsc::UnboundedSender<Job>,
     stopped: AtomicBool,
+    warned_tls: AtomicBool,
     wake: Notify,
 }
 
 /// All links, by node key.
 pub struct Links {
     secret: String,
+    tls: Option<ureq::tls::TlsConfig>,
     links: Mutex<BTreeMap<String, Arc<Link>>>,
 }
 
@@ -130,8 +132,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Links {
-    pub fn new(secret: String) -> Links {
-        Links { secret, links: Mutex::new(BTreeMap::new()) }
+    pub fn new(secret: String, tls: Option<ureq::tls::TlsConfig>) -> Links {
+        Links { secret, tls, links: Mutex::new(BTreeMap::new()) }
     }
 
     fn get(&self, node_key: &str) -> Option<Arc<Link>> {
@@ -162,10 +164,11 @@ impl Links {
                 sent: Mutex::new(Sent::default()),
                 tx,
                 stopped: AtomicBool::new(false),
+                warned_tls: AtomicBool::new(false),
                 wake: Notify::new(),
             });
             links.insert(k, link.clone());
-            tokio::spawn(run(state.clone(), self.secret.clone(), link, rx));
+            tokio::spawn(run(state.clone(), Peer { secret: self.secret.clone(), tls: self.tls.clone() }, link, rx));
         }
     }
 
@@ -335,20 +338,72 @@ enum CallError {
     Status(u16, String),
 }
 
+/// How to reach satellites: the cluster secret, and the client side of
+/// mutual TLS if configured.
+#[derive(Clone)]
+struct Peer {
+    secret: String,
+    tls: Option<ureq::tls::TlsConfig>,
+}
+
+/// Where a satellite listens.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    addr: SocketAddr,
+    ssl: bool,
+}
+
+/// Loads the controller's client certificate for satellites using SSL.
+pub fn client_tls(config: &crate::ControllerConfig) -> Result<Option<ureq::tls::TlsConfig>, crate::ControllerError> {
+    let (Some(cert), Some(key), Some(ca)) = (&config.satellite_tls_cert, &config.satellite_tls_key, &config.satellite_tls_ca) else {
+        return Ok(None);
+    };
+    let tls_err = |p: &std::path::Path, reason: String| crate::ControllerError::Tls { path: p.display().to_string(), reason };
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| tls_err(p, e.to_string()));
+    let pem_certs = |p: &std::path::Path| -> Result<Vec<ureq::tls::Certificate<'static>>, crate::ControllerError> {
+        let bytes = read(p)?;
+        let certs: Vec<_> = ureq::tls::parse_pem(&bytes)
+            .filter_map(|i| match i {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(tls_err(p, "no certificate in the file".into()));
+        }
+        Ok(certs)
+    };
+    let chain = pem_certs(cert)?;
+    let roots = pem_certs(ca)?;
+    let key = ureq::tls::PrivateKey::from_pem(&read(key)?).map_err(|e| tls_err(key, e.to_string()))?;
+    Ok(Some(
+        ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)))
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+            .build(),
+    ))
+}
+
 /// One HTTP call to a satellite, on a blocking thread.
 async fn call<T: DeserializeOwned + Send + 'static>(
-    secret: &str,
-    addr: SocketAddr,
+    peer: &Peer,
+    target: Target,
     method: &'static str,
     path: &'static str,
     body: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<T, CallError> {
-    let secret = secret.to_string();
+    let secret = peer.secret.clone();
+    let tls = peer.tls.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<(u16, Vec<u8>), String> {
-        let config = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build();
-        let agent = ureq::Agent::new_with_config(config);
-        let url = format!("http://{addr}{path}");
+        let mut builder = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout));
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls);
+        }
+        let agent = ureq::Agent::new_with_config(builder.build());
+        let addr = target.addr;
+        let url = if target.ssl { format!("https://{addr}{path}") } else { format!("http://{addr}{path}") };
         let auth = format!("Bearer {secret}");
         let version = PROTO_VERSION.to_string();
         let resp = match body {
@@ -376,7 +431,7 @@ async fn call<T: DeserializeOwned + Send + 'static>(
 }
 
 /// The satellite address of a node: its active interface with a port.
-fn address(state: &AppState, node_key: &str) -> Option<(String, SocketAddr)> {
+fn address(state: &AppState, node_key: &str) -> Option<(String, Target)> {
     let c = state.read();
     let n = c.nodes.get(node_key)?;
     let nif = n
@@ -384,7 +439,8 @@ fn address(state: &AppState, node_key: &str) -> Option<(String, SocketAddr)> {
         .iter()
         .find(|i| i.is_active && i.satellite_port.is_some())
         .or_else(|| n.net_interfaces.iter().find(|i| i.satellite_port.is_some()))?;
-    Some((n.name.clone(), SocketAddr::new(nif.address, nif.satellite_port?)))
+    let ssl = nif.satellite_encryption_type.as_deref() == Some("SSL");
+    Some((n.name.clone(), Target { addr: SocketAddr::new(nif.address, nif.satellite_port?), ssl }))
 }
 
 fn set_status(link: &Link, status: ConnStatus, hello: Option<Hello>) {
@@ -452,7 +508,7 @@ async fn pause(link: &Link) {
 }
 
 /// The worker of one node's link.
-async fn run(state: AppState, secret: String, link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Job>) {
     while !link.stopped.load(Ordering::SeqCst) {
         let Some((name, addr)) = address(&state, &link.node_key) else {
             set_status(&link, ConnStatus::Offline, None);
@@ -460,7 +516,18 @@ async fn run(state: AppState, secret: String, link: Arc<Link>, mut rx: mpsc::Unb
             pause(&link).await;
             continue;
         };
-        let hello: Hello = match call(&secret, addr, "GET", PATH_HELLO, None, SHORT_TIMEOUT).await {
+        if addr.ssl && peer.tls.is_none() {
+            if link.view.read().unwrap_or_else(|e| e.into_inner()).status != ConnStatus::Offline
+                || !link.warned_tls.swap(true, Ordering::SeqCst)
+            {
+                tracing::error!(node = %name, "the node's interface uses SSL but the controller has no satellite TLS certificate configured");
+            }
+            set_status(&link, ConnStatus::Offline, None);
+            drain(&mut rx, "SSL interface without TLS configuration");
+            pause(&link).await;
+            continue;
+        }
+        let hello: Hello = match call(&peer, addr, "GET", PATH_HELLO, None, SHORT_TIMEOUT).await {
             Ok(h) => h,
             Err(e) => {
                 let status = match e {
@@ -475,7 +542,7 @@ async fn run(state: AppState, secret: String, link: Arc<Link>, mut rx: mpsc::Unb
             }
         };
         if !hello.node_name.eq_ignore_ascii_case(&name) {
-            tracing::warn!(node = %name, satellite = %hello.node_name, %addr, "the satellite at this address is another node");
+            tracing::warn!(node = %name, satellite = %hello.node_name, addr = %addr.addr, "the satellite at this address is another node");
             set_status(&link, ConnStatus::HostnameMismatch, Some(hello));
             drain(&mut rx, "HOSTNAME_MISMATCH");
             pause(&link).await;
@@ -496,7 +563,7 @@ async fn run(state: AppState, secret: String, link: Arc<Link>, mut rx: mpsc::Unb
             drain(&mut rx, "superseded by a full apply");
             Apply { generation: sent.generation, full: true, pools, resources: rscs, removed: Vec::new() }
         };
-        match call::<Observed>(&secret, addr, "POST", PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await {
+        match call::<Observed>(&peer, addr, "POST", PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await {
             Ok(o) => link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, true),
             Err(_) => {
                 set_status(&link, ConnStatus::Offline, None);
@@ -518,7 +585,7 @@ async fn run(state: AppState, secret: String, link: Arc<Link>, mut rx: mpsc::Unb
                         jobs.push(more);
                     }
                     let apply = merge(jobs.iter().map(|j| &j.apply));
-                    match call::<Observed>(&secret, addr, "POST", PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await {
+                    match call::<Observed>(&peer, addr, "POST", PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await {
                         Ok(o) => {
                             link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, false);
                             for j in jobs {
@@ -535,7 +602,7 @@ async fn run(state: AppState, secret: String, link: Arc<Link>, mut rx: mpsc::Unb
                     }
                 }
                 _ = tokio::time::sleep(HEARTBEAT) => {
-                    match call::<Observed>(&secret, addr, "GET", PATH_OBSERVE, None, SHORT_TIMEOUT).await {
+                    match call::<Observed>(&peer, addr, "GET", PATH_OBSERVE, None, SHORT_TIMEOUT).await {
                         Ok(o) if o.instance == hello.instance => link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, true),
                         Ok(_) => {
                             tracing::info!(node = %name, "satellite restarted; sending its full state again");

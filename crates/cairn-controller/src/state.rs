@@ -38,7 +38,7 @@ fn new_ctx() -> Ctx {
 impl AppState {
     /// Loads the cluster from the store and commits the default objects
     /// (`DfltRscGrp`, default pool definitions) if they are missing.
-    pub async fn load(store: Arc<dyn Store>, cluster_secret: String) -> Result<AppState, StoreError> {
+    pub async fn load(store: Arc<dyn Store>, cluster_secret: String, tls: Option<ureq::tls::TlsConfig>) -> Result<AppState, StoreError> {
         let s = store.clone();
         let cluster = tokio::task::spawn_blocking(move || -> Result<Cluster, StoreError> {
             let mut cluster = Cluster::from_objects(s.load()?);
@@ -55,7 +55,7 @@ impl AppState {
                 cluster: RwLock::new(cluster),
                 store,
                 writer: tokio::sync::Mutex::new(()),
-                links: Links::new(cluster_secret),
+                links: Links::new(cluster_secret, tls),
             }),
         };
         // Start a link to every satellite node.

@@ -20,6 +20,8 @@ pub struct SatelliteConfig {
     pub cluster_secret: String,
     /// Time limit of every external command.
     pub command_timeout: Duration,
+    /// Mutual TLS with the controller; plain HTTP when absent.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// The `[satellite]` table of a TOML configuration file. Every field is
@@ -32,6 +34,9 @@ pub struct SatelliteToml {
     pub data_dir: Option<PathBuf>,
     pub cluster_secret_file: Option<PathBuf>,
     pub command_timeout_secs: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod config;
 pub mod server;
+pub mod tls;
 pub mod tools;
 
 pub use config::SatelliteConfig;
@@ -27,6 +28,8 @@ pub enum SatelliteError {
     Secret { path: String, source: std::io::Error },
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("the satellite server failed: {0}")]
     Serve(std::io::Error),
 }

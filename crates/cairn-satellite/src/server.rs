@@ -30,6 +30,7 @@ struct Shared {
 /// A satellite that is bound and ready to serve.
 pub struct Satellite {
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
 }
 
@@ -66,9 +67,13 @@ impl Satellite {
         };
         let files = Files::new(runner, config.command_timeout);
         let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, providers));
+        let tls = match &config.tls {
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(files)?)),
+            None => None,
+        };
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| SatelliteError::Bind { addr: config.listen.to_string(), source })?;
-        Ok(Satellite { listener, shared: Arc::new(Shared { proto, hello, secret: config.cluster_secret.clone(), applier }) })
+        Ok(Satellite { listener, tls, shared: Arc::new(Shared { proto, hello, secret: config.cluster_secret.clone(), applier }) })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -77,7 +82,13 @@ impl Satellite {
 
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), SatelliteError> {
         let app = router(self.shared);
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(SatelliteError::Serve)
+        match self.tls {
+            Some(acceptor) => axum::serve(crate::tls::TlsListener { tcp: self.listener, acceptor }, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(SatelliteError::Serve),
+            None => axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(SatelliteError::Serve),
+        }
     }
 }
 

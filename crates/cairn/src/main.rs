@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use cairn_controller::config::ConfigFile;
 use cairn_controller::{Controller, ControllerConfig};
-use cairn_satellite::config::{DEFAULT_PORT, SatelliteToml};
+use cairn_satellite::config::{DEFAULT_PORT, DEFAULT_TLS_PORT, SatelliteToml};
+use cairn_satellite::tls::TlsFiles;
 use cairn_satellite::{Satellite, SatelliteConfig};
 use clap::{Args, Parser, Subcommand};
 
@@ -50,6 +51,15 @@ struct SatelliteArgs {
     /// Time limit of every external command, in seconds (default 60).
     #[arg(long, env = "CAIRN_COMMAND_TIMEOUT")]
     command_timeout: Option<u64>,
+    /// Mutual TLS with the controller: this satellite's certificate (PEM). With it the default port is 3367.
+    #[arg(long, env = "CAIRN_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// This satellite's private key (PEM).
+    #[arg(long, env = "CAIRN_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The CA that signed the controller's client certificate (PEM).
+    #[arg(long, env = "CAIRN_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 fn hostname() -> String {
@@ -72,9 +82,17 @@ impl SatelliteArgs {
                 None => String::new(),
             },
         };
+        let tls =
+            match (self.tls_cert.clone().or(file.tls_cert), self.tls_key.clone().or(file.tls_key), self.tls_ca.clone().or(file.tls_ca)) {
+                (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+                (None, None, None) => None,
+                _ => anyhow::bail!("TLS needs all three of --tls-cert, --tls-key and --tls-ca"),
+            };
+        let port = if tls.is_some() { DEFAULT_TLS_PORT } else { DEFAULT_PORT };
         Ok(SatelliteConfig {
+            tls,
             node_name: self.node_name.clone().or(file.node_name).unwrap_or_else(hostname),
-            listen: self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))),
+            listen: self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port))),
             data_dir: self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/cairn-satellite")),
             cluster_secret: secret,
             command_timeout: std::time::Duration::from_secs(self.command_timeout.or(file.command_timeout_secs).unwrap_or(60)),
@@ -96,6 +114,15 @@ struct ControllerArgs {
     /// Database file (default <data-dir>/cairn.db).
     #[arg(long, env = "CAIRN_DB_PATH")]
     db_path: Option<PathBuf>,
+    /// Client certificate (PEM) for satellites reached over SSL (mutual TLS).
+    #[arg(long, env = "CAIRN_SATELLITE_TLS_CERT")]
+    satellite_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of that certificate.
+    #[arg(long, env = "CAIRN_SATELLITE_TLS_KEY")]
+    satellite_tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signed the satellites' certificates.
+    #[arg(long, env = "CAIRN_SATELLITE_TLS_CA")]
+    satellite_tls_ca: Option<PathBuf>,
 }
 
 impl ControllerArgs {
@@ -119,6 +146,19 @@ impl ControllerArgs {
         }
         if let Some(p) = &self.db_path {
             cfg.db_path = Some(p.clone());
+        }
+        if let Some(p) = &self.satellite_tls_cert {
+            cfg.satellite_tls_cert = Some(p.clone());
+        }
+        if let Some(p) = &self.satellite_tls_key {
+            cfg.satellite_tls_key = Some(p.clone());
+        }
+        if let Some(p) = &self.satellite_tls_ca {
+            cfg.satellite_tls_ca = Some(p.clone());
+        }
+        let given = [&cfg.satellite_tls_cert, &cfg.satellite_tls_key, &cfg.satellite_tls_ca].iter().filter(|p| p.is_some()).count();
+        if given != 0 && given != 3 {
+            anyhow::bail!("satellite TLS needs all three of --satellite-tls-cert, --satellite-tls-key and --satellite-tls-ca");
         }
         Ok(cfg)
     }
@@ -180,6 +220,7 @@ async fn run_up(mut cfg: ControllerConfig) -> anyhow::Result<()> {
         data_dir: cfg.data_dir.join("satellite"),
         cluster_secret: secret.clone(),
         command_timeout: std::time::Duration::from_secs(60),
+        tls: None,
     };
     let state = controller.state().clone();
     let existing = state.read().nodes.values().find(|n| n.node_type.has_satellite()).map(|n| n.name.clone());
