@@ -1,6 +1,7 @@
 """End to end: controller and three satellites as real processes, devices
 on real loop files."""
 
+import glob
 import json
 import os
 import signal
@@ -29,6 +30,12 @@ def backing(dev):
     return out["loopdevices"][0]["back-file"]
 
 
+def volume_files(c, node, rsc, nr=0):
+    """The files of volume `nr` of `rsc` in a node's pool directory."""
+    pool = os.path.join(c.root, node, "pool")
+    return sorted(glob.glob(os.path.join(pool, f"{rsc}_{nr:05d}_*.img")))
+
+
 def make(c, rsc, size_kib, nodes, **kw):
     ok(c.lin.resource_dfn_create(rsc))
     ok(c.lin.volume_dfn_create(rsc, size_kib))
@@ -45,7 +52,7 @@ def test_devices_appear_with_the_right_size_when_the_call_returns(cluster):
         dev = vol["device_path"]
         assert dev and dev.startswith("/dev/loop"), vol
         assert blocksize(dev) == 16 * MiB
-        assert backing(dev) == os.path.join(c.root, node, "pool", "web_00000.img")
+        assert [backing(dev)] == volume_files(c, node, "web")
         assert vol["usable_size_kib"] == 16 * 1024
         assert vol["state"]["disk_state"] == "UpToDate"
         assert v[node]["state"]["in_use"] is False
@@ -72,7 +79,7 @@ def test_data_written_through_a_device_reads_back(cluster):
         assert os.pread(fd, MiB, 3 * MiB) == pattern
     finally:
         os.close(fd)
-    with open(os.path.join(c.root, "n3", "pool", "data_00000.img"), "rb") as f:
+    with open(volume_files(c, "n3", "data")[0], "rb") as f:
         f.seek(3 * MiB)
         assert f.read(MiB) == pattern
 
@@ -103,9 +110,9 @@ def test_delete_leaves_nothing_behind(cluster):
     assert len(loops_under(c.root)) == 6
     ok(c.lin.volume_dfn_delete("gone", 1))
     assert len(loops_under(c.root)) == 3
-    assert not os.path.exists(os.path.join(c.root, "n1", "pool", "gone_00001.img"))
+    assert volume_files(c, "n1", "gone", 1) == []
     ok(c.lin.resource_delete("n1", "gone"))
-    assert not os.path.exists(os.path.join(c.root, "n1", "pool", "gone_00000.img"))
+    assert volume_files(c, "n1", "gone") == []
     assert len(loops_under(c.root)) == 2
     ok(c.lin.resource_dfn_delete("gone"))
     assert loops_under(c.root) == []
@@ -133,8 +140,33 @@ def test_satellite_restart_goes_offline_then_online_with_the_same_devices(cluste
     wait_for("n2 online", lambda: status_of(c, "n2") == "ONLINE")
     v = view(c, "keep")["n2"]["volumes"][0]
     assert v["device_path"] == dev, "the restarted satellite adopted its device"
-    assert len([d for d in loops_under(c.root) if d["back-file"].endswith("keep_00000.img")]) == 1
+    assert len([d for d in loops_under(c.root) if "/keep_00000_" in d["back-file"]]) == 1
     wait_for("the change made while offline", lambda: view(c, "later").get("n2", {}).get("volumes", [{}])[0].get("device_path"))
+
+
+def test_a_name_reused_while_the_satellite_was_away_gets_a_new_empty_volume(cluster):
+    c = cluster
+    make(c, "reuse", 4 * 1024, ["n3"])
+    dev = view(c, "reuse")["n3"]["volumes"][0]["device_path"]
+    fd = os.open(dev, os.O_WRONLY)
+    os.pwrite(fd, b"old tenant's data", 0)
+    os.fsync(fd)
+    os.close(fd)
+    old = volume_files(c, "n3", "reuse")
+    c.sats["n3"].stop(signal.SIGKILL)
+    wait_for("n3 offline", lambda: status_of(c, "n3") == "OFFLINE")
+    ok(c.lin.resource_dfn_delete("reuse"))
+    make(c, "reuse", 8 * 1024, ["n3"])
+    c.sats["n3"].start()
+    wait_for("n3 online", lambda: status_of(c, "n3") == "ONLINE")
+    wait_for("the new volume", lambda: view(c, "reuse")["n3"]["volumes"][0].get("device_path"))
+    new = volume_files(c, "n3", "reuse")
+    assert len(new) == 1 and new != old, (old, new)
+    dev = view(c, "reuse")["n3"]["volumes"][0]["device_path"]
+    assert blocksize(dev) == 8 * MiB
+    with open(dev, "rb") as f:
+        assert f.read(17) == bytes(17), "the new volume must not show the old one's data"
+    assert len([d for d in loops_under(c.root) if "/reuse_" in d["back-file"]]) == 1
 
 
 def test_controller_restart_resynchronises(cluster):
@@ -216,7 +248,7 @@ def test_missing_tools_are_reported_and_nothing_is_half_created(cluster):
         errors = [r for r in body if r["ret_code"] < 0 and (r["ret_code"] >> 62) & 3 == 3]
         assert errors and "cannot be served" in errors[0]["message"], body
         assert "losetup" in errors[0]["cause"]
-        assert not os.path.exists(os.path.join(c.root, "n8", "pool", "nt_00000.img"))
+        assert glob.glob(os.path.join(c.root, "n8", "pool", "*")) == []
     finally:
         s.stop()
 

@@ -66,6 +66,8 @@ impl ConnStatus {
 #[derive(Debug, Default)]
 struct View {
     status: ConnStatus,
+    /// The last full apply succeeded: what the view holds is current.
+    synced: bool,
     hello: Option<Hello>,
     /// by upper-case resource name
     resources: BTreeMap<String, ResourceObserved>,
@@ -172,8 +174,12 @@ impl Links {
         }
     }
 
+    /// `ONLINE` only once the node's full state was applied; `CONNECTED`
+    /// while that is under way.
     pub fn connection_status(&self, node_key: &str) -> &'static str {
-        self.get(node_key).map(|l| l.view.read().unwrap_or_else(|e| e.into_inner()).status).unwrap_or_default().as_str()
+        let Some(l) = self.get(node_key) else { return ConnStatus::Offline.as_str() };
+        let v = l.view.read().unwrap_or_else(|e| e.into_inner());
+        if v.status == ConnStatus::Online && !v.synced { ConnStatus::Connected.as_str() } else { v.status.as_str() }
     }
 
     pub fn hello(&self, node_key: &str) -> Option<Hello> {
@@ -184,7 +190,7 @@ impl Links {
     pub fn resource(&self, node_key: &str, rsc: &str) -> Option<ResourceObserved> {
         let l = self.get(node_key)?;
         let v = l.view.read().unwrap_or_else(|e| e.into_inner());
-        if v.status != ConnStatus::Online {
+        if v.status != ConnStatus::Online || !v.synced {
             return None;
         }
         v.resources.get(&key(rsc)).cloned()
@@ -196,22 +202,30 @@ impl Links {
 
     pub fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
         let l = self.get(node_key)?;
-        let v = l.view.read().unwrap_or_else(|e| e.into_inner());
-        let p = v.pools.get(&key(pool))?;
+        // Copy what is needed and let go of the view before taking `sent`:
+        // the worker takes them in the other order.
+        let (free_kib, total_kib, created) = {
+            let v = l.view.read().unwrap_or_else(|e| e.into_inner());
+            let p = v.pools.get(&key(pool))?;
+            let created: Vec<(String, u32, i64)> = v
+                .resources
+                .values()
+                .flat_map(|r| {
+                    r.volumes.iter().filter(|o| o.device_path.is_some()).filter_map(|o| Some((r.name.clone(), o.number, o.usable_kib?)))
+                })
+                .collect();
+            (p.free_kib?, p.total_kib?, created)
+        };
         // Volumes of this pool the satellite has reported as created.
         let sent = lock(&l.sent);
-        let present_kib = v
-            .resources
-            .values()
-            .flat_map(|r| {
-                let desired = sent.resources.get(&r.name);
-                r.volumes.iter().filter_map(move |o| {
-                    let in_pool = desired?.volumes.iter().any(|d| d.number == o.number && d.pool.eq_ignore_ascii_case(pool));
-                    if in_pool && o.device_path.is_some() { o.usable_kib } else { None }
-                })
+        let present_kib = created
+            .iter()
+            .filter(|(rsc, nr, _)| {
+                sent.resources.get(rsc).is_some_and(|d| d.volumes.iter().any(|dv| dv.number == *nr && dv.pool.eq_ignore_ascii_case(pool)))
             })
+            .map(|(_, _, kib)| *kib)
             .sum();
-        Some(PoolCapacity { free_kib: p.free_kib?, total_kib: p.total_kib?, present_kib })
+        Some(PoolCapacity { free_kib, total_kib, present_kib })
     }
 
     /// Queues the delta of each node to its worker. Call under the writer
@@ -242,8 +256,10 @@ impl Links {
                 continue;
             };
             let mut sent = lock(&link.sent);
-            let mut apply = Apply { generation: 0, full: false, pools: Vec::new(), resources: Vec::new(), removed: Vec::new() };
+            let mut apply =
+                Apply { generation: 0, full: false, pools_set: false, pools: Vec::new(), resources: Vec::new(), removed: Vec::new() };
             if pools != sent.pools {
+                apply.pools_set = true;
                 apply.pools = pools.clone();
                 sent.pools = pools;
             }
@@ -254,7 +270,7 @@ impl Links {
                 }
             }
             apply.removed = sent.resources.keys().filter(|n| !now.contains_key(*n)).cloned().collect();
-            if apply.pools.is_empty() && apply.resources.is_empty() && apply.removed.is_empty() {
+            if !apply.pools_set && apply.resources.is_empty() && apply.removed.is_empty() {
                 continue;
             }
             sent.resources = now;
@@ -273,7 +289,7 @@ impl Observer for Links {
     fn node(&self, node_key: &str) -> NodeObs {
         let Some(l) = self.get(node_key) else { return NodeObs::default() };
         let v = l.view.read().unwrap_or_else(|e| e.into_inner());
-        let Some(h) = v.hello.as_ref().filter(|_| v.status == ConnStatus::Online) else { return NodeObs::default() };
+        let Some(h) = v.hello.as_ref().filter(|_| v.status == ConnStatus::Online && v.synced) else { return NodeObs::default() };
         NodeObs {
             online: true,
             providers: h.providers.iter().filter(|p| p.supported).map(|p| p.kind.clone()).collect(),
@@ -289,8 +305,9 @@ impl Observer for Links {
 /// Waits for the satellites' answers and turns failures into replies.
 pub async fn collect(pending: Vec<Pending>) -> Vec<ApiCallRc> {
     let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
     for p in pending {
-        let answer = tokio::time::timeout(APPLY_TIMEOUT, p.rx).await;
+        let answer = tokio::time::timeout_at(deadline, p.rx).await;
         match answer {
             Ok(Ok(Ok(observed))) => {
                 for r in observed.resources.iter().chain(observed.removed.iter()) {
@@ -336,6 +353,15 @@ pub async fn collect(pending: Vec<Pending>) -> Vec<ApiCallRc> {
 enum CallError {
     Transport(String),
     Status(u16, String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Transport(t) => f.write_str(t),
+            CallError::Status(s, b) => write!(f, "HTTP {s}: {b}"),
+        }
+    }
 }
 
 /// How to reach satellites: the cluster secret, and the client side of
@@ -461,7 +487,8 @@ fn merge<'a>(applies: impl Iterator<Item = &'a Apply>) -> Apply {
     let mut ops: BTreeMap<String, Option<ResourceDesired>> = BTreeMap::new();
     for a in applies {
         out.generation = a.generation;
-        if !a.pools.is_empty() {
+        if a.pools_set {
+            out.pools_set = true;
             out.pools = a.pools.clone();
         }
         for r in &a.resources {
@@ -508,22 +535,82 @@ async fn pause(link: &Link) {
 }
 
 /// The worker of one node's link.
+/// Sends the node's whole desired state. The snapshot is taken under the
+/// writer lock, so every later change is queued as a delta behind it; jobs
+/// queued before it are answered with its result, which covers them.
+async fn full_sync(
+    state: &AppState,
+    peer: &Peer,
+    link: &Link,
+    addr: Target,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+) -> Result<Observed, String> {
+    let (apply, superseded) = {
+        let _writer = state.writer().await;
+        if link.stopped.load(Ordering::SeqCst) {
+            return Err("the node was removed".into());
+        }
+        let c = state.read();
+        let (pools, rscs) = desired_for_node(&c, &link.node_key);
+        let generation = {
+            let mut sent = lock(&link.sent);
+            sent.generation += 1;
+            sent.pools = pools.clone();
+            sent.resources = rscs.iter().map(|r| (r.name.clone(), r.clone())).collect();
+            sent.generation
+        };
+        // From now on changes to this node are queued to us.
+        set_status(link, ConnStatus::Online, None);
+        let mut superseded = Vec::new();
+        while let Ok(job) = rx.try_recv() {
+            superseded.push(job);
+        }
+        (Apply { generation, full: true, pools_set: true, pools, resources: rscs, removed: Vec::new() }, superseded)
+    };
+    let result = call::<Observed>(peer, addr, "POST", PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await;
+    match result {
+        Ok(o) => {
+            {
+                let mut v = link.view.write().unwrap_or_else(|e| e.into_inner());
+                v.absorb(&o, true);
+                v.synced = true;
+            }
+            for job in superseded {
+                let _ = job.done.send(Ok(only_of(&o, &job.apply)));
+            }
+            Ok(o)
+        }
+        Err(e) => {
+            let why = e.to_string();
+            for job in superseded {
+                let _ = job.done.send(Err(why.clone()));
+            }
+            Err(why)
+        }
+    }
+}
+
+/// Whether any object of an answer failed (the change is retried).
+fn has_errors(o: &Observed) -> bool {
+    o.resources.iter().chain(o.removed.iter()).any(|r| r.error.is_some()) || o.pools.iter().any(|p| p.error.is_some())
+}
+
+/// How long to wait before re-sending the full state after a failure.
+const RETRY: Duration = Duration::from_secs(10);
+
+/// The worker of one node's link.
 async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Job>) {
     while !link.stopped.load(Ordering::SeqCst) {
         let Some((name, addr)) = address(&state, &link.node_key) else {
-            set_status(&link, ConnStatus::Offline, None);
-            drain(&mut rx, "the node has no satellite interface");
+            went_offline(&link, &mut rx, ConnStatus::Offline, "the node has no satellite interface");
             pause(&link).await;
             continue;
         };
         if addr.ssl && peer.tls.is_none() {
-            if link.view.read().unwrap_or_else(|e| e.into_inner()).status != ConnStatus::Offline
-                || !link.warned_tls.swap(true, Ordering::SeqCst)
-            {
+            if !link.warned_tls.swap(true, Ordering::SeqCst) {
                 tracing::error!(node = %name, "the node's interface uses SSL but the controller has no satellite TLS certificate configured");
             }
-            set_status(&link, ConnStatus::Offline, None);
-            drain(&mut rx, "SSL interface without TLS configuration");
+            went_offline(&link, &mut rx, ConnStatus::Offline, "SSL interface without TLS configuration");
             pause(&link).await;
             continue;
         }
@@ -535,41 +622,28 @@ async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::Unbound
                     CallError::Status(409, _) => ConnStatus::VersionMismatch,
                     _ => ConnStatus::Offline,
                 };
-                set_status(&link, status, None);
-                drain(&mut rx, status.as_str());
+                went_offline(&link, &mut rx, status, status.as_str());
                 pause(&link).await;
                 continue;
             }
         };
         if !hello.node_name.eq_ignore_ascii_case(&name) {
             tracing::warn!(node = %name, satellite = %hello.node_name, addr = %addr.addr, "the satellite at this address is another node");
+            went_offline(&link, &mut rx, ConnStatus::HostnameMismatch, "HOSTNAME_MISMATCH");
             set_status(&link, ConnStatus::HostnameMismatch, Some(hello));
-            drain(&mut rx, "HOSTNAME_MISMATCH");
             pause(&link).await;
             continue;
         }
         set_status(&link, ConnStatus::Connected, Some(hello.clone()));
-        // Snapshot the full desired state under the writer lock; from here
-        // on, changes are queued as deltas after it.
-        let apply = {
-            let _writer = state.writer().await;
-            let c = state.read();
-            let (pools, rscs) = desired_for_node(&c, &link.node_key);
-            let mut sent = lock(&link.sent);
-            sent.generation += 1;
-            sent.pools = pools.clone();
-            sent.resources = rscs.iter().map(|r| (r.name.clone(), r.clone())).collect();
-            set_status(&link, ConnStatus::Online, None);
-            drain(&mut rx, "superseded by a full apply");
-            Apply { generation: sent.generation, full: true, pools, resources: rscs, removed: Vec::new() }
-        };
-        match call::<Observed>(&peer, addr, "POST", PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await {
-            Ok(o) => link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, true),
-            Err(_) => {
-                set_status(&link, ConnStatus::Offline, None);
+        let mut retry_at = match full_sync(&state, &peer, &link, addr, &mut rx).await {
+            Ok(o) => has_errors(&o).then(|| tokio::time::Instant::now() + RETRY),
+            Err(e) => {
+                tracing::warn!(node = %name, "full apply failed: {e}");
+                went_offline(&link, &mut rx, ConnStatus::Offline, "the full apply failed");
+                pause(&link).await;
                 continue;
             }
-        }
+        };
         // Serve deltas and heartbeats until the link breaks.
         loop {
             if link.stopped.load(Ordering::SeqCst) {
@@ -586,14 +660,20 @@ async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::Unbound
                     }
                     let apply = merge(jobs.iter().map(|j| &j.apply));
                     match call::<Observed>(&peer, addr, "POST", PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await {
-                        Ok(o) => {
+                        Ok(o) if o.instance == hello.instance => {
                             link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, false);
+                            if has_errors(&o) {
+                                retry_at.get_or_insert(tokio::time::Instant::now() + RETRY);
+                            }
                             for j in jobs {
                                 let _ = j.done.send(Ok(only_of(&o, &j.apply)));
                             }
                         }
-                        Err(e) => {
-                            let why = match e { CallError::Transport(t) => t, CallError::Status(s, b) => format!("HTTP {s}: {b}") };
+                        other => {
+                            let why = match other {
+                                Ok(_) => "the satellite restarted".to_string(),
+                                Err(e) => e.to_string(),
+                            };
                             for j in jobs {
                                 let _ = j.done.send(Err(why.clone()));
                             }
@@ -602,6 +682,14 @@ async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::Unbound
                     }
                 }
                 _ = tokio::time::sleep(HEARTBEAT) => {
+                    if retry_at.is_some_and(|t| t <= tokio::time::Instant::now()) {
+                        // Something failed before: send everything again.
+                        match full_sync(&state, &peer, &link, addr, &mut rx).await {
+                            Ok(o) => retry_at = has_errors(&o).then(|| tokio::time::Instant::now() + RETRY),
+                            Err(_) => break,
+                        }
+                        continue;
+                    }
                     match call::<Observed>(&peer, addr, "GET", PATH_OBSERVE, None, SHORT_TIMEOUT).await {
                         Ok(o) if o.instance == hello.instance => link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, true),
                         Ok(_) => {
@@ -614,9 +702,21 @@ async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::Unbound
                 _ = link.wake.notified() => {}
             }
         }
-        set_status(&link, ConnStatus::Offline, None);
-        drain(&mut rx, "the satellite connection was lost");
+        went_offline(&link, &mut rx, ConnStatus::Offline, "the satellite connection was lost");
     }
+}
+
+/// Marks the link down: nothing observed is trusted any more, and queued
+/// jobs are answered (their changes go out with the next full apply).
+fn went_offline(link: &Link, rx: &mut mpsc::UnboundedReceiver<Job>, status: ConnStatus, why: &str) {
+    {
+        let mut v = link.view.write().unwrap_or_else(|e| e.into_inner());
+        v.synced = false;
+        v.resources.clear();
+        v.pools.clear();
+    }
+    set_status(link, status, None);
+    drain(rx, why);
 }
 
 #[cfg(test)]
@@ -626,7 +726,11 @@ mod tests {
     use super::*;
 
     fn rd(name: &str, size: i64) -> ResourceDesired {
-        ResourceDesired { name: name.into(), diskless: false, volumes: vec![VolumeDesired { number: 0, size_kib: size, pool: "p".into() }] }
+        ResourceDesired {
+            name: name.into(),
+            diskless: false,
+            volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: size, pool: "p".into() }],
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ struct Inner {
     cluster: RwLock<Cluster>,
     store: Arc<dyn Store>,
     /// Serialises writers: validate, commit, apply happen as one step.
-    writer: tokio::sync::Mutex<()>,
+    writer: Arc<tokio::sync::Mutex<()>>,
     links: Links,
 }
 
@@ -54,7 +54,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 cluster: RwLock::new(cluster),
                 store,
-                writer: tokio::sync::Mutex::new(()),
+                writer: Arc::new(tokio::sync::Mutex::new(())),
                 links: Links::new(cluster_secret, tls),
             }),
         };
@@ -70,8 +70,8 @@ impl AppState {
 
     /// The writer lock: held while a change is validated, committed and
     /// applied, and while a satellite link snapshots a node's full state.
-    pub async fn writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.inner.writer.lock().await
+    pub async fn writer(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.inner.writer.clone().lock_owned().await
     }
 
     /// Read access to the cluster. Hold it only while building a reply.
@@ -89,7 +89,7 @@ impl AppState {
     /// into the replies; the stored intent stays and is retried on the next
     /// full apply.
     pub async fn mutate(&self, success: u16, op: impl FnOnce(&Cluster, &mut Ctx) -> Result<Outcome, OpError>) -> Result<Reply, ApiError> {
-        let writer = self.inner.writer.lock().await;
+        let writer = self.writer().await;
         let mut ctx = new_ctx();
         let (outcome, mut nodes, fresh) = {
             let c = self.read();
@@ -108,24 +108,28 @@ impl AppState {
             (outcome, nodes, fresh)
         };
         let Outcome { changes, mut replies } = outcome;
-        let store = self.inner.store.clone();
-        let changes = tokio::task::spawn_blocking(move || store.commit(&changes).map(|()| changes))
-            .await
-            .map_err(|e| ApiError::Internal(format!("commit task failed: {e}")))??;
-        let node_changed = changes.iter().any(|c| matches!(c.key(), ObjKey::Node(_)));
-        let touched = changes.clone();
-        self.inner.cluster.write().unwrap_or_else(|e| e.into_inner()).apply(changes);
-        let pending = {
-            let c = self.read();
+        // Commit, apply and dispatch run in a task of their own that owns the
+        // writer lock: if the client goes away mid-way, the change still
+        // lands in memory exactly as it landed in the database.
+        let me = self.clone();
+        let committed = tokio::spawn(async move {
+            let _writer = writer;
+            let store = me.inner.store.clone();
+            let changes = tokio::task::spawn_blocking(move || store.commit(&changes).map(|()| changes))
+                .await
+                .map_err(|e| ApiError::Internal(format!("commit task failed: {e}")))??;
+            let node_changed = changes.iter().any(|c| matches!(c.key(), ObjKey::Node(_)));
+            let touched = changes.clone();
+            me.inner.cluster.write().unwrap_or_else(|e| e.into_inner()).apply(changes);
+            let c = me.read();
             nodes.extend(affected_nodes(&c, &touched));
             if node_changed {
-                self.inner.links.reconcile(self, &c);
+                me.inner.links.reconcile(&me, &c);
             }
-            let (pending, warnings) = self.inner.links.dispatch(&c, &nodes, &fresh);
-            replies.extend(warnings);
-            pending
-        };
-        drop(writer);
+            Ok::<_, ApiError>(me.inner.links.dispatch(&c, &nodes, &fresh))
+        });
+        let (pending, warnings) = committed.await.map_err(|e| ApiError::Internal(format!("commit task failed: {e}")))??;
+        replies.extend(warnings);
         replies.extend(satellites::collect(pending).await);
         let stamp = time::iso8601_utc(ctx.now_ms);
         for r in &mut replies {

@@ -86,7 +86,9 @@ impl Cluster {
         ctx: &mut Ctx,
         op: i64,
     ) -> OpResult<Outcome> {
-        let size: i64 = vds.iter().map(|v| v.size_kib).sum();
+        let size = vds.iter().try_fold(0i64, |acc, v| acc.checked_add(v.size_kib)).ok_or_else(|| {
+            OpError::new(op, rc::FAIL_INVLD_VLM_SIZES, format!("The volumes of '{}' add up to more than a pool can hold.", d.name))
+        })?;
         let rd_key = key(&d.name);
         let placer = self.placer(obs, filter, Some(rd_key.clone()), size, stack.clone());
         let existing = placer.existing().len() as i64;

@@ -18,6 +18,12 @@ const BACKING_KEYS: &[&str] = &[
     "StorDriver/ZPoolThin",
 ];
 
+/// The short id of a volume on its node: the first 12 hex digits of its
+/// UUID.
+pub fn volume_id(uuid: &str) -> String {
+    uuid.chars().filter(|c| c.is_ascii_hexdigit()).map(|c| c.to_ascii_lowercase()).take(12).collect()
+}
+
 /// The pools and resources one node must have, sorted by name.
 pub fn desired_for_node(c: &Cluster, node_key: &str) -> (Vec<PoolDesired>, Vec<ResourceDesired>) {
     let pools = c
@@ -40,6 +46,7 @@ pub fn desired_for_node(c: &Cluster, node_key: &str) -> (Vec<PoolDesired>, Vec<R
                     .filter_map(|vd| {
                         r.volumes.get(&vd.volume_number).map(|v| VolumeDesired {
                             number: vd.volume_number,
+                            id: volume_id(&v.uuid),
                             size_kib: vd.size_kib,
                             pool: v.storage_pool.clone(),
                         })
@@ -128,12 +135,14 @@ mod tests {
             pools.iter().map(|p| (p.name.as_str(), p.kind.as_str(), p.backing.as_deref())).collect::<Vec<_>>(),
             [("DfltDisklessStorPool", "DISKLESS", None), ("DfltStorPool", "FILE_THIN", Some("/srv/p"))]
         );
+        let id = volume_id(&c.resources[&("WEB".to_string(), "N1".to_string())].volumes[&0].uuid);
+        assert_eq!(id.len(), 12);
         assert_eq!(
             rscs,
             vec![ResourceDesired {
                 name: "web".into(),
                 diskless: false,
-                volumes: vec![VolumeDesired { number: 0, size_kib: 2048, pool: "DfltStorPool".into() }]
+                volumes: vec![VolumeDesired { number: 0, id, size_kib: 2048, pool: "DfltStorPool".into() }]
             }]
         );
         assert!(desired_for_node(&c, "N2").1.is_empty());

@@ -226,7 +226,7 @@ impl Cluster {
                 603, // FAIL_MISSING_NETCOM
                 format!("Node '{}' has no net interface the controller could reach its satellite on.", req.name),
             )
-            .correction("Give at least one net interface with an address (and optionally satellite_port)."));
+            .correction("Give at least one net interface with an address and a satellite_port (or satellite_encryption_type)."));
         }
         settle_active(&mut nifs);
         let node = Node {

@@ -133,7 +133,7 @@ fn usage(c: &Cluster) -> BTreeMap<(String, String), (i64, usize)> {
         for v in r.volumes.values() {
             let size = c.vlm_dfns.get(&(rd.clone(), v.volume_number)).map(|vd| vd.size_kib).unwrap_or(0);
             let e = out.entry((node.clone(), key(&v.storage_pool))).or_default();
-            e.0 += size;
+            e.0 = e.0.saturating_add(size);
             if pools_of_rsc.insert(key(&v.storage_pool)) {
                 e.1 += 1;
             }

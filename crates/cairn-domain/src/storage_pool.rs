@@ -316,6 +316,21 @@ impl Cluster {
         let mut p = self.stor_pool(node, sp, OP)?.clone();
         let new_props = props::apply(&p.props, req, OP)?;
         check_backing(p.provider_kind, &new_props, OP)?;
+        let driver = |props: &Props| {
+            props.iter().filter(|(k, _)| k.starts_with("StorDriver/")).map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()
+        };
+        if driver(&new_props) != driver(&p.props) {
+            let used = self.volumes_in_pool(&p.node, &p.name);
+            if !used.is_empty() {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_IN_USE,
+                    format!("The backing storage of pool '{}' on node '{}' cannot change while volumes live in it.", p.name, p.node),
+                )
+                .cause(format!("Volumes in the pool: {}", used.join(", ")))
+                .correction("Delete those resources first, or create a new pool."));
+            }
+        }
         p.props = new_props;
         let mut out = Outcome::default();
         out.reply(

@@ -130,6 +130,8 @@ impl CommandRunner for HostRunner {
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .env("LC_ALL", "C")
+                // Tools never need the cluster secret.
+                .env_remove("CAIRN_CLUSTER_SECRET")
                 .kill_on_drop(true);
             let child = c.spawn().map_err(|e| ExecError::Spawn {
                 program: cmd.program.clone(),

@@ -68,6 +68,10 @@ pub struct PoolDesired {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeDesired {
     pub number: u32,
+    /// Identity of this volume (from its UUID): a volume created again
+    /// under the same resource name and number has another id.
+    #[serde(default)]
+    pub id: String,
     pub size_kib: i64,
     pub pool: String,
 }
@@ -87,7 +91,10 @@ pub struct Apply {
     pub generation: u64,
     /// `true`: this is the whole desired state; anything else goes.
     pub full: bool,
-    /// Pools to serve (upserts).
+    /// `true`: `pools` is the complete list of pools (also in a delta).
+    #[serde(default)]
+    pub pools_set: bool,
+    /// Pools to serve.
     pub pools: Vec<PoolDesired>,
     /// Resources to create or change (upserts).
     pub resources: Vec<ResourceDesired>,
@@ -166,11 +173,12 @@ mod tests {
         let a = Apply {
             generation: 7,
             full: true,
+            pools_set: true,
             pools: vec![PoolDesired { name: "p".into(), kind: "FILE_THIN".into(), backing: Some("/srv".into()) }],
             resources: vec![ResourceDesired {
                 name: "r".into(),
                 diskless: false,
-                volumes: vec![VolumeDesired { number: 0, size_kib: 1024, pool: "p".into() }],
+                volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: 1024, pool: "p".into() }],
             }],
             removed: vec![],
         };

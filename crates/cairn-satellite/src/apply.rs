@@ -8,12 +8,14 @@ use cairn_proto::{
     Apply, ObjectError, Observed, PoolDesired, PoolObserved, ProviderSupport, ResourceDesired, ResourceObserved, VolumeObserved,
 };
 use cairn_storage::StorageError;
-use cairn_storage::file::{FilePool, Files};
+use cairn_storage::file::{FilePool, Files, VolumeFile};
 use tokio::sync::Mutex;
 
 /// The satellite's desired state and what it last saw.
 #[derive(Default)]
 pub struct Desired {
+    /// A full apply arrived since this process started.
+    pub synced: bool,
     pub pools: BTreeMap<String, PoolDesired>,
     pub resources: BTreeMap<String, ResourceDesired>,
     pub observed: BTreeMap<String, ResourceObserved>,
@@ -88,18 +90,21 @@ impl Applier {
     /// are no longer desired.
     async fn ensure(&self, pools: &BTreeMap<String, PoolDesired>, r: &ResourceDesired) -> ResourceObserved {
         let mut out = ResourceObserved { name: r.name.clone(), volumes: Vec::new(), error: None };
-        let wanted: BTreeSet<u32> = r.volumes.iter().map(|v| v.number).collect();
+        // Files of this resource that are not wanted: other volume numbers,
+        // or an earlier incarnation (another id) of a wanted one.
+        let wanted: BTreeSet<(u32, &str)> = r.volumes.iter().map(|v| (v.number, v.id.as_str())).collect();
         for fp in self.file_pools(pools) {
-            let stale: Vec<u32> = match fp.list() {
-                Ok(l) => l.into_iter().filter(|(rsc, nr)| *rsc == r.name && !wanted.contains(nr)).map(|(_, nr)| nr).collect(),
+            let stale: Vec<VolumeFile> = match fp.list() {
+                Ok(l) => l.into_iter().filter(|f| f.rsc == r.name && !wanted.contains(&(f.nr, f.id.as_str()))).collect(),
                 Err(e) => {
                     out.error.get_or_insert(err(format!("Cannot list storage pool '{}'.", fp.name), &e));
                     continue;
                 }
             };
-            for nr in stale {
-                if let Err(e) = self.files.remove(&fp, &r.name, nr).await {
-                    out.error.get_or_insert(err(format!("Failed to remove volume {nr} of '{}' on node '{}'.", r.name, self.node_name), &e));
+            for f in stale {
+                if let Err(e) = self.files.remove(&fp, &f).await {
+                    out.error
+                        .get_or_insert(err(format!("Failed to remove volume {} of '{}' on node '{}'.", f.nr, r.name, self.node_name), &e));
                 }
             }
         }
@@ -116,17 +121,18 @@ impl Applier {
                     continue;
                 }
             };
-            let observed =
-                match self.pool_kind(pool) {
-                    Ok(PoolKind::Diskless) => Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() }),
-                    Ok(PoolKind::File(_)) if r.diskless => {
-                        Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() })
-                    }
-                    Ok(PoolKind::File(fp)) => self.files.ensure(&fp, &r.name, v.number, v.size_kib).await.map_err(|e| {
-                        err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)
-                    }),
-                    Err(e) => Err(e),
-                };
+            let observed = match self.pool_kind(pool) {
+                Ok(PoolKind::Diskless) => Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() }),
+                Ok(PoolKind::File(_)) if r.diskless => {
+                    Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() })
+                }
+                Ok(PoolKind::File(fp)) => self
+                    .files
+                    .ensure(&fp, &VolumeFile::new(&r.name, v.number, &v.id), v.size_kib)
+                    .await
+                    .map_err(|e| err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)),
+                Err(e) => Err(e),
+            };
             match observed {
                 Ok(o) => out.volumes.push(o),
                 Err(e) => {
@@ -142,16 +148,16 @@ impl Applier {
     async fn remove(&self, pools: &BTreeMap<String, PoolDesired>, name: &str) -> ResourceObserved {
         let mut out = ResourceObserved { name: name.to_string(), volumes: Vec::new(), error: None };
         for fp in self.file_pools(pools) {
-            let nrs: Vec<u32> = match fp.list() {
-                Ok(l) => l.into_iter().filter(|(rsc, _)| rsc == name).map(|(_, nr)| nr).collect(),
+            let files: Vec<VolumeFile> = match fp.list() {
+                Ok(l) => l.into_iter().filter(|f| f.rsc == name).collect(),
                 Err(e) => {
                     out.error.get_or_insert(err(format!("Cannot list storage pool '{}'.", fp.name), &e));
                     continue;
                 }
             };
-            for nr in nrs {
-                if let Err(e) = self.files.remove(&fp, name, nr).await {
-                    out.error.get_or_insert(err(format!("Failed to delete volume {nr} of '{name}' on node '{}'.", self.node_name), &e));
+            for f in files {
+                if let Err(e) = self.files.remove(&fp, &f).await {
+                    out.error.get_or_insert(err(format!("Failed to delete volume {} of '{name}' on node '{}'.", f.nr, self.node_name), &e));
                 }
             }
         }
@@ -178,6 +184,12 @@ impl Applier {
         out
     }
 
+    /// Whether a full apply arrived since this process started; deltas
+    /// before that would be applied to an empty pool list.
+    pub async fn synced(&self) -> bool {
+        self.state.lock().await.synced
+    }
+
     /// Applies a full or delta request. Resources are worked on in
     /// parallel; each reports its own result.
     pub async fn apply(self: &Arc<Self>, req: Apply) -> Observed {
@@ -190,16 +202,17 @@ impl Applier {
             // satellite was away are caught up.
             let mut gone: BTreeSet<String> = st.resources.keys().filter(|n| !keep.contains(*n)).cloned().collect();
             for fp in self.file_pools(&st.pools) {
-                if let Ok(l) = fp.list() {
-                    gone.extend(l.into_iter().map(|(r, _)| r).filter(|r| !keep.contains(r)));
+                match fp.list() {
+                    Ok(l) => gone.extend(l.into_iter().map(|f| f.rsc).filter(|r| !keep.contains(r))),
+                    Err(e) => tracing::warn!(pool = %fp.name, "cannot list the pool directory: {e}"),
                 }
             }
             st.resources = req.resources.iter().map(|r| (r.name.clone(), r.clone())).collect();
             st.observed.retain(|n, _| keep.contains(n));
             (req.resources, gone)
         } else {
-            for p in req.pools {
-                st.pools.insert(p.name.clone(), p);
+            if req.pools_set {
+                st.pools = req.pools.into_iter().map(|p| (p.name.clone(), p)).collect();
             }
             for r in &req.resources {
                 st.resources.insert(r.name.clone(), r.clone());
@@ -210,6 +223,7 @@ impl Applier {
             (req.resources, req.removed.into_iter().collect())
         };
         st.generation = req.generation;
+        st.synced |= req.full;
         let pools = Arc::new(st.pools.clone());
         let mut tasks = Vec::new();
         for r in upserts {
@@ -231,7 +245,18 @@ impl Applier {
                     st.observed.remove(&o.name);
                     out.removed.push(o);
                 }
-                Err(e) => tracing::error!("an apply task panicked: {e}"),
+                Err(e) => {
+                    tracing::error!("an apply task panicked: {e}");
+                    out.resources.push(ResourceObserved {
+                        name: "(unknown)".into(),
+                        volumes: Vec::new(),
+                        error: Some(ObjectError {
+                            message: format!("An apply task on node '{}' failed: {e}", self.node_name),
+                            cause: None,
+                            details: None,
+                        }),
+                    });
+                }
             }
         }
         out.pools = self.pool_capacity(&pools).await;

@@ -95,7 +95,7 @@ impl Satellite {
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(PATH_HELLO, get(hello))
-        .route(PATH_APPLY, post(apply))
+        .route(PATH_APPLY, post(apply).layer(axum::extract::DefaultBodyLimit::disable()))
         .route(PATH_OBSERVE, get(observe))
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
@@ -123,12 +123,22 @@ async fn hello(State(s): State<Arc<Shared>>) -> Json<Hello> {
     Json(s.hello.clone())
 }
 
+/// Applies in a task of its own: if the controller gives up waiting, the
+/// work still finishes under the state lock instead of racing the next
+/// request.
 async fn apply(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let req: Apply = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad apply request: {e}")).into_response(),
     };
-    Json(s.applier.apply(req).await).into_response()
+    if !req.full && !s.applier.synced().await {
+        return (StatusCode::PRECONDITION_REQUIRED, "this satellite needs a full apply first").into_response();
+    }
+    let applier = s.applier.clone();
+    match tokio::spawn(async move { applier.apply(req).await }).await {
+        Ok(o) => Json(o).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("apply failed: {e}")).into_response(),
+    }
 }
 
 async fn observe(State(s): State<Arc<Shared>>) -> Response {

@@ -31,14 +31,14 @@ impl FilePool {
         Ok(FilePool { name: name.to_string(), dir: p.to_path_buf(), thin })
     }
 
-    /// The file of one volume. The name check keeps it inside the pool
+    /// The file of one volume. The name checks keep it inside the pool
     /// directory.
-    pub fn volume_path(&self, rsc: &str, nr: u32) -> Result<PathBuf, StorageError> {
-        Ok(self.dir.join(format!("{}_{nr:05}.img", safe_name(rsc)?)))
+    pub fn volume_path(&self, v: &VolumeFile) -> Result<PathBuf, StorageError> {
+        Ok(self.dir.join(v.file_name()?))
     }
 
     /// Volumes present in the directory, by their file names.
-    pub fn list(&self) -> Result<Vec<(String, u32)>, StorageError> {
+    pub fn list(&self) -> Result<Vec<VolumeFile>, StorageError> {
         let rd = match std::fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -57,14 +57,42 @@ impl FilePool {
     }
 }
 
-/// `web_00003.img` -> ("web", 3); anything else -> None.
-pub fn volume_of_file(file: &str) -> Option<(String, u32)> {
+/// One volume's file: `<resource>_<volume number, 5 digits>_<id>.img`.
+/// The id comes from the volume's UUID, so a resource deleted and created
+/// again under the same name gets a new, empty file, never the old data.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VolumeFile {
+    pub rsc: String,
+    pub nr: u32,
+    pub id: String,
+}
+
+fn safe_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 32 && id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+}
+
+impl VolumeFile {
+    pub fn new(rsc: &str, nr: u32, id: &str) -> VolumeFile {
+        VolumeFile { rsc: rsc.to_string(), nr, id: id.to_string() }
+    }
+
+    pub fn file_name(&self) -> Result<String, StorageError> {
+        if !safe_id(&self.id) {
+            return Err(StorageError::UnsafeName(self.id.clone()));
+        }
+        Ok(format!("{}_{:05}_{}.img", safe_name(&self.rsc)?, self.nr, self.id))
+    }
+}
+
+/// `web_00003_1a2b3c.img` -> web, 3, 1a2b3c; anything else -> None.
+pub fn volume_of_file(file: &str) -> Option<VolumeFile> {
     let stem = file.strip_suffix(".img")?;
-    let (rsc, nr) = stem.rsplit_once('_')?;
-    if nr.len() != 5 || !nr.chars().all(|c| c.is_ascii_digit()) || safe_name(rsc).is_err() {
+    let (rest, id) = stem.rsplit_once('_')?;
+    let (rsc, nr) = rest.rsplit_once('_')?;
+    if nr.len() != 5 || !nr.chars().all(|c| c.is_ascii_digit()) || safe_name(rsc).is_err() || !safe_id(id) {
         return None;
     }
-    Some((rsc.to_string(), nr.parse().ok()?))
+    Some(VolumeFile { rsc: rsc.to_string(), nr: nr.parse().ok()?, id: id.to_string() })
 }
 
 /// Takes the host-wide attach lock (`flock` on a file under /run/lock);
@@ -109,16 +137,37 @@ impl Files {
         parse::losetup_list(&out.stdout)
     }
 
+    /// Loop devices still attached to `path` after it was unlinked
+    /// (`losetup --associated` cannot find a deleted file).
+    async fn loops_of_deleted(&self, path: &Path) -> Result<Vec<parse::LoopDevice>, StorageError> {
+        let out = self.runner.run(&self.cmd("losetup").args(["--json", "--list"])).await?;
+        let want = path.to_string_lossy();
+        Ok(parse::losetup_list(&out.stdout)?.into_iter().filter(|d| d.back_file == want).collect())
+    }
+
     /// Makes volume `nr` of `rsc` exist with at least `size_kib`, attached
     /// to exactly one loop device. Idempotent: an existing file and device
     /// are adopted; a smaller file is grown and the device refreshed. A
     /// file this call created is removed again if attaching it fails.
-    pub async fn ensure(&self, pool: &FilePool, rsc: &str, nr: u32, size_kib: i64) -> Result<VolumeObserved, StorageError> {
-        let path = pool.volume_path(rsc, nr)?;
-        let want = u64::try_from(size_kib).unwrap_or(0) * 1024;
+    pub async fn ensure(&self, pool: &FilePool, v: &VolumeFile, size_kib: i64) -> Result<VolumeObserved, StorageError> {
+        let nr = v.nr;
+        let path = pool.volume_path(v)?;
+        let want = u64::try_from(size_kib)
+            .ok()
+            .filter(|k| *k > 0)
+            .and_then(|k| k.checked_mul(1024))
+            .ok_or_else(|| StorageError::Output { program: "cairn", detail: format!("invalid volume size {size_kib} KiB") })?;
         std::fs::create_dir_all(&pool.dir)
             .map_err(|e| StorageError::Io { what: format!("create pool directory {}", pool.dir.display()), source: e })?;
-        let existing = match std::fs::metadata(&path) {
+        // Never follow a link: a symlink named like a volume must not make
+        // root grow, attach or wipe whatever it points to.
+        let existing = match std::fs::symlink_metadata(&path) {
+            Ok(m) if !m.file_type().is_file() => {
+                return Err(StorageError::Io {
+                    what: format!("use {}", path.display()),
+                    source: std::io::Error::other("not a regular file (a symlink or device); refusing to touch it"),
+                });
+            }
             Ok(m) => Some(m.len()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
@@ -178,12 +227,25 @@ impl Files {
 
     /// Wipes signatures, detaches every loop device of the volume and
     /// unlinks its file. Removing what is not there succeeds.
-    pub async fn remove(&self, pool: &FilePool, rsc: &str, nr: u32) -> Result<(), StorageError> {
-        let path = pool.volume_path(rsc, nr)?;
-        if !path.exists() {
-            return Ok(());
-        }
-        for dev in self.loops_of(&path).await? {
+    pub async fn remove(&self, pool: &FilePool, v: &VolumeFile) -> Result<(), StorageError> {
+        let path = pool.volume_path(v)?;
+        let devices = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => self.loops_of(&path).await?,
+            Ok(_) => {
+                return Err(StorageError::Io {
+                    what: format!("remove {}", path.display()),
+                    source: std::io::Error::other("not a regular file (a symlink or device); refusing to touch it"),
+                });
+            }
+            Err(_) => {
+                // The file is gone; a device may still hold it.
+                for dev in self.loops_of_deleted(&path).await? {
+                    self.runner.run(&self.cmd("losetup").arg("--detach").arg(&dev.name)).await?;
+                }
+                return Ok(());
+            }
+        };
+        for dev in devices {
             self.runner.run(&self.cmd("wipefs").args(["--all", "--quiet"]).arg(&dev.name)).await?;
             self.runner.run(&self.cmd("losetup").arg("--detach").arg(&dev.name)).await?;
         }
@@ -234,16 +296,20 @@ mod tests {
         assert!(FilePool::new("p", "relative", true).is_err());
         assert!(FilePool::new("p", "/a/../b", true).is_err());
         let p = FilePool::new("p", "/srv/pool", true).unwrap();
-        assert_eq!(p.volume_path("web", 3).unwrap(), PathBuf::from("/srv/pool/web_00003.img"));
-        assert!(p.volume_path("../x", 0).is_err());
+        assert_eq!(p.volume_path(&VolumeFile::new("web", 3, "ab12")).unwrap(), PathBuf::from("/srv/pool/web_00003_ab12.img"));
+        assert!(p.volume_path(&VolumeFile::new("../x", 0, "ab12")).is_err());
+        assert!(p.volume_path(&VolumeFile::new("web", 0, "../x")).is_err());
+        assert!(p.volume_path(&VolumeFile::new("web", 0, "")).is_err());
     }
 
     #[test]
     fn volume_files_are_recognised_by_name() {
-        assert_eq!(volume_of_file("web_00003.img"), Some(("web".into(), 3)));
-        assert_eq!(volume_of_file("my_rsc_00000.img"), Some(("my_rsc".into(), 0)));
-        assert_eq!(volume_of_file("web_3.img"), None);
-        assert_eq!(volume_of_file("web_00003.raw"), None);
+        assert_eq!(volume_of_file("web_00003_ab12.img"), Some(VolumeFile::new("web", 3, "ab12")));
+        assert_eq!(volume_of_file("my_rsc_00000_0f.img"), Some(VolumeFile::new("my_rsc", 0, "0f")));
+        assert_eq!(volume_of_file("web_00003.img"), None);
+        assert_eq!(volume_of_file("web_3_ab.img"), None);
+        assert_eq!(volume_of_file("web_00003_ab.raw"), None);
+        assert_eq!(volume_of_file("web_00003_XY.img"), None);
         assert_eq!(volume_of_file("notes.txt"), None);
     }
 
@@ -251,7 +317,7 @@ mod tests {
     fn thin_create_truncates_then_attaches() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
-        let file = format!("{d}/web_00000.img");
+        let file = format!("{d}/web_00000_aa.img");
         let f = Arc::new(FakeRunner::new());
         f.expect(&["truncate", "--size", "1048576", &file], "")
             .expect(&["losetup", "--json", "--list", "--associated", &file], EMPTY)
@@ -259,7 +325,7 @@ mod tests {
             .expect(&["stat", "--format=%s %b %B", &file], "1048576 0 512\n");
         let files = Files::new(f.clone(), Duration::from_secs(5));
         let pool = FilePool::new("p", d, true).unwrap();
-        let v = rt().block_on(files.ensure(&pool, "web", 0, 1024)).unwrap();
+        let v = rt().block_on(files.ensure(&pool, &VolumeFile::new("web", 0, "aa"), 1024)).unwrap();
         assert_eq!(v.device_path.as_deref(), Some("/dev/loop7"));
         assert_eq!((v.usable_kib, v.allocated_kib), (Some(1024), Some(0)));
         assert!(f.is_done(), "{:?}", f.calls());
@@ -269,14 +335,14 @@ mod tests {
     fn fat_create_fallocates_and_a_failed_attach_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
-        let file = format!("{d}/db_00001.img");
+        let file = format!("{d}/db_00001_aa.img");
         let f = Arc::new(FakeRunner::new());
         f.expect(&["fallocate", "--length", "2097152", &file], "")
             .expect(&["losetup", "--json", "--list", "--associated", &file], EMPTY)
             .expect_failure(&["losetup", "--find", "--show", &file], 1, "losetup: cannot find an unused loop device");
         let files = Files::new(Arc::new(Creating(f.clone())), Duration::from_secs(5));
         let pool = FilePool::new("p", d, false).unwrap();
-        let err = rt().block_on(files.ensure(&pool, "db", 1, 2048)).unwrap_err();
+        let err = rt().block_on(files.ensure(&pool, &VolumeFile::new("db", 1, "aa"), 2048)).unwrap_err();
         assert!(err.details().unwrap().contains("cannot find an unused loop device"), "{err:?}");
         assert!(f.is_done());
         assert!(!Path::new(&file).exists(), "the half-created file was left behind");
@@ -286,7 +352,7 @@ mod tests {
     fn existing_volume_is_adopted_and_grown_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
-        let file = format!("{d}/web_00000.img");
+        let file = format!("{d}/web_00000_aa.img");
         std::fs::write(&file, vec![0u8; 1024]).unwrap();
         let listed =
             format!(r#"{{"loopdevices":[{{"name":"/dev/loop3","back-file":"{file}"}},{{"name":"/dev/loop9","back-file":"{file}"}}]}}"#);
@@ -298,7 +364,7 @@ mod tests {
             .expect(&["stat", "--format=%s %b %B", &file], "4096 8 512\n");
         let files = Files::new(f.clone(), Duration::from_secs(5));
         let pool = FilePool::new("p", d, true).unwrap();
-        let v = rt().block_on(files.ensure(&pool, "web", 0, 4)).unwrap();
+        let v = rt().block_on(files.ensure(&pool, &VolumeFile::new("web", 0, "aa"), 4)).unwrap();
         assert_eq!(v.device_path.as_deref(), Some("/dev/loop3"));
         assert!(f.is_done(), "{:?}", f.calls());
     }
@@ -307,7 +373,7 @@ mod tests {
     fn remove_wipes_detaches_and_unlinks() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
-        let file = format!("{d}/web_00000.img");
+        let file = format!("{d}/web_00000_aa.img");
         std::fs::write(&file, b"x").unwrap();
         let listed = format!(r#"{{"loopdevices":[{{"name":"/dev/loop3","back-file":"{file}"}}]}}"#);
         let f = Arc::new(FakeRunner::new());
@@ -316,11 +382,48 @@ mod tests {
             .expect(&["losetup", "--detach", "/dev/loop3"], "");
         let files = Files::new(f.clone(), Duration::from_secs(5));
         let pool = FilePool::new("p", d, true).unwrap();
-        rt().block_on(files.remove(&pool, "web", 0)).unwrap();
+        rt().block_on(files.remove(&pool, &VolumeFile::new("web", 0, "aa"))).unwrap();
         assert!(!Path::new(&file).exists());
         assert!(f.is_done());
-        // Removing again is a no-op without commands.
-        rt().block_on(files.remove(&pool, "web", 0)).unwrap();
-        assert_eq!(f.calls().len(), 3);
+        // Removing again only looks for a device still holding the
+        // unlinked file, and finds none.
+        f.expect(&["losetup", "--json", "--list"], EMPTY);
+        rt().block_on(files.remove(&pool, &VolumeFile::new("web", 0, "aa"))).unwrap();
+        assert_eq!(f.calls().len(), 4);
+        assert!(f.is_done());
+    }
+
+    #[test]
+    fn a_device_left_on_a_deleted_file_is_detached() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let file = format!("{d}/web_00000_aa.img");
+        let listed = format!(
+            r#"{{"loopdevices":[{{"name":"/dev/loop5","back-file":"{file} (deleted)"}},{{"name":"/dev/loop6","back-file":"/elsewhere.img"}}]}}"#
+        );
+        let f = Arc::new(FakeRunner::new());
+        f.expect(&["losetup", "--json", "--list"], &listed).expect(&["losetup", "--detach", "/dev/loop5"], "");
+        let files = Files::new(f.clone(), Duration::from_secs(5));
+        let pool = FilePool::new("p", d, true).unwrap();
+        rt().block_on(files.remove(&pool, &VolumeFile::new("web", 0, "aa"))).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn symlinks_and_bad_sizes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, b"data").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("web_00000_aa.img")).unwrap();
+        let f = Arc::new(FakeRunner::new());
+        let files = Files::new(f.clone(), Duration::from_secs(5));
+        let pool = FilePool::new("p", d, true).unwrap();
+        assert!(rt().block_on(files.ensure(&pool, &VolumeFile::new("web", 0, "aa"), 1024)).is_err());
+        assert!(rt().block_on(files.remove(&pool, &VolumeFile::new("web", 0, "aa"))).is_err());
+        assert!(rt().block_on(files.ensure(&pool, &VolumeFile::new("db", 0, "aa"), -1)).is_err());
+        assert!(rt().block_on(files.ensure(&pool, &VolumeFile::new("db", 0, "aa"), i64::MAX)).is_err());
+        assert!(f.calls().is_empty(), "no command ran: {:?}", f.calls());
+        assert_eq!(std::fs::read(&target).unwrap(), b"data");
     }
 }

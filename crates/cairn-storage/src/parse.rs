@@ -67,7 +67,7 @@ pub fn stat_sizes(out: &str) -> Result<(u64, u64), StorageError> {
     let line = out.lines().next().ok_or_else(|| bad("no output".into()))?;
     let v: Vec<u64> = line.split_whitespace().map(|x| x.parse::<u64>()).collect::<Result<_, _>>().map_err(|_| bad(format!("'{line}'")))?;
     match v.as_slice() {
-        [size, blocks, block_size] => Ok((*size, blocks * block_size)),
+        [size, blocks, block_size] => Ok((*size, blocks.checked_mul(*block_size).ok_or_else(|| bad(format!("'{line}' overflows")))?)),
         _ => Err(bad(format!("expected three numbers, got '{line}'"))),
     }
 }
