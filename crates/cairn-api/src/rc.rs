@@ -70,6 +70,7 @@ pub const FAIL_INVLD_PROP: i64 = 213;
 pub const FAIL_INVLD_TRANSPORT_TYPE: i64 = 214;
 pub const FAIL_INVLD_TCP_PORT: i64 = 215;
 pub const FAIL_INVLD_ENCRYPT_TYPE: i64 = 217;
+pub const FAIL_INVLD_SNAPSHOT_NAME: i64 = 218;
 pub const FAIL_INVLD_PLACE_COUNT: i64 = 219;
 pub const FAIL_INVLD_FREE_SPACE_MGR_NAME: i64 = 220;
 pub const FAIL_INVLD_STOR_DRIVER: i64 = 221;
@@ -108,7 +109,9 @@ pub const FAIL_EXISTS_RSC_GRP: i64 = 522;
 pub const FAIL_EXISTS_VLM_GRP: i64 = 523;
 
 pub const FAIL_MISSING_PROPS: i64 = 600;
+pub const FAIL_MISSING_NETCOM: i64 = 603;
 pub const FAIL_POOL_EXHAUSTED_VLM_NR: i64 = 800;
+pub const FAIL_UNDECIDABLE_AUTOPLACMENT: i64 = 985;
 pub const FAIL_NOT_ENOUGH_NODES: i64 = 996;
 pub const FAIL_IN_USE: i64 = 997;
 pub const FAIL_UNKNOWN_ERROR: i64 = 998;
@@ -117,7 +120,13 @@ pub const FAIL_IMPL_ERROR: i64 = 999;
 // Warnings (combine with MASK_WARN).
 pub const WARN_NOT_CONNECTED: i64 = 1002;
 pub const WARN_DEL_UNSET_PROP: i64 = 1005;
+pub const WARN_RSC_ALREADY_DEPLOYED: i64 = 1006;
+pub const WARN_RSC_ALREADY_DISKLESS: i64 = 1008;
+pub const WARN_NOT_ENOUGH_NODES_FOR_TIE_BREAKER: i64 = 1013;
 pub const WARN_NOT_FOUND: i64 = 3000;
+
+// Infos (combine with MASK_INFO).
+pub const INFO_RSC_ALREADY_EXISTS: i64 = 10008;
 
 // Whole-entry specials.
 pub const UNKNOWN_API_CALL: i64 = bits(0x0FFF_FFFF_FFFF_FFFF) | MASK_ERROR;

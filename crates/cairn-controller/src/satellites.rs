@@ -22,7 +22,7 @@ use cairn_domain::placement::{NodeObs, Observer};
 use cairn_domain::storage_pool::PoolCapacity;
 use cairn_proto::{
     Apply, Hello, Observed, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PROTO_VERSION, PoolDesired, PoolObserved, ResourceDesired,
-    ResourceObserved, VERSION_HEADER, VolumeObserved,
+    ResourceObserved, VERSION_HEADER,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -194,10 +194,6 @@ impl Links {
             return None;
         }
         v.resources.get(&key(rsc)).cloned()
-    }
-
-    pub fn volume(&self, node_key: &str, rsc: &str, nr: u32) -> Option<VolumeObserved> {
-        self.resource(node_key, rsc).and_then(|r| r.volumes.into_iter().find(|v| v.number == nr))
     }
 
     pub fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
@@ -411,11 +407,11 @@ pub fn client_tls(config: &crate::ControllerConfig) -> Result<Option<ureq::tls::
     ))
 }
 
-/// One HTTP call to a satellite, on a blocking thread.
+/// One HTTP call to a satellite, on a blocking thread: POST with a body,
+/// GET without.
 async fn call<T: DeserializeOwned + Send + 'static>(
     peer: &Peer,
     target: Target,
-    method: &'static str,
     path: &'static str,
     body: Option<Vec<u8>>,
     timeout: Duration,
@@ -439,8 +435,7 @@ async fn call<T: DeserializeOwned + Send + 'static>(
                 .header(VERSION_HEADER, &version)
                 .header("content-type", "application/json")
                 .send(&b[..]),
-            None if method == "GET" => agent.get(&url).header("authorization", &auth).header(VERSION_HEADER, &version).call(),
-            None => agent.post(&url).header("authorization", &auth).header(VERSION_HEADER, &version).send(&b""[..]),
+            None => agent.get(&url).header("authorization", &auth).header(VERSION_HEADER, &version).call(),
         };
         let mut resp = resp.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
@@ -567,7 +562,7 @@ async fn full_sync(
         }
         (Apply { generation, full: true, pools_set: true, pools, resources: rscs, removed: Vec::new() }, superseded)
     };
-    let result = call::<Observed>(peer, addr, "POST", PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await;
+    let result = call::<Observed>(peer, addr, PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await;
     match result {
         Ok(o) => {
             {
@@ -614,7 +609,7 @@ async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::Unbound
             pause(&link).await;
             continue;
         }
-        let hello: Hello = match call(&peer, addr, "GET", PATH_HELLO, None, SHORT_TIMEOUT).await {
+        let hello: Hello = match call(&peer, addr, PATH_HELLO, None, SHORT_TIMEOUT).await {
             Ok(h) => h,
             Err(e) => {
                 let status = match e {
@@ -659,7 +654,7 @@ async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::Unbound
                         jobs.push(more);
                     }
                     let apply = merge(jobs.iter().map(|j| &j.apply));
-                    match call::<Observed>(&peer, addr, "POST", PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await {
+                    match call::<Observed>(&peer, addr, PATH_APPLY, serde_json::to_vec(&apply).ok(), APPLY_TIMEOUT).await {
                         Ok(o) if o.instance == hello.instance => {
                             link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, false);
                             if has_errors(&o) {
@@ -690,7 +685,7 @@ async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::Unbound
                         }
                         continue;
                     }
-                    match call::<Observed>(&peer, addr, "GET", PATH_OBSERVE, None, SHORT_TIMEOUT).await {
+                    match call::<Observed>(&peer, addr, PATH_OBSERVE, None, SHORT_TIMEOUT).await {
                         Ok(o) if o.instance == hello.instance => link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, true),
                         Ok(_) => {
                             tracing::info!(node = %name, "satellite restarted; sending its full state again");

@@ -25,8 +25,6 @@ use crate::{Ctx, DEFAULT_DISKLESS_STOR_POOL, Props};
 
 /// LINSTOR's default replica count.
 pub const DEFAULT_PLACE_COUNT: i64 = 2;
-const WARN_RSC_ALREADY_DEPLOYED: i64 = 1006;
-const INFO_RSC_ALREADY_EXISTS: i64 = 10008;
 
 /// The layer stack replicas get: the request's, the filter's, the
 /// definition's, else STORAGE.
@@ -101,7 +99,7 @@ impl Cluster {
         if additional <= 0 {
             out.reply(ApiCallRc::warning(
                 rc::MASK_RSC_DFN,
-                WARN_RSC_ALREADY_DEPLOYED,
+                rc::WARN_RSC_ALREADY_DEPLOYED,
                 format!("Resource definition '{}' is already deployed on {existing} node(s). Skipping.", d.name),
             ));
         } else {
@@ -283,7 +281,7 @@ impl Cluster {
                 out.reply(
                     ApiCallRc::info(
                         rc::MASK_RSC,
-                        INFO_RSC_ALREADY_EXISTS,
+                        rc::INFO_RSC_ALREADY_EXISTS,
                         format!("Resource '{}' is already available on node '{}'.", d.name, n.name),
                     )
                     .with_ref("RscDfn", &d.name)
@@ -342,8 +340,12 @@ impl Cluster {
         let max = Self::max_size(&placer, &cands, place_count);
         if max.is_none() {
             reports.push(
-                ApiCallRc::warning(OP, 1013, format!("Not enough nodes for {place_count} replica(s) of resource group '{}'.", g.name))
-                    .with_cause(rej.describe()),
+                ApiCallRc::warning(
+                    OP,
+                    rc::WARN_NOT_ENOUGH_NODES_FOR_TIE_BREAKER,
+                    format!("Not enough nodes for {place_count} replica(s) of resource group '{}'.", g.name),
+                )
+                .with_cause(rej.describe()),
             );
         }
         let next = placer.select(&cands, place_count).unwrap_or_default();

@@ -51,7 +51,7 @@ impl NameKind {
             NameKind::StoragePool => rc::FAIL_INVLD_STOR_POOL_NAME,
             NameKind::NetInterface => rc::FAIL_INVLD_NET_NAME,
             NameKind::KeyValueStore => rc::FAIL_INVLD_KVS_NAME,
-            NameKind::Snapshot => 218,
+            NameKind::Snapshot => rc::FAIL_INVLD_SNAPSHOT_NAME,
         }
     }
 

@@ -223,7 +223,7 @@ impl Cluster {
         if node_type.has_satellite() && !nifs.iter().any(|n| n.satellite_port.is_some()) {
             return Err(OpError::new(
                 CRT,
-                603, // FAIL_MISSING_NETCOM
+                rc::FAIL_MISSING_NETCOM,
                 format!("Node '{}' has no net interface the controller could reach its satellite on.", req.name),
             )
             .correction("Give at least one net interface with an address and a satellite_port (or satellite_encryption_type)."));

@@ -22,8 +22,6 @@ pub enum StorageError {
     UnsafeName(String),
     #[error("the pool directory '{0}' must be an absolute path without '..'")]
     BadPoolDir(String),
-    #[error("provider {0} is not supported by this satellite")]
-    Unsupported(String),
 }
 
 impl StorageError {
@@ -45,6 +43,7 @@ pub fn safe_name(name: &str) -> Result<&str, StorageError> {
     let ok = !name.is_empty()
         && name.len() <= 48
         && !name.starts_with('-')
+        && !name.ends_with('-')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok { Ok(name) } else { Err(StorageError::UnsafeName(name.to_string())) }
 }
@@ -55,7 +54,7 @@ mod tests {
 
     #[test]
     fn names_that_could_escape_or_become_options_are_refused() {
-        for bad in ["../etc", "a/b", "-rf", "", "a b", "x\0y", "ä"] {
+        for bad in ["../etc", "a/b", "-rf", "ab-", "", "a b", "x\0y", "ä"] {
             assert!(safe_name(bad).is_err(), "{bad:?}");
         }
         assert!(safe_name("pvc-1_a").is_ok());

@@ -42,7 +42,8 @@ struct SatelliteArgs {
     /// Listen address (default 0.0.0.0:3366).
     #[arg(long, env = "CAIRN_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Directory for satellite state (default /var/lib/cairn-satellite).
+    /// Working directory of the satellite (default /var/lib/cairn-satellite; created at start,
+    /// the satellite keeps no state of its own: its pool directories are its state).
     #[arg(long, env = "CAIRN_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// File holding the cluster secret (the controller's <data-dir>/cluster-secret).
