@@ -439,7 +439,7 @@ async fn call<T: DeserializeOwned + Send + 'static>(
         };
         let mut resp = resp.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let bytes = resp.body_mut().with_config().limit(1 << 30).read_to_vec().map_err(|e| e.to_string())?;
+        let bytes = resp.body_mut().with_config().limit(256 << 20).read_to_vec().map_err(|e| e.to_string())?;
         Ok((status, bytes))
     })
     .await

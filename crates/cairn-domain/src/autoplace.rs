@@ -19,7 +19,9 @@ use crate::error::{OpError, OpResult};
 use crate::name::key;
 use crate::placement::{Candidate, DEFAULT_THIN_RATIO, Observer, Placer, Rejections, Weights};
 use crate::resource::{PROP_STOR_POOL_NAME, created_reply};
-use crate::resource_definition::{ResourceDefinition, VolumeDefinition, build_vlm_dfn, check_layer_stack};
+use crate::resource_definition::{
+    ResourceDefinition, VolumeDefinition, build_vlm_dfn, check_layer_stack, rd_created_reply, vd_created_reply,
+};
 use crate::resource_group::{merge_filter, normalize_filter};
 use crate::{Ctx, DEFAULT_DISKLESS_STOR_POOL, Props};
 
@@ -216,21 +218,9 @@ impl Cluster {
             vds.push(vd);
         }
         let mut out = Outcome::default();
-        out.reply(
-            ApiCallRc::success(rc::MASK_CRT | rc::MASK_RSC_DFN, rc::CREATED, format!("New resource definition '{}' created.", d.name))
-                .with_details(format!("Resource definition '{}' UUID is: {}", d.name, d.uuid))
-                .with_ref("RscDfn", &d.name),
-        );
+        out.reply(rd_created_reply(&d));
         for vd in &vds {
-            out.reply(
-                ApiCallRc::success(
-                    rc::MASK_CRT | rc::MASK_VLM_DFN,
-                    rc::CREATED,
-                    format!("New volume definition with number '{}' of resource definition '{}' created.", vd.volume_number, d.name),
-                )
-                .with_ref("RscDfn", &d.name)
-                .with_ref("VlmNr", vd.volume_number.to_string()),
-            );
+            out.reply(vd_created_reply(vd));
         }
         if !req.definitions_only {
             let filter = normalize_filter(&merge_filter(&g.select_filter, &req.select_filter), OP)?;

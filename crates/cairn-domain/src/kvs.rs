@@ -74,11 +74,15 @@ impl Cluster {
         Ok(out)
     }
 
-    /// `DELETE /v1/controller/properties/{key}`.
+    /// `DELETE /v1/controller/properties/{key}`: deleting a property that
+    /// is not set is a warning, not an error.
     pub fn delete_ctrl_prop(&self, k: &str) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_DEL | rc::MASK_CTRL_CONF;
+        let k = k.strip_prefix('/').unwrap_or(k);
         if !self.ctrl_props.contains_key(k) {
-            return Err(OpError::new(OP, rc::FAIL_INVLD_PROP, format!("Controller property '{k}' is not set.")));
+            let mut out = Outcome::default();
+            out.reply(ApiCallRc::warning(OP, rc::WARN_DEL_UNSET_PROP, format!("Controller property '{k}' is not set; nothing to delete.")));
+            return Ok(out);
         }
         let mut new = self.ctrl_props.clone();
         new.remove(k);

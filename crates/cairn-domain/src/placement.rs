@@ -428,12 +428,12 @@ impl<'a> Placer<'a> {
         struct Search<'s> {
             best: Option<(f64, Vec<usize>)>,
             visited: usize,
-            suffix_best: &'s [f64],
+            /// Scores in candidate order (descending): the best possible sum
+            /// of the next `k` picks from index i is the sum of scores[i..i+k].
+            scores: &'s [f64],
         }
-        // Best possible sum of the next `k` scores from index i on (scores are sorted).
         let scores: Vec<f64> = cands.iter().map(|c| c.score).collect();
-        let suffix_best = scores.clone();
-        let mut s = Search { best: None, visited: 0, suffix_best: &suffix_best };
+        let mut s = Search { best: None, visited: 0, scores: &scores };
         fn dfs(
             i: usize,
             chosen: &mut Vec<usize>,
@@ -457,7 +457,7 @@ impl<'a> Placer<'a> {
                     return;
                 }
                 // Bound: even the best remaining scores cannot win.
-                let bound: f64 = sum + s.suffix_best[j..].iter().take(need).sum::<f64>();
+                let bound: f64 = sum + s.scores[j..].iter().take(need).sum::<f64>();
                 if s.best.as_ref().is_some_and(|(b, _)| bound <= *b + 1e-12) {
                     return;
                 }

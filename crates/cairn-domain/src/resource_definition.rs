@@ -90,11 +90,21 @@ fn check_size(size: i64, op: i64) -> OpResult<i64> {
     }
 }
 
-fn rd_created_reply(d: &ResourceDefinition) -> ApiCallRc {
+pub(crate) fn rd_created_reply(d: &ResourceDefinition) -> ApiCallRc {
     const OP: i64 = rc::MASK_CRT | rc::MASK_RSC_DFN;
     ApiCallRc::success(OP, rc::CREATED, format!("New resource definition '{}' created.", d.name))
         .with_details(format!("Resource definition '{}' UUID is: {}", d.name, d.uuid))
         .with_ref("RscDfn", &d.name)
+}
+
+/// The reply LINSTOR gives for a new volume definition.
+pub(crate) fn vd_created_reply(vd: &VolumeDefinition) -> ApiCallRc {
+    const OP: i64 = rc::MASK_CRT | rc::MASK_VLM_DFN;
+    let (nr, rd) = (vd.volume_number, &vd.resource_definition);
+    ApiCallRc::success(OP, rc::CREATED, format!("New volume definition with number '{nr}' of resource definition '{rd}' created."))
+        .with_details(format!("Volume definition with number '{nr}' of resource definition '{rd}' UUID is: {}", vd.uuid))
+        .with_ref("RscDfn", rd)
+        .with_ref("VlmNr", nr.to_string())
 }
 
 fn rd_not_found(op: i64, rd: &str) -> OpError {
@@ -303,16 +313,7 @@ impl Cluster {
             r.volumes.insert(nr, vol);
             out.put(Object::Rsc(r));
         }
-        out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::CREATED,
-                format!("New volume definition with number '{nr}' of resource definition '{}' created.", d.name),
-            )
-            .with_details(format!("Volume definition with number '{nr}' of resource definition '{}' UUID is: {}", d.name, vd.uuid))
-            .with_ref("RscDfn", &d.name)
-            .with_ref("VlmNr", nr.to_string()),
-        );
+        out.reply(vd_created_reply(&vd));
         out.put(Object::VlmDfn(vd));
         Ok(out)
     }
