@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -31,8 +31,9 @@ use crate::state::AppState;
 
 /// How often a connected satellite is asked for its state.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
-/// Pause before reconnecting.
+/// Pause before reconnecting (doubled per failure up to MAX_RECONNECT).
 pub const RECONNECT: Duration = Duration::from_secs(1);
+pub const MAX_RECONNECT: Duration = Duration::from_secs(30);
 /// Time a satellite may take to apply a change.
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(300);
 const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,6 +114,8 @@ pub struct Link {
     tx: mpsc::UnboundedSender<Job>,
     stopped: AtomicBool,
     warned_tls: AtomicBool,
+    /// Failed connection attempts in a row.
+    failures: AtomicU32,
     wake: Notify,
 }
 
@@ -167,6 +170,7 @@ impl Links {
                 tx,
                 stopped: AtomicBool::new(false),
                 warned_tls: AtomicBool::new(false),
+                failures: AtomicU32::new(0),
                 wake: Notify::new(),
             });
             links.insert(k, link.clone());
@@ -522,9 +526,13 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Job>, why: &str) {
     }
 }
 
+/// Waits before the next connection attempt: 1 s, doubling with every
+/// failed attempt in a row up to 30 s, so unreachable nodes cost little.
 async fn pause(link: &Link) {
+    let failures = link.failures.fetch_add(1, Ordering::SeqCst).min(5);
+    let delay = (RECONNECT * 2u32.pow(failures)).min(MAX_RECONNECT);
     tokio::select! {
-        _ = tokio::time::sleep(RECONNECT) => {}
+        _ = tokio::time::sleep(delay) => {}
         _ = link.wake.notified() => {}
     }
 }
@@ -631,7 +639,10 @@ async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::Unbound
         }
         set_status(&link, ConnStatus::Connected, Some(hello.clone()));
         let mut retry_at = match full_sync(&state, &peer, &link, addr, &mut rx).await {
-            Ok(o) => has_errors(&o).then(|| tokio::time::Instant::now() + RETRY),
+            Ok(o) => {
+                link.failures.store(0, Ordering::SeqCst);
+                has_errors(&o).then(|| tokio::time::Instant::now() + RETRY)
+            }
             Err(e) => {
                 tracing::warn!(node = %name, "full apply failed: {e}");
                 went_offline(&link, &mut rx, ConnStatus::Offline, "the full apply failed");

@@ -45,7 +45,7 @@ fn cluster(n: usize) -> (Cluster, Obs, Ctx) {
             props: [("Aux/rack".to_string(), format!("r{}", i % 20))].into(),
             net_interfaces: vec![NetInterface {
                 name: "default".into(),
-                address: "10.0.0.1".into(),
+                address: "127.0.0.1".into(),
                 satellite_port: Some(3366),
                 ..Default::default()
             }],

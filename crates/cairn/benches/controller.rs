@@ -138,7 +138,8 @@ fn main() {
             node_type: "SATELLITE".into(),
             net_interfaces: vec![NetInterface {
                 name: "default".into(),
-                address: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+                // Loopback only: the controller tries to reach every node.
+                address: format!("127.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, 1 + i % 250),
                 satellite_port: Some(3366),
                 ..Default::default()
             }],
