@@ -1,7 +1,7 @@
 //! The whole cluster as the controller holds it, and the changes that move
 //! it from one state to the next.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_api::ApiCallRc;
 use serde::{Deserialize, Serialize};
@@ -249,6 +249,8 @@ pub struct Cluster {
     /// (node a, node b), sorted
     pub node_conns: BTreeMap<(String, String), NodeConnection>,
     pub ctrl_props: Props,
+    /// Index: node key -> keys of the resource definitions placed on it.
+    rscs_by_node: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Cluster {
@@ -293,6 +295,7 @@ impl Cluster {
                 self.vlm_dfns.insert((a, n), v);
             }
             (ObjKey::Rsc(a, b), Object::Rsc(v)) => {
+                self.rscs_by_node.entry(b.clone()).or_default().insert(a.clone());
                 self.resources.insert((a, b), v);
             }
             (ObjKey::Kvs(k), Object::Kvs(v)) => {
@@ -331,6 +334,12 @@ impl Cluster {
             }
             ObjKey::Rsc(a, b) => {
                 self.resources.remove(&(a.clone(), b.clone()));
+                if let Some(set) = self.rscs_by_node.get_mut(b) {
+                    set.remove(a);
+                    if set.is_empty() {
+                        self.rscs_by_node.remove(b);
+                    }
+                }
             }
             ObjKey::Kvs(k) => {
                 self.kvs.remove(k);
@@ -377,8 +386,8 @@ impl Cluster {
         self.stor_pools.range((node_key.to_string(), String::new())..).take_while(move |((n, _), _)| n == node_key).map(|(_, p)| p)
     }
 
-    /// The resources placed on one node.
+    /// The resources placed on one node (through an index, not a scan).
     pub fn resources_on<'a>(&'a self, node_key: &'a str) -> impl Iterator<Item = &'a Resource> + 'a {
-        self.resources.iter().filter(move |((_, n), _)| n == node_key).map(|(_, r)| r)
+        self.rscs_by_node.get(node_key).into_iter().flatten().filter_map(move |rd| self.resources.get(&(rd.clone(), node_key.to_string())))
     }
 }
