@@ -13,22 +13,76 @@ use cairn_satellite::tls::TlsFiles;
 use cairn_satellite::{Satellite, SatelliteConfig};
 use clap::{Args, Parser, Subcommand};
 
+mod cli;
+
+use cli::controller::{ControllerVerb, ErrorReportsCmd};
+use cli::kvs::KvCmd;
+use cli::node::NodeCmd;
+use cli::resource::{ResourceCmd, VolumeCmd};
+use cli::resource_definition::{ResourceDefinitionCmd, VolumeDefinitionCmd};
+use cli::resource_group::{ResourceGroupCmd, VolumeGroupCmd};
+use cli::storage_pool::StoragePoolCmd;
+
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "Replicated block storage for Linux clusters, LINSTOR-compatible")]
 struct Cli {
+    #[command(flatten)]
+    global: cli::Global,
     #[command(subcommand)]
     command: Command,
 }
 
+/// `cairn controller` runs the controller; `cairn controller version`,
+/// `list-properties` and `set-property` talk to one, as in LINSTOR.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ControllerCmd {
+    #[command(subcommand)]
+    verb: Option<ControllerVerb>,
+    #[command(flatten)]
+    daemon: ControllerArgs,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the controller: the cluster database and the LINSTOR REST API.
-    Controller(ControllerArgs),
+    /// Run the controller (the cluster database and the LINSTOR REST API), or query it.
+    #[command(visible_alias = "c")]
+    Controller(ControllerCmd),
     /// Run a satellite: turns the controller's desired state into devices on this node.
     Satellite(SatelliteArgs),
     /// Run Cairn on this machine for a first try: controller on 127.0.0.1:3370 and a satellite
     /// with a FILE_THIN pool, data in ./cairn-data.
     Up(ControllerArgs),
+    /// Nodes.
+    #[command(visible_alias = "n", subcommand)]
+    Node(NodeCmd),
+    /// Storage pools.
+    #[command(visible_alias = "sp", subcommand)]
+    StoragePool(StoragePoolCmd),
+    /// Resource groups.
+    #[command(visible_alias = "rg", subcommand)]
+    ResourceGroup(ResourceGroupCmd),
+    /// Volume groups.
+    #[command(visible_alias = "vg", subcommand)]
+    VolumeGroup(VolumeGroupCmd),
+    /// Resource definitions.
+    #[command(visible_alias = "rd", subcommand)]
+    ResourceDefinition(ResourceDefinitionCmd),
+    /// Volume definitions.
+    #[command(visible_alias = "vd", subcommand)]
+    VolumeDefinition(VolumeDefinitionCmd),
+    /// Resources.
+    #[command(visible_alias = "r", subcommand)]
+    Resource(ResourceCmd),
+    /// Volumes.
+    #[command(visible_alias = "v", subcommand)]
+    Volume(VolumeCmd),
+    /// Key-value stores.
+    #[command(visible_alias = "kv", subcommand)]
+    KeyValueStore(KvCmd),
+    /// Error reports.
+    #[command(visible_alias = "err", subcommand)]
+    ErrorReports(ErrorReportsCmd),
 }
 
 #[derive(Args)]
@@ -165,8 +219,8 @@ impl ControllerArgs {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -270,13 +324,39 @@ async fn run_up(mut cfg: ControllerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a client verb and exits with LINSTOR's exit codes.
+fn client(global: &cli::Global, run: impl FnOnce(&cli::Ctx) -> i32) -> ! {
+    init_logging("warn");
+    let code = match cli::Ctx::connect(global) {
+        Ok(ctx) => run(&ctx),
+        Err(code) => code,
+    };
+    std::process::exit(code)
+}
+
+fn daemon(run: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    init_logging("info");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;
+    runtime.block_on(run)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;
+    let g = &cli.global;
     match cli.command {
-        Command::Controller(args) => runtime.block_on(run_controller(args.resolve(None)?)),
-        Command::Satellite(args) => runtime.block_on(run_satellite(args.resolve()?)),
-        Command::Up(args) => runtime.block_on(run_up(args.resolve(Some(PathBuf::from("cairn-data")))?)),
+        Command::Controller(ControllerCmd { verb: Some(v), .. }) => client(g, |c| cli::controller::run(c, v)),
+        Command::Controller(ControllerCmd { verb: None, daemon: args }) => daemon(run_controller(args.resolve(None)?)),
+        Command::Satellite(args) => daemon(run_satellite(args.resolve()?)),
+        Command::Up(args) => daemon(run_up(args.resolve(Some(PathBuf::from("cairn-data")))?)),
+        Command::Node(cmd) => client(g, |c| cli::node::run(c, cmd)),
+        Command::StoragePool(cmd) => client(g, |c| cli::storage_pool::run(c, cmd)),
+        Command::ResourceGroup(cmd) => client(g, |c| cli::resource_group::run(c, cmd)),
+        Command::VolumeGroup(cmd) => client(g, |c| cli::resource_group::run_vg(c, cmd)),
+        Command::ResourceDefinition(cmd) => client(g, |c| cli::resource_definition::run(c, cmd)),
+        Command::VolumeDefinition(cmd) => client(g, |c| cli::resource_definition::run_vd(c, cmd)),
+        Command::Resource(cmd) => client(g, |c| cli::resource::run(c, cmd)),
+        Command::Volume(cmd) => client(g, |c| cli::resource::run_volume(c, cmd)),
+        Command::KeyValueStore(cmd) => client(g, |c| cli::kvs::run(c, cmd)),
+        Command::ErrorReports(cmd) => client(g, |c| cli::controller::run_error_reports(c, cmd)),
     }
 }

@@ -1,0 +1,66 @@
+//! `cairn controller` client verbs and `cairn error-reports`.
+
+use std::collections::BTreeMap;
+
+use cairn_api::controller::ControllerVersion;
+use cairn_client::seg;
+use clap::Subcommand;
+
+use super::table::Table;
+use super::{Ctx, prop_body};
+
+#[derive(Subcommand, Debug)]
+pub enum ControllerVerb {
+    /// Controller and REST API versions.
+    #[command(visible_alias = "v")]
+    Version,
+    #[command(visible_alias = "lp")]
+    ListProperties,
+    /// Set (or, without a value, delete) a controller property.
+    #[command(visible_alias = "sp")]
+    SetProperty { key: String, value: Option<String> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ErrorReportsCmd {
+    #[command(visible_alias = "l")]
+    List,
+}
+
+pub fn run(ctx: &Ctx, verb: ControllerVerb) -> i32 {
+    match verb {
+        ControllerVerb::Version => {
+            let v: ControllerVersion = match ctx.get("/v1/controller/version") {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
+            if ctx.machine {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("cairn controller {} (REST API {}, build {}, {})", v.version, v.rest_api_version, v.git_hash, v.build_time);
+            }
+            0
+        }
+        ControllerVerb::ListProperties => {
+            let props: BTreeMap<String, String> = match ctx.get("/v1/controller/properties") {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let mut t = Table::new(&["Key", "Value"]);
+            for (k, v) in &props {
+                t.row(vec![k.clone().into(), v.clone().into()]);
+            }
+            ctx.show(&props, t)
+        }
+        ControllerVerb::SetProperty { key, value } => match value {
+            Some(v) => ctx.send("POST", "/v1/controller/properties", Some(&prop_body(&key, Some(&v)))),
+            None => ctx.send::<()>("DELETE", &format!("/v1/controller/properties/{}", seg(&key)), None),
+        },
+    }
+}
+
+pub fn run_error_reports(ctx: &Ctx, cmd: ErrorReportsCmd) -> i32 {
+    match cmd {
+        ErrorReportsCmd::List => ctx.send::<()>("GET", "/v1/error-reports", None),
+    }
+}

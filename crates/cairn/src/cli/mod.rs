@@ -1,0 +1,168 @@
+//! The `cairn` client verbs: LINSTOR's command tree over the REST API.
+
+pub mod controller;
+pub mod kvs;
+pub mod node;
+pub mod output;
+pub mod progress;
+pub mod resource;
+pub mod resource_definition;
+pub mod resource_group;
+pub mod size;
+pub mod storage_pool;
+pub mod table;
+
+use std::io::IsTerminal;
+
+use cairn_api::ApiCallRc;
+use cairn_client::{Client, seg};
+use clap::Args;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use output::{EXIT_API_ERROR, EXIT_CLIENT, EXIT_CONNECTION, EXIT_OK};
+use table::{Style, Table};
+
+/// Options every client verb takes.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Controllers to try, comma-separated (`host`, `host:port`, `linstor://host`, `http://host:port`).
+    #[arg(long, global = true, env = "LS_CONTROLLERS", default_value = "localhost")]
+    pub controllers: String,
+    /// Print the raw JSON replies instead of tables and messages.
+    #[arg(short = 'm', long = "machine-readable", global = true)]
+    pub machine: bool,
+    /// No colours.
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    /// ASCII table borders instead of UTF-8.
+    #[arg(long, global = true)]
+    pub no_utf8: bool,
+}
+
+/// A connected client and how to print.
+pub struct Ctx {
+    pub client: Client,
+    pub machine: bool,
+    pub style: Style,
+}
+
+/// `host[:port]`, `linstor://host`, `linstor+ssl://host`, `http(s)://…` to
+/// a base URL.
+pub fn controller_url(spec: &str) -> String {
+    let spec = spec.trim().trim_end_matches('/');
+    let (scheme, rest, port) = if let Some(r) = spec.strip_prefix("linstor+ssl://") {
+        ("https", r, 3371)
+    } else if let Some(r) = spec.strip_prefix("linstor://") {
+        ("http", r, 3370)
+    } else if let Some(r) = spec.strip_prefix("https://") {
+        ("https", r, 3371)
+    } else if let Some(r) = spec.strip_prefix("http://") {
+        ("http", r, 3370)
+    } else {
+        ("http", spec, 3370)
+    };
+    let has_port = if rest.starts_with('[') { rest.contains("]:") } else { rest.matches(':').count() == 1 };
+    if has_port {
+        format!("{scheme}://{rest}")
+    } else if rest.contains(':') {
+        format!("{scheme}://[{rest}]:{port}")
+    } else {
+        format!("{scheme}://{rest}:{port}")
+    }
+}
+
+impl Ctx {
+    /// Connects to the first controller that answers its version request.
+    pub fn connect(g: &Global) -> Result<Ctx, i32> {
+        let color = !g.no_color && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let style = Style { utf8: !g.no_utf8, color };
+        let mut last = String::new();
+        for spec in g.controllers.split(',').filter(|s| !s.trim().is_empty()) {
+            let client = Client::new(&controller_url(spec));
+            match client.version() {
+                Ok(_) => return Ok(Ctx { client, machine: g.machine, style }),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        eprintln!("Error: could not reach a controller at {}: {last}", g.controllers);
+        Err(EXIT_CONNECTION)
+    }
+
+    /// GETs and decodes; on failure prints the error and gives the exit code.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, i32> {
+        self.client.get(path).map_err(|e| output::error(&e, self.style.color))
+    }
+
+    /// Sends a mutation and prints its replies.
+    pub fn send<B: Serialize>(&self, method: &'static str, path: &str, body: Option<&B>) -> i32 {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        match self.client.raw(method, path, bytes.as_deref()) {
+            Err(e) => output::error(&e, self.style.color),
+            Ok(r) => {
+                if self.machine {
+                    println!("{}", String::from_utf8_lossy(&r.body));
+                    return EXIT_OK;
+                }
+                match serde_json::from_slice::<Vec<ApiCallRc>>(&r.body) {
+                    Ok(rcs) => output::replies(&rcs, self.style.color),
+                    Err(_) => {
+                        eprintln!("Error: unexpected reply (HTTP {}): {}", r.status, String::from_utf8_lossy(&r.body));
+                        if r.status >= 400 { EXIT_API_ERROR } else { EXIT_CLIENT }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Prints a table, or the JSON it was built from with `-m`.
+    pub fn show<T: Serialize>(&self, json: &T, table: Table) -> i32 {
+        if self.machine {
+            println!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
+        } else {
+            print!("{}", table.render(self.style));
+        }
+        EXIT_OK
+    }
+}
+
+/// Query string from repeated keys.
+pub fn query(pairs: &[(&str, &[String])]) -> String {
+    let mut parts = Vec::new();
+    for (k, vs) in pairs {
+        for v in vs.iter() {
+            parts.push(format!("{k}={}", seg(v)));
+        }
+    }
+    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+}
+
+/// `KEY VALUE` as a set-property body; no value deletes the key.
+pub fn prop_body(key: &str, value: Option<&str>) -> serde_json::Value {
+    match value {
+        Some(v) => serde_json::json!({ "override_props": { key: v } }),
+        None => serde_json::json!({ "delete_props": [key] }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_urls_like_the_upstream_client() {
+        assert_eq!(controller_url("localhost"), "http://localhost:3370");
+        assert_eq!(controller_url("10.0.0.1:4000"), "http://10.0.0.1:4000");
+        assert_eq!(controller_url("linstor://ctrl"), "http://ctrl:3370");
+        assert_eq!(controller_url("linstor+ssl://ctrl"), "https://ctrl:3371");
+        assert_eq!(controller_url("http://ctrl:1234/"), "http://ctrl:1234");
+        assert_eq!(controller_url("::1"), "http://[::1]:3370");
+        assert_eq!(controller_url("[::1]:4000"), "http://[::1]:4000");
+    }
+
+    #[test]
+    fn queries_repeat_keys() {
+        assert_eq!(query(&[("nodes", &["a".into(), "b c".into()]), ("resources", &[])]), "?nodes=a&nodes=b%20c");
+        assert_eq!(query(&[("nodes", &[])]), "");
+    }
+}

@@ -1,0 +1,184 @@
+//! `cairn node` (`n`).
+
+use cairn_api::node::{NetInterface, Node};
+use cairn_client::seg;
+use clap::Subcommand;
+
+use super::table::{Cell, Table, Tone};
+use super::{Ctx, prop_body, query};
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Register a node.
+    #[command(visible_alias = "c")]
+    Create {
+        name: String,
+        /// IP address of the node's default interface.
+        ip: String,
+        #[arg(long, default_value = "satellite")]
+        node_type: String,
+        /// Satellite port (3366 plain, 3367 ssl by default).
+        #[arg(long)]
+        port: Option<u16>,
+        /// plain or ssl.
+        #[arg(long = "communication-type", default_value = "plain")]
+        communication_type: String,
+    },
+    /// List nodes.
+    #[command(visible_alias = "l", alias = "ls")]
+    List {
+        #[arg(short = 'n', long = "nodes", num_args = 1..)]
+        nodes: Vec<String>,
+        #[arg(long = "props", num_args = 1..)]
+        props: Vec<String>,
+    },
+    /// Show one node in detail (interfaces, providers).
+    Info { name: String },
+    /// Delete a node (refused while it has resources).
+    #[command(visible_alias = "d")]
+    Delete { name: String },
+    /// Remove a node that is gone for good, with its resources.
+    Lost { name: String },
+    /// Set (or, without a value, delete) a node property.
+    #[command(visible_alias = "sp")]
+    SetProperty { name: String, key: String, value: Option<String> },
+    /// Network interfaces.
+    #[command(visible_alias = "i", subcommand)]
+    Interface(InterfaceCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InterfaceCmd {
+    #[command(visible_alias = "c")]
+    Create {
+        node: String,
+        name: String,
+        ip: String,
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long = "communication-type")]
+        communication_type: Option<String>,
+    },
+    #[command(visible_alias = "l")]
+    List { node: String },
+    #[command(visible_alias = "d")]
+    Delete { node: String, name: String },
+}
+
+/// `ONLINE` -> `Online`, the other states as they are.
+pub fn state_cell(status: &str) -> Cell {
+    match status {
+        "ONLINE" => Cell::toned("Online", Tone::Good),
+        "CONNECTED" => Cell::toned("Connected", Tone::Warn),
+        other => Cell::toned(other, Tone::Bad),
+    }
+}
+
+fn addresses(n: &Node) -> String {
+    n.net_interfaces
+        .iter()
+        .map(|i| match (i.satellite_port, &i.satellite_encryption_type) {
+            (Some(p), Some(t)) => format!("{}:{p} ({t})", i.address),
+            _ => i.address.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn run(ctx: &Ctx, cmd: NodeCmd) -> i32 {
+    match cmd {
+        NodeCmd::Create { name, ip, node_type, port, communication_type } => {
+            let enc = communication_type.to_ascii_uppercase();
+            let port = port.unwrap_or(if enc == "SSL" { 3367 } else { 3366 });
+            let body = Node {
+                name,
+                node_type,
+                net_interfaces: vec![NetInterface {
+                    name: "default".into(),
+                    address: ip,
+                    satellite_port: Some(i64::from(port)),
+                    satellite_encryption_type: Some(enc),
+                    is_active: Some(true),
+                    uuid: None,
+                }],
+                ..Default::default()
+            };
+            ctx.send("POST", "/v1/nodes", Some(&body))
+        }
+        NodeCmd::List { nodes, props } => {
+            let list: Vec<Node> = match ctx.get(&format!("/v1/nodes{}", query(&[("nodes", &nodes), ("props", &props)]))) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let mut t = Table::new(&["Node", "NodeType", "Addresses", "State"]);
+            for n in &list {
+                t.row(vec![
+                    n.name.clone().into(),
+                    n.node_type.clone().into(),
+                    addresses(n).into(),
+                    state_cell(n.connection_status.as_deref().unwrap_or("UNKNOWN")),
+                ]);
+            }
+            t.sort_by_column(0);
+            ctx.show(&list, t)
+        }
+        NodeCmd::Info { name } => {
+            let n: Node = match ctx.get(&format!("/v1/nodes/{}", seg(&name))) {
+                Ok(n) => n,
+                Err(code) => return code,
+            };
+            let mut t = Table::new(&["Node", "Supported providers", "Unsupported providers", "Layers"]);
+            let unsupported = n
+                .unsupported_providers
+                .as_ref()
+                .map(|m| m.iter().map(|(k, v)| format!("{k}: {}", v.join("; "))).collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default();
+            let unsupported = unsupported.lines().next().unwrap_or_default().to_string();
+            t.row(vec![
+                n.name.clone().into(),
+                n.storage_providers.clone().unwrap_or_default().join(", ").into(),
+                unsupported.into(),
+                n.resource_layers.clone().unwrap_or_default().join(", ").into(),
+            ]);
+            ctx.show(&n, t)
+        }
+        NodeCmd::Delete { name } => ctx.send::<()>("DELETE", &format!("/v1/nodes/{}", seg(&name)), None),
+        NodeCmd::Lost { name } => ctx.send::<()>("DELETE", &format!("/v1/nodes/{}/lost", seg(&name)), None),
+        NodeCmd::SetProperty { name, key, value } => {
+            ctx.send("PUT", &format!("/v1/nodes/{}", seg(&name)), Some(&prop_body(&key, value.as_deref())))
+        }
+        NodeCmd::Interface(i) => match i {
+            InterfaceCmd::Create { node, name, ip, port, communication_type } => {
+                let body = NetInterface {
+                    name,
+                    address: ip,
+                    satellite_port: port.map(i64::from),
+                    satellite_encryption_type: communication_type.map(|c| c.to_ascii_uppercase()),
+                    is_active: None,
+                    uuid: None,
+                };
+                ctx.send("POST", &format!("/v1/nodes/{}/net-interfaces", seg(&node)), Some(&body))
+            }
+            InterfaceCmd::List { node } => {
+                let list: Vec<NetInterface> = match ctx.get(&format!("/v1/nodes/{}/net-interfaces", seg(&node))) {
+                    Ok(l) => l,
+                    Err(code) => return code,
+                };
+                let mut t = Table::new(&["Name", "Address", "Port", "Type", "Active"]);
+                for i in &list {
+                    t.row(vec![
+                        i.name.clone().into(),
+                        i.address.clone().into(),
+                        i.satellite_port.map(|p| p.to_string()).unwrap_or_default().into(),
+                        i.satellite_encryption_type.clone().unwrap_or_default().into(),
+                        if i.is_active == Some(true) { "yes" } else { "" }.into(),
+                    ]);
+                }
+                ctx.show(&list, t)
+            }
+            InterfaceCmd::Delete { node, name } => {
+                ctx.send::<()>("DELETE", &format!("/v1/nodes/{}/net-interfaces/{}", seg(&node), seg(&name)), None)
+            }
+        },
+    }
+}

@@ -1,0 +1,31 @@
+//! Progress for long operations: on a terminal, a line that says what is
+//! going on and, when it ends, how long it took. Silent otherwise, and
+//! with `-m`.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use super::Ctx;
+
+pub struct Progress {
+    started: Instant,
+    active: bool,
+}
+
+impl Progress {
+    pub fn start(what: &str, ctx: &Ctx) -> Progress {
+        let active = !ctx.machine && std::io::stderr().is_terminal();
+        if active {
+            let _ = write!(std::io::stderr(), "{what} ...");
+            let _ = std::io::stderr().flush();
+        }
+        Progress { started: Instant::now(), active }
+    }
+
+    pub fn finish(self, code: i32) {
+        if self.active {
+            let verdict = if code == 0 { "done" } else { "failed" };
+            let _ = writeln!(std::io::stderr(), " {verdict} in {:.1} s", self.started.elapsed().as_secs_f64());
+        }
+    }
+}

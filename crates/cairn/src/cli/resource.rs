@@ -1,0 +1,213 @@
+//! `cairn resource` (`r`) and `cairn volume` (`v`).
+
+use cairn_api::resource::{Resource, ResourceCreate, ResourceWithVolumes, Volume};
+use cairn_client::seg;
+use clap::Subcommand;
+
+use super::size::human_kib;
+use super::table::{Cell, Table, Tone};
+use super::{Ctx, query};
+
+#[derive(Subcommand, Debug)]
+pub enum ResourceCmd {
+    /// Place a resource on the given nodes: `r create NODE... RESOURCE`.
+    #[command(visible_alias = "c")]
+    Create {
+        /// Nodes, then the resource definition.
+        #[arg(num_args = 2.., required = true)]
+        nodes_then_resource: Vec<String>,
+        #[arg(short = 's', long = "storage-pool")]
+        storage_pool: Option<String>,
+        #[arg(long = "drbd-diskless", alias = "diskless")]
+        diskless: bool,
+    },
+    #[command(visible_alias = "l", alias = "ls")]
+    List {
+        #[arg(short = 'n', long = "nodes", num_args = 1..)]
+        nodes: Vec<String>,
+        #[arg(short = 'r', long = "resources", num_args = 1..)]
+        resources: Vec<String>,
+        #[arg(short = 's', long = "storage-pools", num_args = 1..)]
+        pools: Vec<String>,
+        #[arg(long = "props", num_args = 1..)]
+        props: Vec<String>,
+    },
+    /// Delete a resource from nodes: `r delete NODE... RESOURCE`.
+    #[command(visible_alias = "d")]
+    Delete {
+        #[arg(num_args = 2.., required = true)]
+        nodes_then_resource: Vec<String>,
+    },
+    /// Ensure a resource is available on a node (diskless unless --diskful).
+    #[command(visible_alias = "mkavail")]
+    MakeAvailable {
+        node: String,
+        resource: String,
+        #[arg(long)]
+        diskful: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCmd {
+    #[command(visible_alias = "l", alias = "ls")]
+    List {
+        #[arg(short = 'n', long = "nodes", num_args = 1..)]
+        nodes: Vec<String>,
+        #[arg(short = 'r', long = "resources", num_args = 1..)]
+        resources: Vec<String>,
+        #[arg(short = 's', long = "storage-pools", num_args = 1..)]
+        pools: Vec<String>,
+    },
+}
+
+/// The state column of a resource, from the observed volume states.
+pub fn resource_state(r: &ResourceWithVolumes) -> Cell {
+    if r.resource.flags.iter().any(|f| f == "DELETE") {
+        return Cell::toned("DELETING", Tone::Warn);
+    }
+    let states: Vec<&str> = r.volumes.iter().map(|v| v.state.disk_state.as_deref().unwrap_or("Unknown")).collect();
+    volume_state_cell(if states.is_empty() {
+        "Created"
+    } else if states.iter().all(|s| *s == states[0]) {
+        states[0]
+    } else if let Some(bad) = states.iter().find(|s| **s != "UpToDate" && **s != "Diskless") {
+        bad
+    } else {
+        "UpToDate"
+    })
+}
+
+/// Colours a disk state.
+pub fn volume_state_cell(s: &str) -> Cell {
+    let tone = match s {
+        "UpToDate" | "Diskless" | "Created" => Tone::Good,
+        "Failed" => Tone::Bad,
+        _ => Tone::Warn,
+    };
+    Cell::toned(s, tone)
+}
+
+fn usage(r: &Resource) -> Cell {
+    match r.state.as_ref().and_then(|s| s.in_use) {
+        Some(true) => Cell::toned("InUse", Tone::Good),
+        Some(false) => "Unused".into(),
+        None => Cell::toned("Unknown", Tone::Warn),
+    }
+}
+
+fn port(r: &Resource) -> String {
+    r.layer_object
+        .as_ref()
+        .and_then(|l| l.drbd.as_ref())
+        .and_then(|d| d.get("tcp_ports").and_then(|p| p.get(0)).and_then(|p| p.as_i64()))
+        .map(|p| p.to_string())
+        .unwrap_or_default()
+}
+
+fn created_on(ms: Option<i64>) -> String {
+    ms.map(|ms| {
+        let s = ms / 1000;
+        let days = s.div_euclid(86_400);
+        let sod = s.rem_euclid(86_400);
+        // Civil date from days since the epoch (proleptic Gregorian).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", sod / 3600, (sod % 3600) / 60, sod % 60)
+    })
+    .unwrap_or_default()
+}
+
+fn view(ctx: &Ctx, nodes: &[String], resources: &[String], pools: &[String], props: &[String]) -> Result<Vec<ResourceWithVolumes>, i32> {
+    let q = query(&[("nodes", nodes), ("resources", resources), ("storage_pools", pools), ("props", props)]);
+    ctx.get(&format!("/v1/view/resources{q}"))
+}
+
+pub fn run(ctx: &Ctx, cmd: ResourceCmd) -> i32 {
+    match cmd {
+        ResourceCmd::Create { mut nodes_then_resource, storage_pool, diskless } => {
+            let Some(rsc) = nodes_then_resource.pop() else { return super::output::EXIT_CLIENT };
+            let body: Vec<ResourceCreate> = nodes_then_resource
+                .iter()
+                .map(|n| {
+                    let mut r = Resource { node_name: n.clone(), ..Default::default() };
+                    if let Some(sp) = &storage_pool {
+                        r.props.insert("StorPoolName".into(), sp.clone());
+                    }
+                    if diskless {
+                        r.flags.push("DRBD_DISKLESS".into());
+                    }
+                    ResourceCreate { resource: r, ..Default::default() }
+                })
+                .collect();
+            ctx.send("POST", &format!("/v1/resource-definitions/{}/resources", seg(&rsc)), Some(&body))
+        }
+        ResourceCmd::List { nodes, resources, pools, props } => {
+            let list = match view(ctx, &nodes, &resources, &pools, &props) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let mut t = Table::new(&["ResourceName", "Node", "Port", "Usage", "Conns", "State", "CreatedOn"]);
+            for r in &list {
+                t.row(vec![
+                    r.resource.name.clone().into(),
+                    r.resource.node_name.clone().into(),
+                    port(&r.resource).into(),
+                    usage(&r.resource),
+                    Cell::toned("Ok", Tone::Good),
+                    resource_state(r),
+                    created_on(r.resource.create_timestamp).into(),
+                ]);
+            }
+            t.sort_by_column(0);
+            ctx.show(&list, t)
+        }
+        ResourceCmd::Delete { mut nodes_then_resource } => {
+            let Some(rsc) = nodes_then_resource.pop() else { return super::output::EXIT_CLIENT };
+            let progress = super::progress::Progress::start(&format!("Deleting '{rsc}' from {} node(s)", nodes_then_resource.len()), ctx);
+            let mut code = super::output::EXIT_OK;
+            for n in &nodes_then_resource {
+                code = code.max(ctx.send::<()>("DELETE", &format!("/v1/resource-definitions/{}/resources/{}", seg(&rsc), seg(n)), None));
+            }
+            progress.finish(code);
+            code
+        }
+        ResourceCmd::MakeAvailable { node, resource, diskful } => {
+            let body = serde_json::json!({ "diskful": diskful });
+            ctx.send("POST", &format!("/v1/resource-definitions/{}/resources/{}/make-available", seg(&resource), seg(&node)), Some(&body))
+        }
+    }
+}
+
+pub fn run_volume(ctx: &Ctx, cmd: VolumeCmd) -> i32 {
+    let VolumeCmd::List { nodes, resources, pools } = cmd;
+    let list = match view(ctx, &nodes, &resources, &pools, &[]) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut t = Table::new(&["Node", "Resource", "StoragePool", "VolNr", "DeviceName", "Allocated", "InUse", "State"]);
+    for r in &list {
+        for v in &r.volumes {
+            let v: &Volume = v;
+            t.row(vec![
+                r.resource.node_name.clone().into(),
+                r.resource.name.clone().into(),
+                v.storage_pool_name.clone().into(),
+                v.volume_number.to_string().into(),
+                v.device_path.clone().unwrap_or_default().into(),
+                v.allocated_size_kib.map(human_kib).unwrap_or_default().into(),
+                usage(&r.resource),
+                volume_state_cell(v.state.disk_state.as_deref().unwrap_or("Unknown")),
+            ]);
+        }
+    }
+    t.sort_by_column(0);
+    ctx.show(&list, t)
+}

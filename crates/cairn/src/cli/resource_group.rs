@@ -1,0 +1,270 @@
+//! `cairn resource-group` (`rg`) and `cairn volume-group` (`vg`).
+
+use cairn_api::placement::{QuerySizeInfoResponse, ResourceGroupSpawn};
+use cairn_api::resource_group::{AutoSelectFilter, ResourceGroup, ResourceGroupModify, VolumeGroup};
+use cairn_client::seg;
+use clap::{Args, Subcommand};
+
+use super::size::{human_kib, parse_kib};
+use super::table::Table;
+use super::{Ctx, prop_body, query};
+
+/// The auto-select filter options of create, modify and spawn.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    #[arg(long = "place-count")]
+    pub place_count: Option<i64>,
+    #[arg(long = "storage-pool", num_args = 1..)]
+    pub storage_pool: Vec<String>,
+    #[arg(long = "do-not-place-with", num_args = 1..)]
+    pub do_not_place_with: Vec<String>,
+    #[arg(long = "do-not-place-with-regex")]
+    pub do_not_place_with_regex: Option<String>,
+    #[arg(long = "replicas-on-same", num_args = 1..)]
+    pub replicas_on_same: Vec<String>,
+    #[arg(long = "replicas-on-different", num_args = 1..)]
+    pub replicas_on_different: Vec<String>,
+    #[arg(long = "diskless-on-remaining")]
+    pub diskless_on_remaining: Option<bool>,
+    #[arg(long = "layer-list", value_delimiter = ',')]
+    pub layer_list: Vec<String>,
+    #[arg(long = "providers", value_delimiter = ',')]
+    pub providers: Vec<String>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> AutoSelectFilter {
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        AutoSelectFilter {
+            place_count: self.place_count,
+            storage_pool_list: list(&self.storage_pool),
+            not_place_with_rsc: list(&self.do_not_place_with),
+            not_place_with_rsc_regex: self.do_not_place_with_regex.clone(),
+            replicas_on_same: list(&self.replicas_on_same),
+            replicas_on_different: list(&self.replicas_on_different),
+            diskless_on_remaining: self.diskless_on_remaining,
+            layer_stack: list(&self.layer_list),
+            provider_list: list(&self.providers),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ResourceGroupCmd {
+    #[command(visible_alias = "c")]
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    #[command(visible_alias = "m")]
+    Modify {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    #[command(visible_alias = "l", alias = "ls")]
+    List {
+        #[arg(short = 'r', long = "resource-groups", num_args = 1..)]
+        groups: Vec<String>,
+        #[arg(long = "props", num_args = 1..)]
+        props: Vec<String>,
+    },
+    /// Create a resource definition with volumes from the group and place it.
+    #[command(visible_alias = "spawn-resources")]
+    Spawn {
+        group: String,
+        name: String,
+        /// Volume sizes (e.g. 1G 512M).
+        sizes: Vec<String>,
+        #[arg(long = "definitions-only")]
+        definitions_only: bool,
+        #[arg(long)]
+        partial: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// How big a volume the group can spawn now.
+    #[command(visible_alias = "qsi")]
+    QuerySizeInfo {
+        name: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    #[command(visible_alias = "d")]
+    Delete { name: String },
+    #[command(visible_alias = "sp")]
+    SetProperty { name: String, key: String, value: Option<String> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeGroupCmd {
+    #[command(visible_alias = "c")]
+    Create {
+        group: String,
+        #[arg(long = "vlmnr")]
+        volume_number: Option<i64>,
+        #[arg(long)]
+        gross: bool,
+    },
+    #[command(visible_alias = "l", alias = "ls")]
+    List { group: String },
+    #[command(visible_alias = "d")]
+    Delete { group: String, volume_number: i64 },
+}
+
+fn filter_text(f: &AutoSelectFilter) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = f.place_count {
+        parts.push(format!("PlaceCount: {n}"));
+    }
+    if let Some(l) = &f.storage_pool_list {
+        parts.push(format!("StoragePool(s): {}", l.join(", ")));
+    }
+    if let Some(l) = &f.replicas_on_same {
+        parts.push(format!("ReplicasOnSame: {}", l.join(", ")));
+    }
+    if let Some(l) = &f.replicas_on_different {
+        parts.push(format!("ReplicasOnDifferent: {}", l.join(", ")));
+    }
+    if let Some(l) = &f.not_place_with_rsc {
+        parts.push(format!("DoNotPlaceWith: {}", l.join(", ")));
+    }
+    if let Some(l) = &f.layer_stack {
+        parts.push(format!("LayerStack: {}", l.join(", ")));
+    }
+    if let Some(l) = &f.provider_list {
+        parts.push(format!("Providers: {}", l.join(", ")));
+    }
+    if f.diskless_on_remaining == Some(true) {
+        parts.push("DisklessOnRemaining: True".into());
+    }
+    parts.join(", ")
+}
+
+pub fn run(ctx: &Ctx, cmd: ResourceGroupCmd) -> i32 {
+    match cmd {
+        ResourceGroupCmd::Create { name, description, filter } => {
+            let body = ResourceGroup { name, description, select_filter: filter.filter(), ..Default::default() };
+            ctx.send("POST", "/v1/resource-groups", Some(&body))
+        }
+        ResourceGroupCmd::Modify { name, description, filter } => {
+            let body = ResourceGroupModify { description, select_filter: Some(filter.filter()), ..Default::default() };
+            ctx.send("PUT", &format!("/v1/resource-groups/{}", seg(&name)), Some(&body))
+        }
+        ResourceGroupCmd::List { groups, props } => {
+            let list: Vec<ResourceGroup> =
+                match ctx.get(&format!("/v1/resource-groups{}", query(&[("resource_groups", &groups), ("props", &props)]))) {
+                    Ok(l) => l,
+                    Err(code) => return code,
+                };
+            let mut t = Table::new(&["ResourceGroup", "SelectFilter", "VlmNrs", "Description"]);
+            for g in &list {
+                let vgs: Vec<VolumeGroup> =
+                    ctx.client.get(&format!("/v1/resource-groups/{}/volume-groups", seg(&g.name))).unwrap_or_default();
+                let nrs = vgs.iter().filter_map(|v| v.volume_number).map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+                t.row(vec![
+                    g.name.clone().into(),
+                    filter_text(&g.select_filter).into(),
+                    nrs.into(),
+                    g.description.clone().unwrap_or_default().into(),
+                ]);
+            }
+            t.sort_by_column(0);
+            ctx.show(&list, t)
+        }
+        ResourceGroupCmd::Spawn { group, name, sizes, definitions_only, partial, filter } => {
+            let mut kib = Vec::new();
+            for s in &sizes {
+                match parse_kib(s) {
+                    Ok(k) => kib.push(k),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        return super::output::EXIT_CLIENT;
+                    }
+                }
+            }
+            let body = ResourceGroupSpawn {
+                resource_definition_name: name.clone(),
+                volume_sizes: kib,
+                select_filter: filter.filter(),
+                definitions_only,
+                partial,
+                ..Default::default()
+            };
+            let progress = super::progress::Progress::start(&format!("Spawning '{name}' from '{group}'"), ctx);
+            let code = ctx.send("POST", &format!("/v1/resource-groups/{}/spawn", seg(&group)), Some(&body));
+            progress.finish(code);
+            code
+        }
+        ResourceGroupCmd::QuerySizeInfo { name, filter } => {
+            let body = serde_json::json!({ "select_filter": filter.filter() });
+            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+            let r = match ctx.client.raw("POST", &format!("/v1/resource-groups/{}/query-size-info", seg(&name)), Some(&bytes)) {
+                Ok(r) => r,
+                Err(e) => return super::output::error(&e, ctx.style.color),
+            };
+            if r.status >= 400 {
+                let rcs: Vec<cairn_api::ApiCallRc> = serde_json::from_slice(&r.body).unwrap_or_default();
+                return super::output::replies(&rcs, ctx.style.color);
+            }
+            let q: QuerySizeInfoResponse = match serde_json::from_slice(&r.body) {
+                Ok(q) => q,
+                Err(e) => {
+                    eprintln!("Error: unexpected reply: {e}");
+                    return super::output::EXIT_CLIENT;
+                }
+            };
+            let mut t = Table::new(&["MaxVolumeSize", "AvailableSize", "Capacity", "Next Spawn Result"]);
+            if let Some(s) = &q.space_info {
+                let next =
+                    s.next_spawn_result.iter().map(|n| format!("{} on {}", n.stor_pool_name, n.node_name)).collect::<Vec<_>>().join(", ");
+                t.row(vec![
+                    human_kib(s.max_vlm_size_in_kib).into(),
+                    s.available_size_in_kib.map(human_kib).unwrap_or_default().into(),
+                    s.capacity_in_kib.map(human_kib).unwrap_or_default().into(),
+                    next.into(),
+                ]);
+            }
+            let code = ctx.show(&q, t);
+            if !ctx.machine {
+                super::output::replies(&q.reports, ctx.style.color);
+            }
+            code
+        }
+        ResourceGroupCmd::Delete { name } => ctx.send::<()>("DELETE", &format!("/v1/resource-groups/{}", seg(&name)), None),
+        ResourceGroupCmd::SetProperty { name, key, value } => {
+            let mut body = prop_body(&key, value.as_deref());
+            body["select_filter"] = serde_json::json!({});
+            ctx.send("PUT", &format!("/v1/resource-groups/{}", seg(&name)), Some(&body))
+        }
+    }
+}
+
+pub fn run_vg(ctx: &Ctx, cmd: VolumeGroupCmd) -> i32 {
+    match cmd {
+        VolumeGroupCmd::Create { group, volume_number, gross } => {
+            let body = VolumeGroup { volume_number, flags: if gross { vec!["GROSS_SIZE".into()] } else { vec![] }, ..Default::default() };
+            ctx.send("POST", &format!("/v1/resource-groups/{}/volume-groups", seg(&group)), Some(&body))
+        }
+        VolumeGroupCmd::List { group } => {
+            let list: Vec<VolumeGroup> = match ctx.get(&format!("/v1/resource-groups/{}/volume-groups", seg(&group))) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let mut t = Table::new(&["VolumeNr", "Flags"]);
+            for v in &list {
+                t.row(vec![v.volume_number.map(|n| n.to_string()).unwrap_or_default().into(), v.flags.join(", ").into()]);
+            }
+            ctx.show(&list, t)
+        }
+        VolumeGroupCmd::Delete { group, volume_number } => {
+            ctx.send::<()>("DELETE", &format!("/v1/resource-groups/{}/volume-groups/{volume_number}", seg(&group)), None)
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Tables in LINSTOR's style: UTF-8 box drawing (or ASCII with
+//! `--no-utf8`), optional colour for state cells.
+
+use std::fmt::Write;
+
+/// How a cell is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Plain,
+    Good,
+    Warn,
+    Bad,
+}
+
+/// One cell: text and tone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cell {
+    pub text: String,
+    pub tone: Tone,
+}
+
+impl<T: Into<String>> From<T> for Cell {
+    fn from(t: T) -> Cell {
+        Cell { text: t.into(), tone: Tone::Plain }
+    }
+}
+
+impl Cell {
+    pub fn toned(text: impl Into<String>, tone: Tone) -> Cell {
+        Cell { text: text.into(), tone }
+    }
+}
+
+/// Rendering options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    pub utf8: bool,
+    pub color: bool,
+}
+
+/// A table with a header row.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<Cell>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Table {
+        Table { header: header.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
+    }
+
+    pub fn row(&mut self, cells: Vec<Cell>) {
+        self.rows.push(cells);
+    }
+
+    /// Sorts rows by the given column (text order).
+    pub fn sort_by_column(&mut self, col: usize) {
+        self.rows.sort_by(|a, b| a.get(col).map(|c| &c.text).cmp(&b.get(col).map(|c| &c.text)));
+    }
+
+    pub fn render(&self, style: Style) -> String {
+        let cols = self.header.len();
+        let mut width: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate().take(cols) {
+                width[i] = width[i].max(c.text.chars().count());
+            }
+        }
+        let inner: usize = width.iter().map(|w| w + 3).sum::<usize>() - 1;
+        let (tl, tr, bl, br, h, v, ml, mr, mh) = if style.utf8 {
+            ("╭", "╮", "╰", "╯", "─", "┊", "╞", "╡", "═")
+        } else {
+            ("+", "+", "+", "+", "-", "|", "|", "|", "=")
+        };
+        let mut out = String::new();
+        let _ = writeln!(out, "{tl}{}{tr}", h.repeat(inner));
+        let line = |cells: Vec<(String, Tone)>, out: &mut String| {
+            out.push_str(v);
+            for (i, (text, tone)) in cells.into_iter().enumerate() {
+                let pad = width[i] - text.chars().count();
+                let painted = paint(&text, tone, style.color);
+                let _ = write!(out, " {painted}{} {v}", " ".repeat(pad));
+            }
+            out.push('\n');
+        };
+        line(self.header.iter().map(|h| (h.clone(), Tone::Plain)).collect(), &mut out);
+        let _ = writeln!(out, "{ml}{}{mr}", mh.repeat(inner));
+        for r in &self.rows {
+            let mut cells: Vec<(String, Tone)> = r.iter().take(cols).map(|c| (c.text.clone(), c.tone)).collect();
+            cells.resize(cols, (String::new(), Tone::Plain));
+            line(cells, &mut out);
+        }
+        let _ = writeln!(out, "{bl}{}{br}", h.repeat(inner));
+        out
+    }
+}
+
+fn paint(text: &str, tone: Tone, color: bool) -> String {
+    if !color || tone == Tone::Plain || text.is_empty() {
+        return text.to_string();
+    }
+    let code = match tone {
+        Tone::Good => "32",
+        Tone::Warn => "33",
+        Tone::Bad => "31",
+        Tone::Plain => "0",
+    };
+    format!("\u{1b}[{code}m{text}\u{1b}[0m")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Table {
+        let mut t = Table::new(&["Node", "State"]);
+        t.row(vec!["beta".into(), Cell::toned("OFFLINE", Tone::Bad)]);
+        t.row(vec!["alpha".into(), Cell::toned("Online", Tone::Good)]);
+        t.sort_by_column(0);
+        t
+    }
+
+    #[test]
+    fn utf8_table_matches_golden_output() {
+        let golden = "\
+╭─────────────────╮
+┊ Node  ┊ State   ┊
+╞═════════════════╡
+┊ alpha ┊ Online  ┊
+┊ beta  ┊ OFFLINE ┊
+╰─────────────────╯
+";
+        assert_eq!(sample().render(Style { utf8: true, color: false }), golden);
+    }
+
+    #[test]
+    fn ascii_table_matches_golden_output() {
+        let golden = "\
++-----------------+
+| Node  | State   |
+|=================|
+| alpha | Online  |
+| beta  | OFFLINE |
++-----------------+
+";
+        assert_eq!(sample().render(Style { utf8: false, color: false }), golden);
+    }
+
+    #[test]
+    fn colour_wraps_only_toned_cells() {
+        let out = sample().render(Style { utf8: false, color: true });
+        assert!(out.contains("\u{1b}[32mOnline\u{1b}[0m"));
+        assert!(out.contains("\u{1b}[31mOFFLINE\u{1b}[0m"));
+        assert!(!out.contains("\u{1b}[32malpha"));
+    }
+}

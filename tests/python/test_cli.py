@@ -1,0 +1,102 @@
+"""The `cairn` CLI against a real controller and satellites: LINSTOR's
+command tree, tables, machine output, errors and exit codes."""
+
+import json
+import os
+import subprocess
+
+from conftest import BIN, ok, wait_for
+
+
+def cairn(c, *args):
+    env = dict(os.environ, LS_CONTROLLERS=c.ctrl.url)
+    env.pop("NO_COLOR", None)
+    p = subprocess.run([BIN, *args], capture_output=True, text=True, env=env, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_node_list_golden_table(cluster):
+    code, out, err = cairn(cluster, "--no-utf8", "--no-color", "node", "list")
+    assert code == 0, err
+    assert out == (
+        "+----------------------------------------------------+\n"
+        "| Node | NodeType  | Addresses              | State  |\n"
+        "|====================================================|\n"
+        "| n1   | SATELLITE | 127.0.0.1:3366 (PLAIN) | Online |\n"
+        "| n2   | SATELLITE | 127.0.0.2:3366 (PLAIN) | Online |\n"
+        "| n3   | SATELLITE | 127.0.0.3:3366 (PLAIN) | Online |\n"
+        "+----------------------------------------------------+\n"
+    )
+    code, out, _ = cairn(cluster, "n", "l", "-n", "n2")  # aliases and filters
+    assert code == 0 and "n2" in out and "n1" not in out
+    assert "╭" in out, "UTF-8 borders by default"
+
+
+def test_spawn_list_and_delete(cluster):
+    c = cluster
+    code, out, err = cairn(c, "rg", "c", "cli-rg", "--place-count", "2")
+    assert code == 0 and "SUCCESS" in out, err
+    code, out, err = cairn(c, "rg", "spawn", "cli-rg", "clivol", "16M")
+    assert code == 0, err
+    assert "autoplaced on 2 node(s)" in out
+    code, out, _ = cairn(c, "--no-color", "r", "l", "-r", "clivol")
+    rows = [l for l in out.splitlines() if "clivol" in l]
+    assert len(rows) == 2 and all("UpToDate" in r and "Unused" in r for r in rows), out
+    code, out, _ = cairn(c, "--no-color", "v", "l", "-r", "clivol")
+    assert out.count("/dev/loop") == 2 and "0 KiB" in out, out
+    code, out, _ = cairn(c, "vd", "l", "-r", "clivol")
+    assert "16 MiB" in out
+    code, out, err = cairn(c, "vd", "set-size", "clivol", "0", "32M")
+    assert code == 0, err
+    code, out, _ = cairn(c, "-m", "v", "l", "-r", "clivol")
+    data = json.loads(out)
+    assert {v["usable_size_kib"] for r in data for v in r["volumes"]} == {32 * 1024}
+    code, out, err = cairn(c, "r", "d", "n1", "n2", "n3", "clivol")
+    # One of the three has no replica: that delete is a not-found error.
+    assert code == 10 and "not found" in err
+    code, out, err = cairn(c, "rd", "d", "clivol")
+    assert code == 0 and "deleted" in out, err
+    code, out, _ = cairn(c, "r", "l", "-r", "clivol")
+    assert "clivol" not in out
+
+
+def test_errors_print_cause_and_correction_with_exit_code_10(cluster):
+    code, out, err = cairn(cluster, "node", "create", "bad name", "127.0.0.9")
+    assert code == 10
+    assert "ERROR:" in err and "Cause:" in err and "Correction:" in err and "'bad name'" in err
+    code, out, err = cairn(cluster, "rg", "spawn", "DfltRscGrp", "toolarge", "1P", "--place-count", "3")
+    assert code == 10 and "Not enough available nodes" in err and "Cause:" in err
+    code, out, err = cairn(cluster, "error-reports", "list")
+    assert code == 10 and "not implemented" in err
+
+
+def test_connection_errors_exit_20():
+    env = dict(os.environ, LS_CONTROLLERS="127.0.0.1:1")
+    p = subprocess.run([BIN, "node", "list"], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 20
+    assert "could not reach a controller" in p.stderr
+
+
+def test_machine_readable_output_is_the_rest_json(cluster):
+    code, out, _ = cairn(cluster, "-m", "sp", "l", "-s", "DfltStorPool")
+    pools = json.loads(out)
+    assert sorted(p["node_name"] for p in pools) == ["n1", "n2", "n3"]
+    assert all(p["free_capacity"] > 0 for p in pools)
+    # -m prints the replies as JSON and exits 0 even on API errors (upstream).
+    code, out, _ = cairn(cluster, "-m", "rd", "d", "does-not-exist")
+    assert code == 0 and json.loads(out)[0]["ret_code"] < 0
+
+
+def test_properties_kv_and_controller(cluster):
+    c = cluster
+    assert cairn(c, "c", "sp", "Aux/cli", "yes")[0] == 0
+    code, out, _ = cairn(c, "--no-utf8", "c", "lp")
+    assert "| Aux/cli | yes   |" in out
+    assert cairn(c, "c", "sp", "Aux/cli")[0] == 0  # no value deletes
+    assert "Aux/cli" not in cairn(c, "c", "lp")[1]
+    assert cairn(c, "n", "sp", "n1", "Aux/rack", "r1")[0] == 0
+    assert "n1" in cairn(c, "n", "l", "--props", "Aux/rack=r1")[1]
+    assert cairn(c, "kv", "m", "cli-kv", "a", "1")[0] == 0
+    assert "| a   | 1     |" in cairn(c, "--no-utf8", "kv", "s", "cli-kv")[1]
+    code, out, _ = cairn(c, "c", "v")
+    assert code == 0 and "REST API 1.27.0" in out
