@@ -100,3 +100,15 @@ def test_properties_kv_and_controller(cluster):
     assert "| a   | 1     |" in cairn(c, "--no-utf8", "kv", "s", "cli-kv")[1]
     code, out, _ = cairn(c, "c", "v")
     assert code == 0 and "REST API 1.27.0" in out
+
+
+def test_sort_by_a_column_and_unimplemented_verbs(cluster):
+    c = cluster
+    code, out, _ = cairn(c, "--no-color", "--sort-by", "Node", "--no-utf8", "sp", "l", "-s", "DfltStorPool")
+    nodes = [l.split("|")[2].strip() for l in out.splitlines() if "DfltStorPool " in l]
+    assert nodes == ["n1", "n2", "n3"], out
+    code, out, err = cairn(c, "--sort-by", "Nope", "n", "l")
+    assert code == 1 and "no column 'Nope'" in err
+    # Evacuation is not implemented yet: a clear API error, exit 10.
+    code, out, err = cairn(c, "node", "evacuate", "n1")
+    assert code == 10 and "not implemented" in err

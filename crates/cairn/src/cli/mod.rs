@@ -38,6 +38,9 @@ pub struct Global {
     /// ASCII table borders instead of UTF-8.
     #[arg(long, global = true)]
     pub no_utf8: bool,
+    /// Sort tables by this column (e.g. `--sort-by FreeCapacity`).
+    #[arg(long = "sort-by", global = true)]
+    pub sort_by: Option<String>,
 }
 
 /// A connected client and how to print.
@@ -45,6 +48,7 @@ pub struct Ctx {
     pub client: Client,
     pub machine: bool,
     pub style: Style,
+    pub sort_by: Option<String>,
 }
 
 /// `host[:port]`, `linstor://host`, `linstor+ssl://host`, `http(s)://…` to
@@ -81,7 +85,7 @@ impl Ctx {
         for spec in g.controllers.split(',').filter(|s| !s.trim().is_empty()) {
             let client = Client::new(&controller_url(spec));
             match client.version() {
-                Ok(_) => return Ok(Ctx { client, machine: g.machine, style }),
+                Ok(_) => return Ok(Ctx { client, machine: g.machine, style, sort_by: g.sort_by.clone() }),
                 Err(e) => last = e.to_string(),
             }
         }
@@ -116,7 +120,13 @@ impl Ctx {
     }
 
     /// Prints a table, or the JSON it was built from with `-m`.
-    pub fn show<T: Serialize>(&self, json: &T, table: Table) -> i32 {
+    pub fn show<T: Serialize>(&self, json: &T, mut table: Table) -> i32 {
+        if let Some(col) = &self.sort_by
+            && !table.sort_by_header(col)
+        {
+            eprintln!("Error: there is no column '{col}' to sort by");
+            return EXIT_CLIENT;
+        }
         if self.machine {
             println!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
         } else {

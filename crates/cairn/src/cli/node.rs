@@ -39,6 +39,8 @@ pub enum NodeCmd {
     Delete { name: String },
     /// Remove a node that is gone for good, with its resources.
     Lost { name: String },
+    /// Move a node's resources elsewhere before taking it out.
+    Evacuate { name: String },
     /// Set (or, without a value, delete) a node property.
     #[command(visible_alias = "sp")]
     SetProperty { name: String, key: String, value: Option<String> },
@@ -144,6 +146,7 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> i32 {
         }
         NodeCmd::Delete { name } => ctx.send::<()>("DELETE", &format!("/v1/nodes/{}", seg(&name)), None),
         NodeCmd::Lost { name } => ctx.send::<()>("DELETE", &format!("/v1/nodes/{}/lost", seg(&name)), None),
+        NodeCmd::Evacuate { name } => ctx.send::<()>("PUT", &format!("/v1/nodes/{}/evacuate", seg(&name)), None),
         NodeCmd::SetProperty { name, key, value } => {
             ctx.send("PUT", &format!("/v1/nodes/{}", seg(&name)), Some(&prop_body(&key, value.as_deref())))
         }

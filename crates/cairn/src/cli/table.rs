@@ -54,6 +54,28 @@ impl Table {
         self.rows.push(cells);
     }
 
+    /// Sorts rows by the column with this header (case-insensitive);
+    /// numbers and sizes compare by value. False if there is no such column.
+    pub fn sort_by_header(&mut self, name: &str) -> bool {
+        let Some(col) = self.header.iter().position(|h| h.eq_ignore_ascii_case(name)) else { return false };
+        let key = |c: Option<&Cell>| -> (f64, String) {
+            let text = c.map(|c| c.text.clone()).unwrap_or_default();
+            let number = text.split_whitespace().next().and_then(|n| n.parse::<f64>().ok());
+            let scale = match text.split_whitespace().nth(1) {
+                Some("MiB") => 1024.0,
+                Some("GiB") => 1024.0 * 1024.0,
+                Some("TiB") => 1024.0 * 1024.0 * 1024.0,
+                _ => 1.0,
+            };
+            (number.map(|n| n * scale).unwrap_or(f64::NAN), text)
+        };
+        self.rows.sort_by(|a, b| {
+            let (ka, kb) = (key(a.get(col)), key(b.get(col)));
+            if ka.0.is_nan() || kb.0.is_nan() { ka.1.cmp(&kb.1) } else { ka.0.total_cmp(&kb.0) }
+        });
+        true
+    }
+
     /// Sorts rows by the given column (text order).
     pub fn sort_by_column(&mut self, col: usize) {
         self.rows.sort_by(|a, b| a.get(col).map(|c| &c.text).cmp(&b.get(col).map(|c| &c.text)));
@@ -145,6 +167,17 @@ mod tests {
 +-----------------+
 ";
         assert_eq!(sample().render(Style { utf8: false, color: false }), golden);
+    }
+
+    #[test]
+    fn sorting_by_a_header_compares_sizes_by_value() {
+        let mut t = Table::new(&["Name", "Size"]);
+        t.row(vec!["a".into(), "2 GiB".into()]);
+        t.row(vec!["b".into(), "512 MiB".into()]);
+        t.row(vec!["c".into(), "10 KiB".into()]);
+        assert!(t.sort_by_header("size"));
+        assert_eq!(t.rows.iter().map(|r| r[0].text.as_str()).collect::<Vec<_>>(), ["c", "b", "a"]);
+        assert!(!t.sort_by_header("nope"));
     }
 
     #[test]
