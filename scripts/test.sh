@@ -11,8 +11,10 @@ export CARGO_TERM_COLOR=never
 say() { printf '\n==> %s\n' "$*"; }
 
 # System packages: python3's venv module, openssl (certificates for the
-# TLS test), util-linux (losetup, blockdev, wipefs for the satellites).
+# TLS test), util-linux (losetup, blockdev, wipefs for the satellites),
+# drbd-utils (the real drbdadm parser validates every generated .res file).
 missing=()
+command -v drbdadm >/dev/null || missing+=(drbd-utils)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v openssl >/dev/null || missing+=(openssl)
 for tool in losetup blockdev wipefs; do command -v "$tool" >/dev/null || { missing+=(util-linux); break; }; done

@@ -736,6 +736,7 @@ mod tests {
             name: name.into(),
             diskless: false,
             volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: size, pool: "p".into() }],
+            drbd: None,
         }
     }
 

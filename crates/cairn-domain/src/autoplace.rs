@@ -17,6 +17,7 @@ use cairn_api::resource_group::AutoSelectFilter;
 use crate::cluster::{Cluster, Object, Outcome};
 use crate::error::{OpError, OpResult};
 use crate::name::key;
+use crate::numbers::Taken;
 use crate::placement::{Candidate, DEFAULT_THIN_RATIO, Observer, Placer, Rejections, Weights};
 use crate::resource::{PROP_STOR_POOL_NAME, created_reply};
 use crate::resource_definition::{
@@ -112,12 +113,13 @@ impl Cluster {
                 .ok_or_else(|| not_enough(op, additional as usize, size, &cands, &rej, filter))?;
         }
         let mut placed_nodes: BTreeSet<String> = self.resources_of(&rd_key).map(|r| key(&r.node)).collect();
+        let mut taken = Taken::default();
         for cand in &chosen {
             let mut props = Props::new();
             props.insert(PROP_STOR_POOL_NAME.into(), cand.pool.clone());
             let req =
                 ResourceCreate { resource: WireRsc { props, ..Default::default() }, layer_list: Some(stack.clone()), ..Default::default() };
-            let r = self.build_resource(d, vds, &cand.node, &req, op, ctx)?;
+            let r = self.build_resource(d, vds, &cand.node, &req, &mut taken, op, ctx)?;
             placed_nodes.insert(key(&r.node));
             out.reply(created_reply(&r));
             out.put(Object::Rsc(r));
@@ -139,7 +141,7 @@ impl Cluster {
                     layer_list: Some(stack.clone()),
                     ..Default::default()
                 };
-                let r = self.build_resource(d, vds, &n.name, &req, op, ctx)?;
+                let r = self.build_resource(d, vds, &n.name, &req, &mut taken, op, ctx)?;
                 out.reply(created_reply(&r));
                 out.put(Object::Rsc(r));
             }
@@ -201,6 +203,7 @@ impl Cluster {
         }
         let mut vds: Vec<VolumeDefinition> = Vec::new();
         let mut taken = BTreeSet::new();
+        let mut minors = Taken::default();
         for (i, size) in req.volume_sizes.iter().enumerate() {
             let vg = vgs.get(i);
             let vreq = VolumeDefinitionCreate {
@@ -213,7 +216,8 @@ impl Cluster {
                 },
                 ..Default::default()
             };
-            let vd = build_vlm_dfn(&d, &taken, &vreq, ctx)?;
+            let minor = self.alloc_minor(None, &mut minors, OP)?;
+            let vd = build_vlm_dfn(&d, &taken, &vreq, minor, ctx)?;
             taken.insert(vd.volume_number);
             vds.push(vd);
         }
@@ -289,7 +293,7 @@ impl Cluster {
                 layer_list: Some(stack),
                 ..Default::default()
             };
-            let r = self.build_resource(d, &vds, &n.name, &creq, OP, ctx)?;
+            let r = self.build_resource(d, &vds, &n.name, &creq, &mut Taken::default(), OP, ctx)?;
             out.reply(created_reply(&r));
             out.put(Object::Rsc(r));
             return Ok(out);

@@ -1,9 +1,11 @@
 //! Desired state per node: what a satellite must make, computed purely from
 //! the cluster.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_proto::{PoolDesired, ResourceDesired, VolumeDesired};
+use cairn_proto::{DrbdDesired, DrbdPeer, DrbdVolumeDesired, PoolDesired, ResourceDesired, VolumeDesired};
+
+use crate::resource::Resource;
 
 use crate::cluster::{Change, Cluster, ObjKey};
 use crate::name::key;
@@ -39,6 +41,7 @@ pub fn desired_for_node(c: &Cluster, node_key: &str) -> (Vec<PoolDesired>, Vec<R
         .map(|r| {
             let rd_key = key(&r.resource_definition);
             ResourceDesired {
+                drbd: drbd_for(c, r),
                 name: r.resource_definition.clone(),
                 diskless: r.is_diskless(),
                 volumes: c
@@ -57,6 +60,64 @@ pub fn desired_for_node(c: &Cluster, node_key: &str) -> (Vec<PoolDesired>, Vec<R
         .collect();
     rscs.sort_by(|a, b| a.name.cmp(&b.name));
     (pools, rscs)
+}
+
+/// The DRBD host name of a node (`NodeUname`, else its name) and its
+/// replication address (the active interface, else the first).
+fn host_and_address(c: &Cluster, node: &str) -> (String, String) {
+    let Some(n) = c.nodes.get(&key(node)) else { return (node.to_string(), String::new()) };
+    let host = n.props.get("NodeUname").cloned().unwrap_or_else(|| n.name.clone());
+    let nif = n.net_interfaces.iter().find(|i| i.is_active).or_else(|| n.net_interfaces.first());
+    (host, nif.map(|i| i.address.to_string()).unwrap_or_default())
+}
+
+/// `DrbdOptions/*` properties with LINSTOR's priority: controller, then
+/// resource group, then resource definition, then resource (last wins).
+fn drbd_options(c: &Cluster, r: &Resource) -> BTreeMap<String, String> {
+    let rd = c.rsc_dfns.get(&key(&r.resource_definition));
+    let rg = rd.and_then(|d| c.rsc_grps.get(&key(&d.resource_group)));
+    let mut out = BTreeMap::new();
+    for props in [Some(&c.ctrl_props), rg.map(|g| &g.props), rd.map(|d| &d.props), Some(&r.props)].into_iter().flatten() {
+        for (k, v) in props {
+            if k.starts_with("DrbdOptions/") {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The DRBD part of a resource's desired state, if its stack has DRBD.
+fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
+    let mine = r.drbd?;
+    let rd_key = key(&r.resource_definition);
+    let rd = c.rsc_dfns.get(&rd_key)?;
+    let (host, address) = host_and_address(c, &r.node);
+    let mut peers: Vec<DrbdPeer> = c
+        .resources_of(&rd_key)
+        .filter(|p| key(&p.node) != key(&r.node) && !p.flags.contains("DELETE"))
+        .filter_map(|p| {
+            let d = p.drbd?;
+            let (host, address) = host_and_address(c, &p.node);
+            Some(DrbdPeer { host, node_id: d.node_id, address, port: d.tcp_port, diskless: p.is_diskless() })
+        })
+        .collect();
+    peers.sort_by(|a, b| a.host.cmp(&b.host));
+    Some(DrbdDesired {
+        node_id: mine.node_id,
+        port: mine.tcp_port,
+        peer_slots: c.peer_slots(&rd_key),
+        secret: rd.drbd.secret.clone().unwrap_or_default(),
+        address,
+        host,
+        diskless: r.is_diskless(),
+        volumes: c
+            .vlm_dfns_of(&rd_key)
+            .filter_map(|vd| Some(DrbdVolumeDesired { number: vd.volume_number, minor: vd.drbd_minor? }))
+            .collect(),
+        options: drbd_options(c, r),
+        peers,
+    })
 }
 
 /// Node keys whose desired state the changes may alter, as seen in `c`.
@@ -140,6 +201,7 @@ mod tests {
         assert_eq!(
             rscs,
             vec![ResourceDesired {
+                drbd: None,
                 name: "web".into(),
                 diskless: false,
                 volumes: vec![VolumeDesired { number: 0, id, size_kib: 2048, pool: "DfltStorPool".into() }]

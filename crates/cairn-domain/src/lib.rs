@@ -17,6 +17,7 @@ pub mod kvs;
 pub mod name;
 pub mod node;
 pub mod node_connection;
+pub mod numbers;
 pub mod placement;
 pub mod props;
 pub mod resource;

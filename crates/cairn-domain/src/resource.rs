@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Cluster, ObjKey, Object, Outcome};
 use crate::error::{OpError, OpResult};
 use crate::name::key;
+use crate::numbers::Taken;
 use crate::resource_definition::{ResourceDefinition, VolumeDefinition, check_layer_stack};
 use crate::storage_pool::ProviderKind;
 use crate::{Ctx, DEFAULT_DISKLESS_STOR_POOL, DEFAULT_STOR_POOL, Props, props};
@@ -31,6 +32,13 @@ pub struct Volume {
     pub uuid: String,
 }
 
+/// The DRBD numbers of one resource on its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrbdRsc {
+    pub node_id: u8,
+    pub tcp_port: u16,
+}
+
 /// A resource: a resource definition on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
@@ -43,6 +51,9 @@ pub struct Resource {
     pub create_timestamp: i64,
     pub volumes: BTreeMap<u32, Volume>,
     pub uuid: String,
+    /// Node id and port when the stack has a DRBD layer.
+    #[serde(default)]
+    pub drbd: Option<DrbdRsc>,
 }
 
 /// What a satellite reported about one volume (observed state).
@@ -61,7 +72,13 @@ impl Resource {
 
     /// The wire form. `observed` gives what satellites reported per volume
     /// number; `in_use` is observed too (None when unknown).
-    pub fn to_api(&self, observed: &dyn Fn(u32) -> Option<VolumeObserved>, in_use: Option<bool>) -> wire::ResourceWithVolumes {
+    /// `minor` gives the DRBD minor of a volume number.
+    pub fn to_api(
+        &self,
+        observed: &dyn Fn(u32) -> Option<VolumeObserved>,
+        minor: &dyn Fn(u32) -> Option<u32>,
+        in_use: Option<bool>,
+    ) -> wire::ResourceWithVolumes {
         let volumes: Vec<wire::Volume> = self
             .volumes
             .values()
@@ -72,7 +89,16 @@ impl Resource {
                     .iter()
                     .map(|l| wire::VolumeLayer {
                         layer_type: l.clone(),
-                        data: (l == "STORAGE").then(|| storage_volume_json(v.volume_number, &o)),
+                        data: match l.as_str() {
+                            "STORAGE" => Some(storage_volume_json(v.volume_number, &o)),
+                            "DRBD" => minor(v.volume_number).map(|m| {
+                                serde_json::json!({
+                                    "drbd_volume_definition": { "volume_number": v.volume_number, "minor_number": m },
+                                    "device_path": format!("/dev/drbd{m}"),
+                                })
+                            }),
+                            _ => None,
+                        },
                     })
                     .collect();
                 wire::Volume {
@@ -129,7 +155,12 @@ impl Resource {
             });
         } else {
             if kind == "DRBD" {
-                layer.drbd = Some(serde_json::json!({}));
+                layer.drbd = Some(match self.drbd {
+                    Some(d) => {
+                        serde_json::json!({ "node_id": d.node_id, "tcp_ports": [d.tcp_port], "al_stripes": 1, "al_size": 32, "connections": {} })
+                    }
+                    None => serde_json::json!({}),
+                });
             } else if kind == "LUKS" {
                 layer.luks = Some(serde_json::json!({}));
             }
@@ -271,16 +302,22 @@ impl Cluster {
         let vds: Vec<&VolumeDefinition> = self.vlm_dfns_of(&rd_key).collect();
         let mut out = Outcome::default();
         let mut seen = BTreeSet::new();
+        let mut taken = Taken::default();
         for req in reqs {
             let node_name = node_override.unwrap_or(&req.resource.node_name);
-            let r = self.build_resource(d, &vds, node_name, req, OP, ctx)?;
-            let nk = key(&r.node);
-            if self.resources.contains_key(&(rd_key.clone(), nk.clone())) || !seen.insert(nk) {
-                return Err(OpError::new(OP, rc::FAIL_EXISTS_RSC, format!("Resource '{}' already exists on node '{}'.", d.name, r.node))
-                    .correction("Use another node, or delete the existing resource first.")
-                    .obj_ref("RscDfn", &d.name)
-                    .obj_ref("Node", &r.node));
+            let nk = key(node_name);
+            if self.resources.contains_key(&(rd_key.clone(), nk.clone())) || seen.contains(&nk) {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_EXISTS_RSC,
+                    format!("Resource '{}' already exists on node '{}'.", d.name, node_name),
+                )
+                .correction("Use another node, or delete the existing resource first.")
+                .obj_ref("RscDfn", &d.name)
+                .obj_ref("Node", node_name));
             }
+            let r = self.build_resource(d, &vds, node_name, req, &mut taken, OP, ctx)?;
+            seen.insert(key(&r.node));
             out.reply(created_reply(&r));
             out.put(Object::Rsc(r));
         }
@@ -291,12 +328,14 @@ impl Cluster {
     /// volumes. The definition and its volume definitions are passed in, so
     /// a spawn can build resources of a definition it is creating in the
     /// same transaction.
+    #[expect(clippy::too_many_arguments, reason = "the definition, its volumes, the request and the numbers taken so far")]
     pub(crate) fn build_resource(
         &self,
         d: &ResourceDefinition,
         vds: &[&VolumeDefinition],
         node_name: &str,
         req: &wire::ResourceCreate,
+        taken: &mut Taken,
         op: i64,
         ctx: &mut Ctx,
     ) -> OpResult<Resource> {
@@ -334,12 +373,21 @@ impl Cluster {
             None if !d.layer_stack.is_empty() => d.layer_stack.clone(),
             None => rg.and_then(|g| g.select_filter.layer_stack.clone()).unwrap_or_else(|| vec!["STORAGE".to_string()]),
         };
-        if let Some(id) = req.drbd_node_id
-            && !(0..=31).contains(&id)
-        {
-            return Err(OpError::new(op, rc::FAIL_INVLD_NODE_ID, format!("The DRBD node id {id} is invalid."))
-                .correction("Use a node id from 0 to 31."));
-        }
+        let drbd = if stack.iter().any(|l| l == "DRBD") {
+            let node_id = self.alloc_node_id(&key(&d.name), req.drbd_node_id, taken, op)?;
+            let requested_port = match req.drbd_tcp_ports.as_ref().and_then(|p| p.first()) {
+                Some(p) => Some(
+                    p.trim()
+                        .parse::<i64>()
+                        .map_err(|_| OpError::new(op, rc::FAIL_INVLD_TCP_PORT, format!("The TCP port '{p}' is invalid.")))?,
+                ),
+                None => None,
+            };
+            let tcp_port = self.alloc_port(&key(&n.name), requested_port, taken, op)?;
+            Some(DrbdRsc { node_id, tcp_port })
+        } else {
+            None
+        };
         let mut r = Resource {
             resource_definition: d.name.clone(),
             node: n.name.clone(),
@@ -349,6 +397,7 @@ impl Cluster {
             create_timestamp: ctx.now_ms,
             volumes: BTreeMap::new(),
             uuid: ctx.uuid(),
+            drbd,
         };
         for vd in vds {
             let v = self.new_volume(d, &r, vd, op, ctx)?;

@@ -10,14 +10,13 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Cluster, ObjKey, Object, Outcome};
 use crate::error::{OpError, OpResult};
 use crate::name::{self, NameKind, key};
+use crate::numbers::Taken;
 use crate::resource_group::{MAX_VLM_NR, check_flags, lowest_free, modify_flags};
 use crate::{Ctx, DEFAULT_RSC_GRP, Props, props};
 
 /// Largest volume size: 2^53 KiB = 8 EiB, the largest block device Linux
 /// can address.
 pub const MAX_VLM_SIZE_KIB: i64 = 1 << 53;
-/// Largest DRBD minor number.
-pub const MAX_MINOR: i64 = 1_048_575;
 /// The longest external name accepted, in bytes.
 pub const MAX_EXTERNAL_NAME_LEN: usize = 1024;
 
@@ -219,7 +218,12 @@ impl Cluster {
         props::check_all(&r.props, OP)?;
         let stack: Vec<String> = r.layer_data.iter().map(|l| l.layer_type.clone()).collect();
         let layer_stack = check_layer_stack(&stack, OP)?;
-        let drbd = check_drbd_options(req.drbd_port, req.drbd_secret.clone(), req.drbd_peer_slots, req.drbd_transport_type.clone(), OP)?;
+        let mut drbd =
+            check_drbd_options(req.drbd_port, req.drbd_secret.clone(), req.drbd_peer_slots, req.drbd_transport_type.clone(), OP)?;
+        // DRBD's shared secret: 20 random characters, as LINSTOR makes it.
+        if drbd.secret.is_none() {
+            drbd.secret = Some(ctx.uuid().chars().filter(char::is_ascii_alphanumeric).take(20).collect());
+        }
         let d = ResourceDefinition {
             name,
             external_name: external,
@@ -304,7 +308,8 @@ impl Cluster {
         let d = self.rsc_dfn(rd, OP)?;
         let k = key(&d.name);
         let taken: BTreeSet<u32> = self.vlm_dfns_of(&k).map(|v| v.volume_number).collect();
-        let vd = build_vlm_dfn(d, &taken, req, ctx)?;
+        let minor = self.alloc_minor(req.drbd_minor_number, &mut Taken::default(), OP)?;
+        let vd = build_vlm_dfn(d, &taken, req, minor, ctx)?;
         let nr = vd.volume_number;
         let mut out = Outcome::default();
         for r in self.resources_of(&k) {
@@ -384,6 +389,7 @@ pub(crate) fn build_vlm_dfn(
     d: &ResourceDefinition,
     taken: &BTreeSet<u32>,
     req: &wire::VolumeDefinitionCreate,
+    minor: u32,
     ctx: &mut Ctx,
 ) -> OpResult<VolumeDefinition> {
     const OP: i64 = rc::MASK_CRT | rc::MASK_VLM_DFN;
@@ -411,14 +417,6 @@ pub(crate) fn build_vlm_dfn(
         .size_kib
         .ok_or_else(|| OpError::new(OP, rc::FAIL_INVLD_VLM_SIZE, "The volume definition has no size.").correction("Give size_kib."))?;
     let size = check_size(size, OP)?;
-    let minor = match req.drbd_minor_number {
-        None => None,
-        Some(m) if (0..=MAX_MINOR).contains(&m) => Some(m as u32),
-        Some(m) => {
-            return Err(OpError::new(OP, rc::FAIL_INVLD_MINOR_NR, format!("The minor number {m} is invalid."))
-                .correction(format!("Use a minor number from 0 to {MAX_MINOR}.")));
-        }
-    };
     props::check_all(&v.props, OP)?;
     Ok(VolumeDefinition {
         resource_definition: d.name.clone(),
@@ -426,7 +424,7 @@ pub(crate) fn build_vlm_dfn(
         size_kib: size,
         props: v.props.clone(),
         flags: check_flags(&v.flags, VD_FLAGS, OP)?,
-        drbd_minor: minor,
+        drbd_minor: Some(minor),
         uuid: ctx.uuid(),
     })
 }

@@ -216,3 +216,80 @@ fn external_names_must_be_unique() {
     assert_eq!(out.replies[0].obj_refs["RscDfn"], "my_vol");
     assert_eq!(t.fail(|c, ctx| c.create_rsc_dfn(&rd, ctx)), rc::FAIL_EXISTS_EXT_NAME);
 }
+
+fn drbd_rd(t: &mut T, name: &str) {
+    let rd = ResourceDefinitionCreate {
+        resource_definition: WireRd {
+            name: name.into(),
+            layer_data: vec![
+                cairn_api::resource_definition::LayerData { layer_type: "DRBD".into(), data: None },
+                cairn_api::resource_definition::LayerData { layer_type: "STORAGE".into(), data: None },
+            ],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    t.run(|c, ctx| c.create_rsc_dfn(&rd, ctx));
+    let vd = VolumeDefinitionCreate { volume_definition: WireVd { size_kib: Some(1024), ..Default::default() }, ..Default::default() };
+    t.run(|c, ctx| c.create_vlm_dfn(name, &vd, ctx));
+}
+
+fn drbd_of(t: &T, rd: &str, node: &str) -> crate::resource::DrbdRsc {
+    t.c.resources[&(rd.to_ascii_uppercase(), node.to_ascii_uppercase())].drbd.expect("a DRBD resource has numbers")
+}
+
+#[test]
+fn drbd_numbers_are_lowest_free_per_definition_node_and_cluster() {
+    let mut t = T::new();
+    for n in ["na", "nb", "nc"] {
+        t.node(n);
+        t.pool(n, "DfltStorPool");
+    }
+    drbd_rd(&mut t, "r1");
+    drbd_rd(&mut t, "r2");
+    assert_eq!(t.c.vlm_dfns[&("R1".to_string(), 0)].drbd_minor, Some(1000));
+    assert_eq!(t.c.vlm_dfns[&("R2".to_string(), 0)].drbd_minor, Some(1001));
+    t.run(|c, ctx| c.create_resources("r1", &[T::rsc("na", &[]), T::rsc("nb", &[]), T::rsc("nc", &["DRBD_DISKLESS"])], None, ctx));
+    let ids: Vec<u8> = ["na", "nb", "nc"].iter().map(|n| drbd_of(&t, "r1", n).node_id).collect();
+    assert_eq!(ids, vec![0, 1, 2]);
+    assert!(["na", "nb", "nc"].iter().all(|n| drbd_of(&t, "r1", n).tcp_port == 7000), "ports are per node");
+    t.run(|c, ctx| c.create_resources("r2", &[T::rsc("nb", &[]), T::rsc("na", &[])], None, ctx));
+    assert_eq!((drbd_of(&t, "r2", "nb").node_id, drbd_of(&t, "r2", "nb").tcp_port), (0, 7001));
+    // A delete frees the node id for the next replica.
+    t.run(|c, _| c.delete_resource("r1", "nb"));
+    t.run(|c, ctx| c.create_resources("r1", &[T::rsc("nb", &[])], None, ctx));
+    assert_eq!(drbd_of(&t, "r1", "nb").node_id, 1);
+    // The numbers reach each node's desired state consistently.
+    let (_, rscs) = crate::desired::desired_for_node(&t.c, "NA");
+    let d = rscs.iter().find(|r| r.name == "r1").and_then(|r| r.drbd.clone()).unwrap();
+    assert_eq!((d.node_id, d.port, d.peer_slots, d.volumes[0].minor), (0, 7000, 7, 1000));
+    assert_eq!(
+        d.peers.iter().map(|p| (p.host.as_str(), p.node_id, p.port, p.diskless)).collect::<Vec<_>>(),
+        [("nb", 1, 7000, false), ("nc", 2, 7000, true)],
+        "nb got port 7000 back after the delete"
+    );
+    assert_eq!(d.secret.len(), 20);
+}
+
+#[test]
+fn drbd_ranges_come_from_properties_and_run_out_cleanly() {
+    let mut t = T::new();
+    t.node("na");
+    t.pool("na", "DfltStorPool");
+    t.c.ctrl_props.insert("TcpPortAutoRange".into(), "7100-7100".into());
+    t.c.ctrl_props.insert("MinorNrAutoRange".into(), "2000-2001".into());
+    drbd_rd(&mut t, "r1");
+    drbd_rd(&mut t, "r2");
+    assert_eq!(t.c.vlm_dfns[&("R2".to_string(), 0)].drbd_minor, Some(2001));
+    let vd = VolumeDefinitionCreate { volume_definition: WireVd { size_kib: Some(1024), ..Default::default() }, ..Default::default() };
+    assert_eq!(t.fail(|c, ctx| c.create_vlm_dfn("r1", &vd, ctx)), 801, "minors exhausted");
+    t.run(|c, ctx| c.create_resources("r1", &[T::rsc("na", &[])], None, ctx));
+    assert_eq!(drbd_of(&t, "r1", "na").tcp_port, 7100);
+    assert_eq!(t.fail(|c, ctx| c.create_resources("r2", &[T::rsc("na", &[])], None, ctx)), 802, "ports exhausted");
+    let taken = VolumeDefinitionCreate {
+        volume_definition: WireVd { size_kib: Some(1024), volume_number: Some(5), ..Default::default() },
+        drbd_minor_number: Some(2000),
+        ..Default::default()
+    };
+    assert_eq!(t.fail(|c, ctx| c.create_vlm_dfn("r2", &taken, ctx)), rc::FAIL_INVLD_MINOR_NR, "a used minor cannot be requested");
+}

@@ -82,6 +82,46 @@ pub struct ResourceDesired {
     pub name: String,
     pub diskless: bool,
     pub volumes: Vec<VolumeDesired>,
+    /// The DRBD layer, when the resource's stack has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drbd: Option<DrbdDesired>,
+}
+
+/// Everything the satellite needs to write a resource's DRBD `.res` file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DrbdDesired {
+    pub node_id: u8,
+    pub port: u16,
+    pub peer_slots: u8,
+    pub secret: String,
+    /// This node's replication address (an IP literal).
+    pub address: String,
+    /// The host name DRBD knows this node by (`on "<host>"`).
+    pub host: String,
+    pub diskless: bool,
+    pub volumes: Vec<DrbdVolumeDesired>,
+    /// `DrbdOptions/...` properties after LINSTOR's priority resolution.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+    /// The other replicas, sorted by node name.
+    pub peers: Vec<DrbdPeer>,
+}
+
+/// One volume of the DRBD resource.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DrbdVolumeDesired {
+    pub number: u32,
+    pub minor: u32,
+}
+
+/// A peer of a DRBD resource.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DrbdPeer {
+    pub host: String,
+    pub node_id: u8,
+    pub address: String,
+    pub port: u16,
+    pub diskless: bool,
 }
 
 /// Desired state for a node: everything (`full`) or a delta.
@@ -179,6 +219,7 @@ mod tests {
                 name: "r".into(),
                 diskless: false,
                 volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: 1024, pool: "p".into() }],
+                drbd: None,
             }],
             removed: vec![],
         };

@@ -4,6 +4,7 @@
 //! Today: FILE (fallocate) and FILE_THIN (truncate) pools, a file per
 //! volume in the pool directory attached as a loop device, and DISKLESS.
 
+pub mod drbd;
 pub mod file;
 pub mod parse;
 

@@ -29,7 +29,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The wire form of a resource, with what its satellite reported.
-fn wire(s: &AppState, r: &Resource) -> ResourceWithVolumes {
+fn wire(s: &AppState, c: &Cluster, r: &Resource) -> ResourceWithVolumes {
     let node = key(&r.node);
     let observed = s.links().resource(&node, &r.resource_definition);
     let volume = |nr: u32| {
@@ -42,7 +42,9 @@ fn wire(s: &AppState, r: &Resource) -> ResourceWithVolumes {
     };
     // Without DRBD nothing can hold a plain volume open behind our back;
     // "in use" is known once the satellite reported the resource.
-    r.to_api(&volume, observed.as_ref().map(|_| false))
+    let rd = key(&r.resource_definition);
+    let minor = |nr: u32| c.vlm_dfns.get(&(rd.clone(), nr)).and_then(|v| v.drbd_minor);
+    r.to_api(&volume, &minor, observed.as_ref().map(|_| false))
 }
 
 /// Resources matching `nodes`, `resources`, `storage_pools` and `props`.
@@ -60,8 +62,8 @@ fn filtered(s: &AppState, c: &Cluster, q: &Query, only_rd: Option<&str>) -> Resu
     };
     let rd_key = only_rd.map(key);
     let out = match &rd_key {
-        Some(rd) => c.resources_of(rd).filter(|r| keep(r)).map(|r| wire(s, r)).collect(),
-        None => c.resources.values().filter(|r| keep(r)).map(|r| wire(s, r)).collect(),
+        Some(rd) => c.resources_of(rd).filter(|r| keep(r)).map(|r| wire(s, c, r)).collect(),
+        None => c.resources.values().filter(|r| keep(r)).map(|r| wire(s, c, r)).collect(),
     };
     Ok(page.apply(out))
 }
@@ -79,7 +81,8 @@ async fn list_of_rd(State(s): State<AppState>, Path(rd): Path<String>, RawQuery(
 }
 
 async fn get_one(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>) -> Result<Response, ApiError> {
-    Ok(ok(&wire(&s, s.read().resource(&rd, &node, rc::MASK_RSC)?)))
+    let c = s.read();
+    Ok(ok(&wire(&s, &c, c.resource(&rd, &node, rc::MASK_RSC)?)))
 }
 
 async fn create_list(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
@@ -107,14 +110,14 @@ async fn remove(State(s): State<AppState>, Path((rd, node)): Path<(String, Strin
 async fn list_volumes(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>) -> Result<Response, ApiError> {
     let c = s.read();
     let r = c.resource(&rd, &node, rc::MASK_VLM)?;
-    Ok(ok(&wire(&s, r).volumes))
+    Ok(ok(&wire(&s, &c, r).volumes))
 }
 
 async fn get_volume(State(s): State<AppState>, Path((rd, node, nr)): Path<(String, String, String)>) -> Result<Response, ApiError> {
     let nr = input::vlm_nr(&nr)?;
     let c = s.read();
     let r = c.resource(&rd, &node, rc::MASK_VLM)?;
-    let v: Option<Volume> = wire(&s, r).volumes.into_iter().find(|v| v.volume_number == nr);
+    let v: Option<Volume> = wire(&s, &c, r).volumes.into_iter().find(|v| v.volume_number == nr);
     v.map(|v| ok(&v)).ok_or_else(|| {
         ApiError::Op(cairn_domain::OpError::new(
             rc::MASK_VLM,

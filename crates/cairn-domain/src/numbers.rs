@@ -1,0 +1,157 @@
+//! DRBD numbers: node ids per resource definition, TCP ports per node,
+//! minor numbers per volume definition. Lowest free number first, as
+//! LINSTOR's number pools; computed from what the cluster holds (so a
+//! delete frees a number) plus what the current operation already took (so
+//! one request never hands out a number twice). Mutations run one at a
+//! time under the controller's writer lock, so concurrent requests never
+//! collide either.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_api::rc;
+
+use crate::Cluster;
+use crate::error::{OpError, OpResult};
+use crate::name::key;
+
+/// Default range of DRBD TCP ports per node (`TcpPortAutoRange`).
+pub const DEFAULT_PORT_RANGE: (u32, u32) = (7000, 7999);
+/// Default range of DRBD minor numbers (`MinorNrAutoRange`).
+pub const DEFAULT_MINOR_RANGE: (u32, u32) = (1000, 49999);
+/// Highest DRBD minor number.
+pub const MAX_MINOR: u32 = 1_048_575;
+/// DRBD node ids.
+pub const MAX_NODE_ID: u8 = 31;
+/// Peer slots when nothing else says (`DEFAULT_PEER_SLOTS`).
+pub const DEFAULT_PEER_SLOTS: u8 = 7;
+
+const FAIL_POOL_EXHAUSTED_MINOR_NR: i64 = 801;
+const FAIL_POOL_EXHAUSTED_TCP_PORT: i64 = 802;
+const FAIL_POOL_EXHAUSTED_NODE_ID: i64 = 803;
+
+/// Numbers handed out by the operation in progress.
+#[derive(Debug, Default)]
+pub struct Taken {
+    node_ids: BTreeMap<String, BTreeSet<u8>>,
+    ports: BTreeMap<String, BTreeSet<u16>>,
+    minors: BTreeSet<u32>,
+}
+
+/// Parses `7000-7999`.
+pub fn parse_range(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.trim().split_once('-')?;
+    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b).then_some((a, b))
+}
+
+impl Cluster {
+    fn range(&self, prop: &str, node_key: Option<&str>, dflt: (u32, u32)) -> (u32, u32) {
+        node_key
+            .and_then(|n| self.nodes.get(n))
+            .and_then(|n| n.props.get(prop))
+            .or_else(|| self.ctrl_props.get(prop))
+            .and_then(|v| parse_range(v))
+            .unwrap_or(dflt)
+    }
+
+    /// A node id for a new DRBD resource of `rd_key`.
+    pub(crate) fn alloc_node_id(&self, rd_key: &str, requested: Option<i64>, taken: &mut Taken, op: i64) -> OpResult<u8> {
+        let mut used: BTreeSet<u8> = self.resources_of(rd_key).filter_map(|r| r.drbd.as_ref().map(|d| d.node_id)).collect();
+        used.extend(taken.node_ids.get(rd_key).into_iter().flatten());
+        let id = match requested {
+            Some(n) => {
+                let id = u8::try_from(n).ok().filter(|id| *id <= MAX_NODE_ID).ok_or_else(|| {
+                    OpError::new(op, rc::FAIL_INVLD_NODE_ID, format!("The DRBD node id {n} is invalid."))
+                        .correction("Use a node id from 0 to 31.")
+                })?;
+                if used.contains(&id) {
+                    return Err(OpError::new(op, rc::FAIL_INVLD_NODE_ID, format!("DRBD node id {id} is already used by another replica.")));
+                }
+                id
+            }
+            None => (0..=MAX_NODE_ID)
+                .find(|i| !used.contains(i))
+                .ok_or_else(|| OpError::new(op, FAIL_POOL_EXHAUSTED_NODE_ID, "All 32 DRBD node ids of the resource are in use."))?,
+        };
+        taken.node_ids.entry(rd_key.to_string()).or_default().insert(id);
+        Ok(id)
+    }
+
+    /// A TCP port on `node_key` for a new DRBD resource.
+    pub(crate) fn alloc_port(&self, node_key: &str, requested: Option<i64>, taken: &mut Taken, op: i64) -> OpResult<u16> {
+        let (lo, hi) = self.range("TcpPortAutoRange", Some(node_key), DEFAULT_PORT_RANGE);
+        let mut used: BTreeSet<u16> = self.resources_on(node_key).filter_map(|r| r.drbd.as_ref().map(|d| d.tcp_port)).collect();
+        used.extend(taken.ports.get(node_key).into_iter().flatten());
+        let port = match requested {
+            Some(p) => {
+                let port = u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                    OpError::new(op, rc::FAIL_INVLD_TCP_PORT, format!("The TCP port {p} is invalid."))
+                        .correction("Use a port from 1 to 65535.")
+                })?;
+                if used.contains(&port) {
+                    return Err(OpError::new(op, rc::FAIL_INVLD_TCP_PORT, format!("TCP port {port} is already used on this node.")));
+                }
+                port
+            }
+            None => (lo..=hi.min(65535)).map(|p| p as u16).find(|p| !used.contains(p)).ok_or_else(|| {
+                OpError::new(op, FAIL_POOL_EXHAUSTED_TCP_PORT, format!("All DRBD ports {lo}-{hi} of the node are in use."))
+            })?,
+        };
+        taken.ports.entry(node_key.to_string()).or_default().insert(port);
+        Ok(port)
+    }
+
+    /// A minor number for a new volume definition.
+    pub(crate) fn alloc_minor(&self, requested: Option<i64>, taken: &mut Taken, op: i64) -> OpResult<u32> {
+        let (lo, hi) = self.range("MinorNrAutoRange", None, DEFAULT_MINOR_RANGE);
+        let mut used: BTreeSet<u32> = self.vlm_dfns.values().filter_map(|v| v.drbd_minor).collect();
+        used.extend(taken.minors.iter().copied());
+        let minor = match requested {
+            Some(m) => {
+                let minor = u32::try_from(m).ok().filter(|m| *m <= MAX_MINOR).ok_or_else(|| {
+                    OpError::new(op, rc::FAIL_INVLD_MINOR_NR, format!("The minor number {m} is invalid."))
+                        .correction(format!("Use a minor number from 0 to {MAX_MINOR}."))
+                })?;
+                if used.contains(&minor) {
+                    return Err(OpError::new(op, rc::FAIL_INVLD_MINOR_NR, format!("Minor number {minor} is already in use.")));
+                }
+                minor
+            }
+            None => (lo..=hi.min(MAX_MINOR))
+                .find(|m| !used.contains(m))
+                .ok_or_else(|| OpError::new(op, FAIL_POOL_EXHAUSTED_MINOR_NR, format!("All minor numbers {lo}-{hi} are in use.")))?,
+        };
+        taken.minors.insert(minor);
+        Ok(minor)
+    }
+
+    /// Peer slots of a resource definition: its own, its group's, the
+    /// `PeerSlotsNewResource` property, else 7.
+    pub fn peer_slots(&self, rd_key: &str) -> u8 {
+        let Some(d) = self.rsc_dfns.get(rd_key) else { return DEFAULT_PEER_SLOTS };
+        let rg = self.rsc_grps.get(&key(&d.resource_group));
+        d.drbd
+            .peer_slots
+            .or_else(|| rg.and_then(|g| g.peer_slots).and_then(|p| u8::try_from(p).ok()))
+            .or_else(|| {
+                [Some(&d.props), rg.map(|g| &g.props), Some(&self.ctrl_props)]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|p| p.get("PeerSlotsNewResource").and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(DEFAULT_PEER_SLOTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse() {
+        assert_eq!(parse_range("7000-7999"), Some((7000, 7999)));
+        assert_eq!(parse_range(" 10 - 20 "), Some((10, 20)));
+        assert_eq!(parse_range("20-10"), None);
+        assert_eq!(parse_range("x"), None);
+    }
+}
