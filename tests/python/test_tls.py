@@ -78,6 +78,7 @@ def test_satellite_over_mutual_tls(pki):
         time.sleep(2.5)
         for other in (rogue, plain):
             assert other.client().node_list_raise().nodes[0].connection_status == "OFFLINE"
+        # The rogue controller did try, and the satellite turned it away.
         assert "TLS handshake refused" in sat.log()
         assert "no satellite TLS certificate configured" in plain.log()
         ok(lin.resource_dfn_delete("secure"))

@@ -223,8 +223,7 @@ impl Links {
             .filter(|(rsc, nr, _)| {
                 sent.resources.get(rsc).is_some_and(|d| d.volumes.iter().any(|dv| dv.number == *nr && dv.pool.eq_ignore_ascii_case(pool)))
             })
-            .map(|(_, _, kib)| *kib)
-            .sum();
+            .fold(0i64, |acc, (_, _, kib)| acc.saturating_add(*kib));
         Some(PoolCapacity { free_kib, total_kib, present_kib })
     }
 
@@ -598,8 +597,14 @@ fn has_errors(o: &Observed) -> bool {
     o.resources.iter().chain(o.removed.iter()).any(|r| r.error.is_some()) || o.pools.iter().any(|p| p.error.is_some())
 }
 
-/// How long to wait before re-sending the full state after a failure.
+/// How long to wait before re-sending the full state after a failure;
+/// doubled for every failed retry in a row, up to MAX_RETRY.
 const RETRY: Duration = Duration::from_secs(10);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+fn retry_after(failed_retries: u32) -> tokio::time::Instant {
+    tokio::time::Instant::now() + (RETRY * 2u32.pow(failed_retries.min(5))).min(MAX_RETRY)
+}
 
 /// The worker of one node's link.
 async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Job>) {
@@ -638,10 +643,11 @@ async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::Unbound
             continue;
         }
         set_status(&link, ConnStatus::Connected, Some(hello.clone()));
+        let mut failed_retries = 0u32;
         let mut retry_at = match full_sync(&state, &peer, &link, addr, &mut rx).await {
             Ok(o) => {
                 link.failures.store(0, Ordering::SeqCst);
-                has_errors(&o).then(|| tokio::time::Instant::now() + RETRY)
+                has_errors(&o).then(|| retry_after(0))
             }
             Err(e) => {
                 tracing::warn!(node = %name, "full apply failed: {e}");
@@ -669,7 +675,7 @@ async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::Unbound
                         Ok(o) if o.instance == hello.instance => {
                             link.view.write().unwrap_or_else(|e| e.into_inner()).absorb(&o, false);
                             if has_errors(&o) {
-                                retry_at.get_or_insert(tokio::time::Instant::now() + RETRY);
+                                retry_at.get_or_insert(retry_after(failed_retries));
                             }
                             for j in jobs {
                                 let _ = j.done.send(Ok(only_of(&o, &j.apply)));
@@ -691,7 +697,14 @@ async fn run(state: AppState, peer: Peer, link: Arc<Link>, mut rx: mpsc::Unbound
                     if retry_at.is_some_and(|t| t <= tokio::time::Instant::now()) {
                         // Something failed before: send everything again.
                         match full_sync(&state, &peer, &link, addr, &mut rx).await {
-                            Ok(o) => retry_at = has_errors(&o).then(|| tokio::time::Instant::now() + RETRY),
+                            Ok(o) if has_errors(&o) => {
+                                failed_retries += 1;
+                                retry_at = Some(retry_after(failed_retries));
+                            }
+                            Ok(_) => {
+                                failed_retries = 0;
+                                retry_at = None;
+                            }
                             Err(_) => break,
                         }
                         continue;

@@ -216,7 +216,7 @@ impl Cluster {
                 },
                 ..Default::default()
             };
-            let minor = self.alloc_minor(None, &mut minors, OP)?;
+            let minor = if self.uses_drbd(&d) { Some(self.alloc_minor(None, &mut minors, OP)?) } else { None };
             let vd = build_vlm_dfn(&d, &taken, &vreq, minor, ctx)?;
             taken.insert(vd.volume_number);
             vds.push(vd);

@@ -125,12 +125,32 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
 /// definition's nodes are only visible before, a new resource's after.
 pub fn affected_nodes(c: &Cluster, changes: &[Change]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
+    let nodes_of = |rd: &str| c.resources_of(rd).map(|r| key(&r.node)).collect::<Vec<_>>();
     for ch in changes {
         match ch.key() {
-            ObjKey::Rsc(_, node) | ObjKey::StorPool(node, _) => {
+            // A replica's peers see it in their DRBD configuration too.
+            ObjKey::Rsc(rd, node) => {
+                out.insert(node);
+                out.extend(nodes_of(&rd));
+            }
+            ObjKey::StorPool(node, _) => {
                 out.insert(node);
             }
-            ObjKey::VlmDfn(rd, _) | ObjKey::RscDfn(rd) => out.extend(c.resources_of(&rd).map(|r| key(&r.node))),
+            ObjKey::VlmDfn(rd, _) | ObjKey::RscDfn(rd) => out.extend(nodes_of(&rd)),
+            // Group properties (DRBD options) reach every node of its definitions.
+            ObjKey::RscGrp(rg) => {
+                for d in c.rsc_dfns.values().filter(|d| key(&d.resource_group) == rg) {
+                    out.extend(nodes_of(&key(&d.name)));
+                }
+            }
+            // A node's address and name appear in its peers' configuration.
+            ObjKey::Node(node) => {
+                out.insert(node.clone());
+                for r in c.resources_on(&node) {
+                    out.extend(nodes_of(&key(&r.resource_definition)));
+                }
+            }
+            ObjKey::CtrlProps => out.extend(c.nodes.keys().cloned()),
             _ => {}
         }
     }

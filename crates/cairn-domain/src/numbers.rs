@@ -40,8 +40,8 @@ pub struct Taken {
 /// Parses `7000-7999`.
 pub fn parse_range(s: &str) -> Option<(u32, u32)> {
     let (a, b) = s.trim().split_once('-')?;
-    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (a <= b).then_some((a, b))
+    let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b).then_some((a.max(1), b))
 }
 
 impl Cluster {
@@ -139,6 +139,7 @@ impl Cluster {
                     .flatten()
                     .find_map(|p| p.get("PeerSlotsNewResource").and_then(|v| v.parse().ok()))
             })
+            .filter(|p| (1..=MAX_NODE_ID).contains(p))
             .unwrap_or(DEFAULT_PEER_SLOTS)
     }
 }
@@ -152,6 +153,7 @@ mod tests {
         assert_eq!(parse_range("7000-7999"), Some((7000, 7999)));
         assert_eq!(parse_range(" 10 - 20 "), Some((10, 20)));
         assert_eq!(parse_range("20-10"), None);
+        assert_eq!(parse_range("0-5"), Some((1, 5)), "never 0");
         assert_eq!(parse_range("x"), None);
     }
 }

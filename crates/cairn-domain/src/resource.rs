@@ -374,6 +374,15 @@ impl Cluster {
             None => rg.and_then(|g| g.select_filter.layer_stack.clone()).unwrap_or_else(|| vec!["STORAGE".to_string()]),
         };
         let drbd = if stack.iter().any(|l| l == "DRBD") {
+            if let Some(vd) = vds.iter().find(|v| v.drbd_minor.is_none()) {
+                return Err(OpError::new(
+                    op,
+                    rc::FAIL_INVLD_LAYER_STACK,
+                    format!("Volume {} of '{}' has no DRBD minor number.", vd.volume_number, d.name),
+                )
+                .cause("The resource definition was created without a DRBD layer.")
+                .correction("Create the resource definition with layer list DRBD,STORAGE (or in a resource group that has it)."));
+            }
             let node_id = self.alloc_node_id(&key(&d.name), req.drbd_node_id, taken, op)?;
             let requested_port = match req.drbd_tcp_ports.as_ref().and_then(|p| p.first()) {
                 Some(p) => Some(

@@ -162,6 +162,13 @@ impl VolumeDefinition {
 }
 
 impl Cluster {
+    /// Whether resources of `d` get a DRBD layer: its own layer stack, or
+    /// its group's. Only those volume definitions take a minor number.
+    pub(crate) fn uses_drbd(&self, d: &ResourceDefinition) -> bool {
+        let group = self.rsc_grps.get(&key(&d.resource_group)).and_then(|g| g.select_filter.layer_stack.clone()).unwrap_or_default();
+        d.layer_stack.iter().chain(group.iter()).any(|l| l == "DRBD")
+    }
+
     pub fn rsc_dfn(&self, rd: &str, op: i64) -> OpResult<&ResourceDefinition> {
         self.rsc_dfns.get(&key(rd)).ok_or_else(|| rd_not_found(op, rd))
     }
@@ -308,7 +315,11 @@ impl Cluster {
         let d = self.rsc_dfn(rd, OP)?;
         let k = key(&d.name);
         let taken: BTreeSet<u32> = self.vlm_dfns_of(&k).map(|v| v.volume_number).collect();
-        let minor = self.alloc_minor(req.drbd_minor_number, &mut Taken::default(), OP)?;
+        let minor = if req.drbd_minor_number.is_some() || self.uses_drbd(d) {
+            Some(self.alloc_minor(req.drbd_minor_number, &mut Taken::default(), OP)?)
+        } else {
+            None
+        };
         let vd = build_vlm_dfn(d, &taken, req, minor, ctx)?;
         let nr = vd.volume_number;
         let mut out = Outcome::default();
@@ -389,7 +400,7 @@ pub(crate) fn build_vlm_dfn(
     d: &ResourceDefinition,
     taken: &BTreeSet<u32>,
     req: &wire::VolumeDefinitionCreate,
-    minor: u32,
+    minor: Option<u32>,
     ctx: &mut Ctx,
 ) -> OpResult<VolumeDefinition> {
     const OP: i64 = rc::MASK_CRT | rc::MASK_VLM_DFN;
@@ -424,7 +435,7 @@ pub(crate) fn build_vlm_dfn(
         size_kib: size,
         props: v.props.clone(),
         flags: check_flags(&v.flags, VD_FLAGS, OP)?,
-        drbd_minor: Some(minor),
+        drbd_minor: minor,
         uuid: ctx.uuid(),
     })
 }

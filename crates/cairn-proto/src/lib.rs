@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 1;
+pub const PROTO_VERSION: u32 = 2;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Paths on the satellite.

@@ -83,7 +83,7 @@ impl Satellite {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), SatelliteError> {
         let app = router(self.shared);
         match self.tls {
-            Some(acceptor) => axum::serve(crate::tls::TlsListener { tcp: self.listener, acceptor }, app)
+            Some(acceptor) => axum::serve(crate::tls::TlsListener::new(self.listener, acceptor).map_err(SatelliteError::Serve)?, app)
                 .with_graceful_shutdown(shutdown)
                 .await
                 .map_err(SatelliteError::Serve),

@@ -45,13 +45,14 @@ fn endpoint(address: &str, port: u16) -> String {
     if address.contains(':') { format!("ipv6 [{address}]:{port}") } else { format!("ipv4 {address}:{port}") }
 }
 
+/// A quoted string with `\` and `"` escaped.
+fn quoted(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace(['\n', '\r'], " "))
+}
+
 /// An option value, quoted unless it is a plain word.
 fn value(v: &str) -> String {
-    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c)) {
-        v.to_string()
-    } else {
-        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
-    }
+    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c)) { v.to_string() } else { quoted(v) }
 }
 
 /// Writes an options section from the `DrbdOptions/<section>/…` keys.
@@ -60,7 +61,11 @@ fn section(out: &mut String, name: &str, prefix: &str, d: &DrbdDesired, fixed: &
         .options
         .iter()
         .filter_map(|(k, v)| {
-            k.strip_prefix(prefix).filter(|key| !key.contains('/') && !key.is_empty()).map(|key| format!("{key} {};", value(v)))
+            // DRBD option names are words with dashes; anything else is not
+            // an option and must not reach the file.
+            k.strip_prefix(prefix)
+                .filter(|key| !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+                .map(|key| format!("{key} {};", value(v)))
         })
         .collect();
     if lines.is_empty() && fixed.is_empty() {
@@ -82,11 +87,11 @@ pub fn render_res(name: &str, d: &DrbdDesired, local_disk: &dyn Fn(u32) -> Optio
     let _ = write!(out, "resource \"{name}\"\n{{\n");
     section(&mut out, "handlers", "DrbdOptions/Handlers/", d, &[]);
     section(&mut out, "options", "DrbdOptions/Resource/", d, &[]);
-    let fixed = vec!["cram-hmac-alg     sha1;".to_string(), format!("shared-secret     \"{}\";", d.secret)];
+    let fixed = vec!["cram-hmac-alg     sha1;".to_string(), format!("shared-secret     {};", quoted(&d.secret))];
     section(&mut out, "net", "DrbdOptions/Net/", d, &fixed);
     section(&mut out, "disk", "DrbdOptions/Disk/", d, &[]);
     let on = |out: &mut String, host: &str, node_id: u8, disk: &dyn Fn(u32) -> String| {
-        let _ = write!(out, "    \n    on \"{host}\"\n    {{\n");
+        let _ = write!(out, "    \n    on {}\n    {{\n", quoted(host));
         for v in &d.volumes {
             let _ = write!(
                 out,
@@ -105,10 +110,10 @@ pub fn render_res(name: &str, d: &DrbdDesired, local_disk: &dyn Fn(u32) -> Optio
     for p in d.peers.iter().filter(|p| !(p.diskless && d.diskless)) {
         let _ = write!(
             out,
-            "    \n    connection\n    {{\n        host \"{}\" address {};\n        host \"{}\" address {};\n    }}\n",
-            d.host,
+            "    \n    connection\n    {{\n        host {} address {};\n        host {} address {};\n    }}\n",
+            quoted(&d.host),
             endpoint(&d.address, d.port),
-            p.host,
+            quoted(&p.host),
             endpoint(&p.address, p.port)
         );
     }
@@ -224,6 +229,23 @@ mod tests {
         let text = render_res("web", &d, &|_| Some("/dev/loop0".into())).replace("device      minor 1000;", "device      minor;");
         let err = drbdadm_accepts(&text, "web", "alpha").expect_err("a broken file must be refused");
         assert!(err.contains("Parse error"), "{err}");
+    }
+
+    #[test]
+    fn keys_and_strings_cannot_inject_configuration() {
+        let mut d = res(
+            "alpha",
+            false,
+            vec![peer("bravo", 1, "127.0.0.2", 7000, false)],
+            1,
+            &[("DrbdOptions/Net/x; } evil {", "1"), ("DrbdOptions/Handlers/split-brain", "/bin/true\"; } net { protocol A; } #")],
+        );
+        d.secret = "a\\\"b".into();
+        let text = render_res("web", &d, &|_| Some("/dev/loop0".into()));
+        assert!(!text.contains("evil"), "{text}");
+        let dump = drbdadm_accepts(&text, "web", "alpha").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(!dump.lines().any(|l| l.trim() == "protocol A;"), "the handler string stayed a string: {dump}");
+        assert!(dump.contains("split-brain"), "{dump}");
     }
 
     #[test]

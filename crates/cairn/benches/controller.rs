@@ -139,7 +139,7 @@ fn main() {
             net_interfaces: vec![NetInterface {
                 name: "default".into(),
                 // Loopback only: the controller tries to reach every node.
-                address: format!("127.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, 1 + i % 250),
+                address: format!("127.{}.{}.{}", 1 + (i + 1) / 65536, ((i + 1) / 256) % 256, (i + 1) % 256),
                 satellite_port: Some(3366),
                 ..Default::default()
             }],

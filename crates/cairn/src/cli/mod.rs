@@ -66,13 +66,14 @@ pub fn controller_url(spec: &str) -> String {
     } else {
         ("http", spec, 3370)
     };
-    let has_port = if rest.starts_with('[') { rest.contains("]:") } else { rest.matches(':').count() == 1 };
-    if has_port {
-        format!("{scheme}://{rest}")
-    } else if rest.contains(':') {
-        format!("{scheme}://[{rest}]:{port}")
-    } else {
-        format!("{scheme}://{rest}:{port}")
+    if rest.starts_with('[') {
+        // [v6] or [v6]:port
+        return if rest.contains("]:") { format!("{scheme}://{rest}") } else { format!("{scheme}://{rest}:{port}") };
+    }
+    match rest.matches(':').count() {
+        0 => format!("{scheme}://{rest}:{port}"),
+        1 => format!("{scheme}://{rest}"),
+        _ => format!("{scheme}://[{rest}]:{port}"),
     }
 }
 
@@ -168,6 +169,7 @@ mod tests {
         assert_eq!(controller_url("http://ctrl:1234/"), "http://ctrl:1234");
         assert_eq!(controller_url("::1"), "http://[::1]:3370");
         assert_eq!(controller_url("[::1]:4000"), "http://[::1]:4000");
+        assert_eq!(controller_url("[::1]"), "http://[::1]:3370");
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub enum NodeCmd {
     Delete { name: String },
     /// Remove a node that is gone for good, with its resources.
     Lost { name: String },
-    /// Move a node's resources elsewhere before taking it out.
+    /// Move a node's resources elsewhere before taking it out (the controller does not implement it yet).
     Evacuate { name: String },
     /// Set (or, without a value, delete) a node property.
     #[command(visible_alias = "sp")]

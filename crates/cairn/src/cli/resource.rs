@@ -96,6 +96,14 @@ fn usage(r: &Resource) -> Cell {
     }
 }
 
+/// DRBD connection state; resources without DRBD have no connections.
+fn conns(r: &Resource) -> Cell {
+    match r.layer_object.as_ref().and_then(|l| l.drbd.as_ref()) {
+        Some(_) => Cell::toned("Unknown", Tone::Warn),
+        None => Cell::from(""),
+    }
+}
+
 fn port(r: &Resource) -> String {
     r.layer_object
         .as_ref()
@@ -161,7 +169,7 @@ pub fn run(ctx: &Ctx, cmd: ResourceCmd) -> i32 {
                     r.resource.node_name.clone().into(),
                     port(&r.resource).into(),
                     usage(&r.resource),
-                    Cell::toned("Ok", Tone::Good),
+                    conns(&r.resource),
                     resource_state(r),
                     created_on(r.resource.create_timestamp).into(),
                 ]);

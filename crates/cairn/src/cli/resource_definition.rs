@@ -167,7 +167,11 @@ pub fn run_vd(ctx: &Ctx, cmd: VolumeDefinitionCmd) -> i32 {
                         minor.into(),
                         v.size_kib.map(human_kib).unwrap_or_default().into(),
                         if v.flags.iter().any(|f| f == "GROSS_SIZE") { "+" } else { "" }.into(),
-                        Cell::toned("ok", Tone::Good),
+                        if v.flags.iter().any(|f| f == "DELETE") {
+                            Cell::toned("DELETING", Tone::Warn)
+                        } else {
+                            Cell::toned("ok", Tone::Good)
+                        },
                     ]);
                 }
             }

@@ -58,20 +58,25 @@ impl Table {
     /// numbers and sizes compare by value. False if there is no such column.
     pub fn sort_by_header(&mut self, name: &str) -> bool {
         let Some(col) = self.header.iter().position(|h| h.eq_ignore_ascii_case(name)) else { return false };
-        let key = |c: Option<&Cell>| -> (f64, String) {
+        // Numbers (with size units) sort by value before text, text by
+        // text: a total order, whatever the column holds.
+        let key = |c: Option<&Cell>| -> (bool, f64, String) {
             let text = c.map(|c| c.text.clone()).unwrap_or_default();
-            let number = text.split_whitespace().next().and_then(|n| n.parse::<f64>().ok());
-            let scale = match text.split_whitespace().nth(1) {
-                Some("MiB") => 1024.0,
-                Some("GiB") => 1024.0 * 1024.0,
-                Some("TiB") => 1024.0 * 1024.0 * 1024.0,
+            let mut words = text.split_whitespace();
+            let number = words.next().and_then(|n| n.parse::<f64>().ok()).filter(|n| n.is_finite());
+            let scale = match words.next() {
+                Some("MiB") => 1024f64,
+                Some("GiB") => 1024f64.powi(2),
+                Some("TiB") => 1024f64.powi(3),
+                Some("PiB") => 1024f64.powi(4),
+                Some("EiB") => 1024f64.powi(5),
                 _ => 1.0,
             };
-            (number.map(|n| n * scale).unwrap_or(f64::NAN), text)
+            (number.is_none(), number.map(|n| n * scale).unwrap_or(0.0), text)
         };
         self.rows.sort_by(|a, b| {
             let (ka, kb) = (key(a.get(col)), key(b.get(col)));
-            if ka.0.is_nan() || kb.0.is_nan() { ka.1.cmp(&kb.1) } else { ka.0.total_cmp(&kb.0) }
+            ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1)).then_with(|| ka.2.cmp(&kb.2))
         });
         true
     }
@@ -178,6 +183,12 @@ mod tests {
         assert!(t.sort_by_header("size"));
         assert_eq!(t.rows.iter().map(|r| r[0].text.as_str()).collect::<Vec<_>>(), ["c", "b", "a"]);
         assert!(!t.sort_by_header("nope"));
+        let mut mixed = Table::new(&["V"]);
+        for v in ["10", "x", "2", "1x", "2 PiB", "3 TiB"] {
+            mixed.row(vec![v.into()]);
+        }
+        assert!(mixed.sort_by_header("V"));
+        assert_eq!(mixed.rows.iter().map(|r| r[0].text.as_str()).collect::<Vec<_>>(), ["2", "10", "3 TiB", "2 PiB", "1x", "x"]);
     }
 
     #[test]
