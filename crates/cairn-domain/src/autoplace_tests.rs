@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_api::node::{NetInterface, Node as WireNode};
 use cairn_api::placement::{AutoPlaceRequest, ResourceGroupSpawn, ResourceMakeAvailable};
 use cairn_api::rc;
 use cairn_api::resource_definition::{
@@ -15,6 +14,7 @@ use cairn_api::storage_pool::StoragePool as WireSp;
 use crate::name::key;
 use crate::placement::{NodeObs, Observer};
 use crate::storage_pool::PoolCapacity;
+use crate::testing;
 use crate::{Cluster, Ctx, OpError, Outcome, Props};
 
 const GIB: i64 = 1024 * 1024;
@@ -49,10 +49,7 @@ struct T {
 
 impl T {
     fn new() -> T {
-        let mut c = Cluster::default();
-        let seed = c.seed(&mut || "s".into());
-        c.apply(seed);
-        T { c, ctx: Ctx::deterministic(), obs: Obs::default() }
+        T { c: testing::seeded(), ctx: Ctx::deterministic(), obs: Obs::default() }
     }
 
     fn run(&mut self, f: impl FnOnce(&Cluster, &Obs, &mut Ctx) -> Result<Outcome, OpError>) -> Outcome {
@@ -68,18 +65,7 @@ impl T {
     /// A satellite node with properties and pools (name, kind, free GiB;
     /// total = 2 x free).
     fn node(&mut self, name: &str, props: &[(&str, &str)], pools: &[(&str, &str, i64)]) {
-        let req = WireNode {
-            name: name.into(),
-            node_type: "SATELLITE".into(),
-            props: props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            net_interfaces: vec![NetInterface {
-                name: "default".into(),
-                address: "127.0.0.1".into(),
-                satellite_port: Some(3366),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let req = testing::satellite(name, props);
         self.run(|c, _, ctx| c.create_node(&req, ctx));
         for (pool, kind, free_gib) in pools {
             let backing = match *kind {
@@ -88,9 +74,7 @@ impl T {
                 "ZFS" | "ZFS_THIN" => "tank".to_string(),
                 _ => format!("/srv/{pool}"),
             };
-            let mut p = Props::new();
-            p.insert("StorDriver/StorPoolName".into(), backing);
-            let sp = WireSp { storage_pool_name: pool.to_string(), provider_kind: kind.to_string(), props: p, ..Default::default() };
+            let sp = testing::pool(pool, kind, &backing);
             self.run(|c, _, ctx| c.create_stor_pool(name, &sp, ctx));
             self.obs
                 .cap

@@ -159,39 +159,22 @@ pub fn affected_nodes(c: &Cluster, changes: &[Change]) -> BTreeSet<String> {
 
 #[cfg(test)]
 mod tests {
-    use cairn_api::node::{NetInterface, Node as WireNode};
+
     use cairn_api::resource::{Resource as WireRsc, ResourceCreate};
     use cairn_api::resource_definition::{
         ResourceDefinition as WireRd, ResourceDefinitionCreate, VolumeDefinition as WireVd, VolumeDefinitionCreate, VolumeDefinitionModify,
     };
-    use cairn_api::storage_pool::StoragePool as WireSp;
 
     use super::*;
-    use crate::{Ctx, Props};
+    use crate::Ctx;
 
     fn cluster() -> (Cluster, Ctx) {
         let mut ctx = Ctx::deterministic();
-        let mut c = Cluster::default();
-        let seed = c.seed(&mut || "s".into());
-        c.apply(seed);
+        let mut c = crate::testing::seeded();
         for n in ["n1", "n2"] {
-            let req = WireNode {
-                name: n.into(),
-                node_type: "SATELLITE".into(),
-                net_interfaces: vec![NetInterface {
-                    name: "default".into(),
-                    address: "127.0.0.1".into(),
-                    satellite_port: Some(3366),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            };
-            let o = c.create_node(&req, &mut ctx).unwrap();
+            let o = c.create_node(&crate::testing::satellite(n, &[]), &mut ctx).unwrap();
             c.apply(o.changes);
-            let mut props = Props::new();
-            props.insert("StorDriver/StorPoolName".into(), "/srv/p".into());
-            let sp = WireSp { storage_pool_name: "DfltStorPool".into(), provider_kind: "FILE_THIN".into(), props, ..Default::default() };
-            let o = c.create_stor_pool(n, &sp, &mut ctx).unwrap();
+            let o = c.create_stor_pool(n, &crate::testing::pool("DfltStorPool", "FILE_THIN", "/srv/p"), &mut ctx).unwrap();
             c.apply(o.changes);
         }
         let rd =

@@ -45,3 +45,5 @@ mod tests;
 
 #[cfg(test)]
 mod autoplace_tests;
+#[cfg(test)]
+mod testing;

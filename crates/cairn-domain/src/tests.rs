@@ -1,17 +1,16 @@
 //! Unit tests of the cluster operations, with no IO: each builds a cluster
 //! through the same operations the controller calls.
 
-use cairn_api::node::{NetInterface, Node as WireNode};
 use cairn_api::rc;
 use cairn_api::resource::{Resource as WireRsc, ResourceCreate};
 use cairn_api::resource_definition::{
     ResourceDefinition as WireRd, ResourceDefinitionCreate, VolumeDefinition as WireVd, VolumeDefinitionCreate, VolumeDefinitionModify,
 };
 use cairn_api::resource_group::{AutoSelectFilter, ResourceGroup as WireRg, ResourceGroupModify};
-use cairn_api::storage_pool::StoragePool as WireSp;
 
 use crate::resource_group::merge_filter;
-use crate::{Cluster, Ctx, OpError, Outcome, Props};
+use crate::testing;
+use crate::{Cluster, Ctx, OpError, Outcome};
 
 struct T {
     c: Cluster,
@@ -20,10 +19,7 @@ struct T {
 
 impl T {
     fn new() -> T {
-        let mut c = Cluster::default();
-        let seed = c.seed(&mut || "seed".into());
-        c.apply(seed);
-        T { c, ctx: Ctx::deterministic() }
+        T { c: testing::seeded(), ctx: Ctx::deterministic() }
     }
 
     fn run(&mut self, f: impl FnOnce(&Cluster, &mut Ctx) -> Result<Outcome, OpError>) -> Outcome {
@@ -41,24 +37,12 @@ impl T {
     }
 
     fn node(&mut self, name: &str) {
-        let req = WireNode {
-            name: name.into(),
-            node_type: "SATELLITE".into(),
-            net_interfaces: vec![NetInterface {
-                name: "default".into(),
-                address: "127.0.0.1".into(),
-                satellite_port: Some(3366),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let req = testing::satellite(name, &[]);
         self.run(|c, ctx| c.create_node(&req, ctx));
     }
 
     fn pool(&mut self, node: &str, name: &str) {
-        let mut props = Props::new();
-        props.insert("StorDriver/StorPoolName".into(), "/srv/pool".into());
-        let req = WireSp { storage_pool_name: name.into(), provider_kind: "FILE_THIN".into(), props, ..Default::default() };
+        let req = testing::pool(name, "FILE_THIN", "/srv/pool");
         self.run(|c, ctx| c.create_stor_pool(node, &req, ctx));
     }
 

@@ -2,7 +2,7 @@
 
 use cairn_api::resource::{Resource, ResourceCreate, ResourceWithVolumes, Volume};
 use cairn_client::seg;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::size::human_kib;
 use super::table::{Cell, Table, Tone};
@@ -23,12 +23,8 @@ pub enum ResourceCmd {
     },
     #[command(visible_alias = "l", alias = "ls")]
     List {
-        #[arg(short = 'n', long = "nodes", num_args = 1..)]
-        nodes: Vec<String>,
-        #[arg(short = 'r', long = "resources", num_args = 1..)]
-        resources: Vec<String>,
-        #[arg(short = 's', long = "storage-pools", num_args = 1..)]
-        pools: Vec<String>,
+        #[command(flatten)]
+        filter: ListFilter,
         #[arg(long = "props", num_args = 1..)]
         props: Vec<String>,
     },
@@ -52,13 +48,20 @@ pub enum ResourceCmd {
 pub enum VolumeCmd {
     #[command(visible_alias = "l", alias = "ls")]
     List {
-        #[arg(short = 'n', long = "nodes", num_args = 1..)]
-        nodes: Vec<String>,
-        #[arg(short = 'r', long = "resources", num_args = 1..)]
-        resources: Vec<String>,
-        #[arg(short = 's', long = "storage-pools", num_args = 1..)]
-        pools: Vec<String>,
+        #[command(flatten)]
+        filter: ListFilter,
     },
+}
+
+/// The `-n`, `-r`, `-s` filters of resource and volume lists.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ListFilter {
+    #[arg(short = 'n', long = "nodes", num_args = 1..)]
+    nodes: Vec<String>,
+    #[arg(short = 'r', long = "resources", num_args = 1..)]
+    resources: Vec<String>,
+    #[arg(short = 's', long = "storage-pools", num_args = 1..)]
+    pools: Vec<String>,
 }
 
 /// The state column of a resource, from the observed volume states.
@@ -133,8 +136,8 @@ fn created_on(ms: Option<i64>) -> String {
     .unwrap_or_default()
 }
 
-fn view(ctx: &Ctx, nodes: &[String], resources: &[String], pools: &[String], props: &[String]) -> Result<Vec<ResourceWithVolumes>, i32> {
-    let q = query(&[("nodes", nodes), ("resources", resources), ("storage_pools", pools), ("props", props)]);
+fn view(ctx: &Ctx, f: &ListFilter, props: &[String]) -> Result<Vec<ResourceWithVolumes>, i32> {
+    let q = query(&[("nodes", &f.nodes), ("resources", &f.resources), ("storage_pools", &f.pools), ("props", props)]);
     ctx.get(&format!("/v1/view/resources{q}"))
 }
 
@@ -157,8 +160,8 @@ pub fn run(ctx: &Ctx, cmd: ResourceCmd) -> i32 {
                 .collect();
             ctx.send("POST", &format!("/v1/resource-definitions/{}/resources", seg(&rsc)), Some(&body))
         }
-        ResourceCmd::List { nodes, resources, pools, props } => {
-            let list = match view(ctx, &nodes, &resources, &pools, &props) {
+        ResourceCmd::List { filter, props } => {
+            let list = match view(ctx, &filter, &props) {
                 Ok(l) => l,
                 Err(code) => return code,
             };
@@ -195,8 +198,8 @@ pub fn run(ctx: &Ctx, cmd: ResourceCmd) -> i32 {
 }
 
 pub fn run_volume(ctx: &Ctx, cmd: VolumeCmd) -> i32 {
-    let VolumeCmd::List { nodes, resources, pools } = cmd;
-    let list = match view(ctx, &nodes, &resources, &pools, &[]) {
+    let VolumeCmd::List { filter } = cmd;
+    let list = match view(ctx, &filter, &[]) {
         Ok(l) => l,
         Err(code) => return code,
     };
