@@ -31,14 +31,6 @@ impl ClientError {
             ClientError::Transport { .. } => None,
         }
     }
-
-    /// The ApiCallRc entries of an error reply.
-    pub fn replies(&self) -> &[ApiCallRc] {
-        match self {
-            ClientError::Api { replies, .. } => replies,
-            _ => &[],
-        }
-    }
 }
 
 /// A raw answer: status and body bytes.

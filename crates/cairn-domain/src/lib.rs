@@ -24,8 +24,8 @@ pub mod resource;
 pub mod resource_definition;
 pub mod resource_group;
 pub mod storage_pool;
-pub mod time;
 
+pub use cairn_api::time;
 pub use cluster::{Change, Cluster, Kind, ObjKey, Object, Outcome};
 pub use ctx::Ctx;
 pub use error::OpError;

@@ -34,8 +34,9 @@ pub struct Satellite {
     shared: Arc<Shared>,
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+/// This machine's host name (`uname -n`), if it can be read.
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string())
 }
 
 impl Satellite {
@@ -59,7 +60,7 @@ impl Satellite {
         let hello = Hello {
             proto_version: proto,
             node_name: config.node_name.clone(),
-            hostname: hostname(),
+            hostname: hostname().unwrap_or_default(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             instance: instance.clone(),
             providers: providers.clone(),

@@ -118,7 +118,7 @@ struct SatelliteArgs {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    cairn_satellite::server::hostname().unwrap_or_else(|| "localhost".into())
 }
 
 impl SatelliteArgs {

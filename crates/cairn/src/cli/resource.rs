@@ -117,23 +117,7 @@ fn port(r: &Resource) -> String {
 }
 
 fn created_on(ms: Option<i64>) -> String {
-    ms.map(|ms| {
-        let s = ms / 1000;
-        let days = s.div_euclid(86_400);
-        let sod = s.rem_euclid(86_400);
-        // Civil date from days since the epoch (proleptic Gregorian).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", sod / 3600, (sod % 3600) / 60, sod % 60)
-    })
-    .unwrap_or_default()
+    ms.map(cairn_api::time::datetime_utc).unwrap_or_default()
 }
 
 fn view(ctx: &Ctx, f: &ListFilter, props: &[String]) -> Result<Vec<ResourceWithVolumes>, i32> {
