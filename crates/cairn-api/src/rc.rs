@@ -113,6 +113,7 @@ pub const FAIL_MISSING_NETCOM: i64 = 603;
 pub const FAIL_POOL_EXHAUSTED_VLM_NR: i64 = 800;
 pub const FAIL_UNDECIDABLE_AUTOPLACMENT: i64 = 985;
 pub const FAIL_NOT_ENOUGH_NODES: i64 = 996;
+pub const FAIL_STLT_DOES_NOT_SUPPORT_LAYER: i64 = 988;
 pub const FAIL_IN_USE: i64 = 997;
 pub const FAIL_UNKNOWN_ERROR: i64 = 998;
 pub const FAIL_IMPL_ERROR: i64 = 999;
@@ -126,6 +127,10 @@ pub const WARN_NOT_ENOUGH_NODES_FOR_TIE_BREAKER: i64 = 1013;
 pub const WARN_NOT_FOUND: i64 = 3000;
 
 // Infos (combine with MASK_INFO).
+pub const INFO_PROP_SET: i64 = 10002;
+pub const INFO_TIE_BREAKER_CREATED: i64 = 10003;
+pub const INFO_TIE_BREAKER_DELETING: i64 = 10004;
+pub const INFO_TIE_BREAKER_TAKEOVER: i64 = 10006;
 pub const INFO_RSC_ALREADY_EXISTS: i64 = 10008;
 
 // Whole-entry specials.

@@ -56,6 +56,19 @@ pub struct ResourceLayer {
 pub struct VolumeState {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_state: Option<String>,
+    /// Per peer node: DRBD replication state and resync progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_states: Option<std::collections::BTreeMap<String, ReplicationState>>,
+}
+
+/// `ReplicationState`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReplicationState {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub done_percentage: Option<f64>,
 }
 
 /// `VolumeLayer`: `{type, data}` in `volumes[].layer_data_list`.

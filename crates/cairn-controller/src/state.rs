@@ -93,7 +93,12 @@ impl AppState {
         let mut ctx = new_ctx();
         let (outcome, mut nodes, fresh) = {
             let c = self.read();
-            let outcome = op(&c, &mut ctx)?;
+            let mut outcome = op(&c, &mut ctx)?;
+            // DRBD bookkeeping (layer support, tiebreaker, quorum) joins the
+            // same transaction.
+            let follow = c.drbd_follow_up(&outcome, &self.inner.links, &mut ctx)?;
+            outcome.changes.extend(follow.changes);
+            outcome.replies.extend(follow.replies);
             let nodes = affected_nodes(&c, &outcome.changes);
             // Nodes this change registers: no satellite can be connected yet,
             // so there is nothing to warn about.

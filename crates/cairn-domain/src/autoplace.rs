@@ -30,7 +30,7 @@ use crate::{Ctx, DEFAULT_DISKLESS_STOR_POOL, Props};
 pub const DEFAULT_PLACE_COUNT: i64 = 2;
 
 /// The layer stack replicas get: the request's, the filter's, the
-/// definition's, else STORAGE.
+/// definition's, else DRBD over STORAGE.
 fn layers(req: Option<&Vec<String>>, filter: &AutoSelectFilter, d: &ResourceDefinition, op: i64) -> OpResult<Vec<String>> {
     match req.filter(|l| !l.is_empty()) {
         Some(l) => check_layer_stack(l, op),
@@ -39,7 +39,7 @@ fn layers(req: Option<&Vec<String>>, filter: &AutoSelectFilter, d: &ResourceDefi
             .clone()
             .filter(|l| !l.is_empty())
             .or_else(|| Some(d.layer_stack.clone()).filter(|l| !l.is_empty()))
-            .unwrap_or_else(|| vec!["STORAGE".into()])),
+            .unwrap_or_else(crate::default_layer_stack)),
     }
 }
 
@@ -326,7 +326,7 @@ impl Cluster {
         let g = self.rsc_grp(rg, OP)?;
         let filter = normalize_filter(&merge_filter(&g.select_filter, filter), OP)?;
         let place_count = filter.place_count.unwrap_or(DEFAULT_PLACE_COUNT).max(1) as usize;
-        let stack = filter.layer_stack.clone().unwrap_or_else(|| vec!["STORAGE".into()]);
+        let stack = filter.layer_stack.clone().filter(|l| !l.is_empty()).unwrap_or_else(crate::default_layer_stack);
         let placer = self.placer(obs, &filter, None, 0, stack);
         let mut rej = Rejections::default();
         let cands = placer.candidates(&mut rej)?;
@@ -383,7 +383,7 @@ impl Cluster {
     pub fn query_max_volume_size(&self, filter: &AutoSelectFilter, obs: &dyn Observer) -> OpResult<MaxVolumeSizes> {
         let filter = normalize_filter(filter, rc::MASK_STOR_POOL)?;
         let place_count = filter.place_count.unwrap_or(DEFAULT_PLACE_COUNT).max(1) as usize;
-        let stack = filter.layer_stack.clone().unwrap_or_else(|| vec!["STORAGE".into()]);
+        let stack = filter.layer_stack.clone().filter(|l| !l.is_empty()).unwrap_or_else(crate::default_layer_stack);
         let placer = self.placer(obs, &filter, None, 0, stack);
         let cands = placer.candidates(&mut Rejections::default())?;
         let mut by_pool: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();

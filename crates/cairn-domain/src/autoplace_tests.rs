@@ -24,6 +24,8 @@ struct Obs {
     offline: BTreeSet<String>,
     cap: BTreeMap<(String, String), PoolCapacity>,
     no_providers: BTreeSet<String>,
+    /// Satellites without the DRBD layer.
+    storage_only: bool,
 }
 
 impl Observer for Obs {
@@ -33,7 +35,8 @@ impl Observer for Obs {
         if self.no_providers.contains(node_key) {
             providers.retain(|p| p == "DISKLESS");
         }
-        NodeObs { online: !self.offline.contains(node_key), providers, layers: ["STORAGE".to_string()].into() }
+        let layers = if self.storage_only { vec!["STORAGE".to_string()] } else { vec!["DRBD".to_string(), "STORAGE".to_string()] };
+        NodeObs { online: !self.offline.contains(node_key), providers, layers: layers.into_iter().collect() }
     }
 
     fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
@@ -275,9 +278,16 @@ fn provider_and_layer_filters() {
     t.autoplace("rr", AutoSelectFilter { place_count: Some(1), provider_list: strings(&["LVM"]), ..Default::default() });
     assert_eq!(t.nodes_of("rr"), vec!["lvm"]);
     t.rd("r2", None, 1);
+    t.obs.storage_only = true;
     let e =
         t.autoplace_err("r2", AutoSelectFilter { place_count: Some(1), layer_stack: strings(&["DRBD", "STORAGE"]), ..Default::default() });
     assert!(e.rc.cause.unwrap().contains("does not support layer DRBD"));
+    // The default stack is DRBD over STORAGE: no DRBD, no placement...
+    let e = t.autoplace_err("r2", count(1));
+    assert!(e.rc.cause.unwrap().contains("does not support layer DRBD"));
+    // ...unless the request asks for STORAGE alone.
+    t.autoplace("r2", AutoSelectFilter { place_count: Some(1), layer_stack: strings(&["STORAGE"]), ..Default::default() });
+    t.obs.storage_only = false;
     t.rd("r3", None, 1);
     t.autoplace("r3", count(2));
     assert_eq!(t.nodes_of("r3"), vec!["lvm", "lvm2"], "a satellite that cannot serve FILE is skipped, ZFS does not mix with LVM");

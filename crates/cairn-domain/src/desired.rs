@@ -117,6 +117,7 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
             .collect(),
         options: drbd_options(c, r),
         peers,
+        initial_sync: !r.is_diskless() && rd.props.get(crate::drbd_auto::PROP_INITIAL_SYNC_RSC) == Some(&r.uuid),
     })
 }
 
@@ -190,7 +191,11 @@ mod tests {
     #[test]
     fn desired_state_lists_pools_and_resources_of_the_node() {
         let (mut c, mut ctx) = cluster();
-        let req = ResourceCreate { resource: WireRsc { node_name: "n1".into(), ..Default::default() }, ..Default::default() };
+        let req = ResourceCreate {
+            resource: WireRsc { node_name: "n1".into(), ..Default::default() },
+            layer_list: Some(vec!["STORAGE".into()]),
+            ..Default::default()
+        };
         let o = c.create_resources("web", &[req], None, &mut ctx).unwrap();
         c.apply(o.changes.clone());
         assert_eq!(affected_nodes(&c, &o.changes), BTreeSet::from(["N1".to_string()]));

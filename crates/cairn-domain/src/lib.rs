@@ -12,6 +12,7 @@ pub mod autoplace;
 pub mod cluster;
 pub mod ctx;
 pub mod desired;
+pub mod drbd_auto;
 pub mod error;
 pub mod kvs;
 pub mod name;
@@ -37,6 +38,12 @@ pub type Props = std::collections::BTreeMap<String, String>;
 pub const DEFAULT_RSC_GRP: &str = "DfltRscGrp";
 /// Name of the diskful storage pool used when nothing else is said.
 pub const DEFAULT_STOR_POOL: &str = "DfltStorPool";
+/// The layer stack of a resource when nobody names one (LINSTOR's
+/// `createDefaultStack`).
+pub fn default_layer_stack() -> Vec<String> {
+    vec!["DRBD".to_string(), "STORAGE".to_string()]
+}
+
 /// Name of the diskless pool every satellite gets.
 pub const DEFAULT_DISKLESS_STOR_POOL: &str = "DfltDisklessStorPool";
 

@@ -37,6 +37,18 @@ pub struct Taken {
     minors: BTreeSet<u32>,
 }
 
+impl Taken {
+    /// Marks a node id of `rd_key` as used (by a change not yet applied).
+    pub fn reserve_node_id(&mut self, rd_key: &str, id: u8) {
+        self.node_ids.entry(rd_key.to_string()).or_default().insert(id);
+    }
+
+    /// Marks a port of `node_key` as used (by a change not yet applied).
+    pub fn reserve_port(&mut self, node_key: &str, port: u16) {
+        self.ports.entry(node_key.to_string()).or_default().insert(port);
+    }
+}
+
 /// Parses `7000-7999`.
 pub fn parse_range(s: &str) -> Option<(u32, u32)> {
     let (a, b) = s.trim().split_once('-')?;

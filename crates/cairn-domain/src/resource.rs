@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_api::rc::{self, ApiCallRc};
 use cairn_api::resource as wire;
+use cairn_proto::{DrbdObserved, DrbdVolumeObserved};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, ObjKey, Object, Outcome};
@@ -71,19 +72,25 @@ impl Resource {
     }
 
     /// The wire form. `observed` gives what satellites reported per volume
-    /// number; `in_use` is observed too (None when unknown).
-    /// `minor` gives the DRBD minor of a volume number.
+    /// number (the STORAGE layer); `drbd` what the node's DRBD reported;
+    /// `in_use` is observed too (None when unknown). `minor` gives the
+    /// DRBD minor of a volume number.
     pub fn to_api(
         &self,
         observed: &dyn Fn(u32) -> Option<VolumeObserved>,
         minor: &dyn Fn(u32) -> Option<u32>,
         in_use: Option<bool>,
+        drbd: Option<&DrbdObserved>,
     ) -> wire::ResourceWithVolumes {
+        let has_drbd = self.layer_stack.iter().any(|l| l == "DRBD");
+        let drbd = drbd.filter(|_| has_drbd);
+        let drbd_vol = |nr: u32| drbd.and_then(|d| d.volumes.iter().find(|v| v.number == nr));
         let volumes: Vec<wire::Volume> = self
             .volumes
             .values()
             .map(|v| {
                 let o = observed(v.volume_number).unwrap_or_default();
+                let dv = drbd_vol(v.volume_number);
                 let layer_data_list = self
                     .layer_stack
                     .iter()
@@ -91,33 +98,51 @@ impl Resource {
                         layer_type: l.clone(),
                         data: match l.as_str() {
                             "STORAGE" => Some(storage_volume_json(v.volume_number, &o)),
-                            "DRBD" => minor(v.volume_number).map(|m| {
-                                serde_json::json!({
-                                    "drbd_volume_definition": { "volume_number": v.volume_number, "minor_number": m },
-                                    "device_path": format!("/dev/drbd{m}"),
-                                })
-                            }),
+                            "DRBD" => minor(v.volume_number).map(|m| self.drbd_volume_json(v.volume_number, m, &o, dv)),
                             _ => None,
                         },
                     })
                     .collect();
+                let (device_path, disk_state) = match (has_drbd, minor(v.volume_number)) {
+                    (true, Some(m)) => (Some(format!("/dev/drbd{m}")), dv.map(|d| d.disk.clone()).or(o.disk_state.clone())),
+                    _ => (o.device_path.clone(), o.disk_state.clone()),
+                };
+                let replication_states = dv.filter(|d| !d.peers.is_empty()).map(|d| {
+                    d.peers
+                        .iter()
+                        .map(|p| {
+                            (
+                                p.peer.clone(),
+                                wire::ReplicationState { replication_state: Some(p.replication.clone()), done_percentage: p.done },
+                            )
+                        })
+                        .collect()
+                });
                 wire::Volume {
                     volume_number: i64::from(v.volume_number),
                     storage_pool_name: v.storage_pool.clone(),
                     provider_kind: v.provider_kind.as_str().to_string(),
-                    device_path: o.device_path.clone(),
+                    device_path,
                     allocated_size_kib: o.allocated_size_kib,
                     usable_size_kib: o.usable_size_kib,
                     props: v.props.clone(),
                     flags: v.flags.iter().cloned().collect(),
-                    state: wire::VolumeState { disk_state: o.disk_state.clone() },
+                    state: wire::VolumeState { disk_state, replication_states },
                     layer_data_list,
                     uuid: Some(v.uuid.clone()),
                     reports: Vec::new(),
                 }
             })
             .collect();
-        let layer_object = self.layer_tree(0, observed);
+        let layer_object = self.layer_tree(0, observed, minor, drbd);
+        // DRBD knows whether the device is open; without the kernel's word
+        // it is unknown.
+        let in_use = match drbd {
+            Some(d) if d.kernel => Some(d.role == "Primary"),
+            Some(_) => None,
+            None if has_drbd => None,
+            None => in_use,
+        };
         wire::ResourceWithVolumes {
             resource: wire::Resource {
                 name: self.resource_definition.clone(),
@@ -133,7 +158,33 @@ impl Resource {
         }
     }
 
-    fn layer_tree(&self, depth: usize, observed: &dyn Fn(u32) -> Option<VolumeObserved>) -> wire::ResourceLayer {
+    fn drbd_volume_json(&self, nr: u32, minor: u32, o: &VolumeObserved, dv: Option<&DrbdVolumeObserved>) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("drbd_volume_definition".into(), serde_json::json!({ "volume_number": nr, "minor_number": minor }));
+        m.insert("device_path".into(), format!("/dev/drbd{minor}").into());
+        if let Some(b) = o.device_path.clone().filter(|_| !self.is_diskless()) {
+            m.insert("backing_device".into(), b.into());
+            m.insert("meta_disk".into(), "internal".into());
+        }
+        if let Some(s) = o.allocated_size_kib {
+            m.insert("allocated_size_kib".into(), s.into());
+        }
+        if let Some(s) = dv.and_then(|d| d.size_kib) {
+            m.insert("usable_size_kib".into(), s.into());
+        }
+        if let Some(d) = dv {
+            m.insert("disk_state".into(), d.disk.clone().into());
+        }
+        serde_json::Value::Object(m)
+    }
+
+    fn layer_tree(
+        &self,
+        depth: usize,
+        observed: &dyn Fn(u32) -> Option<VolumeObserved>,
+        minor: &dyn Fn(u32) -> Option<u32>,
+        drbd: Option<&DrbdObserved>,
+    ) -> wire::ResourceLayer {
         let kind = self.layer_stack.get(depth).cloned().unwrap_or_else(|| "STORAGE".to_string());
         let mut layer = wire::ResourceLayer { layer_type: kind.clone(), ..Default::default() };
         if kind == "STORAGE" {
@@ -155,16 +206,55 @@ impl Resource {
             });
         } else {
             if kind == "DRBD" {
-                layer.drbd = Some(match self.drbd {
-                    Some(d) => {
-                        serde_json::json!({ "node_id": d.node_id, "tcp_ports": [d.tcp_port], "al_stripes": 1, "al_size": 32, "connections": {} })
+                let mut m = serde_json::Map::new();
+                if let Some(d) = self.drbd {
+                    m.insert("node_id".into(), d.node_id.into());
+                    m.insert("tcp_ports".into(), serde_json::json!([d.tcp_port]));
+                    m.insert("al_stripes".into(), 1.into());
+                    m.insert("al_size".into(), 32.into());
+                }
+                let mut flags = Vec::new();
+                if self.is_diskless() {
+                    flags.push("DISKLESS");
+                }
+                if self.flags.contains("TIE_BREAKER") {
+                    flags.push("TIE_BREAKER");
+                }
+                m.insert("flags".into(), serde_json::json!(flags));
+                let vols: Vec<serde_json::Value> = self
+                    .volumes
+                    .values()
+                    .filter_map(|v| {
+                        let o = observed(v.volume_number).unwrap_or_default();
+                        let dv = drbd.and_then(|d| d.volumes.iter().find(|x| x.number == v.volume_number));
+                        minor(v.volume_number).map(|mn| self.drbd_volume_json(v.volume_number, mn, &o, dv))
+                    })
+                    .collect();
+                m.insert("drbd_volumes".into(), vols.into());
+                let conns: serde_json::Map<String, serde_json::Value> = drbd
+                    .map(|d| {
+                        d.connections
+                            .iter()
+                            .map(|c| {
+                                (c.peer.clone(), serde_json::json!({ "connected": c.connection == "Connected", "message": c.connection }))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                m.insert("connections".into(), conns.into());
+                if let Some(d) = drbd {
+                    if let Some(p) = d.promotion_score {
+                        m.insert("promotion_score".into(), p.into());
                     }
-                    None => serde_json::json!({}),
-                });
+                    if let Some(p) = d.may_promote {
+                        m.insert("may_promote".into(), p.into());
+                    }
+                }
+                layer.drbd = Some(serde_json::Value::Object(m));
             } else if kind == "LUKS" {
                 layer.luks = Some(serde_json::json!({}));
             }
-            layer.children = vec![self.layer_tree(depth + 1, observed)];
+            layer.children = vec![self.layer_tree(depth + 1, observed, minor, drbd)];
         }
         layer
     }
@@ -306,6 +396,31 @@ impl Cluster {
         for req in reqs {
             let node_name = node_override.unwrap_or(&req.resource.node_name);
             let nk = key(node_name);
+            // A tiebreaker makes room for a replica the user asks for: a
+            // diskless one takes it over, a diskful one replaces it.
+            if let Some(tb) = self.resources.get(&(rd_key.clone(), nk.clone())).filter(|r| r.flags.contains("TIE_BREAKER"))
+                && seen.insert(nk.clone())
+            {
+                let wants_disk =
+                    !req.resource.flags.iter().any(|f| f.to_ascii_uppercase().contains("DISKLESS")) && req.drbd_client != Some(true);
+                if wants_disk {
+                    let r = self.build_resource(d, &vds, node_name, req, &mut taken, OP, ctx)?;
+                    out.delete(ObjKey::Rsc(rd_key.clone(), nk.clone()));
+                    out.reply(created_reply(&r));
+                    out.put(Object::Rsc(r));
+                } else {
+                    let mut r = tb.clone();
+                    r.flags.remove("TIE_BREAKER");
+                    r.props.extend(req.resource.props.clone());
+                    out.reply(ApiCallRc::info(
+                        OP,
+                        rc::INFO_TIE_BREAKER_TAKEOVER,
+                        format!("The tie breaker resource '{}' on node '{}' is now a regular diskless resource.", d.name, r.node),
+                    ));
+                    out.put(Object::Rsc(r));
+                }
+                continue;
+            }
             if self.resources.contains_key(&(rd_key.clone(), nk.clone())) || seen.contains(&nk) {
                 return Err(OpError::new(
                     OP,
@@ -371,7 +486,9 @@ impl Cluster {
         let stack = match req.layer_list.as_ref().filter(|l| !l.is_empty()) {
             Some(l) => check_layer_stack(l, op)?,
             None if !d.layer_stack.is_empty() => d.layer_stack.clone(),
-            None => rg.and_then(|g| g.select_filter.layer_stack.clone()).unwrap_or_else(|| vec!["STORAGE".to_string()]),
+            None => {
+                rg.and_then(|g| g.select_filter.layer_stack.clone()).filter(|l| !l.is_empty()).unwrap_or_else(crate::default_layer_stack)
+            }
         };
         let drbd = if stack.iter().any(|l| l == "DRBD") {
             if let Some(vd) = vds.iter().find(|v| v.drbd_minor.is_none()) {

@@ -114,8 +114,17 @@ fn rd_not_found(op: i64, rd: &str) -> OpError {
 }
 
 impl ResourceDefinition {
-    pub fn to_api(&self, vlm_dfns: Option<Vec<wire::VolumeDefinition>>) -> wire::ResourceDefinition {
-        let layer_data = if self.layer_stack.is_empty() { vec!["STORAGE".to_string()] } else { self.layer_stack.clone() }
+    /// The wire form; `uses_drbd` tells whether replicas get DRBD by
+    /// default ([`Cluster::rd_uses_drbd`]).
+    pub fn to_api(&self, vlm_dfns: Option<Vec<wire::VolumeDefinition>>, uses_drbd: bool) -> wire::ResourceDefinition {
+        let stack = if !self.layer_stack.is_empty() {
+            self.layer_stack.clone()
+        } else if uses_drbd {
+            crate::default_layer_stack()
+        } else {
+            vec!["STORAGE".to_string()]
+        };
+        let layer_data = stack
             .into_iter()
             .map(|t| {
                 let data = (t == "DRBD").then(|| {
@@ -164,9 +173,22 @@ impl VolumeDefinition {
 impl Cluster {
     /// Whether resources of `d` get a DRBD layer: its own layer stack, or
     /// its group's. Only those volume definitions take a minor number.
+    pub fn rd_uses_drbd(&self, d: &ResourceDefinition) -> bool {
+        self.uses_drbd(d)
+    }
+
+    /// Whether replicas of `d` get a DRBD layer unless a request says
+    /// otherwise: its own stack, else its group's, else the default.
     pub(crate) fn uses_drbd(&self, d: &ResourceDefinition) -> bool {
         let group = self.rsc_grps.get(&key(&d.resource_group)).and_then(|g| g.select_filter.layer_stack.clone()).unwrap_or_default();
-        d.layer_stack.iter().chain(group.iter()).any(|l| l == "DRBD")
+        let stack = if !d.layer_stack.is_empty() {
+            d.layer_stack.clone()
+        } else if !group.is_empty() {
+            group
+        } else {
+            crate::default_layer_stack()
+        };
+        stack.iter().any(|l| l == "DRBD")
     }
 
     pub fn rsc_dfn(&self, rd: &str, op: i64) -> OpResult<&ResourceDefinition> {
@@ -249,6 +271,12 @@ impl Cluster {
         const OP: i64 = rc::MASK_MOD | rc::MASK_RSC_DFN;
         let mut d = self.rsc_dfn(rd, OP)?.clone();
         d.props = props::apply(&d.props, &req.props, OP)?;
+        // A quorum a user sets (or removes) is theirs: auto-quorum stays away.
+        if req.props.override_props.contains_key(crate::drbd_auto::PROP_QUORUM) {
+            d.props.insert(crate::drbd_auto::PROP_QUORUM_SET_BY.into(), "user".into());
+        } else if req.props.delete_props.iter().any(|k| k == crate::drbd_auto::PROP_QUORUM) {
+            d.props.remove(crate::drbd_auto::PROP_QUORUM_SET_BY);
+        }
         if let Some(g) = req.resource_group.as_deref().filter(|g| !g.is_empty()) {
             d.resource_group = self.rsc_grp(g, OP)?.name.clone();
         }

@@ -18,12 +18,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Cmd {
     program: String,
     args: Vec<OsString>,
+    env: Vec<(String, String)>,
     timeout: Duration,
 }
 
 impl Cmd {
     pub fn new(program: &str) -> Cmd {
-        Cmd { program: program.to_string(), args: Vec::new(), timeout: DEFAULT_TIMEOUT }
+        Cmd { program: program.to_string(), args: Vec::new(), env: Vec::new(), timeout: DEFAULT_TIMEOUT }
     }
 
     pub fn arg(mut self, a: impl Into<OsString>) -> Cmd {
@@ -34,6 +35,16 @@ impl Cmd {
     pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Cmd {
         self.args.extend(args.into_iter().map(Into::into));
         self
+    }
+
+    /// Sets an environment variable for the child (not part of the argv).
+    pub fn env(mut self, key: &str, value: &str) -> Cmd {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn get_env(&self) -> &[(String, String)] {
+        &self.env
     }
 
     pub fn timeout(mut self, t: Duration) -> Cmd {
@@ -132,6 +143,7 @@ impl CommandRunner for HostRunner {
                 .env("LC_ALL", "C")
                 // Tools never need the cluster secret.
                 .env_remove("CAIRN_CLUSTER_SECRET")
+                .envs(cmd.env.iter().map(|(k, v)| (k, v)))
                 .kill_on_drop(true);
             let child = c.spawn().map_err(|e| ExecError::Spawn {
                 program: cmd.program.clone(),

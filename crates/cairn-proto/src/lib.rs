@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 2;
+pub const PROTO_VERSION: u32 = 3;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Paths on the satellite.
@@ -36,9 +36,12 @@ pub struct Hello {
     /// restarted and needs a full apply.
     pub instance: String,
     pub providers: Vec<ProviderSupport>,
-    /// Layers the satellite can build (`STORAGE`, later `DRBD`, `LUKS`...).
+    /// Layers the satellite can build (`STORAGE`, `DRBD`, ...).
     #[serde(default)]
     pub layers: Vec<String>,
+    /// Layers it cannot build, with the reasons (missing tool, module).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unsupported_layers: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Whether the satellite can serve a provider kind, and why not.
@@ -105,6 +108,10 @@ pub struct DrbdDesired {
     pub options: std::collections::BTreeMap<String, String>,
     /// The other replicas, sorted by node name.
     pub peers: Vec<DrbdPeer>,
+    /// This node was chosen to make a brand-new resource UpToDate
+    /// (`primary --force`) once its metadata was created fresh.
+    #[serde(default)]
+    pub initial_sync: bool,
 }
 
 /// One volume of the DRBD resource.
@@ -168,12 +175,74 @@ pub struct VolumeObserved {
 }
 
 /// What a satellite sees of one resource.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ResourceObserved {
     pub name: String,
     pub volumes: Vec<VolumeObserved>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ObjectError>,
+    /// The DRBD state of the resource (from `drbdsetup events2`), when
+    /// it has a DRBD layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drbd: Option<DrbdObserved>,
+}
+
+/// The kernel's view of a DRBD resource on one node.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DrbdObserved {
+    /// `false`: the configuration is written but the DRBD 9 kernel
+    /// module is not there to run it (config-only satellites).
+    pub kernel: bool,
+    /// `Primary`, `Secondary` or `Unknown`.
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_promote: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_score: Option<i64>,
+    /// `no`, or why I/O is suspended (`user`, `quorum`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<String>,
+    pub connections: Vec<DrbdConnectionObserved>,
+    pub volumes: Vec<DrbdVolumeObserved>,
+}
+
+/// A connection to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DrbdConnectionObserved {
+    /// The peer's name (`conn-name`).
+    pub peer: String,
+    pub peer_node_id: u8,
+    /// `Connected`, `Connecting`, `StandAlone`, ...
+    pub connection: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_role: Option<String>,
+}
+
+/// One DRBD volume (device) and its replication to each peer.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DrbdVolumeObserved {
+    pub number: u32,
+    pub minor: u32,
+    /// `UpToDate`, `Inconsistent`, `Diskless`, ...
+    pub disk: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<bool>,
+    /// Usable size of the DRBD device, KiB (with `--statistics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_kib: Option<i64>,
+    pub peers: Vec<DrbdPeerVolumeObserved>,
+}
+
+/// Replication of one volume to one peer.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DrbdPeerVolumeObserved {
+    pub peer: String,
+    /// `Established`, `SyncSource`, `SyncTarget`, `Off`, ...
+    pub replication: String,
+    pub peer_disk: String,
+    /// Resync progress in percent while syncing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<f64>,
 }
 
 /// Capacity of a pool, in KiB, or why it could not be read.
@@ -189,7 +258,7 @@ pub struct PoolObserved {
 }
 
 /// The answer to [`Apply`] and to `GET /internal/v1/observe`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Observed {
     pub generation: u64,
     /// The satellite process's instance id (see [`Hello::instance`]).

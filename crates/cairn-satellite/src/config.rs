@@ -22,6 +22,17 @@ pub struct SatelliteConfig {
     pub command_timeout: Duration,
     /// Mutual TLS with the controller; plain HTTP when absent.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Where the DRBD `.res` files go (default `<data_dir>/drbd.d`).
+    pub drbd_config_dir: Option<PathBuf>,
+    /// Without the DRBD 9 kernel module, still write and check DRBD
+    /// configuration and metadata instead of refusing the layer.
+    pub drbd_config_only: bool,
+}
+
+impl SatelliteConfig {
+    pub fn drbd_dir(&self) -> PathBuf {
+        self.drbd_config_dir.clone().unwrap_or_else(|| self.data_dir.join("drbd.d"))
+    }
 }
 
 /// The `[satellite]` table of a TOML configuration file. Every field is
@@ -37,6 +48,8 @@ pub struct SatelliteToml {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
+    pub drbd_config_dir: Option<PathBuf>,
+    pub drbd_config_only: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod drbd;
 pub mod server;
 pub mod tls;
 pub mod tools;

@@ -55,6 +55,30 @@ impl Satellite {
         for p in providers.iter().filter(|p| !p.supported && !p.missing.iter().any(|m| m.contains("not implemented"))) {
             tracing::warn!(kind = %p.kind, missing = %p.missing.join("; "), "provider unavailable on this node");
         }
+        let mut unsupported_layers = std::collections::BTreeMap::new();
+        let drbd = match crate::drbd::probe(runner.as_ref(), config.drbd_config_only).await {
+            Ok(mode) => {
+                if mode == crate::drbd::DrbdMode::ConfigOnly {
+                    tracing::warn!("no DRBD 9 kernel module: the DRBD layer runs config-only (files and metadata, no devices)");
+                }
+                let dir = config.drbd_dir();
+                let layer = crate::drbd::DrbdLayer::new(runner.clone(), dir.clone(), mode, config.command_timeout)
+                    .map_err(|source| SatelliteError::DataDir { path: dir.display().to_string(), source })?;
+                Ok(Arc::new(layer))
+            }
+            Err(reasons) => {
+                tracing::warn!(missing = %reasons.join("; "), "DRBD layer unavailable on this node");
+                unsupported_layers.insert("DRBD".to_string(), reasons.clone());
+                Err(reasons)
+            }
+        };
+        if let Ok(layer) = &drbd {
+            layer.follow_events();
+        }
+        let mut layers = vec!["STORAGE".to_string()];
+        if drbd.is_ok() {
+            layers.insert(0, "DRBD".into());
+        }
         let instance = uuid::Uuid::new_v4().to_string();
         let proto = std::env::var("CAIRN_TEST_PROTO_VERSION").ok().and_then(|v| v.parse().ok()).unwrap_or(PROTO_VERSION);
         let hello = Hello {
@@ -64,10 +88,11 @@ impl Satellite {
             version: env!("CARGO_PKG_VERSION").to_string(),
             instance: instance.clone(),
             providers: providers.clone(),
-            layers: vec!["STORAGE".into()],
+            layers,
+            unsupported_layers,
         };
         let files = Files::new(runner, config.command_timeout);
-        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, providers));
+        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, providers, drbd));
         let tls = match &config.tls {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(files)?)),
             None => None,

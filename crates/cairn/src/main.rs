@@ -115,6 +115,13 @@ struct SatelliteArgs {
     /// The CA that signed the controller's client certificate (PEM).
     #[arg(long, env = "CAIRN_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// Where DRBD `.res` files are written (default <data-dir>/drbd.d, with cairn.conf for drbdadm -c).
+    #[arg(long, env = "CAIRN_DRBD_CONFIG_DIR")]
+    drbd_config_dir: Option<PathBuf>,
+    /// On a host without the DRBD 9 kernel module, run the DRBD layer config-only: write and
+    /// check .res files and metadata, plan (drbdadm -d) but never run the kernel commands.
+    #[arg(long, env = "CAIRN_DRBD_CONFIG_ONLY")]
+    drbd_config_only: bool,
 }
 
 fn hostname() -> String {
@@ -151,6 +158,8 @@ impl SatelliteArgs {
             data_dir: self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/cairn-satellite")),
             cluster_secret: secret,
             command_timeout: std::time::Duration::from_secs(self.command_timeout.or(file.command_timeout_secs).unwrap_or(60)),
+            drbd_config_dir: self.drbd_config_dir.clone().or(file.drbd_config_dir),
+            drbd_config_only: self.drbd_config_only || file.drbd_config_only.unwrap_or(false),
         })
     }
 }
@@ -276,6 +285,8 @@ async fn run_up(mut cfg: ControllerConfig) -> anyhow::Result<()> {
         cluster_secret: secret.clone(),
         command_timeout: std::time::Duration::from_secs(60),
         tls: None,
+        drbd_config_dir: None,
+        drbd_config_only: false,
     };
     let state = controller.state().clone();
     let existing = state.read().nodes.values().find(|n| n.node_type.has_satellite()).map(|n| n.name.clone());

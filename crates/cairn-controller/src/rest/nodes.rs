@@ -31,6 +31,7 @@ fn wire(s: &AppState, key: &str, n: &cairn_domain::node::Node) -> Node {
         w.storage_providers = Some(h.providers.iter().filter(|p| p.supported).map(|p| p.kind.clone()).collect());
         w.unsupported_providers = Some(h.providers.iter().filter(|p| !p.supported).map(|p| (p.kind.clone(), p.missing.clone())).collect());
         w.resource_layers = Some(h.layers.clone());
+        w.unsupported_layers = Some(h.unsupported_layers.clone());
     }
     w
 }

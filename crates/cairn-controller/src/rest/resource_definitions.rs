@@ -43,7 +43,7 @@ async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Respon
         .rsc_dfns
         .iter()
         .filter(|(_, d)| names.matches(&d.name) && groups.matches(&d.resource_group) && props.matches(&d.props))
-        .map(|(k, d)| d.to_api(with_vds.then(|| vds(&c, k))))
+        .map(|(k, d)| d.to_api(with_vds.then(|| vds(&c, k)), c.rd_uses_drbd(d)))
         .collect();
     Ok(ok(&page.apply(out)))
 }
@@ -51,7 +51,7 @@ async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Respon
 async fn get_one(State(s): State<AppState>, Path(rd): Path<String>) -> Result<Response, ApiError> {
     let c = s.read();
     let d = c.rsc_dfn(&rd, rc::MASK_RSC_DFN)?;
-    Ok(ok(&d.to_api(Some(vds(&c, &key(&d.name))))))
+    Ok(ok(&d.to_api(Some(vds(&c, &key(&d.name))), c.rd_uses_drbd(d))))
 }
 
 async fn create(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {

@@ -44,7 +44,7 @@ fn wire(s: &AppState, c: &Cluster, r: &Resource) -> ResourceWithVolumes {
     // "in use" is known once the satellite reported the resource.
     let rd = key(&r.resource_definition);
     let minor = |nr: u32| c.vlm_dfns.get(&(rd.clone(), nr)).and_then(|v| v.drbd_minor);
-    r.to_api(&volume, &minor, observed.as_ref().map(|_| false))
+    r.to_api(&volume, &minor, observed.as_ref().map(|_| false), observed.as_ref().and_then(|o| o.drbd.as_ref()))
 }
 
 /// Resources matching `nodes`, `resources`, `storage_pools` and `props`.

@@ -2,6 +2,9 @@
 //! on the backing device. Pure; the files are validated in tests by the
 //! real `drbdadm` parser.
 
+pub mod adm;
+pub mod events;
+
 use std::fmt::Write;
 
 use cairn_proto::DrbdDesired;
@@ -156,6 +159,7 @@ mod tests {
             volumes: (0..volumes).map(|n| DrbdVolumeDesired { number: n, minor: 1000 + n }).collect(),
             options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
             peers,
+            initial_sync: false,
         }
     }
 

@@ -1,0 +1,562 @@
+//! The DRBD layer on a satellite: writes each resource's `.res` file
+//! (validated by drbdadm's own parser before it replaces the old one),
+//! creates metadata on new diskful volumes, brings the resource up with
+//! `drbdadm adjust`, forces the initial sync where the controller chose
+//! this node for it, resizes, and takes everything down on delete. The
+//! kernel's view comes from `drbdsetup events2`, followed in a task.
+//!
+//! Without the DRBD 9 kernel module the layer is unsupported, unless the
+//! satellite runs in config-only mode: then everything that does not need
+//! the kernel still happens for real (storage with room for metadata, the
+//! `.res` file, `create-md`, and `drbdadm -d adjust` planning the kernel
+//! commands), and the resource reports that the kernel part did not run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_exec::{CommandRunner, ExecError};
+use cairn_proto::{DrbdDesired, DrbdObserved, DrbdVolumeObserved, ObjectError};
+use cairn_storage::drbd::adm::{Adm, DrbdVersions, parse_versions};
+use cairn_storage::drbd::events::Events2;
+use cairn_storage::drbd::render_res;
+use tokio::io::AsyncBufReadExt;
+
+/// How far the layer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrbdMode {
+    /// The DRBD 9 module is loaded: the full sequence.
+    Kernel,
+    /// No kernel module: configuration and metadata only.
+    ConfigOnly,
+}
+
+/// The name of Cairn's top-level drbdadm configuration in the config dir.
+pub const CONF_FILE: &str = "cairn.conf";
+
+/// Whether the DRBD layer can run here, and in which mode.
+pub async fn probe(runner: &dyn CommandRunner, config_only: bool) -> Result<DrbdMode, Vec<String>> {
+    let out = match runner.run(&cairn_exec::Cmd::new("drbdadm").arg("--version").timeout(Duration::from_secs(10))).await {
+        Ok(o) => o.stdout,
+        Err(ExecError::Spawn { not_found: true, .. }) => return Err(vec!["drbd-utils: drbdadm not found".into()]),
+        Err(e) => return Err(vec![format!("drbdadm --version failed: {e}")]),
+    };
+    let v: DrbdVersions = parse_versions(&out);
+    let problems = v.problems();
+    if runner.run(&cairn_exec::Cmd::new("drbdmeta").timeout(Duration::from_secs(10))).await.as_ref().is_err_and(is_not_found) {
+        return Err(vec!["drbd-utils: drbdmeta not found".into()]);
+    }
+    if problems.is_empty() {
+        Ok(DrbdMode::Kernel)
+    } else if config_only && v.utils.is_some_and(|(maj, _, _)| maj >= 9) {
+        Ok(DrbdMode::ConfigOnly)
+    } else {
+        Err(problems)
+    }
+}
+
+fn is_not_found(e: &ExecError) -> bool {
+    matches!(e, ExecError::Spawn { not_found: true, .. })
+}
+
+/// The DRBD layer of one satellite.
+pub struct DrbdLayer {
+    runner: Arc<dyn CommandRunner>,
+    adm: Adm,
+    dir: PathBuf,
+    pub mode: DrbdMode,
+    events: Arc<Mutex<Events2>>,
+    /// Backing devices each resource's `.res` names, as written by this
+    /// process: `wipe-md` on delete only touches devices known this way.
+    written: Mutex<BTreeMap<String, BTreeMap<u32, String>>>,
+}
+
+fn obj_err(message: String, e: &dyn std::fmt::Display, details: Option<String>) -> ObjectError {
+    ObjectError { message, cause: Some(e.to_string()), details }
+}
+
+fn exec_err(message: String, e: &ExecError) -> ObjectError {
+    let details = match e.stderr() {
+        Some(s) => format!("command: {}\nstderr: {s}", e.command_line()),
+        None => format!("command: {}", e.command_line()),
+    };
+    obj_err(message, e, Some(details))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DrbdLayer {
+    /// Prepares the configuration directory and its top-level file.
+    pub fn new(runner: Arc<dyn CommandRunner>, dir: PathBuf, mode: DrbdMode, timeout: Duration) -> std::io::Result<DrbdLayer> {
+        std::fs::create_dir_all(dir.join(".backup"))?;
+        let conf = dir.join(CONF_FILE);
+        let text =
+            format!("# Written by the Cairn satellite; do not edit.\nglobal {{ usage-count no; }}\ninclude \"{}/*.res\";\n", dir.display());
+        if std::fs::read_to_string(&conf).ok().as_deref() != Some(text.as_str()) {
+            write_atomically(&conf, &text)?;
+        }
+        Ok(DrbdLayer {
+            runner,
+            adm: Adm::new(conf, timeout),
+            dir,
+            mode,
+            events: Arc::new(Mutex::new(Events2::new())),
+            written: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn res_path(&self, rsc: &str) -> PathBuf {
+        self.dir.join(format!("{rsc}.res"))
+    }
+
+    /// Follows `drbdsetup events2` for as long as the process runs
+    /// (kernel mode only); restarts the stream with back-off.
+    pub fn follow_events(self: &Arc<Self>) {
+        if self.mode != DrbdMode::Kernel {
+            return;
+        }
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                let cmd = Adm::events2(false);
+                let argv = cmd.argv();
+                let child = tokio::process::Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn();
+                match child {
+                    Ok(mut child) => {
+                        if let Some(out) = child.stdout.take() {
+                            let mut lines = tokio::io::BufReader::new(out).lines();
+                            while let Ok(Some(line)) = lines.next_line().await {
+                                lock(&events).feed(&line);
+                                backoff = Duration::from_secs(1);
+                            }
+                        }
+                        let _ = child.wait().await;
+                        tracing::warn!("drbdsetup events2 ended; restarting it");
+                    }
+                    Err(e) => tracing::warn!("cannot start drbdsetup events2: {e}"),
+                }
+                lock(&events).reset();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+
+    /// Feeds events2 lines (tests, and the follower).
+    pub fn feed_events(&self, lines: &str) {
+        let mut e = lock(&self.events);
+        for l in lines.lines() {
+            e.feed(l);
+        }
+    }
+
+    /// The current state of a resource as the layer sees it.
+    pub fn observed(&self, rsc: &str, d: &DrbdDesired) -> DrbdObserved {
+        match self.mode {
+            DrbdMode::Kernel => lock(&self.events).resource(rsc).cloned().unwrap_or_else(|| DrbdObserved {
+                kernel: true,
+                role: "Unknown".into(),
+                ..Default::default()
+            }),
+            DrbdMode::ConfigOnly => DrbdObserved {
+                kernel: false,
+                role: "Unknown".into(),
+                volumes: d
+                    .volumes
+                    .iter()
+                    .map(|v| DrbdVolumeObserved { number: v.number, minor: v.minor, disk: "Unknown".into(), ..Default::default() })
+                    .collect(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Writes the `.res` file if it changed: rendered, checked by the
+    /// real parser in a temporary file, then renamed over the old one
+    /// (kept in `.backup/`). Returns the previous text, if any.
+    async fn write_res(&self, rsc: &str, d: &DrbdDesired, disks: &BTreeMap<u32, String>) -> Result<Option<String>, ObjectError> {
+        let text = render_res(rsc, d, &|nr| disks.get(&nr).cloned());
+        let path = self.res_path(rsc);
+        let old = std::fs::read_to_string(&path).ok();
+        if old.as_deref() == Some(text.as_str()) {
+            return Ok(old);
+        }
+        let tmp = self.dir.join(format!(".{rsc}.res.tmp"));
+        write_atomically(&tmp, &text).map_err(|e| obj_err(format!("Cannot write the DRBD configuration of '{rsc}'."), &e, None))?;
+        if let Err(e) = self.runner.run(&self.adm.validate(&tmp, rsc, &d.host)).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(exec_err(format!("drbdadm refused the generated configuration of '{rsc}'; it was not installed."), &e));
+        }
+        if let Some(o) = &old {
+            let _ = write_atomically(&self.dir.join(".backup").join(format!("{rsc}.res")), o);
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| obj_err(format!("Cannot install the DRBD configuration of '{rsc}'."), &e, None))?;
+        Ok(old)
+    }
+
+    fn restore(&self, rsc: &str, old: Option<String>) {
+        let path = self.res_path(rsc);
+        let r = match old {
+            Some(text) => write_atomically(&path, &text),
+            None => std::fs::remove_file(&path),
+        };
+        if let Err(e) = r {
+            tracing::warn!(rsc, "cannot restore the previous DRBD configuration: {e}");
+        }
+    }
+
+    /// Whether a volume is attached right now (kernel mode, per events2).
+    fn attached(&self, rsc: &str, nr: u32) -> bool {
+        lock(&self.events)
+            .resource(rsc)
+            .and_then(|r| r.volumes.iter().find(|v| v.number == nr))
+            .is_some_and(|v| !matches!(v.disk.as_str(), "Diskless" | "DUnknown" | "Detaching" | "Failed"))
+    }
+
+    /// Creates metadata where there is none; returns whether every local
+    /// diskful volume got fresh metadata now.
+    async fn metadata(&self, rsc: &str, d: &DrbdDesired, disks: &BTreeMap<u32, String>) -> Result<bool, ObjectError> {
+        let mut all_fresh = !disks.is_empty();
+        for v in &d.volumes {
+            let Some(dev) = disks.get(&v.number) else { continue };
+            if self.mode == DrbdMode::Kernel && self.attached(rsc, v.number) {
+                all_fresh = false;
+                continue;
+            }
+            match self.runner.run(&self.adm.get_gi(v.minor, dev, d.node_id)).await {
+                Ok(_) => all_fresh = false,
+                Err(ExecError::NonZero { code: 1 | 255, .. }) => {
+                    self.runner
+                        .run(&self.adm.create_md(rsc, v.number, d.peer_slots, &d.host))
+                        .await
+                        .map_err(|e| exec_err(format!("Failed to create DRBD metadata for volume {} of '{rsc}'.", v.number), &e))?;
+                }
+                Err(e) => return Err(exec_err(format!("Cannot read the DRBD metadata of volume {} of '{rsc}'.", v.number), &e)),
+            }
+        }
+        Ok(all_fresh)
+    }
+
+    /// Makes the resource as desired. `disks` are the local backing
+    /// devices (empty for a diskless resource); `net_kib` the usable size
+    /// per volume.
+    pub async fn ensure(
+        &self,
+        rsc: &str,
+        d: &DrbdDesired,
+        disks: &BTreeMap<u32, String>,
+        net_kib: &BTreeMap<u32, i64>,
+    ) -> Result<DrbdObserved, ObjectError> {
+        let old = self.write_res(rsc, d, disks).await?;
+        lock(&self.written).insert(rsc.to_string(), disks.clone());
+        let fresh = self.metadata(rsc, d, disks).await?;
+        let adjust = self.adm.adjust(rsc, &d.host, self.mode == DrbdMode::ConfigOnly);
+        if let Err(e) = self.runner.run(&adjust).await {
+            self.restore(rsc, old);
+            return Err(exec_err(format!("drbdadm adjust of '{rsc}' failed; the previous configuration was restored."), &e));
+        }
+        if self.mode == DrbdMode::Kernel {
+            if d.initial_sync && fresh && !d.diskless {
+                // The brand-new data here becomes the sync source.
+                self.runner
+                    .run(&self.adm.primary_force(rsc, &d.host))
+                    .await
+                    .map_err(|e| exec_err(format!("Failed to start the initial sync of '{rsc}'."), &e))?;
+                self.runner
+                    .run(&self.adm.secondary(rsc, &d.host))
+                    .await
+                    .map_err(|e| exec_err(format!("Failed to demote '{rsc}' after starting its initial sync."), &e))?;
+            }
+            let grow: Vec<u32> = {
+                let ev = lock(&self.events);
+                d.volumes
+                    .iter()
+                    .filter(|v| disks.contains_key(&v.number))
+                    .filter(|v| {
+                        let have = ev.resource(rsc).and_then(|r| r.volumes.iter().find(|o| o.number == v.number)).and_then(|o| o.size_kib);
+                        matches!((have, net_kib.get(&v.number)), (Some(h), Some(w)) if h < *w)
+                    })
+                    .map(|v| v.number)
+                    .collect()
+            };
+            for nr in grow {
+                self.runner
+                    .run(&self.adm.resize(rsc, nr, &d.host))
+                    .await
+                    .map_err(|e| exec_err(format!("Failed to grow DRBD volume {nr} of '{rsc}'."), &e))?;
+            }
+        }
+        Ok(self.observed(rsc, d))
+    }
+
+    /// Takes the resource down, wipes the metadata this process wrote the
+    /// configuration for, and removes the `.res` file. The storage layer
+    /// removes the backing devices afterwards.
+    pub async fn remove(&self, rsc: &str, host: &str) -> Result<(), ObjectError> {
+        if self.mode == DrbdMode::Kernel && lock(&self.events).resource(rsc).is_some() {
+            self.runner.run(&self.adm.down(rsc)).await.map_err(|e| exec_err(format!("Failed to take '{rsc}' down."), &e))?;
+        }
+        let disks = lock(&self.written).remove(rsc).unwrap_or_default();
+        if self.res_path(rsc).exists() {
+            for nr in disks.keys() {
+                if let Err(e) = self.runner.run(&self.adm.wipe_md(rsc, *nr, host)).await {
+                    // The storage layer wipes the device anyway.
+                    tracing::warn!(rsc, volume = nr, "wipe-md failed: {e}");
+                }
+            }
+        }
+        for p in [self.res_path(rsc), self.dir.join(".backup").join(format!("{rsc}.res"))] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(obj_err(format!("Cannot remove {}.", p.display()), &e, None)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of resources with a `.res` file here (for clean-up after a
+    /// full apply).
+    pub fn configured(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        dir.filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".res")).map(String::from))
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    }
+}
+
+/// Writes a file via a temporary file, fsync and rename.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("cairn-tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_exec::FakeRunner;
+    use cairn_proto::{DrbdPeer, DrbdVolumeDesired};
+
+    use super::*;
+
+    fn desired(initial_sync: bool) -> DrbdDesired {
+        DrbdDesired {
+            node_id: 0,
+            port: 7000,
+            peer_slots: 7,
+            secret: "s3cr3t".into(),
+            address: "127.0.0.1".into(),
+            host: "alpha".into(),
+            diskless: false,
+            volumes: vec![DrbdVolumeDesired { number: 0, minor: 1000 }],
+            options: Default::default(),
+            peers: vec![DrbdPeer { host: "bravo".into(), node_id: 1, address: "127.0.0.2".into(), port: 7000, diskless: false }],
+            initial_sync,
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        dir: PathBuf,
+        fake: Arc<FakeRunner>,
+        layer: DrbdLayer,
+    }
+
+    fn fixture(mode: DrbdMode) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("drbd.d");
+        let fake = Arc::new(FakeRunner::new());
+        let layer = DrbdLayer::new(fake.clone(), dir.clone(), mode, Duration::from_secs(5)).unwrap();
+        Fixture { _dir: tmp, dir, fake, layer }
+    }
+
+    fn s(p: &Path) -> String {
+        p.display().to_string()
+    }
+
+    fn disks() -> BTreeMap<u32, String> {
+        [(0, "/dev/loop7".to_string())].into()
+    }
+
+    fn net() -> BTreeMap<u32, i64> {
+        [(0, 1_048_576)].into()
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn create_runs_linstors_sequence_command_by_command() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect_failure(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], 1, "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "--max-peers", "7", "--", "--force", "create-md", "web/0"], "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "primary", "--force", "web"], "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "secondary", "web"], "");
+        let o = rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap();
+        assert!(f.fake.is_done(), "calls: {:?}", f.fake.calls());
+        assert!(o.kernel);
+        let text = std::fs::read_to_string(f.dir.join("web.res")).unwrap();
+        assert!(text.contains("disk        /dev/loop7;"), "{text}");
+        assert!(!f.dir.join(".web.res.tmp").exists());
+        let conf_text = std::fs::read_to_string(f.dir.join(CONF_FILE)).unwrap();
+        assert!(conf_text.contains(&format!("include \"{}/*.res\";", f.dir.display())), "{conf_text}");
+        // Every drbdadm call knows which `on` section is this node.
+        assert!(f.fake.calls().len() == 6);
+    }
+
+    #[test]
+    fn existing_metadata_and_a_non_chosen_node_mean_no_create_md_and_no_promotion() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect(
+                &["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"],
+                "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:1:0:0:0:0:0:0:0\n",
+            )
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "");
+        rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap();
+        assert!(f.fake.is_done(), "calls: {:?}", f.fake.calls());
+    }
+
+    #[test]
+    fn an_attached_volume_that_grew_is_resized_and_an_unchanged_file_is_not_rewritten() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        f.fake.expect(&["drbdadm", "-c", &tmp, "dump", "web"], "").expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "");
+        f.layer.feed_events(
+            "exists resource name:web role:Secondary suspended:no may_promote:yes promotion_score:10101\n\
+             exists device name:web volume:0 minor:1000 disk:UpToDate client:no quorum:yes size:1048576\nexists -\n",
+        );
+        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net())).unwrap();
+        assert!(f.fake.is_done(), "attached: no metadata check; same size: no resize; {:?}", f.fake.calls());
+        // The volume definition grew to 2 GiB; the storage layer already grew.
+        f.fake
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "resize", "web/0"], "");
+        let o = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &[(0, 2_097_152)].into())).unwrap();
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        assert_eq!(o.role, "Secondary");
+        assert_eq!(o.may_promote, Some(true));
+    }
+
+    #[test]
+    fn a_failed_adjust_restores_the_previous_file() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        std::fs::write(f.dir.join("web.res"), "# the old one\n").unwrap();
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], "x")
+            .expect_failure(
+                &["drbdadm", "-c", &conf, "-vvv", "adjust", "web"],
+                10,
+                "Command 'drbdsetup new-resource web 0' terminated with exit code 20",
+            );
+        let e = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net())).unwrap_err();
+        assert!(e.message.contains("adjust"), "{e:?}");
+        assert!(e.details.unwrap_or_default().contains("exit code 20"));
+        assert_eq!(std::fs::read_to_string(f.dir.join("web.res")).unwrap(), "# the old one\n");
+    }
+
+    #[test]
+    fn a_file_the_parser_refuses_is_never_installed() {
+        let f = fixture(DrbdMode::Kernel);
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        f.fake.expect_failure(&["drbdadm", "-c", &tmp, "dump", "web"], 10, "web.res:16: Parse error: 'TK_INTEGER' expected");
+        let e = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net())).unwrap_err();
+        assert!(e.message.contains("not installed"), "{e:?}");
+        assert!(!f.dir.join("web.res").exists());
+        assert!(!f.dir.join(".web.res.tmp").exists());
+        assert!(f.fake.is_done());
+    }
+
+    #[test]
+    fn delete_takes_down_wipes_metadata_and_removes_the_file() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], "x")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "");
+        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net())).unwrap();
+        f.layer.feed_events("exists resource name:web role:Secondary\nexists -\n");
+        f.fake.expect(&["drbdsetup", "down", "web"], "").expect(&["drbdadm", "-c", &conf, "-vvv", "--", "--force", "wipe-md", "web/0"], "");
+        rt().block_on(f.layer.remove("web", "alpha")).unwrap();
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        assert!(!f.dir.join("web.res").exists());
+        assert!(f.layer.configured().is_empty());
+    }
+
+    #[test]
+    fn a_failed_down_keeps_everything() {
+        let f = fixture(DrbdMode::Kernel);
+        std::fs::write(f.dir.join("web.res"), "x").unwrap();
+        f.layer.feed_events("exists resource name:web role:Primary\nexists -\n");
+        f.fake.expect_failure(&["drbdsetup", "down", "web"], 11, "web: State change failed: (-12) Device is held open by someone");
+        let e = rt().block_on(f.layer.remove("web", "alpha")).unwrap_err();
+        assert!(e.details.unwrap_or_default().contains("held open"));
+        assert!(f.dir.join("web.res").exists());
+    }
+
+    #[test]
+    fn config_only_mode_plans_but_never_touches_the_kernel() {
+        let f = fixture(DrbdMode::ConfigOnly);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect_failure(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], 255, "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "--max-peers", "7", "--", "--force", "create-md", "web/0"], "")
+            .expect(&["drbdadm", "-c", &conf, "-d", "adjust", "web"], "drbdsetup new-resource web 0\n");
+        let o = rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap();
+        assert!(f.fake.is_done(), "no primary --force without a kernel: {:?}", f.fake.calls());
+        assert!(!o.kernel);
+        assert_eq!(o.volumes[0].disk, "Unknown");
+        f.fake.expect(&["drbdadm", "-c", &conf, "-vvv", "--", "--force", "wipe-md", "web/0"], "");
+        rt().block_on(f.layer.remove("web", "alpha")).unwrap();
+        assert!(f.fake.is_done(), "no drbdsetup down: {:?}", f.fake.calls());
+    }
+
+    #[test]
+    fn probing_reports_why_drbd_cannot_run() {
+        let no_module = include_str!("../../cairn-storage/testdata/drbdadm-version-no-module.txt");
+        let fake = FakeRunner::new();
+        fake.expect(&["drbdadm", "--version"], no_module).expect(&["drbdmeta"], "");
+        let e = rt().block_on(probe(&fake, false)).unwrap_err();
+        assert!(e[0].contains("kernel module not loaded"), "{e:?}");
+        let fake = FakeRunner::new();
+        fake.expect(&["drbdadm", "--version"], no_module).expect(&["drbdmeta"], "");
+        assert_eq!(rt().block_on(probe(&fake, true)), Ok(DrbdMode::ConfigOnly));
+        let fake = FakeRunner::new();
+        fake.expect(&["drbdadm", "--version"], "DRBD_KERNEL_VERSION_CODE=0x090205\nDRBDADM_VERSION_CODE=0x091c00\n")
+            .expect(&["drbdmeta"], "");
+        assert_eq!(rt().block_on(probe(&fake, false)), Ok(DrbdMode::Kernel));
+    }
+}
