@@ -198,6 +198,9 @@ def cluster():
     secret = os.path.join(ctrl_dir, "cluster-secret")
     sats = {}
     lin = ctrl.client()
+    # These satellites have no DRBD 9 module: unreplicated volumes by
+    # default, as `cairn up` does on such a host (test_drbd covers DRBD).
+    ok(lin.controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
     kinds = {"n1": "FILE_THIN", "n2": "FILE", "n3": "FILE_THIN"}
     for i, (name, kind) in enumerate(kinds.items(), start=1):
         sats[name] = SatelliteProc(name, f"127.0.0.{i}", os.path.join(root, name), secret).start()

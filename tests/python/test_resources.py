@@ -29,7 +29,8 @@ def test_definitions_and_manual_placement(controller, cluster):
     for n in ("n1", "n2"):
         r = by_node[n]
         assert r["name"] == "web"
-        assert r["layer_object"]["type"] == "STORAGE"  # W12: always present
+        # W12: always present; LINSTOR's default stack is DRBD over STORAGE.
+        assert r["layer_object"]["type"] == "DRBD" and r["layer_object"]["children"][0]["type"] == "STORAGE"
         assert "state" in r
         assert isinstance(r["create_timestamp"], int)
         assert [v["volume_number"] for v in r["volumes"]] == [0, 3]  # W11: 0 present

@@ -328,25 +328,23 @@ def _connects(lin):
         return False
 
 
-def test_drbd_resources_get_numbers_and_a_clear_error_on_storage_only_satellites(cluster):
+def test_drbd_resources_are_refused_clearly_on_satellites_without_drbd(cluster):
     c = cluster
+    # The node says what is missing.
+    status, _, nodes = c.ctrl.request("GET", "/v1/nodes")
+    for n in nodes:
+        assert "DRBD" not in n["resource_layers"], n
+        assert any("DRBD 9 kernel module" in why for why in n["unsupported_layers"]["DRBD"]), n
     ok(c.lin.resource_dfn_create("repl", layer_list=["drbd", "storage"]))
     ok(c.lin.volume_dfn_create("repl", 4096))
     status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/repl/resources",
                                      [{"resource": {"node_name": "n1"}}, {"resource": {"node_name": "n2"}}])
     assert status == 500, body
-    errors = [r for r in body if r["ret_code"] < 0 and (r["ret_code"] >> 62) & 3 == 3]
-    assert len(errors) == 2 and all("DRBD layer" in e["message"] for e in errors), body
-    # Nothing was created on the nodes.
+    assert body[0]["ret_code"] & 0x7FFF == 988, body  # FAIL_STLT_DOES_NOT_SUPPORT_LAYER
+    assert body[0]["message"] == "Satellite 'n1' does not support the following layers: [DRBD]", body
+    # Nothing was created, neither in the controller nor on the nodes.
+    assert view(c, "repl") == {}
     assert volume_files(c, "n1", "repl") == [] and volume_files(c, "n2", "repl") == []
-    # The controller allocated and reports DRBD's numbers consistently.
-    v = view(c, "repl")
-    ids = sorted(r["layer_object"]["drbd"]["node_id"] for r in v.values())
-    assert ids == [0, 1]
-    assert all(r["layer_object"]["type"] == "DRBD" and r["layer_object"]["children"][0]["type"] == "STORAGE" for r in v.values())
-    assert all(r["layer_object"]["drbd"]["tcp_ports"] == [7000] for r in v.values())
-    minors = {r["volumes"][0]["layer_data_list"][0]["data"]["drbd_volume_definition"]["minor_number"] for r in v.values()}
-    assert minors == {1000}
     # The autoplacer does not pick satellites that cannot run the layer.
     status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/repl/autoplace", {"select_filter": {"place_count": 3}})
     assert status == 500 and "does not support layer DRBD" in body[0]["cause"], body

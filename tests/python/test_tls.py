@@ -66,7 +66,7 @@ def test_satellite_over_mutual_tls(pki):
         ok(lin.node_create("tls1", "SATELLITE", "127.0.0.20", com_type="SSL", port=3367))
         ok(lin.storage_pool_create("tls1", "DfltStorPool", "FILE_THIN", os.path.join(root, "tls1", "pool")))
         wait_for("TLS satellite online", lambda: lin.node_list_raise().nodes[0].connection_status == "ONLINE")
-        ok(lin.resource_dfn_create("secure"))
+        ok(lin.resource_dfn_create("secure", layer_list=["storage"]))  # no DRBD module here
         ok(lin.volume_dfn_create("secure", 4096))
         ok(lin.resource_create([linstor.ResourceData("tls1", "secure")]))
         assert lin.volume_list_raise().resources[0].volumes[0].device_path.startswith("/dev/loop")

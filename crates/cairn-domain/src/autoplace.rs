@@ -31,7 +31,7 @@ pub const DEFAULT_PLACE_COUNT: i64 = 2;
 
 /// The layer stack replicas get: the request's, the filter's, the
 /// definition's, else DRBD over STORAGE.
-fn layers(req: Option<&Vec<String>>, filter: &AutoSelectFilter, d: &ResourceDefinition, op: i64) -> OpResult<Vec<String>> {
+fn layers(c: &Cluster, req: Option<&Vec<String>>, filter: &AutoSelectFilter, d: &ResourceDefinition, op: i64) -> OpResult<Vec<String>> {
     match req.filter(|l| !l.is_empty()) {
         Some(l) => check_layer_stack(l, op),
         None => Ok(filter
@@ -39,7 +39,7 @@ fn layers(req: Option<&Vec<String>>, filter: &AutoSelectFilter, d: &ResourceDefi
             .clone()
             .filter(|l| !l.is_empty())
             .or_else(|| Some(d.layer_stack.clone()).filter(|l| !l.is_empty()))
-            .unwrap_or_else(crate::default_layer_stack)),
+            .unwrap_or_else(|| c.default_stack())),
     }
 }
 
@@ -163,7 +163,7 @@ impl Cluster {
         let d = self.rsc_dfn(rd, OP)?;
         let rg = self.rsc_grp(&d.resource_group, OP)?;
         let filter = normalize_filter(&merge_filter(&rg.select_filter, &req.select_filter), OP)?;
-        let stack = layers(req.layer_list.as_ref(), &filter, d, OP)?;
+        let stack = layers(self, req.layer_list.as_ref(), &filter, d, OP)?;
         let vds: Vec<&VolumeDefinition> = self.vlm_dfns_of(&key(&d.name)).collect();
         let dor = req.diskless_on_remaining.or(filter.diskless_on_remaining).unwrap_or(false);
         self.place(d, &vds, &filter, stack, dor, obs, ctx, OP)
@@ -228,7 +228,7 @@ impl Cluster {
         }
         if !req.definitions_only {
             let filter = normalize_filter(&merge_filter(&g.select_filter, &req.select_filter), OP)?;
-            let stack = layers(None, &filter, &d, OP)?;
+            let stack = layers(self, None, &filter, &d, OP)?;
             let refs: Vec<&VolumeDefinition> = vds.iter().collect();
             let dor = filter.diskless_on_remaining.unwrap_or(false);
             let placed = self.place(&d, &refs, &filter, stack, dor, obs, ctx, OP)?;
@@ -287,7 +287,7 @@ impl Cluster {
         let rg = self.rsc_grp(&d.resource_group, OP)?;
         let vds: Vec<&VolumeDefinition> = self.vlm_dfns_of(&key(&d.name)).collect();
         if !req.diskful {
-            let stack = layers(req.layer_list.as_ref(), &rg.select_filter, d, OP)?;
+            let stack = layers(self, req.layer_list.as_ref(), &rg.select_filter, d, OP)?;
             let creq = ResourceCreate {
                 resource: WireRsc { flags: vec!["DRBD_DISKLESS".into()], ..Default::default() },
                 layer_list: Some(stack),
@@ -303,7 +303,7 @@ impl Cluster {
         filter.place_count = None;
         filter.additional_place_count = Some(1);
         let filter = normalize_filter(&filter, OP)?;
-        let stack = layers(req.layer_list.as_ref(), &filter, d, OP)?;
+        let stack = layers(self, req.layer_list.as_ref(), &filter, d, OP)?;
         self.place(d, &vds, &filter, stack, false, obs, ctx, OP)
     }
 
@@ -326,7 +326,7 @@ impl Cluster {
         let g = self.rsc_grp(rg, OP)?;
         let filter = normalize_filter(&merge_filter(&g.select_filter, filter), OP)?;
         let place_count = filter.place_count.unwrap_or(DEFAULT_PLACE_COUNT).max(1) as usize;
-        let stack = filter.layer_stack.clone().filter(|l| !l.is_empty()).unwrap_or_else(crate::default_layer_stack);
+        let stack = filter.layer_stack.clone().filter(|l| !l.is_empty()).unwrap_or_else(|| self.default_stack());
         let placer = self.placer(obs, &filter, None, 0, stack);
         let mut rej = Rejections::default();
         let cands = placer.candidates(&mut rej)?;
@@ -383,7 +383,7 @@ impl Cluster {
     pub fn query_max_volume_size(&self, filter: &AutoSelectFilter, obs: &dyn Observer) -> OpResult<MaxVolumeSizes> {
         let filter = normalize_filter(filter, rc::MASK_STOR_POOL)?;
         let place_count = filter.place_count.unwrap_or(DEFAULT_PLACE_COUNT).max(1) as usize;
-        let stack = filter.layer_stack.clone().filter(|l| !l.is_empty()).unwrap_or_else(crate::default_layer_stack);
+        let stack = filter.layer_stack.clone().filter(|l| !l.is_empty()).unwrap_or_else(|| self.default_stack());
         let placer = self.placer(obs, &filter, None, 0, stack);
         let cands = placer.candidates(&mut Rejections::default())?;
         let mut by_pool: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();

@@ -44,6 +44,24 @@ pub fn default_layer_stack() -> Vec<String> {
     vec!["DRBD".to_string(), "STORAGE".to_string()]
 }
 
+/// Controller property overriding [`default_layer_stack`] (a Cairn
+/// extension, e.g. `STORAGE` on hosts without DRBD; `cairn up` sets it
+/// there).
+pub const PROP_DEFAULT_LAYER_STACK: &str = "Cairn/DefaultLayerStack";
+
+impl Cluster {
+    /// The default layer stack: [`PROP_DEFAULT_LAYER_STACK`] if it holds
+    /// a valid stack, else DRBD over STORAGE.
+    pub fn default_stack(&self) -> Vec<String> {
+        self.ctrl_props
+            .get(PROP_DEFAULT_LAYER_STACK)
+            .map(|v| v.split(',').map(|l| l.trim().to_ascii_uppercase()).filter(|l| !l.is_empty()).collect::<Vec<_>>())
+            .and_then(|l| resource_definition::check_layer_stack(&l, 0).ok())
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(default_layer_stack)
+    }
+}
+
 /// Name of the diskless pool every satellite gets.
 pub const DEFAULT_DISKLESS_STOR_POOL: &str = "DfltDisklessStorPool";
 

@@ -486,9 +486,7 @@ impl Cluster {
         let stack = match req.layer_list.as_ref().filter(|l| !l.is_empty()) {
             Some(l) => check_layer_stack(l, op)?,
             None if !d.layer_stack.is_empty() => d.layer_stack.clone(),
-            None => {
-                rg.and_then(|g| g.select_filter.layer_stack.clone()).filter(|l| !l.is_empty()).unwrap_or_else(crate::default_layer_stack)
-            }
+            None => rg.and_then(|g| g.select_filter.layer_stack.clone()).filter(|l| !l.is_empty()).unwrap_or_else(|| self.default_stack()),
         };
         let drbd = if stack.iter().any(|l| l == "DRBD") {
             if let Some(vd) = vds.iter().find(|v| v.drbd_minor.is_none()) {

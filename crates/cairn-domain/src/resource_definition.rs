@@ -186,7 +186,7 @@ impl Cluster {
         } else if !group.is_empty() {
             group
         } else {
-            crate::default_layer_stack()
+            self.default_stack()
         };
         stack.iter().any(|l| l == "DRBD")
     }

@@ -318,6 +318,22 @@ async fn run_up(mut cfg: ControllerConfig) -> anyhow::Result<()> {
         };
         state.mutate(201, |c, ctx| c.create_stor_pool(&node, &sp, ctx)).await.map_err(|e| anyhow::anyhow!("create storage pool: {e}"))?;
     }
+    // A first try on a host without DRBD 9: unreplicated volumes by
+    // default instead of refusing every resource.
+    if let Err(missing) = cairn_satellite::drbd::probe(&cairn_exec::HostRunner, false).await {
+        if !state.read().ctrl_props.contains_key(cairn_domain::PROP_DEFAULT_LAYER_STACK) {
+            let req = cairn_api::PropsModify {
+                override_props: [(cairn_domain::PROP_DEFAULT_LAYER_STACK.to_string(), "STORAGE".to_string())].into(),
+                ..Default::default()
+            };
+            state.mutate(200, |c, _| c.modify_ctrl_props(&req)).await.map_err(|e| anyhow::anyhow!("set default layer stack: {e}"))?;
+        }
+        tracing::warn!(
+            missing = %missing.join("; "),
+            "no DRBD on this host: new resources get the STORAGE layer only (controller property {}); delete it once DRBD 9 is installed",
+            cairn_domain::PROP_DEFAULT_LAYER_STACK
+        );
+    }
     let sat = Satellite::start(&sat_cfg(&node)).await.context("start satellite")?;
     let addr = controller.rest_addr().context("read REST address")?;
     tracing::info!(rest = %addr, node = %node, data_dir = %cfg.data_dir.display(), "cairn is up");

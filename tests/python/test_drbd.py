@@ -1,0 +1,178 @@
+"""DRBD end to end: three satellites on real loop devices, resources placed
+by a resource group, `.res` files checked by the real drbdadm parser.
+
+These hosts have drbd-utils but no DRBD 9 kernel module, so the satellites
+run with --drbd-config-only: storage with room for metadata, the .res file,
+`drbdadm create-md` on the real backing device and `drbdadm -d adjust` all
+happen for real; only the kernel commands are planned instead of run."""
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import Controller, SatelliteProc, loops_under, ok, wait_for
+
+NODES = ["n1", "n2", "n3"]
+
+
+@pytest.fixture
+def drbd_cluster():
+    if os.geteuid() != 0:
+        raise RuntimeError("the DRBD tests need root for loop devices")
+    if shutil.which("drbdadm") is None:
+        raise RuntimeError("drbdadm not found: install drbd-utils (the test command does)")
+    root = tempfile.mkdtemp(prefix="cairn-drbd-")
+    ctrl_dir = os.path.join(root, "controller")
+    os.makedirs(ctrl_dir)
+    ctrl = Controller(ctrl_dir).start()
+    secret = os.path.join(ctrl_dir, "cluster-secret")
+    lin = ctrl.client()
+    sats = {}
+    for i, name in enumerate(NODES, start=1):
+        sats[name] = SatelliteProc(name, f"127.0.0.{i}", os.path.join(root, name), secret,
+                                   extra_args=["--drbd-config-only"]).start()
+        ok(lin.node_create(name, "SATELLITE", f"127.0.0.{i}"))
+        ok(lin.storage_pool_create(name, "DfltStorPool", "FILE_THIN", os.path.join(root, name, "pool")))
+    wait_for("satellites online", lambda: all(n.connection_status == "ONLINE" for n in lin.node_list_raise().nodes))
+    c = type("C", (), {})()
+    c.root, c.ctrl, c.sats, c.lin = root, ctrl, sats, lin
+    yield c
+    lin.disconnect()
+    ctrl.stop()
+    for s in sats.values():
+        s.stop()
+    for d in loops_under(root):
+        subprocess.run(["losetup", "--detach", d["name"]], check=False)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def conf_dir(c, node):
+    return os.path.join(c.root, node, "drbd.d")
+
+
+def dump(c, node, rsc):
+    """The resource as the real drbdadm parser reads this node's config."""
+    out = subprocess.run(["drbdadm", "-c", os.path.join(conf_dir(c, node), "cairn.conf"), "dump", rsc],
+                         capture_output=True, text=True, env={**os.environ, "__DRBD_NODE__": node})
+    assert out.returncode == 0, f"drbdadm refused {node}'s {rsc}.res: {out.stderr}"
+    return out.stdout
+
+
+def parse(text):
+    """{host: (node_id, {volume: (minor, disk)})} and {host: address:port}."""
+    hosts = {}
+    for m in re.finditer(r"on (\S+) \{\s*node-id (\d+);(.*?)\n    \}", text, re.S):
+        vols = {int(v): (int(minor), disk) for v, minor, disk in
+                re.findall(r"volume (\d+) \{\s*device\s+minor (\d+);\s*disk\s+(\S+);", m.group(3))}
+        hosts[m.group(1)] = (int(m.group(2)), vols)
+    addrs = dict(re.findall(r"host (\S+)\s+address\s+ipv4 (\S+);", text))
+    return hosts, addrs
+
+
+def view(c, rsc):
+    status, _, body = c.ctrl.request("GET", f"/v1/view/resources?resources={rsc}")
+    assert status == 200, body
+    return {r["node_name"]: r for r in body}
+
+
+def test_spawn_with_diskless_on_remaining_gives_agreeing_res_files(drbd_cluster):
+    c = drbd_cluster
+    status, _, nodes = c.ctrl.request("GET", "/v1/nodes")
+    assert all(n["resource_layers"][:1] == ["DRBD"] for n in nodes), nodes
+    ok(c.lin.resource_group_create("repl", place_count=2, diskless_on_remaining=True))
+    ok(c.lin.volume_group_create("repl"))
+    ok(c.lin.resource_group_spawn("repl", "web", ["32M"]))
+
+    v = view(c, "web")
+    assert sorted(v) == NODES
+    diskless = [n for n, r in v.items() if "DISKLESS" in r["flags"]]
+    assert len(diskless) == 1 and "TIE_BREAKER" not in v[diskless[0]]["flags"]
+    rest_ids = {n: r["layer_object"]["drbd"]["node_id"] for n, r in v.items()}
+    rest_ports = {n: r["layer_object"]["drbd"]["tcp_ports"][0] for n, r in v.items()}
+    rest_minor = {r["volumes"][0]["layer_data_list"][0]["data"]["drbd_volume_definition"]["minor_number"] for r in v.values()}
+    assert sorted(rest_ids.values()) == [0, 1, 2]
+    assert len(rest_minor) == 1
+    minor = rest_minor.pop()
+    assert minor >= 1000
+
+    views = {}
+    for n in NODES:
+        assert os.path.exists(os.path.join(conf_dir(c, n), "web.res"))
+        views[n] = parse(dump(c, n, "web"))
+    # All three files describe the same cluster, and the REST view agrees.
+    for n, (hosts, addrs) in views.items():
+        assert {h: nid for h, (nid, _) in hosts.items()} == rest_ids, (n, hosts)
+        assert all(vols[0][0] == minor for _, vols in hosts.values()), (n, hosts)
+        for h, addr in addrs.items():
+            assert addr == f"127.0.0.{NODES.index(h) + 1}:{rest_ports[h]}", (n, addrs)
+    # Each node's own volume is its real backing device (or none).
+    for n, (hosts, _) in views.items():
+        disk = hosts[n][1][0][1]
+        if n in diskless:
+            assert disk == "none"
+        else:
+            loop = v[n]["layer_object"]["children"][0]["storage"]["storage_volumes"][0]["device_path"]
+            assert disk == loop and loop.startswith("/dev/loop")
+            # The backing device holds real DRBD metadata and has room for it.
+            md = subprocess.run(["drbdmeta", "--force", str(minor), "v09", loop, "internal", "get-gi", "--node-id",
+                                 str(rest_ids[n])], capture_output=True, text=True)
+            assert md.returncode == 0, md.stderr
+            size = int(subprocess.run(["blockdev", "--getsize64", loop], capture_output=True, text=True, check=True).stdout)
+            assert size > 32 * 1024 * 1024, size
+
+    # Two diskful replicas and a diskless one keep quorum.
+    status, _, rd = c.ctrl.request("GET", "/v1/resource-definitions/web")
+    assert rd["props"]["DrbdOptions/Resource/quorum"] == "majority", rd
+    assert rd["layer_data"][0]["type"] == "DRBD"
+    assert re.search(r"quorum\s+majority;", dump(c, "n1", "web"))
+    assert re.search(r"on-no-quorum\s+io-error;", dump(c, "n1", "web"))
+    # What the REST view says about a DRBD volume.
+    vol = v[NODES[0]]["volumes"][0]
+    assert vol["device_path"] == f"/dev/drbd{minor}"
+    assert vol["state"]["disk_state"] == "Unknown"  # no kernel module: not brought up
+    assert v[NODES[0]]["state"].get("in_use") is None
+    # python-linstor reads DRBD resources and volumes.
+    rl = c.lin.resource_list_raise(filter_by_resources=["web"])
+    assert len(rl.resources) == 3
+    vl = c.lin.volume_list_raise(filter_by_resources=["web"])
+    assert len(vl.resources) == 3
+
+    ok(c.lin.resource_dfn_delete("web"))
+    for n in NODES:
+        assert not os.path.exists(os.path.join(conf_dir(c, n), "web.res")), n
+        assert [f for f in os.listdir(os.path.join(c.root, n, "pool")) if f.startswith("web_")] == []
+
+
+def test_two_replicas_get_a_tiebreaker_that_goes_with_a_third(drbd_cluster):
+    c = drbd_cluster
+    ok(c.lin.resource_group_create("pair", place_count=2))
+    ok(c.lin.volume_group_create("pair"))
+    replies = ok(c.lin.resource_group_spawn("pair", "db", ["16M"]))
+    assert any("Tie breaker" in r.message for r in replies), [r.message for r in replies]
+    v = view(c, "db")
+    tb = [n for n, r in v.items() if "TIE_BREAKER" in r["flags"]]
+    assert len(tb) == 1 and "DRBD_DISKLESS" in v[tb[0]]["flags"]
+    hosts, _ = parse(dump(c, tb[0], "db"))
+    assert hosts[tb[0]][1][0][1] == "none"
+    # The user places a diskful replica on the tiebreaker's node: it takes
+    # its place, and three diskful replicas need no tiebreaker.
+    ok(c.lin.resource_create([__import__("linstor").ResourceData(tb[0], "db")]))
+    v = view(c, "db")
+    assert not any("TIE_BREAKER" in r["flags"] or "DISKLESS" in r["flags"] for r in v.values()), v
+    hosts, _ = parse(dump(c, tb[0], "db"))
+    assert hosts[tb[0]][1][0][1].startswith("/dev/loop")
+    assert sorted(nid for nid, _ in hosts.values()) == sorted(r["layer_object"]["drbd"]["node_id"] for r in v.values())
+
+
+def test_a_drbd_option_change_reaches_every_res_file(drbd_cluster):
+    c = drbd_cluster
+    ok(c.lin.resource_dfn_create("opt"))
+    ok(c.lin.volume_dfn_create("opt", 8192))
+    ok(c.lin.resource_auto_place("opt", 2))
+    ok(c.lin.resource_dfn_modify("opt", {"DrbdOptions/Net/max-buffers": "8000"}))
+    for n in view(c, "opt"):
+        assert re.search(r"max-buffers\s+8000;", dump(c, n, "opt")), n
