@@ -498,6 +498,15 @@ impl Cluster {
                 .cause("The resource definition was created without a DRBD layer.")
                 .correction("Create the resource definition with layer list DRBD,STORAGE (or in a resource group that has it)."));
             }
+            let port_count = req.drbd_tcp_port_count.unwrap_or(1).max(req.drbd_tcp_ports.as_ref().map_or(0, |p| p.len() as i64));
+            if port_count != 1 {
+                return Err(OpError::new(
+                    op,
+                    rc::FAIL_INVLD_TCP_PORT,
+                    format!("Resource '{}' asks for {port_count} DRBD TCP ports; Cairn gives each replica exactly one.", d.name),
+                )
+                .correction("Leave out drbd_tcp_port_count (or use 1) and give at most one port in drbd_tcp_ports."));
+            }
             let node_id = self.alloc_node_id(&key(&d.name), req.drbd_node_id, taken, op)?;
             let requested_port = match req.drbd_tcp_ports.as_ref().and_then(|p| p.first()) {
                 Some(p) => Some(

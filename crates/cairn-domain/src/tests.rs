@@ -270,6 +270,8 @@ fn drbd_ranges_come_from_properties_and_run_out_cleanly() {
     t.run(|c, ctx| c.create_resources("r1", &[T::rsc("na", &[])], None, ctx));
     assert_eq!(drbd_of(&t, "r1", "na").tcp_port, 7100);
     assert_eq!(t.fail(|c, ctx| c.create_resources("r2", &[T::rsc("na", &[])], None, ctx)), 802, "ports exhausted");
+    let two_ports = ResourceCreate { drbd_tcp_port_count: Some(2), ..T::rsc("na", &[]) };
+    assert_eq!(t.fail(|c, ctx| c.create_resources("r2", &[two_ports], None, ctx)), rc::FAIL_INVLD_TCP_PORT, "one port per replica");
     let taken = VolumeDefinitionCreate {
         volume_definition: WireVd { size_kib: Some(1024), volume_number: Some(5), ..Default::default() },
         drbd_minor_number: Some(2000),
