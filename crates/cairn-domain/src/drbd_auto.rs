@@ -113,12 +113,22 @@ impl Cluster {
                 _ => {}
             }
         }
+        // One pool of numbers for the whole follow-up: tiebreakers of
+        // several definitions on one node get different ports.
+        let mut taken = Taken::default();
+        for ch in &out.changes {
+            if let Change::Put(Object::Rsc(r)) = ch
+                && let Some(d) = r.drbd
+            {
+                taken.reserve_port(&key(&r.node), d.tcp_port);
+            }
+        }
         for rd_key in rds {
             let Some(mut a) = after(self, &out.changes, &rd_key) else { continue };
             if !a.rscs.values().any(|r| r.drbd.is_some()) {
                 continue;
             }
-            self.tiebreaker(&mut a, &out.changes, obs, ctx, &mut follow);
+            self.tiebreaker(&mut a, &out.changes, obs, &mut taken, ctx, &mut follow);
             let props = self.drbd_rd_props(&a);
             if props != a.rd.props {
                 let mut d = a.rd.clone();
@@ -151,7 +161,7 @@ impl Cluster {
     }
 
     /// Adds or removes the tiebreaker of one definition.
-    fn tiebreaker(&self, a: &mut After, changes: &[Change], obs: &dyn Observer, ctx: &mut Ctx, follow: &mut Outcome) {
+    fn tiebreaker(&self, a: &mut After, changes: &[Change], obs: &dyn Observer, taken: &mut Taken, ctx: &mut Ctx, follow: &mut Outcome) {
         let enabled = self.rd_prop(&a.rd, PROP_AUTO_TIEBREAKER).is_none_or(|v| !v.eq_ignore_ascii_case("false"));
         let diskful = a.rscs.values().filter(|r| is_diskful(r)).count();
         let other_diskless = a.rscs.values().filter(|r| r.drbd.is_some() && r.is_diskless() && !is_tiebreaker(r)).count();
@@ -177,10 +187,21 @@ impl Cluster {
         if !existing.is_empty() || a.deleted_tiebreaker {
             return;
         }
+        let rd_key = key(&a.rd.name);
+        // Never on a node whose replica this change removes: its satellite
+        // would see a changed resource instead of a removal.
+        let losing: BTreeSet<&String> = changes
+            .iter()
+            .filter_map(|ch| match ch {
+                Change::Delete(ObjKey::Rsc(rd, n)) if *rd == rd_key => Some(n),
+                _ => None,
+            })
+            .collect();
         let node = self
             .nodes
             .iter()
-            .filter(|(k, n)| n.node_type.has_satellite() && !a.rscs.contains_key(*k))
+            .filter(|(k, n)| n.node_type.has_satellite() && !a.rscs.contains_key(*k) && !losing.contains(k))
+            .filter(|(_, n)| !n.flags.contains("DELETE") && !n.flags.contains("EVACUATE"))
             .filter(|(k, _)| {
                 let o = obs.node(k);
                 o.online && o.layers.contains("DRBD")
@@ -201,18 +222,9 @@ impl Cluster {
             );
             return;
         };
-        let mut taken = Taken::default();
-        let rd_key = key(&a.rd.name);
         for r in a.rscs.values() {
             if let Some(d) = r.drbd {
                 taken.reserve_node_id(&rd_key, d.node_id);
-            }
-        }
-        for ch in changes {
-            if let Change::Put(Object::Rsc(r)) = ch
-                && let Some(d) = r.drbd
-            {
-                taken.reserve_port(&key(&r.node), d.tcp_port);
             }
         }
         let mut props = Props::new();
@@ -228,7 +240,7 @@ impl Cluster {
             ..Default::default()
         };
         let vds: Vec<&VolumeDefinition> = a.vds.iter().collect();
-        match self.build_resource(&a.rd, &vds, &node, &req, &mut taken, OP, ctx) {
+        match self.build_resource(&a.rd, &vds, &node, &req, taken, OP, ctx) {
             Ok(r) => {
                 follow.reply(
                     ApiCallRc::info(
@@ -263,7 +275,14 @@ impl Cluster {
         let user_above = [rg.map(|g| &g.props), Some(&self.ctrl_props)].into_iter().flatten().any(|p| p.contains_key(PROP_QUORUM));
         let user_here = props.contains_key(PROP_QUORUM) && props.get(PROP_QUORUM_SET_BY).is_none_or(|v| v != "linstor");
         let set_by_user = props.get(PROP_QUORUM_SET_BY).is_some_and(|v| v == "user");
-        if !(user_above || user_here || set_by_user) {
+        if user_above && props.get(PROP_QUORUM_SET_BY).is_some_and(|v| v == "linstor") {
+            // What auto-quorum put here would override the user's choice.
+            props.remove(PROP_QUORUM);
+            props.remove(PROP_QUORUM_SET_BY);
+            if props.get(PROP_ON_NO_QUORUM).is_some_and(|v| v == "io-error") {
+                props.remove(PROP_ON_NO_QUORUM);
+            }
+        } else if !(user_above || user_here || set_by_user) {
             let majority = diskful.len() >= 3 || (diskful.len() == 2 && diskless >= 1);
             props.insert(PROP_QUORUM.into(), if majority { "majority" } else { "off" }.into());
             props.insert(PROP_QUORUM_SET_BY.into(), "linstor".into());
@@ -457,6 +476,46 @@ mod tests {
         t.create("n1", &[]).unwrap();
         t.create("n2", &[]).unwrap();
         assert!(t.tiebreakers().is_empty());
+    }
+
+    #[test]
+    fn a_replica_being_deleted_never_hosts_the_tiebreaker() {
+        let mut t = T::new(&["n1", "n2", "n3"]);
+        for n in ["n1", "n2", "n3"] {
+            t.create(n, &[]).unwrap();
+        }
+        let out = t.commit(|c, _| c.delete_resource("web", "n3")).unwrap();
+        assert!(t.tiebreakers().is_empty(), "n3 is leaving; no other node");
+        assert!(out.replies.iter().any(|r| r.ret_code & rc::MASK_BITS_CODE == rc::WARN_NOT_ENOUGH_NODES_FOR_TIE_BREAKER));
+        assert!(!t.c.resources.contains_key(&("WEB".to_string(), "N3".to_string())));
+    }
+
+    #[test]
+    fn a_quorum_set_on_the_group_replaces_the_automatic_one() {
+        let mut t = T::new(&["n1", "n2", "n3"]);
+        for n in ["n1", "n2", "n3"] {
+            t.create(n, &[]).unwrap();
+        }
+        assert_eq!(t.rd_prop(PROP_QUORUM).as_deref(), Some("majority"));
+        t.c.ctrl_props.insert(PROP_QUORUM.into(), "off".into());
+        t.delete("n3");
+        assert_eq!(t.rd_prop(PROP_QUORUM), None, "the controller's value applies");
+        assert_eq!(t.rd_prop(PROP_QUORUM_SET_BY), None);
+        assert_eq!(t.rd_prop(PROP_ON_NO_QUORUM), None);
+    }
+
+    #[test]
+    fn definitions_from_before_the_drbd_default_keep_their_storage_stack() {
+        let mut t = T::new(&["n1"]);
+        // As stored by an older Cairn: no minor on the volume definition.
+        let k = ("WEB".to_string(), 0);
+        let mut vd = t.c.vlm_dfns[&k].clone();
+        vd.drbd_minor = None;
+        t.c.apply([Change::Put(Object::VlmDfn(vd))]);
+        t.create("n1", &[]).unwrap();
+        let r = &t.c.resources[&("WEB".to_string(), "N1".to_string())];
+        assert_eq!(r.layer_stack, vec!["STORAGE".to_string()]);
+        assert!(r.drbd.is_none());
     }
 
     #[test]

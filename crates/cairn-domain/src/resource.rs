@@ -404,7 +404,11 @@ impl Cluster {
                 let wants_disk =
                     !req.resource.flags.iter().any(|f| f.to_ascii_uppercase().contains("DISKLESS")) && req.drbd_client != Some(true);
                 if wants_disk {
-                    let r = self.build_resource(d, &vds, node_name, req, &mut taken, OP, ctx)?;
+                    let mut r = self.build_resource(d, &vds, node_name, req, &mut taken, OP, ctx)?;
+                    // Same DRBD identity as the tiebreaker it replaces.
+                    if r.drbd.is_some() {
+                        r.drbd = tb.drbd.or(r.drbd);
+                    }
                     out.delete(ObjKey::Rsc(rd_key.clone(), nk.clone()));
                     out.reply(created_reply(&r));
                     out.put(Object::Rsc(r));
@@ -487,6 +491,16 @@ impl Cluster {
             Some(l) => check_layer_stack(l, op)?,
             None if !d.layer_stack.is_empty() => d.layer_stack.clone(),
             None => rg.and_then(|g| g.select_filter.layer_stack.clone()).filter(|l| !l.is_empty()).unwrap_or_else(|| self.default_stack()),
+        };
+        // A definition from before DRBD was the default has volumes without
+        // minors: it keeps replicas without DRBD unless asked explicitly.
+        let implicit = req.layer_list.as_ref().is_none_or(|l| l.is_empty())
+            && d.layer_stack.is_empty()
+            && rg.and_then(|g| g.select_filter.layer_stack.as_ref()).is_none_or(|l| l.is_empty());
+        let stack = if implicit && vds.iter().any(|v| v.drbd_minor.is_none()) {
+            stack.into_iter().filter(|l| l != "DRBD").collect()
+        } else {
+            stack
         };
         let drbd = if stack.iter().any(|l| l == "DRBD") {
             if let Some(vd) = vds.iter().find(|v| v.drbd_minor.is_none()) {

@@ -185,6 +185,9 @@ impl Cluster {
             d.layer_stack.clone()
         } else if !group.is_empty() {
             group
+        } else if self.vlm_dfns_of(&key(&d.name)).any(|v| v.drbd_minor.is_none()) {
+            // Created before DRBD was the default: stays without it.
+            return false;
         } else {
             self.default_stack()
         };

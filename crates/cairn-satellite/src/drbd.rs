@@ -223,6 +223,13 @@ impl DrbdLayer {
             .is_some_and(|v| !matches!(v.disk.as_str(), "Diskless" | "DUnknown" | "Detaching" | "Failed"))
     }
 
+    /// Marker files in the config dir: `fresh` = metadata of every local
+    /// volume was created by this satellite and the initial sync has not
+    /// been started; `initialized` = it was (never force again).
+    fn marker(&self, rsc: &str, what: &str) -> PathBuf {
+        self.dir.join(format!(".{rsc}.{what}"))
+    }
+
     /// Creates metadata where there is none; returns whether every local
     /// diskful volume got fresh metadata now.
     async fn metadata(&self, rsc: &str, d: &DrbdDesired, disks: &BTreeMap<u32, String>) -> Result<bool, ObjectError> {
@@ -235,7 +242,12 @@ impl DrbdLayer {
             }
             match self.runner.run(&self.adm.get_gi(v.minor, dev, d.node_id)).await {
                 Ok(_) => all_fresh = false,
-                Err(ExecError::NonZero { code: 1 | 255, .. }) => {
+                // Exit 1/255 without any complaint is a device without
+                // metadata; anything else (unclean activity log, a device
+                // that cannot be opened) must never be mistaken for blank.
+                Err(ExecError::NonZero { code: 1 | 255, stderr, .. })
+                    if stderr.trim().is_empty() || stderr.contains("No valid meta data found") =>
+                {
                     self.runner
                         .run(&self.adm.create_md(rsc, v.number, d.peer_slots, &d.host))
                         .await
@@ -245,6 +257,19 @@ impl DrbdLayer {
             }
         }
         Ok(all_fresh)
+    }
+
+    /// In kernel mode, decisions need the kernel's current state: until
+    /// the first events2 dump is read, the work is retried later.
+    fn require_state(&self, rsc: &str) -> Result<(), ObjectError> {
+        if self.mode == DrbdMode::Kernel && !lock(&self.events).initialized {
+            return Err(ObjectError {
+                message: format!("The DRBD state of '{rsc}' is not known yet; the change is retried."),
+                cause: Some("drbdsetup events2 has not delivered the current state (satellite starting or events2 restarting).".into()),
+                details: None,
+            });
+        }
+        Ok(())
     }
 
     /// Makes the resource as desired. `disks` are the local backing
@@ -257,16 +282,25 @@ impl DrbdLayer {
         disks: &BTreeMap<u32, String>,
         net_kib: &BTreeMap<u32, i64>,
     ) -> Result<DrbdObserved, ObjectError> {
+        self.require_state(rsc)?;
         let old = self.write_res(rsc, d, disks).await?;
         lock(&self.written).insert(rsc.to_string(), disks.clone());
-        let fresh = self.metadata(rsc, d, disks).await?;
+        if self.metadata(rsc, d, disks).await? && !self.marker(rsc, "initialized").exists() {
+            // Remembered across failures and restarts until the sync starts.
+            write_atomically(&self.marker(rsc, "fresh"), "")
+                .map_err(|e| obj_err(format!("Cannot record the new metadata of '{rsc}'."), &e, None))?;
+        }
+        let fresh = self.marker(rsc, "fresh").exists();
         let adjust = self.adm.adjust(rsc, &d.host, self.mode == DrbdMode::ConfigOnly);
         if let Err(e) = self.runner.run(&adjust).await {
             self.restore(rsc, old);
             return Err(exec_err(format!("drbdadm adjust of '{rsc}' failed; the previous configuration was restored."), &e));
         }
         if self.mode == DrbdMode::Kernel {
-            if d.initial_sync && fresh && !d.diskless {
+            let peer_up_to_date = lock(&self.events)
+                .resource(rsc)
+                .is_some_and(|r| r.volumes.iter().any(|v| v.peers.iter().any(|p| p.peer_disk == "UpToDate")));
+            if d.initial_sync && fresh && !d.diskless && !peer_up_to_date {
                 // The brand-new data here becomes the sync source.
                 self.runner
                     .run(&self.adm.primary_force(rsc, &d.host))
@@ -276,6 +310,11 @@ impl DrbdLayer {
                     .run(&self.adm.secondary(rsc, &d.host))
                     .await
                     .map_err(|e| exec_err(format!("Failed to demote '{rsc}' after starting its initial sync."), &e))?;
+            }
+            if fresh && (d.initial_sync || peer_up_to_date) {
+                // Started here, or the data came from a peer: never again.
+                let _ = write_atomically(&self.marker(rsc, "initialized"), "");
+                let _ = std::fs::remove_file(self.marker(rsc, "fresh"));
             }
             let grow: Vec<u32> = {
                 let ev = lock(&self.events);
@@ -303,6 +342,7 @@ impl DrbdLayer {
     /// configuration for, and removes the `.res` file. The storage layer
     /// removes the backing devices afterwards.
     pub async fn remove(&self, rsc: &str, host: &str) -> Result<(), ObjectError> {
+        self.require_state(rsc)?;
         if self.mode == DrbdMode::Kernel && lock(&self.events).resource(rsc).is_some() {
             self.runner.run(&self.adm.down(rsc)).await.map_err(|e| exec_err(format!("Failed to take '{rsc}' down."), &e))?;
         }
@@ -315,7 +355,12 @@ impl DrbdLayer {
                 }
             }
         }
-        for p in [self.res_path(rsc), self.dir.join(".backup").join(format!("{rsc}.res"))] {
+        for p in [
+            self.res_path(rsc),
+            self.dir.join(".backup").join(format!("{rsc}.res")),
+            self.marker(rsc, "fresh"),
+            self.marker(rsc, "initialized"),
+        ] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -383,6 +428,8 @@ mod tests {
         let dir = tmp.path().join("drbd.d");
         let fake = Arc::new(FakeRunner::new());
         let layer = DrbdLayer::new(fake.clone(), dir.clone(), mode, Duration::from_secs(5)).unwrap();
+        // The kernel's (empty) state has been read.
+        layer.feed_events("exists -\n");
         Fixture { _dir: tmp, dir, fake, layer }
     }
 
@@ -482,6 +529,58 @@ mod tests {
         assert!(e.message.contains("adjust"), "{e:?}");
         assert!(e.details.unwrap_or_default().contains("exit code 20"));
         assert_eq!(std::fs::read_to_string(f.dir.join("web.res")).unwrap(), "# the old one\n");
+    }
+
+    #[test]
+    fn metadata_that_cannot_be_read_is_never_mistaken_for_blank() {
+        let f = fixture(DrbdMode::Kernel);
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        f.fake.expect(&["drbdadm", "-c", &tmp, "dump", "web"], "").expect_failure(
+            &["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"],
+            255,
+            "Found unclean activity log; need to run apply-al",
+        );
+        let e = rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap_err();
+        assert!(e.message.contains("Cannot read the DRBD metadata"), "{e:?}");
+        assert!(f.fake.is_done(), "no create-md: {:?}", f.fake.calls());
+    }
+
+    #[test]
+    fn a_failed_first_bring_up_still_starts_the_initial_sync_on_retry_and_only_once() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        let get_gi = ["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"];
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect_failure(&get_gi, 1, "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "--max-peers", "7", "--", "--force", "create-md", "web/0"], "")
+            .expect_failure(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], 10, "timeout");
+        assert!(rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).is_err());
+        // The retry finds metadata (created above) and still forces once.
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect(&get_gi, "0000000000000004:0:0:0\n")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "primary", "--force", "web"], "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "secondary", "web"], "");
+        rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap();
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        // Later passes (even with metadata created anew) never force again.
+        f.fake.expect(&get_gi, "").expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "");
+        rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap();
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+    }
+
+    #[test]
+    fn nothing_is_decided_before_the_kernel_state_is_known() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fake = Arc::new(FakeRunner::new());
+        let layer = DrbdLayer::new(fake.clone(), tmp.path().join("d"), DrbdMode::Kernel, Duration::from_secs(5)).unwrap();
+        let e = rt().block_on(layer.remove("web", "alpha")).unwrap_err();
+        assert!(e.message.contains("not known yet"), "{e:?}");
+        assert!(rt().block_on(layer.ensure("web", &desired(false), &disks(), &net())).is_err());
+        assert!(fake.calls().is_empty(), "no command ran: {:?}", fake.calls());
     }
 
     #[test]
