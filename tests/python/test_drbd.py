@@ -176,3 +176,20 @@ def test_a_drbd_option_change_reaches_every_res_file(drbd_cluster):
     ok(c.lin.resource_dfn_modify("opt", {"DrbdOptions/Net/max-buffers": "8000"}))
     for n in view(c, "opt"):
         assert re.search(r"max-buffers\s+8000;", dump(c, n, "opt")), n
+
+
+def test_node_connection_paths_reach_both_res_files(drbd_cluster):
+    c = drbd_cluster
+    for i, n in enumerate(["n1", "n2"], start=1):
+        ok(c.lin.netinterface_create(n, "repl", f"127.0.1.{i}"))
+    ok(c.lin.resource_dfn_create("pth", layer_list=["drbd", "storage"]))
+    ok(c.lin.volume_dfn_create("pth", 8192))
+    ok(c.lin.resource_create([__import__("linstor").ResourceData(n, "pth") for n in ("n1", "n2")]))
+    status, _, body = c.ctrl.request("PUT", "/v1/node-connections/n1/n2", {
+        "override_props": {"Paths/p1/n1": "default", "Paths/p1/n2": "default", "Paths/p2/n1": "repl", "Paths/p2/n2": "repl"}})
+    assert status == 200, body
+    for n in ("n1", "n2"):
+        text = dump(c, n, "pth")
+        assert text.count("path {") == 2, text
+        assert re.search(r"host n1\s+address\s+ipv4 127\.0\.1\.1:\d+;", text), text
+        assert re.search(r"host n2\s+address\s+ipv4 127\.0\.1\.2:\d+;", text), text

@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_proto::{DrbdDesired, DrbdPeer, DrbdVolumeDesired, PoolDesired, ResourceDesired, VolumeDesired};
+use cairn_proto::{DrbdDesired, DrbdPath, DrbdPeer, DrbdVolumeDesired, PoolDesired, ResourceDesired, VolumeDesired};
 
 use crate::resource::Resource;
 
 use crate::cluster::{Change, Cluster, ObjKey};
 use crate::name::key;
+use crate::node_connection::NodeConnection;
 
 /// The property naming a pool's backing object, with its legacy spellings.
 const BACKING_KEYS: &[&str] = &[
@@ -63,12 +64,45 @@ pub fn desired_for_node(c: &Cluster, node_key: &str) -> (Vec<PoolDesired>, Vec<R
 }
 
 /// The DRBD host name of a node (`NodeUname`, else its name) and its
-/// replication address (the active interface, else the first).
-fn host_and_address(c: &Cluster, node: &str) -> (String, String) {
-    let Some(n) = c.nodes.get(&key(node)) else { return (node.to_string(), String::new()) };
+/// replication address: the interface `PrefNic` names (storage pools,
+/// resource, definition, group, node, controller, as LINSTOR looks it up),
+/// else the one named `default`, else the first.
+fn host_and_address(c: &Cluster, r: &Resource) -> (String, String) {
+    let Some(n) = c.nodes.get(&key(&r.node)) else { return (r.node.clone(), String::new()) };
     let host = n.props.get("NodeUname").cloned().unwrap_or_else(|| n.name.clone());
-    let nif = n.net_interfaces.iter().find(|i| i.is_active).or_else(|| n.net_interfaces.first());
+    let rd = c.rsc_dfns.get(&key(&r.resource_definition));
+    let rg = rd.and_then(|d| c.rsc_grps.get(&key(&d.resource_group)));
+    let pools = r.volumes.values().filter_map(|v| c.stor_pools.get(&(key(&r.node), key(&v.storage_pool)))).map(|p| &p.props);
+    let pref = pools
+        .chain([Some(&r.props), rd.map(|d| &d.props), rg.map(|g| &g.props), Some(&n.props), Some(&c.ctrl_props)].into_iter().flatten())
+        .find_map(|p| p.get("PrefNic"));
+    let nif = pref
+        .and_then(|name| n.net_interfaces.iter().find(|i| i.name.eq_ignore_ascii_case(name)))
+        .or_else(|| n.net_interfaces.iter().find(|i| i.name.eq_ignore_ascii_case("default")))
+        .or_else(|| n.net_interfaces.first());
     (host, nif.map(|i| i.address.to_string()).unwrap_or_default())
+}
+
+/// Paths between two nodes from their node connection's
+/// `Paths/<name>/<node>=<interface>` properties; incomplete ones are skipped.
+fn paths(c: &Cluster, local: &str, peer: &str) -> Vec<DrbdPath> {
+    let Some(conn) = c.node_conns.get(&NodeConnection::sorted_keys(local, peer)) else { return Vec::new() };
+    let (Some(ln), Some(pn)) = (c.nodes.get(&key(local)), c.nodes.get(&key(peer))) else { return Vec::new() };
+    let addr = |n: &crate::node::Node, path: &str| {
+        let nif = conn
+            .props
+            .iter()
+            .find(|(k, _)| {
+                k.strip_prefix("Paths/")
+                    .and_then(|rest| rest.split_once('/'))
+                    .is_some_and(|(p, node)| p == path && key(node) == key(&n.name))
+            })
+            .map(|(_, v)| v)?;
+        n.net_interfaces.iter().find(|i| i.name.eq_ignore_ascii_case(nif)).map(|i| i.address.to_string())
+    };
+    let names: std::collections::BTreeSet<&str> =
+        conn.props.keys().filter_map(|k| k.strip_prefix("Paths/").and_then(|rest| rest.split_once('/')).map(|(p, _)| p)).collect();
+    names.into_iter().filter_map(|p| Some(DrbdPath { local: addr(ln, p)?, peer: addr(pn, p)? })).collect()
 }
 
 /// `DrbdOptions/*` properties with LINSTOR's priority: controller, then
@@ -92,14 +126,15 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
     let mine = r.drbd?;
     let rd_key = key(&r.resource_definition);
     let rd = c.rsc_dfns.get(&rd_key)?;
-    let (host, address) = host_and_address(c, &r.node);
+    let (host, address) = host_and_address(c, r);
     let mut peers: Vec<DrbdPeer> = c
         .resources_of(&rd_key)
         .filter(|p| key(&p.node) != key(&r.node) && !p.flags.contains("DELETE"))
         .filter_map(|p| {
             let d = p.drbd?;
-            let (host, address) = host_and_address(c, &p.node);
-            Some(DrbdPeer { host, node_id: d.node_id, address, port: d.tcp_port, diskless: p.is_diskless() })
+            let (host, address) = host_and_address(c, p);
+            let paths = paths(c, &r.node, &p.node);
+            Some(DrbdPeer { host, node_id: d.node_id, address, port: d.tcp_port, diskless: p.is_diskless(), paths })
         })
         .collect();
     peers.sort_by(|a, b| a.host.cmp(&b.host));
@@ -152,6 +187,11 @@ pub fn affected_nodes(c: &Cluster, changes: &[Change]) -> BTreeSet<String> {
                 }
             }
             ObjKey::CtrlProps => out.extend(c.nodes.keys().cloned()),
+            // Paths between two nodes appear in both nodes' files.
+            ObjKey::NodeConn(a, b) => {
+                out.insert(a);
+                out.insert(b);
+            }
             _ => {}
         }
     }
@@ -235,5 +275,80 @@ mod tests {
         assert_eq!(affected_nodes(&c, &o.changes).len(), 2, "seen before the delete");
         c.apply(o.changes.clone());
         assert!(desired_for_node(&c, "N1").1.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use cairn_api::PropsModify;
+    use cairn_api::node::NetInterface as WireNif;
+    use cairn_api::resource::{Resource as WireRsc, ResourceCreate};
+    use cairn_api::resource_definition::{
+        ResourceDefinition as WireRd, ResourceDefinitionCreate, VolumeDefinition as WireVd, VolumeDefinitionCreate,
+    };
+
+    use super::*;
+    use crate::Ctx;
+
+    #[test]
+    fn pref_nic_and_node_connection_paths_choose_the_addresses() {
+        let mut ctx = Ctx::deterministic();
+        let mut c = crate::testing::seeded();
+        let run = |c: &mut Cluster, o: crate::error::OpResult<crate::Outcome>| c.apply(o.unwrap().changes);
+        for (n, last) in [("n1", 1), ("n2", 2)] {
+            let o = c.create_node(&crate::testing::satellite(n, &[]), &mut ctx);
+            run(&mut c, o);
+            for (nif, net) in [("data", 10), ("repl", 11)] {
+                let req = WireNif { name: nif.into(), address: format!("10.{net}.0.{last}"), ..Default::default() };
+                let o = c.create_net_interface(n, &req, &mut ctx);
+                run(&mut c, o);
+            }
+            let o = c.create_stor_pool(n, &crate::testing::pool("DfltStorPool", "FILE_THIN", "/srv/p"), &mut ctx);
+            run(&mut c, o);
+        }
+        let rd =
+            ResourceDefinitionCreate { resource_definition: WireRd { name: "web".into(), ..Default::default() }, ..Default::default() };
+        let o = c.create_rsc_dfn(&rd, &mut ctx);
+        run(&mut c, o);
+        let vd = VolumeDefinitionCreate { volume_definition: WireVd { size_kib: Some(4096), ..Default::default() }, ..Default::default() };
+        let o = c.create_vlm_dfn("web", &vd, &mut ctx);
+        run(&mut c, o);
+        let reqs: Vec<ResourceCreate> = ["n1", "n2"]
+            .iter()
+            .map(|n| ResourceCreate { resource: WireRsc { node_name: n.to_string(), ..Default::default() }, ..Default::default() })
+            .collect();
+        let o = c.create_resources("web", &reqs, None, &mut ctx);
+        run(&mut c, o);
+        let drbd = |c: &Cluster| desired_for_node(c, "N1").1[0].drbd.clone().unwrap();
+        // Without PrefNic: the interface named `default`.
+        assert_eq!((drbd(&c).address.as_str(), drbd(&c).peers[0].address.as_str()), ("127.0.0.1", "127.0.0.1"));
+        // PrefNic on the resource definition.
+        let m = cairn_api::resource_definition::ResourceDefinitionModify {
+            props: PropsModify { override_props: [("PrefNic".to_string(), "repl".to_string())].into(), ..Default::default() },
+            ..Default::default()
+        };
+        let o = c.modify_rsc_dfn("web", &m);
+        run(&mut c, o);
+        assert_eq!((drbd(&c).address.as_str(), drbd(&c).peers[0].address.as_str()), ("10.11.0.1", "10.11.0.2"));
+        assert!(drbd(&c).peers[0].paths.is_empty());
+        // Two paths on the node connection; an incomplete third is ignored.
+        let props: crate::Props =
+            [("Paths/p1/n1", "data"), ("Paths/p1/n2", "data"), ("Paths/p2/n1", "repl"), ("Paths/p2/n2", "repl"), ("Paths/p3/n1", "data")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let o = c.modify_node_conn("n2", "n1", &PropsModify { override_props: props, ..Default::default() });
+        let o = o.unwrap();
+        assert_eq!(affected_nodes(&c, &o.changes), BTreeSet::from(["N1".to_string(), "N2".to_string()]));
+        c.apply(o.changes);
+        assert_eq!(
+            drbd(&c).peers[0].paths,
+            vec![
+                DrbdPath { local: "10.10.0.1".into(), peer: "10.10.0.2".into() },
+                DrbdPath { local: "10.11.0.1".into(), peer: "10.11.0.2".into() }
+            ]
+        );
+        let n2 = desired_for_node(&c, "N2").1[0].drbd.clone().unwrap();
+        assert_eq!(n2.peers[0].paths[0], DrbdPath { local: "10.10.0.2".into(), peer: "10.10.0.1".into() }, "seen from the other side");
     }
 }

@@ -129,6 +129,17 @@ pub struct DrbdPeer {
     pub address: String,
     pub port: u16,
     pub diskless: bool,
+    /// Explicit network paths to this peer (node connection
+    /// `Paths/<name>/<node>`); empty: one path over `address`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<DrbdPath>,
+}
+
+/// One network path of a connection: this node's and the peer's address.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DrbdPath {
+    pub local: String,
+    pub peer: String,
 }
 
 /// Desired state for a node: everything (`full`) or a delta.

@@ -411,7 +411,14 @@ mod tests {
             diskless: false,
             volumes: vec![DrbdVolumeDesired { number: 0, minor: 1000 }],
             options: Default::default(),
-            peers: vec![DrbdPeer { host: "bravo".into(), node_id: 1, address: "127.0.0.2".into(), port: 7000, diskless: false }],
+            peers: vec![DrbdPeer {
+                host: "bravo".into(),
+                node_id: 1,
+                address: "127.0.0.2".into(),
+                port: 7000,
+                diskless: false,
+                paths: vec![],
+            }],
             initial_sync,
         }
     }

@@ -111,14 +111,28 @@ pub fn render_res(name: &str, d: &DrbdDesired, local_disk: &dyn Fn(u32) -> Optio
         on(&mut out, &p.host, p.node_id, &|_| if p.diskless { "none".into() } else { "/dev/drbd/this/is/not/used".into() });
     }
     for p in d.peers.iter().filter(|p| !(p.diskless && d.diskless)) {
-        let _ = write!(
-            out,
-            "    \n    connection\n    {{\n        host {} address {};\n        host {} address {};\n    }}\n",
-            quoted(&d.host),
-            endpoint(&d.address, d.port),
-            quoted(&p.host),
-            endpoint(&p.address, p.port)
-        );
+        out.push_str("    \n    connection\n    {\n");
+        if p.paths.is_empty() {
+            let _ = write!(
+                out,
+                "        host {} address {};\n        host {} address {};\n",
+                quoted(&d.host),
+                endpoint(&d.address, d.port),
+                quoted(&p.host),
+                endpoint(&p.address, p.port)
+            );
+        }
+        for path in &p.paths {
+            let _ = write!(
+                out,
+                "        path\n        {{\n            host {} address {};\n            host {} address {};\n        }}\n",
+                quoted(&d.host),
+                endpoint(&path.local, d.port),
+                quoted(&p.host),
+                endpoint(&path.peer, p.port)
+            );
+        }
+        out.push_str("    }\n");
     }
     out.push_str("}\n");
     out
@@ -129,7 +143,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::process::Command;
 
-    use cairn_proto::{DrbdPeer, DrbdVolumeDesired};
+    use cairn_proto::{DrbdPath, DrbdPeer, DrbdVolumeDesired};
 
     use super::*;
 
@@ -144,7 +158,7 @@ mod tests {
     }
 
     fn peer(host: &str, id: u8, addr: &str, port: u16, diskless: bool) -> DrbdPeer {
-        DrbdPeer { host: host.into(), node_id: id, address: addr.into(), port, diskless }
+        DrbdPeer { host: host.into(), node_id: id, address: addr.into(), port, diskless, paths: vec![] }
     }
 
     fn res(host: &str, diskless: bool, peers: Vec<DrbdPeer>, volumes: u32, options: &[(&str, &str)]) -> DrbdDesired {
@@ -193,6 +207,28 @@ mod tests {
             ("several volumes", res("alpha", false, vec![peer("bravo", 1, "127.0.0.2", 7000, false)], 3, &[])),
             ("IPv6 peers", res("alpha", false, vec![peer("bravo", 1, "fd00::2", 7000, false)], 1, &[])),
             (
+                "several net interfaces: two paths to one peer, one path to another",
+                res(
+                    "alpha",
+                    false,
+                    vec![
+                        DrbdPeer {
+                            paths: vec![
+                                DrbdPath { local: "10.0.0.1".into(), peer: "10.0.0.2".into() },
+                                DrbdPath { local: "10.1.0.1".into(), peer: "10.1.0.2".into() },
+                            ],
+                            ..peer("bravo", 1, "127.0.0.2", 7001, false)
+                        },
+                        DrbdPeer {
+                            paths: vec![DrbdPath { local: "10.1.0.1".into(), peer: "10.1.0.3".into() }],
+                            ..peer("charlie", 2, "127.0.0.3", 7000, false)
+                        },
+                    ],
+                    1,
+                    &[],
+                ),
+            ),
+            (
                 "option overrides",
                 res(
                     "alpha",
@@ -225,6 +261,24 @@ mod tests {
                 assert!(dump.contains(&format!("node-id {};", p.node_id)), "{what}: {dump}");
             }
         }
+    }
+
+    #[test]
+    fn paths_become_path_blocks() {
+        let mut bravo = peer("bravo", 1, "127.0.0.2", 7001, false);
+        bravo.paths = vec![
+            DrbdPath { local: "10.0.0.1".into(), peer: "10.0.0.2".into() },
+            DrbdPath { local: "10.1.0.1".into(), peer: "10.1.0.2".into() },
+        ];
+        let d = res("alpha", false, vec![bravo], 1, &[]);
+        let text = render_res("web", &d, &|_| Some("/dev/loop0".into()));
+        assert_eq!(text.matches("        path\n").count(), 2, "{text}");
+        assert!(
+            text.contains("            host \"alpha\" address ipv4 10.1.0.1:7000;\n            host \"bravo\" address ipv4 10.1.0.2:7001;")
+        );
+        assert!(!text.contains("127.0.0.2"), "no default path next to explicit ones: {text}");
+        let dump = drbdadm_accepts(&text, "web", "alpha").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(dump.matches("path {").count(), 2, "{dump}");
     }
 
     #[test]
