@@ -10,6 +10,7 @@ use cairn_proto::{
 use cairn_storage::StorageError;
 use cairn_storage::drbd::gross_size_kib;
 use cairn_storage::file::{FilePool, Files, VolumeFile};
+use cairn_storage::lvm::{Lvm, LvmPool};
 use tokio::sync::Mutex;
 
 use crate::drbd::DrbdLayer;
@@ -30,6 +31,7 @@ pub struct Applier {
     pub node_name: String,
     pub instance: String,
     files: Files,
+    lvm: Lvm,
     providers: Vec<ProviderSupport>,
     /// The DRBD layer, or why this node cannot run it.
     drbd: Result<Arc<DrbdLayer>, Vec<String>>,
@@ -39,6 +41,7 @@ pub struct Applier {
 enum PoolKind {
     Diskless,
     File(FilePool),
+    Lvm(LvmPool),
 }
 
 /// The size of a backing volume: the usable size, plus DRBD's internal
@@ -59,10 +62,11 @@ impl Applier {
         node_name: String,
         instance: String,
         files: Files,
+        lvm: Lvm,
         providers: Vec<ProviderSupport>,
         drbd: Result<Arc<DrbdLayer>, Vec<String>>,
     ) -> Applier {
-        Applier { node_name, instance, files, providers, drbd, state: Mutex::new(Desired::default()) }
+        Applier { node_name, instance, files, lvm, providers, drbd, state: Mutex::new(Desired::default()) }
     }
 
     fn pool_kind(&self, p: &PoolDesired) -> Result<PoolKind, ObjectError> {
@@ -92,8 +96,24 @@ impl Applier {
                     .map(PoolKind::File)
                     .map_err(|e| err(format!("Storage pool '{}' has an unusable directory.", p.name), &e))
             }
+            "LVM" | "LVM_THIN" => {
+                let backing = p.backing.as_deref().unwrap_or_default();
+                LvmPool::new(&p.name, backing, p.kind == "LVM_THIN")
+                    .map(PoolKind::Lvm)
+                    .map_err(|e| err(format!("Storage pool '{}' names an unusable volume group.", p.name), &e))
+            }
             other => Err(ObjectError { message: format!("Provider {other} is not implemented yet."), cause: None, details: None }),
         }
+    }
+
+    fn lvm_pools(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<LvmPool> {
+        pools
+            .values()
+            .filter_map(|p| match self.pool_kind(p) {
+                Ok(PoolKind::Lvm(l)) => Some(l),
+                _ => None,
+            })
+            .collect()
     }
 
     fn file_pools(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<FilePool> {
@@ -178,6 +198,12 @@ impl Applier {
                 }
             }
         }
+        let keep: Vec<u32> = r.volumes.iter().map(|v| v.number).collect();
+        for lp in self.lvm_pools(pools) {
+            if let Err(e) = self.lvm.remove_others(&lp, &r.name, &keep).await {
+                out.error.get_or_insert(err(format!("Failed to remove unwanted volumes of '{}' from pool '{}'.", r.name, lp.name), &e));
+            }
+        }
         for v in &r.volumes {
             let pool = match pools.get(&v.pool) {
                 Some(p) => p,
@@ -193,9 +219,14 @@ impl Applier {
             };
             let observed = match self.pool_kind(pool) {
                 Ok(PoolKind::Diskless) => Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() }),
-                Ok(PoolKind::File(_)) if r.diskless => {
+                Ok(PoolKind::File(_) | PoolKind::Lvm(_)) if r.diskless => {
                     Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() })
                 }
+                Ok(PoolKind::Lvm(lp)) => self
+                    .lvm
+                    .ensure(&lp, &r.name, v.number, &v.id, gross(v.size_kib, drbd_peer_slots))
+                    .await
+                    .map_err(|e| err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)),
                 Ok(PoolKind::File(fp)) => self
                     .files
                     .ensure(&fp, &VolumeFile::new(&r.name, v.number, &v.id), gross(v.size_kib, drbd_peer_slots))
@@ -225,6 +256,11 @@ impl Applier {
             out.error = Some(e);
             return out;
         }
+        for lp in self.lvm_pools(pools) {
+            if let Err(e) = self.lvm.remove(&lp, name).await {
+                out.error.get_or_insert(err(format!("Failed to delete the volumes of '{name}' on node '{}'.", self.node_name), &e));
+            }
+        }
         for fp in self.file_pools(pools) {
             let files: Vec<VolumeFile> = match fp.list() {
                 Ok(l) => l.into_iter().filter(|f| f.rsc == name).collect(),
@@ -247,6 +283,14 @@ impl Applier {
         for p in pools.values() {
             let o = match self.pool_kind(p) {
                 Ok(PoolKind::Diskless) => PoolObserved { name: p.name.clone(), total_kib: None, free_kib: None, error: None },
+                Ok(PoolKind::Lvm(lp)) => match self.lvm.capacity(&lp).await {
+                    Ok(c) => PoolObserved { name: p.name.clone(), total_kib: Some(c.total_kib), free_kib: Some(c.free_kib), error: None },
+                    Err(e) => PoolObserved {
+                        name: p.name.clone(),
+                        error: Some(err(format!("Cannot read the capacity of '{}'.", p.name), &e)),
+                        ..Default::default()
+                    },
+                },
                 Ok(PoolKind::File(fp)) => match self.files.capacity(&fp).await {
                     Ok((total, free)) => PoolObserved { name: p.name.clone(), total_kib: Some(total), free_kib: Some(free), error: None },
                     Err(e) => PoolObserved {
@@ -284,6 +328,12 @@ impl Applier {
             let mut gone: BTreeSet<String> = st.resources.keys().filter(|n| !keep.contains(*n)).cloned().collect();
             if let Ok(layer) = &self.drbd {
                 gone.extend(layer.configured().into_iter().filter(|r| !keep.contains(r)));
+            }
+            for lp in self.lvm_pools(&st.pools) {
+                match self.lvm.resources(&lp).await {
+                    Ok(l) => gone.extend(l.into_iter().filter(|r| !keep.contains(r))),
+                    Err(e) => tracing::warn!(pool = %lp.name, "cannot list the volume group: {e}"),
+                }
             }
             for fp in self.file_pools(&st.pools) {
                 match fp.list() {

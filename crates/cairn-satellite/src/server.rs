@@ -91,8 +91,9 @@ impl Satellite {
             layers,
             unsupported_layers,
         };
-        let files = Files::new(runner, config.command_timeout);
-        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, providers, drbd));
+        let files = Files::new(runner.clone(), config.command_timeout);
+        let lvm = cairn_storage::lvm::Lvm::new(runner, config.command_timeout);
+        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, lvm, providers, drbd));
         let tls = match &config.tls {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(files)?)),
             None => None,

@@ -8,8 +8,7 @@ use cairn_exec::{Cmd, CommandRunner};
 use cairn_proto::ProviderSupport;
 
 /// Kinds Cairn knows but does not implement yet.
-const NOT_YET: &[&str] =
-    &["LVM", "LVM_THIN", "ZFS", "ZFS_THIN", "SPDK", "REMOTE_SPDK", "EBS_INIT", "EBS_TARGET", "STORAGE_SPACES", "STORAGE_SPACES_THIN"];
+const NOT_YET: &[&str] = &["ZFS", "ZFS_THIN", "SPDK", "REMOTE_SPDK", "EBS_INIT", "EBS_TARGET", "STORAGE_SPACES", "STORAGE_SPACES_THIN"];
 
 /// The effective user id, from /proc/self/status.
 fn euid() -> Option<u32> {
@@ -44,6 +43,26 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
         }
         out.push(ProviderSupport { kind: kind.into(), supported: missing.is_empty(), missing });
     }
+    // LVM: the tools, root, and device-mapper in the kernel.
+    let mut lvm_missing = Vec::new();
+    if runner.run(&Cmd::new("lvm").arg("version").timeout(std::time::Duration::from_secs(10))).await.is_err() {
+        lvm_missing.push("lvm (lvm2) not found".to_string());
+    }
+    if !have(runner, "wipefs").await {
+        lvm_missing.push("wipefs (util-linux) not found".into());
+    }
+    if euid() != Some(0) {
+        lvm_missing.push("root privileges".into());
+    }
+    if !Path::new("/dev/mapper/control").exists() {
+        lvm_missing.push("device-mapper (/dev/mapper/control; the dm-mod kernel module)".into());
+    }
+    out.push(ProviderSupport { kind: "LVM".into(), supported: lvm_missing.is_empty(), missing: lvm_missing.clone() });
+    let mut thin_missing = lvm_missing;
+    if runner.run(&Cmd::new("thin_check").arg("-V").timeout(std::time::Duration::from_secs(10))).await.is_err() {
+        thin_missing.push("thin_check (thin-provisioning-tools) not found".into());
+    }
+    out.push(ProviderSupport { kind: "LVM_THIN".into(), supported: thin_missing.is_empty(), missing: thin_missing });
     for kind in NOT_YET {
         out.push(ProviderSupport {
             kind: kind.to_string(),

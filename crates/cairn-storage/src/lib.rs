@@ -6,6 +6,7 @@
 
 pub mod drbd;
 pub mod file;
+pub mod lvm;
 pub mod parse;
 
 use cairn_exec::ExecError;
@@ -23,6 +24,8 @@ pub enum StorageError {
     UnsafeName(String),
     #[error("the pool directory '{0}' must be an absolute path without '..'")]
     BadPoolDir(String),
+    #[error("unusable storage pool backing: {0}")]
+    BadBacking(String),
 }
 
 impl StorageError {

@@ -1,0 +1,39 @@
+#!/bin/sh
+# /init of the Cairn test VM (PID 1; /bin/sh is bash). It brings up the
+# disks, device-mapper and the network, then runs `cairn satellite` in a
+# loop (a test restarts the satellite by killing it) and a command channel
+# for the test on port 2222. qemu's user network forwards both ports to a
+# loopback address of the host; nothing else leaves the VM.
+# Kernel command line: cairn.hostname=NAME (the node name as well).
+export PATH=/usr/sbin:/usr/bin
+# No udev: libdevmapper makes the /dev/mapper nodes itself.
+export DM_DISABLE_UDEV=1
+umask 022
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/lock /run/lvm /run/cryptsetup /tmp /var/lib/cairn-satellite
+
+arg() { for w in $(cat /proc/cmdline); do case $w in "$1="*) echo "${w#*=}"; return 0;; esac; done; return 1; }
+
+modprobe -a virtio_pci virtio_blk virtio_net virtio_rng dm-mod dm-thin-pool dm-crypt dm-snapshot 2>&1
+name=$(arg cairn.hostname) || name=vm
+hostname "$name"
+ip link set lo up
+i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.2.2
+
+# The command channel: one shell per connection, output back on the socket.
+nc -ll -p 2222 -e /usr/bin/channel-sh &
+echo "CAIRN-VM-READY $(cut -d' ' -f1 /proc/uptime)"
+while [ ! -f /run/stop ]; do
+  cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
+    --cluster-secret-file /cairn/secret --command-timeout 120
+  echo "CAIRN-SATELLITE-EXIT rc=$?"
+  sleep 0.2
+done
+sync
+poweroff -f
