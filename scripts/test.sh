@@ -18,11 +18,21 @@ command -v drbdadm >/dev/null || missing+=(drbd-utils)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v openssl >/dev/null || missing+=(openssl)
 for tool in losetup blockdev wipefs; do command -v "$tool" >/dev/null || { missing+=(util-linux); break; }; done
+# The VM tests: qemu, and the tools copied into the VM image (Debian's
+# kernel itself is downloaded by tests/vm/build-image.sh, not installed).
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+command -v lvm >/dev/null || missing+=(lvm2)
+command -v thin_check >/dev/null || missing+=(thin-provisioning-tools)
+command -v cryptsetup >/dev/null || missing+=(cryptsetup-bin)
+command -v kmod >/dev/null || missing+=(kmod)
+command -v cpio >/dev/null || missing+=(cpio)
+command -v xz >/dev/null || missing+=(xz-utils)
 if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
     if [ "$(id -u)" -ne 0 ]; then echo "need root to apt-get install ${missing[*]}" >&2; exit 1; fi
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 # The real python-linstor client, pinned to the version the wire rules
@@ -51,3 +61,5 @@ cargo test --workspace
 say "python-linstor integration tests"
 cargo build -p cairn
 CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
+say "VM tests (Debian's kernel under qemu: LVM, LVM_THIN, physical storage)"
+CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/vm

@@ -13,6 +13,7 @@ pub mod kvs;
 pub mod lenient;
 pub mod node;
 pub mod node_connection;
+pub mod physical;
 pub mod placement;
 pub mod query;
 pub mod rc;

@@ -410,6 +410,26 @@ pub fn client_tls(config: &crate::ControllerConfig) -> Result<Option<ureq::tls::
     ))
 }
 
+impl Links {
+    /// A request to a node's satellite outside the apply stream (physical
+    /// storage): only when it is online. `Err` is a message for the user.
+    pub async fn request<T: DeserializeOwned + Send + 'static>(
+        &self,
+        state: &AppState,
+        node_key: &str,
+        path: &'static str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<T, String> {
+        if self.connection_status(node_key) != ConnStatus::Online.as_str() {
+            return Err(format!("the satellite is {}", self.connection_status(node_key)));
+        }
+        let (_, target) = address(state, node_key).ok_or("the node has no satellite address")?;
+        let peer = Peer { secret: self.secret.clone(), tls: self.tls.clone() };
+        call::<T>(&peer, target, path, body, timeout).await.map_err(|e| e.to_string())
+    }
+}
+
 /// One HTTP call to a satellite, on a blocking thread: POST with a body,
 /// GET without.
 async fn call<T: DeserializeOwned + Send + 'static>(

@@ -22,6 +22,8 @@ pub const VERSION_HEADER: &str = "x-cairn-proto";
 pub const PATH_HELLO: &str = "/internal/v1/hello";
 pub const PATH_APPLY: &str = "/internal/v1/apply";
 pub const PATH_OBSERVE: &str = "/internal/v1/observe";
+/// `GET`: the node's unused disks; `POST` [`PhysicalCreate`]: make a pool.
+pub const PATH_PHYSICAL: &str = "/internal/v1/physical-storage";
 
 /// What a satellite says about itself (`GET /internal/v1/hello`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +142,45 @@ pub struct DrbdPeer {
 pub struct DrbdPath {
     pub local: String,
     pub peer: String,
+}
+
+/// An unused disk of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PhysicalDevice {
+    pub device: String,
+    /// Bytes.
+    pub size: i64,
+    pub rotational: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+}
+
+/// Make a volume group (LVM) or thin pool (LVM_THIN) on unused disks.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PhysicalCreate {
+    pub provider_kind: String,
+    pub device_paths: Vec<String>,
+    pub pool_name: String,
+    #[serde(default)]
+    pub pv_create_arguments: Vec<String>,
+    #[serde(default)]
+    pub vg_create_arguments: Vec<String>,
+    #[serde(default)]
+    pub lv_create_arguments: Vec<String>,
+}
+
+/// The answer to [`PhysicalCreate`]: the new pool's backing name (for
+/// `StorDriver/StorPoolName`) or why it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhysicalCreated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ObjectError>,
 }
 
 /// Desired state for a node: everything (`full`) or a delta.

@@ -11,8 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_exec::{CommandRunner, HostRunner};
-use cairn_proto::{Apply, Hello, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PROTO_VERSION, VERSION_HEADER};
+use cairn_proto::{
+    Apply, Hello, ObjectError, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL, PROTO_VERSION, PhysicalCreate, PhysicalCreated,
+    VERSION_HEADER,
+};
 use cairn_storage::file::Files;
+use cairn_storage::physical::Physical;
 use tokio::net::TcpListener;
 
 use crate::apply::Applier;
@@ -25,6 +29,7 @@ struct Shared {
     hello: Hello,
     secret: String,
     applier: Arc<Applier>,
+    physical: Physical,
 }
 
 /// A satellite that is bound and ready to serve.
@@ -91,6 +96,7 @@ impl Satellite {
             layers,
             unsupported_layers,
         };
+        let physical = Physical::new(runner.clone(), config.command_timeout);
         let files = Files::new(runner.clone(), config.command_timeout);
         let lvm = cairn_storage::lvm::Lvm::new(runner, config.command_timeout);
         let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, lvm, providers, drbd));
@@ -100,7 +106,7 @@ impl Satellite {
         };
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| SatelliteError::Bind { addr: config.listen.to_string(), source })?;
-        Ok(Satellite { listener, tls, shared: Arc::new(Shared { proto, hello, secret: config.cluster_secret.clone(), applier }) })
+        Ok(Satellite { listener, tls, shared: Arc::new(Shared { proto, hello, secret: config.cluster_secret.clone(), applier, physical }) })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -124,6 +130,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_HELLO, get(hello))
         .route(PATH_APPLY, post(apply).layer(axum::extract::DefaultBodyLimit::disable()))
         .route(PATH_OBSERVE, get(observe))
+        .route(PATH_PHYSICAL, get(physical_list).post(physical_create))
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
 }
@@ -170,4 +177,33 @@ async fn apply(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 
 async fn observe(State(s): State<Arc<Shared>>) -> Response {
     Json(s.applier.observe().await).into_response()
+}
+
+async fn physical_list(State(s): State<Arc<Shared>>) -> Response {
+    match s.physical.devices().await {
+        Ok(d) => Json(d).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot list the disks: {e}")).into_response(),
+    }
+}
+
+/// Creates a volume group or thin pool; holds the apply lock so it never
+/// runs beside an apply.
+async fn physical_create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: PhysicalCreate = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad physical-storage request: {e}")).into_response(),
+    };
+    let _apply = s.applier.state.lock().await;
+    Json(match s.physical.create(&req).await {
+        Ok(backing) => PhysicalCreated { backing: Some(backing), error: None },
+        Err(e) => PhysicalCreated {
+            backing: None,
+            error: Some(ObjectError {
+                message: format!("Creating the {} pool '{}' failed.", req.provider_kind, req.pool_name),
+                cause: Some(e.to_string()),
+                details: e.details(),
+            }),
+        },
+    })
+    .into_response()
 }

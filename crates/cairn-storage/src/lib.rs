@@ -8,6 +8,7 @@ pub mod drbd;
 pub mod file;
 pub mod lvm;
 pub mod parse;
+pub mod physical;
 
 use cairn_exec::ExecError;
 

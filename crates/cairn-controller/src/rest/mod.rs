@@ -7,6 +7,7 @@ pub mod input;
 pub mod kvs;
 pub mod node_connections;
 pub mod nodes;
+pub mod physical_storage;
 pub mod placement;
 pub mod reply;
 pub mod resource_definitions;
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(placement::routes())
         .merge(kvs::routes())
         .merge(node_connections::routes())
+        .merge(physical_storage::routes())
         .fallback(unrouted)
         .method_not_allowed_fallback(unrouted)
         .with_state(state)
