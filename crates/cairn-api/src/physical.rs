@@ -34,13 +34,8 @@ pub struct PhysicalStorage {
 pub struct PhysicalStorageNode {
     pub size: i64,
     pub rotational: bool,
-    pub device: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wwn: Option<String>,
+    #[serde(flatten)]
+    pub device: PhysicalStorageDevice,
 }
 
 /// `PhysicalStorageStoragePoolCreate`.

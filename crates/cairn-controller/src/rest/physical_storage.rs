@@ -72,10 +72,7 @@ async fn of_node(State(s): State<AppState>, Path(node): Path<String>) -> Result<
         .map(|d| PhysicalStorageNode {
             size: d.size,
             rotational: d.rotational,
-            device: d.device,
-            model: d.model,
-            serial: d.serial,
-            wwn: d.wwn,
+            device: PhysicalStorageDevice { device: d.device, model: d.model, serial: d.serial, wwn: d.wwn },
         })
         .collect();
     Ok(ok(&out))
