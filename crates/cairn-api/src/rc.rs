@@ -50,6 +50,7 @@ pub const MASK_REMOTE: i64 = 0x04_0000;
 pub const CREATED: i64 = 1;
 pub const DELETED: i64 = 2;
 pub const MODIFIED: i64 = 3;
+pub const PASSPHRASE_ACCEPTED: i64 = 4;
 
 // Failure codes (the value part; combine with MASK_ERROR).
 pub const FAIL_SQL: i64 = 100;
@@ -69,6 +70,7 @@ pub const FAIL_INVLD_NET_TYPE: i64 = 212;
 pub const FAIL_INVLD_PROP: i64 = 213;
 pub const FAIL_INVLD_TRANSPORT_TYPE: i64 = 214;
 pub const FAIL_INVLD_TCP_PORT: i64 = 215;
+pub const FAIL_INVLD_CRYPT_PASSPHRASE: i64 = 216;
 pub const FAIL_INVLD_ENCRYPT_TYPE: i64 = 217;
 pub const FAIL_INVLD_SNAPSHOT_NAME: i64 = 218;
 pub const FAIL_INVLD_PLACE_COUNT: i64 = 219;
@@ -93,6 +95,7 @@ pub const FAIL_NOT_FOUND_NODE_CONN: i64 = 306;
 pub const FAIL_NOT_FOUND_STOR_POOL_DFN: i64 = 309;
 pub const FAIL_NOT_FOUND_STOR_POOL: i64 = 310;
 pub const FAIL_NOT_FOUND_DFLT_STOR_POOL: i64 = 311;
+pub const FAIL_NOT_FOUND_CRYPT_KEY: i64 = 312;
 pub const FAIL_NOT_FOUND_KVS: i64 = 316;
 pub const FAIL_NOT_FOUND_RSC_GRP: i64 = 317;
 pub const FAIL_NOT_FOUND_VLM_GRP: i64 = 318;
@@ -105,6 +108,7 @@ pub const FAIL_EXISTS_NET_IF: i64 = 505;
 pub const FAIL_EXISTS_STOR_POOL_DFN: i64 = 509;
 pub const FAIL_EXISTS_STOR_POOL: i64 = 510;
 pub const FAIL_EXISTS_EXT_NAME: i64 = 517;
+pub const FAIL_EXISTS_CRYPT_PASSPHRASE: i64 = 512;
 pub const FAIL_EXISTS_RSC_GRP: i64 = 522;
 pub const FAIL_EXISTS_VLM_GRP: i64 = 523;
 

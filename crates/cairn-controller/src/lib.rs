@@ -8,6 +8,7 @@
 //! served from.
 
 pub mod config;
+pub mod crypto;
 pub mod rest;
 pub mod satellites;
 mod spec_routes;
@@ -81,6 +82,19 @@ impl Controller {
         let secret = cluster_secret(&config.secret_path())?;
         let tls = satellites::client_tls(config)?;
         let state = AppState::load(store, secret, tls).await?;
+        // LINSTOR's way to start unlocked: MASTER_PASSPHRASE.
+        if let Some(p) = std::env::var("MASTER_PASSPHRASE").ok().filter(|p| !p.is_empty()) {
+            let get = |k: &str| state.read().ctrl_props.get(k).cloned();
+            if get(crypto::PROP_MASTER_KEY).is_some() {
+                match crypto::MasterKey::unlock(&p, &get) {
+                    Ok(key) => {
+                        state.links().set_master(key);
+                        tracing::info!("master passphrase from MASTER_PASSPHRASE accepted");
+                    }
+                    Err(e) => tracing::error!("MASTER_PASSPHRASE: {e}; encrypted volumes stay closed until the passphrase is entered"),
+                }
+            }
+        }
         let listener = TcpListener::bind(config.rest_bind)
             .await
             .map_err(|source| ControllerError::Bind { addr: config.rest_bind.to_string(), source })?;

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use cairn_api::rc::{self, ApiCallRc};
 use cairn_domain::Cluster;
-use cairn_domain::desired::desired_for_node;
+use cairn_domain::desired::desired_for_node_with;
+
+use crate::crypto::MasterKey;
 use cairn_domain::name::key;
 use cairn_domain::placement::{NodeObs, Observer};
 use cairn_domain::storage_pool::PoolCapacity;
@@ -124,6 +126,8 @@ pub struct Links {
     secret: String,
     tls: Option<ureq::tls::TlsConfig>,
     links: Mutex<BTreeMap<String, Arc<Link>>>,
+    /// The unlocked master key (LUKS volume secrets), if entered.
+    master: std::sync::RwLock<Option<MasterKey>>,
 }
 
 /// A change sent to a node, to wait for.
@@ -138,7 +142,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Links {
     pub fn new(secret: String, tls: Option<ureq::tls::TlsConfig>) -> Links {
-        Links { secret, tls, links: Mutex::new(BTreeMap::new()) }
+        Links { secret, tls, links: Mutex::new(BTreeMap::new()), master: std::sync::RwLock::new(None) }
+    }
+
+    /// The master key, if the passphrase was created or entered.
+    pub fn master(&self) -> Option<MasterKey> {
+        self.master.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_master(&self, key: MasterKey) {
+        *self.master.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
+    }
+
+    /// A node's desired state, with LUKS keys while the master key is known.
+    pub fn desired(&self, cluster: &Cluster, node_key: &str) -> (Vec<PoolDesired>, Vec<ResourceDesired>) {
+        let master = self.master();
+        let unseal = |sealed: &str| {
+            master.as_ref().and_then(|m| m.open(sealed).map_err(|e| tracing::error!("cannot open a LUKS volume secret: {e}")).ok())
+        };
+        desired_for_node_with(cluster, node_key, &unseal)
     }
 
     fn get(&self, node_key: &str) -> Option<Arc<Link>> {
@@ -236,7 +258,7 @@ impl Links {
         let mut warnings = Vec::new();
         for nk in nodes {
             let Some(node) = cluster.nodes.get(nk) else { continue };
-            let (pools, rscs) = desired_for_node(cluster, nk);
+            let (pools, rscs) = self.desired(cluster, nk);
             let link = self.get(nk);
             let online = link.as_ref().is_some_and(|l| l.view.read().unwrap_or_else(|e| e.into_inner()).status == ConnStatus::Online);
             let Some(link) = link.filter(|_| online) else {
@@ -573,7 +595,7 @@ async fn full_sync(
             return Err("the node was removed".into());
         }
         let c = state.read();
-        let (pools, rscs) = desired_for_node(&c, &link.node_key);
+        let (pools, rscs) = state.links().desired(&c, &link.node_key);
         let generation = {
             let mut sent = lock(&link.sent);
             sent.generation += 1;
@@ -768,7 +790,7 @@ mod tests {
         ResourceDesired {
             name: name.into(),
             diskless: false,
-            volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: size, pool: "p".into() }],
+            volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: size, pool: "p".into(), luks: None }],
             drbd: None,
         }
     }

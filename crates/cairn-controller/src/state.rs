@@ -31,8 +31,12 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn new_ctx() -> Ctx {
-    Ctx::new(now_ms(), || uuid::Uuid::new_v4().to_string())
+fn new_ctx(master: Option<crate::crypto::MasterKey>) -> Ctx {
+    let ctx = Ctx::new(now_ms(), || uuid::Uuid::new_v4().to_string());
+    match master {
+        Some(m) => ctx.with_luks(move || m.new_volume_secret().map_err(|e| tracing::error!("cannot make a LUKS secret: {e}")).ok()),
+        None => ctx,
+    }
 }
 
 impl AppState {
@@ -90,7 +94,7 @@ impl AppState {
     /// full apply.
     pub async fn mutate(&self, success: u16, op: impl FnOnce(&Cluster, &mut Ctx) -> Result<Outcome, OpError>) -> Result<Reply, ApiError> {
         let writer = self.writer().await;
-        let mut ctx = new_ctx();
+        let mut ctx = new_ctx(self.inner.links.master());
         let (outcome, mut nodes, fresh) = {
             let c = self.read();
             let mut outcome = op(&c, &mut ctx)?;
@@ -141,6 +145,21 @@ impl AppState {
             r.created_at = Some(stamp.clone());
         }
         Ok(Reply::new(cairn_api::rc::status_for(&replies, success), replies))
+    }
+}
+
+impl AppState {
+    /// Sends every online node what changed in its desired state without a
+    /// stored change (the master passphrase was entered: LUKS keys can go
+    /// out now) and waits for the answers.
+    pub async fn redispatch_all(&self) -> Vec<cairn_api::rc::ApiCallRc> {
+        let _writer = self.writer().await;
+        let pending = {
+            let c = self.read();
+            let nodes: BTreeSet<String> = c.nodes.keys().cloned().collect();
+            self.inner.links.dispatch(&c, &nodes, &nodes).0
+        };
+        satellites::collect(pending).await
     }
 }
 

@@ -39,7 +39,7 @@ fn layers(c: &Cluster, req: Option<&Vec<String>>, filter: &AutoSelectFilter, d: 
             .clone()
             .filter(|l| !l.is_empty())
             .or_else(|| Some(d.layer_stack.clone()).filter(|l| !l.is_empty()))
-            .unwrap_or_else(|| c.default_stack())),
+            .unwrap_or_else(|| c.default_stack_for(d))),
     }
 }
 

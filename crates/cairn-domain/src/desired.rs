@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_proto::{DrbdDesired, DrbdPath, DrbdPeer, DrbdVolumeDesired, PoolDesired, ResourceDesired, VolumeDesired};
+use cairn_proto::{DrbdDesired, DrbdPath, DrbdPeer, DrbdVolumeDesired, LuksDesired, PoolDesired, ResourceDesired, Secret, VolumeDesired};
 
 use crate::resource::Resource;
 
@@ -27,8 +27,35 @@ pub fn volume_id(uuid: &str) -> String {
     uuid.chars().filter(|c| c.is_ascii_hexdigit()).map(|c| c.to_ascii_lowercase()).take(12).collect()
 }
 
-/// The pools and resources one node must have, sorted by name.
+/// The pools and resources one node must have, sorted by name, without
+/// LUKS keys.
 pub fn desired_for_node(c: &Cluster, node_key: &str) -> (Vec<PoolDesired>, Vec<ResourceDesired>) {
+    desired_for_node_with(c, node_key, &|_| None)
+}
+
+/// The first value of a property from resource, definition, group, node,
+/// controller.
+fn rsc_prop<'a>(c: &'a Cluster, r: &'a Resource, k: &str) -> Option<&'a String> {
+    let rd = c.rsc_dfns.get(&key(&r.resource_definition));
+    let rg = rd.and_then(|d| c.rsc_grps.get(&key(&d.resource_group)));
+    let node = c.nodes.get(&key(&r.node));
+    [Some(&r.props), rd.map(|d| &d.props), rg.map(|g| &g.props), node.map(|n| &n.props), Some(&c.ctrl_props)]
+        .into_iter()
+        .flatten()
+        .find_map(|p| p.get(k))
+}
+
+fn words(v: Option<&String>) -> Vec<String> {
+    v.map(|s| s.split_whitespace().map(String::from).collect()).unwrap_or_default()
+}
+
+/// Like [`desired_for_node`]; `unseal` opens the sealed LUKS volume
+/// secrets (None while the controller is locked).
+pub fn desired_for_node_with(
+    c: &Cluster,
+    node_key: &str,
+    unseal: &dyn Fn(&str) -> Option<String>,
+) -> (Vec<PoolDesired>, Vec<ResourceDesired>) {
     let pools = c
         .stor_pools_of(node_key)
         .map(|p| PoolDesired {
@@ -53,6 +80,11 @@ pub fn desired_for_node(c: &Cluster, node_key: &str) -> (Vec<PoolDesired>, Vec<R
                             id: volume_id(&v.uuid),
                             size_kib: vd.size_kib,
                             pool: v.storage_pool.clone(),
+                            luks: v.luks_secret.as_ref().map(|sealed| LuksDesired {
+                                key: unseal(sealed).map(Secret),
+                                format_options: words(rsc_prop(c, r, "StorDriver/LuksFormatOptions")),
+                                open_options: words(rsc_prop(c, r, "StorDriver/LuksOpenOptions")),
+                            }),
                         })
                     })
                     .collect(),
@@ -252,7 +284,7 @@ mod tests {
                 drbd: None,
                 name: "web".into(),
                 diskless: false,
-                volumes: vec![VolumeDesired { number: 0, id, size_kib: 2048, pool: "DfltStorPool".into() }]
+                volumes: vec![VolumeDesired { number: 0, id, size_kib: 2048, pool: "DfltStorPool".into(), luks: None }]
             }]
         );
         assert!(desired_for_node(&c, "N2").1.is_empty());

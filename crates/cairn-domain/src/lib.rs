@@ -60,6 +60,18 @@ impl Cluster {
             .filter(|l| !l.is_empty())
             .unwrap_or_else(default_layer_stack)
     }
+
+    /// The default stack for replicas of one definition: with LUKS above
+    /// STORAGE when a volume definition is `ENCRYPTED` (LINSTOR's rule).
+    pub fn default_stack_for(&self, d: &resource_definition::ResourceDefinition) -> Vec<String> {
+        let mut stack = self.default_stack();
+        let encrypted = self.vlm_dfns_of(&name::key(&d.name)).any(|v| v.flags.contains("ENCRYPTED"));
+        if encrypted && !stack.iter().any(|l| l == "LUKS") {
+            let at = stack.iter().position(|l| l == "STORAGE").unwrap_or(stack.len());
+            stack.insert(at, "LUKS".into());
+        }
+        stack
+    }
 }
 
 /// Name of the diskless pool every satellite gets.

@@ -31,6 +31,10 @@ pub struct Volume {
     pub props: Props,
     pub flags: BTreeSet<String>,
     pub uuid: String,
+    /// The volume's LUKS passphrase, sealed with the master key, when the
+    /// stack has a LUKS layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub luks_secret: Option<String>,
 }
 
 /// The DRBD numbers of one resource on its node.
@@ -64,6 +68,8 @@ pub struct VolumeObserved {
     pub allocated_size_kib: Option<i64>,
     pub usable_size_kib: Option<i64>,
     pub disk_state: Option<String>,
+    /// The opened LUKS device, when the stack has LUKS.
+    pub luks_device_path: Option<String>,
 }
 
 impl Resource {
@@ -98,6 +104,7 @@ impl Resource {
                         layer_type: l.clone(),
                         data: match l.as_str() {
                             "STORAGE" => Some(storage_volume_json(v.volume_number, &o)),
+                            "LUKS" => Some(luks_volume_json(v.volume_number, &o)),
                             "DRBD" => minor(v.volume_number).map(|m| self.drbd_volume_json(v.volume_number, m, &o, dv)),
                             _ => None,
                         },
@@ -105,6 +112,7 @@ impl Resource {
                     .collect();
                 let (device_path, disk_state) = match (has_drbd, minor(v.volume_number)) {
                     (true, Some(m)) => (Some(format!("/dev/drbd{m}")), dv.map(|d| d.disk.clone()).or(o.disk_state.clone())),
+                    _ if self.layer_stack.first().is_some_and(|l| l == "LUKS") => (o.luks_device_path.clone(), o.disk_state.clone()),
                     _ => (o.device_path.clone(), o.disk_state.clone()),
                 };
                 let replication_states = dv.filter(|d| !d.peers.is_empty()).map(|d| {
@@ -252,12 +260,39 @@ impl Resource {
                 }
                 layer.drbd = Some(serde_json::Value::Object(m));
             } else if kind == "LUKS" {
-                layer.luks = Some(serde_json::json!({}));
+                let vols: Vec<serde_json::Value> = self
+                    .volumes
+                    .values()
+                    .map(|v| luks_volume_json(v.volume_number, &observed(v.volume_number).unwrap_or_default()))
+                    .collect();
+                layer.luks = Some(serde_json::json!({ "luks_volumes": vols }));
             }
             layer.children = vec![self.layer_tree(depth + 1, observed, minor, drbd)];
         }
         layer
     }
+}
+
+fn luks_volume_json(nr: u32, o: &VolumeObserved) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("volume_number".into(), nr.into());
+    if let Some(p) = &o.luks_device_path {
+        m.insert("device_path".into(), p.clone().into());
+    }
+    if let Some(p) = &o.device_path {
+        m.insert("backing_device".into(), p.clone().into());
+    }
+    if let Some(s) = o.allocated_size_kib {
+        m.insert("allocated_size_kib".into(), s.into());
+    }
+    if let Some(s) = o.usable_size_kib {
+        m.insert("usable_size_kib".into(), (s - 16 * 1024).max(0).into());
+    }
+    m.insert("opened".into(), o.luks_device_path.is_some().into());
+    if let Some(s) = &o.disk_state {
+        m.insert("disk_state".into(), s.clone().into());
+    }
+    serde_json::Value::Object(m)
 }
 
 fn storage_volume_json(nr: u32, o: &VolumeObserved) -> serde_json::Value {
@@ -362,6 +397,15 @@ impl Cluster {
             )
             .correction("Choose a matching storage pool or set the DISKLESS flag as intended."));
         }
+        let luks_secret = if r.layer_stack.iter().any(|l| l == "LUKS") && !diskless {
+            Some(ctx.luks_secret().ok_or_else(|| {
+                OpError::new(op, rc::FAIL_NOT_FOUND_CRYPT_KEY, "Cannot create an encrypted volume: the master passphrase is not available.")
+                    .cause("A LUKS layer needs the controller's master key, which exists only after the master passphrase was created (POST /v1/encryption/passphrase) and, after a restart, entered again (PATCH).")
+                    .correction("Create or enter the master passphrase, e.g. `linstor encryption create-passphrase` / `enter-passphrase`.")
+            })?)
+        } else {
+            None
+        };
         Ok(Volume {
             volume_number: vd.volume_number,
             storage_pool: pool.name.clone(),
@@ -369,6 +413,7 @@ impl Cluster {
             props: Props::new(),
             flags: BTreeSet::new(),
             uuid: ctx.uuid(),
+            luks_secret,
         })
     }
 
@@ -490,7 +535,9 @@ impl Cluster {
         let stack = match req.layer_list.as_ref().filter(|l| !l.is_empty()) {
             Some(l) => check_layer_stack(l, op)?,
             None if !d.layer_stack.is_empty() => d.layer_stack.clone(),
-            None => rg.and_then(|g| g.select_filter.layer_stack.clone()).filter(|l| !l.is_empty()).unwrap_or_else(|| self.default_stack()),
+            None => {
+                rg.and_then(|g| g.select_filter.layer_stack.clone()).filter(|l| !l.is_empty()).unwrap_or_else(|| self.default_stack_for(d))
+            }
         };
         // A definition from before DRBD was the default has volumes without
         // minors: it keeps replicas without DRBD unless asked explicitly.

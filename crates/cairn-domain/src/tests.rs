@@ -279,3 +279,37 @@ fn drbd_ranges_come_from_properties_and_run_out_cleanly() {
     };
     assert_eq!(t.fail(|c, ctx| c.create_vlm_dfn("r2", &taken, ctx)), rc::FAIL_INVLD_MINOR_NR, "a used minor cannot be requested");
 }
+
+#[test]
+fn encrypted_volumes_need_the_master_key_and_get_a_sealed_secret() {
+    let mut t = T::new();
+    t.node("na");
+    t.pool("na", "DfltStorPool");
+    t.c.ctrl_props.insert(crate::PROP_DEFAULT_LAYER_STACK.into(), "STORAGE".into());
+    let rd = ResourceDefinitionCreate { resource_definition: WireRd { name: "sec".into(), ..Default::default() }, ..Default::default() };
+    t.run(|c, ctx| c.create_rsc_dfn(&rd, ctx));
+    // An ENCRYPTED volume definition puts LUKS into the default stack.
+    let vd = VolumeDefinitionCreate {
+        volume_definition: WireVd { size_kib: Some(4096), flags: vec!["ENCRYPTED".into()], ..Default::default() },
+        ..Default::default()
+    };
+    t.run(|c, ctx| c.create_vlm_dfn("sec", &vd, ctx));
+    assert_eq!(t.fail(|c, ctx| c.create_resources("sec", &[T::rsc("na", &[])], None, ctx)), rc::FAIL_NOT_FOUND_CRYPT_KEY, "locked");
+    let mut n = 0;
+    t.ctx = Ctx::deterministic().with_luks(move || {
+        n += 1;
+        Some(format!("sealed-{n}"))
+    });
+    t.run(|c, ctx| c.create_resources("sec", &[T::rsc("na", &[])], None, ctx));
+    let r = &t.c.resources[&("SEC".to_string(), "NA".to_string())];
+    assert_eq!(r.layer_stack, vec!["LUKS".to_string(), "STORAGE".to_string()]);
+    assert_eq!(r.volumes[&0].luks_secret.as_deref(), Some("sealed-1"));
+    // The satellite gets the opened secret, and the volume's options.
+    t.c.ctrl_props.insert("StorDriver/LuksFormatOptions".into(), "--pbkdf pbkdf2".into());
+    let (_, rscs) = crate::desired::desired_for_node_with(&t.c, "NA", &|s| Some(format!("open({s})")));
+    let l = rscs[0].volumes[0].luks.clone().unwrap();
+    assert_eq!(l.key.map(|k| k.0).as_deref(), Some("open(sealed-1)"));
+    assert_eq!(l.format_options, vec!["--pbkdf".to_string(), "pbkdf2".to_string()]);
+    let (_, locked) = crate::desired::desired_for_node(&t.c, "NA");
+    assert!(locked[0].volumes[0].luks.as_ref().is_some_and(|l| l.key.is_none()));
+}

@@ -13,18 +13,30 @@ use std::time::Duration;
 /// Default time a command may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Bytes for a child's stdin; never shown in debug output.
+#[derive(Clone, PartialEq, Eq)]
+struct Stdin(Vec<u8>);
+
+impl fmt::Debug for Stdin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
 /// A command to run: program, arguments, timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmd {
     program: String,
     args: Vec<OsString>,
     env: Vec<(String, String)>,
+    /// Written to the child's stdin (secrets go here, never into argv).
+    stdin: Option<Stdin>,
     timeout: Duration,
 }
 
 impl Cmd {
     pub fn new(program: &str) -> Cmd {
-        Cmd { program: program.to_string(), args: Vec::new(), env: Vec::new(), timeout: DEFAULT_TIMEOUT }
+        Cmd { program: program.to_string(), args: Vec::new(), env: Vec::new(), stdin: None, timeout: DEFAULT_TIMEOUT }
     }
 
     pub fn arg(mut self, a: impl Into<OsString>) -> Cmd {
@@ -41,6 +53,16 @@ impl Cmd {
     pub fn env(mut self, key: &str, value: &str) -> Cmd {
         self.env.push((key.to_string(), value.to_string()));
         self
+    }
+
+    /// Feeds `data` to the child's stdin.
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Cmd {
+        self.stdin = Some(Stdin(data.into()));
+        self
+    }
+
+    pub fn get_stdin(&self) -> Option<&[u8]> {
+        self.stdin.as_ref().map(|s| s.0.as_slice())
     }
 
     pub fn get_env(&self) -> &[(String, String)] {
@@ -137,7 +159,7 @@ impl CommandRunner for HostRunner {
             tracing::debug!(cmd = %cmd, "run");
             let mut c = tokio::process::Command::new(&cmd.program);
             c.args(&cmd.args)
-                .stdin(std::process::Stdio::null())
+                .stdin(if cmd.stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .env("LC_ALL", "C")
@@ -145,12 +167,21 @@ impl CommandRunner for HostRunner {
                 .env_remove("CAIRN_CLUSTER_SECRET")
                 .envs(cmd.env.iter().map(|(k, v)| (k, v)))
                 .kill_on_drop(true);
-            let child = c.spawn().map_err(|e| ExecError::Spawn {
+            let mut child = c.spawn().map_err(|e| ExecError::Spawn {
                 program: cmd.program.clone(),
                 argv: argv.clone(),
                 not_found: e.kind() == std::io::ErrorKind::NotFound,
                 reason: e.to_string(),
             })?;
+            if let (Some(Stdin(data)), Some(mut pipe)) = (cmd.stdin.clone(), child.stdin.take()) {
+                // Written in a task: a child that never reads cannot block us
+                // past the timeout.
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = pipe.write_all(&data).await;
+                    let _ = pipe.shutdown().await;
+                });
+            }
             let out = match tokio::time::timeout(cmd.timeout, child.wait_with_output()).await {
                 Ok(Ok(out)) => out,
                 Ok(Err(e)) => {
@@ -287,6 +318,14 @@ mod tests {
         let e = rt().block_on(HostRunner.run(&Cmd::new("sleep").arg("30").timeout(Duration::from_millis(200)))).unwrap_err();
         assert!(matches!(e, ExecError::Timeout { .. }), "{e:?}");
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn stdin_reaches_the_child_and_stays_out_of_the_argv() {
+        let cmd = Cmd::new("cat").stdin("s3cret\n");
+        assert_eq!(cmd.argv(), ["cat"]);
+        assert!(!format!("{cmd:?}").contains("s3cret"));
+        assert_eq!(rt().block_on(HostRunner.run(&cmd)).unwrap().stdout, "s3cret\n");
     }
 
     #[test]

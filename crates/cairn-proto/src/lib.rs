@@ -79,6 +79,35 @@ pub struct VolumeDesired {
     pub id: String,
     pub size_kib: i64,
     pub pool: String,
+    /// The LUKS layer between DRBD (or the top) and the storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub luks: Option<LuksDesired>,
+}
+
+/// A secret string: serialised as is, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// The LUKS layer of one volume.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LuksDesired {
+    /// The volume's passphrase; None while the controller is locked (the
+    /// master passphrase was not entered since it started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Secret>,
+    /// `StorDriver/LuksFormatOptions`, split into words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub format_options: Vec<String>,
+    /// `StorDriver/LuksOpenOptions`, split into words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_options: Vec<String>,
 }
 
 /// A resource on this node, as the satellite must make it.
@@ -224,6 +253,9 @@ pub struct VolumeObserved {
     pub usable_kib: Option<i64>,
     /// `UpToDate`, `Diskless`, `Failed`, ...
     pub disk_state: String,
+    /// The opened LUKS device (`/dev/mapper/Linstor-Crypt-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub luks_device_path: Option<String>,
 }
 
 /// What a satellite sees of one resource.
@@ -339,7 +371,7 @@ mod tests {
             resources: vec![ResourceDesired {
                 name: "r".into(),
                 diskless: false,
-                volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: 1024, pool: "p".into() }],
+                volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: 1024, pool: "p".into(), luks: None }],
                 drbd: None,
             }],
             removed: vec![],

@@ -10,6 +10,7 @@ use cairn_proto::{
 use cairn_storage::StorageError;
 use cairn_storage::drbd::gross_size_kib;
 use cairn_storage::file::{FilePool, Files, VolumeFile};
+use cairn_storage::luks::{LUKS2_HEADER_KIB, Luks, LuksError};
 use cairn_storage::lvm::{Lvm, LvmPool};
 use tokio::sync::Mutex;
 
@@ -32,6 +33,7 @@ pub struct Applier {
     pub instance: String,
     files: Files,
     lvm: Lvm,
+    luks: Luks,
     providers: Vec<ProviderSupport>,
     /// The DRBD layer, or why this node cannot run it.
     drbd: Result<Arc<DrbdLayer>, Vec<String>>,
@@ -45,11 +47,24 @@ enum PoolKind {
 }
 
 /// The size of a backing volume: the usable size, plus DRBD's internal
-/// metadata when a DRBD layer sits on top.
-fn gross(net_kib: i64, drbd_peer_slots: Option<u8>) -> i64 {
-    match drbd_peer_slots {
-        Some(slots) => i64::try_from(gross_size_kib(u64::try_from(net_kib).unwrap_or(0), slots)).unwrap_or(i64::MAX),
-        None => net_kib,
+/// metadata when a DRBD layer sits on top, plus the LUKS2 header when the
+/// volume is encrypted.
+fn backing_kib(v: &cairn_proto::VolumeDesired, drbd_peer_slots: Option<u8>) -> i64 {
+    let net = match drbd_peer_slots {
+        Some(slots) => i64::try_from(gross_size_kib(u64::try_from(v.size_kib).unwrap_or(0), slots)).unwrap_or(i64::MAX),
+        None => v.size_kib,
+    };
+    if v.luks.is_some() { net.saturating_add(LUKS2_HEADER_KIB) } else { net }
+}
+
+fn luks_err(message: String, e: &LuksError) -> ObjectError {
+    match e {
+        LuksError::Storage(s) => err(message, s),
+        LuksError::NoKey => ObjectError {
+            message,
+            cause: Some(e.to_string()),
+            details: Some("Enter the master passphrase on the controller (PATCH /v1/encryption/passphrase).".into()),
+        },
     }
 }
 
@@ -63,10 +78,11 @@ impl Applier {
         instance: String,
         files: Files,
         lvm: Lvm,
+        luks: Luks,
         providers: Vec<ProviderSupport>,
         drbd: Result<Arc<DrbdLayer>, Vec<String>>,
     ) -> Applier {
-        Applier { node_name, instance, files, lvm, providers, drbd, state: Mutex::new(Desired::default()) }
+        Applier { node_name, instance, files, lvm, luks, providers, drbd, state: Mutex::new(Desired::default()) }
     }
 
     fn pool_kind(&self, p: &PoolDesired) -> Result<PoolKind, ObjectError> {
@@ -157,7 +173,7 @@ impl Applier {
         let disks: BTreeMap<u32, String> = if r.diskless {
             BTreeMap::new()
         } else {
-            out.volumes.iter().filter_map(|v| Some((v.number, v.device_path.clone()?))).collect()
+            out.volumes.iter().filter_map(|v| Some((v.number, v.luks_device_path.clone().or(v.device_path.clone())?))).collect()
         };
         let net: BTreeMap<u32, i64> = r.volumes.iter().map(|v| (v.number, v.size_kib)).collect();
         match layer.ensure(&r.name, d, &disks, &net).await {
@@ -224,15 +240,32 @@ impl Applier {
                 }
                 Ok(PoolKind::Lvm(lp)) => self
                     .lvm
-                    .ensure(&lp, &r.name, v.number, &v.id, gross(v.size_kib, drbd_peer_slots))
+                    .ensure(&lp, &r.name, v.number, &v.id, backing_kib(v, drbd_peer_slots))
                     .await
                     .map_err(|e| err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)),
                 Ok(PoolKind::File(fp)) => self
                     .files
-                    .ensure(&fp, &VolumeFile::new(&r.name, v.number, &v.id), gross(v.size_kib, drbd_peer_slots))
+                    .ensure(&fp, &VolumeFile::new(&r.name, v.number, &v.id), backing_kib(v, drbd_peer_slots))
                     .await
                     .map_err(|e| err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)),
                 Err(e) => Err(e),
+            };
+            // The LUKS layer on top of a real backing device.
+            let observed = match (observed, &v.luks) {
+                (Ok(mut o), Some(l)) if !r.diskless && o.device_path.is_some() => {
+                    let dev = o.device_path.clone().unwrap_or_default();
+                    match self.luks.ensure(&dev, &r.name, v.number, l).await {
+                        Ok(mapped) => {
+                            o.luks_device_path = Some(mapped);
+                            Ok(o)
+                        }
+                        Err(e) => Err(luks_err(
+                            format!("Cannot open the encrypted volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name),
+                            &e,
+                        )),
+                    }
+                }
+                (o, _) => o,
             };
             match observed {
                 Ok(o) => out.volumes.push(o),
@@ -254,6 +287,11 @@ impl Applier {
         {
             // The storage stays while DRBD may still use it.
             out.error = Some(e);
+            return out;
+        }
+        if let Err(e) = self.luks.close_all(name).await {
+            // The storage stays while the mapping may still be open.
+            out.error = Some(luks_err(format!("Cannot close the encrypted volumes of '{name}' on node '{}'.", self.node_name), &e));
             return out;
         }
         for lp in self.lvm_pools(pools) {

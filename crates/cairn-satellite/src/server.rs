@@ -84,6 +84,12 @@ impl Satellite {
         if drbd.is_ok() {
             layers.insert(0, "DRBD".into());
         }
+        match tools::luks_support(runner.as_ref()).await {
+            Ok(()) => layers.insert(layers.len() - 1, "LUKS".into()),
+            Err(missing) => {
+                unsupported_layers.insert("LUKS".to_string(), missing);
+            }
+        }
         let instance = uuid::Uuid::new_v4().to_string();
         let proto = std::env::var("CAIRN_TEST_PROTO_VERSION").ok().and_then(|v| v.parse().ok()).unwrap_or(PROTO_VERSION);
         let hello = Hello {
@@ -98,8 +104,9 @@ impl Satellite {
         };
         let physical = Physical::new(runner.clone(), config.command_timeout);
         let files = Files::new(runner.clone(), config.command_timeout);
-        let lvm = cairn_storage::lvm::Lvm::new(runner, config.command_timeout);
-        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, lvm, providers, drbd));
+        let lvm = cairn_storage::lvm::Lvm::new(runner.clone(), config.command_timeout);
+        let luks = cairn_storage::luks::Luks::new(runner, config.command_timeout);
+        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, lvm, luks, providers, drbd));
         let tls = match &config.tls {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(files)?)),
             None => None,

@@ -72,3 +72,18 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
     }
     out
 }
+
+/// Whether the LUKS layer can run: cryptsetup, root and device-mapper.
+pub async fn luks_support(runner: &dyn CommandRunner) -> Result<(), Vec<String>> {
+    let mut missing = Vec::new();
+    if !have(runner, "cryptsetup").await {
+        missing.push("cryptsetup (cryptsetup-bin) not found".to_string());
+    }
+    if euid() != Some(0) {
+        missing.push("root privileges".into());
+    }
+    if !Path::new("/dev/mapper/control").exists() {
+        missing.push("device-mapper (/dev/mapper/control; the dm-crypt kernel module)".into());
+    }
+    if missing.is_empty() { Ok(()) } else { Err(missing) }
+}

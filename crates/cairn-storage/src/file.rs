@@ -202,6 +202,7 @@ impl Files {
             allocated_kib: Some((allocated / 1024) as i64),
             usable_kib: Some((size / 1024) as i64),
             disk_state: "UpToDate".into(),
+            luks_device_path: None,
         })
     }
 

@@ -6,6 +6,7 @@
 
 pub mod drbd;
 pub mod file;
+pub mod luks;
 pub mod lvm;
 pub mod parse;
 pub mod physical;

@@ -322,6 +322,7 @@ impl Lvm {
             allocated_kib: Some(allocated),
             usable_kib: Some(now.size_kib),
             disk_state: "UpToDate".into(),
+            luks_device_path: None,
         })
     }
 

@@ -35,8 +35,11 @@ async fn version() -> Response {
     })
 }
 
+/// The stored (encrypted) master key stays out of the listing.
 async fn list_props(State(s): State<AppState>) -> Response {
-    ok(&s.read().ctrl_props)
+    let c = s.read();
+    let props: std::collections::BTreeMap<&String, &String> = c.ctrl_props.iter().filter(|(k, _)| !k.starts_with("encrypted/")).collect();
+    ok(&props)
 }
 
 /// `POST /v1/controller/properties` answers 201, as upstream does.

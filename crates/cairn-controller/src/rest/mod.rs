@@ -2,6 +2,7 @@
 //! parse input, call the domain through [`AppState`], and shape the reply.
 
 pub mod controller;
+pub mod encryption;
 pub mod error;
 pub mod input;
 pub mod kvs;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(kvs::routes())
         .merge(node_connections::routes())
         .merge(physical_storage::routes())
+        .merge(encryption::routes())
         .fallback(unrouted)
         .method_not_allowed_fallback(unrouted)
         .with_state(state)

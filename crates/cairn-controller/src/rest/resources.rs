@@ -38,13 +38,29 @@ fn wire(s: &AppState, c: &Cluster, r: &Resource) -> ResourceWithVolumes {
             allocated_size_kib: v.allocated_kib,
             usable_size_kib: v.usable_kib,
             disk_state: Some(v.disk_state.clone()),
+            luks_device_path: v.luks_device_path.clone(),
         })
     };
     // Without DRBD nothing can hold a plain volume open behind our back;
     // "in use" is known once the satellite reported the resource.
     let rd = key(&r.resource_definition);
     let minor = |nr: u32| c.vlm_dfns.get(&(rd.clone(), nr)).and_then(|v| v.drbd_minor);
-    r.to_api(&volume, &minor, observed.as_ref().map(|_| false), observed.as_ref().and_then(|o| o.drbd.as_ref()))
+    let mut out = r.to_api(&volume, &minor, observed.as_ref().map(|_| false), observed.as_ref().and_then(|o| o.drbd.as_ref()));
+    // What the satellite could not do shows with the volumes, as LINSTOR's
+    // volume reports do.
+    if let Some(e) = observed.as_ref().and_then(|o| o.error.as_ref()) {
+        let mut report = cairn_api::rc::ApiCallRc::error(cairn_api::rc::MASK_VLM, cairn_api::rc::FAIL_UNKNOWN_ERROR, e.message.clone());
+        if let Some(c) = &e.cause {
+            report = report.with_cause(c.clone());
+        }
+        if let Some(d) = &e.details {
+            report = report.with_details(d.clone());
+        }
+        for v in &mut out.volumes {
+            v.reports.push(report.clone());
+        }
+    }
+    out
 }
 
 /// Resources matching `nodes`, `resources`, `storage_pools` and `props`.

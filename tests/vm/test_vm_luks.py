@@ -1,0 +1,96 @@
+"""The LUKS layer in a VM: the master passphrase, encrypted volumes on LVM,
+closed after a restart until the passphrase is entered again, grown and
+deleted."""
+
+import linstor
+
+from conftest import ok, wait_for
+
+MIB = 1024
+MAPPER = "/dev/mapper/Linstor-Crypt-sec_00000"
+
+
+def req(c, method, path, body=None):
+    return c.ctrl.request(method, path, body)
+
+
+def sha(c, dev):
+    rc, out = c.vm.sh(f"dd if={dev} bs=1M count=8 status=none | sha256sum")
+    assert rc == 0, out
+    return out.split()[0]
+
+
+def test_encrypted_volume_survives_restarts_and_opens_once_the_passphrase_is_entered(vm_cluster):
+    c = vm_cluster
+    status, _, body = req(c, "POST", "/v1/physical-storage/vm1", {
+        "provider_kind": "LVM", "device_paths": ["/dev/vda"], "pool_name": "vg0", "with_storage_pool": {"name": "lvm"}})
+    assert status == 201, body
+    status, _, nodes = req(c, "GET", "/v1/nodes")
+    assert "LUKS" in nodes[0]["resource_layers"], nodes
+    # Cheap key derivation under software emulation.
+    ok(c.lin.controller_set_prop("StorDriver/LuksFormatOptions", "--pbkdf pbkdf2 --pbkdf-force-iterations 1000"))
+
+    # Without a master passphrase nothing encrypted can be made.
+    ok(c.lin.resource_dfn_create("sec"))
+    ok(c.lin.volume_dfn_create("sec", 32 * MIB, storage_pool="lvm"))
+    layers = ["luks", "storage"]
+    replies = c.lin.resource_create([linstor.ResourceData("vm1", "sec", storage_pool="lvm", layer_list=layers)])
+    assert replies[0].is_error() and "master passphrase" in replies[0].message, [str(r) for r in replies]
+    assert req(c, "GET", "/v1/encryption/passphrase")[2] == [{"status": "unset"}]
+
+    status, _, body = req(c, "POST", "/v1/encryption/passphrase", {"new_passphrase": "geheim"})
+    assert status == 201, body
+    assert req(c, "GET", "/v1/encryption/passphrase")[2] == [{"status": "unlocked"}]
+    status, _, props = req(c, "GET", "/v1/controller/properties")
+    assert not any(k.startswith("encrypted/") for k in props), props
+
+    ok(c.lin.resource_create([linstor.ResourceData("vm1", "sec", storage_pool="lvm", layer_list=layers)]))
+    status, _, view = req(c, "GET", "/v1/view/resources?resources=sec")
+    vol = view[0]["volumes"][0]
+    assert vol["device_path"] == MAPPER, vol
+    assert view[0]["layer_object"]["type"] == "LUKS"
+    assert view[0]["layer_object"]["luks"]["luks_volumes"][0]["backing_device"] == "/dev/vg0/sec_00000"
+    rc, out = c.vm.sh("cryptsetup isLuks /dev/vg0/sec_00000 && blockdev --getsize64 /dev/vg0/sec_00000 " + MAPPER)
+    assert rc == 0, out
+    lv_bytes, mapped_bytes = (int(x) for x in out.split())
+    assert mapped_bytes == 32 * 1024 * 1024, "the user gets the size asked for"
+    assert lv_bytes == 48 * 1024 * 1024, "plus 16 MiB for the LUKS2 header"
+    rc, out = c.vm.sh(f"dd if=/dev/urandom of={MAPPER} bs=1M count=8 status=none && sync")
+    assert rc == 0, out
+    before = sha(c, MAPPER)
+    rc, out = c.vm.sh("dd if=/dev/vg0/sec_00000 bs=1M skip=16 count=8 status=none | sha256sum")
+    assert out.split()[0] != before, "what lands on the disk is encrypted"
+
+    # Controller restart: locked. The node "reboots": mapping closed,
+    # satellite restarted. The volume stays closed and says why.
+    c.ctrl.restart()
+    assert req(c, "GET", "/v1/encryption/passphrase")[2] == [{"status": "locked"}]
+    rc, out = c.vm.sh(f"cryptsetup close {MAPPER.rsplit('/', 1)[1]} && kill $(pidof cairn)")
+    assert rc == 0, out
+    wait_for("satellite restarted", lambda: c.vm.log().count("satellite ready") == 2, timeout=60)
+
+    def volume_state():
+        return req(c, "GET", "/v1/view/resources?resources=sec")[2][0]["volumes"][0]["state"].get("disk_state")
+
+    wait_for("closed volume reported", lambda: volume_state() == "Failed", timeout=60)
+    assert c.vm.sh(f"test -e {MAPPER}")[0] != 0
+    reports = req(c, "GET", "/v1/view/resources?resources=sec")[2][0]["volumes"][0]["reports"]
+    assert any("master passphrase" in (r.get("cause") or "") for r in reports), reports
+
+    status, _, body = req(c, "PATCH", "/v1/encryption/passphrase", "wrong")
+    assert status == 500 and body[0]["ret_code"] & 0x7FFF == 216, body
+    status, _, body = req(c, "PATCH", "/v1/encryption/passphrase", "geheim")
+    assert status == 200 and body[0]["ret_code"] & 0x7FFF == 4, body
+    wait_for("mapping open again", lambda: c.vm.sh(f"test -e {MAPPER}")[0] == 0, timeout=60)
+    assert sha(c, MAPPER) == before, "the data is back"
+
+    # Grow through the layers; then delete: mapping closed, volume gone.
+    status, _, body = req(c, "PUT", "/v1/resource-definitions/sec/volume-definitions/0", {"size_kib": 64 * MIB})
+    assert status == 200, body
+    rc, out = c.vm.sh("blockdev --getsize64 " + MAPPER)
+    assert int(out) == 64 * 1024 * 1024, out
+    status, _, body = req(c, "DELETE", "/v1/resource-definitions/sec")
+    assert status == 200, body
+    wait_for("mapping closed", lambda: c.vm.sh(f"test -e {MAPPER}")[0] != 0)
+    rc, out = c.vm.sh("lvs --noheadings -o lv_name vg0")
+    assert out.strip() == "", out
