@@ -348,3 +348,26 @@ def test_drbd_resources_are_refused_clearly_on_satellites_without_drbd(cluster):
     # The autoplacer does not pick satellites that cannot run the layer.
     status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/repl/autoplace", {"select_filter": {"place_count": 3}})
     assert status == 500 and "does not support layer DRBD" in body[0]["cause"], body
+
+
+def test_kernel_storage_this_host_lacks_is_reported_per_provider_and_layer(cluster):
+    """These hosts have no device-mapper driver and no ZFS module: LVM, LUKS
+    and ZFS say so (the VM tests run them for real)."""
+    c = cluster
+    status, _, nodes = c.ctrl.request("GET", "/v1/nodes?nodes=n1")
+    n = nodes[0]
+    for kind in ("ZFS", "ZFS_THIN"):
+        assert kind not in n["storage_providers"]
+        assert any("ZFS kernel module" in m or "zfsutils" in m for m in n["unsupported_providers"][kind]), n
+    for kind in ("LVM", "LVM_THIN"):
+        assert kind not in n["storage_providers"]
+        assert any("device-mapper" in m or "lvm" in m for m in n["unsupported_providers"][kind]), n
+    assert "LUKS" not in n["resource_layers"]
+    assert any("device-mapper" in m or "cryptsetup" in m for m in n["unsupported_layers"]["LUKS"]), n
+    # A pool of a kind the node cannot serve is refused with the reason.
+    ok(c.lin.storage_pool_create("n1", "zpool1", "ZFS", "tank"))
+    ok(c.lin.resource_dfn_create("zr", layer_list=["storage"]))
+    ok(c.lin.volume_dfn_create("zr", 4096, storage_pool="zpool1"))
+    status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/zr/resources",
+                                     [{"resource": {"node_name": "n1", "props": {"StorPoolName": "zpool1"}}, "layer_list": ["storage"]}])
+    assert any("ZFS" in (e.get("message", "") + e.get("cause", "")) for e in body), body

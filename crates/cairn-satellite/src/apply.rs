@@ -12,6 +12,7 @@ use cairn_storage::drbd::gross_size_kib;
 use cairn_storage::file::{FilePool, Files, VolumeFile};
 use cairn_storage::luks::{LUKS2_HEADER_KIB, Luks, LuksError};
 use cairn_storage::lvm::{Lvm, LvmPool};
+use cairn_storage::zfs::{Zfs, ZfsPool};
 use tokio::sync::Mutex;
 
 use crate::drbd::DrbdLayer;
@@ -27,12 +28,32 @@ pub struct Desired {
     pub generation: u64,
 }
 
-/// Applies desired state with the file provider.
+/// The storage providers and the LUKS layer, each running its tools.
+pub struct Storage {
+    pub files: Files,
+    pub lvm: Lvm,
+    pub zfs: Zfs,
+    pub luks: Luks,
+}
+
+impl Storage {
+    pub fn new(runner: Arc<dyn cairn_exec::CommandRunner>, timeout: std::time::Duration) -> Storage {
+        Storage {
+            files: Files::new(runner.clone(), timeout),
+            lvm: Lvm::new(runner.clone(), timeout),
+            zfs: Zfs::new(runner.clone(), timeout),
+            luks: Luks::new(runner, timeout),
+        }
+    }
+}
+
+/// Applies desired state with the storage providers and layers.
 pub struct Applier {
     pub node_name: String,
     pub instance: String,
     files: Files,
     lvm: Lvm,
+    zfs: Zfs,
     luks: Luks,
     providers: Vec<ProviderSupport>,
     /// The DRBD layer, or why this node cannot run it.
@@ -44,6 +65,7 @@ enum PoolKind {
     Diskless,
     File(FilePool),
     Lvm(LvmPool),
+    Zfs(ZfsPool),
 }
 
 /// The size of a backing volume: the usable size, plus DRBD's internal
@@ -76,13 +98,12 @@ impl Applier {
     pub fn new(
         node_name: String,
         instance: String,
-        files: Files,
-        lvm: Lvm,
-        luks: Luks,
+        storage: Storage,
         providers: Vec<ProviderSupport>,
         drbd: Result<Arc<DrbdLayer>, Vec<String>>,
     ) -> Applier {
-        Applier { node_name, instance, files, lvm, luks, providers, drbd, state: Mutex::new(Desired::default()) }
+        let Storage { files, lvm, zfs, luks } = storage;
+        Applier { node_name, instance, files, lvm, zfs, luks, providers, drbd, state: Mutex::new(Desired::default()) }
     }
 
     fn pool_kind(&self, p: &PoolDesired) -> Result<PoolKind, ObjectError> {
@@ -118,6 +139,12 @@ impl Applier {
                     .map(PoolKind::Lvm)
                     .map_err(|e| err(format!("Storage pool '{}' names an unusable volume group.", p.name), &e))
             }
+            "ZFS" | "ZFS_THIN" => {
+                let backing = p.backing.as_deref().unwrap_or_default();
+                ZfsPool::new(&p.name, backing, p.kind == "ZFS_THIN")
+                    .map(PoolKind::Zfs)
+                    .map_err(|e| err(format!("Storage pool '{}' names an unusable ZFS dataset.", p.name), &e))
+            }
             other => Err(ObjectError { message: format!("Provider {other} is not implemented yet."), cause: None, details: None }),
         }
     }
@@ -127,6 +154,16 @@ impl Applier {
             .values()
             .filter_map(|p| match self.pool_kind(p) {
                 Ok(PoolKind::Lvm(l)) => Some(l),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn zfs_pools(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<ZfsPool> {
+        pools
+            .values()
+            .filter_map(|p| match self.pool_kind(p) {
+                Ok(PoolKind::Zfs(z)) => Some(z),
                 _ => None,
             })
             .collect()
@@ -220,6 +257,11 @@ impl Applier {
                 out.error.get_or_insert(err(format!("Failed to remove unwanted volumes of '{}' from pool '{}'.", r.name, lp.name), &e));
             }
         }
+        for zp in self.zfs_pools(pools) {
+            if let Err(e) = self.zfs.remove_others(&zp, &r.name, &keep).await {
+                out.error.get_or_insert(err(format!("Failed to remove unwanted volumes of '{}' from pool '{}'.", r.name, zp.name), &e));
+            }
+        }
         for v in &r.volumes {
             let pool = match pools.get(&v.pool) {
                 Some(p) => p,
@@ -235,9 +277,14 @@ impl Applier {
             };
             let observed = match self.pool_kind(pool) {
                 Ok(PoolKind::Diskless) => Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() }),
-                Ok(PoolKind::File(_) | PoolKind::Lvm(_)) if r.diskless => {
+                Ok(PoolKind::File(_) | PoolKind::Lvm(_) | PoolKind::Zfs(_)) if r.diskless => {
                     Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() })
                 }
+                Ok(PoolKind::Zfs(zp)) => self
+                    .zfs
+                    .ensure(&zp, &r.name, v.number, &v.id, backing_kib(v, drbd_peer_slots))
+                    .await
+                    .map_err(|e| err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)),
                 Ok(PoolKind::Lvm(lp)) => self
                     .lvm
                     .ensure(&lp, &r.name, v.number, &v.id, backing_kib(v, drbd_peer_slots))
@@ -299,6 +346,11 @@ impl Applier {
                 out.error.get_or_insert(err(format!("Failed to delete the volumes of '{name}' on node '{}'.", self.node_name), &e));
             }
         }
+        for zp in self.zfs_pools(pools) {
+            if let Err(e) = self.zfs.remove_others(&zp, name, &[]).await {
+                out.error.get_or_insert(err(format!("Failed to delete the volumes of '{name}' on node '{}'.", self.node_name), &e));
+            }
+        }
         for fp in self.file_pools(pools) {
             let files: Vec<VolumeFile> = match fp.list() {
                 Ok(l) => l.into_iter().filter(|f| f.rsc == name).collect(),
@@ -321,6 +373,14 @@ impl Applier {
         for p in pools.values() {
             let o = match self.pool_kind(p) {
                 Ok(PoolKind::Diskless) => PoolObserved { name: p.name.clone(), total_kib: None, free_kib: None, error: None },
+                Ok(PoolKind::Zfs(zp)) => match self.zfs.capacity(&zp).await {
+                    Ok((total, free)) => PoolObserved { name: p.name.clone(), total_kib: Some(total), free_kib: Some(free), error: None },
+                    Err(e) => PoolObserved {
+                        name: p.name.clone(),
+                        error: Some(err(format!("Cannot read the capacity of '{}'.", p.name), &e)),
+                        ..Default::default()
+                    },
+                },
                 Ok(PoolKind::Lvm(lp)) => match self.lvm.capacity(&lp).await {
                     Ok(c) => PoolObserved { name: p.name.clone(), total_kib: Some(c.total_kib), free_kib: Some(c.free_kib), error: None },
                     Err(e) => PoolObserved {
@@ -371,6 +431,12 @@ impl Applier {
                 match self.lvm.resources(&lp).await {
                     Ok(l) => gone.extend(l.into_iter().filter(|r| !keep.contains(r))),
                     Err(e) => tracing::warn!(pool = %lp.name, "cannot list the volume group: {e}"),
+                }
+            }
+            for zp in self.zfs_pools(&st.pools) {
+                match self.zfs.resources(&zp).await {
+                    Ok(l) => gone.extend(l.into_iter().filter(|r| !keep.contains(r))),
+                    Err(e) => tracing::warn!(pool = %zp.name, "cannot list the dataset: {e}"),
                 }
             }
             for fp in self.file_pools(&st.pools) {

@@ -15,7 +15,6 @@ use cairn_proto::{
     Apply, Hello, ObjectError, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL, PROTO_VERSION, PhysicalCreate, PhysicalCreated,
     VERSION_HEADER,
 };
-use cairn_storage::file::Files;
 use cairn_storage::physical::Physical;
 use tokio::net::TcpListener;
 
@@ -103,10 +102,8 @@ impl Satellite {
             unsupported_layers,
         };
         let physical = Physical::new(runner.clone(), config.command_timeout);
-        let files = Files::new(runner.clone(), config.command_timeout);
-        let lvm = cairn_storage::lvm::Lvm::new(runner.clone(), config.command_timeout);
-        let luks = cairn_storage::luks::Luks::new(runner, config.command_timeout);
-        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, files, lvm, luks, providers, drbd));
+        let storage = crate::apply::Storage::new(runner, config.command_timeout);
+        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, storage, providers, drbd));
         let tls = match &config.tls {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(files)?)),
             None => None,

@@ -8,7 +8,7 @@ use cairn_exec::{Cmd, CommandRunner};
 use cairn_proto::ProviderSupport;
 
 /// Kinds Cairn knows but does not implement yet.
-const NOT_YET: &[&str] = &["ZFS", "ZFS_THIN", "SPDK", "REMOTE_SPDK", "EBS_INIT", "EBS_TARGET", "STORAGE_SPACES", "STORAGE_SPACES_THIN"];
+const NOT_YET: &[&str] = &["SPDK", "REMOTE_SPDK", "EBS_INIT", "EBS_TARGET", "STORAGE_SPACES", "STORAGE_SPACES_THIN"];
 
 /// The effective user id, from /proc/self/status.
 fn euid() -> Option<u32> {
@@ -54,8 +54,8 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
     if euid() != Some(0) {
         lvm_missing.push("root privileges".into());
     }
-    if !Path::new("/dev/mapper/control").exists() {
-        lvm_missing.push("device-mapper (/dev/mapper/control; the dm-mod kernel module)".into());
+    if let Err(why) = device_mapper(runner).await {
+        lvm_missing.push(why);
     }
     out.push(ProviderSupport { kind: "LVM".into(), supported: lvm_missing.is_empty(), missing: lvm_missing.clone() });
     let mut thin_missing = lvm_missing;
@@ -63,6 +63,22 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
         thin_missing.push("thin_check (thin-provisioning-tools) not found".into());
     }
     out.push(ProviderSupport { kind: "LVM_THIN".into(), supported: thin_missing.is_empty(), missing: thin_missing });
+    // ZFS: the tools and the kernel module.
+    let mut zfs_missing = Vec::new();
+    for tool in ["zfs", "zpool"] {
+        if runner.run(&Cmd::new(tool).arg("version").timeout(std::time::Duration::from_secs(10))).await.is_err() {
+            zfs_missing.push(format!("{tool} (zfsutils-linux) not found"));
+        }
+    }
+    if !Path::new("/dev/zfs").exists() {
+        zfs_missing.push("the ZFS kernel module (/dev/zfs)".into());
+    }
+    if euid() != Some(0) {
+        zfs_missing.push("root privileges".into());
+    }
+    for kind in ["ZFS", "ZFS_THIN"] {
+        out.push(ProviderSupport { kind: kind.into(), supported: zfs_missing.is_empty(), missing: zfs_missing.clone() });
+    }
     for kind in NOT_YET {
         out.push(ProviderSupport {
             kind: kind.to_string(),
@@ -82,8 +98,18 @@ pub async fn luks_support(runner: &dyn CommandRunner) -> Result<(), Vec<String>>
     if euid() != Some(0) {
         missing.push("root privileges".into());
     }
-    if !Path::new("/dev/mapper/control").exists() {
-        missing.push("device-mapper (/dev/mapper/control; the dm-crypt kernel module)".into());
+    if let Err(why) = device_mapper(runner).await {
+        missing.push(why);
     }
     if missing.is_empty() { Ok(()) } else { Err(missing) }
+}
+
+/// Whether the kernel's device-mapper answers (`dmsetup version` talks to
+/// it; a /dev/mapper/control node alone proves nothing).
+async fn device_mapper(runner: &dyn CommandRunner) -> Result<(), String> {
+    match runner.run(&Cmd::new("dmsetup").arg("version").timeout(std::time::Duration::from_secs(10))).await {
+        Ok(_) => Ok(()),
+        Err(cairn_exec::ExecError::Spawn { not_found: true, .. }) => Err("dmsetup (dmsetup package) not found".into()),
+        Err(_) => Err("device-mapper in the kernel (dmsetup version cannot reach the driver; load dm-mod)".into()),
+    }
 }

@@ -10,6 +10,7 @@ pub mod luks;
 pub mod lvm;
 pub mod parse;
 pub mod physical;
+pub mod zfs;
 
 use cairn_exec::ExecError;
 
