@@ -75,7 +75,7 @@ def test_unknown_route_is_404_with_apicallrc(controller):
 
 
 def test_unimplemented_spec_route_is_501_with_apicallrc(controller):
-    status, ctype, body = controller.request("GET", "/v1/view/snapshots")
+    status, ctype, body = controller.request("GET", "/v1/remotes")
     assert status == 501 and ctype == "application/json"
     assert body[0]["ret_code"] < 0 and "not implemented" in body[0]["message"]
 

@@ -20,6 +20,7 @@ pub mod rc;
 pub mod resource;
 pub mod resource_definition;
 pub mod resource_group;
+pub mod snapshot;
 pub mod storage_pool;
 pub mod time;
 

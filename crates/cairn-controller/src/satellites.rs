@@ -790,8 +790,8 @@ mod tests {
         ResourceDesired {
             name: name.into(),
             diskless: false,
-            volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: size, pool: "p".into(), luks: None }],
-            drbd: None,
+            volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: size, pool: "p".into(), ..Default::default() }],
+            ..Default::default()
         }
     }
 

@@ -14,6 +14,7 @@ use crate::node_connection::NodeConnection;
 use crate::resource::Resource;
 use crate::resource_definition::{ResourceDefinition, VolumeDefinition};
 use crate::resource_group::{ResourceGroup, VolumeGroup};
+use crate::snapshot::SnapshotDfn;
 use crate::storage_pool::{StorPool, StorPoolDfn};
 
 /// Every object the controller persists.
@@ -31,6 +32,7 @@ pub enum Object {
     Kvs(KeyValueStore),
     NodeConn(NodeConnection),
     CtrlProps(Props),
+    SnapDfn(SnapshotDfn),
 }
 
 /// The kind of an object: the table (or key prefix) it is stored under.
@@ -47,10 +49,11 @@ pub enum Kind {
     Kvs,
     NodeConn,
     CtrlProps,
+    SnapDfn,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Node,
         Kind::StorPoolDfn,
         Kind::StorPool,
@@ -62,6 +65,7 @@ impl Kind {
         Kind::Kvs,
         Kind::NodeConn,
         Kind::CtrlProps,
+        Kind::SnapDfn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +81,7 @@ impl Kind {
             Kind::Kvs => "kvs",
             Kind::NodeConn => "node_conn",
             Kind::CtrlProps => "ctrl_props",
+            Kind::SnapDfn => "snapshot_dfn",
         }
     }
 
@@ -99,6 +104,8 @@ pub enum ObjKey {
     Kvs(String),
     NodeConn(String, String),
     CtrlProps,
+    /// (resource definition, snapshot)
+    SnapDfn(String, String),
 }
 
 impl ObjKey {
@@ -115,6 +122,7 @@ impl ObjKey {
             ObjKey::Kvs(_) => Kind::Kvs,
             ObjKey::NodeConn(..) => Kind::NodeConn,
             ObjKey::CtrlProps => Kind::CtrlProps,
+            ObjKey::SnapDfn(..) => Kind::SnapDfn,
         }
     }
 
@@ -123,7 +131,7 @@ impl ObjKey {
     pub fn key_string(&self) -> String {
         match self {
             ObjKey::Node(a) | ObjKey::StorPoolDfn(a) | ObjKey::RscGrp(a) | ObjKey::RscDfn(a) | ObjKey::Kvs(a) => a.clone(),
-            ObjKey::StorPool(a, b) | ObjKey::Rsc(a, b) | ObjKey::NodeConn(a, b) => {
+            ObjKey::StorPool(a, b) | ObjKey::Rsc(a, b) | ObjKey::NodeConn(a, b) | ObjKey::SnapDfn(a, b) => {
                 format!("{a}:{b}")
             }
             ObjKey::VlmGrp(a, n) | ObjKey::VlmDfn(a, n) => format!("{a}:{n}"),
@@ -149,6 +157,7 @@ impl Object {
                 ObjKey::NodeConn(a, b)
             }
             Object::CtrlProps(_) => ObjKey::CtrlProps,
+            Object::SnapDfn(s) => ObjKey::SnapDfn(key(&s.resource_definition), key(&s.name)),
         }
     }
 
@@ -171,6 +180,7 @@ impl Object {
             Object::Kvs(o) => serde_json::to_string(o),
             Object::NodeConn(o) => serde_json::to_string(o),
             Object::CtrlProps(o) => serde_json::to_string(o),
+            Object::SnapDfn(o) => serde_json::to_string(o),
         }
     }
 
@@ -188,6 +198,7 @@ impl Object {
             Kind::Kvs => Object::Kvs(serde_json::from_str(data)?),
             Kind::NodeConn => Object::NodeConn(serde_json::from_str(data)?),
             Kind::CtrlProps => Object::CtrlProps(serde_json::from_str(data)?),
+            Kind::SnapDfn => Object::SnapDfn(serde_json::from_str(data)?),
         })
     }
 }
@@ -249,6 +260,8 @@ pub struct Cluster {
     /// (node a, node b), sorted
     pub node_conns: BTreeMap<(String, String), NodeConnection>,
     pub ctrl_props: Props,
+    /// (resource definition, snapshot)
+    pub snapshots: BTreeMap<(String, String), SnapshotDfn>,
     /// Index: node key -> keys of the resource definitions placed on it.
     rscs_by_node: BTreeMap<String, BTreeSet<String>>,
 }
@@ -305,6 +318,9 @@ impl Cluster {
                 self.node_conns.insert((a, b), v);
             }
             (ObjKey::CtrlProps, Object::CtrlProps(v)) => self.ctrl_props = v,
+            (ObjKey::SnapDfn(a, b), Object::SnapDfn(v)) => {
+                self.snapshots.insert((a, b), v);
+            }
             _ => unreachable!("Object::key returns the key variant of the object's own kind"),
         }
     }
@@ -348,6 +364,9 @@ impl Cluster {
                 self.node_conns.remove(&(a.clone(), b.clone()));
             }
             ObjKey::CtrlProps => self.ctrl_props.clear(),
+            ObjKey::SnapDfn(a, b) => {
+                self.snapshots.remove(&(a.clone(), b.clone()));
+            }
         }
     }
 

@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_proto::{DrbdDesired, DrbdPath, DrbdPeer, DrbdVolumeDesired, LuksDesired, PoolDesired, ResourceDesired, Secret, VolumeDesired};
+use cairn_proto::{
+    DrbdDesired, DrbdPath, DrbdPeer, DrbdVolumeDesired, LuksDesired, PoolDesired, ResourceDesired, RollbackDesired, Secret, VolumeDesired,
+    VolumeSourceDesired,
+};
 
 use crate::resource::Resource;
 
@@ -85,9 +88,15 @@ pub fn desired_for_node_with(
                                 format_options: words(rsc_prop(c, r, "StorDriver/LuksFormatOptions")),
                                 open_options: words(rsc_prop(c, r, "StorDriver/LuksOpenOptions")),
                             }),
+                            source: v
+                                .source
+                                .as_ref()
+                                .map(|s| VolumeSourceDesired { resource: s.resource.clone(), snapshot: s.snapshot.clone() }),
                         })
                     })
                     .collect(),
+                snapshots: c.snapshots_of(&rd_key).filter(|s| s.nodes.contains_key(node_key)).map(|s| s.name.clone()).collect(),
+                rollback: r.rollback.as_ref().map(|b| RollbackDesired { snapshot: b.snapshot.clone(), id: b.id.clone() }),
             }
         })
         .collect();
@@ -204,7 +213,7 @@ pub fn affected_nodes(c: &Cluster, changes: &[Change]) -> BTreeSet<String> {
             ObjKey::StorPool(node, _) => {
                 out.insert(node);
             }
-            ObjKey::VlmDfn(rd, _) | ObjKey::RscDfn(rd) => out.extend(nodes_of(&rd)),
+            ObjKey::VlmDfn(rd, _) | ObjKey::RscDfn(rd) | ObjKey::SnapDfn(rd, _) => out.extend(nodes_of(&rd)),
             // Group properties (DRBD options) reach every node of its definitions.
             ObjKey::RscGrp(rg) => {
                 for d in c.rsc_dfns.values().filter(|d| key(&d.resource_group) == rg) {
@@ -284,7 +293,9 @@ mod tests {
                 drbd: None,
                 name: "web".into(),
                 diskless: false,
-                volumes: vec![VolumeDesired { number: 0, id, size_kib: 2048, pool: "DfltStorPool".into(), luks: None }]
+                volumes: vec![VolumeDesired { number: 0, id, size_kib: 2048, pool: "DfltStorPool".into(), luks: None, source: None }],
+                snapshots: vec![],
+                rollback: None,
             }]
         );
         assert!(desired_for_node(&c, "N2").1.is_empty());

@@ -24,6 +24,7 @@ pub mod props;
 pub mod resource;
 pub mod resource_definition;
 pub mod resource_group;
+pub mod snapshot;
 pub mod storage_pool;
 
 pub use cairn_api::time;

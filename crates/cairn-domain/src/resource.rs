@@ -35,6 +35,9 @@ pub struct Volume {
     /// stack has a LUKS layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub luks_secret: Option<String>,
+    /// The snapshot a restored volume starts as a copy of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::snapshot::VolumeSource>,
 }
 
 /// The DRBD numbers of one resource on its node.
@@ -59,6 +62,9 @@ pub struct Resource {
     /// Node id and port when the stack has a DRBD layer.
     #[serde(default)]
     pub drbd: Option<DrbdRsc>,
+    /// A rollback to a snapshot the satellite carries out once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::snapshot::Rollback>,
 }
 
 /// What a satellite reported about one volume (observed state).
@@ -414,6 +420,7 @@ impl Cluster {
             flags: BTreeSet::new(),
             uuid: ctx.uuid(),
             luks_secret,
+            source: None,
         })
     }
 
@@ -592,6 +599,7 @@ impl Cluster {
             volumes: BTreeMap::new(),
             uuid: ctx.uuid(),
             drbd,
+            rollback: None,
         };
         for vd in vds {
             let v = self.new_volume(d, &r, vd, op, ctx)?;
@@ -637,6 +645,15 @@ impl Cluster {
     pub fn delete_resource(&self, rd: &str, node: &str) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_DEL | rc::MASK_RSC;
         let r = self.resource(rd, node, OP)?;
+        if let Some(s) = self.snapshots_of(&key(&r.resource_definition)).find(|s| s.nodes.contains_key(&key(&r.node))) {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_IN_USE,
+                format!("Resource '{}' on node '{}' has snapshots.", r.resource_definition, r.node),
+            )
+            .cause(format!("Snapshot '{}' is kept on this node with the resource's volumes.", s.name))
+            .correction("Delete the snapshots on this node first."));
+        }
         let mut out = Outcome::default();
         out.delete(ObjKey::Rsc(key(&r.resource_definition), key(&r.node)));
         out.reply(

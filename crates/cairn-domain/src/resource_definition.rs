@@ -314,6 +314,11 @@ impl Cluster {
         const OP: i64 = rc::MASK_DEL | rc::MASK_RSC_DFN;
         let d = self.rsc_dfn(rd, OP)?;
         let k = key(&d.name);
+        if let Some(s) = self.snapshots_of(&k).next() {
+            return Err(OpError::new(OP, rc::FAIL_IN_USE, format!("Resource definition '{}' still has snapshots.", d.name))
+                .cause(format!("Snapshot '{}' (and maybe others) would lose its origin.", s.name))
+                .correction("Delete its snapshots first."));
+        }
         let mut out = Outcome::default();
         for r in self.resources_of(&k) {
             out.delete(ObjKey::Rsc(k.clone(), key(&r.node)));

@@ -70,7 +70,7 @@ pub struct PoolDesired {
 }
 
 /// A volume of a resource on this node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct VolumeDesired {
     pub number: u32,
     /// Identity of this volume (from its UUID): a volume created again
@@ -82,6 +82,9 @@ pub struct VolumeDesired {
     /// The LUKS layer between DRBD (or the top) and the storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub luks: Option<LuksDesired>,
+    /// Created from a snapshot (restore), if it does not exist yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<VolumeSourceDesired>,
 }
 
 /// A secret string: serialised as is, never shown by `Debug`.
@@ -111,7 +114,7 @@ pub struct LuksDesired {
 }
 
 /// A resource on this node, as the satellite must make it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ResourceDesired {
     pub name: String,
     pub diskless: bool,
@@ -119,6 +122,27 @@ pub struct ResourceDesired {
     /// The DRBD layer, when the resource's stack has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drbd: Option<DrbdDesired>,
+    /// Snapshots of this resource's volumes that must exist on this node
+    /// (others of it go).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
+    /// Go back to a snapshot, once (the id marks the volumes that did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackDesired>,
+}
+
+/// A rollback to carry out once.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RollbackDesired {
+    pub snapshot: String,
+    pub id: String,
+}
+
+/// A new volume that starts as a copy of another resource's snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VolumeSourceDesired {
+    pub resource: String,
+    pub snapshot: String,
 }
 
 /// Everything the satellite needs to write a resource's DRBD `.res` file.
@@ -269,6 +293,9 @@ pub struct ResourceObserved {
     /// it has a DRBD layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drbd: Option<DrbdObserved>,
+    /// Snapshots of the resource present on this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
 }
 
 /// The kernel's view of a DRBD resource on one node.
@@ -371,8 +398,9 @@ mod tests {
             resources: vec![ResourceDesired {
                 name: "r".into(),
                 diskless: false,
-                volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: 1024, pool: "p".into(), luks: None }],
-                drbd: None,
+                volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: 1024, pool: "p".into(), ..Default::default() }],
+                snapshots: vec!["s1".into()],
+                ..Default::default()
             }],
             removed: vec![],
         };

@@ -285,11 +285,7 @@ impl Applier {
                     .ensure(&zp, &r.name, v.number, &v.id, backing_kib(v, drbd_peer_slots))
                     .await
                     .map_err(|e| err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)),
-                Ok(PoolKind::Lvm(lp)) => self
-                    .lvm
-                    .ensure(&lp, &r.name, v.number, &v.id, backing_kib(v, drbd_peer_slots))
-                    .await
-                    .map_err(|e| err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)),
+                Ok(PoolKind::Lvm(lp)) => self.ensure_lvm(&lp, r, v, drbd_peer_slots).await,
                 Ok(PoolKind::File(fp)) => self
                     .files
                     .ensure(&fp, &VolumeFile::new(&r.name, v.number, &v.id), backing_kib(v, drbd_peer_slots))
@@ -322,7 +318,111 @@ impl Applier {
                 }
             }
         }
+        if out.error.is_none() && !r.diskless {
+            self.snapshots(pools, r, &mut out).await;
+        }
         out
+    }
+
+    /// An LVM volume: rolled back first when asked (closing its LUKS
+    /// mapping), created from a snapshot when restored, grown.
+    async fn ensure_lvm(
+        &self,
+        lp: &LvmPool,
+        r: &ResourceDesired,
+        v: &cairn_proto::VolumeDesired,
+        slots: Option<u8>,
+    ) -> Result<VolumeObserved, ObjectError> {
+        let fail = |what: &str, e: &StorageError| {
+            err(format!("Failed to {what} volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), e)
+        };
+        if let Some(rb) = &r.rollback
+            && self.lvm.needs_rollback(lp, &r.name, v.number, &rb.id).await.map_err(|e| fail("check", &e))?
+        {
+            if let Err(e) = self.luks.close(&r.name, v.number).await {
+                return Err(luks_err(format!("Cannot close encrypted volume {} of '{}' for the rollback.", v.number, r.name), &e));
+            }
+            self.lvm.rollback(lp, &r.name, v.number, &v.id, &rb.snapshot, &rb.id).await.map_err(|e| fail("roll back", &e))?;
+        }
+        let source = match &v.source {
+            Some(s) => {
+                Some(format!("{}_{}", cairn_storage::lvm::lv_name(&s.resource, v.number).map_err(|e| fail("restore", &e))?, s.snapshot))
+            }
+            None => None,
+        };
+        self.lvm.ensure_from(lp, &r.name, v.number, &v.id, backing_kib(v, slots), source.as_deref()).await.map_err(|e| fail("create", &e))
+    }
+
+    /// Makes the snapshots of a resource on this node what is desired;
+    /// returns the ones present.
+    async fn snapshots(&self, pools: &BTreeMap<String, PoolDesired>, r: &ResourceDesired, out: &mut ResourceObserved) {
+        let mut lvm_pools: Vec<LvmPool> = Vec::new();
+        for v in &r.volumes {
+            if let Some(Ok(PoolKind::Lvm(lp))) = pools.get(&v.pool).map(|p| self.pool_kind(p))
+                && !lvm_pools.contains(&lp)
+            {
+                lvm_pools.push(lp);
+            }
+        }
+        let mut present: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for lp in &lvm_pools {
+            match self.lvm.snapshots(lp, &r.name).await {
+                Ok(s) => {
+                    for (name, nrs) in s {
+                        present.entry(name).or_default().extend(nrs);
+                    }
+                }
+                Err(e) => {
+                    out.error.get_or_insert(err(format!("Cannot list the snapshots of '{}'.", r.name), &e));
+                    return;
+                }
+            }
+        }
+        for snap in &r.snapshots {
+            for v in &r.volumes {
+                if present.get(snap).is_some_and(|n| n.contains(&v.number)) {
+                    continue;
+                }
+                let res = match pools.get(&v.pool).map(|p| self.pool_kind(p)) {
+                    Some(Ok(PoolKind::Lvm(lp))) if lp.thin_pool.is_some() => self.lvm.create_snapshot(&lp, &r.name, v.number, snap).await,
+                    _ => {
+                        out.error.get_or_insert(ObjectError {
+                            message: format!("Storage pool '{}' cannot take snapshots.", v.pool),
+                            cause: Some("Snapshots need an LVM_THIN pool.".into()),
+                            details: None,
+                        });
+                        continue;
+                    }
+                };
+                match res {
+                    Ok(()) => present.entry(snap.clone()).or_default().push(v.number),
+                    Err(e) => {
+                        out.error
+                            .get_or_insert(err(format!("Failed to take snapshot '{snap}' of volume {} of '{}'.", v.number, r.name), &e));
+                    }
+                }
+            }
+        }
+        for (snap, nrs) in present.clone() {
+            if r.snapshots.contains(&snap) {
+                continue;
+            }
+            for nr in nrs {
+                let pool = r.volumes.iter().find(|v| v.number == nr).and_then(|v| pools.get(&v.pool)).map(|p| self.pool_kind(p));
+                if let Some(Ok(PoolKind::Lvm(lp))) = pool {
+                    match self.lvm.delete_snapshot(&lp, &r.name, nr, &snap).await {
+                        Ok(()) => {
+                            present.remove(&snap);
+                        }
+                        Err(e) => {
+                            out.error.get_or_insert(err(format!("Failed to delete snapshot '{snap}' of '{}'.", r.name), &e));
+                        }
+                    }
+                }
+            }
+        }
+        let all: BTreeSet<u32> = r.volumes.iter().map(|v| v.number).collect();
+        out.snapshots = present.into_iter().filter(|(_, n)| all.iter().all(|x| n.contains(x))).map(|(s, _)| s).collect();
     }
 
     /// Takes the DRBD layer down, then removes every volume of a resource

@@ -103,6 +103,15 @@ impl Luks {
         Ok(format!("/dev/mapper/{name}"))
     }
 
+    /// Closes the mapping of one volume, if open.
+    pub async fn close(&self, rsc: &str, nr: u32) -> Result<(), LuksError> {
+        let name = mapper_name(rsc, nr)?;
+        if self.status(&name).await?.is_some() {
+            self.runner.run(&self.cryptsetup().args(["close", &name])).await?;
+        }
+        Ok(())
+    }
+
     /// Closes every mapping of `rsc` (before its storage goes).
     pub async fn close_all(&self, rsc: &str) -> Result<(), LuksError> {
         let prefix = format!("Linstor-Crypt-{}_", safe_name(rsc)?);

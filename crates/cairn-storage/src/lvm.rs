@@ -251,8 +251,21 @@ impl Lvm {
 
     /// Makes volume `nr` of `rsc` exist with at least `size_kib`; grows it
     /// when smaller; an LV of an earlier incarnation (other id) is removed
-    /// first.
+    /// first. A missing volume with a `source` (`<lv>` of a snapshot in the
+    /// same volume group) starts as a thin copy of it.
     pub async fn ensure(&self, pool: &LvmPool, rsc: &str, nr: u32, id: &str, size_kib: i64) -> Result<VolumeObserved, StorageError> {
+        self.ensure_from(pool, rsc, nr, id, size_kib, None).await
+    }
+
+    pub async fn ensure_from(
+        &self,
+        pool: &LvmPool,
+        rsc: &str,
+        nr: u32,
+        id: &str,
+        size_kib: i64,
+        source: Option<&str>,
+    ) -> Result<VolumeObserved, StorageError> {
         let name = lv_name(rsc, nr)?;
         let tag = id_tag(id);
         let f = self.filter(pool).await?;
@@ -278,6 +291,33 @@ impl Lvm {
                     self.run(self.cmd("lvchange").args(["-ay", "-K", &format!("{}/{name}", pool.vg)])).await?;
                 }
                 lv
+            }
+            None if source.is_some() && pool.thin_pool.is_some() => {
+                let src = source.unwrap_or_default();
+                self.clone_of(pool, &f, src, &name, &[&tag]).await?;
+                if let Some(lv) = self.lvs(pool, &f).await?.into_iter().find(|l| l.name == name)
+                    && lv.size_kib < size_kib
+                {
+                    self.run(self.cmd("lvresize").args([
+                        "--config",
+                        &f,
+                        "--size",
+                        &format!("{size_kib}k"),
+                        &format!("{}/{name}", pool.vg),
+                        "-f",
+                    ]))
+                    .await?;
+                }
+                Lv {
+                    name: name.clone(),
+                    path: format!("/dev/{}/{name}", pool.vg),
+                    size_kib,
+                    vg: pool.vg.clone(),
+                    pool_lv: pool.thin_pool.clone().unwrap_or_default(),
+                    data_percent: None,
+                    attr: String::new(),
+                    tags: vec![tag.clone()],
+                }
             }
             None => {
                 let size = format!("{size_kib}k");
@@ -336,6 +376,81 @@ impl Lvm {
         Ok(())
     }
 
+    /// A writable, active thin LV `name` as a copy of thin LV `src`.
+    async fn clone_of(&self, pool: &LvmPool, f: &str, src: &str, name: &str, tags: &[&str]) -> Result<(), StorageError> {
+        let mut c =
+            self.cmd("lvcreate").args(["--config", f, "--snapshot", "--setactivationskip", "n", "--permission", "rw", "--name", name]);
+        for t in tags {
+            c = c.args(["--addtag", t]);
+        }
+        self.run(c.arg(format!("{}/{src}", pool.vg))).await?;
+        self.run(self.cmd("lvchange").args(["--config", f, "-ay", "-K", &format!("{}/{name}", pool.vg)])).await?;
+        Ok(())
+    }
+
+    /// The snapshots of `rsc` in the pool: snapshot name -> volume numbers.
+    pub async fn snapshots(&self, pool: &LvmPool, rsc: &str) -> Result<std::collections::BTreeMap<String, Vec<u32>>, StorageError> {
+        let prefix = format!("{}_", safe_name(rsc)?);
+        let f = self.filter(pool).await?;
+        let mut out: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+        for lv in self.lvs(pool, &f).await? {
+            let Some(rest) = lv.name.strip_prefix(&prefix) else { continue };
+            let (Some(nr), Some(snap)) = (rest.get(..5).and_then(|n| n.parse::<u32>().ok()), rest.get(6..)) else { continue };
+            if rest.as_bytes().get(5) == Some(&b'_') && !snap.is_empty() {
+                out.entry(snap.to_string()).or_default().push(nr);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A read-only thin snapshot `<rsc>_<NNNNN>_<snap>` of volume `nr`.
+    pub async fn create_snapshot(&self, pool: &LvmPool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
+        let lv = lv_name(rsc, nr)?;
+        let f = self.filter(pool).await?;
+        self.run(self.cmd("lvcreate").args([
+            "--config",
+            &f,
+            "--snapshot",
+            "--setactivationskip",
+            "y",
+            "--ignoreactivationskip",
+            "--activate",
+            "y",
+            "--name",
+            &format!("{lv}_{}", safe_name(snap)?),
+            &format!("{}/{lv}", pool.vg),
+            "-pr",
+        ]))
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_snapshot(&self, pool: &LvmPool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
+        let name = format!("{}_{}", lv_name(rsc, nr)?, safe_name(snap)?);
+        let f = self.filter(pool).await?;
+        self.run(self.cmd("lvremove").args(["--config", &f, "-f", &format!("{}/{name}", pool.vg)])).await?;
+        Ok(())
+    }
+
+    /// Whether volume `nr` of `rsc` still has to be rolled back (`id`).
+    pub async fn needs_rollback(&self, pool: &LvmPool, rsc: &str, nr: u32, id: &str) -> Result<bool, StorageError> {
+        let name = lv_name(rsc, nr)?;
+        let f = self.filter(pool).await?;
+        let tag = format!("cairn_rb_{id}");
+        Ok(self.lvs(pool, &f).await?.iter().any(|l| l.name == name && !l.tags.contains(&tag)))
+    }
+
+    /// Replaces volume `nr` by a copy of its snapshot (thin LVs share the
+    /// data, so this is the cheap rollback); marked with the rollback id.
+    pub async fn rollback(&self, pool: &LvmPool, rsc: &str, nr: u32, vid: &str, snap: &str, id: &str) -> Result<(), StorageError> {
+        let name = lv_name(rsc, nr)?;
+        let f = self.filter(pool).await?;
+        let snap_lv = format!("{name}_{}", safe_name(snap)?);
+        self.run(self.cmd("lvremove").args(["--config", &f, "-f", &format!("{}/{name}", pool.vg)])).await?;
+        let rb = format!("cairn_rb_{id}");
+        self.clone_of(pool, &f, &snap_lv, &name, &[&id_tag(vid), &rb]).await
+    }
+
     /// Removes volumes of `rsc` whose number is not in `keep`.
     pub async fn remove_others(&self, pool: &LvmPool, rsc: &str, keep: &[u32]) -> Result<(), StorageError> {
         let prefix = format!("{}_", safe_name(rsc)?);
@@ -373,7 +488,9 @@ impl Lvm {
             .await?
             .into_iter()
             .filter(|l| l.tags.iter().any(|t| t.starts_with("cairn_vid_")))
-            .filter_map(|l| l.name.rsplit_once('_').map(|(r, _)| r.to_string()))
+            .filter_map(|l| {
+                l.name.rsplit_once('_').filter(|(_, n)| n.len() == 5 && n.chars().all(|c| c.is_ascii_digit())).map(|(r, _)| r.to_string())
+            })
             .collect())
     }
 }

@@ -14,6 +14,7 @@ pub mod reply;
 pub mod resource_definitions;
 pub mod resource_groups;
 pub mod resources;
+pub mod snapshots;
 pub mod storage_pools;
 
 use axum::Router;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(node_connections::routes())
         .merge(physical_storage::routes())
         .merge(encryption::routes())
+        .merge(snapshots::routes())
         .fallback(unrouted)
         .method_not_allowed_fallback(unrouted)
         .with_state(state)

@@ -1,0 +1,114 @@
+//! Snapshots: per resource definition, the cluster-wide view, several at
+//! once, restore and rollback.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use cairn_api::PropsModify;
+use cairn_api::query::{NameFilter, Query};
+use cairn_api::rc;
+use cairn_api::snapshot::{CreateMultiSnapshotRequest, Snapshot, SnapshotRestore};
+use cairn_domain::Cluster;
+use cairn_domain::name::key;
+use cairn_domain::snapshot::SnapshotDfn;
+
+use super::error::ApiError;
+use super::input;
+use super::reply::{Reply, ok};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/view/snapshots", get(view))
+        .route("/v1/actions/snapshot/multi", post(create_multi))
+        .route("/v1/resource-definitions/{rd}/snapshots", get(list_of_rd).post(create))
+        .route("/v1/resource-definitions/{rd}/snapshots/{snap}", get(get_one).put(modify).delete(remove))
+        .route("/v1/resource-definitions/{rd}/snapshot-restore-volume-definition/{snap}", post(restore_vds))
+        .route("/v1/resource-definitions/{rd}/snapshot-restore-resource/{snap}", post(restore_rscs))
+        .route("/v1/resource-definitions/{rd}/snapshot-rollback/{snap}", post(rollback))
+}
+
+/// The wire form; a node's snapshot counts as taken when its satellite
+/// reports it.
+fn wire(s: &AppState, d: &SnapshotDfn) -> Snapshot {
+    let taken = |node: &str| s.links().resource(&key(node), &d.resource_definition).is_some_and(|o| o.snapshots.contains(&d.name));
+    d.to_api(&taken)
+}
+
+fn filtered(s: &AppState, c: &Cluster, q: &Query, only_rd: Option<&str>) -> Result<Vec<Snapshot>, ApiError> {
+    let nodes = NameFilter::new(&q.all("nodes"));
+    let rscs = NameFilter::new(&q.all("resources"));
+    let snaps = NameFilter::new(&q.all("snapshots"));
+    let page = input::param(q.page())?;
+    let only = only_rd.map(key);
+    let out = c
+        .snapshots
+        .iter()
+        .filter(|((rd, _), d)| {
+            only.as_ref().is_none_or(|o| o == rd)
+                && rscs.matches(&d.resource_definition)
+                && snaps.matches(&d.name)
+                && (nodes.is_empty() || d.nodes.values().any(|n| nodes.matches(&n.node)))
+        })
+        .map(|(_, d)| wire(s, d))
+        .collect();
+    Ok(page.apply(out))
+}
+
+async fn view(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = input::query(q);
+    Ok(ok(&filtered(&s, &s.read(), &q, None)?))
+}
+
+async fn list_of_rd(State(s): State<AppState>, Path(rd): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = input::query(q);
+    let c = s.read();
+    let d = c.rsc_dfn(&rd, rc::MASK_SNAPSHOT)?;
+    Ok(ok(&filtered(&s, &c, &q, Some(&d.name))?))
+}
+
+async fn get_one(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let c = s.read();
+    Ok(ok(&wire(&s, c.snapshot(&rd, &snap, rc::MASK_SNAPSHOT)?)))
+}
+
+async fn create(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: Snapshot = input::required(&body)?;
+    s.mutate(201, |c, ctx| c.create_snapshot(&rd, &req, ctx)).await
+}
+
+async fn create_multi(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: CreateMultiSnapshotRequest = input::required(&body)?;
+    s.mutate(201, |c, ctx| c.create_snapshots(&req.snapshots, ctx)).await
+}
+
+async fn modify(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: PropsModify = input::body(&body)?;
+    s.mutate(200, |c, _| c.modify_snapshot(&rd, &snap, &req)).await
+}
+
+async fn remove(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    let q = input::query(q);
+    let nodes = q.all("nodes");
+    s.mutate(200, |c, _| c.delete_snapshot(&rd, &snap, &nodes)).await
+}
+
+async fn restore_vds(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: SnapshotRestore = input::required(&body)?;
+    s.mutate(200, |c, ctx| c.restore_vlm_dfns(&rd, &snap, &req, ctx)).await
+}
+
+async fn restore_rscs(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: SnapshotRestore = input::required(&body)?;
+    s.mutate(200, |c, ctx| c.restore_resources(&rd, &snap, &req, ctx)).await
+}
+
+async fn rollback(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>) -> Result<Reply, ApiError> {
+    let links = s.clone();
+    let in_use = move |r: &cairn_domain::resource::Resource| {
+        links.links().resource(&key(&r.node), &r.resource_definition).and_then(|o| o.drbd).is_some_and(|d| d.kernel && d.role == "Primary")
+    };
+    s.mutate(200, |c, ctx| c.rollback(&rd, &snap, &in_use, ctx)).await
+}

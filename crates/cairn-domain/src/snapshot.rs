@@ -1,0 +1,538 @@
+//! Snapshots: a snapshot definition per resource definition and name,
+//! holding the snapshot of each node's volumes; restore into a new
+//! resource definition; rollback in place.
+//!
+//! Only LVM_THIN takes snapshots in Cairn today (thin snapshots are cheap
+//! and independent of their origin); other providers are refused with
+//! LINSTOR's FAIL_SNAPSHOTS_NOT_SUPPORTED.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_api::rc::{self, ApiCallRc};
+use cairn_api::snapshot as wire;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, ObjKey, Object, Outcome};
+use crate::error::{OpError, OpResult};
+use crate::name::{NameKind, check, key};
+use crate::resource::{PROP_STOR_POOL_NAME, Resource};
+use crate::resource_definition::VolumeDefinition;
+use crate::storage_pool::ProviderKind;
+use crate::{Ctx, Props};
+
+/// Set when every node took its snapshot.
+pub const SUCCESSFUL: &str = "SUCCESSFUL";
+
+/// One volume of a node's snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotVolume {
+    pub volume_number: u32,
+    pub storage_pool: String,
+    pub provider_kind: ProviderKind,
+    pub uuid: String,
+    /// The origin volume's LUKS secret: a restored volume opens with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub luks_secret: Option<String>,
+}
+
+/// The snapshot on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSnapshot {
+    pub node: String,
+    pub uuid: String,
+    pub create_timestamp: i64,
+    pub layer_stack: Vec<String>,
+    pub volumes: Vec<SnapshotVolume>,
+}
+
+/// A volume definition as it was when the snapshot was taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotVlmDfn {
+    pub volume_number: u32,
+    pub size_kib: i64,
+}
+
+/// A snapshot definition with its per-node snapshots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotDfn {
+    pub resource_definition: String,
+    pub name: String,
+    pub uuid: String,
+    pub flags: BTreeSet<String>,
+    pub props: Props,
+    pub create_timestamp: i64,
+    pub volumes: Vec<SnapshotVlmDfn>,
+    /// By node key.
+    pub nodes: BTreeMap<String, NodeSnapshot>,
+}
+
+impl SnapshotDfn {
+    /// The wire form; `taken` says whether a node reported its snapshot.
+    pub fn to_api(&self, taken: &dyn Fn(&str) -> bool) -> wire::Snapshot {
+        let mut flags = self.flags.clone();
+        if !self.nodes.is_empty() && self.nodes.values().all(|n| taken(&n.node)) {
+            flags.insert(SUCCESSFUL.into());
+        }
+        wire::Snapshot {
+            name: self.name.clone(),
+            resource_name: self.resource_definition.clone(),
+            nodes: self.nodes.values().map(|n| n.node.clone()).collect(),
+            props: self.props.clone(),
+            flags: flags.into_iter().collect(),
+            volume_definitions: self
+                .volumes
+                .iter()
+                .map(|v| wire::SnapshotVolumeDefinition { volume_number: i64::from(v.volume_number), size_kib: v.size_kib })
+                .collect(),
+            uuid: Some(self.uuid.clone()),
+            snapshots: self
+                .nodes
+                .values()
+                .map(|n| wire::SnapshotNode {
+                    snapshot_name: self.name.clone(),
+                    node_name: n.node.clone(),
+                    create_timestamp: n.create_timestamp,
+                    flags: if taken(&n.node) { vec![SUCCESSFUL.to_string()] } else { Vec::new() },
+                    uuid: n.uuid.clone(),
+                    snapshot_volumes: n
+                        .volumes
+                        .iter()
+                        .map(|v| wire::SnapshotVolumeNode {
+                            uuid: v.uuid.clone(),
+                            vlm_nr: i64::from(v.volume_number),
+                            props: Props::new(),
+                            state: Some(if taken(&n.node) { "Successful" } else { "Pending" }.into()),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Where a restored volume comes from: a snapshot of another resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSource {
+    pub resource: String,
+    pub snapshot: String,
+}
+
+/// A rollback a resource's satellite has to carry out once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    pub snapshot: String,
+    /// Identifies this rollback (the satellite marks volumes with it).
+    pub id: String,
+}
+
+fn snap_not_found(op: i64, rd: &str, snap: &str) -> OpError {
+    OpError::new(op, rc::FAIL_NOT_FOUND_SNAPSHOT_DFN, format!("Snapshot '{snap}' of resource definition '{rd}' not found."))
+        .correction("Use an existing snapshot (GET /v1/view/snapshots).")
+        .obj_ref("RscDfn", rd)
+        .obj_ref("Snapshot", snap)
+}
+
+impl Cluster {
+    pub fn snapshots_of<'a>(&'a self, rd_key: &'a str) -> impl Iterator<Item = &'a SnapshotDfn> + 'a {
+        self.snapshots.range((rd_key.to_string(), String::new())..).take_while(move |((rd, _), _)| rd == rd_key).map(|(_, s)| s)
+    }
+
+    pub fn snapshot(&self, rd: &str, snap: &str, op: i64) -> OpResult<&SnapshotDfn> {
+        let d = self.rsc_dfn(rd, op)?;
+        self.snapshots.get(&(key(&d.name), key(snap))).ok_or_else(|| snap_not_found(op, &d.name, snap))
+    }
+
+    /// `POST …/snapshots` and one entry of `/v1/actions/snapshot/multi`.
+    pub fn create_snapshot(&self, rd: &str, req: &wire::Snapshot, ctx: &mut Ctx) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_CRT | rc::MASK_SNAPSHOT;
+        let d = self.rsc_dfn(rd, OP)?;
+        let rd_key = key(&d.name);
+        check(NameKind::Snapshot, &req.name, OP)?;
+        if self.snapshots.contains_key(&(rd_key.clone(), key(&req.name))) {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_EXISTS_SNAPSHOT_DFN,
+                format!("Snapshot '{}' of resource definition '{}' already exists.", req.name, d.name),
+            )
+            .correction("Use another snapshot name."));
+        }
+        let wanted: Vec<String> = req.nodes.iter().map(|n| key(n)).collect();
+        let rscs: Vec<&Resource> =
+            self.resources_of(&rd_key).filter(|r| !r.is_diskless() && (wanted.is_empty() || wanted.contains(&key(&r.node)))).collect();
+        if let Some(missing) = wanted.iter().find(|n| !rscs.iter().any(|r| key(&r.node) == **n)) {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_NOT_FOUND_RSC,
+                format!("Resource definition '{}' has no diskful resource on node '{missing}'.", d.name),
+            ));
+        }
+        if rscs.is_empty() {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_NOT_FOUND_RSC,
+                format!("Resource definition '{}' has no diskful resource to snapshot.", d.name),
+            )
+            .correction("Create a diskful resource first."));
+        }
+        if let Some((r, v)) =
+            rscs.iter().flat_map(|r| r.volumes.values().map(move |v| (r, v))).find(|(_, v)| v.provider_kind != ProviderKind::LvmThin)
+        {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_SNAPSHOTS_NOT_SUPPORTED,
+                format!("Storage pool '{}' on node '{}' ({}) cannot take snapshots.", v.storage_pool, r.node, v.provider_kind.as_str()),
+            )
+            .cause("Cairn takes snapshots of LVM_THIN volumes.")
+            .correction("Place the resource in an LVM_THIN pool."));
+        }
+        let mut nodes = BTreeMap::new();
+        for r in &rscs {
+            nodes.insert(
+                key(&r.node),
+                NodeSnapshot {
+                    node: r.node.clone(),
+                    uuid: ctx.uuid(),
+                    create_timestamp: ctx.now_ms,
+                    layer_stack: r.layer_stack.clone(),
+                    volumes: r
+                        .volumes
+                        .values()
+                        .map(|v| SnapshotVolume {
+                            volume_number: v.volume_number,
+                            storage_pool: v.storage_pool.clone(),
+                            provider_kind: v.provider_kind,
+                            uuid: ctx.uuid(),
+                            luks_secret: v.luks_secret.clone(),
+                        })
+                        .collect(),
+                },
+            );
+        }
+        let s = SnapshotDfn {
+            resource_definition: d.name.clone(),
+            name: req.name.clone(),
+            uuid: ctx.uuid(),
+            flags: BTreeSet::new(),
+            props: req.props.clone(),
+            create_timestamp: ctx.now_ms,
+            volumes: self.vlm_dfns_of(&rd_key).map(|v| SnapshotVlmDfn { volume_number: v.volume_number, size_kib: v.size_kib }).collect(),
+            nodes,
+        };
+        let mut out = Outcome::default();
+        out.reply(
+            ApiCallRc::success(OP, rc::CREATED, format!("New snapshot '{}' of resource '{}' registered.", s.name, d.name))
+                .with_details(format!("Snapshot '{}' of resource '{}' UUID is: {}", s.name, d.name, s.uuid))
+                .with_ref("RscDfn", &d.name)
+                .with_ref("Snapshot", &s.name),
+        );
+        out.put(Object::SnapDfn(s));
+        Ok(out)
+    }
+
+    /// `POST /v1/actions/snapshot/multi`: all or nothing.
+    pub fn create_snapshots(&self, reqs: &[wire::Snapshot], ctx: &mut Ctx) -> OpResult<Outcome> {
+        let mut out = Outcome::default();
+        let mut seen = BTreeSet::new();
+        for r in reqs {
+            if !seen.insert((key(&r.resource_name), key(&r.name))) {
+                return Err(OpError::new(
+                    rc::MASK_CRT | rc::MASK_SNAPSHOT,
+                    rc::FAIL_EXISTS_SNAPSHOT_DFN,
+                    format!("Snapshot '{}' of '{}' is asked for twice.", r.name, r.resource_name),
+                ));
+            }
+            let o = self.create_snapshot(&r.resource_name, r, ctx)?;
+            out.changes.extend(o.changes);
+            out.replies.extend(o.replies);
+        }
+        Ok(out)
+    }
+
+    /// `DELETE …/snapshots/{snap}` (optionally only on `nodes`).
+    pub fn delete_snapshot(&self, rd: &str, snap: &str, nodes: &[String]) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_DEL | rc::MASK_SNAPSHOT;
+        let s = self.snapshot(rd, snap, OP)?;
+        let mut out = Outcome::default();
+        let k = ObjKey::SnapDfn(key(&s.resource_definition), key(&s.name));
+        let mut left = s.clone();
+        left.nodes.retain(|n, _| !nodes.is_empty() && !nodes.iter().any(|x| key(x) == *n));
+        if left.nodes.is_empty() {
+            out.delete(k);
+        } else {
+            out.put(Object::SnapDfn(left));
+        }
+        out.reply(
+            ApiCallRc::success(OP, rc::DELETED, format!("Snapshot '{}' of resource '{}' deleted.", s.name, s.resource_definition))
+                .with_ref("RscDfn", &s.resource_definition)
+                .with_ref("Snapshot", &s.name),
+        );
+        Ok(out)
+    }
+
+    /// `PUT …/snapshots/{snap}`: properties.
+    pub fn modify_snapshot(&self, rd: &str, snap: &str, req: &cairn_api::PropsModify) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_MOD | rc::MASK_SNAPSHOT;
+        let mut s = self.snapshot(rd, snap, OP)?.clone();
+        s.props = crate::props::apply(&s.props, req, OP)?;
+        let mut out = Outcome::default();
+        out.reply(ApiCallRc::success(OP, rc::MODIFIED, format!("Snapshot '{}' of resource '{}' modified.", s.name, s.resource_definition)));
+        out.put(Object::SnapDfn(s));
+        Ok(out)
+    }
+
+    /// `POST …/snapshot-restore-volume-definition/{snap}`: the target
+    /// definition gets the snapshot's volume definitions.
+    pub fn restore_vlm_dfns(&self, rd: &str, snap: &str, req: &wire::SnapshotRestore, ctx: &mut Ctx) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_CRT | rc::MASK_VLM_DFN;
+        let s = self.snapshot(rd, snap, OP)?;
+        let to = self.rsc_dfn(&req.to_resource, OP)?;
+        let to_key = key(&to.name);
+        if self.vlm_dfns_of(&to_key).next().is_some() {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_EXISTS_VLM_DFN,
+                format!("Resource definition '{}' already has volume definitions.", to.name),
+            )
+            .correction("Restore into an empty resource definition."));
+        }
+        let uses_drbd = self.rd_uses_drbd(to);
+        let mut taken = crate::numbers::Taken::default();
+        let mut out = Outcome::default();
+        for v in &s.volumes {
+            let minor = if uses_drbd { Some(self.alloc_minor(None, &mut taken, OP)?) } else { None };
+            let vd = VolumeDefinition {
+                resource_definition: to.name.clone(),
+                volume_number: v.volume_number,
+                size_kib: v.size_kib,
+                props: Props::new(),
+                flags: BTreeSet::new(),
+                uuid: ctx.uuid(),
+                drbd_minor: minor,
+            };
+            out.put(Object::VlmDfn(vd));
+        }
+        out.reply(ApiCallRc::success(
+            OP,
+            rc::CREATED,
+            format!("Volume definitions of snapshot '{}' of '{}' restored into '{}'.", s.name, s.resource_definition, to.name),
+        ));
+        Ok(out)
+    }
+
+    /// `POST …/snapshot-restore-resource/{snap}`: resources of the target
+    /// definition whose volumes start as copies of the snapshot.
+    pub fn restore_resources(&self, rd: &str, snap: &str, req: &wire::SnapshotRestore, ctx: &mut Ctx) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_CRT | rc::MASK_RSC;
+        let s = self.snapshot(rd, snap, OP)?;
+        let to = self.rsc_dfn(&req.to_resource, OP)?;
+        let to_key = key(&to.name);
+        let vds: Vec<&VolumeDefinition> = self.vlm_dfns_of(&to_key).collect();
+        if vds.is_empty() {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_NOT_FOUND_VLM_DFN,
+                format!("Resource definition '{}' has no volume definitions.", to.name),
+            )
+            .correction("Restore the volume definitions first (snapshot-restore-volume-definition)."));
+        }
+        let nodes: Vec<&NodeSnapshot> =
+            s.nodes.values().filter(|n| req.nodes.is_empty() || req.nodes.iter().any(|x| key(x) == key(&n.node))).collect();
+        if nodes.is_empty() {
+            return Err(OpError::new(OP, rc::FAIL_NOT_FOUND_NODE, "None of the given nodes holds the snapshot."));
+        }
+        let mut out = Outcome::default();
+        let mut taken = crate::numbers::Taken::default();
+        for n in nodes {
+            if self.resources.contains_key(&(to_key.clone(), key(&n.node))) {
+                return Err(OpError::new(OP, rc::FAIL_EXISTS_RSC, format!("Resource '{}' already exists on node '{}'.", to.name, n.node)));
+            }
+            let pool = n.volumes.first().map(|v| v.storage_pool.clone()).unwrap_or_default();
+            let pool = req.stor_pool_rename.get(&pool).cloned().unwrap_or(pool);
+            let mut props = Props::new();
+            props.insert(PROP_STOR_POOL_NAME.into(), pool);
+            let create = cairn_api::resource::ResourceCreate {
+                resource: cairn_api::resource::Resource { node_name: n.node.clone(), props, ..Default::default() },
+                layer_list: Some(n.layer_stack.clone()),
+                ..Default::default()
+            };
+            let mut r = self.build_resource(to, &vds, &n.node, &create, &mut taken, OP, ctx)?;
+            for v in r.volumes.values_mut() {
+                let src = n.volumes.iter().find(|sv| sv.volume_number == v.volume_number);
+                v.source = src.map(|_| VolumeSource { resource: s.resource_definition.clone(), snapshot: s.name.clone() });
+                // An encrypted snapshot opens with its origin's key.
+                if let Some(secret) = src.and_then(|sv| sv.luks_secret.clone()) {
+                    v.luks_secret = Some(secret);
+                }
+            }
+            r.props.insert("RestoreFromResource".into(), s.resource_definition.clone());
+            r.props.insert("RestoreFromSnapshot".into(), s.name.clone());
+            out.reply(crate::resource::created_reply(&r));
+            out.put(Object::Rsc(r));
+        }
+        Ok(out)
+    }
+
+    /// `POST …/snapshot-rollback/{snap}`: every resource that has the
+    /// snapshot goes back to it; volume definitions get its sizes.
+    pub fn rollback(&self, rd: &str, snap: &str, in_use: &dyn Fn(&Resource) -> bool, ctx: &mut Ctx) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_MOD | rc::MASK_RSC;
+        let s = self.snapshot(rd, snap, OP)?;
+        let rd_key = key(&s.resource_definition);
+        let rscs: Vec<&Resource> = self.resources_of(&rd_key).collect();
+        if let Some(r) = rscs.iter().find(|r| in_use(r)) {
+            return Err(OpError::new(OP, rc::FAIL_IN_USE, format!("Resource '{}' is in use on node '{}'.", r.resource_definition, r.node))
+                .correction("Stop using the volume on every node before a rollback."));
+        }
+        if let Some(r) = rscs.iter().find(|r| r.drbd.is_some()) {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_SNAPSHOTS_NOT_SUPPORTED,
+                format!("Resource '{}' on node '{}' has a DRBD layer.", r.resource_definition, r.node),
+            )
+            .cause("Cairn rolls back STORAGE (and LUKS) volumes in place; with DRBD, restore into a new resource definition instead."));
+        }
+        if let Some(r) = rscs.iter().find(|r| !r.is_diskless() && !s.nodes.contains_key(&key(&r.node))) {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_NOT_FOUND_SNAPSHOT_DFN,
+                format!("Snapshot '{}' does not exist on node '{}'.", s.name, r.node),
+            )
+            .correction("Delete that resource or take the snapshot on every node."));
+        }
+        let id = ctx.uuid().chars().filter(char::is_ascii_hexdigit).take(12).collect::<String>();
+        let mut out = Outcome::default();
+        for r in rscs.into_iter().filter(|r| !r.is_diskless()) {
+            let mut r = r.clone();
+            r.rollback = Some(Rollback { snapshot: s.name.clone(), id: id.clone() });
+            out.put(Object::Rsc(r));
+        }
+        for v in &s.volumes {
+            if let Some(vd) = self.vlm_dfns.get(&(rd_key.clone(), v.volume_number))
+                && vd.size_kib != v.size_kib
+            {
+                let mut vd = vd.clone();
+                vd.size_kib = v.size_kib;
+                out.put(Object::VlmDfn(vd));
+            }
+        }
+        out.reply(ApiCallRc::success(
+            OP,
+            rc::MODIFIED,
+            format!("Resource '{}' rolled back to snapshot '{}'.", s.resource_definition, s.name),
+        ));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_api::resource::{Resource as WireRsc, ResourceCreate};
+    use cairn_api::resource_definition::{
+        ResourceDefinition as WireRd, ResourceDefinitionCreate, VolumeDefinition as WireVd, VolumeDefinitionCreate,
+    };
+
+    use super::*;
+    use crate::testing;
+
+    fn cluster() -> (Cluster, Ctx) {
+        let mut ctx = Ctx::deterministic();
+        let mut c = testing::seeded();
+        c.ctrl_props.insert(crate::PROP_DEFAULT_LAYER_STACK.into(), "STORAGE".into());
+        for (n, kind, backing) in [("n1", "LVM_THIN", "vg/thin"), ("n2", "LVM", "vg")] {
+            let o = c.create_node(&testing::satellite(n, &[]), &mut ctx).unwrap();
+            c.apply(o.changes);
+            let o = c.create_stor_pool(n, &testing::pool("DfltStorPool", kind, backing), &mut ctx).unwrap();
+            c.apply(o.changes);
+        }
+        for rd in ["src", "dst"] {
+            let req =
+                ResourceDefinitionCreate { resource_definition: WireRd { name: rd.into(), ..Default::default() }, ..Default::default() };
+            let o = c.create_rsc_dfn(&req, &mut ctx).unwrap();
+            c.apply(o.changes);
+        }
+        let vd = VolumeDefinitionCreate { volume_definition: WireVd { size_kib: Some(4096), ..Default::default() }, ..Default::default() };
+        let o = c.create_vlm_dfn("src", &vd, &mut ctx).unwrap();
+        c.apply(o.changes);
+        (c, ctx)
+    }
+
+    fn rsc(c: &mut Cluster, ctx: &mut Ctx, node: &str) {
+        let r = ResourceCreate { resource: WireRsc { node_name: node.into(), ..Default::default() }, ..Default::default() };
+        let o = c.create_resources("src", &[r], None, ctx).unwrap();
+        c.apply(o.changes);
+    }
+
+    fn snap(name: &str) -> wire::Snapshot {
+        wire::Snapshot { name: name.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn snapshots_need_thin_volumes_and_unique_names() {
+        let (mut c, mut ctx) = cluster();
+        rsc(&mut c, &mut ctx, "n1");
+        let o = c.create_snapshot("src", &snap("s1"), &mut ctx).unwrap();
+        c.apply(o.changes);
+        let s = c.snapshots[&("SRC".to_string(), "S1".to_string())].clone();
+        assert_eq!(s.nodes.keys().collect::<Vec<_>>(), ["N1"]);
+        assert_eq!(s.volumes, vec![SnapshotVlmDfn { volume_number: 0, size_kib: 4096 }]);
+        assert_eq!(
+            c.create_snapshot("src", &snap("S1"), &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE,
+            rc::FAIL_EXISTS_SNAPSHOT_DFN
+        );
+        assert_eq!(
+            c.create_snapshot("src", &snap("-bad"), &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE,
+            rc::FAIL_INVLD_SNAPSHOT_NAME
+        );
+        // A thick replica cannot take part.
+        rsc(&mut c, &mut ctx, "n2");
+        assert_eq!(
+            c.create_snapshot("src", &snap("s2"), &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE,
+            rc::FAIL_SNAPSHOTS_NOT_SUPPORTED
+        );
+        let only_n1 = wire::Snapshot { nodes: vec!["n1".into()], ..snap("s2") };
+        assert!(c.create_snapshot("src", &only_n1, &mut ctx).is_ok());
+        // The node's desired state lists it; SUCCESSFUL when reported.
+        let (_, rscs) = crate::desired::desired_for_node(&c, "N1");
+        assert_eq!(rscs[0].snapshots, vec!["s1".to_string()]);
+        assert!(!s.to_api(&|_| false).flags.contains(&SUCCESSFUL.to_string()));
+        assert!(s.to_api(&|_| true).flags.contains(&SUCCESSFUL.to_string()));
+        // Its resource and definition stay while it exists.
+        assert_eq!(c.delete_resource("src", "n1").unwrap_err().rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_IN_USE);
+        assert_eq!(c.delete_rsc_dfn("src").unwrap_err().rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_IN_USE);
+        let o = c.delete_snapshot("src", "s1", &[]).unwrap();
+        c.apply(o.changes);
+        assert!(c.snapshots.is_empty());
+    }
+
+    #[test]
+    fn restore_and_rollback() {
+        let (mut c, mut ctx) = cluster();
+        rsc(&mut c, &mut ctx, "n1");
+        let o = c.create_snapshot("src", &snap("s1"), &mut ctx).unwrap();
+        c.apply(o.changes);
+        let to = wire::SnapshotRestore { to_resource: "dst".into(), ..Default::default() };
+        assert_eq!(
+            c.restore_resources("src", "s1", &to, &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE,
+            rc::FAIL_NOT_FOUND_VLM_DFN
+        );
+        let o = c.restore_vlm_dfns("src", "s1", &to, &mut ctx).unwrap();
+        c.apply(o.changes);
+        assert_eq!(c.vlm_dfns[&("DST".to_string(), 0)].size_kib, 4096);
+        assert!(c.restore_vlm_dfns("src", "s1", &to, &mut ctx).is_err(), "only into an empty definition");
+        let o = c.restore_resources("src", "s1", &to, &mut ctx).unwrap();
+        c.apply(o.changes);
+        let r = &c.resources[&("DST".to_string(), "N1".to_string())];
+        assert_eq!(r.volumes[&0].source, Some(VolumeSource { resource: "src".into(), snapshot: "s1".into() }));
+        let (_, rscs) = crate::desired::desired_for_node(&c, "N1");
+        let dst = rscs.iter().find(|r| r.name == "dst").unwrap();
+        assert_eq!(dst.volumes[0].source.as_ref().map(|s| s.snapshot.as_str()), Some("s1"));
+        // Rollback: refused while in use; otherwise a one-time token.
+        assert_eq!(c.rollback("src", "s1", &|_| true, &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_IN_USE);
+        let o = c.rollback("src", "s1", &|_| false, &mut ctx).unwrap();
+        c.apply(o.changes);
+        let rb = c.resources[&("SRC".to_string(), "N1".to_string())].rollback.clone().unwrap();
+        assert_eq!(rb.snapshot, "s1");
+        let (_, rscs) = crate::desired::desired_for_node(&c, "N1");
+        assert_eq!(rscs.iter().find(|r| r.name == "src").and_then(|r| r.rollback.clone()).map(|r| r.id), Some(rb.id));
+    }
+}
