@@ -135,3 +135,15 @@ def vm_cluster(vm_image):
         ctrl.stop()
         vm.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def req(c, method, path, body=None):
+    """A raw REST call to the test controller."""
+    return c.ctrl.request(method, path, body)
+
+
+def sha(c, dev):
+    """sha256 of the first 8 MiB of a device in the VM."""
+    rc, out = c.vm.sh(f"dd if={dev} bs=1M count=8 status=none | sha256sum")
+    assert rc == 0, out
+    return out.split()[0]

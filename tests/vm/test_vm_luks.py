@@ -4,20 +4,10 @@ deleted."""
 
 import linstor
 
-from conftest import ok, wait_for
+from conftest import ok, req, sha, wait_for
 
 MIB = 1024
 MAPPER = "/dev/mapper/Linstor-Crypt-sec_00000"
-
-
-def req(c, method, path, body=None):
-    return c.ctrl.request(method, path, body)
-
-
-def sha(c, dev):
-    rc, out = c.vm.sh(f"dd if={dev} bs=1M count=8 status=none | sha256sum")
-    assert rc == 0, out
-    return out.split()[0]
 
 
 def test_encrypted_volume_survives_restarts_and_opens_once_the_passphrase_is_entered(vm_cluster):

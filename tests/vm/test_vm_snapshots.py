@@ -4,19 +4,9 @@ checked byte for byte."""
 
 import linstor
 
-from conftest import ok, wait_for
+from conftest import ok, req, sha, wait_for
 
 MIB = 1024
-
-
-def req(c, method, path, body=None):
-    return c.ctrl.request(method, path, body)
-
-
-def sha(c, dev):
-    rc, out = c.vm.sh(f"dd if={dev} bs=1M count=8 status=none | sha256sum")
-    assert rc == 0, out
-    return out.split()[0]
 
 
 def fill(c, dev):

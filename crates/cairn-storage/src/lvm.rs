@@ -154,6 +154,20 @@ pub fn id_tag(id: &str) -> String {
     format!("cairn_vid_{}", id.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>())
 }
 
+/// What a just-created volume looks like until `lvs` says more.
+fn planned(pool: &LvmPool, name: &str, size_kib: i64, tag: &str) -> Lv {
+    Lv {
+        name: name.to_string(),
+        path: format!("/dev/{}/{name}", pool.vg),
+        size_kib,
+        vg: pool.vg.clone(),
+        pool_lv: pool.thin_pool.clone().unwrap_or_default(),
+        data_percent: None,
+        attr: String::new(),
+        tags: vec![tag.to_string()],
+    }
+}
+
 /// Runs LVM commands for pools.
 pub struct Lvm {
     runner: Arc<dyn CommandRunner>,
@@ -308,16 +322,7 @@ impl Lvm {
                     ]))
                     .await?;
                 }
-                Lv {
-                    name: name.clone(),
-                    path: format!("/dev/{}/{name}", pool.vg),
-                    size_kib,
-                    vg: pool.vg.clone(),
-                    pool_lv: pool.thin_pool.clone().unwrap_or_default(),
-                    data_percent: None,
-                    attr: String::new(),
-                    tags: vec![tag.clone()],
-                }
+                planned(pool, &name, size_kib, &tag)
             }
             None => {
                 let size = format!("{size_kib}k");
@@ -338,16 +343,7 @@ impl Lvm {
                     None => self.cmd("lvcreate").args(["--config", &f, "--size", &size, &pool.vg, "-n", &name, "-y", "--addtag", &tag]),
                 };
                 self.run(c).await?;
-                Lv {
-                    name: name.clone(),
-                    path: format!("/dev/{}/{name}", pool.vg),
-                    size_kib,
-                    vg: pool.vg.clone(),
-                    pool_lv: pool.thin_pool.clone().unwrap_or_default(),
-                    data_percent: None,
-                    attr: String::new(),
-                    tags: vec![tag.clone()],
-                }
+                planned(pool, &name, size_kib, &tag)
             }
         };
         // Read back what LVM made (extent rounding).
