@@ -28,6 +28,8 @@ command -v cryptsetup >/dev/null || missing+=(cryptsetup-bin)
 command -v kmod >/dev/null || missing+=(kmod)
 command -v cpio >/dev/null || missing+=(cpio)
 command -v xz >/dev/null || missing+=(xz-utils)
+# FILE_THIN snapshots are reflink copies: the test makes an XFS file system.
+command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)
 if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
     if [ "$(id -u)" -ne 0 ]; then echo "need root to apt-get install ${missing[*]}" >&2; exit 1; fi

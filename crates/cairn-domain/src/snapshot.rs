@@ -2,9 +2,9 @@
 //! holding the snapshot of each node's volumes; restore into a new
 //! resource definition; rollback in place.
 //!
-//! Only LVM_THIN takes snapshots in Cairn today (thin snapshots are cheap
-//! and independent of their origin); other providers are refused with
-//! LINSTOR's FAIL_SNAPSHOTS_NOT_SUPPORTED.
+//! LVM_THIN (thin snapshots) and FILE_THIN (reflink copies, on XFS or
+//! Btrfs) take snapshots; other providers are refused with LINSTOR's
+//! FAIL_SNAPSHOTS_NOT_SUPPORTED.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -174,16 +174,15 @@ impl Cluster {
             )
             .correction("Create a diskful resource first."));
         }
-        if let Some((r, v)) =
-            rscs.iter().flat_map(|r| r.volumes.values().map(move |v| (r, v))).find(|(_, v)| v.provider_kind != ProviderKind::LvmThin)
-        {
+        let can = |k: ProviderKind| matches!(k, ProviderKind::LvmThin | ProviderKind::FileThin);
+        if let Some((r, v)) = rscs.iter().flat_map(|r| r.volumes.values().map(move |v| (r, v))).find(|(_, v)| !can(v.provider_kind)) {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_SNAPSHOTS_NOT_SUPPORTED,
                 format!("Storage pool '{}' on node '{}' ({}) cannot take snapshots.", v.storage_pool, r.node, v.provider_kind.as_str()),
             )
-            .cause("Cairn takes snapshots of LVM_THIN volumes.")
-            .correction("Place the resource in an LVM_THIN pool."));
+            .cause("Cairn takes snapshots of LVM_THIN volumes, and of FILE_THIN volumes on file systems with reflinks.")
+            .correction("Place the resource in an LVM_THIN (or reflink-capable FILE_THIN) pool."));
         }
         let mut nodes = BTreeMap::new();
         for r in &rscs {

@@ -286,11 +286,7 @@ impl Applier {
                     .await
                     .map_err(|e| err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)),
                 Ok(PoolKind::Lvm(lp)) => self.ensure_lvm(&lp, r, v, drbd_peer_slots).await,
-                Ok(PoolKind::File(fp)) => self
-                    .files
-                    .ensure(&fp, &VolumeFile::new(&r.name, v.number, &v.id), backing_kib(v, drbd_peer_slots))
-                    .await
-                    .map_err(|e| err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)),
+                Ok(PoolKind::File(fp)) => self.ensure_file(&fp, r, v, drbd_peer_slots).await,
                 Err(e) => Err(e),
             };
             // The LUKS layer on top of a real backing device.
@@ -353,20 +349,49 @@ impl Applier {
         self.lvm.ensure_from(lp, &r.name, v.number, &v.id, backing_kib(v, slots), source.as_deref()).await.map_err(|e| fail("create", &e))
     }
 
+    /// A file volume: rolled back first when asked, restored from a
+    /// snapshot when new, then created or grown and attached.
+    async fn ensure_file(
+        &self,
+        fp: &FilePool,
+        r: &ResourceDesired,
+        v: &cairn_proto::VolumeDesired,
+        slots: Option<u8>,
+    ) -> Result<VolumeObserved, ObjectError> {
+        let fail = |what: &str, e: &StorageError| {
+            err(format!("Failed to {what} volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), e)
+        };
+        let vf = VolumeFile::new(&r.name, v.number, &v.id);
+        if let Some(rb) = &r.rollback
+            && fp.volume_path(&vf).is_ok_and(|p| p.exists())
+        {
+            if let Err(e) = self.luks.close(&r.name, v.number).await {
+                return Err(luks_err(format!("Cannot close encrypted volume {} of '{}' for the rollback.", v.number, r.name), &e));
+            }
+            self.files.rollback(fp, &vf, &rb.snapshot, &rb.id).await.map_err(|e| fail("roll back", &e))?;
+        }
+        if let Some(s) = &v.source {
+            self.files.restore_into(fp, &vf, &s.resource, &s.snapshot).await.map_err(|e| fail("restore", &e))?;
+        }
+        self.files.ensure(fp, &vf, backing_kib(v, slots)).await.map_err(|e| fail("create", &e))
+    }
+
     /// Makes the snapshots of a resource on this node what is desired;
     /// returns the ones present.
     async fn snapshots(&self, pools: &BTreeMap<String, PoolDesired>, r: &ResourceDesired, out: &mut ResourceObserved) {
-        let mut lvm_pools: Vec<LvmPool> = Vec::new();
-        for v in &r.volumes {
-            if let Some(Ok(PoolKind::Lvm(lp))) = pools.get(&v.pool).map(|p| self.pool_kind(p))
-                && !lvm_pools.contains(&lp)
-            {
-                lvm_pools.push(lp);
-            }
-        }
+        let pool_of = |nr: u32| r.volumes.iter().find(|v| v.number == nr).and_then(|v| pools.get(&v.pool)).map(|p| self.pool_kind(p));
         let mut present: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for lp in &lvm_pools {
-            match self.lvm.snapshots(lp, &r.name).await {
+        let mut seen_pools = BTreeSet::new();
+        for v in &r.volumes {
+            if !seen_pools.insert(v.pool.clone()) {
+                continue;
+            }
+            let listed = match pools.get(&v.pool).map(|p| self.pool_kind(p)) {
+                Some(Ok(PoolKind::Lvm(lp))) => self.lvm.snapshots(&lp, &r.name).await,
+                Some(Ok(PoolKind::File(fp))) => Files::snapshots(&fp, &r.name),
+                _ => continue,
+            };
+            match listed {
                 Ok(s) => {
                     for (name, nrs) in s {
                         present.entry(name).or_default().extend(nrs);
@@ -383,12 +408,15 @@ impl Applier {
                 if present.get(snap).is_some_and(|n| n.contains(&v.number)) {
                     continue;
                 }
-                let res = match pools.get(&v.pool).map(|p| self.pool_kind(p)) {
+                let res = match pool_of(v.number) {
                     Some(Ok(PoolKind::Lvm(lp))) if lp.thin_pool.is_some() => self.lvm.create_snapshot(&lp, &r.name, v.number, snap).await,
+                    Some(Ok(PoolKind::File(fp))) if fp.thin => {
+                        self.files.create_snapshot(&fp, &VolumeFile::new(&r.name, v.number, &v.id), snap).await
+                    }
                     _ => {
                         out.error.get_or_insert(ObjectError {
                             message: format!("Storage pool '{}' cannot take snapshots.", v.pool),
-                            cause: Some("Snapshots need an LVM_THIN pool.".into()),
+                            cause: Some("Snapshots need an LVM_THIN pool, or a FILE_THIN pool on a file system with reflinks.".into()),
                             details: None,
                         });
                         continue;
@@ -408,15 +436,17 @@ impl Applier {
                 continue;
             }
             for nr in nrs {
-                let pool = r.volumes.iter().find(|v| v.number == nr).and_then(|v| pools.get(&v.pool)).map(|p| self.pool_kind(p));
-                if let Some(Ok(PoolKind::Lvm(lp))) = pool {
-                    match self.lvm.delete_snapshot(&lp, &r.name, nr, &snap).await {
-                        Ok(()) => {
-                            present.remove(&snap);
-                        }
-                        Err(e) => {
-                            out.error.get_or_insert(err(format!("Failed to delete snapshot '{snap}' of '{}'.", r.name), &e));
-                        }
+                let res = match pool_of(nr) {
+                    Some(Ok(PoolKind::Lvm(lp))) => self.lvm.delete_snapshot(&lp, &r.name, nr, &snap).await,
+                    Some(Ok(PoolKind::File(fp))) => self.files.delete_snapshot(&fp, &r.name, nr, &snap).await,
+                    _ => continue,
+                };
+                match res {
+                    Ok(()) => {
+                        present.remove(&snap);
+                    }
+                    Err(e) => {
+                        out.error.get_or_insert(err(format!("Failed to delete snapshot '{snap}' of '{}'.", r.name), &e));
                     }
                 }
             }

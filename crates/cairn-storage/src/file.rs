@@ -226,6 +226,82 @@ impl Files {
         Ok(first.name.clone())
     }
 
+    /// The file of a snapshot: `<rsc>_<NNNNN>@<snap>.snap` (`@` appears in
+    /// no resource or snapshot name, and `.snap` in no volume file).
+    pub fn snapshot_path(pool: &FilePool, rsc: &str, nr: u32, snap: &str) -> Result<PathBuf, StorageError> {
+        Ok(pool.dir.join(format!("{}_{nr:05}@{}.snap", safe_name(rsc)?, safe_name(snap)?)))
+    }
+
+    /// The snapshots of `rsc` in the pool: snapshot name -> volume numbers.
+    pub fn snapshots(pool: &FilePool, rsc: &str) -> Result<std::collections::BTreeMap<String, Vec<u32>>, StorageError> {
+        let prefix = format!("{}_", safe_name(rsc)?);
+        let mut out: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+        let rd = match std::fs::read_dir(&pool.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(StorageError::Io { what: format!("list {}", pool.dir.display()), source: e }),
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((vol, snap)) = name.strip_suffix(".snap").and_then(|s| s.strip_prefix(&prefix)).and_then(|s| s.split_once('@')) else {
+                continue;
+            };
+            if let Ok(nr) = vol.parse::<u32>()
+                && vol.len() == 5
+                && safe_name(snap).is_ok()
+            {
+                out.entry(snap.to_string()).or_default().push(nr);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A reflink copy of the volume's file (needs a file system with
+    /// reflinks: XFS, Btrfs; anything else fails with cp's message).
+    pub async fn create_snapshot(&self, pool: &FilePool, v: &VolumeFile, snap: &str) -> Result<(), StorageError> {
+        let from = pool.volume_path(v)?;
+        let to = Files::snapshot_path(pool, &v.rsc, v.nr, snap)?;
+        self.runner.run(&self.cmd("cp").arg("--reflink=always").arg(&from).arg(&to)).await?;
+        Ok(())
+    }
+
+    pub async fn delete_snapshot(&self, pool: &FilePool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
+        let p = Files::snapshot_path(pool, rsc, nr, snap)?;
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::Io { what: format!("remove {}", p.display()), source: e }),
+        }
+    }
+
+    /// A new volume file as a reflink copy of another resource's snapshot
+    /// (restore); nothing happens when the volume exists.
+    pub async fn restore_into(&self, pool: &FilePool, v: &VolumeFile, src_rsc: &str, snap: &str) -> Result<(), StorageError> {
+        let path = pool.volume_path(v)?;
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return Ok(());
+        }
+        let from = Files::snapshot_path(pool, src_rsc, v.nr, snap)?;
+        self.runner.run(&self.cmd("cp").arg("--reflink=always").arg(&from).arg(&path)).await?;
+        Ok(())
+    }
+
+    /// Puts the volume back to a snapshot once per rollback `id`: detach,
+    /// reflink the snapshot over the file, remember the id.
+    pub async fn rollback(&self, pool: &FilePool, v: &VolumeFile, snap: &str, id: &str) -> Result<(), StorageError> {
+        let marker = pool.dir.join(format!(".{}_{:05}.rollback-{}", safe_name(&v.rsc)?, v.nr, safe_name(id)?));
+        if marker.exists() {
+            return Ok(());
+        }
+        let path = pool.volume_path(v)?;
+        for dev in self.loops_of(&path).await? {
+            self.runner.run(&self.cmd("losetup").arg("--detach").arg(&dev.name)).await?;
+        }
+        let from = Files::snapshot_path(pool, &v.rsc, v.nr, snap)?;
+        self.runner.run(&self.cmd("cp").arg("--reflink=always").arg(&from).arg(&path)).await?;
+        std::fs::write(&marker, b"").map_err(|e| StorageError::Io { what: format!("write {}", marker.display()), source: e })
+    }
+
     /// Wipes signatures, detaches every loop device of the volume and
     /// unlinks its file. Removing what is not there succeeds.
     pub async fn remove(&self, pool: &FilePool, v: &VolumeFile) -> Result<(), StorageError> {
