@@ -300,6 +300,14 @@ impl Lvm {
                         "-f",
                     ]))
                     .await?;
+                } else if lv.size_kib > size_kib {
+                    // LVM rounds up to whole extents; more than LINSTOR's
+                    // tolerance means the volume is bigger than asked
+                    // (shrinking is never done).
+                    let extent = self.capacity(pool).await.map(|c| c.extent_kib).unwrap_or(4096);
+                    if lv.size_kib - size_kib >= EXTENT_TOLERANCE * extent {
+                        tracing::warn!(lv = %name, have_kib = lv.size_kib, want_kib = size_kib, "volume is larger than asked beyond the extent tolerance");
+                    }
                 }
                 if !lv.is_active() {
                     self.run(self.cmd("lvchange").args(["-ay", "-K", &format!("{}/{name}", pool.vg)])).await?;
