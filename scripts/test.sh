@@ -10,6 +10,8 @@ export CARGO_TERM_COLOR=never
 
 say() { printf '\n==> %s\n' "$*"; }
 
+command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.89 or newer (rustup)" >&2; exit 1; }
+
 # System packages: python3's venv module, openssl (certificates for the
 # TLS test), util-linux (losetup, blockdev, wipefs for the satellites),
 # drbd-utils (the real drbdadm parser validates every generated .res file).

@@ -28,6 +28,14 @@ BIN, Controller, ok, err, wait_for = e2e.BIN, e2e.Controller, e2e.ok, e2e.err, e
 BUILD = os.environ.get("CAIRN_VM_BUILD", os.path.join(ROOT, "target", "vm"))
 
 
+def _die_with_parent():
+    # PR_SET_PDEATHSIG: a killed test run takes its VMs with it.
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
 def _accel():
     # KVM only with real hardware virtualisation (a PVM host's /dev/kvm
     # cannot run Debian's kernel); TCG otherwise.
@@ -77,9 +85,15 @@ class Vm:
             path = os.path.join(self.work, f"disk{i}.img")
             subprocess.run(["truncate", "-s", size, path], check=True)
             args += ["-drive", f"file={path},format=raw,if=virtio,cache=unsafe"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(f"VM {self.name} booted", lambda: self.proc.poll() is None and "CAIRN-VM-READY" in self.log(), timeout=120)
-        wait_for(f"satellite in {self.name}", lambda: self.sh("kill -0 $(pidof cairn)")[0] == 0, timeout=60)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
+        try:
+            wait_for(f"VM {self.name} booted", lambda: self.proc.poll() is None and "CAIRN-VM-READY" in self.log(), timeout=120)
+            wait_for(f"satellite in {self.name}", lambda: self.sh("kill -0 $(pidof cairn)")[0] == 0, timeout=60)
+        except BaseException:
+            print(self.log()[-4000:])
+            self.stop()
+            raise
         return self
 
     def log(self):
@@ -119,21 +133,24 @@ class Vm:
 def vm_cluster(vm_image):
     """A controller on the host and one VM satellite `vm1` on 127.0.0.51."""
     root = tempfile.mkdtemp(prefix="cairn-vmtest-")
-    ctrl = Controller(root).start()
-    lin = ctrl.client()
-    # No DRBD in these VMs: unreplicated volumes by default.
-    ok(lin.controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
-    vm = Vm("vm1", "127.0.0.51", os.path.join(root, "cluster-secret")).start()
+    ctrl, lin, vm = Controller(root), None, None
     try:
+        ctrl.start()
+        lin = ctrl.client()
+        # No DRBD in these VMs: unreplicated volumes by default.
+        ok(lin.controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
+        vm = Vm("vm1", "127.0.0.51", os.path.join(root, "cluster-secret")).start()
         ok(lin.node_create("vm1", "SATELLITE", "127.0.0.51"))
         wait_for("vm1 online", lambda: lin.node_list_raise().nodes[0].connection_status == "ONLINE", timeout=60)
         c = type("C", (), {})()
         c.ctrl, c.lin, c.vm, c.root = ctrl, lin, vm, root
         yield c
     finally:
-        lin.disconnect()
+        if lin is not None:
+            lin.disconnect()
         ctrl.stop()
-        vm.stop()
+        if vm is not None:
+            vm.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

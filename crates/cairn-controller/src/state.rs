@@ -153,12 +153,13 @@ impl AppState {
     /// stored change (the master passphrase was entered: LUKS keys can go
     /// out now) and waits for the answers.
     pub async fn redispatch_all(&self) -> Vec<cairn_api::rc::ApiCallRc> {
-        let _writer = self.writer().await;
         let pending = {
+            let _writer = self.writer().await;
             let c = self.read();
             let nodes: BTreeSet<String> = c.nodes.keys().cloned().collect();
             self.inner.links.dispatch(&c, &nodes, &nodes).0
         };
+        // Waited for without the writer lock: a link's retry may need it.
         satellites::collect(pending).await
     }
 }

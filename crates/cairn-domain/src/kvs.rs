@@ -22,7 +22,40 @@ impl KeyValueStore {
     }
 }
 
+/// The stored master key (`encrypted/…`) belongs to the passphrase API.
+fn is_crypt_key(k: &str) -> bool {
+    k == "encrypted" || k.starts_with("encrypted/")
+}
+
+fn crypt_key_refused(op: i64, k: &str) -> OpError {
+    OpError::new(op, rc::FAIL_INVLD_PROP, format!("The property '{k}' holds the encrypted master key and cannot be set or deleted here."))
+        .correction("Use /v1/encryption/passphrase.")
+}
+
 impl Cluster {
+    /// Stores the master key's properties (the passphrase API); with
+    /// `create`, only if no master key is stored yet (checked here, under
+    /// the writer lock, so two creates cannot both win).
+    pub fn set_crypt_props(&self, props: &[(String, String)], create: bool) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_CTRL_CONF;
+        let set = self.ctrl_props.contains_key("encrypted/masterkey");
+        if create && set {
+            return Err(OpError::new(OP | rc::MASK_CRT, rc::FAIL_EXISTS_CRYPT_PASSPHRASE, "The master passphrase is already set.")
+                .correction("Change it with PUT (old and new passphrase) or enter it with PATCH."));
+        }
+        if !create && !set {
+            return Err(OpError::new(OP | rc::MASK_MOD, rc::FAIL_NOT_FOUND_CRYPT_KEY, "No master passphrase is set.")
+                .correction("Create one with POST first."));
+        }
+        let mut new = self.ctrl_props.clone();
+        for (k, v) in props {
+            new.insert(k.clone(), v.clone());
+        }
+        let mut out = Outcome::default();
+        out.put(Object::CtrlProps(new));
+        Ok(out)
+    }
+
     pub fn kvs_get(&self, name: &str) -> OpResult<&KeyValueStore> {
         self.kvs
             .get(&key(name))
@@ -59,6 +92,10 @@ impl Cluster {
     /// `POST /v1/controller/properties`.
     pub fn modify_ctrl_props(&self, req: &PropsModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_CTRL_CONF;
+        let touched = req.override_props.keys().chain(req.delete_props.iter()).chain(req.delete_namespaces.iter());
+        if let Some(k) = touched.map(|k| k.trim_start_matches('/')).find(|k| is_crypt_key(k)) {
+            return Err(crypt_key_refused(OP, k));
+        }
         let new = props::apply(&self.ctrl_props, req, OP)?;
         let mut out = Outcome::default();
         for (k, v) in &req.override_props {
@@ -79,6 +116,9 @@ impl Cluster {
     pub fn delete_ctrl_prop(&self, k: &str) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_DEL | rc::MASK_CTRL_CONF;
         let k = k.strip_prefix('/').unwrap_or(k);
+        if is_crypt_key(k) {
+            return Err(crypt_key_refused(OP, k));
+        }
         if !self.ctrl_props.contains_key(k) {
             let mut out = Outcome::default();
             out.reply(ApiCallRc::warning(OP, rc::WARN_DEL_UNSET_PROP, format!("Controller property '{k}' is not set; nothing to delete.")));

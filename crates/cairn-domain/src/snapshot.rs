@@ -347,6 +347,21 @@ impl Cluster {
             }
             let pool = n.volumes.first().map(|v| v.storage_pool.clone()).unwrap_or_default();
             let pool = req.stor_pool_rename.get(&pool).cloned().unwrap_or(pool);
+            // Only pools that copy a snapshot cheaply can restore one.
+            match self.stor_pools.get(&(key(&n.node), key(&pool))).map(|p| p.provider_kind) {
+                Some(ProviderKind::LvmThin | ProviderKind::FileThin) => {}
+                other => {
+                    return Err(OpError::new(
+                        OP,
+                        rc::FAIL_SNAPSHOTS_NOT_SUPPORTED,
+                        format!("Storage pool '{pool}' on node '{}' cannot hold a restored snapshot.", n.node),
+                    )
+                    .cause(match other {
+                        Some(k) => format!("It is a {} pool; restores need LVM_THIN or FILE_THIN next to the snapshot.", k.as_str()),
+                        None => "The node has no such pool.".into(),
+                    }));
+                }
+            }
             let mut props = Props::new();
             props.insert(PROP_STOR_POOL_NAME.into(), pool);
             let create = cairn_api::resource::ResourceCreate {

@@ -313,3 +313,23 @@ fn encrypted_volumes_need_the_master_key_and_get_a_sealed_secret() {
     let (_, locked) = crate::desired::desired_for_node(&t.c, "NA");
     assert!(locked[0].volumes[0].luks.as_ref().is_some_and(|l| l.key.is_none()));
 }
+
+#[test]
+fn the_stored_master_key_is_out_of_reach_of_the_property_api() {
+    let t = T::new();
+    let set =
+        cairn_api::PropsModify { override_props: [("encrypted/masterkey".to_string(), "x".to_string())].into(), ..Default::default() };
+    assert_eq!(t.c.modify_ctrl_props(&set).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_INVLD_PROP);
+    let del = cairn_api::PropsModify { delete_namespaces: vec!["encrypted".into()], ..Default::default() };
+    assert!(t.c.modify_ctrl_props(&del).is_err());
+    assert!(t.c.delete_ctrl_prop("/encrypted/masterhash").is_err());
+    let o = t.c.set_crypt_props(&[("encrypted/masterkey".into(), "k".into())], true).unwrap();
+    let mut c = t.c.clone();
+    c.apply(o.changes);
+    assert_eq!(
+        c.set_crypt_props(&[], true).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE,
+        rc::FAIL_EXISTS_CRYPT_PASSPHRASE,
+        "created once"
+    );
+    assert!(c.set_crypt_props(&[], false).is_ok());
+}

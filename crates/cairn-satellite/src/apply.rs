@@ -82,6 +82,7 @@ fn backing_kib(v: &cairn_proto::VolumeDesired, drbd_peer_slots: Option<u8>) -> i
 fn luks_err(message: String, e: &LuksError) -> ObjectError {
     match e {
         LuksError::Storage(s) => err(message, s),
+        LuksError::HoldsData(..) => ObjectError { message, cause: Some(e.to_string()), details: None },
         LuksError::NoKey => ObjectError {
             message,
             cause: Some(e.to_string()),
@@ -181,7 +182,7 @@ impl Applier {
 
     /// Makes one resource exist: its storage, then its DRBD layer.
     async fn ensure(&self, pools: &BTreeMap<String, PoolDesired>, r: &ResourceDesired) -> ResourceObserved {
-        let Some(d) = &r.drbd else { return self.ensure_storage(pools, r, None).await };
+        let Some(d) = &r.drbd else { return self.ensure_storage(pools, r, None, true).await };
         let layer = match &self.drbd {
             Ok(l) => l.clone(),
             Err(reasons) => {
@@ -203,7 +204,8 @@ impl Applier {
                 return out;
             }
         };
-        let mut out = self.ensure_storage(pools, r, Some(d.peer_slots)).await;
+        // Volumes that go are removed only after DRBD let go of them.
+        let mut out = self.ensure_storage(pools, r, Some(d.peer_slots), false).await;
         if out.error.is_some() {
             return out;
         }
@@ -214,7 +216,10 @@ impl Applier {
         };
         let net: BTreeMap<u32, i64> = r.volumes.iter().map(|v| (v.number, v.size_kib)).collect();
         match layer.ensure(&r.name, d, &disks, &net).await {
-            Ok(o) => out.drbd = Some(o),
+            Ok(o) => {
+                out.drbd = Some(o);
+                self.remove_unwanted(pools, r, &mut out).await;
+            }
             Err(e) => {
                 out.drbd = Some(layer.observed(&r.name, d));
                 out.error = Some(e);
@@ -223,16 +228,24 @@ impl Applier {
         out
     }
 
-    /// Makes one resource's volumes exist and removes volumes of it that
-    /// are no longer desired. With `drbd_peer_slots`, each volume gets room
-    /// for DRBD's internal metadata.
-    async fn ensure_storage(
-        &self,
-        pools: &BTreeMap<String, PoolDesired>,
-        r: &ResourceDesired,
-        drbd_peer_slots: Option<u8>,
-    ) -> ResourceObserved {
-        let mut out = ResourceObserved { name: r.name.clone(), ..Default::default() };
+    /// Removes volumes of the resource that are not wanted any more (other
+    /// numbers, or an earlier incarnation of a wanted one), closing their
+    /// LUKS mappings first.
+    async fn remove_unwanted(&self, pools: &BTreeMap<String, PoolDesired>, r: &ResourceDesired, out: &mut ResourceObserved) {
+        let keep: Vec<u32> = r.volumes.iter().map(|v| v.number).collect();
+        let mapped_prefix = format!("Linstor-Crypt-{}_", r.name);
+        if let Ok(dir) = std::fs::read_dir("/dev/mapper") {
+            for e in dir.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if let Some(nr) = n.strip_prefix(&mapped_prefix).filter(|x| x.len() == 5).and_then(|x| x.parse::<u32>().ok())
+                    && !keep.contains(&nr)
+                    && let Err(e) = self.luks.close(&r.name, nr).await
+                {
+                    out.error.get_or_insert(luks_err(format!("Cannot close encrypted volume {nr} of '{}'.", r.name), &e));
+                    return;
+                }
+            }
+        }
         // Files of this resource that are not wanted: other volume numbers,
         // or an earlier incarnation (another id) of a wanted one.
         let wanted: BTreeSet<(u32, &str)> = r.volumes.iter().map(|v| (v.number, v.id.as_str())).collect();
@@ -251,7 +264,6 @@ impl Applier {
                 }
             }
         }
-        let keep: Vec<u32> = r.volumes.iter().map(|v| v.number).collect();
         for lp in self.lvm_pools(pools) {
             if let Err(e) = self.lvm.remove_others(&lp, &r.name, &keep).await {
                 out.error.get_or_insert(err(format!("Failed to remove unwanted volumes of '{}' from pool '{}'.", r.name, lp.name), &e));
@@ -261,6 +273,22 @@ impl Applier {
             if let Err(e) = self.zfs.remove_others(&zp, &r.name, &keep).await {
                 out.error.get_or_insert(err(format!("Failed to remove unwanted volumes of '{}' from pool '{}'.", r.name, zp.name), &e));
             }
+        }
+    }
+
+    /// Makes one resource's volumes exist and removes volumes of it that
+    /// are no longer desired. With `drbd_peer_slots`, each volume gets room
+    /// for DRBD's internal metadata.
+    async fn ensure_storage(
+        &self,
+        pools: &BTreeMap<String, PoolDesired>,
+        r: &ResourceDesired,
+        drbd_peer_slots: Option<u8>,
+        remove_unwanted: bool,
+    ) -> ResourceObserved {
+        let mut out = ResourceObserved { name: r.name.clone(), ..Default::default() };
+        if remove_unwanted {
+            self.remove_unwanted(pools, r, &mut out).await;
         }
         for v in &r.volumes {
             let pool = match pools.get(&v.pool) {
@@ -333,7 +361,7 @@ impl Applier {
             err(format!("Failed to {what} volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), e)
         };
         if let Some(rb) = &r.rollback
-            && self.lvm.needs_rollback(lp, &r.name, v.number, &rb.id).await.map_err(|e| fail("check", &e))?
+            && self.lvm.needs_rollback(lp, &r.name, v.number, &rb.snapshot, &rb.id).await.map_err(|e| fail("check", &e))?
         {
             if let Err(e) = self.luks.close(&r.name, v.number).await {
                 return Err(luks_err(format!("Cannot close encrypted volume {} of '{}' for the rollback.", v.number, r.name), &e));

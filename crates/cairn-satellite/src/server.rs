@@ -197,17 +197,25 @@ async fn physical_create(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad physical-storage request: {e}")).into_response(),
     };
-    let _apply = s.applier.state.lock().await;
-    Json(match s.physical.create(&req).await {
-        Ok(backing) => PhysicalCreated { backing: Some(backing), error: None },
-        Err(e) => PhysicalCreated {
-            backing: None,
-            error: Some(ObjectError {
-                message: format!("Creating the {} pool '{}' failed.", req.provider_kind, req.pool_name),
-                cause: Some(e.to_string()),
-                details: e.details(),
-            }),
-        },
-    })
-    .into_response()
+    // In a task of its own, like an apply: a controller that stops waiting
+    // must not cut pvcreate/vgcreate/lvcreate off half-way.
+    let shared = s.clone();
+    let task = tokio::spawn(async move {
+        let _apply = shared.applier.state.lock().await;
+        match shared.physical.create(&req).await {
+            Ok(backing) => PhysicalCreated { backing: Some(backing), error: None },
+            Err(e) => PhysicalCreated {
+                backing: None,
+                error: Some(ObjectError {
+                    message: format!("Creating the {} pool '{}' failed.", req.provider_kind, req.pool_name),
+                    cause: Some(e.to_string()),
+                    details: e.details(),
+                }),
+            },
+        }
+    });
+    match task.await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("physical storage task failed: {e}")).into_response(),
+    }
 }

@@ -256,13 +256,32 @@ impl Files {
         Ok(out)
     }
 
+    /// `cp --reflink=always FROM TO`, through a hidden temporary file that
+    /// is renamed into place only when it is complete: a failed cp leaves
+    /// an empty destination behind, which must never pass for a copy.
+    async fn reflink(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
+        let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = to.with_file_name(format!(".{name}.cairn-tmp"));
+        let io = |what: &str, e| StorageError::Io { what: format!("{what} {}", tmp.display()), source: e };
+        if let Err(e) = self.runner.run(&self.cmd("cp").arg("--reflink=always").arg(from).arg(&tmp)).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        let same = std::fs::metadata(from).and_then(|a| std::fs::metadata(&tmp).map(|b| a.len() == b.len()));
+        if !matches!(same, Ok(true)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io("incomplete copy", std::io::Error::other("the copy's size differs from the source")));
+        }
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("sync", e))?;
+        std::fs::rename(&tmp, to).map_err(|e| io("rename", e))
+    }
+
     /// A reflink copy of the volume's file (needs a file system with
     /// reflinks: XFS, Btrfs; anything else fails with cp's message).
     pub async fn create_snapshot(&self, pool: &FilePool, v: &VolumeFile, snap: &str) -> Result<(), StorageError> {
         let from = pool.volume_path(v)?;
         let to = Files::snapshot_path(pool, &v.rsc, v.nr, snap)?;
-        self.runner.run(&self.cmd("cp").arg("--reflink=always").arg(&from).arg(&to)).await?;
-        Ok(())
+        self.reflink(&from, &to).await
     }
 
     pub async fn delete_snapshot(&self, pool: &FilePool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
@@ -282,8 +301,7 @@ impl Files {
             return Ok(());
         }
         let from = Files::snapshot_path(pool, src_rsc, v.nr, snap)?;
-        self.runner.run(&self.cmd("cp").arg("--reflink=always").arg(&from).arg(&path)).await?;
-        Ok(())
+        self.reflink(&from, &path).await
     }
 
     /// Puts the volume back to a snapshot once per rollback `id`: detach,
@@ -294,11 +312,16 @@ impl Files {
             return Ok(());
         }
         let path = pool.volume_path(v)?;
+        let from = Files::snapshot_path(pool, &v.rsc, v.nr, snap)?;
+        if !from.is_file() || !path.is_file() {
+            // Nothing to go back to, or nothing to replace: leave it alone.
+            return Ok(());
+        }
         for dev in self.loops_of(&path).await? {
             self.runner.run(&self.cmd("losetup").arg("--detach").arg(&dev.name)).await?;
         }
-        let from = Files::snapshot_path(pool, &v.rsc, v.nr, snap)?;
-        self.runner.run(&self.cmd("cp").arg("--reflink=always").arg(&from).arg(&path)).await?;
+        // The volume is replaced only by a complete copy.
+        self.reflink(&from, &path).await?;
         std::fs::write(&marker, b"").map_err(|e| StorageError::Io { what: format!("write {}", marker.display()), source: e })
     }
 

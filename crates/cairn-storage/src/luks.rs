@@ -39,6 +39,8 @@ pub enum LuksError {
     NoKey,
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("{0} is not a LUKS device but holds data ({1}); refusing to format it")]
+    HoldsData(String, String),
 }
 
 impl From<ExecError> for LuksError {
@@ -80,6 +82,13 @@ impl Luks {
                     Err(e) => return Err(e.into()),
                 };
                 if !is_luks {
+                    // isLuks also says 1 for damaged headers and I/O errors:
+                    // format only a device that carries no signature at all.
+                    match self.runner.run(&Cmd::new("blkid").args(["-p", "-o", "value", "-s", "TYPE", dev]).timeout(self.timeout)).await {
+                        Err(ExecError::NonZero { code: 2, .. }) => {}
+                        Ok(o) => return Err(LuksError::HoldsData(dev.to_string(), o.stdout.trim().to_string())),
+                        Err(e) => return Err(e.into()),
+                    }
                     let mut c = self.cryptsetup().args(["-q", "luksFormat"]).args(&d.format_options);
                     if !d.format_options.iter().any(|o| o.starts_with("--pbkdf")) {
                         c = c.args(["--pbkdf-memory", "262144"]);
@@ -147,6 +156,7 @@ mod tests {
         let l = Luks::new(f.clone(), Duration::from_secs(5));
         f.expect_failure(&["cryptsetup", "status", "Linstor-Crypt-sec_00000"], 4, "")
             .expect_failure(&["cryptsetup", "isLuks", "/dev/vg0/sec_00000"], 1, "")
+            .expect_failure(&["blkid", "-p", "-o", "value", "-s", "TYPE", "/dev/vg0/sec_00000"], 2, "")
             .expect(&["cryptsetup", "-q", "luksFormat", "--pbkdf-memory", "262144", "/dev/vg0/sec_00000"], "")
             .expect(&["cryptsetup", "open", "--tries", "1", "/dev/vg0/sec_00000", "Linstor-Crypt-sec_00000"], "");
         let dev = rt().block_on(l.ensure("/dev/vg0/sec_00000", "sec", 0, &desired(&[]))).unwrap();
@@ -177,6 +187,18 @@ mod tests {
         rt().block_on(l.ensure("/dev/vg0/sec_00000", "sec", 0, &desired(&[]))).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
         assert_eq!(parse_status(status), Some((32768, 98304)));
+    }
+
+    #[test]
+    fn a_device_with_data_is_never_formatted() {
+        let f = Arc::new(FakeRunner::new());
+        let l = Luks::new(f.clone(), Duration::from_secs(5));
+        f.expect_failure(&["cryptsetup", "status", "Linstor-Crypt-sec_00000"], 4, "")
+            .expect_failure(&["cryptsetup", "isLuks", "/dev/vg0/sec_00000"], 1, "")
+            .expect(&["blkid", "-p", "-o", "value", "-s", "TYPE", "/dev/vg0/sec_00000"], "ext4\n");
+        let e = rt().block_on(l.ensure("/dev/vg0/sec_00000", "sec", 0, &desired(&[]))).unwrap_err();
+        assert!(e.to_string().contains("holds data (ext4)"), "{e}");
+        assert!(f.is_done(), "no luksFormat: {:?}", f.calls());
     }
 
     #[test]

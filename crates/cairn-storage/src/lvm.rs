@@ -19,6 +19,9 @@ use crate::{StorageError, safe_name};
 /// up to whole extents) before it counts as a different size.
 pub const EXTENT_TOLERANCE: i64 = 3;
 
+/// Tag of the snapshot LVs Cairn makes.
+pub const SNAP_TAG: &str = "cairn_snap";
+
 /// An LVM pool: a volume group, or a thin pool in one (`vg/pool`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LvmPool {
@@ -393,11 +396,16 @@ impl Lvm {
     }
 
     /// The snapshots of `rsc` in the pool: snapshot name -> volume numbers.
+    /// Only LVs Cairn made as snapshots count (tag `cairn_snap`), never a
+    /// volume of another resource whose name happens to look alike.
     pub async fn snapshots(&self, pool: &LvmPool, rsc: &str) -> Result<std::collections::BTreeMap<String, Vec<u32>>, StorageError> {
         let prefix = format!("{}_", safe_name(rsc)?);
         let f = self.filter(pool).await?;
         let mut out: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
         for lv in self.lvs(pool, &f).await? {
+            if !lv.tags.iter().any(|t| t == SNAP_TAG) {
+                continue;
+            }
             let Some(rest) = lv.name.strip_prefix(&prefix) else { continue };
             let (Some(nr), Some(snap)) = (rest.get(..5).and_then(|n| n.parse::<u32>().ok()), rest.get(6..)) else { continue };
             if rest.as_bytes().get(5) == Some(&b'_') && !snap.is_empty() {
@@ -420,6 +428,8 @@ impl Lvm {
             "--ignoreactivationskip",
             "--activate",
             "y",
+            "--addtag",
+            SNAP_TAG,
             "--name",
             &format!("{lv}_{}", safe_name(snap)?),
             &format!("{}/{lv}", pool.vg),
@@ -432,27 +442,42 @@ impl Lvm {
     pub async fn delete_snapshot(&self, pool: &LvmPool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
         let name = format!("{}_{}", lv_name(rsc, nr)?, safe_name(snap)?);
         let f = self.filter(pool).await?;
-        self.run(self.cmd("lvremove").args(["--config", &f, "-f", &format!("{}/{name}", pool.vg)])).await?;
+        // Only what carries the snapshot tag is ever removed here.
+        if self.lvs(pool, &f).await?.iter().any(|l| l.name == name && l.tags.iter().any(|t| t == SNAP_TAG)) {
+            self.run(self.cmd("lvremove").args(["--config", &f, "-f", &format!("{}/{name}", pool.vg)])).await?;
+        }
         Ok(())
     }
 
-    /// Whether volume `nr` of `rsc` still has to be rolled back (`id`).
-    pub async fn needs_rollback(&self, pool: &LvmPool, rsc: &str, nr: u32, id: &str) -> Result<bool, StorageError> {
+    /// Whether volume `nr` of `rsc` still has to be rolled back (`id`):
+    /// it exists, is not marked with the id, and the snapshot has it.
+    pub async fn needs_rollback(&self, pool: &LvmPool, rsc: &str, nr: u32, snap: &str, id: &str) -> Result<bool, StorageError> {
         let name = lv_name(rsc, nr)?;
+        let snap_lv = format!("{name}_{}", safe_name(snap)?);
         let f = self.filter(pool).await?;
         let tag = format!("cairn_rb_{id}");
-        Ok(self.lvs(pool, &f).await?.iter().any(|l| l.name == name && !l.tags.contains(&tag)))
+        let lvs = self.lvs(pool, &f).await?;
+        Ok(lvs.iter().any(|l| l.name == name && !l.tags.contains(&tag))
+            && lvs.iter().any(|l| l.name == snap_lv && l.tags.iter().any(|t| t == SNAP_TAG)))
     }
 
     /// Replaces volume `nr` by a copy of its snapshot (thin LVs share the
-    /// data, so this is the cheap rollback); marked with the rollback id.
+    /// data, so this is the cheap rollback), marked with the rollback id.
+    /// The old volume is renamed aside first and only removed once the copy
+    /// exists; a failed copy renames it back.
     pub async fn rollback(&self, pool: &LvmPool, rsc: &str, nr: u32, vid: &str, snap: &str, id: &str) -> Result<(), StorageError> {
         let name = lv_name(rsc, nr)?;
         let f = self.filter(pool).await?;
         let snap_lv = format!("{name}_{}", safe_name(snap)?);
-        self.run(self.cmd("lvremove").args(["--config", &f, "-f", &format!("{}/{name}", pool.vg)])).await?;
+        let aside = format!("{name}-rollback-{}", safe_name(id)?);
+        self.run(self.cmd("lvrename").args(["--config", &f, &pool.vg, &name, &aside])).await?;
         let rb = format!("cairn_rb_{id}");
-        self.clone_of(pool, &f, &snap_lv, &name, &[&id_tag(vid), &rb]).await
+        if let Err(e) = self.clone_of(pool, &f, &snap_lv, &name, &[&id_tag(vid), &rb]).await {
+            let _ = self.run(self.cmd("lvrename").args(["--config", &f, &pool.vg, &aside, &name])).await;
+            return Err(e);
+        }
+        self.run(self.cmd("lvremove").args(["--config", &f, "-f", &format!("{}/{aside}", pool.vg)])).await?;
+        Ok(())
     }
 
     /// Removes volumes of `rsc` whose number is not in `keep`.
@@ -641,6 +666,76 @@ mod tests {
             .expect(&l, "  db_00000;/dev/vg0/db_00000;102400.00;vg0;thin;0.00;Vwi-a-tz--;;0;0;cairn_vid_new\n");
         let o = rt().block_on(lvm.ensure(&pool, "db", 0, "new", 102_400)).unwrap();
         assert_eq!(o.allocated_kib, Some(0), "a new thin volume allocates nothing");
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn rollback_renames_aside_clones_then_removes() {
+        let f = Arc::new(FakeRunner::new());
+        let lvm = Lvm::new(f.clone(), Duration::from_secs(5));
+        let pool = LvmPool::new("thin", "vg0/thin", true).unwrap();
+        let lvs = lvs_cmd("vg0");
+        let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
+        let listing = "  db_00000;/dev/vg0/db_00000;4096.00;vg0;thin;1.00;Vwi-a-tz--;;0;0;cairn_vid_v1\n  db_00000_s1;/dev/vg0/db_00000_s1;4096.00;vg0;thin;1.00;Vri---tz-k;;0;0;cairn_snap\n  db_00000_fake;/dev/vg0/db_00000_fake;4096.00;vg0;thin;1.00;Vwi-a-tz--;;0;0;\n";
+        pvdisplay(&f, "vg0", "  /dev/vda\n");
+        f.expect(&l, listing);
+        assert!(rt().block_on(lvm.needs_rollback(&pool, "db", 0, "s1", "r1")).unwrap());
+        pvdisplay(&f, "vg0", "  /dev/vda\n");
+        f.expect(&l, listing);
+        let snaps = rt().block_on(lvm.snapshots(&pool, "db")).unwrap();
+        assert_eq!(snaps.keys().collect::<Vec<_>>(), ["s1"], "an untagged look-alike is no snapshot");
+        pvdisplay(&f, "vg0", "  /dev/vda\n");
+        f.expect(&["lvrename", "--config", F, "vg0", "db_00000", "db_00000-rollback-r1"], "")
+            .expect(
+                &[
+                    "lvcreate",
+                    "--config",
+                    F,
+                    "--snapshot",
+                    "--setactivationskip",
+                    "n",
+                    "--permission",
+                    "rw",
+                    "--name",
+                    "db_00000",
+                    "--addtag",
+                    "cairn_vid_v1",
+                    "--addtag",
+                    "cairn_rb_r1",
+                    "vg0/db_00000_s1",
+                ],
+                "",
+            )
+            .expect(&["lvchange", "--config", F, "-ay", "-K", "vg0/db_00000"], "")
+            .expect(&["lvremove", "--config", F, "-f", "vg0/db_00000-rollback-r1"], "");
+        rt().block_on(lvm.rollback(&pool, "db", 0, "v1", "s1", "r1")).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // A failed copy puts the volume back.
+        pvdisplay(&f, "vg0", "  /dev/vda\n");
+        f.expect(&["lvrename", "--config", F, "vg0", "db_00000", "db_00000-rollback-r2"], "")
+            .expect_failure(
+                &[
+                    "lvcreate",
+                    "--config",
+                    F,
+                    "--snapshot",
+                    "--setactivationskip",
+                    "n",
+                    "--permission",
+                    "rw",
+                    "--name",
+                    "db_00000",
+                    "--addtag",
+                    "cairn_vid_v1",
+                    "--addtag",
+                    "cairn_rb_r2",
+                    "vg0/db_00000_s1",
+                ],
+                5,
+                "no space",
+            )
+            .expect(&["lvrename", "--config", F, "vg0", "db_00000-rollback-r2", "db_00000"], "");
+        assert!(rt().block_on(lvm.rollback(&pool, "db", 0, "v1", "s1", "r2")).is_err());
         assert!(f.is_done(), "{:?}", f.calls());
     }
 }

@@ -6,7 +6,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use cairn_api::PropsModify;
 use cairn_api::rc::{self, ApiCallRc};
 use cairn_domain::OpError;
 use serde::Deserialize;
@@ -61,12 +60,8 @@ async fn status(State(s): State<AppState>) -> Response {
     ok(&serde_json::json!([{ "status": status }]))
 }
 
-async fn save(s: &AppState, success: u16, props: Vec<(String, String)>) -> Result<Reply, ApiError> {
-    let req = PropsModify { override_props: props.into_iter().collect(), ..Default::default() };
-    let mut reply = s.mutate(success, |c, _| c.modify_ctrl_props(&req)).await?;
-    // The generic "properties modified" entry would show key material names.
-    reply.entries.retain(|e| e.is_error() || e.is_warning());
-    Ok(reply)
+async fn save(s: &AppState, success: u16, props: Vec<(String, String)>, create: bool) -> Result<Reply, ApiError> {
+    s.mutate(success, |c, _| c.set_crypt_props(&props, create)).await
 }
 
 async fn create(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
@@ -74,15 +69,8 @@ async fn create(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiErro
     let Some(new) = req.new_passphrase.filter(|p| !p.is_empty()) else {
         return Err(fail(rc::FAIL_INVLD_CRYPT_PASSPHRASE, "A new_passphrase is needed.", "Give a non-empty new_passphrase."));
     };
-    if is_set(&s) {
-        return Err(fail(
-            rc::FAIL_EXISTS_CRYPT_PASSPHRASE,
-            "The master passphrase is already set.",
-            "Change it with PUT (old and new passphrase) or enter it with PATCH.",
-        ));
-    }
     let (key, props) = MasterKey::create(&new).map_err(crypto_fail)?;
-    let mut reply = save(&s, 201, props).await?;
+    let mut reply = save(&s, 201, props, true).await?;
     s.links().set_master(key);
     reply.entries.insert(0, ApiCallRc::success(OP | rc::MASK_CRT, rc::CREATED, "Crypt passphrase created."));
     Ok(reply)
@@ -98,7 +86,7 @@ async fn change(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiErro
     }
     let key = MasterKey::unlock(&old, &stored(&s)).map_err(crypto_fail)?;
     let props = key.rewrap(&new).map_err(crypto_fail)?;
-    let mut reply = save(&s, 200, props).await?;
+    let mut reply = save(&s, 200, props, false).await?;
     s.links().set_master(key);
     reply.entries.insert(0, ApiCallRc::success(OP | rc::MASK_MOD, rc::MODIFIED, "Crypt passphrase updated."));
     Ok(reply)
