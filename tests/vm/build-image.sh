@@ -8,7 +8,7 @@
 # decompression under TCG) and OUT_DIR/initramfs.cpio. The kernel package
 # is downloaded once and kept in OUT_DIR/kernel.
 # Needs (Debian packages): qemu-system-x86 busybox-static lvm2
-# thin-provisioning-tools cryptsetup-bin kmod cpio xz-utils; scripts/test.sh
+# thin-provisioning-tools cryptsetup-bin drbd-utils kmod cpio xz-utils; scripts/test.sh
 # installs them.
 set -euo pipefail
 
@@ -41,6 +41,8 @@ ST=$OUT/stage
 rm -rf "$ST"
 mkdir -p "$ST"/{usr/bin,usr/sbin,usr/lib,usr/lib64,etc,dev,proc,sys,run,tmp,var/lib,root}
 ln -s usr/bin "$ST/bin"; ln -s usr/sbin "$ST/sbin"; ln -s usr/lib "$ST/lib"; ln -s usr/lib64 "$ST/lib64"
+# drbdmeta locks under /var/lock; drbd-utils keeps state in /var/lib/drbd.
+ln -s ../run/lock "$ST/var/lock"; ln -s ../run "$ST/var/run"; mkdir -p "$ST/var/lib/drbd"
 
 inside() { case "$1" in /bin/*|/sbin/*|/lib/*|/lib64/*) echo "$ST/usr$1";; *) echo "$ST$1";; esac; }
 copy() { local d; d=$(inside "${2:-$1}"); mkdir -p "$(dirname "$d")"; rm -f "$d"; cp -L "$1" "$d"; }
@@ -59,7 +61,7 @@ copy /bin/busybox
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$ST/usr/bin/$a"; done
 # Real tools replace busybox's applets; /bin/sh is bash, because busybox's
 # shell would prefer its own applets (losetup, df, stat) over them.
-for b in bash env lvm dmsetup cryptsetup pdata_tools wipefs losetup blkid lsblk kmod df stat truncate fallocate blockdev; do
+for b in bash env lvm dmsetup cryptsetup pdata_tools wipefs losetup blkid lsblk kmod df stat truncate fallocate blockdev drbdadm drbdsetup drbdmeta; do
   binary "$b"
 done
 ln -sf bash "$ST/usr/bin/sh"

@@ -30,8 +30,10 @@ ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && ip route add default
 nc -ll -p 2222 -e /usr/bin/channel-sh &
 echo "CAIRN-VM-READY $(cut -d' ' -f1 /proc/uptime)"
 while [ ! -f /run/stop ]; do
+  # Debian's kernel has DRBD 8.4 only: DRBD runs config-only here
+  # (files, metadata and the planned kernel commands are real).
   cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
-    --cluster-secret-file /cairn/secret --command-timeout 120
+    --cluster-secret-file /cairn/secret --command-timeout 120 --drbd-config-only
   echo "CAIRN-SATELLITE-EXIT rc=$?"
   sleep 0.2
 done

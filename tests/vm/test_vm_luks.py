@@ -74,6 +74,30 @@ def test_encrypted_volume_survives_restarts_and_opens_once_the_passphrase_is_ent
     wait_for("mapping open again", lambda: c.vm.sh(f"test -e {MAPPER}")[0] == 0, timeout=60)
     assert sha(c, MAPPER) == before, "the data is back"
 
+    # DRBD over LUKS over STORAGE: DRBD's disk is the open mapping, with
+    # its metadata inside the encrypted volume (config-only DRBD here).
+    lin = c.ctrl.client()  # the controller restarted
+    ok(lin.resource_dfn_create("rep", layer_list=["drbd", "luks", "storage"]))
+    ok(lin.volume_dfn_create("rep", 16 * MIB, storage_pool="lvm"))
+    status, _, body = req(c, "POST", "/v1/resource-definitions/rep/resources",
+                          [{"resource": {"node_name": "vm1", "props": {"StorPoolName": "lvm"}}, "layer_list": ["drbd", "luks", "storage"]}])
+    assert status == 201, body
+    rc, res = c.vm.sh("cat /var/lib/cairn-satellite/drbd.d/rep.res")
+    assert rc == 0 and "disk        /dev/mapper/Linstor-Crypt-rep_00000;" in res, res
+    status, _, rv = req(c, "GET", "/v1/view/resources?resources=rep")
+    minor = rv[0]["volumes"][0]["layer_data_list"][0]["data"]["drbd_volume_definition"]["minor_number"]
+    assert rv[0]["volumes"][0]["device_path"] == f"/dev/drbd{minor}", rv
+    assert [l["type"] for l in rv[0]["volumes"][0]["layer_data_list"]] == ["DRBD", "LUKS", "STORAGE"]
+    rc, out = c.vm.sh(f"drbdmeta --force {minor} v09 /dev/mapper/Linstor-Crypt-rep_00000 internal get-gi --node-id 0 && "
+                      "blockdev --getsize64 /dev/vg0/rep_00000 /dev/mapper/Linstor-Crypt-rep_00000")
+    assert rc == 0, out
+    lv_bytes, mapped_bytes = (int(x) for x in out.split()[-2:])
+    assert lv_bytes - mapped_bytes == 16 * 1024 * 1024, "the LUKS2 header"
+    assert mapped_bytes > 16 * 1024 * 1024, "room for DRBD's metadata above the 16 MiB the user asked for"
+    status, _, body = req(c, "DELETE", "/v1/resource-definitions/rep")
+    assert status == 200, body
+    wait_for("rep gone", lambda: c.vm.sh("test -e /dev/mapper/Linstor-Crypt-rep_00000 || test -e /var/lib/cairn-satellite/drbd.d/rep.res")[0] != 0)
+
     # Grow through the layers; then delete: mapping closed, volume gone.
     status, _, body = req(c, "PUT", "/v1/resource-definitions/sec/volume-definitions/0", {"size_kib": 64 * MIB})
     assert status == 200, body
