@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from conftest import ok, wait_for
+from conftest import BIN, ok, wait_for
 
 
 @pytest.fixture
@@ -106,3 +106,40 @@ def test_no_reflinks_no_snapshot_and_the_reason_is_shown(cluster):
     ok(c.lin.resource_create([__import__("linstor").ResourceData("n2", "thick")]))
     status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/thick/snapshots", {"name": "s1"})
     assert status == 500 and body[0]["ret_code"] & 0x7FFF == 994, body
+
+
+def test_snapshot_and_encryption_verbs_of_the_cli(cluster, xfs_dir):
+    from test_cli import cairn
+
+    c = cluster
+    ok(c.lin.storage_pool_create("n1", "reflink", "FILE_THIN", os.path.join(xfs_dir, "pool")))
+    ok(c.lin.resource_dfn_create("clisnap"))
+    ok(c.lin.volume_dfn_create("clisnap", 8 * 1024, storage_pool="reflink"))
+    ok(c.lin.resource_create([__import__("linstor").ResourceData("n1", "clisnap", storage_pool="reflink")]))
+    code, out, err = cairn(c, "snapshot", "create", "clisnap", "snap1")
+    assert code == 0 and "SUCCESS" in out, (out, err)
+    wait_for("snap1 successful", lambda: successful(c, "clisnap", "snap1"))
+    code, out, err = cairn(c, "--no-utf8", "s", "l", "-r", "clisnap")
+    assert code == 0 and "| clisnap" in out and "snap1" in out and "Successful" in out and "0: 8 MiB" in out, (out, err)
+    ok(c.lin.resource_dfn_create("clicopy"))
+    code, out, err = cairn(c, "s", "vd", "restore", "--from-resource", "clisnap", "--from-snapshot", "snap1", "--to-resource", "clicopy")
+    assert code == 0, (out, err)
+    code, out, err = cairn(c, "s", "r", "restore", "--from-resource", "clisnap", "--from-snapshot", "snap1", "--to-resource", "clicopy")
+    assert code == 0, (out, err)
+    code, out, err = cairn(c, "s", "rollback", "clisnap", "snap1")
+    assert code == 0, (out, err)
+    code, out, err = cairn(c, "s", "d", "clisnap", "snap1")
+    assert code == 0, (out, err)
+    code, out, err = cairn(c, "s", "d", "clisnap", "snap1")
+    assert code == 10 and "not found" in out + err, (out, err)
+    # The master passphrase through the CLI, from stdin or an option.
+    env_run = subprocess.run([BIN, "encryption", "create-passphrase"],
+                             input="s3cret\n", capture_output=True, text=True,
+                             env=dict(os.environ, LS_CONTROLLERS=c.ctrl.url), timeout=60)
+    assert env_run.returncode == 0, env_run.stderr
+    code, out, err = cairn(c, "e", "ep", "--passphrase", "wrong")
+    assert code == 10, (out, err)
+    code, out, err = cairn(c, "e", "mp", "--old-passphrase", "s3cret", "--new-passphrase", "n3w")
+    assert code == 0, (out, err)
+    code, out, err = cairn(c, "e", "ep", "--passphrase", "n3w")
+    assert code == 0 and "accepted" in out, (out, err)

@@ -83,6 +83,15 @@ enum Command {
     /// Error reports.
     #[command(visible_alias = "err", subcommand)]
     ErrorReports(ErrorReportsCmd),
+    /// Snapshots, restore and rollback.
+    #[command(visible_alias = "s", subcommand)]
+    Snapshot(cli::snapshot::SnapshotCmd),
+    /// The master passphrase (LUKS volumes).
+    #[command(visible_alias = "e", subcommand)]
+    Encryption(cli::encryption::EncryptionCmd),
+    /// Unused disks, and LVM pools made on them.
+    #[command(name = "physical-storage", visible_alias = "ps", subcommand)]
+    PhysicalStorage(cli::physical_storage::PhysicalStorageCmd),
 }
 
 #[derive(Args)]
@@ -385,5 +394,8 @@ fn main() -> anyhow::Result<()> {
         Command::Volume(cmd) => client(g, |c| cli::resource::run_volume(c, cmd)),
         Command::KeyValueStore(cmd) => client(g, |c| cli::kvs::run(c, cmd)),
         Command::ErrorReports(cmd) => client(g, |c| cli::controller::run_error_reports(c, cmd)),
+        Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),
+        Command::Encryption(cmd) => client(g, |c| cli::encryption::run(c, cmd)),
+        Command::PhysicalStorage(cmd) => client(g, |c| cli::physical_storage::run(c, cmd)),
     }
 }

@@ -1,14 +1,17 @@
 //! The `cairn` client verbs: LINSTOR's command tree over the REST API.
 
 pub mod controller;
+pub mod encryption;
 pub mod kvs;
 pub mod node;
 pub mod output;
+pub mod physical_storage;
 pub mod progress;
 pub mod resource;
 pub mod resource_definition;
 pub mod resource_group;
 pub mod size;
+pub mod snapshot;
 pub mod storage_pool;
 pub mod table;
 

@@ -1,0 +1,130 @@
+//! `cairn snapshot` (`s`).
+
+use cairn_api::snapshot::Snapshot;
+use cairn_api::time::datetime_utc;
+use cairn_client::seg;
+use clap::Subcommand;
+
+use super::size::human_kib;
+use super::table::Table;
+use super::{Ctx, query};
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// Take a snapshot of a resource definition on its diskful nodes.
+    #[command(visible_alias = "c")]
+    Create {
+        resource_definition: String,
+        snapshot_name: String,
+        /// Only on these nodes.
+        #[arg(short = 'n', long = "nodes", num_args = 1..)]
+        nodes: Vec<String>,
+    },
+    /// Snapshots of several resource definitions at once.
+    #[command(name = "create-multiple")]
+    CreateMultiple {
+        snapshot_name: String,
+        #[arg(required = true)]
+        resource_definitions: Vec<String>,
+    },
+    #[command(visible_alias = "l")]
+    List {
+        #[arg(short = 'r', long = "resources", num_args = 1..)]
+        resources: Vec<String>,
+        #[arg(short = 'n', long = "nodes", num_args = 1..)]
+        nodes: Vec<String>,
+    },
+    #[command(visible_alias = "d")]
+    Delete {
+        resource_definition: String,
+        snapshot_name: String,
+        #[arg(short = 'n', long = "nodes", num_args = 1..)]
+        nodes: Vec<String>,
+    },
+    /// Roll the resource back to a snapshot (it must not be in use).
+    #[command(visible_alias = "rb")]
+    Rollback { resource_definition: String, snapshot_name: String },
+    /// Restore resources from a snapshot.
+    #[command(visible_alias = "r", subcommand)]
+    Resource(RestoreCmd),
+    /// Restore volume definitions from a snapshot.
+    #[command(name = "volume-definition", visible_alias = "vd", subcommand)]
+    VolumeDefinition(RestoreCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RestoreCmd {
+    Restore {
+        #[arg(long = "from-resource", visible_alias = "from-rsc")]
+        from_resource: String,
+        #[arg(long = "from-snapshot", visible_alias = "from-snap")]
+        from_snapshot: String,
+        #[arg(long = "to-resource", visible_alias = "to-rsc")]
+        to_resource: String,
+        /// Nodes to restore on (default: every node of the snapshot).
+        nodes: Vec<String>,
+    },
+}
+
+pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> i32 {
+    match cmd {
+        SnapshotCmd::Create { resource_definition, snapshot_name, nodes } => ctx.send(
+            "POST",
+            &format!("/v1/resource-definitions/{}/snapshots", seg(&resource_definition)),
+            Some(&serde_json::json!({ "name": snapshot_name, "nodes": nodes })),
+        ),
+        SnapshotCmd::CreateMultiple { snapshot_name, resource_definitions } => {
+            let snaps: Vec<serde_json::Value> =
+                resource_definitions.iter().map(|rd| serde_json::json!({ "name": snapshot_name, "resource_name": rd })).collect();
+            ctx.send("POST", "/v1/actions/snapshot/multi", Some(&serde_json::json!({ "snapshots": snaps })))
+        }
+        SnapshotCmd::List { resources, nodes } => {
+            let list: Vec<Snapshot> =
+                match ctx.get(&format!("/v1/view/snapshots{}", query(&[("resources", &resources), ("nodes", &nodes)]))) {
+                    Ok(l) => l,
+                    Err(code) => return code,
+                };
+            let mut t = Table::new(&["ResourceName", "SnapshotName", "NodeNames", "Volumes", "CreatedOn", "State"]);
+            for s in &list {
+                let volumes: Vec<String> =
+                    s.volume_definitions.iter().map(|v| format!("{}: {}", v.volume_number, human_kib(v.size_kib))).collect();
+                let created = s.snapshots.iter().map(|n| n.create_timestamp).min().map(datetime_utc).unwrap_or_default();
+                let state = if s.flags.iter().any(|f| f == "SUCCESSFUL") { "Successful" } else { "Incomplete" };
+                t.row(vec![
+                    s.resource_name.clone().into(),
+                    s.name.clone().into(),
+                    s.nodes.join(", ").into(),
+                    volumes.join(", ").into(),
+                    created.into(),
+                    state.to_string().into(),
+                ]);
+            }
+            ctx.show(&list, t)
+        }
+        SnapshotCmd::Delete { resource_definition, snapshot_name, nodes } => ctx.send::<()>(
+            "DELETE",
+            &format!(
+                "/v1/resource-definitions/{}/snapshots/{}{}",
+                seg(&resource_definition),
+                seg(&snapshot_name),
+                query(&[("nodes", &nodes)])
+            ),
+            None,
+        ),
+        SnapshotCmd::Rollback { resource_definition, snapshot_name } => ctx.send(
+            "POST",
+            &format!("/v1/resource-definitions/{}/snapshot-rollback/{}", seg(&resource_definition), seg(&snapshot_name)),
+            Some(&serde_json::json!({})),
+        ),
+        SnapshotCmd::Resource(RestoreCmd::Restore { from_resource, from_snapshot, to_resource, nodes }) => ctx.send(
+            "POST",
+            &format!("/v1/resource-definitions/{}/snapshot-restore-resource/{}", seg(&from_resource), seg(&from_snapshot)),
+            Some(&serde_json::json!({ "to_resource": to_resource, "nodes": nodes })),
+        ),
+        SnapshotCmd::VolumeDefinition(RestoreCmd::Restore { from_resource, from_snapshot, to_resource, .. }) => ctx.send(
+            "POST",
+            &format!("/v1/resource-definitions/{}/snapshot-restore-volume-definition/{}", seg(&from_resource), seg(&from_snapshot)),
+            Some(&serde_json::json!({ "to_resource": to_resource })),
+        ),
+    }
+}
