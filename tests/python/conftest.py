@@ -185,25 +185,23 @@ def wait_for(what, predicate, timeout=20.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def cluster():
-    """Controller + satellites n1 (FILE_THIN), n2 (FILE), n3 (FILE_THIN) on
-    127.0.0.1-3; everything they created is detached on teardown."""
+def run_cluster(prefix, kinds, extra_args=None, default_stack=None):
+    """A controller and one satellite per entry of `kinds` (node name ->
+    provider of its DfltStorPool) on 127.0.0.1, .2, ...; yields a handle and
+    detaches everything the satellites made on teardown."""
     if os.geteuid() != 0:
         raise RuntimeError("the satellite tests need root for loop devices")
-    root = tempfile.mkdtemp(prefix="cairn-e2e-")
+    root = tempfile.mkdtemp(prefix=prefix)
     ctrl_dir = os.path.join(root, "controller")
     os.makedirs(ctrl_dir)
     ctrl = Controller(ctrl_dir).start()
     secret = os.path.join(ctrl_dir, "cluster-secret")
     sats = {}
     lin = ctrl.client()
-    # These satellites have no DRBD 9 module: unreplicated volumes by
-    # default, as `cairn up` does on such a host (test_drbd covers DRBD).
-    ok(lin.controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
-    kinds = {"n1": "FILE_THIN", "n2": "FILE", "n3": "FILE_THIN"}
+    if default_stack:
+        ok(lin.controller_set_prop("Cairn/DefaultLayerStack", default_stack))
     for i, (name, kind) in enumerate(kinds.items(), start=1):
-        sats[name] = SatelliteProc(name, f"127.0.0.{i}", os.path.join(root, name), secret).start()
+        sats[name] = SatelliteProc(name, f"127.0.0.{i}", os.path.join(root, name), secret, extra_args=extra_args).start()
         ok(lin.node_create(name, "SATELLITE", f"127.0.0.{i}"))
         ok(lin.storage_pool_create(name, "DfltStorPool", kind, os.path.join(root, name, "pool")))
     wait_for("satellites online", lambda: all(n.connection_status == "ONLINE" for n in lin.node_list_raise().nodes))
@@ -217,3 +215,12 @@ def cluster():
     for d in loops_under(root):
         subprocess.run(["losetup", "--detach", d["name"]], check=False)
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster():
+    """Controller + satellites n1 (FILE_THIN), n2 (FILE), n3 (FILE_THIN) on
+    127.0.0.1-3. These satellites have no DRBD 9 module: unreplicated
+    volumes by default, as `cairn up` does on such a host (test_drbd covers
+    DRBD)."""
+    yield from run_cluster("cairn-e2e-", {"n1": "FILE_THIN", "n2": "FILE", "n3": "FILE_THIN"}, default_stack="STORAGE")

@@ -10,44 +10,19 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
-from conftest import Controller, SatelliteProc, loops_under, ok, wait_for
+from conftest import ok, run_cluster, wait_for
 
 NODES = ["n1", "n2", "n3"]
 
 
 @pytest.fixture
 def drbd_cluster():
-    if os.geteuid() != 0:
-        raise RuntimeError("the DRBD tests need root for loop devices")
     if shutil.which("drbdadm") is None:
         raise RuntimeError("drbdadm not found: install drbd-utils (the test command does)")
-    root = tempfile.mkdtemp(prefix="cairn-drbd-")
-    ctrl_dir = os.path.join(root, "controller")
-    os.makedirs(ctrl_dir)
-    ctrl = Controller(ctrl_dir).start()
-    secret = os.path.join(ctrl_dir, "cluster-secret")
-    lin = ctrl.client()
-    sats = {}
-    for i, name in enumerate(NODES, start=1):
-        sats[name] = SatelliteProc(name, f"127.0.0.{i}", os.path.join(root, name), secret,
-                                   extra_args=["--drbd-config-only"]).start()
-        ok(lin.node_create(name, "SATELLITE", f"127.0.0.{i}"))
-        ok(lin.storage_pool_create(name, "DfltStorPool", "FILE_THIN", os.path.join(root, name, "pool")))
-    wait_for("satellites online", lambda: all(n.connection_status == "ONLINE" for n in lin.node_list_raise().nodes))
-    c = type("C", (), {})()
-    c.root, c.ctrl, c.sats, c.lin = root, ctrl, sats, lin
-    yield c
-    lin.disconnect()
-    ctrl.stop()
-    for s in sats.values():
-        s.stop()
-    for d in loops_under(root):
-        subprocess.run(["losetup", "--detach", d["name"]], check=False)
-    shutil.rmtree(root, ignore_errors=True)
+    yield from run_cluster("cairn-drbd-", {n: "FILE_THIN" for n in NODES}, extra_args=["--drbd-config-only"])
 
 
 def conf_dir(c, node):

@@ -150,34 +150,21 @@ impl Applier {
         }
     }
 
+    /// The pools of one provider family, by a projection of their kind.
+    fn pools_of<T>(&self, pools: &BTreeMap<String, PoolDesired>, pick: fn(PoolKind) -> Option<T>) -> Vec<T> {
+        pools.values().filter_map(|p| self.pool_kind(p).ok().and_then(pick)).collect()
+    }
+
     fn lvm_pools(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<LvmPool> {
-        pools
-            .values()
-            .filter_map(|p| match self.pool_kind(p) {
-                Ok(PoolKind::Lvm(l)) => Some(l),
-                _ => None,
-            })
-            .collect()
+        self.pools_of(pools, |k| if let PoolKind::Lvm(l) = k { Some(l) } else { None })
     }
 
     fn zfs_pools(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<ZfsPool> {
-        pools
-            .values()
-            .filter_map(|p| match self.pool_kind(p) {
-                Ok(PoolKind::Zfs(z)) => Some(z),
-                _ => None,
-            })
-            .collect()
+        self.pools_of(pools, |k| if let PoolKind::Zfs(z) = k { Some(z) } else { None })
     }
 
     fn file_pools(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<FilePool> {
-        pools
-            .values()
-            .filter_map(|p| match self.pool_kind(p) {
-                Ok(PoolKind::File(f)) => Some(f),
-                _ => None,
-            })
-            .collect()
+        self.pools_of(pools, |k| if let PoolKind::File(f) = k { Some(f) } else { None })
     }
 
     /// Makes one resource exist: its storage, then its DRBD layer.
@@ -233,18 +220,9 @@ impl Applier {
     /// LUKS mappings first.
     async fn remove_unwanted(&self, pools: &BTreeMap<String, PoolDesired>, r: &ResourceDesired, out: &mut ResourceObserved) {
         let keep: Vec<u32> = r.volumes.iter().map(|v| v.number).collect();
-        let mapped_prefix = format!("Linstor-Crypt-{}_", r.name);
-        if let Ok(dir) = std::fs::read_dir("/dev/mapper") {
-            for e in dir.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if let Some(nr) = n.strip_prefix(&mapped_prefix).filter(|x| x.len() == 5).and_then(|x| x.parse::<u32>().ok())
-                    && !keep.contains(&nr)
-                    && let Err(e) = self.luks.close(&r.name, nr).await
-                {
-                    out.error.get_or_insert(luks_err(format!("Cannot close encrypted volume {nr} of '{}'.", r.name), &e));
-                    return;
-                }
-            }
+        if let Err(e) = self.luks.close_all_except(&r.name, &keep).await {
+            out.error.get_or_insert(luks_err(format!("Cannot close the encrypted volumes of '{}' that go.", r.name), &e));
+            return;
         }
         // Files of this resource that are not wanted: other volume numbers,
         // or an earlier incarnation (another id) of a wanted one.

@@ -55,9 +55,29 @@ pub fn safe_name(name: &str) -> Result<&str, StorageError> {
     if ok { Ok(name) } else { Err(StorageError::UnsafeName(name.to_string())) }
 }
 
+/// The volume number of a name's `<NNNNN>` part: exactly five digits.
+pub fn volume_number(digits: &str) -> Option<u32> {
+    (digits.len() == 5 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+/// `<rsc>_<NNNNN>` (LINSTOR's volume naming) -> resource and number.
+pub fn split_volume_name(name: &str) -> Option<(&str, u32)> {
+    let (rsc, nr) = name.rsplit_once('_')?;
+    Some((rsc, volume_number(nr)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_names_have_exactly_five_digits() {
+        assert_eq!(split_volume_name("web_00003"), Some(("web", 3)));
+        assert_eq!(split_volume_name("my_db_00012"), Some(("my_db", 12)));
+        for bad in ["web_0003", "web_000003", "web_+0003", "web_0000a", "web00003", "web_00000_s1"] {
+            assert_eq!(split_volume_name(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn names_that_could_escape_or_become_options_are_refused() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cairn_exec::{Cmd, CommandRunner, ExecError};
 use cairn_proto::LuksDesired;
 
-use crate::{StorageError, safe_name};
+use crate::{StorageError, safe_name, volume_number};
 
 /// Room for the LUKS2 header in front of the data (LINSTOR's accounting).
 pub const LUKS2_HEADER_KIB: i64 = 16 * 1024;
@@ -123,11 +123,16 @@ impl Luks {
 
     /// Closes every mapping of `rsc` (before its storage goes).
     pub async fn close_all(&self, rsc: &str) -> Result<(), LuksError> {
+        self.close_all_except(rsc, &[]).await
+    }
+
+    /// Closes the mappings of `rsc` whose volume number is not in `keep`.
+    pub async fn close_all_except(&self, rsc: &str, keep: &[u32]) -> Result<(), LuksError> {
         let prefix = format!("Linstor-Crypt-{}_", safe_name(rsc)?);
         let Ok(dir) = std::fs::read_dir("/dev/mapper") else { return Ok(()) };
         for e in dir.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.strip_prefix(&prefix).is_some_and(|s| s.len() == 5 && s.chars().all(|c| c.is_ascii_digit())) {
+            if n.strip_prefix(&prefix).and_then(volume_number).is_some_and(|nr| !keep.contains(&nr)) {
                 self.runner.run(&self.cryptsetup().args(["close", &n])).await?;
             }
         }

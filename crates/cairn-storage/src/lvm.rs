@@ -13,7 +13,7 @@ use std::time::Duration;
 use cairn_exec::{Cmd, CommandRunner};
 use cairn_proto::VolumeObserved;
 
-use crate::{StorageError, safe_name};
+use crate::{StorageError, safe_name, split_volume_name, volume_number};
 
 /// A volume may come out this many extents larger than asked (LVM rounds
 /// up to whole extents) before it counts as a different size.
@@ -30,7 +30,7 @@ pub struct LvmPool {
     pub thin_pool: Option<String>,
 }
 
-fn lvm_name_ok(s: &str) -> bool {
+pub(crate) fn lvm_name_ok(s: &str) -> bool {
     !s.is_empty() && !s.starts_with('-') && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-+".contains(c))
 }
 
@@ -407,7 +407,7 @@ impl Lvm {
                 continue;
             }
             let Some(rest) = lv.name.strip_prefix(&prefix) else { continue };
-            let (Some(nr), Some(snap)) = (rest.get(..5).and_then(|n| n.parse::<u32>().ok()), rest.get(6..)) else { continue };
+            let (Some(nr), Some(snap)) = (rest.get(..5).and_then(volume_number), rest.get(6..)) else { continue };
             if rest.as_bytes().get(5) == Some(&b'_') && !snap.is_empty() {
                 out.entry(snap.to_string()).or_default().push(nr);
             }
@@ -485,7 +485,7 @@ impl Lvm {
         let prefix = format!("{}_", safe_name(rsc)?);
         let f = self.filter(pool).await?;
         for lv in self.lvs(pool, &f).await? {
-            let nr = lv.name.strip_prefix(&prefix).filter(|n| n.len() == 5).and_then(|n| n.parse::<u32>().ok());
+            let nr = lv.name.strip_prefix(&prefix).and_then(volume_number);
             if let Some(nr) = nr
                 && !keep.contains(&nr)
                 && pool.thin_pool.as_deref().is_none_or(|p| lv.pool_lv == p)
@@ -499,15 +499,7 @@ impl Lvm {
 
     /// Removes every volume of `rsc` from the pool.
     pub async fn remove(&self, pool: &LvmPool, rsc: &str) -> Result<(), StorageError> {
-        let prefix = format!("{}_", safe_name(rsc)?);
-        let f = self.filter(pool).await?;
-        for lv in self.lvs(pool, &f).await? {
-            let ours = lv.name.strip_prefix(&prefix).is_some_and(|n| n.len() == 5 && n.chars().all(|c| c.is_ascii_digit()));
-            if ours && pool.thin_pool.as_deref().is_none_or(|p| lv.pool_lv == p) && !lv.attr.starts_with('t') {
-                self.remove_lv(pool, &f, &lv).await?;
-            }
-        }
-        Ok(())
+        self.remove_others(pool, rsc, &[]).await
     }
 
     /// Names of resources with volumes in the pool.
@@ -517,9 +509,7 @@ impl Lvm {
             .await?
             .into_iter()
             .filter(|l| l.tags.iter().any(|t| t.starts_with("cairn_vid_")))
-            .filter_map(|l| {
-                l.name.rsplit_once('_').filter(|(_, n)| n.len() == 5 && n.chars().all(|c| c.is_ascii_digit())).map(|(r, _)| r.to_string())
-            })
+            .filter_map(|l| split_volume_name(&l.name).map(|(r, _)| r.to_string()))
             .collect())
     }
 }
@@ -669,6 +659,27 @@ mod tests {
         assert!(f.is_done(), "{:?}", f.calls());
     }
 
+    /// The copy of snapshot s1 that replaces volume db_00000, tagged `rb`.
+    fn clone_cmd(rb: &str) -> Vec<&str> {
+        vec![
+            "lvcreate",
+            "--config",
+            F,
+            "--snapshot",
+            "--setactivationskip",
+            "n",
+            "--permission",
+            "rw",
+            "--name",
+            "db_00000",
+            "--addtag",
+            "cairn_vid_v1",
+            "--addtag",
+            rb,
+            "vg0/db_00000_s1",
+        ]
+    }
+
     #[test]
     fn rollback_renames_aside_clones_then_removes() {
         let f = Arc::new(FakeRunner::new());
@@ -686,26 +697,7 @@ mod tests {
         assert_eq!(snaps.keys().collect::<Vec<_>>(), ["s1"], "an untagged look-alike is no snapshot");
         pvdisplay(&f, "vg0", "  /dev/vda\n");
         f.expect(&["lvrename", "--config", F, "vg0", "db_00000", "db_00000-rollback-r1"], "")
-            .expect(
-                &[
-                    "lvcreate",
-                    "--config",
-                    F,
-                    "--snapshot",
-                    "--setactivationskip",
-                    "n",
-                    "--permission",
-                    "rw",
-                    "--name",
-                    "db_00000",
-                    "--addtag",
-                    "cairn_vid_v1",
-                    "--addtag",
-                    "cairn_rb_r1",
-                    "vg0/db_00000_s1",
-                ],
-                "",
-            )
+            .expect(&clone_cmd("cairn_rb_r1"), "")
             .expect(&["lvchange", "--config", F, "-ay", "-K", "vg0/db_00000"], "")
             .expect(&["lvremove", "--config", F, "-f", "vg0/db_00000-rollback-r1"], "");
         rt().block_on(lvm.rollback(&pool, "db", 0, "v1", "s1", "r1")).unwrap();
@@ -713,27 +705,7 @@ mod tests {
         // A failed copy puts the volume back.
         pvdisplay(&f, "vg0", "  /dev/vda\n");
         f.expect(&["lvrename", "--config", F, "vg0", "db_00000", "db_00000-rollback-r2"], "")
-            .expect_failure(
-                &[
-                    "lvcreate",
-                    "--config",
-                    F,
-                    "--snapshot",
-                    "--setactivationskip",
-                    "n",
-                    "--permission",
-                    "rw",
-                    "--name",
-                    "db_00000",
-                    "--addtag",
-                    "cairn_vid_v1",
-                    "--addtag",
-                    "cairn_rb_r2",
-                    "vg0/db_00000_s1",
-                ],
-                5,
-                "no space",
-            )
+            .expect_failure(&clone_cmd("cairn_rb_r2"), 5, "no space")
             .expect(&["lvrename", "--config", F, "vg0", "db_00000-rollback-r2", "db_00000"], "");
         assert!(rt().block_on(lvm.rollback(&pool, "db", 0, "v1", "s1", "r2")).is_err());
         assert!(f.is_done(), "{:?}", f.calls());

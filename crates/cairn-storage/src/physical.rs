@@ -58,8 +58,7 @@ pub fn parse_lsblk(json: &str) -> Result<Vec<PhysicalDevice>, StorageError> {
 
 /// What a created pool is called: the backing name of its storage pool.
 pub fn backing_name(req: &PhysicalCreate) -> Result<String, StorageError> {
-    let ok = |s: &str| !s.is_empty() && !s.starts_with('-') && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-+".contains(c));
-    if !ok(&req.pool_name) {
+    if !crate::lvm::lvm_name_ok(&req.pool_name) {
         return Err(StorageError::BadBacking(format!("'{}' cannot name a volume group", req.pool_name)));
     }
     match req.provider_kind.as_str() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use cairn_exec::{Cmd, CommandRunner, ExecError};
 use cairn_proto::VolumeObserved;
 
-use crate::{StorageError, safe_name};
+use crate::{StorageError, safe_name, split_volume_name, volume_number};
 
 /// A ZFS pool: a zpool or a dataset in one (`tank` or `tank/linstor`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +188,7 @@ impl Zfs {
         let prefix = format!("{}/{}_", pool.dataset, safe_name(rsc)?);
         let all = self.list(pool).await?;
         for z in all.iter().filter(|z| z.kind == "volume") {
-            let nr = z.name.strip_prefix(&prefix).filter(|n| n.len() == 5).and_then(|n| n.parse::<u32>().ok());
+            let nr = z.name.strip_prefix(&prefix).and_then(volume_number);
             if nr.is_some_and(|nr| !keep.contains(&nr)) {
                 self.destroy(&all, &z.name).await?;
             }
@@ -204,7 +204,7 @@ impl Zfs {
             .await?
             .into_iter()
             .filter(|z| z.kind == "volume" && z.vid.is_some())
-            .filter_map(|z| z.name.strip_prefix(&prefix).and_then(|n| n.rsplit_once('_')).map(|(r, _)| r.to_string()))
+            .filter_map(|z| z.name.strip_prefix(&prefix).and_then(split_volume_name).map(|(r, _)| r.to_string()))
             .filter(|r| !r.contains('/') && !r.starts_with("_deleted_"))
             .collect())
     }

@@ -112,25 +112,25 @@ pub fn render_res(name: &str, d: &DrbdDesired, local_disk: &dyn Fn(u32) -> Optio
     }
     for p in d.peers.iter().filter(|p| !(p.diskless && d.diskless)) {
         out.push_str("    \n    connection\n    {\n");
-        if p.paths.is_empty() {
+        // One `host` pair per path; without explicit paths, one pair over
+        // the nodes' addresses directly inside the connection.
+        let pair = |out: &mut String, indent: &str, local: &str, peer: &str| {
             let _ = write!(
                 out,
-                "        host {} address {};\n        host {} address {};\n",
+                "{indent}host {} address {};\n{indent}host {} address {};\n",
                 quoted(&d.host),
-                endpoint(&d.address, d.port),
+                endpoint(local, d.port),
                 quoted(&p.host),
-                endpoint(&p.address, p.port)
+                endpoint(peer, p.port)
             );
+        };
+        if p.paths.is_empty() {
+            pair(&mut out, "        ", &d.address, &p.address);
         }
         for path in &p.paths {
-            let _ = write!(
-                out,
-                "        path\n        {{\n            host {} address {};\n            host {} address {};\n        }}\n",
-                quoted(&d.host),
-                endpoint(&path.local, d.port),
-                quoted(&p.host),
-                endpoint(&path.peer, p.port)
-            );
+            out.push_str("        path\n        {\n");
+            pair(&mut out, "            ", &path.local, &path.peer);
+            out.push_str("        }\n");
         }
         out.push_str("    }\n");
     }
