@@ -19,9 +19,16 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("CAIRN_BIN", os.path.join(REPO, "target", "debug", "cairn"))
 
 
-def free_port():
+# Tests never use the addresses `cairn up` listens on (127.0.0.1:3366 and
+# :3370): satellites live on 127.0.10.x, and every port is picked free.
+def sat_ip(i):
+    """The loopback address of the i-th test satellite."""
+    return f"127.0.10.{i}"
+
+
+def free_port(ip="127.0.0.1"):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((ip, 0))
         return s.getsockname()[1]
 
 
@@ -128,8 +135,9 @@ def err(replies, code):
 class SatelliteProc:
     """One `cairn satellite` process on its own loopback address."""
 
-    def __init__(self, name, ip, data_dir, secret_file, env=None, extra_args=None, port=3366):
-        self.name, self.ip, self.data_dir, self.port = name, ip, data_dir, port
+    def __init__(self, name, ip, data_dir, secret_file, env=None, extra_args=None, port=None):
+        self.name, self.ip, self.data_dir = name, ip, data_dir
+        self.port = port or free_port(ip)
         self.secret_file = secret_file
         self.env = dict(os.environ, **(env or {}))
         self.extra_args = extra_args or []
@@ -187,7 +195,7 @@ def wait_for(what, predicate, timeout=20.0):
 
 def run_cluster(prefix, kinds, extra_args=None, default_stack=None):
     """A controller and one satellite per entry of `kinds` (node name ->
-    provider of its DfltStorPool) on 127.0.0.1, .2, ...; yields a handle and
+    provider of its DfltStorPool) on 127.0.10.1, .2, ...; yields a handle and
     detaches everything the satellites made on teardown."""
     if os.geteuid() != 0:
         raise RuntimeError("the satellite tests need root for loop devices")
@@ -201,8 +209,8 @@ def run_cluster(prefix, kinds, extra_args=None, default_stack=None):
     if default_stack:
         ok(lin.controller_set_prop("Cairn/DefaultLayerStack", default_stack))
     for i, (name, kind) in enumerate(kinds.items(), start=1):
-        sats[name] = SatelliteProc(name, f"127.0.0.{i}", os.path.join(root, name), secret, extra_args=extra_args).start()
-        ok(lin.node_create(name, "SATELLITE", f"127.0.0.{i}"))
+        sats[name] = SatelliteProc(name, sat_ip(i), os.path.join(root, name), secret, extra_args=extra_args).start()
+        ok(lin.node_create(name, "SATELLITE", sat_ip(i), port=sats[name].port))
         ok(lin.storage_pool_create(name, "DfltStorPool", kind, os.path.join(root, name, "pool")))
     wait_for("satellites online", lambda: all(n.connection_status == "ONLINE" for n in lin.node_list_raise().nodes))
     c = type("C", (), {})()
@@ -220,7 +228,7 @@ def run_cluster(prefix, kinds, extra_args=None, default_stack=None):
 @pytest.fixture
 def cluster():
     """Controller + satellites n1 (FILE_THIN), n2 (FILE), n3 (FILE_THIN) on
-    127.0.0.1-3. These satellites have no DRBD 9 module: unreplicated
+    127.0.10.1-3. These satellites have no DRBD 9 module: unreplicated
     volumes by default, as `cairn up` does on such a host (test_drbd covers
     DRBD)."""
     yield from run_cluster("cairn-e2e-", {"n1": "FILE_THIN", "n2": "FILE", "n3": "FILE_THIN"}, default_stack="STORAGE")

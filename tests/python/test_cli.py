@@ -19,15 +19,12 @@ def cairn(c, *args):
 def test_node_list_golden_table(cluster):
     code, out, err = cairn(cluster, "--no-utf8", "--no-color", "node", "list")
     assert code == 0, err
-    assert out == (
-        "+----------------------------------------------------+\n"
-        "| Node | NodeType  | Addresses              | State  |\n"
-        "|====================================================|\n"
-        "| n1   | SATELLITE | 127.0.0.1:3366 (PLAIN) | Online |\n"
-        "| n2   | SATELLITE | 127.0.0.2:3366 (PLAIN) | Online |\n"
-        "| n3   | SATELLITE | 127.0.0.3:3366 (PLAIN) | Online |\n"
-        "+----------------------------------------------------+\n"
-    )
+    addrs = [f"127.0.10.{i}:{cluster.sats[f'n{i}'].port} (PLAIN)" for i in (1, 2, 3)]
+    w = max(len(a) for a in addrs)
+    rows = [f"| n{i}   | SATELLITE | {a:<{w}} | Online |" for i, a in enumerate(addrs, start=1)]
+    rule = "+" + "-" * (len(rows[0]) - 2) + "+"
+    header = f"| Node | NodeType  | {'Addresses':<{w}} | State  |"
+    assert out == "\n".join([rule, header, "|" + "=" * (len(rule) - 2) + "|", *rows, rule]) + "\n"
     code, out, _ = cairn(cluster, "n", "l", "-n", "n2")  # aliases and filters
     assert code == 0 and "n2" in out and "n1" not in out
     assert "╭" in out, "UTF-8 borders by default"
@@ -62,7 +59,7 @@ def test_spawn_list_and_delete(cluster):
 
 
 def test_errors_print_cause_and_correction_with_exit_code_10(cluster):
-    code, out, err = cairn(cluster, "node", "create", "bad name", "127.0.0.9")
+    code, out, err = cairn(cluster, "node", "create", "bad name", "127.0.10.9")
     assert code == 10
     assert "ERROR:" in err and "Cause:" in err and "Correction:" in err and "'bad name'" in err
     code, out, err = cairn(cluster, "rg", "spawn", "DfltRscGrp", "toolarge", "1P", "--place-count", "3")

@@ -83,7 +83,7 @@ def test_spawn_with_diskless_on_remaining_gives_agreeing_res_files(drbd_cluster)
         assert {h: nid for h, (nid, _) in hosts.items()} == rest_ids, (n, hosts)
         assert all(vols[0][0] == minor for _, vols in hosts.values()), (n, hosts)
         for h, addr in addrs.items():
-            assert addr == f"127.0.0.{NODES.index(h) + 1}:{rest_ports[h]}", (n, addrs)
+            assert addr == f"127.0.10.{NODES.index(h) + 1}:{rest_ports[h]}", (n, addrs)
     # Each node's own volume is its real backing device (or none).
     for n, (hosts, _) in views.items():
         disk = hosts[n][1][0][1]

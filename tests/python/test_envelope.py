@@ -87,7 +87,7 @@ def test_wrong_method_is_405_with_apicallrc(controller):
 
 
 def test_trailing_slash_is_tolerated(controller, lin):
-    ok(lin.node_create("slash-node", "SATELLITE", "127.0.0.2"))
+    ok(lin.node_create("slash-node", "SATELLITE", "127.0.10.2"))
     status, _, body = controller.request("GET", "/v1/nodes/")
     assert status == 200 and [n["name"] for n in body] == ["slash-node"]
     status, _, body = controller.request("GET", "/v1/nodes/slash-node/")

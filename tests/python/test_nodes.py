@@ -3,7 +3,7 @@
 from conftest import err, ok
 
 
-def make(lin, name, ip="127.0.0.1", props=None):
+def make(lin, name, ip="127.0.10.1", props=None):
     return ok(lin.node_create(name, "SATELLITE", ip, property_dict=props))
 
 
@@ -18,7 +18,7 @@ def test_node_create_list_get(controller, lin):
     assert n.props["Aux/site"] == "a"
     nif = n.net_interfaces[0]
     assert (nif.name, nif.address, nif.stlt_port, nif.stlt_encryption_type, nif.is_active) == (
-        "default", "127.0.0.1", 3366, "PLAIN", True)
+        "default", "127.0.10.1", 3366, "PLAIN", True)
     # Case-insensitive lookup, original spelling echoed (W9).
     status, _, body = controller.request("GET", "/v1/nodes/ALPHA")
     assert status == 200 and body["name"] == "Alpha"
@@ -33,16 +33,16 @@ def test_every_satellite_gets_the_diskless_pool(lin):
 
 def test_duplicate_node_is_refused(lin):
     make(lin, "dup")
-    err(lin.node_create("DUP", "SATELLITE", "127.0.0.1"), 500)  # FAIL_EXISTS_NODE
+    err(lin.node_create("DUP", "SATELLITE", "127.0.10.1"), 500)  # FAIL_EXISTS_NODE
 
 
 def test_bad_node_input_is_refused_with_linstor_codes(controller, lin):
-    err(lin.node_create("bad name", "SATELLITE", "127.0.0.1"), 200)  # FAIL_INVLD_NODE_NAME
-    err(lin.node_create("x", "SATELLITE", "127.0.0.1"), 200)
+    err(lin.node_create("bad name", "SATELLITE", "127.0.10.1"), 200)  # FAIL_INVLD_NODE_NAME
+    err(lin.node_create("x", "SATELLITE", "127.0.10.1"), 200)
     err(lin.node_create("host-1", "SATELLITE", "not-an-ip"), 210)  # FAIL_INVLD_NET_ADDR
-    status, _, body = controller.request("POST", "/v1/nodes", {"name": "t1", "type": "spaceship", "net_interfaces": [{"name": "default", "address": "127.0.0.1"}]})
+    status, _, body = controller.request("POST", "/v1/nodes", {"name": "t1", "type": "spaceship", "net_interfaces": [{"name": "default", "address": "127.0.10.1"}]})
     assert status == 500 and body[0]["ret_code"] & 0x7FFF == 201  # FAIL_INVLD_NODE_TYPE
-    status, _, body = controller.request("POST", "/v1/nodes", {"name": "t2", "type": "satellite", "net_interfaces": [{"name": "default", "address": "127.0.0.1", "satellite_port": 70000}]})
+    status, _, body = controller.request("POST", "/v1/nodes", {"name": "t2", "type": "satellite", "net_interfaces": [{"name": "default", "address": "127.0.10.1", "satellite_port": 70000}]})
     assert status == 500 and body[0]["ret_code"] & 0x7FFF == 211  # FAIL_INVLD_NET_PORT
     assert lin.node_list_raise().nodes == []
 
@@ -109,14 +109,14 @@ def test_node_with_resources_cannot_be_deleted_but_can_be_lost(controller, lin):
 
 def test_net_interfaces(controller, lin):
     make(lin, "nif1")
-    ok(lin.netinterface_create("nif1", "second", "127.0.0.5", port=3367, com_type="SSL"))
+    ok(lin.netinterface_create("nif1", "second", "127.0.10.5", port=3367, com_type="SSL"))
     status, _, body = controller.request("GET", "/v1/nodes/nif1/net-interfaces")
     assert sorted(i["name"] for i in body) == ["default", "second"]
     assert [i["name"] for i in body if i["is_active"]] == ["default"]
-    ok(lin.netinterface_modify("nif1", "second", ip="127.0.0.6"))
+    ok(lin.netinterface_modify("nif1", "second", ip="127.0.10.6"))
     status, _, body = controller.request("GET", "/v1/nodes/nif1/net-interfaces/second")
-    assert body["address"] == "127.0.0.6" and body["satellite_port"] == 3367
-    err(lin.netinterface_create("nif1", "second", "127.0.0.7"), 505)  # FAIL_EXISTS_NET_IF
+    assert body["address"] == "127.0.10.6" and body["satellite_port"] == 3367
+    err(lin.netinterface_create("nif1", "second", "127.0.10.7"), 505)  # FAIL_EXISTS_NET_IF
     ok(lin.netinterface_delete("nif1", "second"))
     err(lin.netinterface_delete("nif1", "default"), 997)  # the last satellite connection stays
     err(lin.netinterface_delete("nif1", "nope"), 305)

@@ -42,9 +42,9 @@ def test_autoplace_is_idempotent_and_respects_the_group(cluster):
 
 def test_make_available_on_a_fourth_node_is_diskless(cluster):
     c = cluster
-    s4 = SatelliteProc("n4", "127.0.0.4", os.path.join(c.root, "n4"), c.ctrl.data_dir + "/cluster-secret").start()
+    s4 = SatelliteProc("n4", "127.0.10.4", os.path.join(c.root, "n4"), c.ctrl.data_dir + "/cluster-secret").start()
     try:
-        ok(c.lin.node_create("n4", "SATELLITE", "127.0.0.4"))
+        ok(c.lin.node_create("n4", "SATELLITE", "127.0.10.4", port=s4.port))
         wait_for("n4 online", lambda: [n for n in c.lin.node_list_raise(filter_by_nodes=["n4"]).nodes if n.connection_status == "ONLINE"])
         ok(c.lin.resource_group_spawn("DfltRscGrp", "ma", [4096]))
         assert len(view(c, "ma")) == 2

@@ -9,7 +9,7 @@ from conftest import err, ok
 @pytest.fixture
 def cluster(lin):
     for i, n in enumerate(["n1", "n2", "n3"]):
-        ok(lin.node_create(n, "SATELLITE", f"127.0.0.{i + 1}"))
+        ok(lin.node_create(n, "SATELLITE", f"127.0.10.{i + 1}"))
         ok(lin.storage_pool_create(n, "DfltStorPool", "FILE_THIN", "/var/lib/cairn-pool"))
     return lin
 

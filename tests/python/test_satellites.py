@@ -211,18 +211,18 @@ def test_wrong_secret_name_and_version_are_reported(cluster):
     with open(wrong, "w") as f:
         f.write("not-the-secret")
     bad = {
-        "n4": SatelliteProc("n4", "127.0.0.4", os.path.join(c.root, "n4"), wrong),
-        "n5": SatelliteProc("someone-else", "127.0.0.5", os.path.join(c.root, "n5"), c.ctrl.data_dir + "/cluster-secret"),
-        "n6": SatelliteProc("n6", "127.0.0.6", os.path.join(c.root, "n6"), c.ctrl.data_dir + "/cluster-secret", env={"CAIRN_TEST_PROTO_VERSION": "99"}),
+        "n4": SatelliteProc("n4", "127.0.10.4", os.path.join(c.root, "n4"), wrong),
+        "n5": SatelliteProc("someone-else", "127.0.10.5", os.path.join(c.root, "n5"), c.ctrl.data_dir + "/cluster-secret"),
+        "n6": SatelliteProc("n6", "127.0.10.6", os.path.join(c.root, "n6"), c.ctrl.data_dir + "/cluster-secret", env={"CAIRN_TEST_PROTO_VERSION": "99"}),
     }
     try:
         for i, (name, s) in enumerate(bad.items(), start=4):
             s.start()
-            ok(c.lin.node_create(name, "SATELLITE", f"127.0.0.{i}"))
+            ok(c.lin.node_create(name, "SATELLITE", f"127.0.10.{i}", port=s.port))
         wait_for("n4 auth error", lambda: status_of(c, "n4") == "AUTHENTICATION_ERROR")
         wait_for("n5 hostname mismatch", lambda: status_of(c, "n5") == "HOSTNAME_MISMATCH")
         wait_for("n6 version mismatch", lambda: status_of(c, "n6") == "VERSION_MISMATCH")
-        ok(c.lin.node_create("n7", "SATELLITE", "127.0.0.7"))  # nobody listens there
+        ok(c.lin.node_create("n7", "SATELLITE", "127.0.10.7"))  # nobody listens there
         time.sleep(1.5)
         assert status_of(c, "n7") == "OFFLINE"
     finally:
@@ -232,10 +232,10 @@ def test_wrong_secret_name_and_version_are_reported(cluster):
 
 def test_missing_tools_are_reported_and_nothing_is_half_created(cluster):
     c = cluster
-    s = SatelliteProc("n8", "127.0.0.8", os.path.join(c.root, "n8"), c.ctrl.data_dir + "/cluster-secret", env={"PATH": "/nonexistent"})
+    s = SatelliteProc("n8", "127.0.10.8", os.path.join(c.root, "n8"), c.ctrl.data_dir + "/cluster-secret", env={"PATH": "/nonexistent"})
     try:
         s.start()
-        ok(c.lin.node_create("n8", "SATELLITE", "127.0.0.8"))
+        ok(c.lin.node_create("n8", "SATELLITE", "127.0.10.8", port=s.port))
         ok(c.lin.storage_pool_create("n8", "DfltStorPool", "FILE_THIN", os.path.join(c.root, "n8", "pool")))
         wait_for("n8 online", lambda: status_of(c, "n8") == "ONLINE")
         node = c.lin.node_list_raise(filter_by_nodes=["n8"]).nodes[0]
@@ -267,11 +267,11 @@ def test_a_hung_command_times_out_with_the_tool_named(cluster):
     with open(os.path.join(fake, "truncate"), "w") as f:
         f.write("#!/bin/sh\nif [ \"$1\" = --version ]; then exit 0; fi\nexec sleep 600\n")
     os.chmod(os.path.join(fake, "truncate"), 0o755)
-    s = SatelliteProc("n9", "127.0.0.9", os.path.join(c.root, "n9"), c.ctrl.data_dir + "/cluster-secret",
+    s = SatelliteProc("n9", "127.0.10.9", os.path.join(c.root, "n9"), c.ctrl.data_dir + "/cluster-secret",
                       env={"PATH": fake + ":/usr/bin:/bin"}, extra_args=["--command-timeout", "2"])
     try:
         s.start()
-        ok(c.lin.node_create("n9", "SATELLITE", "127.0.0.9"))
+        ok(c.lin.node_create("n9", "SATELLITE", "127.0.10.9", port=s.port))
         ok(c.lin.storage_pool_create("n9", "DfltStorPool", "FILE_THIN", os.path.join(c.root, "n9", "pool")))
         wait_for("n9 online", lambda: status_of(c, "n9") == "ONLINE")
         ok(c.lin.resource_dfn_create("hang"))

@@ -7,7 +7,7 @@ from conftest import err, ok
 
 @pytest.fixture
 def node(lin):
-    ok(lin.node_create("spnode", "SATELLITE", "127.0.0.1"))
+    ok(lin.node_create("spnode", "SATELLITE", "127.0.10.1"))
     return "spnode"
 
 
@@ -45,7 +45,7 @@ def test_bad_pools_are_refused(controller, lin, node):
 
 
 def test_pool_filters_and_definitions(controller, lin, node):
-    ok(lin.node_create("spnode2", "SATELLITE", "127.0.0.2"))
+    ok(lin.node_create("spnode2", "SATELLITE", "127.0.10.2"))
     ok(lin.storage_pool_create(node, "data", "FILE_THIN", "/var/lib/a", property_dict={"Aux/tier": "fast"}))
     ok(lin.storage_pool_create("spnode2", "data", "FILE_THIN", "/var/lib/b"))
     pools = lin.storage_pool_list_raise(filter_by_stor_pools=["data"]).storage_pools

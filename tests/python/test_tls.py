@@ -37,7 +37,7 @@ def pki():
     d = tempfile.mkdtemp(prefix="cairn-pki-")
     make_ca(d, "ca")
     make_ca(d, "rogue")
-    make_cert(d, "sat", "ca", "IP:127.0.0.20")
+    make_cert(d, "sat", "ca", "IP:127.0.10.20")
     make_cert(d, "ctrl", "ca", "DNS:controller")
     make_cert(d, "badctrl", "rogue", "DNS:controller")
     yield d
@@ -59,11 +59,11 @@ def test_satellite_over_mutual_tls(pki):
     secret = os.path.join(root, "ctrl", "cluster-secret")
     for c in (rogue, plain):  # the same secret, so only TLS decides
         shutil.copy(secret, os.path.join(c.data_dir, "cluster-secret"))
-    sat = SatelliteProc("tls1", "127.0.0.20", os.path.join(root, "tls1"), secret, port=3367,
+    sat = SatelliteProc("tls1", "127.0.10.20", os.path.join(root, "tls1"), secret, port=3367,
                         extra_args=["--tls-cert", p("sat.crt"), "--tls-key", p("sat.key"), "--tls-ca", p("ca.crt")]).start()
     try:
         lin = ctrl.client()
-        ok(lin.node_create("tls1", "SATELLITE", "127.0.0.20", com_type="SSL", port=3367))
+        ok(lin.node_create("tls1", "SATELLITE", "127.0.10.20", com_type="SSL", port=3367))
         ok(lin.storage_pool_create("tls1", "DfltStorPool", "FILE_THIN", os.path.join(root, "tls1", "pool")))
         wait_for("TLS satellite online", lambda: lin.node_list_raise().nodes[0].connection_status == "ONLINE")
         ok(lin.resource_dfn_create("secure", layer_list=["storage"]))  # no DRBD module here
@@ -74,7 +74,7 @@ def test_satellite_over_mutual_tls(pki):
         # without TLS, never get through.
         for other in (rogue, plain):
             l2 = other.client()
-            ok(l2.node_create("tls1", "SATELLITE", "127.0.0.20", com_type="SSL", port=3367))
+            ok(l2.node_create("tls1", "SATELLITE", "127.0.10.20", com_type="SSL", port=3367))
         time.sleep(2.5)
         for other in (rogue, plain):
             assert other.client().node_list_raise().nodes[0].connection_status == "OFFLINE"
