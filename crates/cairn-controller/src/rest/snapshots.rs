@@ -31,10 +31,15 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The wire form; a node's snapshot counts as taken when its satellite
-/// reports it.
+/// reports it, and as failed (with the reason) when it reports that.
 fn wire(s: &AppState, d: &SnapshotDfn) -> Snapshot {
-    let taken = |node: &str| s.links().resource(&key(node), &d.resource_definition).is_some_and(|o| o.snapshots.contains(&d.name));
-    d.to_api(&taken)
+    d.to_api(&|node: &str| s.links().snapshot_state(&key(node), &d.resource_definition, &d.name))
+}
+
+/// What satellites found out about their pools, for refusing snapshots in
+/// FILE_THIN pools without reflinks up front.
+fn pool_snapshots(s: &AppState) -> impl Fn(&str, &str) -> Option<bool> + '_ {
+    |node: &str, pool: &str| s.links().pool_snapshots(&key(node), pool)
 }
 
 fn filtered(s: &AppState, c: &Cluster, q: &Query, only_rd: Option<&str>) -> Result<Vec<Snapshot>, ApiError> {
@@ -76,12 +81,14 @@ async fn get_one(State(s): State<AppState>, Path((rd, snap)): Path<(String, Stri
 
 async fn create(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: Snapshot = input::required(&body)?;
-    s.mutate(201, |c, ctx| c.create_snapshot(&rd, &req, ctx)).await
+    let probed = s.clone();
+    s.mutate(201, |c, ctx| c.create_snapshot(&rd, &req, &pool_snapshots(&probed), ctx)).await
 }
 
 async fn create_multi(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
     let req: CreateMultiSnapshotRequest = input::required(&body)?;
-    s.mutate(201, |c, ctx| c.create_snapshots(&req.snapshots, ctx)).await
+    let probed = s.clone();
+    s.mutate(201, |c, ctx| c.create_snapshots(&req.snapshots, &pool_snapshots(&probed), ctx)).await
 }
 
 async fn modify(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
