@@ -746,18 +746,48 @@ impl Applier {
         out
     }
 
-    /// Reads the allocated size of file volumes again: a thin file grows
-    /// as data is written, without any request.
-    fn refresh_allocated(&self, st: &mut Desired) {
-        let Desired { pools, resources, observed, .. } = st;
-        for (name, o) in observed.iter_mut() {
-            let Some(r) = resources.get(name) else { continue };
+    /// Reads what each volume takes from its pool again (a thin volume
+    /// grows as data is written, without any request): a file's allocated
+    /// blocks, one `lvs` or `zfs list` per LVM or ZFS pool.
+    async fn refresh_allocated(
+        &self,
+        pools: &BTreeMap<String, PoolDesired>,
+        resources: &BTreeMap<String, ResourceDesired>,
+        observed: &mut [ResourceObserved],
+    ) {
+        type Listed = Option<BTreeMap<(String, u32), i64>>;
+        fn listed<E: std::fmt::Display>(pool: &str, r: Result<BTreeMap<(String, u32), i64>, E>) -> Listed {
+            r.map_err(|e| tracing::debug!(pool, "cannot read the allocated sizes: {e}")).ok()
+        }
+        let mut by_pool: BTreeMap<String, Listed> = BTreeMap::new();
+        for o in observed.iter_mut() {
+            let Some(r) = resources.get(&o.name) else { continue };
             for ov in o.volumes.iter_mut().filter(|v| v.device_path.is_some()) {
                 let Some(v) = r.volumes.iter().find(|v| v.number == ov.number) else { continue };
-                let Some(Ok(PoolKind::File(fp))) = pools.get(&v.pool).map(|p| self.pool_kind(p)) else { continue };
-                match Files::sizes(&fp, &VolumeFile::new(&r.name, v.number, &v.id)) {
-                    Ok((_, allocated)) => ov.allocated_kib = Some(allocated),
-                    Err(e) => tracing::debug!(rsc = %r.name, volume = v.number, "cannot read the allocated size: {e}"),
+                let Some(p) = pools.get(&v.pool) else { continue };
+                let in_pool =
+                    |by_pool: &BTreeMap<String, Listed>| by_pool.get(&p.name)?.as_ref()?.get(&(r.name.clone(), v.number)).copied();
+                let now = match self.pool_kind(p) {
+                    Ok(PoolKind::File(fp)) => Files::sizes(&fp, &VolumeFile::new(&r.name, v.number, &v.id))
+                        .map(|(_, allocated)| allocated)
+                        .map_err(|e| tracing::debug!(rsc = %r.name, volume = v.number, "cannot read the allocated size: {e}"))
+                        .ok(),
+                    Ok(PoolKind::Lvm(lp)) => {
+                        if !by_pool.contains_key(&p.name) {
+                            by_pool.insert(p.name.clone(), listed(&p.name, self.lvm.allocated(&lp).await));
+                        }
+                        in_pool(&by_pool)
+                    }
+                    Ok(PoolKind::Zfs(zp)) => {
+                        if !by_pool.contains_key(&p.name) {
+                            by_pool.insert(p.name.clone(), listed(&p.name, self.zfs.allocated(&zp).await));
+                        }
+                        in_pool(&by_pool)
+                    }
+                    _ => None,
+                };
+                if now.is_some() {
+                    ov.allocated_kib = now;
                 }
             }
         }
@@ -766,9 +796,8 @@ impl Applier {
     /// Everything the satellite currently knows, with fresh capacities
     /// and allocated sizes.
     pub async fn observe(&self) -> Observed {
-        let (observed, pools, generation) = {
-            let mut st = self.state.lock().await;
-            self.refresh_allocated(&mut st);
+        let (mut observed, pools, resources, generation) = {
+            let st = self.state.lock().await;
             let mut observed: Vec<ResourceObserved> = st.observed.values().cloned().collect();
             // DRBD state changes without any request: read it fresh.
             if let Ok(layer) = &self.drbd {
@@ -778,8 +807,10 @@ impl Applier {
                     }
                 }
             }
-            (observed, st.pools.clone(), st.generation)
+            (observed, st.pools.clone(), st.resources.clone(), st.generation)
         };
+        // Outside the lock: applies do not wait for these reads.
+        self.refresh_allocated(&pools, &resources, &mut observed).await;
         Observed {
             generation,
             instance: self.instance.clone(),
