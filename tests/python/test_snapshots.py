@@ -152,6 +152,9 @@ def test_a_failed_snapshot_shows_on_itself_and_never_on_later_changes(cluster, x
         code, out, err = cairn(c, "--no-utf8", "s", "l", "-r", "fs")
         rows = {line.split("|")[2].strip(): line for line in out.splitlines() if line.count("|") > 5 and "fs" in line}
         assert code == 0 and "Failed" in rows["s2"] and "Successful" in rows["s3"], (out, err)
+        # There is nothing to roll back to.
+        status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/fs/snapshot-rollback/s2", {})
+        assert status == 404 and body[0]["ret_code"] & 0x7FFF == 315 and "failed on node 'n1'" in body[0]["message"], body
         # Nothing tries it again: one failure in the satellite's log after
         # longer than the controller's first retry (10 s).
         time.sleep(12)
