@@ -6,8 +6,12 @@ trace. Needs the DRBD source (CAIRN_DRBD_SRC or ../shared/vendor/); without
 it these tests are skipped with one line saying so."""
 
 import json
+import os
+import subprocess
 
-from conftest import ok, wait_for
+import linstor
+
+from conftest import BIN, ok, wait_for
 
 MIB = 1024
 
@@ -52,6 +56,14 @@ def test_three_replicas_reach_uptodate_and_carry_data_between_nodes(drbd_cluster
         assert all(p["peer_devices"][0]["peer-disk-state"] == "UpToDate" for p in st["connections"]), (n, st)
     v = view(c, "data")
     assert all(r["state"]["in_use"] is False for r in v.values()), v
+    assert all(r["layer_object"]["drbd"]["connections"][p]["connected"] for n, r in v.items() for p in v if p != n), v
+    assert all(r["layer_object"]["drbd"].get("promotion_score", 0) > 0 for r in v.values()), v
+    # The CLI shows the same: three replicas, all connected and UpToDate.
+    out = subprocess.run([BIN, "--no-color", "--no-utf8", "resource", "list", "-r", "data"], capture_output=True, text=True,
+                         env=dict(os.environ, LS_CONTROLLERS=c.ctrl.url), timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if "| data " in line]
+    assert len(rows) == 3 and all("UpToDate" in r and "Ok" in r for r in rows), out.stdout
 
     # Write a pattern on d1 (auto-promote on open for writing), read it on d2.
     dev = device(c, "data", "d1")
@@ -133,6 +145,38 @@ def test_online_grow_of_three_replicas(drbd_cluster):
     ok(c.lin.resource_dfn_delete("grow"))
 
 
+def test_a_split_brain_is_reported_and_left_for_a_person(drbd_cluster):
+    c = drbd_cluster
+    # Two replicas without quorum (the only way both sides can write while
+    # apart): d1 and d2.
+    ok(c.lin.resource_dfn_create("sb"))
+    ok(c.lin.resource_dfn_modify("sb", {"DrbdOptions/Resource/quorum": "off", "DrbdOptions/auto-add-quorum-tiebreaker": "false"}))
+    ok(c.lin.volume_dfn_create("sb", 16 * MIB, storage_pool="thin"))
+    ok(c.lin.resource_create([linstor.ResourceData(n, "sb", storage_pool="thin") for n in ("d1", "d2")]))
+    wait_for("both UpToDate", lambda: disk_states(c, "sb") == {"d1": "UpToDate", "d2": "UpToDate"}, timeout=120)
+    ids = {n: r["layer_object"]["drbd"]["node_id"] for n, r in view(c, "sb").items()}
+    # Cut the link, write on both sides, connect again.
+    for me, peer in (("d1", "d2"), ("d2", "d1")):
+        rc, out = c.vms[me].sh(f"drbdsetup disconnect sb {ids[peer]}")
+        assert rc == 0, out
+    for n in ("d1", "d2"):
+        rc, out = c.vms[n].sh(f"dd if=/dev/urandom of={device(c, 'sb', n)} bs=1M count=1 oflag=direct conv=fsync")
+        assert rc == 0, (n, out)
+    for me, peer in (("d1", "d2"), ("d2", "d1")):
+        c.vms[me].sh(f"drbdsetup connect sb {ids[peer]}")
+
+    def split(n, peer):
+        conn = view(c, "sb")[n]["layer_object"]["drbd"]["connections"].get(peer, {})
+        return conn.get("connected") is False and "split brain" in conn.get("message", "")
+
+    wait_for("the split brain in REST on both sides", lambda: split("d1", "d2") and split("d2", "d1"), timeout=90)
+    # Nothing was resolved silently: both keep their own data, still apart.
+    for n in ("d1", "d2"):
+        st = kernel_status(c.vms[n], "sb")
+        assert st["devices"][0]["disk-state"] == "UpToDate" and st["connections"][0]["connection-state"] != "Connected", st
+    ok(c.lin.resource_dfn_delete("sb"))
+
+
 def connected(c, rsc, node, peer):
     return view(c, rsc)[node]["layer_object"]["drbd"]["connections"].get(peer, {}).get("connected")
 
@@ -143,6 +187,9 @@ def test_a_killed_node_resyncs_when_it_returns_and_quorum_guards_writes(drbd_clu
     wait_for("all replicas UpToDate", lambda: set(disk_states(c, "ha").values()) == {"UpToDate"}, timeout=120)
     dev = device(c, "ha", "d1")
     write = f"dd if=/dev/urandom of={dev} bs=1M count=4 oflag=direct conv=fsync"
+    # d1's whole event stream through what follows (kept as parser test
+    # data when CAIRN_DRBD_CAPTURE names a directory).
+    c.vms["d1"].sh("(drbdsetup events2 --timestamps --statistics ha > /tmp/ha.events2 2>&1 &)")
 
     # One node lost: the survivors keep quorum and d1 keeps writing.
     c.vms["d3"].kill()
@@ -173,3 +220,14 @@ def test_a_killed_node_resyncs_when_it_returns_and_quorum_guards_writes(drbd_clu
     c.vms["d3"].start()
     wait_for("all nodes online", lambda: all(n.connection_status == "ONLINE" for n in c.lin.node_list_raise().nodes), timeout=120)
     wait_for("all UpToDate at the end", lambda: set(disk_states(c, "ha").values()) == {"UpToDate"}, timeout=180)
+    capture(c.vms["d1"], "/tmp/ha.events2", "vm-kill-quorum-resync.d1.events2")
+
+
+def capture(vm, path, name):
+    out = os.environ.get("CAIRN_DRBD_CAPTURE")
+    if out:
+        rc, text = vm.sh(f"cat {path}")
+        assert rc == 0, text
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, name), "w") as f:
+            f.write(text)

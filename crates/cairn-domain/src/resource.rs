@@ -250,7 +250,16 @@ impl Resource {
                         d.connections
                             .iter()
                             .map(|c| {
-                                (c.peer.clone(), serde_json::json!({ "connected": c.connection == "Connected", "message": c.connection }))
+                                let message = if c.split_brain {
+                                    format!(
+                                        "{}: split brain, the replicas' data diverged; DRBD resolves nothing by itself: \
+                                         keep one side and run `drbdadm connect --discard-my-data {}` on the other",
+                                        c.connection, self.resource_definition
+                                    )
+                                } else {
+                                    c.connection.clone()
+                                };
+                                (c.peer.clone(), serde_json::json!({ "connected": c.connection == "Connected", "message": message }))
                             })
                             .collect()
                     })

@@ -333,6 +333,10 @@ pub struct DrbdConnectionObserved {
     pub connection: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_role: Option<String>,
+    /// DRBD called its split-brain helper for this connection and has not
+    /// connected since: the data diverged and waits for a person to decide.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub split_brain: bool,
 }
 
 /// One DRBD volume (device) and its replication to each peer.

@@ -66,6 +66,13 @@ impl Events2 {
         let kv: BTreeMap<&str, &str> = words.filter_map(|w| w.split_once(':')).collect();
         let name = kv.get("name")?.to_string();
         match (action, object) {
+            ("call", "helper") if kv.get("helper") == Some(&"split-brain") => {
+                if let (Some(r), Some(peer)) = (self.resources.get_mut(&name), kv.get("conn-name"))
+                    && let Some(c) = r.connections.iter_mut().find(|c| c.peer == *peer)
+                {
+                    c.split_brain = true;
+                }
+            }
             ("call" | "response", _) | (_, "path") => {}
             ("destroy", "resource") => {
                 self.resources.remove(&name);
@@ -118,7 +125,13 @@ impl Events2 {
                 for (k, v) in &kv {
                     match *k {
                         "peer-node-id" => c.peer_node_id = v.parse().unwrap_or(c.peer_node_id),
-                        "connection" => c.connection = v.to_string(),
+                        "connection" => {
+                            c.connection = v.to_string();
+                            // Resolved by hand once it connects again.
+                            if *v == "Connected" {
+                                c.split_brain = false;
+                            }
+                        }
                         "role" => c.peer_role = Some(v.to_string()),
                         _ => {}
                     }
@@ -258,6 +271,8 @@ mod tests {
         assert_eq!(connected.connections[0].connection, "Connected");
         let r = e.resource("vm1").expect("vm1");
         assert_eq!(r.connections[0].connection, "StandAlone");
+        assert!(r.connections[0].split_brain, "the helper call marks the connection");
+        assert!(!steps[6].resource("vm1").expect("vm1").connections[0].split_brain);
         assert_eq!(r.connections[0].peer_node_id, 0);
         assert_eq!(peer(r, 0, "alpha").replication, "Off");
         assert_eq!(r.volumes[0].disk, "UpToDate", "local data stays");
@@ -286,6 +301,49 @@ mod tests {
         assert!(e.resource("web").is_none());
         let other = e.resource("other").expect("other");
         assert_eq!(other.volumes[0].disk, "Diskless");
+    }
+
+    /// Real output of the three-VM tier (see testdata/events2/README.md).
+    #[test]
+    fn a_killed_peer_quorum_loss_and_resync_as_captured_in_the_vm_tier() {
+        let (e, steps) = replay("vm-kill-quorum-resync.d1.events2");
+        let conn = |s: &Events2, peer: &str| {
+            s.resource("ha").and_then(|r| r.connections.iter().find(|c| c.peer == peer)).map(|c| c.connection.clone())
+        };
+        let dump = steps.iter().find(|s| s.initialized).expect("the initial dump ends");
+        let r = dump.resource("ha").expect("ha");
+        assert_eq!((r.volumes[0].disk.as_str(), r.volumes[0].quorum, r.volumes[0].size_kib), ("UpToDate", Some(true), Some(36820)));
+        assert_eq!((conn(dump, "d2").as_deref(), conn(dump, "d3").as_deref()), (Some("Connected"), Some("Connected")));
+        // d3's VM is killed: its connection fails, d2's stays.
+        let gone = steps.iter().position(|s| conn(s, "d3").as_deref() == Some("NetworkFailure")).expect("d3 lost");
+        assert_eq!(conn(&steps[gone], "d2").as_deref(), Some("Connected"));
+        assert_eq!(steps[gone].resource("ha").map(|r| r.volumes[0].quorum), Some(Some(true)), "two of three keep quorum");
+        // d3 returns and d1 resyncs it: SyncSource with progress, device vs peer-device kept apart.
+        let replication = |s: &Events2, p: &str| {
+            s.resource("ha")
+                .and_then(|r| r.volumes.first())
+                .and_then(|v| v.peers.iter().find(|x| x.peer == p))
+                .map(|x| x.replication.clone())
+        };
+        let sync = steps.iter().position(|s| replication(s, "d3").as_deref() == Some("SyncSource")).expect("resync");
+        assert!(sync > gone);
+        let r = steps[sync].resource("ha").expect("ha");
+        assert_eq!((peer(r, 0, "d3").peer_disk.as_str(), peer(r, 0, "d3").done), ("Inconsistent", Some(0.0)));
+        assert_eq!(r.volumes[0].disk, "UpToDate", "a peer-device's peer-disk never lands on the device");
+        // Both peers lost: no quorum; then back.
+        let quorum = |s: &Events2| s.resource("ha").and_then(|r| r.volumes.first()).and_then(|v| v.quorum);
+        let lost = steps.iter().position(|s| quorum(s) == Some(false)).expect("quorum lost");
+        assert!(lost > sync);
+        let back = steps.iter().skip(lost).position(|s| quorum(s) == Some(true));
+        assert!(back.is_some(), "quorum regained");
+        // The end: everything connected and UpToDate, no progress left.
+        let r = e.resource("ha").expect("ha");
+        assert_eq!((conn(&e, "d2").as_deref(), conn(&e, "d3").as_deref()), (Some("Connected"), Some("Connected")));
+        for p in ["d2", "d3"] {
+            let p = peer(r, 0, p);
+            assert_eq!((p.replication.as_str(), p.peer_disk.as_str(), p.done), ("Established", "UpToDate", None));
+        }
+        assert_eq!((r.volumes[0].disk.as_str(), r.volumes[0].quorum), ("UpToDate", Some(true)));
     }
 
     #[test]
