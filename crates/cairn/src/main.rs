@@ -389,9 +389,25 @@ fn daemon(run: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow:
     runtime.block_on(run)
 }
 
-/// The command tree as parsed, completed and documented.
+/// Subcommands that talk to no controller: the client options (`-m`,
+/// `--controllers`, ...) are hidden from their help, completions and man
+/// pages. `controller`'s own client verbs (`cairn controller version`)
+/// still show them.
+const LOCAL_COMMANDS: [&str; 5] = ["controller", "satellite", "up", "completion", "man"];
+
+/// The command tree as parsed, completed and documented. The client options
+/// stay global, so `cairn -m node list` and `cairn node list -m` both work.
+/// The local commands get hidden copies of them, which global propagation
+/// then leaves alone; `controller`'s client verbs get visible ones.
 fn command() -> clap::Command {
-    let mut cmd = Cli::command();
+    let cmd = Cli::command();
+    let client_options: Vec<clap::Arg> = cmd.get_arguments().filter(|a| a.is_global_set()).cloned().collect();
+    let hidden = |sub: clap::Command| sub.args(client_options.iter().map(|a| a.clone().hide(true)));
+    let mut cmd = cmd.mut_subcommands(|sub| match sub.get_name() {
+        "controller" => hidden(sub.mut_subcommands(|verb| verb.args(client_options.iter().cloned()))),
+        name if LOCAL_COMMANDS.contains(&name) => hidden(sub),
+        _ => sub,
+    });
     cmd.build();
     cmd
 }

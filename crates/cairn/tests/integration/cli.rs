@@ -49,3 +49,22 @@ fn man_pages_for_the_binary_and_every_subcommand() {
         }
     }
 }
+
+const CLIENT_OPTIONS: [&str; 5] = ["--controllers", "--machine-readable", "--no-color", "--no-utf8", "--sort-by"];
+
+#[test]
+fn client_options_only_in_the_help_of_client_verbs() {
+    for local in [&["controller"][..], &["satellite"], &["up"], &["completion"]] {
+        let help = stdout(&cairn(&[local, &["--help"]].concat()));
+        assert!(help.contains("Usage:"), "{local:?}: {help}");
+        for opt in CLIENT_OPTIONS {
+            assert!(!help.contains(opt), "`cairn {} --help` shows {opt}:\n{help}", local.join(" "));
+        }
+    }
+    for client in [&["controller", "version"][..], &["node", "list"], &["rg", "spawn"]] {
+        let help = stdout(&cairn(&[client, &["--help"]].concat()));
+        for opt in CLIENT_OPTIONS {
+            assert!(help.contains(opt), "`cairn {} --help` lacks {opt}:\n{help}", client.join(" "));
+        }
+    }
+}
