@@ -2,6 +2,7 @@
 //! `cairn satellite` a satellite, `cairn up` both on one node for a first
 //! try.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -252,7 +253,8 @@ impl ControllerArgs {
 
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 async fn shutdown_signal() {
@@ -400,7 +402,8 @@ const LOCAL_COMMANDS: [&str; 5] = ["controller", "satellite", "up", "completion"
 /// The local commands get hidden copies of them, which global propagation
 /// then leaves alone; `controller`'s client verbs get visible ones.
 fn command() -> clap::Command {
-    let cmd = Cli::command();
+    let version = cairn_controller::build_info::describe(&cairn_controller::build_info::controller_version());
+    let cmd = Cli::command().version(version);
     let client_options: Vec<clap::Arg> = cmd.get_arguments().filter(|a| a.is_global_set()).cloned().collect();
     let hidden = |sub: clap::Command| sub.args(client_options.iter().map(|a| a.clone().hide(true)));
     let mut cmd = cmd.mut_subcommands(|sub| match sub.get_name() {

@@ -37,7 +37,7 @@ pub fn run(ctx: &Ctx, verb: ControllerVerb) -> i32 {
             if ctx.machine {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!("cairn controller {} (REST API {}, build {}, {})", v.version, v.rest_api_version, v.git_hash, v.build_time);
+                println!("cairn controller {} REST API {}", cairn_controller::build_info::describe(&v), v.rest_api_version);
             }
             0
         }

@@ -68,3 +68,37 @@ fn client_options_only_in_the_help_of_client_verbs() {
         }
     }
 }
+
+/// `cairn --version` names the commit (or `unknown` when built from a tree
+/// without git) and the build day; the controller's REST reply and
+/// `cairn controller version` carry the same.
+#[test]
+fn version_names_the_commit_and_build_day() {
+    let line = stdout(&cairn(&["--version"]));
+    let re = |s: &str| {
+        let rest = s.strip_prefix(&format!("cairn {} (git ", env!("CARGO_PKG_VERSION")))?;
+        let (commit, rest) = rest.split_once(", built ")?;
+        let (day, _) = rest.split_once(')')?;
+        Some((commit.to_string(), day.to_string()))
+    };
+    let (commit, day) = re(line.trim()).unwrap_or_else(|| panic!("unexpected --version: {line}"));
+    let in_git = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.git").exists();
+    if in_git {
+        assert!(commit.len() == 7 && commit.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
+    } else {
+        assert_eq!(commit, "unknown");
+    }
+    assert!(day.len() == 10 && day.starts_with("20"), "{line}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctrl = super::harness::ControllerProc::start(dir.path());
+    let v = ctrl.client().version().expect("GET /v1/controller/version");
+    assert!(v.git_hash.starts_with(&commit) && v.build_time.starts_with(&day), "{v:?} vs {line}");
+    let url = format!("127.0.0.1:{}", ctrl.port);
+    let o = cairn(&["--controllers", &url, "controller", "version"]);
+    let reply = stdout(&o);
+    assert!(reply.contains(&format!("(git {commit}, built {day})")) && reply.contains("REST API"), "{reply}");
+    // Logs go to a file here, not a terminal: no colour codes.
+    let log = std::fs::read_to_string(dir.path().join("controller.log")).expect("controller log");
+    assert!(log.contains("controller ready") && !log.contains('\u{1b}'), "{log}");
+}
