@@ -445,3 +445,42 @@ fn main() -> anyhow::Result<()> {
         Command::Man { out_dir } => generate::man_pages(&command(), &out_dir),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand, option and positional argument at every depth, as
+    /// `cairn a b --opt`, that has no help text.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let auto = matches!(arg.get_id().as_str(), "help" | "version");
+            if !auto && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                let name = arg.get_long().map(|l| format!("--{l}")).unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
+                out.push(format!("{path} {name}"));
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(sub_path.clone());
+            }
+            undocumented(sub, &sub_path, out);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        let mut missing = Vec::new();
+        undocumented(&command(), "cairn", &mut missing);
+        assert!(missing.is_empty(), "{} without help text:\n{}", missing.len(), missing.join("\n"));
+    }
+
+    #[test]
+    fn the_walk_finds_what_lacks_help() {
+        let cmd = clap::Command::new("t").subcommand(clap::Command::new("bare").arg(clap::Arg::new("thing")));
+        let mut missing = Vec::new();
+        undocumented(&cmd, "t", &mut missing);
+        assert_eq!(missing, ["t bare", "t bare THING"]);
+    }
+}

@@ -18,14 +18,17 @@ pub enum EncryptionCmd {
     /// Change the master passphrase.
     #[command(name = "modify-passphrase", visible_alias = "mp")]
     Modify {
+        /// The current passphrase; read from stdin when not given.
         #[arg(long = "old-passphrase")]
         old_passphrase: Option<String>,
+        /// The new passphrase; read from stdin when not given.
         #[arg(long = "new-passphrase")]
         new_passphrase: Option<String>,
     },
     /// Enter the master passphrase after a controller restart.
     #[command(name = "enter-passphrase", visible_alias = "ep")]
     Enter {
+        /// The passphrase; read from stdin when not given.
         #[arg(long)]
         passphrase: Option<String>,
     },

@@ -12,35 +12,57 @@ use super::{Ctx, prop_body, query};
 
 #[derive(Subcommand, Debug)]
 pub enum ResourceDefinitionCmd {
+    /// Create a resource definition (no volumes, no replicas yet).
     #[command(visible_alias = "c")]
     Create {
+        /// The resource's name.
         name: String,
+        /// The resource group it belongs to (default: DfltRscGrp).
         #[arg(long = "resource-group")]
         resource_group: Option<String>,
+        /// Layers from the top, comma-separated: e.g. `drbd,storage`.
         #[arg(long = "layer-list", value_delimiter = ',')]
         layer_list: Vec<String>,
     },
+    /// List resource definitions.
     #[command(visible_alias = "l", alias = "ls")]
     List {
+        /// Only these resources.
         #[arg(short = 'r', long = "resources", num_args = 1..)]
         resources: Vec<String>,
+        /// Only definitions with these properties (`KEY=VALUE`, or `KEY` for any value).
         #[arg(long = "props", num_args = 1..)]
         props: Vec<String>,
     },
     /// Move to another resource group.
     #[command(visible_alias = "m")]
     Modify {
+        /// The resource.
         name: String,
+        /// The new resource group.
         #[arg(long = "resource-group")]
         resource_group: Option<String>,
     },
+    /// Delete a resource definition with all its replicas and snapshots.
     #[command(visible_alias = "d")]
-    Delete { name: String },
+    Delete {
+        /// The resource.
+        name: String,
+    },
+    /// Set (or, without a value, delete) a resource definition property.
     #[command(visible_alias = "sp")]
-    SetProperty { name: String, key: String, value: Option<String> },
+    SetProperty {
+        /// The resource.
+        name: String,
+        /// The property, e.g. `DrbdOptions/Net/protocol`.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
+    },
     /// Place replicas with the autoplacer.
     #[command(visible_alias = "ap")]
     AutoPlace {
+        /// The resource.
         name: String,
         #[command(flatten)]
         filter: FilterArgs,
@@ -49,22 +71,41 @@ pub enum ResourceDefinitionCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum VolumeDefinitionCmd {
+    /// Add a volume to a resource definition.
     #[command(visible_alias = "c")]
     Create {
+        /// The resource.
         resource: String,
+        /// The volume's size (e.g. 10G, 512M; no unit means bytes).
         size: String,
+        /// The volume number (default: the next free one).
         #[arg(long = "vlmnr")]
         volume_number: Option<i64>,
     },
+    /// List volume definitions.
     #[command(visible_alias = "l", alias = "ls")]
     List {
+        /// Only these resources.
         #[arg(short = 'r', long = "resources", num_args = 1..)]
         resources: Vec<String>,
     },
     /// Grow a volume.
-    SetSize { resource: String, volume_number: i64, size: String },
+    SetSize {
+        /// The resource.
+        resource: String,
+        /// The volume number.
+        volume_number: i64,
+        /// The new size (e.g. 20G).
+        size: String,
+    },
+    /// Delete a volume definition.
     #[command(visible_alias = "d")]
-    Delete { resource: String, volume_number: i64 },
+    Delete {
+        /// The resource.
+        resource: String,
+        /// The volume number.
+        volume_number: i64,
+    },
 }
 
 fn size_arg(s: &str) -> Result<i64, i32> {
