@@ -47,10 +47,7 @@ fn secret(given: Option<String>, what: &str) -> Option<String> {
 
 pub fn run(ctx: &Ctx, cmd: EncryptionCmd) -> i32 {
     const PATH: &str = "/v1/encryption/passphrase";
-    let missing = || {
-        eprintln!("Error: a passphrase is needed");
-        super::output::EXIT_CLIENT
-    };
+    let missing = || ctx.problem(cairn_api::rc::FAIL_INVLD_CRYPT_PASSPHRASE, "a passphrase is needed");
     match cmd {
         EncryptionCmd::Create { passphrase } => match secret(passphrase, "Master passphrase") {
             Some(p) => ctx.send("POST", PATH, Some(&serde_json::json!({ "new_passphrase": p }))),

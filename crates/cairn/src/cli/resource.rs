@@ -178,13 +178,11 @@ pub fn run(ctx: &Ctx, cmd: ResourceCmd) -> i32 {
         }
         ResourceCmd::Delete { mut nodes_then_resource } => {
             let Some(rsc) = nodes_then_resource.pop() else { return super::output::EXIT_CLIENT };
-            let progress = super::progress::Progress::start(&format!("Deleting '{rsc}' from {} node(s)", nodes_then_resource.len()), ctx);
-            let mut code = super::output::EXIT_OK;
-            for n in &nodes_then_resource {
-                code = code.max(ctx.send::<()>("DELETE", &format!("/v1/resource-definitions/{}/resources/{}", seg(&rsc), seg(n)), None));
-            }
-            progress.finish(code);
-            code
+            let deletes: Vec<(&str, String, Option<&()>)> = nodes_then_resource
+                .iter()
+                .map(|n| ("DELETE", format!("/v1/resource-definitions/{}/resources/{}", seg(&rsc), seg(n)), None))
+                .collect();
+            ctx.send_all(&format!("Deleting '{rsc}' from {} node(s)", nodes_then_resource.len()), &deletes)
         }
         ResourceCmd::MakeAvailable { node, resource, diskful } => {
             let body = serde_json::json!({ "diskful": diskful });

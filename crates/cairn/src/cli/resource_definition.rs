@@ -6,7 +6,7 @@ use cairn_client::seg;
 use clap::Subcommand;
 
 use super::resource_group::FilterArgs;
-use super::size::{human_kib, parse_kib};
+use super::size::human_kib;
 use super::table::{Cell, Table, Tone};
 use super::{Ctx, prop_body, query};
 
@@ -108,13 +108,6 @@ pub enum VolumeDefinitionCmd {
     },
 }
 
-fn size_arg(s: &str) -> Result<i64, i32> {
-    parse_kib(s).map_err(|e| {
-        eprintln!("Error: {e}");
-        super::output::EXIT_CLIENT
-    })
-}
-
 pub fn run(ctx: &Ctx, cmd: ResourceDefinitionCmd) -> i32 {
     match cmd {
         ResourceDefinitionCmd::Create { name, resource_group, layer_list } => {
@@ -153,20 +146,19 @@ pub fn run(ctx: &Ctx, cmd: ResourceDefinitionCmd) -> i32 {
             ctx.send("PUT", &format!("/v1/resource-definitions/{}", seg(&name)), Some(&body))
         }
         ResourceDefinitionCmd::Delete { name } => {
-            let progress = super::progress::Progress::start(&format!("Deleting '{name}'"), ctx);
-            let code = ctx.send::<()>("DELETE", &format!("/v1/resource-definitions/{}", seg(&name)), None);
-            progress.finish(code);
-            code
+            ctx.send_showing::<()>(&format!("Deleting '{name}'"), "DELETE", &format!("/v1/resource-definitions/{}", seg(&name)), None)
         }
         ResourceDefinitionCmd::SetProperty { name, key, value } => {
             ctx.send("PUT", &format!("/v1/resource-definitions/{}", seg(&name)), Some(&prop_body(&key, value.as_deref())))
         }
         ResourceDefinitionCmd::AutoPlace { name, filter } => {
             let body = AutoPlaceRequest { select_filter: filter.filter(), ..Default::default() };
-            let progress = super::progress::Progress::start(&format!("Placing '{name}'"), ctx);
-            let code = ctx.send("POST", &format!("/v1/resource-definitions/{}/autoplace", seg(&name)), Some(&body));
-            progress.finish(code);
-            code
+            ctx.send_showing(
+                &format!("Placing '{name}'"),
+                "POST",
+                &format!("/v1/resource-definitions/{}/autoplace", seg(&name)),
+                Some(&body),
+            )
         }
     }
 }
@@ -174,7 +166,7 @@ pub fn run(ctx: &Ctx, cmd: ResourceDefinitionCmd) -> i32 {
 pub fn run_vd(ctx: &Ctx, cmd: VolumeDefinitionCmd) -> i32 {
     match cmd {
         VolumeDefinitionCmd::Create { resource, size, volume_number } => {
-            let size = match size_arg(&size) {
+            let size = match ctx.size_kib(&size) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
@@ -220,16 +212,13 @@ pub fn run_vd(ctx: &Ctx, cmd: VolumeDefinitionCmd) -> i32 {
             ctx.show(&list, t)
         }
         VolumeDefinitionCmd::SetSize { resource, volume_number, size } => {
-            let size = match size_arg(&size) {
+            let size = match ctx.size_kib(&size) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let progress = super::progress::Progress::start(&format!("Resizing '{resource}' volume {volume_number}"), ctx);
             let body = serde_json::json!({ "size_kib": size });
-            let code =
-                ctx.send("PUT", &format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(&resource)), Some(&body));
-            progress.finish(code);
-            code
+            let path = format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(&resource));
+            ctx.send_showing(&format!("Resizing '{resource}' volume {volume_number}"), "PUT", &path, Some(&body))
         }
         VolumeDefinitionCmd::Delete { resource, volume_number } => {
             ctx.send::<()>("DELETE", &format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(&resource)), None)

@@ -5,7 +5,7 @@ use cairn_api::resource_group::{AutoSelectFilter, ResourceGroup, ResourceGroupMo
 use cairn_client::seg;
 use clap::{Args, Subcommand};
 
-use super::size::{human_kib, parse_kib};
+use super::size::human_kib;
 use super::table::Table;
 use super::{Ctx, prop_body, query};
 
@@ -228,16 +228,10 @@ pub fn run(ctx: &Ctx, cmd: ResourceGroupCmd) -> i32 {
             ctx.show(&list, t)
         }
         ResourceGroupCmd::Spawn { group, name, sizes, definitions_only, partial, filter } => {
-            let mut kib = Vec::new();
-            for s in &sizes {
-                match parse_kib(s) {
-                    Ok(k) => kib.push(k),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        return super::output::EXIT_CLIENT;
-                    }
-                }
-            }
+            let kib = match sizes.iter().map(|s| ctx.size_kib(s)).collect::<Result<Vec<i64>, i32>>() {
+                Ok(kib) => kib,
+                Err(code) => return code,
+            };
             let body = ResourceGroupSpawn {
                 resource_definition_name: name.clone(),
                 volume_sizes: kib,
@@ -246,28 +240,27 @@ pub fn run(ctx: &Ctx, cmd: ResourceGroupCmd) -> i32 {
                 partial,
                 ..Default::default()
             };
-            let progress = super::progress::Progress::start(&format!("Spawning '{name}' from '{group}'"), ctx);
-            let code = ctx.send("POST", &format!("/v1/resource-groups/{}/spawn", seg(&group)), Some(&body));
-            progress.finish(code);
-            code
+            ctx.send_showing(
+                &format!("Spawning '{name}' from '{group}'"),
+                "POST",
+                &format!("/v1/resource-groups/{}/spawn", seg(&group)),
+                Some(&body),
+            )
         }
         ResourceGroupCmd::QuerySizeInfo { name, filter } => {
             let body = serde_json::json!({ "select_filter": filter.filter() });
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
             let r = match ctx.client.raw("POST", &format!("/v1/resource-groups/{}/query-size-info", seg(&name)), Some(&bytes)) {
                 Ok(r) => r,
-                Err(e) => return super::output::error(&e, ctx.style.color),
+                Err(e) => return ctx.error(&e),
             };
             if r.status >= 400 {
                 let rcs: Vec<cairn_api::ApiCallRc> = serde_json::from_slice(&r.body).unwrap_or_default();
-                return super::output::replies(&rcs, ctx.style.color);
+                return ctx.replies(&rcs);
             }
             let q: QuerySizeInfoResponse = match serde_json::from_slice(&r.body) {
                 Ok(q) => q,
-                Err(e) => {
-                    eprintln!("Error: unexpected reply: {e}");
-                    return super::output::EXIT_CLIENT;
-                }
+                Err(e) => return ctx.problem(cairn_api::rc::FAIL_UNKNOWN_ERROR, format!("unexpected reply: {e}")),
             };
             let mut t = Table::new(&["MaxVolumeSize", "AvailableSize", "Capacity", "Next Spawn Result"]);
             if let Some(s) = &q.space_info {

@@ -79,8 +79,8 @@ pub fn run(ctx: &Ctx, cmd: StoragePoolCmd) -> i32 {
     match cmd {
         StoragePoolCmd::Create { kind, node, name, backing, shared_space } => {
             let Some(kind) = provider(&kind) else {
-                eprintln!("Error: unknown storage pool kind '{kind}' (lvm, lvmthin, zfs, zfsthin, file, filethin, diskless)");
-                return super::output::EXIT_CLIENT;
+                let message = format!("unknown storage pool kind '{kind}' (lvm, lvmthin, zfs, zfsthin, file, filethin, diskless)");
+                return ctx.problem(cairn_api::rc::FAIL_INVLD_STOR_DRIVER, message);
             };
             let mut body = StoragePool {
                 storage_pool_name: name,
