@@ -78,7 +78,7 @@ binary "$CAIRN" /usr/bin/cairn
 strip --strip-debug "$ST/usr/bin/cairn" 2>/dev/null || true
 
 # 3. Kernel modules, with their dependencies.
-for m in virtio_pci virtio_blk virtio_net virtio_rng dm-mod dm-thin-pool dm-crypt dm-snapshot \
+for m in virtio_pci virtio_blk virtio_net virtio_rng loop dm-mod dm-thin-pool dm-crypt dm-snapshot \
          crc32c_generic crc32c_intel libcrc32c xts aesni_intel af_alg algif_skcipher algif_hash sha256_ssse3; do
   deps=$(modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" 2>/dev/null) || continue
   echo "$deps" | awk '$1=="insmod" {print $2}' | while read -r ko; do

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 
+import linstor
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -142,8 +143,10 @@ class Vm:
             self.ip, self.port, self.sh_port = f"10.99.0.{tap}", 3366, 2222
         self.proc = None
 
-    def start(self):
+    def launch(self):
+        """Starts qemu; `wait_ready` waits for the satellite inside."""
         payload = os.path.join(self.work, "payload")
+        shutil.rmtree(payload, ignore_errors=True)
         os.makedirs(os.path.join(payload, "cairn"))
         shutil.copy(self.secret_path, os.path.join(payload, "cairn", "secret"))
         cpio = subprocess.run("find . -print0 | cpio --null -o -H newc --quiet", shell=True, cwd=payload,
@@ -171,6 +174,12 @@ class Vm:
             args += ["-drive", f"file={path},format=raw,if=virtio,cache=unsafe"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
+        return self
+
+    def start(self):
+        return self.launch().wait_ready()
+
+    def wait_ready(self):
         try:
             wait_for(f"VM {self.name} booted", lambda: self.proc.poll() is None and "CAIRN-VM-READY" in self.log(), timeout=120)
             wait_for(f"satellite in {self.name}", lambda: self.sh("kill -0 $(pidof cairn)")[0] == 0, timeout=60)
@@ -284,10 +293,14 @@ def drbd_cluster(drbd_image):
     ctrl, lin, vms = Controller(root), None, {}
     try:
         ctrl.start()
-        lin = ctrl.client()
-        for i, n in enumerate(names, start=1):
-            vms[n] = Vm(n, None, os.path.join(root, "cluster-secret"), disks=("1G",), mem=640, image=drbd_image, tap=i).start()
-            ok(lin.node_create(n, "SATELLITE", vms[n].ip))
+        # Replies wait for the satellites; three TCG VMs on two cores are slow.
+        lin = linstor.Linstor(ctrl.url, timeout=120)
+        lin.connect()
+        for i, n in enumerate(names, start=1):  # booting at once
+            vms[n] = Vm(n, None, os.path.join(root, "cluster-secret"), disks=("1G",), mem=640, image=drbd_image, tap=i).launch()
+        for n, vm in vms.items():
+            vm.wait_ready()
+            ok(lin.node_create(n, "SATELLITE", vm.ip))
         wait_for("satellites online", lambda: all(x.connection_status == "ONLINE" for x in lin.node_list_raise().nodes), timeout=60)
         for n in names:
             assert "DRBD" in lin.node_list_raise(filter_by_nodes=[n]).nodes[0].resource_layers, "the DRBD 9 module is loaded"

@@ -22,7 +22,7 @@ mkdir -p /run/lock /run/lvm /run/cryptsetup /tmp /var/lib/cairn-satellite
 
 arg() { for w in $(cat /proc/cmdline); do case $w in "$1="*) echo "${w#*=}"; return 0;; esac; done; return 1; }
 
-modprobe -a virtio_pci virtio_blk virtio_net virtio_rng dm-mod dm-thin-pool dm-crypt dm-snapshot 2>&1
+modprobe -a virtio_pci virtio_blk virtio_net virtio_rng loop dm-mod dm-thin-pool dm-crypt dm-snapshot 2>&1
 name=$(arg cairn.hostname) || name=vm
 hostname "$name"
 ip link set lo up

@@ -82,3 +82,94 @@ def test_delete_leaves_nothing_behind(drbd_cluster):
         assert rc == 0 and "gone_" not in out, (n, out)
         rc, out = vm.sh("ls /var/lib/cairn-satellite/drbd.d/")
         assert "gone.res" not in out, (n, out)
+
+
+def test_two_replicas_get_a_diskless_tiebreaker_with_majority_quorum(drbd_cluster):
+    c = drbd_cluster
+    ok(c.lin.resource_group_create("pair", place_count=2, storage_pool="thin"))
+    ok(c.lin.volume_group_create("pair"))
+    ok(c.lin.resource_group_spawn("pair", "duo", [32 * MIB]))
+    v = view(c, "duo")
+    assert len(v) == 3, v
+    tb = [n for n, r in v.items() if "TIE_BREAKER" in r["flags"]]
+    assert len(tb) == 1, v
+    diskful = sorted(n for n in v if n not in tb)
+    wait_for("both diskful replicas UpToDate", lambda: [disk_states(c, "duo")[n] for n in diskful] == ["UpToDate", "UpToDate"], timeout=120)
+    st = kernel_status(c.vms[tb[0]], "duo")
+    assert st["devices"][0]["disk-state"] == "Diskless", st
+    assert sorted(p["connection-state"] for p in st["connections"]) == ["Connected", "Connected"], st
+    assert all(d["quorum"] for d in st["devices"]), st
+    rc, out = c.vms[diskful[0]].sh("drbdsetup show duo")
+    assert rc == 0 and "quorum" in out and "majority" in out and "on-no-quorum" in out and "io-error" in out, out
+    ok(c.lin.resource_dfn_delete("duo"))
+
+
+def test_online_grow_of_three_replicas(drbd_cluster):
+    c = drbd_cluster
+    spawn3(c, "grow", "grow", 32)
+    wait_for("all replicas UpToDate", lambda: set(disk_states(c, "grow").values()) == {"UpToDate"}, timeout=120)
+    def size(vm, dev):
+        rc, out = vm.sh(f"blockdev --getsize64 {dev}")
+        assert rc == 0, out
+        return int(out.strip())
+
+    before = {n: size(vm, device(c, "grow", n)) for n, vm in c.vms.items()}
+    assert all(32 * 2**20 <= b < 48 * 2**20 for b in before.values()), before
+    ok(c.lin.volume_dfn_modify("grow", 0, size=48 * MIB))
+    # The backing volumes grew (extent-rounded), then DRBD on top of them.
+    for n, vm in c.vms.items():
+        dev = device(c, "grow", n)
+        wait_for(f"{dev} on {n} grown to 48 MiB", lambda: size(vm, dev) >= 48 * 2**20, timeout=60)
+    status, _, vds = c.ctrl.request("GET", "/v1/resource-definitions/grow/volume-definitions")
+    assert status == 200 and vds[0]["size_kib"] == 48 * MIB, vds
+
+    def rest_usable(n):
+        r = view(c, "grow")[n]
+        return [d["data"] for d in r["volumes"][0]["layer_data_list"] if d["type"] == "DRBD"][0].get("usable_size_kib")
+
+    for n, vm in c.vms.items():
+        wait_for(f"REST shows {n}'s new size", lambda: rest_usable(n) * 1024 == size(vm, device(c, "grow", n)), timeout=30)
+    wait_for("all replicas UpToDate after the grow", lambda: set(disk_states(c, "grow").values()) == {"UpToDate"}, timeout=120)
+    ok(c.lin.resource_dfn_delete("grow"))
+
+
+def connected(c, rsc, node, peer):
+    return view(c, rsc)[node]["layer_object"]["drbd"]["connections"].get(peer, {}).get("connected")
+
+
+def test_a_killed_node_resyncs_when_it_returns_and_quorum_guards_writes(drbd_cluster):
+    c = drbd_cluster
+    spawn3(c, "repl-ha", "ha", 32)
+    wait_for("all replicas UpToDate", lambda: set(disk_states(c, "ha").values()) == {"UpToDate"}, timeout=120)
+    dev = device(c, "ha", "d1")
+    write = f"dd if=/dev/urandom of={dev} bs=1M count=4 oflag=direct conv=fsync"
+
+    # One node lost: the survivors keep quorum and d1 keeps writing.
+    c.vms["d3"].kill()
+    wait_for("d3 offline", lambda: c.lin.node_list_raise(filter_by_nodes=["d3"]).nodes[0].connection_status == "OFFLINE", timeout=60)
+    wait_for("d1 and d2 see d3 gone", lambda: connected(c, "ha", "d1", "d3") is False and connected(c, "ha", "d2", "d3") is False, timeout=60)
+    rc, out = c.vms["d1"].sh(write)
+    assert rc == 0, out
+    rc, want = c.vms["d1"].sh(f"dd if={dev} bs=1M count=32 iflag=direct 2>/dev/null | sha256sum")
+
+    # It comes back: the satellite returns, DRBD resyncs what it missed.
+    c.vms["d3"].start()
+    wait_for("d3 online", lambda: c.lin.node_list_raise(filter_by_nodes=["d3"]).nodes[0].connection_status == "ONLINE", timeout=120)
+    wait_for("d3 UpToDate again", lambda: set(disk_states(c, "ha").values()) == {"UpToDate"}, timeout=180)
+    rc, got = c.vms["d3"].sh(f"dd if={device(c, 'ha', 'd3')} bs=1M count=32 iflag=direct 2>/dev/null | sha256sum")
+    assert rc == 0 and got.split()[0] == want.split()[0], (got, want)
+
+    # Two nodes lost: d1 alone has no quorum, and writes fail (on-no-quorum io-error).
+    c.vms["d2"].kill()
+    c.vms["d3"].kill()
+    wait_for("d1 without quorum", lambda: not kernel_status(c.vms["d1"], "ha")["devices"][0]["quorum"], timeout=60)
+    rc, out = c.vms["d1"].sh(write)
+    assert rc != 0, out
+    # A peer returns: quorum and writes are back.
+    c.vms["d2"].start()
+    wait_for("d1 has quorum again", lambda: kernel_status(c.vms["d1"], "ha")["devices"][0]["quorum"], timeout=180)
+    rc, out = c.vms["d1"].sh(write)
+    assert rc == 0, out
+    c.vms["d3"].start()
+    wait_for("all nodes online", lambda: all(n.connection_status == "ONLINE" for n in c.lin.node_list_raise().nodes), timeout=120)
+    wait_for("all UpToDate at the end", lambda: set(disk_states(c, "ha").values()) == {"UpToDate"}, timeout=180)

@@ -84,7 +84,11 @@ impl Luks {
                 if !is_luks {
                     // isLuks also says 1 for damaged headers and I/O errors:
                     // format only a device that carries no signature at all.
-                    match self.runner.run(&Cmd::new("blkid").args(["-p", "-o", "value", "-s", "TYPE", dev]).timeout(self.timeout)).await {
+                    match self
+                        .runner
+                        .run(&Cmd::new("blkid").args(["-p", "-o", "value", "-s", "TYPE", dev]).timeout(self.timeout).quiet())
+                        .await
+                    {
                         Err(ExecError::NonZero { code: 2, .. }) => {}
                         Ok(o) => return Err(LuksError::HoldsData(dev.to_string(), o.stdout.trim().to_string())),
                         Err(e) => return Err(e.into()),

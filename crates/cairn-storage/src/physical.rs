@@ -85,7 +85,7 @@ impl Physical {
 
     /// Whether a device carries any signature (`blkid -p`: exit 2 = none).
     async fn has_signature(&self, dev: &str) -> Result<bool, StorageError> {
-        match self.runner.run(&Cmd::new("blkid").args(["-p", "-o", "value", "-s", "TYPE", dev]).timeout(self.timeout)).await {
+        match self.runner.run(&Cmd::new("blkid").args(["-p", "-o", "value", "-s", "TYPE", dev]).timeout(self.timeout).quiet()).await {
             Ok(o) => Ok(!o.stdout.trim().is_empty()),
             Err(ExecError::NonZero { code: 2, .. }) => Ok(false),
             Err(e) => Err(e.into()),

@@ -404,7 +404,8 @@ async fn run_up(mut cfg: ControllerConfig, listen: SocketAddr) -> anyhow::Result
     }
     let sat = Satellite::start(&sat_cfg(&node)).await.context("start satellite")?;
     let addr = controller.rest_addr().context("read REST address")?;
-    tracing::info!(rest = %addr, node = %node, data_dir = %cfg.data_dir.display(), "cairn is up");
+    let snapshots = snapshot_support(&cfg.data_dir.join("pool")).await;
+    tracing::info!(rest = %addr, node = %node, data_dir = %cfg.data_dir.display(), "cairn is up; {snapshots}");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let sat_task = tokio::spawn(sat.serve({
         let mut rx = rx.clone();
@@ -417,6 +418,24 @@ async fn run_up(mut cfg: ControllerConfig, listen: SocketAddr) -> anyhow::Result
     drop(rx);
     sat_task.await.context("join satellite")?.context("serve satellite")?;
     Ok(())
+}
+
+/// What `cairn up` says about snapshots of its FILE_THIN pool: they are
+/// reflink copies, so the pool directory's file system decides.
+async fn snapshot_support(dir: &std::path::Path) -> String {
+    let files = cairn_storage::file::Files::new(std::sync::Arc::new(cairn_exec::HostRunner), std::time::Duration::from_secs(10));
+    let probe = match cairn_storage::file::FilePool::new("DfltStorPool", &dir.display().to_string(), true) {
+        Ok(pool) => files.probe_reflink(&pool).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match probe {
+        Ok(true) => "snapshots: yes (the pool's file system makes reflink copies)".into(),
+        Ok(false) => format!(
+            "snapshots: no ({} has no reflinks; put --data-dir on XFS (reflink=1, mkfs.xfs's default) or Btrfs for them)",
+            dir.display()
+        ),
+        Err(e) => format!("snapshots: unknown ({e})"),
+    }
 }
 
 /// Runs a client verb and exits with LINSTOR's exit codes.

@@ -42,6 +42,7 @@ impl Adm {
             .args(["v09", dev, "internal", "get-gi", "--node-id"])
             .arg(node_id.to_string())
             .timeout(self.timeout)
+            .quiet()
     }
 
     /// `drbdadm -vvv --max-peers N -- --force create-md RSC/VOL`.
