@@ -2,5 +2,6 @@
 //! started on loopback with a temporary data directory and driven over
 //! HTTP with `cairn-client`.
 
+mod cli;
 mod harness;
 mod sigkill;
