@@ -3,4 +3,5 @@
 //! HTTP with `cairn-client`.
 
 mod harness;
+mod packaging;
 mod sigkill;
