@@ -52,9 +52,11 @@ say "python venv at $VENV"
 [ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
 [ -e /dev/loop-control ] || { echo "no loop driver (/dev/loop-control)" >&2; exit 1; }
 
-# The upstream OpenAPI document the conformance test compares against.
+# Optional inputs from outside the clone (documented in README.md): each is
+# found through an environment variable or ../shared/, and its absence is
+# said in one line; everything else runs without them.
 export CAIRN_SPEC=${CAIRN_SPEC:-$(pwd)/../shared/reference/linstor-rest-v1-openapi.yaml}
-[ -f "$CAIRN_SPEC" ] || { echo "OpenAPI reference not found at $CAIRN_SPEC (set CAIRN_SPEC)" >&2; exit 1; }
+[ -f "$CAIRN_SPEC" ] || echo "optional: LINSTOR's OpenAPI document not found at $CAIRN_SPEC (set CAIRN_SPEC): the route list in the tree is not compared with it"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -64,6 +66,6 @@ say "cargo test"
 cargo test --workspace
 say "python-linstor integration tests"
 cargo build -p cairn
-CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
+CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests/python
 say "VM tests (Debian's kernel under qemu: LVM, LVM_THIN, physical storage)"
 CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/vm

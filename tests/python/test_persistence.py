@@ -59,3 +59,26 @@ def test_second_controller_on_same_data_dir_is_refused(controller):
                        capture_output=True, timeout=30)
     assert p.returncode != 0
     assert b"already using the data directory" in p.stderr
+
+
+def test_files_the_controller_creates_are_private(tmp_path):
+    import os
+    import stat
+    from conftest import Controller
+    data = tmp_path / "new" / "data"
+    os.makedirs(tmp_path / "logs")
+    c = Controller(str(data))
+    c.log_path = str(tmp_path / "logs" / "controller.log")  # the data dir must not exist before the start
+    old = os.umask(0o022)  # what a shell usually has: files 0644 unless the program says otherwise
+    try:
+        c.start()
+    finally:
+        os.umask(old)
+    try:
+        ok(c.client().node_create("private", "SATELLITE", "127.0.10.40"))
+        mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)
+        assert mode(data) == 0o700 and mode(data.parent) == 0o700
+        files = ["cairn.db", "cairn.db-wal", "cairn.db-shm", "cluster-secret", "controller.lock"]
+        assert {f: mode(data / f) for f in files} == {f: 0o600 for f in files}
+    finally:
+        c.stop()

@@ -294,15 +294,19 @@ def test_a_hung_command_times_out_with_the_tool_named(cluster):
 def test_cairn_up_runs_a_single_node_cluster(tmp_path):
     if os.geteuid() != 0:
         raise RuntimeError("needs root for loop devices")
-    port = free_port()
+    port, sat_port = free_port(), free_port("127.0.10.30")
     log = open(tmp_path / "up.log", "wb")
-    proc = subprocess.Popen([BIN, "up", "--rest-bind", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "data")], stdout=log, stderr=log, cwd=tmp_path)
+    up = [BIN, "up", "--rest-bind", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "data"),
+          "--listen-address", "127.0.10.30", "--satellite-port", str(sat_port)]
+    proc = subprocess.Popen(up, stdout=log, stderr=log, cwd=tmp_path)
     try:
         url = f"http://127.0.0.1:{port}"
         lin = linstor.Linstor(url)
         wait_for("cairn up to answer", lambda: proc.poll() is None and _connects(lin), timeout=30)
         wait_for("the node to be online", lambda: [n for n in lin.node_list_raise().nodes if n.connection_status == "ONLINE"])
         node = lin.node_list_raise().nodes[0].name
+        nif = lin.node_list_raise().nodes[0].net_interfaces[0]
+        assert (nif.address, nif.stlt_port) == ("127.0.10.30", sat_port), "registered where it listens"
         pools = lin.storage_pool_list_raise(filter_by_stor_pools=["DfltStorPool"]).storage_pools
         assert pools and pools[0].provider_kind == "FILE_THIN"
         ok(lin.resource_group_create("quick", place_count=1))
@@ -313,11 +317,42 @@ def test_cairn_up_runs_a_single_node_cluster(tmp_path):
         assert dev.startswith("/dev/loop") and blocksize(dev) == 1024 * MiB
         ok(lin.resource_dfn_delete("first"))
         assert loops_under(str(tmp_path)) == []
+        lin.disconnect()
+        # A restart on another address moves the node with it.
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        moved = free_port("127.0.10.31")
+        proc = subprocess.Popen(up[:-4] + ["--listen-address", "127.0.10.31", "--satellite-port", str(moved)],
+                                stdout=log, stderr=log, cwd=tmp_path)
+        lin = linstor.Linstor(url)
+        wait_for("cairn up to answer again", lambda: proc.poll() is None and _connects(lin), timeout=30)
+        wait_for("the node online at its new address", lambda: [
+            n for n in lin.node_list_raise().nodes
+            if n.connection_status == "ONLINE" and (n.net_interfaces[0].address, n.net_interfaces[0].stlt_port) == ("127.0.10.31", moved)])
+        assert [n.name for n in lin.node_list_raise().nodes] == [node], "the same node, not a second one"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         for d in loops_under(str(tmp_path)):
             subprocess.run(["losetup", "--detach", d["name"]], check=False)
+    text = (tmp_path / "up.log").read_text(errors="replace")
+    # A quiet first start: one summary line of what this host offers, no
+    # warnings from probes of tools that are not installed.
+    assert "\x1b[" not in text, "no colour codes in a log that is not a terminal"
+    assert len([line for line in text.splitlines() if "storage DISKLESS" in line]) == 2, text
+    assert " WARN " not in text, text
+
+
+def test_cairn_up_refuses_wildcard_addresses_and_non_root(tmp_path):
+    p = subprocess.run([BIN, "up", "--listen-address", "0.0.0.0", "--data-dir", str(tmp_path / "d")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "--listen-address 0.0.0.0" in p.stderr, p.stderr
+    os.chmod(tmp_path, 0o777)
+    p = subprocess.run([BIN, "up", "--data-dir", str(tmp_path / "d")], capture_output=True, text=True, timeout=30,
+                       preexec_fn=lambda: os.setuid(65534))
+    assert p.returncode != 0, p.stderr
+    assert "needs root" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "d").exists(), "nothing started, nothing created"
 
 
 def _connects(lin):

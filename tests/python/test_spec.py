@@ -1,5 +1,11 @@
-"""Every route of the upstream OpenAPI document answers with a JSON body:
-implemented routes with their data, the rest with a 501 ApiCallRc."""
+"""Every route of LINSTOR's REST API v1 answers with a JSON body:
+implemented routes with their data, the rest with a 501 ApiCallRc.
+
+The routes come from the list the project keeps in the tree
+(crates/cairn-controller/src/spec_routes.rs). Where LINSTOR's OpenAPI
+document is at hand (`$CAIRN_SPEC`, or ../shared/reference/ beside the
+clone), the list is also checked against it; without it that one check
+is skipped with a one-line reason."""
 
 import os
 import re
@@ -12,6 +18,13 @@ from conftest import REPO
 SPEC = os.environ.get("CAIRN_SPEC") or os.path.join(REPO, "..", "shared", "reference", "linstor-rest-v1-openapi.yaml")
 
 
+def embedded_routes():
+    src = open(os.path.join(REPO, "crates", "cairn-controller", "src", "spec_routes.rs")).read()
+    routes = set(re.findall(r'\(\s*"([A-Z]+)",\s*"([^"]+)",?\s*\)', src))
+    assert len(routes) > 150, "the route list could not be read from spec_routes.rs"
+    return routes
+
+
 def spec_routes():
     with open(SPEC) as f:
         doc = yaml.safe_load(f)
@@ -21,13 +34,12 @@ def spec_routes():
                 yield method.upper(), path
 
 
+@pytest.mark.skipif(not os.path.isfile(SPEC), reason=f"LINSTOR's OpenAPI document not found at {SPEC} (set CAIRN_SPEC)")
 def test_embedded_route_list_matches_the_spec():
-    src = open(os.path.join(REPO, "crates", "cairn-controller", "src", "spec_routes.rs")).read()
-    embedded = set(re.findall(r'\(\s*"([A-Z]+)",\s*"([^"]+)",?\s*\)', src))
-    assert embedded == set(spec_routes())
+    assert embedded_routes() == set(spec_routes())
 
 
-@pytest.mark.parametrize("method,path", sorted(set(spec_routes())))
+@pytest.mark.parametrize("method,path", sorted(embedded_routes()))
 def test_spec_route_answers_json(controller, method, path):
     concrete = re.sub(r"\{[^}]+\}", "x1", path)
     body = b"{}" if method in ("POST", "PUT", "PATCH", "OPTIONS") else None

@@ -1,9 +1,10 @@
 """Throwaway VMs booting Debian's kernel (device-mapper, LVM, LUKS) with the
 `cairn satellite` inside, driven by a `cairn controller` on the host.
 
-qemu's user network forwards the satellite's port (3366) and a command
-channel (2222) to a loopback address of the host; the VM reaches nothing
-else (restrict=on). Disks are sparse files, /dev/vda, /dev/vdb, ..."""
+qemu's user network forwards the satellite's port (3366 in the VM) and a
+command channel (2222 in the VM) to free ports on a loopback address of the
+host (127.0.10.5x, never the addresses `cairn up` uses); the VM reaches
+nothing else (restrict=on). Disks are sparse files, /dev/vda, /dev/vdb, ..."""
 
 import importlib.util
 import os
@@ -63,6 +64,7 @@ class Vm:
         self.work = tempfile.mkdtemp(prefix=f"cairn-vm-{name}-")
         self.console = os.path.join(self.work, "console.log")
         self.secret_path, self.disks, self.mem = secret_path, disks, mem
+        self.port, self.sh_port = e2e.free_port(ip), e2e.free_port(ip)
         self.proc = None
 
     def start(self):
@@ -78,7 +80,7 @@ class Vm:
         args = ["qemu-system-x86_64", "-machine", "q35", *_accel(), "-m", str(self.mem), "-smp", "1",
                 "-display", "none", "-monitor", "none", "-serial", f"file:{self.console}", "-no-reboot",
                 "-device", "virtio-rng-pci", "-kernel", os.path.join(BUILD, "vmlinux"), "-initrd", initrd,
-                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:{self.ip}:3366-:3366,hostfwd=tcp:{self.ip}:2222-:2222",
+                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:{self.ip}:{self.port}-:3366,hostfwd=tcp:{self.ip}:{self.sh_port}-:2222",
                 "-device", "virtio-net-pci,netdev=n0",
                 "-append", f"console=ttyS0 panic=-1 quiet loglevel=3 cairn.hostname={self.name}"]
         for i, size in enumerate(self.disks):
@@ -104,7 +106,7 @@ class Vm:
 
     def sh(self, cmd, timeout=180):
         """Runs `cmd` with bash in the VM; returns (exit code, stdout+stderr)."""
-        s = socket.create_connection((self.ip, 2222), timeout=10)
+        s = socket.create_connection((self.ip, self.sh_port), timeout=10)
         s.settimeout(timeout)
         s.sendall(f"exec 2>&1; {cmd}\necho __RC=$?\n".encode())
         s.shutdown(socket.SHUT_WR)
@@ -131,7 +133,7 @@ class Vm:
 
 @pytest.fixture
 def vm_cluster(vm_image):
-    """A controller on the host and one VM satellite `vm1` on 127.0.0.51."""
+    """A controller on the host and one VM satellite `vm1` on 127.0.10.51."""
     root = tempfile.mkdtemp(prefix="cairn-vmtest-")
     ctrl, lin, vm = Controller(root), None, None
     try:
@@ -139,8 +141,8 @@ def vm_cluster(vm_image):
         lin = ctrl.client()
         # No DRBD in these VMs: unreplicated volumes by default.
         ok(lin.controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
-        vm = Vm("vm1", "127.0.0.51", os.path.join(root, "cluster-secret")).start()
-        ok(lin.node_create("vm1", "SATELLITE", "127.0.0.51"))
+        vm = Vm("vm1", "127.0.10.51", os.path.join(root, "cluster-secret")).start()
+        ok(lin.node_create("vm1", "SATELLITE", "127.0.10.51", port=vm.port))
         wait_for("vm1 online", lambda: lin.node_list_raise().nodes[0].connection_status == "ONLINE", timeout=60)
         c = type("C", (), {})()
         c.ctrl, c.lin, c.vm, c.root = ctrl, lin, vm, root

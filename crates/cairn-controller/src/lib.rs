@@ -60,12 +60,19 @@ impl Controller {
     /// default objects and binds the REST listener.
     pub async fn start(config: &ControllerConfig) -> Result<Controller, ControllerError> {
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|source| ControllerError::DataDir { path: dir.display().to_string(), source })?;
+        // Private to the user the controller runs as: the database holds
+        // the cluster's secrets (DRBD shared secrets, sealed LUKS keys).
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir).map_err(|source| ControllerError::DataDir { path: dir.display().to_string(), source })?;
         let lock_path = dir.join("controller.lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode_0600()
             .open(&lock_path)
             .map_err(|source| ControllerError::Lock { path: lock_path.display().to_string(), source })?;
         match lock.try_lock() {

@@ -32,11 +32,14 @@ pub struct Cmd {
     /// Written to the child's stdin (secrets go here, never into argv).
     stdin: Option<Stdin>,
     timeout: Duration,
+    /// A probe: failing is an answer, not a fault, so it is logged at
+    /// debug level instead of as a warning.
+    quiet: bool,
 }
 
 impl Cmd {
     pub fn new(program: &str) -> Cmd {
-        Cmd { program: program.to_string(), args: Vec::new(), env: Vec::new(), stdin: None, timeout: DEFAULT_TIMEOUT }
+        Cmd { program: program.to_string(), args: Vec::new(), env: Vec::new(), stdin: None, timeout: DEFAULT_TIMEOUT, quiet: false }
     }
 
     pub fn arg(mut self, a: impl Into<OsString>) -> Cmd {
@@ -71,6 +74,13 @@ impl Cmd {
 
     pub fn timeout(mut self, t: Duration) -> Cmd {
         self.timeout = t;
+        self
+    }
+
+    /// Marks a probe (`tool --version`, `dmsetup version`): its failure is
+    /// expected on hosts without the tool and logged at debug level only.
+    pub fn quiet(mut self) -> Cmd {
+        self.quiet = true;
         self
     }
 
@@ -199,7 +209,11 @@ impl CommandRunner for HostRunner {
                 Ok(Output { stdout, stderr })
             } else {
                 let code = out.status.code().unwrap_or(-1);
-                tracing::warn!(cmd = %cmd, code, stderr = %stderr, "command failed");
+                if cmd.quiet {
+                    tracing::debug!(cmd = %cmd, code, stderr = %stderr, "probe failed");
+                } else {
+                    tracing::warn!(cmd = %cmd, code, stderr = %stderr, "command failed");
+                }
                 Err(ExecError::NonZero { program: cmd.program.clone(), argv, code, stderr })
             }
         })

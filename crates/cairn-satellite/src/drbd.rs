@@ -37,14 +37,14 @@ pub const CONF_FILE: &str = "cairn.conf";
 
 /// Whether the DRBD layer can run here, and in which mode.
 pub async fn probe(runner: &dyn CommandRunner, config_only: bool) -> Result<DrbdMode, Vec<String>> {
-    let out = match runner.run(&cairn_exec::Cmd::new("drbdadm").arg("--version").timeout(Duration::from_secs(10))).await {
+    let out = match runner.run(&cairn_exec::Cmd::new("drbdadm").arg("--version").timeout(Duration::from_secs(10)).quiet()).await {
         Ok(o) => o.stdout,
         Err(ExecError::Spawn { not_found: true, .. }) => return Err(vec!["drbd-utils: drbdadm not found".into()]),
         Err(e) => return Err(vec![format!("drbdadm --version failed: {e}")]),
     };
     let v: DrbdVersions = parse_versions(&out);
     let problems = v.problems();
-    if runner.run(&cairn_exec::Cmd::new("drbdmeta").timeout(Duration::from_secs(10))).await.as_ref().is_err_and(is_not_found) {
+    if runner.run(&cairn_exec::Cmd::new("drbdmeta").timeout(Duration::from_secs(10)).quiet()).await.as_ref().is_err_and(is_not_found) {
         return Err(vec!["drbd-utils: drbdmeta not found".into()]);
     }
     if problems.is_empty() {

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use cairn_exec::{CommandRunner, HostRunner};
 use cairn_proto::{
     Apply, Hello, ObjectError, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL, PROTO_VERSION, PhysicalCreate, PhysicalCreated,
-    VERSION_HEADER,
+    ProviderSupport, VERSION_HEADER,
 };
 use cairn_storage::physical::Physical;
 use tokio::net::TcpListener;
@@ -43,6 +43,37 @@ pub fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string())
 }
 
+/// One line on what this node can serve: the providers and layers it has,
+/// and those it lacks (their reasons go to the debug log and to the
+/// node's `unsupported_providers` / `unsupported_layers`).
+pub fn summary(
+    providers: &[ProviderSupport],
+    layers: &[String],
+    unsupported_layers: &std::collections::BTreeMap<String, Vec<String>>,
+    drbd_config_only: bool,
+) -> String {
+    let known = |p: &&ProviderSupport| !p.missing.iter().any(|m| m.contains("not implemented"));
+    let have: Vec<&str> = providers.iter().filter(|p| p.supported).map(|p| p.kind.as_str()).collect();
+    let lack: Vec<&str> = providers.iter().filter(|p| !p.supported).filter(known).map(|p| p.kind.as_str()).collect();
+    let layers: Vec<String> =
+        layers.iter().map(|l| if l == "DRBD" && drbd_config_only { "DRBD (config-only)".to_string() } else { l.clone() }).collect();
+    let mut line = format!("storage {}; layers {}", list_or_none(&have), layers.join(", "));
+    let lack_layers: Vec<&str> = unsupported_layers.keys().map(String::as_str).collect();
+    if !lack.is_empty() || !lack_layers.is_empty() {
+        let mut missing = lack;
+        missing.extend(lack_layers);
+        line.push_str(&format!(
+            "; not available here: {} (reasons: RUST_LOG=debug, or the node's unsupported_providers and unsupported_layers)",
+            missing.join(", ")
+        ));
+    }
+    line
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(", ") }
+}
+
 impl Satellite {
     /// Probes tools, binds the listener.
     pub async fn start(config: &SatelliteConfig) -> Result<Satellite, SatelliteError> {
@@ -57,21 +88,18 @@ impl Satellite {
             .map_err(|source| SatelliteError::DataDir { path: config.data_dir.display().to_string(), source })?;
         let providers = tools::probe(runner.as_ref()).await;
         for p in providers.iter().filter(|p| !p.supported && !p.missing.iter().any(|m| m.contains("not implemented"))) {
-            tracing::warn!(kind = %p.kind, missing = %p.missing.join("; "), "provider unavailable on this node");
+            tracing::debug!(kind = %p.kind, missing = %p.missing.join("; "), "provider unavailable on this node");
         }
         let mut unsupported_layers = std::collections::BTreeMap::new();
         let drbd = match crate::drbd::probe(runner.as_ref(), config.drbd_config_only).await {
             Ok(mode) => {
-                if mode == crate::drbd::DrbdMode::ConfigOnly {
-                    tracing::warn!("no DRBD 9 kernel module: the DRBD layer runs config-only (files and metadata, no devices)");
-                }
                 let dir = config.drbd_dir();
                 let layer = crate::drbd::DrbdLayer::new(runner.clone(), dir.clone(), mode, config.command_timeout)
                     .map_err(|source| SatelliteError::DataDir { path: dir.display().to_string(), source })?;
                 Ok(Arc::new(layer))
             }
             Err(reasons) => {
-                tracing::warn!(missing = %reasons.join("; "), "DRBD layer unavailable on this node");
+                tracing::debug!(missing = %reasons.join("; "), "DRBD layer unavailable on this node");
                 unsupported_layers.insert("DRBD".to_string(), reasons.clone());
                 Err(reasons)
             }
@@ -86,9 +114,12 @@ impl Satellite {
         match tools::luks_support(runner.as_ref()).await {
             Ok(()) => layers.insert(layers.len() - 1, "LUKS".into()),
             Err(missing) => {
+                tracing::debug!(missing = %missing.join("; "), "LUKS layer unavailable on this node");
                 unsupported_layers.insert("LUKS".to_string(), missing);
             }
         }
+        let config_only = drbd.as_ref().is_ok_and(|l| l.mode == crate::drbd::DrbdMode::ConfigOnly);
+        tracing::info!(node = %config.node_name, "{}", summary(&providers, &layers, &unsupported_layers, config_only));
         let instance = uuid::Uuid::new_v4().to_string();
         let proto = std::env::var("CAIRN_TEST_PROTO_VERSION").ok().and_then(|v| v.parse().ok()).unwrap_or(PROTO_VERSION);
         let hello = Hello {

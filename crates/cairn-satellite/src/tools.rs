@@ -10,6 +10,11 @@ use cairn_proto::ProviderSupport;
 /// Kinds Cairn knows but does not implement yet.
 const NOT_YET: &[&str] = &["SPDK", "REMOTE_SPDK", "EBS_INIT", "EBS_TARGET", "STORAGE_SPACES", "STORAGE_SPACES_THIN"];
 
+/// Whether this process runs as root (effective user id 0).
+pub fn is_root() -> bool {
+    euid() == Some(0)
+}
+
 /// The effective user id, from /proc/self/status.
 fn euid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -18,7 +23,7 @@ fn euid() -> Option<u32> {
 }
 
 async fn have(runner: &dyn CommandRunner, program: &str) -> bool {
-    runner.run(&Cmd::new(program).arg("--version").timeout(std::time::Duration::from_secs(10))).await.is_ok()
+    runner.run(&Cmd::new(program).arg("--version").timeout(std::time::Duration::from_secs(10)).quiet()).await.is_ok()
 }
 
 /// Probes the tools and privileges each provider needs.
@@ -45,7 +50,7 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
     }
     // LVM: the tools, root, and device-mapper in the kernel.
     let mut lvm_missing = Vec::new();
-    if runner.run(&Cmd::new("lvm").arg("version").timeout(std::time::Duration::from_secs(10))).await.is_err() {
+    if runner.run(&Cmd::new("lvm").arg("version").timeout(std::time::Duration::from_secs(10)).quiet()).await.is_err() {
         lvm_missing.push("lvm (lvm2) not found".to_string());
     }
     if !have(runner, "wipefs").await {
@@ -59,14 +64,14 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
     }
     out.push(ProviderSupport { kind: "LVM".into(), supported: lvm_missing.is_empty(), missing: lvm_missing.clone() });
     let mut thin_missing = lvm_missing;
-    if runner.run(&Cmd::new("thin_check").arg("-V").timeout(std::time::Duration::from_secs(10))).await.is_err() {
+    if runner.run(&Cmd::new("thin_check").arg("-V").timeout(std::time::Duration::from_secs(10)).quiet()).await.is_err() {
         thin_missing.push("thin_check (thin-provisioning-tools) not found".into());
     }
     out.push(ProviderSupport { kind: "LVM_THIN".into(), supported: thin_missing.is_empty(), missing: thin_missing });
     // ZFS: the tools and the kernel module.
     let mut zfs_missing = Vec::new();
     for tool in ["zfs", "zpool"] {
-        if runner.run(&Cmd::new(tool).arg("version").timeout(std::time::Duration::from_secs(10))).await.is_err() {
+        if runner.run(&Cmd::new(tool).arg("version").timeout(std::time::Duration::from_secs(10)).quiet()).await.is_err() {
             zfs_missing.push(format!("{tool} (zfsutils-linux) not found"));
         }
     }
@@ -107,7 +112,7 @@ pub async fn luks_support(runner: &dyn CommandRunner) -> Result<(), Vec<String>>
 /// Whether the kernel's device-mapper answers (`dmsetup version` talks to
 /// it; a /dev/mapper/control node alone proves nothing).
 async fn device_mapper(runner: &dyn CommandRunner) -> Result<(), String> {
-    match runner.run(&Cmd::new("dmsetup").arg("version").timeout(std::time::Duration::from_secs(10))).await {
+    match runner.run(&Cmd::new("dmsetup").arg("version").timeout(std::time::Duration::from_secs(10)).quiet()).await {
         Ok(_) => Ok(()),
         Err(cairn_exec::ExecError::Spawn { not_found: true, .. }) => Err("dmsetup (dmsetup package) not found".into()),
         Err(_) => Err("device-mapper in the kernel (dmsetup version cannot reach the driver; load dm-mod)".into()),

@@ -33,6 +33,8 @@ pub enum StoreError {
     TooNew { found: i64, supported: i64 },
     #[error("the store lock was poisoned by a panicking writer")]
     Poisoned,
+    #[error("cannot {operation}: {source}")]
+    Io { operation: &'static str, source: std::io::Error },
 }
 
 /// A transactional store of the cluster's objects.

@@ -38,6 +38,7 @@ fn db(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        create_private(path)?;
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
             .map_err(db("open database"))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db("set journal mode"))?;
@@ -50,6 +51,20 @@ impl SqliteStore {
     /// The schema version this build writes.
     pub fn schema_version() -> i64 {
         MIGRATIONS.len() as i64
+    }
+}
+
+/// Creates the database file readable by its owner only, if it does not
+/// exist yet; SQLite gives its -wal and -shm files the same mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Io { operation: "create database file", source }),
     }
 }
 

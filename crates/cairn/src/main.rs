@@ -2,7 +2,7 @@
 //! `cairn satellite` a satellite, `cairn up` both on one node for a first
 //! try.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -52,7 +52,7 @@ enum Command {
     Satellite(SatelliteArgs),
     /// Run Cairn on this machine for a first try: controller on 127.0.0.1:3370 and a satellite
     /// with a FILE_THIN pool, data in ./cairn-data.
-    Up(ControllerArgs),
+    Up(UpArgs),
     /// Nodes.
     #[command(visible_alias = "n", subcommand)]
     Node(NodeCmd),
@@ -174,6 +174,31 @@ impl SatelliteArgs {
 }
 
 #[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    controller: ControllerArgs,
+    /// The address this node's satellite listens on and is registered with (default 127.0.0.1).
+    /// Give an address other machines reach, so satellites there can join this controller and
+    /// DRBD can replicate to them.
+    #[arg(long, env = "CAIRN_UP_LISTEN_ADDRESS")]
+    listen_address: Option<IpAddr>,
+    /// The port of this node's satellite (default 3366).
+    #[arg(long, env = "CAIRN_UP_SATELLITE_PORT")]
+    satellite_port: Option<u16>,
+}
+
+impl UpArgs {
+    /// Where `cairn up`'s satellite listens; refuses addresses no peer can reach.
+    fn satellite_listen(&self) -> anyhow::Result<SocketAddr> {
+        let ip = self.listen_address.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        if ip.is_unspecified() || ip.is_multicast() {
+            anyhow::bail!("--listen-address {ip}: give the address other nodes reach this one at (it is registered as the node's address)");
+        }
+        Ok(SocketAddr::new(ip, self.satellite_port.unwrap_or(DEFAULT_PORT)))
+    }
+}
+
+#[derive(Args)]
 struct ControllerArgs {
     /// TOML configuration file (`[controller]` table).
     #[arg(long, env = "CAIRN_CONFIG")]
@@ -239,7 +264,11 @@ impl ControllerArgs {
 
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn shutdown_signal() {
@@ -279,13 +308,13 @@ async fn run_satellite(cfg: SatelliteConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cairn up`: the controller, a satellite for this host on 127.0.0.1:3366,
-/// the node and a FILE_THIN pool `DfltStorPool` under the data directory.
-async fn run_up(mut cfg: ControllerConfig) -> anyhow::Result<()> {
+/// `cairn up`: the controller, a satellite for this host (127.0.0.1:3366
+/// unless `--listen-address`/`--satellite-port` say otherwise), the node and
+/// a FILE_THIN pool `DfltStorPool` under the data directory.
+async fn run_up(mut cfg: ControllerConfig, listen: SocketAddr) -> anyhow::Result<()> {
     cfg.data_dir = std::path::absolute(&cfg.data_dir).context("resolve data directory")?;
     let controller = Controller::start(&cfg).await.context("start controller")?;
     let secret = std::fs::read_to_string(cfg.secret_path()).context("read cluster secret")?.trim().to_string();
-    let listen = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT));
     let mut node = hostname();
     let sat_cfg = |node: &str| SatelliteConfig {
         node_name: node.to_string(),
@@ -298,19 +327,36 @@ async fn run_up(mut cfg: ControllerConfig) -> anyhow::Result<()> {
         drbd_config_only: false,
     };
     let state = controller.state().clone();
+    let interface = cairn_api::node::NetInterface {
+        name: "default".into(),
+        address: listen.ip().to_string(),
+        satellite_port: Some(i64::from(listen.port())),
+        ..Default::default()
+    };
     let existing = state.read().nodes.values().find(|n| n.node_type.has_satellite()).map(|n| n.name.clone());
     if let Some(n) = existing {
         node = n;
+        // A restart with another --listen-address moves the node with it.
+        let current = state
+            .read()
+            .nodes
+            .values()
+            .find(|n| n.name == node)
+            .and_then(|n| n.net_interfaces.first())
+            .map(|i| (i.name.clone(), i.address.to_string(), i.satellite_port.map(i64::from)));
+        if let Some((nif, address, port)) = current
+            && (address != interface.address || port != interface.satellite_port)
+        {
+            state
+                .mutate(200, |c, _| c.modify_net_interface(&node, &nif, &interface))
+                .await
+                .map_err(|e| anyhow::anyhow!("update the node's address: {e}"))?;
+        }
     } else {
         let req = |name: &str| cairn_api::node::Node {
             name: name.to_string(),
             node_type: "SATELLITE".into(),
-            net_interfaces: vec![cairn_api::node::NetInterface {
-                name: "default".into(),
-                address: "127.0.0.1".into(),
-                satellite_port: Some(i64::from(DEFAULT_PORT)),
-                ..Default::default()
-            }],
+            net_interfaces: vec![interface.clone()],
             ..Default::default()
         };
         let r = state.mutate(201, |c, ctx| c.create_node(&req(&node), ctx)).await;
@@ -337,9 +383,9 @@ async fn run_up(mut cfg: ControllerConfig) -> anyhow::Result<()> {
             };
             state.mutate(200, |c, _| c.modify_ctrl_props(&req)).await.map_err(|e| anyhow::anyhow!("set default layer stack: {e}"))?;
         }
-        tracing::warn!(
-            missing = %missing.join("; "),
-            "no DRBD on this host: new resources get the STORAGE layer only (controller property {}); delete it once DRBD 9 is installed",
+        tracing::debug!(missing = %missing.join("; "), "no DRBD 9 here");
+        tracing::info!(
+            "no DRBD 9 on this host: new resources are not replicated (controller property {}=STORAGE; delete it once DRBD 9 is installed)",
             cairn_domain::PROP_DEFAULT_LAYER_STACK
         );
     }
@@ -376,14 +422,33 @@ fn daemon(run: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow:
     runtime.block_on(run)
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the program with one line (the chain of causes, no
+/// backtrace), whatever RUST_BACKTRACE says.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let g = &cli.global;
     match cli.command {
         Command::Controller(ControllerCmd { verb: Some(v), .. }) => client(g, |c| cli::controller::run(c, v)),
         Command::Controller(ControllerCmd { verb: None, daemon: args }) => daemon(run_controller(args.resolve(None)?)),
         Command::Satellite(args) => daemon(run_satellite(args.resolve()?)),
-        Command::Up(args) => daemon(run_up(args.resolve(Some(PathBuf::from("cairn-data")))?)),
+        Command::Up(args) => {
+            // Loop devices need root: say so now, not in a log line later.
+            if !cairn_satellite::tools::is_root() {
+                anyhow::bail!("cairn up needs root: its satellite makes loop devices (run it with sudo)");
+            }
+            let listen = args.satellite_listen()?;
+            daemon(run_up(args.controller.resolve(Some(PathBuf::from("cairn-data")))?, listen))
+        }
         Command::Node(cmd) => client(g, |c| cli::node::run(c, cmd)),
         Command::StoragePool(cmd) => client(g, |c| cli::storage_pool::run(c, cmd)),
         Command::ResourceGroup(cmd) => client(g, |c| cli::resource_group::run(c, cmd)),
