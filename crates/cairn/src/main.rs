@@ -11,9 +11,10 @@ use cairn_controller::{Controller, ControllerConfig};
 use cairn_satellite::config::{DEFAULT_PORT, DEFAULT_TLS_PORT, SatelliteToml};
 use cairn_satellite::tls::TlsFiles;
 use cairn_satellite::{Satellite, SatelliteConfig};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod cli;
+mod generate;
 
 use cli::controller::{ControllerVerb, ErrorReportsCmd};
 use cli::kvs::KvCmd;
@@ -92,6 +93,18 @@ enum Command {
     /// Unused disks, and LVM pools made on them.
     #[command(name = "physical-storage", visible_alias = "ps", subcommand)]
     PhysicalStorage(cli::physical_storage::PhysicalStorageCmd),
+    /// Print a shell completion script, e.g. `cairn completion bash > /etc/bash_completion.d/cairn`.
+    Completion {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages: cairn.1 and one page per subcommand.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -422,6 +435,13 @@ fn daemon(run: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow:
     runtime.block_on(run)
 }
 
+/// The command tree as parsed, completed and documented.
+fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    cmd.build();
+    cmd
+}
+
 /// Errors end the program with one line (the chain of causes, no
 /// backtrace), whatever RUST_BACKTRACE says.
 fn main() -> std::process::ExitCode {
@@ -435,7 +455,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cmd = command();
+    let mut matches = cmd.get_matches_mut();
+    let cli = Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
     let g = &cli.global;
     match cli.command {
         Command::Controller(ControllerCmd { verb: Some(v), .. }) => client(g, |c| cli::controller::run(c, v)),
@@ -462,5 +484,10 @@ fn run() -> anyhow::Result<()> {
         Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),
         Command::Encryption(cmd) => client(g, |c| cli::encryption::run(c, cmd)),
         Command::PhysicalStorage(cmd) => client(g, |c| cli::physical_storage::run(c, cmd)),
+        Command::Completion { shell } => {
+            generate::completion(&mut command(), shell);
+            Ok(())
+        }
+        Command::Man { out_dir } => generate::man_pages(&command(), &out_dir),
     }
 }

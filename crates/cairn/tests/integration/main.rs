@@ -2,6 +2,7 @@
 //! started on loopback with a temporary data directory and driven over
 //! HTTP with `cairn-client`.
 
+mod cli;
 mod harness;
 mod packaging;
 mod sigkill;
