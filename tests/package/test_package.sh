@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Debian package, end to end, without touching the real system:
-#  1. installs cargo-deb (pinned) if it is missing, and dpkg-dev for the
-#     shared-library dependencies;
+#  1. installs cargo-deb (pinned) if it is missing, dpkg-dev for the
+#     shared-library dependencies and systemd-sysusers for postinst;
 #  2. packages the debug build (scripts/package.sh --profile dev --no-build);
 #  3. checks the control fields, the conffiles and the file list;
 #  4. installs the .deb into a scratch root (dpkg --root, maintainer scripts
@@ -29,11 +29,15 @@ if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; t
     cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION"
     echo "cargo-deb installed in $((SECONDS - start)) s"
 fi
-# dpkg-shlibdeps computes the libc dependency ($auto in Cargo.toml).
-if ! command -v dpkg-shlibdeps >/dev/null; then
-    say "installing dpkg-dev"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dpkg-dev \
-        || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dpkg-dev; }
+# dpkg-shlibdeps computes the libc dependency ($auto in Cargo.toml);
+# postinst runs systemd-sysusers (without systemd, the standalone one).
+missing=()
+command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
+command -v systemd-sysusers >/dev/null || missing+=(systemd-standalone-sysusers)
+if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+        || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; }
 fi
 
 target_dir=$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
