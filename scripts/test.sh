@@ -57,6 +57,16 @@ say "python venv at $VENV"
 # said in one line; everything else runs without them.
 export CAIRN_SPEC=${CAIRN_SPEC:-$(pwd)/../shared/reference/linstor-rest-v1-openapi.yaml}
 [ -f "$CAIRN_SPEC" ] || echo "optional: LINSTOR's OpenAPI document not found at $CAIRN_SPEC (set CAIRN_SPEC): the route list in the tree is not compared with it"
+# The DRBD 9 source for the real-replication VM tests (tests/vm/build-drbd.sh
+# builds and caches the modules; it installs the kernel headers and
+# coccinelle it needs).
+drbd_src=${CAIRN_DRBD_SRC:-$(ls "$(pwd)"/../shared/vendor/drbd-9*.tar.xz 2>/dev/null | sort -V | tail -n 1)}
+if [ -n "$drbd_src" ] && [ -f "$drbd_src" ]; then
+    export CAIRN_DRBD_SRC=$drbd_src
+else
+    unset CAIRN_DRBD_SRC
+    echo "optional: no DRBD 9 source (set CAIRN_DRBD_SRC, or put drbd-9.*.tar.xz in ../shared/vendor/): the real-DRBD VM tests do not run"
+fi
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -67,5 +77,5 @@ cargo test --workspace
 say "python-linstor integration tests"
 cargo build -p cairn
 CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests/python
-say "VM tests (Debian's kernel under qemu: LVM, LVM_THIN, physical storage)"
-CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/vm
+say "VM tests (Debian's kernel under qemu: LVM, LVM_THIN, physical storage, LUKS, snapshots; real DRBD 9 replication between three VMs)"
+CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests/vm

@@ -232,3 +232,39 @@ def cluster():
     volumes by default, as `cairn up` does on such a host (test_drbd covers
     DRBD)."""
     yield from run_cluster("cairn-e2e-", {"n1": "FILE_THIN", "n2": "FILE", "n3": "FILE_THIN"}, default_stack="STORAGE")
+
+
+def mounted_fs(mkfs, size="1G"):
+    """A file system made by `mkfs` (argv without the device) on a loop
+    device over a sparse file, mounted; yields the mount point and takes
+    everything down again."""
+    work = tempfile.mkdtemp(prefix="cairn-fs-")
+    img, mnt = os.path.join(work, "fs.img"), os.path.join(work, "mnt")
+    os.makedirs(mnt)
+    subprocess.run(["truncate", "-s", size, img], check=True)
+    dev = subprocess.run(["losetup", "--find", "--show", img], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        subprocess.run(mkfs + [dev], check=True)
+        subprocess.run(["mount", dev, mnt], check=True)
+        yield mnt
+    finally:
+        # A failed test may leave volumes attached (this fixture ends before
+        # the cluster's): let go of them, or the file system stays busy.
+        for d in loops_under(mnt):
+            subprocess.run(["losetup", "--detach", d["name"]], check=False)
+        if subprocess.run(["umount", mnt], check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", mnt], check=False)
+        subprocess.run(["losetup", "--detach", dev], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def xfs_dir():
+    """An XFS file system with reflinks, mounted."""
+    yield from mounted_fs(["mkfs.xfs", "-q", "-m", "reflink=1"])
+
+
+@pytest.fixture
+def ext4_dir():
+    """An ext4 file system (no reflinks), mounted."""
+    yield from mounted_fs(["mkfs.ext4", "-q", "-F"], size="256M")

@@ -13,9 +13,11 @@ from conftest import REPO
 # Optional inputs: (file, environment variable that overrides the path).
 OPTIONAL = {
     ("scripts/test.sh", "CAIRN_SPEC"),
+    ("scripts/test.sh", "CAIRN_DRBD_SRC"),
     ("tests/python/test_spec.py", "CAIRN_SPEC"),
+    ("tests/vm/conftest.py", "CAIRN_DRBD_SRC"),
 }
-OUTSIDE = re.compile(r"\.\./shared|/work/|\bshared/(reference|vendor|tools)\b")
+OUTSIDE = re.compile(r"\.\./shared|/work/|\bshared/(reference|vendor|tools)\b|[\"']shared[\"'],\s*[\"'](reference|vendor|tools)")
 
 
 def tracked_files():

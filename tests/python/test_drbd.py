@@ -9,6 +9,7 @@ happen for real; only the kernel commands are planned instead of run."""
 import os
 import re
 import shutil
+import stat
 import subprocess
 
 import pytest
@@ -77,6 +78,9 @@ def test_spawn_with_diskless_on_remaining_gives_agreeing_res_files(drbd_cluster)
     views = {}
     for n in NODES:
         assert os.path.exists(os.path.join(conf_dir(c, n), "web.res"))
+        # The .res file carries the shared secret: root's alone, in a private directory.
+        assert stat.S_IMODE(os.stat(os.path.join(conf_dir(c, n), "web.res")).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(conf_dir(c, n)).st_mode) == 0o700
         views[n] = parse(dump(c, n, "web"))
     # All three files describe the same cluster, and the REST view agrees.
     for n, (hosts, addrs) in views.items():

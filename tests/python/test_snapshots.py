@@ -1,33 +1,14 @@
 """Snapshots of FILE_THIN volumes (reflink copies) on a real XFS file
 system made for the test, through the REST API: take, restore, roll back,
-delete; and a clear error where the file system has no reflinks."""
+delete; snapshot support probed per pool (ext4: none, refused clearly); a
+snapshot that fails shows on itself, never on later changes."""
 
 import hashlib
 import os
 import subprocess
-import tempfile
-
-import pytest
+import time
 
 from conftest import BIN, ok, wait_for
-
-
-@pytest.fixture
-def xfs_dir():
-    """An XFS file system (reflinks on) on a loop device, mounted."""
-    work = tempfile.mkdtemp(prefix="cairn-xfs-")
-    img, mnt = os.path.join(work, "xfs.img"), os.path.join(work, "mnt")
-    os.makedirs(mnt)
-    subprocess.run(["truncate", "-s", "1G", img], check=True)
-    dev = subprocess.run(["losetup", "--find", "--show", img], capture_output=True, text=True, check=True).stdout.strip()
-    try:
-        subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", dev], check=True)
-        subprocess.run(["mount", dev, mnt], check=True)
-        yield mnt
-    finally:
-        subprocess.run(["umount", mnt], check=False)
-        subprocess.run(["losetup", "--detach", dev], check=False)
-        subprocess.run(["rm", "-rf", work], check=False)
 
 
 def device(c, rd):
@@ -89,23 +70,106 @@ def test_file_thin_snapshots_on_xfs(cluster, xfs_dir):
     assert [f for f in os.listdir(os.path.join(xfs_dir, "pool")) if not f.startswith(".")] == []
 
 
-def test_no_reflinks_no_snapshot_and_the_reason_is_shown(cluster):
+def pool(c, node, name):
+    """A storage pool as python-linstor reads it."""
+    return c.lin.storage_pool_list_raise(filter_by_nodes=[node], filter_by_stor_pools=[name]).storage_pools[0]
+
+
+def test_snapshot_support_of_file_thin_pools_is_probed_and_refusals_are_clear(cluster, xfs_dir, ext4_dir):
     c = cluster
+    ok(c.lin.storage_pool_create("n1", "onext4", "FILE_THIN", os.path.join(ext4_dir, "pool")))
+    ok(c.lin.storage_pool_create("n1", "onxfs", "FILE_THIN", os.path.join(xfs_dir, "pool")))
+    assert pool(c, "n1", "onext4").supports_snapshots() is False
+    assert pool(c, "n1", "onext4").static_traits["SupportsSnapshots"] == "false"
+    assert pool(c, "n1", "onxfs").supports_snapshots() is True
+    assert pool(c, "n1", "onxfs").static_traits["SupportsSnapshots"] == "true"
+    assert pool(c, "n2", "DfltStorPool").supports_snapshots() is False  # FILE
+    # The probe cleans up after itself.
+    for d in (ext4_dir, xfs_dir):
+        assert os.listdir(os.path.join(d, "pool")) == [], os.listdir(os.path.join(d, "pool"))
+
     ok(c.lin.resource_dfn_create("ext"))
-    ok(c.lin.volume_dfn_create("ext", 4096))
-    ok(c.lin.resource_create([__import__("linstor").ResourceData("n1", "ext")]))  # FILE_THIN on ext4
-    status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/ext/snapshots", {"name": "s1"})
-    assert any("snapshot" in e["message"] and e["ret_code"] < 0 for e in body), body
-    assert not successful(c, "ext", "s1")
+    ok(c.lin.volume_dfn_create("ext", 4096, storage_pool="onext4"))
+    ok(c.lin.resource_create([__import__("linstor").ResourceData("n1", "ext", storage_pool="onext4")]))
+    replies = c.lin.snapshot_create(["n1"], "ext", "s1")
+    errors = [r for r in replies if r.is_error()]
+    assert errors and errors[0].ret_code & 0x7FFF == 994, [str(r) for r in replies]  # FAIL_SNAPSHOTS_NOT_SUPPORTED
+    assert "onext4" in errors[0].message and "reflinks" in (errors[0].cause or ""), str(errors[0])
+    assert c.lin.snapshot_dfn_list(filter_by_resources=["ext"])[0].snapshots == []
     status, _, v = c.ctrl.request("GET", "/v1/view/resources?resources=ext")
-    assert any("reflink" in (r.get("details") or "") + (r.get("cause") or "") or "clone" in (r.get("details") or "")
-               for r in v[0]["volumes"][0]["reports"]), v[0]["volumes"][0]["reports"]
-    # FILE (thick) pools are refused up front.
+    assert v[0]["volumes"][0]["reports"] == [], v[0]["volumes"][0]["reports"]
+    # FILE (thick) pools are refused up front too.
     ok(c.lin.resource_dfn_create("thick"))
     ok(c.lin.volume_dfn_create("thick", 4096))
     ok(c.lin.resource_create([__import__("linstor").ResourceData("n2", "thick")]))
     status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/thick/snapshots", {"name": "s1"})
     assert status == 500 and body[0]["ret_code"] & 0x7FFF == 994, body
+    for rd in ("ext", "thick"):
+        ok(c.lin.resource_dfn_delete(rd))
+
+
+def snapshot(c, rd, name):
+    """The snapshot as python-linstor's snapshot list shows it, or None."""
+    snaps = c.lin.snapshot_dfn_list(filter_by_resources=[rd])[0].snapshots
+    return next((s for s in snaps if s.name == name), None)
+
+
+def test_a_failed_snapshot_shows_on_itself_and_never_on_later_changes(cluster, xfs_dir):
+    c = cluster
+    pool_dir = os.path.join(xfs_dir, "pool")
+    ok(c.lin.storage_pool_create("n1", "reflink", "FILE_THIN", pool_dir))
+    ok(c.lin.resource_dfn_create("fs"))
+    ok(c.lin.volume_dfn_create("fs", 16 * 1024, storage_pool="reflink"))
+    ok(c.lin.resource_create([__import__("linstor").ResourceData("n1", "fs", storage_pool="reflink")]))
+    ok(c.lin.snapshot_create(["n1"], "fs", "s1"))
+    wait_for("s1 successful", lambda: successful(c, "fs", "s1"))
+    # The copy for s2 cannot be written: an immutable directory sits where
+    # its temporary file goes.
+    blocker = os.path.join(pool_dir, ".fs_00000@s2.snap.cairn-tmp")
+    os.mkdir(blocker)
+    subprocess.run(["chattr", "+i", blocker], check=True)
+    try:
+        replies = c.lin.snapshot_create(["n1"], "fs", "s2")
+        errors = [r for r in replies if r.is_error()]
+        assert errors and "snapshot 's2'" in errors[0].message, [str(r) for r in replies]
+        # Later changes of the resource do not report s2's failure.
+        ok(c.lin.volume_dfn_modify("fs", 0, size=24 * 1024))
+        ok(c.lin.snapshot_create(["n1"], "fs", "s3"))
+        wait_for("s3 successful", lambda: successful(c, "fs", "s3"))
+        ok(c.lin.snapshot_delete("fs", "s1"))
+        status, _, v = c.ctrl.request("GET", "/v1/view/resources?resources=fs")
+        assert v[0]["volumes"][0]["reports"] == [], v[0]["volumes"][0]["reports"]
+        assert v[0]["volumes"][0]["usable_size_kib"] >= 24 * 1024, v[0]["volumes"][0]
+        # The failure and its reason show on s2 itself.
+        s2 = snapshot(c, "fs", "s2")
+        assert "FAILED_DEPLOYMENT" in s2.flags and "SUCCESSFUL" not in s2.flags, s2.flags
+        node = s2.snapshots[0]
+        assert node.node_name == "n1" and node.flags == ["FAILED_DEPLOYMENT"], node.flags
+        vol = node.snapshot_volumes[0]
+        reason = vol.properties.get("Cairn/FailureReason", "")
+        assert vol.state == "Failed" and "s2" in reason and "Operation not permitted" in reason, (vol.state, reason)
+        from test_cli import cairn
+        code, out, err = cairn(c, "--no-utf8", "s", "l", "-r", "fs")
+        rows = {line.split("|")[2].strip(): line for line in out.splitlines() if line.count("|") > 5 and "fs" in line}
+        assert code == 0 and "Failed" in rows["s2"] and "Successful" in rows["s3"], (out, err)
+        # There is nothing to roll back to.
+        status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/fs/snapshot-rollback/s2", {})
+        assert status == 404 and body[0]["ret_code"] & 0x7FFF == 315 and "failed on node 'n1'" in body[0]["message"], body
+        # Nothing tries it again: one failure in the satellite's log after
+        # longer than the controller's first retry (10 s).
+        time.sleep(12)
+        assert c.sats["n1"].log().count("snapshot failed") == 1, c.sats["n1"].log()
+    finally:
+        subprocess.run(["chattr", "-i", blocker], check=False)
+        os.rmdir(blocker)
+    # Deleting it cleans up, with no error.
+    ok(c.lin.snapshot_delete("fs", "s2"))
+    assert snapshot(c, "fs", "s2") is None
+    ok(c.lin.volume_dfn_modify("fs", 0, size=32 * 1024))
+    ok(c.lin.snapshot_delete("fs", "s3"))
+    wait_for("snapshot files gone", lambda: not [f for f in os.listdir(pool_dir) if f.endswith(".snap")])
+    ok(c.lin.resource_dfn_delete("fs"))
+    assert os.listdir(pool_dir) == []
 
 
 def test_snapshot_and_encryption_verbs_of_the_cli(cluster, xfs_dir):

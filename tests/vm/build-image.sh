@@ -3,10 +3,12 @@
 # which the host kernel of these machines lacks) and an initramfs holding
 # the storage tools and the `cairn` binary.
 #
-# Usage: build-image.sh OUT_DIR CAIRN_BINARY
+# Usage: build-image.sh OUT_DIR CAIRN_BINARY [DRBD_MODULE_DIR]
 # Produces OUT_DIR/vmlinux (uncompressed, booted through PVH: no
 # decompression under TCG) and OUT_DIR/initramfs.cpio. The kernel package
-# is downloaded once and kept in OUT_DIR/kernel.
+# is downloaded once and kept in OUT_DIR/kernel (or $CAIRN_VM_KERNEL).
+# With DRBD_MODULE_DIR (build-drbd.sh's output) the image carries the DRBD 9
+# modules, loaded when the kernel command line says cairn.drbd=1.
 # Needs (Debian packages): qemu-system-x86 busybox-static lvm2
 # thin-provisioning-tools cryptsetup-bin drbd-utils kmod cpio xz-utils; scripts/test.sh
 # installs them.
@@ -16,9 +18,10 @@ OUT=$(mkdir -p "$1" && cd "$1" && pwd)
 CAIRN=$(readlink -f "$2")
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ -x "$CAIRN" ] || { echo "build-image: no cairn binary at $2" >&2; exit 1; }
+DRBD_KO=${3:-}
 
 # 1. Debian's kernel, unpacked (no installation, no update-initramfs).
-KROOT=$OUT/kernel
+KROOT=${CAIRN_VM_KERNEL:-$OUT/kernel}
 if [ ! -f "$KROOT/.done" ]; then
   rm -rf "$KROOT" && mkdir -p "$KROOT/deb"
   pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
@@ -84,6 +87,20 @@ for m in virtio_pci virtio_blk virtio_net virtio_rng dm-mod dm-thin-pool dm-cryp
     cp -n "$ko" "$ST/usr$rel"
   done
 done
+if [ -n "$DRBD_KO" ]; then
+  # DRBD 9 out of tree (depmod prefers updates/ over Debian's DRBD 8.4),
+  # and what it needs from Debian's kernel.
+  for m in lru_cache libcrc32c crc32c_generic; do
+    deps=$(modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" 2>/dev/null) || continue
+    echo "$deps" | awk '$1=="insmod" {print $2}' | while read -r ko; do
+      rel=${ko#"$KROOT"}; rel=${rel#/usr}
+      mkdir -p "$ST/usr$(dirname "$rel")"
+      cp -n "$ko" "$ST/usr$rel"
+    done
+  done
+  mkdir -p "$ST/usr/lib/modules/$KVER/updates/drbd9"
+  cp "$DRBD_KO"/*.ko "$ST/usr/lib/modules/$KVER/updates/drbd9/"
+fi
 for f in modules.order modules.builtin modules.builtin.modinfo; do
   [ -f "$KROOT/lib/modules/$KVER/$f" ] && cp "$KROOT/lib/modules/$KVER/$f" "$ST/usr/lib/modules/$KVER/"
 done

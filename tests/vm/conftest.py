@@ -8,6 +8,7 @@ nothing else (restrict=on). Disks are sparse files, /dev/vda, /dev/vdb, ..."""
 
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,29 @@ _spec.loader.exec_module(e2e)
 BIN, Controller, ok, err, wait_for = e2e.BIN, e2e.Controller, e2e.ok, e2e.err, e2e.wait_for
 
 BUILD = os.environ.get("CAIRN_VM_BUILD", os.path.join(ROOT, "target", "vm"))
+DRBD_BUILD = os.path.join(os.path.dirname(BUILD), "vm-drbd")
+
+
+_in_private_network = False
+
+
+def private_network():
+    """Moves this test process into a network namespace of its own (gone
+    with the process): its loopback, the test bridge and the VMs' addresses
+    (10.99.0.0/24) exist nowhere else. Called once the images are built
+    (they download from Debian's archive); unshare() applies to the calling
+    thread, and pytest runs tests on its only thread."""
+    global _in_private_network
+    if _in_private_network:
+        return
+    import ctypes
+
+    CLONE_NEWNET = 0x40000000
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        raise RuntimeError(f"unshare(CLONE_NEWNET) failed: errno {ctypes.get_errno()} (the VM tests need root)")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    _in_private_network = True
 
 
 def _die_with_parent():
@@ -46,25 +70,76 @@ def _accel():
     return ["-accel", "tcg,tb-size=256", "-cpu", "max"]
 
 
+def drbd_source():
+    """The DRBD 9 source tarball: $CAIRN_DRBD_SRC, else the newest
+    drbd-9.*.tar.xz in ../shared/vendor/ beside the clone; None if neither."""
+    src = os.environ.get("CAIRN_DRBD_SRC")
+    if src:
+        return src if os.path.isfile(src) else None
+    vendor = os.path.join(ROOT, "..", "shared", "vendor")
+    found = sorted(f for f in (os.listdir(vendor) if os.path.isdir(vendor) else []) if re.fullmatch(r"drbd-9[\d.]*\.tar\.xz", f))
+    return os.path.join(vendor, found[-1]) if found else None
+
+
+NO_DRBD = "no DRBD 9 source (set CAIRN_DRBD_SRC, or put drbd-9.*.tar.xz in ../shared/vendor/): the real-DRBD VM tests did not run"
+
+
+def _run(what, args, env=None):
+    out = subprocess.run(args, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n" + out.stdout + out.stderr)
+    return out.stdout
+
+
 @pytest.fixture(scope="session")
-def vm_image():
+def vm_images():
+    """Builds the VM images (downloads from Debian's archive, so before the
+    tests leave the host's network): the plain one, and with the DRBD 9
+    modules when their source is at hand."""
     if shutil.which("qemu-system-x86_64") is None:
         raise RuntimeError("qemu-system-x86_64 not found: install qemu-system-x86 (scripts/test.sh does)")
-    out = subprocess.run(["bash", os.path.join(HERE, "build-image.sh"), BUILD, BIN], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError("building the VM image failed:\n" + out.stdout + out.stderr)
-    return BUILD
+    _run("building the VM image", ["bash", os.path.join(HERE, "build-image.sh"), BUILD, BIN])
+    images = {"plain": BUILD, "drbd": None}
+    src = drbd_source()
+    if src:
+        kernel = os.path.join(BUILD, "kernel")
+        ko = _run("building the DRBD 9 modules", ["bash", os.path.join(HERE, "build-drbd.sh"), os.path.join(BUILD, "drbd"), kernel, src])
+        env = dict(os.environ, CAIRN_VM_KERNEL=kernel)
+        _run("building the DRBD VM image", ["bash", os.path.join(HERE, "build-image.sh"), DRBD_BUILD, BIN, ko.strip().splitlines()[-1]], env)
+        images["drbd"] = DRBD_BUILD
+    private_network()
+    return images
+
+
+@pytest.fixture(scope="session")
+def vm_image(vm_images):
+    return vm_images["plain"]
+
+
+@pytest.fixture(scope="session")
+def drbd_image(vm_images):
+    if vm_images["drbd"] is None:
+        pytest.skip(NO_DRBD)
+    return vm_images["drbd"]
 
 
 class Vm:
     """One VM; `sh` runs a command in it and returns (rc, output)."""
 
-    def __init__(self, name, ip, secret_path, disks=("2G", "2G"), mem=768):
-        self.name, self.ip = name, ip
+    def __init__(self, name, ip, secret_path, disks=("2G", "2G"), mem=768, image=None, tap=None):
+        """With `tap` (index n), eth0 is tap `ctapn` on the test bridge with
+        address 10.99.0.n, the satellite and the command channel answer there
+        on their own ports, and DRBD runs for real (`image` must carry its
+        modules); otherwise qemu's user network forwards them to `ip`."""
+        self.name, self.image, self.tap = name, image or BUILD, tap
         self.work = tempfile.mkdtemp(prefix=f"cairn-vm-{name}-")
         self.console = os.path.join(self.work, "console.log")
         self.secret_path, self.disks, self.mem = secret_path, disks, mem
-        self.port, self.sh_port = e2e.free_port(ip), e2e.free_port(ip)
+        if tap is None:
+            self.ip = ip
+            self.port, self.sh_port = e2e.free_port(ip), e2e.free_port(ip)
+        else:
+            self.ip, self.port, self.sh_port = f"10.99.0.{tap}", 3366, 2222
         self.proc = None
 
     def start(self):
@@ -74,18 +149,25 @@ class Vm:
         cpio = subprocess.run("find . -print0 | cpio --null -o -H newc --quiet", shell=True, cwd=payload,
                               capture_output=True, check=True).stdout
         initrd = os.path.join(self.work, "initrd")
-        with open(initrd, "wb") as f, open(os.path.join(BUILD, "initramfs.cpio"), "rb") as base:
+        with open(initrd, "wb") as f, open(os.path.join(self.image, "initramfs.cpio"), "rb") as base:
             shutil.copyfileobj(base, f)
             f.write(cpio)
         args = ["qemu-system-x86_64", "-machine", "q35", *_accel(), "-m", str(self.mem), "-smp", "1",
                 "-display", "none", "-monitor", "none", "-serial", f"file:{self.console}", "-no-reboot",
-                "-device", "virtio-rng-pci", "-kernel", os.path.join(BUILD, "vmlinux"), "-initrd", initrd,
-                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:{self.ip}:{self.port}-:3366,hostfwd=tcp:{self.ip}:{self.sh_port}-:2222",
-                "-device", "virtio-net-pci,netdev=n0",
-                "-append", f"console=ttyS0 panic=-1 quiet loglevel=3 cairn.hostname={self.name}"]
+                "-device", "virtio-rng-pci", "-kernel", os.path.join(self.image, "vmlinux"), "-initrd", initrd]
+        append = f"console=ttyS0 panic=-1 quiet loglevel=3 cairn.hostname={self.name}"
+        if self.tap is None:
+            args += ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:{self.ip}:{self.port}-:3366,hostfwd=tcp:{self.ip}:{self.sh_port}-:2222",
+                     "-device", "virtio-net-pci,netdev=n0"]
+        else:
+            args += ["-netdev", f"tap,id=n0,ifname=ctap{self.tap},script=no,downscript=no",
+                     "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:99:00:{self.tap:02x}"]
+            append += f" cairn.ip={self.ip}/24 cairn.drbd=1"
+        args += ["-append", append]
         for i, size in enumerate(self.disks):
             path = os.path.join(self.work, f"disk{i}.img")
-            subprocess.run(["truncate", "-s", size, path], check=True)
+            if not os.path.exists(path):  # a restarted VM keeps its disks
+                subprocess.run(["truncate", "-s", size, path], check=True)
             args += ["-drive", f"file={path},format=raw,if=virtio,cache=unsafe"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
@@ -124,16 +206,26 @@ class Vm:
         except ValueError:
             return -1, text
 
-    def stop(self):
+    def kill(self):
+        """Pulls the plug (SIGKILL to qemu); the disks stay for a restart."""
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.proc = None
+        try:
+            os.unlink(self.console)
+        except FileNotFoundError:
+            pass
+
+    def stop(self):
+        self.kill()
         shutil.rmtree(self.work, ignore_errors=True)
 
 
 @pytest.fixture
 def vm_cluster(vm_image):
-    """A controller on the host and one VM satellite `vm1` on 127.0.10.51."""
+    """A controller and one VM satellite `vm1` on 127.0.10.51 (forwarded by
+    qemu's user network)."""
     root = tempfile.mkdtemp(prefix="cairn-vmtest-")
     ctrl, lin, vm = Controller(root), None, None
     try:
@@ -166,3 +258,50 @@ def sha(c, dev):
     rc, out = c.vm.sh(f"dd if={dev} bs=1M count=8 status=none | sha256sum")
     assert rc == 0, out
     return out.split()[0]
+
+
+def bridge(taps):
+    """The test's own layer-2 network in the private namespace: bridge cbr0
+    (10.99.0.254/24, the controller's side) and one tap per VM."""
+    if subprocess.run(["ip", "link", "show", "cbr0"], capture_output=True).returncode != 0:
+        for cmd in (["ip", "link", "add", "cbr0", "type", "bridge"], ["ip", "addr", "add", "10.99.0.254/24", "dev", "cbr0"],
+                    ["ip", "link", "set", "cbr0", "up"]):
+            subprocess.run(cmd, check=True)
+    for n in taps:
+        if subprocess.run(["ip", "link", "show", f"ctap{n}"], capture_output=True).returncode != 0:
+            subprocess.run(["ip", "tuntap", "add", f"ctap{n}", "mode", "tap"], check=True)
+            subprocess.run(["ip", "link", "set", f"ctap{n}", "master", "cbr0", "up"], check=True)
+
+
+@pytest.fixture(scope="module")
+def drbd_cluster(drbd_image):
+    """A controller and three VMs d1-d3 with DRBD 9 loaded (10.99.0.1-3 on
+    the test bridge), each with an LVM_THIN pool `thin` on its disk and a
+    FILE_THIN pool `file`; the default layer stack DRBD,STORAGE."""
+    root = tempfile.mkdtemp(prefix="cairn-drbdtest-")
+    names = ["d1", "d2", "d3"]
+    bridge(range(1, len(names) + 1))
+    ctrl, lin, vms = Controller(root), None, {}
+    try:
+        ctrl.start()
+        lin = ctrl.client()
+        for i, n in enumerate(names, start=1):
+            vms[n] = Vm(n, None, os.path.join(root, "cluster-secret"), disks=("1G",), mem=640, image=drbd_image, tap=i).start()
+            ok(lin.node_create(n, "SATELLITE", vms[n].ip))
+        wait_for("satellites online", lambda: all(x.connection_status == "ONLINE" for x in lin.node_list_raise().nodes), timeout=60)
+        for n in names:
+            assert "DRBD" in lin.node_list_raise(filter_by_nodes=[n]).nodes[0].resource_layers, "the DRBD 9 module is loaded"
+            status, _, body = ctrl.request("POST", f"/v1/physical-storage/{n}", {
+                "provider_kind": "LVM_THIN", "device_paths": ["/dev/vda"], "pool_name": "thin", "with_storage_pool": {"name": "thin"}})
+            assert status == 201, body
+            ok(lin.storage_pool_create(n, "file", "FILE_THIN", "/var/lib/cairn-pool"))
+        c = type("C", (), {})()
+        c.ctrl, c.lin, c.vms, c.root = ctrl, lin, vms, root
+        yield c
+    finally:
+        if lin is not None:
+            lin.disconnect()
+        ctrl.stop()
+        for vm in vms.values():
+            vm.stop()
+        shutil.rmtree(root, ignore_errors=True)

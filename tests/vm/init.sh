@@ -4,7 +4,10 @@
 # loop (a test restarts the satellite by killing it) and a command channel
 # for the test on port 2222. qemu's user network forwards both ports to a
 # loopback address of the host; nothing else leaves the VM.
-# Kernel command line: cairn.hostname=NAME (the node name as well).
+# Kernel command line: cairn.hostname=NAME (the node name as well);
+# cairn.ip=ADDR/LEN: eth0 is a tap on the test's own bridge (in a network
+# namespace the test made) with that address, instead of qemu's user
+# network; cairn.drbd=1: load the DRBD 9 modules and run DRBD for real.
 export PATH=/usr/sbin:/usr/bin
 # No udev: libdevmapper makes the /dev/mapper nodes itself.
 export DM_DISABLE_UDEV=1
@@ -24,16 +27,25 @@ name=$(arg cairn.hostname) || name=vm
 hostname "$name"
 ip link set lo up
 i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.2.2
+if ip=$(arg cairn.ip); then
+  ip addr add "$ip" dev eth0 && ip link set eth0 up
+else
+  ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.2.2
+fi
+drbd=--drbd-config-only
+if [ "$(arg cairn.drbd)" = 1 ]; then
+  modprobe drbd && modprobe drbd_transport_tcp && drbd=
+  mkdir -p /var/lib/drbd
+fi
 
 # The command channel: one shell per connection, output back on the socket.
 nc -ll -p 2222 -e /usr/bin/channel-sh &
 echo "CAIRN-VM-READY $(cut -d' ' -f1 /proc/uptime)"
 while [ ! -f /run/stop ]; do
-  # Debian's kernel has DRBD 8.4 only: DRBD runs config-only here
-  # (files, metadata and the planned kernel commands are real).
+  # Debian's kernel has DRBD 8.4 only: without cairn.drbd=1 DRBD runs
+  # config-only (files, metadata and the planned kernel commands are real).
   cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
-    --cluster-secret-file /cairn/secret --command-timeout 120 --drbd-config-only
+    --cluster-secret-file /cairn/secret --command-timeout 120 $drbd
   echo "CAIRN-SATELLITE-EXIT rc=$?"
   sleep 0.2
 done

@@ -21,6 +21,7 @@ use cairn_domain::desired::desired_for_node_with;
 use crate::crypto::MasterKey;
 use cairn_domain::name::key;
 use cairn_domain::placement::{NodeObs, Observer};
+use cairn_domain::snapshot::NodeSnapState;
 use cairn_domain::storage_pool::PoolCapacity;
 use cairn_proto::{
     Apply, Hello, Observed, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PROTO_VERSION, PoolDesired, PoolObserved, ResourceDesired,
@@ -133,6 +134,9 @@ pub struct Links {
 /// A change sent to a node, to wait for.
 pub struct Pending {
     node: String,
+    /// Snapshots (resource, snapshot) this change asks the node to take:
+    /// only their failures are this change's errors.
+    new_snapshots: BTreeSet<(String, String)>,
     rx: oneshot::Receiver<Result<Observed, String>>,
 }
 
@@ -222,6 +226,28 @@ impl Links {
         v.resources.get(&key(rsc)).cloned()
     }
 
+    /// Whether the node's satellite found that the pool can take snapshots
+    /// (FILE_THIN: reflinks); None while unknown.
+    pub fn pool_snapshots(&self, node_key: &str, pool: &str) -> Option<bool> {
+        let l = self.get(node_key)?;
+        let v = l.view.read().unwrap_or_else(|e| e.into_inner());
+        v.pools.get(&key(pool)).and_then(|p| p.supports_snapshots)
+    }
+
+    /// What the node's satellite reports of a snapshot of a resource.
+    pub fn snapshot_state(&self, node_key: &str, rsc: &str, snap: &str) -> NodeSnapState {
+        let Some(o) = self.resource(node_key, rsc) else { return NodeSnapState::Pending };
+        if o.snapshots.iter().any(|s| s == snap) {
+            return NodeSnapState::Taken;
+        }
+        match o.snapshot_errors.get(snap) {
+            Some(e) => NodeSnapState::Failed(
+                [Some(e.message.as_str()), e.cause.as_deref(), e.details.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" "),
+            ),
+            None => NodeSnapState::Pending,
+        }
+    }
+
     pub fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
         let l = self.get(node_key)?;
         // Copy what is needed and let go of the view before taking `sent`:
@@ -285,9 +311,13 @@ impl Links {
                 sent.pools = pools;
             }
             let now: BTreeMap<String, ResourceDesired> = rscs.into_iter().map(|r| (r.name.clone(), r)).collect();
+            let mut new_snapshots = BTreeSet::new();
             for (name, r) in &now {
-                if sent.resources.get(name) != Some(r) {
+                let before = sent.resources.get(name);
+                if before != Some(r) {
                     apply.resources.push(r.clone());
+                    let had = |s: &String| before.is_some_and(|b| b.snapshots.contains(s));
+                    new_snapshots.extend(r.snapshots.iter().filter(|s| !had(s)).map(|s| (name.clone(), s.clone())));
                 }
             }
             apply.removed = sent.resources.keys().filter(|n| !now.contains_key(*n)).cloned().collect();
@@ -299,7 +329,7 @@ impl Links {
             apply.generation = sent.generation;
             let (done, rx) = oneshot::channel();
             if link.tx.send(Job { apply, done }).is_ok() {
-                pending.push(Pending { node: node.name.clone(), rx });
+                pending.push(Pending { node: node.name.clone(), new_snapshots, rx });
             }
         }
         (pending, warnings)
@@ -331,6 +361,21 @@ pub async fn collect(pending: Vec<Pending>) -> Vec<ApiCallRc> {
         let answer = tokio::time::timeout_at(deadline, p.rx).await;
         match answer {
             Ok(Ok(Ok(observed))) => {
+                // A snapshot this change asked for and the node could not
+                // take; older snapshot failures show on their snapshots.
+                for r in &observed.resources {
+                    for (snap, e) in r.snapshot_errors.iter().filter(|(s, _)| p.new_snapshots.contains(&(r.name.clone(), (*s).clone()))) {
+                        let mut entry =
+                            ApiCallRc::error(rc::MASK_SNAPSHOT, rc::FAIL_UNKNOWN_ERROR, format!("(Node: '{}') {}", p.node, e.message))
+                                .with_ref("Node", &p.node)
+                                .with_ref("RscDfn", &r.name)
+                                .with_ref("Snapshot", snap);
+                        entry.cause = e.cause.clone();
+                        entry.details = e.details.clone();
+                        entry.correction = Some(format!("Delete the snapshot ('{snap}') to clean it up; it is not taken again."));
+                        out.push(entry);
+                    }
+                }
                 for r in observed.resources.iter().chain(observed.removed.iter()) {
                     if let Some(e) = &r.error {
                         let mut entry =
@@ -805,6 +850,34 @@ mod tests {
         assert_eq!(m.resources, vec![rd("a", 2), rd("b", 3)]);
         assert_eq!(m.removed, vec!["c".to_string()]);
         assert!(!m.full);
+    }
+
+    #[test]
+    fn a_change_reports_only_the_snapshot_failures_it_asked_for() {
+        let failed = |m: &str| cairn_proto::ObjectError { message: m.into(), cause: Some("cp failed".into()), details: None };
+        let answer = Observed {
+            resources: vec![ResourceObserved {
+                name: "web".into(),
+                snapshot_errors: [("old".to_string(), failed("old failed")), ("new".to_string(), failed("new failed"))].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let ask = |new: &[&str]| {
+            let (tx, rx) = oneshot::channel();
+            tx.send(Ok(answer.clone())).unwrap();
+            let new_snapshots = new.iter().map(|s| ("web".to_string(), s.to_string())).collect();
+            rt.block_on(collect(vec![Pending { node: "n1".into(), new_snapshots, rx }]))
+        };
+        // A resize of web (no new snapshot): no error at all.
+        assert!(ask(&[]).is_empty());
+        // Taking "new": its failure, as a snapshot error, and nothing of "old".
+        let out = ask(&["new"]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].message.contains("new failed") && out[0].cause.as_deref() == Some("cp failed"), "{:?}", out[0]);
+        assert_eq!(out[0].ret_code & rc::MASK_SNAPSHOT, rc::MASK_SNAPSHOT);
+        assert!(out[0].ret_code < 0, "an error");
     }
 
     #[test]

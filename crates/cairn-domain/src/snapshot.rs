@@ -22,6 +22,22 @@ use crate::{Ctx, Props};
 
 /// Set when every node took its snapshot.
 pub const SUCCESSFUL: &str = "SUCCESSFUL";
+/// Set (on the snapshot and on the node's entry) when a node could not
+/// take it (LINSTOR's flag; python-linstor and the client show "Failed").
+pub const FAILED_DEPLOYMENT: &str = "FAILED_DEPLOYMENT";
+/// The reason a node could not take the snapshot, in the props of that
+/// node's snapshot volumes (observed, never stored).
+pub const PROP_FAILURE_REASON: &str = "Cairn/FailureReason";
+
+/// What a node's satellite reports of its snapshot (observed state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeSnapState {
+    /// Not reported yet (or the node is not connected).
+    Pending,
+    Taken,
+    /// The satellite could not take it: why.
+    Failed(String),
+}
 
 /// One volume of a node's snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,12 +83,27 @@ pub struct SnapshotDfn {
 }
 
 impl SnapshotDfn {
-    /// The wire form; `taken` says whether a node reported its snapshot.
-    pub fn to_api(&self, taken: &dyn Fn(&str) -> bool) -> wire::Snapshot {
+    /// The wire form; `state` says what a node reported of its snapshot.
+    pub fn to_api(&self, state: &dyn Fn(&str) -> NodeSnapState) -> wire::Snapshot {
+        let states: BTreeMap<&str, NodeSnapState> = self.nodes.values().map(|n| (n.node.as_str(), state(&n.node))).collect();
+        let of = |node: &str| states.get(node).cloned().unwrap_or(NodeSnapState::Pending);
         let mut flags = self.flags.clone();
-        if !self.nodes.is_empty() && self.nodes.values().all(|n| taken(&n.node)) {
+        if !states.is_empty() && states.values().all(|s| *s == NodeSnapState::Taken) {
             flags.insert(SUCCESSFUL.into());
         }
+        if states.values().any(|s| matches!(s, NodeSnapState::Failed(_))) {
+            flags.insert(FAILED_DEPLOYMENT.into());
+        }
+        let node_flags = |node: &str| match of(node) {
+            NodeSnapState::Taken => vec![SUCCESSFUL.to_string()],
+            NodeSnapState::Failed(_) => vec![FAILED_DEPLOYMENT.to_string()],
+            NodeSnapState::Pending => Vec::new(),
+        };
+        let vol = |node: &str| match of(node) {
+            NodeSnapState::Taken => ("Successful", Props::new()),
+            NodeSnapState::Failed(why) => ("Failed", Props::from([(PROP_FAILURE_REASON.to_string(), why)])),
+            NodeSnapState::Pending => ("Pending", Props::new()),
+        };
         wire::Snapshot {
             name: self.name.clone(),
             resource_name: self.resource_definition.clone(),
@@ -88,22 +119,25 @@ impl SnapshotDfn {
             snapshots: self
                 .nodes
                 .values()
-                .map(|n| wire::SnapshotNode {
-                    snapshot_name: self.name.clone(),
-                    node_name: n.node.clone(),
-                    create_timestamp: n.create_timestamp,
-                    flags: if taken(&n.node) { vec![SUCCESSFUL.to_string()] } else { Vec::new() },
-                    uuid: n.uuid.clone(),
-                    snapshot_volumes: n
-                        .volumes
-                        .iter()
-                        .map(|v| wire::SnapshotVolumeNode {
-                            uuid: v.uuid.clone(),
-                            vlm_nr: i64::from(v.volume_number),
-                            props: Props::new(),
-                            state: Some(if taken(&n.node) { "Successful" } else { "Pending" }.into()),
-                        })
-                        .collect(),
+                .map(|n| {
+                    let (state, props) = vol(&n.node);
+                    wire::SnapshotNode {
+                        snapshot_name: self.name.clone(),
+                        node_name: n.node.clone(),
+                        create_timestamp: n.create_timestamp,
+                        flags: node_flags(&n.node),
+                        uuid: n.uuid.clone(),
+                        snapshot_volumes: n
+                            .volumes
+                            .iter()
+                            .map(|v| wire::SnapshotVolumeNode {
+                                uuid: v.uuid.clone(),
+                                vlm_nr: i64::from(v.volume_number),
+                                props: props.clone(),
+                                state: Some(state.into()),
+                            })
+                            .collect(),
+                    }
                 })
                 .collect(),
         }
@@ -143,7 +177,16 @@ impl Cluster {
     }
 
     /// `POST …/snapshots` and one entry of `/v1/actions/snapshot/multi`.
-    pub fn create_snapshot(&self, rd: &str, req: &wire::Snapshot, ctx: &mut Ctx) -> OpResult<Outcome> {
+    /// `pool_snapshots(node, pool)` is what the node's satellite found out
+    /// about the pool (a FILE_THIN directory without reflinks: false), None
+    /// while unknown.
+    pub fn create_snapshot(
+        &self,
+        rd: &str,
+        req: &wire::Snapshot,
+        pool_snapshots: &dyn Fn(&str, &str) -> Option<bool>,
+        ctx: &mut Ctx,
+    ) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_CRT | rc::MASK_SNAPSHOT;
         let d = self.rsc_dfn(rd, OP)?;
         let rd_key = key(&d.name);
@@ -174,8 +217,8 @@ impl Cluster {
             )
             .correction("Create a diskful resource first."));
         }
-        let can = |k: ProviderKind| matches!(k, ProviderKind::LvmThin | ProviderKind::FileThin);
-        if let Some((r, v)) = rscs.iter().flat_map(|r| r.volumes.values().map(move |v| (r, v))).find(|(_, v)| !can(v.provider_kind)) {
+        let volumes = || rscs.iter().flat_map(|r| r.volumes.values().map(move |v| (r, v)));
+        if let Some((r, v)) = volumes().find(|(_, v)| !v.provider_kind.supports_snapshots()) {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_SNAPSHOTS_NOT_SUPPORTED,
@@ -183,6 +226,15 @@ impl Cluster {
             )
             .cause("Cairn takes snapshots of LVM_THIN volumes, and of FILE_THIN volumes on file systems with reflinks.")
             .correction("Place the resource in an LVM_THIN (or reflink-capable FILE_THIN) pool."));
+        }
+        if let Some((r, v)) = volumes().find(|(r, v)| pool_snapshots(&r.node, &v.storage_pool) == Some(false)) {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_SNAPSHOTS_NOT_SUPPORTED,
+                format!("Storage pool '{}' on node '{}' ({}) cannot take snapshots.", v.storage_pool, r.node, v.provider_kind.as_str()),
+            )
+            .cause(format!("Satellite '{}' found that the pool's file system has no reflinks (cp --reflink=always fails there).", r.node))
+            .correction("FILE_THIN snapshots need a pool directory on XFS (reflink=1) or Btrfs; or use an LVM_THIN pool."));
         }
         let mut nodes = BTreeMap::new();
         for r in &rscs {
@@ -229,7 +281,12 @@ impl Cluster {
     }
 
     /// `POST /v1/actions/snapshot/multi`: all or nothing.
-    pub fn create_snapshots(&self, reqs: &[wire::Snapshot], ctx: &mut Ctx) -> OpResult<Outcome> {
+    pub fn create_snapshots(
+        &self,
+        reqs: &[wire::Snapshot],
+        pool_snapshots: &dyn Fn(&str, &str) -> Option<bool>,
+        ctx: &mut Ctx,
+    ) -> OpResult<Outcome> {
         let mut out = Outcome::default();
         let mut seen = BTreeSet::new();
         for r in reqs {
@@ -240,7 +297,7 @@ impl Cluster {
                     format!("Snapshot '{}' of '{}' is asked for twice.", r.name, r.resource_name),
                 ));
             }
-            let o = self.create_snapshot(&r.resource_name, r, ctx)?;
+            let o = self.create_snapshot(&r.resource_name, r, pool_snapshots, ctx)?;
             out.changes.extend(o.changes);
             out.replies.extend(o.replies);
         }
@@ -476,6 +533,10 @@ mod tests {
         c.apply(o.changes);
     }
 
+    fn unknown(_: &str, _: &str) -> Option<bool> {
+        None
+    }
+
     fn snap(name: &str) -> wire::Snapshot {
         wire::Snapshot { name: name.into(), ..Default::default() }
     }
@@ -484,32 +545,43 @@ mod tests {
     fn snapshots_need_thin_volumes_and_unique_names() {
         let (mut c, mut ctx) = cluster();
         rsc(&mut c, &mut ctx, "n1");
-        let o = c.create_snapshot("src", &snap("s1"), &mut ctx).unwrap();
+        let o = c.create_snapshot("src", &snap("s1"), &unknown, &mut ctx).unwrap();
         c.apply(o.changes);
         let s = c.snapshots[&("SRC".to_string(), "S1".to_string())].clone();
         assert_eq!(s.nodes.keys().collect::<Vec<_>>(), ["N1"]);
         assert_eq!(s.volumes, vec![SnapshotVlmDfn { volume_number: 0, size_kib: 4096 }]);
         assert_eq!(
-            c.create_snapshot("src", &snap("S1"), &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE,
+            c.create_snapshot("src", &snap("S1"), &unknown, &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE,
             rc::FAIL_EXISTS_SNAPSHOT_DFN
         );
         assert_eq!(
-            c.create_snapshot("src", &snap("-bad"), &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE,
+            c.create_snapshot("src", &snap("-bad"), &unknown, &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE,
             rc::FAIL_INVLD_SNAPSHOT_NAME
         );
         // A thick replica cannot take part.
         rsc(&mut c, &mut ctx, "n2");
         assert_eq!(
-            c.create_snapshot("src", &snap("s2"), &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE,
+            c.create_snapshot("src", &snap("s2"), &unknown, &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE,
             rc::FAIL_SNAPSHOTS_NOT_SUPPORTED
         );
         let only_n1 = wire::Snapshot { nodes: vec!["n1".into()], ..snap("s2") };
-        assert!(c.create_snapshot("src", &only_n1, &mut ctx).is_ok());
+        assert!(c.create_snapshot("src", &only_n1, &unknown, &mut ctx).is_ok());
+        // A pool its satellite found without reflinks is refused up front.
+        let no_reflinks = |node: &str, pool: &str| (node == "n1" && pool == "DfltStorPool").then_some(false);
+        let e = c.create_snapshot("src", &wire::Snapshot { nodes: vec!["n1".into()], ..snap("s3") }, &no_reflinks, &mut ctx).unwrap_err();
+        assert_eq!(e.rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_SNAPSHOTS_NOT_SUPPORTED);
+        assert!(e.rc.cause.as_deref().is_some_and(|c| c.contains("no reflinks")), "{:?}", e.rc);
         // The node's desired state lists it; SUCCESSFUL when reported.
         let (_, rscs) = crate::desired::desired_for_node(&c, "N1");
         assert_eq!(rscs[0].snapshots, vec!["s1".to_string()]);
-        assert!(!s.to_api(&|_| false).flags.contains(&SUCCESSFUL.to_string()));
-        assert!(s.to_api(&|_| true).flags.contains(&SUCCESSFUL.to_string()));
+        assert!(!s.to_api(&|_| NodeSnapState::Pending).flags.contains(&SUCCESSFUL.to_string()));
+        assert!(s.to_api(&|_| NodeSnapState::Taken).flags.contains(&SUCCESSFUL.to_string()));
+        // A node that could not take it: the snapshot says so, and why.
+        let failed = s.to_api(&|_| NodeSnapState::Failed("no reflinks".into()));
+        assert_eq!(failed.flags, vec![FAILED_DEPLOYMENT.to_string()]);
+        assert_eq!(failed.snapshots[0].flags, vec![FAILED_DEPLOYMENT.to_string()]);
+        let vol = &failed.snapshots[0].snapshot_volumes[0];
+        assert_eq!((vol.state.as_deref(), vol.props.get(PROP_FAILURE_REASON).map(String::as_str)), (Some("Failed"), Some("no reflinks")));
         // Its resource and definition stay while it exists.
         assert_eq!(c.delete_resource("src", "n1").unwrap_err().rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_IN_USE);
         assert_eq!(c.delete_rsc_dfn("src").unwrap_err().rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_IN_USE);
@@ -522,7 +594,7 @@ mod tests {
     fn restore_and_rollback() {
         let (mut c, mut ctx) = cluster();
         rsc(&mut c, &mut ctx, "n1");
-        let o = c.create_snapshot("src", &snap("s1"), &mut ctx).unwrap();
+        let o = c.create_snapshot("src", &snap("s1"), &unknown, &mut ctx).unwrap();
         c.apply(o.changes);
         let to = wire::SnapshotRestore { to_resource: "dst".into(), ..Default::default() };
         assert_eq!(

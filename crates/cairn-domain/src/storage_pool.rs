@@ -85,9 +85,11 @@ impl ProviderKind {
         self == ProviderKind::Diskless
     }
 
+    /// Whether Cairn takes snapshots in pools of this kind: LVM_THIN, and
+    /// FILE_THIN where the file system makes reflinks (the satellite
+    /// probes that; see [`StorPool::to_api`]).
     pub fn supports_snapshots(self) -> bool {
-        use ProviderKind::*;
-        matches!(self, LvmThin | Zfs | ZfsThin | File | FileThin | Spdk | RemoteSpdk | EbsTarget)
+        matches!(self, ProviderKind::LvmThin | ProviderKind::FileThin)
     }
 
     /// The property that names the backing object (VG, thin pool, zpool,
@@ -191,10 +193,15 @@ impl StorPool {
     }
 
     /// The wire form, with capacity if a satellite reported it.
-    pub fn to_api(&self, capacity: Option<PoolCapacity>) -> wire::StoragePool {
+    /// `snapshots` is what the satellite found out about the pool (a
+    /// FILE_THIN directory: whether its file system makes reflinks); a
+    /// FILE_THIN pool not probed yet does not claim snapshots.
+    pub fn to_api(&self, capacity: Option<PoolCapacity>, snapshots: Option<bool>) -> wire::StoragePool {
+        let kind = self.provider_kind;
+        let supports_snapshots = kind.supports_snapshots() && snapshots.unwrap_or(kind != ProviderKind::FileThin);
         let mut traits = BTreeMap::new();
-        traits.insert("Provisioning".to_string(), if self.provider_kind.is_thin() { "Thin" } else { "Fat" }.to_string());
-        traits.insert("SupportsSnapshots".to_string(), self.provider_kind.supports_snapshots().to_string());
+        traits.insert("Provisioning".to_string(), if kind.is_thin() { "Thin" } else { "Fat" }.to_string());
+        traits.insert("SupportsSnapshots".to_string(), supports_snapshots.to_string());
         wire::StoragePool {
             storage_pool_name: self.name.clone(),
             node_name: self.node.clone(),
@@ -206,7 +213,7 @@ impl StorPool {
             free_space_mgr_name: Some(self.free_space_mgr_name.clone()),
             uuid: Some(self.uuid.clone()),
             reports: Vec::new(),
-            supports_snapshots: Some(self.provider_kind.supports_snapshots()),
+            supports_snapshots: Some(supports_snapshots),
             shared_space: None,
             external_locking: Some(self.external_locking),
         }
@@ -416,5 +423,32 @@ impl Cluster {
         out.delete(ObjKey::StorPoolDfn(k));
         out.reply(ApiCallRc::success(OP, rc::DELETED, format!("Storage pool definition '{}' deleted.", d.name)));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(kind: ProviderKind) -> StorPool {
+        StorPool::new("n1", "p", kind, Props::new(), None, false, "u".into())
+    }
+
+    #[test]
+    fn snapshot_support_is_what_the_satellite_found() {
+        let says = |kind, probed| {
+            let w = pool(kind).to_api(None, probed);
+            let t = w.static_traits.unwrap_or_default();
+            assert_eq!(t.get("SupportsSnapshots").map(|v| v == "true"), w.supports_snapshots, "{kind:?}");
+            w.supports_snapshots.unwrap_or_default()
+        };
+        // FILE_THIN: only where reflinks were found; unknown is no.
+        assert!(says(ProviderKind::FileThin, Some(true)));
+        assert!(!says(ProviderKind::FileThin, Some(false)));
+        assert!(!says(ProviderKind::FileThin, None));
+        assert!(says(ProviderKind::LvmThin, None));
+        for k in [ProviderKind::File, ProviderKind::Lvm, ProviderKind::Zfs, ProviderKind::ZfsThin, ProviderKind::Diskless] {
+            assert!(!says(k, None) && !says(k, Some(true)), "{k:?}");
+        }
     }
 }

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 3;
+pub const PROTO_VERSION: u32 = 4;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Paths on the satellite.
@@ -296,6 +296,12 @@ pub struct ResourceObserved {
     /// Snapshots of the resource present on this node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<String>,
+    /// Desired snapshots that could not be taken on this node, by name,
+    /// with the reason. They belong to the snapshot, not to the resource:
+    /// `error` stays clear of them, so later changes of the resource do
+    /// not report them again.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub snapshot_errors: std::collections::BTreeMap<String, ObjectError>,
 }
 
 /// The kernel's view of a DRBD resource on one node.
@@ -366,6 +372,10 @@ pub struct PoolObserved {
     pub free_kib: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ObjectError>,
+    /// Whether the pool can take snapshots, as probed on the node (a
+    /// FILE_THIN directory: reflinks); None when not probed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supports_snapshots: Option<bool>,
 }
 
 /// The answer to [`Apply`] and to `GET /internal/v1/observe`.

@@ -59,6 +59,18 @@ pub struct Applier {
     /// The DRBD layer, or why this node cannot run it.
     drbd: Result<Arc<DrbdLayer>, Vec<String>>,
     pub state: Mutex<Desired>,
+    /// Whether a FILE_THIN pool directory makes reflinks, by directory:
+    /// probed once, again when the pool is (re)configured and on every
+    /// full apply, never on an observation.
+    reflinks: std::sync::Mutex<BTreeMap<std::path::PathBuf, bool>>,
+    /// Snapshots that could not be taken, by (resource, snapshot): not
+    /// tried again while desired (a snapshot taken later would hold other
+    /// data than asked for); forgotten when the snapshot goes.
+    failed_snapshots: std::sync::Mutex<BTreeMap<(String, String), ObjectError>>,
+}
+
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 enum PoolKind {
@@ -104,7 +116,19 @@ impl Applier {
         drbd: Result<Arc<DrbdLayer>, Vec<String>>,
     ) -> Applier {
         let Storage { files, lvm, zfs, luks } = storage;
-        Applier { node_name, instance, files, lvm, zfs, luks, providers, drbd, state: Mutex::new(Desired::default()) }
+        Applier {
+            node_name,
+            instance,
+            files,
+            lvm,
+            zfs,
+            luks,
+            providers,
+            drbd,
+            state: Mutex::new(Desired::default()),
+            reflinks: std::sync::Mutex::new(BTreeMap::new()),
+            failed_snapshots: std::sync::Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn pool_kind(&self, p: &PoolDesired) -> Result<PoolKind, ObjectError> {
@@ -409,30 +433,55 @@ impl Applier {
                 }
             }
         }
+        // Failures of a snapshot belong to that snapshot (`snapshot_errors`),
+        // never to the resource: its later changes must not report them.
+        locked(&self.failed_snapshots).retain(|(rsc, snap), _| *rsc != r.name || r.snapshots.contains(snap));
         for snap in &r.snapshots {
+            let failed = locked(&self.failed_snapshots).get(&(r.name.clone(), snap.clone())).cloned();
+            if let Some(e) = failed {
+                out.snapshot_errors.insert(snap.clone(), e);
+                continue;
+            }
             for v in &r.volumes {
                 if present.get(snap).is_some_and(|n| n.contains(&v.number)) {
                     continue;
                 }
+                let cannot = |cause: &str| ObjectError {
+                    message: format!("Storage pool '{}' on node '{}' cannot take snapshots.", v.pool, self.node_name),
+                    cause: Some(cause.to_string()),
+                    details: None,
+                };
                 let res = match pool_of(v.number) {
                     Some(Ok(PoolKind::Lvm(lp))) if lp.thin_pool.is_some() => self.lvm.create_snapshot(&lp, &r.name, v.number, snap).await,
+                    Some(Ok(PoolKind::File(fp))) if fp.thin && self.reflinks(&fp).await == Some(false) => {
+                        let e = cannot(&format!(
+                            "The file system of '{}' has no reflinks (cp --reflink=always fails there); FILE_THIN snapshots need XFS (reflink=1) or Btrfs.",
+                            fp.dir.display()
+                        ));
+                        self.snapshot_failed(&r.name, snap, e, out);
+                        break;
+                    }
                     Some(Ok(PoolKind::File(fp))) if fp.thin => {
                         self.files.create_snapshot(&fp, &VolumeFile::new(&r.name, v.number, &v.id), snap).await
                     }
                     _ => {
-                        out.error.get_or_insert(ObjectError {
-                            message: format!("Storage pool '{}' cannot take snapshots.", v.pool),
-                            cause: Some("Snapshots need an LVM_THIN pool, or a FILE_THIN pool on a file system with reflinks.".into()),
-                            details: None,
-                        });
-                        continue;
+                        let e = cannot("Snapshots need an LVM_THIN pool, or a FILE_THIN pool on a file system with reflinks.");
+                        self.snapshot_failed(&r.name, snap, e, out);
+                        break;
                     }
                 };
                 match res {
                     Ok(()) => present.entry(snap.clone()).or_default().push(v.number),
                     Err(e) => {
-                        out.error
-                            .get_or_insert(err(format!("Failed to take snapshot '{snap}' of volume {} of '{}'.", v.number, r.name), &e));
+                        let e = err(
+                            format!(
+                                "Failed to take snapshot '{snap}' of volume {} of '{}' on node '{}'.",
+                                v.number, r.name, self.node_name
+                            ),
+                            &e,
+                        );
+                        self.snapshot_failed(&r.name, snap, e, out);
+                        break;
                     }
                 }
             }
@@ -461,10 +510,38 @@ impl Applier {
         out.snapshots = present.into_iter().filter(|(_, n)| all.iter().all(|x| n.contains(x))).map(|(s, _)| s).collect();
     }
 
+    /// Records a snapshot that could not be taken: reported with the
+    /// snapshot, and not tried again while it is desired.
+    fn snapshot_failed(&self, rsc: &str, snap: &str, e: ObjectError, out: &mut ResourceObserved) {
+        tracing::warn!(rsc, snap, "snapshot failed: {}{}", e.message, e.cause.as_deref().map(|c| format!(" ({c})")).unwrap_or_default());
+        locked(&self.failed_snapshots).insert((rsc.to_string(), snap.to_string()), e.clone());
+        out.snapshot_errors.insert(snap.to_string(), e);
+    }
+
+    /// Whether a FILE_THIN pool's directory makes reflinks: the cached
+    /// answer, else a probe; None when the probe could not run.
+    async fn reflinks(&self, fp: &FilePool) -> Option<bool> {
+        if let Some(known) = locked(&self.reflinks).get(&fp.dir) {
+            return Some(*known);
+        }
+        match self.files.probe_reflink(fp).await {
+            Ok(yes) => {
+                tracing::info!(pool = %fp.name, dir = %fp.dir.display(), reflinks = yes, "probed the pool's file system");
+                locked(&self.reflinks).insert(fp.dir.clone(), yes);
+                Some(yes)
+            }
+            Err(e) => {
+                tracing::warn!(pool = %fp.name, dir = %fp.dir.display(), "cannot probe the pool for reflinks: {e}");
+                None
+            }
+        }
+    }
+
     /// Takes the DRBD layer down, then removes every volume of a resource
     /// from every file pool. `host` is the resource's DRBD host name.
     async fn remove(&self, pools: &BTreeMap<String, PoolDesired>, name: &str, host: &str) -> ResourceObserved {
         let mut out = ResourceObserved { name: name.to_string(), ..Default::default() };
+        locked(&self.failed_snapshots).retain(|(rsc, _), _| rsc != name);
         if let Ok(layer) = &self.drbd
             && let Err(e) = layer.remove(name, host).await
         {
@@ -508,9 +585,15 @@ impl Applier {
         let mut out = Vec::new();
         for p in pools.values() {
             let o = match self.pool_kind(p) {
-                Ok(PoolKind::Diskless) => PoolObserved { name: p.name.clone(), total_kib: None, free_kib: None, error: None },
+                Ok(PoolKind::Diskless) => PoolObserved { name: p.name.clone(), ..Default::default() },
                 Ok(PoolKind::Zfs(zp)) => match self.zfs.capacity(&zp).await {
-                    Ok((total, free)) => PoolObserved { name: p.name.clone(), total_kib: Some(total), free_kib: Some(free), error: None },
+                    Ok((total, free)) => PoolObserved {
+                        name: p.name.clone(),
+                        total_kib: Some(total),
+                        free_kib: Some(free),
+                        supports_snapshots: Some(false),
+                        ..Default::default()
+                    },
                     Err(e) => PoolObserved {
                         name: p.name.clone(),
                         error: Some(err(format!("Cannot read the capacity of '{}'.", p.name), &e)),
@@ -518,7 +601,13 @@ impl Applier {
                     },
                 },
                 Ok(PoolKind::Lvm(lp)) => match self.lvm.capacity(&lp).await {
-                    Ok(c) => PoolObserved { name: p.name.clone(), total_kib: Some(c.total_kib), free_kib: Some(c.free_kib), error: None },
+                    Ok(c) => PoolObserved {
+                        name: p.name.clone(),
+                        total_kib: Some(c.total_kib),
+                        free_kib: Some(c.free_kib),
+                        supports_snapshots: Some(lp.thin_pool.is_some()),
+                        ..Default::default()
+                    },
                     Err(e) => PoolObserved {
                         name: p.name.clone(),
                         error: Some(err(format!("Cannot read the capacity of '{}'.", p.name), &e)),
@@ -526,7 +615,13 @@ impl Applier {
                     },
                 },
                 Ok(PoolKind::File(fp)) => match self.files.capacity(&fp).await {
-                    Ok((total, free)) => PoolObserved { name: p.name.clone(), total_kib: Some(total), free_kib: Some(free), error: None },
+                    Ok((total, free)) => PoolObserved {
+                        name: p.name.clone(),
+                        total_kib: Some(total),
+                        free_kib: Some(free),
+                        supports_snapshots: if fp.thin { self.reflinks(&fp).await } else { Some(false) },
+                        ..Default::default()
+                    },
                     Err(e) => PoolObserved {
                         name: p.name.clone(),
                         error: Some(err(format!("Cannot read the capacity of '{}'.", p.name), &e)),
@@ -553,6 +648,19 @@ impl Applier {
         // DRBD host names of what was desired, for removals.
         let hosts: BTreeMap<String, String> =
             st.resources.values().filter_map(|r| Some((r.name.clone(), r.drbd.as_ref()?.host.clone()))).collect();
+        // A pool configured anew (or every pool, on a full apply) is probed
+        // for reflinks again.
+        if req.full {
+            locked(&self.reflinks).clear();
+        } else if req.pools_set {
+            let fresh: Vec<std::path::PathBuf> = req
+                .pools
+                .iter()
+                .filter(|p| st.pools.get(&p.name) != Some(p))
+                .filter_map(|p| p.backing.as_deref().map(std::path::PathBuf::from))
+                .collect();
+            locked(&self.reflinks).retain(|dir, _| !fresh.contains(dir));
+        }
         let (upserts, removals): (Vec<ResourceDesired>, BTreeSet<String>) = if req.full {
             st.pools = req.pools.iter().map(|p| (p.name.clone(), p.clone())).collect();
             let keep: BTreeSet<String> = req.resources.iter().map(|r| r.name.clone()).collect();
@@ -638,9 +746,57 @@ impl Applier {
         out
     }
 
-    /// Everything the satellite currently knows, with fresh capacities.
+    /// Reads what each volume takes from its pool again (a thin volume
+    /// grows as data is written, without any request): a file's allocated
+    /// blocks, one `lvs` or `zfs list` per LVM or ZFS pool.
+    async fn refresh_allocated(
+        &self,
+        pools: &BTreeMap<String, PoolDesired>,
+        resources: &BTreeMap<String, ResourceDesired>,
+        observed: &mut [ResourceObserved],
+    ) {
+        type Listed = Option<BTreeMap<(String, u32), i64>>;
+        fn listed<E: std::fmt::Display>(pool: &str, r: Result<BTreeMap<(String, u32), i64>, E>) -> Listed {
+            r.map_err(|e| tracing::debug!(pool, "cannot read the allocated sizes: {e}")).ok()
+        }
+        let mut by_pool: BTreeMap<String, Listed> = BTreeMap::new();
+        for o in observed.iter_mut() {
+            let Some(r) = resources.get(&o.name) else { continue };
+            for ov in o.volumes.iter_mut().filter(|v| v.device_path.is_some()) {
+                let Some(v) = r.volumes.iter().find(|v| v.number == ov.number) else { continue };
+                let Some(p) = pools.get(&v.pool) else { continue };
+                let in_pool =
+                    |by_pool: &BTreeMap<String, Listed>| by_pool.get(&p.name)?.as_ref()?.get(&(r.name.clone(), v.number)).copied();
+                let now = match self.pool_kind(p) {
+                    Ok(PoolKind::File(fp)) => Files::sizes(&fp, &VolumeFile::new(&r.name, v.number, &v.id))
+                        .map(|(_, allocated)| allocated)
+                        .map_err(|e| tracing::debug!(rsc = %r.name, volume = v.number, "cannot read the allocated size: {e}"))
+                        .ok(),
+                    Ok(PoolKind::Lvm(lp)) => {
+                        if !by_pool.contains_key(&p.name) {
+                            by_pool.insert(p.name.clone(), listed(&p.name, self.lvm.allocated(&lp).await));
+                        }
+                        in_pool(&by_pool)
+                    }
+                    Ok(PoolKind::Zfs(zp)) => {
+                        if !by_pool.contains_key(&p.name) {
+                            by_pool.insert(p.name.clone(), listed(&p.name, self.zfs.allocated(&zp).await));
+                        }
+                        in_pool(&by_pool)
+                    }
+                    _ => None,
+                };
+                if now.is_some() {
+                    ov.allocated_kib = now;
+                }
+            }
+        }
+    }
+
+    /// Everything the satellite currently knows, with fresh capacities
+    /// and allocated sizes.
     pub async fn observe(&self) -> Observed {
-        let (observed, pools, generation) = {
+        let (mut observed, pools, resources, generation) = {
             let st = self.state.lock().await;
             let mut observed: Vec<ResourceObserved> = st.observed.values().cloned().collect();
             // DRBD state changes without any request: read it fresh.
@@ -651,8 +807,10 @@ impl Applier {
                     }
                 }
             }
-            (observed, st.pools.clone(), st.generation)
+            (observed, st.pools.clone(), st.resources.clone(), st.generation)
         };
+        // Outside the lock: applies do not wait for these reads.
+        self.refresh_allocated(&pools, &resources, &mut observed).await;
         Observed {
             generation,
             instance: self.instance.clone(),

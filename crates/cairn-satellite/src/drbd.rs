@@ -91,7 +91,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl DrbdLayer {
     /// Prepares the configuration directory and its top-level file.
     pub fn new(runner: Arc<dyn CommandRunner>, dir: PathBuf, mode: DrbdMode, timeout: Duration) -> std::io::Result<DrbdLayer> {
-        std::fs::create_dir_all(dir.join(".backup"))?;
+        cairn_storage::create_private_dir(&dir.join(".backup"))?;
         let conf = dir.join(CONF_FILE);
         let text =
             format!("# Written by the Cairn satellite; do not edit.\nglobal {{ usage-count no; }}\ninclude \"{}/*.res\";\n", dir.display());
@@ -381,12 +381,13 @@ impl DrbdLayer {
     }
 }
 
-/// Writes a file via a temporary file, fsync and rename.
+/// Writes a file (mode 0600) via a temporary file, fsync and rename.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("cairn-tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        // The .res files hold the resource's shared secret: root's alone.
+        let mut f = cairn_storage::create_private_file(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
@@ -478,6 +479,10 @@ mod tests {
         assert!(conf_text.contains(&format!("include \"{}/*.res\";", f.dir.display())), "{conf_text}");
         // Every drbdadm call knows which `on` section is this node.
         assert!(f.fake.calls().len() == 6);
+        // The .res file holds the shared secret; the directory is private.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!((mode(&f.dir.join("web.res")), mode(&f.dir.join(CONF_FILE)), mode(&f.dir)), (0o600, 0o600, 0o700));
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl Satellite {
         if config.cluster_secret.is_empty() {
             return Err(SatelliteError::NoSecret);
         }
-        std::fs::create_dir_all(&config.data_dir)
+        cairn_storage::create_private_dir(&config.data_dir)
             .map_err(|source| SatelliteError::DataDir { path: config.data_dir.display().to_string(), source })?;
         let providers = tools::probe(runner.as_ref()).await;
         for p in providers.iter().filter(|p| !p.supported && !p.missing.iter().any(|m| m.contains("not implemented"))) {

@@ -3,6 +3,7 @@
 //! FILE allocates the whole size (`fallocate`), FILE_THIN creates a sparse
 //! file (`truncate`).
 
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,12 @@ impl FilePool {
             return Err(StorageError::BadPoolDir(dir.to_string()));
         }
         Ok(FilePool { name: name.to_string(), dir: p.to_path_buf(), thin })
+    }
+
+    /// Makes the pool directory (0700, with missing parents) if needed.
+    pub fn create_dir(&self) -> Result<(), StorageError> {
+        crate::create_private_dir(&self.dir)
+            .map_err(|e| StorageError::Io { what: format!("create pool directory {}", self.dir.display()), source: e })
     }
 
     /// The file of one volume. The name checks keep it inside the pool
@@ -120,11 +127,13 @@ pub struct Files {
     /// satellites on one machine) avoids that; everything else stays
     /// parallel.
     attach: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises reflink probes.
+    probe: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Files {
     pub fn new(runner: Arc<dyn CommandRunner>, timeout: Duration) -> Files {
-        Files { runner, timeout, attach: Arc::new(tokio::sync::Mutex::new(())) }
+        Files { runner, timeout, attach: Arc::new(tokio::sync::Mutex::new(())), probe: Arc::new(tokio::sync::Mutex::new(())) }
     }
 
     fn cmd(&self, program: &str) -> Cmd {
@@ -157,8 +166,7 @@ impl Files {
             .filter(|k| *k > 0)
             .and_then(|k| k.checked_mul(1024))
             .ok_or_else(|| StorageError::Output { program: "cairn", detail: format!("invalid volume size {size_kib} KiB") })?;
-        std::fs::create_dir_all(&pool.dir)
-            .map_err(|e| StorageError::Io { what: format!("create pool directory {}", pool.dir.display()), source: e })?;
+        pool.create_dir()?;
         // Never follow a link: a symlink named like a volume must not make
         // root grow, attach or wipe whatever it points to.
         let existing = match std::fs::symlink_metadata(&path) {
@@ -168,13 +176,30 @@ impl Files {
                     source: std::io::Error::other("not a regular file (a symlink or device); refusing to touch it"),
                 });
             }
-            Ok(m) => Some(m.len()),
+            Ok(m) => {
+                // Volume data is root's alone, also in files made before
+                // Cairn created them 0600.
+                if m.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| StorageError::Io { what: format!("chmod 0600 {}", path.display()), source: e })?;
+                }
+                Some(m.len())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 return Err(StorageError::Io { what: format!("inspect {}", path.display()), source: e });
             }
         };
         let created = existing.is_none();
+        if created {
+            // Created 0600 here; truncate/fallocate only size it.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| StorageError::Io { what: format!("create {}", path.display()), source: e })?;
+        }
         let grown = existing.is_some_and(|len| len < want);
         if created || grown {
             let sized = if pool.thin {
@@ -272,6 +297,10 @@ impl Files {
             let _ = std::fs::remove_file(&tmp);
             return Err(io("incomplete copy", std::io::Error::other("the copy's size differs from the source")));
         }
+        if let Err(e) = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io("chmod 0600", e));
+        }
         std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("sync", e))?;
         std::fs::rename(&tmp, to).map_err(|e| io("rename", e))
     }
@@ -356,10 +385,55 @@ impl Files {
         }
     }
 
+    /// Whether the pool's file system makes reflink copies (XFS with
+    /// reflink=1, Btrfs): a small file in the pool directory is copied with
+    /// `cp --reflink=always`, and both files are removed again. `false`
+    /// when cp refuses; an error when the probe itself cannot run.
+    pub async fn probe_reflink(&self, pool: &FilePool) -> Result<bool, StorageError> {
+        // One probe at a time: they share the file names.
+        let _one_at_a_time = self.probe.lock().await;
+        pool.create_dir()?;
+        let src = pool.dir.join(".cairn-reflink-probe");
+        let dst = pool.dir.join(".cairn-reflink-probe.copy");
+        let written = crate::create_private_file(&src).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(&[0x5a; 4096])?;
+            f.sync_all()
+        });
+        let result = match written {
+            Err(e) => Err(StorageError::Io { what: format!("write {}", src.display()), source: e }),
+            Ok(()) => match self.runner.run(&self.cmd("cp").arg("--reflink=always").arg(&src).arg(&dst)).await {
+                Ok(_) => Ok(true),
+                Err(cairn_exec::ExecError::NonZero { stderr, .. }) => {
+                    tracing::info!(pool = %pool.name, dir = %pool.dir.display(), "no reflinks in the pool's file system: {}", stderr.trim());
+                    Ok(false)
+                }
+                Err(e) => Err(e.into()),
+            },
+        };
+        for f in [&src, &dst] {
+            if let Err(e) = std::fs::remove_file(f)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %f.display(), "cannot remove the reflink probe: {e}");
+            }
+        }
+        result
+    }
+
+    /// (size, allocated) KiB of a volume's file as the file system has it
+    /// now (a thin file grows as data is written into it).
+    pub fn sizes(pool: &FilePool, v: &VolumeFile) -> Result<(i64, i64), StorageError> {
+        let path = pool.volume_path(v)?;
+        let m =
+            std::fs::symlink_metadata(&path).map_err(|e| StorageError::Io { what: format!("inspect {}", path.display()), source: e })?;
+        let kib = |bytes: u64| i64::try_from(bytes / 1024).unwrap_or(i64::MAX);
+        Ok((kib(m.len()), kib(m.blocks().saturating_mul(512))))
+    }
+
     /// (total, free) KiB of the file system holding the pool.
     pub async fn capacity(&self, pool: &FilePool) -> Result<(i64, i64), StorageError> {
-        std::fs::create_dir_all(&pool.dir)
-            .map_err(|e| StorageError::Io { what: format!("create pool directory {}", pool.dir.display()), source: e })?;
+        pool.create_dir()?;
         let out = self.runner.run(&self.cmd("df").args(["--output=size,avail", "--block-size=1K"]).arg(&pool.dir)).await?;
         parse::df_kib(&out.stdout)
     }
@@ -429,6 +503,83 @@ mod tests {
         assert_eq!(v.device_path.as_deref(), Some("/dev/loop7"));
         assert_eq!((v.usable_kib, v.allocated_kib), (Some(1024), Some(0)));
         assert!(f.is_done(), "{:?}", f.calls());
+        assert_eq!(mode(Path::new(&file)), 0o600, "volume files are root's alone");
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn new_pool_directories_are_0700_and_old_wide_volume_files_become_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("made").join("pool");
+        let file = d.join("web_00000_aa.img");
+        let f = Arc::new(FakeRunner::new());
+        let file_s = file.to_str().unwrap();
+        f.expect(&["truncate", "--size", "1048576", file_s], "")
+            .expect(&["losetup", "--json", "--list", "--associated", file_s], EMPTY)
+            .expect(&["losetup", "--find", "--show", file_s], "/dev/loop7\n")
+            .expect(&["stat", "--format=%s %b %B", file_s], "1048576 0 512\n");
+        let files = Files::new(f.clone(), Duration::from_secs(5));
+        let pool = FilePool::new("p", d.to_str().unwrap(), true).unwrap();
+        rt().block_on(files.ensure(&pool, &VolumeFile::new("web", 0, "aa"), 1024)).unwrap();
+        assert_eq!((mode(&dir.path().join("made")), mode(&d), mode(&file)), (0o700, 0o700, 0o600));
+        // A file made world-readable (by an older version) is narrowed.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let listed = format!(r#"{{"loopdevices":[{{"name":"/dev/loop7","back-file":"{file_s}"}}]}}"#);
+        f.expect(&["losetup", "--json", "--list", "--associated", file_s], &listed)
+            .expect(&["stat", "--format=%s %b %B", file_s], "0 0 512\n");
+        std::fs::File::options().write(true).open(&file).unwrap().set_len(1 << 20).unwrap();
+        rt().block_on(files.ensure(&pool, &VolumeFile::new("web", 0, "aa"), 1024)).unwrap();
+        assert_eq!(mode(&file), 0o600);
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn the_reflink_probe_copies_a_file_with_cp_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let (src, dst) = (format!("{d}/.cairn-reflink-probe"), format!("{d}/.cairn-reflink-probe.copy"));
+        let f = Arc::new(FakeRunner::new());
+        let files = Files::new(f.clone(), Duration::from_secs(5));
+        let pool = FilePool::new("p", d, true).unwrap();
+        // XFS: cp succeeds.
+        f.expect(&["cp", "--reflink=always", &src, &dst], "");
+        assert!(rt().block_on(files.probe_reflink(&pool)).unwrap());
+        // ext4: cp refuses (coreutils' words on this host).
+        f.expect_failure(
+            &["cp", "--reflink=always", &src, &dst],
+            1,
+            &format!("cp: failed to clone '{dst}' from '{src}': Operation not supported"),
+        );
+        assert!(!rt().block_on(files.probe_reflink(&pool)).unwrap());
+        assert!(f.is_done(), "{:?}", f.calls());
+        // cp could not run at all: that is an error, not "no reflinks".
+        assert!(rt().block_on(files.probe_reflink(&pool)).is_err());
+        let left: Vec<_> = std::fs::read_dir(d).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "the probe left {left:?}");
+    }
+
+    #[test]
+    fn sizes_follow_what_is_written_into_a_sparse_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FilePool::new("p", dir.path().to_str().unwrap(), true).unwrap();
+        let v = VolumeFile::new("web", 0, "aa");
+        let path = pool.volume_path(&v).unwrap();
+        std::fs::File::create(&path).unwrap().set_len(8 << 20).unwrap();
+        let (size, before) = Files::sizes(&pool, &v).unwrap();
+        assert_eq!(size, 8192);
+        {
+            use std::io::{Seek, Write};
+            let mut fh = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            fh.seek(std::io::SeekFrom::Start(1 << 20)).unwrap();
+            fh.write_all(&[1u8; 1 << 20]).unwrap();
+            fh.sync_all().unwrap();
+        }
+        let (_, after) = Files::sizes(&pool, &v).unwrap();
+        assert!(after >= before + 1024, "allocated {before} -> {after} KiB");
+        assert!(Files::sizes(&pool, &VolumeFile::new("nope", 0, "aa")).is_err());
     }
 
     #[test]

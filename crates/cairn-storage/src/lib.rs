@@ -55,6 +55,23 @@ pub fn safe_name(name: &str) -> Result<&str, StorageError> {
     if ok { Ok(name) } else { Err(StorageError::UnsafeName(name.to_string())) }
 }
 
+/// Creates a directory and its missing parents with mode 0700 (only root
+/// reads volume data and configuration). Directories that exist keep
+/// their mode: they were made by someone else, for their own reasons.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Opens `path` for writing with mode 0600, truncating it; a file that
+/// was there with a wider mode is narrowed to 0600 first.
+pub fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
 /// The volume number of a name's `<NNNNN>` part: exactly five digits.
 pub fn volume_number(digits: &str) -> Option<u32> {
     (digits.len() == 5 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
@@ -69,6 +86,28 @@ pub fn split_volume_name(name: &str) -> Option<(&str, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_directories_are_0700_and_private_files_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let t = tempfile::tempdir().unwrap();
+        let deep = t.path().join("a").join("b");
+        create_private_dir(&deep).unwrap();
+        assert_eq!((mode(&t.path().join("a")), mode(&deep)), (0o700, 0o700));
+        // An existing directory keeps its mode.
+        std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&deep).unwrap();
+        assert_eq!(mode(&deep), 0o755);
+        let f = deep.join("x.res");
+        std::fs::write(&f, b"old").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(create_private_file(&f).unwrap());
+        assert_eq!(mode(&f), 0o600);
+        assert_eq!(std::fs::read(&f).unwrap(), b"");
+        drop(create_private_file(&deep.join("new")).unwrap());
+        assert_eq!(mode(&deep.join("new")), 0o600);
+    }
 
     #[test]
     fn volume_names_have_exactly_five_digits() {

@@ -72,6 +72,15 @@ impl Lv {
     pub fn is_active(&self) -> bool {
         self.attr.chars().nth(4) == Some('a')
     }
+
+    /// What the volume takes from its pool: a thin volume its data
+    /// percentage of its size, a thick one all of it.
+    pub fn allocated_kib(&self) -> i64 {
+        match (self.pool_lv.is_empty(), self.data_percent) {
+            (false, Some(p)) => (self.size_kib as f64 * p / 100.0).round() as i64,
+            _ => self.size_kib,
+        }
+    }
 }
 
 fn kib(v: &str) -> Option<i64> {
@@ -359,10 +368,7 @@ impl Lvm {
         };
         // Read back what LVM made (extent rounding).
         let now = self.lvs(pool, &f).await?.into_iter().find(|l| l.name == name).unwrap_or(lv);
-        let allocated = match (pool.thin_pool.is_some(), now.data_percent) {
-            (true, Some(p)) => (now.size_kib as f64 * p / 100.0).round() as i64,
-            _ => now.size_kib,
-        };
+        let allocated = now.allocated_kib();
         Ok(VolumeObserved {
             number: nr,
             device_path: Some(now.path.clone()).filter(|p| !p.is_empty()).or(Some(format!("/dev/{}/{name}", pool.vg))),
@@ -502,6 +508,18 @@ impl Lvm {
         self.remove_others(pool, rsc, &[]).await
     }
 
+    /// What each volume of the pool takes from it now, KiB, by resource
+    /// and volume number (one `lvs`; thin volumes grow as they are
+    /// written).
+    pub async fn allocated(&self, pool: &LvmPool) -> Result<std::collections::BTreeMap<(String, u32), i64>, StorageError> {
+        Ok(self
+            .volumes(pool)
+            .await?
+            .iter()
+            .filter_map(|l| split_volume_name(&l.name).map(|(rsc, nr)| ((rsc.to_string(), nr), l.allocated_kib())))
+            .collect())
+    }
+
     /// Names of resources with volumes in the pool.
     pub async fn resources(&self, pool: &LvmPool) -> Result<Vec<String>, StorageError> {
         Ok(self
@@ -589,16 +607,20 @@ mod tests {
             .collect()
     }
 
+    /// A fake runner, LVM on it, a pool in vg0 and vg0's `lvs` command.
+    fn on_vg0(name: &str, backing: &str, thin: bool) -> (Arc<FakeRunner>, Lvm, LvmPool, Vec<String>) {
+        let f = Arc::new(FakeRunner::new());
+        let lvm = Lvm::new(f.clone(), Duration::from_secs(5));
+        (f, lvm, LvmPool::new(name, backing, thin).unwrap(), lvs_cmd("vg0"))
+    }
+
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
 
     #[test]
     fn create_grow_and_delete_use_linstors_command_lines() {
-        let f = Arc::new(FakeRunner::new());
-        let lvm = Lvm::new(f.clone(), Duration::from_secs(5));
-        let pool = LvmPool::new("lvm", "vg0", false).unwrap();
-        let lvs = lvs_cmd("vg0");
+        let (f, lvm, pool, lvs) = on_vg0("lvm", "vg0", false);
         let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
         pvdisplay(&f, "vg0", "  /dev/vda  \n");
         f.expect(&l, "")
@@ -627,10 +649,7 @@ mod tests {
 
     #[test]
     fn thin_volumes_and_an_earlier_incarnation() {
-        let f = Arc::new(FakeRunner::new());
-        let lvm = Lvm::new(f.clone(), Duration::from_secs(5));
-        let pool = LvmPool::new("thin", "vg0/thin", true).unwrap();
-        let lvs = lvs_cmd("vg0");
+        let (f, lvm, pool, lvs) = on_vg0("thin", "vg0/thin", true);
         let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
         pvdisplay(&f, "vg0", "  /dev/vda\n");
         f.expect(&l, "  db_00000;/dev/vg0/db_00000;102400.00;vg0;thin;20.00;Vwi-a-tz--;;0;0;cairn_vid_old\n")
@@ -659,6 +678,23 @@ mod tests {
         assert!(f.is_done(), "{:?}", f.calls());
     }
 
+    #[test]
+    fn allocated_sizes_come_from_one_lvs_of_the_thin_pool() {
+        let (f, lvm, pool, lvs) = on_vg0("thin", "vg0/thin", true);
+        let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
+        pvdisplay(&f, "vg0", "  /dev/vda\n");
+        f.expect(
+            &l,
+            "  thin;/dev/vg0/thin;1048576.00;vg0;;3.10;twi-aotz--;1.20;64.00k;1;\n\
+             \x20 db_00000;/dev/vg0/db_00000;102400.00;vg0;thin;25.00;Vwi-a-tz--;;0;0;cairn_vid_a\n\
+             \x20 db_00000_s1;/dev/vg0/db_00000_s1;102400.00;vg0;thin;12.50;Vri---tz-k;;0;0;cairn_snap\n\
+             \x20 web_00001;/dev/vg0/web_00001;4096.00;vg0;thin;0.00;Vwi-a-tz--;;0;0;cairn_vid_b\n",
+        );
+        let a = rt().block_on(lvm.allocated(&pool)).unwrap();
+        assert_eq!(a, [(("db".to_string(), 0), 25_600), (("web".to_string(), 1), 0)].into());
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
     /// The copy of snapshot s1 that replaces volume db_00000, tagged `rb`.
     fn clone_cmd(rb: &str) -> Vec<&str> {
         vec![
@@ -682,10 +718,7 @@ mod tests {
 
     #[test]
     fn rollback_renames_aside_clones_then_removes() {
-        let f = Arc::new(FakeRunner::new());
-        let lvm = Lvm::new(f.clone(), Duration::from_secs(5));
-        let pool = LvmPool::new("thin", "vg0/thin", true).unwrap();
-        let lvs = lvs_cmd("vg0");
+        let (f, lvm, pool, lvs) = on_vg0("thin", "vg0/thin", true);
         let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
         let listing = "  db_00000;/dev/vg0/db_00000;4096.00;vg0;thin;1.00;Vwi-a-tz--;;0;0;cairn_vid_v1\n  db_00000_s1;/dev/vg0/db_00000_s1;4096.00;vg0;thin;1.00;Vri---tz-k;;0;0;cairn_snap\n  db_00000_fake;/dev/vg0/db_00000_fake;4096.00;vg0;thin;1.00;Vwi-a-tz--;;0;0;\n";
         pvdisplay(&f, "vg0", "  /dev/vda\n");

@@ -49,6 +49,13 @@ pub struct Zvol {
     pub vid: Option<String>,
 }
 
+impl Zvol {
+    /// KiB the zvol references (`refer`).
+    pub fn allocated_kib(&self) -> i64 {
+        i64::try_from(self.refer / 1024).unwrap_or(i64::MAX)
+    }
+}
+
 fn num(v: &str) -> Option<u64> {
     if v == "-" { None } else { v.parse().ok() }
 }
@@ -161,7 +168,7 @@ impl Zfs {
         Ok(VolumeObserved {
             number: nr,
             device_path: Some(dev),
-            allocated_kib: now.as_ref().map(|z| (z.refer / 1024) as i64),
+            allocated_kib: now.as_ref().map(Zvol::allocated_kib),
             usable_kib: now.as_ref().and_then(|z| z.volsize).map(|b| (b / 1024) as i64),
             disk_state: "UpToDate".into(),
             luks_device_path: None,
@@ -194,6 +201,21 @@ impl Zfs {
             }
         }
         Ok(())
+    }
+
+    /// What each zvol of the pool references now, KiB, by resource and
+    /// volume number (one `zfs list`).
+    pub async fn allocated(&self, pool: &ZfsPool) -> Result<std::collections::BTreeMap<(String, u32), i64>, StorageError> {
+        let prefix = format!("{}/", pool.dataset);
+        Ok(self
+            .list(pool)
+            .await?
+            .iter()
+            .filter(|z| z.kind == "volume")
+            .filter_map(|z| {
+                z.name.strip_prefix(&prefix).and_then(split_volume_name).map(|(rsc, nr)| ((rsc.to_string(), nr), z.allocated_kib()))
+            })
+            .collect())
     }
 
     /// Resources with volumes in the pool (made by Cairn).
@@ -264,6 +286,18 @@ mod tests {
         for bad in ["", "-o", "/tank", "tank/", "ta nk", "tank//x"] {
             assert!(ZfsPool::new("p", bad, false).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn allocated_sizes_come_from_one_zfs_list() {
+        let f = Arc::new(FakeRunner::new());
+        let z = Zfs::new(f.clone(), Duration::from_secs(5));
+        let pool = ZfsPool::new("zt", "tank", true).unwrap();
+        f.expect(&list_cmd("tank"), &fixture("list.txt"));
+        let a = rt().block_on(z.allocated(&pool)).unwrap();
+        // The snapshot is not a volume; refer in bytes becomes KiB.
+        assert_eq!(a, [(("db".to_string(), 0), 4944), (("web".to_string(), 0), 56)].into());
+        assert!(f.is_done(), "{:?}", f.calls());
     }
 
     #[test]

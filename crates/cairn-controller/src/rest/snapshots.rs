@@ -11,8 +11,9 @@ use cairn_api::query::{NameFilter, Query};
 use cairn_api::rc;
 use cairn_api::snapshot::{CreateMultiSnapshotRequest, Snapshot, SnapshotRestore};
 use cairn_domain::Cluster;
+use cairn_domain::OpError;
 use cairn_domain::name::key;
-use cairn_domain::snapshot::SnapshotDfn;
+use cairn_domain::snapshot::{NodeSnapState, SnapshotDfn};
 
 use super::error::ApiError;
 use super::input;
@@ -31,10 +32,15 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The wire form; a node's snapshot counts as taken when its satellite
-/// reports it.
+/// reports it, and as failed (with the reason) when it reports that.
 fn wire(s: &AppState, d: &SnapshotDfn) -> Snapshot {
-    let taken = |node: &str| s.links().resource(&key(node), &d.resource_definition).is_some_and(|o| o.snapshots.contains(&d.name));
-    d.to_api(&taken)
+    d.to_api(&|node: &str| s.links().snapshot_state(&key(node), &d.resource_definition, &d.name))
+}
+
+/// What satellites found out about their pools, for refusing snapshots in
+/// FILE_THIN pools without reflinks up front.
+fn pool_snapshots(s: &AppState) -> impl Fn(&str, &str) -> Option<bool> + '_ {
+    |node: &str, pool: &str| s.links().pool_snapshots(&key(node), pool)
 }
 
 fn filtered(s: &AppState, c: &Cluster, q: &Query, only_rd: Option<&str>) -> Result<Vec<Snapshot>, ApiError> {
@@ -76,12 +82,14 @@ async fn get_one(State(s): State<AppState>, Path((rd, snap)): Path<(String, Stri
 
 async fn create(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: Snapshot = input::required(&body)?;
-    s.mutate(201, |c, ctx| c.create_snapshot(&rd, &req, ctx)).await
+    let probed = s.clone();
+    s.mutate(201, |c, ctx| c.create_snapshot(&rd, &req, &pool_snapshots(&probed), ctx)).await
 }
 
 async fn create_multi(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
     let req: CreateMultiSnapshotRequest = input::required(&body)?;
-    s.mutate(201, |c, ctx| c.create_snapshots(&req.snapshots, ctx)).await
+    let probed = s.clone();
+    s.mutate(201, |c, ctx| c.create_snapshots(&req.snapshots, &pool_snapshots(&probed), ctx)).await
 }
 
 async fn modify(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
@@ -100,12 +108,34 @@ async fn restore_vds(State(s): State<AppState>, Path((rd, snap)): Path<(String, 
     s.mutate(200, |c, ctx| c.restore_vlm_dfns(&rd, &snap, &req, ctx)).await
 }
 
+/// Refuses to use a snapshot that one of `nodes` (all when empty) failed
+/// to take: there is nothing (or only part of it) there.
+fn not_failed(s: &AppState, rd: &str, snap: &str, nodes: &[String], op: i64) -> Result<(), ApiError> {
+    let c = s.read();
+    let d = c.snapshot(rd, snap, op)?;
+    for n in d.nodes.values().filter(|n| nodes.is_empty() || nodes.iter().any(|x| key(x) == key(&n.node))) {
+        if let NodeSnapState::Failed(why) = s.links().snapshot_state(&key(&n.node), &d.resource_definition, &d.name) {
+            return Err(OpError::new(
+                op,
+                rc::FAIL_NOT_FOUND_SNAPSHOT,
+                format!("Snapshot '{}' of '{}' failed on node '{}'; there is nothing to use there.", d.name, d.resource_definition, n.node),
+            )
+            .cause(why)
+            .correction("Delete the snapshot and take a new one.")
+            .into());
+        }
+    }
+    Ok(())
+}
+
 async fn restore_rscs(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
     let req: SnapshotRestore = input::required(&body)?;
+    not_failed(&s, &rd, &snap, &req.nodes, rc::MASK_CRT | rc::MASK_RSC)?;
     s.mutate(200, |c, ctx| c.restore_resources(&rd, &snap, &req, ctx)).await
 }
 
 async fn rollback(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>) -> Result<Reply, ApiError> {
+    not_failed(&s, &rd, &snap, &[], rc::MASK_MOD | rc::MASK_RSC)?;
     let links = s.clone();
     let in_use = move |r: &cairn_domain::resource::Resource| {
         links.links().resource(&key(&r.node), &r.resource_definition).and_then(|o| o.drbd).is_some_and(|d| d.kernel && d.role == "Primary")

@@ -40,7 +40,7 @@ fn filtered(s: &AppState, c: &Cluster, q: &Query, only_node: Option<&str>) -> Re
         .filter(|((n, _), p)| {
             only.as_ref().is_none_or(|o| o == n) && nodes.matches(&p.node) && pools.matches(&p.name) && props.matches(&p.props)
         })
-        .map(|((n, _), p)| p.to_api(s.links().capacity(n, &p.name)))
+        .map(|((n, _), p)| p.to_api(s.links().capacity(n, &p.name), s.links().pool_snapshots(n, &p.name)))
         .collect();
     Ok(page.apply(out))
 }
@@ -61,7 +61,8 @@ async fn get_one(State(s): State<AppState>, Path((node, sp)): Path<(String, Stri
     let c = s.read();
     c.node(&node, rc::MASK_STOR_POOL)?;
     let p = c.stor_pool(&node, &sp, rc::MASK_STOR_POOL)?;
-    Ok(ok(&p.to_api(s.links().capacity(&key(&p.node), &p.name))))
+    let n = key(&p.node);
+    Ok(ok(&p.to_api(s.links().capacity(&n, &p.name), s.links().pool_snapshots(&n, &p.name))))
 }
 
 async fn create(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {

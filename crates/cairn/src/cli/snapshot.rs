@@ -89,7 +89,15 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> i32 {
                 let volumes: Vec<String> =
                     s.volume_definitions.iter().map(|v| format!("{}: {}", v.volume_number, human_kib(v.size_kib))).collect();
                 let created = s.snapshots.iter().map(|n| n.create_timestamp).min().map(datetime_utc).unwrap_or_default();
-                let state = if s.flags.iter().any(|f| f == "SUCCESSFUL") { "Successful" } else { "Incomplete" };
+                // LINSTOR's client: a failed node makes the snapshot "Failed".
+                let has = |flag: &str| s.flags.iter().any(|f| f == flag);
+                let state = if has("FAILED_DEPLOYMENT") {
+                    "Failed"
+                } else if has("SUCCESSFUL") {
+                    "Successful"
+                } else {
+                    "Incomplete"
+                };
                 t.row(vec![
                     s.resource_name.clone().into(),
                     s.name.clone().into(),
