@@ -7,6 +7,7 @@
 //! only then applies them to the in-memory cluster that every read is
 //! served from.
 
+pub mod build_info;
 pub mod config;
 pub mod crypto;
 pub mod rest;

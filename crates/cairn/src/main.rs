@@ -435,9 +435,26 @@ fn daemon(run: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow:
     runtime.block_on(run)
 }
 
-/// The command tree as parsed, completed and documented.
+/// Subcommands that talk to no controller: the client options (`-m`,
+/// `--controllers`, ...) are hidden from their help, completions and man
+/// pages. `controller`'s own client verbs (`cairn controller version`)
+/// still show them.
+const LOCAL_COMMANDS: [&str; 5] = ["controller", "satellite", "up", "completion", "man"];
+
+/// The command tree as parsed, completed and documented. The client options
+/// stay global, so `cairn -m node list` and `cairn node list -m` both work.
+/// The local commands get hidden copies of them, which global propagation
+/// then leaves alone; `controller`'s client verbs get visible ones.
 fn command() -> clap::Command {
-    let mut cmd = Cli::command();
+    let version = cairn_controller::build_info::describe(&cairn_controller::build_info::controller_version());
+    let cmd = Cli::command().version(version);
+    let client_options: Vec<clap::Arg> = cmd.get_arguments().filter(|a| a.is_global_set()).cloned().collect();
+    let hidden = |sub: clap::Command| sub.args(client_options.iter().map(|a| a.clone().hide(true)));
+    let mut cmd = cmd.mut_subcommands(|sub| match sub.get_name() {
+        "controller" => hidden(sub.mut_subcommands(|verb| verb.args(client_options.iter().cloned()))),
+        name if LOCAL_COMMANDS.contains(&name) => hidden(sub),
+        _ => sub,
+    });
     cmd.build();
     cmd
 }
@@ -489,5 +506,44 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Man { out_dir } => generate::man_pages(&command(), &out_dir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand, option and positional argument at every depth, as
+    /// `cairn a b --opt`, that has no help text.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let auto = matches!(arg.get_id().as_str(), "help" | "version");
+            if !auto && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                let name = arg.get_long().map(|l| format!("--{l}")).unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
+                out.push(format!("{path} {name}"));
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(sub_path.clone());
+            }
+            undocumented(sub, &sub_path, out);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        let mut missing = Vec::new();
+        undocumented(&command(), "cairn", &mut missing);
+        assert!(missing.is_empty(), "{} without help text:\n{}", missing.len(), missing.join("\n"));
+    }
+
+    #[test]
+    fn the_walk_finds_what_lacks_help() {
+        let cmd = clap::Command::new("t").subcommand(clap::Command::new("bare").arg(clap::Arg::new("thing")));
+        let mut missing = Vec::new();
+        undocumented(&cmd, "t", &mut missing);
+        assert_eq!(missing, ["t bare", "t bare THING"]);
     }
 }

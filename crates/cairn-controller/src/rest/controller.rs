@@ -6,7 +6,6 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{delete, get};
 use cairn_api::PropsModify;
-use cairn_api::controller::{ControllerVersion, REST_API_VERSION};
 
 use super::error::ApiError;
 use super::input;
@@ -27,12 +26,7 @@ async fn health(State(s): State<AppState>) -> Response {
 }
 
 async fn version() -> Response {
-    ok(&ControllerVersion {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        git_hash: option_env!("CAIRN_GIT_HASH").unwrap_or("unknown").to_string(),
-        build_time: option_env!("CAIRN_BUILD_TIME").unwrap_or("1970-01-01T00:00:00+00:00").to_string(),
-        rest_api_version: REST_API_VERSION.to_string(),
-    })
+    ok(&crate::build_info::controller_version())
 }
 
 /// The stored (encrypted) master key stays out of the listing.

@@ -14,15 +14,22 @@ pub enum ControllerVerb {
     /// Controller and REST API versions.
     #[command(visible_alias = "v")]
     Version,
+    /// List the controller properties.
     #[command(visible_alias = "lp")]
     ListProperties,
     /// Set (or, without a value, delete) a controller property.
     #[command(visible_alias = "sp")]
-    SetProperty { key: String, value: Option<String> },
+    SetProperty {
+        /// The property, e.g. `DrbdOptions/Net/protocol`.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ErrorReportsCmd {
+    /// List the controller's error reports (not implemented yet).
     #[command(visible_alias = "l")]
     List,
 }
@@ -37,7 +44,7 @@ pub fn run(ctx: &Ctx, verb: ControllerVerb) -> i32 {
             if ctx.machine {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!("cairn controller {} (REST API {}, build {}, {})", v.version, v.rest_api_version, v.git_hash, v.build_time);
+                println!("cairn controller {} REST API {}", cairn_controller::build_info::describe(&v), v.rest_api_version);
             }
             0
         }

@@ -18,14 +18,17 @@ pub enum EncryptionCmd {
     /// Change the master passphrase.
     #[command(name = "modify-passphrase", visible_alias = "mp")]
     Modify {
+        /// The current passphrase; read from stdin when not given.
         #[arg(long = "old-passphrase")]
         old_passphrase: Option<String>,
+        /// The new passphrase; read from stdin when not given.
         #[arg(long = "new-passphrase")]
         new_passphrase: Option<String>,
     },
     /// Enter the master passphrase after a controller restart.
     #[command(name = "enter-passphrase", visible_alias = "ep")]
     Enter {
+        /// The passphrase; read from stdin when not given.
         #[arg(long)]
         passphrase: Option<String>,
     },
@@ -44,10 +47,7 @@ fn secret(given: Option<String>, what: &str) -> Option<String> {
 
 pub fn run(ctx: &Ctx, cmd: EncryptionCmd) -> i32 {
     const PATH: &str = "/v1/encryption/passphrase";
-    let missing = || {
-        eprintln!("Error: a passphrase is needed");
-        super::output::EXIT_CLIENT
-    };
+    let missing = || ctx.problem(cairn_api::rc::FAIL_INVLD_CRYPT_PASSPHRASE, "a passphrase is needed");
     match cmd {
         EncryptionCmd::Create { passphrase } => match secret(passphrase, "Master passphrase") {
             Some(p) => ctx.send("POST", PATH, Some(&serde_json::json!({ "new_passphrase": p }))),

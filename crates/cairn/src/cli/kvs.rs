@@ -9,13 +9,25 @@ use super::{Ctx, prop_body};
 
 #[derive(Subcommand, Debug)]
 pub enum KvCmd {
+    /// List the stores.
     #[command(visible_alias = "l")]
     List,
+    /// Show one store's keys and values.
     #[command(visible_alias = "s")]
-    Show { name: String },
+    Show {
+        /// The store.
+        name: String,
+    },
     /// Set (or, without a value, delete) a key.
     #[command(visible_alias = "m")]
-    Modify { name: String, key: String, value: Option<String> },
+    Modify {
+        /// The store (created with its first key).
+        name: String,
+        /// The key.
+        key: String,
+        /// The new value; without one the key is deleted.
+        value: Option<String>,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: KvCmd) -> i32 {

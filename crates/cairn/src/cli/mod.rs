@@ -17,14 +17,18 @@ pub mod table;
 
 use std::io::IsTerminal;
 
-use cairn_api::ApiCallRc;
+use cairn_api::{ApiCallRc, rc};
 use cairn_client::{Client, seg};
 use clap::Args;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use output::{EXIT_API_ERROR, EXIT_CLIENT, EXIT_CONNECTION, EXIT_OK};
+use progress::Progress;
 use table::{Style, Table};
+
+/// What the controller answered to a mutation, not yet printed.
+type Answer = Result<cairn_client::RawResponse, cairn_client::ClientError>;
 
 /// Options every client verb takes.
 #[derive(Args, Debug, Clone)]
@@ -93,27 +97,73 @@ impl Ctx {
                 Err(e) => last = e.to_string(),
             }
         }
-        eprintln!("Error: could not reach a controller at {}: {last}", g.controllers);
-        Err(EXIT_CONNECTION)
+        let rc = ApiCallRc::error(0, rc::FAIL_UNKNOWN_ERROR, format!("could not reach a controller at {}", g.controllers))
+            .with_cause(last)
+            .with_correction("Start the controller, or name it with --controllers or LS_CONTROLLERS.");
+        Err(output::problem(g.machine, &rc, EXIT_CONNECTION))
     }
 
     /// GETs and decodes; on failure prints the error and gives the exit code.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, i32> {
-        self.client.get(path).map_err(|e| output::error(&e, self.style.color))
+        self.client.get(path).map_err(|e| self.error(&e))
+    }
+
+    /// Prints a client error (JSON with `-m`) and gives its exit code.
+    pub fn error(&self, e: &cairn_client::ClientError) -> i32 {
+        output::error(e, self.machine, self.style.color)
+    }
+
+    /// A problem found on this side: an error entry with this code (JSON
+    /// with `-m`); exit 1.
+    pub fn problem(&self, code: i64, message: impl Into<String>) -> i32 {
+        output::problem(self.machine, &ApiCallRc::error(0, code, message), EXIT_CLIENT)
+    }
+
+    /// Prints the controller's replies (JSON with `-m`) and gives the exit code.
+    pub fn replies(&self, rcs: &[ApiCallRc]) -> i32 {
+        if self.machine { output::replies_json(rcs) } else { output::replies(rcs, self.style.color) }
+    }
+
+    /// A size as typed (`10G`, `512M`) in KiB; a bad one is a problem.
+    pub fn size_kib(&self, s: &str) -> Result<i64, i32> {
+        size::parse_kib(s).map_err(|e| self.problem(rc::FAIL_INVLD_VLM_SIZE, e))
     }
 
     /// Sends a mutation and prints its replies.
     pub fn send<B: Serialize>(&self, method: &'static str, path: &str, body: Option<&B>) -> i32 {
+        self.print_answer(self.request(method, path, body))
+    }
+
+    /// Sends mutations one after the other under a progress line saying
+    /// `what` (on a terminal); the line is finished before any reply is
+    /// printed. The exit code is the worst of the replies'.
+    pub fn send_all<B: Serialize>(&self, what: &str, requests: &[(&'static str, String, Option<&B>)]) -> i32 {
+        let progress = Progress::start(what, self);
+        let answers: Vec<Answer> = requests.iter().map(|(method, path, body)| self.request(method, path, *body)).collect();
+        progress.finish(answers.iter().all(|a| a.as_ref().is_ok_and(|r| r.status < 400)));
+        answers.into_iter().map(|a| self.print_answer(a)).max().unwrap_or(EXIT_OK)
+    }
+
+    /// [`Ctx::send`] under a progress line, as [`Ctx::send_all`].
+    pub fn send_showing<B: Serialize>(&self, what: &str, method: &'static str, path: &str, body: Option<&B>) -> i32 {
+        self.send_all(what, &[(method, path.to_string(), body)])
+    }
+
+    fn request<B: Serialize>(&self, method: &'static str, path: &str, body: Option<&B>) -> Answer {
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
-        match self.client.raw(method, path, bytes.as_deref()) {
-            Err(e) => output::error(&e, self.style.color),
+        self.client.raw(method, path, bytes.as_deref())
+    }
+
+    fn print_answer(&self, answer: Answer) -> i32 {
+        match answer {
+            Err(e) => self.error(&e),
             Ok(r) => {
                 if self.machine {
                     println!("{}", String::from_utf8_lossy(&r.body));
                     return EXIT_OK;
                 }
                 match serde_json::from_slice::<Vec<ApiCallRc>>(&r.body) {
-                    Ok(rcs) => output::replies(&rcs, self.style.color),
+                    Ok(rcs) => self.replies(&rcs),
                     Err(_) => {
                         eprintln!("Error: unexpected reply (HTTP {}): {}", r.status, String::from_utf8_lossy(&r.body));
                         if r.status >= 400 { EXIT_API_ERROR } else { EXIT_CLIENT }
@@ -128,8 +178,7 @@ impl Ctx {
         if let Some(col) = &self.sort_by
             && !table.sort_by_header(col)
         {
-            eprintln!("Error: there is no column '{col}' to sort by");
-            return EXIT_CLIENT;
+            return self.problem(rc::FAIL_INVLD_REQUEST, format!("there is no column '{col}' to sort by"));
         }
         if self.machine {
             println!("{}", serde_json::to_string_pretty(json).unwrap_or_default());

@@ -12,9 +12,11 @@ pub enum NodeCmd {
     /// Register a node.
     #[command(visible_alias = "c")]
     Create {
+        /// The node's name, as its satellite knows it (`--node-name`, by default the host name).
         name: String,
         /// IP address of the node's default interface.
         ip: String,
+        /// satellite, controller, combined or auxiliary.
         #[arg(long, default_value = "satellite")]
         node_type: String,
         /// Satellite port (3366 plain, 3367 ssl by default).
@@ -27,23 +29,44 @@ pub enum NodeCmd {
     /// List nodes.
     #[command(visible_alias = "l", alias = "ls")]
     List {
+        /// Only these nodes.
         #[arg(short = 'n', long = "nodes", num_args = 1..)]
         nodes: Vec<String>,
+        /// Only nodes with these properties (`KEY=VALUE`, or `KEY` for any value).
         #[arg(long = "props", num_args = 1..)]
         props: Vec<String>,
     },
     /// Show one node in detail (interfaces, providers).
-    Info { name: String },
+    Info {
+        /// The node.
+        name: String,
+    },
     /// Delete a node (refused while it has resources).
     #[command(visible_alias = "d")]
-    Delete { name: String },
+    Delete {
+        /// The node.
+        name: String,
+    },
     /// Remove a node that is gone for good, with its resources.
-    Lost { name: String },
+    Lost {
+        /// The node.
+        name: String,
+    },
     /// Move a node's resources elsewhere before taking it out (the controller does not implement it yet).
-    Evacuate { name: String },
+    Evacuate {
+        /// The node.
+        name: String,
+    },
     /// Set (or, without a value, delete) a node property.
     #[command(visible_alias = "sp")]
-    SetProperty { name: String, key: String, value: Option<String> },
+    SetProperty {
+        /// The node.
+        name: String,
+        /// The property, e.g. `Aux/rack`.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
+    },
     /// Network interfaces.
     #[command(visible_alias = "i", subcommand)]
     Interface(InterfaceCmd),
@@ -51,20 +74,36 @@ pub enum NodeCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum InterfaceCmd {
+    /// Add a network interface to a node.
     #[command(visible_alias = "c")]
     Create {
+        /// The node.
         node: String,
+        /// The interface's name, e.g. `data`.
         name: String,
+        /// Its IP address.
         ip: String,
+        /// Satellite port, when the controller should reach the satellite through this interface.
         #[arg(long)]
         port: Option<u16>,
+        /// plain or ssl (with --port).
         #[arg(long = "communication-type")]
         communication_type: Option<String>,
     },
+    /// List a node's network interfaces.
     #[command(visible_alias = "l")]
-    List { node: String },
+    List {
+        /// The node.
+        node: String,
+    },
+    /// Remove a network interface.
     #[command(visible_alias = "d")]
-    Delete { node: String, name: String },
+    Delete {
+        /// The node.
+        node: String,
+        /// The interface.
+        name: String,
+    },
 }
 
 /// `ONLINE` -> `Online`, the other states as they are.

@@ -1,10 +1,13 @@
 //! Printing replies and choosing exit codes as the upstream client does:
 //! 0 ok (warnings too), 10 if any reply is an error, 20 when no controller
-//! answered.
+//! answered, 1 for a problem found on this side. With `-m` everything
+//! printed is JSON: the controller's replies (exit 0, as upstream), or a
+//! reply list of one error entry for a problem found on this side (exit 1
+//! or 20 all the same: there was no reply to read a code from).
 
 use std::io::Write;
 
-use cairn_api::ApiCallRc;
+use cairn_api::{ApiCallRc, rc};
 use cairn_client::ClientError;
 
 pub const EXIT_OK: i32 = 0;
@@ -64,18 +67,40 @@ pub fn replies(rcs: &[ApiCallRc], color: bool) -> i32 {
     code
 }
 
+/// Prints the controller's replies as JSON (`-m`): exit 0, as upstream.
+pub fn replies_json(rcs: &[ApiCallRc]) -> i32 {
+    println!("{}", serde_json::to_string_pretty(rcs).unwrap_or_default());
+    EXIT_OK
+}
+
+/// A problem found on this side, not a controller's reply (a bad size, no
+/// controller reachable, an unexpected answer): `Error: message[: cause]`
+/// on stderr, or with `-m` a one-entry reply list on stdout in the
+/// controller's shape. Returns `exit` either way.
+pub fn problem(machine: bool, rc: &ApiCallRc, exit: i32) -> i32 {
+    if machine {
+        println!("{}", serde_json::to_string_pretty(std::slice::from_ref(rc)).unwrap_or_default());
+    } else {
+        match &rc.cause {
+            Some(cause) => eprintln!("Error: {}: {cause}", rc.message),
+            None => eprintln!("Error: {}", rc.message),
+        }
+    }
+    exit
+}
+
 /// Prints a client error and returns its exit code.
-pub fn error(e: &ClientError, color: bool) -> i32 {
+pub fn error(e: &ClientError, machine: bool, color: bool) -> i32 {
     match e {
-        ClientError::Api { replies: rcs, .. } if !rcs.is_empty() => replies(rcs, color),
-        ClientError::Transport { .. } => {
-            eprintln!("Error: {e}");
-            EXIT_CONNECTION
+        ClientError::Api { replies: rcs, .. } if !rcs.is_empty() => {
+            if machine {
+                replies_json(rcs)
+            } else {
+                replies(rcs, color)
+            }
         }
-        _ => {
-            eprintln!("Error: {e}");
-            EXIT_CLIENT
-        }
+        ClientError::Transport { .. } => problem(machine, &ApiCallRc::error(0, rc::FAIL_UNKNOWN_ERROR, e.to_string()), EXIT_CONNECTION),
+        _ => problem(machine, &ApiCallRc::error(0, rc::FAIL_UNKNOWN_ERROR, e.to_string()), EXIT_CLIENT),
     }
 }
 

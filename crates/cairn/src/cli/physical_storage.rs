@@ -18,9 +18,12 @@ pub enum PhysicalStorageCmd {
     CreateDevicePool {
         /// lvm or lvmthin.
         provider_kind: String,
+        /// The node the disks are in.
         node_name: String,
+        /// The disks, e.g. /dev/sdb /dev/sdc.
         #[arg(required = true)]
         device_paths: Vec<String>,
+        /// The volume group to create (lvm), or the thin pool, in volume group `linstor_<NAME>` (lvmthin).
         #[arg(long = "pool-name")]
         pool_name: String,
         /// Also create this storage pool on the new device pool.

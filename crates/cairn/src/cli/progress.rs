@@ -1,6 +1,7 @@
 //! Progress for long operations: on a terminal, a line that says what is
 //! going on and, when it ends, how long it took. Silent otherwise, and
-//! with `-m`.
+//! with `-m`. The line is finished before the replies are printed
+//! ([`super::Ctx::send_all`]), so no reply lands in its middle.
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
@@ -22,9 +23,9 @@ impl Progress {
         Progress { started: Instant::now(), active }
     }
 
-    pub fn finish(self, code: i32) {
+    pub fn finish(self, ok: bool) {
         if self.active {
-            let verdict = if code == 0 { "done" } else { "failed" };
+            let verdict = if ok { "done" } else { "failed" };
             let _ = writeln!(std::io::stderr(), " {verdict} in {:.1} s", self.started.elapsed().as_secs_f64());
         }
     }

@@ -16,29 +16,37 @@ pub enum ResourceCmd {
         /// Nodes, then the resource definition.
         #[arg(num_args = 2.., required = true)]
         nodes_then_resource: Vec<String>,
+        /// The storage pool for the volumes (default: the resource group's, or DfltStorPool).
         #[arg(short = 's', long = "storage-pool")]
         storage_pool: Option<String>,
+        /// A diskless DRBD client: the data lives on the other replicas.
         #[arg(long = "drbd-diskless", alias = "diskless")]
         diskless: bool,
     },
+    /// List resources and their states.
     #[command(visible_alias = "l", alias = "ls")]
     List {
         #[command(flatten)]
         filter: ListFilter,
+        /// Only resources with these properties (`KEY=VALUE`, or `KEY` for any value).
         #[arg(long = "props", num_args = 1..)]
         props: Vec<String>,
     },
     /// Delete a resource from nodes: `r delete NODE... RESOURCE`.
     #[command(visible_alias = "d")]
     Delete {
+        /// Nodes, then the resource definition.
         #[arg(num_args = 2.., required = true)]
         nodes_then_resource: Vec<String>,
     },
     /// Ensure a resource is available on a node (diskless unless --diskful).
     #[command(visible_alias = "mkavail")]
     MakeAvailable {
+        /// The node.
         node: String,
+        /// The resource.
         resource: String,
+        /// With a local disk.
         #[arg(long)]
         diskful: bool,
     },
@@ -46,6 +54,7 @@ pub enum ResourceCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum VolumeCmd {
+    /// List volumes: device paths, allocated sizes, states.
     #[command(visible_alias = "l", alias = "ls")]
     List {
         #[command(flatten)]
@@ -56,10 +65,13 @@ pub enum VolumeCmd {
 /// The `-n`, `-r`, `-s` filters of resource and volume lists.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ListFilter {
+    /// Only on these nodes.
     #[arg(short = 'n', long = "nodes", num_args = 1..)]
     nodes: Vec<String>,
+    /// Only these resources.
     #[arg(short = 'r', long = "resources", num_args = 1..)]
     resources: Vec<String>,
+    /// Only in these storage pools.
     #[arg(short = 's', long = "storage-pools", num_args = 1..)]
     pools: Vec<String>,
 }
@@ -166,13 +178,11 @@ pub fn run(ctx: &Ctx, cmd: ResourceCmd) -> i32 {
         }
         ResourceCmd::Delete { mut nodes_then_resource } => {
             let Some(rsc) = nodes_then_resource.pop() else { return super::output::EXIT_CLIENT };
-            let progress = super::progress::Progress::start(&format!("Deleting '{rsc}' from {} node(s)", nodes_then_resource.len()), ctx);
-            let mut code = super::output::EXIT_OK;
-            for n in &nodes_then_resource {
-                code = code.max(ctx.send::<()>("DELETE", &format!("/v1/resource-definitions/{}/resources/{}", seg(&rsc), seg(n)), None));
-            }
-            progress.finish(code);
-            code
+            let deletes: Vec<(&str, String, Option<&()>)> = nodes_then_resource
+                .iter()
+                .map(|n| ("DELETE", format!("/v1/resource-definitions/{}/resources/{}", seg(&rsc), seg(n)), None))
+                .collect();
+            ctx.send_all(&format!("Deleting '{rsc}' from {} node(s)", nodes_then_resource.len()), &deletes)
         }
         ResourceCmd::MakeAvailable { node, resource, diskful } => {
             let body = serde_json::json!({ "diskful": diskful });

@@ -6,41 +6,63 @@ use cairn_client::seg;
 use clap::Subcommand;
 
 use super::resource_group::FilterArgs;
-use super::size::{human_kib, parse_kib};
+use super::size::human_kib;
 use super::table::{Cell, Table, Tone};
 use super::{Ctx, prop_body, query};
 
 #[derive(Subcommand, Debug)]
 pub enum ResourceDefinitionCmd {
+    /// Create a resource definition (no volumes, no replicas yet).
     #[command(visible_alias = "c")]
     Create {
+        /// The resource's name.
         name: String,
+        /// The resource group it belongs to (default: DfltRscGrp).
         #[arg(long = "resource-group")]
         resource_group: Option<String>,
+        /// Layers from the top, comma-separated: e.g. `drbd,storage`.
         #[arg(long = "layer-list", value_delimiter = ',')]
         layer_list: Vec<String>,
     },
+    /// List resource definitions.
     #[command(visible_alias = "l", alias = "ls")]
     List {
+        /// Only these resources.
         #[arg(short = 'r', long = "resources", num_args = 1..)]
         resources: Vec<String>,
+        /// Only definitions with these properties (`KEY=VALUE`, or `KEY` for any value).
         #[arg(long = "props", num_args = 1..)]
         props: Vec<String>,
     },
     /// Move to another resource group.
     #[command(visible_alias = "m")]
     Modify {
+        /// The resource.
         name: String,
+        /// The new resource group.
         #[arg(long = "resource-group")]
         resource_group: Option<String>,
     },
+    /// Delete a resource definition with all its replicas and snapshots.
     #[command(visible_alias = "d")]
-    Delete { name: String },
+    Delete {
+        /// The resource.
+        name: String,
+    },
+    /// Set (or, without a value, delete) a resource definition property.
     #[command(visible_alias = "sp")]
-    SetProperty { name: String, key: String, value: Option<String> },
+    SetProperty {
+        /// The resource.
+        name: String,
+        /// The property, e.g. `DrbdOptions/Net/protocol`.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
+    },
     /// Place replicas with the autoplacer.
     #[command(visible_alias = "ap")]
     AutoPlace {
+        /// The resource.
         name: String,
         #[command(flatten)]
         filter: FilterArgs,
@@ -49,29 +71,41 @@ pub enum ResourceDefinitionCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum VolumeDefinitionCmd {
+    /// Add a volume to a resource definition.
     #[command(visible_alias = "c")]
     Create {
+        /// The resource.
         resource: String,
+        /// The volume's size (e.g. 10G, 512M; no unit means bytes).
         size: String,
+        /// The volume number (default: the next free one).
         #[arg(long = "vlmnr")]
         volume_number: Option<i64>,
     },
+    /// List volume definitions.
     #[command(visible_alias = "l", alias = "ls")]
     List {
+        /// Only these resources.
         #[arg(short = 'r', long = "resources", num_args = 1..)]
         resources: Vec<String>,
     },
     /// Grow a volume.
-    SetSize { resource: String, volume_number: i64, size: String },
+    SetSize {
+        /// The resource.
+        resource: String,
+        /// The volume number.
+        volume_number: i64,
+        /// The new size (e.g. 20G).
+        size: String,
+    },
+    /// Delete a volume definition.
     #[command(visible_alias = "d")]
-    Delete { resource: String, volume_number: i64 },
-}
-
-fn size_arg(s: &str) -> Result<i64, i32> {
-    parse_kib(s).map_err(|e| {
-        eprintln!("Error: {e}");
-        super::output::EXIT_CLIENT
-    })
+    Delete {
+        /// The resource.
+        resource: String,
+        /// The volume number.
+        volume_number: i64,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: ResourceDefinitionCmd) -> i32 {
@@ -112,20 +146,19 @@ pub fn run(ctx: &Ctx, cmd: ResourceDefinitionCmd) -> i32 {
             ctx.send("PUT", &format!("/v1/resource-definitions/{}", seg(&name)), Some(&body))
         }
         ResourceDefinitionCmd::Delete { name } => {
-            let progress = super::progress::Progress::start(&format!("Deleting '{name}'"), ctx);
-            let code = ctx.send::<()>("DELETE", &format!("/v1/resource-definitions/{}", seg(&name)), None);
-            progress.finish(code);
-            code
+            ctx.send_showing::<()>(&format!("Deleting '{name}'"), "DELETE", &format!("/v1/resource-definitions/{}", seg(&name)), None)
         }
         ResourceDefinitionCmd::SetProperty { name, key, value } => {
             ctx.send("PUT", &format!("/v1/resource-definitions/{}", seg(&name)), Some(&prop_body(&key, value.as_deref())))
         }
         ResourceDefinitionCmd::AutoPlace { name, filter } => {
             let body = AutoPlaceRequest { select_filter: filter.filter(), ..Default::default() };
-            let progress = super::progress::Progress::start(&format!("Placing '{name}'"), ctx);
-            let code = ctx.send("POST", &format!("/v1/resource-definitions/{}/autoplace", seg(&name)), Some(&body));
-            progress.finish(code);
-            code
+            ctx.send_showing(
+                &format!("Placing '{name}'"),
+                "POST",
+                &format!("/v1/resource-definitions/{}/autoplace", seg(&name)),
+                Some(&body),
+            )
         }
     }
 }
@@ -133,7 +166,7 @@ pub fn run(ctx: &Ctx, cmd: ResourceDefinitionCmd) -> i32 {
 pub fn run_vd(ctx: &Ctx, cmd: VolumeDefinitionCmd) -> i32 {
     match cmd {
         VolumeDefinitionCmd::Create { resource, size, volume_number } => {
-            let size = match size_arg(&size) {
+            let size = match ctx.size_kib(&size) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
@@ -179,16 +212,13 @@ pub fn run_vd(ctx: &Ctx, cmd: VolumeDefinitionCmd) -> i32 {
             ctx.show(&list, t)
         }
         VolumeDefinitionCmd::SetSize { resource, volume_number, size } => {
-            let size = match size_arg(&size) {
+            let size = match ctx.size_kib(&size) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let progress = super::progress::Progress::start(&format!("Resizing '{resource}' volume {volume_number}"), ctx);
             let body = serde_json::json!({ "size_kib": size });
-            let code =
-                ctx.send("PUT", &format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(&resource)), Some(&body));
-            progress.finish(code);
-            code
+            let path = format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(&resource));
+            ctx.send_showing(&format!("Resizing '{resource}' volume {volume_number}"), "PUT", &path, Some(&body))
         }
         VolumeDefinitionCmd::Delete { resource, volume_number } => {
             ctx.send::<()>("DELETE", &format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(&resource)), None)

@@ -5,29 +5,38 @@ use cairn_api::resource_group::{AutoSelectFilter, ResourceGroup, ResourceGroupMo
 use cairn_client::seg;
 use clap::{Args, Subcommand};
 
-use super::size::{human_kib, parse_kib};
+use super::size::human_kib;
 use super::table::Table;
 use super::{Ctx, prop_body, query};
 
 /// The auto-select filter options of create, modify and spawn.
 #[derive(Args, Debug, Clone, Default)]
 pub struct FilterArgs {
+    /// How many diskful replicas to place.
     #[arg(long = "place-count")]
     pub place_count: Option<i64>,
+    /// Place only in these storage pools.
     #[arg(long = "storage-pool", num_args = 1..)]
     pub storage_pool: Vec<String>,
+    /// Avoid the nodes that hold these resources.
     #[arg(long = "do-not-place-with", num_args = 1..)]
     pub do_not_place_with: Vec<String>,
+    /// Avoid the nodes that hold resources whose names match this regex.
     #[arg(long = "do-not-place-with-regex")]
     pub do_not_place_with_regex: Option<String>,
+    /// Node properties the replicas' nodes must share (`KEY` or `KEY=VALUE`, e.g. `Aux/site`).
     #[arg(long = "replicas-on-same", num_args = 1..)]
     pub replicas_on_same: Vec<String>,
+    /// Node properties the replicas' nodes must differ in (e.g. `Aux/rack`).
     #[arg(long = "replicas-on-different", num_args = 1..)]
     pub replicas_on_different: Vec<String>,
+    /// Whether the other nodes get a diskless replica (true or false).
     #[arg(long = "diskless-on-remaining")]
     pub diskless_on_remaining: Option<bool>,
+    /// Layers from the top, comma-separated: e.g. `drbd,storage` or `luks,storage`.
     #[arg(long = "layer-list", value_delimiter = ',')]
     pub layer_list: Vec<String>,
+    /// Allowed storage providers, comma-separated: LVM, LVM_THIN, ZFS, ZFS_THIN, FILE, FILE_THIN, DISKLESS.
     #[arg(long = "providers", value_delimiter = ',')]
     pub providers: Vec<String>,
 }
@@ -52,38 +61,51 @@ impl FilterArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ResourceGroupCmd {
+    /// Create a resource group: placement rules for the resources spawned from it.
     #[command(visible_alias = "c")]
     Create {
+        /// The group's name.
         name: String,
+        /// Free text.
         #[arg(long)]
         description: Option<String>,
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Change a resource group's description or placement rules.
     #[command(visible_alias = "m")]
     Modify {
+        /// The group.
         name: String,
+        /// Free text.
         #[arg(long)]
         description: Option<String>,
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// List resource groups.
     #[command(visible_alias = "l", alias = "ls")]
     List {
+        /// Only these groups.
         #[arg(short = 'r', long = "resource-groups", num_args = 1..)]
         groups: Vec<String>,
+        /// Only groups with these properties (`KEY=VALUE`, or `KEY` for any value).
         #[arg(long = "props", num_args = 1..)]
         props: Vec<String>,
     },
     /// Create a resource definition with volumes from the group and place it.
     #[command(visible_alias = "spawn-resources")]
     Spawn {
+        /// The resource group.
         group: String,
+        /// The new resource definition's name.
         name: String,
         /// Volume sizes (e.g. 1G 512M).
         sizes: Vec<String>,
+        /// Create the definitions only, place no replica.
         #[arg(long = "definitions-only")]
         definitions_only: bool,
+        /// Allow fewer sizes than the group has volume groups.
         #[arg(long)]
         partial: bool,
         #[command(flatten)]
@@ -92,30 +114,57 @@ pub enum ResourceGroupCmd {
     /// How big a volume the group can spawn now.
     #[command(visible_alias = "qsi")]
     QuerySizeInfo {
+        /// The resource group.
         name: String,
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Delete a resource group (refused while resource definitions use it).
     #[command(visible_alias = "d")]
-    Delete { name: String },
+    Delete {
+        /// The group.
+        name: String,
+    },
+    /// Set (or, without a value, delete) a resource group property.
     #[command(visible_alias = "sp")]
-    SetProperty { name: String, key: String, value: Option<String> },
+    SetProperty {
+        /// The group.
+        name: String,
+        /// The property, e.g. `DrbdOptions/Net/protocol`.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum VolumeGroupCmd {
+    /// Add a volume group: one more volume in every resource spawned from the group.
     #[command(visible_alias = "c")]
     Create {
+        /// The resource group.
         group: String,
+        /// The volume number (default: the next free one).
         #[arg(long = "vlmnr")]
         volume_number: Option<i64>,
+        /// Sizes given at spawn are gross: they include the DRBD metadata.
         #[arg(long)]
         gross: bool,
     },
+    /// List a resource group's volume groups.
     #[command(visible_alias = "l", alias = "ls")]
-    List { group: String },
+    List {
+        /// The resource group.
+        group: String,
+    },
+    /// Delete a volume group.
     #[command(visible_alias = "d")]
-    Delete { group: String, volume_number: i64 },
+    Delete {
+        /// The resource group.
+        group: String,
+        /// The volume number.
+        volume_number: i64,
+    },
 }
 
 fn filter_text(f: &AutoSelectFilter) -> String {
@@ -179,16 +228,10 @@ pub fn run(ctx: &Ctx, cmd: ResourceGroupCmd) -> i32 {
             ctx.show(&list, t)
         }
         ResourceGroupCmd::Spawn { group, name, sizes, definitions_only, partial, filter } => {
-            let mut kib = Vec::new();
-            for s in &sizes {
-                match parse_kib(s) {
-                    Ok(k) => kib.push(k),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        return super::output::EXIT_CLIENT;
-                    }
-                }
-            }
+            let kib = match sizes.iter().map(|s| ctx.size_kib(s)).collect::<Result<Vec<i64>, i32>>() {
+                Ok(kib) => kib,
+                Err(code) => return code,
+            };
             let body = ResourceGroupSpawn {
                 resource_definition_name: name.clone(),
                 volume_sizes: kib,
@@ -197,28 +240,27 @@ pub fn run(ctx: &Ctx, cmd: ResourceGroupCmd) -> i32 {
                 partial,
                 ..Default::default()
             };
-            let progress = super::progress::Progress::start(&format!("Spawning '{name}' from '{group}'"), ctx);
-            let code = ctx.send("POST", &format!("/v1/resource-groups/{}/spawn", seg(&group)), Some(&body));
-            progress.finish(code);
-            code
+            ctx.send_showing(
+                &format!("Spawning '{name}' from '{group}'"),
+                "POST",
+                &format!("/v1/resource-groups/{}/spawn", seg(&group)),
+                Some(&body),
+            )
         }
         ResourceGroupCmd::QuerySizeInfo { name, filter } => {
             let body = serde_json::json!({ "select_filter": filter.filter() });
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
             let r = match ctx.client.raw("POST", &format!("/v1/resource-groups/{}/query-size-info", seg(&name)), Some(&bytes)) {
                 Ok(r) => r,
-                Err(e) => return super::output::error(&e, ctx.style.color),
+                Err(e) => return ctx.error(&e),
             };
             if r.status >= 400 {
                 let rcs: Vec<cairn_api::ApiCallRc> = serde_json::from_slice(&r.body).unwrap_or_default();
-                return super::output::replies(&rcs, ctx.style.color);
+                return ctx.replies(&rcs);
             }
             let q: QuerySizeInfoResponse = match serde_json::from_slice(&r.body) {
                 Ok(q) => q,
-                Err(e) => {
-                    eprintln!("Error: unexpected reply: {e}");
-                    return super::output::EXIT_CLIENT;
-                }
+                Err(e) => return ctx.problem(cairn_api::rc::FAIL_UNKNOWN_ERROR, format!("unexpected reply: {e}")),
             };
             let mut t = Table::new(&["MaxVolumeSize", "AvailableSize", "Capacity", "Next Spawn Result"]);
             if let Some(s) = &q.space_info {

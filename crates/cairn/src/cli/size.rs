@@ -3,16 +3,17 @@
 //! `TB`, `P`, `PB`, `S` for 512-byte sectors; case-insensitive), rounded up
 //! to whole KiB.
 
-/// Parses a size into KiB.
-pub fn parse_kib(s: &str) -> Result<i64, String> {
-    let s = s.trim();
+/// Parses a size into KiB. Errors quote the size as it was typed.
+pub fn parse_kib(typed: &str) -> Result<i64, String> {
+    let s = typed.trim();
+    let too_large = || format!("'{typed}' is too large a size");
     let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
     if digits.is_empty() {
-        return Err(format!("'{s}' is not a size: it must start with a number"));
+        return Err(format!("'{typed}' is not a size: it must start with a number"));
     }
-    let n: u128 = digits.parse().map_err(|_| format!("'{s}' is too large"))?;
-    let unit = s[digits.len()..].trim().to_ascii_lowercase();
-    let bytes_per: u128 = match unit.as_str() {
+    let n: u128 = digits.parse().map_err(|_| too_large())?;
+    let unit = s[digits.len()..].trim();
+    let bytes_per: u128 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "s" => 512,
         "k" | "kib" => 1 << 10,
@@ -25,10 +26,10 @@ pub fn parse_kib(s: &str) -> Result<i64, String> {
         "tb" => 1_000_000_000_000,
         "p" | "pib" => 1 << 50,
         "pb" => 1_000_000_000_000_000,
-        other => return Err(format!("'{other}' is not a size unit (use K, M, G, T, P, or KiB, MB, ...)")),
+        _ => return Err(format!("'{typed}' is not a size: '{unit}' is not a unit (use K, M, G, T, P, or KiB, MB, ...)")),
     };
-    let bytes = n.checked_mul(bytes_per).ok_or_else(|| format!("'{s}' is too large"))?;
-    i64::try_from(bytes.div_ceil(1024)).map_err(|_| format!("'{s}' is too large"))
+    let bytes = n.checked_mul(bytes_per).ok_or_else(too_large)?;
+    i64::try_from(bytes.div_ceil(1024)).map_err(|_| too_large())
 }
 
 /// Formats KiB for tables: `1 GiB`, `512 MiB`, `3.50 GiB`.
@@ -56,9 +57,16 @@ mod tests {
         assert_eq!(parse_kib("1500"), Ok(2), "bytes, rounded up");
         assert_eq!(parse_kib("1MB"), Ok(977));
         assert_eq!(parse_kib("8 s"), Ok(4));
-        assert!(parse_kib("G").is_err());
-        assert!(parse_kib("1 parsec").is_err());
-        assert!(parse_kib("99999999999999999999999P").is_err());
+        assert_eq!(parse_kib("G"), Err("'G' is not a size: it must start with a number".into()));
+        assert_eq!(
+            parse_kib("1 Parsec"),
+            Err("'1 Parsec' is not a size: 'Parsec' is not a unit (use K, M, G, T, P, or KiB, MB, ...)".into())
+        );
+        assert_eq!(parse_kib("99999999999999999999999P"), Err("'99999999999999999999999P' is too large a size".into()));
+        assert_eq!(
+            parse_kib("9999999999999999999999999999999999999999"),
+            Err("'9999999999999999999999999999999999999999' is too large a size".into())
+        );
     }
 
     #[test]

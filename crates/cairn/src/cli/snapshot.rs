@@ -14,7 +14,9 @@ pub enum SnapshotCmd {
     /// Take a snapshot of a resource definition on its diskful nodes.
     #[command(visible_alias = "c")]
     Create {
+        /// The resource definition.
         resource_definition: String,
+        /// The snapshot's name.
         snapshot_name: String,
         /// Only on these nodes.
         #[arg(short = 'n', long = "nodes", num_args = 1..)]
@@ -23,27 +25,41 @@ pub enum SnapshotCmd {
     /// Snapshots of several resource definitions at once.
     #[command(name = "create-multiple")]
     CreateMultiple {
+        /// The snapshots' name, the same for every resource definition.
         snapshot_name: String,
+        /// The resource definitions.
         #[arg(required = true)]
         resource_definitions: Vec<String>,
     },
+    /// List snapshots.
     #[command(visible_alias = "l")]
     List {
+        /// Only of these resource definitions.
         #[arg(short = 'r', long = "resources", num_args = 1..)]
         resources: Vec<String>,
+        /// Only on these nodes.
         #[arg(short = 'n', long = "nodes", num_args = 1..)]
         nodes: Vec<String>,
     },
+    /// Delete a snapshot.
     #[command(visible_alias = "d")]
     Delete {
+        /// The resource definition.
         resource_definition: String,
+        /// The snapshot.
         snapshot_name: String,
+        /// Only on these nodes.
         #[arg(short = 'n', long = "nodes", num_args = 1..)]
         nodes: Vec<String>,
     },
     /// Roll the resource back to a snapshot (it must not be in use).
     #[command(visible_alias = "rb")]
-    Rollback { resource_definition: String, snapshot_name: String },
+    Rollback {
+        /// The resource definition.
+        resource_definition: String,
+        /// The snapshot; it must be the newest.
+        snapshot_name: String,
+    },
     /// Restore resources from a snapshot.
     #[command(visible_alias = "r", subcommand)]
     Resource(RestoreCmd),
@@ -54,11 +70,15 @@ pub enum SnapshotCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum RestoreCmd {
+    /// Restore into a new resource definition.
     Restore {
+        /// The resource definition the snapshot is of.
         #[arg(long = "from-resource", visible_alias = "from-rsc")]
         from_resource: String,
+        /// The snapshot.
         #[arg(long = "from-snapshot", visible_alias = "from-snap")]
         from_snapshot: String,
+        /// The resource definition to restore into (created beforehand, without volumes).
         #[arg(long = "to-resource", visible_alias = "to-rsc")]
         to_resource: String,
         /// Nodes to restore on (default: every node of the snapshot).

@@ -14,27 +14,51 @@ pub enum StoragePoolCmd {
     /// lvm, lvmthin, zfs, zfsthin, file, filethin, diskless.
     #[command(visible_alias = "c")]
     Create {
+        /// lvm, lvmthin, zfs, zfsthin, file, filethin or diskless.
         kind: String,
+        /// The node the pool is on.
         node: String,
+        /// The pool's name, e.g. `DfltStorPool`.
         name: String,
         /// Volume group, vg/thinpool, zpool, or directory.
         backing: Option<String>,
+        /// Name of the storage that several nodes share (the same volume group on shared disks).
         #[arg(long = "shared-space")]
         shared_space: Option<String>,
     },
+    /// List storage pools with their capacity.
     #[command(visible_alias = "l", alias = "ls")]
     List {
+        /// Only pools on these nodes.
         #[arg(short = 'n', long = "nodes", num_args = 1..)]
         nodes: Vec<String>,
+        /// Only these pools.
         #[arg(short = 's', long = "storage-pools", num_args = 1..)]
         pools: Vec<String>,
+        /// Only pools with these properties (`KEY=VALUE`, or `KEY` for any value).
         #[arg(long = "props", num_args = 1..)]
         props: Vec<String>,
     },
+    /// Delete a storage pool (refused while it holds volumes).
     #[command(visible_alias = "d")]
-    Delete { node: String, name: String },
+    Delete {
+        /// The node.
+        node: String,
+        /// The pool.
+        name: String,
+    },
+    /// Set (or, without a value, delete) a storage pool property.
     #[command(visible_alias = "sp")]
-    SetProperty { node: String, name: String, key: String, value: Option<String> },
+    SetProperty {
+        /// The node.
+        node: String,
+        /// The pool.
+        name: String,
+        /// The property, e.g. `MaxOversubscriptionRatio`.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
+    },
 }
 
 /// The provider kind a CLI kind word means.
@@ -55,8 +79,8 @@ pub fn run(ctx: &Ctx, cmd: StoragePoolCmd) -> i32 {
     match cmd {
         StoragePoolCmd::Create { kind, node, name, backing, shared_space } => {
             let Some(kind) = provider(&kind) else {
-                eprintln!("Error: unknown storage pool kind '{kind}' (lvm, lvmthin, zfs, zfsthin, file, filethin, diskless)");
-                return super::output::EXIT_CLIENT;
+                let message = format!("unknown storage pool kind '{kind}' (lvm, lvmthin, zfs, zfsthin, file, filethin, diskless)");
+                return ctx.problem(cairn_api::rc::FAIL_INVLD_STOR_DRIVER, message);
             };
             let mut body = StoragePool {
                 storage_pool_name: name,
