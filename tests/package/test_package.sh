@@ -134,7 +134,8 @@ echo "installed; postinst created: $(grep '^cairn:' "$root/etc/passwd")"
 
 say "running the installed binary"
 bin=$root/usr/bin/cairn
-"$bin" --version | grep -qx "cairn $version" || fail "--version: $("$bin" --version)"
+v=$("$bin" --version)
+[[ $v == "cairn $version" || $v == "cairn $version "* ]] || fail "--version: $v"
 help=$("$bin" --help)
 for sub in controller satellite up node storage-pool resource-group completion; do
     grep -qE "^  $sub( |$)" <<<"$help" || fail "--help does not list '$sub'"
