@@ -329,13 +329,34 @@ impl DrbdLayer {
                     .collect()
             };
             for nr in grow {
-                self.runner
-                    .run(&self.adm.resize(rsc, nr, &d.host))
-                    .await
-                    .map_err(|e| exec_err(format!("Failed to grow DRBD volume {nr} of '{rsc}'."), &e))?;
+                self.resize(rsc, nr, &d.host).await?;
             }
         }
         Ok(self.observed(rsc, d))
+    }
+
+    /// `drbdadm resize`: DRBD grows to the smallest backing device of the
+    /// connected peers, which grow theirs at the same moment on their own
+    /// satellites, and refuses while one is still smaller or another
+    /// node's resize is running. So it is tried again for a while before
+    /// the failure is reported (and then retried with the resource).
+    async fn resize(&self, rsc: &str, nr: u32, host: &str) -> Result<(), ObjectError> {
+        const ATTEMPTS: u32 = 30;
+        let mut attempt = 1;
+        loop {
+            let cmd = self.adm.resize(rsc, nr, host);
+            // Refusals before the last attempt are expected: no warning.
+            let cmd = if attempt < ATTEMPTS { cmd.quiet() } else { cmd };
+            match self.runner.run(&cmd).await {
+                Ok(_) => return Ok(()),
+                Err(ExecError::NonZero { .. }) if attempt < ATTEMPTS => {
+                    tracing::debug!(rsc, volume = nr, attempt, "drbdadm resize refused; trying again");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(exec_err(format!("Failed to grow DRBD volume {nr} of '{rsc}'."), &e)),
+            }
+        }
     }
 
     /// Takes the resource down, wipes the metadata this process wrote the

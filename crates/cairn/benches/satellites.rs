@@ -109,9 +109,11 @@ fn main() {
     let nodes = ["b1", "b2", "b3"];
     let mut sats = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
-        let ip = format!("127.0.0.{}", i + 1);
+        // Never the addresses `cairn up` uses: 127.0.10.x, a free port.
+        let ip = format!("127.0.10.{}", i + 1);
+        let sport = std::net::TcpListener::bind((ip.as_str(), 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
         let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(["satellite", "--node-name", n, "--listen", &format!("{ip}:3366"), "--data-dir"])
+            .args(["satellite", "--node-name", n, "--listen", &format!("{ip}:{sport}"), "--data-dir"])
             .arg(root.path().join(n))
             .arg("--cluster-secret-file")
             .arg(ctrl_dir.join("cluster-secret"))
@@ -121,7 +123,7 @@ fn main() {
             .spawn()
             .expect("spawn satellite");
         let t = Instant::now();
-        while std::net::TcpStream::connect((ip.as_str(), 3366)).is_err() {
+        while std::net::TcpStream::connect((ip.as_str(), sport)).is_err() {
             if t.elapsed() > Duration::from_secs(30) {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -133,7 +135,12 @@ fn main() {
         c.create_node(&Node {
             name: n.to_string(),
             node_type: "SATELLITE".into(),
-            net_interfaces: vec![NetInterface { name: "default".into(), address: ip, satellite_port: Some(3366), ..Default::default() }],
+            net_interfaces: vec![NetInterface {
+                name: "default".into(),
+                address: ip,
+                satellite_port: Some(i64::from(sport)),
+                ..Default::default()
+            }],
             ..Default::default()
         })
         .expect("node");

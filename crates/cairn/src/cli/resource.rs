@@ -112,11 +112,28 @@ fn usage(r: &Resource) -> Cell {
 }
 
 /// DRBD connection state; resources without DRBD have no connections.
+/// LINSTOR's Conns column: `Ok` when every DRBD peer is connected, else
+/// `State(peer)` for each one that is not; `Unknown` before the satellite
+/// reported.
 fn conns(r: &Resource) -> Cell {
-    match r.layer_object.as_ref().and_then(|l| l.drbd.as_ref()) {
-        Some(_) => Cell::toned("Unknown", Tone::Warn),
-        None => Cell::from(""),
+    let Some(drbd) = r.layer_object.as_ref().and_then(|l| l.drbd.as_ref()) else { return Cell::from("") };
+    let reported = drbd
+        .get("drbd_volumes")
+        .and_then(|v| v.as_array())
+        .is_some_and(|v| v.iter().any(|v| v.get("disk_state").and_then(|s| s.as_str()).is_some_and(|s| s != "Unknown")));
+    let conns = drbd.get("connections").and_then(|c| c.as_object()).cloned().unwrap_or_default();
+    if conns.is_empty() && !reported {
+        return Cell::toned("Unknown", Tone::Warn);
     }
+    let down: Vec<String> = conns
+        .iter()
+        .filter(|(_, c)| c.get("connected").and_then(|v| v.as_bool()) != Some(true))
+        .map(|(peer, c)| {
+            let state = c.get("message").and_then(|m| m.as_str()).unwrap_or("Unknown");
+            format!("{}({peer})", state.split(':').next().unwrap_or(state))
+        })
+        .collect();
+    if down.is_empty() { Cell::toned("Ok", Tone::Good) } else { Cell::toned(down.join(","), Tone::Bad) }
 }
 
 fn port(r: &Resource) -> String {

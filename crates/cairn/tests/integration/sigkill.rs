@@ -20,6 +20,8 @@ struct Acked {
     rd: bool,
     vds: BTreeSet<i64>,
     resources: BTreeSet<String>,
+    /// The delete was sent: without its answer, either outcome is right.
+    delete_sent: bool,
     deleted: bool,
 }
 
@@ -33,7 +35,7 @@ fn setup(client: &Client) {
                 node_type: "SATELLITE".into(),
                 net_interfaces: vec![NetInterface {
                     name: "default".into(),
-                    address: format!("127.0.0.{}", i + 1),
+                    address: format!("127.0.10.{}", i + 1),
                     satellite_port: Some(3366),
                     ..Default::default()
                 }],
@@ -94,6 +96,7 @@ fn writer(client: Client, id: usize, acked: Arc<Mutex<BTreeMap<String, Acked>>>,
             Err(e) => panic!("create resources of {rd}: {e}"),
         }
         if i % 3 == 2 {
+            record(&rd, &|a| a.delete_sent = true);
             match client.delete(&format!("/v1/resource-definitions/{rd}")) {
                 Ok(_) => record(&rd, &|a| a.deleted = true),
                 Err(e) if fatal(&e) => return,
@@ -142,7 +145,7 @@ fn sigkill_during_writes_loses_no_acknowledged_object() {
             assert!(!stored.contains_key(rd), "{rd} was deleted (acknowledged) but came back");
             continue;
         }
-        if !a.rd {
+        if !a.rd || a.delete_sent {
             continue;
         }
         let d = stored.get(rd).unwrap_or_else(|| panic!("acknowledged {rd} is missing after the kill"));

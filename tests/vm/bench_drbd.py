@@ -1,0 +1,107 @@
+"""Benchmarks of real replication in the three-VM tier (not run by the
+suite; numbers go to docs/BENCHMARKS.md):
+
+    CAIRN_BIN=target/debug/cairn .venv/bin/python -m pytest -q -s -p no:cacheprovider tests/vm/bench_drbd.py
+
+1. 3-replica spawn of a 64 MiB thin volume until every replica is UpToDate
+   in REST, against the bare drbdadm sequence on the same VMs (lvcreate,
+   .res, create-md, up, primary --force on one, wait for UpToDate).
+2. A primary's VM killed while it holds the device open: time until a
+   survivor has promoted and written.
+3. Resync throughput (the initial sync, from d1's events2 timestamps)
+   against the raw throughput of the VMs' link (nc over TCP)."""
+
+import statistics
+import time
+
+from conftest import ok, wait_for
+from test_vm_drbd import disk_states, device, view
+
+MIB = 1024
+RUNS = 3
+
+
+def report(what, values, unit="s"):
+    print(f"BENCH {what}: median {statistics.median(values):.2f} {unit} (runs: {', '.join(f'{v:.2f}' for v in values)})")
+
+
+def sh(vm, cmd, timeout=300):
+    rc, out = vm.sh(cmd, timeout=timeout)
+    assert rc == 0, (cmd, out)
+    return out
+
+
+def bare_drbd(c, name, minor, port):
+    """The same work as Cairn's 3-replica spawn, by hand."""
+    hosts = "".join(f"  on {n} {{ node-id {i}; address 10.99.0.{i + 1}:{port}; volume 0 {{ device minor {minor}; "
+                    f"disk /dev/linstor_thin/{name}; meta-disk internal; }} }}\n" for i, n in enumerate(c.vms))
+    res = f"resource {name} {{\n  net {{ protocol C; }}\n{hosts}  connection-mesh {{ hosts {' '.join(c.vms)}; }}\n}}\n"
+    t = time.time()
+    for vm in c.vms.values():
+        sh(vm, f"lvcreate -q -V {64 * 1024 + 4096}k -T linstor_thin/thin -n {name} >/dev/null && mkdir -p /etc/bare "
+               f"&& printf '%s' '{res}' > /etc/bare/{name}.res && printf 'global {{ usage-count no; }}\\ninclude \"/etc/bare/*.res\";\\n' > /etc/bare/bare.conf "
+               f"&& drbdadm -c /etc/bare/bare.conf create-md --force --max-peers 7 {name} >/dev/null 2>&1 && drbdadm -c /etc/bare/bare.conf up {name}")
+    sh(c.vms["d1"], f"drbdadm -c /etc/bare/bare.conf primary --force {name} && drbdadm -c /etc/bare/bare.conf secondary {name}")
+    for vm in c.vms.values():
+        sh(vm, f"drbdsetup wait-sync-resource {name}")
+    elapsed = time.time() - t
+    for vm in c.vms.values():
+        sh(vm, f"drbdsetup down {name} && lvremove -qq -f linstor_thin/{name}")
+    return elapsed
+
+
+def test_spawn_to_uptodate_vs_bare_drbdadm(drbd_cluster):
+    c = drbd_cluster
+    ok(c.lin.resource_group_create("bench", place_count=3, storage_pool="thin"))
+    ok(c.lin.volume_group_create("bench"))
+    cairn, bare = [], []
+    for i in range(RUNS):
+        t = time.time()
+        ok(c.lin.resource_group_spawn("bench", f"b{i}", [64 * MIB]))
+        wait_for("UpToDate", lambda: set(disk_states(c, f"b{i}").values()) == {"UpToDate"}, timeout=300)
+        cairn.append(time.time() - t)
+        ok(c.lin.resource_dfn_delete(f"b{i}"))
+        bare.append(bare_drbd(c, f"bare{i}", 2000 + i, 7700 + i))
+    report("3-replica 64 MiB thin spawn to all UpToDate (cairn)", cairn)
+    report("the same by hand with drbdadm", bare)
+    print(f"BENCH ratio cairn/bare: {statistics.median(cairn) / statistics.median(bare):.2f}")
+
+
+def test_failover_and_resync_throughput(drbd_cluster):
+    c = drbd_cluster
+    ok(c.lin.resource_group_create("fo", place_count=3, storage_pool="thin"))
+    ok(c.lin.volume_group_create("fo"))
+    ok(c.lin.resource_group_spawn("fo", "fo", [64 * MIB]))
+    sh(c.vms["d1"], "(drbdsetup events2 --timestamps fo > /tmp/fo.events2 2>&1 &)")
+    wait_for("UpToDate", lambda: set(disk_states(c, "fo").values()) == {"UpToDate"}, timeout=300)
+    # Resync: the initial sync as d1's events saw it.
+    ev = sh(c.vms["d1"], "cat /tmp/fo.events2")
+    starts = [line.split()[0] for line in ev.splitlines() if "replication:SyncSource" in line]
+    ends = [line.split()[0] for line in ev.splitlines() if "replication:Established" in line and "peer-disk:UpToDate" in line]
+    if starts and ends:
+        from datetime import datetime
+        dt = (datetime.fromisoformat(ends[-1]) - datetime.fromisoformat(starts[0])).total_seconds()
+        print(f"BENCH initial sync of 64 MiB to two peers: {dt:.2f} s, {64 / dt:.1f} MiB/s per peer")
+    # The link: 64 MiB over TCP from d1 to d2.
+    c.vms["d2"].sh("(nc -l -p 5001 > /dev/null &)")
+    time.sleep(0.5)
+    t = time.time()
+    sh(c.vms["d1"], "dd if=/dev/zero bs=1M count=64 2>/dev/null | nc -w 5 10.99.0.2 5001")
+    dt = time.time() - t
+    print(f"BENCH raw link d1->d2, 64 MiB over TCP: {dt:.2f} s, {64 / dt:.1f} MiB/s")
+    # Failover: d1 holds the device open (primary), its VM dies.
+    dev = device(c, "fo", "d1")
+    c.vms["d1"].sh(f"(exec 3>{dev}; sleep 600) >/dev/null 2>&1 &")
+    wait_for("d1 primary", lambda: view(c, "fo")["d1"]["state"]["in_use"] is True, timeout=30)
+    d2 = device(c, "fo", "d2")
+    t = time.time()
+    c.vms["d1"].kill()
+    while True:
+        rc, _ = c.vms["d2"].sh(f"dd if=/dev/zero of={d2} bs=4k count=1 oflag=direct conv=fsync 2>/dev/null")
+        if rc == 0:
+            break
+        assert time.time() - t < 120, "d2 never became writable"
+        time.sleep(0.2)
+    print(f"BENCH primary's VM killed until a survivor promoted and wrote: {time.time() - t:.2f} s")
+    c.vms["d1"].start()
+    wait_for("d1 back", lambda: c.lin.node_list_raise(filter_by_nodes=["d1"]).nodes[0].connection_status == "ONLINE", timeout=120)
