@@ -28,6 +28,8 @@ command -v lvm >/dev/null || missing+=(lvm2)
 command -v thin_check >/dev/null || missing+=(thin-provisioning-tools)
 command -v cryptsetup >/dev/null || missing+=(cryptsetup-bin)
 command -v kmod >/dev/null || missing+=(kmod)
+# The VM tests make their own network namespace, bridge and taps.
+command -v ip >/dev/null || missing+=(iproute2)
 command -v cpio >/dev/null || missing+=(cpio)
 command -v xz >/dev/null || missing+=(xz-utils)
 # FILE_THIN snapshots are reflink copies: the test makes an XFS file system.
@@ -60,7 +62,7 @@ export CAIRN_SPEC=${CAIRN_SPEC:-$(pwd)/../shared/reference/linstor-rest-v1-opena
 # The DRBD 9 source for the real-replication VM tests (tests/vm/build-drbd.sh
 # builds and caches the modules; it installs the kernel headers and
 # coccinelle it needs).
-drbd_src=${CAIRN_DRBD_SRC:-$(ls "$(pwd)"/../shared/vendor/drbd-9*.tar.xz 2>/dev/null | sort -V | tail -n 1)}
+drbd_src=${CAIRN_DRBD_SRC:-$(ls "$(pwd)"/../shared/vendor/drbd-9*.tar.xz 2>/dev/null | sort -V | tail -n 1 || true)}
 if [ -n "$drbd_src" ] && [ -f "$drbd_src" ]; then
     export CAIRN_DRBD_SRC=$drbd_src
 else

@@ -330,6 +330,17 @@ def test_cairn_up_runs_a_single_node_cluster(tmp_path):
             n for n in lin.node_list_raise().nodes
             if n.connection_status == "ONLINE" and (n.net_interfaces[0].address, n.net_interfaces[0].stlt_port) == ("127.0.10.31", moved)])
         assert [n.name for n in lin.node_list_raise().nodes] == [node], "the same node, not a second one"
+        lin.disconnect()
+        # Restarted without an address: it stays where it is registered.
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        proc = subprocess.Popen(up[:-4], stdout=log, stderr=log, cwd=tmp_path)
+        lin = linstor.Linstor(url)
+        wait_for("cairn up to answer a third time", lambda: proc.poll() is None and _connects(lin), timeout=30)
+        wait_for("the node online where it was", lambda: [
+            n for n in lin.node_list_raise().nodes
+            if n.connection_status == "ONLINE" and (n.net_interfaces[0].address, n.net_interfaces[0].stlt_port) == ("127.0.10.31", moved)])
+        assert (tmp_path / "data" / "up-node").read_text().strip() == node
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -339,7 +350,7 @@ def test_cairn_up_runs_a_single_node_cluster(tmp_path):
     # A quiet first start: one summary line of what this host offers, no
     # warnings from probes of tools that are not installed.
     assert "\x1b[" not in text, "no colour codes in a log that is not a terminal"
-    assert len([line for line in text.splitlines() if "storage DISKLESS" in line]) == 2, text
+    assert len([line for line in text.splitlines() if "storage DISKLESS" in line]) == 3, text
     assert " WARN " not in text, text
 
 

@@ -91,7 +91,7 @@ def test_failover_and_resync_throughput(drbd_cluster):
     print(f"BENCH raw link d1->d2, 64 MiB over TCP: {dt:.2f} s, {64 / dt:.1f} MiB/s")
     # Failover: d1 holds the device open (primary), its VM dies.
     dev = device(c, "fo", "d1")
-    c.vms["d1"].sh(f"(exec 3>{dev}; sleep 600) >/dev/null 2>&1 &")
+    c.vms["d1"].sh(f"sleep 600 3>{dev} >/dev/null 2>&1 &")
     wait_for("d1 primary", lambda: view(c, "fo")["d1"]["state"]["in_use"] is True, timeout=30)
     d2 = device(c, "fo", "d2")
     t = time.time()

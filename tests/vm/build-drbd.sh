@@ -15,7 +15,7 @@ CACHE=$(mkdir -p "$1" && cd "$1" && pwd)
 KROOT=$2
 SRC=$(readlink -f "$3")
 [ -f "$SRC" ] || { echo "build-drbd: no source tarball at $3" >&2; exit 1; }
-KVER=$(ls "$KROOT/lib/modules" | grep -- '-amd64$' | sort -V | tail -1)
+KVER=$(ls "$KROOT/lib/modules" 2>/dev/null | grep -- '-amd64$' | sort -V | tail -1 || true)
 [ -n "$KVER" ] || { echo "build-drbd: no kernel under $KROOT" >&2; exit 1; }
 key=$KVER-$(sha256sum "$SRC" | cut -c1-16)
 OUT=$CACHE/$key

@@ -78,7 +78,8 @@ def drbd_source():
     if src:
         return src if os.path.isfile(src) else None
     vendor = os.path.join(ROOT, "..", "shared", "vendor")
-    found = sorted(f for f in (os.listdir(vendor) if os.path.isdir(vendor) else []) if re.fullmatch(r"drbd-9[\d.]*\.tar\.xz", f))
+    found = sorted((f for f in (os.listdir(vendor) if os.path.isdir(vendor) else []) if re.fullmatch(r"drbd-9[\d.]*\.tar\.xz", f)),
+                   key=lambda f: [int(x) for x in re.findall(r"\d+", f)])  # 9.2.18 after 9.2.9
     return os.path.join(vendor, found[-1]) if found else None
 
 
@@ -303,7 +304,9 @@ def drbd_cluster(drbd_image):
             ok(lin.node_create(n, "SATELLITE", vm.ip))
         wait_for("satellites online", lambda: all(x.connection_status == "ONLINE" for x in lin.node_list_raise().nodes), timeout=60)
         for n in names:
-            assert "DRBD" in lin.node_list_raise(filter_by_nodes=[n]).nodes[0].resource_layers, "the DRBD 9 module is loaded"
+            rc, version = vms[n].sh("cat /sys/module/drbd/version")
+            assert rc == 0 and version.startswith("9."), f"the DRBD 9 module is not loaded in {n}: {version}"
+            assert "DRBD" in lin.node_list_raise(filter_by_nodes=[n]).nodes[0].resource_layers
             status, _, body = ctrl.request("POST", f"/v1/physical-storage/{n}", {
                 "provider_kind": "LVM_THIN", "device_paths": ["/dev/vda"], "pool_name": "thin", "with_storage_pool": {"name": "thin"}})
             assert status == 201, body

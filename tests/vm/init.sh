@@ -34,7 +34,7 @@ else
 fi
 drbd=--drbd-config-only
 if [ "$(arg cairn.drbd)" = 1 ]; then
-  modprobe drbd && modprobe drbd_transport_tcp && drbd=
+  if modprobe drbd && modprobe drbd_transport_tcp; then drbd=; else echo "CAIRN-VM-NO-DRBD: modprobe drbd failed"; fi
   mkdir -p /var/lib/drbd
 fi
 

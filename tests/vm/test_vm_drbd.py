@@ -75,7 +75,7 @@ def test_three_replicas_reach_uptodate_and_carry_data_between_nodes(drbd_cluster
     assert rc == 0 and out.split()[0] == want, out
 
     # While a program holds the device open on d3, d3 is primary and in use.
-    c.vms["d3"].sh(f"(exec 3>{device(c, 'data', 'd3')}; sleep 600) >/dev/null 2>&1 & echo $! > /tmp/holder")
+    c.vms["d3"].sh(f"sleep 600 3>{device(c, 'data', 'd3')} >/dev/null 2>&1 & echo $! > /tmp/holder")
     wait_for("d3 in use", lambda: view(c, "data")["d3"]["state"]["in_use"] is True, timeout=30)
     assert kernel_status(c.vms["d3"], "data")["role"] == "Primary"
     c.vms["d3"].sh("kill $(cat /tmp/holder)")

@@ -68,6 +68,18 @@ impl Controller {
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(&dir).map_err(|source| ControllerError::DataDir { path: dir.display().to_string(), source })?;
+        #[cfg(unix)]
+        {
+            // A directory that existed before is the operator's: never
+            // changed, but a wide one is pointed out (the files in it are
+            // private anyway).
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(m) = std::fs::metadata(&dir)
+                && m.permissions().mode() & 0o077 != 0
+            {
+                tracing::info!(dir = %dir.display(), mode = format!("{:o}", m.permissions().mode() & 0o777), "the data directory is open to other users; 0700 would keep it private");
+            }
+        }
         let lock_path = dir.join("controller.lock");
         let lock = File::options()
             .create(true)

@@ -253,8 +253,10 @@ impl Resource {
                                 let message = if c.split_brain {
                                     format!(
                                         "{}: split brain, the replicas' data diverged; DRBD resolves nothing by itself: \
-                                         keep one side and run `drbdadm connect --discard-my-data {}` on the other",
-                                        c.connection, self.resource_definition
+                                         keep one side and, on the node whose changes are dropped, run \
+                                         `drbdsetup connect {} {} --discard-my-data` (and on the other node \
+                                         `drbdsetup connect {} <its peer's node id>`)",
+                                        c.connection, self.resource_definition, c.peer_node_id, self.resource_definition
                                     )
                                 } else {
                                     c.connection.clone()

@@ -402,10 +402,10 @@ impl Files {
         });
         let result = match written {
             Err(e) => Err(StorageError::Io { what: format!("write {}", src.display()), source: e }),
-            Ok(()) => match self.runner.run(&self.cmd("cp").arg("--reflink=always").arg(&src).arg(&dst)).await {
+            Ok(()) => match self.runner.run(&self.cmd("cp").arg("--reflink=always").arg(&src).arg(&dst).quiet()).await {
                 Ok(_) => Ok(true),
                 Err(cairn_exec::ExecError::NonZero { stderr, .. }) => {
-                    tracing::info!(pool = %pool.name, dir = %pool.dir.display(), "no reflinks in the pool's file system: {}", stderr.trim());
+                    tracing::debug!(pool = %pool.name, dir = %pool.dir.display(), "no reflinks in the pool's file system: {}", stderr.trim());
                     Ok(false)
                 }
                 Err(e) => Err(e.into()),

@@ -54,8 +54,10 @@ impl SqliteStore {
     }
 }
 
-/// Creates the database file readable by its owner only, if it does not
-/// exist yet; SQLite gives its -wal and -shm files the same mode.
+/// Makes the database file readable by its owner only: created so, or
+/// narrowed if an older version left it wider (it holds DRBD secrets and
+/// sealed LUKS keys). SQLite gives its -wal and -shm files the database's
+/// mode when it creates them; existing ones are narrowed too.
 fn create_private(path: &Path) -> Result<(), StoreError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -63,7 +65,21 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(path) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            for suffix in ["", "-wal", "-shm"] {
+                use std::os::unix::fs::PermissionsExt;
+                let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+                match std::fs::metadata(&file) {
+                    Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                            .map_err(|source| StoreError::Io { operation: "narrow the database file's mode", source })?;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
         Err(source) => Err(StoreError::Io { operation: "create database file", source }),
     }
 }

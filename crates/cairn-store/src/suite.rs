@@ -97,6 +97,34 @@ fn sqlite_store_passes_the_suite() {
     suite(&SqliteStore::open(&dir.path().join("cairn.db")).unwrap());
 }
 
+#[cfg(unix)]
+#[test]
+fn sqlite_database_files_are_private_new_or_old() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.db");
+    let s = SqliteStore::open(&path).unwrap();
+    populate(&s);
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&dir.path().join("cairn.db-wal")), 0o600, "SQLite copies the database's mode");
+    drop(s);
+    // A database an older version left readable by others is narrowed.
+    for f in ["cairn.db", "cairn.db-wal", "cairn.db-shm"] {
+        let p = dir.path().join(f);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    drop(SqliteStore::open(&path).unwrap());
+    for f in ["cairn.db", "cairn.db-wal", "cairn.db-shm"] {
+        let p = dir.path().join(f);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{f}");
+        }
+    }
+}
+
 #[test]
 fn sqlite_store_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -201,13 +201,17 @@ struct UpArgs {
 }
 
 impl UpArgs {
-    /// Where `cairn up`'s satellite listens; refuses addresses no peer can reach.
-    fn satellite_listen(&self) -> anyhow::Result<SocketAddr> {
+    /// Where `cairn up`'s satellite is asked to listen, if the command
+    /// line (or environment) says so; refuses addresses no peer can reach.
+    fn satellite_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.listen_address.is_none() && self.satellite_port.is_none() {
+            return Ok(None);
+        }
         let ip = self.listen_address.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         if ip.is_unspecified() || ip.is_multicast() {
             anyhow::bail!("--listen-address {ip}: give the address other nodes reach this one at (it is registered as the node's address)");
         }
-        Ok(SocketAddr::new(ip, self.satellite_port.unwrap_or(DEFAULT_PORT)))
+        Ok(Some(SocketAddr::new(ip, self.satellite_port.unwrap_or(DEFAULT_PORT))))
     }
 }
 
@@ -323,12 +327,37 @@ async fn run_satellite(cfg: SatelliteConfig) -> anyhow::Result<()> {
 
 /// `cairn up`: the controller, a satellite for this host (127.0.0.1:3366
 /// unless `--listen-address`/`--satellite-port` say otherwise), the node and
-/// a FILE_THIN pool `DfltStorPool` under the data directory.
-async fn run_up(mut cfg: ControllerConfig, listen: SocketAddr) -> anyhow::Result<()> {
+/// a FILE_THIN pool `DfltStorPool` under the data directory. The node's name
+/// is kept in `<data-dir>/up-node`: other machines may join this controller,
+/// and a restart must find this host's node, never one of theirs.
+async fn run_up(mut cfg: ControllerConfig, asked: Option<SocketAddr>) -> anyhow::Result<()> {
     cfg.data_dir = std::path::absolute(&cfg.data_dir).context("resolve data directory")?;
     let controller = Controller::start(&cfg).await.context("start controller")?;
     let secret = std::fs::read_to_string(cfg.secret_path()).context("read cluster secret")?.trim().to_string();
-    let mut node = hostname();
+    let state = controller.state().clone();
+    let node_file = cfg.data_dir.join("up-node");
+    let remembered = std::fs::read_to_string(&node_file).ok().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    // Data directories from before up-node: the node named after this host.
+    let wanted = remembered.clone().unwrap_or_else(hostname);
+    let existing = state
+        .read()
+        .nodes
+        .values()
+        .find(|n| n.node_type.has_satellite() && n.name.eq_ignore_ascii_case(&wanted))
+        .map(|n| (n.name.clone(), n.net_interfaces.first().map(|i| (i.name.clone(), i.address.to_string(), i.satellite_port))));
+    if remembered.is_some() && existing.is_none() {
+        tracing::warn!(node = %wanted, "the node this data directory registered is gone; registering it again");
+    }
+    let mut node = wanted;
+    let listen = match (&existing, asked) {
+        (Some((_, Some((_, addr, port)))), None) => {
+            // Restarted without an address: stay where the node is registered.
+            let ip: IpAddr = addr.parse().with_context(|| format!("node {node} is registered at '{addr}', not an IP address"))?;
+            SocketAddr::new(ip, port.unwrap_or(DEFAULT_PORT))
+        }
+        (_, Some(a)) => a,
+        (_, None) => SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+    };
     let sat_cfg = |node: &str| SatelliteConfig {
         node_name: node.to_string(),
         listen,
@@ -339,27 +368,19 @@ async fn run_up(mut cfg: ControllerConfig, listen: SocketAddr) -> anyhow::Result
         drbd_config_dir: None,
         drbd_config_only: false,
     };
-    let state = controller.state().clone();
     let interface = cairn_api::node::NetInterface {
         name: "default".into(),
         address: listen.ip().to_string(),
         satellite_port: Some(i64::from(listen.port())),
         ..Default::default()
     };
-    let existing = state.read().nodes.values().find(|n| n.node_type.has_satellite()).map(|n| n.name.clone());
-    if let Some(n) = existing {
-        node = n;
-        // A restart with another --listen-address moves the node with it.
-        let current = state
-            .read()
-            .nodes
-            .values()
-            .find(|n| n.name == node)
-            .and_then(|n| n.net_interfaces.first())
-            .map(|i| (i.name.clone(), i.address.to_string(), i.satellite_port.map(i64::from)));
+    if let Some((name, current)) = existing {
+        node = name;
+        // Restarted with another --listen-address: the node moves with it.
         if let Some((nif, address, port)) = current
-            && (address != interface.address || port != interface.satellite_port)
+            && (address != interface.address || port.map(i64::from) != interface.satellite_port)
         {
+            tracing::info!(node = %node, from = %address, to = %listen, "moving this node to the address it was started with");
             state
                 .mutate(200, |c, _| c.modify_net_interface(&node, &nif, &interface))
                 .await
@@ -385,6 +406,9 @@ async fn run_up(mut cfg: ControllerConfig, listen: SocketAddr) -> anyhow::Result
             ..Default::default()
         };
         state.mutate(201, |c, ctx| c.create_stor_pool(&node, &sp, ctx)).await.map_err(|e| anyhow::anyhow!("create storage pool: {e}"))?;
+    }
+    if remembered.as_deref() != Some(node.as_str()) {
+        std::fs::write(&node_file, format!("{node}\n")).with_context(|| format!("write {}", node_file.display()))?;
     }
     // A first try on a host without DRBD 9: unreplicated volumes by
     // default instead of refusing every resource.
