@@ -83,7 +83,7 @@ def test_failover_and_resync_throughput(drbd_cluster):
         dt = (datetime.fromisoformat(ends[-1]) - datetime.fromisoformat(starts[0])).total_seconds()
         print(f"BENCH initial sync of 64 MiB to two peers: {dt:.2f} s, {64 / dt:.1f} MiB/s per peer")
     # The link: 64 MiB over TCP from d1 to d2.
-    c.vms["d2"].sh("(nc -l -p 5001 > /dev/null &)")
+    c.vms["d2"].sh("(nc -l -p 5001 </dev/null >/dev/null 2>&1 &)")
     time.sleep(0.5)
     t = time.time()
     sh(c.vms["d1"], "dd if=/dev/zero bs=1M count=64 2>/dev/null | nc -w 5 10.99.0.2 5001")
