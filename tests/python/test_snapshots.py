@@ -159,6 +159,14 @@ def test_a_failed_snapshot_shows_on_itself_and_never_on_later_changes(cluster, x
         # longer than the controller's first retry (10 s).
         time.sleep(12)
         assert c.sats["n1"].log().count("snapshot failed") == 1, c.sats["n1"].log()
+        # Not after a restart of the satellite either: the failure is
+        # remembered (trying later would take other data than asked for).
+        c.sats["n1"].stop()
+        c.sats["n1"].start()
+        wait_for("n1 online again", lambda: [n for n in c.lin.node_list_raise(filter_by_nodes=["n1"]).nodes if n.connection_status == "ONLINE"])
+        time.sleep(3)
+        assert "FAILED_DEPLOYMENT" in snapshot(c, "fs", "s2").flags
+        assert c.sats["n1"].log().count("snapshot failed") == 1, c.sats["n1"].log()
     finally:
         subprocess.run(["chattr", "-i", blocker], check=False)
         os.rmdir(blocker)

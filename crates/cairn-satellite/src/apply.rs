@@ -63,10 +63,71 @@ pub struct Applier {
     /// probed once, again when the pool is (re)configured and on every
     /// full apply, never on an observation.
     reflinks: std::sync::Mutex<BTreeMap<std::path::PathBuf, bool>>,
-    /// Snapshots that could not be taken, by (resource, snapshot): not
-    /// tried again while desired (a snapshot taken later would hold other
+    /// Snapshots that could not be taken: not tried again while desired,
+    /// not even after a restart (a snapshot taken later would hold other
     /// data than asked for); forgotten when the snapshot goes.
-    failed_snapshots: std::sync::Mutex<BTreeMap<(String, String), ObjectError>>,
+    failed_snapshots: std::sync::Mutex<FailedSnapshots>,
+}
+
+/// Failed snapshots by (resource, snapshot), each also kept as a file
+/// `<rsc>@<snap>` (the error as JSON) in a directory of the satellite's, so
+/// a restart remembers them. Names are checked names (letters, digits,
+/// `_`, `-`), so `@` separates them.
+#[derive(Default)]
+struct FailedSnapshots {
+    map: BTreeMap<(String, String), ObjectError>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl FailedSnapshots {
+    fn load(dir: Option<std::path::PathBuf>) -> FailedSnapshots {
+        let mut map = BTreeMap::new();
+        if let Some(entries) = dir.as_deref().and_then(|d| std::fs::read_dir(d).ok()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some((rsc, snap)) = name.split_once('@') else { continue };
+                match std::fs::read_to_string(entry.path()).ok().and_then(|t| serde_json::from_str::<ObjectError>(&t).ok()) {
+                    Some(e) => {
+                        map.insert((rsc.to_string(), snap.to_string()), e);
+                    }
+                    None => tracing::warn!(file = %entry.path().display(), "unreadable record of a failed snapshot; ignored"),
+                }
+            }
+        }
+        FailedSnapshots { map, dir }
+    }
+
+    fn get(&self, rsc: &str, snap: &str) -> Option<&ObjectError> {
+        self.map.get(&(rsc.to_string(), snap.to_string()))
+    }
+
+    fn insert(&mut self, rsc: &str, snap: &str, e: ObjectError) {
+        if let Some(dir) = &self.dir {
+            let written = cairn_storage::create_private_dir(dir).and_then(|()| {
+                let text = serde_json::to_string(&e).map_err(std::io::Error::other)?;
+                let mut f = cairn_storage::create_private_file(&dir.join(format!("{rsc}@{snap}")))?;
+                std::io::Write::write_all(&mut f, text.as_bytes())
+            });
+            if let Err(err) = written {
+                tracing::warn!(rsc, snap, "cannot record the failed snapshot (a restart will try it again): {err}");
+            }
+        }
+        self.map.insert((rsc.to_string(), snap.to_string()), e);
+    }
+
+    /// Forgets the failures of `rsc` that `keep` does not name.
+    fn retain(&mut self, rsc: &str, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<(String, String)> = self.map.keys().filter(|(r, s)| r == rsc && !keep(s)).cloned().collect();
+        for key in gone {
+            self.map.remove(&key);
+            if let Some(dir) = &self.dir
+                && let Err(e) = std::fs::remove_file(dir.join(format!("{}@{}", key.0, key.1)))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(rsc = %key.0, snap = %key.1, "cannot remove the record of a failed snapshot: {e}");
+            }
+        }
+    }
 }
 
 fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -114,6 +175,7 @@ impl Applier {
         storage: Storage,
         providers: Vec<ProviderSupport>,
         drbd: Result<Arc<DrbdLayer>, Vec<String>>,
+        state_dir: Option<std::path::PathBuf>,
     ) -> Applier {
         let Storage { files, lvm, zfs, luks } = storage;
         Applier {
@@ -127,7 +189,7 @@ impl Applier {
             drbd,
             state: Mutex::new(Desired::default()),
             reflinks: std::sync::Mutex::new(BTreeMap::new()),
-            failed_snapshots: std::sync::Mutex::new(BTreeMap::new()),
+            failed_snapshots: std::sync::Mutex::new(FailedSnapshots::load(state_dir.map(|d| d.join("failed-snapshots")))),
         }
     }
 
@@ -435,9 +497,9 @@ impl Applier {
         }
         // Failures of a snapshot belong to that snapshot (`snapshot_errors`),
         // never to the resource: its later changes must not report them.
-        locked(&self.failed_snapshots).retain(|(rsc, snap), _| *rsc != r.name || r.snapshots.contains(snap));
+        locked(&self.failed_snapshots).retain(&r.name, |snap| r.snapshots.iter().any(|s| s == snap));
         for snap in &r.snapshots {
-            let failed = locked(&self.failed_snapshots).get(&(r.name.clone(), snap.clone())).cloned();
+            let failed = locked(&self.failed_snapshots).get(&r.name, snap).cloned();
             if let Some(e) = failed {
                 out.snapshot_errors.insert(snap.clone(), e);
                 continue;
@@ -514,7 +576,7 @@ impl Applier {
     /// snapshot, and not tried again while it is desired.
     fn snapshot_failed(&self, rsc: &str, snap: &str, e: ObjectError, out: &mut ResourceObserved) {
         tracing::warn!(rsc, snap, "snapshot failed: {}{}", e.message, e.cause.as_deref().map(|c| format!(" ({c})")).unwrap_or_default());
-        locked(&self.failed_snapshots).insert((rsc.to_string(), snap.to_string()), e.clone());
+        locked(&self.failed_snapshots).insert(rsc, snap, e.clone());
         out.snapshot_errors.insert(snap.to_string(), e);
     }
 
@@ -541,7 +603,7 @@ impl Applier {
     /// from every file pool. `host` is the resource's DRBD host name.
     async fn remove(&self, pools: &BTreeMap<String, PoolDesired>, name: &str, host: &str) -> ResourceObserved {
         let mut out = ResourceObserved { name: name.to_string(), ..Default::default() };
-        locked(&self.failed_snapshots).retain(|(rsc, _), _| rsc != name);
+        locked(&self.failed_snapshots).retain(name, |_| false);
         if let Ok(layer) = &self.drbd
             && let Err(e) = layer.remove(name, host).await
         {
@@ -818,5 +880,44 @@ impl Applier {
             removed: Vec::new(),
             pools: self.pool_capacity(&pools).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(why: &str) -> ObjectError {
+        ObjectError { message: format!("Failed to take snapshot: {why}"), cause: Some(why.into()), details: None }
+    }
+
+    #[test]
+    fn failed_snapshots_survive_a_restart_and_go_with_their_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at = Some(dir.path().join("failed-snapshots"));
+        let mut f = FailedSnapshots::load(at.clone());
+        f.insert("web", "s1", failure("no space"));
+        f.insert("web", "s2", failure("busy"));
+        f.insert("db", "s1", failure("gone"));
+        // A restart reads them back.
+        let mut again = FailedSnapshots::load(at.clone());
+        assert_eq!(again.get("web", "s1"), Some(&failure("no space")));
+        assert_eq!(again.get("db", "s1"), Some(&failure("gone")));
+        // s2 is no longer desired: forgotten, also on disk; db is untouched.
+        again.retain("web", |s| s == "s1");
+        assert!(again.get("web", "s2").is_none());
+        let third = FailedSnapshots::load(at.clone());
+        assert!(third.get("web", "s2").is_none() && third.get("web", "s1").is_some() && third.get("db", "s1").is_some());
+        let mut files: Vec<String> = std::fs::read_dir(dir.path().join("failed-snapshots"))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["db@s1", "web@s1"]);
+        // Without a directory (unit tests of the applier) it still works in memory.
+        let mut mem = FailedSnapshots::load(None);
+        mem.insert("x", "y", failure("z"));
+        assert!(mem.get("x", "y").is_some());
     }
 }

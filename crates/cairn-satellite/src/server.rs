@@ -134,7 +134,7 @@ impl Satellite {
         };
         let physical = Physical::new(runner.clone(), config.command_timeout);
         let storage = crate::apply::Storage::new(runner, config.command_timeout);
-        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, storage, providers, drbd));
+        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, storage, providers, drbd, Some(config.data_dir.clone())));
         let tls = match &config.tls {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(files)?)),
             None => None,
