@@ -71,11 +71,12 @@ def test_failover_and_resync_throughput(drbd_cluster):
     c = drbd_cluster
     ok(c.lin.resource_group_create("fo", place_count=3, storage_pool="thin"))
     ok(c.lin.volume_group_create("fo"))
+    # Every event on d1 from before the resource exists.
+    sh(c.vms["d1"], "(drbdsetup events2 --timestamps all < /dev/null > /tmp/fo.events2 2>&1 &)")
     ok(c.lin.resource_group_spawn("fo", "fo", [64 * MIB]))
-    sh(c.vms["d1"], "(drbdsetup events2 --timestamps fo > /tmp/fo.events2 2>&1 &)")
     wait_for("UpToDate", lambda: set(disk_states(c, "fo").values()) == {"UpToDate"}, timeout=300)
     # Resync: the initial sync as d1's events saw it.
-    ev = sh(c.vms["d1"], "cat /tmp/fo.events2")
+    ev = "\n".join(line for line in sh(c.vms["d1"], "cat /tmp/fo.events2").splitlines() if " name:fo " in line)
     starts = [line.split()[0] for line in ev.splitlines() if "replication:SyncSource" in line]
     ends = [line.split()[0] for line in ev.splitlines() if "replication:Established" in line and "peer-disk:UpToDate" in line]
     if starts and ends:
