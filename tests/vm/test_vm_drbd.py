@@ -10,8 +10,12 @@ import os
 import subprocess
 
 import linstor
+import pytest
 
-from conftest import BIN, ok, wait_for
+from conftest import BIN, NO_DRBD, drbd_source, ok, wait_for
+
+if drbd_source() is None:
+    pytest.skip(NO_DRBD, allow_module_level=True)  # one line for the whole tier
 
 MIB = 1024
 
