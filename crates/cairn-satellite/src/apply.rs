@@ -16,6 +16,7 @@ use cairn_storage::zfs::{Zfs, ZfsPool};
 use tokio::sync::Mutex;
 
 use crate::drbd::DrbdLayer;
+use crate::locked;
 
 /// The satellite's desired state and what it last saw.
 #[derive(Default)]
@@ -60,8 +61,8 @@ pub struct Applier {
     drbd: Result<Arc<DrbdLayer>, Vec<String>>,
     pub state: Mutex<Desired>,
     /// Whether a FILE_THIN pool directory makes reflinks, by directory:
-    /// probed once, again when the pool is (re)configured and on every
-    /// full apply, never on an observation.
+    /// probed when first needed (a snapshot or an observation), again after
+    /// the pool is (re)configured and after every full apply.
     reflinks: std::sync::Mutex<BTreeMap<std::path::PathBuf, bool>>,
     /// Snapshots that could not be taken: not tried again while desired,
     /// not even after a restart (a snapshot taken later would hold other
@@ -128,10 +129,6 @@ impl FailedSnapshots {
             }
         }
     }
-}
-
-fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 enum PoolKind {

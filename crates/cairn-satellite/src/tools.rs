@@ -34,7 +34,7 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
             missing_common.push(format!("{tool} (util-linux/coreutils) not found"));
         }
     }
-    if euid() != Some(0) {
+    if !is_root() {
         missing_common.push("root privileges (loop devices need CAP_SYS_ADMIN)".into());
     }
     if !Path::new("/dev/loop-control").exists() {
@@ -56,7 +56,7 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
     if !have(runner, "wipefs").await {
         lvm_missing.push("wipefs (util-linux) not found".into());
     }
-    if euid() != Some(0) {
+    if !is_root() {
         lvm_missing.push("root privileges".into());
     }
     if let Err(why) = device_mapper(runner).await {
@@ -78,7 +78,7 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
     if !Path::new("/dev/zfs").exists() {
         zfs_missing.push("the ZFS kernel module (/dev/zfs)".into());
     }
-    if euid() != Some(0) {
+    if !is_root() {
         zfs_missing.push("root privileges".into());
     }
     for kind in ["ZFS", "ZFS_THIN"] {
@@ -100,7 +100,7 @@ pub async fn luks_support(runner: &dyn CommandRunner) -> Result<(), Vec<String>>
     if !have(runner, "cryptsetup").await {
         missing.push("cryptsetup (cryptsetup-bin) not found".to_string());
     }
-    if euid() != Some(0) {
+    if !is_root() {
         missing.push("root privileges".into());
     }
     if let Err(why) = device_mapper(runner).await {
