@@ -21,7 +21,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 DRBD_KO=${3:-}
 
 # 1. Debian's kernel, unpacked (no installation, no update-initramfs).
-KROOT=${CAIRN_VM_KERNEL:-$OUT/kernel}
+KROOT=$(readlink -m "${CAIRN_VM_KERNEL:-$OUT/kernel}")
 if [ ! -f "$KROOT/.done" ]; then
   rm -rf "$KROOT" && mkdir -p "$KROOT/deb"
   pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
@@ -78,19 +78,9 @@ binary "$CAIRN" /usr/bin/cairn
 strip --strip-debug "$ST/usr/bin/cairn" 2>/dev/null || true
 
 # 3. Kernel modules, with their dependencies.
-for m in virtio_pci virtio_blk virtio_net virtio_rng loop dm-mod dm-thin-pool dm-crypt dm-snapshot \
-         crc32c_generic crc32c_intel libcrc32c xts aesni_intel af_alg algif_skcipher algif_hash sha256_ssse3; do
-  deps=$(modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" 2>/dev/null) || continue
-  echo "$deps" | awk '$1=="insmod" {print $2}' | while read -r ko; do
-    rel=${ko#"$KROOT"}; rel=${rel#/usr}
-    mkdir -p "$ST/usr$(dirname "$rel")"
-    cp -n "$ko" "$ST/usr$rel"
-  done
-done
-if [ -n "$DRBD_KO" ]; then
-  # DRBD 9 out of tree (depmod prefers updates/ over Debian's DRBD 8.4),
-  # and what it needs from Debian's kernel.
-  for m in lru_cache libcrc32c crc32c_generic; do
+modules() { # Debian's modules named, and every module they need
+  local m deps
+  for m in "$@"; do
     deps=$(modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" 2>/dev/null) || continue
     echo "$deps" | awk '$1=="insmod" {print $2}' | while read -r ko; do
       rel=${ko#"$KROOT"}; rel=${rel#/usr}
@@ -98,6 +88,13 @@ if [ -n "$DRBD_KO" ]; then
       cp -n "$ko" "$ST/usr$rel"
     done
   done
+}
+modules virtio_pci virtio_blk virtio_net virtio_rng loop dm-mod dm-thin-pool dm-crypt dm-snapshot \
+        crc32c_generic crc32c_intel libcrc32c xts aesni_intel af_alg algif_skcipher algif_hash sha256_ssse3
+if [ -n "$DRBD_KO" ]; then
+  # DRBD 9 out of tree (depmod prefers updates/ over Debian's DRBD 8.4),
+  # and what it needs from Debian's kernel.
+  modules lru_cache libcrc32c crc32c_generic
   mkdir -p "$ST/usr/lib/modules/$KVER/updates/drbd9"
   cp "$DRBD_KO"/*.ko "$ST/usr/lib/modules/$KVER/updates/drbd9/"
 fi

@@ -250,12 +250,17 @@ def vm_cluster(vm_image):
         c.ctrl, c.lin, c.vm, c.root = ctrl, lin, vm, root
         yield c
     finally:
-        if lin is not None:
-            lin.disconnect()
-        ctrl.stop()
-        if vm is not None:
-            vm.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        _teardown(lin, ctrl, [vm] if vm is not None else [], root)
+
+
+def _teardown(lin, ctrl, vms, root):
+    """Ends a VM cluster fixture: client, controller, VMs, files."""
+    if lin is not None:
+        lin.disconnect()
+    ctrl.stop()
+    for vm in vms:
+        vm.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def req(c, method, path, body=None):
@@ -315,9 +320,4 @@ def drbd_cluster(drbd_image):
         c.ctrl, c.lin, c.vms, c.root = ctrl, lin, vms, root
         yield c
     finally:
-        if lin is not None:
-            lin.disconnect()
-        ctrl.stop()
-        for vm in vms.values():
-            vm.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        _teardown(lin, ctrl, vms.values(), root)
