@@ -343,7 +343,7 @@ impl Observer for Links {
         let Some(h) = v.hello.as_ref().filter(|_| v.status == ConnStatus::Online && v.synced) else { return NodeObs::default() };
         NodeObs {
             online: true,
-            providers: h.providers.iter().filter(|p| p.supported).map(|p| p.kind.clone()).collect(),
+            providers: h.providers.iter().filter(|p| p.supported).map(|p| p.kind.as_str().to_string()).collect(),
             layers: h.layers.iter().cloned().collect(),
         }
     }

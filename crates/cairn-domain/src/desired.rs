@@ -63,7 +63,7 @@ pub fn desired_for_node_with(
         .stor_pools_of(node_key)
         .map(|p| PoolDesired {
             name: p.name.clone(),
-            kind: p.provider_kind.as_str().to_string(),
+            kind: p.provider_kind,
             backing: BACKING_KEYS.iter().find_map(|k| p.props.get(*k).cloned()),
         })
         .collect();

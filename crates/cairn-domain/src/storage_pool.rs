@@ -11,105 +11,25 @@ use crate::error::{OpError, OpResult};
 use crate::name::{self, NameKind, key};
 use crate::{Ctx, DEFAULT_DISKLESS_STOR_POOL, DEFAULT_STOR_POOL, Props, props};
 
-/// Storage provider kinds (`DeviceProviderKind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ProviderKind {
-    Diskless,
-    Lvm,
-    LvmThin,
-    Zfs,
-    ZfsThin,
-    File,
-    FileThin,
-    Spdk,
-    RemoteSpdk,
-    EbsInit,
-    EbsTarget,
-    StorageSpaces,
-    StorageSpacesThin,
-}
+pub use cairn_proto::ProviderKind;
 
-impl ProviderKind {
-    pub const ALL: [ProviderKind; 13] = [
-        ProviderKind::Diskless,
-        ProviderKind::Lvm,
-        ProviderKind::LvmThin,
-        ProviderKind::Zfs,
-        ProviderKind::ZfsThin,
-        ProviderKind::File,
-        ProviderKind::FileThin,
-        ProviderKind::Spdk,
-        ProviderKind::RemoteSpdk,
-        ProviderKind::EbsInit,
-        ProviderKind::EbsTarget,
-        ProviderKind::StorageSpaces,
-        ProviderKind::StorageSpacesThin,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Diskless => "DISKLESS",
-            ProviderKind::Lvm => "LVM",
-            ProviderKind::LvmThin => "LVM_THIN",
-            ProviderKind::Zfs => "ZFS",
-            ProviderKind::ZfsThin => "ZFS_THIN",
-            ProviderKind::File => "FILE",
-            ProviderKind::FileThin => "FILE_THIN",
-            ProviderKind::Spdk => "SPDK",
-            ProviderKind::RemoteSpdk => "REMOTE_SPDK",
-            ProviderKind::EbsInit => "EBS_INIT",
-            ProviderKind::EbsTarget => "EBS_TARGET",
-            ProviderKind::StorageSpaces => "STORAGE_SPACES",
-            ProviderKind::StorageSpacesThin => "STORAGE_SPACES_THIN",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ProviderKind> {
-        let u = s.trim().to_ascii_uppercase();
-        ProviderKind::ALL.into_iter().find(|k| k.as_str() == u)
-    }
-
-    pub fn is_thin(self) -> bool {
-        matches!(
-            self,
-            ProviderKind::LvmThin
-                | ProviderKind::ZfsThin
-                | ProviderKind::FileThin
-                | ProviderKind::StorageSpacesThin
-                | ProviderKind::Diskless
-        )
-    }
-
-    pub fn is_diskless(self) -> bool {
-        self == ProviderKind::Diskless
-    }
-
-    /// Whether Cairn takes snapshots in pools of this kind: LVM_THIN, and
-    /// FILE_THIN where the file system makes reflinks (the satellite
-    /// probes that; see [`StorPool::to_api`]).
-    pub fn supports_snapshots(self) -> bool {
-        matches!(self, ProviderKind::LvmThin | ProviderKind::FileThin)
-    }
-
-    /// The property that names the backing object (VG, thin pool, zpool,
-    /// directory), with its legacy spelling.
-    fn backing_prop(self) -> Option<(&'static str, &'static str)> {
-        match self {
-            ProviderKind::Lvm => Some(("StorDriver/StorPoolName", "StorDriver/LvmVg")),
-            ProviderKind::LvmThin => Some(("StorDriver/StorPoolName", "StorDriver/ThinPool")),
-            ProviderKind::Zfs => Some(("StorDriver/StorPoolName", "StorDriver/ZPool")),
-            ProviderKind::ZfsThin => Some(("StorDriver/StorPoolName", "StorDriver/ZPoolThin")),
-            ProviderKind::File | ProviderKind::FileThin => Some(("StorDriver/StorPoolName", "StorDriver/FileDir")),
-            _ => None,
-        }
+/// The property that names the backing object (VG, thin pool, zpool,
+/// directory), with its legacy spelling.
+fn backing_prop(kind: ProviderKind) -> Option<(&'static str, &'static str)> {
+    match kind {
+        ProviderKind::Lvm => Some(("StorDriver/StorPoolName", "StorDriver/LvmVg")),
+        ProviderKind::LvmThin => Some(("StorDriver/StorPoolName", "StorDriver/ThinPool")),
+        ProviderKind::Zfs => Some(("StorDriver/StorPoolName", "StorDriver/ZPool")),
+        ProviderKind::ZfsThin => Some(("StorDriver/StorPoolName", "StorDriver/ZPoolThin")),
+        ProviderKind::File | ProviderKind::FileThin => Some(("StorDriver/StorPoolName", "StorDriver/FileDir")),
+        _ => None,
     }
 }
 
 /// Checks the backing-object property of a new pool: present, and of a
 /// shape that can never smuggle options or paths into a storage command.
 fn check_backing(kind: ProviderKind, props: &Props, op: i64) -> OpResult<()> {
-    let Some((main, legacy)) = kind.backing_prop() else {
+    let Some((main, legacy)) = backing_prop(kind) else {
         return Ok(());
     };
     let Some(value) = props.get(main).or_else(|| props.get(legacy)) else {

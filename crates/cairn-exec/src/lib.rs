@@ -225,9 +225,20 @@ impl CommandRunner for HostRunner {
 /// An expected argv and the answer to give.
 type Scripted = (Vec<String>, Result<Output, ExecError>);
 
+/// A standing answer for every call whose argv starts with a prefix.
+enum Rule {
+    Answer(Result<Output, ExecError>),
+    /// The command never ends: the call fails with a timeout after the
+    /// command's own timeout.
+    Hang,
+}
+
 #[derive(Default)]
 pub struct FakeRunner {
     script: Mutex<VecDeque<Scripted>>,
+    /// Checked before the script, in the order added, any number of
+    /// times: for code that runs commands concurrently, in no fixed order.
+    rules: Mutex<Vec<(Vec<String>, Rule)>>,
     calls: Mutex<Vec<Vec<String>>>,
 }
 
@@ -250,6 +261,24 @@ impl FakeRunner {
             stderr: stderr.to_string(),
         };
         self.push(argv, Err(e))
+    }
+
+    /// Answers every call whose argv starts with `prefix` with `stdout`.
+    pub fn answer(&self, prefix: &[&str], stdout: &str) -> &Self {
+        self.rule(prefix, Rule::Answer(Ok(Output { stdout: stdout.to_string(), stderr: String::new() })))
+    }
+
+    /// Makes every call whose argv starts with `prefix` hang until its
+    /// timeout, then fail as a timed-out command does.
+    pub fn hang(&self, prefix: &[&str]) -> &Self {
+        self.rule(prefix, Rule::Hang)
+    }
+
+    fn rule(&self, prefix: &[&str], r: Rule) -> &Self {
+        if let Ok(mut rules) = self.rules.lock() {
+            rules.push((prefix.iter().map(|s| s.to_string()).collect(), r));
+        }
+        self
     }
 
     fn push(&self, argv: &[&str], r: Result<Output, ExecError>) -> &Self {
@@ -276,6 +305,20 @@ impl CommandRunner for FakeRunner {
             let argv = cmd.argv();
             if let Ok(mut c) = self.calls.lock() {
                 c.push(argv.clone());
+            }
+            let ruled = self.rules.lock().ok().and_then(|rules| {
+                rules.iter().find(|(prefix, _)| argv.starts_with(prefix)).map(|(_, r)| match r {
+                    Rule::Answer(a) => Some(a.clone()),
+                    Rule::Hang => None,
+                })
+            });
+            match ruled {
+                Some(Some(answer)) => return answer,
+                Some(None) => {
+                    tokio::time::sleep(cmd.timeout).await;
+                    return Err(ExecError::Timeout { program: cmd.program.clone(), argv, secs: cmd.timeout.as_secs() });
+                }
+                None => {}
             }
             let next = self.script.lock().ok().and_then(|mut s| s.pop_front());
             match next {

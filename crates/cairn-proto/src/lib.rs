@@ -46,11 +46,100 @@ pub struct Hello {
     pub unsupported_layers: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+/// Storage provider kinds (LINSTOR's `DeviceProviderKind`), shared by the
+/// controller and the satellite: decoded once from their names, matched as
+/// a type everywhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProviderKind {
+    Diskless,
+    Lvm,
+    LvmThin,
+    Zfs,
+    ZfsThin,
+    File,
+    FileThin,
+    Spdk,
+    RemoteSpdk,
+    EbsInit,
+    EbsTarget,
+    StorageSpaces,
+    StorageSpacesThin,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 13] = [
+        ProviderKind::Diskless,
+        ProviderKind::Lvm,
+        ProviderKind::LvmThin,
+        ProviderKind::Zfs,
+        ProviderKind::ZfsThin,
+        ProviderKind::File,
+        ProviderKind::FileThin,
+        ProviderKind::Spdk,
+        ProviderKind::RemoteSpdk,
+        ProviderKind::EbsInit,
+        ProviderKind::EbsTarget,
+        ProviderKind::StorageSpaces,
+        ProviderKind::StorageSpacesThin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Diskless => "DISKLESS",
+            ProviderKind::Lvm => "LVM",
+            ProviderKind::LvmThin => "LVM_THIN",
+            ProviderKind::Zfs => "ZFS",
+            ProviderKind::ZfsThin => "ZFS_THIN",
+            ProviderKind::File => "FILE",
+            ProviderKind::FileThin => "FILE_THIN",
+            ProviderKind::Spdk => "SPDK",
+            ProviderKind::RemoteSpdk => "REMOTE_SPDK",
+            ProviderKind::EbsInit => "EBS_INIT",
+            ProviderKind::EbsTarget => "EBS_TARGET",
+            ProviderKind::StorageSpaces => "STORAGE_SPACES",
+            ProviderKind::StorageSpacesThin => "STORAGE_SPACES_THIN",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        let u = s.trim().to_ascii_uppercase();
+        ProviderKind::ALL.into_iter().find(|k| k.as_str() == u)
+    }
+
+    pub fn is_thin(self) -> bool {
+        matches!(
+            self,
+            ProviderKind::LvmThin
+                | ProviderKind::ZfsThin
+                | ProviderKind::FileThin
+                | ProviderKind::StorageSpacesThin
+                | ProviderKind::Diskless
+        )
+    }
+
+    pub fn is_diskless(self) -> bool {
+        self == ProviderKind::Diskless
+    }
+
+    /// Whether Cairn takes snapshots in pools of this kind: LVM_THIN, and
+    /// FILE_THIN where the file system makes reflinks (the satellite
+    /// probes that).
+    pub fn supports_snapshots(self) -> bool {
+        matches!(self, ProviderKind::LvmThin | ProviderKind::FileThin)
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Whether the satellite can serve a provider kind, and why not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderSupport {
-    /// LINSTOR provider kind name, e.g. `FILE_THIN`.
-    pub kind: String,
+    pub kind: ProviderKind,
     pub supported: bool,
     /// Why it is unsupported (missing tool, missing privilege).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -61,8 +150,7 @@ pub struct ProviderSupport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolDesired {
     pub name: String,
-    /// LINSTOR provider kind name.
-    pub kind: String,
+    pub kind: ProviderKind,
     /// The backing object (`StorDriver/StorPoolName`): a directory for FILE
     /// and FILE_THIN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -408,7 +496,7 @@ mod tests {
             generation: 7,
             full: true,
             pools_set: true,
-            pools: vec![PoolDesired { name: "p".into(), kind: "FILE_THIN".into(), backing: Some("/srv".into()) }],
+            pools: vec![PoolDesired { name: "p".into(), kind: ProviderKind::FileThin, backing: Some("/srv".into()) }],
             resources: vec![ResourceDesired {
                 name: "r".into(),
                 diskless: false,

@@ -1,69 +1,96 @@
-//! Applying desired state: idempotent, resources in parallel, one failure
-//! never blocking the others.
+//! Applying desired state. Each resource reconciles on its own: its own
+//! task and its own lock, against the newest desired state of that
+//! resource, so a slow or hung command holds up only the resource it
+//! belongs to. The state lock guards the desired and observed maps only
+//! and is never held across a command; observations never wait for an
+//! apply. Storage goes through [`Provider`]s resolved once per pool
+//! configuration: a pool that cannot be used fails only the resources
+//! placed in it, with its reason on the pool.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use cairn_proto::{
-    Apply, ObjectError, Observed, PoolDesired, PoolObserved, ProviderSupport, ResourceDesired, ResourceObserved, VolumeObserved,
+    Apply, ObjectError, Observed, PoolDesired, PoolObserved, ProviderSupport, ResourceDesired, ResourceObserved, VolumeDesired,
+    VolumeObserved,
 };
 use cairn_storage::StorageError;
 use cairn_storage::drbd::gross_size_kib;
-use cairn_storage::file::{FilePool, Files, VolumeFile};
 use cairn_storage::luks::{LUKS2_HEADER_KIB, Luks, LuksError};
-use cairn_storage::lvm::{Lvm, LvmPool};
-use cairn_storage::zfs::{Zfs, ZfsPool};
-use tokio::sync::Mutex;
+use cairn_storage::provider::{Provider, ResolveError, Tools, VolumeRef, VolumeSpec};
 
 use crate::drbd::DrbdLayer;
 use crate::locked;
 
-/// The satellite's desired state and what it last saw.
-#[derive(Default)]
-pub struct Desired {
-    /// A full apply arrived since this process started.
-    pub synced: bool,
-    pub pools: BTreeMap<String, PoolDesired>,
-    pub resources: BTreeMap<String, ResourceDesired>,
-    pub observed: BTreeMap<String, ResourceObserved>,
-    pub generation: u64,
+/// A pool as configured, resolved into its provider (or why it cannot be).
+#[derive(Clone)]
+struct Pool {
+    desired: PoolDesired,
+    provider: Result<Arc<dyn Provider>, ObjectError>,
 }
 
-/// The storage providers and the LUKS layer, each running its tools.
+type Pools = BTreeMap<String, Pool>;
+
+/// The satellite's desired state and what it last saw.
+#[derive(Default)]
+struct Desired {
+    /// A full apply arrived since this process started.
+    synced: bool,
+    pools: Arc<Pools>,
+    resources: BTreeMap<String, ResourceDesired>,
+    /// The generation of the request that last set each resource (desired
+    /// or removed): an older request that arrives late changes nothing.
+    since: BTreeMap<String, u64>,
+    observed: BTreeMap<String, ResourceObserved>,
+    /// The DRBD host name of each resource as last desired (a removal
+    /// needs it).
+    hosts: BTreeMap<String, String>,
+    /// Pools that may hold volumes of each resource: those of its desired
+    /// volumes, and those where a scan found it. A removal touches these
+    /// only, never every pool.
+    placed: BTreeMap<String, BTreeSet<String>>,
+    generation: u64,
+}
+
+/// The storage tools and the LUKS layer, each running its commands.
 pub struct Storage {
-    pub files: Files,
-    pub lvm: Lvm,
-    pub zfs: Zfs,
+    pub tools: Tools,
     pub luks: Luks,
 }
 
 impl Storage {
     pub fn new(runner: Arc<dyn cairn_exec::CommandRunner>, timeout: std::time::Duration) -> Storage {
+        use cairn_storage::{file::Files, lvm::Lvm, zfs::Zfs};
         Storage {
-            files: Files::new(runner.clone(), timeout),
-            lvm: Lvm::new(runner.clone(), timeout),
-            zfs: Zfs::new(runner.clone(), timeout),
+            tools: Tools {
+                files: Files::new(runner.clone(), timeout),
+                lvm: Lvm::new(runner.clone(), timeout),
+                zfs: Zfs::new(runner.clone(), timeout),
+            },
             luks: Luks::new(runner, timeout),
         }
     }
+}
+
+/// What one resource's reconciliation ended with.
+enum Reconciled {
+    Present(ResourceObserved),
+    Removed(ResourceObserved),
 }
 
 /// Applies desired state with the storage providers and layers.
 pub struct Applier {
     pub node_name: String,
     pub instance: String,
-    files: Files,
-    lvm: Lvm,
-    zfs: Zfs,
+    tools: Tools,
     luks: Luks,
     providers: Vec<ProviderSupport>,
     /// The DRBD layer, or why this node cannot run it.
     drbd: Result<Arc<DrbdLayer>, Vec<String>>,
-    pub state: Mutex<Desired>,
-    /// Whether a FILE_THIN pool directory makes reflinks, by directory:
-    /// probed when first needed (a snapshot or an observation), again after
-    /// the pool is (re)configured and after every full apply.
-    reflinks: std::sync::Mutex<BTreeMap<std::path::PathBuf, bool>>,
+    /// Held only to read or change the maps, never across a command.
+    state: std::sync::Mutex<Desired>,
+    /// One lock per resource, held while it reconciles.
+    resource_locks: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Snapshots that could not be taken: not tried again while desired,
     /// not even after a restart (a snapshot taken later would hold other
     /// data than asked for); forgotten when the snapshot goes.
@@ -131,17 +158,10 @@ impl FailedSnapshots {
     }
 }
 
-enum PoolKind {
-    Diskless,
-    File(FilePool),
-    Lvm(LvmPool),
-    Zfs(ZfsPool),
-}
-
 /// The size of a backing volume: the usable size, plus DRBD's internal
 /// metadata when a DRBD layer sits on top, plus the LUKS2 header when the
 /// volume is encrypted.
-fn backing_kib(v: &cairn_proto::VolumeDesired, drbd_peer_slots: Option<u8>) -> i64 {
+fn backing_kib(v: &VolumeDesired, drbd_peer_slots: Option<u8>) -> i64 {
     let net = match drbd_peer_slots {
         Some(slots) => i64::try_from(gross_size_kib(u64::try_from(v.size_kib).unwrap_or(0), slots)).unwrap_or(i64::MAX),
         None => v.size_kib,
@@ -165,6 +185,14 @@ fn err(message: String, e: &StorageError) -> ObjectError {
     ObjectError { message, cause: Some(e.to_string()), details: e.details() }
 }
 
+fn vref(rsc: &str, v: &VolumeDesired) -> VolumeRef {
+    VolumeRef { rsc: rsc.to_string(), nr: v.number, id: v.id.clone() }
+}
+
+fn failed_volume(nr: u32) -> VolumeObserved {
+    VolumeObserved { number: nr, disk_state: "Failed".into(), ..Default::default() }
+}
+
 impl Applier {
     pub fn new(
         node_name: String,
@@ -174,108 +202,245 @@ impl Applier {
         drbd: Result<Arc<DrbdLayer>, Vec<String>>,
         state_dir: Option<std::path::PathBuf>,
     ) -> Applier {
-        let Storage { files, lvm, zfs, luks } = storage;
         Applier {
             node_name,
             instance,
-            files,
-            lvm,
-            zfs,
-            luks,
+            tools: storage.tools,
+            luks: storage.luks,
             providers,
             drbd,
-            state: Mutex::new(Desired::default()),
-            reflinks: std::sync::Mutex::new(BTreeMap::new()),
+            state: std::sync::Mutex::new(Desired::default()),
+            resource_locks: std::sync::Mutex::new(BTreeMap::new()),
             failed_snapshots: std::sync::Mutex::new(FailedSnapshots::load(state_dir.map(|d| d.join("failed-snapshots")))),
         }
     }
 
-    fn pool_kind(&self, p: &PoolDesired) -> Result<PoolKind, ObjectError> {
-        let support = self.providers.iter().find(|s| s.kind == p.kind);
-        match support {
-            Some(s) if !s.supported => {
-                return Err(ObjectError {
-                    message: format!("Storage pool '{}' ({}) cannot be served by satellite '{}'.", p.name, p.kind, self.node_name),
-                    cause: Some(format!("Missing: {}", s.missing.join("; "))),
-                    details: None,
-                });
+    /// Resolves a pool into its provider, or the reason it cannot serve.
+    fn resolve(&self, p: &PoolDesired) -> Pool {
+        let provider = match self.providers.iter().find(|s| s.kind == p.kind) {
+            Some(s) if !s.supported => Err(ObjectError {
+                message: format!("Storage pool '{}' ({}) cannot be served by satellite '{}'.", p.name, p.kind, self.node_name),
+                cause: Some(format!("Missing: {}", s.missing.join("; "))),
+                details: None,
+            }),
+            None => Err(ObjectError {
+                message: format!("Unknown provider kind '{}' for storage pool '{}'.", p.kind, p.name),
+                cause: None,
+                details: None,
+            }),
+            Some(_) => cairn_storage::provider::resolve(&self.tools, p).map_err(|e| match e {
+                ResolveError::Backing(e) => err(format!("Storage pool '{}' has an unusable backing ({}).", p.name, p.kind), &e),
+                ResolveError::NotImplemented(k) => {
+                    ObjectError { message: format!("Provider {k} is not implemented yet."), cause: None, details: None }
+                }
+            }),
+        };
+        Pool { desired: p.clone(), provider }
+    }
+
+    fn resource_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        locked(&self.resource_locks).entry(name.to_string()).or_default().clone()
+    }
+
+    /// Whether a full apply arrived since this process started; deltas
+    /// before that would be applied to an empty pool list.
+    pub fn synced(&self) -> bool {
+        locked(&self.state).synced
+    }
+
+    /// Applies a full or delta request: records it as the desired state,
+    /// then reconciles every resource it names, each in a task of its own,
+    /// and answers with their results.
+    pub async fn apply(self: &Arc<Self>, req: Apply) -> Observed {
+        let pools = {
+            let mut st = locked(&self.state);
+            if req.full || req.pools_set {
+                // A pool configured anew (every pool, on a full apply) is
+                // resolved anew, so its properties are probed again.
+                let old = st.pools.clone();
+                let pools: Pools = req
+                    .pools
+                    .iter()
+                    .map(|p| {
+                        let kept = old.get(&p.name).filter(|o| !req.full && o.desired == *p).cloned();
+                        (p.name.clone(), kept.unwrap_or_else(|| self.resolve(p)))
+                    })
+                    .collect();
+                st.pools = Arc::new(pools);
+            }
+            st.pools.clone()
+        };
+        // What exists here but is not desired (a full apply only): how
+        // deletes missed while the satellite was away are caught up.
+        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        if req.full {
+            self.tools.files.forget_loops();
+            let keep: BTreeSet<&str> = req.resources.iter().map(|r| r.name.as_str()).collect();
+            for pool in pools.values() {
+                let Ok(p) = &pool.provider else { continue };
+                match p.resources().await {
+                    Ok(names) => {
+                        for n in names.into_iter().filter(|n| !keep.contains(n.as_str())) {
+                            found.entry(n).or_default().insert(pool.desired.name.clone());
+                        }
+                    }
+                    Err(e) => tracing::warn!(pool = %pool.desired.name, "cannot list the pool: {e}"),
+                }
+            }
+            if let Ok(layer) = &self.drbd {
+                for n in layer.configured().into_iter().filter(|n| !keep.contains(n.as_str())) {
+                    found.entry(n).or_default();
+                }
+            }
+        }
+        let targets: Vec<String> = {
+            let mut st = locked(&self.state);
+            let mut targets = Vec::new();
+            if req.full {
+                let keep: BTreeSet<String> = req.resources.iter().map(|r| r.name.clone()).collect();
+                let mut gone: BTreeSet<String> = st.resources.keys().filter(|n| !keep.contains(*n)).cloned().collect();
+                gone.extend(found.keys().cloned());
+                st.resources = req.resources.iter().map(|r| (r.name.clone(), r.clone())).collect();
+                st.observed.retain(|n, _| keep.contains(n));
+                // A full apply is the new baseline.
+                st.since = keep.iter().chain(&gone).map(|n| (n.clone(), req.generation)).collect();
+                targets.extend(req.resources.iter().map(|r| r.name.clone()));
+                targets.extend(gone);
+            } else {
+                let current = |st: &Desired, n: &str| st.since.get(n).is_none_or(|g| *g <= req.generation);
+                for r in &req.resources {
+                    if current(&st, &r.name) {
+                        st.resources.insert(r.name.clone(), r.clone());
+                        st.since.insert(r.name.clone(), req.generation);
+                    }
+                    targets.push(r.name.clone());
+                }
+                for n in &req.removed {
+                    if current(&st, n) {
+                        st.resources.remove(n);
+                        st.since.insert(n.clone(), req.generation);
+                    }
+                    targets.push(n.clone());
+                }
+            }
+            for r in &req.resources {
+                if let Some(d) = &r.drbd {
+                    st.hosts.insert(r.name.clone(), d.host.clone());
+                }
+                st.placed.entry(r.name.clone()).or_default().extend(r.volumes.iter().map(|v| v.pool.clone()));
+            }
+            for (n, in_pools) in found {
+                st.placed.entry(n).or_default().extend(in_pools);
+            }
+            st.generation = st.generation.max(req.generation);
+            st.synced |= req.full;
+            targets
+        };
+        let tasks: Vec<_> = targets
+            .into_iter()
+            .map(|name| {
+                let me = self.clone();
+                let task_name = name.clone();
+                (name, tokio::spawn(async move { me.reconcile(&task_name).await }))
+            })
+            .collect();
+        let mut out = Observed { generation: req.generation, instance: self.instance.clone(), ..Default::default() };
+        for (name, task) in tasks {
+            match task.await {
+                Ok(Reconciled::Present(o)) => out.resources.push(o),
+                Ok(Reconciled::Removed(o)) => out.removed.push(o),
+                Err(e) => {
+                    tracing::error!(rsc = %name, "a reconcile task panicked: {e}");
+                    out.resources.push(ResourceObserved {
+                        name,
+                        error: Some(ObjectError {
+                            message: format!("An apply task on node '{}' failed: {e}", self.node_name),
+                            cause: None,
+                            details: None,
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        out.pools = self.pool_capacity(&pools).await;
+        out
+    }
+
+    /// Makes one resource what is desired of it now (or removes it), under
+    /// its own lock, and records what it saw.
+    async fn reconcile(&self, name: &str) -> Reconciled {
+        let lock = self.resource_lock(name);
+        let _one_at_a_time = lock.lock().await;
+        let (desired, pools, host, placed) = {
+            let st = locked(&self.state);
+            (
+                st.resources.get(name).cloned(),
+                st.pools.clone(),
+                st.hosts.get(name).cloned().unwrap_or_else(|| self.node_name.clone()),
+                st.placed.get(name).cloned().unwrap_or_default(),
+            )
+        };
+        match desired {
+            Some(r) => {
+                let o = self.ensure(&pools, &r, &placed).await;
+                let mut st = locked(&self.state);
+                if st.resources.contains_key(name) {
+                    st.observed.insert(name.to_string(), o.clone());
+                }
+                if o.error.is_none() {
+                    // Pools it no longer uses were cleaned up.
+                    let used: BTreeSet<String> = r.volumes.iter().map(|v| v.pool.clone()).collect();
+                    st.placed.insert(name.to_string(), used);
+                }
+                Reconciled::Present(o)
             }
             None => {
-                return Err(ObjectError {
-                    message: format!("Unknown provider kind '{}' for storage pool '{}'.", p.kind, p.name),
-                    cause: None,
-                    details: None,
-                });
+                let o = self.remove(&pools, name, &host, &placed).await;
+                let mut st = locked(&self.state);
+                if !st.resources.contains_key(name) {
+                    st.observed.remove(name);
+                    if o.error.is_none() {
+                        st.placed.remove(name);
+                        st.hosts.remove(name);
+                    }
+                }
+                Reconciled::Removed(o)
             }
-            Some(_) => {}
-        }
-        match p.kind.as_str() {
-            "DISKLESS" => Ok(PoolKind::Diskless),
-            "FILE" | "FILE_THIN" => {
-                let dir = p.backing.as_deref().unwrap_or_default();
-                FilePool::new(&p.name, dir, p.kind == "FILE_THIN")
-                    .map(PoolKind::File)
-                    .map_err(|e| err(format!("Storage pool '{}' has an unusable directory.", p.name), &e))
-            }
-            "LVM" | "LVM_THIN" => {
-                let backing = p.backing.as_deref().unwrap_or_default();
-                LvmPool::new(&p.name, backing, p.kind == "LVM_THIN")
-                    .map(PoolKind::Lvm)
-                    .map_err(|e| err(format!("Storage pool '{}' names an unusable volume group.", p.name), &e))
-            }
-            "ZFS" | "ZFS_THIN" => {
-                let backing = p.backing.as_deref().unwrap_or_default();
-                ZfsPool::new(&p.name, backing, p.kind == "ZFS_THIN")
-                    .map(PoolKind::Zfs)
-                    .map_err(|e| err(format!("Storage pool '{}' names an unusable ZFS dataset.", p.name), &e))
-            }
-            other => Err(ObjectError { message: format!("Provider {other} is not implemented yet."), cause: None, details: None }),
         }
     }
 
-    /// The pools of one provider family, by a projection of their kind.
-    fn pools_of<T>(&self, pools: &BTreeMap<String, PoolDesired>, pick: fn(PoolKind) -> Option<T>) -> Vec<T> {
-        pools.values().filter_map(|p| self.pool_kind(p).ok().and_then(pick)).collect()
-    }
-
-    fn lvm_pools(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<LvmPool> {
-        self.pools_of(pools, |k| if let PoolKind::Lvm(l) = k { Some(l) } else { None })
-    }
-
-    fn zfs_pools(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<ZfsPool> {
-        self.pools_of(pools, |k| if let PoolKind::Zfs(z) = k { Some(z) } else { None })
-    }
-
-    fn file_pools(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<FilePool> {
-        self.pools_of(pools, |k| if let PoolKind::File(f) = k { Some(f) } else { None })
+    /// The providers of the named pools that resolved; the others are
+    /// skipped (they hold nothing Cairn could reach).
+    fn providers_of<'a>(pools: &'a Pools, names: impl IntoIterator<Item = &'a String>) -> Vec<&'a Arc<dyn Provider>> {
+        let names: BTreeSet<&String> = names.into_iter().collect();
+        names.into_iter().filter_map(|n| pools.get(n)?.provider.as_ref().ok()).collect()
     }
 
     /// Makes one resource exist: its storage, then its DRBD layer.
-    async fn ensure(&self, pools: &BTreeMap<String, PoolDesired>, r: &ResourceDesired) -> ResourceObserved {
-        let Some(d) = &r.drbd else { return self.ensure_storage(pools, r, None, true).await };
+    async fn ensure(&self, pools: &Pools, r: &ResourceDesired, placed: &BTreeSet<String>) -> ResourceObserved {
+        let Some(d) = &r.drbd else { return self.ensure_storage(pools, r, None, Some(placed)).await };
         let layer = match &self.drbd {
             Ok(l) => l.clone(),
             Err(reasons) => {
                 // Refuse before touching storage: nothing is half-created.
-                let mut out = ResourceObserved { name: r.name.clone(), ..Default::default() };
-                out.error = Some(ObjectError {
-                    message: format!(
-                        "Satellite '{}' does not support the following layers: [DRBD]; resource '{}' was not created.",
-                        self.node_name, r.name
-                    ),
-                    cause: Some(reasons.join("; ")),
-                    details: Some("Load the DRBD 9 kernel module and install drbd-utils 9, then restart the satellite.".into()),
-                });
-                out.volumes = r
-                    .volumes
-                    .iter()
-                    .map(|v| VolumeObserved { number: v.number, disk_state: "Failed".into(), ..Default::default() })
-                    .collect();
-                return out;
+                return ResourceObserved {
+                    name: r.name.clone(),
+                    error: Some(ObjectError {
+                        message: format!(
+                            "Satellite '{}' does not support the following layers: [DRBD]; resource '{}' was not created.",
+                            self.node_name, r.name
+                        ),
+                        cause: Some(reasons.join("; ")),
+                        details: Some("Load the DRBD 9 kernel module and install drbd-utils 9, then restart the satellite.".into()),
+                    }),
+                    volumes: r.volumes.iter().map(|v| failed_volume(v.number)).collect(),
+                    ..Default::default()
+                };
             }
         };
         // Volumes that go are removed only after DRBD let go of them.
-        let mut out = self.ensure_storage(pools, r, Some(d.peer_slots), false).await;
+        let mut out = self.ensure_storage(pools, r, Some(d.peer_slots), None).await;
         if out.error.is_some() {
             return out;
         }
@@ -288,7 +453,7 @@ impl Applier {
         match layer.ensure(&r.name, d, &disks, &net).await {
             Ok(o) => {
                 out.drbd = Some(o);
-                self.remove_unwanted(pools, r, &mut out).await;
+                self.remove_unwanted(pools, r, placed, &mut out).await;
             }
             Err(e) => {
                 out.drbd = Some(layer.observed(&r.name, d));
@@ -299,106 +464,53 @@ impl Applier {
     }
 
     /// Removes volumes of the resource that are not wanted any more (other
-    /// numbers, or an earlier incarnation of a wanted one), closing their
-    /// LUKS mappings first.
-    async fn remove_unwanted(&self, pools: &BTreeMap<String, PoolDesired>, r: &ResourceDesired, out: &mut ResourceObserved) {
+    /// numbers, or an earlier incarnation of a wanted one) from the pools
+    /// it is or was placed in, closing their LUKS mappings first.
+    async fn remove_unwanted(&self, pools: &Pools, r: &ResourceDesired, placed: &BTreeSet<String>, out: &mut ResourceObserved) {
         let keep: Vec<u32> = r.volumes.iter().map(|v| v.number).collect();
         if let Err(e) = self.luks.close_all_except(&r.name, &keep).await {
             out.error.get_or_insert(luks_err(format!("Cannot close the encrypted volumes of '{}' that go.", r.name), &e));
             return;
         }
-        // Files of this resource that are not wanted: other volume numbers,
-        // or an earlier incarnation (another id) of a wanted one.
-        let wanted: BTreeSet<(u32, &str)> = r.volumes.iter().map(|v| (v.number, v.id.as_str())).collect();
-        for fp in self.file_pools(pools) {
-            let stale: Vec<VolumeFile> = match fp.list() {
-                Ok(l) => l.into_iter().filter(|f| f.rsc == r.name && !wanted.contains(&(f.nr, f.id.as_str()))).collect(),
-                Err(e) => {
-                    out.error.get_or_insert(err(format!("Cannot list storage pool '{}'.", fp.name), &e));
-                    continue;
-                }
-            };
-            for f in stale {
-                if let Err(e) = self.files.remove(&fp, &f).await {
-                    out.error
-                        .get_or_insert(err(format!("Failed to remove volume {} of '{}' on node '{}'.", f.nr, r.name, self.node_name), &e));
-                }
-            }
-        }
-        for lp in self.lvm_pools(pools) {
-            if let Err(e) = self.lvm.remove_others(&lp, &r.name, &keep).await {
-                out.error.get_or_insert(err(format!("Failed to remove unwanted volumes of '{}' from pool '{}'.", r.name, lp.name), &e));
-            }
-        }
-        for zp in self.zfs_pools(pools) {
-            if let Err(e) = self.zfs.remove_others(&zp, &r.name, &keep).await {
-                out.error.get_or_insert(err(format!("Failed to remove unwanted volumes of '{}' from pool '{}'.", r.name, zp.name), &e));
+        let wanted: Vec<(u32, String)> = r.volumes.iter().map(|v| (v.number, v.id.clone())).collect();
+        for p in Self::providers_of(pools, placed.iter().chain(r.volumes.iter().map(|v| &v.pool))) {
+            if let Err(e) = p.remove_others(&r.name, &wanted).await {
+                out.error.get_or_insert(err(format!("Failed to remove unwanted volumes of '{}' from pool '{}'.", r.name, p.pool()), &e));
             }
         }
     }
 
-    /// Makes one resource's volumes exist and removes volumes of it that
-    /// are no longer desired. With `drbd_peer_slots`, each volume gets room
-    /// for DRBD's internal metadata.
+    /// Makes one resource's volumes exist. With `drbd_peer_slots`, each
+    /// volume gets room for DRBD's internal metadata. With `placed`,
+    /// volumes of it that are no longer desired are removed first.
     async fn ensure_storage(
         &self,
-        pools: &BTreeMap<String, PoolDesired>,
+        pools: &Pools,
         r: &ResourceDesired,
         drbd_peer_slots: Option<u8>,
-        remove_unwanted: bool,
+        placed: Option<&BTreeSet<String>>,
     ) -> ResourceObserved {
         let mut out = ResourceObserved { name: r.name.clone(), ..Default::default() };
-        if remove_unwanted {
-            self.remove_unwanted(pools, r, &mut out).await;
+        if let Some(placed) = placed {
+            self.remove_unwanted(pools, r, placed, &mut out).await;
         }
         for v in &r.volumes {
-            let pool = match pools.get(&v.pool) {
-                Some(p) => p,
-                None => {
-                    out.volumes.push(VolumeObserved { number: v.number, disk_state: "Failed".into(), ..Default::default() });
-                    out.error.get_or_insert(ObjectError {
-                        message: format!("Storage pool '{}' is not configured on node '{}'.", v.pool, self.node_name),
-                        cause: None,
-                        details: None,
-                    });
-                    continue;
-                }
-            };
-            let observed = match self.pool_kind(pool) {
-                Ok(PoolKind::Diskless) => Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() }),
-                Ok(PoolKind::File(_) | PoolKind::Lvm(_) | PoolKind::Zfs(_)) if r.diskless => {
+            let observed = match pools.get(&v.pool) {
+                None => Err(ObjectError {
+                    message: format!("Storage pool '{}' is not configured on node '{}'.", v.pool, self.node_name),
+                    cause: None,
+                    details: None,
+                }),
+                Some(Pool { provider: Err(e), .. }) => Err(e.clone()),
+                Some(Pool { provider: Ok(p), .. }) if r.diskless || !p.has_storage() => {
                     Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() })
                 }
-                Ok(PoolKind::Zfs(zp)) => self
-                    .zfs
-                    .ensure(&zp, &r.name, v.number, &v.id, backing_kib(v, drbd_peer_slots))
-                    .await
-                    .map_err(|e| err(format!("Failed to create volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), &e)),
-                Ok(PoolKind::Lvm(lp)) => self.ensure_lvm(&lp, r, v, drbd_peer_slots).await,
-                Ok(PoolKind::File(fp)) => self.ensure_file(&fp, r, v, drbd_peer_slots).await,
-                Err(e) => Err(e),
-            };
-            // The LUKS layer on top of a real backing device.
-            let observed = match (observed, &v.luks) {
-                (Ok(mut o), Some(l)) if !r.diskless && o.device_path.is_some() => {
-                    let dev = o.device_path.clone().unwrap_or_default();
-                    match self.luks.ensure(&dev, &r.name, v.number, l).await {
-                        Ok(mapped) => {
-                            o.luks_device_path = Some(mapped);
-                            Ok(o)
-                        }
-                        Err(e) => Err(luks_err(
-                            format!("Cannot open the encrypted volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name),
-                            &e,
-                        )),
-                    }
-                }
-                (o, _) => o,
+                Some(Pool { provider: Ok(p), .. }) => self.ensure_volume(p.as_ref(), r, v, drbd_peer_slots).await,
             };
             match observed {
                 Ok(o) => out.volumes.push(o),
                 Err(e) => {
-                    out.volumes.push(VolumeObserved { number: v.number, disk_state: "Failed".into(), ..Default::default() });
+                    out.volumes.push(failed_volume(v.number));
                     out.error.get_or_insert(e);
                 }
             }
@@ -409,78 +521,60 @@ impl Applier {
         out
     }
 
-    /// An LVM volume: rolled back first when asked (closing its LUKS
-    /// mapping), created from a snapshot when restored, grown.
-    async fn ensure_lvm(
+    /// One volume: rolled back first when asked (closing its LUKS mapping
+    /// before), created (from a snapshot when restored) or grown, then its
+    /// LUKS layer opened.
+    async fn ensure_volume(
         &self,
-        lp: &LvmPool,
+        p: &dyn Provider,
         r: &ResourceDesired,
-        v: &cairn_proto::VolumeDesired,
+        v: &VolumeDesired,
         slots: Option<u8>,
     ) -> Result<VolumeObserved, ObjectError> {
         let fail = |what: &str, e: &StorageError| {
             err(format!("Failed to {what} volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), e)
         };
+        let vr = vref(&r.name, v);
         if let Some(rb) = &r.rollback
-            && self.lvm.needs_rollback(lp, &r.name, v.number, &rb.snapshot, &rb.id).await.map_err(|e| fail("check", &e))?
+            && p.needs_rollback(&vr, &rb.snapshot, &rb.id).await.map_err(|e| fail("check", &e))?
         {
             if let Err(e) = self.luks.close(&r.name, v.number).await {
                 return Err(luks_err(format!("Cannot close encrypted volume {} of '{}' for the rollback.", v.number, r.name), &e));
             }
-            self.lvm.rollback(lp, &r.name, v.number, &v.id, &rb.snapshot, &rb.id).await.map_err(|e| fail("roll back", &e))?;
+            p.rollback(&vr, &rb.snapshot, &rb.id).await.map_err(|e| fail("roll back", &e))?;
         }
-        let source = match &v.source {
-            Some(s) => {
-                Some(format!("{}_{}", cairn_storage::lvm::lv_name(&s.resource, v.number).map_err(|e| fail("restore", &e))?, s.snapshot))
-            }
-            None => None,
+        let spec = VolumeSpec {
+            rsc: &r.name,
+            nr: v.number,
+            id: &v.id,
+            size_kib: backing_kib(v, slots),
+            source: v.source.as_ref().map(|s| (s.resource.as_str(), s.snapshot.as_str())),
         };
-        self.lvm.ensure_from(lp, &r.name, v.number, &v.id, backing_kib(v, slots), source.as_deref()).await.map_err(|e| fail("create", &e))
-    }
-
-    /// A file volume: rolled back first when asked, restored from a
-    /// snapshot when new, then created or grown and attached.
-    async fn ensure_file(
-        &self,
-        fp: &FilePool,
-        r: &ResourceDesired,
-        v: &cairn_proto::VolumeDesired,
-        slots: Option<u8>,
-    ) -> Result<VolumeObserved, ObjectError> {
-        let fail = |what: &str, e: &StorageError| {
-            err(format!("Failed to {what} volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), e)
-        };
-        let vf = VolumeFile::new(&r.name, v.number, &v.id);
-        if let Some(rb) = &r.rollback
-            && fp.volume_path(&vf).is_ok_and(|p| p.exists())
-        {
-            if let Err(e) = self.luks.close(&r.name, v.number).await {
-                return Err(luks_err(format!("Cannot close encrypted volume {} of '{}' for the rollback.", v.number, r.name), &e));
+        let mut o = p.ensure(spec).await.map_err(|e| fail("create", &e))?;
+        if let (Some(l), Some(dev)) = (&v.luks, o.device_path.clone()) {
+            match self.luks.ensure(&dev, &r.name, v.number, l).await {
+                Ok(mapped) => o.luks_device_path = Some(mapped),
+                Err(e) => {
+                    return Err(luks_err(
+                        format!("Cannot open the encrypted volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name),
+                        &e,
+                    ));
+                }
             }
-            self.files.rollback(fp, &vf, &rb.snapshot, &rb.id).await.map_err(|e| fail("roll back", &e))?;
         }
-        if let Some(s) = &v.source {
-            self.files.restore_into(fp, &vf, &s.resource, &s.snapshot).await.map_err(|e| fail("restore", &e))?;
-        }
-        self.files.ensure(fp, &vf, backing_kib(v, slots)).await.map_err(|e| fail("create", &e))
+        Ok(o)
     }
 
     /// Makes the snapshots of a resource on this node what is desired;
-    /// returns the ones present.
-    async fn snapshots(&self, pools: &BTreeMap<String, PoolDesired>, r: &ResourceDesired, out: &mut ResourceObserved) {
-        let pool_of = |nr: u32| r.volumes.iter().find(|v| v.number == nr).and_then(|v| pools.get(&v.pool)).map(|p| self.pool_kind(p));
+    /// records the ones present.
+    async fn snapshots(&self, pools: &Pools, r: &ResourceDesired, out: &mut ResourceObserved) {
+        let provider_of = |nr: u32| -> Option<&Arc<dyn Provider>> {
+            let v = r.volumes.iter().find(|v| v.number == nr)?;
+            pools.get(&v.pool)?.provider.as_ref().ok()
+        };
         let mut present: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        let mut seen_pools = BTreeSet::new();
-        for v in &r.volumes {
-            if !seen_pools.insert(v.pool.clone()) {
-                continue;
-            }
-            let listed = match pools.get(&v.pool).map(|p| self.pool_kind(p)) {
-                Some(Ok(PoolKind::Lvm(lp))) => self.lvm.snapshots(&lp, &r.name).await,
-                Some(Ok(PoolKind::File(fp))) => Files::snapshots(&fp, &r.name),
-                _ => continue,
-            };
-            match listed {
+        for p in Self::providers_of(pools, r.volumes.iter().map(|v| &v.pool)) {
+            match p.snapshots(&r.name).await {
                 Ok(s) => {
                     for (name, nrs) in s {
                         present.entry(name).or_default().extend(nrs);
@@ -505,31 +599,20 @@ impl Applier {
                 if present.get(snap).is_some_and(|n| n.contains(&v.number)) {
                     continue;
                 }
-                let cannot = |cause: &str| ObjectError {
+                let cannot = |cause: String| ObjectError {
                     message: format!("Storage pool '{}' on node '{}' cannot take snapshots.", v.pool, self.node_name),
-                    cause: Some(cause.to_string()),
+                    cause: Some(cause),
                     details: None,
                 };
-                let res = match pool_of(v.number) {
-                    Some(Ok(PoolKind::Lvm(lp))) if lp.thin_pool.is_some() => self.lvm.create_snapshot(&lp, &r.name, v.number, snap).await,
-                    Some(Ok(PoolKind::File(fp))) if fp.thin && self.reflinks(&fp).await == Some(false) => {
-                        let e = cannot(&format!(
-                            "The file system of '{}' has no reflinks (cp --reflink=always fails there); FILE_THIN snapshots need XFS (reflink=1) or Btrfs.",
-                            fp.dir.display()
-                        ));
-                        self.snapshot_failed(&r.name, snap, e, out);
-                        break;
-                    }
-                    Some(Ok(PoolKind::File(fp))) if fp.thin => {
-                        self.files.create_snapshot(&fp, &VolumeFile::new(&r.name, v.number, &v.id), snap).await
-                    }
-                    _ => {
-                        let e = cannot("Snapshots need an LVM_THIN pool, or a FILE_THIN pool on a file system with reflinks.");
-                        self.snapshot_failed(&r.name, snap, e, out);
-                        break;
-                    }
+                let Some(p) = provider_of(v.number) else {
+                    self.snapshot_failed(&r.name, snap, cannot(format!("Storage pool '{}' is not usable here.", v.pool)), out);
+                    break;
                 };
-                match res {
+                if let Some(why) = p.snapshots_refused().await {
+                    self.snapshot_failed(&r.name, snap, cannot(why), out);
+                    break;
+                }
+                match p.create_snapshot(&vref(&r.name, v), snap).await {
                     Ok(()) => present.entry(snap.clone()).or_default().push(v.number),
                     Err(e) => {
                         let e = err(
@@ -550,12 +633,8 @@ impl Applier {
                 continue;
             }
             for nr in nrs {
-                let res = match pool_of(nr) {
-                    Some(Ok(PoolKind::Lvm(lp))) => self.lvm.delete_snapshot(&lp, &r.name, nr, &snap).await,
-                    Some(Ok(PoolKind::File(fp))) => self.files.delete_snapshot(&fp, &r.name, nr, &snap).await,
-                    _ => continue,
-                };
-                match res {
+                let Some(p) = provider_of(nr) else { continue };
+                match p.delete_snapshot(&r.name, nr, &snap).await {
                     Ok(()) => {
                         present.remove(&snap);
                     }
@@ -577,28 +656,9 @@ impl Applier {
         out.snapshot_errors.insert(snap.to_string(), e);
     }
 
-    /// Whether a FILE_THIN pool's directory makes reflinks: the cached
-    /// answer, else a probe; None when the probe could not run.
-    async fn reflinks(&self, fp: &FilePool) -> Option<bool> {
-        if let Some(known) = locked(&self.reflinks).get(&fp.dir) {
-            return Some(*known);
-        }
-        match self.files.probe_reflink(fp).await {
-            Ok(yes) => {
-                tracing::info!(pool = %fp.name, dir = %fp.dir.display(), reflinks = yes, "probed the pool's file system");
-                locked(&self.reflinks).insert(fp.dir.clone(), yes);
-                Some(yes)
-            }
-            Err(e) => {
-                tracing::warn!(pool = %fp.name, dir = %fp.dir.display(), "cannot probe the pool for reflinks: {e}");
-                None
-            }
-        }
-    }
-
     /// Takes the DRBD layer down, then removes every volume of a resource
-    /// from every file pool. `host` is the resource's DRBD host name.
-    async fn remove(&self, pools: &BTreeMap<String, PoolDesired>, name: &str, host: &str) -> ResourceObserved {
+    /// from the pools it may be in. `host` is its DRBD host name.
+    async fn remove(&self, pools: &Pools, name: &str, host: &str, placed: &BTreeSet<String>) -> ResourceObserved {
         let mut out = ResourceObserved { name: name.to_string(), ..Default::default() };
         locked(&self.failed_snapshots).retain(name, |_| false);
         if let Ok(layer) = &self.drbd
@@ -613,262 +673,99 @@ impl Applier {
             out.error = Some(luks_err(format!("Cannot close the encrypted volumes of '{name}' on node '{}'.", self.node_name), &e));
             return out;
         }
-        for lp in self.lvm_pools(pools) {
-            if let Err(e) = self.lvm.remove(&lp, name).await {
+        for p in Self::providers_of(pools, placed) {
+            if let Err(e) = p.remove_others(name, &[]).await {
                 out.error.get_or_insert(err(format!("Failed to delete the volumes of '{name}' on node '{}'.", self.node_name), &e));
-            }
-        }
-        for zp in self.zfs_pools(pools) {
-            if let Err(e) = self.zfs.remove_others(&zp, name, &[]).await {
-                out.error.get_or_insert(err(format!("Failed to delete the volumes of '{name}' on node '{}'.", self.node_name), &e));
-            }
-        }
-        for fp in self.file_pools(pools) {
-            let files: Vec<VolumeFile> = match fp.list() {
-                Ok(l) => l.into_iter().filter(|f| f.rsc == name).collect(),
-                Err(e) => {
-                    out.error.get_or_insert(err(format!("Cannot list storage pool '{}'.", fp.name), &e));
-                    continue;
-                }
-            };
-            for f in files {
-                if let Err(e) = self.files.remove(&fp, &f).await {
-                    out.error.get_or_insert(err(format!("Failed to delete volume {} of '{name}' on node '{}'.", f.nr, self.node_name), &e));
-                }
             }
         }
         out
     }
 
-    async fn pool_capacity(&self, pools: &BTreeMap<String, PoolDesired>) -> Vec<PoolObserved> {
+    /// Each pool's capacity, or its error; read in parallel, one task per
+    /// pool, so a slow pool holds up no other pool's answer longer than it
+    /// takes.
+    async fn pool_capacity(&self, pools: &Pools) -> Vec<PoolObserved> {
+        let tasks: Vec<_> = pools
+            .values()
+            .cloned()
+            .map(|pool| {
+                tokio::spawn(async move {
+                    let name = pool.desired.name.clone();
+                    match &pool.provider {
+                        Err(e) => PoolObserved { name, error: Some(e.clone()), ..Default::default() },
+                        Ok(p) if !p.has_storage() => PoolObserved { name, ..Default::default() },
+                        Ok(p) => match p.capacity().await {
+                            Ok(c) => PoolObserved {
+                                name,
+                                total_kib: Some(c.total_kib),
+                                free_kib: Some(c.free_kib),
+                                supports_snapshots: c.supports_snapshots,
+                                error: None,
+                            },
+                            Err(e) => {
+                                let message = format!("Cannot read the capacity of '{name}'.");
+                                PoolObserved { name, error: Some(err(message, &e)), ..Default::default() }
+                            }
+                        },
+                    }
+                })
+            })
+            .collect();
         let mut out = Vec::new();
-        for p in pools.values() {
-            let o = match self.pool_kind(p) {
-                Ok(PoolKind::Diskless) => PoolObserved { name: p.name.clone(), ..Default::default() },
-                Ok(PoolKind::Zfs(zp)) => match self.zfs.capacity(&zp).await {
-                    Ok((total, free)) => PoolObserved {
-                        name: p.name.clone(),
-                        total_kib: Some(total),
-                        free_kib: Some(free),
-                        supports_snapshots: Some(false),
-                        ..Default::default()
-                    },
-                    Err(e) => PoolObserved {
-                        name: p.name.clone(),
-                        error: Some(err(format!("Cannot read the capacity of '{}'.", p.name), &e)),
-                        ..Default::default()
-                    },
-                },
-                Ok(PoolKind::Lvm(lp)) => match self.lvm.capacity(&lp).await {
-                    Ok(c) => PoolObserved {
-                        name: p.name.clone(),
-                        total_kib: Some(c.total_kib),
-                        free_kib: Some(c.free_kib),
-                        supports_snapshots: Some(lp.thin_pool.is_some()),
-                        ..Default::default()
-                    },
-                    Err(e) => PoolObserved {
-                        name: p.name.clone(),
-                        error: Some(err(format!("Cannot read the capacity of '{}'.", p.name), &e)),
-                        ..Default::default()
-                    },
-                },
-                Ok(PoolKind::File(fp)) => match self.files.capacity(&fp).await {
-                    Ok((total, free)) => PoolObserved {
-                        name: p.name.clone(),
-                        total_kib: Some(total),
-                        free_kib: Some(free),
-                        supports_snapshots: if fp.thin { self.reflinks(&fp).await } else { Some(false) },
-                        ..Default::default()
-                    },
-                    Err(e) => PoolObserved {
-                        name: p.name.clone(),
-                        error: Some(err(format!("Cannot read the capacity of '{}'.", p.name), &e)),
-                        ..Default::default()
-                    },
-                },
-                Err(e) => PoolObserved { name: p.name.clone(), error: Some(e), ..Default::default() },
-            };
-            out.push(o);
+        for (t, name) in tasks.into_iter().zip(pools.keys()) {
+            out.push(t.await.unwrap_or_else(|e| PoolObserved {
+                name: name.clone(),
+                error: Some(ObjectError { message: format!("Reading pool '{name}' failed: {e}"), cause: None, details: None }),
+                ..Default::default()
+            }));
         }
-        out
-    }
-
-    /// Whether a full apply arrived since this process started; deltas
-    /// before that would be applied to an empty pool list.
-    pub async fn synced(&self) -> bool {
-        self.state.lock().await.synced
-    }
-
-    /// Applies a full or delta request. Resources are worked on in
-    /// parallel; each reports its own result.
-    pub async fn apply(self: &Arc<Self>, req: Apply) -> Observed {
-        let mut st = self.state.lock().await;
-        // DRBD host names of what was desired, for removals.
-        let hosts: BTreeMap<String, String> =
-            st.resources.values().filter_map(|r| Some((r.name.clone(), r.drbd.as_ref()?.host.clone()))).collect();
-        // A pool configured anew (or every pool, on a full apply) is probed
-        // for reflinks again.
-        if req.full {
-            locked(&self.reflinks).clear();
-        } else if req.pools_set {
-            let fresh: Vec<std::path::PathBuf> = req
-                .pools
-                .iter()
-                .filter(|p| st.pools.get(&p.name) != Some(p))
-                .filter_map(|p| p.backing.as_deref().map(std::path::PathBuf::from))
-                .collect();
-            locked(&self.reflinks).retain(|dir, _| !fresh.contains(dir));
-        }
-        let (upserts, removals): (Vec<ResourceDesired>, BTreeSet<String>) = if req.full {
-            st.pools = req.pools.iter().map(|p| (p.name.clone(), p.clone())).collect();
-            let keep: BTreeSet<String> = req.resources.iter().map(|r| r.name.clone()).collect();
-            // Whatever exists on disk or was desired before and is not
-            // desired now goes: this is how deletes missed while the
-            // satellite was away are caught up.
-            let mut gone: BTreeSet<String> = st.resources.keys().filter(|n| !keep.contains(*n)).cloned().collect();
-            if let Ok(layer) = &self.drbd {
-                gone.extend(layer.configured().into_iter().filter(|r| !keep.contains(r)));
-            }
-            for lp in self.lvm_pools(&st.pools) {
-                match self.lvm.resources(&lp).await {
-                    Ok(l) => gone.extend(l.into_iter().filter(|r| !keep.contains(r))),
-                    Err(e) => tracing::warn!(pool = %lp.name, "cannot list the volume group: {e}"),
-                }
-            }
-            for zp in self.zfs_pools(&st.pools) {
-                match self.zfs.resources(&zp).await {
-                    Ok(l) => gone.extend(l.into_iter().filter(|r| !keep.contains(r))),
-                    Err(e) => tracing::warn!(pool = %zp.name, "cannot list the dataset: {e}"),
-                }
-            }
-            for fp in self.file_pools(&st.pools) {
-                match fp.list() {
-                    Ok(l) => gone.extend(l.into_iter().map(|f| f.rsc).filter(|r| !keep.contains(r))),
-                    Err(e) => tracing::warn!(pool = %fp.name, "cannot list the pool directory: {e}"),
-                }
-            }
-            st.resources = req.resources.iter().map(|r| (r.name.clone(), r.clone())).collect();
-            st.observed.retain(|n, _| keep.contains(n));
-            (req.resources, gone)
-        } else {
-            if req.pools_set {
-                st.pools = req.pools.into_iter().map(|p| (p.name.clone(), p)).collect();
-            }
-            for r in &req.resources {
-                st.resources.insert(r.name.clone(), r.clone());
-            }
-            for n in &req.removed {
-                st.resources.remove(n);
-            }
-            (req.resources, req.removed.into_iter().collect())
-        };
-        st.generation = req.generation;
-        st.synced |= req.full;
-        let host_of = |n: &str| hosts.get(n).cloned().unwrap_or_else(|| self.node_name.clone());
-        let pools = Arc::new(st.pools.clone());
-        let mut tasks = Vec::new();
-        for r in upserts {
-            let (me, pools) = (self.clone(), pools.clone());
-            tasks.push(tokio::spawn(async move { (true, me.ensure(&pools, &r).await) }));
-        }
-        for n in removals {
-            let (me, pools, host) = (self.clone(), pools.clone(), host_of(&n));
-            tasks.push(tokio::spawn(async move { (false, me.remove(&pools, &n, &host).await) }));
-        }
-        let mut out = Observed { generation: req.generation, instance: self.instance.clone(), ..Default::default() };
-        for t in tasks {
-            match t.await {
-                Ok((true, o)) => {
-                    st.observed.insert(o.name.clone(), o.clone());
-                    out.resources.push(o);
-                }
-                Ok((false, o)) => {
-                    st.observed.remove(&o.name);
-                    out.removed.push(o);
-                }
-                Err(e) => {
-                    tracing::error!("an apply task panicked: {e}");
-                    out.resources.push(ResourceObserved {
-                        name: "(unknown)".into(),
-                        error: Some(ObjectError {
-                            message: format!("An apply task on node '{}' failed: {e}", self.node_name),
-                            cause: None,
-                            details: None,
-                        }),
-                        ..Default::default()
-                    });
-                }
-            }
-        }
-        out.pools = self.pool_capacity(&pools).await;
         out
     }
 
     /// Reads what each volume takes from its pool again (a thin volume
-    /// grows as data is written, without any request): a file's allocated
-    /// blocks, one `lvs` or `zfs list` per LVM or ZFS pool.
-    async fn refresh_allocated(
-        &self,
-        pools: &BTreeMap<String, PoolDesired>,
-        resources: &BTreeMap<String, ResourceDesired>,
-        observed: &mut [ResourceObserved],
-    ) {
-        type Listed = Option<BTreeMap<(String, u32), i64>>;
-        fn listed<E: std::fmt::Display>(pool: &str, r: Result<BTreeMap<(String, u32), i64>, E>) -> Listed {
-            r.map_err(|e| tracing::debug!(pool, "cannot read the allocated sizes: {e}")).ok()
-        }
-        let mut by_pool: BTreeMap<String, Listed> = BTreeMap::new();
-        for o in observed.iter_mut() {
+    /// grows as data is written, without any request): one call per pool.
+    async fn refresh_allocated(&self, pools: &Pools, resources: &BTreeMap<String, ResourceDesired>, observed: &mut [ResourceObserved]) {
+        let mut by_pool: BTreeMap<&String, Vec<VolumeRef>> = BTreeMap::new();
+        for o in observed.iter() {
             let Some(r) = resources.get(&o.name) else { continue };
+            for ov in o.volumes.iter().filter(|v| v.device_path.is_some()) {
+                if let Some(v) = r.volumes.iter().find(|v| v.number == ov.number) {
+                    by_pool.entry(&v.pool).or_default().push(vref(&r.name, v));
+                }
+            }
+        }
+        let mut sizes: BTreeMap<(String, u32), i64> = BTreeMap::new();
+        for (pool, volumes) in by_pool {
+            let Some(Ok(p)) = pools.get(pool).map(|p| &p.provider) else { continue };
+            match p.allocated(&volumes).await {
+                Ok(s) => sizes.extend(s),
+                Err(e) => tracing::debug!(pool = %pool, "cannot read the allocated sizes: {e}"),
+            }
+        }
+        for o in observed.iter_mut() {
             for ov in o.volumes.iter_mut().filter(|v| v.device_path.is_some()) {
-                let Some(v) = r.volumes.iter().find(|v| v.number == ov.number) else { continue };
-                let Some(p) = pools.get(&v.pool) else { continue };
-                let in_pool =
-                    |by_pool: &BTreeMap<String, Listed>| by_pool.get(&p.name)?.as_ref()?.get(&(r.name.clone(), v.number)).copied();
-                let now = match self.pool_kind(p) {
-                    Ok(PoolKind::File(fp)) => Files::sizes(&fp, &VolumeFile::new(&r.name, v.number, &v.id))
-                        .map(|(_, allocated)| allocated)
-                        .map_err(|e| tracing::debug!(rsc = %r.name, volume = v.number, "cannot read the allocated size: {e}"))
-                        .ok(),
-                    Ok(PoolKind::Lvm(lp)) => {
-                        if !by_pool.contains_key(&p.name) {
-                            by_pool.insert(p.name.clone(), listed(&p.name, self.lvm.allocated(&lp).await));
-                        }
-                        in_pool(&by_pool)
-                    }
-                    Ok(PoolKind::Zfs(zp)) => {
-                        if !by_pool.contains_key(&p.name) {
-                            by_pool.insert(p.name.clone(), listed(&p.name, self.zfs.allocated(&zp).await));
-                        }
-                        in_pool(&by_pool)
-                    }
-                    _ => None,
-                };
-                if now.is_some() {
-                    ov.allocated_kib = now;
+                if let Some(now) = sizes.get(&(o.name.clone(), ov.number)) {
+                    ov.allocated_kib = Some(*now);
                 }
             }
         }
     }
 
     /// Everything the satellite currently knows, with fresh capacities
-    /// and allocated sizes.
+    /// and allocated sizes. Never waits for an apply.
     pub async fn observe(&self) -> Observed {
         let (mut observed, pools, resources, generation) = {
-            let st = self.state.lock().await;
-            let mut observed: Vec<ResourceObserved> = st.observed.values().cloned().collect();
-            // DRBD state changes without any request: read it fresh.
-            if let Ok(layer) = &self.drbd {
-                for o in observed.iter_mut().filter(|o| o.drbd.is_some()) {
-                    if let Some(d) = st.resources.get(&o.name).and_then(|r| r.drbd.as_ref()) {
-                        o.drbd = Some(layer.observed(&o.name, d));
-                    }
+            let st = locked(&self.state);
+            (st.observed.values().cloned().collect::<Vec<_>>(), st.pools.clone(), st.resources.clone(), st.generation)
+        };
+        // DRBD state changes without any request: read it fresh.
+        if let Ok(layer) = &self.drbd {
+            for o in observed.iter_mut().filter(|o| o.drbd.is_some()) {
+                if let Some(d) = resources.get(&o.name).and_then(|r| r.drbd.as_ref()) {
+                    o.drbd = Some(layer.observed(&o.name, d));
                 }
             }
-            (observed, st.pools.clone(), st.resources.clone(), st.generation)
-        };
-        // Outside the lock: applies do not wait for these reads.
+        }
         self.refresh_allocated(&pools, &resources, &mut observed).await;
         Observed {
             generation,
@@ -883,6 +780,187 @@ impl Applier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_exec::{Cmd, CommandRunner, FakeRunner};
+    use cairn_proto::ProviderKind;
+    use cairn_storage::file::Files;
+    use std::time::Duration;
+
+    const NO_LOOPS: &str = r#"{"loopdevices":[]}"#;
+    const DF: &str = "1K-blocks Avail\n 1000000 900000\n";
+
+    /// The fake runner, plus what `truncate` does to the file (so a second
+    /// apply sees a volume of the right size, as on a real host).
+    struct Sizing(Arc<FakeRunner>);
+
+    impl CommandRunner for Sizing {
+        fn run<'a>(&'a self, cmd: &'a Cmd) -> cairn_exec::BoxFuture<'a, Result<cairn_exec::Output, cairn_exec::ExecError>> {
+            let args = cmd.get_args();
+            if cmd.program() == "truncate"
+                && let (Some(size), Some(path)) = (args.get(1).and_then(|s| s.to_str()), args.last())
+                && let Ok(len) = size.parse::<u64>()
+            {
+                let _ = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).and_then(|f| f.set_len(len));
+            }
+            self.0.run(cmd)
+        }
+    }
+
+    /// An applier on FILE_THIN pools (no DRBD here), its commands answered
+    /// by `fake`: no loop devices at first, each attach gets /dev/loop7.
+    fn applier(fake: &Arc<FakeRunner>, timeout: Duration) -> Arc<Applier> {
+        fake.answer(&["losetup", "--json", "--list"], NO_LOOPS)
+            .answer(&["truncate"], "")
+            .answer(&["df"], DF)
+            .answer(&["losetup", "--find", "--show"], "/dev/loop7\n")
+            .answer(&["wipefs"], "")
+            .answer(&["cp", "--reflink=always"], "")
+            .answer(&["losetup", "--detach"], "");
+        let runner: Arc<dyn CommandRunner> = Arc::new(Sizing(fake.clone()));
+        let mut storage = Storage::new(runner.clone(), timeout);
+        storage.tools.files = Files::new(runner, timeout).with_sysfs(None);
+        let supported = |kind| ProviderSupport { kind, supported: true, missing: vec![] };
+        Arc::new(Applier::new(
+            "n1".into(),
+            "i1".into(),
+            storage,
+            vec![supported(ProviderKind::Diskless), supported(ProviderKind::FileThin)],
+            Err(vec!["no DRBD in unit tests".into()]),
+            None,
+        ))
+    }
+
+    fn pool(name: &str, dir: &std::path::Path) -> PoolDesired {
+        PoolDesired { name: name.into(), kind: ProviderKind::FileThin, backing: Some(dir.display().to_string()) }
+    }
+
+    fn rsc(name: &str, pool: &str) -> ResourceDesired {
+        ResourceDesired {
+            name: name.into(),
+            volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: 1024, pool: pool.into(), ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    fn full(generation: u64, pools: Vec<PoolDesired>, resources: Vec<ResourceDesired>) -> Apply {
+        Apply { generation, full: true, pools_set: true, pools, resources, removed: vec![] }
+    }
+
+    fn delta(generation: u64, resources: Vec<ResourceDesired>, removed: &[&str]) -> Apply {
+        Apply { generation, resources, removed: removed.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    }
+
+    fn count(fake: &FakeRunner, prefix: &[&str]) -> usize {
+        fake.calls().iter().filter(|c| c.starts_with(&prefix.iter().map(|s| s.to_string()).collect::<Vec<_>>())).count()
+    }
+
+    #[test]
+    fn applying_twice_changes_nothing_the_second_time_and_a_delete_cleans_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = Arc::new(FakeRunner::new());
+        let a = applier(&fake, Duration::from_secs(5));
+        rt().block_on(async {
+            let o = a.apply(full(1, vec![pool("p", dir.path())], vec![rsc("web", "p")])).await;
+            assert_eq!(o.resources.len(), 1);
+            assert!(o.resources[0].error.is_none(), "{:?}", o.resources[0].error);
+            assert_eq!(o.resources[0].volumes[0].device_path.as_deref(), Some("/dev/loop7"));
+            assert_eq!(o.resources[0].volumes[0].usable_kib, Some(1024));
+            let file = dir.path().join("web_00000_ab.img");
+            assert!(file.is_file());
+            let before = fake.calls().len();
+            let o = a.apply(delta(2, vec![rsc("web", "p")], &[])).await;
+            assert!(o.resources[0].error.is_none());
+            let again: Vec<_> = fake.calls()[before..].to_vec();
+            assert!(again.iter().all(|c| c[0] == "df"), "a second apply of the same state only reads the pool's capacity: {again:?}");
+            // One host-wide listing for the whole run, not one per volume.
+            assert_eq!(count(&fake, &["losetup", "--json", "--list"]), 1);
+            let o = a.apply(delta(3, vec![], &["web"])).await;
+            assert_eq!((o.removed.len(), o.removed[0].error.as_ref()), (1, None));
+            assert!(!file.exists());
+            assert_eq!(count(&fake, &["losetup", "--detach", "/dev/loop7"]), 1);
+            assert!(a.observe().await.resources.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_broken_pool_fails_only_the_resources_placed_in_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let not_a_dir = dir.path().join("plain-file");
+        std::fs::write(&not_a_dir, b"x").expect("write");
+        let good = dir.path().join("good");
+        let fake = Arc::new(FakeRunner::new());
+        let a = applier(&fake, Duration::from_secs(5));
+        rt().block_on(async {
+            let pools = vec![pool("good", &good), pool("bad", &not_a_dir)];
+            let o = a.apply(full(1, pools, vec![rsc("x", "good"), rsc("y", "bad")])).await;
+            let by_name = |n: &str| o.resources.iter().find(|r| r.name == n).cloned().expect("reported");
+            assert!(by_name("x").error.is_none(), "{:?}", by_name("x").error);
+            assert!(by_name("y").error.is_some());
+            let bad = o.pools.iter().find(|p| p.name == "bad").expect("bad pool");
+            assert!(bad.error.is_some(), "the pool carries its reason");
+            assert!(o.pools.iter().find(|p| p.name == "good").is_some_and(|p| p.error.is_none() && p.total_kib.is_some()));
+            // Deleting and creating resources in the good pool never
+            // touches the bad one and succeeds.
+            let o = a.apply(delta(2, vec![rsc("z", "good")], &["x"])).await;
+            assert!(o.resources[0].error.is_none() && o.removed[0].error.is_none(), "{o:?}");
+        });
+    }
+
+    #[test]
+    fn a_hung_command_holds_up_only_its_own_resource() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = Arc::new(FakeRunner::new());
+        let slow = dir.path().join("slow_00000_ab.img");
+        // Rules match in order: the hang comes before the general answer.
+        fake.hang(&["losetup", "--find", "--show", slow.to_str().expect("utf-8")]);
+        let a = applier(&fake, Duration::from_secs(3));
+        rt().block_on(async {
+            let o = a.apply(full(1, vec![pool("p", dir.path())], vec![])).await;
+            assert!(o.resources.is_empty());
+            let me = a.clone();
+            let hung = tokio::spawn(async move { me.apply(delta(2, vec![rsc("slow", "p")], &[])).await });
+            // Wait until the hung command runs.
+            while count(&fake, &["losetup", "--find", "--show", slow.to_str().expect("utf-8")]) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let others: Vec<_> = (0..5)
+                .map(|i| {
+                    let me = a.clone();
+                    tokio::spawn(async move { me.apply(delta(3 + i, vec![rsc(&format!("fast{i}"), "p")], &[])).await })
+                })
+                .collect();
+            for t in others {
+                let o = t.await.expect("task");
+                assert!(o.resources[0].error.is_none(), "{:?}", o.resources[0].error);
+            }
+            // Observing does not wait either.
+            let seen = a.observe().await;
+            assert!(seen.resources.iter().filter(|r| r.name.starts_with("fast")).count() == 5);
+            assert!(!hung.is_finished(), "the other resources were done while the hung command still ran");
+            let o = hung.await.expect("task");
+            let e = o.resources[0].error.as_ref().expect("the hung resource fails with the timeout");
+            assert!(e.cause.as_deref().is_some_and(|c| c.contains("did not finish")), "{e:?}");
+        });
+    }
+
+    #[test]
+    fn a_late_older_request_does_not_undo_a_newer_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = Arc::new(FakeRunner::new());
+        let a = applier(&fake, Duration::from_secs(5));
+        rt().block_on(async {
+            a.apply(full(1, vec![pool("p", dir.path())], vec![])).await;
+            // Generation 3 removes what generation 2 (arriving late) creates.
+            let o = a.apply(delta(3, vec![], &["web"])).await;
+            assert!(o.removed[0].error.is_none());
+            let o = a.apply(delta(2, vec![rsc("web", "p")], &[])).await;
+            assert_eq!(o.removed.len(), 1, "the resource stays removed: {o:?}");
+            assert!(!dir.path().join("web_00000_ab.img").exists());
+        });
+    }
 
     fn failure(why: &str) -> ObjectError {
         ObjectError { message: format!("Failed to take snapshot: {why}"), cause: Some(why.into()), details: None }

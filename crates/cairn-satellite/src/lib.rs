@@ -16,11 +16,7 @@ pub mod tools;
 pub use config::SatelliteConfig;
 pub use server::Satellite;
 
-/// Locks a std mutex, carrying on with the data if a panicking holder
-/// poisoned it (every value kept this way stays consistent on its own).
-pub(crate) fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use cairn_storage::locked;
 
 /// Errors that stop a satellite from starting.
 #[derive(Debug, thiserror::Error)]

@@ -29,6 +29,10 @@ struct Shared {
     secret: String,
     applier: Arc<Applier>,
     physical: Physical,
+    /// One physical-storage create at a time (pvcreate/vgcreate/lvcreate
+    /// on disks of this node). Applies do not wait for it: a new pool is
+    /// used only after the controller configured it.
+    physical_lock: tokio::sync::Mutex<()>,
 }
 
 /// A satellite that is bound and ready to serve.
@@ -141,7 +145,18 @@ impl Satellite {
         };
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| SatelliteError::Bind { addr: config.listen.to_string(), source })?;
-        Ok(Satellite { listener, tls, shared: Arc::new(Shared { proto, hello, secret: config.cluster_secret.clone(), applier, physical }) })
+        Ok(Satellite {
+            listener,
+            tls,
+            shared: Arc::new(Shared {
+                proto,
+                hello,
+                secret: config.cluster_secret.clone(),
+                applier,
+                physical,
+                physical_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -193,14 +208,14 @@ async fn hello(State(s): State<Arc<Shared>>) -> Json<Hello> {
 }
 
 /// Applies in a task of its own: if the controller gives up waiting, the
-/// work still finishes under the state lock instead of racing the next
-/// request.
+/// work still finishes (each resource under its own lock) instead of
+/// being cut off half-way.
 async fn apply(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let req: Apply = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad apply request: {e}")).into_response(),
     };
-    if !req.full && !s.applier.synced().await {
+    if !req.full && !s.applier.synced() {
         return (StatusCode::PRECONDITION_REQUIRED, "this satellite needs a full apply first").into_response();
     }
     let applier = s.applier.clone();
@@ -221,8 +236,7 @@ async fn physical_list(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// Creates a volume group or thin pool; holds the apply lock so it never
-/// runs beside an apply.
+/// Creates a volume group or thin pool, one at a time.
 async fn physical_create(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let req: PhysicalCreate = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -232,7 +246,7 @@ async fn physical_create(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
     // must not cut pvcreate/vgcreate/lvcreate off half-way.
     let shared = s.clone();
     let task = tokio::spawn(async move {
-        let _apply = shared.applier.state.lock().await;
+        let _one_at_a_time = shared.physical_lock.lock().await;
         match shared.physical.create(&req).await {
             Ok(backing) => PhysicalCreated { backing: Some(backing), error: None },
             Err(e) => PhysicalCreated {

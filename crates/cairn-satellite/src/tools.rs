@@ -5,10 +5,7 @@
 use std::path::Path;
 
 use cairn_exec::{Cmd, CommandRunner};
-use cairn_proto::ProviderSupport;
-
-/// Kinds Cairn knows but does not implement yet.
-const NOT_YET: &[&str] = &["SPDK", "REMOTE_SPDK", "EBS_INIT", "EBS_TARGET", "STORAGE_SPACES", "STORAGE_SPACES_THIN"];
+use cairn_proto::{ProviderKind, ProviderSupport};
 
 /// Whether this process runs as root (effective user id 0).
 pub fn is_root() -> bool {
@@ -40,13 +37,13 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
     if !Path::new("/dev/loop-control").exists() {
         missing_common.push("/dev/loop-control (the loop driver)".into());
     }
-    let mut out = vec![ProviderSupport { kind: "DISKLESS".into(), supported: true, missing: vec![] }];
-    for (kind, tool) in [("FILE", "fallocate"), ("FILE_THIN", "truncate")] {
+    let mut out = vec![ProviderSupport { kind: ProviderKind::Diskless, supported: true, missing: vec![] }];
+    for (kind, tool) in [(ProviderKind::File, "fallocate"), (ProviderKind::FileThin, "truncate")] {
         let mut missing = missing_common.clone();
         if !have(runner, tool).await {
             missing.push(format!("{tool} not found"));
         }
-        out.push(ProviderSupport { kind: kind.into(), supported: missing.is_empty(), missing });
+        out.push(ProviderSupport { kind, supported: missing.is_empty(), missing });
     }
     // LVM: the tools, root, and device-mapper in the kernel.
     let mut lvm_missing = Vec::new();
@@ -62,12 +59,12 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
     if let Err(why) = device_mapper(runner).await {
         lvm_missing.push(why);
     }
-    out.push(ProviderSupport { kind: "LVM".into(), supported: lvm_missing.is_empty(), missing: lvm_missing.clone() });
+    out.push(ProviderSupport { kind: ProviderKind::Lvm, supported: lvm_missing.is_empty(), missing: lvm_missing.clone() });
     let mut thin_missing = lvm_missing;
     if runner.run(&Cmd::new("thin_check").arg("-V").timeout(std::time::Duration::from_secs(10)).quiet()).await.is_err() {
         thin_missing.push("thin_check (thin-provisioning-tools) not found".into());
     }
-    out.push(ProviderSupport { kind: "LVM_THIN".into(), supported: thin_missing.is_empty(), missing: thin_missing });
+    out.push(ProviderSupport { kind: ProviderKind::LvmThin, supported: thin_missing.is_empty(), missing: thin_missing });
     // ZFS: the tools and the kernel module.
     let mut zfs_missing = Vec::new();
     for tool in ["zfs", "zpool"] {
@@ -81,15 +78,13 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
     if !is_root() {
         zfs_missing.push("root privileges".into());
     }
-    for kind in ["ZFS", "ZFS_THIN"] {
-        out.push(ProviderSupport { kind: kind.into(), supported: zfs_missing.is_empty(), missing: zfs_missing.clone() });
+    for kind in [ProviderKind::Zfs, ProviderKind::ZfsThin] {
+        out.push(ProviderSupport { kind, supported: zfs_missing.is_empty(), missing: zfs_missing.clone() });
     }
-    for kind in NOT_YET {
-        out.push(ProviderSupport {
-            kind: kind.to_string(),
-            supported: false,
-            missing: vec!["not implemented by this Cairn version".into()],
-        });
+    // Kinds LINSTOR knows that Cairn does not implement.
+    let not_yet: Vec<ProviderKind> = ProviderKind::ALL.into_iter().filter(|k| !out.iter().any(|p| p.kind == *k)).collect();
+    for kind in not_yet {
+        out.push(ProviderSupport { kind, supported: false, missing: vec!["not implemented by this Cairn version".into()] });
     }
     out
 }

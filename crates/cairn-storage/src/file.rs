@@ -11,7 +11,7 @@ use std::time::Duration;
 use cairn_exec::{Cmd, CommandRunner};
 use cairn_proto::VolumeObserved;
 
-use crate::{StorageError, parse, safe_name};
+use crate::{StorageError, locked, parse, safe_name};
 
 /// A FILE or FILE_THIN pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,18 +102,70 @@ pub fn volume_of_file(file: &str) -> Option<VolumeFile> {
     Some(VolumeFile { rsc: rsc.to_string(), nr: nr.parse().ok()?, id: id.to_string() })
 }
 
-/// Takes the host-wide attach lock (`flock` on a file under /run/lock);
-/// `None` if it cannot be had, in which case losetup's own retry copes.
-async fn host_attach_lock() -> Option<std::fs::File> {
-    tokio::task::spawn_blocking(|| {
-        let dir = if Path::new("/run/lock").is_dir() { Path::new("/run/lock") } else { Path::new("/tmp") };
-        let f = std::fs::File::options().create(true).truncate(false).write(true).open(dir.join("cairn-losetup.lock")).ok()?;
-        f.lock().ok()?;
-        Some(f)
-    })
-    .await
-    .ok()
-    .flatten()
+/// How long an attach may hold the attach turn before it counts as stuck
+/// (a hung `losetup`): the others then get a new turn of their own.
+const STUCK_ATTACH: Duration = Duration::from_secs(2);
+
+/// Whose turn it is to attach a loop device, in this satellite. A holder
+/// that takes longer than [`STUCK_ATTACH`] is fenced off: waiters move on
+/// to a fresh gate, so one hung `losetup` delays the others once, by at
+/// most that long, instead of for the command's whole timeout.
+#[derive(Default)]
+struct AttachGate {
+    /// The current gate and when its holder took it.
+    current: std::sync::Mutex<(Arc<tokio::sync::Mutex<()>>, HeldSince)>,
+}
+
+/// When the holder of a gate took it (None: free).
+type HeldSince = Arc<std::sync::Mutex<Option<std::time::Instant>>>;
+
+/// The attach turn: released (and its start cleared) when dropped.
+struct AttachTurn {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    since: HeldSince,
+}
+
+impl Drop for AttachTurn {
+    fn drop(&mut self) {
+        *locked(&self.since) = None;
+    }
+}
+
+impl AttachGate {
+    async fn turn(&self) -> AttachTurn {
+        loop {
+            let (gate, since) = locked(&self.current).clone();
+            match tokio::time::timeout(Duration::from_millis(250), gate.clone().lock_owned()).await {
+                Ok(guard) => {
+                    *locked(&since) = Some(std::time::Instant::now());
+                    return AttachTurn { _guard: guard, since };
+                }
+                Err(_) => {
+                    let stuck = locked(&since).is_some_and(|t| t.elapsed() > STUCK_ATTACH);
+                    let mut current = locked(&self.current);
+                    if stuck && Arc::ptr_eq(&current.0, &gate) {
+                        tracing::warn!("a loop device attach is stuck; the other attaches go on without waiting for it");
+                        *current = Default::default();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Loop devices by the canonical path of their backing file.
+type LoopIndex = std::collections::BTreeMap<PathBuf, Vec<String>>;
+
+/// The canonical form of a volume file's path (its directory resolved),
+/// as the kernel reports backing files; also for a file already unlinked.
+fn canonical(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    match (path.parent().and_then(|d| std::fs::canonicalize(d).ok()), path.file_name()) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// Runs the file provider's commands.
@@ -123,35 +175,128 @@ pub struct Files {
     timeout: Duration,
     /// `losetup --find` picks a free device and then claims it; two at once
     /// collide and util-linux backs off for 200 ms. One attach at a time
-    /// per satellite (this mutex) and per host (a lock file, for several
-    /// satellites on one machine) avoids that; everything else stays
-    /// parallel.
-    attach: Arc<tokio::sync::Mutex<()>>,
+    /// in this satellite avoids that; everything else stays parallel.
+    /// Reading the loop index from `losetup --list` takes a turn too, so
+    /// no attach falls between the listing and the index. Only this
+    /// satellite's own attaches wait for each other: several satellites
+    /// on one host (tests) may still collide, which costs util-linux's
+    /// retry, never a wrong device.
+    attach: Arc<AttachGate>,
     /// Serialises reflink probes.
     probe: Arc<tokio::sync::Mutex<()>>,
+    /// Loop devices by backing file: read from one `losetup --json --list`
+    /// when empty (first use, and after [`Files::forget_loops`] at each full
+    /// apply), then kept current by this satellite's own attaches and
+    /// detaches. Never one host-wide listing per volume.
+    loops: Arc<std::sync::Mutex<Option<LoopIndex>>>,
+    /// Where the kernel shows each loop device's backing file
+    /// (`<sysfs>/loopN/loop/backing_file`): an index entry is checked
+    /// there before it is trusted. None: trust the index (unit tests).
+    sysfs: Option<PathBuf>,
 }
 
 impl Files {
     pub fn new(runner: Arc<dyn CommandRunner>, timeout: Duration) -> Files {
-        Files { runner, timeout, attach: Arc::new(tokio::sync::Mutex::new(())), probe: Arc::new(tokio::sync::Mutex::new(())) }
+        Files {
+            runner,
+            timeout,
+            attach: Arc::new(AttachGate::default()),
+            probe: Arc::new(tokio::sync::Mutex::new(())),
+            loops: Arc::new(std::sync::Mutex::new(None)),
+            sysfs: Some(PathBuf::from("/sys/block")),
+        }
+    }
+
+    /// Checks index entries against another sysfs directory (None: not at all).
+    pub fn with_sysfs(mut self, sysfs: Option<PathBuf>) -> Files {
+        self.sysfs = sysfs;
+        self
     }
 
     fn cmd(&self, program: &str) -> Cmd {
         Cmd::new(program).timeout(self.timeout)
     }
 
-    /// Loop devices attached to `path`.
-    pub async fn loops_of(&self, path: &Path) -> Result<Vec<parse::LoopDevice>, StorageError> {
-        let out = self.runner.run(&self.cmd("losetup").args(["--json", "--list", "--associated"]).arg(path)).await?;
-        parse::losetup_list(&out.stdout)
+    /// Drops the loop index: the next lookup lists the host's loop devices
+    /// again (devices attached or detached by someone else are seen then).
+    pub fn forget_loops(&self) {
+        *locked(&self.loops) = None;
     }
 
-    /// Loop devices still attached to `path` after it was unlinked
-    /// (`losetup --associated` cannot find a deleted file).
-    async fn loops_of_deleted(&self, path: &Path) -> Result<Vec<parse::LoopDevice>, StorageError> {
+    /// Whether the kernel says `device` is backed by `file`: Some(false)
+    /// when the device is detached or backed by another file, None when
+    /// that cannot be read.
+    fn backed_by(&self, device: &str, file: &Path) -> Option<bool> {
+        let sysfs = self.sysfs.as_ref()?;
+        let dev = Path::new(device).file_name()?;
+        match std::fs::read_to_string(sysfs.join(dev).join("loop").join("backing_file")) {
+            Ok(text) => {
+                let text = text.trim_end_matches('\n');
+                Some(Path::new(text.strip_suffix(" (deleted)").unwrap_or(text)) == file)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    /// Fills the index from one `losetup --json --list` if it is empty.
+    async fn load_loops(&self) -> Result<(), StorageError> {
+        if locked(&self.loops).is_some() {
+            return Ok(());
+        }
+        let _no_attach_meanwhile = self.attach.turn().await;
+        if locked(&self.loops).is_some() {
+            return Ok(());
+        }
         let out = self.runner.run(&self.cmd("losetup").args(["--json", "--list"])).await?;
-        let want = path.to_string_lossy();
-        Ok(parse::losetup_list(&out.stdout)?.into_iter().filter(|d| d.back_file == want).collect())
+        let mut index = LoopIndex::new();
+        for d in parse::losetup_list(&out.stdout)? {
+            let file = d.back_file.strip_suffix(" (deleted)").unwrap_or(&d.back_file);
+            index.entry(PathBuf::from(file)).or_default().push(d.name);
+        }
+        *locked(&self.loops) = Some(index);
+        Ok(())
+    }
+
+    fn remember_loop(&self, file: &Path, device: &str) {
+        if let Some(index) = locked(&self.loops).as_mut() {
+            let devices = index.entry(canonical(file)).or_default();
+            if !devices.iter().any(|d| d == device) {
+                devices.push(device.to_string());
+            }
+        }
+    }
+
+    fn forget_loop(&self, device: &str) {
+        if let Some(index) = locked(&self.loops).as_mut() {
+            index.retain(|_, devices| {
+                devices.retain(|d| d != device);
+                !devices.is_empty()
+            });
+        }
+    }
+
+    /// Loop devices attached to `path` (also after it was unlinked), from
+    /// the index; entries the kernel contradicts are dropped.
+    pub async fn loops_of(&self, path: &Path) -> Result<Vec<String>, StorageError> {
+        self.load_loops().await?;
+        let file = canonical(path);
+        let listed = locked(&self.loops).as_ref().and_then(|i| i.get(&file).cloned()).unwrap_or_default();
+        let mut out = Vec::new();
+        for device in listed {
+            if self.backed_by(&device, &file) == Some(false) {
+                self.forget_loop(&device);
+            } else {
+                out.push(device);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn detach(&self, device: &str) -> Result<(), StorageError> {
+        self.runner.run(&self.cmd("losetup").arg("--detach").arg(device)).await?;
+        self.forget_loop(device);
+        Ok(())
     }
 
     /// Makes volume `nr` of `rsc` exist with at least `size_kib`, attached
@@ -219,13 +364,12 @@ impl Files {
             let _ = std::fs::remove_file(&path);
         }
         let device = result?;
-        let out = self.runner.run(&self.cmd("stat").args(["--format=%s %b %B"]).arg(&path)).await?;
-        let (size, allocated) = parse::stat_sizes(&out.stdout)?;
+        let (usable, allocated) = Files::sizes(pool, v)?;
         Ok(VolumeObserved {
             number: nr,
             device_path: Some(device),
-            allocated_kib: Some((allocated / 1024) as i64),
-            usable_kib: Some((size / 1024) as i64),
+            allocated_kib: Some(allocated),
+            usable_kib: Some(usable),
             disk_state: "UpToDate".into(),
             luks_device_path: None,
         })
@@ -236,19 +380,20 @@ impl Files {
     async fn attach(&self, path: &Path, grown: bool) -> Result<String, StorageError> {
         let loops = self.loops_of(path).await?;
         let Some((first, extra)) = loops.split_first() else {
-            let _one_at_a_time = self.attach.lock().await;
-            let _host_wide = host_attach_lock().await;
+            let _one_at_a_time = self.attach.turn().await;
             let out = self.runner.run(&self.cmd("losetup").args(["--find", "--show"]).arg(path)).await?;
-            return parse::losetup_show(&out.stdout);
+            let device = parse::losetup_show(&out.stdout)?;
+            self.remember_loop(path, &device);
+            return Ok(device);
         };
         for dup in extra {
-            tracing::warn!(device = %dup.name, file = %path.display(), "detaching a duplicate loop device");
-            self.runner.run(&self.cmd("losetup").arg("--detach").arg(&dup.name)).await?;
+            tracing::warn!(device = %dup, file = %path.display(), "detaching a duplicate loop device");
+            self.detach(dup).await?;
         }
         if grown {
-            self.runner.run(&self.cmd("losetup").arg("--set-capacity").arg(&first.name)).await?;
+            self.runner.run(&self.cmd("losetup").arg("--set-capacity").arg(first)).await?;
         }
-        Ok(first.name.clone())
+        Ok(first.clone())
     }
 
     /// The file of a snapshot: `<rsc>_<NNNNN>@<snap>.snap` (`@` appears in
@@ -333,21 +478,30 @@ impl Files {
         self.reflink(&from, &path).await
     }
 
+    fn rollback_marker(pool: &FilePool, v: &VolumeFile, id: &str) -> Result<PathBuf, StorageError> {
+        Ok(pool.dir.join(format!(".{}_{:05}.rollback-{}", safe_name(&v.rsc)?, v.nr, safe_name(id)?)))
+    }
+
+    /// Whether rollback `id` still has to happen: it did not yet, and
+    /// both the volume and the snapshot are there (otherwise there is
+    /// nothing to go back to, or nothing to replace).
+    pub fn needs_rollback(&self, pool: &FilePool, v: &VolumeFile, snap: &str, id: &str) -> Result<bool, StorageError> {
+        Ok(!Files::rollback_marker(pool, v, id)?.exists()
+            && Files::snapshot_path(pool, &v.rsc, v.nr, snap)?.is_file()
+            && pool.volume_path(v)?.is_file())
+    }
+
     /// Puts the volume back to a snapshot once per rollback `id`: detach,
     /// reflink the snapshot over the file, remember the id.
     pub async fn rollback(&self, pool: &FilePool, v: &VolumeFile, snap: &str, id: &str) -> Result<(), StorageError> {
-        let marker = pool.dir.join(format!(".{}_{:05}.rollback-{}", safe_name(&v.rsc)?, v.nr, safe_name(id)?));
-        if marker.exists() {
+        if !self.needs_rollback(pool, v, snap, id)? {
             return Ok(());
         }
+        let marker = Files::rollback_marker(pool, v, id)?;
         let path = pool.volume_path(v)?;
         let from = Files::snapshot_path(pool, &v.rsc, v.nr, snap)?;
-        if !from.is_file() || !path.is_file() {
-            // Nothing to go back to, or nothing to replace: leave it alone.
-            return Ok(());
-        }
         for dev in self.loops_of(&path).await? {
-            self.runner.run(&self.cmd("losetup").arg("--detach").arg(&dev.name)).await?;
+            self.detach(&dev).await?;
         }
         // The volume is replaced only by a complete copy.
         self.reflink(&from, &path).await?;
@@ -368,15 +522,15 @@ impl Files {
             }
             Err(_) => {
                 // The file is gone; a device may still hold it.
-                for dev in self.loops_of_deleted(&path).await? {
-                    self.runner.run(&self.cmd("losetup").arg("--detach").arg(&dev.name)).await?;
+                for dev in self.loops_of(&path).await? {
+                    self.detach(&dev).await?;
                 }
                 return Ok(());
             }
         };
         for dev in devices {
-            self.runner.run(&self.cmd("wipefs").args(["--all", "--quiet"]).arg(&dev.name)).await?;
-            self.runner.run(&self.cmd("losetup").arg("--detach").arg(&dev.name)).await?;
+            self.runner.run(&self.cmd("wipefs").args(["--all", "--quiet"]).arg(&dev)).await?;
+            self.detach(&dev).await?;
         }
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -451,15 +605,18 @@ mod tests {
 
     const EMPTY: &str = include_str!("../testdata/losetup-associated-none.json");
 
-    /// A fake that also creates the file, as `truncate`/`fallocate` would.
+    /// A fake that also sizes the (sparse) file, as `truncate`/`fallocate`
+    /// would.
     struct Creating(Arc<FakeRunner>);
 
     impl CommandRunner for Creating {
         fn run<'a>(&'a self, cmd: &'a Cmd) -> cairn_exec::BoxFuture<'a, Result<cairn_exec::Output, cairn_exec::ExecError>> {
+            let args = cmd.get_args();
             if matches!(cmd.program(), "truncate" | "fallocate")
-                && let Some(path) = cmd.get_args().last()
+                && let (Some(size), Some(path)) = (args.get(1), args.last())
             {
-                std::fs::write(path, b"").unwrap();
+                let len: u64 = size.to_str().unwrap().parse().unwrap();
+                std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).unwrap().set_len(len).unwrap();
             }
             self.0.run(cmd)
         }
@@ -494,10 +651,9 @@ mod tests {
         let file = format!("{d}/web_00000_aa.img");
         let f = Arc::new(FakeRunner::new());
         f.expect(&["truncate", "--size", "1048576", &file], "")
-            .expect(&["losetup", "--json", "--list", "--associated", &file], EMPTY)
-            .expect(&["losetup", "--find", "--show", &file], "/dev/loop7\n")
-            .expect(&["stat", "--format=%s %b %B", &file], "1048576 0 512\n");
-        let files = Files::new(f.clone(), Duration::from_secs(5));
+            .expect(&["losetup", "--json", "--list"], EMPTY)
+            .expect(&["losetup", "--find", "--show", &file], "/dev/loop7\n");
+        let files = Files::new(Arc::new(Creating(f.clone())), Duration::from_secs(5)).with_sysfs(None);
         let pool = FilePool::new("p", d, true).unwrap();
         let v = rt().block_on(files.ensure(&pool, &VolumeFile::new("web", 0, "aa"), 1024)).unwrap();
         assert_eq!(v.device_path.as_deref(), Some("/dev/loop7"));
@@ -518,18 +674,15 @@ mod tests {
         let f = Arc::new(FakeRunner::new());
         let file_s = file.to_str().unwrap();
         f.expect(&["truncate", "--size", "1048576", file_s], "")
-            .expect(&["losetup", "--json", "--list", "--associated", file_s], EMPTY)
-            .expect(&["losetup", "--find", "--show", file_s], "/dev/loop7\n")
-            .expect(&["stat", "--format=%s %b %B", file_s], "1048576 0 512\n");
-        let files = Files::new(f.clone(), Duration::from_secs(5));
+            .expect(&["losetup", "--json", "--list"], EMPTY)
+            .expect(&["losetup", "--find", "--show", file_s], "/dev/loop7\n");
+        let files = Files::new(f.clone(), Duration::from_secs(5)).with_sysfs(None);
         let pool = FilePool::new("p", d.to_str().unwrap(), true).unwrap();
         rt().block_on(files.ensure(&pool, &VolumeFile::new("web", 0, "aa"), 1024)).unwrap();
         assert_eq!((mode(&dir.path().join("made")), mode(&d), mode(&file)), (0o700, 0o700, 0o600));
         // A file made world-readable (by an older version) is narrowed.
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let listed = format!(r#"{{"loopdevices":[{{"name":"/dev/loop7","back-file":"{file_s}"}}]}}"#);
-        f.expect(&["losetup", "--json", "--list", "--associated", file_s], &listed)
-            .expect(&["stat", "--format=%s %b %B", file_s], "0 0 512\n");
+        // The device attached above is known: no command runs at all.
         std::fs::File::options().write(true).open(&file).unwrap().set_len(1 << 20).unwrap();
         rt().block_on(files.ensure(&pool, &VolumeFile::new("web", 0, "aa"), 1024)).unwrap();
         assert_eq!(mode(&file), 0o600);
@@ -542,7 +695,7 @@ mod tests {
         let d = dir.path().to_str().unwrap();
         let (src, dst) = (format!("{d}/.cairn-reflink-probe"), format!("{d}/.cairn-reflink-probe.copy"));
         let f = Arc::new(FakeRunner::new());
-        let files = Files::new(f.clone(), Duration::from_secs(5));
+        let files = Files::new(f.clone(), Duration::from_secs(5)).with_sysfs(None);
         let pool = FilePool::new("p", d, true).unwrap();
         // XFS: cp succeeds.
         f.expect(&["cp", "--reflink=always", &src, &dst], "");
@@ -588,10 +741,12 @@ mod tests {
         let d = dir.path().to_str().unwrap();
         let file = format!("{d}/db_00001_aa.img");
         let f = Arc::new(FakeRunner::new());
-        f.expect(&["fallocate", "--length", "2097152", &file], "")
-            .expect(&["losetup", "--json", "--list", "--associated", &file], EMPTY)
-            .expect_failure(&["losetup", "--find", "--show", &file], 1, "losetup: cannot find an unused loop device");
-        let files = Files::new(Arc::new(Creating(f.clone())), Duration::from_secs(5));
+        f.expect(&["fallocate", "--length", "2097152", &file], "").expect(&["losetup", "--json", "--list"], EMPTY).expect_failure(
+            &["losetup", "--find", "--show", &file],
+            1,
+            "losetup: cannot find an unused loop device",
+        );
+        let files = Files::new(Arc::new(Creating(f.clone())), Duration::from_secs(5)).with_sysfs(None);
         let pool = FilePool::new("p", d, false).unwrap();
         let err = rt().block_on(files.ensure(&pool, &VolumeFile::new("db", 1, "aa"), 2048)).unwrap_err();
         assert!(err.details().unwrap().contains("cannot find an unused loop device"), "{err:?}");
@@ -609,11 +764,10 @@ mod tests {
             format!(r#"{{"loopdevices":[{{"name":"/dev/loop3","back-file":"{file}"}},{{"name":"/dev/loop9","back-file":"{file}"}}]}}"#);
         let f = Arc::new(FakeRunner::new());
         f.expect(&["truncate", "--size", "4096", &file], "")
-            .expect(&["losetup", "--json", "--list", "--associated", &file], &listed)
+            .expect(&["losetup", "--json", "--list"], &listed)
             .expect(&["losetup", "--detach", "/dev/loop9"], "")
-            .expect(&["losetup", "--set-capacity", "/dev/loop3"], "")
-            .expect(&["stat", "--format=%s %b %B", &file], "4096 8 512\n");
-        let files = Files::new(f.clone(), Duration::from_secs(5));
+            .expect(&["losetup", "--set-capacity", "/dev/loop3"], "");
+        let files = Files::new(f.clone(), Duration::from_secs(5)).with_sysfs(None);
         let pool = FilePool::new("p", d, true).unwrap();
         let v = rt().block_on(files.ensure(&pool, &VolumeFile::new("web", 0, "aa"), 4)).unwrap();
         assert_eq!(v.device_path.as_deref(), Some("/dev/loop3"));
@@ -628,19 +782,19 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let listed = format!(r#"{{"loopdevices":[{{"name":"/dev/loop3","back-file":"{file}"}}]}}"#);
         let f = Arc::new(FakeRunner::new());
-        f.expect(&["losetup", "--json", "--list", "--associated", &file], &listed)
+        f.expect(&["losetup", "--json", "--list"], &listed)
             .expect(&["wipefs", "--all", "--quiet", "/dev/loop3"], "")
             .expect(&["losetup", "--detach", "/dev/loop3"], "");
-        let files = Files::new(f.clone(), Duration::from_secs(5));
+        let files = Files::new(f.clone(), Duration::from_secs(5)).with_sysfs(None);
         let pool = FilePool::new("p", d, true).unwrap();
         rt().block_on(files.remove(&pool, &VolumeFile::new("web", 0, "aa"))).unwrap();
         assert!(!Path::new(&file).exists());
         assert!(f.is_done());
-        // Removing again only looks for a device still holding the
-        // unlinked file, and finds none.
-        f.expect(&["losetup", "--json", "--list"], EMPTY);
+        // Removing again looks for a device still holding the unlinked
+        // file in the index (kept current by the detach): none, and no
+        // command runs.
         rt().block_on(files.remove(&pool, &VolumeFile::new("web", 0, "aa"))).unwrap();
-        assert_eq!(f.calls().len(), 4);
+        assert_eq!(f.calls().len(), 3);
         assert!(f.is_done());
     }
 
@@ -654,9 +808,41 @@ mod tests {
         );
         let f = Arc::new(FakeRunner::new());
         f.expect(&["losetup", "--json", "--list"], &listed).expect(&["losetup", "--detach", "/dev/loop5"], "");
-        let files = Files::new(f.clone(), Duration::from_secs(5));
+        let files = Files::new(f.clone(), Duration::from_secs(5)).with_sysfs(None);
         let pool = FilePool::new("p", d, true).unwrap();
         rt().block_on(files.remove(&pool, &VolumeFile::new("web", 0, "aa"))).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn one_listing_serves_many_volumes_and_the_kernel_has_the_last_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let sys = tempfile::tempdir().unwrap();
+        let (a, b) = (format!("{d}/a_00000_aa.img"), format!("{d}/b_00000_aa.img"));
+        for p in [&a, &b] {
+            std::fs::write(p, vec![0u8; 4096]).unwrap();
+        }
+        // The kernel's view (sysfs): loop3 holds a; loop4 was detached by
+        // someone else after the listing.
+        std::fs::create_dir_all(sys.path().join("loop3/loop")).unwrap();
+        std::fs::write(sys.path().join("loop3/loop/backing_file"), format!("{a}\n")).unwrap();
+        let listed = format!(r#"{{"loopdevices":[{{"name":"/dev/loop3","back-file":"{a}"}},{{"name":"/dev/loop4","back-file":"{b}"}}]}}"#);
+        let f = Arc::new(FakeRunner::new());
+        f.expect(&["losetup", "--json", "--list"], &listed).expect(&["losetup", "--find", "--show", &b], "/dev/loop5\n");
+        let files = Files::new(f.clone(), Duration::from_secs(5)).with_sysfs(Some(sys.path().to_path_buf()));
+        let pool = FilePool::new("p", d, true).unwrap();
+        let va = rt().block_on(files.ensure(&pool, &VolumeFile::new("a", 0, "aa"), 4)).unwrap();
+        let vb = rt().block_on(files.ensure(&pool, &VolumeFile::new("b", 0, "aa"), 4)).unwrap();
+        assert_eq!((va.device_path.as_deref(), vb.device_path.as_deref()), (Some("/dev/loop3"), Some("/dev/loop5")));
+        assert!(f.is_done(), "{:?}", f.calls());
+        // After forget_loops (a full apply) the host is listed again.
+        files.forget_loops();
+        f.expect(&["losetup", "--json", "--list"], EMPTY);
+        std::fs::remove_file(sys.path().join("loop3/loop/backing_file")).unwrap();
+        f.expect(&["losetup", "--find", "--show", &a], "/dev/loop6\n");
+        let va = rt().block_on(files.ensure(&pool, &VolumeFile::new("a", 0, "aa"), 4)).unwrap();
+        assert_eq!(va.device_path.as_deref(), Some("/dev/loop6"));
         assert!(f.is_done(), "{:?}", f.calls());
     }
 
@@ -668,7 +854,7 @@ mod tests {
         std::fs::write(&target, b"data").unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join("web_00000_aa.img")).unwrap();
         let f = Arc::new(FakeRunner::new());
-        let files = Files::new(f.clone(), Duration::from_secs(5));
+        let files = Files::new(f.clone(), Duration::from_secs(5)).with_sysfs(None);
         let pool = FilePool::new("p", d, true).unwrap();
         assert!(rt().block_on(files.ensure(&pool, &VolumeFile::new("web", 0, "aa"), 1024)).is_err());
         assert!(rt().block_on(files.remove(&pool, &VolumeFile::new("web", 0, "aa"))).is_err());

@@ -10,6 +10,7 @@ pub mod luks;
 pub mod lvm;
 pub mod parse;
 pub mod physical;
+pub mod provider;
 pub mod zfs;
 
 use cairn_exec::ExecError;
@@ -42,6 +43,13 @@ impl StorageError {
             _ => None,
         }
     }
+}
+
+/// Locks a std mutex, carrying on with the data if a panicking holder
+/// poisoned it (every value kept this way stays consistent on its own).
+/// The one such helper of the satellite side.
+pub fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Checks that a resource name can safely become part of a file name: the

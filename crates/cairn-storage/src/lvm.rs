@@ -181,6 +181,7 @@ fn planned(pool: &LvmPool, name: &str, size_kib: i64, tag: &str) -> Lv {
 }
 
 /// Runs LVM commands for pools.
+#[derive(Clone)]
 pub struct Lvm {
     runner: Arc<dyn CommandRunner>,
     timeout: Duration,

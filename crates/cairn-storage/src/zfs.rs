@@ -88,6 +88,7 @@ pub fn parse_value(out: &str, program: &'static str) -> Result<u64, StorageError
     v.trim().parse().map_err(|_| StorageError::Output { program, detail: format!("not a number: {line}") })
 }
 
+#[derive(Clone)]
 pub struct Zfs {
     runner: Arc<dyn CommandRunner>,
     timeout: Duration,

@@ -28,8 +28,9 @@ pub fn routes() -> Router<AppState> {
 fn wire(s: &AppState, key: &str, n: &cairn_domain::node::Node) -> Node {
     let mut w = n.to_api(s.links().connection_status(key));
     if let Some(h) = s.links().hello(key) {
-        w.storage_providers = Some(h.providers.iter().filter(|p| p.supported).map(|p| p.kind.clone()).collect());
-        w.unsupported_providers = Some(h.providers.iter().filter(|p| !p.supported).map(|p| (p.kind.clone(), p.missing.clone())).collect());
+        w.storage_providers = Some(h.providers.iter().filter(|p| p.supported).map(|p| p.kind.as_str().to_string()).collect());
+        w.unsupported_providers =
+            Some(h.providers.iter().filter(|p| !p.supported).map(|p| (p.kind.as_str().to_string(), p.missing.clone())).collect());
         w.resource_layers = Some(h.layers.clone());
         w.unsupported_layers = Some(h.unsupported_layers.clone());
     }

@@ -1,0 +1,381 @@
+//! One interface over every storage provider: a pool is resolved once
+//! from its typed [`ProviderKind`] into an `Arc<dyn Provider>` that knows
+//! its pool and its tools, and the satellite's apply works through that
+//! interface only (no matching on kinds there).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use cairn_exec::BoxFuture;
+use cairn_proto::{PoolDesired, ProviderKind, VolumeObserved};
+
+use crate::file::{FilePool, Files, VolumeFile};
+use crate::lvm::{Lvm, LvmPool, lv_name};
+use crate::zfs::{Zfs, ZfsPool};
+use crate::{StorageError, locked};
+
+/// One volume to make: resource, number, identity (from its UUID), the
+/// size the backing device needs, and the snapshot to start from if it is
+/// new (`(resource, snapshot)`, a restore).
+#[derive(Debug, Clone, Copy)]
+pub struct VolumeSpec<'a> {
+    pub rsc: &'a str,
+    pub nr: u32,
+    pub id: &'a str,
+    pub size_kib: i64,
+    pub source: Option<(&'a str, &'a str)>,
+}
+
+/// A volume that exists in a pool: resource, number, identity.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VolumeRef {
+    pub rsc: String,
+    pub nr: u32,
+    pub id: String,
+}
+
+/// A pool's size and free space, KiB, and whether it takes snapshots
+/// (None: not known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub total_kib: i64,
+    pub free_kib: i64,
+    pub supports_snapshots: Option<bool>,
+}
+
+/// KiB each volume takes from its pool, by resource and volume number.
+pub type Allocated = BTreeMap<(String, u32), i64>;
+
+/// Snapshot names of one resource in a pool -> the volume numbers each has.
+pub type SnapshotMap = BTreeMap<String, Vec<u32>>;
+
+/// A storage pool of one provider kind. Every method is idempotent:
+/// making what exists or removing what is gone succeeds.
+pub trait Provider: Send + Sync {
+    /// The pool's name.
+    fn pool(&self) -> &str;
+    fn kind(&self) -> ProviderKind;
+    /// Whether volumes take space here (false for DISKLESS).
+    fn has_storage(&self) -> bool {
+        true
+    }
+    /// Makes the volume exist with at least the size, as a block device.
+    fn ensure<'a>(&'a self, v: VolumeSpec<'a>) -> BoxFuture<'a, Result<VolumeObserved, StorageError>>;
+    /// Removes the volumes of `rsc` that `keep` does not name (by number
+    /// and identity; an earlier incarnation of a number goes too). An
+    /// empty `keep` removes all of them.
+    fn remove_others<'a>(&'a self, rsc: &'a str, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Resources with volumes in this pool (made by Cairn).
+    fn resources(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StorageError>>;
+    fn capacity(&self) -> BoxFuture<'_, Result<Capacity, StorageError>>;
+    /// What each of `volumes` takes from the pool now, KiB (thin volumes
+    /// grow as they are written). Volumes not found are left out.
+    fn allocated<'a>(&'a self, volumes: &'a [VolumeRef]) -> BoxFuture<'a, Result<Allocated, StorageError>>;
+    /// Why this pool cannot take snapshots; None when it can (or when
+    /// that cannot be known before trying).
+    fn snapshots_refused(&self) -> BoxFuture<'_, Option<String>> {
+        let why = format!("A {} pool takes no snapshots: they need LVM_THIN, or FILE_THIN on a file system with reflinks.", self.kind());
+        Box::pin(async move { Some(why) })
+    }
+    fn snapshots<'a>(&'a self, _rsc: &'a str) -> BoxFuture<'a, Result<SnapshotMap, StorageError>> {
+        Box::pin(async { Ok(SnapshotMap::new()) })
+    }
+    fn create_snapshot<'a>(&'a self, v: &'a VolumeRef, snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        let why = format!("pool '{}' ({}) takes no snapshot '{snap}' of {}", self.pool(), self.kind(), v.rsc);
+        Box::pin(async move { Err(StorageError::BadBacking(why)) })
+    }
+    fn delete_snapshot<'a>(&'a self, _rsc: &'a str, _nr: u32, _snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Whether the volume still has to go back to `snap` for rollback `id`
+    /// (each rollback id happens once).
+    fn needs_rollback<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a str, _id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async { Ok(false) })
+    }
+    fn rollback<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a str, _id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The tools of every provider, shared by all pools of a satellite.
+#[derive(Clone)]
+pub struct Tools {
+    pub files: Files,
+    pub lvm: Lvm,
+    pub zfs: Zfs,
+}
+
+/// Why a pool cannot be resolved into a provider.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{0}")]
+    Backing(#[from] StorageError),
+    #[error("provider {0} is not implemented")]
+    NotImplemented(ProviderKind),
+}
+
+/// Resolves a pool into its provider: once per pool configuration.
+pub fn resolve(tools: &Tools, p: &PoolDesired) -> Result<Arc<dyn Provider>, ResolveError> {
+    let backing = p.backing.as_deref().unwrap_or_default();
+    Ok(match p.kind {
+        ProviderKind::Diskless => Arc::new(Diskless { pool: p.name.clone() }),
+        ProviderKind::File | ProviderKind::FileThin => Arc::new(FileProvider {
+            pool: FilePool::new(&p.name, backing, p.kind == ProviderKind::FileThin)?,
+            files: tools.files.clone(),
+            reflinks: Mutex::new(None),
+        }),
+        ProviderKind::Lvm | ProviderKind::LvmThin => Arc::new(LvmProvider {
+            pool: LvmPool::new(&p.name, backing, p.kind == ProviderKind::LvmThin)?,
+            lvm: tools.lvm.clone(),
+            kind: p.kind,
+        }),
+        ProviderKind::Zfs | ProviderKind::ZfsThin => Arc::new(ZfsProvider {
+            pool: ZfsPool::new(&p.name, backing, p.kind == ProviderKind::ZfsThin)?,
+            zfs: tools.zfs.clone(),
+            kind: p.kind,
+        }),
+        other => return Err(ResolveError::NotImplemented(other)),
+    })
+}
+
+/// DISKLESS: no storage; a DRBD client.
+pub struct Diskless {
+    pool: String,
+}
+
+impl Provider for Diskless {
+    fn pool(&self) -> &str {
+        &self.pool
+    }
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Diskless
+    }
+    fn has_storage(&self) -> bool {
+        false
+    }
+    fn ensure<'a>(&'a self, v: VolumeSpec<'a>) -> BoxFuture<'a, Result<VolumeObserved, StorageError>> {
+        Box::pin(async move { Ok(VolumeObserved { number: v.nr, disk_state: "Diskless".into(), ..Default::default() }) })
+    }
+    fn remove_others<'a>(&'a self, _rsc: &'a str, _keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn resources(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StorageError>> {
+        Box::pin(async { Ok(BTreeSet::new()) })
+    }
+    fn capacity(&self) -> BoxFuture<'_, Result<Capacity, StorageError>> {
+        Box::pin(async { Ok(Capacity { total_kib: 0, free_kib: 0, supports_snapshots: None }) })
+    }
+    fn allocated<'a>(&'a self, _volumes: &'a [VolumeRef]) -> BoxFuture<'a, Result<Allocated, StorageError>> {
+        Box::pin(async { Ok(BTreeMap::new()) })
+    }
+}
+
+/// FILE and FILE_THIN: a file per volume, attached as a loop device.
+pub struct FileProvider {
+    pool: FilePool,
+    files: Files,
+    /// Whether the directory makes reflinks: probed when first needed,
+    /// again when the pool is resolved anew (configured, or a full apply).
+    reflinks: Mutex<Option<bool>>,
+}
+
+impl FileProvider {
+    fn file(v: &VolumeRef) -> VolumeFile {
+        VolumeFile::new(&v.rsc, v.nr, &v.id)
+    }
+
+    /// The cached answer, else a probe; None when the probe cannot run.
+    async fn reflinks(&self) -> Option<bool> {
+        if let Some(known) = *locked(&self.reflinks) {
+            return Some(known);
+        }
+        match self.files.probe_reflink(&self.pool).await {
+            Ok(yes) => {
+                tracing::info!(pool = %self.pool.name, dir = %self.pool.dir.display(), reflinks = yes, "probed the pool's file system");
+                *locked(&self.reflinks) = Some(yes);
+                Some(yes)
+            }
+            Err(e) => {
+                tracing::warn!(pool = %self.pool.name, dir = %self.pool.dir.display(), "cannot probe the pool for reflinks: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Provider for FileProvider {
+    fn pool(&self) -> &str {
+        &self.pool.name
+    }
+    fn kind(&self) -> ProviderKind {
+        if self.pool.thin { ProviderKind::FileThin } else { ProviderKind::File }
+    }
+    fn ensure<'a>(&'a self, v: VolumeSpec<'a>) -> BoxFuture<'a, Result<VolumeObserved, StorageError>> {
+        Box::pin(async move {
+            let vf = VolumeFile::new(v.rsc, v.nr, v.id);
+            if let Some((src, snap)) = v.source {
+                self.files.restore_into(&self.pool, &vf, src, snap).await?;
+            }
+            self.files.ensure(&self.pool, &vf, v.size_kib).await
+        })
+    }
+    fn remove_others<'a>(&'a self, rsc: &'a str, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let stale: Vec<VolumeFile> =
+                self.pool.list()?.into_iter().filter(|f| f.rsc == rsc && !keep.iter().any(|(nr, id)| f.nr == *nr && f.id == *id)).collect();
+            for f in stale {
+                self.files.remove(&self.pool, &f).await?;
+            }
+            Ok(())
+        })
+    }
+    fn resources(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StorageError>> {
+        Box::pin(async move { Ok(self.pool.list()?.into_iter().map(|f| f.rsc).collect()) })
+    }
+    fn capacity(&self) -> BoxFuture<'_, Result<Capacity, StorageError>> {
+        Box::pin(async move {
+            let (total_kib, free_kib) = self.files.capacity(&self.pool).await?;
+            let supports_snapshots = if self.pool.thin { self.reflinks().await } else { Some(false) };
+            Ok(Capacity { total_kib, free_kib, supports_snapshots })
+        })
+    }
+    fn allocated<'a>(&'a self, volumes: &'a [VolumeRef]) -> BoxFuture<'a, Result<Allocated, StorageError>> {
+        Box::pin(async move {
+            let mut out = BTreeMap::new();
+            for v in volumes {
+                match Files::sizes(&self.pool, &Self::file(v)) {
+                    Ok((_, allocated)) => {
+                        out.insert((v.rsc.clone(), v.nr), allocated);
+                    }
+                    Err(e) => tracing::debug!(rsc = %v.rsc, volume = v.nr, "cannot read the allocated size: {e}"),
+                }
+            }
+            Ok(out)
+        })
+    }
+    fn snapshots_refused(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async move {
+            if !self.pool.thin {
+                return Some("A FILE pool takes no snapshots: they need FILE_THIN on a file system with reflinks, or LVM_THIN.".into());
+            }
+            (self.reflinks().await == Some(false)).then(|| {
+                format!(
+                    "The file system of '{}' has no reflinks (cp --reflink=always fails there); FILE_THIN snapshots need XFS (reflink=1) or Btrfs.",
+                    self.pool.dir.display()
+                )
+            })
+        })
+    }
+    fn snapshots<'a>(&'a self, rsc: &'a str) -> BoxFuture<'a, Result<SnapshotMap, StorageError>> {
+        Box::pin(async move { Files::snapshots(&self.pool, rsc) })
+    }
+    fn create_snapshot<'a>(&'a self, v: &'a VolumeRef, snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.files.create_snapshot(&self.pool, &Self::file(v), snap).await })
+    }
+    fn delete_snapshot<'a>(&'a self, rsc: &'a str, nr: u32, snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.files.delete_snapshot(&self.pool, rsc, nr, snap).await })
+    }
+    fn needs_rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async move { self.files.needs_rollback(&self.pool, &Self::file(v), snap, id) })
+    }
+    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.files.rollback(&self.pool, &Self::file(v), snap, id).await })
+    }
+}
+
+/// LVM and LVM_THIN: a logical volume per volume.
+pub struct LvmProvider {
+    pool: LvmPool,
+    lvm: Lvm,
+    kind: ProviderKind,
+}
+
+impl Provider for LvmProvider {
+    fn pool(&self) -> &str {
+        &self.pool.name
+    }
+    fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+    fn ensure<'a>(&'a self, v: VolumeSpec<'a>) -> BoxFuture<'a, Result<VolumeObserved, StorageError>> {
+        Box::pin(async move {
+            let source = match v.source {
+                Some((src, snap)) => Some(format!("{}_{snap}", lv_name(src, v.nr)?)),
+                None => None,
+            };
+            self.lvm.ensure_from(&self.pool, v.rsc, v.nr, v.id, v.size_kib, source.as_deref()).await
+        })
+    }
+    fn remove_others<'a>(&'a self, rsc: &'a str, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
+        // An earlier incarnation of a kept number is replaced by `ensure`
+        // (its id tag differs), so numbers are enough here.
+        let keep: Vec<u32> = keep.iter().map(|(nr, _)| *nr).collect();
+        Box::pin(async move { self.lvm.remove_others(&self.pool, rsc, &keep).await })
+    }
+    fn resources(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StorageError>> {
+        Box::pin(async move { Ok(self.lvm.resources(&self.pool).await?.into_iter().collect()) })
+    }
+    fn capacity(&self) -> BoxFuture<'_, Result<Capacity, StorageError>> {
+        Box::pin(async move {
+            let c = self.lvm.capacity(&self.pool).await?;
+            Ok(Capacity { total_kib: c.total_kib, free_kib: c.free_kib, supports_snapshots: Some(self.pool.thin_pool.is_some()) })
+        })
+    }
+    fn allocated<'a>(&'a self, _volumes: &'a [VolumeRef]) -> BoxFuture<'a, Result<Allocated, StorageError>> {
+        Box::pin(async move { self.lvm.allocated(&self.pool).await })
+    }
+    fn snapshots_refused(&self) -> BoxFuture<'_, Option<String>> {
+        let thick = self.pool.thin_pool.is_none();
+        Box::pin(async move { thick.then(|| "A thick LVM pool takes no snapshots here: they need LVM_THIN.".to_string()) })
+    }
+    fn snapshots<'a>(&'a self, rsc: &'a str) -> BoxFuture<'a, Result<SnapshotMap, StorageError>> {
+        Box::pin(async move { self.lvm.snapshots(&self.pool, rsc).await })
+    }
+    fn create_snapshot<'a>(&'a self, v: &'a VolumeRef, snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.lvm.create_snapshot(&self.pool, &v.rsc, v.nr, snap).await })
+    }
+    fn delete_snapshot<'a>(&'a self, rsc: &'a str, nr: u32, snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.lvm.delete_snapshot(&self.pool, rsc, nr, snap).await })
+    }
+    fn needs_rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async move { self.lvm.needs_rollback(&self.pool, &v.rsc, v.nr, snap, id).await })
+    }
+    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.lvm.rollback(&self.pool, &v.rsc, v.nr, &v.id, snap, id).await })
+    }
+}
+
+/// ZFS and ZFS_THIN: a zvol per volume.
+pub struct ZfsProvider {
+    pool: ZfsPool,
+    zfs: Zfs,
+    kind: ProviderKind,
+}
+
+impl Provider for ZfsProvider {
+    fn pool(&self) -> &str {
+        &self.pool.name
+    }
+    fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+    fn ensure<'a>(&'a self, v: VolumeSpec<'a>) -> BoxFuture<'a, Result<VolumeObserved, StorageError>> {
+        Box::pin(async move { self.zfs.ensure(&self.pool, v.rsc, v.nr, v.id, v.size_kib).await })
+    }
+    fn remove_others<'a>(&'a self, rsc: &'a str, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
+        let keep: Vec<u32> = keep.iter().map(|(nr, _)| *nr).collect();
+        Box::pin(async move { self.zfs.remove_others(&self.pool, rsc, &keep).await })
+    }
+    fn resources(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StorageError>> {
+        Box::pin(async move { Ok(self.zfs.resources(&self.pool).await?.into_iter().collect()) })
+    }
+    fn capacity(&self) -> BoxFuture<'_, Result<Capacity, StorageError>> {
+        Box::pin(async move {
+            let (total_kib, free_kib) = self.zfs.capacity(&self.pool).await?;
+            Ok(Capacity { total_kib, free_kib, supports_snapshots: Some(false) })
+        })
+    }
+    fn allocated<'a>(&'a self, _volumes: &'a [VolumeRef]) -> BoxFuture<'a, Result<Allocated, StorageError>> {
+        Box::pin(async move { self.zfs.allocated(&self.pool).await })
+    }
+}
