@@ -26,7 +26,7 @@ async fn have(runner: &dyn CommandRunner, program: &str) -> bool {
 /// Probes the tools and privileges each provider needs.
 pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
     let mut missing_common = Vec::new();
-    for tool in ["losetup", "wipefs", "df", "stat"] {
+    for tool in ["losetup", "wipefs", "df"] {
         if !have(runner, tool).await {
             missing_common.push(format!("{tool} (util-linux/coreutils) not found"));
         }
