@@ -60,18 +60,6 @@ pub fn df_kib(out: &str) -> Result<(i64, i64), StorageError> {
     }
 }
 
-/// Parses `stat --format='%s %b %B' FILE`: (apparent size, allocated
-/// bytes).
-pub fn stat_sizes(out: &str) -> Result<(u64, u64), StorageError> {
-    let bad = |d: String| StorageError::Output { program: "stat", detail: d };
-    let line = out.lines().next().ok_or_else(|| bad("no output".into()))?;
-    let v: Vec<u64> = line.split_whitespace().map(|x| x.parse::<u64>()).collect::<Result<_, _>>().map_err(|_| bad(format!("'{line}'")))?;
-    match v.as_slice() {
-        [size, blocks, block_size] => Ok((*size, blocks.checked_mul(*block_size).ok_or_else(|| bad(format!("'{line}' overflows")))?)),
-        _ => Err(bad(format!("expected three numbers, got '{line}'"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,7 +69,6 @@ mod tests {
     const EMPTY: &str = include_str!("../testdata/losetup-associated-none.json");
     const LIST: &str = include_str!("../testdata/losetup-list.json");
     const DF: &str = include_str!("../testdata/df.txt");
-    const STAT: &str = include_str!("../testdata/stat.txt");
 
     #[test]
     fn losetup_json_gives_devices_and_files() {
@@ -113,13 +100,5 @@ mod tests {
         assert_eq!(df_kib(DF).unwrap(), (264212084, 79435608));
         assert!(df_kib("1K-blocks Avail\n").is_err());
         assert!(df_kib("1K-blocks Avail\nx y\n").is_err());
-    }
-
-    #[test]
-    fn stat_gives_apparent_and_allocated_bytes() {
-        let mut lines = STAT.lines();
-        assert_eq!(stat_sizes(lines.next().unwrap()).unwrap(), (16777216, 0)); // truncate: sparse
-        assert_eq!(stat_sizes(lines.next().unwrap()).unwrap(), (8388608, 8388608)); // fallocate: allocated
-        assert!(stat_sizes("1 2").is_err());
     }
 }
