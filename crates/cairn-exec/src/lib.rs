@@ -2,12 +2,12 @@
 //! (never a shell string), a timeout that kills the child, and a typed error
 //! that carries the program, its arguments, the exit code and stderr.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// Default time a command may take.
@@ -253,20 +253,18 @@ impl FakeRunner {
     }
 
     fn push(&self, argv: &[&str], r: Result<Output, ExecError>) -> &Self {
-        if let Ok(mut s) = self.script.lock() {
-            s.push_back((argv.iter().map(|s| s.to_string()).collect(), r));
-        }
+        self.script.lock().push_back((argv.iter().map(|s| s.to_string()).collect(), r));
         self
     }
 
     /// Every argv run so far.
     pub fn calls(&self) -> Vec<Vec<String>> {
-        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+        self.calls.lock().clone()
     }
 
     /// Whether every scripted call happened.
     pub fn is_done(&self) -> bool {
-        self.script.lock().map(|s| s.is_empty()).unwrap_or(false)
+        self.script.lock().is_empty()
     }
 }
 
@@ -274,10 +272,8 @@ impl CommandRunner for FakeRunner {
     fn run<'a>(&'a self, cmd: &'a Cmd) -> BoxFuture<'a, Result<Output, ExecError>> {
         Box::pin(async move {
             let argv = cmd.argv();
-            if let Ok(mut c) = self.calls.lock() {
-                c.push(argv.clone());
-            }
-            let next = self.script.lock().ok().and_then(|mut s| s.pop_front());
+            self.calls.lock().push(argv.clone());
+            let next = self.script.lock().pop_front();
             match next {
                 Some((want, result)) if want == argv => result,
                 Some((want, _)) => Err(ExecError::Spawn {
