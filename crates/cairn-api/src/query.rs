@@ -5,39 +5,6 @@
 
 use crate::Props;
 
-/// Decodes `%XX` escapes and `+` (as a space) in a query component.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A parsed query string: every `key=value` pair in order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Query {
@@ -45,16 +12,11 @@ pub struct Query {
 }
 
 impl Query {
+    /// Splits on `&`, each pair at its first `=`, and decodes `%XX` and
+    /// `+` (as a space) with `form_urlencoded`; a malformed escape stays
+    /// as it was, bytes that are not UTF-8 become U+FFFD.
     pub fn parse(raw: Option<&str>) -> Self {
-        let pairs = raw
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| match p.split_once('=') {
-                Some((k, v)) => (percent_decode(k), percent_decode(v)),
-                None => (percent_decode(p), String::new()),
-            })
-            .collect();
+        let pairs = form_urlencoded::parse(raw.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         Query { pairs }
     }
 
@@ -181,6 +143,12 @@ mod tests {
         let q = Query::parse(Some("props=Aux%2Fsite%3Dbox+1&x=%zz"));
         assert_eq!(q.all("props"), vec!["Aux/site=box 1"]);
         assert_eq!(q.get("x"), Some("%zz"));
+        let q = Query::parse(Some("&nodes=a%20b&&nodes&nodes=%E2%82%AC&k=v=w&bad=%FF"));
+        assert_eq!(q.all("nodes"), vec!["a b", "€"], "empty segments and empty values are dropped");
+        assert_eq!(q.get("nodes"), Some("€"));
+        assert_eq!(q.get("k"), Some("v=w"), "split at the first '='");
+        assert_eq!(q.get("bad"), Some("\u{fffd}"));
+        assert_eq!(Query::parse(None), Query::default());
     }
 
     #[test]

@@ -157,15 +157,19 @@ impl Client {
     }
 }
 
+/// Everything but RFC 3986's unreserved characters is escaped.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 /// Percent-encodes one path segment.
 pub fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_segment_keeps_only_unreserved_characters() {
+        assert_eq!(super::seg("it-rg_1.x~"), "it-rg_1.x~");
+        assert_eq!(super::seg("a b/c?d%é"), "a%20b%2Fc%3Fd%25%C3%A9");
     }
-    out
 }

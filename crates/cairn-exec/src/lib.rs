@@ -2,12 +2,12 @@
 //! (never a shell string), a timeout that kills the child, and a typed error
 //! that carries the program, its arguments, the exit code and stderr.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// Default time a command may take.
@@ -275,27 +275,23 @@ impl FakeRunner {
     }
 
     fn rule(&self, prefix: &[&str], r: Rule) -> &Self {
-        if let Ok(mut rules) = self.rules.lock() {
-            rules.push((prefix.iter().map(|s| s.to_string()).collect(), r));
-        }
+        self.rules.lock().push((prefix.iter().map(|s| s.to_string()).collect(), r));
         self
     }
 
     fn push(&self, argv: &[&str], r: Result<Output, ExecError>) -> &Self {
-        if let Ok(mut s) = self.script.lock() {
-            s.push_back((argv.iter().map(|s| s.to_string()).collect(), r));
-        }
+        self.script.lock().push_back((argv.iter().map(|s| s.to_string()).collect(), r));
         self
     }
 
     /// Every argv run so far.
     pub fn calls(&self) -> Vec<Vec<String>> {
-        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+        self.calls.lock().clone()
     }
 
     /// Whether every scripted call happened.
     pub fn is_done(&self) -> bool {
-        self.script.lock().map(|s| s.is_empty()).unwrap_or(false)
+        self.script.lock().is_empty()
     }
 }
 
@@ -303,14 +299,10 @@ impl CommandRunner for FakeRunner {
     fn run<'a>(&'a self, cmd: &'a Cmd) -> BoxFuture<'a, Result<Output, ExecError>> {
         Box::pin(async move {
             let argv = cmd.argv();
-            if let Ok(mut c) = self.calls.lock() {
-                c.push(argv.clone());
-            }
-            let ruled = self.rules.lock().ok().and_then(|rules| {
-                rules.iter().find(|(prefix, _)| argv.starts_with(prefix)).map(|(_, r)| match r {
-                    Rule::Answer(a) => Some(a.clone()),
-                    Rule::Hang => None,
-                })
+            self.calls.lock().push(argv.clone());
+            let ruled = self.rules.lock().iter().find(|(prefix, _)| argv.starts_with(prefix)).map(|(_, r)| match r {
+                Rule::Answer(a) => Some(a.clone()),
+                Rule::Hang => None,
             });
             match ruled {
                 Some(Some(answer)) => return answer,
@@ -320,7 +312,7 @@ impl CommandRunner for FakeRunner {
                 }
                 None => {}
             }
-            let next = self.script.lock().ok().and_then(|mut s| s.pop_front());
+            let next = self.script.lock().pop_front();
             match next {
                 Some((want, result)) if want == argv => result,
                 Some((want, _)) => Err(ExecError::Spawn {

@@ -31,8 +31,6 @@ pub enum StoreError {
     Encode { kind: String, key: String, reason: String },
     #[error("the database schema version {found} is newer than this build understands ({supported}); refusing to touch it")]
     TooNew { found: i64, supported: i64 },
-    #[error("the store lock was poisoned by a panicking writer")]
-    Poisoned,
     #[error("cannot {operation}: {source}")]
     Io { operation: &'static str, source: std::io::Error },
 }

@@ -1,8 +1,8 @@
 //! An in-memory store for unit tests. It keeps encoded documents, so it
 //! exercises the same encoding as the SQLite store.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use cairn_domain::{Change, Object};
 
@@ -22,7 +22,7 @@ impl MemStore {
 
 impl Store for MemStore {
     fn load(&self) -> Result<Vec<Object>, StoreError> {
-        let rows = self.rows.lock().map_err(|_| StoreError::Poisoned)?;
+        let rows = self.rows.lock();
         rows.iter().map(|((kind, key), data)| decode(kind, key, data)).collect()
     }
 
@@ -38,7 +38,7 @@ impl Store for MemStore {
                 Change::Delete(k) => ((k.kind().as_str().to_string(), k.key_string()), None),
             });
         }
-        let mut rows = self.rows.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut rows = self.rows.lock();
         for (k, v) in ops {
             match v {
                 Some(data) => rows.insert(k, data),

@@ -5,8 +5,8 @@
 //! loses an acknowledged write, and a half-written transaction is rolled
 //! back on the next open.
 
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use cairn_domain::{Change, Object};
 use rusqlite::{Connection, OpenFlags, params};
@@ -101,7 +101,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 
 impl Store for SqliteStore {
     fn load(&self) -> Result<Vec<Object>, StoreError> {
-        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        let conn = self.conn.lock();
         let mut stmt = conn.prepare("SELECT kind, key, data FROM objects ORDER BY kind, key").map_err(db("prepare load"))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
@@ -118,7 +118,7 @@ impl Store for SqliteStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut conn = self.conn.lock();
         let tx = conn.transaction().map_err(db("begin transaction"))?;
         {
             let mut put = tx

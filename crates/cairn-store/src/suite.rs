@@ -169,7 +169,7 @@ fn a_failed_commit_changes_nothing() {
     let before = s.load().unwrap();
     // Make the second statement of a batch fail at the database level.
     {
-        let conn = s.conn.lock().unwrap();
+        let conn = s.conn.lock();
         conn.execute_batch(
             "CREATE TRIGGER refuse BEFORE DELETE ON objects WHEN old.kind = 'node' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
         )

@@ -3,6 +3,11 @@
 //! HTTP with `cairn-client`.
 
 mod cli;
+mod envelope;
 mod harness;
+mod nodes;
 mod packaging;
+mod placement;
+mod resource_groups;
+mod shared;
 mod sigkill;
