@@ -20,7 +20,6 @@ use cairn_storage::luks::{LUKS2_HEADER_KIB, Luks, LuksError};
 use cairn_storage::provider::{Provider, ResolveError, Tools, VolumeRef, VolumeSpec};
 
 use crate::drbd::DrbdLayer;
-use crate::locked;
 
 /// A pool as configured, resolved into its provider (or why it cannot be).
 #[derive(Clone)]
@@ -88,13 +87,13 @@ pub struct Applier {
     /// The DRBD layer, or why this node cannot run it.
     drbd: Result<Arc<DrbdLayer>, Vec<String>>,
     /// Held only to read or change the maps, never across a command.
-    state: std::sync::Mutex<Desired>,
+    state: parking_lot::Mutex<Desired>,
     /// One lock per resource, held while it reconciles.
-    resource_locks: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    resource_locks: parking_lot::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Snapshots that could not be taken: not tried again while desired,
     /// not even after a restart (a snapshot taken later would hold other
     /// data than asked for); forgotten when the snapshot goes.
-    failed_snapshots: std::sync::Mutex<FailedSnapshots>,
+    failed_snapshots: parking_lot::Mutex<FailedSnapshots>,
 }
 
 /// Failed snapshots by (resource, snapshot), each also kept as a file
@@ -209,9 +208,9 @@ impl Applier {
             luks: storage.luks,
             providers,
             drbd,
-            state: std::sync::Mutex::new(Desired::default()),
-            resource_locks: std::sync::Mutex::new(BTreeMap::new()),
-            failed_snapshots: std::sync::Mutex::new(FailedSnapshots::load(state_dir.map(|d| d.join("failed-snapshots")))),
+            state: parking_lot::Mutex::new(Desired::default()),
+            resource_locks: parking_lot::Mutex::new(BTreeMap::new()),
+            failed_snapshots: parking_lot::Mutex::new(FailedSnapshots::load(state_dir.map(|d| d.join("failed-snapshots")))),
         }
     }
 
@@ -239,13 +238,13 @@ impl Applier {
     }
 
     fn resource_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        locked(&self.resource_locks).entry(name.to_string()).or_default().clone()
+        self.resource_locks.lock().entry(name.to_string()).or_default().clone()
     }
 
     /// Whether a full apply arrived since this process started; deltas
     /// before that would be applied to an empty pool list.
     pub fn synced(&self) -> bool {
-        locked(&self.state).synced
+        self.state.lock().synced
     }
 
     /// Applies a full or delta request: records it as the desired state,
@@ -253,7 +252,7 @@ impl Applier {
     /// and answers with their results.
     pub async fn apply(self: &Arc<Self>, req: Apply) -> Observed {
         let pools = {
-            let mut st = locked(&self.state);
+            let mut st = self.state.lock();
             if req.full || req.pools_set {
                 // A pool configured anew (every pool, on a full apply) is
                 // resolved anew, so its properties are probed again.
@@ -294,7 +293,7 @@ impl Applier {
             }
         }
         let targets: Vec<String> = {
-            let mut st = locked(&self.state);
+            let mut st = self.state.lock();
             let mut targets = Vec::new();
             if req.full {
                 let keep: BTreeSet<String> = req.resources.iter().map(|r| r.name.clone()).collect();
@@ -373,7 +372,7 @@ impl Applier {
         let lock = self.resource_lock(name);
         let _one_at_a_time = lock.lock().await;
         let (desired, pools, host, placed) = {
-            let st = locked(&self.state);
+            let st = self.state.lock();
             (
                 st.resources.get(name).cloned(),
                 st.pools.clone(),
@@ -384,7 +383,7 @@ impl Applier {
         match desired {
             Some(r) => {
                 let o = self.ensure(&pools, &r, &placed).await;
-                let mut st = locked(&self.state);
+                let mut st = self.state.lock();
                 if st.resources.contains_key(name) {
                     st.observed.insert(name.to_string(), o.clone());
                 }
@@ -397,7 +396,7 @@ impl Applier {
             }
             None => {
                 let o = self.remove(&pools, name, &host, &placed).await;
-                let mut st = locked(&self.state);
+                let mut st = self.state.lock();
                 if !st.resources.contains_key(name) {
                     st.observed.remove(name);
                     if o.error.is_none() {
@@ -588,9 +587,9 @@ impl Applier {
         }
         // Failures of a snapshot belong to that snapshot (`snapshot_errors`),
         // never to the resource: its later changes must not report them.
-        locked(&self.failed_snapshots).retain(&r.name, |snap| r.snapshots.iter().any(|s| s == snap));
+        self.failed_snapshots.lock().retain(&r.name, |snap| r.snapshots.iter().any(|s| s == snap));
         for snap in &r.snapshots {
-            let failed = locked(&self.failed_snapshots).get(&r.name, snap).cloned();
+            let failed = self.failed_snapshots.lock().get(&r.name, snap).cloned();
             if let Some(e) = failed {
                 out.snapshot_errors.insert(snap.clone(), e);
                 continue;
@@ -652,7 +651,7 @@ impl Applier {
     /// snapshot, and not tried again while it is desired.
     fn snapshot_failed(&self, rsc: &str, snap: &str, e: ObjectError, out: &mut ResourceObserved) {
         tracing::warn!(rsc, snap, "snapshot failed: {}{}", e.message, e.cause.as_deref().map(|c| format!(" ({c})")).unwrap_or_default());
-        locked(&self.failed_snapshots).insert(rsc, snap, e.clone());
+        self.failed_snapshots.lock().insert(rsc, snap, e.clone());
         out.snapshot_errors.insert(snap.to_string(), e);
     }
 
@@ -660,7 +659,7 @@ impl Applier {
     /// from the pools it may be in. `host` is its DRBD host name.
     async fn remove(&self, pools: &Pools, name: &str, host: &str, placed: &BTreeSet<String>) -> ResourceObserved {
         let mut out = ResourceObserved { name: name.to_string(), ..Default::default() };
-        locked(&self.failed_snapshots).retain(name, |_| false);
+        self.failed_snapshots.lock().retain(name, |_| false);
         if let Ok(layer) = &self.drbd
             && let Err(e) = layer.remove(name, host).await
         {
@@ -755,7 +754,7 @@ impl Applier {
     /// and allocated sizes. Never waits for an apply.
     pub async fn observe(&self) -> Observed {
         let (mut observed, pools, resources, generation) = {
-            let st = locked(&self.state);
+            let st = self.state.lock();
             (st.observed.values().cloned().collect::<Vec<_>>(), st.pools.clone(), st.resources.clone(), st.generation)
         };
         // DRBD state changes without any request: read it fresh.

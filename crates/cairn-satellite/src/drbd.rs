@@ -13,7 +13,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use cairn_exec::{CommandRunner, ExecError};
@@ -22,8 +24,6 @@ use cairn_storage::drbd::adm::{Adm, DrbdVersions, parse_versions};
 use cairn_storage::drbd::events::Events2;
 use cairn_storage::drbd::render_res;
 use tokio::io::AsyncBufReadExt;
-
-use crate::locked;
 
 /// How far the layer goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +134,7 @@ impl DrbdLayer {
                         if let Some(out) = child.stdout.take() {
                             let mut lines = tokio::io::BufReader::new(out).lines();
                             while let Ok(Some(line)) = lines.next_line().await {
-                                locked(&events).feed(&line);
+                                events.lock().feed(&line);
                                 backoff = Duration::from_secs(1);
                             }
                         }
@@ -143,7 +143,7 @@ impl DrbdLayer {
                     }
                     Err(e) => tracing::warn!("cannot start drbdsetup events2: {e}"),
                 }
-                locked(&events).reset();
+                events.lock().reset();
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -152,7 +152,7 @@ impl DrbdLayer {
 
     /// Feeds events2 lines (tests, and the follower).
     pub fn feed_events(&self, lines: &str) {
-        let mut e = locked(&self.events);
+        let mut e = self.events.lock();
         for l in lines.lines() {
             e.feed(l);
         }
@@ -161,7 +161,7 @@ impl DrbdLayer {
     /// The current state of a resource as the layer sees it.
     pub fn observed(&self, rsc: &str, d: &DrbdDesired) -> DrbdObserved {
         match self.mode {
-            DrbdMode::Kernel => locked(&self.events).resource(rsc).cloned().unwrap_or_else(|| DrbdObserved {
+            DrbdMode::Kernel => self.events.lock().resource(rsc).cloned().unwrap_or_else(|| DrbdObserved {
                 kernel: true,
                 role: "Unknown".into(),
                 ..Default::default()
@@ -215,7 +215,8 @@ impl DrbdLayer {
 
     /// Whether a volume is attached right now (kernel mode, per events2).
     fn attached(&self, rsc: &str, nr: u32) -> bool {
-        locked(&self.events)
+        self.events
+            .lock()
             .resource(rsc)
             .and_then(|r| r.volumes.iter().find(|v| v.number == nr))
             .is_some_and(|v| !matches!(v.disk.as_str(), "Diskless" | "DUnknown" | "Detaching" | "Failed"))
@@ -260,7 +261,7 @@ impl DrbdLayer {
     /// In kernel mode, decisions need the kernel's current state: until
     /// the first events2 dump is read, the work is retried later.
     fn require_state(&self, rsc: &str) -> Result<(), ObjectError> {
-        if self.mode == DrbdMode::Kernel && !locked(&self.events).initialized {
+        if self.mode == DrbdMode::Kernel && !self.events.lock().initialized {
             return Err(ObjectError {
                 message: format!("The DRBD state of '{rsc}' is not known yet; the change is retried."),
                 cause: Some("drbdsetup events2 has not delivered the current state (satellite starting or events2 restarting).".into()),
@@ -282,7 +283,7 @@ impl DrbdLayer {
     ) -> Result<DrbdObserved, ObjectError> {
         self.require_state(rsc)?;
         let old = self.write_res(rsc, d, disks).await?;
-        locked(&self.written).insert(rsc.to_string(), disks.clone());
+        self.written.lock().insert(rsc.to_string(), disks.clone());
         if self.metadata(rsc, d, disks).await? && !self.marker(rsc, "initialized").exists() {
             // Remembered across failures and restarts until the sync starts.
             write_atomically(&self.marker(rsc, "fresh"), "")
@@ -295,7 +296,9 @@ impl DrbdLayer {
             return Err(exec_err(format!("drbdadm adjust of '{rsc}' failed; the previous configuration was restored."), &e));
         }
         if self.mode == DrbdMode::Kernel {
-            let peer_up_to_date = locked(&self.events)
+            let peer_up_to_date = self
+                .events
+                .lock()
                 .resource(rsc)
                 .is_some_and(|r| r.volumes.iter().any(|v| v.peers.iter().any(|p| p.peer_disk == "UpToDate")));
             if d.initial_sync && fresh && !d.diskless && !peer_up_to_date {
@@ -315,7 +318,7 @@ impl DrbdLayer {
                 let _ = std::fs::remove_file(self.marker(rsc, "fresh"));
             }
             let grow: Vec<u32> = {
-                let ev = locked(&self.events);
+                let ev = self.events.lock();
                 d.volumes
                     .iter()
                     .filter(|v| disks.contains_key(&v.number))
@@ -362,10 +365,10 @@ impl DrbdLayer {
     /// removes the backing devices afterwards.
     pub async fn remove(&self, rsc: &str, host: &str) -> Result<(), ObjectError> {
         self.require_state(rsc)?;
-        if self.mode == DrbdMode::Kernel && locked(&self.events).resource(rsc).is_some() {
+        if self.mode == DrbdMode::Kernel && self.events.lock().resource(rsc).is_some() {
             self.runner.run(&self.adm.down(rsc)).await.map_err(|e| exec_err(format!("Failed to take '{rsc}' down."), &e))?;
         }
-        let disks = locked(&self.written).remove(rsc).unwrap_or_default();
+        let disks = self.written.lock().remove(rsc).unwrap_or_default();
         if self.res_path(rsc).exists() {
             for nr in disks.keys() {
                 if let Err(e) = self.runner.run(&self.adm.wipe_md(rsc, *nr, host)).await {

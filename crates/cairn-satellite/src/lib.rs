@@ -16,8 +16,6 @@ pub mod tools;
 pub use config::SatelliteConfig;
 pub use server::Satellite;
 
-pub(crate) use cairn_storage::locked;
-
 /// Errors that stop a satellite from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum SatelliteError {

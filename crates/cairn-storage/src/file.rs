@@ -11,7 +11,7 @@ use std::time::Duration;
 use cairn_exec::{Cmd, CommandRunner};
 use cairn_proto::VolumeObserved;
 
-use crate::{StorageError, locked, parse, safe_name};
+use crate::{StorageError, parse, safe_name};
 
 /// A FILE or FILE_THIN pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,11 +113,11 @@ const STUCK_ATTACH: Duration = Duration::from_secs(2);
 #[derive(Default)]
 struct AttachGate {
     /// The current gate and when its holder took it.
-    current: std::sync::Mutex<(Arc<tokio::sync::Mutex<()>>, HeldSince)>,
+    current: parking_lot::Mutex<(Arc<tokio::sync::Mutex<()>>, HeldSince)>,
 }
 
 /// When the holder of a gate took it (None: free).
-type HeldSince = Arc<std::sync::Mutex<Option<std::time::Instant>>>;
+type HeldSince = Arc<parking_lot::Mutex<Option<std::time::Instant>>>;
 
 /// The attach turn: released (and its start cleared) when dropped.
 struct AttachTurn {
@@ -127,22 +127,22 @@ struct AttachTurn {
 
 impl Drop for AttachTurn {
     fn drop(&mut self) {
-        *locked(&self.since) = None;
+        *self.since.lock() = None;
     }
 }
 
 impl AttachGate {
     async fn turn(&self) -> AttachTurn {
         loop {
-            let (gate, since) = locked(&self.current).clone();
+            let (gate, since) = self.current.lock().clone();
             match tokio::time::timeout(Duration::from_millis(250), gate.clone().lock_owned()).await {
                 Ok(guard) => {
-                    *locked(&since) = Some(std::time::Instant::now());
+                    *since.lock() = Some(std::time::Instant::now());
                     return AttachTurn { _guard: guard, since };
                 }
                 Err(_) => {
-                    let stuck = locked(&since).is_some_and(|t| t.elapsed() > STUCK_ATTACH);
-                    let mut current = locked(&self.current);
+                    let stuck = since.lock().is_some_and(|t| t.elapsed() > STUCK_ATTACH);
+                    let mut current = self.current.lock();
                     if stuck && Arc::ptr_eq(&current.0, &gate) {
                         tracing::warn!("a loop device attach is stuck; the other attaches go on without waiting for it");
                         *current = Default::default();
@@ -188,7 +188,7 @@ pub struct Files {
     /// when empty (first use, and after [`Files::forget_loops`] at each full
     /// apply), then kept current by this satellite's own attaches and
     /// detaches. Never one host-wide listing per volume.
-    loops: Arc<std::sync::Mutex<Option<LoopIndex>>>,
+    loops: Arc<parking_lot::Mutex<Option<LoopIndex>>>,
     /// Where the kernel shows each loop device's backing file
     /// (`<sysfs>/loopN/loop/backing_file`): an index entry is checked
     /// there before it is trusted. None: trust the index (unit tests).
@@ -202,7 +202,7 @@ impl Files {
             timeout,
             attach: Arc::new(AttachGate::default()),
             probe: Arc::new(tokio::sync::Mutex::new(())),
-            loops: Arc::new(std::sync::Mutex::new(None)),
+            loops: Arc::new(parking_lot::Mutex::new(None)),
             sysfs: Some(PathBuf::from("/sys/block")),
         }
     }
@@ -220,7 +220,7 @@ impl Files {
     /// Drops the loop index: the next lookup lists the host's loop devices
     /// again (devices attached or detached by someone else are seen then).
     pub fn forget_loops(&self) {
-        *locked(&self.loops) = None;
+        *self.loops.lock() = None;
     }
 
     /// Whether the kernel says `device` is backed by `file`: Some(false)
@@ -241,11 +241,11 @@ impl Files {
 
     /// Fills the index from one `losetup --json --list` if it is empty.
     async fn load_loops(&self) -> Result<(), StorageError> {
-        if locked(&self.loops).is_some() {
+        if self.loops.lock().is_some() {
             return Ok(());
         }
         let _no_attach_meanwhile = self.attach.turn().await;
-        if locked(&self.loops).is_some() {
+        if self.loops.lock().is_some() {
             return Ok(());
         }
         let out = self.runner.run(&self.cmd("losetup").args(["--json", "--list"])).await?;
@@ -254,12 +254,12 @@ impl Files {
             let file = d.back_file.strip_suffix(" (deleted)").unwrap_or(&d.back_file);
             index.entry(PathBuf::from(file)).or_default().push(d.name);
         }
-        *locked(&self.loops) = Some(index);
+        *self.loops.lock() = Some(index);
         Ok(())
     }
 
     fn remember_loop(&self, file: &Path, device: &str) {
-        if let Some(index) = locked(&self.loops).as_mut() {
+        if let Some(index) = self.loops.lock().as_mut() {
             let devices = index.entry(canonical(file)).or_default();
             if !devices.iter().any(|d| d == device) {
                 devices.push(device.to_string());
@@ -268,7 +268,7 @@ impl Files {
     }
 
     fn forget_loop(&self, device: &str) {
-        if let Some(index) = locked(&self.loops).as_mut() {
+        if let Some(index) = self.loops.lock().as_mut() {
             index.retain(|_, devices| {
                 devices.retain(|d| d != device);
                 !devices.is_empty()
@@ -281,7 +281,7 @@ impl Files {
     pub async fn loops_of(&self, path: &Path) -> Result<Vec<String>, StorageError> {
         self.load_loops().await?;
         let file = canonical(path);
-        let listed = locked(&self.loops).as_ref().and_then(|i| i.get(&file).cloned()).unwrap_or_default();
+        let listed = self.loops.lock().as_ref().and_then(|i| i.get(&file).cloned()).unwrap_or_default();
         let mut out = Vec::new();
         for device in listed {
             if self.backed_by(&device, &file) == Some(false) {

@@ -45,13 +45,6 @@ impl StorageError {
     }
 }
 
-/// Locks a std mutex, carrying on with the data if a panicking holder
-/// poisoned it (every value kept this way stays consistent on its own).
-/// The one such helper of the satellite side.
-pub fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Checks that a resource name can safely become part of a file name: the
 /// controller validates names already; this is the satellite's own guard.
 pub fn safe_name(name: &str) -> Result<&str, StorageError> {

@@ -4,15 +4,17 @@
 //! interface only (no matching on kinds there).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use cairn_exec::BoxFuture;
 use cairn_proto::{PoolDesired, ProviderKind, VolumeObserved};
 
+use crate::StorageError;
 use crate::file::{FilePool, Files, VolumeFile};
 use crate::lvm::{Lvm, LvmPool, lv_name};
 use crate::zfs::{Zfs, ZfsPool};
-use crate::{StorageError, locked};
 
 /// One volume to make: resource, number, identity (from its UUID), the
 /// size the backing device needs, and the snapshot to start from if it is
@@ -186,13 +188,13 @@ impl FileProvider {
 
     /// The cached answer, else a probe; None when the probe cannot run.
     async fn reflinks(&self) -> Option<bool> {
-        if let Some(known) = *locked(&self.reflinks) {
+        if let Some(known) = *self.reflinks.lock() {
             return Some(known);
         }
         match self.files.probe_reflink(&self.pool).await {
             Ok(yes) => {
                 tracing::info!(pool = %self.pool.name, dir = %self.pool.dir.display(), reflinks = yes, "probed the pool's file system");
-                *locked(&self.reflinks) = Some(yes);
+                *self.reflinks.lock() = Some(yes);
                 Some(yes)
             }
             Err(e) => {
