@@ -30,6 +30,8 @@ pub mod transport;
 mod view;
 mod worker;
 
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
