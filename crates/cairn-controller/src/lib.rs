@@ -10,8 +10,8 @@
 pub mod build_info;
 pub mod config;
 pub mod crypto;
+pub mod links;
 pub mod rest;
-pub mod satellites;
 mod spec_routes;
 pub mod state;
 
@@ -100,8 +100,8 @@ impl Controller {
         let db_path = config.db_path();
         let store: Arc<dyn Store> = Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db_path)).await??);
         let secret = cluster_secret(&config.secret_path())?;
-        let tls = satellites::client_tls(config)?;
-        let state = AppState::load(store, secret, tls).await?;
+        let transport = links::HttpTransport::new(secret, links::client_tls(config)?);
+        let state = AppState::load(store, Arc::new(transport), links::Timing::default()).await?;
         // LINSTOR's way to start unlocked: MASTER_PASSPHRASE.
         if let Some(p) = std::env::var("MASTER_PASSPHRASE").ok().filter(|p| !p.is_empty()) {
             let get = |k: &str| state.read().ctrl_props.get(k).cloned();

@@ -9,9 +9,9 @@ use cairn_domain::desired::affected_nodes;
 use cairn_domain::{Cluster, Ctx, ObjKey, OpError, Outcome, time};
 use cairn_store::{Store, StoreError};
 
+use crate::links::{self, Links, Timing, Transport};
 use crate::rest::error::ApiError;
 use crate::rest::reply::Reply;
-use crate::satellites::{self, Links};
 
 /// Cheap to clone; every handler gets one.
 #[derive(Clone)]
@@ -20,9 +20,12 @@ pub struct AppState {
 }
 
 struct Inner {
-    cluster: RwLock<Cluster>,
+    /// Shared with the links, which read it to compute desired states.
+    cluster: Arc<RwLock<Cluster>>,
     store: Arc<dyn Store>,
     /// Serialises writers: validate, commit, apply happen as one step.
+    /// Shared with the links (full applies and retries are snapshotted
+    /// under it).
     writer: Arc<tokio::sync::Mutex<()>>,
     links: Links,
 }
@@ -42,7 +45,8 @@ fn new_ctx(master: Option<crate::crypto::MasterKey>) -> Ctx {
 impl AppState {
     /// Loads the cluster from the store and commits the default objects
     /// (`DfltRscGrp`, default pool definitions) if they are missing.
-    pub async fn load(store: Arc<dyn Store>, cluster_secret: String, tls: Option<ureq::tls::TlsConfig>) -> Result<AppState, StoreError> {
+    /// `transport` reaches the satellites; `timing` is the links' clocks.
+    pub async fn load(store: Arc<dyn Store>, transport: Arc<dyn Transport>, timing: Timing) -> Result<AppState, StoreError> {
         let s = store.clone();
         let cluster = tokio::task::spawn_blocking(move || -> Result<Cluster, StoreError> {
             let mut cluster = Cluster::from_objects(s.load()?);
@@ -54,16 +58,12 @@ impl AppState {
         .await
         .map_err(|e| StoreError::Encode { kind: "cluster".into(), key: "load".into(), reason: e.to_string() })??;
         tracing::info!(store = %store.describe(), nodes = cluster.nodes.len(), resource_definitions = cluster.rsc_dfns.len(), resources = cluster.resources.len(), "cluster loaded");
-        let state = AppState {
-            inner: Arc::new(Inner {
-                cluster: RwLock::new(cluster),
-                store,
-                writer: Arc::new(tokio::sync::Mutex::new(())),
-                links: Links::new(cluster_secret, tls),
-            }),
-        };
+        let cluster = Arc::new(RwLock::new(cluster));
+        let writer = Arc::new(tokio::sync::Mutex::new(()));
+        let links = Links::new(cluster.clone(), writer.clone(), transport, timing);
+        let state = AppState { inner: Arc::new(Inner { cluster, store, writer, links }) };
         // Start a link to every satellite node.
-        state.inner.links.reconcile(&state, &state.read());
+        state.inner.links.reconcile(&state.read());
         Ok(state)
     }
 
@@ -133,13 +133,13 @@ impl AppState {
             let c = me.read();
             nodes.extend(affected_nodes(&c, &touched));
             if node_changed {
-                me.inner.links.reconcile(&me, &c);
+                me.inner.links.reconcile(&c);
             }
             Ok::<_, ApiError>(me.inner.links.dispatch(&c, &nodes, &fresh))
         });
         let (pending, warnings) = committed.await.map_err(|e| ApiError::Internal(format!("commit task failed: {e}")))??;
         replies.extend(warnings);
-        replies.extend(satellites::collect(pending).await);
+        replies.extend(links::collect(pending).await);
         let stamp = time::iso8601_utc(ctx.now_ms);
         for r in &mut replies {
             r.created_at = Some(stamp.clone());
@@ -160,7 +160,7 @@ impl AppState {
             self.inner.links.dispatch(&c, &nodes, &nodes).0
         };
         // Waited for without the writer lock: a link's retry may need it.
-        satellites::collect(pending).await
+        links::collect(pending).await
     }
 }
 

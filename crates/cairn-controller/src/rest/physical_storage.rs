@@ -19,6 +19,7 @@ use cairn_proto::{PATH_PHYSICAL, PhysicalCreate, PhysicalCreated, PhysicalDevice
 use super::error::ApiError;
 use super::input;
 use super::reply::{Reply, ok};
+use crate::links::LinkError;
 use crate::state::AppState;
 
 const OP: i64 = rc::MASK_PHYSICAL_DEVICE;
@@ -29,11 +30,11 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/physical-storage", get(view)).route("/v1/physical-storage/{node}", get(of_node).post(create))
 }
 
-async fn devices(s: &AppState, node_key: &str) -> Result<Vec<PhysicalDevice>, String> {
-    s.links().request(s, node_key, PATH_PHYSICAL, None, Duration::from_secs(60)).await
+async fn devices(s: &AppState, node_key: &str) -> Result<Vec<PhysicalDevice>, LinkError> {
+    s.links().request(node_key, PATH_PHYSICAL, None, Duration::from_secs(60)).await
 }
 
-fn not_online(node: &str, why: &str) -> ApiError {
+fn not_online(node: &str, why: &LinkError) -> ApiError {
     ApiError::Op(
         OpError::new(OP, rc::FAIL_UNKNOWN_ERROR, format!("Cannot ask node '{node}' for its physical storage."))
             .cause(why.to_string())
@@ -116,7 +117,7 @@ async fn create(State(s): State<AppState>, Path(node): Path<String>, body: Bytes
     };
     let body = serde_json::to_vec(&msg).map_err(|e| ApiError::Internal(e.to_string()))?;
     let created: PhysicalCreated =
-        s.links().request(&s, &key(&name), PATH_PHYSICAL, Some(body), CREATE_TIMEOUT).await.map_err(|e| not_online(&name, &e))?;
+        s.links().request(&key(&name), PATH_PHYSICAL, Some(body), CREATE_TIMEOUT).await.map_err(|e| not_online(&name, &e))?;
     let backing = match (created.backing, created.error) {
         (Some(b), None) => b,
         (_, e) => {

@@ -1,0 +1,392 @@
+//! Links to the satellites: one worker task per node that connects,
+//! authenticates, sends the node's full desired state, then deltas in
+//! order, and keeps what the satellite acknowledged and what it reports.
+//!
+//! Three states per node:
+//! * desired: computed from the cluster (`cairn_domain::desired`) when
+//!   needed, never stored here;
+//! * acknowledged ([`ack::Ledger`]): per resource and for the pool list,
+//!   the version the satellite answered for without an error, and what was
+//!   handed to it and is not confirmed yet;
+//! * observed ([`view::View`]): connection status, hello, and what the
+//!   satellite last reported of its resources and pools (REST views,
+//!   placement).
+//!
+//! Ordering: deltas are computed under the controller's writer lock
+//! against the ledger and queued to the node's worker, which sends them
+//! one after the other. A (re)connect takes the same lock to snapshot the
+//! full desired state, so no change falls between a full apply and the
+//! deltas after it; the worker's retries are computed under that lock too
+//! and queued behind the deltas already waiting.
+//!
+//! Modules: `transport` (the HTTP client), `worker` (the per-node task),
+//! `dispatch` (deltas of a change and the answers for its request), `ack`,
+//! `view`. The links never see `AppState`: they get the two handles they
+//! need of it (the cluster and the writer lock) when they are made.
+
+mod ack;
+mod dispatch;
+pub mod transport;
+mod view;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use cairn_domain::Cluster;
+use cairn_domain::desired::desired_for_node_with;
+use cairn_domain::name::key;
+use cairn_domain::placement::{NodeObs, Observer};
+use cairn_domain::snapshot::NodeSnapState;
+use cairn_domain::storage_pool::PoolCapacity;
+use cairn_proto::{Hello, Observed, PoolDesired, ResourceDesired, ResourceObserved};
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::crypto::MasterKey;
+pub use dispatch::{Pending, collect};
+pub use transport::{CallError, HttpTransport, Target, Transport, client_tls};
+pub use view::ConnStatus;
+
+/// How often a connected satellite is asked for its state.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Time a satellite may take to apply a change.
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time a satellite may take for a hello or an observation.
+pub const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Exponential back-off, the one policy of the links: `first`, doubled
+/// for every failure in a row, never more than `max`. Reconnects use it
+/// (1 s to 30 s: unreachable nodes cost little) and so do retries of
+/// what a satellite failed to apply (10 s to 5 min: a failing command is
+/// not run in a tight loop). No jitter: each node has one worker, and
+/// failures of different nodes do not come in lockstep.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub const fn new(first: Duration, max: Duration) -> Backoff {
+        Backoff { first, max, failures: 0 }
+    }
+
+    /// The pause after the failures counted so far.
+    pub fn delay(&self) -> Duration {
+        self.first.saturating_mul(1 << self.failures.min(16)).min(self.max)
+    }
+
+    /// Counts a failure.
+    pub fn bump(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    /// The pause after this failure, counted for the next one.
+    pub fn failed(&mut self) -> Duration {
+        let d = self.delay();
+        self.bump();
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// The links' clocks.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub reconnect: Backoff,
+    pub retry: Backoff,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            heartbeat: HEARTBEAT,
+            reconnect: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
+            retry: Backoff::new(Duration::from_secs(10), Duration::from_secs(300)),
+        }
+    }
+}
+
+/// Why a change did not reach a satellite, or a request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    #[error("the node was removed")]
+    Removed,
+    #[error("the satellite restarted")]
+    Restarted,
+    #[error("the satellite is {}", .0.as_str())]
+    NotOnline(ConnStatus),
+    #[error("the node has no satellite interface")]
+    NoInterface,
+    #[error("the full apply failed: {0}")]
+    FullApply(CallError),
+    #[error("the satellite connection was lost: {0}")]
+    Lost(CallError),
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// A change queued to a node's worker.
+struct Job {
+    apply: cairn_proto::Apply,
+    /// Where the answer goes; None for the worker's own retries.
+    done: Option<oneshot::Sender<Result<Observed, LinkError>>>,
+}
+
+/// One node's link.
+struct Link {
+    node_key: String,
+    view: RwLock<View>,
+    ledger: Mutex<Ledger>,
+    tx: mpsc::UnboundedSender<Job>,
+    stopped: AtomicBool,
+    warned_tls: AtomicBool,
+    wake: Notify,
+}
+
+use ack::Ledger;
+use view::View;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Link {
+    fn view(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn view_mut(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the workers need of the controller: the cluster (to compute a
+/// node's desired state and find its address), the writer lock (taken to
+/// snapshot a full state or a retry, so no change falls between), the
+/// master key (LUKS secrets in the desired state), the transport.
+struct Host {
+    cluster: Arc<RwLock<Cluster>>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    master: RwLock<Option<MasterKey>>,
+    transport: Arc<dyn Transport>,
+    timing: Timing,
+}
+
+impl Host {
+    fn read(&self) -> RwLockReadGuard<'_, Cluster> {
+        self.cluster.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn master(&self) -> Option<MasterKey> {
+        self.master.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A node's desired state, with LUKS keys while the master key is known.
+    fn desired(&self, cluster: &Cluster, node_key: &str) -> (Vec<PoolDesired>, Vec<ResourceDesired>) {
+        let master = self.master();
+        let unseal = |sealed: &str| {
+            master.as_ref().and_then(|m| m.open(sealed).map_err(|e| tracing::error!("cannot open a LUKS volume secret: {e}")).ok())
+        };
+        desired_for_node_with(cluster, node_key, &unseal)
+    }
+
+    /// The node's name and where its satellite listens: its active
+    /// interface with a satellite port, else any with one.
+    fn target(&self, node_key: &str) -> Option<(String, Target)> {
+        let c = self.read();
+        let n = c.nodes.get(node_key)?;
+        let nif = n
+            .net_interfaces
+            .iter()
+            .find(|i| i.is_active && i.satellite_port.is_some())
+            .or_else(|| n.net_interfaces.iter().find(|i| i.satellite_port.is_some()))?;
+        let ssl = nif.satellite_encryption_type.as_deref() == Some("SSL");
+        Some((n.name.clone(), Target { addr: std::net::SocketAddr::new(nif.address, nif.satellite_port?), ssl }))
+    }
+}
+
+/// All links, by node key.
+pub struct Links {
+    host: Arc<Host>,
+    links: Mutex<BTreeMap<String, Arc<Link>>>,
+}
+
+impl Links {
+    /// `cluster` and `writer` are the controller's own (see [`Host`]).
+    pub fn new(cluster: Arc<RwLock<Cluster>>, writer: Arc<tokio::sync::Mutex<()>>, transport: Arc<dyn Transport>, timing: Timing) -> Links {
+        Links { host: Arc::new(Host { cluster, writer, master: RwLock::new(None), transport, timing }), links: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The master key, if the passphrase was created or entered.
+    pub fn master(&self) -> Option<MasterKey> {
+        self.host.master()
+    }
+
+    pub fn set_master(&self, key: MasterKey) {
+        *self.host.master.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
+    }
+
+    fn get(&self, node_key: &str) -> Option<Arc<Link>> {
+        lock(&self.links).get(node_key).cloned()
+    }
+
+    /// Starts a worker for every satellite node and stops those of deleted
+    /// nodes. Call within the runtime.
+    pub fn reconcile(&self, cluster: &Cluster) {
+        let wanted: BTreeSet<String> = cluster.nodes.iter().filter(|(_, n)| n.node_type.has_satellite()).map(|(k, _)| k.clone()).collect();
+        let mut links = lock(&self.links);
+        links.retain(|k, l| {
+            let keep = wanted.contains(k);
+            if !keep {
+                l.stopped.store(true, Ordering::SeqCst);
+                l.wake.notify_one();
+            }
+            keep
+        });
+        for k in wanted {
+            if links.contains_key(&k) {
+                continue;
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let link = Arc::new(Link {
+                node_key: k.clone(),
+                view: RwLock::new(View::default()),
+                ledger: Mutex::new(Ledger::default()),
+                tx,
+                stopped: AtomicBool::new(false),
+                warned_tls: AtomicBool::new(false),
+                wake: Notify::new(),
+            });
+            links.insert(k, link.clone());
+            tokio::spawn(worker::run(self.host.clone(), link, rx));
+        }
+    }
+
+    /// `ONLINE` only once the node's full state was applied; `CONNECTED`
+    /// while that is under way.
+    pub fn connection_status(&self, node_key: &str) -> &'static str {
+        self.status(node_key).as_str()
+    }
+
+    fn status(&self, node_key: &str) -> ConnStatus {
+        let Some(l) = self.get(node_key) else { return ConnStatus::Offline };
+        let v = l.view();
+        if v.status == ConnStatus::Online && !v.synced { ConnStatus::Connected } else { v.status }
+    }
+
+    pub fn hello(&self, node_key: &str) -> Option<Hello> {
+        self.get(node_key).and_then(|l| l.view().hello.clone())
+    }
+
+    /// The observed state of one resource on a node.
+    pub fn resource(&self, node_key: &str, rsc: &str) -> Option<ResourceObserved> {
+        let l = self.get(node_key)?;
+        let v = l.view();
+        if !v.current() {
+            return None;
+        }
+        v.resources.get(&key(rsc)).cloned()
+    }
+
+    /// The version of a resource the node's satellite acknowledged.
+    pub fn acknowledged(&self, node_key: &str, rsc: &str) -> Option<ResourceDesired> {
+        let l = self.get(node_key)?;
+        lock(&l.ledger).acked(rsc).cloned()
+    }
+
+    /// Whether the node's satellite found that the pool can take snapshots
+    /// (FILE_THIN: reflinks); None while unknown.
+    pub fn pool_snapshots(&self, node_key: &str, pool: &str) -> Option<bool> {
+        let l = self.get(node_key)?;
+        let v = l.view();
+        v.pools.get(&key(pool)).and_then(|p| p.supports_snapshots)
+    }
+
+    /// What the node's satellite reports of a snapshot of a resource.
+    pub fn snapshot_state(&self, node_key: &str, rsc: &str, snap: &str) -> NodeSnapState {
+        let Some(o) = self.resource(node_key, rsc) else { return NodeSnapState::Pending };
+        if o.snapshots.iter().any(|s| s == snap) {
+            return NodeSnapState::Taken;
+        }
+        match o.snapshot_errors.get(snap) {
+            Some(e) => NodeSnapState::Failed(
+                [Some(e.message.as_str()), e.cause.as_deref(), e.details.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" "),
+            ),
+            None => NodeSnapState::Pending,
+        }
+    }
+
+    pub fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
+        let l = self.get(node_key)?;
+        // Copy what is needed and let go of the view before taking the
+        // ledger: the two are never held together.
+        let (free_kib, total_kib, created) = {
+            let v = l.view();
+            let p = v.pools.get(&key(pool))?;
+            let created: Vec<(String, u32, i64)> = v
+                .resources
+                .values()
+                .flat_map(|r| {
+                    r.volumes.iter().filter(|o| o.device_path.is_some()).filter_map(|o| Some((r.name.clone(), o.number, o.usable_kib?)))
+                })
+                .collect();
+            (p.free_kib?, p.total_kib?, created)
+        };
+        // Volumes of this pool the satellite has reported as created.
+        let ledger = lock(&l.ledger);
+        let present_kib = created
+            .iter()
+            .filter(|(rsc, nr, _)| {
+                ledger.latest(rsc).is_some_and(|d| d.volumes.iter().any(|dv| dv.number == *nr && dv.pool.eq_ignore_ascii_case(pool)))
+            })
+            .fold(0i64, |acc, (_, _, kib)| acc.saturating_add(*kib));
+        Some(PoolCapacity { free_kib, total_kib, present_kib })
+    }
+
+    /// A request to a node's satellite outside the apply stream (physical
+    /// storage): only while it is online.
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        node_key: &str,
+        path: &'static str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<T, LinkError> {
+        let status = self.status(node_key);
+        if status != ConnStatus::Online {
+            return Err(LinkError::NotOnline(status));
+        }
+        let (_, target) = self.host.target(node_key).ok_or(LinkError::NoInterface)?;
+        let bytes = self.host.transport.call(target, path, body, timeout).await?;
+        Ok(transport::decode(&bytes)?)
+    }
+}
+
+impl Observer for Links {
+    fn node(&self, node_key: &str) -> NodeObs {
+        let Some(l) = self.get(node_key) else { return NodeObs::default() };
+        let v = l.view();
+        let Some(h) = v.hello.as_ref().filter(|_| v.current()) else { return NodeObs::default() };
+        NodeObs {
+            online: true,
+            providers: h.providers.iter().filter(|p| p.supported).map(|p| p.kind.as_str().to_string()).collect(),
+            layers: h.layers.iter().cloned().collect(),
+        }
+    }
+
+    fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
+        Links::capacity(self, node_key, pool)
+    }
+}

@@ -1,0 +1,389 @@
+//! The links and `AppState::mutate` against fake satellites: a
+//! [`Transport`] that answers in memory, a `MemStore`, fast clocks. No
+//! network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_api::rc;
+use cairn_domain::{Change, Object};
+use cairn_proto::{
+    Apply, Hello, ObjectError, Observed, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PROTO_VERSION, PoolObserved, ProviderSupport,
+    ResourceObserved, VolumeObserved,
+};
+use cairn_store::MemStore;
+use cairn_store::{Store, StoreError};
+use hyper::body::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::transport::{BoxFuture, CallError, Target, Transport};
+use super::{Backoff, Timing};
+use crate::rest::error::ApiError;
+use crate::rest::reply::Reply;
+use crate::state::AppState;
+
+/// One fake satellite.
+#[derive(Default)]
+struct Sat {
+    name: String,
+    instance: String,
+    /// Every apply it received, in order.
+    applies: Vec<Apply>,
+    /// Resources whose apply fails.
+    fail: BTreeSet<String>,
+    resources: BTreeMap<String, ResourceObserved>,
+    pools: Vec<PoolObserved>,
+}
+
+#[derive(Default)]
+struct Fake {
+    sats: Mutex<BTreeMap<SocketAddr, Sat>>,
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Bytes, CallError> {
+    serde_json::to_vec(v).map(Bytes::from).map_err(|e| CallError::BadReply(e.to_string()))
+}
+
+impl Fake {
+    fn add(&self, port: u16, name: &str) {
+        let sat = Sat { name: name.into(), instance: "first".into(), ..Default::default() };
+        self.sats.lock().expect("fake").insert(addr(port), sat);
+    }
+
+    fn with<R>(&self, port: u16, f: impl FnOnce(&mut Sat) -> R) -> R {
+        f(self.sats.lock().expect("fake").get_mut(&addr(port)).expect("a fake satellite on this port"))
+    }
+
+    fn applies(&self, port: u16) -> Vec<Apply> {
+        self.with(port, |s| s.applies.clone())
+    }
+
+    fn answer(&self, target: Target, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, CallError> {
+        let mut sats = self.sats.lock().expect("fake");
+        let Some(sat) = sats.get_mut(&target.addr) else {
+            return Err(CallError::Unreachable { addr: target.addr, reason: "connection refused".into() });
+        };
+        match path {
+            PATH_HELLO => encode(&Hello {
+                proto_version: PROTO_VERSION,
+                node_name: sat.name.clone(),
+                hostname: sat.name.clone(),
+                version: "test".into(),
+                instance: sat.instance.clone(),
+                providers: vec![ProviderSupport { kind: cairn_proto::ProviderKind::FileThin, supported: true, missing: vec![] }],
+                layers: vec!["STORAGE".into()],
+                unsupported_layers: BTreeMap::new(),
+            }),
+            PATH_APPLY => {
+                let apply: Apply = serde_json::from_slice(&body.unwrap_or_default()).map_err(|e| CallError::Request(e.to_string()))?;
+                sat.applies.push(apply.clone());
+                if apply.full {
+                    sat.resources.clear();
+                }
+                if apply.pools_set {
+                    sat.pools = apply
+                        .pools
+                        .iter()
+                        .map(|p| PoolObserved {
+                            name: p.name.clone(),
+                            total_kib: Some(1 << 30),
+                            free_kib: Some(1 << 30),
+                            ..Default::default()
+                        })
+                        .collect();
+                }
+                let mut o = Observed {
+                    generation: apply.generation,
+                    instance: sat.instance.clone(),
+                    pools: sat.pools.clone(),
+                    ..Default::default()
+                };
+                for r in &apply.resources {
+                    let error = sat.fail.contains(&r.name).then(|| ObjectError {
+                        message: format!("Cannot create '{}'.", r.name),
+                        cause: Some("the disk is on fire".into()),
+                        details: None,
+                    });
+                    let volumes = if error.is_some() {
+                        vec![]
+                    } else {
+                        r.volumes
+                            .iter()
+                            .map(|v| VolumeObserved {
+                                number: v.number,
+                                device_path: Some("/dev/loop7".into()),
+                                usable_kib: Some(v.size_kib),
+                                disk_state: "UpToDate".into(),
+                                ..Default::default()
+                            })
+                            .collect()
+                    };
+                    let seen = ResourceObserved { name: r.name.clone(), volumes, error, ..Default::default() };
+                    sat.resources.insert(r.name.clone(), seen.clone());
+                    o.resources.push(seen);
+                }
+                for n in &apply.removed {
+                    sat.resources.remove(n);
+                    o.removed.push(ResourceObserved { name: n.clone(), ..Default::default() });
+                }
+                encode(&o)
+            }
+            PATH_OBSERVE => encode(&Observed {
+                generation: 0,
+                instance: sat.instance.clone(),
+                resources: sat.resources.values().cloned().collect(),
+                removed: vec![],
+                pools: sat.pools.clone(),
+            }),
+            other => Err(CallError::Status { status: 404, body: format!("no route {other}") }),
+        }
+    }
+}
+
+impl Transport for Fake {
+    fn call(
+        &self,
+        target: Target,
+        path: &'static str,
+        body: Option<Vec<u8>>,
+        _timeout: Duration,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        let answer = self.answer(target, path, body);
+        Box::pin(async move { answer })
+    }
+
+    fn tls(&self) -> bool {
+        false
+    }
+}
+
+/// A `MemStore` whose commits can be made to fail.
+#[derive(Default)]
+struct FlakyStore {
+    inner: MemStore,
+    fail: AtomicBool,
+}
+
+impl Store for FlakyStore {
+    fn load(&self) -> Result<Vec<Object>, StoreError> {
+        self.inner.load()
+    }
+
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Encode { kind: "test".into(), key: "commit".into(), reason: "the disk is full".into() });
+        }
+        self.inner.commit(changes)
+    }
+
+    fn describe(&self) -> String {
+        "flaky memory".into()
+    }
+}
+
+fn fast() -> Timing {
+    Timing {
+        heartbeat: Duration::from_millis(20),
+        reconnect: Backoff::new(Duration::from_millis(20), Duration::from_millis(100)),
+        retry: Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
+    }
+}
+
+fn req<T: DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("a valid request")
+}
+
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn errors(r: &Reply) -> Vec<&cairn_api::ApiCallRc> {
+    r.entries.iter().filter(|e| e.ret_code & rc::MASK_ERROR == rc::MASK_ERROR).collect()
+}
+
+/// A controller with the given nodes (name, fake satellite port) online,
+/// each with a FILE_THIN `DfltStorPool`.
+async fn cluster(store: Arc<dyn Store>, nodes: &[(&str, u16)]) -> (AppState, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let state = AppState::load(store, fake.clone(), fast()).await.expect("load");
+    for (name, port) in nodes {
+        fake.add(*port, name);
+        let node = req(json!({"name": name, "type": "SATELLITE",
+            "net_interfaces": [{"name": "default", "address": "127.0.0.1", "satellite_port": port}]}));
+        state.mutate(201, |c, ctx| c.create_node(&node, ctx)).await.expect("node");
+        wait_for("online", || state.links().connection_status(&name.to_uppercase()) == "ONLINE").await;
+        let pool = req(
+            json!({"storage_pool_name": "DfltStorPool", "provider_kind": "FILE_THIN", "props": {"StorDriver/StorPoolName": "/srv/pool"}}),
+        );
+        let r = state.mutate(201, |c, ctx| c.create_stor_pool(name, &pool, ctx)).await.expect("pool");
+        assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    }
+    (state, fake)
+}
+
+async fn create_resource(state: &AppState, name: &str, node: &str, size_kib: i64) -> Reply {
+    let rd = req(json!({"resource_definition": {"name": name}}));
+    state.mutate(201, |c, ctx| c.create_rsc_dfn(&rd, ctx)).await.expect("rd");
+    let vd = req(json!({"volume_definition": {"size_kib": size_kib}}));
+    state.mutate(201, |c, ctx| c.create_vlm_dfn(name, &vd, ctx)).await.expect("vd");
+    let r: Vec<cairn_api::resource::ResourceCreate> =
+        req(json!([{"resource": {"name": name, "node_name": node}, "layer_list": ["STORAGE"]}]));
+    state.mutate(201, |c, ctx| c.create_resources(name, &r, None, ctx)).await.expect("resource")
+}
+
+fn names(a: &Apply) -> Vec<&str> {
+    a.resources.iter().map(|r| r.name.as_str()).collect()
+}
+
+#[tokio::test]
+async fn dispatch_sends_each_node_its_delta_and_retries_only_what_failed() {
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4001), ("n2", 4002)]).await;
+    for port in [4001, 4002] {
+        let applies = fake.applies(port);
+        assert!(applies[0].full, "a full apply on connect");
+        let pools = applies.last().expect("the pool's delta");
+        assert!(!pools.full && pools.pools_set && pools.resources.is_empty(), "{pools:?}");
+    }
+    let n2_before = fake.applies(4002).len();
+
+    // A resource on n1: a delta with it alone, to n1 alone.
+    let r = create_resource(&state, "ra", "n1", 1024).await;
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    let last = fake.applies(4001).pop().expect("a's delta");
+    assert!(!last.full && !last.pools_set && last.removed.is_empty());
+    assert_eq!(names(&last), ["ra"]);
+    assert_eq!(fake.applies(4002).len(), n2_before, "n2 is not concerned");
+    assert_eq!(state.links().acknowledged("N1", "ra").map(|r| r.volumes[0].size_kib), Some(1024));
+
+    // b fails on n1: the error is in the reply, b is not acknowledged.
+    fake.with(4001, |s| s.fail.insert("rb".into()));
+    let r = create_resource(&state, "rb", "n1", 2048).await;
+    let errs = errors(&r);
+    assert_eq!(errs.len(), 1, "{:?}", r.entries);
+    assert!(errs[0].message.contains("(Node: 'n1') Cannot create 'rb'."), "{:?}", errs[0]);
+    assert_eq!(errs[0].cause.as_deref(), Some("the disk is on fire"));
+    assert_eq!(names(&fake.applies(4001).pop().expect("b's delta")), ["rb"]);
+    assert!(state.links().acknowledged("N1", "rb").is_none());
+
+    // Growing a sends a alone: b is the retry's business, not this change's.
+    let grow = req(json!({"size_kib": 4096}));
+    let r = state.mutate(200, |c, _| c.modify_vlm_dfn("ra", 0, &grow)).await.expect("grow");
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    let grown = fake.applies(4001).into_iter().rev().find(|a| names(a).contains(&"ra")).expect("a's growth");
+    assert_eq!(names(&grown), ["ra"]);
+    assert_eq!(grown.resources[0].volumes[0].size_kib, 4096);
+    wait_for("a acknowledged at its new size", || state.links().acknowledged("N1", "ra").is_some_and(|r| r.volumes[0].size_kib == 4096))
+        .await;
+
+    // The retry sends b alone, as a delta, until it works.
+    let retries_before = fake.applies(4001).iter().filter(|a| names(a) == ["rb"]).count();
+    wait_for("a retry of b", || fake.applies(4001).iter().filter(|a| names(a) == ["rb"]).count() > retries_before + 1).await;
+    fake.with(4001, |s| s.fail.clear());
+    wait_for("b acknowledged", || state.links().acknowledged("N1", "rb").is_some()).await;
+    let applies = fake.applies(4001);
+    assert_eq!(applies.iter().filter(|a| a.full).count(), 1, "no full apply after the first one");
+    for a in applies.iter().skip_while(|a| names(a) != ["rb"]) {
+        assert!(!a.full && !a.pools_set && a.removed.is_empty(), "{a:?}");
+        assert!(names(a) == ["rb"] || names(a) == ["ra"], "{a:?}");
+    }
+    // Once acknowledged, nothing more is sent.
+    let settled = fake.applies(4001).len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.applies(4001).len(), settled);
+    assert_eq!(fake.applies(4002).len(), n2_before);
+}
+
+#[tokio::test]
+async fn a_restarted_satellite_gets_its_full_state_again() {
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4011)]).await;
+    let r = create_resource(&state, "ra", "n1", 1024).await;
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    fake.with(4011, |s| s.instance = "second".into());
+    wait_for("a second full apply", || fake.applies(4011).iter().filter(|a| a.full).count() == 2).await;
+    let full = fake.applies(4011).into_iter().rfind(|a| a.full).expect("full");
+    assert_eq!(names(&full), ["ra"]);
+    assert!(full.pools_set && full.pools.iter().any(|p| p.name == "DfltStorPool"), "{:?}", full.pools);
+    wait_for("a acknowledged again", || state.links().acknowledged("N1", "ra").is_some()).await;
+}
+
+#[tokio::test]
+async fn an_observed_failure_is_retried() {
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4021)]).await;
+    let r = create_resource(&state, "ra", "n1", 1024).await;
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    let before = fake.applies(4021).len();
+    // The satellite reports a failing on its own (its device went away).
+    fake.with(4021, |s| {
+        if let Some(a) = s.resources.get_mut("ra") {
+            a.error = Some(ObjectError { message: "gone".into(), cause: None, details: None });
+        }
+    });
+    wait_for("a sent again", || fake.applies(4021).len() > before).await;
+    let again = &fake.applies(4021)[before];
+    assert!(!again.full && names(again) == ["ra"], "{again:?}");
+    wait_for("a acknowledged again", || state.links().acknowledged("N1", "ra").is_some()).await;
+}
+
+#[tokio::test]
+async fn mutate_commits_then_applies_and_stamps_replies() {
+    let store = Arc::new(FlakyStore::default());
+    let fake = Arc::new(Fake::default());
+    let state = AppState::load(store.clone(), fake, fast()).await.expect("load");
+    let node = |name: &str| {
+        req(
+            json!({"name": name, "type": "SATELLITE", "net_interfaces": [{"name": "default", "address": "127.0.0.1", "satellite_port": 4041}]}),
+        )
+    };
+
+    let n1 = node("n1");
+    let r = state.mutate(201, |c, ctx| c.create_node(&n1, ctx)).await.expect("created");
+    assert_eq!(r.status, 201);
+    assert!(!r.entries.is_empty() && r.entries.iter().all(|e| e.created_at.is_some()), "{:?}", r.entries);
+    assert!(state.read().nodes.contains_key("N1"), "applied in memory");
+    assert!(store.inner.load().expect("load").iter().any(|o| matches!(o, Object::Node(n) if n.name == "n1")), "committed");
+
+    store.fail.store(true, Ordering::SeqCst);
+    let n2 = node("n2");
+    let err = state.mutate(201, |c, ctx| c.create_node(&n2, ctx)).await.expect_err("the commit fails");
+    assert!(matches!(err, ApiError::Store(_)), "{err:?}");
+    assert!(!state.read().nodes.contains_key("N2"), "nothing applied when the commit failed");
+    assert!(!store.inner.load().expect("load").iter().any(|o| matches!(o, Object::Node(n) if n.name == "n2")));
+
+    // A refused request commits nothing either.
+    store.fail.store(false, Ordering::SeqCst);
+    let again = node("n1");
+    assert!(state.mutate(201, |c, ctx| c.create_node(&again, ctx)).await.is_err());
+    assert_eq!(state.read().nodes.len(), 1);
+}
+
+#[tokio::test]
+async fn satellite_errors_and_offline_nodes_are_folded_into_replies() {
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4031)]).await;
+    fake.with(4031, |s| s.fail.insert("bad".into()));
+    let r = create_resource(&state, "bad", "n1", 1024).await;
+    assert_eq!(r.status, 500, "the satellite's error decides the status: {:?}", r.entries);
+    assert!(r.entries.iter().any(|e| e.ret_code > 0), "the stored creation is reported too: {:?}", r.entries);
+    assert!(r.entries.iter().all(|e| e.created_at.is_some()));
+
+    // The satellite goes away: the next change is stored with a warning.
+    fake.sats.lock().expect("fake").clear();
+    wait_for("offline", || state.links().connection_status("N1") == "OFFLINE").await;
+    let grow = req(json!({"size_kib": 2048}));
+    let r = state.mutate(200, |c, _| c.modify_vlm_dfn("bad", 0, &grow)).await.expect("grow");
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    assert!(r.entries.iter().any(|e| e.message.contains("No active connection to satellite 'n1'")), "{:?}", r.entries);
+}

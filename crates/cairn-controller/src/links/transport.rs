@@ -1,0 +1,281 @@
+//! How the controller reaches a satellite: one HTTP request per call,
+//! JSON bodies, the cluster secret as bearer token and the protocol
+//! version in [`VERSION_HEADER`] (see `cairn-proto`).
+//!
+//! [`HttpTransport`] is hyper's pooled client: the connection to a
+//! satellite stays open between calls (the heartbeat keeps it busy), plain
+//! HTTP or mutual TLS with rustls (our client certificate, the satellites'
+//! CA pinned, the certificate checked against the satellite's IP address).
+//! The links only see the [`Transport`] trait, so tests answer with a fake.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use cairn_proto::{PROTO_VERSION, VERSION_HEADER};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request, Uri, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// A future a [`Transport`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The largest answer read from a satellite.
+const MAX_REPLY: usize = 256 << 20;
+/// An idle pooled connection is closed after this long.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Where a satellite listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Mutual TLS (the node's interface is `SSL`).
+    pub ssl: bool,
+}
+
+/// Why a call to a satellite failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("the node's interface uses SSL but the controller has no satellite TLS certificate configured")]
+    NoTls,
+    #[error("cannot build the request: {0}")]
+    Request(String),
+    #[error("{addr}: {reason}")]
+    Unreachable { addr: SocketAddr, reason: String },
+    #[error("{addr} did not answer within {} s", timeout.as_secs())]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("bad reply: {0}")]
+    BadReply(String),
+}
+
+/// One request to a satellite: `POST` with a body, `GET` without. `Ok` is
+/// the body of a 200 answer; any other status is [`CallError::Status`].
+pub trait Transport: Send + Sync + 'static {
+    fn call(&self, target: Target, path: &'static str, body: Option<Vec<u8>>, timeout: Duration)
+    -> BoxFuture<'_, Result<Bytes, CallError>>;
+
+    /// Whether this transport can reach `SSL` interfaces.
+    fn tls(&self) -> bool;
+}
+
+/// Decodes a satellite's JSON answer.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CallError> {
+    serde_json::from_slice(bytes).map_err(|e| CallError::BadReply(e.to_string()))
+}
+
+/// `GET` and decode.
+pub async fn get<T: DeserializeOwned>(t: &dyn Transport, target: Target, path: &'static str, timeout: Duration) -> Result<T, CallError> {
+    decode(&t.call(target, path, None, timeout).await?)
+}
+
+/// `POST` a JSON body and decode the answer.
+pub async fn post<B: Serialize, T: DeserializeOwned>(
+    t: &dyn Transport,
+    target: Target,
+    path: &'static str,
+    body: &B,
+    timeout: Duration,
+) -> Result<T, CallError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| CallError::Request(e.to_string()))?;
+    decode(&t.call(target, path, Some(bytes), timeout).await?)
+}
+
+/// The HTTP client of the links (see the module comment).
+pub struct HttpTransport {
+    secret: String,
+    tls: bool,
+    client: Client<Connector, Full<Bytes>>,
+}
+
+impl HttpTransport {
+    /// `tls`: the client side of mutual TLS, for `SSL` interfaces.
+    pub fn new(secret: String, tls: Option<Arc<rustls::ClientConfig>>) -> HttpTransport {
+        let has_tls = tls.is_some();
+        let connector = Connector { tls: tls.map(TlsConnector::from) };
+        let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(POOL_IDLE).build(connector);
+        HttpTransport { secret, tls: has_tls, client }
+    }
+}
+
+/// An error with its causes, `: `-separated (hyper's own message names
+/// only the stage that failed).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+impl Transport for HttpTransport {
+    fn call(
+        &self,
+        target: Target,
+        path: &'static str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        Box::pin(async move {
+            if target.ssl && !self.tls {
+                return Err(CallError::NoTls);
+            }
+            let addr = target.addr;
+            let scheme = if target.ssl { "https" } else { "http" };
+            let builder = Request::builder()
+                .uri(format!("{scheme}://{addr}{path}"))
+                .header(header::AUTHORIZATION, format!("Bearer {}", self.secret))
+                .header(VERSION_HEADER, PROTO_VERSION.to_string());
+            let request = match body {
+                Some(b) => builder.method(Method::POST).header(header::CONTENT_TYPE, "application/json").body(Full::new(Bytes::from(b))),
+                None => builder.method(Method::GET).body(Full::new(Bytes::new())),
+            }
+            .map_err(|e| CallError::Request(e.to_string()))?;
+            let unreachable = |reason: String| CallError::Unreachable { addr, reason };
+            let exchange = async {
+                let response = self.client.request(request).await.map_err(|e| unreachable(chain(&e)))?;
+                let status = response.status().as_u16();
+                let body = Limited::new(response.into_body(), MAX_REPLY).collect().await.map_err(|e| unreachable(chain(&*e)))?;
+                Ok::<_, CallError>((status, body.to_bytes()))
+            };
+            let (status, bytes) = tokio::time::timeout(timeout, exchange).await.map_err(|_| CallError::Timeout { addr, timeout })??;
+            if status == 200 { Ok(bytes) } else { Err(CallError::Status { status, body: String::from_utf8_lossy(&bytes).into_owned() }) }
+        })
+    }
+
+    fn tls(&self) -> bool {
+        self.tls
+    }
+}
+
+/// Opens connections for the pool: TCP, then TLS for `https` (the server
+/// name is the satellite's IP address).
+#[derive(Clone)]
+struct Connector {
+    tls: Option<TlsConnector>,
+}
+
+impl tower::Service<Uri> for Connector {
+    type Response = TokioIo<Stream>;
+    type Error = io::Error;
+    type Future = BoxFuture<'static, io::Result<TokioIo<Stream>>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{why}: {uri}"));
+            // The links always address satellites as IP:port.
+            let addr: SocketAddr =
+                uri.authority().map(|a| a.as_str()).ok_or_else(|| invalid("no address"))?.parse().map_err(|_| invalid("not IP:port"))?;
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let stream = match uri.scheme_str() {
+                Some("https") => {
+                    let tls = tls.ok_or_else(|| invalid("no TLS configuration"))?;
+                    Stream::Tls(Box::new(tls.connect(ServerName::from(addr.ip()), tcp).await?))
+                }
+                _ => Stream::Plain(tcp),
+            };
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// A connection to a satellite.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Loads the controller's client certificate for satellites using SSL:
+/// our chain and key, and the CA the satellites' certificates must be
+/// signed by (the only root trusted).
+pub fn client_tls(config: &crate::ControllerConfig) -> Result<Option<Arc<rustls::ClientConfig>>, crate::ControllerError> {
+    let (Some(cert), Some(key), Some(ca)) = (&config.satellite_tls_cert, &config.satellite_tls_key, &config.satellite_tls_ca) else {
+        return Ok(None);
+    };
+    let err = |p: &std::path::Path, reason: String| crate::ControllerError::Tls { path: p.display().to_string(), reason };
+    let certs = |p: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, crate::ControllerError> {
+        let certs: Vec<_> = CertificateDer::pem_file_iter(p)
+            .map_err(|e| err(p, e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(p, e.to_string()))?;
+        if certs.is_empty() {
+            return Err(err(p, "no certificate in the file".into()));
+        }
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca)? {
+        roots.add(c).map_err(|e| err(ca, e.to_string()))?;
+    }
+    let chain = certs(cert)?;
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, e.to_string()))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(cert, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, private)
+        .map_err(|e| err(key, e.to_string()))?;
+    Ok(Some(Arc::new(config)))
+}

@@ -1,0 +1,76 @@
+//! What the controller observes of a node's satellite: the connection,
+//! its hello, and the state of its resources and pools as last reported.
+
+use std::collections::BTreeMap;
+
+use cairn_domain::name::key;
+use cairn_proto::{Hello, Observed, PoolObserved, ResourceObserved};
+
+/// `connection_status` values (python-linstor's enum names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnStatus {
+    #[default]
+    Offline,
+    Connected,
+    Online,
+    VersionMismatch,
+    AuthenticationError,
+    HostnameMismatch,
+}
+
+impl ConnStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnStatus::Offline => "OFFLINE",
+            ConnStatus::Connected => "CONNECTED",
+            ConnStatus::Online => "ONLINE",
+            ConnStatus::VersionMismatch => "VERSION_MISMATCH",
+            ConnStatus::AuthenticationError => "AUTHENTICATION_ERROR",
+            ConnStatus::HostnameMismatch => "HOSTNAME_MISMATCH",
+        }
+    }
+}
+
+/// The observed state of one node.
+#[derive(Debug, Default)]
+pub(crate) struct View {
+    pub status: ConnStatus,
+    /// The last full apply succeeded: what the view holds is current.
+    pub synced: bool,
+    pub hello: Option<Hello>,
+    /// by upper-case resource name
+    pub resources: BTreeMap<String, ResourceObserved>,
+    /// by upper-case pool name
+    pub pools: BTreeMap<String, PoolObserved>,
+}
+
+impl View {
+    /// Takes in an answer; `full`: it covers every resource (a full apply
+    /// or an observation), so what it lacks is gone.
+    pub fn absorb(&mut self, o: &Observed, full: bool) {
+        if full {
+            self.resources.clear();
+        }
+        for r in &o.resources {
+            self.resources.insert(key(&r.name), r.clone());
+        }
+        for r in &o.removed {
+            if r.error.is_none() {
+                self.resources.remove(&key(&r.name));
+            }
+        }
+        self.pools = o.pools.iter().map(|p| (key(&p.name), p.clone())).collect();
+    }
+
+    /// Connected and in sync: what the view holds can be shown.
+    pub fn current(&self) -> bool {
+        self.status == ConnStatus::Online && self.synced
+    }
+
+    /// Nothing observed is trusted any more.
+    pub fn forget(&mut self) {
+        self.synced = false;
+        self.resources.clear();
+        self.pools.clear();
+    }
+}

@@ -1,0 +1,282 @@
+//! The worker of one node's link: connect (hello), full apply, then the
+//! queued deltas in order, a heartbeat observation when idle, and the
+//! retry of whatever the satellite did not acknowledge.
+//!
+//! Who retries what, when:
+//! * the connection (hello, full apply, any failed call): reconnect after
+//!   the reconnect back-off; every (re)connect sends the full state, and
+//!   so does a satellite whose `instance` changed (it restarted);
+//! * objects the satellite answered with an error (or an observation
+//!   shows failing): only those, as a delta with their current desired
+//!   version, after the retry back-off; the back-off grows while retries
+//!   keep failing and starts over once nothing is failing.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cairn_proto::{Apply, Hello, Observed, PATH_APPLY, PATH_HELLO, PATH_OBSERVE};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::dispatch::{merge, only_of};
+use super::transport::{self, CallError};
+use super::{APPLY_TIMEOUT, Backoff, ConnStatus, Host, Job, Link, LinkError, SHORT_TIMEOUT, lock};
+
+/// How a session with the satellite ended.
+struct End {
+    status: ConnStatus,
+    why: LinkError,
+    /// Wait for the reconnect back-off before trying again.
+    pause: bool,
+    /// The hello of a satellite that is another node.
+    hello: Option<Hello>,
+}
+
+impl End {
+    fn pause(status: ConnStatus, why: LinkError) -> End {
+        End { status, why, pause: true, hello: None }
+    }
+
+    fn now(why: LinkError) -> End {
+        End { status: ConnStatus::Offline, why, pause: false, hello: None }
+    }
+}
+
+/// The worker of one node's link, until the node is removed.
+pub(super) async fn run(host: Arc<Host>, link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut reconnect = host.timing.reconnect;
+    while !link.stopped.load(Ordering::SeqCst) {
+        let end = session(&host, &link, &mut rx, &mut reconnect).await;
+        went_offline(&link, &mut rx, end.status, &end.why);
+        if end.hello.is_some() {
+            set_status(&link, end.status, end.hello);
+        }
+        if end.pause {
+            pause(&link, reconnect.failed()).await;
+        }
+    }
+    drain(&mut rx, &LinkError::Removed);
+}
+
+/// One connection: hello, full apply, then deltas and heartbeats until
+/// something breaks.
+async fn session(host: &Host, link: &Link, rx: &mut mpsc::UnboundedReceiver<Job>, reconnect: &mut Backoff) -> End {
+    let t = &*host.transport;
+    let Some((name, target)) = host.target(&link.node_key) else {
+        return End::pause(ConnStatus::Offline, LinkError::NoInterface);
+    };
+    if target.ssl && !t.tls() {
+        if !link.warned_tls.swap(true, Ordering::SeqCst) {
+            tracing::error!(node = %name, "the node's interface uses SSL but the controller has no satellite TLS certificate configured");
+        }
+        return End::pause(ConnStatus::Offline, CallError::NoTls.into());
+    }
+    let hello: Hello = match transport::get(t, target, PATH_HELLO, SHORT_TIMEOUT).await {
+        Ok(h) => h,
+        Err(e) => {
+            let status = match e {
+                CallError::Status { status: 401, .. } => ConnStatus::AuthenticationError,
+                CallError::Status { status: 409, .. } => ConnStatus::VersionMismatch,
+                _ => ConnStatus::Offline,
+            };
+            return End::pause(status, e.into());
+        }
+    };
+    if !hello.node_name.eq_ignore_ascii_case(&name) {
+        tracing::warn!(node = %name, satellite = %hello.node_name, addr = %target.addr, "the satellite at this address is another node");
+        let status = ConnStatus::HostnameMismatch;
+        return End { hello: Some(hello), ..End::pause(status, LinkError::NotOnline(status)) };
+    }
+    set_status(link, ConnStatus::Connected, Some(hello.clone()));
+    if let Err(e) = full_sync(host, link, target, rx).await {
+        tracing::warn!(node = %name, "full apply failed: {e}");
+        return End::pause(ConnStatus::Offline, e);
+    }
+    reconnect.reset();
+    let mut retry = host.timing.retry;
+    let mut retry_at = lock(&link.ledger).has_failed().then(|| Instant::now() + retry.delay());
+    loop {
+        if link.stopped.load(Ordering::SeqCst) {
+            return End::now(LinkError::Removed);
+        }
+        tokio::select! {
+            job = rx.recv() => {
+                let Some(job) = job else { return End::now(LinkError::Removed) };
+                // Everything queued behind it goes in the same request:
+                // the satellite works on the resources in parallel.
+                let mut jobs = vec![job];
+                while let Ok(more) = rx.try_recv() {
+                    jobs.push(more);
+                }
+                let apply = merge(jobs.iter().map(|j| &j.apply));
+                let retried = jobs.iter().any(|j| j.done.is_none());
+                let answer = transport::post::<_, Observed>(t, target, PATH_APPLY, &apply, APPLY_TIMEOUT).await;
+                let o = match answer {
+                    Ok(o) if o.instance == hello.instance => o,
+                    other => {
+                        let why = match other {
+                            Ok(_) => LinkError::Restarted,
+                            Err(e) => LinkError::Call(e),
+                        };
+                        answer_all(jobs, &why);
+                        return End::now(why);
+                    }
+                };
+                link.view_mut().absorb(&o, false);
+                let failed = {
+                    let mut ledger = lock(&link.ledger);
+                    ledger.answered(&apply, &o);
+                    ledger.has_failed()
+                };
+                schedule(&mut retry, &mut retry_at, failed, retried);
+                for j in jobs {
+                    if let Some(done) = j.done {
+                        let _ = done.send(Ok(only_of(&o, &j.apply)));
+                    }
+                }
+            }
+            _ = tokio::time::sleep(host.timing.heartbeat) => {
+                if retry_at.is_some_and(|at| at <= Instant::now()) {
+                    retry_at = None;
+                    if let Err(e) = queue_retry(host, link).await {
+                        return End::now(e);
+                    }
+                    continue;
+                }
+                match transport::get::<Observed>(t, target, PATH_OBSERVE, SHORT_TIMEOUT).await {
+                    Ok(o) if o.instance == hello.instance => {
+                        link.view_mut().absorb(&o, true);
+                        if lock(&link.ledger).observed(&o) {
+                            retry_at.get_or_insert(Instant::now() + retry.delay());
+                        }
+                    }
+                    Ok(_) => {
+                        tracing::info!(node = %name, "satellite restarted; sending its full state again");
+                        return End::now(LinkError::Restarted);
+                    }
+                    Err(e) => return End::now(LinkError::Lost(e)),
+                }
+            }
+            _ = link.wake.notified() => {}
+        }
+    }
+}
+
+/// When to retry after an answer: not at all once nothing failed; after a
+/// longer pause when a retry itself failed; else when already planned,
+/// or after the current pause.
+fn schedule(retry: &mut Backoff, retry_at: &mut Option<Instant>, failed: bool, retried: bool) {
+    if !failed {
+        retry.reset();
+        *retry_at = None;
+    } else if retried {
+        retry.bump();
+        *retry_at = Some(Instant::now() + retry.delay());
+    } else if retry_at.is_none() {
+        *retry_at = Some(Instant::now() + retry.delay());
+    }
+}
+
+/// Sends the node's whole desired state. The snapshot is taken under the
+/// writer lock, so every later change is queued as a delta behind it; jobs
+/// queued before it are answered with its result, which covers them.
+async fn full_sync(host: &Host, link: &Link, target: transport::Target, rx: &mut mpsc::UnboundedReceiver<Job>) -> Result<(), LinkError> {
+    let (apply, superseded) = {
+        let _writer = host.writer.lock().await;
+        if link.stopped.load(Ordering::SeqCst) {
+            return Err(LinkError::Removed);
+        }
+        let (pools, rscs) = host.desired(&host.read(), &link.node_key);
+        let generation = lock(&link.ledger).full(&pools, &rscs);
+        // From now on changes to this node are queued to us.
+        set_status(link, ConnStatus::Online, None);
+        let mut superseded = Vec::new();
+        while let Ok(job) = rx.try_recv() {
+            superseded.push(job);
+        }
+        (Apply { generation, full: true, pools_set: true, pools, resources: rscs, removed: Vec::new() }, superseded)
+    };
+    match transport::post::<_, Observed>(&*host.transport, target, PATH_APPLY, &apply, APPLY_TIMEOUT).await {
+        Ok(o) => {
+            {
+                let mut v = link.view_mut();
+                v.absorb(&o, true);
+                v.synced = true;
+            }
+            lock(&link.ledger).answered(&apply, &o);
+            for job in superseded {
+                if let Some(done) = job.done {
+                    let _ = done.send(Ok(only_of(&o, &job.apply)));
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let why = LinkError::FullApply(e);
+            answer_all(superseded, &why);
+            Err(why)
+        }
+    }
+}
+
+/// Queues the retry of what failed, computed under the writer lock like
+/// any delta, behind the deltas already queued.
+async fn queue_retry(host: &Host, link: &Link) -> Result<(), LinkError> {
+    let _writer = host.writer.lock().await;
+    if link.stopped.load(Ordering::SeqCst) {
+        return Err(LinkError::Removed);
+    }
+    let (pools, rscs) = host.desired(&host.read(), &link.node_key);
+    if let Some(apply) = lock(&link.ledger).retry(pools, rscs) {
+        let names: Vec<&str> = apply.resources.iter().map(|r| r.name.as_str()).chain(apply.removed.iter().map(String::as_str)).collect();
+        tracing::info!(node = %link.node_key, resources = ?names, pools = apply.pools_set, "retrying what the satellite did not acknowledge");
+        // The receiver is this worker: it cannot be gone.
+        let _ = link.tx.send(Job { apply, done: None });
+    }
+    Ok(())
+}
+
+fn set_status(link: &Link, status: ConnStatus, hello: Option<Hello>) {
+    let mut v = link.view_mut();
+    if v.status != status {
+        tracing::info!(node = %link.node_key, from = v.status.as_str(), to = status.as_str(), "satellite connection");
+    }
+    v.status = status;
+    if hello.is_some() {
+        v.hello = hello;
+    }
+}
+
+fn answer_all(jobs: Vec<Job>, why: &LinkError) {
+    for job in jobs {
+        if let Some(done) = job.done {
+            let _ = done.send(Err(why.clone()));
+        }
+    }
+}
+
+/// Fails every queued job: the node is not connected.
+fn drain(rx: &mut mpsc::UnboundedReceiver<Job>, why: &LinkError) {
+    let mut jobs = Vec::new();
+    while let Ok(job) = rx.try_recv() {
+        jobs.push(job);
+    }
+    answer_all(jobs, why);
+}
+
+/// Marks the link down: nothing observed is trusted any more, and queued
+/// jobs are answered (their changes go out with the next full apply).
+fn went_offline(link: &Link, rx: &mut mpsc::UnboundedReceiver<Job>, status: ConnStatus, why: &LinkError) {
+    link.view_mut().forget();
+    set_status(link, status, None);
+    drain(rx, why);
+}
+
+/// Waits before the next connection attempt, or until the node is removed.
+async fn pause(link: &Link, delay: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = link.wake.notified() => {}
+    }
+}
