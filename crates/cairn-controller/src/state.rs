@@ -2,7 +2,9 @@
 //! place where mutations are committed.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::Arc;
+
+use parking_lot::{RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_domain::desired::affected_nodes;
@@ -80,7 +82,7 @@ impl AppState {
 
     /// Read access to the cluster. Hold it only while building a reply.
     pub fn read(&self) -> RwLockReadGuard<'_, Cluster> {
-        self.inner.cluster.read().unwrap_or_else(|e| e.into_inner())
+        self.inner.cluster.read()
     }
 
     /// Runs one mutation: compute the outcome against the current cluster,
@@ -129,7 +131,7 @@ impl AppState {
                 .map_err(|e| ApiError::Internal(format!("commit task failed: {e}")))??;
             let node_changed = changes.iter().any(|c| matches!(c.key(), ObjKey::Node(_)));
             let touched = changes.clone();
-            me.inner.cluster.write().unwrap_or_else(|e| e.into_inner()).apply(changes);
+            me.inner.cluster.write().apply(changes);
             let c = me.read();
             nodes.extend(affected_nodes(&c, &touched));
             if node_changed {

@@ -34,8 +34,10 @@ mod worker;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use cairn_domain::Cluster;
@@ -159,16 +161,16 @@ use ack::Ledger;
 use view::View;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock()
 }
 
 impl Link {
     fn view(&self) -> RwLockReadGuard<'_, View> {
-        self.view.read().unwrap_or_else(|e| e.into_inner())
+        self.view.read()
     }
 
-    fn view_mut(&self) -> std::sync::RwLockWriteGuard<'_, View> {
-        self.view.write().unwrap_or_else(|e| e.into_inner())
+    fn view_mut(&self) -> RwLockWriteGuard<'_, View> {
+        self.view.write()
     }
 }
 
@@ -186,11 +188,11 @@ struct Host {
 
 impl Host {
     fn read(&self) -> RwLockReadGuard<'_, Cluster> {
-        self.cluster.read().unwrap_or_else(|e| e.into_inner())
+        self.cluster.read()
     }
 
     fn master(&self) -> Option<MasterKey> {
-        self.master.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.master.read().clone()
     }
 
     /// A node's desired state, with LUKS keys while the master key is known.
@@ -235,7 +237,7 @@ impl Links {
     }
 
     pub fn set_master(&self, key: MasterKey) {
-        *self.host.master.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
+        *self.host.master.write() = Some(key);
     }
 
     fn get(&self, node_key: &str) -> Option<Arc<Link>> {
