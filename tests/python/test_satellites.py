@@ -253,6 +253,19 @@ def test_missing_tools_are_reported_and_nothing_is_half_created(cluster):
         s.stop()
 
 
+def slow_node(c, name, addr, path, timeout):
+    """Starts and registers a satellite whose tools come from PATH `path`
+    and whose commands time out after `timeout` seconds, with a FILE_THIN
+    pool; returns it once ONLINE (the caller stops it)."""
+    s = SatelliteProc(name, addr, os.path.join(c.root, name), c.ctrl.data_dir + "/cluster-secret",
+                      env={"PATH": path}, extra_args=["--command-timeout", str(timeout)])
+    s.start()
+    ok(c.lin.node_create(name, "SATELLITE", addr, port=s.port))
+    ok(c.lin.storage_pool_create(name, "DfltStorPool", "FILE_THIN", os.path.join(c.root, name, "pool")))
+    wait_for(f"{name} online", lambda: status_of(c, name) == "ONLINE")
+    return s
+
+
 def test_a_hung_command_times_out_with_the_tool_named(cluster):
     c = cluster
     fake = os.path.join(c.root, "fakebin")
@@ -267,13 +280,8 @@ def test_a_hung_command_times_out_with_the_tool_named(cluster):
     with open(os.path.join(fake, "truncate"), "w") as f:
         f.write("#!/bin/sh\nif [ \"$1\" = --version ]; then exit 0; fi\nexec sleep 600\n")
     os.chmod(os.path.join(fake, "truncate"), 0o755)
-    s = SatelliteProc("n9", "127.0.10.9", os.path.join(c.root, "n9"), c.ctrl.data_dir + "/cluster-secret",
-                      env={"PATH": fake + ":/usr/bin:/bin"}, extra_args=["--command-timeout", "2"])
+    s = slow_node(c, "n9", "127.0.10.9", fake + ":/usr/bin:/bin", 2)
     try:
-        s.start()
-        ok(c.lin.node_create("n9", "SATELLITE", "127.0.10.9", port=s.port))
-        ok(c.lin.storage_pool_create("n9", "DfltStorPool", "FILE_THIN", os.path.join(c.root, "n9", "pool")))
-        wait_for("n9 online", lambda: status_of(c, "n9") == "ONLINE")
         ok(c.lin.resource_dfn_create("hang"))
         ok(c.lin.volume_dfn_create("hang", 1024))
         t = time.time()
@@ -288,6 +296,45 @@ def test_a_hung_command_times_out_with_the_tool_named(cluster):
         ok(c.lin.resource_create([linstor.ResourceData("n1", "hang")]))
         assert view(c, "hang")["n1"]["volumes"][0]["device_path"]
     finally:
+        s.stop()
+
+
+def test_a_hung_command_on_one_resource_holds_up_no_other(cluster):
+    """One losetup hangs (the file of resource hung0): creates of other
+    resources on the same node all return, and well, while that create
+    still waits; then it fails naming the timeout."""
+    import threading
+    c = cluster
+    fake = os.path.join(c.root, "fakebin-hang")
+    os.makedirs(fake)
+    real = subprocess.run(["sh", "-c", "command -v losetup"], capture_output=True, text=True).stdout.strip()
+    with open(os.path.join(fake, "losetup"), "w") as f:
+        f.write("#!/bin/sh\ncase \"$*\" in *hung0_*) exec sleep 600;; esac\nexec %s \"$@\"\n" % real)
+    os.chmod(os.path.join(fake, "losetup"), 0o755)
+    s = slow_node(c, "n10", "127.0.10.10", fake + ":/usr/sbin:/usr/bin:/sbin:/bin", 15)
+    try:
+        for name in ["hung0"] + [f"free{i}" for i in range(5)]:
+            ok(c.lin.resource_dfn_create(name))
+            ok(c.lin.volume_dfn_create(name, 1024))
+        hung = {}
+
+        def create_hung():
+            hung["reply"] = c.ctrl.request("POST", "/v1/resource-definitions/hung0/resources", [{"resource": {"node_name": "n10"}}])
+
+        t = threading.Thread(target=create_hung)
+        t.start()
+        wait_for("the hung losetup", lambda: subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True).returncode == 0)
+        for i in range(5):
+            ok(c.lin.resource_create([linstor.ResourceData("n10", f"free{i}")]))
+            assert view(c, f"free{i}")["n10"]["volumes"][0]["device_path"].startswith("/dev/loop")
+        assert t.is_alive(), "the other creates returned while the hung one still waits"
+        t.join(60)
+        status, _, body = hung["reply"]
+        assert status == 500, body
+        e = [r for r in body if r["ret_code"] < 0][0]
+        assert "losetup" in e["cause"] and "15 s" in e["cause"], e
+    finally:
+        subprocess.run(["pkill", "-f", "sleep 600"])
         s.stop()
 
 

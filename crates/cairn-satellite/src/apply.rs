@@ -40,6 +40,8 @@ struct Desired {
     /// The generation of the request that last set each resource (desired
     /// or removed): an older request that arrives late changes nothing.
     since: BTreeMap<String, u64>,
+    /// The generation of the request that last set the pool list.
+    pools_since: u64,
     observed: BTreeMap<String, ResourceObserved>,
     /// The DRBD host name of each resource as last desired (a removal
     /// needs it).
@@ -253,7 +255,8 @@ impl Applier {
     pub async fn apply(self: &Arc<Self>, req: Apply) -> Observed {
         let pools = {
             let mut st = self.state.lock();
-            if req.full || req.pools_set {
+            if req.full || (req.pools_set && req.generation >= st.pools_since) {
+                st.pools_since = req.generation;
                 // A pool configured anew (every pool, on a full apply) is
                 // resolved anew, so its properties are probed again.
                 let old = st.pools.clone();

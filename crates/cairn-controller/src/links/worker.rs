@@ -94,6 +94,69 @@ async fn session(host: &Host, link: &Link, rx: &mut mpsc::UnboundedReceiver<Job>
         return End::pause(ConnStatus::Offline, e);
     }
     reconnect.reset();
+    let mut flight = InFlight::default();
+    let end = serve(host, link, rx, &hello, target, &mut flight).await;
+    // Requests still in flight are given up with the session.
+    for (_, (_, jobs)) in std::mem::take(&mut flight.pending) {
+        answer_all(jobs, &end.why);
+    }
+    end
+}
+
+/// How many apply requests one node may have in flight at once.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// Apply requests sent and not answered yet, by generation (each request
+/// has its own), and how far answers were taken into the view.
+#[derive(Default)]
+struct InFlight {
+    tasks: tokio::task::JoinSet<(u64, Result<Observed, CallError>)>,
+    pending: std::collections::BTreeMap<u64, (Apply, Vec<Job>)>,
+    /// The generation of the answer each resource's view entry came from.
+    absorbed: std::collections::BTreeMap<String, u64>,
+    /// The generation of the last observation: answers older than it
+    /// change nothing in the view (the observation saw later state).
+    floor: u64,
+}
+
+impl InFlight {
+    /// The part of an answer that is not older than what the view holds
+    /// for each resource: answers can arrive out of order.
+    fn newer_only(&mut self, o: &Observed) -> Observed {
+        let g = o.generation;
+        let floor = self.floor;
+        let absorbed = &mut self.absorbed;
+        let mut fresh = |name: &str| {
+            let newer = g >= floor && absorbed.get(name).is_none_or(|seen| g >= *seen);
+            if newer {
+                absorbed.insert(name.to_string(), g);
+            }
+            newer
+        };
+        Observed {
+            generation: g,
+            instance: o.instance.clone(),
+            resources: o.resources.iter().filter(|r| fresh(&r.name)).cloned().collect(),
+            removed: o.removed.iter().filter(|r| fresh(&r.name)).cloned().collect(),
+            pools: o.pools.clone(),
+        }
+    }
+}
+
+/// Deltas and heartbeats of a connected session. Deltas go out as they
+/// come, several at once (up to [`MAX_IN_FLIGHT`]): the satellite works on
+/// each resource under its own lock against its newest desired state and
+/// ignores a request older than the one that last set a resource, so a
+/// slow resource never holds up changes to the others.
+async fn serve(
+    host: &Host,
+    link: &Link,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    hello: &Hello,
+    target: transport::Target,
+    flight: &mut InFlight,
+) -> End {
+    let t = &*host.transport;
     let mut retry = host.timing.retry;
     let mut retry_at = lock(&link.ledger).has_failed().then(|| Instant::now() + retry.delay());
     loop {
@@ -101,7 +164,7 @@ async fn session(host: &Host, link: &Link, rx: &mut mpsc::UnboundedReceiver<Job>
             return End::now(LinkError::Removed);
         }
         tokio::select! {
-            job = rx.recv() => {
+            job = rx.recv(), if flight.tasks.len() < MAX_IN_FLIGHT => {
                 let Some(job) = job else { return End::now(LinkError::Removed) };
                 // Everything queued behind it goes in the same request:
                 // the satellite works on the resources in parallel.
@@ -110,8 +173,20 @@ async fn session(host: &Host, link: &Link, rx: &mut mpsc::UnboundedReceiver<Job>
                     jobs.push(more);
                 }
                 let apply = merge(jobs.iter().map(|j| &j.apply));
+                let (transport, body) = (host.transport.clone(), apply.clone());
+                let generation = apply.generation;
+                flight.tasks.spawn(async move {
+                    (generation, transport::post::<_, Observed>(&*transport, target, PATH_APPLY, &body, APPLY_TIMEOUT).await)
+                });
+                flight.pending.insert(generation, (apply, jobs));
+            }
+            Some(done) = flight.tasks.join_next(), if !flight.tasks.is_empty() => {
+                let (generation, answer) = match done {
+                    Ok(d) => d,
+                    Err(e) => return End::now(LinkError::Call(CallError::Request(format!("an apply task failed: {e}")))),
+                };
+                let Some((apply, jobs)) = flight.pending.remove(&generation) else { continue };
                 let retried = jobs.iter().any(|j| j.done.is_none());
-                let answer = transport::post::<_, Observed>(t, target, PATH_APPLY, &apply, APPLY_TIMEOUT).await;
                 let o = match answer {
                     Ok(o) if o.instance == hello.instance => o,
                     other => {
@@ -123,7 +198,7 @@ async fn session(host: &Host, link: &Link, rx: &mut mpsc::UnboundedReceiver<Job>
                         return End::now(why);
                     }
                 };
-                link.view_mut().absorb(&o, false);
+                link.view_mut().absorb(&flight.newer_only(&o), false);
                 let failed = {
                     let mut ledger = lock(&link.ledger);
                     ledger.answered(&apply, &o);
@@ -146,13 +221,14 @@ async fn session(host: &Host, link: &Link, rx: &mut mpsc::UnboundedReceiver<Job>
                 }
                 match transport::get::<Observed>(t, target, PATH_OBSERVE, SHORT_TIMEOUT).await {
                     Ok(o) if o.instance == hello.instance => {
+                        flight.floor = flight.floor.max(o.generation);
                         link.view_mut().absorb(&o, true);
                         if lock(&link.ledger).observed(&o) {
                             retry_at.get_or_insert(Instant::now() + retry.delay());
                         }
                     }
                     Ok(_) => {
-                        tracing::info!(node = %name, "satellite restarted; sending its full state again");
+                        tracing::info!(node = %link.node_key, "satellite restarted; sending its full state again");
                         return End::now(LinkError::Restarted);
                     }
                     Err(e) => return End::now(LinkError::Lost(e)),
