@@ -14,10 +14,10 @@ use cairn_proto::{
     Apply, ObjectError, Observed, PoolDesired, PoolObserved, ProviderSupport, ResourceDesired, ResourceObserved, VolumeDesired,
     VolumeObserved,
 };
-use cairn_storage::StorageError;
 use cairn_storage::drbd::gross_size_kib;
 use cairn_storage::luks::{LUKS2_HEADER_KIB, Luks, LuksError};
 use cairn_storage::provider::{Provider, ResolveError, Tools, VolumeRef, VolumeSpec};
+use cairn_storage::{Kib, Name, StorageError};
 
 use crate::drbd::DrbdLayer;
 
@@ -186,8 +186,14 @@ fn err(message: String, e: &StorageError) -> ObjectError {
     ObjectError { message, cause: Some(e.to_string()), details: e.details() }
 }
 
-fn vref(rsc: &str, v: &VolumeDesired) -> VolumeRef {
-    VolumeRef { rsc: rsc.to_string(), nr: v.number, id: v.id.clone() }
+fn vref(rsc: &Name, v: &VolumeDesired) -> VolumeRef {
+    VolumeRef { rsc: rsc.clone(), nr: v.number, id: v.id.clone() }
+}
+
+/// A name from the controller, checked once: an unusable one fails its
+/// resource before any command runs.
+fn checked(name: &str) -> Result<Name, ObjectError> {
+    Name::new(name).map_err(|e| err(format!("Refusing the name '{name}'."), &e))
 }
 
 fn failed_volume(nr: u32) -> VolumeObserved {
@@ -383,9 +389,16 @@ impl Applier {
                 st.placed.get(name).cloned().unwrap_or_default(),
             )
         };
+        let n = match checked(name) {
+            Ok(n) => n,
+            Err(e) => {
+                let o = ResourceObserved { name: name.to_string(), error: Some(e), ..Default::default() };
+                return if desired.is_some() { Reconciled::Present(o) } else { Reconciled::Removed(o) };
+            }
+        };
         match desired {
             Some(r) => {
-                let o = self.ensure(&pools, &r, &placed).await;
+                let o = self.ensure(&pools, &r, &n, &placed).await;
                 let mut st = self.state.lock();
                 if st.resources.contains_key(name) {
                     st.observed.insert(name.to_string(), o.clone());
@@ -398,7 +411,7 @@ impl Applier {
                 Reconciled::Present(o)
             }
             None => {
-                let o = self.remove(&pools, name, &host, &placed).await;
+                let o = self.remove(&pools, &n, &host, &placed).await;
                 let mut st = self.state.lock();
                 if !st.resources.contains_key(name) {
                     st.observed.remove(name);
@@ -420,8 +433,8 @@ impl Applier {
     }
 
     /// Makes one resource exist: its storage, then its DRBD layer.
-    async fn ensure(&self, pools: &Pools, r: &ResourceDesired, placed: &BTreeSet<String>) -> ResourceObserved {
-        let Some(d) = &r.drbd else { return self.ensure_storage(pools, r, None, Some(placed)).await };
+    async fn ensure(&self, pools: &Pools, r: &ResourceDesired, n: &Name, placed: &BTreeSet<String>) -> ResourceObserved {
+        let Some(d) = &r.drbd else { return self.ensure_storage(pools, r, n, None, Some(placed)).await };
         let layer = match &self.drbd {
             Ok(l) => l.clone(),
             Err(reasons) => {
@@ -442,7 +455,7 @@ impl Applier {
             }
         };
         // Volumes that go are removed only after DRBD let go of them.
-        let mut out = self.ensure_storage(pools, r, Some(d.peer_slots), None).await;
+        let mut out = self.ensure_storage(pools, r, n, Some(d.peer_slots), None).await;
         if out.error.is_some() {
             return out;
         }
@@ -455,7 +468,7 @@ impl Applier {
         match layer.ensure(&r.name, d, &disks, &net).await {
             Ok(o) => {
                 out.drbd = Some(o);
-                self.remove_unwanted(pools, r, placed, &mut out).await;
+                self.remove_unwanted(pools, r, n, placed, &mut out).await;
             }
             Err(e) => {
                 out.drbd = Some(layer.observed(&r.name, d));
@@ -468,7 +481,7 @@ impl Applier {
     /// Removes volumes of the resource that are not wanted any more (other
     /// numbers, or an earlier incarnation of a wanted one) from the pools
     /// it is or was placed in, closing their LUKS mappings first.
-    async fn remove_unwanted(&self, pools: &Pools, r: &ResourceDesired, placed: &BTreeSet<String>, out: &mut ResourceObserved) {
+    async fn remove_unwanted(&self, pools: &Pools, r: &ResourceDesired, n: &Name, placed: &BTreeSet<String>, out: &mut ResourceObserved) {
         let keep: Vec<u32> = r.volumes.iter().map(|v| v.number).collect();
         if let Err(e) = self.luks.close_all_except(&r.name, &keep).await {
             out.error.get_or_insert(luks_err(format!("Cannot close the encrypted volumes of '{}' that go.", r.name), &e));
@@ -476,7 +489,7 @@ impl Applier {
         }
         let wanted: Vec<(u32, String)> = r.volumes.iter().map(|v| (v.number, v.id.clone())).collect();
         for p in Self::providers_of(pools, placed.iter().chain(r.volumes.iter().map(|v| &v.pool))) {
-            if let Err(e) = p.remove_others(&r.name, &wanted).await {
+            if let Err(e) = p.remove_others(n, &wanted).await {
                 out.error.get_or_insert(err(format!("Failed to remove unwanted volumes of '{}' from pool '{}'.", r.name, p.pool()), &e));
             }
         }
@@ -489,12 +502,13 @@ impl Applier {
         &self,
         pools: &Pools,
         r: &ResourceDesired,
+        n: &Name,
         drbd_peer_slots: Option<u8>,
         placed: Option<&BTreeSet<String>>,
     ) -> ResourceObserved {
         let mut out = ResourceObserved { name: r.name.clone(), ..Default::default() };
         if let Some(placed) = placed {
-            self.remove_unwanted(pools, r, placed, &mut out).await;
+            self.remove_unwanted(pools, r, n, placed, &mut out).await;
         }
         for v in &r.volumes {
             let observed = match pools.get(&v.pool) {
@@ -507,7 +521,7 @@ impl Applier {
                 Some(Pool { provider: Ok(p), .. }) if r.diskless || !p.has_storage() => {
                     Ok(VolumeObserved { number: v.number, disk_state: "Diskless".into(), ..Default::default() })
                 }
-                Some(Pool { provider: Ok(p), .. }) => self.ensure_volume(p.as_ref(), r, v, drbd_peer_slots).await,
+                Some(Pool { provider: Ok(p), .. }) => self.ensure_volume(p.as_ref(), r, n, v, drbd_peer_slots).await,
             };
             match observed {
                 Ok(o) => out.volumes.push(o),
@@ -518,7 +532,7 @@ impl Applier {
             }
         }
         if out.error.is_none() && !r.diskless {
-            self.snapshots(pools, r, &mut out).await;
+            self.snapshots(pools, r, n, &mut out).await;
         }
         out
     }
@@ -530,28 +544,34 @@ impl Applier {
         &self,
         p: &dyn Provider,
         r: &ResourceDesired,
+        n: &Name,
         v: &VolumeDesired,
         slots: Option<u8>,
     ) -> Result<VolumeObserved, ObjectError> {
         let fail = |what: &str, e: &StorageError| {
             err(format!("Failed to {what} volume {} of '{}' on node '{}'.", v.number, r.name, self.node_name), e)
         };
-        let vr = vref(&r.name, v);
-        if let Some(rb) = &r.rollback
-            && p.needs_rollback(&vr, &rb.snapshot, &rb.id).await.map_err(|e| fail("check", &e))?
+        let vr = vref(n, v);
+        let rollback = match &r.rollback {
+            Some(rb) => Some((Name::new(&rb.snapshot).map_err(|e| fail("roll back", &e))?, rb.id.as_str())),
+            None => None,
+        };
+        let source = match &v.source {
+            Some(s) => {
+                Some((Name::new(&s.resource).map_err(|e| fail("restore", &e))?, Name::new(&s.snapshot).map_err(|e| fail("restore", &e))?))
+            }
+            None => None,
+        };
+        let size = Kib::new(backing_kib(v, slots)).map_err(|e| fail("create", &e))?;
+        if let Some((snap, id)) = &rollback
+            && p.needs_rollback(&vr, snap, id).await.map_err(|e| fail("check", &e))?
         {
             if let Err(e) = self.luks.close(&r.name, v.number).await {
                 return Err(luks_err(format!("Cannot close encrypted volume {} of '{}' for the rollback.", v.number, r.name), &e));
             }
-            p.rollback(&vr, &rb.snapshot, &rb.id).await.map_err(|e| fail("roll back", &e))?;
+            p.rollback(&vr, snap, id).await.map_err(|e| fail("roll back", &e))?;
         }
-        let spec = VolumeSpec {
-            rsc: &r.name,
-            nr: v.number,
-            id: &v.id,
-            size_kib: backing_kib(v, slots),
-            source: v.source.as_ref().map(|s| (s.resource.as_str(), s.snapshot.as_str())),
-        };
+        let spec = VolumeSpec { rsc: n, nr: v.number, id: &v.id, size, source: source.as_ref().map(|(r, s)| (r, s)) };
         let mut o = p.ensure(spec).await.map_err(|e| fail("create", &e))?;
         if let (Some(l), Some(dev)) = (&v.luks, o.device_path.clone()) {
             match self.luks.ensure(&dev, &r.name, v.number, l).await {
@@ -569,14 +589,14 @@ impl Applier {
 
     /// Makes the snapshots of a resource on this node what is desired;
     /// records the ones present.
-    async fn snapshots(&self, pools: &Pools, r: &ResourceDesired, out: &mut ResourceObserved) {
+    async fn snapshots(&self, pools: &Pools, r: &ResourceDesired, n: &Name, out: &mut ResourceObserved) {
         let provider_of = |nr: u32| -> Option<&Arc<dyn Provider>> {
             let v = r.volumes.iter().find(|v| v.number == nr)?;
             pools.get(&v.pool)?.provider.as_ref().ok()
         };
         let mut present: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for p in Self::providers_of(pools, r.volumes.iter().map(|v| &v.pool)) {
-            match p.snapshots(&r.name).await {
+            match p.snapshots(n).await {
                 Ok(s) => {
                     for (name, nrs) in s {
                         present.entry(name).or_default().extend(nrs);
@@ -597,6 +617,13 @@ impl Applier {
                 out.snapshot_errors.insert(snap.clone(), e);
                 continue;
             }
+            let snap_name = match Name::new(snap) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.snapshot_failed(&r.name, snap, err(format!("Refusing the snapshot name '{snap}'."), &e), out);
+                    continue;
+                }
+            };
             for v in &r.volumes {
                 if present.get(snap).is_some_and(|n| n.contains(&v.number)) {
                     continue;
@@ -614,7 +641,7 @@ impl Applier {
                     self.snapshot_failed(&r.name, snap, cannot(why), out);
                     break;
                 }
-                match p.create_snapshot(&vref(&r.name, v), snap).await {
+                match p.create_snapshot(&vref(n, v), &snap_name).await {
                     Ok(()) => present.entry(snap.clone()).or_default().push(v.number),
                     Err(e) => {
                         let e = err(
@@ -634,9 +661,11 @@ impl Applier {
             if r.snapshots.contains(&snap) {
                 continue;
             }
+            // Listed by the provider, so it passed the name check there.
+            let Ok(snap_name) = Name::new(&snap) else { continue };
             for nr in nrs {
                 let Some(p) = provider_of(nr) else { continue };
-                match p.delete_snapshot(&r.name, nr, &snap).await {
+                match p.delete_snapshot(n, nr, &snap_name).await {
                     Ok(()) => {
                         present.remove(&snap);
                     }
@@ -660,7 +689,7 @@ impl Applier {
 
     /// Takes the DRBD layer down, then removes every volume of a resource
     /// from the pools it may be in. `host` is its DRBD host name.
-    async fn remove(&self, pools: &Pools, name: &str, host: &str, placed: &BTreeSet<String>) -> ResourceObserved {
+    async fn remove(&self, pools: &Pools, name: &Name, host: &str, placed: &BTreeSet<String>) -> ResourceObserved {
         let mut out = ResourceObserved { name: name.to_string(), ..Default::default() };
         self.failed_snapshots.lock().retain(name, |_| false);
         if let Ok(layer) = &self.drbd
@@ -731,8 +760,10 @@ impl Applier {
         for o in observed.iter() {
             let Some(r) = resources.get(&o.name) else { continue };
             for ov in o.volumes.iter().filter(|v| v.device_path.is_some()) {
-                if let Some(v) = r.volumes.iter().find(|v| v.number == ov.number) {
-                    by_pool.entry(&v.pool).or_default().push(vref(&r.name, v));
+                if let Some(v) = r.volumes.iter().find(|v| v.number == ov.number)
+                    && let Ok(n) = Name::new(&r.name)
+                {
+                    by_pool.entry(&v.pool).or_default().push(vref(&n, v));
                 }
             }
         }

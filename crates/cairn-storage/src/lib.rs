@@ -30,6 +30,8 @@ pub enum StorageError {
     BadPoolDir(String),
     #[error("unusable storage pool backing: {0}")]
     BadBacking(String),
+    #[error("invalid volume size {0} KiB")]
+    BadSize(i64),
 }
 
 impl StorageError {
@@ -42,6 +44,71 @@ impl StorageError {
             }),
             _ => None,
         }
+    }
+}
+
+/// A volume size in KiB: positive, and small enough that its bytes fit a
+/// `u64` and an `i64`. Checked once when a request is read; providers take
+/// only this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Kib(u64);
+
+impl Kib {
+    pub fn new(kib: i64) -> Result<Kib, StorageError> {
+        u64::try_from(kib)
+            .ok()
+            .filter(|k| *k > 0 && k.checked_mul(1024).is_some_and(|b| i64::try_from(b).is_ok()))
+            .map(Kib)
+            .ok_or(StorageError::BadSize(kib))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    pub fn bytes(self) -> u64 {
+        self.0 * 1024
+    }
+
+    /// The size as the wire and the size reports have it.
+    pub fn as_i64(self) -> i64 {
+        // Fits: checked in `new`.
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+}
+
+impl std::fmt::Display for Kib {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A resource or snapshot name that passed [`safe_name`]: it can become
+/// part of a file, LV or dataset name. Checked once when a request is
+/// read; providers take only this.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(String);
+
+impl Name {
+    pub fn new(name: &str) -> Result<Name, StorageError> {
+        safe_name(name).map(|n| Name(n.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -117,6 +184,17 @@ mod tests {
         for bad in ["web_0003", "web_000003", "web_+0003", "web_0000a", "web00003", "web_00000_s1"] {
             assert_eq!(split_volume_name(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn sizes_are_positive_and_their_bytes_fit() {
+        assert_eq!(Kib::new(1024).map(Kib::bytes).ok(), Some(1 << 20));
+        for bad in [0, -1, i64::MAX, i64::MAX / 1024 + 1] {
+            assert!(Kib::new(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Kib::new(i64::MAX / 1024).map(Kib::as_i64).ok(), Some(i64::MAX / 1024));
+        assert!(Name::new("../x").is_err());
+        assert_eq!(Name::new("pvc-1").map(|n| n.len()).ok(), Some(5));
     }
 
     #[test]

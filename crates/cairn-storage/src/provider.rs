@@ -11,27 +11,27 @@ use parking_lot::Mutex;
 use cairn_exec::BoxFuture;
 use cairn_proto::{PoolDesired, ProviderKind, VolumeObserved};
 
-use crate::StorageError;
 use crate::file::{FilePool, Files, VolumeFile};
 use crate::lvm::{Lvm, LvmPool, lv_name};
 use crate::zfs::{Zfs, ZfsPool};
+use crate::{Kib, Name, StorageError};
 
 /// One volume to make: resource, number, identity (from its UUID), the
 /// size the backing device needs, and the snapshot to start from if it is
 /// new (`(resource, snapshot)`, a restore).
 #[derive(Debug, Clone, Copy)]
 pub struct VolumeSpec<'a> {
-    pub rsc: &'a str,
+    pub rsc: &'a Name,
     pub nr: u32,
     pub id: &'a str,
-    pub size_kib: i64,
-    pub source: Option<(&'a str, &'a str)>,
+    pub size: Kib,
+    pub source: Option<(&'a Name, &'a Name)>,
 }
 
 /// A volume that exists in a pool: resource, number, identity.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct VolumeRef {
-    pub rsc: String,
+    pub rsc: Name,
     pub nr: u32,
     pub id: String,
 }
@@ -66,7 +66,7 @@ pub trait Provider: Send + Sync {
     /// Removes the volumes of `rsc` that `keep` does not name (by number
     /// and identity; an earlier incarnation of a number goes too). An
     /// empty `keep` removes all of them.
-    fn remove_others<'a>(&'a self, rsc: &'a str, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>>;
+    fn remove_others<'a>(&'a self, rsc: &'a Name, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>>;
     /// Resources with volumes in this pool (made by Cairn).
     fn resources(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StorageError>>;
     fn capacity(&self) -> BoxFuture<'_, Result<Capacity, StorageError>>;
@@ -79,22 +79,22 @@ pub trait Provider: Send + Sync {
         let why = format!("A {} pool takes no snapshots: they need LVM_THIN, or FILE_THIN on a file system with reflinks.", self.kind());
         Box::pin(async move { Some(why) })
     }
-    fn snapshots<'a>(&'a self, _rsc: &'a str) -> BoxFuture<'a, Result<SnapshotMap, StorageError>> {
+    fn snapshots<'a>(&'a self, _rsc: &'a Name) -> BoxFuture<'a, Result<SnapshotMap, StorageError>> {
         Box::pin(async { Ok(SnapshotMap::new()) })
     }
-    fn create_snapshot<'a>(&'a self, v: &'a VolumeRef, snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn create_snapshot<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         let why = format!("pool '{}' ({}) takes no snapshot '{snap}' of {}", self.pool(), self.kind(), v.rsc);
         Box::pin(async move { Err(StorageError::BadBacking(why)) })
     }
-    fn delete_snapshot<'a>(&'a self, _rsc: &'a str, _nr: u32, _snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn delete_snapshot<'a>(&'a self, _rsc: &'a Name, _nr: u32, _snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async { Ok(()) })
     }
     /// Whether the volume still has to go back to `snap` for rollback `id`
     /// (each rollback id happens once).
-    fn needs_rollback<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a str, _id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+    fn needs_rollback<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a Name, _id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async { Ok(false) })
     }
-    fn rollback<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a str, _id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn rollback<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a Name, _id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -158,7 +158,7 @@ impl Provider for Diskless {
     fn ensure<'a>(&'a self, v: VolumeSpec<'a>) -> BoxFuture<'a, Result<VolumeObserved, StorageError>> {
         Box::pin(async move { Ok(VolumeObserved { number: v.nr, disk_state: "Diskless".into(), ..Default::default() }) })
     }
-    fn remove_others<'a>(&'a self, _rsc: &'a str, _keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn remove_others<'a>(&'a self, _rsc: &'a Name, _keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async { Ok(()) })
     }
     fn resources(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StorageError>> {
@@ -218,13 +218,17 @@ impl Provider for FileProvider {
             if let Some((src, snap)) = v.source {
                 self.files.restore_into(&self.pool, &vf, src, snap).await?;
             }
-            self.files.ensure(&self.pool, &vf, v.size_kib).await
+            self.files.ensure(&self.pool, &vf, v.size).await
         })
     }
-    fn remove_others<'a>(&'a self, rsc: &'a str, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn remove_others<'a>(&'a self, rsc: &'a Name, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let stale: Vec<VolumeFile> =
-                self.pool.list()?.into_iter().filter(|f| f.rsc == rsc && !keep.iter().any(|(nr, id)| f.nr == *nr && f.id == *id)).collect();
+            let stale: Vec<VolumeFile> = self
+                .pool
+                .list()?
+                .into_iter()
+                .filter(|f| f.rsc == rsc.as_str() && !keep.iter().any(|(nr, id)| f.nr == *nr && f.id == *id))
+                .collect();
             for f in stale {
                 self.files.remove(&self.pool, &f).await?;
             }
@@ -247,7 +251,7 @@ impl Provider for FileProvider {
             for v in volumes {
                 match Files::sizes(&self.pool, &Self::file(v)) {
                     Ok((_, allocated)) => {
-                        out.insert((v.rsc.clone(), v.nr), allocated);
+                        out.insert((v.rsc.to_string(), v.nr), allocated);
                     }
                     Err(e) => tracing::debug!(rsc = %v.rsc, volume = v.nr, "cannot read the allocated size: {e}"),
                 }
@@ -268,19 +272,19 @@ impl Provider for FileProvider {
             })
         })
     }
-    fn snapshots<'a>(&'a self, rsc: &'a str) -> BoxFuture<'a, Result<SnapshotMap, StorageError>> {
+    fn snapshots<'a>(&'a self, rsc: &'a Name) -> BoxFuture<'a, Result<SnapshotMap, StorageError>> {
         Box::pin(async move { Files::snapshots(&self.pool, rsc) })
     }
-    fn create_snapshot<'a>(&'a self, v: &'a VolumeRef, snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn create_snapshot<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.files.create_snapshot(&self.pool, &Self::file(v), snap).await })
     }
-    fn delete_snapshot<'a>(&'a self, rsc: &'a str, nr: u32, snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn delete_snapshot<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.files.delete_snapshot(&self.pool, rsc, nr, snap).await })
     }
-    fn needs_rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+    fn needs_rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move { self.files.needs_rollback(&self.pool, &Self::file(v), snap, id) })
     }
-    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.files.rollback(&self.pool, &Self::file(v), snap, id).await })
     }
 }
@@ -305,10 +309,10 @@ impl Provider for LvmProvider {
                 Some((src, snap)) => Some(format!("{}_{snap}", lv_name(src, v.nr)?)),
                 None => None,
             };
-            self.lvm.ensure_from(&self.pool, v.rsc, v.nr, v.id, v.size_kib, source.as_deref()).await
+            self.lvm.ensure_from(&self.pool, v.rsc, v.nr, v.id, v.size.as_i64(), source.as_deref()).await
         })
     }
-    fn remove_others<'a>(&'a self, rsc: &'a str, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn remove_others<'a>(&'a self, rsc: &'a Name, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
         // An earlier incarnation of a kept number is replaced by `ensure`
         // (its id tag differs), so numbers are enough here.
         let keep: Vec<u32> = keep.iter().map(|(nr, _)| *nr).collect();
@@ -330,19 +334,19 @@ impl Provider for LvmProvider {
         let thick = self.pool.thin_pool.is_none();
         Box::pin(async move { thick.then(|| "A thick LVM pool takes no snapshots here: they need LVM_THIN.".to_string()) })
     }
-    fn snapshots<'a>(&'a self, rsc: &'a str) -> BoxFuture<'a, Result<SnapshotMap, StorageError>> {
+    fn snapshots<'a>(&'a self, rsc: &'a Name) -> BoxFuture<'a, Result<SnapshotMap, StorageError>> {
         Box::pin(async move { self.lvm.snapshots(&self.pool, rsc).await })
     }
-    fn create_snapshot<'a>(&'a self, v: &'a VolumeRef, snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn create_snapshot<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.lvm.create_snapshot(&self.pool, &v.rsc, v.nr, snap).await })
     }
-    fn delete_snapshot<'a>(&'a self, rsc: &'a str, nr: u32, snap: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn delete_snapshot<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.lvm.delete_snapshot(&self.pool, rsc, nr, snap).await })
     }
-    fn needs_rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+    fn needs_rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move { self.lvm.needs_rollback(&self.pool, &v.rsc, v.nr, snap, id).await })
     }
-    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a str, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.lvm.rollback(&self.pool, &v.rsc, v.nr, &v.id, snap, id).await })
     }
 }
@@ -362,9 +366,9 @@ impl Provider for ZfsProvider {
         self.kind
     }
     fn ensure<'a>(&'a self, v: VolumeSpec<'a>) -> BoxFuture<'a, Result<VolumeObserved, StorageError>> {
-        Box::pin(async move { self.zfs.ensure(&self.pool, v.rsc, v.nr, v.id, v.size_kib).await })
+        Box::pin(async move { self.zfs.ensure(&self.pool, v.rsc, v.nr, v.id, v.size).await })
     }
-    fn remove_others<'a>(&'a self, rsc: &'a str, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn remove_others<'a>(&'a self, rsc: &'a Name, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
         let keep: Vec<u32> = keep.iter().map(|(nr, _)| *nr).collect();
         Box::pin(async move { self.zfs.remove_others(&self.pool, rsc, &keep).await })
     }

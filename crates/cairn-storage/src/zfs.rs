@@ -9,7 +9,7 @@ use std::time::Duration;
 use cairn_exec::{Cmd, CommandRunner, ExecError};
 use cairn_proto::VolumeObserved;
 
-use crate::{StorageError, safe_name, split_volume_name, volume_number};
+use crate::{Kib, StorageError, safe_name, split_volume_name, volume_number};
 
 /// A ZFS pool: a zpool or a dataset in one (`tank` or `tank/linstor`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +135,8 @@ impl Zfs {
         }
     }
 
-    pub async fn ensure(&self, pool: &ZfsPool, rsc: &str, nr: u32, id: &str, size_kib: i64) -> Result<VolumeObserved, StorageError> {
+    pub async fn ensure(&self, pool: &ZfsPool, rsc: &str, nr: u32, id: &str, size: Kib) -> Result<VolumeObserved, StorageError> {
+        let size_kib = size.get();
         let name = zvol_name(pool, rsc, nr)?;
         let vid: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         let all = self.list(pool).await?;
@@ -144,7 +145,7 @@ impl Zfs {
             tracing::warn!(zvol = %old.name, "removing a zvol of an earlier resource of the same name");
             self.destroy(&all, &old.name).await?;
         }
-        let want_bytes = u64::try_from(size_kib).unwrap_or(0) * 1024;
+        let want_bytes = size.bytes();
         match existing.filter(|z| z.vid.as_deref() == Some(vid.as_str())) {
             Some(z) if z.volsize.unwrap_or(0) < want_bytes => {
                 self.runner.run(&self.zfs().args(["set", &format!("volsize={size_kib}KB"), &name])).await?;
@@ -310,7 +311,7 @@ mod tests {
         f.expect(&l, "")
             .expect(&["zfs", "create", "-s", "-V", "65536KB", "-o", "cairn:vid=abc", "tank/db_00000"], "")
             .expect(&l, "tank/db_00000\t12288\t67108864\tvolume\t16384\t-\t-\tabc\n");
-        let o = rt().block_on(z.ensure(&thin, "db", 0, "abc", 65536)).unwrap();
+        let o = rt().block_on(z.ensure(&thin, "db", 0, "abc", Kib::new(65536).unwrap())).unwrap();
         assert_eq!(o.device_path.as_deref(), Some("/dev/zvol/tank/db_00000"));
         assert_eq!((o.usable_kib, o.allocated_kib), (Some(65536), Some(12)));
         assert!(f.is_done(), "{:?}", f.calls());
@@ -319,10 +320,10 @@ mod tests {
         f.expect(&l, "tank/db_00000\t12288\t67108864\tvolume\t16384\t-\t-\tabc\n")
             .expect(&["zfs", "set", "volsize=131072KB", "tank/db_00000"], "")
             .expect(&l, "tank/db_00000\t12288\t134217728\tvolume\t16384\t-\t-\tabc\n");
-        rt().block_on(z.ensure(&thick, "db", 0, "abc", 131072)).unwrap();
+        rt().block_on(z.ensure(&thick, "db", 0, "abc", Kib::new(131072).unwrap())).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
         f.expect(&l, "").expect(&["zfs", "create", "-V", "4096KB", "-o", "cairn:vid=new", "tank/web_00000"], "").expect(&l, "");
-        rt().block_on(z.ensure(&thick, "web", 0, "new", 4096)).unwrap();
+        rt().block_on(z.ensure(&thick, "web", 0, "new", Kib::new(4096).unwrap())).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
         // Delete: destroy; with a snapshot left, rename out of the way.
         f.expect(&l, &fixture("list.txt")).expect(&["zfs", "rename", "tank/web_00000", "tank/_deleted_web_00000"], "");
