@@ -42,6 +42,10 @@ struct Sat {
 #[derive(Default)]
 struct Fake {
     sats: Mutex<BTreeMap<SocketAddr, Sat>>,
+    /// Resources whose applies wait (a hung command) while named here.
+    hold: Mutex<BTreeSet<String>>,
+    /// Applies waiting because of `hold`.
+    holding: std::sync::atomic::AtomicUsize,
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -156,6 +160,21 @@ impl Transport for Fake {
         body: Option<Vec<u8>>,
         _timeout: Duration,
     ) -> BoxFuture<'_, Result<Bytes, CallError>> {
+        let held = |b: &Option<Vec<u8>>| {
+            let apply = b.as_deref().and_then(|b| serde_json::from_slice::<Apply>(b).ok());
+            let hold = self.hold.lock().expect("fake");
+            apply.is_some_and(|a| a.resources.iter().any(|r| hold.contains(&r.name)))
+        };
+        if path == PATH_APPLY && held(&body) {
+            return Box::pin(async move {
+                self.holding.fetch_add(1, Ordering::SeqCst);
+                while held(&body) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                self.holding.fetch_sub(1, Ordering::SeqCst);
+                self.answer(target, path, body)
+            });
+        }
         let answer = self.answer(target, path, body);
         Box::pin(async move { answer })
     }
@@ -305,6 +324,28 @@ async fn dispatch_sends_each_node_its_delta_and_retries_only_what_failed() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.applies(4001).len(), settled);
     assert_eq!(fake.applies(4002).len(), n2_before);
+}
+
+#[tokio::test]
+async fn a_slow_resource_does_not_hold_up_changes_to_other_resources_of_its_node() {
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4051)]).await;
+    fake.hold.lock().expect("fake").insert("slow".into());
+    let st = state.clone();
+    let slow = tokio::spawn(async move { create_resource(&st, "slow", "n1", 1024).await });
+    wait_for("the slow apply is under way", || fake.holding.load(Ordering::SeqCst) == 1).await;
+    for name in ["fast1", "fast2"] {
+        let r = create_resource(&state, name, "n1", 1024).await;
+        assert!(errors(&r).is_empty(), "{:?}", r.entries);
+        assert!(state.links().acknowledged("N1", name).is_some());
+    }
+    assert!(!slow.is_finished(), "the other creates were answered while the slow one still waits");
+    fake.hold.lock().expect("fake").clear();
+    let r = slow.await.expect("task");
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    wait_for("slow acknowledged", || state.links().acknowledged("N1", "slow").is_some()).await;
+    // Out-of-order answers left the view right: all three are there.
+    let seen: Vec<bool> = ["slow", "fast1", "fast2"].iter().map(|n| state.links().resource("N1", n).is_some()).collect();
+    assert_eq!(seen, [true, true, true]);
 }
 
 #[tokio::test]
