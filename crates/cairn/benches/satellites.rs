@@ -3,16 +3,14 @@
 //! satellite RSS. Needs root (loop devices). Run with
 //! `cargo bench -p cairn --bench satellites`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_api::node::{NetInterface, Node};
 use cairn_api::resource::{Resource, ResourceCreate};
-use cairn_api::resource_definition::{ResourceDefinition, ResourceDefinitionCreate, VolumeDefinition, VolumeDefinitionCreate};
-use cairn_api::storage_pool::StoragePool;
 use cairn_client::Client;
+
+mod common;
 
 const SIZE_KIB: i64 = 64 * 1024;
 
@@ -39,15 +37,6 @@ fn spawn(args: &[&str], dir: &Path) -> Child {
         .expect("spawn cairn")
 }
 
-fn wait_http(url: &str) {
-    let c = Client::new(url);
-    let t = Instant::now();
-    while !c.raw("GET", "/health", None).is_ok_and(|r| r.status == 200) {
-        assert!(t.elapsed() < Duration::from_secs(60), "controller did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -55,22 +44,6 @@ fn ms(d: Duration) -> String {
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn define(c: &Client, name: &str) {
-    c.create_rsc_dfn(&ResourceDefinitionCreate {
-        resource_definition: ResourceDefinition { name: name.into(), ..Default::default() },
-        ..Default::default()
-    })
-    .expect("rd");
-    c.create_vlm_dfn(
-        name,
-        &VolumeDefinitionCreate {
-            volume_definition: VolumeDefinition { size_kib: Some(SIZE_KIB), ..Default::default() },
-            ..Default::default()
-        },
-    )
-    .expect("vd");
 }
 
 fn place(c: &Client, name: &str, nodes: &[&str]) {
@@ -104,7 +77,7 @@ fn main() {
     let url = format!("http://127.0.0.1:{port}");
     let ctrl_dir = root.path().join("ctrl");
     let mut ctrl = spawn(&["controller", "--rest-bind", &format!("127.0.0.1:{port}")], &ctrl_dir);
-    wait_http(&url);
+    common::wait_http(&url);
     let c = Client::new(&url);
     let nodes = ["b1", "b2", "b3"];
     let mut sats = Vec::new();
@@ -132,32 +105,9 @@ fn main() {
             std::thread::sleep(Duration::from_millis(10));
         }
         sats.push(child);
-        c.create_node(&Node {
-            name: n.to_string(),
-            node_type: "SATELLITE".into(),
-            net_interfaces: vec![NetInterface {
-                name: "default".into(),
-                address: ip,
-                satellite_port: Some(i64::from(sport)),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .expect("node");
-        let mut props = BTreeMap::new();
-        props.insert("StorDriver/StorPoolName".to_string(), root.path().join(n).join("pool").display().to_string());
-        c.create_stor_pool(
-            n,
-            &StoragePool { storage_pool_name: "DfltStorPool".into(), provider_kind: "FILE_THIN".into(), props, ..Default::default() },
-        )
-        .expect("pool");
+        common::register(&c, n, &ip, sport, &root.path().join(n).join("pool"));
     }
-    let t = Instant::now();
-    while c.nodes().expect("nodes").iter().any(|n| n.connection_status.as_deref() != Some("ONLINE")) {
-        assert!(t.elapsed() < Duration::from_secs(30), "satellites did not come online");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    common::wait_online(&c);
     let mut rows: Vec<(String, String)> = Vec::new();
     rows.push(("satellite RSS, idle".into(), format!("{:.1} MiB", rss_mib(sats[0].id()))));
 
@@ -165,12 +115,12 @@ fn main() {
     let mut three = Vec::new();
     for i in 0..20 {
         let a = format!("one{i}");
-        define(&c, &a);
+        common::define(&c, &a, SIZE_KIB);
         let s = Instant::now();
         place(&c, &a, &nodes[..1]);
         one.push(s.elapsed());
         let b = format!("three{i}");
-        define(&c, &b);
+        common::define(&c, &b, SIZE_KIB);
         let s = Instant::now();
         place(&c, &b, &nodes);
         three.push(s.elapsed());
@@ -186,7 +136,7 @@ fn main() {
 
     let names: Vec<String> = (0..50).map(|i| format!("conc{i}")).collect();
     for n in &names {
-        define(&c, n);
+        common::define(&c, n, SIZE_KIB);
     }
     let t = Instant::now();
     let handles: Vec<_> = names
