@@ -49,7 +49,13 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 fn place(c: &Client, name: &str, nodes: &[&str]) {
     let rs: Vec<ResourceCreate> = nodes
         .iter()
-        .map(|n| ResourceCreate { resource: Resource { node_name: n.to_string(), ..Default::default() }, ..Default::default() })
+        .map(|n| ResourceCreate {
+            resource: Resource { node_name: n.to_string(), ..Default::default() },
+            // Loop devices alone: DRBD is the default stack, and these
+            // satellites have no DRBD module.
+            layer_list: Some(vec!["STORAGE".into()]),
+            ..Default::default()
+        })
         .collect();
     let replies = c.create_resources(name, &rs).expect("create resources");
     assert!(replies.iter().all(|r| !r.is_error()), "{replies:?}");
