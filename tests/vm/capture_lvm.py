@@ -3,7 +3,7 @@ test VM (Debian's kernel under qemu, the image of tests/vm), into
 crates/cairn-storage/testdata/lvm/. Run by hand, as root, from the
 repository (not part of the test run; about a minute):
 
-    /work/main/.venv/bin/python tests/vm/capture_lvm.py [OUT_DIR]
+    .venv/bin/python tests/vm/capture_lvm.py [OUT_DIR]    # the venv of scripts/test.sh
 
 It builds the VM image like the VM tests do (target/vm, CAIRN_BIN or
 target/debug/cairn), boots one VM with two 2 GiB disks and makes there what
