@@ -13,6 +13,9 @@ use std::time::Duration;
 use cairn_exec::{Cmd, CommandRunner};
 use cairn_proto::VolumeObserved;
 
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer};
+
 use crate::{StorageError, safe_name, split_volume_name, volume_number};
 
 /// A volume may come out this many extents larger than asked (LVM rounds
@@ -55,16 +58,28 @@ impl LvmPool {
     }
 }
 
-/// One logical volume as `lvs` shows it.
-#[derive(Debug, Clone, PartialEq)]
+/// One logical volume as `lvs` shows it: decoded from one row of its JSON
+/// report (`LVS_FIELDS`, `--units k --nosuffix`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Lv {
+    #[serde(rename = "lv_name")]
     pub name: String,
+    /// Empty for a thin pool.
+    #[serde(rename = "lv_path")]
     pub path: String,
+    #[serde(rename = "lv_size", deserialize_with = "kib")]
     pub size_kib: i64,
+    #[serde(rename = "vg_name")]
     pub vg: String,
+    /// The thin pool of a thin volume, else empty.
     pub pool_lv: String,
+    /// None where LVM shows none (thick, inactive).
+    #[serde(deserialize_with = "percent")]
     pub data_percent: Option<f64>,
+    #[serde(rename = "lv_attr")]
     pub attr: String,
+    /// `lv_tags` is one comma-separated string.
+    #[serde(rename = "lv_tags", deserialize_with = "tag_list")]
     pub tags: Vec<String>,
 }
 
@@ -83,32 +98,89 @@ impl Lv {
     }
 }
 
-fn kib(v: &str) -> Option<i64> {
-    v.trim().parse::<f64>().ok().map(|f| f.round() as i64)
+/// What `lvs`, `vgs` and `pvs` print with `--reportformat json`:
+/// `{"report":[{"lv":[{...}, ...]}]}` (`"vg"`, `"pv"`), every value a
+/// string (lvm2 2.03), an empty one where a field has no value.
+#[derive(Deserialize)]
+struct Report<S> {
+    report: Vec<S>,
 }
 
-/// Parses `lvs -o lv_name,lv_path,lv_size,vg_name,pool_lv,data_percent,
-/// lv_attr,metadata_percent,chunk_size,stripes,lv_tags --separator ';'`.
-pub fn parse_lvs(out: &str) -> Result<Vec<Lv>, StorageError> {
-    let mut lvs = Vec::new();
-    for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let f: Vec<&str> = line.split(';').collect();
-        if f.len() < 11 {
-            return Err(StorageError::Output { program: "lvs", detail: format!("expected 11 fields: {line}") });
-        }
-        let size_kib = kib(f[2]).ok_or_else(|| StorageError::Output { program: "lvs", detail: format!("bad size: {line}") })?;
-        lvs.push(Lv {
-            name: f[0].to_string(),
-            path: f[1].to_string(),
-            size_kib,
-            vg: f[3].to_string(),
-            pool_lv: f[4].to_string(),
-            data_percent: f[5].trim().parse().ok(),
-            attr: f[6].to_string(),
-            tags: f[10].split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect(),
-        });
+#[derive(Deserialize)]
+struct LvSection {
+    lv: Vec<Lv>,
+}
+
+#[derive(Deserialize)]
+struct VgSection {
+    vg: Vec<VgRow>,
+}
+
+#[derive(Deserialize)]
+struct PvSection {
+    pv: Vec<PvRow>,
+}
+
+/// A row of `vgs`; with LV fields asked for, one row per LV of the group
+/// (and none for a group without LVs).
+#[derive(Deserialize)]
+struct VgRow {
+    vg_name: String,
+    #[serde(deserialize_with = "kib")]
+    vg_extent_size: i64,
+    #[serde(deserialize_with = "kib")]
+    vg_size: i64,
+    #[serde(deserialize_with = "kib")]
+    vg_free: i64,
+    #[serde(default)]
+    lv_name: String,
+    #[serde(default, deserialize_with = "opt_kib")]
+    lv_size: Option<i64>,
+    #[serde(default, deserialize_with = "percent")]
+    data_percent: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct PvRow {
+    pv_name: String,
+}
+
+/// The sections of a JSON report; anything else is `StorageError::Output`.
+fn report<S: DeserializeOwned>(program: &'static str, out: &str) -> Result<Vec<S>, StorageError> {
+    serde_json::from_str::<Report<S>>(out).map(|r| r.report).map_err(|e| StorageError::Output { program, detail: e.to_string() })
+}
+
+/// A size as LVM reports it with `--units k --nosuffix` ("12288.00"), in
+/// whole KiB; an empty value is None.
+fn opt_kib<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.trim() {
+        "" => Ok(None),
+        v => v.parse::<f64>().map(|f| Some(f.round() as i64)).map_err(|_| de::Error::custom(format!("'{v}' is not a size in KiB"))),
     }
-    Ok(lvs)
+}
+
+fn kib<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    opt_kib(d)?.ok_or_else(|| de::Error::custom("a size in KiB is empty"))
+}
+
+/// A percentage ("20.00"); empty or not a number is None.
+fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(String::deserialize(d)?.trim().parse().ok())
+}
+
+fn tag_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(String::deserialize(d)?.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
+}
+
+/// Decodes `lvs -o LVS_FIELDS --units k --nosuffix --reportformat json`.
+pub fn parse_lvs(out: &str) -> Result<Vec<Lv>, StorageError> {
+    Ok(report::<LvSection>("lvs", out)?.into_iter().flat_map(|s| s.lv).collect())
+}
+
+/// Decodes `pvs -o pv_name --reportformat json`: the PVs' paths.
+pub fn parse_pvs(out: &str) -> Result<Vec<String>, StorageError> {
+    Ok(report::<PvSection>("pvs", out)?.into_iter().flat_map(|s| s.pv).map(|p| p.pv_name).filter(|p| !p.is_empty()).collect())
 }
 
 /// Capacity of a pool in KiB: (total, free, extent size).
@@ -119,27 +191,19 @@ pub struct LvmCapacity {
     pub extent_kib: i64,
 }
 
-/// Parses `vgs -o vg_name,vg_extent_size,vg_size,vg_free[,lv_name,lv_size,
-/// data_percent]`; with `thin_pool`, the pool's size and its unused part.
+/// Decodes `vgs -o vg_name,vg_extent_size,vg_size,vg_free[,lv_name,lv_size,
+/// data_percent] --units k --nosuffix --reportformat json`; with
+/// `thin_pool`, the pool's size and its unused part.
 pub fn parse_vgs(out: &str, vg: &str, thin_pool: Option<&str>) -> Result<LvmCapacity, StorageError> {
     let bad = |detail: String| StorageError::Output { program: "vgs", detail };
-    for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let f: Vec<&str> = line.split(';').collect();
-        if f.first() != Some(&vg) {
-            continue;
-        }
-        let extent_kib = f.get(1).and_then(|v| kib(v)).ok_or_else(|| bad(format!("bad extent size: {line}")))?;
+    for row in report::<VgSection>("vgs", out)?.into_iter().flat_map(|s| s.vg).filter(|r| r.vg_name == vg) {
         match thin_pool {
-            None => {
-                let total = f.get(2).and_then(|v| kib(v)).ok_or_else(|| bad(format!("bad size: {line}")))?;
-                let free = f.get(3).and_then(|v| kib(v)).ok_or_else(|| bad(format!("bad free: {line}")))?;
-                return Ok(LvmCapacity { total_kib: total, free_kib: free, extent_kib });
-            }
-            Some(pool) if f.get(4) == Some(&pool) => {
-                let size = f.get(5).and_then(|v| kib(v)).ok_or_else(|| bad(format!("bad pool size: {line}")))?;
-                let used: f64 = f.get(6).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0);
+            None => return Ok(LvmCapacity { total_kib: row.vg_size, free_kib: row.vg_free, extent_kib: row.vg_extent_size }),
+            Some(pool) if row.lv_name == pool => {
+                let size = row.lv_size.ok_or_else(|| bad(format!("thin pool {vg}/{pool} has no size")))?;
+                let used = row.data_percent.unwrap_or(0.0);
                 let free = (size as f64 * (100.0 - used) / 100.0).floor() as i64;
-                return Ok(LvmCapacity { total_kib: size, free_kib: free.max(0), extent_kib });
+                return Ok(LvmCapacity { total_kib: size, free_kib: free.max(0), extent_kib: row.vg_extent_size });
             }
             Some(_) => {}
         }
@@ -202,22 +266,22 @@ impl Lvm {
         Ok(self.runner.run(&c).await?.stdout)
     }
 
-    /// The volume group's physical volumes.
+    /// The volume group's physical volumes (never DRBD devices). LINSTOR
+    /// asks `pvdisplay --columns`, which ignores `--reportformat`.
     pub async fn pvs(&self, vg: &str) -> Result<Vec<String>, StorageError> {
         let out = self
-            .run(self.cmd("pvdisplay").args([
+            .run(self.cmd("pvs").args([
                 "--config",
                 "devices { filter=[\"r|^/dev/drbd.*|\"] }",
-                "--columns",
                 "-o",
                 "pv_name",
                 "-S",
                 &format!("vg_name={vg}"),
-                "--noheadings",
-                "--nosuffix",
+                "--reportformat",
+                "json",
             ]))
             .await?;
-        Ok(out.split_whitespace().map(String::from).collect())
+        parse_pvs(&out)
     }
 
     async fn filter(&self, pool: &LvmPool) -> Result<String, StorageError> {
@@ -232,12 +296,11 @@ impl Lvm {
                 filter,
                 "-o",
                 LVS_FIELDS,
-                "--separator",
-                ";",
-                "--noheadings",
                 "--units",
                 "k",
                 "--nosuffix",
+                "--reportformat",
+                "json",
                 &pool.vg,
             ]))
             .await?;
@@ -259,19 +322,7 @@ impl Lvm {
             "vg_name,vg_extent_size,vg_size,vg_free"
         };
         let out = self
-            .run(self.cmd("vgs").args([
-                "--config",
-                &f,
-                "-o",
-                fields,
-                "--separator",
-                ";",
-                "--units",
-                "k",
-                "--noheadings",
-                "--nosuffix",
-                &pool.vg,
-            ]))
+            .run(self.cmd("vgs").args(["--config", &f, "-o", fields, "--units", "k", "--nosuffix", "--reportformat", "json", &pool.vg]))
             .await?;
         parse_vgs(&out, &pool.vg, pool.thin_pool.as_deref())
     }
@@ -536,39 +587,104 @@ impl Lvm {
 #[cfg(test)]
 mod tests {
     use cairn_exec::FakeRunner;
+    use serde_json::json;
 
     use super::*;
 
-    fn fixture(name: &str) -> String {
-        let path = format!("{}/testdata/lvm/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    // Captured in the test VM by tests/vm/capture_lvm.py (testdata/lvm/README.md).
+    const LVS_THICK: &str = include_str!("../testdata/lvm/lvs-thick.json");
+    const LVS_THIN: &str = include_str!("../testdata/lvm/lvs-thin.json");
+    const LVS_MISSING_VG: &str = include_str!("../testdata/lvm/lvs-missing-vg.json");
+    const VGS_THICK: &str = include_str!("../testdata/lvm/vgs-thick.json");
+    const VGS_THIN: &str = include_str!("../testdata/lvm/vgs-thin.json");
+    const VGS_THIN_NO_LVS: &str = include_str!("../testdata/lvm/vgs-thin-no-lvs.json");
+    const VGS_MISSING_VG: &str = include_str!("../testdata/lvm/vgs-missing-vg.json");
+    const PVS: &str = include_str!("../testdata/lvm/pvs.json");
+    const PVS_MISSING_VG: &str = include_str!("../testdata/lvm/pvs-missing-vg.json");
+
+    fn is_output_error(r: Result<impl std::fmt::Debug, StorageError>, of: &str) -> bool {
+        matches!(r, Err(StorageError::Output { program, .. }) if program == of)
     }
 
     #[test]
-    fn lvs_output_from_a_real_vm_parses() {
-        let thick = parse_lvs(&fixture("lvs-thick.txt")).unwrap();
+    fn lvs_report_from_a_real_vm_decodes() {
+        let thick = parse_lvs(LVS_THICK).unwrap();
         assert_eq!(thick.len(), 2);
         assert_eq!((thick[0].name.as_str(), thick[0].size_kib), ("odd_00000", 12288), "10000k rounded up to 3 extents");
+        assert!(!thick[0].is_active());
         assert_eq!(thick[1].path, "/dev/vg0/web_00000");
+        assert_eq!((thick[1].data_percent, thick[1].pool_lv.as_str()), (None, ""));
         assert!(thick[1].is_active());
-        let thin = parse_lvs(&fixture("lvs-thin.txt")).unwrap();
-        let db = thin.iter().find(|l| l.name == "db_00000").unwrap();
-        assert_eq!((db.pool_lv.as_str(), db.data_percent, db.size_kib), ("thin", Some(20.0), 102_400));
-        let pool = thin.iter().find(|l| l.name == "thin").unwrap();
-        assert!(pool.attr.starts_with('t') && pool.path.is_empty());
-        assert!(parse_lvs("a;b;c\n").is_err());
-        assert!(parse_lvs("").unwrap().is_empty());
+        assert_eq!(thick[1].tags, ["cairn_vid_a1"]);
+        assert_eq!(thick[1].allocated_kib(), 65536);
+
+        let thin = parse_lvs(LVS_THIN).unwrap();
+        let lv = |name: &str| thin.iter().find(|l| l.name == name).unwrap_or_else(|| panic!("{name}"));
+        let db = lv("db_00000");
+        assert_eq!((db.vg.as_str(), db.pool_lv.as_str(), db.data_percent, db.size_kib), ("vgt", "thin", Some(20.0), 102_400));
+        assert_eq!(db.tags, ["cairn_rb_r1", "cairn_vid_c3"], "a rollback copy carries two tags");
+        assert_eq!(db.allocated_kib(), 20_480);
+        assert!(lv("db_00000_s1").is_active() && lv("db_00000_s1").tags == [SNAP_TAG]);
+        let s2 = lv("db_00000_s2");
+        assert!(!s2.is_active());
+        assert_eq!(s2.data_percent, None, "an inactive thin volume shows no data percentage");
+        let pool = lv("thin");
+        assert!(pool.attr.starts_with('t') && pool.path.is_empty() && pool.tags.is_empty());
+        assert_eq!(lv("web_00001").allocated_kib(), 0);
     }
 
     #[test]
-    fn vgs_output_gives_thick_and_thin_capacity() {
-        let c = parse_vgs(&fixture("vgs-thick.txt"), "vg0", None).unwrap();
+    fn bad_lvs_output_is_an_output_error() {
+        // What a missing volume group prints on stdout (exit 5, see
+        // lvs-missing-vg.stderr): an empty report.
+        assert!(parse_lvs(LVS_MISSING_VG).unwrap().is_empty());
+        assert!(is_output_error(parse_lvs(""), "lvs"), "no JSON at all");
+        assert!(is_output_error(parse_lvs("a;b;c\n"), "lvs"));
+        assert!(is_output_error(parse_lvs(VGS_THICK), "lvs"), "a report of another kind");
+        let one = |size: &str| {
+            json!({"report": [{"lv": [{"lv_name": "a", "lv_path": "/dev/vg0/a", "lv_size": size, "vg_name": "vg0", "pool_lv": "",
+                "data_percent": "", "lv_attr": "-wi-a-----", "lv_tags": ""}]}]})
+            .to_string()
+        };
+        assert_eq!(parse_lvs(&one("4096.00")).unwrap()[0].size_kib, 4096);
+        for bad in ["", "4096.00k", "many"] {
+            let e = parse_lvs(&one(bad)).unwrap_err();
+            assert!(e.to_string().contains("unexpected output of lvs") && e.to_string().contains("KiB"), "{bad}: {e}");
+        }
+        let missing_field = json!({"report": [{"lv": [{"lv_name": "a"}]}]}).to_string();
+        assert!(is_output_error(parse_lvs(&missing_field), "lvs"));
+    }
+
+    #[test]
+    fn vgs_report_gives_thick_and_thin_capacity() {
+        let c = parse_vgs(VGS_THICK, "vg0", None).unwrap();
         assert_eq!(c, LvmCapacity { total_kib: 2_093_056, free_kib: 2_015_232, extent_kib: 4096 });
-        let t = parse_vgs(&fixture("vgs-thin.txt"), "vgt", Some("thin")).unwrap();
+        let t = parse_vgs(VGS_THIN, "vgt", Some("thin")).unwrap();
         assert_eq!(t.total_kib, 2_084_864);
         assert_eq!(t.free_kib, (2_084_864.0 * (100.0 - 0.98) / 100.0_f64).floor() as i64);
-        assert!(parse_vgs(&fixture("vgs-thin.txt"), "vgt", Some("nope")).is_err());
-        assert!(parse_vgs(&fixture("vgs-thick.txt"), "other", None).is_err());
+        assert_eq!(t.extent_kib, 4096);
+        let e = parse_vgs(VGS_THIN, "vgt", Some("nope")).unwrap_err();
+        assert!(e.to_string().contains("thin pool vgt/nope not found"), "{e}");
+        assert!(is_output_error(parse_vgs(VGS_THICK, "other", None), "vgs"));
+        // With LV fields, a volume group without LVs has no row at all.
+        let e = parse_vgs(VGS_THIN_NO_LVS, "vgt", Some("thin")).unwrap_err();
+        assert!(e.to_string().contains("thin pool vgt/thin not found"), "{e}");
+        let e = parse_vgs(VGS_MISSING_VG, "nope", None).unwrap_err();
+        assert!(e.to_string().contains("volume group nope not found"), "{e}");
+        assert!(is_output_error(parse_vgs("", "vg0", None), "vgs"));
+        assert!(is_output_error(parse_vgs(LVS_THICK, "vg0", None), "vgs"));
+        let bad = json!({"report": [{"vg": [{"vg_name": "vg0", "vg_extent_size": "4096.00", "vg_size": "x", "vg_free": "0"}]}]});
+        assert!(is_output_error(parse_vgs(&bad.to_string(), "vg0", None), "vgs"));
+    }
+
+    #[test]
+    fn pvs_report_gives_the_disks_of_a_volume_group() {
+        let pvs = parse_pvs(PVS).unwrap();
+        assert_eq!(pvs, ["/dev/vda"]);
+        assert_eq!(device_filter(&pvs), "devices { filter=['a|/dev/vda|','r|.*|'] }");
+        assert!(parse_pvs(PVS_MISSING_VG).unwrap().is_empty());
+        assert_eq!(device_filter(&[]), "devices { filter=['r|.*|'] }");
+        assert!(is_output_error(parse_pvs("  /dev/vda  \n"), "pvs"), "the text report is not taken");
     }
 
     #[test]
@@ -581,19 +697,19 @@ mod tests {
         }
     }
 
-    fn pvdisplay(f: &FakeRunner, vg: &str, out: &str) {
+    /// Expects the `pvs` of `vg`, answering with the report `out`.
+    fn pvs(f: &FakeRunner, vg: &str, out: &str) {
         f.expect(
             &[
-                "pvdisplay",
+                "pvs",
                 "--config",
                 "devices { filter=[\"r|^/dev/drbd.*|\"] }",
-                "--columns",
                 "-o",
                 "pv_name",
                 "-S",
                 &format!("vg_name={vg}"),
-                "--noheadings",
-                "--nosuffix",
+                "--reportformat",
+                "json",
             ],
             out,
         );
@@ -601,18 +717,40 @@ mod tests {
 
     const F: &str = "devices { filter=['a|/dev/vda|','r|.*|'] }";
 
-    fn lvs_cmd(vg: &str) -> Vec<String> {
-        ["lvs", "--config", F, "-o", LVS_FIELDS, "--separator", ";", "--noheadings", "--units", "k", "--nosuffix", vg]
+    fn lvs_cmd(filter: &str, vg: &str) -> Vec<String> {
+        ["lvs", "--config", filter, "-o", LVS_FIELDS, "--units", "k", "--nosuffix", "--reportformat", "json", vg]
             .iter()
             .map(|s| s.to_string())
             .collect()
     }
 
-    /// A fake runner, LVM on it, a pool in vg0 and vg0's `lvs` command.
-    fn on_vg0(name: &str, backing: &str, thin: bool) -> (Arc<FakeRunner>, Lvm, LvmPool, Vec<String>) {
+    /// An `lvs` report of vg0 as LVM prints it: (name, size, thin pool,
+    /// data percent, attributes, tags) per volume.
+    fn lvs_out(rows: &[(&str, &str, &str, &str, &str, &str)]) -> String {
+        let lv: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|&(name, size, pool, pct, attr, tags)| {
+                let path = if attr.starts_with('t') { String::new() } else { format!("/dev/vg0/{name}") };
+                json!({"lv_name": name, "lv_path": path, "lv_size": size, "vg_name": "vg0", "pool_lv": pool, "data_percent": pct,
+                    "lv_attr": attr, "metadata_percent": "", "chunk_size": "0", "stripes": if pool.is_empty() { "1" } else { "0" },
+                    "lv_tags": tags})
+            })
+            .collect();
+        json!({"report": [{"lv": lv}]}).to_string()
+    }
+
+    /// A fake runner, LVM on it, a pool and its volume group's `lvs`
+    /// command (the group's PV is /dev/vda, as in `PVS`).
+    fn on_pool(name: &str, backing: &str, thin: bool) -> (Arc<FakeRunner>, Lvm, LvmPool, Vec<String>) {
         let f = Arc::new(FakeRunner::new());
         let lvm = Lvm::new(f.clone(), Duration::from_secs(5));
-        (f, lvm, LvmPool::new(name, backing, thin).unwrap(), lvs_cmd("vg0"))
+        let pool = LvmPool::new(name, backing, thin).unwrap();
+        let lvs = lvs_cmd(F, &pool.vg);
+        (f, lvm, pool, lvs)
+    }
+
+    fn vgs_cmd<'a>(fields: &'a str, vg: &'a str) -> [&'a str; 11] {
+        ["vgs", "--config", F, "-o", fields, "--units", "k", "--nosuffix", "--reportformat", "json", vg]
     }
 
     fn rt() -> tokio::runtime::Runtime {
@@ -621,39 +759,63 @@ mod tests {
 
     #[test]
     fn create_grow_and_delete_use_linstors_command_lines() {
-        let (f, lvm, pool, lvs) = on_vg0("lvm", "vg0", false);
+        let (f, lvm, pool, lvs) = on_pool("lvm", "vg0", false);
         let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
-        pvdisplay(&f, "vg0", "  /dev/vda  \n");
-        f.expect(&l, "")
+        let web = |size| lvs_out(&[("web_00000", size, "", "", "-wi-a-----", "cairn_vid_abc123")]);
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[]))
             .expect(&["lvcreate", "--config", F, "--size", "65536k", "vg0", "-n", "web_00000", "-y", "--addtag", "cairn_vid_abc123"], "")
-            .expect(&l, "  web_00000;/dev/vg0/web_00000;65536.00;vg0;;;-wi-a-----;;0;1;cairn_vid_abc123\n");
+            .expect(&l, &web("65536.00"));
         let o = rt().block_on(lvm.ensure(&pool, "web", 0, "abc123", 65536)).unwrap();
         assert_eq!(o.device_path.as_deref(), Some("/dev/vg0/web_00000"));
         assert_eq!((o.usable_kib, o.allocated_kib), (Some(65536), Some(65536)));
         assert!(f.is_done(), "{:?}", f.calls());
         // Grow.
-        pvdisplay(&f, "vg0", "  /dev/vda  \n");
-        f.expect(&l, "  web_00000;/dev/vg0/web_00000;65536.00;vg0;;;-wi-a-----;;0;1;cairn_vid_abc123\n")
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &web("65536.00"))
             .expect(&["lvresize", "--config", F, "--size", "70000k", "vg0/web_00000", "-f"], "")
-            .expect(&l, "  web_00000;/dev/vg0/web_00000;73728.00;vg0;;;-wi-a-----;;0;1;cairn_vid_abc123\n");
+            .expect(&l, &web("73728.00"));
         let o = rt().block_on(lvm.ensure(&pool, "web", 0, "abc123", 70000)).unwrap();
         assert_eq!(o.usable_kib, Some(73728), "rounded to whole extents");
         assert!(f.is_done(), "{:?}", f.calls());
         // Delete: quick wipe, then lvremove.
-        pvdisplay(&f, "vg0", "  /dev/vda  \n");
-        f.expect(&l, "  web_00000;/dev/vg0/web_00000;73728.00;vg0;;;-wi-a-----;;0;1;cairn_vid_abc123\n  webx_00000;/dev/vg0/webx_00000;4096.00;vg0;;;-wi-a-----;;0;1;\n")
-            .expect(&["wipefs", "-a", "-f", "/dev/vg0/web_00000"], "")
-            .expect(&["lvremove", "--config", F, "-f", "vg0/web_00000"], "");
+        pvs(&f, "vg0", PVS);
+        f.expect(
+            &l,
+            &lvs_out(&[
+                ("web_00000", "73728.00", "", "", "-wi-a-----", "cairn_vid_abc123"),
+                ("webx_00000", "4096.00", "", "", "-wi-a-----", ""),
+            ]),
+        )
+        .expect(&["wipefs", "-a", "-f", "/dev/vg0/web_00000"], "")
+        .expect(&["lvremove", "--config", F, "-f", "vg0/web_00000"], "");
         rt().block_on(lvm.remove(&pool, "web")).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
     }
 
     #[test]
-    fn thin_volumes_and_an_earlier_incarnation() {
-        let (f, lvm, pool, lvs) = on_vg0("thin", "vg0/thin", true);
+    fn an_inactive_volume_is_activated_and_bad_output_fails_ensure() {
+        let (f, lvm, pool, lvs) = on_pool("lvm", "vg0", false);
         let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
-        pvdisplay(&f, "vg0", "  /dev/vda\n");
-        f.expect(&l, "  db_00000;/dev/vg0/db_00000;102400.00;vg0;thin;20.00;Vwi-a-tz--;;0;0;cairn_vid_old\n")
+        let odd = lvs_out(&[("odd_00000", "12288.00", "", "", "-wi-------", "cairn_vid_b2")]);
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &odd).expect(&["lvchange", "-ay", "-K", "vg0/odd_00000"], "").expect(&l, &odd);
+        let o = rt().block_on(lvm.ensure(&pool, "odd", 0, "b2", 12288)).unwrap();
+        assert_eq!(o.usable_kib, Some(12288));
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Output that is no report stops ensure before it changes anything.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, "  odd_00000;/dev/vg0/odd_00000;12288.00;vg0;;;-wi-------;;0;1;cairn_vid_b2\n");
+        assert!(is_output_error(rt().block_on(lvm.ensure(&pool, "odd", 0, "b2", 12288)), "lvs"));
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn thin_volumes_and_an_earlier_incarnation() {
+        let (f, lvm, pool, lvs) = on_pool("thin", "vg0/thin", true);
+        let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[("db_00000", "102400.00", "thin", "20.00", "Vwi-a-tz--", "cairn_vid_old")]))
             .expect(&["wipefs", "-a", "-f", "/dev/vg0/db_00000"], "")
             .expect(&["lvremove", "--config", F, "-f", "vg0/db_00000"], "")
             .expect(
@@ -673,26 +835,44 @@ mod tests {
                 ],
                 "",
             )
-            .expect(&l, "  db_00000;/dev/vg0/db_00000;102400.00;vg0;thin;0.00;Vwi-a-tz--;;0;0;cairn_vid_new\n");
+            .expect(&l, &lvs_out(&[("db_00000", "102400.00", "thin", "0.00", "Vwi-a-tz--", "cairn_vid_new")]));
         let o = rt().block_on(lvm.ensure(&pool, "db", 0, "new", 102_400)).unwrap();
         assert_eq!(o.allocated_kib, Some(0), "a new thin volume allocates nothing");
         assert!(f.is_done(), "{:?}", f.calls());
     }
 
     #[test]
-    fn allocated_sizes_come_from_one_lvs_of_the_thin_pool() {
-        let (f, lvm, pool, lvs) = on_vg0("thin", "vg0/thin", true);
+    fn capacity_asks_vgs_for_the_thin_pool() {
+        let (f, lvm, pool, _) = on_pool("thin", "vgt/thin", true);
+        pvs(&f, "vgt", PVS);
+        f.expect(&vgs_cmd("vg_name,vg_extent_size,vg_size,vg_free,lv_name,lv_size,data_percent", "vgt"), VGS_THIN);
+        let c = rt().block_on(lvm.capacity(&pool)).unwrap();
+        assert_eq!((c.total_kib, c.extent_kib), (2_084_864, 4096));
+        assert!(f.is_done(), "{:?}", f.calls());
+        let thick = LvmPool::new("lvm", "vg0", false).unwrap();
+        pvs(&f, "vg0", PVS);
+        f.expect(&vgs_cmd("vg_name,vg_extent_size,vg_size,vg_free", "vg0"), VGS_THICK);
+        assert_eq!(rt().block_on(lvm.capacity(&thick)).unwrap().free_kib, 2_015_232);
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn the_captured_thin_pool_gives_volumes_snapshots_and_rollbacks() {
+        let (f, lvm, pool, lvs) = on_pool("thin", "vgt/thin", true);
         let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
-        pvdisplay(&f, "vg0", "  /dev/vda\n");
-        f.expect(
-            &l,
-            "  thin;/dev/vg0/thin;1048576.00;vg0;;3.10;twi-aotz--;1.20;64.00k;1;\n\
-             \x20 db_00000;/dev/vg0/db_00000;102400.00;vg0;thin;25.00;Vwi-a-tz--;;0;0;cairn_vid_a\n\
-             \x20 db_00000_s1;/dev/vg0/db_00000_s1;102400.00;vg0;thin;12.50;Vri---tz-k;;0;0;cairn_snap\n\
-             \x20 web_00001;/dev/vg0/web_00001;4096.00;vg0;thin;0.00;Vwi-a-tz--;;0;0;cairn_vid_b\n",
-        );
+        pvs(&f, "vgt", PVS);
+        f.expect(&l, LVS_THIN);
         let a = rt().block_on(lvm.allocated(&pool)).unwrap();
-        assert_eq!(a, [(("db".to_string(), 0), 25_600), (("web".to_string(), 1), 0)].into());
+        assert_eq!(a, [(("db".to_string(), 0), 20_480), (("web".to_string(), 1), 0)].into(), "snapshots and the pool are no volumes");
+        pvs(&f, "vgt", PVS);
+        f.expect(&l, LVS_THIN);
+        let snaps = rt().block_on(lvm.snapshots(&pool, "db")).unwrap();
+        assert_eq!(snaps, [("s1".to_string(), vec![0]), ("s2".to_string(), vec![0])].into());
+        for (id, needed) in [("r1", false), ("r2", true)] {
+            pvs(&f, "vgt", PVS);
+            f.expect(&l, LVS_THIN);
+            assert_eq!(rt().block_on(lvm.needs_rollback(&pool, "db", 0, "s1", id)).unwrap(), needed, "{id}");
+        }
         assert!(f.is_done(), "{:?}", f.calls());
     }
 
@@ -719,17 +899,21 @@ mod tests {
 
     #[test]
     fn rollback_renames_aside_clones_then_removes() {
-        let (f, lvm, pool, lvs) = on_vg0("thin", "vg0/thin", true);
+        let (f, lvm, pool, lvs) = on_pool("thin", "vg0/thin", true);
         let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
-        let listing = "  db_00000;/dev/vg0/db_00000;4096.00;vg0;thin;1.00;Vwi-a-tz--;;0;0;cairn_vid_v1\n  db_00000_s1;/dev/vg0/db_00000_s1;4096.00;vg0;thin;1.00;Vri---tz-k;;0;0;cairn_snap\n  db_00000_fake;/dev/vg0/db_00000_fake;4096.00;vg0;thin;1.00;Vwi-a-tz--;;0;0;\n";
-        pvdisplay(&f, "vg0", "  /dev/vda\n");
-        f.expect(&l, listing);
+        let listing = lvs_out(&[
+            ("db_00000", "4096.00", "thin", "1.00", "Vwi-a-tz--", "cairn_vid_v1"),
+            ("db_00000_s1", "4096.00", "thin", "1.00", "Vri---tz-k", "cairn_snap"),
+            ("db_00000_fake", "4096.00", "thin", "1.00", "Vwi-a-tz--", ""),
+        ]);
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &listing);
         assert!(rt().block_on(lvm.needs_rollback(&pool, "db", 0, "s1", "r1")).unwrap());
-        pvdisplay(&f, "vg0", "  /dev/vda\n");
-        f.expect(&l, listing);
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &listing);
         let snaps = rt().block_on(lvm.snapshots(&pool, "db")).unwrap();
         assert_eq!(snaps.keys().collect::<Vec<_>>(), ["s1"], "an untagged look-alike is no snapshot");
-        pvdisplay(&f, "vg0", "  /dev/vda\n");
+        pvs(&f, "vg0", PVS);
         f.expect(&["lvrename", "--config", F, "vg0", "db_00000", "db_00000-rollback-r1"], "")
             .expect(&clone_cmd("cairn_rb_r1"), "")
             .expect(&["lvchange", "--config", F, "-ay", "-K", "vg0/db_00000"], "")
@@ -737,7 +921,7 @@ mod tests {
         rt().block_on(lvm.rollback(&pool, "db", 0, "v1", "s1", "r1")).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
         // A failed copy puts the volume back.
-        pvdisplay(&f, "vg0", "  /dev/vda\n");
+        pvs(&f, "vg0", PVS);
         f.expect(&["lvrename", "--config", F, "vg0", "db_00000", "db_00000-rollback-r2"], "")
             .expect_failure(&clone_cmd("cairn_rb_r2"), 5, "no space")
             .expect(&["lvrename", "--config", F, "vg0", "db_00000-rollback-r2", "db_00000"], "");
