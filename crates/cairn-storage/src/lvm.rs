@@ -16,7 +16,7 @@ use cairn_proto::VolumeObserved;
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer};
 
-use crate::{StorageError, safe_name, split_volume_name, volume_number};
+use crate::{Kib, StorageError, safe_name, split_volume_name, volume_number};
 
 /// A volume may come out this many extents larger than asked (LVM rounds
 /// up to whole extents) before it counts as a different size.
@@ -327,12 +327,12 @@ impl Lvm {
         parse_vgs(&out, &pool.vg, pool.thin_pool.as_deref())
     }
 
-    /// Makes volume `nr` of `rsc` exist with at least `size_kib`; grows it
+    /// Makes volume `nr` of `rsc` exist with at least `size`; grows it
     /// when smaller; an LV of an earlier incarnation (other id) is removed
     /// first. A missing volume with a `source` (`<lv>` of a snapshot in the
     /// same volume group) starts as a thin copy of it.
-    pub async fn ensure(&self, pool: &LvmPool, rsc: &str, nr: u32, id: &str, size_kib: i64) -> Result<VolumeObserved, StorageError> {
-        self.ensure_from(pool, rsc, nr, id, size_kib, None).await
+    pub async fn ensure(&self, pool: &LvmPool, rsc: &str, nr: u32, id: &str, size: Kib) -> Result<VolumeObserved, StorageError> {
+        self.ensure_from(pool, rsc, nr, id, size, None).await
     }
 
     pub async fn ensure_from(
@@ -341,9 +341,10 @@ impl Lvm {
         rsc: &str,
         nr: u32,
         id: &str,
-        size_kib: i64,
+        size: Kib,
         source: Option<&str>,
     ) -> Result<VolumeObserved, StorageError> {
+        let size_kib = size.as_i64();
         let name = lv_name(rsc, nr)?;
         let tag = id_tag(id);
         let f = self.filter(pool).await?;
@@ -766,7 +767,7 @@ mod tests {
         f.expect(&l, &lvs_out(&[]))
             .expect(&["lvcreate", "--config", F, "--size", "65536k", "vg0", "-n", "web_00000", "-y", "--addtag", "cairn_vid_abc123"], "")
             .expect(&l, &web("65536.00"));
-        let o = rt().block_on(lvm.ensure(&pool, "web", 0, "abc123", 65536)).unwrap();
+        let o = rt().block_on(lvm.ensure(&pool, "web", 0, "abc123", Kib::new(65536).unwrap())).unwrap();
         assert_eq!(o.device_path.as_deref(), Some("/dev/vg0/web_00000"));
         assert_eq!((o.usable_kib, o.allocated_kib), (Some(65536), Some(65536)));
         assert!(f.is_done(), "{:?}", f.calls());
@@ -775,7 +776,7 @@ mod tests {
         f.expect(&l, &web("65536.00"))
             .expect(&["lvresize", "--config", F, "--size", "70000k", "vg0/web_00000", "-f"], "")
             .expect(&l, &web("73728.00"));
-        let o = rt().block_on(lvm.ensure(&pool, "web", 0, "abc123", 70000)).unwrap();
+        let o = rt().block_on(lvm.ensure(&pool, "web", 0, "abc123", Kib::new(70000).unwrap())).unwrap();
         assert_eq!(o.usable_kib, Some(73728), "rounded to whole extents");
         assert!(f.is_done(), "{:?}", f.calls());
         // Delete: quick wipe, then lvremove.
@@ -800,13 +801,13 @@ mod tests {
         let odd = lvs_out(&[("odd_00000", "12288.00", "", "", "-wi-------", "cairn_vid_b2")]);
         pvs(&f, "vg0", PVS);
         f.expect(&l, &odd).expect(&["lvchange", "-ay", "-K", "vg0/odd_00000"], "").expect(&l, &odd);
-        let o = rt().block_on(lvm.ensure(&pool, "odd", 0, "b2", 12288)).unwrap();
+        let o = rt().block_on(lvm.ensure(&pool, "odd", 0, "b2", Kib::new(12288).unwrap())).unwrap();
         assert_eq!(o.usable_kib, Some(12288));
         assert!(f.is_done(), "{:?}", f.calls());
         // Output that is no report stops ensure before it changes anything.
         pvs(&f, "vg0", PVS);
         f.expect(&l, "  odd_00000;/dev/vg0/odd_00000;12288.00;vg0;;;-wi-------;;0;1;cairn_vid_b2\n");
-        assert!(is_output_error(rt().block_on(lvm.ensure(&pool, "odd", 0, "b2", 12288)), "lvs"));
+        assert!(is_output_error(rt().block_on(lvm.ensure(&pool, "odd", 0, "b2", Kib::new(12288).unwrap())), "lvs"));
         assert!(f.is_done(), "{:?}", f.calls());
     }
 
@@ -836,7 +837,7 @@ mod tests {
                 "",
             )
             .expect(&l, &lvs_out(&[("db_00000", "102400.00", "thin", "0.00", "Vwi-a-tz--", "cairn_vid_new")]));
-        let o = rt().block_on(lvm.ensure(&pool, "db", 0, "new", 102_400)).unwrap();
+        let o = rt().block_on(lvm.ensure(&pool, "db", 0, "new", Kib::new(102_400).unwrap())).unwrap();
         assert_eq!(o.allocated_kib, Some(0), "a new thin volume allocates nothing");
         assert!(f.is_done(), "{:?}", f.calls());
     }

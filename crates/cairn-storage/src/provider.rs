@@ -309,7 +309,7 @@ impl Provider for LvmProvider {
                 Some((src, snap)) => Some(format!("{}_{snap}", lv_name(src, v.nr)?)),
                 None => None,
             };
-            self.lvm.ensure_from(&self.pool, v.rsc, v.nr, v.id, v.size.as_i64(), source.as_deref()).await
+            self.lvm.ensure_from(&self.pool, v.rsc, v.nr, v.id, v.size, source.as_deref()).await
         })
     }
     fn remove_others<'a>(&'a self, rsc: &'a Name, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
