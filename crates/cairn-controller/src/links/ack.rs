@@ -43,6 +43,11 @@ pub(crate) struct Ledger {
     pools: Option<Outstanding<Vec<PoolDesired>>>,
     /// By resource name (as in the desired state).
     acked: BTreeMap<String, ResourceDesired>,
+    /// The generation of the answer that last spoke for each resource (and
+    /// for the pool list): answers can arrive out of order, and an older
+    /// one never overrides what a newer one said.
+    answered_at: BTreeMap<String, u64>,
+    pools_answered_at: u64,
     outstanding: BTreeMap<String, Outstanding<Op>>,
 }
 
@@ -97,6 +102,8 @@ impl Ledger {
     pub(crate) fn full(&mut self, pools: &[PoolDesired], rscs: &[ResourceDesired]) -> u64 {
         let generation = self.next_generation();
         self.acked.clear();
+        self.answered_at.clear();
+        self.pools_answered_at = 0;
         self.acked_pools = None;
         self.pools = Some(Outstanding { op: pools.to_vec(), generation, failed: false });
         self.outstanding =
@@ -185,8 +192,9 @@ impl Ledger {
         // acknowledged only while none is reported.
         let pools_ok = o.pools.iter().all(|p| p.error.is_none());
         if pools_ok {
-            if apply.pools_set {
+            if apply.pools_set && generation >= self.pools_answered_at {
                 self.acked_pools = Some(apply.pools.clone());
+                self.pools_answered_at = generation;
             }
             if self.pools.as_ref().is_some_and(|p| p.generation <= generation) {
                 self.pools = None;
@@ -204,16 +212,20 @@ impl Ledger {
         }
         for r in &apply.resources {
             let ok = o.resources.iter().any(|a| a.name == r.name && a.error.is_none());
-            if ok {
-                self.acked.insert(r.name.clone(), r.clone());
-            } else {
-                self.acked.remove(&r.name);
+            if self.newest_answer(&r.name, generation) {
+                if ok {
+                    self.acked.insert(r.name.clone(), r.clone());
+                } else {
+                    self.acked.remove(&r.name);
+                }
             }
             self.settle(&r.name, generation, ok);
         }
         for name in &apply.removed {
             let ok = o.removed.iter().any(|a| &a.name == name && a.error.is_none());
-            self.acked.remove(name);
+            if self.newest_answer(name, generation) {
+                self.acked.remove(name);
+            }
             self.settle(name, generation, ok);
         }
         if apply.full {
@@ -222,6 +234,16 @@ impl Ledger {
                 self.outstanding.insert(gone.name.clone(), Outstanding { op: Op::Remove, generation, failed: true });
             }
         }
+    }
+
+    /// Whether an answer of `generation` is the newest yet for `name`
+    /// (then it is recorded as such).
+    fn newest_answer(&mut self, name: &str, generation: u64) -> bool {
+        if self.answered_at.get(name).is_some_and(|g| *g > generation) {
+            return false;
+        }
+        self.answered_at.insert(name.to_string(), generation);
+        true
     }
 
     fn settle(&mut self, name: &str, generation: u64, ok: bool) {
@@ -341,6 +363,28 @@ mod tests {
         assert_eq!(l.acked("a"), Some(&rd("a", 2)));
         // Nothing to send while desired equals acknowledged.
         assert!(l.delta(pool(), vec![rd("a", 2)]).is_none());
+    }
+
+    #[test]
+    fn an_older_answer_arriving_last_does_not_roll_back_the_acknowledgement() {
+        let mut l = synced(&[], &answer(&[], &[]));
+        let first = l.delta(pool(), vec![rd("a", 1)]).expect("new").apply;
+        let second = l.delta(pool(), vec![rd("a", 2)]).expect("grown").apply;
+        // The second request is answered first (pipelined requests).
+        l.answered(&second, &answer(&["a"], &[]));
+        assert_eq!(l.acked("a"), Some(&rd("a", 2)));
+        l.answered(&first, &answer(&["a"], &[]));
+        assert_eq!(l.acked("a"), Some(&rd("a", 2)), "the older answer changes nothing");
+        assert!(l.delta(pool(), vec![rd("a", 2)]).is_none());
+        // Going back to version 1 is a change the satellite must hear of.
+        assert_eq!(l.delta(pool(), vec![rd("a", 1)]).expect("back").apply.resources, vec![rd("a", 1)]);
+        // A late failure of an older removal does not take back a newer upsert either.
+        let mut l = synced(&[rd("b", 1)], &answer(&["b"], &[]));
+        let gone = l.delta(pool(), vec![]).expect("b goes").apply;
+        let back = l.delta(pool(), vec![rd("b", 2)]).expect("b again").apply;
+        l.answered(&back, &answer(&["b"], &[]));
+        l.answered(&gone, &answer(&[], &[]));
+        assert_eq!(l.acked("b"), Some(&rd("b", 2)));
     }
 
     #[test]

@@ -114,9 +114,6 @@ struct InFlight {
     pending: std::collections::BTreeMap<u64, (Apply, Vec<Job>)>,
     /// The generation of the answer each resource's view entry came from.
     absorbed: std::collections::BTreeMap<String, u64>,
-    /// The generation of the last observation: answers older than it
-    /// change nothing in the view (the observation saw later state).
-    floor: u64,
 }
 
 impl InFlight {
@@ -124,10 +121,9 @@ impl InFlight {
     /// for each resource: answers can arrive out of order.
     fn newer_only(&mut self, o: &Observed) -> Observed {
         let g = o.generation;
-        let floor = self.floor;
         let absorbed = &mut self.absorbed;
         let mut fresh = |name: &str| {
-            let newer = g >= floor && absorbed.get(name).is_none_or(|seen| g >= *seen);
+            let newer = absorbed.get(name).is_none_or(|seen| g >= *seen);
             if newer {
                 absorbed.insert(name.to_string(), g);
             }
@@ -159,6 +155,10 @@ async fn serve(
     let t = &*host.transport;
     let mut retry = host.timing.retry;
     let mut retry_at = lock(&link.ledger).has_failed().then(|| Instant::now() + retry.delay());
+    // Heartbeats keep their pace under steady traffic too (a sleep made
+    // anew each turn would never fire while answers keep coming).
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + host.timing.heartbeat, host.timing.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if link.stopped.load(Ordering::SeqCst) {
             return End::now(LinkError::Removed);
@@ -211,7 +211,7 @@ async fn serve(
                     }
                 }
             }
-            _ = tokio::time::sleep(host.timing.heartbeat) => {
+            _ = heartbeat.tick() => {
                 if retry_at.is_some_and(|at| at <= Instant::now()) {
                     retry_at = None;
                     if let Err(e) = queue_retry(host, link).await {
@@ -221,7 +221,6 @@ async fn serve(
                 }
                 match transport::get::<Observed>(t, target, PATH_OBSERVE, SHORT_TIMEOUT).await {
                     Ok(o) if o.instance == hello.instance => {
-                        flight.floor = flight.floor.max(o.generation);
                         link.view_mut().absorb(&o, true);
                         if lock(&link.ledger).observed(&o) {
                             retry_at.get_or_insert(Instant::now() + retry.delay());
