@@ -42,6 +42,14 @@ struct Desired {
     since: BTreeMap<String, u64>,
     /// The generation of the request that last set the pool list.
     pools_since: u64,
+    /// The generation of the last full apply: the baseline for names
+    /// `since` has no entry for (a delayed delta from before it changes
+    /// nothing).
+    full_since: u64,
+    /// The volume ids each resource was last made with: other ids for a
+    /// volume number mean a new incarnation (deleted and created again),
+    /// and the old one is taken down completely first.
+    made: BTreeMap<String, BTreeMap<u32, String>>,
     observed: BTreeMap<String, ResourceObserved>,
     /// The DRBD host name of each resource as last desired (a removal
     /// needs it).
@@ -280,6 +288,8 @@ impl Applier {
         };
         // What exists here but is not desired (a full apply only): how
         // deletes missed while the satellite was away are caught up.
+        // Every name found is placed where it was found (a desired
+        // resource's leftovers in another pool go with its next removal).
         let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         if req.full {
             self.tools.files.forget_loops();
@@ -288,7 +298,7 @@ impl Applier {
                 let Ok(p) = &pool.provider else { continue };
                 match p.resources().await {
                     Ok(names) => {
-                        for n in names.into_iter().filter(|n| !keep.contains(n.as_str())) {
+                        for n in names {
                             found.entry(n).or_default().insert(pool.desired.name.clone());
                         }
                     }
@@ -307,19 +317,26 @@ impl Applier {
             if req.full {
                 let keep: BTreeSet<String> = req.resources.iter().map(|r| r.name.clone()).collect();
                 let mut gone: BTreeSet<String> = st.resources.keys().filter(|n| !keep.contains(*n)).cloned().collect();
-                gone.extend(found.keys().cloned());
+                gone.extend(found.keys().filter(|n| !keep.contains(*n)).cloned());
                 st.resources = req.resources.iter().map(|r| (r.name.clone(), r.clone())).collect();
                 st.observed.retain(|n, _| keep.contains(n));
-                // A full apply is the new baseline.
-                st.since = keep.iter().chain(&gone).map(|n| (n.clone(), req.generation)).collect();
+                // A full apply is the new baseline (also from a restarted
+                // controller, whose generations start over).
+                st.since.clear();
+                st.full_since = req.generation;
+                st.generation = req.generation;
+                for r in &req.resources {
+                    self.record_placement(&mut st, r);
+                }
                 targets.extend(req.resources.iter().map(|r| r.name.clone()));
                 targets.extend(gone);
             } else {
-                let current = |st: &Desired, n: &str| st.since.get(n).is_none_or(|g| *g <= req.generation);
+                let current = |st: &Desired, n: &str| st.since.get(n).copied().unwrap_or(st.full_since) <= req.generation;
                 for r in &req.resources {
                     if current(&st, &r.name) {
                         st.resources.insert(r.name.clone(), r.clone());
                         st.since.insert(r.name.clone(), req.generation);
+                        self.record_placement(&mut st, r);
                     }
                     targets.push(r.name.clone());
                 }
@@ -330,12 +347,6 @@ impl Applier {
                     }
                     targets.push(n.clone());
                 }
-            }
-            for r in &req.resources {
-                if let Some(d) = &r.drbd {
-                    st.hosts.insert(r.name.clone(), d.host.clone());
-                }
-                st.placed.entry(r.name.clone()).or_default().extend(r.volumes.iter().map(|v| v.pool.clone()));
             }
             for (n, in_pools) in found {
                 st.placed.entry(n).or_default().extend(in_pools);
@@ -375,18 +386,28 @@ impl Applier {
         out
     }
 
+    /// Remembers where a desired resource is placed and its DRBD host name
+    /// (a removal needs both).
+    fn record_placement(&self, st: &mut Desired, r: &ResourceDesired) {
+        if let Some(d) = &r.drbd {
+            st.hosts.insert(r.name.clone(), d.host.clone());
+        }
+        st.placed.entry(r.name.clone()).or_default().extend(r.volumes.iter().map(|v| v.pool.clone()));
+    }
+
     /// Makes one resource what is desired of it now (or removes it), under
     /// its own lock, and records what it saw.
     async fn reconcile(&self, name: &str) -> Reconciled {
         let lock = self.resource_lock(name);
         let _one_at_a_time = lock.lock().await;
-        let (desired, pools, host, placed) = {
+        let (desired, pools, host, placed, made) = {
             let st = self.state.lock();
             (
                 st.resources.get(name).cloned(),
                 st.pools.clone(),
                 st.hosts.get(name).cloned().unwrap_or_else(|| self.node_name.clone()),
                 st.placed.get(name).cloned().unwrap_or_default(),
+                st.made.get(name).cloned(),
             )
         };
         let n = match checked(name) {
@@ -398,27 +419,54 @@ impl Applier {
         };
         match desired {
             Some(r) => {
+                let ids: BTreeMap<u32, String> = r.volumes.iter().map(|v| (v.number, v.id.clone())).collect();
+                let reborn = made.is_some_and(|m| m.iter().any(|(nr, id)| ids.get(nr).is_some_and(|now| now != id)));
+                if reborn {
+                    // Deleted and created again before the removal ran:
+                    // the old incarnation goes completely (DRBD metadata
+                    // and markers too) before the new one is made.
+                    tracing::info!(rsc = %name, "a new incarnation: taking the old one down first");
+                    let gone = self.remove(&pools, &n, &host, &placed).await;
+                    if gone.error.is_some() {
+                        return Reconciled::Present(ResourceObserved { volumes: vec![], ..gone });
+                    }
+                    self.state.lock().made.remove(name);
+                }
                 let o = self.ensure(&pools, &r, &n, &placed).await;
                 let mut st = self.state.lock();
+                let current = st.resources.get(name) == Some(&r);
                 if st.resources.contains_key(name) {
                     st.observed.insert(name.to_string(), o.clone());
                 }
-                if o.error.is_none() {
+                if o.error.is_none() && current {
                     // Pools it no longer uses were cleaned up.
                     let used: BTreeSet<String> = r.volumes.iter().map(|v| v.pool.clone()).collect();
                     st.placed.insert(name.to_string(), used);
+                }
+                if o.error.is_none() {
+                    st.made.insert(name.to_string(), ids);
                 }
                 Reconciled::Present(o)
             }
             None => {
                 let o = self.remove(&pools, &n, &host, &placed).await;
-                let mut st = self.state.lock();
-                if !st.resources.contains_key(name) {
-                    st.observed.remove(name);
-                    if o.error.is_none() {
-                        st.placed.remove(name);
-                        st.hosts.remove(name);
+                {
+                    let mut st = self.state.lock();
+                    if !st.resources.contains_key(name) {
+                        st.observed.remove(name);
+                        if o.error.is_none() {
+                            st.placed.remove(name);
+                            st.hosts.remove(name);
+                            st.made.remove(name);
+                        }
                     }
+                }
+                // Its lock goes too, unless someone else waits for it
+                // (only `resource_lock` hands out clones, under this map's
+                // lock: the map's and ours are then the only ones).
+                let mut locks = self.resource_locks.lock();
+                if locks.get(name).is_some_and(|l| Arc::strong_count(l) == 2) {
+                    locks.remove(name);
                 }
                 Reconciled::Removed(o)
             }
@@ -709,6 +757,11 @@ impl Applier {
                 out.error.get_or_insert(err(format!("Failed to delete the volumes of '{name}' on node '{}'.", self.node_name), &e));
             }
         }
+        // A pool that cannot be used here holds nothing Cairn can reach;
+        // what it may hold of the resource is said, not hidden.
+        for pool in placed.iter().filter_map(|n| pools.get(n)).filter(|p| p.provider.is_err()) {
+            tracing::warn!(rsc = %name, pool = %pool.desired.name, "the pool is not usable here; volumes of the resource it may hold were not removed");
+        }
         out
     }
 
@@ -992,6 +1045,18 @@ mod tests {
             let o = a.apply(delta(2, vec![rsc("web", "p")], &[])).await;
             assert_eq!(o.removed.len(), 1, "the resource stays removed: {o:?}");
             assert!(!dir.path().join("web_00000_ab.img").exists());
+            // A delta from before a full apply (delayed on an old
+            // connection) does not bring back what the full apply left out.
+            a.apply(full(10, vec![pool("p", dir.path())], vec![])).await;
+            let o = a.apply(delta(8, vec![rsc("old", "p")], &[])).await;
+            assert_eq!(o.removed.len(), 1, "{o:?}");
+            assert!(!dir.path().join("old_00000_ab.img").exists());
+            // A restarted controller starts over at generation 1: its full
+            // apply is the new baseline.
+            let o = a.apply(full(1, vec![pool("p", dir.path())], vec![rsc("web", "p")])).await;
+            assert!(o.resources[0].error.is_none(), "{o:?}");
+            let o = a.apply(delta(2, vec![rsc("db", "p")], &[])).await;
+            assert!(o.resources[0].error.is_none() && dir.path().join("db_00000_ab.img").exists(), "{o:?}");
         });
     }
 

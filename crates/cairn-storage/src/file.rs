@@ -156,6 +156,15 @@ impl AttachGate {
 /// Loop devices by the canonical path of their backing file.
 type LoopIndex = std::collections::BTreeMap<PathBuf, Vec<String>>;
 
+/// The loop index and this satellite's own attaches since it was last
+/// dropped (merged into the next listing: an attach that ends while the
+/// host is being listed is never lost).
+#[derive(Default)]
+struct Loops {
+    index: Option<LoopIndex>,
+    own: Vec<(PathBuf, String)>,
+}
+
 /// The canonical form of a volume file's path (its directory resolved),
 /// as the kernel reports backing files; also for a file already unlinked.
 fn canonical(path: &Path) -> PathBuf {
@@ -175,9 +184,7 @@ pub struct Files {
     timeout: Duration,
     /// `losetup --find` picks a free device and then claims it; two at once
     /// collide and util-linux backs off for 200 ms. One attach at a time
-    /// in this satellite avoids that; everything else stays parallel.
-    /// Reading the loop index from `losetup --list` takes a turn too, so
-    /// no attach falls between the listing and the index. Only this
+    /// in this satellite avoids that; everything else stays parallel. Only this
     /// satellite's own attaches wait for each other: several satellites
     /// on one host (tests) may still collide, which costs util-linux's
     /// retry, never a wrong device.
@@ -188,7 +195,9 @@ pub struct Files {
     /// when empty (first use, and after [`Files::forget_loops`] at each full
     /// apply), then kept current by this satellite's own attaches and
     /// detaches. Never one host-wide listing per volume.
-    loops: Arc<parking_lot::Mutex<Option<LoopIndex>>>,
+    loops: Arc<parking_lot::Mutex<Loops>>,
+    /// One listing at a time (attaches do not wait for it).
+    listing: Arc<tokio::sync::Mutex<()>>,
     /// Where the kernel shows each loop device's backing file
     /// (`<sysfs>/loopN/loop/backing_file`): an index entry is checked
     /// there before it is trusted. None: trust the index (unit tests).
@@ -202,7 +211,8 @@ impl Files {
             timeout,
             attach: Arc::new(AttachGate::default()),
             probe: Arc::new(tokio::sync::Mutex::new(())),
-            loops: Arc::new(parking_lot::Mutex::new(None)),
+            loops: Arc::new(parking_lot::Mutex::new(Loops::default())),
+            listing: Arc::new(tokio::sync::Mutex::new(())),
             sysfs: Some(PathBuf::from("/sys/block")),
         }
     }
@@ -220,32 +230,44 @@ impl Files {
     /// Drops the loop index: the next lookup lists the host's loop devices
     /// again (devices attached or detached by someone else are seen then).
     pub fn forget_loops(&self) {
-        *self.loops.lock() = None;
+        let mut loops = self.loops.lock();
+        loops.index = None;
+        loops.own.clear();
     }
 
-    /// Whether the kernel says `device` is backed by `file`: Some(false)
-    /// when the device is detached or backed by another file, None when
-    /// that cannot be read.
-    fn backed_by(&self, device: &str, file: &Path) -> Option<bool> {
+    /// Whether the kernel says `device` holds `file`: Some(false) when the
+    /// device is detached or holds another file, or, for a file that
+    /// exists (`live`: its inode), when it holds an unlinked file of the
+    /// same name or another inode; None when that cannot be read.
+    fn holds(&self, device: &str, file: &Path, live: Option<u64>) -> Option<bool> {
         let sysfs = self.sysfs.as_ref()?;
-        let dev = Path::new(device).file_name()?;
-        match std::fs::read_to_string(sysfs.join(dev).join("loop").join("backing_file")) {
-            Ok(text) => {
-                let text = text.trim_end_matches('\n');
-                Some(Path::new(text.strip_suffix(" (deleted)").unwrap_or(text)) == file)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
-            Err(_) => None,
+        let dir = sysfs.join(Path::new(device).file_name()?).join("loop");
+        let text = match std::fs::read_to_string(dir.join("backing_file")) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+            Err(_) => return None,
+        };
+        let text = text.trim_end_matches('\n');
+        let (name, deleted) = match text.strip_suffix(" (deleted)") {
+            Some(name) => (name, true),
+            None => (text, false),
+        };
+        if Path::new(name) != file || (deleted && live.is_some()) {
+            return Some(false);
+        }
+        let inode = std::fs::read_to_string(dir.join("backing_inode")).ok().and_then(|t| t.trim().parse::<u64>().ok());
+        match (live, inode) {
+            (Some(want), Some(have)) => Some(want == have),
+            _ => Some(true),
         }
     }
 
     /// Fills the index from one `losetup --json --list` if it is empty.
+    /// Attaches do not wait for the listing: one that ends meanwhile is in
+    /// `own`, merged into what is stored.
     async fn load_loops(&self) -> Result<(), StorageError> {
-        if self.loops.lock().is_some() {
-            return Ok(());
-        }
-        let _no_attach_meanwhile = self.attach.turn().await;
-        if self.loops.lock().is_some() {
+        let _one_listing = self.listing.lock().await;
+        if self.loops.lock().index.is_some() {
             return Ok(());
         }
         let out = self.runner.run(&self.cmd("losetup").args(["--json", "--list"])).await?;
@@ -254,13 +276,25 @@ impl Files {
             let file = d.back_file.strip_suffix(" (deleted)").unwrap_or(&d.back_file);
             index.entry(PathBuf::from(file)).or_default().push(d.name);
         }
-        *self.loops.lock() = Some(index);
+        let mut loops = self.loops.lock();
+        for (file, device) in &loops.own {
+            let devices = index.entry(file.clone()).or_default();
+            if !devices.contains(device) {
+                devices.push(device.clone());
+            }
+        }
+        loops.index = Some(index);
         Ok(())
     }
 
     fn remember_loop(&self, file: &Path, device: &str) {
-        if let Some(index) = self.loops.lock().as_mut() {
-            let devices = index.entry(canonical(file)).or_default();
+        let file = canonical(file);
+        let mut loops = self.loops.lock();
+        if !loops.own.iter().any(|(f, d)| *f == file && d == device) {
+            loops.own.push((file.clone(), device.to_string()));
+        }
+        if let Some(index) = loops.index.as_mut() {
+            let devices = index.entry(file).or_default();
             if !devices.iter().any(|d| d == device) {
                 devices.push(device.to_string());
             }
@@ -268,7 +302,9 @@ impl Files {
     }
 
     fn forget_loop(&self, device: &str) {
-        if let Some(index) = self.loops.lock().as_mut() {
+        let mut loops = self.loops.lock();
+        loops.own.retain(|(_, d)| d != device);
+        if let Some(index) = loops.index.as_mut() {
             index.retain(|_, devices| {
                 devices.retain(|d| d != device);
                 !devices.is_empty()
@@ -276,18 +312,30 @@ impl Files {
         }
     }
 
-    /// Loop devices attached to `path` (also after it was unlinked), from
-    /// the index; entries the kernel contradicts are dropped.
+    /// Loop devices attached to `path`, from the index; entries the kernel
+    /// contradicts are dropped. While the file exists, only devices on
+    /// that very file count; once it is unlinked, devices still holding
+    /// the deleted file do (for removal).
     pub async fn loops_of(&self, path: &Path) -> Result<Vec<String>, StorageError> {
-        self.load_loops().await?;
         let file = canonical(path);
-        let listed = self.loops.lock().as_ref().and_then(|i| i.get(&file).cloned()).unwrap_or_default();
+        let live = std::fs::symlink_metadata(path).ok().map(|m| m.ino());
+        let listed = loop {
+            self.load_loops().await?;
+            // A full apply may have dropped the index meanwhile: list again.
+            if let Some(index) = self.loops.lock().index.as_ref() {
+                break index.get(&file).cloned().unwrap_or_default();
+            }
+        };
         let mut out = Vec::new();
         for device in listed {
-            if self.backed_by(&device, &file) == Some(false) {
-                self.forget_loop(&device);
-            } else {
-                out.push(device);
+            match self.holds(&device, &file, live) {
+                Some(false) => {
+                    if self.holds(&device, &file, None) != Some(true) {
+                        // Detached, or another file's: forget it.
+                        self.forget_loop(&device);
+                    }
+                }
+                _ => out.push(device),
             }
         }
         Ok(out)
@@ -357,6 +405,16 @@ impl Files {
         }
         let result = self.attach(&path, grown).await;
         if result.is_err() && created {
+            // A losetup killed by its timeout may have attached the file
+            // all the same: list the host again and let go of it first.
+            self.forget_loops();
+            if let Ok(devices) = self.loops_of(&path).await {
+                for dev in devices {
+                    if let Err(e) = self.detach(&dev).await {
+                        tracing::warn!(device = %dev, file = %path.display(), "cannot detach the device of a failed attach: {e}");
+                    }
+                }
+            }
             let _ = std::fs::remove_file(&path);
         }
         let device = result?;
@@ -741,11 +799,11 @@ mod tests {
         let d = dir.path().to_str().unwrap();
         let file = format!("{d}/db_00001_aa.img");
         let f = Arc::new(FakeRunner::new());
-        f.expect(&["fallocate", "--length", "2097152", &file], "").expect(&["losetup", "--json", "--list"], EMPTY).expect_failure(
-            &["losetup", "--find", "--show", &file],
-            1,
-            "losetup: cannot find an unused loop device",
-        );
+        f.expect(&["fallocate", "--length", "2097152", &file], "")
+            .expect(&["losetup", "--json", "--list"], EMPTY)
+            .expect_failure(&["losetup", "--find", "--show", &file], 1, "losetup: cannot find an unused loop device")
+            // Listed again: a killed losetup may have attached it anyway.
+            .expect(&["losetup", "--json", "--list"], EMPTY);
         let files = Files::new(Arc::new(Creating(f.clone())), Duration::from_secs(5)).with_sysfs(None);
         let pool = FilePool::new("p", d, false).unwrap();
         let err = rt().block_on(files.ensure(&pool, &VolumeFile::new("db", 1, "aa"), kib(2048))).unwrap_err();
@@ -844,6 +902,58 @@ mod tests {
         let va = rt().block_on(files.ensure(&pool, &VolumeFile::new("a", 0, "aa"), kib(4))).unwrap();
         assert_eq!(va.device_path.as_deref(), Some("/dev/loop6"));
         assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn a_device_on_an_unlinked_file_or_another_inode_is_never_adopted() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let sys = tempfile::tempdir().unwrap();
+        let a = format!("{d}/a_00000_aa.img");
+        std::fs::write(&a, vec![0u8; 4096]).unwrap();
+        let ino = std::fs::metadata(&a).unwrap().ino();
+        let dev = |n: &str, backing: &str, inode: u64| {
+            std::fs::create_dir_all(sys.path().join(n).join("loop")).unwrap();
+            std::fs::write(sys.path().join(n).join("loop/backing_file"), format!("{backing}\n")).unwrap();
+            std::fs::write(sys.path().join(n).join("loop/backing_inode"), format!("{inode}\n")).unwrap();
+        };
+        // loop3 holds an earlier, unlinked file of the same name; loop4 a
+        // file of that name with another inode.
+        dev("loop3", &format!("{a} (deleted)"), ino + 1);
+        dev("loop4", &a, ino + 2);
+        let listed =
+            format!(r#"{{"loopdevices":[{{"name":"/dev/loop3","back-file":"{a} (deleted)"}},{{"name":"/dev/loop4","back-file":"{a}"}}]}}"#);
+        let f = Arc::new(FakeRunner::new());
+        f.expect(&["losetup", "--json", "--list"], &listed).expect(&["losetup", "--find", "--show", &a], "/dev/loop5\n");
+        let files = Files::new(f.clone(), Duration::from_secs(5)).with_sysfs(Some(sys.path().to_path_buf()));
+        let pool = FilePool::new("p", d, true).unwrap();
+        let v = rt().block_on(files.ensure(&pool, &VolumeFile::new("a", 0, "aa"), kib(4))).unwrap();
+        assert_eq!(v.device_path.as_deref(), Some("/dev/loop5"), "a fresh device, not one of the strangers");
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Once the file is gone, the devices on unlinked files of that
+        // name are found for removal.
+        std::fs::remove_file(&a).unwrap();
+        dev("loop5", &format!("{a} (deleted)"), ino);
+        let mut left = rt().block_on(files.loops_of(Path::new(&a))).unwrap();
+        left.sort();
+        assert_eq!(left, ["/dev/loop3", "/dev/loop4", "/dev/loop5"]);
+    }
+
+    #[test]
+    fn an_attach_that_ends_while_the_host_is_listed_is_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b_00000_aa.img");
+        std::fs::write(&file, b"x").unwrap();
+        let f = Arc::new(FakeRunner::new());
+        let files = Files::new(f.clone(), Duration::from_secs(5)).with_sysfs(None);
+        // A full apply dropped the index; an attach ends before the next
+        // listing is stored, and the listing (taken earlier) lacks it.
+        files.forget_loops();
+        files.remember_loop(&file, "/dev/loop9");
+        f.expect(&["losetup", "--json", "--list"], EMPTY);
+        assert_eq!(rt().block_on(files.loops_of(&file)).unwrap(), ["/dev/loop9"]);
+        assert!(f.is_done());
     }
 
     #[test]
