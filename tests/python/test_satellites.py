@@ -275,11 +275,11 @@ def test_a_hung_command_times_out_with_the_tool_named(cluster):
         real[tool] = subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
     for tool, path in real.items():
         os.symlink(path, os.path.join(fake, tool))
-    # truncate hangs: every create on this node hits the timeout.
-    os.unlink(os.path.join(fake, "truncate"))
-    with open(os.path.join(fake, "truncate"), "w") as f:
+    # losetup hangs: every create on this node hits the timeout.
+    os.unlink(os.path.join(fake, "losetup"))
+    with open(os.path.join(fake, "losetup"), "w") as f:
         f.write("#!/bin/sh\nif [ \"$1\" = --version ]; then exit 0; fi\nexec sleep 600\n")
-    os.chmod(os.path.join(fake, "truncate"), 0o755)
+    os.chmod(os.path.join(fake, "losetup"), 0o755)
     s = slow_node(c, "n9", "127.0.10.9", fake + ":/usr/bin:/bin", 2)
     try:
         ok(c.lin.resource_dfn_create("hang"))
@@ -289,8 +289,8 @@ def test_a_hung_command_times_out_with_the_tool_named(cluster):
         assert time.time() - t < 30
         assert status == 500, body
         e = [r for r in body if r["ret_code"] < 0 and (r["ret_code"] >> 62) & 3 == 3][0]
-        assert "truncate" in e["cause"] and "2 s" in e["cause"], e
-        assert "truncate" in e.get("details", "")
+        assert "losetup" in e["cause"] and "2 s" in e["cause"], e
+        assert "losetup" in e.get("details", "")
         # The satellite keeps serving: the node is still online and answers.
         assert status_of(c, "n9") == "ONLINE"
         ok(c.lin.resource_create([linstor.ResourceData("n1", "hang")]))

@@ -866,7 +866,7 @@ impl Applier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_exec::{Cmd, CommandRunner, FakeRunner};
+    use cairn_exec::{CommandRunner, FakeRunner};
     use cairn_proto::ProviderKind;
     use cairn_storage::file::Files;
     use std::time::Duration;
@@ -874,34 +874,16 @@ mod tests {
     const NO_LOOPS: &str = r#"{"loopdevices":[]}"#;
     const DF: &str = "1K-blocks Avail\n 1000000 900000\n";
 
-    /// The fake runner, plus what `truncate` does to the file (so a second
-    /// apply sees a volume of the right size, as on a real host).
-    struct Sizing(Arc<FakeRunner>);
-
-    impl CommandRunner for Sizing {
-        fn run<'a>(&'a self, cmd: &'a Cmd) -> cairn_exec::BoxFuture<'a, Result<cairn_exec::Output, cairn_exec::ExecError>> {
-            let args = cmd.get_args();
-            if cmd.program() == "truncate"
-                && let (Some(size), Some(path)) = (args.get(1).and_then(|s| s.to_str()), args.last())
-                && let Ok(len) = size.parse::<u64>()
-            {
-                let _ = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).and_then(|f| f.set_len(len));
-            }
-            self.0.run(cmd)
-        }
-    }
-
     /// An applier on FILE_THIN pools (no DRBD here), its commands answered
     /// by `fake`: no loop devices at first, each attach gets /dev/loop7.
     fn applier(fake: &Arc<FakeRunner>, timeout: Duration) -> Arc<Applier> {
         fake.answer(&["losetup", "--json", "--list"], NO_LOOPS)
-            .answer(&["truncate"], "")
             .answer(&["df"], DF)
             .answer(&["losetup", "--find", "--show"], "/dev/loop7\n")
             .answer(&["wipefs"], "")
             .answer(&["cp", "--reflink=always"], "")
             .answer(&["losetup", "--detach"], "");
-        let runner: Arc<dyn CommandRunner> = Arc::new(Sizing(fake.clone()));
+        let runner: Arc<dyn CommandRunner> = fake.clone();
         let mut storage = Storage::new(runner.clone(), timeout);
         storage.tools.files = Files::new(runner, timeout).with_sysfs(None);
         let supported = |kind| ProviderSupport { kind, supported: true, missing: vec![] };

@@ -38,9 +38,12 @@ pub async fn probe(runner: &dyn CommandRunner) -> Vec<ProviderSupport> {
         missing_common.push("/dev/loop-control (the loop driver)".into());
     }
     let mut out = vec![ProviderSupport { kind: ProviderKind::Diskless, supported: true, missing: vec![] }];
-    for (kind, tool) in [(ProviderKind::File, "fallocate"), (ProviderKind::FileThin, "truncate")] {
+    // FILE_THIN sizes its sparse files itself; FILE runs fallocate.
+    for (kind, tool) in [(ProviderKind::File, Some("fallocate")), (ProviderKind::FileThin, None)] {
         let mut missing = missing_common.clone();
-        if !have(runner, tool).await {
+        if let Some(tool) = tool
+            && !have(runner, tool).await
+        {
             missing.push(format!("{tool} not found"));
         }
         out.push(ProviderSupport { kind, supported: missing.is_empty(), missing });
