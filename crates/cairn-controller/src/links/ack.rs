@@ -188,27 +188,11 @@ impl Ledger {
     /// deltas, or a full apply).
     pub(crate) fn answered(&mut self, apply: &Apply, o: &Observed) {
         let generation = apply.generation;
-        // Pool errors come with every answer: the pool list counts as
-        // acknowledged only while none is reported.
-        let pools_ok = o.pools.iter().all(|p| p.error.is_none());
-        if pools_ok {
-            if apply.pools_set && generation >= self.pools_answered_at {
-                self.acked_pools = Some(apply.pools.clone());
-                self.pools_answered_at = generation;
-            }
-            if self.pools.as_ref().is_some_and(|p| p.generation <= generation) {
-                self.pools = None;
-            }
-        } else {
-            let previous = self.acked_pools.take();
-            match &mut self.pools {
-                Some(p) if p.generation <= generation => p.failed = true,
-                Some(_) => {}
-                None => {
-                    let op = if apply.pools_set { apply.pools.clone() } else { previous.unwrap_or_default() };
-                    self.pools = Some(Outstanding { op, generation, failed: true });
-                }
-            }
+        // Pool errors come with the answers to requests that set the pools
+        // (and full applies): the pool list counts as acknowledged only
+        // while none is reported. Other answers say nothing about pools.
+        if apply.pools_set || apply.full {
+            self.answered_pools(apply, o);
         }
         for r in &apply.resources {
             let ok = o.resources.iter().any(|a| a.name == r.name && a.error.is_none());
@@ -232,6 +216,29 @@ impl Ledger {
             // Leftovers the satellite found and could not remove.
             for gone in o.removed.iter().filter(|g| g.error.is_some() && !apply.resources.iter().any(|r| r.name == g.name)) {
                 self.outstanding.insert(gone.name.clone(), Outstanding { op: Op::Remove, generation, failed: true });
+            }
+        }
+    }
+
+    fn answered_pools(&mut self, apply: &Apply, o: &Observed) {
+        let generation = apply.generation;
+        if o.pools.iter().all(|p| p.error.is_none()) {
+            if apply.pools_set && generation >= self.pools_answered_at {
+                self.acked_pools = Some(apply.pools.clone());
+                self.pools_answered_at = generation;
+            }
+            if self.pools.as_ref().is_some_and(|p| p.generation <= generation) {
+                self.pools = None;
+            }
+        } else {
+            let previous = self.acked_pools.take();
+            match &mut self.pools {
+                Some(p) if p.generation <= generation => p.failed = true,
+                Some(_) => {}
+                None => {
+                    let op = if apply.pools_set { apply.pools.clone() } else { previous.unwrap_or_default() };
+                    self.pools = Some(Outstanding { op, generation, failed: true });
+                }
             }
         }
     }

@@ -59,7 +59,11 @@ impl View {
                 self.resources.remove(&key(&r.name));
             }
         }
-        self.pools = o.pools.iter().map(|p| (key(&p.name), p.clone())).collect();
+        // Apply answers carry the pools only when the request set them;
+        // observations and full applies always do.
+        if full || !o.pools.is_empty() {
+            self.pools = o.pools.iter().map(|p| (key(&p.name), p.clone())).collect();
+        }
     }
 
     /// Connected and in sync: what the view holds can be shown.
