@@ -125,6 +125,7 @@ pub fn resolve(tools: &Tools, p: &PoolDesired) -> Result<Arc<dyn Provider>, Reso
             pool: FilePool::new(&p.name, backing, p.kind == ProviderKind::FileThin)?,
             files: tools.files.clone(),
             reflinks: Mutex::new(None),
+            contents: Mutex::new(None),
         }),
         ProviderKind::Lvm | ProviderKind::LvmThin => Arc::new(LvmProvider {
             pool: LvmPool::new(&p.name, backing, p.kind == ProviderKind::LvmThin)?,
@@ -179,11 +180,60 @@ pub struct FileProvider {
     /// Whether the directory makes reflinks: probed when first needed,
     /// again when the pool is resolved anew (configured, or a full apply).
     reflinks: Mutex<Option<bool>>,
+    /// What the directory holds: read once, when first needed (this
+    /// provider is made anew on each full apply and whenever the pool is
+    /// configured again), then kept current by its own changes, so no
+    /// request lists the whole directory.
+    contents: Mutex<Option<Contents>>,
+}
+
+/// A pool directory's volume and snapshot files, by resource.
+#[derive(Debug, Default)]
+struct Contents {
+    volumes: BTreeMap<String, BTreeSet<(u32, String)>>,
+    snapshots: BTreeMap<String, SnapshotMap>,
+}
+
+/// `<rsc>_<NNNNN>@<snap>.snap` -> resource, volume number, snapshot.
+fn snapshot_of_file(file: &str) -> Option<(String, u32, String)> {
+    let (vol, snap) = file.strip_suffix(".snap")?.split_once('@')?;
+    let (rsc, nr) = crate::split_volume_name(vol)?;
+    (crate::safe_name(rsc).is_ok() && crate::safe_name(snap).is_ok()).then(|| (rsc.to_string(), nr, snap.to_string()))
+}
+
+impl Contents {
+    fn read(pool: &FilePool) -> Result<Contents, StorageError> {
+        let mut c = Contents::default();
+        let entries = match std::fs::read_dir(&pool.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(c),
+            Err(e) => return Err(StorageError::Io { what: format!("list {}", pool.dir.display()), source: e }),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(v) = crate::file::volume_of_file(&name) {
+                c.volumes.entry(v.rsc).or_default().insert((v.nr, v.id));
+            } else if let Some((rsc, nr, snap)) = snapshot_of_file(&name) {
+                c.snapshots.entry(rsc).or_default().entry(snap).or_default().push(nr);
+            }
+        }
+        Ok(c)
+    }
 }
 
 impl FileProvider {
     fn file(v: &VolumeRef) -> VolumeFile {
         VolumeFile::new(&v.rsc, v.nr, &v.id)
+    }
+
+    /// Works on the directory's contents, reading them first if needed.
+    fn contents<R>(&self, f: impl FnOnce(&mut Contents) -> R) -> Result<R, StorageError> {
+        let mut guard = self.contents.lock();
+        let c = match &mut *guard {
+            Some(c) => c,
+            empty => empty.insert(Contents::read(&self.pool)?),
+        };
+        Ok(f(c))
     }
 
     /// The cached answer, else a probe; None when the probe cannot run.
@@ -218,25 +268,32 @@ impl Provider for FileProvider {
             if let Some((src, snap)) = v.source {
                 self.files.restore_into(&self.pool, &vf, src, snap).await?;
             }
-            self.files.ensure(&self.pool, &vf, v.size).await
+            let made = self.files.ensure(&self.pool, &vf, v.size).await?;
+            self.contents(|c| c.volumes.entry(vf.rsc).or_default().insert((vf.nr, vf.id)))?;
+            Ok(made)
         })
     }
     fn remove_others<'a>(&'a self, rsc: &'a Name, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let stale: Vec<VolumeFile> = self
-                .pool
-                .list()?
-                .into_iter()
-                .filter(|f| f.rsc == rsc.as_str() && !keep.iter().any(|(nr, id)| f.nr == *nr && f.id == *id))
-                .collect();
-            for f in stale {
-                self.files.remove(&self.pool, &f).await?;
+            let stale: Vec<(u32, String)> = self.contents(|c| {
+                c.volumes.get(rsc.as_str()).map(|have| have.iter().filter(|v| !keep.contains(v)).cloned().collect()).unwrap_or_default()
+            })?;
+            for (nr, id) in stale {
+                self.files.remove(&self.pool, &VolumeFile::new(rsc, nr, &id)).await?;
+                self.contents(|c| {
+                    if let Some(have) = c.volumes.get_mut(rsc.as_str()) {
+                        have.remove(&(nr, id.clone()));
+                        if have.is_empty() {
+                            c.volumes.remove(rsc.as_str());
+                        }
+                    }
+                })?;
             }
             Ok(())
         })
     }
     fn resources(&self) -> BoxFuture<'_, Result<BTreeSet<String>, StorageError>> {
-        Box::pin(async move { Ok(self.pool.list()?.into_iter().map(|f| f.rsc).collect()) })
+        Box::pin(async move { self.contents(|c| c.volumes.keys().cloned().collect()) })
     }
     fn capacity(&self) -> BoxFuture<'_, Result<Capacity, StorageError>> {
         Box::pin(async move {
@@ -273,13 +330,36 @@ impl Provider for FileProvider {
         })
     }
     fn snapshots<'a>(&'a self, rsc: &'a Name) -> BoxFuture<'a, Result<SnapshotMap, StorageError>> {
-        Box::pin(async move { Files::snapshots(&self.pool, rsc) })
+        Box::pin(async move { self.contents(|c| c.snapshots.get(rsc.as_str()).cloned().unwrap_or_default()) })
     }
     fn create_snapshot<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(async move { self.files.create_snapshot(&self.pool, &Self::file(v), snap).await })
+        Box::pin(async move {
+            self.files.create_snapshot(&self.pool, &Self::file(v), snap).await?;
+            self.contents(|c| {
+                let nrs = c.snapshots.entry(v.rsc.to_string()).or_default().entry(snap.to_string()).or_default();
+                if !nrs.contains(&v.nr) {
+                    nrs.push(v.nr);
+                }
+            })
+        })
     }
     fn delete_snapshot<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(async move { self.files.delete_snapshot(&self.pool, rsc, nr, snap).await })
+        Box::pin(async move {
+            self.files.delete_snapshot(&self.pool, rsc, nr, snap).await?;
+            self.contents(|c| {
+                if let Some(snaps) = c.snapshots.get_mut(rsc.as_str()) {
+                    if let Some(nrs) = snaps.get_mut(snap.as_str()) {
+                        nrs.retain(|n| *n != nr);
+                        if nrs.is_empty() {
+                            snaps.remove(snap.as_str());
+                        }
+                    }
+                    if snaps.is_empty() {
+                        c.snapshots.remove(rsc.as_str());
+                    }
+                }
+            })
+        })
     }
     fn needs_rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move { self.files.needs_rollback(&self.pool, &Self::file(v), snap, id) })
@@ -383,5 +463,34 @@ impl Provider for ZfsProvider {
     }
     fn allocated<'a>(&'a self, _volumes: &'a [VolumeRef]) -> BoxFuture<'a, Result<Allocated, StorageError>> {
         Box::pin(async move { self.zfs.allocated(&self.pool).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directory_is_read_once_into_volumes_and_snapshots_by_resource() {
+        assert_eq!(snapshot_of_file("web_00001@s1.snap"), Some(("web".into(), 1, "s1".into())));
+        for bad in ["web_1@s1.snap", "web_00001@s1.img", "web_00001_s1.snap", ".web_00001@s1.snap.cairn-tmp", "../x_00001@s.snap"] {
+            assert_eq!(snapshot_of_file(bad), None, "{bad}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in ["web_00000_ab.img", "web_00001_cd.img", "db_00000_ef.img", "web_00000@s1.snap", "web_00001@s1.snap", "notes.txt"] {
+            std::fs::write(dir.path().join(f), b"").expect("write");
+        }
+        let pool = FilePool::new("p", dir.path().to_str().expect("utf-8"), true).expect("pool");
+        let c = Contents::read(&pool).expect("read");
+        assert_eq!(c.volumes.keys().collect::<Vec<_>>(), ["db", "web"]);
+        assert_eq!(c.volumes["web"], BTreeSet::from([(0, "ab".to_string()), (1, "cd".to_string())]));
+        let mut s1 = c.snapshots["web"]["s1"].clone();
+        s1.sort();
+        assert_eq!(s1, [0, 1]);
+        // A pool directory that is a file cannot be read: an error, not "empty".
+        let not_dir = FilePool::new("q", dir.path().join("notes.txt").to_str().expect("utf-8"), true).expect("pool");
+        assert!(Contents::read(&not_dir).is_err());
+        let missing = FilePool::new("r", dir.path().join("nope").to_str().expect("utf-8"), true).expect("pool");
+        assert!(Contents::read(&missing).expect("missing is empty").volumes.is_empty());
     }
 }
