@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::{RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cairn_domain::desired::affected_nodes;
+use cairn_domain::desired::{affected_nodes, resource_scope};
 use cairn_domain::{Cluster, Ctx, ObjKey, OpError, Outcome, time};
 use cairn_store::{Store, StoreError};
 
@@ -131,13 +131,14 @@ impl AppState {
                 .map_err(|e| ApiError::Internal(format!("commit task failed: {e}")))??;
             let node_changed = changes.iter().any(|c| matches!(c.key(), ObjKey::Node(_)));
             let touched = changes.clone();
+            let scope = resource_scope(&touched);
             me.inner.cluster.write().apply(changes);
             let c = me.read();
             nodes.extend(affected_nodes(&c, &touched));
             if node_changed {
                 me.inner.links.reconcile(&c);
             }
-            Ok::<_, ApiError>(me.inner.links.dispatch(&c, &nodes, &fresh))
+            Ok::<_, ApiError>(me.inner.links.dispatch(&c, &nodes, &fresh, scope.as_ref()))
         });
         let (pending, warnings) = committed.await.map_err(|e| ApiError::Internal(format!("commit task failed: {e}")))??;
         replies.extend(warnings);
@@ -159,7 +160,7 @@ impl AppState {
             let _writer = self.writer().await;
             let c = self.read();
             let nodes: BTreeSet<String> = c.nodes.keys().cloned().collect();
-            self.inner.links.dispatch(&c, &nodes, &nodes).0
+            self.inner.links.dispatch(&c, &nodes, &nodes, None).0
         };
         // Waited for without the writer lock: a link's retry may need it.
         links::collect(pending).await

@@ -59,6 +59,18 @@ pub fn desired_for_node_with(
     node_key: &str,
     unseal: &dyn Fn(&str) -> Option<String>,
 ) -> (Vec<PoolDesired>, Vec<ResourceDesired>) {
+    desired_of_node(c, node_key, None, unseal)
+}
+
+/// Like [`desired_for_node_with`], with only the resources of the given
+/// definitions (upper-case keys) when `only` is set: a change's delta
+/// costs what the change touches, not what the node holds.
+pub fn desired_of_node(
+    c: &Cluster,
+    node_key: &str,
+    only: Option<&BTreeSet<String>>,
+    unseal: &dyn Fn(&str) -> Option<String>,
+) -> (Vec<PoolDesired>, Vec<ResourceDesired>) {
     let pools = c
         .stor_pools_of(node_key)
         .map(|p| PoolDesired {
@@ -67,8 +79,11 @@ pub fn desired_for_node_with(
             backing: BACKING_KEYS.iter().find_map(|k| p.props.get(*k).cloned()),
         })
         .collect();
-    let mut rscs: Vec<ResourceDesired> = c
-        .resources_on(node_key)
+    let on_node: Box<dyn Iterator<Item = &Resource>> = match only {
+        Some(rds) => Box::new(rds.iter().filter_map(|rd| c.resources.get(&(rd.clone(), node_key.to_string())))),
+        None => Box::new(c.resources_on(node_key)),
+    };
+    let mut rscs: Vec<ResourceDesired> = on_node
         .map(|r| {
             let rd_key = key(&r.resource_definition);
             ResourceDesired {
@@ -200,6 +215,19 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
 /// Node keys whose desired state the changes may alter, as seen in `c`.
 /// Call it on the cluster before and after applying the changes: a deleted
 /// definition's nodes are only visible before, a new resource's after.
+/// The resource definitions (upper-case keys) whose resources are all a
+/// change can alter in the satellites' desired state; None when it can
+/// alter more (nodes, pools, groups, controller properties, ...).
+pub fn resource_scope(changes: &[Change]) -> Option<BTreeSet<String>> {
+    changes
+        .iter()
+        .map(|ch| match ch.key() {
+            ObjKey::Rsc(rd, _) | ObjKey::VlmDfn(rd, _) | ObjKey::RscDfn(rd) | ObjKey::SnapDfn(rd, _) => Some(rd),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn affected_nodes(c: &Cluster, changes: &[Change]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let nodes_of = |rd: &str| c.resources_of(rd).map(|r| key(&r.node)).collect::<Vec<_>>();
@@ -318,6 +346,30 @@ mod tests {
         assert_eq!(affected_nodes(&c, &o.changes).len(), 2, "seen before the delete");
         c.apply(o.changes.clone());
         assert!(desired_for_node(&c, "N1").1.is_empty());
+    }
+
+    #[test]
+    fn a_resource_change_is_scoped_to_its_definitions_and_the_scoped_state_matches_the_full_one() {
+        let (mut c, mut ctx) = cluster();
+        let req = ResourceCreate { resource: WireRsc { node_name: "n1".into(), ..Default::default() }, ..Default::default() };
+        let o = c.create_resources("web", std::slice::from_ref(&req), None, &mut ctx).unwrap();
+        assert_eq!(resource_scope(&o.changes), Some(BTreeSet::from(["WEB".to_string()])));
+        c.apply(o.changes);
+        let rd = ResourceDefinitionCreate { resource_definition: WireRd { name: "db".into(), ..Default::default() }, ..Default::default() };
+        let o = c.create_rsc_dfn(&rd, &mut ctx).unwrap();
+        c.apply(o.changes);
+        let vd = VolumeDefinitionCreate { volume_definition: WireVd { size_kib: Some(1024), ..Default::default() }, ..Default::default() };
+        let o = c.create_vlm_dfn("db", &vd, &mut ctx).unwrap();
+        c.apply(o.changes);
+        let o = c.create_resources("db", &[req], None, &mut ctx).unwrap();
+        c.apply(o.changes);
+        let (pools, all) = desired_for_node(&c, "N1");
+        let (scoped_pools, scoped) = desired_of_node(&c, "N1", Some(&BTreeSet::from(["DB".to_string()])), &|_| None);
+        assert_eq!(scoped_pools, pools);
+        assert_eq!(scoped, all.into_iter().filter(|r| r.name == "db").collect::<Vec<_>>());
+        // Anything beyond resources (here a node) widens the scope to all.
+        let o = c.create_node(&crate::testing::satellite("n3", &[]), &mut ctx).unwrap();
+        assert_eq!(resource_scope(&o.changes), None);
     }
 }
 

@@ -113,7 +113,20 @@ impl Ledger {
 
     /// What must go to the satellite so that it gets this desired state,
     /// recorded as outstanding; None when nothing changed.
+    #[cfg(test)]
     pub(crate) fn delta(&mut self, pools: Vec<PoolDesired>, rscs: Vec<ResourceDesired>) -> Option<Delta> {
+        self.delta_of(pools, rscs, None)
+    }
+
+    /// [`Ledger::delta`] where `rscs` holds only the resources of the
+    /// definitions in `scope` (upper-case keys), when set: removals are
+    /// looked for among those only.
+    pub(crate) fn delta_of(
+        &mut self,
+        pools: Vec<PoolDesired>,
+        rscs: Vec<ResourceDesired>,
+        scope: Option<&BTreeSet<String>>,
+    ) -> Option<Delta> {
         let mut apply = Apply::default();
         let mut new_snapshots = BTreeSet::new();
         let mut ops: Vec<(String, Op)> = Vec::new();
@@ -128,7 +141,8 @@ impl Ledger {
                 ops.push((name.clone(), Op::Upsert(Box::new(r.clone()))));
             }
         }
-        let known: BTreeSet<&String> = self.acked.keys().chain(self.outstanding.keys()).collect();
+        let in_scope = |name: &String| scope.is_none_or(|s| s.contains(&cairn_domain::name::key(name)));
+        let known: BTreeSet<&String> = self.acked.keys().chain(self.outstanding.keys()).filter(|n| in_scope(n)).collect();
         for name in known {
             if !now.contains_key(name) && self.latest(name).is_some() {
                 apply.removed.push(name.clone());
@@ -392,6 +406,19 @@ mod tests {
         l.answered(&back, &answer(&["b"], &[]));
         l.answered(&gone, &answer(&[], &[]));
         assert_eq!(l.acked("b"), Some(&rd("b", 2)));
+    }
+
+    #[test]
+    fn a_scoped_delta_looks_for_removals_only_in_its_scope() {
+        let mut l = synced(&[rd("a", 1), rd("b", 1)], &answer(&["a", "b"], &[]));
+        // Only b's definition was touched: a, absent from the scoped list,
+        // is not removed.
+        let d = l.delta_of(pool(), vec![rd("b", 2)], Some(&BTreeSet::from(["B".to_string()]))).expect("b changed");
+        assert_eq!(d.apply.resources, vec![rd("b", 2)]);
+        assert!(d.apply.removed.is_empty());
+        // b deleted: in scope and absent, so removed.
+        let d = l.delta_of(pool(), vec![], Some(&BTreeSet::from(["B".to_string()]))).expect("b goes");
+        assert_eq!(d.apply.removed, ["b"]);
     }
 
     #[test]

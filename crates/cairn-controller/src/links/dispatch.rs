@@ -23,8 +23,16 @@ impl Links {
     /// Queues the delta of each node to its worker. Call under the writer
     /// lock, after the changes were applied to `cluster`. Offline nodes
     /// get nothing (their next full apply carries it) and a warning, unless
-    /// they are `fresh` (registered by this very change).
-    pub fn dispatch(&self, cluster: &Cluster, nodes: &BTreeSet<String>, fresh: &BTreeSet<String>) -> (Vec<Pending>, Vec<ApiCallRc>) {
+    /// they are `fresh` (registered by this very change). With `scope`
+    /// (upper-case resource definition keys) only those resources are
+    /// compared: the change touched nothing else.
+    pub fn dispatch(
+        &self,
+        cluster: &Cluster,
+        nodes: &BTreeSet<String>,
+        fresh: &BTreeSet<String>,
+        scope: Option<&BTreeSet<String>>,
+    ) -> (Vec<Pending>, Vec<ApiCallRc>) {
         let mut pending = Vec::new();
         let mut warnings = Vec::new();
         for nk in nodes {
@@ -46,8 +54,8 @@ impl Links {
                 );
                 continue;
             };
-            let (pools, rscs) = self.host.desired(cluster, nk);
-            let Some(delta) = lock(&link.ledger).delta(pools, rscs) else { continue };
+            let (pools, rscs) = self.host.desired_of(cluster, nk, scope);
+            let Some(delta) = lock(&link.ledger).delta_of(pools, rscs, scope) else { continue };
             let (done, rx) = oneshot::channel();
             if link.tx.send(Job { apply: delta.apply, done: Some(done) }).is_ok() {
                 pending.push(Pending { node: node.name.clone(), new_snapshots: delta.new_snapshots, rx });

@@ -41,7 +41,7 @@ use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use cairn_domain::Cluster;
-use cairn_domain::desired::desired_for_node_with;
+use cairn_domain::desired::desired_of_node;
 use cairn_domain::name::key;
 use cairn_domain::placement::{NodeObs, Observer};
 use cairn_domain::snapshot::NodeSnapState;
@@ -197,11 +197,17 @@ impl Host {
 
     /// A node's desired state, with LUKS keys while the master key is known.
     fn desired(&self, cluster: &Cluster, node_key: &str) -> (Vec<PoolDesired>, Vec<ResourceDesired>) {
+        self.desired_of(cluster, node_key, None)
+    }
+
+    /// The pools and, with `only`, just the resources of those
+    /// definitions (upper-case keys).
+    fn desired_of(&self, cluster: &Cluster, node_key: &str, only: Option<&BTreeSet<String>>) -> (Vec<PoolDesired>, Vec<ResourceDesired>) {
         let master = self.master();
         let unseal = |sealed: &str| {
             master.as_ref().and_then(|m| m.open(sealed).map_err(|e| tracing::error!("cannot open a LUKS volume secret: {e}")).ok())
         };
-        desired_for_node_with(cluster, node_key, &unseal)
+        desired_of_node(cluster, node_key, only, &unseal)
     }
 
     /// The node's name and where its satellite listens: its active
