@@ -106,6 +106,39 @@ pub fn volume_of_file(file: &str) -> Option<VolumeFile> {
 /// (a hung `losetup`): the others then get a new turn of their own.
 const STUCK_ATTACH: Duration = Duration::from_millis(300);
 
+/// Takes the host's attach lock (`flock` on `cairn-losetup.lock` under
+/// /run/lock): loop devices are the kernel's, so `losetup --find` races
+/// between processes too, and satellites on one host (tests, or a host
+/// running several) share this lock on purpose. It is only tried, for at
+/// most [`STUCK_ATTACH`], and not waited for at all again for a while
+/// after that failed (`gave_up`): a holder stuck on a hung `losetup`
+/// delays the others once, never for the command's timeout. `None` when
+/// it cannot be had; losetup's own retry copes then.
+async fn host_attach_lock(gave_up: &parking_lot::Mutex<Option<std::time::Instant>>) -> Option<std::fs::File> {
+    let dir = if Path::new("/run/lock").is_dir() { Path::new("/run/lock") } else { Path::new("/tmp") };
+    let f = std::fs::File::options().create(true).truncate(false).write(true).open(dir.join("cairn-losetup.lock")).ok()?;
+    let recently = gave_up.lock().is_some_and(|t| t.elapsed() < 10 * STUCK_ATTACH);
+    let deadline = std::time::Instant::now() + if recently { Duration::ZERO } else { STUCK_ATTACH };
+    loop {
+        match f.try_lock() {
+            Ok(()) => {
+                *gave_up.lock() = None;
+                return Some(f);
+            }
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if !recently {
+                    *gave_up.lock() = Some(std::time::Instant::now());
+                }
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Whose turn it is to attach a loop device, in this satellite. A holder
 /// that takes longer than [`STUCK_ATTACH`] is fenced off: waiters move on
 /// to a fresh gate, so one hung `losetup` delays the others once, by at
@@ -114,6 +147,9 @@ const STUCK_ATTACH: Duration = Duration::from_millis(300);
 struct AttachGate {
     /// The current gate and when its holder took it.
     current: parking_lot::Mutex<(Arc<tokio::sync::Mutex<()>>, HeldSince)>,
+    /// When the host's attach lock was last given up on (see
+    /// `host_attach_lock`).
+    host_gave_up: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 /// When the holder of a gate took it (None: free).
@@ -146,6 +182,8 @@ impl AttachGate {
                     if stuck && Arc::ptr_eq(&current.0, &gate) {
                         tracing::warn!("a loop device attach is stuck; the other attaches go on without waiting for it");
                         *current = Default::default();
+                        // The stuck holder holds the host's lock too.
+                        *self.host_gave_up.lock() = Some(std::time::Instant::now());
                     }
                 }
             }
@@ -184,10 +222,9 @@ pub struct Files {
     timeout: Duration,
     /// `losetup --find` picks a free device and then claims it; two at once
     /// collide and util-linux backs off for 200 ms. One attach at a time
-    /// in this satellite avoids that; everything else stays parallel. Only this
-    /// satellite's own attaches wait for each other: several satellites
-    /// on one host (tests) may still collide, which costs util-linux's
-    /// retry, never a wrong device.
+    /// in this satellite (this gate) and on the host (a lock file, tried
+    /// for a bounded time: see `host_attach_lock`) avoids that; everything
+    /// else stays parallel.
     attach: Arc<AttachGate>,
     /// Serialises reflink probes.
     probe: Arc<tokio::sync::Mutex<()>>,
@@ -442,6 +479,7 @@ impl Files {
         let loops = self.loops_of(path).await?;
         let Some((first, extra)) = loops.split_first() else {
             let _one_at_a_time = self.attach.turn().await;
+            let _host_wide = host_attach_lock(&self.attach.host_gave_up).await;
             let out = self.runner.run(&self.cmd("losetup").args(["--find", "--show"]).arg(path)).await?;
             let device = parse::losetup_show(&out.stdout)?;
             self.remember_loop(path, &device);

@@ -165,7 +165,8 @@ fn main() {
     rows.push(("satellite RSS with 60+ devices".into(), format!("{:.1} MiB", rss_mib(sats[0].id()))));
 
     // 100 concurrent spawns from a resource group with 2 replicas.
-    c.post("/v1/resource-groups", &serde_json::json!({"name": "bench", "select_filter": {"place_count": 2}})).expect("rg");
+    c.post("/v1/resource-groups", &serde_json::json!({"name": "bench", "select_filter": {"place_count": 2, "layer_stack": ["STORAGE"]}}))
+        .expect("rg");
     let t = Instant::now();
     let handles: Vec<_> = (0..100)
         .map(|i| {
