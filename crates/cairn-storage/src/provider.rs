@@ -206,7 +206,8 @@ impl Contents {
         let mut c = Contents::default();
         let entries = match std::fs::read_dir(&pool.dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(c),
+            // Nothing can be there (the pool's capacity says why).
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => return Ok(c),
             Err(e) => return Err(StorageError::Io { what: format!("list {}", pool.dir.display()), source: e }),
         };
         for entry in entries.flatten() {
@@ -487,9 +488,10 @@ mod tests {
         let mut s1 = c.snapshots["web"]["s1"].clone();
         s1.sort();
         assert_eq!(s1, [0, 1]);
-        // A pool directory that is a file cannot be read: an error, not "empty".
+        // A pool "directory" that is a file holds no volumes (its capacity
+        // reports the problem), so removals there are done at once.
         let not_dir = FilePool::new("q", dir.path().join("notes.txt").to_str().expect("utf-8"), true).expect("pool");
-        assert!(Contents::read(&not_dir).is_err());
+        assert!(Contents::read(&not_dir).expect("a file holds nothing").volumes.is_empty());
         let missing = FilePool::new("r", dir.path().join("nope").to_str().expect("utf-8"), true).expect("pool");
         assert!(Contents::read(&missing).expect("missing is empty").volumes.is_empty());
     }

@@ -316,6 +316,13 @@ impl Links {
 
     /// Whether the node's satellite found that the pool can take snapshots
     /// (FILE_THIN: reflinks); None while unknown.
+    /// Why the node's satellite cannot use a pool, if it reported so.
+    pub fn pool_error(&self, node_key: &str, pool: &str) -> Option<cairn_proto::ObjectError> {
+        let l = self.get(node_key)?;
+        let v = l.view();
+        v.pools.get(&key(pool)).and_then(|p| p.error.clone())
+    }
+
     pub fn pool_snapshots(&self, node_key: &str, pool: &str) -> Option<bool> {
         let l = self.get(node_key)?;
         let v = l.view();

@@ -27,6 +27,21 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/storage-pool-definitions/{sp}", get(get_dfn).put(modify_dfn).delete(delete_dfn))
 }
 
+/// A pool as the REST API shows it: with what its satellite observes
+/// (capacity, snapshot support) and what it says is wrong with it.
+fn api_pool(s: &AppState, node_key: &str, p: &cairn_domain::storage_pool::StorPool) -> StoragePool {
+    let mut sp = p.to_api(s.links().capacity(node_key, &p.name), s.links().pool_snapshots(node_key, &p.name));
+    if let Some(e) = s.links().pool_error(node_key, &p.name) {
+        let mut report = rc::ApiCallRc::error(rc::MASK_STOR_POOL, rc::FAIL_UNKNOWN_ERROR, e.message)
+            .with_ref("Node", &p.node)
+            .with_ref("StorPool", &p.name);
+        report.cause = e.cause;
+        report.details = e.details;
+        sp.reports.push(report);
+    }
+    sp
+}
+
 /// Pools matching the query's `nodes`, `storage_pools` and `props`.
 fn filtered(s: &AppState, c: &Cluster, q: &Query, only_node: Option<&str>) -> Result<Vec<StoragePool>, ApiError> {
     let nodes = NameFilter::new(&q.all("nodes"));
@@ -40,7 +55,7 @@ fn filtered(s: &AppState, c: &Cluster, q: &Query, only_node: Option<&str>) -> Re
         .filter(|((n, _), p)| {
             only.as_ref().is_none_or(|o| o == n) && nodes.matches(&p.node) && pools.matches(&p.name) && props.matches(&p.props)
         })
-        .map(|((n, _), p)| p.to_api(s.links().capacity(n, &p.name), s.links().pool_snapshots(n, &p.name)))
+        .map(|((n, _), p)| api_pool(s, n, p))
         .collect();
     Ok(page.apply(out))
 }
@@ -61,8 +76,7 @@ async fn get_one(State(s): State<AppState>, Path((node, sp)): Path<(String, Stri
     let c = s.read();
     c.node(&node, rc::MASK_STOR_POOL)?;
     let p = c.stor_pool(&node, &sp, rc::MASK_STOR_POOL)?;
-    let n = key(&p.node);
-    Ok(ok(&p.to_api(s.links().capacity(&n, &p.name), s.links().pool_snapshots(&n, &p.name))))
+    Ok(ok(&api_pool(&s, &key(&p.node), p)))
 }
 
 async fn create(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
