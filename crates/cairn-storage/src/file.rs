@@ -43,25 +43,6 @@ impl FilePool {
     pub fn volume_path(&self, v: &VolumeFile) -> Result<PathBuf, StorageError> {
         Ok(self.dir.join(v.file_name()?))
     }
-
-    /// Volumes present in the directory, by their file names.
-    pub fn list(&self) -> Result<Vec<VolumeFile>, StorageError> {
-        let rd = match std::fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(StorageError::Io { what: format!("list {}", self.dir.display()), source: e });
-            }
-        };
-        let mut out = Vec::new();
-        for entry in rd.flatten() {
-            if let Some(v) = entry.file_name().to_str().and_then(volume_of_file) {
-                out.push(v);
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
 }
 
 /// One volume's file: `<resource>_<volume number, 5 digits>_<id>.img`.
@@ -499,30 +480,6 @@ impl Files {
     /// no resource or snapshot name, and `.snap` in no volume file).
     pub fn snapshot_path(pool: &FilePool, rsc: &str, nr: u32, snap: &str) -> Result<PathBuf, StorageError> {
         Ok(pool.dir.join(format!("{}_{nr:05}@{}.snap", safe_name(rsc)?, safe_name(snap)?)))
-    }
-
-    /// The snapshots of `rsc` in the pool: snapshot name -> volume numbers.
-    pub fn snapshots(pool: &FilePool, rsc: &str) -> Result<std::collections::BTreeMap<String, Vec<u32>>, StorageError> {
-        let prefix = format!("{}_", safe_name(rsc)?);
-        let mut out: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
-        let rd = match std::fs::read_dir(&pool.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(StorageError::Io { what: format!("list {}", pool.dir.display()), source: e }),
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some((vol, snap)) = name.strip_suffix(".snap").and_then(|s| s.strip_prefix(&prefix)).and_then(|s| s.split_once('@')) else {
-                continue;
-            };
-            if let Ok(nr) = vol.parse::<u32>()
-                && vol.len() == 5
-                && safe_name(snap).is_ok()
-            {
-                out.entry(snap.to_string()).or_default().push(nr);
-            }
-        }
-        Ok(out)
     }
 
     /// `cp --reflink=always FROM TO`, through a hidden temporary file that
