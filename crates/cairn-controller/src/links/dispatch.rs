@@ -8,7 +8,7 @@ use cairn_domain::Cluster;
 use cairn_proto::{Apply, Observed, ResourceDesired};
 use tokio::sync::oneshot;
 
-use super::{APPLY_TIMEOUT, ConnStatus, Job, LinkError, Links, lock};
+use super::{APPLY_TIMEOUT, ConnStatus, Job, LinkError, Links};
 
 /// A change sent to a node, to wait for.
 pub struct Pending {
@@ -55,7 +55,7 @@ impl Links {
                 continue;
             };
             let (pools, rscs) = self.host.desired_of(cluster, nk, scope);
-            let Some(delta) = lock(&link.ledger).delta_of(pools, rscs, scope) else { continue };
+            let Some(delta) = link.ledger.lock().delta_of(pools, rscs, scope) else { continue };
             let (done, rx) = oneshot::channel();
             if link.tx.send(Job { apply: delta.apply, done: Some(done) }).is_ok() {
                 pending.push(Pending { node: node.name.clone(), new_snapshots: delta.new_snapshots, rx });

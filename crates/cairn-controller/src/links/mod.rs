@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use cairn_domain::Cluster;
@@ -160,10 +160,6 @@ struct Link {
 use ack::Ledger;
 use view::View;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock()
-}
-
 impl Link {
     fn view(&self) -> RwLockReadGuard<'_, View> {
         self.view.read()
@@ -247,14 +243,14 @@ impl Links {
     }
 
     fn get(&self, node_key: &str) -> Option<Arc<Link>> {
-        lock(&self.links).get(node_key).cloned()
+        self.links.lock().get(node_key).cloned()
     }
 
     /// Starts a worker for every satellite node and stops those of deleted
     /// nodes. Call within the runtime.
     pub fn reconcile(&self, cluster: &Cluster) {
         let wanted: BTreeSet<String> = cluster.nodes.iter().filter(|(_, n)| n.node_type.has_satellite()).map(|(k, _)| k.clone()).collect();
-        let mut links = lock(&self.links);
+        let mut links = self.links.lock();
         links.retain(|k, l| {
             let keep = wanted.contains(k);
             if !keep {
@@ -311,7 +307,7 @@ impl Links {
     /// The version of a resource the node's satellite acknowledged.
     pub fn acknowledged(&self, node_key: &str, rsc: &str) -> Option<ResourceDesired> {
         let l = self.get(node_key)?;
-        lock(&l.ledger).acked(rsc).cloned()
+        l.ledger.lock().acked(rsc).cloned()
     }
 
     /// Whether the node's satellite found that the pool can take snapshots
@@ -360,7 +356,7 @@ impl Links {
             (p.free_kib?, p.total_kib?, created)
         };
         // Volumes of this pool the satellite has reported as created.
-        let ledger = lock(&l.ledger);
+        let ledger = l.ledger.lock();
         let present_kib = created
             .iter()
             .filter(|(rsc, nr, _)| {

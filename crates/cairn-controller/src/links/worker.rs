@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::dispatch::{merge, only_of};
 use super::transport::{self, CallError};
-use super::{APPLY_TIMEOUT, Backoff, ConnStatus, Host, Job, Link, LinkError, SHORT_TIMEOUT, lock};
+use super::{APPLY_TIMEOUT, Backoff, ConnStatus, Host, Job, Link, LinkError, SHORT_TIMEOUT};
 
 /// How a session with the satellite ended.
 struct End {
@@ -154,7 +154,7 @@ async fn serve(
 ) -> End {
     let t = &*host.transport;
     let mut retry = host.timing.retry;
-    let mut retry_at = lock(&link.ledger).has_failed().then(|| Instant::now() + retry.delay());
+    let mut retry_at = link.ledger.lock().has_failed().then(|| Instant::now() + retry.delay());
     // Heartbeats keep their pace under steady traffic too (a sleep made
     // anew each turn would never fire while answers keep coming).
     let mut heartbeat = tokio::time::interval_at(Instant::now() + host.timing.heartbeat, host.timing.heartbeat);
@@ -200,7 +200,7 @@ async fn serve(
                 };
                 link.view_mut().absorb(&flight.newer_only(&o), false);
                 let failed = {
-                    let mut ledger = lock(&link.ledger);
+                    let mut ledger = link.ledger.lock();
                     ledger.answered(&apply, &o);
                     ledger.has_failed()
                 };
@@ -222,7 +222,7 @@ async fn serve(
                 match transport::get::<Observed>(t, target, PATH_OBSERVE, SHORT_TIMEOUT).await {
                     Ok(o) if o.instance == hello.instance => {
                         link.view_mut().absorb(&o, true);
-                        if lock(&link.ledger).observed(&o) {
+                        if link.ledger.lock().observed(&o) {
                             retry_at.get_or_insert(Instant::now() + retry.delay());
                         }
                     }
@@ -263,7 +263,7 @@ async fn full_sync(host: &Host, link: &Link, target: transport::Target, rx: &mut
             return Err(LinkError::Removed);
         }
         let (pools, rscs) = host.desired(&host.read(), &link.node_key);
-        let generation = lock(&link.ledger).full(&pools, &rscs);
+        let generation = link.ledger.lock().full(&pools, &rscs);
         // From now on changes to this node are queued to us.
         set_status(link, ConnStatus::Online, None);
         let mut superseded = Vec::new();
@@ -279,7 +279,7 @@ async fn full_sync(host: &Host, link: &Link, target: transport::Target, rx: &mut
                 v.absorb(&o, true);
                 v.synced = true;
             }
-            lock(&link.ledger).answered(&apply, &o);
+            link.ledger.lock().answered(&apply, &o);
             for job in superseded {
                 if let Some(done) = job.done {
                     let _ = done.send(Ok(only_of(&o, &job.apply)));
@@ -303,7 +303,7 @@ async fn queue_retry(host: &Host, link: &Link) -> Result<(), LinkError> {
         return Err(LinkError::Removed);
     }
     let (pools, rscs) = host.desired(&host.read(), &link.node_key);
-    if let Some(apply) = lock(&link.ledger).retry(pools, rscs) {
+    if let Some(apply) = link.ledger.lock().retry(pools, rscs) {
         let names: Vec<&str> = apply.resources.iter().map(|r| r.name.as_str()).chain(apply.removed.iter().map(String::as_str)).collect();
         tracing::info!(node = %link.node_key, resources = ?names, pools = apply.pools_set, "retrying what the satellite did not acknowledge");
         // The receiver is this worker: it cannot be gone.
