@@ -66,7 +66,42 @@ impl AppState {
         let state = AppState { inner: Arc::new(Inner { cluster, store, writer, links }) };
         // Start a link to every satellite node.
         state.inner.links.reconcile(&state.read());
+        state.record_drbd_initialization();
         Ok(state)
+    }
+
+    /// Follows the replicas chosen to make new DRBD volumes UpToDate: once
+    /// one reports its volume UpToDate, the volume definition gets
+    /// `DRBD_INITIALIZED` (checked every second; the task ends with the
+    /// state).
+    fn record_drbd_initialization(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let me = AppState { inner };
+                let done: Vec<(String, u32)> = me
+                    .read()
+                    .awaiting_drbd_init()
+                    .into_iter()
+                    .filter(|a| {
+                        me.links()
+                            .resource(&a.node, &a.rd)
+                            .and_then(|o| o.drbd)
+                            .is_some_and(|d| d.volumes.iter().any(|v| v.number == a.volume && v.disk == "UpToDate"))
+                    })
+                    .map(|a| (a.rd, a.volume))
+                    .collect();
+                if !done.is_empty()
+                    && let Err(e) = me.mutate(200, move |c, _| Ok(c.drbd_initialized(&done))).await
+                {
+                    tracing::warn!("cannot record initialized DRBD volumes: {e:?}");
+                }
+            }
+        });
     }
 
     /// The satellite links (observed state).

@@ -204,7 +204,14 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
         diskless: r.is_diskless(),
         volumes: c
             .vlm_dfns_of(&rd_key)
-            .filter_map(|vd| Some(DrbdVolumeDesired { number: vd.volume_number, minor: vd.drbd_minor? }))
+            .filter_map(|vd| {
+                Some(DrbdVolumeDesired {
+                    number: vd.volume_number,
+                    minor: vd.drbd_minor?,
+                    day0_gi: vd.props.get(crate::resource_definition::PROP_DRBD_CURRENT_GI).cloned(),
+                    initialized: vd.flags.contains(crate::resource_definition::FLAG_DRBD_INITIALIZED),
+                })
+            })
             .collect(),
         options: drbd_options(c, r),
         peers,

@@ -24,7 +24,7 @@ use crate::name::key;
 use crate::numbers::Taken;
 use crate::placement::Observer;
 use crate::resource::Resource;
-use crate::resource_definition::{ResourceDefinition, VolumeDefinition};
+use crate::resource_definition::{FLAG_DRBD_INITIALIZED, ResourceDefinition, VolumeDefinition};
 use crate::storage_pool::ProviderKind;
 use crate::{Ctx, Props};
 
@@ -294,15 +294,63 @@ impl Cluster {
                 props.insert(PROP_ON_NO_QUORUM.into(), "io-error".into());
             }
         }
-        // The initial sync source: chosen once, the diskful replica with
-        // the lowest node id.
-        if !props.contains_key(PROP_INITIAL_SYNC_RSC)
+        // The initial sync source: the diskful replica with the lowest node
+        // id, chosen once; chosen again when the one chosen is gone while a
+        // volume still waits to be initialized (nobody else would ever make
+        // it UpToDate on a thick replica).
+        let chosen_gone = props.get(PROP_INITIAL_SYNC_RSC).is_some_and(|u| !diskful.iter().any(|r| &r.uuid == u));
+        let waiting = a.vds.iter().any(|v| !v.flags.contains(FLAG_DRBD_INITIALIZED));
+        if (!props.contains_key(PROP_INITIAL_SYNC_RSC) || (chosen_gone && waiting))
             && let Some(first) = diskful.iter().min_by_key(|r| r.drbd.map(|d| d.node_id))
         {
             props.insert(PROP_PRIMARY_SET_ON.into(), first.node.to_ascii_uppercase());
             props.insert(PROP_INITIAL_SYNC_RSC.into(), first.uuid.clone());
         }
         props
+    }
+}
+
+/// A volume waiting for its initial sync to be recorded as done: the
+/// replica chosen for it, by definition key, volume number and node key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwaitingInit {
+    pub rd: String,
+    pub volume: u32,
+    pub node: String,
+}
+
+impl Cluster {
+    /// DRBD volume definitions without `DRBD_INITIALIZED`, each with the
+    /// node of the replica chosen to make it UpToDate first. When that
+    /// replica reports the volume UpToDate, [`Cluster::drbd_initialized`]
+    /// records it.
+    pub fn awaiting_drbd_init(&self) -> Vec<AwaitingInit> {
+        let mut out = Vec::new();
+        for ((rd_key, nr), vd) in &self.vlm_dfns {
+            if vd.drbd_minor.is_none() || vd.flags.contains(FLAG_DRBD_INITIALIZED) {
+                continue;
+            }
+            let Some(chosen) = self.rsc_dfns.get(rd_key).and_then(|d| d.props.get(PROP_INITIAL_SYNC_RSC)) else { continue };
+            if let Some(r) = self.resources_of(rd_key).find(|r| &r.uuid == chosen) {
+                out.push(AwaitingInit { rd: rd_key.clone(), volume: *nr, node: key(&r.node) });
+            }
+        }
+        out
+    }
+
+    /// Records that the chosen replica of these volumes was UpToDate: from
+    /// now on no fresh metadata declares itself UpToDate (LINSTOR's
+    /// `DRBD_INITIALIZED` volume definition flag).
+    pub fn drbd_initialized(&self, done: &[(String, u32)]) -> Outcome {
+        let mut out = Outcome::default();
+        for (rd, nr) in done {
+            if let Some(vd) = self.vlm_dfns.get(&(key(rd), *nr)).filter(|v| !v.flags.contains(FLAG_DRBD_INITIALIZED)) {
+                let mut vd = vd.clone();
+                vd.flags.insert(FLAG_DRBD_INITIALIZED.into());
+                out.put(Object::VlmDfn(vd));
+            }
+        }
+        out
     }
 }
 
@@ -547,6 +595,41 @@ mod tests {
         t.delete("n1");
         t.create("n1", &[]).unwrap();
         assert!(!sync(&t, "N1"));
+    }
+
+    #[test]
+    fn the_initial_sync_is_recorded_per_volume_and_a_lost_choice_is_made_again_until_then() {
+        use crate::resource_definition::PROP_DRBD_CURRENT_GI;
+        let mut t = T::new(&["n1", "n2", "n3"]);
+        t.create("n1", &[]).unwrap();
+        t.create("n2", &[]).unwrap();
+        // Every volume definition carries a day-0 generation id.
+        let gi = t.c.vlm_dfns.values().next().and_then(|v| v.props.get(PROP_DRBD_CURRENT_GI)).cloned().unwrap();
+        let n = u64::from_str_radix(&gi, 16).unwrap();
+        assert!(gi.len() <= 16 && n & 1 == 0 && n != 0 && n != 4 && gi == gi.to_ascii_uppercase(), "{gi}");
+        let vol = |t: &T, node: &str| {
+            let d = desired_for_node(&t.c, node).1.first().and_then(|r| r.drbd.clone()).unwrap();
+            (d.initial_sync, d.volumes[0].day0_gi.clone(), d.volumes[0].initialized)
+        };
+        assert_eq!(vol(&t, "N1"), (true, Some(gi.clone()), false));
+        assert_eq!(vol(&t, "N2"), (false, Some(gi.clone()), false));
+        let waiting = |t: &T| t.c.awaiting_drbd_init().into_iter().map(|a| (a.rd, a.volume, a.node)).collect::<Vec<_>>();
+        assert_eq!(waiting(&t), [("WEB".to_string(), 0, "N1".to_string())]);
+        // The chosen replica goes before it was ever UpToDate: another one
+        // is chosen (else a thick volume would never become UpToDate).
+        t.delete("n1");
+        assert_eq!(vol(&t, "N2"), (true, Some(gi.clone()), false));
+        assert_eq!(waiting(&t), [("WEB".to_string(), 0, "N2".to_string())]);
+        // It reported UpToDate: recorded once, shown in REST, sent along.
+        t.commit(|c, _| Ok(c.drbd_initialized(&[("web".into(), 0)]))).unwrap();
+        assert!(waiting(&t).is_empty());
+        assert_eq!(vol(&t, "N2"), (true, Some(gi.clone()), true));
+        assert!(t.c.vlm_dfns.values().next().unwrap().to_api().flags.contains(&FLAG_DRBD_INITIALIZED.to_string()));
+        assert!(t.c.drbd_initialized(&[("web".into(), 0), ("nope".into(), 0)]).changes.is_empty());
+        // From now on a lost choice is not made again.
+        t.create("n1", &[]).unwrap();
+        t.delete("n2");
+        assert_eq!(vol(&t, "N1"), (false, Some(gi), true));
     }
 
     #[test]

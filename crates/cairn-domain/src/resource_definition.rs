@@ -57,6 +57,27 @@ pub struct VolumeDefinition {
 
 const VD_FLAGS: &[&str] = &["GROSS_SIZE", "ENCRYPTED"];
 
+/// Volume definition property with its day-0 DRBD generation id, set when
+/// the definition is made (LINSTOR's `DrbdCurrentGi`).
+pub const PROP_DRBD_CURRENT_GI: &str = "DrbdCurrentGi";
+/// Volume definition flag: the replica chosen for the initial sync has
+/// been UpToDate, the race to declare fresh data UpToDate is over.
+pub const FLAG_DRBD_INITIALIZED: &str = "DRBD_INITIALIZED";
+
+/// A random DRBD generation id, made from a fresh UUID (its last 64 bits):
+/// upper-case hex as LINSTOR writes it, the lowest bit (DRBD's primary
+/// flag) clear, never one of the values DRBD gives a meaning (0 and 4).
+pub fn new_day0_gi(ctx: &mut Ctx) -> String {
+    loop {
+        let hex: String = ctx.uuid().chars().filter(char::is_ascii_hexdigit).collect();
+        let tail = &hex[hex.len().saturating_sub(16)..];
+        let gi = u64::from_str_radix(tail, 16).unwrap_or(0) & !1;
+        if gi != 0 && gi != 4 {
+            return format!("{gi:X}");
+        }
+    }
+}
+
 /// Validates a layer stack: known kinds, no repeats, STORAGE exactly once
 /// and last. Returns it upper-cased.
 pub fn check_layer_stack(stack: &[String], op: i64) -> OpResult<Vec<String>> {
@@ -465,11 +486,15 @@ pub(crate) fn build_vlm_dfn(
         .ok_or_else(|| OpError::new(OP, rc::FAIL_INVLD_VLM_SIZE, "The volume definition has no size.").correction("Give size_kib."))?;
     let size = check_size(size, OP)?;
     props::check_all(&v.props, OP)?;
+    let mut props = v.props.clone();
+    if !props.contains_key(PROP_DRBD_CURRENT_GI) {
+        props.insert(PROP_DRBD_CURRENT_GI.into(), new_day0_gi(ctx));
+    }
     Ok(VolumeDefinition {
         resource_definition: d.name.clone(),
         volume_number: nr,
         size_kib: size,
-        props: v.props.clone(),
+        props,
         flags: check_flags(&v.flags, VD_FLAGS, OP)?,
         drbd_minor: minor,
         uuid: ctx.uuid(),

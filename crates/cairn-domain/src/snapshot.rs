@@ -360,7 +360,10 @@ impl Cluster {
                 resource_definition: to.name.clone(),
                 volume_number: v.volume_number,
                 size_kib: v.size_kib,
-                props: Props::new(),
+                props: Props::from([(
+                    crate::resource_definition::PROP_DRBD_CURRENT_GI.to_string(),
+                    crate::resource_definition::new_day0_gi(ctx),
+                )]),
                 flags: BTreeSet::new(),
                 uuid: ctx.uuid(),
                 drbd_minor: minor,

@@ -251,8 +251,9 @@ pub struct DrbdDesired {
     pub options: std::collections::BTreeMap<String, String>,
     /// The other replicas, sorted by node name.
     pub peers: Vec<DrbdPeer>,
-    /// This node was chosen to make a brand-new resource UpToDate
-    /// (`primary --force`) once its metadata was created fresh.
+    /// This node was chosen to make brand-new volumes UpToDate once their
+    /// metadata was created fresh (LINSTOR's `InitialUptoDateOn`): with a
+    /// day-0 generation id by `set-gi`, without one by `primary --force`.
     #[serde(default)]
     pub initial_sync: bool,
 }
@@ -262,6 +263,16 @@ pub struct DrbdDesired {
 pub struct DrbdVolumeDesired {
     pub number: u32,
     pub minor: u32,
+    /// The volume definition's day-0 generation id (`DrbdCurrentGi`, 16
+    /// hex digits): fresh metadata is stamped with it so that thinly
+    /// backed replicas skip the initial sync, as LINSTOR does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day0_gi: Option<String>,
+    /// Some replica of this volume has been UpToDate (the definition's
+    /// `DRBD_INITIALIZED` flag): the initial race is over, nobody declares
+    /// fresh metadata UpToDate on its own any more.
+    #[serde(default)]
+    pub initialized: bool,
 }
 
 /// A peer of a DRBD resource.

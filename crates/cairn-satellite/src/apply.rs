@@ -517,7 +517,21 @@ impl Applier {
             out.volumes.iter().filter_map(|v| Some((v.number, v.luks_device_path.clone().or(v.device_path.clone())?))).collect()
         };
         let net: BTreeMap<u32, i64> = r.volumes.iter().map(|v| (v.number, v.size_kib)).collect();
-        match layer.ensure(&r.name, d, &disks, &net).await {
+        // Volumes whose device reads zeros until written (thin or ZFS, no
+        // LUKS between: decrypted zeros differ from node to node).
+        let zeroed: BTreeSet<u32> = r
+            .volumes
+            .iter()
+            .filter(|v| v.luks.is_none())
+            .filter(|v| {
+                pools.get(&v.pool).and_then(|p| p.provider.as_ref().ok()).is_some_and(|p| {
+                    let k = p.kind();
+                    k.is_thin() && !k.is_diskless() || matches!(k, cairn_proto::ProviderKind::Zfs)
+                })
+            })
+            .map(|v| v.number)
+            .collect();
+        match layer.ensure(&r.name, d, &disks, &net, &zeroed).await {
             Ok(o) => {
                 out.drbd = Some(o);
                 self.remove_unwanted(pools, r, n, placed, &mut out).await;

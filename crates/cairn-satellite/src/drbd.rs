@@ -11,7 +11,7 @@
 //! `.res` file, `create-md`, and `drbdadm -d adjust` planning the kernel
 //! commands), and the resource reports that the kernel part did not run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use cairn_exec::{CommandRunner, ExecError};
-use cairn_proto::{DrbdDesired, DrbdObserved, DrbdVolumeObserved, ObjectError};
+use cairn_proto::{DrbdDesired, DrbdObserved, DrbdVolumeDesired, DrbdVolumeObserved, ObjectError};
 use cairn_storage::drbd::adm::{Adm, DrbdVersions, parse_versions};
 use cairn_storage::drbd::events::Events2;
 use cairn_storage::drbd::render_res;
@@ -36,6 +36,24 @@ pub enum DrbdMode {
 
 /// The name of Cairn's top-level drbdadm configuration in the config dir.
 pub const CONF_FILE: &str = "cairn.conf";
+
+/// With `true`, every new replica receives a full initial sync, also where
+/// its backing device reads zeros (LINSTOR's property of the same name).
+pub const FORCE_INITIAL_SYNC: &str = "DrbdOptions/ForceInitialSyncPermanent";
+
+/// DRBD's highest node id: metadata has a bitmap base for each.
+const MAX_NODE_ID: u8 = 31;
+
+/// A random generation id: 64 random bits, the lowest (DRBD's primary
+/// flag) clear, not one of the values DRBD gives a meaning (0, 4).
+fn random_gi() -> String {
+    loop {
+        let gi = (uuid::Uuid::new_v4().as_u128() as u64) & !1;
+        if gi != 0 && gi != 4 {
+            return format!("{gi:X}");
+        }
+    }
+}
 
 /// Whether the DRBD layer can run here, and in which mode.
 pub async fn probe(runner: &dyn CommandRunner, config_only: bool) -> Result<DrbdMode, Vec<String>> {
@@ -229,18 +247,17 @@ impl DrbdLayer {
         self.dir.join(format!(".{rsc}.{what}"))
     }
 
-    /// Creates metadata where there is none; returns whether every local
-    /// diskful volume got fresh metadata now.
-    async fn metadata(&self, rsc: &str, d: &DrbdDesired, disks: &BTreeMap<u32, String>) -> Result<bool, ObjectError> {
-        let mut all_fresh = !disks.is_empty();
+    /// Creates metadata where there is none; returns the volumes whose
+    /// metadata was created now.
+    async fn metadata(&self, rsc: &str, d: &DrbdDesired, disks: &BTreeMap<u32, String>) -> Result<BTreeSet<u32>, ObjectError> {
+        let mut fresh = BTreeSet::new();
         for v in &d.volumes {
             let Some(dev) = disks.get(&v.number) else { continue };
             if self.mode == DrbdMode::Kernel && self.attached(rsc, v.number) {
-                all_fresh = false;
                 continue;
             }
             match self.runner.run(&self.adm.get_gi(v.minor, dev, d.node_id)).await {
-                Ok(_) => all_fresh = false,
+                Ok(_) => {}
                 // Exit 1/255 without any complaint is a device without
                 // metadata; anything else (unclean activity log, a device
                 // that cannot be opened) must never be mistaken for blank.
@@ -251,11 +268,43 @@ impl DrbdLayer {
                         .run(&self.adm.create_md(rsc, v.number, d.peer_slots, &d.host))
                         .await
                         .map_err(|e| exec_err(format!("Failed to create DRBD metadata for volume {} of '{rsc}'.", v.number), &e))?;
+                    fresh.insert(v.number);
                 }
                 Err(e) => return Err(exec_err(format!("Cannot read the DRBD metadata of volume {} of '{rsc}'.", v.number), &e)),
             }
         }
-        Ok(all_fresh)
+        Ok(fresh)
+    }
+
+    /// Stamps fresh metadata with the volume's day-0 generation id, as
+    /// LINSTOR does, so that no initial sync is needed where none is:
+    /// - on the replica chosen for the initial sync, while the volume is
+    ///   not initialized: a random current id, day 0 as the bitmap base for
+    ///   every peer, UpToDate (the others sync from it by bitmap);
+    /// - elsewhere, where the backing device reads zeros until written
+    ///   (thin, ZFS; not under LUKS) and `DrbdOptions/ForceInitialSyncPermanent`
+    ///   is not true: day 0 as the current id, UpToDate (nothing to sync);
+    /// - otherwise nothing: the metadata stays "just created" and receives
+    ///   a full sync.
+    ///
+    /// Returns whether the volume was stamped.
+    async fn stamp_day0(&self, d: &DrbdDesired, v: &DrbdVolumeDesired, dev: &str, zeroed: bool) -> Result<bool, ExecError> {
+        let Some(day0) = &v.day0_gi else { return Ok(false) };
+        let forced = d.options.get(FORCE_INITIAL_SYNC).is_some_and(|x| x.eq_ignore_ascii_case("true"));
+        if d.initial_sync && !v.initialized {
+            let mine = format!("{}:{day0}:::1:1", random_gi());
+            let others = format!(":{day0}::::");
+            for id in 0..=MAX_NODE_ID {
+                self.runner.run(&self.adm.set_gi(v.minor, dev, id, if id == d.node_id { &mine } else { &others })).await?;
+            }
+        } else if zeroed && !forced {
+            // LINSTOR writes day 0 as the current id through every node id
+            // too; the current id is one per device, once is enough.
+            self.runner.run(&self.adm.set_gi(v.minor, dev, d.node_id, &format!("{day0}::::1:1"))).await?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// In kernel mode, decisions need the kernel's current state: until
@@ -280,11 +329,26 @@ impl DrbdLayer {
         d: &DrbdDesired,
         disks: &BTreeMap<u32, String>,
         net_kib: &BTreeMap<u32, i64>,
+        zeroed: &BTreeSet<u32>,
     ) -> Result<DrbdObserved, ObjectError> {
         self.require_state(rsc)?;
         let old = self.write_res(rsc, d, disks).await?;
         self.written.lock().insert(rsc.to_string(), disks.clone());
-        if self.metadata(rsc, d, disks).await? && !self.marker(rsc, "initialized").exists() {
+        let fresh = self.metadata(rsc, d, disks).await?;
+        for v in d.volumes.iter().filter(|v| fresh.contains(&v.number)) {
+            let Some(dev) = disks.get(&v.number) else { continue };
+            if let Err(e) = self.stamp_day0(d, v, dev, zeroed.contains(&v.number)).await {
+                // Metadata that is neither fresh nor stamped must not stay:
+                // wiped, the next attempt starts over.
+                let _ = self.runner.run(&self.adm.wipe_md(rsc, v.number, &d.host)).await;
+                return Err(exec_err(format!("Failed to set the day-0 generation id of volume {} of '{rsc}'.", v.number), &e));
+            }
+        }
+        // Volumes from before day-0 ids: the chosen replica forces the
+        // initial sync once every local volume got fresh metadata.
+        let legacy = d.volumes.iter().all(|v| v.day0_gi.is_none());
+        let all_fresh = !disks.is_empty() && d.volumes.iter().filter(|v| disks.contains_key(&v.number)).all(|v| fresh.contains(&v.number));
+        if legacy && all_fresh && !self.marker(rsc, "initialized").exists() {
             // Remembered across failures and restarts until the sync starts.
             write_atomically(&self.marker(rsc, "fresh"), "")
                 .map_err(|e| obj_err(format!("Cannot record the new metadata of '{rsc}'."), &e, None))?;
@@ -317,20 +381,17 @@ impl DrbdLayer {
                 let _ = write_atomically(&self.marker(rsc, "initialized"), "");
                 let _ = std::fs::remove_file(self.marker(rsc, "fresh"));
             }
-            let grow: Vec<u32> = {
-                let ev = self.events.lock();
-                d.volumes
-                    .iter()
-                    .filter(|v| disks.contains_key(&v.number))
-                    .filter(|v| {
-                        let have = ev.resource(rsc).and_then(|r| r.volumes.iter().find(|o| o.number == v.number)).and_then(|o| o.size_kib);
-                        matches!((have, net_kib.get(&v.number)), (Some(h), Some(w)) if h < *w)
-                    })
-                    .map(|v| v.number)
-                    .collect()
-            };
-            for nr in grow {
-                self.resize(rsc, nr, &d.host).await?;
+            let grow: Vec<(u32, i64)> = d
+                .volumes
+                .iter()
+                .filter(|v| disks.contains_key(&v.number))
+                .filter_map(|v| match (self.size_kib(rsc, v.number), net_kib.get(&v.number)) {
+                    (Some(h), Some(w)) if h < *w => Some((v.number, *w)),
+                    _ => None,
+                })
+                .collect();
+            for (nr, want) in grow {
+                self.resize(rsc, nr, &d.host, want).await?;
             }
         }
         Ok(self.observed(rsc, d))
@@ -338,10 +399,12 @@ impl DrbdLayer {
 
     /// `drbdadm resize`: DRBD grows to the smallest backing device of the
     /// connected peers, which grow theirs at the same moment on their own
-    /// satellites, and refuses while one is still smaller or another
-    /// node's resize is running. So it is tried again for a while before
-    /// the failure is reported (and then retried with the resource).
-    async fn resize(&self, rsc: &str, nr: u32, host: &str) -> Result<(), ObjectError> {
+    /// satellites. DRBD refuses while a resync runs or another node's
+    /// state change is under way: those refusals (and only those) are
+    /// tried again for a while. A resize that left the device smaller than
+    /// wanted (a peer has not grown yet) is reported, and the resource is
+    /// retried.
+    async fn resize(&self, rsc: &str, nr: u32, host: &str, want_kib: i64) -> Result<(), ObjectError> {
         const ATTEMPTS: u32 = 30;
         let mut attempt = 1;
         loop {
@@ -349,15 +412,35 @@ impl DrbdLayer {
             // Refusals before the last attempt are expected: no warning.
             let cmd = if attempt < ATTEMPTS { cmd.quiet() } else { cmd };
             match self.runner.run(&cmd).await {
-                Ok(_) => return Ok(()),
-                Err(ExecError::NonZero { .. }) if attempt < ATTEMPTS => {
-                    tracing::debug!(rsc, volume = nr, attempt, "drbdadm resize refused; trying again");
+                Ok(_) => break,
+                Err(ExecError::NonZero { ref stderr, .. }) if attempt < ATTEMPTS && resize_may_pass_later(stderr) => {
+                    tracing::debug!(rsc, volume = nr, attempt, "drbdadm resize refused for now; trying again");
                     attempt += 1;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(e) => return Err(exec_err(format!("Failed to grow DRBD volume {nr} of '{rsc}'."), &e)),
             }
         }
+        // events2 reports the new size within moments of the resize.
+        for _ in 0..20 {
+            let have = self.size_kib(rsc, nr);
+            if have.is_some_and(|h| h >= want_kib) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(ObjectError {
+            message: format!("DRBD volume {nr} of '{rsc}' did not grow to {want_kib} KiB yet; the resize is retried."),
+            cause: Some(format!(
+                "DRBD grows to the smallest backing device of the connected peers; it has {} KiB.",
+                self.size_kib(rsc, nr).map_or_else(|| "an unknown size of".into(), |k| k.to_string())
+            )),
+            details: None,
+        })
+    }
+
+    fn size_kib(&self, rsc: &str, nr: u32) -> Option<i64> {
+        self.events.lock().resource(rsc).and_then(|r| r.volumes.iter().find(|v| v.number == nr)).and_then(|v| v.size_kib)
     }
 
     /// Takes the resource down, wipes the metadata this process wrote the
@@ -403,6 +486,15 @@ impl DrbdLayer {
     }
 }
 
+/// DRBD's refusals of a resize that pass by themselves: a resync running,
+/// another node's state change, an interrupted wait (drbd-utils' texts
+/// for ERR_RESIZE_RESYNC, SS_INTERRUPTED, SS_CONCURRENT_ST_CHG, ERR_INTR).
+fn resize_may_pass_later(stderr: &str) -> bool {
+    ["Resize not allowed during resync", "Interrupted state change", "Concurrent state changes", "Interrupted by Signal"]
+        .iter()
+        .any(|t| stderr.contains(t))
+}
+
 /// Writes a file (mode 0600) via a temporary file, fsync and rename.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -432,7 +524,7 @@ mod tests {
             address: "127.0.0.1".into(),
             host: "alpha".into(),
             diskless: false,
-            volumes: vec![DrbdVolumeDesired { number: 0, minor: 1000 }],
+            volumes: vec![DrbdVolumeDesired { number: 0, minor: 1000, day0_gi: None, initialized: false }],
             options: Default::default(),
             peers: vec![DrbdPeer {
                 host: "bravo".into(),
@@ -491,7 +583,7 @@ mod tests {
             .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
             .expect(&["drbdadm", "-c", &conf, "-vvv", "primary", "--force", "web"], "")
             .expect(&["drbdadm", "-c", &conf, "-vvv", "secondary", "web"], "");
-        let o = rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap();
+        let o = rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "calls: {:?}", f.fake.calls());
         assert!(o.kernel);
         let text = std::fs::read_to_string(f.dir.join("web.res")).unwrap();
@@ -519,7 +611,7 @@ mod tests {
                 "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:1:0:0:0:0:0:0:0\n",
             )
             .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "");
-        rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap();
+        rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "calls: {:?}", f.fake.calls());
     }
 
@@ -533,13 +625,29 @@ mod tests {
             "exists resource name:web role:Secondary suspended:no may_promote:yes promotion_score:10101\n\
              exists device name:web volume:0 minor:1000 disk:UpToDate client:no quorum:yes size:1048576\nexists -\n",
         );
-        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net())).unwrap();
+        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "attached: no metadata check; same size: no resize; {:?}", f.fake.calls());
-        // The volume definition grew to 2 GiB; the storage layer already grew.
+        // The volume definition grew to 2 GiB; the storage layer already
+        // grew. DRBD first refuses (a resync runs), then resizes, but the
+        // device stays smaller (a peer has not grown yet): reported.
+        let resize = ["drbdadm", "-c", &conf, "-vvv", "resize", "web/0"];
         f.fake
             .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
-            .expect(&["drbdadm", "-c", &conf, "-vvv", "resize", "web/0"], "");
-        let o = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &[(0, 2_097_152)].into())).unwrap();
+            .expect_failure(&resize, 10, "web: State change failed: (-130) Resize not allowed during resync.")
+            .expect(&resize, "");
+        let e = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &[(0, 2_097_152)].into(), &BTreeSet::new())).unwrap_err();
+        assert!(e.message.contains("did not grow to 2097152 KiB"), "{e:?}");
+        assert!(e.cause.unwrap_or_default().contains("1048576 KiB"));
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        // Any other refusal is reported at once, not tried again.
+        f.fake.expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "").expect_failure(&resize, 10, "Meta device too small.");
+        let e = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &[(0, 2_097_152)].into(), &BTreeSet::new())).unwrap_err();
+        assert!(e.message.contains("Failed to grow"), "{e:?}");
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        // The kernel reports the new size: nothing left to do.
+        f.layer.feed_events("change device name:web volume:0 minor:1000 size:2097152\n");
+        f.fake.expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "");
+        let o = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &[(0, 2_097_152)].into(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "{:?}", f.fake.calls());
         assert_eq!(o.role, "Secondary");
         assert_eq!(o.may_promote, Some(true));
@@ -559,7 +667,7 @@ mod tests {
                 10,
                 "Command 'drbdsetup new-resource web 0' terminated with exit code 20",
             );
-        let e = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net())).unwrap_err();
+        let e = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap_err();
         assert!(e.message.contains("adjust"), "{e:?}");
         assert!(e.details.unwrap_or_default().contains("exit code 20"));
         assert_eq!(std::fs::read_to_string(f.dir.join("web.res")).unwrap(), "# the old one\n");
@@ -574,7 +682,7 @@ mod tests {
             255,
             "Found unclean activity log; need to run apply-al",
         );
-        let e = rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap_err();
+        let e = rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net(), &BTreeSet::new())).unwrap_err();
         assert!(e.message.contains("Cannot read the DRBD metadata"), "{e:?}");
         assert!(f.fake.is_done(), "no create-md: {:?}", f.fake.calls());
     }
@@ -590,7 +698,7 @@ mod tests {
             .expect_failure(&get_gi, 1, "")
             .expect(&["drbdadm", "-c", &conf, "-vvv", "--max-peers", "7", "--", "--force", "create-md", "web/0"], "")
             .expect_failure(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], 10, "timeout");
-        assert!(rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).is_err());
+        assert!(rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net(), &BTreeSet::new())).is_err());
         // The retry finds metadata (created above) and still forces once.
         f.fake
             .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
@@ -598,12 +706,102 @@ mod tests {
             .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
             .expect(&["drbdadm", "-c", &conf, "-vvv", "primary", "--force", "web"], "")
             .expect(&["drbdadm", "-c", &conf, "-vvv", "secondary", "web"], "");
-        rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap();
+        rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "{:?}", f.fake.calls());
         // Later passes (even with metadata created anew) never force again.
         f.fake.expect(&get_gi, "").expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "");
-        rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap();
+        rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+    }
+
+    const DAY0: &str = "51C2E7A9B3D0F148";
+
+    fn with_day0(initial_sync: bool, initialized: bool) -> DrbdDesired {
+        let mut d = desired(initial_sync);
+        d.volumes[0].day0_gi = Some(DAY0.into());
+        d.volumes[0].initialized = initialized;
+        d
+    }
+
+    /// Runs a first bring-up on fresh metadata; returns the GI strings
+    /// written, by node id, and every call.
+    fn first_bring_up(d: &DrbdDesired, zeroed: bool) -> (BTreeMap<u8, String>, Vec<Vec<String>>) {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect_failure(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], 1, "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "--max-peers", "7", "--", "--force", "create-md", "web/0"], "")
+            .answer(&["drbdmeta", "--force", "--node-id"], "")
+            .answer(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "");
+        let zeroed = if zeroed { BTreeSet::from([0]) } else { BTreeSet::new() };
+        rt().block_on(f.layer.ensure("web", d, &disks(), &net(), &zeroed)).unwrap();
+        let calls = f.fake.calls();
+        let mut gis = BTreeMap::new();
+        for c in &calls {
+            if c.get(..3) == Some(&["drbdmeta".to_string(), "--force".into(), "--node-id".into()][..]) {
+                assert_eq!(c[4..], ["1000", "v09", "/dev/loop7", "internal", "set-gi", &c[9]], "{c:?}");
+                assert!(gis.insert(c[3].parse::<u8>().unwrap(), c[9].clone()).is_none(), "one set-gi per node id: {calls:?}");
+            }
+        }
+        (gis, calls)
+    }
+
+    #[test]
+    fn the_chosen_replica_stamps_fresh_metadata_up_to_date_with_day0_as_every_peers_base() {
+        let (gis, calls) = first_bring_up(&with_day0(true, false), false);
+        assert_eq!(gis.len(), 32, "every node id 0..=31: {calls:?}");
+        let (cur, rest) = gis[&0].split_once(':').unwrap();
+        assert_eq!(rest, format!("{DAY0}:::1:1"));
+        let cur = u64::from_str_radix(cur, 16).unwrap();
+        assert!(cur & 1 == 0 && cur != 0 && cur != 4 && format!("{cur:X}") != DAY0, "{cur:X}");
+        assert!(gis.iter().filter(|(id, _)| **id != 0).all(|(_, g)| *g == format!(":{DAY0}::::")), "{gis:?}");
+        // UpToDate by its metadata: no primary --force.
+        assert!(!calls.iter().any(|c| c.contains(&"primary".to_string())), "{calls:?}");
+        // A second volume's random id differs (same process, next call).
+        let (again, _) = first_bring_up(&with_day0(true, false), false);
+        assert_ne!(again[&0], gis[&0]);
+    }
+
+    #[test]
+    fn other_replicas_on_zeroed_devices_start_up_to_date_at_day0_and_thick_ones_stay_fresh() {
+        let (gis, calls) = first_bring_up(&with_day0(false, false), true);
+        assert_eq!(gis, BTreeMap::from([(0, format!("{DAY0}::::1:1"))]), "{calls:?}");
+        // Thick: left "just created", it receives a full sync.
+        let (gis, calls) = first_bring_up(&with_day0(false, false), false);
+        assert!(gis.is_empty(), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.contains(&"primary".to_string())), "{calls:?}");
+        // Once initialized, the chosen replica is like any other.
+        let (gis, _) = first_bring_up(&with_day0(true, true), true);
+        assert_eq!(gis[&0], format!("{DAY0}::::1:1"));
+        let (gis, _) = first_bring_up(&with_day0(true, true), false);
+        assert!(gis.is_empty());
+        // ForceInitialSyncPermanent: no shortcut on zeroed devices either.
+        let mut forced = with_day0(false, false);
+        forced.options.insert(FORCE_INITIAL_SYNC.into(), "True".into());
+        let (gis, _) = first_bring_up(&forced, true);
+        assert!(gis.is_empty());
+    }
+
+    #[test]
+    fn a_failed_set_gi_wipes_the_metadata_so_the_retry_starts_over() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect_failure(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], 1, "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "--max-peers", "7", "--", "--force", "create-md", "web/0"], "")
+            .expect_failure(
+                &["drbdmeta", "--force", "--node-id", "0", "1000", "v09", "/dev/loop7", "internal", "set-gi", &format!("{DAY0}::::1:1")],
+                20,
+                "Exclusive open failed",
+            )
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "--", "--force", "wipe-md", "web/0"], "");
+        let e = rt().block_on(f.layer.ensure("web", &with_day0(false, false), &disks(), &net(), &BTreeSet::from([0]))).unwrap_err();
+        assert!(e.message.contains("day-0"), "{e:?}");
+        assert!(f.fake.is_done(), "no adjust: {:?}", f.fake.calls());
     }
 
     #[test]
@@ -613,7 +811,7 @@ mod tests {
         let layer = DrbdLayer::new(fake.clone(), tmp.path().join("d"), DrbdMode::Kernel, Duration::from_secs(5)).unwrap();
         let e = rt().block_on(layer.remove("web", "alpha")).unwrap_err();
         assert!(e.message.contains("not known yet"), "{e:?}");
-        assert!(rt().block_on(layer.ensure("web", &desired(false), &disks(), &net())).is_err());
+        assert!(rt().block_on(layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).is_err());
         assert!(fake.calls().is_empty(), "no command ran: {:?}", fake.calls());
     }
 
@@ -622,7 +820,7 @@ mod tests {
         let f = fixture(DrbdMode::Kernel);
         let tmp = s(&f.dir.join(".web.res.tmp"));
         f.fake.expect_failure(&["drbdadm", "-c", &tmp, "dump", "web"], 10, "web.res:16: Parse error: 'TK_INTEGER' expected");
-        let e = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net())).unwrap_err();
+        let e = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap_err();
         assert!(e.message.contains("not installed"), "{e:?}");
         assert!(!f.dir.join("web.res").exists());
         assert!(!f.dir.join(".web.res.tmp").exists());
@@ -638,7 +836,7 @@ mod tests {
             .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
             .expect(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], "x")
             .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "");
-        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net())).unwrap();
+        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap();
         f.layer.feed_events("exists resource name:web role:Secondary\nexists -\n");
         f.fake.expect(&["drbdsetup", "down", "web"], "").expect(&["drbdadm", "-c", &conf, "-vvv", "--", "--force", "wipe-md", "web/0"], "");
         rt().block_on(f.layer.remove("web", "alpha")).unwrap();
@@ -668,7 +866,7 @@ mod tests {
             .expect_failure(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], 255, "")
             .expect(&["drbdadm", "-c", &conf, "-vvv", "--max-peers", "7", "--", "--force", "create-md", "web/0"], "")
             .expect(&["drbdadm", "-c", &conf, "-d", "adjust", "web"], "drbdsetup new-resource web 0\n");
-        let o = rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net())).unwrap();
+        let o = rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "no primary --force without a kernel: {:?}", f.fake.calls());
         assert!(!o.kernel);
         assert_eq!(o.volumes[0].disk, "Unknown");

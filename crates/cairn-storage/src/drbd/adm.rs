@@ -45,6 +45,19 @@ impl Adm {
             .quiet()
     }
 
+    /// `drbdmeta --force --node-id ID MINOR v09 DEV internal set-gi GI`:
+    /// writes generation ids into (not yet attached) metadata; `--force`
+    /// because the resource may already be configured.
+    pub fn set_gi(&self, minor: u32, dev: &str, node_id: u8, gi: &str) -> Cmd {
+        Cmd::new("drbdmeta")
+            .args(["--force", "--node-id"])
+            .arg(node_id.to_string())
+            .arg(minor.to_string())
+            .args(["v09", dev, "internal", "set-gi", gi])
+            .timeout(self.timeout)
+            .quiet()
+    }
+
     /// `drbdadm -vvv --max-peers N -- --force create-md RSC/VOL`.
     pub fn create_md(&self, rsc: &str, vol: u32, peer_slots: u8, host: &str) -> Cmd {
         self.drbdadm(host)

@@ -170,7 +170,7 @@ mod tests {
             address: "127.0.0.1".into(),
             host: host.into(),
             diskless,
-            volumes: (0..volumes).map(|n| DrbdVolumeDesired { number: n, minor: 1000 + n }).collect(),
+            volumes: (0..volumes).map(|n| DrbdVolumeDesired { number: n, minor: 1000 + n, ..Default::default() }).collect(),
             options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
             peers,
             initial_sync: false,
