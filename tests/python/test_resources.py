@@ -136,7 +136,9 @@ def test_volume_definition_grow_and_shrink_rules(controller, cluster):
     status, _, body = controller.request("PUT", "/v1/resource-definitions/grow/volume-definitions/0", {"override_props": {"Aux/x": "1"}})
     assert status == 200
     status, _, vd = controller.request("GET", "/v1/resource-definitions/grow/volume-definitions/0")
-    assert vd["size_kib"] == 4096 and vd["props"] == {"Aux/x": "1"}  # W: missing size = unchanged
+    # W: missing size = unchanged; the day-0 DRBD generation id is LINSTOR's too.
+    assert vd["size_kib"] == 4096 and vd["props"] == {"Aux/x": "1", "DrbdCurrentGi": vd["props"]["DrbdCurrentGi"]}
+    assert int(vd["props"]["DrbdCurrentGi"], 16) % 2 == 0
     # A new volume definition appears on existing resources; deleting one removes it.
     ok(lin.volume_dfn_create("grow", 2048, volume_nr=1))
     status, _, r = controller.request("GET", "/v1/resource-definitions/grow/resources/n1")

@@ -4,15 +4,18 @@ suite; numbers go to docs/BENCHMARKS.md):
     CAIRN_BIN=target/debug/cairn .venv/bin/python -m pytest -q -s -p no:cacheprovider tests/vm/bench_drbd.py
 
 1. 3-replica spawn of a 64 MiB thin volume until every replica is UpToDate
-   in REST, against the bare drbdadm sequence on the same VMs (lvcreate,
-   .res, create-md, up, primary --force on one, wait for UpToDate).
+   in REST, against the same DRBD work done by hand on the same VMs at
+   once (lvcreate, .res, create-md, the day-0 `drbdmeta set-gi` calls,
+   up, wait until all are UpToDate).
 2. A primary's VM killed while it holds the device open: time until a
    survivor has promoted and written.
-3. Resync throughput (the initial sync, from d1's events2 timestamps)
-   against the raw throughput of the VMs' link (nc over TCP)."""
+3. Resync throughput (the initial sync of a thick FILE volume, from d1's
+   events2 timestamps) against the raw throughput of the VMs' link (nc
+   over TCP)."""
 
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from conftest import ok, wait_for
 from test_vm_drbd import disk_states, device, view
@@ -32,18 +35,31 @@ def sh(vm, cmd, timeout=300):
 
 
 def bare_drbd(c, name, minor, port):
-    """The same work as Cairn's 3-replica spawn, by hand."""
+    """The same work as Cairn's 3-replica thin spawn, by hand, on the three
+    VMs at once: lvcreate, .res, create-md, the day-0 generation ids
+    (`drbdmeta set-gi`: d1 all 32 node ids as the chosen replica, d2 and d3
+    their own), up, then wait until every replica is UpToDate."""
     hosts = "".join(f"  on {n} {{ node-id {i}; address 10.99.0.{i + 1}:{port}; volume 0 {{ device minor {minor}; "
                     f"disk /dev/linstor_thin/{name}; meta-disk internal; }} }}\n" for i, n in enumerate(c.vms))
     res = f"resource {name} {{\n  net {{ protocol C; }}\n{hosts}  connection-mesh {{ hosts {' '.join(c.vms)}; }}\n}}\n"
-    t = time.time()
-    for vm in c.vms.values():
+    day0, current = "51C2E7A9B3D0F148", "3A5F0C2B9E1D4C66"
+    dev = f"/dev/linstor_thin/{name}"
+
+    def one(i, vm):
+        if i == 0:
+            gi = "; ".join(f"drbdmeta --force --node-id {n} {minor} v09 {dev} internal set-gi "
+                           + (f"{current}:{day0}:::1:1" if n == 0 else f":{day0}::::") for n in range(32))
+        else:
+            gi = f"drbdmeta --force --node-id {i} {minor} v09 {dev} internal set-gi {day0}::::1:1"
         sh(vm, f"lvcreate -q -V {64 * 1024 + 4096}k -T linstor_thin/thin -n {name} >/dev/null && mkdir -p /etc/bare "
                f"&& printf '%s' '{res}' > /etc/bare/{name}.res && printf 'global {{ usage-count no; }}\\ninclude \"/etc/bare/*.res\";\\n' > /etc/bare/bare.conf "
-               f"&& drbdadm -c /etc/bare/bare.conf create-md --force --max-peers 7 {name} >/dev/null 2>&1 && drbdadm -c /etc/bare/bare.conf up {name}")
-    sh(c.vms["d1"], f"drbdadm -c /etc/bare/bare.conf primary --force {name} && drbdadm -c /etc/bare/bare.conf secondary {name}")
-    for vm in c.vms.values():
-        sh(vm, f"drbdsetup wait-sync-resource {name}")
+               f"&& drbdadm -c /etc/bare/bare.conf create-md --force --max-peers 7 {name} >/dev/null 2>&1 && {{ {gi}; }} >/dev/null "
+               f"&& drbdadm -c /etc/bare/bare.conf up {name} "
+               f"&& until [ $(drbdsetup status {name} | grep -c 'UpToDate') = 3 ]; do sleep 0.1; done")
+
+    t = time.time()
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda a: one(*a), enumerate(c.vms.values())))
     elapsed = time.time() - t
     for vm in c.vms.values():
         sh(vm, f"drbdsetup down {name} && lvremove -qq -f linstor_thin/{name}")
@@ -69,20 +85,24 @@ def test_spawn_to_uptodate_vs_bare_drbdadm(drbd_cluster):
 
 def test_failover_and_resync_throughput(drbd_cluster):
     c = drbd_cluster
-    ok(c.lin.resource_group_create("fo", place_count=3, storage_pool="thin"))
+    # Thick: the initial sync really runs (thin volumes skip it).
+    ok(c.lin.resource_group_create("fo", place_count=3, storage_pool="thick"))
     ok(c.lin.volume_group_create("fo"))
-    # Every event on d1 from before the resource exists.
-    sh(c.vms["d1"], "(drbdsetup events2 --timestamps all < /dev/null > /tmp/fo.events2 2>&1 &)")
+    # Every event on each node from before the resource exists.
+    for vm in c.vms.values():
+        sh(vm, "(drbdsetup events2 --timestamps all < /dev/null > /tmp/fo.events2 2>&1 &)")
     ok(c.lin.resource_group_spawn("fo", "fo", [64 * MIB]))
     wait_for("UpToDate", lambda: set(disk_states(c, "fo").values()) == {"UpToDate"}, timeout=300)
-    # Resync: the initial sync as d1's events saw it.
-    ev = "\n".join(line for line in sh(c.vms["d1"], "cat /tmp/fo.events2").splitlines() if " name:fo " in line)
-    starts = [line.split()[0] for line in ev.splitlines() if "replication:SyncSource" in line]
-    ends = [line.split()[0] for line in ev.splitlines() if "replication:Established" in line and "peer-disk:UpToDate" in line]
-    if starts and ends:
-        from datetime import datetime
-        dt = (datetime.fromisoformat(ends[-1]) - datetime.fromisoformat(starts[0])).total_seconds()
-        print(f"BENCH initial sync of 64 MiB to two peers: {dt:.2f} s, {64 / dt:.1f} MiB/s per peer")
+    # Resync: the initial sync as the source's events saw it (the chosen
+    # replica, whichever node that is).
+    from datetime import datetime
+    for n, vm in c.vms.items():
+        ev = [line for line in sh(vm, "cat /tmp/fo.events2").splitlines() if " name:fo " in line]
+        starts = [line.split()[0] for line in ev if "replication:SyncSource" in line]
+        ends = [line.split()[0] for line in ev if "replication:Established" in line and "peer-disk:UpToDate" in line]
+        if starts and ends:
+            dt = (datetime.fromisoformat(ends[-1]) - datetime.fromisoformat(starts[0])).total_seconds()
+            print(f"BENCH initial sync of a 64 MiB thick volume from {n} to two peers: {dt:.2f} s, {64 / dt:.1f} MiB/s per peer")
     # The link: 64 MiB over TCP from d1 to d2.
     c.vms["d2"].sh("(nc -l -p 5001 </dev/null >/dev/null 2>&1 &)")
     time.sleep(0.5)

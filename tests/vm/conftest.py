@@ -291,8 +291,9 @@ def bridge(taps):
 @pytest.fixture(scope="module")
 def drbd_cluster(drbd_image):
     """A controller and three VMs d1-d3 with DRBD 9 loaded (10.99.0.1-3 on
-    the test bridge), each with an LVM_THIN pool `thin` on its disk and a
-    FILE_THIN pool `file`; the default layer stack DRBD,STORAGE."""
+    the test bridge), each with an LVM_THIN pool `thin` on its disk, a
+    FILE_THIN pool `file` and a FILE pool `thick`; the default layer stack
+    DRBD,STORAGE."""
     root = tempfile.mkdtemp(prefix="cairn-drbdtest-")
     names = ["d1", "d2", "d3"]
     bridge(range(1, len(names) + 1))
@@ -316,6 +317,7 @@ def drbd_cluster(drbd_image):
                 "provider_kind": "LVM_THIN", "device_paths": ["/dev/vda"], "pool_name": "thin", "with_storage_pool": {"name": "thin"}})
             assert status == 201, body
             ok(lin.storage_pool_create(n, "file", "FILE_THIN", "/var/lib/cairn-pool"))
+            ok(lin.storage_pool_create(n, "thick", "FILE", "/var/lib/cairn-thick"))
         c = type("C", (), {})()
         c.ctrl, c.lin, c.vms, c.root = ctrl, lin, vms, root
         yield c

@@ -37,6 +37,26 @@ def kernel_status(vm, rsc):
     return json.loads(out)[0]
 
 
+def resync_received(vm, rsc):
+    """KiB this node received from its peers by resync or replication since
+    the resource came up (`drbdsetup status --json --statistics`)."""
+    rc, out = vm.sh(f"drbdsetup status --json --statistics {rsc}")
+    assert rc == 0, out
+    return sum(pd["received"] for conn in json.loads(out)[0]["connections"] for pd in conn["peer_devices"])
+
+
+def whole_sha(vm, dev):
+    rc, out = vm.sh(f"dd if={dev} bs=1M iflag=direct 2>/dev/null | sha256sum")
+    assert rc == 0, out
+    return out.split()[0]
+
+
+def initialized(c, rsc):
+    status, _, vds = c.ctrl.request("GET", f"/v1/resource-definitions/{rsc}/volume-definitions")
+    assert status == 200, vds
+    return all("DRBD_INITIALIZED" in v.get("flags", []) for v in vds)
+
+
 def device(c, rsc, node):
     return view(c, rsc)[node]["volumes"][0]["device_path"]
 
@@ -58,6 +78,10 @@ def test_three_replicas_reach_uptodate_and_carry_data_between_nodes(drbd_cluster
         assert st["devices"][0]["disk-state"] == "UpToDate", (n, st)
         assert sorted(p["connection-state"] for p in st["connections"]) == ["Connected", "Connected"], (n, st)
         assert all(p["peer_devices"][0]["peer-disk-state"] == "UpToDate" for p in st["connections"]), (n, st)
+    # Fresh thin volumes skip the initial sync (day-0 generation id, as
+    # LINSTOR does): nothing was received by any replica.
+    assert {n: resync_received(vm, "data") for n, vm in c.vms.items()} == {"d1": 0, "d2": 0, "d3": 0}
+    wait_for("the volume definition marked DRBD_INITIALIZED", lambda: initialized(c, "data"), timeout=30)
     v = view(c, "data")
     assert all(r["state"]["in_use"] is False for r in v.values()), v
     assert all(r["layer_object"]["drbd"]["connections"][p]["connected"] for n, r in v.items() for p in v if p != n), v
@@ -84,6 +108,35 @@ def test_three_replicas_reach_uptodate_and_carry_data_between_nodes(drbd_cluster
     assert kernel_status(c.vms["d3"], "data")["role"] == "Primary"
     c.vms["d3"].sh("kill $(cat /tmp/holder)")
     wait_for("d3 no longer in use", lambda: view(c, "data")["d3"]["state"]["in_use"] is False, timeout=30)
+
+
+def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_written(drbd_cluster):
+    c = drbd_cluster
+    # Thick (FILE): only the chosen replica starts UpToDate, the others
+    # receive the whole volume.
+    spawn3(c, "thick", "thick", 32, pool="thick")
+    wait_for("all thick replicas UpToDate", lambda: set(disk_states(c, "thick").values()) == {"UpToDate"}, timeout=180)
+    got = sorted(resync_received(vm, "thick") for vm in c.vms.values())
+    assert got[0] == 0 and all(32 * MIB <= g <= 33 * MIB for g in got[1:]), got
+    shas = {n: whole_sha(vm, device(c, "thick", n)) for n, vm in c.vms.items()}
+    assert len(set(shas.values())) == 1, shas
+    ok(c.lin.resource_dfn_delete("thick"))
+
+    # Thin: two replicas, data written, then a third replica joins. It
+    # starts at day 0 and receives exactly what was written since.
+    ok(c.lin.resource_dfn_create("late"))
+    ok(c.lin.resource_dfn_modify("late", {"DrbdOptions/auto-add-quorum-tiebreaker": "false"}))
+    ok(c.lin.volume_dfn_create("late", 32 * MIB))
+    ok(c.lin.resource_create([linstor.ResourceData(n, "late", storage_pool="thin") for n in ("d1", "d2")]))
+    wait_for("both UpToDate", lambda: disk_states(c, "late") == {"d1": "UpToDate", "d2": "UpToDate"}, timeout=120)
+    rc, out = c.vms["d1"].sh(f"dd if=/dev/urandom of={device(c, 'late', 'd1')} bs=1M seek=4 count=8 oflag=direct conv=fsync 2>&1")
+    assert rc == 0, out
+    want = whole_sha(c.vms["d1"], device(c, "late", "d1"))
+    ok(c.lin.resource_create([linstor.ResourceData("d3", "late", storage_pool="thin")]))
+    wait_for("d3 UpToDate", lambda: disk_states(c, "late").get("d3") == "UpToDate", timeout=120)
+    assert 8 * MIB <= resync_received(c.vms["d3"], "late") < 12 * MIB
+    assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
+    ok(c.lin.resource_dfn_delete("late"))
 
 
 def test_delete_leaves_nothing_behind(drbd_cluster):
