@@ -253,11 +253,21 @@ def vm_cluster(vm_image):
         _teardown(lin, ctrl, [vm] if vm is not None else [], root)
 
 
+LOGS = os.path.join(ROOT, "target", "vm-logs")
+
+
 def _teardown(lin, ctrl, vms, root):
-    """Ends a VM cluster fixture: client, controller, VMs, files."""
+    """Ends a VM cluster fixture: client, controller, VMs, files. The
+    controller's log and the VMs' consoles of the last cluster are kept in
+    target/vm-logs/ for whoever reads a failure."""
     if lin is not None:
         lin.disconnect()
     ctrl.stop()
+    shutil.rmtree(LOGS, ignore_errors=True)
+    os.makedirs(LOGS, exist_ok=True)
+    for src, name in [(os.path.join(root, "controller.log"), "controller.log")] + [(vm.console, f"{vm.name}.console.log") for vm in vms]:
+        if os.path.exists(src):
+            shutil.copy(src, os.path.join(LOGS, name))
     for vm in vms:
         vm.stop()
     shutil.rmtree(root, ignore_errors=True)

@@ -136,6 +136,21 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
     wait_for("d3 UpToDate", lambda: disk_states(c, "late").get("d3") == "UpToDate", timeout=120)
     assert 8 * MIB <= resync_received(c.vms["d3"], "late") < 12 * MIB
     assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
+
+    # d3's replica goes, more is written, a new one comes under the same
+    # DRBD node id: the peers freed its bitmap slot (forget-peer), so it is
+    # synced from day 0 again, not from the old replica's bitmap.
+    node_id = view(c, "late")["d3"]["layer_object"]["drbd"]["node_id"]
+    ok(c.lin.resource_delete("d3", "late"))
+    wait_for("d1 forgot d3", lambda: "d3" not in view(c, "late")["d1"]["layer_object"]["drbd"]["connections"], timeout=60)
+    rc, out = c.vms["d1"].sh(f"dd if=/dev/urandom of={device(c, 'late', 'd1')} bs=1M seek=20 count=4 oflag=direct conv=fsync 2>&1")
+    assert rc == 0, out
+    want = whole_sha(c.vms["d1"], device(c, "late", "d1"))
+    ok(c.lin.resource_create([linstor.ResourceData("d3", "late", storage_pool="thin")]))
+    assert view(c, "late")["d3"]["layer_object"]["drbd"]["node_id"] == node_id
+    wait_for("the new d3 UpToDate", lambda: disk_states(c, "late").get("d3") == "UpToDate", timeout=120)
+    assert 12 * MIB <= resync_received(c.vms["d3"], "late") < 16 * MIB
+    assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
     ok(c.lin.resource_dfn_delete("late"))
 
 

@@ -354,10 +354,28 @@ impl DrbdLayer {
                 .map_err(|e| obj_err(format!("Cannot record the new metadata of '{rsc}'."), &e, None))?;
         }
         let fresh = self.marker(rsc, "fresh").exists();
+        // Peers the kernel knows that are no longer configured: adjust
+        // deletes their connections, then their bitmap slots are freed.
+        let gone: Vec<u8> = match self.mode {
+            DrbdMode::Kernel if !d.diskless => self
+                .events
+                .lock()
+                .resource(rsc)
+                .map(|r| r.connections.iter().map(|c| c.peer_node_id).filter(|id| !d.peers.iter().any(|p| p.node_id == *id)).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         let adjust = self.adm.adjust(rsc, &d.host, self.mode == DrbdMode::ConfigOnly);
         if let Err(e) = self.runner.run(&adjust).await {
             self.restore(rsc, old);
             return Err(exec_err(format!("drbdadm adjust of '{rsc}' failed; the previous configuration was restored."), &e));
+        }
+        for id in gone {
+            // Best effort, as in LINSTOR: a slot that cannot be freed now
+            // stays as it is (logged).
+            if let Err(e) = self.runner.run(&self.adm.forget_peer(rsc, id)).await {
+                tracing::warn!(rsc, peer_node_id = id, "drbdsetup forget-peer failed: {e}");
+            }
         }
         if self.mode == DrbdMode::Kernel {
             let peer_up_to_date = self
@@ -782,6 +800,27 @@ mod tests {
         forced.options.insert(FORCE_INITIAL_SYNC.into(), "True".into());
         let (gis, _) = first_bring_up(&forced, true);
         assert!(gis.is_empty());
+    }
+
+    #[test]
+    fn a_peer_that_left_has_its_bitmap_slot_freed_after_adjust() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        // The kernel still has bravo (node id 1) and charlie (2); only
+        // bravo is configured now.
+        f.layer.feed_events(
+            "exists resource name:web role:Secondary suspended:no\n\
+             exists connection name:web peer-node-id:1 conn-name:bravo connection:Connected role:Secondary\n\
+             exists connection name:web peer-node-id:2 conn-name:charlie connection:Connected role:Secondary\n\
+             exists device name:web volume:0 minor:1000 disk:UpToDate client:no quorum:yes size:1048576\nexists -\n",
+        );
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
+            .expect(&["drbdsetup", "forget-peer", "web", "2"], "");
+        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap();
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
     }
 
     #[test]

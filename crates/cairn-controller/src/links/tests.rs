@@ -37,6 +37,8 @@ struct Sat {
     fail: BTreeSet<String>,
     resources: BTreeMap<String, ResourceObserved>,
     pools: Vec<PoolObserved>,
+    /// Observations to leave unanswered (a timeout each) from now on.
+    observe_timeouts: usize,
 }
 
 #[derive(Default)]
@@ -139,6 +141,10 @@ impl Fake {
                     o.removed.push(ResourceObserved { name: n.clone(), ..Default::default() });
                 }
                 encode(&o)
+            }
+            PATH_OBSERVE if sat.observe_timeouts > 0 => {
+                sat.observe_timeouts -= 1;
+                Err(CallError::Timeout { addr: target.addr, timeout: Duration::from_secs(10) })
             }
             PATH_OBSERVE => encode(&Observed {
                 generation: 0,
@@ -359,6 +365,22 @@ async fn a_restarted_satellite_gets_its_full_state_again() {
     assert_eq!(names(&full), ["ra"]);
     assert!(full.pools_set && full.pools.iter().any(|p| p.name == "DfltStorPool"), "{:?}", full.pools);
     wait_for("a acknowledged again", || state.links().acknowledged("N1", "ra").is_some()).await;
+}
+
+#[tokio::test]
+async fn one_late_observation_keeps_the_node_two_in_a_row_end_the_session() {
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4013)]).await;
+    let fulls = || fake.applies(4013).iter().filter(|a| a.full).count();
+    assert_eq!(fulls(), 1);
+    fake.with(4013, |s| s.observe_timeouts = 1);
+    wait_for("the late observation", || fake.with(4013, |s| s.observe_timeouts) == 0).await;
+    // Several heartbeats later: still the same session, pools still known.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fulls(), 1, "no new session");
+    assert_eq!(state.links().connection_status("N1"), "ONLINE");
+    assert!(state.links().capacity("N1", "DfltStorPool").is_some());
+    fake.with(4013, |s| s.observe_timeouts = 2);
+    wait_for("a new session after two late observations", || fulls() == 2).await;
 }
 
 #[tokio::test]

@@ -94,6 +94,14 @@ impl Adm {
         Cmd::new("drbdsetup").args(["down", rsc]).timeout(self.timeout)
     }
 
+    /// `drbdsetup forget-peer RSC NODE_ID`: frees the bitmap slot of a peer
+    /// that was removed (its connection deleted), so that a replica created
+    /// later under the same node id is synced from day 0, never from an old
+    /// bitmap.
+    pub fn forget_peer(&self, rsc: &str, node_id: u8) -> Cmd {
+        Cmd::new("drbdsetup").args(["forget-peer", rsc]).arg(node_id.to_string()).timeout(self.timeout)
+    }
+
     /// `drbdadm -vvv -- --force wipe-md RSC/VOL` (after `down`).
     pub fn wipe_md(&self, rsc: &str, vol: u32, host: &str) -> Cmd {
         self.drbdadm(host).args(["-vvv", "--", "--force", "wipe-md"]).arg(format!("{rsc}/{vol}"))
