@@ -39,6 +39,10 @@ struct Sat {
     pools: Vec<PoolObserved>,
     /// Observations to leave unanswered (a timeout each) from now on.
     observe_timeouts: usize,
+    /// Observations answered.
+    observes: usize,
+    /// Each observation shows another DRBD state (a resync under way).
+    moving: bool,
 }
 
 #[derive(Default)]
@@ -149,7 +153,21 @@ impl Fake {
             PATH_OBSERVE => encode(&Observed {
                 generation: 0,
                 instance: sat.instance.clone(),
-                resources: sat.resources.values().cloned().collect(),
+                resources: {
+                    sat.observes += 1;
+                    let n = sat.observes;
+                    let moving = sat.moving;
+                    sat.resources
+                        .values()
+                        .cloned()
+                        .map(|mut r| {
+                            if moving {
+                                r.drbd = Some(cairn_proto::DrbdObserved { role: format!("Step{n}"), ..Default::default() });
+                            }
+                            r
+                        })
+                        .collect()
+                },
                 removed: vec![],
                 pools: sat.pools.clone(),
             }),
@@ -381,6 +399,24 @@ async fn one_late_observation_keeps_the_node_two_in_a_row_end_the_session() {
     assert!(state.links().capacity("N1", "DfltStorPool").is_some());
     fake.with(4013, |s| s.observe_timeouts = 2);
     wait_for("a new session after two late observations", || fulls() == 2).await;
+}
+
+#[tokio::test]
+async fn observations_come_sooner_while_the_drbd_state_moves() {
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4014)]).await;
+    let r = create_resource(&state, "rm", "n1", 1024).await;
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    async fn count(fake: &Fake, moving: bool) -> usize {
+        fake.with(4014, |s| s.moving = moving);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = fake.with(4014, |s| s.observes);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        fake.with(4014, |s| s.observes) - before
+    }
+    let steady = count(&fake, false).await;
+    let moving = count(&fake, true).await;
+    // Heartbeat 20 ms: about 30 observations steady, up to 120 moving.
+    assert!(steady >= 5 && moving >= 2 * steady, "steady {steady}, moving {moving}");
 }
 
 #[tokio::test]
