@@ -104,6 +104,24 @@ pub struct Applier {
     /// not even after a restart (a snapshot taken later would hold other
     /// data than asked for); forgotten when the snapshot goes.
     failed_snapshots: parking_lot::Mutex<FailedSnapshots>,
+    /// Capacities and allocated sizes as last measured, and the
+    /// measurement under way: an observation waits for it at most
+    /// [`MEASURE_WAIT`], so a slow or hung `vgs`/`lvs`/`df` never keeps the
+    /// controller's heartbeat waiting.
+    measured: parking_lot::Mutex<Measured>,
+    measuring: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Measured>>>,
+}
+
+/// How long an observation waits for fresh capacities before it answers
+/// with the last ones.
+const MEASURE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the pools' commands said: capacity per pool, allocated KiB per
+/// (resource, volume).
+#[derive(Debug, Clone, Default)]
+struct Measured {
+    pools: BTreeMap<String, PoolObserved>,
+    allocated: BTreeMap<(String, u32), i64>,
 }
 
 /// Failed snapshots by (resource, snapshot), each also kept as a file
@@ -227,6 +245,8 @@ impl Applier {
             state: parking_lot::Mutex::new(Desired::default()),
             resource_locks: parking_lot::Mutex::new(BTreeMap::new()),
             failed_snapshots: parking_lot::Mutex::new(FailedSnapshots::load(state_dir.map(|d| d.join("failed-snapshots")))),
+            measured: parking_lot::Mutex::new(Measured::default()),
+            measuring: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -787,76 +807,17 @@ impl Applier {
     /// pool, so a slow pool holds up no other pool's answer longer than it
     /// takes.
     async fn pool_capacity(&self, pools: &Pools) -> Vec<PoolObserved> {
-        let tasks: Vec<_> = pools
-            .values()
-            .cloned()
-            .map(|pool| {
-                tokio::spawn(async move {
-                    let name = pool.desired.name.clone();
-                    match &pool.provider {
-                        Err(e) => PoolObserved { name, error: Some(e.clone()), ..Default::default() },
-                        Ok(p) if !p.has_storage() => PoolObserved { name, ..Default::default() },
-                        Ok(p) => match p.capacity().await {
-                            Ok(c) => PoolObserved {
-                                name,
-                                total_kib: Some(c.total_kib),
-                                free_kib: Some(c.free_kib),
-                                supports_snapshots: c.supports_snapshots,
-                                error: None,
-                            },
-                            Err(e) => {
-                                let message = format!("Cannot read the capacity of '{name}'.");
-                                PoolObserved { name, error: Some(err(message, &e)), ..Default::default() }
-                            }
-                        },
-                    }
-                })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for (t, name) in tasks.into_iter().zip(pools.keys()) {
-            out.push(t.await.unwrap_or_else(|e| PoolObserved {
-                name: name.clone(),
-                error: Some(ObjectError { message: format!("Reading pool '{name}' failed: {e}"), cause: None, details: None }),
-                ..Default::default()
-            }));
-        }
+        let out = capacities(pools).await;
+        let mut m = self.measured.lock();
+        m.pools = out.iter().map(|p| (p.name.clone(), p.clone())).collect();
         out
     }
 
-    /// Reads what each volume takes from its pool again (a thin volume
-    /// grows as data is written, without any request): one call per pool.
-    async fn refresh_allocated(&self, pools: &Pools, resources: &BTreeMap<String, ResourceDesired>, observed: &mut [ResourceObserved]) {
-        let mut by_pool: BTreeMap<&String, Vec<VolumeRef>> = BTreeMap::new();
-        for o in observed.iter() {
-            let Some(r) = resources.get(&o.name) else { continue };
-            for ov in o.volumes.iter().filter(|v| v.device_path.is_some()) {
-                if let Some(v) = r.volumes.iter().find(|v| v.number == ov.number)
-                    && let Ok(n) = Name::new(&r.name)
-                {
-                    by_pool.entry(&v.pool).or_default().push(vref(&n, v));
-                }
-            }
-        }
-        let mut sizes: BTreeMap<(String, u32), i64> = BTreeMap::new();
-        for (pool, volumes) in by_pool {
-            let Some(Ok(p)) = pools.get(pool).map(|p| &p.provider) else { continue };
-            match p.allocated(&volumes).await {
-                Ok(s) => sizes.extend(s),
-                Err(e) => tracing::debug!(pool = %pool, "cannot read the allocated sizes: {e}"),
-            }
-        }
-        for o in observed.iter_mut() {
-            for ov in o.volumes.iter_mut().filter(|v| v.device_path.is_some()) {
-                if let Some(now) = sizes.get(&(o.name.clone(), ov.number)) {
-                    ov.allocated_kib = Some(*now);
-                }
-            }
-        }
-    }
-
-    /// Everything the satellite currently knows, with fresh capacities
-    /// and allocated sizes. Never waits for an apply.
+    /// Everything the satellite currently knows. Never waits for an apply;
+    /// capacities and allocated sizes are measured anew (a thin volume
+    /// grows as data is written, without any request), but waited for at
+    /// most [`MEASURE_WAIT`]: a measurement still running then goes on in
+    /// the background and the last one answers.
     pub async fn observe(&self) -> Observed {
         let (mut observed, pools, resources, generation) = {
             let st = self.state.lock();
@@ -870,15 +831,119 @@ impl Applier {
                 }
             }
         }
-        self.refresh_allocated(&pools, &resources, &mut observed).await;
+        let m = self.measure(&pools, &resources, &observed).await;
+        for o in observed.iter_mut() {
+            for ov in o.volumes.iter_mut().filter(|v| v.device_path.is_some()) {
+                if let Some(now) = m.allocated.get(&(o.name.clone(), ov.number)) {
+                    ov.allocated_kib = Some(*now);
+                }
+            }
+        }
         Observed {
             generation,
             instance: self.instance.clone(),
             resources: observed,
             removed: Vec::new(),
-            pools: self.pool_capacity(&pools).await,
+            // Pools not measured yet are listed without figures.
+            pools: pools
+                .keys()
+                .map(|name| m.pools.get(name).cloned().unwrap_or_else(|| PoolObserved { name: name.clone(), ..Default::default() }))
+                .collect(),
         }
     }
+
+    /// Starts a measurement unless one runs, and waits for it at most
+    /// [`MEASURE_WAIT`]; answers with the newest measurement there is.
+    async fn measure(&self, pools: &Arc<Pools>, resources: &BTreeMap<String, ResourceDesired>, observed: &[ResourceObserved]) -> Measured {
+        let mut slot = self.measuring.lock().await;
+        if slot.is_none() {
+            let mut by_pool: BTreeMap<String, Vec<VolumeRef>> = BTreeMap::new();
+            for o in observed {
+                let Some(r) = resources.get(&o.name) else { continue };
+                for ov in o.volumes.iter().filter(|v| v.device_path.is_some()) {
+                    if let Some(v) = r.volumes.iter().find(|v| v.number == ov.number)
+                        && let Ok(n) = Name::new(&r.name)
+                    {
+                        by_pool.entry(v.pool.clone()).or_default().push(vref(&n, v));
+                    }
+                }
+            }
+            let pools = pools.clone();
+            *slot = Some(tokio::spawn(async move {
+                let caps = capacities(&pools).await;
+                Measured { pools: caps.into_iter().map(|p| (p.name.clone(), p)).collect(), allocated: allocated(&pools, by_pool).await }
+            }));
+        }
+        let Some(task) = slot.as_mut() else { return self.measured.lock().clone() };
+        match tokio::time::timeout(MEASURE_WAIT, task).await {
+            Ok(Ok(m)) => {
+                *slot = None;
+                *self.measured.lock() = m.clone();
+                m
+            }
+            Ok(Err(e)) => {
+                *slot = None;
+                tracing::warn!("measuring the pools failed: {e}");
+                self.measured.lock().clone()
+            }
+            Err(_) => {
+                tracing::debug!("the pools' measurement is still running; answering with the last one");
+                self.measured.lock().clone()
+            }
+        }
+    }
+}
+
+/// Every pool's capacity, the pools at once.
+async fn capacities(pools: &Pools) -> Vec<PoolObserved> {
+    let tasks: Vec<_> = pools
+        .values()
+        .cloned()
+        .map(|pool| {
+            tokio::spawn(async move {
+                let name = pool.desired.name.clone();
+                match &pool.provider {
+                    Err(e) => PoolObserved { name, error: Some(e.clone()), ..Default::default() },
+                    Ok(p) if !p.has_storage() => PoolObserved { name, ..Default::default() },
+                    Ok(p) => match p.capacity().await {
+                        Ok(c) => PoolObserved {
+                            name,
+                            total_kib: Some(c.total_kib),
+                            free_kib: Some(c.free_kib),
+                            supports_snapshots: c.supports_snapshots,
+                            error: None,
+                        },
+                        Err(e) => {
+                            let message = format!("Cannot read the capacity of '{name}'.");
+                            PoolObserved { name, error: Some(err(message, &e)), ..Default::default() }
+                        }
+                    },
+                }
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (t, name) in tasks.into_iter().zip(pools.keys()) {
+        out.push(t.await.unwrap_or_else(|e| PoolObserved {
+            name: name.clone(),
+            error: Some(ObjectError { message: format!("Reading pool '{name}' failed: {e}"), cause: None, details: None }),
+            ..Default::default()
+        }));
+    }
+    out
+}
+
+/// What each volume takes from its pool: one call per pool.
+async fn allocated(pools: &Pools, by_pool: BTreeMap<String, Vec<VolumeRef>>) -> BTreeMap<(String, u32), i64> {
+    let mut sizes = BTreeMap::new();
+    for (pool, volumes) in by_pool {
+        let Some(Ok(p)) = pools.get(&pool).map(|p| &p.provider) else { continue };
+        match p.allocated(&volumes).await {
+            Ok(s) => sizes.extend(s),
+            Err(e) => tracing::debug!(pool = %pool, "cannot read the allocated sizes: {e}"),
+        }
+    }
+    sizes
 }
 
 #[cfg(test)]
@@ -1029,6 +1094,33 @@ mod tests {
             let o = hung.await.expect("task");
             let e = o.resources[0].error.as_ref().expect("the hung resource fails with the timeout");
             assert!(e.cause.as_deref().is_some_and(|c| c.contains("did not finish")), "{e:?}");
+        });
+    }
+
+    #[test]
+    fn a_hung_capacity_command_never_keeps_an_observation_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = Arc::new(FakeRunner::new());
+        // Rules match in order: df hangs (until the 3 s command timeout).
+        fake.hang(&["df"]);
+        let a = applier(&fake, Duration::from_secs(3));
+        rt().block_on(async {
+            // The full apply measures the pool itself: it waits out df.
+            let o = a.apply(full(1, vec![pool("p", dir.path())], vec![])).await;
+            assert!(o.pools[0].error.is_some(), "{:?}", o.pools);
+            // An observation starts a new measurement (df hangs again) and
+            // answers after at most MEASURE_WAIT with the last figures.
+            let t = std::time::Instant::now();
+            let seen = a.observe().await;
+            assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+            assert_eq!(seen.pools.len(), 1);
+            assert!(seen.pools[0].error.is_some(), "the last measurement: {:?}", seen.pools);
+            // The measurement still runs: the next one does not start another.
+            let dfs = count(&fake, &["df"]);
+            let t = std::time::Instant::now();
+            a.observe().await;
+            assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+            assert_eq!(count(&fake, &["df"]), dfs, "one measurement at a time");
         });
     }
 
