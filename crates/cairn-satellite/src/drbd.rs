@@ -417,40 +417,39 @@ impl DrbdLayer {
 
     /// `drbdadm resize`: DRBD grows to the smallest backing device of the
     /// connected peers, which grow theirs at the same moment on their own
-    /// satellites. DRBD refuses while a resync runs or another node's
-    /// state change is under way: those refusals (and only those) are
-    /// tried again for a while. A resize that left the device smaller than
-    /// wanted (a peer has not grown yet) is reported, and the resource is
-    /// retried.
+    /// satellites. So a resize can succeed and leave the device as it was
+    /// (a peer has not grown yet), and DRBD refuses while a resync runs or
+    /// another node's state change is under way: both are tried again each
+    /// second for up to 30 s (any other refusal is reported at once), until
+    /// the kernel reports the size - grown here or by a peer's resize.
     async fn resize(&self, rsc: &str, nr: u32, host: &str, want_kib: i64) -> Result<(), ObjectError> {
         const ATTEMPTS: u32 = 30;
-        let mut attempt = 1;
-        loop {
+        for attempt in 1..=ATTEMPTS {
+            if self.size_kib(rsc, nr).is_some_and(|h| h >= want_kib) {
+                return Ok(());
+            }
             let cmd = self.adm.resize(rsc, nr, host);
             // Refusals before the last attempt are expected: no warning.
             let cmd = if attempt < ATTEMPTS { cmd.quiet() } else { cmd };
             match self.runner.run(&cmd).await {
-                Ok(_) => break,
+                Ok(_) => {}
                 Err(ExecError::NonZero { ref stderr, .. }) if attempt < ATTEMPTS && resize_may_pass_later(stderr) => {
                     tracing::debug!(rsc, volume = nr, attempt, "drbdadm resize refused for now; trying again");
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(e) => return Err(exec_err(format!("Failed to grow DRBD volume {nr} of '{rsc}'."), &e)),
             }
-        }
-        // events2 reports the new size within moments of the resize.
-        for _ in 0..20 {
-            let have = self.size_kib(rsc, nr);
-            if have.is_some_and(|h| h >= want_kib) {
-                return Ok(());
+            // events2 reports a new size within moments.
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if self.size_kib(rsc, nr).is_some_and(|h| h >= want_kib) {
+                    return Ok(());
+                }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(ObjectError {
-            message: format!("DRBD volume {nr} of '{rsc}' did not grow to {want_kib} KiB yet; the resize is retried."),
+            message: format!("DRBD volume {nr} of '{rsc}' did not grow to {want_kib} KiB; the resize is retried."),
             cause: Some(format!(
-                "DRBD grows to the smallest backing device of the connected peers; it has {} KiB.",
+                "DRBD grows to the smallest backing device of the connected peers; the device has {} KiB.",
                 self.size_kib(rsc, nr).map_or_else(|| "an unknown size of".into(), |k| k.to_string())
             )),
             details: None,
@@ -646,26 +645,34 @@ mod tests {
         rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "attached: no metadata check; same size: no resize; {:?}", f.fake.calls());
         // The volume definition grew to 2 GiB; the storage layer already
-        // grew. DRBD first refuses (a resync runs), then resizes, but the
-        // device stays smaller (a peer has not grown yet): reported.
+        // grew. DRBD first refuses (a resync runs), then resizes but the
+        // device stays as it was (a peer has not grown yet), so it tries
+        // again, until the kernel reports the new size (a peer's resize).
         let resize = ["drbdadm", "-c", &conf, "-vvv", "resize", "web/0"];
         f.fake
             .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
             .expect_failure(&resize, 10, "web: State change failed: (-130) Resize not allowed during resync.")
+            .expect(&resize, "")
             .expect(&resize, "");
-        let e = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &[(0, 2_097_152)].into(), &BTreeSet::new())).unwrap_err();
-        assert!(e.message.contains("did not grow to 2097152 KiB"), "{e:?}");
-        assert!(e.cause.unwrap_or_default().contains("1048576 KiB"));
+        let resizes = || f.fake.calls().iter().filter(|c| c.ends_with(&["resize".to_string(), "web/0".to_string()])).count();
+        let o = rt()
+            .block_on(async {
+                let grown_elsewhere = async {
+                    while resizes() < 3 {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    f.layer.feed_events("change device name:web volume:0 minor:1000 size:2097152\n");
+                };
+                let (d, disks, want, zeroed) = (desired(false), disks(), BTreeMap::from([(0, 2_097_152)]), BTreeSet::new());
+                let (o, ()) = tokio::join!(f.layer.ensure("web", &d, &disks, &want, &zeroed), grown_elsewhere);
+                o
+            })
+            .unwrap();
         assert!(f.fake.is_done(), "{:?}", f.fake.calls());
         // Any other refusal is reported at once, not tried again.
         f.fake.expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "").expect_failure(&resize, 10, "Meta device too small.");
-        let e = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &[(0, 2_097_152)].into(), &BTreeSet::new())).unwrap_err();
+        let e = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &[(0, 4_194_304)].into(), &BTreeSet::new())).unwrap_err();
         assert!(e.message.contains("Failed to grow"), "{e:?}");
-        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
-        // The kernel reports the new size: nothing left to do.
-        f.layer.feed_events("change device name:web volume:0 minor:1000 size:2097152\n");
-        f.fake.expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "");
-        let o = rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &[(0, 2_097_152)].into(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "{:?}", f.fake.calls());
         assert_eq!(o.role, "Secondary");
         assert_eq!(o.may_promote, Some(true));
