@@ -90,6 +90,8 @@ pub struct DrbdLayer {
     /// Backing devices each resource's `.res` names, as written by this
     /// process: `wipe-md` on delete only touches devices known this way.
     written: Mutex<BTreeMap<String, BTreeMap<u32, String>>>,
+    /// Where sysfs is (`/sys`); None: sizes come from events2 only (tests).
+    sysfs: Option<PathBuf>,
 }
 
 fn obj_err(message: String, e: &dyn std::fmt::Display, details: Option<String>) -> ObjectError {
@@ -121,7 +123,15 @@ impl DrbdLayer {
             mode,
             events: Arc::new(Mutex::new(Events2::new())),
             written: Mutex::new(BTreeMap::new()),
+            sysfs: Some(PathBuf::from("/sys")),
         })
+    }
+
+    /// Reads device sizes from another sysfs root, or (None) from events2
+    /// only.
+    pub fn with_sysfs(mut self, root: Option<PathBuf>) -> DrbdLayer {
+        self.sysfs = root;
+        self
     }
 
     pub fn res_path(&self, rsc: &str) -> PathBuf {
@@ -179,11 +189,20 @@ impl DrbdLayer {
     /// The current state of a resource as the layer sees it.
     pub fn observed(&self, rsc: &str, d: &DrbdDesired) -> DrbdObserved {
         match self.mode {
-            DrbdMode::Kernel => self.events.lock().resource(rsc).cloned().unwrap_or_else(|| DrbdObserved {
-                kernel: true,
-                role: "Unknown".into(),
-                ..Default::default()
-            }),
+            DrbdMode::Kernel => {
+                let mut o = self.events.lock().resource(rsc).cloned().unwrap_or_else(|| DrbdObserved {
+                    kernel: true,
+                    role: "Unknown".into(),
+                    ..Default::default()
+                });
+                // A resize shows in sysfs at once, in events2 only later.
+                for v in &mut o.volumes {
+                    if let Some(k) = self.sysfs_kib(v.minor) {
+                        v.size_kib = Some(k);
+                    }
+                }
+                o
+            }
             DrbdMode::ConfigOnly => DrbdObserved {
                 kernel: false,
                 role: "Unknown".into(),
@@ -456,8 +475,17 @@ impl DrbdLayer {
         })
     }
 
+    /// The DRBD device's size, KiB: from sysfs (`/sys/block/drbd<minor>/size`,
+    /// sectors), which a resize changes at once; events2 reports a new size
+    /// only with the device's next statistics, so it is the fallback.
     fn size_kib(&self, rsc: &str, nr: u32) -> Option<i64> {
-        self.events.lock().resource(rsc).and_then(|r| r.volumes.iter().find(|v| v.number == nr)).and_then(|v| v.size_kib)
+        let ev = self.events.lock().resource(rsc).and_then(|r| r.volumes.iter().find(|v| v.number == nr)).cloned()?;
+        self.sysfs_kib(ev.minor).or(ev.size_kib)
+    }
+
+    fn sysfs_kib(&self, minor: u32) -> Option<i64> {
+        let text = std::fs::read_to_string(self.sysfs.as_ref()?.join(format!("block/drbd{minor}/size"))).ok()?;
+        text.trim().parse::<i64>().ok().map(|sectors| sectors / 2)
     }
 
     /// Takes the resource down, wipes the metadata this process wrote the
@@ -566,7 +594,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("drbd.d");
         let fake = Arc::new(FakeRunner::new());
-        let layer = DrbdLayer::new(fake.clone(), dir.clone(), mode, Duration::from_secs(5)).unwrap();
+        let layer =
+            DrbdLayer::new(fake.clone(), dir.clone(), mode, Duration::from_secs(5)).unwrap().with_sysfs(Some(tmp.path().join("sys")));
         // The kernel's (empty) state has been read.
         layer.feed_events("exists -\n");
         Fixture { _dir: tmp, dir, fake, layer }
@@ -647,7 +676,7 @@ mod tests {
         // The volume definition grew to 2 GiB; the storage layer already
         // grew. DRBD first refuses (a resync runs), then resizes but the
         // device stays as it was (a peer has not grown yet), so it tries
-        // again, until the kernel reports the new size (a peer's resize).
+        // again, until sysfs shows the new size (a peer's resize).
         let resize = ["drbdadm", "-c", &conf, "-vvv", "resize", "web/0"];
         f.fake
             .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
@@ -661,7 +690,11 @@ mod tests {
                     while resizes() < 3 {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    f.layer.feed_events("change device name:web volume:0 minor:1000 size:2097152\n");
+                    // The kernel has the new size at once (events2 says
+                    // so only with the next statistics).
+                    let sys = f.dir.parent().unwrap().join("sys/block/drbd1000");
+                    std::fs::create_dir_all(&sys).unwrap();
+                    std::fs::write(sys.join("size"), "4194304\n").unwrap();
                 };
                 let (d, disks, want, zeroed) = (desired(false), disks(), BTreeMap::from([(0, 2_097_152)]), BTreeSet::new());
                 let (o, ()) = tokio::join!(f.layer.ensure("web", &d, &disks, &want, &zeroed), grown_elsewhere);
