@@ -260,6 +260,10 @@ impl Cluster {
         }
         p.props = new_props;
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_STOR_POOL, req) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(OP, rc::MODIFIED, format!("Storage pool '{}' on node '{}' modified.", p.name, p.node))
                 .with_ref("Node", &p.node)
@@ -319,6 +323,10 @@ impl Cluster {
         let mut d = self.stor_pool_dfn(sp, OP)?.clone();
         d.props = props::apply(&d.props, req, OP)?;
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_STOR_POOL_DFN, req) {
+            out.reply(e);
+        }
         out.reply(ApiCallRc::success(OP, rc::MODIFIED, format!("Storage pool definition '{}' modified.", d.name)));
         out.put(Object::StorPoolDfn(d));
         Ok(out)
