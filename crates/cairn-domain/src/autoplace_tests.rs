@@ -475,3 +475,22 @@ fn make_available_without_a_pool_is_linstors_not_found_and_storage_only_means_di
     t.run(|c, o, ctx| c.make_available("na", "m3", &storage, o, ctx));
     assert!(t.placed("na").contains(&("m3".into(), "pool".into(), false)));
 }
+
+#[test]
+fn a_diskless_make_available_falls_back_to_the_default_diskless_pool() {
+    let mut t = T::new();
+    t.node("d1", &[], &[("pool", "FILE_THIN", 100)]);
+    t.node("d2", &[], &[]);
+    let rg = WireRg {
+        name: "clients".into(),
+        select_filter: AutoSelectFilter { storage_pool_diskless_list: strings(&["nosuchpool"]), ..Default::default() },
+        ..Default::default()
+    };
+    t.run(|c, _, ctx| c.create_rsc_grp(&rg, ctx));
+    t.rd("dl", Some("clients"), 1);
+    t.autoplace("dl", AutoSelectFilter { place_count: Some(1), node_name_list: strings(&["d1"]), ..Default::default() });
+    // d2 lacks the group's diskless pool: LINSTOR places without the
+    // group's restriction, in the node's DfltDisklessStorPool.
+    t.run(|c, o, ctx| c.make_available("dl", "d2", &ResourceMakeAvailable::default(), o, ctx));
+    assert!(t.placed("dl").contains(&("d2".into(), "DfltDisklessStorPool".into(), true)));
+}
