@@ -6,8 +6,10 @@
 //!   from a handler) leaves nothing unread on the connection: hyper would
 //!   otherwise close a connection whose body it cannot drain at once, and
 //!   a client's next request on it would fail with a broken pipe. A body
-//!   over the limit is answered 413 with `Connection: close`, the one case
-//!   where the rest is not read. It also gives every 405 an `Allow` header
+//!   over the limit is answered 413: it is read and dropped up to
+//!   [`DRAIN_LIMIT`] (the connection stays open); a longer one (or one
+//!   that declares a longer length) is answered at once with
+//!   `Connection: close`. It also gives every 405 an `Allow` header
 //!   naming the methods of the path (those Cairn serves and those LINSTOR's
 //!   API defines).
 //! * [`JsonErrorListener`] wraps the REST listener's connections: the
@@ -26,7 +28,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cairn_api::rc::{self, ApiCallRc};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -52,21 +54,66 @@ fn too_large(len: Option<u64>) -> Response {
     closing(StatusCode::PAYLOAD_TOO_LARGE, ApiCallRc::error(0, rc::FAIL_INVLD_REQUEST, "The request body is too large.").with_cause(cause))
 }
 
+/// How much of a body over [`MAX_BODY`] is read and thrown away so that
+/// the 413 can keep the connection open; beyond it the connection closes.
+pub const DRAIN_LIMIT: u64 = 32 * 1024 * 1024;
+
+/// What reading a request body gave.
+enum Read {
+    Body(axum::body::Bytes),
+    /// Longer than [`MAX_BODY`]; whether it was read to its end.
+    TooLarge {
+        drained: bool,
+    },
+    Failed(String),
+}
+
+/// Reads a body up to [`MAX_BODY`]; a longer one is read on and discarded
+/// up to [`DRAIN_LIMIT`].
+async fn read_body(body: Body) -> Read {
+    let mut body = body;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen: u64 = 0;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Err(e)) => return Read::Failed(e.to_string()),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                seen += data.len() as u64;
+                if seen > DRAIN_LIMIT {
+                    return Read::TooLarge { drained: false };
+                }
+                if seen <= MAX_BODY as u64 {
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    if seen > MAX_BODY as u64 { Read::TooLarge { drained: true } } else { Read::Body(buf.into()) }
+}
+
 /// The middleware in front of the router (see the module docs).
 pub async fn guard(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return too_large(declared);
     }
     let (parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(None),
-        Err(e) => {
+    let bytes = match read_body(body).await {
+        Read::Body(b) => b,
+        Read::TooLarge { drained: false } => return too_large(declared),
+        Read::TooLarge { drained: true } => {
+            // All of it was read: the connection stays usable.
+            let mut r = too_large(declared);
+            r.headers_mut().remove(header::CONNECTION);
+            return r;
+        }
+        Read::Failed(e) => {
             return closing(
                 StatusCode::BAD_REQUEST,
-                ApiCallRc::new(rc::API_CALL_PARSE_ERROR, "The request body could not be read.").with_cause(e.to_string()),
+                ApiCallRc::new(rc::API_CALL_PARSE_ERROR, "The request body could not be read.").with_cause(e),
             );
         }
     };
