@@ -9,8 +9,11 @@ def make(lin, name, ip="127.0.10.1", props=None):
 
 def test_node_create_list_get(controller, lin):
     replies = make(lin, "Alpha", props={"Aux/site": "a"})
-    assert replies[0].ret_code == 20709377  # MASK_CRT | MASK_NODE | CREATED
-    nodes = lin.node_list_raise().nodes
+    # The keys set first (CtrlPropsHelper.fillProperties), then the node.
+    assert [r.message for r in replies] == ["Successfully set property key(s): Aux/site", "New node 'Alpha' registered."]
+    assert [r.ret_code for r in replies] == [20709377, 20709377]  # MASK_CRT | MASK_NODE | CREATED
+    assert [r.message for r in make(lin, "Beta", ip="127.0.10.2")] == ["New node 'Beta' registered."]
+    nodes = lin.node_list_raise(filter_by_nodes=["Alpha"]).nodes
     assert [n.name for n in nodes] == ["Alpha"]
     n = nodes[0]
     assert n.type == "SATELLITE"
@@ -179,6 +182,14 @@ def test_setting_properties_answers_linstors_entries(controller, lin):
         assert first.message == "Successfully set property key(s): Aux/x", (what, replies)
         assert first.ret_code == mask | 0x1000000 | 1, (what, hex(first.ret_code))
         assert "modified" in replies[1].message, (what, replies)
+    # Creates name the keys they set too.
+    replies = ok(lin.storage_pool_create("propnode", "sp2", "FILE_THIN", "/var/tmp/cairn-pool2"))
+    assert replies[0].message == "Successfully set property key(s): StorDriver/StorPoolName", replies  # as python-linstor sends it
+    assert replies[0].ret_code == 0x140000 | 0x1000000 | 1
+    status, _, body = controller.request("POST", "/v1/resource-definitions", {"resource_definition": {"name": "proprd2", "props": {"Aux/y": "2"}}})
+    assert status == 201 and body[0]["message"] == "Successfully set property key(s): Aux/y", body
+    replies = ok(lin.resource_group_create("proprg2", property_dict={"Aux/z": "3"}))
+    assert replies[0].message == "Successfully set property key(s): Aux/z", replies
     replies = ok(lin.controller_set_prop("Aux/x", "1"))
     assert replies[0].message == "Successfully set property 'Aux/x' to value '1'"
 

@@ -264,6 +264,10 @@ impl Cluster {
         };
         record_active(&mut node);
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_NODE, &req.props) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(CRT, rc::CREATED, format!("New node '{}' registered.", node.name))
                 .with_details(format!("Node '{}' UUID is: {}", node.name, node.uuid))

@@ -67,10 +67,15 @@ pub fn apply(props: &Props, m: &PropsModify, op_obj: i64) -> Result<Props, OpErr
 /// creation of the object kind (`obj_mask`, e.g. `MASK_NODE`). None when
 /// the request sets nothing (deletions alone add no entry).
 pub fn set_entry(obj_mask: i64, m: &PropsModify) -> Option<ApiCallRc> {
-    if m.override_props.is_empty() {
+    created_entry(obj_mask, &m.override_props)
+}
+
+/// The same entry for the properties a create request carries.
+pub fn created_entry(obj_mask: i64, props: &Props) -> Option<ApiCallRc> {
+    if props.is_empty() {
         return None;
     }
-    let keys: Vec<&str> = m.override_props.keys().map(String::as_str).collect();
+    let keys: Vec<&str> = props.keys().map(String::as_str).collect();
     Some(ApiCallRc::new(
         (obj_mask & rc::MASK_BITS_OBJ) | rc::MASK_CRT | rc::CREATED,
         format!("Successfully set property key(s): {}", keys.join(",")),
@@ -130,5 +135,12 @@ mod tests {
         assert_eq!(e.ret_code, rc::MASK_RSC_DFN | rc::MASK_CRT | rc::CREATED);
         let only_deletes = PropsModify { delete_props: vec!["Aux/a".into()], ..Default::default() };
         assert!(set_entry(rc::MASK_NODE, &only_deletes).is_none());
+        // Creates: the same entry for the properties they carry, none without.
+        let e = created_entry(rc::MASK_CRT | rc::MASK_STOR_POOL, &props(&[("StorDriver/FileDir", "/p")])).unwrap();
+        assert_eq!(
+            (e.message.as_str(), e.ret_code),
+            ("Successfully set property key(s): StorDriver/FileDir", rc::MASK_STOR_POOL | rc::MASK_CRT | rc::CREATED)
+        );
+        assert!(created_entry(rc::MASK_NODE, &Props::new()).is_none());
     }
 }

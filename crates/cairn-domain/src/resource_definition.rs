@@ -223,6 +223,10 @@ impl Cluster {
     pub fn create_rsc_dfn(&self, req: &wire::ResourceDefinitionCreate, ctx: &mut Ctx) -> OpResult<Outcome> {
         let d = self.build_rsc_dfn(req, ctx)?;
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_RSC_DFN, &req.resource_definition.props) {
+            out.reply(e);
+        }
         out.reply(rd_created_reply(&d));
         out.put(Object::RscDfn(d));
         Ok(out)
@@ -390,6 +394,10 @@ impl Cluster {
         let vd = build_vlm_dfn(d, &taken, req, minor, ctx)?;
         let nr = vd.volume_number;
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_VLM_DFN, &req.volume_definition.props) {
+            out.reply(e);
+        }
         for r in self.resources_of(&k) {
             let mut r = r.clone();
             let vol = self.new_volume(d, &r, &vd, OP, ctx)?;

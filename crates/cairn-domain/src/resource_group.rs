@@ -281,6 +281,10 @@ impl Cluster {
             uuid: ctx.uuid(),
         };
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_RSC_GRP, &req.props) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(CRT, rc::CREATED, format!("New resource group '{}' created.", g.name))
                 .with_details(format!("Resource group '{}' UUID is: {}", g.name, g.uuid))
@@ -374,6 +378,10 @@ impl Cluster {
             uuid: ctx.uuid(),
         };
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_VLM_GRP, &req.props) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(OP, rc::CREATED, format!("New volume group {nr} of resource group '{}' created.", g.name))
                 .with_ref("ResourceGroup", &g.name)
