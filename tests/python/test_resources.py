@@ -187,6 +187,7 @@ def test_diskless_resources_go_to_the_diskless_pool(controller, lin):
     ok(lin.storage_pool_create("compute2", "clients", "DISKLESS", None))
     status, _, body = controller.request("POST", "/v1/resource-definitions/cinder-vol/resources/compute2", {"resource": {"flags": ["DRBD_DISKLESS"], "props": {"StorPoolName": "clients"}}})
     assert status == 201, body
+    assert body[0]["message"] == "Successfully set property key(s): StorPoolName", body
     status, _, body = controller.request("GET", "/v1/view/resources?resources=cinder-vol&nodes=compute2")
     assert body[0]["volumes"][0]["storage_pool_name"] == "clients"
 

@@ -502,6 +502,9 @@ impl Cluster {
                         r.drbd = tb.drbd.or(r.drbd);
                     }
                     out.delete(ObjKey::Rsc(rd_key.clone(), nk.clone()));
+                    if let Some(e) = props::created_entry(rc::MASK_RSC, &req.resource.props) {
+                        out.reply(e);
+                    }
                     out.reply(created_reply(&r));
                     out.put(Object::Rsc(r));
                 } else {
@@ -529,6 +532,10 @@ impl Cluster {
             }
             let r = self.build_resource(d, &vds, node_name, req, &mut taken, OP, ctx)?;
             seen.insert(key(&r.node));
+            // LINSTOR (CtrlRscCrtApiHelper) names the properties it set first.
+            if let Some(e) = props::created_entry(rc::MASK_RSC, &req.resource.props) {
+                out.reply(e);
+            }
             out.reply(created_reply(&r));
             out.put(Object::Rsc(r));
         }
