@@ -111,3 +111,21 @@ def test_sort_by_a_column_and_unimplemented_verbs(cluster):
     # Evacuation is not implemented yet: a clear API error, exit 10.
     code, out, err = cairn(c, "node", "evacuate", "n1")
     assert code == 10 and "not implemented" in err
+
+
+def test_diskless_and_make_available_refusals_through_the_cli(cluster):
+    # These satellites have no DRBD: a diskless replica has no layer to
+    # live in, and LINSTOR says so; make-available then needs a diskful
+    # pool, and without one answers the text OpenNebula's add-on matches.
+    c = cluster
+    ok(c.lin.resource_group_create("clinopool", storage_pool=["nosuchpool"]))
+    ok(c.lin.resource_dfn_create("clidl", resource_group="clinopool"))
+    ok(c.lin.volume_dfn_create("clidl", 4096))
+    code, out, err = cairn(c, "r", "c", "--diskless", "n1", "clidl")
+    assert code == 10, (out, err)
+    assert "no layer from the given layer-list supports diskless storage pools" in err
+    code, out, err = cairn(c, "r", "make-available", "n1", "clidl")
+    assert code == 10, (out, err)
+    assert "Autoplacer could not find diskful stor pool on node n1 matching resource-groups autoplace-settings" in err
+    status, _, body = c.ctrl.request("GET", "/v1/view/resources?resources=clidl")
+    assert body == []

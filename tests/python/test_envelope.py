@@ -1,6 +1,13 @@
 """Wire rules every client depends on (client-wire-rules.md W1-W20)."""
 
+import http.client
+import json
+import socket
+import urllib.error
+import urllib.request
+
 import linstor
+import pytest
 
 from conftest import err, ok
 
@@ -75,15 +82,109 @@ def test_unknown_route_is_404_with_apicallrc(controller):
 
 
 def test_unimplemented_spec_route_is_501_with_apicallrc(controller):
-    status, ctype, body = controller.request("GET", "/v1/remotes")
+    status, ctype, body = controller.request("GET", "/v1/schedules")
     assert status == 501 and ctype == "application/json"
     assert body[0]["ret_code"] < 0 and "not implemented" in body[0]["message"]
 
 
-def test_wrong_method_is_405_with_apicallrc(controller):
-    status, _, body = controller.request("PATCH", "/v1/nodes")
-    assert status == 405
-    assert body[0]["ret_code"] < 0
+def test_wrong_method_is_405_with_apicallrc_and_allow(controller):
+    for path, allowed in [("/v1/nodes", {"GET", "POST"}), ("/v1/remotes", {"GET", "DELETE"}), ("/health", {"GET"}),
+                          ("/v1/view/backup/queue", {"GET"})]:
+        req = urllib.request.Request(controller.url + path, data=b"{}", method="PATCH")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+        assert e.value.code == 405, path
+        assert e.value.headers.get("Content-Type") == "application/json"
+        body = json.loads(e.value.read())
+        assert body[0]["ret_code"] < 0 and "not allowed" in body[0]["message"], body
+        allow = {m.strip() for m in e.value.headers.get("Allow", "").split(",")}
+        assert allowed <= allow and "PATCH" not in allow, (path, allow)
+
+
+def test_remote_lists_answer_as_linstor_without_remotes(controller, lin):
+    # CtrlRemoteApiCallHandler / Remotes.java: the combined list is an
+    # object whose empty lists LINSTOR leaves out; the per-kind lists are
+    # arrays. linstor-csi's CreateSnapshot reads GET /v1/remotes.
+    status, ctype, body = controller.request("GET", "/v1/remotes")
+    assert (status, ctype, body) == (200, "application/json", {})
+    for kind in ("s3", "linstor", "ebs"):
+        status, ctype, body = controller.request("GET", f"/v1/remotes/{kind}")
+        assert (status, ctype, body) == (200, "application/json", []), kind
+    r = lin.remote_list()[0]
+    assert (r.s3_remotes, r.linstor_remotes, r.ebs_remotes) == ([], [], [])
+    # Creating remotes is not served yet.
+    status, _, body = controller.request("POST", "/v1/remotes/s3", {"remote_name": "s3a"})
+    assert status == 501 and body[0]["ret_code"] < 0
+
+
+def raw(controller, head, body=b""):
+    """One raw HTTP/1.1 exchange on a fresh connection: (status, headers, body)."""
+    with socket.create_connection(("127.0.0.1", controller.port), timeout=30) as s:
+        s.sendall(head + body)
+        r = http.client.HTTPResponse(s)
+        r.begin()
+        return r.status, r.headers, r.read()
+
+
+def test_oversized_requests_get_apicallrc_bodies(controller):
+    big = b"x" * (3 * 1024 * 1024)
+    # A body over 2 MiB: 413, read to its end and dropped, so the
+    # connection stays usable (with a Content-Length, and chunked).
+    conn = http.client.HTTPConnection("127.0.0.1", controller.port, timeout=30)
+    for body in (big, iter([big[:1 << 20], big[1 << 20:]])):
+        conn.request("POST", "/v1/nodes", body=body, encode_chunked=not isinstance(body, bytes))
+        r = conn.getresponse()
+        assert r.status == 413 and r.getheader("Content-Type") == "application/json"
+        entry = json.loads(r.read())[0]
+        assert entry["ret_code"] < 0 and "too large" in entry["message"], entry
+        conn.request("GET", "/v1/nodes")
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read()) == []
+    conn.close()
+    # One that announces more than is worth reading: answered at once,
+    # and the connection is closed.
+    status, headers, body = raw(controller, b"POST /v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (100 << 20), b"{}")
+    assert status == 413 and headers["Content-Type"] == "application/json" and headers["Connection"] == "close"
+    assert json.loads(body)[0]["ret_code"] < 0
+    # URI too long (hyper refuses it before any handler runs).
+    status, headers, body = raw(controller, b"GET /v1/nodes?nodes=" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 414 and headers["Content-Type"] == "application/json"
+    entry = json.loads(body)[0]
+    assert entry["ret_code"] < 0 and entry["message"] == "The request URI is too long.", entry
+    # Not HTTP at all: 400, with a body too.
+    status, headers, body = raw(controller, b"GARBAGE\r\n\r\n")
+    assert status == 400 and json.loads(body)[0]["ret_code"] < 0
+    # The controller still serves.
+    assert controller.request("GET", "/v1/nodes")[0] == 200
+
+
+def test_keep_alive_survives_refusals_that_never_read_the_body(controller):
+    # python-linstor reuses one connection: after a 501/404/405 to a POST
+    # with a body, the next call on it once failed with a broken pipe.
+    conn = http.client.HTTPConnection("127.0.0.1", controller.port, timeout=30)
+    body = json.dumps({"remote_name": "x" * 200000, "endpoint": "e"})
+    refusals = [("POST", "/v1/remotes/s3", 501), ("POST", "/v1/no-such-thing", 404), ("PATCH", "/v1/nodes", 405),
+                ("POST", "/v1/resource-definitions/missing/volume-definitions", 404)]
+    for method, path, code in refusals:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == code, (method, path, r.status)
+        assert r.getheader("Connection") != "close"
+        assert json.loads(r.read())[0]["ret_code"] < 0
+        conn.request("GET", "/v1/nodes")
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read()) == []
+    conn.close()
+
+
+def test_python_linstor_keeps_working_after_a_refused_post(controller, lin):
+    # The original failure: python-linstor's call after a 501 to a POST with
+    # a body ended in "Broken pipe", and every call after it in
+    # CannotSendRequest, on the same kept-alive connection.
+    for _ in range(3):
+        replies = lin.remote_create_s3("s3remote", "http://endpoint", "region", "bucket", "a" * 100000, "secret")
+        assert replies and replies[0].is_error() and "not implemented" in replies[0].message, replies
+        assert lin.node_list_raise().nodes == []
 
 
 def test_trailing_slash_is_tolerated(controller, lin):

@@ -22,7 +22,9 @@ def test_controller_properties(controller, lin):
 
 
 def test_key_value_store(controller, lin):
-    ok(lin.keyvaluestore_modify("proxmox", property_dict={"vm/100": "disk-1", "vm/101": "disk-2"}))
+    replies = ok(lin.keyvaluestore_modify("proxmox", property_dict={"vm/100": "disk-1", "vm/101": "disk-2"}))
+    # LINSTOR's CtrlKvsApiCallHandler entry.
+    assert [(r.message, r.ret_code) for r in replies] == [("Successfully updated properties", 0x100000 | 0x2000000 | 3)]
     ok(lin.keyvaluestore_modify("proxmox", delete_props=["vm/101"]))
     kv = lin.keyvaluestore_list("proxmox")
     assert kv.properties == {"vm/100": "disk-1"}
@@ -37,3 +39,7 @@ def test_key_value_store(controller, lin):
     status, _, body = controller.request("DELETE", "/v1/key-value-store/csi")
     assert status == 200
     assert [i["name"] for i in controller.request("GET", "/v1/key-value-store")[2]] == ["proxmox"]
+    # An instance whose last key goes is removed, as in LINSTOR.
+    ok(lin.keyvaluestore_modify("emptied", property_dict={"a": "1"}))
+    ok(lin.keyvaluestore_modify("emptied", delete_props=["a"]))
+    assert controller.request("GET", "/v1/key-value-store/emptied")[0] == 404

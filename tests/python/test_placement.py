@@ -40,7 +40,11 @@ def test_autoplace_is_idempotent_and_respects_the_group(cluster):
     assert len(view(c, "auto")) == 3
 
 
-def test_make_available_on_a_fourth_node_is_diskless(cluster):
+def test_make_available_without_drbd_is_diskful_or_linstors_refusal(cluster):
+    # These resources are STORAGE only: no layer can serve a diskless
+    # replica, so LINSTOR's make-available places a diskful one whatever
+    # `diskful` says, and without a pool on the node answers
+    # FAIL_NOT_FOUND_STOR_POOL with the text OpenNebula's add-on matches.
     c = cluster
     s4 = SatelliteProc("n4", "127.0.10.4", os.path.join(c.root, "n4"), c.ctrl.data_dir + "/cluster-secret").start()
     try:
@@ -48,11 +52,19 @@ def test_make_available_on_a_fourth_node_is_diskless(cluster):
         wait_for("n4 online", lambda: [n for n in c.lin.node_list_raise(filter_by_nodes=["n4"]).nodes if n.connection_status == "ONLINE"])
         ok(c.lin.resource_group_spawn("DfltRscGrp", "ma", [4096]))
         assert len(view(c, "ma")) == 2
+        for diskful in (False, True):
+            status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/ma/resources/n4/make-available", {"diskful": diskful})
+            assert status == 404, body
+            assert body[0]["ret_code"] & 0x7FFF == 310 and body[0]["ret_code"] < 0, body  # FAIL_NOT_FOUND_STOR_POOL
+            assert body[0]["message"] == "Autoplacer could not find diskful stor pool on node n4 matching resource-groups autoplace-settings"
+        err(c.lin.resource_make_available("n4", "ma", diskful=True), 310)
+        assert "n4" not in view(c, "ma") and len(view(c, "ma")) == 2
+        ok(c.lin.storage_pool_create("n4", "DfltStorPool", "FILE_THIN", os.path.join(c.root, "n4", "pool")))
         status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/ma/resources/n4/make-available", {"diskful": False})
         assert status == 200, body
         r = view(c, "ma")["n4"]
-        assert "DISKLESS" in r["flags"] and r["volumes"][0]["storage_pool_name"] == "DfltDisklessStorPool"
-        assert r["volumes"][0]["state"]["disk_state"] == "Diskless"
+        assert "DISKLESS" not in r["flags"] and r["volumes"][0]["storage_pool_name"] == "DfltStorPool"
+        assert r["volumes"][0]["device_path"]
         ok(c.lin.resource_make_available("n4", "ma"))  # again: nothing to do
         assert len(view(c, "ma")) == 3
     finally:

@@ -26,6 +26,7 @@ def test_create_modify_with_partial_filter_merge(controller, lin):
     f = g["select_filter"]
     assert f["place_count"] == 3
     assert f["storage_pool_list"] == ["pool1", "pool2"]
+    assert "storage_pool" not in f  # LINSTOR fills it only for a one-pool list
     assert f["replicas_on_different"] == ["Aux/rack"]
     assert f["diskless_on_remaining"] is True
     # The CLI's set-property sends "select_filter": {} meaning "no change".
@@ -97,3 +98,17 @@ def test_high_level_resource_group_api(controller):
     assert g2.description == "from the high-level API"
     status, _, vgs = controller.request("GET", "/v1/resource-groups/hlgroup/volume-groups")
     assert [v["volume_number"] for v in vgs] == [0]
+
+
+def test_select_filter_shows_the_one_storage_pool_beside_the_list(controller, lin):
+    # LINSTOR's Json.apiToResourceGroup: `storage_pool` is the list's only
+    # entry, whether it was sent as `storage_pool` or as a list.
+    ok(lin.resource_group_create("onepool", storage_pool="pool1"))
+    f = rg(controller, "onepool")["select_filter"]
+    assert f["storage_pool"] == "pool1" and f["storage_pool_list"] == ["pool1"]
+    status, _, body = controller.request("POST", "/v1/resource-groups", {"name": "onelist", "select_filter": {"storage_pool_list": ["pool2"]}})
+    assert status == 201, body
+    f = rg(controller, "onelist")["select_filter"]
+    assert f["storage_pool"] == "pool2" and f["storage_pool_list"] == ["pool2"]
+    g = [x for x in lin.resource_group_list_raise().resource_groups if x.name == "onelist"][0]
+    assert g.select_filter.storage_pool == "pool2"

@@ -158,14 +158,59 @@ def test_delete_definition_takes_its_resources(controller, cluster):
     assert body == []
     status, _, _ = controller.request("GET", "/v1/resource-definitions/cascade")
     assert status == 404
-    err(lin.resource_dfn_delete("cascade"), 301)
+    # LINSTOR (CtrlRscDfnDeleteApiCallHandler): WARN_NOT_FOUND, HTTP 200.
+    replies = lin.resource_dfn_delete("cascade")
+    assert len(replies) == 1 and replies[0].is_warning() and replies[0].ret_code & 0x7FFF == 3000, replies
+    assert replies[0].message == "Resource definition: cascade not found."
+    status, _, body = controller.request("DELETE", "/v1/resource-definitions/cascade")
+    assert status == 200 and body[0]["obj_refs"]["RscDfn"] == "cascade", body
+
+
+def test_diskless_resources_go_to_the_diskless_pool(controller, lin):
+    # OpenStack Cinder's initialize_connection: a compute node with only
+    # its DfltDisklessStorPool, a definition that names DfltStorPool.
+    ok(lin.node_create("storage1", "SATELLITE", "127.0.10.1"))
+    ok(lin.storage_pool_create("storage1", "DfltStorPool", "FILE_THIN", "/var/lib/cairn-pool"))
+    ok(lin.node_create("compute1", "SATELLITE", "127.0.10.2"))
+    ok(lin.resource_dfn_create("cinder-vol", layer_list=["drbd", "storage"]))
+    ok(lin.resource_dfn_modify("cinder-vol", {"StorPoolName": "DfltStorPool"}))
+    ok(lin.volume_dfn_create("cinder-vol", 1024))
+    ok(lin.resource_create([linstor.ResourceData("storage1", "cinder-vol")]))
+    ok(lin.resource_create([linstor.ResourceData("compute1", "cinder-vol", diskless=True)]))
+    status, _, body = controller.request("GET", "/v1/view/resources?resources=cinder-vol&nodes=compute1")
+    r = body[0]
+    assert "DISKLESS" in r["flags"], r
+    assert r["volumes"][0]["storage_pool_name"] == "DfltDisklessStorPool"
+    # A diskless pool the request names is taken.
+    ok(lin.storage_pool_create("compute1", "clients", "DISKLESS", None))
+    ok(lin.node_create("compute2", "SATELLITE", "127.0.10.3"))
+    ok(lin.storage_pool_create("compute2", "clients", "DISKLESS", None))
+    status, _, body = controller.request("POST", "/v1/resource-definitions/cinder-vol/resources/compute2", {"resource": {"flags": ["DRBD_DISKLESS"], "props": {"StorPoolName": "clients"}}})
+    assert status == 201, body
+    assert body[0]["message"] == "Successfully set property key(s): StorPoolName", body
+    status, _, body = controller.request("GET", "/v1/view/resources?resources=cinder-vol&nodes=compute2")
+    assert body[0]["volumes"][0]["storage_pool_name"] == "clients"
+
+
+def test_diskless_needs_a_layer_that_can_be_diskless(controller, lin):
+    ok(lin.node_create("plain1", "SATELLITE", "127.0.10.1"))
+    ok(lin.resource_dfn_create("plainrd", layer_list=["storage"]))
+    ok(lin.volume_dfn_create("plainrd", 1024))
+    replies = lin.resource_create([linstor.ResourceData("plain1", "plainrd", diskless=True)])
+    err(replies, 225)  # FAIL_INVLD_LAYER_STACK
+    assert "no layer from the given layer-list supports diskless storage pools" in replies[0].message
+    status, _, body = controller.request("POST", "/v1/resource-definitions/plainrd/resources/plain1", {"resource": {"flags": ["DRBD_DISKLESS"]}})
+    assert status == 500 and body[0]["ret_code"] & 0x7FFF == 225, body
+    status, _, body = controller.request("GET", "/v1/view/resources?resources=plainrd")
+    assert body == []
 
 
 def test_resource_object_form_and_props(controller, cluster):
     lin = cluster
-    ok(lin.resource_dfn_create("obj", layer_list=["storage"]))
+    # A diskless replica needs a layer that can be diskless (DRBD).
+    ok(lin.resource_dfn_create("obj", layer_list=["drbd", "storage"]))
     ok(lin.volume_dfn_create("obj", 1024))
-    status, _, body = controller.request("POST", "/v1/resource-definitions/obj/resources/n2", {"resource": {"flags": ["DRBD_DISKLESS"]}, "layer_list": ["STORAGE"]})
+    status, _, body = controller.request("POST", "/v1/resource-definitions/obj/resources/n2", {"resource": {"flags": ["DRBD_DISKLESS"]}, "layer_list": ["DRBD", "STORAGE"]})
     assert status == 201, body
     status, _, r = controller.request("GET", "/v1/resource-definitions/obj/resources/N2")
     assert r["node_name"] == "n2" and set(r["flags"]) == {"DISKLESS", "DRBD_DISKLESS"}

@@ -215,3 +215,78 @@ def test_snapshot_and_encryption_verbs_of_the_cli(cluster, xfs_dir):
     assert code == 0, (out, err)
     code, out, err = cairn(c, "e", "ep", "--passphrase", "n3w")
     assert code == 0 and "accepted" in out, (out, err)
+
+
+def path_without(tool, into):
+    """A directory of links to every program on PATH except `tool`, to be
+    a satellite's whole PATH: the tool is hidden, everything else works."""
+    os.makedirs(into, exist_ok=True)
+    for d in os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            src, dst = os.path.join(d, name), os.path.join(into, name)
+            if name != tool and os.access(src, os.X_OK) and not os.path.lexists(dst):
+                os.symlink(src, dst)
+    assert not os.path.exists(os.path.join(into, tool))
+    return into
+
+
+def test_rollback_of_plain_file_thin_volumes_never_calls_cryptsetup(xfs_dir):
+    """A rollback on a FILE_THIN pool with nothing encrypted must not touch
+    cryptsetup: here the satellite cannot even find it, so any call would
+    fail the rollback. Afterwards the volume is fine: resize and snapshot
+    delete work."""
+    import shutil
+    import tempfile
+
+    from conftest import Controller, SatelliteProc, loops_under, sat_ip
+
+    root = tempfile.mkdtemp(prefix="cairn-nocrypt-")
+    ctrl = Controller(os.path.join(root, "controller"))
+    os.makedirs(ctrl.data_dir)
+    ctrl.start()
+    secret = os.path.join(ctrl.data_dir, "cluster-secret")
+    sat = SatelliteProc("n1", sat_ip(1), os.path.join(root, "n1"), secret,
+                        env={"PATH": path_without("cryptsetup", os.path.join(root, "bin"))})
+    lin = ctrl.client()
+    try:
+        sat.start()
+        ok(lin.controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
+        ok(lin.node_create("n1", "SATELLITE", sat_ip(1), port=sat.port))
+        wait_for("n1 online", lambda: lin.node_list_raise().nodes[0].connection_status == "ONLINE")
+        status, _, node = ctrl.request("GET", "/v1/nodes/n1")
+        assert "cryptsetup" in str(node.get("unsupported_layers", {}).get("LUKS")), node
+        ok(lin.storage_pool_create("n1", "reflink", "FILE_THIN", os.path.join(xfs_dir, "pool")))
+        ok(lin.resource_dfn_create("plain"))
+        ok(lin.volume_dfn_create("plain", 16 * 1024, storage_pool="reflink"))
+        ok(lin.resource_create([__import__("linstor").ResourceData("n1", "plain", storage_pool="reflink")]))
+        c = type("C", (), {"ctrl": ctrl})()
+        dev = device(c, "plain")
+        a = os.urandom(1 << 20)
+        write(dev, a)
+        status, _, body = ctrl.request("POST", "/v1/resource-definitions/plain/snapshots", {"name": "s1"})
+        assert status == 201, body
+        wait_for("s1 successful", lambda: successful(c, "plain", "s1"))
+        write(dev, os.urandom(1 << 20))
+
+        status, _, body = ctrl.request("POST", "/v1/resource-definitions/plain/snapshot-rollback/s1", {})
+        assert status == 200, body
+        assert not [e for e in body if e["ret_code"] < 0], body
+        assert digest(device(c, "plain"), 1 << 20) == hashlib.sha256(a).hexdigest()
+        status, _, v = ctrl.request("GET", "/v1/view/resources?resources=plain")
+        assert v[0]["volumes"][0]["state"]["disk_state"] != "Failed", v
+
+        # The volume is usable afterwards: it grows, the snapshot goes.
+        ok(lin.volume_dfn_modify("plain", 0, size=32 * 1024))
+        status, _, body = ctrl.request("DELETE", "/v1/resource-definitions/plain/snapshots/s1")
+        assert status == 200 and not [e for e in body if e["ret_code"] < 0], body
+        assert not os.path.exists(os.path.join(xfs_dir, "pool", "plain_00000@s1.snap"))
+        ok(lin.resource_dfn_delete("plain"))
+    finally:
+        lin.disconnect()
+        ctrl.stop()
+        sat.stop()
+        for d in loops_under(root) + loops_under(xfs_dir):
+            subprocess.run(["losetup", "--detach", d["name"]], check=False)
+        shutil.rmtree(root, ignore_errors=True)

@@ -17,6 +17,7 @@ pub mod physical;
 pub mod placement;
 pub mod query;
 pub mod rc;
+pub mod remote;
 pub mod resource;
 pub mod resource_definition;
 pub mod resource_group;

@@ -133,7 +133,7 @@ impl Controller {
     /// Serves REST until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ControllerError> {
         let app = rest::app(self.state.clone());
-        axum::serve(self.listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
+        axum::serve(rest::http::JsonErrorListener(self.listener), axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(ControllerError::Serve)

@@ -142,7 +142,11 @@ impl AppState {
             outcome.replies.extend(follow.replies);
             let nodes = affected_nodes(&c, &outcome.changes);
             // Nodes this change registers: no satellite can be connected yet,
-            // so there is nothing to warn about.
+            // so there is nothing to warn about. A change of nodes alone
+            // (properties, type, net interfaces) goes to the online
+            // satellites only, without a warning for offline ones, as
+            // LINSTOR's CtrlSatelliteUpdateCaller does for node updates.
+            let node_level = !outcome.changes.is_empty() && outcome.changes.iter().all(|ch| matches!(ch.key(), ObjKey::Node(_)));
             let fresh: BTreeSet<String> = outcome
                 .changes
                 .iter()
@@ -150,6 +154,7 @@ impl AppState {
                     ObjKey::Node(k) if !c.nodes.contains_key(&k) => Some(k),
                     _ => None,
                 })
+                .chain(if node_level { nodes.clone() } else { BTreeSet::new() })
                 .collect();
             (outcome, nodes, fresh)
         };

@@ -43,6 +43,24 @@ fn layers(c: &Cluster, req: Option<&Vec<String>>, filter: &AutoSelectFilter, d: 
     }
 }
 
+/// LINSTOR's answer when make-available finds no pool on the node
+/// (`CtrlRscMakeAvailableApiCallHandler.failNoStorPoolFound`); clients
+/// match its text (OpenNebula's add-on falls back to a diskless replica).
+/// The placer's own explanation goes into the cause.
+fn no_stor_pool_found(rd: &str, node: &str, diskless: bool, why: OpError) -> OpError {
+    const OP: i64 = rc::MASK_CRT | rc::MASK_RSC;
+    let kind = if diskless { "diskless" } else { "diskful" };
+    let mut e = OpError::new(
+        OP,
+        rc::FAIL_NOT_FOUND_STOR_POOL,
+        format!("Autoplacer could not find {kind} stor pool on node {node} matching resource-groups autoplace-settings"),
+    )
+    .obj_ref("Node", node)
+    .obj_ref("RscDfn", rd);
+    e.rc.cause = why.rc.cause.clone();
+    e
+}
+
 fn not_enough(op: i64, need: usize, size_kib: i64, cands: &[Candidate], rej: &Rejections, filter: &AutoSelectFilter) -> OpError {
     let qualified: Vec<String> = cands.iter().map(|c| format!("{}/{}", c.node, c.pool)).collect();
     OpError::new(op, rc::FAIL_NOT_ENOUGH_NODES, "Not enough available nodes")
@@ -286,14 +304,30 @@ impl Cluster {
         }
         let rg = self.rsc_grp(&d.resource_group, OP)?;
         let vds: Vec<&VolumeDefinition> = self.vlm_dfns_of(&key(&d.name)).collect();
-        if !req.diskful {
-            let stack = layers(self, req.layer_list.as_ref(), &rg.select_filter, d, OP)?;
+        // As LINSTOR's CtrlRscMakeAvailableApiCallHandler: a diskless (DRBD
+        // client) replica only where DRBD is in the stack and a diskful peer
+        // exists to reach the data through; otherwise "make available" means
+        // a diskful replica, whatever `diskful` says.
+        let stack = layers(self, req.layer_list.as_ref(), &rg.select_filter, d, OP)?;
+        let diskful_peer = self.resources_of(&key(&d.name)).any(|r| !r.is_diskless());
+        if !req.diskful && stack.iter().any(|l| l == "DRBD") && diskful_peer {
             let creq = ResourceCreate {
                 resource: WireRsc { flags: vec!["DRBD_DISKLESS".into()], ..Default::default() },
                 layer_list: Some(stack),
                 ..Default::default()
             };
-            let r = self.build_resource(d, &vds, &n.name, &creq, &mut Taken::default(), OP, ctx)?;
+            // The group's diskless pools first; without one on the node,
+            // LINSTOR tries again without the group's restrictions.
+            let r = match self.build_resource(d, &vds, &n.name, &creq, &mut Taken::default(), OP, ctx) {
+                Err(e) if e.rc.code() == rc::FAIL_NOT_FOUND_STOR_POOL => {
+                    let mut any = creq.clone();
+                    any.resource.props.insert(crate::resource::PROP_STOR_POOL_NAME.into(), crate::DEFAULT_DISKLESS_STOR_POOL.into());
+                    self.build_resource(d, &vds, &n.name, &any, &mut Taken::default(), OP, ctx).map_err(|e| {
+                        if e.rc.code() == rc::FAIL_NOT_FOUND_STOR_POOL { no_stor_pool_found(&d.name, &n.name, true, e) } else { e }
+                    })?
+                }
+                other => other?,
+            };
             out.reply(created_reply(&r));
             out.put(Object::Rsc(r));
             return Ok(out);
@@ -305,6 +339,7 @@ impl Cluster {
         let filter = normalize_filter(&filter, OP)?;
         let stack = layers(self, req.layer_list.as_ref(), &filter, d, OP)?;
         self.place(d, &vds, &filter, stack, false, obs, ctx, OP)
+            .map_err(|e| if e.rc.code() == rc::FAIL_NOT_ENOUGH_NODES { no_stor_pool_found(&d.name, &n.name, false, e) } else { e })
     }
 
     /// The best `place_count` pools for the largest volume, and their

@@ -454,3 +454,43 @@ fn mixed_providers_are_not_combined_unless_allowed() {
     assert_eq!(e.rc.code(), rc::FAIL_NOT_ENOUGH_NODES);
     assert!(crate::placement::mixable(crate::storage_pool::ProviderKind::File, crate::storage_pool::ProviderKind::FileThin, false));
 }
+
+#[test]
+fn make_available_without_a_pool_is_linstors_not_found_and_storage_only_means_diskful() {
+    let mut t = T::new();
+    t.node("m1", &[], &[("pool", "FILE_THIN", 100)]);
+    t.node("m2", &[], &[]);
+    t.rd("na", None, 1);
+    t.autoplace("na", AutoSelectFilter { place_count: Some(1), node_name_list: strings(&["m1"]), ..Default::default() });
+    let e = t.fail(|c, o, ctx| c.make_available("na", "m2", &ResourceMakeAvailable { diskful: true, ..Default::default() }, o, ctx));
+    assert_eq!(e.rc.code(), rc::FAIL_NOT_FOUND_STOR_POOL);
+    assert_eq!(e.rc.message, "Autoplacer could not find diskful stor pool on node m2 matching resource-groups autoplace-settings");
+    assert_eq!(e.rc.error_status(), Some(404));
+    // STORAGE only: no diskless replica is possible, so `diskful: false`
+    // asks for a diskful one too (LINSTOR's make-available).
+    let storage = ResourceMakeAvailable { diskful: false, layer_list: Some(vec!["STORAGE".into()]) };
+    let e = t.fail(|c, o, ctx| c.make_available("na", "m2", &storage, o, ctx));
+    assert_eq!(e.rc.code(), rc::FAIL_NOT_FOUND_STOR_POOL);
+    t.node("m3", &[], &[("pool", "FILE_THIN", 100)]);
+    t.run(|c, o, ctx| c.make_available("na", "m3", &storage, o, ctx));
+    assert!(t.placed("na").contains(&("m3".into(), "pool".into(), false)));
+}
+
+#[test]
+fn a_diskless_make_available_falls_back_to_the_default_diskless_pool() {
+    let mut t = T::new();
+    t.node("d1", &[], &[("pool", "FILE_THIN", 100)]);
+    t.node("d2", &[], &[]);
+    let rg = WireRg {
+        name: "clients".into(),
+        select_filter: AutoSelectFilter { storage_pool_diskless_list: strings(&["nosuchpool"]), ..Default::default() },
+        ..Default::default()
+    };
+    t.run(|c, _, ctx| c.create_rsc_grp(&rg, ctx));
+    t.rd("dl", Some("clients"), 1);
+    t.autoplace("dl", AutoSelectFilter { place_count: Some(1), node_name_list: strings(&["d1"]), ..Default::default() });
+    // d2 lacks the group's diskless pool: LINSTOR places without the
+    // group's restriction, in the node's DfltDisklessStorPool.
+    t.run(|c, o, ctx| c.make_available("dl", "d2", &ResourceMakeAvailable::default(), o, ctx));
+    assert!(t.placed("dl").contains(&("d2".into(), "DfltDisklessStorPool".into(), true)));
+}

@@ -68,11 +68,17 @@ impl Cluster {
         name::check(NameKind::KeyValueStore, name, OP)?;
         let mut k = self.kvs.get(&key(name)).cloned().unwrap_or_else(|| KeyValueStore { name: name.to_string(), props: Props::new() });
         k.props = props::apply(&k.props, req, OP)?;
+        // LINSTOR's CtrlKvsApiCallHandler: one entry coded as a controller
+        // configuration change, and an instance left empty is removed.
         let mut out = Outcome::default();
-        out.reply(
-            ApiCallRc::success(OP, rc::MODIFIED, format!("Key-value store '{}' modified.", k.name)).with_ref("KeyValueStore", &k.name),
-        );
-        out.put(Object::Kvs(k));
+        out.reply(ApiCallRc::new(rc::MASK_CTRL_CONF | rc::MASK_MOD | rc::MODIFIED, "Successfully updated properties"));
+        if k.props.is_empty() {
+            if self.kvs.contains_key(&key(&k.name)) {
+                out.delete(ObjKey::Kvs(key(&k.name)));
+            }
+        } else {
+            out.put(Object::Kvs(k));
+        }
         Ok(out)
     }
 

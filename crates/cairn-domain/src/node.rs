@@ -100,7 +100,14 @@ impl Node {
             name: self.name.clone(),
             node_type: self.node_type.as_str().to_string(),
             flags: self.flags.iter().cloned().collect(),
-            props: self.props.clone(),
+            props: {
+                // Nodes stored before the property was kept get it shown too.
+                let mut props = self.props.clone();
+                if let Some(n) = self.net_interfaces.iter().find(|n| n.is_active) {
+                    props.entry(PROP_CUR_STLT_CONN_NAME.to_string()).or_insert_with(|| n.name.clone());
+                }
+                props
+            },
             net_interfaces: self.net_interfaces.iter().map(NetInterface::to_api).collect(),
             connection_status: Some(connection_status.to_string()),
             uuid: Some(self.uuid.clone()),
@@ -182,6 +189,24 @@ fn not_found(op_obj: i64, node: &str) -> OpError {
         .obj_ref("Node", node)
 }
 
+/// The node property LINSTOR keeps the name of the active satellite
+/// connection in (`ApiConsts.KEY_CUR_STLT_CONN_NAME`, set by
+/// `Node.setActiveStltConn`).
+pub const PROP_CUR_STLT_CONN_NAME: &str = "CurStltConnName";
+
+/// Records the active interface in `CurStltConnName`, or removes the
+/// property when no interface is active.
+fn record_active(node: &mut Node) {
+    match node.net_interfaces.iter().find(|n| n.is_active) {
+        Some(n) => {
+            node.props.insert(PROP_CUR_STLT_CONN_NAME.to_string(), n.name.clone());
+        }
+        None => {
+            node.props.remove(PROP_CUR_STLT_CONN_NAME);
+        }
+    }
+}
+
 /// Makes exactly one satellite-capable interface active: the one the caller
 /// asked for, else the first with a satellite port.
 fn settle_active(nifs: &mut [NetInterface]) {
@@ -229,7 +254,7 @@ impl Cluster {
             .correction("Give at least one net interface with an address and a satellite_port (or satellite_encryption_type)."));
         }
         settle_active(&mut nifs);
-        let node = Node {
+        let mut node = Node {
             name: req.name.clone(),
             node_type,
             flags: BTreeSet::new(),
@@ -237,7 +262,12 @@ impl Cluster {
             net_interfaces: nifs,
             uuid: ctx.uuid(),
         };
+        record_active(&mut node);
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_NODE, &req.props) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(CRT, rc::CREATED, format!("New node '{}' registered.", node.name))
                 .with_details(format!("Node '{}' UUID is: {}", node.name, node.uuid))
@@ -275,13 +305,80 @@ impl Cluster {
         }
         node.props = props::apply(&node.props, &req.props, MOD)?;
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_NODE, &req.props) {
+            out.reply(e);
+        }
         out.reply(ApiCallRc::success(MOD, rc::MODIFIED, format!("Node '{}' modified.", node.name)).with_ref("Node", &node.name));
         out.put(Object::Node(node));
         Ok(out)
     }
 
-    /// `DELETE /v1/nodes/{node}`: refused while resources remain on it;
-    /// its storage pools and node connections go with it.
+    /// First step of `DELETE /v1/nodes/{node}`, as LINSTOR's
+    /// CtrlNodeDeleteApiCallHandler: a node that does not exist is a
+    /// warning ("had no effect"); a node with a resource in use
+    /// (`in_use`, observed) or with the last diskful replica of a definition
+    /// that still has diskless replicas is refused with an entry per
+    /// resource and FAIL_NODE_HAS_USED_RSC; otherwise its resources are
+    /// deleted (the satellite removes them), and [`Cluster::delete_node`]
+    /// removes the node once they are gone.
+    pub fn delete_node_resources(&self, name: &str, in_use: &dyn Fn(&crate::resource::Resource) -> bool) -> OpResult<Outcome> {
+        let mut out = Outcome::default();
+        let Some(node) = self.nodes.get(&key(name)) else {
+            out.reply(
+                ApiCallRc::warning(DEL, rc::WARN_NOT_FOUND, format!("Deletion of node '{name}' had no effect."))
+                    .with_cause(format!("Node '{name}' does not exist."))
+                    .with_ref("Node", name),
+            );
+            return Ok(out);
+        };
+        let k = key(&node.name);
+        let mut blockers = Vec::new();
+        for r in self.resources_on(&k) {
+            if in_use(r) {
+                blockers.push(
+                    ApiCallRc::error(DEL, rc::FAIL_IN_USE, format!("Resource '{}' is still in use.", r.resource_definition))
+                        .with_cause("Resource is mounted/in use.")
+                        .with_correction(format!("Un-mount resource '{}' on the node '{}'.", r.resource_definition, node.name))
+                        .with_ref("Node", &node.name),
+                );
+            }
+            let rd = key(&r.resource_definition);
+            let others: Vec<&crate::resource::Resource> = self.resources_of(&rd).filter(|o| key(&o.node) != k).collect();
+            if !r.is_diskless() && others.iter().any(|o| o.is_diskless()) && !others.iter().any(|o| !o.is_diskless()) {
+                blockers.push(
+                    ApiCallRc::error(
+                        DEL,
+                        rc::FAIL_IN_USE,
+                        format!("Last resource of '{}' with disk still has diskless resources attached.", r.resource_definition),
+                    )
+                    .with_cause("Resource still has diskless users.")
+                    .with_correction("Before deleting this resource, delete the diskless resources attached to it.")
+                    .with_ref("Node", &node.name),
+                );
+            }
+        }
+        if !blockers.is_empty() {
+            out.replies = blockers;
+            out.reply(
+                ApiCallRc::error(DEL, rc::FAIL_NODE_HAS_USED_RSC, "Cannot delete node, because it has in use or last diskful resources.")
+                    .with_cause(format!("Node '{}' cannot be deleted.", node.name))
+                    .with_ref("Node", &node.name),
+            );
+            return Ok(out);
+        }
+        let names: Vec<String> = self.resources_on(&k).map(|r| r.resource_definition.clone()).collect();
+        for rd in names {
+            let o = self.delete_resource(&rd, &node.name)?;
+            out.changes.extend(o.changes);
+            out.replies.extend(o.replies);
+        }
+        Ok(out)
+    }
+
+    /// `DELETE /v1/nodes/{node}` after [`Cluster::delete_node_resources`]:
+    /// removes the node with its storage pools and node connections;
+    /// refused while resources remain on it.
     pub fn delete_node(&self, name: &str) -> OpResult<Outcome> {
         let node = self.node(name, DEL)?;
         let k = key(&node.name);
@@ -350,6 +447,7 @@ impl Cluster {
             }
         }
         settle_active(&mut n.net_interfaces);
+        record_active(&mut n);
         let mut out = Outcome::default();
         out.reply(ApiCallRc::success(OP, rc::CREATED, msg).with_ref("Node", &n.name).with_ref("NetIf", &req.name));
         out.put(Object::Node(n));
@@ -377,6 +475,7 @@ impl Cluster {
         }
         n.net_interfaces[idx] = updated;
         settle_active(&mut n.net_interfaces);
+        record_active(&mut n);
         let mut out = Outcome::default();
         out.reply(
             ApiCallRc::success(OP, rc::MODIFIED, format!("Net interface '{}' on node '{}' modified.", n.net_interfaces[idx].name, n.name))
@@ -402,6 +501,7 @@ impl Cluster {
             .correction("Create another interface with a satellite port first."));
         }
         settle_active(&mut n.net_interfaces);
+        record_active(&mut n);
         let mut out = Outcome::default();
         out.reply(
             ApiCallRc::success(OP, rc::DELETED, format!("Net interface '{}' on node '{}' deleted.", removed.name, n.name))

@@ -47,6 +47,10 @@ impl Cluster {
         });
         c.props = props::apply(&c.props, req, OP)?;
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_NODE_CONN, req) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(OP, rc::MODIFIED, format!("Node connection between '{}' and '{}' modified.", c.node_a, c.node_b))
                 .with_ref("Node", &c.node_a)

@@ -1,7 +1,8 @@
 //! Property keys and the override/delete/delete-namespace modification that
 //! every object kind shares.
 
-use cairn_api::{PropsModify, rc};
+use cairn_api::PropsModify;
+use cairn_api::rc::{self, ApiCallRc};
 
 use crate::Props;
 use crate::error::OpError;
@@ -61,6 +62,26 @@ pub fn apply(props: &Props, m: &PropsModify, op_obj: i64) -> Result<Props, OpErr
     Ok(out)
 }
 
+/// The entry LINSTOR's `CtrlPropsHelper.fillProperties` adds when a request
+/// sets properties: "Successfully set property key(s): a,b", coded as a
+/// creation of the object kind (`obj_mask`, e.g. `MASK_NODE`). None when
+/// the request sets nothing (deletions alone add no entry).
+pub fn set_entry(obj_mask: i64, m: &PropsModify) -> Option<ApiCallRc> {
+    created_entry(obj_mask, &m.override_props)
+}
+
+/// The same entry for the properties a create request carries.
+pub fn created_entry(obj_mask: i64, props: &Props) -> Option<ApiCallRc> {
+    if props.is_empty() {
+        return None;
+    }
+    let keys: Vec<&str> = props.keys().map(String::as_str).collect();
+    Some(ApiCallRc::new(
+        (obj_mask & rc::MASK_BITS_OBJ) | rc::MASK_CRT | rc::CREATED,
+        format!("Successfully set property key(s): {}", keys.join(",")),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +122,25 @@ mod tests {
         let e = check("Aux/a b", "v", 0).unwrap_err();
         assert_eq!(e.rc.code(), rc::FAIL_INVLD_PROP);
         assert!(check("Aux/pm/vmid", "100", 0).is_ok());
+    }
+
+    #[test]
+    fn set_entry_names_the_keys_as_linstor_does() {
+        let m = PropsModify { override_props: props(&[("Aux/b", "2"), ("Aux/a", "1")]), ..Default::default() };
+        let e = set_entry(rc::MASK_NODE, &m).unwrap();
+        assert_eq!(e.message, "Successfully set property key(s): Aux/a,Aux/b");
+        assert_eq!(e.ret_code, rc::MASK_NODE | rc::MASK_CRT | rc::CREATED);
+        // The operation bits of a caller's mask do not leak in.
+        let e = set_entry(rc::MASK_MOD | rc::MASK_RSC_DFN, &m).unwrap();
+        assert_eq!(e.ret_code, rc::MASK_RSC_DFN | rc::MASK_CRT | rc::CREATED);
+        let only_deletes = PropsModify { delete_props: vec!["Aux/a".into()], ..Default::default() };
+        assert!(set_entry(rc::MASK_NODE, &only_deletes).is_none());
+        // Creates: the same entry for the properties they carry, none without.
+        let e = created_entry(rc::MASK_CRT | rc::MASK_STOR_POOL, &props(&[("StorDriver/FileDir", "/p")])).unwrap();
+        assert_eq!(
+            (e.message.as_str(), e.ret_code),
+            ("Successfully set property key(s): StorDriver/FileDir", rc::MASK_STOR_POOL | rc::MASK_CRT | rc::CREATED)
+        );
+        assert!(created_entry(rc::MASK_NODE, &Props::new()).is_none());
     }
 }

@@ -347,6 +347,28 @@ fn rsc_not_found(op: i64, rd: &str, node: &str) -> OpError {
         .obj_ref("Node", node)
 }
 
+/// Whether a layer stack can hold a diskless replica: only a layer that
+/// reaches its data over the network (DRBD, NVMe) can.
+pub fn stack_supports_diskless(stack: &[String]) -> bool {
+    stack.iter().any(|l| l == "DRBD" || l == "NVME")
+}
+
+/// Refuses a diskless replica on a stack without a diskless-capable layer,
+/// with LINSTOR's entry (`CompatibilityUtils.mapDisklessFlagToNvmeOrDrbd`):
+/// such a replica would have no device at all.
+pub fn check_diskless_stack(stack: &[String], op: i64) -> OpResult<()> {
+    if stack_supports_diskless(stack) {
+        return Ok(());
+    }
+    Err(OpError::new(
+        op,
+        rc::FAIL_INVLD_LAYER_STACK,
+        "The given storage pool is a diskless storage pool, but no layer from the given layer-list supports diskless storage pools",
+    )
+    .cause(format!("The layer stack is {}; only DRBD (or NVME) can have diskless replicas.", stack.join(",")))
+    .correction("Create the resource diskful, or use a resource definition with the DRBD layer."))
+}
+
 impl Cluster {
     pub fn resource(&self, rd: &str, node: &str, op: i64) -> OpResult<&Resource> {
         let d = self.rsc_dfn(rd, op)?;
@@ -367,11 +389,18 @@ impl Cluster {
         ctx: &mut Ctx,
     ) -> OpResult<Volume> {
         let rg = self.rsc_grps.get(&key(&rd.resource_group));
-        let from_props = [Some(&r.props), Some(&vd.props), Some(&rd.props), rg.map(|g| &g.props)]
-            .into_iter()
-            .flatten()
-            .find_map(|p| p.get(PROP_STOR_POOL_NAME).filter(|v| !v.is_empty()).cloned());
         let diskless = r.is_diskless();
+        // A diskless resource goes to the pool its own request names, else
+        // to a diskless pool: LINSTOR (CtrlRscCrtApiHelper) gives it
+        // `StorPoolName=DfltDisklessStorPool` before the volumes resolve
+        // their pool, so the definition's or group's `StorPoolName` (a
+        // diskful pool) never applies to it.
+        let layers: [Option<&Props>; 4] = if diskless {
+            [Some(&r.props), None, None, None]
+        } else {
+            [Some(&r.props), Some(&vd.props), Some(&rd.props), rg.map(|g| &g.props)]
+        };
+        let from_props = layers.into_iter().flatten().find_map(|p| p.get(PROP_STOR_POOL_NAME).filter(|v| !v.is_empty()).cloned());
         let (pool_name, explicit) = match from_props {
             Some(p) => (p, true),
             None if diskless => (
@@ -473,6 +502,9 @@ impl Cluster {
                         r.drbd = tb.drbd.or(r.drbd);
                     }
                     out.delete(ObjKey::Rsc(rd_key.clone(), nk.clone()));
+                    if let Some(e) = props::created_entry(rc::MASK_RSC, &req.resource.props) {
+                        out.reply(e);
+                    }
                     out.reply(created_reply(&r));
                     out.put(Object::Rsc(r));
                 } else {
@@ -500,6 +532,10 @@ impl Cluster {
             }
             let r = self.build_resource(d, &vds, node_name, req, &mut taken, OP, ctx)?;
             seen.insert(key(&r.node));
+            // LINSTOR (CtrlRscCrtApiHelper) names the properties it set first.
+            if let Some(e) = props::created_entry(rc::MASK_RSC, &req.resource.props) {
+                out.reply(e);
+            }
             out.reply(created_reply(&r));
             out.put(Object::Rsc(r));
         }
@@ -567,6 +603,9 @@ impl Cluster {
         } else {
             stack
         };
+        if flags.contains("DISKLESS") && !flags.contains("TIE_BREAKER") {
+            check_diskless_stack(&stack, op)?;
+        }
         let drbd = if stack.iter().any(|l| l == "DRBD") {
             if let Some(vd) = vds.iter().find(|v| v.drbd_minor.is_none()) {
                 return Err(OpError::new(
@@ -625,6 +664,10 @@ impl Cluster {
         let mut r = self.resource(rd, node, OP)?.clone();
         r.props = props::apply(&r.props, &req.props, OP)?;
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_RSC, &req.props) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(OP, rc::MODIFIED, format!("Resource '{}' on node '{}' modified.", r.resource_definition, r.node))
                 .with_ref("RscDfn", &r.resource_definition)
@@ -643,6 +686,10 @@ impl Cluster {
         })?;
         v.props = props::apply(&v.props, req, OP)?;
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_VLM, req) {
+            out.reply(e);
+        }
         out.reply(ApiCallRc::success(
             OP,
             rc::MODIFIED,

@@ -223,6 +223,10 @@ impl Cluster {
     pub fn create_rsc_dfn(&self, req: &wire::ResourceDefinitionCreate, ctx: &mut Ctx) -> OpResult<Outcome> {
         let d = self.build_rsc_dfn(req, ctx)?;
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_RSC_DFN, &req.resource_definition.props) {
+            out.reply(e);
+        }
         out.reply(rd_created_reply(&d));
         out.put(Object::RscDfn(d));
         Ok(out)
@@ -324,6 +328,10 @@ impl Cluster {
             d.drbd.peer_slots = new.peer_slots;
         }
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_RSC_DFN, &req.props) {
+            out.reply(e);
+        }
         out.reply(ApiCallRc::success(OP, rc::MODIFIED, format!("Resource definition '{}' modified.", d.name)).with_ref("RscDfn", &d.name));
         out.put(Object::RscDfn(d));
         Ok(out)
@@ -333,7 +341,13 @@ impl Cluster {
     /// volume definitions with it.
     pub fn delete_rsc_dfn(&self, rd: &str) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_DEL | rc::MASK_RSC_DFN;
-        let d = self.rsc_dfn(rd, OP)?;
+        // LINSTOR (CtrlRscDfnDeleteApiCallHandler): a definition that does
+        // not exist is a warning, not an error, so the call answers 200.
+        let Some(d) = self.rsc_dfns.get(&key(rd)) else {
+            let mut out = Outcome::default();
+            out.reply(ApiCallRc::warning(OP, rc::WARN_NOT_FOUND, format!("Resource definition: {rd} not found.")).with_ref("RscDfn", rd));
+            return Ok(out);
+        };
         let k = key(&d.name);
         if let Some(s) = self.snapshots_of(&k).next() {
             return Err(OpError::new(OP, rc::FAIL_IN_USE, format!("Resource definition '{}' still has snapshots.", d.name))
@@ -380,6 +394,10 @@ impl Cluster {
         let vd = build_vlm_dfn(d, &taken, req, minor, ctx)?;
         let nr = vd.volume_number;
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_VLM_DFN, &req.volume_definition.props) {
+            out.reply(e);
+        }
         for r in self.resources_of(&k) {
             let mut r = r.clone();
             let vol = self.new_volume(d, &r, &vd, OP, ctx)?;
@@ -412,6 +430,10 @@ impl Cluster {
         vd.props = props::apply(&vd.props, &req.props, OP)?;
         vd.flags = modify_flags(&vd.flags, &req.flags, VD_FLAGS, OP)?;
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_VLM_DFN, &req.props) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(
                 OP,

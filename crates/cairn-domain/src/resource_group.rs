@@ -57,11 +57,17 @@ impl ResourceGroup {
     }
 
     pub fn to_api(&self) -> wire::ResourceGroup {
+        // LINSTOR's Json.apiToResourceGroup shows `storage_pool` beside the
+        // list when the list names exactly one pool.
+        let mut select_filter = self.select_filter.clone();
+        if let Some([only]) = select_filter.storage_pool_list.as_deref() {
+            select_filter.storage_pool = Some(only.clone());
+        }
         wire::ResourceGroup {
             name: self.name.clone(),
             description: self.description.clone(),
             props: self.props.clone(),
-            select_filter: self.select_filter.clone(),
+            select_filter,
             uuid: Some(self.uuid.clone()),
             peer_slots: self.peer_slots,
         }
@@ -275,6 +281,10 @@ impl Cluster {
             uuid: ctx.uuid(),
         };
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_RSC_GRP, &req.props) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(CRT, rc::CREATED, format!("New resource group '{}' created.", g.name))
                 .with_details(format!("Resource group '{}' UUID is: {}", g.name, g.uuid))
@@ -299,6 +309,10 @@ impl Cluster {
             g.peer_slots = req.peer_slots;
         }
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_RSC_GRP, &req.props) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(MOD, rc::MODIFIED, format!("Resource group '{}' modified.", g.name)).with_ref("ResourceGroup", &g.name),
         );
@@ -364,6 +378,10 @@ impl Cluster {
             uuid: ctx.uuid(),
         };
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_VLM_GRP, &req.props) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(OP, rc::CREATED, format!("New volume group {nr} of resource group '{}' created.", g.name))
                 .with_ref("ResourceGroup", &g.name)
@@ -380,6 +398,10 @@ impl Cluster {
         v.props = props::apply(&v.props, &req.props, OP)?;
         v.flags = modify_flags(&v.flags, &req.flags, &["GROSS_SIZE"], OP)?;
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_VLM_GRP, &req.props) {
+            out.reply(e);
+        }
         out.reply(ApiCallRc::success(OP, rc::MODIFIED, format!("Volume group {nr} of resource group '{}' modified.", v.resource_group)));
         out.put(Object::VlmGrp(v));
         Ok(out)

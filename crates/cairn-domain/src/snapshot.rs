@@ -331,6 +331,10 @@ impl Cluster {
         let mut s = self.snapshot(rd, snap, OP)?.clone();
         s.props = crate::props::apply(&s.props, req, OP)?;
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_SNAPSHOT, req) {
+            out.reply(e);
+        }
         out.reply(ApiCallRc::success(OP, rc::MODIFIED, format!("Snapshot '{}' of resource '{}' modified.", s.name, s.resource_definition)));
         out.put(Object::SnapDfn(s));
         Ok(out)

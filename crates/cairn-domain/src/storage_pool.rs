@@ -217,6 +217,10 @@ impl Cluster {
             _ => None,
         };
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_STOR_POOL, &req.props) {
+            out.reply(e);
+        }
         // The definition keeps the spelling of the first pool of that name.
         let display = match self.stor_pool_dfns.get(&sp_key) {
             Some(d) => d.name.clone(),
@@ -260,6 +264,10 @@ impl Cluster {
         }
         p.props = new_props;
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_STOR_POOL, req) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(OP, rc::MODIFIED, format!("Storage pool '{}' on node '{}' modified.", p.name, p.node))
                 .with_ref("Node", &p.node)
@@ -305,6 +313,10 @@ impl Cluster {
         props::check_all(&req.props, OP)?;
         let d = StorPoolDfn { name: req.storage_pool_name.clone(), props: req.props.clone(), uuid: ctx.uuid() };
         let mut out = Outcome::default();
+        // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
+        if let Some(e) = crate::props::created_entry(rc::MASK_STOR_POOL_DFN, &req.props) {
+            out.reply(e);
+        }
         out.reply(
             ApiCallRc::success(OP, rc::CREATED, format!("New storage pool definition '{}' created.", d.name))
                 .with_ref("StorPoolDfn", &d.name),
@@ -319,6 +331,10 @@ impl Cluster {
         let mut d = self.stor_pool_dfn(sp, OP)?.clone();
         d.props = props::apply(&d.props, req, OP)?;
         let mut out = Outcome::default();
+        // LINSTOR answers the keys it set before the 'modified' entry.
+        if let Some(e) = crate::props::set_entry(rc::MASK_STOR_POOL_DFN, req) {
+            out.reply(e);
+        }
         out.reply(ApiCallRc::success(OP, rc::MODIFIED, format!("Storage pool definition '{}' modified.", d.name)));
         out.put(Object::StorPoolDfn(d));
         Ok(out)

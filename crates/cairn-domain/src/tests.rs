@@ -333,3 +333,120 @@ fn the_stored_master_key_is_out_of_reach_of_the_property_api() {
     );
     assert!(c.set_crypt_props(&[], false).is_ok());
 }
+
+#[test]
+fn a_diskless_replica_ignores_the_definitions_pool_and_needs_a_diskless_layer() {
+    let mut t = T::new();
+    t.node("storage1");
+    t.node("compute1");
+    t.pool("storage1", "DfltStorPool");
+    t.rd("cinder", 1024);
+    let set_pool = cairn_api::resource_definition::ResourceDefinitionModify {
+        props: cairn_api::PropsModify {
+            override_props: [("StorPoolName".to_string(), "DfltStorPool".to_string())].into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    t.run(|c, _| c.modify_rsc_dfn("cinder", &set_pool));
+    t.run(|c, ctx| c.create_resources("cinder", &[T::rsc("storage1", &[])], None, ctx));
+    // compute1 has no DfltStorPool: the diskless replica goes to its
+    // DfltDisklessStorPool, not to the definition's StorPoolName.
+    t.run(|c, ctx| c.create_resources("cinder", &[T::rsc("compute1", &["DISKLESS"])], None, ctx));
+    let r = &t.c.resources[&("CINDER".to_string(), "COMPUTE1".to_string())];
+    assert_eq!(r.volumes[&0].storage_pool, "DfltDisklessStorPool");
+    // Without a layer that can be diskless, LINSTOR's refusal.
+    let plain = ResourceDefinitionCreate {
+        resource_definition: WireRd {
+            name: "plain".into(),
+            layer_data: vec![cairn_api::resource_definition::LayerData { layer_type: "STORAGE".into(), ..Default::default() }],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    t.run(|c, ctx| c.create_rsc_dfn(&plain, ctx));
+    let vd = VolumeDefinitionCreate { volume_definition: WireVd { size_kib: Some(1024), ..Default::default() }, ..Default::default() };
+    t.run(|c, ctx| c.create_vlm_dfn("plain", &vd, ctx));
+    assert_eq!(t.fail(|c, ctx| c.create_resources("plain", &[T::rsc("compute1", &["DISKLESS"])], None, ctx)), rc::FAIL_INVLD_LAYER_STACK);
+    assert_eq!(
+        t.fail(|c, ctx| c.create_resources("plain", &[T::rsc("compute1", &["DRBD_DISKLESS"])], None, ctx)),
+        rc::FAIL_INVLD_LAYER_STACK
+    );
+}
+
+#[test]
+fn modify_replies_name_the_keys_set_before_the_modified_entry() {
+    let mut t = T::new();
+    t.node("na");
+    let req = cairn_api::node::NodeModify {
+        props: cairn_api::PropsModify { override_props: [("Aux/x".to_string(), "1".to_string())].into(), ..Default::default() },
+        ..Default::default()
+    };
+    let out = t.run(|c, _| c.modify_node("na", &req));
+    let msgs: Vec<&str> = out.replies.iter().map(|r| r.message.as_str()).collect();
+    assert_eq!(msgs, ["Successfully set property key(s): Aux/x", "Node 'na' modified."]);
+    assert_eq!(out.replies[0].ret_code, rc::MASK_NODE | rc::MASK_CRT | rc::CREATED);
+}
+
+#[test]
+fn deleting_a_missing_definition_is_linstors_warning() {
+    let mut t = T::new();
+    let out = t.run(|c, _| c.delete_rsc_dfn("ghost"));
+    assert!(out.changes.is_empty());
+    assert_eq!(out.replies.len(), 1);
+    let w = &out.replies[0];
+    assert!(w.is_warning() && w.code() == rc::WARN_NOT_FOUND, "{w:?}");
+    assert_eq!(w.message, "Resource definition: ghost not found.");
+    assert_eq!(w.error_status(), None, "a warning keeps HTTP 200");
+}
+
+#[test]
+fn nodes_record_their_active_connection_in_cur_stlt_conn_name() {
+    let mut t = T::new();
+    t.node("na");
+    assert_eq!(t.c.nodes["NA"].props.get("CurStltConnName").map(String::as_str), Some("default"));
+    let nif = cairn_api::node::NetInterface {
+        name: "fast".into(),
+        address: "10.0.0.2".into(),
+        satellite_port: Some(3366),
+        is_active: Some(true),
+        ..Default::default()
+    };
+    t.run(|c, ctx| c.create_net_interface("na", &nif, ctx));
+    assert_eq!(t.c.nodes["NA"].props.get("CurStltConnName").map(String::as_str), Some("fast"));
+    t.run(|c, _| c.delete_net_interface("na", "fast"));
+    assert_eq!(t.c.nodes["NA"].props.get("CurStltConnName").map(String::as_str), Some("default"));
+}
+
+#[test]
+fn node_delete_follows_linstors_rules() {
+    let mut t = T::new();
+    t.node("na");
+    t.node("nb");
+    t.pool("na", "DfltStorPool");
+    t.rd("r1", 1024);
+    t.run(|c, ctx| c.create_resources("r1", &[T::rsc("na", &[]), T::rsc("nb", &["DRBD_DISKLESS"])], None, ctx));
+    let never = |_: &crate::resource::Resource| false;
+    // na holds the last disk of r1, which nb still uses: refused, nothing changes.
+    let out = t.run(|c, _| c.delete_node_resources("na", &never));
+    assert!(out.changes.is_empty());
+    let codes: Vec<i64> = out.replies.iter().map(|r| r.code()).collect();
+    assert_eq!(codes, [rc::FAIL_IN_USE, rc::FAIL_NODE_HAS_USED_RSC]);
+    // A replica in use refuses too.
+    let always = |_: &crate::resource::Resource| true;
+    let out = t.run(|c, _| c.delete_node_resources("nb", &always));
+    assert_eq!(out.replies.last().map(|r| r.code()), Some(rc::FAIL_NODE_HAS_USED_RSC));
+    // nb's diskless replica is not needed: it goes, then the node.
+    let out = t.run(|c, _| c.delete_node_resources("nb", &never));
+    assert!(out.replies.iter().all(|r| !r.is_error()));
+    assert!(!t.c.resources.contains_key(&("R1".to_string(), "NB".to_string())));
+    t.run(|c, _| c.delete_node("nb"));
+    assert!(!t.c.nodes.contains_key("NB"));
+    // Now na's replica is the only one: it may go, and na with it.
+    t.run(|c, _| c.delete_node_resources("na", &never));
+    t.run(|c, _| c.delete_node("na"));
+    assert!(t.c.nodes.is_empty() && t.c.resources.is_empty());
+    // A node that is not there: a warning.
+    let out = t.run(|c, _| c.delete_node_resources("na", &never));
+    assert!(out.replies[0].is_warning() && out.replies[0].code() == rc::WARN_NOT_FOUND);
+}

@@ -652,7 +652,11 @@ impl Applier {
         if let Some((snap, id)) = &rollback
             && p.needs_rollback(&vr, snap, id).await.map_err(|e| fail("check", &e))?
         {
-            if let Err(e) = self.luks.close(&r.name, v.number).await {
+            // Only an encrypted volume has a mapping to close: a plain one
+            // must not need cryptsetup (hosts without it roll back too).
+            if v.luks.is_some()
+                && let Err(e) = self.luks.close(&r.name, v.number).await
+            {
                 return Err(luks_err(format!("Cannot close encrypted volume {} of '{}' for the rollback.", v.number, r.name), &e));
             }
             p.rollback(&vr, snap, id).await.map_err(|e| fail("roll back", &e))?;

@@ -4,12 +4,14 @@
 pub mod controller;
 pub mod encryption;
 pub mod error;
+pub mod http;
 pub mod input;
 pub mod kvs;
 pub mod node_connections;
 pub mod nodes;
 pub mod physical_storage;
 pub mod placement;
+pub mod remotes;
 pub mod reply;
 pub mod resource_definitions;
 pub mod resource_groups;
@@ -22,7 +24,7 @@ use axum::extract::Request;
 use axum::http::{Method, Uri};
 use axum::response::Response;
 use cairn_api::rc;
-use tower::util::MapRequest;
+use tower::util::{MapRequest, MapResponse};
 
 use crate::spec_routes::SPEC_ROUTES;
 use crate::state::AppState;
@@ -47,22 +49,28 @@ pub fn router(state: AppState) -> Router {
         .merge(resource_definitions::routes())
         .merge(resources::routes())
         .merge(placement::routes())
+        .merge(remotes::routes())
         .merge(kvs::routes())
         .merge(node_connections::routes())
         .merge(physical_storage::routes())
         .merge(encryption::routes())
         .merge(snapshots::routes())
         .fallback(unrouted)
-        .method_not_allowed_fallback(unrouted)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(http::guard))
         .with_state(state)
 }
 
 /// The service the controller serves: the router behind trailing-slash
-/// normalisation (golinstor requests `/v1/physical-storage/`, W9).
-pub type App = MapRequest<Router, fn(Request) -> Request>;
+/// normalisation (golinstor requests `/v1/physical-storage/`, W9), its
+/// 405 answers completed with the `Allow` methods of LINSTOR's API.
+pub type App = MapResponse<MapRequest<Router, fn(Request) -> Request>, fn(Response) -> Response>;
 
 pub fn app(state: AppState) -> App {
-    MapRequest::new(router(state), strip_trailing_slash as fn(Request) -> Request)
+    MapResponse::new(
+        MapRequest::new(router(state), strip_trailing_slash as fn(Request) -> Request),
+        http::complete_allow as fn(Response) -> Response,
+    )
 }
 
 fn strip_trailing_slash(mut req: Request) -> Request {
@@ -93,20 +101,30 @@ fn template_matches(template: &str, path: &str) -> bool {
     t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) || t == p)
 }
 
-/// Answers requests no handler took: 501 for what the spec defines but
-/// Cairn does not serve yet, 405 for a known path with another method, 404
-/// for anything else. Always with an ApiCallRc body.
+/// Answers requests for paths no route serves: 501 for what the spec
+/// defines but Cairn does not serve yet, 405 for a known path with another
+/// method, 404 for anything else. Always with an ApiCallRc body; the 405's
+/// `Allow` header is added by [`http::guard`].
 async fn unrouted(method: Method, uri: Uri) -> Response {
+    refuse(&method, uri.path(), false)
+}
+
+/// Answers a method that no route of the path serves: 501 when LINSTOR's
+/// API has it, 405 otherwise.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    refuse(&method, uri.path(), true)
+}
+
+fn refuse(method: &Method, path: &str, path_served: bool) -> Response {
     use axum::response::IntoResponse;
-    let path = uri.path();
-    let templates: Vec<&(&str, &str)> = SPEC_ROUTES.iter().filter(|(_, t)| template_matches(t, path)).collect();
-    let err = if templates.iter().any(|(m, _)| *m == method.as_str()) {
+    let spec = http::spec_methods(path);
+    let err = if spec.contains(method.as_str()) {
         ApiError::Status(
             501,
             format!("{method} {path} is part of the LINSTOR REST API but not implemented by Cairn yet."),
             rc::MASK_ERROR | rc::FAIL_IMPL_ERROR,
         )
-    } else if !templates.is_empty() {
+    } else if path_served || !spec.is_empty() {
         ApiError::Status(405, format!("Method {method} is not allowed on {path}."), rc::MASK_ERROR | rc::FAIL_UNKNOWN_ERROR)
     } else {
         ApiError::Status(404, format!("There is no REST endpoint at {path}."), rc::UNKNOWN_API_CALL)

@@ -64,8 +64,23 @@ async fn modify(State(s): State<AppState>, Path(node): Path<String>, body: Bytes
     s.mutate(200, |c, _| c.modify_node(&node, &req)).await
 }
 
+/// LINSTOR's node delete: the node's resources go first (refused while
+/// one is in use or is the last diskful replica of a definition with
+/// diskless replicas), and once the satellites answered for them, the node.
 async fn remove(State(s): State<AppState>, Path(node): Path<String>) -> Result<Reply, ApiError> {
-    s.mutate(200, |c, _| c.delete_node(&node)).await
+    let links = s.clone();
+    let in_use = move |r: &cairn_domain::resource::Resource| {
+        links.links().resource(&key(&r.node), &r.resource_definition).and_then(|o| o.drbd).is_some_and(|d| d.kernel && d.role == "Primary")
+    };
+    let first = s.mutate(200, |c, _| c.delete_node_resources(&node, &in_use)).await?;
+    let gone = !s.read().nodes.contains_key(&key(&node));
+    if gone || first.entries.iter().any(|e| e.is_error()) {
+        return Ok(first);
+    }
+    let mut second = s.mutate(200, |c, _| c.delete_node(&node)).await?;
+    let mut entries = first.entries;
+    entries.append(&mut second.entries);
+    Ok(Reply::new(rc::status_for(&entries, 200), entries))
 }
 
 async fn lost(State(s): State<AppState>, Path(node): Path<String>) -> Result<Reply, ApiError> {

@@ -146,12 +146,25 @@ fn progress_line_ends_before_the_reply() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let ctrl = super::harness::ControllerProc::start(dir.path());
-    let line = format!("{} --controllers 127.0.0.1:{} --no-color rd delete cli-nothing", env!("CARGO_BIN_EXE_cairn"), ctrl.port);
-    let o = Command::new("script").args(["-qec", &line, "/dev/null"]).output().expect("run script");
-    let screen = String::from_utf8_lossy(&o.stdout).replace('\r', "");
-    let lines: Vec<&str> = screen.lines().collect();
+    let screen = |args: &str| {
+        let line = format!("{} --controllers 127.0.0.1:{} --no-color {args}", env!("CARGO_BIN_EXE_cairn"), ctrl.port);
+        let o = Command::new("script").args(["-qec", &line, "/dev/null"]).output().expect("run script");
+        String::from_utf8_lossy(&o.stdout).replace('\r', "")
+    };
+    // A missing definition: LINSTOR's warning, so "done".
+    let out = screen("rd delete cli-nothing");
+    let lines: Vec<&str> = out.lines().collect();
     let progress =
-        lines.iter().position(|l| l.starts_with("Deleting 'cli-nothing' ...")).unwrap_or_else(|| panic!("no progress line:\n{screen}"));
-    assert!(lines[progress].contains(" failed in ") && lines[progress].ends_with(" s"), "{screen}");
-    assert_eq!(lines.get(progress + 1), Some(&"ERROR:"), "{screen}");
+        lines.iter().position(|l| l.starts_with("Deleting 'cli-nothing' ...")).unwrap_or_else(|| panic!("no progress line:\n{out}"));
+    assert!(lines[progress].contains(" done in ") && lines[progress].ends_with(" s"), "{out}");
+    assert_eq!(lines.get(progress + 1), Some(&"WARNING:"), "{out}");
+    // A resource of a missing definition: an error, so "failed".
+    let out = screen("r delete cli-node cli-nothing");
+    let lines: Vec<&str> = out.lines().collect();
+    let progress = lines
+        .iter()
+        .position(|l| l.starts_with("Deleting 'cli-nothing' from 1 node(s) ..."))
+        .unwrap_or_else(|| panic!("no progress line:\n{out}"));
+    assert!(lines[progress].contains(" failed in ") && lines[progress].ends_with(" s"), "{out}");
+    assert_eq!(lines.get(progress + 1), Some(&"ERROR:"), "{out}");
 }

@@ -18,7 +18,7 @@ const CASES: &[Case] = &[
     ("PATCH", "/v1/nodes", Some(b"{}"), 405, rc::MASK_ERROR | rc::FAIL_UNKNOWN_ERROR),
     ("DELETE", "/v1/resource-groups", None, 405, rc::MASK_ERROR | rc::FAIL_UNKNOWN_ERROR),
     // In LINSTOR's API, not served by Cairn yet.
-    ("GET", "/v1/remotes", None, 501, rc::MASK_ERROR | rc::FAIL_IMPL_ERROR),
+    ("GET", "/v1/schedules", None, 501, rc::MASK_ERROR | rc::FAIL_IMPL_ERROR),
     // Bodies and queries that do not parse.
     ("POST", "/v1/nodes", Some(b"{not json"), 400, rc::API_CALL_PARSE_ERROR),
     ("POST", "/v1/resource-groups", Some(br#"{"name":"it-env-x","select_filter":{"place_count":"two"}}"#), 400, rc::API_CALL_PARSE_ERROR),
