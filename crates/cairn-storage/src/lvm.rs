@@ -24,6 +24,24 @@ pub const EXTENT_TOLERANCE: i64 = 3;
 
 /// Tag of the snapshot LVs Cairn makes.
 pub const SNAP_TAG: &str = "cairn_snap";
+/// Tag of a cloned LV whose copied DRBD superblock is not zeroed yet.
+pub const MD_PENDING_TAG: &str = "cairn_clone_md";
+
+/// `dd` zeroing the DRBD superblock at the end of a device of `len`
+/// bytes (see [`crate::file::drbd_superblock_range`]), so DRBD makes
+/// fresh metadata on a copy.
+pub fn zero_drbd_superblock(dev: &str, len: u64) -> Cmd {
+    let (start, n) = crate::file::drbd_superblock_range(len);
+    Cmd::new("dd").args([
+        "if=/dev/zero".to_string(),
+        format!("of={dev}"),
+        "bs=512".to_string(),
+        format!("seek={}", start / 512),
+        format!("count={}", n / 512),
+        "oflag=direct".to_string(),
+        "conv=notrunc".to_string(),
+    ])
+}
 
 /// An LVM pool: a volume group, or a thin pool in one (`vg/pool`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,8 +347,10 @@ impl Lvm {
 
     /// Makes volume `nr` of `rsc` exist with at least `size`; grows it
     /// when smaller; an LV of an earlier incarnation (other id) is removed
-    /// first. A missing volume with a `source` (`<lv>` of a snapshot in the
-    /// same volume group) starts as a thin copy of it.
+    /// first. A missing volume with a `source` (`<lv>` of a snapshot, or of
+    /// another volume for a clone, in the same volume group) starts as a
+    /// thin copy of it; with its flag set the copy's DRBD superblock is
+    /// zeroed (marked by a tag until done), so DRBD makes fresh metadata.
     pub async fn ensure(&self, pool: &LvmPool, rsc: &str, nr: u32, id: &str, size: Kib) -> Result<VolumeObserved, StorageError> {
         self.ensure_from(pool, rsc, nr, id, size, None).await
     }
@@ -342,7 +362,7 @@ impl Lvm {
         nr: u32,
         id: &str,
         size: Kib,
-        source: Option<&str>,
+        source: Option<(&str, bool)>,
     ) -> Result<VolumeObserved, StorageError> {
         let size_kib = size.as_i64();
         let name = lv_name(rsc, nr)?;
@@ -380,8 +400,11 @@ impl Lvm {
                 lv
             }
             None if source.is_some() && pool.thin_pool.is_some() => {
-                let src = source.unwrap_or_default();
-                self.clone_of(pool, &f, src, &name, &[&tag]).await?;
+                let (src, fresh_drbd_md) = source.unwrap_or_default();
+                // A copy that gets fresh DRBD metadata is marked until its
+                // old superblock is gone, so a retry finishes the job.
+                let tags: &[&str] = if fresh_drbd_md { &[&tag, MD_PENDING_TAG] } else { &[&tag] };
+                self.clone_of(pool, &f, src, &name, tags).await?;
                 if let Some(lv) = self.lvs(pool, &f).await?.into_iter().find(|l| l.name == name)
                     && lv.size_kib < size_kib
                 {
@@ -421,6 +444,11 @@ impl Lvm {
         };
         // Read back what LVM made (extent rounding).
         let now = self.lvs(pool, &f).await?.into_iter().find(|l| l.name == name).unwrap_or(lv);
+        if now.tags.iter().any(|t| t == MD_PENDING_TAG) {
+            let dev = format!("/dev/{}/{name}", pool.vg);
+            self.run(zero_drbd_superblock(&dev, now.size_kib.max(0) as u64 * 1024)).await?;
+            self.run(self.cmd("lvchange").args(["--config", &f, "--deltag", MD_PENDING_TAG, &format!("{}/{name}", pool.vg)])).await?;
+        }
         let allocated = now.allocated_kib();
         Ok(VolumeObserved {
             number: nr,
@@ -927,6 +955,59 @@ mod tests {
             .expect_failure(&clone_cmd("cairn_rb_r2"), 5, "no space")
             .expect(&["lvrename", "--config", F, "vg0", "db_00000-rollback-r2", "db_00000"], "");
         assert!(rt().block_on(lvm.rollback(&pool, "db", 0, "v1", "s1", "r2")).is_err());
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn a_thin_clone_snapshots_the_source_and_zeroes_the_copied_drbd_superblock_once() {
+        let (f, lvm, pool, lvs) = on_pool("thin", "vg0/thin", true);
+        let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
+        let src = ("web_00000", "4096.00", "thin", "10.00", "Vwi-a-tz--", "cairn_vid_a1");
+        let pending = ("cl_00000", "4096.00", "thin", "10.00", "Vwi-a-tz--", "cairn_vid_c9,cairn_clone_md");
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src]))
+            .expect(
+                &[
+                    "lvcreate",
+                    "--config",
+                    F,
+                    "--snapshot",
+                    "--setactivationskip",
+                    "n",
+                    "--permission",
+                    "rw",
+                    "--name",
+                    "cl_00000",
+                    "--addtag",
+                    "cairn_vid_c9",
+                    "--addtag",
+                    MD_PENDING_TAG,
+                    "vg0/web_00000",
+                ],
+                "",
+            )
+            .expect(&["lvchange", "--config", F, "-ay", "-K", "vg0/cl_00000"], "")
+            .expect(&l, &lvs_out(&[src, pending]))
+            .expect(&l, &lvs_out(&[src, pending]))
+            .expect(&["dd", "if=/dev/zero", "of=/dev/vg0/cl_00000", "bs=512", "seek=8184", "count=8", "oflag=direct", "conv=notrunc"], "")
+            .expect(&["lvchange", "--config", F, "--deltag", MD_PENDING_TAG, "vg0/cl_00000"], "");
+        let size = Kib::new(4096).unwrap();
+        let o = rt().block_on(lvm.ensure_from(&pool, "cl", 0, "c9", size, Some(("web_00000", true)))).unwrap();
+        assert_eq!(o.device_path.as_deref(), Some("/dev/vg0/cl_00000"));
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Done once: the tag is gone, the next pass touches nothing.
+        let done = ("cl_00000", "4096.00", "thin", "10.00", "Vwi-a-tz--", "cairn_vid_c9");
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, done])).expect(&l, &lvs_out(&[src, done]));
+        rt().block_on(lvm.ensure_from(&pool, "cl", 0, "c9", size, Some(("web_00000", true)))).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // A copy that was left half-done (killed before dd) is finished.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, pending]))
+            .expect(&l, &lvs_out(&[src, pending]))
+            .expect(&["dd", "if=/dev/zero", "of=/dev/vg0/cl_00000", "bs=512", "seek=8184", "count=8", "oflag=direct", "conv=notrunc"], "")
+            .expect(&["lvchange", "--config", F, "--deltag", MD_PENDING_TAG, "vg0/cl_00000"], "");
+        rt().block_on(lvm.ensure_from(&pool, "cl", 0, "c9", size, Some(("web_00000", true)))).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
     }
 }
