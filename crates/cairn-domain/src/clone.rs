@@ -78,7 +78,16 @@ fn truthy(v: Option<&String>) -> bool {
 
 impl Cluster {
     /// `POST /v1/resource-definitions/{src}/clone`.
-    pub fn clone_rsc_dfn(&self, src: &str, req: &wire::ResourceDefinitionCloneRequest, ctx: &mut Ctx) -> OpResult<Outcome> {
+    /// `drbd_synced` tells whether a DRBD replica's satellite reports every
+    /// volume UpToDate, or cannot know (config-only DRBD): a copy of a
+    /// replica that is behind would be behind too.
+    pub fn clone_rsc_dfn(
+        &self,
+        src: &str,
+        req: &wire::ResourceDefinitionCloneRequest,
+        drbd_synced: &dyn Fn(&Resource) -> bool,
+        ctx: &mut Ctx,
+    ) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_CRT | rc::MASK_RSC_DFN;
         let name = req.name.clone().unwrap_or_default();
         let external = req.external_name.clone().filter(|e| !e.is_empty());
@@ -110,6 +119,15 @@ impl Cluster {
                     rc::FAIL_INVLD_RSC_STATE,
                     format!("Resource {} on node {} has skip-disk set, unable to clone.", s.name, r.node),
                 ));
+            }
+            if r.layer_stack.iter().any(|l| l == "DRBD") && !drbd_synced(r) {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_NOT_ALL_UPTODATE,
+                    "Cannot clone resource-definition, because we have a non-UpToDate DRBD device.",
+                )
+                .cause(format!("The DRBD replica of '{}' on node '{}' is not UpToDate.", s.name, r.node))
+                .correction("Wait until the resource is synced (GET …/sync-status)."));
             }
             for v in r.volumes.values() {
                 if !clone_supported(v.provider_kind) {
@@ -342,6 +360,10 @@ mod tests {
         ResourceDefinitionCloneRequest { name: Some(n.into()), ..Default::default() }
     }
 
+    fn synced(_: &Resource) -> bool {
+        true
+    }
+
     fn code(e: OpError) -> i64 {
         e.rc.ret_code & rc::MASK_BITS_CODE
     }
@@ -351,7 +373,7 @@ mod tests {
         let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1"), ("n2", "LVM_THIN", "vg/thin")]);
         let mut req = named("dst");
         req.override_props.insert("Aux/x".into(), "1".into());
-        let o = c.clone_rsc_dfn("src", &req, &mut ctx).unwrap();
+        let o = c.clone_rsc_dfn("src", &req, &synced, &mut ctx).unwrap();
         c.apply(o.changes);
         let d = &c.rsc_dfns["DST"];
         assert!(d.flags.contains(FLAG_CLONING));
@@ -395,7 +417,7 @@ mod tests {
     #[test]
     fn a_failed_copy_marks_the_clone_failed_with_the_reason() {
         let (mut c, mut ctx) = cluster(&[("n1", "FILE", "/p1")]);
-        let o = c.clone_rsc_dfn("src", &named("dst"), &mut ctx).unwrap();
+        let o = c.clone_rsc_dfn("src", &named("dst"), &synced, &mut ctx).unwrap();
         c.apply(o.changes);
         let o = c.finish_clone("dst", Some("cp: no space left"));
         c.apply(o.changes);
@@ -404,37 +426,50 @@ mod tests {
         assert_eq!(d.props.get(PROP_CLONE_FAILURE).map(String::as_str), Some("cp: no space left"));
         assert_eq!(c.clone_status("dst", &|_| true).unwrap(), CloneStatus::Failed);
         // A failed clone is no source.
-        assert_eq!(code(c.clone_rsc_dfn("dst", &named("dst2"), &mut ctx).unwrap_err()), rc::FAIL_INVLD_RSC_STATE);
+        assert_eq!(code(c.clone_rsc_dfn("dst", &named("dst2"), &synced, &mut ctx).unwrap_err()), rc::FAIL_INVLD_RSC_STATE);
     }
 
     #[test]
     fn bad_clone_requests_get_linstors_codes() {
         let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1"), ("n2", "LVM", "vg")]);
-        assert_eq!(code(c.clone_rsc_dfn("missing", &named("dst"), &mut ctx).unwrap_err()), rc::FAIL_NOT_FOUND_RSC_DFN);
-        assert_eq!(code(c.clone_rsc_dfn("src", &named("SRC"), &mut ctx).unwrap_err()), rc::FAIL_INVLD_PROVIDER);
+        assert_eq!(code(c.clone_rsc_dfn("missing", &named("dst"), &synced, &mut ctx).unwrap_err()), rc::FAIL_NOT_FOUND_RSC_DFN);
+        assert_eq!(code(c.clone_rsc_dfn("src", &named("SRC"), &synced, &mut ctx).unwrap_err()), rc::FAIL_INVLD_PROVIDER);
         assert_eq!(
-            code(c.clone_rsc_dfn("src", &ResourceDefinitionCloneRequest::default(), &mut ctx).unwrap_err()),
+            code(c.clone_rsc_dfn("src", &ResourceDefinitionCloneRequest::default(), &synced, &mut ctx).unwrap_err()),
             rc::FAIL_INVLD_RSC_NAME
         );
         // Without the thick replica the name decides.
         let o = c.delete_resource("src", "n2").unwrap();
         c.apply(o.changes);
-        assert_eq!(code(c.clone_rsc_dfn("src", &named("SRC"), &mut ctx).unwrap_err()), rc::FAIL_EXISTS_RSC_DFN);
-        assert_eq!(code(c.clone_rsc_dfn("src", &named("-bad"), &mut ctx).unwrap_err()), rc::FAIL_INVLD_RSC_NAME);
+        assert_eq!(code(c.clone_rsc_dfn("src", &named("SRC"), &synced, &mut ctx).unwrap_err()), rc::FAIL_EXISTS_RSC_DFN);
+        assert_eq!(code(c.clone_rsc_dfn("src", &named("-bad"), &synced, &mut ctx).unwrap_err()), rc::FAIL_INVLD_RSC_NAME);
         let mut pw = named("dst");
         pw.volume_passphrases = Some(vec!["a".into(), "b".into()]);
-        assert_eq!(code(c.clone_rsc_dfn("src", &pw, &mut ctx).unwrap_err()), rc::FAIL_INVLD_REQUEST);
+        assert_eq!(code(c.clone_rsc_dfn("src", &pw, &synced, &mut ctx).unwrap_err()), rc::FAIL_INVLD_REQUEST);
         let mut luks = named("dst");
         luks.layer_list = Some(vec!["LUKS".into(), "STORAGE".into()]);
-        assert_eq!(code(c.clone_rsc_dfn("src", &luks, &mut ctx).unwrap_err()), rc::FAIL_INVLD_LAYER_STACK);
+        assert_eq!(code(c.clone_rsc_dfn("src", &luks, &synced, &mut ctx).unwrap_err()), rc::FAIL_INVLD_LAYER_STACK);
         let mut rg = named("dst");
         rg.resource_group = Some("nogroup".into());
-        assert_eq!(code(c.clone_rsc_dfn("src", &rg, &mut ctx).unwrap_err()), rc::FAIL_NOT_FOUND_RSC_GRP);
+        assert_eq!(code(c.clone_rsc_dfn("src", &rg, &synced, &mut ctx).unwrap_err()), rc::FAIL_NOT_FOUND_RSC_GRP);
         // Skip-disk sources are refused, as LINSTOR does.
         let mut r = c.resources[&("SRC".to_string(), "N1".to_string())].clone();
         r.props.insert("DrbdOptions/SkipDisk".into(), "True".into());
         c.apply([Object::Rsc(r).into_put()]);
-        assert_eq!(code(c.clone_rsc_dfn("src", &named("dst"), &mut ctx).unwrap_err()), rc::FAIL_INVLD_RSC_STATE);
+        assert_eq!(code(c.clone_rsc_dfn("src", &named("dst"), &synced, &mut ctx).unwrap_err()), rc::FAIL_INVLD_RSC_STATE);
+    }
+
+    #[test]
+    fn a_drbd_source_must_be_up_to_date() {
+        let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1")]);
+        let mut r = c.resources[&("SRC".to_string(), "N1".to_string())].clone();
+        r.layer_stack = vec!["DRBD".into(), "STORAGE".into()];
+        c.apply([Object::Rsc(r).into_put()]);
+        let behind = |_: &Resource| false;
+        assert_eq!(code(c.clone_rsc_dfn("src", &named("dst"), &behind, &mut ctx).unwrap_err()), rc::FAIL_NOT_ALL_UPTODATE);
+        // Plain replicas have no DRBD state to wait for.
+        let (c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1")]);
+        assert!(c.clone_rsc_dfn("src", &named("dst"), &behind, &mut ctx).is_ok());
     }
 
     #[test]
@@ -442,7 +477,7 @@ mod tests {
         let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1")]);
         let req =
             ResourceDefinitionCloneRequest { external_name: Some("pvc-0a1b".into()), use_zfs_clone: Some(true), ..Default::default() };
-        let o = c.clone_rsc_dfn("src", &req, &mut ctx).unwrap();
+        let o = c.clone_rsc_dfn("src", &req, &synced, &mut ctx).unwrap();
         let name = o.replies[0].obj_refs.get("RscDfn").cloned().unwrap();
         c.apply(o.changes);
         let d = &c.rsc_dfns[&key(&name)];
@@ -452,7 +487,7 @@ mod tests {
         // A source without diskful replicas gives a complete, empty clone.
         let o = c.delete_resource("src", "n1").unwrap();
         c.apply(o.changes);
-        let o = c.clone_rsc_dfn("src", &named("empty"), &mut ctx).unwrap();
+        let o = c.clone_rsc_dfn("src", &named("empty"), &synced, &mut ctx).unwrap();
         c.apply(o.changes);
         assert_eq!(c.clone_status("empty", &|_| true).unwrap(), CloneStatus::Complete);
     }

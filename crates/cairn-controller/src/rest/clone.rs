@@ -49,7 +49,9 @@ async fn start(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -
             },
         )
     };
-    match s.mutate_detached(|c, ctx| c.clone_rsc_dfn(&rd, &req, ctx)).await {
+    let links = s.clone();
+    let drbd_synced = move |r: &cairn_domain::resource::Resource| drbd_up_to_date(&links, r);
+    match s.mutate_detached(|c, ctx| c.clone_rsc_dfn(&rd, &req, &drbd_synced, ctx)).await {
         Ok((replies, pending)) => {
             // The first reply names the new definition (derived from an
             // external name when no name was given).
@@ -119,6 +121,16 @@ fn copies_done(s: &AppState, name: &str) -> Progress {
     Progress::Done
 }
 
+/// Whether a DRBD replica's satellite reports every volume UpToDate;
+/// true also where it cannot know (config-only DRBD, no kernel module).
+fn drbd_up_to_date(s: &AppState, r: &cairn_domain::resource::Resource) -> bool {
+    match s.links().resource(&key(&r.node), &r.resource_definition).and_then(|o| o.drbd) {
+        Some(d) if d.kernel => !d.volumes.is_empty() && d.volumes.iter().all(|v| v.disk.eq_ignore_ascii_case("UpToDate")),
+        Some(_) => true,
+        None => false,
+    }
+}
+
 async fn status(State(s): State<AppState>, Path((_rd, clone)): Path<(String, String)>) -> Result<Response, ApiError> {
     let c = s.read();
     let online = |node: &str| s.links().connection_status(&key(node)) == "ONLINE";
@@ -129,10 +141,18 @@ async fn status(State(s): State<AppState>, Path((_rd, clone)): Path<(String, Str
 async fn sync_status(State(s): State<AppState>, Path(rd): Path<String>) -> Result<Response, ApiError> {
     let c = s.read();
     let d = c.rsc_dfn(&rd, rc::MASK_RSC_DFN)?;
+    // DRBD replicas count by DRBD's disk state (unknown without the
+    // kernel module: not synced); plain ones by their volumes' state.
     let synced_on_all = c.resources_of(&key(&d.name)).filter(|r| !r.is_diskless()).all(|r| {
-        s.links().resource(&key(&r.node), &d.name).is_some_and(|o| {
-            o.error.is_none()
-                && r.volumes.keys().all(|nr| o.volumes.iter().any(|v| v.number == *nr && v.disk_state.eq_ignore_ascii_case("UpToDate")))
+        s.links().resource(&key(&r.node), &d.name).is_some_and(|o| match &o.drbd {
+            Some(dr) => {
+                dr.kernel
+                    && r.volumes.keys().all(|nr| dr.volumes.iter().any(|v| v.number == *nr && v.disk.eq_ignore_ascii_case("UpToDate")))
+            }
+            None => {
+                o.error.is_none()
+                    && r.volumes.keys().all(|nr| o.volumes.iter().any(|v| v.number == *nr && v.disk_state.eq_ignore_ascii_case("UpToDate")))
+            }
         })
     });
     Ok(ok(&ResourceDefinitionSyncStatus { synced_on_all }))
