@@ -67,9 +67,9 @@ impl CloneStatus {
 }
 
 /// Providers whose volumes a satellite can copy: reflink or full copies
-/// of files, thin LVM snapshots.
+/// of files, thin LVM snapshots, thick LVM copies (`dd` from a snapshot).
 pub fn clone_supported(kind: ProviderKind) -> bool {
-    matches!(kind, ProviderKind::File | ProviderKind::FileThin | ProviderKind::LvmThin)
+    matches!(kind, ProviderKind::File | ProviderKind::FileThin | ProviderKind::Lvm | ProviderKind::LvmThin)
 }
 
 fn truthy(v: Option<&String>) -> bool {
@@ -140,7 +140,7 @@ impl Cluster {
                             v.provider_kind.as_str(),
                             v.storage_pool
                         ))
-                        .correction("Clones need FILE, FILE_THIN or LVM_THIN pools."));
+                        .correction("Clones need FILE, FILE_THIN, LVM or LVM_THIN pools."));
                 }
             }
         }
@@ -431,14 +431,14 @@ mod tests {
 
     #[test]
     fn bad_clone_requests_get_linstors_codes() {
-        let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1"), ("n2", "LVM", "vg")]);
+        let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1"), ("n2", "ZFS", "tank")]);
         assert_eq!(code(c.clone_rsc_dfn("missing", &named("dst"), &synced, &mut ctx).unwrap_err()), rc::FAIL_NOT_FOUND_RSC_DFN);
         assert_eq!(code(c.clone_rsc_dfn("src", &named("SRC"), &synced, &mut ctx).unwrap_err()), rc::FAIL_INVLD_PROVIDER);
         assert_eq!(
             code(c.clone_rsc_dfn("src", &ResourceDefinitionCloneRequest::default(), &synced, &mut ctx).unwrap_err()),
             rc::FAIL_INVLD_RSC_NAME
         );
-        // Without the thick replica the name decides.
+        // Without the ZFS replica the name decides.
         let o = c.delete_resource("src", "n2").unwrap();
         c.apply(o.changes);
         assert_eq!(code(c.clone_rsc_dfn("src", &named("SRC"), &synced, &mut ctx).unwrap_err()), rc::FAIL_EXISTS_RSC_DFN);

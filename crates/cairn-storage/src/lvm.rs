@@ -24,6 +24,16 @@ pub const EXTENT_TOLERANCE: i64 = 3;
 
 /// Tag of the snapshot LVs Cairn makes.
 pub const SNAP_TAG: &str = "cairn_snap";
+/// Tag of a thick clone whose copy (`dd` from the source's snapshot) has
+/// not completed: it is copied again.
+pub const COPY_PENDING_TAG: &str = "cairn_clone_copy";
+/// Tag of the temporary thick snapshot a clone copies from.
+pub const CLONE_SRC_TAG: &str = "cairn_clone_src";
+/// `dd`'s block size for thick clones (LINSTOR's default).
+pub const CLONE_DD_BLOCKSIZE: &str = "64K";
+/// A full copy takes as long as the data: an hour before it is killed.
+const COPY_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Tag of a cloned LV whose copied DRBD superblock is not zeroed yet.
 pub const MD_PENDING_TAG: &str = "cairn_clone_md";
 
@@ -343,6 +353,89 @@ impl Lvm {
             .run(self.cmd("vgs").args(["--config", &f, "-o", fields, "--units", "k", "--nosuffix", "--reportformat", "json", &pool.vg]))
             .await?;
         parse_vgs(&out, &pool.vg, pool.thin_pool.as_deref())
+    }
+
+    /// A thick clone, as LINSTOR makes it: a thick snapshot of the source
+    /// LV (the copy sees one point in time while the source is written),
+    /// a new LV tagged as pending, `dd` from the snapshot into it, then the
+    /// tag and the snapshot go. An LV still tagged pending is copied again;
+    /// with `fresh_drbd_md` the copy's DRBD superblock is zeroed afterwards
+    /// (see [`Lvm::ensure_from`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ensure_thick_clone(
+        &self,
+        pool: &LvmPool,
+        rsc: &str,
+        nr: u32,
+        id: &str,
+        size: Kib,
+        src_lv: &str,
+        fresh_drbd_md: bool,
+    ) -> Result<VolumeObserved, StorageError> {
+        let name = lv_name(rsc, nr)?;
+        safe_name(src_lv)?;
+        let tag = id_tag(id);
+        let f = self.filter(pool).await?;
+        let lvs = self.lvs(pool, &f).await?;
+        let existing = lvs.iter().find(|l| l.name == name);
+        if let Some(old) = existing.filter(|l| !l.tags.contains(&tag)) {
+            tracing::warn!(lv = %old.name, "removing a logical volume of an earlier resource of the same name");
+            self.remove_lv(pool, &f, old).await?;
+        }
+        let existing = existing.filter(|l| l.tags.contains(&tag));
+        if existing.is_none_or(|l| l.tags.iter().any(|t| t == COPY_PENDING_TAG)) {
+            let snap = format!("{name}_clonesrc");
+            if !lvs.iter().any(|l| l.name == snap) {
+                let src = lvs
+                    .iter()
+                    .find(|l| l.name == src_lv)
+                    .ok_or_else(|| StorageError::BadBacking(format!("the clone source {}/{src_lv} does not exist", pool.vg)))?;
+                self.run(self.cmd("lvcreate").args([
+                    "--config",
+                    &f,
+                    "--size",
+                    &format!("{}k", src.size_kib),
+                    "--snapshot",
+                    "--setactivationskip",
+                    "y",
+                    "--ignoreactivationskip",
+                    "--activate",
+                    "y",
+                    "--name",
+                    &snap,
+                    "--addtag",
+                    CLONE_SRC_TAG,
+                    &format!("{}/{src_lv}", pool.vg),
+                ]))
+                .await?;
+            }
+            if existing.is_none() {
+                // Never smaller than the data to copy (a source with DRBD
+                // metadata into a clone without).
+                let from_kib = lvs.iter().find(|l| l.name == src_lv || l.name == snap).map_or(0, |l| l.size_kib);
+                let kib = size.as_i64().max(from_kib);
+                let mut c = self.cmd("lvcreate").args(["--config", &f, "--size", &format!("{kib}k"), &pool.vg, "-n", &name, "-y"]);
+                for t in [tag.as_str(), COPY_PENDING_TAG].into_iter().chain(fresh_drbd_md.then_some(MD_PENDING_TAG)) {
+                    c = c.args(["--addtag", t]);
+                }
+                self.run(c).await?;
+            }
+            self.run(
+                Cmd::new("dd")
+                    .args([
+                        format!("if=/dev/{}/{snap}", pool.vg),
+                        format!("of=/dev/{}/{name}", pool.vg),
+                        format!("bs={CLONE_DD_BLOCKSIZE}"),
+                        "conv=nocreat".to_string(),
+                        "oflag=direct".to_string(),
+                    ])
+                    .timeout(COPY_TIMEOUT),
+            )
+            .await?;
+            self.run(self.cmd("lvchange").args(["--config", &f, "--deltag", COPY_PENDING_TAG, &format!("{}/{name}", pool.vg)])).await?;
+            self.run(self.cmd("lvremove").args(["--config", &f, "-f", &format!("{}/{snap}", pool.vg)])).await?;
+        }
+        self.ensure_from(pool, rsc, nr, id, size, None).await
     }
 
     /// Makes volume `nr` of `rsc` exist with at least `size`; grows it
@@ -1008,6 +1101,89 @@ mod tests {
             .expect(&["dd", "if=/dev/zero", "of=/dev/vg0/cl_00000", "bs=512", "seek=8184", "count=8", "oflag=direct", "conv=notrunc"], "")
             .expect(&["lvchange", "--config", F, "--deltag", MD_PENDING_TAG, "vg0/cl_00000"], "");
         rt().block_on(lvm.ensure_from(&pool, "cl", 0, "c9", size, Some(("web_00000", true)))).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn a_thick_clone_copies_from_a_snapshot_with_dd_and_cleans_up() {
+        let (f, lvm, pool, lvs) = on_pool("lvm", "vg0", false);
+        let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
+        let src = ("web_00000", "8192.00", "", "", "-wi-a-----", "cairn_vid_a1");
+        let copying = ("cl_00000", "8192.00", "", "", "-wi-a-----", "cairn_vid_c9,cairn_clone_copy");
+        let done = ("cl_00000", "8192.00", "", "", "-wi-a-----", "cairn_vid_c9");
+        let snap = ("cl_00000_clonesrc", "8192.00", "", "", "swi-a-s---", "cairn_clone_src");
+        let dd = ["dd", "if=/dev/vg0/cl_00000_clonesrc", "of=/dev/vg0/cl_00000", "bs=64K", "conv=nocreat", "oflag=direct"];
+        let tail = |f: &FakeRunner| {
+            f.expect(&dd, "")
+                .expect(&["lvchange", "--config", F, "--deltag", COPY_PENDING_TAG, "vg0/cl_00000"], "")
+                .expect(&["lvremove", "--config", F, "-f", "vg0/cl_00000_clonesrc"], "");
+        };
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src])).expect(
+            &[
+                "lvcreate",
+                "--config",
+                F,
+                "--size",
+                "8192k",
+                "--snapshot",
+                "--setactivationskip",
+                "y",
+                "--ignoreactivationskip",
+                "--activate",
+                "y",
+                "--name",
+                "cl_00000_clonesrc",
+                "--addtag",
+                CLONE_SRC_TAG,
+                "vg0/web_00000",
+            ],
+            "",
+        );
+        f.expect(
+            &[
+                "lvcreate",
+                "--config",
+                F,
+                "--size",
+                "8192k",
+                "vg0",
+                "-n",
+                "cl_00000",
+                "-y",
+                "--addtag",
+                "cairn_vid_c9",
+                "--addtag",
+                COPY_PENDING_TAG,
+            ],
+            "",
+        );
+        tail(&f);
+        // Then the usual ensure: found, right size, read back.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, done])).expect(&l, &lvs_out(&[src, done]));
+        let size = Kib::new(8192).unwrap();
+        rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Interrupted after the LV was made: the snapshot stays, dd again.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, copying, snap]));
+        tail(&f);
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, done])).expect(&l, &lvs_out(&[src, done]));
+        rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // A finished copy is never copied again, even if the source is gone.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[done]));
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[done])).expect(&l, &lvs_out(&[done]));
+        rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // A missing source is an error before anything is made.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[]));
+        assert!(rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).is_err());
         assert!(f.is_done(), "{:?}", f.calls());
     }
 }

@@ -413,6 +413,9 @@ impl Provider for LvmProvider {
                 (None, None) => None,
             };
             let fresh_md = v.source.is_none() && v.clone_from.is_some_and(|c| c.fresh_drbd_md);
+            if let (None, Some(src), None) = (v.source, source.as_deref(), &self.pool.thin_pool) {
+                return self.lvm.ensure_thick_clone(&self.pool, v.rsc, v.nr, v.id, v.size, src, fresh_md).await;
+            }
             self.lvm.ensure_from(&self.pool, v.rsc, v.nr, v.id, v.size, source.as_deref().map(|s| (s, fresh_md))).await
         })
     }
