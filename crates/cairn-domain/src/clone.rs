@@ -67,9 +67,13 @@ impl CloneStatus {
 }
 
 /// Providers whose volumes a satellite can copy: reflink or full copies
-/// of files, thin LVM snapshots, thick LVM copies (`dd` from a snapshot).
+/// of files, thin LVM snapshots, thick LVM copies (`dd` from a snapshot),
+/// ZFS clones or send/receive.
 pub fn clone_supported(kind: ProviderKind) -> bool {
-    matches!(kind, ProviderKind::File | ProviderKind::FileThin | ProviderKind::Lvm | ProviderKind::LvmThin)
+    matches!(
+        kind,
+        ProviderKind::File | ProviderKind::FileThin | ProviderKind::Lvm | ProviderKind::LvmThin | ProviderKind::Zfs | ProviderKind::ZfsThin
+    )
 }
 
 fn truthy(v: Option<&String>) -> bool {
@@ -140,7 +144,7 @@ impl Cluster {
                             v.provider_kind.as_str(),
                             v.storage_pool
                         ))
-                        .correction("Clones need FILE, FILE_THIN, LVM or LVM_THIN pools."));
+                        .correction("Clones need FILE, FILE_THIN, LVM, LVM_THIN, ZFS or ZFS_THIN pools."));
                 }
             }
         }
@@ -237,6 +241,17 @@ impl Cluster {
                 )
                 .cause("A copy of an encrypted volume is encrypted, a copy of a plain one is not.")
                 .correction("Keep LUKS in the layer list exactly when the source has it."));
+            }
+            // ZFS copies carry no marker for DRBD's fresh metadata yet.
+            if stack.iter().any(|l| l.eq_ignore_ascii_case("DRBD"))
+                && let Some(v) = r.volumes.values().find(|v| matches!(v.provider_kind, ProviderKind::Zfs | ProviderKind::ZfsThin))
+            {
+                return Err(OpError::new(OP, rc::FAIL_INVLD_PROVIDER, "Clone source contains unsupported storage pools")
+                    .cause(format!(
+                        "Volume {} of '{}' on node '{}' is in the ZFS pool '{}'; Cairn clones ZFS volumes only without DRBD.",
+                        v.volume_number, s.name, r.node, v.storage_pool
+                    ))
+                    .correction("Clone with a layer list without DRBD, or use LVM_THIN or FILE_THIN pools."));
             }
             let mut n = self.build_resource(&d, &vd_refs, &r.node, &create, &mut taken, OP, ctx)?;
             for v in n.volumes.values_mut() {
@@ -431,14 +446,20 @@ mod tests {
 
     #[test]
     fn bad_clone_requests_get_linstors_codes() {
-        let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1"), ("n2", "ZFS", "tank")]);
+        let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1"), ("n2", "LVM", "vg")]);
+        // A replica in a pool no copy is made for (SPDK here).
+        let mut r = c.resources[&("SRC".to_string(), "N2".to_string())].clone();
+        for v in r.volumes.values_mut() {
+            v.provider_kind = ProviderKind::Spdk;
+        }
+        c.apply([Object::Rsc(r).into_put()]);
         assert_eq!(code(c.clone_rsc_dfn("missing", &named("dst"), &synced, &mut ctx).unwrap_err()), rc::FAIL_NOT_FOUND_RSC_DFN);
         assert_eq!(code(c.clone_rsc_dfn("src", &named("SRC"), &synced, &mut ctx).unwrap_err()), rc::FAIL_INVLD_PROVIDER);
         assert_eq!(
             code(c.clone_rsc_dfn("src", &ResourceDefinitionCloneRequest::default(), &synced, &mut ctx).unwrap_err()),
             rc::FAIL_INVLD_RSC_NAME
         );
-        // Without the ZFS replica the name decides.
+        // Without that replica the name decides.
         let o = c.delete_resource("src", "n2").unwrap();
         c.apply(o.changes);
         assert_eq!(code(c.clone_rsc_dfn("src", &named("SRC"), &synced, &mut ctx).unwrap_err()), rc::FAIL_EXISTS_RSC_DFN);
@@ -457,6 +478,16 @@ mod tests {
         r.props.insert("DrbdOptions/SkipDisk".into(), "True".into());
         c.apply([Object::Rsc(r).into_put()]);
         assert_eq!(code(c.clone_rsc_dfn("src", &named("dst"), &synced, &mut ctx).unwrap_err()), rc::FAIL_INVLD_RSC_STATE);
+    }
+
+    #[test]
+    fn zfs_clones_are_plain_only() {
+        let (c, mut ctx) = cluster(&[("n1", "ZFS_THIN", "tank")]);
+        let mut drbd = named("dst");
+        drbd.layer_list = Some(vec!["DRBD".into(), "STORAGE".into()]);
+        assert_eq!(code(c.clone_rsc_dfn("src", &drbd, &synced, &mut ctx).unwrap_err()), rc::FAIL_INVLD_PROVIDER);
+        let o = c.clone_rsc_dfn("src", &named("dst"), &synced, &mut ctx).unwrap();
+        assert_eq!(o.changes.iter().filter(|ch| matches!(ch.key(), crate::ObjKey::Rsc(..))).count(), 1);
     }
 
     #[test]

@@ -473,7 +473,12 @@ impl Provider for ZfsProvider {
         self.kind
     }
     fn ensure<'a>(&'a self, v: VolumeSpec<'a>) -> BoxFuture<'a, Result<VolumeObserved, StorageError>> {
-        Box::pin(async move { self.zfs.ensure(&self.pool, v.rsc, v.nr, v.id, v.size).await })
+        Box::pin(async move {
+            match v.clone_from {
+                Some(c) => self.zfs.ensure_clone(&self.pool, v.rsc, v.nr, v.id, v.size, c.rsc, c.zfs_clone).await,
+                None => self.zfs.ensure(&self.pool, v.rsc, v.nr, v.id, v.size).await,
+            }
+        })
     }
     fn remove_others<'a>(&'a self, rsc: &'a Name, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
         let keep: Vec<u32> = keep.iter().map(|(nr, _)| *nr).collect();
