@@ -211,3 +211,29 @@ def test_cli_clone_waits_and_reports(cluster):
     assert code == 10, (out, err)
     for rd in ("cc-dst", "cc-src"):
         ok(c.lin.resource_dfn_delete(rd))
+
+
+def test_a_clone_left_cloning_by_a_controller_restart_completes(cluster):
+    c = cluster
+    source(c, "rs-src", ["n1"])
+    pattern = os.urandom(MIB)
+    write(device(c, "rs-src", "n1"), pattern)
+    sat = c.sats["n1"].proc
+    sat.send_signal(signal.SIGSTOP)
+    try:
+        started = c.lin.resource_dfn_clone("rs-src", "rs-dst")
+        assert not [m for m in started.messages if m.is_error()], started.messages
+        assert "CLONING" in rd_flags(c, "rs-dst")[0]
+        c.ctrl.restart()
+    finally:
+        sat.send_signal(signal.SIGCONT)
+    lin = c.ctrl.client()
+    assert "CLONING" in rd_flags(c, "rs-dst")[0], "the flag is stored"
+    # As in LINSTOR, the status says FAILED while a node of the clone is
+    # not online; the copy goes on once it is.
+    wait_for("all online again", lambda: all(n.connection_status == "ONLINE" for n in lin.node_list_raise().nodes))
+    assert lin.resource_dfn_clone_wait_complete("rs-src", "rs-dst", timeout=60)
+    assert digest(device(c, "rs-dst", "n1"), MIB) == sha(pattern)
+    for rd in ("rs-dst", "rs-src"):
+        ok(lin.resource_dfn_delete(rd))
+    lin.disconnect()

@@ -68,6 +68,17 @@ async fn start(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -
     }
 }
 
+/// Follows every clone still CLONING (after a controller restart): by the
+/// satellites' reports, once they are connected again.
+pub fn resume(s: &AppState) {
+    let cloning: Vec<String> = s.read().rsc_dfns.values().filter(|d| d.flags.contains(FLAG_CLONING)).map(|d| d.name.clone()).collect();
+    for name in cloning {
+        tracing::info!(clone = %name, "following an unfinished clone");
+        let follow = s.clone();
+        tokio::spawn(async move { follow_clone(follow, name, std::future::ready(Vec::new())).await });
+    }
+}
+
 /// Waits for the satellites' answers to the clone, then for their reports
 /// if the answers did not settle it, and records the outcome.
 async fn follow_clone(s: AppState, name: String, pending: impl Future<Output = Vec<ApiCallRc>>) {
