@@ -237,3 +237,29 @@ def test_a_clone_left_cloning_by_a_controller_restart_completes(cluster):
     for rd in ("rs-dst", "rs-src"):
         ok(lin.resource_dfn_delete(rd))
     lin.disconnect()
+
+
+def test_a_copy_that_fails_marks_the_clone_failed_with_the_reason(cluster):
+    c = cluster
+    source(c, "fl-src", ["n1"])
+    pool_dir = os.path.join(c.root, "n1", "pool")
+    img = [f for f in os.listdir(pool_dir) if f.startswith("fl-src_00000_")]
+    assert len(img) == 1, os.listdir(pool_dir)
+    sat = c.sats["n1"].proc
+    sat.send_signal(signal.SIGSTOP)
+    try:
+        started = c.lin.resource_dfn_clone("fl-src", "fl-dst")
+        assert not [m for m in started.messages if m.is_error()], started.messages
+        # The source's file vanishes before the satellite gets to copy it.
+        os.rename(os.path.join(pool_dir, img[0]), os.path.join(c.root, "moved-away.img"))
+    finally:
+        sat.send_signal(signal.SIGCONT)
+    assert c.lin.resource_dfn_clone_wait_complete("fl-src", "fl-dst", timeout=60) is False
+    flags, props = rd_flags(c, "fl-dst")
+    assert "FAILED" in flags and "CLONING" not in flags, flags
+    assert "fl-src_00000_" in props["Cairn/CloneFailure"], props
+    assert c.lin.resource_dfn_clone_status("fl-src", "fl-dst").status == linstor.consts.CloneStatus.FAILED
+    # A failed clone is deleted like any definition; the source survives.
+    ok(c.lin.resource_dfn_delete("fl-dst"))
+    os.rename(os.path.join(c.root, "moved-away.img"), os.path.join(pool_dir, img[0]))
+    ok(c.lin.resource_dfn_delete("fl-src"))
