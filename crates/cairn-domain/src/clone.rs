@@ -152,7 +152,16 @@ impl Cluster {
         // The new definition: the source's properties, the request's
         // changes, its layer stack unless the request names one.
         let mut rd_props = s.props.clone();
-        rd_props.retain(|k, _| k != PROP_CLONED_FROM && k != PROP_USE_ZFS_CLONE && k != PROP_CLONE_FAILURE);
+        // The source's own bookkeeping stays behind: the clone's DRBD
+        // initial-sync source is chosen among its own replicas.
+        let own = [
+            PROP_CLONED_FROM,
+            PROP_USE_ZFS_CLONE,
+            PROP_CLONE_FAILURE,
+            crate::drbd_auto::PROP_PRIMARY_SET_ON,
+            crate::drbd_auto::PROP_INITIAL_SYNC_RSC,
+        ];
+        rd_props.retain(|k, _| !own.contains(&k.as_str()));
         let modify = cairn_api::PropsModify {
             override_props: req.override_props.clone(),
             delete_props: req.delete_props.clone(),
@@ -386,6 +395,10 @@ mod tests {
     #[test]
     fn a_clone_copies_definitions_and_places_one_copy_per_diskful_source() {
         let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1"), ("n2", "LVM_THIN", "vg/thin")]);
+        let mut d = c.rsc_dfns["SRC"].clone();
+        d.props.insert(crate::drbd_auto::PROP_INITIAL_SYNC_RSC.into(), "uuid-of-a-source-replica".into());
+        d.props.insert("Aux/kept".into(), "yes".into());
+        c.apply([Object::RscDfn(d).into_put()]);
         let mut req = named("dst");
         req.override_props.insert("Aux/x".into(), "1".into());
         let o = c.clone_rsc_dfn("src", &req, &synced, &mut ctx).unwrap();
@@ -394,6 +407,8 @@ mod tests {
         assert!(d.flags.contains(FLAG_CLONING));
         assert_eq!(d.props.get(PROP_CLONED_FROM).map(String::as_str), Some("src"));
         assert_eq!(d.props.get("Aux/x").map(String::as_str), Some("1"));
+        assert_eq!(d.props.get("Aux/kept").map(String::as_str), Some("yes"));
+        assert!(!d.props.contains_key(crate::drbd_auto::PROP_INITIAL_SYNC_RSC));
         let sizes: Vec<i64> = c.vlm_dfns_of("DST").map(|v| v.size_kib).collect();
         assert_eq!(sizes, [4096, 8192]);
         for node in ["N1", "N2"] {
