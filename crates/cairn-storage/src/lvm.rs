@@ -665,6 +665,15 @@ impl Lvm {
         let prefix = format!("{}_", safe_name(rsc)?);
         let f = self.filter(pool).await?;
         for lv in self.lvs(pool, &f).await? {
+            // The snapshot a thick clone copies from goes with the clone.
+            let copy_src = lv.name.strip_prefix(&prefix).and_then(|r| r.strip_suffix("_clonesrc")).and_then(volume_number);
+            if let Some(nr) = copy_src
+                && !keep.contains(&nr)
+                && lv.tags.iter().any(|t| t == CLONE_SRC_TAG)
+            {
+                self.run(self.cmd("lvremove").args(["--config", &f, "-f", &format!("{}/{}", pool.vg, lv.name)])).await?;
+                continue;
+            }
             let nr = lv.name.strip_prefix(&prefix).and_then(volume_number);
             if let Some(nr) = nr
                 && !keep.contains(&nr)
@@ -1184,6 +1193,15 @@ mod tests {
         pvs(&f, "vg0", PVS);
         f.expect(&l, &lvs_out(&[]));
         assert!(rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).is_err());
+        assert!(f.is_done(), "{:?}", f.calls());
+        // A clone removed while copying takes its source snapshot along;
+        // the source stays.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, copying, snap]))
+            .expect(&["wipefs", "-a", "-f", "/dev/vg0/cl_00000"], "")
+            .expect(&["lvremove", "--config", F, "-f", "vg0/cl_00000"], "")
+            .expect(&["lvremove", "--config", F, "-f", "vg0/cl_00000_clonesrc"], "");
+        rt().block_on(lvm.remove_others(&pool, "cl", &[])).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
     }
 }
