@@ -172,3 +172,44 @@ def test_node_connection_paths_reach_both_res_files(drbd_cluster):
         assert text.count("path {") == 2, text
         assert re.search(r"host n1\s+address\s+ipv4 127\.0\.1\.1:\d+;", text), text
         assert re.search(r"host n2\s+address\s+ipv4 127\.0\.1\.2:\d+;", text), text
+
+
+def current_gi(c, node, rsc):
+    """The current generation id in the metadata of volume 0 on `node`."""
+    hosts, _ = parse(dump(c, node, rsc))
+    node_id, vols = hosts[node]
+    minor, disk = vols[0]
+    out = subprocess.run(["drbdmeta", "--force", str(minor), "v09", disk, "internal", "get-gi", "--node-id", str(node_id)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, f"no metadata on {node}'s {rsc}: {out.stderr}"
+    return disk, out.stdout.strip().split(":")[0]
+
+
+def test_a_clone_copies_the_backing_data_and_gets_fresh_drbd_metadata(drbd_cluster):
+    c = drbd_cluster
+    ok(c.lin.resource_dfn_create("dcl-src", layer_list=["drbd", "storage"]))
+    ok(c.lin.volume_dfn_create("dcl-src", 8192))
+    ok(c.lin.resource_create([__import__("linstor").ResourceData(n, "dcl-src") for n in ("n1", "n2")]))
+    pattern = os.urandom(1 << 20)
+    for n in ("n1", "n2"):
+        disk, _ = current_gi(c, n, "dcl-src")
+        with open(disk, "r+b") as f:
+            f.write(pattern)
+            os.fsync(f.fileno())
+    started = c.lin.resource_dfn_clone("dcl-src", "dcl-dst")
+    assert not [m for m in started.messages if m.is_error()], started.messages
+    assert c.lin.resource_dfn_clone_wait_complete("dcl-src", "dcl-dst", timeout=60)
+    for n in ("n1", "n2"):
+        src_disk, src_gi = current_gi(c, n, "dcl-src")
+        dst_disk, dst_gi = current_gi(c, n, "dcl-dst")
+        assert src_disk != dst_disk
+        with open(dst_disk, "rb") as f:
+            assert f.read(1 << 20) == pattern, n
+        # Metadata of its own, not the source's copied along.
+        assert dst_gi != src_gi, (n, src_gi, dst_gi)
+    hosts, _ = parse(dump(c, "n1", "dcl-dst"))
+    assert sorted(hosts) == ["n1", "n2", "n3"] or sorted(hosts) == ["n1", "n2"], hosts
+    # Without the kernel module DRBD's disk state is unknown: not synced.
+    assert not c.lin.resource_dfn_sync_status("dcl-dst").synced_on_all
+    for rd in ("dcl-dst", "dcl-src"):
+        ok(c.lin.resource_dfn_delete(rd))

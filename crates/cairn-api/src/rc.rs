@@ -85,6 +85,7 @@ pub const FAIL_INVLD_VLM_SIZES: i64 = 228;
 pub const FAIL_INVLD_REQUEST: i64 = 234;
 pub const FAIL_NODE_HAS_USED_RSC: i64 = 233;
 pub const FAIL_INVLD_RSC_GRP_NAME: i64 = 237;
+pub const FAIL_INVLD_RSC_STATE: i64 = 243;
 
 pub const FAIL_NOT_FOUND_NODE: i64 = 300;
 pub const FAIL_NOT_FOUND_RSC_DFN: i64 = 301;
@@ -124,6 +125,7 @@ pub const FAIL_NOT_ENOUGH_NODES: i64 = 996;
 pub const FAIL_STLT_DOES_NOT_SUPPORT_LAYER: i64 = 988;
 pub const FAIL_SNAPSHOTS_NOT_SUPPORTED: i64 = 994;
 pub const FAIL_IN_USE: i64 = 997;
+pub const FAIL_NOT_ALL_UPTODATE: i64 = 974;
 pub const FAIL_UNKNOWN_ERROR: i64 = 998;
 pub const FAIL_IMPL_ERROR: i64 = 999;
 

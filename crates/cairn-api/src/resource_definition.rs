@@ -106,3 +106,62 @@ pub struct VolumeDefinitionModify {
     #[serde(deserialize_with = "lenient::string_list")]
     pub flags: Vec<String>,
 }
+
+/// `ResourceDefinitionCloneRequest`: `POST /v1/resource-definitions/{rd}/clone`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceDefinitionCloneRequest {
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
+    pub external_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
+    pub use_zfs_clone: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_list")]
+    pub layer_list: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_list")]
+    pub volume_passphrases: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
+    pub resource_group: Option<String>,
+    #[serde(skip_serializing_if = "Props::is_empty", deserialize_with = "lenient::props")]
+    pub override_props: Props,
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient::string_list")]
+    pub delete_props: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient::string_list")]
+    pub delete_namespaces: Vec<String>,
+}
+
+/// `ResourceDefinitionCloneStarted`: the answer to a clone request, also
+/// when it failed (then `messages` holds the error, as LINSTOR answers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceDefinitionCloneStarted {
+    #[serde(deserialize_with = "lenient::string")]
+    pub location: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub source_name: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub clone_name: String,
+    pub messages: Vec<crate::ApiCallRc>,
+}
+
+/// The states of `ResourceDefinitionCloneStatus.status`.
+pub const CLONE_CLONING: &str = "CLONING";
+pub const CLONE_COMPLETE: &str = "COMPLETE";
+pub const CLONE_FAILED: &str = "FAILED";
+
+/// `ResourceDefinitionCloneStatus`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceDefinitionCloneStatus {
+    #[serde(deserialize_with = "lenient::string")]
+    pub status: String,
+}
+
+/// `ResourceDefinitionSyncStatus`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceDefinitionSyncStatus {
+    #[serde(deserialize_with = "lenient::bool_or_false")]
+    pub synced_on_all: bool,
+}

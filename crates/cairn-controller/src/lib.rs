@@ -118,6 +118,8 @@ impl Controller {
         let listener = TcpListener::bind(config.rest_bind)
             .await
             .map_err(|source| ControllerError::Bind { addr: config.rest_bind.to_string(), source })?;
+        // Clones a previous run left CLONING are followed again.
+        rest::clone::resume(&state);
         Ok(Controller { state, listener, _lock: lock })
     }
 

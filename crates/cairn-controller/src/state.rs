@@ -130,6 +130,36 @@ impl AppState {
     /// into the replies; the stored intent stays and is retried on the next
     /// full apply.
     pub async fn mutate(&self, success: u16, op: impl FnOnce(&Cluster, &mut Ctx) -> Result<Outcome, OpError>) -> Result<Reply, ApiError> {
+        let (mut replies, pending, stamp) = self.mutate_begin(op).await?;
+        replies.extend(pending.await);
+        for r in &mut replies {
+            r.created_at = Some(stamp.clone());
+        }
+        Ok(Reply::new(cairn_api::rc::status_for(&replies, success), replies))
+    }
+
+    /// Like [`AppState::mutate`], but returns once the change is committed
+    /// and handed to the links: the domain's replies, and a future of the
+    /// satellites' answers to await later (a clone answers at once and
+    /// follows the copies in the background).
+    pub async fn mutate_detached(
+        &self,
+        op: impl FnOnce(&Cluster, &mut Ctx) -> Result<Outcome, OpError>,
+    ) -> Result<(Vec<cairn_api::rc::ApiCallRc>, impl Future<Output = Vec<cairn_api::rc::ApiCallRc>> + Send + 'static), ApiError> {
+        let (mut replies, pending, stamp) = self.mutate_begin(op).await?;
+        for r in &mut replies {
+            r.created_at = Some(stamp.clone());
+        }
+        Ok((replies, pending))
+    }
+
+    /// Validate, commit, apply, dispatch: the replies so far, the
+    /// satellites' answers to come, the time stamp of the change.
+    async fn mutate_begin(
+        &self,
+        op: impl FnOnce(&Cluster, &mut Ctx) -> Result<Outcome, OpError>,
+    ) -> Result<(Vec<cairn_api::rc::ApiCallRc>, impl Future<Output = Vec<cairn_api::rc::ApiCallRc>> + Send + 'static, String), ApiError>
+    {
         let writer = self.writer().await;
         let mut ctx = new_ctx(self.inner.links.master());
         let (outcome, mut nodes, fresh) = {
@@ -182,12 +212,7 @@ impl AppState {
         });
         let (pending, warnings) = committed.await.map_err(|e| ApiError::Internal(format!("commit task failed: {e}")))??;
         replies.extend(warnings);
-        replies.extend(links::collect(pending).await);
-        let stamp = time::iso8601_utc(ctx.now_ms);
-        for r in &mut replies {
-            r.created_at = Some(stamp.clone());
-        }
-        Ok(Reply::new(cairn_api::rc::status_for(&replies, success), replies))
+        Ok((replies, links::collect(pending), time::iso8601_utc(ctx.now_ms)))
     }
 }
 

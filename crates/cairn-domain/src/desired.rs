@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_proto::{
-    DrbdDesired, DrbdPath, DrbdPeer, DrbdVolumeDesired, LuksDesired, PoolDesired, ResourceDesired, RollbackDesired, Secret, VolumeDesired,
-    VolumeSourceDesired,
+    CloneSourceDesired, DrbdDesired, DrbdPath, DrbdPeer, DrbdVolumeDesired, LuksDesired, PoolDesired, ResourceDesired, RollbackDesired,
+    Secret, VolumeDesired, VolumeSourceDesired,
 };
 
 use crate::resource::Resource;
@@ -107,6 +107,11 @@ pub fn desired_of_node(
                                 .source
                                 .as_ref()
                                 .map(|s| VolumeSourceDesired { resource: s.resource.clone(), snapshot: s.snapshot.clone() }),
+                            clone_from: v.clone_of.as_ref().map(|s| CloneSourceDesired {
+                                resource: s.resource.clone(),
+                                id: volume_id(&s.volume_uuid),
+                                zfs_clone: s.zfs_clone,
+                            }),
                         })
                     })
                     .collect(),
@@ -328,7 +333,15 @@ mod tests {
                 drbd: None,
                 name: "web".into(),
                 diskless: false,
-                volumes: vec![VolumeDesired { number: 0, id, size_kib: 2048, pool: "DfltStorPool".into(), luks: None, source: None }],
+                volumes: vec![VolumeDesired {
+                    number: 0,
+                    id,
+                    size_kib: 2048,
+                    pool: "DfltStorPool".into(),
+                    luks: None,
+                    source: None,
+                    clone_from: None
+                }],
                 snapshots: vec![],
                 rollback: None,
             }]

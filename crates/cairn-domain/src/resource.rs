@@ -38,6 +38,10 @@ pub struct Volume {
     /// The snapshot a restored volume starts as a copy of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<crate::snapshot::VolumeSource>,
+    /// The volume of another resource on the same node a clone starts as
+    /// a copy of; cleared when the clone is complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_of: Option<crate::clone::CloneSource>,
 }
 
 /// The DRBD numbers of one resource on its node.
@@ -461,6 +465,7 @@ impl Cluster {
             uuid: ctx.uuid(),
             luks_secret,
             source: None,
+            clone_of: None,
         })
     }
 

@@ -35,11 +35,33 @@ pub struct Cmd {
     /// A probe: failing is an answer, not a fault, so it is logged at
     /// debug level instead of as a warning.
     quiet: bool,
+    /// A pipeline: this command's stdout feeds the next one's stdin (as
+    /// `a | b` with `pipefail`: either failing fails the whole).
+    pipe_into: Option<Box<Cmd>>,
 }
 
 impl Cmd {
     pub fn new(program: &str) -> Cmd {
-        Cmd { program: program.to_string(), args: Vec::new(), env: Vec::new(), stdin: None, timeout: DEFAULT_TIMEOUT, quiet: false }
+        Cmd {
+            program: program.to_string(),
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+            timeout: DEFAULT_TIMEOUT,
+            quiet: false,
+            pipe_into: None,
+        }
+    }
+
+    /// `self | next`, without a shell: both run, this one's stdout is the
+    /// next one's stdin; the pipeline fails when either fails, within this
+    /// command's timeout. The output is the last command's.
+    pub fn pipe(mut self, next: Cmd) -> Cmd {
+        match self.pipe_into.take() {
+            Some(inner) => self.pipe_into = Some(Box::new(inner.pipe(next))),
+            None => self.pipe_into = Some(Box::new(next)),
+        }
+        self
     }
 
     pub fn arg(mut self, a: impl Into<OsString>) -> Cmd {
@@ -96,9 +118,16 @@ impl Cmd {
         self.timeout
     }
 
-    /// The argv as strings, for logs, errors and test assertions.
+    /// The argv as strings, for logs, errors and test assertions; the
+    /// stages of a pipeline are joined by `|`.
     pub fn argv(&self) -> Vec<String> {
-        std::iter::once(self.program.clone()).chain(self.args.iter().map(|a| a.to_string_lossy().into_owned())).collect()
+        let mut v: Vec<String> =
+            std::iter::once(self.program.clone()).chain(self.args.iter().map(|a| a.to_string_lossy().into_owned())).collect();
+        if let Some(next) = &self.pipe_into {
+            v.push("|".into());
+            v.extend(next.argv());
+        }
+        v
     }
 }
 
@@ -162,9 +191,78 @@ pub trait CommandRunner: Send + Sync {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostRunner;
 
+/// A pipeline `first | second` on this host: no shell; both are killed
+/// at the first command's timeout; the first failing stage is the error.
+async fn run_pipeline(first: &Cmd, second: &Cmd) -> Result<Output, ExecError> {
+    let argv = first.argv();
+    if second.pipe_into.is_some() {
+        return Err(ExecError::Spawn {
+            program: first.program.clone(),
+            argv,
+            reason: "pipelines of more than two commands are not supported".into(),
+            not_found: false,
+        });
+    }
+    let head = Cmd { pipe_into: None, ..first.clone() };
+    let spawn_err = |c: &Cmd, e: std::io::Error| ExecError::Spawn {
+        program: c.program.clone(),
+        argv: argv.clone(),
+        not_found: e.kind() == std::io::ErrorKind::NotFound,
+        reason: e.to_string(),
+    };
+    tracing::debug!(cmd = %first, "run");
+    let mut a = tokio::process::Command::new(&head.program);
+    a.args(&head.args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env("LC_ALL", "C")
+        .env_remove("CAIRN_CLUSTER_SECRET")
+        .envs(head.env.iter().map(|(k, v)| (k, v)))
+        .kill_on_drop(true);
+    let mut child_a = a.spawn().map_err(|e| spawn_err(&head, e))?;
+    let pipe: std::process::Stdio = match child_a.stdout.take().map(TryInto::try_into) {
+        Some(Ok(p)) => p,
+        _ => return Err(ExecError::Spawn { program: head.program.clone(), argv, reason: "no stdout to pipe".into(), not_found: false }),
+    };
+    let mut b = tokio::process::Command::new(&second.program);
+    b.args(&second.args)
+        .stdin(pipe)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env("LC_ALL", "C")
+        .env_remove("CAIRN_CLUSTER_SECRET")
+        .envs(second.env.iter().map(|(k, v)| (k, v)))
+        .kill_on_drop(true);
+    let child_b = b.spawn().map_err(|e| spawn_err(second, e))?;
+    let both = async { tokio::join!(child_a.wait_with_output(), child_b.wait_with_output()) };
+    let (out_a, out_b) = match tokio::time::timeout(first.timeout, both).await {
+        Ok(pair) => pair,
+        Err(_) => {
+            tracing::warn!(cmd = %first, secs = first.timeout.as_secs(), "pipeline timed out and was killed");
+            return Err(ExecError::Timeout { program: head.program.clone(), argv, secs: first.timeout.as_secs() });
+        }
+    };
+    let mut last = Output::default();
+    for (c, out) in [(&head, out_a), (second, out_b)] {
+        let out = out.map_err(|e| spawn_err(c, e))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if !out.status.success() {
+            let code = out.status.code().unwrap_or(-1);
+            tracing::warn!(cmd = %first, program = %c.program, code, stderr = %stderr, "pipeline failed");
+            return Err(ExecError::NonZero { program: c.program.clone(), argv, code, stderr });
+        }
+        last = Output { stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr };
+    }
+    Ok(last)
+}
+
 impl CommandRunner for HostRunner {
     fn run<'a>(&'a self, cmd: &'a Cmd) -> BoxFuture<'a, Result<Output, ExecError>> {
         Box::pin(async move {
+            if let Some(next) = &cmd.pipe_into {
+                return run_pipeline(cmd, next).await;
+            }
             let argv = cmd.argv();
             tracing::debug!(cmd = %cmd, "run");
             let mut c = tokio::process::Command::new(&cmd.program);
@@ -338,6 +436,26 @@ mod tests {
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn a_pipeline_feeds_one_command_into_the_next_and_fails_when_either_does() {
+        let p = Cmd::new("printf").arg("abc").pipe(Cmd::new("tr").args(["a-z", "A-Z"]));
+        assert_eq!(p.argv(), ["printf", "abc", "|", "tr", "a-z", "A-Z"]);
+        assert_eq!(rt().block_on(HostRunner.run(&p)).unwrap().stdout, "ABC");
+        let first_fails = Cmd::new("false").pipe(Cmd::new("cat"));
+        match rt().block_on(HostRunner.run(&first_fails)) {
+            Err(ExecError::NonZero { program, argv, .. }) => {
+                assert_eq!((program.as_str(), argv), ("false", vec!["false".into(), "|".into(), "cat".into()]))
+            }
+            other => panic!("{other:?}"),
+        }
+        let second_fails = Cmd::new("printf").arg("x").pipe(Cmd::new("sh").args(["-c", "cat >/dev/null; exit 3"]));
+        assert!(matches!(rt().block_on(HostRunner.run(&second_fails)), Err(ExecError::NonZero { code: 3, .. })));
+        let slow = Cmd::new("sleep").arg("5").pipe(Cmd::new("cat")).timeout(Duration::from_millis(200));
+        assert!(matches!(rt().block_on(HostRunner.run(&slow)), Err(ExecError::Timeout { .. })));
+        let three = Cmd::new("true").pipe(Cmd::new("cat")).pipe(Cmd::new("cat"));
+        assert!(rt().block_on(HostRunner.run(&three)).is_err(), "only two stages");
     }
 
     #[test]

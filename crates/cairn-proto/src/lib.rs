@@ -173,6 +173,10 @@ pub struct VolumeDesired {
     /// Created from a snapshot (restore), if it does not exist yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<VolumeSourceDesired>,
+    /// Created as a copy of another resource's volume on this node (a
+    /// clone), if it does not exist yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_from: Option<CloneSourceDesired>,
 }
 
 /// A secret string: serialised as is, never shown by `Debug`.
@@ -231,6 +235,17 @@ pub struct RollbackDesired {
 pub struct VolumeSourceDesired {
     pub resource: String,
     pub snapshot: String,
+}
+
+/// The volume a clone copies: the same number of `resource`, whose
+/// volume has identity `id`, in the same pool.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CloneSourceDesired {
+    pub resource: String,
+    pub id: String,
+    /// ZFS: `zfs clone` of a snapshot instead of send/receive.
+    #[serde(default)]
+    pub zfs_clone: bool,
 }
 
 /// Everything the satellite needs to write a resource's DRBD `.res` file.

@@ -16,7 +16,7 @@ use cairn_proto::{
 };
 use cairn_storage::drbd::gross_size_kib;
 use cairn_storage::luks::{LUKS2_HEADER_KIB, Luks, LuksError};
-use cairn_storage::provider::{Provider, ResolveError, Tools, VolumeRef, VolumeSpec};
+use cairn_storage::provider::{CloneFrom, Provider, ResolveError, Tools, VolumeRef, VolumeSpec};
 use cairn_storage::{Kib, Name, StorageError};
 
 use crate::drbd::DrbdLayer;
@@ -661,7 +661,15 @@ impl Applier {
             }
             p.rollback(&vr, snap, id).await.map_err(|e| fail("roll back", &e))?;
         }
-        let spec = VolumeSpec { rsc: n, nr: v.number, id: &v.id, size, source: source.as_ref().map(|(r, s)| (r, s)) };
+        let clone_src = match &v.clone_from {
+            Some(c) => Some(Name::new(&c.resource).map_err(|e| fail("clone", &e))?),
+            None => None,
+        };
+        let clone_from = match (&v.clone_from, &clone_src) {
+            (Some(c), Some(src)) => Some(CloneFrom { rsc: src, id: &c.id, zfs_clone: c.zfs_clone, fresh_drbd_md: r.drbd.is_some() }),
+            _ => None,
+        };
+        let spec = VolumeSpec { rsc: n, nr: v.number, id: &v.id, size, source: source.as_ref().map(|(r, s)| (r, s)), clone_from };
         let mut o = p.ensure(spec).await.map_err(|e| fail("create", &e))?;
         if let (Some(l), Some(dev)) = (&v.luks, o.device_path.clone()) {
             match self.luks.ensure(&dev, &r.name, v.number, l).await {

@@ -486,10 +486,25 @@ impl Files {
     /// is renamed into place only when it is complete: a failed cp leaves
     /// an empty destination behind, which must never pass for a copy.
     async fn reflink(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
+        self.copy_into_place(from, to, Copy::Reflink, None).await
+    }
+
+    /// Copies FROM to TO through a hidden temporary file renamed into
+    /// place when complete. `fresh_md` = Some(size in bytes): the copy is
+    /// first grown to that size if smaller, then the DRBD superblock at
+    /// its end is zeroed, so DRBD finds no metadata there and makes its
+    /// own (a copy must not pass for the source's replica).
+    async fn copy_into_place(&self, from: &Path, to: &Path, how: Copy, fresh_md: Option<u64>) -> Result<(), StorageError> {
         let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = to.with_file_name(format!(".{name}.cairn-tmp"));
         let io = |what: &str, e| StorageError::Io { what: format!("{what} {}", tmp.display()), source: e };
-        if let Err(e) = self.runner.run(&self.cmd("cp").arg("--reflink=always").arg(from).arg(&tmp)).await {
+        let cp = match how {
+            Copy::Reflink => self.cmd("cp").arg("--reflink=always"),
+            // A full copy takes as long as the data: no command timeout.
+            Copy::Sparse => Cmd::new("cp").arg("--sparse=always").timeout(COPY_TIMEOUT),
+            Copy::Full => Cmd::new("cp").arg("--sparse=never").timeout(COPY_TIMEOUT),
+        };
+        if let Err(e) = self.runner.run(&cp.arg(from).arg(&tmp)).await {
             let _ = std::fs::remove_file(&tmp);
             return Err(e.into());
         }
@@ -498,12 +513,60 @@ impl Files {
             let _ = std::fs::remove_file(&tmp);
             return Err(io("incomplete copy", std::io::Error::other("the copy's size differs from the source")));
         }
-        if let Err(e) = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)) {
+        let finish = || -> std::io::Result<()> {
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            let f = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+            if let Some(size) = fresh_md {
+                if f.metadata()?.len() < size {
+                    f.set_len(size)?;
+                }
+                let (start, len) = drbd_superblock_range(f.metadata()?.len());
+                std::os::unix::fs::FileExt::write_all_at(&f, &vec![0u8; len as usize], start)?;
+            }
+            f.sync_all()
+        };
+        if let Err(e) = finish() {
             let _ = std::fs::remove_file(&tmp);
-            return Err(io("chmod 0600", e));
+            return Err(io("finish the copy", e));
         }
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("sync", e))?;
         std::fs::rename(&tmp, to).map_err(|e| io("rename", e))
+    }
+
+    /// A new volume file as a copy of another resource's volume in the
+    /// same pool (a clone): a reflink copy where the file system makes
+    /// them, else a full copy (sparse for FILE_THIN). Nothing happens when
+    /// the volume exists.
+    pub async fn clone_into(
+        &self,
+        pool: &FilePool,
+        v: &VolumeFile,
+        src: &VolumeFile,
+        reflinks: bool,
+        fresh_md: Option<u64>,
+    ) -> Result<(), StorageError> {
+        let path = pool.volume_path(v)?;
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return Ok(());
+        }
+        let from = pool.volume_path(src)?;
+        match std::fs::symlink_metadata(&from) {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(_) => {
+                return Err(StorageError::Io {
+                    what: format!("clone {}", from.display()),
+                    source: std::io::Error::other("the source is not a regular file"),
+                });
+            }
+            Err(e) => return Err(StorageError::Io { what: format!("clone from {}", from.display()), source: e }),
+        }
+        let how = if reflinks {
+            Copy::Reflink
+        } else if pool.thin {
+            Copy::Sparse
+        } else {
+            Copy::Full
+        };
+        self.copy_into_place(&from, &path, how, fresh_md).await
     }
 
     /// A reflink copy of the volume's file (needs a file system with
@@ -647,6 +710,26 @@ impl Files {
         let out = self.runner.run(&self.cmd("df").args(["--output=size,avail", "--block-size=1K"]).arg(&pool.dir)).await?;
         parse::df_kib(&out.stdout)
     }
+}
+
+/// How a volume file is copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    Reflink,
+    Sparse,
+    Full,
+}
+
+/// A full copy of a volume may take long: an hour before it is killed.
+const COPY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Where DRBD 9 keeps the superblock of internal metadata on a device of
+/// `len` bytes: the last 4 KiB before the device's end rounded down to
+/// 4 KiB, plus what lies beyond that rounding. Zeroed, DRBD finds no
+/// metadata there.
+pub fn drbd_superblock_range(len: u64) -> (u64, u64) {
+    let start = (len & !4095).saturating_sub(4096);
+    (start, len - start)
 }
 
 #[cfg(test)]
@@ -969,5 +1052,46 @@ mod tests {
 
         assert!(f.calls().is_empty(), "no command ran: {:?}", f.calls());
         assert_eq!(std::fs::read(&target).unwrap(), b"data");
+    }
+
+    #[test]
+    fn the_drbd_superblock_is_the_last_4k_before_the_aligned_end() {
+        assert_eq!(drbd_superblock_range(1 << 20), ((1 << 20) - 4096, 4096));
+        assert_eq!(drbd_superblock_range((1 << 20) + 1024), ((1 << 20) - 4096, 5120), "the unaligned tail goes too");
+        assert_eq!(drbd_superblock_range(1024), (0, 1024));
+    }
+
+    #[test]
+    fn a_clone_is_a_complete_copy_renamed_into_place_with_fresh_drbd_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let pool = FilePool::new("p", d, false).unwrap();
+        let src = VolumeFile::new("web", 0, "aa");
+        let dst = VolumeFile::new("cl", 0, "bb");
+        let data: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8 + 1).collect();
+        std::fs::write(pool.volume_path(&src).unwrap(), &data).unwrap();
+        let files = Files::new(Arc::new(cairn_exec::HostRunner), Duration::from_secs(5)).with_sysfs(None);
+        // Without DRBD: the bytes as they are.
+        rt().block_on(files.clone_into(&pool, &dst, &src, false, None)).unwrap();
+        assert_eq!(std::fs::read(pool.volume_path(&dst).unwrap()).unwrap(), data);
+        // With DRBD: grown to the backing size, the superblock zeroed,
+        // the data before it kept; no temporary file left.
+        let md = VolumeFile::new("md", 0, "cc");
+        rt().block_on(files.clone_into(&pool, &md, &src, false, Some(128 * 1024))).unwrap();
+        let got = std::fs::read(pool.volume_path(&md).unwrap()).unwrap();
+        assert_eq!(got.len(), 128 * 1024);
+        assert_eq!(&got[..64 * 1024], &data[..]);
+        assert!(got[124 * 1024..].iter().all(|b| *b == 0));
+        let mut names: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["cl_00000_bb.img", "md_00000_cc.img", "web_00000_aa.img"]);
+        // An existing volume is never copied over; a missing source fails
+        // without leaving anything behind.
+        std::fs::write(pool.volume_path(&src).unwrap(), b"changed").unwrap();
+        rt().block_on(files.clone_into(&pool, &dst, &src, false, None)).unwrap();
+        assert_eq!(std::fs::read(pool.volume_path(&dst).unwrap()).unwrap(), data);
+        let none = VolumeFile::new("gone", 0, "dd");
+        assert!(rt().block_on(files.clone_into(&pool, &VolumeFile::new("x", 0, "ee"), &none, false, None)).is_err());
+        assert!(!pool.volume_path(&VolumeFile::new("x", 0, "ee")).unwrap().exists());
     }
 }

@@ -24,6 +24,34 @@ pub const EXTENT_TOLERANCE: i64 = 3;
 
 /// Tag of the snapshot LVs Cairn makes.
 pub const SNAP_TAG: &str = "cairn_snap";
+/// Tag of a thick clone whose copy (`dd` from the source's snapshot) has
+/// not completed: it is copied again.
+pub const COPY_PENDING_TAG: &str = "cairn_clone_copy";
+/// Tag of the temporary thick snapshot a clone copies from.
+pub const CLONE_SRC_TAG: &str = "cairn_clone_src";
+/// `dd`'s block size for thick clones (LINSTOR's default).
+pub const CLONE_DD_BLOCKSIZE: &str = "64K";
+/// A full copy takes as long as the data: an hour before it is killed.
+const COPY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Tag of a cloned LV whose copied DRBD superblock is not zeroed yet.
+pub const MD_PENDING_TAG: &str = "cairn_clone_md";
+
+/// `dd` zeroing the DRBD superblock at the end of a device of `len`
+/// bytes (see [`crate::file::drbd_superblock_range`]), so DRBD makes
+/// fresh metadata on a copy.
+pub fn zero_drbd_superblock(dev: &str, len: u64) -> Cmd {
+    let (start, n) = crate::file::drbd_superblock_range(len);
+    Cmd::new("dd").args([
+        "if=/dev/zero".to_string(),
+        format!("of={dev}"),
+        "bs=512".to_string(),
+        format!("seek={}", start / 512),
+        format!("count={}", n / 512),
+        "oflag=direct".to_string(),
+        "conv=notrunc".to_string(),
+    ])
+}
 
 /// An LVM pool: a volume group, or a thin pool in one (`vg/pool`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,10 +355,95 @@ impl Lvm {
         parse_vgs(&out, &pool.vg, pool.thin_pool.as_deref())
     }
 
+    /// A thick clone, as LINSTOR makes it: a thick snapshot of the source
+    /// LV (the copy sees one point in time while the source is written),
+    /// a new LV tagged as pending, `dd` from the snapshot into it, then the
+    /// tag and the snapshot go. An LV still tagged pending is copied again;
+    /// with `fresh_drbd_md` the copy's DRBD superblock is zeroed afterwards
+    /// (see [`Lvm::ensure_from`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ensure_thick_clone(
+        &self,
+        pool: &LvmPool,
+        rsc: &str,
+        nr: u32,
+        id: &str,
+        size: Kib,
+        src_lv: &str,
+        fresh_drbd_md: bool,
+    ) -> Result<VolumeObserved, StorageError> {
+        let name = lv_name(rsc, nr)?;
+        safe_name(src_lv)?;
+        let tag = id_tag(id);
+        let f = self.filter(pool).await?;
+        let lvs = self.lvs(pool, &f).await?;
+        let existing = lvs.iter().find(|l| l.name == name);
+        if let Some(old) = existing.filter(|l| !l.tags.contains(&tag)) {
+            tracing::warn!(lv = %old.name, "removing a logical volume of an earlier resource of the same name");
+            self.remove_lv(pool, &f, old).await?;
+        }
+        let existing = existing.filter(|l| l.tags.contains(&tag));
+        if existing.is_none_or(|l| l.tags.iter().any(|t| t == COPY_PENDING_TAG)) {
+            let snap = format!("{name}_clonesrc");
+            if !lvs.iter().any(|l| l.name == snap) {
+                let src = lvs
+                    .iter()
+                    .find(|l| l.name == src_lv)
+                    .ok_or_else(|| StorageError::BadBacking(format!("the clone source {}/{src_lv} does not exist", pool.vg)))?;
+                self.run(self.cmd("lvcreate").args([
+                    "--config",
+                    &f,
+                    "--size",
+                    &format!("{}k", src.size_kib),
+                    "--snapshot",
+                    "--setactivationskip",
+                    "y",
+                    "--ignoreactivationskip",
+                    "--activate",
+                    "y",
+                    "--name",
+                    &snap,
+                    "--addtag",
+                    CLONE_SRC_TAG,
+                    &format!("{}/{src_lv}", pool.vg),
+                ]))
+                .await?;
+            }
+            if existing.is_none() {
+                // Never smaller than the data to copy (a source with DRBD
+                // metadata into a clone without).
+                let from_kib = lvs.iter().find(|l| l.name == src_lv || l.name == snap).map_or(0, |l| l.size_kib);
+                let kib = size.as_i64().max(from_kib);
+                let mut c = self.cmd("lvcreate").args(["--config", &f, "--size", &format!("{kib}k"), &pool.vg, "-n", &name, "-y"]);
+                for t in [tag.as_str(), COPY_PENDING_TAG].into_iter().chain(fresh_drbd_md.then_some(MD_PENDING_TAG)) {
+                    c = c.args(["--addtag", t]);
+                }
+                self.run(c).await?;
+            }
+            self.run(
+                Cmd::new("dd")
+                    .args([
+                        format!("if=/dev/{}/{snap}", pool.vg),
+                        format!("of=/dev/{}/{name}", pool.vg),
+                        format!("bs={CLONE_DD_BLOCKSIZE}"),
+                        "conv=nocreat".to_string(),
+                        "oflag=direct".to_string(),
+                    ])
+                    .timeout(COPY_TIMEOUT),
+            )
+            .await?;
+            self.run(self.cmd("lvchange").args(["--config", &f, "--deltag", COPY_PENDING_TAG, &format!("{}/{name}", pool.vg)])).await?;
+            self.run(self.cmd("lvremove").args(["--config", &f, "-f", &format!("{}/{snap}", pool.vg)])).await?;
+        }
+        self.ensure_from(pool, rsc, nr, id, size, None).await
+    }
+
     /// Makes volume `nr` of `rsc` exist with at least `size`; grows it
     /// when smaller; an LV of an earlier incarnation (other id) is removed
-    /// first. A missing volume with a `source` (`<lv>` of a snapshot in the
-    /// same volume group) starts as a thin copy of it.
+    /// first. A missing volume with a `source` (`<lv>` of a snapshot, or of
+    /// another volume for a clone, in the same volume group) starts as a
+    /// thin copy of it; with its flag set the copy's DRBD superblock is
+    /// zeroed (marked by a tag until done), so DRBD makes fresh metadata.
     pub async fn ensure(&self, pool: &LvmPool, rsc: &str, nr: u32, id: &str, size: Kib) -> Result<VolumeObserved, StorageError> {
         self.ensure_from(pool, rsc, nr, id, size, None).await
     }
@@ -342,7 +455,7 @@ impl Lvm {
         nr: u32,
         id: &str,
         size: Kib,
-        source: Option<&str>,
+        source: Option<(&str, bool)>,
     ) -> Result<VolumeObserved, StorageError> {
         let size_kib = size.as_i64();
         let name = lv_name(rsc, nr)?;
@@ -380,8 +493,11 @@ impl Lvm {
                 lv
             }
             None if source.is_some() && pool.thin_pool.is_some() => {
-                let src = source.unwrap_or_default();
-                self.clone_of(pool, &f, src, &name, &[&tag]).await?;
+                let (src, fresh_drbd_md) = source.unwrap_or_default();
+                // A copy that gets fresh DRBD metadata is marked until its
+                // old superblock is gone, so a retry finishes the job.
+                let tags: &[&str] = if fresh_drbd_md { &[&tag, MD_PENDING_TAG] } else { &[&tag] };
+                self.clone_of(pool, &f, src, &name, tags).await?;
                 if let Some(lv) = self.lvs(pool, &f).await?.into_iter().find(|l| l.name == name)
                     && lv.size_kib < size_kib
                 {
@@ -421,6 +537,11 @@ impl Lvm {
         };
         // Read back what LVM made (extent rounding).
         let now = self.lvs(pool, &f).await?.into_iter().find(|l| l.name == name).unwrap_or(lv);
+        if now.tags.iter().any(|t| t == MD_PENDING_TAG) {
+            let dev = format!("/dev/{}/{name}", pool.vg);
+            self.run(zero_drbd_superblock(&dev, now.size_kib.max(0) as u64 * 1024)).await?;
+            self.run(self.cmd("lvchange").args(["--config", &f, "--deltag", MD_PENDING_TAG, &format!("{}/{name}", pool.vg)])).await?;
+        }
         let allocated = now.allocated_kib();
         Ok(VolumeObserved {
             number: nr,
@@ -544,6 +665,15 @@ impl Lvm {
         let prefix = format!("{}_", safe_name(rsc)?);
         let f = self.filter(pool).await?;
         for lv in self.lvs(pool, &f).await? {
+            // The snapshot a thick clone copies from goes with the clone.
+            let copy_src = lv.name.strip_prefix(&prefix).and_then(|r| r.strip_suffix("_clonesrc")).and_then(volume_number);
+            if let Some(nr) = copy_src
+                && !keep.contains(&nr)
+                && lv.tags.iter().any(|t| t == CLONE_SRC_TAG)
+            {
+                self.run(self.cmd("lvremove").args(["--config", &f, "-f", &format!("{}/{}", pool.vg, lv.name)])).await?;
+                continue;
+            }
             let nr = lv.name.strip_prefix(&prefix).and_then(volume_number);
             if let Some(nr) = nr
                 && !keep.contains(&nr)
@@ -927,6 +1057,151 @@ mod tests {
             .expect_failure(&clone_cmd("cairn_rb_r2"), 5, "no space")
             .expect(&["lvrename", "--config", F, "vg0", "db_00000-rollback-r2", "db_00000"], "");
         assert!(rt().block_on(lvm.rollback(&pool, "db", 0, "v1", "s1", "r2")).is_err());
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn a_thin_clone_snapshots_the_source_and_zeroes_the_copied_drbd_superblock_once() {
+        let (f, lvm, pool, lvs) = on_pool("thin", "vg0/thin", true);
+        let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
+        let src = ("web_00000", "4096.00", "thin", "10.00", "Vwi-a-tz--", "cairn_vid_a1");
+        let pending = ("cl_00000", "4096.00", "thin", "10.00", "Vwi-a-tz--", "cairn_vid_c9,cairn_clone_md");
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src]))
+            .expect(
+                &[
+                    "lvcreate",
+                    "--config",
+                    F,
+                    "--snapshot",
+                    "--setactivationskip",
+                    "n",
+                    "--permission",
+                    "rw",
+                    "--name",
+                    "cl_00000",
+                    "--addtag",
+                    "cairn_vid_c9",
+                    "--addtag",
+                    MD_PENDING_TAG,
+                    "vg0/web_00000",
+                ],
+                "",
+            )
+            .expect(&["lvchange", "--config", F, "-ay", "-K", "vg0/cl_00000"], "")
+            .expect(&l, &lvs_out(&[src, pending]))
+            .expect(&l, &lvs_out(&[src, pending]))
+            .expect(&["dd", "if=/dev/zero", "of=/dev/vg0/cl_00000", "bs=512", "seek=8184", "count=8", "oflag=direct", "conv=notrunc"], "")
+            .expect(&["lvchange", "--config", F, "--deltag", MD_PENDING_TAG, "vg0/cl_00000"], "");
+        let size = Kib::new(4096).unwrap();
+        let o = rt().block_on(lvm.ensure_from(&pool, "cl", 0, "c9", size, Some(("web_00000", true)))).unwrap();
+        assert_eq!(o.device_path.as_deref(), Some("/dev/vg0/cl_00000"));
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Done once: the tag is gone, the next pass touches nothing.
+        let done = ("cl_00000", "4096.00", "thin", "10.00", "Vwi-a-tz--", "cairn_vid_c9");
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, done])).expect(&l, &lvs_out(&[src, done]));
+        rt().block_on(lvm.ensure_from(&pool, "cl", 0, "c9", size, Some(("web_00000", true)))).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // A copy that was left half-done (killed before dd) is finished.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, pending]))
+            .expect(&l, &lvs_out(&[src, pending]))
+            .expect(&["dd", "if=/dev/zero", "of=/dev/vg0/cl_00000", "bs=512", "seek=8184", "count=8", "oflag=direct", "conv=notrunc"], "")
+            .expect(&["lvchange", "--config", F, "--deltag", MD_PENDING_TAG, "vg0/cl_00000"], "");
+        rt().block_on(lvm.ensure_from(&pool, "cl", 0, "c9", size, Some(("web_00000", true)))).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn a_thick_clone_copies_from_a_snapshot_with_dd_and_cleans_up() {
+        let (f, lvm, pool, lvs) = on_pool("lvm", "vg0", false);
+        let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
+        let src = ("web_00000", "8192.00", "", "", "-wi-a-----", "cairn_vid_a1");
+        let copying = ("cl_00000", "8192.00", "", "", "-wi-a-----", "cairn_vid_c9,cairn_clone_copy");
+        let done = ("cl_00000", "8192.00", "", "", "-wi-a-----", "cairn_vid_c9");
+        let snap = ("cl_00000_clonesrc", "8192.00", "", "", "swi-a-s---", "cairn_clone_src");
+        let dd = ["dd", "if=/dev/vg0/cl_00000_clonesrc", "of=/dev/vg0/cl_00000", "bs=64K", "conv=nocreat", "oflag=direct"];
+        let tail = |f: &FakeRunner| {
+            f.expect(&dd, "")
+                .expect(&["lvchange", "--config", F, "--deltag", COPY_PENDING_TAG, "vg0/cl_00000"], "")
+                .expect(&["lvremove", "--config", F, "-f", "vg0/cl_00000_clonesrc"], "");
+        };
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src])).expect(
+            &[
+                "lvcreate",
+                "--config",
+                F,
+                "--size",
+                "8192k",
+                "--snapshot",
+                "--setactivationskip",
+                "y",
+                "--ignoreactivationskip",
+                "--activate",
+                "y",
+                "--name",
+                "cl_00000_clonesrc",
+                "--addtag",
+                CLONE_SRC_TAG,
+                "vg0/web_00000",
+            ],
+            "",
+        );
+        f.expect(
+            &[
+                "lvcreate",
+                "--config",
+                F,
+                "--size",
+                "8192k",
+                "vg0",
+                "-n",
+                "cl_00000",
+                "-y",
+                "--addtag",
+                "cairn_vid_c9",
+                "--addtag",
+                COPY_PENDING_TAG,
+            ],
+            "",
+        );
+        tail(&f);
+        // Then the usual ensure: found, right size, read back.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, done])).expect(&l, &lvs_out(&[src, done]));
+        let size = Kib::new(8192).unwrap();
+        rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Interrupted after the LV was made: the snapshot stays, dd again.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, copying, snap]));
+        tail(&f);
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, done])).expect(&l, &lvs_out(&[src, done]));
+        rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // A finished copy is never copied again, even if the source is gone.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[done]));
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[done])).expect(&l, &lvs_out(&[done]));
+        rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // A missing source is an error before anything is made.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[]));
+        assert!(rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).is_err());
+        assert!(f.is_done(), "{:?}", f.calls());
+        // A clone removed while copying takes its source snapshot along;
+        // the source stays.
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[src, copying, snap]))
+            .expect(&["wipefs", "-a", "-f", "/dev/vg0/cl_00000"], "")
+            .expect(&["lvremove", "--config", F, "-f", "vg0/cl_00000"], "")
+            .expect(&["lvremove", "--config", F, "-f", "vg0/cl_00000_clonesrc"], "");
+        rt().block_on(lvm.remove_others(&pool, "cl", &[])).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
     }
 }

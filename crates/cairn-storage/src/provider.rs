@@ -26,6 +26,21 @@ pub struct VolumeSpec<'a> {
     pub id: &'a str,
     pub size: Kib,
     pub source: Option<(&'a Name, &'a Name)>,
+    /// The volume to copy if it is new (a clone).
+    pub clone_from: Option<CloneFrom<'a>>,
+}
+
+/// The volume of another resource, same number, same pool, a clone
+/// starts as a copy of.
+#[derive(Debug, Clone, Copy)]
+pub struct CloneFrom<'a> {
+    pub rsc: &'a Name,
+    pub id: &'a str,
+    /// ZFS: `zfs clone` of a snapshot instead of send/receive.
+    pub zfs_clone: bool,
+    /// DRBD sits on the copy: the source's metadata must not survive in
+    /// it, DRBD makes fresh metadata.
+    pub fresh_drbd_md: bool,
 }
 
 /// A volume that exists in a pool: resource, number, identity.
@@ -269,6 +284,11 @@ impl Provider for FileProvider {
             if let Some((src, snap)) = v.source {
                 self.files.restore_into(&self.pool, &vf, src, snap).await?;
             }
+            if let Some(c) = v.clone_from {
+                let reflinks = self.pool.thin && self.reflinks().await == Some(true);
+                let fresh_md = c.fresh_drbd_md.then(|| v.size.get().saturating_mul(1024));
+                self.files.clone_into(&self.pool, &vf, &VolumeFile::new(c.rsc, v.nr, c.id), reflinks, fresh_md).await?;
+            }
             let made = self.files.ensure(&self.pool, &vf, v.size).await?;
             self.contents(|c| c.volumes.entry(vf.rsc).or_default().insert((vf.nr, vf.id)))?;
             Ok(made)
@@ -386,11 +406,17 @@ impl Provider for LvmProvider {
     }
     fn ensure<'a>(&'a self, v: VolumeSpec<'a>) -> BoxFuture<'a, Result<VolumeObserved, StorageError>> {
         Box::pin(async move {
-            let source = match v.source {
-                Some((src, snap)) => Some(format!("{}_{snap}", lv_name(src, v.nr)?)),
-                None => None,
+            let source = match (v.source, v.clone_from) {
+                (Some((src, snap)), _) => Some(format!("{}_{snap}", lv_name(src, v.nr)?)),
+                // A clone is a thin snapshot of the source's volume itself.
+                (None, Some(c)) => Some(lv_name(c.rsc, v.nr)?),
+                (None, None) => None,
             };
-            self.lvm.ensure_from(&self.pool, v.rsc, v.nr, v.id, v.size, source.as_deref()).await
+            let fresh_md = v.source.is_none() && v.clone_from.is_some_and(|c| c.fresh_drbd_md);
+            if let (None, Some(src), None) = (v.source, source.as_deref(), &self.pool.thin_pool) {
+                return self.lvm.ensure_thick_clone(&self.pool, v.rsc, v.nr, v.id, v.size, src, fresh_md).await;
+            }
+            self.lvm.ensure_from(&self.pool, v.rsc, v.nr, v.id, v.size, source.as_deref().map(|s| (s, fresh_md))).await
         })
     }
     fn remove_others<'a>(&'a self, rsc: &'a Name, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
@@ -447,7 +473,12 @@ impl Provider for ZfsProvider {
         self.kind
     }
     fn ensure<'a>(&'a self, v: VolumeSpec<'a>) -> BoxFuture<'a, Result<VolumeObserved, StorageError>> {
-        Box::pin(async move { self.zfs.ensure(&self.pool, v.rsc, v.nr, v.id, v.size).await })
+        Box::pin(async move {
+            match v.clone_from {
+                Some(c) => self.zfs.ensure_clone(&self.pool, v.rsc, v.nr, v.id, v.size, c.rsc, c.zfs_clone).await,
+                None => self.zfs.ensure(&self.pool, v.rsc, v.nr, v.id, v.size).await,
+            }
+        })
     }
     fn remove_others<'a>(&'a self, rsc: &'a Name, keep: &'a [(u32, String)]) -> BoxFuture<'a, Result<(), StorageError>> {
         let keep: Vec<u32> = keep.iter().map(|(nr, _)| *nr).collect();

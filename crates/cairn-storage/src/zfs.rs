@@ -88,6 +88,9 @@ pub fn parse_value(out: &str, program: &'static str) -> Result<u64, StorageError
     v.trim().parse().map_err(|_| StorageError::Output { program, detail: format!("not a number: {line}") })
 }
 
+/// A full copy takes as long as the data: an hour before it is killed.
+const COPY_TIMEOUT: Duration = Duration::from_secs(3600);
+
 #[derive(Clone)]
 pub struct Zfs {
     runner: Arc<dyn CommandRunner>,
@@ -175,6 +178,58 @@ impl Zfs {
             disk_state: "UpToDate".into(),
             luks_device_path: None,
         })
+    }
+
+    /// A clone of volume `nr` of `src_rsc` in the same pool, as LINSTOR
+    /// makes it: a snapshot of the source (`<src>@cairn_clone_<rsc>`), then
+    /// `zfs clone` of it (`zfs_clone`: fast, but the snapshot stays as long
+    /// as the clone) or `zfs send --embed --large-block | zfs receive -F`
+    /// (a full copy; both snapshots go afterwards). The identity is set as
+    /// the copy is made (`-o cairn:vid=…`), so a copy cut short is found
+    /// without it and made again. An existing clone is only grown.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ensure_clone(
+        &self,
+        pool: &ZfsPool,
+        rsc: &str,
+        nr: u32,
+        id: &str,
+        size: Kib,
+        src_rsc: &str,
+        zfs_clone: bool,
+    ) -> Result<VolumeObserved, StorageError> {
+        let name = zvol_name(pool, rsc, nr)?;
+        let src = zvol_name(pool, src_rsc, nr)?;
+        let vid: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        let all = self.list(pool).await?;
+        let existing = all.iter().find(|z| z.name == name && z.kind == "volume");
+        if existing.is_some_and(|z| z.vid.as_deref() == Some(vid.as_str())) {
+            return self.ensure(pool, rsc, nr, id, size).await;
+        }
+        if let Some(old) = existing {
+            tracing::warn!(zvol = %old.name, "removing a zvol that is no complete clone");
+            self.destroy(&all, &old.name).await?;
+        }
+        let tag = format!("cairn_clone_{}", safe_name(rsc)?);
+        let snap = format!("{src}@{tag}");
+        if !all.iter().any(|z| z.name == snap) {
+            if !all.iter().any(|z| z.name == src && z.kind == "volume") {
+                return Err(StorageError::BadBacking(format!("the clone source {src} does not exist")));
+            }
+            self.runner.run(&self.zfs().args(["snapshot", &snap])).await?;
+        }
+        let with_vid = format!("cairn:vid={vid}");
+        if zfs_clone {
+            self.runner.run(&self.zfs().args(["clone", "-o", &with_vid, &snap, &name])).await?;
+        } else {
+            let send = Cmd::new("zfs").args(["send", "--embed", "--large-block", &snap]).timeout(COPY_TIMEOUT);
+            let receive = Cmd::new("zfs").args(["receive", "-F", "-o", &with_vid, &name]);
+            self.runner.run(&send.pipe(receive)).await?;
+            // The copy arrives with the snapshot it was sent from.
+            self.runner.run(&self.zfs().args(["destroy", &format!("{name}@{tag}")])).await?;
+            self.runner.run(&self.zfs().args(["destroy", &snap])).await?;
+        }
+        self.ensure(pool, rsc, nr, id, size).await
     }
 
     /// `zfs destroy`, or — while snapshots of it remain — a rename out of
@@ -341,5 +396,70 @@ mod tests {
         f.expect(&["zpool", "get", "size", "-Hp", "tank"], &fixture("zpool-get-size.txt"))
             .expect(&["zfs", "get", "available", "-o", "value", "-Hp", "tank/linstor"], &fixture("zfs-get-available.txt"));
         assert_eq!(rt().block_on(z.capacity(&p)).unwrap(), (9_961_472, 9_437_184));
+    }
+
+    #[test]
+    fn clones_are_zfs_clones_or_send_receive_from_a_snapshot_of_the_source() {
+        let f = Arc::new(FakeRunner::new());
+        let z = Zfs::new(f.clone(), Duration::from_secs(5)).with_settle(Duration::ZERO);
+        let pool = ZfsPool::new("zt", "tank", true).unwrap();
+        let l = list_cmd("tank");
+        let src = "tank/web_00000\t57344\t67108864\tvolume\t16384\t-\t-\ta1\n";
+        let done = "tank/cl_00000\t1024\t67108864\tvolume\t16384\t-\t-\tc9\n";
+        let size = Kib::new(65536).unwrap();
+        // use_zfs_clone: snapshot, clone with the identity; the snapshot stays.
+        f.expect(&l, src)
+            .expect(&["zfs", "snapshot", "tank/web_00000@cairn_clone_cl"], "")
+            .expect(&["zfs", "clone", "-o", "cairn:vid=c9", "tank/web_00000@cairn_clone_cl", "tank/cl_00000"], "")
+            .expect(&l, &format!("{src}{done}"))
+            .expect(&l, &format!("{src}{done}"));
+        let o = rt().block_on(z.ensure_clone(&pool, "cl", 0, "c9", size, "web", true)).unwrap();
+        assert_eq!(o.device_path.as_deref(), Some("/dev/zvol/tank/cl_00000"));
+        assert!(f.is_done(), "{:?}", f.calls());
+        // send/receive, as LINSTOR pipes it (no shell here); both snapshots go.
+        f.expect(&l, src)
+            .expect(&["zfs", "snapshot", "tank/web_00000@cairn_clone_cl"], "")
+            .expect(
+                &[
+                    "zfs",
+                    "send",
+                    "--embed",
+                    "--large-block",
+                    "tank/web_00000@cairn_clone_cl",
+                    "|",
+                    "zfs",
+                    "receive",
+                    "-F",
+                    "-o",
+                    "cairn:vid=c9",
+                    "tank/cl_00000",
+                ],
+                "",
+            )
+            .expect(&["zfs", "destroy", "tank/cl_00000@cairn_clone_cl"], "")
+            .expect(&["zfs", "destroy", "tank/web_00000@cairn_clone_cl"], "")
+            .expect(&l, &format!("{src}{done}"))
+            .expect(&l, &format!("{src}{done}"));
+        rt().block_on(z.ensure_clone(&pool, "cl", 0, "c9", size, "web", false)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // A finished clone is only ensured (no copy); a zvol without the
+        // identity (a copy cut short) is destroyed and copied again, from
+        // the snapshot already there.
+        f.expect(&l, &format!("{src}{done}")).expect(&l, &format!("{src}{done}")).expect(&l, &format!("{src}{done}"));
+        rt().block_on(z.ensure_clone(&pool, "cl", 0, "c9", size, "web", false)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        let partial = "tank/cl_00000\t1024\t67108864\tvolume\t16384\t-\t-\t-\n";
+        let snap = "tank/web_00000@cairn_clone_cl\t0\t-\tsnapshot\t-\t-\t-\t-\n";
+        f.expect(&l, &format!("{src}{snap}{partial}"))
+            .expect(&["zfs", "destroy", "tank/cl_00000"], "")
+            .expect(&["zfs", "clone", "-o", "cairn:vid=c9", "tank/web_00000@cairn_clone_cl", "tank/cl_00000"], "")
+            .expect(&l, &format!("{src}{done}"))
+            .expect(&l, &format!("{src}{done}"));
+        rt().block_on(z.ensure_clone(&pool, "cl", 0, "c9", size, "web", true)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // No source: an error, nothing made.
+        f.expect(&l, "");
+        assert!(rt().block_on(z.ensure_clone(&pool, "cl", 0, "c9", size, "web", true)).is_err());
+        assert!(f.is_done(), "{:?}", f.calls());
     }
 }

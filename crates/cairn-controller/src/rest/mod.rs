@@ -1,6 +1,7 @@
 //! LINSTOR REST API v1: one module per object kind, thin handlers that
 //! parse input, call the domain through [`AppState`], and shape the reply.
 
+pub mod clone;
 pub mod controller;
 pub mod encryption;
 pub mod error;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(physical_storage::routes())
         .merge(encryption::routes())
         .merge(snapshots::routes())
+        .merge(clone::routes())
         .fallback(unrouted)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(http::guard))

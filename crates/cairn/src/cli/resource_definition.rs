@@ -1,10 +1,17 @@
 //! `cairn resource-definition` (`rd`) and `cairn volume-definition` (`vd`).
 
 use cairn_api::placement::AutoPlaceRequest;
-use cairn_api::resource_definition::{ResourceDefinition, ResourceDefinitionCreate, VolumeDefinition, VolumeDefinitionCreate};
+use std::time::{Duration, Instant};
+
+use cairn_api::rc;
+use cairn_api::resource_definition::{
+    CLONE_COMPLETE, CLONE_FAILED, ResourceDefinition, ResourceDefinitionCloneRequest, ResourceDefinitionCloneStarted,
+    ResourceDefinitionCloneStatus, ResourceDefinitionCreate, ResourceDefinitionSyncStatus, VolumeDefinition, VolumeDefinitionCreate,
+};
 use cairn_client::seg;
 use clap::Subcommand;
 
+use super::output::{EXIT_API_ERROR, EXIT_OK};
 use super::resource_group::FilterArgs;
 use super::size::human_kib;
 use super::table::{Cell, Table, Tone};
@@ -66,6 +73,50 @@ pub enum ResourceDefinitionCmd {
         name: String,
         #[command(flatten)]
         filter: FilterArgs,
+    },
+    /// Clone a resource definition with all its replicas and their data;
+    /// waits until the copies are complete unless --no-wait.
+    Clone {
+        /// Source resource definition name.
+        source_resource: String,
+        /// Name of the new resource definition (ignored with --external-name).
+        clone_name: Option<String>,
+        /// User specified name.
+        #[arg(short = 'e', long = "external-name")]
+        external_name: Option<String>,
+        /// Return once the clone is started.
+        #[arg(long = "no-wait")]
+        no_wait: bool,
+        /// Wait at most this many seconds for the clone to finish.
+        #[arg(long = "wait-timeout")]
+        wait_timeout: Option<u64>,
+        /// Use ZFS clone instead of send/recv (a dependent snapshot stays).
+        #[arg(long = "use-zfs-clone")]
+        use_zfs_clone: bool,
+        /// User provided volume passphrases.
+        #[arg(long = "volume-passphrase", num_args = 0..)]
+        volume_passphrase: Option<Vec<String>>,
+        /// Layers of the clone from the top, comma-separated.
+        #[arg(short = 'l', long = "layer-list", value_delimiter = ',')]
+        layer_list: Vec<String>,
+        /// Resource group of the clone (default: the source's).
+        #[arg(long = "resource-group")]
+        resource_group: Option<String>,
+    },
+    /// Show the state of a clone: CLONING, COMPLETE or FAILED.
+    CloneStatus {
+        /// Source resource definition name.
+        source_resource: String,
+        /// The clone.
+        clone_name: String,
+    },
+    /// Wait until every diskful replica of a resource is UpToDate.
+    WaitSync {
+        /// Wait at most this many seconds.
+        #[arg(long = "wait-timeout")]
+        wait_timeout: Option<u64>,
+        /// The resource.
+        resource_name: String,
     },
 }
 
@@ -151,6 +202,60 @@ pub fn run(ctx: &Ctx, cmd: ResourceDefinitionCmd) -> i32 {
         ResourceDefinitionCmd::SetProperty { name, key, value } => {
             ctx.send("PUT", &format!("/v1/resource-definitions/{}", seg(&name)), Some(&prop_body(&key, value.as_deref())))
         }
+        ResourceDefinitionCmd::Clone {
+            source_resource,
+            clone_name,
+            external_name,
+            no_wait,
+            wait_timeout,
+            use_zfs_clone,
+            volume_passphrase,
+            layer_list,
+            resource_group,
+        } => {
+            let req = ResourceDefinitionCloneRequest {
+                name: if external_name.is_some() { None } else { clone_name },
+                external_name,
+                use_zfs_clone: use_zfs_clone.then_some(true),
+                layer_list: (!layer_list.is_empty()).then(|| layer_list.iter().map(|l| l.to_ascii_uppercase()).collect()),
+                volume_passphrases: volume_passphrase,
+                resource_group,
+                ..Default::default()
+            };
+            clone(ctx, &source_resource, &req, no_wait, wait_timeout)
+        }
+        ResourceDefinitionCmd::CloneStatus { source_resource, clone_name } => {
+            let path = format!("/v1/resource-definitions/{}/clone/{}", seg(&source_resource), seg(&clone_name));
+            let st: ResourceDefinitionCloneStatus = match ctx.get(&path) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let tone = match st.status.as_str() {
+                CLONE_COMPLETE => Tone::Good,
+                CLONE_FAILED => Tone::Bad,
+                _ => Tone::Warn,
+            };
+            let mut t = Table::new(&["ResourceName", "Status"]);
+            t.row(vec![clone_name.into(), Cell::toned(st.status.clone(), tone)]);
+            ctx.show(&st, t)
+        }
+        ResourceDefinitionCmd::WaitSync { wait_timeout, resource_name } => {
+            let path = format!("/v1/resource-definitions/{}/sync-status", seg(&resource_name));
+            let deadline = wait_timeout.map(|s| Instant::now() + Duration::from_secs(s));
+            loop {
+                let st: ResourceDefinitionSyncStatus = match ctx.get(&path) {
+                    Ok(s) => s,
+                    Err(code) => return code,
+                };
+                if st.synced_on_all {
+                    return EXIT_OK;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return ctx.problem(rc::FAIL_UNKNOWN_ERROR, format!("{resource_name} resource didn't get ready in time."));
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
         ResourceDefinitionCmd::AutoPlace { name, filter } => {
             let body = AutoPlaceRequest { select_filter: filter.filter(), ..Default::default() };
             ctx.send_showing(
@@ -160,6 +265,61 @@ pub fn run(ctx: &Ctx, cmd: ResourceDefinitionCmd) -> i32 {
                 Some(&body),
             )
         }
+    }
+}
+
+/// `rd clone`: as the upstream client, prints the clone's replies, then
+/// (unless `no_wait`) polls its status until COMPLETE or FAILED.
+fn clone(ctx: &Ctx, src: &str, req: &ResourceDefinitionCloneRequest, no_wait: bool, wait_timeout: Option<u64>) -> i32 {
+    let path = format!("/v1/resource-definitions/{}/clone", seg(src));
+    let body = serde_json::to_vec(req).unwrap_or_default();
+    let r = match ctx.client.raw("POST", &path, Some(&body)) {
+        Ok(r) => r,
+        Err(e) => return ctx.error(&e),
+    };
+    let started: ResourceDefinitionCloneStarted = match serde_json::from_slice(&r.body) {
+        Ok(s) => s,
+        Err(_) => {
+            // Not the clone shape (e.g. a 400 for a bad body): the usual replies.
+            return match serde_json::from_slice::<Vec<cairn_api::ApiCallRc>>(&r.body) {
+                Ok(rcs) => ctx.replies(&rcs),
+                Err(_) => ctx.problem(rc::FAIL_UNKNOWN_ERROR, format!("unexpected reply (HTTP {})", r.status)),
+            };
+        }
+    };
+    let code = ctx.replies(&started.messages);
+    if code != EXIT_OK || no_wait {
+        return code;
+    }
+    if !ctx.machine {
+        println!("Waiting for cloning to complete...");
+    }
+    let status_path = format!("/v1/resource-definitions/{}/clone/{}", seg(&started.source_name), seg(&started.clone_name));
+    let deadline = wait_timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    loop {
+        let st: ResourceDefinitionCloneStatus = match ctx.get(&status_path) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        match st.status.as_str() {
+            CLONE_COMPLETE => {
+                if !ctx.machine {
+                    println!("Completed cloning {}.", started.clone_name);
+                }
+                return EXIT_OK;
+            }
+            CLONE_FAILED => {
+                if !ctx.machine {
+                    println!("Failed cloning {}, please check resource status or satellite errors.", started.clone_name);
+                }
+                return EXIT_API_ERROR;
+            }
+            _ => {}
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return ctx.problem(rc::FAIL_UNKNOWN_ERROR, format!("{} clone didn't finish in time.", started.clone_name));
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
