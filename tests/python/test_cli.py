@@ -111,3 +111,55 @@ def test_sort_by_a_column_and_unimplemented_verbs(cluster):
     # Evacuation is not implemented yet: a clear API error, exit 10.
     code, out, err = cairn(c, "node", "evacuate", "n1")
     assert code == 10 and "not implemented" in err
+
+
+def test_resource_connection_activate_adjust_reconnect_and_log_level_verbs(cluster):
+    c = cluster
+    code, out, err = cairn(c, "rg", "c", "cli-adj", "--place-count", "1")
+    assert code == 0, err
+    code, out, err = cairn(c, "rg", "spawn", "cli-adj", "cliadj", "8M")
+    assert code == 0, err
+    code, out, err = cairn(c, "rg", "modify", "cli-adj", "--place-count", "2")
+    assert code == 0, err
+    code, out, err = cairn(c, "rg", "adjust", "cli-adj")
+    assert code == 0 and "autoplaced on 1 node(s)" in out, (out, err)
+    nodes = sorted(r["node_name"] for r in json.loads(cairn(c, "-m", "r", "l", "-r", "cliadj")[1]))
+    assert len(nodes) == 2, nodes
+    code, out, err = cairn(c, "rg", "adjust")  # every group
+    assert code == 0, err
+    code, out, err = cairn(c, "rg", "adjust", "no-such-rg")
+    assert code == 10 and "not found" in err.lower(), err
+
+    # Resource connections.
+    a, b = nodes
+    code, out, err = cairn(c, "rc", "sp", a, b, "cliadj", "DrbdOptions/Net/protocol", "A")
+    assert code == 0 and "SUCCESS" in out, (out, err)
+    code, out, err = cairn(c, "--no-color", "--no-utf8", "resource-connection", "list", "cliadj")
+    assert code == 0 and re.search(rf"\| {a}\s+\| {b}\s+\| DrbdOptions/Net/protocol=A", out), out
+    code, out, err = cairn(c, "-m", "rc", "lp", b, a, "cliadj")
+    assert code == 0 and json.loads(out) == {"DrbdOptions/Net/protocol": "A"}, out
+    code, out, err = cairn(c, "rc", "sp", a, b, "cliadj", "DrbdOptions/Net/protocol")
+    assert code == 0, err
+    assert json.loads(cairn(c, "-m", "rc", "lp", a, b, "cliadj")[1]) == {}
+
+    # Deactivate / activate show in the state column.
+    code, out, err = cairn(c, "r", "deactivate", a, "cliadj")
+    assert code == 0, err
+    code, out, _ = cairn(c, "--no-color", "--no-utf8", "r", "l", "-r", "cliadj")
+    assert re.search(rf"\| cliadj\s+\| {a}\s+\|.*INACTIVE", out), out
+    code, out, err = cairn(c, "r", "activate", a, "cliadj")
+    assert code == 0, err
+    code, out, _ = cairn(c, "--no-color", "--no-utf8", "r", "l", "-r", "cliadj")
+    assert "INACTIVE" not in out, out
+
+    # Node reconnect and the controller's log level.
+    code, out, err = cairn(c, "node", "reconnect", a, b)
+    assert code == 0 and f"Nodes [{a}] will be reconnected." in out and f"Nodes [{b}]" in out, (out, err)
+    wait_for("nodes online again", lambda: json.loads(cairn(c, "-m", "n", "l")[1]) and all(
+        n["connection_status"] == "ONLINE" for n in json.loads(cairn(c, "-m", "n", "l")[1])))
+    code, out, err = cairn(c, "controller", "set-log-level", "DEBUG")
+    assert code == 0, err
+    status, _, cfg = c.ctrl.request("GET", "/v1/controller/config")
+    assert cfg["log"]["level_linstor"] == "DEBUG", cfg
+    code, out, err = cairn(c, "controller", "set-log-level", "LOUD")
+    assert code == 10 and "not a log level" in err, err

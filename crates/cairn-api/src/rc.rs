@@ -92,6 +92,7 @@ pub const FAIL_NOT_FOUND_VLM_DFN: i64 = 303;
 pub const FAIL_NOT_FOUND_VLM: i64 = 304;
 pub const FAIL_NOT_FOUND_NET_IF: i64 = 305;
 pub const FAIL_NOT_FOUND_NODE_CONN: i64 = 306;
+pub const FAIL_NOT_FOUND_RSC_CONN: i64 = 307;
 pub const FAIL_NOT_FOUND_STOR_POOL_DFN: i64 = 309;
 pub const FAIL_NOT_FOUND_STOR_POOL: i64 = 310;
 pub const FAIL_NOT_FOUND_DFLT_STOR_POOL: i64 = 311;
@@ -132,6 +133,7 @@ pub const WARN_DEL_UNSET_PROP: i64 = 1005;
 pub const WARN_RSC_ALREADY_DEPLOYED: i64 = 1006;
 pub const WARN_RSC_ALREADY_DISKLESS: i64 = 1008;
 pub const WARN_NOT_ENOUGH_NODES_FOR_TIE_BREAKER: i64 = 1013;
+pub const WARN_NODE_EVICTED: i64 = 1017;
 pub const WARN_NOT_FOUND: i64 = 3000;
 
 // Infos (combine with MASK_INFO).
@@ -139,6 +141,7 @@ pub const INFO_PROP_SET: i64 = 10002;
 pub const INFO_TIE_BREAKER_CREATED: i64 = 10003;
 pub const INFO_TIE_BREAKER_DELETING: i64 = 10004;
 pub const INFO_TIE_BREAKER_TAKEOVER: i64 = 10006;
+pub const INFO_NOOP: i64 = 10007;
 pub const INFO_RSC_ALREADY_EXISTS: i64 = 10008;
 
 // Whole-entry specials.

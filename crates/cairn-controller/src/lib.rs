@@ -11,6 +11,7 @@ pub mod build_info;
 pub mod config;
 pub mod crypto;
 pub mod links;
+pub mod logging;
 pub mod rest;
 mod spec_routes;
 pub mod state;
@@ -102,6 +103,7 @@ impl Controller {
         let secret = cluster_secret(&config.secret_path())?;
         let transport = links::HttpTransport::new(secret, links::client_tls(config)?);
         let state = AppState::load(store, Arc::new(transport), links::Timing::default()).await?;
+        state.set_settings(config.clone());
         // LINSTOR's way to start unlocked: MASTER_PASSPHRASE.
         if let Some(p) = std::env::var("MASTER_PASSPHRASE").ok().filter(|p| !p.is_empty()) {
             let get = |k: &str| state.read().ctrl_props.get(k).cloned();

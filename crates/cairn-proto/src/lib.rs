@@ -217,6 +217,10 @@ pub struct ResourceDesired {
     /// Go back to a snapshot, once (the id marks the volumes that did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackDesired>,
+    /// Deactivated (LINSTOR's `INACTIVE`): the storage stays, DRBD is
+    /// taken down and not brought up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inactive: bool,
 }
 
 /// A rollback to carry out once.
@@ -287,6 +291,11 @@ pub struct DrbdPeer {
     /// `Paths/<name>/<node>`); empty: one path over `address`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<DrbdPath>,
+    /// Options of this connection (`DrbdOptions/Net/...`,
+    /// `DrbdOptions/PeerDevice/...`) from the resource and node connection,
+    /// after LINSTOR's priority resolution; empty: the resource's own.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 /// One network path of a connection: this node's and the peer's address.

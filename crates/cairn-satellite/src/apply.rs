@@ -486,6 +486,18 @@ impl Applier {
 
     /// Makes one resource exist: its storage, then its DRBD layer.
     async fn ensure(&self, pools: &Pools, r: &ResourceDesired, n: &Name, placed: &BTreeSet<String>) -> ResourceObserved {
+        if r.inactive {
+            // Deactivated: the volumes stay as they are, DRBD goes down and
+            // is not brought up again until the resource is activated.
+            let mut out = self.ensure_storage(pools, r, n, r.drbd.as_ref().map(|d| d.peer_slots), None).await;
+            if r.drbd.is_some()
+                && let Ok(layer) = &self.drbd
+                && let Err(e) = layer.down(&r.name).await
+            {
+                out.error.get_or_insert(e);
+            }
+            return out;
+        }
         let Some(d) = &r.drbd else { return self.ensure_storage(pools, r, n, None, Some(placed)).await };
         let layer = match &self.drbd {
             Ok(l) => l.clone(),

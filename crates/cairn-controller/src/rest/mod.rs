@@ -1,6 +1,7 @@
 //! LINSTOR REST API v1: one module per object kind, thin handlers that
 //! parse input, call the domain through [`AppState`], and shape the reply.
 
+pub mod config;
 pub mod controller;
 pub mod encryption;
 pub mod error;
@@ -11,10 +12,12 @@ pub mod nodes;
 pub mod physical_storage;
 pub mod placement;
 pub mod reply;
+pub mod resource_connections;
 pub mod resource_definitions;
 pub mod resource_groups;
 pub mod resources;
 pub mod snapshots;
+pub mod stats;
 pub mod storage_pools;
 
 use axum::Router;
@@ -41,6 +44,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(info)
         .merge(controller::routes())
+        .merge(config::routes())
+        .merge(stats::routes())
         .merge(nodes::routes())
         .merge(storage_pools::routes())
         .merge(resource_groups::routes())
@@ -49,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(placement::routes())
         .merge(kvs::routes())
         .merge(node_connections::routes())
+        .merge(resource_connections::routes())
         .merge(physical_storage::routes())
         .merge(encryption::routes())
         .merge(snapshots::routes())
@@ -66,6 +72,7 @@ pub fn app(state: AppState) -> App {
 }
 
 fn strip_trailing_slash(mut req: Request) -> Request {
+    tracing::debug!(method = %req.method(), path = %req.uri().path(), "REST request");
     let path = req.uri().path();
     if path.len() > 1 && path.ends_with('/') {
         let trimmed = path.trim_end_matches('/');

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, put};
 use cairn_api::node::{NetInterface, Node, NodeModify};
 use cairn_api::query::NameFilter;
 use cairn_api::rc;
@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/nodes", get(list).post(create))
         .route("/v1/nodes/{node}", get(get_one).put(modify).delete(remove))
         .route("/v1/nodes/{node}/lost", delete(lost))
+        .route("/v1/nodes/{node}/reconnect", put(reconnect))
         .route("/v1/nodes/{node}/net-interfaces", get(list_nifs).post(create_nif))
         .route("/v1/nodes/{node}/net-interfaces/{nif}", get(get_nif).put(modify_nif).delete(delete_nif))
 }
@@ -103,4 +104,27 @@ async fn modify_nif(State(s): State<AppState>, Path((node, nif)): Path<(String, 
 
 async fn delete_nif(State(s): State<AppState>, Path((node, nif)): Path<(String, String)>) -> Result<Reply, ApiError> {
     s.mutate(200, |c, _| c.delete_net_interface(&node, &nif)).await
+}
+
+/// `PUT /v1/nodes/{node}/reconnect`: drops the satellite link and connects
+/// anew (hello, full state), as LINSTOR's `node reconnect`. An evicted node
+/// stays as it is.
+async fn reconnect(State(s): State<AppState>, Path(node): Path<String>) -> Result<Reply, ApiError> {
+    const OP: i64 = rc::MASK_MOD | rc::MASK_NODE;
+    let c = s.read();
+    let n = c.node(&node, OP)?;
+    let entry = if n.flags.contains("EVICTED") {
+        rc::ApiCallRc::warning(
+            OP,
+            rc::WARN_NODE_EVICTED,
+            format!("Nodes [{}] are evicted and will not be reconnected. Use node restore <node-name> to reconnect.", n.name),
+        )
+    } else if s.links().reconnect(&c, &key(&n.name)) {
+        rc::ApiCallRc::success(OP, 0, format!("Nodes [{}] will be reconnected.", n.name))
+    } else {
+        return Err(cairn_domain::OpError::new(OP, rc::FAIL_INVLD_REQUEST, format!("Node '{}' has no satellite to reconnect.", n.name))
+            .cause(format!("Node '{}' is of type {}.", n.name, n.node_type.as_str()))
+            .into());
+    };
+    Ok(Reply::new(200, vec![entry.with_ref("Node", &n.name)]))
 }

@@ -57,6 +57,12 @@ pub enum NodeCmd {
         /// The node.
         name: String,
     },
+    /// Drop the connection to the nodes' satellites and connect again.
+    Reconnect {
+        /// The nodes.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Set (or, without a value, delete) a node property.
     #[command(visible_alias = "sp")]
     SetProperty {
@@ -184,6 +190,11 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> i32 {
             ctx.show(&n, t)
         }
         NodeCmd::Delete { name } => ctx.send::<()>("DELETE", &format!("/v1/nodes/{}", seg(&name)), None),
+        NodeCmd::Reconnect { names } => {
+            let requests: Vec<(&str, String, Option<&()>)> =
+                names.iter().map(|n| ("PUT", format!("/v1/nodes/{}/reconnect", seg(n)), None)).collect();
+            ctx.send_all("Reconnecting", &requests)
+        }
         NodeCmd::Lost { name } => ctx.send::<()>("DELETE", &format!("/v1/nodes/{}/lost", seg(&name)), None),
         NodeCmd::Evacuate { name } => ctx.send::<()>("PUT", &format!("/v1/nodes/{}/evacuate", seg(&name)), None),
         NodeCmd::SetProperty { name, key, value } => {
