@@ -51,14 +51,31 @@ def test_spec_route_answers_json(controller, method, path):
         assert status != 405, reply
 
 
-def test_properties_info_routes_are_501_not_name_lookups(controller):
+def test_properties_info_routes_list_linstors_properties_not_name_lookups(controller):
     # `properties` is a reserved name, so these must never be read as an
-    # object called "properties".
-    for path in ["/v1/storage-pool-definitions/properties/info", "/v1/nodes/properties/info",
-                 "/v1/resource-definitions/properties/info", "/v1/resource-groups/properties/info",
-                 "/v1/nodes/n1/storage-pools/properties/info"]:
+    # object called "properties"; each lists the keys LINSTOR documents for
+    # its object kind, as PropsInfo maps.
+    expect = {
+        "/v1/storage-pool-definitions/properties/info": "MaxOversubscriptionRatio",
+        "/v1/nodes/properties/info": "PrefNic",
+        "/v1/resource-definitions/properties/info": "DrbdOptions/Resource/quorum",
+        "/v1/resource-groups/properties/info": "DrbdOptions/Resource/quorum",
+        "/v1/nodes/n1/storage-pools/properties/info": "StorDriver/StorPoolName",
+        "/v1/controller/properties/info": "DrbdOptions/Net/protocol",
+        "/v1/resource-definitions/r1/resource-connections/properties/info": "DrbdOptions/Net/protocol",
+        "/v1/resource-definitions/r1/resources/properties/info": "PrefNic",
+        "/v1/resource-definitions/r1/volume-definitions/properties/info": "DrbdOptions/Disk/resync-after",
+    }
+    for path, key in expect.items():
         status, _, body = controller.request("GET", path)
-        assert status == 501, (path, body)
+        assert status == 200 and isinstance(body, dict), (path, body)
+        assert key in body, (path, sorted(body)[:20])
+        assert all("prop_type" in v for v in body.values()), path
+    status, _, body = controller.request("GET", "/v1/controller/properties/info")
+    assert body["DrbdOptions/Net/protocol"] == {"prop_type": "regex", "value": "(?:A|B|C)"}, body["DrbdOptions/Net/protocol"]
+    status, _, all_kinds = controller.request("GET", "/v1/controller/properties/info/all")
+    assert status == 200 and {"CTRL", "NODE", "RSC_DFN", "RSC_CONN", "VLM_DFN"} <= set(all_kinds), list(all_kinds)
+    assert all_kinds["NODE"] == controller.request("GET", "/v1/nodes/properties/info")[2]
 
 
 # Routes Cairn serves now; each answers with its data or a domain error,

@@ -11,6 +11,7 @@ pub mod node_connections;
 pub mod nodes;
 pub mod physical_storage;
 pub mod placement;
+pub mod props_info;
 pub mod reply;
 pub mod resource_connections;
 pub mod resource_definitions;
@@ -34,15 +35,9 @@ use error::ApiError;
 /// The REST router (without path normalisation; see [`app`]).
 pub fn router(state: AppState) -> Router {
     // The spec's `…/properties/info` paths would otherwise be taken by the
-    // `{name}` routes beside them and answer "not found"; route them to the
-    // 501 answer explicitly (static segments win over captures).
-    let info = SPEC_ROUTES
-        .iter()
-        .map(|(_, p)| *p)
-        .filter(|p| p.contains("/properties/info"))
-        .fold(Router::new(), |r, p| r.route(p, axum::routing::any(unrouted)));
+    // `{name}` routes beside them (static segments win over captures).
     Router::new()
-        .merge(info)
+        .merge(props_info::routes())
         .merge(controller::routes())
         .merge(config::routes())
         .merge(stats::routes())
