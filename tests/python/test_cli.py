@@ -141,6 +141,15 @@ def test_resource_connection_activate_adjust_reconnect_and_log_level_verbs(clust
     code, out, err = cairn(c, "rc", "sp", a, b, "cliadj", "DrbdOptions/Net/protocol")
     assert code == 0, err
     assert json.loads(cairn(c, "-m", "rc", "lp", a, b, "cliadj")[1]) == {}
+    code, out, err = cairn(c, "rc", "path", "create", a, b, "cliadj", "p1", "default", "default")
+    assert code == 0, err
+    code, out, err = cairn(c, "--no-color", "--no-utf8", "rc", "path", "list", b, a, "cliadj")
+    assert code == 0 and re.search(rf"\| p1\s+\| {a}:default, {b}:default", out), out
+    code, out, err = cairn(c, "rc", "path", "create", a, b, "cliadj", "p2", "default", "nope")
+    assert code == 10 and "NetInterface for node unknown" in err, err
+    code, out, err = cairn(c, "rc", "path", "delete", a, b, "cliadj", "p1")
+    assert code == 0, err
+    assert json.loads(cairn(c, "-m", "rc", "path", "list", a, b, "cliadj")[1]) == {}
 
     # Deactivate / activate show in the state column.
     code, out, err = cairn(c, "r", "deactivate", a, "cliadj")

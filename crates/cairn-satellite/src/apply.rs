@@ -907,6 +907,11 @@ mod tests {
     /// An applier on FILE_THIN pools (no DRBD here), its commands answered
     /// by `fake`: no loop devices at first, each attach gets /dev/loop7.
     fn applier(fake: &Arc<FakeRunner>, timeout: Duration) -> Arc<Applier> {
+        applier_with(fake, timeout, Err(vec!["no DRBD in unit tests".into()]))
+    }
+
+    /// Like [`applier`], with the given DRBD layer.
+    fn applier_with(fake: &Arc<FakeRunner>, timeout: Duration, drbd: Result<Arc<DrbdLayer>, Vec<String>>) -> Arc<Applier> {
         fake.answer(&["losetup", "--json", "--list"], NO_LOOPS)
             .answer(&["df"], DF)
             .answer(&["losetup", "--find", "--show"], "/dev/loop7\n")
@@ -922,7 +927,7 @@ mod tests {
             "i1".into(),
             storage,
             vec![supported(ProviderKind::Diskless), supported(ProviderKind::FileThin)],
-            Err(vec!["no DRBD in unit tests".into()]),
+            drbd,
             None,
         ))
     }
@@ -953,6 +958,38 @@ mod tests {
 
     fn count(fake: &FakeRunner, prefix: &[&str]) -> usize {
         fake.calls().iter().filter(|c| c.starts_with(&prefix.iter().map(|s| s.to_string()).collect::<Vec<_>>())).count()
+    }
+
+    #[test]
+    fn an_inactive_drbd_resource_keeps_its_storage_and_is_taken_down_not_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = Arc::new(FakeRunner::new());
+        let runner: Arc<dyn CommandRunner> = fake.clone();
+        let layer = crate::drbd::DrbdLayer::new(runner, dir.path().join("drbd.d"), crate::drbd::DrbdMode::Kernel, Duration::from_secs(5))
+            .expect("drbd layer");
+        // The kernel has the resource up.
+        layer.feed_events("exists resource name:web role:Secondary\nexists -\n");
+        let a = applier_with(&fake, Duration::from_secs(5), Ok(Arc::new(layer)));
+        let mut r = rsc("web", "p");
+        r.drbd = Some(cairn_proto::DrbdDesired {
+            port: 7000,
+            peer_slots: 7,
+            secret: "s".into(),
+            address: "127.0.0.1".into(),
+            host: "n1".into(),
+            volumes: vec![cairn_proto::DrbdVolumeDesired { number: 0, minor: 1000, ..Default::default() }],
+            ..Default::default()
+        });
+        r.inactive = true;
+        fake.answer(&["drbdsetup", "down", "web"], "");
+        rt().block_on(async {
+            let o = a.apply(full(1, vec![pool("p", dir.path().join("pool").as_path())], vec![r.clone()])).await;
+            assert_eq!(o.resources.len(), 1);
+            assert!(o.resources[0].error.is_none(), "{:?}", o.resources[0].error);
+            assert!(o.resources[0].volumes[0].device_path.is_some(), "the volume stays");
+        });
+        assert_eq!(count(&fake, &["drbdsetup", "down", "web"]), 1);
+        assert_eq!(count(&fake, &["drbdadm"]), 0, "nothing brings it up: {:?}", fake.calls());
     }
 
     #[test]
