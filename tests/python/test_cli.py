@@ -172,3 +172,6 @@ def test_resource_connection_activate_adjust_reconnect_and_log_level_verbs(clust
     assert cfg["log"]["level_linstor"] == "DEBUG", cfg
     code, out, err = cairn(c, "controller", "set-log-level", "LOUD")
     assert code == 10 and "not a log level" in err, err
+    code, out, err = cairn(c, "node", "set-log-level", a, "TRACE")
+    assert code == 0 and f"Satellite '{a}' log level set to INFO (libraries) and TRACE (Cairn)." in out, (out, err)
+    assert c.ctrl.request("GET", f"/v1/nodes/{a}/config")[2]["log"]["level_linstor"] == "TRACE"

@@ -20,6 +20,7 @@ FAIL_NOT_FOUND_RSC_CONN = 307
 FAIL_NOT_FOUND_RSC_GRP = 317
 FAIL_INVLD_PROP = 213
 FAIL_INVLD_REQUEST = 234
+FAIL_NOT_CONNECTED = 995
 INFO_NOOP = 10007
 WARN_NODE_EVICTED = 1017
 
@@ -192,9 +193,13 @@ def test_controller_config_shape_and_log_level(controller, lin):
     # The new level is in effect: a debug line of the controller appears.
     lin.node_list()
     wait_for("a debug line", lambda: " DEBUG " in controller.log())
-    # Global: the controller changes, the satellites are said to keep theirs.
+    # Global without satellites: the controller alone.
     replies = ok(lin.controller_set_log_level("INFO", glob=True))
-    assert any(r.is_warning() and "satellites keep" in r.message for r in replies), [str(r) for r in replies]
+    assert len(replies) == 1 and "Controller log level set to WARN (libraries) and INFO (Cairn)" in replies[0].message, replies
+    # A satellite node that is not connected is said so.
+    ok(lin.node_create("cfg-off", "SATELLITE", "127.0.10.9", port=3399))
+    replies = ok(lin.controller_set_log_level("INFO", glob=True))
+    assert any(r.is_warning() and "cfg-off" in r.message for r in replies), [str(r) for r in replies]
     # Refusals.
     # Refused input answers 500, as LINSTOR maps every error outside 300-499.
     status, _, body = controller.request("PUT", "/v1/controller/config", {"log": {"level": "LOUD"}})
@@ -213,9 +218,37 @@ def test_node_config_shape_and_refusal(controller, lin):
     assert status == 200, cfg
     assert cfg["net"] == {"bind_address": "127.0.10.9", "port": 3399, "com_type": "PLAIN"}, cfg
     assert cfg["stlt_override_node_name"] == "cfg-n"
-    err(lin.node_set_log_level("cfg-n", "DEBUG"), FAIL_INVLD_REQUEST)
+    assert "log" not in cfg, "no satellite to ask"
+    err(lin.node_set_log_level("cfg-n", "DEBUG"), FAIL_NOT_CONNECTED)
+    status, _, body = controller.request("PUT", "/v1/nodes/cfg-n/config", {"net": {"port": 1}})
+    assert status == 500 and body[0]["ret_code"] & 0x7FFF == FAIL_INVLD_REQUEST and "net" in body[0]["message"], body
     status, _, body = controller.request("GET", "/v1/nodes/nope/config")
     assert status == 404 and body[0]["ret_code"] & 0x7FFF == FAIL_NOT_FOUND_NODE, body
+
+
+def test_satellite_log_levels_change_at_run_time(cluster):
+    c = cluster
+    for n in ("n1", "n2", "n3"):
+        status, _, cfg = c.ctrl.request("GET", f"/v1/nodes/{n}/config")
+        assert status == 200 and cfg["log"] == {"level": "INFO", "level_linstor": "INFO"}, cfg
+    ok(c.lin.node_set_log_level("n2", "DEBUG"))
+    status, _, cfg = c.ctrl.request("GET", "/v1/nodes/n2/config")
+    assert cfg["log"] == {"level": "INFO", "level_linstor": "DEBUG"}, cfg
+    status, _, cfg = c.ctrl.request("GET", "/v1/nodes/n1/config")
+    assert cfg["log"]["level_linstor"] == "INFO", "only n2"
+    # The satellite logs at debug level now (its commands, for one).
+    ok(c.lin.resource_dfn_create("lvl-r"))
+    ok(c.lin.volume_dfn_create("lvl-r", 4096))
+    ok(c.lin.resource_create([linstor.ResourceData("n2", "lvl-r")]))
+    wait_for("a debug line in n2's log", lambda: " DEBUG " in c.sats["n2"].log())
+    assert " DEBUG " not in c.sats["n1"].log()
+    # Global: the controller and every satellite.
+    replies = ok(c.lin.controller_set_log_level("WARN", library=True, glob=True))
+    assert sum("Satellite" in r.message for r in replies) == 3, [str(r) for r in replies]
+    for n in ("n1", "n2", "n3"):
+        assert c.ctrl.request("GET", f"/v1/nodes/{n}/config")[2]["log"]["level"] == "WARN"
+    assert c.ctrl.request("GET", "/v1/controller/config")[2]["log"]["level"] == "WARN"
+    err(c.lin.node_set_log_level("n1", "LOUD"), FAIL_INVLD_REQUEST)
 
 
 # Stats.

@@ -11,7 +11,6 @@ pub mod build_info;
 pub mod config;
 pub mod crypto;
 pub mod links;
-pub mod logging;
 pub mod rest;
 mod spec_routes;
 pub mod state;
@@ -23,6 +22,7 @@ use std::sync::Arc;
 use cairn_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 
+pub use cairn_proto::logging;
 pub use config::ControllerConfig;
 pub use state::AppState;
 

@@ -1,6 +1,7 @@
 //! `GET/PUT /v1/controller/config` and `GET/PUT /v1/nodes/{node}/config`:
-//! LINSTOR's shapes. What Cairn can change at run time is the controller's
-//! log level; anything else is refused with a clear entry.
+//! LINSTOR's shapes. What Cairn can change at run time are the log levels
+//! of the controller and of its satellites; anything else is refused with a
+//! clear entry.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,6 +17,10 @@ use super::input;
 use super::reply::{Reply, ok};
 use crate::logging;
 use crate::state::AppState;
+use cairn_proto::{LogLevels, PATH_CONFIG};
+
+/// How long a satellite may take to answer a config request.
+const SATELLITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const OP_CTRL: i64 = rc::MASK_MOD | rc::MASK_CTRL_CONF;
 const OP_NODE: i64 = rc::MASK_MOD | rc::MASK_NODE;
@@ -100,7 +105,7 @@ pub fn refuse_fixed(cfg: &ControllerConfig) -> Result<(), OpError> {
         .correction("Change the controller's flags, environment or cairn.toml and restart it."))
 }
 
-async fn put_ctrl(body: Bytes) -> Result<Reply, ApiError> {
+async fn put_ctrl(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
     let cfg: ControllerConfig = input::body(&body)?;
     refuse_fixed(&cfg)?;
     let (lib, own, global) = requested_levels(&cfg.log.unwrap_or_default())?;
@@ -119,21 +124,58 @@ async fn put_ctrl(body: Bytes) -> Result<Reply, ApiError> {
     let mut replies =
         vec![ApiCallRc::success(OP_CTRL, rc::MODIFIED, format!("Controller log level set to {l} (libraries) and {o} (Cairn)."))];
     if global {
-        replies.push(
-            ApiCallRc::warning(
-                OP_CTRL,
-                rc::WARN_NOT_CONNECTED,
-                "The satellites keep their log level: Cairn sets it when a satellite starts.",
-            )
-            .with_correction("Start the satellites with RUST_LOG set (e.g. RUST_LOG=debug)."),
-        );
+        // The satellites too, each as far as it can (LINSTOR's `_global`).
+        let nodes: Vec<(String, String)> = {
+            let c = s.read();
+            c.nodes.iter().filter(|(_, n)| n.node_type.has_satellite()).map(|(k, n)| (k.clone(), n.name.clone())).collect()
+        };
+        let req = LogLevels { level: lib.map(String::from), level_linstor: own.map(String::from), error: None };
+        for (k, name) in nodes {
+            replies.push(match set_satellite_levels(&s, &k, &name, &req).await {
+                Ok(e) => e,
+                Err(e) => {
+                    let e = ApiCallRc::from(e);
+                    ApiCallRc::warning(OP_CTRL, rc::WARN_NOT_CONNECTED, e.message).with_cause(e.cause.unwrap_or_default())
+                }
+            });
+        }
     }
     Ok(Reply::new(200, replies))
 }
 
-/// What the controller knows of a satellite's configuration: its name and
-/// where it listens.
+/// Asks a satellite to change its log levels.
+async fn set_satellite_levels(s: &AppState, node_key: &str, name: &str, req: &LogLevels) -> Result<ApiCallRc, OpError> {
+    let body =
+        serde_json::to_vec(req).map_err(|e| OpError::new(OP_NODE, rc::FAIL_IMPL_ERROR, format!("cannot encode the request: {e}")))?;
+    let got: LogLevels = s.links().request(node_key, PATH_CONFIG, Some(body), SATELLITE_TIMEOUT).await.map_err(|e| {
+        OpError::new(OP_NODE, rc::FAIL_NOT_CONNECTED, format!("The log level of satellite '{name}' was not changed."))
+            .cause(e.to_string())
+            .correction("Wait until the node's satellite is ONLINE, then retry.")
+            .obj_ref("Node", name)
+    })?;
+    if let Some(e) = got.error {
+        return Err(OpError::new(OP_NODE, rc::FAIL_INVLD_REQUEST, format!("Satellite '{name}' cannot change its log level at run time."))
+            .cause(e)
+            .correction("Restart the satellite without RUST_LOG, or with the RUST_LOG you want.")
+            .obj_ref("Node", name));
+    }
+    Ok(ApiCallRc::success(
+        OP_NODE,
+        rc::MODIFIED,
+        format!(
+            "Satellite '{name}' log level set to {} (libraries) and {} (Cairn).",
+            got.level.as_deref().unwrap_or("?"),
+            got.level_linstor.as_deref().unwrap_or("?")
+        ),
+    )
+    .with_ref("Node", name))
+}
+
+/// What the controller knows of a satellite's configuration (its name and
+/// where it listens) and, while it is online, the log levels it reports.
 async fn get_node(State(s): State<AppState>, Path(node): Path<String>) -> Result<Response, ApiError> {
+    let node_key = cairn_domain::name::key(&s.read().node(&node, rc::MASK_NODE)?.name);
+    let levels: Option<LogLevels> = s.links().request(&node_key, PATH_CONFIG, None, SATELLITE_TIMEOUT).await.ok();
     let c = s.read();
     let n = c.node(&node, rc::MASK_NODE)?;
     let nif = n
@@ -151,23 +193,58 @@ async fn get_node(State(s): State<AppState>, Path(node): Path<String>) -> Result
             port: i.satellite_port.map(i64::from),
             com_type: Some(i.satellite_encryption_type.clone().unwrap_or_else(|| "PLAIN".into())),
         }),
+        log: levels.map(|l| ConfigLog { level: l.level, level_linstor: l.level_linstor, ..Default::default() }),
         ..Default::default()
     }))
 }
 
-/// A satellite's configuration is fixed while it runs.
-async fn put_node(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
-    let _: SatelliteConfig = input::body(&body)?;
-    let name = s.read().node(&node, OP_NODE)?.name.clone();
+/// Refuses the parts of a satellite configuration Cairn cannot change
+/// while the satellite runs (all but the log levels).
+pub fn refuse_fixed_satellite(cfg: &SatelliteConfig, name: &str) -> Result<(), OpError> {
+    let log = cfg.log.clone().unwrap_or_default();
+    let fixed: Vec<&str> = [
+        ("config", cfg.config.is_some()),
+        ("debug", cfg.debug.is_some()),
+        ("stlt_override_node_name", cfg.stlt_override_node_name.is_some()),
+        ("remote_spdk", cfg.remote_spdk.is_some()),
+        ("ebs", cfg.ebs.is_some()),
+        ("special_satellite", cfg.special_satellite.is_some()),
+        ("drbd_keep_res_pattern", cfg.drbd_keep_res_pattern.is_some()),
+        ("net", cfg.net.is_some()),
+        ("log.directory", log.directory.is_some()),
+        ("log.print_stack_trace", log.print_stack_trace.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(n, _)| *n)
+    .collect();
+    if fixed.is_empty() {
+        return Ok(());
+    }
     Err(OpError::new(
         OP_NODE,
         rc::FAIL_INVLD_REQUEST,
-        format!("Cairn cannot change the configuration of satellite '{name}' while it runs."),
+        format!("Cairn cannot change {} of satellite '{name}' while it runs.", fixed.join(", ")),
     )
-    .cause("A Cairn satellite takes its configuration (log level included) when it starts.")
-    .correction("Change the satellite's flags, environment (RUST_LOG for the log level) or cairn.toml and restart it.")
-    .obj_ref("Node", name)
-    .into())
+    .cause("Only the log levels (log.level, log.level_linstor) can be changed at run time.")
+    .correction("Change the satellite's flags, environment or cairn.toml and restart it.")
+    .obj_ref("Node", name))
+}
+
+/// `PUT /v1/nodes/{node}/config`: the satellite's log levels, at run time.
+async fn put_node(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
+    let cfg: SatelliteConfig = input::body(&body)?;
+    let name = s.read().node(&node, OP_NODE)?.name.clone();
+    refuse_fixed_satellite(&cfg, &name)?;
+    let (lib, own, _) = requested_levels(&cfg.log.unwrap_or_default())?;
+    if lib.is_none() && own.is_none() {
+        return Err(OpError::new(OP_NODE, rc::FAIL_INVLD_REQUEST, "The request changes nothing.")
+            .correction("Give log.level or log.level_linstor.")
+            .into());
+    }
+    let req = LogLevels { level: lib.map(String::from), level_linstor: own.map(String::from), error: None };
+    let entry = set_satellite_levels(&s, &cairn_domain::name::key(&name), &name, &req).await?;
+    Ok(Reply::new(200, vec![entry]))
 }
 
 #[cfg(test)]

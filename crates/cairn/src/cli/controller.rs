@@ -32,7 +32,7 @@ pub enum ControllerVerb {
         /// For the libraries Cairn uses instead of Cairn itself.
         #[arg(long)]
         library: bool,
-        /// For the satellites too (they keep theirs: Cairn sets it when a satellite starts).
+        /// For every satellite too.
         #[arg(long)]
         global: bool,
     },

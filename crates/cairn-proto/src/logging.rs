@@ -1,8 +1,9 @@
-//! The process's log levels, changeable at run time through
-//! `PUT /v1/controller/config` (LINSTOR's `controller set-log-level`). The
-//! binary installs the control when it sets up logging; without one (a
-//! controller embedded in tests, or a filter from `RUST_LOG`) the levels
-//! are not Cairn's to change and the request is refused.
+//! The process's log levels, changeable at run time (controller:
+//! `PUT /v1/controller/config`, satellite: `PUT /v1/nodes/{n}/config`
+//! through [`crate::PATH_CONFIG`]). The binary installs the control when it
+//! sets up logging; without one (a daemon embedded in tests, or a filter
+//! from `RUST_LOG`) the levels are not Cairn's to change and requests to
+//! change them are refused.
 
 use std::sync::OnceLock;
 
