@@ -133,9 +133,13 @@ async fn put_ctrl(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiEr
         for (k, name) in nodes {
             replies.push(match set_satellite_levels(&s, &k, &name, &req).await {
                 Ok(e) => e,
+                // The controller's own change stands: a satellite that
+                // could not follow is a warning, with its reasons.
                 Err(e) => {
                     let e = ApiCallRc::from(e);
-                    ApiCallRc::warning(OP_CTRL, rc::WARN_NOT_CONNECTED, e.message).with_cause(e.cause.unwrap_or_default())
+                    let mut w = ApiCallRc::warning(OP_CTRL, rc::WARN_NOT_CONNECTED, e.message);
+                    (w.cause, w.correction, w.obj_refs) = (e.cause, e.correction, e.obj_refs);
+                    w
                 }
             });
         }
