@@ -170,10 +170,16 @@ def test_node_reconnect_connects_again_and_sends_the_full_state(cluster):
     assert before >= 1, cluster.ctrl.log()
     replies = ok(lin.node_reconnect([node]))
     assert any(f"Nodes [{node}] will be reconnected." == r.message for r in replies), [str(r) for r in replies]
-    wait_for("a new connection", lambda: connects() > before)
-    wait_for("node online again", lambda: lin.node_list_raise(filter_by_nodes=[node]).nodes[0].connection_status == "ONLINE")
+    # The reply came once the node was ONLINE again, over a new connection.
+    assert connects() > before, cluster.ctrl.log()
+    assert lin.node_list_raise(filter_by_nodes=[node]).nodes[0].connection_status == "ONLINE"
+    assert not any(r.is_warning() for r in replies), [str(r) for r in replies]
     assert lin.volume_list_raise(filter_by_resources=["recon-r"]).resources[0].volumes[0].device_path
     err(lin.node_reconnect(["nope"]), FAIL_NOT_FOUND_NODE)
+    # A node whose satellite is not there: reconnected, but not online.
+    ok(lin.node_create("recon-gone", "SATELLITE", "127.0.10.9", port=1))
+    replies = ok(lin.node_reconnect(["recon-gone"]))
+    assert any(r.is_warning() and "not connected again yet" in r.message for r in replies), [str(r) for r in replies]
 
 
 # Config.
