@@ -110,3 +110,24 @@ def test_implemented_routes_are_not_501(controller):
     # Still 501: the error reports they would count.
     status, _, _ = controller.request("GET", "/v1/stats/error-reports")
     assert status == 501
+
+
+def test_the_property_table_is_what_the_generator_makes_of_python_linstor(tmp_path):
+    # props_info.json is generated (scripts/gen-props-info.py) from the
+    # python-linstor this suite runs with; regenerating it changes nothing.
+    import json
+    import subprocess
+    import sys
+
+    table = os.path.join(REPO, "crates", "cairn-controller", "src", "props_info.json")
+    with open(table) as f:
+        committed = json.load(f)
+    script = os.path.join(REPO, "scripts", "gen-props-info.py")
+    site = os.path.dirname(os.path.dirname(__import__("linstor").__file__))
+    copy = tmp_path / "repo"
+    (copy / "scripts").mkdir(parents=True)
+    (copy / "crates" / "cairn-controller" / "src").mkdir(parents=True)
+    (copy / "scripts" / "gen-props-info.py").write_text(open(script).read())
+    subprocess.run([sys.executable, str(copy / "scripts" / "gen-props-info.py"), site], check=True, capture_output=True)
+    with open(copy / "crates" / "cairn-controller" / "src" / "props_info.json") as f:
+        assert json.load(f) == committed
