@@ -129,3 +129,67 @@ def test_diskless_and_make_available_refusals_through_the_cli(cluster):
     assert "Autoplacer could not find diskful stor pool on node n1 matching resource-groups autoplace-settings" in err
     status, _, body = c.ctrl.request("GET", "/v1/view/resources?resources=clidl")
     assert body == []
+
+
+def test_resource_connection_activate_adjust_reconnect_and_log_level_verbs(cluster):
+    c = cluster
+    code, out, err = cairn(c, "rg", "c", "cli-adj", "--place-count", "1")
+    assert code == 0, err
+    code, out, err = cairn(c, "rg", "spawn", "cli-adj", "cliadj", "8M")
+    assert code == 0, err
+    code, out, err = cairn(c, "rg", "modify", "cli-adj", "--place-count", "2")
+    assert code == 0, err
+    code, out, err = cairn(c, "rg", "adjust", "cli-adj")
+    assert code == 0 and "autoplaced on 1 node(s)" in out, (out, err)
+    nodes = sorted(r["node_name"] for r in json.loads(cairn(c, "-m", "r", "l", "-r", "cliadj")[1]))
+    assert len(nodes) == 2, nodes
+    code, out, err = cairn(c, "rg", "adjust")  # every group
+    assert code == 0, err
+    code, out, err = cairn(c, "rg", "adjust", "no-such-rg")
+    assert code == 10 and "not found" in err.lower(), err
+
+    # Resource connections.
+    a, b = nodes
+    code, out, err = cairn(c, "rc", "sp", a, b, "cliadj", "DrbdOptions/Net/protocol", "A")
+    assert code == 0 and "SUCCESS" in out, (out, err)
+    code, out, err = cairn(c, "--no-color", "--no-utf8", "resource-connection", "list", "cliadj")
+    assert code == 0 and re.search(rf"\| {a}\s+\| {b}\s+\| DrbdOptions/Net/protocol=A", out), out
+    code, out, err = cairn(c, "-m", "rc", "lp", b, a, "cliadj")
+    assert code == 0 and json.loads(out) == {"DrbdOptions/Net/protocol": "A"}, out
+    code, out, err = cairn(c, "rc", "sp", a, b, "cliadj", "DrbdOptions/Net/protocol")
+    assert code == 0, err
+    assert json.loads(cairn(c, "-m", "rc", "lp", a, b, "cliadj")[1]) == {}
+    code, out, err = cairn(c, "rc", "path", "create", a, b, "cliadj", "p1", "default", "default")
+    assert code == 0, err
+    code, out, err = cairn(c, "--no-color", "--no-utf8", "rc", "path", "list", b, a, "cliadj")
+    assert code == 0 and re.search(rf"\| p1\s+\| {a}:default, {b}:default", out), out
+    code, out, err = cairn(c, "rc", "path", "create", a, b, "cliadj", "p2", "default", "nope")
+    assert code == 10 and "NetInterface for node unknown" in err, err
+    code, out, err = cairn(c, "rc", "path", "delete", a, b, "cliadj", "p1")
+    assert code == 0, err
+    assert json.loads(cairn(c, "-m", "rc", "path", "list", a, b, "cliadj")[1]) == {}
+
+    # Deactivate / activate show in the state column.
+    code, out, err = cairn(c, "r", "deactivate", a, "cliadj")
+    assert code == 0, err
+    code, out, _ = cairn(c, "--no-color", "--no-utf8", "r", "l", "-r", "cliadj")
+    assert re.search(rf"\| cliadj\s+\| {a}\s+\|.*INACTIVE", out), out
+    code, out, err = cairn(c, "r", "activate", a, "cliadj")
+    assert code == 0, err
+    code, out, _ = cairn(c, "--no-color", "--no-utf8", "r", "l", "-r", "cliadj")
+    assert "INACTIVE" not in out, out
+
+    # Node reconnect and the controller's log level.
+    code, out, err = cairn(c, "node", "reconnect", a, b)
+    assert code == 0 and f"Nodes [{a}] will be reconnected." in out and f"Nodes [{b}]" in out, (out, err)
+    wait_for("nodes online again", lambda: json.loads(cairn(c, "-m", "n", "l")[1]) and all(
+        n["connection_status"] == "ONLINE" for n in json.loads(cairn(c, "-m", "n", "l")[1])))
+    code, out, err = cairn(c, "controller", "set-log-level", "DEBUG")
+    assert code == 0, err
+    status, _, cfg = c.ctrl.request("GET", "/v1/controller/config")
+    assert cfg["log"]["level_linstor"] == "DEBUG", cfg
+    code, out, err = cairn(c, "controller", "set-log-level", "LOUD")
+    assert code == 10 and "not a log level" in err, err
+    code, out, err = cairn(c, "node", "set-log-level", a, "TRACE")
+    assert code == 0 and f"Satellite '{a}' log level set to INFO (libraries) and TRACE (Cairn)." in out, (out, err)
+    assert c.ctrl.request("GET", f"/v1/nodes/{a}/config")[2]["log"]["level_linstor"] == "TRACE"

@@ -120,3 +120,15 @@ pub struct MaxVolumeSizes {
     pub candidates: Vec<Candidate>,
     pub default_max_oversubscription_ratio: f64,
 }
+
+/// `ResourceGroupAdjust`: `POST /v1/resource-groups/{rg}/adjust` and
+/// `…/adjustall`; the filter goes over each group's own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceGroupAdjust {
+    pub select_filter: AutoSelectFilter,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
+    pub copy_all_snaps: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snap_names: Vec<String>,
+}

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use cairn_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 
+pub use cairn_proto::logging;
 pub use config::ControllerConfig;
 pub use state::AppState;
 
@@ -102,6 +103,7 @@ impl Controller {
         let secret = cluster_secret(&config.secret_path())?;
         let transport = links::HttpTransport::new(secret, links::client_tls(config)?);
         let state = AppState::load(store, Arc::new(transport), links::Timing::default()).await?;
+        state.set_settings(config.clone());
         // LINSTOR's way to start unlocked: MASTER_PASSPHRASE.
         if let Some(p) = std::env::var("MASTER_PASSPHRASE").ok().filter(|p| !p.is_empty()) {
             let get = |k: &str| state.read().ctrl_props.get(k).cloned();

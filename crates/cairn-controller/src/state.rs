@@ -30,6 +30,8 @@ struct Inner {
     /// under it).
     writer: Arc<tokio::sync::Mutex<()>>,
     links: Links,
+    /// How the controller was started (for `GET /v1/controller/config`).
+    settings: std::sync::OnceLock<crate::config::ControllerConfig>,
 }
 
 pub fn now_ms() -> i64 {
@@ -63,7 +65,7 @@ impl AppState {
         let cluster = Arc::new(RwLock::new(cluster));
         let writer = Arc::new(tokio::sync::Mutex::new(()));
         let links = Links::new(cluster.clone(), writer.clone(), transport, timing);
-        let state = AppState { inner: Arc::new(Inner { cluster, store, writer, links }) };
+        let state = AppState { inner: Arc::new(Inner { cluster, store, writer, links, settings: std::sync::OnceLock::new() }) };
         // Start a link to every satellite node.
         state.inner.links.reconcile(&state.read());
         state.record_drbd_initialization();
@@ -102,6 +104,16 @@ impl AppState {
                 }
             }
         });
+    }
+
+    /// Records how the controller was started; the first call stays.
+    pub fn set_settings(&self, cfg: crate::config::ControllerConfig) {
+        let _ = self.inner.settings.set(cfg);
+    }
+
+    /// How the controller was started, when known.
+    pub fn settings(&self) -> Option<&crate::config::ControllerConfig> {
+        self.inner.settings.get()
     }
 
     /// The satellite links (observed state).
@@ -170,6 +182,9 @@ impl AppState {
             let follow = c.drbd_follow_up(&outcome, &self.inner.links, &mut ctx)?;
             outcome.changes.extend(follow.changes);
             outcome.replies.extend(follow.replies);
+            // Resource connections go with their resources.
+            let cascade = c.rsc_conn_cascade(&outcome.changes);
+            outcome.changes.extend(cascade);
             let nodes = affected_nodes(&c, &outcome.changes);
             // Nodes this change registers: no satellite can be connected yet,
             // so there is nothing to warn about. A change of nodes alone

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_api::placement::{
     AutoPlaceRequest, Candidate as WireCandidate, MaxVolumeSizes, QueryAllSizeInfoResponse, QuerySizeInfoResponse,
-    QuerySizeInfoSpawnResult, ResourceGroupSpawn, ResourceMakeAvailable, SpaceInfo,
+    QuerySizeInfoSpawnResult, ResourceGroupAdjust, ResourceGroupSpawn, ResourceMakeAvailable, SpaceInfo,
 };
 use cairn_api::rc::{self, ApiCallRc};
 use cairn_api::resource::{Resource as WireRsc, ResourceCreate};
@@ -170,6 +170,41 @@ impl Cluster {
                     .with_details(chosen.iter().map(|c| format!("{} ({})", c.node, c.pool)).collect::<Vec<_>>().join(", "))
                     .with_ref("RscDfn", &d.name),
             );
+        }
+        Ok(out)
+    }
+
+    /// `POST /v1/resource-groups/{rg}/adjust` (`rg` given) and
+    /// `…/adjustall` (None): autoplaces every definition of the group(s)
+    /// back to the group's placement (its `place_count` and filter, the
+    /// request's filter over it), as LINSTOR does. Each definition is placed
+    /// on top of the ones before it; one that cannot be placed is reported
+    /// and the others still are. Replicas beyond the count stay.
+    pub fn adjust_rsc_grps(&self, rg: Option<&str>, req: &ResourceGroupAdjust, obs: &dyn Observer, ctx: &mut Ctx) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_MOD | rc::MASK_RSC_GRP;
+        if req.copy_all_snaps == Some(true) || !req.snap_names.is_empty() {
+            return Err(OpError::new(OP, rc::FAIL_INVLD_REQUEST, "Copying snapshots while adjusting is not supported by Cairn.")
+                .correction("Adjust without copy_all_snaps and snap_names."));
+        }
+        let groups: Vec<String> = match rg {
+            Some(name) => vec![key(&self.rsc_grp(name, OP)?.name)],
+            None => self.rsc_grps.keys().cloned().collect(),
+        };
+        let mut scratch = self.clone();
+        let mut out = Outcome::default();
+        for g in groups {
+            let rds: Vec<String> = self.rsc_dfns.values().filter(|d| key(&d.resource_group) == g).map(|d| d.name.clone()).collect();
+            for rd in rds {
+                let areq = AutoPlaceRequest { select_filter: req.select_filter.clone(), ..Default::default() };
+                match scratch.autoplace(&rd, &areq, obs, ctx) {
+                    Ok(o) => {
+                        scratch.apply(o.changes.clone());
+                        out.changes.extend(o.changes);
+                        out.replies.extend(o.replies);
+                    }
+                    Err(e) => out.reply(ApiCallRc::from(e).with_ref("RscDfn", &rd)),
+                }
+            }
         }
         Ok(out)
     }

@@ -494,3 +494,50 @@ fn a_diskless_make_available_falls_back_to_the_default_diskless_pool() {
     t.run(|c, o, ctx| c.make_available("dl", "d2", &ResourceMakeAvailable::default(), o, ctx));
     assert!(t.placed("dl").contains(&("d2".into(), "DfltDisklessStorPool".into(), true)));
 }
+
+#[test]
+fn adjust_brings_every_definition_of_the_group_back_to_its_place_count() {
+    use cairn_api::placement::ResourceGroupAdjust;
+    let mut t = T::new();
+    for n in ["n1", "n2", "n3"] {
+        t.node(n, &[], &[("DfltStorPool", "FILE_THIN", 100)]);
+    }
+    let rg = WireRg { name: "web".into(), select_filter: count(2), ..Default::default() };
+    t.run(|c, _, ctx| c.create_rsc_grp(&rg, ctx));
+    let other = WireRg { name: "other".into(), select_filter: count(1), ..Default::default() };
+    t.run(|c, _, ctx| c.create_rsc_grp(&other, ctx));
+    t.rd("r1", Some("web"), 1);
+    t.rd("r2", Some("web"), 1);
+    t.rd("r3", Some("other"), 1);
+    t.autoplace("r1", count(1));
+    assert_eq!(t.placed("r1").len(), 1);
+    // One group: both of its definitions get two replicas, the other group's stays bare.
+    let out = t.run(|c, o, ctx| c.adjust_rsc_grps(Some("WEB"), &ResourceGroupAdjust::default(), o, ctx));
+    assert_eq!(t.placed("r1").len(), 2);
+    assert_eq!(t.placed("r2").len(), 2);
+    assert!(t.placed("r3").is_empty());
+    assert!(out.replies.iter().all(|r| !r.is_error()), "{:?}", out.replies);
+    // Again: nothing to do.
+    let out = t.run(|c, o, ctx| c.adjust_rsc_grps(Some("web"), &ResourceGroupAdjust::default(), o, ctx));
+    assert!(out.changes.is_empty(), "{:?}", out.changes);
+    // All groups: the other group's definition too; a request filter goes over the group's.
+    let req = ResourceGroupAdjust { select_filter: count(3), ..Default::default() };
+    t.run(|c, o, ctx| c.adjust_rsc_grps(None, &req, o, ctx));
+    assert_eq!(t.placed("r3").len(), 3);
+    assert_eq!(t.placed("r1").len(), 3);
+    // A definition that cannot be placed is reported; the others still are.
+    t.rd("r4", Some("other"), 1);
+    t.rd("r5", Some("other"), 1_000_000);
+    let out = t.run(|c, o, ctx| c.adjust_rsc_grps(Some("other"), &ResourceGroupAdjust::default(), o, ctx));
+    assert_eq!(t.placed("r4").len(), 1);
+    assert!(t.placed("r5").is_empty());
+    let err = out.replies.iter().find(|r| r.is_error()).expect("r5 is reported");
+    assert_eq!(err.code(), rc::FAIL_NOT_ENOUGH_NODES);
+    assert_eq!(err.obj_refs.get("RscDfn").map(String::as_str), Some("r5"));
+    // Unknown group; snapshot copying is refused.
+    let e = t.fail(|c, o, ctx| c.adjust_rsc_grps(Some("nope"), &ResourceGroupAdjust::default(), o, ctx));
+    assert_eq!(e.rc.code(), rc::FAIL_NOT_FOUND_RSC_GRP);
+    let snaps = ResourceGroupAdjust { copy_all_snaps: Some(true), ..Default::default() };
+    let e = t.fail(|c, o, ctx| c.adjust_rsc_grps(Some("web"), &snaps, o, ctx));
+    assert_eq!(e.rc.code(), rc::FAIL_INVLD_REQUEST);
+}

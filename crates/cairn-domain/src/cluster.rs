@@ -12,6 +12,7 @@ use crate::name::key;
 use crate::node::Node;
 use crate::node_connection::NodeConnection;
 use crate::resource::Resource;
+use crate::resource_connection::ResourceConnection;
 use crate::resource_definition::{ResourceDefinition, VolumeDefinition};
 use crate::resource_group::{ResourceGroup, VolumeGroup};
 use crate::snapshot::SnapshotDfn;
@@ -33,6 +34,7 @@ pub enum Object {
     NodeConn(NodeConnection),
     CtrlProps(Props),
     SnapDfn(SnapshotDfn),
+    RscConn(ResourceConnection),
 }
 
 /// The kind of an object: the table (or key prefix) it is stored under.
@@ -50,10 +52,11 @@ pub enum Kind {
     NodeConn,
     CtrlProps,
     SnapDfn,
+    RscConn,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Node,
         Kind::StorPoolDfn,
         Kind::StorPool,
@@ -66,6 +69,7 @@ impl Kind {
         Kind::NodeConn,
         Kind::CtrlProps,
         Kind::SnapDfn,
+        Kind::RscConn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +86,7 @@ impl Kind {
             Kind::NodeConn => "node_conn",
             Kind::CtrlProps => "ctrl_props",
             Kind::SnapDfn => "snapshot_dfn",
+            Kind::RscConn => "rsc_conn",
         }
     }
 
@@ -106,6 +111,8 @@ pub enum ObjKey {
     CtrlProps,
     /// (resource definition, snapshot)
     SnapDfn(String, String),
+    /// (resource definition, node a, node b), nodes sorted
+    RscConn(String, String, String),
 }
 
 impl ObjKey {
@@ -123,6 +130,7 @@ impl ObjKey {
             ObjKey::NodeConn(..) => Kind::NodeConn,
             ObjKey::CtrlProps => Kind::CtrlProps,
             ObjKey::SnapDfn(..) => Kind::SnapDfn,
+            ObjKey::RscConn(..) => Kind::RscConn,
         }
     }
 
@@ -136,6 +144,7 @@ impl ObjKey {
             }
             ObjKey::VlmGrp(a, n) | ObjKey::VlmDfn(a, n) => format!("{a}:{n}"),
             ObjKey::CtrlProps => "CTRL".into(),
+            ObjKey::RscConn(rd, a, b) => format!("{rd}:{a}:{b}"),
         }
     }
 }
@@ -158,6 +167,10 @@ impl Object {
             }
             Object::CtrlProps(_) => ObjKey::CtrlProps,
             Object::SnapDfn(s) => ObjKey::SnapDfn(key(&s.resource_definition), key(&s.name)),
+            Object::RscConn(c) => {
+                let (rd, a, b) = ResourceConnection::map_key(&c.resource_definition, &c.node_a, &c.node_b);
+                ObjKey::RscConn(rd, a, b)
+            }
         }
     }
 
@@ -181,6 +194,7 @@ impl Object {
             Object::NodeConn(o) => serde_json::to_string(o),
             Object::CtrlProps(o) => serde_json::to_string(o),
             Object::SnapDfn(o) => serde_json::to_string(o),
+            Object::RscConn(o) => serde_json::to_string(o),
         }
     }
 
@@ -199,6 +213,7 @@ impl Object {
             Kind::NodeConn => Object::NodeConn(serde_json::from_str(data)?),
             Kind::CtrlProps => Object::CtrlProps(serde_json::from_str(data)?),
             Kind::SnapDfn => Object::SnapDfn(serde_json::from_str(data)?),
+            Kind::RscConn => Object::RscConn(serde_json::from_str(data)?),
         })
     }
 }
@@ -262,6 +277,8 @@ pub struct Cluster {
     pub ctrl_props: Props,
     /// (resource definition, snapshot)
     pub snapshots: BTreeMap<(String, String), SnapshotDfn>,
+    /// (resource definition, node a, node b), nodes sorted
+    pub rsc_conns: BTreeMap<(String, String, String), ResourceConnection>,
     /// Index: node key -> keys of the resource definitions placed on it.
     rscs_by_node: BTreeMap<String, BTreeSet<String>>,
 }
@@ -321,6 +338,9 @@ impl Cluster {
             (ObjKey::SnapDfn(a, b), Object::SnapDfn(v)) => {
                 self.snapshots.insert((a, b), v);
             }
+            (ObjKey::RscConn(rd, a, b), Object::RscConn(v)) => {
+                self.rsc_conns.insert((rd, a, b), v);
+            }
             _ => unreachable!("Object::key returns the key variant of the object's own kind"),
         }
     }
@@ -366,6 +386,9 @@ impl Cluster {
             ObjKey::CtrlProps => self.ctrl_props.clear(),
             ObjKey::SnapDfn(a, b) => {
                 self.snapshots.remove(&(a.clone(), b.clone()));
+            }
+            ObjKey::RscConn(rd, a, b) => {
+                self.rsc_conns.remove(&(rd.clone(), a.clone(), b.clone()));
             }
         }
     }

@@ -117,6 +117,7 @@ pub fn desired_of_node(
                     .collect(),
                 snapshots: c.snapshots_of(&rd_key).filter(|s| s.nodes.contains_key(node_key)).map(|s| s.name.clone()).collect(),
                 rollback: r.rollback.as_ref().map(|b| RollbackDesired { snapshot: b.snapshot.clone(), id: b.id.clone() }),
+                inactive: r.flags.contains(crate::resource::FLAG_INACTIVE),
             }
         })
         .collect();
@@ -144,14 +145,21 @@ fn host_and_address(c: &Cluster, r: &Resource) -> (String, String) {
     (host, nif.map(|i| i.address.to_string()).unwrap_or_default())
 }
 
-/// Paths between two nodes from their node connection's
-/// `Paths/<name>/<node>=<interface>` properties; incomplete ones are skipped.
-fn paths(c: &Cluster, local: &str, peer: &str) -> Vec<DrbdPath> {
-    let Some(conn) = c.node_conns.get(&NodeConnection::sorted_keys(local, peer)) else { return Vec::new() };
+/// Paths between two nodes from the `Paths/<name>/<node>=<interface>`
+/// properties of the resource connection, else of the node connection (as
+/// LINSTOR); incomplete ones are skipped.
+fn paths(c: &Cluster, rd: &str, local: &str, peer: &str) -> Vec<DrbdPath> {
+    let has_paths = |p: &crate::Props| p.keys().any(|k| k.starts_with("Paths/"));
+    let props = match c.rsc_conn(rd, local, peer).map(|rc| &rc.props).filter(|p| has_paths(p)) {
+        Some(p) => p,
+        None => match c.node_conns.get(&NodeConnection::sorted_keys(local, peer)) {
+            Some(conn) => &conn.props,
+            None => return Vec::new(),
+        },
+    };
     let (Some(ln), Some(pn)) = (c.nodes.get(&key(local)), c.nodes.get(&key(peer))) else { return Vec::new() };
     let addr = |n: &crate::node::Node, path: &str| {
-        let nif = conn
-            .props
+        let nif = props
             .iter()
             .find(|(k, _)| {
                 k.strip_prefix("Paths/")
@@ -162,7 +170,7 @@ fn paths(c: &Cluster, local: &str, peer: &str) -> Vec<DrbdPath> {
         n.net_interfaces.iter().find(|i| i.name.eq_ignore_ascii_case(nif)).map(|i| i.address.to_string())
     };
     let names: std::collections::BTreeSet<&str> =
-        conn.props.keys().filter_map(|k| k.strip_prefix("Paths/").and_then(|rest| rest.split_once('/')).map(|(p, _)| p)).collect();
+        props.keys().filter_map(|k| k.strip_prefix("Paths/").and_then(|rest| rest.split_once('/')).map(|(p, _)| p)).collect();
     names.into_iter().filter_map(|p| Some(DrbdPath { local: addr(ln, p)?, peer: addr(pn, p)? })).collect()
 }
 
@@ -182,6 +190,33 @@ fn drbd_options(c: &Cluster, r: &Resource) -> BTreeMap<String, String> {
     out
 }
 
+/// The options of the connection from `r` to `peer`: `DrbdOptions/Net/*`
+/// when the resource or node connection sets any (priority, lowest first:
+/// controller, group, node connection, definition, resource connection, as
+/// LINSTOR's `ConfFileBuilder`), and `DrbdOptions/PeerDevice/*` (the
+/// resource's own, then the resource connection's).
+fn conn_options(c: &Cluster, r: &Resource, peer: &Resource) -> BTreeMap<String, String> {
+    const NET: &str = "DrbdOptions/Net/";
+    const PEER_DEVICE: &str = "DrbdOptions/PeerDevice/";
+    let rd = c.rsc_dfns.get(&key(&r.resource_definition));
+    let rg = rd.and_then(|d| c.rsc_grps.get(&key(&d.resource_group)));
+    let rsc_conn = c.rsc_conn(&r.resource_definition, &r.node, &peer.node).map(|x| &x.props);
+    let node_conn = c.node_conns.get(&NodeConnection::sorted_keys(&r.node, &peer.node)).map(|x| &x.props);
+    let has = |p: Option<&crate::Props>, ns: &str| p.is_some_and(|p| p.keys().any(|k| k.starts_with(ns)));
+    let mut out = BTreeMap::new();
+    if has(rsc_conn, NET) || has(node_conn, NET) {
+        for p in [Some(&c.ctrl_props), rg.map(|g| &g.props), node_conn, rd.map(|d| &d.props), rsc_conn].into_iter().flatten() {
+            out.extend(p.iter().filter(|(k, _)| k.starts_with(NET)).map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    let mut peer_device: BTreeMap<String, String> = drbd_options(c, r).into_iter().filter(|(k, _)| k.starts_with(PEER_DEVICE)).collect();
+    if let Some(p) = rsc_conn {
+        peer_device.extend(p.iter().filter(|(k, _)| k.starts_with(PEER_DEVICE)).map(|(k, v)| (k.clone(), v.clone())));
+    }
+    out.extend(peer_device);
+    out
+}
+
 /// The DRBD part of a resource's desired state, if its stack has DRBD.
 fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
     let mine = r.drbd?;
@@ -194,8 +229,9 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
         .filter_map(|p| {
             let d = p.drbd?;
             let (host, address) = host_and_address(c, p);
-            let paths = paths(c, &r.node, &p.node);
-            Some(DrbdPeer { host, node_id: d.node_id, address, port: d.tcp_port, diskless: p.is_diskless(), paths })
+            let paths = paths(c, &rd_key, &r.node, &p.node);
+            let options = conn_options(c, r, p);
+            Some(DrbdPeer { host, node_id: d.node_id, address, port: d.tcp_port, diskless: p.is_diskless(), paths, options })
         })
         .collect();
     peers.sort_by(|a, b| a.host.cmp(&b.host));
@@ -234,7 +270,7 @@ pub fn resource_scope(changes: &[Change]) -> Option<BTreeSet<String>> {
     changes
         .iter()
         .map(|ch| match ch.key() {
-            ObjKey::Rsc(rd, _) | ObjKey::VlmDfn(rd, _) | ObjKey::RscDfn(rd) | ObjKey::SnapDfn(rd, _) => Some(rd),
+            ObjKey::Rsc(rd, _) | ObjKey::VlmDfn(rd, _) | ObjKey::RscDfn(rd) | ObjKey::SnapDfn(rd, _) | ObjKey::RscConn(rd, ..) => Some(rd),
             _ => None,
         })
         .collect()
@@ -269,7 +305,7 @@ pub fn affected_nodes(c: &Cluster, changes: &[Change]) -> BTreeSet<String> {
             }
             ObjKey::CtrlProps => out.extend(c.nodes.keys().cloned()),
             // Paths between two nodes appear in both nodes' files.
-            ObjKey::NodeConn(a, b) => {
+            ObjKey::NodeConn(a, b) | ObjKey::RscConn(_, a, b) => {
                 out.insert(a);
                 out.insert(b);
             }
@@ -344,6 +380,7 @@ mod tests {
                 }],
                 snapshots: vec![],
                 rollback: None,
+                inactive: false,
             }]
         );
         assert!(desired_for_node(&c, "N2").1.is_empty());

@@ -42,6 +42,12 @@ fn is_diskful(r: &Resource) -> bool {
     r.drbd.is_some() && !r.is_diskless() && !r.flags.contains("DELETE") && !r.flags.contains("INACTIVE")
 }
 
+/// A diskless DRBD replica that counts (not being deleted, not
+/// deactivated), as LINSTOR's auto-quorum and tiebreaker count them.
+fn is_active_diskless(r: &Resource) -> bool {
+    r.drbd.is_some() && r.is_diskless() && !r.flags.contains("DELETE") && !r.flags.contains("INACTIVE")
+}
+
 fn is_tiebreaker(r: &Resource) -> bool {
     r.flags.contains("TIE_BREAKER")
 }
@@ -164,7 +170,7 @@ impl Cluster {
     fn tiebreaker(&self, a: &mut After, changes: &[Change], obs: &dyn Observer, taken: &mut Taken, ctx: &mut Ctx, follow: &mut Outcome) {
         let enabled = self.rd_prop(&a.rd, PROP_AUTO_TIEBREAKER).is_none_or(|v| !v.eq_ignore_ascii_case("false"));
         let diskful = a.rscs.values().filter(|r| is_diskful(r)).count();
-        let other_diskless = a.rscs.values().filter(|r| r.drbd.is_some() && r.is_diskless() && !is_tiebreaker(r)).count();
+        let other_diskless = a.rscs.values().filter(|r| is_active_diskless(r) && !is_tiebreaker(r)).count();
         let want = enabled && diskful >= 2 && diskful % 2 == 0 && other_diskless == 0;
         let existing: Vec<String> = a.rscs.iter().filter(|(_, r)| is_tiebreaker(r)).map(|(k, _)| k.clone()).collect();
         const OP: i64 = rc::MASK_CRT | rc::MASK_RSC;
@@ -269,7 +275,7 @@ impl Cluster {
     fn drbd_rd_props(&self, a: &After) -> Props {
         let mut props = a.rd.props.clone();
         let diskful: Vec<&Resource> = a.rscs.values().filter(|r| is_diskful(r)).collect();
-        let diskless = a.rscs.values().filter(|r| r.drbd.is_some() && r.is_diskless() && !r.flags.contains("DELETE")).count();
+        let diskless = a.rscs.values().filter(|r| is_active_diskless(r)).count();
         // Quorum, unless a user decided it somewhere.
         let rg = self.rsc_grps.get(&key(&a.rd.resource_group));
         let user_above = [rg.map(|g| &g.props), Some(&self.ctrl_props)].into_iter().flatten().any(|p| p.contains_key(PROP_QUORUM));
@@ -500,6 +506,31 @@ mod tests {
         assert_eq!(t.rd_prop(PROP_QUORUM).as_deref(), Some("majority"), "2 diskful + 1 diskless");
         t.delete("n2");
         assert_eq!(t.rd_prop(PROP_QUORUM).as_deref(), Some("off"));
+    }
+
+    #[test]
+    fn deactivated_replicas_do_not_count_for_quorum_and_tiebreaker() {
+        let mut t = T::new(&["n1", "n2", "n3", "n4"]);
+        for n in ["n1", "n2", "n3"] {
+            t.create(n, &[]).unwrap();
+        }
+        assert!(t.tiebreakers().is_empty());
+        assert_eq!(t.rd_prop(PROP_QUORUM).as_deref(), Some("majority"));
+        // Two active diskful replicas are left: they get a tiebreaker.
+        t.commit(|c, _| c.set_resource_active("web", "n3", false, false)).unwrap();
+        assert_eq!(t.tiebreakers(), vec!["n4"]);
+        assert_eq!(t.rd_prop(PROP_QUORUM).as_deref(), Some("majority"), "2 diskful + the tiebreaker");
+        t.commit(|c, _| c.set_resource_active("web", "n3", true, false)).unwrap();
+        assert!(t.tiebreakers().is_empty(), "three again");
+        // A deactivated diskless client counts for neither.
+        t.delete("n3");
+        assert_eq!(t.tiebreakers().len(), 1);
+        let tb = t.tiebreakers()[0].clone();
+        let free = ["n3", "n4"].into_iter().find(|n| *n != tb).unwrap();
+        t.create(free, &["DRBD_DISKLESS"]).unwrap();
+        assert!(t.tiebreakers().is_empty(), "the client takes the tiebreaker's role");
+        t.commit(|c, _| c.set_resource_active("web", free, false, false)).unwrap();
+        assert_eq!(t.tiebreakers(), vec![tb], "an inactive client does not");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod numbers;
 pub mod placement;
 pub mod props;
 pub mod resource;
+pub mod resource_connection;
 pub mod resource_definition;
 pub mod resource_group;
 pub mod snapshot;

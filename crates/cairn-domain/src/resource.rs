@@ -21,6 +21,8 @@ pub const PROP_STOR_POOL_NAME: &str = "StorPoolName";
 /// Resource flags a client may set on creation. Diskless kinds imply the
 /// generic `DISKLESS` bit, as in LINSTOR.
 const CREATE_FLAGS: &[&str] = &["DISKLESS", "DRBD_DISKLESS", "NVME_INITIATOR", "EBS_INITIATOR", "INACTIVE", "TIE_BREAKER"];
+/// A deactivated resource: its storage stays, DRBD is down.
+pub const FLAG_INACTIVE: &str = "INACTIVE";
 
 /// A volume of a resource on one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -675,6 +677,44 @@ impl Cluster {
         }
         out.reply(
             ApiCallRc::success(OP, rc::MODIFIED, format!("Resource '{}' on node '{}' modified.", r.resource_definition, r.node))
+                .with_ref("RscDfn", &r.resource_definition)
+                .with_ref("Node", &r.node),
+        );
+        out.put(Object::Rsc(r));
+        Ok(out)
+    }
+
+    /// `POST …/resources/{node}/activate` (`active`) and `…/deactivate`:
+    /// sets or clears the `INACTIVE` flag. A replica that is already so is
+    /// left alone with an info, as LINSTOR does; one in use (DRBD Primary,
+    /// `in_use`) cannot be deactivated.
+    pub fn set_resource_active(&self, rd: &str, node: &str, active: bool, in_use: bool) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_MOD | rc::MASK_RSC;
+        let mut r = self.resource(rd, node, OP)?.clone();
+        let verb = if active { "activated" } else { "deactivated" };
+        let mut out = Outcome::default();
+        if r.flags.contains(FLAG_INACTIVE) != active {
+            out.reply(
+                ApiCallRc::info(OP, rc::INFO_NOOP, format!("Resource is already {verb}. Noop"))
+                    .with_ref("RscDfn", &r.resource_definition)
+                    .with_ref("Node", &r.node),
+            );
+            return Ok(out);
+        }
+        if !active && in_use {
+            return Err(OpError::new(OP, rc::FAIL_IN_USE, "Cannot deactivate a resource while being in use!")
+                .cause(format!("Resource '{}' is Primary on node '{}'.", r.resource_definition, r.node))
+                .correction("Stop what uses the device (unmount it, stop the VM) first.")
+                .obj_ref("RscDfn", &r.resource_definition)
+                .obj_ref("Node", &r.node));
+        }
+        if active {
+            r.flags.remove(FLAG_INACTIVE);
+        } else {
+            r.flags.insert(FLAG_INACTIVE.to_string());
+        }
+        out.reply(
+            ApiCallRc::success(OP, rc::MODIFIED, format!("Resource '{}' {verb} on node '{}'.", r.resource_definition, r.node))
                 .with_ref("RscDfn", &r.resource_definition)
                 .with_ref("Node", &r.node),
         );

@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod logging;
+
 /// Bumped on every incompatible change of these messages.
 pub const PROTO_VERSION: u32 = 4;
 /// Header carrying the sender's [`PROTO_VERSION`].
@@ -24,6 +26,23 @@ pub const PATH_APPLY: &str = "/internal/v1/apply";
 pub const PATH_OBSERVE: &str = "/internal/v1/observe";
 /// `GET`: the node's unused disks; `POST` [`PhysicalCreate`]: make a pool.
 pub const PATH_PHYSICAL: &str = "/internal/v1/physical-storage";
+/// GET: the satellite's [`LogLevels`]; POST a [`LogLevels`] to change them.
+pub const PATH_CONFIG: &str = "/internal/v1/config";
+
+/// A daemon's log levels in LINSTOR's spelling (`ERROR` ... `TRACE`):
+/// `level` for the libraries, `level_linstor` for Cairn itself. In a
+/// request, None keeps a level; in an answer, None: not known (logging is
+/// not under Cairn's control, e.g. `RUST_LOG` is set).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LogLevels {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_linstor: Option<String>,
+    /// Why a change was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
 
 /// What a satellite says about itself (`GET /internal/v1/hello`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,6 +240,10 @@ pub struct ResourceDesired {
     /// Go back to a snapshot, once (the id marks the volumes that did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackDesired>,
+    /// Deactivated (LINSTOR's `INACTIVE`): the storage stays, DRBD is
+    /// taken down and not brought up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inactive: bool,
 }
 
 /// A rollback to carry out once.
@@ -302,6 +325,11 @@ pub struct DrbdPeer {
     /// `Paths/<name>/<node>`); empty: one path over `address`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<DrbdPath>,
+    /// Options of this connection (`DrbdOptions/Net/...`,
+    /// `DrbdOptions/PeerDevice/...`) from the resource and node connection,
+    /// after LINSTOR's priority resolution; empty: the resource's own.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 /// One network path of a connection: this node's and the peer's address.

@@ -506,6 +506,18 @@ impl Applier {
 
     /// Makes one resource exist: its storage, then its DRBD layer.
     async fn ensure(&self, pools: &Pools, r: &ResourceDesired, n: &Name, placed: &BTreeSet<String>) -> ResourceObserved {
+        if r.inactive {
+            // Deactivated: the volumes stay as they are, DRBD goes down and
+            // is not brought up again until the resource is activated.
+            let mut out = self.ensure_storage(pools, r, n, r.drbd.as_ref().map(|d| d.peer_slots), None).await;
+            if r.drbd.is_some()
+                && let Ok(layer) = &self.drbd
+                && let Err(e) = layer.down(&r.name).await
+            {
+                out.error.get_or_insert(e);
+            }
+            return out;
+        }
         let Some(d) = &r.drbd else { return self.ensure_storage(pools, r, n, None, Some(placed)).await };
         let layer = match &self.drbd {
             Ok(l) => l.clone(),
@@ -972,6 +984,11 @@ mod tests {
     /// An applier on FILE_THIN pools (no DRBD here), its commands answered
     /// by `fake`: no loop devices at first, each attach gets /dev/loop7.
     fn applier(fake: &Arc<FakeRunner>, timeout: Duration) -> Arc<Applier> {
+        applier_with(fake, timeout, Err(vec!["no DRBD in unit tests".into()]))
+    }
+
+    /// Like [`applier`], with the given DRBD layer.
+    fn applier_with(fake: &Arc<FakeRunner>, timeout: Duration, drbd: Result<Arc<DrbdLayer>, Vec<String>>) -> Arc<Applier> {
         fake.answer(&["losetup", "--json", "--list"], NO_LOOPS)
             .answer(&["df"], DF)
             .answer(&["losetup", "--find", "--show"], "/dev/loop7\n")
@@ -987,7 +1004,7 @@ mod tests {
             "i1".into(),
             storage,
             vec![supported(ProviderKind::Diskless), supported(ProviderKind::FileThin)],
-            Err(vec!["no DRBD in unit tests".into()]),
+            drbd,
             None,
         ))
     }
@@ -1018,6 +1035,38 @@ mod tests {
 
     fn count(fake: &FakeRunner, prefix: &[&str]) -> usize {
         fake.calls().iter().filter(|c| c.starts_with(&prefix.iter().map(|s| s.to_string()).collect::<Vec<_>>())).count()
+    }
+
+    #[test]
+    fn an_inactive_drbd_resource_keeps_its_storage_and_is_taken_down_not_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = Arc::new(FakeRunner::new());
+        let runner: Arc<dyn CommandRunner> = fake.clone();
+        let layer = crate::drbd::DrbdLayer::new(runner, dir.path().join("drbd.d"), crate::drbd::DrbdMode::Kernel, Duration::from_secs(5))
+            .expect("drbd layer");
+        // The kernel has the resource up.
+        layer.feed_events("exists resource name:web role:Secondary\nexists -\n");
+        let a = applier_with(&fake, Duration::from_secs(5), Ok(Arc::new(layer)));
+        let mut r = rsc("web", "p");
+        r.drbd = Some(cairn_proto::DrbdDesired {
+            port: 7000,
+            peer_slots: 7,
+            secret: "s".into(),
+            address: "127.0.0.1".into(),
+            host: "n1".into(),
+            volumes: vec![cairn_proto::DrbdVolumeDesired { number: 0, minor: 1000, ..Default::default() }],
+            ..Default::default()
+        });
+        r.inactive = true;
+        fake.answer(&["drbdsetup", "down", "web"], "");
+        rt().block_on(async {
+            let o = a.apply(full(1, vec![pool("p", dir.path().join("pool").as_path())], vec![r.clone()])).await;
+            assert_eq!(o.resources.len(), 1);
+            assert!(o.resources[0].error.is_none(), "{:?}", o.resources[0].error);
+            assert!(o.resources[0].volumes[0].device_path.is_some(), "the volume stays");
+        });
+        assert_eq!(count(&fake, &["drbdsetup", "down", "web"]), 1);
+        assert_eq!(count(&fake, &["drbdadm"]), 0, "nothing brings it up: {:?}", fake.calls());
     }
 
     #[test]

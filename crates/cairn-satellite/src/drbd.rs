@@ -488,6 +488,16 @@ impl DrbdLayer {
         text.trim().parse::<i64>().ok().map(|sectors| sectors / 2)
     }
 
+    /// Takes the resource down (deactivation), keeping its configuration
+    /// and metadata; nothing to do when it is not up.
+    pub async fn down(&self, rsc: &str) -> Result<(), ObjectError> {
+        self.require_state(rsc)?;
+        if self.mode == DrbdMode::Kernel && self.events.lock().resource(rsc).is_some() {
+            self.runner.run(&self.adm.down(rsc)).await.map_err(|e| exec_err(format!("Failed to take '{rsc}' down."), &e))?;
+        }
+        Ok(())
+    }
+
     /// Takes the resource down, wipes the metadata this process wrote the
     /// configuration for, and removes the `.res` file. The storage layer
     /// removes the backing devices afterwards.
@@ -578,6 +588,7 @@ mod tests {
                 port: 7000,
                 diskless: false,
                 paths: vec![],
+                options: BTreeMap::new(),
             }],
             initial_sync,
         }
@@ -922,6 +933,28 @@ mod tests {
         assert!(f.fake.is_done(), "{:?}", f.fake.calls());
         assert!(!f.dir.join("web.res").exists());
         assert!(f.layer.configured().is_empty());
+    }
+
+    #[test]
+    fn deactivation_takes_down_but_keeps_file_and_metadata() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], "x")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "");
+        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap();
+        f.layer.feed_events("exists resource name:web role:Secondary\nexists -\n");
+        f.fake.expect(&["drbdsetup", "down", "web"], "");
+        rt().block_on(f.layer.down("web")).unwrap();
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        assert!(f.dir.join("web.res").exists(), "the configuration stays for the reactivation");
+        // Once DRBD reported it gone, a second deactivation runs nothing.
+        f.layer.feed_events("destroy resource name:web\n");
+        let before = f.fake.calls().len();
+        rt().block_on(f.layer.down("web")).unwrap();
+        assert_eq!(f.fake.calls().len(), before);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_exec::{CommandRunner, HostRunner};
 use cairn_proto::{
-    Apply, Hello, ObjectError, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL, PROTO_VERSION, PhysicalCreate, PhysicalCreated,
-    ProviderSupport, VERSION_HEADER,
+    Apply, Hello, LogLevels, ObjectError, PATH_APPLY, PATH_CONFIG, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL, PROTO_VERSION, PhysicalCreate,
+    PhysicalCreated, ProviderSupport, VERSION_HEADER,
 };
 use cairn_storage::physical::Physical;
 use tokio::net::TcpListener;
@@ -181,6 +181,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_APPLY, post(apply).layer(axum::extract::DefaultBodyLimit::disable()))
         .route(PATH_OBSERVE, get(observe))
         .route(PATH_PHYSICAL, get(physical_list).post(physical_create))
+        .route(PATH_CONFIG, get(log_levels).post(set_log_levels))
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
 }
@@ -223,6 +224,34 @@ async fn apply(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(o) => Json(o).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("apply failed: {e}")).into_response(),
     }
+}
+
+/// This process's log levels (None when they are not Cairn's to know).
+fn current_levels() -> LogLevels {
+    let (level, level_linstor) = cairn_proto::logging::control().map(|c| c.levels()).map_or((None, None), |(a, b)| (Some(a), Some(b)));
+    LogLevels { level, level_linstor, error: None }
+}
+
+async fn log_levels() -> Json<LogLevels> {
+    Json(current_levels())
+}
+
+/// Changes the log levels; the answer carries the levels now in effect, or
+/// why they could not be changed.
+async fn set_log_levels(body: Bytes) -> Response {
+    let req: LogLevels = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad config request: {e}")).into_response(),
+    };
+    let result = match cairn_proto::logging::control() {
+        Some(c) => c.set(req.level.as_deref(), req.level_linstor.as_deref()),
+        None => Err("the satellite's log filter comes from RUST_LOG (or it was not started by the cairn binary)".to_string()),
+    };
+    let mut out = current_levels();
+    if let Err(e) = result {
+        out.error = Some(e);
+    }
+    Json(out).into_response()
 }
 
 async fn observe(State(s): State<Arc<Shared>>) -> Response {

@@ -78,6 +78,9 @@ enum Command {
     /// Volumes.
     #[command(visible_alias = "v", subcommand)]
     Volume(VolumeCmd),
+    /// Resource connections: properties of the connection between two replicas (DRBD paths and options).
+    #[command(visible_alias = "rc", subcommand)]
+    ResourceConnection(cli::resource_connection::ResourceConnectionCmd),
     /// Key-value stores.
     #[command(visible_alias = "kv", subcommand)]
     KeyValueStore(KvCmd),
@@ -279,13 +282,50 @@ impl ControllerArgs {
     }
 }
 
+/// Logs to stderr at `default` (or as `RUST_LOG` says). Without `RUST_LOG`
+/// the levels can be changed while the process runs (`PUT
+/// /v1/controller/config`, [`cairn_controller::logging`]).
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let controllable = from_env.is_none();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr);
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    if controllable {
+        let level = cairn_controller::logging::parse_level(default).unwrap_or("INFO");
+        cairn_controller::logging::install(Box::new(LogLevels { handle, levels: std::sync::Mutex::new((level, level)) }));
+    }
+}
+
+/// The run-time control of the log filter.
+struct LogLevels {
+    handle: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+    /// (libraries, Cairn)
+    levels: std::sync::Mutex<(&'static str, &'static str)>,
+}
+
+impl cairn_controller::logging::LogControl for LogLevels {
+    fn levels(&self) -> (String, String) {
+        let l = self.levels.lock().map(|g| *g).unwrap_or(("INFO", "INFO"));
+        (l.0.to_string(), l.1.to_string())
+    }
+
+    fn set(&self, libraries: Option<&str>, cairn: Option<&str>) -> Result<(), String> {
+        let mut g = self.levels.lock().map_err(|_| "the log level lock is poisoned".to_string())?;
+        let parse = |l: Option<&str>, old: &'static str| match l {
+            Some(l) => cairn_controller::logging::parse_level(l).ok_or_else(|| format!("'{l}' is not a log level")),
+            None => Ok(old),
+        };
+        let next = (parse(libraries, g.0)?, parse(cairn, g.1)?);
+        let filter =
+            tracing_subscriber::EnvFilter::try_new(cairn_controller::logging::directives(next.0, next.1)).map_err(|e| e.to_string())?;
+        self.handle.reload(filter).map_err(|e| e.to_string())?;
+        *g = next;
+        Ok(())
+    }
 }
 
 async fn shutdown_signal() {
@@ -539,6 +579,7 @@ fn run() -> anyhow::Result<()> {
         Command::VolumeDefinition(cmd) => client(g, |c| cli::resource_definition::run_vd(c, cmd)),
         Command::Resource(cmd) => client(g, |c| cli::resource::run(c, cmd)),
         Command::Volume(cmd) => client(g, |c| cli::resource::run_volume(c, cmd)),
+        Command::ResourceConnection(cmd) => client(g, |c| cli::resource_connection::run(c, cmd)),
         Command::KeyValueStore(cmd) => client(g, |c| cli::kvs::run(c, cmd)),
         Command::ErrorReports(cmd) => client(g, |c| cli::controller::run_error_reports(c, cmd)),
         Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),

@@ -278,6 +278,17 @@ impl Links {
         }
     }
 
+    /// Drops a node's link and starts a fresh one, which connects anew
+    /// (hello, full state) as after a controller restart. False when the
+    /// node has no link (no satellite). Call within the runtime.
+    pub fn reconnect(&self, cluster: &Cluster, node_key: &str) -> bool {
+        let Some(old) = self.links.lock().remove(node_key) else { return false };
+        old.stopped.store(true, Ordering::SeqCst);
+        old.wake.notify_one();
+        self.reconcile(cluster);
+        true
+    }
+
     /// `ONLINE` only once the node's full state was applied; `CONNECTED`
     /// while that is under way.
     pub fn connection_status(&self, node_key: &str) -> &'static str {

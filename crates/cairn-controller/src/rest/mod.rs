@@ -2,6 +2,7 @@
 //! parse input, call the domain through [`AppState`], and shape the reply.
 
 pub mod clone;
+pub mod config;
 pub mod controller;
 pub mod encryption;
 pub mod error;
@@ -12,12 +13,15 @@ pub mod node_connections;
 pub mod nodes;
 pub mod physical_storage;
 pub mod placement;
+pub mod props_info;
 pub mod remotes;
 pub mod reply;
+pub mod resource_connections;
 pub mod resource_definitions;
 pub mod resource_groups;
 pub mod resources;
 pub mod snapshots;
+pub mod stats;
 pub mod storage_pools;
 
 use axum::Router;
@@ -27,23 +31,18 @@ use axum::response::Response;
 use cairn_api::rc;
 use tower::util::{MapRequest, MapResponse};
 
-use crate::spec_routes::SPEC_ROUTES;
 use crate::state::AppState;
 use error::ApiError;
 
 /// The REST router (without path normalisation; see [`app`]).
 pub fn router(state: AppState) -> Router {
     // The spec's `…/properties/info` paths would otherwise be taken by the
-    // `{name}` routes beside them and answer "not found"; route them to the
-    // 501 answer explicitly (static segments win over captures).
-    let info = SPEC_ROUTES
-        .iter()
-        .map(|(_, p)| *p)
-        .filter(|p| p.contains("/properties/info"))
-        .fold(Router::new(), |r, p| r.route(p, axum::routing::any(unrouted)));
+    // `{name}` routes beside them (static segments win over captures).
     Router::new()
-        .merge(info)
+        .merge(props_info::routes())
         .merge(controller::routes())
+        .merge(config::routes())
+        .merge(stats::routes())
         .merge(nodes::routes())
         .merge(storage_pools::routes())
         .merge(resource_groups::routes())
@@ -53,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(remotes::routes())
         .merge(kvs::routes())
         .merge(node_connections::routes())
+        .merge(resource_connections::routes())
         .merge(physical_storage::routes())
         .merge(encryption::routes())
         .merge(snapshots::routes())
@@ -76,6 +76,7 @@ pub fn app(state: AppState) -> App {
 }
 
 fn strip_trailing_slash(mut req: Request) -> Request {
+    tracing::debug!(method = %req.method(), path = %req.uri().path(), "REST request");
     let path = req.uri().path();
     if path.len() > 1 && path.ends_with('/') {
         let trimmed = path.trim_end_matches('/');

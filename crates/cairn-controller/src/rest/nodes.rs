@@ -4,7 +4,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, put};
 use cairn_api::node::{NetInterface, Node, NodeModify};
 use cairn_api::query::NameFilter;
 use cairn_api::rc;
@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/nodes", get(list).post(create))
         .route("/v1/nodes/{node}", get(get_one).put(modify).delete(remove))
         .route("/v1/nodes/{node}/lost", delete(lost))
+        .route("/v1/nodes/{node}/reconnect", put(reconnect))
         .route("/v1/nodes/{node}/net-interfaces", get(list_nifs).post(create_nif))
         .route("/v1/nodes/{node}/net-interfaces/{nif}", get(get_nif).put(modify_nif).delete(delete_nif))
 }
@@ -119,3 +120,55 @@ async fn modify_nif(State(s): State<AppState>, Path((node, nif)): Path<(String, 
 async fn delete_nif(State(s): State<AppState>, Path((node, nif)): Path<(String, String)>) -> Result<Reply, ApiError> {
     s.mutate(200, |c, _| c.delete_net_interface(&node, &nif)).await
 }
+
+/// `PUT /v1/nodes/{node}/reconnect`: drops the satellite link and connects
+/// anew (hello, full state), as LINSTOR's `node reconnect`, and waits (a
+/// while) for the node to be ONLINE again, as LINSTOR waits for the
+/// connection. An evicted node stays as it is.
+async fn reconnect(State(s): State<AppState>, Path(node): Path<String>) -> Result<Reply, ApiError> {
+    const OP: i64 = rc::MASK_MOD | rc::MASK_NODE;
+    let (name, node_key, entry) = {
+        let c = s.read();
+        let n = c.node(&node, OP)?;
+        let node_key = key(&n.name);
+        let entry = if n.flags.contains("EVICTED") {
+            rc::ApiCallRc::warning(
+                OP,
+                rc::WARN_NODE_EVICTED,
+                format!("Nodes [{}] are evicted and will not be reconnected. Use node restore <node-name> to reconnect.", n.name),
+            )
+        } else if s.links().reconnect(&c, &node_key) {
+            rc::ApiCallRc::success(OP, 0, format!("Nodes [{}] will be reconnected.", n.name))
+        } else {
+            return Err(cairn_domain::OpError::new(
+                OP,
+                rc::FAIL_INVLD_REQUEST,
+                format!("Node '{}' has no satellite to reconnect.", n.name),
+            )
+            .cause(format!("Node '{}' is of type {}.", n.name, n.node_type.as_str()))
+            .into());
+        };
+        (n.name.clone(), node_key, entry.with_ref("Node", &n.name))
+    };
+    let mut replies = vec![entry];
+    if replies[0].is_warning() {
+        return Ok(Reply::new(200, replies));
+    }
+    let deadline = tokio::time::Instant::now() + RECONNECT_WAIT;
+    let mut status = s.links().connection_status(&node_key);
+    while status != "ONLINE" && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        status = s.links().connection_status(&node_key);
+    }
+    if status != "ONLINE" {
+        replies.push(
+            rc::ApiCallRc::warning(OP, rc::WARN_NOT_CONNECTED, format!("Node '{name}' is not connected again yet ({status})."))
+                .with_correction("The controller keeps trying; see the node's connection status.")
+                .with_ref("Node", &name),
+        );
+    }
+    Ok(Reply::new(200, replies))
+}
+
+/// How long a reconnect waits for the node to be ONLINE again.
+const RECONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(15);

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, options, post};
-use cairn_api::placement::{AutoPlaceRequest, QuerySizeInfoRequest, ResourceGroupSpawn, ResourceMakeAvailable};
+use cairn_api::placement::{AutoPlaceRequest, QuerySizeInfoRequest, ResourceGroupAdjust, ResourceGroupSpawn, ResourceMakeAvailable};
 use cairn_api::resource_group::AutoSelectFilter;
 use cairn_domain::resource_group::{merge_filter, normalize_filter};
 
@@ -17,6 +17,8 @@ use crate::state::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/resource-groups/{rg}/spawn", post(spawn))
+        .route("/v1/resource-groups/{rg}/adjust", post(adjust))
+        .route("/v1/resource-groups/adjustall", post(adjust_all))
         .route("/v1/resource-definitions/{rd}/autoplace", post(autoplace))
         .route("/v1/resource-definitions/{rd}/resources/{node}/make-available", post(make_available))
         .route("/v1/resource-groups/{rg}/query-size-info", post(query_size_info))
@@ -28,6 +30,17 @@ pub fn routes() -> Router<AppState> {
 async fn spawn(State(s): State<AppState>, Path(rg): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: ResourceGroupSpawn = input::required(&body)?;
     s.mutate(201, |c, ctx| c.spawn(&rg, &req, s.links(), ctx)).await
+}
+
+/// An empty body is an empty request, as upstream reads it.
+async fn adjust(State(s): State<AppState>, Path(rg): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: ResourceGroupAdjust = input::body(&body)?;
+    s.mutate(200, |c, ctx| c.adjust_rsc_grps(Some(&rg), &req, s.links(), ctx)).await
+}
+
+async fn adjust_all(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: ResourceGroupAdjust = input::body(&body)?;
+    s.mutate(200, |c, ctx| c.adjust_rsc_grps(None, &req, s.links(), ctx)).await
 }
 
 async fn autoplace(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -> Result<Reply, ApiError> {

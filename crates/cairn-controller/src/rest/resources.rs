@@ -5,7 +5,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use cairn_api::PropsModify;
 use cairn_api::query::{NameFilter, Query};
 use cairn_api::rc;
@@ -24,6 +24,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/view/resources", get(view))
         .route("/v1/resource-definitions/{rd}/resources", get(list_of_rd).post(create_list))
         .route("/v1/resource-definitions/{rd}/resources/{node}", get(get_one).post(create_one).put(modify).delete(remove))
+        .route("/v1/resource-definitions/{rd}/resources/{node}/activate", post(activate))
+        .route("/v1/resource-definitions/{rd}/resources/{node}/deactivate", post(deactivate))
         .route("/v1/resource-definitions/{rd}/resources/{node}/volumes", get(list_volumes))
         .route("/v1/resource-definitions/{rd}/resources/{node}/volumes/{nr}", put(modify_volume).get(get_volume))
 }
@@ -151,4 +153,24 @@ async fn modify_volume(
     let nr = input::vlm_nr(&nr)?;
     let req: PropsModify = input::body(&body)?;
     s.mutate(200, |c, _| c.modify_volume(&rd, &node, nr, &req)).await
+}
+
+async fn activate(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>) -> Result<Reply, ApiError> {
+    s.mutate(200, |c, _| c.set_resource_active(&rd, &node, true, false)).await
+}
+
+/// A replica that is Primary on its node (as its satellite reported) is in
+/// use and stays active.
+async fn deactivate(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>) -> Result<Reply, ApiError> {
+    let links = s.links();
+    s.mutate(200, |c, _| {
+        let in_use = c
+            .resource(&rd, &node, rc::MASK_MOD | rc::MASK_RSC)
+            .ok()
+            .and_then(|r| links.resource(&key(&r.node), &r.resource_definition))
+            .and_then(|o| o.drbd)
+            .is_some_and(|d| d.role == "Primary");
+        c.set_resource_active(&rd, &node, false, in_use)
+    })
+    .await
 }

@@ -5,6 +5,7 @@
 pub mod adm;
 pub mod events;
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use cairn_proto::DrbdDesired;
@@ -60,8 +61,12 @@ fn value(v: &str) -> String {
 
 /// Writes an options section from the `DrbdOptions/<section>/…` keys.
 fn section(out: &mut String, name: &str, prefix: &str, d: &DrbdDesired, fixed: &[String]) {
-    let lines: Vec<String> = d
-        .options
+    section_of(out, "    ", name, prefix, &d.options, fixed);
+}
+
+/// Writes an options section at `indent` from the `prefix` keys of `options`.
+fn section_of(out: &mut String, indent: &str, name: &str, prefix: &str, options: &BTreeMap<String, String>, fixed: &[String]) {
+    let lines: Vec<String> = options
         .iter()
         .filter_map(|(k, v)| {
             // DRBD option names are words with dashes; anything else is not
@@ -74,11 +79,11 @@ fn section(out: &mut String, name: &str, prefix: &str, d: &DrbdDesired, fixed: &
     if lines.is_empty() && fixed.is_empty() {
         return;
     }
-    let _ = write!(out, "    \n    {name}\n    {{\n");
+    let _ = write!(out, "{indent}\n{indent}{name}\n{indent}{{\n");
     for l in fixed.iter().chain(lines.iter()) {
-        let _ = writeln!(out, "        {l}");
+        let _ = writeln!(out, "{indent}    {l}");
     }
-    out.push_str("    }\n");
+    let _ = writeln!(out, "{indent}}}");
 }
 
 /// The `.res` file of resource `name` on this node. `local_disk` gives
@@ -132,6 +137,9 @@ pub fn render_res(name: &str, d: &DrbdDesired, local_disk: &dyn Fn(u32) -> Optio
             pair(&mut out, "            ", &path.local, &path.peer);
             out.push_str("        }\n");
         }
+        // The connection's own options (resource and node connection).
+        section_of(&mut out, "        ", "net", "DrbdOptions/Net/", &p.options, &[]);
+        section_of(&mut out, "        ", "disk", "DrbdOptions/PeerDevice/", &p.options, &[]);
         out.push_str("    }\n");
     }
     out.push_str("}\n");
@@ -140,7 +148,6 @@ pub fn render_res(name: &str, d: &DrbdDesired, local_disk: &dyn Fn(u32) -> Optio
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::process::Command;
 
     use cairn_proto::{DrbdPath, DrbdPeer, DrbdVolumeDesired};
@@ -158,7 +165,7 @@ mod tests {
     }
 
     fn peer(host: &str, id: u8, addr: &str, port: u16, diskless: bool) -> DrbdPeer {
-        DrbdPeer { host: host.into(), node_id: id, address: addr.into(), port, diskless, paths: vec![] }
+        DrbdPeer { host: host.into(), node_id: id, address: addr.into(), port, diskless, paths: vec![], options: BTreeMap::new() }
     }
 
     fn res(host: &str, diskless: bool, peers: Vec<DrbdPeer>, volumes: u32, options: &[(&str, &str)]) -> DrbdDesired {
@@ -279,6 +286,24 @@ mod tests {
         assert!(!text.contains("127.0.0.2"), "no default path next to explicit ones: {text}");
         let dump = drbdadm_accepts(&text, "web", "alpha").unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(dump.matches("path {").count(), 2, "{dump}");
+    }
+
+    #[test]
+    fn connection_options_go_into_the_connection() {
+        let mut bravo = peer("bravo", 1, "127.0.0.2", 7001, false);
+        bravo.options =
+            [("DrbdOptions/Net/protocol", "A"), ("DrbdOptions/Net/max-buffers", "9000"), ("DrbdOptions/PeerDevice/c-max-rate", "50M")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        bravo.paths = vec![DrbdPath { local: "10.0.0.1".into(), peer: "10.0.0.2".into() }];
+        let d = res("alpha", false, vec![bravo, peer("charlie", 2, "127.0.0.3", 7000, false)], 1, &[("DrbdOptions/Net/protocol", "C")]);
+        let text = render_res("web", &d, &|_| Some("/dev/loop0".into()));
+        assert!(text.contains("        net\n        {\n            max-buffers 9000;\n            protocol A;\n        }\n"), "{text}");
+        assert!(text.contains("        disk\n        {\n            c-max-rate 50M;\n        }\n"), "{text}");
+        assert_eq!(text.matches("protocol A;").count(), 1, "only bravo's connection: {text}");
+        let dump = drbdadm_accepts(&text, "web", "alpha").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(dump.contains("protocol") && dump.contains("c-max-rate"), "{dump}");
     }
 
     #[test]

@@ -25,6 +25,17 @@ pub enum ControllerVerb {
         /// The new value; without one the property is deleted.
         value: Option<String>,
     },
+    /// Set the controller's log level (ERROR, WARN, INFO, DEBUG, TRACE).
+    SetLogLevel {
+        /// The level.
+        level: String,
+        /// For the libraries Cairn uses instead of Cairn itself.
+        #[arg(long)]
+        library: bool,
+        /// For every satellite too.
+        #[arg(long)]
+        global: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -58,6 +69,11 @@ pub fn run(ctx: &Ctx, verb: ControllerVerb) -> i32 {
                 t.row(vec![k.clone().into(), v.clone().into()]);
             }
             ctx.show(&props, t)
+        }
+        ControllerVerb::SetLogLevel { level, library, global } => {
+            // As python-linstor's controller_set_log_level names the key.
+            let key = format!("level{}{}", if library { "" } else { "_linstor" }, if global { "_global" } else { "" });
+            ctx.send("PUT", "/v1/controller/config", Some(&serde_json::json!({ "log": { key: level } })))
         }
         ControllerVerb::SetProperty { key, value } => match value {
             Some(v) => ctx.send("POST", "/v1/controller/properties", Some(&prop_body(&key, Some(&v)))),

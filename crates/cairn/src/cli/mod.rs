@@ -8,6 +8,7 @@ pub mod output;
 pub mod physical_storage;
 pub mod progress;
 pub mod resource;
+pub mod resource_connection;
 pub mod resource_definition;
 pub mod resource_group;
 pub mod size;

@@ -57,6 +57,22 @@ pub enum NodeCmd {
         /// The node.
         name: String,
     },
+    /// Drop the connection to the nodes' satellites and connect again.
+    Reconnect {
+        /// The nodes.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Set a satellite's log level (ERROR, WARN, INFO, DEBUG, TRACE) while it runs.
+    SetLogLevel {
+        /// The node.
+        name: String,
+        /// The level.
+        level: String,
+        /// For the libraries Cairn uses instead of Cairn itself.
+        #[arg(long)]
+        library: bool,
+    },
     /// Set (or, without a value, delete) a node property.
     #[command(visible_alias = "sp")]
     SetProperty {
@@ -184,6 +200,16 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> i32 {
             ctx.show(&n, t)
         }
         NodeCmd::Delete { name } => ctx.send::<()>("DELETE", &format!("/v1/nodes/{}", seg(&name)), None),
+        NodeCmd::Reconnect { names } => {
+            let requests: Vec<(&str, String, Option<&()>)> =
+                names.iter().map(|n| ("PUT", format!("/v1/nodes/{}/reconnect", seg(n)), None)).collect();
+            ctx.send_all("Reconnecting", &requests)
+        }
+        NodeCmd::SetLogLevel { name, level, library } => {
+            // As python-linstor's node_set_log_level names the key.
+            let key = if library { "level" } else { "level_linstor" };
+            ctx.send("PUT", &format!("/v1/nodes/{}/config", seg(&name)), Some(&serde_json::json!({ "log": { key: level } })))
+        }
         NodeCmd::Lost { name } => ctx.send::<()>("DELETE", &format!("/v1/nodes/{}/lost", seg(&name)), None),
         NodeCmd::Evacuate { name } => ctx.send::<()>("PUT", &format!("/v1/nodes/{}/evacuate", seg(&name)), None),
         NodeCmd::SetProperty { name, key, value } => {

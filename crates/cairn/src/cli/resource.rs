@@ -39,6 +39,20 @@ pub enum ResourceCmd {
         #[arg(num_args = 2.., required = true)]
         nodes_then_resource: Vec<String>,
     },
+    /// Bring a deactivated resource back up on a node.
+    Activate {
+        /// The node.
+        node: String,
+        /// The resource.
+        resource: String,
+    },
+    /// Take a resource down on a node (DRBD down), keeping its storage.
+    Deactivate {
+        /// The node.
+        node: String,
+        /// The resource.
+        resource: String,
+    },
     /// Ensure a resource is available on a node (diskless unless --diskful).
     #[command(visible_alias = "mkavail")]
     MakeAvailable {
@@ -80,6 +94,9 @@ pub struct ListFilter {
 pub fn resource_state(r: &ResourceWithVolumes) -> Cell {
     if r.resource.flags.iter().any(|f| f == "DELETE") {
         return Cell::toned("DELETING", Tone::Warn);
+    }
+    if r.resource.flags.iter().any(|f| f == "INACTIVE") {
+        return Cell::toned("INACTIVE", Tone::Warn);
     }
     let states: Vec<&str> = r.volumes.iter().map(|v| v.state.disk_state.as_deref().unwrap_or("Unknown")).collect();
     volume_state_cell(if states.is_empty() {
@@ -172,6 +189,12 @@ pub fn run(ctx: &Ctx, cmd: ResourceCmd) -> i32 {
                 })
                 .collect();
             ctx.send("POST", &format!("/v1/resource-definitions/{}/resources", seg(&rsc)), Some(&body))
+        }
+        ResourceCmd::Activate { node, resource } => {
+            ctx.send::<()>("POST", &format!("/v1/resource-definitions/{}/resources/{}/activate", seg(&resource), seg(&node)), None)
+        }
+        ResourceCmd::Deactivate { node, resource } => {
+            ctx.send::<()>("POST", &format!("/v1/resource-definitions/{}/resources/{}/deactivate", seg(&resource), seg(&node)), None)
         }
         ResourceCmd::List { filter, props } => {
             let list = match view(ctx, &filter, &props) {

@@ -125,6 +125,12 @@ pub enum ResourceGroupCmd {
         /// The group.
         name: String,
     },
+    /// Place the resource definitions of a group (of every group without a
+    /// name) again as the group says: missing replicas are added.
+    Adjust {
+        /// The group; without one every group is adjusted.
+        name: Option<String>,
+    },
     /// Set (or, without a value, delete) a resource group property.
     #[command(visible_alias = "sp")]
     SetProperty {
@@ -280,6 +286,10 @@ pub fn run(ctx: &Ctx, cmd: ResourceGroupCmd) -> i32 {
             code
         }
         ResourceGroupCmd::Delete { name } => ctx.send::<()>("DELETE", &format!("/v1/resource-groups/{}", seg(&name)), None),
+        ResourceGroupCmd::Adjust { name } => match name {
+            Some(n) => ctx.send_showing::<()>("Adjusting", "POST", &format!("/v1/resource-groups/{}/adjust", seg(&n)), None),
+            None => ctx.send_showing::<()>("Adjusting", "POST", "/v1/resource-groups/adjustall", None),
+        },
         ResourceGroupCmd::SetProperty { name, key, value } => {
             let mut body = prop_body(&key, value.as_deref());
             body["select_filter"] = serde_json::json!({});

@@ -1,0 +1,164 @@
+//! `cairn resource-connection` (`rc`).
+
+use cairn_api::node_connection::ResourceConnection;
+use cairn_client::seg;
+use clap::Subcommand;
+
+use super::table::Table;
+use super::{Ctx, prop_body};
+
+#[derive(Subcommand, Debug)]
+pub enum ResourceConnectionCmd {
+    /// List the connections between the replicas of a resource.
+    #[command(visible_alias = "l", alias = "ls")]
+    List {
+        /// The resource.
+        resource: String,
+    },
+    /// List the properties of one resource connection.
+    #[command(name = "list-properties", visible_alias = "lp")]
+    ListProperties {
+        /// One node of the connection.
+        node_a: String,
+        /// The other node.
+        node_b: String,
+        /// The resource.
+        resource: String,
+    },
+    /// Network paths of one resource connection (`Paths/<name>/<node>`).
+    #[command(subcommand)]
+    Path(PathCmd),
+    /// Set (or, without a value, delete) a resource connection property,
+    /// e.g. `DrbdOptions/Net/protocol` or `Paths/p1/NODE`.
+    #[command(visible_alias = "sp")]
+    SetProperty {
+        /// One node of the connection.
+        node_a: String,
+        /// The other node.
+        node_b: String,
+        /// The resource.
+        resource: String,
+        /// The property.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PathCmd {
+    /// Add a path: which interface of each node carries this pair's traffic.
+    #[command(visible_alias = "c")]
+    Create {
+        /// One node of the connection.
+        node_a: String,
+        /// The other node.
+        node_b: String,
+        /// The resource.
+        resource: String,
+        /// The path's name.
+        path_name: String,
+        /// The network interface of the first node.
+        netinterface_a: String,
+        /// The network interface of the second node.
+        netinterface_b: String,
+    },
+    /// List the paths of a resource connection.
+    #[command(visible_alias = "l", alias = "ls")]
+    List {
+        /// One node of the connection.
+        node_a: String,
+        /// The other node.
+        node_b: String,
+        /// The resource.
+        resource: String,
+    },
+    /// Delete a path.
+    #[command(visible_alias = "d")]
+    Delete {
+        /// One node of the connection.
+        node_a: String,
+        /// The other node.
+        node_b: String,
+        /// The resource.
+        resource: String,
+        /// The path's name.
+        path_name: String,
+    },
+}
+
+fn conn_path(resource: &str, a: &str, b: &str) -> String {
+    format!("/v1/resource-definitions/{}/resource-connections/{}/{}", seg(resource), seg(a), seg(b))
+}
+
+fn run_path(ctx: &Ctx, cmd: PathCmd) -> i32 {
+    match cmd {
+        PathCmd::Create { node_a, node_b, resource, path_name, netinterface_a, netinterface_b } => {
+            let body = serde_json::json!({ "override_props": {
+                format!("Paths/{path_name}/{node_a}"): netinterface_a,
+                format!("Paths/{path_name}/{node_b}"): netinterface_b,
+            }});
+            ctx.send("PUT", &conn_path(&resource, &node_a, &node_b), Some(&body))
+        }
+        PathCmd::List { node_a, node_b, resource } => {
+            let conn: ResourceConnection = match ctx.get(&conn_path(&resource, &node_a, &node_b)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let mut paths: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> = Default::default();
+            for (k, v) in &conn.props {
+                if let Some((name, node)) = k.strip_prefix("Paths/").and_then(|r| r.split_once('/')) {
+                    paths.entry(name.to_string()).or_default().insert(node.to_string(), v.clone());
+                }
+            }
+            let mut t = Table::new(&["Path", "Interfaces"]);
+            for (name, ends) in &paths {
+                let value = ends.iter().map(|(n, i)| format!("{n}:{i}")).collect::<Vec<_>>().join(", ");
+                t.row(vec![name.clone().into(), value.into()]);
+            }
+            ctx.show(&paths, t)
+        }
+        PathCmd::Delete { node_a, node_b, resource, path_name } => {
+            let body = serde_json::json!({ "delete_namespaces": [format!("Paths/{path_name}")] });
+            ctx.send("PUT", &conn_path(&resource, &node_a, &node_b), Some(&body))
+        }
+    }
+}
+
+fn props_text(c: &ResourceConnection) -> String {
+    c.props.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+pub fn run(ctx: &Ctx, cmd: ResourceConnectionCmd) -> i32 {
+    match cmd {
+        ResourceConnectionCmd::List { resource } => {
+            let list: Vec<ResourceConnection> = match ctx.get(&format!("/v1/resource-definitions/{}/resource-connections", seg(&resource)))
+            {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let mut t = Table::new(&["Node A", "Node B", "Properties"]);
+            for c in &list {
+                t.row(vec![c.node_a.clone().into(), c.node_b.clone().into(), props_text(c).into()]);
+            }
+            ctx.show(&list, t)
+        }
+        ResourceConnectionCmd::ListProperties { node_a, node_b, resource } => {
+            let path = format!("/v1/resource-definitions/{}/resource-connections/{}/{}", seg(&resource), seg(&node_a), seg(&node_b));
+            let conn: ResourceConnection = match ctx.get(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let mut t = Table::new(&["Key", "Value"]);
+            for (k, v) in &conn.props {
+                t.row(vec![k.clone().into(), v.clone().into()]);
+            }
+            ctx.show(&conn.props, t)
+        }
+        ResourceConnectionCmd::Path(p) => run_path(ctx, p),
+        ResourceConnectionCmd::SetProperty { node_a, node_b, resource, key, value } => {
+            let path = format!("/v1/resource-definitions/{}/resource-connections/{}/{}", seg(&resource), seg(&node_a), seg(&node_b));
+            ctx.send("PUT", &path, Some(&prop_body(&key, value.as_deref())))
+        }
+    }
+}
