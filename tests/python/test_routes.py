@@ -45,7 +45,7 @@ def connection_of(text, peer):
 def test_resource_connections_list_every_pair_and_keep_properties(controller, lin):
     for n in ("rc-a", "rc-b", "rc-c"):
         ok(lin.node_create(n, "SATELLITE", "127.0.10.9"))
-    ok(lin.resource_dfn_create("rcon", layer_list=["storage"]))
+    ok(lin.resource_dfn_create("rcon", layer_list=["drbd", "storage"]))
     ok(lin.resource_create([linstor.ResourceData(n, "rcon", diskless=True) for n in ("rc-a", "rc-b", "rc-c")]))
     conns = lin.resource_conn_list_raise("rcon").resource_connections
     assert sorted((c.node_a, c.node_b) for c in conns) == [("rc-a", "rc-b"), ("rc-a", "rc-c"), ("rc-b", "rc-c")]
@@ -270,7 +270,7 @@ def test_stats_count_the_objects(controller, lin):
     ok(lin.node_create("st-a", "SATELLITE", "127.0.10.9"))
     ok(lin.node_create("st-b", "SATELLITE", "127.0.10.9"))
     ok(lin.resource_group_create("st-rg"))
-    ok(lin.resource_dfn_create("st-rd", resource_group="st-rg", layer_list=["storage"]))
+    ok(lin.resource_dfn_create("st-rd", resource_group="st-rg", layer_list=["drbd", "storage"]))
     ok(lin.resource_create([linstor.ResourceData(n, "st-rd", diskless=True) for n in ("st-a", "st-b")]))
     assert stats("nodes") == base["nodes"] + 2
     assert stats("resource-groups") == base["resource-groups"] + 1
