@@ -122,12 +122,7 @@ const MEASURE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 struct Measured {
     pools: BTreeMap<String, PoolObserved>,
     allocated: BTreeMap<(String, u32), i64>,
-    /// When this measurement finished.
-    at: Option<std::time::Instant>,
 }
-
-/// The pools are measured at most this often by observations.
-const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Failed snapshots by (resource, snapshot), each also kept as a file
 /// `<rsc>@<snap>` (the error as JSON) in a directory of the satellite's, so
@@ -885,13 +880,6 @@ impl Applier {
     /// [`MEASURE_WAIT`]; answers with the newest measurement there is.
     async fn measure(&self, pools: &Arc<Pools>, resources: &BTreeMap<String, ResourceDesired>, observed: &[ResourceObserved]) -> Measured {
         let mut slot = self.measuring.lock().await;
-        // Observations come every 0.5 s while DRBD states move; the pools'
-        // tools (each `vgs`/`pvs` takes LVM's lock) run at most every
-        // MEASURE_EVERY, so they never crowd out a create.
-        let recent = self.measured.lock().at.is_some_and(|at| at.elapsed() < MEASURE_EVERY);
-        if slot.is_none() && recent {
-            return self.measured.lock().clone();
-        }
         if slot.is_none() {
             let mut by_pool: BTreeMap<String, Vec<VolumeRef>> = BTreeMap::new();
             for o in observed {
@@ -907,8 +895,7 @@ impl Applier {
             let pools = pools.clone();
             *slot = Some(tokio::spawn(async move {
                 let caps = capacities(&pools).await;
-                let allocated = allocated(&pools, by_pool).await;
-                Measured { pools: caps.into_iter().map(|p| (p.name.clone(), p)).collect(), allocated, at: Some(std::time::Instant::now()) }
+                Measured { pools: caps.into_iter().map(|p| (p.name.clone(), p)).collect(), allocated: allocated(&pools, by_pool).await }
             }));
         }
         let Some(task) = slot.as_mut() else { return self.measured.lock().clone() };
