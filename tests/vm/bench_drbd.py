@@ -21,7 +21,7 @@ from conftest import ok, wait_for
 from test_vm_drbd import disk_states, device, view
 
 MIB = 1024
-RUNS = 3
+RUNS = 5
 
 
 def report(what, values, unit="s"):

@@ -110,7 +110,31 @@ pub struct Applier {
     /// controller's heartbeat waiting.
     measured: parking_lot::Mutex<Measured>,
     measuring: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Measured>>>,
+    /// Applies under way: while there are any, observations answer with a
+    /// measurement up to [`MEASURE_DEFER`] old rather than start one.
+    applying: std::sync::atomic::AtomicUsize,
 }
+
+/// Counts an apply under way while it lives.
+struct Applying<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Applying<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Applying(n)
+    }
+}
+
+impl Drop for Applying<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How old a measurement may be that answers while applies are under
+/// way (their LVM commands would otherwise queue behind `vgs`/`lvs` on the
+/// volume group's lock).
+const MEASURE_DEFER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long an observation waits for fresh capacities before it answers
 /// with the last ones.
@@ -122,7 +146,12 @@ const MEASURE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 struct Measured {
     pools: BTreeMap<String, PoolObserved>,
     allocated: BTreeMap<(String, u32), i64>,
+    /// When this measurement finished.
+    at: Option<std::time::Instant>,
 }
+
+/// The pools are measured at most this often by observations.
+const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Failed snapshots by (resource, snapshot), each also kept as a file
 /// `<rsc>@<snap>` (the error as JSON) in a directory of the satellite's, so
@@ -247,6 +276,7 @@ impl Applier {
             failed_snapshots: parking_lot::Mutex::new(FailedSnapshots::load(state_dir.map(|d| d.join("failed-snapshots")))),
             measured: parking_lot::Mutex::new(Measured::default()),
             measuring: tokio::sync::Mutex::new(None),
+            applying: Default::default(),
         }
     }
 
@@ -287,6 +317,7 @@ impl Applier {
     /// then reconciles every resource it names, each in a task of its own,
     /// and answers with their results.
     pub async fn apply(self: &Arc<Self>, req: Apply) -> Observed {
+        let _applying = Applying::new(&self.applying);
         let pools = {
             let mut st = self.state.lock();
             if req.full || (req.pools_set && req.generation >= st.pools_since) {
@@ -880,6 +911,16 @@ impl Applier {
     /// [`MEASURE_WAIT`]; answers with the newest measurement there is.
     async fn measure(&self, pools: &Arc<Pools>, resources: &BTreeMap<String, ResourceDesired>, observed: &[ResourceObserved]) -> Measured {
         let mut slot = self.measuring.lock().await;
+        // Observations come every 0.5 s while DRBD states move; the pools'
+        // tools (each `vgs`/`lvs` takes LVM's lock) run at most every
+        // MEASURE_EVERY, and while an apply is under way only when the
+        // last figures are older than MEASURE_DEFER, so they never crowd
+        // out a create.
+        let busy = self.applying.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        let recent = self.measured.lock().at.is_some_and(|at| at.elapsed() < if busy { MEASURE_DEFER } else { MEASURE_EVERY });
+        if slot.is_none() && recent {
+            return self.measured.lock().clone();
+        }
         if slot.is_none() {
             let mut by_pool: BTreeMap<String, Vec<VolumeRef>> = BTreeMap::new();
             for o in observed {
@@ -895,7 +936,8 @@ impl Applier {
             let pools = pools.clone();
             *slot = Some(tokio::spawn(async move {
                 let caps = capacities(&pools).await;
-                Measured { pools: caps.into_iter().map(|p| (p.name.clone(), p)).collect(), allocated: allocated(&pools, by_pool).await }
+                let allocated = allocated(&pools, by_pool).await;
+                Measured { pools: caps.into_iter().map(|p| (p.name.clone(), p)).collect(), allocated, at: Some(std::time::Instant::now()) }
             }));
         }
         let Some(task) = slot.as_mut() else { return self.measured.lock().clone() };

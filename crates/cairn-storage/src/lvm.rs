@@ -277,13 +277,24 @@ fn planned(pool: &LvmPool, name: &str, size_kib: i64, tag: &str) -> Lv {
 pub struct Lvm {
     runner: Arc<dyn CommandRunner>,
     timeout: Duration,
+    /// Each volume group's physical volumes as last listed, and when.
+    pvs_seen: Arc<parking_lot::Mutex<PvsSeen>>,
 }
+
+/// Volume group -> when its physical volumes were listed, and them.
+type PvsSeen = std::collections::HashMap<String, (std::time::Instant, Vec<String>)>;
+
+/// How long a listing of a volume group's physical volumes is used for
+/// the device filter. Every LVM command takes the volume group's lock,
+/// and under load each costs a good fraction of a second; the PVs of a
+/// volume group change only when an operator adds or removes a disk.
+const PVS_FRESH: Duration = Duration::from_secs(10);
 
 const LVS_FIELDS: &str = "lv_name,lv_path,lv_size,vg_name,pool_lv,data_percent,lv_attr,metadata_percent,chunk_size,stripes,lv_tags";
 
 impl Lvm {
     pub fn new(runner: Arc<dyn CommandRunner>, timeout: Duration) -> Lvm {
-        Lvm { runner, timeout }
+        Lvm { runner, timeout, pvs_seen: Default::default() }
     }
 
     fn cmd(&self, program: &str) -> Cmd {
@@ -312,8 +323,21 @@ impl Lvm {
         parse_pvs(&out)
     }
 
+    /// The device filter of the pool's volume group, from a listing of
+    /// its physical volumes at most [`PVS_FRESH`] old.
     async fn filter(&self, pool: &LvmPool) -> Result<String, StorageError> {
-        Ok(device_filter(&self.pvs(&pool.vg).await?))
+        if let Some((at, pvs)) = self.pvs_seen.lock().get(&pool.vg)
+            && at.elapsed() < PVS_FRESH
+        {
+            return Ok(device_filter(pvs));
+        }
+        let pvs = self.pvs(&pool.vg).await?;
+        let filter = device_filter(&pvs);
+        // A volume group not there (yet) is asked for again next time.
+        if !pvs.is_empty() {
+            self.pvs_seen.lock().insert(pool.vg.clone(), (std::time::Instant::now(), pvs));
+        }
+        Ok(filter)
     }
 
     /// The logical volumes of the pool's volume group.
@@ -532,7 +556,25 @@ impl Lvm {
                     None => self.cmd("lvcreate").args(["--config", &f, "--size", &size, &pool.vg, "-n", &name, "-y", "--addtag", &tag]),
                 };
                 self.run(c).await?;
-                planned(pool, &name, size_kib, &tag)
+                // What LVM made (it rounds up to whole extents), from the
+                // device: no second listing under the volume group's lock.
+                let dev = format!("/dev/{}/{name}", pool.vg);
+                let bytes = self.run(self.cmd("blockdev").args(["--getsize64", &dev])).await?;
+                let usable = bytes
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|e| StorageError::Output { program: "blockdev", detail: format!("{e}: {bytes:?}") })?
+                    / 1024;
+                let usable = i64::try_from(usable).unwrap_or(i64::MAX);
+                return Ok(VolumeObserved {
+                    number: nr,
+                    device_path: Some(dev),
+                    // A new thin volume holds no data yet; a thick one all its space.
+                    allocated_kib: Some(if pool.thin_pool.is_some() { 0 } else { usable }),
+                    usable_kib: Some(usable),
+                    disk_state: "UpToDate".into(),
+                    luks_device_path: None,
+                });
             }
         };
         // Read back what LVM made (extent rounding).
@@ -896,13 +938,13 @@ mod tests {
         pvs(&f, "vg0", PVS);
         f.expect(&l, &lvs_out(&[]))
             .expect(&["lvcreate", "--config", F, "--size", "65536k", "vg0", "-n", "web_00000", "-y", "--addtag", "cairn_vid_abc123"], "")
-            .expect(&l, &web("65536.00"));
+            // The size LVM made is read from the device, not listed again.
+            .expect(&["blockdev", "--getsize64", "/dev/vg0/web_00000"], "67108864\n");
         let o = rt().block_on(lvm.ensure(&pool, "web", 0, "abc123", Kib::new(65536).unwrap())).unwrap();
         assert_eq!(o.device_path.as_deref(), Some("/dev/vg0/web_00000"));
         assert_eq!((o.usable_kib, o.allocated_kib), (Some(65536), Some(65536)));
         assert!(f.is_done(), "{:?}", f.calls());
-        // Grow.
-        pvs(&f, "vg0", PVS);
+        // Grow (the physical volumes listed above are still fresh).
         f.expect(&l, &web("65536.00"))
             .expect(&["lvresize", "--config", F, "--size", "70000k", "vg0/web_00000", "-f"], "")
             .expect(&l, &web("73728.00"));
@@ -910,7 +952,6 @@ mod tests {
         assert_eq!(o.usable_kib, Some(73728), "rounded to whole extents");
         assert!(f.is_done(), "{:?}", f.calls());
         // Delete: quick wipe, then lvremove.
-        pvs(&f, "vg0", PVS);
         f.expect(
             &l,
             &lvs_out(&[
@@ -935,7 +976,6 @@ mod tests {
         assert_eq!(o.usable_kib, Some(12288));
         assert!(f.is_done(), "{:?}", f.calls());
         // Output that is no report stops ensure before it changes anything.
-        pvs(&f, "vg0", PVS);
         f.expect(&l, "  odd_00000;/dev/vg0/odd_00000;12288.00;vg0;;;-wi-------;;0;1;cairn_vid_b2\n");
         assert!(is_output_error(rt().block_on(lvm.ensure(&pool, "odd", 0, "b2", Kib::new(12288).unwrap())), "lvs"));
         assert!(f.is_done(), "{:?}", f.calls());
@@ -966,9 +1006,35 @@ mod tests {
                 ],
                 "",
             )
-            .expect(&l, &lvs_out(&[("db_00000", "102400.00", "thin", "0.00", "Vwi-a-tz--", "cairn_vid_new")]));
+            .expect(&["blockdev", "--getsize64", "/dev/vg0/db_00000"], "104857600\n");
         let o = rt().block_on(lvm.ensure(&pool, "db", 0, "new", Kib::new(102_400).unwrap())).unwrap();
-        assert_eq!(o.allocated_kib, Some(0), "a new thin volume allocates nothing");
+        assert_eq!((o.usable_kib, o.allocated_kib), (Some(102_400), Some(0)), "a new thin volume allocates nothing");
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Output that is no size fails the create (the volume is there;
+        // the next apply finds it and reads it back with `lvs`).
+        let (f, lvm, pool, lvs) = on_pool("thin", "vg0/thin", true);
+        let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
+        pvs(&f, "vg0", PVS);
+        f.expect(&l, &lvs_out(&[]))
+            .expect(
+                &[
+                    "lvcreate",
+                    "--config",
+                    F,
+                    "--virtualsize",
+                    "4096k",
+                    "vg0",
+                    "--thinpool",
+                    "thin",
+                    "--name",
+                    "x_00000",
+                    "--addtag",
+                    "cairn_vid_a",
+                ],
+                "",
+            )
+            .expect(&["blockdev", "--getsize64", "/dev/vg0/x_00000"], "blockdev: cannot open\n");
+        assert!(is_output_error(rt().block_on(lvm.ensure(&pool, "x", 0, "a", Kib::new(4096).unwrap())), "blockdev"));
         assert!(f.is_done(), "{:?}", f.calls());
     }
 
@@ -995,12 +1061,10 @@ mod tests {
         f.expect(&l, LVS_THIN);
         let a = rt().block_on(lvm.allocated(&pool)).unwrap();
         assert_eq!(a, [(("db".to_string(), 0), 20_480), (("web".to_string(), 1), 0)].into(), "snapshots and the pool are no volumes");
-        pvs(&f, "vgt", PVS);
         f.expect(&l, LVS_THIN);
         let snaps = rt().block_on(lvm.snapshots(&pool, "db")).unwrap();
         assert_eq!(snaps, [("s1".to_string(), vec![0]), ("s2".to_string(), vec![0])].into());
         for (id, needed) in [("r1", false), ("r2", true)] {
-            pvs(&f, "vgt", PVS);
             f.expect(&l, LVS_THIN);
             assert_eq!(rt().block_on(lvm.needs_rollback(&pool, "db", 0, "s1", id)).unwrap(), needed, "{id}");
         }
@@ -1040,11 +1104,9 @@ mod tests {
         pvs(&f, "vg0", PVS);
         f.expect(&l, &listing);
         assert!(rt().block_on(lvm.needs_rollback(&pool, "db", 0, "s1", "r1")).unwrap());
-        pvs(&f, "vg0", PVS);
         f.expect(&l, &listing);
         let snaps = rt().block_on(lvm.snapshots(&pool, "db")).unwrap();
         assert_eq!(snaps.keys().collect::<Vec<_>>(), ["s1"], "an untagged look-alike is no snapshot");
-        pvs(&f, "vg0", PVS);
         f.expect(&["lvrename", "--config", F, "vg0", "db_00000", "db_00000-rollback-r1"], "")
             .expect(&clone_cmd("cairn_rb_r1"), "")
             .expect(&["lvchange", "--config", F, "-ay", "-K", "vg0/db_00000"], "")
@@ -1052,7 +1114,6 @@ mod tests {
         rt().block_on(lvm.rollback(&pool, "db", 0, "v1", "s1", "r1")).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
         // A failed copy puts the volume back.
-        pvs(&f, "vg0", PVS);
         f.expect(&["lvrename", "--config", F, "vg0", "db_00000", "db_00000-rollback-r2"], "")
             .expect_failure(&clone_cmd("cairn_rb_r2"), 5, "no space")
             .expect(&["lvrename", "--config", F, "vg0", "db_00000-rollback-r2", "db_00000"], "");
@@ -1099,12 +1160,10 @@ mod tests {
         assert!(f.is_done(), "{:?}", f.calls());
         // Done once: the tag is gone, the next pass touches nothing.
         let done = ("cl_00000", "4096.00", "thin", "10.00", "Vwi-a-tz--", "cairn_vid_c9");
-        pvs(&f, "vg0", PVS);
         f.expect(&l, &lvs_out(&[src, done])).expect(&l, &lvs_out(&[src, done]));
         rt().block_on(lvm.ensure_from(&pool, "cl", 0, "c9", size, Some(("web_00000", true)))).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
         // A copy that was left half-done (killed before dd) is finished.
-        pvs(&f, "vg0", PVS);
         f.expect(&l, &lvs_out(&[src, pending]))
             .expect(&l, &lvs_out(&[src, pending]))
             .expect(&["dd", "if=/dev/zero", "of=/dev/vg0/cl_00000", "bs=512", "seek=8184", "count=8", "oflag=direct", "conv=notrunc"], "")
@@ -1169,34 +1228,27 @@ mod tests {
         );
         tail(&f);
         // Then the usual ensure: found, right size, read back.
-        pvs(&f, "vg0", PVS);
         f.expect(&l, &lvs_out(&[src, done])).expect(&l, &lvs_out(&[src, done]));
         let size = Kib::new(8192).unwrap();
         rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
         // Interrupted after the LV was made: the snapshot stays, dd again.
-        pvs(&f, "vg0", PVS);
         f.expect(&l, &lvs_out(&[src, copying, snap]));
         tail(&f);
-        pvs(&f, "vg0", PVS);
         f.expect(&l, &lvs_out(&[src, done])).expect(&l, &lvs_out(&[src, done]));
         rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
         // A finished copy is never copied again, even if the source is gone.
-        pvs(&f, "vg0", PVS);
         f.expect(&l, &lvs_out(&[done]));
-        pvs(&f, "vg0", PVS);
         f.expect(&l, &lvs_out(&[done])).expect(&l, &lvs_out(&[done]));
         rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
         // A missing source is an error before anything is made.
-        pvs(&f, "vg0", PVS);
         f.expect(&l, &lvs_out(&[]));
         assert!(rt().block_on(lvm.ensure_thick_clone(&pool, "cl", 0, "c9", size, "web_00000", false)).is_err());
         assert!(f.is_done(), "{:?}", f.calls());
         // A clone removed while copying takes its source snapshot along;
         // the source stays.
-        pvs(&f, "vg0", PVS);
         f.expect(&l, &lvs_out(&[src, copying, snap]))
             .expect(&["wipefs", "-a", "-f", "/dev/vg0/cl_00000"], "")
             .expect(&["lvremove", "--config", F, "-f", "vg0/cl_00000"], "")
