@@ -154,6 +154,56 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
     ok(c.lin.resource_dfn_delete("late"))
 
 
+def test_snapshots_suspend_io_on_every_node_and_rollback_restore_bring_the_data_back(drbd_cluster):
+    c = drbd_cluster
+    spawn3(c, "snaps", "sn", 32)
+    wait_for("all replicas UpToDate", lambda: set(disk_states(c, "sn").values()) == {"UpToDate"}, timeout=120)
+    rc, out = c.vms["d1"].sh(f"dd if=/dev/urandom of={device(c, 'sn', 'd1')} bs=1M seek=2 count=8 oflag=direct conv=fsync 2>&1")
+    assert rc == 0, out
+    before = whole_sha(c.vms["d1"], device(c, "sn", "d1"))
+    # Every DRBD event on each node while the snapshot is taken.
+    for vm in c.vms.values():
+        vm.sh("(drbdsetup events2 --timestamps sn < /dev/null > /tmp/sn.events2 2>&1 & echo $! > /tmp/sn.events2.pid)")
+    replies = c.lin.snapshot_create([], "sn", "s1")
+    assert all(r.is_success() for r in replies), [str(r) for r in replies]
+    status, _, snap = c.ctrl.request("GET", "/v1/resource-definitions/sn/snapshots/s1")
+    assert status == 200 and "SUCCESSFUL" in snap["flags"], snap
+    assert sorted(n["node_name"] for n in snap["snapshots"]) == ["d1", "d2", "d3"], snap
+    for n, vm in c.vms.items():
+        vm.sh("kill $(cat /tmp/sn.events2.pid)")
+        rc, ev = vm.sh("grep -E '^[^ ]+ change resource name:sn .*suspended:' /tmp/sn.events2")
+        states = [line.split("suspended:")[1].split()[0] for line in ev.splitlines()]
+        # I/O was suspended by the snapshot and resumed after it, on every node.
+        assert "user" in states and states[-1] == "no", (n, ev)
+        assert "suspended" not in vm.sh("drbdsetup status sn")[1], n
+    # New data over it, then back to the snapshot: every replica rolls
+    # back, and DRBD comes back consistent without a resync.
+    rc, out = c.vms["d2"].sh(f"dd if=/dev/urandom of={device(c, 'sn', 'd2')} bs=1M seek=1 count=16 oflag=direct conv=fsync 2>&1")
+    assert rc == 0, out
+    assert whole_sha(c.vms["d2"], device(c, "sn", "d2")) != before
+    replies = c.lin.snapshot_rollback("sn", "s1")
+    assert all(r.is_success() for r in replies), [str(r) for r in replies]
+
+    def settled():
+        return set(disk_states(c, "sn").values()) == {"UpToDate"} and all(
+            p["connection-state"] == "Connected" for vm in c.vms.values() for p in kernel_status(vm, "sn")["connections"])
+
+    wait_for("rolled back and connected", settled, timeout=180)
+    assert {n: whole_sha(vm, device(c, "sn", n)) for n, vm in c.vms.items()} == {n: before for n in c.vms}
+    assert {n: resync_received(vm, "sn") for n, vm in c.vms.items()} == {"d1": 0, "d2": 0, "d3": 0}
+
+    # Restore into a new definition on two nodes: the snapshot's data.
+    ok(c.lin.resource_dfn_create("snr"))
+    ok(c.lin.snapshot_volume_definition_restore("sn", "s1", "snr"))
+    ok(c.lin.snapshot_resource_restore(["d1", "d3"], "sn", "s1", "snr"))
+    wait_for("restored replicas UpToDate", lambda: all(disk_states(c, "snr").get(n) == "UpToDate" for n in ("d1", "d3")), timeout=180)
+    for n in ("d1", "d3"):
+        assert whole_sha(c.vms[n], device(c, "snr", n)) == before, n
+    ok(c.lin.resource_dfn_delete("snr"))
+    ok(c.lin.snapshot_delete("sn", "s1"))
+    ok(c.lin.resource_dfn_delete("sn"))
+
+
 def test_delete_leaves_nothing_behind(drbd_cluster):
     c = drbd_cluster
     spawn3(c, "gone", "gone", 32)

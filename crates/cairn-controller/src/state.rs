@@ -57,6 +57,14 @@ impl AppState {
             let seed = cluster.seed(&mut || uuid::Uuid::new_v4().to_string());
             s.commit(&seed)?;
             cluster.apply(seed);
+            // A snapshot cut short by a stop between its steps leaves no
+            // DRBD resource with its I/O suspended.
+            let unfinished = cluster.finish_interrupted_snapshots().changes;
+            if !unfinished.is_empty() {
+                tracing::warn!(snapshots = unfinished.len(), "finishing snapshots whose taking was interrupted");
+                s.commit(&unfinished)?;
+                cluster.apply(unfinished);
+            }
             Ok(cluster)
         })
         .await

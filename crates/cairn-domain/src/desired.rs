@@ -115,7 +115,13 @@ pub fn desired_of_node(
                         })
                     })
                     .collect(),
-                snapshots: c.snapshots_of(&rd_key).filter(|s| s.nodes.contains_key(node_key)).map(|s| s.name.clone()).collect(),
+                // A replicated resource's snapshot is taken once I/O is
+                // suspended on all its nodes (phase Take).
+                snapshots: c
+                    .snapshots_of(&rd_key)
+                    .filter(|s| s.nodes.contains_key(node_key) && s.phase != crate::snapshot::SnapshotPhase::Suspend)
+                    .map(|s| s.name.clone())
+                    .collect(),
                 rollback: r.rollback.as_ref().map(|b| RollbackDesired { snapshot: b.snapshot.clone(), id: b.id.clone() }),
                 inactive: r.flags.contains(crate::resource::FLAG_INACTIVE),
             }
@@ -257,6 +263,8 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
         options: drbd_options(c, r),
         peers,
         initial_sync: !r.is_diskless() && rd.props.get(crate::drbd_auto::PROP_INITIAL_SYNC_RSC) == Some(&r.uuid),
+        // Diskless ones too: the application may write through any node.
+        suspend_io: c.io_suspended(&rd_key),
     })
 }
 

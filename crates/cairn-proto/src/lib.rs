@@ -294,6 +294,10 @@ pub struct DrbdDesired {
     /// day-0 generation id by `set-gi`, without one by `primary --force`.
     #[serde(default)]
     pub initial_sync: bool,
+    /// I/O is to be suspended (`drbdadm suspend-io`) while a snapshot of
+    /// the resource is taken on all its nodes; resumed when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend_io: bool,
 }
 
 /// One volume of the DRBD resource.

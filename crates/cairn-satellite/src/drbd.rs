@@ -488,6 +488,34 @@ impl DrbdLayer {
         text.trim().parse::<i64>().ok().map(|sectors| sectors / 2)
     }
 
+    /// Suspends or resumes the resource's I/O as desired (a snapshot of
+    /// every node is being taken while suspended). The kernel's
+    /// `suspended:` state decides whether a command is needed; a resource
+    /// that is not up has no I/O to hold.
+    pub async fn set_io_suspended(&self, rsc: &str, host: &str, suspend: bool) -> Result<(), ObjectError> {
+        if self.mode != DrbdMode::Kernel {
+            return Ok(());
+        }
+        let by_user = match self.events.lock().resource(rsc) {
+            None => return Ok(()),
+            Some(r) => r.suspended.as_deref().is_some_and(|s| s.split(',').any(|w| w == "user")),
+        };
+        if suspend && !by_user {
+            self.runner
+                .run(&self.adm.suspend_io(rsc, host))
+                .await
+                .map_err(|e| exec_err(format!("Failed to suspend I/O of '{rsc}' for a snapshot."), &e))?;
+            self.events.lock().set_suspended_by_user(rsc, true);
+        } else if !suspend && by_user {
+            self.runner
+                .run(&self.adm.resume_io(rsc, host))
+                .await
+                .map_err(|e| exec_err(format!("Failed to resume I/O of '{rsc}' after a snapshot."), &e))?;
+            self.events.lock().set_suspended_by_user(rsc, false);
+        }
+        Ok(())
+    }
+
     /// Takes the resource down (deactivation), keeping its configuration
     /// and metadata; nothing to do when it is not up.
     pub async fn down(&self, rsc: &str) -> Result<(), ObjectError> {
@@ -591,6 +619,7 @@ mod tests {
                 options: BTreeMap::new(),
             }],
             initial_sync,
+            suspend_io: false,
         }
     }
 
@@ -654,6 +683,38 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!((mode(&f.dir.join("web.res")), mode(&f.dir.join(CONF_FILE)), mode(&f.dir)), (0o600, 0o600, 0o700));
+    }
+
+    #[test]
+    fn io_is_suspended_and_resumed_once_each_and_only_when_up() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        // Not up: no I/O to hold, no command.
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", true)).unwrap();
+        assert!(f.fake.calls().is_empty());
+        f.layer.feed_events("exists resource name:web role:Secondary suspended:no\n");
+        f.fake.expect(&["drbdadm", "-c", &conf, "-vvv", "suspend-io", "web"], "");
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", true)).unwrap();
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", true)).unwrap();
+        assert!(f.fake.is_done(), "once: {:?}", f.fake.calls());
+        // Suspended by a user (as events2 says) is resumed; suspended for
+        // quorum alone is not the snapshot's to lift.
+        f.layer.feed_events("change resource name:web suspended:user\n");
+        f.fake.expect(&["drbdadm", "-c", &conf, "-vvv", "resume-io", "web"], "");
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", false)).unwrap();
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", false)).unwrap();
+        f.layer.feed_events("change resource name:web suspended:quorum\n");
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", false)).unwrap();
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        // A refusal is an error of the resource.
+        f.fake.expect_failure(&["drbdadm", "-c", &conf, "-vvv", "suspend-io", "web"], 10, "no");
+        let e = rt().block_on(f.layer.set_io_suspended("web", "alpha", true)).unwrap_err();
+        assert!(e.message.contains("suspend I/O"), "{e:?}");
+        // Config-only: nothing runs.
+        let c = fixture(DrbdMode::ConfigOnly);
+        c.layer.feed_events("exists resource name:web role:Secondary suspended:no\n");
+        rt().block_on(c.layer.set_io_suspended("web", "alpha", true)).unwrap();
+        assert!(c.fake.calls().is_empty());
     }
 
     #[test]
