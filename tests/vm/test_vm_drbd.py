@@ -204,6 +204,37 @@ def test_snapshots_suspend_io_on_every_node_and_rollback_restore_bring_the_data_
     ok(c.lin.resource_dfn_delete("sn"))
 
 
+def test_a_volume_added_while_in_use_becomes_uptodate_everywhere(drbd_cluster):
+    c = drbd_cluster
+    spawn3(c, "grow2", "vadd", 16)
+    wait_for("all replicas UpToDate", lambda: set(disk_states(c, "vadd").values()) == {"UpToDate"}, timeout=120)
+    # d2 holds volume 0 open: the resource is primary there, in use.
+    c.vms["d2"].sh(f"sleep 600 3>{device(c, 'vadd', 'd2')} >/dev/null 2>&1 & echo $! > /tmp/vadd.holder")
+    wait_for("d2 in use", lambda: view(c, "vadd")["d2"]["state"]["in_use"] is True, timeout=30)
+    ok(c.lin.volume_dfn_create("vadd", 16 * MIB))
+
+    def second(n):
+        vols = {v["volume_number"]: v for v in view(c, "vadd")[n]["volumes"]}
+        return vols.get(1, {}).get("state", {}).get("disk_state")
+
+    try:
+        wait_for("the new volume UpToDate on every node", lambda: {second(n) for n in c.vms} == {"UpToDate"}, timeout=180)
+    except AssertionError:
+        for n, vm in c.vms.items():
+            print(n, vm.sh("drbdsetup status --verbose vadd; ls /var/lib/cairn-satellite/drbd.d; lvs")[1])
+        print(json.dumps(view(c, "vadd"), indent=1))
+        raise
+    # Written on the primary, read on a secondary.
+    dev1 = {n: [v for v in view(c, "vadd")[n]["volumes"] if v["volume_number"] == 1][0]["device_path"] for n in c.vms}
+    rc, out = c.vms["d2"].sh(f"dd if=/dev/urandom of={dev1['d2']} bs=1M count=4 oflag=direct conv=fsync 2>&1")
+    assert rc == 0, out
+    want = whole_sha(c.vms["d2"], dev1["d2"])
+    c.vms["d2"].sh("kill $(cat /tmp/vadd.holder)")
+    wait_for("d2 no longer in use", lambda: view(c, "vadd")["d2"]["state"]["in_use"] is False, timeout=30)
+    assert whole_sha(c.vms["d3"], dev1["d3"]) == want
+    ok(c.lin.resource_dfn_delete("vadd"))
+
+
 def test_delete_leaves_nothing_behind(drbd_cluster):
     c = drbd_cluster
     spawn3(c, "gone", "gone", 32)

@@ -257,6 +257,10 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
                     minor: vd.drbd_minor?,
                     day0_gi: vd.props.get(crate::resource_definition::PROP_DRBD_CURRENT_GI).cloned(),
                     initialized: vd.flags.contains(crate::resource_definition::FLAG_DRBD_INITIALIZED),
+                    initial_sync: vd
+                        .props
+                        .contains_key(crate::drbd_auto::PROP_INITIAL_SYNC_RSC)
+                        .then(|| !r.is_diskless() && c.initial_sync_rsc(&rd_key, vd) == Some(&r.uuid)),
                 })
             })
             .collect(),

@@ -116,6 +116,14 @@ impl Cluster {
                 ObjKey::RscDfn(rd) => {
                     rds.insert(rd);
                 }
+                ObjKey::VlmDfn(rd, nr) => {
+                    if let Change::Put(Object::VlmDfn(v)) = ch
+                        && !self.vlm_dfns.contains_key(&(rd.clone(), nr))
+                        && let Some(v) = self.initial_sync_on_the_user(v, obs)
+                    {
+                        follow.put(Object::VlmDfn(v));
+                    }
+                }
                 _ => {}
             }
         }
@@ -143,6 +151,30 @@ impl Cluster {
             }
         }
         Ok(follow)
+    }
+
+    /// The uuid of the replica that makes a new volume UpToDate first: the
+    /// volume definition's own choice while that replica exists (a volume
+    /// added while the definition was in use), else the definition's.
+    pub fn initial_sync_rsc<'a>(&'a self, rd_key: &str, vd: &'a VolumeDefinition) -> Option<&'a String> {
+        vd.props
+            .get(PROP_INITIAL_SYNC_RSC)
+            .filter(|u| self.resources_of(rd_key).any(|r| &r.uuid == *u))
+            .or_else(|| self.rsc_dfns.get(rd_key).and_then(|d| d.props.get(PROP_INITIAL_SYNC_RSC)))
+    }
+
+    /// A volume added to a definition that is in use somewhere: the
+    /// replica in use is its initial sync source (as LINSTOR chooses it),
+    /// since it is the one that writes to the new volume from the start;
+    /// any other source would make a second data generation beside it (a
+    /// split brain of the new volume). None when nothing is in use: the
+    /// definition's chosen replica serves.
+    fn initial_sync_on_the_user(&self, v: &VolumeDefinition, obs: &dyn Observer) -> Option<VolumeDefinition> {
+        let rd_key = key(&v.resource_definition);
+        let user = self.resources_of(&rd_key).filter(|r| is_diskful(r)).find(|r| obs.in_use(&key(&r.node), &r.resource_definition))?;
+        let mut v = v.clone();
+        v.props.insert(PROP_INITIAL_SYNC_RSC.into(), user.uuid.clone());
+        Some(v)
     }
 
     fn check_layers(&self, r: &Resource, obs: &dyn Observer) -> OpResult<()> {
@@ -336,7 +368,7 @@ impl Cluster {
             if vd.drbd_minor.is_none() || vd.flags.contains(FLAG_DRBD_INITIALIZED) {
                 continue;
             }
-            let Some(chosen) = self.rsc_dfns.get(rd_key).and_then(|d| d.props.get(PROP_INITIAL_SYNC_RSC)) else { continue };
+            let Some(chosen) = self.initial_sync_rsc(rd_key, vd) else { continue };
             if let Some(r) = self.resources_of(rd_key).find(|r| &r.uuid == chosen) {
                 out.push(AwaitingInit { rd: rd_key.clone(), volume: *nr, node: key(&r.node) });
             }
@@ -381,6 +413,8 @@ mod tests {
     struct Obs {
         storage_only: BTreeSet<String>,
         offline: BTreeSet<String>,
+        /// Node keys where the definition's resource is in use.
+        in_use: BTreeSet<String>,
     }
 
     impl Observer for Obs {
@@ -394,6 +428,9 @@ mod tests {
         }
         fn capacity(&self, _: &str, _: &str) -> Option<PoolCapacity> {
             None
+        }
+        fn in_use(&self, k: &str, _: &str) -> bool {
+            self.in_use.contains(k)
         }
     }
 
@@ -661,6 +698,36 @@ mod tests {
         t.create("n1", &[]).unwrap();
         t.delete("n2");
         assert_eq!(vol(&t, "N1"), (false, Some(gi), true));
+    }
+
+    #[test]
+    fn a_volume_added_while_in_use_starts_on_the_replica_in_use() {
+        let mut t = T::new(&["n1", "n2", "n3"]);
+        for n in ["n1", "n2", "n3"] {
+            t.create(n, &[]).unwrap();
+        }
+        t.commit(|c, _| Ok(c.drbd_initialized(&[("web".into(), 0)]))).unwrap();
+        let sync = |t: &T, node: &str, nr: usize| {
+            let d = desired_for_node(&t.c, node).1.first().and_then(|r| r.drbd.clone()).unwrap();
+            d.volumes[nr].initial_sync.unwrap_or(d.initial_sync)
+        };
+        // In use on n2 (not the definition's chosen n1): volume 1 starts there.
+        t.obs.in_use.insert("N2".into());
+        let vd = VolumeDefinitionCreate { volume_definition: WireVd { size_kib: Some(4096), ..Default::default() }, ..Default::default() };
+        t.commit(|c, ctx| c.create_vlm_dfn("web", &vd, ctx)).unwrap();
+        assert_eq!(["N1", "N2", "N3"].map(|n| sync(&t, n, 1)), [false, true, false]);
+        assert_eq!(["N1", "N2", "N3"].map(|n| sync(&t, n, 0)), [true, false, false], "volume 0 keeps its choice");
+        let waiting = t.c.awaiting_drbd_init().into_iter().map(|a| (a.volume, a.node)).collect::<Vec<_>>();
+        assert_eq!(waiting, [(1, "N2".to_string())]);
+        // That replica goes before the volume was UpToDate: the
+        // definition's choice serves.
+        t.delete("n2");
+        assert!(sync(&t, "N1", 1));
+        // Not in use anywhere: the definition's choice.
+        t.obs.in_use.clear();
+        t.commit(|c, ctx| c.create_vlm_dfn("web", &vd, ctx)).unwrap();
+        assert!(sync(&t, "N1", 2) && !sync(&t, "N3", 2));
+        assert_eq!(desired_for_node(&t.c, "N1").1[0].drbd.as_ref().unwrap().volumes[2].initial_sync, None);
     }
 
     #[test]

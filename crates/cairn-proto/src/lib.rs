@@ -315,6 +315,11 @@ pub struct DrbdVolumeDesired {
     /// fresh metadata UpToDate on its own any more.
     #[serde(default)]
     pub initialized: bool,
+    /// Whether this replica makes the volume UpToDate first, where that
+    /// differs from the resource's `initial_sync` (a volume added while
+    /// another replica was in use starts on that one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_sync: Option<bool>,
 }
 
 /// A peer of a DRBD resource.

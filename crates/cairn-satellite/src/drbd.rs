@@ -310,7 +310,7 @@ impl DrbdLayer {
     async fn stamp_day0(&self, d: &DrbdDesired, v: &DrbdVolumeDesired, dev: &str, zeroed: bool) -> Result<bool, ExecError> {
         let Some(day0) = &v.day0_gi else { return Ok(false) };
         let forced = d.options.get(FORCE_INITIAL_SYNC).is_some_and(|x| x.eq_ignore_ascii_case("true"));
-        if d.initial_sync && !v.initialized {
+        if v.initial_sync.unwrap_or(d.initial_sync) && !v.initialized {
             let mine = format!("{}:{day0}:::1:1", random_gi());
             let others = format!(":{day0}::::");
             for id in 0..=MAX_NODE_ID {
@@ -607,7 +607,7 @@ mod tests {
             address: "127.0.0.1".into(),
             host: "alpha".into(),
             diskless: false,
-            volumes: vec![DrbdVolumeDesired { number: 0, minor: 1000, day0_gi: None, initialized: false }],
+            volumes: vec![DrbdVolumeDesired { number: 0, minor: 1000, day0_gi: None, initialized: false, initial_sync: None }],
             options: Default::default(),
             peers: vec![DrbdPeer {
                 host: "bravo".into(),
