@@ -119,15 +119,15 @@ def test_the_property_table_is_what_the_generator_makes_of_python_linstor(tmp_pa
     import subprocess
     import sys
 
-    table = os.path.join(REPO, "crates", "cairn-controller", "src", "props_info.json")
+    table = os.path.join(REPO, "crates", "cairn-domain", "src", "props_info.json")
     with open(table) as f:
         committed = json.load(f)
     script = os.path.join(REPO, "scripts", "gen-props-info.py")
     site = os.path.dirname(os.path.dirname(__import__("linstor").__file__))
     copy = tmp_path / "repo"
     (copy / "scripts").mkdir(parents=True)
-    (copy / "crates" / "cairn-controller" / "src").mkdir(parents=True)
+    (copy / "crates" / "cairn-domain" / "src").mkdir(parents=True)
     (copy / "scripts" / "gen-props-info.py").write_text(open(script).read())
     subprocess.run([sys.executable, str(copy / "scripts" / "gen-props-info.py"), site], check=True, capture_output=True)
-    with open(copy / "crates" / "cairn-controller" / "src" / "props_info.json") as f:
+    with open(copy / "crates" / "cairn-domain" / "src" / "props_info.json") as f:
         assert json.load(f) == committed
