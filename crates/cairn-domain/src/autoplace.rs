@@ -234,7 +234,7 @@ impl Cluster {
                 name: req.resource_definition_name.clone(),
                 external_name: req.resource_definition_external_name.clone(),
                 resource_group_name: Some(g.name.clone()),
-                props: req.resource_definition_props.clone(),
+                props: crate::props::checked(crate::whitelist::PropsObj::RscDfn, &req.resource_definition_props, OP)?,
                 ..Default::default()
             },
             ..Default::default()

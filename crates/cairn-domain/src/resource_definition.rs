@@ -12,6 +12,7 @@ use crate::error::{OpError, OpResult};
 use crate::name::{self, NameKind, key};
 use crate::numbers::Taken;
 use crate::resource_group::{MAX_VLM_NR, check_flags, lowest_free, modify_flags};
+use crate::whitelist::PropsObj;
 use crate::{Ctx, DEFAULT_RSC_GRP, Props, props};
 
 /// Largest volume size: 2^53 KiB = 8 EiB, the largest block device Linux
@@ -221,7 +222,10 @@ impl Cluster {
 
     /// `POST /v1/resource-definitions`.
     pub fn create_rsc_dfn(&self, req: &wire::ResourceDefinitionCreate, ctx: &mut Ctx) -> OpResult<Outcome> {
-        let d = self.build_rsc_dfn(req, ctx)?;
+        let mut checked = req.clone();
+        checked.resource_definition.props =
+            props::checked(PropsObj::RscDfn, &req.resource_definition.props, rc::MASK_CRT | rc::MASK_RSC_DFN)?;
+        let d = self.build_rsc_dfn(&checked, ctx)?;
         let mut out = Outcome::default();
         // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
         if let Some(e) = crate::props::created_entry(rc::MASK_RSC_DFN, &req.resource_definition.props) {
@@ -298,7 +302,7 @@ impl Cluster {
     pub fn modify_rsc_dfn(&self, rd: &str, req: &wire::ResourceDefinitionModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_RSC_DFN;
         let mut d = self.rsc_dfn(rd, OP)?.clone();
-        d.props = props::apply(&d.props, &req.props, OP)?;
+        d.props = props::apply(PropsObj::RscDfn, &d.props, &req.props, OP)?;
         // A quorum a user sets (or removes) is theirs: auto-quorum stays away.
         if req.props.override_props.contains_key(crate::drbd_auto::PROP_QUORUM) {
             d.props.insert(crate::drbd_auto::PROP_QUORUM_SET_BY.into(), "user".into());
@@ -391,7 +395,9 @@ impl Cluster {
         } else {
             None
         };
-        let vd = build_vlm_dfn(d, &taken, req, minor, ctx)?;
+        let mut checked = req.clone();
+        checked.volume_definition.props = props::checked(PropsObj::VlmDfn, &req.volume_definition.props, OP)?;
+        let vd = build_vlm_dfn(d, &taken, &checked, minor, ctx)?;
         let nr = vd.volume_number;
         let mut out = Outcome::default();
         // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
@@ -427,7 +433,7 @@ impl Cluster {
             }
             vd.size_kib = size;
         }
-        vd.props = props::apply(&vd.props, &req.props, OP)?;
+        vd.props = props::apply(PropsObj::VlmDfn, &vd.props, &req.props, OP)?;
         vd.flags = modify_flags(&vd.flags, &req.flags, VD_FLAGS, OP)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.

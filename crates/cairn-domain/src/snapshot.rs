@@ -297,7 +297,7 @@ impl Cluster {
             name: req.name.clone(),
             uuid: ctx.uuid(),
             flags: BTreeSet::new(),
-            props: req.props.clone(),
+            props: crate::props::checked(crate::whitelist::PropsObj::SnapDfn, &req.props, OP)?,
             create_timestamp: ctx.now_ms,
             volumes: self.vlm_dfns_of(&rd_key).map(|v| SnapshotVlmDfn { volume_number: v.volume_number, size_kib: v.size_kib }).collect(),
             nodes,
@@ -406,7 +406,7 @@ impl Cluster {
     pub fn modify_snapshot(&self, rd: &str, snap: &str, req: &cairn_api::PropsModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_SNAPSHOT;
         let mut s = self.snapshot(rd, snap, OP)?.clone();
-        s.props = crate::props::apply(&s.props, req, OP)?;
+        s.props = crate::props::apply(crate::whitelist::PropsObj::SnapDfn, &s.props, req, OP)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.
         if let Some(e) = crate::props::set_entry(rc::MASK_SNAPSHOT, req) {
