@@ -8,7 +8,9 @@ and detach it with `DELETE ...?keep_tiebreaker=true`; these tests replay
 their requests, as their sources send them (linstor-csi's
 pkg/client/linstor.go, the plugin's LINSTORPlugin.pm), against a
 controller with four config-only DRBD satellites, and check every
-replica's flags and the definition's quorum after every request."""
+replica's flags and the definition's quorum after every request. Last,
+what a delete leaves behind for the replicas that stay: the deleted
+replica's DRBD node id, not reused until they have forgotten it."""
 
 import os
 import shutil
@@ -16,7 +18,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, run_cluster
+from conftest import BIN, run_cluster, wait_for
 
 NODES = ["n1", "n2", "n3", "n4"]
 TB = ["DISKLESS", "DRBD_DISKLESS", "TIE_BREAKER"]
@@ -231,3 +233,39 @@ def test_deleting_the_tiebreaker(tb_cluster):
     expect(c, "tbdel", [d1, d2], {free: TB})
     assert call(c, "GET", "/v1/resource-definitions/tbdel")["props"]["DrbdOptions/auto-add-quorum-tiebreaker"] == "True"
 
+
+def test_a_deleted_replicas_node_id_waits_for_every_peer_to_forget_it(tb_cluster):
+    """A node id freed by a delete is handed out again only once every
+    diskful replica left has forgotten it (`drbdsetup forget-peer`; a
+    config-only satellite has nothing to forget and reports it when it
+    applies the delete). While n2 is offline it cannot, so id 2 stays
+    taken: not chosen for a new replica, refused when asked for."""
+    c = tb_cluster
+    call(c, "POST", "/v1/resource-definitions", {"resource_definition": {"name": "ids"}}, want=201)
+    call(c, "POST", "/v1/resource-definitions/ids/volume-definitions", {"volume_definition": {"size_kib": 16384}})
+    call(c, "POST", "/v1/resource-definitions/ids/resources",
+         [{"resource": {"node_name": n}} for n in ["n1", "n2", "n3"]], want=201)
+
+    def node_ids():
+        view = call(c, "GET", "/v1/view/resources?resources=ids")
+        return {r["node_name"]: r["layer_object"]["drbd"]["node_id"] for r in view}
+
+    assert node_ids() == {"n1": 0, "n2": 1, "n3": 2}
+    c.sats["n2"].stop()
+    wait_for("n2 offline", lambda: any(n.name == "n2" and n.connection_status != "ONLINE" for n in c.lin.node_list_raise().nodes))
+    status, _, replies = c.ctrl.request("DELETE", "/v1/resource-definitions/ids/resources/n3")
+    assert status == 200, replies
+    # Two diskful replicas left: the tiebreaker on n4 does not get id 2.
+    assert node_ids() == {"n1": 0, "n2": 1, "n4": 3}, node_ids()
+    ask = [{"resource": {"node_name": "n3"}, "drbd_node_id": 2}]
+    status, _, replies = c.ctrl.request("POST", "/v1/resource-definitions/ids/resources", ask)
+    assert status == 500 and "not forgotten yet" in replies[0]["message"], replies
+    # n2 returns, applies its state and reports id 2 forgotten.
+    c.sats["n2"].start()
+    wait_for("n2 online", lambda: all(n.connection_status == "ONLINE" for n in c.lin.node_list_raise().nodes))
+
+    def created():
+        status, _, replies = c.ctrl.request("POST", "/v1/resource-definitions/ids/resources", ask)
+        return status == 201
+    wait_for("node id 2 free again", created)
+    assert node_ids() == {"n1": 0, "n2": 1, "n3": 2}, node_ids()

@@ -153,9 +153,11 @@ impl Cluster {
             }
             self.tiebreaker(&mut a, &out.changes, obs, &mut taken, ctx, &mut follow);
             let props = self.drbd_rd_props(&a);
-            if props != a.rd.props {
+            let forgetting = self.forgetting(&a, &rd_key, out.changes.iter().chain(&follow.changes));
+            if props != a.rd.props || forgetting != a.rd.drbd.forgetting {
                 let mut d = a.rd.clone();
                 d.props = props;
+                d.drbd.forgetting = forgetting;
                 follow.put(Object::RscDfn(d));
             }
         }
@@ -380,6 +382,35 @@ impl Cluster {
         }
     }
 
+    /// The node ids of a definition's deleted replicas that peers still
+    /// have to forget, after a change (`changes`: the operation's and the
+    /// follow-up's). As LINSTOR's satellites do when a peer is deleted
+    /// (`DrbdLayer`: `del-peer`, then `forget-peer` on every diskful
+    /// replica), each diskful replica left frees the bitmap slot of the
+    /// deleted one; LINSTOR keeps the deleted replica, and with it its node
+    /// id, until the satellites answered. Here the id stays taken until
+    /// each of those replicas has reported it forgotten
+    /// ([`Cluster::peers_forgot`]), or is gone or diskless itself.
+    fn forgetting<'a>(&self, a: &After, rd_key: &str, changes: impl Iterator<Item = &'a Change>) -> BTreeMap<u8, BTreeSet<String>> {
+        let holds = |id: u8| a.rscs.values().any(|r| r.drbd.is_some_and(|d| d.node_id == id));
+        let diskful: BTreeSet<&String> = a.rscs.iter().filter(|(_, r)| r.drbd.is_some() && !r.is_diskless()).map(|(k, _)| k).collect();
+        let mut map = a.rd.drbd.forgetting.clone();
+        for ch in changes {
+            if let Change::Delete(ObjKey::Rsc(rd, n)) = ch
+                && rd == rd_key
+                && let Some(id) = self.resources.get(&(rd.clone(), n.clone())).and_then(|r| r.drbd).map(|d| d.node_id)
+                && !holds(id)
+            {
+                map.entry(id).or_default().extend(diskful.iter().map(|k| (*k).clone()));
+            }
+        }
+        for nodes in map.values_mut() {
+            nodes.retain(|k| diskful.contains(k));
+        }
+        map.retain(|id, nodes| !nodes.is_empty() && !holds(*id));
+        map
+    }
+
     /// Quorum and initial-sync properties of a definition after a change.
     fn drbd_rd_props(&self, a: &After) -> Props {
         let mut props = a.rd.props.clone();
@@ -464,6 +495,49 @@ impl Cluster {
                 vd.flags.insert(FLAG_DRBD_INITIALIZED.into());
                 out.put(Object::VlmDfn(vd));
             }
+        }
+        out
+    }
+}
+
+/// A node id a replica has to forget: definition key, node id, node key
+/// of the replica.
+pub type Forget = (String, u8, String);
+
+impl Cluster {
+    /// Every node id some replica still has to forget.
+    pub fn pending_forgets(&self) -> Vec<Forget> {
+        let mut out = Vec::new();
+        for (rd_key, d) in &self.rsc_dfns {
+            for (id, nodes) in &d.drbd.forgetting {
+                out.extend(nodes.iter().map(|n| (rd_key.clone(), *id, n.clone())));
+            }
+        }
+        out
+    }
+
+    /// Records that these replicas reported the node ids forgotten; an id
+    /// every replica forgot can be handed out again.
+    pub fn peers_forgot(&self, done: &[Forget]) -> Outcome {
+        let mut changed: BTreeMap<String, ResourceDefinition> = BTreeMap::new();
+        for (rd, id, node) in done {
+            let rd_key = key(rd);
+            let Some(d) = changed.get(&rd_key).or_else(|| self.rsc_dfns.get(&rd_key)) else { continue };
+            if !d.drbd.forgetting.get(id).is_some_and(|n| n.contains(&key(node))) {
+                continue;
+            }
+            let mut d = d.clone();
+            if let Some(nodes) = d.drbd.forgetting.get_mut(id) {
+                nodes.remove(&key(node));
+                if nodes.is_empty() {
+                    d.drbd.forgetting.remove(id);
+                }
+            }
+            changed.insert(rd_key, d);
+        }
+        let mut out = Outcome::default();
+        for d in changed.into_values() {
+            out.put(Object::RscDfn(d));
         }
         out
     }
@@ -731,6 +805,72 @@ mod tests {
         assert_eq!(out.replies[0].message, "Autotiebreaker automatically enabled due to --keep-tiebreaker");
         assert_eq!(t.rd_prop(PROP_AUTO_TIEBREAKER).as_deref(), Some("True"));
         assert_eq!(t.tiebreakers(), [other]);
+    }
+
+    #[test]
+    fn a_deleted_replicas_node_id_is_not_reused_until_every_diskful_peer_forgot_it() {
+        let mut t = T::new(&["n1", "n2", "n3", "n4", "n5"]);
+        for n in ["n1", "n2", "n3"] {
+            t.create(n, &[]).unwrap();
+        }
+        t.create("n4", &["DRBD_DISKLESS"]).unwrap();
+        let id = |t: &T, n: &str| t.c.resources[&("WEB".to_string(), n.to_ascii_uppercase())].drbd.map(|d| d.node_id);
+        assert_eq!([id(&t, "n1"), id(&t, "n2"), id(&t, "n3"), id(&t, "n4")], [Some(0), Some(1), Some(2), Some(3)]);
+        let forgetting = |t: &T| {
+            t.c.rsc_dfns["WEB"].drbd.forgetting.iter().map(|(id, n)| (*id, n.iter().cloned().collect::<Vec<_>>())).collect::<Vec<_>>()
+        };
+        let forget_peers = |t: &T, n: &str| desired_for_node(&t.c, n).1[0].drbd.clone().unwrap().forget_peers;
+        t.delete("n3");
+        // The diskful replicas left have a bitmap slot for node id 2; the
+        // diskless client has none.
+        assert_eq!(forgetting(&t), [(2, vec!["N1".to_string(), "N2".to_string()])]);
+        assert_eq!((forget_peers(&t, "N1"), forget_peers(&t, "N4")), (vec![2], vec![]));
+        assert_eq!(t.c.pending_forgets().len(), 2);
+        // Not handed out meanwhile, nor taken when asked for.
+        t.create("n5", &[]).unwrap();
+        assert_eq!(id(&t, "n5"), Some(4));
+        let req = ResourceCreate {
+            resource: WireRsc { node_name: "n3".into(), ..Default::default() },
+            drbd_node_id: Some(2),
+            ..Default::default()
+        };
+        let e = t.commit(|c, ctx| c.create_resources("web", &[req], None, ctx)).unwrap_err();
+        assert_eq!(e.rc.code(), rc::FAIL_INVLD_NODE_ID);
+        assert!(e.rc.message.contains("not forgotten yet"), "{}", e.rc.message);
+        // n1 reports it forgotten (twice: nothing changes the second time).
+        let done = [("web".to_string(), 2, "n1".to_string())];
+        t.commit(|c, _| Ok(c.peers_forgot(&done))).unwrap();
+        assert!(t.c.peers_forgot(&done).changes.is_empty());
+        assert_eq!(forgetting(&t), [(2, vec!["N2".to_string()])]);
+        assert!(forget_peers(&t, "N1").is_empty());
+        // n2 goes itself: nothing left to wait for about id 2; its own id
+        // waits for n1 and n5 (n5 never knew n3, it is asked all the same).
+        t.delete("n2");
+        assert_eq!(forgetting(&t), [(1, vec!["N1".to_string(), "N5".to_string()])]);
+        t.create("n3", &[]).unwrap();
+        assert_eq!(id(&t, "n3"), Some(2));
+        t.commit(|c, _| Ok(c.peers_forgot(&[("WEB".into(), 1, "N1".into()), ("WEB".into(), 1, "N5".into())]))).unwrap();
+        assert!(forgetting(&t).is_empty());
+        t.create("n2", &[]).unwrap();
+        assert_eq!(id(&t, "n2"), Some(1));
+    }
+
+    #[test]
+    fn a_replica_taking_the_tiebreakers_place_keeps_its_node_id_and_frees_nothing() {
+        let mut t = T::new(&["n1", "n2", "n3"]);
+        t.create("n1", &[]).unwrap();
+        t.create("n2", &[]).unwrap();
+        t.create("n3", &[]).unwrap();
+        let r = &t.c.resources[&("WEB".to_string(), "N3".to_string())];
+        assert_eq!((r.drbd.map(|d| d.node_id), r.is_diskless()), (Some(2), false));
+        assert!(t.c.rsc_dfns["WEB"].drbd.forgetting.is_empty());
+        // The tiebreaker going because the count turned odd frees its id.
+        let mut t = T::new(&["n1", "n2", "n3", "n4"]);
+        t.create("n1", &[]).unwrap();
+        t.create("n2", &[]).unwrap();
+        t.create("n4", &[]).unwrap();
+        assert!(t.tiebreakers().is_empty());
+        assert_eq!(t.c.rsc_dfns["WEB"].drbd.forgetting.keys().copied().collect::<Vec<_>>(), [2]);
     }
 
     #[test]
