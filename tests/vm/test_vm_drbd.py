@@ -146,7 +146,10 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
     rc, out = c.vms["d1"].sh(f"dd if=/dev/urandom of={device(c, 'late', 'd1')} bs=1M seek=20 count=4 oflag=direct conv=fsync 2>&1")
     assert rc == 0, out
     want = whole_sha(c.vms["d1"], device(c, "late", "d1"))
-    ok(c.lin.resource_create([linstor.ResourceData("d3", "late", storage_pool="thin")]))
+    # The id is handed out again once every peer reported it forgotten.
+    wait_for("d3 created again under its old node id", lambda: not any(
+        r.is_error() for r in c.lin.resource_create([linstor.ResourceData("d3", "late", storage_pool="thin", node_id=node_id)])),
+        timeout=60)
     assert view(c, "late")["d3"]["layer_object"]["drbd"]["node_id"] == node_id
     wait_for("the new d3 UpToDate", lambda: disk_states(c, "late").get("d3") == "UpToDate", timeout=120)
     assert 12 * MIB <= resync_received(c.vms["d3"], "late") < 16 * MIB

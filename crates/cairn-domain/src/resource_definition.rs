@@ -1,6 +1,6 @@
 //! Resource definitions and volume definitions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_api::LAYER_KINDS;
 use cairn_api::rc::{self, ApiCallRc};
@@ -21,13 +21,20 @@ pub const MAX_VLM_SIZE_KIB: i64 = 1 << 53;
 /// The longest external name accepted, in bytes.
 pub const MAX_EXTERNAL_NAME_LEN: usize = 1024;
 
-/// DRBD settings given when the resource definition was created.
+/// DRBD settings given when the resource definition was created, and the
+/// node ids its deleted replicas left behind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DrbdRscDfnOptions {
     pub port: Option<u16>,
     pub secret: Option<String>,
     pub peer_slots: Option<u8>,
     pub transport_type: Option<String>,
+    /// Node ids of deleted replicas, each with the keys of the nodes whose
+    /// diskful replica still has to forget it (`drbdsetup forget-peer`:
+    /// its bitmap slot keeps the old peer's history). Not handed out again
+    /// until every one of them has (see `drbd_auto`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forgetting: BTreeMap<u8, BTreeSet<String>>,
 }
 
 /// A resource definition.
@@ -569,5 +576,5 @@ fn check_drbd_options(
         return Err(OpError::new(op, rc::FAIL_INVLD_REQUEST, "The DRBD shared secret is invalid.")
             .correction("Use at most 64 printable characters without quotes."));
     }
-    Ok(DrbdRscDfnOptions { port, secret, peer_slots, transport_type })
+    Ok(DrbdRscDfnOptions { port, secret, peer_slots, transport_type, forgetting: BTreeMap::new() })
 }

@@ -298,6 +298,12 @@ pub struct DrbdDesired {
     /// the resource is taken on all its nodes; resumed when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend_io: bool,
+    /// Node ids of deleted peers whose bitmap slot this replica still has
+    /// to free (`drbdsetup forget-peer`); the controller hands them out
+    /// again once every replica reported them in
+    /// [`DrbdObserved::forgotten`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forget_peers: Vec<u8>,
 }
 
 /// One volume of the DRBD resource.
@@ -472,6 +478,10 @@ pub struct DrbdObserved {
     pub suspended: Option<String>,
     pub connections: Vec<DrbdConnectionObserved>,
     pub volumes: Vec<DrbdVolumeObserved>,
+    /// Those of [`DrbdDesired::forget_peers`] this replica has forgotten
+    /// (or never had a bitmap slot for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgotten: Vec<u8>,
 }
 
 /// A connection to a peer.

@@ -92,6 +92,9 @@ pub struct DrbdLayer {
     written: Mutex<BTreeMap<String, BTreeMap<u32, String>>>,
     /// Where sysfs is (`/sys`); None: sizes come from events2 only (tests).
     sysfs: Option<PathBuf>,
+    /// Per resource, the node ids of deleted peers this replica has freed
+    /// the bitmap slots of (reported until the controller stops asking).
+    forgotten: Mutex<BTreeMap<String, BTreeSet<u8>>>,
 }
 
 fn obj_err(message: String, e: &dyn std::fmt::Display, details: Option<String>) -> ObjectError {
@@ -124,6 +127,7 @@ impl DrbdLayer {
             events: Arc::new(Mutex::new(Events2::new())),
             written: Mutex::new(BTreeMap::new()),
             sysfs: Some(PathBuf::from("/sys")),
+            forgotten: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -188,6 +192,12 @@ impl DrbdLayer {
 
     /// The current state of a resource as the layer sees it.
     pub fn observed(&self, rsc: &str, d: &DrbdDesired) -> DrbdObserved {
+        let mut o = self.kernel_state(rsc, d);
+        o.forgotten = self.forgotten.lock().get(rsc).into_iter().flatten().copied().filter(|id| d.forget_peers.contains(id)).collect();
+        o
+    }
+
+    fn kernel_state(&self, rsc: &str, d: &DrbdDesired) -> DrbdObserved {
         match self.mode {
             DrbdMode::Kernel => {
                 let mut o = self.events.lock().resource(rsc).cloned().unwrap_or_else(|| DrbdObserved {
@@ -389,13 +399,18 @@ impl DrbdLayer {
             self.restore(rsc, old);
             return Err(exec_err(format!("drbdadm adjust of '{rsc}' failed; the previous configuration was restored."), &e));
         }
+        let mut freed = BTreeSet::new();
         for id in gone {
             // Best effort, as in LINSTOR: a slot that cannot be freed now
             // stays as it is (logged).
-            if let Err(e) = self.runner.run(&self.adm.forget_peer(rsc, id)).await {
-                tracing::warn!(rsc, peer_node_id = id, "drbdsetup forget-peer failed: {e}");
+            match self.runner.run(&self.adm.forget_peer(rsc, id)).await {
+                Ok(_) => {
+                    freed.insert(id);
+                }
+                Err(e) => tracing::warn!(rsc, peer_node_id = id, "drbdsetup forget-peer failed: {e}"),
             }
         }
+        self.forget_deleted_peers(rsc, d, &freed).await;
         if self.mode == DrbdMode::Kernel {
             let peer_up_to_date = self
                 .events
@@ -432,6 +447,46 @@ impl DrbdLayer {
             }
         }
         Ok(self.observed(rsc, d))
+    }
+
+    /// Frees the bitmap slots of the deleted peers the controller names
+    /// (`forget_peers`) and records those done, so that `observed` reports
+    /// them. As LINSTOR's `DrbdLayer`, a failed `forget-peer` counts as
+    /// done when the resource is up and has no connection to that node id
+    /// (nothing is left to forget); while the resource is down (deactivated,
+    /// not brought up yet) it is tried again with the next apply. A
+    /// diskless replica has no bitmaps, a config-only node never ran the
+    /// resource: nothing to free there.
+    async fn forget_deleted_peers(&self, rsc: &str, d: &DrbdDesired, freed: &BTreeSet<u8>) {
+        let mut done = BTreeSet::new();
+        for &id in &d.forget_peers {
+            // Configured again: a new peer's now, not to be forgotten.
+            if d.peers.iter().any(|p| p.node_id == id) {
+                continue;
+            }
+            let forgotten = match self.mode {
+                DrbdMode::ConfigOnly => true,
+                DrbdMode::Kernel if d.diskless || freed.contains(&id) => true,
+                DrbdMode::Kernel => match self.runner.run(&self.adm.forget_peer(rsc, id).quiet()).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        let nothing_left =
+                            self.events.lock().resource(rsc).is_some_and(|r| !r.connections.iter().any(|c| c.peer_node_id == id));
+                        if !nothing_left {
+                            tracing::warn!(rsc, peer_node_id = id, "drbdsetup forget-peer failed; tried again later: {e}");
+                        }
+                        nothing_left
+                    }
+                },
+            };
+            if forgotten {
+                done.insert(id);
+            }
+        }
+        let mut all = self.forgotten.lock();
+        let mine = all.entry(rsc.to_string()).or_default();
+        mine.extend(done);
+        mine.retain(|id| d.forget_peers.contains(id));
     }
 
     /// `drbdadm resize`: DRBD grows to the smallest backing device of the
@@ -535,6 +590,7 @@ impl DrbdLayer {
             self.runner.run(&self.adm.down(rsc)).await.map_err(|e| exec_err(format!("Failed to take '{rsc}' down."), &e))?;
         }
         let disks = self.written.lock().remove(rsc).unwrap_or_default();
+        self.forgotten.lock().remove(rsc);
         if self.res_path(rsc).exists() {
             for nr in disks.keys() {
                 if let Err(e) = self.runner.run(&self.adm.wipe_md(rsc, *nr, host)).await {
@@ -620,6 +676,7 @@ mod tests {
             }],
             initial_sync,
             suspend_io: false,
+            forget_peers: vec![],
         }
     }
 
@@ -915,7 +972,7 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_that_left_has_its_bitmap_slot_freed_after_adjust() {
+    fn a_peer_that_left_has_its_bitmap_slot_freed_after_adjust_and_reported_when_asked_for() {
         let f = fixture(DrbdMode::Kernel);
         let conf = s(&f.dir.join(CONF_FILE));
         let tmp = s(&f.dir.join(".web.res.tmp"));
@@ -927,12 +984,40 @@ mod tests {
              exists connection name:web peer-node-id:2 conn-name:charlie connection:Connected role:Secondary\n\
              exists device name:web volume:0 minor:1000 disk:UpToDate client:no quorum:yes size:1048576\nexists -\n",
         );
+        // The controller waits for 2 and 3 (deleted earlier) to be
+        // forgotten; 1 is bravo's again: never forgotten here.
+        let mut d = desired(false);
+        d.forget_peers = vec![1, 2, 3];
         f.fake
             .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
             .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
-            .expect(&["drbdsetup", "forget-peer", "web", "2"], "");
-        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap();
+            .expect(&["drbdsetup", "forget-peer", "web", "2"], "")
+            // No slot for 3: refused, and nothing is left to forget.
+            .expect_failure(&["drbdsetup", "forget-peer", "web", "3"], 10, "peer node id 3 unknown");
+        let o = rt().block_on(f.layer.ensure("web", &d, &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        assert_eq!(o.forgotten, [2, 3]);
+        // Reported as long as the controller asks, then no more.
+        assert_eq!(f.layer.observed("web", &d).forgotten, [2, 3]);
+        d.forget_peers = vec![3];
+        assert_eq!(f.layer.observed("web", &d).forgotten, [3]);
+    }
+
+    #[test]
+    fn a_peer_is_not_reported_forgotten_while_the_resource_is_down() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        let mut d = desired(false);
+        d.forget_peers = vec![2];
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect_failure(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], 1, "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "--max-peers", "7", "--", "--force", "create-md", "web/0"], "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
+            .expect_failure(&["drbdsetup", "forget-peer", "web", "2"], 10, "resource unknown");
+        let o = rt().block_on(f.layer.ensure("web", &d, &disks(), &net(), &BTreeSet::new())).unwrap();
+        assert!(o.forgotten.is_empty(), "{o:?}");
     }
 
     #[test]
@@ -1039,9 +1124,13 @@ mod tests {
             .expect_failure(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], 255, "")
             .expect(&["drbdadm", "-c", &conf, "-vvv", "--max-peers", "7", "--", "--force", "create-md", "web/0"], "")
             .expect(&["drbdadm", "-c", &conf, "-d", "adjust", "web"], "drbdsetup new-resource web 0\n");
-        let o = rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net(), &BTreeSet::new())).unwrap();
+        // Deleted peers: never run here, nothing to free, reported at once.
+        let mut d = desired(true);
+        d.forget_peers = vec![2];
+        let o = rt().block_on(f.layer.ensure("web", &d, &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "no primary --force without a kernel: {:?}", f.fake.calls());
         assert!(!o.kernel);
+        assert_eq!(o.forgotten, [2]);
         assert_eq!(o.volumes[0].disk, "Unknown");
         f.fake.expect(&["drbdadm", "-c", &conf, "-vvv", "--", "--force", "wipe-md", "web/0"], "");
         rt().block_on(f.layer.remove("web", "alpha")).unwrap();

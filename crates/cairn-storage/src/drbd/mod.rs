@@ -182,6 +182,7 @@ mod tests {
             peers,
             initial_sync: false,
             suspend_io: false,
+            forget_peers: vec![],
         }
     }
 
