@@ -86,12 +86,12 @@ class Controller:
         c.connect()
         return c
 
-    def request(self, method, path, body=None, headers=None, raw_body=None):
+    def request(self, method, path, body=None, headers=None, raw_body=None, timeout=30):
         """A raw HTTP request; returns (status, content_type, parsed_json_or_text)."""
         data = raw_body if raw_body is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 status, ctype, text = r.status, r.headers.get("Content-Type"), r.read().decode()
         except urllib.error.HTTPError as e:
             status, ctype, text = e.code, e.headers.get("Content-Type"), e.read().decode()
