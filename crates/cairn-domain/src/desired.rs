@@ -257,6 +257,7 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
         options: drbd_options(c, r),
         peers,
         initial_sync: !r.is_diskless() && rd.props.get(crate::drbd_auto::PROP_INITIAL_SYNC_RSC) == Some(&r.uuid),
+        joining: r.flags.contains(crate::toggle_disk::FLAG_DISK_ADDING),
     })
 }
 

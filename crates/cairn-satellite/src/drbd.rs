@@ -304,11 +304,18 @@ impl DrbdLayer {
     ///   (thin, ZFS; not under LUKS) and `DrbdOptions/ForceInitialSyncPermanent`
     ///   is not true: day 0 as the current id, UpToDate (nothing to sync);
     /// - otherwise nothing: the metadata stays "just created" and receives
-    ///   a full sync.
+    ///   a full sync; so also on a replica that got its disk by toggle-disk
+    ///   (`joining`), whatever its backing.
     ///
     /// Returns whether the volume was stamped.
     async fn stamp_day0(&self, d: &DrbdDesired, v: &DrbdVolumeDesired, dev: &str, zeroed: bool) -> Result<bool, ExecError> {
         let Some(day0) = &v.day0_gi else { return Ok(false) };
+        if d.joining {
+            // A disk added by toggle-disk joins data its peers wrote while
+            // it was diskless (they kept no bitmap for it): "just created"
+            // metadata, a full sync from an UpToDate peer.
+            return Ok(false);
+        }
         let forced = d.options.get(FORCE_INITIAL_SYNC).is_some_and(|x| x.eq_ignore_ascii_case("true"));
         if d.initial_sync && !v.initialized {
             let mine = format!("{}:{day0}:::1:1", random_gi());
@@ -591,6 +598,7 @@ mod tests {
                 options: BTreeMap::new(),
             }],
             initial_sync,
+            joining: false,
         }
     }
 
@@ -851,6 +859,18 @@ mod tests {
         forced.options.insert(FORCE_INITIAL_SYNC.into(), "True".into());
         let (gis, _) = first_bring_up(&forced, true);
         assert!(gis.is_empty());
+    }
+
+    #[test]
+    fn a_disk_added_by_toggle_disk_is_never_stamped_and_receives_a_full_sync() {
+        // Neither as any replica on a zeroed device, nor as the chosen one.
+        for initial_sync in [false, true] {
+            let mut d = with_day0(initial_sync, true);
+            d.joining = true;
+            let (gis, calls) = first_bring_up(&d, true);
+            assert!(gis.is_empty(), "{calls:?}");
+            assert!(calls.iter().any(|c| c.contains(&"create-md".to_string())), "{calls:?}");
+        }
     }
 
     #[test]
