@@ -4,8 +4,9 @@ kernel part is planned, not run): flags, properties, pool choice, the
 backing volume made and removed, the .res files, and LINSTOR's refusals."""
 
 import os
+import subprocess
 
-from conftest import err, ok
+from conftest import BIN, err, ok
 from test_drbd import current_gi, drbd_cluster, dump, parse, view  # noqa: F401 (fixture)
 
 FAIL_INSUFFICIENT_REPLICA_COUNT = 991
@@ -109,6 +110,16 @@ def test_pool_choice_and_refusals(drbd_cluster):
                             ).startswith(os.path.join(c.root, dl, "other") + "/")
     ok(c.lin.resource_dfn_delete("tgp"))
 
+    # make-available --diskful on a diskless replica gives it a disk, as
+    # LINSTOR does it: by toggle-disk.
+    dl, _ = spawn_two_and_a_diskless(c, "tgm")
+    status, _, body = c.ctrl.request("POST", f"/v1/resource-definitions/tgm/resources/{dl}/make-available", {"diskful": True})
+    assert status == 200, body
+    r = view(c, "tgm")[dl]
+    assert "DISKLESS" not in r["flags"] and r["props"]["DiskfulBy"] == "make-available", r
+    assert own_disk(c, dl, "tgm").startswith("/dev/loop")
+    ok(c.lin.resource_dfn_delete("tgm"))
+
     # Without DRBD there is nothing to toggle.
     ok(c.lin.resource_dfn_create("plain", layer_list=["storage"]))
     ok(c.lin.volume_dfn_create("plain", 8192))
@@ -155,3 +166,35 @@ def test_the_unified_toggle_disk_body_and_migrate_disk(drbd_cluster):
     assert src in r, "the source stays until the new replica is UpToDate"
     assert own_disk(c, dl, "tgu").startswith("/dev/loop")
     ok(c.lin.resource_dfn_delete("tgu"))
+
+
+def test_toggle_disk_through_the_cli(drbd_cluster):
+    c = drbd_cluster
+    dl, diskful = spawn_two_and_a_diskless(c, "tgc")
+    env = dict(os.environ, LS_CONTROLLERS=c.ctrl.url)
+
+    def cairn(*args):
+        p = subprocess.run([BIN, *args], capture_output=True, text=True, env=env, timeout=120)
+        return p.returncode, p.stdout, p.stderr
+
+    code, out, err_ = cairn("r", "td", "--help")
+    assert code == 0 and all(o in out for o in ("--storage-pool", "--diskless", "--migrate-from", "--default-storage-pool")), out
+    code, out, err_ = cairn("r", "td", "--storage-pool", "DfltStorPool", dl, "tgc")
+    assert code == 0, (out, err_)
+    assert "Addition of disk to resource 'tgc'" in out, out
+    r = view(c, "tgc")[dl]
+    assert "DISKLESS" not in r["flags"] and r["props"]["StorPoolName"] == "DfltStorPool", r
+    code, out, err_ = cairn("resource", "toggle-disk", "--diskless", dl, "tgc")
+    assert code == 0, (out, err_)
+    assert "DISKLESS" in view(c, "tgc")[dl]["flags"]
+    code, out, err_ = cairn("r", "td", "-d", "--storage-pool", "x", dl, "tgc")
+    assert code != 0 and "cannot be used with" in err_, (out, err_)
+    assert cairn("r", "td", "-d", diskful[0], "tgc")[0] == 0
+    code, out, err_ = cairn("r", "td", "-d", diskful[1], "tgc")
+    assert code == 10 and "Cannot remove the disk from the only online resource with a disk" in err_, (out, err_)
+    code, out, err_ = cairn("r", "td", "--migrate-from", "n9", dl, "tgc")
+    assert code == 10, (out, err_)
+    code, out, err_ = cairn("r", "td", "--migrate-from", diskful[1], dl, "tgc")
+    assert code == 0, (out, err_)
+    assert view(c, "tgc")[dl]["props"]["MigrateFrom"] == diskful[1]
+    ok(c.lin.resource_dfn_delete("tgc"))

@@ -77,6 +77,9 @@ pub struct ToggleDisk {
     /// The node whose replica goes once this one is UpToDate.
     pub migrate_from: Option<String>,
     pub layer_list: Option<Vec<String>>,
+    /// `DiskfulBy` of a replica made diskful (LINSTOR: `user` for the REST
+    /// calls, `make-available` for make-available); `user` when unset.
+    pub diskful_by: Option<&'static str>,
 }
 
 const OP: i64 = rc::MASK_MOD | rc::MASK_RSC;
@@ -228,7 +231,7 @@ impl Cluster {
             Some(p) => next.props.insert(PROP_STOR_POOL_NAME.into(), p.to_string()),
             None => next.props.remove(PROP_STOR_POOL_NAME),
         };
-        next.props.insert(PROP_DISKFUL_BY.into(), "user".into());
+        next.props.insert(PROP_DISKFUL_BY.into(), req.diskful_by.unwrap_or("user").into());
         if let Some(from) = req.migrate_from.as_deref().filter(|f| !f.is_empty()) {
             let src = self.resource(&r.resource_definition, from, OP)?;
             if key(&src.node) == key(&r.node) {

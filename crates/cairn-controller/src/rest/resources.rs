@@ -202,7 +202,13 @@ async fn toggle(s: AppState, rd: String, node: String, req: ToggleDisk) -> Resul
 async fn toggle_disk(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
     let req: ToggleDiskRequest = input::body(&body)?;
     let op = ToggleOp::parse(req.operation.as_deref()).map_err(ApiError::Op)?;
-    let req = ToggleDisk { op: Some(op), storage_pool: req.storage_pool, migrate_from: req.migrate_from, layer_list: req.layer_list };
+    let req = ToggleDisk {
+        op: Some(op),
+        storage_pool: req.storage_pool,
+        migrate_from: req.migrate_from,
+        layer_list: req.layer_list,
+        ..Default::default()
+    };
     toggle(s, rd, node, req).await
 }
 
@@ -212,7 +218,7 @@ fn diskless(pool: Option<String>) -> ToggleDisk {
 
 fn diskful(pool: Option<String>, from: Option<String>, body: &Bytes) -> Result<ToggleDisk, ApiError> {
     let b: ToggleDiskDiskful = input::body(body)?;
-    Ok(ToggleDisk { op: Some(ToggleOp::Diskful), storage_pool: pool, migrate_from: from, layer_list: b.layer_list })
+    Ok(ToggleDisk { op: Some(ToggleOp::Diskful), storage_pool: pool, migrate_from: from, layer_list: b.layer_list, ..Default::default() })
 }
 
 async fn into_diskless(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>) -> Result<Reply, ApiError> {
