@@ -184,6 +184,8 @@ def test_toggle_disk_through_the_cli(drbd_cluster):
     assert "Addition of disk to resource 'tgc'" in out, out
     r = view(c, "tgc")[dl]
     assert "DISKLESS" not in r["flags"] and r["props"]["StorPoolName"] == "DfltStorPool", r
+    code, out, err_ = cairn("--no-color", "--no-utf8", "r", "l", "-r", "tgc", "-n", dl)
+    assert code == 0 and "Unknown, Adding Disk" in out, out
     code, out, err_ = cairn("resource", "toggle-disk", "--diskless", dl, "tgc")
     assert code == 0, (out, err_)
     assert "DISKLESS" in view(c, "tgc")[dl]["flags"]

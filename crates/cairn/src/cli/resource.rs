@@ -122,7 +122,7 @@ pub fn resource_state(r: &ResourceWithVolumes) -> Cell {
         return Cell::toned("INACTIVE", Tone::Warn);
     }
     let states: Vec<&str> = r.volumes.iter().map(|v| v.state.disk_state.as_deref().unwrap_or("Unknown")).collect();
-    volume_state_cell(if states.is_empty() {
+    let mut cell = volume_state_cell(if states.is_empty() {
         "Created"
     } else if states.iter().all(|s| *s == states[0]) {
         states[0]
@@ -130,7 +130,12 @@ pub fn resource_state(r: &ResourceWithVolumes) -> Cell {
         bad
     } else {
         "UpToDate"
-    })
+    });
+    // As upstream's client: a disk being added by toggle-disk says so.
+    if r.resource.flags.iter().any(|f| f == "DISK_ADDING") {
+        cell.text.push_str(", Adding Disk");
+    }
+    cell
 }
 
 /// Colours a disk state.
