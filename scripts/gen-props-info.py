@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes crates/cairn-controller/src/props_info.json: LINSTOR's property
+"""Writes crates/cairn-domain/src/props_info.json: LINSTOR's property
 whitelist per object kind, in the shape of its `PropsInfo`
 (`GET …/properties/info`).
 
@@ -18,7 +18,7 @@ import os
 import sys
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-OUT = os.path.join(REPO, "crates", "cairn-controller", "src", "props_info.json")
+OUT = os.path.join(REPO, "crates", "cairn-domain", "src", "props_info.json")
 
 # python-linstor's object names -> LINSTOR's LinStorObject.
 KINDS = {

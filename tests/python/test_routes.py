@@ -91,14 +91,14 @@ def test_resource_connection_paths_and_options_reach_only_their_pair(drbd_cluste
     ok(c.lin.resource_create([linstor.ResourceData(n, "rcres") for n in ("n1", "n2", "n3")]))
     ok(c.lin.resource_conn_modify("rcres", "n2", "n1", {
         "Paths/p1/n1": "repl", "Paths/p1/n2": "repl",
-        "DrbdOptions/Net/protocol": "A", "DrbdOptions/PeerDevice/c-max-rate": "50M"}, []))
+        "DrbdOptions/Net/protocol": "A", "DrbdOptions/PeerDevice/c-max-rate": "51200"}, []))
     for node, peer in (("n1", "n2"), ("n2", "n1")):
         conn = connection_of(dump(c, node, "rcres"), peer)
         assert conn.count("path {") == 1, conn
         assert re.search(r"host n1\s+address\s+ipv4 127\.0\.2\.1:\d+;", conn), conn
         assert re.search(r"host n2\s+address\s+ipv4 127\.0\.2\.2:\d+;", conn), conn
         assert re.search(r"protocol\s+A;", conn), conn
-        assert re.search(r"c-max-rate\s+50M;", conn), conn
+        assert re.search(r"c-max-rate\s+51200;", conn), conn
     # The pairs with n3 keep the plain connection.
     for node, peer in (("n1", "n3"), ("n3", "n2")):
         conn = connection_of(dump(c, node, "rcres"), peer)

@@ -47,6 +47,17 @@ def test_file_thin_snapshots_on_xfs(cluster, xfs_dir):
     assert status == 201, body
     wait_for("s1 successful", lambda: successful(c, "src", "s1"))
     assert os.path.exists(os.path.join(xfs_dir, "pool", "src_00000@s1.snap"))
+    # Snapshot properties: LINSTOR whitelists none of its own, Aux/ and
+    # EBS tags are free; a create with another key is refused.
+    status, _, body = c.ctrl.request("PUT", "/v1/resource-definitions/src/snapshots/s1", {"override_props": {"Aux/x": "1"}})
+    assert status == 200, body
+    for bad in ({"DrbdOptions/Net/protocol": "C"}, {"Bogus": "1"}, {"Aux/../x": "1"}):
+        status, _, body = c.ctrl.request("PUT", "/v1/resource-definitions/src/snapshots/s1", {"override_props": bad})
+        assert status == 500 and body[0]["ret_code"] & 0x7FFF == 213, (bad, body)  # FAIL_INVLD_PROP
+    status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/src/snapshots", {"name": "s0", "props": {"Bogus": "1"}})
+    assert status == 500 and body[0]["ret_code"] & 0x7FFF == 213, body
+    status, _, s1 = c.ctrl.request("GET", "/v1/resource-definitions/src/snapshots/s1")
+    assert s1["props"].get("Aux/x") == "1" and "Bogus" not in s1["props"], s1
     write(dev, os.urandom(4 << 20))
     assert digest(dev, 4 << 20) != hashlib.sha256(a).hexdigest()
 

@@ -77,6 +77,10 @@ def test_spawn_to_uptodate_vs_bare_drbdadm(drbd_cluster):
         wait_for("UpToDate", lambda: set(disk_states(c, f"b{i}").values()) == {"UpToDate"}, timeout=300)
         cairn.append(time.time() - t)
         ok(c.lin.resource_dfn_delete(f"b{i}"))
+        # Each side starts on quiet VMs: the satellites' removal (down,
+        # wipe-md, lvremove) done first.
+        for vm in c.vms.values():
+            wait_for("removed", lambda: vm.sh(f"lvs linstor_thin/b{i} >/dev/null 2>&1")[0] != 0, timeout=120)
         bare.append(bare_drbd(c, f"bare{i}", 2000 + i, 7700 + i))
     report("3-replica 64 MiB thin spawn to all UpToDate (cairn)", cairn)
     report("the same by hand with drbdadm", bare)

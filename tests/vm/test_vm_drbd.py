@@ -146,12 +146,96 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
     rc, out = c.vms["d1"].sh(f"dd if=/dev/urandom of={device(c, 'late', 'd1')} bs=1M seek=20 count=4 oflag=direct conv=fsync 2>&1")
     assert rc == 0, out
     want = whole_sha(c.vms["d1"], device(c, "late", "d1"))
-    ok(c.lin.resource_create([linstor.ResourceData("d3", "late", storage_pool="thin")]))
+    # The id is handed out again once every peer reported it forgotten.
+    wait_for("d3 created again under its old node id", lambda: not any(
+        r.is_error() for r in c.lin.resource_create([linstor.ResourceData("d3", "late", storage_pool="thin", node_id=node_id)])),
+        timeout=60)
     assert view(c, "late")["d3"]["layer_object"]["drbd"]["node_id"] == node_id
     wait_for("the new d3 UpToDate", lambda: disk_states(c, "late").get("d3") == "UpToDate", timeout=120)
     assert 12 * MIB <= resync_received(c.vms["d3"], "late") < 16 * MIB
     assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
     ok(c.lin.resource_dfn_delete("late"))
+
+
+def test_snapshots_suspend_io_on_every_node_and_rollback_restore_bring_the_data_back(drbd_cluster):
+    c = drbd_cluster
+    spawn3(c, "snaps", "sn", 32)
+    wait_for("all replicas UpToDate", lambda: set(disk_states(c, "sn").values()) == {"UpToDate"}, timeout=120)
+    rc, out = c.vms["d1"].sh(f"dd if=/dev/urandom of={device(c, 'sn', 'd1')} bs=1M seek=2 count=8 oflag=direct conv=fsync 2>&1")
+    assert rc == 0, out
+    before = whole_sha(c.vms["d1"], device(c, "sn", "d1"))
+    # Every DRBD event on each node while the snapshot is taken.
+    for vm in c.vms.values():
+        vm.sh("(drbdsetup events2 --timestamps sn < /dev/null > /tmp/sn.events2 2>&1 & echo $! > /tmp/sn.events2.pid)")
+    replies = c.lin.snapshot_create([], "sn", "s1")
+    assert all(r.is_success() for r in replies), [str(r) for r in replies]
+    status, _, snap = c.ctrl.request("GET", "/v1/resource-definitions/sn/snapshots/s1")
+    assert status == 200 and "SUCCESSFUL" in snap["flags"], snap
+    assert sorted(n["node_name"] for n in snap["snapshots"]) == ["d1", "d2", "d3"], snap
+    for n, vm in c.vms.items():
+        vm.sh("kill $(cat /tmp/sn.events2.pid)")
+        rc, ev = vm.sh("grep -E '^[^ ]+ change resource name:sn .*suspended:' /tmp/sn.events2")
+        states = [line.split("suspended:")[1].split()[0] for line in ev.splitlines()]
+        # I/O was suspended by the snapshot and resumed after it, on every node.
+        assert "user" in states and states[-1] == "no", (n, ev)
+        assert "suspended" not in vm.sh("drbdsetup status sn")[1], n
+    # New data over it, then back to the snapshot: every replica rolls
+    # back, and DRBD comes back consistent without a resync.
+    rc, out = c.vms["d2"].sh(f"dd if=/dev/urandom of={device(c, 'sn', 'd2')} bs=1M seek=1 count=16 oflag=direct conv=fsync 2>&1")
+    assert rc == 0, out
+    assert whole_sha(c.vms["d2"], device(c, "sn", "d2")) != before
+    replies = c.lin.snapshot_rollback("sn", "s1")
+    assert all(r.is_success() for r in replies), [str(r) for r in replies]
+
+    def settled():
+        return set(disk_states(c, "sn").values()) == {"UpToDate"} and all(
+            p["connection-state"] == "Connected" for vm in c.vms.values() for p in kernel_status(vm, "sn")["connections"])
+
+    wait_for("rolled back and connected", settled, timeout=180)
+    assert {n: whole_sha(vm, device(c, "sn", n)) for n, vm in c.vms.items()} == {n: before for n in c.vms}
+    assert {n: resync_received(vm, "sn") for n, vm in c.vms.items()} == {"d1": 0, "d2": 0, "d3": 0}
+
+    # Restore into a new definition on two nodes: the snapshot's data.
+    ok(c.lin.resource_dfn_create("snr"))
+    ok(c.lin.snapshot_volume_definition_restore("sn", "s1", "snr"))
+    ok(c.lin.snapshot_resource_restore(["d1", "d3"], "sn", "s1", "snr"))
+    wait_for("restored replicas UpToDate", lambda: all(disk_states(c, "snr").get(n) == "UpToDate" for n in ("d1", "d3")), timeout=180)
+    for n in ("d1", "d3"):
+        assert whole_sha(c.vms[n], device(c, "snr", n)) == before, n
+    ok(c.lin.resource_dfn_delete("snr"))
+    ok(c.lin.snapshot_delete("sn", "s1"))
+    ok(c.lin.resource_dfn_delete("sn"))
+
+
+def test_a_volume_added_while_in_use_becomes_uptodate_everywhere(drbd_cluster):
+    c = drbd_cluster
+    spawn3(c, "grow2", "vadd", 16)
+    wait_for("all replicas UpToDate", lambda: set(disk_states(c, "vadd").values()) == {"UpToDate"}, timeout=120)
+    # d2 holds volume 0 open: the resource is primary there, in use.
+    c.vms["d2"].sh(f"sleep 600 3>{device(c, 'vadd', 'd2')} >/dev/null 2>&1 & echo $! > /tmp/vadd.holder")
+    wait_for("d2 in use", lambda: view(c, "vadd")["d2"]["state"]["in_use"] is True, timeout=30)
+    ok(c.lin.volume_dfn_create("vadd", 16 * MIB))
+
+    def second(n):
+        vols = {v["volume_number"]: v for v in view(c, "vadd")[n]["volumes"]}
+        return vols.get(1, {}).get("state", {}).get("disk_state")
+
+    try:
+        wait_for("the new volume UpToDate on every node", lambda: {second(n) for n in c.vms} == {"UpToDate"}, timeout=180)
+    except AssertionError:
+        for n, vm in c.vms.items():
+            print(n, vm.sh("drbdsetup status --verbose vadd; ls /var/lib/cairn-satellite/drbd.d; lvs")[1])
+        print(json.dumps(view(c, "vadd"), indent=1))
+        raise
+    # Written on the primary, read on a secondary.
+    dev1 = {n: [v for v in view(c, "vadd")[n]["volumes"] if v["volume_number"] == 1][0]["device_path"] for n in c.vms}
+    rc, out = c.vms["d2"].sh(f"dd if=/dev/urandom of={dev1['d2']} bs=1M count=4 oflag=direct conv=fsync 2>&1")
+    assert rc == 0, out
+    want = whole_sha(c.vms["d2"], dev1["d2"])
+    c.vms["d2"].sh("kill $(cat /tmp/vadd.holder)")
+    wait_for("d2 no longer in use", lambda: view(c, "vadd")["d2"]["state"]["in_use"] is False, timeout=30)
+    assert whole_sha(c.vms["d3"], dev1["d3"]) == want
+    ok(c.lin.resource_dfn_delete("vadd"))
 
 
 def test_delete_leaves_nothing_behind(drbd_cluster):

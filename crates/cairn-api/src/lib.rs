@@ -43,5 +43,21 @@ pub struct PropsModify {
     pub delete_namespaces: Vec<String>,
 }
 
+/// One whitelisted property as `…/properties/info` describes it
+/// (`PropsInfo`): its type (`regex`, `range`, `boolean`, ...), the pattern
+/// or range a value must match, its default, unit and description.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PropsInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<String>,
+    pub prop_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dflt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
 /// A layer kind name as LINSTOR spells it.
 pub const LAYER_KINDS: &[&str] = &["DRBD", "LUKS", "STORAGE", "NVME", "WRITECACHE", "CACHE", "BCACHE"];

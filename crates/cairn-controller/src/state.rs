@@ -57,6 +57,14 @@ impl AppState {
             let seed = cluster.seed(&mut || uuid::Uuid::new_v4().to_string());
             s.commit(&seed)?;
             cluster.apply(seed);
+            // A snapshot cut short by a stop between its steps leaves no
+            // DRBD resource with its I/O suspended.
+            let unfinished = cluster.finish_interrupted_snapshots().changes;
+            if !unfinished.is_empty() {
+                tracing::warn!(snapshots = unfinished.len(), "finishing snapshots whose taking was interrupted");
+                s.commit(&unfinished)?;
+                cluster.apply(unfinished);
+            }
             Ok(cluster)
         })
         .await
@@ -72,10 +80,13 @@ impl AppState {
         Ok(state)
     }
 
-    /// Follows the replicas chosen to make new DRBD volumes UpToDate: once
-    /// one reports its volume UpToDate, the volume definition gets
-    /// `DRBD_INITIALIZED` (checked every second; the task ends with the
-    /// state).
+    /// Follows what satellites report about DRBD, checked every second
+    /// (the task ends with the state):
+    /// - the replicas chosen to make new DRBD volumes UpToDate: once one
+    ///   reports its volume UpToDate, the volume definition gets
+    ///   `DRBD_INITIALIZED`;
+    /// - the node ids of deleted replicas: once a peer reports one
+    ///   forgotten, it no longer waits for that peer.
     fn record_drbd_initialization(&self) {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
@@ -101,6 +112,17 @@ impl AppState {
                     && let Err(e) = me.mutate(200, move |c, _| Ok(c.drbd_initialized(&done))).await
                 {
                     tracing::warn!("cannot record initialized DRBD volumes: {e:?}");
+                }
+                let forgot: Vec<cairn_domain::drbd_auto::Forget> = me
+                    .read()
+                    .pending_forgets()
+                    .into_iter()
+                    .filter(|(rd, id, node)| me.links().resource(node, rd).and_then(|o| o.drbd).is_some_and(|d| d.forgotten.contains(id)))
+                    .collect();
+                if !forgot.is_empty()
+                    && let Err(e) = me.mutate(200, move |c, _| Ok(c.peers_forgot(&forgot))).await
+                {
+                    tracing::warn!("cannot record forgotten DRBD peers: {e:?}");
                 }
                 me.record_disks_added().await;
             }

@@ -234,7 +234,7 @@ impl Cluster {
                 name: req.resource_definition_name.clone(),
                 external_name: req.resource_definition_external_name.clone(),
                 resource_group_name: Some(g.name.clone()),
-                props: req.resource_definition_props.clone(),
+                props: crate::props::checked(crate::whitelist::PropsObj::RscDfn, &req.resource_definition_props, OP)?,
                 ..Default::default()
             },
             ..Default::default()
@@ -311,6 +311,11 @@ impl Cluster {
         let n = self.node(node, OP)?;
         let mut out = Outcome::default();
         if let Some(r) = self.resources.get(&(key(&d.name), key(&n.name))) {
+            // As CtrlRscMakeAvailableApiCallHandler: a deactivated replica
+            // is activated.
+            if r.flags.contains(crate::resource::FLAG_INACTIVE) {
+                return self.set_resource_active(&d.name, &n.name, true, false);
+            }
             if req.diskful && r.is_diskless() {
                 // As LINSTOR: the diskless replica gets its disk (toggle-disk).
                 let toggle = crate::toggle_disk::ToggleDisk {
@@ -321,14 +326,21 @@ impl Cluster {
                 };
                 return self.toggle_disk(&d.name, &n.name, &toggle, obs, &|_| false, ctx);
             } else {
+                // The tiebreaker becomes a diskless replica the user wants
+                // (golinstor's Attach, linstor-csi's ControllerPublish, the
+                // Proxmox plugin's activate rely on it): the flag goes, the
+                // replica stays DRBD_DISKLESS. The follow-up sees a diskless
+                // replica and places no new tiebreaker.
+                if r.flags.contains(crate::drbd_auto::FLAG_TIE_BREAKER) {
+                    let mut wanted = r.clone();
+                    wanted.flags.remove(crate::drbd_auto::FLAG_TIE_BREAKER);
+                    out.put(Object::Rsc(wanted));
+                }
+                // LINSTOR's entry: MASK_SUCCESS (0) and no object bits.
                 out.reply(
-                    ApiCallRc::info(
-                        rc::MASK_RSC,
-                        rc::INFO_RSC_ALREADY_EXISTS,
-                        format!("Resource '{}' is already available on node '{}'.", d.name, n.name),
-                    )
-                    .with_ref("RscDfn", &d.name)
-                    .with_ref("Node", &n.name),
+                    ApiCallRc::success(0, 0, "Resource already deployed as requested")
+                        .with_ref("RscDfn", &d.name)
+                        .with_ref("Node", &n.name),
                 );
             }
             return Ok(out);

@@ -407,7 +407,8 @@ fn make_available_adds_a_diskless_or_diskful_replica_once() {
     t.run(|c, o, ctx| c.make_available("rr", "m2", &ResourceMakeAvailable::default(), o, ctx));
     assert!(t.placed("rr").contains(&("m2".into(), "DfltDisklessStorPool".into(), true)));
     let again = t.run(|c, o, ctx| c.make_available("rr", "m2", &ResourceMakeAvailable::default(), o, ctx));
-    assert!(again.changes.is_empty() && again.replies[0].is_info());
+    assert!(again.changes.is_empty() && again.replies[0].ret_code == 0, "{:?}", again.replies);
+    assert_eq!(again.replies[0].message, "Resource already deployed as requested");
     t.run(|c, o, ctx| c.make_available("rr", "m3", &ResourceMakeAvailable { diskful: true, ..Default::default() }, o, ctx));
     assert!(t.placed("rr").contains(&("m3".into(), "pool".into(), false)));
 }

@@ -167,7 +167,7 @@ impl Cluster {
             delete_props: req.delete_props.clone(),
             delete_namespaces: req.delete_namespaces.clone(),
         };
-        let mut rd_props = props::apply(&rd_props, &modify, OP)?;
+        let mut rd_props = props::apply(crate::whitelist::PropsObj::RscDfn, &rd_props, &modify, OP)?;
         rd_props.insert(PROP_CLONED_FROM.into(), s.name.clone());
         let rg_name = req.resource_group.clone().filter(|g| !g.is_empty()).unwrap_or_else(|| s.resource_group.clone());
         let rg_props = self.rsc_grps.get(&key(&rg_name)).map(|g| &g.props);

@@ -115,7 +115,13 @@ pub fn desired_of_node(
                         })
                     })
                     .collect(),
-                snapshots: c.snapshots_of(&rd_key).filter(|s| s.nodes.contains_key(node_key)).map(|s| s.name.clone()).collect(),
+                // A replicated resource's snapshot is taken once I/O is
+                // suspended on all its nodes (phase Take).
+                snapshots: c
+                    .snapshots_of(&rd_key)
+                    .filter(|s| s.nodes.contains_key(node_key) && s.phase != crate::snapshot::SnapshotPhase::Suspend)
+                    .map(|s| s.name.clone())
+                    .collect(),
                 rollback: r.rollback.as_ref().map(|b| RollbackDesired { snapshot: b.snapshot.clone(), id: b.id.clone() }),
                 inactive: r.flags.contains(crate::resource::FLAG_INACTIVE),
             }
@@ -251,6 +257,10 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
                     minor: vd.drbd_minor?,
                     day0_gi: vd.props.get(crate::resource_definition::PROP_DRBD_CURRENT_GI).cloned(),
                     initialized: vd.flags.contains(crate::resource_definition::FLAG_DRBD_INITIALIZED),
+                    initial_sync: vd
+                        .props
+                        .contains_key(crate::drbd_auto::PROP_INITIAL_SYNC_RSC)
+                        .then(|| !r.is_diskless() && c.initial_sync_rsc(&rd_key, vd) == Some(&r.uuid)),
                 })
             })
             .collect(),
@@ -258,6 +268,9 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
         peers,
         initial_sync: !r.is_diskless() && rd.props.get(crate::drbd_auto::PROP_INITIAL_SYNC_RSC) == Some(&r.uuid),
         joining: r.flags.contains(crate::toggle_disk::FLAG_DISK_ADDING),
+        // Diskless ones too: the application may write through any node.
+        suspend_io: c.io_suspended(&rd_key),
+        forget_peers: rd.drbd.forgetting.iter().filter(|(_, nodes)| nodes.contains(&key(&r.node))).map(|(id, _)| *id).collect(),
     })
 }
 

@@ -37,6 +37,8 @@ pub const PROP_QUORUM_SET_BY: &str = "Internal/Drbd/QuorumSetBy";
 pub const PROP_QUORUM: &str = "DrbdOptions/Resource/quorum";
 pub const PROP_ON_NO_QUORUM: &str = "DrbdOptions/Resource/on-no-quorum";
 pub const PROP_AUTO_TIEBREAKER: &str = "DrbdOptions/auto-add-quorum-tiebreaker";
+/// The flag of a diskless replica the auto-tiebreaker manages.
+pub const FLAG_TIE_BREAKER: &str = "TIE_BREAKER";
 
 fn is_diskful(r: &Resource) -> bool {
     r.drbd.is_some() && !r.is_diskless() && !r.flags.contains("DELETE") && !r.flags.contains("INACTIVE")
@@ -49,7 +51,22 @@ fn is_active_diskless(r: &Resource) -> bool {
 }
 
 fn is_tiebreaker(r: &Resource) -> bool {
-    r.flags.contains("TIE_BREAKER")
+    r.flags.contains(FLAG_TIE_BREAKER)
+}
+
+/// LINSTOR's rule (`CtrlRscAutoTieBreakerHelper.shouldTieBreakerExist`):
+/// an even number (>= 2) of diskful replicas and no diskless one besides
+/// a tiebreaker. Replicas being deleted or deactivated do not count.
+fn needs_tiebreaker<'a>(rscs: impl Iterator<Item = &'a Resource>) -> bool {
+    let (mut diskful, mut other_diskless) = (0, 0);
+    for r in rscs {
+        if is_diskful(r) {
+            diskful += 1;
+        } else if is_active_diskless(r) && !is_tiebreaker(r) {
+            other_diskless += 1;
+        }
+    }
+    diskful >= 2 && diskful % 2 == 0 && other_diskless == 0
 }
 
 /// One definition as it will be after the outcome.
@@ -116,6 +133,14 @@ impl Cluster {
                 ObjKey::RscDfn(rd) => {
                     rds.insert(rd);
                 }
+                ObjKey::VlmDfn(rd, nr) => {
+                    if let Change::Put(Object::VlmDfn(v)) = ch
+                        && !self.vlm_dfns.contains_key(&(rd.clone(), nr))
+                        && let Some(v) = self.initial_sync_on_the_user(v, obs)
+                    {
+                        follow.put(Object::VlmDfn(v));
+                    }
+                }
                 _ => {}
             }
         }
@@ -136,13 +161,128 @@ impl Cluster {
             }
             self.tiebreaker(&mut a, &out.changes, obs, &mut taken, ctx, &mut follow);
             let props = self.drbd_rd_props(&a);
-            if props != a.rd.props {
+            let forgetting = self.forgetting(&a, &rd_key, out.changes.iter().chain(&follow.changes));
+            if props != a.rd.props || forgetting != a.rd.drbd.forgetting {
                 let mut d = a.rd.clone();
                 d.props = props;
+                d.drbd.forgetting = forgetting;
                 follow.put(Object::RscDfn(d));
             }
         }
         Ok(follow)
+    }
+
+    /// The uuid of the replica that makes a new volume UpToDate first: the
+    /// volume definition's own choice while that replica exists (a volume
+    /// added while the definition was in use), else the definition's.
+    pub fn initial_sync_rsc<'a>(&'a self, rd_key: &str, vd: &'a VolumeDefinition) -> Option<&'a String> {
+        vd.props
+            .get(PROP_INITIAL_SYNC_RSC)
+            .filter(|u| self.resources_of(rd_key).any(|r| &r.uuid == *u))
+            .or_else(|| self.rsc_dfns.get(rd_key).and_then(|d| d.props.get(PROP_INITIAL_SYNC_RSC)))
+    }
+
+    /// A volume added to a definition that is in use somewhere: the
+    /// replica in use is its initial sync source (as LINSTOR chooses it),
+    /// since it is the one that writes to the new volume from the start;
+    /// any other source would make a second data generation beside it (a
+    /// split brain of the new volume). None when nothing is in use: the
+    /// definition's chosen replica serves.
+    fn initial_sync_on_the_user(&self, v: &VolumeDefinition, obs: &dyn Observer) -> Option<VolumeDefinition> {
+        let rd_key = key(&v.resource_definition);
+        let user = self.resources_of(&rd_key).filter(|r| is_diskful(r)).find(|r| obs.in_use(&key(&r.node), &r.resource_definition))?;
+        let mut v = v.clone();
+        v.props.insert(PROP_INITIAL_SYNC_RSC.into(), user.uuid.clone());
+        Some(v)
+    }
+
+    /// `DELETE …/resources/{node}` (`keep_tiebreaker`): LINSTOR marks a DRBD
+    /// replica for deletion and runs its auto-tiebreaker first
+    /// (`CtrlRscDeleteApiCallHandler`, `CtrlRscAutoTieBreakerHelper`):
+    ///
+    /// * `keep_tiebreaker` with the auto-tiebreaker off turns it on for the
+    ///   definition (`INFO_PROP_SET`);
+    /// * when the replicas left need a tiebreaker and none is there, a
+    ///   diskless replica being deleted is not deleted but becomes the
+    ///   tiebreaker (`INFO_TIE_BREAKER_TAKEOVER`), with or without
+    ///   `keep_tiebreaker`. LINSTOR turns a diskful one into the tiebreaker
+    ///   with toggle-disk, which Cairn does not have: it is deleted and the
+    ///   follow-up places a tiebreaker on another node;
+    /// * the tiebreaker itself, while needed, stays with `keep_tiebreaker`;
+    ///   without it, it is deleted and the definition's auto-tiebreaker is
+    ///   turned off, so it does not come back (`INFO_PROP_SET`).
+    ///
+    /// Anything else is [`Cluster::delete_resource`].
+    pub fn delete_resource_keeping_quorum(&self, rd: &str, node: &str, keep_tiebreaker: bool) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_DEL | rc::MASK_RSC;
+        // The same refusals as a plain delete, whatever happens next.
+        let deleted = self.delete_resource(rd, node)?;
+        let r = self.resource(rd, node, OP)?;
+        let Some(d) = self.rsc_dfns.get(&key(&r.resource_definition)).filter(|_| r.drbd.is_some()) else {
+            return Ok(deleted);
+        };
+        let (rd_key, node_key) = (key(&d.name), key(&r.node));
+        let mut out = Outcome::default();
+        let mut new_rd = d.clone();
+        let mut enabled = self.tiebreaker_enabled(d);
+        if !enabled && keep_tiebreaker {
+            new_rd.props.insert(PROP_AUTO_TIEBREAKER.into(), "True".into());
+            out.reply(ApiCallRc::info(OP, rc::INFO_PROP_SET, "Autotiebreaker automatically enabled due to --keep-tiebreaker"));
+            enabled = true;
+        }
+        let needed = enabled && needs_tiebreaker(self.resources_of(&rd_key).filter(|x| key(&x.node) != node_key));
+        let other_tiebreaker = self.resources_of(&rd_key).any(|x| is_tiebreaker(x) && key(&x.node) != node_key);
+        let takeover = ApiCallRc::info(
+            OP,
+            rc::INFO_TIE_BREAKER_TAKEOVER,
+            "The given resource will not be deleted but will be taken over as a linstor managed tiebreaker resource.",
+        )
+        .with_ref("RscDfn", &d.name)
+        .with_ref("Node", &r.node);
+        let mut stays = false;
+        if needed && !other_tiebreaker {
+            if is_tiebreaker(r) {
+                if keep_tiebreaker {
+                    out.reply(takeover);
+                    stays = true;
+                } else {
+                    new_rd.props.insert(PROP_AUTO_TIEBREAKER.into(), "False".into());
+                    out.reply(ApiCallRc::info(
+                        OP,
+                        rc::INFO_PROP_SET,
+                        format!(
+                            "Disabling auto-tiebreaker on resource-definition '{}' as tiebreaker resource was manually deleted",
+                            d.name
+                        ),
+                    ));
+                }
+            } else if self.could_be_tiebreaker(r) {
+                let mut tb = r.clone();
+                tb.flags.insert(FLAG_TIE_BREAKER.into());
+                out.put(Object::Rsc(tb));
+                out.reply(takeover);
+                stays = true;
+            }
+        }
+        if new_rd != *d {
+            out.changes.insert(0, Change::Put(Object::RscDfn(new_rd)));
+        }
+        if !stays {
+            out.changes.extend(deleted.changes);
+            out.replies.extend(deleted.replies);
+        }
+        Ok(out)
+    }
+
+    /// A replica LINSTOR would take over as the tiebreaker: DRBD diskless,
+    /// active, every volume in a diskless pool, on a node that is not
+    /// being evacuated or deleted.
+    fn could_be_tiebreaker(&self, r: &Resource) -> bool {
+        let node_ok = self.nodes.get(&key(&r.node)).is_some_and(|n| !n.flags.contains("DELETE") && !n.flags.contains("EVACUATE"));
+        node_ok
+            && is_active_diskless(r)
+            && r.flags.contains("DRBD_DISKLESS")
+            && r.volumes.values().all(|v| v.provider_kind == ProviderKind::Diskless)
     }
 
     fn check_layers(&self, r: &Resource, obs: &dyn Observer) -> OpResult<()> {
@@ -166,12 +306,15 @@ impl Cluster {
         .correction("See the node's unsupported_layers for what is missing, or choose another layer list or node."))
     }
 
+    /// `DrbdOptions/auto-add-quorum-tiebreaker` of a definition (its own,
+    /// its group's, the controller's), on unless `false`.
+    fn tiebreaker_enabled(&self, d: &ResourceDefinition) -> bool {
+        self.rd_prop(d, PROP_AUTO_TIEBREAKER).is_none_or(|v| !v.eq_ignore_ascii_case("false"))
+    }
+
     /// Adds or removes the tiebreaker of one definition.
     fn tiebreaker(&self, a: &mut After, changes: &[Change], obs: &dyn Observer, taken: &mut Taken, ctx: &mut Ctx, follow: &mut Outcome) {
-        let enabled = self.rd_prop(&a.rd, PROP_AUTO_TIEBREAKER).is_none_or(|v| !v.eq_ignore_ascii_case("false"));
-        let diskful = a.rscs.values().filter(|r| is_diskful(r)).count();
-        let other_diskless = a.rscs.values().filter(|r| is_active_diskless(r) && !is_tiebreaker(r)).count();
-        let want = enabled && diskful >= 2 && diskful % 2 == 0 && other_diskless == 0;
+        let want = self.tiebreaker_enabled(&a.rd) && needs_tiebreaker(a.rscs.values());
         let existing: Vec<String> = a.rscs.iter().filter(|(_, r)| is_tiebreaker(r)).map(|(k, _)| k.clone()).collect();
         const OP: i64 = rc::MASK_CRT | rc::MASK_RSC;
         if !want {
@@ -271,6 +414,35 @@ impl Cluster {
         }
     }
 
+    /// The node ids of a definition's deleted replicas that peers still
+    /// have to forget, after a change (`changes`: the operation's and the
+    /// follow-up's). As LINSTOR's satellites do when a peer is deleted
+    /// (`DrbdLayer`: `del-peer`, then `forget-peer` on every diskful
+    /// replica), each diskful replica left frees the bitmap slot of the
+    /// deleted one; LINSTOR keeps the deleted replica, and with it its node
+    /// id, until the satellites answered. Here the id stays taken until
+    /// each of those replicas has reported it forgotten
+    /// ([`Cluster::peers_forgot`]), or is gone or diskless itself.
+    fn forgetting<'a>(&self, a: &After, rd_key: &str, changes: impl Iterator<Item = &'a Change>) -> BTreeMap<u8, BTreeSet<String>> {
+        let holds = |id: u8| a.rscs.values().any(|r| r.drbd.is_some_and(|d| d.node_id == id));
+        let diskful: BTreeSet<&String> = a.rscs.iter().filter(|(_, r)| r.drbd.is_some() && !r.is_diskless()).map(|(k, _)| k).collect();
+        let mut map = a.rd.drbd.forgetting.clone();
+        for ch in changes {
+            if let Change::Delete(ObjKey::Rsc(rd, n)) = ch
+                && rd == rd_key
+                && let Some(id) = self.resources.get(&(rd.clone(), n.clone())).and_then(|r| r.drbd).map(|d| d.node_id)
+                && !holds(id)
+            {
+                map.entry(id).or_default().extend(diskful.iter().map(|k| (*k).clone()));
+            }
+        }
+        for nodes in map.values_mut() {
+            nodes.retain(|k| diskful.contains(k));
+        }
+        map.retain(|id, nodes| !nodes.is_empty() && !holds(*id));
+        map
+    }
+
     /// Quorum and initial-sync properties of a definition after a change.
     fn drbd_rd_props(&self, a: &After) -> Props {
         let mut props = a.rd.props.clone();
@@ -336,7 +508,7 @@ impl Cluster {
             if vd.drbd_minor.is_none() || vd.flags.contains(FLAG_DRBD_INITIALIZED) {
                 continue;
             }
-            let Some(chosen) = self.rsc_dfns.get(rd_key).and_then(|d| d.props.get(PROP_INITIAL_SYNC_RSC)) else { continue };
+            let Some(chosen) = self.initial_sync_rsc(rd_key, vd) else { continue };
             if let Some(r) = self.resources_of(rd_key).find(|r| &r.uuid == chosen) {
                 out.push(AwaitingInit { rd: rd_key.clone(), volume: *nr, node: key(&r.node) });
             }
@@ -360,10 +532,54 @@ impl Cluster {
     }
 }
 
+/// A node id a replica has to forget: definition key, node id, node key
+/// of the replica.
+pub type Forget = (String, u8, String);
+
+impl Cluster {
+    /// Every node id some replica still has to forget.
+    pub fn pending_forgets(&self) -> Vec<Forget> {
+        let mut out = Vec::new();
+        for (rd_key, d) in &self.rsc_dfns {
+            for (id, nodes) in &d.drbd.forgetting {
+                out.extend(nodes.iter().map(|n| (rd_key.clone(), *id, n.clone())));
+            }
+        }
+        out
+    }
+
+    /// Records that these replicas reported the node ids forgotten; an id
+    /// every replica forgot can be handed out again.
+    pub fn peers_forgot(&self, done: &[Forget]) -> Outcome {
+        let mut changed: BTreeMap<String, ResourceDefinition> = BTreeMap::new();
+        for (rd, id, node) in done {
+            let rd_key = key(rd);
+            let Some(d) = changed.get(&rd_key).or_else(|| self.rsc_dfns.get(&rd_key)) else { continue };
+            if !d.drbd.forgetting.get(id).is_some_and(|n| n.contains(&key(node))) {
+                continue;
+            }
+            let mut d = d.clone();
+            if let Some(nodes) = d.drbd.forgetting.get_mut(id) {
+                nodes.remove(&key(node));
+                if nodes.is_empty() {
+                    d.drbd.forgetting.remove(id);
+                }
+            }
+            changed.insert(rd_key, d);
+        }
+        let mut out = Outcome::default();
+        for d in changed.into_values() {
+            out.put(Object::RscDfn(d));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
+    use cairn_api::placement::ResourceMakeAvailable;
     use cairn_api::resource::{Resource as WireRsc, ResourceCreate};
     use cairn_api::resource_definition::{
         ResourceDefinition as WireRd, ResourceDefinitionCreate, ResourceDefinitionModify, VolumeDefinition as WireVd,
@@ -381,6 +597,8 @@ mod tests {
     struct Obs {
         storage_only: BTreeSet<String>,
         offline: BTreeSet<String>,
+        /// Node keys where the definition's resource is in use.
+        in_use: BTreeSet<String>,
     }
 
     impl Observer for Obs {
@@ -394,6 +612,9 @@ mod tests {
         }
         fn capacity(&self, _: &str, _: &str) -> Option<PoolCapacity> {
             None
+        }
+        fn in_use(&self, k: &str, _: &str) -> bool {
+            self.in_use.contains(k)
         }
     }
 
@@ -424,7 +645,12 @@ mod tests {
         /// The controller's sequence: the operation, then the follow-up,
         /// committed together.
         fn commit(&mut self, op: impl FnOnce(&Cluster, &mut Ctx) -> OpResult<Outcome>) -> OpResult<Outcome> {
-            let mut out = op(&self.c, &mut self.ctx)?;
+            self.commit_observed(|c, _, ctx| op(c, ctx))
+        }
+
+        /// [`T::commit`] of an operation that looks at the satellites.
+        fn commit_observed(&mut self, op: impl FnOnce(&Cluster, &Obs, &mut Ctx) -> OpResult<Outcome>) -> OpResult<Outcome> {
+            let mut out = op(&self.c, &self.obs, &mut self.ctx)?;
             let f = self.c.drbd_follow_up(&out, &self.obs, &mut self.ctx)?;
             out.changes.extend(f.changes);
             out.replies.extend(f.replies);
@@ -442,6 +668,20 @@ mod tests {
 
         fn delete(&mut self, node: &str) {
             self.commit(|c, _| c.delete_resource("web", node)).unwrap();
+        }
+
+        /// `DELETE …/resources/{node}` as the REST handler runs it.
+        fn user_delete(&mut self, node: &str, keep_tiebreaker: bool) -> Outcome {
+            self.commit(|c, _| c.delete_resource_keeping_quorum("web", node, keep_tiebreaker)).unwrap()
+        }
+
+        fn make_available(&mut self, node: &str) -> Outcome {
+            self.commit_observed(|c, o, ctx| c.make_available("web", node, &ResourceMakeAvailable::default(), o, ctx)).unwrap()
+        }
+
+        /// Every replica of `web` with its flags.
+        fn flags(&self) -> BTreeMap<String, Vec<String>> {
+            self.c.resources_of("WEB").map(|r| (r.node.clone(), r.flags.iter().cloned().collect())).collect()
         }
 
         fn rd_prop(&self, k: &str) -> Option<String> {
@@ -506,6 +746,168 @@ mod tests {
         assert_eq!(t.rd_prop(PROP_QUORUM).as_deref(), Some("majority"), "2 diskful + 1 diskless");
         t.delete("n2");
         assert_eq!(t.rd_prop(PROP_QUORUM).as_deref(), Some("off"));
+    }
+
+    fn codes(out: &Outcome) -> Vec<i64> {
+        out.replies.iter().map(|r| r.ret_code & rc::MASK_BITS_CODE).collect()
+    }
+
+    #[test]
+    fn make_available_on_the_tiebreaker_makes_it_a_wanted_diskless_replica() {
+        let mut t = T::new(&["n1", "n2", "n3"]);
+        t.create("n1", &[]).unwrap();
+        t.create("n2", &[]).unwrap();
+        let tb = t.c.resources[&("WEB".to_string(), "N3".to_string())].clone();
+        assert!(tb.flags.contains(FLAG_TIE_BREAKER));
+        let out = t.make_available("n3");
+        assert_eq!(out.replies[0].message, "Resource already deployed as requested");
+        assert_eq!(out.replies[0].ret_code, 0, "LINSTOR's MASK_SUCCESS");
+        let r = &t.c.resources[&("WEB".to_string(), "N3".to_string())];
+        assert_eq!(r.flags.iter().map(String::as_str).collect::<Vec<_>>(), ["DISKLESS", "DRBD_DISKLESS"]);
+        assert_eq!((r.uuid.as_str(), r.drbd), (tb.uuid.as_str(), tb.drbd), "the same replica, not a new one");
+        assert!(t.tiebreakers().is_empty(), "no tiebreaker placed elsewhere");
+        assert_eq!(t.rd_prop(PROP_QUORUM).as_deref(), Some("majority"), "2 diskful + 1 diskless");
+        // Again: nothing changes.
+        assert!(t.make_available("n3").changes.is_empty());
+        // A deactivated replica is activated.
+        t.commit(|c, _| c.set_resource_active("web", "n3", false, false)).unwrap();
+        assert_eq!(t.tiebreakers(), Vec::<String>::new(), "no fourth node to place one on");
+        t.make_available("n3");
+        assert!(!t.c.resources[&("WEB".to_string(), "N3".to_string())].flags.contains(crate::resource::FLAG_INACTIVE));
+    }
+
+    #[test]
+    fn deleting_a_diskless_replica_that_quorum_needs_makes_it_the_tiebreaker() {
+        for keep in [true, false] {
+            let mut t = T::new(&["n1", "n2", "n3"]);
+            t.create("n1", &[]).unwrap();
+            t.create("n2", &[]).unwrap();
+            t.make_available("n3");
+            let client = t.c.resources[&("WEB".to_string(), "N3".to_string())].clone();
+            let out = t.user_delete("n3", keep);
+            assert_eq!(codes(&out), [rc::INFO_TIE_BREAKER_TAKEOVER], "keep={keep}: {:?}", out.replies);
+            let r = &t.c.resources[&("WEB".to_string(), "N3".to_string())];
+            assert!(r.flags.contains(FLAG_TIE_BREAKER) && r.flags.contains("DRBD_DISKLESS"), "keep={keep}: {:?}", r.flags);
+            assert_eq!((r.uuid.as_str(), r.drbd), (client.uuid.as_str(), client.drbd));
+            assert_eq!(t.rd_prop(PROP_QUORUM).as_deref(), Some("majority"));
+            assert_eq!(t.rd_prop(PROP_AUTO_TIEBREAKER), None, "keep={keep}: nothing to switch on");
+        }
+    }
+
+    #[test]
+    fn a_diskless_replica_nobody_needs_is_deleted_even_with_keep_tiebreaker() {
+        let mut t = T::new(&["n1", "n2", "n3", "n4"]);
+        for n in ["n1", "n2", "n3"] {
+            t.create(n, &[]).unwrap();
+        }
+        t.make_available("n4");
+        let out = t.user_delete("n4", true);
+        assert_eq!(codes(&out), [rc::DELETED]);
+        assert!(!t.flags().contains_key("n4"));
+        assert!(t.tiebreakers().is_empty());
+        // A diskful replica is deleted; Cairn has no toggle-disk to turn it
+        // into the tiebreaker, so one is placed on another node.
+        let out = t.user_delete("n3", true);
+        assert!(codes(&out).contains(&rc::DELETED), "{:?}", out.replies);
+        assert!(!t.flags().contains_key("n3"));
+        assert_eq!(t.tiebreakers(), ["n4"]);
+    }
+
+    #[test]
+    fn deleting_the_tiebreaker_keeps_it_with_keep_tiebreaker_and_switches_the_feature_off_without() {
+        let mut t = T::new(&["n1", "n2", "n3", "n4"]);
+        t.create("n1", &[]).unwrap();
+        t.create("n2", &[]).unwrap();
+        let tb = t.tiebreakers()[0].clone();
+        let out = t.user_delete(&tb, true);
+        assert_eq!(codes(&out), [rc::INFO_TIE_BREAKER_TAKEOVER]);
+        assert!(out.changes.is_empty(), "{:?}", out.changes);
+        assert_eq!(t.tiebreakers(), std::slice::from_ref(&tb));
+        let out = t.user_delete(&tb, false);
+        assert_eq!(codes(&out), [rc::INFO_PROP_SET, rc::DELETED], "{:?}", out.replies);
+        assert!(out.replies[0].message.contains("Disabling auto-tiebreaker on resource-definition 'web'"));
+        assert!(t.tiebreakers().is_empty() && !t.flags().contains_key(&tb));
+        assert_eq!(t.rd_prop(PROP_AUTO_TIEBREAKER).as_deref(), Some("False"));
+        assert_eq!(t.rd_prop(PROP_QUORUM).as_deref(), Some("off"));
+        // It stays off: the next change places none.
+        let other = ["n3", "n4"].into_iter().find(|n| *n != tb).unwrap();
+        t.create(other, &[]).unwrap();
+        t.user_delete(other, false);
+        assert!(t.tiebreakers().is_empty());
+        // keep_tiebreaker switches it on again, and the client being
+        // deleted becomes the tiebreaker.
+        t.make_available(other);
+        let out = t.user_delete(other, true);
+        assert_eq!(codes(&out), [rc::INFO_PROP_SET, rc::INFO_TIE_BREAKER_TAKEOVER], "{:?}", out.replies);
+        assert_eq!(out.replies[0].message, "Autotiebreaker automatically enabled due to --keep-tiebreaker");
+        assert_eq!(t.rd_prop(PROP_AUTO_TIEBREAKER).as_deref(), Some("True"));
+        assert_eq!(t.tiebreakers(), [other]);
+    }
+
+    #[test]
+    fn a_deleted_replicas_node_id_is_not_reused_until_every_diskful_peer_forgot_it() {
+        let mut t = T::new(&["n1", "n2", "n3", "n4", "n5"]);
+        for n in ["n1", "n2", "n3"] {
+            t.create(n, &[]).unwrap();
+        }
+        t.create("n4", &["DRBD_DISKLESS"]).unwrap();
+        let id = |t: &T, n: &str| t.c.resources[&("WEB".to_string(), n.to_ascii_uppercase())].drbd.map(|d| d.node_id);
+        assert_eq!([id(&t, "n1"), id(&t, "n2"), id(&t, "n3"), id(&t, "n4")], [Some(0), Some(1), Some(2), Some(3)]);
+        let forgetting = |t: &T| {
+            t.c.rsc_dfns["WEB"].drbd.forgetting.iter().map(|(id, n)| (*id, n.iter().cloned().collect::<Vec<_>>())).collect::<Vec<_>>()
+        };
+        let forget_peers = |t: &T, n: &str| desired_for_node(&t.c, n).1[0].drbd.clone().unwrap().forget_peers;
+        t.delete("n3");
+        // The diskful replicas left have a bitmap slot for node id 2; the
+        // diskless client has none.
+        assert_eq!(forgetting(&t), [(2, vec!["N1".to_string(), "N2".to_string()])]);
+        assert_eq!((forget_peers(&t, "N1"), forget_peers(&t, "N4")), (vec![2], vec![]));
+        assert_eq!(t.c.pending_forgets().len(), 2);
+        // Not handed out meanwhile, nor taken when asked for.
+        t.create("n5", &[]).unwrap();
+        assert_eq!(id(&t, "n5"), Some(4));
+        let req = ResourceCreate {
+            resource: WireRsc { node_name: "n3".into(), ..Default::default() },
+            drbd_node_id: Some(2),
+            ..Default::default()
+        };
+        let e = t.commit(|c, ctx| c.create_resources("web", &[req], None, ctx)).unwrap_err();
+        assert_eq!(e.rc.code(), rc::FAIL_INVLD_NODE_ID);
+        assert!(e.rc.message.contains("not forgotten yet"), "{}", e.rc.message);
+        // n1 reports it forgotten (twice: nothing changes the second time).
+        let done = [("web".to_string(), 2, "n1".to_string())];
+        t.commit(|c, _| Ok(c.peers_forgot(&done))).unwrap();
+        assert!(t.c.peers_forgot(&done).changes.is_empty());
+        assert_eq!(forgetting(&t), [(2, vec!["N2".to_string()])]);
+        assert!(forget_peers(&t, "N1").is_empty());
+        // n2 goes itself: nothing left to wait for about id 2; its own id
+        // waits for n1 and n5 (n5 never knew n3, it is asked all the same).
+        t.delete("n2");
+        assert_eq!(forgetting(&t), [(1, vec!["N1".to_string(), "N5".to_string()])]);
+        t.create("n3", &[]).unwrap();
+        assert_eq!(id(&t, "n3"), Some(2));
+        t.commit(|c, _| Ok(c.peers_forgot(&[("WEB".into(), 1, "N1".into()), ("WEB".into(), 1, "N5".into())]))).unwrap();
+        assert!(forgetting(&t).is_empty());
+        t.create("n2", &[]).unwrap();
+        assert_eq!(id(&t, "n2"), Some(1));
+    }
+
+    #[test]
+    fn a_replica_taking_the_tiebreakers_place_keeps_its_node_id_and_frees_nothing() {
+        let mut t = T::new(&["n1", "n2", "n3"]);
+        t.create("n1", &[]).unwrap();
+        t.create("n2", &[]).unwrap();
+        t.create("n3", &[]).unwrap();
+        let r = &t.c.resources[&("WEB".to_string(), "N3".to_string())];
+        assert_eq!((r.drbd.map(|d| d.node_id), r.is_diskless()), (Some(2), false));
+        assert!(t.c.rsc_dfns["WEB"].drbd.forgetting.is_empty());
+        // The tiebreaker going because the count turned odd frees its id.
+        let mut t = T::new(&["n1", "n2", "n3", "n4"]);
+        t.create("n1", &[]).unwrap();
+        t.create("n2", &[]).unwrap();
+        t.create("n4", &[]).unwrap();
+        assert!(t.tiebreakers().is_empty());
+        assert_eq!(t.c.rsc_dfns["WEB"].drbd.forgetting.keys().copied().collect::<Vec<_>>(), [2]);
     }
 
     #[test]
@@ -661,6 +1063,36 @@ mod tests {
         t.create("n1", &[]).unwrap();
         t.delete("n2");
         assert_eq!(vol(&t, "N1"), (false, Some(gi), true));
+    }
+
+    #[test]
+    fn a_volume_added_while_in_use_starts_on_the_replica_in_use() {
+        let mut t = T::new(&["n1", "n2", "n3"]);
+        for n in ["n1", "n2", "n3"] {
+            t.create(n, &[]).unwrap();
+        }
+        t.commit(|c, _| Ok(c.drbd_initialized(&[("web".into(), 0)]))).unwrap();
+        let sync = |t: &T, node: &str, nr: usize| {
+            let d = desired_for_node(&t.c, node).1.first().and_then(|r| r.drbd.clone()).unwrap();
+            d.volumes[nr].initial_sync.unwrap_or(d.initial_sync)
+        };
+        // In use on n2 (not the definition's chosen n1): volume 1 starts there.
+        t.obs.in_use.insert("N2".into());
+        let vd = VolumeDefinitionCreate { volume_definition: WireVd { size_kib: Some(4096), ..Default::default() }, ..Default::default() };
+        t.commit(|c, ctx| c.create_vlm_dfn("web", &vd, ctx)).unwrap();
+        assert_eq!(["N1", "N2", "N3"].map(|n| sync(&t, n, 1)), [false, true, false]);
+        assert_eq!(["N1", "N2", "N3"].map(|n| sync(&t, n, 0)), [true, false, false], "volume 0 keeps its choice");
+        let waiting = t.c.awaiting_drbd_init().into_iter().map(|a| (a.volume, a.node)).collect::<Vec<_>>();
+        assert_eq!(waiting, [(1, "N2".to_string())]);
+        // That replica goes before the volume was UpToDate: the
+        // definition's choice serves.
+        t.delete("n2");
+        assert!(sync(&t, "N1", 1));
+        // Not in use anywhere: the definition's choice.
+        t.obs.in_use.clear();
+        t.commit(|c, ctx| c.create_vlm_dfn("web", &vd, ctx)).unwrap();
+        assert!(sync(&t, "N1", 2) && !sync(&t, "N3", 2));
+        assert_eq!(desired_for_node(&t.c, "N1").1[0].drbd.as_ref().unwrap().volumes[2].initial_sync, None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Cluster, ObjKey, Object, Outcome};
 use crate::error::{OpError, OpResult};
 use crate::name::{self, NameKind, key};
+use crate::whitelist::{self, PropsObj};
 use crate::{Props, props};
 
 /// A key-value store instance.
@@ -67,7 +68,7 @@ impl Cluster {
         const OP: i64 = rc::MASK_MOD | rc::MASK_KVS;
         name::check(NameKind::KeyValueStore, name, OP)?;
         let mut k = self.kvs.get(&key(name)).cloned().unwrap_or_else(|| KeyValueStore { name: name.to_string(), props: Props::new() });
-        k.props = props::apply(&k.props, req, OP)?;
+        k.props = props::apply(PropsObj::Kvs, &k.props, req, OP)?;
         // LINSTOR's CtrlKvsApiCallHandler: one entry coded as a controller
         // configuration change, and an instance left empty is removed.
         let mut out = Outcome::default();
@@ -102,9 +103,17 @@ impl Cluster {
         if let Some(k) = touched.map(|k| k.trim_start_matches('/')).find(|k| is_crypt_key(k)) {
             return Err(crypt_key_refused(OP, k));
         }
-        let new = props::apply(&self.ctrl_props, req, OP)?;
+        // LINSTOR's controller handler codes a key it refuses as a
+        // creation or deletion of controller configuration.
+        let abs = |k: &str| k.strip_prefix('/').unwrap_or(k).to_string();
+        let set: Props = req.override_props.iter().map(|(k, v)| (abs(k), v.clone())).collect();
+        let set = props::checked(PropsObj::Ctrl, &set, rc::MASK_CTRL_CONF | rc::MASK_CRT)?;
+        for k in &req.delete_props {
+            whitelist::check_delete(PropsObj::Ctrl, &abs(k), rc::MASK_CTRL_CONF | rc::MASK_DEL)?;
+        }
+        let new = props::apply(PropsObj::Ctrl, &self.ctrl_props, req, OP)?;
         let mut out = Outcome::default();
-        for (k, v) in &req.override_props {
+        for (k, v) in &set {
             out.reply(ApiCallRc::success(OP, rc::MODIFIED, format!("Successfully set property '{k}' to value '{v}'")));
         }
         for k in req.delete_props.iter().chain(req.delete_namespaces.iter()) {
@@ -125,6 +134,7 @@ impl Cluster {
         if is_crypt_key(k) {
             return Err(crypt_key_refused(OP, k));
         }
+        whitelist::check_delete(PropsObj::Ctrl, k, OP)?;
         if !self.ctrl_props.contains_key(k) {
             let mut out = Outcome::default();
             out.reply(ApiCallRc::warning(OP, rc::WARN_DEL_UNSET_PROP, format!("Controller property '{k}' is not set; nothing to delete.")));

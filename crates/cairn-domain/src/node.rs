@@ -237,7 +237,7 @@ impl Cluster {
                 .correction("Use another name, or delete the existing node first.")
                 .obj_ref("Node", &existing.name));
         }
-        props::check_all(&req.props, CRT)?;
+        let node_props = props::checked(crate::whitelist::PropsObj::Node, &req.props, CRT)?;
         let mut nifs = Vec::new();
         for w in &req.net_interfaces {
             if nifs.iter().any(|n: &NetInterface| n.name.eq_ignore_ascii_case(&w.name)) {
@@ -254,14 +254,8 @@ impl Cluster {
             .correction("Give at least one net interface with an address and a satellite_port (or satellite_encryption_type)."));
         }
         settle_active(&mut nifs);
-        let mut node = Node {
-            name: req.name.clone(),
-            node_type,
-            flags: BTreeSet::new(),
-            props: req.props.clone(),
-            net_interfaces: nifs,
-            uuid: ctx.uuid(),
-        };
+        let mut node =
+            Node { name: req.name.clone(), node_type, flags: BTreeSet::new(), props: node_props, net_interfaces: nifs, uuid: ctx.uuid() };
         record_active(&mut node);
         let mut out = Outcome::default();
         // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
@@ -303,7 +297,7 @@ impl Cluster {
             }
             node.node_type = t;
         }
-        node.props = props::apply(&node.props, &req.props, MOD)?;
+        node.props = props::apply(crate::whitelist::PropsObj::Node, &node.props, &req.props, MOD)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.
         if let Some(e) = crate::props::set_entry(rc::MASK_NODE, &req.props) {

@@ -45,7 +45,7 @@ impl Cluster {
             node_b: second.name.clone(),
             props: Props::new(),
         });
-        c.props = props::apply(&c.props, req, OP)?;
+        c.props = props::apply(crate::whitelist::PropsObj::NodeConn, &c.props, req, OP)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.
         if let Some(e) = crate::props::set_entry(rc::MASK_NODE_CONN, req) {

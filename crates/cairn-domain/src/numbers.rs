@@ -70,6 +70,19 @@ impl Cluster {
     pub(crate) fn alloc_node_id(&self, rd_key: &str, requested: Option<i64>, taken: &mut Taken, op: i64) -> OpResult<u8> {
         let mut used: BTreeSet<u8> = self.resources_of(rd_key).filter_map(|r| r.drbd.as_ref().map(|d| d.node_id)).collect();
         used.extend(taken.node_ids.get(rd_key).into_iter().flatten());
+        // Ids of deleted replicas that a peer has not forgotten yet: a new
+        // replica with one would inherit the old one's bitmap there.
+        let forgetting: BTreeSet<u8> = self.rsc_dfns.get(rd_key).into_iter().flat_map(|d| d.drbd.forgetting.keys().copied()).collect();
+        if let Some(id) = requested.and_then(|n| u8::try_from(n).ok()).filter(|id| forgetting.contains(id) && !used.contains(id)) {
+            return Err(OpError::new(
+                op,
+                rc::FAIL_INVLD_NODE_ID,
+                format!("DRBD node id {id} belonged to a deleted replica that a peer has not forgotten yet."),
+            )
+            .cause("Until every remaining diskful replica has run `drbdsetup forget-peer` for it, its bitmap slot there keeps the deleted replica's history.")
+            .correction("Use another node id, or wait until the satellites of the other replicas are online and have applied the delete."));
+        }
+        used.extend(forgetting);
         let id = match requested {
             Some(n) => {
                 let id = u8::try_from(n).ok().filter(|id| *id <= MAX_NODE_ID).ok_or_else(|| {

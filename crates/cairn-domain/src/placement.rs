@@ -40,6 +40,11 @@ pub struct NodeObs {
 pub trait Observer {
     fn node(&self, node_key: &str) -> NodeObs;
     fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity>;
+    /// Whether the resource of definition `rd` on the node is in use
+    /// (its DRBD device is Primary), as last reported.
+    fn in_use(&self, _node_key: &str, _rd: &str) -> bool {
+        false
+    }
 }
 
 /// Strategy weights.

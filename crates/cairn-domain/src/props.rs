@@ -6,17 +6,22 @@ use cairn_api::rc::{self, ApiCallRc};
 
 use crate::Props;
 use crate::error::OpError;
+use crate::whitelist::{self, PropsObj};
 
 /// Longest property key LINSTOR accepts (a path of namespaces and a key).
 pub const MAX_KEY_LEN: usize = 256;
 /// Longest property value Cairn accepts.
 pub const MAX_VALUE_LEN: usize = 64 * 1024;
 
-/// Checks one property key and value.
+/// Checks the shape of one property key and value: a `/`-separated path
+/// without empty, `.` or `..` elements, blanks or control characters, at
+/// most [`MAX_KEY_LEN`] characters. Refused as LINSTOR refuses a key its
+/// property container cannot hold ("Invalid key: …").
 pub fn check(key: &str, value: &str, op_obj: i64) -> Result<(), OpError> {
-    let fail = |cause: String| {
-        OpError::new(op_obj, rc::FAIL_INVLD_PROP, format!("The property '{key}' is invalid."))
-            .cause(cause)
+    let fail = |why: String| {
+        OpError::new(op_obj, rc::FAIL_INVLD_PROP, format!("Invalid key: {key}"))
+            .cause(format!("The key '{key}' is invalid."))
+            .details(why)
             .correction("Property keys are '/'-separated paths of printable characters without spaces, e.g. 'Aux/site'.")
     };
     if key.is_empty() {
@@ -25,37 +30,63 @@ pub fn check(key: &str, value: &str, op_obj: i64) -> Result<(), OpError> {
     if key.len() > MAX_KEY_LEN {
         return Err(fail(format!("The key is longer than {MAX_KEY_LEN} characters.")));
     }
-    if key.starts_with('/') || key.ends_with('/') || key.contains("//") {
+    if key.split('/').any(str::is_empty) {
         return Err(fail("The key has an empty path element.".into()));
+    }
+    if key.split('/').any(|e| e == "." || e == "..") {
+        return Err(fail("The key has a '.' or '..' path element.".into()));
     }
     if let Some(c) = key.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(fail(format!("The key contains the character {c:?}.")));
     }
     if value.len() > MAX_VALUE_LEN {
-        return Err(fail(format!("The value is longer than {MAX_VALUE_LEN} bytes.")));
+        return Err(OpError::new(op_obj, rc::FAIL_INVLD_PROP, format!("Invalid value of the key '{key}'"))
+            .cause(format!("The value is longer than {MAX_VALUE_LEN} bytes.")));
     }
     Ok(())
 }
 
-/// Checks every entry of a property map.
+/// Checks the shape of every entry of a property map (properties Cairn
+/// builds itself; those of a request go through [`checked`]).
 pub fn check_all(props: &Props, op_obj: i64) -> Result<(), OpError> {
     props.iter().try_for_each(|(k, v)| check(k, v, op_obj))
 }
 
-/// Applies a modification to `props`: deletions first (keys, then whole
-/// namespaces), then overrides, as LINSTOR does.
+/// The properties a create request carries, checked for shape and against
+/// LINSTOR's whitelist of `obj`, with their values normalized as LINSTOR
+/// stores them.
+pub fn checked(obj: PropsObj, props: &Props, op_obj: i64) -> Result<Props, OpError> {
+    props
+        .iter()
+        .map(|(k, v)| {
+            check(k, v, op_obj)?;
+            Ok((k.clone(), whitelist::check_set(obj, k, v, op_obj)?))
+        })
+        .collect()
+}
+
+/// Applies a request's modification to the properties of an `obj`:
+/// deletions first (keys, then whole namespaces), then overrides, as
+/// LINSTOR does. Every key set or deleted is checked against the
+/// whitelist of `obj` (a namespace: each key in it), values are
+/// normalized.
 /// A leading '/' (an absolute path, as python-linstor's `KV` writes keys)
 /// is dropped, so `/snap/a` and `snap/a` name the same property.
-pub fn apply(props: &Props, m: &PropsModify, op_obj: i64) -> Result<Props, OpError> {
+pub fn apply(obj: PropsObj, props: &Props, m: &PropsModify, op_obj: i64) -> Result<Props, OpError> {
     let abs = |k: &str| k.strip_prefix('/').unwrap_or(k).to_string();
     let overrides: Props = m.override_props.iter().map(|(k, v)| (abs(k), v.clone())).collect();
-    check_all(&overrides, op_obj)?;
+    let overrides = checked(obj, &overrides, op_obj)?;
     let mut out = props.clone();
     for k in &m.delete_props {
-        out.remove(&abs(k));
+        let k = abs(k);
+        whitelist::check_delete(obj, &k, op_obj)?;
+        out.remove(&k);
     }
     for ns in &m.delete_namespaces {
         let prefix = format!("{}/", abs(ns).trim_end_matches('/'));
+        for k in out.keys().filter(|k| k.starts_with(&prefix)) {
+            whitelist::check_delete(obj, k, op_obj)?;
+        }
         out.retain(|k, _| !k.starts_with(&prefix));
     }
     out.extend(overrides);
@@ -98,17 +129,39 @@ mod tests {
             delete_props: vec!["Other".into(), "Missing".into()],
             delete_namespaces: vec!["Aux/ns".into()],
         };
-        let out = apply(&p, &m, 0).unwrap();
+        let out = apply(PropsObj::Kvs, &p, &m, 0).unwrap();
         assert_eq!(out, props(&[("Aux/a", "9"), ("New", "n")]));
+    }
+
+    #[test]
+    fn modify_checks_sets_and_deletes_against_the_whitelist() {
+        let p = props(&[("Aux/ns/x", "2"), ("Other", "4"), ("DrbdOptions/Net/protocol", "A")]);
+        let set = |k: &str, v: &str| PropsModify { override_props: props(&[(k, v)]), ..Default::default() };
+        let out = apply(PropsObj::RscDfn, &p, &set("DrbdOptions/Net/allow-two-primaries", "Yes"), 0).unwrap();
+        assert_eq!(out.get("DrbdOptions/Net/allow-two-primaries").map(String::as_str), Some("yes"));
+        assert!(apply(PropsObj::RscDfn, &p, &set("New", "n"), 0).is_err());
+        assert!(apply(PropsObj::RscDfn, &p, &set("DrbdOptions/Net/protocol", "X"), 0).is_err());
+        // Deleting a key LINSTOR does not know is refused too, with its message.
+        let del = |k: &str| PropsModify { delete_props: vec![k.into()], ..Default::default() };
+        let e = apply(PropsObj::RscDfn, &p, &del("Other"), 0).unwrap_err();
+        assert_eq!((e.rc.message.as_str(), e.rc.cause.as_deref()), ("Invalid property key", Some("The key 'Other' is not whitelisted.")));
+        assert!(!apply(PropsObj::RscDfn, &p, &del("DrbdOptions/Net/protocol"), 0).unwrap().contains_key("DrbdOptions/Net/protocol"));
+        // A namespace: every key in it.
+        let ns = |n: &str| PropsModify { delete_namespaces: vec![n.into()], ..Default::default() };
+        assert!(!apply(PropsObj::RscDfn, &p, &ns("Aux/ns"), 0).unwrap().contains_key("Aux/ns/x"));
+        let q = props(&[("Odd/x", "1")]);
+        assert!(apply(PropsObj::RscDfn, &q, &ns("Odd"), 0).is_err());
+        // Nothing is checked for a key-value store.
+        assert!(apply(PropsObj::Kvs, &p, &del("Other"), 0).is_ok());
     }
 
     #[test]
     fn absolute_keys_name_the_same_property() {
         let m = PropsModify { override_props: props(&[("/snap/a", "1")]), ..Default::default() };
-        let out = apply(&Props::new(), &m, 0).unwrap();
+        let out = apply(PropsObj::Kvs, &Props::new(), &m, 0).unwrap();
         assert_eq!(out, props(&[("snap/a", "1")]));
         let m = PropsModify { delete_props: vec!["/snap/a".into()], ..Default::default() };
-        assert!(apply(&out, &m, 0).unwrap().is_empty());
+        assert!(apply(PropsObj::Kvs, &out, &m, 0).unwrap().is_empty());
     }
 
     #[test]
@@ -116,11 +169,16 @@ mod tests {
         assert!(check("", "v", 0).is_err());
         assert!(check("/Aux", "v", 0).is_err());
         assert!(check("Aux//x", "v", 0).is_err());
+        assert!(check("Aux/./x", "v", 0).is_err());
+        assert!(check("Aux/..", "v", 0).is_err());
+        assert!(check("../Aux", "v", 0).is_err());
+        assert!(check("Aux/x.y", "v", 0).is_ok());
         assert!(check("Aux/a b", "v", 0).is_err());
         assert!(check(&"k".repeat(257), "v", 0).is_err());
         assert!(check("Aux/ok", &"v".repeat(MAX_VALUE_LEN + 1), 0).is_err());
         let e = check("Aux/a b", "v", 0).unwrap_err();
         assert_eq!(e.rc.code(), rc::FAIL_INVLD_PROP);
+        assert_eq!((e.rc.message.as_str(), e.rc.cause.as_deref()), ("Invalid key: Aux/a b", Some("The key 'Aux/a b' is invalid.")));
         assert!(check("Aux/pm/vmid", "100", 0).is_ok());
     }
 

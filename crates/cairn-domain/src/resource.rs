@@ -13,6 +13,7 @@ use crate::name::key;
 use crate::numbers::Taken;
 use crate::resource_definition::{ResourceDefinition, VolumeDefinition, check_layer_stack};
 use crate::storage_pool::ProviderKind;
+use crate::whitelist::PropsObj;
 use crate::{Ctx, DEFAULT_DISKLESS_STOR_POOL, DEFAULT_STOR_POOL, Props, props};
 
 /// The property that chooses a storage pool.
@@ -489,10 +490,19 @@ impl Cluster {
             );
         }
         let vds: Vec<&VolumeDefinition> = self.vlm_dfns_of(&rd_key).collect();
+        // The requests' properties against LINSTOR's whitelist, normalized.
+        let reqs = reqs
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.resource.props = props::checked(PropsObj::Rsc, &r.resource.props, OP)?;
+                Ok(r)
+            })
+            .collect::<OpResult<Vec<_>>>()?;
         let mut out = Outcome::default();
         let mut seen = BTreeSet::new();
         let mut taken = Taken::default();
-        for req in reqs {
+        for req in &reqs {
             let node_name = node_override.unwrap_or(&req.resource.node_name);
             let nk = key(node_name);
             // A tiebreaker makes room for a replica the user asks for: a
@@ -669,7 +679,7 @@ impl Cluster {
     pub fn modify_resource(&self, rd: &str, node: &str, req: &wire::ResourceModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_RSC;
         let mut r = self.resource(rd, node, OP)?.clone();
-        r.props = props::apply(&r.props, &req.props, OP)?;
+        r.props = props::apply(PropsObj::Rsc, &r.props, &req.props, OP)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.
         if let Some(e) = crate::props::set_entry(rc::MASK_RSC, &req.props) {
@@ -729,7 +739,7 @@ impl Cluster {
         let v = u32::try_from(nr).ok().and_then(|n| r.volumes.get_mut(&n)).ok_or_else(|| {
             OpError::new(OP, rc::FAIL_NOT_FOUND_VLM, format!("Volume {nr} of resource '{rd}' on node '{node}' not found."))
         })?;
-        v.props = props::apply(&v.props, req, OP)?;
+        v.props = props::apply(PropsObj::Vlm, &v.props, req, OP)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.
         if let Some(e) = crate::props::set_entry(rc::MASK_VLM, req) {

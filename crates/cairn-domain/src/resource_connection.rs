@@ -136,7 +136,7 @@ impl Cluster {
             props: Props::new(),
             flags: BTreeSet::new(),
         });
-        conn.props = props::apply(&conn.props, req, OP)?;
+        conn.props = props::apply(crate::whitelist::PropsObj::RscConn, &conn.props, req, OP)?;
         let mut out = Outcome::default();
         out.reply(
             ApiCallRc::success(
@@ -310,14 +310,14 @@ mod tests {
                     ("Paths/y/n2", "repl"),
                     ("DrbdOptions/Net/max-buffers", "2000"),
                     ("DrbdOptions/Net/protocol", "A"),
-                    ("DrbdOptions/PeerDevice/c-max-rate", "50M"),
+                    ("DrbdOptions/PeerDevice/c-max-rate", "51200"),
                 ]),
             )
         });
         let p = peer(&c, "N1", "n2");
         assert_eq!(p.paths, vec![DrbdPath { local: "10.11.0.1".into(), peer: "10.11.0.2".into() }], "the resource connection's paths");
         assert_eq!(p.options.get("DrbdOptions/Net/max-buffers").map(String::as_str), Some("2000"));
-        assert_eq!(p.options.get("DrbdOptions/PeerDevice/c-max-rate").map(String::as_str), Some("50M"));
+        assert_eq!(p.options.get("DrbdOptions/PeerDevice/c-max-rate").map(String::as_str), Some("51200"));
         let back = peer(&c, "N2", "n1");
         assert_eq!(back.paths, vec![DrbdPath { local: "10.11.0.2".into(), peer: "10.11.0.1".into() }], "seen from the other side");
         assert_eq!(back.options, p.options);
@@ -326,13 +326,13 @@ mod tests {
         assert!(other.paths.is_empty() && other.options.is_empty(), "{other:?}");
         // The definition's Net options beat the node connection's, the resource connection's beat both.
         let m = cairn_api::resource_definition::ResourceDefinitionModify {
-            props: props(&[("DrbdOptions/Net/max-buffers", "3000"), ("DrbdOptions/Net/sndbuf-size", "1M")]),
+            props: props(&[("DrbdOptions/Net/max-buffers", "3000"), ("DrbdOptions/Net/sndbuf-size", "1048576")]),
             ..Default::default()
         };
         run(&mut c, |c: &Cluster| c.modify_rsc_dfn("web", &m));
         let p = peer(&c, "N1", "n2");
         assert_eq!(p.options.get("DrbdOptions/Net/max-buffers").map(String::as_str), Some("2000"));
-        assert_eq!(p.options.get("DrbdOptions/Net/sndbuf-size").map(String::as_str), Some("1M"));
+        assert_eq!(p.options.get("DrbdOptions/Net/sndbuf-size").map(String::as_str), Some("1048576"));
         let del = PropsModify { delete_props: vec!["DrbdOptions/Net/max-buffers".into()], ..Default::default() };
         run(&mut c, |c: &Cluster| c.modify_rsc_conn("web", "n1", "n2", &del));
         assert_eq!(peer(&c, "N1", "n2").options.get("DrbdOptions/Net/max-buffers").map(String::as_str), Some("3000"));

@@ -1,6 +1,6 @@
 //! Resource definitions and volume definitions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_api::LAYER_KINDS;
 use cairn_api::rc::{self, ApiCallRc};
@@ -12,6 +12,7 @@ use crate::error::{OpError, OpResult};
 use crate::name::{self, NameKind, key};
 use crate::numbers::Taken;
 use crate::resource_group::{MAX_VLM_NR, check_flags, lowest_free, modify_flags};
+use crate::whitelist::PropsObj;
 use crate::{Ctx, DEFAULT_RSC_GRP, Props, props};
 
 /// Largest volume size: 2^53 KiB = 8 EiB, the largest block device Linux
@@ -20,13 +21,20 @@ pub const MAX_VLM_SIZE_KIB: i64 = 1 << 53;
 /// The longest external name accepted, in bytes.
 pub const MAX_EXTERNAL_NAME_LEN: usize = 1024;
 
-/// DRBD settings given when the resource definition was created.
+/// DRBD settings given when the resource definition was created, and the
+/// node ids its deleted replicas left behind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DrbdRscDfnOptions {
     pub port: Option<u16>,
     pub secret: Option<String>,
     pub peer_slots: Option<u8>,
     pub transport_type: Option<String>,
+    /// Node ids of deleted replicas, each with the keys of the nodes whose
+    /// diskful replica still has to forget it (`drbdsetup forget-peer`:
+    /// its bitmap slot keeps the old peer's history). Not handed out again
+    /// until every one of them has (see `drbd_auto`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forgetting: BTreeMap<u8, BTreeSet<String>>,
 }
 
 /// A resource definition.
@@ -221,7 +229,10 @@ impl Cluster {
 
     /// `POST /v1/resource-definitions`.
     pub fn create_rsc_dfn(&self, req: &wire::ResourceDefinitionCreate, ctx: &mut Ctx) -> OpResult<Outcome> {
-        let d = self.build_rsc_dfn(req, ctx)?;
+        let mut checked = req.clone();
+        checked.resource_definition.props =
+            props::checked(PropsObj::RscDfn, &req.resource_definition.props, rc::MASK_CRT | rc::MASK_RSC_DFN)?;
+        let d = self.build_rsc_dfn(&checked, ctx)?;
         let mut out = Outcome::default();
         // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
         if let Some(e) = crate::props::created_entry(rc::MASK_RSC_DFN, &req.resource_definition.props) {
@@ -298,7 +309,7 @@ impl Cluster {
     pub fn modify_rsc_dfn(&self, rd: &str, req: &wire::ResourceDefinitionModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_RSC_DFN;
         let mut d = self.rsc_dfn(rd, OP)?.clone();
-        d.props = props::apply(&d.props, &req.props, OP)?;
+        d.props = props::apply(PropsObj::RscDfn, &d.props, &req.props, OP)?;
         // A quorum a user sets (or removes) is theirs: auto-quorum stays away.
         if req.props.override_props.contains_key(crate::drbd_auto::PROP_QUORUM) {
             d.props.insert(crate::drbd_auto::PROP_QUORUM_SET_BY.into(), "user".into());
@@ -391,7 +402,9 @@ impl Cluster {
         } else {
             None
         };
-        let vd = build_vlm_dfn(d, &taken, req, minor, ctx)?;
+        let mut checked = req.clone();
+        checked.volume_definition.props = props::checked(PropsObj::VlmDfn, &req.volume_definition.props, OP)?;
+        let vd = build_vlm_dfn(d, &taken, &checked, minor, ctx)?;
         let nr = vd.volume_number;
         let mut out = Outcome::default();
         // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
@@ -427,7 +440,7 @@ impl Cluster {
             }
             vd.size_kib = size;
         }
-        vd.props = props::apply(&vd.props, &req.props, OP)?;
+        vd.props = props::apply(PropsObj::VlmDfn, &vd.props, &req.props, OP)?;
         vd.flags = modify_flags(&vd.flags, &req.flags, VD_FLAGS, OP)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.
@@ -563,5 +576,5 @@ fn check_drbd_options(
         return Err(OpError::new(op, rc::FAIL_INVLD_REQUEST, "The DRBD shared secret is invalid.")
             .correction("Use at most 64 printable characters without quotes."));
     }
-    Ok(DrbdRscDfnOptions { port, secret, peer_slots, transport_type })
+    Ok(DrbdRscDfnOptions { port, secret, peer_slots, transport_type, forgetting: BTreeMap::new() })
 }

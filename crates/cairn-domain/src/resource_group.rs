@@ -11,6 +11,7 @@ use crate::error::{OpError, OpResult};
 use crate::name::{self, NameKind, key};
 use crate::resource_definition::check_layer_stack;
 use crate::storage_pool::ProviderKind;
+use crate::whitelist::PropsObj;
 use crate::{Ctx, DEFAULT_RSC_GRP, Props, props};
 
 /// Largest replica count accepted (DRBD 9 connects at most 32 peers).
@@ -270,12 +271,12 @@ impl Cluster {
                 .correction("Use another name or modify the existing group.")
                 .obj_ref("ResourceGroup", &g.name));
         }
-        props::check_all(&req.props, CRT)?;
+        let rg_props = props::checked(PropsObj::RscDfn, &req.props, CRT)?;
         check_peer_slots(req.peer_slots, CRT)?;
         let g = ResourceGroup {
             name: req.name.clone(),
             description: req.description.clone().filter(|d| !d.is_empty()),
-            props: req.props.clone(),
+            props: rg_props,
             select_filter: normalize_filter(&req.select_filter, CRT)?,
             peer_slots: req.peer_slots,
             uuid: ctx.uuid(),
@@ -300,7 +301,7 @@ impl Cluster {
         if let Some(d) = &req.description {
             g.description = Some(d.clone()).filter(|d| !d.is_empty());
         }
-        g.props = props::apply(&g.props, &req.props, MOD)?;
+        g.props = props::apply(PropsObj::RscDfn, &g.props, &req.props, MOD)?;
         if let Some(m) = &req.select_filter {
             g.select_filter = normalize_filter(&merge_filter(&g.select_filter, m), MOD)?;
         }
@@ -369,11 +370,11 @@ impl Cluster {
                 format!("Volume group {nr} of resource group '{}' already exists.", g.name),
             ));
         }
-        props::check_all(&req.props, OP)?;
+        let vg_props = props::checked(PropsObj::VlmDfn, &req.props, OP)?;
         let v = VolumeGroup {
             resource_group: g.name.clone(),
             volume_number: nr,
-            props: req.props.clone(),
+            props: vg_props,
             flags: check_flags(&req.flags, &["GROSS_SIZE"], OP)?,
             uuid: ctx.uuid(),
         };
@@ -395,7 +396,7 @@ impl Cluster {
     pub fn modify_vlm_grp(&self, rg: &str, nr: i64, req: &wire::VolumeGroupModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_VLM_GRP;
         let mut v = self.vlm_grp(rg, nr, OP)?.clone();
-        v.props = props::apply(&v.props, &req.props, OP)?;
+        v.props = props::apply(PropsObj::VlmDfn, &v.props, &req.props, OP)?;
         v.flags = modify_flags(&v.flags, &req.flags, &["GROSS_SIZE"], OP)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.

@@ -59,6 +59,12 @@ pub struct NodeSnapshot {
     pub create_timestamp: i64,
     pub layer_stack: Vec<String>,
     pub volumes: Vec<SnapshotVolume>,
+    /// The DRBD node id of the resource the snapshot was taken of: DRBD's
+    /// internal metadata in the snapshot belongs to it, so a resource
+    /// restored from the snapshot on this node gets the same one (as
+    /// LINSTOR does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drbd_node_id: Option<u8>,
 }
 
 /// A volume definition as it was when the snapshot was taken.
@@ -80,6 +86,32 @@ pub struct SnapshotDfn {
     pub volumes: Vec<SnapshotVlmDfn>,
     /// By node key.
     pub nodes: BTreeMap<String, NodeSnapshot>,
+    /// Where the taking of a snapshot of a DRBD resource stands (LINSTOR's
+    /// SUSPEND and TAKE_SNAPSHOT steps); `Done` for every other one.
+    #[serde(default, skip_serializing_if = "SnapshotPhase::is_done")]
+    pub phase: SnapshotPhase,
+}
+
+/// The steps of a crash-consistent snapshot of a replicated resource, as
+/// LINSTOR takes them: I/O is suspended on every node of the resource,
+/// then every node takes its snapshot, then I/O resumes. All nodes'
+/// snapshots then hold the same data (and the same DRBD generation ids),
+/// which a rollback without a resync needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SnapshotPhase {
+    /// Every node of the resource suspends I/O; no snapshot is taken yet.
+    Suspend,
+    /// I/O stays suspended while every node takes its snapshot.
+    Take,
+    /// Taken (or being taken) with I/O running.
+    #[default]
+    Done,
+}
+
+impl SnapshotPhase {
+    pub fn is_done(&self) -> bool {
+        *self == SnapshotPhase::Done
+    }
 }
 
 impl SnapshotDfn {
@@ -256,6 +288,7 @@ impl Cluster {
                             luks_secret: v.luks_secret.clone(),
                         })
                         .collect(),
+                    drbd_node_id: r.drbd.as_ref().map(|d| d.node_id),
                 },
             );
         }
@@ -264,10 +297,13 @@ impl Cluster {
             name: req.name.clone(),
             uuid: ctx.uuid(),
             flags: BTreeSet::new(),
-            props: req.props.clone(),
+            props: crate::props::checked(crate::whitelist::PropsObj::SnapDfn, &req.props, OP)?,
             create_timestamp: ctx.now_ms,
             volumes: self.vlm_dfns_of(&rd_key).map(|v| SnapshotVlmDfn { volume_number: v.volume_number, size_kib: v.size_kib }).collect(),
             nodes,
+            // Replicated: I/O is suspended everywhere first (the caller
+            // moves the phases on as the satellites confirm each one).
+            phase: if self.resources_of(&rd_key).any(|r| r.drbd.is_some()) { SnapshotPhase::Suspend } else { SnapshotPhase::Done },
         };
         let mut out = Outcome::default();
         out.reply(
@@ -325,11 +361,52 @@ impl Cluster {
         Ok(out)
     }
 
+    /// Moves a snapshot of a replicated resource to its next step (see
+    /// [`SnapshotPhase`]); nothing happens when it is gone or already
+    /// there. No reply entries: the create call answers for the steps.
+    pub fn snapshot_phase(&self, rd: &str, snap: &str, phase: SnapshotPhase) -> OpResult<Outcome> {
+        let mut out = Outcome::default();
+        if let Some(s) = self.snapshots.get(&(key(rd), key(snap)))
+            && s.phase != phase
+        {
+            let mut s = s.clone();
+            s.phase = phase;
+            out.put(Object::SnapDfn(s));
+        }
+        Ok(out)
+    }
+
+    /// Snapshots whose taking was cut short (a controller restart between
+    /// the steps): one still suspending was never taken and goes; one
+    /// being taken is finished with I/O resumed. Either way no resource
+    /// stays suspended.
+    pub fn finish_interrupted_snapshots(&self) -> Outcome {
+        let mut out = Outcome::default();
+        for s in self.snapshots.values() {
+            match s.phase {
+                SnapshotPhase::Done => {}
+                SnapshotPhase::Suspend => out.delete(ObjKey::SnapDfn(key(&s.resource_definition), key(&s.name))),
+                SnapshotPhase::Take => {
+                    let mut s = s.clone();
+                    s.phase = SnapshotPhase::Done;
+                    out.put(Object::SnapDfn(s));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether I/O of the definition's DRBD resources is to be suspended
+    /// now (a snapshot of it is being taken).
+    pub fn io_suspended(&self, rd_key: &str) -> bool {
+        self.snapshots_of(rd_key).any(|s| !s.phase.is_done())
+    }
+
     /// `PUT …/snapshots/{snap}`: properties.
     pub fn modify_snapshot(&self, rd: &str, snap: &str, req: &cairn_api::PropsModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_SNAPSHOT;
         let mut s = self.snapshot(rd, snap, OP)?.clone();
-        s.props = crate::props::apply(&s.props, req, OP)?;
+        s.props = crate::props::apply(crate::whitelist::PropsObj::SnapDfn, &s.props, req, OP)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.
         if let Some(e) = crate::props::set_entry(rc::MASK_SNAPSHOT, req) {
@@ -431,6 +508,7 @@ impl Cluster {
             let create = cairn_api::resource::ResourceCreate {
                 resource: cairn_api::resource::Resource { node_name: n.node.clone(), props, ..Default::default() },
                 layer_list: Some(n.layer_stack.clone()),
+                drbd_node_id: n.drbd_node_id.map(i64::from),
                 ..Default::default()
             };
             let mut r = self.build_resource(to, &vds, &n.node, &create, &mut taken, OP, ctx)?;
@@ -460,14 +538,6 @@ impl Cluster {
         if let Some(r) = rscs.iter().find(|r| in_use(r)) {
             return Err(OpError::new(OP, rc::FAIL_IN_USE, format!("Resource '{}' is in use on node '{}'.", r.resource_definition, r.node))
                 .correction("Stop using the volume on every node before a rollback."));
-        }
-        if let Some(r) = rscs.iter().find(|r| r.drbd.is_some()) {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_SNAPSHOTS_NOT_SUPPORTED,
-                format!("Resource '{}' on node '{}' has a DRBD layer.", r.resource_definition, r.node),
-            )
-            .cause("Cairn rolls back STORAGE (and LUKS) volumes in place; with DRBD, restore into a new resource definition instead."));
         }
         if let Some(r) = rscs.iter().find(|r| !r.is_diskless() && !s.nodes.contains_key(&key(&r.node))) {
             return Err(OpError::new(
@@ -627,5 +697,72 @@ mod tests {
         assert_eq!(rb.snapshot, "s1");
         let (_, rscs) = crate::desired::desired_for_node(&c, "N1");
         assert_eq!(rscs.iter().find(|r| r.name == "src").and_then(|r| r.rollback.clone()).map(|r| r.id), Some(rb.id));
+    }
+
+    #[test]
+    fn a_replicated_resource_is_snapshotted_in_steps_with_io_suspended() {
+        let (mut c, mut ctx) = cluster();
+        c.ctrl_props.insert(crate::PROP_DEFAULT_LAYER_STACK.into(), "DRBD,STORAGE".into());
+        let req =
+            ResourceDefinitionCreate { resource_definition: WireRd { name: "rep".into(), ..Default::default() }, ..Default::default() };
+        c.apply(c.create_rsc_dfn(&req, &mut ctx).unwrap().changes);
+        let vd = VolumeDefinitionCreate { volume_definition: WireVd { size_kib: Some(4096), ..Default::default() }, ..Default::default() };
+        c.apply(c.create_vlm_dfn("rep", &vd, &mut ctx).unwrap().changes);
+        // Node id 5: not the one a new definition would hand out first.
+        let r = ResourceCreate {
+            resource: WireRsc { node_name: "n1".into(), ..Default::default() },
+            drbd_node_id: Some(5),
+            ..Default::default()
+        };
+        c.apply(c.create_resources("rep", &[r], None, &mut ctx).unwrap().changes);
+        assert!(c.resources[&("REP".to_string(), "N1".to_string())].drbd.is_some(), "the test needs a DRBD resource");
+        let desired = |c: &Cluster| {
+            let (_, rscs) = crate::desired::desired_for_node(c, "N1");
+            let r = rscs.into_iter().find(|r| r.name == "rep").unwrap();
+            (r.snapshots.clone(), r.drbd.map(|d| d.suspend_io))
+        };
+        assert_eq!(desired(&c), (vec![], Some(false)));
+        // Registered: I/O suspended, nothing taken yet.
+        c.apply(c.create_snapshot("rep", &snap("s1"), &unknown, &mut ctx).unwrap().changes);
+        let at = |c: &Cluster| c.snapshots[&("REP".to_string(), "S1".to_string())].phase;
+        assert_eq!(at(&c), SnapshotPhase::Suspend);
+        // It remembers the DRBD node id its metadata belongs to, and a
+        // restore on that node takes it again.
+        let id = c.resources[&("REP".to_string(), "N1".to_string())].drbd.as_ref().map(|d| d.node_id);
+        assert_eq!(id, Some(5));
+        assert_eq!(c.snapshots[&("REP".to_string(), "S1".to_string())].nodes["N1"].drbd_node_id, id);
+        assert_eq!(desired(&c), (vec![], Some(true)));
+        // Taken while suspended, then resumed.
+        c.apply(c.snapshot_phase("rep", "s1", SnapshotPhase::Take).unwrap().changes);
+        assert_eq!(desired(&c), (vec!["s1".to_string()], Some(true)));
+        assert!(c.snapshot_phase("rep", "s1", SnapshotPhase::Take).unwrap().changes.is_empty(), "no change twice");
+        c.apply(c.snapshot_phase("rep", "s1", SnapshotPhase::Done).unwrap().changes);
+        assert_eq!(desired(&c), (vec!["s1".to_string()], Some(false)));
+        assert!(c.snapshot_phase("rep", "gone", SnapshotPhase::Done).unwrap().changes.is_empty());
+        // A non-replicated definition's snapshot needs no steps.
+        rsc(&mut c, &mut ctx, "n1");
+        c.apply(c.create_snapshot("src", &snap("plain"), &unknown, &mut ctx).unwrap().changes);
+        assert_eq!(c.snapshots[&("SRC".to_string(), "PLAIN".to_string())].phase, SnapshotPhase::Done);
+        // Cut short by a restart: one never taken goes, one being taken
+        // is finished; no I/O stays suspended.
+        c.apply(c.create_snapshot("rep", &snap("s2"), &unknown, &mut ctx).unwrap().changes);
+        c.apply(c.create_snapshot("rep", &snap("s3"), &unknown, &mut ctx).unwrap().changes);
+        c.apply(c.snapshot_phase("rep", "s3", SnapshotPhase::Take).unwrap().changes);
+        c.apply(c.finish_interrupted_snapshots().changes);
+        assert!(!c.snapshots.contains_key(&("REP".to_string(), "S2".to_string())));
+        assert_eq!(at(&c), SnapshotPhase::Done);
+        assert_eq!(c.snapshots[&("REP".to_string(), "S3".to_string())].phase, SnapshotPhase::Done);
+        assert_eq!(desired(&c), (vec!["s1".to_string(), "s3".to_string()], Some(false)));
+        assert!(c.finish_interrupted_snapshots().changes.is_empty());
+        let req =
+            ResourceDefinitionCreate { resource_definition: WireRd { name: "back".into(), ..Default::default() }, ..Default::default() };
+        c.apply(c.create_rsc_dfn(&req, &mut ctx).unwrap().changes);
+        let to = wire::SnapshotRestore { to_resource: "back".into(), ..Default::default() };
+        c.apply(c.restore_vlm_dfns("rep", "s1", &to, &mut ctx).unwrap().changes);
+        c.apply(c.restore_resources("rep", "s1", &to, &mut ctx).unwrap().changes);
+        assert_eq!(c.resources[&("BACK".to_string(), "N1".to_string())].drbd.as_ref().map(|d| d.node_id), id);
+        // A replicated resource rolls back like any other (not in use).
+        c.apply(c.rollback("rep", "s1", &|_| false, &mut ctx).unwrap().changes);
+        assert!(c.resources[&("REP".to_string(), "N1".to_string())].rollback.is_some());
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Cluster, ObjKey, Object, Outcome};
 use crate::error::{OpError, OpResult};
 use crate::name::{self, NameKind, key};
+use crate::whitelist::PropsObj;
 use crate::{Ctx, DEFAULT_DISKLESS_STOR_POOL, DEFAULT_STOR_POOL, Props, props};
 
 pub use cairn_proto::ProviderKind;
@@ -205,8 +206,8 @@ impl Cluster {
         if sp_key == key(DEFAULT_DISKLESS_STOR_POOL) && !kind.is_diskless() {
             return Err(OpError::new(OP, rc::FAIL_INVLD_STOR_DRIVER, format!("'{DEFAULT_DISKLESS_STOR_POOL}' must be a DISKLESS pool.")));
         }
-        props::check_all(&req.props, OP)?;
-        check_backing(kind, &req.props, OP)?;
+        let new_props = props::checked(PropsObj::StorPool, &req.props, OP)?;
+        check_backing(kind, &new_props, OP)?;
         let fsm = match &req.free_space_mgr_name {
             Some(f) if !f.trim().is_empty() => {
                 if f.contains(char::is_whitespace) {
@@ -229,7 +230,7 @@ impl Cluster {
                 req.storage_pool_name.clone()
             }
         };
-        let pool = StorPool::new(&n.name, &display, kind, req.props.clone(), fsm, req.external_locking.unwrap_or(false), ctx.uuid());
+        let pool = StorPool::new(&n.name, &display, kind, new_props, fsm, req.external_locking.unwrap_or(false), ctx.uuid());
         out.reply(
             ApiCallRc::success(OP, rc::CREATED, format!("Storage pool '{}' on node '{}' registered.", pool.name, pool.node))
                 .with_details(format!("Storage pool '{}' on node '{}' UUID is: {}", pool.name, pool.node, pool.uuid))
@@ -245,7 +246,7 @@ impl Cluster {
         const OP: i64 = rc::MASK_MOD | rc::MASK_STOR_POOL;
         self.node(node, OP)?;
         let mut p = self.stor_pool(node, sp, OP)?.clone();
-        let new_props = props::apply(&p.props, req, OP)?;
+        let new_props = props::apply(PropsObj::StorPool, &p.props, req, OP)?;
         check_backing(p.provider_kind, &new_props, OP)?;
         let driver = |props: &Props| {
             props.iter().filter(|(k, _)| k.starts_with("StorDriver/")).map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()
@@ -310,8 +311,8 @@ impl Cluster {
         if let Some(d) = self.stor_pool_dfns.get(&key(&req.storage_pool_name)) {
             return Err(OpError::new(OP, rc::FAIL_EXISTS_STOR_POOL_DFN, format!("Storage pool definition '{}' already exists.", d.name)));
         }
-        props::check_all(&req.props, OP)?;
-        let d = StorPoolDfn { name: req.storage_pool_name.clone(), props: req.props.clone(), uuid: ctx.uuid() };
+        let dfn_props = props::checked(PropsObj::StorPoolDfn, &req.props, OP)?;
+        let d = StorPoolDfn { name: req.storage_pool_name.clone(), props: dfn_props, uuid: ctx.uuid() };
         let mut out = Outcome::default();
         // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
         if let Some(e) = crate::props::created_entry(rc::MASK_STOR_POOL_DFN, &req.props) {
@@ -329,7 +330,7 @@ impl Cluster {
     pub fn modify_stor_pool_dfn(&self, sp: &str, req: &PropsModify) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_STOR_POOL_DFN;
         let mut d = self.stor_pool_dfn(sp, OP)?.clone();
-        d.props = props::apply(&d.props, req, OP)?;
+        d.props = props::apply(PropsObj::StorPoolDfn, &d.props, req, OP)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.
         if let Some(e) = crate::props::set_entry(rc::MASK_STOR_POOL_DFN, req) {

@@ -299,6 +299,16 @@ pub struct DrbdDesired {
     /// generation id (a full sync from an UpToDate peer follows).
     #[serde(default)]
     pub joining: bool,
+    /// I/O is to be suspended (`drbdadm suspend-io`) while a snapshot of
+    /// the resource is taken on all its nodes; resumed when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend_io: bool,
+    /// Node ids of deleted peers whose bitmap slot this replica still has
+    /// to free (`drbdsetup forget-peer`); the controller hands them out
+    /// again once every replica reported them in
+    /// [`DrbdObserved::forgotten`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forget_peers: Vec<u8>,
 }
 
 /// One volume of the DRBD resource.
@@ -316,6 +326,11 @@ pub struct DrbdVolumeDesired {
     /// fresh metadata UpToDate on its own any more.
     #[serde(default)]
     pub initialized: bool,
+    /// Whether this replica makes the volume UpToDate first, where that
+    /// differs from the resource's `initial_sync` (a volume added while
+    /// another replica was in use starts on that one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_sync: Option<bool>,
 }
 
 /// A peer of a DRBD resource.
@@ -468,6 +483,10 @@ pub struct DrbdObserved {
     pub suspended: Option<String>,
     pub connections: Vec<DrbdConnectionObserved>,
     pub volumes: Vec<DrbdVolumeObserved>,
+    /// Those of [`DrbdDesired::forget_peers`] this replica has forgotten
+    /// (or never had a bitmap slot for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgotten: Vec<u8>,
 }
 
 /// A connection to a peer.

@@ -569,8 +569,28 @@ impl Applier {
                 };
             }
         };
+        // I/O is suspended before a snapshot is taken on every node of the
+        // resource (the controller asks for the snapshot once all nodes
+        // confirmed the suspension), and resumed first thing after: a
+        // failure further on must not leave it suspended.
+        let suspension = layer.set_io_suspended(&r.name, &d.host, d.suspend_io).await;
+        // A rollback, as LINSTOR does it: DRBD goes down, the storage goes
+        // back to the snapshot (DRBD's internal metadata with it), DRBD
+        // comes up again. Every diskful node does the same; their
+        // snapshots were taken with I/O suspended everywhere, so they hold
+        // the same data and generation ids and no resync follows.
+        if self.rollback_pending(pools, r, n).await
+            && let Err(e) = layer.down(&r.name).await
+        {
+            let mut out = ResourceObserved { name: r.name.clone(), error: Some(e), ..Default::default() };
+            out.drbd = Some(layer.observed(&r.name, d));
+            return out;
+        }
         // Volumes that go are removed only after DRBD let go of them.
         let mut out = self.ensure_storage(pools, r, n, Some(d.peer_slots), None).await;
+        if let Err(e) = suspension {
+            out.error.get_or_insert(e);
+        }
         if out.error.is_some() {
             return out;
         }
@@ -605,6 +625,21 @@ impl Applier {
             }
         }
         out
+    }
+
+    /// Whether some volume of the resource still has to go back to the
+    /// snapshot of its rollback (a failed check counts as no: the storage
+    /// step then reports it).
+    async fn rollback_pending(&self, pools: &Pools, r: &ResourceDesired, n: &Name) -> bool {
+        let Some(rb) = &r.rollback else { return false };
+        let Ok(snap) = Name::new(&rb.snapshot) else { return false };
+        for v in &r.volumes {
+            let Some(Ok(p)) = pools.get(&v.pool).map(|p| p.provider.as_ref()) else { continue };
+            if p.needs_rollback(&vref(n, v), &snap, &rb.id).await.unwrap_or(false) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Removes volumes of the resource that are not wanted any more (other

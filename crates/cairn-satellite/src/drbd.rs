@@ -92,6 +92,9 @@ pub struct DrbdLayer {
     written: Mutex<BTreeMap<String, BTreeMap<u32, String>>>,
     /// Where sysfs is (`/sys`); None: sizes come from events2 only (tests).
     sysfs: Option<PathBuf>,
+    /// Per resource, the node ids of deleted peers this replica has freed
+    /// the bitmap slots of (reported until the controller stops asking).
+    forgotten: Mutex<BTreeMap<String, BTreeSet<u8>>>,
 }
 
 fn obj_err(message: String, e: &dyn std::fmt::Display, details: Option<String>) -> ObjectError {
@@ -124,6 +127,7 @@ impl DrbdLayer {
             events: Arc::new(Mutex::new(Events2::new())),
             written: Mutex::new(BTreeMap::new()),
             sysfs: Some(PathBuf::from("/sys")),
+            forgotten: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -188,6 +192,12 @@ impl DrbdLayer {
 
     /// The current state of a resource as the layer sees it.
     pub fn observed(&self, rsc: &str, d: &DrbdDesired) -> DrbdObserved {
+        let mut o = self.kernel_state(rsc, d);
+        o.forgotten = self.forgotten.lock().get(rsc).into_iter().flatten().copied().filter(|id| d.forget_peers.contains(id)).collect();
+        o
+    }
+
+    fn kernel_state(&self, rsc: &str, d: &DrbdDesired) -> DrbdObserved {
         match self.mode {
             DrbdMode::Kernel => {
                 let mut o = self.events.lock().resource(rsc).cloned().unwrap_or_else(|| DrbdObserved {
@@ -320,7 +330,7 @@ impl DrbdLayer {
             return Ok(false);
         }
         let forced = d.options.get(FORCE_INITIAL_SYNC).is_some_and(|x| x.eq_ignore_ascii_case("true"));
-        if d.initial_sync && !v.initialized {
+        if v.initial_sync.unwrap_or(d.initial_sync) && !v.initialized {
             let mine = format!("{}:{day0}:::1:1", random_gi());
             let others = format!(":{day0}::::");
             for id in 0..=MAX_NODE_ID {
@@ -399,13 +409,18 @@ impl DrbdLayer {
             self.restore(rsc, old);
             return Err(exec_err(format!("drbdadm adjust of '{rsc}' failed; the previous configuration was restored."), &e));
         }
+        let mut freed = BTreeSet::new();
         for id in gone {
             // Best effort, as in LINSTOR: a slot that cannot be freed now
             // stays as it is (logged).
-            if let Err(e) = self.runner.run(&self.adm.forget_peer(rsc, id)).await {
-                tracing::warn!(rsc, peer_node_id = id, "drbdsetup forget-peer failed: {e}");
+            match self.runner.run(&self.adm.forget_peer(rsc, id)).await {
+                Ok(_) => {
+                    freed.insert(id);
+                }
+                Err(e) => tracing::warn!(rsc, peer_node_id = id, "drbdsetup forget-peer failed: {e}"),
             }
         }
+        self.forget_deleted_peers(rsc, d, &freed).await;
         if self.mode == DrbdMode::Kernel {
             let peer_up_to_date = self
                 .events
@@ -442,6 +457,46 @@ impl DrbdLayer {
             }
         }
         Ok(self.observed(rsc, d))
+    }
+
+    /// Frees the bitmap slots of the deleted peers the controller names
+    /// (`forget_peers`) and records those done, so that `observed` reports
+    /// them. As LINSTOR's `DrbdLayer`, a failed `forget-peer` counts as
+    /// done when the resource is up and has no connection to that node id
+    /// (nothing is left to forget); while the resource is down (deactivated,
+    /// not brought up yet) it is tried again with the next apply. A
+    /// diskless replica has no bitmaps, a config-only node never ran the
+    /// resource: nothing to free there.
+    async fn forget_deleted_peers(&self, rsc: &str, d: &DrbdDesired, freed: &BTreeSet<u8>) {
+        let mut done = BTreeSet::new();
+        for &id in &d.forget_peers {
+            // Configured again: a new peer's now, not to be forgotten.
+            if d.peers.iter().any(|p| p.node_id == id) {
+                continue;
+            }
+            let forgotten = match self.mode {
+                DrbdMode::ConfigOnly => true,
+                DrbdMode::Kernel if d.diskless || freed.contains(&id) => true,
+                DrbdMode::Kernel => match self.runner.run(&self.adm.forget_peer(rsc, id).quiet()).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        let nothing_left =
+                            self.events.lock().resource(rsc).is_some_and(|r| !r.connections.iter().any(|c| c.peer_node_id == id));
+                        if !nothing_left {
+                            tracing::warn!(rsc, peer_node_id = id, "drbdsetup forget-peer failed; tried again later: {e}");
+                        }
+                        nothing_left
+                    }
+                },
+            };
+            if forgotten {
+                done.insert(id);
+            }
+        }
+        let mut all = self.forgotten.lock();
+        let mine = all.entry(rsc.to_string()).or_default();
+        mine.extend(done);
+        mine.retain(|id| d.forget_peers.contains(id));
     }
 
     /// `drbdadm resize`: DRBD grows to the smallest backing device of the
@@ -498,6 +553,34 @@ impl DrbdLayer {
         text.trim().parse::<i64>().ok().map(|sectors| sectors / 2)
     }
 
+    /// Suspends or resumes the resource's I/O as desired (a snapshot of
+    /// every node is being taken while suspended). The kernel's
+    /// `suspended:` state decides whether a command is needed; a resource
+    /// that is not up has no I/O to hold.
+    pub async fn set_io_suspended(&self, rsc: &str, host: &str, suspend: bool) -> Result<(), ObjectError> {
+        if self.mode != DrbdMode::Kernel {
+            return Ok(());
+        }
+        let by_user = match self.events.lock().resource(rsc) {
+            None => return Ok(()),
+            Some(r) => r.suspended.as_deref().is_some_and(|s| s.split(',').any(|w| w == "user")),
+        };
+        if suspend && !by_user {
+            self.runner
+                .run(&self.adm.suspend_io(rsc, host))
+                .await
+                .map_err(|e| exec_err(format!("Failed to suspend I/O of '{rsc}' for a snapshot."), &e))?;
+            self.events.lock().set_suspended_by_user(rsc, true);
+        } else if !suspend && by_user {
+            self.runner
+                .run(&self.adm.resume_io(rsc, host))
+                .await
+                .map_err(|e| exec_err(format!("Failed to resume I/O of '{rsc}' after a snapshot."), &e))?;
+            self.events.lock().set_suspended_by_user(rsc, false);
+        }
+        Ok(())
+    }
+
     /// Takes the resource down (deactivation), keeping its configuration
     /// and metadata; nothing to do when it is not up.
     pub async fn down(&self, rsc: &str) -> Result<(), ObjectError> {
@@ -517,6 +600,7 @@ impl DrbdLayer {
             self.runner.run(&self.adm.down(rsc)).await.map_err(|e| exec_err(format!("Failed to take '{rsc}' down."), &e))?;
         }
         let disks = self.written.lock().remove(rsc).unwrap_or_default();
+        self.forgotten.lock().remove(rsc);
         if self.res_path(rsc).exists() {
             for nr in disks.keys() {
                 if let Err(e) = self.runner.run(&self.adm.wipe_md(rsc, *nr, host)).await {
@@ -589,7 +673,7 @@ mod tests {
             address: "127.0.0.1".into(),
             host: "alpha".into(),
             diskless: false,
-            volumes: vec![DrbdVolumeDesired { number: 0, minor: 1000, day0_gi: None, initialized: false }],
+            volumes: vec![DrbdVolumeDesired { number: 0, minor: 1000, day0_gi: None, initialized: false, initial_sync: None }],
             options: Default::default(),
             peers: vec![DrbdPeer {
                 host: "bravo".into(),
@@ -602,6 +686,8 @@ mod tests {
             }],
             initial_sync,
             joining: false,
+            suspend_io: false,
+            forget_peers: vec![],
         }
     }
 
@@ -665,6 +751,38 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!((mode(&f.dir.join("web.res")), mode(&f.dir.join(CONF_FILE)), mode(&f.dir)), (0o600, 0o600, 0o700));
+    }
+
+    #[test]
+    fn io_is_suspended_and_resumed_once_each_and_only_when_up() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        // Not up: no I/O to hold, no command.
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", true)).unwrap();
+        assert!(f.fake.calls().is_empty());
+        f.layer.feed_events("exists resource name:web role:Secondary suspended:no\n");
+        f.fake.expect(&["drbdadm", "-c", &conf, "-vvv", "suspend-io", "web"], "");
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", true)).unwrap();
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", true)).unwrap();
+        assert!(f.fake.is_done(), "once: {:?}", f.fake.calls());
+        // Suspended by a user (as events2 says) is resumed; suspended for
+        // quorum alone is not the snapshot's to lift.
+        f.layer.feed_events("change resource name:web suspended:user\n");
+        f.fake.expect(&["drbdadm", "-c", &conf, "-vvv", "resume-io", "web"], "");
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", false)).unwrap();
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", false)).unwrap();
+        f.layer.feed_events("change resource name:web suspended:quorum\n");
+        rt().block_on(f.layer.set_io_suspended("web", "alpha", false)).unwrap();
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        // A refusal is an error of the resource.
+        f.fake.expect_failure(&["drbdadm", "-c", &conf, "-vvv", "suspend-io", "web"], 10, "no");
+        let e = rt().block_on(f.layer.set_io_suspended("web", "alpha", true)).unwrap_err();
+        assert!(e.message.contains("suspend I/O"), "{e:?}");
+        // Config-only: nothing runs.
+        let c = fixture(DrbdMode::ConfigOnly);
+        c.layer.feed_events("exists resource name:web role:Secondary suspended:no\n");
+        rt().block_on(c.layer.set_io_suspended("web", "alpha", true)).unwrap();
+        assert!(c.fake.calls().is_empty());
     }
 
     #[test]
@@ -884,7 +1002,7 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_that_left_has_its_bitmap_slot_freed_after_adjust() {
+    fn a_peer_that_left_has_its_bitmap_slot_freed_after_adjust_and_reported_when_asked_for() {
         let f = fixture(DrbdMode::Kernel);
         let conf = s(&f.dir.join(CONF_FILE));
         let tmp = s(&f.dir.join(".web.res.tmp"));
@@ -896,12 +1014,40 @@ mod tests {
              exists connection name:web peer-node-id:2 conn-name:charlie connection:Connected role:Secondary\n\
              exists device name:web volume:0 minor:1000 disk:UpToDate client:no quorum:yes size:1048576\nexists -\n",
         );
+        // The controller waits for 2 and 3 (deleted earlier) to be
+        // forgotten; 1 is bravo's again: never forgotten here.
+        let mut d = desired(false);
+        d.forget_peers = vec![1, 2, 3];
         f.fake
             .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
             .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
-            .expect(&["drbdsetup", "forget-peer", "web", "2"], "");
-        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap();
+            .expect(&["drbdsetup", "forget-peer", "web", "2"], "")
+            // No slot for 3: refused, and nothing is left to forget.
+            .expect_failure(&["drbdsetup", "forget-peer", "web", "3"], 10, "peer node id 3 unknown");
+        let o = rt().block_on(f.layer.ensure("web", &d, &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        assert_eq!(o.forgotten, [2, 3]);
+        // Reported as long as the controller asks, then no more.
+        assert_eq!(f.layer.observed("web", &d).forgotten, [2, 3]);
+        d.forget_peers = vec![3];
+        assert_eq!(f.layer.observed("web", &d).forgotten, [3]);
+    }
+
+    #[test]
+    fn a_peer_is_not_reported_forgotten_while_the_resource_is_down() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        let mut d = desired(false);
+        d.forget_peers = vec![2];
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect_failure(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], 1, "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "--max-peers", "7", "--", "--force", "create-md", "web/0"], "")
+            .expect(&["drbdadm", "-c", &conf, "-vvv", "adjust", "web"], "")
+            .expect_failure(&["drbdsetup", "forget-peer", "web", "2"], 10, "resource unknown");
+        let o = rt().block_on(f.layer.ensure("web", &d, &disks(), &net(), &BTreeSet::new())).unwrap();
+        assert!(o.forgotten.is_empty(), "{o:?}");
     }
 
     #[test]
@@ -1008,9 +1154,13 @@ mod tests {
             .expect_failure(&["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"], 255, "")
             .expect(&["drbdadm", "-c", &conf, "-vvv", "--max-peers", "7", "--", "--force", "create-md", "web/0"], "")
             .expect(&["drbdadm", "-c", &conf, "-d", "adjust", "web"], "drbdsetup new-resource web 0\n");
-        let o = rt().block_on(f.layer.ensure("web", &desired(true), &disks(), &net(), &BTreeSet::new())).unwrap();
+        // Deleted peers: never run here, nothing to free, reported at once.
+        let mut d = desired(true);
+        d.forget_peers = vec![2];
+        let o = rt().block_on(f.layer.ensure("web", &d, &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(f.fake.is_done(), "no primary --force without a kernel: {:?}", f.fake.calls());
         assert!(!o.kernel);
+        assert_eq!(o.forgotten, [2]);
         assert_eq!(o.volumes[0].disk, "Unknown");
         f.fake.expect(&["drbdadm", "-c", &conf, "-vvv", "--", "--force", "wipe-md", "web/0"], "");
         rt().block_on(f.layer.remove("web", "alpha")).unwrap();

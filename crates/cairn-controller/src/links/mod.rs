@@ -411,4 +411,8 @@ impl Observer for Links {
     fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
         Links::capacity(self, node_key, pool)
     }
+
+    fn in_use(&self, node_key: &str, rd: &str) -> bool {
+        self.resource(node_key, rd).and_then(|o| o.drbd).is_some_and(|d| d.kernel && d.role == "Primary")
+    }
 }

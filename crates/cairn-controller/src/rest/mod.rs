@@ -23,6 +23,7 @@ pub mod resources;
 pub mod snapshots;
 pub mod stats;
 pub mod storage_pools;
+pub mod unsupported;
 
 use axum::Router;
 use axum::extract::Request;
@@ -105,8 +106,9 @@ fn template_matches(template: &str, path: &str) -> bool {
 }
 
 /// Answers requests for paths no route serves: 501 for what the spec
-/// defines but Cairn does not serve yet, 405 for a known path with another
-/// method, 404 for anything else. Always with an ApiCallRc body; the 405's
+/// defines but Cairn does not serve (yet, or deliberately: see
+/// [`unsupported`]), 405 for a known path with another method, 404 for
+/// anything else. Always with an ApiCallRc body; the 405's
 /// `Allow` header is added by [`http::guard`].
 async fn unrouted(method: Method, uri: Uri) -> Response {
     refuse(&method, uri.path(), false)
@@ -120,6 +122,9 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 
 fn refuse(method: &Method, path: &str, path_served: bool) -> Response {
     use axum::response::IntoResponse;
+    if let Some(u) = unsupported::feature_of(method, path) {
+        return reply::Reply::new(501, vec![unsupported::entry(u)]).into_response();
+    }
     let spec = http::spec_methods(path);
     let err = if spec.contains(method.as_str()) {
         ApiError::Status(

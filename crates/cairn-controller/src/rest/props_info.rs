@@ -1,43 +1,21 @@
 //! `…/properties/info`: the properties LINSTOR documents for each object
-//! kind (its whitelist), as `PropsInfo` maps. The table is
-//! `props_info.json`, extracted from LINSTOR's property definitions by
-//! `scripts/gen-props-info.py`.
+//! kind (its whitelist), as `PropsInfo` maps: the rules
+//! `cairn_domain::whitelist` checks every property change against.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use axum::Router;
 use axum::response::Response;
 use axum::routing::get;
-use serde::{Deserialize, Serialize};
+use cairn_api::PropsInfo;
+use cairn_domain::whitelist::{self, Table};
 
 use super::error::ApiError;
 use super::reply::ok;
 use crate::state::AppState;
 
-/// `PropsInfo`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PropsInfo {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<String>,
-    pub prop_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dflt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-}
-
-type Table = BTreeMap<String, BTreeMap<String, PropsInfo>>;
-
-static TABLE: OnceLock<Result<Table, String>> = OnceLock::new();
-
 fn table() -> Result<&'static Table, ApiError> {
-    TABLE
-        .get_or_init(|| serde_json::from_str(include_str!("../props_info.json")).map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| ApiError::Internal(format!("the property table does not parse: {e}")))
+    whitelist::table().map_err(ApiError::Internal)
 }
 
 /// The properties of the given LINSTOR object kinds (`CTRL`, `RSC_DFN`,

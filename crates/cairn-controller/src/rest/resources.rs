@@ -127,10 +127,8 @@ async fn modify(State(s): State<AppState>, Path((rd, node)): Path<(String, Strin
 }
 
 async fn remove(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
-    // keep_tiebreaker only matters once DRBD tiebreakers exist; parse it so
-    // a malformed value is still reported.
-    input::param(input::query(q).flag("keep_tiebreaker"))?;
-    s.mutate(200, |c, _| c.delete_resource(&rd, &node)).await
+    let keep = input::param(input::query(q).flag("keep_tiebreaker"))?;
+    s.mutate(200, |c, _| c.delete_resource_keeping_quorum(&rd, &node, keep)).await
 }
 
 async fn list_volumes(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>) -> Result<Response, ApiError> {

@@ -13,7 +13,7 @@ use cairn_api::snapshot::{CreateMultiSnapshotRequest, Snapshot, SnapshotRestore}
 use cairn_domain::Cluster;
 use cairn_domain::OpError;
 use cairn_domain::name::key;
-use cairn_domain::snapshot::{NodeSnapState, SnapshotDfn};
+use cairn_domain::snapshot::{NodeSnapState, SnapshotDfn, SnapshotPhase};
 
 use super::error::ApiError;
 use super::input;
@@ -82,14 +82,115 @@ async fn get_one(State(s): State<AppState>, Path((rd, snap)): Path<(String, Stri
 
 async fn create(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: Snapshot = input::required(&body)?;
-    let probed = s.clone();
-    s.mutate(201, |c, ctx| c.create_snapshot(&rd, &req, &pool_snapshots(&probed), ctx)).await
+    let snaps = vec![(rd.clone(), req.name.clone())];
+    steps(s, snaps, move |s| async move {
+        let probed = s.clone();
+        s.mutate(201, |c, ctx| c.create_snapshot(&rd, &req, &pool_snapshots(&probed), ctx)).await
+    })
+    .await
 }
 
 async fn create_multi(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
     let req: CreateMultiSnapshotRequest = input::required(&body)?;
-    let probed = s.clone();
-    s.mutate(201, |c, ctx| c.create_snapshots(&req.snapshots, &pool_snapshots(&probed), ctx)).await
+    let snaps = req.snapshots.iter().map(|r| (r.resource_name.clone(), r.name.clone())).collect();
+    steps(s, snaps, move |s| async move {
+        let probed = s.clone();
+        s.mutate(201, |c, ctx| c.create_snapshots(&req.snapshots, &pool_snapshots(&probed), ctx)).await
+    })
+    .await
+}
+
+/// Registers snapshots with `register`, then takes those of replicated
+/// resources through LINSTOR's steps: registering suspends I/O on every
+/// node of the resource (the call returns once the satellites confirmed);
+/// then every node takes its snapshot; then I/O resumes. When a node
+/// could not suspend, the snapshot goes (and I/O resumes) instead. The
+/// steps run in a task of their own: a client that goes away never leaves
+/// I/O suspended (and a controller that stops between them finishes them
+/// when it starts again).
+async fn steps<F, Fut>(s: AppState, snaps: Vec<(String, String)>, register: F) -> Result<Reply, ApiError>
+where
+    F: FnOnce(AppState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Reply, ApiError>> + Send,
+{
+    let task = tokio::spawn(async move {
+        let registered = register(s.clone()).await?;
+        let suspended: Vec<(String, String)> = {
+            let c = s.read();
+            snaps
+                .into_iter()
+                .filter(|(rd, snap)| c.snapshots.get(&(key(rd), key(snap))).is_some_and(|d| d.phase == SnapshotPhase::Suspend))
+                .collect()
+        };
+        if suspended.is_empty() {
+            return Ok(registered);
+        }
+        let mut entries = registered.entries;
+        let phase = |to: SnapshotPhase| {
+            let snaps = suspended.clone();
+            move |c: &Cluster, _: &mut cairn_domain::Ctx| -> Result<cairn_domain::Outcome, OpError> {
+                let mut out = cairn_domain::Outcome::default();
+                for (rd, snap) in &snaps {
+                    out.changes.extend(c.snapshot_phase(rd, snap, to)?.changes);
+                }
+                Ok(out)
+            }
+        };
+        let mut more = Vec::new();
+        if entries.iter().any(|e| e.is_error()) {
+            for (rd, snap) in &suspended {
+                entries.push(cairn_api::rc::ApiCallRc::error(
+                    rc::MASK_CRT | rc::MASK_SNAPSHOT,
+                    rc::FAIL_UNKNOWN_ERROR,
+                    format!("Snapshot '{snap}' of resource '{rd}' was not taken: I/O could not be suspended on every node."),
+                ));
+            }
+            let gone = suspended.clone();
+            more.push(
+                s.mutate(200, move |c, _| {
+                    let mut out = cairn_domain::Outcome::default();
+                    for (rd, snap) in &gone {
+                        out.changes.extend(c.delete_snapshot(rd, snap, &[])?.changes);
+                    }
+                    Ok(out)
+                })
+                .await,
+            );
+        } else {
+            more.push(s.mutate(201, phase(SnapshotPhase::Take)).await);
+            // Resumed whatever the snapshots' outcome; a failing database
+            // is given a few seconds.
+            let mut resumed = s.mutate(201, phase(SnapshotPhase::Done)).await;
+            for _ in 0..5 {
+                if resumed.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                resumed = s.mutate(201, phase(SnapshotPhase::Done)).await;
+            }
+            more.push(resumed);
+        }
+        for r in more {
+            match r {
+                // What the satellites said in the later steps, once.
+                Ok(r) => {
+                    for e in r.entries {
+                        if !entries.iter().any(|x| x.message == e.message) {
+                            entries.push(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Left to the controller's next start when the resume
+                    // itself failed (it finishes unfinished snapshots).
+                    tracing::error!("a step of taking snapshots {suspended:?} failed: {e}");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Reply::new(rc::status_for(&entries, 201), entries))
+    });
+    task.await.map_err(|e| ApiError::Internal(format!("the snapshot steps failed: {e}")))?
 }
 
 async fn modify(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {

@@ -89,6 +89,17 @@ impl Adm {
         self.drbdadm(host).args(["-vvv", "resize"]).arg(format!("{rsc}/{vol}"))
     }
 
+    /// `drbdadm -vvv suspend-io RSC`: new I/O waits until `resume-io`
+    /// (around a snapshot of every node, as LINSTOR takes them).
+    pub fn suspend_io(&self, rsc: &str, host: &str) -> Cmd {
+        self.drbdadm(host).args(["-vvv", "suspend-io", rsc])
+    }
+
+    /// `drbdadm -vvv resume-io RSC`.
+    pub fn resume_io(&self, rsc: &str, host: &str) -> Cmd {
+        self.drbdadm(host).args(["-vvv", "resume-io", rsc])
+    }
+
     /// `drbdsetup down RSC`.
     pub fn down(&self, rsc: &str) -> Cmd {
         Cmd::new("drbdsetup").args(["down", rsc]).timeout(self.timeout)

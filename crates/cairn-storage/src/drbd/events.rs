@@ -44,6 +44,24 @@ impl Events2 {
         self.resources.get(name)
     }
 
+    /// Records what a `suspend-io`/`resume-io` just did, before the event
+    /// stream reports it: the `user` reason is added or removed.
+    pub fn set_suspended_by_user(&mut self, name: &str, on: bool) {
+        let Some(r) = self.resources.get_mut(name) else { return };
+        let mut why: Vec<String> = r
+            .suspended
+            .as_deref()
+            .unwrap_or("no")
+            .split(',')
+            .filter(|w| *w != "no" && *w != "user" && !w.is_empty())
+            .map(String::from)
+            .collect();
+        if on {
+            why.insert(0, "user".into());
+        }
+        r.suspended = Some(if why.is_empty() { "no".into() } else { why.join(",") });
+    }
+
     pub fn resources(&self) -> impl Iterator<Item = (&String, &DrbdObserved)> {
         self.resources.iter()
     }
@@ -292,6 +310,19 @@ mod tests {
         assert_eq!(r.connections.len(), 1, "the destroyed connection is gone");
         assert_eq!(r.connections[0].connection, "BrokenPipe");
         assert!(r.volumes.iter().all(|v| v.peers.iter().all(|p| p.peer != "charlie")));
+    }
+
+    #[test]
+    fn a_users_suspension_is_recorded_beside_others() {
+        let (mut e, _) = replay("quorum-loss.txt");
+        e.set_suspended_by_user("pg", true);
+        assert_eq!(e.resource("pg").and_then(|r| r.suspended.as_deref()), Some("user,quorum"));
+        e.set_suspended_by_user("pg", true);
+        assert_eq!(e.resource("pg").and_then(|r| r.suspended.as_deref()), Some("user,quorum"), "once");
+        e.set_suspended_by_user("pg", false);
+        assert_eq!(e.resource("pg").and_then(|r| r.suspended.as_deref()), Some("quorum"));
+        e.set_suspended_by_user("nope", true);
+        assert!(e.resource("nope").is_none(), "nothing made up for a resource that is not up");
     }
 
     #[test]

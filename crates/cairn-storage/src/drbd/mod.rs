@@ -182,6 +182,8 @@ mod tests {
             peers,
             initial_sync: false,
             joining: false,
+            suspend_io: false,
+            forget_peers: vec![],
         }
     }
 

@@ -38,6 +38,11 @@ pub enum ResourceCmd {
         /// Nodes, then the resource definition.
         #[arg(num_args = 2.., required = true)]
         nodes_then_resource: Vec<String>,
+        /// Keep a tiebreaker where the definition needs one: the
+        /// tiebreaker itself stays, and the auto-tiebreaker is turned on
+        /// if it was off.
+        #[arg(long)]
+        keep_tiebreaker: bool,
     },
     /// Bring a deactivated resource back up on a node.
     Activate {
@@ -244,11 +249,13 @@ pub fn run(ctx: &Ctx, cmd: ResourceCmd) -> i32 {
             t.sort_by_column(0);
             ctx.show(&list, t)
         }
-        ResourceCmd::Delete { mut nodes_then_resource } => {
+        ResourceCmd::Delete { mut nodes_then_resource, keep_tiebreaker } => {
             let Some(rsc) = nodes_then_resource.pop() else { return super::output::EXIT_CLIENT };
+            // The linstor client's spelling.
+            let query = if keep_tiebreaker { "?keep_tiebreaker=True" } else { "" };
             let deletes: Vec<(&str, String, Option<&()>)> = nodes_then_resource
                 .iter()
-                .map(|n| ("DELETE", format!("/v1/resource-definitions/{}/resources/{}", seg(&rsc), seg(n)), None))
+                .map(|n| ("DELETE", format!("/v1/resource-definitions/{}/resources/{}{query}", seg(&rsc), seg(n)), None))
                 .collect();
             ctx.send_all(&format!("Deleting '{rsc}' from {} node(s)", nodes_then_resource.len()), &deletes)
         }

@@ -19,6 +19,8 @@ const CASES: &[Case] = &[
     ("DELETE", "/v1/resource-groups", None, 405, rc::MASK_ERROR | rc::FAIL_UNKNOWN_ERROR),
     // In LINSTOR's API, not served by Cairn yet.
     ("GET", "/v1/schedules", None, 501, rc::MASK_ERROR | rc::FAIL_IMPL_ERROR),
+    // In LINSTOR's API, for a feature Cairn deliberately lacks (EBS).
+    ("POST", "/v1/nodes/ebs", Some(b"{}"), 501, rc::MASK_ERROR | rc::FAIL_INVLD_REQUEST),
     // Bodies and queries that do not parse.
     ("POST", "/v1/nodes", Some(b"{not json"), 400, rc::API_CALL_PARSE_ERROR),
     ("POST", "/v1/resource-groups", Some(br#"{"name":"it-env-x","select_filter":{"place_count":"two"}}"#), 400, rc::API_CALL_PARSE_ERROR),
