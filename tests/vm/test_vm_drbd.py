@@ -301,6 +301,61 @@ def test_online_grow_of_three_replicas(drbd_cluster):
     ok(c.lin.resource_dfn_delete("grow"))
 
 
+def test_toggle_disk_gives_a_diskless_replica_the_data_and_takes_its_disk_back(drbd_cluster):
+    c = drbd_cluster
+    # Two thin replicas and a diskless one on d3.
+    ok(c.lin.resource_dfn_create("tgd"))
+    ok(c.lin.volume_dfn_create("tgd", 32 * MIB))
+    ok(c.lin.resource_create([linstor.ResourceData(n, "tgd", storage_pool="thin") for n in ("d1", "d2")]
+                             + [linstor.ResourceData("d3", "tgd", diskless=True)]))
+    wait_for("d1 and d2 UpToDate, d3 diskless",
+             lambda: disk_states(c, "tgd") == {"d1": "UpToDate", "d2": "UpToDate", "d3": "Diskless"}, timeout=180)
+    rc, out = c.vms["d1"].sh(f"dd if=/dev/urandom of={device(c, 'tgd', 'd1')} bs=1M seek=4 count=8 oflag=direct conv=fsync 2>&1")
+    assert rc == 0, out
+    want = whole_sha(c.vms["d1"], device(c, "tgd", "d1"))
+
+    # Diskful: a backing LV, metadata without the day-0 stamp, attach, and
+    # a full sync from the peers (the data exists; nothing was tracked for
+    # a diskless peer).
+    ok(c.lin.resource_toggle_disk("d3", "tgd", storage_pool="thin"))
+    wait_for("d3 UpToDate", lambda: disk_states(c, "tgd").get("d3") == "UpToDate", timeout=300)
+    assert resync_received(c.vms["d3"], "tgd") >= 32 * MIB
+    shas = {n: whole_sha(vm, device(c, "tgd", n)) for n, vm in c.vms.items()}
+    assert set(shas.values()) == {want}, shas
+    rc, out = c.vms["d3"].sh("lvs --noheadings -o lv_name linstor_thin")
+    assert rc == 0 and "tgd_" in out, out
+    wait_for("DISK_ADDING cleared once UpToDate", lambda: "DISK_ADDING" not in view(c, "tgd")["d3"]["flags"], timeout=60)
+
+    # Diskless again: detached, the LV gone, still a connected peer that
+    # reads the data over the network.
+    ok(c.lin.resource_toggle_disk("d3", "tgd", diskless=True))
+    st = kernel_status(c.vms["d3"], "tgd")
+    assert st["devices"][0]["disk-state"] == "Diskless", st
+    wait_for("d3 connected to both peers",
+             lambda: sorted(p["connection-state"] for p in kernel_status(c.vms["d3"], "tgd")["connections"]) == ["Connected", "Connected"],
+             timeout=60)
+    rc, out = c.vms["d3"].sh("lvs --noheadings -o lv_name linstor_thin")
+    assert rc == 0 and "tgd_" not in out, out
+    assert whole_sha(c.vms["d3"], device(c, "tgd", "d3")) == want
+    assert "DISKLESS" in view(c, "tgd")["d3"]["flags"]
+
+    # migrate-disk: d3 takes d2's place; d2's disk goes once d3 is UpToDate
+    # (what stays on d2 is at most the auto-tiebreaker, diskless).
+    ok(c.lin.resource_toggle_disk("d3", "tgd", storage_pool="thin", migrate_from="d2"))
+    assert view(c, "tgd")["d3"]["props"]["MigrateFrom"] == "d2"
+    wait_for("d3 UpToDate again", lambda: disk_states(c, "tgd").get("d3") == "UpToDate", timeout=300)
+
+    def d2_diskless_or_gone():
+        r = view(c, "tgd").get("d2")
+        return r is None or "DISKLESS" in r["flags"]
+
+    wait_for("d2's diskful replica deleted", d2_diskless_or_gone, timeout=120)
+    assert "MigrateFrom" not in view(c, "tgd")["d3"]["props"]
+    wait_for("d2's LV gone", lambda: "tgd_" not in c.vms["d2"].sh("lvs --noheadings -o lv_name linstor_thin")[1], timeout=60)
+    assert whole_sha(c.vms["d3"], device(c, "tgd", "d3")) == want
+    ok(c.lin.resource_dfn_delete("tgd"))
+
+
 def test_a_split_brain_is_reported_and_left_for_a_person(drbd_cluster):
     c = drbd_cluster
     # Two replicas without quorum (the only way both sides can write while

@@ -163,3 +163,26 @@ pub struct ResourceModify {
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
     pub drbd_client: Option<bool>,
 }
+
+/// `ToggleDiskRequest`: `PUT …/resources/{node}/toggle-disk`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ToggleDiskRequest {
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
+    pub operation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
+    pub storage_pool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
+    pub migrate_from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_list")]
+    pub layer_list: Option<Vec<String>>,
+}
+
+/// `ToggleDiskDiskful`: the optional body of `…/toggle-disk/diskful[/{pool}]`
+/// and `…/migrate-disk/...`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ToggleDiskDiskful {
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_list")]
+    pub layer_list: Option<Vec<String>>,
+}

@@ -124,8 +124,34 @@ impl AppState {
                 {
                     tracing::warn!("cannot record forgotten DRBD peers: {e:?}");
                 }
+                me.record_disks_added().await;
             }
         });
+    }
+
+    /// Replicas that got a disk by toggle-disk and now report every volume
+    /// UpToDate lose `DISK_ADDING`; one migrated from another node has that
+    /// node's replica deleted once it is not Primary there.
+    async fn record_disks_added(&self) {
+        let waiting = self.read().awaiting_disk_added();
+        let done: Vec<(String, String)> = waiting
+            .into_iter()
+            .filter(|(rd, node, vols)| {
+                self.links()
+                    .resource(node, rd)
+                    .and_then(|o| o.drbd)
+                    .is_some_and(|d| d.kernel && vols.iter().all(|nr| d.volumes.iter().any(|v| v.number == *nr && v.disk == "UpToDate")))
+            })
+            .map(|(rd, node, _)| (rd, node))
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        let links = self.links();
+        let in_use = |rd: &str, node: &str| links.resource(node, rd).and_then(|o| o.drbd).is_some_and(|d| d.role == "Primary");
+        if let Err(e) = self.mutate(200, |c, _| Ok(c.disk_added(&done, &in_use))).await {
+            tracing::warn!("cannot record disks added by toggle-disk: {e:?}");
+        }
     }
 
     /// Records how the controller was started; the first call stays.

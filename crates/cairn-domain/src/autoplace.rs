@@ -317,18 +317,14 @@ impl Cluster {
                 return self.set_resource_active(&d.name, &n.name, true, false);
             }
             if req.diskful && r.is_diskless() {
-                out.reply(
-                    ApiCallRc::warning(
-                        rc::MASK_RSC,
-                        1008,
-                        format!(
-                            "Resource '{}' on node '{}' is diskless; making it diskful (toggle-disk) is not implemented yet.",
-                            d.name, n.name
-                        ),
-                    )
-                    .with_ref("RscDfn", &d.name)
-                    .with_ref("Node", &n.name),
-                );
+                // As LINSTOR: the diskless replica gets its disk (toggle-disk).
+                let toggle = crate::toggle_disk::ToggleDisk {
+                    op: Some(crate::toggle_disk::ToggleOp::Diskful),
+                    layer_list: req.layer_list.clone(),
+                    diskful_by: Some("make-available"),
+                    ..Default::default()
+                };
+                return self.toggle_disk(&d.name, &n.name, &toggle, obs, &|_| false, ctx);
             } else {
                 // The tiebreaker becomes a diskless replica the user wants
                 // (golinstor's Attach, linstor-csi's ControllerPublish, the

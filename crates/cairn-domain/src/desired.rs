@@ -267,6 +267,7 @@ fn drbd_for(c: &Cluster, r: &Resource) -> Option<DrbdDesired> {
         options: drbd_options(c, r),
         peers,
         initial_sync: !r.is_diskless() && rd.props.get(crate::drbd_auto::PROP_INITIAL_SYNC_RSC) == Some(&r.uuid),
+        joining: r.flags.contains(crate::toggle_disk::FLAG_DISK_ADDING),
         // Diskless ones too: the application may write through any node.
         suspend_io: c.io_suspended(&rd_key),
         forget_peers: rd.drbd.forgetting.iter().filter(|(_, nodes)| nodes.contains(&key(&r.node))).map(|(id, _)| *id).collect(),

@@ -1115,4 +1115,63 @@ mod tests {
         t.obs.storage_only.insert("N2".into());
         t.create("n2", &[]).unwrap();
     }
+
+    fn toggle(t: &mut T, node: &str, op: crate::toggle_disk::ToggleOp, from: Option<&str>, in_use: bool) -> OpResult<Outcome> {
+        let req = crate::toggle_disk::ToggleDisk { op: Some(op), migrate_from: from.map(String::from), ..Default::default() };
+        let obs = std::mem::take(&mut t.obs);
+        let out = t.commit(|c, ctx| c.toggle_disk("web", node, &req, &obs, &|_| in_use, ctx));
+        t.obs = obs;
+        out
+    }
+
+    #[test]
+    fn a_tiebreaker_toggled_diskful_joins_unstamped_and_a_migration_deletes_its_source_once_up_to_date() {
+        use crate::toggle_disk::{FLAG_DISK_ADDING, PROP_MIGRATE_FROM, ToggleOp};
+        let mut t = T::new(&["n1", "n2", "n3"]);
+        t.create("n1", &[]).unwrap();
+        t.create("n2", &[]).unwrap();
+        assert_eq!(t.tiebreakers(), vec!["n3"]);
+        // The source may not be in use when the migration is asked for.
+        assert_eq!(toggle(&mut t, "n3", ToggleOp::Diskful, Some("n1"), true).unwrap_err().rc.code(), rc::FAIL_IN_USE);
+        toggle(&mut t, "n3", ToggleOp::Diskful, Some("n1"), false).unwrap();
+        let r = &t.c.resources[&("WEB".to_string(), "N3".to_string())];
+        assert!(!r.is_diskless() && !r.flags.contains("TIE_BREAKER") && r.flags.contains(FLAG_DISK_ADDING), "{:?}", r.flags);
+        assert_eq!(r.props.get(PROP_MIGRATE_FROM).map(String::as_str), Some("n1"));
+        assert_eq!(r.volumes[&0].storage_pool, "DfltStorPool");
+        let d = desired_for_node(&t.c, "N3").1[0].drbd.clone().unwrap();
+        assert!(d.joining && !d.diskless, "{d:?}");
+        // Three diskful replicas now: quorum by majority, no tiebreaker.
+        assert!(t.tiebreakers().is_empty());
+        assert_eq!(t.c.awaiting_disk_added(), vec![("WEB".to_string(), "N3".to_string(), vec![0])]);
+        // UpToDate while the source is Primary: nothing yet.
+        let done = [("WEB".to_string(), "N3".to_string())];
+        assert!(t.c.disk_added(&done, &|_, _| true).changes.is_empty());
+        let out = t.c.disk_added(&done, &|_, _| false);
+        t.c.apply(out.changes);
+        assert!(!t.c.resources.contains_key(&("WEB".to_string(), "N1".to_string())), "the source is deleted");
+        let r = &t.c.resources[&("WEB".to_string(), "N3".to_string())];
+        assert!(!r.flags.contains(FLAG_DISK_ADDING) && !r.props.contains_key(PROP_MIGRATE_FROM), "{r:?}");
+        assert!(!desired_for_node(&t.c, "N3").1[0].drbd.as_ref().unwrap().joining);
+    }
+
+    #[test]
+    fn the_last_diskful_replica_on_an_online_node_keeps_its_disk() {
+        use crate::toggle_disk::ToggleOp;
+        let mut t = T::new(&["n1", "n2", "n3"]);
+        t.create("n1", &[]).unwrap();
+        t.create("n2", &[]).unwrap();
+        // n2 is offline: n1 is the only diskful replica that counts.
+        t.obs.offline.insert("N2".into());
+        let e = toggle(&mut t, "n1", ToggleOp::Diskless, None, false).unwrap_err();
+        assert_eq!(e.rc.code(), rc::FAIL_INSUFFICIENT_REPLICA_COUNT);
+        t.obs.offline.clear();
+        let out = toggle(&mut t, "n1", ToggleOp::Diskless, None, false).unwrap();
+        assert!(out.replies.iter().any(|r| r.message.contains("Removal of disk from resource 'web' on node 'n1' registered")));
+        let r = &t.c.resources[&("WEB".to_string(), "N1".to_string())];
+        assert!(r.flags.contains("DRBD_DISKLESS") && r.volumes[&0].storage_pool == "DfltDisklessStorPool");
+        // Already so: a no-op answer, nothing changed.
+        let out = toggle(&mut t, "n1", ToggleOp::Diskless, None, false).unwrap();
+        assert_eq!(out.replies[0].ret_code & rc::MASK_BITS_CODE, rc::INFO_NOOP);
+        assert!(out.changes.is_empty());
+    }
 }

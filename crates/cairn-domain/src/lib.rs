@@ -28,6 +28,7 @@ pub mod resource_definition;
 pub mod resource_group;
 pub mod snapshot;
 pub mod storage_pool;
+pub mod toggle_disk;
 pub mod whitelist;
 
 pub use cairn_api::time;

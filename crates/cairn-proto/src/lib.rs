@@ -294,6 +294,11 @@ pub struct DrbdDesired {
     /// day-0 generation id by `set-gi`, without one by `primary --force`.
     #[serde(default)]
     pub initial_sync: bool,
+    /// This replica got its disk by toggle-disk and joins data that
+    /// exists: its fresh metadata is never stamped with the day-0
+    /// generation id (a full sync from an UpToDate peer follows).
+    #[serde(default)]
+    pub joining: bool,
     /// I/O is to be suspended (`drbdadm suspend-io`) while a snapshot of
     /// the resource is taken on all its nodes; resumed when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

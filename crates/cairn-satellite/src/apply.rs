@@ -645,13 +645,17 @@ impl Applier {
     /// Removes volumes of the resource that are not wanted any more (other
     /// numbers, or an earlier incarnation of a wanted one) from the pools
     /// it is or was placed in, closing their LUKS mappings first.
+    /// A diskless resource wants no backing volume at all (toggle-disk
+    /// into diskless leaves its volumes with the same ids in a diskless
+    /// pool).
     async fn remove_unwanted(&self, pools: &Pools, r: &ResourceDesired, n: &Name, placed: &BTreeSet<String>, out: &mut ResourceObserved) {
-        let keep: Vec<u32> = r.volumes.iter().map(|v| v.number).collect();
+        let backed: Vec<&VolumeDesired> = r.volumes.iter().filter(|_| !r.diskless).collect();
+        let keep: Vec<u32> = backed.iter().map(|v| v.number).collect();
         if let Err(e) = self.luks.close_all_except(&r.name, &keep).await {
             out.error.get_or_insert(luks_err(format!("Cannot close the encrypted volumes of '{}' that go.", r.name), &e));
             return;
         }
-        let wanted: Vec<(u32, String)> = r.volumes.iter().map(|v| (v.number, v.id.clone())).collect();
+        let wanted: Vec<(u32, String)> = backed.iter().map(|v| (v.number, v.id.clone())).collect();
         for p in Self::providers_of(pools, placed.iter().chain(r.volumes.iter().map(|v| &v.pool))) {
             if let Err(e) = p.remove_others(n, &wanted).await {
                 out.error.get_or_insert(err(format!("Failed to remove unwanted volumes of '{}' from pool '{}'.", r.name, p.pool()), &e));

@@ -314,11 +314,21 @@ impl DrbdLayer {
     ///   (thin, ZFS; not under LUKS) and `DrbdOptions/ForceInitialSyncPermanent`
     ///   is not true: day 0 as the current id, UpToDate (nothing to sync);
     /// - otherwise nothing: the metadata stays "just created" and receives
-    ///   a full sync.
+    ///   a full sync; so also on a replica that got its disk by toggle-disk
+    ///   (`joining`), whatever its backing, unless it is the chosen replica
+    ///   of a volume not initialized yet (there is no data to join).
     ///
     /// Returns whether the volume was stamped.
     async fn stamp_day0(&self, d: &DrbdDesired, v: &DrbdVolumeDesired, dev: &str, zeroed: bool) -> Result<bool, ExecError> {
         let Some(day0) = &v.day0_gi else { return Ok(false) };
+        if d.joining && (v.initialized || !d.initial_sync) {
+            // A disk added by toggle-disk joins data its peers wrote while
+            // it was diskless (they kept no bitmap for it): "just created"
+            // metadata, a full sync from an UpToDate peer. Only a volume
+            // nobody made UpToDate yet, with this replica chosen to do it,
+            // has no data to join.
+            return Ok(false);
+        }
         let forced = d.options.get(FORCE_INITIAL_SYNC).is_some_and(|x| x.eq_ignore_ascii_case("true"));
         if v.initial_sync.unwrap_or(d.initial_sync) && !v.initialized {
             let mine = format!("{}:{day0}:::1:1", random_gi());
@@ -675,6 +685,7 @@ mod tests {
                 options: BTreeMap::new(),
             }],
             initial_sync,
+            joining: false,
             suspend_io: false,
             forget_peers: vec![],
         }
@@ -969,6 +980,25 @@ mod tests {
         forced.options.insert(FORCE_INITIAL_SYNC.into(), "True".into());
         let (gis, _) = first_bring_up(&forced, true);
         assert!(gis.is_empty());
+    }
+
+    #[test]
+    fn a_disk_added_by_toggle_disk_is_never_stamped_and_receives_a_full_sync() {
+        // Neither as any replica on a zeroed device, nor as the chosen one
+        // once the volume was initialized.
+        for (initial_sync, initialized) in [(false, true), (false, false), (true, true)] {
+            let mut d = with_day0(initial_sync, initialized);
+            d.joining = true;
+            let (gis, calls) = first_bring_up(&d, true);
+            assert!(gis.is_empty(), "{calls:?}");
+            assert!(calls.iter().any(|c| c.contains(&"create-md".to_string())), "{calls:?}");
+        }
+        // Chosen for a volume nobody made UpToDate yet: there is no data
+        // to join, the stamp is what makes it UpToDate.
+        let mut d = with_day0(true, false);
+        d.joining = true;
+        let (gis, calls) = first_bring_up(&d, false);
+        assert_eq!(gis.len(), 32, "{calls:?}");
     }
 
     #[test]

@@ -9,10 +9,11 @@ use axum::routing::{get, post, put};
 use cairn_api::PropsModify;
 use cairn_api::query::{NameFilter, Query};
 use cairn_api::rc;
-use cairn_api::resource::{ResourceCreate, ResourceModify, ResourceWithVolumes, Volume};
+use cairn_api::resource::{ResourceCreate, ResourceModify, ResourceWithVolumes, ToggleDiskDiskful, ToggleDiskRequest, Volume};
 use cairn_domain::Cluster;
 use cairn_domain::name::key;
 use cairn_domain::resource::{Resource, VolumeObserved};
+use cairn_domain::toggle_disk::{ToggleDisk, ToggleOp};
 
 use super::error::ApiError;
 use super::input;
@@ -26,6 +27,13 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/resource-definitions/{rd}/resources/{node}", get(get_one).post(create_one).put(modify).delete(remove))
         .route("/v1/resource-definitions/{rd}/resources/{node}/activate", post(activate))
         .route("/v1/resource-definitions/{rd}/resources/{node}/deactivate", post(deactivate))
+        .route("/v1/resource-definitions/{rd}/resources/{node}/toggle-disk", put(toggle_disk))
+        .route("/v1/resource-definitions/{rd}/resources/{node}/toggle-disk/diskless", put(into_diskless))
+        .route("/v1/resource-definitions/{rd}/resources/{node}/toggle-disk/diskless/{pool}", put(into_diskless_pool))
+        .route("/v1/resource-definitions/{rd}/resources/{node}/toggle-disk/diskful", put(into_diskful))
+        .route("/v1/resource-definitions/{rd}/resources/{node}/toggle-disk/diskful/{pool}", put(into_diskful_pool))
+        .route("/v1/resource-definitions/{rd}/resources/{node}/migrate-disk/{from}", put(migrate_disk))
+        .route("/v1/resource-definitions/{rd}/resources/{node}/migrate-disk/{from}/{pool}", put(migrate_disk_pool))
         .route("/v1/resource-definitions/{rd}/resources/{node}/volumes", get(list_volumes))
         .route("/v1/resource-definitions/{rd}/resources/{node}/volumes/{nr}", put(modify_volume).get(get_volume))
 }
@@ -171,4 +179,82 @@ async fn deactivate(State(s): State<AppState>, Path((rd, node)): Path<(String, S
         c.set_resource_active(&rd, &node, false, in_use)
     })
     .await
+}
+
+/// Whether the replica of `rd` on `node` is Primary, as its satellite
+/// reported.
+fn primary(s: &AppState, rd: &str, node: &str) -> bool {
+    s.links().resource(&key(node), rd).and_then(|o| o.drbd).is_some_and(|d| d.role == "Primary")
+}
+
+/// Runs one toggle-disk request.
+async fn toggle(s: AppState, rd: String, node: String, req: ToggleDisk) -> Result<Reply, ApiError> {
+    s.mutate(200, |c, ctx| {
+        let rd_name = c.rsc_dfns.get(&key(&rd)).map_or(rd.clone(), |d| d.name.clone());
+        c.toggle_disk(&rd, &node, &req, s.links(), &|n| primary(&s, &rd_name, n), ctx)
+    })
+    .await
+}
+
+/// `PUT …/toggle-disk` with a `ToggleDiskRequest` body.
+async fn toggle_disk(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: ToggleDiskRequest = input::body(&body)?;
+    let op = ToggleOp::parse(req.operation.as_deref()).map_err(ApiError::Op)?;
+    let req = ToggleDisk {
+        op: Some(op),
+        storage_pool: req.storage_pool,
+        migrate_from: req.migrate_from,
+        layer_list: req.layer_list,
+        ..Default::default()
+    };
+    toggle(s, rd, node, req).await
+}
+
+fn diskless(pool: Option<String>) -> ToggleDisk {
+    ToggleDisk { op: Some(ToggleOp::Diskless), storage_pool: pool, ..Default::default() }
+}
+
+fn diskful(pool: Option<String>, from: Option<String>, body: &Bytes) -> Result<ToggleDisk, ApiError> {
+    let b: ToggleDiskDiskful = input::body(body)?;
+    Ok(ToggleDisk { op: Some(ToggleOp::Diskful), storage_pool: pool, migrate_from: from, layer_list: b.layer_list, ..Default::default() })
+}
+
+async fn into_diskless(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>) -> Result<Reply, ApiError> {
+    toggle(s, rd, node, diskless(None)).await
+}
+
+async fn into_diskless_pool(State(s): State<AppState>, Path((rd, node, pool)): Path<(String, String, String)>) -> Result<Reply, ApiError> {
+    toggle(s, rd, node, diskless(Some(pool))).await
+}
+
+async fn into_diskful(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
+    let req = diskful(None, None, &body)?;
+    toggle(s, rd, node, req).await
+}
+
+async fn into_diskful_pool(
+    State(s): State<AppState>,
+    Path((rd, node, pool)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let req = diskful(Some(pool), None, &body)?;
+    toggle(s, rd, node, req).await
+}
+
+async fn migrate_disk(
+    State(s): State<AppState>,
+    Path((rd, node, from)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let req = diskful(None, Some(from), &body)?;
+    toggle(s, rd, node, req).await
+}
+
+async fn migrate_disk_pool(
+    State(s): State<AppState>,
+    Path((rd, node, from, pool)): Path<(String, String, String, String)>,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let req = diskful(Some(pool), Some(from), &body)?;
+    toggle(s, rd, node, req).await
 }

@@ -181,6 +181,7 @@ mod tests {
             options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
             peers,
             initial_sync: false,
+            joining: false,
             suspend_io: false,
             forget_peers: vec![],
         }

@@ -58,6 +58,29 @@ pub enum ResourceCmd {
         /// The resource.
         resource: String,
     },
+    /// Toggle a resource between diskless and diskful (backed by disks).
+    #[command(visible_alias = "td")]
+    ToggleDisk {
+        /// The node where the resource is deployed.
+        node: String,
+        /// The resource.
+        resource: String,
+        /// Add disks to a diskless resource using this storage pool.
+        #[arg(short = 's', long = "storage-pool", conflicts_with_all = ["default_storage_pool", "diskless"])]
+        storage_pool: Option<String>,
+        /// Add disks using the storage pools the properties of the volumes' objects determine.
+        #[arg(long = "default-storage-pool", visible_alias = "dflt", conflicts_with = "diskless")]
+        default_storage_pool: bool,
+        /// Remove the disks from a resource.
+        #[arg(short = 'd', long = "diskless")]
+        diskless: bool,
+        /// The node whose replica is deleted once the new disk is in sync.
+        #[arg(long = "migrate-from", value_name = "MIGRATION_SOURCE", conflicts_with = "diskless")]
+        migrate_from: Option<String>,
+        /// Accepted for compatibility; replies always wait for the satellites.
+        #[arg(long = "async")]
+        r#async: bool,
+    },
     /// Ensure a resource is available on a node (diskless unless --diskful).
     #[command(visible_alias = "mkavail")]
     MakeAvailable {
@@ -104,7 +127,7 @@ pub fn resource_state(r: &ResourceWithVolumes) -> Cell {
         return Cell::toned("INACTIVE", Tone::Warn);
     }
     let states: Vec<&str> = r.volumes.iter().map(|v| v.state.disk_state.as_deref().unwrap_or("Unknown")).collect();
-    volume_state_cell(if states.is_empty() {
+    let mut cell = volume_state_cell(if states.is_empty() {
         "Created"
     } else if states.iter().all(|s| *s == states[0]) {
         states[0]
@@ -112,7 +135,12 @@ pub fn resource_state(r: &ResourceWithVolumes) -> Cell {
         bad
     } else {
         "UpToDate"
-    })
+    });
+    // As upstream's client: a disk being added by toggle-disk says so.
+    if r.resource.flags.iter().any(|f| f == "DISK_ADDING") {
+        cell.text.push_str(", Adding Disk");
+    }
+    cell
 }
 
 /// Colours a disk state.
@@ -230,6 +258,15 @@ pub fn run(ctx: &Ctx, cmd: ResourceCmd) -> i32 {
                 .map(|n| ("DELETE", format!("/v1/resource-definitions/{}/resources/{}{query}", seg(&rsc), seg(n)), None))
                 .collect();
             ctx.send_all(&format!("Deleting '{rsc}' from {} node(s)", nodes_then_resource.len()), &deletes)
+        }
+        ResourceCmd::ToggleDisk { node, resource, storage_pool, diskless, migrate_from, .. } => {
+            let body = cairn_api::resource::ToggleDiskRequest {
+                operation: Some(if diskless { "INTO_DRBD_DISKLESS" } else { "INTO_DRBD_DISKFUL" }.into()),
+                storage_pool,
+                migrate_from,
+                layer_list: None,
+            };
+            ctx.send("PUT", &format!("/v1/resource-definitions/{}/resources/{}/toggle-disk", seg(&resource), seg(&node)), Some(&body))
         }
         ResourceCmd::MakeAvailable { node, resource, diskful } => {
             let body = serde_json::json!({ "diskful": diskful });
