@@ -51,6 +51,17 @@ def whole_sha(vm, dev):
     return out.split()[0]
 
 
+def synced(vm, rsc, peers):
+    """The node's kernel has the volume UpToDate, connected to `peers`
+    peers with replication established: a fresh thin replica stamped with
+    day 0 starts UpToDate and only becomes SyncTarget once it connects, so
+    its own disk state alone says nothing about the resync."""
+    st = kernel_status(vm, rsc)
+    return (st["devices"][0]["disk-state"] == "UpToDate" and len(st["connections"]) == peers
+            and all(p["connection-state"] == "Connected" and p["peer_devices"][0]["replication-state"] == "Established"
+                    for p in st["connections"]))
+
+
 def initialized(c, rsc):
     status, _, vds = c.ctrl.request("GET", f"/v1/resource-definitions/{rsc}/volume-definitions")
     assert status == 200, vds
@@ -137,7 +148,7 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
     assert rc == 0, out
     want = whole_sha(c.vms["d1"], device(c, "late", "d1"))
     ok(c.lin.resource_create([linstor.ResourceData("d3", "late", storage_pool="thin")]))
-    wait_for("d3 UpToDate", lambda: disk_states(c, "late").get("d3") == "UpToDate", timeout=120)
+    wait_for("d3 UpToDate after its resync", lambda: synced(c.vms["d3"], "late", 2), timeout=120)
     assert 8 * MIB <= resync_received(c.vms["d3"], "late") < 12 * MIB
     assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
 
@@ -155,7 +166,7 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
         r.is_error() for r in c.lin.resource_create([linstor.ResourceData("d3", "late", storage_pool="thin", node_id=node_id)])),
         timeout=60)
     assert view(c, "late")["d3"]["layer_object"]["drbd"]["node_id"] == node_id
-    wait_for("the new d3 UpToDate", lambda: disk_states(c, "late").get("d3") == "UpToDate", timeout=120)
+    wait_for("the new d3 UpToDate after its resync", lambda: synced(c.vms["d3"], "late", 2), timeout=120)
     assert 12 * MIB <= resync_received(c.vms["d3"], "late") < 16 * MIB
     assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
     ok(c.lin.resource_dfn_delete("late"))
