@@ -74,7 +74,13 @@ def test_spawn_to_uptodate_vs_bare_drbdadm(drbd_cluster):
     for i in range(RUNS):
         t = time.time()
         ok(c.lin.resource_group_spawn("bench", f"b{i}", [64 * MIB]))
-        wait_for("UpToDate", lambda: set(disk_states(c, f"b{i}").values()) == {"UpToDate"}, timeout=300)
+        # As the hand-made side waits: every replica UpToDate and connected
+        # to both peers (stamped thin replicas start UpToDate on their own).
+        wait_for("UpToDate and connected", lambda: all(
+            r["volumes"][0].get("state", {}).get("disk_state") == "UpToDate"
+            and len(r["layer_object"]["drbd"]["connections"]) == 2
+            and all(p["connected"] for p in r["layer_object"]["drbd"]["connections"].values())
+            for r in view(c, f"b{i}").values()) and len(view(c, f"b{i}")) == 3, timeout=300)
         cairn.append(time.time() - t)
         ok(c.lin.resource_dfn_delete(f"b{i}"))
         # Each side starts on quiet VMs: the satellites' removal (down,
