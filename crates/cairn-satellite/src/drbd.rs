@@ -404,10 +404,25 @@ impl DrbdLayer {
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
-        let adjust = self.adm.adjust(rsc, &d.host, self.mode == DrbdMode::ConfigOnly);
-        if let Err(e) = self.runner.run(&adjust).await {
-            self.restore(rsc, old);
-            return Err(exec_err(format!("drbdadm adjust of '{rsc}' failed; the previous configuration was restored."), &e));
+        // A disk given to a replica its peers still know as intentionally
+        // diskless is refused until their own satellites applied the same
+        // change (moments later): tried again each second for up to 30 s.
+        let mut attempt = 1;
+        loop {
+            let adjust = self.adm.adjust(rsc, &d.host, self.mode == DrbdMode::ConfigOnly);
+            let adjust = if attempt < ADJUST_ATTEMPTS { adjust.quiet() } else { adjust };
+            match self.runner.run(&adjust).await {
+                Ok(_) => break,
+                Err(ExecError::NonZero { ref stderr, .. }) if attempt < ADJUST_ATTEMPTS && attach_may_pass_later(stderr) => {
+                    tracing::debug!(rsc, attempt, "a peer still knows this replica as diskless; adjusting again");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    self.restore(rsc, old);
+                    return Err(exec_err(format!("drbdadm adjust of '{rsc}' failed; the previous configuration was restored."), &e));
+                }
+            }
         }
         let mut freed = BTreeSet::new();
         for id in gone {
@@ -638,6 +653,15 @@ impl DrbdLayer {
 /// DRBD's refusals of a resize that pass by themselves: a resync running,
 /// another node's state change, an interrupted wait (drbd-utils' texts
 /// for ERR_RESIZE_RESYNC, SS_INTERRUPTED, SS_CONCURRENT_ST_CHG, ERR_INTR).
+/// How often `drbdadm adjust` is tried while a peer refuses the attach.
+const ADJUST_ATTEMPTS: u32 = 30;
+
+/// A refusal of `attach` that passes once the peers applied the change
+/// that gave this replica its disk (they still have it as diskless).
+fn attach_may_pass_later(stderr: &str) -> bool {
+    stderr.contains("marked as intentional diskless on a peer")
+}
+
 fn resize_may_pass_later(stderr: &str) -> bool {
     ["Resize not allowed during resync", "Interrupted state change", "Concurrent state changes", "Interrupted by Signal"]
         .iter()
@@ -751,6 +775,38 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!((mode(&f.dir.join("web.res")), mode(&f.dir.join(CONF_FILE)), mode(&f.dir)), (0o600, 0o600, 0o700));
+    }
+
+    #[test]
+    fn an_attach_a_peer_refuses_as_diskless_is_tried_again() {
+        let f = fixture(DrbdMode::Kernel);
+        let conf = s(&f.dir.join(CONF_FILE));
+        let tmp = s(&f.dir.join(".web.res.tmp"));
+        let adjust = ["drbdadm", "-c", &conf, "-vvv", "adjust", "web"];
+        f.fake
+            .expect(&["drbdadm", "-c", &tmp, "dump", "web"], "")
+            .expect(
+                &["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"],
+                "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:1:0:0:0:0:0:0:0\n",
+            )
+            .expect_failure(
+                &adjust,
+                1,
+                "State change was refused by peer node\nProbably this node is marked as intentional diskless on a peer\n",
+            )
+            .expect(&adjust, "");
+        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap();
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        // Any other refusal is reported at once (the file is unchanged: no
+        // validation again).
+        f.fake
+            .expect(
+                &["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"],
+                "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:1:0:0:0:0:0:0:0\n",
+            )
+            .expect_failure(&adjust, 10, "no such device\n");
+        assert!(rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).is_err());
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
     }
 
     #[test]
