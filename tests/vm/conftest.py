@@ -183,12 +183,19 @@ class Vm:
     def wait_ready(self):
         try:
             wait_for(f"VM {self.name} booted", lambda: self.proc.poll() is None and "CAIRN-VM-READY" in self.log(), timeout=120)
-            wait_for(f"satellite in {self.name}", lambda: self.sh("kill -0 $(pidof cairn)")[0] == 0, timeout=60)
+            wait_for(f"satellite in {self.name}", self._satellite_running, timeout=60)
         except BaseException:
             print(self.log()[-4000:])
             self.stop()
             raise
         return self
+
+    def _satellite_running(self):
+        # Right after boot the guest may not answer ARP yet ("No route to host"): not ready, ask again.
+        try:
+            return self.sh("kill -0 $(pidof cairn)", timeout=20)[0] == 0
+        except OSError:
+            return False
 
     def log(self):
         try:
