@@ -12,6 +12,7 @@ pub mod config;
 pub mod crypto;
 pub mod links;
 pub mod rest;
+pub mod shared;
 mod spec_routes;
 pub mod state;
 

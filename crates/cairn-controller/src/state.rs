@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use parking_lot::{RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_domain::desired::{affected_nodes, resource_scope};
@@ -14,6 +13,7 @@ use cairn_store::{Store, StoreError};
 use crate::links::{self, Links, Timing, Transport};
 use crate::rest::error::ApiError;
 use crate::rest::reply::Reply;
+use crate::shared::SharedCluster;
 
 /// Cheap to clone; every handler gets one.
 #[derive(Clone)]
@@ -23,7 +23,7 @@ pub struct AppState {
 
 struct Inner {
     /// Shared with the links, which read it to compute desired states.
-    cluster: Arc<RwLock<Cluster>>,
+    cluster: SharedCluster,
     store: Arc<dyn Store>,
     /// Serialises writers: validate, commit, apply happen as one step.
     /// Shared with the links (full applies and retries are snapshotted
@@ -70,7 +70,7 @@ impl AppState {
         .await
         .map_err(|e| StoreError::Encode { kind: "cluster".into(), key: "load".into(), reason: e.to_string() })??;
         tracing::info!(store = %store.describe(), nodes = cluster.nodes.len(), resource_definitions = cluster.rsc_dfns.len(), resources = cluster.resources.len(), "cluster loaded");
-        let cluster = Arc::new(RwLock::new(cluster));
+        let cluster = SharedCluster::new(cluster);
         let writer = Arc::new(tokio::sync::Mutex::new(()));
         let links = Links::new(cluster.clone(), writer.clone(), transport, timing);
         let state = AppState { inner: Arc::new(Inner { cluster, store, writer, links, settings: std::sync::OnceLock::new() }) };
@@ -175,9 +175,10 @@ impl AppState {
         self.inner.writer.clone().lock_owned().await
     }
 
-    /// Read access to the cluster. Hold it only while building a reply.
-    pub fn read(&self) -> RwLockReadGuard<'_, Cluster> {
-        self.inner.cluster.read()
+    /// The cluster as it is now: an immutable snapshot, held by the
+    /// caller without blocking anyone (see [`SharedCluster`]).
+    pub fn read(&self) -> Arc<Cluster> {
+        self.inner.cluster.get()
     }
 
     /// Runs one mutation: compute the outcome against the current cluster,
@@ -265,7 +266,7 @@ impl AppState {
             let node_changed = changes.iter().any(|c| matches!(c.key(), ObjKey::Node(_)));
             let touched = changes.clone();
             let scope = resource_scope(&touched);
-            me.inner.cluster.write().apply(changes);
+            me.inner.cluster.apply(changes);
             let c = me.read();
             nodes.extend(affected_nodes(&c, &touched));
             if node_changed {

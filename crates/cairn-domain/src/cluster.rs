@@ -1,8 +1,6 @@
 //! The whole cluster as the controller holds it, and the changes that move
 //! it from one state to the next.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use cairn_api::ApiCallRc;
 use serde::{Deserialize, Serialize};
 
@@ -256,31 +254,36 @@ impl Outcome {
     }
 }
 
+/// The maps the cluster is made of: persistent (structurally shared)
+/// ordered maps, so a clone costs O(1) and the controller can hand readers
+/// an immutable snapshot while the next change is made on a copy.
+pub type Map<K, V> = imbl::OrdMap<K, V>;
+
 /// The cluster's objects, keyed by upper-case names.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Cluster {
-    pub nodes: BTreeMap<String, Node>,
-    pub stor_pool_dfns: BTreeMap<String, StorPoolDfn>,
+    pub nodes: Map<String, Node>,
+    pub stor_pool_dfns: Map<String, StorPoolDfn>,
     /// (node, pool)
-    pub stor_pools: BTreeMap<(String, String), StorPool>,
-    pub rsc_grps: BTreeMap<String, ResourceGroup>,
+    pub stor_pools: Map<(String, String), StorPool>,
+    pub rsc_grps: Map<String, ResourceGroup>,
     /// (resource group, volume number)
-    pub vlm_grps: BTreeMap<(String, u32), VolumeGroup>,
-    pub rsc_dfns: BTreeMap<String, ResourceDefinition>,
+    pub vlm_grps: Map<(String, u32), VolumeGroup>,
+    pub rsc_dfns: Map<String, ResourceDefinition>,
     /// (resource definition, volume number)
-    pub vlm_dfns: BTreeMap<(String, u32), VolumeDefinition>,
+    pub vlm_dfns: Map<(String, u32), VolumeDefinition>,
     /// (resource definition, node)
-    pub resources: BTreeMap<(String, String), Resource>,
-    pub kvs: BTreeMap<String, KeyValueStore>,
+    pub resources: Map<(String, String), Resource>,
+    pub kvs: Map<String, KeyValueStore>,
     /// (node a, node b), sorted
-    pub node_conns: BTreeMap<(String, String), NodeConnection>,
+    pub node_conns: Map<(String, String), NodeConnection>,
     pub ctrl_props: Props,
     /// (resource definition, snapshot)
-    pub snapshots: BTreeMap<(String, String), SnapshotDfn>,
+    pub snapshots: Map<(String, String), SnapshotDfn>,
     /// (resource definition, node a, node b), nodes sorted
-    pub rsc_conns: BTreeMap<(String, String, String), ResourceConnection>,
+    pub rsc_conns: Map<(String, String, String), ResourceConnection>,
     /// Index: node key -> keys of the resource definitions placed on it.
-    rscs_by_node: BTreeMap<String, BTreeSet<String>>,
+    rscs_by_node: Map<String, imbl::OrdSet<String>>,
 }
 
 impl Cluster {

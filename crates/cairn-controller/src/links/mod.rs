@@ -51,6 +51,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::crypto::MasterKey;
+use crate::shared::SharedCluster;
 pub use dispatch::{Pending, collect};
 pub use transport::{CallError, HttpTransport, Target, Transport, client_tls};
 pub use view::ConnStatus;
@@ -175,7 +176,7 @@ impl Link {
 /// snapshot a full state or a retry, so no change falls between), the
 /// master key (LUKS secrets in the desired state), the transport.
 struct Host {
-    cluster: Arc<RwLock<Cluster>>,
+    cluster: SharedCluster,
     writer: Arc<tokio::sync::Mutex<()>>,
     master: RwLock<Option<MasterKey>>,
     transport: Arc<dyn Transport>,
@@ -183,8 +184,8 @@ struct Host {
 }
 
 impl Host {
-    fn read(&self) -> RwLockReadGuard<'_, Cluster> {
-        self.cluster.read()
+    fn read(&self) -> Arc<Cluster> {
+        self.cluster.get()
     }
 
     fn master(&self) -> Option<MasterKey> {
@@ -229,7 +230,7 @@ pub struct Links {
 
 impl Links {
     /// `cluster` and `writer` are the controller's own (see [`Host`]).
-    pub fn new(cluster: Arc<RwLock<Cluster>>, writer: Arc<tokio::sync::Mutex<()>>, transport: Arc<dyn Transport>, timing: Timing) -> Links {
+    pub fn new(cluster: SharedCluster, writer: Arc<tokio::sync::Mutex<()>>, transport: Arc<dyn Transport>, timing: Timing) -> Links {
         Links { host: Arc::new(Host { cluster, writer, master: RwLock::new(None), transport, timing }), links: Mutex::new(BTreeMap::new()) }
     }
 
