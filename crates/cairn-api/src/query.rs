@@ -68,12 +68,17 @@ pub struct Page {
 
 impl Page {
     pub fn apply<T>(&self, items: Vec<T>) -> Vec<T> {
-        if self.limit <= 0 {
-            return items;
-        }
-        let offset = usize::try_from(self.offset.max(0)).unwrap_or(usize::MAX);
-        let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
-        items.into_iter().skip(offset).take(limit).collect()
+        self.window(items.into_iter()).collect()
+    }
+
+    /// The page of an iterator (all of it without a limit).
+    pub fn window<I: Iterator>(&self, items: I) -> impl Iterator<Item = I::Item> {
+        let (offset, limit) = if self.limit <= 0 {
+            (0, usize::MAX)
+        } else {
+            (usize::try_from(self.offset.max(0)).unwrap_or(usize::MAX), usize::try_from(self.limit).unwrap_or(usize::MAX))
+        };
+        items.skip(offset).take(limit)
     }
 }
 
@@ -122,6 +127,11 @@ impl NameFilter {
 
     pub fn is_empty(&self) -> bool {
         self.upper.is_empty()
+    }
+
+    /// The names asked for, upper-cased (the controller's keys).
+    pub fn names(&self) -> &[String] {
+        &self.upper
     }
 }
 

@@ -50,3 +50,74 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
 pub fn ok<T: Serialize + ?Sized>(body: &T) -> Response {
     json(StatusCode::OK, body)
 }
+
+/// How much of a streamed reply is written before it is handed to the
+/// connection.
+const CHUNK: usize = 64 * 1024;
+
+/// Writes the items of a JSON array into chunks sent to the connection as
+/// they fill (see [`stream_array`]).
+pub struct ArrayWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>,
+    buf: Vec<u8>,
+    first: bool,
+}
+
+impl ArrayWriter {
+    /// Appends one item. Fails once the client has gone: the producer
+    /// then stops.
+    pub fn item<T: Serialize + ?Sized>(&mut self, v: &T) -> std::io::Result<()> {
+        if !std::mem::take(&mut self.first) {
+            self.buf.push(b',');
+        }
+        serde_json::to_writer(&mut self.buf, v)?;
+        if self.buf.len() >= CHUNK { self.send() } else { Ok(()) }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = axum::body::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+/// The receiving end of a streamed reply, as an HTTP body.
+struct ChunkBody(tokio::sync::mpsc::Receiver<std::io::Result<axum::body::Bytes>>);
+
+impl http_body::Body for ChunkBody {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+/// A 200 JSON array that `produce` writes item by item on a blocking
+/// thread, sent in chunks of [`CHUNK`] bytes as it is written: a list of
+/// every resource is never held whole in memory, neither as objects nor
+/// as text, and the producer works from its own snapshot of the cluster.
+/// A failure half-way (it cannot happen with Cairn's wire types) aborts
+/// the connection instead of ending a truncated array cleanly.
+pub fn stream_array(produce: impl FnOnce(&mut ArrayWriter) -> std::io::Result<()> + Send + 'static) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ArrayWriter { tx, buf: Vec::with_capacity(CHUNK), first: true };
+        w.buf.push(b'[');
+        let done = produce(&mut w).and_then(|()| {
+            w.buf.push(b']');
+            w.send()
+        });
+        if let Err(e) = done
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            tracing::error!("a streamed reply failed: {e}");
+            let _ = w.tx.blocking_send(Err(e));
+        }
+    });
+    let mut r = Response::new(axum::body::Body::new(ChunkBody(rx)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}

@@ -1,6 +1,9 @@
 //! Resources: per resource definition, and the cluster-wide
 //! `/v1/view/resources`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -17,7 +20,7 @@ use cairn_domain::toggle_disk::{ToggleDisk, ToggleOp};
 
 use super::error::ApiError;
 use super::input;
-use super::reply::{Reply, ok};
+use super::reply::{Reply, ok, stream_array};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -74,36 +77,54 @@ fn wire(s: &AppState, c: &Cluster, r: &Resource) -> ResourceWithVolumes {
 }
 
 /// Resources matching `nodes`, `resources`, `storage_pools` and `props`.
-fn filtered(s: &AppState, c: &Cluster, q: &Query, only_rd: Option<&str>) -> Result<Vec<ResourceWithVolumes>, ApiError> {
+/// The resources a list asks for, streamed (see [`stream_array`]).
+/// Named definitions or nodes are looked up through the indexes: the cost
+/// follows the answer, not the cluster. The order is always the full
+/// list's (definition, then node), each resource once.
+fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>) -> Result<Response, ApiError> {
     let nodes = NameFilter::new(&q.all("nodes"));
     let rscs = NameFilter::new(&q.all("resources"));
     let pools = NameFilter::new(&q.all("storage_pools"));
     let props = q.props_filter();
     let page = input::param(q.page())?;
-    let keep = |r: &Resource| {
-        nodes.matches(&r.node)
-            && rscs.matches(&r.resource_definition)
-            && props.matches(&r.props)
-            && (pools.is_empty() || r.volumes.values().any(|v| pools.matches(&v.storage_pool)))
-    };
-    let rd_key = only_rd.map(key);
-    let out = match &rd_key {
-        Some(rd) => c.resources_of(rd).filter(|r| keep(r)).map(|r| wire(s, c, r)).collect(),
-        None => c.resources.values().filter(|r| keep(r)).map(|r| wire(s, c, r)).collect(),
-    };
-    Ok(page.apply(out))
+    let s = s.clone();
+    Ok(stream_array(move |w| {
+        let keep = |r: &&Resource| {
+            nodes.matches(&r.node)
+                && rscs.matches(&r.resource_definition)
+                && props.matches(&r.props)
+                && (pools.is_empty() || r.volumes.values().any(|v| pools.matches(&v.storage_pool)))
+        };
+        let rd_key = only_rd.as_deref().map(key);
+        let picked: Vec<&Resource> = match &rd_key {
+            Some(rd) => c.resources_of(rd).filter(keep).collect(),
+            None if !rscs.is_empty() => in_order(rscs.names().iter().flat_map(|rd| c.resources_of(rd)).filter(keep)),
+            None if !nodes.is_empty() => in_order(nodes.names().iter().flat_map(|n| c.resources_on(n)).filter(keep)),
+            None => c.resources.values().filter(keep).collect(),
+        };
+        for r in page.window(picked.into_iter()) {
+            w.item(&wire(&s, &c, r))?;
+        }
+        Ok(())
+    }))
+}
+
+/// Resources in the cluster's order (definition, then node), each once.
+fn in_order<'a>(rs: impl Iterator<Item = &'a Resource>) -> Vec<&'a Resource> {
+    let by_key: BTreeMap<(String, String), &Resource> = rs.map(|r| ((key(&r.resource_definition), key(&r.node)), r)).collect();
+    by_key.into_values().collect()
 }
 
 async fn view(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q = input::query(q);
-    Ok(ok(&filtered(&s, &s.read(), &q, None)?))
+    filtered(&s, s.read(), &q, None)
 }
 
 async fn list_of_rd(State(s): State<AppState>, Path(rd): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q = input::query(q);
     let c = s.read();
-    let d = c.rsc_dfn(&rd, rc::MASK_RSC)?;
-    Ok(ok(&filtered(&s, &c, &q, Some(&d.name))?))
+    let name = c.rsc_dfn(&rd, rc::MASK_RSC)?.name.clone();
+    filtered(&s, c, &q, Some(name))
 }
 
 async fn get_one(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>) -> Result<Response, ApiError> {
