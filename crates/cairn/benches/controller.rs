@@ -230,6 +230,55 @@ fn main() {
     ));
     rows.push(("controller RSS after the list calls".into(), format!("{:.1} MiB", rss_mib(child.id()))));
 
+    // Writers and health checks while clients list: first quiet, then with
+    // two clients listing every resource back to back.
+    let creates = env_or("CAIRN_BENCH_CONTENDED", 200);
+    let contended = |listers: usize, tag: &str| -> (Vec<Duration>, Vec<Duration>) {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handles: Vec<_> = (0..listers)
+            .map(|_| {
+                let (b, stop) = (base.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let c = Client::new(&b);
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = c.raw("GET", "/v1/view/resources", None);
+                    }
+                })
+            })
+            .collect();
+        // Let the listers get going.
+        std::thread::sleep(Duration::from_millis(if listers > 0 { 500 } else { 0 }));
+        let c = Client::new(&base);
+        let (mut create, mut health) = (Vec::new(), Vec::new());
+        for i in 0..creates {
+            let t = Instant::now();
+            c.create_rsc_dfn(&ResourceDefinitionCreate {
+                resource_definition: ResourceDefinition { name: format!("{tag}-{i:05}"), ..Default::default() },
+                ..Default::default()
+            })
+            .expect("create rd");
+            create.push(t.elapsed());
+            let t = Instant::now();
+            let r = c.raw("GET", "/health", None).expect("health");
+            health.push(t.elapsed());
+            assert_eq!(r.status, 200);
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            let _ = h.join();
+        }
+        create.sort();
+        health.sort();
+        (create, health)
+    };
+    let (quiet, quiet_health) = contended(0, "quiet");
+    let (busy, busy_health) = contended(2, "busy");
+    let pct = |v: &[Duration]| format!("p50 {} p99 {}", ms(percentile(v, 0.5)), ms(percentile(v, 0.99)));
+    rows.push((format!("RD create, {creates} calls, quiet"), pct(&quiet)));
+    rows.push((format!("RD create, {creates} calls, while 2 clients list all resources"), pct(&busy)));
+    rows.push(("GET /health after each create, quiet".into(), pct(&quiet_health)));
+    rows.push(("GET /health after each create, while 2 clients list".into(), pct(&busy_health)));
+
     let db = std::fs::metadata(dir.path().join("cairn.db")).map(|m| m.len()).unwrap_or(0)
         + std::fs::metadata(dir.path().join("cairn.db-wal")).map(|m| m.len()).unwrap_or(0);
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
