@@ -28,13 +28,13 @@ impl SharedCluster {
         self.0.read().clone()
     }
 
-    /// Applies committed changes: to a copy, then swapped in. Called only
-    /// by the one writer (under the writer lock), so no change is lost
-    /// between the copy and the swap.
+    /// Applies committed changes. When no reader holds the current
+    /// cluster, in place; otherwise to a copy that then replaces it (the
+    /// readers keep theirs). Readers wait for the lock only while the
+    /// changes are applied (microseconds), never while a list is built.
     pub fn apply(&self, changes: impl IntoIterator<Item = Change>) {
-        let mut next = Cluster::clone(&self.get());
-        next.apply(changes);
-        *self.0.write() = Arc::new(next);
+        let mut current = self.0.write();
+        Arc::make_mut(&mut current).apply(changes);
     }
 }
 

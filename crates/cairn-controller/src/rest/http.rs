@@ -165,6 +165,11 @@ impl axum::serve::Listener for JsonErrorListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        // A streamed reply goes out in several writes: without this, its
+        // last small one waits for the client's delayed ACK (40 ms).
+        if let Err(e) = io.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a REST connection: {e}");
+        }
         (JsonErrorIo { inner: io, pending: None }, addr)
     }
 
