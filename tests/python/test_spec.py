@@ -39,7 +39,12 @@ def test_embedded_route_list_matches_the_spec():
     assert embedded_routes() == set(spec_routes())
 
 
-@pytest.mark.parametrize("method,path", sorted(embedded_routes()))
+# Server-sent event streams (test_events.py): they never end, so the walks
+# over every route leave them out.
+EVENT_STREAMS = {("GET", "/v1/events/drbd/promotion"), ("GET", "/v1/events/nodes")}
+
+
+@pytest.mark.parametrize("method,path", sorted(embedded_routes() - EVENT_STREAMS))
 def test_spec_route_answers_json(controller, method, path):
     concrete = re.sub(r"\{[^}]+\}", "x1", path)
     body = b"{}" if method in ("POST", "PUT", "PATCH", "OPTIONS") else None
@@ -62,14 +67,14 @@ DELIBERATE = {
                      for verb in ("status", "evict", "disable", "enable", "restart")],
 }
 # Routes of LINSTOR's API Cairn does not serve yet.
-NOT_YET = 49
+NOT_YET = 45
 MASK_ERROR = -(1 << 62)
 FAIL_INVLD_REQUEST, FAIL_IMPL_ERROR = 234, 999
 
 
 def test_unserved_routes_say_whether_cairn_lacks_them_for_now_or_for_good(controller):
     not_yet, refused = [], {}
-    for method, path in sorted(embedded_routes()):
+    for method, path in sorted(embedded_routes() - EVENT_STREAMS):
         body = b"{}" if method in ("POST", "PUT", "PATCH", "OPTIONS") else None
         status, _, reply = controller.request(method, re.sub(r"\{[^}]+\}", "x1", path), raw_body=body)
         if status != 501:
@@ -140,6 +145,8 @@ IMPLEMENTED = [
     ("GET", "/v1/stats/resource-groups"),
     ("GET", "/v1/stats/resources"),
     ("GET", "/v1/stats/storage-pools"),
+    ("POST", "/v1/controller/backup/db"),
+    ("POST", "/v1/controller/database/export"),
 ]
 
 

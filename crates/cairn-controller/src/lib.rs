@@ -10,6 +10,7 @@
 pub mod build_info;
 pub mod config;
 pub mod crypto;
+pub mod events;
 pub mod links;
 pub mod rest;
 pub mod shared;

@@ -164,6 +164,11 @@ impl AppState {
         self.inner.settings.get()
     }
 
+    /// The database.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.inner.store.clone()
+    }
+
     /// The satellite links (observed state).
     pub fn links(&self) -> &Links {
         &self.inner.links

@@ -43,6 +43,13 @@ pub trait Store: Send + Sync {
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
     /// A short description for logs ("sqlite:/var/lib/cairn/cairn.db").
     fn describe(&self) -> String;
+    /// Writes a consistent copy of the whole database to `target`, a file
+    /// that must not exist yet, while the store stays in use. False when
+    /// the store has no database file to copy (the in-memory store).
+    fn backup_into(&self, target: &std::path::Path) -> Result<bool, StoreError> {
+        let _ = target;
+        Ok(false)
+    }
 }
 
 /// Encodes a `Put` as (kind, key, json).

@@ -114,6 +114,21 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    /// `VACUUM INTO`: one read transaction copies every page, so the copy
+    /// is the database as of one commit (commits wait for the connection
+    /// meanwhile); SQLite refuses a target that exists.
+    fn backup_into(&self, target: &Path) -> Result<bool, StoreError> {
+        let Some(t) = target.to_str() else {
+            return Err(StoreError::Io {
+                operation: "name the backup file",
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8"),
+            });
+        };
+        let conn = self.conn.lock();
+        conn.execute("VACUUM INTO ?1", params![t]).map_err(db("copy the database"))?;
+        Ok(true)
+    }
+
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());

@@ -182,3 +182,20 @@ fn a_failed_commit_changes_nothing() {
     assert!(s.commit(&batch).is_err());
     assert_eq!(s.load().unwrap(), before, "the first change of the failed batch was rolled back");
 }
+
+#[test]
+fn a_sqlite_backup_opens_as_the_same_cluster_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("cairn.db")).unwrap();
+    let expected = populate(&s);
+    let copy = dir.path().join("copy.db");
+    assert!(s.backup_into(&copy).unwrap());
+    assert_eq!(Cluster::from_objects(SqliteStore::open(&copy).unwrap().load().unwrap()), expected);
+    // A file with something in it is never written over.
+    let taken = dir.path().join("taken.db");
+    std::fs::write(&taken, b"precious").unwrap();
+    assert!(s.backup_into(&taken).is_err());
+    assert_eq!(std::fs::read(&taken).unwrap(), b"precious");
+    // The in-memory store has no file to copy.
+    assert!(!MemStore::new().backup_into(&dir.path().join("mem.db")).unwrap());
+}

@@ -52,6 +52,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::crypto::MasterKey;
 use crate::shared::SharedCluster;
+use crate::events::Events;
 pub use dispatch::{Pending, collect};
 pub use transport::{CallError, HttpTransport, Target, Transport, client_tls};
 pub use view::ConnStatus;
@@ -150,6 +151,9 @@ struct Job {
 /// One node's link.
 struct Link {
     node_key: String,
+    /// The node's name as created (for events).
+    node_name: String,
+    events: Arc<Events>,
     view: RwLock<View>,
     ledger: Mutex<Ledger>,
     tx: mpsc::UnboundedSender<Job>,
@@ -166,8 +170,42 @@ impl Link {
         self.view.read()
     }
 
-    fn view_mut(&self) -> RwLockWriteGuard<'_, View> {
-        self.view.write()
+    /// The view to change; when the guard goes, the may-promote values
+    /// that changed are published (LINSTOR's `may-promote-change`).
+    fn view_mut(&self) -> ViewMut<'_> {
+        let guard = self.view.write();
+        let before = guard.may_promote();
+        ViewMut { link: self, guard, before }
+    }
+}
+
+/// A write guard of a link's view that publishes may-promote changes
+/// when it goes (publishing never waits for subscribers).
+struct ViewMut<'a> {
+    link: &'a Link,
+    guard: RwLockWriteGuard<'a, View>,
+    before: crate::events::PromoteView,
+}
+
+impl std::ops::Deref for ViewMut<'_> {
+    type Target = View;
+    fn deref(&self) -> &View {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for ViewMut<'_> {
+    fn deref_mut(&mut self) -> &mut View {
+        &mut self.guard
+    }
+}
+
+impl Drop for ViewMut<'_> {
+    fn drop(&mut self) {
+        let after = self.guard.may_promote();
+        for c in crate::events::promotion_changes(&self.link.node_name, &self.before, &after) {
+            self.link.events.may_promote(c);
+        }
     }
 }
 
@@ -181,6 +219,7 @@ struct Host {
     master: RwLock<Option<MasterKey>>,
     transport: Arc<dyn Transport>,
     timing: Timing,
+    events: Arc<Events>,
 }
 
 impl Host {
@@ -231,7 +270,22 @@ pub struct Links {
 impl Links {
     /// `cluster` and `writer` are the controller's own (see [`Host`]).
     pub fn new(cluster: SharedCluster, writer: Arc<tokio::sync::Mutex<()>>, transport: Arc<dyn Transport>, timing: Timing) -> Links {
-        Links { host: Arc::new(Host { cluster, writer, master: RwLock::new(None), transport, timing }), links: Mutex::new(BTreeMap::new()) }
+        let events = Arc::new(Events::default());
+        Links {
+            host: Arc::new(Host { cluster, writer, master: RwLock::new(None), transport, timing, events }),
+            links: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The event streams' hub.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.host.events
+    }
+
+    /// Every resource's may-promote value on a node as the controller sees
+    /// it (null while unknown).
+    pub fn may_promote(&self, node_key: &str, rsc: &str) -> Option<bool> {
+        self.resource(node_key, rsc).and_then(|o| o.drbd).and_then(|d| d.may_promote)
     }
 
     /// The master key, if the passphrase was created or entered.
@@ -265,8 +319,11 @@ impl Links {
                 continue;
             }
             let (tx, rx) = mpsc::unbounded_channel();
+            let node_name = cluster.nodes.get(&k).map(|n| n.name.clone()).unwrap_or_else(|| k.clone());
             let link = Arc::new(Link {
                 node_key: k.clone(),
+                node_name,
+                events: self.host.events.clone(),
                 view: RwLock::new(View::default()),
                 ledger: Mutex::new(Ledger::default()),
                 tx,

@@ -486,3 +486,30 @@ async fn satellite_errors_and_offline_nodes_are_folded_into_replies() {
     assert!(errors(&r).is_empty(), "{:?}", r.entries);
     assert!(r.entries.iter().any(|e| e.message.contains("No active connection to satellite 'n1'")), "{:?}", r.entries);
 }
+
+#[tokio::test]
+async fn may_promote_changes_a_satellite_reports_become_linstors_events() {
+    use futures_util::StreamExt;
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4051)]).await;
+    let r = create_resource(&state, "rp", "n1", 1024).await;
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    let mut events = state.links().events().body(crate::events::Stream::Promotion, Vec::new).into_data_stream();
+    let set = |v: Option<bool>| {
+        fake.with(4051, |s| {
+            if let Some(o) = s.resources.get_mut("rp") {
+                o.drbd = Some(cairn_proto::DrbdObserved { kernel: true, role: "Secondary".into(), may_promote: v, ..Default::default() });
+            }
+        })
+    };
+    let mut next = async || {
+        let f = tokio::time::timeout(Duration::from_secs(5), events.next()).await.ok().flatten().and_then(Result::ok);
+        String::from_utf8_lossy(&f.unwrap_or_default()).into_owned()
+    };
+    set(Some(true));
+    assert_eq!(next().await, "event: may-promote-change\ndata: {\"resource_name\":\"rp\",\"node_name\":\"n1\",\"may_promote\":true}\n\n");
+    set(Some(false));
+    assert!(next().await.ends_with("\"may_promote\":false}\n\n"));
+    // The node goes away: what it reported is unknown now.
+    fake.sats.lock().expect("fake").clear();
+    assert!(next().await.ends_with("\"may_promote\":null}\n\n"));
+}

@@ -71,6 +71,15 @@ impl View {
         self.status == ConnStatus::Online && self.synced
     }
 
+    /// The may-promote value of every resource reported, by name, while
+    /// the view is current (else none: nothing is known).
+    pub fn may_promote(&self) -> crate::events::PromoteView {
+        if !self.current() {
+            return crate::events::PromoteView::new();
+        }
+        self.resources.values().map(|r| (r.name.clone(), r.drbd.as_ref().and_then(|d| d.may_promote))).collect()
+    }
+
     /// Nothing observed is trusted any more.
     pub fn forget(&mut self) {
         self.synced = false;

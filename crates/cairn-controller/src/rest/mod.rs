@@ -4,8 +4,10 @@
 pub mod clone;
 pub mod config;
 pub mod controller;
+pub mod database;
 pub mod encryption;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod input;
 pub mod kvs;
@@ -42,6 +44,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(props_info::routes())
         .merge(controller::routes())
+        .merge(database::routes())
         .merge(config::routes())
         .merge(stats::routes())
         .merge(nodes::routes())
@@ -58,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(encryption::routes())
         .merge(snapshots::routes())
         .merge(clone::routes())
+        .merge(events::routes())
         .fallback(unrouted)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(http::guard))

@@ -13,6 +13,7 @@ use cairn_domain::name::key;
 use super::error::ApiError;
 use super::input;
 use super::reply::{Reply, ok};
+use crate::events::{NodeEvent, NodeModified, Stream};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -55,30 +56,64 @@ async fn get_one(State(s): State<AppState>, Path(node): Path<String>) -> Result<
     Ok(ok(&wire(&s, &key(&n.name), n)))
 }
 
-async fn create(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
-    let req: Node = input::required(&body)?;
-    s.mutate(201, |c, ctx| c.create_node(&req, ctx)).await
+/// The node's wire form now, if it exists.
+fn wire_of(s: &AppState, node: &str) -> Option<Node> {
+    let k = key(node);
+    let c = s.read();
+    c.nodes.get(&k).map(|n| wire(s, &k, n))
 }
 
+/// `node-create` once the node exists, as LINSTOR's `EventNodeHandlerBridge`.
+async fn create(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: Node = input::required(&body)?;
+    let reply = s.mutate(201, |c, ctx| c.create_node(&req, ctx)).await?;
+    if !reply.entries.iter().any(|e| e.is_error())
+        && let Some(n) = wire_of(&s, &req.name)
+    {
+        s.links().events().publish(Stream::Nodes, "node-create", &NodeEvent { node: &n });
+    }
+    Ok(reply)
+}
+
+/// `node-modified` with the node before and after, as LINSTOR.
 async fn modify(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: NodeModify = input::body(&body)?;
-    s.mutate(200, |c, _| c.modify_node(&node, &req)).await
+    let old = wire_of(&s, &node);
+    let reply = s.mutate(200, |c, _| c.modify_node(&node, &req)).await?;
+    if !reply.entries.iter().any(|e| e.is_error())
+        && let (Some(old), Some(new)) = (old, wire_of(&s, &node))
+    {
+        s.links().events().publish(Stream::Nodes, "node-modified", &NodeModified { old_node: &old, new_node: &new });
+    }
+    Ok(reply)
 }
 
 /// LINSTOR's node delete: the node's resources go first (refused while
 /// one is in use or is the last diskful replica of a definition with
 /// diskless replicas), and once the satellites answered for them, the node.
 async fn remove(State(s): State<AppState>, Path(node): Path<String>) -> Result<Reply, ApiError> {
+    let before = wire_of(&s, &node);
+    let reply = remove_in_steps(&s, &node).await?;
+    // `node-delete` once it is gone, with the node as it was.
+    if !s.read().nodes.contains_key(&key(&node))
+        && let Some(n) = before
+    {
+        s.links().events().publish(Stream::Nodes, "node-delete", &NodeEvent { node: &n });
+    }
+    Ok(reply)
+}
+
+async fn remove_in_steps(s: &AppState, node: &str) -> Result<Reply, ApiError> {
     let links = s.clone();
     let in_use = move |r: &cairn_domain::resource::Resource| {
         links.links().resource(&key(&r.node), &r.resource_definition).and_then(|o| o.drbd).is_some_and(|d| d.kernel && d.role == "Primary")
     };
-    let first = s.mutate(200, |c, _| c.delete_node_resources(&node, &in_use)).await?;
-    let gone = !s.read().nodes.contains_key(&key(&node));
+    let first = s.mutate(200, |c, _| c.delete_node_resources(node, &in_use)).await?;
+    let gone = !s.read().nodes.contains_key(&key(node));
     if gone || first.entries.iter().any(|e| e.is_error()) {
         return Ok(first);
     }
-    let mut second = s.mutate(200, |c, _| c.delete_node(&node)).await?;
+    let mut second = s.mutate(200, |c, _| c.delete_node(node)).await?;
     let mut entries = first.entries;
     entries.append(&mut second.entries);
     Ok(Reply::new(rc::status_for(&entries, 200), entries))

@@ -36,6 +36,21 @@ pub enum ControllerVerb {
         #[arg(long)]
         global: bool,
     },
+    /// Copy the controller's database, while it runs, to BACKUP_NAME.db in
+    /// its data directory (upstream `linstor controller backupdb`).
+    #[command(name = "backupdb", visible_alias = "bakdb")]
+    BackupDb {
+        /// Base name of the backup (a file name, no path).
+        backup_name: String,
+    },
+    /// Export every object of the controller's database as JSON to
+    /// EXPORT_NAME.json in its data directory (upstream `linstor controller
+    /// exportdb`); a time-stamped name without one.
+    #[command(name = "exportdb", visible_alias = "expdb")]
+    ExportDb {
+        /// Name of the export (a file name, no path).
+        export_name: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +89,12 @@ pub fn run(ctx: &Ctx, verb: ControllerVerb) -> i32 {
             // As python-linstor's controller_set_log_level names the key.
             let key = format!("level{}{}", if library { "" } else { "_linstor" }, if global { "_global" } else { "" });
             ctx.send("PUT", "/v1/controller/config", Some(&serde_json::json!({ "log": { key: level } })))
+        }
+        ControllerVerb::BackupDb { backup_name } => {
+            ctx.send("POST", "/v1/controller/backup/db", Some(&serde_json::json!({ "backup_name": backup_name })))
+        }
+        ControllerVerb::ExportDb { export_name } => {
+            ctx.send("POST", "/v1/controller/database/export", Some(&serde_json::json!({ "backup_name": export_name })))
         }
         ControllerVerb::SetProperty { key, value } => match value {
             Some(v) => ctx.send("POST", "/v1/controller/properties", Some(&prop_body(&key, Some(&v)))),
