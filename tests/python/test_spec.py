@@ -62,7 +62,7 @@ DELIBERATE = {
                      for verb in ("status", "evict", "disable", "enable", "restart")],
 }
 # Routes of LINSTOR's API Cairn does not serve yet.
-NOT_YET = 49
+NOT_YET = 41
 MASK_ERROR = -(1 << 62)
 FAIL_INVLD_REQUEST, FAIL_IMPL_ERROR = 234, 999
 
@@ -140,6 +140,14 @@ IMPLEMENTED = [
     ("GET", "/v1/stats/resource-groups"),
     ("GET", "/v1/stats/resources"),
     ("GET", "/v1/stats/storage-pools"),
+    ("GET", "/v1/files"),
+    ("GET", "/v1/files/x1"),
+    ("PUT", "/v1/files/x1"),
+    ("DELETE", "/v1/files/x1"),
+    ("GET", "/v1/files/x1/check/x2"),
+    ("GET", "/v1/files/x1/status/x2"),
+    ("POST", "/v1/resource-definitions/x1/files/x2"),
+    ("DELETE", "/v1/resource-definitions/x1/files/x2"),
 ]
 
 

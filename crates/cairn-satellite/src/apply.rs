@@ -113,6 +113,8 @@ pub struct Applier {
     /// Applies under way: while there are any, observations answer with a
     /// measurement up to [`MEASURE_DEFER`] old rather than start one.
     applying: std::sync::atomic::AtomicUsize,
+    /// External files the resources' definitions deploy.
+    pub files: crate::ext_files::ExtFiles,
 }
 
 /// Counts an apply under way while it lives.
@@ -277,7 +279,15 @@ impl Applier {
             measured: parking_lot::Mutex::new(Measured::default()),
             measuring: tokio::sync::Mutex::new(None),
             applying: Default::default(),
+            files: crate::ext_files::ExtFiles::new(Vec::new(), None),
         }
+    }
+
+    /// With external files allowed in `dirs` (and, in tests, taken below
+    /// `root`).
+    pub fn with_ext_files(mut self, files: crate::ext_files::ExtFiles) -> Applier {
+        self.files = files;
+        self
     }
 
     /// Resolves a pool into its provider, or the reason it cannot serve.
@@ -487,7 +497,14 @@ impl Applier {
                     }
                     self.state.lock().made.remove(name);
                 }
-                let o = self.ensure(&pools, &r, &n, &placed).await;
+                let mut o = self.ensure(&pools, &r, &n, &placed).await;
+                // External files follow the resource once it stands (LINSTOR
+                // handles them after the layers).
+                if o.error.is_none()
+                    && let Err(e) = self.files.handle(name, &r.files)
+                {
+                    o.error = Some(e);
+                }
                 let mut st = self.state.lock();
                 let current = st.resources.get(name) == Some(&r);
                 if st.resources.contains_key(name) {
@@ -504,7 +521,10 @@ impl Applier {
                 Reconciled::Present(o)
             }
             None => {
-                let o = self.remove(&pools, &n, &host, &placed).await;
+                let mut o = self.remove(&pools, &n, &host, &placed).await;
+                if let Err(e) = self.files.handle(name, &[]) {
+                    o.error.get_or_insert(e);
+                }
                 {
                     let mut st = self.state.lock();
                     if !st.resources.contains_key(name) {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod controller;
 pub mod encryption;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod input;
 pub mod kvs;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(placement::routes())
         .merge(remotes::routes())
         .merge(kvs::routes())
+        .merge(files::routes())
         .merge(node_connections::routes())
         .merge(resource_connections::routes())
         .merge(physical_storage::routes())
