@@ -31,7 +31,8 @@ def files_cluster():
     base = f"/cairn-files-test-{os.getpid()}/etc"
 
     def args(name, root):
-        return ["--allow-ext-files", base, "--ext-files-root", os.path.join(root, f"{name}-files")]
+        # Comma-separated, as LINSTOR's --allow-ext-files.
+        return ["--allow-ext-files", f"{base},/cairn-other-dir/", "--ext-files-root", os.path.join(root, f"{name}-files")]
 
     for c in run_cluster("cairn-files-", {"n1": "FILE_THIN", "n2": "FILE_THIN", "n3": "FILE_THIN"},
                          default_stack="STORAGE", sat_args=args):
@@ -89,6 +90,8 @@ def test_deploy_writes_the_file_on_every_node_of_the_resource_and_undeploy_remov
     assert (status, body) == (200, {"allowed": True})
     status, _, body = c.ctrl.request("GET", f"/v1/files/{'/etc/passwd'.replace('/', '%2F')}/check/n1")
     assert (status, body) == (200, {"allowed": False})
+    status, _, body = c.ctrl.request("GET", "/v1/files/%2Fcairn-other-dir%2Fy.conf/check/n2")
+    assert (status, body) == (200, {"allowed": True})
 
     # New content reaches the nodes; a node gaining the resource gets it.
     assert lin.file_modify(path, b"v2\n") == []
@@ -125,7 +128,7 @@ def test_refusals_are_linstors(files_cluster):
     replies = lin.file_deploy(outside, "db")
     errors = [r for r in replies if r.is_error()]
     assert errors and "does not have a whitelisted parent" in errors[0].message, [str(r) for r in replies]
-    assert f"Allowed parent directories: [{c.base}]" in errors[0].message
+    assert f"Allowed parent directories: [{c.base}, /cairn-other-dir/]" in errors[0].message
     assert not os.path.exists(on_node(c, "n1", outside))
     ok(lin.file_undeploy(outside, "db"))
     # Names: relative, '..', empty content, suffixes with '/'.
@@ -150,6 +153,13 @@ def test_refusals_are_linstors(files_cluster):
     # An unknown node is never allowed.
     status, _, body = c.ctrl.request("GET", f"/v1/files/{outside.replace('/', '%2F')}/check/n9")
     assert (status, body) == (200, {"allowed": False})
+    # The status needs the satellite: 503 as LINSTOR's when it is gone.
+    c.sats["n3"].stop()
+    wait_for("n3 offline", lambda: [n.connection_status for n in lin.node_list_raise().nodes if n.name == "n3"] != ["ONLINE"])
+    status, _, body = c.ctrl.request("GET", f"/v1/files/{outside.replace('/', '%2F')}/status/n3")
+    assert (status, body) == (503, {"message": "Satellite not connected"})
+    status, _, body = c.ctrl.request("GET", f"/v1/files/{outside.replace('/', '%2F')}/status/n9")
+    assert status == 404 and body[0]["ret_code"] & 0x7FFF == 300, body
 
 
 def cairn(c, *args, stdin=None):

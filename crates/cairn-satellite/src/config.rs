@@ -86,5 +86,7 @@ mod tests {
         assert_eq!(t.node_name.as_deref(), Some("n1"));
         assert_eq!(t.listen.map(|l| l.port()), Some(DEFAULT_PORT));
         assert!(SatelliteToml::parse("[satellite]\nnode_nam = \"x\"\n").is_err());
+        let t = SatelliteToml::parse("[satellite]\nallow_ext_files = [\"/etc/app\", \"/srv/conf\"]\n").unwrap();
+        assert_eq!(t.allow_ext_files, Some(vec!["/etc/app".to_string(), "/srv/conf".to_string()]));
     }
 }
