@@ -128,6 +128,7 @@ def test_refusals_are_linstors(files_cluster):
     replies = lin.file_deploy(outside, "db")
     errors = [r for r in replies if r.is_error()]
     assert errors and "does not have a whitelisted parent" in errors[0].message, [str(r) for r in replies]
+    assert not [r for r in replies if r.is_success()], "no 'Deployed' entry for the node that failed"
     assert f"Allowed parent directories: [{c.base}, /cairn-other-dir/]" in errors[0].message
     assert not os.path.exists(on_node(c, "n1", outside))
     ok(lin.file_undeploy(outside, "db"))

@@ -194,7 +194,10 @@ impl Cluster {
         let mut out = Outcome::default();
         let verb = if deploy { "Deployed" } else { "Undeployed" };
         for r in self.resources_of(&key(&d.name)) {
-            out.reply(ApiCallRc::success(0, rc::MODIFIED, format!("{verb} {path} on resource '{}' on '{}'", d.name, r.node)));
+            out.reply(
+                ApiCallRc::success(0, rc::MODIFIED, format!("{verb} {path} on resource '{}' on '{}'", d.name, r.node))
+                    .with_ref("Node", &r.node),
+            );
         }
         out.put(Object::RscDfn(d));
         Ok(out)

@@ -93,9 +93,24 @@ async fn status(State(s): State<AppState>, Path((path, node)): Path<(String, Str
 }
 
 async fn deploy(State(s): State<AppState>, Path((rd, path)): Path<(String, String)>) -> Result<Reply, ApiError> {
-    s.mutate(200, |c, _| c.deploy_ext_file(&rd, &path, true)).await
+    s.mutate(200, |c, _| c.deploy_ext_file(&rd, &path, true)).await.map(per_node)
 }
 
 async fn undeploy(State(s): State<AppState>, Path((rd, path)): Path<(String, String)>) -> Result<Reply, ApiError> {
-    s.mutate(200, |c, _| c.deploy_ext_file(&rd, &path, false)).await
+    s.mutate(200, |c, _| c.deploy_ext_file(&rd, &path, false)).await.map(per_node)
+}
+
+/// A node's "Deployed …" entry stands only if its satellite did not fail
+/// (LINSTOR adds it after the node's own answers, on success).
+fn per_node(mut reply: Reply) -> Reply {
+    let failed: Vec<String> = reply
+        .entries
+        .iter()
+        .filter(|e| e.is_error() || e.is_warning())
+        .filter_map(|e| e.obj_refs.get("Node").map(|n| n.to_ascii_uppercase()))
+        .collect();
+    reply
+        .entries
+        .retain(|e| e.is_error() || e.is_warning() || !e.obj_refs.get("Node").is_some_and(|n| failed.contains(&n.to_ascii_uppercase())));
+    reply
 }
