@@ -1,6 +1,7 @@
 """Fixtures that run the real `cairn controller` binary on loopback and talk
 to it with the real python-linstor client from PyPI."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -123,6 +124,20 @@ def ok(replies):
     errors = [r for r in replies if r.is_error()]
     assert not errors, "unexpected errors: " + "; ".join(str(r) for r in errors)
     return replies
+
+
+def write_dev(dev, data):
+    """Writes `data` at the start of a block device (or file) and syncs it."""
+    with open(dev, "r+b") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def dev_digest(dev, n):
+    """The sha256 of the first `n` bytes of a device."""
+    with open(dev, "rb") as f:
+        return hashlib.sha256(f.read(n)).hexdigest()
 
 
 def err(replies, code):

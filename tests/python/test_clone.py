@@ -11,7 +11,7 @@ import subprocess
 import linstor
 import pytest
 
-from conftest import BIN, ok, wait_for
+from conftest import BIN, dev_digest, ok, wait_for, write_dev
 
 MIB = 1 << 20
 
@@ -20,18 +20,6 @@ def device(c, rd, node):
     status, _, v = c.ctrl.request("GET", f"/v1/view/resources?resources={rd}&nodes={node}")
     assert status == 200 and len(v) == 1, v
     return v[0]["volumes"][0]["device_path"]
-
-
-def write(dev, data):
-    with open(dev, "r+b") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def digest(dev, n):
-    with open(dev, "rb") as f:
-        return hashlib.sha256(f.read(n)).hexdigest()
 
 
 def sha(data):
@@ -55,7 +43,7 @@ def test_clone_copies_each_nodes_data_and_reports_cloning_then_complete(cluster)
     source(c, "cl-src", ["n1", "n2"])  # n1 FILE_THIN, n2 FILE
     data = {n: os.urandom(4 * MIB) for n in ("n1", "n2")}
     for n, d in data.items():
-        write(device(c, "cl-src", n), d)
+        write_dev(device(c, "cl-src", n), d)
 
     # Hold n1's satellite so the copy there cannot finish: the clone is
     # stored and answered at once, and it is CLONING until n1 copied.
@@ -81,10 +69,10 @@ def test_clone_copies_each_nodes_data_and_reports_cloning_then_complete(cluster)
     vds = c.lin.resource_dfn_list_raise(query_volume_definitions=True, filter_by_resource_definitions=["cl-dst"]).resource_definitions[0].volume_definitions
     assert [v.size for v in vds] == [16 * 1024]
     for n, d in data.items():
-        assert digest(device(c, "cl-dst", n), 4 * MIB) == sha(d), n
+        assert dev_digest(device(c, "cl-dst", n), 4 * MIB) == sha(d), n
     # The clone is a copy, not a view: writes to the source stay there.
-    write(device(c, "cl-src", "n1"), os.urandom(4 * MIB))
-    assert digest(device(c, "cl-dst", "n1"), 4 * MIB) == sha(data["n1"])
+    write_dev(device(c, "cl-src", "n1"), os.urandom(4 * MIB))
+    assert dev_digest(device(c, "cl-dst", "n1"), 4 * MIB) == sha(data["n1"])
     assert c.lin.resource_dfn_sync_status("cl-dst").synced_on_all
     for rd in ("cl-dst", "cl-src"):
         ok(c.lin.resource_dfn_delete(rd))
@@ -96,11 +84,11 @@ def test_clone_on_xfs_shares_extents_with_the_source(cluster, xfs_dir):
     ok(c.lin.storage_pool_create("n1", "reflink", "FILE_THIN", pool_dir))
     source(c, "xr-src", ["n1"], pool="reflink")
     pattern = os.urandom(8 * MIB)
-    write(device(c, "xr-src", "n1"), pattern)
+    write_dev(device(c, "xr-src", "n1"), pattern)
     started = c.lin.resource_dfn_clone("xr-src", "xr-dst")
     assert not [m for m in started.messages if m.is_error()], started.messages
     assert c.lin.resource_dfn_clone_wait_complete("xr-src", "xr-dst", timeout=60)
-    assert digest(device(c, "xr-dst", "n1"), 8 * MIB) == sha(pattern)
+    assert dev_digest(device(c, "xr-dst", "n1"), 8 * MIB) == sha(pattern)
     clone_file = [f for f in os.listdir(pool_dir) if f.startswith("xr-dst_00000_") and f.endswith(".img")]
     assert len(clone_file) == 1, os.listdir(pool_dir)
     frag = subprocess.run(["filefrag", "-v", os.path.join(pool_dir, clone_file[0])], capture_output=True, text=True, check=True)
@@ -153,7 +141,7 @@ def test_linstor_csi_pvc_from_pvc(cluster):
     assert len(nodes) == 2
     pattern = os.urandom(2 * MIB)
     for n in nodes:
-        write(device(c, "pvc-src", n), pattern)
+        write_dev(device(c, "pvc-src", n), pattern)
     status, _, started = c.ctrl.request(
         "POST",
         "/v1/resource-definitions/pvc-src/clone",
@@ -177,7 +165,7 @@ def test_linstor_csi_pvc_from_pvc(cluster):
     assert d.resource_group_name == "csi-sc" and d.properties["Aux/csi-volume-annotations"] == "{}"
     for n in nodes:
         dev = device(c, "pvc-dst", n)
-        assert digest(dev, 2 * MIB) == sha(pattern), n
+        assert dev_digest(dev, 2 * MIB) == sha(pattern), n
         with open(dev, "rb") as f:
             assert f.seek(0, os.SEEK_END) >= 32 * MIB
     for rd in ("pvc-dst", "pvc-src"):
@@ -194,11 +182,11 @@ def test_cli_clone_waits_and_reports(cluster):
     c = cluster
     source(c, "cc-src", ["n3"])
     pattern = os.urandom(MIB)
-    write(device(c, "cc-src", "n3"), pattern)
+    write_dev(device(c, "cc-src", "n3"), pattern)
     code, out, err = cairn(c, "rd", "clone", "cc-src", "cc-dst")
     assert code == 0, (out, err)
     assert "Waiting for cloning to complete..." in out and "Completed cloning cc-dst." in out, out
-    assert digest(device(c, "cc-dst", "n3"), MIB) == sha(pattern)
+    assert dev_digest(device(c, "cc-dst", "n3"), MIB) == sha(pattern)
     code, out, err = cairn(c, "rd", "clone-status", "cc-src", "cc-dst")
     assert code == 0 and "COMPLETE" in out, (out, err)
     code, out, err = cairn(c, "rd", "wait-sync", "--wait-timeout", "10", "cc-dst")
@@ -217,7 +205,7 @@ def test_a_clone_left_cloning_by_a_controller_restart_completes(cluster):
     c = cluster
     source(c, "rs-src", ["n1"])
     pattern = os.urandom(MIB)
-    write(device(c, "rs-src", "n1"), pattern)
+    write_dev(device(c, "rs-src", "n1"), pattern)
     sat = c.sats["n1"].proc
     sat.send_signal(signal.SIGSTOP)
     try:
@@ -233,7 +221,7 @@ def test_a_clone_left_cloning_by_a_controller_restart_completes(cluster):
     # not online; the copy goes on once it is.
     wait_for("all online again", lambda: all(n.connection_status == "ONLINE" for n in lin.node_list_raise().nodes))
     assert lin.resource_dfn_clone_wait_complete("rs-src", "rs-dst", timeout=60)
-    assert digest(device(c, "rs-dst", "n1"), MIB) == sha(pattern)
+    assert dev_digest(device(c, "rs-dst", "n1"), MIB) == sha(pattern)
     for rd in ("rs-dst", "rs-src"):
         ok(lin.resource_dfn_delete(rd))
     lin.disconnect()

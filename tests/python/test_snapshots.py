@@ -8,25 +8,13 @@ import os
 import subprocess
 import time
 
-from conftest import BIN, ok, wait_for
+from conftest import BIN, dev_digest, ok, wait_for, write_dev
 
 
 def device(c, rd):
     status, _, v = c.ctrl.request("GET", f"/v1/view/resources?resources={rd}")
     assert status == 200, v
     return v[0]["volumes"][0]["device_path"]
-
-
-def write(dev, data):
-    with open(dev, "r+b") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def digest(dev, n):
-    with open(dev, "rb") as f:
-        return hashlib.sha256(f.read(n)).hexdigest()
 
 
 def successful(c, rd, snap):
@@ -42,7 +30,7 @@ def test_file_thin_snapshots_on_xfs(cluster, xfs_dir):
     ok(c.lin.resource_create([__import__("linstor").ResourceData("n1", "src", storage_pool="reflink")]))
     dev = device(c, "src")
     a = os.urandom(4 << 20)
-    write(dev, a)
+    write_dev(dev, a)
     status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/src/snapshots", {"name": "s1"})
     assert status == 201, body
     wait_for("s1 successful", lambda: successful(c, "src", "s1"))
@@ -58,20 +46,20 @@ def test_file_thin_snapshots_on_xfs(cluster, xfs_dir):
     assert status == 500 and body[0]["ret_code"] & 0x7FFF == 213, body
     status, _, s1 = c.ctrl.request("GET", "/v1/resource-definitions/src/snapshots/s1")
     assert s1["props"].get("Aux/x") == "1" and "Bogus" not in s1["props"], s1
-    write(dev, os.urandom(4 << 20))
-    assert digest(dev, 4 << 20) != hashlib.sha256(a).hexdigest()
+    write_dev(dev, os.urandom(4 << 20))
+    assert dev_digest(dev, 4 << 20) != hashlib.sha256(a).hexdigest()
 
     # Restore into a new definition.
     ok(c.lin.resource_dfn_create("copy"))
     for step in ("snapshot-restore-volume-definition", "snapshot-restore-resource"):
         status, _, body = c.ctrl.request("POST", f"/v1/resource-definitions/src/{step}/s1", {"to_resource": "copy"})
         assert status == 200, body
-    assert digest(device(c, "copy"), 4 << 20) == hashlib.sha256(a).hexdigest()
+    assert dev_digest(device(c, "copy"), 4 << 20) == hashlib.sha256(a).hexdigest()
 
     # Roll back in place.
     status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/src/snapshot-rollback/s1", {})
     assert status == 200, body
-    wait_for("rolled back", lambda: digest(device(c, "src"), 4 << 20) == hashlib.sha256(a).hexdigest())
+    wait_for("rolled back", lambda: dev_digest(device(c, "src"), 4 << 20) == hashlib.sha256(a).hexdigest())
 
     status, _, body = c.ctrl.request("DELETE", "/v1/resource-definitions/src/snapshots/s1")
     assert status == 200, body
@@ -275,16 +263,16 @@ def test_rollback_of_plain_file_thin_volumes_never_calls_cryptsetup(xfs_dir):
         c = type("C", (), {"ctrl": ctrl})()
         dev = device(c, "plain")
         a = os.urandom(1 << 20)
-        write(dev, a)
+        write_dev(dev, a)
         status, _, body = ctrl.request("POST", "/v1/resource-definitions/plain/snapshots", {"name": "s1"})
         assert status == 201, body
         wait_for("s1 successful", lambda: successful(c, "plain", "s1"))
-        write(dev, os.urandom(1 << 20))
+        write_dev(dev, os.urandom(1 << 20))
 
         status, _, body = ctrl.request("POST", "/v1/resource-definitions/plain/snapshot-rollback/s1", {})
         assert status == 200, body
         assert not [e for e in body if e["ret_code"] < 0], body
-        assert digest(device(c, "plain"), 1 << 20) == hashlib.sha256(a).hexdigest()
+        assert dev_digest(device(c, "plain"), 1 << 20) == hashlib.sha256(a).hexdigest()
         status, _, v = ctrl.request("GET", "/v1/view/resources?resources=plain")
         assert v[0]["volumes"][0]["state"]["disk_state"] != "Failed", v
 

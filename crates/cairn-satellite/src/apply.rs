@@ -50,6 +50,10 @@ struct Desired {
     /// volume number mean a new incarnation (deleted and created again),
     /// and the old one is taken down completely first.
     made: BTreeMap<String, BTreeMap<u32, String>>,
+    /// The rollback each resource last carried out: its token stays in
+    /// the desired state, and is not checked (`lvs`, `zfs get`) again on
+    /// every later apply. Forgotten at restart (checked once then).
+    rolled_back: BTreeMap<String, String>,
     observed: BTreeMap<String, ResourceObserved>,
     /// The DRBD host name of each resource as last desired (a removal
     /// needs it).
@@ -465,7 +469,7 @@ impl Applier {
     async fn reconcile(&self, name: &str) -> Reconciled {
         let lock = self.resource_lock(name);
         let _one_at_a_time = lock.lock().await;
-        let (desired, pools, host, placed, made) = {
+        let (desired, pools, host, placed, made, rolled_back) = {
             let st = self.state.lock();
             (
                 st.resources.get(name).cloned(),
@@ -473,6 +477,7 @@ impl Applier {
                 st.hosts.get(name).cloned().unwrap_or_else(|| self.node_name.clone()),
                 st.placed.get(name).cloned().unwrap_or_default(),
                 st.made.get(name).cloned(),
+                st.rolled_back.get(name).cloned(),
             )
         };
         let n = match checked(name) {
@@ -497,7 +502,11 @@ impl Applier {
                     }
                     self.state.lock().made.remove(name);
                 }
-                let mut o = self.ensure(&pools, &r, &n, &placed).await;
+                let mut o = if r.rollback.as_ref().is_some_and(|rb| rolled_back.as_ref() == Some(&rb.id)) {
+                    self.ensure(&pools, &ResourceDesired { rollback: None, ..r.clone() }, &n, &placed).await
+                } else {
+                    self.ensure(&pools, &r, &n, &placed).await
+                };
                 // External files follow the resource once it stands (LINSTOR
                 // handles them after the layers).
                 if o.error.is_none()
@@ -517,6 +526,9 @@ impl Applier {
                 }
                 if o.error.is_none() {
                     st.made.insert(name.to_string(), ids);
+                    if let Some(rb) = &r.rollback {
+                        st.rolled_back.insert(name.to_string(), rb.id.clone());
+                    }
                 }
                 Reconciled::Present(o)
             }
@@ -533,6 +545,7 @@ impl Applier {
                             st.placed.remove(name);
                             st.hosts.remove(name);
                             st.made.remove(name);
+                            st.rolled_back.remove(name);
                         }
                     }
                 }
@@ -1226,6 +1239,43 @@ mod tests {
             let o = a.apply(full(2, vec![pool("p", dir.path())], vec![])).await;
             assert!(o.removed.iter().all(|r| r.error.is_none()), "{:?}", o.removed);
             assert!(!root.join("etc/app/web.conf").exists());
+        });
+    }
+
+    #[test]
+    fn a_rollback_carried_out_is_not_checked_again_while_its_token_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = Arc::new(FakeRunner::new());
+        let a = applier(&fake, Duration::from_secs(5));
+        let snap = dir.path().join("web_00000@s1.snap");
+        let marker = dir.path().join(".web_00000.rollback-r1");
+        let mut r = rsc("web", "p");
+        r.rollback = Some(cairn_proto::RollbackDesired { snapshot: "s1".into(), id: "r1".into() });
+        let from = snap.display().to_string();
+        let rollbacks = || count(&fake, &["cp", "--reflink=always", &from]);
+        rt().block_on(async {
+            let o = a.apply(full(1, vec![pool("p", dir.path())], vec![rsc("web", "p")])).await;
+            assert!(o.resources[0].error.is_none(), "{:?}", o.resources[0].error);
+            std::fs::write(&snap, b"snapshot").expect("snapshot file");
+            // The fake `cp` copies nothing: the copy it would make is put
+            // where it would land.
+            std::fs::write(dir.path().join(".web_00000_ab.img.cairn-tmp"), b"snapshot").expect("copy");
+            let o = a.apply(delta(2, vec![r.clone()], &[])).await;
+            assert!(o.resources[0].error.is_none(), "{:?}", o.resources[0].error);
+            assert_eq!(rollbacks(), 1, "{:?}", fake.calls());
+            assert!(marker.is_file(), "the rollback is recorded on disk");
+            // Were the token checked again, the volume would be rolled
+            // back a second time without its marker.
+            std::fs::remove_file(&marker).expect("remove marker");
+            let o = a.apply(delta(3, vec![r.clone()], &[])).await;
+            assert!(o.resources[0].error.is_none(), "{:?}", o.resources[0].error);
+            assert_eq!(rollbacks(), 1, "{:?}", fake.calls());
+            // A new rollback token is carried out.
+            std::fs::write(dir.path().join(".web_00000_ab.img.cairn-tmp"), b"snapshot").expect("copy");
+            r.rollback = Some(cairn_proto::RollbackDesired { snapshot: "s1".into(), id: "r2".into() });
+            let o = a.apply(delta(4, vec![r.clone()], &[])).await;
+            assert!(o.resources[0].error.is_none(), "{:?}", o.resources[0].error);
+            assert_eq!(rollbacks(), 2);
         });
     }
 

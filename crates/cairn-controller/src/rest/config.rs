@@ -81,7 +81,7 @@ pub fn requested_levels(log: &ConfigLog) -> Result<(Option<&'static str>, Option
 /// while it runs.
 pub fn refuse_fixed(cfg: &ControllerConfig) -> Result<(), OpError> {
     let log = cfg.log.clone().unwrap_or_default();
-    let fixed: Vec<&str> = [
+    let fixed = set_fields(&[
         ("config", cfg.config.is_some()),
         ("debug", cfg.debug.is_some()),
         ("db", cfg.db.is_some()),
@@ -92,17 +92,19 @@ pub fn refuse_fixed(cfg: &ControllerConfig) -> Result<(), OpError> {
         ("log.print_stack_trace", log.print_stack_trace.is_some()),
         ("log.rest_access_log_path", log.rest_access_log_path.is_some()),
         ("log.rest_access_mode", log.rest_access_mode.is_some()),
-    ]
-    .iter()
-    .filter(|(_, set)| *set)
-    .map(|(n, _)| *n)
-    .collect();
-    if fixed.is_empty() {
-        return Ok(());
+    ]);
+    match fixed {
+        None => Ok(()),
+        Some(fixed) => Err(OpError::new(OP_CTRL, rc::FAIL_INVLD_REQUEST, format!("Cairn cannot change {fixed} while it runs."))
+            .cause("Only the log levels (log.level, log.level_linstor and their _global forms) can be changed at run time.")
+            .correction("Change the controller's flags, environment or cairn.toml and restart it.")),
     }
-    Err(OpError::new(OP_CTRL, rc::FAIL_INVLD_REQUEST, format!("Cairn cannot change {} while it runs.", fixed.join(", ")))
-        .cause("Only the log levels (log.level, log.level_linstor and their _global forms) can be changed at run time.")
-        .correction("Change the controller's flags, environment or cairn.toml and restart it."))
+}
+
+/// The names of the fields a config request sets, joined, if any.
+fn set_fields(fields: &[(&str, bool)]) -> Option<String> {
+    let set: Vec<&str> = fields.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect();
+    (!set.is_empty()).then(|| set.join(", "))
 }
 
 async fn put_ctrl(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
@@ -206,7 +208,7 @@ async fn get_node(State(s): State<AppState>, Path(node): Path<String>) -> Result
 /// while the satellite runs (all but the log levels).
 pub fn refuse_fixed_satellite(cfg: &SatelliteConfig, name: &str) -> Result<(), OpError> {
     let log = cfg.log.clone().unwrap_or_default();
-    let fixed: Vec<&str> = [
+    let fixed = set_fields(&[
         ("config", cfg.config.is_some()),
         ("debug", cfg.debug.is_some()),
         ("stlt_override_node_name", cfg.stlt_override_node_name.is_some()),
@@ -217,22 +219,16 @@ pub fn refuse_fixed_satellite(cfg: &SatelliteConfig, name: &str) -> Result<(), O
         ("net", cfg.net.is_some()),
         ("log.directory", log.directory.is_some()),
         ("log.print_stack_trace", log.print_stack_trace.is_some()),
-    ]
-    .iter()
-    .filter(|(_, set)| *set)
-    .map(|(n, _)| *n)
-    .collect();
-    if fixed.is_empty() {
-        return Ok(());
+    ]);
+    match fixed {
+        None => Ok(()),
+        Some(fixed) => {
+            Err(OpError::new(OP_NODE, rc::FAIL_INVLD_REQUEST, format!("Cairn cannot change {fixed} of satellite '{name}' while it runs."))
+                .cause("Only the log levels (log.level, log.level_linstor) can be changed at run time.")
+                .correction("Change the satellite's flags, environment or cairn.toml and restart it.")
+                .obj_ref("Node", name))
+        }
     }
-    Err(OpError::new(
-        OP_NODE,
-        rc::FAIL_INVLD_REQUEST,
-        format!("Cairn cannot change {} of satellite '{name}' while it runs.", fixed.join(", ")),
-    )
-    .cause("Only the log levels (log.level, log.level_linstor) can be changed at run time.")
-    .correction("Change the satellite's flags, environment or cairn.toml and restart it.")
-    .obj_ref("Node", name))
 }
 
 /// `PUT /v1/nodes/{node}/config`: the satellite's log levels, at run time.

@@ -13,6 +13,7 @@ use cairn_api::snapshot::{CreateMultiSnapshotRequest, Snapshot, SnapshotRestore}
 use cairn_domain::Cluster;
 use cairn_domain::OpError;
 use cairn_domain::name::key;
+use cairn_domain::placement::Observer;
 use cairn_domain::snapshot::{NodeSnapState, SnapshotDfn, SnapshotPhase};
 
 use super::error::ApiError;
@@ -126,16 +127,18 @@ where
             return Ok(registered);
         }
         let mut entries = registered.entries;
-        let phase = |to: SnapshotPhase| {
+        // One mutation applying `op` to every suspended snapshot.
+        let each = |op: fn(&Cluster, &str, &str, SnapshotPhase) -> Result<cairn_domain::Outcome, OpError>, to: SnapshotPhase| {
             let snaps = suspended.clone();
             move |c: &Cluster, _: &mut cairn_domain::Ctx| -> Result<cairn_domain::Outcome, OpError> {
                 let mut out = cairn_domain::Outcome::default();
                 for (rd, snap) in &snaps {
-                    out.changes.extend(c.snapshot_phase(rd, snap, to)?.changes);
+                    out.changes.extend(op(c, rd, snap, to)?.changes);
                 }
                 Ok(out)
             }
         };
+        let phase = |to: SnapshotPhase| each(|c, rd, snap, to| c.snapshot_phase(rd, snap, to), to);
         let mut more = Vec::new();
         if entries.iter().any(|e| e.is_error()) {
             for (rd, snap) in &suspended {
@@ -145,17 +148,8 @@ where
                     format!("Snapshot '{snap}' of resource '{rd}' was not taken: I/O could not be suspended on every node."),
                 ));
             }
-            let gone = suspended.clone();
-            more.push(
-                s.mutate(200, move |c, _| {
-                    let mut out = cairn_domain::Outcome::default();
-                    for (rd, snap) in &gone {
-                        out.changes.extend(c.delete_snapshot(rd, snap, &[])?.changes);
-                    }
-                    Ok(out)
-                })
-                .await,
-            );
+            let abort = each(|c, rd, snap, _| c.delete_snapshot(rd, snap, &[]), SnapshotPhase::Done);
+            more.push(s.mutate(200, abort).await);
         } else {
             more.push(s.mutate(201, phase(SnapshotPhase::Take)).await);
             // Resumed whatever the snapshots' outcome; a failing database
@@ -238,8 +232,6 @@ async fn restore_rscs(State(s): State<AppState>, Path((rd, snap)): Path<(String,
 async fn rollback(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>) -> Result<Reply, ApiError> {
     not_failed(&s, &rd, &snap, &[], rc::MASK_MOD | rc::MASK_RSC)?;
     let links = s.clone();
-    let in_use = move |r: &cairn_domain::resource::Resource| {
-        links.links().resource(&key(&r.node), &r.resource_definition).and_then(|o| o.drbd).is_some_and(|d| d.kernel && d.role == "Primary")
-    };
+    let in_use = move |r: &cairn_domain::resource::Resource| links.links().in_use(&key(&r.node), &r.resource_definition);
     s.mutate(200, |c, ctx| c.rollback(&rd, &snap, &in_use, ctx)).await
 }
