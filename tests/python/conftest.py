@@ -208,10 +208,11 @@ def wait_for(what, predicate, timeout=20.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def run_cluster(prefix, kinds, extra_args=None, default_stack=None):
+def run_cluster(prefix, kinds, extra_args=None, default_stack=None, sat_args=None):
     """A controller and one satellite per entry of `kinds` (node name ->
     provider of its DfltStorPool) on 127.0.10.1, .2, ...; yields a handle and
-    detaches everything the satellites made on teardown."""
+    detaches everything the satellites made on teardown. `sat_args(name,
+    root)` adds arguments of one satellite."""
     if os.geteuid() != 0:
         raise RuntimeError("the satellite tests need root for loop devices")
     root = tempfile.mkdtemp(prefix=prefix)
@@ -224,7 +225,8 @@ def run_cluster(prefix, kinds, extra_args=None, default_stack=None):
     if default_stack:
         ok(lin.controller_set_prop("Cairn/DefaultLayerStack", default_stack))
     for i, (name, kind) in enumerate(kinds.items(), start=1):
-        sats[name] = SatelliteProc(name, sat_ip(i), os.path.join(root, name), secret, extra_args=extra_args).start()
+        args = (extra_args or []) + (sat_args(name, root) if sat_args else [])
+        sats[name] = SatelliteProc(name, sat_ip(i), os.path.join(root, name), secret, extra_args=args).start()
         ok(lin.node_create(name, "SATELLITE", sat_ip(i), port=sats[name].port))
         ok(lin.storage_pool_create(name, "DfltStorPool", kind, os.path.join(root, name, "pool")))
     wait_for("satellites online", lambda: all(n.connection_status == "ONLINE" for n in lin.node_list_raise().nodes))

@@ -67,7 +67,7 @@ DELIBERATE = {
                      for verb in ("status", "evict", "disable", "enable", "restart")],
 }
 # Routes of LINSTOR's API Cairn does not serve yet.
-NOT_YET = 45
+NOT_YET = 37
 MASK_ERROR = -(1 << 62)
 FAIL_INVLD_REQUEST, FAIL_IMPL_ERROR = 234, 999
 
@@ -147,6 +147,14 @@ IMPLEMENTED = [
     ("GET", "/v1/stats/storage-pools"),
     ("POST", "/v1/controller/backup/db"),
     ("POST", "/v1/controller/database/export"),
+    ("GET", "/v1/files"),
+    ("GET", "/v1/files/x1"),
+    ("PUT", "/v1/files/x1"),
+    ("DELETE", "/v1/files/x1"),
+    ("GET", "/v1/files/x1/check/x2"),
+    ("GET", "/v1/files/x1/status/x2"),
+    ("POST", "/v1/resource-definitions/x1/files/x2"),
+    ("DELETE", "/v1/resource-definitions/x1/files/x2"),
 ]
 
 

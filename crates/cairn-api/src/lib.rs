@@ -9,6 +9,7 @@
 //! `null`.
 
 pub mod controller;
+pub mod ext_file;
 pub mod kvs;
 pub mod lenient;
 pub mod node;

@@ -85,6 +85,8 @@ pub const FAIL_INVLD_VLM_SIZES: i64 = 228;
 pub const FAIL_INVLD_REQUEST: i64 = 234;
 pub const FAIL_INVLD_DB_EXPORT_FILE: i64 = 242;
 pub const FAIL_NODE_HAS_USED_RSC: i64 = 233;
+pub const FAIL_INVLD_EXT_FILE_NAME: i64 = 235;
+pub const FAIL_INVLD_EXT_FILE: i64 = 236;
 pub const FAIL_INVLD_RSC_GRP_NAME: i64 = 237;
 pub const FAIL_INVLD_RSC_STATE: i64 = 243;
 
@@ -105,6 +107,7 @@ pub const FAIL_NOT_FOUND_SNAPSHOT: i64 = 315;
 pub const FAIL_NOT_FOUND_KVS: i64 = 316;
 pub const FAIL_NOT_FOUND_RSC_GRP: i64 = 317;
 pub const FAIL_NOT_FOUND_VLM_GRP: i64 = 318;
+pub const FAIL_NOT_FOUND_EXT_FILE: i64 = 320;
 
 pub const FAIL_EXISTS_NODE: i64 = 500;
 pub const FAIL_EXISTS_RSC_DFN: i64 = 501;

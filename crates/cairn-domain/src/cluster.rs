@@ -5,6 +5,7 @@ use cairn_api::ApiCallRc;
 use serde::{Deserialize, Serialize};
 
 use crate::Props;
+use crate::ext_file::ExternalFile;
 use crate::kvs::KeyValueStore;
 use crate::name::key;
 use crate::node::Node;
@@ -33,6 +34,7 @@ pub enum Object {
     CtrlProps(Props),
     SnapDfn(SnapshotDfn),
     RscConn(ResourceConnection),
+    ExtFile(ExternalFile),
 }
 
 /// The kind of an object: the table (or key prefix) it is stored under.
@@ -51,10 +53,11 @@ pub enum Kind {
     CtrlProps,
     SnapDfn,
     RscConn,
+    ExtFile,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Node,
         Kind::StorPoolDfn,
         Kind::StorPool,
@@ -68,6 +71,7 @@ impl Kind {
         Kind::CtrlProps,
         Kind::SnapDfn,
         Kind::RscConn,
+        Kind::ExtFile,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +89,7 @@ impl Kind {
             Kind::CtrlProps => "ctrl_props",
             Kind::SnapDfn => "snapshot_dfn",
             Kind::RscConn => "rsc_conn",
+            Kind::ExtFile => "ext_file",
         }
     }
 
@@ -111,6 +116,8 @@ pub enum ObjKey {
     SnapDfn(String, String),
     /// (resource definition, node a, node b), nodes sorted
     RscConn(String, String, String),
+    /// The file's path, as given (paths are case-sensitive).
+    ExtFile(String),
 }
 
 impl ObjKey {
@@ -129,6 +136,7 @@ impl ObjKey {
             ObjKey::CtrlProps => Kind::CtrlProps,
             ObjKey::SnapDfn(..) => Kind::SnapDfn,
             ObjKey::RscConn(..) => Kind::RscConn,
+            ObjKey::ExtFile(_) => Kind::ExtFile,
         }
     }
 
@@ -136,7 +144,9 @@ impl ObjKey {
     /// ':', so it is an unambiguous separator.
     pub fn key_string(&self) -> String {
         match self {
-            ObjKey::Node(a) | ObjKey::StorPoolDfn(a) | ObjKey::RscGrp(a) | ObjKey::RscDfn(a) | ObjKey::Kvs(a) => a.clone(),
+            ObjKey::Node(a) | ObjKey::StorPoolDfn(a) | ObjKey::RscGrp(a) | ObjKey::RscDfn(a) | ObjKey::Kvs(a) | ObjKey::ExtFile(a) => {
+                a.clone()
+            }
             ObjKey::StorPool(a, b) | ObjKey::Rsc(a, b) | ObjKey::NodeConn(a, b) | ObjKey::SnapDfn(a, b) => {
                 format!("{a}:{b}")
             }
@@ -169,6 +179,7 @@ impl Object {
                 let (rd, a, b) = ResourceConnection::map_key(&c.resource_definition, &c.node_a, &c.node_b);
                 ObjKey::RscConn(rd, a, b)
             }
+            Object::ExtFile(f) => ObjKey::ExtFile(f.path.clone()),
         }
     }
 
@@ -193,6 +204,7 @@ impl Object {
             Object::CtrlProps(o) => serde_json::to_string(o),
             Object::SnapDfn(o) => serde_json::to_string(o),
             Object::RscConn(o) => serde_json::to_string(o),
+            Object::ExtFile(o) => serde_json::to_string(o),
         }
     }
 
@@ -212,6 +224,7 @@ impl Object {
             Kind::CtrlProps => Object::CtrlProps(serde_json::from_str(data)?),
             Kind::SnapDfn => Object::SnapDfn(serde_json::from_str(data)?),
             Kind::RscConn => Object::RscConn(serde_json::from_str(data)?),
+            Kind::ExtFile => Object::ExtFile(serde_json::from_str(data)?),
         })
     }
 }
@@ -282,6 +295,8 @@ pub struct Cluster {
     pub snapshots: Map<(String, String), SnapshotDfn>,
     /// (resource definition, node a, node b), nodes sorted
     pub rsc_conns: Map<(String, String, String), ResourceConnection>,
+    /// External files by path.
+    pub ext_files: Map<String, ExternalFile>,
     /// Index: node key -> keys of the resource definitions placed on it.
     rscs_by_node: Map<String, imbl::OrdSet<String>>,
 }
@@ -344,6 +359,9 @@ impl Cluster {
             (ObjKey::RscConn(rd, a, b), Object::RscConn(v)) => {
                 self.rsc_conns.insert((rd, a, b), v);
             }
+            (ObjKey::ExtFile(k), Object::ExtFile(v)) => {
+                self.ext_files.insert(k, v);
+            }
             _ => unreachable!("Object::key returns the key variant of the object's own kind"),
         }
     }
@@ -392,6 +410,9 @@ impl Cluster {
             }
             ObjKey::RscConn(rd, a, b) => {
                 self.rsc_conns.remove(&(rd.clone(), a.clone(), b.clone()));
+            }
+            ObjKey::ExtFile(k) => {
+                self.ext_files.remove(k);
             }
         }
     }

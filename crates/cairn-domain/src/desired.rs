@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_proto::{
-    CloneSourceDesired, DrbdDesired, DrbdPath, DrbdPeer, DrbdVolumeDesired, LuksDesired, PoolDesired, ResourceDesired, RollbackDesired,
-    Secret, VolumeDesired, VolumeSourceDesired,
+    CloneSourceDesired, DrbdDesired, DrbdPath, DrbdPeer, DrbdVolumeDesired, ExtFileDesired, LuksDesired, PoolDesired, ResourceDesired,
+    RollbackDesired, Secret, VolumeDesired, VolumeSourceDesired,
 };
 
 use crate::resource::Resource;
@@ -124,6 +124,11 @@ pub fn desired_of_node(
                     .collect(),
                 rollback: r.rollback.as_ref().map(|b| RollbackDesired { snapshot: b.snapshot.clone(), id: b.id.clone() }),
                 inactive: r.flags.contains(crate::resource::FLAG_INACTIVE),
+                files: c
+                    .ext_files_of(&rd_key)
+                    .into_iter()
+                    .map(|f| ExtFileDesired { path: f.path.clone(), content: f.content.clone(), alt_suffixes: f.alt_suffixes.clone() })
+                    .collect(),
             }
         })
         .collect();
@@ -318,6 +323,12 @@ pub fn affected_nodes(c: &Cluster, changes: &[Change]) -> BTreeSet<String> {
                 }
             }
             ObjKey::CtrlProps => out.extend(c.nodes.keys().cloned()),
+            // A file's content reaches the nodes of the definitions deploying it.
+            ObjKey::ExtFile(path) => {
+                for rd in c.rsc_dfns_deploying(&path) {
+                    out.extend(nodes_of(&rd));
+                }
+            }
             // Paths between two nodes appear in both nodes' files.
             ObjKey::NodeConn(a, b) | ObjKey::RscConn(_, a, b) => {
                 out.insert(a);
@@ -395,9 +406,34 @@ mod tests {
                 snapshots: vec![],
                 rollback: None,
                 inactive: false,
+                files: vec![],
             }]
         );
         assert!(desired_for_node(&c, "N2").1.is_empty());
+    }
+
+    #[test]
+    fn a_deployed_file_goes_to_the_nodes_of_the_definition_and_its_changes_reach_them() {
+        let (mut c, mut ctx) = cluster();
+        let rc = ResourceCreate { resource: WireRsc { node_name: "n1".into(), ..Default::default() }, ..Default::default() };
+        let o = c.create_resources("web", &[rc], None, &mut ctx).unwrap();
+        c.apply(o.changes);
+        let o = c.set_ext_file("/etc/app/a.conf", Some("aGk="), None, &mut ctx).unwrap();
+        c.apply(o.changes.clone());
+        // Not deployed yet: nobody needs it.
+        assert!(affected_nodes(&c, &o.changes).is_empty());
+        let o = c.deploy_ext_file("web", "/etc/app/a.conf", true).unwrap();
+        assert_eq!(o.replies[0].message, "Deployed /etc/app/a.conf on resource 'web' on 'n1'");
+        c.apply(o.changes);
+        assert_eq!(c.rsc_dfns["WEB"].props.get("files/etc/app/a.conf").map(String::as_str), Some("True"));
+        let files = &desired_for_node(&c, "N1").1[0].files;
+        assert_eq!((files.len(), files[0].path.as_str(), files[0].content.as_str()), (1, "/etc/app/a.conf", "aGk="));
+        let o = c.set_ext_file("/etc/app/a.conf", Some("aG8="), None, &mut ctx).unwrap();
+        assert_eq!(affected_nodes(&c, &o.changes), BTreeSet::from(["N1".to_string()]));
+        // Deleting the file undeploys it.
+        let o = c.delete_ext_file("/etc/app/a.conf").unwrap();
+        c.apply(o.changes);
+        assert!(desired_for_node(&c, "N1").1[0].files.is_empty() && !c.rsc_dfns["WEB"].props.contains_key("files/etc/app/a.conf"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub mod logging;
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 4;
+pub const PROTO_VERSION: u32 = 5;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Paths on the satellite.
@@ -28,6 +28,9 @@ pub const PATH_OBSERVE: &str = "/internal/v1/observe";
 pub const PATH_PHYSICAL: &str = "/internal/v1/physical-storage";
 /// GET: the satellite's [`LogLevels`]; POST a [`LogLevels`] to change them.
 pub const PATH_CONFIG: &str = "/internal/v1/config";
+/// Where an external file is on the node and whether it is current
+/// (`POST` an [`ExtFileDesired`], answered by an [`ExtFileStatus`]).
+pub const PATH_EXT_FILE_STATUS: &str = "/internal/v1/ext-file-status";
 
 /// A daemon's log levels in LINSTOR's spelling (`ERROR` ... `TRACE`):
 /// `level` for the libraries, `level_linstor` for Cairn itself. In a
@@ -63,6 +66,38 @@ pub struct Hello {
     /// Layers it cannot build, with the reasons (missing tool, module).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub unsupported_layers: std::collections::BTreeMap<String, Vec<String>>,
+    /// Directories the administrator allows external files in
+    /// (`--allow-ext-files`); the controller's `check` route reads them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ext_file_dirs: Vec<String>,
+}
+
+/// An external file's path without repeated or trailing '/'.
+pub fn ext_file_normalized(path: &str) -> String {
+    format!("/{}", path.split('/').filter(|e| !e.is_empty()).collect::<Vec<_>>().join("/"))
+}
+
+/// Whether a satellite allowing the directories `dirs` writes the external
+/// file `path`: its directory is one of them exactly (LINSTOR compares the
+/// normalized path's parent with its whitelist), never a subdirectory.
+pub fn ext_file_allowed(path: &str, dirs: &[String]) -> bool {
+    let n = ext_file_normalized(path);
+    let parent = match n.rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((d, _)) => d,
+    };
+    dirs.iter().any(|d| ext_file_normalized(d) == parent)
+}
+
+/// The answer to [`PATH_EXT_FILE_STATUS`]: LINSTOR's `ExtFileStatusPojo`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExtFileStatus {
+    /// Where the file (or its alternative) is; empty when it is not there.
+    pub actual_path: String,
+    pub content_match: bool,
+    /// Why the status could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Storage provider kinds (LINSTOR's `DeviceProviderKind`), shared by the
@@ -244,6 +279,24 @@ pub struct ResourceDesired {
     /// taken down and not brought up.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inactive: bool,
+    /// External files the resource's definition deploys: the satellite
+    /// writes them (if their directory is allowed) while it holds the
+    /// resource, and removes them when no resource wants them any more.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ExtFileDesired>,
+}
+
+/// One external file to write (LINSTOR's `ExternalFile`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExtFileDesired {
+    /// Absolute path, as the controller checked it.
+    pub path: String,
+    /// The content, base64.
+    pub content: String,
+    /// Suffixes of alternative names (`.disabled`): an existing
+    /// `path + suffix` is updated instead of `path`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alt_suffixes: Vec<String>,
 }
 
 /// A rollback to carry out once.

@@ -117,6 +117,8 @@ pub struct Applier {
     /// Applies under way: while there are any, observations answer with a
     /// measurement up to [`MEASURE_DEFER`] old rather than start one.
     applying: std::sync::atomic::AtomicUsize,
+    /// External files the resources' definitions deploy.
+    pub files: crate::ext_files::ExtFiles,
 }
 
 /// Counts an apply under way while it lives.
@@ -281,7 +283,15 @@ impl Applier {
             measured: parking_lot::Mutex::new(Measured::default()),
             measuring: tokio::sync::Mutex::new(None),
             applying: Default::default(),
+            files: crate::ext_files::ExtFiles::new(Vec::new(), None),
         }
+    }
+
+    /// With external files allowed in `dirs` (and, in tests, taken below
+    /// `root`).
+    pub fn with_ext_files(mut self, files: crate::ext_files::ExtFiles) -> Applier {
+        self.files = files;
+        self
     }
 
     /// Resolves a pool into its provider, or the reason it cannot serve.
@@ -492,11 +502,18 @@ impl Applier {
                     }
                     self.state.lock().made.remove(name);
                 }
-                let o = if r.rollback.as_ref().is_some_and(|rb| rolled_back.as_ref() == Some(&rb.id)) {
+                let mut o = if r.rollback.as_ref().is_some_and(|rb| rolled_back.as_ref() == Some(&rb.id)) {
                     self.ensure(&pools, &ResourceDesired { rollback: None, ..r.clone() }, &n, &placed).await
                 } else {
                     self.ensure(&pools, &r, &n, &placed).await
                 };
+                // External files follow the resource once it stands (LINSTOR
+                // handles them after the layers).
+                if o.error.is_none()
+                    && let Err(e) = self.files.handle(name, &r.files)
+                {
+                    o.error = Some(e);
+                }
                 let mut st = self.state.lock();
                 let current = st.resources.get(name) == Some(&r);
                 if st.resources.contains_key(name) {
@@ -516,7 +533,10 @@ impl Applier {
                 Reconciled::Present(o)
             }
             None => {
-                let o = self.remove(&pools, &n, &host, &placed).await;
+                let mut o = self.remove(&pools, &n, &host, &placed).await;
+                if let Err(e) = self.files.handle(name, &[]) {
+                    o.error.get_or_insert(e);
+                }
                 {
                     let mut st = self.state.lock();
                     if !st.resources.contains_key(name) {
@@ -1083,6 +1103,10 @@ mod tests {
 
     /// Like [`applier`], with the given DRBD layer.
     fn applier_with(fake: &Arc<FakeRunner>, timeout: Duration, drbd: Result<Arc<DrbdLayer>, Vec<String>>) -> Arc<Applier> {
+        Arc::new(build_applier(fake, timeout, drbd))
+    }
+
+    fn build_applier(fake: &Arc<FakeRunner>, timeout: Duration, drbd: Result<Arc<DrbdLayer>, Vec<String>>) -> Applier {
         fake.answer(&["losetup", "--json", "--list"], NO_LOOPS)
             .answer(&["df"], DF)
             .answer(&["losetup", "--find", "--show"], "/dev/loop7\n")
@@ -1093,14 +1117,14 @@ mod tests {
         let mut storage = Storage::new(runner.clone(), timeout);
         storage.tools.files = Files::new(runner, timeout).with_sysfs(None);
         let supported = |kind| ProviderSupport { kind, supported: true, missing: vec![] };
-        Arc::new(Applier::new(
+        Applier::new(
             "n1".into(),
             "i1".into(),
             storage,
             vec![supported(ProviderKind::Diskless), supported(ProviderKind::FileThin)],
             drbd,
             None,
-        ))
+        )
     }
 
     fn pool(name: &str, dir: &std::path::Path) -> PoolDesired {
@@ -1188,6 +1212,33 @@ mod tests {
             assert!(!file.exists());
             assert_eq!(count(&fake, &["losetup", "--detach", "/dev/loop7"]), 1);
             assert!(a.observe().await.resources.is_empty());
+        });
+    }
+
+    #[test]
+    fn external_files_come_with_their_resource_and_go_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc/app/sub")).expect("dirs");
+        let fake = Arc::new(FakeRunner::new());
+        let files = crate::ext_files::ExtFiles::new(vec!["/etc/app".into()], Some(root.clone()));
+        let a = Arc::new(build_applier(&fake, Duration::from_secs(5), Err(vec![])).with_ext_files(files));
+        let file = |path: &str| cairn_proto::ExtFileDesired { path: path.into(), content: "aGkK".into(), alt_suffixes: vec![] };
+        let web = ResourceDesired { files: vec![file("/etc/app/web.conf")], ..rsc("web", "p") };
+        let db = ResourceDesired { files: vec![file("/etc/app/sub/db.conf")], ..rsc("db", "p") };
+        rt().block_on(async {
+            let o = a.apply(full(1, vec![pool("p", dir.path())], vec![web.clone(), db])).await;
+            let err = |n: &str| o.resources.iter().find(|r| r.name == n).and_then(|r| r.error.clone());
+            assert_eq!(err("web"), None);
+            assert_eq!(std::fs::read(root.join("etc/app/web.conf")).expect("written"), b"hi\n");
+            // Not allowed: that resource fails, with LINSTOR's message.
+            let e = err("db").expect("refused");
+            assert!(e.message.starts_with("The path /etc/app/sub/db.conf does not have a whitelisted parent"), "{e:?}");
+            assert!(!root.join("etc/app/sub/db.conf").exists());
+            // A full apply without the resource removes it and its file.
+            let o = a.apply(full(2, vec![pool("p", dir.path())], vec![])).await;
+            assert!(o.removed.iter().all(|r| r.error.is_none()), "{:?}", o.removed);
+            assert!(!root.join("etc/app/web.conf").exists());
         });
     }
 

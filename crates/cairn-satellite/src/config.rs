@@ -27,6 +27,12 @@ pub struct SatelliteConfig {
     /// Without the DRBD 9 kernel module, still write and check DRBD
     /// configuration and metadata instead of refusing the layer.
     pub drbd_config_only: bool,
+    /// Directories external files may be written into (LINSTOR's
+    /// `--allow-ext-files`); none by default.
+    pub allow_ext_files: Vec<String>,
+    /// Test seam: external files are written below this directory instead
+    /// of `/` (several satellites share one host in the tests).
+    pub ext_files_root: Option<PathBuf>,
 }
 
 impl SatelliteConfig {
@@ -50,6 +56,7 @@ pub struct SatelliteToml {
     pub tls_ca: Option<PathBuf>,
     pub drbd_config_dir: Option<PathBuf>,
     pub drbd_config_only: Option<bool>,
+    pub allow_ext_files: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -79,5 +86,7 @@ mod tests {
         assert_eq!(t.node_name.as_deref(), Some("n1"));
         assert_eq!(t.listen.map(|l| l.port()), Some(DEFAULT_PORT));
         assert!(SatelliteToml::parse("[satellite]\nnode_nam = \"x\"\n").is_err());
+        let t = SatelliteToml::parse("[satellite]\nallow_ext_files = [\"/etc/app\", \"/srv/conf\"]\n").unwrap();
+        assert_eq!(t.allow_ext_files, Some(vec!["/etc/app".to_string(), "/srv/conf".to_string()]));
     }
 }

@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod config;
 pub mod drbd;
+pub mod ext_files;
 pub mod server;
 pub mod tls;
 pub mod tools;

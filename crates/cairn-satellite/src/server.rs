@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_exec::{CommandRunner, HostRunner};
 use cairn_proto::{
-    Apply, Hello, LogLevels, ObjectError, PATH_APPLY, PATH_CONFIG, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL, PROTO_VERSION, PhysicalCreate,
-    PhysicalCreated, ProviderSupport, VERSION_HEADER,
+    Apply, Hello, LogLevels, ObjectError, PATH_APPLY, PATH_CONFIG, PATH_EXT_FILE_STATUS, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL,
+    PROTO_VERSION, PhysicalCreate, PhysicalCreated, ProviderSupport, VERSION_HEADER,
 };
 use cairn_storage::physical::Physical;
 use tokio::net::TcpListener;
@@ -135,10 +135,14 @@ impl Satellite {
             providers: providers.clone(),
             layers,
             unsupported_layers,
+            ext_file_dirs: config.allow_ext_files.clone(),
         };
         let physical = Physical::new(runner.clone(), config.command_timeout);
         let storage = crate::apply::Storage::new(runner, config.command_timeout);
-        let applier = Arc::new(Applier::new(config.node_name.clone(), instance, storage, providers, drbd, Some(config.data_dir.clone())));
+        let files = crate::ext_files::ExtFiles::new(config.allow_ext_files.clone(), config.ext_files_root.clone());
+        let applier = Arc::new(
+            Applier::new(config.node_name.clone(), instance, storage, providers, drbd, Some(config.data_dir.clone())).with_ext_files(files),
+        );
         let tls = match &config.tls {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(files)?)),
             None => None,
@@ -182,6 +186,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_OBSERVE, get(observe))
         .route(PATH_PHYSICAL, get(physical_list).post(physical_create))
         .route(PATH_CONFIG, get(log_levels).post(set_log_levels))
+        .route(PATH_EXT_FILE_STATUS, post(ext_file_status))
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
 }
@@ -252,6 +257,14 @@ async fn set_log_levels(body: Bytes) -> Response {
         out.error = Some(e);
     }
     Json(out).into_response()
+}
+
+/// Where an external file is here and whether it is current.
+async fn ext_file_status(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<cairn_proto::ExtFileDesired>(&body) {
+        Ok(f) => Json(s.applier.files.status(&f)).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("bad external file status request: {e}")).into_response(),
+    }
 }
 
 async fn observe(State(s): State<Arc<Shared>>) -> Response {

@@ -54,6 +54,14 @@ fn populate(store: &dyn Store) -> Cluster {
         .collect();
     let out = c.create_resources("RES1", &rscs, None, &mut ctx).unwrap();
     run(&mut c, out);
+    // External files are keyed by their path as given (case-sensitive,
+    // with '/' and ':' in it).
+    for path in ["/etc/App/a:b.conf", "/etc/app/a:b.conf"] {
+        let out = c.set_ext_file(path, Some("aGVsbG8K"), Some(&[".disabled".to_string()]), &mut ctx).unwrap();
+        run(&mut c, out);
+    }
+    let out = c.deploy_ext_file("res1", "/etc/App/a:b.conf", true).unwrap();
+    run(&mut c, out);
     c
 }
 
@@ -64,6 +72,9 @@ fn suite(store: &dyn Store) {
     assert_eq!(loaded, expected, "what was committed loads back identically");
     assert_eq!(loaded.resources.len(), 2);
     assert_eq!(loaded.nodes["BETA"].name, "Beta", "display names survive");
+    assert_eq!(loaded.ext_files.len(), 2, "paths differing in case are two files");
+    assert_eq!(loaded.ext_files["/etc/App/a:b.conf"].bytes(), b"hello\n");
+    assert_eq!(loaded.ext_files_of("RES1").len(), 1);
 
     // Deletes remove exactly the named objects.
     let out = loaded.delete_rsc_dfn("res1").unwrap();
@@ -71,6 +82,11 @@ fn suite(store: &dyn Store) {
     let after = Cluster::from_objects(store.load().unwrap());
     assert!(after.rsc_dfns.is_empty() && after.vlm_dfns.is_empty() && after.resources.is_empty());
     assert_eq!(after.nodes.len(), 2);
+    assert_eq!(after.ext_files.len(), 2, "files outlive the definitions deploying them");
+    let out = after.delete_ext_file("/etc/app/a:b.conf").unwrap();
+    store.commit(&out.changes).unwrap();
+    let after = Cluster::from_objects(store.load().unwrap());
+    assert_eq!(after.ext_files.keys().collect::<Vec<_>>(), ["/etc/App/a:b.conf"]);
 
     // Deleting what is not there is harmless; an empty commit is a no-op.
     store.commit(&[Change::Delete(ObjKey::Node("NOPE".into()))]).unwrap();

@@ -84,6 +84,9 @@ enum Command {
     /// Key-value stores.
     #[command(visible_alias = "kv", subcommand)]
     KeyValueStore(KvCmd),
+    /// External files: content kept by the controller, written by the satellites of a resource's nodes.
+    #[command(visible_alias = "f", subcommand)]
+    File(cli::file::FileCmd),
     /// Error reports.
     #[command(visible_alias = "err", subcommand)]
     ErrorReports(ErrorReportsCmd),
@@ -147,6 +150,13 @@ struct SatelliteArgs {
     /// check .res files and metadata, plan (drbdadm -d) but never run the kernel commands.
     #[arg(long, env = "CAIRN_DRBD_CONFIG_ONLY")]
     drbd_config_only: bool,
+    /// Directories external files may be written into (comma-separated; LINSTOR's --allow-ext-files).
+    /// A deployed file goes only into one of these exactly, never into a subdirectory.
+    #[arg(long, env = "CAIRN_ALLOW_EXT_FILES", value_delimiter = ',')]
+    allow_ext_files: Vec<String>,
+    /// Tests only: write external files below this directory instead of /.
+    #[arg(long, env = "CAIRN_TEST_EXT_FILES_ROOT", hide = true)]
+    ext_files_root: Option<PathBuf>,
 }
 
 fn hostname() -> String {
@@ -185,6 +195,12 @@ impl SatelliteArgs {
             command_timeout: std::time::Duration::from_secs(self.command_timeout.or(file.command_timeout_secs).unwrap_or(60)),
             drbd_config_dir: self.drbd_config_dir.clone().or(file.drbd_config_dir),
             drbd_config_only: self.drbd_config_only || file.drbd_config_only.unwrap_or(false),
+            allow_ext_files: if self.allow_ext_files.is_empty() {
+                file.allow_ext_files.unwrap_or_default()
+            } else {
+                self.allow_ext_files.clone()
+            },
+            ext_files_root: self.ext_files_root.clone(),
         })
     }
 }
@@ -407,6 +423,8 @@ async fn run_up(mut cfg: ControllerConfig, asked: Option<SocketAddr>) -> anyhow:
         tls: None,
         drbd_config_dir: None,
         drbd_config_only: false,
+        allow_ext_files: Vec::new(),
+        ext_files_root: None,
     };
     let interface = cairn_api::node::NetInterface {
         name: "default".into(),
@@ -581,6 +599,7 @@ fn run() -> anyhow::Result<()> {
         Command::Volume(cmd) => client(g, |c| cli::resource::run_volume(c, cmd)),
         Command::ResourceConnection(cmd) => client(g, |c| cli::resource_connection::run(c, cmd)),
         Command::KeyValueStore(cmd) => client(g, |c| cli::kvs::run(c, cmd)),
+        Command::File(cmd) => client(g, |c| cli::file::run(c, cmd)),
         Command::ErrorReports(cmd) => client(g, |c| cli::controller::run_error_reports(c, cmd)),
         Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),
         Command::Encryption(cmd) => client(g, |c| cli::encryption::run(c, cmd)),

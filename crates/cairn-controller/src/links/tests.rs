@@ -91,6 +91,7 @@ impl Fake {
                 providers: vec![ProviderSupport { kind: cairn_proto::ProviderKind::FileThin, supported: true, missing: vec![] }],
                 layers: vec!["STORAGE".into()],
                 unsupported_layers: BTreeMap::new(),
+                ext_file_dirs: vec![],
             }),
             PATH_APPLY => {
                 let apply: Apply = serde_json::from_slice(&body.unwrap_or_default()).map_err(|e| CallError::Request(e.to_string()))?;

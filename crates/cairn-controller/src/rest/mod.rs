@@ -8,6 +8,7 @@ pub mod database;
 pub mod encryption;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod http;
 pub mod input;
 pub mod kvs;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(placement::routes())
         .merge(remotes::routes())
         .merge(kvs::routes())
+        .merge(files::routes())
         .merge(node_connections::routes())
         .merge(resource_connections::routes())
         .merge(physical_storage::routes())

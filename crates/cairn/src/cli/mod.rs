@@ -2,6 +2,7 @@
 
 pub mod controller;
 pub mod encryption;
+pub mod file;
 pub mod kvs;
 pub mod node;
 pub mod output;
