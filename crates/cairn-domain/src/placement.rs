@@ -270,7 +270,11 @@ impl<'a> Placer<'a> {
             if p.provider_kind.is_diskless() {
                 continue;
             }
-            if !node.node_type.has_satellite() || node.flags.contains("DELETE") || node.flags.contains("EVACUATE") {
+            if !node.node_type.has_satellite()
+                || node.flags.contains("DELETE")
+                || node.flags.contains("EVACUATE")
+                || node.flags.contains("EVICTED")
+            {
                 rej.add("node cannot take resources (type or flags)", p);
                 continue;
             }
