@@ -380,3 +380,60 @@ impl Cluster {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::testing::{satellite, seeded};
+    use crate::{Cluster, Ctx};
+
+    const MIN: i64 = 60_000;
+
+    fn cluster(nodes: &[(&str, &[(&str, &str)])], ctrl: &[(&str, &str)]) -> Cluster {
+        let mut c = seeded();
+        let mut ctx = Ctx::deterministic();
+        for (n, props) in nodes {
+            let out = c.create_node(&satellite(n, props), &mut ctx).expect("node");
+            c.apply(out.changes);
+        }
+        for (k, v) in ctrl {
+            c.ctrl_props.insert(k.to_string(), v.to_string());
+        }
+        c
+    }
+
+    fn since(nodes: &[(&str, i64)]) -> BTreeMap<String, i64> {
+        nodes.iter().map(|(n, t)| (crate::name::key(n), *t)).collect()
+    }
+
+    #[test]
+    fn a_node_is_evicted_once_its_offline_time_is_up() {
+        let c = cluster(&[("na", &[]), ("nb", &[]), ("nc", &[])], &[(super::PROP_AUTO_EVICT_AFTER_TIME, "2")]);
+        let off = since(&[("na", 1_000)]);
+        assert!(c.nodes_to_evict(&off, 1_000 + 2 * MIN - 1).is_empty());
+        assert_eq!(c.nodes_to_evict(&off, 1_000 + 2 * MIN), vec!["na".to_string()]);
+        // LINSTOR's default: 12 hours.
+        let c = cluster(&[("na", &[]), ("nb", &[]), ("nc", &[])], &[]);
+        assert!(c.nodes_to_evict(&off, 1_000 + 719 * MIN).is_empty());
+        assert_eq!(c.nodes_to_evict(&off, 1_000 + 720 * MIN).len(), 1);
+    }
+
+    #[test]
+    fn too_many_offline_nodes_or_a_node_that_forbids_it_are_not_evicted() {
+        let after = (super::PROP_AUTO_EVICT_AFTER_TIME, "0");
+        // 34 % of 3 nodes rounds to 1: one offline node may go, two may not.
+        let c = cluster(&[("na", &[]), ("nb", &[]), ("nc", &[])], &[after]);
+        assert_eq!(c.nodes_to_evict(&since(&[("na", 0)]), 0).len(), 1);
+        assert!(c.nodes_to_evict(&since(&[("na", 0), ("nb", 0)]), 0).is_empty());
+        let c = cluster(&[("na", &[]), ("nb", &[]), ("nc", &[])], &[after, (super::PROP_AUTO_EVICT_MAX_DISCONNECTED, "10")]);
+        assert!(c.nodes_to_evict(&since(&[("na", 0)]), 0).is_empty());
+        let c = cluster(&[("na", &[(super::PROP_AUTO_EVICT_ALLOW, "false")]), ("nb", &[]), ("nc", &[])], &[after]);
+        assert!(c.nodes_to_evict(&since(&[("na", 0)]), 0).is_empty());
+        let c = cluster(
+            &[("na", &[(super::PROP_AUTO_EVICT_ALLOW, "true")]), ("nb", &[]), ("nc", &[])],
+            &[after, (super::PROP_AUTO_EVICT_ALLOW, "false")],
+        );
+        assert_eq!(c.nodes_to_evict(&since(&[("na", 0)]), 0).len(), 1, "the node's property wins over the controller's");
+    }
+}
