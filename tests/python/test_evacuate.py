@@ -53,6 +53,12 @@ def test_evacuate_replaces_each_replica_and_restore_stops_it(drbd_cluster):
     # Not UpToDate yet (never, without the kernel): the source stays.
     time.sleep(2)
     assert src in view(c, "evac")
+    # Asked again, nothing more is placed for a replica being replaced.
+    before = view(c, "evac")
+    replies = c.lin.node_evacuate(src)
+    assert not [r for r in replies if "'evac'" in r.message], replies
+    after = view(c, "evac")
+    assert sorted(after) == sorted(before) and after[tb]["flags"] == before[tb]["flags"], (before, after)
 
     # No new placement on an evacuating node: 3 replicas cannot be placed.
     ok(c.lin.resource_group_create("rg-three", place_count=3))

@@ -122,6 +122,24 @@ impl Cluster {
                 ));
                 continue;
             }
+            // Already being replaced (an evacuation asked again).
+            if self.resources_of(&rd_key).any(|p| p.props.get(PROP_MIGRATE_FROM).is_some_and(|f| key(f) == nk)) {
+                continue;
+            }
+            // LINSTOR ships the node's snapshots to the replacement first;
+            // Cairn does not move snapshots, so such a replica stays.
+            if let Some(snap) = self.snapshots_of(&rd_key).find(|s| s.nodes.contains_key(&nk)) {
+                out.reply(
+                    ApiCallRc::warning(
+                        0,
+                        rc::WARN_NOT_EVACUATING,
+                        format!("Resource '{}' cannot be evacuated as it has snapshots on the node", r.resource_definition),
+                    )
+                    .with_cause(format!("Snapshot '{}' is kept on node '{}'; Cairn does not move snapshots.", snap.name, n.name))
+                    .with_correction("Delete the node's snapshots of the resource, then evacuate the node again."),
+                );
+                continue;
+            }
             let up_to_date_peers = self
                 .resources_of(&rd_key)
                 .filter(|p| key(&p.node) != nk && !p.is_diskless())
