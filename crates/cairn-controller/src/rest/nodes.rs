@@ -126,8 +126,34 @@ async fn evacuate(State(s): State<AppState>, Path(node): Path<String>, body: Byt
         Some(d) if d.kernel => !d.volumes.is_empty() && d.volumes.iter().all(|v| v.disk == "UpToDate"),
         _ => unknown,
     };
-    s.mutate(200, |c, ctx| c.evacuate_node(&node, req.target.as_deref(), req.do_not_target.as_deref(), s.links(), &up_to_date, ctx)).await
+    let (mut replies, pending) = s
+        .mutate_detached(|c, ctx| c.evacuate_node(&node, req.target.as_deref(), req.do_not_target.as_deref(), s.links(), &up_to_date, ctx))
+        .await?;
+    // The satellites' answers join the reply if they come soon; creating
+    // and attaching the replacements' disks can take long (the resync
+    // itself is never waited for), and then they are logged instead.
+    let mut pending = Box::pin(pending);
+    match tokio::time::timeout(EVACUATE_WAIT, &mut pending).await {
+        Ok(answers) => replies.extend(answers),
+        Err(_) => {
+            let name = node.clone();
+            tokio::spawn(async move {
+                for e in pending.await.iter().filter(|e| e.is_error()) {
+                    tracing::warn!(node = %name, "evacuation: {}", e.message);
+                }
+            });
+            replies.push(rc::ApiCallRc::info(
+                rc::MASK_MOD | rc::MASK_NODE,
+                0,
+                format!("The satellites are still applying the evacuation of node '{node}'; it goes on in the background."),
+            ));
+        }
+    }
+    Ok(Reply::new(rc::status_for(&replies, 200), replies))
 }
+
+/// How long an evacuate request waits for the satellites' answers.
+const EVACUATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `PUT /v1/nodes/{node}/restore`.
 async fn restore(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
