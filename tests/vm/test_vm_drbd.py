@@ -394,7 +394,8 @@ def test_evacuate_moves_a_replica_to_the_third_node_with_its_data(drbd_cluster):
         status, _, left = c.ctrl.request("GET", "/v1/view/resources?nodes=d1")
         assert status == 200 and left == [], left
         wait_for("d1's LV gone", lambda: "evq_" not in c.vms["d1"].sh("lvs --noheadings -o lv_name linstor_thin")[1], timeout=60)
-        assert resync_received(c.vms["d3"], "evq") >= 32 * MIB
+        # d3's new thin volume read zeros: the same sha256 is the synced data
+        # (its resync counters went with d1's connection, if d1 was the source).
         shas = {n: whole_sha(c.vms[n], device(c, "evq", n)) for n in ("d2", "d3")}
         assert set(shas.values()) == {want}, shas
         v = view(c, "evq")
