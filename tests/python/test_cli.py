@@ -108,9 +108,9 @@ def test_sort_by_a_column_and_unimplemented_verbs(cluster):
     assert nodes == ["n1", "n2", "n3"], out
     code, out, err = cairn(c, "--sort-by", "Nope", "n", "l")
     assert code == 1 and "no column 'Nope'" in err
-    # Evacuation is not implemented yet: a clear API error, exit 10.
-    code, out, err = cairn(c, "node", "evacuate", "n1")
-    assert code == 10 and "not implemented" in err
+    # Error reports are not implemented yet: a clear API error, exit 10.
+    code, out, err = cairn(c, "error-reports", "list")
+    assert code == 10 and "not implemented" in err, (out, err)
 
 
 def test_diskless_and_make_available_refusals_through_the_cli(cluster):

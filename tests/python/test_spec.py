@@ -67,7 +67,7 @@ DELIBERATE = {
                      for verb in ("status", "evict", "disable", "enable", "restart")],
 }
 # Routes of LINSTOR's API Cairn does not serve yet.
-NOT_YET = 37
+NOT_YET = 35
 MASK_ERROR = -(1 << 62)
 FAIL_INVLD_REQUEST, FAIL_IMPL_ERROR = 234, 999
 
@@ -136,6 +136,8 @@ IMPLEMENTED = [
     ("POST", "/v1/resource-groups/x1/adjust"),
     ("POST", "/v1/resource-groups/adjustall"),
     ("PUT", "/v1/nodes/x1/reconnect"),
+    ("PUT", "/v1/nodes/x1/evacuate"),
+    ("PUT", "/v1/nodes/x1/restore"),
     ("GET", "/v1/nodes/x1/config"),
     ("PUT", "/v1/nodes/x1/config"),
     ("GET", "/v1/controller/config"),

@@ -371,6 +371,43 @@ def test_toggle_disk_gives_a_diskless_replica_the_data_and_takes_its_disk_back(d
     ok(c.lin.resource_dfn_delete("tgd"))
 
 
+def test_evacuate_moves_a_replica_to_the_third_node_with_its_data(drbd_cluster):
+    c = drbd_cluster
+    # Two thin replicas on d1 and d2 (the auto-tiebreaker goes to d3).
+    ok(c.lin.resource_dfn_create("evq"))
+    ok(c.lin.volume_dfn_create("evq", 32 * MIB))
+    ok(c.lin.resource_create([linstor.ResourceData(n, "evq", storage_pool="thin") for n in ("d1", "d2")]))
+    wait_for("d1 and d2 UpToDate", lambda: {n: s for n, s in disk_states(c, "evq").items() if n != "d3"} == {"d1": "UpToDate", "d2": "UpToDate"},
+             timeout=180)
+    rc, out = c.vms["d1"].sh(f"dd if=/dev/urandom of={device(c, 'evq', 'd1')} bs=1M seek=2 count=8 oflag=direct conv=fsync 2>&1")
+    assert rc == 0, out
+    want = whole_sha(c.vms["d1"], device(c, "evq", "d1"))
+    try:
+        ok(c.lin.node_evacuate("d1"))
+        status, _, n = c.ctrl.request("GET", "/v1/nodes/d1")
+        assert "EVACUATE" in n["flags"], n
+        v = view(c, "evq")
+        assert "EVACUATE" in v["d1"]["flags"] and v["d3"]["props"].get("MigrateFrom") == "d1", v
+        wait_for("d3 UpToDate", lambda: disk_states(c, "evq").get("d3") == "UpToDate", timeout=300)
+        # d1's replica goes once d3 is UpToDate; d1 ends with no resources.
+        wait_for("d1's replica deleted", lambda: "d1" not in view(c, "evq"), timeout=120)
+        status, _, left = c.ctrl.request("GET", "/v1/view/resources?nodes=d1")
+        assert status == 200 and left == [], left
+        wait_for("d1's LV gone", lambda: "evq_" not in c.vms["d1"].sh("lvs --noheadings -o lv_name linstor_thin")[1], timeout=60)
+        # d3's new thin volume read zeros: the same sha256 is the synced data
+        # (its resync counters went with d1's connection, if d1 was the source).
+        shas = {n: whole_sha(c.vms[n], device(c, "evq", n)) for n in ("d2", "d3")}
+        assert set(shas.values()) == {want}, shas
+        v = view(c, "evq")
+        assert sorted(v) == ["d2", "d3"] and "MigrateFrom" not in v["d3"]["props"], v
+        # LINSTOR keeps the node, flagged, until someone deletes or restores it.
+        status, _, n = c.ctrl.request("GET", "/v1/nodes/d1")
+        assert "EVACUATE" in n["flags"], n
+    finally:
+        c.lin.node_restore("d1")
+    ok(c.lin.resource_dfn_delete("evq"))
+
+
 def test_a_split_brain_is_reported_and_left_for_a_person(drbd_cluster):
     c = drbd_cluster
     # Two replicas without quorum (the only way both sides can write while

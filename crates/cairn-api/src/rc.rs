@@ -140,10 +140,12 @@ pub const FAIL_IMPL_ERROR: i64 = 999;
 // Warnings (combine with MASK_WARN).
 pub const WARN_NOT_CONNECTED: i64 = 1002;
 pub const WARN_DEL_UNSET_PROP: i64 = 1005;
+pub const WARN_STLT_NOT_UPDATED: i64 = 1003;
 pub const WARN_RSC_ALREADY_DEPLOYED: i64 = 1006;
 pub const WARN_RSC_ALREADY_DISKLESS: i64 = 1008;
 pub const WARN_NOT_ENOUGH_NODES_FOR_TIE_BREAKER: i64 = 1013;
 pub const WARN_NODE_EVICTED: i64 = 1017;
+pub const WARN_NOT_EVACUATING: i64 = 1020;
 pub const WARN_NOT_FOUND: i64 = 3000;
 
 // Infos (combine with MASK_INFO).

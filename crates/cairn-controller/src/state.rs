@@ -92,6 +92,7 @@ impl AppState {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut offline_since = std::collections::BTreeMap::new();
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
@@ -125,6 +126,7 @@ impl AppState {
                     tracing::warn!("cannot record forgotten DRBD peers: {e:?}");
                 }
                 me.record_disks_added().await;
+                me.auto_evict(&mut offline_since).await;
             }
         });
     }
@@ -151,6 +153,38 @@ impl AppState {
         let in_use = |rd: &str, node: &str| links.resource(node, rd).and_then(|o| o.drbd).is_some_and(|d| d.role == "Primary");
         if let Err(e) = self.mutate(200, |c, _| Ok(c.disk_added(&done, &in_use))).await {
             tracing::warn!("cannot record disks added by toggle-disk: {e:?}");
+        }
+    }
+
+    /// Auto-evict: notes since when each satellite node is offline (from
+    /// the controller's start at the earliest, as LINSTOR's reconnector)
+    /// and declares evicted those the domain's rules pick.
+    async fn auto_evict(&self, offline_since: &mut std::collections::BTreeMap<String, i64>) {
+        let now = now_ms();
+        let evict = {
+            let c = self.read();
+            let offline: Vec<String> = c
+                .nodes
+                .iter()
+                .filter(|(k, n)| n.node_type.has_satellite() && self.links().connection_status(k) != "ONLINE")
+                .map(|(k, _)| k.clone())
+                .collect();
+            offline_since.retain(|k, _| offline.contains(k));
+            for k in offline {
+                offline_since.entry(k).or_insert(now);
+            }
+            c.nodes_to_evict(offline_since, now)
+        };
+        for node in evict {
+            tracing::warn!(node = %node, "node offline for too long: declaring it evicted and replacing its replicas");
+            match self.mutate(200, |c, ctx| c.declare_evicted(&node, self.links(), ctx)).await {
+                Ok(r) => {
+                    for e in r.entries.iter().filter(|e| e.is_error()) {
+                        tracing::warn!(node = %node, "auto-evict: {}", e.message);
+                    }
+                }
+                Err(e) => tracing::warn!(node = %node, "cannot evict: {e:?}"),
+            }
         }
     }
 

@@ -174,6 +174,31 @@ impl Cluster {
         Ok(out)
     }
 
+    /// `count` more diskful replicas of `rd` by its group's rules, on the
+    /// nodes of `nodes` when given (evacuation and auto-evict replacements).
+    pub(crate) fn place_more(
+        &self,
+        rd: &str,
+        count: i64,
+        nodes: Option<Vec<String>>,
+        obs: &dyn Observer,
+        ctx: &mut Ctx,
+    ) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_CRT | rc::MASK_RSC;
+        let d = self.rsc_dfn(rd, OP)?;
+        let rg = self.rsc_grp(&d.resource_group, OP)?;
+        let mut filter = rg.select_filter.clone();
+        filter.place_count = None;
+        filter.additional_place_count = Some(count);
+        if nodes.is_some() {
+            filter.node_name_list = nodes;
+        }
+        let filter = normalize_filter(&filter, OP)?;
+        let stack = layers(self, None, &filter, d, OP)?;
+        let vds: Vec<&VolumeDefinition> = self.vlm_dfns_of(&key(&d.name)).collect();
+        self.place(d, &vds, &filter, stack, false, obs, ctx, OP)
+    }
+
     /// `POST /v1/resource-groups/{rg}/adjust` (`rg` given) and
     /// `…/adjustall` (None): autoplaces every definition of the group(s)
     /// back to the group's placement (its `place_count` and filter, the

@@ -109,7 +109,7 @@ fn after(c: &Cluster, changes: &[Change], rd_key: &str) -> Option<After> {
 impl Cluster {
     /// The first value of `prop` from the definition, its group, the
     /// controller.
-    fn rd_prop<'a>(&'a self, d: &'a ResourceDefinition, prop: &str) -> Option<&'a String> {
+    pub(crate) fn rd_prop<'a>(&'a self, d: &'a ResourceDefinition, prop: &str) -> Option<&'a String> {
         let rg = self.rsc_grps.get(&key(&d.resource_group));
         [Some(&d.props), rg.map(|g| &g.props), Some(&self.ctrl_props)].into_iter().flatten().find_map(|p| p.get(prop))
     }
@@ -278,7 +278,10 @@ impl Cluster {
     /// active, every volume in a diskless pool, on a node that is not
     /// being evacuated or deleted.
     fn could_be_tiebreaker(&self, r: &Resource) -> bool {
-        let node_ok = self.nodes.get(&key(&r.node)).is_some_and(|n| !n.flags.contains("DELETE") && !n.flags.contains("EVACUATE"));
+        let node_ok = self
+            .nodes
+            .get(&key(&r.node))
+            .is_some_and(|n| !n.flags.contains("DELETE") && !n.flags.contains("EVACUATE") && !n.flags.contains("EVICTED"));
         node_ok
             && is_active_diskless(r)
             && r.flags.contains("DRBD_DISKLESS")
@@ -350,7 +353,7 @@ impl Cluster {
             .nodes
             .iter()
             .filter(|(k, n)| n.node_type.has_satellite() && !a.rscs.contains_key(*k) && !losing.contains(k))
-            .filter(|(_, n)| !n.flags.contains("DELETE") && !n.flags.contains("EVACUATE"))
+            .filter(|(_, n)| !n.flags.contains("DELETE") && !n.flags.contains("EVACUATE") && !n.flags.contains("EVICTED"))
             .filter(|(k, _)| {
                 let o = obs.node(k);
                 o.online && o.layers.contains("DRBD")

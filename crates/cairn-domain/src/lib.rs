@@ -15,6 +15,7 @@ pub mod ctx;
 pub mod desired;
 pub mod drbd_auto;
 pub mod error;
+pub mod evacuate;
 pub mod ext_file;
 pub mod kvs;
 pub mod name;

@@ -198,10 +198,16 @@ impl<'a> Placer<'a> {
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
 
-    /// Existing diskful replicas of the definition.
+    /// Existing diskful replicas of the definition. As LINSTOR's
+    /// `Selector`, replicas being deleted, evicted or evacuated (or on an
+    /// evacuated node) do not count.
     pub fn existing(&self) -> Vec<&Resource> {
         let Some(rd) = &self.rd_key else { return Vec::new() };
-        self.c.resources_of(rd).filter(|r| !r.is_diskless() && !r.flags.contains("DELETE")).collect()
+        let leaving = |r: &Resource| {
+            ["DELETE", "EVICTED", "EVACUATE"].iter().any(|f| r.flags.contains(*f))
+                || self.c.nodes.get(&key(&r.node)).is_some_and(|n| n.flags.contains("EVACUATE"))
+        };
+        self.c.resources_of(rd).filter(|r| !r.is_diskless() && !leaving(r)).collect()
     }
 
     /// Values of node property `k` among the existing replicas.
@@ -270,7 +276,11 @@ impl<'a> Placer<'a> {
             if p.provider_kind.is_diskless() {
                 continue;
             }
-            if !node.node_type.has_satellite() || node.flags.contains("DELETE") || node.flags.contains("EVACUATE") {
+            if !node.node_type.has_satellite()
+                || node.flags.contains("DELETE")
+                || node.flags.contains("EVACUATE")
+                || node.flags.contains("EVICTED")
+            {
                 rej.add("node cannot take resources (type or flags)", p);
                 continue;
             }

@@ -22,6 +22,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/nodes/{node}", get(get_one).put(modify).delete(remove))
         .route("/v1/nodes/{node}/lost", delete(lost))
         .route("/v1/nodes/{node}/reconnect", put(reconnect))
+        .route("/v1/nodes/{node}/evacuate", put(evacuate))
+        .route("/v1/nodes/{node}/restore", put(restore))
         .route("/v1/nodes/{node}/net-interfaces", get(list_nifs).post(create_nif))
         .route("/v1/nodes/{node}/net-interfaces/{nif}", get(get_nif).put(modify_nif).delete(delete_nif))
 }
@@ -121,6 +123,93 @@ async fn remove_in_steps(s: &AppState, node: &str) -> Result<Reply, ApiError> {
 
 async fn lost(State(s): State<AppState>, Path(node): Path<String>) -> Result<Reply, ApiError> {
     s.mutate(200, |c, _| c.lose_node(&node)).await
+}
+
+/// The body of `PUT /v1/nodes/{node}/evacuate` (all optional).
+#[derive(Debug, Default, serde::Deserialize)]
+struct NodeEvacuate {
+    #[serde(default)]
+    target: Option<Vec<String>>,
+    #[serde(default)]
+    do_not_target: Option<Vec<String>>,
+}
+
+/// The body of `PUT /v1/nodes/{node}/restore` (all optional).
+#[derive(Debug, Default, serde::Deserialize)]
+struct NodeRestore {
+    #[serde(default)]
+    delete_resources: Option<bool>,
+    #[serde(default)]
+    delete_snapshots: Option<bool>,
+}
+
+/// `PUT /v1/nodes/{node}/evacuate`: the node gets `EVACUATE` and
+/// replacements of its replicas are registered; the controller's follow-up
+/// loop deletes each evacuated replica once its replacement is UpToDate.
+async fn evacuate(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: NodeEvacuate = input::body(&body)?;
+    if req.target.as_ref().is_some_and(|t| !t.is_empty()) && req.do_not_target.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(cairn_domain::OpError::new(
+            rc::MASK_MOD | rc::MASK_NODE,
+            rc::FAIL_INVLD_REQUEST,
+            "target and do_not_target must not be used together!",
+        )
+        .into());
+    }
+    let links = s.clone();
+    let up_to_date = move |rd: &str, node: &str, unknown: bool| match links.links().resource(node, rd).and_then(|o| o.drbd) {
+        Some(d) if d.kernel => !d.volumes.is_empty() && d.volumes.iter().all(|v| v.disk == "UpToDate"),
+        _ => unknown,
+    };
+    let (mut replies, pending) = s
+        .mutate_detached(|c, ctx| c.evacuate_node(&node, req.target.as_deref(), req.do_not_target.as_deref(), s.links(), &up_to_date, ctx))
+        .await?;
+    // The satellites' answers join the reply if they come soon; creating
+    // and attaching the replacements' disks can take long (the resync
+    // itself is never waited for), and then they are logged instead.
+    let mut pending = Box::pin(pending);
+    match tokio::time::timeout(EVACUATE_WAIT, &mut pending).await {
+        Ok(answers) => replies.extend(answers),
+        Err(_) => {
+            let name = node.clone();
+            tokio::spawn(async move {
+                for e in pending.await.iter().filter(|e| e.is_error()) {
+                    tracing::warn!(node = %name, "evacuation: {}", e.message);
+                }
+            });
+            replies.push(rc::ApiCallRc::info(
+                rc::MASK_MOD | rc::MASK_NODE,
+                0,
+                format!("The satellites are still applying the evacuation of node '{node}'; it goes on in the background."),
+            ));
+        }
+    }
+    Ok(Reply::new(rc::status_for(&replies, 200), replies))
+}
+
+/// How long an evacuate request waits for the satellites' answers.
+const EVACUATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `PUT /v1/nodes/{node}/restore`.
+async fn restore(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: NodeRestore = input::body(&body)?;
+    if req.delete_snapshots == Some(true) {
+        return Err(cairn_domain::OpError::new(
+            rc::MASK_MOD | rc::MASK_NODE,
+            rc::FAIL_INVLD_REQUEST,
+            "Deleting snapshots while restoring a node is not supported by Cairn.",
+        )
+        .correction("Delete the node's snapshots with `snapshot delete`, then restore it.")
+        .into());
+    }
+    let evicted = s.read().nodes.get(&key(&node)).is_some_and(|n| n.flags.contains(cairn_domain::evacuate::FLAG_EVICTED));
+    let reply = s.mutate(200, |c, _| c.restore_node(&node, req.delete_resources.unwrap_or(false))).await?;
+    // An evicted node is connected again (as LINSTOR's reconnector).
+    if evicted && !reply.entries.iter().any(|e| e.is_error()) {
+        let c = s.read();
+        s.links().reconnect(&c, &key(&node));
+    }
+    Ok(reply)
 }
 
 async fn list_nifs(State(s): State<AppState>, Path(node): Path<String>) -> Result<Response, ApiError> {

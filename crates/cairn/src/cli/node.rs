@@ -52,10 +52,30 @@ pub enum NodeCmd {
         /// The node.
         name: String,
     },
-    /// Move a node's resources elsewhere before taking it out (the controller does not implement it yet).
+    /// Move a node's resources elsewhere before taking it out: each replica is replaced on another
+    /// node and deleted once the replacement is UpToDate; the node takes no new resources.
+    #[command(visible_alias = "evac")]
     Evacuate {
         /// The node.
         name: String,
+        /// Only these nodes may take the replacements.
+        #[arg(long, num_args = 1.., conflicts_with = "do_not_target")]
+        target: Vec<String>,
+        /// These nodes must not take the replacements.
+        #[arg(long = "do-not-target", num_args = 1..)]
+        do_not_target: Vec<String>,
+    },
+    /// Undo an evacuation that has not finished, or bring an evicted node back.
+    #[command(visible_alias = "rst")]
+    Restore {
+        /// The node.
+        name: String,
+        /// Delete the node's resources (except the last diskful replica of a definition) instead of keeping them.
+        #[arg(long = "delete-resources")]
+        delete_resources: bool,
+        /// Delete the node's snapshots.
+        #[arg(long = "delete-snapshots")]
+        delete_snapshots: bool,
     },
     /// Drop the connection to the nodes' satellites and connect again.
     Reconnect {
@@ -131,6 +151,18 @@ pub fn state_cell(status: &str) -> Cell {
     }
 }
 
+/// The State column: `EVICTED` / `EVACUATE` when the node is so flagged,
+/// else its connection status (as upstream's client shows them).
+fn node_state(n: &Node) -> &str {
+    if n.flags.iter().any(|f| f == "EVICTED") {
+        "EVICTED"
+    } else if n.flags.iter().any(|f| f == "EVACUATE") {
+        "EVACUATE"
+    } else {
+        n.connection_status.as_deref().unwrap_or("UNKNOWN")
+    }
+}
+
 fn addresses(n: &Node) -> String {
     n.net_interfaces
         .iter()
@@ -169,12 +201,7 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> i32 {
             };
             let mut t = Table::new(&["Node", "NodeType", "Addresses", "State"]);
             for n in &list {
-                t.row(vec![
-                    n.name.clone().into(),
-                    n.node_type.clone().into(),
-                    addresses(n).into(),
-                    state_cell(n.connection_status.as_deref().unwrap_or("UNKNOWN")),
-                ]);
+                t.row(vec![n.name.clone().into(), n.node_type.clone().into(), addresses(n).into(), state_cell(node_state(n))]);
             }
             t.sort_by_column(0);
             ctx.show(&list, t)
@@ -211,7 +238,26 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> i32 {
             ctx.send("PUT", &format!("/v1/nodes/{}/config", seg(&name)), Some(&serde_json::json!({ "log": { key: level } })))
         }
         NodeCmd::Lost { name } => ctx.send::<()>("DELETE", &format!("/v1/nodes/{}/lost", seg(&name)), None),
-        NodeCmd::Evacuate { name } => ctx.send::<()>("PUT", &format!("/v1/nodes/{}/evacuate", seg(&name)), None),
+        NodeCmd::Evacuate { name, target, do_not_target } => {
+            let mut body = serde_json::Map::new();
+            if !target.is_empty() {
+                body.insert("target".into(), target.into());
+            }
+            if !do_not_target.is_empty() {
+                body.insert("do_not_target".into(), do_not_target.into());
+            }
+            ctx.send("PUT", &format!("/v1/nodes/{}/evacuate", seg(&name)), Some(&body).filter(|b| !b.is_empty()))
+        }
+        NodeCmd::Restore { name, delete_resources, delete_snapshots } => {
+            let mut body = serde_json::Map::new();
+            if delete_resources {
+                body.insert("delete_resources".into(), true.into());
+            }
+            if delete_snapshots {
+                body.insert("delete_snapshots".into(), true.into());
+            }
+            ctx.send("PUT", &format!("/v1/nodes/{}/restore", seg(&name)), Some(&body).filter(|b| !b.is_empty()))
+        }
         NodeCmd::SetProperty { name, key, value } => {
             ctx.send("PUT", &format!("/v1/nodes/{}", seg(&name)), Some(&prop_body(&key, value.as_deref())))
         }
