@@ -80,21 +80,6 @@ impl ArrayWriter {
     }
 }
 
-/// The receiving end of a streamed reply, as an HTTP body.
-struct ChunkBody(tokio::sync::mpsc::Receiver<std::io::Result<axum::body::Bytes>>);
-
-impl http_body::Body for ChunkBody {
-    type Data = axum::body::Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(|r| r.map(http_body::Frame::data)))
-    }
-}
-
 /// A 200 JSON array that `produce` writes item by item on a blocking
 /// thread, sent in chunks of [`CHUNK`] bytes as it is written: a list of
 /// every resource is never held whole in memory, neither as objects nor
@@ -117,7 +102,8 @@ pub fn stream_array(produce: impl FnOnce(&mut ArrayWriter) -> std::io::Result<()
             let _ = w.tx.blocking_send(Err(e));
         }
     });
-    let mut r = Response::new(axum::body::Body::new(ChunkBody(rx)));
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+    let mut r = Response::new(axum::body::Body::from_stream(chunks));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
