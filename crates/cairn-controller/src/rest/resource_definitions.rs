@@ -8,15 +8,14 @@ use axum::routing::get;
 use cairn_api::query::NameFilter;
 use cairn_api::rc;
 use cairn_api::resource_definition::{
-    ResourceDefinition, ResourceDefinitionCreate, ResourceDefinitionModify, VolumeDefinition, VolumeDefinitionCreate,
-    VolumeDefinitionModify,
+    ResourceDefinitionCreate, ResourceDefinitionModify, VolumeDefinition, VolumeDefinitionCreate, VolumeDefinitionModify,
 };
 use cairn_domain::Cluster;
 use cairn_domain::name::key;
 
 use super::error::ApiError;
 use super::input;
-use super::reply::{Reply, ok};
+use super::reply::{Reply, ok, stream_array};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -39,13 +38,14 @@ async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Respon
     let with_vds = input::param(q.flag("with_volume_definitions"))?;
     let page = input::param(q.page())?;
     let c = s.read();
-    let out: Vec<ResourceDefinition> = c
-        .rsc_dfns
-        .iter()
-        .filter(|(_, d)| names.matches(&d.name) && groups.matches(&d.resource_group) && props.matches(&d.props))
-        .map(|(k, d)| d.to_api(with_vds.then(|| vds(&c, k)), c.rd_uses_drbd(d)))
-        .collect();
-    Ok(ok(&page.apply(out)))
+    Ok(stream_array(move |w| {
+        let picked =
+            c.rsc_dfns.iter().filter(|(_, d)| names.matches(&d.name) && groups.matches(&d.resource_group) && props.matches(&d.props));
+        for (k, d) in page.window(picked) {
+            w.item(&d.to_api(with_vds.then(|| vds(&c, k)), c.rd_uses_drbd(d)))?;
+        }
+        Ok(())
+    }))
 }
 
 async fn get_one(State(s): State<AppState>, Path(rd): Path<String>) -> Result<Response, ApiError> {
