@@ -161,11 +161,12 @@ impl Cluster {
             }
             self.tiebreaker(&mut a, &out.changes, obs, &mut taken, ctx, &mut follow);
             let props = self.drbd_rd_props(&a);
-            let forgetting = self.forgetting(&a, &rd_key, out.changes.iter().chain(&follow.changes));
-            if props != a.rd.props || forgetting != a.rd.drbd.forgetting {
+            let (forgetting, freed_ports) = self.forgetting(&a, &rd_key, out.changes.iter().chain(&follow.changes));
+            if props != a.rd.props || forgetting != a.rd.drbd.forgetting || freed_ports != a.rd.drbd.freed_ports {
                 let mut d = a.rd.clone();
                 d.props = props;
                 d.drbd.forgetting = forgetting;
+                d.drbd.freed_ports = freed_ports;
                 follow.put(Object::RscDfn(d));
             }
         }
@@ -426,24 +427,35 @@ impl Cluster {
     /// id, until the satellites answered. Here the id stays taken until
     /// each of those replicas has reported it forgotten
     /// ([`Cluster::peers_forgot`]), or is gone or diskless itself.
-    fn forgetting<'a>(&self, a: &After, rd_key: &str, changes: impl Iterator<Item = &'a Change>) -> BTreeMap<u8, BTreeSet<String>> {
+    ///
+    /// Beside it, the port each of those replicas used on its node
+    /// (`freed_ports`), held as long as its id.
+    fn forgetting<'a>(
+        &self,
+        a: &After,
+        rd_key: &str,
+        changes: impl Iterator<Item = &'a Change>,
+    ) -> (BTreeMap<u8, BTreeSet<String>>, BTreeMap<u8, (String, u16)>) {
         let holds = |id: u8| a.rscs.values().any(|r| r.drbd.is_some_and(|d| d.node_id == id));
         let diskful: BTreeSet<&String> = a.rscs.iter().filter(|(_, r)| r.drbd.is_some() && !r.is_diskless()).map(|(k, _)| k).collect();
         let mut map = a.rd.drbd.forgetting.clone();
+        let mut ports = a.rd.drbd.freed_ports.clone();
         for ch in changes {
             if let Change::Delete(ObjKey::Rsc(rd, n)) = ch
                 && rd == rd_key
-                && let Some(id) = self.resources.get(&(rd.clone(), n.clone())).and_then(|r| r.drbd).map(|d| d.node_id)
-                && !holds(id)
+                && let Some(d) = self.resources.get(&(rd.clone(), n.clone())).and_then(|r| r.drbd)
+                && !holds(d.node_id)
             {
-                map.entry(id).or_default().extend(diskful.iter().map(|k| (*k).clone()));
+                map.entry(d.node_id).or_default().extend(diskful.iter().map(|k| (*k).clone()));
+                ports.insert(d.node_id, (n.clone(), d.tcp_port));
             }
         }
         for nodes in map.values_mut() {
             nodes.retain(|k| diskful.contains(k));
         }
         map.retain(|id, nodes| !nodes.is_empty() && !holds(*id));
-        map
+        ports.retain(|id, _| map.contains_key(id));
+        (map, ports)
     }
 
     /// Quorum and initial-sync properties of a definition after a change.
@@ -566,6 +578,7 @@ impl Cluster {
                 nodes.remove(&key(node));
                 if nodes.is_empty() {
                     d.drbd.forgetting.remove(id);
+                    d.drbd.freed_ports.remove(id);
                 }
             }
             changed.insert(rd_key, d);
@@ -865,6 +878,14 @@ mod tests {
         // diskless client has none.
         assert_eq!(forgetting(&t), [(2, vec!["N1".to_string(), "N2".to_string()])]);
         assert_eq!((forget_peers(&t, "N1"), forget_peers(&t, "N4")), (vec![2], vec![]));
+        // Its port on n3 stays taken too: n1 and n2 may still have it in
+        // their configuration, where drbdadm refuses a second user.
+        let freed = t.c.rsc_dfns["WEB"].drbd.freed_ports.clone();
+        let (node, port) = freed.get(&2).cloned().expect("n3's port held");
+        assert_eq!(node, "N3");
+        let next = t.c.alloc_port("N3", None, &mut crate::numbers::Taken::default(), 0).unwrap();
+        assert_ne!(next, port);
+        assert!(t.c.alloc_port("N3", Some(i64::from(port)), &mut crate::numbers::Taken::default(), 0).is_err());
         assert_eq!(t.c.pending_forgets().len(), 2);
         // Not handed out meanwhile, nor taken when asked for.
         t.create("n5", &[]).unwrap();
@@ -883,10 +904,12 @@ mod tests {
         assert!(t.c.peers_forgot(&done).changes.is_empty());
         assert_eq!(forgetting(&t), [(2, vec!["N2".to_string()])]);
         assert!(forget_peers(&t, "N1").is_empty());
+        assert!(t.c.rsc_dfns["WEB"].drbd.freed_ports.contains_key(&2), "held until every peer forgot");
         // n2 goes itself: nothing left to wait for about id 2; its own id
         // waits for n1 and n5 (n5 never knew n3, it is asked all the same).
         t.delete("n2");
         assert_eq!(forgetting(&t), [(1, vec!["N1".to_string(), "N5".to_string()])]);
+        assert_eq!(t.c.rsc_dfns["WEB"].drbd.freed_ports.keys().copied().collect::<Vec<_>>(), [1], "n3's port free again");
         t.create("n3", &[]).unwrap();
         assert_eq!(id(&t, "n3"), Some(2));
         t.commit(|c, _| Ok(c.peers_forgot(&[("WEB".into(), 1, "N1".into()), ("WEB".into(), 1, "N5".into())]))).unwrap();

@@ -107,6 +107,8 @@ impl Cluster {
         let (lo, hi) = self.range("TcpPortAutoRange", Some(node_key), DEFAULT_PORT_RANGE);
         let mut used: BTreeSet<u16> = self.resources_on(node_key).filter_map(|r| r.drbd.as_ref().map(|d| d.tcp_port)).collect();
         used.extend(taken.ports.get(node_key).into_iter().flatten());
+        // Ports of deleted replicas their peers may still have configured.
+        used.extend(self.rsc_dfns.values().flat_map(|d| d.drbd.freed_ports.values()).filter(|(n, _)| n == node_key).map(|(_, p)| *p));
         let port = match requested {
             Some(p) => {
                 let port = u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {

@@ -35,6 +35,13 @@ pub struct DrbdRscDfnOptions {
     /// until every one of them has (see `drbd_auto`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub forgetting: BTreeMap<u8, BTreeSet<String>>,
+    /// The node key and TCP port of each deleted replica in `forgetting`:
+    /// its peers may still have it in their configuration (a peer that has
+    /// not applied the delete yet), and `drbdadm` there refuses any other
+    /// resource that uses the same address and port. Not handed out again
+    /// on that node until its id is forgotten.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub freed_ports: BTreeMap<u8, (String, u16)>,
 }
 
 /// A resource definition.
@@ -576,5 +583,5 @@ fn check_drbd_options(
         return Err(OpError::new(op, rc::FAIL_INVLD_REQUEST, "The DRBD shared secret is invalid.")
             .correction("Use at most 64 printable characters without quotes."));
     }
-    Ok(DrbdRscDfnOptions { port, secret, peer_slots, transport_type, forgetting: BTreeMap::new() })
+    Ok(DrbdRscDfnOptions { port, secret, peer_slots, transport_type, forgetting: BTreeMap::new(), freed_ports: BTreeMap::new() })
 }
