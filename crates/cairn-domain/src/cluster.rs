@@ -18,7 +18,6 @@ use crate::snapshot::SnapshotDfn;
 use crate::storage_pool::{StorPool, StorPoolDfn};
 
 /// Every object the controller persists.
-#[expect(clippy::large_enum_variant, reason = "objects are built once per request and moved, never stored in bulk as this enum")]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Object {
     Node(Node),

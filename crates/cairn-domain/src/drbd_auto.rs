@@ -435,7 +435,7 @@ impl Cluster {
         a: &After,
         rd_key: &str,
         changes: impl Iterator<Item = &'a Change>,
-    ) -> (BTreeMap<u8, BTreeSet<String>>, BTreeMap<u8, (String, u16)>) {
+    ) -> Forgetting {
         let holds = |id: u8| a.rscs.values().any(|r| r.drbd.is_some_and(|d| d.node_id == id));
         let diskful: BTreeSet<&String> = a.rscs.iter().filter(|(_, r)| r.drbd.is_some() && !r.is_diskless()).map(|(k, _)| k).collect();
         let mut map = a.rd.drbd.forgetting.clone();
@@ -550,6 +550,9 @@ impl Cluster {
 /// A node id a replica has to forget: definition key, node id, node key
 /// of the replica.
 pub type Forget = (String, u8, String);
+
+/// A definition's `forgetting` and `freed_ports`, as stored.
+type Forgetting = (BTreeMap<u8, BTreeSet<String>>, BTreeMap<u8, (String, u16)>);
 
 impl Cluster {
     /// Every node id some replica still has to forget.
