@@ -3,6 +3,8 @@ parsed with prometheus_client's text parser, every value checked against
 what the REST API reports at the same moment."""
 
 import math
+import os
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -193,3 +195,22 @@ def test_a_stopped_satellite_shows_offline(spawned):
         for v in r["volumes"]:
             expected = VOLUME_STATES.get((v.get("state") or {}).get("disk_state"), -1)
             assert one(m, "linstor_volume_state", resource="met", node="m2", volume=str(v["volume_number"])) == expected
+
+
+def test_process_metrics_describe_the_controller_process(controller):
+    status, _, text = controller.request("GET", "/metrics")
+    assert status == 200
+    m = {f.name: f for f in text_string_to_metric_families(text)}
+    pid = controller.proc.pid
+    open_fds = len(os.listdir(f"/proc/{pid}/fd"))
+    assert abs(one(m, "process_open_fds") - open_fds) <= 3
+    with open(f"/proc/{pid}/status") as f:
+        rss_kib = int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+    assert 0.5 * rss_kib * 1024 < one(m, "process_resident_memory_bytes") < 2 * rss_kib * 1024
+    assert one(m, "process_virtual_memory_bytes") >= one(m, "process_resident_memory_bytes")
+    assert time.time() - 120 < one(m, "process_start_time_seconds") <= time.time()
+    assert one(m, "process_cpu_seconds_total") > 0
+    assert one(m, "process_max_fds") >= open_fds
+    # Nodes, resources and pools of an empty cluster: families without samples.
+    assert one(m, "linstor_resource_definition_count") == 0
+    assert not samples(m, "linstor_node_state")

@@ -121,6 +121,7 @@ async fn metrics(State(s): State<AppState>, Extension(recorder): Extension<Arc<R
     text.family("linstor_scrape_duration_seconds", "gauge", "");
     text.sample(&[], start.elapsed().as_secs_f64());
     write_requests(&mut text, &recorder.requests.lock().clone());
+    write_process(&mut text);
     let mut resp = text.out.into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     resp
@@ -307,6 +308,59 @@ fn write_requests(t: &mut Text, requests: &BTreeMap<String, Histogram>) {
         t.raw_sample(&format!("{name}_bucket"), &[("apicall", apicall), ("le", "+Inf")], h.count as f64);
         t.raw_sample(&format!("{name}_count"), &[("apicall", apicall)], h.count as f64);
         t.raw_sample(&format!("{name}_sum"), &[("apicall", apicall)], h.sum);
+    }
+}
+
+/// Clock ticks per second of `/proc`'s CPU times: the kernel's USER_HZ,
+/// 100 on every Linux ABI (Prometheus' Go `procfs` assumes the same).
+const USER_HZ: f64 = 100.0;
+
+/// The standard `process_*` metrics (LINSTOR's Java client exports them
+/// with its JVM metrics), read from `/proc/self`; each one is left out
+/// where it cannot be read.
+fn write_process(t: &mut Text) {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    // The fields after the command name, which may itself hold spaces.
+    let fields: Vec<String> = stat
+        .as_deref()
+        .and_then(|s| s.rsplit_once(')'))
+        .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+    if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+        t.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+        t.sample(&[], (utime + stime) / USER_HZ);
+    }
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<f64>().ok())));
+    if let (Some(boot), Some(start)) = (boot, field(22)) {
+        t.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+        t.sample(&[], boot + start / USER_HZ);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        t.family("process_open_fds", "gauge", "Number of open file descriptors.");
+        t.sample(&[], fds.count() as f64);
+    }
+    let max_fds = std::fs::read_to_string("/proc/self/limits").ok().and_then(|s| {
+        s.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3).and_then(|v| v.parse::<f64>().ok()))
+    });
+    if let Some(n) = max_fds {
+        t.family("process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        t.sample(&[], n);
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    };
+    for (name, key, help) in [
+        ("process_virtual_memory_bytes", "VmSize:", "Virtual memory size in bytes."),
+        ("process_resident_memory_bytes", "VmRSS:", "Resident memory size in bytes."),
+    ] {
+        if let Some(k) = kib(key) {
+            t.family(name, "gauge", help);
+            t.sample(&[], k * 1024.0);
+        }
     }
 }
 
