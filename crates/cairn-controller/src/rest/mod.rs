@@ -12,6 +12,7 @@ pub mod files;
 pub mod http;
 pub mod input;
 pub mod kvs;
+pub mod metrics;
 pub mod node_connections;
 pub mod nodes;
 pub mod physical_storage;
@@ -42,7 +43,7 @@ use error::ApiError;
 pub fn router(state: AppState) -> Router {
     // The spec's `…/properties/info` paths would otherwise be taken by the
     // `{name}` routes beside them (static segments win over captures).
-    Router::new()
+    let api = Router::new()
         .merge(props_info::routes())
         .merge(controller::routes())
         .merge(database::routes())
@@ -63,7 +64,8 @@ pub fn router(state: AppState) -> Router {
         .merge(encryption::routes())
         .merge(snapshots::routes())
         .merge(clone::routes())
-        .merge(events::routes())
+        .merge(events::routes());
+    metrics::install(api)
         .fallback(unrouted)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(http::guard))

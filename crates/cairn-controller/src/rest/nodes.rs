@@ -29,7 +29,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The wire form of a node with what its satellite reported.
-fn wire(s: &AppState, key: &str, n: &cairn_domain::node::Node) -> Node {
+pub(super) fn wire(s: &AppState, key: &str, n: &cairn_domain::node::Node) -> Node {
     let mut w = n.to_api(s.links().connection_status(key));
     if let Some(h) = s.links().hello(key) {
         w.storage_providers = Some(h.providers.iter().filter(|p| p.supported).map(|p| p.kind.as_str().to_string()).collect());

@@ -42,7 +42,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The wire form of a resource, with what its satellite reported.
-fn wire(s: &AppState, c: &Cluster, r: &Resource) -> ResourceWithVolumes {
+pub(super) fn wire(s: &AppState, c: &Cluster, r: &Resource) -> ResourceWithVolumes {
     let node = key(&r.node);
     let observed = s.links().resource(&node, &r.resource_definition);
     let volume = |nr: u32| {

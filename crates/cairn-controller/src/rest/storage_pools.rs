@@ -29,7 +29,7 @@ pub fn routes() -> Router<AppState> {
 
 /// A pool as the REST API shows it: with what its satellite observes
 /// (capacity, snapshot support) and what it says is wrong with it.
-fn api_pool(s: &AppState, node_key: &str, p: &cairn_domain::storage_pool::StorPool) -> StoragePool {
+pub(super) fn api_pool(s: &AppState, node_key: &str, p: &cairn_domain::storage_pool::StorPool) -> StoragePool {
     let mut sp = p.to_api(s.links().capacity(node_key, &p.name), s.links().pool_snapshots(node_key, &p.name));
     if let Some(e) = s.links().pool_error(node_key, &p.name) {
         let mut report = rc::ApiCallRc::error(rc::MASK_STOR_POOL, rc::FAIL_UNKNOWN_ERROR, e.message)
