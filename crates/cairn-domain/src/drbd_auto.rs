@@ -430,12 +430,7 @@ impl Cluster {
     ///
     /// Beside it, the port each of those replicas used on its node
     /// (`freed_ports`), held as long as its id.
-    fn forgetting<'a>(
-        &self,
-        a: &After,
-        rd_key: &str,
-        changes: impl Iterator<Item = &'a Change>,
-    ) -> Forgetting {
+    fn forgetting<'a>(&self, a: &After, rd_key: &str, changes: impl Iterator<Item = &'a Change>) -> Forgetting {
         let holds = |id: u8| a.rscs.values().any(|r| r.drbd.is_some_and(|d| d.node_id == id));
         let diskful: BTreeSet<&String> = a.rscs.iter().filter(|(_, r)| r.drbd.is_some() && !r.is_diskless()).map(|(k, _)| k).collect();
         let mut map = a.rd.drbd.forgetting.clone();
