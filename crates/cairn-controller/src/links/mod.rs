@@ -51,8 +51,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::crypto::MasterKey;
-use crate::shared::SharedCluster;
 use crate::events::Events;
+use crate::shared::SharedCluster;
 pub use dispatch::{Pending, collect};
 pub use transport::{CallError, HttpTransport, Target, Transport, client_tls};
 pub use view::ConnStatus;
