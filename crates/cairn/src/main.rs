@@ -154,6 +154,10 @@ struct SatelliteArgs {
     /// A deployed file goes only into one of these exactly, never into a subdirectory.
     #[arg(long, env = "CAIRN_ALLOW_EXT_FILES", value_delimiter = ',')]
     allow_ext_files: Vec<String>,
+    /// Directories FILE and FILE_THIN pools may be in, with everything below them (comma-separated;
+    /// the data directory is always allowed). /, /dev, /proc, /sys, /boot, /etc and /usr never are.
+    #[arg(long, env = "CAIRN_ALLOW_POOL_DIRS", value_delimiter = ',')]
+    allow_pool_dirs: Vec<PathBuf>,
     /// Tests only: write external files below this directory instead of /.
     #[arg(long, env = "CAIRN_TEST_EXT_FILES_ROOT", hide = true)]
     ext_files_root: Option<PathBuf>,
@@ -199,6 +203,11 @@ impl SatelliteArgs {
                 file.allow_ext_files.unwrap_or_default()
             } else {
                 self.allow_ext_files.clone()
+            },
+            allow_pool_dirs: if self.allow_pool_dirs.is_empty() {
+                file.allow_pool_dirs.unwrap_or_default()
+            } else {
+                self.allow_pool_dirs.clone()
             },
             ext_files_root: self.ext_files_root.clone(),
         })
@@ -459,6 +468,8 @@ async fn run_up(mut cfg: ControllerConfig, asked: Option<SocketAddr>) -> anyhow:
         drbd_config_dir: None,
         drbd_config_only: false,
         allow_ext_files: Vec::new(),
+        // The pool `cairn up` makes lives beside the satellite's directory.
+        allow_pool_dirs: vec![cfg.data_dir.join("pool")],
         ext_files_root: None,
     };
     let interface = cairn_api::node::NetInterface {
