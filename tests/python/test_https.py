@@ -104,6 +104,14 @@ def test_plain_port_redirects_to_https(ctrl, pki):
     r.read()
     assert r.status == 200
     conn.close()
+    # The controller's configuration shows both listeners (LINSTOR's ControllerConfigHttps).
+    context = ssl.create_default_context(cafile=pki("ca.crt"))
+    conn = http.client.HTTPSConnection("127.0.0.1", ctrl.https_port, context=context, timeout=5)
+    conn.request("GET", "/v1/controller/config")
+    config = json.loads(conn.getresponse().read())
+    conn.close()
+    assert config["https"] == {"enabled": True, "listen_address": "127.0.0.1", "port": ctrl.https_port}
+    assert config["http"]["port"] == ctrl.port
 
 
 def test_hypers_own_errors_keep_their_json_body_over_tls(ctrl, pki):

@@ -143,6 +143,9 @@ mod tests {
         let p = extra.join("fast").display().to_string();
         assert!(PoolDirs::new(&data, &[]).check(&p).is_err());
         assert!(PoolDirs::new(&data, std::slice::from_ref(&extra)).check(&p).is_ok());
-        assert!(PoolDirs::new(&data, std::slice::from_ref(&extra)).check(&format!("{}2/x", extra.display())).is_err(), "pools2 is not pools");
+        assert!(
+            PoolDirs::new(&data, std::slice::from_ref(&extra)).check(&format!("{}2/x", extra.display())).is_err(),
+            "pools2 is not pools"
+        );
     }
 }
