@@ -150,8 +150,11 @@ def err(replies, code):
 class SatelliteProc:
     """One `cairn satellite` process on its own loopback address."""
 
-    def __init__(self, name, ip, data_dir, secret_file, env=None, extra_args=None, port=None):
+    def __init__(self, name, ip, data_dir, secret_file, env=None, extra_args=None, port=None, allow_pool_dirs=None):
         self.name, self.ip, self.data_dir = name, ip, data_dir
+        # Pools of the tests live in temporary directories (their cluster's
+        # root, mounted test file systems): the satellite allows them.
+        self.allow_pool_dirs = [tempfile.gettempdir()] if allow_pool_dirs is None else allow_pool_dirs
         self.port = port or free_port(ip)
         self.secret_file = secret_file
         self.env = dict(os.environ, **(env or {}))
@@ -164,7 +167,8 @@ class SatelliteProc:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [BIN, "satellite", "--node-name", self.name, "--listen", f"{self.ip}:{self.port}", "--data-dir", self.data_dir,
-             "--cluster-secret-file", self.secret_file] + self.extra_args,
+             "--cluster-secret-file", self.secret_file]
+            + (["--allow-pool-dirs", ",".join(self.allow_pool_dirs)] if self.allow_pool_dirs else []) + self.extra_args,
             stdout=log, stderr=log, env=self.env)
         deadline = time.time() + 30
         while time.time() < deadline:

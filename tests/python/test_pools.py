@@ -7,7 +7,7 @@ import subprocess
 
 import linstor
 
-from conftest import ok, wait_for
+from conftest import SatelliteProc, ok, wait_for
 
 
 def volume(c, rd):
@@ -73,3 +73,59 @@ def test_a_broken_pool_fails_only_what_is_placed_in_it(cluster):
     ok(c.lin.resource_dfn_delete("ingood"))
     ok(c.lin.storage_pool_delete("n1", "broken"))
     os.unlink(plain)
+
+
+def pool_reports(c, node, name):
+    return wait_for(f"the error of pool {name}", lambda: next(
+        (p.reports for p in c.lin.storage_pool_list_raise(filter_by_nodes=[node]).storage_pools if p.name == name and p.reports), None))
+
+
+def test_pool_directories_only_where_the_satellite_allows(cluster):
+    """A root satellite refuses FILE pools in system directories (also through
+    a symlink) and outside its data directory and
+    --allow-pool-dirs; the pool shows why, and nothing is made there."""
+    c = cluster
+    link = os.path.join(c.root, "n1", "to-usr")
+    os.symlink("/usr", link)
+    cases = {
+        "root": ("/", "root directory"),
+        "proc": ("/proc/cairn-pool", "system directory /proc"),
+        "etc": ("/etc/cairn-pool", "system directory /etc"),  # `..` is refused by the controller already
+        "linked": (os.path.join(link, "cairn-pool"), "system directory /usr"),
+        "outside": ("/var/lib/cairn-test-outside/pool", "outside the directories this satellite allows"),
+    }
+    for name, (path, _) in cases.items():
+        ok(c.lin.storage_pool_create("n1", name, "FILE_THIN", path))
+    for name, (path, why) in cases.items():
+        reports = pool_reports(c, "n1", name)
+        assert any(why in r.message for r in reports), (name, [r.message for r in reports])
+    # A directory that is not there is said to be missing.
+    causes = [r.cause for r in pool_reports(c, "n1", "outside")]
+    assert any("does not exist" in (cause or "") for cause in causes), causes
+    assert any("resolves to /usr/cairn-pool" in (r.cause or "") for r in pool_reports(c, "n1", "linked"))
+    ok(c.lin.resource_dfn_create("nowhere"))
+    ok(c.lin.volume_dfn_create("nowhere", 4096))
+    status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/nowhere/resources",
+                                     [{"resource": {"node_name": "n1", "props": {"StorPoolName": "etc"}}}])
+    assert status == 500 and any("system directory /etc" in r["message"] for r in body if r["ret_code"] < 0), body
+    for path in ("/etc/cairn-pool", "/usr/cairn-pool", "/var/lib/cairn-test-outside"):
+        assert not os.path.exists(path), path
+
+
+def test_a_satellite_allows_its_data_directory_by_default(cluster):
+    c = cluster
+    s = SatelliteProc("n7", "127.0.10.7", os.path.join(c.root, "n7"), c.ctrl.data_dir + "/cluster-secret", allow_pool_dirs=[])
+    try:
+        s.start()
+        ok(c.lin.node_create("n7", "SATELLITE", "127.0.10.7", port=s.port))
+        ok(c.lin.storage_pool_create("n7", "inside", "FILE_THIN", os.path.join(c.root, "n7", "pool")))
+        ok(c.lin.storage_pool_create("n7", "beside", "FILE_THIN", os.path.join(c.root, "n1", "pool")))
+        reports = pool_reports(c, "n7", "beside")
+        assert any("outside the directories" in r.message for r in reports), [r.message for r in reports]
+        ok(c.lin.resource_dfn_create("home"))
+        ok(c.lin.volume_dfn_create("home", 4096))
+        ok(c.lin.resource_create([linstor.ResourceData("n7", "home", storage_pool="inside")]))
+        assert os.listdir(os.path.join(c.root, "n7", "pool"))
+        ok(c.lin.resource_dfn_delete("home"))
+    finally:
+        s.stop()

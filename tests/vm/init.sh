@@ -45,7 +45,7 @@ while [ ! -f /run/stop ]; do
   # Debian's kernel has DRBD 8.4 only: without cairn.drbd=1 DRBD runs
   # config-only (files, metadata and the planned kernel commands are real).
   cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
-    --cluster-secret-file /cairn/secret --command-timeout 120 $drbd
+    --cluster-secret-file /cairn/secret --command-timeout 120 --allow-pool-dirs /var/lib/cairn-pool,/var/lib/cairn-thick $drbd
   echo "CAIRN-SATELLITE-EXIT rc=$?"
   sleep 0.2
 done

@@ -38,7 +38,27 @@ impl ClientError {
 pub struct RawResponse {
     pub status: u16,
     pub content_type: Option<String>,
+    /// The `Location` header (a redirect).
+    pub location: Option<String>,
     pub body: Vec<u8>,
+}
+
+/// TLS settings of a client, PEM bytes: the CA the controller's
+/// certificate must be signed by (default: the WebPKI roots), and a client
+/// certificate with its key for controllers that require one.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<Vec<u8>>,
+    pub cert: Option<Vec<u8>>,
+    pub key: Option<Vec<u8>>,
+}
+
+/// Why TLS settings could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct TlsError {
+    what: &'static str,
+    source: ureq::Error,
 }
 
 /// A client bound to one controller, e.g. `http://127.0.0.1:3370`.
@@ -50,8 +70,54 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Client {
-        let config = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(300))).build();
+        Client::build(base, ureq::tls::TlsConfig::default())
+    }
+
+    /// A client whose HTTPS connections use `tls`.
+    pub fn with_tls(base: &str, tls: &TlsFiles) -> Result<Client, TlsError> {
+        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+        let mut config = TlsConfig::builder();
+        if let Some(ca) = &tls.ca {
+            let roots = ureq::tls::parse_pem(ca)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<Certificate<'static>>, _>>()
+                .map_err(|source| TlsError { what: "the CA file", source })?;
+            config = config.root_certs(RootCerts::new_with_certs(&roots));
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            let chain = Certificate::from_pem(cert).map_err(|source| TlsError { what: "the certificate file", source })?;
+            let key = PrivateKey::from_pem(key).map_err(|source| TlsError { what: "the key file", source })?;
+            config = config.client_cert(Some(ClientCert::new_with_certs(&[chain], key)));
+        }
+        Ok(Client::build(base, config.build()))
+    }
+
+    fn build(base: &str, tls: ureq::tls::TlsConfig) -> Client {
+        // Redirects are not followed: a POST would come back as a GET.
+        // The only redirect the controller sends (plain port to HTTPS) is
+        // taken by the caller ([`Client::https_redirect`]).
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(300)))
+            .tls_config(tls)
+            .build();
         Client { base: base.trim_end_matches('/').to_string(), agent: ureq::Agent::new_with_config(config) }
+    }
+
+    /// The base URL of the HTTPS listener the controller redirects its
+    /// plain port to (python-linstor's `has_linstor_https`: `GET
+    /// /v1/controller/version` answered 302), if it does.
+    pub fn https_redirect(&self) -> Option<String> {
+        let r = self.raw("GET", "/v1/controller/version", None).ok()?;
+        let location = r.location.filter(|_| r.status == 302)?;
+        let rest = location.strip_prefix("https://")?;
+        let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+        Some(format!("https://{authority}"))
     }
 
     pub fn base(&self) -> &str {
@@ -72,9 +138,10 @@ impl Client {
         };
         let mut resp = result.map_err(transport)?;
         let status = resp.status().as_u16();
-        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (content_type, location) = (header("content-type"), header("location"));
         let body = resp.body_mut().with_config().limit(1 << 30).read_to_vec().map_err(transport)?;
-        Ok(RawResponse { status, content_type, body })
+        Ok(RawResponse { status, content_type, location, body })
     }
 
     fn call<T: DeserializeOwned>(&self, method: &'static str, path: &str, body: Option<Vec<u8>>) -> Result<T, ClientError> {

@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 /// Default REST address: loopback only until an operator opens it up.
 pub const DEFAULT_REST_BIND: &str = "127.0.0.1:3370";
+/// LINSTOR's HTTPS port; the HTTPS listener's address defaults to the
+/// plain listener's IP address with this port.
+pub const DEFAULT_REST_SECURE_PORT: u16 = 3371;
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cairn";
 
@@ -17,6 +20,17 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/cairn";
 pub struct ControllerConfig {
     /// Address of the plain-HTTP REST listener (LINSTOR's `--rest-bind`).
     pub rest_bind: SocketAddr,
+    /// Address of the HTTPS REST listener (LINSTOR's `--rest-bind-secure`);
+    /// default: `rest_bind`'s IP address, port 3371. HTTPS is on when
+    /// `rest_tls_cert` and `rest_tls_key` are given; the plain listener
+    /// then answers every `/v1/...` request with a 302 redirect to it.
+    pub rest_bind_secure: Option<SocketAddr>,
+    /// The HTTPS listener's certificate chain and private key (PEM).
+    pub rest_tls_cert: Option<PathBuf>,
+    pub rest_tls_key: Option<PathBuf>,
+    /// With it, HTTPS clients must present a certificate signed by this CA
+    /// (PEM); LINSTOR's truststore.
+    pub rest_tls_client_ca: Option<PathBuf>,
     /// Directory for the database and controller state.
     pub data_dir: PathBuf,
     /// Database file; defaults to `<data_dir>/cairn.db`.
@@ -35,6 +49,10 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
             rest_bind: DEFAULT_REST_BIND.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 3370))),
+            rest_bind_secure: None,
+            rest_tls_cert: None,
+            rest_tls_key: None,
+            rest_tls_client_ca: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             db_path: None,
             cluster_secret_file: None,
@@ -64,6 +82,14 @@ impl ControllerConfig {
         self.cluster_secret_file.clone().unwrap_or_else(|| self.data_dir.join("cluster-secret"))
     }
 
+    /// Where the HTTPS listener binds, when HTTPS is on (see
+    /// [`ControllerConfig::rest_bind_secure`]).
+    pub fn https_bind(&self) -> Option<SocketAddr> {
+        self.rest_tls_cert.as_ref()?;
+        self.rest_tls_key.as_ref()?;
+        Some(self.rest_bind_secure.unwrap_or_else(|| SocketAddr::new(self.rest_bind.ip(), DEFAULT_REST_SECURE_PORT)))
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.db_path.clone().unwrap_or_else(|| self.data_dir.join("cairn.db"))
     }
@@ -86,6 +112,23 @@ mod tests {
         let c = ConfigFile::parse("[controller]\nrest_bind = \"0.0.0.0:4000\"\ndata_dir = \"/tmp/x\"\n").unwrap().controller;
         assert_eq!(c.rest_bind.port(), 4000);
         assert_eq!(c.db_path(), PathBuf::from("/tmp/x/cairn.db"));
+    }
+
+    #[test]
+    fn https_is_on_with_certificate_and_key_and_binds_beside_the_plain_listener() {
+        let c = ConfigFile::parse("[controller]\nrest_bind = \"10.0.0.1:3370\"\nrest_tls_cert = \"/c.pem\"\n").unwrap().controller;
+        assert_eq!(c.https_bind(), None, "a certificate without its key is not HTTPS");
+        let c = ConfigFile::parse("[controller]\nrest_bind = \"10.0.0.1:3370\"\nrest_tls_cert = \"/c.pem\"\nrest_tls_key = \"/k.pem\"\n")
+            .unwrap()
+            .controller;
+        assert_eq!(c.https_bind().map(|a| a.to_string()).as_deref(), Some("10.0.0.1:3371"));
+        let c = ConfigFile::parse(
+            "[controller]\nrest_bind_secure = \"[::]:4443\"\nrest_tls_cert = \"/c.pem\"\nrest_tls_key = \"/k.pem\"\nrest_tls_client_ca = \"/ca.pem\"\n",
+        )
+        .unwrap()
+        .controller;
+        assert_eq!(c.https_bind().map(|a| a.to_string()).as_deref(), Some("[::]:4443"));
+        assert_eq!(c.rest_tls_client_ca, Some(PathBuf::from("/ca.pem")));
     }
 
     #[test]

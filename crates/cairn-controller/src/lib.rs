@@ -56,7 +56,15 @@ pub enum ControllerError {
 pub struct Controller {
     state: AppState,
     listener: TcpListener,
+    /// The HTTPS listener, when HTTPS is on.
+    secure: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     _lock: File,
+}
+
+impl From<cairn_proto::tls::TlsError> for ControllerError {
+    fn from(e: cairn_proto::tls::TlsError) -> ControllerError {
+        ControllerError::Tls { path: e.path, reason: e.reason }
+    }
 }
 
 impl Controller {
@@ -122,9 +130,17 @@ impl Controller {
         let listener = TcpListener::bind(config.rest_bind)
             .await
             .map_err(|source| ControllerError::Bind { addr: config.rest_bind.to_string(), source })?;
+        let secure = match (config.https_bind(), &config.rest_tls_cert, &config.rest_tls_key) {
+            (Some(addr), Some(cert), Some(key)) => {
+                let tls = cairn_proto::tls::server_config(cert, key, config.rest_tls_client_ca.as_deref())?;
+                let tcp = TcpListener::bind(addr).await.map_err(|source| ControllerError::Bind { addr: addr.to_string(), source })?;
+                Some((tcp, tokio_rustls::TlsAcceptor::from(tls)))
+            }
+            _ => None,
+        };
         // Clones a previous run left CLONING are followed again.
         rest::clone::resume(&state);
-        Ok(Controller { state, listener, _lock: lock })
+        Ok(Controller { state, listener, secure, _lock: lock })
     }
 
     /// The address the REST listener is bound to.
@@ -132,17 +148,46 @@ impl Controller {
         self.listener.local_addr()
     }
 
+    /// The address the HTTPS listener is bound to, when HTTPS is on.
+    pub fn rest_secure_addr(&self) -> Option<std::io::Result<std::net::SocketAddr>> {
+        self.secure.as_ref().map(|(l, _)| l.local_addr())
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves REST until `shutdown` completes.
+    /// Serves REST until `shutdown` completes: the plain listener, and the
+    /// HTTPS one when HTTPS is on (the plain one then redirects `/v1`
+    /// requests to it).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ControllerError> {
-        let app = rest::app(self.state.clone());
-        axum::serve(rest::http::JsonErrorListener(self.listener), axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ControllerError::Serve)
+        use axum::ServiceExt;
+        let Some((tcp, acceptor)) = self.secure else {
+            let app = rest::app(self.state.clone(), None);
+            return axum::serve(rest::http::plain(self.listener), app.into_make_service())
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ControllerError::Serve);
+        };
+        let port = tcp.local_addr().map_err(ControllerError::Serve)?.port();
+        let tls = rest::http::JsonErrorListener(cairn_proto::tls::TlsListener::new(tcp, acceptor).map_err(ControllerError::Serve)?);
+        // One shutdown signal for both servers.
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let secure = axum::serve(tls, rest::app(self.state.clone(), None).into_make_service())
+            .with_graceful_shutdown(stopped(rx.clone()))
+            .into_future();
+        let plain = axum::serve(rest::http::plain(self.listener), rest::app(self.state.clone(), Some(port)).into_make_service())
+            .with_graceful_shutdown(stopped(rx))
+            .into_future();
+        let signal = async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        };
+        let (_, a, b) = tokio::join!(signal, secure, plain);
+        a.and(b).map_err(ControllerError::Serve)
     }
 }
 

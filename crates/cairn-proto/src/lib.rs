@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod logging;
+pub mod tls;
 
 /// Bumped on every incompatible change of these messages.
 pub const PROTO_VERSION: u32 = 5;

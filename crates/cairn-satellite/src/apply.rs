@@ -119,6 +119,8 @@ pub struct Applier {
     applying: std::sync::atomic::AtomicUsize,
     /// External files the resources' definitions deploy.
     pub files: crate::ext_files::ExtFiles,
+    /// Where FILE and FILE_THIN pools may be.
+    pool_dirs: crate::pool_dirs::PoolDirs,
 }
 
 /// Counts an apply under way while it lives.
@@ -284,6 +286,7 @@ impl Applier {
             measuring: tokio::sync::Mutex::new(None),
             applying: Default::default(),
             files: crate::ext_files::ExtFiles::new(Vec::new(), None),
+            pool_dirs: crate::pool_dirs::PoolDirs::unrestricted(),
         }
     }
 
@@ -294,8 +297,21 @@ impl Applier {
         self
     }
 
+    /// With FILE and FILE_THIN pools only where `dirs` allows.
+    pub fn with_pool_dirs(mut self, dirs: crate::pool_dirs::PoolDirs) -> Applier {
+        self.pool_dirs = dirs;
+        self
+    }
+
     /// Resolves a pool into its provider, or the reason it cannot serve.
     fn resolve(&self, p: &PoolDesired) -> Pool {
+        let is_file = matches!(p.kind, cairn_proto::ProviderKind::File | cairn_proto::ProviderKind::FileThin);
+        let refused = if is_file { self.pool_dirs.check(p.backing.as_deref().unwrap_or_default()).err() } else { None };
+        if let Some(r) = refused {
+            let message = format!("Storage pool '{}' ({}) on satellite '{}': {}", p.name, p.kind, self.node_name, r.message);
+            let provider = Err(ObjectError { message, cause: Some(r.cause).filter(|c| !c.is_empty()), details: None });
+            return Pool { desired: p.clone(), provider };
+        }
         let provider = match self.providers.iter().find(|s| s.kind == p.kind) {
             Some(s) if !s.supported => Err(ObjectError {
                 message: format!("Storage pool '{}' ({}) cannot be served by satellite '{}'.", p.name, p.kind, self.node_name),

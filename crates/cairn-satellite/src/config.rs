@@ -30,6 +30,9 @@ pub struct SatelliteConfig {
     /// Directories external files may be written into (LINSTOR's
     /// `--allow-ext-files`); none by default.
     pub allow_ext_files: Vec<String>,
+    /// Directories FILE and FILE_THIN pools may be in (besides
+    /// `data_dir`), with everything below them.
+    pub allow_pool_dirs: Vec<PathBuf>,
     /// Test seam: external files are written below this directory instead
     /// of `/` (several satellites share one host in the tests).
     pub ext_files_root: Option<PathBuf>,
@@ -57,6 +60,7 @@ pub struct SatelliteToml {
     pub drbd_config_dir: Option<PathBuf>,
     pub drbd_config_only: Option<bool>,
     pub allow_ext_files: Option<Vec<String>>,
+    pub allow_pool_dirs: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -88,5 +92,7 @@ mod tests {
         assert!(SatelliteToml::parse("[satellite]\nnode_nam = \"x\"\n").is_err());
         let t = SatelliteToml::parse("[satellite]\nallow_ext_files = [\"/etc/app\", \"/srv/conf\"]\n").unwrap();
         assert_eq!(t.allow_ext_files, Some(vec!["/etc/app".to_string(), "/srv/conf".to_string()]));
+        let t = SatelliteToml::parse("[satellite]\nallow_pool_dirs = [\"/srv/pools\"]\n").unwrap();
+        assert_eq!(t.allow_pool_dirs, Some(vec![PathBuf::from("/srv/pools")]));
     }
 }

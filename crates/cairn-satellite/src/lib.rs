@@ -10,6 +10,7 @@ pub mod apply;
 pub mod config;
 pub mod drbd;
 pub mod ext_files;
+pub mod pool_dirs;
 pub mod server;
 pub mod tls;
 pub mod tools;

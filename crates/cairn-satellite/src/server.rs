@@ -141,7 +141,9 @@ impl Satellite {
         let storage = crate::apply::Storage::new(runner, config.command_timeout);
         let files = crate::ext_files::ExtFiles::new(config.allow_ext_files.clone(), config.ext_files_root.clone());
         let applier = Arc::new(
-            Applier::new(config.node_name.clone(), instance, storage, providers, drbd, Some(config.data_dir.clone())).with_ext_files(files),
+            Applier::new(config.node_name.clone(), instance, storage, providers, drbd, Some(config.data_dir.clone()))
+                .with_ext_files(files)
+                .with_pool_dirs(crate::pool_dirs::PoolDirs::new(&config.data_dir, &config.allow_pool_dirs)),
         );
         let tls = match &config.tls {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(files)?)),

@@ -154,6 +154,10 @@ struct SatelliteArgs {
     /// A deployed file goes only into one of these exactly, never into a subdirectory.
     #[arg(long, env = "CAIRN_ALLOW_EXT_FILES", value_delimiter = ',')]
     allow_ext_files: Vec<String>,
+    /// Directories FILE and FILE_THIN pools may be in, with everything below them (comma-separated;
+    /// the data directory is always allowed). /, /dev, /proc, /sys, /boot, /etc and /usr never are.
+    #[arg(long, env = "CAIRN_ALLOW_POOL_DIRS", value_delimiter = ',')]
+    allow_pool_dirs: Vec<PathBuf>,
     /// Tests only: write external files below this directory instead of /.
     #[arg(long, env = "CAIRN_TEST_EXT_FILES_ROOT", hide = true)]
     ext_files_root: Option<PathBuf>,
@@ -200,6 +204,11 @@ impl SatelliteArgs {
             } else {
                 self.allow_ext_files.clone()
             },
+            allow_pool_dirs: if self.allow_pool_dirs.is_empty() {
+                file.allow_pool_dirs.unwrap_or_default()
+            } else {
+                self.allow_pool_dirs.clone()
+            },
             ext_files_root: self.ext_files_root.clone(),
         })
     }
@@ -242,6 +251,20 @@ struct ControllerArgs {
     /// REST listen address, as LINSTOR's --rest-bind (default 127.0.0.1:3370).
     #[arg(long, env = "CAIRN_REST_BIND")]
     rest_bind: Option<SocketAddr>,
+    /// HTTPS listen address, as LINSTOR's --rest-bind-secure (default: --rest-bind's IP, port 3371).
+    /// HTTPS is on when --rest-tls-cert and --rest-tls-key are given; the plain listener then
+    /// redirects /v1 requests to it.
+    #[arg(long, env = "CAIRN_REST_BIND_SECURE")]
+    rest_bind_secure: Option<SocketAddr>,
+    /// Certificate chain (PEM) of the HTTPS REST listener.
+    #[arg(long, env = "CAIRN_REST_TLS_CERT")]
+    rest_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of that certificate.
+    #[arg(long, env = "CAIRN_REST_TLS_KEY")]
+    rest_tls_key: Option<PathBuf>,
+    /// Require HTTPS clients to present a certificate signed by this CA (PEM).
+    #[arg(long, env = "CAIRN_REST_TLS_CLIENT_CA")]
+    rest_tls_client_ca: Option<PathBuf>,
     /// Directory for the database and state (default /var/lib/cairn; ./cairn-data for `up`).
     #[arg(long, env = "CAIRN_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -274,6 +297,24 @@ impl ControllerArgs {
         }
         if let Some(b) = self.rest_bind {
             cfg.rest_bind = b;
+        }
+        if let Some(b) = self.rest_bind_secure {
+            cfg.rest_bind_secure = Some(b);
+        }
+        for (flag, into) in [
+            (&self.rest_tls_cert, &mut cfg.rest_tls_cert),
+            (&self.rest_tls_key, &mut cfg.rest_tls_key),
+            (&self.rest_tls_client_ca, &mut cfg.rest_tls_client_ca),
+        ] {
+            if let Some(p) = flag {
+                *into = Some(p.clone());
+            }
+        }
+        if cfg.rest_tls_cert.is_some() != cfg.rest_tls_key.is_some() {
+            anyhow::bail!("HTTPS needs both --rest-tls-cert and --rest-tls-key");
+        }
+        if cfg.rest_tls_cert.is_none() && (cfg.rest_tls_client_ca.is_some() || cfg.rest_bind_secure.is_some()) {
+            anyhow::bail!("--rest-tls-client-ca and --rest-bind-secure need HTTPS: give --rest-tls-cert and --rest-tls-key");
         }
         if let Some(d) = &self.data_dir {
             cfg.data_dir = d.clone();
@@ -369,7 +410,10 @@ async fn shutdown_signal() {
 async fn run_controller(cfg: ControllerConfig) -> anyhow::Result<()> {
     let controller = Controller::start(&cfg).await.context("start controller")?;
     let addr = controller.rest_addr().context("read REST address")?;
-    tracing::info!(rest = %addr, data_dir = %cfg.data_dir.display(), "controller ready");
+    match controller.rest_secure_addr().transpose().context("read HTTPS address")? {
+        Some(https) => tracing::info!(rest = %addr, https = %https, data_dir = %cfg.data_dir.display(), "controller ready"),
+        None => tracing::info!(rest = %addr, data_dir = %cfg.data_dir.display(), "controller ready"),
+    }
     controller.serve(shutdown_signal()).await.context("serve REST")?;
     Ok(())
 }
@@ -424,6 +468,8 @@ async fn run_up(mut cfg: ControllerConfig, asked: Option<SocketAddr>) -> anyhow:
         drbd_config_dir: None,
         drbd_config_only: false,
         allow_ext_files: Vec::new(),
+        // The pool `cairn up` makes lives beside the satellite's directory.
+        allow_pool_dirs: vec![cfg.data_dir.join("pool")],
         ext_files_root: None,
     };
     let interface = cairn_api::node::NetInterface {

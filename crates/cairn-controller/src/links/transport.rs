@@ -23,8 +23,7 @@ use hyper::{Method, Request, Uri, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -251,31 +250,16 @@ impl AsyncWrite for Stream {
 /// our chain and key, and the CA the satellites' certificates must be
 /// signed by (the only root trusted).
 pub fn client_tls(config: &crate::ControllerConfig) -> Result<Option<Arc<rustls::ClientConfig>>, crate::ControllerError> {
+    use cairn_proto::tls;
     let (Some(cert), Some(key), Some(ca)) = (&config.satellite_tls_cert, &config.satellite_tls_key, &config.satellite_tls_ca) else {
         return Ok(None);
     };
     let err = |p: &std::path::Path, reason: String| crate::ControllerError::Tls { path: p.display().to_string(), reason };
-    let certs = |p: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, crate::ControllerError> {
-        let certs: Vec<_> = CertificateDer::pem_file_iter(p)
-            .map_err(|e| err(p, e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(p, e.to_string()))?;
-        if certs.is_empty() {
-            return Err(err(p, "no certificate in the file".into()));
-        }
-        Ok(certs)
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in certs(ca)? {
-        roots.add(c).map_err(|e| err(ca, e.to_string()))?;
-    }
-    let chain = certs(cert)?;
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, e.to_string()))?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| err(cert, e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, private)
+        .with_root_certificates(tls::load_roots(ca)?)
+        .with_client_auth_cert(tls::load_certs(cert)?, tls::load_key(key)?)
         .map_err(|e| err(key, e.to_string()))?;
     Ok(Some(Arc::new(config)))
 }

@@ -33,6 +33,7 @@ async fn get_ctrl(State(s): State<AppState>) -> Response {
     let (level, level_linstor) = logging::control().map(|c| c.levels()).map_or((None, None), |(a, b)| (Some(a), Some(b)));
     let cfg = s.settings();
     let bind = cfg.map(|c| c.rest_bind);
+    let https = cfg.and_then(|c| c.https_bind());
     ok(&ControllerConfig {
         config: None,
         debug: Some(ConfigDebug { console_enabled: Some(false) }),
@@ -53,7 +54,11 @@ async fn get_ctrl(State(s): State<AppState>) -> Response {
             listen_address: bind.map(|b| b.ip().to_string()),
             port: bind.map(|b| i64::from(b.port())),
         }),
-        https: Some(ConfigHttp { enabled: Some(false), ..Default::default() }),
+        https: Some(ConfigHttp {
+            enabled: Some(https.is_some()),
+            listen_address: https.map(|b| b.ip().to_string()),
+            port: https.map(|b| i64::from(b.port())),
+        }),
         ldap: Some(serde_json::json!({ "enabled": false })),
     })
 }

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -124,6 +125,39 @@ pub async fn guard(req: Request, next: Next) -> Response {
     resp
 }
 
+/// In front of the routes of the plain listener while HTTPS is on (the
+/// state is the HTTPS port): every request under `/v1` is answered with
+/// LINSTOR's redirect, a 302 to the same path and query on the HTTPS port
+/// of the host the client asked for (python-linstor's `has_linstor_https`
+/// probe takes the port from `Location` and switches to HTTPS). Other
+/// paths (`/health`) are served as they are.
+pub async fn to_https(axum::extract::State(port): axum::extract::State<u16>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path != "/v1" && !path.starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).and_then(host_of).unwrap_or("localhost");
+    let target = format!("https://{host}:{port}{}", req.uri().path_and_query().map(|p| p.as_str()).unwrap_or(path));
+    let entry = ApiCallRc::info(0, 0, format!("The REST API is served over HTTPS: {target}"))
+        .with_correction("Connect with linstor+ssl:// or https:// and the HTTPS port.");
+    let mut r = Reply::new(StatusCode::FOUND.as_u16(), vec![entry]).into_response();
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// The host name of a `Host` header (`name`, `name:port`, `[v6]:port`),
+/// if it is made of characters a host name or address can have.
+fn host_of(header: &str) -> Option<&str> {
+    let host = match header.strip_prefix('[') {
+        Some(rest) => &header[..rest.find(']')? + 2],
+        None => header.split(':').next()?,
+    };
+    let ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_[]:".contains(c));
+    ok.then_some(host)
+}
+
 /// The methods LINSTOR's API has for the path of a 405 answer, for
 /// [`complete_allow`].
 #[derive(Clone)]
@@ -156,20 +190,30 @@ pub fn spec_methods(path: &str) -> BTreeSet<&'static str> {
     SPEC_ROUTES.iter().filter(|(_, t)| super::template_matches(t, path)).map(|(m, _)| *m).collect()
 }
 
-/// The REST listener: plain TCP, each connection wrapped in [`JsonErrorIo`].
-pub struct JsonErrorListener(pub TcpListener);
+/// A REST listener (plain TCP, or TLS: [`cairn_proto::tls::TlsListener`])
+/// whose connections are wrapped in [`JsonErrorIo`].
+pub struct JsonErrorListener<L>(pub L);
 
-impl axum::serve::Listener for JsonErrorListener {
-    type Io = JsonErrorIo;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        // A streamed reply goes out in several writes: without this, its
-        // last small one waits for the client's delayed ACK (40 ms).
+/// The plain REST listener: TCP with TCP_NODELAY (a streamed reply goes
+/// out in several writes: without it, its last small one waits for the
+/// client's delayed ACK, 40 ms). The TLS listener sets it itself.
+pub fn plain(listener: TcpListener) -> JsonErrorListener<impl axum::serve::Listener<Io = TcpStream, Addr = SocketAddr>> {
+    JsonErrorListener(axum::serve::ListenerExt::tap_io(listener, |io: &mut TcpStream| {
         if let Err(e) = io.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY on a REST connection: {e}");
         }
+    }))
+}
+
+impl<L> axum::serve::Listener for JsonErrorListener<L>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    type Io = JsonErrorIo<L::Io>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = self.0.accept().await;
         (JsonErrorIo { inner: io, pending: None }, addr)
     }
 
@@ -180,8 +224,8 @@ impl axum::serve::Listener for JsonErrorListener {
 
 /// A connection whose bodiless automatic error answers from hyper are
 /// replaced by ones with an ApiCallRc body.
-pub struct JsonErrorIo {
-    inner: TcpStream,
+pub struct JsonErrorIo<S> {
+    inner: S,
     /// A replacement being written: its bytes, how many went out, and the
     /// length of the buffer it stands for.
     pending: Option<(Vec<u8>, usize, usize)>,
@@ -226,13 +270,13 @@ pub fn replacement(head: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-impl AsyncRead for JsonErrorIo {
+impl<S: AsyncRead + Unpin> AsyncRead for JsonErrorIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for JsonErrorIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrorIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if self.pending.is_none()
             && buf.starts_with(b"HTTP/1.")
@@ -288,6 +332,16 @@ mod tests {
         assert!(v[0]["ret_code"].as_i64().unwrap() < 0, "an error entry");
         assert!(replacement(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n").is_some());
         assert!(replacement(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").is_some());
+    }
+
+    #[test]
+    fn the_redirect_keeps_the_host_the_client_asked_for() {
+        assert_eq!(host_of("ctrl.example:3370"), Some("ctrl.example"));
+        assert_eq!(host_of("127.0.0.5"), Some("127.0.0.5"));
+        assert_eq!(host_of("[::1]:3370"), Some("[::1]"));
+        assert_eq!(host_of("[::1"), None);
+        assert_eq!(host_of("evil/path:1"), None);
+        assert_eq!(host_of(""), None);
     }
 
     #[test]

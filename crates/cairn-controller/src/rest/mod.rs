@@ -39,8 +39,11 @@ use tower::util::{MapRequest, MapResponse};
 use crate::state::AppState;
 use error::ApiError;
 
-/// The REST router (without path normalisation; see [`app`]).
-pub fn router(state: AppState) -> Router {
+/// The REST router (without path normalisation; see [`app`]). With
+/// `https_port`, the plain listener's: `/v1` requests are redirected there
+/// ([`http::to_https`], behind [`http::guard`] so that a redirected
+/// request's body is read before the answer).
+pub fn router(state: AppState, https_port: Option<u16>) -> Router {
     // The spec's `…/properties/info` paths would otherwise be taken by the
     // `{name}` routes beside them (static segments win over captures).
     let api = Router::new()
@@ -65,11 +68,12 @@ pub fn router(state: AppState) -> Router {
         .merge(snapshots::routes())
         .merge(clone::routes())
         .merge(events::routes());
-    metrics::install(api)
-        .fallback(unrouted)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(http::guard))
-        .with_state(state)
+    let routes = metrics::install(api).fallback(unrouted).method_not_allowed_fallback(method_not_allowed);
+    let routes = match https_port {
+        Some(port) => routes.layer(axum::middleware::from_fn_with_state(port, http::to_https)),
+        None => routes,
+    };
+    routes.layer(axum::middleware::from_fn(http::guard)).with_state(state)
 }
 
 /// The service the controller serves: the router behind trailing-slash
@@ -77,9 +81,9 @@ pub fn router(state: AppState) -> Router {
 /// 405 answers completed with the `Allow` methods of LINSTOR's API.
 pub type App = MapResponse<MapRequest<Router, fn(Request) -> Request>, fn(Response) -> Response>;
 
-pub fn app(state: AppState) -> App {
+pub fn app(state: AppState, https_port: Option<u16>) -> App {
     MapResponse::new(
-        MapRequest::new(router(state), strip_trailing_slash as fn(Request) -> Request),
+        MapRequest::new(router(state, https_port), strip_trailing_slash as fn(Request) -> Request),
         http::complete_allow as fn(Response) -> Response,
     )
 }

@@ -50,6 +50,26 @@ pub struct Global {
     /// Sort tables by this column (e.g. `--sort-by FreeCapacity`).
     #[arg(long = "sort-by", global = true)]
     pub sort_by: Option<String>,
+    /// HTTPS: the CA (PEM) the controller's certificate is checked against (default: the WebPKI roots).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cafile: Option<std::path::PathBuf>,
+    /// HTTPS: a client certificate (PEM), for controllers that require one.
+    #[arg(long, global = true, value_name = "FILE", requires = "keyfile")]
+    pub certfile: Option<std::path::PathBuf>,
+    /// HTTPS: the private key (PEM) of --certfile.
+    #[arg(long, global = true, value_name = "FILE", requires = "certfile")]
+    pub keyfile: Option<std::path::PathBuf>,
+}
+
+impl Global {
+    /// The TLS files named by `--cafile`, `--certfile` and `--keyfile`.
+    fn tls_files(&self) -> Result<cairn_client::TlsFiles, String> {
+        let read = |p: &Option<std::path::PathBuf>| match p {
+            Some(p) => std::fs::read(p).map(Some).map_err(|e| format!("cannot read {}: {e}", p.display())),
+            None => Ok(None),
+        };
+        Ok(cairn_client::TlsFiles { ca: read(&self.cafile)?, cert: read(&self.certfile)?, key: read(&self.keyfile)? })
+    }
 }
 
 /// A connected client and how to print.
@@ -92,8 +112,15 @@ impl Ctx {
         let color = !g.no_color && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         let style = Style { utf8: !g.no_utf8, color };
         let mut last = String::new();
+        let problem = |message: String| output::problem(g.machine, &ApiCallRc::error(0, rc::FAIL_INVLD_REQUEST, message), EXIT_CLIENT);
+        let tls = g.tls_files().map_err(problem)?;
         for spec in g.controllers.split(',').filter(|s| !s.trim().is_empty()) {
-            let client = Client::new(&controller_url(spec));
+            let connect = |url: &str| Client::with_tls(url, &tls).map_err(|e| problem(e.to_string()));
+            let mut client = connect(&controller_url(spec))?;
+            // A plain port that redirects to HTTPS (as python-linstor does).
+            if let Some(https) = client.https_redirect() {
+                client = connect(&https)?;
+            }
             match client.version() {
                 Ok(_) => return Ok(Ctx { client, machine: g.machine, style, sort_by: g.sort_by.clone() }),
                 Err(e) => last = e.to_string(),
