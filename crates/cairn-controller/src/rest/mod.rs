@@ -19,6 +19,7 @@ pub mod placement;
 pub mod props_info;
 pub mod remotes;
 pub mod reply;
+pub mod reports;
 pub mod resource_connections;
 pub mod resource_definitions;
 pub mod resource_groups;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(resources::routes())
         .merge(placement::routes())
         .merge(remotes::routes())
+        .merge(reports::routes())
         .merge(kvs::routes())
         .merge(files::routes())
         .merge(node_connections::routes())
