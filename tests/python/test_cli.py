@@ -64,8 +64,6 @@ def test_errors_print_cause_and_correction_with_exit_code_10(cluster):
     assert "ERROR:" in err and "Cause:" in err and "Correction:" in err and "'bad name'" in err
     code, out, err = cairn(cluster, "rg", "spawn", "DfltRscGrp", "toolarge", "1P", "--place-count", "3")
     assert code == 10 and "Not enough available nodes" in err and "Cause:" in err
-    code, out, err = cairn(cluster, "error-reports", "list")
-    assert code == 10 and "not implemented" in err
 
 
 def test_connection_errors_exit_20():
