@@ -64,8 +64,6 @@ def test_errors_print_cause_and_correction_with_exit_code_10(cluster):
     assert "ERROR:" in err and "Cause:" in err and "Correction:" in err and "'bad name'" in err
     code, out, err = cairn(cluster, "rg", "spawn", "DfltRscGrp", "toolarge", "1P", "--place-count", "3")
     assert code == 10 and "Not enough available nodes" in err and "Cause:" in err
-    code, out, err = cairn(cluster, "error-reports", "list")
-    assert code == 10 and "not implemented" in err
 
 
 def test_connection_errors_exit_20():
@@ -101,16 +99,24 @@ def test_properties_kv_and_controller(cluster):
     assert code == 0 and "REST API 1.27.0" in out
 
 
-def test_sort_by_a_column_and_unimplemented_verbs(cluster):
+def test_sort_by_a_column_and_empty_lists(cluster):
     c = cluster
     code, out, _ = cairn(c, "--no-color", "--sort-by", "Node", "--no-utf8", "sp", "l", "-s", "DfltStorPool")
     nodes = [l.split("|")[2].strip() for l in out.splitlines() if "DfltStorPool " in l]
     assert nodes == ["n1", "n2", "n3"], out
     code, out, err = cairn(c, "--sort-by", "Nope", "n", "l")
     assert code == 1 and "no column 'Nope'" in err
-    # Error reports are not implemented yet: a clear API error, exit 10.
-    code, out, err = cairn(c, "error-reports", "list")
-    assert code == 10 and "not implemented" in err, (out, err)
+    # Cairn writes no error reports and keeps no remotes or schedules: the
+    # lists are empty tables (and `-m` shows LINSTOR's empty shapes).
+    code, out, err = cairn(c, "--no-utf8", "error-reports", "list")
+    assert code == 0 and "| Id " in out and "Exception" in out and out.count("\n") == 4, (out, err)
+    assert json.loads(cairn(c, "-m", "err", "l")[1]) == []
+    code, out, err = cairn(c, "--no-utf8", "remote", "list")
+    assert code == 0 and "| Name " in out and out.count("\n") == 4, (out, err)
+    assert json.loads(cairn(c, "-m", "remote", "l")[1]) == {}
+    code, out, err = cairn(c, "--no-utf8", "schedule", "list")
+    assert code == 0 and "Incremental" in out and out.count("\n") == 4, (out, err)
+    assert json.loads(cairn(c, "-m", "schedule", "l")[1]) == {}
 
 
 def test_diskless_and_make_available_refusals_through_the_cli(cluster):
@@ -193,3 +199,26 @@ def test_resource_connection_activate_adjust_reconnect_and_log_level_verbs(clust
     code, out, err = cairn(c, "node", "set-log-level", a, "TRACE")
     assert code == 0 and f"Satellite '{a}' log level set to INFO (libraries) and TRACE (Cairn)." in out, (out, err)
     assert c.ctrl.request("GET", f"/v1/nodes/{a}/config")[2]["log"]["level_linstor"] == "TRACE"
+
+
+def test_node_connection_verbs(cluster):
+    c = cluster
+    code, out, err = cairn(c, "nc", "sp", "n2", "n1", "DrbdOptions/Net/protocol", "A")
+    assert code == 0 and "SUCCESS" in out, (out, err)
+    code, out, err = cairn(c, "--no-color", "--no-utf8", "node-connection", "list")
+    assert code == 0 and re.search(r"\| n1\s+\| n2\s+\| DrbdOptions/Net/protocol=A", out), out
+    assert [x["node_b"] for x in json.loads(cairn(c, "-m", "nc", "l", "n2")[1])] == ["n2"]
+    assert json.loads(cairn(c, "-m", "nc", "l", "n3")[1]) == []
+    code, out, err = cairn(c, "-m", "nc", "lp", "n1", "n2")
+    assert code == 0 and json.loads(out) == {"DrbdOptions/Net/protocol": "A"}, out
+    code, out, err = cairn(c, "nc", "path", "create", "n1", "n2", "p1", "default", "default")
+    assert code == 0, err
+    code, out, err = cairn(c, "--no-color", "--no-utf8", "nc", "path", "list", "n2", "n1")
+    assert code == 0 and re.search(r"\| p1\s+\| n1:default, n2:default", out), out
+    code, out, err = cairn(c, "nc", "path", "delete", "n1", "n2", "p1")
+    assert code == 0, err
+    code, out, err = cairn(c, "nc", "sp", "n1", "n2", "DrbdOptions/Net/protocol")
+    assert code == 0, err
+    assert json.loads(cairn(c, "-m", "nc", "lp", "n2", "n1")[1]) == {}
+    code, out, err = cairn(c, "nc", "sp", "n1", "nx", "Aux/a", "1")
+    assert code == 10 and "not found" in err.lower(), err

@@ -82,7 +82,7 @@ def test_unknown_route_is_404_with_apicallrc(controller):
 
 
 def test_unimplemented_spec_route_is_501_with_apicallrc(controller):
-    status, ctype, body = controller.request("GET", "/v1/schedules")
+    status, ctype, body = controller.request("GET", "/v1/sos-report")
     assert status == 501 and ctype == "application/json"
     assert body[0]["ret_code"] < 0 and "not implemented" in body[0]["message"]
 

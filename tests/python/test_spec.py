@@ -67,7 +67,7 @@ DELIBERATE = {
                      for verb in ("status", "evict", "disable", "enable", "restart")],
 }
 # Routes of LINSTOR's API Cairn does not serve yet.
-NOT_YET = 35
+NOT_YET = 31
 MASK_ERROR = -(1 << 62)
 FAIL_INVLD_REQUEST, FAIL_IMPL_ERROR = 234, 999
 
@@ -157,6 +157,10 @@ IMPLEMENTED = [
     ("GET", "/v1/files/x1/status/x2"),
     ("POST", "/v1/resource-definitions/x1/files/x2"),
     ("DELETE", "/v1/resource-definitions/x1/files/x2"),
+    ("GET", "/v1/error-reports"),
+    ("GET", "/v1/error-reports/x1"),
+    ("GET", "/v1/stats/error-reports"),
+    ("GET", "/v1/schedules"),
 ]
 
 
@@ -166,9 +170,19 @@ def test_implemented_routes_are_not_501(controller):
         body = b"{}" if method in ("POST", "PUT") else None
         status, ctype, reply = controller.request(method, path, raw_body=body)
         assert ctype == "application/json" and status != 501, (method, path, status, reply)
-    # Still 501: the error reports they would count.
-    status, _, _ = controller.request("GET", "/v1/stats/error-reports")
+    # Still 501: deleting error reports (there are none to delete).
+    status, _, _ = controller.request("DELETE", "/v1/error-reports/x1")
     assert status == 501
+
+
+def test_error_reports_and_schedules_are_empty_lists_as_linstor_answers_them(controller, lin):
+    # Cairn writes no error reports and keeps no backup schedules: the
+    # upstream CLI's `err list` and `schedule list` print empty tables.
+    assert lin.error_report_list() == []
+    assert lin.error_report_list(ids=["5F3A-00000-000000"]) == []
+    assert controller.request("GET", "/v1/stats/error-reports")[:3:2] == (200, {"count": 0})
+    assert controller.request("GET", "/v1/schedules")[:3:2] == (200, {})
+    assert lin.schedule_list().schedules == []
 
 
 def test_the_property_table_is_what_the_generator_makes_of_python_linstor(tmp_path):

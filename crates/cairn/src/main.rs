@@ -81,12 +81,21 @@ enum Command {
     /// Resource connections: properties of the connection between two replicas (DRBD paths and options).
     #[command(visible_alias = "rc", subcommand)]
     ResourceConnection(cli::resource_connection::ResourceConnectionCmd),
+    /// Node connections: properties of the connection between two nodes, for every resource they share.
+    #[command(visible_alias = "nc", subcommand)]
+    NodeConnection(cli::node_connection::NodeConnectionCmd),
     /// Key-value stores.
     #[command(visible_alias = "kv", subcommand)]
     KeyValueStore(KvCmd),
     /// External files: content kept by the controller, written by the satellites of a resource's nodes.
     #[command(visible_alias = "f", subcommand)]
     File(cli::file::FileCmd),
+    /// Remotes backups could be shipped to (none in Cairn yet).
+    #[command(subcommand)]
+    Remote(cli::remote::RemoteCmd),
+    /// Backup schedules (none in Cairn yet).
+    #[command(subcommand)]
+    Schedule(cli::remote::ScheduleCmd),
     /// Error reports.
     #[command(visible_alias = "err", subcommand)]
     ErrorReports(ErrorReportsCmd),
@@ -644,8 +653,11 @@ fn run() -> anyhow::Result<()> {
         Command::Resource(cmd) => client(g, |c| cli::resource::run(c, cmd)),
         Command::Volume(cmd) => client(g, |c| cli::resource::run_volume(c, cmd)),
         Command::ResourceConnection(cmd) => client(g, |c| cli::resource_connection::run(c, cmd)),
+        Command::NodeConnection(cmd) => client(g, |c| cli::node_connection::run(c, cmd)),
         Command::KeyValueStore(cmd) => client(g, |c| cli::kvs::run(c, cmd)),
         Command::File(cmd) => client(g, |c| cli::file::run(c, cmd)),
+        Command::Remote(cmd) => client(g, |c| cli::remote::run(c, cmd)),
+        Command::Schedule(cmd) => client(g, |c| cli::remote::run_schedule(c, cmd)),
         Command::ErrorReports(cmd) => client(g, |c| cli::controller::run_error_reports(c, cmd)),
         Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),
         Command::Encryption(cmd) => client(g, |c| cli::encryption::run(c, cmd)),

@@ -20,6 +20,7 @@ pub mod placement;
 pub mod props_info;
 pub mod remotes;
 pub mod reply;
+pub mod reports;
 pub mod resource_connections;
 pub mod resource_definitions;
 pub mod resource_groups;
@@ -59,6 +60,7 @@ pub fn router(state: AppState, https_port: Option<u16>) -> Router {
         .merge(resources::routes())
         .merge(placement::routes())
         .merge(remotes::routes())
+        .merge(reports::routes())
         .merge(kvs::routes())
         .merge(files::routes())
         .merge(node_connections::routes())

@@ -94,39 +94,59 @@ fn conn_path(resource: &str, a: &str, b: &str) -> String {
 fn run_path(ctx: &Ctx, cmd: PathCmd) -> i32 {
     match cmd {
         PathCmd::Create { node_a, node_b, resource, path_name, netinterface_a, netinterface_b } => {
-            let body = serde_json::json!({ "override_props": {
-                format!("Paths/{path_name}/{node_a}"): netinterface_a,
-                format!("Paths/{path_name}/{node_b}"): netinterface_b,
-            }});
+            let body = path_create_body(&path_name, (&node_a, &netinterface_a), (&node_b, &netinterface_b));
             ctx.send("PUT", &conn_path(&resource, &node_a, &node_b), Some(&body))
         }
-        PathCmd::List { node_a, node_b, resource } => {
-            let conn: ResourceConnection = match ctx.get(&conn_path(&resource, &node_a, &node_b)) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let mut paths: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> = Default::default();
-            for (k, v) in &conn.props {
-                if let Some((name, node)) = k.strip_prefix("Paths/").and_then(|r| r.split_once('/')) {
-                    paths.entry(name.to_string()).or_default().insert(node.to_string(), v.clone());
-                }
-            }
-            let mut t = Table::new(&["Path", "Interfaces"]);
-            for (name, ends) in &paths {
-                let value = ends.iter().map(|(n, i)| format!("{n}:{i}")).collect::<Vec<_>>().join(", ");
-                t.row(vec![name.clone().into(), value.into()]);
-            }
-            ctx.show(&paths, t)
-        }
+        PathCmd::List { node_a, node_b, resource } => match ctx.get::<ResourceConnection>(&conn_path(&resource, &node_a, &node_b)) {
+            Ok(conn) => show_paths(ctx, &conn.props),
+            Err(code) => code,
+        },
         PathCmd::Delete { node_a, node_b, resource, path_name } => {
-            let body = serde_json::json!({ "delete_namespaces": [format!("Paths/{path_name}")] });
-            ctx.send("PUT", &conn_path(&resource, &node_a, &node_b), Some(&body))
+            ctx.send("PUT", &conn_path(&resource, &node_a, &node_b), Some(&path_delete_body(&path_name)))
         }
     }
 }
 
-fn props_text(c: &ResourceConnection) -> String {
-    c.props.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+/// The modify body that adds path `name` between two nodes' interfaces.
+pub(super) fn path_create_body(name: &str, a: (&str, &str), b: (&str, &str)) -> serde_json::Value {
+    serde_json::json!({ "override_props": {
+        format!("Paths/{name}/{}", a.0): a.1,
+        format!("Paths/{name}/{}", b.0): b.1,
+    }})
+}
+
+/// The modify body that removes path `name`.
+pub(super) fn path_delete_body(name: &str) -> serde_json::Value {
+    serde_json::json!({ "delete_namespaces": [format!("Paths/{name}")] })
+}
+
+/// Prints the `Paths/<name>/<node>` properties of a connection, one path a row.
+pub(super) fn show_paths(ctx: &Ctx, props: &cairn_api::Props) -> i32 {
+    let mut paths: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> = Default::default();
+    for (k, v) in props {
+        if let Some((name, node)) = k.strip_prefix("Paths/").and_then(|r| r.split_once('/')) {
+            paths.entry(name.to_string()).or_default().insert(node.to_string(), v.clone());
+        }
+    }
+    let mut t = Table::new(&["Path", "Interfaces"]);
+    for (name, ends) in &paths {
+        let value = ends.iter().map(|(n, i)| format!("{n}:{i}")).collect::<Vec<_>>().join(", ");
+        t.row(vec![name.clone().into(), value.into()]);
+    }
+    ctx.show(&paths, t)
+}
+
+/// Prints a connection's properties as a key/value table.
+pub(super) fn show_props(ctx: &Ctx, props: &cairn_api::Props) -> i32 {
+    let mut t = Table::new(&["Key", "Value"]);
+    for (k, v) in props {
+        t.row(vec![k.clone().into(), v.clone().into()]);
+    }
+    ctx.show(props, t)
+}
+
+pub(super) fn props_text(props: &cairn_api::Props) -> String {
+    props.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 pub fn run(ctx: &Ctx, cmd: ResourceConnectionCmd) -> i32 {
@@ -139,21 +159,16 @@ pub fn run(ctx: &Ctx, cmd: ResourceConnectionCmd) -> i32 {
             };
             let mut t = Table::new(&["Node A", "Node B", "Properties"]);
             for c in &list {
-                t.row(vec![c.node_a.clone().into(), c.node_b.clone().into(), props_text(c).into()]);
+                t.row(vec![c.node_a.clone().into(), c.node_b.clone().into(), props_text(&c.props).into()]);
             }
             ctx.show(&list, t)
         }
         ResourceConnectionCmd::ListProperties { node_a, node_b, resource } => {
             let path = format!("/v1/resource-definitions/{}/resource-connections/{}/{}", seg(&resource), seg(&node_a), seg(&node_b));
-            let conn: ResourceConnection = match ctx.get(&path) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let mut t = Table::new(&["Key", "Value"]);
-            for (k, v) in &conn.props {
-                t.row(vec![k.clone().into(), v.clone().into()]);
+            match ctx.get::<ResourceConnection>(&path) {
+                Ok(conn) => show_props(ctx, &conn.props),
+                Err(code) => code,
             }
-            ctx.show(&conn.props, t)
         }
         ResourceConnectionCmd::Path(p) => run_path(ctx, p),
         ResourceConnectionCmd::SetProperty { node_a, node_b, resource, key, value } => {
