@@ -99,7 +99,11 @@ def test_three_replicas_reach_uptodate_and_carry_data_between_nodes(drbd_cluster
     wait_for("the volume definition marked DRBD_INITIALIZED", lambda: initialized(c, "data"), timeout=30)
     v = view(c, "data")
     assert all(r["state"]["in_use"] is False for r in v.values()), v
-    assert all(r["layer_object"]["drbd"]["connections"][p]["connected"] for n, r in v.items() for p in v if p != n), v
+    # REST shows what the satellites last reported (polled): it catches up
+    # with the kernels within a few observations.
+    wait_for("REST shows every replica connected to its peers",
+             lambda: all(r["layer_object"]["drbd"]["connections"][p]["connected"] for vw in [view(c, "data")] for n, r in vw.items()
+                         for p in vw if p != n), timeout=30)
     assert all(r["layer_object"]["drbd"].get("promotion_score", 0) > 0 for r in v.values()), v
     # The CLI shows the same: three replicas, all connected and UpToDate.
     out = subprocess.run([BIN, "--no-color", "--no-utf8", "resource", "list", "-r", "data"], capture_output=True, text=True,
