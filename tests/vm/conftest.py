@@ -287,7 +287,7 @@ def req(c, method, path, body=None):
 
 def sha(c, dev):
     """sha256 of the first 8 MiB of a device in the VM."""
-    rc, out = c.vm.sh(f"dd if={dev} bs=1M count=8 status=none | sha256sum")
+    rc, out = c.vm.sh(f"set -o pipefail; dd if={dev} bs=1M count=8 status=none | sha256sum")
     assert rc == 0, out
     return out.split()[0]
 
