@@ -1,5 +1,6 @@
 """Wire rules every client depends on (client-wire-rules.md W1-W20)."""
 
+import gzip
 import http.client
 import json
 import socket
@@ -214,3 +215,40 @@ def test_python_client_raises_nothing_on_plain_flow(lin):
     # filter returns an empty list, not an exception.
     assert lin.node_list_raise(filter_by_nodes=["nope"]).nodes == []
     assert isinstance(lin.resource_dfn_list_raise(), linstor.responses.ResourceDefinitionResponse)
+
+
+def test_replies_are_gzip_compressed_for_clients_that_ask_and_event_streams_never(controller):
+    """python-linstor sends `Accept-Encoding: gzip` on every call and
+    inflates what says `Content-Encoding: gzip`: large replies go
+    compressed to such clients, plain to others; an event stream is never
+    compressed (it would be held back in the compressor's buffer)."""
+    def get(path, accept):
+        conn = http.client.HTTPConnection("127.0.0.1", controller.port, timeout=30)
+        conn.request("GET", path, headers={"Accept-Encoding": accept})
+        r = conn.getresponse()
+        encoding = r.getheader("Content-Encoding")
+        body = r.read() if not r.getheader("Content-Type", "").startswith("text/event-stream") else b""
+        conn.close()
+        return r.status, encoding, body
+
+    status, encoding, plain = get("/v1/controller/properties/info", "identity")
+    assert status == 200 and encoding is None and len(plain) > 10_000
+    status, encoding, packed = get("/v1/controller/properties/info", "gzip")
+    assert status == 200 and encoding == "gzip" and len(packed) < len(plain) / 3, (encoding, len(packed))
+    assert json.loads(gzip.decompress(packed)) == json.loads(plain)
+    # Streamed lists (no length known up front) go through the encoder too.
+    for path in ("/v1/resource-definitions", "/v1/view/resources", "/v1/nodes"):
+        status, encoding, packed = get(path, "gzip")
+        assert status == 200 and json.loads(gzip.decompress(packed) if encoding == "gzip" else packed) == [], (path, packed)
+    # Errors too: an ApiCallRc list, compressed alike.
+    status, encoding, packed = get("/v1/nodes/nowhere", "gzip")
+    reply = json.loads(gzip.decompress(packed) if encoding == "gzip" else packed)
+    assert status == 404 and reply[0]["ret_code"] < 0, reply
+    status, encoding, _ = get("/v1/events/nodes", "gzip")
+    assert status == 200 and encoding is None
+    # And python-linstor reads the compressed replies.
+    lin = controller.client()
+    try:
+        assert lin.node_list()[0].nodes == []
+    finally:
+        lin.disconnect()

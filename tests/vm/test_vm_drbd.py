@@ -45,6 +45,15 @@ def resync_received(vm, rsc):
     return sum(pd["received"] for conn in json.loads(out)[0]["connections"] for pd in conn["peer_devices"])
 
 
+def disk_written(vm, rsc):
+    """KiB written to the node's backing disk since it was attached, by
+    resync and replication alike; unlike the per-connection counters it
+    survives a reconnect in the middle of a resync (seen under load)."""
+    rc, out = vm.sh(f"drbdsetup status --json --statistics {rsc}")
+    assert rc == 0, out
+    return json.loads(out)[0]["devices"][0]["written"]
+
+
 def whole_sha(vm, dev):
     """sha256 of the whole device; a failed read fails the test with what
     dd and DRBD said (never the digest of nothing)."""
@@ -157,7 +166,7 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
     want = whole_sha(c.vms["d1"], device(c, "late", "d1"))
     ok(c.lin.resource_create([linstor.ResourceData("d3", "late", storage_pool="thin")]))
     wait_for("d3 UpToDate after its resync", lambda: synced(c.vms["d3"], "late", 2), timeout=120)
-    assert 8 * MIB <= resync_received(c.vms["d3"], "late") < 12 * MIB
+    assert 8 * MIB <= disk_written(c.vms["d3"], "late") < 12 * MIB
     assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
 
     # d3's replica goes, more is written, a new one comes under the same
@@ -175,7 +184,7 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
         timeout=60)
     assert view(c, "late")["d3"]["layer_object"]["drbd"]["node_id"] == node_id
     wait_for("the new d3 UpToDate after its resync", lambda: synced(c.vms["d3"], "late", 2), timeout=120)
-    assert 12 * MIB <= resync_received(c.vms["d3"], "late") < 16 * MIB
+    assert 12 * MIB <= disk_written(c.vms["d3"], "late") < 16 * MIB
     assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
     ok(c.lin.resource_dfn_delete("late"))
 
@@ -223,6 +232,10 @@ def test_snapshots_suspend_io_on_every_node_and_rollback_restore_bring_the_data_
     ok(c.lin.snapshot_volume_definition_restore("sn", "s1", "snr"))
     ok(c.lin.snapshot_resource_restore(["d1", "d3"], "sn", "s1", "snr"))
     wait_for("restored replicas UpToDate", lambda: all(disk_states(c, "snr").get(n) == "UpToDate" for n in ("d1", "d3")), timeout=180)
+    # REST shows polled observations: the kernels settle first (connected
+    # to each other and the tiebreaker, nothing left to sync).
+    for n in ("d1", "d3"):
+        wait_for(f"{n}'s restored replica connected and in sync", lambda: synced(c.vms[n], "snr", 2), timeout=60)
     for n in ("d1", "d3"):
         assert whole_sha(c.vms[n], device(c, "snr", n)) == before, n
     ok(c.lin.resource_dfn_delete("snr"))
@@ -293,6 +306,60 @@ def test_two_replicas_get_a_diskless_tiebreaker_with_majority_quorum(drbd_cluste
     rc, out = c.vms[diskful[0]].sh("drbdsetup show duo")
     assert rc == 0 and "quorum" in out and "majority" in out and "on-no-quorum" in out and "io-error" in out, out
     ok(c.lin.resource_dfn_delete("duo"))
+
+
+def test_csi_and_proxmox_attach_detach_on_the_tiebreaker_node_keep_quorum_throughout(drbd_cluster):
+    """linstor-csi's ControllerPublish/Unpublish and the Proxmox plugin's
+    activate/deactivate, as their sources send them (the same requests as
+    tests/python/test_tiebreaker.py), on the node that holds the
+    tiebreaker: it becomes a diskless client the workload writes through,
+    then the tiebreaker again; no node's kernel loses quorum at any step."""
+    c = drbd_cluster
+    ok(c.lin.resource_group_create("pair2", place_count=2, storage_pool="thin"))
+    ok(c.lin.volume_group_create("pair2"))
+    ok(c.lin.resource_group_spawn("pair2", "pvc", [32 * MIB]))
+    v = view(c, "pvc")
+    tb = next(n for n, r in v.items() if "TIE_BREAKER" in r["flags"])
+    diskful = sorted(n for n in v if n != tb)
+    for n in diskful:
+        wait_for(f"{n} connected and in sync", lambda: synced(c.vms[n], "pvc", 2), timeout=120)
+    for vm in c.vms.values():
+        vm.sh("(drbdsetup events2 --timestamps pvc < /dev/null > /tmp/pvc.events2 2>&1 & echo $! > /tmp/pvc.events2.pid)")
+
+    def call(method, path, body=None):
+        status, _, reply = c.ctrl.request(method, path, body)
+        assert status == 200, (method, path, status, reply)
+        return reply
+
+    def flags_on_tb():
+        return sorted(view(c, "pvc")[tb]["flags"])
+
+    for who, available, unpublish in (("csi", {}, "true"), ("proxmox", {"diskful": False}, "True")):
+        if who == "proxmox":
+            call("PUT", "/v1/resource-definitions/pvc", {"override_props": {"DrbdOptions/ExactSize": "False"}})
+        call("POST", f"/v1/resource-definitions/pvc/resources/{tb}/make-available", available)
+        assert flags_on_tb() == ["DISKLESS", "DRBD_DISKLESS"], who
+        # The workload writes through the diskless client; both disks get it.
+        dev = device(c, "pvc", tb)
+        rc, out = c.vms[tb].sh(f"dd if=/dev/urandom of={dev} bs=1M seek=1 count=4 oflag=direct conv=fsync 2>&1")
+        assert rc == 0, (who, out)
+        want = whole_sha(c.vms[tb], dev)
+        assert {n: whole_sha(c.vms[n], device(c, "pvc", n)) for n in diskful} == {n: want for n in diskful}, who
+        replies = call("DELETE", f"/v1/resource-definitions/pvc/resources/{tb}?keep_tiebreaker={unpublish}")
+        assert flags_on_tb() == ["DISKLESS", "DRBD_DISKLESS", "TIE_BREAKER"], (who, replies)
+        st = kernel_status(c.vms[tb], "pvc")
+        assert st["devices"][0]["disk-state"] == "Diskless" and st["role"] == "Secondary", (who, st)
+    for n, vm in c.vms.items():
+        vm.sh("kill $(cat /tmp/pvc.events2.pid)")
+        rc, ev = vm.sh("grep -E 'quorum:' /tmp/pvc.events2")
+        # The first dump says quorum:yes; nothing ever said quorum:no, and
+        # the resource was never taken down on any node.
+        assert "quorum:yes" in ev and "quorum:no" not in ev, (n, ev)
+        rc, ev = vm.sh("grep -cE '^[^ ]+ destroy resource name:pvc' /tmp/pvc.events2")
+        assert ev.strip() == "0", (n, ev)
+        assert all(d["quorum"] for d in kernel_status(vm, "pvc")["devices"]), n
+    ok(c.lin.resource_dfn_delete("pvc"))
+    ok(c.lin.resource_group_delete("pair2"))
 
 
 def test_online_grow_of_three_replicas(drbd_cluster):

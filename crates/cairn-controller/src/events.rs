@@ -113,7 +113,7 @@ impl Events {
         let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let state = Subscriber { first: first.into_iter().collect(), rx, keep_alive, _open: open };
-        Body::from_stream(futures_util::stream::unfold(state, next_frame))
+        Body::from_stream(futures_util::StreamExt::fuse(futures_util::stream::unfold(state, next_frame)))
     }
 }
 

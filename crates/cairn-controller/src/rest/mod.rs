@@ -36,6 +36,8 @@ use axum::http::{Method, Uri};
 use axum::response::Response;
 use cairn_api::rc;
 use tower::util::{MapRequest, MapResponse};
+use tower_http::CompressionLevel;
+use tower_http::compression::CompressionLayer;
 
 use crate::state::AppState;
 use error::ApiError;
@@ -75,7 +77,12 @@ pub fn router(state: AppState, https_port: Option<u16>) -> Router {
         Some(port) => routes.layer(axum::middleware::from_fn_with_state(port, http::to_https)),
         None => routes,
     };
-    routes.layer(axum::middleware::from_fn(http::guard)).with_state(state)
+    // Replies go gzip-compressed to clients that accept it (python-linstor
+    // asks for gzip on every call); at the fastest level, as lists are large
+    // and compress well even so. Event streams and tiny replies stay plain
+    // (tower-http's default predicate).
+    let gzip = CompressionLayer::new().gzip(true).quality(CompressionLevel::Fastest);
+    routes.layer(axum::middleware::from_fn(http::guard)).layer(gzip).with_state(state)
 }
 
 /// The service the controller serves: the router behind trailing-slash

@@ -102,7 +102,10 @@ pub fn stream_array(produce: impl FnOnce(&mut ArrayWriter) -> std::io::Result<()
             let _ = w.tx.blocking_send(Err(e));
         }
     });
-    let chunks = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+    // Fused: a body may be polled again after its end (the gzip layer's
+    // encoder does), which an unfold stream must never be.
+    let chunks =
+        futures_util::StreamExt::fuse(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) }));
     let mut r = Response::new(axum::body::Body::from_stream(chunks));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
