@@ -41,10 +41,13 @@ pub enum RemoteKindCreate {
         name: String,
         /// The S3 server, `host[:port]` or a URL.
         endpoint: String,
+        /// The bucket backups go to.
         bucket: String,
+        /// The bucket's region (e.g. us-east-1).
         region: String,
+        /// The access key id.
         access_key: String,
-        /// Read from stdin when not given.
+        /// The secret key; read from stdin when not given.
         secret_key: Option<String>,
     },
     /// Another LINSTOR (or Cairn) controller.
@@ -67,13 +70,18 @@ pub enum RemoteKindCreate {
 pub enum RemoteKindModify {
     /// Change what is given of an S3 remote.
     S3 {
+        /// The remote.
         name: String,
+        /// A new endpoint.
         #[arg(long)]
         endpoint: Option<String>,
+        /// A new bucket.
         #[arg(long)]
         bucket: Option<String>,
+        /// A new region.
         #[arg(long)]
         region: Option<String>,
+        /// A new access key id.
         #[arg(long = "access_key", alias = "access-key")]
         access_key: Option<String>,
         /// Read from stdin when the option has no value.
@@ -82,9 +90,12 @@ pub enum RemoteKindModify {
     },
     /// Change what is given of a LINSTOR remote.
     Linstor {
+        /// The remote.
         name: String,
+        /// A new REST address.
         #[arg(long)]
         url: Option<String>,
+        /// A new cluster id.
         #[arg(long = "cluster-id")]
         cluster_id: Option<String>,
         /// Read from stdin when the option has no value.
