@@ -118,6 +118,34 @@ def lin(controller):
     c.disconnect()
 
 
+class S3Server:
+    """moto's S3 server with authentication on (tests/s3server.py): a
+    bucket and an access key that the server really checks."""
+
+    def __init__(self, ip="127.0.31.10"):
+        import sys
+        port = free_port(ip)
+        self.proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "s3server.py"), ip, str(port)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"tests/s3server.py exited with {self.proc.wait()} (is moto[server] installed?)")
+        info = json.loads(line)
+        self.endpoint, self.region, self.bucket = info["endpoint"], info["region"], info["bucket"]
+        self.access_key, self.secret_key = info["access_key"], info["secret_key"]
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_server():
+    s = S3Server()
+    yield s
+    s.stop()
+
+
 def ok(replies):
     """Asserts a python-linstor reply list has no error and returns it."""
     assert replies, "expected at least one ApiCallResponse"

@@ -122,11 +122,17 @@ impl MasterKey {
 
     /// A fresh random LUKS passphrase for a volume, sealed.
     pub fn new_volume_secret(&self) -> Result<String, CryptoError> {
-        let secret = hex(&random::<32>()?);
-        seal_with(&self.0, secret.as_bytes())
+        self.seal(&hex(&random::<32>()?))
     }
 
-    /// The plain passphrase of a sealed volume secret.
+    /// Seals any secret (a remote's keys or passphrase), as LINSTOR's
+    /// `EncryptionHelper.encrypt` does with the master key.
+    pub fn seal(&self, plain: &str) -> Result<String, CryptoError> {
+        seal_with(&self.0, plain.as_bytes())
+    }
+
+    /// The plain text of a sealed volume secret or [`MasterKey::seal`]ed
+    /// secret.
     pub fn open(&self, sealed: &str) -> Result<String, CryptoError> {
         String::from_utf8(open_with(&self.0, sealed)?).map_err(|_| CryptoError::Damaged("not text"))
     }
@@ -161,5 +167,8 @@ mod tests {
         assert!(other.open(&sealed).is_err());
         assert!(key.open("zz").is_err());
         assert_eq!(format!("{key:?}"), "MasterKey(<secret>)");
+        let sealed = key.seal("s3 secret key").unwrap();
+        assert!(!sealed.contains("secret"));
+        assert_eq!(again.open(&sealed).unwrap(), "s3 secret key");
     }
 }

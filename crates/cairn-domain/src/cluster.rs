@@ -10,6 +10,7 @@ use crate::kvs::KeyValueStore;
 use crate::name::key;
 use crate::node::Node;
 use crate::node_connection::NodeConnection;
+use crate::remote::Remote;
 use crate::resource::Resource;
 use crate::resource_connection::ResourceConnection;
 use crate::resource_definition::{ResourceDefinition, VolumeDefinition};
@@ -34,6 +35,7 @@ pub enum Object {
     SnapDfn(SnapshotDfn),
     RscConn(ResourceConnection),
     ExtFile(ExternalFile),
+    Remote(Remote),
 }
 
 /// The kind of an object: the table (or key prefix) it is stored under.
@@ -53,10 +55,11 @@ pub enum Kind {
     SnapDfn,
     RscConn,
     ExtFile,
+    Remote,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Node,
         Kind::StorPoolDfn,
         Kind::StorPool,
@@ -71,6 +74,7 @@ impl Kind {
         Kind::SnapDfn,
         Kind::RscConn,
         Kind::ExtFile,
+        Kind::Remote,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +93,7 @@ impl Kind {
             Kind::SnapDfn => "snapshot_dfn",
             Kind::RscConn => "rsc_conn",
             Kind::ExtFile => "ext_file",
+            Kind::Remote => "remote",
         }
     }
 
@@ -117,6 +122,7 @@ pub enum ObjKey {
     RscConn(String, String, String),
     /// The file's path, as given (paths are case-sensitive).
     ExtFile(String),
+    Remote(String),
 }
 
 impl ObjKey {
@@ -136,6 +142,7 @@ impl ObjKey {
             ObjKey::SnapDfn(..) => Kind::SnapDfn,
             ObjKey::RscConn(..) => Kind::RscConn,
             ObjKey::ExtFile(_) => Kind::ExtFile,
+            ObjKey::Remote(_) => Kind::Remote,
         }
     }
 
@@ -143,9 +150,13 @@ impl ObjKey {
     /// ':', so it is an unambiguous separator.
     pub fn key_string(&self) -> String {
         match self {
-            ObjKey::Node(a) | ObjKey::StorPoolDfn(a) | ObjKey::RscGrp(a) | ObjKey::RscDfn(a) | ObjKey::Kvs(a) | ObjKey::ExtFile(a) => {
-                a.clone()
-            }
+            ObjKey::Node(a)
+            | ObjKey::StorPoolDfn(a)
+            | ObjKey::RscGrp(a)
+            | ObjKey::RscDfn(a)
+            | ObjKey::Kvs(a)
+            | ObjKey::ExtFile(a)
+            | ObjKey::Remote(a) => a.clone(),
             ObjKey::StorPool(a, b) | ObjKey::Rsc(a, b) | ObjKey::NodeConn(a, b) | ObjKey::SnapDfn(a, b) => {
                 format!("{a}:{b}")
             }
@@ -179,6 +190,7 @@ impl Object {
                 ObjKey::RscConn(rd, a, b)
             }
             Object::ExtFile(f) => ObjKey::ExtFile(f.path.clone()),
+            Object::Remote(r) => ObjKey::Remote(key(&r.name)),
         }
     }
 
@@ -204,6 +216,7 @@ impl Object {
             Object::SnapDfn(o) => serde_json::to_string(o),
             Object::RscConn(o) => serde_json::to_string(o),
             Object::ExtFile(o) => serde_json::to_string(o),
+            Object::Remote(o) => serde_json::to_string(o),
         }
     }
 
@@ -224,6 +237,7 @@ impl Object {
             Kind::SnapDfn => Object::SnapDfn(serde_json::from_str(data)?),
             Kind::RscConn => Object::RscConn(serde_json::from_str(data)?),
             Kind::ExtFile => Object::ExtFile(serde_json::from_str(data)?),
+            Kind::Remote => Object::Remote(serde_json::from_str(data)?),
         })
     }
 }
@@ -296,6 +310,8 @@ pub struct Cluster {
     pub rsc_conns: Map<(String, String, String), ResourceConnection>,
     /// External files by path.
     pub ext_files: Map<String, ExternalFile>,
+    /// Remotes (S3 buckets, other controllers) by upper-case name.
+    pub remotes: Map<String, Remote>,
     /// Index: node key -> keys of the resource definitions placed on it.
     rscs_by_node: Map<String, imbl::OrdSet<String>>,
 }
@@ -361,6 +377,9 @@ impl Cluster {
             (ObjKey::ExtFile(k), Object::ExtFile(v)) => {
                 self.ext_files.insert(k, v);
             }
+            (ObjKey::Remote(k), Object::Remote(v)) => {
+                self.remotes.insert(k, v);
+            }
             _ => unreachable!("Object::key returns the key variant of the object's own kind"),
         }
     }
@@ -412,6 +431,9 @@ impl Cluster {
             }
             ObjKey::ExtFile(k) => {
                 self.ext_files.remove(k);
+            }
+            ObjKey::Remote(k) => {
+                self.remotes.remove(k);
             }
         }
     }

@@ -24,6 +24,7 @@ pub mod node_connection;
 pub mod numbers;
 pub mod placement;
 pub mod props;
+pub mod remote;
 pub mod resource;
 pub mod resource_connection;
 pub mod resource_definition;

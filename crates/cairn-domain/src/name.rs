@@ -18,6 +18,8 @@ pub enum NameKind {
     NetInterface,
     KeyValueStore,
     Snapshot,
+    /// A remote (LINSTOR checks it as a host name).
+    Remote,
 }
 
 impl NameKind {
@@ -30,6 +32,7 @@ impl NameKind {
             NameKind::NetInterface => "net interface name",
             NameKind::KeyValueStore => "key-value store name",
             NameKind::Snapshot => "snapshot name",
+            NameKind::Remote => "remote name",
         }
     }
 
@@ -39,6 +42,7 @@ impl NameKind {
             NameKind::StoragePool => (3, 48),
             NameKind::NetInterface => (3, 32),
             NameKind::KeyValueStore => (1, 48),
+            NameKind::Remote => (1, 255),
             NameKind::ResourceDefinition | NameKind::ResourceGroup | NameKind::Snapshot => (2, 48),
         }
     }
@@ -52,6 +56,7 @@ impl NameKind {
             NameKind::NetInterface => rc::FAIL_INVLD_NET_NAME,
             NameKind::KeyValueStore => rc::FAIL_INVLD_KVS_NAME,
             NameKind::Snapshot => rc::FAIL_INVLD_SNAPSHOT_NAME,
+            NameKind::Remote => rc::FAIL_INVLD_REMOTE_NAME,
         }
     }
 
@@ -84,8 +89,8 @@ pub fn check(kind: NameKind, name: &str, op_obj: i64) -> Result<(), OpError> {
     if len < min || len > max {
         return Err(fail(format!("The {label} must be {min} to {max} characters long, it has {len}.")));
     }
-    if kind == NameKind::Node {
-        check_hostname(name).map_err(fail)?;
+    if matches!(kind, NameKind::Node | NameKind::Remote) {
+        check_hostname(label, name).map_err(fail)?;
     } else {
         if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
             return Err(fail(format!("The {label} contains the character '{c}', which is not allowed.")));
@@ -105,24 +110,26 @@ pub fn check(kind: NameKind, name: &str, op_obj: i64) -> Result<(), OpError> {
 
 fn correction(kind: NameKind) -> &'static str {
     match kind {
-        NameKind::Node => "Use a valid host name: letters, digits, '-' and '.', labels of at most 63 characters, at least one letter.",
+        NameKind::Node | NameKind::Remote => {
+            "Use a valid host name: letters, digits, '-' and '.', labels of at most 63 characters, at least one letter."
+        }
         _ => "Use letters, digits, '_' and inner '-' only, with at least one letter.",
     }
 }
 
-fn check_hostname(name: &str) -> Result<(), String> {
+fn check_hostname(label_of: &str, name: &str) -> Result<(), String> {
     if !name.chars().any(|c| c.is_ascii_alphabetic()) {
-        return Err("A node name must contain at least one letter.".into());
+        return Err(format!("A {label_of} must contain at least one letter."));
     }
     for label in name.split('.') {
         if label.is_empty() {
-            return Err("A node name must not contain empty labels ('..', or a leading or trailing '.').".into());
+            return Err(format!("A {label_of} must not contain empty labels ('..', or a leading or trailing '.')."));
         }
         if label.len() > 63 {
             return Err(format!("The label '{label}' is longer than 63 characters."));
         }
         if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
-            return Err(format!("The node name contains the character '{c}', which is not allowed in a host name."));
+            return Err(format!("The {label_of} contains the character '{c}', which is not allowed in a host name."));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!("The label '{label}' must not start or end with '-'."));

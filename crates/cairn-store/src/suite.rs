@@ -62,6 +62,22 @@ fn populate(store: &dyn Store) -> Cluster {
     }
     let out = c.deploy_ext_file("res1", "/etc/App/a:b.conf", true).unwrap();
     run(&mut c, out);
+    // Remotes of both kinds, secrets sealed by the injected function.
+    let mut seal = |s: &str| Ok(format!("sealed:{s}"));
+    let s3 = cairn_api::remote::S3Remote {
+        remote_name: Some("Bucket.Remote".into()),
+        endpoint: Some("http://127.0.0.9:9000".into()),
+        bucket: Some("bk".into()),
+        region: Some("eu-west-1".into()),
+        access_key: Some("AK".into()),
+        secret_key: Some("SK".into()),
+        use_path_style: Some(true),
+    };
+    let out = c.create_s3_remote(&s3, &mut seal, &mut ctx).unwrap();
+    run(&mut c, out);
+    let other = cairn_api::remote::LinstorRemote { remote_name: Some("other".into()), url: Some("127.0.0.2".into()), ..Default::default() };
+    let out = c.create_linstor_remote(&other, &mut seal, &mut ctx).unwrap();
+    run(&mut c, out);
     c
 }
 
@@ -75,6 +91,8 @@ fn suite(store: &dyn Store) {
     assert_eq!(loaded.ext_files.len(), 2, "paths differing in case are two files");
     assert_eq!(loaded.ext_files["/etc/App/a:b.conf"].bytes(), b"hello\n");
     assert_eq!(loaded.ext_files_of("RES1").len(), 1);
+    assert_eq!(loaded.remotes.len(), 2);
+    assert_eq!(loaded.remote_get("bucket.remote").unwrap().name, "Bucket.Remote");
 
     // Deletes remove exactly the named objects.
     let out = loaded.delete_rsc_dfn("res1").unwrap();
@@ -87,6 +105,10 @@ fn suite(store: &dyn Store) {
     store.commit(&out.changes).unwrap();
     let after = Cluster::from_objects(store.load().unwrap());
     assert_eq!(after.ext_files.keys().collect::<Vec<_>>(), ["/etc/App/a:b.conf"]);
+    let out = after.delete_remote("OTHER").unwrap();
+    store.commit(&out.changes).unwrap();
+    let after = Cluster::from_objects(store.load().unwrap());
+    assert_eq!(after.remotes.keys().collect::<Vec<_>>(), ["BUCKET.REMOTE"]);
 
     // Deleting what is not there is harmless; an empty commit is a no-op.
     store.commit(&[Change::Delete(ObjKey::Node("NOPE".into()))]).unwrap();

@@ -90,7 +90,7 @@ enum Command {
     /// External files: content kept by the controller, written by the satellites of a resource's nodes.
     #[command(visible_alias = "f", subcommand)]
     File(cli::file::FileCmd),
-    /// Remotes backups could be shipped to (none in Cairn yet).
+    /// Remotes backups can be shipped to: S3 buckets, other controllers.
     #[command(subcommand)]
     Remote(cli::remote::RemoteCmd),
     /// Backup schedules (none in Cairn yet).

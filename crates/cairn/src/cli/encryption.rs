@@ -35,7 +35,7 @@ pub enum EncryptionCmd {
 }
 
 /// The given value, or the next line of stdin.
-fn secret(given: Option<String>, what: &str) -> Option<String> {
+pub fn secret(given: Option<String>, what: &str) -> Option<String> {
     if given.is_some() {
         return given;
     }

@@ -1,0 +1,274 @@
+//! S3 for remotes and backups: one bucket reached with SigV4-signed
+//! requests, path-style or virtual-host-style, through `object_store`'s S3
+//! store (no signing of our own).
+//!
+//! The controller uses it to check a remote when it is created or
+//! modified (as LINSTOR lists the bucket then); the backup data path
+//! (satellites uploading and downloading volume data, as in LINSTOR) will
+//! use the same [`Bucket`], which is why this crate sits below both and
+//! depends on neither.
+//!
+//! Errors say what went wrong in terms a user can act on: the keys were
+//! refused, the bucket does not exist, the endpoint cannot be reached.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{BackoffConfig, ClientOptions, MultipartUpload, ObjectStore, PutPayload, RetryConfig};
+
+/// How to reach one bucket. The keys are plain here: callers open them
+/// from their sealed form only to build a [`Bucket`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// `host[:port]` or a URL; `https://` when no scheme is given.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// `endpoint/bucket/key` instead of `bucket.endpoint/key`.
+    pub path_style: bool,
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an S3 operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    #[error("the endpoint '{endpoint}' is not usable: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("the S3 server at {endpoint} refused the access key or secret key: {detail}")]
+    Credentials { endpoint: String, detail: String },
+    #[error("the bucket '{bucket}' does not exist at {endpoint}")]
+    NoBucket { endpoint: String, bucket: String },
+    #[error("the object '{key}' does not exist in bucket '{bucket}'")]
+    NoObject { bucket: String, key: String },
+    #[error("the S3 server at {endpoint} cannot be reached or failed: {detail}")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("the object key '{key}' is not valid: {reason}")]
+    Key { key: String, reason: String },
+}
+
+/// The URL requests go to: the endpoint (with a scheme), and for
+/// virtual-host style the bucket as the first label of its host.
+pub fn bucket_endpoint(endpoint: &str, bucket: &str, path_style: bool) -> Result<String, S3Error> {
+    let bad = |reason: &str| S3Error::Endpoint { endpoint: endpoint.to_string(), reason: reason.to_string() };
+    let trimmed = endpoint.trim().trim_end_matches('/');
+    let (scheme, rest) = match trimmed.split_once("://") {
+        Some((s, r)) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => (s.to_ascii_lowercase(), r),
+        Some((s, _)) => return Err(bad(&format!("the scheme '{s}' is neither http nor https"))),
+        None => ("https".to_string(), trimmed),
+    };
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return Err(bad("give host[:port], optionally with http:// or https://, and nothing after it"));
+    }
+    if path_style { Ok(format!("{scheme}://{rest}")) } else { Ok(format!("{scheme}://{bucket}.{rest}")) }
+}
+
+/// One bucket.
+#[derive(Debug)]
+pub struct Bucket {
+    store: AmazonS3,
+    endpoint: String,
+    bucket: String,
+}
+
+/// What a listing shows of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+impl Bucket {
+    /// A client for the bucket. Nothing is sent yet; [`Bucket::check`]
+    /// finds out whether endpoint, keys and bucket work together.
+    pub fn open(cfg: &S3Config) -> Result<Bucket, S3Error> {
+        let url = bucket_endpoint(&cfg.endpoint, &cfg.bucket, cfg.path_style)?;
+        let options = ClientOptions::new()
+            .with_allow_http(url.starts_with("http://"))
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(60));
+        // A few quick retries of what S3 says is worth retrying; a dead
+        // endpoint is reported within seconds, not minutes.
+        let retry = RetryConfig {
+            backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(20),
+        };
+        let store = AmazonS3Builder::new()
+            .with_endpoint(url.clone())
+            .with_bucket_name(&cfg.bucket)
+            .with_region(&cfg.region)
+            .with_access_key_id(&cfg.access_key)
+            .with_secret_access_key(&cfg.secret_key)
+            .with_virtual_hosted_style_request(!cfg.path_style)
+            .with_client_options(options)
+            .with_retry(retry)
+            .build()
+            .map_err(|e| S3Error::Endpoint { endpoint: cfg.endpoint.clone(), reason: e.to_string() })?;
+        Ok(Bucket { store, endpoint: url, bucket: cfg.bucket.clone() })
+    }
+
+    /// Sorts an error by what S3 said (its error code, else the HTTP
+    /// status): object_store reports a failed listing as a generic error
+    /// with the server's answer in its text.
+    fn error(&self, e: object_store::Error, key: Option<&str>) -> S3Error {
+        let endpoint = self.endpoint.clone();
+        let text = e.to_string();
+        let has = |needle: &str| text.contains(needle);
+        if has("<Code>NoSuchBucket</Code>") {
+            return S3Error::NoBucket { endpoint, bucket: self.bucket.clone() };
+        }
+        let refused = ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden", "401 Unauthorized"];
+        if matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
+            || refused.iter().any(|c| has(c))
+        {
+            return S3Error::Credentials { endpoint, detail: s3_code(&text) };
+        }
+        match (e, key) {
+            (object_store::Error::NotFound { .. }, Some(k)) => S3Error::NoObject { bucket: self.bucket.clone(), key: k.to_string() },
+            (object_store::Error::NotFound { .. }, None) => S3Error::NoBucket { endpoint, bucket: self.bucket.clone() },
+            _ => S3Error::Unreachable { endpoint, detail: text },
+        }
+    }
+
+    fn path(key: &str) -> Result<Path, S3Error> {
+        Path::parse(key).map_err(|e| S3Error::Key { key: key.to_string(), reason: e.to_string() })
+    }
+
+    /// Lists the first page of the bucket: the endpoint answers, the keys
+    /// are accepted and the bucket exists (LINSTOR's check on creating or
+    /// modifying an S3 remote).
+    pub async fn check(&self) -> Result<(), S3Error> {
+        let mut page = self.store.list(None);
+        match page.next().await {
+            Some(Err(e)) => Err(self.error(e, None)),
+            Some(Ok(_)) | None => Ok(()),
+        }
+    }
+
+    /// Every object whose key starts with `prefix` (a whole path segment
+    /// prefix, as S3 keys separated by '/').
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, S3Error> {
+        let prefix = if prefix.is_empty() { None } else { Some(Self::path(prefix)?) };
+        let mut stream = self.store.list(prefix.as_ref());
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            let meta = item.map_err(|e| self.error(e, None))?;
+            out.push(ObjectInfo { key: meta.location.to_string(), size: meta.size });
+        }
+        Ok(out)
+    }
+
+    /// Writes one object in one request.
+    pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), S3Error> {
+        self.store.put(&Self::path(key)?, PutPayload::from(data)).await.map(|_| ()).map_err(|e| self.error(e, None))
+    }
+
+    /// Reads one object whole (metadata-sized objects; volume data is read
+    /// in ranges by the data path).
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, S3Error> {
+        let got = self.store.get(&Self::path(key)?).await.map_err(|e| self.error(e, Some(key)))?;
+        let bytes = got.bytes().await.map_err(|e| self.error(e, Some(key)))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Removes one object; removing one that is not there is not an error
+    /// (S3's rule).
+    pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
+        self.store.delete(&Self::path(key)?).await.map_err(|e| self.error(e, Some(key)))
+    }
+
+    /// Starts a multipart upload: parts are sent as they come, the object
+    /// appears only when [`Upload::finish`] completes it.
+    pub async fn upload(&self, key: &str) -> Result<Upload<'_>, S3Error> {
+        let inner = self.store.put_multipart(&Self::path(key)?).await.map_err(|e| self.error(e, None))?;
+        Ok(Upload { bucket: self, inner })
+    }
+}
+
+/// S3's error code from an error text (`<Code>…</Code>`), else the text.
+fn s3_code(text: &str) -> String {
+    let code = text.split_once("<Code>").and_then(|(_, rest)| rest.split_once("</Code>")).map(|(c, _)| c);
+    let message = text.split_once("<Message>").and_then(|(_, rest)| rest.split_once("</Message>")).map(|(m, _)| m);
+    match (code, message) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c.to_string(),
+        _ => text.to_string(),
+    }
+}
+
+/// A multipart upload in progress.
+pub struct Upload<'a> {
+    bucket: &'a Bucket,
+    inner: Box<dyn MultipartUpload>,
+}
+
+impl Upload<'_> {
+    /// Sends one part (S3: at least 5 MiB, except the last).
+    pub async fn part(&mut self, data: Vec<u8>) -> Result<(), S3Error> {
+        self.inner.put_part(PutPayload::from(data)).await.map_err(|e| self.bucket.error(e, None))
+    }
+
+    /// Completes the upload: the object exists from now on.
+    pub async fn finish(mut self) -> Result<(), S3Error> {
+        self.inner.complete().await.map(|_| ()).map_err(|e| self.bucket.error(e, None))
+    }
+
+    /// Gives the upload up; its parts are discarded by the server.
+    pub async fn abort(mut self) -> Result<(), S3Error> {
+        self.inner.abort().await.map_err(|e| self.bucket.error(e, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_get_a_scheme_and_the_bucket_where_the_style_wants_it() {
+        assert_eq!(bucket_endpoint("s3.example.com", "bk", true).unwrap(), "https://s3.example.com");
+        assert_eq!(bucket_endpoint("s3.example.com", "bk", false).unwrap(), "https://bk.s3.example.com");
+        assert_eq!(bucket_endpoint("HTTP://127.0.0.5:9000/", "bk", true).unwrap(), "http://127.0.0.5:9000");
+        assert_eq!(bucket_endpoint("http://minio:9000", "bk", false).unwrap(), "http://bk.minio:9000");
+        assert!(matches!(bucket_endpoint("ftp://x", "bk", true), Err(S3Error::Endpoint { .. })));
+        assert!(bucket_endpoint("http://x/path", "bk", true).is_err());
+        assert!(bucket_endpoint("", "bk", true).is_err());
+    }
+
+    #[test]
+    fn the_keys_never_show_in_debug_output() {
+        let cfg = S3Config {
+            endpoint: "e".into(),
+            bucket: "b".into(),
+            region: "r".into(),
+            access_key: "AKIDSECRET".into(),
+            secret_key: "VERYSECRET".into(),
+            path_style: true,
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn s3_error_codes_are_picked_out_of_the_error_text() {
+        let text = "Client error with status 403 Forbidden: <?xml?><Error><Code>SignatureDoesNotMatch</Code></Error>";
+        assert_eq!(s3_code(text), "SignatureDoesNotMatch");
+        let text = "403: <Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+        assert_eq!(s3_code(text), "AccessDenied: Access Denied");
+        assert_eq!(s3_code("connection refused"), "connection refused");
+    }
+}
