@@ -344,10 +344,10 @@ impl AppState {
             if let Ok(work) = &work {
                 Arc::make_mut(&mut next).apply(work.changes.iter().cloned());
             }
-            w.speculative = Some(next);
-            w.queued += 1;
             let (done, answer) = oneshot::channel();
             self.inner.queue.send(Queued { work, done }).map_err(|_| ApiError::Internal("the committer is gone".into()))?;
+            w.speculative = Some(next);
+            w.queued += 1;
             (answer, replies)
         };
         let (pending, warnings) = answer.await.map_err(|_| ApiError::Internal("the committer dropped the change".into()))??;
@@ -394,11 +394,11 @@ impl AppState {
     }
 }
 
-/// Most changes one transaction carries; more wait for the next one.
+/// Most requests one transaction carries; more wait for the next one.
 const MAX_BATCH: usize = 256;
 
 impl Inner {
-    /// The committer: takes what is queued, up to [`MAX_BATCH`] changes at
+    /// The committer: takes what is queued, up to [`MAX_BATCH`] requests at
     /// a time, and commits, applies and dispatches it. Ends with the
     /// controller (when the queue's sender goes).
     async fn committer(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Queued>) {
@@ -444,6 +444,7 @@ impl Inner {
             Err(e) => Some(Failure::Internal(format!("commit task failed: {e}"))),
         };
         let Some(failure) = failure else {
+            tracing::debug!(requests = batch.len(), changes = lens.iter().sum::<usize>(), "committed a batch");
             // The links snapshot a node's state under this lock: what they
             // see is committed and every later change reaches them as a
             // delta behind it.
