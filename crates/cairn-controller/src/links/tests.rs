@@ -214,8 +214,9 @@ impl Transport for Fake {
 struct FlakyStore {
     inner: MemStore,
     fail: AtomicBool,
-    /// Commits wait while this is set (after checking `fail`).
-    hold: AtomicBool,
+    /// While set, a commit (after checking `fail`) waits until no more
+    /// commits than this have begun.
+    release: Mutex<Option<usize>>,
     /// Commits begun.
     commits: std::sync::atomic::AtomicUsize,
 }
@@ -226,9 +227,9 @@ impl Store for FlakyStore {
     }
 
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
-        self.commits.fetch_add(1, Ordering::SeqCst);
+        let nr = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
         let fail = self.fail.load(Ordering::SeqCst);
-        while self.hold.load(Ordering::SeqCst) {
+        while self.release.lock().expect("release").is_some_and(|r| nr > r) {
             std::thread::sleep(Duration::from_millis(1));
         }
         if fail {
@@ -493,12 +494,19 @@ async fn a_failed_batch_fails_every_request_in_it_and_leaves_memory_as_stored() 
         tokio::spawn(async move { state.mutate(201, op).await })
     };
 
+    let release = |upto: Option<usize>| *store.release.lock().expect("release") = upto;
+    let commits = || store.commits.load(Ordering::SeqCst);
+    let failed = |i: usize, r: Result<Result<Reply, ApiError>, tokio::task::JoinError>| {
+        let err = r.expect("task").expect_err("the request fails with the batch");
+        assert!(matches!(&err, ApiError::Store(e) if e.to_string().contains("the disk is full")), "request {i}: {err:?}");
+    };
+
     // The committer is held in the commit of "first" (which will succeed).
-    let base = store.commits.load(Ordering::SeqCst);
-    store.hold.store(true, Ordering::SeqCst);
+    let base = commits();
+    release(Some(base));
     let first = rd("first");
     let held = spawn(Box::new(move |c, ctx| c.create_rsc_dfn(&first, ctx)));
-    wait_for("the first commit begun", || store.commits.load(Ordering::SeqCst) == base + 1).await;
+    wait_for("the first commit begun", || commits() == base + 1).await;
     store.fail.store(true, Ordering::SeqCst);
     // Queued behind it: eight creates, a volume definition of one of them
     // (valid only on top of its create), and a duplicate create (refused
@@ -515,18 +523,30 @@ async fn a_failed_batch_fails_every_request_in_it_and_leaves_memory_as_stored() 
     batch.push(spawn(Box::new(move |c, ctx| c.create_rsc_dfn(&dup, ctx))));
     wait_for("all queued", || state.in_flight() == 11).await;
     assert!(!state.read().rsc_dfns.contains_key("B0"), "readers never see a change before it is durable");
-    store.hold.store(false, Ordering::SeqCst);
 
+    // "first" commits; the batch's commit begins (and will fail) and is
+    // held in turn while two more requests are validated on top of it.
+    release(Some(base + 1));
     let r = held.await.expect("task").expect("the first commit succeeds");
     assert_eq!(r.status, 201);
+    wait_for("the batch's commit begun", || commits() == base + 2).await;
+    let behind = rd("c0");
+    let mut later = vec![spawn(Box::new(move |c, ctx| c.create_rsc_dfn(&behind, ctx)))];
+    let vd: cairn_api::resource_definition::VolumeDefinitionCreate = req(json!({"volume_definition": {"size_kib": 1024}}));
+    later.push(spawn(Box::new(move |c, ctx| c.create_vlm_dfn("b2", &vd, ctx))));
+    wait_for("queued behind the batch", || state.in_flight() == 12).await;
+    release(None);
+
     for (i, t) in batch.into_iter().enumerate() {
-        let err = t.await.expect("task").expect_err("every request of the failed batch fails");
-        assert!(matches!(&err, ApiError::Store(e) if e.to_string().contains("the disk is full")), "request {i}: {err:?}");
+        failed(i, t.await);
     }
-    assert_eq!(store.commits.load(Ordering::SeqCst), base + 2, "the ten queued requests were one transaction");
+    for (i, t) in later.into_iter().enumerate() {
+        failed(10 + i, t.await);
+    }
+    assert_eq!(commits(), base + 2, "the ten requests were one transaction, and those behind it were never committed");
     assert_eq!(state.in_flight(), 0);
     let memory = state.read();
-    assert!(memory.rsc_dfns.contains_key("FIRST") && !memory.rsc_dfns.contains_key("B0") && memory.vlm_dfns.is_empty());
+    assert!(memory.rsc_dfns.contains_key("FIRST") && memory.rsc_dfns.len() == 1 && memory.vlm_dfns.is_empty(), "{:?}", memory.rsc_dfns);
     assert_eq!(*memory, cairn_domain::Cluster::from_objects(store.inner.load().expect("load")), "memory equals the database");
 
     // The next request is validated against the committed cluster again.
