@@ -3,9 +3,10 @@
 //!
 //! Request flow for a mutation: the REST handler parses the body leniently,
 //! [`state::AppState::mutate`] takes the writer lock, lets the pure domain
-//! compute the changes, commits them to the store in one transaction, and
-//! only then applies them to the in-memory cluster that every read is
-//! served from.
+//! compute the changes against the committed cluster plus the changes
+//! queued before, and queues them; the committer commits what is queued in
+//! one transaction and only then applies it to the in-memory cluster that
+//! every read is served from.
 
 pub mod build_info;
 pub mod config;

@@ -2,9 +2,9 @@
 //!
 //! Readers (REST lists, the satellite links computing desired states) take
 //! an `Arc` of the current cluster and build their answer from it with no
-//! lock held, however long that takes; the one writer (under the writer
-//! lock) applies each committed change in place when no reader holds the
-//! cluster, else to a copy that replaces it. The cluster's maps are
+//! lock held, however long that takes; the one writer (the committer,
+//! under the order lock) applies each committed change in place when no
+//! reader holds the cluster, else to a copy that replaces it. The cluster's maps are
 //! persistent ordered maps (`cairn_domain::Map`), so a copy shares
 //! everything the change did not touch: a change costs what it touches,
 //! not the size of the cluster, and a long list never holds up a create or

@@ -2,13 +2,15 @@
 //! place where mutations are committed.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_domain::desired::{affected_nodes, resource_scope};
-use cairn_domain::{Cluster, Ctx, ObjKey, OpError, Outcome, time};
+use cairn_domain::{Change, Cluster, Ctx, ObjKey, OpError, Outcome, time};
 use cairn_store::{Store, StoreError};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::links::{self, Links, Timing, Transport};
 use crate::rest::error::ApiError;
@@ -25,13 +27,51 @@ struct Inner {
     /// Shared with the links, which read it to compute desired states.
     cluster: SharedCluster,
     store: Arc<dyn Store>,
-    /// Serialises writers: validate, commit, apply happen as one step.
-    /// Shared with the links (full applies and retries are snapshotted
-    /// under it).
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises validation: each mutation is validated against the
+    /// committed cluster plus every change queued before it.
+    writer: tokio::sync::Mutex<Speculative>,
+    /// Validated changes, in order, for the committer.
+    queue: mpsc::UnboundedSender<Queued>,
+    /// How many queued requests the committer has answered (applied or
+    /// failed). Equal to [`Speculative::queued`] when nothing is in flight.
+    settled: AtomicU64,
+    /// Held by the committer while it applies a committed batch and
+    /// dispatches it. Shared with the links: full applies and retries are
+    /// snapshotted under it, so they see committed state and every later
+    /// change reaches them as a delta behind the snapshot.
+    order: Arc<tokio::sync::Mutex<()>>,
     links: Links,
     /// How the controller was started (for `GET /v1/controller/config`).
     settings: std::sync::OnceLock<crate::config::ControllerConfig>,
+}
+
+/// What the writer lock guards.
+#[derive(Default)]
+struct Speculative {
+    /// The committed cluster with every queued change applied; meaningful
+    /// only while something is queued (`queued` ahead of `settled`).
+    speculative: Option<Arc<Cluster>>,
+    /// How many requests were queued, ever.
+    queued: u64,
+}
+
+/// What a validated change needs on its way: the changes to commit and
+/// apply, the nodes to send them to, and which of those it registers.
+struct Work {
+    changes: Vec<Change>,
+    nodes: BTreeSet<String>,
+    fresh: BTreeSet<String>,
+}
+
+/// The deltas queued to the satellites, and warnings for nodes offline.
+type Dispatched = (Vec<links::Pending>, Vec<cairn_api::rc::ApiCallRc>);
+
+/// One request in the committer's queue: its validated change, or the
+/// error validation gave (answered in turn: it was validated against
+/// changes queued before it, which must be durable first).
+struct Queued {
+    work: Result<Work, ApiError>,
+    done: oneshot::Sender<Result<Dispatched, ApiError>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -71,9 +111,21 @@ impl AppState {
         .map_err(|e| StoreError::Encode { kind: "cluster".into(), key: "load".into(), reason: e.to_string() })??;
         tracing::info!(store = %store.describe(), nodes = cluster.nodes.len(), resource_definitions = cluster.rsc_dfns.len(), resources = cluster.resources.len(), "cluster loaded");
         let cluster = SharedCluster::new(cluster);
-        let writer = Arc::new(tokio::sync::Mutex::new(()));
-        let links = Links::new(cluster.clone(), writer.clone(), transport, timing);
-        let state = AppState { inner: Arc::new(Inner { cluster, store, writer, links, settings: std::sync::OnceLock::new() }) };
+        let order = Arc::new(tokio::sync::Mutex::new(()));
+        let links = Links::new(cluster.clone(), order.clone(), transport, timing);
+        let (queue, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            cluster,
+            store,
+            writer: tokio::sync::Mutex::new(Speculative::default()),
+            queue,
+            settled: AtomicU64::new(0),
+            order,
+            links,
+            settings: std::sync::OnceLock::new(),
+        });
+        tokio::spawn(Inner::committer(Arc::downgrade(&inner), rx));
+        let state = AppState { inner };
         // Start a link to every satellite node.
         state.inner.links.reconcile(&state.read());
         state.record_drbd_initialization();
@@ -208,21 +260,19 @@ impl AppState {
         &self.inner.links
     }
 
-    /// The writer lock: held while a change is validated, committed and
-    /// applied, and while a satellite link snapshots a node's full state.
-    pub async fn writer(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        self.inner.writer.clone().lock_owned().await
-    }
-
     /// The cluster as it is now: an immutable snapshot, held by the
-    /// caller without blocking anyone (see [`SharedCluster`]).
+    /// caller without blocking anyone (see [`SharedCluster`]). It holds
+    /// committed changes only: a change is applied here after its batch is
+    /// durable, never before.
     pub fn read(&self) -> Arc<Cluster> {
         self.inner.cluster.get()
     }
 
-    /// Runs one mutation: compute the outcome against the current cluster,
-    /// commit it durably, then apply it in memory. Nothing is applied if the
-    /// commit fails. Replies carry `created_at`.
+    /// Runs one mutation: compute the outcome against the cluster (the
+    /// committed one plus every change queued before), commit it durably
+    /// (in a batch with the changes queued alongside), then apply it in
+    /// memory. Nothing is applied if the commit fails. Replies carry
+    /// `created_at`.
     ///
     /// Then the change goes to the satellites of the nodes it touches, and
     /// the call waits for their answers (wire rule W13: a resource's device
@@ -253,69 +303,207 @@ impl AppState {
         Ok((replies, pending))
     }
 
-    /// Validate, commit, apply, dispatch: the replies so far, the
-    /// satellites' answers to come, the time stamp of the change.
+    /// Requests queued and not answered by the committer yet.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> u64 {
+        let queued = self.inner.writer.try_lock().map(|w| w.queued).unwrap_or(u64::MAX);
+        queued.saturating_sub(self.inner.settled.load(Ordering::SeqCst))
+    }
+
+    /// Validate and queue under the writer lock, then wait for the
+    /// committer: the replies so far, the satellites' answers to come, the
+    /// time stamp of the change.
     async fn mutate_begin(
         &self,
         op: impl FnOnce(&Cluster, &mut Ctx) -> Result<Outcome, OpError>,
     ) -> Result<(Vec<cairn_api::rc::ApiCallRc>, impl Future<Output = Vec<cairn_api::rc::ApiCallRc>> + Send + 'static, String), ApiError>
     {
-        let writer = self.writer().await;
         let mut ctx = new_ctx(self.inner.links.master());
-        let (outcome, mut nodes, fresh) = {
-            let c = self.read();
-            let mut outcome = op(&c, &mut ctx)?;
-            // DRBD bookkeeping (layer support, tiebreaker, quorum) joins the
-            // same transaction.
-            let follow = c.drbd_follow_up(&outcome, &self.inner.links, &mut ctx)?;
-            outcome.changes.extend(follow.changes);
-            outcome.replies.extend(follow.replies);
-            // Resource connections go with their resources.
-            let cascade = c.rsc_conn_cascade(&outcome.changes);
-            outcome.changes.extend(cascade);
-            let nodes = affected_nodes(&c, &outcome.changes);
-            // Nodes this change registers: no satellite can be connected yet,
-            // so there is nothing to warn about. A change of nodes alone
-            // (properties, type, net interfaces) goes to the online
-            // satellites only, without a warning for offline ones, as
-            // LINSTOR's CtrlSatelliteUpdateCaller does for node updates.
-            let node_level = !outcome.changes.is_empty() && outcome.changes.iter().all(|ch| matches!(ch.key(), ObjKey::Node(_)));
-            let fresh: BTreeSet<String> = outcome
-                .changes
-                .iter()
-                .filter_map(|ch| match ch.key() {
-                    ObjKey::Node(k) if !c.nodes.contains_key(&k) => Some(k),
-                    _ => None,
-                })
-                .chain(if node_level { nodes.clone() } else { BTreeSet::new() })
-                .collect();
-            (outcome, nodes, fresh)
-        };
-        let Outcome { changes, mut replies } = outcome;
-        // Commit, apply and dispatch run in a task of their own that owns the
-        // writer lock: if the client goes away mid-way, the change still
-        // lands in memory exactly as it landed in the database.
-        let me = self.clone();
-        let committed = tokio::spawn(async move {
-            let _writer = writer;
-            let store = me.inner.store.clone();
-            let changes = tokio::task::spawn_blocking(move || store.commit(&changes).map(|()| changes))
-                .await
-                .map_err(|e| ApiError::Internal(format!("commit task failed: {e}")))??;
-            let node_changed = changes.iter().any(|c| matches!(c.key(), ObjKey::Node(_)));
-            let touched = changes.clone();
-            let scope = resource_scope(&touched);
-            me.inner.cluster.apply(changes);
-            let c = me.read();
-            nodes.extend(affected_nodes(&c, &touched));
-            if node_changed {
-                me.inner.links.reconcile(&c);
+        // No await between taking the lock and queueing: a client that goes
+        // away cancels before validation or not at all, and what is queued
+        // is the committer's to finish.
+        let (answer, replies) = {
+            let mut w = self.inner.writer.lock().await;
+            let idle = w.queued == self.inner.settled.load(Ordering::SeqCst);
+            let base = match w.speculative.take() {
+                Some(s) if !idle => s,
+                _ => self.read(),
+            };
+            let validated = self.validate(&base, op, &mut ctx);
+            if idle && validated.as_ref().map_or(true, |(work, _)| work.changes.is_empty()) {
+                // Nothing queued decided this answer, and there is nothing
+                // to commit: answer at once.
+                let (_, replies) = validated?;
+                return Ok((replies, links::collect(Vec::new()), time::iso8601_utc(ctx.now_ms)));
             }
-            Ok::<_, ApiError>(me.inner.links.dispatch(&c, &nodes, &fresh, scope.as_ref()))
-        });
-        let (pending, warnings) = committed.await.map_err(|e| ApiError::Internal(format!("commit task failed: {e}")))??;
+            let (work, replies) = match validated {
+                Ok((work, replies)) => (Ok(work), replies),
+                Err(e) => (Err(e), Vec::new()),
+            };
+            let mut next = base;
+            if let Ok(work) = &work {
+                Arc::make_mut(&mut next).apply(work.changes.iter().cloned());
+            }
+            let (done, answer) = oneshot::channel();
+            self.inner.queue.send(Queued { work, done }).map_err(|_| ApiError::Internal("the committer is gone".into()))?;
+            w.speculative = Some(next);
+            w.queued += 1;
+            (answer, replies)
+        };
+        let (pending, warnings) = answer.await.map_err(|_| ApiError::Internal("the committer dropped the change".into()))??;
+        let mut replies = replies;
         replies.extend(warnings);
         Ok((replies, links::collect(pending), time::iso8601_utc(ctx.now_ms)))
+    }
+
+    /// Runs the operation and its follow-ups against `c`: what to commit
+    /// and dispatch, and the domain's replies.
+    fn validate(
+        &self,
+        c: &Cluster,
+        op: impl FnOnce(&Cluster, &mut Ctx) -> Result<Outcome, OpError>,
+        ctx: &mut Ctx,
+    ) -> Result<(Work, Vec<cairn_api::rc::ApiCallRc>), ApiError> {
+        let mut outcome = op(c, ctx)?;
+        // DRBD bookkeeping (layer support, tiebreaker, quorum) joins the
+        // same transaction.
+        let follow = c.drbd_follow_up(&outcome, &self.inner.links, ctx)?;
+        outcome.changes.extend(follow.changes);
+        outcome.replies.extend(follow.replies);
+        // Resource connections go with their resources.
+        let cascade = c.rsc_conn_cascade(&outcome.changes);
+        outcome.changes.extend(cascade);
+        let nodes = affected_nodes(c, &outcome.changes);
+        // Nodes this change registers: no satellite can be connected yet,
+        // so there is nothing to warn about. A change of nodes alone
+        // (properties, type, net interfaces) goes to the online
+        // satellites only, without a warning for offline ones, as
+        // LINSTOR's CtrlSatelliteUpdateCaller does for node updates.
+        let node_level = !outcome.changes.is_empty() && outcome.changes.iter().all(|ch| matches!(ch.key(), ObjKey::Node(_)));
+        let fresh: BTreeSet<String> = outcome
+            .changes
+            .iter()
+            .filter_map(|ch| match ch.key() {
+                ObjKey::Node(k) if !c.nodes.contains_key(&k) => Some(k),
+                _ => None,
+            })
+            .chain(if node_level { nodes.clone() } else { BTreeSet::new() })
+            .collect();
+        let Outcome { changes, replies } = outcome;
+        Ok((Work { changes, nodes, fresh }, replies))
+    }
+}
+
+/// Most requests one transaction carries; more wait for the next one.
+const MAX_BATCH: usize = 256;
+
+impl Inner {
+    /// The committer: takes what is queued, up to [`MAX_BATCH`] requests at
+    /// a time, and commits, applies and dispatches it. Ends with the
+    /// controller (when the queue's sender goes).
+    async fn committer(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Queued>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(q) => batch.push(q),
+                    Err(_) => break,
+                }
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            inner.commit_batch(batch, &mut rx).await;
+        }
+    }
+
+    /// One transaction for the whole batch. Then, in queue order: apply
+    /// each change, dispatch it, answer its request. If the commit fails,
+    /// every request of the batch and every one queued behind it (validated
+    /// on top of it) fails with the store's error, and the next mutation is
+    /// validated against the committed cluster again.
+    async fn commit_batch(&self, mut batch: Vec<Queued>, rx: &mut mpsc::UnboundedReceiver<Queued>) {
+        let mut all = Vec::new();
+        let mut lens = Vec::with_capacity(batch.len());
+        for q in &mut batch {
+            lens.push(q.work.as_mut().map_or(0, |w| {
+                let n = w.changes.len();
+                all.append(&mut w.changes);
+                n
+            }));
+        }
+        let store = self.store.clone();
+        let failure = match tokio::task::spawn_blocking(move || store.commit(&all).map(|()| all)).await {
+            Ok(Ok(mut all)) => {
+                for (q, n) in batch.iter_mut().zip(&lens).rev() {
+                    if let Ok(w) = &mut q.work {
+                        w.changes = all.split_off(all.len() - n);
+                    }
+                }
+                None
+            }
+            Ok(Err(e)) => Some(Failure::Store(Arc::new(e))),
+            Err(e) => Some(Failure::Internal(format!("commit task failed: {e}"))),
+        };
+        let Some(failure) = failure else {
+            tracing::debug!(requests = batch.len(), changes = lens.iter().sum::<usize>(), "committed a batch");
+            // The links snapshot a node's state under this lock: what they
+            // see is committed and every later change reaches them as a
+            // delta behind it.
+            let _order = self.order.lock().await;
+            for q in batch {
+                let answer = q.work.map(|w| self.apply_and_dispatch(w));
+                self.settled.fetch_add(1, Ordering::SeqCst);
+                let _ = q.done.send(answer);
+            }
+            return;
+        };
+        tracing::error!(
+            requests = batch.len(),
+            "a batch of changes could not be committed; failing it and everything queued behind it: {}",
+            failure.error()
+        );
+        for q in batch {
+            self.settled.fetch_add(1, Ordering::SeqCst);
+            let _ = q.done.send(Err(failure.error()));
+        }
+        // Under the writer lock nothing more is queued: drain what was,
+        // and forget the speculative cluster they were validated against.
+        let mut w = self.writer.lock().await;
+        while let Ok(q) = rx.try_recv() {
+            self.settled.fetch_add(1, Ordering::SeqCst);
+            let _ = q.done.send(Err(failure.error()));
+        }
+        w.speculative = None;
+    }
+
+    /// Applies one committed change in memory and queues its deltas to the
+    /// satellites. Call under the order lock, in queue order.
+    fn apply_and_dispatch(&self, w: Work) -> Dispatched {
+        let Work { changes, mut nodes, fresh } = w;
+        let node_changed = changes.iter().any(|c| matches!(c.key(), ObjKey::Node(_)));
+        let touched = changes.clone();
+        let scope = resource_scope(&touched);
+        self.cluster.apply(changes);
+        let c = self.cluster.get();
+        nodes.extend(affected_nodes(&c, &touched));
+        if node_changed {
+            self.links.reconcile(&c);
+        }
+        self.links.dispatch(&c, &nodes, &fresh, scope.as_ref())
+    }
+}
+
+/// Why a batch failed; every request in it gets the same error.
+enum Failure {
+    Store(Arc<StoreError>),
+    Internal(String),
+}
+
+impl Failure {
+    fn error(&self) -> ApiError {
+        match self {
+            Failure::Store(e) => ApiError::Store(e.clone()),
+            Failure::Internal(m) => ApiError::Internal(m.clone()),
+        }
     }
 }
 
@@ -325,18 +513,18 @@ impl AppState {
     /// out now) and waits for the answers.
     pub async fn redispatch_all(&self) -> Vec<cairn_api::rc::ApiCallRc> {
         let pending = {
-            let _writer = self.writer().await;
+            let _order = self.inner.order.lock().await;
             let c = self.read();
             let nodes: BTreeSet<String> = c.nodes.keys().cloned().collect();
             self.inner.links.dispatch(&c, &nodes, &nodes, None).0
         };
-        // Waited for without the writer lock: a link's retry may need it.
+        // Waited for without the order lock: a link's retry may need it.
         links::collect(pending).await
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Store(e)
+        ApiError::Store(Arc::new(e))
     }
 }

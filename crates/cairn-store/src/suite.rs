@@ -122,6 +122,30 @@ fn suite(store: &dyn Store) {
     let again = Cluster::from_objects(store.load().unwrap());
     assert_eq!(again.nodes["ALPHA"], n);
     assert_eq!(again.nodes.len(), 2);
+
+    // One commit applies its changes in order: the controller commits the
+    // change lists of several requests as one batch, concatenated, and the
+    // result must be what committing them one by one gives.
+    let (mut first, mut second) = (n.clone(), n.clone());
+    first.props.insert("Aux/x".into(), "first".into());
+    second.props.insert("Aux/x".into(), "second".into());
+    let beta = again.nodes["BETA"].clone();
+    let mut gamma = n.clone();
+    gamma.name = "gamma".into();
+    store
+        .commit(&[
+            Change::Put(Object::Node(first)),
+            Change::Put(Object::Node(second.clone())),
+            Change::Delete(ObjKey::Node("BETA".into())),
+            Change::Put(Object::Node(beta.clone())),
+            Change::Put(Object::Node(gamma.clone())),
+            Change::Delete(ObjKey::Node("GAMMA".into())),
+        ])
+        .unwrap();
+    let batched = Cluster::from_objects(store.load().unwrap());
+    assert_eq!(batched.nodes["ALPHA"], second, "the later put of a key wins");
+    assert_eq!(batched.nodes["BETA"], beta, "a put after a delete of the same key stays");
+    assert!(!batched.nodes.contains_key("GAMMA"), "a delete after a put of the same key removes it");
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub struct Pending {
 }
 
 impl Links {
-    /// Queues the delta of each node to its worker. Call under the writer
+    /// Queues the delta of each node to its worker. Call under the order
     /// lock, after the changes were applied to `cluster`. Offline nodes
     /// get nothing (their next full apply carries it) and a warning, unless
     /// they are `fresh` (registered by this very change). With `scope`

@@ -12,17 +12,18 @@
 //!   satellite last reported of its resources and pools (REST views,
 //!   placement).
 //!
-//! Ordering: deltas are computed under the controller's writer lock
-//! against the ledger and queued to the node's worker, which sends them
-//! one after the other. A (re)connect takes the same lock to snapshot the
-//! full desired state, so no change falls between a full apply and the
+//! Ordering: deltas are computed under the controller's order lock (held
+//! by its committer while it applies committed changes and dispatches
+//! them) against the ledger and queued to the node's worker, which sends
+//! them one after the other. A (re)connect takes the same lock to snapshot
+//! the full desired state (committed state only), so no change falls between a full apply and the
 //! deltas after it; the worker's retries are computed under that lock too
 //! and queued behind the deltas already waiting.
 //!
 //! Modules: `transport` (the HTTP client), `worker` (the per-node task),
 //! `dispatch` (deltas of a change and the answers for its request), `ack`,
 //! `view`. The links never see `AppState`: they get the two handles they
-//! need of it (the cluster and the writer lock) when they are made.
+//! need of it (the cluster and the order lock) when they are made.
 
 mod ack;
 mod dispatch;
@@ -210,12 +211,12 @@ impl Drop for ViewMut<'_> {
 }
 
 /// What the workers need of the controller: the cluster (to compute a
-/// node's desired state and find its address), the writer lock (taken to
+/// node's desired state and find its address), the order lock (taken to
 /// snapshot a full state or a retry, so no change falls between), the
 /// master key (LUKS secrets in the desired state), the transport.
 struct Host {
     cluster: SharedCluster,
-    writer: Arc<tokio::sync::Mutex<()>>,
+    order: Arc<tokio::sync::Mutex<()>>,
     master: RwLock<Option<MasterKey>>,
     transport: Arc<dyn Transport>,
     timing: Timing,
@@ -268,11 +269,11 @@ pub struct Links {
 }
 
 impl Links {
-    /// `cluster` and `writer` are the controller's own (see [`Host`]).
-    pub fn new(cluster: SharedCluster, writer: Arc<tokio::sync::Mutex<()>>, transport: Arc<dyn Transport>, timing: Timing) -> Links {
+    /// `cluster` and `order` are the controller's own (see [`Host`]).
+    pub fn new(cluster: SharedCluster, order: Arc<tokio::sync::Mutex<()>>, transport: Arc<dyn Transport>, timing: Timing) -> Links {
         let events = Arc::new(Events::default());
         Links {
-            host: Arc::new(Host { cluster, writer, master: RwLock::new(None), transport, timing, events }),
+            host: Arc::new(Host { cluster, order, master: RwLock::new(None), transport, timing, events }),
             links: Mutex::new(BTreeMap::new()),
         }
     }

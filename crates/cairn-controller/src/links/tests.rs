@@ -209,11 +209,16 @@ impl Transport for Fake {
     }
 }
 
-/// A `MemStore` whose commits can be made to fail.
+/// A `MemStore` whose commits can be made to fail, or held at a gate.
 #[derive(Default)]
 struct FlakyStore {
     inner: MemStore,
     fail: AtomicBool,
+    /// While set, a commit (after checking `fail`) waits until no more
+    /// commits than this have begun.
+    release: Mutex<Option<usize>>,
+    /// Commits begun.
+    commits: std::sync::atomic::AtomicUsize,
 }
 
 impl Store for FlakyStore {
@@ -222,7 +227,12 @@ impl Store for FlakyStore {
     }
 
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
-        if self.fail.load(Ordering::SeqCst) {
+        let nr = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        let fail = self.fail.load(Ordering::SeqCst);
+        while self.release.lock().expect("release").is_some_and(|r| nr > r) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if fail {
             return Err(StoreError::Encode { kind: "test".into(), key: "commit".into(), reason: "the disk is full".into() });
         }
         self.inner.commit(changes)
@@ -468,6 +478,83 @@ async fn mutate_commits_then_applies_and_stamps_replies() {
     let again = node("n1");
     assert!(state.mutate(201, |c, ctx| c.create_node(&again, ctx)).await.is_err());
     assert_eq!(state.read().nodes.len(), 1);
+}
+
+/// A mutation to run in a task of its own.
+type Op = Box<dyn FnOnce(&cairn_domain::Cluster, &mut cairn_domain::Ctx) -> Result<cairn_domain::Outcome, cairn_domain::OpError> + Send>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_fails_every_request_in_it_and_leaves_memory_as_stored() {
+    let store = Arc::new(FlakyStore::default());
+    let state = AppState::load(store.clone(), Arc::new(Fake::default()), fast()).await.expect("load");
+    let rd =
+        |name: &str| -> cairn_api::resource_definition::ResourceDefinitionCreate { req(json!({"resource_definition": {"name": name}})) };
+    let spawn = |op: Op| {
+        let state = state.clone();
+        tokio::spawn(async move { state.mutate(201, op).await })
+    };
+
+    let release = |upto: Option<usize>| *store.release.lock().expect("release") = upto;
+    let commits = || store.commits.load(Ordering::SeqCst);
+    let failed = |i: usize, r: Result<Result<Reply, ApiError>, tokio::task::JoinError>| {
+        let err = r.expect("task").expect_err("the request fails with the batch");
+        assert!(matches!(&err, ApiError::Store(e) if e.to_string().contains("the disk is full")), "request {i}: {err:?}");
+    };
+
+    // The committer is held in the commit of "first" (which will succeed).
+    let base = commits();
+    release(Some(base));
+    let first = rd("first");
+    let held = spawn(Box::new(move |c, ctx| c.create_rsc_dfn(&first, ctx)));
+    wait_for("the first commit begun", || commits() == base + 1).await;
+    store.fail.store(true, Ordering::SeqCst);
+    // Queued behind it: eight creates, a volume definition of one of them
+    // (valid only on top of its create), and a duplicate create (refused
+    // only because of a queued one).
+    let mut batch = Vec::new();
+    for i in 0..8 {
+        let d = rd(&format!("b{i}"));
+        batch.push(spawn(Box::new(move |c, ctx| c.create_rsc_dfn(&d, ctx))));
+        wait_for("queued", || state.in_flight() == i + 2).await;
+    }
+    let vd: cairn_api::resource_definition::VolumeDefinitionCreate = req(json!({"volume_definition": {"size_kib": 1024}}));
+    batch.push(spawn(Box::new(move |c, ctx| c.create_vlm_dfn("b0", &vd, ctx))));
+    let dup = rd("b1");
+    batch.push(spawn(Box::new(move |c, ctx| c.create_rsc_dfn(&dup, ctx))));
+    wait_for("all queued", || state.in_flight() == 11).await;
+    assert!(!state.read().rsc_dfns.contains_key("B0"), "readers never see a change before it is durable");
+
+    // "first" commits; the batch's commit begins (and will fail) and is
+    // held in turn while two more requests are validated on top of it.
+    release(Some(base + 1));
+    let r = held.await.expect("task").expect("the first commit succeeds");
+    assert_eq!(r.status, 201);
+    wait_for("the batch's commit begun", || commits() == base + 2).await;
+    let behind = rd("c0");
+    let mut later = vec![spawn(Box::new(move |c, ctx| c.create_rsc_dfn(&behind, ctx)))];
+    let vd: cairn_api::resource_definition::VolumeDefinitionCreate = req(json!({"volume_definition": {"size_kib": 1024}}));
+    later.push(spawn(Box::new(move |c, ctx| c.create_vlm_dfn("b2", &vd, ctx))));
+    wait_for("queued behind the batch", || state.in_flight() == 12).await;
+    release(None);
+
+    for (i, t) in batch.into_iter().enumerate() {
+        failed(i, t.await);
+    }
+    for (i, t) in later.into_iter().enumerate() {
+        failed(10 + i, t.await);
+    }
+    assert_eq!(commits(), base + 2, "the ten requests were one transaction, and those behind it were never committed");
+    assert_eq!(state.in_flight(), 0);
+    let memory = state.read();
+    assert!(memory.rsc_dfns.contains_key("FIRST") && memory.rsc_dfns.len() == 1 && memory.vlm_dfns.is_empty(), "{:?}", memory.rsc_dfns);
+    assert_eq!(*memory, cairn_domain::Cluster::from_objects(store.inner.load().expect("load")), "memory equals the database");
+
+    // The next request is validated against the committed cluster again.
+    store.fail.store(false, Ordering::SeqCst);
+    let again = rd("b1");
+    let r = state.mutate(201, |c, ctx| c.create_rsc_dfn(&again, ctx)).await.expect("b1 once the disk has room");
+    assert_eq!(r.status, 201);
+    assert!(state.read().rsc_dfns.contains_key("B1"));
 }
 
 #[tokio::test]

@@ -281,11 +281,12 @@ fn schedule(retry: &mut Backoff, retry_at: &mut Option<Instant>, failed: bool, r
 }
 
 /// Sends the node's whole desired state. The snapshot is taken under the
-/// writer lock, so every later change is queued as a delta behind it; jobs
+/// order lock (committed state; the committer dispatches under it), so
+/// every later change is queued as a delta behind it; jobs
 /// queued before it are answered with its result, which covers them.
 async fn full_sync(host: &Host, link: &Link, target: transport::Target, rx: &mut mpsc::UnboundedReceiver<Job>) -> Result<(), LinkError> {
     let (apply, superseded) = {
-        let _writer = host.writer.lock().await;
+        let _order = host.order.lock().await;
         if link.stopped.load(Ordering::SeqCst) {
             return Err(LinkError::Removed);
         }
@@ -322,10 +323,10 @@ async fn full_sync(host: &Host, link: &Link, target: transport::Target, rx: &mut
     }
 }
 
-/// Queues the retry of what failed, computed under the writer lock like
+/// Queues the retry of what failed, computed under the order lock like
 /// any delta, behind the deltas already queued.
 async fn queue_retry(host: &Host, link: &Link) -> Result<(), LinkError> {
-    let _writer = host.writer.lock().await;
+    let _order = host.order.lock().await;
     if link.stopped.load(Ordering::SeqCst) {
         return Err(LinkError::Removed);
     }

@@ -19,7 +19,7 @@ pub enum ApiError {
     Parse(String),
     /// The database failed; nothing was applied.
     #[error(transparent)]
-    Store(StoreError),
+    Store(std::sync::Arc<StoreError>),
     /// A bug or a failed task; nothing was applied.
     #[error("{0}")]
     Internal(String),

@@ -171,3 +171,86 @@ fn sigkill_during_writes_loses_no_acknowledged_object() {
         assert!(n == 0 || n == NODES.len(), "{} has {n} of {} resources: a create call was split", d.name, NODES.len());
     }
 }
+
+/// Eight clients each create up to 100 definitions, each with its
+/// resources on every node in one call, as fast as the controller answers
+/// (so changes are committed in batches); the controller is killed half-way.
+/// After the restart every acknowledged create is there, nothing appears
+/// that no client sent, and no create call is split.
+#[test]
+fn sigkill_during_batched_creates_loses_no_acknowledged_create() {
+    const CLIENTS: usize = 8;
+    const EACH: usize = 100;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ctrl = ControllerProc::start(dir.path());
+    setup(&ctrl.client());
+
+    // (definition, resources too) acknowledged.
+    let acked: Arc<Mutex<BTreeMap<String, bool>>> = Arc::default();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let (client, acked) = (ctrl.client(), acked.clone());
+            std::thread::spawn(move || {
+                let rscs: Vec<ResourceCreate> = NODES
+                    .iter()
+                    .map(|n| ResourceCreate { resource: Resource { node_name: n.to_string(), ..Default::default() }, ..Default::default() })
+                    .collect();
+                for i in 0..EACH {
+                    let rd = format!("b{id}-{i}");
+                    let create = ResourceDefinitionCreate {
+                        resource_definition: ResourceDefinition { name: rd.clone(), ..Default::default() },
+                        ..Default::default()
+                    };
+                    match client.create_rsc_dfn(&create) {
+                        Ok(_) => acked.lock().expect("lock").insert(rd.clone(), false),
+                        Err(e) if e.status().is_none() => return,
+                        Err(e) => panic!("create {rd}: {e}"),
+                    };
+                    match client.create_resources(&rd, &rscs) {
+                        Ok(_) => acked.lock().expect("lock").insert(rd.clone(), true),
+                        Err(e) if e.status().is_none() => return,
+                        Err(e) => panic!("create resources of {rd}: {e}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().expect("lock").len() < CLIENTS * EACH / 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ctrl.kill();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= CLIENTS * EACH / 4, "the burst was too short to mean anything: {} definitions", acked.len());
+    assert!(acked.len() < CLIENTS * EACH, "the kill came after the last create: nothing was in flight");
+
+    ctrl.restart();
+    let client = ctrl.client();
+    let stored: BTreeSet<String> = client.rsc_dfns().expect("list resource definitions").into_iter().map(|d| d.name).collect();
+    let view = client.view_resources("").expect("view resources");
+    let mut nodes_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &view {
+        nodes_of.entry(r.resource.name.clone()).or_default().insert(r.resource.node_name.clone());
+    }
+    for (rd, with_resources) in &acked {
+        assert!(stored.contains(rd), "acknowledged {rd} is missing after the kill");
+        if *with_resources {
+            assert_eq!(nodes_of.get(rd).map_or(0, BTreeSet::len), NODES.len(), "acknowledged resources of {rd} are missing");
+        }
+    }
+    let sent = |rd: &str| {
+        rd.strip_prefix('b')
+            .and_then(|r| r.split_once('-'))
+            .is_some_and(|(id, i)| id.parse::<usize>().is_ok_and(|id| id < CLIENTS) && i.parse::<usize>().is_ok_and(|i| i < EACH))
+    };
+    for rd in &stored {
+        assert!(sent(rd), "{rd} was never sent");
+    }
+    for (rd, nodes) in &nodes_of {
+        assert!(stored.contains(rd), "resources of {rd} without their definition");
+        assert_eq!(nodes.len(), NODES.len(), "{rd} has resources on {nodes:?} only: a create call was split");
+    }
+}
