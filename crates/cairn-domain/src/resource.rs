@@ -92,7 +92,8 @@ impl Resource {
 
     /// The wire form. `observed` gives what satellites reported per volume
     /// number (the STORAGE layer); `drbd` what the node's DRBD reported;
-    /// `in_use` is observed too (None when unknown). `minor` gives the
+    /// `in_use` is what the satellite says without DRBD: `Some(false)` once
+    /// it reported the resource, None before. `minor` gives the
     /// DRBD minor of a volume number.
     pub fn to_api(
         &self,
@@ -156,13 +157,16 @@ impl Resource {
             })
             .collect();
         let layer_object = self.layer_tree(0, observed, minor, drbd);
-        // DRBD knows whether the device is open; without the kernel's word
-        // it is unknown.
+        // DRBD knows whether the device is open (Primary). Once the
+        // satellite reported the resource `in_use` is always a bool, as
+        // clients OR it (`linstor r involved`): a DRBD device the kernel
+        // does not show (down, or a config-only satellite that brings
+        // nothing up) is not in use. Before any report LINSTOR sends no
+        // `state` at all; Cairn sends an empty one (linstor-csi marks a
+        // volume abnormal without `state`) and no `in_use`.
         let in_use = match drbd {
             Some(d) if d.kernel => Some(d.role == "Primary"),
-            Some(_) => None,
-            None if has_drbd => None,
-            None => in_use,
+            _ => in_use,
         };
         wire::ResourceWithVolumes {
             resource: wire::Resource {
