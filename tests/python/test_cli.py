@@ -222,3 +222,141 @@ def test_node_connection_verbs(cluster):
     assert json.loads(cairn(c, "-m", "nc", "lp", "n2", "n1")[1]) == {}
     code, out, err = cairn(c, "nc", "sp", "n1", "nx", "Aux/a", "1")
     assert code == 10 and "not found" in err.lower(), err
+
+
+def machine(c, *args):
+    code, out, err = cairn(c, "-m", *args)
+    assert code == 0, (args, out, err)
+    return json.loads(out)
+
+
+def rest(c, path):
+    status, _, body = c.ctrl.request("GET", path)
+    assert status == 200, (path, body)
+    return body
+
+
+def test_list_and_set_property_on_every_object_kind(cluster):
+    c = cluster
+    ok(c.lin.resource_group_create("pg", place_count=1))
+    ok(c.lin.volume_group_create("pg"))
+    ok(c.lin.resource_group_spawn("pg", "pv", ["8M"]))
+    (node,) = [r["node_name"] for r in rest(c, "/v1/view/resources?resources=pv")]
+    objects = {
+        "n": (["n1"], "/v1/nodes/n1"),
+        "sp": (["n1", "DfltStorPool"], "/v1/nodes/n1/storage-pools/DfltStorPool"),
+        "rd": (["pv"], "/v1/resource-definitions/pv"),
+        "rg": (["pg"], "/v1/resource-groups/pg"),
+        "vd": (["pv", "0"], "/v1/resource-definitions/pv/volume-definitions/0"),
+        "vg": (["pg", "0"], "/v1/resource-groups/pg/volume-groups/0"),
+        "r": ([node, "pv"], f"/v1/resource-definitions/pv/resources/{node}"),
+        "v": ([node, "pv", "0"], f"/v1/resource-definitions/pv/resources/{node}/volumes/0"),
+    }
+    for kind, (names, path) in objects.items():
+        code, out, err = cairn(c, kind, "set-property", *names, "Aux/cli", kind)
+        assert code == 0 and "SUCCESS" in out, (kind, out, err)
+        # On that object and no other.
+        assert rest(c, path)["props"]["Aux/cli"] == kind, kind
+        assert machine(c, kind, "list-properties", *names)["Aux/cli"] == kind
+        code, out, _ = cairn(c, "--no-utf8", "--no-color", kind, "lp", *names)
+        assert re.search(rf"\| Aux/cli +\| {kind} +\|", out), (kind, out)
+        code, out, err = cairn(c, kind, "sp", *names, "Aux/cli")
+        assert code == 0, (kind, err)
+        assert "Aux/cli" not in machine(c, kind, "lp", *names) and "Aux/cli" not in rest(c, path)["props"], kind
+    code, out, err = cairn(c, "vd", "lp", "pv", "7")
+    assert code == 10, (out, err)
+
+
+def test_drbd_options_and_max_volume_sizes(cluster):
+    c = cluster
+    ok(c.lin.resource_group_create("og", place_count=2))
+    ok(c.lin.volume_group_create("og"))
+    ok(c.lin.resource_group_spawn("og", "ov", ["8M"]))
+    a, b = sorted(r["node_name"] for r in rest(c, "/v1/view/resources?resources=ov"))
+    code, out, err = cairn(c, "rd", "drbd-options", "--protocol", "C", "--max-buffers=8000", "ov")
+    assert code == 0 and "SUCCESS" in out, (out, err)
+    props = rest(c, "/v1/resource-definitions/ov")["props"]
+    assert props["DrbdOptions/Net/protocol"] == "C" and props["DrbdOptions/Net/max-buffers"] == "8000", props
+    code, out, err = cairn(c, "rd", "opt", "ov", "--unset-protocol")
+    assert code == 0, err
+    assert "DrbdOptions/Net/protocol" not in rest(c, "/v1/resource-definitions/ov")["props"]
+    code, out, err = cairn(c, "rg", "opt", "--verify-alg", "crc32c", "og")
+    assert code == 0, err
+    assert rest(c, "/v1/resource-groups/og")["props"]["DrbdOptions/Net/verify-alg"] == "crc32c"
+    code, out, err = cairn(c, "vd", "opt", "--al-extents", "6007", "ov", "0")
+    assert code == 0, err
+    assert rest(c, "/v1/resource-definitions/ov/volume-definitions/0")["props"]["DrbdOptions/Disk/al-extents"] == "6007"
+    code, out, err = cairn(c, "controller", "drbd-options", "--max-buffers", "9000")
+    assert code == 0, err
+    assert rest(c, "/v1/controller/properties")["DrbdOptions/Net/max-buffers"] == "9000"
+    code, out, err = cairn(c, "controller", "opt", "--unset-max-buffers")
+    assert code == 0, err
+    assert "DrbdOptions/Net/max-buffers" not in rest(c, "/v1/controller/properties")
+    code, out, err = cairn(c, "rc", "drbd-peer-options", "--protocol", "A", a, b, "ov")
+    assert code == 0, err
+    assert rest(c, f"/v1/resource-definitions/ov/resource-connections/{a}/{b}")["props"]["DrbdOptions/Net/protocol"] == "A"
+    code, out, err = cairn(c, "r", "drbd-peer-options", "--unset-protocol", "--max-buffers", "4000", a, b, "ov")
+    assert code == 0, err
+    conn = rest(c, f"/v1/resource-definitions/ov/resource-connections/{a}/{b}")["props"]
+    assert "DrbdOptions/Net/protocol" not in conn and conn["DrbdOptions/Net/max-buffers"] == "4000", conn
+    code, out, err = cairn(c, "controller", "which")
+    assert code == 0 and out.strip() == c.ctrl.url.rstrip("/"), (out, c.ctrl.url)
+    code, out, err = cairn(c, "nc", "popt", "--protocol", "A", "n1", "n3")
+    assert code == 0, err
+    assert rest(c, "/v1/node-connections/n1/n3")["props"]["DrbdOptions/Net/protocol"] == "A"
+    # Refusals before anything is sent: an option the object does not
+    # have (a disk option on a connection), a missing value, a missing name.
+    code, out, err = cairn(c, "rc", "popt", "--al-extents", "6007", a, b, "ov")
+    assert code == 1 and "not a DRBD option" in err, (out, err)
+    code, out, err = cairn(c, "rd", "opt", "ov", "--protocol")
+    assert code == 1 and "needs a value" in err, (out, err)
+    code, out, err = cairn(c, "rd", "opt", "--protocol", "C")
+    assert code == 1, (out, err)
+    # Max volume sizes: a group's filter, and the controller's for a count.
+    code, out, err = cairn(c, "--no-color", "rg", "query-max-volume-size", "og")
+    assert code == 0 and "StoragePool" in out and "DfltStorPool" in out and "Thin" in out, (out, err)
+    code, out, err = cairn(c, "--no-color", "rg", "qsi", "og")
+    assert code == 0 and "MaxVolumeSize" in out and " on " in out, (out, err)
+    sizes = machine(c, "c", "qmvs", "3")
+    assert {x["storage_pool"] for x in sizes["candidates"]} == {"DfltStorPool"}, sizes
+    assert sizes["candidates"][0]["max_volume_size_kib"] > 0
+
+
+def test_involved_list_volumes_describe_and_node_modify(cluster):
+    c = cluster
+    ok(c.lin.resource_dfn_create("both"))
+    ok(c.lin.volume_dfn_create("both", 8 * 1024))
+    ok(c.lin.resource_create([__import__("linstor").ResourceData(n, "both") for n in ("n1", "n2")]))
+    ok(c.lin.resource_dfn_create("far"))
+    ok(c.lin.volume_dfn_create("far", 8 * 1024))
+    ok(c.lin.resource_create([__import__("linstor").ResourceData("n3", "far")]))
+    wait_for("states reported", lambda: all("in_use" in r["state"] for r in rest(c, "/v1/view/resources")))
+    inv = machine(c, "r", "involved", "n1")
+    assert sorted((r["name"], r["node_name"]) for r in inv) == [("both", "n1"), ("both", "n2")], inv
+    code, out, _ = cairn(c, "--no-color", "r", "inv", "n1")
+    assert code == 0 and out.count("both") == 2 and "far" not in out, out
+    assert machine(c, "r", "inv", "--inuse", "n1") == []
+    assert len(machine(c, "r", "inv", "--min-diskful", "3", "n2")) == 2
+    assert machine(c, "r", "inv", "--min-diskful", "2", "n2") == []
+    assert [r["name"] for r in machine(c, "r", "inv", "n3")] == ["far"]
+    # `r list-volumes` is `volume list`.
+    code, lv, _ = cairn(c, "--no-color", "r", "lv", "-r", "both")
+    code2, vl, _ = cairn(c, "--no-color", "v", "l", "-r", "both")
+    assert code == code2 == 0 and lv == vl and lv.count("/dev/loop") == 2, lv
+    # describe: the node's interfaces, pools, resources and volumes.
+    code, out, err = cairn(c, "n", "describe", "n1")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("n1 (SATELLITE, ONLINE)"), out
+    assert any("DfltStorPool (FILE_THIN)" in l for l in lines) and any(l.strip().startswith("└── both") for l in lines), out
+    assert any("volume 0: DfltStorPool, /dev/loop" in l for l in lines) and "far" not in out, out
+    d = machine(c, "n", "dsc")
+    assert [x["node"]["name"] for x in d] == ["n1", "n2", "n3"] and [r["name"] for r in d[2]["resources"]] == ["far"]
+    code, out, err = cairn(c, "n", "dsc", "nope")
+    assert code != 0, out
+    # modify: the node type.
+    code, out, err = cairn(c, "n", "modify", "--node-type", "combined", "n3")
+    assert code == 0, (out, err)
+    assert rest(c, "/v1/nodes/n3")["type"] == "COMBINED"
+    code, out, err = cairn(c, "n", "m", "--node-type", "satellite", "n3")
+    assert code == 0 and rest(c, "/v1/nodes/n3")["type"] == "SATELLITE", (out, err)

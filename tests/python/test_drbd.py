@@ -113,7 +113,9 @@ def test_spawn_with_diskless_on_remaining_gives_agreeing_res_files(drbd_cluster)
     vol = v[NODES[0]]["volumes"][0]
     assert vol["device_path"] == f"/dev/drbd{minor}"
     assert vol["state"]["disk_state"] == "Unknown"  # no kernel module: not brought up
-    assert v[NODES[0]]["state"].get("in_use") is None
+    # Reported by the satellite: in_use is a bool, as clients OR it; a
+    # device the kernel does not show is not in use.
+    assert all(r["state"]["in_use"] is False for r in v.values()), v
     # python-linstor reads DRBD resources and volumes.
     rl = c.lin.resource_list_raise(filter_by_resources=["web"])
     assert len(rl.resources) == 3
@@ -145,6 +147,36 @@ def test_two_replicas_get_a_tiebreaker_that_goes_with_a_third(drbd_cluster):
     hosts, _ = parse(dump(c, tb[0], "db"))
     assert hosts[tb[0]][1][0][1].startswith("/dev/loop")
     assert sorted(nid for nid, _ in hosts.values()) == sorted(r["layer_object"]["drbd"]["node_id"] for r in v.values())
+
+
+def test_autoplace_and_adjust_turn_the_tiebreaker_into_the_third_diskful_replica(drbd_cluster):
+    """As LINSTOR's autoplacer: the node of a diskless replica is a
+    candidate; the chosen one gets its disk by toggle-disk."""
+    c = drbd_cluster
+    ok(c.lin.resource_group_create("two", place_count=2))
+    ok(c.lin.volume_group_create("two"))
+    for rd in ("ap", "adj"):
+        ok(c.lin.resource_group_spawn("two", rd, ["16M"]))
+    for rd, grow in (("ap", lambda: c.lin.resource_auto_place("ap", 3)),
+                     ("adj", lambda: (ok(c.lin.resource_group_modify("two", place_count=3)),
+                                      c.lin.resource_group_adjust("two"))[1])):
+        v = view(c, rd)
+        (tb,) = [n for n, r in v.items() if "TIE_BREAKER" in r["flags"]]
+        node_id = v[tb]["layer_object"]["drbd"]["node_id"]
+        replies = ok(grow())
+        assert any(f"Addition of disk to resource '{rd}' on node '{tb}' registered" in r.message for r in replies), \
+            [r.message for r in replies]
+        v = view(c, rd)
+        assert sorted(v) == NODES, v
+        r = v[tb]
+        assert not {"DISKLESS", "DRBD_DISKLESS", "TIE_BREAKER"} & set(r["flags"]), r["flags"]
+        assert r["props"]["DiskfulBy"] == "auto-placer" and r["props"]["StorPoolName"] == "DfltStorPool", r["props"]
+        assert r["volumes"][0]["storage_pool_name"] == "DfltStorPool"
+        assert r["layer_object"]["drbd"]["node_id"] == node_id
+        wait_for(f"{tb}'s {rd}.res with a disk", lambda: parse(dump(c, tb, rd))[0][tb][1][0][1].startswith("/dev/loop"))
+    # Placed as asked: again, nothing to do.
+    replies = c.lin.resource_auto_place("ap", 3)
+    assert not any(r.is_error() for r in replies) and any(r.is_warning() for r in replies), replies
 
 
 def test_a_drbd_option_change_reaches_every_res_file(drbd_cluster):

@@ -192,6 +192,17 @@ def test_snapshot_and_encryption_verbs_of_the_cli(cluster, xfs_dir):
     wait_for("snap1 successful", lambda: successful(c, "clisnap", "snap1"))
     code, out, err = cairn(c, "--no-utf8", "s", "l", "-r", "clisnap")
     assert code == 0 and "| clisnap" in out and "snap1" in out and "Successful" in out and "0: 8 MiB" in out, (out, err)
+    # Snapshot properties.
+    code, out, err = cairn(c, "s", "set-property", "clisnap", "snap1", "Aux/purpose", "test")
+    assert code == 0 and "SUCCESS" in out, (out, err)
+    status, _, snap = c.ctrl.request("GET", "/v1/resource-definitions/clisnap/snapshots/snap1")
+    assert snap["props"]["Aux/purpose"] == "test", snap
+    code, out, err = cairn(c, "-m", "s", "list-properties", "clisnap", "snap1")
+    assert code == 0 and __import__("json").loads(out)["Aux/purpose"] == "test", (out, err)
+    code, out, err = cairn(c, "s", "sp", "clisnap", "snap1", "Aux/purpose")
+    assert code == 0, err
+    code, out, err = cairn(c, "s", "lp", "clisnap", "snap1")
+    assert code == 0 and "Aux/purpose" not in out, (out, err)
     ok(c.lin.resource_dfn_create("clicopy"))
     code, out, err = cairn(c, "s", "vd", "restore", "--from-resource", "clisnap", "--from-snapshot", "snap1", "--to-resource", "clicopy")
     assert code == 0, (out, err)

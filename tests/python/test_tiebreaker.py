@@ -234,6 +234,25 @@ def test_deleting_the_tiebreaker(tb_cluster):
     assert call(c, "GET", "/v1/resource-definitions/tbdel")["props"]["DrbdOptions/auto-add-quorum-tiebreaker"] == "True"
 
 
+def test_resource_modify_sets_and_clears_the_tiebreaker_flag(tb_cluster):
+    """REST API 1.28's `drbd_tiebreaker` of a resource modify, as LINSTOR's
+    DrbdLayerUtils.setTiebreaker."""
+    c = tb_cluster
+    (d1, d2), tb, free = spawn_pair(c, "tbmod")
+    path = f"/v1/resource-definitions/tbmod/resources/{tb}"
+    call(c, "PUT", path, {"drbd_tiebreaker": False})
+    # A diskless replica the user keeps: it still gives quorum, and no
+    # other tiebreaker appears.
+    expect(c, "tbmod", [d1, d2], {tb: CLIENT})
+    call(c, "PUT", path, {"drbd_tiebreaker": True})
+    expect(c, "tbmod", [d1, d2], {tb: TB})
+    status, _, replies = c.ctrl.request("PUT", path, {"drbd_tiebreaker": True, "drbd_client": True})
+    assert status == 500 and codes(replies) == [230], (status, replies)
+    status, _, replies = c.ctrl.request("PUT", f"/v1/resource-definitions/tbmod/resources/{d1}", {"drbd_tiebreaker": True})
+    assert status == 500 and codes(replies) == [230], (status, replies)
+    expect(c, "tbmod", [d1, d2], {tb: TB})
+
+
 def test_a_deleted_replicas_node_id_waits_for_every_peer_to_forget_it(tb_cluster):
     """A node id freed by a delete is handed out again only once every
     diskful replica left has forgotten it (`drbdsetup forget-peer`; a

@@ -85,6 +85,7 @@ pub const FAIL_INVLD_LAYER_STACK: i64 = 225;
 pub const FAIL_INVLD_EXT_NAME: i64 = 226;
 pub const FAIL_INVLD_PROVIDER: i64 = 227;
 pub const FAIL_INVLD_VLM_SIZES: i64 = 228;
+pub const FAIL_INVLD_CONF: i64 = 230;
 pub const FAIL_INVLD_REQUEST: i64 = 234;
 pub const FAIL_INVLD_DB_EXPORT_FILE: i64 = 242;
 pub const FAIL_NODE_HAS_USED_RSC: i64 = 233;

@@ -134,6 +134,8 @@ impl Client {
             ("POST", b) => self.agent.post(&url).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
             ("PUT", b) => self.agent.put(&url).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
             ("PATCH", b) => self.agent.patch(&url).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
+            // LINSTOR's query-max-volume-size is an OPTIONS with a body.
+            ("OPTIONS", Some(b)) => self.agent.options(&url).force_send_body().header("Content-Type", "application/json").send(b),
             (_, _) => self.agent.options(&url).call(),
         };
         let mut resp = result.map_err(transport)?;

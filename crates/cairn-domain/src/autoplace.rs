@@ -24,6 +24,7 @@ use crate::resource_definition::{
     ResourceDefinition, VolumeDefinition, build_vlm_dfn, check_layer_stack, rd_created_reply, vd_created_reply,
 };
 use crate::resource_group::{merge_filter, normalize_filter};
+use crate::toggle_disk::{ToggleDisk, ToggleOp};
 use crate::{Ctx, DEFAULT_DISKLESS_STOR_POOL, Props};
 
 /// LINSTOR's default replica count.
@@ -132,7 +133,24 @@ impl Cluster {
         }
         let mut placed_nodes: BTreeSet<String> = self.resources_of(&rd_key).map(|r| key(&r.node)).collect();
         let mut taken = Taken::default();
+        let takeover = placer.takeover_nodes();
         for cand in &chosen {
+            if takeover.contains(&cand.node_key) {
+                // As LINSTOR's createResourceDb: the diskless replica there
+                // (a tiebreaker loses its flag) gets its disk in the chosen
+                // pool, by toggle-disk.
+                let toggle = ToggleDisk {
+                    op: Some(ToggleOp::Diskful),
+                    storage_pool: Some(cand.pool.clone()),
+                    layer_list: Some(stack.clone()),
+                    diskful_by: Some("auto-placer"),
+                    ..Default::default()
+                };
+                let toggled = self.toggle_disk(&d.name, &cand.node, &toggle, obs, &|_| false, ctx)?;
+                out.changes.extend(toggled.changes);
+                out.replies.extend(toggled.replies);
+                continue;
+            }
             let mut props = Props::new();
             props.insert(PROP_STOR_POOL_NAME.into(), cand.pool.clone());
             let req =
@@ -343,8 +361,8 @@ impl Cluster {
             }
             if req.diskful && r.is_diskless() {
                 // As LINSTOR: the diskless replica gets its disk (toggle-disk).
-                let toggle = crate::toggle_disk::ToggleDisk {
-                    op: Some(crate::toggle_disk::ToggleOp::Diskful),
+                let toggle = ToggleDisk {
+                    op: Some(ToggleOp::Diskful),
                     layer_list: req.layer_list.clone(),
                     diskful_by: Some("make-available"),
                     ..Default::default()

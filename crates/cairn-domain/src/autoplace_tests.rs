@@ -542,3 +542,44 @@ fn adjust_brings_every_definition_of_the_group_back_to_its_place_count() {
     let e = t.fail(|c, o, ctx| c.adjust_rsc_grps(Some("web"), &snaps, o, ctx));
     assert_eq!(e.rc.code(), rc::FAIL_INVLD_REQUEST);
 }
+
+#[test]
+fn a_tiebreakers_node_takes_the_new_diskful_replica() {
+    use cairn_api::resource::{Resource as WireRsc, ResourceCreate};
+    let mut t = T::new();
+    for n in ["t1", "t2", "t3"] {
+        t.node(n, &[], &[("pool", "FILE_THIN", 100)]);
+    }
+    t.rd("rr", None, 1);
+    t.autoplace("rr", AutoSelectFilter { place_count: Some(2), node_name_list: strings(&["t1", "t2"]), ..Default::default() });
+    let tb = ResourceCreate {
+        resource: WireRsc { node_name: "t3".into(), flags: vec!["DRBD_DISKLESS".into(), "TIE_BREAKER".into()], ..Default::default() },
+        ..Default::default()
+    };
+    t.run(|c, _, ctx| c.create_resources("rr", &[tb], None, ctx));
+    assert!(t.placed("rr").contains(&("t3".into(), "DfltDisklessStorPool".into(), true)));
+    // Three replicas on three nodes: the tiebreaker's node is the only
+    // candidate; its replica gets the disk, keeping its node id.
+    let id_before = t.c.resources[&(key("rr"), key("t3"))].drbd.map(|d| d.node_id);
+    let out = t.autoplace("rr", count(3));
+    assert!(out.replies.iter().any(|r| r.message == "Addition of disk to resource 'rr' on node 't3' registered"), "{:?}", out.replies);
+    assert_eq!(t.nodes_of("rr"), ["t1", "t2", "t3"]);
+    let r = &t.c.resources[&(key("rr"), key("t3"))];
+    assert!(!r.flags.contains("TIE_BREAKER") && !r.flags.contains("DRBD_DISKLESS"), "{:?}", r.flags);
+    assert!(r.flags.contains("DISK_ADDING"), "{:?}", r.flags);
+    assert_eq!(r.props.get("DiskfulBy").map(String::as_str), Some("auto-placer"));
+    assert_eq!(r.volumes.values().next().map(|v| v.storage_pool.as_str()), Some("pool"));
+    assert_eq!(r.drbd.map(|d| d.node_id), id_before);
+    // A diskless replica that skips its disk is not taken over.
+    t.rd("sk", None, 1);
+    t.autoplace("sk", AutoSelectFilter { place_count: Some(2), node_name_list: strings(&["t1", "t2"]), ..Default::default() });
+    let mut props = Props::new();
+    props.insert("DrbdOptions/SkipDisk".into(), "True".into());
+    let skip = ResourceCreate {
+        resource: WireRsc { node_name: "t3".into(), flags: vec!["DRBD_DISKLESS".into()], props, ..Default::default() },
+        ..Default::default()
+    };
+    t.run(|c, _, ctx| c.create_resources("sk", &[skip], None, ctx));
+    let e = t.autoplace_err("sk", count(3));
+    assert_eq!(e.rc.code(), rc::FAIL_NOT_ENOUGH_NODES);
+}

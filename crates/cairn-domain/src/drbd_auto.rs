@@ -1198,4 +1198,32 @@ mod tests {
         assert_eq!(out.replies[0].ret_code & rc::MASK_BITS_CODE, rc::INFO_NOOP);
         assert!(out.changes.is_empty());
     }
+
+    #[test]
+    fn the_tiebreaker_flag_is_set_and_cleared_by_a_resource_modify() {
+        use cairn_api::resource::ResourceModify;
+        let modify = |t: &mut T, node: &str, tb: Option<bool>, client: Option<bool>| {
+            let req = ResourceModify { drbd_tiebreaker: tb, drbd_client: client, ..Default::default() };
+            t.commit(|c, _| c.modify_resource("web", node, &req))
+        };
+        let mut t = T::new(&["n1", "n2", "n3"]);
+        t.create("n1", &[]).unwrap();
+        t.create("n2", &[]).unwrap();
+        assert_eq!(t.tiebreakers(), vec!["n3"]);
+        // Cleared: a plain diskless replica that stays (it still gives
+        // quorum; no new tiebreaker is placed beside it).
+        modify(&mut t, "n3", Some(false), None).unwrap();
+        assert!(t.tiebreakers().is_empty());
+        let r = &t.c.resources[&("WEB".to_string(), "N3".to_string())];
+        assert!(r.flags.contains("DRBD_DISKLESS") && r.is_diskless(), "{:?}", r.flags);
+        // Set again.
+        modify(&mut t, "n3", Some(true), None).unwrap();
+        assert_eq!(t.tiebreakers(), vec!["n3"]);
+        // Refused: both flags, and a replica with a disk.
+        let e = modify(&mut t, "n3", Some(true), Some(true)).unwrap_err();
+        assert_eq!(e.rc.code(), rc::FAIL_INVLD_CONF);
+        let e = modify(&mut t, "n1", Some(true), None).unwrap_err();
+        assert_eq!(e.rc.code(), rc::FAIL_INVLD_CONF);
+        assert!(!t.c.resources[&("WEB".to_string(), "N1".to_string())].flags.contains(FLAG_TIE_BREAKER));
+    }
 }

@@ -210,6 +210,24 @@ impl<'a> Placer<'a> {
         self.c.resources_of(rd).filter(|r| !r.is_diskless() && !leaving(r)).collect()
     }
 
+    /// Nodes whose diskless DRBD replica of the definition may become one
+    /// of the new diskful replicas: LINSTOR's autoplace leaves the nodes
+    /// of diskless replicas (not being deleted, evicted or evacuated, no
+    /// `DrbdOptions/SkipDisk`) out of its "already placed" check and turns
+    /// the chosen ones diskful (toggle-disk), a tiebreaker losing its flag.
+    pub fn takeover_nodes(&self) -> BTreeSet<String> {
+        let Some(rd) = &self.rd_key else { return BTreeSet::new() };
+        let skip_disk = |r: &Resource| {
+            r.props.get("DrbdOptions/SkipDisk").is_some_and(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("yes"))
+        };
+        self.c
+            .resources_of(rd)
+            .filter(|r| r.is_diskless() && r.flags.contains("DRBD_DISKLESS"))
+            .filter(|r| !["DELETE", "EVICTED", "EVACUATE"].iter().any(|f| r.flags.contains(*f)) && !skip_disk(r))
+            .map(|r| key(&r.node))
+            .collect()
+    }
+
     /// Values of node property `k` among the existing replicas.
     fn existing_values(&self, k: &str) -> Vec<Option<String>> {
         self.existing().iter().map(|r| self.c.nodes.get(&key(&r.node)).and_then(|n| n.props.get(k).cloned())).collect()
@@ -231,8 +249,12 @@ impl<'a> Placer<'a> {
         let avoid: BTreeSet<String> = f.not_place_with_rsc.iter().flatten().map(|n| key(n)).collect();
         // Nodes that host a resource we must not be placed with, or this one.
         let mut blocked_nodes = BTreeSet::new();
+        let takeover = self.takeover_nodes();
         for ((rd, node), r) in &self.c.resources {
             let same = self.rd_key.as_deref() == Some(rd.as_str());
+            if same && takeover.contains(node) {
+                continue;
+            }
             if same || avoid.contains(rd) || regex.as_ref().is_some_and(|re| re.is_match(&r.resource_definition)) {
                 blocked_nodes.insert((node.clone(), same));
             }

@@ -92,7 +92,8 @@ impl Resource {
 
     /// The wire form. `observed` gives what satellites reported per volume
     /// number (the STORAGE layer); `drbd` what the node's DRBD reported;
-    /// `in_use` is observed too (None when unknown). `minor` gives the
+    /// `in_use` is what the satellite says without DRBD: `Some(false)` once
+    /// it reported the resource, None before. `minor` gives the
     /// DRBD minor of a volume number.
     pub fn to_api(
         &self,
@@ -156,13 +157,16 @@ impl Resource {
             })
             .collect();
         let layer_object = self.layer_tree(0, observed, minor, drbd);
-        // DRBD knows whether the device is open; without the kernel's word
-        // it is unknown.
+        // DRBD knows whether the device is open (Primary). Once the
+        // satellite reported the resource `in_use` is always a bool, as
+        // clients OR it (`linstor r involved`): a DRBD device the kernel
+        // does not show (down, or a config-only satellite that brings
+        // nothing up) is not in use. Before any report LINSTOR sends no
+        // `state` at all; Cairn sends an empty one (linstor-csi marks a
+        // volume abnormal without `state`) and no `in_use`.
         let in_use = match drbd {
             Some(d) if d.kernel => Some(d.role == "Primary"),
-            Some(_) => None,
-            None if has_drbd => None,
-            None => in_use,
+            _ => in_use,
         };
         wire::ResourceWithVolumes {
             resource: wire::Resource {
@@ -680,6 +684,7 @@ impl Cluster {
         const OP: i64 = rc::MASK_MOD | rc::MASK_RSC;
         let mut r = self.resource(rd, node, OP)?.clone();
         r.props = props::apply(PropsObj::Rsc, &r.props, &req.props, OP)?;
+        self.set_tiebreaker_flag(&mut r, req, OP)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.
         if let Some(e) = crate::props::set_entry(rc::MASK_RSC, &req.props) {
@@ -692,6 +697,44 @@ impl Cluster {
         );
         out.put(Object::Rsc(r));
         Ok(out)
+    }
+
+    /// `drbd_tiebreaker` of a resource modify (REST API 1.28), as LINSTOR's
+    /// `DrbdLayerUtils.setTiebreaker`: true flags a replica `TIE_BREAKER`,
+    /// false clears the flag and leaves a plain `DRBD_DISKLESS` replica;
+    /// the DRBD follow-up then sees the new state. Together with
+    /// `drbd_client: true` it is LINSTOR's `FAIL_INVLD_CONF`. Unlike
+    /// LINSTOR, a replica with a disk is never flagged: the tiebreaker
+    /// bookkeeping deletes tiebreakers it no longer needs, and that must
+    /// never take data with it.
+    fn set_tiebreaker_flag(&self, r: &mut Resource, req: &wire::ResourceModify, op: i64) -> OpResult<()> {
+        if req.drbd_tiebreaker == Some(true) && req.drbd_client == Some(true) {
+            return Err(OpError::new(
+                op,
+                rc::FAIL_INVLD_CONF,
+                "Tiebreaker flag and DRBD client flag are mutually exclusive flags, but both were set",
+            ));
+        }
+        match req.drbd_tiebreaker {
+            Some(true) if !r.is_diskless() || !r.layer_stack.iter().any(|l| l == "DRBD") => {
+                return Err(OpError::new(
+                    op,
+                    rc::FAIL_INVLD_CONF,
+                    format!(
+                        "Resource '{}' on node '{}' is not a diskless DRBD replica; only those can be a tiebreaker.",
+                        r.resource_definition, r.node
+                    ),
+                ));
+            }
+            Some(true) => {
+                r.flags.insert(crate::drbd_auto::FLAG_TIE_BREAKER.into());
+            }
+            Some(false) if r.flags.remove(crate::drbd_auto::FLAG_TIE_BREAKER) => {
+                r.flags.insert("DRBD_DISKLESS".into());
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// `POST …/resources/{node}/activate` (`active`) and `…/deactivate`:

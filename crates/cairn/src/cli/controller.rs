@@ -6,7 +6,6 @@ use cairn_api::controller::ControllerVersion;
 use cairn_client::seg;
 use clap::Subcommand;
 
-use super::table::Table;
 use super::{Ctx, prop_body};
 
 #[derive(Subcommand, Debug)]
@@ -25,6 +24,20 @@ pub enum ControllerVerb {
         /// The new value; without one the property is deleted.
         value: Option<String>,
     },
+    /// Set cluster-wide DRBD options: `controller drbd-options --max-buffers 8000`.
+    #[command(visible_alias = "opt")]
+    DrbdOptions(super::props::DrbdOptionArgs),
+    /// The largest volume that fits REPLICA_COUNT replicas, per storage pool.
+    #[command(visible_alias = "qmvs")]
+    QueryMaxVolumeSize {
+        /// How many replicas.
+        replica_count: i64,
+        /// Only this storage pool.
+        #[arg(short = 's', long = "storage-pool")]
+        storage_pool: Option<String>,
+    },
+    /// The controller this client talks to (its URL).
+    Which,
     /// Set the controller's log level (ERROR, WARN, INFO, DEBUG, TRACE).
     SetLogLevel {
         /// The level.
@@ -74,16 +87,27 @@ pub fn run(ctx: &Ctx, verb: ControllerVerb) -> i32 {
             }
             0
         }
-        ControllerVerb::ListProperties => {
-            let props: BTreeMap<String, String> = match ctx.get("/v1/controller/properties") {
-                Ok(p) => p,
-                Err(code) => return code,
-            };
-            let mut t = Table::new(&["Key", "Value"]);
-            for (k, v) in &props {
-                t.row(vec![k.clone().into(), v.clone().into()]);
+        ControllerVerb::ListProperties => match ctx.get::<BTreeMap<String, String>>("/v1/controller/properties") {
+            Ok(props) => super::props::show(ctx, &props),
+            Err(code) => code,
+        },
+        ControllerVerb::Which => {
+            if ctx.machine {
+                println!("{}", serde_json::json!({ "controller_uri": ctx.client.base() }));
+            } else {
+                println!("{}", ctx.client.base());
             }
-            ctx.show(&props, t)
+            0
+        }
+        ControllerVerb::DrbdOptions(o) => {
+            super::props::drbd_options(ctx, "CTRL", 0, &o.args, |_| ("POST", "/v1/controller/properties".to_string()))
+        }
+        ControllerVerb::QueryMaxVolumeSize { replica_count, storage_pool } => {
+            let mut filter = serde_json::json!({ "place_count": replica_count });
+            if let Some(p) = storage_pool {
+                filter["storage_pool"] = p.into();
+            }
+            super::resource_group::show_max_volume_sizes(ctx, "OPTIONS", "/v1/query-max-volume-size", Some(&filter))
         }
         ControllerVerb::SetLogLevel { level, library, global } => {
             // As python-linstor's controller_set_log_level names the key.

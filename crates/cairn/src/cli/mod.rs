@@ -9,6 +9,7 @@ pub mod node_connection;
 pub mod output;
 pub mod physical_storage;
 pub mod progress;
+pub mod props;
 pub mod remote;
 pub mod resource;
 pub mod resource_connection;

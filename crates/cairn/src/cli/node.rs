@@ -103,6 +103,28 @@ pub enum NodeCmd {
         /// The new value; without one the property is deleted.
         value: Option<String>,
     },
+    /// List a node's properties.
+    #[command(visible_alias = "lp")]
+    ListProperties {
+        /// The node.
+        name: String,
+    },
+    /// Change a node's type (satellite, combined, controller, auxiliary).
+    #[command(visible_alias = "m")]
+    Modify {
+        /// The node.
+        name: String,
+        /// The new node type.
+        #[arg(long = "node-type")]
+        node_type: Option<String>,
+    },
+    /// The nodes as a tree: interfaces, storage pools, resources and their
+    /// volumes (all nodes without a name).
+    #[command(visible_alias = "dsc")]
+    Describe {
+        /// The node.
+        name: Option<String>,
+    },
     /// Network interfaces.
     #[command(visible_alias = "i", subcommand)]
     Interface(InterfaceCmd),
@@ -226,6 +248,12 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> i32 {
             ]);
             ctx.show(&n, t)
         }
+        NodeCmd::ListProperties { name } => super::props::list(ctx, &format!("/v1/nodes/{}", seg(&name))),
+        NodeCmd::Modify { name, node_type } => {
+            let body = serde_json::json!({ "node_type": node_type.map(|t| t.to_ascii_uppercase()) });
+            ctx.send("PUT", &format!("/v1/nodes/{}", seg(&name)), Some(&body))
+        }
+        NodeCmd::Describe { name } => describe(ctx, name.as_deref()),
         NodeCmd::Delete { name } => ctx.send::<()>("DELETE", &format!("/v1/nodes/{}", seg(&name)), None),
         NodeCmd::Reconnect { names } => {
             let requests: Vec<(&str, String, Option<&()>)> =
@@ -295,4 +323,75 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> i32 {
             }
         },
     }
+}
+
+/// `node describe`: each node with its interfaces, storage pools and
+/// resources (with their volumes) as an indented tree; `-m` gives the same
+/// as JSON objects.
+fn describe(ctx: &Ctx, name: Option<&str>) -> i32 {
+    let q = name.map(|n| format!("?nodes={}", seg(n))).unwrap_or_default();
+    let nodes: Vec<Node> = match ctx.get(&format!("/v1/nodes{q}")) {
+        Ok(n) => n,
+        Err(code) => return code,
+    };
+    if let Some(n) = name
+        && !nodes.iter().any(|x| x.name.eq_ignore_ascii_case(n))
+    {
+        return ctx.problem(cairn_api::rc::FAIL_NOT_FOUND_NODE, format!("Node '{n}' not found."));
+    }
+    let pools: Vec<serde_json::Value> = match ctx.get(&format!("/v1/view/storage-pools{q}")) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let rscs: Vec<cairn_api::resource::ResourceWithVolumes> = match ctx.get(&format!("/v1/view/resources{q}")) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let on = |v: &serde_json::Value, n: &Node| v["node_name"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(&n.name));
+    let mut json = Vec::new();
+    let mut text = String::new();
+    for n in &nodes {
+        let my_pools: Vec<&serde_json::Value> = pools.iter().filter(|p| on(p, n)).collect();
+        let my_rscs: Vec<&cairn_api::resource::ResourceWithVolumes> =
+            rscs.iter().filter(|r| r.resource.node_name.eq_ignore_ascii_case(&n.name)).collect();
+        json.push(serde_json::json!({ "node": n, "storage_pools": my_pools, "resources": my_rscs }));
+        text.push_str(&format!("{} ({}, {})\n", n.name, n.node_type, n.connection_status.as_deref().unwrap_or("UNKNOWN")));
+        text.push_str("├── Network interfaces\n");
+        for (i, nif) in n.net_interfaces.iter().enumerate() {
+            let last = i + 1 == n.net_interfaces.len();
+            let port = nif.satellite_port.map(|p| format!(":{p}")).unwrap_or_default();
+            text.push_str(&format!("│   {} {} {}{port}\n", if last { "└──" } else { "├──" }, nif.name, nif.address));
+        }
+        text.push_str("├── Storage pools\n");
+        for (i, p) in my_pools.iter().enumerate() {
+            let last = i + 1 == my_pools.len();
+            let name = p["storage_pool_name"].as_str().unwrap_or_default();
+            let kind = p["provider_kind"].as_str().unwrap_or_default();
+            text.push_str(&format!("│   {} {name} ({kind})\n", if last { "└──" } else { "├──" }));
+        }
+        text.push_str("└── Resources\n");
+        for (i, r) in my_rscs.iter().enumerate() {
+            let last = i + 1 == my_rscs.len();
+            let flags = if r.resource.flags.is_empty() { String::new() } else { format!(" [{}]", r.resource.flags.join(", ")) };
+            text.push_str(&format!("    {} {}{flags}\n", if last { "└──" } else { "├──" }, r.resource.name));
+            for (j, v) in r.volumes.iter().enumerate() {
+                let vlast = j + 1 == r.volumes.len();
+                text.push_str(&format!(
+                    "    {}   {} volume {}: {}, {}, {}\n",
+                    if last { " " } else { "│" },
+                    if vlast { "└──" } else { "├──" },
+                    v.volume_number,
+                    v.storage_pool_name,
+                    v.device_path.as_deref().unwrap_or("-"),
+                    v.state.disk_state.as_deref().unwrap_or("Unknown")
+                ));
+            }
+        }
+    }
+    if ctx.machine {
+        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    } else {
+        print!("{text}");
+    }
+    0
 }

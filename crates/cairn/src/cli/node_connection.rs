@@ -5,7 +5,7 @@ use cairn_api::node_connection::NodeConnection;
 use cairn_client::seg;
 use clap::Subcommand;
 
-use super::resource_connection::{path_create_body, path_delete_body, props_text, show_paths, show_props};
+use super::resource_connection::{path_create_body, path_delete_body, props_text, show_paths};
 use super::table::Table;
 use super::{Ctx, prop_body};
 
@@ -27,6 +27,9 @@ pub enum NodeConnectionCmd {
         /// The other node.
         node_b: String,
     },
+    /// Set DRBD options of every connection between two nodes: `nc drbd-peer-options --protocol A NODE_A NODE_B`.
+    #[command(name = "drbd-peer-options", visible_alias = "popt")]
+    DrbdPeerOptions(super::props::DrbdOptionArgs),
     /// Network paths of one node connection (`Paths/<name>/<node>`).
     #[command(subcommand)]
     Path(NodePathCmd),
@@ -111,9 +114,12 @@ pub fn run(ctx: &Ctx, cmd: NodeConnectionCmd) -> i32 {
             ctx.show(&list, t)
         }
         NodeConnectionCmd::ListProperties { node_a, node_b } => match props_of(ctx, &node_a, &node_b) {
-            Ok(props) => show_props(ctx, &props),
+            Ok(props) => super::props::show(ctx, &props),
             Err(code) => code,
         },
+        NodeConnectionCmd::DrbdPeerOptions(o) => {
+            super::props::drbd_options(ctx, "NODE_CONN", 2, &o.args, |n| ("PUT", conn_path(&n[0], &n[1])))
+        }
         NodeConnectionCmd::SetProperty { node_a, node_b, key, value } => {
             ctx.send("PUT", &conn_path(&node_a, &node_b), Some(&prop_body(&key, value.as_deref())))
         }

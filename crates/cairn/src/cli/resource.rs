@@ -81,6 +81,51 @@ pub enum ResourceCmd {
         #[arg(long = "async")]
         r#async: bool,
     },
+    /// List the properties of a resource on a node.
+    #[command(visible_alias = "lp")]
+    ListProperties {
+        /// The node.
+        node: String,
+        /// The resource.
+        resource: String,
+    },
+    /// Set (or, without a value, delete) a property of a resource on a node.
+    #[command(visible_alias = "sp")]
+    SetProperty {
+        /// The node.
+        node: String,
+        /// The resource.
+        resource: String,
+        /// The property, e.g. `DrbdOptions/SkipDisk`.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
+    },
+    /// Every replica of the resources that have one on NODE (upstream
+    /// `linstor r involved`).
+    #[command(visible_alias = "inv")]
+    Involved {
+        /// The node.
+        node: String,
+        /// Only resources in use somewhere.
+        #[arg(short = 'i', long = "inuse")]
+        inuse: bool,
+        /// Only resources in use on a diskless replica.
+        #[arg(short = 'd', long = "diskless-inuse")]
+        diskless_inuse: bool,
+        /// Only resources with fewer diskful replicas than this.
+        #[arg(long = "min-diskful")]
+        min_diskful: Option<usize>,
+    },
+    /// Set DRBD options of one replica pair (as `resource-connection drbd-peer-options`).
+    #[command(name = "drbd-peer-options", visible_alias = "popt")]
+    DrbdPeerOptions(super::props::DrbdOptionArgs),
+    /// List volumes (as `volume list`).
+    #[command(visible_alias = "lv")]
+    ListVolumes {
+        #[command(flatten)]
+        filter: ListFilter,
+    },
     /// Ensure a resource is available on a node (diskless unless --diskful).
     #[command(visible_alias = "mkavail")]
     MakeAvailable {
@@ -101,6 +146,30 @@ pub enum VolumeCmd {
     List {
         #[command(flatten)]
         filter: ListFilter,
+    },
+    /// List the properties of one volume of a resource on a node.
+    #[command(visible_alias = "lp")]
+    ListProperties {
+        /// The node.
+        node: String,
+        /// The resource.
+        resource: String,
+        /// The volume number.
+        volume_nr: u32,
+    },
+    /// Set (or, without a value, delete) a property of one volume.
+    #[command(visible_alias = "sp")]
+    SetProperty {
+        /// The node.
+        node: String,
+        /// The resource.
+        resource: String,
+        /// The volume number.
+        volume_nr: u32,
+        /// The property.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
     },
 }
 
@@ -229,26 +298,20 @@ pub fn run(ctx: &Ctx, cmd: ResourceCmd) -> i32 {
         ResourceCmd::Deactivate { node, resource } => {
             ctx.send::<()>("POST", &format!("/v1/resource-definitions/{}/resources/{}/deactivate", seg(&resource), seg(&node)), None)
         }
-        ResourceCmd::List { filter, props } => {
-            let list = match view(ctx, &filter, &props) {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-            let mut t = Table::new(&["ResourceName", "Node", "Port", "Usage", "Conns", "State", "CreatedOn"]);
-            for r in &list {
-                t.row(vec![
-                    r.resource.name.clone().into(),
-                    r.resource.node_name.clone().into(),
-                    port(&r.resource).into(),
-                    usage(&r.resource),
-                    conns(&r.resource),
-                    resource_state(r),
-                    created_on(r.resource.create_timestamp).into(),
-                ]);
-            }
-            t.sort_by_column(0);
-            ctx.show(&list, t)
+        ResourceCmd::List { filter, props } => match view(ctx, &filter, &props) {
+            Ok(list) => show_resources(ctx, &list),
+            Err(code) => code,
+        },
+        ResourceCmd::ListProperties { node, resource } => super::props::list(ctx, &rsc_path(&resource, &node)),
+        ResourceCmd::SetProperty { node, resource, key, value } => {
+            super::props::set(ctx, &rsc_path(&resource, &node), &key, value.as_deref())
         }
+        ResourceCmd::Involved { node, inuse, diskless_inuse, min_diskful } => match view(ctx, &ListFilter::default(), &[]) {
+            Ok(list) => show_resources(ctx, &involved(list, &node, inuse, diskless_inuse, min_diskful)),
+            Err(code) => code,
+        },
+        ResourceCmd::DrbdPeerOptions(o) => super::resource_connection::drbd_peer_options(ctx, &o.args),
+        ResourceCmd::ListVolumes { filter } => run_volume(ctx, VolumeCmd::List { filter }),
         ResourceCmd::Delete { mut nodes_then_resource, keep_tiebreaker } => {
             let Some(rsc) = nodes_then_resource.pop() else { return super::output::EXIT_CLIENT };
             // The linstor client's spelling.
@@ -275,8 +338,62 @@ pub fn run(ctx: &Ctx, cmd: ResourceCmd) -> i32 {
     }
 }
 
+fn rsc_path(resource: &str, node: &str) -> String {
+    format!("/v1/resource-definitions/{}/resources/{}", seg(resource), seg(node))
+}
+
+/// The resource table of `r list` and `r involved`.
+fn show_resources(ctx: &Ctx, list: &[ResourceWithVolumes]) -> i32 {
+    let mut t = Table::new(&["ResourceName", "Node", "Port", "Usage", "Conns", "State", "CreatedOn"]);
+    for r in list {
+        t.row(vec![
+            r.resource.name.clone().into(),
+            r.resource.node_name.clone().into(),
+            port(&r.resource).into(),
+            usage(&r.resource),
+            conns(&r.resource),
+            resource_state(r),
+            created_on(r.resource.create_timestamp).into(),
+        ]);
+    }
+    t.sort_by_column(0);
+    ctx.show(&list, t)
+}
+
+/// Upstream's `r involved` filter: every replica of each resource with a
+/// replica on `node`; `inuse`: only resources in use on some replica;
+/// `diskless_inuse`: only those in use on a diskless one; `min_diskful`:
+/// only those with fewer diskful replicas.
+fn involved(
+    list: Vec<ResourceWithVolumes>,
+    node: &str,
+    inuse: bool,
+    diskless_inuse: bool,
+    min_diskful: Option<usize>,
+) -> Vec<ResourceWithVolumes> {
+    let diskless = |r: &Resource| r.flags.iter().any(|f| f == "DISKLESS");
+    let in_use = |r: &Resource| r.state.as_ref().and_then(|s| s.in_use) == Some(true);
+    let keep = |name: &str| {
+        let bundle: Vec<&Resource> = list.iter().map(|r| &r.resource).filter(|r| r.name == name).collect();
+        bundle.iter().any(|r| r.node_name.eq_ignore_ascii_case(node))
+            && (!inuse || bundle.iter().any(|r| in_use(r)))
+            && (!diskless_inuse || bundle.iter().any(|r| in_use(r) && diskless(r)))
+            && min_diskful.is_none_or(|n| bundle.iter().filter(|r| !diskless(r)).count() < n)
+    };
+    let names: std::collections::BTreeSet<String> = list.iter().map(|r| r.resource.name.clone()).filter(|n| keep(n)).collect();
+    list.into_iter().filter(|r| names.contains(&r.resource.name)).collect()
+}
+
 pub fn run_volume(ctx: &Ctx, cmd: VolumeCmd) -> i32 {
-    let VolumeCmd::List { filter } = cmd;
+    let filter = match cmd {
+        VolumeCmd::List { filter } => filter,
+        VolumeCmd::ListProperties { node, resource, volume_nr } => {
+            return super::props::list(ctx, &format!("{}/volumes/{volume_nr}", rsc_path(&resource, &node)));
+        }
+        VolumeCmd::SetProperty { node, resource, volume_nr, key, value } => {
+            return super::props::set(ctx, &format!("{}/volumes/{volume_nr}", rsc_path(&resource, &node)), &key, value.as_deref());
+        }
+    };
     let list = match view(ctx, &filter, &[]) {
         Ok(l) => l,
         Err(code) => return code,

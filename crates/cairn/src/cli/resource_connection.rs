@@ -25,6 +25,9 @@ pub enum ResourceConnectionCmd {
         /// The resource.
         resource: String,
     },
+    /// Set DRBD options of one replica pair: `rc drbd-peer-options --protocol A NODE_A NODE_B RESOURCE`.
+    #[command(name = "drbd-peer-options", visible_alias = "popt")]
+    DrbdPeerOptions(super::props::DrbdOptionArgs),
     /// Network paths of one resource connection (`Paths/<name>/<node>`).
     #[command(subcommand)]
     Path(PathCmd),
@@ -137,16 +140,15 @@ pub(super) fn show_paths(ctx: &Ctx, props: &cairn_api::Props) -> i32 {
 }
 
 /// Prints a connection's properties as a key/value table.
-pub(super) fn show_props(ctx: &Ctx, props: &cairn_api::Props) -> i32 {
-    let mut t = Table::new(&["Key", "Value"]);
-    for (k, v) in props {
-        t.row(vec![k.clone().into(), v.clone().into()]);
-    }
-    ctx.show(props, t)
-}
-
 pub(super) fn props_text(props: &cairn_api::Props) -> String {
     props.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// `drbd-peer-options [OPTIONS] NODE_A NODE_B RESOURCE` (of `rc` and `r`).
+pub(super) fn drbd_peer_options(ctx: &Ctx, args: &[String]) -> i32 {
+    super::props::drbd_options(ctx, "RSC_CONN", 3, args, |n| {
+        ("PUT", format!("/v1/resource-definitions/{}/resource-connections/{}/{}", seg(&n[2]), seg(&n[0]), seg(&n[1])))
+    })
 }
 
 pub fn run(ctx: &Ctx, cmd: ResourceConnectionCmd) -> i32 {
@@ -166,10 +168,11 @@ pub fn run(ctx: &Ctx, cmd: ResourceConnectionCmd) -> i32 {
         ResourceConnectionCmd::ListProperties { node_a, node_b, resource } => {
             let path = format!("/v1/resource-definitions/{}/resource-connections/{}/{}", seg(&resource), seg(&node_a), seg(&node_b));
             match ctx.get::<ResourceConnection>(&path) {
-                Ok(conn) => show_props(ctx, &conn.props),
+                Ok(conn) => super::props::show(ctx, &conn.props),
                 Err(code) => code,
             }
         }
+        ResourceConnectionCmd::DrbdPeerOptions(o) => drbd_peer_options(ctx, &o.args),
         ResourceConnectionCmd::Path(p) => run_path(ctx, p),
         ResourceConnectionCmd::SetProperty { node_a, node_b, resource, key, value } => {
             let path = format!("/v1/resource-definitions/{}/resource-connections/{}/{}", seg(&resource), seg(&node_a), seg(&node_b));

@@ -66,6 +66,15 @@ pub enum ResourceDefinitionCmd {
         /// The new value; without one the property is deleted.
         value: Option<String>,
     },
+    /// List a resource definition's properties.
+    #[command(visible_alias = "lp")]
+    ListProperties {
+        /// The resource.
+        name: String,
+    },
+    /// Set DRBD options of a resource definition: `rd drbd-options --protocol C RESOURCE`.
+    #[command(visible_alias = "opt")]
+    DrbdOptions(super::props::DrbdOptionArgs),
     /// Place replicas with the autoplacer.
     #[command(visible_alias = "ap")]
     AutoPlace {
@@ -157,6 +166,29 @@ pub enum VolumeDefinitionCmd {
         /// The volume number.
         volume_number: i64,
     },
+    /// List a volume definition's properties.
+    #[command(visible_alias = "lp")]
+    ListProperties {
+        /// The resource.
+        resource: String,
+        /// The volume number.
+        volume_number: i64,
+    },
+    /// Set (or, without a value, delete) a volume definition property.
+    #[command(visible_alias = "sp")]
+    SetProperty {
+        /// The resource.
+        resource: String,
+        /// The volume number.
+        volume_number: i64,
+        /// The property.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
+    },
+    /// Set DRBD disk options of a volume definition: `vd drbd-options --resync-after r/0 RESOURCE VOLUME_NR`.
+    #[command(visible_alias = "opt")]
+    DrbdOptions(super::props::DrbdOptionArgs),
 }
 
 pub fn run(ctx: &Ctx, cmd: ResourceDefinitionCmd) -> i32 {
@@ -198,6 +230,10 @@ pub fn run(ctx: &Ctx, cmd: ResourceDefinitionCmd) -> i32 {
         }
         ResourceDefinitionCmd::Delete { name } => {
             ctx.send_showing::<()>(&format!("Deleting '{name}'"), "DELETE", &format!("/v1/resource-definitions/{}", seg(&name)), None)
+        }
+        ResourceDefinitionCmd::ListProperties { name } => super::props::list(ctx, &format!("/v1/resource-definitions/{}", seg(&name))),
+        ResourceDefinitionCmd::DrbdOptions(o) => {
+            super::props::drbd_options(ctx, "RSC_DFN", 1, &o.args, |n| ("PUT", format!("/v1/resource-definitions/{}", seg(&n[0]))))
         }
         ResourceDefinitionCmd::SetProperty { name, key, value } => {
             ctx.send("PUT", &format!("/v1/resource-definitions/{}", seg(&name)), Some(&prop_body(&key, value.as_deref())))
@@ -380,6 +416,18 @@ pub fn run_vd(ctx: &Ctx, cmd: VolumeDefinitionCmd) -> i32 {
             let path = format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(&resource));
             ctx.send_showing(&format!("Resizing '{resource}' volume {volume_number}"), "PUT", &path, Some(&body))
         }
+        VolumeDefinitionCmd::ListProperties { resource, volume_number } => {
+            super::props::list(ctx, &format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(&resource)))
+        }
+        VolumeDefinitionCmd::SetProperty { resource, volume_number, key, value } => super::props::set(
+            ctx,
+            &format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(&resource)),
+            &key,
+            value.as_deref(),
+        ),
+        VolumeDefinitionCmd::DrbdOptions(o) => super::props::drbd_options(ctx, "VLM_DFN", 2, &o.args, |n| {
+            ("PUT", format!("/v1/resource-definitions/{}/volume-definitions/{}", seg(&n[0]), seg(&n[1])))
+        }),
         VolumeDefinitionCmd::Delete { resource, volume_number } => {
             ctx.send::<()>("DELETE", &format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(&resource)), None)
         }

@@ -1,6 +1,6 @@
 //! `cairn resource-group` (`rg`) and `cairn volume-group` (`vg`).
 
-use cairn_api::placement::{QuerySizeInfoResponse, ResourceGroupSpawn};
+use cairn_api::placement::{MaxVolumeSizes, QuerySizeInfoResponse, ResourceGroupSpawn};
 use cairn_api::resource_group::{AutoSelectFilter, ResourceGroup, ResourceGroupModify, VolumeGroup};
 use cairn_client::seg;
 use clap::{Args, Subcommand};
@@ -141,6 +141,21 @@ pub enum ResourceGroupCmd {
         /// The new value; without one the property is deleted.
         value: Option<String>,
     },
+    /// List a resource group's properties.
+    #[command(visible_alias = "lp")]
+    ListProperties {
+        /// The group.
+        name: String,
+    },
+    /// Set DRBD options of a resource group: `rg drbd-options --protocol C GROUP`.
+    #[command(visible_alias = "opt")]
+    DrbdOptions(super::props::DrbdOptionArgs),
+    /// The largest volume the group's filter can place, per storage pool.
+    #[command(visible_alias = "qmvs")]
+    QueryMaxVolumeSize {
+        /// The group.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +186,62 @@ pub enum VolumeGroupCmd {
         /// The volume number.
         volume_number: i64,
     },
+    /// List a volume group's properties.
+    #[command(visible_alias = "lp")]
+    ListProperties {
+        /// The resource group.
+        group: String,
+        /// The volume number.
+        volume_number: i64,
+    },
+    /// Set (or, without a value, delete) a volume group property.
+    #[command(visible_alias = "sp")]
+    SetProperty {
+        /// The resource group.
+        group: String,
+        /// The volume number.
+        volume_number: i64,
+        /// The property.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
+    },
+    /// Set DRBD disk options of a volume group: `vg drbd-options --resync-rate 100M GROUP VOLUME_NR`.
+    #[command(visible_alias = "opt")]
+    DrbdOptions(super::props::DrbdOptionArgs),
+}
+
+/// A query answered with an object (or, on failure, the controller's
+/// entries, printed): `method path` with a JSON body.
+fn fetch<T: serde::de::DeserializeOwned>(ctx: &Ctx, method: &'static str, path: &str, body: Option<&serde_json::Value>) -> Result<T, i32> {
+    let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+    let r = ctx.client.raw(method, path, bytes.as_deref()).map_err(|e| ctx.error(&e))?;
+    if r.status >= 400 {
+        let rcs: Vec<cairn_api::ApiCallRc> = serde_json::from_slice(&r.body).unwrap_or_default();
+        return Err(ctx.replies(&rcs));
+    }
+    serde_json::from_slice(&r.body).map_err(|e| ctx.problem(cairn_api::rc::FAIL_UNKNOWN_ERROR, format!("unexpected reply: {e}")))
+}
+
+/// The `query-max-volume-size` table (upstream's columns) of what
+/// `method path` answers.
+pub fn show_max_volume_sizes(ctx: &Ctx, method: &'static str, path: &str, body: Option<&serde_json::Value>) -> i32 {
+    let m: MaxVolumeSizes = match fetch(ctx, method, path, body) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let mut t = Table::new(&["StoragePool", "MaxVolumeSize", "Provisioning", "Nodes"]);
+    for c in &m.candidates {
+        let provisioning =
+            if c.all_thin { format!("Thin, oversubscription ratio {}", m.default_max_oversubscription_ratio) } else { "Thick".to_string() };
+        t.row(vec![
+            c.storage_pool.clone().into(),
+            human_kib(c.max_volume_size_kib).into(),
+            provisioning.into(),
+            c.node_names.join(", ").into(),
+        ]);
+    }
+    ctx.show(&m, t)
 }
 
 fn filter_text(f: &AutoSelectFilter) -> String {
@@ -255,18 +326,10 @@ pub fn run(ctx: &Ctx, cmd: ResourceGroupCmd) -> i32 {
         }
         ResourceGroupCmd::QuerySizeInfo { name, filter } => {
             let body = serde_json::json!({ "select_filter": filter.filter() });
-            let bytes = serde_json::to_vec(&body).unwrap_or_default();
-            let r = match ctx.client.raw("POST", &format!("/v1/resource-groups/{}/query-size-info", seg(&name)), Some(&bytes)) {
-                Ok(r) => r,
-                Err(e) => return ctx.error(&e),
-            };
-            if r.status >= 400 {
-                let rcs: Vec<cairn_api::ApiCallRc> = serde_json::from_slice(&r.body).unwrap_or_default();
-                return ctx.replies(&rcs);
-            }
-            let q: QuerySizeInfoResponse = match serde_json::from_slice(&r.body) {
+            let path = format!("/v1/resource-groups/{}/query-size-info", seg(&name));
+            let q: QuerySizeInfoResponse = match fetch(ctx, "POST", &path, Some(&body)) {
                 Ok(q) => q,
-                Err(e) => return ctx.problem(cairn_api::rc::FAIL_UNKNOWN_ERROR, format!("unexpected reply: {e}")),
+                Err(code) => return code,
             };
             let mut t = Table::new(&["MaxVolumeSize", "AvailableSize", "Capacity", "Next Spawn Result"]);
             if let Some(s) = &q.space_info {
@@ -290,6 +353,13 @@ pub fn run(ctx: &Ctx, cmd: ResourceGroupCmd) -> i32 {
             Some(n) => ctx.send_showing::<()>("Adjusting", "POST", &format!("/v1/resource-groups/{}/adjust", seg(&n)), None),
             None => ctx.send_showing::<()>("Adjusting", "POST", "/v1/resource-groups/adjustall", None),
         },
+        ResourceGroupCmd::ListProperties { name } => super::props::list(ctx, &format!("/v1/resource-groups/{}", seg(&name))),
+        ResourceGroupCmd::DrbdOptions(o) => {
+            super::props::drbd_options(ctx, "RSC_DFN", 1, &o.args, |n| ("PUT", format!("/v1/resource-groups/{}", seg(&n[0]))))
+        }
+        ResourceGroupCmd::QueryMaxVolumeSize { name } => {
+            show_max_volume_sizes(ctx, "GET", &format!("/v1/resource-groups/{}/query-max-volume-size", seg(&name)), None)
+        }
         ResourceGroupCmd::SetProperty { name, key, value } => {
             let mut body = prop_body(&key, value.as_deref());
             body["select_filter"] = serde_json::json!({});
@@ -315,6 +385,15 @@ pub fn run_vg(ctx: &Ctx, cmd: VolumeGroupCmd) -> i32 {
             }
             ctx.show(&list, t)
         }
+        VolumeGroupCmd::ListProperties { group, volume_number } => {
+            super::props::list(ctx, &format!("/v1/resource-groups/{}/volume-groups/{volume_number}", seg(&group)))
+        }
+        VolumeGroupCmd::SetProperty { group, volume_number, key, value } => {
+            super::props::set(ctx, &format!("/v1/resource-groups/{}/volume-groups/{volume_number}", seg(&group)), &key, value.as_deref())
+        }
+        VolumeGroupCmd::DrbdOptions(o) => super::props::drbd_options(ctx, "VLM_DFN", 2, &o.args, |n| {
+            ("PUT", format!("/v1/resource-groups/{}/volume-groups/{}", seg(&n[0]), seg(&n[1])))
+        }),
         VolumeGroupCmd::Delete { group, volume_number } => {
             ctx.send::<()>("DELETE", &format!("/v1/resource-groups/{}/volume-groups/{volume_number}", seg(&group)), None)
         }

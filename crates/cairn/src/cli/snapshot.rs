@@ -60,6 +60,26 @@ pub enum SnapshotCmd {
         /// The snapshot; it must be the newest.
         snapshot_name: String,
     },
+    /// List a snapshot's properties.
+    #[command(visible_alias = "lp")]
+    ListProperties {
+        /// The resource definition.
+        resource_definition: String,
+        /// The snapshot.
+        snapshot_name: String,
+    },
+    /// Set (or, without a value, delete) a snapshot property.
+    #[command(visible_alias = "sp")]
+    SetProperty {
+        /// The resource definition.
+        resource_definition: String,
+        /// The snapshot.
+        snapshot_name: String,
+        /// The property, e.g. `Aux/purpose`.
+        key: String,
+        /// The new value; without one the property is deleted.
+        value: Option<String>,
+    },
     /// Restore resources from a snapshot.
     #[command(visible_alias = "r", subcommand)]
     Resource(RestoreCmd),
@@ -129,6 +149,15 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> i32 {
             }
             ctx.show(&list, t)
         }
+        SnapshotCmd::ListProperties { resource_definition, snapshot_name } => {
+            super::props::list(ctx, &format!("/v1/resource-definitions/{}/snapshots/{}", seg(&resource_definition), seg(&snapshot_name)))
+        }
+        SnapshotCmd::SetProperty { resource_definition, snapshot_name, key, value } => super::props::set(
+            ctx,
+            &format!("/v1/resource-definitions/{}/snapshots/{}", seg(&resource_definition), seg(&snapshot_name)),
+            &key,
+            value.as_deref(),
+        ),
         SnapshotCmd::Delete { resource_definition, snapshot_name, nodes } => ctx.send::<()>(
             "DELETE",
             &format!(

@@ -47,6 +47,14 @@ pub enum StoragePoolCmd {
         /// The pool.
         name: String,
     },
+    /// List a storage pool's properties.
+    #[command(visible_alias = "lp")]
+    ListProperties {
+        /// The node.
+        node: String,
+        /// The storage pool.
+        name: String,
+    },
     /// Set (or, without a value, delete) a storage pool property.
     #[command(visible_alias = "sp")]
     SetProperty {
@@ -133,6 +141,9 @@ pub fn run(ctx: &Ctx, cmd: StoragePoolCmd) -> i32 {
         }
         StoragePoolCmd::Delete { node, name } => {
             ctx.send::<()>("DELETE", &format!("/v1/nodes/{}/storage-pools/{}", seg(&node), seg(&name)), None)
+        }
+        StoragePoolCmd::ListProperties { node, name } => {
+            super::props::list(ctx, &format!("/v1/nodes/{}/storage-pools/{}", seg(&node), seg(&name)))
         }
         StoragePoolCmd::SetProperty { node, name, key, value } => {
             ctx.send("PUT", &format!("/v1/nodes/{}/storage-pools/{}", seg(&node), seg(&name)), Some(&prop_body(&key, value.as_deref())))
