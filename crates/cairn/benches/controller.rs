@@ -1,7 +1,8 @@
 //! Controller benchmark: memory, create rate, list latency and restart time
 //! at scale. Run with `cargo bench -p cairn --bench controller`; sizes come
 //! from CAIRN_BENCH_NODES (default 1000), CAIRN_BENCH_RDS (10000),
-//! CAIRN_BENCH_REPLICAS (3) and CAIRN_BENCH_THREADS (8). Prints a Markdown
+//! CAIRN_BENCH_REPLICAS (3) and CAIRN_BENCH_THREADS (8); CAIRN_BIN names
+//! another binary to measure (an A/B). Prints a Markdown
 //! table for docs/BENCHMARKS.md.
 
 use std::collections::BTreeMap;
@@ -34,7 +35,9 @@ fn rss_mib(pid: u32) -> f64 {
 #[expect(clippy::zombie_processes, reason = "the child is returned; the caller waits for it")]
 fn start(dir: &std::path::Path, port: u16) -> (Child, Duration) {
     let t = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+    // `CAIRN_BIN=/path/to/cairn` measures another build (an A/B).
+    let bin = std::env::var_os("CAIRN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_cairn").into());
+    let mut child = Command::new(bin)
         .args(["controller", "--rest-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "warn")
