@@ -265,16 +265,19 @@ LOGS = os.path.join(ROOT, "target", "vm-logs")
 
 def _teardown(lin, ctrl, vms, root):
     """Ends a VM cluster fixture: client, controller, VMs, files. The
-    controller's log and the VMs' consoles of the last cluster are kept in
-    target/vm-logs/ for whoever reads a failure."""
+    controller's log and the VMs' consoles (with their satellites' logs)
+    are kept for whoever reads a failure, one directory per cluster
+    (target/vm-logs/d1-d2-d3/, target/vm-logs/vm1/), each replaced by the
+    next run of the same cluster only."""
     if lin is not None:
         lin.disconnect()
     ctrl.stop()
-    shutil.rmtree(LOGS, ignore_errors=True)
-    os.makedirs(LOGS, exist_ok=True)
+    logs = os.path.join(LOGS, "-".join(vm.name for vm in vms) or "controller")
+    shutil.rmtree(logs, ignore_errors=True)
+    os.makedirs(logs, exist_ok=True)
     for src, name in [(os.path.join(root, "controller.log"), "controller.log")] + [(vm.console, f"{vm.name}.console.log") for vm in vms]:
         if os.path.exists(src):
-            shutil.copy(src, os.path.join(LOGS, name))
+            shutil.copy(src, os.path.join(logs, name))
     for vm in vms:
         vm.stop()
     shutil.rmtree(root, ignore_errors=True)
