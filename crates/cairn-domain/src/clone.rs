@@ -76,7 +76,8 @@ pub fn clone_supported(kind: ProviderKind) -> bool {
     )
 }
 
-fn truthy(v: Option<&String>) -> bool {
+/// A boolean property as LINSTOR reads one: "true" or "yes", any case.
+pub(crate) fn truthy(v: Option<&String>) -> bool {
     v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes"))
 }
 

@@ -217,13 +217,13 @@ impl<'a> Placer<'a> {
     /// the chosen ones diskful (toggle-disk), a tiebreaker losing its flag.
     pub fn takeover_nodes(&self) -> BTreeSet<String> {
         let Some(rd) = &self.rd_key else { return BTreeSet::new() };
-        let skip_disk = |r: &Resource| {
-            r.props.get("DrbdOptions/SkipDisk").is_some_and(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("yes"))
-        };
         self.c
             .resources_of(rd)
             .filter(|r| r.is_diskless() && r.flags.contains("DRBD_DISKLESS"))
-            .filter(|r| !["DELETE", "EVICTED", "EVACUATE"].iter().any(|f| r.flags.contains(*f)) && !skip_disk(r))
+            .filter(|r| {
+                !["DELETE", "EVICTED", "EVACUATE"].iter().any(|f| r.flags.contains(*f))
+                    && !crate::clone::truthy(r.props.get("DrbdOptions/SkipDisk"))
+            })
             .map(|r| key(&r.node))
             .collect()
     }
