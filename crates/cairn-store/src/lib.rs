@@ -9,13 +9,19 @@
 //! rebuilt from the satellites after a restart.
 //!
 //! The [`Store`] trait is deliberately narrow: load everything at start-up,
-//! commit a batch of changes atomically. SQLite implements it today; a
-//! PostgreSQL implementation needs the same two methods and the same table.
+//! commit a batch of changes atomically. SQLite (the default, embedded)
+//! and PostgreSQL (a server several controllers can share) implement it
+//! with the same one table; [`Location`] says which a controller opens.
 
+pub mod dump;
+mod location;
 mod mem;
+mod pg;
 mod sqlite;
 
+pub use location::Location;
 pub use mem::MemStore;
+pub use pg::{PgStore, redact as redact_url};
 pub use sqlite::SqliteStore;
 
 use cairn_domain::{Change, Object};
@@ -25,6 +31,12 @@ use cairn_domain::{Change, Object};
 pub enum StoreError {
     #[error("database error during {operation}: {source}")]
     Db { operation: &'static str, source: rusqlite::Error },
+    #[error("PostgreSQL error during {operation}: {reason}")]
+    Pg { operation: &'static str, reason: String },
+    #[error("invalid database URL '{url}': {reason}")]
+    Url { url: String, reason: String },
+    #[error("{0}")]
+    Import(String),
     #[error("stored {kind} '{key}' cannot be read: {reason}")]
     Corrupt { kind: String, key: String, reason: String },
     #[error("cannot encode {kind} '{key}': {reason}")]
@@ -72,4 +84,8 @@ fn decode(kind: &str, key: &str, data: &str) -> Result<Object, StoreError> {
 }
 
 #[cfg(test)]
+mod pg_server;
+#[cfg(test)]
 mod suite;
+#[cfg(test)]
+mod suite_pg;

@@ -12,7 +12,7 @@ use crate::{MemStore, SqliteStore, Store};
 
 /// Builds a small cluster through the domain operations and commits every
 /// outcome, returning the in-memory result to compare against.
-fn populate(store: &dyn Store) -> Cluster {
+pub(crate) fn populate(store: &dyn Store) -> Cluster {
     let mut ctx = Ctx::deterministic();
     let mut c = Cluster::default();
     let seed = c.seed(&mut || "seed-uuid".to_string());
@@ -81,7 +81,7 @@ fn populate(store: &dyn Store) -> Cluster {
     c
 }
 
-fn suite(store: &dyn Store) {
+pub(crate) fn suite(store: &dyn Store) {
     assert!(store.load().unwrap().is_empty(), "a new store is empty");
     let expected = populate(store);
     let loaded = Cluster::from_objects(store.load().unwrap());

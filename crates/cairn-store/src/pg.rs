@@ -1,0 +1,347 @@
+//! The PostgreSQL store: the same one table of JSON documents as the
+//! SQLite store, on a server that several controllers can reach.
+//!
+//! The [`Store`] trait is synchronous (the controller calls it from
+//! `spawn_blocking`, the `cairn db` commands from plain threads), the
+//! driver is async: the store owns a small tokio runtime of its own (one
+//! worker thread, which also drives the connections) and blocks on it.
+//! Connections come from a deadpool pool of at most [`POOL_SIZE`]; a
+//! connection the server closed (PostgreSQL restarted, a network cut) is
+//! found when it is taken from the pool and replaced by a new one.
+//!
+//! A commit is one transaction of at most two statements whatever the size
+//! of the batch: the batch is reduced to the last change of every key
+//! first (what applying it in order leaves), then one `INSERT … SELECT FROM
+//! unnest(…) ON CONFLICT DO UPDATE` writes the puts and one `DELETE … IN
+//! (unnest(…))` the deletes. PostgreSQL's default `synchronous_commit = on`
+//! makes the commit durable before the call returns.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use cairn_domain::{Change, Object};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::{Store, StoreError, decode, encode};
+
+/// Connections kept: the committer needs one, a load or an export a
+/// second; more would only hold server slots.
+pub const POOL_SIZE: usize = 4;
+
+/// How long a caller waits for a connection (the server unreachable).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Schema migrations, applied in order; the table `cairn_schema` records
+/// how many ran. Never edit a released entry: append a new one. The
+/// `COLLATE "C"` keeps keys compared and ordered byte by byte, as SQLite
+/// does, whatever the database's locale.
+const MIGRATIONS: &[&str] = &[
+    // 1: one table of JSON documents keyed by kind and upper-case name.
+    r#"CREATE TABLE objects (
+        kind TEXT COLLATE "C" NOT NULL,
+        key  TEXT COLLATE "C" NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (kind, key)
+    );"#,
+];
+
+/// The advisory lock that serialises migrations of controllers starting
+/// at the same time on one database ("cairn" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0063_6169_726e;
+
+/// PostgreSQL-backed [`Store`].
+pub struct PgStore {
+    shown: String,
+    pool: Pool,
+    /// Always `Some` until dropped; taken in `drop` to shut down without
+    /// blocking (the store may be dropped on an async thread).
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+/// The reason of a driver error: the server's message and code when the
+/// server sent one, else the driver's chain of causes.
+fn reason(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!("; {d}"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    s
+}
+
+fn pg(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |e| StoreError::Pg { operation, reason: reason(&e) }
+}
+
+fn pool_error(e: PoolError) -> StoreError {
+    let reason = match &e {
+        PoolError::Backend(b) => reason(b),
+        PoolError::Timeout(_) => format!("no connection to the server within {} s", CONNECT_TIMEOUT.as_secs()),
+        other => other.to_string(),
+    };
+    StoreError::Pg { operation: "connect", reason }
+}
+
+impl PgStore {
+    /// Connects to the database `url` names (`postgres://user:password@host:port/db`,
+    /// or the key=value form) and migrates it.
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let bad = |reason: String| StoreError::Url { url: redact(url), reason };
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| bad(reason(&e)))?;
+        if config.get_hosts().is_empty() {
+            return Err(bad("it names no host".into()));
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("cairn-controller");
+        }
+        let shown = describe(&config);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cairn-pg")
+            .enable_all()
+            .build()
+            .map_err(|source| StoreError::Io { operation: "start the PostgreSQL client's runtime", source })?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let pool = {
+            // Building the pool needs the runtime entered (its timers).
+            let _entered = rt.enter();
+            Pool::builder(manager)
+                .max_size(POOL_SIZE)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(CONNECT_TIMEOUT))
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .build()
+                .map_err(|e| bad(e.to_string()))?
+        };
+        let store = PgStore { shown, pool, rt: Some(rt) };
+        store.block_on(migrate(&store.pool))?;
+        Ok(store)
+    }
+
+    /// The schema version this build writes.
+    pub fn schema_version() -> i64 {
+        MIGRATIONS.len() as i64
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        match &self.rt {
+            Some(rt) => rt.block_on(f),
+            // Only `drop` takes the runtime.
+            None => unreachable!("the PostgreSQL store's runtime is gone before the store"),
+        }
+    }
+
+    /// Runs SQL outside the store's API (tests: a trigger, a corrupt row).
+    #[cfg(test)]
+    pub(crate) fn execute(&self, sql: &str) -> Result<(), StoreError> {
+        self.block_on(async {
+            let c = self.pool.get().await.map_err(pool_error)?;
+            c.batch_execute(sql).await.map_err(pg("execute"))
+        })
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The URL as logs and `GET /v1/controller/config` show it: user, hosts,
+/// ports and database, never the password.
+fn describe(c: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match c.get_ports().get(i).or(c.get_ports().first()) {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            }
+        })
+        .collect();
+    let user = c.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    format!("postgresql://{user}{}/{}", hosts.join(","), c.get_dbname().unwrap_or(""))
+}
+
+/// A URL as error messages show it: the password between `:` and `@` of a
+/// `scheme://user:password@host` URL, and a `password=` value, replaced.
+pub fn redact(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            out.replace_range(scheme_end + 3 + colon + 1..scheme_end + 3 + at, "***");
+        }
+    }
+    if let Some(i) = out.find("password=") {
+        let start = i + "password=".len();
+        let end = out[start..].find([' ', '&']).map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
+    }
+    out
+}
+
+async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg("begin migration"))?;
+    // Controllers starting together migrate one after the other.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg("lock the schema"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS cairn_schema (
+            one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+            version BIGINT NOT NULL
+        );
+        INSERT INTO cairn_schema (version) VALUES (0) ON CONFLICT DO NOTHING;",
+    )
+    .await
+    .map_err(pg("create the schema version table"))?;
+    let found: i64 = tx.query_one("SELECT version FROM cairn_schema", &[]).await.map_err(pg("read schema version"))?.get(0);
+    let supported = MIGRATIONS.len() as i64;
+    if found > supported {
+        return Err(StoreError::TooNew { found, supported });
+    }
+    for sql in MIGRATIONS.iter().skip(found.max(0) as usize) {
+        tx.batch_execute(sql).await.map_err(pg("migrate schema"))?;
+    }
+    if found != supported {
+        tx.execute("UPDATE cairn_schema SET version = $1", &[&supported]).await.map_err(pg("record schema version"))?;
+    }
+    tx.commit().await.map_err(pg("commit migration"))
+}
+
+/// A batch reduced to the last change of every key: (kind, key) -> the
+/// document to put, or `None` to delete.
+type Reduced = HashMap<(&'static str, String), Option<String>>;
+
+fn reduce(changes: &[Change]) -> Result<Reduced, StoreError> {
+    let mut last = HashMap::with_capacity(changes.len());
+    for c in changes {
+        match c {
+            Change::Put(o) => {
+                let (kind, key, data) = encode(o)?;
+                last.insert((kind, key), Some(data));
+            }
+            Change::Delete(k) => {
+                last.insert((k.kind().as_str(), k.key_string()), None);
+            }
+        }
+    }
+    Ok(last)
+}
+
+impl Store for PgStore {
+    fn load(&self) -> Result<Vec<Object>, StoreError> {
+        let rows = self.block_on(async {
+            let c = self.pool.get().await.map_err(pool_error)?;
+            c.query("SELECT kind, key, data FROM objects ORDER BY kind, key", &[]).await.map_err(pg("load objects"))
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (kind, key, data): (String, String, String) = (
+                row.try_get(0).map_err(pg("read object row"))?,
+                row.try_get(1).map_err(pg("read object row"))?,
+                row.try_get(2).map_err(pg("read object row"))?,
+            );
+            out.push(decode(&kind, &key, &data)?);
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // Encoded before the transaction: a document that cannot be
+        // encoded fails the batch without a round trip.
+        let last = reduce(changes)?;
+        let (mut put_kind, mut put_key, mut put_data) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut del_kind, mut del_key) = (Vec::new(), Vec::new());
+        for ((kind, key), data) in last {
+            match data {
+                Some(d) => {
+                    put_kind.push(kind);
+                    put_key.push(key);
+                    put_data.push(d);
+                }
+                None => {
+                    del_kind.push(kind);
+                    del_key.push(key);
+                }
+            }
+        }
+        self.block_on(async {
+            let mut client = self.pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg("begin transaction"))?;
+            if !put_key.is_empty() {
+                tx.execute(
+                    "INSERT INTO objects (kind, key, data) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+                     ON CONFLICT (kind, key) DO UPDATE SET data = excluded.data",
+                    &[&put_kind, &put_key, &put_data],
+                )
+                .await
+                .map_err(pg("write objects"))?;
+            }
+            if !del_key.is_empty() {
+                tx.execute(
+                    "DELETE FROM objects WHERE (kind, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                    &[&del_kind, &del_key],
+                )
+                .await
+                .map_err(pg("delete objects"))?;
+            }
+            tx.commit().await.map_err(pg("commit transaction"))
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redact("postgres://cairn:s3cret@db.example:5432/cairn"), "postgres://cairn:***@db.example:5432/cairn");
+        assert_eq!(redact("postgresql://cairn@db/cairn"), "postgresql://cairn@db/cairn");
+        assert_eq!(redact("host=db user=cairn password=s3cret dbname=c"), "host=db user=cairn password=*** dbname=c");
+        assert_eq!(redact("postgres://db/c?password=s3cret&sslmode=disable"), "postgres://db/c?password=***&sslmode=disable");
+        let c: tokio_postgres::Config = "postgres://cairn:s3cret@db.example:5433/cairn".parse().unwrap();
+        assert_eq!(describe(&c), "postgresql://cairn@db.example:5433/cairn");
+    }
+
+    #[test]
+    fn bad_urls_are_refused_before_connecting() {
+        for url in ["postgres://cairn:pw@db:notaport/c", "postgres:///c"] {
+            let e = PgStore::open(url).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.starts_with("invalid database URL"), "{url}: {e}");
+            assert!(!e.contains("pw@"), "{e}");
+        }
+    }
+}
