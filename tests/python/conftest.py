@@ -317,3 +317,85 @@ def xfs_dir():
 def ext4_dir():
     """An ext4 file system (no reflinks), mounted."""
     yield from mounted_fs(["mkfs.ext4", "-q", "-F"], size="256M")
+
+
+def pg_bin():
+    """The directory of PostgreSQL's initdb and pg_ctl: CAIRN_PG_BIN, PATH,
+    or Debian's newest /usr/lib/postgresql/N/bin; None without one."""
+    has = lambda d: os.path.isfile(os.path.join(d, "initdb")) and os.path.isfile(os.path.join(d, "pg_ctl"))
+    if os.environ.get("CAIRN_PG_BIN"):
+        d = os.environ["CAIRN_PG_BIN"]
+        return d if has(d) else None
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if d and has(d):
+            # Symbolic links on PATH: the directory with the other programs.
+            return os.path.dirname(os.path.realpath(os.path.join(d, "initdb")))
+    try:
+        versions = sorted((int(v), v) for v in os.listdir("/usr/lib/postgresql") if v.isdigit())
+    except OSError:
+        versions = []
+    for _, v in reversed(versions):
+        d = os.path.join("/usr/lib/postgresql", v, "bin")
+        if has(d):
+            return d
+    return None
+
+
+class PgServer:
+    """A PostgreSQL server of its own in a temporary directory (initdb,
+    pg_ctl), as the `postgres` user when the tests run as root (PostgreSQL
+    refuses root), on 127.0.32.1 at a free port; superuser `cairn`, trust
+    authentication. `stop()` stops it and removes the directory."""
+
+    IP = "127.0.32.1"
+
+    def __init__(self, bin_dir):
+        self.bin = bin_dir
+        self.dir = tempfile.mkdtemp(prefix="cairn-pg-")
+        self.user = None
+        if os.geteuid() == 0:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.user = "postgres"
+        self.port = free_port(self.IP)
+        data = os.path.join(self.dir, "data")
+        self.run("initdb", "-D", data, "-U", "cairn", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+        opts = f"-c listen_addresses={self.IP} -c port={self.port} -c unix_socket_directories={self.dir} -c fsync=off"
+        self.run("pg_ctl", "-D", data, "-l", os.path.join(self.dir, "server.log"), "-o", opts, "-w", "-t", "60", "start")
+
+    def run(self, program, *args, check=True):
+        argv = [os.path.join(self.bin, program), *args]
+        if self.user:
+            argv = ["runuser", "-u", self.user, "--", *argv]
+        p = subprocess.run(argv, cwd=self.dir, capture_output=True, text=True, timeout=120)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"{program} failed: {p.stdout}{p.stderr}")
+        return p
+
+    def url(self, db):
+        """The URL of database `db`, created empty."""
+        self.run("createdb", "-h", self.IP, "-p", str(self.port), "-U", "cairn", db)
+        return f"postgres://cairn@{self.IP}:{self.port}/{db}"
+
+    def stop(self):
+        self.run("pg_ctl", "-D", os.path.join(self.dir, "data"), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres():
+    """A running PostgreSQL server; skipped, with the reason, where there
+    are no PostgreSQL binaries (scripts/test.sh installs Debian's)."""
+    bin_dir = pg_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) in CAIRN_PG_BIN, PATH or /usr/lib/postgresql/*/bin: install Debian's postgresql")
+    if os.geteuid() == 0:
+        import pwd
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as (Debian's postgresql makes it)")
+    server = PgServer(bin_dir)
+    yield server
+    server.stop()

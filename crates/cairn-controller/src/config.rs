@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use cairn_store::{Location, StoreError};
 use serde::Deserialize;
 
 /// Default REST address: loopback only until an operator opens it up.
@@ -35,6 +36,9 @@ pub struct ControllerConfig {
     pub data_dir: PathBuf,
     /// Database file; defaults to `<data_dir>/cairn.db`.
     pub db_path: Option<PathBuf>,
+    /// The database as a URL instead: `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// for PostgreSQL, `sqlite:PATH` for an SQLite file. Not with `db_path`.
+    pub db_url: Option<String>,
     /// The secret satellites must present; defaults to
     /// `<data_dir>/cluster-secret`, created on first start.
     pub cluster_secret_file: Option<PathBuf>,
@@ -55,6 +59,7 @@ impl Default for ControllerConfig {
             rest_tls_client_ca: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             db_path: None,
+            db_url: None,
             cluster_secret_file: None,
             satellite_tls_cert: None,
             satellite_tls_key: None,
@@ -93,6 +98,19 @@ impl ControllerConfig {
     pub fn db_path(&self) -> PathBuf {
         self.db_path.clone().unwrap_or_else(|| self.data_dir.join("cairn.db"))
     }
+
+    /// The database the controller opens: `db_url` when given, else the
+    /// SQLite file [`ControllerConfig::db_path`].
+    pub fn db_location(&self) -> Result<Location, StoreError> {
+        match (&self.db_url, &self.db_path) {
+            (Some(url), Some(_)) => Err(StoreError::Url {
+                url: cairn_store::redact_url(url),
+                reason: "give the database as a URL or as a file path (db_path), not both".into(),
+            }),
+            (Some(url), None) => Location::parse(url),
+            (None, _) => Ok(Location::Sqlite(self.db_path())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +147,19 @@ mod tests {
         .controller;
         assert_eq!(c.https_bind().map(|a| a.to_string()).as_deref(), Some("[::]:4443"));
         assert_eq!(c.rest_tls_client_ca, Some(PathBuf::from("/ca.pem")));
+    }
+
+    #[test]
+    fn the_database_is_a_file_or_a_url_never_both() {
+        let c = ConfigFile::parse("[controller]\ndb_url = \"postgres://cairn:pw@db:5432/cairn\"\n").unwrap().controller;
+        assert_eq!(c.db_location().ok(), Some(Location::Postgres("postgres://cairn:pw@db:5432/cairn".into())));
+        let c = ConfigFile::parse("[controller]\ndata_dir = \"/d\"\n").unwrap().controller;
+        assert_eq!(c.db_location().ok(), Some(Location::Sqlite("/d/cairn.db".into())));
+        let c = ConfigFile::parse("[controller]\ndb_url = \"sqlite:/x.db\"\ndb_path = \"/y.db\"\n").unwrap().controller;
+        let e = c.db_location().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("not both"), "{e}");
+        let c = ConfigFile::parse("[controller]\ndb_url = \"mysql://db\"\n").unwrap().controller;
+        assert!(c.db_location().is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::fs::File;
 use std::future::Future;
 use std::sync::Arc;
 
-use cairn_store::{SqliteStore, Store};
+use cairn_store::Store;
 use tokio::net::TcpListener;
 
 pub use cairn_proto::logging;
@@ -109,8 +109,8 @@ impl Controller {
                 return Err(ControllerError::Lock { path: lock_path.display().to_string(), source });
             }
         }
-        let db_path = config.db_path();
-        let store: Arc<dyn Store> = Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db_path)).await??);
+        let db = config.db_location()?;
+        let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || db.open()).await??;
         let secret = cluster_secret(&config.secret_path())?;
         let transport = links::HttpTransport::new(secret, links::client_tls(config)?);
         let state = AppState::load(store, Arc::new(transport), links::Timing::default()).await?;

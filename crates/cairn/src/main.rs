@@ -14,6 +14,7 @@ use cairn_satellite::{Satellite, SatelliteConfig};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod cli;
+mod db;
 mod generate;
 
 use cli::controller::{ControllerVerb, ErrorReportsCmd};
@@ -23,6 +24,7 @@ use cli::resource::{ResourceCmd, VolumeCmd};
 use cli::resource_definition::{ResourceDefinitionCmd, VolumeDefinitionCmd};
 use cli::resource_group::{ResourceGroupCmd, VolumeGroupCmd};
 use cli::storage_pool::StoragePoolCmd;
+use db::DbCmd;
 
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "Replicated block storage for Linux clusters, LINSTOR-compatible")]
@@ -108,6 +110,10 @@ enum Command {
     /// Unused disks, and LVM pools made on them.
     #[command(name = "physical-storage", visible_alias = "ps", subcommand)]
     PhysicalStorage(cli::physical_storage::PhysicalStorageCmd),
+    /// Move the controller's database: export every object as JSON, import such a file
+    /// (SQLite to PostgreSQL and back). Works on the database itself, not through a controller.
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Print a shell completion script, e.g. `cairn completion bash > /etc/bash_completion.d/cairn`.
     Completion {
         /// The shell to complete for.
@@ -274,12 +280,8 @@ struct ControllerArgs {
     /// Require HTTPS clients to present a certificate signed by this CA (PEM).
     #[arg(long, env = "CAIRN_REST_TLS_CLIENT_CA")]
     rest_tls_client_ca: Option<PathBuf>,
-    /// Directory for the database and state (default /var/lib/cairn; ./cairn-data for `up`).
-    #[arg(long, env = "CAIRN_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Database file (default <data-dir>/cairn.db).
-    #[arg(long, env = "CAIRN_DB_PATH")]
-    db_path: Option<PathBuf>,
+    #[command(flatten)]
+    database: db::DatabaseArgs,
     /// Client certificate (PEM) for satellites reached over SSL (mutual TLS).
     #[arg(long, env = "CAIRN_SATELLITE_TLS_CERT")]
     satellite_tls_cert: Option<PathBuf>,
@@ -291,16 +293,21 @@ struct ControllerArgs {
     satellite_tls_ca: Option<PathBuf>,
 }
 
+/// The `[controller]` table of a configuration file, or the defaults.
+fn controller_config_file(path: Option<&PathBuf>) -> anyhow::Result<ControllerConfig> {
+    Ok(match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
+            ConfigFile::parse(&text).with_context(|| format!("parse config file {}", path.display()))?.controller
+        }
+        None => ControllerConfig::default(),
+    })
+}
+
 impl ControllerArgs {
     /// Defaults, then the config file, then env and flags.
     fn resolve(&self, default_data_dir: Option<PathBuf>) -> anyhow::Result<ControllerConfig> {
-        let mut cfg = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
-                ConfigFile::parse(&text).with_context(|| format!("parse config file {}", path.display()))?.controller
-            }
-            None => ControllerConfig::default(),
-        };
+        let mut cfg = controller_config_file(self.config.as_ref())?;
         if let (Some(d), None) = (default_data_dir, &self.config) {
             cfg.data_dir = d;
         }
@@ -325,12 +332,7 @@ impl ControllerArgs {
         if cfg.rest_tls_cert.is_none() && (cfg.rest_tls_client_ca.is_some() || cfg.rest_bind_secure.is_some()) {
             anyhow::bail!("--rest-tls-client-ca and --rest-bind-secure need HTTPS: give --rest-tls-cert and --rest-tls-key");
         }
-        if let Some(d) = &self.data_dir {
-            cfg.data_dir = d.clone();
-        }
-        if let Some(p) = &self.db_path {
-            cfg.db_path = Some(p.clone());
-        }
+        self.database.apply(&mut cfg);
         if let Some(p) = &self.satellite_tls_cert {
             cfg.satellite_tls_cert = Some(p.clone());
         }
@@ -595,7 +597,7 @@ fn daemon(run: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow:
 /// `--controllers`, ...) are hidden from their help, completions and man
 /// pages. `controller`'s own client verbs (`cairn controller version`)
 /// still show them.
-const LOCAL_COMMANDS: [&str; 5] = ["controller", "satellite", "up", "completion", "man"];
+const LOCAL_COMMANDS: [&str; 6] = ["controller", "satellite", "up", "db", "completion", "man"];
 
 /// The command tree as parsed, completed and documented. The client options
 /// stay global, so `cairn -m node list` and `cairn node list -m` both work.
@@ -662,6 +664,7 @@ fn run() -> anyhow::Result<()> {
         Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),
         Command::Encryption(cmd) => client(g, |c| cli::encryption::run(c, cmd)),
         Command::PhysicalStorage(cmd) => client(g, |c| cli::physical_storage::run(c, cmd)),
+        Command::Db(cmd) => db::run(cmd),
         Command::Completion { shell } => {
             generate::completion(&mut command(), shell);
             Ok(())

@@ -44,11 +44,7 @@ async fn get_ctrl(State(s): State<AppState>) -> Response {
             rest_access_mode: Some("NO_LOG".into()),
             ..Default::default()
         }),
-        db: cfg.map(|c| ConfigDb {
-            connection_url: Some(format!("sqlite:{}", c.db_path().display())),
-            version_check_disabled: Some(false),
-            ..Default::default()
-        }),
+        db: cfg.map(|_| ConfigDb { connection_url: Some(s.store().describe()), version_check_disabled: Some(false), ..Default::default() }),
         http: Some(ConfigHttp {
             enabled: Some(bind.is_some()),
             listen_address: bind.map(|b| b.ip().to_string()),

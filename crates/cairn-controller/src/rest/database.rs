@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::routing::post;
 use cairn_api::rc::{self, ApiCallRc};
 use cairn_domain::OpError;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::error::ApiError;
 use super::input;
@@ -113,24 +113,6 @@ async fn backup(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiErro
     Ok(Reply::new(201, vec![entry]))
 }
 
-/// The export document: LINSTOR's export envelope (`linstor_version`,
-/// `export_timestamp_ms`, `exported_from`, `data_version`, `tables`) with
-/// Cairn's own tables: one per object kind, each row the stored document.
-#[derive(Serialize)]
-struct Export {
-    linstor_version: String,
-    export_timestamp_ms: i64,
-    exported_from: String,
-    data_version: String,
-    tables: Vec<Table>,
-}
-
-#[derive(Serialize)]
-struct Table {
-    name: &'static str,
-    data: Vec<serde_json::Value>,
-}
-
 /// Every stored object as JSON, written to a file in the data directory.
 async fn export(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
     let req: BackupRequest = input::body(&body)?;
@@ -139,21 +121,8 @@ async fn export(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiErro
     let store = s.store();
     let described = store.describe();
     let objects = tokio::task::spawn_blocking(move || store.load()).await.map_err(|e| ApiError::Internal(e.to_string()))??;
-    let mut tables: Vec<Table> = cairn_domain::Kind::ALL.iter().map(|k| Table { name: k.as_str(), data: Vec::new() }).collect();
-    for o in &objects {
-        let kind = o.key().kind().as_str();
-        let doc = o.to_json().ok().and_then(|j| serde_json::from_str(&j).ok()).unwrap_or(serde_json::Value::Null);
-        if let Some(t) = tables.iter_mut().find(|t| t.name == kind) {
-            t.data.push(doc);
-        }
-    }
-    let doc = Export {
-        linstor_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
-        export_timestamp_ms: now,
-        exported_from: described,
-        data_version: "cairn-objects-1".into(),
-        tables,
-    };
+    // The format `cairn db import` reads (cairn_store::dump).
+    let doc = cairn_store::dump::export(&objects, described, now)?;
     let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| ApiError::Internal(format!("cannot encode the export: {e}")))?;
     create_private(&path)?;
     let p = path.clone();

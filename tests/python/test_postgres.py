@@ -1,0 +1,106 @@
+"""The controller on PostgreSQL, and `cairn db export`/`import` moving a
+cluster from SQLite to PostgreSQL and back (issue 19, items 1 and 2)."""
+
+import json
+import os
+import subprocess
+
+from conftest import BIN, Controller, ok
+from test_persistence import populate, snapshot
+
+
+def cairn_db(*args):
+    return subprocess.run([BIN, "db", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_controller_on_postgres_keeps_everything_across_restart(postgres, tmp_path):
+    url = postgres.url("restart")
+    c = Controller(str(tmp_path), extra_args=["--db-url", url]).start()
+    try:
+        lin = c.client()
+        populate(lin)
+        lin.disconnect()
+        before = snapshot(c)
+        c.restart()
+        assert snapshot(c) == before
+        status, _, cfg = c.request("GET", "/v1/controller/config")
+        assert status == 200
+        assert cfg["db"]["connection_url"] == url.replace("postgres://", "postgresql://")
+        assert not os.path.exists(tmp_path / "cairn.db"), "no SQLite file beside PostgreSQL"
+    finally:
+        c.stop()
+
+
+def test_a_bad_database_url_stops_the_start_with_the_reason(tmp_path):
+    p = subprocess.run([BIN, "controller", "--rest-bind", "127.0.0.1:1", "--data-dir", str(tmp_path), "--db-url", "mysql://u:secret@db/x"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert "invalid database URL" in p.stderr and "secret" not in p.stderr, p.stderr
+
+
+def tables(path):
+    with open(path) as f:
+        doc = json.load(f)
+    assert doc["data_version"] == "cairn-objects-1"
+    return {t["name"]: t["data"] for t in doc["tables"]}
+
+
+def test_sqlite_to_postgres_and_back_keeps_every_object(postgres, tmp_path):
+    data = tmp_path / "ctrl"
+    os.makedirs(data)
+    os.makedirs(tmp_path / "ctrl2")
+    c = Controller(str(data)).start()
+    lin = c.client()
+    populate(lin)
+    ok(lin.resource_group_create("rg2", place_count=1, description="second"))
+    ok(lin.resource_dfn_create("rd2", resource_group="rg2"))
+    ok(lin.volume_dfn_create("rd2", 4096))
+    lin.disconnect()
+    before = snapshot(c)
+    c.stop()
+
+    # SQLite -> file -> PostgreSQL.
+    e1, e2, e3 = (tmp_path / f"e{i}.json" for i in (1, 2, 3))
+    p = cairn_db("export", "--data-dir", str(data), str(e1))
+    assert p.returncode == 0, p.stderr
+    assert os.stat(e1).st_mode & 0o077 == 0, "the export holds secrets: owner only"
+    assert cairn_db("export", "--data-dir", str(data), str(e1)).returncode != 0, "an existing file is never overwritten"
+    url = postgres.url("moved")
+    p = cairn_db("import", "--db-url", url, str(e1))
+    assert p.returncode == 0, p.stderr
+
+    # The same controller (data directory, cluster secret) on PostgreSQL.
+    on_pg = Controller(str(data), extra_args=["--db-url", url]).start()
+    assert snapshot(on_pg) == before
+    on_pg.stop()
+    p = cairn_db("import", "--db-url", url, str(e1))
+    assert p.returncode != 0 and "holds" in p.stderr, "a database in use is not imported into"
+
+    # PostgreSQL -> file -> a new SQLite file.
+    assert cairn_db("export", "--db-url", url, str(e2)).returncode == 0
+    back = tmp_path / "back.db"
+    p = cairn_db("import", "--db-path", str(back), str(e2))
+    assert p.returncode == 0, p.stderr
+    assert cairn_db("export", "--db-path", str(back), str(e3)).returncode == 0
+    first = tables(e1)
+    assert sum(len(rows) for rows in first.values()) > 10
+    assert tables(e2) == first, "PostgreSQL holds every object as SQLite did"
+    assert tables(e3) == first, "and so does the SQLite file made from it"
+
+    on_sqlite = Controller(str(tmp_path / "ctrl2"), extra_args=["--db-path", str(back)]).start()
+    try:
+        assert snapshot(on_sqlite) == before
+    finally:
+        on_sqlite.stop()
+
+
+def test_import_refuses_while_the_controller_runs_and_bad_files(controller, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"linstor_version": "1.33.0", "export_timestamp_ms": 0, "exported_from": "sql/h2",
+                               "data_version": "v1_27_1", "tables": []}))
+    p = cairn_db("import", "--data-dir", controller.data_dir, str(bad))
+    assert p.returncode != 0 and "data version is 'v1_27_1'" in p.stderr, p.stderr
+    good = tmp_path / "good.json"
+    assert cairn_db("export", "--data-dir", controller.data_dir, str(good)).returncode == 0
+    p = cairn_db("import", "--data-dir", controller.data_dir, "--replace", str(good))
+    assert p.returncode != 0 and "a controller is running" in p.stderr, p.stderr
