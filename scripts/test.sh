@@ -34,6 +34,11 @@ command -v cpio >/dev/null || missing+=(cpio)
 command -v xz >/dev/null || missing+=(xz-utils)
 # FILE_THIN snapshots are reflink copies: the test makes an XFS file system.
 command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)
+# The PostgreSQL store's tests start their own server (initdb, pg_ctl in a
+# temporary directory, as the package's `postgres` user); Debian keeps the
+# programs in /usr/lib/postgresql/N/bin, off PATH.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || missing+=(postgresql)
+id postgres >/dev/null 2>&1 || missing+=(postgresql)
 if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
     if [ "$(id -u)" -ne 0 ]; then echo "need root to apt-get install ${missing[*]}" >&2; exit 1; fi
