@@ -3,6 +3,7 @@ cluster from SQLite to PostgreSQL and back (issue 19, items 1 and 2)."""
 
 import json
 import os
+import signal
 import subprocess
 
 from conftest import BIN, Controller, ok
@@ -23,6 +24,9 @@ def test_controller_on_postgres_keeps_everything_across_restart(postgres, tmp_pa
         before = snapshot(c)
         c.restart()
         assert snapshot(c) == before
+        c.stop(signal.SIGKILL)
+        c.start()
+        assert snapshot(c) == before, "acknowledged writes survive a SIGKILL"
         status, _, cfg = c.request("GET", "/v1/controller/config")
         assert status == 200
         assert cfg["db"]["connection_url"] == url.replace("postgres://", "postgresql://")
