@@ -108,3 +108,56 @@ def test_import_refuses_while_the_controller_runs_and_bad_files(controller, tmp_
     assert cairn_db("export", "--data-dir", controller.data_dir, str(good)).returncode == 0
     p = cairn_db("import", "--data-dir", controller.data_dir, "--replace", str(good))
     assert p.returncode != 0 and "a controller is running" in p.stderr, p.stderr
+
+
+def test_a_running_cluster_moves_to_postgres_and_back_with_its_devices(cluster, postgres, tmp_path):
+    """Real satellites keep their volumes (same devices, same data) while
+    the controller moves SQLite -> PostgreSQL -> SQLite."""
+    from conftest import dev_digest, wait_for, write_dev
+
+    c = cluster
+    ok(c.lin.resource_group_create("mv", place_count=2))
+    ok(c.lin.volume_group_create("mv"))
+    ok(c.lin.resource_group_spawn("mv", "mvol", ["8M"]))
+
+    def devices(ctrl):
+        status, _, v = ctrl.request("GET", "/v1/view/resources?resources=mvol")
+        assert status == 200, v
+        return {r["node_name"]: r["volumes"][0].get("device_path") for r in v}
+
+    placed = wait_for("devices", lambda: (lambda d: d if len(d) == 2 and all(d.values()) else None)(devices(c.ctrl)))
+    first = sorted(placed)[0]
+    data = os.urandom(1 << 20)
+    write_dev(placed[first], data)
+    digest = dev_digest(placed[first], len(data))
+
+    def serve(ctrl):
+        lin = ctrl.client()
+        wait_for("satellites online", lambda: all(n.connection_status == "ONLINE" for n in lin.node_list_raise().nodes))
+        lin.disconnect()
+        assert wait_for("devices", lambda: devices(ctrl) == placed and placed), "every replica keeps its device"
+        assert dev_digest(placed[first], len(data)) == digest
+
+    data_dir = c.ctrl.data_dir
+    c.ctrl.stop()
+    e1, e2, e3 = (tmp_path / f"run{i}.json" for i in (1, 2, 3))
+    assert cairn_db("export", "--data-dir", data_dir, str(e1)).returncode == 0
+    url = postgres.url("running")
+    p = cairn_db("import", "--db-url", url, str(e1))
+    assert p.returncode == 0, p.stderr
+    on_pg = Controller(data_dir, extra_args=["--db-url", url]).start()
+    try:
+        serve(on_pg)
+    finally:
+        on_pg.stop()
+    assert cairn_db("export", "--db-url", url, str(e2)).returncode == 0
+    back = tmp_path / "back.db"
+    p = cairn_db("import", "--db-path", str(back), str(e2))
+    assert p.returncode == 0, p.stderr
+    on_sqlite = Controller(data_dir, extra_args=["--db-path", str(back)]).start()
+    try:
+        serve(on_sqlite)
+        assert cairn_db("export", "--db-path", str(back), str(e3)).returncode == 0
+    finally:
+        on_sqlite.stop()
+    assert tables(e2) == tables(e1) and tables(e3) == tables(e1), "every object identical after the round trip"
