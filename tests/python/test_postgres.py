@@ -31,6 +31,12 @@ def test_controller_on_postgres_keeps_everything_across_restart(postgres, tmp_pa
         assert status == 200
         assert cfg["db"]["connection_url"] == url.replace("postgres://", "postgresql://")
         assert not os.path.exists(tmp_path / "cairn.db"), "no SQLite file beside PostgreSQL"
+        status, _, replies = c.request("POST", "/v1/controller/backup/db", {"backup_name": "b1"})
+        assert status == 500 and "pg_dump" in replies[0]["message"], replies
+        assert not os.path.exists(tmp_path / "b1.db")
+        status, _, replies = c.request("POST", "/v1/controller/database/export", {"backup_name": "x1"})
+        assert status == 201, replies
+        assert tables(tmp_path / "x1.json")["node"], "the REST export reads PostgreSQL"
     finally:
         c.stop()
 

@@ -100,7 +100,14 @@ async fn backup(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiErro
             let _ = std::fs::remove_file(&path);
             return Ok(Reply::new(
                 500,
-                vec![ApiCallRc::error(0, rc::FAIL_UNKNOWN_ERROR, "Only an SQLite database can be backed up while the controller runs.")],
+                vec![ApiCallRc::error(
+                    0,
+                    rc::FAIL_UNKNOWN_ERROR,
+                    format!(
+                        "Only an SQLite database can be backed up while the controller runs; this one is {}: back it up with PostgreSQL's pg_dump, or export it (controller exportdb, cairn db export).",
+                        s.store().describe()
+                    ),
+                )],
             ));
         }
         Err(e) => {
