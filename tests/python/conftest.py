@@ -360,9 +360,13 @@ class PgServer:
             self.user = "postgres"
         self.port = free_port(self.IP)
         data = os.path.join(self.dir, "data")
-        self.run("initdb", "-D", data, "-U", "cairn", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions")
-        opts = f"-c listen_addresses={self.IP} -c port={self.port} -c unix_socket_directories={self.dir} -c fsync=off"
-        self.run("pg_ctl", "-D", data, "-l", os.path.join(self.dir, "server.log"), "-o", opts, "-w", "-t", "60", "start")
+        try:
+            self.run("initdb", "-D", data, "-U", "cairn", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+            opts = f"-c listen_addresses={self.IP} -c port={self.port} -c unix_socket_directories={self.dir} -c fsync=off"
+            self.run("pg_ctl", "-D", data, "-l", os.path.join(self.dir, "server.log"), "-o", opts, "-w", "-t", "60", "start")
+        except Exception:
+            self.stop()
+            raise
 
     def run(self, program, *args, check=True):
         argv = [os.path.join(self.bin, program), *args]
