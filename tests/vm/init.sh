@@ -48,14 +48,17 @@ while [ ! -f /run/stop ]; do
     # Real DRBD: every command the satellite runs goes to a log file the
     # test fetches after a failure (the console, a slow serial line,
     # shows the rest).
+    mkdir -p /var/log
     RUST_LOG=info,cairn_exec=debug cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
-      --cluster-secret-file /cairn/secret --command-timeout 120 --allow-pool-dirs /var/lib/cairn-pool,/var/lib/cairn-thick \
-      2> >(tee -a /var/log/cairn-satellite.log | grep -v DEBUG >&2)
+      --cluster-secret-file /cairn/secret --command-timeout 120 --allow-pool-dirs /var/lib/cairn-pool,/var/lib/cairn-thick 2>&1 \
+      | tee -a /var/log/cairn-satellite.log | grep -v DEBUG
+    rc=${PIPESTATUS[0]}
   else
     cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
       --cluster-secret-file /cairn/secret --command-timeout 120 --allow-pool-dirs /var/lib/cairn-pool,/var/lib/cairn-thick $drbd
+    rc=$?
   fi
-  echo "CAIRN-SATELLITE-EXIT rc=$?"
+  echo "CAIRN-SATELLITE-EXIT rc=$rc"
   sleep 0.2
 done
 sync

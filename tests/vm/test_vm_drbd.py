@@ -175,7 +175,10 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
     want = whole_sha(c.vms["d1"], device(c, "late", "d1"))
     ok(c.lin.resource_create([linstor.ResourceData("d3", "late", storage_pool="thin")]))
     wait_for("d3 UpToDate after its resync", lambda: synced(c.vms["d3"], "late", 2), timeout=120)
-    assert 8 * MIB <= disk_written(c.vms["d3"], "late") < 12 * MIB
+    # What was written, not the volume (32 MiB). DRBD 9.2 may resync the
+    # same bits from each UpToDate peer in turn (seen: 8 MiB from d1, then
+    # d2's bitmap again, 12 MiB written in all): at most twice as much.
+    assert 8 * MIB <= disk_written(c.vms["d3"], "late") <= 16 * MIB
     assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
 
     # d3's replica goes, more is written, a new one comes under the same
@@ -193,7 +196,7 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
         timeout=60)
     assert view(c, "late")["d3"]["layer_object"]["drbd"]["node_id"] == node_id
     wait_for("the new d3 UpToDate after its resync", lambda: synced(c.vms["d3"], "late", 2), timeout=120)
-    assert 12 * MIB <= disk_written(c.vms["d3"], "late") < 16 * MIB
+    assert 12 * MIB <= disk_written(c.vms["d3"], "late") <= 24 * MIB
     assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
     ok(c.lin.resource_dfn_delete("late"))
 
