@@ -104,6 +104,9 @@ enum Command {
     /// Error reports.
     #[command(visible_alias = "err", subcommand)]
     ErrorReports(ErrorReportsCmd),
+    /// Advice on the deployed resources, and on taking a node down for maintenance.
+    #[command(visible_alias = "adv", subcommand)]
+    Advise(cli::advise::AdviseCmd),
     /// Snapshots, restore and rollback.
     #[command(visible_alias = "s", subcommand)]
     Snapshot(cli::snapshot::SnapshotCmd),
@@ -702,6 +705,7 @@ fn run() -> anyhow::Result<()> {
         Command::KeyValueStore(cmd) => client(g, |c| cli::kvs::run(c, cmd)),
         Command::File(cmd) => client(g, |c| cli::file::run(c, cmd)),
         Command::Remote(cmd) => client(g, |c| cli::remote::run(c, cmd)),
+        Command::Advise(cmd) => client(g, |c| cli::advise::run(c, cmd)),
         Command::Schedule(cmd) => client(g, |c| cli::remote::run_schedule(c, cmd)),
         Command::ErrorReports(cmd) => client(g, |c| cli::controller::run_error_reports(c, cmd)),
         Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),
