@@ -161,10 +161,10 @@ async fn serve(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Observations in a row that timed out.
     let mut missed = 0u32;
-    // The DRBD state of the last observation: while it moves (connecting,
-    // syncing, roles changing), the next observation comes four times as
+    // While the DRBD state moves (connecting, syncing, roles changing)
+    // from one observation to the next, the next comes four times as
     // soon, so what users wait for shows within half a second.
-    let mut last_drbd: Option<DrbdStates> = None;
+    let mut observed_once = false;
     loop {
         if link.stopped.load(Ordering::SeqCst) {
             return End::now(LinkError::Removed);
@@ -204,7 +204,7 @@ async fn serve(
                         return End::now(why);
                     }
                 };
-                link.view_mut().absorb(&flight.newer_only(&o), false);
+                link.view_mut().absorb(flight.newer_only(&o), false);
                 let failed = {
                     let mut ledger = link.ledger.lock();
                     ledger.answered(&apply, &o);
@@ -236,15 +236,14 @@ async fn serve(
                     }
                     Ok(o) if o.instance == hello.instance => {
                         missed = 0;
-                        let now = drbd_states(&o);
-                        if last_drbd.as_ref().is_some_and(|l| *l != now) {
+                        if observed_once && link.view().drbd_differs(&o) {
                             heartbeat.reset_after(host.timing.heartbeat / 4);
                         }
-                        last_drbd = Some(now);
-                        link.view_mut().absorb(&o, true);
+                        observed_once = true;
                         if link.ledger.lock().observed(&o) {
                             retry_at.get_or_insert(Instant::now() + retry.delay());
                         }
+                        link.view_mut().absorb(o, true);
                     }
                     Ok(_) => {
                         tracing::info!(node = %link.node_key, "satellite restarted; sending its full state again");
@@ -256,13 +255,6 @@ async fn serve(
             _ = link.wake.notified() => {}
         }
     }
-}
-
-/// The DRBD part of an observation, by resource.
-type DrbdStates = std::collections::BTreeMap<String, Option<cairn_proto::DrbdObserved>>;
-
-fn drbd_states(o: &Observed) -> DrbdStates {
-    o.resources.iter().map(|r| (r.name.clone(), r.drbd.clone())).collect()
 }
 
 /// When to retry after an answer: not at all once nothing failed; after a
@@ -304,7 +296,7 @@ async fn full_sync(host: &Host, link: &Link, target: transport::Target, rx: &mut
         Ok(o) => {
             {
                 let mut v = link.view_mut();
-                v.absorb(&o, true);
+                v.absorb(o.clone(), true);
                 v.synced = true;
             }
             link.ledger.lock().answered(&apply, &o);
