@@ -267,3 +267,36 @@ def test_token_auth(ctrl, pki):
     assert p.returncode == 0, p.stdout + p.stderr
     p = cli("--controllers", ctrl.ssl_url, *ca, "rg", "list")
     assert p.returncode != 0 and "token invalid or not provided" in p.stdout + p.stderr
+
+
+def test_cli_auth_token_verbs(ctrl, pki):
+    base = ["--controllers", ctrl.ssl_url, "--cafile", pki("ca.crt")]
+    p = cli(*base, "-m", "controller", "auth-token", "init", "admin")
+    assert p.returncode == 0, p.stdout + p.stderr
+    admin = json.loads(p.stdout)[0]["obj_refs"]["token"]
+    # Without the token the CLI shows the controller's 401.
+    p = cli(*base, "controller", "auth-token", "list")
+    assert p.returncode != 0 and "token invalid or not provided" in p.stdout + p.stderr
+    with_token = [*base, "--token", admin]
+    p = cli(*with_token, "-m", "controller", "auth-token", "create", "ci", "--expires-at", "2999-01-01", "--ip-filter", "127.0.0.1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    ci = json.loads(p.stdout)[0]["obj_refs"]["token"]
+    p = cli(*with_token, "controller", "auth-token", "list")
+    assert p.returncode == 0 and "ci" in p.stdout and "2999-01-01" in p.stdout and ci not in p.stdout, p.stdout + p.stderr
+    assert cli(*base, "--token", ci, "rg", "list").returncode == 0
+    assert cli(*with_token, "controller", "auth-token", "modify", "2", "--active", "false").returncode == 0
+    assert cli(*base, "--token", ci, "rg", "list").returncode != 0
+    assert cli(*with_token, "controller", "auth-token", "delete", "2").returncode == 0
+    p = cli(*with_token, "-m", "controller", "auth-token", "list")
+    assert [t["description"] for t in json.loads(p.stdout)["list"]] == ["admin"]
+
+
+def test_cli_sends_a_token_over_plain_http_only_when_allowed(controller):
+    status, _, body = controller.request("POST", "/v1/controller/auth/initialize-token-auth", {"description": "admin"})
+    assert status == 201, body
+    token = body[0]["obj_refs"]["token"]
+    assert body[1]["ret_code"] == wire(consts.WARN_NO_EFFECT) and "HTTPS is not configured" in body[1]["message"]
+    p = cli("--controllers", controller.url, "--token", token, "rg", "list")
+    assert p.returncode != 0 and "not sending the token" in p.stderr, p.stdout + p.stderr
+    p = cli("--controllers", controller.url, "--token", token, "--allow-insecure-auth", "rg", "list")
+    assert p.returncode == 0, p.stdout + p.stderr

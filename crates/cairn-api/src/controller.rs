@@ -13,7 +13,8 @@ pub struct ControllerVersion {
 }
 
 /// The REST API version Cairn advertises. python-linstor gates features on
-/// it; 1.28 needs the unified toggle-disk body, auth tokens and DB export.
+/// it; 1.28 also needs the DRBD client role, nodes' platform/os_variant and
+/// volumes' corrupted_key, which Cairn does not serve yet.
 pub const REST_API_VERSION: &str = "1.27.0";
 
 /// `ControllerConfigConfig`.
