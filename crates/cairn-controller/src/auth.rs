@@ -185,13 +185,22 @@ impl Users {
             if inner.verified.get(name) == Some(&digest) {
                 return true;
             }
-            match inner.hashes.get(name) {
-                Some(h) => h.clone(),
-                None => return false,
-            }
+            inner.hashes.get(name).cloned()
         };
+        // An unknown user costs as much as a wrong password, so the time of
+        // an answer does not tell which names exist.
+        let known = hash.is_some();
         let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || match hash {
+            Some(h) => verify_password(&pw, &h),
+            None => {
+                let _ = hash_password(&pw);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false);
+        let ok = ok && known;
         if ok {
             self.inner.lock().verified.insert(name.to_string(), digest);
         }
@@ -337,6 +346,28 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         }
+    }
+
+    #[tokio::test]
+    async fn users_are_checked_and_changes_to_the_file_take_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("users");
+        write_user(&p, "alice", Some(&hash_password("one").unwrap())).unwrap();
+        let users = Arc::new(Users::open(&p).unwrap());
+        assert!(users.check("alice", "one").await);
+        assert!(users.check("alice", "one").await, "from the cache");
+        assert!(!users.check("alice", "two").await);
+        assert!(!users.check("bob", "one").await);
+        // A new password: the file's modification time changes, the cache goes.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write_user(&p, "alice", Some(&hash_password("two").unwrap())).unwrap();
+        assert!(users.check("alice", "two").await);
+        assert!(!users.check("alice", "one").await);
+        // A broken file keeps the users as last read.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&p, "alice:garbage\n").unwrap();
+        assert!(users.check("alice", "two").await);
+        assert!(Users::open(&p).is_err());
     }
 
     #[test]
