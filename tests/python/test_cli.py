@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 
+import linstor
+
 from conftest import BIN, ok, wait_for
 
 
@@ -326,10 +328,10 @@ def test_involved_list_volumes_describe_and_node_modify(cluster):
     c = cluster
     ok(c.lin.resource_dfn_create("both"))
     ok(c.lin.volume_dfn_create("both", 8 * 1024))
-    ok(c.lin.resource_create([__import__("linstor").ResourceData(n, "both") for n in ("n1", "n2")]))
+    ok(c.lin.resource_create([linstor.ResourceData(n, "both") for n in ("n1", "n2")]))
     ok(c.lin.resource_dfn_create("far"))
     ok(c.lin.volume_dfn_create("far", 8 * 1024))
-    ok(c.lin.resource_create([__import__("linstor").ResourceData("n3", "far")]))
+    ok(c.lin.resource_create([linstor.ResourceData("n3", "far")]))
     wait_for("states reported", lambda: all("in_use" in r["state"] for r in rest(c, "/v1/view/resources")))
     inv = machine(c, "r", "involved", "n1")
     assert sorted((r["name"], r["node_name"]) for r in inv) == [("both", "n1"), ("both", "n2")], inv
@@ -360,3 +362,30 @@ def test_involved_list_volumes_describe_and_node_modify(cluster):
     assert rest(c, "/v1/nodes/n3")["type"] == "COMBINED"
     code, out, err = cairn(c, "n", "m", "--node-type", "satellite", "n3")
     assert code == 0 and rest(c, "/v1/nodes/n3")["type"] == "SATELLITE", (out, err)
+
+
+def test_advise_resource_and_maintenance(cluster):
+    c = cluster
+    ok(c.lin.resource_group_create("adv3", place_count=3))
+    ok(c.lin.resource_dfn_create("advfew", resource_group="adv3"))
+    ok(c.lin.volume_dfn_create("advfew", 8 * 1024))
+    ok(c.lin.resource_create([linstor.ResourceData(n, "advfew") for n in ("n1", "n2")]))
+    ok(c.lin.resource_dfn_create("advone"))
+    ok(c.lin.volume_dfn_create("advone", 8 * 1024))
+    ok(c.lin.resource_create([linstor.ResourceData("n1", "advone")]))
+    issues = machine(c, "advise", "resource")
+    by = {i["resource"]: i for i in issues}
+    assert by["advfew"]["what"] == "Resource expected to have 3 replicas, got only 2." and \
+        by["advfew"]["fix"] == "cairn rd ap --place-count 3 advfew", issues
+    # The default group places 2: one replica is too few as well.
+    assert by["advone"]["fix"] == "cairn rd ap --place-count 2 advone", issues
+    assert machine(c, "adv", "r", "-f", "no-tiebreaker") == []
+    assert [i["resource"] for i in machine(c, "advise", "resource", "-r", "advone")] == ["advone"]
+    issues = machine(c, "advise", "maintenance", "n1")
+    assert {i["resource"]: i["what"] for i in issues} == {
+        "advone": "Node hosts only replica of resource, would become unavailable.",
+        "advfew": "Node hosts one of 2 replicas with no tiebreaker, may lead to split-brain.",
+    }, issues
+    assert machine(c, "advise", "maintenance", "n3") == []
+    code, out, err = cairn(c, "--no-color", "advise", "m", "n1")
+    assert code == 0 and "Possible fix" in out and "advone" in out, err

@@ -11,14 +11,23 @@ suite; numbers go to docs/BENCHMARKS.md):
    survivor has promoted and written.
 3. Resync throughput (the initial sync of a thick FILE volume, from d1's
    events2 timestamps) against the raw throughput of the VMs' link (nc
-   over TCP)."""
+   over TCP).
+4. Node evacuate of d1 holding 10 replicated thin volumes (2 replicas on
+   d1 and d2, the tiebreaker on d3; CAIRN_BENCH_EVAC_MIB each, default 48,
+   all written), until d1 holds nothing and d3 is UpToDate everywhere;
+   then toggle-disk of one diskless replica to UpToDate; each against the
+   raw resync of the same data on the same VMs (`drbdadm invalidate` on d3:
+   a full resync from the peers, nothing else)."""
 
+import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import linstor
+
 from conftest import ok, wait_for
-from test_vm_drbd import disk_states, device, view
+from test_vm_drbd import device, disk_states, synced, view
 
 MIB = 1024
 RUNS = 5
@@ -136,3 +145,56 @@ def test_failover_and_resync_throughput(drbd_cluster):
     print(f"BENCH primary's VM killed until a survivor promoted and wrote: {time.time() - t:.2f} s")
     c.vms["d1"].start()
     wait_for("d1 back", lambda: c.lin.node_list_raise(filter_by_nodes=["d1"]).nodes[0].connection_status == "ONLINE", timeout=120)
+
+
+def test_evacuate_and_toggle_disk_against_raw_resync(drbd_cluster):
+    c = drbd_cluster
+    size = int(os.environ.get("CAIRN_BENCH_EVAC_MIB", "48"))
+    names = [f"ev{i}" for i in range(10)]
+    # Two thin replicas each on d1 and d2 (the auto-tiebreaker goes to d3).
+    for n in names:
+        ok(c.lin.resource_dfn_create(n))
+        ok(c.lin.volume_dfn_create(n, size * MIB))
+        ok(c.lin.resource_create([linstor.ResourceData(x, n, storage_pool="thin") for x in ("d1", "d2")]))
+    for n in names:
+        for x in ("d1", "d2"):
+            wait_for(f"{n} connected on {x}", lambda: synced(c.vms[x], n, 2), timeout=300)
+        sh(c.vms["d1"], f"dd if=/dev/urandom of={device(c, n, 'd1')} bs=1M count={size} oflag=direct conv=fsync 2>&1", timeout=600)
+    t = time.time()
+    ok(c.lin.node_evacuate("d1"))
+    wait_for("d1 evacuated, d3 UpToDate everywhere", lambda: all(
+        "d1" not in view(c, n) and view(c, n).get("d3", {}).get("volumes", [{}])[0].get("state", {}).get("disk_state") == "UpToDate"
+        for n in names), timeout=1800)
+    evac = time.time() - t
+    # Raw: the same data resynced by DRBD alone, d3 invalidated on every
+    # definition at once (a full resync from d2).
+    t = time.time()
+    for n in names:
+        sh(c.vms["d3"], f"drbdadm invalidate {n}")
+    for n in names:
+        wait_for(f"{n} resynced", lambda: synced(c.vms["d3"], n, 1), timeout=1800)
+    raw = time.time() - t
+    print(f"BENCH evacuate d1 with 10 x {size} MiB thin replicas until d1 holds nothing: {evac:.1f} s; "
+          f"raw resync of the same data (invalidate on d3): {raw:.1f} s; ratio {evac / raw:.2f}")
+    ok(c.lin.node_restore("d1"))
+    # Toggle-disk: d1 gets a diskless replica of ev0, then its disk back.
+    ok(c.lin.resource_create([linstor.ResourceData("d1", "ev0", diskless=True)]))
+    wait_for("d1 diskless and connected", lambda: synced_diskless(c.vms["d1"], "ev0"), timeout=300)
+    t = time.time()
+    ok(c.lin.resource_toggle_disk("d1", "ev0", storage_pool="thin"))
+    wait_for("d1 UpToDate", lambda: synced(c.vms["d1"], "ev0", 2), timeout=1800)
+    toggle = time.time() - t
+    t = time.time()
+    sh(c.vms["d1"], "drbdadm invalidate ev0")
+    wait_for("d1 resynced", lambda: synced(c.vms["d1"], "ev0", 2), timeout=1800)
+    raw = time.time() - t
+    print(f"BENCH toggle-disk of a {size} MiB replica to UpToDate: {toggle:.1f} s; raw resync (invalidate): {raw:.1f} s; "
+          f"ratio {toggle / raw:.2f}")
+    for n in names:
+        ok(c.lin.resource_dfn_delete(n))
+
+
+def synced_diskless(vm, rsc):
+    from test_vm_drbd import kernel_status
+    st = kernel_status(vm, rsc)
+    return st["devices"][0]["disk-state"] == "Diskless" and all(p["connection-state"] == "Connected" for p in st["connections"])

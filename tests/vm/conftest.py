@@ -159,7 +159,7 @@ class Vm:
         args = ["qemu-system-x86_64", "-machine", "q35", *_accel(), "-m", str(self.mem), "-smp", "1",
                 "-display", "none", "-monitor", "none", "-serial", f"file:{self.console}", "-no-reboot",
                 "-device", "virtio-rng-pci", "-kernel", os.path.join(self.image, "vmlinux"), "-initrd", initrd]
-        append = f"console=ttyS0 panic=-1 quiet loglevel=3 cairn.hostname={self.name}"
+        append = f"console=ttyS0 panic=-1 quiet loglevel=3 log_buf_len=8M cairn.hostname={self.name}"
         if self.tap is None:
             args += ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:{self.ip}:{self.port}-:3366,hostfwd=tcp:{self.ip}:{self.sh_port}-:2222",
                      "-device", "virtio-net-pci,netdev=n0"]
@@ -279,6 +279,16 @@ def _teardown(lin, ctrl, vms, root):
         if os.path.exists(src):
             shutil.copy(src, os.path.join(logs, name))
     for vm in vms:
+        # The kernel's log (DRBD's decisions) and, with real DRBD, every
+        # command the satellite ran; a VM that no longer answers has none.
+        for what, cmd in (("dmesg", "dmesg"), ("satellite", "cat /var/log/cairn-satellite.log 2>/dev/null")):
+            try:
+                out = vm.sh(cmd, timeout=30)[1] if vm.proc is not None and vm.proc.poll() is None else ""
+            except OSError:
+                out = ""
+            if out:
+                with open(os.path.join(logs, f"{vm.name}.{what}.log"), "w") as f:
+                    f.write(out)
         vm.stop()
     shutil.rmtree(root, ignore_errors=True)
 

@@ -44,9 +44,21 @@ echo "CAIRN-VM-READY $(cut -d' ' -f1 /proc/uptime)"
 while [ ! -f /run/stop ]; do
   # Debian's kernel has DRBD 8.4 only: without cairn.drbd=1 DRBD runs
   # config-only (files, metadata and the planned kernel commands are real).
-  cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
-    --cluster-secret-file /cairn/secret --command-timeout 120 --allow-pool-dirs /var/lib/cairn-pool,/var/lib/cairn-thick $drbd
-  echo "CAIRN-SATELLITE-EXIT rc=$?"
+  if [ -z "$drbd" ]; then
+    # Real DRBD: every command the satellite runs goes to a log file the
+    # test fetches after a failure (the console, a slow serial line,
+    # shows the rest).
+    mkdir -p /var/log
+    RUST_LOG=info,cairn_exec=debug cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
+      --cluster-secret-file /cairn/secret --command-timeout 120 --allow-pool-dirs /var/lib/cairn-pool,/var/lib/cairn-thick 2>&1 \
+      | tee -a /var/log/cairn-satellite.log | grep -v DEBUG
+    rc=${PIPESTATUS[0]}
+  else
+    cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
+      --cluster-secret-file /cairn/secret --command-timeout 120 --allow-pool-dirs /var/lib/cairn-pool,/var/lib/cairn-thick $drbd
+    rc=$?
+  fi
+  echo "CAIRN-SATELLITE-EXIT rc=$rc"
   sleep 0.2
 done
 sync

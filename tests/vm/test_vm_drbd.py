@@ -75,6 +75,15 @@ def synced(vm, rsc, peers):
                     for p in st["connections"]))
 
 
+def wait_synced(c, rsc, nodes=("d1", "d2", "d3")):
+    """Waits until every one of `nodes` is `synced` with the others: REST's
+    UpToDate alone does not mean connected (a day-0 thin replica is
+    UpToDate before it connects, and without its peers it has no quorum
+    to promote: opening it for writing fails with EAGAIN)."""
+    for n in nodes:
+        wait_for(f"{n}'s {rsc} connected and in sync", lambda: synced(c.vms[n], rsc, len(nodes) - 1), timeout=120)
+
+
 def initialized(c, rsc):
     status, _, vds = c.ctrl.request("GET", f"/v1/resource-definitions/{rsc}/volume-definitions")
     assert status == 200, vds
@@ -166,7 +175,10 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
     want = whole_sha(c.vms["d1"], device(c, "late", "d1"))
     ok(c.lin.resource_create([linstor.ResourceData("d3", "late", storage_pool="thin")]))
     wait_for("d3 UpToDate after its resync", lambda: synced(c.vms["d3"], "late", 2), timeout=120)
-    assert 8 * MIB <= disk_written(c.vms["d3"], "late") < 12 * MIB
+    # What was written, not the volume (32 MiB). DRBD 9.2 may resync the
+    # same bits from each UpToDate peer in turn (seen: 8 MiB from d1, then
+    # d2's bitmap again, 12 MiB written in all): at most twice as much.
+    assert 8 * MIB <= disk_written(c.vms["d3"], "late") <= 16 * MIB
     assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
 
     # d3's replica goes, more is written, a new one comes under the same
@@ -184,7 +196,7 @@ def test_thick_replicas_really_sync_and_a_late_thin_replica_gets_what_was_writte
         timeout=60)
     assert view(c, "late")["d3"]["layer_object"]["drbd"]["node_id"] == node_id
     wait_for("the new d3 UpToDate after its resync", lambda: synced(c.vms["d3"], "late", 2), timeout=120)
-    assert 12 * MIB <= disk_written(c.vms["d3"], "late") < 16 * MIB
+    assert 12 * MIB <= disk_written(c.vms["d3"], "late") <= 24 * MIB
     assert whole_sha(c.vms["d3"], device(c, "late", "d3")) == want
     ok(c.lin.resource_dfn_delete("late"))
 
@@ -193,6 +205,7 @@ def test_snapshots_suspend_io_on_every_node_and_rollback_restore_bring_the_data_
     c = drbd_cluster
     spawn3(c, "snaps", "sn", 32)
     wait_for("all replicas UpToDate", lambda: set(disk_states(c, "sn").values()) == {"UpToDate"}, timeout=120)
+    wait_synced(c, "sn")
     rc, out = c.vms["d1"].sh(f"dd if=/dev/urandom of={device(c, 'sn', 'd1')} bs=1M seek=2 count=8 oflag=direct conv=fsync 2>&1")
     assert rc == 0, out
     before = whole_sha(c.vms["d1"], device(c, "sn", "d1"))
@@ -250,6 +263,7 @@ def test_a_volume_added_while_in_use_becomes_uptodate_everywhere(drbd_cluster):
     c = drbd_cluster
     spawn3(c, "grow2", "vadd", 16)
     wait_for("all replicas UpToDate", lambda: set(disk_states(c, "vadd").values()) == {"UpToDate"}, timeout=120)
+    wait_synced(c, "vadd")
     # d2 holds volume 0 open: the resource is primary there, in use.
     c.vms["d2"].sh(f"sleep 600 3>{device(c, 'vadd', 'd2')} >/dev/null 2>&1 & echo $! > /tmp/vadd.holder")
     wait_for("d2 in use", lambda: view(c, "vadd")["d2"]["state"]["in_use"] is True, timeout=30)
@@ -371,6 +385,7 @@ def test_online_grow_of_three_replicas(drbd_cluster):
     c = drbd_cluster
     spawn3(c, "grow", "grow", 32)
     wait_for("all replicas UpToDate", lambda: set(disk_states(c, "grow").values()) == {"UpToDate"}, timeout=120)
+    wait_synced(c, "grow")
     def size(vm, dev):
         rc, out = vm.sh(f"blockdev --getsize64 {dev}")
         assert rc == 0, out
@@ -513,6 +528,7 @@ def test_a_split_brain_is_reported_and_left_for_a_person(drbd_cluster):
     ok(c.lin.volume_dfn_create("sb", 16 * MIB, storage_pool="thin"))
     ok(c.lin.resource_create([linstor.ResourceData(n, "sb", storage_pool="thin") for n in ("d1", "d2")]))
     wait_for("both UpToDate", lambda: disk_states(c, "sb") == {"d1": "UpToDate", "d2": "UpToDate"}, timeout=120)
+    wait_synced(c, "sb", ("d1", "d2"))
     ids = {n: r["layer_object"]["drbd"]["node_id"] for n, r in view(c, "sb").items()}
     # Cut the link, write on both sides, connect again.
     for me, peer in (("d1", "d2"), ("d2", "d1")):
@@ -544,6 +560,7 @@ def test_a_killed_node_resyncs_when_it_returns_and_quorum_guards_writes(drbd_clu
     c = drbd_cluster
     spawn3(c, "repl-ha", "ha", 32)
     wait_for("all replicas UpToDate", lambda: set(disk_states(c, "ha").values()) == {"UpToDate"}, timeout=120)
+    wait_synced(c, "ha")
     dev = device(c, "ha", "d1")
     write = f"dd if=/dev/urandom of={dev} bs=1M count=4 oflag=direct conv=fsync"
     # d1's whole event stream through what follows (kept as parser test

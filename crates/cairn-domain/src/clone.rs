@@ -125,7 +125,7 @@ impl Cluster {
                     format!("Resource {} on node {} has skip-disk set, unable to clone.", s.name, r.node),
                 ));
             }
-            if r.layer_stack.iter().any(|l| l == "DRBD") && !drbd_synced(r) {
+            if r.has_drbd() && !drbd_synced(r) {
                 return Err(OpError::new(
                     OP,
                     rc::FAIL_NOT_ALL_UPTODATE,
@@ -208,7 +208,7 @@ impl Cluster {
         // the requested stack, else the source replicas' stacks.
         let uses_drbd = match &layer_list {
             Some(l) => l.iter().any(|x| x.eq_ignore_ascii_case("DRBD")),
-            None if !sources.is_empty() => sources.iter().any(|r| r.layer_stack.iter().any(|l| l == "DRBD")),
+            None if !sources.is_empty() => sources.iter().any(|r| r.has_drbd()),
             None => self.rd_uses_drbd(&d),
         };
         for vd in self.vlm_dfns_of(&src_key) {

@@ -328,6 +328,28 @@ pub struct Cluster {
     pub auth_tokens: Map<u32, AuthToken>,
     /// Index: node key -> keys of the resource definitions placed on it.
     rscs_by_node: Map<String, imbl::OrdSet<String>>,
+    /// Index: DRBD minor -> how many volume definitions hold it.
+    pub(crate) minors: Map<u32, u32>,
+    /// Index: node key -> TCP port -> how many deleted replicas, not yet
+    /// forgotten by every peer, held it there (`freed_ports` of the
+    /// definitions).
+    freed_ports: Map<String, Map<u16, u32>>,
+}
+
+/// Counts one more (`up`) or one less holder of `k` in a counting index.
+fn count<K: Ord + Clone>(m: &mut Map<K, u32>, k: K, up: bool) {
+    let n = m.get(&k).copied().unwrap_or(0);
+    match (up, n) {
+        (true, _) => {
+            m.insert(k, n + 1);
+        }
+        (false, 0 | 1) => {
+            m.remove(&k);
+        }
+        (false, _) => {
+            m.insert(k, n - 1);
+        }
+    }
 }
 
 impl Cluster {
@@ -366,10 +388,18 @@ impl Cluster {
                 self.vlm_grps.insert((a, n), v);
             }
             (ObjKey::RscDfn(k), Object::RscDfn(v)) => {
-                self.rsc_dfns.insert(k, v);
+                self.index_freed_ports(&v, true);
+                if let Some(old) = self.rsc_dfns.insert(k, v) {
+                    self.index_freed_ports(&old, false);
+                }
             }
             (ObjKey::VlmDfn(a, n), Object::VlmDfn(v)) => {
-                self.vlm_dfns.insert((a, n), v);
+                if let Some(m) = v.drbd_minor {
+                    count(&mut self.minors, m, true);
+                }
+                if let Some(m) = self.vlm_dfns.insert((a, n), v).and_then(|old| old.drbd_minor) {
+                    count(&mut self.minors, m, false);
+                }
             }
             (ObjKey::Rsc(a, b), Object::Rsc(v)) => {
                 self.rscs_by_node.entry(b.clone()).or_default().insert(a.clone());
@@ -419,10 +449,14 @@ impl Cluster {
                 self.vlm_grps.remove(&(a.clone(), *n));
             }
             ObjKey::RscDfn(k) => {
-                self.rsc_dfns.remove(k);
+                if let Some(old) = self.rsc_dfns.remove(k) {
+                    self.index_freed_ports(&old, false);
+                }
             }
             ObjKey::VlmDfn(a, n) => {
-                self.vlm_dfns.remove(&(a.clone(), *n));
+                if let Some(m) = self.vlm_dfns.remove(&(a.clone(), *n)).and_then(|old| old.drbd_minor) {
+                    count(&mut self.minors, m, false);
+                }
             }
             ObjKey::Rsc(a, b) => {
                 self.resources.remove(&(a.clone(), b.clone()));
@@ -456,6 +490,24 @@ impl Cluster {
                 self.auth_tokens.remove(k);
             }
         }
+    }
+
+    fn index_freed_ports(&mut self, d: &ResourceDefinition, up: bool) {
+        for (node, port) in d.drbd.freed_ports.values() {
+            let mut ports = self.freed_ports.get(node).cloned().unwrap_or_default();
+            count(&mut ports, *port, up);
+            if ports.is_empty() {
+                self.freed_ports.remove(node);
+            } else {
+                self.freed_ports.insert(node.clone(), ports);
+            }
+        }
+    }
+
+    /// TCP ports on a node that deleted replicas held and some peer may
+    /// still have configured.
+    pub fn freed_ports_on(&self, node_key: &str) -> impl Iterator<Item = u16> + '_ {
+        self.freed_ports.get(node_key).into_iter().flat_map(|m| m.keys().copied())
     }
 
     /// The objects that must always exist (`DfltRscGrp`, the default storage

@@ -57,10 +57,6 @@ impl<F: Fn(&str, &str, bool) -> bool> Evidence for F {
     }
 }
 
-fn has_drbd(r: &Resource) -> bool {
-    r.layer_stack.iter().any(|l| l == "DRBD")
-}
-
 fn bool_prop(v: Option<&String>, dflt: bool) -> bool {
     match v.map(|s| s.to_ascii_lowercase()) {
         Some(s) if s == "true" || s == "yes" => true,
@@ -114,7 +110,7 @@ impl Cluster {
             flagged.flags.insert(FLAG_EVACUATE.into());
             scratch.apply([Change::Put(Object::Rsc(flagged.clone()))]);
             out.put(Object::Rsc(flagged));
-            if !has_drbd(&r) {
+            if !r.has_drbd() {
                 out.reply(ApiCallRc::warning(
                     0,
                     rc::WARN_NOT_EVACUATING,
@@ -236,7 +232,7 @@ impl Cluster {
         for r in self.resources_on(&nk) {
             let rd_key = key(&r.resource_definition);
             if delete_resources {
-                let last = has_drbd(r)
+                let last = r.has_drbd()
                     && !self.resources_of(&rd_key).any(|o| key(&o.node) != nk && !o.is_diskless() && !o.flags.contains("DELETE"));
                 if last {
                     out.reply(ApiCallRc::warning(
@@ -332,7 +328,7 @@ impl Cluster {
         let mut scratch = self.clone();
         scratch.apply([Change::Put(Object::Node(evicted.clone()))]);
         out.put(Object::Node(evicted));
-        let rscs: Vec<Resource> = self.resources_on(&nk).filter(|r| has_drbd(r)).cloned().collect();
+        let rscs: Vec<Resource> = self.resources_on(&nk).filter(|r| r.has_drbd()).cloned().collect();
         for r in &rscs {
             let mut next = r.clone();
             if next.flags.contains(FLAG_INACTIVE) {
@@ -354,7 +350,7 @@ impl Cluster {
                 .min(place_count);
             let current = scratch
                 .resources_of(&rd_key)
-                .filter(|p| has_drbd(p) && !p.is_diskless() && !p.flags.contains("DELETE") && !p.flags.contains(FLAG_INACTIVE))
+                .filter(|p| p.has_drbd() && !p.is_diskless() && !p.flags.contains("DELETE") && !p.flags.contains(FLAG_INACTIVE))
                 .filter(|p| scratch.nodes.get(&key(&p.node)).is_some_and(|n| !n.flags.contains(FLAG_EVICTED)))
                 .count() as i64;
             if current == 0 {

@@ -108,7 +108,7 @@ impl Cluster {
         let mut used: BTreeSet<u16> = self.resources_on(node_key).filter_map(|r| r.drbd.as_ref().map(|d| d.tcp_port)).collect();
         used.extend(taken.ports.get(node_key).into_iter().flatten());
         // Ports of deleted replicas their peers may still have configured.
-        used.extend(self.rsc_dfns.values().flat_map(|d| d.drbd.freed_ports.values()).filter(|(n, _)| n == node_key).map(|(_, p)| *p));
+        used.extend(self.freed_ports_on(node_key));
         let port = match requested {
             Some(p) => {
                 let port = u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
@@ -131,22 +131,35 @@ impl Cluster {
     /// A minor number for a new volume definition.
     pub(crate) fn alloc_minor(&self, requested: Option<i64>, taken: &mut Taken, op: i64) -> OpResult<u32> {
         let (lo, hi) = self.range("MinorNrAutoRange", None, DEFAULT_MINOR_RANGE);
-        let mut used: BTreeSet<u32> = self.vlm_dfns.values().filter_map(|v| v.drbd_minor).collect();
-        used.extend(taken.minors.iter().copied());
+        let used = |m: &u32| self.minors.contains_key(m) || taken.minors.contains(m);
         let minor = match requested {
             Some(m) => {
                 let minor = u32::try_from(m).ok().filter(|m| *m <= MAX_MINOR).ok_or_else(|| {
                     OpError::new(op, rc::FAIL_INVLD_MINOR_NR, format!("The minor number {m} is invalid."))
                         .correction(format!("Use a minor number from 0 to {MAX_MINOR}."))
                 })?;
-                if used.contains(&minor) {
+                if used(&minor) {
                     return Err(OpError::new(op, rc::FAIL_INVLD_MINOR_NR, format!("Minor number {minor} is already in use.")));
                 }
                 minor
             }
-            None => (lo..=hi.min(MAX_MINOR))
-                .find(|m| !used.contains(m))
-                .ok_or_else(|| OpError::new(op, FAIL_POOL_EXHAUSTED_MINOR_NR, format!("All minor numbers {lo}-{hi} are in use.")))?,
+            // The lowest free number: walks the held minors in order from
+            // `lo`, so the cost follows the numbers below the first gap.
+            None => {
+                let hi = hi.min(MAX_MINOR);
+                let mut held = self.minors.range(lo..=hi).map(|(m, _)| *m).peekable();
+                let mut next = lo;
+                loop {
+                    if next > hi {
+                        return Err(OpError::new(op, FAIL_POOL_EXHAUSTED_MINOR_NR, format!("All minor numbers {lo}-{hi} are in use.")));
+                    }
+                    if held.next_if(|m| *m <= next).is_some_and(|m| m == next) || taken.minors.contains(&next) {
+                        next += 1;
+                    } else if held.peek().is_none_or(|m| *m > next) {
+                        break next;
+                    }
+                }
+            }
         };
         taken.minors.insert(minor);
         Ok(minor)
@@ -174,6 +187,69 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::{Change, ObjKey, Object};
+    use crate::resource_definition::{DrbdRscDfnOptions, ResourceDefinition, VolumeDefinition};
+
+    fn vd(rd: &str, minor: u32) -> Object {
+        Object::VlmDfn(VolumeDefinition {
+            resource_definition: rd.into(),
+            volume_number: 0,
+            size_kib: 1024,
+            props: Default::default(),
+            flags: Default::default(),
+            drbd_minor: Some(minor),
+            uuid: rd.into(),
+        })
+    }
+
+    fn rd(name: &str, freed: &[(u8, &str, u16)]) -> Object {
+        let freed_ports = freed.iter().map(|(id, n, p)| (*id, (n.to_string(), *p))).collect();
+        Object::RscDfn(ResourceDefinition {
+            name: name.into(),
+            external_name: None,
+            props: Default::default(),
+            flags: Default::default(),
+            layer_stack: vec![],
+            resource_group: "DfltRscGrp".into(),
+            drbd: DrbdRscDfnOptions { freed_ports, ..Default::default() },
+            uuid: name.into(),
+        })
+    }
+
+    #[test]
+    fn minors_come_from_the_index_lowest_gap_first_and_follow_changes() {
+        let mut c = Cluster::from_objects([vd("A", 1000), vd("B", 1001), vd("C", 1003), vd("D", 7)]);
+        let mut taken = Taken::default();
+        assert_eq!(c.alloc_minor(None, &mut taken, 0).ok(), Some(1002));
+        // What the operation took counts too.
+        assert_eq!(c.alloc_minor(None, &mut taken, 0).ok(), Some(1004));
+        assert!(c.alloc_minor(Some(1003), &mut Taken::default(), 0).is_err(), "held");
+        assert_eq!(c.alloc_minor(Some(1002), &mut Taken::default(), 0).ok(), Some(1002));
+        // A delete frees its minor; a modify that keeps it keeps it held.
+        c.apply([Change::Delete(ObjKey::VlmDfn("B".into(), 0)), Change::Put(vd("C", 1003))]);
+        assert_eq!(c.alloc_minor(None, &mut Taken::default(), 0).ok(), Some(1001));
+        c.apply([Change::Put(vd("B", 1001)), Change::Put(vd("E", 1002)), Change::Put(vd("C", 1004))]);
+        assert_eq!(c.alloc_minor(None, &mut Taken::default(), 0).ok(), Some(1003), "C moved from 1003 to 1004");
+        c.ctrl_props.insert("MinorNrAutoRange".into(), "1000-1004".into());
+        c.apply([Change::Put(vd("F", 1003))]);
+        let e = c.alloc_minor(None, &mut Taken::default(), 0).expect_err("exhausted");
+        assert_eq!(e.rc.ret_code & rc::MASK_BITS_CODE, FAIL_POOL_EXHAUSTED_MINOR_NR);
+    }
+
+    #[test]
+    fn ports_of_deleted_replicas_stay_held_until_forgotten() {
+        let mut c = Cluster::from_objects([rd("A", &[(1, "N1", 7000), (2, "N2", 7001)]), rd("B", &[(1, "N1", 7001)])]);
+        assert_eq!(c.alloc_port("N1", None, &mut Taken::default(), 0).ok(), Some(7002));
+        assert_eq!(c.alloc_port("N2", None, &mut Taken::default(), 0).ok(), Some(7000));
+        // Every peer forgot A's deleted replicas; B's is still held.
+        c.apply([Change::Put(rd("A", &[]))]);
+        assert_eq!(c.alloc_port("N1", None, &mut Taken::default(), 0).ok(), Some(7000));
+        assert_eq!(c.alloc_port("N2", None, &mut Taken::default(), 0).ok(), Some(7000));
+        c.apply([Change::Put(rd("A", &[(1, "N1", 7000)])), Change::Delete(ObjKey::RscDfn("B".into()))]);
+        let mut taken = Taken::default();
+        assert_eq!(c.alloc_port("N1", None, &mut taken, 0).ok(), Some(7001));
+        assert_eq!(c.alloc_port("N1", None, &mut taken, 0).ok(), Some(7002));
+    }
 
     #[test]
     fn ranges_parse() {

@@ -90,6 +90,11 @@ impl Resource {
         self.flags.contains("DISKLESS")
     }
 
+    /// Whether DRBD is one of its layers.
+    pub fn has_drbd(&self) -> bool {
+        self.layer_stack.iter().any(|l| l == "DRBD")
+    }
+
     /// The wire form. `observed` gives what satellites reported per volume
     /// number (the STORAGE layer); `drbd` what the node's DRBD reported;
     /// `in_use` is what the satellite says without DRBD: `Some(false)` once
@@ -102,7 +107,7 @@ impl Resource {
         in_use: Option<bool>,
         drbd: Option<&DrbdObserved>,
     ) -> wire::ResourceWithVolumes {
-        let has_drbd = self.layer_stack.iter().any(|l| l == "DRBD");
+        let has_drbd = self.has_drbd();
         let drbd = drbd.filter(|_| has_drbd);
         let drbd_vol = |nr: u32| drbd.and_then(|d| d.volumes.iter().find(|v| v.number == nr));
         let volumes: Vec<wire::Volume> = self
@@ -716,7 +721,7 @@ impl Cluster {
             ));
         }
         match req.drbd_tiebreaker {
-            Some(true) if !r.is_diskless() || !r.layer_stack.iter().any(|l| l == "DRBD") => {
+            Some(true) if !r.is_diskless() || !r.has_drbd() => {
                 return Err(OpError::new(
                     op,
                     rc::FAIL_INVLD_CONF,

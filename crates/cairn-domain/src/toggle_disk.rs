@@ -110,7 +110,7 @@ impl Cluster {
             );
             return Ok(out);
         }
-        if !r.layer_stack.iter().any(|l| l == "DRBD") {
+        if !r.has_drbd() {
             return Err(OpError::new(OP, rc::FAIL_INVLD_LAYER_STACK, "Toggle disk is only supported in combination with DRBD")
                 .cause(format!(
                     "The layer stack of resource '{}' on node '{}' is {}.",

@@ -628,13 +628,28 @@ impl Applier {
         // comes up again. Every diskful node does the same; their
         // snapshots were taken with I/O suspended everywhere, so they hold
         // the same data and generation ids and no resync follows.
-        if self.rollback_pending(pools, r, n).await
-            && let Err(e) = layer.down(&r.name).await
-        {
-            let mut out = ResourceObserved { name: r.name.clone(), error: Some(e), ..Default::default() };
-            out.drbd = Some(layer.observed(&r.name, d));
-            return out;
-        }
+        // The storage goes back only once DRBD let go of it in this very
+        // pass, never under an attached device (the kernel would go on
+        // serving the old volume renamed aside): a rollback not found
+        // pending here is not carried out below either, and a failed check
+        // is an error (retried), never a "no".
+        let pending = match self.rollback_pending(pools, r, n).await {
+            Ok(true) => layer.down(&r.name).await.map(|()| true),
+            other => other,
+        };
+        let rolled;
+        let r = match pending {
+            Ok(false) if r.rollback.is_some() => {
+                rolled = ResourceDesired { rollback: None, ..r.clone() };
+                &rolled
+            }
+            Ok(_) => r,
+            Err(e) => {
+                let mut out = ResourceObserved { name: r.name.clone(), error: Some(e), ..Default::default() };
+                out.drbd = Some(layer.observed(&r.name, d));
+                return out;
+            }
+        };
         // Volumes that go are removed only after DRBD let go of them.
         let mut out = self.ensure_storage(pools, r, n, Some(d.peer_slots), None).await;
         if let Err(e) = suspension {
@@ -677,18 +692,20 @@ impl Applier {
     }
 
     /// Whether some volume of the resource still has to go back to the
-    /// snapshot of its rollback (a failed check counts as no: the storage
-    /// step then reports it).
-    async fn rollback_pending(&self, pools: &Pools, r: &ResourceDesired, n: &Name) -> bool {
-        let Some(rb) = &r.rollback else { return false };
-        let Ok(snap) = Name::new(&rb.snapshot) else { return false };
+    /// snapshot of its rollback.
+    async fn rollback_pending(&self, pools: &Pools, r: &ResourceDesired, n: &Name) -> Result<bool, ObjectError> {
+        let Some(rb) = &r.rollback else { return Ok(false) };
+        let fail = |nr: u32, e: &StorageError| {
+            err(format!("Cannot check whether volume {nr} of '{}' still has to be rolled back on node '{}'.", r.name, self.node_name), e)
+        };
         for v in &r.volumes {
+            let snap = Name::new(&rb.snapshot).map_err(|e| fail(v.number, &e))?;
             let Some(Ok(p)) = pools.get(&v.pool).map(|p| p.provider.as_ref()) else { continue };
-            if p.needs_rollback(&vref(n, v), &snap, &rb.id).await.unwrap_or(false) {
-                return true;
+            if p.needs_rollback(&vref(n, v), &snap, &rb.id).await.map_err(|e| fail(v.number, &e))? {
+                return Ok(true);
             }
         }
-        false
+        Ok(false)
     }
 
     /// Removes volumes of the resource that are not wanted any more (other

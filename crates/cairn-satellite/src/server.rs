@@ -194,7 +194,7 @@ fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Constant-time comparison, so the secret cannot be guessed byte by byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

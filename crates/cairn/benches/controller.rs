@@ -2,8 +2,11 @@
 //! at scale. Run with `cargo bench -p cairn --bench controller`; sizes come
 //! from CAIRN_BENCH_NODES (default 1000), CAIRN_BENCH_RDS (10000),
 //! CAIRN_BENCH_REPLICAS (3) and CAIRN_BENCH_THREADS (8); CAIRN_BIN names
-//! another binary to measure (an A/B). Prints a Markdown
-//! table for docs/BENCHMARKS.md.
+//! another binary to measure (an A/B). With CAIRN_BENCH_SIM=1 every node is
+//! a simulated satellite (`cairn sim-satellites` on 127.88.0.1, ports from
+//! 20000) that answers the controller, so creates wait for their applies,
+//! and the idle controller's CPU and concurrent spawns are measured too.
+//! Prints a Markdown table for docs/BENCHMARKS.md.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -57,6 +60,33 @@ fn start(dir: &std::path::Path, port: u16) -> (Child, Duration) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+const SIM_IP: &str = "127.88.0.1";
+const SIM_BASE_PORT: u16 = 20000;
+
+/// CPU time (user + system) the process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+fn start_sim(dir: &std::path::Path, nodes: usize) -> Child {
+    let bin = std::env::var_os("CAIRN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_cairn").into());
+    Command::new(bin)
+        .args(["sim-satellites", "--count", &nodes.to_string(), "--ip", SIM_IP, "--base-port", &SIM_BASE_PORT.to_string()])
+        .arg("--cluster-secret-file")
+        .arg(dir.join("cluster-secret"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn simulated satellites")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -131,6 +161,8 @@ fn main() {
     let (mut child, _) = start(dir.path(), port);
     std::thread::sleep(Duration::from_millis(500));
     rows.push(("controller RSS, idle, empty database".into(), format!("{:.1} MiB", rss_mib(child.id()))));
+    let sim = std::env::var("CAIRN_BENCH_SIM").is_ok_and(|v| v == "1");
+    let mut sims = sim.then(|| start_sim(dir.path(), nodes));
 
     let b = base.clone();
     let (wall, lat) = parallel(nodes, threads, move |i| {
@@ -142,8 +174,12 @@ fn main() {
             net_interfaces: vec![NetInterface {
                 name: "default".into(),
                 // Loopback only: the controller tries to reach every node.
-                address: format!("127.{}.{}.{}", 1 + (i + 1) / 65536, ((i + 1) / 256) % 256, (i + 1) % 256),
-                satellite_port: Some(3366),
+                address: if sim {
+                    SIM_IP.to_string()
+                } else {
+                    format!("127.{}.{}.{}", 1 + (i + 1) / 65536, ((i + 1) / 256) % 256, (i + 1) % 256)
+                },
+                satellite_port: Some(if sim { i64::from(SIM_BASE_PORT) + i as i64 } else { 3366 }),
                 ..Default::default()
             }],
             ..Default::default()
@@ -168,6 +204,23 @@ fn main() {
         ),
     ));
 
+    if sim {
+        let c = Client::new(&base);
+        let t = Instant::now();
+        loop {
+            let r = c.raw("GET", "/v1/nodes", None).expect("list nodes");
+            let online = String::from_utf8_lossy(&r.body).matches("\"connection_status\":\"ONLINE\"").count();
+            if online == nodes {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(300), "only {online} of {nodes} simulated satellites online");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        rows.push((
+            format!("{nodes} simulated satellites ONLINE after the nodes were created"),
+            format!("{:.1} s", t.elapsed().as_secs_f64()),
+        ));
+    }
     let b = base.clone();
     let (wall, lat) = parallel(rds, threads, move |i| {
         let c = Client::new(&b);
@@ -232,6 +285,40 @@ fn main() {
         format!("p50 {} p99 {}", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99))),
     ));
     rows.push(("controller RSS after the list calls".into(), format!("{:.1} MiB", rss_mib(child.id()))));
+    if sim {
+        // Idle: only heartbeats and observations of the simulated nodes.
+        let secs = env_or("CAIRN_BENCH_IDLE_SECS", 30);
+        let before = cpu_time(child.id());
+        std::thread::sleep(Duration::from_secs(secs as u64));
+        let used = cpu_time(child.id()) - before;
+        rows.push((
+            format!("controller CPU, idle for {secs} s with {nodes} simulated satellites and {} resources", rds * replicas),
+            format!("{:.2} % of one core", used.as_secs_f64() * 100.0 / secs as f64),
+        ));
+        // Concurrent spawns through a resource group placing 3 replicas.
+        let c = Client::new(&base);
+        let body = serde_json::json!({"name": "bench", "select_filter": {"place_count": 3}});
+        let r = c.raw("POST", "/v1/resource-groups", Some(body.to_string().as_bytes())).expect("create rg");
+        assert!(r.status < 300, "create rg: {}", String::from_utf8_lossy(&r.body));
+        let spawns = env_or("CAIRN_BENCH_SPAWNS", 100);
+        let b = base.clone();
+        let (wall, lat) = parallel(spawns, spawns, move |i| {
+            let c = Client::new(&b);
+            let body = serde_json::json!({"resource_definition_name": format!("spawn-{i:05}"), "volume_sizes": [1 << 20]});
+            let r = c.raw("POST", "/v1/resource-groups/bench/spawn", Some(body.to_string().as_bytes())).expect("spawn");
+            assert!(r.status < 300, "spawn: {}", String::from_utf8_lossy(&r.body));
+        });
+        rows.push((
+            format!("{spawns} concurrent spawns, 3 replicas each, on {nodes} simulated satellites"),
+            format!(
+                "{:.1} s, {:.0} resources/s; p50 {} p99 {} per spawn",
+                wall.as_secs_f64(),
+                (spawns * 3) as f64 / wall.as_secs_f64(),
+                ms(percentile(&lat, 0.5)),
+                ms(percentile(&lat, 0.99))
+            ),
+        ));
+    }
 
     // Writers and health checks while clients list: first quiet, then with
     // two clients listing every resource back to back.
@@ -292,6 +379,10 @@ fn main() {
     rows.push(("controller RSS after restart, idle".into(), format!("{:.1} MiB", rss_mib(child.id()))));
     let _ = child.kill();
     let _ = child.wait();
+    if let Some(mut sims) = sims.take() {
+        let _ = sims.kill();
+        let _ = sims.wait();
+    }
 
     println!("| measurement | result |\n| --- | --- |");
     for (k, v) in rows {

@@ -51,6 +51,11 @@ enum Command {
     Controller(ControllerCmd),
     /// Run a satellite: turns the controller's desired state into devices on this node.
     Satellite(SatelliteArgs),
+    /// A benchmarking tool: many simulated satellites in one process (node names PREFIX00000,
+    /// PREFIX00001, ... on consecutive ports), speaking the real protocol; nothing is created,
+    /// everything is reported healthy.
+    #[command(name = "sim-satellites")]
+    SimSatellites(SimArgs),
     /// Run Cairn on this machine for a first try: controller on 127.0.0.1:3370 and a satellite
     /// with a FILE_THIN pool, data in ./cairn-data.
     Up(UpArgs),
@@ -99,6 +104,9 @@ enum Command {
     /// Error reports.
     #[command(visible_alias = "err", subcommand)]
     ErrorReports(ErrorReportsCmd),
+    /// Advice on the deployed resources, and on taking a node down for maintenance.
+    #[command(visible_alias = "adv", subcommand)]
+    Advise(cli::advise::AdviseCmd),
     /// Snapshots, restore and rollback.
     #[command(visible_alias = "s", subcommand)]
     Snapshot(cli::snapshot::SnapshotCmd),
@@ -228,6 +236,45 @@ struct SatelliteArgs {
     /// Tests only: write external files below this directory instead of /.
     #[arg(long, env = "CAIRN_TEST_EXT_FILES_ROOT", hide = true)]
     ext_files_root: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SimArgs {
+    /// How many satellites.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// The address they listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: std::net::IpAddr,
+    /// Satellite i listens on BASE_PORT + i.
+    #[arg(long)]
+    base_port: u16,
+    /// Satellite i is node PREFIX followed by i in five digits.
+    #[arg(long, default_value = "node-")]
+    name_prefix: String,
+    /// File holding the cluster secret (the controller's <data-dir>/cluster-secret).
+    #[arg(long)]
+    cluster_secret_file: PathBuf,
+    /// Size of every pool, GiB.
+    #[arg(long, default_value_t = 10240)]
+    pool_gib: i64,
+}
+
+async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
+    let secret = std::fs::read_to_string(&a.cluster_secret_file)
+        .with_context(|| format!("read cluster secret {}", a.cluster_secret_file.display()))?
+        .trim()
+        .to_string();
+    let cfg = cairn_satellite::sim::SimConfig {
+        count: a.count,
+        ip: a.ip,
+        base_port: a.base_port,
+        name_prefix: a.name_prefix,
+        secret,
+        pool_kib: a.pool_gib.saturating_mul(1024 * 1024),
+    };
+    cairn_satellite::sim::run(&cfg, shutdown_signal()).await.context("simulated satellites")?;
+    Ok(())
 }
 
 fn hostname() -> String {
@@ -658,7 +705,7 @@ fn daemon(run: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow:
 /// `--controllers`, ...) are hidden from their help, completions and man
 /// pages. `controller`'s own client verbs (`cairn controller version`)
 /// still show them.
-const LOCAL_COMMANDS: [&str; 6] = ["controller", "satellite", "up", "user", "completion", "man"];
+const LOCAL_COMMANDS: [&str; 7] = ["controller", "satellite", "sim-satellites", "up", "user", "completion", "man"];
 
 /// The command tree as parsed, completed and documented. The client options
 /// stay global, so `cairn -m node list` and `cairn node list -m` both work.
@@ -699,6 +746,7 @@ fn run() -> anyhow::Result<()> {
         Command::Controller(ControllerCmd { verb: Some(v), .. }) => client(g, |c| cli::controller::run(c, v)),
         Command::Controller(ControllerCmd { verb: None, daemon: args }) => daemon(run_controller(args.resolve(None)?)),
         Command::Satellite(args) => daemon(run_satellite(args.resolve()?)),
+        Command::SimSatellites(args) => daemon(run_sim(args)),
         Command::Up(args) => {
             // Loop devices need root: say so now, not in a log line later.
             if !cairn_satellite::tools::is_root() {
@@ -720,6 +768,7 @@ fn run() -> anyhow::Result<()> {
         Command::KeyValueStore(cmd) => client(g, |c| cli::kvs::run(c, cmd)),
         Command::File(cmd) => client(g, |c| cli::file::run(c, cmd)),
         Command::Remote(cmd) => client(g, |c| cli::remote::run(c, cmd)),
+        Command::Advise(cmd) => client(g, |c| cli::advise::run(c, cmd)),
         Command::Schedule(cmd) => client(g, |c| cli::remote::run_schedule(c, cmd)),
         Command::ErrorReports(cmd) => client(g, |c| cli::controller::run_error_reports(c, cmd)),
         Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),
