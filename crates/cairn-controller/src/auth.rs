@@ -88,7 +88,7 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 /// Writes `name`'s hash into the users file (added, or replacing the old
 /// one), created readable by its owner only; the file is replaced
-/// atomically. With `hash` None the user is removed; the answer says
+/// atomically, keeping the old one's owner, group and owner/group mode. With `hash` None the user is removed; the answer says
 /// whether it was there.
 pub fn write_user(path: &Path, name: &str, hash: Option<&str>) -> Result<bool, UsersError> {
     let read_err = |source| UsersError::Read { path: path.display().to_string(), source };
@@ -120,10 +120,21 @@ pub fn write_user(path: &Path, name: &str, hash: Option<&str>) -> Result<bool, U
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    // The new file keeps the old one's owner and group (the controller's
+    // user may be the one reading it, root the one running this), and its
+    // owner and group permissions, never any for others.
+    #[cfg(unix)]
+    let before = std::fs::metadata(path).ok();
     let write = || -> std::io::Result<()> {
         let mut f = options.open(&tmp)?;
         std::io::Write::write_all(&mut f, body.as_bytes())?;
         f.sync_all()?;
+        #[cfg(unix)]
+        if let Some(m) = &before {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
+            f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o660))?;
+        }
         std::fs::rename(&tmp, path)
     };
     write().map_err(read_err)?;
@@ -338,13 +349,19 @@ mod tests {
         assert!(!write_user(&p, "bob", Some(&h1)).unwrap());
         assert!(write_user(&p, "alice", Some(&h2)).unwrap());
         let users = parse_users(&std::fs::read_to_string(&p).unwrap(), &p).unwrap();
-        assert_eq!(users, vec![("alice".to_string(), h2), ("bob".to_string(), h1)]);
+        assert_eq!(users, vec![("alice".to_string(), h2), ("bob".to_string(), h1.clone())]);
         assert!(write_user(&p, "bob", None).unwrap());
         assert!(!write_user(&p, "bob", None).unwrap());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&p), 0o600);
+            // A file the operator made group-readable (for the controller's
+            // group) stays so; what others could read is taken away.
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            write_user(&p, "carol", Some(&h1)).unwrap();
+            assert_eq!(mode(&p), 0o640);
         }
     }
 
