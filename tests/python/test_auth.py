@@ -3,6 +3,7 @@ file and LINSTOR's bearer tokens, with python-linstor's `username/password`
 and `auth_token` client paths, raw requests for LINSTOR's 401 answers, and
 the cairn CLI's --user/--token."""
 
+import base64
 import http.client
 import json
 import os
@@ -300,3 +301,23 @@ def test_cli_sends_a_token_over_plain_http_only_when_allowed(controller):
     assert p.returncode != 0 and "not sending the token" in p.stderr, p.stdout + p.stderr
     p = cli("--controllers", controller.url, "--token", token, "--allow-insecure-auth", "rg", "list")
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_users_and_tokens_together(users_ctrl, pki):
+    alice = {"Authorization": "Basic " + base64.b64encode(b"alice:wonder land").decode()}
+    status, _, body = https(users_ctrl, pki, "POST", "/v1/controller/auth/initialize-token-auth", {"description": "t"}, alice)
+    assert status == 201, body
+    token = body[0]["obj_refs"]["token"]
+    # Either credential passes; neither gets both challenges.
+    assert https(users_ctrl, pki, "GET", "/v1/nodes", headers=alice)[0] == 200
+    assert https(users_ctrl, pki, "GET", "/v1/nodes", headers=bearer(token))[0] == 200
+    status, headers, body = https(users_ctrl, pki, "GET", "/v1/nodes")
+    assert status == 401 and body[0]["ret_code"] == FAIL_ACC_DENIED_COMMAND
+    assert headers.get_all("WWW-Authenticate") == ['Basic realm="Linstor"', 'Bearer realm="linstor-controller"']
+    # With tokens on, the version is no longer open (LINSTOR's token filter covers it).
+    assert https(users_ctrl, pki, "GET", "/v1/controller/version")[0] == 401
+    lin = connect(users_ctrl.ssl_url, pki, "alice", "wonder land")
+    try:
+        assert lin.node_list_raise().nodes == []
+    finally:
+        lin.disconnect()
