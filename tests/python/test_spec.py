@@ -67,14 +67,19 @@ DELIBERATE = {
                      for verb in ("status", "evict", "disable", "enable", "restart")],
 }
 # Routes of LINSTOR's API Cairn does not serve yet.
-NOT_YET = 26
+NOT_YET = 21
 MASK_ERROR = -(1 << 62)
 FAIL_INVLD_REQUEST, FAIL_IMPL_ERROR = 234, 999
 
 
+# Turning token authentication on would make every later request of a walk
+# a 401 (test_auth.py covers it).
+TOKEN_AUTH_ON = {("POST", "/v1/controller/auth/initialize-token-auth")}
+
+
 def test_unserved_routes_say_whether_cairn_lacks_them_for_now_or_for_good(controller):
     not_yet, refused = [], {}
-    for method, path in sorted(embedded_routes() - EVENT_STREAMS):
+    for method, path in sorted(embedded_routes() - EVENT_STREAMS - TOKEN_AUTH_ON):
         body = b"{}" if method in ("POST", "PUT", "PATCH", "OPTIONS") else None
         status, _, reply = controller.request(method, re.sub(r"\{[^}]+\}", "x1", path), raw_body=body)
         if status != 501:

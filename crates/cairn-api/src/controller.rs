@@ -13,7 +13,8 @@ pub struct ControllerVersion {
 }
 
 /// The REST API version Cairn advertises. python-linstor gates features on
-/// it; 1.28 needs the unified toggle-disk body, auth tokens and DB export.
+/// it; 1.28 also needs the DRBD client role, nodes' platform/os_variant and
+/// volumes' corrupted_key, which Cairn does not serve yet.
 pub const REST_API_VERSION: &str = "1.27.0";
 
 /// `ControllerConfigConfig`.
@@ -149,4 +150,59 @@ pub struct SatelliteConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub count: i64,
+}
+
+/// `InitAuthTokenRequest`: `POST /v1/controller/auth/initialize-token-auth`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InitAuthTokenRequest {
+    pub description: String,
+    pub only_satellites: bool,
+    pub no_https: bool,
+}
+
+/// `CreateAuthToken`: `POST /v1/controller/auth/token`. `expires_at` is
+/// read by its first ten characters, a `YYYY-MM-DD` date (UTC midnight).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CreateAuthToken {
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_filter: Option<String>,
+}
+
+/// `ModifyAuthToken`: `PUT /v1/controller/auth/token/{authtokenid}`;
+/// what is absent stays.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModifyAuthToken {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_filter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_active: Option<bool>,
+}
+
+/// `AuthToken`, an entry of the token list (never the token itself). Times
+/// are ISO-8601 with an offset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuthToken {
+    pub id: u32,
+    pub description: String,
+    pub is_active: bool,
+    pub created_at: String,
+    pub deleted_at: Option<String>,
+    pub ip_filter: Option<String>,
+    pub expires_at: Option<String>,
+    pub is_user_token: bool,
+}
+
+/// `AuthTokenListResponse`: `GET /v1/controller/auth/token`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuthTokenListResponse {
+    pub list: Vec<AuthToken>,
+    pub count: usize,
 }

@@ -152,6 +152,13 @@ pub const WARN_NOT_ENOUGH_NODES_FOR_TIE_BREAKER: i64 = 1013;
 pub const WARN_NODE_EVICTED: i64 = 1017;
 pub const WARN_NOT_EVACUATING: i64 = 1020;
 pub const WARN_NOT_FOUND: i64 = 3000;
+pub const WARN_NO_EFFECT: i64 = 3001;
+
+// Access: a command refused to the caller, and REST sign-in (LINSTOR's
+// `FAIL_SIGN_IN*` carry no operation or object bits).
+pub const FAIL_ACC_DENIED_COMMAND: i64 = 412;
+pub const FAIL_SIGN_IN: i64 = 10000;
+pub const FAIL_SIGN_IN_MISSING_CREDENTIALS: i64 = 10001;
 
 // Infos (combine with MASK_INFO).
 pub const INFO_PROP_SET: i64 = 10002;

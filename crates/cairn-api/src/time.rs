@@ -26,6 +26,19 @@ pub fn datetime_utc(epoch_ms: i64) -> String {
     format!("{} {:02}:{:02}:{:02}", day(t), t.hour(), t.minute(), t.second())
 }
 
+/// The start (00:00 UTC) of the day a text begins with (`YYYY-MM-DD`,
+/// anything after the first ten characters ignored, as LINSTOR reads a
+/// token's `expires_at`), in epoch milliseconds; None if it is no date.
+pub fn day_start_ms(text: &str) -> Option<i64> {
+    let date = text.get(..10).unwrap_or(text);
+    let mut parts = date.splitn(3, '-');
+    let mut num = |len: usize| parts.next().filter(|p| p.len() == len && p.bytes().all(|b| b.is_ascii_digit()))?.parse::<i32>().ok();
+    let (year, month, day) = (num(4)?, num(2)?, num(2)?);
+    let month = ::time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+    let date = ::time::Date::from_calendar_date(year, month, u8::try_from(day).ok()?).ok()?;
+    Some(date.midnight().assume_utc().unix_timestamp() * 1000)
+}
+
 fn day(t: UtcDateTime) -> String {
     format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
 }
@@ -42,5 +55,15 @@ mod tests {
         assert_eq!(datetime_utc(1_780_394_400_123), "2026-06-02 10:00:00");
         assert_eq!(iso8601_utc(-1), "1969-12-31T23:59:59.999+00:00");
         assert_eq!(datetime_utc(i64::MAX), "9999-12-31 23:59:59");
+    }
+
+    #[test]
+    fn reads_the_day_a_text_starts_with() {
+        assert_eq!(day_start_ms("2026-06-02"), Some(1_780_358_400_000));
+        assert_eq!(day_start_ms("2026-06-02T10:00:00Z"), Some(1_780_358_400_000));
+        assert_eq!(day_start_ms("1970-01-01"), Some(0));
+        for bad in ["", "2026-6-2", "2026-02-30", "2026-13-01", "tomorrow", "2026/06/02", "+026-06-02"] {
+            assert_eq!(day_start_ms(bad), None, "{bad}");
+        }
     }
 }

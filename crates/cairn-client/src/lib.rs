@@ -66,6 +66,8 @@ pub struct TlsError {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// The `Authorization` header sent with every request, if any.
+    authorization: Option<String>,
 }
 
 impl Client {
@@ -106,7 +108,33 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(300)))
             .tls_config(tls)
             .build();
-        Client { base: base.trim_end_matches('/').to_string(), agent: ureq::Agent::new_with_config(config) }
+        Client { base: base.trim_end_matches('/').to_string(), agent: ureq::Agent::new_with_config(config), authorization: None }
+    }
+
+    /// Signs every request in with HTTP Basic as `user`.
+    pub fn with_basic(mut self, user: &str, password: &str) -> Client {
+        use base64::Engine;
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.authorization = Some(format!("Basic {pair}"));
+        self
+    }
+
+    /// Sends `token` with every request (`Authorization: Bearer`).
+    pub fn with_token(mut self, token: &str) -> Client {
+        self.authorization = Some(format!("Bearer {token}"));
+        self
+    }
+
+    /// Whether requests carry credentials.
+    pub fn has_credentials(&self) -> bool {
+        self.authorization.is_some()
+    }
+
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(a) => request.header("Authorization", a),
+            None => request,
+        }
     }
 
     /// The base URL of the HTTPS listener the controller redirects its
@@ -129,14 +157,16 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let transport = |e: ureq::Error| ClientError::Transport { url: url.clone(), source: Box::new(e) };
         let result = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
-            ("DELETE", _) => self.agent.delete(&url).call(),
-            ("POST", b) => self.agent.post(&url).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
-            ("PUT", b) => self.agent.put(&url).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
-            ("PATCH", b) => self.agent.patch(&url).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
+            ("GET", _) => self.authorized(self.agent.get(&url)).call(),
+            ("DELETE", _) => self.authorized(self.agent.delete(&url)).call(),
+            ("POST", b) => self.authorized(self.agent.post(&url)).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
+            ("PUT", b) => self.authorized(self.agent.put(&url)).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
+            ("PATCH", b) => self.authorized(self.agent.patch(&url)).header("Content-Type", "application/json").send(b.unwrap_or(b"")),
             // LINSTOR's query-max-volume-size is an OPTIONS with a body.
-            ("OPTIONS", Some(b)) => self.agent.options(&url).force_send_body().header("Content-Type", "application/json").send(b),
-            (_, _) => self.agent.options(&url).call(),
+            ("OPTIONS", Some(b)) => {
+                self.authorized(self.agent.options(&url)).force_send_body().header("Content-Type", "application/json").send(b)
+            }
+            (_, _) => self.authorized(self.agent.options(&url)).call(),
         };
         let mut resp = result.map_err(transport)?;
         let status = resp.status().as_u16();

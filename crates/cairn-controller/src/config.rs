@@ -32,6 +32,10 @@ pub struct ControllerConfig {
     /// With it, HTTPS clients must present a certificate signed by this CA
     /// (PEM); LINSTOR's truststore.
     pub rest_tls_client_ca: Option<PathBuf>,
+    /// Users file (`NAME:ARGON2-PHC-HASH` lines, `cairn user add`); with
+    /// it every REST request but `/health` and the version must sign in
+    /// with HTTP Basic as one of them.
+    pub rest_users_file: Option<PathBuf>,
     /// Directory for the database and controller state.
     pub data_dir: PathBuf,
     /// Database file; defaults to `<data_dir>/cairn.db`.
@@ -57,6 +61,7 @@ impl Default for ControllerConfig {
             rest_tls_cert: None,
             rest_tls_key: None,
             rest_tls_client_ca: None,
+            rest_users_file: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             db_path: None,
             db_url: None,

@@ -8,6 +8,7 @@
 //! one transaction and only then applies it to the in-memory cluster that
 //! every read is served from.
 
+pub mod auth;
 pub mod build_info;
 pub mod config;
 pub mod crypto;
@@ -48,6 +49,8 @@ pub enum ControllerError {
     Secret { path: String, source: std::io::Error },
     #[error("TLS setup failed for {path}: {reason}")]
     Tls { path: String, reason: String },
+    #[error(transparent)]
+    Users(#[from] auth::UsersError),
     #[error("a start-up task panicked: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -59,6 +62,8 @@ pub struct Controller {
     listener: TcpListener,
     /// The HTTPS listener, when HTTPS is on.
     secure: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// The users HTTP Basic is checked against, when a users file is given.
+    users: Option<Arc<auth::Users>>,
     _lock: File,
 }
 
@@ -109,6 +114,14 @@ impl Controller {
                 return Err(ControllerError::Lock { path: lock_path.display().to_string(), source });
             }
         }
+        let users = match &config.rest_users_file {
+            Some(path) => {
+                let users = auth::Users::open(path)?;
+                tracing::info!(path = %path.display(), "REST clients must sign in (HTTP Basic) as a user of the users file");
+                Some(Arc::new(users))
+            }
+            None => None,
+        };
         let db = config.db_location()?;
         let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || db.open()).await??;
         let secret = cluster_secret(&config.secret_path())?;
@@ -141,7 +154,7 @@ impl Controller {
         };
         // Clones a previous run left CLONING are followed again.
         rest::clone::resume(&state);
-        Ok(Controller { state, listener, secure, _lock: lock })
+        Ok(Controller { state, listener, secure, users, _lock: lock })
     }
 
     /// The address the REST listener is bound to.
@@ -164,8 +177,8 @@ impl Controller {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ControllerError> {
         use axum::ServiceExt;
         let Some((tcp, acceptor)) = self.secure else {
-            let app = rest::app(self.state.clone(), None);
-            return axum::serve(rest::http::plain(self.listener), app.into_make_service())
+            let app = rest::app(self.state.clone(), None, self.users);
+            return axum::serve(rest::http::plain(self.listener), app.into_make_service_with_connect_info::<rest::http::PeerAddr>())
                 .with_graceful_shutdown(shutdown)
                 .await
                 .map_err(ControllerError::Serve);
@@ -177,12 +190,18 @@ impl Controller {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let secure = axum::serve(tls, rest::app(self.state.clone(), None).into_make_service())
-            .with_graceful_shutdown(stopped(rx.clone()))
-            .into_future();
-        let plain = axum::serve(rest::http::plain(self.listener), rest::app(self.state.clone(), Some(port)).into_make_service())
-            .with_graceful_shutdown(stopped(rx))
-            .into_future();
+        let secure = axum::serve(
+            tls,
+            rest::app(self.state.clone(), None, self.users.clone()).into_make_service_with_connect_info::<rest::http::PeerAddr>(),
+        )
+        .with_graceful_shutdown(stopped(rx.clone()))
+        .into_future();
+        let plain = axum::serve(
+            rest::http::plain(self.listener),
+            rest::app(self.state.clone(), Some(port), self.users).into_make_service_with_connect_info::<rest::http::PeerAddr>(),
+        )
+        .with_graceful_shutdown(stopped(rx))
+        .into_future();
         let signal = async move {
             shutdown.await;
             let _ = tx.send(true);

@@ -5,6 +5,7 @@ use cairn_api::ApiCallRc;
 use serde::{Deserialize, Serialize};
 
 use crate::Props;
+use crate::auth_token::AuthToken;
 use crate::ext_file::ExternalFile;
 use crate::kvs::KeyValueStore;
 use crate::name::key;
@@ -36,6 +37,7 @@ pub enum Object {
     RscConn(ResourceConnection),
     ExtFile(ExternalFile),
     Remote(Remote),
+    AuthToken(AuthToken),
 }
 
 /// The kind of an object: the table (or key prefix) it is stored under.
@@ -56,10 +58,11 @@ pub enum Kind {
     RscConn,
     ExtFile,
     Remote,
+    AuthToken,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Node,
         Kind::StorPoolDfn,
         Kind::StorPool,
@@ -75,6 +78,7 @@ impl Kind {
         Kind::RscConn,
         Kind::ExtFile,
         Kind::Remote,
+        Kind::AuthToken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +98,7 @@ impl Kind {
             Kind::RscConn => "rsc_conn",
             Kind::ExtFile => "ext_file",
             Kind::Remote => "remote",
+            Kind::AuthToken => "auth_token",
         }
     }
 
@@ -123,6 +128,8 @@ pub enum ObjKey {
     /// The file's path, as given (paths are case-sensitive).
     ExtFile(String),
     Remote(String),
+    /// The token's id.
+    AuthToken(u32),
 }
 
 impl ObjKey {
@@ -143,6 +150,7 @@ impl ObjKey {
             ObjKey::RscConn(..) => Kind::RscConn,
             ObjKey::ExtFile(_) => Kind::ExtFile,
             ObjKey::Remote(_) => Kind::Remote,
+            ObjKey::AuthToken(_) => Kind::AuthToken,
         }
     }
 
@@ -163,6 +171,7 @@ impl ObjKey {
             ObjKey::VlmGrp(a, n) | ObjKey::VlmDfn(a, n) => format!("{a}:{n}"),
             ObjKey::CtrlProps => "CTRL".into(),
             ObjKey::RscConn(rd, a, b) => format!("{rd}:{a}:{b}"),
+            ObjKey::AuthToken(id) => id.to_string(),
         }
     }
 }
@@ -191,6 +200,7 @@ impl Object {
             }
             Object::ExtFile(f) => ObjKey::ExtFile(f.path.clone()),
             Object::Remote(r) => ObjKey::Remote(key(&r.name)),
+            Object::AuthToken(t) => ObjKey::AuthToken(t.id),
         }
     }
 
@@ -217,6 +227,7 @@ impl Object {
             Object::RscConn(o) => serde_json::to_string(o),
             Object::ExtFile(o) => serde_json::to_string(o),
             Object::Remote(o) => serde_json::to_string(o),
+            Object::AuthToken(o) => serde_json::to_string(o),
         }
     }
 
@@ -238,6 +249,7 @@ impl Object {
             Kind::RscConn => Object::RscConn(serde_json::from_str(data)?),
             Kind::ExtFile => Object::ExtFile(serde_json::from_str(data)?),
             Kind::Remote => Object::Remote(serde_json::from_str(data)?),
+            Kind::AuthToken => Object::AuthToken(serde_json::from_str(data)?),
         })
     }
 }
@@ -312,6 +324,8 @@ pub struct Cluster {
     pub ext_files: Map<String, ExternalFile>,
     /// Remotes (S3 buckets, other controllers) by upper-case name.
     pub remotes: Map<String, Remote>,
+    /// REST API tokens by id, revoked ones included.
+    pub auth_tokens: Map<u32, AuthToken>,
     /// Index: node key -> keys of the resource definitions placed on it.
     rscs_by_node: Map<String, imbl::OrdSet<String>>,
     /// Index: DRBD minor -> how many volume definitions hold it.
@@ -410,6 +424,9 @@ impl Cluster {
             (ObjKey::Remote(k), Object::Remote(v)) => {
                 self.remotes.insert(k, v);
             }
+            (ObjKey::AuthToken(k), Object::AuthToken(v)) => {
+                self.auth_tokens.insert(k, v);
+            }
             _ => unreachable!("Object::key returns the key variant of the object's own kind"),
         }
     }
@@ -468,6 +485,9 @@ impl Cluster {
             }
             ObjKey::Remote(k) => {
                 self.remotes.remove(k);
+            }
+            ObjKey::AuthToken(k) => {
+                self.auth_tokens.remove(k);
             }
         }
     }

@@ -8,6 +8,7 @@
 //! [`Cluster::apply`], the same function that rebuilds the cluster from the
 //! store at start-up, so memory and database cannot disagree.
 
+pub mod auth_token;
 pub mod autoplace;
 pub mod clone;
 pub mod cluster;

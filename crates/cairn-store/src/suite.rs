@@ -78,6 +78,12 @@ pub(crate) fn populate(store: &dyn Store) -> Cluster {
     let other = cairn_api::remote::LinstorRemote { remote_name: Some("other".into()), url: Some("127.0.0.2".into()), ..Default::default() };
     let out = c.create_linstor_remote(&other, &mut seal, &mut ctx).unwrap();
     run(&mut c, out);
+    // REST tokens: the first turns token authentication on (a controller
+    // property), a second one with an expiry and an IP filter.
+    let out = c.init_token_auth(&ctx, "raw-one", "hash-one", "admin", false).unwrap();
+    run(&mut c, out);
+    let out = c.create_auth_token(&ctx, "raw-two", "hash-two", "ci", Some("2030-01-01"), Some("10.0.0.7")).unwrap();
+    run(&mut c, out);
     c
 }
 
@@ -93,6 +99,9 @@ pub(crate) fn suite(store: &dyn Store) {
     assert_eq!(loaded.ext_files_of("RES1").len(), 1);
     assert_eq!(loaded.remotes.len(), 2);
     assert_eq!(loaded.remote_get("bucket.remote").unwrap().name, "Bucket.Remote");
+    assert_eq!(loaded.auth_tokens.len(), 2);
+    assert_eq!(loaded.auth_token_by_hash("hash-two").and_then(|t| t.ip_filter.as_deref()), Some("10.0.0.7"));
+    assert!(loaded.token_auth_enabled(0));
 
     // Deletes remove exactly the named objects.
     let out = loaded.delete_rsc_dfn("res1").unwrap();
@@ -109,6 +118,12 @@ pub(crate) fn suite(store: &dyn Store) {
     store.commit(&out.changes).unwrap();
     let after = Cluster::from_objects(store.load().unwrap());
     assert_eq!(after.remotes.keys().collect::<Vec<_>>(), ["BUCKET.REMOTE"]);
+    // A revoked token is kept (its id is never reused), marked deleted.
+    let out = after.revoke_auth_token(&Ctx::deterministic(), 1).unwrap();
+    store.commit(&out.changes).unwrap();
+    let after = Cluster::from_objects(store.load().unwrap());
+    assert_eq!(after.auth_tokens.len(), 2);
+    assert!(after.auth_tokens[&1].deleted_at_ms.is_some());
 
     // Deleting what is not there is harmless; an empty commit is a no-op.
     store.commit(&[Change::Delete(ObjKey::Node("NOPE".into()))]).unwrap();

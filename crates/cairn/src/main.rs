@@ -122,6 +122,10 @@ enum Command {
     /// (SQLite to PostgreSQL and back). Works on the database itself, not through a controller.
     #[command(subcommand)]
     Db(DbCmd),
+    /// Users of the REST API (the controller's --rest-users-file): add one, change a
+    /// password, remove one. Works on the file; the controller sees changes at once.
+    #[command(subcommand)]
+    User(UserCmd),
     /// Print a shell completion script, e.g. `cairn completion bash > /etc/bash_completion.d/cairn`.
     Completion {
         /// The shell to complete for.
@@ -134,6 +138,60 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add USER, or set a new password for them. The password comes from CAIRN_PASSWORD, or is
+    /// asked for twice.
+    Add {
+        /// The users file (created, readable by its owner only).
+        #[arg(long, env = "CAIRN_REST_USERS_FILE")]
+        users_file: PathBuf,
+        /// The user name.
+        user: String,
+    },
+    /// Remove USER.
+    Remove {
+        /// The users file.
+        #[arg(long, env = "CAIRN_REST_USERS_FILE")]
+        users_file: PathBuf,
+        /// The user name.
+        user: String,
+    },
+}
+
+fn run_user(cmd: UserCmd) -> anyhow::Result<()> {
+    use cairn_controller::auth;
+    match cmd {
+        UserCmd::Add { users_file, user } => {
+            auth::check_user_name(&user).map_err(anyhow::Error::msg)?;
+            let password = match std::env::var("CAIRN_PASSWORD").ok() {
+                Some(p) => p,
+                None => {
+                    let first = rpassword::prompt_password(format!("New password for {user}: ")).context("read the password")?;
+                    let again = rpassword::prompt_password("Again: ").context("read the password")?;
+                    if first != again {
+                        anyhow::bail!("the passwords differ; nothing changed");
+                    }
+                    first
+                }
+            };
+            if password.is_empty() {
+                anyhow::bail!("an empty password is not accepted");
+            }
+            let hash = auth::hash_password(&password)?;
+            let replaced = auth::write_user(&users_file, &user, Some(&hash))?;
+            println!("{} {user} in {}", if replaced { "Changed the password of" } else { "Added" }, users_file.display());
+        }
+        UserCmd::Remove { users_file, user } => {
+            if !auth::write_user(&users_file, &user, None)? {
+                anyhow::bail!("{user} is not in {}", users_file.display());
+            }
+            println!("Removed {user} from {}", users_file.display());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -327,6 +385,10 @@ struct ControllerArgs {
     /// Require HTTPS clients to present a certificate signed by this CA (PEM).
     #[arg(long, env = "CAIRN_REST_TLS_CLIENT_CA")]
     rest_tls_client_ca: Option<PathBuf>,
+    /// Users file (`cairn user add`): REST clients must then sign in with HTTP Basic as one of
+    /// its users (all but /health and the version request).
+    #[arg(long, env = "CAIRN_REST_USERS_FILE")]
+    rest_users_file: Option<PathBuf>,
     #[command(flatten)]
     database: db::DatabaseArgs,
     /// Client certificate (PEM) for satellites reached over SSL (mutual TLS).
@@ -368,6 +430,7 @@ impl ControllerArgs {
             (&self.rest_tls_cert, &mut cfg.rest_tls_cert),
             (&self.rest_tls_key, &mut cfg.rest_tls_key),
             (&self.rest_tls_client_ca, &mut cfg.rest_tls_client_ca),
+            (&self.rest_users_file, &mut cfg.rest_users_file),
         ] {
             if let Some(p) = flag {
                 *into = Some(p.clone());
@@ -644,7 +707,7 @@ fn daemon(run: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow:
 /// `--controllers`, ...) are hidden from their help, completions and man
 /// pages. `controller`'s own client verbs (`cairn controller version`)
 /// still show them.
-const LOCAL_COMMANDS: [&str; 7] = ["controller", "satellite", "sim-satellites", "up", "db", "completion", "man"];
+const LOCAL_COMMANDS: [&str; 8] = ["controller", "satellite", "sim-satellites", "up", "db", "user", "completion", "man"];
 
 /// The command tree as parsed, completed and documented. The client options
 /// stay global, so `cairn -m node list` and `cairn node list -m` both work.
@@ -714,6 +777,7 @@ fn run() -> anyhow::Result<()> {
         Command::Encryption(cmd) => client(g, |c| cli::encryption::run(c, cmd)),
         Command::PhysicalStorage(cmd) => client(g, |c| cli::physical_storage::run(c, cmd)),
         Command::Db(cmd) => db::run(cmd),
+        Command::User(cmd) => run_user(cmd),
         Command::Completion { shell } => {
             generate::completion(&mut command(), shell);
             Ok(())

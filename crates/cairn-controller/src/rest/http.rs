@@ -222,6 +222,21 @@ where
     }
 }
 
+/// The client's address, as handlers and layers see it
+/// (`ConnectInfo<PeerAddr>`): a token with an IP filter is checked
+/// against it.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl<L> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, JsonErrorListener<L>>> for PeerAddr
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, JsonErrorListener<L>>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
 /// A connection whose bodiless automatic error answers from hyper are
 /// replaced by ones with an ApiCallRc body.
 pub struct JsonErrorIo<S> {

@@ -1,6 +1,7 @@
 //! LINSTOR REST API v1: one module per object kind, thin handlers that
 //! parse input, call the domain through [`AppState`], and shape the reply.
 
+pub mod auth;
 pub mod clone;
 pub mod config;
 pub mod controller;
@@ -39,19 +40,25 @@ use tower::util::{MapRequest, MapResponse};
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 
+use std::sync::Arc;
+
+use crate::auth::Users;
 use crate::state::AppState;
 use error::ApiError;
 
 /// The REST router (without path normalisation; see [`app`]). With
 /// `https_port`, the plain listener's: `/v1` requests are redirected there
 /// ([`http::to_https`], behind [`http::guard`] so that a redirected
-/// request's body is read before the answer).
-pub fn router(state: AppState, https_port: Option<u16>) -> Router {
+/// request's body is read before the answer). Authentication
+/// ([`crate::auth::authenticate`]) comes after the redirect, so a client
+/// learns where HTTPS is before it sends any credential.
+pub fn router(state: AppState, https_port: Option<u16>, users: Option<Arc<Users>>) -> Router {
     // The spec's `…/properties/info` paths would otherwise be taken by the
     // `{name}` routes beside them (static segments win over captures).
     let api = Router::new()
         .merge(props_info::routes())
         .merge(controller::routes())
+        .merge(auth::routes())
         .merge(database::routes())
         .merge(config::routes())
         .merge(stats::routes())
@@ -73,6 +80,8 @@ pub fn router(state: AppState, https_port: Option<u16>) -> Router {
         .merge(clone::routes())
         .merge(events::routes());
     let routes = metrics::install(api).fallback(unrouted).method_not_allowed_fallback(method_not_allowed);
+    let gate = crate::auth::Gate { state: state.clone(), users };
+    let routes = routes.layer(axum::middleware::from_fn_with_state(gate, crate::auth::authenticate));
     let routes = match https_port {
         Some(port) => routes.layer(axum::middleware::from_fn_with_state(port, http::to_https)),
         None => routes,
@@ -90,9 +99,9 @@ pub fn router(state: AppState, https_port: Option<u16>) -> Router {
 /// 405 answers completed with the `Allow` methods of LINSTOR's API.
 pub type App = MapResponse<MapRequest<Router, fn(Request) -> Request>, fn(Response) -> Response>;
 
-pub fn app(state: AppState, https_port: Option<u16>) -> App {
+pub fn app(state: AppState, https_port: Option<u16>, users: Option<Arc<Users>>) -> App {
     MapResponse::new(
-        MapRequest::new(router(state, https_port), strip_trailing_slash as fn(Request) -> Request),
+        MapRequest::new(router(state, https_port, users), strip_trailing_slash as fn(Request) -> Request),
         http::complete_allow as fn(Response) -> Response,
     )
 }

@@ -63,9 +63,45 @@ pub struct Global {
     /// HTTPS: the private key (PEM) of --certfile.
     #[arg(long, global = true, value_name = "FILE", requires = "certfile")]
     pub keyfile: Option<std::path::PathBuf>,
+    /// Sign in as this user (HTTP Basic). The password comes from --password, CAIRN_PASSWORD or
+    /// LS_PASSWORD, or is asked for.
+    #[arg(short = 'u', long, global = true, env = "LS_USERNAME", value_name = "USER")]
+    pub user: Option<String>,
+    /// The password of --user (visible to other local users in the process list: prefer
+    /// CAIRN_PASSWORD or the prompt).
+    #[arg(short = 'P', long, global = true, value_name = "PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Send this API token (`Authorization: Bearer`, see `cairn controller auth-token`).
+    #[arg(long, global = true, env = "CAIRN_TOKEN", value_name = "TOKEN", hide_env_values = true, conflicts_with = "user")]
+    pub token: Option<String>,
+    /// Send --user's password or --token over plain HTTP too (by default only over HTTPS).
+    #[arg(long, global = true)]
+    pub allow_insecure_auth: bool,
+}
+
+/// The credentials to send, as the command line and environment give
+/// them; the password is asked for only when a user is named and no
+/// password is given.
+enum Credentials {
+    None,
+    Basic(String, String),
+    Token(String),
 }
 
 impl Global {
+    fn credentials(&self) -> Result<Credentials, String> {
+        if let Some(t) = &self.token {
+            return Ok(Credentials::Token(t.clone()));
+        }
+        let Some(user) = &self.user else { return Ok(Credentials::None) };
+        let from_env = ["CAIRN_PASSWORD", "LS_PASSWORD"].iter().find_map(|k| std::env::var(k).ok());
+        let password = match self.password.clone().or(from_env) {
+            Some(p) => p,
+            None => rpassword::prompt_password(format!("Password for {user}: ")).map_err(|e| format!("cannot read the password: {e}"))?,
+        };
+        Ok(Credentials::Basic(user.clone(), password))
+    }
+
     /// The TLS files named by `--cafile`, `--certfile` and `--keyfile`.
     fn tls_files(&self) -> Result<cairn_client::TlsFiles, String> {
         let read = |p: &Option<std::path::PathBuf>| match p {
@@ -118,6 +154,7 @@ impl Ctx {
         let mut last = String::new();
         let problem = |message: String| output::problem(g.machine, &ApiCallRc::error(0, rc::FAIL_INVLD_REQUEST, message), EXIT_CLIENT);
         let tls = g.tls_files().map_err(problem)?;
+        let credentials = g.credentials().map_err(problem)?;
         for spec in g.controllers.split(',').filter(|s| !s.trim().is_empty()) {
             let connect = |url: &str| Client::with_tls(url, &tls).map_err(|e| problem(e.to_string()));
             let mut client = connect(&controller_url(spec))?;
@@ -125,8 +162,31 @@ impl Ctx {
             if let Some(https) = client.https_redirect() {
                 client = connect(&https)?;
             }
+            // Credentials go only over HTTPS unless allowed otherwise, as
+            // python-linstor's `allow_insecure`: a password is refused, a
+            // token left out with a warning.
+            let secure = client.base().starts_with("https://") || g.allow_insecure_auth;
+            client = match &credentials {
+                Credentials::None => client,
+                Credentials::Basic(..) if !secure => {
+                    return Err(problem(
+                        "Password authentication with HTTP not allowed, until explicitly enabled (--allow-insecure-auth).".into(),
+                    ));
+                }
+                Credentials::Basic(user, password) => client.with_basic(user, password),
+                Credentials::Token(_) if !secure => {
+                    eprintln!(
+                        "Warning: not sending the token over plain HTTP to {}; --allow-insecure-auth sends it anyway.",
+                        client.base()
+                    );
+                    client
+                }
+                Credentials::Token(token) => client.with_token(token),
+            };
             match client.version() {
                 Ok(_) => return Ok(Ctx { client, machine: g.machine, style, sort_by: g.sort_by.clone() }),
+                // The controller answered but wants credentials: say so, not "unreachable".
+                Err(e) if e.status() == Some(401) => return Err(output::error(&e, g.machine, style.color)),
                 Err(e) => last = e.to_string(),
             }
         }
