@@ -9,6 +9,7 @@
 //! store at start-up, so memory and database cannot disagree.
 
 pub mod autoplace;
+pub mod backup;
 pub mod clone;
 pub mod cluster;
 pub mod ctx;

@@ -1,6 +1,7 @@
 //! LINSTOR REST API v1: one module per object kind, thin handlers that
 //! parse input, call the domain through [`AppState`], and shape the reply.
 
+pub mod backups;
 pub mod clone;
 pub mod config;
 pub mod controller;
@@ -62,6 +63,7 @@ pub fn router(state: AppState, https_port: Option<u16>) -> Router {
         .merge(resources::routes())
         .merge(placement::routes())
         .merge(remotes::routes())
+        .merge(backups::routes())
         .merge(reports::routes())
         .merge(kvs::routes())
         .merge(files::routes())
