@@ -9,6 +9,7 @@ by time), abort of a running shipment and the queue view."""
 import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -16,7 +17,7 @@ import boto3
 import linstor
 import pytest
 
-from conftest import Controller, err, ok, wait_for, write_dev
+from conftest import BIN, Controller, err, ok, wait_for, write_dev
 
 FAIL_NOT_FOUND_BACKUP, FAIL_NOT_ENOUGH_FREE_SPACE, FAIL_IN_USE, FAIL_UNKNOWN_ERROR = 322, 980, 997, 998
 MIB = 1 << 20
@@ -189,8 +190,13 @@ def test_a_damaged_chunk_fails_the_restore_and_a_full_pool_is_refused_before_wri
     err(replies, FAIL_NOT_ENOUGH_FREE_SPACE)
     assert [f for f in os.listdir(os.path.join(c.xfs, "n3")) if "big2" in f] == []
     assert keys(c.s3) == before
-    # Unknown backups and remotes are clear errors.
+    # Unknown backups are clear errors.
     err(c.lin.backup_restore("bk", "n3", "x2", resource_name="nothing"), FAIL_NOT_FOUND_BACKUP)
+    # Delete by time and resource: only big's backup was made before the
+    # given time and of that resource.
+    ok(c.lin.backup_delete("bk", timestamp="99991231_235959", resource_name="big"))
+    assert [x.origin_rsc_name for x in backups(c.lin).values()] == ["src"]
+    err(c.lin.backup_delete("bk", timestamp="20000101_000000"), FAIL_NOT_FOUND_BACKUP)
 
 
 def test_a_running_shipment_is_queued_and_can_be_aborted(bcluster):
@@ -219,3 +225,34 @@ def test_a_running_shipment_is_queued_and_can_be_aborted(bcluster):
     assert keys(c.s3) == [], keys(c.s3)
     status, _, q = c.ctrl.request("GET", "/v1/view/backup/queue")
     assert q["snap_queues"] == [], q
+
+
+def test_backup_verbs_of_the_cli(bcluster):
+    c = bcluster
+    env = dict(os.environ, LS_CONTROLLERS=c.ctrl.url)
+
+    def cairn(*args):
+        p = subprocess.run([BIN, "--no-utf8", "--no-color", *args], capture_output=True, text=True, env=env, timeout=120)
+        return p.returncode, p.stdout, p.stderr
+
+    dev = make_volume(c, "cli", 4 * 1024)
+    data = os.urandom(2 * MIB)
+    write_dev(dev, data)
+    code, out, e = cairn("backup", "create", "bk", "cli", "--full")
+    assert code == 0 and "Backup shipping of resource 'cli'" in out, (out, e)
+    [b] = finished(c.lin, "cli", 1)
+    code, out, e = cairn("backup", "list", "bk", "--resource", "cli")
+    assert code == 0 and "| cli " in out and "Success" in out, (out, e)
+    code, out, e = cairn("backup", "info", "bk", "--id", b.id, "--target-node", "n3")
+    assert code == 0 and b.id in out, (out, e)
+    code, out, e = cairn("backup", "restore", "bk", "n3", "cli2", "--id", b.id)
+    assert code == 0, (out, e)
+    assert digest(device(c, "cli2", "n3"), 2 * MIB) == hashlib.sha256(data).hexdigest()
+    code, out, e = cairn("backup", "queue-list")
+    assert code == 0, (out, e)
+    code, out, e = cairn("backup", "delete", "filter", "bk", "--resource", "cli", "--dry-run")
+    assert code == 0 and "would be deleted" in out and len(keys(c.s3)) == 2, (out, e)
+    code, out, e = cairn("backup", "delete", "id", "bk", b.id)
+    assert code == 0 and keys(c.s3) == [], (out, e)
+    code, out, e = cairn("backup", "delete", "id", "bk", b.id)
+    assert code != 0, (out, e)

@@ -419,8 +419,10 @@ async fn receive_volume(b: &Bucket, tmp: &Path, v: &BackupVolumeReceive, running
         while let Some(piece) = stream.next().await {
             running.check()?;
             frames.buf.extend_from_slice(&piece?);
-            if frames.read_header()? && frames.volume_size != v.size {
-                return Err(frames.corrupt(format!("it holds {} bytes, the backup says {}", frames.volume_size, v.size)));
+            // An older backup of the chain may be smaller (the volume grew
+            // since), never larger.
+            if frames.read_header()? && frames.volume_size > v.size {
+                return Err(frames.corrupt(format!("it holds {} bytes, the volume has {}", frames.volume_size, v.size)));
             }
             while let Some(c) = frames.next_chunk()? {
                 file.seek(std::io::SeekFrom::Start(c.index * frames.chunk_size)).await.map_err(io(format!("seek in {}", tmp.display())))?;

@@ -463,6 +463,7 @@ async fn create(State(s): State<AppState>, Path(remote): Path<String>, body: Byt
         based_on: base.map(Found::full_id),
         failed: None,
     };
+    let details = format!("Backup id: {}; snapshot '{snap}' on node '{node}'.", full_id(&rsc, &id, &snap));
     s.backups().add(shipment.clone());
     let base_meta = base.map(|f| f.meta_key.clone());
     let task_state = s.clone();
@@ -475,17 +476,9 @@ async fn create(State(s): State<AppState>, Path(remote): Path<String>, body: Byt
         s.backups().end(&shipment.id, &shipment.remote, result.err());
     });
     entries.push(
-        ApiCallRc::success(OP_CRT, 0, format!("Backup shipping of resource '{rsc}' to remote '{remote}' started.")).with_details(format!(
-            "Backup id: {}; snapshot '{snap}' on node '{}'.",
-            full_id(&rsc, &id, &snap),
-            shipment_node(&s, &rsc)
-        )),
+        ApiCallRc::success(OP_CRT, 0, format!("Backup shipping of resource '{rsc}' to remote '{remote}' started.")).with_details(details),
     );
     Ok(Reply::new(200, entries))
-}
-
-fn shipment_node(s: &AppState, rsc: &str) -> String {
-    s.backups().all().iter().rev().find(|x| x.rsc == rsc).map(|x| x.node.clone()).unwrap_or_default()
 }
 
 /// The satellite uploads the volumes; then the `.meta` object makes the
@@ -668,6 +661,15 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
     let chain = chain(&found, &req, OP_CRT)?;
     let Some(last) = chain.last() else { return Err(ApiError::Internal("empty backup chain".into())) };
     let Some(cm) = last.cairn() else { return Err(ApiError::Internal("backup without Cairn metadata".into())) };
+    if cm.layer_stack.iter().any(|l| l.eq_ignore_ascii_case("LUKS")) {
+        return Err(OpError::new(
+            OP_CRT,
+            rc::FAIL_INVLD_BACKUP_CONFIG,
+            format!("Backup '{}' holds encrypted (LUKS) volumes.", last.full_id()),
+        )
+        .cause("Cairn does not restore encrypted backups yet: the volumes' keys are not in the backup.")
+        .into());
+    }
     let pools: std::collections::BTreeSet<String> = cm.volumes.values().map(|v| target_pool(&req, &v.stor_pool)).collect();
     if pools.len() != 1 {
         return Err(OpError::new(OP_CRT, rc::FAIL_INVLD_BACKUP_CONFIG, "The volumes of a restore go into one storage pool.")

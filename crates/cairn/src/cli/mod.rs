@@ -1,5 +1,6 @@
 //! The `cairn` client verbs: LINSTOR's command tree over the REST API.
 
+pub mod backup;
 pub mod controller;
 pub mod encryption;
 pub mod file;
