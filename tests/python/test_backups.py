@@ -159,7 +159,7 @@ def test_full_and_incremental_backups_restore_on_another_node_and_show_in_any_co
     err(c.lin.backup_delete("bk", bak_id=full.id), FAIL_NOT_FOUND_BACKUP)
 
 
-def test_a_damaged_chunk_fails_the_restore_and_a_full_pool_is_refused_before_writing(bcluster):
+def test_a_damaged_chunk_fails_the_restore_and_a_full_pool_is_refused_before_writing(bcluster, ext4_dir):
     c = bcluster
     dev = make_volume(c, "src", 8 * 1024)
     write_dev(dev, os.urandom(3 * MIB))
@@ -179,16 +179,23 @@ def test_a_damaged_chunk_fails_the_restore_and_a_full_pool_is_refused_before_wri
     assert not [r for r in c.lin.resource_dfn_list_raise().resource_definitions if r.name == "dst"]
     assert [f for f in os.listdir(os.path.join(c.xfs, "n3")) if "dst" in f] == []
 
-    # A pool too small for the volume is refused before anything is written.
-    ok(c.lin.resource_dfn_create("big"))
-    ok(c.lin.volume_dfn_create("big", 2 * 1024 * 1024, storage_pool="xfs"))  # 2 GiB, thin, on a 1 GiB file system
-    ok(c.lin.resource_create([linstor.ResourceData("n1", "big", storage_pool="xfs")]))
+    # A pool without room for what the backup holds is refused before
+    # anything is written: 300 MiB of data (compressible: a small upload)
+    # restored into a pool on a 256 MiB file system.
+    ok(c.lin.storage_pool_create("n3", "small", "FILE_THIN", os.path.join(ext4_dir, "pool")))
+    big = make_volume(c, "big", 384 * 1024)
+    with open(big, "r+b") as f:
+        for i in range(300):
+            f.write(bytes([i % 251 + 1]) * MIB)
+        f.flush()
+        os.fsync(f.fileno())
     ok(c.lin.backup_create("bk", "big", incremental=False))
     finished(c.lin, "big", 1)
     before = keys(c.s3)
-    replies = c.lin.backup_restore("bk", "n3", "big2", resource_name="big")
+    replies = c.lin.backup_restore("bk", "n3", "big2", resource_name="big", stor_pool_map={"xfs": "small"})
     err(replies, FAIL_NOT_ENOUGH_FREE_SPACE)
-    assert [f for f in os.listdir(os.path.join(c.xfs, "n3")) if "big2" in f] == []
+    assert "no room" in replies[0].message and "KiB free" in (replies[0].cause or ""), replies
+    assert [f for f in os.listdir(os.path.join(ext4_dir, "pool")) if "big2" in f] == []
     assert keys(c.s3) == before
     # Unknown backups are clear errors.
     err(c.lin.backup_restore("bk", "n3", "x2", resource_name="nothing"), FAIL_NOT_FOUND_BACKUP)
@@ -256,3 +263,27 @@ def test_backup_verbs_of_the_cli(bcluster):
     assert code == 0 and keys(c.s3) == [], (out, e)
     code, out, e = cairn("backup", "delete", "id", "bk", b.id)
     assert code != 0, (out, e)
+
+
+def test_one_percent_changed_of_a_gibibyte_volume_uploads_about_one_percent(bcluster):
+    c = bcluster
+    gib = 1 << 30
+    dev = make_volume(c, "big1", gib // 1024)
+    ok(c.lin.backup_create("bk", "big1", incremental=False))
+    [full] = finished(c.lin, "big1", 1)
+    time.sleep(1.1)
+    # 1 % of the volume, in ten pieces of about 1 MiB spread over it.
+    with open(dev, "r+b") as f:
+        for i in range(10):
+            f.seek(i * (gib // 10) + 12345)
+            f.write(os.urandom(gib // 1000))
+        f.flush()
+        os.fsync(f.fileno())
+    ok(c.lin.backup_create("bk", "big1"))
+    inc = next(b for b in finished(c.lin, "big1", 2) if b.id != full.id)
+    assert inc._rest_data["based_on_id"] == full.id
+    size = s3_client(c.s3).head_object(Bucket=c.s3.bucket, Key=inc._rest_data["vlms"][0]["s3"]["key"])["ContentLength"]
+    # The changed ranges straddle at most two 1 MiB chunks each.
+    assert size <= 0.05 * gib and size <= 21 * MIB, size
+    ok(c.lin.backup_restore("bk", "n3", "big1r", resource_name="big1"))
+    assert digest(device(c, "big1r", "n3"), gib) == digest(dev, gib)

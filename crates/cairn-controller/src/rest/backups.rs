@@ -196,7 +196,19 @@ struct Meta {
 struct CairnMeta {
     #[serde(default)]
     layer_stack: Vec<String>,
+    #[serde(default)]
+    chunk_size: u64,
     volumes: BTreeMap<u32, CairnVolume>,
+}
+
+impl CairnMeta {
+    /// KiB a restore writes of one volume into a thin pool: its chunks
+    /// that are not zeros (the rest stays a hole), at most its size.
+    fn allocated_kib(&self, v: &CairnVolume) -> i64 {
+        let written = v.chunk_map.iter().filter(|h| !h.is_empty()).count() as u64;
+        let kib = (written.saturating_mul(self.chunk_size) / 1024) as i64;
+        kib.min(v.size_kib)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -677,7 +689,8 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
             .into());
     }
     let pool = pools.into_iter().next().unwrap_or_default();
-    let need: i64 = cm.volumes.values().map(|v| v.size_kib).sum();
+    // Restores go into thin pools: what is written counts, not the size.
+    let need: i64 = cm.volumes.values().map(|v| cm.allocated_kib(v)).sum();
     let pool_desired = {
         let c = s.read();
         c.check_backup_restore(&req.target_rsc_name, &node, &pool)?;
