@@ -175,9 +175,13 @@ def test_a_damaged_chunk_fails_the_restore_and_a_full_pool_is_refused_before_wri
     err(replies, FAIL_UNKNOWN_ERROR)
     causes = " ".join(r.cause or "" for r in replies)
     assert f"the backup object '{key}' is damaged" in causes and "chunk" in causes, causes
+    # A target name the definition rules refuse is refused before the
+    # download, too.
+    replies = c.lin.backup_restore("bk", "n3", "-bad", bak_id=bk.id)
+    assert replies and replies[0].is_error() and "-bad" in replies[0].message, replies
     # Nothing was left behind: no definition, no snapshot file.
     assert not [r for r in c.lin.resource_dfn_list_raise().resource_definitions if r.name == "dst"]
-    assert [f for f in os.listdir(os.path.join(c.xfs, "n3")) if "dst" in f] == []
+    assert [f for f in os.listdir(os.path.join(c.xfs, "n3")) if "dst" in f or "bad" in f] == []
 
     # A pool without room for what the backup holds is refused before
     # anything is written: 300 MiB of data (compressible: a small upload)

@@ -364,7 +364,8 @@ fn base_of<'a>(s: &AppState, found: &'a [Found], rsc: &str, node: &str) -> Optio
     let c = s.read();
     found
         .iter()
-        .filter(|f| key(&f.rsc) == key(rsc) && f.cairn().is_some())
+        // A chunk map of another chunk size would compare the wrong ranges.
+        .filter(|f| key(&f.rsc) == key(rsc) && f.cairn().is_some_and(|m| m.chunk_size == CHUNK_SIZE))
         .filter(|f| c.snapshots.get(&(key(rsc), key(&f.snap))).is_some_and(|d| d.nodes.contains_key(&key(node))))
         .max_by_key(|f| (f.meta.finish_timestamp, f.id.clone()))
 }
@@ -718,6 +719,17 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
         }
     }
     let snap = last.snap.clone();
+    let plan = BackupRestorePlan {
+        target: req.target_rsc_name.clone(),
+        snapshot: snap.clone(),
+        node: node.clone(),
+        pool: pool.clone(),
+        layer_stack: if cm.layer_stack.is_empty() { vec!["STORAGE".into()] } else { cm.layer_stack.clone() },
+        volumes: cm.volumes.iter().map(|(nr, v)| (*nr, v.size_kib)).collect(),
+    };
+    // Everything the registration checks (names, numbers, placement) is
+    // checked now, before anything is downloaded.
+    s.read().restore_backup(&plan, &mut cairn_domain::Ctx::deterministic())?;
     let receive = BackupReceive {
         s3: t,
         pool: pool_desired,
@@ -747,14 +759,6 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
         }
         return Err(err.into());
     }
-    let plan = BackupRestorePlan {
-        target: req.target_rsc_name.clone(),
-        snapshot: snap,
-        node,
-        pool,
-        layer_stack: if cm.layer_stack.is_empty() { vec!["STORAGE".into()] } else { cm.layer_stack.clone() },
-        volumes: cm.volumes.iter().map(|(nr, v)| (*nr, v.size_kib)).collect(),
-    };
     let mut reply = s.mutate(201, |c, ctx| c.restore_backup(&plan, ctx)).await?;
     reply.entries.push(ApiCallRc::success(
         OP_CRT,
