@@ -43,6 +43,8 @@ struct Inner {
     links: Links,
     /// How the controller was started (for `GET /v1/controller/config`).
     settings: std::sync::OnceLock<crate::config::ControllerConfig>,
+    /// Backup shipments running or failed since the controller started.
+    backups: crate::rest::backups::Shipments,
 }
 
 /// What the writer lock guards.
@@ -123,6 +125,7 @@ impl AppState {
             order,
             links,
             settings: std::sync::OnceLock::new(),
+            backups: Default::default(),
         });
         tokio::spawn(Inner::committer(Arc::downgrade(&inner), rx));
         let state = AppState { inner };
@@ -253,6 +256,11 @@ impl AppState {
     /// The database.
     pub fn store(&self) -> Arc<dyn Store> {
         self.inner.store.clone()
+    }
+
+    /// Backup shipments running or failed since the controller started.
+    pub fn backups(&self) -> &crate::rest::backups::Shipments {
+        &self.inner.backups
     }
 
     /// The satellite links (observed state).

@@ -10,6 +10,7 @@
 
 pub mod auth_token;
 pub mod autoplace;
+pub mod backup;
 pub mod clone;
 pub mod cluster;
 pub mod ctx;

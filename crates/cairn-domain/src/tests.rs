@@ -450,3 +450,43 @@ fn node_delete_follows_linstors_rules() {
     let out = t.run(|c, _| c.delete_node_resources("na", &never));
     assert!(out.replies[0].is_warning() && out.replies[0].code() == rc::WARN_NOT_FOUND);
 }
+
+#[test]
+fn a_backup_restore_registers_definition_snapshot_and_a_resource_restored_from_it() {
+    use crate::backup::BackupRestorePlan;
+    use crate::snapshot::VolumeSource;
+    let mut t = T::new();
+    t.node("n1");
+    t.pool("n1", "thin");
+    let req = testing::pool("thick", "FILE", "/srv/thick");
+    t.run(|c, ctx| c.create_stor_pool("n1", &req, ctx));
+    t.rd("taken", 1024);
+    let plan = |target: &str, pool: &str| BackupRestorePlan {
+        target: target.into(),
+        snapshot: "back_20261126_170509".into(),
+        node: "n1".into(),
+        pool: pool.into(),
+        layer_stack: vec!["STORAGE".into()],
+        volumes: vec![(0, 4096), (1, 8192)],
+    };
+    // Refused before anything is downloaded: a definition that exists, a
+    // pool that cannot hold a snapshot, a pool or node that is not there.
+    assert_eq!(t.fail(|c, ctx| c.restore_backup(&plan("taken", "thin"), ctx)), rc::FAIL_EXISTS_RSC_DFN);
+    assert_eq!(t.fail(|c, ctx| c.restore_backup(&plan("new", "thick"), ctx)), rc::FAIL_SNAPSHOTS_NOT_SUPPORTED);
+    assert_eq!(t.fail(|c, ctx| c.restore_backup(&plan("new", "nope"), ctx)), rc::FAIL_NOT_FOUND_STOR_POOL);
+    let mut elsewhere = plan("new", "thin");
+    elsewhere.node = "n9".into();
+    assert_eq!(t.fail(|c, ctx| c.restore_backup(&elsewhere, ctx)), rc::FAIL_NOT_FOUND_NODE);
+
+    t.run(|c, ctx| c.restore_backup(&plan("new", "thin"), ctx));
+    let sizes: Vec<(u32, i64)> = t.c.vlm_dfns_of("NEW").map(|v| (v.volume_number, v.size_kib)).collect();
+    assert_eq!(sizes, vec![(0, 4096), (1, 8192)]);
+    let s = &t.c.snapshots[&("NEW".to_string(), "BACK_20261126_170509".to_string())];
+    assert_eq!(s.nodes.keys().collect::<Vec<_>>(), vec!["N1"]);
+    let r = &t.c.resources[&("NEW".to_string(), "N1".to_string())];
+    for v in r.volumes.values() {
+        assert_eq!(v.storage_pool, "thin");
+        assert_eq!(v.source, Some(VolumeSource { resource: "new".into(), snapshot: "back_20261126_170509".into() }));
+    }
+    assert_eq!(r.volumes.len(), 2);
+}

@@ -32,6 +32,108 @@ pub const PATH_CONFIG: &str = "/internal/v1/config";
 /// Where an external file is on the node and whether it is current
 /// (`POST` an [`ExtFileDesired`], answered by an [`ExtFileStatus`]).
 pub const PATH_EXT_FILE_STATUS: &str = "/internal/v1/ext-file-status";
+/// `POST` a [`BackupSend`]: upload a snapshot's volumes to S3, answered
+/// by a [`BackupSent`] once every volume is complete (or failed).
+pub const PATH_BACKUP_SEND: &str = "/internal/v1/backup/send";
+/// `POST` a [`BackupReceive`]: download a backup chain into a snapshot of
+/// a new resource, answered by a [`BackupReceived`].
+pub const PATH_BACKUP_RECEIVE: &str = "/internal/v1/backup/receive";
+/// `POST` a [`BackupAbort`]: stop the running transfers of a resource.
+pub const PATH_BACKUP_ABORT: &str = "/internal/v1/backup/abort";
+
+/// How a satellite reaches the bucket of an S3 remote (keys opened by the
+/// controller for this one request; never logged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Target {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: Secret,
+    pub secret_key: Secret,
+    pub path_style: bool,
+}
+
+/// One volume of a snapshot to upload as the object `key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupVolumeSend {
+    pub number: u32,
+    pub key: String,
+    /// The chunk map (one sha256 per chunk, hex; empty string for an
+    /// all-zero chunk) of the backup this one is based on: only chunks
+    /// whose hash differs are uploaded. None: a full backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_chunks: Option<Vec<String>>,
+}
+
+/// Upload the volumes of snapshot `snapshot` of `resource` in `pool`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSend {
+    pub s3: S3Target,
+    pub pool: PoolDesired,
+    pub resource: String,
+    pub snapshot: String,
+    pub volumes: Vec<BackupVolumeSend>,
+    /// Bytes of volume data per chunk.
+    pub chunk_size: u64,
+}
+
+/// What was uploaded of one volume.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BackupVolumeSent {
+    pub number: u32,
+    pub key: String,
+    /// The volume's size in bytes.
+    pub size: u64,
+    /// Chunks in the object (an incremental leaves unchanged ones out).
+    pub chunks_stored: u64,
+    /// Bytes of the object (compressed chunks and their headers).
+    pub stored_bytes: u64,
+    /// The chunk map of this backup (see [`BackupVolumeSend::base_chunks`]).
+    pub chunk_map: Vec<String>,
+}
+
+/// The answer to [`BackupSend`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BackupSent {
+    pub volumes: Vec<BackupVolumeSent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ObjectError>,
+}
+
+/// One volume to restore: the objects of the chain, full backup first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupVolumeReceive {
+    pub number: u32,
+    pub keys: Vec<String>,
+    /// The volume's size in bytes.
+    pub size: u64,
+}
+
+/// Download a backup into the snapshot `snapshot` of the (new) resource
+/// `resource` in `pool`, from which the controller then restores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupReceive {
+    pub s3: S3Target,
+    pub pool: PoolDesired,
+    pub resource: String,
+    pub snapshot: String,
+    pub volumes: Vec<BackupVolumeReceive>,
+}
+
+/// The answer to [`BackupReceive`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BackupReceived {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ObjectError>,
+}
+
+/// Stop the transfers of `resource` (every snapshot when None).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BackupAbort {
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
 
 /// A daemon's log levels in LINSTOR's spelling (`ERROR` ... `TRACE`):
 /// `level` for the libraries, `level_linstor` for Cairn itself. In a

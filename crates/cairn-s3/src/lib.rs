@@ -186,6 +186,14 @@ impl Bucket {
         Ok(bytes.to_vec())
     }
 
+    /// Reads one object as it arrives, piece by piece (volume data: never
+    /// held whole in memory).
+    pub async fn get_stream(&self, key: &str) -> Result<impl futures_util::Stream<Item = Result<Vec<u8>, S3Error>> + '_, S3Error> {
+        let got = self.store.get(&Self::path(key)?).await.map_err(|e| self.error(e, Some(key)))?;
+        let key = key.to_string();
+        Ok(got.into_stream().map(move |piece| piece.map(|b| b.to_vec()).map_err(|e| self.error(e, Some(&key)))))
+    }
+
     /// Removes one object; removing one that is not there is not an error
     /// (S3's rule).
     pub async fn delete(&self, key: &str) -> Result<(), S3Error> {

@@ -7,6 +7,7 @@
 //! duplicates.
 
 pub mod apply;
+pub mod backup;
 pub mod config;
 pub mod drbd;
 pub mod ext_files;

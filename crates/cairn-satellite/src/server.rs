@@ -12,8 +12,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_exec::{CommandRunner, HostRunner};
 use cairn_proto::{
-    Apply, Hello, LogLevels, ObjectError, PATH_APPLY, PATH_CONFIG, PATH_EXT_FILE_STATUS, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL,
-    PROTO_VERSION, PhysicalCreate, PhysicalCreated, ProviderSupport, VERSION_HEADER,
+    Apply, BackupAbort, BackupReceive, BackupReceived, BackupSend, Hello, LogLevels, ObjectError, PATH_APPLY, PATH_BACKUP_ABORT,
+    PATH_BACKUP_RECEIVE, PATH_BACKUP_SEND, PATH_CONFIG, PATH_EXT_FILE_STATUS, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL, PROTO_VERSION,
+    PhysicalCreate, PhysicalCreated, ProviderSupport, VERSION_HEADER,
 };
 use cairn_storage::physical::Physical;
 use tokio::net::TcpListener;
@@ -33,6 +34,8 @@ struct Shared {
     /// on disks of this node). Applies do not wait for it: a new pool is
     /// used only after the controller configured it.
     physical_lock: tokio::sync::Mutex<()>,
+    /// Backup uploads and downloads running, for aborts.
+    transfers: Arc<crate::backup::Transfers>,
 }
 
 /// A satellite that is bound and ready to serve.
@@ -161,6 +164,7 @@ impl Satellite {
                 applier,
                 physical,
                 physical_lock: tokio::sync::Mutex::new(()),
+                transfers: Arc::default(),
             }),
         })
     }
@@ -189,6 +193,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_PHYSICAL, get(physical_list).post(physical_create))
         .route(PATH_CONFIG, get(log_levels).post(set_log_levels))
         .route(PATH_EXT_FILE_STATUS, post(ext_file_status))
+        .route(PATH_BACKUP_SEND, post(backup_send))
+        .route(PATH_BACKUP_RECEIVE, post(backup_receive))
+        .route(PATH_BACKUP_ABORT, post(backup_abort))
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
 }
@@ -306,5 +313,55 @@ async fn physical_create(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
     match task.await {
         Ok(r) => Json(r).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("physical storage task failed: {e}")).into_response(),
+    }
+}
+
+/// Uploads a snapshot to S3, in a task of its own (a controller that stops
+/// waiting does not cut the multipart upload off half-way; an abort does).
+async fn backup_send(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: BackupSend = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad backup request: {e}")).into_response(),
+    };
+    let transfers = s.transfers.clone();
+    match tokio::spawn(async move { crate::backup::send(&transfers, &req).await }).await {
+        Ok(sent) => Json(sent).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("backup task failed: {e}")).into_response(),
+    }
+}
+
+/// Downloads a backup into a snapshot of a new resource.
+async fn backup_receive(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: BackupReceive = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad restore request: {e}")).into_response(),
+    };
+    let transfers = s.transfers.clone();
+    let task = tokio::spawn(async move {
+        match crate::backup::receive(&transfers, &req).await {
+            Ok(()) => BackupReceived { error: None },
+            Err(e) => {
+                tracing::warn!(resource = %req.resource, "backup download failed: {e}");
+                BackupReceived {
+                    error: Some(ObjectError {
+                        message: format!("Restoring the backup into '{}' failed.", req.resource),
+                        cause: Some(e.to_string()),
+                        details: None,
+                    }),
+                }
+            }
+        }
+    });
+    match task.await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("restore task failed: {e}")).into_response(),
+    }
+}
+
+/// Raises the abort flag of a resource's transfers; answers how many.
+async fn backup_abort(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<BackupAbort>(&body) {
+        Ok(a) => Json(s.transfers.abort(&a.resource, a.snapshot.as_deref())).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("bad abort request: {e}")).into_response(),
     }
 }

@@ -100,6 +100,9 @@ enum Command {
     /// Remotes backups can be shipped to: S3 buckets, other controllers.
     #[command(subcommand)]
     Remote(cli::remote::RemoteCmd),
+    /// Backups to S3 remotes: create, list, info, restore, delete, abort.
+    #[command(visible_alias = "b", subcommand)]
+    Backup(cli::backup::BackupCmd),
     /// Backup schedules (none in Cairn yet).
     #[command(subcommand)]
     Schedule(cli::remote::ScheduleCmd),
@@ -772,6 +775,7 @@ fn run() -> anyhow::Result<()> {
         Command::Remote(cmd) => client(g, |c| cli::remote::run(c, cmd)),
         Command::Advise(cmd) => client(g, |c| cli::advise::run(c, cmd)),
         Command::Schedule(cmd) => client(g, |c| cli::remote::run_schedule(c, cmd)),
+        Command::Backup(cmd) => client(g, |c| cli::backup::run(c, cmd)),
         Command::ErrorReports(cmd) => client(g, |c| cli::controller::run_error_reports(c, cmd)),
         Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),
         Command::Encryption(cmd) => client(g, |c| cli::encryption::run(c, cmd)),

@@ -2,6 +2,7 @@
 //! parse input, call the domain through [`AppState`], and shape the reply.
 
 pub mod auth;
+pub mod backups;
 pub mod clone;
 pub mod config;
 pub mod controller;
@@ -69,6 +70,7 @@ pub fn router(state: AppState, https_port: Option<u16>, users: Option<Arc<Users>
         .merge(resources::routes())
         .merge(placement::routes())
         .merge(remotes::routes())
+        .merge(backups::routes())
         .merge(reports::routes())
         .merge(kvs::routes())
         .merge(files::routes())

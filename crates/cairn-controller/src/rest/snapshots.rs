@@ -91,6 +91,18 @@ async fn create(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) 
     .await
 }
 
+/// Takes snapshot `snap` of `rd` as `POST …/snapshots` does (a backup
+/// takes its snapshot this way).
+pub(crate) async fn take(s: &AppState, rd: &str, snap: &str) -> Result<Reply, ApiError> {
+    let req = Snapshot { name: snap.to_string(), ..Default::default() };
+    let rd = rd.to_string();
+    steps(s.clone(), vec![(rd.clone(), snap.to_string())], move |s| async move {
+        let probed = s.clone();
+        s.mutate(201, |c, ctx| c.create_snapshot(&rd, &req, &pool_snapshots(&probed), ctx)).await
+    })
+    .await
+}
+
 async fn create_multi(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
     let req: CreateMultiSnapshotRequest = input::required(&body)?;
     let snaps = req.snapshots.iter().map(|r| (r.resource_name.clone(), r.name.clone())).collect();

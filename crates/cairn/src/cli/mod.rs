@@ -1,6 +1,7 @@
 //! The `cairn` client verbs: LINSTOR's command tree over the REST API.
 
 pub mod advise;
+pub mod backup;
 pub mod controller;
 pub mod encryption;
 pub mod file;

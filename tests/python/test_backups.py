@@ -1,0 +1,293 @@
+"""Backups to S3 with python-linstor against a real controller, satellites
+on loop devices (FILE_THIN on a reflink-capable XFS) and a real S3 server
+(moto, signatures checked): create (full, then incremental), list from the
+bucket (also by a second controller), info, restore on another node with
+the data checked by sha256, a damaged chunk failing the restore, a pool
+without room refused before anything is written, delete (by id, cascading,
+by time), abort of a running shipment and the queue view."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import boto3
+import linstor
+import pytest
+
+from conftest import BIN, Controller, err, ok, wait_for, write_dev
+
+FAIL_NOT_FOUND_BACKUP, FAIL_NOT_ENOUGH_FREE_SPACE, FAIL_IN_USE, FAIL_UNKNOWN_ERROR = 322, 980, 997, 998
+MIB = 1 << 20
+
+
+def s3_client(s3):
+    return boto3.client("s3", endpoint_url=s3.endpoint, region_name=s3.region, aws_access_key_id=s3.access_key,
+                        aws_secret_access_key=s3.secret_key)
+
+
+def keys(s3):
+    return sorted(o["Key"] for o in s3_client(s3).list_objects_v2(Bucket=s3.bucket).get("Contents", []))
+
+
+def remote(lin, s3, name="bk"):
+    ok(lin.crypt_create_passphrase("master-pw"))
+    ok(lin.remote_create_s3(remote_name=name, endpoint=s3.endpoint, region=s3.region, bucket=s3.bucket,
+                            access_key=s3.access_key, secret_key=s3.secret_key, use_path_style=True))
+
+
+def device(c, rd, node):
+    status, _, v = c.ctrl.request("GET", f"/v1/view/resources?resources={rd}&nodes={node}")
+    assert status == 200 and v, v
+    return v[0]["volumes"][0]["device_path"]
+
+
+def digest(dev, n):
+    with open(dev, "rb") as f:
+        return hashlib.sha256(f.read(n)).hexdigest()
+
+
+def backups(lin, name="bk", **kw):
+    reply = lin.backup_list(name, **kw)
+    assert reply and not isinstance(reply[0], linstor.ApiCallResponse), reply
+    return {b.id: b for b in reply[0].linstor}
+
+
+def finished(lin, rsc, n):
+    """The backups of `rsc` once `n` of them are complete (none shipping)."""
+    def done():
+        bs = [b for b in backups(lin).values() if b.origin_rsc_name == rsc]
+        failed = [b for b in bs if not b._rest_data.get("success") and not b._rest_data.get("shipping")]
+        assert not failed, [b._rest_data for b in failed]
+        return bs if len(bs) == n and all(b._rest_data.get("success") for b in bs) else None
+    return wait_for(f"{n} backups of {rsc}", done, timeout=60)
+
+
+@pytest.fixture
+def bcluster(cluster, xfs_dir, s3_server):
+    """The cluster with reflink-capable FILE_THIN pools `xfs` on n1 and n3
+    (one XFS file system) and an S3 remote `bk`."""
+    c = cluster
+    for n in ("n1", "n3"):
+        ok(c.lin.storage_pool_create(n, "xfs", "FILE_THIN", os.path.join(xfs_dir, n)))
+    remote(c.lin, s3_server)
+    c.s3, c.xfs = s3_server, xfs_dir
+    yield c
+
+
+def make_volume(c, rd, size_kib, node="n1"):
+    ok(c.lin.resource_dfn_create(rd))
+    ok(c.lin.volume_dfn_create(rd, size_kib, storage_pool="xfs"))
+    ok(c.lin.resource_create([linstor.ResourceData(node, rd, storage_pool="xfs")]))
+    return device(c, rd, node)
+
+
+def test_full_and_incremental_backups_restore_on_another_node_and_show_in_any_controller(bcluster):
+    c = bcluster
+    dev = make_volume(c, "src", 16 * 1024)
+    a = os.urandom(5 * MIB)
+    write_dev(dev, a)
+    # python-linstor asks for an incremental by default: with nothing to
+    # base it on, the backup is a full one, and says so.
+    replies = ok(c.lin.backup_create("bk", "src"))
+    assert any("full one" in r.message for r in replies), [r.message for r in replies]
+    [full] = finished(c.lin, "src", 1)
+    assert full.id.startswith("src_back_") and full._rest_data["origin_node"] == "n1" and full._rest_data.get("based_on_id") is None
+    assert len(full._rest_data["vlms"]) == 1
+    meta_key = full._rest_data["s3"]["meta_name"]
+    assert meta_key == full.id + ".meta" and meta_key in keys(c.s3)
+    # Zero chunks are left out: the volume object holds about the 5 MiB
+    # written (random data does not compress), not 16 MiB.
+    obj = s3_client(c.s3).head_object(Bucket=c.s3.bucket, Key=full._rest_data["vlms"][0]["s3"]["key"])
+    assert 5 * MIB <= obj["ContentLength"] < 6 * MIB, obj["ContentLength"]
+
+    # Change one MiB; the next backup is incremental and uploads about that.
+    time.sleep(1.1)  # backup ids have a resolution of one second
+    b = os.urandom(MIB)
+    with open(dev, "r+b") as f:
+        f.seek(2 * MIB)
+        f.write(b)
+        f.flush()
+        os.fsync(f.fileno())
+    expected = hashlib.sha256(a[:2 * MIB] + b + a[3 * MIB:]).hexdigest()
+    ok(c.lin.backup_create("bk", "src", incremental=True))
+    bs = finished(c.lin, "src", 2)
+    inc = next(x for x in bs if x.id != full.id)
+    assert inc._rest_data["based_on_id"] == full.id, inc._rest_data
+    obj = s3_client(c.s3).head_object(Bucket=c.s3.bucket, Key=inc._rest_data["vlms"][0]["s3"]["key"])
+    assert obj["ContentLength"] < 1.1 * MIB, obj["ContentLength"]
+
+    # Info: the chain and what it needs on n3.
+    info = c.lin.backup_info("bk", resource_name="src", target_node="n3")[0]
+    assert (info.rsc, info.full, info.latest, info.count) == ("src", full.id, inc.id, 2), info._rest_data
+    assert info.alloc_size == 16 * 1024 and 6 * 1024 <= info.dl_size < 8 * 1024, info._rest_data
+    [sp] = info.storpools
+    assert sp.name == "xfs" and sp.target_name == "xfs" and sp.remaining_space > 0, sp._rest_data
+
+    # Restore the chain into a new definition on n3: the data of the
+    # newest backup, byte for byte.
+    ok(c.lin.backup_restore("bk", "n3", "dst", resource_name="src"))
+    wait_for("restored volume", lambda: digest(device(c, "dst", "n3"), 16 * MIB) ==
+             hashlib.sha256(a[:2 * MIB] + b + a[3 * MIB:] + bytes(11 * MIB)).hexdigest())
+    assert digest(device(c, "dst", "n3"), 5 * MIB) == expected
+    # Restoring the full backup alone gives the older data.
+    ok(c.lin.backup_restore("bk", "n3", "old", bak_id=full.id))
+    wait_for("older data", lambda: digest(device(c, "old", "n3"), 5 * MIB) == hashlib.sha256(a).hexdigest())
+
+    # A second controller pointed at the same bucket sees both backups.
+    d = tempfile.mkdtemp(prefix="cairn-test-")
+    other = Controller(d).start()
+    try:
+        lin2 = other.client()
+        remote(lin2, c.s3, "same")
+        seen = backups(lin2, "same", resource_name="src")
+        assert set(seen) == {full.id, inc.id}, seen
+        assert seen[inc.id]._rest_data["based_on_id"] == full.id
+        lin2.disconnect()
+    finally:
+        other.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+    # Delete: the full one has a dependant, so it goes only with cascading.
+    err(c.lin.backup_delete("bk", bak_id=full.id), FAIL_IN_USE)
+    dry = ok(c.lin.backup_delete("bk", bak_id=full.id, cascade=True, dryrun=True))
+    assert len(dry) == 2 and len(backups(c.lin)) == 2
+    ok(c.lin.backup_delete("bk", bak_id=full.id, cascade=True))
+    assert backups(c.lin) == {} and keys(c.s3) == []
+    err(c.lin.backup_delete("bk", bak_id=full.id), FAIL_NOT_FOUND_BACKUP)
+
+
+def test_a_damaged_chunk_fails_the_restore_and_a_full_pool_is_refused_before_writing(bcluster, ext4_dir):
+    c = bcluster
+    dev = make_volume(c, "src", 8 * 1024)
+    write_dev(dev, os.urandom(3 * MIB))
+    ok(c.lin.backup_create("bk", "src", incremental=False))
+    [bk] = finished(c.lin, "src", 1)
+    key = bk._rest_data["vlms"][0]["s3"]["key"]
+    s3 = s3_client(c.s3)
+    data = bytearray(s3.get_object(Bucket=c.s3.bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0xFF
+    s3.put_object(Bucket=c.s3.bucket, Key=key, Body=bytes(data))
+
+    replies = c.lin.backup_restore("bk", "n3", "dst", bak_id=bk.id)
+    err(replies, FAIL_UNKNOWN_ERROR)
+    causes = " ".join(r.cause or "" for r in replies)
+    assert f"the backup object '{key}' is damaged" in causes and "chunk" in causes, causes
+    # A target name the definition rules refuse is refused before the
+    # download, too.
+    replies = c.lin.backup_restore("bk", "n3", "-bad", bak_id=bk.id)
+    assert replies and replies[0].is_error() and "-bad" in replies[0].message, replies
+    # Nothing was left behind: no definition, no snapshot file.
+    assert not [r for r in c.lin.resource_dfn_list_raise().resource_definitions if r.name == "dst"]
+    assert [f for f in os.listdir(os.path.join(c.xfs, "n3")) if "dst" in f or "bad" in f] == []
+
+    # A pool without room for what the backup holds is refused before
+    # anything is written: 300 MiB of data (compressible: a small upload)
+    # restored into a pool on a 256 MiB file system.
+    ok(c.lin.storage_pool_create("n3", "small", "FILE_THIN", os.path.join(ext4_dir, "pool")))
+    big = make_volume(c, "big", 384 * 1024)
+    with open(big, "r+b") as f:
+        for i in range(300):
+            f.write(bytes([i % 251 + 1]) * MIB)
+        f.flush()
+        os.fsync(f.fileno())
+    ok(c.lin.backup_create("bk", "big", incremental=False))
+    finished(c.lin, "big", 1)
+    before = keys(c.s3)
+    replies = c.lin.backup_restore("bk", "n3", "big2", resource_name="big", stor_pool_map={"xfs": "small"})
+    err(replies, FAIL_NOT_ENOUGH_FREE_SPACE)
+    assert "no room" in replies[0].message and "KiB free" in (replies[0].cause or ""), replies
+    assert [f for f in os.listdir(os.path.join(ext4_dir, "pool")) if "big2" in f] == []
+    assert keys(c.s3) == before
+    # Unknown backups are clear errors.
+    err(c.lin.backup_restore("bk", "n3", "x2", resource_name="nothing"), FAIL_NOT_FOUND_BACKUP)
+    # Delete by time and resource: only big's backup was made before the
+    # given time and of that resource.
+    ok(c.lin.backup_delete("bk", timestamp="99991231_235959", resource_name="big"))
+    assert [x.origin_rsc_name for x in backups(c.lin).values()] == ["src"]
+    err(c.lin.backup_delete("bk", timestamp="20000101_000000"), FAIL_NOT_FOUND_BACKUP)
+
+
+def test_a_running_shipment_is_queued_and_can_be_aborted(bcluster):
+    c = bcluster
+    dev = make_volume(c, "slow", 256 * 1024)
+    with open(dev, "r+b") as f:
+        for _ in range(256):
+            f.write(os.urandom(MIB))
+        f.flush()
+        os.fsync(f.fileno())
+    ok(c.lin.backup_create("bk", "slow", incremental=False))
+    status, _, q = c.ctrl.request("GET", "/v1/view/backup/queue")
+    assert status == 200, q
+    [entry] = q["snap_queues"]
+    assert entry["resource_name"] == "slow" and entry["remote_name"] == "bk" and entry["queue"] == [{"node_name": "n1"}], q
+    status, _, q = c.ctrl.request("GET", "/v1/view/backup/queue?snap_to_node=true")
+    assert q["node_queues"][0]["node_name"] == "n1" and q["node_queues"][0]["queue"][0]["resource_name"] == "slow", q
+    ok(c.lin.backup_abort("bk", "slow", create=True))
+
+    def failed():
+        bs = [b for b in backups(c.lin).values() if b.origin_rsc_name == "slow"]
+        return bs if bs and not bs[0]._rest_data.get("shipping") else None
+    [b] = wait_for("shipment ended", failed, timeout=60)
+    assert b._rest_data["success"] is False and "aborted" in b._rest_data.get("fail_messages", ""), b._rest_data
+    # No object of it is in the bucket, and the queue is empty again.
+    assert keys(c.s3) == [], keys(c.s3)
+    status, _, q = c.ctrl.request("GET", "/v1/view/backup/queue")
+    assert q["snap_queues"] == [], q
+
+
+def test_backup_verbs_of_the_cli(bcluster):
+    c = bcluster
+    env = dict(os.environ, LS_CONTROLLERS=c.ctrl.url)
+
+    def cairn(*args):
+        p = subprocess.run([BIN, "--no-utf8", "--no-color", *args], capture_output=True, text=True, env=env, timeout=120)
+        return p.returncode, p.stdout, p.stderr
+
+    dev = make_volume(c, "cli", 4 * 1024)
+    data = os.urandom(2 * MIB)
+    write_dev(dev, data)
+    code, out, e = cairn("backup", "create", "bk", "cli", "--full")
+    assert code == 0 and "Backup shipping of resource 'cli'" in out, (out, e)
+    [b] = finished(c.lin, "cli", 1)
+    code, out, e = cairn("backup", "list", "bk", "--resource", "cli")
+    assert code == 0 and "| cli " in out and "Success" in out, (out, e)
+    code, out, e = cairn("backup", "info", "bk", "--id", b.id, "--target-node", "n3")
+    assert code == 0 and b.id in out, (out, e)
+    code, out, e = cairn("backup", "restore", "bk", "n3", "cli2", "--id", b.id)
+    assert code == 0, (out, e)
+    assert digest(device(c, "cli2", "n3"), 2 * MIB) == hashlib.sha256(data).hexdigest()
+    code, out, e = cairn("backup", "queue-list")
+    assert code == 0, (out, e)
+    code, out, e = cairn("backup", "delete", "filter", "bk", "--resource", "cli", "--dry-run")
+    assert code == 0 and "would be deleted" in out and len(keys(c.s3)) == 2, (out, e)
+    code, out, e = cairn("backup", "delete", "id", "bk", b.id)
+    assert code == 0 and keys(c.s3) == [], (out, e)
+    code, out, e = cairn("backup", "delete", "id", "bk", b.id)
+    assert code != 0, (out, e)
+
+
+def test_one_percent_changed_of_a_gibibyte_volume_uploads_about_one_percent(bcluster):
+    c = bcluster
+    gib = 1 << 30
+    dev = make_volume(c, "big1", gib // 1024)
+    ok(c.lin.backup_create("bk", "big1", incremental=False))
+    [full] = finished(c.lin, "big1", 1)
+    time.sleep(1.1)
+    # 1 % of the volume, in ten pieces of about 1 MiB spread over it.
+    with open(dev, "r+b") as f:
+        for i in range(10):
+            f.seek(i * (gib // 10) + 12345)
+            f.write(os.urandom(gib // 1000))
+        f.flush()
+        os.fsync(f.fileno())
+    ok(c.lin.backup_create("bk", "big1"))
+    inc = next(b for b in finished(c.lin, "big1", 2) if b.id != full.id)
+    assert inc._rest_data["based_on_id"] == full.id
+    size = s3_client(c.s3).head_object(Bucket=c.s3.bucket, Key=inc._rest_data["vlms"][0]["s3"]["key"])["ContentLength"]
+    # The changed ranges straddle at most two 1 MiB chunks each.
+    assert size <= 0.05 * gib and size <= 21 * MIB, size
+    ok(c.lin.backup_restore("bk", "n3", "big1r", resource_name="big1"))
+    assert digest(device(c, "big1r", "n3"), gib) == digest(dev, gib)
