@@ -67,7 +67,7 @@ DELIBERATE = {
                      for verb in ("status", "evict", "disable", "enable", "restart")],
 }
 # Routes of LINSTOR's API Cairn does not serve yet.
-NOT_YET = 14
+NOT_YET = 6
 MASK_ERROR = -(1 << 62)
 FAIL_INVLD_REQUEST, FAIL_IMPL_ERROR = 234, 999
 
@@ -166,6 +166,14 @@ IMPLEMENTED = [
     ("GET", "/v1/error-reports/x1"),
     ("GET", "/v1/stats/error-reports"),
     ("GET", "/v1/schedules"),
+    ("POST", "/v1/schedules"),
+    ("PUT", "/v1/schedules/x1"),
+    ("DELETE", "/v1/schedules/x1"),
+    ("PUT", "/v1/remotes/x1/backups/schedule/x2/enable"),
+    ("PUT", "/v1/remotes/x1/backups/schedule/x2/disable"),
+    ("DELETE", "/v1/remotes/x1/backups/schedule/x2/delete"),
+    ("GET", "/v1/view/schedules-by-resource"),
+    ("GET", "/v1/view/schedules-by-resource/x1"),
 ]
 
 
@@ -181,8 +189,9 @@ def test_implemented_routes_are_not_501(controller):
 
 
 def test_error_reports_and_schedules_are_empty_lists_as_linstor_answers_them(controller, lin):
-    # Cairn writes no error reports and keeps no backup schedules: the
-    # upstream CLI's `err list` and `schedule list` print empty tables.
+    # Cairn writes no error reports, and a fresh controller has no backup
+    # schedules: the upstream CLI's `err list` and `schedule list` print
+    # empty tables.
     assert lin.error_report_list() == []
     assert lin.error_report_list(ids=["5F3A-00000-000000"]) == []
     assert controller.request("GET", "/v1/stats/error-reports")[:3:2] == (200, {"count": 0})

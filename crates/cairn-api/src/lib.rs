@@ -22,6 +22,7 @@ pub mod remote;
 pub mod resource;
 pub mod resource_definition;
 pub mod resource_group;
+pub mod schedule;
 pub mod snapshot;
 pub mod storage_pool;
 pub mod time;

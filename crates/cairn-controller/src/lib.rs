@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod events;
 pub mod links;
 pub mod rest;
+pub mod scheduler;
 pub mod shared;
 mod spec_routes;
 pub mod state;
@@ -176,6 +177,7 @@ impl Controller {
     /// requests to it).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ControllerError> {
         use axum::ServiceExt;
+        scheduler::spawn(&self.state, scheduler::Clock::from_env());
         let Some((tcp, acceptor)) = self.secure else {
             let app = rest::app(self.state.clone(), None, self.users);
             return axum::serve(rest::http::plain(self.listener), app.into_make_service_with_connect_info::<rest::http::PeerAddr>())

@@ -23,6 +23,16 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+/// An [`AppState`] that ends with the controller.
+#[derive(Clone)]
+pub struct WeakState(std::sync::Weak<Inner>);
+
+impl WeakState {
+    pub fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(|inner| AppState { inner })
+    }
+}
+
 struct Inner {
     /// Shared with the links, which read it to compute desired states.
     cluster: SharedCluster,
@@ -45,6 +55,8 @@ struct Inner {
     settings: std::sync::OnceLock<crate::config::ControllerConfig>,
     /// Backup shipments running or failed since the controller started.
     backups: crate::rest::backups::Shipments,
+    /// The backup scheduler's plan: next run of each enabled shipping.
+    scheduler: crate::scheduler::Plan,
 }
 
 /// What the writer lock guards.
@@ -126,6 +138,7 @@ impl AppState {
             links,
             settings: std::sync::OnceLock::new(),
             backups: Default::default(),
+            scheduler: Default::default(),
         });
         tokio::spawn(Inner::committer(Arc::downgrade(&inner), rx));
         let state = AppState { inner };
@@ -261,6 +274,15 @@ impl AppState {
     /// Backup shipments running or failed since the controller started.
     pub fn backups(&self) -> &crate::rest::backups::Shipments {
         &self.inner.backups
+    }
+
+    pub fn scheduler(&self) -> &crate::scheduler::Plan {
+        &self.inner.scheduler
+    }
+
+    /// A handle that does not keep the state alive (background tasks).
+    pub fn downgrade(&self) -> WeakState {
+        WeakState(Arc::downgrade(&self.inner))
     }
 
     /// The satellite links (observed state).

@@ -16,6 +16,7 @@ use crate::resource::Resource;
 use crate::resource_connection::ResourceConnection;
 use crate::resource_definition::{ResourceDefinition, VolumeDefinition};
 use crate::resource_group::{ResourceGroup, VolumeGroup};
+use crate::schedule::Schedule;
 use crate::snapshot::SnapshotDfn;
 use crate::storage_pool::{StorPool, StorPoolDfn};
 
@@ -38,6 +39,7 @@ pub enum Object {
     ExtFile(ExternalFile),
     Remote(Remote),
     AuthToken(AuthToken),
+    Schedule(Schedule),
 }
 
 /// The kind of an object: the table (or key prefix) it is stored under.
@@ -59,10 +61,11 @@ pub enum Kind {
     ExtFile,
     Remote,
     AuthToken,
+    Schedule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Node,
         Kind::StorPoolDfn,
         Kind::StorPool,
@@ -79,6 +82,7 @@ impl Kind {
         Kind::ExtFile,
         Kind::Remote,
         Kind::AuthToken,
+        Kind::Schedule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +103,7 @@ impl Kind {
             Kind::ExtFile => "ext_file",
             Kind::Remote => "remote",
             Kind::AuthToken => "auth_token",
+            Kind::Schedule => "schedule",
         }
     }
 
@@ -130,6 +135,7 @@ pub enum ObjKey {
     Remote(String),
     /// The token's id.
     AuthToken(u32),
+    Schedule(String),
 }
 
 impl ObjKey {
@@ -151,6 +157,7 @@ impl ObjKey {
             ObjKey::ExtFile(_) => Kind::ExtFile,
             ObjKey::Remote(_) => Kind::Remote,
             ObjKey::AuthToken(_) => Kind::AuthToken,
+            ObjKey::Schedule(_) => Kind::Schedule,
         }
     }
 
@@ -164,7 +171,8 @@ impl ObjKey {
             | ObjKey::RscDfn(a)
             | ObjKey::Kvs(a)
             | ObjKey::ExtFile(a)
-            | ObjKey::Remote(a) => a.clone(),
+            | ObjKey::Remote(a)
+            | ObjKey::Schedule(a) => a.clone(),
             ObjKey::StorPool(a, b) | ObjKey::Rsc(a, b) | ObjKey::NodeConn(a, b) | ObjKey::SnapDfn(a, b) => {
                 format!("{a}:{b}")
             }
@@ -201,6 +209,7 @@ impl Object {
             Object::ExtFile(f) => ObjKey::ExtFile(f.path.clone()),
             Object::Remote(r) => ObjKey::Remote(key(&r.name)),
             Object::AuthToken(t) => ObjKey::AuthToken(t.id),
+            Object::Schedule(o) => ObjKey::Schedule(key(&o.name)),
         }
     }
 
@@ -228,6 +237,7 @@ impl Object {
             Object::ExtFile(o) => serde_json::to_string(o),
             Object::Remote(o) => serde_json::to_string(o),
             Object::AuthToken(o) => serde_json::to_string(o),
+            Object::Schedule(o) => serde_json::to_string(o),
         }
     }
 
@@ -250,6 +260,7 @@ impl Object {
             Kind::ExtFile => Object::ExtFile(serde_json::from_str(data)?),
             Kind::Remote => Object::Remote(serde_json::from_str(data)?),
             Kind::AuthToken => Object::AuthToken(serde_json::from_str(data)?),
+            Kind::Schedule => Object::Schedule(serde_json::from_str(data)?),
         })
     }
 }
@@ -326,6 +337,8 @@ pub struct Cluster {
     pub remotes: Map<String, Remote>,
     /// REST API tokens by id, revoked ones included.
     pub auth_tokens: Map<u32, AuthToken>,
+    /// Backup schedules by upper-case name.
+    pub schedules: Map<String, Schedule>,
     /// Index: node key -> keys of the resource definitions placed on it.
     rscs_by_node: Map<String, imbl::OrdSet<String>>,
     /// Index: DRBD minor -> how many volume definitions hold it.
@@ -427,6 +440,9 @@ impl Cluster {
             (ObjKey::AuthToken(k), Object::AuthToken(v)) => {
                 self.auth_tokens.insert(k, v);
             }
+            (ObjKey::Schedule(k), Object::Schedule(v)) => {
+                self.schedules.insert(k, v);
+            }
             _ => unreachable!("Object::key returns the key variant of the object's own kind"),
         }
     }
@@ -488,6 +504,9 @@ impl Cluster {
             }
             ObjKey::AuthToken(k) => {
                 self.auth_tokens.remove(k);
+            }
+            ObjKey::Schedule(k) => {
+                self.schedules.remove(k);
             }
         }
     }

@@ -31,6 +31,7 @@ pub mod resource;
 pub mod resource_connection;
 pub mod resource_definition;
 pub mod resource_group;
+pub mod schedule;
 pub mod snapshot;
 pub mod storage_pool;
 pub mod toggle_disk;

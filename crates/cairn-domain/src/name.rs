@@ -20,6 +20,8 @@ pub enum NameKind {
     Snapshot,
     /// A remote (LINSTOR checks it as a host name).
     Remote,
+    /// A backup schedule.
+    Schedule,
 }
 
 impl NameKind {
@@ -33,6 +35,7 @@ impl NameKind {
             NameKind::KeyValueStore => "key-value store name",
             NameKind::Snapshot => "snapshot name",
             NameKind::Remote => "remote name",
+            NameKind::Schedule => "schedule name",
         }
     }
 
@@ -43,6 +46,7 @@ impl NameKind {
             NameKind::NetInterface => (3, 32),
             NameKind::KeyValueStore => (1, 48),
             NameKind::Remote => (1, 255),
+            NameKind::Schedule => (2, 48),
             NameKind::ResourceDefinition | NameKind::ResourceGroup | NameKind::Snapshot => (2, 48),
         }
     }
@@ -57,6 +61,7 @@ impl NameKind {
             NameKind::KeyValueStore => rc::FAIL_INVLD_KVS_NAME,
             NameKind::Snapshot => rc::FAIL_INVLD_SNAPSHOT_NAME,
             NameKind::Remote => rc::FAIL_INVLD_REMOTE_NAME,
+            NameKind::Schedule => rc::FAIL_INVLD_SCHEDULE_NAME,
         }
     }
 

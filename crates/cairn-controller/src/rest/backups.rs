@@ -86,7 +86,7 @@ impl Shipments {
         }
     }
 
-    fn all(&self) -> Vec<Shipment> {
+    pub fn all(&self) -> Vec<Shipment> {
         self.list.lock().clone()
     }
 }
@@ -372,7 +372,7 @@ fn base_of<'a>(s: &AppState, found: &'a [Found], rsc: &str, node: &str) -> Optio
 
 /// `POST /v1/remotes/{remote}/backups`: takes a snapshot, then ships it in
 /// the background; the answer comes once the snapshot is taken.
-async fn create(State(s): State<AppState>, Path(remote): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
+pub(crate) async fn create(State(s): State<AppState>, Path(remote): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: CreateReq = input::required(&body)?;
     let t = target(&s, &remote, OP_CRT)?;
     let (node, pool, layer_stack, sizes) = {
@@ -771,7 +771,7 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
 /// `DELETE /v1/remotes/{remote}/backups`: by id, id prefix, time,
 /// resource or node; `cascading` takes the incrementals based on them
 /// too, otherwise a backup others depend on is refused.
-async fn remove(State(s): State<AppState>, Path(remote): Path<String>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+pub(crate) async fn remove(State(s): State<AppState>, Path(remote): Path<String>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
     const OP: i64 = rc::MASK_DEL | rc::MASK_BACKUP;
     let q = input::query(q);
     let flag = |k: &str| q.get(k).is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true"));
@@ -846,6 +846,21 @@ async fn remove(State(s): State<AppState>, Path(remote): Path<String>, RawQuery(
         entries.push(ApiCallRc::success(OP, 0, format!("Backup '{}' {verb}.", f.full_id())));
     }
     Ok(Reply::new(200, entries))
+}
+
+/// The full backups of `rsc` in the remote's bucket, oldest first: full
+/// id and start time (the scheduler's `keep_remote`).
+pub(crate) async fn full_backups(s: &AppState, remote: &str, rsc: &str) -> Result<Vec<(String, i64)>, ApiError> {
+    const OP: i64 = rc::MASK_DEL | rc::MASK_BACKUP;
+    let b = open_bucket(&target(s, remote, OP)?, OP)?;
+    let (found, _) = scan(&b, OP).await?;
+    let mut fulls: Vec<(String, i64)> = found
+        .iter()
+        .filter(|f| key(&f.rsc) == key(rsc) && f.meta.based_on.is_none())
+        .map(|f| (f.full_id(), f.meta.start_timestamp))
+        .collect();
+    fulls.sort_by_key(|(id, ts)| (*ts, id.clone()));
+    Ok(fulls)
 }
 
 /// `YYYYMMDD_HHMMSS` (LINSTOR's form, UTC) or epoch milliseconds.

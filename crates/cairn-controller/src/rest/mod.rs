@@ -27,6 +27,7 @@ pub mod resource_connections;
 pub mod resource_definitions;
 pub mod resource_groups;
 pub mod resources;
+mod schedules;
 pub mod snapshots;
 pub mod stats;
 pub mod storage_pools;
@@ -72,6 +73,7 @@ pub fn router(state: AppState, https_port: Option<u16>, users: Option<Arc<Users>
         .merge(remotes::routes())
         .merge(backups::routes())
         .merge(reports::routes())
+        .merge(schedules::routes())
         .merge(kvs::routes())
         .merge(files::routes())
         .merge(node_connections::routes())
