@@ -6,11 +6,13 @@ clock (CAIRN_SCHEDULE_CLOCK_SCALE=60: a cron minute per real second):
 full backups on full_cron, incrementals on inc_cron, keep_remote and
 keep_local pruning old backups and snapshots."""
 
+import os
+import subprocess
 import time
 
 import pytest
 
-from conftest import err, ok, wait_for
+from conftest import BIN, err, ok, wait_for
 from test_backups import backups, bcluster, make_volume  # noqa: F401 (bcluster is a fixture)
 
 FAIL_INVLD_SCHEDULE_NAME, FAIL_NOT_FOUND_REMOTE, FAIL_NOT_FOUND_SCHEDULE, FAIL_EXISTS_SCHEDULE = 241, 321, 323, 528
@@ -130,3 +132,40 @@ def test_the_scheduler_ships_full_and_incremental_backups_and_prunes_old_ones(sc
     assert set(backups(c.lin)) == before
     row = c.ctrl.request("GET", "/v1/view/schedules-by-resource?rsc=sched")[2]["data"][0]
     assert row["reason"] == "disabled", row
+
+
+def test_schedule_verbs_of_the_cli(controller, lin):
+    env = dict(os.environ, LS_CONTROLLERS=controller.url)
+
+    def cairn(*args):
+        p = subprocess.run([BIN, "--no-utf8", "--no-color", *args], capture_output=True, text=True, env=env, timeout=60)
+        return p.returncode, p.stdout, p.stderr
+
+    code, out, e = cairn("schedule", "create", "daily", "0 4 * * *", "-i", "0 * * * *", "-l", "2", "-r", "5",
+                         "--on-failure", "retry", "--max-retries", "3")
+    assert code == 0 and "created successfully" in out, (out, e)
+    code, out, e = cairn("schedule", "create", "broken", "0 4 * *")
+    assert code != 0 and "full-cron" in out + e, (out, e)
+    code, out, e = cairn("schedule", "modify", "daily", "--keep-local", "all", "-f", "0 5 * * *")
+    assert code == 0, (out, e)
+    code, out, e = cairn("schedule", "list")
+    assert code == 0 and "| daily " in out and "0 5 * * *" in out and "RETRY[3]" in out, (out, e)
+    [s] = lin.schedule_list().schedules
+    assert (s.keep_local, s.keep_remote) == (None, 5)
+    ok(lin.crypt_create_passphrase("master-pw"))
+    ok(lin.remote_create_linstor("far", "http://127.0.0.2:3370"))
+    ok(lin.resource_dfn_create("rd1"))
+    code, out, e = cairn("backup", "schedule", "enable", "far", "daily", "--rd", "rd1")
+    assert code == 0 and "successfully enabled for resource definition 'rd1'" in out, (out, e)
+    code, out, e = cairn("schedule", "list-by-resource-details", "rd1")
+    assert code == 0 and "| far " in out and "enabled" in out, (out, e)
+    code, out, e = cairn("backup", "schedule", "disable", "far", "daily")
+    assert code == 0 and "disabled on controller" in out, (out, e)
+    code, out, e = cairn("schedule", "lbr")
+    assert code == 0 and "| rd1 " in out and "undeployed" in out, (out, e)
+    code, out, e = cairn("backup", "schedule", "delete", "far", "daily", "--rd", "rd1")
+    assert code == 0, (out, e)
+    code, out, e = cairn("schedule", "lbr", "-r", "rd1")
+    assert code == 0 and "disabled" in out, (out, e)
+    code, out, e = cairn("schedule", "delete", "daily")
+    assert code == 0 and lin.schedule_list().schedules == [], (out, e)

@@ -103,9 +103,9 @@ enum Command {
     /// Backups to S3 remotes: create, list, info, restore, delete, abort.
     #[command(visible_alias = "b", subcommand)]
     Backup(cli::backup::BackupCmd),
-    /// Backup schedules (none in Cairn yet).
+    /// Backup schedules.
     #[command(subcommand)]
-    Schedule(cli::remote::ScheduleCmd),
+    Schedule(cli::schedule::ScheduleCmd),
     /// Error reports.
     #[command(visible_alias = "err", subcommand)]
     ErrorReports(ErrorReportsCmd),
@@ -774,7 +774,7 @@ fn run() -> anyhow::Result<()> {
         Command::File(cmd) => client(g, |c| cli::file::run(c, cmd)),
         Command::Remote(cmd) => client(g, |c| cli::remote::run(c, cmd)),
         Command::Advise(cmd) => client(g, |c| cli::advise::run(c, cmd)),
-        Command::Schedule(cmd) => client(g, |c| cli::remote::run_schedule(c, cmd)),
+        Command::Schedule(cmd) => client(g, |c| cli::schedule::run(c, cmd)),
         Command::Backup(cmd) => client(g, |c| cli::backup::run(c, cmd)),
         Command::ErrorReports(cmd) => client(g, |c| cli::controller::run_error_reports(c, cmd)),
         Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),

@@ -92,6 +92,9 @@ pub enum BackupCmd {
     /// The shipments running now.
     #[command(name = "queue-list", visible_alias = "ql")]
     QueueList,
+    /// Switch backup schedules on and off.
+    #[command(visible_alias = "sched", subcommand)]
+    Schedule(super::schedule::BackupScheduleCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -236,6 +239,7 @@ pub fn run(ctx: &Ctx, cmd: BackupCmd) -> i32 {
         BackupCmd::Abort { remote, resource } => {
             ctx.send("POST", &backups_path(&remote, "/abort"), Some(&json!({"rsc_name": resource, "create": true})))
         }
+        BackupCmd::Schedule(cmd) => super::schedule::run_backup(ctx, cmd),
         BackupCmd::QueueList => {
             let q: Value = match ctx.get("/v1/view/backup/queue") {
                 Ok(q) => q,

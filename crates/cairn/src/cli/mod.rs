@@ -17,6 +17,7 @@ pub mod resource;
 pub mod resource_connection;
 pub mod resource_definition;
 pub mod resource_group;
+pub mod schedule;
 pub mod size;
 pub mod snapshot;
 pub mod storage_pool;

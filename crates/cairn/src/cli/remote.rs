@@ -1,6 +1,5 @@
-//! `cairn remote` and `cairn schedule`: the backup targets and backup
-//! schedules of LINSTOR's tree (`linstor remote …`). Remotes are kept;
-//! schedules are not yet, so only their list exists.
+//! `cairn remote`: the backup targets of LINSTOR's tree (`linstor remote
+//! …`).
 
 use cairn_api::remote::{LinstorRemote, RemoteList, S3Remote};
 use cairn_client::seg;
@@ -104,13 +103,6 @@ pub enum RemoteKindModify {
     },
 }
 
-#[derive(Subcommand, Debug)]
-pub enum ScheduleCmd {
-    /// List the backup schedules.
-    #[command(visible_alias = "l", alias = "ls")]
-    List,
-}
-
 /// An option given without a value asks on stdin (linstor-client prompts).
 fn asked(v: Option<String>, what: &str) -> Option<String> {
     match v {
@@ -173,33 +165,6 @@ pub fn run(ctx: &Ctx, cmd: RemoteCmd) -> i32 {
         RemoteCmd::Delete { name } => {
             let q = super::query(&[("remote_name", &[name])]);
             ctx.send("DELETE", &format!("/v1/remotes{q}"), None::<&()>)
-        }
-    }
-}
-
-pub fn run_schedule(ctx: &Ctx, cmd: ScheduleCmd) -> i32 {
-    match cmd {
-        ScheduleCmd::List => {
-            let list: serde_json::Value = match ctx.get("/v1/schedules") {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-            let mut t = Table::new(&["Name", "Full", "Incremental", "KeepLocal", "KeepRemote"]);
-            let cell = |s: &serde_json::Value, k: &str| match &s[k] {
-                serde_json::Value::Null => String::new().into(),
-                serde_json::Value::String(v) => v.clone().into(),
-                v => v.to_string().into(),
-            };
-            for s in list["data"].as_array().into_iter().flatten() {
-                t.row(vec![
-                    cell(s, "schedule_name"),
-                    cell(s, "full_cron"),
-                    cell(s, "inc_cron"),
-                    cell(s, "keep_local"),
-                    cell(s, "keep_remote"),
-                ]);
-            }
-            ctx.show(&list, t)
         }
     }
 }
