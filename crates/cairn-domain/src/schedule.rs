@@ -457,3 +457,42 @@ impl Cluster {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-01-01T00:00:00Z.
+    const NEW_YEAR: i64 = 1_767_225_600_000;
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn five_field_crons_fire_at_their_next_minute_in_utc() {
+        assert_eq!(next_after("* * * * *", NEW_YEAR), Some(NEW_YEAR + MIN));
+        assert_eq!(next_after("* * * * *", NEW_YEAR + 1), Some(NEW_YEAR + MIN));
+        assert_eq!(next_after("30 2 * * *", NEW_YEAR), Some(NEW_YEAR + (2 * 60 + 30) * MIN));
+        // LINSTOR's UNIX cron has no seconds field; six fields are refused.
+        assert!(parse_cron("0 * * * * *").is_err());
+        assert!(parse_cron("61 * * * *").is_err());
+        assert_eq!(next_after("not a cron", NEW_YEAR), None);
+    }
+
+    fn cluster_with(req: wire::Schedule) -> OpResult<Outcome> {
+        Cluster::default().create_schedule(&req, &mut Ctx::deterministic())
+    }
+
+    #[test]
+    fn creation_checks_name_crons_and_failure_policy() {
+        let ok = wire::Schedule { schedule_name: "daily".into(), full_cron: "0 4 * * *".into(), ..Default::default() };
+        let out = cluster_with(ok.clone()).expect("valid schedule");
+        let Some(crate::Change::Put(Object::Schedule(s))) = out.changes.first() else { panic!("no schedule stored: {out:?}") };
+        assert_eq!((s.on_failure, s.inc_cron.clone()), (OnFailure::Skip, None));
+        let code = |r: OpResult<Outcome>| r.err().map(|e| e.rc.ret_code & 0x7FFF);
+        assert_eq!(code(cluster_with(wire::Schedule { schedule_name: "a b".into(), ..ok.clone() })), Some(rc::FAIL_INVLD_SCHEDULE_NAME));
+        let bad_cron = cluster_with(wire::Schedule { full_cron: "0 4 * *".into(), ..ok.clone() }).expect_err("4 fields");
+        assert!(bad_cron.rc.message.starts_with("Error parsing full-cron"), "{}", bad_cron.rc.message);
+        let bad_inc = cluster_with(wire::Schedule { inc_cron: Some("x".into()), ..ok.clone() }).expect_err("bad inc");
+        assert!(bad_inc.rc.message.starts_with("Error parsing inc-cron"), "{}", bad_inc.rc.message);
+        assert!(cluster_with(wire::Schedule { on_failure: Some("later".into()), ..ok }).is_err());
+    }
+}
