@@ -151,7 +151,7 @@ def test_the_cli_evacuates_and_restores(drbd_cluster):
     ok(c.lin.resource_dfn_delete("evcli"))
 
 
-def test_auto_evict_within_linstors_limits(drbd_cluster):
+def test_auto_evict_within_linstors_limits(drbd_cluster, xfs_dir):
     c = drbd_cluster
     v = spawn(c, "ae")
     src, keep = diskful(v)
@@ -161,6 +161,15 @@ def test_auto_evict_within_linstors_limits(drbd_cluster):
     ok(c.lin.volume_dfn_create("aemin", 16 * 1024))
     ok(c.lin.resource_create([linstor.ResourceData(n, "aemin") for n in (src, keep)]))
     ok(c.lin.resource_dfn_modify("aemin", {"DrbdOptions/AutoEvictMinReplicaCount": "1"}))
+    # A snapshot kept on the node (restore may delete the node's part), and
+    # a replica there that was inactive before the eviction (it stays so).
+    for n in (src, keep):
+        ok(c.lin.storage_pool_create(n, "reflink", "FILE_THIN", os.path.join(xfs_dir, n)))
+    ok(c.lin.resource_dfn_create("aesnap"))
+    ok(c.lin.volume_dfn_create("aesnap", 16 * 1024))
+    ok(c.lin.resource_create([linstor.ResourceData(n, "aesnap", storage_pool="reflink") for n in (src, keep)]))
+    ok(c.lin.snapshot_create([src, keep], "aesnap", "before"))
+    ok(c.lin.resource_deactivate(src, "aemin"))
     # LINSTOR's AutoEvictAfterTime is in minutes and accepts 0.
     ok(c.lin.controller_set_prop("DrbdOptions/AutoEvictAfterTime", "0"))
     # 10 % of 3 nodes: no node may be offline for eviction.
@@ -182,16 +191,21 @@ def test_auto_evict_within_linstors_limits(drbd_cluster):
     assert "DISKLESS" not in v[tb]["flags"] and "TIE_BREAKER" not in v[tb]["flags"], v[tb]
     # aemin keeps its one replica on the node that is left: no new one.
     v2 = view(c, "aemin")
-    assert "EVICTED" in v2[src]["flags"], v2[src]
+    assert "EVICTED" in v2[src]["flags"] and "INACTIVE_BEFORE_EVICTION" in v2[src]["flags"], v2[src]
     assert [n for n, r in v2.items() if "DISKLESS" not in r["flags"] and n != src] == [keep], v2
     # A reconnect is refused while evicted; restore brings it back.
     c.sats[src].start()
     replies = c.lin.node_reconnect([src])
     assert any(r.ret_code & 0x7FFF == 1017 for r in replies), replies
     ok(c.lin.controller_set_prop("DrbdOptions/AutoEvictAfterTime", "720"))
-    ok(c.lin.node_restore(src))
+    ok(c.lin.node_restore(src, delete_snapshots=True))
     n = node(c, src)
     assert "EVICTED" not in n["flags"], n
     v = view(c, "ae")
     assert "EVICTED" not in v[src]["flags"] and "INACTIVE" not in v[src]["flags"], v[src]
+    v2 = view(c, "aemin")
+    assert "INACTIVE" in v2[src]["flags"] and "INACTIVE_BEFORE_EVICTION" not in v2[src]["flags"], v2[src]
+    # The snapshot is kept on the other node only.
+    status, _, snap = c.ctrl.request("GET", "/v1/resource-definitions/aesnap/snapshots/before")
+    assert status == 200 and snap["nodes"] == [keep], snap
     wait_for("node online again", lambda: node(c, src)["connection_status"] == "ONLINE", timeout=30)

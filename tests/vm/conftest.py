@@ -305,6 +305,11 @@ def sha(c, dev):
     return out.split()[0]
 
 
+# Replies wait for the satellites (the controller gives each 300 s); three
+# TCG VMs on two cores are slow.
+CLIENT_TIMEOUT = 120
+
+
 def bridge(taps):
     """The test's own layer-2 network in the private namespace: bridge cbr0
     (10.99.0.254/24, the controller's side) and one tap per VM."""
@@ -319,19 +324,19 @@ def bridge(taps):
 
 
 @pytest.fixture(scope="module")
-def drbd_cluster(drbd_image):
+def drbd_cluster_shared(drbd_image):
     """A controller and three VMs d1-d3 with DRBD 9 loaded (10.99.0.1-3 on
     the test bridge), each with an LVM_THIN pool `thin` on its disk, a
     FILE_THIN pool `file` and a FILE pool `thick`; the default layer stack
     DRBD,STORAGE."""
     root = tempfile.mkdtemp(prefix="cairn-drbdtest-")
+    shutil.rmtree(os.path.join(LOGS, "failed"), ignore_errors=True)  # a previous run's
     names = ["d1", "d2", "d3"]
     bridge(range(1, len(names) + 1))
     ctrl, lin, vms = Controller(root), None, {}
     try:
         ctrl.start()
-        # Replies wait for the satellites; three TCG VMs on two cores are slow.
-        lin = linstor.Linstor(ctrl.url, timeout=120)
+        lin = linstor.Linstor(ctrl.url, timeout=CLIENT_TIMEOUT)
         lin.connect()
         for i, n in enumerate(names, start=1):  # booting at once
             vms[n] = Vm(n, None, os.path.join(root, "cluster-secret"), disks=("1G",), mem=640, image=drbd_image, tap=i).launch()
@@ -351,5 +356,65 @@ def drbd_cluster(drbd_image):
         c = type("C", (), {})()
         c.ctrl, c.lin, c.vms, c.root = ctrl, lin, vms, root
         yield c
+        lin = c.lin
     finally:
         _teardown(lin, ctrl, vms.values(), root)
+
+
+@pytest.fixture
+def drbd_cluster(drbd_cluster_shared):
+    """The three-VM cluster with a client of its own for each test: a
+    request that timed out leaves python-linstor's connection unusable
+    (http.client's CannotSendRequest on every later call), which must fail
+    that test alone."""
+    c = drbd_cluster_shared
+    try:
+        c.lin.disconnect()
+    except Exception:  # noqa: BLE001 - whatever state the old one is in
+        pass
+    c.lin = linstor.Linstor(c.ctrl.url, timeout=CLIENT_TIMEOUT)
+    c.lin.connect()
+    yield c
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test of the three-VM cluster carries the warnings and errors
+    its controller and satellites logged last, in its own report: CI keeps
+    only what pytest prints, and a slow or hung request says nothing about
+    which node held it."""
+    outcome = yield
+    rep = outcome.get_result()
+    c = item.funcargs.get("drbd_cluster") if rep.when == "call" and rep.failed else None
+    if c is None:
+        return
+    pick = re.compile(r"WARN|ERROR|did not|timed out")
+    try:
+        with open(os.path.join(c.root, "controller.log"), errors="replace") as f:
+            lines = [x.rstrip() for x in f if pick.search(x)]
+        rep.sections.append(("controller: last warnings and errors", "\n".join(lines[-25:])))
+    except OSError as e:
+        rep.sections.append(("controller log", f"unreadable: {e}"))
+    # Each node's whole kernel log and satellite log as they were when the
+    # test failed (a later test may restart the VM and lose them), beside
+    # the logs the cluster leaves at its end.
+    saved = os.path.join(LOGS, "failed", item.name)
+    shutil.rmtree(saved, ignore_errors=True)
+    os.makedirs(saved, exist_ok=True)
+    for n, vm in c.vms.items():
+        for what, cmd in (("dmesg", "dmesg"), ("satellite", "cat /var/log/cairn-satellite.log"), ("drbd-status", "drbdsetup status --verbose --statistics")):
+            try:
+                out = vm.sh(cmd, timeout=30)[1]
+            except OSError as e:
+                out = f"unreachable: {e}"
+            with open(os.path.join(saved, f"{n}.{what}.log"), "w") as f:
+                f.write(out)
+    for n, vm in c.vms.items():
+        try:
+            # The last commands other than the capacity reads every few
+            # seconds: what the node was doing.
+            _, out = vm.sh("grep -E ' (WARN|ERROR) ' /var/log/cairn-satellite.log | tail -n 15; echo '-- last commands'; "
+                           "grep -vE 'cmd=(vgs|df|lvs|pvs) ' /var/log/cairn-satellite.log | tail -n 8", timeout=30)
+        except OSError as e:
+            out = f"unreachable: {e}"
+        rep.sections.append((f"satellite {n}: last warnings, errors and commands", out))

@@ -217,8 +217,10 @@ impl Cluster {
     /// stays inactive). Replacements made for an unfinished evacuation stay
     /// but no longer delete the node's replica once they are UpToDate.
     /// `delete_resources`: the node's replicas are deleted instead, except
-    /// the last diskful one of a definition.
-    pub fn restore_node(&self, node: &str, delete_resources: bool) -> OpResult<Outcome> {
+    /// the last diskful one of a definition. `delete_snapshots`: the
+    /// node's part of every snapshot goes (a snapshot kept nowhere else
+    /// goes whole), as LINSTOR's snapshot delete on that node.
+    pub fn restore_node(&self, node: &str, delete_resources: bool, delete_snapshots: bool) -> OpResult<Outcome> {
         let n = self.node(node, MOD_NODE)?;
         let nk = key(&n.name);
         if !n.flags.contains(FLAG_EVACUATE) && !n.flags.contains(FLAG_EVICTED) {
@@ -271,6 +273,19 @@ impl Cluster {
                     kept.props.remove(PROP_MIGRATE_FROM);
                     out.put(Object::Rsc(kept));
                 }
+            }
+        }
+        if delete_snapshots {
+            let on_node: Vec<(String, String)> = self
+                .snapshots
+                .values()
+                .filter(|s| s.nodes.contains_key(&nk))
+                .map(|s| (s.resource_definition.clone(), s.name.clone()))
+                .collect();
+            for (rd, snap) in on_node {
+                let o = self.delete_snapshot(&rd, &snap, std::slice::from_ref(&n.name))?;
+                out.changes.extend(o.changes);
+                out.replies.extend(o.replies);
             }
         }
         out.reply(ApiCallRc::success(rc::MASK_NODE, 0, format!("Successfully restored node {}", n.name)).with_ref("Node", &n.name));

@@ -193,17 +193,9 @@ const EVACUATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// `PUT /v1/nodes/{node}/restore`.
 async fn restore(State(s): State<AppState>, Path(node): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: NodeRestore = input::body(&body)?;
-    if req.delete_snapshots == Some(true) {
-        return Err(cairn_domain::OpError::new(
-            rc::MASK_MOD | rc::MASK_NODE,
-            rc::FAIL_INVLD_REQUEST,
-            "Deleting snapshots while restoring a node is not supported by Cairn.",
-        )
-        .correction("Delete the node's snapshots with `snapshot delete`, then restore it.")
-        .into());
-    }
     let evicted = s.read().nodes.get(&key(&node)).is_some_and(|n| n.flags.contains(cairn_domain::evacuate::FLAG_EVICTED));
-    let reply = s.mutate(200, |c, _| c.restore_node(&node, req.delete_resources.unwrap_or(false))).await?;
+    let reply =
+        s.mutate(200, |c, _| c.restore_node(&node, req.delete_resources.unwrap_or(false), req.delete_snapshots.unwrap_or(false))).await?;
     // An evicted node is connected again (as LINSTOR's reconnector).
     if evicted && !reply.entries.iter().any(|e| e.is_error()) {
         let c = s.read();
