@@ -10,7 +10,10 @@
 //! node's whole desired state; the satellite removes what is not in it),
 //! then deltas (`full = false`) after each change that touches the node.
 //! Every reply is the observed state of what the request touched, plus the
-//! capacity of every pool.
+//! capacity of every pool. Between changes the controller asks for the
+//! whole observed state ([`ObserveSince`]); the satellite answers
+//! "unchanged" when it is the one the controller already holds, so an idle
+//! heartbeat costs neither side a decode.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,12 +21,13 @@ pub mod logging;
 pub mod tls;
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 5;
+pub const PROTO_VERSION: u32 = 6;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Paths on the satellite.
 pub const PATH_HELLO: &str = "/internal/v1/hello";
 pub const PATH_APPLY: &str = "/internal/v1/apply";
+/// `POST` an [`ObserveSince`], answered by an [`Observation`].
 pub const PATH_OBSERVE: &str = "/internal/v1/observe";
 /// `GET`: the node's unused disks; `POST` [`PhysicalCreate`]: make a pool.
 pub const PATH_PHYSICAL: &str = "/internal/v1/physical-storage";
@@ -704,7 +708,7 @@ pub struct PoolObserved {
     pub supports_snapshots: Option<bool>,
 }
 
-/// The answer to [`Apply`] and to `GET /internal/v1/observe`.
+/// The answer to [`Apply`]; the whole of it is in an [`Observation`].
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Observed {
     pub generation: u64,
@@ -718,6 +722,59 @@ pub struct Observed {
     #[serde(default)]
     pub removed: Vec<ResourceObserved>,
     pub pools: Vec<PoolObserved>,
+}
+
+/// An observation request: the digest of the observation the controller
+/// holds, if it holds one as the satellite sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ObserveSince {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// The answer to [`ObserveSince`]: everything the satellite observes
+/// (`observed`, every resource and pool), or nothing when its digest is
+/// the one asked with (`since`): the state is as the controller holds it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Observation {
+    /// [`Observed::digest`] of the satellite's current observation.
+    pub digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Observed>,
+}
+
+impl Observation {
+    /// The answer to `since` when `o` is what the satellite observes now.
+    pub fn answer(o: Observed, since: Option<&str>) -> Observation {
+        let digest = o.digest();
+        let observed = (since != Some(digest.as_str())).then_some(o);
+        Observation { digest, observed }
+    }
+}
+
+impl Observed {
+    /// A digest of everything in this observation (the instance and
+    /// generation included): sha256 of its JSON, first 128 bits in hex.
+    /// Equal digests: equal observations (the JSON of one value is always
+    /// written the same way: fields in order, maps sorted).
+    pub fn digest(&self) -> String {
+        struct Sink(ring::digest::Context);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut sink = Sink(ring::digest::Context::new(&ring::digest::SHA256));
+        // Writing into a hash cannot fail, and these types always serialise.
+        if let Err(e) = serde_json::to_writer(&mut sink, self) {
+            sink.0.update(e.to_string().as_bytes());
+        }
+        sink.0.finish().as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 #[cfg(test)]
@@ -744,5 +801,32 @@ mod tests {
         assert_eq!(serde_json::from_str::<Apply>(&s).unwrap(), a);
         let o: Observed = serde_json::from_str(r#"{"generation":1,"resources":[],"pools":[]}"#).unwrap();
         assert!(o.removed.is_empty());
+    }
+
+    #[test]
+    fn an_observation_is_answered_unchanged_only_when_the_digest_asked_with_is_current() {
+        let o = Observed {
+            generation: 3,
+            instance: "i1".into(),
+            resources: vec![ResourceObserved { name: "r".into(), ..Default::default() }],
+            removed: vec![],
+            pools: vec![PoolObserved { name: "p".into(), free_kib: Some(10), ..Default::default() }],
+        };
+        let first = Observation::answer(o.clone(), None);
+        assert_eq!(first.observed.as_ref(), Some(&o));
+        assert_eq!(first.digest.len(), 32);
+        let same = Observation::answer(o.clone(), Some(&first.digest));
+        assert_eq!(same, Observation { digest: first.digest.clone(), observed: None });
+        assert_eq!(serde_json::to_string(&same).unwrap(), format!(r#"{{"digest":"{}"}}"#, first.digest));
+        // Any change (capacity, instance) is another digest: the whole answer.
+        let mut fuller = o.clone();
+        fuller.pools[0].free_kib = Some(9);
+        let mut restarted = o.clone();
+        restarted.instance = "i2".into();
+        for changed in [fuller, restarted] {
+            let a = Observation::answer(changed.clone(), Some(&first.digest));
+            assert_ne!(a.digest, first.digest);
+            assert_eq!(a.observed, Some(changed));
+        }
     }
 }

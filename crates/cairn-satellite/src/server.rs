@@ -12,9 +12,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_exec::{CommandRunner, HostRunner};
 use cairn_proto::{
-    Apply, BackupAbort, BackupReceive, BackupReceived, BackupSend, Hello, LogLevels, ObjectError, PATH_APPLY, PATH_BACKUP_ABORT,
-    PATH_BACKUP_RECEIVE, PATH_BACKUP_SEND, PATH_CONFIG, PATH_EXT_FILE_STATUS, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL, PROTO_VERSION,
-    PhysicalCreate, PhysicalCreated, ProviderSupport, VERSION_HEADER,
+    Apply, BackupAbort, BackupReceive, BackupReceived, BackupSend, Hello, LogLevels, ObjectError, Observation, ObserveSince, PATH_APPLY,
+    PATH_BACKUP_ABORT, PATH_BACKUP_RECEIVE, PATH_BACKUP_SEND, PATH_CONFIG, PATH_EXT_FILE_STATUS, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL,
+    PROTO_VERSION, PhysicalCreate, PhysicalCreated, ProviderSupport, VERSION_HEADER,
 };
 use cairn_storage::physical::Physical;
 use tokio::net::TcpListener;
@@ -189,7 +189,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(PATH_HELLO, get(hello))
         .route(PATH_APPLY, post(apply).layer(axum::extract::DefaultBodyLimit::disable()))
-        .route(PATH_OBSERVE, get(observe))
+        .route(PATH_OBSERVE, post(observe))
         .route(PATH_PHYSICAL, get(physical_list).post(physical_create))
         .route(PATH_CONFIG, get(log_levels).post(set_log_levels))
         .route(PATH_EXT_FILE_STATUS, post(ext_file_status))
@@ -276,8 +276,17 @@ async fn ext_file_status(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
     }
 }
 
-async fn observe(State(s): State<Arc<Shared>>) -> Response {
-    Json(s.applier.observe().await).into_response()
+async fn observe(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    observation(&body, s.applier.observe()).await
+}
+
+/// The answer to an observe request: the whole observed state, or
+/// "unchanged" when the controller holds it (see [`Observation`]).
+pub(crate) async fn observation(body: &[u8], observe: impl Future<Output = cairn_proto::Observed>) -> Response {
+    match serde_json::from_slice::<ObserveSince>(body) {
+        Ok(req) => Json(Observation::answer(observe.await, req.since.as_deref())).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("bad observe request: {e}")).into_response(),
+    }
 }
 
 async fn physical_list(State(s): State<Arc<Shared>>) -> Response {

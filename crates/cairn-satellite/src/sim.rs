@@ -56,6 +56,9 @@ impl SimConfig {
 #[derive(Default)]
 struct NodeState {
     synced: bool,
+    /// As a real satellite counts it: the newest request's generation
+    /// since the last full apply.
+    generation: u64,
     pools: Vec<PoolDesired>,
     resources: BTreeMap<String, ResourceDesired>,
 }
@@ -124,7 +127,7 @@ fn router(node: Arc<SimNode>) -> Router {
     Router::new()
         .route(PATH_HELLO, get(|State(n): State<Arc<SimNode>>| async move { Json(n.hello.clone()) }))
         .route(PATH_APPLY, post(apply).layer(axum::extract::DefaultBodyLimit::disable()))
-        .route(PATH_OBSERVE, get(|State(n): State<Arc<SimNode>>| async move { Json(n.observe_all()) }))
+        .route(PATH_OBSERVE, post(observe))
         .route(PATH_CONFIG, get(|| async { Json(LogLevels::default()) }))
         .layer(middleware::from_fn_with_state(node.clone(), guard))
         .with_state(node)
@@ -156,7 +159,9 @@ async fn apply(State(n): State<Arc<SimNode>>, body: Bytes) -> Response {
     if req.full {
         st.resources.clear();
         st.synced = true;
+        st.generation = req.generation;
     }
+    st.generation = st.generation.max(req.generation);
     if req.full || req.pools_set {
         st.pools = req.pools.clone();
     }
@@ -173,11 +178,16 @@ async fn apply(State(n): State<Arc<SimNode>>, body: Bytes) -> Response {
     Json(out).into_response()
 }
 
+/// As a real satellite: the whole state, or "unchanged" by its digest.
+async fn observe(State(n): State<Arc<SimNode>>, body: Bytes) -> Response {
+    crate::server::observation(&body, async { n.observe_all() }).await
+}
+
 impl SimNode {
     fn observe_all(&self) -> Observed {
         let st = self.state.lock();
         Observed {
-            generation: 0,
+            generation: st.generation,
             instance: self.hello.instance.clone(),
             resources: st.resources.values().map(observed).collect(),
             removed: vec![],

@@ -11,8 +11,8 @@ use std::time::Duration;
 use cairn_api::rc;
 use cairn_domain::{Change, Object};
 use cairn_proto::{
-    Apply, Hello, ObjectError, Observed, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PROTO_VERSION, PoolObserved, ProviderSupport,
-    ResourceObserved, VolumeObserved,
+    Apply, Hello, ObjectError, Observation, ObserveSince, Observed, PATH_APPLY, PATH_HELLO, PATH_OBSERVE, PROTO_VERSION, PoolObserved,
+    ProviderSupport, ResourceObserved, VolumeObserved,
 };
 use cairn_store::MemStore;
 use cairn_store::{Store, StoreError};
@@ -41,6 +41,8 @@ struct Sat {
     observe_timeouts: usize,
     /// Observations answered.
     observes: usize,
+    /// Of those, answered "unchanged" (the controller holds that state).
+    unchanged: usize,
     /// Each observation shows another DRBD state (a resync under way).
     moving: bool,
 }
@@ -151,14 +153,16 @@ impl Fake {
                 sat.observe_timeouts -= 1;
                 Err(CallError::Timeout { addr: target.addr, timeout: Duration::from_secs(10) })
             }
-            PATH_OBSERVE => encode(&Observed {
-                generation: 0,
-                instance: sat.instance.clone(),
-                resources: {
-                    sat.observes += 1;
-                    let n = sat.observes;
-                    let moving = sat.moving;
-                    sat.resources
+            PATH_OBSERVE => {
+                let req: ObserveSince = serde_json::from_slice(&body.unwrap_or_default()).map_err(|e| CallError::Request(e.to_string()))?;
+                sat.observes += 1;
+                let n = sat.observes;
+                let moving = sat.moving;
+                let o = Observed {
+                    generation: 0,
+                    instance: sat.instance.clone(),
+                    resources: sat
+                        .resources
                         .values()
                         .cloned()
                         .map(|mut r| {
@@ -167,11 +171,16 @@ impl Fake {
                             }
                             r
                         })
-                        .collect()
-                },
-                removed: vec![],
-                pools: sat.pools.clone(),
-            }),
+                        .collect(),
+                    removed: vec![],
+                    pools: sat.pools.clone(),
+                };
+                let answer = Observation::answer(o, req.since.as_deref());
+                if answer.observed.is_none() {
+                    sat.unchanged += 1;
+                }
+                encode(&answer)
+            }
             other => Err(CallError::Status { status: 404, body: format!("no route {other}") }),
         }
     }
@@ -600,4 +609,66 @@ async fn may_promote_changes_a_satellite_reports_become_linstors_events() {
     // The node goes away: what it reported is unknown now.
     fake.sats.lock().expect("fake").clear();
     assert!(next().await.ends_with("\"may_promote\":null}\n\n"));
+}
+
+/// How often the node's view took in an answer.
+fn absorbed(state: &AppState, node_key: &str) -> usize {
+    state.links().get(node_key).expect("a link").view().absorbed
+}
+
+#[tokio::test]
+async fn an_idle_heartbeat_is_answered_unchanged_and_not_absorbed() {
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4061)]).await;
+    let r = create_resource(&state, "ra", "n1", 1024).await;
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    wait_for("an unchanged answer", || fake.with(4061, |s| s.unchanged) > 0).await;
+    let (observes, unchanged, before) = (fake.with(4061, |s| s.observes), fake.with(4061, |s| s.unchanged), absorbed(&state, "N1"));
+    // About ten heartbeats of 20 ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let observed = fake.with(4061, |s| s.observes) - observes;
+    assert!(observed >= 3, "{observed} observations");
+    assert_eq!(fake.with(4061, |s| s.unchanged) - unchanged, observed, "every idle observation answered unchanged");
+    assert_eq!(absorbed(&state, "N1"), before, "nothing absorbed");
+    // What the view holds is still the satellite's state.
+    assert_eq!(state.links().resource("N1", "ra").map(|r| r.volumes.len()), Some(1));
+    assert!(state.links().capacity("N1", "DfltStorPool").is_some());
+}
+
+#[tokio::test]
+async fn a_change_after_unchanged_heartbeats_arrives_with_the_next_one() {
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4062)]).await;
+    let r = create_resource(&state, "ra", "n1", 1024).await;
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    wait_for("an unchanged answer", || fake.with(4062, |s| s.unchanged) > 0).await;
+    let free = || state.links().get("N1").and_then(|l| l.view().pools.get("DFLTSTORPOOL").and_then(|p| p.free_kib));
+    assert_eq!(free(), Some(1 << 30));
+    // A pool's capacity changes on its own (data written to thin volumes).
+    fake.with(4062, |s| s.pools.iter_mut().filter(|p| p.name == "DfltStorPool").for_each(|p| p.free_kib = Some(1000)));
+    wait_for("the new capacity", || free() == Some(1000)).await;
+    // Then the heartbeats are idle again.
+    let before = absorbed(&state, "N1");
+    let unchanged = fake.with(4062, |s| s.unchanged);
+    wait_for("unchanged again", || fake.with(4062, |s| s.unchanged) > unchanged).await;
+    assert_eq!(absorbed(&state, "N1"), before);
+    // A DRBD state change arrives the same way.
+    fake.with(4062, |s| {
+        if let Some(o) = s.resources.get_mut("ra") {
+            o.drbd = Some(cairn_proto::DrbdObserved { kernel: true, role: "Primary".into(), ..Default::default() });
+        }
+    });
+    wait_for("the new role", || state.links().resource("N1", "ra").and_then(|r| r.drbd).is_some_and(|d| d.role == "Primary")).await;
+}
+
+#[tokio::test]
+async fn an_apply_answer_makes_the_next_observation_a_whole_one() {
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4063)]).await;
+    wait_for("an unchanged answer", || fake.with(4063, |s| s.unchanged) > 0).await;
+    let before = absorbed(&state, "N1");
+    let r = create_resource(&state, "ra", "n1", 1024).await;
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    // The apply answer, then one whole observation (the view is no longer
+    // the observation it held), then unchanged ones.
+    let unchanged = fake.with(4063, |s| s.unchanged);
+    wait_for("unchanged again", || fake.with(4063, |s| s.unchanged) > unchanged + 2).await;
+    assert_eq!(absorbed(&state, "N1") - before, 2);
 }

@@ -42,6 +42,9 @@ pub(crate) struct View {
     pub resources: BTreeMap<String, ResourceObserved>,
     /// by upper-case pool name
     pub pools: BTreeMap<String, PoolObserved>,
+    /// Answers taken in (tests: an unchanged observation is not).
+    #[cfg(test)]
+    pub absorbed: usize,
 }
 
 impl View {
@@ -50,6 +53,10 @@ impl View {
     /// The answer is moved in, not copied: at 1,000 nodes the
     /// heartbeats' observations are most of an idle controller's work.
     pub fn absorb(&mut self, o: Observed, full: bool) {
+        #[cfg(test)]
+        {
+            self.absorbed += 1;
+        }
         if full {
             self.resources.clear();
         }

@@ -1,5 +1,6 @@
 //! The worker of one node's link: connect (hello), full apply, then the
-//! queued deltas in order, a heartbeat observation when idle, and the
+//! queued deltas in order, a heartbeat observation when idle (answered
+//! "unchanged" while the satellite observes what the view holds), and the
 //! retry of whatever the satellite did not acknowledge.
 //!
 //! Who retries what, when:
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cairn_proto::{Apply, Hello, Observed, PATH_APPLY, PATH_HELLO, PATH_OBSERVE};
+use cairn_proto::{Apply, Hello, Observation, ObserveSince, Observed, PATH_APPLY, PATH_HELLO, PATH_OBSERVE};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -165,6 +166,10 @@ async fn serve(
     // from one observation to the next, the next comes four times as
     // soon, so what users wait for shows within half a second.
     let mut observed_once = false;
+    // The digest of the last observation, while the view holds it as it
+    // came (no apply answer absorbed since): the satellite answers
+    // "unchanged" to it, and an idle heartbeat decodes and absorbs nothing.
+    let mut held: Option<String> = None;
     loop {
         if link.stopped.load(Ordering::SeqCst) {
             return End::now(LinkError::Removed);
@@ -205,6 +210,7 @@ async fn serve(
                     }
                 };
                 link.view_mut().absorb(flight.newer_only(&o), false);
+                held = None;
                 let failed = {
                     let mut ledger = link.ledger.lock();
                     ledger.answered(&apply, &o);
@@ -225,7 +231,8 @@ async fn serve(
                     }
                     continue;
                 }
-                match transport::get::<Observed>(t, target, PATH_OBSERVE, SHORT_TIMEOUT).await {
+                let since = ObserveSince { since: held.clone() };
+                match transport::post::<_, Observation>(t, target, PATH_OBSERVE, &since, SHORT_TIMEOUT).await {
                     // One late observation (a satellite busy with slow
                     // commands on a loaded host) is not a lost node: the
                     // view stays as it was; a second one in a row ends the
@@ -234,7 +241,17 @@ async fn serve(
                         missed += 1;
                         tracing::warn!(node = %link.node_key, "observation not answered ({e}); trying once more before the node counts as lost");
                     }
-                    Ok(o) if o.instance == hello.instance => {
+                    // Nothing new: the view, the ledger and the pace stay
+                    // as the same observation left them.
+                    Ok(Observation { observed: None, digest }) if since.since.as_deref() == Some(digest.as_str()) => {
+                        missed = 0;
+                        observed_once = true;
+                    }
+                    Ok(Observation { observed: None, .. }) => {
+                        let e = CallError::BadReply("'unchanged' answered to an observation request of another state".into());
+                        return End::now(LinkError::Lost(e));
+                    }
+                    Ok(Observation { observed: Some(o), digest }) if o.instance == hello.instance => {
                         missed = 0;
                         if observed_once && link.view().drbd_differs(&o) {
                             heartbeat.reset_after(host.timing.heartbeat / 4);
@@ -244,6 +261,7 @@ async fn serve(
                             retry_at.get_or_insert(Instant::now() + retry.delay());
                         }
                         link.view_mut().absorb(o, true);
+                        held = Some(digest);
                     }
                     Ok(_) => {
                         tracing::info!(node = %link.node_key, "satellite restarted; sending its full state again");
