@@ -99,8 +99,12 @@ fn controllers_starting_together_migrate_once(url: &str) {
         r.expect("every one opens the database");
     }
     let s = PgStore::open(url).expect("open");
-    s.execute("DO $$ BEGIN IF (SELECT version FROM cairn_schema) <> 1 OR (SELECT count(*) FROM cairn_schema) <> 1 THEN RAISE EXCEPTION 'bad version row'; END IF; END $$")
-        .expect("one version row, version 1");
+    s.execute(&format!(
+        "DO $$ BEGIN IF (SELECT version FROM cairn_schema) <> {} OR (SELECT count(*) FROM cairn_schema) <> 1
+         OR (SELECT count(*) FROM cairn_lease) <> 1 THEN RAISE EXCEPTION 'bad version row'; END IF; END $$",
+        PgStore::schema_version()
+    ))
+    .expect("one version row at the current version, one lease row");
 }
 
 fn a_connection_the_server_closed_is_replaced(url: &str) {
