@@ -216,7 +216,6 @@ def test_a_paused_leader_never_applies_a_change_after_it_wakes_up(postgres, tmp_
             except OSError as e:
                 answer = str(e)
             s.close()
-            print("paused leader answered:", answer[:300])
             assert not answer.startswith("HTTP/1.1 2"), answer
         a.proc.wait(timeout=15)
         assert a.proc.returncode != 0
