@@ -127,12 +127,13 @@ impl Controller {
             }
             None => None,
         };
+        let db = config.db_location()?;
         let secret = cluster_secret(&config.secret_path())?;
         let mut transport = links::HttpTransport::new(secret, links::client_tls(config)?);
         // On PostgreSQL any number of controllers share the database: this
         // one stands by until it holds the leader lease, and only then
         // loads the cluster and listens (see `leader`).
-        let (store, leader): (Arc<dyn Store>, _) = match config.db_location()? {
+        let (store, leader): (Arc<dyn Store>, _) = match db {
             cairn_store::Location::Postgres(url) => {
                 let pg = Arc::new(tokio::task::spawn_blocking(move || cairn_store::PgStore::open(&url)).await??);
                 let holder = format!("{} pid {} {}", config.rest_bind, std::process::id(), uuid::Uuid::new_v4().simple());

@@ -22,10 +22,10 @@ pub const PROTO_VERSION: u32 = 5;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Header carrying the leader's epoch (high availability: the lease epoch
-/// of the controller that sent the request; absent, or 0, from a
-/// controller without a lease). A satellite refuses a request whose epoch is
-/// older than the newest it has seen ([`EpochGate`]), so a deposed leader
-/// that wakes up cannot change anything.
+/// of the controller that sent the request; absent from a controller
+/// without a lease, on SQLite, which is not checked). A satellite refuses a
+/// request whose epoch is older than the newest it has seen ([`EpochGate`]),
+/// so a deposed leader that wakes up cannot change anything.
 pub const EPOCH_HEADER: &str = "x-cairn-epoch";
 /// Paths on the satellite.
 pub const PATH_HELLO: &str = "/internal/v1/hello";
@@ -69,12 +69,13 @@ impl EpochGate {
         if epoch < newest { Err(Fenced { epoch, newest }) } else { Ok(()) }
     }
 
-    /// The epoch carried by [`EPOCH_HEADER`]'s value: 0 when absent; `None`
-    /// when present but not a number.
-    pub fn parse(value: Option<&str>) -> Option<u64> {
+    /// Checks a request by its [`EPOCH_HEADER`] value: a request without
+    /// one (a controller without a lease) passes unchecked; a value that
+    /// is not a number is refused as epoch 0.
+    pub fn admit_header(&self, value: Option<&str>) -> Result<(), Fenced> {
         match value {
-            None => Some(0),
-            Some(v) => v.trim().parse().ok(),
+            None => Ok(()),
+            Some(v) => self.admit(v.trim().parse().unwrap_or(0)),
         }
     }
 }
@@ -765,7 +766,6 @@ mod tests {
     #[test]
     fn the_gate_refuses_epochs_older_than_the_newest_seen() {
         let g = EpochGate::default();
-        assert_eq!(g.admit(0), Ok(()), "a controller without a lease");
         assert_eq!(g.admit(3), Ok(()));
         assert_eq!(g.admit(3), Ok(()), "the same leader again");
         let e = g.admit(2).err();
@@ -774,9 +774,9 @@ mod tests {
         assert!(g.admit(0).is_err(), "no lease after a leader is older still");
         assert_eq!(g.admit(4), Ok(()));
         assert!(g.admit(3).is_err());
-        assert_eq!(EpochGate::parse(None), Some(0));
-        assert_eq!(EpochGate::parse(Some(" 7")), Some(7));
-        assert_eq!(EpochGate::parse(Some("x")), None);
+        assert_eq!(g.admit_header(None), Ok(()), "a controller without a lease is not checked");
+        assert_eq!(g.admit_header(Some(" 4")), Ok(()));
+        assert!(g.admit_header(Some("x")).is_err());
     }
 
     #[test]

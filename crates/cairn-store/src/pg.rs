@@ -165,6 +165,9 @@ impl PgStore {
 
     /// Takes the leader lease for `holder` when it is free (expired or
     /// released): its new epoch, or `None` while another holds it. The
+    /// epoch is at least the server's time in milliseconds, so it grows
+    /// across databases too (a cluster moved to a new database keeps
+    /// fencing leaders of the old one). The
     /// lease lasts `lease` from now in the server's clock. Gives up after
     /// `timeout` (an unreachable server) with an error.
     pub fn lease_acquire(&self, holder: &str, lease: Duration, timeout: Duration) -> Result<Option<i64>, StoreError> {
@@ -173,7 +176,8 @@ impl PgStore {
             let c = self.pool.get().await.map_err(pool_error)?;
             let row = c
                 .query_opt(
-                    "UPDATE cairn_lease SET holder = $1, epoch = epoch + 1, expires_at = clock_timestamp() + make_interval(secs => $2)
+                    "UPDATE cairn_lease SET holder = $1, expires_at = clock_timestamp() + make_interval(secs => $2),
+                       epoch = GREATEST(epoch + 1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
                      WHERE expires_at <= clock_timestamp() RETURNING epoch",
                     &[&holder, &secs],
                 )
