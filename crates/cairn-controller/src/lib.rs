@@ -13,6 +13,7 @@ pub mod build_info;
 pub mod config;
 pub mod crypto;
 pub mod events;
+pub mod leader;
 pub mod links;
 pub mod rest;
 pub mod scheduler;
@@ -52,6 +53,8 @@ pub enum ControllerError {
     Tls { path: String, reason: String },
     #[error(transparent)]
     Users(#[from] auth::UsersError),
+    #[error("lost the leader lease; stopped so that another controller leads (start again to stand by)")]
+    LostLeadership,
     #[error("a start-up task panicked: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -65,6 +68,8 @@ pub struct Controller {
     secure: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     /// The users HTTP Basic is checked against, when a users file is given.
     users: Option<Arc<auth::Users>>,
+    /// The leader lease, on PostgreSQL.
+    leader: Option<leader::Leadership>,
     _lock: File,
 }
 
@@ -124,10 +129,25 @@ impl Controller {
             None => None,
         };
         let db = config.db_location()?;
-        let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || db.open()).await??;
         let secret = cluster_secret(&config.secret_path())?;
-        let transport = links::HttpTransport::new(secret, links::client_tls(config)?);
+        let mut transport = links::HttpTransport::new(secret, links::client_tls(config)?);
+        // On PostgreSQL any number of controllers share the database: this
+        // one stands by until it holds the leader lease, and only then
+        // loads the cluster and listens (see `leader`).
+        let (store, leader): (Arc<dyn Store>, _) = match db {
+            cairn_store::Location::Postgres(url) => {
+                let pg = Arc::new(tokio::task::spawn_blocking(move || cairn_store::PgStore::open(&url)).await??);
+                let holder = format!("{} pid {} {}", config.rest_bind, std::process::id(), uuid::Uuid::new_v4().simple());
+                let leadership = leader::Leadership::acquire(pg.clone(), holder).await;
+                transport = transport.with_fence(leadership.fence());
+                (pg, Some(leadership))
+            }
+            db => (tokio::task::spawn_blocking(move || db.open()).await??, None),
+        };
         let state = AppState::load(store, Arc::new(transport), links::Timing::default()).await?;
+        if let Some(l) = &leader {
+            state.set_fence(l.fence());
+        }
         state.set_settings(config.clone());
         // LINSTOR's way to start unlocked: MASTER_PASSPHRASE.
         if let Some(p) = std::env::var("MASTER_PASSPHRASE").ok().filter(|p| !p.is_empty()) {
@@ -155,7 +175,7 @@ impl Controller {
         };
         // Clones a previous run left CLONING are followed again.
         rest::clone::resume(&state);
-        Ok(Controller { state, listener, secure, users, _lock: lock })
+        Ok(Controller { state, listener, secure, users, leader, _lock: lock })
     }
 
     /// The address the REST listener is bound to.
@@ -172,10 +192,38 @@ impl Controller {
         &self.state
     }
 
+    /// Serves REST until `shutdown` completes or, on PostgreSQL, the
+    /// leader lease is lost ([`ControllerError::LostLeadership`]). A clean
+    /// stop gives the lease up for a standby.
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ControllerError> {
+        let Some(leadership) = self.leader.take() else { return self.serve_rest(shutdown).await };
+        let (lost, lost_too) = (leadership.lost(), leadership.lost());
+        let rest = self.serve_rest(async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = lost => {}
+            }
+        });
+        // Requests still running when the lease is lost (an event stream,
+        // a slow satellite) get a moment, not the lease's successor's time.
+        let served = tokio::select! {
+            r = rest => r,
+            _ = async move {
+                lost_too.await;
+                tokio::time::sleep(leader::LEASE).await;
+            } => Ok(()),
+        };
+        if leadership.is_lost() {
+            return Err(ControllerError::LostLeadership);
+        }
+        leadership.release().await;
+        served
+    }
+
     /// Serves REST until `shutdown` completes: the plain listener, and the
     /// HTTPS one when HTTPS is on (the plain one then redirects `/v1`
     /// requests to it).
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ControllerError> {
+    async fn serve_rest(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ControllerError> {
         use axum::ServiceExt;
         scheduler::spawn(&self.state, scheduler::Clock::from_env());
         let Some((tcp, acceptor)) = self.secure else {

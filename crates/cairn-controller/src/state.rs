@@ -57,6 +57,8 @@ struct Inner {
     backups: crate::rest::backups::Shipments,
     /// The backup scheduler's plan: next run of each enabled shipping.
     scheduler: crate::scheduler::Plan,
+    /// The leader's lease (PostgreSQL): no write once it is gone.
+    fence: std::sync::OnceLock<Arc<crate::leader::Fence>>,
 }
 
 /// What the writer lock guards.
@@ -139,6 +141,7 @@ impl AppState {
             settings: std::sync::OnceLock::new(),
             backups: Default::default(),
             scheduler: Default::default(),
+            fence: std::sync::OnceLock::new(),
         });
         tokio::spawn(Inner::committer(Arc::downgrade(&inner), rx));
         let state = AppState { inner };
@@ -261,6 +264,12 @@ impl AppState {
         let _ = self.inner.settings.set(cfg);
     }
 
+    /// Refuses every write once `fence` says the leader lease is gone
+    /// (active/standby controllers on PostgreSQL); the first call stays.
+    pub fn set_fence(&self, fence: Arc<crate::leader::Fence>) {
+        let _ = self.inner.fence.set(fence);
+    }
+
     /// How the controller was started, when known.
     pub fn settings(&self) -> Option<&crate::config::ControllerConfig> {
         self.inner.settings.get()
@@ -348,6 +357,11 @@ impl AppState {
         op: impl FnOnce(&Cluster, &mut Ctx) -> Result<Outcome, OpError>,
     ) -> Result<(Vec<cairn_api::rc::ApiCallRc>, impl Future<Output = Vec<cairn_api::rc::ApiCallRc>> + Send + 'static, String), ApiError>
     {
+        if let Some(fence) = self.inner.fence.get() {
+            fence
+                .check()
+                .map_err(|e| ApiError::Status(503, e.to_string(), cairn_api::rc::MASK_ERROR | cairn_api::rc::FAIL_UNKNOWN_ERROR))?;
+        }
         let mut ctx = new_ctx(self.inner.links.master());
         // No await between taking the lock and queueing: a client that goes
         // away cancels before validation or not at all, and what is queued

@@ -24,6 +24,12 @@ pub mod tls;
 pub const PROTO_VERSION: u32 = 6;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
+/// Header carrying the leader's epoch (high availability: the lease epoch
+/// of the controller that sent the request; absent from a controller
+/// without a lease, on SQLite, which is not checked). A satellite refuses a
+/// request whose epoch is older than the newest it has seen ([`EpochGate`]),
+/// so a deposed leader that wakes up cannot change anything.
+pub const EPOCH_HEADER: &str = "x-cairn-epoch";
 /// Paths on the satellite.
 pub const PATH_HELLO: &str = "/internal/v1/hello";
 pub const PATH_APPLY: &str = "/internal/v1/apply";
@@ -44,6 +50,39 @@ pub const PATH_BACKUP_SEND: &str = "/internal/v1/backup/send";
 pub const PATH_BACKUP_RECEIVE: &str = "/internal/v1/backup/receive";
 /// `POST` a [`BackupAbort`]: stop the running transfers of a resource.
 pub const PATH_BACKUP_ABORT: &str = "/internal/v1/backup/abort";
+
+/// A satellite's memory of the newest leader epoch it has seen.
+#[derive(Debug, Default)]
+pub struct EpochGate(std::sync::atomic::AtomicU64);
+
+/// A request from a controller whose epoch is older than one seen before.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "fenced: this request comes from a controller of epoch {epoch}, but a leader of epoch {newest} has taken over; the old leader must not change anything"
+)]
+pub struct Fenced {
+    pub epoch: u64,
+    pub newest: u64,
+}
+
+impl EpochGate {
+    /// Lets the request of `epoch` through unless a newer epoch was seen;
+    /// a newer one becomes the newest.
+    pub fn admit(&self, epoch: u64) -> Result<(), Fenced> {
+        let newest = self.0.fetch_max(epoch, std::sync::atomic::Ordering::SeqCst);
+        if epoch < newest { Err(Fenced { epoch, newest }) } else { Ok(()) }
+    }
+
+    /// Checks a request by its [`EPOCH_HEADER`] value: a request without
+    /// one (a controller without a lease) passes unchecked; a value that
+    /// is not a number is refused as epoch 0.
+    pub fn admit_header(&self, value: Option<&str>) -> Result<(), Fenced> {
+        match value {
+            None => Ok(()),
+            Some(v) => self.admit(v.trim().parse().unwrap_or(0)),
+        }
+    }
+}
 
 /// How a satellite reaches the bucket of an S3 remote (keys opened by the
 /// controller for this one request; never logged).
@@ -780,6 +819,22 @@ impl Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gate_refuses_epochs_older_than_the_newest_seen() {
+        let g = EpochGate::default();
+        assert_eq!(g.admit(3), Ok(()));
+        assert_eq!(g.admit(3), Ok(()), "the same leader again");
+        let e = g.admit(2).err();
+        assert_eq!(e, Some(Fenced { epoch: 2, newest: 3 }));
+        assert!(e.map(|e| e.to_string()).unwrap_or_default().contains("epoch 2"));
+        assert!(g.admit(0).is_err(), "no lease after a leader is older still");
+        assert_eq!(g.admit(4), Ok(()));
+        assert!(g.admit(3).is_err());
+        assert_eq!(g.admit_header(None), Ok(()), "a controller without a lease is not checked");
+        assert_eq!(g.admit_header(Some(" 4")), Ok(()));
+        assert!(g.admit_header(Some("x")).is_err());
+    }
 
     #[test]
     fn apply_round_trips_and_tolerates_missing_optional_fields() {

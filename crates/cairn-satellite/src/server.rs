@@ -34,6 +34,8 @@ struct Shared {
     /// on disks of this node). Applies do not wait for it: a new pool is
     /// used only after the controller configured it.
     physical_lock: tokio::sync::Mutex<()>,
+    /// The newest leader epoch seen (fencing of deposed controllers).
+    epochs: cairn_proto::EpochGate,
     /// Backup uploads and downloads running, for aborts.
     transfers: Arc<crate::backup::Transfers>,
 }
@@ -164,6 +166,7 @@ impl Satellite {
                 applier,
                 physical,
                 physical_lock: tokio::sync::Mutex::new(()),
+                epochs: Default::default(),
                 transfers: Arc::default(),
             }),
         })
@@ -215,7 +218,25 @@ async fn guard(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request, n
     if version != Some(s.proto) {
         return (StatusCode::CONFLICT, Json(s.hello.clone())).into_response();
     }
+    if let Some(refused) = fenced(&s.epochs, &headers) {
+        return refused;
+    }
     next.run(req).await
+}
+
+/// Checks the leader epoch a request carries ([`cairn_proto::EPOCH_HEADER`]):
+/// `Some` 403 answer for a request of a deposed leader (an epoch older than
+/// the newest seen). Checked after the secret, so only the cluster's
+/// controllers move the epoch.
+pub(crate) fn fenced(gate: &cairn_proto::EpochGate, headers: &HeaderMap) -> Option<Response> {
+    let value = headers.get(cairn_proto::EPOCH_HEADER).map(|v| v.to_str().unwrap_or(""));
+    match gate.admit_header(value) {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::warn!("{e}");
+            Some((StatusCode::FORBIDDEN, e.to_string()).into_response())
+        }
+    }
 }
 
 async fn hello(State(s): State<Arc<Shared>>) -> Json<Hello> {

@@ -68,6 +68,7 @@ struct SimNode {
     secret: String,
     pool_kib: i64,
     state: Mutex<NodeState>,
+    epochs: cairn_proto::EpochGate,
 }
 
 /// Binds every satellite's port, then serves them all until `shutdown`.
@@ -87,6 +88,7 @@ pub async fn run(cfg: &SimConfig, shutdown: impl Future<Output = ()> + Send + 's
             secret: cfg.secret.clone(),
             pool_kib: cfg.pool_kib,
             state: Mutex::new(NodeState::default()),
+            epochs: Default::default(),
         });
         let mut stop = stop_rx.clone();
         servers.spawn(async move {
@@ -134,7 +136,8 @@ fn router(node: Arc<SimNode>) -> Router {
 }
 
 /// The same checks as a real satellite's: the cluster secret, then the
-/// protocol version (a mismatch answers with the hello).
+/// protocol version (a mismatch answers with the hello), then the leader
+/// epoch.
 async fn guard(State(n): State<Arc<SimNode>>, headers: HeaderMap, req: Request, next: Next) -> Response {
     let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     if !crate::server::same(token.as_bytes(), n.secret.as_bytes()) {
@@ -143,6 +146,9 @@ async fn guard(State(n): State<Arc<SimNode>>, headers: HeaderMap, req: Request, 
     let version = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u32>().ok());
     if version != Some(PROTO_VERSION) {
         return (StatusCode::CONFLICT, Json(n.hello.clone())).into_response();
+    }
+    if let Some(refused) = crate::server::fenced(&n.epochs, &headers) {
+        return refused;
     }
     next.run(req).await
 }
@@ -291,7 +297,13 @@ mod tests {
 
     #[test]
     fn a_replicated_resource_is_reported_uptodate_and_connected_and_takes_its_pool_space() {
-        let node = SimNode { hello: hello("n1", 0), secret: "s".into(), pool_kib: 1000, state: Mutex::new(NodeState::default()) };
+        let node = SimNode {
+            hello: hello("n1", 0),
+            secret: "s".into(),
+            pool_kib: 1000,
+            state: Mutex::new(NodeState::default()),
+            epochs: Default::default(),
+        };
         let r = ResourceDesired {
             name: "r1".into(),
             volumes: vec![VolumeDesired { number: 0, size_kib: 300, pool: "p".into(), ..Default::default() }],

@@ -43,6 +43,8 @@ pub enum StoreError {
     Encode { kind: String, key: String, reason: String },
     #[error("the database schema version {found} is newer than this build understands ({supported}); refusing to touch it")]
     TooNew { found: i64, supported: i64 },
+    #[error("this controller's leader lease (epoch {epoch}) has expired or passed to another controller; nothing was written")]
+    Fenced { epoch: i64 },
     #[error("cannot {operation}: {source}")]
     Io { operation: &'static str, source: std::io::Error },
 }

@@ -45,6 +45,16 @@ const MIGRATIONS: &[&str] = &[
         data TEXT NOT NULL,
         PRIMARY KEY (kind, key)
     );"#,
+    // 2: the leader lease of active/standby controllers (one row): who
+    // holds it, its epoch (bumped on every change of holder) and until
+    // when, in the server's clock.
+    r#"CREATE TABLE cairn_lease (
+        one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+        holder TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    INSERT INTO cairn_lease (holder, epoch, expires_at) VALUES ('', 0, '-infinity');"#,
 ];
 
 /// The advisory lock that serialises migrations of controllers starting
@@ -58,7 +68,16 @@ pub struct PgStore {
     /// Always `Some` until dropped; taken in `drop` to shut down without
     /// blocking (the store may be dropped on an async thread).
     rt: Option<tokio::runtime::Runtime>,
+    /// The lease this store's commits are fenced by: (holder, epoch).
+    /// When set, a commit writes only if that lease is still current and
+    /// unexpired, checked in the commit's own transaction.
+    fence: std::sync::Mutex<Option<(String, i64)>>,
 }
+
+/// Session settings of a fenced commit: a transaction whose controller
+/// stopped in the middle (SIGSTOP) holds the lease row; the server ends it
+/// after this long so a standby can take the lease.
+const FENCED_TX_SETTINGS: &str = "SET LOCAL idle_in_transaction_session_timeout = 2000; SET LOCAL lock_timeout = 2000";
 
 /// The reason of a driver error: the server's message and code when the
 /// server sent one, else the driver's chain of causes.
@@ -126,7 +145,7 @@ impl PgStore {
                 .build()
                 .map_err(|e| bad(e.to_string()))?
         };
-        let store = PgStore { shown, pool, rt: Some(rt) };
+        let store = PgStore { shown, pool, rt: Some(rt), fence: std::sync::Mutex::new(None) };
         store.block_on(migrate(&store.pool))?;
         Ok(store)
     }
@@ -141,6 +160,70 @@ impl PgStore {
             Some(rt) => rt.block_on(f),
             // Only `drop` takes the runtime.
             None => unreachable!("the PostgreSQL store's runtime is gone before the store"),
+        }
+    }
+
+    /// Takes the leader lease for `holder` when it is free (expired or
+    /// released): its new epoch, or `None` while another holds it. The
+    /// epoch is at least the server's time in milliseconds, so it grows
+    /// across databases too (a cluster moved to a new database keeps
+    /// fencing leaders of the old one). The
+    /// lease lasts `lease` from now in the server's clock. Gives up after
+    /// `timeout` (an unreachable server) with an error.
+    pub fn lease_acquire(&self, holder: &str, lease: Duration, timeout: Duration) -> Result<Option<i64>, StoreError> {
+        let secs = lease.as_secs_f64();
+        self.block_on(with_timeout(timeout, "take the leader lease", async {
+            let c = self.pool.get().await.map_err(pool_error)?;
+            let row = c
+                .query_opt(
+                    "UPDATE cairn_lease SET holder = $1, expires_at = clock_timestamp() + make_interval(secs => $2),
+                       epoch = GREATEST(epoch + 1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                     WHERE expires_at <= clock_timestamp() RETURNING epoch",
+                    &[&holder, &secs],
+                )
+                .await
+                .map_err(pg("take the leader lease"))?;
+            row.map(|r| r.try_get::<_, i64>(0)).transpose().map_err(pg("read the lease epoch"))
+        }))
+    }
+
+    /// Extends the lease `holder` holds at `epoch` to `lease` from now:
+    /// false when it is no longer theirs or has expired (never extended
+    /// then: a lease that ran out may have passed to another).
+    pub fn lease_renew(&self, holder: &str, epoch: i64, lease: Duration, timeout: Duration) -> Result<bool, StoreError> {
+        let secs = lease.as_secs_f64();
+        self.block_on(with_timeout(timeout, "renew the leader lease", async {
+            let c = self.pool.get().await.map_err(pool_error)?;
+            let n = c
+                .execute(
+                    "UPDATE cairn_lease SET expires_at = clock_timestamp() + make_interval(secs => $3)
+                     WHERE holder = $1 AND epoch = $2 AND expires_at > clock_timestamp()",
+                    &[&holder, &epoch, &secs],
+                )
+                .await
+                .map_err(pg("renew the leader lease"))?;
+            Ok(n == 1)
+        }))
+    }
+
+    /// Gives the lease up at once (a clean stop): a standby need not wait
+    /// for it to run out.
+    pub fn lease_release(&self, holder: &str, epoch: i64, timeout: Duration) -> Result<(), StoreError> {
+        self.block_on(with_timeout(timeout, "release the leader lease", async {
+            let c = self.pool.get().await.map_err(pool_error)?;
+            c.execute("UPDATE cairn_lease SET expires_at = '-infinity' WHERE holder = $1 AND epoch = $2", &[&holder, &epoch])
+                .await
+                .map_err(pg("release the leader lease"))?;
+            Ok(())
+        }))
+    }
+
+    /// From now on every commit checks, in its transaction, that `holder`
+    /// still holds the lease at `epoch` and that it has not expired; it
+    /// fails with [`StoreError::Fenced`] otherwise and writes nothing.
+    pub fn fence_commits(&self, holder: &str, epoch: i64) {
+        if let Ok(mut f) = self.fence.lock() {
+            *f = Some((holder.to_string(), epoch));
         }
     }
 
@@ -203,6 +286,17 @@ pub fn redact(url: &str) -> String {
         out.replace_range(start..end, "***");
     }
     out
+}
+
+/// `f`, or a [`StoreError::Pg`] saying it took longer than `limit`.
+async fn with_timeout<T>(
+    limit: Duration,
+    operation: &'static str,
+    f: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Pg { operation, reason: format!("no answer within {} ms", limit.as_millis()) }))
 }
 
 async fn migrate(pool: &Pool) -> Result<(), StoreError> {
@@ -293,9 +387,25 @@ impl Store for PgStore {
                 }
             }
         }
+        let fence = self.fence.lock().ok().and_then(|f| f.clone());
         self.block_on(async {
             let mut client = self.pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(pg("begin transaction"))?;
+            if let Some((holder, epoch)) = &fence {
+                // The lease row stays locked (shared) until the commit: a
+                // standby cannot take the lease between this check and it.
+                tx.batch_execute(FENCED_TX_SETTINGS).await.map_err(pg("set up a fenced commit"))?;
+                let current = tx
+                    .query_opt(
+                        "SELECT epoch FROM cairn_lease WHERE holder = $1 AND epoch = $2 AND expires_at > clock_timestamp() FOR SHARE",
+                        &[holder, epoch],
+                    )
+                    .await
+                    .map_err(pg("check the leader lease"))?;
+                if current.is_none() {
+                    return Err(StoreError::Fenced { epoch: *epoch });
+                }
+            }
             if !put_key.is_empty() {
                 tx.execute(
                     "INSERT INTO objects (kind, key, data) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])

@@ -18,6 +18,35 @@ fn postgres_store_against_a_real_server() {
     controllers_starting_together_migrate_once(&server.url("together"));
     a_connection_the_server_closed_is_replaced(&server.url("reconnect"));
     a_large_batch_is_one_transaction(&server.url("large"));
+    one_leader_at_a_time_and_a_deposed_one_writes_nothing(&server.url("lease"));
+}
+
+fn one_leader_at_a_time_and_a_deposed_one_writes_nothing(url: &str) {
+    use std::time::Duration;
+    let (lease, t) = (Duration::from_millis(600), Duration::from_secs(5));
+    let a = PgStore::open(url).expect("open a");
+    let b = PgStore::open(url).expect("open b");
+    let ea = a.lease_acquire("a", lease, t).expect("acquire").expect("a free lease is taken");
+    assert_eq!(b.lease_acquire("b", lease, t).expect("acquire"), None, "held by a");
+    assert!(a.lease_renew("a", ea, lease, t).expect("renew"));
+    assert!(!b.lease_renew("b", ea, lease, t).expect("renew"), "only the holder renews");
+    a.fence_commits("a", ea);
+    let mut cluster = Cluster::default();
+    let seed = cluster.seed(&mut || "u".to_string());
+    cluster.apply(seed.clone());
+    a.commit(&seed).expect("the leader writes");
+    // a stops renewing; once the lease ran out, b takes it.
+    std::thread::sleep(lease + Duration::from_millis(100));
+    assert!(!a.lease_renew("a", ea, lease, t).expect("renew"), "an expired lease is never extended");
+    let eb = b.lease_acquire("b", lease, t).expect("acquire").expect("an expired lease is taken");
+    assert!(eb > ea, "the epoch grows: {eb} > {ea}");
+    let deletes: Vec<Change> = seed.iter().map(|c| Change::Delete(c.key())).collect();
+    let err = a.commit(&deletes).expect_err("a deposed leader must not write");
+    assert!(matches!(err, crate::StoreError::Fenced { epoch } if epoch == ea), "{err}");
+    assert_eq!(b.load().expect("load").len(), seed.len(), "nothing was deleted");
+    // A clean stop hands over at once.
+    b.lease_release("b", eb, t).expect("release");
+    assert!(a.lease_acquire("a", lease, t).expect("acquire").is_some_and(|e| e > eb));
 }
 
 fn survives_reopen(url: &str) {
@@ -70,8 +99,12 @@ fn controllers_starting_together_migrate_once(url: &str) {
         r.expect("every one opens the database");
     }
     let s = PgStore::open(url).expect("open");
-    s.execute("DO $$ BEGIN IF (SELECT version FROM cairn_schema) <> 1 OR (SELECT count(*) FROM cairn_schema) <> 1 THEN RAISE EXCEPTION 'bad version row'; END IF; END $$")
-        .expect("one version row, version 1");
+    s.execute(&format!(
+        "DO $$ BEGIN IF (SELECT version FROM cairn_schema) <> {} OR (SELECT count(*) FROM cairn_schema) <> 1
+         OR (SELECT count(*) FROM cairn_lease) <> 1 THEN RAISE EXCEPTION 'bad version row'; END IF; END $$",
+        PgStore::schema_version()
+    ))
+    .expect("one version row at the current version, one lease row");
 }
 
 fn a_connection_the_server_closed_is_replaced(url: &str) {

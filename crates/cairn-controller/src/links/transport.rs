@@ -100,6 +100,9 @@ pub struct HttpTransport {
     secret: String,
     tls: bool,
     client: Client<Connector, Full<Bytes>>,
+    /// The leader's lease, on PostgreSQL: checked before every request,
+    /// its epoch sent with it ([`cairn_proto::EPOCH_HEADER`]).
+    fence: Option<Arc<crate::leader::Fence>>,
 }
 
 impl HttpTransport {
@@ -108,7 +111,14 @@ impl HttpTransport {
         let has_tls = tls.is_some();
         let connector = Connector { tls: tls.map(TlsConnector::from) };
         let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(POOL_IDLE).build(connector);
-        HttpTransport { secret, tls: has_tls, client }
+        HttpTransport { secret, tls: has_tls, client, fence: None }
+    }
+
+    /// Sends nothing once `fence` says the lease is gone, and its epoch
+    /// with every request before.
+    pub fn with_fence(mut self, fence: Arc<crate::leader::Fence>) -> HttpTransport {
+        self.fence = Some(fence);
+        self
     }
 }
 
@@ -139,10 +149,14 @@ impl Transport for HttpTransport {
             }
             let addr = target.addr;
             let scheme = if target.ssl { "https" } else { "http" };
-            let builder = Request::builder()
+            let mut builder = Request::builder()
                 .uri(format!("{scheme}://{addr}{path}"))
                 .header(header::AUTHORIZATION, format!("Bearer {}", self.secret))
                 .header(VERSION_HEADER, PROTO_VERSION.to_string());
+            if let Some(fence) = &self.fence {
+                fence.check().map_err(|e| CallError::Request(e.to_string()))?;
+                builder = builder.header(cairn_proto::EPOCH_HEADER, fence.epoch().to_string());
+            }
             let request = match body {
                 Some(b) => builder.method(Method::POST).header(header::CONTENT_TYPE, "application/json").body(Full::new(Bytes::from(b))),
                 None => builder.method(Method::GET).body(Full::new(Bytes::new())),
