@@ -4,6 +4,7 @@ they lead, clients failing over by their controller lists, and fencing of a
 deposed leader (its epoch refused by satellites, its writes by the
 database)."""
 
+import json
 import os
 import signal
 import socket
@@ -225,11 +226,21 @@ def test_a_paused_leader_never_applies_a_change_after_it_wakes_up(postgres, tmp_
         assert "fenced" not in {n.lower() for n in names}
         status, _, rd = b.request("GET", "/v1/resource-definitions/before")
         assert status == 200 and "Aux/fenced" not in rd.get("props", {}), rd
-        # The deposed leader's epoch is refused by the satellites.
-        epoch = lambda e: urllib.request.Request(f"http://{SIM_IP}:{ha.base}/internal/v1/observe", headers={
-            "Authorization": "Bearer ha-test-secret-0123456789abcdef", "x-cairn-proto": "5", "x-cairn-epoch": str(e)})
+        # The deposed leader's epoch is refused by the satellites. The
+        # protocol version comes from the satellite's own answer to a wrong
+        # one (409 with its hello).
+        def observe(proto, e):
+            return urllib.request.Request(f"http://{SIM_IP}:{ha.base}/internal/v1/observe", data=b'{}', method="POST", headers={
+                "Authorization": "Bearer ha-test-secret-0123456789abcdef", "Content-Type": "application/json",
+                "x-cairn-proto": str(proto), "x-cairn-epoch": str(e)})
         try:
-            urllib.request.urlopen(epoch(1), timeout=10)
+            urllib.request.urlopen(observe(0, 1), timeout=10)
+            raise AssertionError("a wrong protocol version was accepted")
+        except urllib.error.HTTPError as e:
+            assert e.code == 409, e.code
+            proto = json.loads(e.read().decode())["proto_version"]
+        try:
+            urllib.request.urlopen(observe(proto, 1), timeout=10)
             raise AssertionError("an old epoch was accepted")
         except urllib.error.HTTPError as e:
             assert e.code == 403 and "fenced" in e.read().decode()
