@@ -101,12 +101,14 @@ def test_the_scheduler_ships_full_and_incremental_backups_and_prunes_old_ones(sc
     seen = set()
 
     def pruned():
+        # The backups kept at the moment the condition held (the next
+        # scheduled run may start any second after it).
         now = {i: b for i, b in backups(c.lin).items() if b.origin_rsc_name == "sched"}
         seen.update(now)
-        done = {i for i, b in now.items() if b._rest_data.get("success")}
+        done = {i: b for i, b in now.items() if b._rest_data.get("success")}
         return len(seen) >= 4 and len(done) == 2 and done
-    wait_for("four scheduled full backups, two kept", pruned, timeout=90)
-    assert all("based_on_id" not in backups(c.lin)[i]._rest_data for i in pruned())
+    kept = wait_for("four scheduled full backups, two kept", pruned, timeout=90)
+    assert all("based_on_id" not in b._rest_data for b in kept.values()), kept
     status, _, view = c.ctrl.request("GET", "/v1/view/schedules-by-resource?rsc=sched")
     row = view["data"][0]
     assert (row["remote_name"], row["schedule_name"], row["last_snap_inc"]) == ("bk", "often", False), row
@@ -129,7 +131,8 @@ def test_the_scheduler_ships_full_and_incremental_backups_and_prunes_old_ones(sc
     before = set(backups(c.lin))
     wait_for("one backup snapshot kept", lambda: len(snaps()) == 1, timeout=30)
     time.sleep(3)
-    assert set(backups(c.lin)) == before
+    # Nothing new ships (a prune that was under way may still remove one).
+    assert set(backups(c.lin)) <= before, (set(backups(c.lin)), before)
     row = c.ctrl.request("GET", "/v1/view/schedules-by-resource?rsc=sched")[2]["data"][0]
     assert row["reason"] == "disabled", row
 

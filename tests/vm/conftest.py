@@ -401,20 +401,26 @@ def pytest_runtest_makereport(item, call):
     saved = os.path.join(LOGS, "failed", item.name)
     shutil.rmtree(saved, ignore_errors=True)
     os.makedirs(saved, exist_ok=True)
+    def running(vm):
+        return vm.proc is not None and vm.proc.poll() is None
+
     for n, vm in c.vms.items():
         for what, cmd in (("dmesg", "dmesg"), ("satellite", "cat /var/log/cairn-satellite.log"), ("drbd-status", "drbdsetup status --verbose --statistics")):
             try:
-                out = vm.sh(cmd, timeout=30)[1]
-            except OSError as e:
+                out = vm.sh(cmd, timeout=30)[1] if running(vm) else "the VM is not running"
+            except Exception as e:  # noqa: BLE001 - a report must never break the run
                 out = f"unreachable: {e}"
             with open(os.path.join(saved, f"{n}.{what}.log"), "w") as f:
                 f.write(out)
     for n, vm in c.vms.items():
+        if not running(vm):
+            rep.sections.append((f"satellite {n}", "the VM is not running"))
+            continue
         try:
             # The last commands other than the capacity reads every few
             # seconds: what the node was doing.
             _, out = vm.sh("grep -E ' (WARN|ERROR) ' /var/log/cairn-satellite.log | tail -n 15; echo '-- last commands'; "
                            "grep -vE 'cmd=(vgs|df|lvs|pvs) ' /var/log/cairn-satellite.log | tail -n 8", timeout=30)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - as above
             out = f"unreachable: {e}"
         rep.sections.append((f"satellite {n}: last warnings, errors and commands", out))
