@@ -394,11 +394,7 @@ impl Cluster {
     /// then its group, then the controller.
     pub fn schedule_prop(&self, rd_key: &str, prop: &str) -> Option<String> {
         let d = self.rsc_dfns.get(rd_key)?;
-        d.props
-            .get(prop)
-            .or_else(|| self.rsc_grps.get(&key(&d.resource_group)).and_then(|g| g.props.get(prop)))
-            .or_else(|| self.ctrl_props.get(prop))
-            .cloned()
+        self.rd_prop(d, prop).cloned()
     }
 
     /// Where each (remote, schedule) switch of a definition is set: the
