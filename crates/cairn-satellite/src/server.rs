@@ -210,18 +210,25 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// Authenticates the controller and checks the protocol version.
 async fn guard(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    match refused(&headers, &s.secret, s.proto, &s.hello, &s.epochs) {
+        Some(r) => r,
+        None => next.run(req).await,
+    }
+}
+
+/// The answer refusing a request, if any (real and simulated satellites):
+/// the cluster secret, then the protocol version (a mismatch answers with
+/// the hello), then the leader epoch.
+pub(crate) fn refused(headers: &HeaderMap, secret: &str, proto: u32, hello: &Hello, epochs: &cairn_proto::EpochGate) -> Option<Response> {
     let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    if !same(token.as_bytes(), s.secret.as_bytes()) {
-        return (StatusCode::UNAUTHORIZED, "wrong or missing cluster secret").into_response();
+    if !same(token.as_bytes(), secret.as_bytes()) {
+        return Some((StatusCode::UNAUTHORIZED, "wrong or missing cluster secret").into_response());
     }
     let version = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u32>().ok());
-    if version != Some(s.proto) {
-        return (StatusCode::CONFLICT, Json(s.hello.clone())).into_response();
+    if version != Some(proto) {
+        return Some((StatusCode::CONFLICT, Json(hello.clone())).into_response());
     }
-    if let Some(refused) = fenced(&s.epochs, &headers) {
-        return refused;
-    }
-    next.run(req).await
+    fenced(epochs, headers)
 }
 
 /// Checks the leader epoch a request carries ([`cairn_proto::EPOCH_HEADER`]):

@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use cairn_proto::{
     Apply, DrbdConnectionObserved, DrbdObserved, DrbdPeerVolumeObserved, DrbdVolumeObserved, Hello, LogLevels, Observed, PATH_APPLY,
     PATH_CONFIG, PATH_HELLO, PATH_OBSERVE, PROTO_VERSION, PoolDesired, PoolObserved, ProviderKind, ProviderSupport, ResourceDesired,
-    ResourceObserved, VERSION_HEADER, VolumeObserved,
+    ResourceObserved, VolumeObserved,
 };
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
@@ -139,18 +139,10 @@ fn router(node: Arc<SimNode>) -> Router {
 /// protocol version (a mismatch answers with the hello), then the leader
 /// epoch.
 async fn guard(State(n): State<Arc<SimNode>>, headers: HeaderMap, req: Request, next: Next) -> Response {
-    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    if !crate::server::same(token.as_bytes(), n.secret.as_bytes()) {
-        return (StatusCode::UNAUTHORIZED, "wrong or missing cluster secret").into_response();
+    match crate::server::refused(&headers, &n.secret, PROTO_VERSION, &n.hello, &n.epochs) {
+        Some(r) => r,
+        None => next.run(req).await,
     }
-    let version = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u32>().ok());
-    if version != Some(PROTO_VERSION) {
-        return (StatusCode::CONFLICT, Json(n.hello.clone())).into_response();
-    }
-    if let Some(refused) = crate::server::fenced(&n.epochs, &headers) {
-        return refused;
-    }
-    next.run(req).await
 }
 
 async fn apply(State(n): State<Arc<SimNode>>, body: Bytes) -> Response {
