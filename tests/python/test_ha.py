@@ -17,6 +17,7 @@ import urllib.request
 
 import linstor
 
+import satlink
 from conftest import BIN, Controller, free_port, ok, wait_for
 
 SIM_IP = "127.0.12.1"
@@ -229,21 +230,19 @@ def test_a_paused_leader_never_applies_a_change_after_it_wakes_up(postgres, tmp_
         # The deposed leader's epoch is refused by the satellites. The
         # protocol version comes from the satellite's own answer to a wrong
         # one (409 with its hello).
-        def observe(proto, e):
-            return urllib.request.Request(f"http://{SIM_IP}:{ha.base}/internal/v1/observe", data=b'{}', method="POST", headers={
-                "Authorization": "Bearer ha-test-secret-0123456789abcdef", "Content-Type": "application/json",
-                "x-cairn-proto": str(proto), "x-cairn-epoch": str(e)})
-        try:
-            urllib.request.urlopen(observe(0, 1), timeout=10)
-            raise AssertionError("a wrong protocol version was accepted")
-        except urllib.error.HTTPError as e:
-            assert e.code == 409, e.code
-            proto = json.loads(e.read().decode())["proto_version"]
-        try:
-            urllib.request.urlopen(observe(proto, 1), timeout=10)
-            raise AssertionError("an old epoch was accepted")
-        except urllib.error.HTTPError as e:
-            assert e.code == 403 and "fenced" in e.read().decode()
+        url = f"http://{SIM_IP}:{ha.base}"
+        secret = "ha-test-secret-0123456789abcdef"
+        wrong = satlink.Session(url, secret, 0, epoch=1)
+        assert wrong.open_status == 409, wrong.open_body
+        proto = json.loads(wrong.open_body)["proto_version"]
+        old = satlink.Session(url, secret, proto, epoch=1)
+        assert old.open_status == 403 and b"fenced" in old.open_body, old.open_body
+        # A session of the current epoch is refused an older one on a request.
+        current = satlink.Session(url, secret, proto)
+        assert current.open_status == 200
+        current.epoch = 1
+        status, answer = current.request("POST", "/internal/v1/observe", b"{}")
+        assert status == 403 and b"fenced" in answer, (status, answer)
         # The satellites carry on with the new leader.
         ok(lin.resource_group_spawn("harg", "later", ["10M"]))
         wait_for("a later resource UpToDate", lambda: uptodate(b, "later", 2), timeout=20)

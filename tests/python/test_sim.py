@@ -3,6 +3,7 @@ speak the real protocol to a real controller, so nodes come ONLINE, the
 autoplacer places on them and every replica is reported UpToDate and
 connected (docs/BENCHMARKS.md uses it at 1,000 nodes)."""
 
+import json
 import os
 import subprocess
 import urllib.error
@@ -10,7 +11,9 @@ import urllib.request
 
 import pytest
 
+import satlink
 from conftest import BIN, free_port, ok, wait_for
+from satlink import PROTO
 
 SIM_IP = "127.0.11.1"
 
@@ -40,8 +43,15 @@ def test_simulated_satellites_come_online_and_serve_spawned_resources(controller
         used = {n for n, p in pools.items() if p.free_space.free_capacity < p.free_space.total_capacity}
         assert used == {r["node_name"] for r in rscs}, pools
         assert all(p.free_space.total_capacity == 100 * 2**20 for p in pools.values())
-        # A wrong secret is refused as a real satellite refuses it.
-        req = urllib.request.Request(f"http://{SIM_IP}:{base}/internal/v1/hello", headers={"Authorization": "Bearer wrong"})
+        # A wrong secret is refused as a real satellite refuses it; the
+        # right one opens a session (the protocol as python implements it).
+        url = f"http://{SIM_IP}:{base}"
+        assert satlink.Session(url, "wrong", PROTO).open_status == 401
+        with open(os.path.join(controller.data_dir, "cluster-secret")) as f:
+            s = satlink.Session(url, f.read().strip(), PROTO)
+        status, hello = s.request("GET", "/internal/v1/hello")
+        assert status == 200 and json.loads(hello)["node_name"] == "sim00000", hello
+        req = urllib.request.Request(url + "/internal/v1/hello", headers={"Authorization": "Bearer " + s.secret.decode()})
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(req, timeout=10)
         assert refused.value.code == 401

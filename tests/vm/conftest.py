@@ -239,12 +239,16 @@ class Vm:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+# The VMs' satellite links are PLAIN; the LUKS tests need the keys on them.
+PLAIN_LUKS = ["--allow-plain-luks-keys"]
+
+
 @pytest.fixture
 def vm_cluster(vm_image):
     """A controller and one VM satellite `vm1` on 127.0.10.51 (forwarded by
     qemu's user network)."""
     root = tempfile.mkdtemp(prefix="cairn-vmtest-")
-    ctrl, lin, vm = Controller(root), None, None
+    ctrl, lin, vm = Controller(root, extra_args=PLAIN_LUKS), None, None
     try:
         ctrl.start()
         lin = ctrl.client()
@@ -333,7 +337,7 @@ def drbd_cluster_shared(drbd_image):
     shutil.rmtree(os.path.join(LOGS, "failed"), ignore_errors=True)  # a previous run's
     names = ["d1", "d2", "d3"]
     bridge(range(1, len(names) + 1))
-    ctrl, lin, vms = Controller(root), None, {}
+    ctrl, lin, vms = Controller(root, extra_args=PLAIN_LUKS), None, {}
     try:
         ctrl.start()
         lin = linstor.Linstor(ctrl.url, timeout=CLIENT_TIMEOUT)

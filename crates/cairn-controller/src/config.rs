@@ -51,6 +51,9 @@ pub struct ControllerConfig {
     pub satellite_tls_cert: Option<PathBuf>,
     pub satellite_tls_key: Option<PathBuf>,
     pub satellite_tls_ca: Option<PathBuf>,
+    /// Send LUKS volume keys to satellites whose link is PLAIN (not
+    /// encrypted). Off: such satellites get no keys and report so.
+    pub allow_plain_luks_keys: bool,
 }
 
 impl Default for ControllerConfig {
@@ -69,6 +72,7 @@ impl Default for ControllerConfig {
             satellite_tls_cert: None,
             satellite_tls_key: None,
             satellite_tls_ca: None,
+            allow_plain_luks_keys: false,
         }
     }
 }

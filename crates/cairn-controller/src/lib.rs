@@ -149,6 +149,12 @@ impl Controller {
             state.set_fence(l.fence());
         }
         state.set_settings(config.clone());
+        state.links().allow_plain_luks_keys(config.allow_plain_luks_keys);
+        if config.allow_plain_luks_keys {
+            tracing::warn!(
+                "LUKS volume keys go to satellites on PLAIN links too (--allow-plain-luks-keys): anyone on the path can read them"
+            );
+        }
         // LINSTOR's way to start unlocked: MASTER_PASSPHRASE.
         if let Some(p) = std::env::var("MASTER_PASSPHRASE").ok().filter(|p| !p.is_empty()) {
             let get = |k: &str| state.read().ctrl_props.get(k).cloned();

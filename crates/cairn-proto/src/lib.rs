@@ -1,8 +1,10 @@
 //! The messages between controller and satellites.
 //!
-//! Transport: HTTP/1.1 with JSON bodies; the controller is the client. Every
-//! request carries `Authorization: Bearer <cluster secret>` and the
-//! protocol version in [`VERSION_HEADER`]. A satellite answers a request of
+//! Transport: HTTP/1.1 with JSON bodies; the controller is the client. It
+//! proves it knows the cluster secret by a challenge and response, and
+//! every request carries a MAC under the session key that derives from
+//! it ([`auth`]: the secret itself never travels), and the protocol
+//! version in [`VERSION_HEADER`]. A satellite answers a request of
 //! another version with 409 and its own [`Hello`], so the controller can
 //! report `VERSION_MISMATCH` instead of guessing.
 //!
@@ -17,11 +19,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
 pub mod logging;
 pub mod tls;
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 6;
+pub const PROTO_VERSION: u32 = 7;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Header carrying the leader's epoch (high availability: the lease epoch
@@ -397,6 +400,11 @@ pub struct LuksDesired {
     /// master passphrase was not entered since it started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Secret>,
+    /// Why the controller kept the key back although it has it (the link
+    /// is not encrypted and the operator did not allow keys on such
+    /// links); the satellite reports it as the volume's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
     /// `StorDriver/LuksFormatOptions`, split into words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub format_options: Vec<String>,

@@ -11,6 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_exec::{CommandRunner, HostRunner};
+use cairn_proto::auth::{
+    Authority, Context, MAC_HEADER, PATH_CHALLENGE, PATH_SESSION, Refusal, RequestHead, SEQ_HEADER, SESSION_HEADER, SessionKey,
+    SessionOpen, SessionOpened,
+};
 use cairn_proto::{
     Apply, BackupAbort, BackupReceive, BackupReceived, BackupSend, Hello, LogLevels, ObjectError, Observation, ObserveSince, PATH_APPLY,
     PATH_BACKUP_ABORT, PATH_BACKUP_RECEIVE, PATH_BACKUP_SEND, PATH_CONFIG, PATH_EXT_FILE_STATUS, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL,
@@ -23,19 +27,15 @@ use crate::apply::Applier;
 use crate::{SatelliteConfig, SatelliteError, tools};
 
 struct Shared {
-    /// The protocol version this satellite speaks: [`PROTO_VERSION`], or
-    /// `CAIRN_TEST_PROTO_VERSION` so tests can provoke a mismatch.
-    proto: u32,
-    hello: Hello,
-    secret: String,
+    /// Authentication, protocol version (or `CAIRN_TEST_PROTO_VERSION`),
+    /// leader epoch.
+    gate: Gate,
     applier: Arc<Applier>,
     physical: Physical,
     /// One physical-storage create at a time (pvcreate/vgcreate/lvcreate
     /// on disks of this node). Applies do not wait for it: a new pool is
     /// used only after the controller configured it.
     physical_lock: tokio::sync::Mutex<()>,
-    /// The newest leader epoch seen (fencing of deposed controllers).
-    epochs: cairn_proto::EpochGate,
     /// Backup uploads and downloads running, for aborts.
     transfers: Arc<crate::backup::Transfers>,
 }
@@ -160,13 +160,10 @@ impl Satellite {
             listener,
             tls,
             shared: Arc::new(Shared {
-                proto,
-                hello,
-                secret: config.cluster_secret.clone(),
+                gate: Gate::new(&config.cluster_secret, proto, hello),
                 applier,
                 physical,
                 physical_lock: tokio::sync::Mutex::new(()),
-                epochs: Default::default(),
                 transfers: Arc::default(),
             }),
         })
@@ -191,6 +188,8 @@ impl Satellite {
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(PATH_HELLO, get(hello))
+        .route(PATH_CHALLENGE, get(|| async { StatusCode::NOT_FOUND }))
+        .route(PATH_SESSION, post(|| async { StatusCode::NOT_FOUND }))
         .route(PATH_APPLY, post(apply).layer(axum::extract::DefaultBodyLimit::disable()))
         .route(PATH_OBSERVE, post(observe))
         .route(PATH_PHYSICAL, get(physical_list).post(physical_create))
@@ -203,32 +202,121 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Constant-time comparison, so the secret cannot be guessed byte by byte.
-pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// What every request to a satellite (real or simulated) passes: the
+/// session of a controller that proved it knows the cluster secret
+/// ([`cairn_proto::auth`]), then the protocol version (a mismatch answers
+/// with the hello), then the leader epoch.
+pub(crate) struct Gate {
+    pub auth: Authority,
+    pub proto: u32,
+    pub hello: Hello,
+    pub epochs: cairn_proto::EpochGate,
+}
+
+/// The largest request body read (an apply of a whole node).
+const MAX_REQUEST: usize = 512 << 20;
+
+fn refuse(why: impl std::fmt::Display) -> Response {
+    (StatusCode::UNAUTHORIZED, why.to_string()).into_response()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl Gate {
+    pub(crate) fn new(secret: &str, proto: u32, hello: Hello) -> Gate {
+        Gate { auth: Authority::new(secret), proto, hello, epochs: Default::default() }
+    }
+
+    /// The protocol version, then the epoch: the answer refusing the
+    /// request, if any.
+    fn version_and_epoch(&self, headers: &HeaderMap) -> Option<Response> {
+        let version = header(headers, VERSION_HEADER).and_then(|v| v.parse::<u32>().ok());
+        if version != Some(self.proto) {
+            return Some((StatusCode::CONFLICT, Json(self.hello.clone())).into_response());
+        }
+        fenced(&self.epochs, headers)
+    }
+
+    /// Serves the challenge and the session opening, and lets through
+    /// only requests of an open session whose MAC verifies and whose
+    /// sequence number is new; their answers are MACed.
+    pub(crate) async fn check(&self, req: Request, next: Next) -> Response {
+        let path = req.uri().path().to_string();
+        if path == PATH_CHALLENGE {
+            return match self.auth.challenge() {
+                Ok(c) => Json(c).into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+            };
+        }
+        let (parts, body) = req.into_parts();
+        let version = header(&parts.headers, VERSION_HEADER).map(String::from);
+        let epoch = header(&parts.headers, cairn_proto::EPOCH_HEADER).map(String::from);
+        let context = Context { version: version.as_deref(), epoch: epoch.as_deref() };
+        if path == PATH_SESSION {
+            let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else { return refuse("session request too large") };
+            let open: SessionOpen = match serde_json::from_slice(&bytes) {
+                Ok(o) => o,
+                Err(e) => return (StatusCode::BAD_REQUEST, format!("bad session request: {e}")).into_response(),
+            };
+            let (id, key) = match self.auth.open(&open, context) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("refused a controller: {e}");
+                    return refuse(e);
+                }
+            };
+            // A refusal names no session (its MAC is taken with an empty id).
+            return match self.version_and_epoch(&parts.headers) {
+                Some(r) => signed(r, &key, "", 0).await,
+                None => signed(Json(SessionOpened { session: id.clone() }).into_response(), &key, &id, 0).await,
+            };
+        }
+        let session = header(&parts.headers, SESSION_HEADER).map(String::from);
+        let seq = header(&parts.headers, SEQ_HEADER).and_then(|v| v.parse::<u64>().ok());
+        let mac = header(&parts.headers, MAC_HEADER).map(String::from);
+        let (Some(session), Some(seq), Some(mac)) = (session, seq, mac) else { return refuse(Refusal::NoSession) };
+        let key = match self.auth.key(&session, seq) {
+            Ok(k) => k,
+            Err(e) => return refuse(e),
+        };
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST).await else { return refuse("request body too large or cut off") };
+        let target = parts.uri.path_and_query().map_or(path.as_str(), |p| p.as_str());
+        let head = RequestHead { session: &session, seq, method: parts.method.as_str(), path: target, cx: context };
+        if !key.verify_request(&head, &bytes, &mac) {
+            tracing::warn!(%path, "refused a request whose MAC does not match");
+            return refuse(Refusal::BadMac);
+        }
+        if let Err(e) = self.auth.admit(&session, seq) {
+            tracing::warn!(%path, "{e}");
+            return refuse(e);
+        }
+        let answer = match self.version_and_epoch(&parts.headers) {
+            Some(r) => r,
+            None => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        };
+        signed(answer, &key, &session, seq).await
+    }
+}
+
+/// An answer with its MAC (see [`cairn_proto::auth`]).
+async fn signed(answer: Response, key: &SessionKey, session: &str, seq: u64) -> Response {
+    let (mut parts, body) = answer.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the answer: {e}")).into_response(),
+    };
+    let mac = key.sign_response(session, seq, parts.status.as_u16(), &bytes);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&mac) {
+        parts.headers.insert(MAC_HEADER, v);
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// Authenticates the controller and checks the protocol version.
-async fn guard(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request, next: Next) -> Response {
-    match refused(&headers, &s.secret, s.proto, &s.hello, &s.epochs) {
-        Some(r) => r,
-        None => next.run(req).await,
-    }
-}
-
-/// The answer refusing a request, if any (real and simulated satellites):
-/// the cluster secret, then the protocol version (a mismatch answers with
-/// the hello), then the leader epoch.
-pub(crate) fn refused(headers: &HeaderMap, secret: &str, proto: u32, hello: &Hello, epochs: &cairn_proto::EpochGate) -> Option<Response> {
-    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    if !same(token.as_bytes(), secret.as_bytes()) {
-        return Some((StatusCode::UNAUTHORIZED, "wrong or missing cluster secret").into_response());
-    }
-    let version = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u32>().ok());
-    if version != Some(proto) {
-        return Some((StatusCode::CONFLICT, Json(hello.clone())).into_response());
-    }
-    fenced(epochs, headers)
+async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    s.gate.check(req, next).await
 }
 
 /// Checks the leader epoch a request carries ([`cairn_proto::EPOCH_HEADER`]):
@@ -247,7 +335,7 @@ pub(crate) fn fenced(gate: &cairn_proto::EpochGate, headers: &HeaderMap) -> Opti
 }
 
 async fn hello(State(s): State<Arc<Shared>>) -> Json<Hello> {
-    Json(s.hello.clone())
+    Json(s.gate.hello.clone())
 }
 
 /// Applies in a task of its own: if the controller gives up waiting, the

@@ -15,11 +15,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cairn_proto::auth::{PATH_CHALLENGE, PATH_SESSION};
 use cairn_proto::{
     Apply, DrbdConnectionObserved, DrbdObserved, DrbdPeerVolumeObserved, DrbdVolumeObserved, Hello, LogLevels, Observed, PATH_APPLY,
     PATH_CONFIG, PATH_HELLO, PATH_OBSERVE, PROTO_VERSION, PoolDesired, PoolObserved, ProviderKind, ProviderSupport, ResourceDesired,
@@ -44,6 +45,9 @@ pub struct SimConfig {
     pub secret: String,
     /// Size of every pool, KiB.
     pub pool_kib: i64,
+    /// Mutual TLS, as a real satellite's `--tls-*` (the nodes' interfaces
+    /// are then `SSL`).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl SimConfig {
@@ -64,11 +68,10 @@ struct NodeState {
 }
 
 struct SimNode {
-    hello: Hello,
-    secret: String,
+    /// The real satellite's checks (its hello is this node's).
+    gate: crate::server::Gate,
     pool_kib: i64,
     state: Mutex<NodeState>,
-    epochs: cairn_proto::EpochGate,
 }
 
 /// Binds every satellite's port, then serves them all until `shutdown`.
@@ -76,6 +79,10 @@ struct SimNode {
 pub async fn run(cfg: &SimConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), SatelliteError> {
     let mut servers = tokio::task::JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tls = match &cfg.tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(files)?)),
+        None => None,
+    };
     for i in 0..cfg.count {
         let port = u16::try_from(usize::from(cfg.base_port) + i).map_err(|_| SatelliteError::Bind {
             addr: format!("{}:{}+{i}", cfg.ip, cfg.base_port),
@@ -84,20 +91,23 @@ pub async fn run(cfg: &SimConfig, shutdown: impl Future<Output = ()> + Send + 's
         let addr = SocketAddr::new(cfg.ip, port);
         let listener = TcpListener::bind(addr).await.map_err(|source| SatelliteError::Bind { addr: addr.to_string(), source })?;
         let node = Arc::new(SimNode {
-            hello: hello(&cfg.node_name(i), i),
-            secret: cfg.secret.clone(),
+            gate: crate::server::Gate::new(&cfg.secret, PROTO_VERSION, hello(&cfg.node_name(i), i)),
             pool_kib: cfg.pool_kib,
             state: Mutex::new(NodeState::default()),
-            epochs: Default::default(),
         });
         let mut stop = stop_rx.clone();
-        servers.spawn(async move {
-            axum::serve(listener, router(node))
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match &tls {
+            Some(acceptor) => {
+                let listener = crate::tls::TlsListener::new(listener, acceptor.clone()).map_err(SatelliteError::Serve)?;
+                servers.spawn(async move { axum::serve(listener, router(node)).with_graceful_shutdown(stopped).await });
+            }
+            None => {
+                servers.spawn(async move { axum::serve(listener, router(node)).with_graceful_shutdown(stopped).await });
+            }
+        }
     }
     tracing::info!(count = cfg.count, ip = %cfg.ip, base_port = cfg.base_port, "simulated satellites ready");
     shutdown.await;
@@ -127,7 +137,9 @@ fn hello(name: &str, i: usize) -> Hello {
 
 fn router(node: Arc<SimNode>) -> Router {
     Router::new()
-        .route(PATH_HELLO, get(|State(n): State<Arc<SimNode>>| async move { Json(n.hello.clone()) }))
+        .route(PATH_HELLO, get(|State(n): State<Arc<SimNode>>| async move { Json(n.gate.hello.clone()) }))
+        .route(PATH_CHALLENGE, get(|| async { StatusCode::NOT_FOUND }))
+        .route(PATH_SESSION, post(|| async { StatusCode::NOT_FOUND }))
         .route(PATH_APPLY, post(apply).layer(axum::extract::DefaultBodyLimit::disable()))
         .route(PATH_OBSERVE, post(observe))
         .route(PATH_CONFIG, get(|| async { Json(LogLevels::default()) }))
@@ -135,14 +147,9 @@ fn router(node: Arc<SimNode>) -> Router {
         .with_state(node)
 }
 
-/// The same checks as a real satellite's: the cluster secret, then the
-/// protocol version (a mismatch answers with the hello), then the leader
-/// epoch.
-async fn guard(State(n): State<Arc<SimNode>>, headers: HeaderMap, req: Request, next: Next) -> Response {
-    match crate::server::refused(&headers, &n.secret, PROTO_VERSION, &n.hello, &n.epochs) {
-        Some(r) => r,
-        None => next.run(req).await,
-    }
+/// The same checks as a real satellite's (`server::Gate`).
+async fn guard(State(n): State<Arc<SimNode>>, req: Request, next: Next) -> Response {
+    n.gate.check(req, next).await
 }
 
 async fn apply(State(n): State<Arc<SimNode>>, body: Bytes) -> Response {
@@ -163,7 +170,7 @@ async fn apply(State(n): State<Arc<SimNode>>, body: Bytes) -> Response {
     if req.full || req.pools_set {
         st.pools = req.pools.clone();
     }
-    let mut out = Observed { generation: req.generation, instance: n.hello.instance.clone(), ..Default::default() };
+    let mut out = Observed { generation: req.generation, instance: n.gate.hello.instance.clone(), ..Default::default() };
     for r in req.resources {
         out.resources.push(observed(&r));
         st.resources.insert(r.name.clone(), r);
@@ -186,7 +193,7 @@ impl SimNode {
         let st = self.state.lock();
         Observed {
             generation: st.generation,
-            instance: self.hello.instance.clone(),
+            instance: self.gate.hello.instance.clone(),
             resources: st.resources.values().map(observed).collect(),
             removed: vec![],
             pools: self.pools(&st),
@@ -217,6 +224,21 @@ impl SimNode {
             })
             .collect()
     }
+}
+
+/// What a real satellite reports of a LUKS volume whose key it did not
+/// get (the controller is locked, or kept the key back).
+fn luks_error(r: &ResourceDesired) -> Option<cairn_proto::ObjectError> {
+    let (v, l) = r.volumes.iter().find_map(|v| v.luks.as_ref().filter(|l| l.key.is_none()).map(|l| (v, l)))?;
+    let e = match &l.withheld {
+        Some(why) => cairn_storage::luks::LuksError::Withheld(why.clone()),
+        None => cairn_storage::luks::LuksError::NoKey,
+    };
+    Some(cairn_proto::ObjectError {
+        message: format!("Cannot open the encrypted volume {} of '{}' (simulated).", v.number, r.name),
+        cause: Some(e.to_string()),
+        details: None,
+    })
 }
 
 /// A resource as a healthy node reports it: its volumes UpToDate (or
@@ -279,7 +301,14 @@ fn observed(r: &ResourceDesired) -> ResourceObserved {
             .collect(),
         forgotten: d.forget_peers.clone(),
     });
-    ResourceObserved { name: r.name.clone(), volumes, error: None, drbd, snapshots: r.snapshots.clone(), snapshot_errors: BTreeMap::new() }
+    ResourceObserved {
+        name: r.name.clone(),
+        volumes,
+        error: luks_error(r),
+        drbd,
+        snapshots: r.snapshots.clone(),
+        snapshot_errors: BTreeMap::new(),
+    }
 }
 
 #[cfg(test)]
@@ -290,11 +319,9 @@ mod tests {
     #[test]
     fn a_replicated_resource_is_reported_uptodate_and_connected_and_takes_its_pool_space() {
         let node = SimNode {
-            hello: hello("n1", 0),
-            secret: "s".into(),
+            gate: crate::server::Gate::new("s", PROTO_VERSION, hello("n1", 0)),
             pool_kib: 1000,
             state: Mutex::new(NodeState::default()),
-            epochs: Default::default(),
         };
         let r = ResourceDesired {
             name: "r1".into(),
@@ -320,5 +347,17 @@ mod tests {
         assert_eq!(d.connections[0].connection, "Connected");
         assert_eq!(d.volumes[0].peers[0].peer_disk, "Diskless");
         assert_eq!(d.forgotten, vec![3]);
+    }
+
+    #[test]
+    fn a_luks_volume_without_its_key_reports_why_as_a_real_satellite_does() {
+        use cairn_proto::{LuksDesired, Secret};
+        let vol = |luks| VolumeDesired { number: 0, size_kib: 1, pool: "p".into(), luks: Some(luks), ..Default::default() };
+        let r = |luks| ResourceDesired { name: "enc".into(), volumes: vec![vol(luks)], ..Default::default() };
+        assert_eq!(observed(&r(LuksDesired { key: Some(Secret("k".into())), ..Default::default() })).error, None);
+        let withheld = observed(&r(LuksDesired { withheld: Some("kept back: PLAIN".into()), ..Default::default() }));
+        assert_eq!(withheld.error.and_then(|e| e.cause).as_deref(), Some("kept back: PLAIN"));
+        let locked = observed(&r(LuksDesired::default())).error.and_then(|e| e.cause).unwrap_or_default();
+        assert!(locked.contains("master passphrase"), "{locked}");
     }
 }

@@ -37,6 +37,9 @@ pub struct Luks {
 pub enum LuksError {
     #[error("the volume's LUKS passphrase is not available: the controller's master passphrase was not entered since it started")]
     NoKey,
+    /// The controller kept the key back (the reason is its own).
+    #[error("{0}")]
+    Withheld(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("{0} is not a LUKS device but holds data ({1}); refusing to format it")]
@@ -72,7 +75,11 @@ impl Luks {
     /// backing device grew, resizes. Returns the mapped device.
     pub async fn ensure(&self, dev: &str, rsc: &str, nr: u32, d: &LuksDesired) -> Result<String, LuksError> {
         let name = mapper_name(rsc, nr)?;
-        let key = d.key.as_ref().ok_or(LuksError::NoKey)?;
+        let key = match (&d.key, &d.withheld) {
+            (Some(k), _) => k,
+            (None, Some(why)) => return Err(LuksError::Withheld(why.clone())),
+            (None, None) => return Err(LuksError::NoKey),
+        };
         let stdin = format!("{}\n", key.0);
         match self.status(&name).await? {
             None => {
@@ -156,7 +163,12 @@ mod tests {
     }
 
     fn desired(opts: &[&str]) -> LuksDesired {
-        LuksDesired { key: Some(Secret("k3y".into())), format_options: opts.iter().map(|s| s.to_string()).collect(), open_options: vec![] }
+        LuksDesired {
+            key: Some(Secret("k3y".into())),
+            format_options: opts.iter().map(|s| s.to_string()).collect(),
+            open_options: vec![],
+            withheld: None,
+        }
     }
 
     #[test]
@@ -216,6 +228,9 @@ mod tests {
         let l = Luks::new(f.clone(), Duration::from_secs(5));
         let e = rt().block_on(l.ensure("/dev/x", "sec", 0, &LuksDesired::default())).unwrap_err();
         assert!(matches!(e, LuksError::NoKey));
+        let withheld = LuksDesired { withheld: Some("kept back".into()), ..LuksDesired::default() };
+        let e = rt().block_on(l.ensure("/dev/x", "sec", 0, &withheld)).unwrap_err();
+        assert!(matches!(&e, LuksError::Withheld(w) if w == "kept back"), "{e}");
         assert!(f.calls().is_empty());
     }
 }

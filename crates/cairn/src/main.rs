@@ -267,6 +267,15 @@ struct SimArgs {
     /// Size of every pool, GiB.
     #[arg(long, default_value_t = 10240)]
     pool_gib: i64,
+    /// Mutual TLS as a real satellite's --tls-cert (all three or none; the nodes' interfaces are then SSL).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// This satellite's private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// The CA that signed the controller's client certificate (PEM).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
 }
 
 async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
@@ -281,6 +290,11 @@ async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
         name_prefix: a.name_prefix,
         secret,
         pool_kib: a.pool_gib.saturating_mul(1024 * 1024),
+        tls: match (a.tls_cert, a.tls_key, a.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+            (None, None, None) => None,
+            _ => anyhow::bail!("TLS needs all three of --tls-cert, --tls-key and --tls-ca"),
+        },
     };
     cairn_satellite::sim::run(&cfg, shutdown_signal()).await.context("simulated satellites")?;
     Ok(())
@@ -403,6 +417,10 @@ struct ControllerArgs {
     /// The CA (PEM) that signed the satellites' certificates.
     #[arg(long, env = "CAIRN_SATELLITE_TLS_CA")]
     satellite_tls_ca: Option<PathBuf>,
+    /// Send LUKS volume keys to satellites on PLAIN (unencrypted) links too; without it they go
+    /// only over SSL links, and a LUKS volume on a PLAIN node reports that its key was kept back.
+    #[arg(long, env = "CAIRN_ALLOW_PLAIN_LUKS_KEYS")]
+    allow_plain_luks_keys: bool,
 }
 
 /// The `[controller]` table of a configuration file, or the defaults.
@@ -455,6 +473,7 @@ impl ControllerArgs {
         if let Some(p) = &self.satellite_tls_ca {
             cfg.satellite_tls_ca = Some(p.clone());
         }
+        cfg.allow_plain_luks_keys |= self.allow_plain_luks_keys;
         let given = [&cfg.satellite_tls_cert, &cfg.satellite_tls_key, &cfg.satellite_tls_ca].iter().filter(|p| p.is_some()).count();
         if given != 0 && given != 3 {
             anyhow::bail!("satellite TLS needs all three of --satellite-tls-cert, --satellite-tls-key and --satellite-tls-ca");

@@ -218,6 +218,9 @@ struct Host {
     cluster: SharedCluster,
     order: Arc<tokio::sync::Mutex<()>>,
     master: RwLock<Option<MasterKey>>,
+    /// LUKS keys go to satellites on PLAIN links too (the operator's
+    /// `--allow-plain-luks-keys`); else only over SSL.
+    plain_luks_keys: AtomicBool,
     transport: Arc<dyn Transport>,
     timing: Timing,
     events: Arc<Events>,
@@ -244,7 +247,12 @@ impl Host {
         let unseal = |sealed: &str| {
             master.as_ref().and_then(|m| m.open(sealed).map_err(|e| tracing::error!("cannot open a LUKS volume secret: {e}")).ok())
         };
-        desired_of_node(cluster, node_key, only, &unseal)
+        let (pools, mut rscs) = desired_of_node(cluster, node_key, only, &unseal);
+        let plain = !self.target(node_key).is_some_and(|(_, t)| t.ssl);
+        if plain && !self.plain_luks_keys.load(Ordering::SeqCst) {
+            withhold_luks_keys(&mut rscs);
+        }
+        (pools, rscs)
     }
 
     /// The node's name and where its satellite listens: its active
@@ -262,6 +270,22 @@ impl Host {
     }
 }
 
+/// Why a LUKS key is not sent over a PLAIN link (the satellite reports it
+/// as the volume's error).
+pub const LUKS_KEY_WITHHELD: &str = "the controller did not send the volume's LUKS passphrase: the link to this satellite is PLAIN (not \
+     encrypted). Give the node an SSL interface (mutual TLS, --satellite-tls-cert/-key/-ca on the controller), or start the \
+     controller with --allow-plain-luks-keys to send keys over PLAIN links";
+
+/// Takes the LUKS keys out of a desired state bound for a PLAIN link,
+/// saying why in their place.
+pub fn withhold_luks_keys(rscs: &mut [ResourceDesired]) {
+    for l in rscs.iter_mut().flat_map(|r| r.volumes.iter_mut()).filter_map(|v| v.luks.as_mut()) {
+        if l.key.take().is_some() {
+            l.withheld = Some(LUKS_KEY_WITHHELD.to_string());
+        }
+    }
+}
+
 /// All links, by node key.
 pub struct Links {
     host: Arc<Host>,
@@ -273,7 +297,15 @@ impl Links {
     pub fn new(cluster: SharedCluster, order: Arc<tokio::sync::Mutex<()>>, transport: Arc<dyn Transport>, timing: Timing) -> Links {
         let events = Arc::new(Events::default());
         Links {
-            host: Arc::new(Host { cluster, order, master: RwLock::new(None), transport, timing, events }),
+            host: Arc::new(Host {
+                cluster,
+                order,
+                master: RwLock::new(None),
+                plain_luks_keys: AtomicBool::new(false),
+                transport,
+                timing,
+                events,
+            }),
             links: Mutex::new(BTreeMap::new()),
         }
     }
@@ -292,6 +324,12 @@ impl Links {
     /// The master key, if the passphrase was created or entered.
     pub fn master(&self) -> Option<MasterKey> {
         self.host.master()
+    }
+
+    /// Whether LUKS keys may go to satellites whose link is not
+    /// encrypted (see [`withhold_luks_keys`]).
+    pub fn allow_plain_luks_keys(&self, allow: bool) {
+        self.host.plain_luks_keys.store(allow, Ordering::SeqCst);
     }
 
     pub fn set_master(&self, key: MasterKey) {

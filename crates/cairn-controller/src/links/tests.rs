@@ -672,3 +672,23 @@ async fn an_apply_answer_makes_the_next_observation_a_whole_one() {
     wait_for("unchanged again", || fake.with(4063, |s| s.unchanged) > unchanged + 2).await;
     assert_eq!(absorbed(&state, "N1") - before, 2);
 }
+
+#[test]
+fn keys_withheld_from_a_plain_link_leave_the_reason_in_their_place() {
+    use cairn_proto::{LuksDesired, ResourceDesired, Secret, VolumeDesired};
+    let luks = |key: Option<&str>| LuksDesired { key: key.map(|k| Secret(k.into())), ..Default::default() };
+    let vol = |number, l| VolumeDesired { number, luks: l, ..Default::default() };
+    let mut rscs = vec![ResourceDesired {
+        name: "enc".into(),
+        volumes: vec![vol(0, Some(luks(Some("k0")))), vol(1, None), vol(2, Some(luks(None)))],
+        ..Default::default()
+    }];
+    super::withhold_luks_keys(&mut rscs);
+    let v = &rscs[0].volumes;
+    let l0 = v[0].luks.as_ref().expect("luks");
+    assert!(l0.key.is_none() && l0.withheld.as_deref().is_some_and(|w| w.contains("--allow-plain-luks-keys")));
+    assert!(v[1].luks.is_none());
+    // A key the controller does not have (locked) is not "withheld".
+    assert_eq!(v[2].luks.as_ref().and_then(|l| l.withheld.clone()), None);
+    assert!(!serde_json::to_string(&rscs).unwrap_or_default().contains("k0"));
+}

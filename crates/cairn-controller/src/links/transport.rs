@@ -1,6 +1,9 @@
 //! How the controller reaches a satellite: one HTTP request per call,
-//! JSON bodies, the cluster secret as bearer token and the protocol
-//! version in [`VERSION_HEADER`] (see `cairn-proto`).
+//! JSON bodies, the protocol version in [`VERSION_HEADER`], and a session
+//! per satellite opened by challenge and response, every request and
+//! answer MACed under its key (`cairn_proto::auth`: the cluster secret
+//! never travels). A satellite that forgot the session (it restarted)
+//! answers 401; the call then opens a new session and is sent once more.
 //!
 //! [`HttpTransport`] is hyper's pooled client: the connection to a
 //! satellite stays open between calls (the heartbeat keeps it busy), plain
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use cairn_proto::auth::{self, ClientSession, MAC_HEADER, SessionKey};
 use cairn_proto::{PROTO_VERSION, VERSION_HEADER};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
@@ -39,7 +43,7 @@ const MAX_REPLY: usize = 256 << 20;
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// Where a satellite listens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Target {
     pub addr: SocketAddr,
     /// Mutual TLS (the node's interface is `SSL`).
@@ -98,6 +102,8 @@ pub async fn post<B: Serialize, T: DeserializeOwned>(
 /// The HTTP client of the links (see the module comment).
 pub struct HttpTransport {
     secret: String,
+    /// The open session of each satellite.
+    sessions: parking_lot::Mutex<std::collections::HashMap<Target, Arc<ClientSession>>>,
     tls: bool,
     client: Client<Connector, Full<Bytes>>,
     /// The leader's lease, on PostgreSQL: checked before every request,
@@ -111,7 +117,7 @@ impl HttpTransport {
         let has_tls = tls.is_some();
         let connector = Connector { tls: tls.map(TlsConnector::from) };
         let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(POOL_IDLE).build(connector);
-        HttpTransport { secret, tls: has_tls, client, fence: None }
+        HttpTransport { secret, sessions: Default::default(), tls: has_tls, client, fence: None }
     }
 
     /// Sends nothing once `fence` says the lease is gone, and its epoch
@@ -135,6 +141,144 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// An answer: status, MAC header, body.
+struct Answer {
+    status: u16,
+    mac: Option<String>,
+    body: Bytes,
+}
+
+impl Answer {
+    /// The body of a 200 answer, else the status error.
+    fn ok(self) -> Result<Bytes, CallError> {
+        if self.status == 200 {
+            Ok(self.body)
+        } else {
+            Err(CallError::Status { status: self.status, body: String::from_utf8_lossy(&self.body).into_owned() })
+        }
+    }
+
+    /// Checks the answer's MAC (a 401 carries none: the satellite did not
+    /// accept the session).
+    fn verified(self, key: &SessionKey, session: &str, seq: u64) -> Result<Answer, CallError> {
+        if self.status == 401 {
+            return Ok(self);
+        }
+        let mac = self.mac.as_deref().unwrap_or("");
+        if key.verify_response(session, seq, self.status, &self.body, mac) {
+            Ok(self)
+        } else {
+            Err(CallError::BadReply(format!("the answer (HTTP {}) does not carry a valid MAC of the session", self.status)))
+        }
+    }
+}
+
+impl HttpTransport {
+    /// The protocol version and epoch headers every request carries.
+    fn context(&self) -> Result<(String, Option<String>), CallError> {
+        let epoch = match &self.fence {
+            Some(fence) => {
+                fence.check().map_err(|e| CallError::Request(e.to_string()))?;
+                Some(fence.epoch().to_string())
+            }
+            None => None,
+        };
+        Ok((PROTO_VERSION.to_string(), epoch))
+    }
+
+    /// One HTTP exchange.
+    async fn exchange(
+        &self,
+        target: Target,
+        path: &str,
+        headers: Vec<(&'static str, String)>,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<Answer, CallError> {
+        let addr = target.addr;
+        let scheme = if target.ssl { "https" } else { "http" };
+        let mut builder = Request::builder().uri(format!("{scheme}://{addr}{path}"));
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let request = match body {
+            Some(b) => builder.method(Method::POST).header(header::CONTENT_TYPE, "application/json").body(Full::new(b)),
+            None => builder.method(Method::GET).body(Full::new(Bytes::new())),
+        }
+        .map_err(|e| CallError::Request(e.to_string()))?;
+        let unreachable = |reason: String| CallError::Unreachable { addr, reason };
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| unreachable(chain(&e)))?;
+            let status = response.status().as_u16();
+            let mac = response.headers().get(MAC_HEADER).and_then(|v| v.to_str().ok()).map(String::from);
+            let body = Limited::new(response.into_body(), MAX_REPLY).collect().await.map_err(|e| unreachable(chain(&*e)))?;
+            Ok::<_, CallError>(Answer { status, mac, body: body.to_bytes() })
+        };
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| CallError::Timeout { addr, timeout })?
+    }
+
+    /// Opens a session: the satellite's challenge, our proof, its MACed
+    /// answer.
+    async fn open(&self, target: Target, timeout: Duration) -> Result<Arc<ClientSession>, CallError> {
+        let challenge: auth::Challenge = decode(&self.exchange(target, auth::PATH_CHALLENGE, vec![], None, timeout).await?.ok()?)?;
+        let ours = auth::nonce().map_err(|e| CallError::Request(e.to_string()))?;
+        let (version, epoch) = self.context()?;
+        let cx = auth::Context { version: Some(&version), epoch: epoch.as_deref() };
+        let open = auth::SessionOpen {
+            proof: auth::proof(self.secret.as_bytes(), &challenge.nonce, &ours, cx),
+            satellite_nonce: challenge.nonce.clone(),
+            controller_nonce: ours.clone(),
+        };
+        let body = serde_json::to_vec(&open).map_err(|e| CallError::Request(e.to_string()))?;
+        let answer = self.exchange(target, auth::PATH_SESSION, headers(version, epoch), Some(Bytes::from(body)), timeout).await?;
+        let key = SessionKey::derive(self.secret.as_bytes(), &challenge.nonce, &ours);
+        // The session id is known only from the answer; its MAC is checked
+        // with the id it names (a refusal names none).
+        let id = match answer.status {
+            200 => decode::<auth::SessionOpened>(&answer.body)?.session,
+            _ => String::new(),
+        };
+        let answer = answer.verified(&key, &id, 0)?;
+        let opened: auth::SessionOpened = decode(&answer.ok()?)?;
+        let session = Arc::new(ClientSession::new(opened.session, key));
+        self.sessions.lock().insert(target, session.clone());
+        Ok(session)
+    }
+
+    /// One request of a session.
+    async fn send(
+        &self,
+        target: Target,
+        session: &ClientSession,
+        path: &'static str,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<Answer, CallError> {
+        let (version, epoch) = self.context()?;
+        let seq = session.next_seq();
+        let head = auth::RequestHead {
+            session: &session.id,
+            seq,
+            method: if body.is_some() { "POST" } else { "GET" },
+            path,
+            cx: auth::Context { version: Some(&version), epoch: epoch.as_deref() },
+        };
+        let mac = session.key.sign_request(&head, body.as_deref().unwrap_or(&[]));
+        let mut hs = headers(version, epoch);
+        hs.extend([(auth::SESSION_HEADER, session.id.clone()), (auth::SEQ_HEADER, seq.to_string()), (MAC_HEADER, mac)]);
+        self.exchange(target, path, hs, body, timeout).await?.verified(&session.key, &session.id, seq)
+    }
+}
+
+/// The protocol version and epoch headers.
+fn headers(version: String, epoch: Option<String>) -> Vec<(&'static str, String)> {
+    let mut out = vec![(VERSION_HEADER, version)];
+    if let Some(e) = epoch {
+        out.push((cairn_proto::EPOCH_HEADER, e));
+    }
+    out
+}
+
 impl Transport for HttpTransport {
     fn call(
         &self,
@@ -147,30 +291,26 @@ impl Transport for HttpTransport {
             if target.ssl && !self.tls {
                 return Err(CallError::NoTls);
             }
-            let addr = target.addr;
-            let scheme = if target.ssl { "https" } else { "http" };
-            let mut builder = Request::builder()
-                .uri(format!("{scheme}://{addr}{path}"))
-                .header(header::AUTHORIZATION, format!("Bearer {}", self.secret))
-                .header(VERSION_HEADER, PROTO_VERSION.to_string());
-            if let Some(fence) = &self.fence {
-                fence.check().map_err(|e| CallError::Request(e.to_string()))?;
-                builder = builder.header(cairn_proto::EPOCH_HEADER, fence.epoch().to_string());
-            }
-            let request = match body {
-                Some(b) => builder.method(Method::POST).header(header::CONTENT_TYPE, "application/json").body(Full::new(Bytes::from(b))),
-                None => builder.method(Method::GET).body(Full::new(Bytes::new())),
-            }
-            .map_err(|e| CallError::Request(e.to_string()))?;
-            let unreachable = |reason: String| CallError::Unreachable { addr, reason };
-            let exchange = async {
-                let response = self.client.request(request).await.map_err(|e| unreachable(chain(&e)))?;
-                let status = response.status().as_u16();
-                let body = Limited::new(response.into_body(), MAX_REPLY).collect().await.map_err(|e| unreachable(chain(&*e)))?;
-                Ok::<_, CallError>((status, body.to_bytes()))
+            let body = body.map(Bytes::from);
+            let cached = self.sessions.lock().get(&target).cloned();
+            let (session, fresh) = match cached {
+                Some(s) => (s, false),
+                None => (self.open(target, timeout).await?, true),
             };
-            let (status, bytes) = tokio::time::timeout(timeout, exchange).await.map_err(|_| CallError::Timeout { addr, timeout })??;
-            if status == 200 { Ok(bytes) } else { Err(CallError::Status { status, body: String::from_utf8_lossy(&bytes).into_owned() }) }
+            let answer = self.send(target, &session, path, body.clone(), timeout).await?;
+            if answer.status != 401 || fresh {
+                return answer.ok();
+            }
+            // The satellite no longer knows the session: a new one, once.
+            tracing::debug!(addr = %target.addr, "the satellite refused the session; opening a new one");
+            {
+                let mut sessions = self.sessions.lock();
+                if sessions.get(&target).is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                    sessions.remove(&target);
+                }
+            }
+            let session = self.open(target, timeout).await?;
+            self.send(target, &session, path, body, timeout).await?.ok()
         })
     }
 
