@@ -216,6 +216,24 @@ pub struct Hello {
     /// (`--allow-ext-files`); the controller's `check` route reads them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ext_file_dirs: Vec<String>,
+    /// The host's OS (`PRETTY_NAME` of /etc/os-release), shown as the
+    /// node's `os_variant` (REST API 1.28).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_variant: Option<String>,
+}
+
+/// The OS variant LINSTOR's satellite reports: `PRETTY_NAME` of an
+/// os-release file's text, between its quotes; "Unknown" without one.
+pub fn os_variant(os_release: Option<&str>) -> String {
+    let Some(text) = os_release else {
+        return "Unknown (cannot open /etc/os-release)".to_string();
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .next_back()
+        .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "Unknown".to_string())
 }
 
 /// An external file's path without repeated or trailing '/'.
@@ -819,6 +837,15 @@ impl Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn os_variant_is_pretty_name_as_linstor_reads_it() {
+        let debian = "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nNAME=\"Debian GNU/Linux\"\nID=debian\n";
+        assert_eq!(os_variant(Some(debian)), "Debian GNU/Linux 13 (trixie)");
+        assert_eq!(os_variant(Some("ID=alpine\nPRETTY_NAME=Alpine\n")), "Alpine");
+        assert_eq!(os_variant(Some("ID=x\n")), "Unknown");
+        assert_eq!(os_variant(None), "Unknown (cannot open /etc/os-release)");
+    }
 
     #[test]
     fn the_gate_refuses_epochs_older_than_the_newest_seen() {

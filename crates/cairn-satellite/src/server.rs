@@ -141,6 +141,7 @@ impl Satellite {
             layers,
             unsupported_layers,
             ext_file_dirs: config.allow_ext_files.clone(),
+            os_variant: Some(cairn_proto::os_variant(std::fs::read_to_string("/etc/os-release").ok().as_deref())),
         };
         let physical = Physical::new(runner.clone(), config.command_timeout);
         let storage = crate::apply::Storage::new(runner, config.command_timeout);
