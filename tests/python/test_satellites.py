@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import linstor
 
-from conftest import BIN, SatelliteProc, err, free_port, loops_under, ok, wait_for
+from conftest import BIN, SatelliteProc, err, free_port, loops_under, ok, sat_ip, wait_for
 
 MiB = 1024 * 1024
 
@@ -466,3 +468,41 @@ def test_kernel_storage_this_host_lacks_is_reported_per_provider_and_layer(clust
     status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/zr/resources",
                                      [{"resource": {"node_name": "n1", "props": {"StorPoolName": "zpool1"}}, "layer_list": ["storage"]}])
     assert any("ZFS" in (e.get("message", "") + e.get("cause", "")) for e in body), body
+
+
+def test_a_restarted_satellite_still_fences_a_deposed_leader(tmp_path):
+    """The newest leader epoch a satellite has seen is kept in its data
+    directory (`leader-epoch`): after a restart of the satellite, a
+    request of an older leader is still refused (403 "fenced")."""
+    secret = tmp_path / "secret"
+    secret.write_text("e" * 32)
+    sat = SatelliteProc("ep1", sat_ip(77), str(tmp_path / "ep1"), str(secret)).start()
+
+    known = {"proto": 0}
+
+    def observe(epoch):
+        headers = {"Authorization": "Bearer " + "e" * 32, "Content-Type": "application/json",
+                   "x-cairn-epoch": str(epoch), "x-cairn-proto": str(known["proto"])}
+        req = urllib.request.Request(f"http://{sat_ip(77)}:{sat.port}/internal/v1/observe", data=b"{}", method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, ""
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    # The protocol version comes from the satellite's answer to a wrong one.
+    status, text = observe(0)
+    assert status == 409, (status, text)
+    known["proto"] = json.loads(text)["proto_version"]
+    try:
+        assert observe(5)[0] == 200
+        status, text = observe(4)
+        assert status == 403 and "fenced" in text, (status, text)
+        sat.stop()
+        assert (tmp_path / "ep1" / "leader-epoch").read_text().strip() == "5"
+        sat.start()
+        status, text = observe(4)
+        assert status == 403 and "a leader of epoch 5" in text, (status, text)
+        assert observe(6)[0] == 200
+    finally:
+        sat.stop()

@@ -157,6 +157,9 @@ impl Satellite {
         };
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| SatelliteError::Bind { addr: config.listen.to_string(), source })?;
+        let epoch_file = config.data_dir.join("leader-epoch");
+        let epochs = cairn_proto::EpochGate::persistent(epoch_file.clone())
+            .map_err(|source| SatelliteError::Epoch { path: epoch_file.display().to_string(), source })?;
         Ok(Satellite {
             listener,
             tls,
@@ -167,7 +170,7 @@ impl Satellite {
                 applier,
                 physical,
                 physical_lock: tokio::sync::Mutex::new(()),
-                epochs: Default::default(),
+                epochs,
                 transfers: Arc::default(),
             }),
         })
