@@ -51,7 +51,7 @@ fi
 VENV=${CAIRN_TEST_VENV:-.venv}
 say "python venv at $VENV"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check 'python-linstor==1.29.1' 'pytest>=7' 'pyyaml>=6' 'prometheus-client>=0.20' 'moto[server]==5.2.5'
+"$VENV/bin/pip" install -q --disable-pip-version-check 'python-linstor==1.29.1' 'pytest>=7' 'pyyaml>=6' 'prometheus-client>=0.20' 'moto[server]==5.2.5' 'schemathesis==4.32.5'
 # The S3 server of the tests (tests/s3server.py) runs on this interpreter,
 # also for the Rust tests of crates/cairn-s3.
 export CAIRN_TEST_PYTHON="$(cd "$VENV" && pwd)/bin/python"

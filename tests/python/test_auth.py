@@ -321,3 +321,29 @@ def test_users_and_tokens_together(users_ctrl, pki):
         assert lin.node_list_raise().nodes == []
     finally:
         lin.disconnect()
+
+
+def test_python_linstor_token_calls(ctrl, pki):
+    # python-linstor gates these on REST API 1.28, which Cairn reports now.
+    lin = connect(ctrl.ssl_url, pki)
+    try:
+        replies = lin.controller_init_auth_token("first admin")
+        assert replies[0].is_success() and replies[0].ret_code == consts.CREATED, replies
+        admin = replies[0].object_refs["token"]
+    finally:
+        lin.disconnect()
+    lin = connect(ctrl.ssl_url, pki, token=admin)
+    try:
+        replies = lin.controller_create_auth_token("ci", ip_filter="127.0.0.1", expires_at="2999-01-01")
+        assert replies[0].is_success(), replies
+        ci = replies[0].object_refs["token"]
+        listing = lin.controller_list_auth_tokens()[0].auth_tokens
+        assert sorted(t.description for t in listing) == ["ci", "first admin"]
+        ci_id = next(t.id for t in listing if t.description == "ci")
+        assert https(ctrl, pki, "GET", "/v1/nodes", headers=bearer(ci))[0] == 200
+        ok(lin.controller_modify_auth_token(ci_id, is_active=False))
+        assert https(ctrl, pki, "GET", "/v1/nodes", headers=bearer(ci))[0] == 401
+        ok(lin.controller_delete_auth_token(ci_id))
+        assert [t.description for t in lin.controller_list_auth_tokens()[0].auth_tokens] == ["first admin"]
+    finally:
+        lin.disconnect()

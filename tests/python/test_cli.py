@@ -98,7 +98,7 @@ def test_properties_kv_and_controller(cluster):
     assert cairn(c, "kv", "m", "cli-kv", "a", "1")[0] == 0
     assert "| a   | 1     |" in cairn(c, "--no-utf8", "kv", "s", "cli-kv")[1]
     code, out, _ = cairn(c, "c", "v")
-    assert code == 0 and "REST API 1.27.0" in out
+    assert code == 0 and "REST API 1.28.0" in out
 
 
 def test_sort_by_a_column_and_empty_lists(cluster):

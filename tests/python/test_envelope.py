@@ -19,7 +19,7 @@ def test_handshake_and_version(controller, lin):
     # python-linstor sent GET /v1/controller/version twice while connecting
     # and parsed rest_api_version as a tuple of ints (W15).
     v = lin.controller_version()
-    assert v.rest_api_version == "1.27.0"
+    assert v.rest_api_version == "1.28.0"
     status, ctype, body = controller.request("GET", "/v1/controller/version")
     assert status == 200 and ctype == "application/json"
     assert set(body) >= {"version", "git_hash", "build_time", "rest_api_version"}

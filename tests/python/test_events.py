@@ -221,11 +221,10 @@ def cairn(c, *args):
 def test_export_and_backup_through_python_linstor_and_the_cli(one_sat):
     c = one_sat
     ok(c.lin.resource_group_create("exported-rg"))
-    # python-linstor's controller_exportdb wants REST API 1.28 and Cairn
-    # reports 1.27: the request it would send, sent as it.
-    status, _, replies = c.ctrl.request("POST", "/v1/controller/database/export", {"backup_name": "exp1"})
+    # python-linstor's controller_exportdb (it asks for REST API 1.28).
+    replies = c.lin.controller_exportdb("exp1")
     path = os.path.join(c.ctrl.data_dir, "exp1.json")
-    assert status == 201 and replies[0]["message"] == f"Exported database to {path}", replies
+    assert replies[0].is_success() and replies[0].message == f"Exported database to {path}", replies
     with open(path) as f:
         doc = json.load(f)
     assert {"linstor_version", "export_timestamp_ms", "exported_from", "tables"} <= set(doc)

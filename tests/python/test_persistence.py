@@ -1,5 +1,7 @@
 """Everything acknowledged survives a restart of the controller."""
 
+import json
+import os
 import signal
 
 import linstor
@@ -82,3 +84,42 @@ def test_files_the_controller_creates_are_private(tmp_path):
         assert {f: mode(data / f) for f in files} == {f: 0o600 for f in files}
     finally:
         c.stop()
+
+
+def test_a_luks_key_the_master_key_cannot_open_is_reported_corrupted(controller, lin):
+    """REST API 1.28's `corrupted_key`: false for a key the unlocked master
+    key opens; true once the sealed key in the database is damaged (a
+    LINSTOR satellite reports this when it cannot decrypt the key). The
+    node has no satellite: the answer is the controller's."""
+    import sqlite3
+
+    def luks_volume():
+        status, _, view = controller.request("GET", "/v1/view/resources?resources=sec")
+        assert status == 200 and len(view) == 1, view
+        return view[0]["layer_object"]["luks"]["luks_volumes"][0]
+
+    ok(lin.node_create("n1", "SATELLITE", "127.0.10.99"))
+    ok(lin.storage_pool_create("n1", "filepool", "FILE_THIN", "/tmp/cairn-never-made"))
+    ok(lin.crypt_create_passphrase("master-pw"))
+    ok(lin.resource_dfn_create("sec"))
+    ok(lin.volume_dfn_create("sec", 16384))
+    ok(lin.resource_create([linstor.ResourceData("n1", "sec", storage_pool="filepool", layer_list=["luks", "storage"])]))
+    assert luks_volume()["corrupted_key"] is False
+    # Damage the sealed key where it is kept, then unlock again.
+    controller.stop()
+    db = sqlite3.connect(os.path.join(controller.data_dir, "cairn.db"))
+    (key, data), = db.execute("SELECT key, data FROM objects WHERE data LIKE '%luks_secret%'").fetchall()
+    doc = json.loads(data)
+    sealed = doc["volumes"]["0"]["luks_secret"]
+    doc["volumes"]["0"]["luks_secret"] = sealed[:-4] + ("AAAA" if sealed[-4:] != "AAAA" else "BBBB")
+    db.execute("UPDATE objects SET data = ? WHERE data LIKE '%luks_secret%'", (json.dumps(doc),))
+    db.commit()
+    db.close()
+    controller.start()
+    assert luks_volume()["corrupted_key"] is False, "locked: nothing can be told"
+    lin2 = controller.client()
+    try:
+        ok(lin2.crypt_enter_passphrase("master-pw"))
+        assert luks_volume()["corrupted_key"] is True
+    finally:
+        lin2.disconnect()

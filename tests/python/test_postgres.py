@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from conftest import BIN, Controller, ok
 from test_persistence import populate, snapshot
 
@@ -167,3 +169,62 @@ def test_a_running_cluster_moves_to_postgres_and_back_with_its_devices(cluster, 
     finally:
         on_sqlite.stop()
     assert tables(e2) == tables(e1) and tables(e3) == tables(e1), "every object identical after the round trip"
+
+
+def test_tls_to_postgresql(postgres, tmp_path):
+    """The controller talks TLS to a PostgreSQL server that only accepts
+    TLS (`hostssl` in pg_hba.conf): libpq's sslmode/sslrootcert in the
+    URL; the server's certificate is verified (a CA that did not sign it
+    is refused), and TLS required without a CA to check against is
+    refused before any connection."""
+    import shutil as sh
+    from test_tls import make_ca, make_cert
+    d = str(tmp_path)
+    make_ca(d, "ca")
+    make_ca(d, "rogue")
+    make_cert(d, "pg", "ca", f"IP:{postgres.IP}")
+    url = postgres.url("tlsdb")
+    data = os.path.join(postgres.dir, "data")
+    for f in ("pg.crt", "pg.key"):
+        sh.copy(os.path.join(d, f), os.path.join(data, f))
+        os.chmod(os.path.join(data, f), 0o600)
+        if postgres.user:
+            sh.chown(os.path.join(data, f), postgres.user, postgres.user)
+    with open(os.path.join(data, "pg_hba.conf"), "w") as f:
+        f.write("local all all trust\nhostssl all all 127.0.0.0/8 trust\n")
+
+    def sql(query):
+        p = postgres.run("psql", "-h", postgres.dir, "-p", str(postgres.port), "-U", "cairn", "-d", "tlsdb", "-Atc", query)
+        return p.stdout.strip()
+
+    sql("ALTER SYSTEM SET ssl = on")
+    sql("ALTER SYSTEM SET ssl_cert_file = 'pg.crt'")
+    sql("ALTER SYSTEM SET ssl_key_file = 'pg.key'")
+    sql("SELECT pg_reload_conf()")
+    assert sql("SHOW ssl") == "on"
+
+    def start(db_url, name):
+        os.makedirs(tmp_path / name)
+        return Controller(str(tmp_path / name), extra_args=["--db-url", db_url]).start()
+
+    ca = os.path.join(d, "ca.crt")
+    c = start(f"{url}?sslmode=verify-full&sslrootcert={ca}", "good")
+    try:
+        lin = c.client()
+        ok(lin.resource_group_create("over-tls"))
+        lin.disconnect()
+        assert sql("SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
+                   "WHERE application_name = 'cairn-controller' AND ssl") != "0"
+    finally:
+        c.stop()
+    # Plain connections are not accepted by this server.
+    with pytest.raises(RuntimeError):
+        start(url, "plain")
+    # A CA that did not sign the server's certificate.
+    with pytest.raises(RuntimeError) as e:
+        start(f"{url}?sslmode=verify-full&sslrootcert={os.path.join(d, 'rogue.crt')}", "rogue")
+    assert "certificate" in str(e.value).lower(), e.value
+    # TLS required, nothing to verify the server with.
+    with pytest.raises(RuntimeError) as e:
+        start(f"{url}?sslmode=require", "noca")
+    assert "needs sslrootcert" in str(e.value), e.value

@@ -10,7 +10,8 @@ import time
 
 import linstor
 
-from conftest import BIN, SatelliteProc, err, free_port, loops_under, ok, wait_for
+import satlink
+from conftest import BIN, SatelliteProc, err, free_port, loops_under, ok, sat_ip, wait_for
 
 MiB = 1024 * 1024
 
@@ -466,3 +467,33 @@ def test_kernel_storage_this_host_lacks_is_reported_per_provider_and_layer(clust
     status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/zr/resources",
                                      [{"resource": {"node_name": "n1", "props": {"StorPoolName": "zpool1"}}, "layer_list": ["storage"]}])
     assert any("ZFS" in (e.get("message", "") + e.get("cause", "")) for e in body), body
+
+
+def test_a_restarted_satellite_still_fences_a_deposed_leader(tmp_path):
+    """The newest leader epoch a satellite has seen is kept in its data
+    directory (`leader-epoch`): after a restart of the satellite, a
+    request of an older leader is still refused (403 "fenced")."""
+    secret = tmp_path / "secret"
+    secret.write_text("e" * 32)
+    sat = SatelliteProc("ep1", sat_ip(77), str(tmp_path / "ep1"), str(secret)).start()
+    url = f"http://{sat_ip(77)}:{sat.port}"
+
+    def observe(epoch):
+        s = satlink.Session(url, "e" * 32, satlink.PROTO, epoch=epoch)
+        if s.open_status != 200:
+            return s.open_status, s.open_body.decode()
+        status, answer = s.request("POST", "/internal/v1/observe", b"{}")
+        return status, answer.decode()
+
+    try:
+        assert observe(5)[0] == 200
+        status, text = observe(4)
+        assert status == 403 and "fenced" in text, (status, text)
+        sat.stop()
+        assert (tmp_path / "ep1" / "leader-epoch").read_text().strip() == "5"
+        sat.start()
+        status, text = observe(4)
+        assert status == 403 and "a leader of epoch 5" in text, (status, text)
+        assert observe(6)[0] == 200
+    finally:
+        sat.stop()

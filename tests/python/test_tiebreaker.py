@@ -16,9 +16,10 @@ import os
 import shutil
 import subprocess
 
+import linstor
 import pytest
 
-from conftest import BIN, run_cluster, wait_for
+from conftest import BIN, ok, run_cluster, wait_for
 
 NODES = ["n1", "n2", "n3", "n4"]
 TB = ["DISKLESS", "DRBD_DISKLESS", "TIE_BREAKER"]
@@ -288,3 +289,41 @@ def test_a_deleted_replicas_node_id_waits_for_every_peer_to_forget_it(tb_cluster
         return status == 201
     wait_for("node id 2 free again", created)
     assert node_ids() == {"n1": 0, "n2": 1, "n3": 2}, node_ids()
+
+
+def test_drbd_client_through_python_linstor(tb_cluster):
+    """REST API 1.28's DRBD client: python-linstor's drbd_client on create,
+    modify and toggle-disk. A client is a diskless replica with the DRBD
+    CLIENT flag; it is no tiebreaker, so the tiebreaker of a pair stays
+    beside it, and goes once the replica is a plain diskless one."""
+    c = tb_cluster
+    (d1, d2), tb, free = spawn_pair(c, "cl")
+
+    def drbd_flags(node):
+        view = call(c, "GET", f"/v1/view/resources?resources=cl&nodes={node}")
+        return view[0]["layer_object"]["drbd"]["flags"]
+
+    ok(c.lin.resource_create([linstor.ResourceData(free, "cl", drbd_client=True)]))
+    expect(c, "cl", [d1, d2], {tb: TB, free: CLIENT})
+    assert drbd_flags(free) == ["DISKLESS", "CLIENT"]
+    # No longer a client: it takes the tiebreaker's place.
+    ok(c.lin.resource_modify(free, "cl", drbd_client=False))
+    expect(c, "cl", [d1, d2], {free: CLIENT})
+    assert drbd_flags(free) == ["DISKLESS"]
+    # Toggled into a client (flags only, it is diskless already): a
+    # tiebreaker comes back on the last node.
+    ok(c.lin.resource_toggle_disk(free, "cl", drbd_client=True))
+    expect(c, "cl", [d1, d2], {tb: TB, free: CLIENT})
+    assert drbd_flags(free) == ["DISKLESS", "CLIENT"]
+    replies = c.lin.resource_toggle_disk(free, "cl", drbd_client=True)
+    assert replies[0].ret_code & 0x7FFF == 10007 and replies[0].message.endswith("is already a diskless client"), replies
+    # A replica with a disk cannot be one.
+    status, _, replies = c.ctrl.request("PUT", f"/v1/resource-definitions/cl/resources/{d1}", {"drbd_client": True})
+    assert status == 500 and codes(replies) == [230], (status, replies)
+
+
+def test_nodes_report_platform_and_os_variant(tb_cluster):
+    with open("/etc/os-release") as f:
+        pretty = next(line.split("=", 1)[1].strip().strip('"') for line in f if line.startswith("PRETTY_NAME="))
+    nodes = call(tb_cluster, "GET", "/v1/nodes")
+    assert {(n["name"], n.get("platform"), n.get("os_variant")) for n in nodes} == {(n, "LINUX", pretty) for n in NODES}

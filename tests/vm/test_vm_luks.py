@@ -40,6 +40,7 @@ def test_encrypted_volume_survives_restarts_and_opens_once_the_passphrase_is_ent
     assert vol["device_path"] == MAPPER, vol
     assert view[0]["layer_object"]["type"] == "LUKS"
     assert view[0]["layer_object"]["luks"]["luks_volumes"][0]["backing_device"] == "/dev/vg0/sec_00000"
+    assert view[0]["layer_object"]["luks"]["luks_volumes"][0]["corrupted_key"] is False
     rc, out = c.vm.sh("cryptsetup isLuks /dev/vg0/sec_00000 && blockdev --getsize64 /dev/vg0/sec_00000 " + MAPPER)
     assert rc == 0, out
     lv_bytes, mapped_bytes = (int(x) for x in out.split())

@@ -13,9 +13,10 @@ pub struct ControllerVersion {
 }
 
 /// The REST API version Cairn advertises. python-linstor gates features on
-/// it; 1.28 also needs the DRBD client role, nodes' platform/os_variant and
-/// volumes' corrupted_key, which Cairn does not serve yet.
-pub const REST_API_VERSION: &str = "1.27.0";
+/// it (at 1.28: auth tokens, database export, DRBD clients, the unified
+/// toggle-disk body), so it is raised only when all a version adds is
+/// served.
+pub const REST_API_VERSION: &str = "1.28.0";
 
 /// `ControllerConfigConfig`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -31,6 +31,12 @@ pub struct Node {
     pub unsupported_layers: Option<std::collections::BTreeMap<String, Vec<String>>>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
     pub eviction_timestamp: Option<i64>,
+    /// `LINUX` or `WINDOWS` (REST API 1.28); known once the satellite
+    /// has connected.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
+    pub platform: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string")]
+    pub os_variant: Option<String>,
 }
 
 /// `NetInterface`.

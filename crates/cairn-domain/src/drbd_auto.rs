@@ -56,13 +56,14 @@ fn is_tiebreaker(r: &Resource) -> bool {
 
 /// LINSTOR's rule (`CtrlRscAutoTieBreakerHelper.shouldTieBreakerExist`):
 /// an even number (>= 2) of diskful replicas and no diskless one besides
-/// a tiebreaker. Replicas being deleted or deactivated do not count.
+/// a tiebreaker or a DRBD client (a client is no tiebreaker). Replicas
+/// being deleted or deactivated do not count.
 fn needs_tiebreaker<'a>(rscs: impl Iterator<Item = &'a Resource>) -> bool {
     let (mut diskful, mut other_diskless) = (0, 0);
     for r in rscs {
         if is_diskful(r) {
             diskful += 1;
-        } else if is_active_diskless(r) && !is_tiebreaker(r) {
+        } else if is_active_diskless(r) && !is_tiebreaker(r) && !r.is_drbd_client() {
             other_diskless += 1;
         }
     }
@@ -277,7 +278,8 @@ impl Cluster {
 
     /// A replica LINSTOR would take over as the tiebreaker: DRBD diskless,
     /// active, every volume in a diskless pool, on a node that is not
-    /// being evacuated or deleted.
+    /// being evacuated or deleted. Cairn leaves DRBD clients out: the two
+    /// flags exclude each other.
     fn could_be_tiebreaker(&self, r: &Resource) -> bool {
         let node_ok = self
             .nodes
@@ -285,6 +287,7 @@ impl Cluster {
             .is_some_and(|n| !n.flags.contains("DELETE") && !n.flags.contains("EVACUATE") && !n.flags.contains("EVICTED"));
         node_ok
             && is_active_diskless(r)
+            && !r.is_drbd_client()
             && r.flags.contains("DRBD_DISKLESS")
             && r.volumes.values().all(|v| v.provider_kind == ProviderKind::Diskless)
     }
@@ -1197,6 +1200,69 @@ mod tests {
         let out = toggle(&mut t, "n1", ToggleOp::Diskless, None, false).unwrap();
         assert_eq!(out.replies[0].ret_code & rc::MASK_BITS_CODE, rc::INFO_NOOP);
         assert!(out.changes.is_empty());
+    }
+
+    #[test]
+    fn a_drbd_client_is_no_tiebreaker_and_is_set_by_create_modify_and_toggle_disk() {
+        use crate::toggle_disk::ToggleOp;
+        use cairn_api::resource::ResourceModify;
+        let rsc = |t: &T, node: &str| t.c.resources[&("WEB".to_string(), node.to_ascii_uppercase())].clone();
+        let drbd_flags = |t: &T, node: &str| {
+            let api = rsc(t, node).to_api(&|_| None, &|_| None, None, None);
+            api.resource.layer_object.and_then(|l| l.drbd).map(|d| d["flags"].clone()).unwrap_or_default()
+        };
+        let mut t = T::new(&["n1", "n2", "n3", "n4"]);
+        t.create("n1", &[]).unwrap();
+        t.create("n2", &[]).unwrap();
+        // A client made with drbd_client does not take the tiebreaker's
+        // role (a plain diskless replica would: see above).
+        let tb = t.tiebreakers()[0].clone();
+        let free = ["n3", "n4"].into_iter().find(|n| *n != tb).unwrap();
+        let req = ResourceCreate {
+            resource: WireRsc { node_name: free.into(), ..Default::default() },
+            drbd_client: Some(true),
+            ..Default::default()
+        };
+        t.commit(|c, ctx| c.create_resources("web", &[req], None, ctx)).unwrap();
+        let client = rsc(&t, free);
+        assert!(client.is_drbd_client() && client.is_diskless() && client.flags.contains("DRBD_DISKLESS"), "{client:?}");
+        assert_eq!(t.tiebreakers(), vec![tb.clone()], "a client does not replace the tiebreaker");
+        assert_eq!(drbd_flags(&t, free), serde_json::json!(["DISKLESS", "CLIENT"]));
+        // Modify: back to a plain diskless replica, which does replace it.
+        let modify = |t: &mut T, node: &str, client: Option<bool>| {
+            let req = ResourceModify { drbd_client: client, ..Default::default() };
+            t.commit(|c, _| c.modify_resource("web", node, &req))
+        };
+        modify(&mut t, free, Some(false)).unwrap();
+        assert!(!rsc(&t, free).is_drbd_client());
+        assert!(t.tiebreakers().is_empty());
+        // Toggle-disk into a client: flags only (already diskless), and the
+        // tiebreaker comes back.
+        let out = toggle(&mut t, free, ToggleOp::Client, None, false).unwrap();
+        assert!(codes(&out).contains(&rc::MODIFIED), "{:?}", out.replies);
+        assert!(rsc(&t, free).is_drbd_client());
+        assert_eq!(t.tiebreakers().len(), 1);
+        let out = toggle(&mut t, free, ToggleOp::Client, None, false).unwrap();
+        assert_eq!(codes(&out), vec![rc::INFO_NOOP]);
+        assert!(out.replies[0].message.ends_with("is already a diskless client"), "{:?}", out.replies);
+        // INTO_DRBD_DISKLESS clears it again.
+        toggle(&mut t, free, ToggleOp::Diskless, None, false).unwrap();
+        assert!(!rsc(&t, free).is_drbd_client());
+        // A replica with a disk: refused, and the tiebreaker cannot be one.
+        let e = modify(&mut t, "n1", Some(true)).unwrap_err();
+        assert_eq!(e.rc.code(), rc::FAIL_INVLD_CONF);
+        // A tiebreaker made a client stops being the tiebreaker.
+        t.delete(free);
+        let tb = t.tiebreakers()[0].clone();
+        modify(&mut t, &tb, Some(true)).unwrap();
+        let r = rsc(&t, &tb);
+        assert!(r.is_drbd_client() && !r.flags.contains(FLAG_TIE_BREAKER) && r.flags.contains("DRBD_DISKLESS"), "{r:?}");
+        assert_eq!(t.tiebreakers().len(), 1, "another node becomes the tiebreaker");
+        assert_ne!(t.tiebreakers()[0], tb);
+        // Diskful toggled from a client loses the flag.
+        let out = toggle(&mut t, &tb, ToggleOp::Diskful, None, false).unwrap();
+        assert!(codes(&out).contains(&rc::MODIFIED), "{:?}", out.replies);
+        assert!(!rsc(&t, &tb).is_drbd_client());
     }
 
     #[test]

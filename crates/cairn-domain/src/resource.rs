@@ -52,6 +52,11 @@ pub struct Volume {
 pub struct DrbdRsc {
     pub node_id: u8,
     pub tcp_port: u16,
+    /// LINSTOR's DRBD `CLIENT` flag (REST API 1.28): a diskless replica
+    /// that is not to act as a tiebreaker for quorum. The auto-tiebreaker
+    /// does not count it; DRBD 9.3.1+ would get `tiebreaker no;` for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client: bool,
 }
 
 /// A resource: a resource definition on a node.
@@ -83,11 +88,31 @@ pub struct VolumeObserved {
     pub disk_state: Option<String>,
     /// The opened LUKS device, when the stack has LUKS.
     pub luks_device_path: Option<String>,
+    /// The volume's sealed LUKS key does not open with the master key
+    /// (LINSTOR's `corrupted_key`, REST API 1.28); false while locked.
+    pub luks_corrupted_key: bool,
 }
 
 impl Resource {
     pub fn is_diskless(&self) -> bool {
         self.flags.contains("DISKLESS")
+    }
+
+    /// A diskless DRBD client (LINSTOR's DRBD `CLIENT` flag).
+    pub fn is_drbd_client(&self) -> bool {
+        self.drbd.is_some_and(|d| d.client)
+    }
+
+    /// Sets or clears the DRBD `CLIENT` flag; false when nothing changed
+    /// (or the replica has no DRBD numbers).
+    pub fn set_drbd_client(&mut self, client: bool) -> bool {
+        match self.drbd.as_mut() {
+            Some(d) if d.client != client => {
+                d.client = client;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether DRBD is one of its layers.
@@ -250,6 +275,9 @@ impl Resource {
                 if self.flags.contains("TIE_BREAKER") {
                     flags.push("TIE_BREAKER");
                 }
+                if self.is_drbd_client() {
+                    flags.push("CLIENT");
+                }
                 m.insert("flags".into(), serde_json::json!(flags));
                 let vols: Vec<serde_json::Value> = self
                     .volumes
@@ -322,6 +350,7 @@ fn luks_volume_json(nr: u32, o: &VolumeObserved) -> serde_json::Value {
         m.insert("usable_size_kib".into(), (s - 16 * 1024).max(0).into());
     }
     m.insert("opened".into(), o.luks_device_path.is_some().into());
+    m.insert("corrupted_key".into(), o.luks_corrupted_key.into());
     if let Some(s) = &o.disk_state {
         m.insert("disk_state".into(), s.clone().into());
     }
@@ -661,7 +690,7 @@ impl Cluster {
                 None => None,
             };
             let tcp_port = self.alloc_port(&key(&n.name), requested_port, taken, op)?;
-            Some(DrbdRsc { node_id, tcp_port })
+            Some(DrbdRsc { node_id, tcp_port, client: req.drbd_client == Some(true) })
         } else {
             None
         };
@@ -689,7 +718,7 @@ impl Cluster {
         const OP: i64 = rc::MASK_MOD | rc::MASK_RSC;
         let mut r = self.resource(rd, node, OP)?.clone();
         r.props = props::apply(PropsObj::Rsc, &r.props, &req.props, OP)?;
-        self.set_tiebreaker_flag(&mut r, req, OP)?;
+        self.set_diskless_role(&mut r, req, OP)?;
         let mut out = Outcome::default();
         // LINSTOR answers the keys it set before the 'modified' entry.
         if let Some(e) = crate::props::set_entry(rc::MASK_RSC, &req.props) {
@@ -704,15 +733,18 @@ impl Cluster {
         Ok(out)
     }
 
-    /// `drbd_tiebreaker` of a resource modify (REST API 1.28), as LINSTOR's
-    /// `DrbdLayerUtils.setTiebreaker`: true flags a replica `TIE_BREAKER`,
-    /// false clears the flag and leaves a plain `DRBD_DISKLESS` replica;
-    /// the DRBD follow-up then sees the new state. Together with
-    /// `drbd_client: true` it is LINSTOR's `FAIL_INVLD_CONF`. Unlike
-    /// LINSTOR, a replica with a disk is never flagged: the tiebreaker
-    /// bookkeeping deletes tiebreakers it no longer needs, and that must
-    /// never take data with it.
-    fn set_tiebreaker_flag(&self, r: &mut Resource, req: &wire::ResourceModify, op: i64) -> OpResult<()> {
+    /// `drbd_tiebreaker` and `drbd_client` of a resource modify (REST API
+    /// 1.28), as LINSTOR's `DrbdLayerUtils.setTiebreaker` and
+    /// `setClientFlag`: `drbd_tiebreaker: true` flags a replica
+    /// `TIE_BREAKER`, false clears the flag and leaves a plain
+    /// `DRBD_DISKLESS` replica; `drbd_client` sets or clears the DRBD
+    /// `CLIENT` flag (a client is no tiebreaker, so setting it clears
+    /// `TIE_BREAKER`). The DRBD follow-up then sees the new state. Both set
+    /// together are LINSTOR's `FAIL_INVLD_CONF`. Unlike LINSTOR, a replica
+    /// with a disk is never flagged: the tiebreaker bookkeeping deletes
+    /// tiebreakers it no longer needs, and that must never take data with
+    /// it; a client flag on a disk would say nothing true.
+    fn set_diskless_role(&self, r: &mut Resource, req: &wire::ResourceModify, op: i64) -> OpResult<()> {
         if req.drbd_tiebreaker == Some(true) && req.drbd_client == Some(true) {
             return Err(OpError::new(
                 op,
@@ -720,24 +752,40 @@ impl Cluster {
                 "Tiebreaker flag and DRBD client flag are mutually exclusive flags, but both were set",
             ));
         }
+        let refuse = |r: &Resource, role: &str| {
+            OpError::new(
+                op,
+                rc::FAIL_INVLD_CONF,
+                format!(
+                    "Resource '{}' on node '{}' is not a diskless DRBD replica; only those can be {role}.",
+                    r.resource_definition, r.node
+                ),
+            )
+        };
+        let diskless_drbd = r.is_diskless() && r.has_drbd() && r.drbd.is_some();
         match req.drbd_tiebreaker {
-            Some(true) if !r.is_diskless() || !r.has_drbd() => {
-                return Err(OpError::new(
-                    op,
-                    rc::FAIL_INVLD_CONF,
-                    format!(
-                        "Resource '{}' on node '{}' is not a diskless DRBD replica; only those can be a tiebreaker.",
-                        r.resource_definition, r.node
-                    ),
-                ));
-            }
+            Some(true) if !diskless_drbd => return Err(refuse(r, "a tiebreaker")),
             Some(true) => {
                 r.flags.insert(crate::drbd_auto::FLAG_TIE_BREAKER.into());
+                r.set_drbd_client(false);
             }
             Some(false) if r.flags.remove(crate::drbd_auto::FLAG_TIE_BREAKER) => {
                 r.flags.insert("DRBD_DISKLESS".into());
             }
             _ => {}
+        }
+        match req.drbd_client {
+            Some(true) if !diskless_drbd => return Err(refuse(r, "a DRBD client")),
+            Some(true) => {
+                if r.flags.remove(crate::drbd_auto::FLAG_TIE_BREAKER) {
+                    r.flags.insert("DRBD_DISKLESS".into());
+                }
+                r.set_drbd_client(true);
+            }
+            Some(false) => {
+                r.set_drbd_client(false);
+            }
+            None => {}
         }
         Ok(())
     }

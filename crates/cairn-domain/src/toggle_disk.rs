@@ -40,8 +40,7 @@ const DISKLESS_FLAGS: &[&str] = &["DISKLESS", "DRBD_DISKLESS", "TIE_BREAKER"];
 pub enum ToggleOp {
     Diskful,
     Diskless,
-    /// A diskless replica without a quorum vote; Cairn does not tell
-    /// clients from other diskless replicas, so it is `Diskless`.
+    /// A diskless replica with LINSTOR's DRBD `CLIENT` flag (no tiebreaker).
     Client,
 }
 
@@ -100,9 +99,36 @@ impl Cluster {
         let op = req.op.unwrap_or(ToggleOp::Diskful);
         let r = self.resource(rd, node, OP)?;
         let mut out = Outcome::default();
-        // Already so: nothing to do, as LINSTOR answers.
+        // Already so: nothing to do, as LINSTOR answers; between the kinds
+        // of diskless replica only the flags change (LINSTOR's
+        // handleNoopAction, which hands over to a resource modify).
         if r.is_diskless() == op.removes_disk() {
-            let state = if op.removes_disk() { "diskless" } else { "diskful" };
+            let client = r.is_drbd_client();
+            let tiebreaker = r.flags.contains(crate::drbd_auto::FLAG_TIE_BREAKER);
+            let change = match op {
+                ToggleOp::Client => !client,
+                ToggleOp::Diskless => client || tiebreaker,
+                ToggleOp::Diskful => false,
+            };
+            if change && r.drbd.is_some() {
+                let mut next = r.clone();
+                if next.flags.remove(crate::drbd_auto::FLAG_TIE_BREAKER) {
+                    next.flags.insert("DRBD_DISKLESS".into());
+                }
+                next.set_drbd_client(op == ToggleOp::Client);
+                out.reply(
+                    ApiCallRc::success(OP, rc::MODIFIED, format!("Resource '{}' on node '{}' modified.", r.resource_definition, r.node))
+                        .with_ref("RscDfn", &r.resource_definition)
+                        .with_ref("Node", &r.node),
+                );
+                out.put(Object::Rsc(next));
+                return Ok(out);
+            }
+            let state = match op {
+                ToggleOp::Diskful => "diskful",
+                ToggleOp::Client => "a diskless client",
+                ToggleOp::Diskless => "diskless",
+            };
             out.reply(
                 ApiCallRc::info(OP, rc::INFO_NOOP, format!("Resource '{}' on node '{}' is already {state}", r.resource_definition, r.node))
                     .with_ref("RscDfn", &r.resource_definition)
@@ -121,7 +147,9 @@ impl Cluster {
                 .obj_ref("RscDfn", &r.resource_definition)
                 .obj_ref("Node", &r.node));
         }
-        let next = if op.removes_disk() { self.toggled_diskless(r, req, obs)? } else { self.toggled_diskful(r, req, obs, in_use, ctx)? };
+        let mut next =
+            if op.removes_disk() { self.toggled_diskless(r, req, obs)? } else { self.toggled_diskful(r, req, obs, in_use, ctx)? };
+        next.set_drbd_client(op == ToggleOp::Client);
         let action = if op.removes_disk() { "Removal of disk from" } else { "Addition of disk to" };
         out.reply(
             ApiCallRc::success(

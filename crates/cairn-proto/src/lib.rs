@@ -54,9 +54,16 @@ pub const PATH_BACKUP_RECEIVE: &str = "/internal/v1/backup/receive";
 /// `POST` a [`BackupAbort`]: stop the running transfers of a resource.
 pub const PATH_BACKUP_ABORT: &str = "/internal/v1/backup/abort";
 
-/// A satellite's memory of the newest leader epoch it has seen.
+/// A satellite's memory of the newest leader epoch it has seen; with a
+/// file ([`EpochGate::persistent`]) the memory survives a restart of the
+/// satellite, so a deposed leader cannot slip in between a satellite's
+/// restart and the new leader's first request.
 #[derive(Debug, Default)]
-pub struct EpochGate(std::sync::atomic::AtomicU64);
+pub struct EpochGate {
+    newest: std::sync::atomic::AtomicU64,
+    file: Option<std::path::PathBuf>,
+    write: std::sync::Mutex<()>,
+}
 
 /// A request from a controller whose epoch is older than one seen before.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,11 +76,57 @@ pub struct Fenced {
 }
 
 impl EpochGate {
+    /// A gate that keeps the newest epoch in `file` (read now: a missing
+    /// file is epoch 0; an unreadable or damaged one is an error, as
+    /// starting from 0 would let any old leader in).
+    pub fn persistent(file: std::path::PathBuf) -> std::io::Result<EpochGate> {
+        let newest = match std::fs::read_to_string(&file) {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: not an epoch ({e})", file.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(EpochGate { newest: newest.into(), file: Some(file), write: Default::default() })
+    }
+
+    /// The newest epoch seen.
+    pub fn newest(&self) -> u64 {
+        self.newest.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Lets the request of `epoch` through unless a newer epoch was seen;
-    /// a newer one becomes the newest.
+    /// a newer one becomes the newest (and is written to the file before
+    /// the request goes on).
     pub fn admit(&self, epoch: u64) -> Result<(), Fenced> {
-        let newest = self.0.fetch_max(epoch, std::sync::atomic::Ordering::SeqCst);
-        if epoch < newest { Err(Fenced { epoch, newest }) } else { Ok(()) }
+        let newest = self.newest.fetch_max(epoch, std::sync::atomic::Ordering::SeqCst);
+        if epoch < newest {
+            return Err(Fenced { epoch, newest });
+        }
+        if epoch > newest {
+            self.remember();
+        }
+        Ok(())
+    }
+
+    /// Writes the newest epoch to the file (a temporary file renamed over
+    /// it, synced). A failure is logged: the gate in memory still holds.
+    fn remember(&self) {
+        let Some(file) = &self.file else { return };
+        let _one_writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let newest = self.newest();
+        let tmp = file.with_extension("tmp");
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(format!("{newest}\n").as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, file)
+        })();
+        if let Err(e) = written {
+            tracing::warn!(file = %file.display(), epoch = newest, "cannot keep the leader epoch on disk: {e}");
+        }
     }
 
     /// Checks a request by its [`EPOCH_HEADER`] value: a request without
@@ -219,6 +272,24 @@ pub struct Hello {
     /// (`--allow-ext-files`); the controller's `check` route reads them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ext_file_dirs: Vec<String>,
+    /// The host's OS (`PRETTY_NAME` of /etc/os-release), shown as the
+    /// node's `os_variant` (REST API 1.28).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_variant: Option<String>,
+}
+
+/// The OS variant LINSTOR's satellite reports: `PRETTY_NAME` of an
+/// os-release file's text, between its quotes; "Unknown" without one.
+pub fn os_variant(os_release: Option<&str>) -> String {
+    let Some(text) = os_release else {
+        return "Unknown (cannot open /etc/os-release)".to_string();
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .next_back()
+        .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "Unknown".to_string())
 }
 
 /// An external file's path without repeated or trailing '/'.
@@ -829,6 +900,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn os_variant_is_pretty_name_as_linstor_reads_it() {
+        let debian = "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nNAME=\"Debian GNU/Linux\"\nID=debian\n";
+        assert_eq!(os_variant(Some(debian)), "Debian GNU/Linux 13 (trixie)");
+        assert_eq!(os_variant(Some("ID=alpine\nPRETTY_NAME=Alpine\n")), "Alpine");
+        assert_eq!(os_variant(Some("ID=x\n")), "Unknown");
+        assert_eq!(os_variant(None), "Unknown (cannot open /etc/os-release)");
+    }
+
+    #[test]
     fn the_gate_refuses_epochs_older_than_the_newest_seen() {
         let g = EpochGate::default();
         assert_eq!(g.admit(3), Ok(()));
@@ -842,6 +922,29 @@ mod tests {
         assert_eq!(g.admit_header(None), Ok(()), "a controller without a lease is not checked");
         assert_eq!(g.admit_header(Some(" 4")), Ok(()));
         assert!(g.admit_header(Some("x")).is_err());
+    }
+
+    #[test]
+    fn a_persistent_gate_remembers_the_newest_epoch_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("cairn-epoch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("leader-epoch");
+        let _ = std::fs::remove_file(&file);
+        let g = EpochGate::persistent(file.clone()).unwrap();
+        assert_eq!(g.newest(), 0, "no file: nothing seen yet");
+        assert_eq!(g.admit(7), Ok(()));
+        assert_eq!(g.admit(5).err(), Some(Fenced { epoch: 5, newest: 7 }));
+        drop(g);
+        // The satellite restarts: the old leader stays fenced.
+        let g = EpochGate::persistent(file.clone()).unwrap();
+        assert_eq!(g.newest(), 7);
+        assert!(g.admit(6).is_err());
+        assert_eq!(g.admit(9), Ok(()));
+        assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "9");
+        // A damaged file is refused, not read as 0.
+        std::fs::write(&file, "garbage").unwrap();
+        assert!(EpochGate::persistent(file.clone()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum SatelliteError {
     Secret { path: String, source: std::io::Error },
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error(
+        "cannot read the newest leader epoch from {path}: {source}; if the file is damaged, write the newest leader's epoch into it (the controllers' lease row in PostgreSQL shows it) or remove it to accept any leader once"
+    )]
+    Epoch { path: String, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("the satellite server failed: {0}")]

@@ -141,6 +141,7 @@ impl Satellite {
             layers,
             unsupported_layers,
             ext_file_dirs: config.allow_ext_files.clone(),
+            os_variant: Some(cairn_proto::os_variant(std::fs::read_to_string("/etc/os-release").ok().as_deref())),
         };
         let physical = Physical::new(runner.clone(), config.command_timeout);
         let storage = crate::apply::Storage::new(runner, config.command_timeout);
@@ -156,11 +157,14 @@ impl Satellite {
         };
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| SatelliteError::Bind { addr: config.listen.to_string(), source })?;
+        let epoch_file = config.data_dir.join("leader-epoch");
+        let epochs = cairn_proto::EpochGate::persistent(epoch_file.clone())
+            .map_err(|source| SatelliteError::Epoch { path: epoch_file.display().to_string(), source })?;
         Ok(Satellite {
             listener,
             tls,
             shared: Arc::new(Shared {
-                gate: Gate::new(&config.cluster_secret, proto, hello),
+                gate: Gate { epochs, ..Gate::new(&config.cluster_secret, proto, hello) },
                 applier,
                 physical,
                 physical_lock: tokio::sync::Mutex::new(()),

@@ -132,6 +132,7 @@ fn hello(name: &str, i: usize) -> Hello {
         layers: vec!["DRBD".into(), "LUKS".into(), "STORAGE".into()],
         unsupported_layers: BTreeMap::new(),
         ext_file_dirs: vec![],
+        os_variant: Some("Cairn simulated satellite".into()),
     }
 }
 

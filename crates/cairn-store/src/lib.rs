@@ -17,6 +17,7 @@ pub mod dump;
 mod location;
 mod mem;
 mod pg;
+mod pg_tls;
 mod sqlite;
 
 pub use location::Location;

@@ -116,7 +116,9 @@ impl PgStore {
     /// or the key=value form) and migrates it.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
         let bad = |reason: String| StoreError::Url { url: redact(url), reason };
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| bad(reason(&e)))?;
+        let (plain_url, tls) = crate::pg_tls::split(url);
+        let tls_config = crate::pg_tls::client_config(&tls).map_err(bad)?;
+        let mut config: tokio_postgres::Config = plain_url.parse().map_err(|e: tokio_postgres::Error| bad(reason(&e)))?;
         if config.get_hosts().is_empty() {
             return Err(bad("it names no host".into()));
         }
@@ -133,7 +135,11 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|source| StoreError::Io { operation: "start the PostgreSQL client's runtime", source })?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Verified };
+        let manager = match tls_config {
+            Some(c) => Manager::from_config(config, tokio_postgres_rustls::MakeRustlsConnect::new(c), recycling),
+            None => Manager::from_config(config, NoTls, recycling),
+        };
         let pool = {
             // Building the pool needs the runtime entered (its timers).
             let _entered = rt.enter();

@@ -94,6 +94,7 @@ impl Fake {
                 layers: vec!["STORAGE".into()],
                 unsupported_layers: BTreeMap::new(),
                 ext_file_dirs: vec![],
+                os_variant: None,
             }),
             PATH_APPLY => {
                 let apply: Apply = serde_json::from_slice(&body.unwrap_or_default()).map_err(|e| CallError::Request(e.to_string()))?;

@@ -37,6 +37,8 @@ pub(super) fn wire(s: &AppState, key: &str, n: &cairn_domain::node::Node) -> Nod
             Some(h.providers.iter().filter(|p| !p.supported).map(|p| (p.kind.as_str().to_string(), p.missing.clone())).collect());
         w.resource_layers = Some(h.layers.clone());
         w.unsupported_layers = Some(h.unsupported_layers.clone());
+        w.platform = Some("LINUX".into());
+        w.os_variant = h.os_variant.clone();
     }
     w
 }

@@ -45,14 +45,26 @@ pub fn routes() -> Router<AppState> {
 pub(super) fn wire(s: &AppState, c: &Cluster, r: &Resource) -> ResourceWithVolumes {
     let node = key(&r.node);
     let observed = s.links().resource(&node, &r.resource_definition);
+    // A LUKS key the unlocked master key cannot open is LINSTOR's
+    // corrupted_key (its satellite fails to decrypt it).
+    let master = r.volumes.values().any(|v| v.luks_secret.is_some()).then(|| s.links().master()).flatten();
+    let corrupted = |nr: u32| {
+        let sealed = r.volumes.get(&nr).and_then(|v| v.luks_secret.as_ref());
+        sealed.zip(master.as_ref()).is_some_and(|(sealed, m)| m.open(sealed).is_err())
+    };
     let volume = |nr: u32| {
-        observed.as_ref().and_then(|o| o.volumes.iter().find(|v| v.number == nr)).map(|v| VolumeObserved {
+        let seen = observed.as_ref().and_then(|o| o.volumes.iter().find(|v| v.number == nr)).map(|v| VolumeObserved {
             device_path: v.device_path.clone(),
             allocated_size_kib: v.allocated_kib,
             usable_size_kib: v.usable_kib,
             disk_state: Some(v.disk_state.clone()),
             luks_device_path: v.luks_device_path.clone(),
-        })
+            luks_corrupted_key: false,
+        });
+        match (seen, corrupted(nr)) {
+            (seen, true) => Some(VolumeObserved { luks_corrupted_key: true, ..seen.unwrap_or_default() }),
+            (seen, false) => seen,
+        }
     };
     // Without DRBD nothing can hold a plain volume open behind our back;
     // "in use" is known once the satellite reported the resource.
