@@ -248,6 +248,11 @@ struct SatelliteArgs {
     /// Log lines as text, or as one JSON object per line (for log collectors).
     #[arg(long, env = "CAIRN_LOG_FORMAT", value_enum, default_value_t)]
     log_format: LogFormat,
+    /// Serve `GET /metrics` (DRBD resource, connection and device metrics, named as
+    /// drbd-reactor's Prometheus exporter names them) on this address, plain HTTP without
+    /// sign-in (drbd-reactor's port is 9942). Off by default.
+    #[arg(long, env = "CAIRN_METRICS_BIND")]
+    metrics_bind: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -336,6 +341,7 @@ impl SatelliteArgs {
                 self.allow_pool_dirs.clone()
             },
             ext_files_root: self.ext_files_root.clone(),
+            metrics_bind: self.metrics_bind.or(file.metrics_bind),
         })
     }
 }
@@ -572,7 +578,11 @@ async fn run_controller(cfg: ControllerConfig) -> anyhow::Result<()> {
 
 async fn run_satellite(cfg: SatelliteConfig) -> anyhow::Result<()> {
     let sat = Satellite::start(&cfg).await.context("start satellite")?;
-    tracing::info!(node = %cfg.node_name, listen = %sat.local_addr().context("read listen address")?, "satellite ready");
+    let listen = sat.local_addr().context("read listen address")?;
+    match sat.metrics_addr().transpose().context("read metrics address")? {
+        Some(metrics) => tracing::info!(node = %cfg.node_name, listen = %listen, metrics = %metrics, "satellite ready"),
+        None => tracing::info!(node = %cfg.node_name, listen = %listen, "satellite ready"),
+    }
     sat.serve(shutdown_signal()).await.context("serve satellite")?;
     Ok(())
 }
@@ -623,6 +633,7 @@ async fn run_up(mut cfg: ControllerConfig, asked: Option<SocketAddr>) -> anyhow:
         // The pool `cairn up` makes lives beside the satellite's directory.
         allow_pool_dirs: vec![cfg.data_dir.join("pool")],
         ext_files_root: None,
+        metrics_bind: None,
     };
     let interface = cairn_api::node::NetInterface {
         name: "default".into(),
