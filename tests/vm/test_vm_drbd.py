@@ -49,10 +49,11 @@ def metric_samples(vm):
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
-def metric(samples, name, **labels):
-    """The one sample of `name` whose labels include `labels`."""
-    found = [v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items()]
-    assert len(found) == 1, (name, labels, found)
+def metric(samples, sample_name, /, **labels):
+    """The one sample called `sample_name` whose labels include `labels`
+    (a `name` label among them: hence positional-only)."""
+    found = [v for (n, ls), v in samples.items() if n == sample_name and labels.items() <= dict(ls).items()]
+    assert len(found) == 1, (sample_name, labels, found)
     return found[0]
 
 
