@@ -196,8 +196,9 @@ def test_controller_config_shape_and_log_level(controller, lin):
     ok(lin.controller_set_log_level("WARN", library=True))
     status, _, cfg = controller.request("GET", "/v1/controller/config")
     assert (cfg["log"]["level"], cfg["log"]["level_linstor"]) == ("WARN", "DEBUG"), cfg
-    # The new level is in effect: a debug line of the controller appears.
-    lin.node_list()
+    # The new level is in effect: a debug line of the controller appears
+    # (a change commits a batch, logged at debug level).
+    ok(lin.resource_dfn_create("debug-line"))
     wait_for("a debug line", lambda: " DEBUG " in controller.log())
     # Global without satellites: the controller alone.
     replies = ok(lin.controller_set_log_level("INFO", glob=True))

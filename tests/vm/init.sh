@@ -50,7 +50,7 @@ while [ ! -f /run/stop ]; do
     # shows the rest).
     mkdir -p /var/log
     RUST_LOG=info,cairn_exec=debug cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
-      --cluster-secret-file /cairn/secret --command-timeout 120 --allow-pool-dirs /var/lib/cairn-pool,/var/lib/cairn-thick 2>&1 \
+      --cluster-secret-file /cairn/secret --command-timeout 120 --allow-pool-dirs /var/lib/cairn-pool,/var/lib/cairn-thick --metrics-bind 0.0.0.0:9942 2>&1 \
       | tee -a /var/log/cairn-satellite.log | grep -v DEBUG
     rc=${PIPESTATUS[0]}
   else

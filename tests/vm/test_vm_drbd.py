@@ -8,9 +8,11 @@ it these tests are skipped with one line saying so."""
 import json
 import os
 import subprocess
+import urllib.request
 
 import linstor
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BIN, NO_DRBD, drbd_source, ok, wait_for
 
@@ -35,6 +37,24 @@ def kernel_status(vm, rsc):
     rc, out = vm.sh(f"drbdsetup status --json {rsc}")
     assert rc == 0, out
     return json.loads(out)[0]
+
+
+def metric_samples(vm):
+    """Every sample of the satellite's /metrics (its --metrics-bind, port
+    9942 in the VMs), parsed by Prometheus' own client: {(name, labels): value}."""
+    with urllib.request.urlopen(f"http://{vm.ip}:9942/metrics", timeout=30) as r:
+        assert r.headers.get("Content-Type").startswith("text/plain; version=0.0.4"), r.headers
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def metric(samples, sample_name, /, **labels):
+    """The one sample called `sample_name` whose labels include `labels`
+    (a `name` label among them: hence positional-only)."""
+    found = [v for (n, ls), v in samples.items() if n == sample_name and labels.items() <= dict(ls).items()]
+    assert len(found) == 1, (sample_name, labels, found)
+    return found[0]
 
 
 def resync_received(vm, rsc):
@@ -115,6 +135,19 @@ def test_three_replicas_reach_uptodate_and_carry_data_between_nodes(drbd_cluster
 
     for n, vm in c.vms.items():
         wait_for(f"{n}'s kernel sees everything connected and UpToDate", lambda: kernel_agrees(n, vm), timeout=30)
+    # Each satellite's /metrics says the same, in drbd-reactor's names.
+    written_before = {}
+    for n, vm in c.vms.items():
+        m = metric_samples(vm)
+        peers = sorted(p for p in c.vms if p != n)
+        for p in peers:
+            assert metric(m, "drbd_connection_state", name="data", conn_name=p, drbd_connection_state="Connected") == 1, (n, p)
+            assert metric(m, "drbd_connection_state", name="data", conn_name=p, drbd_connection_state="Connecting") == 0, (n, p)
+            assert metric(m, "drbd_peerdevice_outofsync_bytes", name="data", conn_name=p, volume="0") == 0, (n, p)
+        assert metric(m, "drbd_device_state", name="data", volume="0", drbd_device_state="UpToDate") == 1, n
+        assert metric(m, "drbd_resource_role", name="data", drbd_resource_role="Secondary") == 1, n
+        assert metric(m, "drbd_device_size_bytes", name="data", volume="0") >= 64 * 1024 * 1024, n
+        written_before[n] = metric(m, "drbd_device_written_bytes_total", name="data", volume="0")
     # Fresh thin volumes skip the initial sync (day-0 generation id, as
     # LINSTOR does): nothing was received by any replica.
     assert {n: resync_received(vm, "data") for n, vm in c.vms.items()} == {"d1": 0, "d2": 0, "d3": 0}
@@ -142,6 +175,11 @@ def test_three_replicas_reach_uptodate_and_carry_data_between_nodes(drbd_cluster
     want = out.split()[0]
     rc, out = c.vms["d2"].sh(f"dd if={device(c, 'data', 'd2')} bs=1M count=8 iflag=direct 2>/dev/null | sha256sum")
     assert rc == 0 and out.split()[0] == want, out
+    # The 8 MiB show in the written-bytes counter of the writer and of its
+    # peers (protocol C: on their disks too).
+    for n, vm in c.vms.items():
+        after = metric(metric_samples(vm), "drbd_device_written_bytes_total", name="data", volume="0")
+        assert after - written_before[n] >= 8 * 1024 * 1024, (n, written_before[n], after)
 
     # While a program holds the device open on d3, d3 is primary and in use.
     c.vms["d3"].sh(f"sleep 600 3>{device(c, 'data', 'd3')} >/dev/null 2>&1 & echo $! > /tmp/holder")

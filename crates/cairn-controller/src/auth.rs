@@ -31,7 +31,7 @@ use cairn_api::ApiCallRc;
 use cairn_api::rc;
 use parking_lot::Mutex;
 
-use crate::rest::http::PeerAddr;
+use crate::rest::http::{PeerAddr, RequestUser};
 use crate::rest::reply::Reply;
 use crate::state::AppState;
 
@@ -288,10 +288,11 @@ pub async fn authenticate(State(gate): State<Gate>, req: Request, next: Next) ->
         let cluster = gate.state.read();
         let valid = cluster
             .auth_token_by_hash(&token_hash(credential))
-            .is_some_and(|t| t.unusable(crate::state::now_ms()).is_none() && t.admits(peer));
+            .filter(|t| t.unusable(crate::state::now_ms()).is_none() && t.admits(peer))
+            .map(|t| t.id);
         drop(cluster);
-        if valid {
-            return next.run(req).await;
+        if let Some(id) = valid {
+            return signed_in(next.run(req).await, format!("token:{id}"));
         }
         return refuse(rc::FAIL_ACC_DENIED_COMMAND, "Unauthorized: token invalid or not provided");
     }
@@ -303,7 +304,8 @@ pub async fn authenticate(State(gate): State<Gate>, req: Request, next: Next) ->
             return refuse(rc::FAIL_SIGN_IN, "Basic authentication doesn't contain credential token.");
         };
         if users.check(name, password).await {
-            return next.run(req).await;
+            let name = name.to_string();
+            return signed_in(next.run(req).await, name);
         }
         tracing::info!(user = name, "REST sign-in refused");
         return refuse(rc::FAIL_SIGN_IN, "Sign-in failed: wrong user name or password.");
@@ -313,6 +315,12 @@ pub async fn authenticate(State(gate): State<Gate>, req: Request, next: Next) ->
     } else {
         refuse(rc::FAIL_SIGN_IN, "Invalid Authorization method, only 'Basic' supported.")
     }
+}
+
+/// `resp` marked with who asked for it, for the access log.
+fn signed_in(mut resp: Response, user: String) -> Response {
+    resp.extensions_mut().insert(RequestUser(user));
+    resp
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub struct SatelliteConfig {
     /// Test seam: external files are written below this directory instead
     /// of `/` (several satellites share one host in the tests).
     pub ext_files_root: Option<PathBuf>,
+    /// Where `GET /metrics` (DRBD metrics in drbd-reactor's names) is
+    /// served, plain HTTP without authentication; off when None.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl SatelliteConfig {
@@ -61,6 +64,7 @@ pub struct SatelliteToml {
     pub drbd_config_only: Option<bool>,
     pub allow_ext_files: Option<Vec<String>>,
     pub allow_pool_dirs: Option<Vec<PathBuf>>,
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

@@ -45,6 +45,18 @@ pub struct Satellite {
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
+    /// The `--metrics-bind` listener, if any.
+    metrics: Option<(TcpListener, Arc<Metrics>)>,
+}
+
+/// What `GET /metrics` needs: a fresh `drbdsetup events2 --now
+/// --statistics` per scrape (the counters change with every write; the
+/// followed stream carries them only when DRBD's statistics events fire).
+struct Metrics {
+    runner: Arc<dyn CommandRunner>,
+    timeout: std::time::Duration,
+    /// The DRBD 9 module is loaded and the layer runs in kernel mode.
+    kernel: bool,
 }
 
 /// This machine's host name (`uname -n`), if it can be read.
@@ -128,6 +140,14 @@ impl Satellite {
             }
         }
         let config_only = drbd.as_ref().is_ok_and(|l| l.mode == crate::drbd::DrbdMode::ConfigOnly);
+        let kernel = drbd.as_ref().is_ok_and(|l| l.mode == crate::drbd::DrbdMode::Kernel);
+        let metrics = match config.metrics_bind {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.map_err(|source| SatelliteError::Bind { addr: addr.to_string(), source })?;
+                Some((l, Arc::new(Metrics { runner: runner.clone(), timeout: config.command_timeout, kernel })))
+            }
+            None => None,
+        };
         tracing::info!(node = %config.node_name, "{}", summary(&providers, &layers, &unsupported_layers, config_only));
         let instance = uuid::Uuid::new_v4().to_string();
         let proto = std::env::var("CAIRN_TEST_PROTO_VERSION").ok().and_then(|v| v.parse().ok()).unwrap_or(PROTO_VERSION);
@@ -170,6 +190,7 @@ impl Satellite {
                 physical_lock: tokio::sync::Mutex::new(()),
                 transfers: Arc::default(),
             }),
+            metrics,
         })
     }
 
@@ -177,8 +198,22 @@ impl Satellite {
         self.listener.local_addr()
     }
 
+    /// Where `/metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<std::io::Result<std::net::SocketAddr>> {
+        self.metrics.as_ref().map(|(l, _)| l.local_addr())
+    }
+
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), SatelliteError> {
         let app = router(self.shared);
+        // The metrics listener lives as long as the main one.
+        let _metrics = self.metrics.map(|(listener, m)| {
+            let app = Router::new().route("/metrics", get(metrics)).with_state(m);
+            AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!("the metrics listener failed: {e}");
+                }
+            }))
+        });
         match self.tls {
             Some(acceptor) => axum::serve(crate::tls::TlsListener::new(self.listener, acceptor).map_err(SatelliteError::Serve)?, app)
                 .with_graceful_shutdown(shutdown)
@@ -187,6 +222,32 @@ impl Satellite {
             None => axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(SatelliteError::Serve),
         }
     }
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `GET /metrics`: the DRBD resources of this node in drbd-reactor's
+/// names. Without the DRBD 9 module there are none (a count of 0); a
+/// failing `drbdsetup` is a 500 with its error.
+async fn metrics(State(m): State<Arc<Metrics>>) -> Response {
+    let resources = if m.kernel {
+        let cmd = cairn_storage::drbd::adm::Adm::events2(true).timeout(m.timeout);
+        match m.runner.run(&cmd).await {
+            Ok(out) => cairn_storage::drbd::metrics::parse_snapshot(&out.stdout),
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read DRBD's state: {e}\n")).into_response(),
+        }
+    } else {
+        Default::default()
+    };
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], cairn_storage::drbd::metrics::render(&resources))
+        .into_response()
 }
 
 fn router(shared: Arc<Shared>) -> Router {

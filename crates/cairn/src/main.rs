@@ -245,6 +245,14 @@ struct SatelliteArgs {
     /// Tests only: write external files below this directory instead of /.
     #[arg(long, env = "CAIRN_TEST_EXT_FILES_ROOT", hide = true)]
     ext_files_root: Option<PathBuf>,
+    /// Log lines as text, or as one JSON object per line (for log collectors).
+    #[arg(long, env = "CAIRN_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
+    /// Serve `GET /metrics` (DRBD resource, connection and device metrics, named as
+    /// drbd-reactor's Prometheus exporter names them) on this address, plain HTTP without
+    /// sign-in (drbd-reactor's port is 9942). Off by default.
+    #[arg(long, env = "CAIRN_METRICS_BIND")]
+    metrics_bind: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -347,6 +355,7 @@ impl SatelliteArgs {
                 self.allow_pool_dirs.clone()
             },
             ext_files_root: self.ext_files_root.clone(),
+            metrics_bind: self.metrics_bind.or(file.metrics_bind),
         })
     }
 }
@@ -421,6 +430,9 @@ struct ControllerArgs {
     /// only over SSL links, and a LUKS volume on a PLAIN node reports that its key was kept back.
     #[arg(long, env = "CAIRN_ALLOW_PLAIN_LUKS_KEYS")]
     allow_plain_luks_keys: bool,
+    /// Log lines as text, or as one JSON object per line (for log collectors).
+    #[arg(long, env = "CAIRN_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
 }
 
 /// The `[controller]` table of a configuration file, or the defaults.
@@ -482,18 +494,40 @@ impl ControllerArgs {
     }
 }
 
-/// Logs to stderr at `default` (or as `RUST_LOG` says). Without `RUST_LOG`
-/// the levels can be changed while the process runs (`PUT
-/// /v1/controller/config`, [`cairn_controller::logging`]).
-fn init_logging(default: &str) {
+/// How the daemons write their log lines.
+#[derive(Clone, Copy, Default, clap::ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the event's
+    /// fields beside them.
+    Json,
+}
+
+/// Logs to stderr at `default` (or as `RUST_LOG` says), as `format` says.
+/// Without `RUST_LOG` the levels can be changed while the process runs
+/// (`PUT /v1/controller/config`, [`cairn_controller::logging`]).
+fn init_logging(default: &str, format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
     let controllable = from_env.is_none();
     let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr);
-    tracing_subscriber::registry().with(filter).with(fmt).init();
+    // One of the two is Some; a None layer lets every event pass untouched.
+    let (text, json) = match format {
+        LogFormat::Text => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            ),
+            None,
+        ),
+        LogFormat::Json => (None, Some(tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))),
+    };
+    tracing_subscriber::registry().with(filter).with(text).with(json).init();
     if controllable {
         let level = cairn_controller::logging::parse_level(default).unwrap_or("INFO");
         cairn_controller::logging::install(Box::new(LogLevels { handle, levels: std::sync::Mutex::new((level, level)) }));
@@ -563,7 +597,11 @@ async fn run_controller(cfg: ControllerConfig) -> anyhow::Result<()> {
 
 async fn run_satellite(cfg: SatelliteConfig) -> anyhow::Result<()> {
     let sat = Satellite::start(&cfg).await.context("start satellite")?;
-    tracing::info!(node = %cfg.node_name, listen = %sat.local_addr().context("read listen address")?, "satellite ready");
+    let listen = sat.local_addr().context("read listen address")?;
+    match sat.metrics_addr().transpose().context("read metrics address")? {
+        Some(metrics) => tracing::info!(node = %cfg.node_name, listen = %listen, metrics = %metrics, "satellite ready"),
+        None => tracing::info!(node = %cfg.node_name, listen = %listen, "satellite ready"),
+    }
     sat.serve(shutdown_signal()).await.context("serve satellite")?;
     Ok(())
 }
@@ -614,6 +652,7 @@ async fn run_up(mut cfg: ControllerConfig, asked: Option<SocketAddr>) -> anyhow:
         // The pool `cairn up` makes lives beside the satellite's directory.
         allow_pool_dirs: vec![cfg.data_dir.join("pool")],
         ext_files_root: None,
+        metrics_bind: None,
     };
     let interface = cairn_api::node::NetInterface {
         name: "default".into(),
@@ -711,7 +750,7 @@ async fn snapshot_support(dir: &std::path::Path) -> String {
 
 /// Runs a client verb and exits with LINSTOR's exit codes.
 fn client(global: &cli::Global, run: impl FnOnce(&cli::Ctx) -> i32) -> ! {
-    init_logging("warn");
+    init_logging("warn", LogFormat::Text);
     let code = match cli::Ctx::connect(global) {
         Ok(ctx) => run(&ctx),
         Err(code) => code,
@@ -719,8 +758,8 @@ fn client(global: &cli::Global, run: impl FnOnce(&cli::Ctx) -> i32) -> ! {
     std::process::exit(code)
 }
 
-fn daemon(run: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    init_logging("info");
+fn daemon(run: impl std::future::Future<Output = anyhow::Result<()>>, format: LogFormat) -> anyhow::Result<()> {
+    init_logging("info", format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;
     runtime.block_on(run)
 }
@@ -768,16 +807,23 @@ fn run() -> anyhow::Result<()> {
     let g = &cli.global;
     match cli.command {
         Command::Controller(ControllerCmd { verb: Some(v), .. }) => client(g, |c| cli::controller::run(c, v)),
-        Command::Controller(ControllerCmd { verb: None, daemon: args }) => daemon(run_controller(args.resolve(None)?)),
-        Command::Satellite(args) => daemon(run_satellite(args.resolve()?)),
-        Command::SimSatellites(args) => daemon(run_sim(args)),
+        Command::Controller(ControllerCmd { verb: None, daemon: args }) => {
+            let format = args.log_format;
+            daemon(run_controller(args.resolve(None)?), format)
+        }
+        Command::Satellite(args) => {
+            let format = args.log_format;
+            daemon(run_satellite(args.resolve()?), format)
+        }
+        Command::SimSatellites(args) => daemon(run_sim(args), LogFormat::Text),
         Command::Up(args) => {
             // Loop devices need root: say so now, not in a log line later.
             if !cairn_satellite::tools::is_root() {
                 anyhow::bail!("cairn up needs root: its satellite makes loop devices (run it with sudo)");
             }
             let listen = args.satellite_listen()?;
-            daemon(run_up(args.controller.resolve(Some(PathBuf::from("cairn-data")))?, listen))
+            let format = args.controller.log_format;
+            daemon(run_up(args.controller.resolve(Some(PathBuf::from("cairn-data")))?, listen), format)
         }
         Command::Node(cmd) => client(g, |c| cli::node::run(c, cmd)),
         Command::StoragePool(cmd) => client(g, |c| cli::storage_pool::run(c, cmd)),

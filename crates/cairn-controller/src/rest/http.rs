@@ -36,6 +36,36 @@ use tokio::net::{TcpListener, TcpStream};
 use super::reply::Reply;
 use crate::spec_routes::SPEC_ROUTES;
 
+/// Who a request was made by, as the access log names them: the Basic
+/// user name, or `token:<id>` for a bearer token. Put on the response by
+/// [`crate::auth::authenticate`]; a request that needed no sign-in has none.
+#[derive(Clone, Debug)]
+pub struct RequestUser(pub String);
+
+/// The access log: one INFO line per request, once it is answered, with
+/// the method, the path (never the query string: tokens and other
+/// secrets may travel there), the status, the time to the answer's head
+/// and the user ([`RequestUser`], `-` without one). Nothing from the
+/// headers or the body is logged.
+pub async fn access_log(req: Request, next: Next) -> Response {
+    let start = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let user = resp.extensions().get::<RequestUser>().map_or("-", |u| u.0.as_str());
+    tracing::info!(
+        target: "cairn_controller::access",
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        duration_ms,
+        user = %user,
+        "REST request"
+    );
+    resp
+}
+
 /// Largest request body the REST API reads (axum's default limit, which
 /// applied before this layer existed).
 pub const MAX_BODY: usize = 2 * 1024 * 1024;

@@ -95,7 +95,7 @@ pub fn router(state: AppState, https_port: Option<u16>, users: Option<Arc<Users>
     // and compress well even so. Event streams and tiny replies stay plain
     // (tower-http's default predicate).
     let gzip = CompressionLayer::new().gzip(true).quality(CompressionLevel::Fastest);
-    routes.layer(axum::middleware::from_fn(http::guard)).layer(gzip).with_state(state)
+    routes.layer(axum::middleware::from_fn(http::guard)).layer(axum::middleware::from_fn(http::access_log)).layer(gzip).with_state(state)
 }
 
 /// The service the controller serves: the router behind trailing-slash
@@ -111,7 +111,6 @@ pub fn app(state: AppState, https_port: Option<u16>, users: Option<Arc<Users>>) 
 }
 
 fn strip_trailing_slash(mut req: Request) -> Request {
-    tracing::debug!(method = %req.method(), path = %req.uri().path(), "REST request");
     let path = req.uri().path();
     if path.len() > 1 && path.ends_with('/') {
         let trimmed = path.trim_end_matches('/');

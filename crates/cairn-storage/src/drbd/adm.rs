@@ -119,7 +119,8 @@ impl Adm {
     }
 
     /// `drbdsetup events2 --statistics all`: the current state as `exists`
-    /// lines, then a stream of changes. With `now`, only the current state.
+    /// lines, then a stream of changes. With `now`, only the current state
+    /// (give it a time limit).
     pub fn events2(now: bool) -> Cmd {
         let c = Cmd::new("drbdsetup").arg("events2");
         let c = if now { c.arg("--now") } else { c };

@@ -4,6 +4,7 @@
 
 pub mod adm;
 pub mod events;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -58,4 +58,5 @@ fn satellite_example_parses_as_shipped_and_documents_every_key() {
     assert_eq!(all.drbd_config_only, Some(false));
     assert_eq!(all.allow_ext_files, Some(vec!["/etc/app".to_string()]));
     assert!(all.node_name.is_some() && all.tls_cert.is_some() && all.tls_key.is_some() && all.tls_ca.is_some());
+    assert_eq!(all.metrics_bind, Some(SocketAddr::from(([10, 0, 0, 11], 9942))));
 }
