@@ -302,9 +302,10 @@ impl AppState {
         &self.inner.links
     }
 
-    /// Records an error report of `p` (committed with the cluster's
-    /// objects): its id, or None when it could not be stored (then the
-    /// log has it).
+    /// Records an error report of `p`, committed with the cluster's
+    /// objects; its id. When the store fails (the failure reported may be
+    /// the store's own) the report is kept in memory only, until the
+    /// controller stops, and the log says so.
     pub async fn report(&self, p: cairn_proto::error_report::Problem) -> Option<String> {
         let r = self.inner.reporter.make(now_ms(), &p);
         let id = r.id.clone();
@@ -318,19 +319,12 @@ impl AppState {
             tokio::task::spawn_blocking(move || store.commit(&changes)).await
         };
         match committed {
-            Ok(Ok(())) => {
-                self.inner.cluster.apply(changes);
-                Some(id)
-            }
-            Ok(Err(e)) => {
-                tracing::error!(report = %id, "cannot store the error report: {e}");
-                None
-            }
-            Err(e) => {
-                tracing::error!(report = %id, "cannot store the error report: {e}");
-                None
-            }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(report = %id, "cannot store the error report, keeping it in memory only: {e}"),
+            Err(e) => tracing::error!(report = %id, "cannot store the error report, keeping it in memory only: {e}"),
         }
+        self.inner.cluster.apply(changes);
+        Some(id)
     }
 
     /// Deletes the controller's reports that `f` matches; LINSTOR's
