@@ -1,0 +1,85 @@
+"""Error reports as LINSTOR has them: a satellite's failed command becomes a
+report on that satellite, listed, filtered, shown and deleted through the
+controller with python-linstor, counted in /metrics."""
+
+import datetime
+import io
+import json
+import re
+import tarfile
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import ok, wait_for
+
+ID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{5}-\d{6}$")
+
+
+def reports_of(lin, node, needle):
+    return [r for r in lin.error_report_list(nodes=[node], with_content=True) if needle in (r.text or "")]
+
+
+def too_big(c, rd):
+    """A 64 TiB volume on n2's FILE pool: `fallocate` fails for real (the
+    disk is not that large); the reply is the satellite's error."""
+    ok(c.lin.resource_dfn_create(rd))
+    ok(c.lin.volume_dfn_create(rd, 64 * 1024 ** 3))
+    status, _, body = c.ctrl.request("POST", f"/v1/resource-definitions/{rd}/resources", [{"resource": {"node_name": "n2"}}])
+    assert status >= 400 and any(x["ret_code"] < 0 for x in body), body
+
+
+def test_a_failed_command_on_a_satellite_is_a_report(cluster):
+    c = cluster
+    too_big(c, "huge")
+    got = wait_for("n2's report of the failed fallocate", lambda: reports_of(c.lin, "n2", "huge"), timeout=30)
+    r = got[0]
+    assert r.node_name == "n2" and r.module == "SATELLITE"
+    assert ID.match(r.id), r.id
+    assert r.exception == "CommandFailed", r.text
+    assert "Exit code:" in r.text and "fallocate --length" in r.text and "Node:" in r.text, r.text
+    assert "END OF ERROR REPORT." in r.text
+    # The same failure seen again (observations, retries) is one report.
+    c.ctrl.request("GET", "/v1/resources")
+    assert len(reports_of(c.lin, "n2", "huge")) == 1
+
+    # Lists: no text unless asked, filters by node and time.
+    plain = c.lin.error_report_list(nodes=["n2"])
+    assert any(p.id == r.id for p in plain) and all(p.text is None for p in plain)
+    assert not [x for x in c.lin.error_report_list(nodes=["n1"]) if x.id == r.id]
+    when = r.datetime
+    later = when + datetime.timedelta(hours=1)
+    earlier = when - datetime.timedelta(hours=1)
+    assert not [x for x in c.lin.error_report_list(since=later) if x.id == r.id]
+    assert not [x for x in c.lin.error_report_list(to=earlier) if x.id == r.id]
+    assert [x for x in c.lin.error_report_list(since=earlier, to=later) if x.id == r.id]
+    status, _, body = c.ctrl.request("GET", f"/v1/error-reports?node=n2&since={r._rest_data['error_time']}&to={r._rest_data['error_time']}")
+    assert status == 200 and [x["filename"] for x in body] == [f"ErrorReport-{r.id}.log"], body
+    # One id (python-linstor asks /v1/error-reports/{id}).
+    shown = c.lin.error_report_list(ids=[r.id], with_content=True)
+    assert len(shown) == 1 and shown[0].text == r.text
+    status, _, body = c.ctrl.request("GET", "/v1/error-reports/00000000-00000-000000")
+    assert (status, body) == (200, [])
+
+    # Counted in /metrics (total and per node) and in the stats.
+    status, _, text = c.ctrl.request("GET", "/metrics")
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = {frozenset(s.labels.items()): s.value for s in fams["linstor_error_reports_count"].samples}
+    total = samples[frozenset()]
+    assert total >= 1
+    assert samples[frozenset({("hostname", "n2"), ("module", "SATELLITE")})] >= 1
+    status, _, stats = c.ctrl.request("GET", "/v1/stats/error-reports")
+    assert status == 200 and stats["count"] == total
+
+    # Delete by id, then a second failure by a PATCH filter.
+    rc = c.lin.error_report_delete(ids=[r.id])
+    assert any("Deleted 1 error-report(s)" in x.message for x in rc), [x.message for x in rc]
+    assert not reports_of(c.lin, "n2", "huge")
+    too_big(c, "huge2")
+    second = wait_for("the second report", lambda: reports_of(c.lin, "n2", "huge2"), timeout=30)[0]
+    rc = c.lin.error_report_delete(nodes=["n2"], since=second.datetime - datetime.timedelta(seconds=2))
+    assert any("n2" in x.message and "Deleted" in x.message for x in rc), [x.message for x in rc]
+    assert not reports_of(c.lin, "n2", "huge2")
+    rc = c.lin.error_report_delete(ids=["00000000-00000-000000"])
+    assert [x.message for x in rc] == ["No error reports deleted."]
+    ok(c.lin.resource_dfn_delete("huge"))
+    ok(c.lin.resource_dfn_delete("huge2"))
