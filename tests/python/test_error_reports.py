@@ -7,6 +7,7 @@ import io
 import json
 import re
 import tarfile
+import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -83,3 +84,40 @@ def test_a_failed_command_on_a_satellite_is_a_report(cluster):
     assert [x.message for x in rc] == ["No error reports deleted."]
     ok(c.lin.resource_dfn_delete("huge"))
     ok(c.lin.resource_dfn_delete("huge2"))
+
+
+def test_sos_report_is_a_tar_gz_without_secrets(cluster, s3_server):
+    c, s3 = cluster, s3_server
+    ok(c.lin.resource_dfn_create("sosrd"))
+    ok(c.lin.resource_dfn_modify("sosrd", {"DrbdOptions/Net/shared-secret": "drbd-secret-4711"}))
+    ok(c.lin.crypt_create_passphrase("master-pass-4711"))
+    ok(c.lin.remote_create_s3("sosremote", s3.endpoint, s3.region, s3.bucket, s3.access_key, s3.secret_key, use_path_style=True))
+    too_big(c, "sosbig")  # a satellite report for the archive
+    wait_for("n2's report", lambda: reports_of(c.lin, "n2", "sosbig"), timeout=30)
+
+    status, _, body = c.ctrl.request("GET", "/v1/sos-report?nodes=n1,n2")
+    assert status == 201 and body[0]["message"].startswith("SOS Report created on Controller: "), body
+    path = body[0]["obj_refs"]["path"]
+    assert path.endswith(".tar.gz") and open(path, "rb").read(2) == b"\x1f\x8b"
+
+    req = urllib.request.Request(c.ctrl.url + "/v1/sos-report/download?exclude=n1")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.headers["Content-Type"] == "application/octet-stream"
+        assert re.match(r"attachment; filename=sos_.*\.tar\.gz$", r.headers["Content-Disposition"]), r.headers
+        data = r.read()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
+        names = t.getnames()
+        files = {n.split("/", 1)[1]: t.extractfile(n).read().decode() for n in names}
+    assert "controller/version.txt" in files and "controller/log.txt" in files, names
+    assert "n2/version.txt" in files and "n2/drbdsetup-status.txt" in files and "n3/version.txt" in files, names
+    assert not any(n.startswith("n1/") for n in files), names  # excluded
+    assert any(n.startswith("n2/error-reports/ErrorReport-") and "sosbig" in v for n, v in files.items()), names
+    db = json.loads(files["controller/database.json"])
+    tables = {t["name"]: t["data"] for t in db["tables"]}
+    assert any(d["name"] == "sosrd" for d in tables["rsc_dfn"]) and tables["remote"], tables.keys()
+    everything = "\n".join(files.values())
+    for secret in ("drbd-secret-4711", s3.access_key, s3.secret_key, "master-pass-4711"):
+        assert secret not in everything, secret
+    assert "<redacted>" in files["controller/database.json"]
+    ok(c.lin.resource_dfn_delete("sosrd"))
+    ok(c.lin.resource_dfn_delete("sosbig"))

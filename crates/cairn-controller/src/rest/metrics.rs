@@ -178,6 +178,9 @@ struct VlmDfn {
     size_kib: i64,
 }
 
+/// Error reports per (node, module).
+type ReportCounts = BTreeMap<(String, String), u64>;
+
 /// Everything one scrape reports, in the REST API's wire forms (so the
 /// values are what `linstor n l`, `sp l` and `r l` show at that moment).
 struct Snapshot {
@@ -189,7 +192,7 @@ struct Snapshot {
     pools: Option<Vec<StoragePool>>,
     /// Error reports known: the total, and per (node, module), as
     /// LINSTOR's `hostname` and `module` labels.
-    error_reports: Option<(u64, BTreeMap<(String, String), u64>)>,
+    error_reports: Option<(u64, ReportCounts)>,
 }
 
 impl Snapshot {

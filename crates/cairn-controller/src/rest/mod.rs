@@ -29,6 +29,7 @@ pub mod resource_groups;
 pub mod resources;
 mod schedules;
 pub mod snapshots;
+pub mod sos;
 pub mod stats;
 pub mod storage_pools;
 pub mod unsupported;
@@ -73,6 +74,7 @@ pub fn router(state: AppState, https_port: Option<u16>, users: Option<Arc<Users>
         .merge(remotes::routes())
         .merge(backups::routes())
         .merge(reports::routes())
+        .merge(sos::routes())
         .merge(schedules::routes())
         .merge(kvs::routes())
         .merge(files::routes())
