@@ -121,3 +121,35 @@ def test_sos_report_is_a_tar_gz_without_secrets(cluster, s3_server):
     assert "<redacted>" in files["controller/database.json"]
     ok(c.lin.resource_dfn_delete("sosrd"))
     ok(c.lin.resource_dfn_delete("sosbig"))
+
+
+def test_cli_err_list_show_delete(cluster):
+    import os
+    import subprocess
+    from conftest import BIN
+    c = cluster
+
+    def cairn(*args):
+        env = dict(os.environ, LS_CONTROLLERS=c.ctrl.url)
+        p = subprocess.run([BIN, "--no-color", *args], capture_output=True, text=True, env=env, timeout=120)
+        return p.returncode, p.stdout, p.stderr
+
+    too_big(c, "clibig")
+    r = wait_for("n2's report", lambda: reports_of(c.lin, "n2", "clibig"), timeout=30)[0]
+    code, out, err = cairn("err", "list", "--nodes", "n2", "--since", "1h")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if r.id in line)
+    assert "S|n2" in row and "CommandFailed: Failed to create volume" in row, out
+    code, out, _ = cairn("err", "list", "--to", "2000-01-01")
+    assert code == 0 and r.id not in out
+    code, out, _ = cairn("-m", "err", "list", "--report-id", r.id)
+    assert code == 0 and [x["filename"] for x in json.loads(out)] == [f"ErrorReport-{r.id}.log"]
+    code, out, _ = cairn("err", "show", r.id)
+    assert code == 0 and out.startswith(f"ERROR REPORT {r.id}") and "fallocate --length" in out, out
+    code, out, err = cairn("err", "delete", r.id)
+    assert code == 0 and "Deleted 1 error-report(s)" in out, (out, err)
+    code, out, _ = cairn("err", "list", "--nodes", "n2")
+    assert r.id not in out
+    code, _, err = cairn("err", "list", "--since", "3 fortnights")
+    assert code != 0 and "unknown time unit" in err, err
+    ok(c.lin.resource_dfn_delete("clibig"))
