@@ -152,4 +152,14 @@ def test_cli_err_list_show_delete(cluster):
     assert r.id not in out
     code, _, err = cairn("err", "list", "--since", "3 fortnights")
     assert code != 0 and "unknown time unit" in err, err
+    # sos-report create (on the controller) and download (here).
+    code, out, err = cairn("sos-report", "create", "--nodes", "n1", "--no-controller")
+    assert code == 0 and "SOS Report created on Controller: " in out, (out, err)
+    code, out, err = cairn("sos", "download", "-e", "n1", "n3", "--", c.root)
+    assert code == 0 and out.startswith("SOS report saved to "), (out, err)
+    saved = out.strip().split("SOS report saved to ", 1)[1]
+    assert os.path.dirname(saved) == c.root and re.match(r"sos_.*\.tar\.gz$", os.path.basename(saved)), saved
+    with tarfile.open(saved, "r:gz") as t:
+        parts = {n.split("/")[1] for n in t.getnames()}
+    assert parts == {"controller", "n2"}, parts
     ok(c.lin.resource_dfn_delete("clibig"))

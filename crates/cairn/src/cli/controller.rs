@@ -179,6 +179,7 @@ pub enum ErrorReportsCmd {
     /// Print reports' full text.
     #[command(visible_alias = "s")]
     Show {
+        /// The reports' ids.
         #[arg(required = true)]
         report_id: Vec<String>,
     },
@@ -256,6 +257,94 @@ pub fn parse_when(text: &str, now_ms: i64) -> Result<i64, String> {
 fn when(ctx: &Ctx, text: Option<&str>) -> Result<Option<i64>, i32> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     text.map(|t| parse_when(t, now)).transpose().map_err(|e| ctx.problem(rc::FAIL_INVLD_REQUEST, e))
+}
+
+/// Which nodes and how far back a SOS report looks (linstor-client's
+/// `sos-report create`/`download` options).
+#[derive(clap::Args, Debug)]
+pub struct SosArgs {
+    /// Error reports since this long ago (`3days`) or this date.
+    #[arg(short, long)]
+    since: Option<String>,
+    /// Only these nodes.
+    #[arg(short, long, num_args = 1..)]
+    nodes: Vec<String>,
+    /// Only nodes holding one of these resources.
+    #[arg(short, long, num_args = 1..)]
+    resources: Vec<String>,
+    /// Leave these nodes out.
+    #[arg(short, long = "exclude-nodes", num_args = 1..)]
+    exclude_nodes: Vec<String>,
+    /// Leave the controller's part out.
+    #[arg(long)]
+    no_controller: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SosReportCmd {
+    /// Write a SOS report into the controller's data directory.
+    #[command(visible_alias = "c")]
+    Create(SosArgs),
+    /// Make a SOS report and save it here (or in PATH).
+    #[command(visible_alias = "dl")]
+    Download {
+        #[command(flatten)]
+        args: SosArgs,
+        /// Directory to save the archive in (default: the current one).
+        path: Option<std::path::PathBuf>,
+    },
+}
+
+fn sos_query(ctx: &Ctx, a: &SosArgs) -> Result<String, i32> {
+    let since: Vec<String> = when(ctx, a.since.as_deref())?.map(|t| t.to_string()).into_iter().collect();
+    let ctrl: Vec<String> = if a.no_controller { vec!["false".into()] } else { Vec::new() };
+    Ok(super::query(&[
+        ("nodes", &a.nodes),
+        ("rscs", &a.resources),
+        ("exclude", &a.exclude_nodes),
+        ("since", &since),
+        ("include-ctrl", &ctrl),
+    ]))
+}
+
+pub fn run_sos_report(ctx: &Ctx, cmd: SosReportCmd) -> i32 {
+    match cmd {
+        SosReportCmd::Create(a) => match sos_query(ctx, &a) {
+            Ok(q) => ctx.send::<()>("GET", &format!("/v1/sos-report{q}"), None),
+            Err(code) => code,
+        },
+        SosReportCmd::Download { args, path } => {
+            let q = match sos_query(ctx, &args) {
+                Ok(q) => q,
+                Err(code) => return code,
+            };
+            let r = match ctx.client.raw("GET", &format!("/v1/sos-report/download{q}"), None) {
+                Ok(r) => r,
+                Err(e) => return ctx.error(&e),
+            };
+            if r.status >= 400 {
+                return match serde_json::from_slice::<Vec<rc::ApiCallRc>>(&r.body) {
+                    Ok(rcs) => ctx.replies(&rcs),
+                    Err(_) => ctx.problem(rc::FAIL_UNKNOWN_ERROR, format!("the download failed (HTTP {})", r.status)),
+                };
+            }
+            // Only the last path component of the name the controller gives.
+            let name = r.filename.as_deref().and_then(|n| std::path::Path::new(n).file_name()).map(|n| n.to_owned());
+            let name = name.unwrap_or_else(|| "sos-report.tar.gz".into());
+            let target = path.unwrap_or_else(|| std::path::PathBuf::from(".")).join(name);
+            match std::fs::write(&target, &r.body) {
+                Ok(()) => {
+                    if ctx.machine {
+                        println!("{}", serde_json::json!({ "path": target.display().to_string() }));
+                    } else {
+                        println!("SOS report saved to {}", target.display());
+                    }
+                    0
+                }
+                Err(e) => ctx.problem(rc::FAIL_UNKNOWN_ERROR, format!("cannot write {}: {e}", target.display())),
+            }
+        }
+    }
 }
 
 pub fn run(ctx: &Ctx, verb: ControllerVerb) -> i32 {
