@@ -40,6 +40,8 @@ pub struct RawResponse {
     pub content_type: Option<String>,
     /// The `Location` header (a redirect).
     pub location: Option<String>,
+    /// The file name of a `Content-Disposition: attachment; filename=…`.
+    pub filename: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -172,8 +174,12 @@ impl Client {
         let status = resp.status().as_u16();
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (content_type, location) = (header("content-type"), header("location"));
+        let filename = header("content-disposition").and_then(|d| {
+            let name = d.split(';').find_map(|p| p.trim().strip_prefix("filename")?.trim_start().strip_prefix('='))?;
+            Some(name.trim().trim_matches('"').to_string()).filter(|n| !n.is_empty())
+        });
         let body = resp.body_mut().with_config().limit(1 << 30).read_to_vec().map_err(transport)?;
-        Ok(RawResponse { status, content_type, location, body })
+        Ok(RawResponse { status, content_type, location, filename, body })
     }
 
     fn call<T: DeserializeOwned>(&self, method: &'static str, path: &str, body: Option<Vec<u8>>) -> Result<T, ClientError> {

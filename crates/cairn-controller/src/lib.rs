@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod events;
 pub mod leader;
 pub mod links;
+pub mod reporter;
 pub mod rest;
 pub mod scheduler;
 pub mod shared;

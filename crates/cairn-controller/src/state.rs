@@ -59,6 +59,8 @@ struct Inner {
     scheduler: crate::scheduler::Plan,
     /// The leader's lease (PostgreSQL): no write once it is gone.
     fence: std::sync::OnceLock<Arc<crate::leader::Fence>>,
+    /// Numbers the controller's error reports.
+    reporter: crate::reporter::Reporter,
 }
 
 /// What the writer lock guards.
@@ -142,6 +144,7 @@ impl AppState {
             backups: Default::default(),
             scheduler: Default::default(),
             fence: std::sync::OnceLock::new(),
+            reporter: crate::reporter::Reporter::new(now_ms()),
         });
         tokio::spawn(Inner::committer(Arc::downgrade(&inner), rx));
         let state = AppState { inner };
@@ -297,6 +300,48 @@ impl AppState {
     /// The satellite links (observed state).
     pub fn links(&self) -> &Links {
         &self.inner.links
+    }
+
+    /// Records an error report of `p`, committed with the cluster's
+    /// objects; its id. When the store fails (the failure reported may be
+    /// the store's own) the report is kept in memory only, until the
+    /// controller stops, and the log says so.
+    pub async fn report(&self, p: cairn_proto::error_report::Problem) -> Option<String> {
+        let r = self.inner.reporter.make(now_ms(), &p);
+        let id = r.id.clone();
+        tracing::error!(report = %id, exception = %p.exception, "{}", cairn_proto::error_report::redact(&p.message));
+        let store = self.inner.store.clone();
+        let changes = self.read().add_error_report(r).changes;
+        // Straight to the store, not through the committer: a report is no
+        // desired state, and the failure it records may be the committer's.
+        let committed = {
+            let changes = changes.clone();
+            tokio::task::spawn_blocking(move || store.commit(&changes)).await
+        };
+        match committed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(report = %id, "cannot store the error report, keeping it in memory only: {e}"),
+            Err(e) => tracing::error!(report = %id, "cannot store the error report, keeping it in memory only: {e}"),
+        }
+        self.inner.cluster.apply(changes);
+        Some(id)
+    }
+
+    /// Deletes the controller's reports that `f` matches; LINSTOR's
+    /// entries for the answer (none when nothing matched).
+    pub async fn delete_reports(&self, f: &cairn_proto::ErrorReportFilter) -> Result<Vec<cairn_api::rc::ApiCallRc>, ApiError> {
+        let out = self.read().delete_error_reports(f);
+        if out.changes.is_empty() {
+            return Ok(out.replies);
+        }
+        let store = self.inner.store.clone();
+        let changes = out.changes.clone();
+        tokio::task::spawn_blocking(move || store.commit(&changes))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Store(Arc::new(e)))?;
+        self.inner.cluster.apply(out.changes);
+        Ok(out.replies)
     }
 
     /// The cluster as it is now: an immutable snapshot, held by the

@@ -40,6 +40,9 @@ pub enum Object {
     Remote(Remote),
     AuthToken(AuthToken),
     Schedule(Schedule),
+    /// Not desired state: a record of an unexpected failure, kept with
+    /// the cluster's objects so it outlives a restart.
+    ErrorReport(cairn_proto::ErrorReport),
 }
 
 /// The kind of an object: the table (or key prefix) it is stored under.
@@ -62,10 +65,11 @@ pub enum Kind {
     Remote,
     AuthToken,
     Schedule,
+    ErrorReport,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Node,
         Kind::StorPoolDfn,
         Kind::StorPool,
@@ -83,6 +87,7 @@ impl Kind {
         Kind::Remote,
         Kind::AuthToken,
         Kind::Schedule,
+        Kind::ErrorReport,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +109,7 @@ impl Kind {
             Kind::Remote => "remote",
             Kind::AuthToken => "auth_token",
             Kind::Schedule => "schedule",
+            Kind::ErrorReport => "error_report",
         }
     }
 
@@ -136,6 +142,8 @@ pub enum ObjKey {
     /// The token's id.
     AuthToken(u32),
     Schedule(String),
+    /// The report's id.
+    ErrorReport(String),
 }
 
 impl ObjKey {
@@ -158,6 +166,7 @@ impl ObjKey {
             ObjKey::Remote(_) => Kind::Remote,
             ObjKey::AuthToken(_) => Kind::AuthToken,
             ObjKey::Schedule(_) => Kind::Schedule,
+            ObjKey::ErrorReport(_) => Kind::ErrorReport,
         }
     }
 
@@ -172,7 +181,8 @@ impl ObjKey {
             | ObjKey::Kvs(a)
             | ObjKey::ExtFile(a)
             | ObjKey::Remote(a)
-            | ObjKey::Schedule(a) => a.clone(),
+            | ObjKey::Schedule(a)
+            | ObjKey::ErrorReport(a) => a.clone(),
             ObjKey::StorPool(a, b) | ObjKey::Rsc(a, b) | ObjKey::NodeConn(a, b) | ObjKey::SnapDfn(a, b) => {
                 format!("{a}:{b}")
             }
@@ -210,6 +220,7 @@ impl Object {
             Object::Remote(r) => ObjKey::Remote(key(&r.name)),
             Object::AuthToken(t) => ObjKey::AuthToken(t.id),
             Object::Schedule(o) => ObjKey::Schedule(key(&o.name)),
+            Object::ErrorReport(o) => ObjKey::ErrorReport(o.id.to_ascii_uppercase()),
         }
     }
 
@@ -238,6 +249,7 @@ impl Object {
             Object::Remote(o) => serde_json::to_string(o),
             Object::AuthToken(o) => serde_json::to_string(o),
             Object::Schedule(o) => serde_json::to_string(o),
+            Object::ErrorReport(o) => serde_json::to_string(o),
         }
     }
 
@@ -261,6 +273,7 @@ impl Object {
             Kind::Remote => Object::Remote(serde_json::from_str(data)?),
             Kind::AuthToken => Object::AuthToken(serde_json::from_str(data)?),
             Kind::Schedule => Object::Schedule(serde_json::from_str(data)?),
+            Kind::ErrorReport => Object::ErrorReport(serde_json::from_str(data)?),
         })
     }
 }
@@ -339,6 +352,8 @@ pub struct Cluster {
     pub auth_tokens: Map<u32, AuthToken>,
     /// Backup schedules by upper-case name.
     pub schedules: Map<String, Schedule>,
+    /// The controller's error reports by upper-case id.
+    pub error_reports: Map<String, cairn_proto::ErrorReport>,
     /// Index: node key -> keys of the resource definitions placed on it.
     rscs_by_node: Map<String, imbl::OrdSet<String>>,
     /// Index: DRBD minor -> how many volume definitions hold it.
@@ -443,6 +458,9 @@ impl Cluster {
             (ObjKey::Schedule(k), Object::Schedule(v)) => {
                 self.schedules.insert(k, v);
             }
+            (ObjKey::ErrorReport(k), Object::ErrorReport(v)) => {
+                self.error_reports.insert(k, v);
+            }
             _ => unreachable!("Object::key returns the key variant of the object's own kind"),
         }
     }
@@ -507,6 +525,9 @@ impl Cluster {
             }
             ObjKey::Schedule(k) => {
                 self.schedules.remove(k);
+            }
+            ObjKey::ErrorReport(k) => {
+                self.error_reports.remove(k);
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod ctx;
 pub mod desired;
 pub mod drbd_auto;
 pub mod error;
+pub mod error_report;
 pub mod evacuate;
 pub mod ext_file;
 pub mod kvs;

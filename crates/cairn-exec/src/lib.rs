@@ -169,6 +169,28 @@ impl ExecError {
         }
     }
 
+    /// The tool's exit code, if it ran to the end.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            ExecError::NonZero { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// What a user needs to see of the failure: the command line, the exit
+    /// code and stderr, one per line (`command: …`, `exit code: …`,
+    /// `stderr: …`), as error details carry it.
+    pub fn details(&self) -> String {
+        let mut d = format!("command: {}", self.command_line());
+        if let Some(code) = self.exit_code() {
+            d.push_str(&format!("\nexit code: {code}"));
+        }
+        if let Some(stderr) = self.stderr() {
+            d.push_str(&format!("\nstderr: {stderr}"));
+        }
+        d
+    }
+
     /// The tool's stderr, if it ran.
     pub fn stderr(&self) -> Option<&str> {
         match self {

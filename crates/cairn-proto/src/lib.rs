@@ -20,8 +20,11 @@
 use serde::{Deserialize, Serialize};
 
 pub mod auth;
+pub mod error_report;
 pub mod logging;
 pub mod tls;
+
+pub use error_report::{ErrorReport, ErrorReportFilter, ErrorReportsDeleted};
 
 /// Bumped on every incompatible change of these messages.
 pub const PROTO_VERSION: u32 = 7;
@@ -53,6 +56,26 @@ pub const PATH_BACKUP_SEND: &str = "/internal/v1/backup/send";
 pub const PATH_BACKUP_RECEIVE: &str = "/internal/v1/backup/receive";
 /// `POST` a [`BackupAbort`]: stop the running transfers of a resource.
 pub const PATH_BACKUP_ABORT: &str = "/internal/v1/backup/abort";
+/// `POST` an [`ErrorReportFilter`]: the satellite's error reports that
+/// match, newest first (a satellite older than this path answers 404, read
+/// as "no reports").
+pub const PATH_ERROR_REPORTS: &str = "/internal/v1/error-reports";
+/// `POST` an [`ErrorReportFilter`]: delete the matching reports, answered
+/// by an [`ErrorReportsDeleted`].
+pub const PATH_ERROR_REPORTS_DELETE: &str = "/internal/v1/error-reports/delete";
+/// `GET`: what the satellite tells a SOS report ([`SosInfo`]).
+pub const PATH_SOS: &str = "/internal/v1/sos";
+
+/// A satellite's part of a SOS report: cheap facts only.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SosInfo {
+    /// The satellite's build (`cairn 0.1.0 (…)`).
+    pub version: String,
+    /// `drbdsetup status` output, or why there is none.
+    pub drbdsetup_status: String,
+    /// `drbdadm --version` output, or why there is none.
+    pub drbd_version: String,
+}
 
 /// A satellite's memory of the newest leader epoch it has seen; with a
 /// file ([`EpochGate::persistent`]) the memory survives a restart of the

@@ -102,11 +102,7 @@ fn obj_err(message: String, e: &dyn std::fmt::Display, details: Option<String>) 
 }
 
 fn exec_err(message: String, e: &ExecError) -> ObjectError {
-    let details = match e.stderr() {
-        Some(s) => format!("command: {}\nstderr: {s}", e.command_line()),
-        None => format!("command: {}", e.command_line()),
-    };
-    obj_err(message, e, Some(details))
+    obj_err(message, e, Some(e.details()))
 }
 
 impl DrbdLayer {

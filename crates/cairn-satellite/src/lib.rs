@@ -12,6 +12,7 @@ pub mod config;
 pub mod drbd;
 pub mod ext_files;
 pub mod pool_dirs;
+pub mod reports;
 pub mod server;
 pub mod sim;
 pub mod tls;

@@ -38,6 +38,11 @@ struct Shared {
     physical_lock: tokio::sync::Mutex<()>,
     /// Backup uploads and downloads running, for aborts.
     transfers: Arc<crate::backup::Transfers>,
+    /// This node's error reports.
+    reports: Arc<crate::reports::Reports>,
+    /// Runs the commands of a SOS report.
+    runner: Arc<dyn CommandRunner>,
+    command_timeout: std::time::Duration,
 }
 
 /// A satellite that is bound and ready to serve.
@@ -163,6 +168,10 @@ impl Satellite {
             ext_file_dirs: config.allow_ext_files.clone(),
             os_variant: Some(cairn_proto::os_variant(std::fs::read_to_string("/etc/os-release").ok().as_deref())),
         };
+        let start_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let reports = crate::reports::Reports::open(&config.data_dir, &config.node_name, start_secs)
+            .map_err(|source| SatelliteError::DataDir { path: config.data_dir.join("error-reports").display().to_string(), source })?;
+        let sos_runner = runner.clone();
         let physical = Physical::new(runner.clone(), config.command_timeout);
         let storage = crate::apply::Storage::new(runner, config.command_timeout);
         let files = crate::ext_files::ExtFiles::new(config.allow_ext_files.clone(), config.ext_files_root.clone());
@@ -189,6 +198,9 @@ impl Satellite {
                 physical,
                 physical_lock: tokio::sync::Mutex::new(()),
                 transfers: Arc::default(),
+                reports: Arc::new(reports),
+                runner: sos_runner,
+                command_timeout: config.command_timeout,
             }),
             metrics,
         })
@@ -263,6 +275,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_BACKUP_SEND, post(backup_send))
         .route(PATH_BACKUP_RECEIVE, post(backup_receive))
         .route(PATH_BACKUP_ABORT, post(backup_abort))
+        .route(cairn_proto::PATH_ERROR_REPORTS, post(error_reports))
+        .route(cairn_proto::PATH_ERROR_REPORTS_DELETE, post(error_reports_delete))
+        .route(cairn_proto::PATH_SOS, get(sos))
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
 }
@@ -415,7 +430,14 @@ async fn apply(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         return (StatusCode::PRECONDITION_REQUIRED, "this satellite needs a full apply first").into_response();
     }
     let applier = s.applier.clone();
-    match tokio::spawn(async move { applier.apply(req).await }).await {
+    let reports = s.reports.clone();
+    match tokio::spawn(async move {
+        let o = applier.apply(req).await;
+        reports.note(&o);
+        o
+    })
+    .await
+    {
         Ok(o) => Json(o).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("apply failed: {e}")).into_response(),
     }
@@ -458,7 +480,58 @@ async fn ext_file_status(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
 }
 
 async fn observe(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    observation(&body, s.applier.observe()).await
+    let seen = async {
+        let o = s.applier.observe().await;
+        s.reports.note(&o);
+        o
+    };
+    observation(&body, seen).await
+}
+
+/// The reports an [`cairn_proto::ErrorReportFilter`] matches.
+async fn error_reports(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<cairn_proto::ErrorReportFilter>(&body) {
+        Ok(f) => {
+            let reports = s.reports.clone();
+            match tokio::task::spawn_blocking(move || reports.list(&f)).await {
+                Ok(v) => Json(v).into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot list the error reports: {e}")).into_response(),
+            }
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("bad error report filter: {e}")).into_response(),
+    }
+}
+
+/// Deletes the reports an [`cairn_proto::ErrorReportFilter`] matches.
+async fn error_reports_delete(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<cairn_proto::ErrorReportFilter>(&body) {
+        Ok(f) => {
+            let reports = s.reports.clone();
+            match tokio::task::spawn_blocking(move || reports.delete(&f)).await {
+                Ok(ids) => Json(cairn_proto::ErrorReportsDeleted { ids }).into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot delete the error reports: {e}")).into_response(),
+            }
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("bad error report filter: {e}")).into_response(),
+    }
+}
+
+/// This node's part of a SOS report: its version, `drbdsetup status` and
+/// `drbdadm --version` (or why they could not be had).
+async fn sos(State(s): State<Arc<Shared>>) -> Json<cairn_proto::SosInfo> {
+    let run = |program: &str, args: &[&str]| {
+        let cmd = cairn_exec::Cmd::new(program).args(args.iter().copied()).timeout(s.command_timeout);
+        let runner = s.runner.clone();
+        async move {
+            match runner.run(&cmd).await {
+                Ok(o) => o.stdout,
+                Err(e) => format!("not available: {e}\n"),
+            }
+        }
+    };
+    let drbdsetup_status = run("drbdsetup", &["status", "--verbose", "--statistics"]).await;
+    let drbd_version = run("drbdadm", &["--version"]).await;
+    Json(cairn_proto::SosInfo { version: format!("cairn {}", env!("CARGO_PKG_VERSION")), drbdsetup_status, drbd_version })
 }
 
 /// The answer to an observe request: the whole observed state, or

@@ -38,10 +38,7 @@ impl StorageError {
     /// Details for the user: the command line and the tool's stderr.
     pub fn details(&self) -> Option<String> {
         match self {
-            StorageError::Exec(e) => Some(match e.stderr() {
-                Some(stderr) => format!("command: {}\nstderr: {stderr}", e.command_line()),
-                None => format!("command: {}", e.command_line()),
-            }),
+            StorageError::Exec(e) => Some(e.details()),
             _ => None,
         }
     }

@@ -8,6 +8,9 @@ use cairn_api::resource_definition::{
 use cairn_api::storage_pool::StoragePool as WireSp;
 use cairn_domain::{Change, Cluster, Ctx, ObjKey, Object};
 
+use cairn_proto::ErrorReportFilter;
+use cairn_proto::error_report::{Problem, render};
+
 use crate::{MemStore, SqliteStore, Store};
 
 /// Builds a small cluster through the domain operations and commits every
@@ -84,6 +87,13 @@ pub(crate) fn populate(store: &dyn Store) -> Cluster {
     run(&mut c, out);
     let out = c.create_auth_token(&ctx, "raw-two", "hash-two", "ci", Some("2030-01-01"), Some("10.0.0.7")).unwrap();
     run(&mut c, out);
+    // Error reports, with the text of the report.
+    for (n, at) in [(1, 1_000), (2, 2_000)] {
+        let problem = Problem { exception: "StoreError".into(), message: format!("failure {n}"), ..Problem::default() };
+        let r = render(&format!("5B9A15B7-00000-{n:06}"), "Controller", "CONTROLLER", "test", at, &problem);
+        let out = c.add_error_report(r);
+        run(&mut c, out);
+    }
     c
 }
 
@@ -102,6 +112,8 @@ pub(crate) fn suite(store: &dyn Store) {
     assert_eq!(loaded.auth_tokens.len(), 2);
     assert_eq!(loaded.auth_token_by_hash("hash-two").and_then(|t| t.ip_filter.as_deref()), Some("10.0.0.7"));
     assert!(loaded.token_auth_enabled(0));
+    assert_eq!(loaded.error_reports.len(), 2);
+    assert!(loaded.error_reports["5B9A15B7-00000-000002"].text.as_deref().is_some_and(|t| t.contains("failure 2")));
 
     // Deletes remove exactly the named objects.
     let out = loaded.delete_rsc_dfn("res1").unwrap();
@@ -118,6 +130,11 @@ pub(crate) fn suite(store: &dyn Store) {
     store.commit(&out.changes).unwrap();
     let after = Cluster::from_objects(store.load().unwrap());
     assert_eq!(after.remotes.keys().collect::<Vec<_>>(), ["BUCKET.REMOTE"]);
+    // Deleting reports by a time range removes those in it only.
+    let out = after.delete_error_reports(&ErrorReportFilter { since: Some(1_500), ..Default::default() });
+    store.commit(&out.changes).unwrap();
+    let after = Cluster::from_objects(store.load().unwrap());
+    assert_eq!(after.error_reports.keys().collect::<Vec<_>>(), ["5B9A15B7-00000-000001"]);
     // A revoked token is kept (its id is never reused), marked deleted.
     let out = after.revoke_auth_token(&Ctx::deterministic(), 1).unwrap();
     store.commit(&out.changes).unwrap();

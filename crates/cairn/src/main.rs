@@ -17,7 +17,7 @@ mod cli;
 mod db;
 mod generate;
 
-use cli::controller::{ControllerVerb, ErrorReportsCmd};
+use cli::controller::{ControllerVerb, ErrorReportsCmd, SosReportCmd};
 use cli::kvs::KvCmd;
 use cli::node::NodeCmd;
 use cli::resource::{ResourceCmd, VolumeCmd};
@@ -109,6 +109,9 @@ enum Command {
     /// Error reports.
     #[command(visible_alias = "err", subcommand)]
     ErrorReports(ErrorReportsCmd),
+    /// SOS reports: versions, error reports, DRBD status and the redacted database in a tar.gz.
+    #[command(visible_alias = "sos", subcommand)]
+    SosReport(SosReportCmd),
     /// Advice on the deployed resources, and on taking a node down for maintenance.
     #[command(visible_alias = "adv", subcommand)]
     Advise(cli::advise::AdviseCmd),
@@ -842,6 +845,7 @@ fn run() -> anyhow::Result<()> {
         Command::Schedule(cmd) => client(g, |c| cli::schedule::run(c, cmd)),
         Command::Backup(cmd) => client(g, |c| cli::backup::run(c, cmd)),
         Command::ErrorReports(cmd) => client(g, |c| cli::controller::run_error_reports(c, cmd)),
+        Command::SosReport(cmd) => client(g, |c| cli::controller::run_sos_report(c, cmd)),
         Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),
         Command::Encryption(cmd) => client(g, |c| cli::encryption::run(c, cmd)),
         Command::PhysicalStorage(cmd) => client(g, |c| cli::physical_storage::run(c, cmd)),

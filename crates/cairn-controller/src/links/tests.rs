@@ -693,3 +693,73 @@ fn keys_withheld_from_a_plain_link_leave_the_reason_in_their_place() {
     assert_eq!(v[2].luks.as_ref().and_then(|l| l.withheld.clone()), None);
     assert!(!serde_json::to_string(&rscs).unwrap_or_default().contains("k0"));
 }
+
+/// One request through the REST router: status and JSON body.
+async fn rest(state: &AppState, method: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder().method(method).uri(path).body(axum::body::Body::from(body.to_string())).expect("request");
+    let resp = crate::rest::router(state.clone(), None, None).oneshot(req).await.expect("answer");
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn a_database_failure_becomes_an_error_report_named_in_the_reply() {
+    let store = Arc::new(FlakyStore::default());
+    let state = AppState::load(store.clone(), Arc::new(Fake::default()), fast()).await.expect("load");
+
+    // A healthy store keeps the report with the cluster's objects.
+    let p =
+        cairn_proto::error_report::Problem { exception: "InternalError".into(), message: "token=abc123 lost".into(), ..Default::default() };
+    let kept = state.report(p).await.expect("reported");
+    let stored = store.inner.load().expect("load");
+    let text = stored.iter().find_map(|o| match o {
+        Object::ErrorReport(r) if r.id == kept => r.text.clone(),
+        _ => None,
+    });
+    assert!(text.as_deref().is_some_and(|t| t.contains("token=<redacted>") && !t.contains("abc123")), "{text:?}");
+
+    // The store fails: the 500 names the report, which says what failed.
+    store.fail.store(true, Ordering::SeqCst);
+    let (status, body) = rest(&state, "POST", "/v1/resource-definitions", json!({"resource_definition": {"name": "rd1"}})).await;
+    assert_eq!(status, 500, "{body}");
+    let ids = body[0]["error_report_ids"].as_array().cloned().unwrap_or_default();
+    assert_eq!(ids.len(), 1, "{body}");
+    let id = ids[0].as_str().unwrap_or_default().to_string();
+    assert!(id.len() == 21 && id.ends_with("-000001") && &id[8..15] == "-00000-", "{id}");
+    store.fail.store(false, Ordering::SeqCst);
+
+    let (status, list) = rest(&state, "GET", &format!("/v1/error-reports/{id}"), serde_json::Value::Null).await;
+    assert_eq!(status, 200);
+    let r = &list[0];
+    assert_eq!(r["node_name"], "Controller");
+    assert_eq!(r["module"], "CONTROLLER");
+    assert_eq!(r["exception"], "StoreError");
+    assert_eq!(r["filename"], format!("ErrorReport-{id}.log"));
+    let text = r["text"].as_str().unwrap_or_default();
+    assert!(text.contains("the disk is full") && text.contains("POST /v1/resource-definitions"), "{text}");
+
+    // Lists leave the text out unless asked; since/to filter by time.
+    let (_, all) = rest(&state, "GET", "/v1/error-reports", serde_json::Value::Null).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(2));
+    assert!(all[0].get("text").is_none());
+    let later = crate::state::now_ms() + 60_000;
+    let (_, none) = rest(&state, "GET", &format!("/v1/error-reports?since={later}"), serde_json::Value::Null).await;
+    assert_eq!(none, json!([]));
+    let (_, none) = rest(&state, "GET", "/v1/error-reports?to=1000", serde_json::Value::Null).await;
+    assert_eq!(none, json!([]));
+    let (_, unknown) = rest(&state, "GET", "/v1/error-reports/00000000-00000-000000", serde_json::Value::Null).await;
+    assert_eq!(unknown, json!([]));
+
+    // Deletes: by id, then by filter; nothing left is LINSTOR's no-op entry.
+    let (status, del) = rest(&state, "DELETE", &format!("/v1/error-reports/{id}"), serde_json::Value::Null).await;
+    assert_eq!((status, del[0]["message"].as_str()), (200, Some("Deleted 1 error-report(s)")), "{del}");
+    let (_, del) = rest(&state, "PATCH", "/v1/error-reports", json!({"nodes": ["controller"], "exception": "InternalError"})).await;
+    assert_eq!(del[0]["message"], "Deleted 1 error-report(s)", "{del}");
+    let (_, del) = rest(&state, "PATCH", "/v1/error-reports", json!({})).await;
+    assert_eq!(del[0]["message"], "No error reports deleted.", "{del}");
+    assert!(!store.inner.load().expect("load").iter().any(|o| matches!(o, Object::ErrorReport(_))));
+    let (_, stats) = rest(&state, "GET", "/v1/stats/error-reports", serde_json::Value::Null).await;
+    assert_eq!(stats, json!({"count": 0}));
+}

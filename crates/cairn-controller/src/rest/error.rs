@@ -34,8 +34,22 @@ impl ApiError {
     }
 }
 
+/// Marks a 5xx reply of an unexpected failure (the database, a bug): the
+/// error-report layer ([`record_failures`]) makes a report of it and names
+/// the report in the reply's `error_report_ids`.
+#[derive(Debug, Clone)]
+pub struct Unexpected {
+    pub exception: &'static str,
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let unexpected = match &self {
+            ApiError::Store(e) => Some(Unexpected { exception: "StoreError", message: e.to_string() }),
+            ApiError::Internal(m) => Some(Unexpected { exception: "InternalError", message: m.clone() }),
+            _ => None,
+        };
         let (status, entry) = match self {
             ApiError::Op(e) => (e.rc.error_status().unwrap_or(500), *e.rc),
             ApiError::Parse(msg) => (
@@ -60,6 +74,55 @@ impl IntoResponse for ApiError {
             ApiError::Status(status, msg, code) => (status, ApiCallRc::new(code, msg)),
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Reply::new(status.as_u16(), vec![entry]).into_response()
+        let mut r = Reply::new(status.as_u16(), vec![entry]).into_response();
+        if let Some(u) = unexpected {
+            r.extensions_mut().insert(u);
+        }
+        r
     }
+}
+
+/// The largest reply body [`record_failures`] rewrites.
+const REPLY_LIMIT: usize = 1 << 20;
+
+/// Makes an error report of every reply marked [`Unexpected`] (the request
+/// line, the peer, the error) and adds its id to the reply's error
+/// entries, as LINSTOR's `error_report_ids`.
+pub async fn record_failures(
+    axum::extract::State(s): axum::extract::State<crate::state::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let line = format!("{} {}", req.method(), req.uri().path());
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<super::http::PeerAddr>>().map(|c| c.0.0.to_string());
+    let resp = next.run(req).await;
+    let Some(u) = resp.extensions().get::<Unexpected>().cloned() else {
+        return resp;
+    };
+    let problem = cairn_proto::error_report::Problem {
+        exception: u.exception.to_string(),
+        message: u.message,
+        details: Some(format!("While answering {line}")),
+        origin: Some((file!().to_string(), line.clone(), line!() as i32)),
+        peer,
+        ..Default::default()
+    };
+    let Some(id) = s.report(problem).await else {
+        return resp;
+    };
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, REPLY_LIMIT).await else {
+        return (parts.status, "error reply lost").into_response();
+    };
+    let body = match serde_json::from_slice::<Vec<ApiCallRc>>(&bytes) {
+        Ok(mut entries) => {
+            for e in entries.iter_mut().filter(|e| e.is_error()) {
+                e.error_report_ids.push(id.clone());
+            }
+            serde_json::to_vec(&entries).map(axum::body::Bytes::from).unwrap_or(bytes)
+        }
+        Err(_) => bytes,
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }

@@ -113,7 +113,15 @@ async fn metrics(State(s): State<AppState>, Extension(recorder): Extension<Arc<R
     let start = Instant::now();
     let q = input::query(q);
     let scrapes = recorder.scrapes.fetch_add(1, Ordering::Relaxed) + 1;
-    let snapshot = Snapshot::take(&s, switch(&q, "resource"), switch(&q, "storage_pools"), switch(&q, "error_reports"));
+    let mut snapshot = Snapshot::take(&s, switch(&q, "resource"), switch(&q, "storage_pools"));
+    if switch(&q, "error_reports") {
+        let all = super::reports::collect(&s, &super::reports::Scope::of(&s, &[]), &Default::default()).await;
+        let mut per_node: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for r in &all {
+            *per_node.entry((r.node_name.clone(), r.module.clone())).or_default() += 1;
+        }
+        snapshot.error_reports = Some((all.len() as u64, per_node));
+    }
     let mut text = Text::default();
     snapshot.write(&mut text);
     text.family("linstor_scrape_requests_count", "counter", "");
@@ -170,6 +178,9 @@ struct VlmDfn {
     size_kib: i64,
 }
 
+/// Error reports per (node, module).
+type ReportCounts = BTreeMap<(String, String), u64>;
+
 /// Everything one scrape reports, in the REST API's wire forms (so the
 /// values are what `linstor n l`, `sp l` and `r l` show at that moment).
 struct Snapshot {
@@ -179,12 +190,13 @@ struct Snapshot {
     vlm_dfns: Vec<VlmDfn>,
     resources: Option<Vec<ResourceWithVolumes>>,
     pools: Option<Vec<StoragePool>>,
-    /// Error reports known; Cairn keeps none yet (issue 18), so 0.
-    error_reports: Option<u64>,
+    /// Error reports known: the total, and per (node, module), as
+    /// LINSTOR's `hostname` and `module` labels.
+    error_reports: Option<(u64, ReportCounts)>,
 }
 
 impl Snapshot {
-    fn take(s: &AppState, with_resources: bool, with_pools: bool, with_errors: bool) -> Snapshot {
+    fn take(s: &AppState, with_resources: bool, with_pools: bool) -> Snapshot {
         let c = s.read();
         let nodes = c.nodes.iter().map(|(k, n)| super::nodes::wire(s, k, n)).collect();
         let rsc_dfns = c.rsc_dfns.values().map(|d| (d.name.clone(), d.resource_group.clone())).collect();
@@ -198,7 +210,7 @@ impl Snapshot {
             .collect();
         let resources = with_resources.then(|| c.resources.values().map(|r| super::resources::wire(s, &c, r)).collect());
         let pools = with_pools.then(|| c.stor_pools.iter().map(|((n, _), p)| super::storage_pools::api_pool(s, n, p)).collect());
-        Snapshot { nodes, rsc_dfns, vlm_dfns, resources, pools, error_reports: with_errors.then_some(0) }
+        Snapshot { nodes, rsc_dfns, vlm_dfns, resources, pools, error_reports: None }
     }
 
     fn write(&self, t: &mut Text) {
@@ -238,9 +250,12 @@ impl Snapshot {
         if let Some(pools) = &self.pools {
             write_pools(t, pools);
         }
-        if let Some(n) = self.error_reports {
+        if let Some((n, per_node)) = &self.error_reports {
             t.family("linstor_error_reports_count", "gauge", "");
-            t.sample(&[], n as f64);
+            t.sample(&[], *n as f64);
+            for ((host, module), c) in per_node {
+                t.sample(&[("hostname", host), ("module", module)], *c as f64);
+            }
         }
     }
 }

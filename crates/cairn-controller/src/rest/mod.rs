@@ -29,6 +29,7 @@ pub mod resource_groups;
 pub mod resources;
 mod schedules;
 pub mod snapshots;
+pub mod sos;
 pub mod stats;
 pub mod storage_pools;
 pub mod unsupported;
@@ -73,6 +74,7 @@ pub fn router(state: AppState, https_port: Option<u16>, users: Option<Arc<Users>
         .merge(remotes::routes())
         .merge(backups::routes())
         .merge(reports::routes())
+        .merge(sos::routes())
         .merge(schedules::routes())
         .merge(kvs::routes())
         .merge(files::routes())
@@ -84,6 +86,7 @@ pub fn router(state: AppState, https_port: Option<u16>, users: Option<Arc<Users>
         .merge(clone::routes())
         .merge(events::routes());
     let routes = metrics::install(api).fallback(unrouted).method_not_allowed_fallback(method_not_allowed);
+    let routes = routes.layer(axum::middleware::from_fn_with_state(state.clone(), error::record_failures));
     let gate = crate::auth::Gate { state: state.clone(), users };
     let routes = routes.layer(axum::middleware::from_fn_with_state(gate, crate::auth::authenticate));
     let routes = match https_port {

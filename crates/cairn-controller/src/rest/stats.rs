@@ -1,5 +1,5 @@
 //! `/v1/stats/*`: object counts, as LINSTOR's `Stats` endpoints
-//! (`/v1/stats/error-reports` answers a count of 0: Cairn keeps no error reports).
+//! (`/v1/stats/error-reports` is served with the reports, in `reports.rs`).
 
 use axum::Router;
 use axum::extract::State;
