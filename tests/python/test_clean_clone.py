@@ -15,6 +15,7 @@ OPTIONAL = {
     ("scripts/test.sh", "CAIRN_SPEC"),
     ("scripts/test.sh", "CAIRN_DRBD_SRC"),
     ("tests/python/test_spec.py", "CAIRN_SPEC"),
+    ("tests/python/test_fuzz.py", "CAIRN_SPEC"),
     ("tests/vm/conftest.py", "CAIRN_DRBD_SRC"),
     ("tests/vm/test_vm_drbd.py", "CAIRN_DRBD_SRC"),  # its docstring
 }
