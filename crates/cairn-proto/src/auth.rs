@@ -47,8 +47,10 @@ pub const MAC_HEADER: &str = "x-cairn-mac";
 
 /// Bytes of a nonce.
 const NONCE_LEN: usize = 32;
-/// Challenges handed out and not used yet that a satellite keeps.
-const MAX_PENDING: usize = 64;
+/// Challenges handed out and not used yet that a satellite keeps (the
+/// endpoint is unauthenticated: enough that a flood of requests cannot push
+/// the controller's challenge out between its two round trips).
+const MAX_PENDING: usize = 1024;
 /// How long a challenge may be used.
 const CHALLENGE_TTL: Duration = Duration::from_secs(60);
 /// Sessions a satellite keeps: a new one pushes out the oldest.
@@ -291,18 +293,20 @@ impl Authority {
         Ok(Challenge { nonce })
     }
 
-    /// Checks a session opening (its challenge is used up either way) and
-    /// opens the session: its id and key.
+    /// Checks a session opening and opens the session: its id and key.
+    /// The challenge is used up by a valid proof only.
     pub fn open(&self, open: &SessionOpen, cx: Context<'_>) -> Result<(String, SessionKey), Refusal> {
         let id = nonce()?;
         let mut t = self.table.lock();
         let now = Instant::now();
         let at = t.pending.iter().position(|(n, at)| n == &open.satellite_nonce && now.duration_since(*at) < CHALLENGE_TTL);
         let Some(at) = at else { return Err(Refusal::UnknownChallenge) };
-        t.pending.remove(at);
+        // Only a valid proof uses the challenge up: a forged opening seen
+        // on the wire cannot burn the controller's challenge first.
         if !proof_ok(&self.secret, open, cx) {
             return Err(Refusal::WrongProof);
         }
+        t.pending.remove(at);
         let key = SessionKey::derive(&self.secret, &open.satellite_nonce, &open.controller_nonce);
         t.sessions.retain(|s| now.duration_since(s.used) < SESSION_IDLE);
         while t.sessions.len() >= MAX_SESSIONS {
@@ -398,7 +402,9 @@ mod tests {
         let open = SessionOpen { proof: proof(SECRET.as_bytes(), &ch.nonce, &cn, sent), satellite_nonce: ch.nonce, controller_nonce: cn };
         let changed = Context { version: Some("7"), epoch: Some("999") };
         assert_eq!(a.open(&open, changed).err(), Some(Refusal::WrongProof));
-        // The challenge went with the failed attempt.
+        // A wrong proof does not use the challenge up (a forged opening
+        // cannot burn the controller's challenge); a valid one does.
+        assert!(a.open(&open, sent).is_ok());
         assert_eq!(a.open(&open, sent).err(), Some(Refusal::UnknownChallenge));
     }
 

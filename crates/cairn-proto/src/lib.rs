@@ -133,8 +133,10 @@ impl EpochGate {
         Ok(())
     }
 
-    /// Writes the newest epoch to the file (a temporary file renamed over
-    /// it, synced). A failure is logged: the gate in memory still holds.
+    /// Writes the newest epoch to the file (a temporary file, synced,
+    /// renamed over it, the directory synced). It blocks, but only when a
+    /// newer leader shows up. A failure is logged: the gate in memory
+    /// still holds.
     fn remember(&self) {
         let Some(file) = &self.file else { return };
         let _one_writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
@@ -145,7 +147,13 @@ impl EpochGate {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(format!("{newest}\n").as_bytes())?;
             f.sync_all()?;
-            std::fs::rename(&tmp, file)
+            std::fs::rename(&tmp, file)?;
+            // The rename itself survives a power loss once the directory
+            // is synced.
+            match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                Some(dir) => std::fs::File::open(dir)?.sync_all(),
+                None => Ok(()),
+            }
         })();
         if let Err(e) = written {
             tracing::warn!(file = %file.display(), epoch = newest, "cannot keep the leader epoch on disk: {e}");

@@ -73,6 +73,28 @@ impl Reports {
     /// Reports each object error of `o` that is new or changed since the
     /// last one seen for that object; forgets objects without error.
     pub fn note(&self, o: &Observed) {
+        for p in self.fresh(o) {
+            self.record(&p);
+        }
+    }
+
+    /// [`Reports::note`] with the files written off the async workers (an
+    /// observation or apply answer never waits for the disk).
+    pub fn note_in_background(self: &std::sync::Arc<Self>, o: &Observed) {
+        let problems = self.fresh(o);
+        if problems.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            for p in &problems {
+                me.record(p);
+            }
+        });
+    }
+
+    /// The problems of `o` not reported yet (in memory only).
+    fn fresh(&self, o: &Observed) -> Vec<Problem> {
         let mut current: Vec<(String, &ObjectError)> = Vec::new();
         for r in o.resources.iter().chain(&o.removed) {
             if let Some(e) = &r.error {
@@ -87,25 +109,27 @@ impl Reports {
                 current.push((format!("pool:{}", p.name), e));
             }
         }
-        let fresh: Vec<(String, &ObjectError)> = {
-            let mut seen = self.seen.lock();
-            for r in o.resources.iter().chain(&o.removed).filter(|r| r.error.is_none()) {
+        let mut seen = self.seen.lock();
+        for r in o.resources.iter().chain(&o.removed) {
+            if r.error.is_none() {
                 seen.remove(&format!("resource:{}", r.name));
             }
-            for p in o.pools.iter().filter(|p| p.error.is_none()) {
-                seen.remove(&format!("pool:{}", p.name));
-            }
-            current
-                .into_iter()
-                .filter(|(k, e)| {
-                    let text = format!("{}|{:?}|{:?}", e.message, e.cause, e.details);
-                    seen.insert(k.clone(), text.clone()).as_deref() != Some(text.as_str())
-                })
-                .collect()
-        };
-        for (object, e) in fresh {
-            self.record(&problem_of(&object, e));
+            // Snapshot errors this resource no longer has are forgotten, so
+            // they are reported again should they come back.
+            let prefix = format!("snapshot:{}/", r.name);
+            seen.retain(|k, _| k.strip_prefix(&prefix).is_none_or(|snap| r.snapshot_errors.contains_key(snap)));
         }
+        for p in o.pools.iter().filter(|p| p.error.is_none()) {
+            seen.remove(&format!("pool:{}", p.name));
+        }
+        current
+            .into_iter()
+            .filter(|(k, e)| {
+                let text = format!("{}|{:?}|{:?}", e.message, e.cause, e.details);
+                seen.insert(k.clone(), text.clone()).as_deref() != Some(text.as_str())
+            })
+            .map(|(object, e)| problem_of(&object, e))
+            .collect()
     }
 
     /// Every report, read from the directory (unreadable files skipped).
@@ -142,6 +166,13 @@ impl Reports {
     }
 
     fn prune(&self) {
+        // Counting names is cheap; reading every report only when some go.
+        let count = std::fs::read_dir(&self.dir).map_or(0, |d| {
+            d.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))).count()
+        });
+        if count <= self.keep {
+            return;
+        }
         for (path, _) in self.all().into_iter().skip(self.keep) {
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!("cannot remove the old error report {}: {e}", path.display());
@@ -234,5 +265,24 @@ mod tests {
         let left: Vec<String> = reports.list(&ErrorReportFilter::default()).into_iter().map(|r| r.id).collect();
         assert_eq!(left.len(), 3);
         assert!(left.iter().all(|id| !id.ends_with("-000000") && !id.ends_with("-000001")), "{left:?}");
+    }
+
+    #[test]
+    fn a_snapshot_error_that_went_and_came_back_is_reported_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let reports = Reports::open(dir.path(), "alpha", 2).unwrap();
+        let mut r = failing("r1", "x");
+        r.error = None;
+        let e = ObjectError { message: "snapshot failed".into(), cause: None, details: None };
+        r.snapshot_errors.insert("s1".into(), e);
+        let with = Observed { resources: vec![r.clone()], ..Observed::default() };
+        r.snapshot_errors.clear();
+        let without = Observed { resources: vec![r], ..Observed::default() };
+        reports.note(&with);
+        reports.note(&with);
+        assert_eq!(reports.list(&ErrorReportFilter::default()).len(), 1);
+        reports.note(&without);
+        reports.note(&with);
+        assert_eq!(reports.list(&ErrorReportFilter::default()).len(), 2);
     }
 }

@@ -62,7 +62,15 @@ struct Metrics {
     timeout: std::time::Duration,
     /// The DRBD 9 module is loaded and the layer runs in kernel mode.
     kernel: bool,
+    /// The last rendering and when it was made: scrapes within
+    /// [`METRICS_FRESH`] of it get it again, and concurrent scrapes wait
+    /// for the one `drbdsetup` running (the port is unauthenticated: a
+    /// flood of scrapes must not start a flood of root processes).
+    last: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long one `drbdsetup events2` answers scrapes.
+const METRICS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// This machine's host name (`uname -n`), if it can be read.
 pub fn hostname() -> Option<String> {
@@ -149,7 +157,7 @@ impl Satellite {
         let metrics = match config.metrics_bind {
             Some(addr) => {
                 let l = TcpListener::bind(addr).await.map_err(|source| SatelliteError::Bind { addr: addr.to_string(), source })?;
-                Some((l, Arc::new(Metrics { runner: runner.clone(), timeout: config.command_timeout, kernel })))
+                Some((l, Arc::new(Metrics { runner: runner.clone(), timeout: config.command_timeout, kernel, last: Default::default() })))
             }
             None => None,
         };
@@ -249,17 +257,26 @@ impl Drop for AbortOnDrop {
 /// names. Without the DRBD 9 module there are none (a count of 0); a
 /// failing `drbdsetup` is a 500 with its error.
 async fn metrics(State(m): State<Arc<Metrics>>) -> Response {
-    let resources = if m.kernel {
-        let cmd = cairn_storage::drbd::adm::Adm::events2(true).timeout(m.timeout);
-        match m.runner.run(&cmd).await {
-            Ok(out) => cairn_storage::drbd::metrics::parse_snapshot(&out.stdout),
-            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read DRBD's state: {e}\n")).into_response(),
+    let mut last = m.last.lock().await;
+    let text = match last.as_ref().filter(|(at, _)| at.elapsed() < METRICS_FRESH) {
+        Some((_, text)) => text.clone(),
+        None => {
+            let resources = if m.kernel {
+                let cmd = cairn_storage::drbd::adm::Adm::events2(true).timeout(m.timeout);
+                match m.runner.run(&cmd).await {
+                    Ok(out) => cairn_storage::drbd::metrics::parse_snapshot(&out.stdout),
+                    Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read DRBD's state: {e}\n")).into_response(),
+                }
+            } else {
+                Default::default()
+            };
+            let text = cairn_storage::drbd::metrics::render(&resources);
+            *last = Some((std::time::Instant::now(), text.clone()));
+            text
         }
-    } else {
-        Default::default()
     };
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], cairn_storage::drbd::metrics::render(&resources))
-        .into_response()
+    drop(last);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -291,10 +308,17 @@ pub(crate) struct Gate {
     pub proto: u32,
     pub hello: Hello,
     pub epochs: cairn_proto::EpochGate,
+    /// Bodies read before their MAC is checked, at most this many at once:
+    /// a session id and a fresh sequence number are all it takes to make
+    /// the satellite read one, and both can be seen on a PLAIN link.
+    pub unverified: tokio::sync::Semaphore,
 }
 
 /// The largest request body read (an apply of a whole node).
-const MAX_REQUEST: usize = 512 << 20;
+const MAX_REQUEST: usize = 128 << 20;
+/// Request bodies read at once before their MAC is checked (with
+/// [`MAX_REQUEST`], the most memory a stranger can make the satellite hold).
+const MAX_UNVERIFIED: usize = 4;
 
 fn refuse(why: impl std::fmt::Display) -> Response {
     (StatusCode::UNAUTHORIZED, why.to_string()).into_response()
@@ -306,7 +330,13 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 impl Gate {
     pub(crate) fn new(secret: &str, proto: u32, hello: Hello) -> Gate {
-        Gate { auth: Authority::new(secret), proto, hello, epochs: Default::default() }
+        Gate {
+            auth: Authority::new(secret),
+            proto,
+            hello,
+            epochs: Default::default(),
+            unverified: tokio::sync::Semaphore::new(MAX_UNVERIFIED),
+        }
     }
 
     /// The protocol version, then the epoch: the answer refusing the
@@ -361,13 +391,17 @@ impl Gate {
             Ok(k) => k,
             Err(e) => return refuse(e),
         };
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST).await else { return refuse("request body too large or cut off") };
+        let Ok(permit) = self.unverified.acquire().await else { return refuse("the satellite is stopping") };
+        // A body that trickles in must not hold its permit for long.
+        let read = tokio::time::timeout(std::time::Duration::from_secs(30), axum::body::to_bytes(body, MAX_REQUEST)).await;
+        let Ok(Ok(bytes)) = read else { return refuse("request body too large, cut off or too slow") };
         let target = parts.uri.path_and_query().map_or(path.as_str(), |p| p.as_str());
         let head = RequestHead { session: &session, seq, method: parts.method.as_str(), path: target, cx: context };
         if !key.verify_request(&head, &bytes, &mac) {
             tracing::warn!(%path, "refused a request whose MAC does not match");
             return refuse(Refusal::BadMac);
         }
+        drop(permit);
         if let Err(e) = self.auth.admit(&session, seq) {
             tracing::warn!(%path, "{e}");
             return refuse(e);
@@ -433,7 +467,7 @@ async fn apply(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let reports = s.reports.clone();
     match tokio::spawn(async move {
         let o = applier.apply(req).await;
-        reports.note(&o);
+        reports.note_in_background(&o);
         o
     })
     .await
@@ -482,7 +516,7 @@ async fn ext_file_status(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
 async fn observe(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let seen = async {
         let o = s.applier.observe().await;
-        s.reports.note(&o);
+        s.reports.note_in_background(&o);
         o
     };
     observation(&body, seen).await

@@ -71,15 +71,74 @@ pub fn split(url: &str) -> (String, TlsParams) {
         let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
         (rest, params)
     } else {
-        let kept: Vec<String> = url
-            .split_whitespace()
-            .filter_map(|token| match token.split_once('=') {
-                Some((k, v)) => take(k, v.trim_matches('\'').to_string()).map(|v| format!("{k}={v}")),
-                None => Some(token.to_string()),
-            })
-            .collect();
+        // libpq's key=value form: `key = value` with optional spaces around
+        // '=', values in single quotes with backslash escapes. The pairs of
+        // other keys are kept as written.
+        let mut kept: Vec<String> = Vec::new();
+        for (k, raw, value) in key_values(url) {
+            match take(&k, value.clone()) {
+                Some(v) if v == value => kept.push(raw),
+                Some(v) => kept.push(format!("{k}={v}")),
+                None => {}
+            }
+        }
         (kept.join(" "), params)
     }
+}
+
+/// The pairs of a key=value connection string: (key, the pair as written,
+/// the value unquoted). Text that is no pair is kept as written.
+fn key_values(s: &str) -> Vec<(String, String, String)> {
+    let b: Vec<char> = s.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && b[i].is_whitespace() {
+            i += 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+        let start = i;
+        while i < b.len() && !b[i].is_whitespace() && b[i] != '=' {
+            i += 1;
+        }
+        let key: String = b[start..i].iter().collect();
+        while i < b.len() && b[i].is_whitespace() {
+            i += 1;
+        }
+        if i >= b.len() || b[i] != '=' {
+            out.push((key.clone(), key, String::new()));
+            continue;
+        }
+        i += 1;
+        while i < b.len() && b[i].is_whitespace() {
+            i += 1;
+        }
+        let mut value = String::new();
+        if i < b.len() && b[i] == '\'' {
+            i += 1;
+            while i < b.len() && b[i] != '\'' {
+                if b[i] == '\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                value.push(b[i]);
+                i += 1;
+            }
+            i += 1;
+        } else {
+            while i < b.len() && !b[i].is_whitespace() {
+                if b[i] == '\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                value.push(b[i]);
+                i += 1;
+            }
+        }
+        let raw: String = b[start..i.min(b.len())].iter().collect();
+        out.push((key, raw, value));
+    }
+    out
 }
 
 fn read_err(path: &str, e: impl std::fmt::Display) -> String {
@@ -140,6 +199,11 @@ mod tests {
         assert!(p.required());
         let (rest, p) = split("host=db user=cairn sslmode=prefer sslrootcert=/ca.pem sslcert=/c.pem sslkey=/k.pem");
         assert_eq!(rest, "host=db user=cairn sslmode=prefer");
+        // Quoted values with spaces and `key = value` spacing stay as written.
+        let (rest, p2) = split("host = db password='a b\\'c' sslrootcert = '/my ca.pem' sslmode=verify-ca");
+        assert_eq!(rest, "host = db password='a b\\'c' sslmode=require");
+        assert_eq!(p2.root_cert.as_deref(), Some("/my ca.pem"));
+        assert!(rest.parse::<tokio_postgres::Config>().is_ok(), "{rest}");
         assert_eq!(p.cert.as_deref(), Some("/c.pem"));
         assert!(!p.required());
         let (rest, p) = split("postgres://db/cairn");

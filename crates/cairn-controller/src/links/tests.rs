@@ -763,3 +763,29 @@ async fn a_database_failure_becomes_an_error_report_named_in_the_reply() {
     let (_, stats) = rest(&state, "GET", "/v1/stats/error-reports", serde_json::Value::Null).await;
     assert_eq!(stats, json!({"count": 0}));
 }
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_and_becomes_an_error_report() {
+    use tower::ServiceExt;
+    let store = Arc::new(FlakyStore::default());
+    let state = AppState::load(store.clone(), Arc::new(Fake::default()), fast()).await.expect("load");
+    async fn boom() -> &'static str {
+        panic!("the handler gave up")
+    }
+    let app = axum::Router::new()
+        .route("/boom", axum::routing::get(boom))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::rest::error::record_failures))
+        .with_state(state.clone());
+    let resp =
+        app.oneshot(axum::http::Request::builder().uri("/boom").body(axum::body::Body::empty()).expect("request")).await.expect("answer");
+    assert_eq!(resp.status().as_u16(), 500);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    let body: serde_json::Value = serde_json::from_slice(&bytes).expect("ApiCallRc list");
+    assert_eq!(body[0]["ret_code"].as_i64(), Some(cairn_api::rc::MASK_ERROR | cairn_api::rc::FAIL_IMPL_ERROR), "{body}");
+    assert!(body[0]["message"].as_str().is_some_and(|m| m.contains("GET /boom") && m.contains("the handler gave up")), "{body}");
+    let ids = body[0]["error_report_ids"].as_array().cloned().unwrap_or_default();
+    assert_eq!(ids.len(), 1, "{body}");
+    let (_, list) =
+        rest(&state, "GET", &format!("/v1/error-reports/{}", ids[0].as_str().unwrap_or_default()), serde_json::Value::Null).await;
+    assert_eq!(list[0]["exception"], "Panic", "{list}");
+}

@@ -85,6 +85,19 @@ impl IntoResponse for ApiError {
 /// The largest reply body [`record_failures`] rewrites.
 const REPLY_LIMIT: usize = 1 << 20;
 
+/// The answer for a handler that panicked (marked [`Unexpected`]).
+fn panicked(line: &str, panic: &(dyn std::any::Any + Send)) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    let entry = ApiCallRc::new(rc::MASK_ERROR | rc::FAIL_IMPL_ERROR, format!("Cairn failed unexpectedly while answering {line}: {what}"));
+    let mut resp = Reply::new(500, vec![entry]).into_response();
+    resp.extensions_mut().insert(Unexpected { exception: "Panic", message: what });
+    resp
+}
+
 /// Makes an error report of every reply marked [`Unexpected`] (the request
 /// line, the peer, the error) and adds its id to the reply's error
 /// entries, as LINSTOR's `error_report_ids`.
@@ -95,7 +108,13 @@ pub async fn record_failures(
 ) -> Response {
     let line = format!("{} {}", req.method(), req.uri().path());
     let peer = req.extensions().get::<axum::extract::ConnectInfo<super::http::PeerAddr>>().map(|c| c.0.0.to_string());
-    let resp = next.run(req).await;
+    // A handler that panics answers 500 with an implementation error and
+    // becomes a report, as LINSTOR reports its ImplementationErrors; the
+    // connection and the process carry on.
+    let resp = match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(next.run(req))).await {
+        Ok(resp) => resp,
+        Err(panic) => panicked(&line, panic.as_ref()),
+    };
     let Some(u) = resp.extensions().get::<Unexpected>().cloned() else {
         return resp;
     };

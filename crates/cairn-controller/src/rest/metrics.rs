@@ -109,13 +109,19 @@ fn switch(q: &cairn_api::query::Query, name: &str) -> bool {
     q.get(name).is_none_or(|v| v.eq_ignore_ascii_case("true"))
 }
 
+/// How long a scrape waits for each satellite's error reports.
+const SCRAPE_SATELLITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn metrics(State(s): State<AppState>, Extension(recorder): Extension<Arc<Recorder>>, RawQuery(q): RawQuery) -> Response {
     let start = Instant::now();
     let q = input::query(q);
     let scrapes = recorder.scrapes.fetch_add(1, Ordering::Relaxed) + 1;
     let mut snapshot = Snapshot::take(&s, switch(&q, "resource"), switch(&q, "storage_pools"));
     if switch(&q, "error_reports") {
-        let all = super::reports::collect(&s, &super::reports::Scope::of(&s, &[]), &Default::default()).await;
+        // A scrape must answer within Prometheus' default 10 s: a satellite
+        // slower than SCRAPE_SATELLITE_TIMEOUT is left out of this count.
+        let scope = super::reports::Scope::of(&s, &[]);
+        let all = super::reports::collect_within(&s, &scope, &Default::default(), SCRAPE_SATELLITE_TIMEOUT).await;
         let mut per_node: BTreeMap<(String, String), u64> = BTreeMap::new();
         for r in &all {
             *per_node.entry((r.node_name.clone(), r.module.clone())).or_default() += 1;

@@ -61,6 +61,11 @@ impl Scope {
 
 /// Every report in `scope` that `f` matches, newest first.
 pub async fn collect(s: &AppState, scope: &Scope, f: &ErrorReportFilter) -> Vec<ErrorReport> {
+    collect_within(s, scope, f, SATELLITE_TIMEOUT).await
+}
+
+/// [`collect`], giving each satellite (asked all at once) `timeout`.
+pub async fn collect_within(s: &AppState, scope: &Scope, f: &ErrorReportFilter, timeout: Duration) -> Vec<ErrorReport> {
     let mut out: Vec<ErrorReport> = Vec::new();
     if scope.controller {
         out.extend(s.read().error_reports_matching(f).into_iter().map(|r| f.shown(r)));
@@ -69,7 +74,7 @@ pub async fn collect(s: &AppState, scope: &Scope, f: &ErrorReportFilter) -> Vec<
     let asks = scope.satellites.iter().map(|node| {
         let body = body.clone();
         async move {
-            match s.links().request::<Vec<ErrorReport>>(node, PATH_ERROR_REPORTS, Some(body), SATELLITE_TIMEOUT).await {
+            match s.links().request::<Vec<ErrorReport>>(node, PATH_ERROR_REPORTS, Some(body), timeout).await {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::debug!(node = %node, "no error reports from the satellite: {e}");
@@ -160,9 +165,17 @@ pub async fn delete(s: &AppState, nodes: &[String], f: &ErrorReportFilter) -> Re
         entries.extend(s.delete_reports(f).await?);
     }
     let body = serde_json::to_vec(f).map_err(|e| ApiError::Internal(e.to_string()))?;
-    for node in &scope.satellites {
+    // Every satellite at once, answers in the order of the nodes.
+    let asks = scope.satellites.iter().map(|node| {
         let name = s.read().nodes.get(node).map_or_else(|| node.clone(), |n| n.name.clone());
-        match s.links().request::<ErrorReportsDeleted>(node, PATH_ERROR_REPORTS_DELETE, Some(body.clone()), SATELLITE_TIMEOUT).await {
+        let body = body.clone();
+        async move {
+            let answer = s.links().request::<ErrorReportsDeleted>(node, PATH_ERROR_REPORTS_DELETE, Some(body), SATELLITE_TIMEOUT).await;
+            (name, answer)
+        }
+    });
+    for (name, answer) in futures_util::future::join_all(asks).await {
+        match answer {
             Ok(d) if d.ids.is_empty() => {}
             Ok(d) => entries.push(
                 ApiCallRc::new(rc::DELETED, format!("{name}: Deleted {} error-report(s)", d.ids.len())).with_ref("Node", name.clone()),

@@ -84,7 +84,11 @@ async fn build(s: &AppState, raw: Option<String>) -> Result<(String, Vec<u8>), A
             files.push(report_file("controller", &r));
         }
     }
-    for (node_key, name) in &satellites {
+    // Every satellite at once: one slow node costs its timeouts once, not
+    // once per node before it.
+    let filter = &filter;
+    let per_node = satellites.iter().map(|(node_key, name)| async move {
+        let mut files = Vec::new();
         let info: Result<SosInfo, _> = s.links().request(node_key, PATH_SOS, None, SATELLITE_TIMEOUT).await;
         match info {
             Ok(i) => {
@@ -94,10 +98,12 @@ async fn build(s: &AppState, raw: Option<String>) -> Result<(String, Vec<u8>), A
             }
             Err(e) => files.push((format!("{name}/unreachable.txt"), format!("The satellite did not answer: {e}\n").into_bytes())),
         }
-        for r in collect(s, &Scope { controller: false, satellites: vec![node_key.clone()] }, &filter).await {
+        for r in collect(s, &Scope { controller: false, satellites: vec![node_key.clone()] }, filter).await {
             files.push(report_file(name, &r));
         }
-    }
+        files
+    });
+    files.extend(futures_util::future::join_all(per_node).await.into_iter().flatten());
     let bytes = tokio::task::spawn_blocking({
         let base = base.clone();
         move || archive(&base, &files, now)
