@@ -21,6 +21,19 @@ pub struct Events2 {
 
 const ACTIONS: &[&str] = &["exists", "create", "change", "destroy", "call", "response"];
 
+/// One `drbdsetup events2` line: its action, object and `key:value`
+/// fields (an optional leading `--timestamps` stamp skipped); None for a
+/// line without an action and an object.
+pub(crate) fn event_line(line: &str) -> Option<(&str, &str, BTreeMap<&str, &str>)> {
+    let mut words = line.split_whitespace().peekable();
+    if words.peek().is_some_and(|w| !ACTIONS.contains(w)) {
+        words.next();
+    }
+    let action = words.next()?;
+    let object = words.next()?;
+    Some((action, object, words.filter_map(|w| w.split_once(':')).collect()))
+}
+
 fn flag(v: &str) -> Option<bool> {
     match v {
         "yes" => Some(true),
@@ -68,20 +81,13 @@ impl Events2 {
 
     /// Applies one line; returns the name of the resource it touched.
     pub fn feed(&mut self, line: &str) -> Option<String> {
-        let mut words = line.split_whitespace().peekable();
-        // An optional leading timestamp (`--timestamps`).
-        if words.peek().is_some_and(|w| !ACTIONS.contains(w)) {
-            words.next();
-        }
-        let action = words.next()?;
-        let object = words.next()?;
+        let (action, object, kv) = event_line(line)?;
         if object == "-" {
             if action == "exists" {
                 self.initialized = true;
             }
             return None;
         }
-        let kv: BTreeMap<&str, &str> = words.filter_map(|w| w.split_once(':')).collect();
         let name = kv.get("name")?.to_string();
         match (action, object) {
             ("call", "helper") if kv.get("helper") == Some(&"split-brain") => {

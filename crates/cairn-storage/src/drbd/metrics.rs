@@ -98,16 +98,10 @@ fn num<T: std::str::FromStr + Copy>(v: &str, old: T) -> T {
 pub fn parse_snapshot(text: &str) -> BTreeMap<String, Resource> {
     let mut out: BTreeMap<String, Resource> = BTreeMap::new();
     for line in text.lines() {
-        let mut words = line.split_whitespace().peekable();
-        // `--timestamps` puts one before the action.
-        if words.peek().is_some_and(|w| !matches!(*w, "exists" | "create" | "change" | "destroy" | "call" | "response")) {
-            words.next();
-        }
-        let (Some(action), Some(object)) = (words.next(), words.next()) else { continue };
+        let Some((action, object, kv)) = super::events::event_line(line) else { continue };
         if !matches!(action, "exists" | "create" | "change" | "destroy") {
             continue;
         }
-        let kv: BTreeMap<&str, &str> = words.filter_map(|w| w.split_once(':')).collect();
         let Some(name) = kv.get("name") else { continue };
         let volume = kv.get("volume").and_then(|v| v.parse::<u32>().ok());
         let peer = kv.get("peer-node-id").and_then(|v| v.parse::<u32>().ok());
