@@ -6,6 +6,8 @@
 //! a simulated satellite (`cairn sim-satellites` on 127.88.0.1, ports from
 //! 20000) that answers the controller, so creates wait for their applies,
 //! and the idle controller's CPU and concurrent spawns are measured too.
+//! CAIRN_BENCH_DB_URL=postgres://… runs the controller on that (empty)
+//! PostgreSQL database instead of SQLite.
 //! Prints a Markdown table for docs/BENCHMARKS.md.
 
 use std::collections::BTreeMap;
@@ -40,14 +42,14 @@ fn start(dir: &std::path::Path, port: u16) -> (Child, Duration) {
     let t = Instant::now();
     // `CAIRN_BIN=/path/to/cairn` measures another build (an A/B).
     let bin = std::env::var_os("CAIRN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_cairn").into());
-    let mut child = Command::new(bin)
-        .args(["controller", "--rest-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn controller");
+    let mut cmd = Command::new(bin);
+    cmd.args(["controller", "--rest-bind", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(dir);
+    // `CAIRN_BENCH_DB_URL=postgres://…` measures the PostgreSQL store (an
+    // empty database) instead of SQLite in the data directory.
+    if let Ok(url) = std::env::var("CAIRN_BENCH_DB_URL") {
+        cmd.args(["--db-url", &url]);
+    }
+    let mut child = cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn controller");
     let client = Client::new(&format!("http://127.0.0.1:{port}"));
     loop {
         if client.raw("GET", "/health", None).is_ok_and(|r| r.status == 200) {
@@ -374,7 +376,11 @@ fn main() {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
     let (mut child, took) = start(dir.path(), port);
-    rows.push((format!("restart (start to healthy) with that database ({:.1} MiB)", db as f64 / 1048576.0), ms(took)));
+    let which = match std::env::var("CAIRN_BENCH_DB_URL") {
+        Ok(_) => "PostgreSQL".to_string(),
+        Err(_) => format!("{:.1} MiB", db as f64 / 1048576.0),
+    };
+    rows.push((format!("restart (start to healthy) with that database ({which})"), ms(took)));
     std::thread::sleep(Duration::from_millis(500));
     rows.push(("controller RSS after restart, idle".into(), format!("{:.1} MiB", rss_mib(child.id()))));
     let _ = child.kill();
