@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
 
 from conftest import Controller, SatelliteProc, loops_under, mounted_fs, wait_for  # noqa: E402
-from test_spec import EVENT_STREAMS, embedded_routes  # noqa: E402
+from test_spec import BINARY, EVENT_STREAMS, TOKEN_AUTH_ON, embedded_routes  # noqa: E402
 
 NODES = {"n1": "127.0.31.1", "n2": "127.0.31.2", "n3": "127.0.31.3"}
 EXT_DIR = "/etc/cairn-session-files"
@@ -169,6 +169,17 @@ def session(root, ports):
     add("remote list")
     add("schedule list")
     add("error-reports show 00000000-00000-000000")
+    add("space-reporting query")
+    add("sos-report create")
+    add("resource-definition create vol3")
+    add("volume-definition create vol3 8M")
+    # The transaction is a state of the interactive shell: the creates in
+    # it are sent as one request at commit.
+    add("interactive", stdin="resource create-transactional begin\n"
+        "resource create n1 vol3 --storage-pool DfltStorPool\n"
+        "resource create n2 vol3 --storage-pool DfltStorPool\n"
+        "resource create-transactional commit\nexit\n")
+    add("resource list -r vol3")
     add("encryption create-passphrase --passphrase cairn-session-pass")
     add("encryption enter-passphrase --passphrase cairn-session-pass")
     add("controller backupdb session-backup")
@@ -184,6 +195,7 @@ def session(root, ports):
     add("resource-definition delete manual")
     add("resource-definition delete vol1")
     add("resource-definition delete vol2")
+    add("resource-definition delete vol3")
     add("resource-definition delete nosuchrd")
     add("volume-group delete web 0")
     add("resource-group delete web")
@@ -196,10 +208,14 @@ def session(root, ports):
 
 def route_counts(ctrl):
     """Walks every (method, path) of LINSTOR's API on a fresh controller:
-    served (anything but 501; the event streams are served and not walked),
-    not served yet, refused on purpose (features Cairn does not have)."""
-    served, not_yet, refused = sorted(EVENT_STREAMS), [], []
-    for m, p in sorted(embedded_routes() - EVENT_STREAMS):
+    served (anything but 501), not served yet, refused on purpose (features
+    Cairn does not have). Served but not walked: the event streams (they
+    never end), the SOS download (a tar.gz, not JSON) and turning token
+    authentication on (it would lock the session out); test_spec,
+    test_error_reports and test_auth cover them."""
+    skip = EVENT_STREAMS | BINARY | TOKEN_AUTH_ON
+    served, not_yet, refused = sorted(skip), [], []
+    for m, p in sorted(embedded_routes() - skip):
         body = b"{}" if m in ("POST", "PUT", "PATCH", "OPTIONS") else None
         status, _, reply = ctrl.request(m, re.sub(r"\{[^}]+\}", "x1", p), raw_body=body)
         if status != 501:
@@ -233,7 +249,12 @@ def run(client_src, md_out):
     ctrl = Controller(os.path.join(root, "controller"))
     os.makedirs(ctrl.data_dir)
     ctrl.start()
-    served, not_yet, refused = route_counts(ctrl)
+    try:
+        served, not_yet, refused = route_counts(ctrl)
+    except BaseException:
+        ctrl.stop()
+        next(fs, None)
+        raise
     total = len(served) + len(not_yet) + len(refused)
     print(f"routes: {len(served)} of {total} served, {len(not_yet)} not yet (501), {len(refused)} refused on purpose (501)")
     secret = os.path.join(ctrl.data_dir, "cluster-secret")

@@ -280,3 +280,42 @@ def test_stats_count_the_objects(controller, lin):
     # Each node got its DfltDisklessStorPool for the diskless resources.
     status, _, pools = controller.request("GET", "/v1/view/storage-pools")
     assert stats("storage-pools") == len(pools)
+
+
+def test_space_report_sums_the_pools_and_the_provisioned_volumes(cluster):
+    """`GET /v1/space-report` (python-linstor's space_reporting_query, the
+    upstream `linstor space-reporting query`, `cairn spr q`): a text with
+    every pool's figures as the pool list shows them, the provisioned size
+    of every diskful volume, and a SHA-256 that checks the text."""
+    import hashlib
+    import subprocess
+
+    from conftest import BIN
+
+    c = cluster
+    ok(c.lin.resource_dfn_create("spr-r"))
+    ok(c.lin.volume_dfn_create("spr-r", 8192))
+    ok(c.lin.volume_dfn_create("spr-r", 4096))
+    ok(c.lin.resource_create([linstor.ResourceData(n, "spr-r", storage_pool="DfltStorPool") for n in ("n1", "n3")]))
+    pools = lambda: c.ctrl.request("GET", "/v1/view/storage-pools")[2]
+    wait_for("capacities", lambda: all("total_capacity" in p for p in pools() if p["provider_kind"] != "DISKLESS"))
+    reply = c.lin.space_reporting_query()
+    text = reply[0].report
+    lines = text.splitlines()
+    assert lines[0] == "Cairn space report", text
+    assert "Nodes: 3" in lines, text
+    assert "Diskful replicas: 2" in lines and "Provisioned KiB (volume sizes x diskful replicas): 24576" in lines, text
+    body, last = text.rsplit("SHA-256 of the lines above: ", 1)
+    assert hashlib.sha256(body.encode()).hexdigest() == last.strip(), text
+    # Each pool's line: provider and total as the pool list shows them
+    # (diskless pools have no capacity: "-").
+    for p in pools():
+        row = next((ln.split() for ln in lines if ln.split()[:2] == [p["node_name"], p["storage_pool_name"]]), None)
+        assert row is not None and row[2] == p["provider_kind"], (p, text)
+        assert row[3] == str(p.get("total_capacity", "-")), (p, text)
+    total = sum(p.get("total_capacity", 0) for p in pools())
+    reported = int(next(ln for ln in lines if ln.startswith("Total capacity KiB: ")).split(": ")[1])
+    assert reported == total and total > 0, (reported, total)
+    env = dict(os.environ, LS_CONTROLLERS=c.ctrl.url)
+    p = subprocess.run([BIN, "--no-color", "spr", "q"], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("Cairn space report\n") and "Diskful replicas: 2" in p.stdout, (p.stdout, p.stderr)

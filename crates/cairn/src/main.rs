@@ -112,6 +112,9 @@ enum Command {
     /// SOS reports: versions, error reports, DRBD status and the redacted database in a tar.gz.
     #[command(visible_alias = "sos", subcommand)]
     SosReport(SosReportCmd),
+    /// The cluster's space report (capacities, what is provisioned), with its SHA-256.
+    #[command(visible_alias = "spr", subcommand)]
+    SpaceReporting(cli::controller::SpaceReportingCmd),
     /// Advice on the deployed resources, and on taking a node down for maintenance.
     #[command(visible_alias = "adv", subcommand)]
     Advise(cli::advise::AdviseCmd),
@@ -846,6 +849,7 @@ fn run() -> anyhow::Result<()> {
         Command::Backup(cmd) => client(g, |c| cli::backup::run(c, cmd)),
         Command::ErrorReports(cmd) => client(g, |c| cli::controller::run_error_reports(c, cmd)),
         Command::SosReport(cmd) => client(g, |c| cli::controller::run_sos_report(c, cmd)),
+        Command::SpaceReporting(cmd) => client(g, |c| cli::controller::run_space_reporting(c, cmd)),
         Command::Snapshot(cmd) => client(g, |c| cli::snapshot::run(c, cmd)),
         Command::Encryption(cmd) => client(g, |c| cli::encryption::run(c, cmd)),
         Command::PhysicalStorage(cmd) => client(g, |c| cli::physical_storage::run(c, cmd)),

@@ -529,3 +529,32 @@ mod when_tests {
         assert!(parse_when("days", now).is_err());
     }
 }
+
+#[derive(Subcommand, Debug)]
+pub enum SpaceReportingCmd {
+    /// Print the controller's space report.
+    #[command(visible_alias = "q")]
+    Query,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+struct SpaceReport {
+    #[serde(rename = "reportText", default)]
+    report_text: String,
+}
+
+pub fn run_space_reporting(ctx: &Ctx, cmd: SpaceReportingCmd) -> i32 {
+    match cmd {
+        SpaceReportingCmd::Query => match ctx.get::<SpaceReport>("/v1/space-report") {
+            Ok(r) => {
+                if ctx.machine {
+                    println!("{}", serde_json::json!(r));
+                } else {
+                    print!("{}", r.report_text);
+                }
+                0
+            }
+            Err(code) => code,
+        },
+    }
+}
