@@ -4,14 +4,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, put};
 use cairn_api::query::NameFilter;
 use cairn_api::rc;
 use cairn_api::resource_definition::{
     ResourceDefinitionCreate, ResourceDefinitionModify, VolumeDefinition, VolumeDefinitionCreate, VolumeDefinitionModify,
 };
-use cairn_domain::Cluster;
 use cairn_domain::name::key;
+use cairn_domain::{Cluster, OpError};
 
 use super::error::ApiError;
 use super::input;
@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/resource-definitions/{rd}", get(get_one).put(modify).delete(remove))
         .route("/v1/resource-definitions/{rd}/volume-definitions", get(list_vds).post(create_vd))
         .route("/v1/resource-definitions/{rd}/volume-definitions/{nr}", get(get_vd).put(modify_vd).delete(delete_vd))
+        .route("/v1/resource-definitions/{rd}/volume-definitions/{nr}/encryption-passphrase", put(modify_vd_passphrase))
 }
 
 fn vds(c: &Cluster, rd_key: &str) -> Vec<VolumeDefinition> {
@@ -94,4 +95,35 @@ async fn modify_vd(State(s): State<AppState>, Path((rd, nr)): Path<(String, Stri
 async fn delete_vd(State(s): State<AppState>, Path((rd, nr)): Path<(String, String)>) -> Result<Reply, ApiError> {
     let nr = input::vlm_nr(&nr)?;
     s.mutate(200, |c, _| c.delete_vlm_dfn(&rd, nr)).await
+}
+
+/// `VolumeDefinitionModifyPassphrase`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct ModifyPassphrase {
+    new_passphrase: Option<String>,
+}
+
+/// `PUT …/volume-definitions/{nr}/encryption-passphrase`: the user's LUKS
+/// passphrase for every encrypted volume of the definition, sealed with
+/// the master key here (the domain never sees it in the clear).
+async fn modify_vd_passphrase(State(s): State<AppState>, Path((rd, nr)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
+    const OP: i64 = rc::MASK_MOD | rc::MASK_VLM_DFN;
+    let nr = input::vlm_nr(&nr)?;
+    let req: ModifyPassphrase = input::required(&body)?;
+    s.read().vlm_dfn(&rd, nr, OP)?;
+    let Some(new) = req.new_passphrase.filter(|p| !p.is_empty()) else {
+        return Err(ApiError::Op(
+            OpError::new(OP, rc::FAIL_INVLD_CRYPT_PASSPHRASE, "A new_passphrase is needed.").correction("Give a non-empty new_passphrase."),
+        ));
+    };
+    let Some(master) = s.links().master() else {
+        return Err(ApiError::Op(
+            OpError::new(OP, rc::FAIL_NOT_FOUND_CRYPT_KEY, "Unable to create encrypt key without having a master key")
+                .cause("The master passphrase was not created, or not entered since the controller started.")
+                .correction("Create or enter the master passphrase (`linstor encryption create-passphrase` / `enter-passphrase`)."),
+        ));
+    };
+    let sealed = master.seal(&new).map_err(|e| ApiError::Internal(format!("cannot seal the passphrase: {e}")))?;
+    s.mutate(200, |c, _| c.modify_vlm_dfn_passphrase(&rd, nr, &sealed)).await
 }
