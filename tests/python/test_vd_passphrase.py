@@ -74,3 +74,21 @@ def test_refusals_and_the_warning_without_a_luks_layer(controller, lin):
     assert vd["props"]["Encryption/Passphrase"] != sealed, "each change seals anew"
     rc, out = cairn(controller, "vd", "mp", "nope", "0", "x")
     assert rc != 0 and "nope" in out, out
+
+
+def test_a_passphrase_given_at_volume_definition_creation_is_kept_sealed(controller, lin):
+    ok(lin.resource_dfn_create("given"))
+    body = {"volume_definition": {"size_kib": 4096}, "passphrase": "chosen"}
+    status, _, reply = controller.request("POST", "/v1/resource-definitions/given/volume-definitions", body)
+    assert status == 404 and code(reply[0]) == FAIL_NOT_FOUND_CRYPT_KEY, reply
+    status, _, reply = controller.request("POST", "/v1/resource-definitions/missing/volume-definitions", body)
+    assert status == 404 and code(reply[0]) == FAIL_NOT_FOUND_RSC_DFN, reply
+    status, _, reply = controller.request("POST", "/v1/encryption/passphrase", {"new_passphrase": "geheim"})
+    assert status == 201, reply
+    # python-linstor's own parameter (LINSTOR 1.22+).
+    ok(lin.volume_dfn_create("given", 4096, passphrase="chosen"))
+    status, _, vd = controller.request("GET", "/v1/resource-definitions/given/volume-definitions/0")
+    assert vd["props"]["Encryption/Passphrase"] and "chosen" not in vd["props"]["Encryption/Passphrase"], vd
+    body = {"volume_definition": {"size_kib": 4096, "props": {"Encryption/Passphrase": "clear"}}}
+    status, _, reply = controller.request("POST", "/v1/resource-definitions/given/volume-definitions", body)
+    assert status >= 400 and code(reply[0]) == FAIL_INVLD_PROP, reply

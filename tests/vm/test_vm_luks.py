@@ -173,3 +173,13 @@ def test_volume_definition_passphrase_change_keeps_the_data(vm_cluster):
     assert sha(c, mapper) == before
     v = req(c, "GET", "/v1/view/resources?resources=pp")[2][0]["volumes"][0]
     assert v["state"].get("disk_state") != "Failed" and not any(r["ret_code"] < 0 for r in v.get("reports", [])), v
+
+    # A passphrase given when the volume definition is made: the volume is
+    # formatted with it (python-linstor's `passphrase`).
+    ok(c.lin.resource_dfn_create("given"))
+    ok(c.lin.volume_dfn_create("given", 16 * MIB, storage_pool="lvm", passphrase="chosen-pass"))
+    ok(c.lin.resource_create([linstor.ResourceData("vm1", "given", storage_pool="lvm", layer_list=["luks", "storage"])]))
+    rc, out = c.vm.sh("printf '%s\\n' chosen-pass | cryptsetup open --test-passphrase --tries 1 /dev/vg0/given_00000")
+    assert rc == 0, out
+    v = req(c, "GET", "/v1/view/resources?resources=given")[2][0]["volumes"][0]
+    assert v["state"].get("disk_state") != "Failed" and not any(r["ret_code"] < 0 for r in v.get("reports", [])), v

@@ -82,6 +82,16 @@ pub const FLAG_DRBD_INITIALIZED: &str = "DRBD_INITIALIZED";
 /// master key (set by `…/encryption-passphrase`, not by property edits).
 pub const PROP_VD_PASSPHRASE: &str = "Encryption/Passphrase";
 
+/// `Encryption/Passphrase` holds a sealed value: only the passphrase
+/// routes set it.
+fn passphrase_prop_refused(op: i64) -> OpError {
+    OpError::new(op, rc::FAIL_INVLD_PROP, format!("The property '{PROP_VD_PASSPHRASE}' is not set by property edits."))
+        .cause("It holds the volume definition's LUKS passphrase sealed with the master key.")
+        .correction(
+            "Give `passphrase` when creating the volume definition, or use PUT …/encryption-passphrase (`linstor vd modify-passphrase`).",
+        )
+}
+
 /// LINSTOR's answer to a volume definition change.
 fn vd_modified(op: i64, rd: &str, nr: i64) -> ApiCallRc {
     ApiCallRc::success(op, rc::MODIFIED, format!("Volume definition with number '{nr}' of resource definition '{rd}' modified."))
@@ -427,9 +437,16 @@ impl Cluster {
         } else {
             None
         };
+        if req.volume_definition.props.contains_key(PROP_VD_PASSPHRASE) {
+            return Err(passphrase_prop_refused(OP));
+        }
         let mut checked = req.clone();
         checked.volume_definition.props = props::checked(PropsObj::VlmDfn, &req.volume_definition.props, OP)?;
-        let vd = build_vlm_dfn(d, &taken, &checked, minor, ctx)?;
+        let mut vd = build_vlm_dfn(d, &taken, &checked, minor, ctx)?;
+        // `passphrase` arrives sealed: the REST handler sealed the user's.
+        if let Some(sealed) = &req.passphrase {
+            vd.props.insert(PROP_VD_PASSPHRASE.to_string(), sealed.clone());
+        }
         let nr = vd.volume_number;
         let mut out = Outcome::default();
         // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
@@ -466,13 +483,7 @@ impl Cluster {
             vd.size_kib = size;
         }
         if req.props.override_props.contains_key(PROP_VD_PASSPHRASE) || req.props.delete_props.iter().any(|k| k == PROP_VD_PASSPHRASE) {
-            return Err(OpError::new(
-                OP,
-                rc::FAIL_INVLD_PROP,
-                format!("The property '{PROP_VD_PASSPHRASE}' is not set by property edits."),
-            )
-            .cause("It holds the volume definition's LUKS passphrase sealed with the master key.")
-            .correction("Set it with PUT …/encryption-passphrase (`linstor vd modify-passphrase`)."));
+            return Err(passphrase_prop_refused(OP));
         }
         vd.props = props::apply(PropsObj::VlmDfn, &vd.props, &req.props, OP)?;
         vd.flags = modify_flags(&vd.flags, &req.flags, VD_FLAGS, OP)?;

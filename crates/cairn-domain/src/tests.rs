@@ -346,7 +346,8 @@ fn a_volume_definition_passphrase_replaces_every_replicas_key_and_keeps_the_old_
     t.run(|c, ctx| c.create_resources("sec", &[T::rsc("na", &[])], None, ctx));
     let out = t.run(|c, _| c.modify_vlm_dfn_passphrase("sec", 0, "user-1"));
     assert!(out.replies.iter().all(|r| r.ret_code > 0 && r.ret_code & rc::MASK_WARN != rc::MASK_WARN), "{:?}", out.replies);
-    let vol = |t: &T, node: &str| t.c.resources[&("SEC".to_string(), node.to_string())].volumes[&0].clone();
+    let vol_nr = |t: &T, node: &str, nr: u32| t.c.resources[&("SEC".to_string(), node.to_string())].volumes[&nr].clone();
+    let vol = |t: &T, node: &str| vol_nr(t, node, 0);
     assert_eq!(vol(&t, "NA").luks_secret.as_deref(), Some("user-1"));
     assert_eq!(vol(&t, "NA").luks_previous, vec!["sealed-1".to_string()]);
     // A replica made later starts with the definition's passphrase.
@@ -361,6 +362,15 @@ fn a_volume_definition_passphrase_replaces_every_replicas_key_and_keeps_the_old_
     let l = sec.volumes[0].luks.clone().expect("a LUKS layer");
     assert_eq!(l.key.map(|k| k.0).as_deref(), Some("open(user-2)"));
     assert_eq!(l.previous_keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>(), ["open(user-1)", "open(sealed-1)"]);
+    // A volume definition made with a (sealed) passphrase: its volumes
+    // start with it.
+    let given = VolumeDefinitionCreate {
+        volume_definition: WireVd { size_kib: Some(4096), ..Default::default() },
+        passphrase: Some("user-given".into()),
+        ..Default::default()
+    };
+    t.run(|c, ctx| c.create_vlm_dfn("sec", &given, ctx));
+    assert_eq!(vol_nr(&t, "NA", 1).luks_secret.as_deref(), Some("user-given"));
     // The sealed property is the endpoint's to set, not a property edit's.
     let edit = cairn_api::resource_definition::VolumeDefinitionModify {
         props: cairn_api::PropsModify {

@@ -82,7 +82,13 @@ async fn get_vd(State(s): State<AppState>, Path((rd, nr)): Path<(String, String)
 
 /// Volume definition creation answers 200 upstream, unlike most creations.
 async fn create_vd(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
-    let req: VolumeDefinitionCreate = input::required(&body)?;
+    let mut req: VolumeDefinitionCreate = input::required(&body)?;
+    // LINSTOR keeps a user's passphrase sealed in Encryption/Passphrase.
+    if let Some(p) = req.passphrase.take() {
+        const OP: i64 = rc::MASK_CRT | rc::MASK_VLM_DFN;
+        s.read().rsc_dfn(&rd, OP)?;
+        req.passphrase = Some(seal_passphrase(&s, OP, &p)?);
+    }
     s.mutate(200, |c, ctx| c.create_vlm_dfn(&rd, &req, ctx)).await
 }
 
@@ -112,18 +118,26 @@ async fn modify_vd_passphrase(State(s): State<AppState>, Path((rd, nr)): Path<(S
     let nr = input::vlm_nr(&nr)?;
     let req: ModifyPassphrase = input::required(&body)?;
     s.read().vlm_dfn(&rd, nr, OP)?;
-    let Some(new) = req.new_passphrase.filter(|p| !p.is_empty()) else {
+    let sealed = seal_passphrase(&s, OP, &req.new_passphrase.unwrap_or_default())?;
+    s.mutate(200, |c, _| c.modify_vlm_dfn_passphrase(&rd, nr, &sealed)).await
+}
+
+/// A user's volume passphrase sealed with the master key: refused when
+/// empty, or while the controller has no master key (LINSTOR's
+/// `FAIL_NOT_FOUND_CRYPT_KEY`).
+fn seal_passphrase(s: &AppState, op: i64, passphrase: &str) -> Result<String, ApiError> {
+    if passphrase.is_empty() {
         return Err(ApiError::Op(
-            OpError::new(OP, rc::FAIL_INVLD_CRYPT_PASSPHRASE, "A new_passphrase is needed.").correction("Give a non-empty new_passphrase."),
+            OpError::new(op, rc::FAIL_INVLD_CRYPT_PASSPHRASE, "A non-empty passphrase is needed.")
+                .correction("Give a non-empty passphrase."),
         ));
-    };
+    }
     let Some(master) = s.links().master() else {
         return Err(ApiError::Op(
-            OpError::new(OP, rc::FAIL_NOT_FOUND_CRYPT_KEY, "Unable to create encrypt key without having a master key")
+            OpError::new(op, rc::FAIL_NOT_FOUND_CRYPT_KEY, "Unable to create encrypt key without having a master key")
                 .cause("The master passphrase was not created, or not entered since the controller started.")
                 .correction("Create or enter the master passphrase (`linstor encryption create-passphrase` / `enter-passphrase`)."),
         ));
     };
-    let sealed = master.seal(&new).map_err(|e| ApiError::Internal(format!("cannot seal the passphrase: {e}")))?;
-    s.mutate(200, |c, _| c.modify_vlm_dfn_passphrase(&rd, nr, &sealed)).await
+    master.seal(passphrase).map_err(|e| ApiError::Internal(format!("cannot seal the passphrase: {e}")))
 }
