@@ -83,7 +83,7 @@ def test_unknown_route_is_404_with_apicallrc(controller):
 
 
 def test_unimplemented_spec_route_is_501_with_apicallrc(controller):
-    status, ctype, body = controller.request("PUT", "/v1/resource-definitions/r1/volume-definitions/0/encryption-passphrase", {})
+    status, ctype, body = controller.request("POST", "/v1/remotes/r1/backups/ship", {})
     assert status == 501 and ctype == "application/json"
     assert body[0]["ret_code"] < 0 and "not implemented" in body[0]["message"]
 

@@ -137,6 +137,43 @@ def test_the_scheduler_ships_full_and_incremental_backups_and_prunes_old_ones(sc
     assert row["reason"] == "disabled", row
 
 
+def test_a_failing_scheduled_backup_is_retried_max_retries_times_then_waits_for_its_next_time(scluster):
+    """on_failure RETRY with the S3 server gone: each planned run is tried
+    once and retried max_retries (2) times at once, then the schedule gives
+    up until its next planned time, with a fresh count (LINSTOR's
+    ScheduleBackupService)."""
+    c = scluster
+    make_volume(c, "flaky", 4 * 1024)
+    c.s3.stop()
+    # Every fifth scheduled minute: five real seconds apart.
+    ok(c.lin.schedule_create("retrying", "*/5 * * * *", on_failure="RETRY", max_retries=2))
+    ok(c.lin.backup_schedule_enable("bk", "retrying", resource_name="flaky"))
+
+    def events():
+        out = []
+        for line in c.ctrl.log().splitlines():
+            if "flaky" not in line:
+                continue
+            for word, what in (("scheduled backup starts", "start"), ("scheduled backup failed", "fail"),
+                               ("will be retried", "retry")):
+                if word in line:
+                    out.append(what)
+        return out
+
+    def two_rounds():
+        e = events()
+        return e.count("start") >= 7 and e
+    e = wait_for("two planned runs, each retried", two_rounds, timeout=60)
+    # Per planned run: start, fail, retry, start, fail, retry, start, fail.
+    round_ = ["start", "fail", "retry"] * 2 + ["start", "fail"]
+    assert e[:8] == round_ and e[8:16] == round_[:len(e[8:16])], e
+    log = c.ctrl.log()
+    assert "(1. retry)" in log and "(2. retry)" in log and "(3. retry)" not in log, log[-3000:]
+    # Nothing was shipped, and nothing was recorded as a backup.
+    row = c.ctrl.request("GET", "/v1/view/schedules-by-resource?rsc=flaky")[2]["data"][0]
+    assert row["schedule_name"] == "retrying" and row["last_snap_time"] == -1, row
+
+
 def test_schedule_verbs_of_the_cli(controller, lin):
     env = dict(os.environ, LS_CONTROLLERS=controller.url)
 

@@ -2,6 +2,8 @@
 closed after a restart until the passphrase is entered again, grown and
 deleted."""
 
+import re
+
 import linstor
 
 from conftest import ok, req, sha, wait_for
@@ -113,3 +115,71 @@ def test_encrypted_volume_survives_restarts_and_opens_once_the_passphrase_is_ent
     wait_for("mapping closed", lambda: c.vm.sh(f"test -e {MAPPER}")[0] != 0)
     rc, out = c.vm.sh("lvs --noheadings -o lv_name vg0")
     assert out.strip() == "", out
+
+
+def test_volume_definition_passphrase_change_keeps_the_data(vm_cluster):
+    """`PUT …/encryption-passphrase` (`linstor vd modify-passphrase`): the
+    satellite changes the LUKS key in place (luksChangeKey), on an open
+    mapping and on a closed one, and the volume opens with the new
+    passphrase after a satellite restart."""
+    c = vm_cluster
+    status, _, body = req(c, "POST", "/v1/physical-storage/vm1", {
+        "provider_kind": "LVM", "device_paths": ["/dev/vda"], "pool_name": "vg0", "with_storage_pool": {"name": "lvm"}})
+    assert status == 201, body
+    ok(c.lin.controller_set_prop("StorDriver/LuksFormatOptions", "--pbkdf pbkdf2 --pbkdf-force-iterations 1000"))
+    status, _, body = req(c, "POST", "/v1/encryption/passphrase", {"new_passphrase": "geheim"})
+    assert status == 201, body
+    ok(c.lin.resource_dfn_create("pp"))
+    ok(c.lin.volume_dfn_create("pp", 32 * MIB, storage_pool="lvm"))
+    ok(c.lin.resource_create([linstor.ResourceData("vm1", "pp", storage_pool="lvm", layer_list=["luks", "storage"])]))
+    mapper, lv = "/dev/mapper/Linstor-Crypt-pp_00000", "/dev/vg0/pp_00000"
+    rc, out = c.vm.sh(f"dd if=/dev/urandom of={mapper} bs=1M count=8 status=none && sync")
+    assert rc == 0, out
+    before = sha(c, mapper)
+
+    def opens_with(passphrase):
+        return c.vm.sh(f"printf '%s\\n' '{passphrase}' | cryptsetup open --test-passphrase --tries 1 {lv}")[0] == 0
+
+    def key_slots():
+        rc, out = c.vm.sh(f"cryptsetup luksDump {lv}")
+        assert rc == 0, out
+        return len(re.findall(r"^\s+\d+: luks2$", out, re.M))
+
+    assert not opens_with("first-pass")
+    # Open mapping: the key changes under it.
+    ok(c.lin.volume_dfn_modify_passphrase("pp", 0, "first-pass"))
+    assert opens_with("first-pass"), "the new passphrase opens the device"
+    assert key_slots() == 1, "the random passphrase's slot is gone, not kept beside the new one"
+    assert sha(c, mapper) == before
+    status, _, vds = req(c, "GET", "/v1/resource-definitions/pp/volume-definitions/0")
+    sealed = vds["props"].get("Encryption/Passphrase", "")
+    assert sealed and "first-pass" not in sealed, vds
+
+    # Closed mapping: opened with the new passphrase after the change.
+    rc, out = c.vm.sh("cryptsetup close Linstor-Crypt-pp_00000")
+    assert rc == 0, out
+    ok(c.lin.volume_dfn_modify_passphrase("pp", 0, "second-pass"))
+    wait_for("mapping open again", lambda: c.vm.sh(f"test -e {mapper}")[0] == 0, timeout=60)
+    assert opens_with("second-pass") and not opens_with("first-pass"), "the old passphrase no longer opens it"
+    assert key_slots() == 1
+    assert sha(c, mapper) == before, "the data stays"
+
+    # Satellite restart with the mapping closed: it opens with the new key.
+    restarts = c.vm.log().count("satellite ready")
+    rc, out = c.vm.sh("cryptsetup close Linstor-Crypt-pp_00000 && kill $(pidof cairn)")
+    assert rc == 0, out
+    wait_for("satellite restarted", lambda: c.vm.log().count("satellite ready") == restarts + 1, timeout=60)
+    wait_for("mapping open after the restart", lambda: c.vm.sh(f"test -e {mapper}")[0] == 0, timeout=60)
+    assert sha(c, mapper) == before
+    v = req(c, "GET", "/v1/view/resources?resources=pp")[2][0]["volumes"][0]
+    assert v["state"].get("disk_state") != "Failed" and not any(r["ret_code"] < 0 for r in v.get("reports", [])), v
+
+    # A passphrase given when the volume definition is made: the volume is
+    # formatted with it (python-linstor's `passphrase`).
+    ok(c.lin.resource_dfn_create("given"))
+    ok(c.lin.volume_dfn_create("given", 16 * MIB, storage_pool="lvm", passphrase="chosen-pass"))
+    ok(c.lin.resource_create([linstor.ResourceData("vm1", "given", storage_pool="lvm", layer_list=["luks", "storage"])]))
+    rc, out = c.vm.sh("printf '%s\\n' chosen-pass | cryptsetup open --test-passphrase --tries 1 /dev/vg0/given_00000")
+    assert rc == 0, out
+    v = req(c, "GET", "/v1/view/resources?resources=given")[2][0]["volumes"][0]
+    assert v["state"].get("disk_state") != "Failed" and not any(r["ret_code"] < 0 for r in v.get("reports", [])), v

@@ -273,8 +273,11 @@ impl Cluster {
                     ));
                 };
                 v.clone_of = Some(CloneSource { resource: s.name.clone(), volume_uuid: sv.uuid.clone(), zfs_clone });
-                // The copy opens with the source's key.
+                // The copy opens with the source's key (or, where a
+                // passphrase change has not reached the source yet, with
+                // one it had before).
                 v.luks_secret = sv.luks_secret.clone();
+                v.luks_previous = sv.luks_previous.clone();
                 v.props = sv.props.clone();
             }
             out.reply(crate::resource::created_reply(&n));
@@ -391,6 +394,27 @@ mod tests {
 
     fn code(e: OpError) -> i64 {
         e.rc.ret_code & rc::MASK_BITS_CODE
+    }
+
+    #[test]
+    fn an_encrypted_copy_gets_the_sources_key_and_the_keys_it_had_before() {
+        let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1")]);
+        let mut r = c.resources[&("SRC".to_string(), "N1".to_string())].clone();
+        r.layer_stack = vec!["LUKS".into(), "STORAGE".into()];
+        for v in r.volumes.values_mut() {
+            v.luks_secret = Some(format!("now-{}", v.volume_number));
+            v.luks_previous = vec![format!("before-{}", v.volume_number)];
+        }
+        c.apply([Object::Rsc(r).into_put()]);
+        let o = c.clone_rsc_dfn("src", &named("dst"), &synced, &mut ctx).unwrap();
+        c.apply(o.changes);
+        let dst = &c.resources[&("DST".to_string(), "N1".to_string())];
+        for (nr, v) in &dst.volumes {
+            assert_eq!(v.luks_secret, Some(format!("now-{nr}")));
+            // The source's device may still hold an older key (a change
+            // that has not reached its node): so may the copy.
+            assert_eq!(v.luks_previous, vec![format!("before-{nr}")]);
+        }
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub fn desired_of_node(
                             pool: v.storage_pool.clone(),
                             luks: v.luks_secret.as_ref().map(|sealed| LuksDesired {
                                 key: unseal(sealed).map(Secret),
+                                previous_keys: v.luks_previous.iter().filter_map(|p| unseal(p).map(Secret)).collect(),
                                 withheld: None,
                                 format_options: words(rsc_prop(c, r, "StorDriver/LuksFormatOptions")),
                                 open_options: words(rsc_prop(c, r, "StorDriver/LuksOpenOptions")),

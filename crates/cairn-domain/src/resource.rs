@@ -38,6 +38,11 @@ pub struct Volume {
     /// stack has a LUKS layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub luks_secret: Option<String>,
+    /// Passphrases the volume had before `luks_secret` (sealed, newest
+    /// first): its device may still open only with one of them (a node
+    /// away during a passphrase change, a rollback to an older snapshot).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub luks_previous: Vec<String>,
     /// The snapshot a restored volume starts as a copy of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<crate::snapshot::VolumeSource>,
@@ -489,7 +494,7 @@ impl Cluster {
             .correction("Choose a matching storage pool or set the DISKLESS flag as intended."));
         }
         let luks_secret = if r.layer_stack.iter().any(|l| l == "LUKS") && !diskless {
-            Some(ctx.luks_secret().ok_or_else(|| {
+            Some(crate::resource_definition::new_luks_secret(vd, ctx).ok_or_else(|| {
                 OpError::new(op, rc::FAIL_NOT_FOUND_CRYPT_KEY, "Cannot create an encrypted volume: the master passphrase is not available.")
                     .cause("A LUKS layer needs the controller's master key, which exists only after the master passphrase was created (POST /v1/encryption/passphrase) and, after a restart, entered again (PATCH).")
                     .correction("Create or enter the master passphrase, e.g. `linstor encryption create-passphrase` / `enter-passphrase`.")
@@ -505,6 +510,7 @@ impl Cluster {
             flags: BTreeSet::new(),
             uuid: ctx.uuid(),
             luks_secret,
+            luks_previous: Vec::new(),
             source: None,
             clone_of: None,
         })

@@ -78,6 +78,34 @@ pub const PROP_DRBD_CURRENT_GI: &str = "DrbdCurrentGi";
 /// Volume definition flag: the replica chosen for the initial sync has
 /// been UpToDate, the race to declare fresh data UpToDate is over.
 pub const FLAG_DRBD_INITIALIZED: &str = "DRBD_INITIALIZED";
+/// Volume definition property: the user's LUKS passphrase, sealed with the
+/// master key (set by `…/encryption-passphrase`, not by property edits).
+pub const PROP_VD_PASSPHRASE: &str = "Encryption/Passphrase";
+
+/// `Encryption/Passphrase` holds a sealed value: only the passphrase
+/// routes set it.
+fn passphrase_prop_refused(op: i64) -> OpError {
+    OpError::new(op, rc::FAIL_INVLD_PROP, format!("The property '{PROP_VD_PASSPHRASE}' is not set by property edits."))
+        .cause("It holds the volume definition's LUKS passphrase sealed with the master key.")
+        .correction(
+            "Give `passphrase` when creating the volume definition, or use PUT …/encryption-passphrase (`linstor vd modify-passphrase`).",
+        )
+}
+
+/// LINSTOR's answer to a volume definition change.
+fn vd_modified(op: i64, rd: &str, nr: i64) -> ApiCallRc {
+    ApiCallRc::success(op, rc::MODIFIED, format!("Volume definition with number '{nr}' of resource definition '{rd}' modified."))
+        .with_ref("RscDfn", rd)
+        .with_ref("VlmNr", nr.to_string())
+}
+
+/// The sealed passphrase a new encrypted volume of `vd` starts with: the
+/// definition's own (`Encryption/Passphrase`) or a fresh random one; None
+/// while the controller has no master key.
+pub fn new_luks_secret(vd: &VolumeDefinition, ctx: &mut Ctx) -> Option<String> {
+    let fresh = ctx.luks_secret()?;
+    Some(vd.props.get(PROP_VD_PASSPHRASE).cloned().unwrap_or(fresh))
+}
 
 /// A random DRBD generation id, made from a fresh UUID (its last 64 bits):
 /// upper-case hex as LINSTOR writes it, the lowest bit (DRBD's primary
@@ -409,9 +437,16 @@ impl Cluster {
         } else {
             None
         };
+        if req.volume_definition.props.contains_key(PROP_VD_PASSPHRASE) {
+            return Err(passphrase_prop_refused(OP));
+        }
         let mut checked = req.clone();
         checked.volume_definition.props = props::checked(PropsObj::VlmDfn, &req.volume_definition.props, OP)?;
-        let vd = build_vlm_dfn(d, &taken, &checked, minor, ctx)?;
+        let mut vd = build_vlm_dfn(d, &taken, &checked, minor, ctx)?;
+        // `passphrase` arrives sealed: the REST handler sealed the user's.
+        if let Some(sealed) = &req.passphrase {
+            vd.props.insert(PROP_VD_PASSPHRASE.to_string(), sealed.clone());
+        }
         let nr = vd.volume_number;
         let mut out = Outcome::default();
         // LINSTOR (CtrlPropsHelper.fillProperties) names the keys it set first.
@@ -447,6 +482,9 @@ impl Cluster {
             }
             vd.size_kib = size;
         }
+        if req.props.override_props.contains_key(PROP_VD_PASSPHRASE) || req.props.delete_props.iter().any(|k| k == PROP_VD_PASSPHRASE) {
+            return Err(passphrase_prop_refused(OP));
+        }
         vd.props = props::apply(PropsObj::VlmDfn, &vd.props, &req.props, OP)?;
         vd.flags = modify_flags(&vd.flags, &req.flags, VD_FLAGS, OP)?;
         let mut out = Outcome::default();
@@ -454,15 +492,38 @@ impl Cluster {
         if let Some(e) = crate::props::set_entry(rc::MASK_VLM_DFN, &req.props) {
             out.reply(e);
         }
-        out.reply(
-            ApiCallRc::success(
-                OP,
-                rc::MODIFIED,
-                format!("Volume definition with number '{nr}' of resource definition '{}' modified.", vd.resource_definition),
-            )
-            .with_ref("RscDfn", &vd.resource_definition)
-            .with_ref("VlmNr", nr.to_string()),
-        );
+        out.reply(vd_modified(OP, &vd.resource_definition, nr));
+        out.put(Object::VlmDfn(vd));
+        Ok(out)
+    }
+
+    /// `PUT …/volume-definitions/{nr}/encryption-passphrase`: `sealed` (the
+    /// user's passphrase sealed with the master key) becomes the
+    /// definition's `Encryption/Passphrase` (LINSTOR's property: later
+    /// volumes start with it) and the passphrase of every encrypted volume
+    /// of it. A volume keeps the passphrases it had ([`Volume::luks_previous`]):
+    /// its satellite changes the LUKS key from whichever of them opens
+    /// the device.
+    pub fn modify_vlm_dfn_passphrase(&self, rd: &str, nr: i64, sealed: &str) -> OpResult<Outcome> {
+        const OP: i64 = rc::MASK_MOD | rc::MASK_VLM_DFN;
+        let mut vd = self.vlm_dfn(rd, nr, OP)?.clone();
+        vd.props.insert(PROP_VD_PASSPHRASE.to_string(), sealed.to_string());
+        let mut out = Outcome::default();
+        let mut changed = false;
+        for r in self.resources_of(&key(&vd.resource_definition)) {
+            let mut r = r.clone();
+            let Some(v) = r.volumes.get_mut(&vd.volume_number) else { continue };
+            let Some(old) = v.luks_secret.replace(sealed.to_string()) else { continue };
+            if !v.luks_previous.contains(&old) {
+                v.luks_previous.insert(0, old);
+            }
+            changed = true;
+            out.put(Object::Rsc(r));
+        }
+        if !changed {
+            out.reply(ApiCallRc::warning(OP, rc::WARN_NOT_FOUND, "No resources have any luks layer, no passphrase has been changed."));
+        }
+        out.reply(vd_modified(OP, &vd.resource_definition, nr));
         out.put(Object::VlmDfn(vd));
         Ok(out)
     }

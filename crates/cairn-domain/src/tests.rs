@@ -54,6 +54,19 @@ impl T {
         self.run(|c, ctx| c.create_vlm_dfn(name, &vd, ctx));
     }
 
+    /// A definition with one ENCRYPTED 4 MiB volume, over the STORAGE
+    /// default stack (the flag adds LUKS to it).
+    fn encrypted_rd(&mut self, name: &str) {
+        self.c.ctrl_props.insert(crate::PROP_DEFAULT_LAYER_STACK.into(), "STORAGE".into());
+        let rd = ResourceDefinitionCreate { resource_definition: WireRd { name: name.into(), ..Default::default() }, ..Default::default() };
+        self.run(|c, ctx| c.create_rsc_dfn(&rd, ctx));
+        let vd = VolumeDefinitionCreate {
+            volume_definition: WireVd { size_kib: Some(4096), flags: vec!["ENCRYPTED".into()], ..Default::default() },
+            ..Default::default()
+        };
+        self.run(|c, ctx| c.create_vlm_dfn(name, &vd, ctx));
+    }
+
     fn rsc(node: &str, flags: &[&str]) -> ResourceCreate {
         ResourceCreate {
             resource: WireRsc { node_name: node.into(), flags: flags.iter().map(|f| f.to_string()).collect(), ..Default::default() },
@@ -285,15 +298,8 @@ fn encrypted_volumes_need_the_master_key_and_get_a_sealed_secret() {
     let mut t = T::new();
     t.node("na");
     t.pool("na", "DfltStorPool");
-    t.c.ctrl_props.insert(crate::PROP_DEFAULT_LAYER_STACK.into(), "STORAGE".into());
-    let rd = ResourceDefinitionCreate { resource_definition: WireRd { name: "sec".into(), ..Default::default() }, ..Default::default() };
-    t.run(|c, ctx| c.create_rsc_dfn(&rd, ctx));
     // An ENCRYPTED volume definition puts LUKS into the default stack.
-    let vd = VolumeDefinitionCreate {
-        volume_definition: WireVd { size_kib: Some(4096), flags: vec!["ENCRYPTED".into()], ..Default::default() },
-        ..Default::default()
-    };
-    t.run(|c, ctx| c.create_vlm_dfn("sec", &vd, ctx));
+    t.encrypted_rd("sec");
     assert_eq!(t.fail(|c, ctx| c.create_resources("sec", &[T::rsc("na", &[])], None, ctx)), rc::FAIL_NOT_FOUND_CRYPT_KEY, "locked");
     let mut n = 0;
     t.ctx = Ctx::deterministic().with_luks(move || {
@@ -312,6 +318,68 @@ fn encrypted_volumes_need_the_master_key_and_get_a_sealed_secret() {
     assert_eq!(l.format_options, vec!["--pbkdf".to_string(), "pbkdf2".to_string()]);
     let (_, locked) = crate::desired::desired_for_node(&t.c, "NA");
     assert!(locked[0].volumes[0].luks.as_ref().is_some_and(|l| l.key.is_none()));
+}
+
+#[test]
+fn a_volume_definition_passphrase_replaces_every_replicas_key_and_keeps_the_old_ones() {
+    let mut t = T::new();
+    t.node("na");
+    t.node("nb");
+    t.pool("na", "DfltStorPool");
+    t.pool("nb", "DfltStorPool");
+    t.rd("plain", 4096);
+    t.run(|c, ctx| c.create_resources("plain", &[T::rsc("na", &[])], None, ctx));
+    // No LUKS layer: LINSTOR's warning, the passphrase is kept for later.
+    let out = t.run(|c, _| c.modify_vlm_dfn_passphrase("plain", 0, "user-0"));
+    let warn = out.replies[0].ret_code;
+    assert!(warn & rc::MASK_WARN == rc::MASK_WARN && warn & rc::MASK_BITS_CODE == rc::WARN_NOT_FOUND, "{:?}", out.replies);
+    assert!(out.replies[1].ret_code > 0);
+    assert_eq!(t.fail(|c, _| c.modify_vlm_dfn_passphrase("plain", 7, "x")), rc::FAIL_NOT_FOUND_VLM_DFN);
+    assert_eq!(t.fail(|c, _| c.modify_vlm_dfn_passphrase("nope", 0, "x")), rc::FAIL_NOT_FOUND_RSC_DFN);
+
+    t.encrypted_rd("sec");
+    let mut n = 0;
+    t.ctx = Ctx::deterministic().with_luks(move || {
+        n += 1;
+        Some(format!("sealed-{n}"))
+    });
+    t.run(|c, ctx| c.create_resources("sec", &[T::rsc("na", &[])], None, ctx));
+    let out = t.run(|c, _| c.modify_vlm_dfn_passphrase("sec", 0, "user-1"));
+    assert!(out.replies.iter().all(|r| r.ret_code > 0 && r.ret_code & rc::MASK_WARN != rc::MASK_WARN), "{:?}", out.replies);
+    let vol_nr = |t: &T, node: &str, nr: u32| t.c.resources[&("SEC".to_string(), node.to_string())].volumes[&nr].clone();
+    let vol = |t: &T, node: &str| vol_nr(t, node, 0);
+    assert_eq!(vol(&t, "NA").luks_secret.as_deref(), Some("user-1"));
+    assert_eq!(vol(&t, "NA").luks_previous, vec!["sealed-1".to_string()]);
+    // A replica made later starts with the definition's passphrase.
+    t.run(|c, ctx| c.create_resources("sec", &[T::rsc("nb", &[])], None, ctx));
+    assert_eq!(vol(&t, "NB").luks_secret.as_deref(), Some("user-1"));
+    assert!(vol(&t, "NB").luks_previous.is_empty());
+    // Changed again: every key the device may still hold, newest first.
+    t.run(|c, _| c.modify_vlm_dfn_passphrase("sec", 0, "user-2"));
+    assert_eq!(vol(&t, "NA").luks_previous, vec!["user-1".to_string(), "sealed-1".to_string()]);
+    let (_, rscs) = crate::desired::desired_for_node_with(&t.c, "NA", &|s| Some(format!("open({s})")));
+    let sec = rscs.iter().find(|r| r.name == "sec").expect("sec on NA");
+    let l = sec.volumes[0].luks.clone().expect("a LUKS layer");
+    assert_eq!(l.key.map(|k| k.0).as_deref(), Some("open(user-2)"));
+    assert_eq!(l.previous_keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>(), ["open(user-1)", "open(sealed-1)"]);
+    // A volume definition made with a (sealed) passphrase: its volumes
+    // start with it.
+    let given = VolumeDefinitionCreate {
+        volume_definition: WireVd { size_kib: Some(4096), ..Default::default() },
+        passphrase: Some("user-given".into()),
+        ..Default::default()
+    };
+    t.run(|c, ctx| c.create_vlm_dfn("sec", &given, ctx));
+    assert_eq!(vol_nr(&t, "NA", 1).luks_secret.as_deref(), Some("user-given"));
+    // The sealed property is the endpoint's to set, not a property edit's.
+    let edit = cairn_api::resource_definition::VolumeDefinitionModify {
+        props: cairn_api::PropsModify {
+            override_props: [(crate::resource_definition::PROP_VD_PASSPHRASE.to_string(), "plain".to_string())].into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert_eq!(t.fail(|c, _| c.modify_vlm_dfn("sec", 0, &edit)), rc::FAIL_INVLD_PROP);
 }
 
 #[test]

@@ -350,7 +350,7 @@ impl Cluster {
             v.storage_pool = pool.name.clone();
             v.provider_kind = pool.provider_kind;
             if luks && v.luks_secret.is_none() {
-                v.luks_secret = Some(ctx.luks_secret().ok_or_else(|| {
+                v.luks_secret = Some(crate::resource_definition::new_luks_secret(vd, ctx).ok_or_else(|| {
                     OpError::new(
                         OP,
                         rc::FAIL_NOT_FOUND_CRYPT_KEY,

@@ -27,7 +27,7 @@ pub mod tls;
 pub use error_report::{ErrorReport, ErrorReportFilter, ErrorReportsDeleted};
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 7;
+pub const PROTO_VERSION: u32 = 8;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Header carrying the leader's epoch (high availability: the lease epoch
@@ -502,6 +502,11 @@ pub struct LuksDesired {
     /// master passphrase was not entered since it started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Secret>,
+    /// Passphrases the volume had before `key` (newest first): a device
+    /// that `key` does not open gets its LUKS key changed from the one of
+    /// these that does (`cryptsetup luksChangeKey`, the data stays).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_keys: Vec<Secret>,
     /// Why the controller kept the key back although it has it (the link
     /// is not encrypted and the operator did not allow keys on such
     /// links); the satellite reports it as the volume's error.

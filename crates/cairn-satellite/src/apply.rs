@@ -236,7 +236,9 @@ fn backing_kib(v: &VolumeDesired, drbd_peer_slots: Option<u8>) -> i64 {
 fn luks_err(message: String, e: &LuksError) -> ObjectError {
     match e {
         LuksError::Storage(s) => err(message, s),
-        LuksError::HoldsData(..) | LuksError::Withheld(..) => ObjectError { message, cause: Some(e.to_string()), details: None },
+        LuksError::HoldsData(..) | LuksError::Withheld(..) | LuksError::NoMatchingKey(..) => {
+            ObjectError { message, cause: Some(e.to_string()), details: None }
+        }
         LuksError::NoKey => ObjectError {
             message,
             cause: Some(e.to_string()),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_exec::{Cmd, CommandRunner, ExecError};
-use cairn_proto::LuksDesired;
+use cairn_proto::{LuksDesired, Secret};
 
 use crate::{StorageError, safe_name, volume_number};
 
@@ -28,9 +28,32 @@ pub fn parse_status(out: &str) -> Option<(u64, u64)> {
     Some((field("offset:")?, field("size:")?))
 }
 
+/// The key derivation options among `StorDriver/LuksFormatOptions`' words
+/// (`--pbkdf X`, `--pbkdf-memory=N`, ...), with their values.
+fn pbkdf_options(words: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut take_value = false;
+    for w in words {
+        if take_value && !w.starts_with("--") {
+            out.push(w.clone());
+            take_value = false;
+        } else if w.starts_with("--pbkdf") || w == "--iter-time" || w.starts_with("--iter-time=") {
+            take_value = !w.contains('=');
+            out.push(w.clone());
+        } else {
+            take_value = false;
+        }
+    }
+    out
+}
+
 pub struct Luks {
     runner: Arc<dyn CommandRunner>,
     timeout: Duration,
+    /// Mappings whose device was seen to open with the key they hold now
+    /// (by mapping name): a volume with previous keys is tested once per
+    /// key, not at every apply (each test derives the key, ~1 s).
+    current: std::sync::Mutex<std::collections::HashMap<String, Secret>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +67,8 @@ pub enum LuksError {
     Storage(#[from] StorageError),
     #[error("{0} is not a LUKS device but holds data ({1}); refusing to format it")]
     HoldsData(String, String),
+    #[error("neither the volume's LUKS passphrase nor any of its {1} previous ones opens {0}")]
+    NoMatchingKey(String, usize),
 }
 
 impl From<ExecError> for LuksError {
@@ -54,7 +79,7 @@ impl From<ExecError> for LuksError {
 
 impl Luks {
     pub fn new(runner: Arc<dyn CommandRunner>, timeout: Duration) -> Luks {
-        Luks { runner, timeout }
+        Luks { runner, timeout, current: Default::default() }
     }
 
     fn cryptsetup(&self) -> Cmd {
@@ -106,10 +131,28 @@ impl Luks {
                     }
                     self.runner.run(&c.arg(dev).stdin(stdin.clone())).await?;
                 }
-                let c = self.cryptsetup().arg("open").args(&d.open_options).args(["--tries", "1", dev, &name]).stdin(stdin);
-                self.runner.run(&c).await?;
+                let c = self.cryptsetup().arg("open").args(&d.open_options).args(["--tries", "1", dev, &name]).stdin(stdin.clone());
+                match self.runner.run(&c).await {
+                    Ok(_) => {}
+                    // 2: no key slot takes this passphrase.
+                    Err(ExecError::NonZero { code: 2, .. }) if !d.previous_keys.is_empty() => {
+                        self.change_key(dev, key, &d.previous_keys, &d.format_options).await?;
+                        self.runner.run(&c).await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                self.remember(&name, key);
             }
             Some(status) => {
+                if !d.previous_keys.is_empty() && !self.is_current(&name, key) {
+                    let test = self.cryptsetup().args(["open", "--test-passphrase", "--tries", "1", dev]).stdin(stdin.clone());
+                    match self.runner.run(&test).await {
+                        Ok(_) => {}
+                        Err(ExecError::NonZero { code: 2, .. }) => self.change_key(dev, key, &d.previous_keys, &d.format_options).await?,
+                        Err(e) => return Err(e.into()),
+                    }
+                    self.remember(&name, key);
+                }
                 // Grown below us? The mapping covers offset + size sectors.
                 let bytes = self.runner.run(&Cmd::new("blockdev").args(["--getsize64", dev]).timeout(self.timeout)).await?;
                 let dev_sectors = bytes.stdout.trim().parse::<u64>().map(|b| b / 512).ok();
@@ -123,12 +166,54 @@ impl Luks {
         Ok(format!("/dev/mapper/{name}"))
     }
 
+    fn is_current(&self, name: &str, key: &Secret) -> bool {
+        self.current.lock().is_ok_and(|m| m.get(name) == Some(key))
+    }
+
+    fn remember(&self, name: &str, key: &Secret) {
+        if let Ok(mut m) = self.current.lock() {
+            m.insert(name.to_string(), key.clone());
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        if let Ok(mut m) = self.current.lock() {
+            m.remove(name);
+        }
+    }
+
+    /// `cryptsetup luksChangeKey`: replaces the key slot of whichever of
+    /// `previous` (newest first) opens `dev` with `key`; the volume key,
+    /// and so the data, stays. The same key derivation options as a new
+    /// format (`StorDriver/LuksFormatOptions`' `--pbkdf…`, else LINSTOR's
+    /// `--pbkdf-memory 262144`).
+    async fn change_key(&self, dev: &str, key: &Secret, previous: &[Secret], format_options: &[String]) -> Result<(), LuksError> {
+        let pbkdf = pbkdf_options(format_options);
+        for old in previous {
+            let mut c = self.cryptsetup().arg("luksChangeKey").args(&pbkdf);
+            if pbkdf.is_empty() {
+                c = c.args(["--pbkdf-memory", "262144"]);
+            }
+            let c = c.args(["--tries", "1", dev]).stdin(format!("{}\n{}\n", old.0, key.0));
+            match self.runner.run(&c).await {
+                Ok(_) => {
+                    tracing::info!(device = dev, "LUKS passphrase changed");
+                    return Ok(());
+                }
+                Err(ExecError::NonZero { code: 2, .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LuksError::NoMatchingKey(dev.to_string(), previous.len()))
+    }
+
     /// Closes the mapping of one volume, if open.
     pub async fn close(&self, rsc: &str, nr: u32) -> Result<(), LuksError> {
         let name = mapper_name(rsc, nr)?;
         if self.status(&name).await?.is_some() {
             self.runner.run(&self.cryptsetup().args(["close", &name])).await?;
         }
+        self.forget(&name);
         Ok(())
     }
 
@@ -145,6 +230,7 @@ impl Luks {
             let n = e.file_name().to_string_lossy().into_owned();
             if n.strip_prefix(&prefix).and_then(volume_number).is_some_and(|nr| !keep.contains(&nr)) {
                 self.runner.run(&self.cryptsetup().args(["close", &n])).await?;
+                self.forget(&n);
             }
         }
         Ok(())
@@ -168,6 +254,7 @@ mod tests {
             format_options: opts.iter().map(|s| s.to_string()).collect(),
             open_options: vec![],
             withheld: None,
+            previous_keys: vec![],
         }
     }
 
@@ -220,6 +307,72 @@ mod tests {
         let e = rt().block_on(l.ensure("/dev/vg0/sec_00000", "sec", 0, &desired(&[]))).unwrap_err();
         assert!(e.to_string().contains("holds data (ext4)"), "{e}");
         assert!(f.is_done(), "no luksFormat: {:?}", f.calls());
+    }
+
+    #[test]
+    fn a_closed_device_the_key_does_not_open_gets_its_key_changed_from_a_previous_one() {
+        const DEV: &str = "/dev/vg0/sec_00000";
+        let f = Arc::new(FakeRunner::new());
+        let l = Luks::new(f.clone(), Duration::from_secs(5));
+        let open = ["cryptsetup", "open", "--tries", "1", DEV, "Linstor-Crypt-sec_00000"];
+        let change = ["cryptsetup", "luksChangeKey", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--tries", "1", DEV];
+        f.expect_failure(&["cryptsetup", "status", "Linstor-Crypt-sec_00000"], 4, "")
+            .expect(&["cryptsetup", "isLuks", DEV], "")
+            .expect_failure(&open, 2, "No key available with this passphrase.")
+            // Newest first: the first previous key is not the device's.
+            .expect_failure(&change, 2, "No key available with this passphrase.")
+            .expect(&change, "")
+            .expect(&open, "");
+        let mut d = desired(&["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--cipher", "aes-xts-plain64"]);
+        d.previous_keys = vec![Secret("newer".into()), Secret("older".into())];
+        rt().block_on(l.ensure(DEV, "sec", 0, &d)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Open now with the key it was seen to open with: no test again.
+        let status = "/dev/mapper/Linstor-Crypt-sec_00000 is active.\n  offset:  32768 sectors\n  size:    98304 sectors\n";
+        f.expect(&["cryptsetup", "status", "Linstor-Crypt-sec_00000"], status).expect(&["blockdev", "--getsize64", DEV], "67108864\n");
+        rt().block_on(l.ensure(DEV, "sec", 0, &d)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // No previous key opens it either: the volume's error says so.
+        let f = Arc::new(FakeRunner::new());
+        let l = Luks::new(f.clone(), Duration::from_secs(5));
+        f.expect_failure(&["cryptsetup", "status", "Linstor-Crypt-sec_00000"], 4, "")
+            .expect(&["cryptsetup", "isLuks", DEV], "")
+            .expect_failure(&open, 2, "")
+            .expect_failure(&change, 2, "")
+            .expect_failure(&change, 2, "");
+        let e = rt().block_on(l.ensure(DEV, "sec", 0, &d)).unwrap_err();
+        assert!(matches!(e, LuksError::NoMatchingKey(_, 2)), "{e}");
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn an_open_device_is_tested_once_and_changed_under_the_mapping() {
+        const DEV: &str = "/dev/vg0/sec_00000";
+        let status = "/dev/mapper/Linstor-Crypt-sec_00000 is active.\n  offset:  32768 sectors\n  size:    98304 sectors\n";
+        let f = Arc::new(FakeRunner::new());
+        let l = Luks::new(f.clone(), Duration::from_secs(5));
+        let mut d = desired(&[]);
+        d.previous_keys = vec![Secret("old".into())];
+        f.expect(&["cryptsetup", "status", "Linstor-Crypt-sec_00000"], status)
+            .expect_failure(&["cryptsetup", "open", "--test-passphrase", "--tries", "1", DEV], 2, "")
+            .expect(&["cryptsetup", "luksChangeKey", "--pbkdf-memory", "262144", "--tries", "1", DEV], "")
+            .expect(&["blockdev", "--getsize64", DEV], "67108864\n");
+        rt().block_on(l.ensure(DEV, "sec", 0, &d)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        f.expect(&["cryptsetup", "status", "Linstor-Crypt-sec_00000"], status).expect(&["blockdev", "--getsize64", DEV], "67108864\n");
+        rt().block_on(l.ensure(DEV, "sec", 0, &d)).unwrap();
+        assert!(f.is_done(), "tested once: {:?}", f.calls());
+        // Another key: tested again (it opens: nothing to change).
+        d.key = Some(Secret("k4y".into()));
+        f.expect(&["cryptsetup", "status", "Linstor-Crypt-sec_00000"], status)
+            .expect(&["cryptsetup", "open", "--test-passphrase", "--tries", "1", DEV], "")
+            .expect(&["blockdev", "--getsize64", DEV], "67108864\n");
+        rt().block_on(l.ensure(DEV, "sec", 0, &d)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        assert_eq!(
+            pbkdf_options(&["--pbkdf-memory=1024".into(), "--iter-time".into(), "10".into(), "--cipher".into(), "x".into()]),
+            ["--pbkdf-memory=1024", "--iter-time", "10"]
+        );
     }
 
     #[test]

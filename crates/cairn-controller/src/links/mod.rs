@@ -280,7 +280,8 @@ pub const LUKS_KEY_WITHHELD: &str = "the controller did not send the volume's LU
 /// saying why in their place.
 pub fn withhold_luks_keys(rscs: &mut [ResourceDesired]) {
     for l in rscs.iter_mut().flat_map(|r| r.volumes.iter_mut()).filter_map(|v| v.luks.as_mut()) {
-        if l.key.take().is_some() {
+        let previous = std::mem::take(&mut l.previous_keys);
+        if l.key.take().is_some() || !previous.is_empty() {
             l.withheld = Some(LUKS_KEY_WITHHELD.to_string());
         }
     }

@@ -677,7 +677,12 @@ async fn an_apply_answer_makes_the_next_observation_a_whole_one() {
 #[test]
 fn keys_withheld_from_a_plain_link_leave_the_reason_in_their_place() {
     use cairn_proto::{LuksDesired, ResourceDesired, Secret, VolumeDesired};
-    let luks = |key: Option<&str>| LuksDesired { key: key.map(|k| Secret(k.into())), ..Default::default() };
+    let luks = |key: Option<&str>| LuksDesired {
+        key: key.map(|k| Secret(k.into())),
+        // Locked, the controller opens no previous key either.
+        previous_keys: key.map(|_| Secret("old0".into())).into_iter().collect(),
+        ..Default::default()
+    };
     let vol = |number, l| VolumeDesired { number, luks: l, ..Default::default() };
     let mut rscs = vec![ResourceDesired {
         name: "enc".into(),
@@ -691,7 +696,8 @@ fn keys_withheld_from_a_plain_link_leave_the_reason_in_their_place() {
     assert!(v[1].luks.is_none());
     // A key the controller does not have (locked) is not "withheld".
     assert_eq!(v[2].luks.as_ref().and_then(|l| l.withheld.clone()), None);
-    assert!(!serde_json::to_string(&rscs).unwrap_or_default().contains("k0"));
+    let sent = serde_json::to_string(&rscs).unwrap_or_default();
+    assert!(!sent.contains("k0") && !sent.contains("old0"), "{sent}");
 }
 
 /// One request through the REST router: status and JSON body.

@@ -4,14 +4,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, put};
 use cairn_api::query::NameFilter;
 use cairn_api::rc;
 use cairn_api::resource_definition::{
     ResourceDefinitionCreate, ResourceDefinitionModify, VolumeDefinition, VolumeDefinitionCreate, VolumeDefinitionModify,
 };
-use cairn_domain::Cluster;
 use cairn_domain::name::key;
+use cairn_domain::{Cluster, OpError};
 
 use super::error::ApiError;
 use super::input;
@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/resource-definitions/{rd}", get(get_one).put(modify).delete(remove))
         .route("/v1/resource-definitions/{rd}/volume-definitions", get(list_vds).post(create_vd))
         .route("/v1/resource-definitions/{rd}/volume-definitions/{nr}", get(get_vd).put(modify_vd).delete(delete_vd))
+        .route("/v1/resource-definitions/{rd}/volume-definitions/{nr}/encryption-passphrase", put(modify_vd_passphrase))
 }
 
 fn vds(c: &Cluster, rd_key: &str) -> Vec<VolumeDefinition> {
@@ -81,7 +82,13 @@ async fn get_vd(State(s): State<AppState>, Path((rd, nr)): Path<(String, String)
 
 /// Volume definition creation answers 200 upstream, unlike most creations.
 async fn create_vd(State(s): State<AppState>, Path(rd): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
-    let req: VolumeDefinitionCreate = input::required(&body)?;
+    let mut req: VolumeDefinitionCreate = input::required(&body)?;
+    // LINSTOR keeps a user's passphrase sealed in Encryption/Passphrase.
+    if let Some(p) = req.passphrase.take() {
+        const OP: i64 = rc::MASK_CRT | rc::MASK_VLM_DFN;
+        s.read().rsc_dfn(&rd, OP)?;
+        req.passphrase = Some(seal_passphrase(&s, OP, &p)?);
+    }
     s.mutate(200, |c, ctx| c.create_vlm_dfn(&rd, &req, ctx)).await
 }
 
@@ -94,4 +101,43 @@ async fn modify_vd(State(s): State<AppState>, Path((rd, nr)): Path<(String, Stri
 async fn delete_vd(State(s): State<AppState>, Path((rd, nr)): Path<(String, String)>) -> Result<Reply, ApiError> {
     let nr = input::vlm_nr(&nr)?;
     s.mutate(200, |c, _| c.delete_vlm_dfn(&rd, nr)).await
+}
+
+/// `VolumeDefinitionModifyPassphrase`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct ModifyPassphrase {
+    new_passphrase: Option<String>,
+}
+
+/// `PUT …/volume-definitions/{nr}/encryption-passphrase`: the user's LUKS
+/// passphrase for every encrypted volume of the definition, sealed with
+/// the master key here (the domain never sees it in the clear).
+async fn modify_vd_passphrase(State(s): State<AppState>, Path((rd, nr)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
+    const OP: i64 = rc::MASK_MOD | rc::MASK_VLM_DFN;
+    let nr = input::vlm_nr(&nr)?;
+    let req: ModifyPassphrase = input::required(&body)?;
+    s.read().vlm_dfn(&rd, nr, OP)?;
+    let sealed = seal_passphrase(&s, OP, &req.new_passphrase.unwrap_or_default())?;
+    s.mutate(200, |c, _| c.modify_vlm_dfn_passphrase(&rd, nr, &sealed)).await
+}
+
+/// A user's volume passphrase sealed with the master key: refused when
+/// empty, or while the controller has no master key (LINSTOR's
+/// `FAIL_NOT_FOUND_CRYPT_KEY`).
+fn seal_passphrase(s: &AppState, op: i64, passphrase: &str) -> Result<String, ApiError> {
+    if passphrase.is_empty() {
+        return Err(ApiError::Op(
+            OpError::new(op, rc::FAIL_INVLD_CRYPT_PASSPHRASE, "A non-empty passphrase is needed.")
+                .correction("Give a non-empty passphrase."),
+        ));
+    }
+    let Some(master) = s.links().master() else {
+        return Err(ApiError::Op(
+            OpError::new(op, rc::FAIL_NOT_FOUND_CRYPT_KEY, "Unable to create encrypt key without having a master key")
+                .cause("The master passphrase was not created, or not entered since the controller started.")
+                .correction("Create or enter the master passphrase (`linstor encryption create-passphrase` / `enter-passphrase`)."),
+        ));
+    };
+    master.seal(passphrase).map_err(|e| ApiError::Internal(format!("cannot seal the passphrase: {e}")))
 }

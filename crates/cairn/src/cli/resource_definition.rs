@@ -158,6 +158,17 @@ pub enum VolumeDefinitionCmd {
         /// The new size (e.g. 20G).
         size: String,
     },
+    /// Set the LUKS passphrase of a volume definition's encrypted volumes
+    /// (their data stays; satellites change the key of every replica).
+    #[command(name = "modify-passphrase", visible_alias = "mp")]
+    ModifyPassphrase {
+        /// The resource.
+        resource: String,
+        /// The volume number.
+        volume_number: i64,
+        /// The new passphrase; read from stdin when not given.
+        new_passphrase: Option<String>,
+    },
     /// Delete a volume definition.
     #[command(visible_alias = "d")]
     Delete {
@@ -428,6 +439,16 @@ pub fn run_vd(ctx: &Ctx, cmd: VolumeDefinitionCmd) -> i32 {
         VolumeDefinitionCmd::DrbdOptions(o) => super::props::drbd_options(ctx, "VLM_DFN", 2, &o.args, |n| {
             ("PUT", format!("/v1/resource-definitions/{}/volume-definitions/{}", seg(&n[0]), seg(&n[1])))
         }),
+        VolumeDefinitionCmd::ModifyPassphrase { resource, volume_number, new_passphrase } => {
+            match super::encryption::secret(new_passphrase, "New volume passphrase") {
+                Some(p) => ctx.send(
+                    "PUT",
+                    &format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}/encryption-passphrase", seg(&resource)),
+                    Some(&serde_json::json!({ "new_passphrase": p })),
+                ),
+                None => ctx.problem(cairn_api::rc::FAIL_INVLD_CRYPT_PASSPHRASE, "a passphrase is needed"),
+            }
+        }
         VolumeDefinitionCmd::Delete { resource, volume_number } => {
             ctx.send::<()>("DELETE", &format!("/v1/resource-definitions/{}/volume-definitions/{volume_number}", seg(&resource)), None)
         }
