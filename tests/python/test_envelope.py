@@ -161,7 +161,7 @@ def test_keep_alive_survives_refusals_that_never_read_the_body(controller):
     # with a body, the next call on it once failed with a broken pipe.
     conn = http.client.HTTPConnection("127.0.0.1", controller.port, timeout=30)
     body = json.dumps({"remote_name": "x" * 200000, "endpoint": "e"})
-    refusals = [("POST", "/v1/remotes/r1/backups/ship", 501), ("POST", "/v1/no-such-thing", 404), ("PATCH", "/v1/nodes", 405),
+    refusals = [("PUT", "/v1/resource-definitions/r1/volume-definitions/0/encryption-passphrase", 501), ("POST", "/v1/no-such-thing", 404), ("PATCH", "/v1/nodes", 405),
                 ("POST", "/v1/resource-definitions/missing/volume-definitions", 404)]
     for method, path, code in refusals:
         conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
@@ -180,7 +180,7 @@ def test_python_linstor_keeps_working_after_a_refused_post(controller, lin):
     # a body ended in "Broken pipe", and every call after it in
     # CannotSendRequest, on the same kept-alive connection.
     for _ in range(3):
-        replies = lin.backup_ship("l2lremote", "a" * 100000, "b")
+        replies = lin.volume_dfn_modify_passphrase("r1", 0, "a" * 100000)
         assert replies and replies[0].is_error() and "not implemented" in replies[0].message, replies
         assert lin.node_list_raise().nodes == []
 
