@@ -169,3 +169,37 @@ def test_ships_the_target_did_not_agree_to_are_refused_and_leave_nothing(cluster
     ok(a.lin.backup_ship("goodpw", "src", "dst"))
     shipped(a, "goodpw", "src", 1)
     assert [d.name for d in b.lin.resource_dfn_list_raise().resource_definitions] == ["dst"]
+
+
+@pytest.fixture
+def fast_clock(monkeypatch):
+    # A cron minute per real second in the controllers started after it.
+    monkeypatch.setenv("CAIRN_SCHEDULE_CLOCK_SCALE", "60")
+
+
+def test_a_schedule_with_a_linstor_remote_ships_to_its_target_definition(fast_clock, clusters):
+    a, b = clusters
+    ok(a.lin.resource_dfn_create("src"))
+    ok(a.lin.volume_dfn_create("src", 4 * 1024, storage_pool="xfs"))
+    ok(a.lin.resource_create([linstor.ResourceData("a1", "src", storage_pool="xfs")]))
+    data = os.urandom(2 * MIB)
+    write_dev(device(a, "src", "a1"), data)
+    # A full shipment every third (fast) minute, an incremental every
+    # minute after it; the switch names the target definition, which the
+    # shipments use.
+    ok(a.lin.schedule_create("l2l", "*/3 * * * *", incremental_cron="* * * * *", keep_local=3))
+    ok(a.lin.backup_schedule_enable("b", "l2l", resource_name="src", dst_rsc_name="copy"))
+    props = a.lin.resource_dfn_list_raise(filter_by_resource_definitions=["src"]).resource_definitions[0].properties
+    assert props.get("Schedule/b/l2l/TargetResourceName") == "copy", props
+
+    def two():
+        status, _, body = a.ctrl.request("GET", "/v1/remotes/b/backups")
+        done = [s for s in body["linstor"].values() if s["success"]]
+        return any("based_on_id" in s for s in done) and done
+    done = wait_for("a full and an incremental scheduled shipment", two, timeout=60)
+    ok(a.lin.backup_schedule_disable("b", "l2l", resource_name="src"))
+    # The first one was full (nothing on B), a later one incremental.
+    assert any("based_on_id" not in s for s in done) and any("based_on_id" in s for s in done), done
+    assert [d.name for d in b.lin.resource_dfn_list_raise().resource_definitions] == ["copy"]
+    wait_for("the data on B", lambda: dev_digest(device(b, "copy", "b1"), 4 * MIB) ==
+             hashlib.sha256(data + bytes(2 * MIB)).hexdigest())

@@ -202,7 +202,7 @@ fn refusal(body: &[u8]) -> String {
 /// `POST /v1/remotes/{remote}/backups/ship`: the target prepares, then
 /// the snapshot is taken and streamed in the background; the answer comes
 /// once the stream started.
-async fn ship(State(s): State<AppState>, Path(remote): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
+pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: ShipReq = input::required(&body)?;
     let (url, dst_cluster_id, passphrase) = linstor_remote(&s, &remote)?;
     let src = source(&s, &req.src_rsc_name, req.src_node_name.as_deref())?;
