@@ -83,6 +83,9 @@ def test_full_then_incremental_ship_to_another_cluster(clusters):
     # Zero chunks are not sent: about the 5 MiB written (random data does
     # not compress), not 16 MiB.
     assert 5 * MIB <= first["sent_bytes"] < 6 * MIB and first["sent_chunks"] == 5, first
+    # python-linstor reads the same list.
+    [listed] = a.lin.backup_list("b")[0].linstor
+    assert (listed.id, listed.origin_rsc_name, listed._rest_data["success"]) == (first["id"], "src", True)
     # B registered the definition, the snapshot and a resource restored
     # from it on b2, holding the same bytes.
     rd = b.lin.resource_dfn_list_raise().resource_definitions
