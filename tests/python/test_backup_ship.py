@@ -5,7 +5,9 @@ backup_ship restores the resource on the target (checked by sha256); an
 incremental ship with `cairn backup ship` carries only the changed chunk;
 a ship the target did not agree to (wrong cluster id, source cluster not
 known there, wrong passphrase) is refused, and a ship to an unreachable
-remote fails cleanly, leaving nothing behind on either side."""
+remote fails cleanly, leaving nothing behind on either side; an aborted
+shipment registers nothing on the target; a schedule with a LINSTOR
+remote ships to the definition its switch names."""
 
 import glob
 import hashlib
@@ -206,3 +208,26 @@ def test_a_schedule_with_a_linstor_remote_ships_to_its_target_definition(fast_cl
     assert [d.name for d in b.lin.resource_dfn_list_raise().resource_definitions] == ["copy"]
     wait_for("the data on B", lambda: dev_digest(device(b, "copy", "b1"), 4 * MIB) ==
              hashlib.sha256(data + bytes(2 * MIB)).hexdigest())
+
+
+def test_an_aborted_ship_registers_nothing_on_the_target(clusters):
+    a, b = clusters
+    ok(a.lin.resource_dfn_create("big"))
+    ok(a.lin.volume_dfn_create("big", 128 * 1024, storage_pool="xfs"))
+    ok(a.lin.resource_create([linstor.ResourceData("a1", "big", storage_pool="xfs")]))
+    write_dev(device(a, "big", "a1"), os.urandom(128 * MIB))
+    ok(a.lin.backup_ship("b", "big", "big"))
+    # The stream runs now (128 chunks); abort it on the source.
+    ok(a.lin.backup_abort("b", "big"))
+
+    def failed():
+        status, _, body = a.ctrl.request("GET", "/v1/remotes/b/backups")
+        [s] = body["linstor"].values()
+        return not s["shipping"] and s
+    s = wait_for("the shipment to end", failed, timeout=60)
+    assert not s["success"] and "aborted" in s["fail_messages"], s
+    # The target registered nothing and removed what it had received.
+    assert b.lin.resource_dfn_list_raise().resource_definitions == []
+    assert b.lin.snapshot_dfn_list_raise().snapshots == []
+    wait_for("no files left on B", lambda: not [f for n in ("b1", "b2") for f in os.listdir(os.path.join(b.xfs, n))
+                                                if f.startswith(".") or f.endswith(".snap")])
