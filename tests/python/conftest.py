@@ -154,9 +154,10 @@ def ok(replies):
     return replies
 
 
-def write_dev(dev, data):
-    """Writes `data` at the start of a block device (or file) and syncs it."""
+def write_dev(dev, data, offset=0):
+    """Writes `data` at `offset` of a block device (or file) and syncs it."""
     with open(dev, "r+b") as f:
+        f.seek(offset)
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -166,6 +167,13 @@ def dev_digest(dev, n):
     """The sha256 of the first `n` bytes of a device."""
     with open(dev, "rb") as f:
         return hashlib.sha256(f.read(n)).hexdigest()
+
+
+def device(c, rd, node):
+    """The device path of volume 0 of resource `rd` on `node` in cluster `c`."""
+    status, _, v = c.ctrl.request("GET", f"/v1/view/resources?resources={rd}&nodes={node}")
+    assert status == 200 and v, v
+    return v[0]["volumes"][0]["device_path"]
 
 
 def err(replies, code):

@@ -17,7 +17,7 @@ import boto3
 import linstor
 import pytest
 
-from conftest import BIN, Controller, err, ok, wait_for, write_dev
+from conftest import BIN, Controller, device, err, ok, wait_for, write_dev
 
 FAIL_NOT_FOUND_BACKUP, FAIL_NOT_ENOUGH_FREE_SPACE, FAIL_IN_USE, FAIL_UNKNOWN_ERROR = 322, 980, 997, 998
 MIB = 1 << 20
@@ -36,12 +36,6 @@ def remote(lin, s3, name="bk"):
     ok(lin.crypt_create_passphrase("master-pw"))
     ok(lin.remote_create_s3(remote_name=name, endpoint=s3.endpoint, region=s3.region, bucket=s3.bucket,
                             access_key=s3.access_key, secret_key=s3.secret_key, use_path_style=True))
-
-
-def device(c, rd, node):
-    status, _, v = c.ctrl.request("GET", f"/v1/view/resources?resources={rd}&nodes={node}")
-    assert status == 200 and v, v
-    return v[0]["volumes"][0]["device_path"]
 
 
 def digest(dev, n):
@@ -106,11 +100,7 @@ def test_full_and_incremental_backups_restore_on_another_node_and_show_in_any_co
     # Change one MiB; the next backup is incremental and uploads about that.
     time.sleep(1.1)  # backup ids have a resolution of one second
     b = os.urandom(MIB)
-    with open(dev, "r+b") as f:
-        f.seek(2 * MIB)
-        f.write(b)
-        f.flush()
-        os.fsync(f.fileno())
+    write_dev(dev, b, offset=2 * MIB)
     expected = hashlib.sha256(a[:2 * MIB] + b + a[3 * MIB:]).hexdigest()
     ok(c.lin.backup_create("bk", "src", incremental=True))
     bs = finished(c.lin, "src", 2)

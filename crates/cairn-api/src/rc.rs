@@ -144,6 +144,7 @@ pub const FAIL_NOT_CONNECTED: i64 = 995;
 pub const FAIL_IN_USE: i64 = 997;
 pub const FAIL_NOT_ENOUGH_FREE_SPACE: i64 = 980;
 pub const FAIL_NOT_ALL_UPTODATE: i64 = 974;
+pub const FAIL_BACKUP_UNKNOWN_CLUSTER: i64 = 976;
 pub const FAIL_UNKNOWN_ERROR: i64 = 998;
 pub const FAIL_IMPL_ERROR: i64 = 999;
 

@@ -56,6 +56,8 @@ pub enum ControllerError {
     Users(#[from] auth::UsersError),
     #[error("lost the leader lease; stopped so that another controller leads (start again to stand by)")]
     LostLeadership,
+    #[error("{0}")]
+    Startup(String),
     #[error("a start-up task panicked: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -155,6 +157,15 @@ impl Controller {
             tracing::warn!(
                 "LUKS volume keys go to satellites on PLAIN links too (--allow-plain-luks-keys): anyone on the path can read them"
             );
+        }
+        // The cluster's id, made once (LINSTOR's Cluster/LocalID).
+        if !state.read().ctrl_props.contains_key(cairn_domain::kvs::CLUSTER_ID_PROP) {
+            let id = uuid::Uuid::new_v4().to_string();
+            let made = state
+                .mutate(200, |c, _| Ok(c.init_cluster_id(&id).unwrap_or_default()))
+                .await
+                .map_err(|e| ControllerError::Startup(format!("cannot record the cluster id: {e}")))?;
+            tracing::debug!(entries = made.entries.len(), "cluster id {id} recorded");
         }
         // LINSTOR's way to start unlocked: MASTER_PASSPHRASE.
         if let Some(p) = std::env::var("MASTER_PASSPHRASE").ok().filter(|p| !p.is_empty()) {

@@ -20,6 +20,7 @@
 //!   passes in a real second, so tests see cron runs without waiting
 //!   minutes. Crons are evaluated in UTC.
 
+use cairn_domain::remote::RemoteTarget;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -200,9 +201,18 @@ async fn backup(s: &AppState, sh: &Shipping, inc: bool) -> Result<(), String> {
         body["node_name"] = serde_json::Value::String(n.clone());
     }
     let before: Vec<String> = s.backups().all().into_iter().map(|x| x.id).collect();
-    let reply = crate::rest::backups::create(State(s.clone()), Path(sh.remote.clone()), body.to_string().into())
-        .await
-        .map_err(|e| format!("{e:?}"))?;
+    let to_cluster = s.read().remotes.get(&key(&sh.remote)).is_some_and(|r| matches!(r.target, RemoteTarget::Linstor { .. }));
+    let reply = if to_cluster {
+        // Another cluster: a shipment with the switch's target fields.
+        let body = serde_json::json!({
+            "src_rsc_name": sh.rsc, "dst_rsc_name": sh.dst_rsc.clone().unwrap_or_else(|| sh.rsc.clone()),
+            "src_node_name": sh.pref_node, "stor_pool_rename": sh.stor_pool_rename, "allow_incremental": inc,
+        });
+        crate::rest::ship::ship(State(s.clone()), Path(sh.remote.clone()), body.to_string().into()).await
+    } else {
+        crate::rest::backups::create(State(s.clone()), Path(sh.remote.clone()), body.to_string().into()).await
+    }
+    .map_err(|e| format!("{e:?}"))?;
     if let Some(e) = reply.entries.iter().find(|e| e.is_error()) {
         return Err(e.message.clone());
     }
@@ -221,6 +231,7 @@ async fn backup(s: &AppState, sh: &Shipping, inc: bool) -> Result<(), String> {
         let now = s.backups().all();
         match now.iter().find(|x| x.id == id && key(&x.remote) == key(&sh.remote)) {
             None => return Ok(()),
+            Some(x) if x.done.is_some() => return Ok(()),
             Some(x) => {
                 if let Some(why) = &x.failed {
                     return Err(why.clone());
@@ -232,7 +243,10 @@ async fn backup(s: &AppState, sh: &Shipping, inc: bool) -> Result<(), String> {
 
 /// `keep_remote` and `keep_local` after a successful run.
 async fn prune(s: &AppState, sh: &Shipping, sched: &Schedule) {
-    if let Some(keep) = sched.keep_remote.and_then(|k| usize::try_from(k).ok()) {
+    // keep_remote counts backups in a bucket; another cluster's snapshots
+    // are its own to prune (not done yet).
+    let in_bucket = s.read().remotes.get(&key(&sh.remote)).is_some_and(|r| matches!(r.target, RemoteTarget::S3 { .. }));
+    if let Some(keep) = sched.keep_remote.and_then(|k| usize::try_from(k).ok()).filter(|_| in_bucket) {
         match crate::rest::backups::full_backups(s, &sh.remote, &sh.rsc).await {
             Ok(fulls) if fulls.len() > keep => {
                 for (id, _) in &fulls[..fulls.len() - keep] {

@@ -55,6 +55,8 @@ struct Inner {
     settings: std::sync::OnceLock<crate::config::ControllerConfig>,
     /// Backup shipments running or failed since the controller started.
     backups: crate::rest::backups::Shipments,
+    /// Shipments from other clusters this controller agreed to receive.
+    receives: crate::rest::ship::Receives,
     /// The backup scheduler's plan: next run of each enabled shipping.
     scheduler: crate::scheduler::Plan,
     /// The leader's lease (PostgreSQL): no write once it is gone.
@@ -142,6 +144,7 @@ impl AppState {
             links,
             settings: std::sync::OnceLock::new(),
             backups: Default::default(),
+            receives: Default::default(),
             scheduler: Default::default(),
             fence: std::sync::OnceLock::new(),
             reporter: crate::reporter::Reporter::new(now_ms()),
@@ -286,6 +289,11 @@ impl AppState {
     /// Backup shipments running or failed since the controller started.
     pub fn backups(&self) -> &crate::rest::backups::Shipments {
         &self.inner.backups
+    }
+
+    /// Shipments from other clusters this controller waits for.
+    pub fn receives(&self) -> &crate::rest::ship::Receives {
+        &self.inner.receives
     }
 
     pub fn scheduler(&self) -> &crate::scheduler::Plan {

@@ -57,6 +57,55 @@ impl Cluster {
     /// resource from it.
     pub fn restore_backup(&self, p: &BackupRestorePlan, ctx: &mut Ctx) -> OpResult<Outcome> {
         let kind = self.check_backup_restore(&p.target, &p.node, &p.pool)?;
+        self.register_received(p, kind, true, ctx)
+    }
+
+    /// Checks that a snapshot shipped from another cluster can be
+    /// received (LINSTOR's target side of a shipment): into a new
+    /// definition (restored from it unless `download_only`), or, when the
+    /// definition exists, as a new snapshot of it beside its resources
+    /// (LINSTOR's download-only default then), with the same volumes.
+    pub fn check_shipment(&self, p: &BackupRestorePlan) -> OpResult<ProviderKind> {
+        const OP: i64 = rc::MASK_CRT | rc::MASK_BACKUP;
+        let Some(d) = self.rsc_dfns.get(&key(&p.target)) else {
+            return self.check_backup_restore(&p.target, &p.node, &p.pool);
+        };
+        if self.snapshots.contains_key(&(key(&d.name), key(&p.snapshot))) {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_EXISTS_SNAPSHOT_DFN,
+                format!("Snapshot '{}' of resource definition '{}' already exists.", p.snapshot, d.name),
+            ));
+        }
+        let have: Vec<(u32, i64)> = self.vlm_dfns_of(&key(&d.name)).map(|v| (v.volume_number, v.size_kib)).collect();
+        if have.iter().map(|(nr, _)| *nr).collect::<Vec<_>>() != p.volumes.iter().map(|(nr, _)| *nr).collect::<Vec<_>>() {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_INVLD_BACKUP_CONFIG,
+                format!("Resource definition '{}' has other volumes than the shipped snapshot.", d.name),
+            )
+            .correction("Ship into a new resource definition."));
+        }
+        self.node(&p.node, OP)?;
+        let Some(sp) = self.stor_pools.get(&(key(&p.node), key(&p.pool))) else {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_NOT_FOUND_STOR_POOL,
+                format!("Storage pool '{}' on node '{}' not found.", p.pool, p.node),
+            ));
+        };
+        Ok(sp.provider_kind)
+    }
+
+    /// Registers a snapshot shipped from another cluster (see
+    /// [`Cluster::check_shipment`]).
+    pub fn receive_shipment(&self, p: &BackupRestorePlan, download_only: bool, ctx: &mut Ctx) -> OpResult<Outcome> {
+        let kind = self.check_shipment(p)?;
+        let exists = self.rsc_dfns.contains_key(&key(&p.target));
+        self.register_received(p, kind, !exists && !download_only, ctx)
+    }
+
+    fn register_received(&self, p: &BackupRestorePlan, kind: ProviderKind, restore: bool, ctx: &mut Ctx) -> OpResult<Outcome> {
         let mut c = self.clone();
         let mut out = Outcome::default();
         let take = |c: &mut Cluster, o: Outcome, out: &mut Outcome| {
@@ -64,20 +113,27 @@ impl Cluster {
             out.changes.extend(o.changes);
             out.replies.extend(o.replies);
         };
-        let rd = ResourceDefinitionCreate {
-            resource_definition: ResourceDefinition { name: p.target.clone(), ..Default::default() },
-            ..Default::default()
-        };
-        let o = c.create_rsc_dfn(&rd, ctx)?;
-        take(&mut c, o, &mut out);
-        for (nr, size) in &p.volumes {
-            let vd = VolumeDefinitionCreate {
-                volume_definition: VolumeDefinition { volume_number: Some(i64::from(*nr)), size_kib: Some(*size), ..Default::default() },
+        if !c.rsc_dfns.contains_key(&key(&p.target)) {
+            let rd = ResourceDefinitionCreate {
+                resource_definition: ResourceDefinition { name: p.target.clone(), ..Default::default() },
                 ..Default::default()
             };
-            let o = c.create_vlm_dfn(&p.target, &vd, ctx)?;
+            let o = c.create_rsc_dfn(&rd, ctx)?;
             take(&mut c, o, &mut out);
+            for (nr, size) in &p.volumes {
+                let vd = VolumeDefinitionCreate {
+                    volume_definition: VolumeDefinition {
+                        volume_number: Some(i64::from(*nr)),
+                        size_kib: Some(*size),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let o = c.create_vlm_dfn(&p.target, &vd, ctx)?;
+                take(&mut c, o, &mut out);
+            }
         }
+        let target = c.rsc_dfn(&p.target, rc::MASK_CRT | rc::MASK_BACKUP)?.name.clone();
         let node = c.node(&p.node, rc::MASK_CRT | rc::MASK_BACKUP)?.name.clone();
         let mut nodes = BTreeMap::new();
         nodes.insert(
@@ -102,7 +158,7 @@ impl Cluster {
             },
         );
         let s = SnapshotDfn {
-            resource_definition: p.target.clone(),
+            resource_definition: target.clone(),
             name: p.snapshot.clone(),
             uuid: ctx.uuid(),
             flags: BTreeSet::new(),
@@ -115,9 +171,11 @@ impl Cluster {
         let mut o = Outcome::default();
         o.put(Object::SnapDfn(s));
         take(&mut c, o, &mut out);
-        let restore = SnapshotRestore { to_resource: p.target.clone(), nodes: vec![node], stor_pool_rename: BTreeMap::new() };
-        let o = c.restore_resources(&p.target, &p.snapshot, &restore, ctx)?;
-        take(&mut c, o, &mut out);
+        if restore {
+            let restore = SnapshotRestore { to_resource: target.clone(), nodes: vec![node], stor_pool_rename: BTreeMap::new() };
+            let o = c.restore_resources(&target, &p.snapshot, &restore, ctx)?;
+            take(&mut c, o, &mut out);
+        }
         Ok(out)
     }
 }

@@ -33,6 +33,9 @@ fn crypt_key_refused(op: i64, k: &str) -> OpError {
         .correction("Use /v1/encryption/passphrase.")
 }
 
+/// Where the cluster's id is kept (LINSTOR's `Cluster/LocalID`).
+pub const CLUSTER_ID_PROP: &str = "Cluster/LocalID";
+
 impl Cluster {
     /// Stores the master key's properties (the passphrase API); with
     /// `create`, only if no master key is stored yet (checked here, under
@@ -94,6 +97,20 @@ impl Cluster {
         out.delete(ObjKey::Kvs(key(&k.name)));
         out.reply(ApiCallRc::success(OP, rc::DELETED, format!("Key-value store '{}' deleted.", k.name)));
         Ok(out)
+    }
+
+    /// Gives the cluster its id (`Cluster/LocalID`, a UUID), as LINSTOR's
+    /// controller does once; None when it has one. Other clusters name
+    /// it by this id (LINSTOR remotes, shipments).
+    pub fn init_cluster_id(&self, id: &str) -> Option<Outcome> {
+        if self.ctrl_props.contains_key(CLUSTER_ID_PROP) {
+            return None;
+        }
+        let mut props = self.ctrl_props.clone();
+        props.insert(CLUSTER_ID_PROP.to_string(), id.to_string());
+        let mut out = Outcome::default();
+        out.put(Object::CtrlProps(props));
+        Some(out)
     }
 
     /// `POST /v1/controller/properties`.

@@ -29,6 +29,10 @@ use crate::name::{self, NameKind, key};
 pub const NAMESPACE: &str = "Schedule";
 pub const KEY_ENABLED: &str = "Enabled";
 pub const KEY_PREF_NODE: &str = "PrefNode";
+/// LINSTOR's keys of a shipping to another cluster: the target
+/// definition, and the pool renames (one key per source pool below it).
+pub const KEY_DST_RSC_NAME: &str = "TargetResourceName";
+pub const KEY_RENAME_STORPOOL_MAP: &str = "RenameStorpoolMap";
 pub const KEY_LAST_TIME: &str = "LastBackupTime";
 pub const KEY_LAST_INC: &str = "LastBackupInc";
 
@@ -150,6 +154,10 @@ pub struct Shipping {
     pub remote: String,
     pub schedule: String,
     pub pref_node: Option<String>,
+    /// Shipping to another cluster: the target definition (None: the
+    /// same name) and the pool renames.
+    pub dst_rsc: Option<String>,
+    pub stor_pool_rename: std::collections::BTreeMap<String, String>,
 }
 
 impl Cluster {
@@ -304,6 +312,15 @@ impl Cluster {
                     Some(n) => props.insert(format!("{prefix}{KEY_PREF_NODE}"), n.to_string()),
                     None => props.remove(&format!("{prefix}{KEY_PREF_NODE}")),
                 };
+                match req.dst_rsc_name.as_deref().filter(|n| !n.is_empty()) {
+                    Some(n) => props.insert(format!("{prefix}{KEY_DST_RSC_NAME}"), n.to_string()),
+                    None => props.remove(&format!("{prefix}{KEY_DST_RSC_NAME}")),
+                };
+                let map = format!("{prefix}{KEY_RENAME_STORPOOL_MAP}/");
+                props.retain(|k, _| !k.starts_with(&map));
+                for (from, to) in &req.stor_pool_rename {
+                    props.insert(format!("{map}{from}"), to.clone());
+                }
             }
         };
         let mut out = Outcome::default();
@@ -351,6 +368,9 @@ impl Cluster {
         let drop = |props: &mut Props| {
             props.remove(&format!("{prefix}{KEY_ENABLED}"));
             props.remove(&format!("{prefix}{KEY_PREF_NODE}"));
+            props.remove(&format!("{prefix}{KEY_DST_RSC_NAME}"));
+            let map = format!("{prefix}{KEY_RENAME_STORPOOL_MAP}/");
+            props.retain(|k, _| !k.starts_with(&map));
         };
         let mut out = Outcome::default();
         let where_ = match (rd.filter(|x| !x.is_empty()), rg.filter(|x| !x.is_empty())) {
@@ -439,8 +459,26 @@ impl Cluster {
                 let on = levels.iter().flatten().next().copied().unwrap_or(false);
                 let (Some(r), Some(s)) = (self.remotes.get(&key(&remote)), self.schedules.get(&key(&schedule))) else { continue };
                 if on {
-                    let pref = self.schedule_prop(rd_key, &format!("{}{KEY_PREF_NODE}", Schedule::prop_prefix(&remote, &schedule)));
-                    out.push(Shipping { rsc: d.name.clone(), remote: r.name.clone(), schedule: s.name.clone(), pref_node: pref });
+                    let prefix = Schedule::prop_prefix(&remote, &schedule);
+                    let pref = self.schedule_prop(rd_key, &format!("{prefix}{KEY_PREF_NODE}"));
+                    let dst_rsc = self.schedule_prop(rd_key, &format!("{prefix}{KEY_DST_RSC_NAME}"));
+                    let map = format!("{prefix}{KEY_RENAME_STORPOOL_MAP}/");
+                    // The definition's renames over its group's over the controller's.
+                    let mut stor_pool_rename = std::collections::BTreeMap::new();
+                    let g = self.rsc_grps.get(&key(&d.resource_group));
+                    for props in [Some(&self.ctrl_props), g.map(|g| &g.props), Some(&d.props)].into_iter().flatten() {
+                        for (k, v) in props.iter().filter_map(|(k, v)| k.strip_prefix(&map).map(|k| (k, v))) {
+                            stor_pool_rename.insert(k.to_string(), v.clone());
+                        }
+                    }
+                    out.push(Shipping {
+                        rsc: d.name.clone(),
+                        remote: r.name.clone(),
+                        schedule: s.name.clone(),
+                        pref_node: pref,
+                        dst_rsc,
+                        stor_pool_rename,
+                    });
                 }
             }
         }

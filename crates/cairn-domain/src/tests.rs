@@ -558,3 +558,36 @@ fn a_backup_restore_registers_definition_snapshot_and_a_resource_restored_from_i
     }
     assert_eq!(r.volumes.len(), 2);
 }
+
+#[test]
+fn a_shipped_snapshot_restores_a_new_definition_and_sits_beside_an_existing_one() {
+    use crate::backup::BackupRestorePlan;
+    let mut t = T::new();
+    t.node("n1");
+    t.pool("n1", "thin");
+    let plan = |snap: &str, volumes: Vec<(u32, i64)>| BackupRestorePlan {
+        target: "dst".into(),
+        snapshot: snap.into(),
+        node: "n1".into(),
+        pool: "thin".into(),
+        layer_stack: vec!["STORAGE".into()],
+        volumes,
+    };
+    // Download only into a new definition: definition and snapshot, no
+    // resource.
+    t.run(|c, ctx| c.receive_shipment(&plan("s1", vec![(0, 4096)]), true, ctx));
+    assert!(t.c.snapshots.contains_key(&("DST".to_string(), "S1".to_string())));
+    assert_eq!(t.c.resources_of("DST").count(), 0);
+    // The definition exists now: the next snapshot is registered beside
+    // it, nothing is restored; the same name or other volumes are refused.
+    t.run(|c, ctx| c.receive_shipment(&plan("s2", vec![(0, 4096)]), false, ctx));
+    assert!(t.c.snapshots.contains_key(&("DST".to_string(), "S2".to_string())));
+    assert_eq!(t.c.resources_of("DST").count(), 0);
+    assert_eq!(t.fail(|c, ctx| c.receive_shipment(&plan("s2", vec![(0, 4096)]), false, ctx)), rc::FAIL_EXISTS_SNAPSHOT_DFN);
+    assert_eq!(t.fail(|c, ctx| c.receive_shipment(&plan("s3", vec![(0, 4096), (1, 4096)]), false, ctx)), rc::FAIL_INVLD_BACKUP_CONFIG);
+    // A new definition without download only gets its resource.
+    let mut other = plan("s1", vec![(0, 4096)]);
+    other.target = "dst2".into();
+    t.run(|c, ctx| c.receive_shipment(&other, false, ctx));
+    assert_eq!(t.c.resources_of("DST2").count(), 1);
+}

@@ -56,6 +56,16 @@ pub const PATH_BACKUP_SEND: &str = "/internal/v1/backup/send";
 pub const PATH_BACKUP_RECEIVE: &str = "/internal/v1/backup/receive";
 /// `POST` a [`BackupAbort`]: stop the running transfers of a resource.
 pub const PATH_BACKUP_ABORT: &str = "/internal/v1/backup/abort";
+/// `POST` a [`ShipListen`]: listen for a snapshot shipped by a satellite
+/// of another cluster, answered at once by a [`ShipListening`]; the
+/// transfer runs on in the background.
+pub const PATH_SHIP_LISTEN: &str = "/internal/v1/backup/ship-listen";
+/// `POST` a [`ShipToken`]: wait for the shipment a [`ShipListen`] started
+/// (or cancel it with `cancel`), answered by a [`BackupReceived`].
+pub const PATH_SHIP_RESULT: &str = "/internal/v1/backup/ship-result";
+/// `POST` a [`ShipSend`]: stream a snapshot to a listening satellite of
+/// another cluster, answered by a [`BackupSent`] once it acknowledged.
+pub const PATH_SHIP_SEND: &str = "/internal/v1/backup/ship-send";
 /// `POST` an [`ErrorReportFilter`]: the satellite's error reports that
 /// match, newest first (a satellite older than this path answers 404, read
 /// as "no reports").
@@ -255,6 +265,67 @@ pub struct BackupReceive {
 pub struct BackupReceived {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ObjectError>,
+}
+
+/// One volume of a shipped snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipVolume {
+    pub number: u32,
+    /// The volume's size in bytes.
+    pub size: u64,
+}
+
+/// Listen on `address` (port picked by the satellite) for one connection
+/// that presents `token`, and receive the snapshot `snapshot` of
+/// `resource` into `pool`: a copy of `base` (a snapshot of the same
+/// resource on this node) with the shipped chunks written over it, or a
+/// new sparse file when `base` is None.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipListen {
+    pub token: Secret,
+    pub address: String,
+    pub pool: PoolDesired,
+    pub resource: String,
+    pub snapshot: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    pub volumes: Vec<ShipVolume>,
+    /// The resource exists on this node: leave the received files where
+    /// taking the snapshot adopts them (the satellite would otherwise
+    /// delete a snapshot it finds before the controller registered it).
+    #[serde(default)]
+    pub adopt: bool,
+}
+
+/// The answer to [`ShipListen`]: where the sender connects.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ShipListening {
+    pub port: u16,
+}
+
+/// Names a shipment a [`ShipListen`] started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipToken {
+    pub token: Secret,
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+/// Stream the snapshot `snapshot` of `resource` in `pool` to the
+/// satellite listening at `target` (`host:port`), presenting `token`.
+/// With `base`, only chunks that differ from that older snapshot (which
+/// the receiver holds too) are sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipSend {
+    pub target: String,
+    pub token: Secret,
+    pub pool: PoolDesired,
+    pub resource: String,
+    pub snapshot: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    pub volumes: Vec<u32>,
+    pub chunk_size: u64,
 }
 
 /// Stop the transfers of `resource` (every snapshot when None).

@@ -56,7 +56,7 @@ pub enum BackupError {
     Aborted,
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
     let what = what.into();
     move |source| BackupError::Io { what, source }
 }
@@ -69,7 +69,7 @@ pub struct Transfers {
 }
 
 /// A registered transfer; unregistered when dropped.
-struct Running<'a> {
+pub(crate) struct Running<'a> {
     transfers: &'a Transfers,
     id: (String, String),
     stop: Arc<AtomicBool>,
@@ -82,13 +82,13 @@ impl Drop for Running<'_> {
 }
 
 impl Running<'_> {
-    fn check(&self) -> Result<(), BackupError> {
+    pub(crate) fn check(&self) -> Result<(), BackupError> {
         if self.stop.load(Ordering::Relaxed) { Err(BackupError::Aborted) } else { Ok(()) }
     }
 }
 
 impl Transfers {
-    fn start(&self, rsc: &str, snap: &str) -> Running<'_> {
+    pub(crate) fn start(&self, rsc: &str, snap: &str) -> Running<'_> {
         let stop = Arc::new(AtomicBool::new(false));
         let id = (rsc.to_string(), snap.to_string());
         self.running.lock().insert(id.clone(), stop.clone());
@@ -123,7 +123,7 @@ fn bucket(t: &S3Target) -> Result<Bucket, BackupError> {
 
 /// Where the snapshots of a pool are: FILE and FILE_THIN keep each as a
 /// file (LVM_THIN would name its snapshot volume's device here).
-fn file_pool(p: &PoolDesired) -> Result<FilePool, BackupError> {
+pub(crate) fn file_pool(p: &PoolDesired) -> Result<FilePool, BackupError> {
     match (p.kind, p.backing.as_deref()) {
         (ProviderKind::File | ProviderKind::FileThin, Some(dir)) => Ok(FilePool::new(&p.name, dir, p.kind == ProviderKind::FileThin)?),
         (k, _) => Err(BackupError::Provider(k.as_str().to_string())),
@@ -263,24 +263,27 @@ async fn send_volume(
 }
 
 /// Reads frames out of a byte stream as it arrives.
-struct Frames {
+pub(crate) struct Frames {
     key: String,
-    buf: Vec<u8>,
-    chunk_size: u64,
-    volume_size: u64,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) chunk_size: u64,
+    pub(crate) volume_size: u64,
     frames: u64,
     header: bool,
-    ended: bool,
+    pub(crate) ended: bool,
+    /// Bytes after the trailer belong to what follows (a stream of
+    /// several volumes), not an error.
+    pub(crate) rest_follows: bool,
 }
 
 /// One decoded, verified chunk.
-struct Chunk {
-    index: u64,
-    data: Vec<u8>,
+pub(crate) struct Chunk {
+    pub(crate) index: u64,
+    pub(crate) data: Vec<u8>,
 }
 
 impl Frames {
-    fn corrupt(&self, why: impl Into<String>) -> BackupError {
+    pub(crate) fn corrupt(&self, why: impl Into<String>) -> BackupError {
         BackupError::Corrupt { key: self.key.clone(), why: why.into() }
     }
 
@@ -296,12 +299,21 @@ impl Frames {
         u32::from_be_bytes(a)
     }
 
-    fn new(key: &str) -> Frames {
-        Frames { key: key.to_string(), buf: Vec::new(), chunk_size: 0, volume_size: 0, frames: 0, header: false, ended: false }
+    pub(crate) fn new(key: &str) -> Frames {
+        Frames {
+            key: key.to_string(),
+            buf: Vec::new(),
+            chunk_size: 0,
+            volume_size: 0,
+            frames: 0,
+            header: false,
+            ended: false,
+            rest_follows: false,
+        }
     }
 
     /// Reads the header once enough bytes arrived (Ok(false): not yet).
-    fn read_header(&mut self) -> Result<bool, BackupError> {
+    pub(crate) fn read_header(&mut self) -> Result<bool, BackupError> {
         if self.header {
             return Ok(true);
         }
@@ -323,12 +335,12 @@ impl Frames {
 
     /// The next complete chunk in the buffer, verified; None when more
     /// bytes are needed (or the trailer was read).
-    fn next_chunk(&mut self) -> Result<Option<Chunk>, BackupError> {
+    pub(crate) fn next_chunk(&mut self) -> Result<Option<Chunk>, BackupError> {
         if !self.read_header()? {
             return Ok(None);
         }
         if self.ended {
-            if !self.buf.is_empty() {
+            if !self.buf.is_empty() && !self.rest_follows {
                 return Err(self.corrupt("there are bytes after its end"));
             }
             return Ok(None);
@@ -399,7 +411,7 @@ pub async fn receive(transfers: &Transfers, req: &BackupReceive) -> Result<(), B
     Ok(())
 }
 
-fn hidden(to: &Path) -> PathBuf {
+pub(crate) fn hidden(to: &Path) -> PathBuf {
     let name = to.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     to.with_file_name(format!(".{name}.receiving"))
 }

@@ -14,6 +14,7 @@ pub mod ext_files;
 pub mod pool_dirs;
 pub mod reports;
 pub mod server;
+pub mod ship;
 pub mod sim;
 pub mod tls;
 pub mod tools;

@@ -18,7 +18,8 @@ use cairn_proto::auth::{
 use cairn_proto::{
     Apply, BackupAbort, BackupReceive, BackupReceived, BackupSend, Hello, LogLevels, ObjectError, Observation, ObserveSince, PATH_APPLY,
     PATH_BACKUP_ABORT, PATH_BACKUP_RECEIVE, PATH_BACKUP_SEND, PATH_CONFIG, PATH_EXT_FILE_STATUS, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL,
-    PROTO_VERSION, PhysicalCreate, PhysicalCreated, ProviderSupport, VERSION_HEADER,
+    PATH_SHIP_LISTEN, PATH_SHIP_RESULT, PATH_SHIP_SEND, PROTO_VERSION, PhysicalCreate, PhysicalCreated, ProviderSupport, ShipListen,
+    ShipListening, ShipSend, ShipToken, VERSION_HEADER,
 };
 use cairn_storage::physical::Physical;
 use tokio::net::TcpListener;
@@ -38,6 +39,8 @@ struct Shared {
     physical_lock: tokio::sync::Mutex<()>,
     /// Backup uploads and downloads running, for aborts.
     transfers: Arc<crate::backup::Transfers>,
+    /// Shipments from other clusters this node listens for or receives.
+    ships: Arc<crate::ship::Ships>,
     /// This node's error reports.
     reports: Arc<crate::reports::Reports>,
     /// Runs the commands of a SOS report.
@@ -206,6 +209,7 @@ impl Satellite {
                 physical,
                 physical_lock: tokio::sync::Mutex::new(()),
                 transfers: Arc::default(),
+                ships: Arc::default(),
                 reports: Arc::new(reports),
                 runner: sos_runner,
                 command_timeout: config.command_timeout,
@@ -292,6 +296,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_BACKUP_SEND, post(backup_send))
         .route(PATH_BACKUP_RECEIVE, post(backup_receive))
         .route(PATH_BACKUP_ABORT, post(backup_abort))
+        .route(PATH_SHIP_LISTEN, post(ship_listen))
+        .route(PATH_SHIP_RESULT, post(ship_result))
+        .route(PATH_SHIP_SEND, post(ship_send))
         .route(cairn_proto::PATH_ERROR_REPORTS, post(error_reports))
         .route(cairn_proto::PATH_ERROR_REPORTS_DELETE, post(error_reports_delete))
         .route(cairn_proto::PATH_SOS, get(sos))
@@ -652,6 +659,54 @@ async fn backup_receive(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     match task.await {
         Ok(r) => Json(r).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("restore task failed: {e}")).into_response(),
+    }
+}
+
+fn received(resource: &str, r: Result<(), String>) -> BackupReceived {
+    match r {
+        Ok(()) => BackupReceived { error: None },
+        Err(why) => BackupReceived {
+            error: Some(ObjectError {
+                message: format!("Receiving the shipment of '{resource}' failed."),
+                cause: Some(why),
+                details: None,
+            }),
+        },
+    }
+}
+
+/// Starts listening for a snapshot shipped from another cluster.
+async fn ship_listen(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: ShipListen = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad ship request: {e}")).into_response(),
+    };
+    let resource = req.resource.clone();
+    match crate::ship::listen(s.ships.clone(), s.transfers.clone(), req).await {
+        Ok(port) => Json(ShipListening { port }).into_response(),
+        Err(e) => (StatusCode::CONFLICT, format!("cannot receive a shipment of '{resource}': {e}")).into_response(),
+    }
+}
+
+/// Waits for (or cancels) a shipment this node receives.
+async fn ship_result(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: ShipToken = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad ship request: {e}")).into_response(),
+    };
+    Json(received("the snapshot", s.ships.result(&s.transfers, &req.token.0, req.cancel).await)).into_response()
+}
+
+/// Streams a snapshot to a satellite of another cluster.
+async fn ship_send(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: ShipSend = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad ship request: {e}")).into_response(),
+    };
+    let transfers = s.transfers.clone();
+    match tokio::spawn(async move { crate::ship::send(&transfers, &req).await }).await {
+        Ok(sent) => Json(sent).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("ship task failed: {e}")).into_response(),
     }
 }
 

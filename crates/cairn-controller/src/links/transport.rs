@@ -130,7 +130,7 @@ impl HttpTransport {
 
 /// An error with its causes, `: `-separated (hyper's own message names
 /// only the stage that failed).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

@@ -39,7 +39,7 @@ use crate::state::AppState;
 /// Bytes of volume data per chunk.
 pub const CHUNK_SIZE: u64 = 1 << 20;
 /// How long a shipment or a restore may take.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -62,6 +62,15 @@ pub struct Shipment {
     pub start_ms: i64,
     pub based_on: Option<String>,
     pub failed: Option<String>,
+    /// A shipment to another cluster that ended well (kept for the list,
+    /// since no bucket records it): bytes and chunks sent.
+    pub done: Option<(u64, u64)>,
+}
+
+impl Shipment {
+    fn running(&self) -> bool {
+        self.failed.is_none() && self.done.is_none()
+    }
 }
 
 #[derive(Default)]
@@ -70,11 +79,18 @@ pub struct Shipments {
 }
 
 impl Shipments {
-    fn add(&self, s: Shipment) {
+    pub(crate) fn add(&self, s: Shipment) {
         self.list.lock().push(s);
     }
 
-    fn end(&self, id: &str, remote: &str, failed: Option<String>) {
+    /// A shipment to another cluster ended well.
+    pub(crate) fn shipped(&self, id: &str, remote: &str, sent: (u64, u64)) {
+        for s in self.list.lock().iter_mut().filter(|s| s.id == id && s.remote == remote) {
+            s.done = Some(sent);
+        }
+    }
+
+    pub(crate) fn end(&self, id: &str, remote: &str, failed: Option<String>) {
         let mut l = self.list.lock();
         match failed {
             None => l.retain(|s| !(s.id == id && s.remote == remote)),
@@ -147,7 +163,7 @@ pub fn backup_id(now_ms: i64) -> String {
 
 /// A backup's full id: `<rsc>_<backup id>`, with `^<snap>` when the
 /// snapshot is not named like the backup (LINSTOR's `toFullBackupId`).
-fn full_id(rsc: &str, id: &str, snap: &str) -> String {
+pub(crate) fn full_id(rsc: &str, id: &str, snap: &str) -> String {
     if snap.is_empty() || snap == id { format!("{rsc}_{id}") } else { format!("{rsc}_{id}^{snap}") }
 }
 
@@ -307,15 +323,19 @@ fn wire(f: &Found) -> Value {
     b
 }
 
-fn wire_shipment(s: &Shipment) -> Value {
+pub(crate) fn wire_shipment(s: &Shipment) -> Value {
     let (start, start_ms) = time_pair(s.start_ms);
     let mut b = json!({
         "id": full_id(&s.rsc, &s.id, &s.snap),
         "start_time": start, "start_timestamp": start_ms,
         "origin_rsc": s.rsc, "origin_snap": s.snap, "origin_node": s.node,
         "vlms": [],
-        "success": false, "shipping": s.failed.is_none(), "restorable": false,
+        "success": s.done.is_some(), "shipping": s.running(), "restorable": false,
     });
+    if let Some((bytes, chunks)) = s.done {
+        b["sent_bytes"] = json!(bytes);
+        b["sent_chunks"] = json!(chunks);
+    }
     if let Some(why) = &s.failed {
         b["fail_messages"] = json!(why);
     }
@@ -332,6 +352,17 @@ async fn list(State(s): State<AppState>, Path(remote): Path<String>, RawQuery(q)
     let rsc = q.get("rsc_name").filter(|v| !v.is_empty()).map(key);
     let snap = q.get("snap_name").filter(|v| !v.is_empty()).map(key);
     let wanted = |r: &str, sn: &str| rsc.as_ref().is_none_or(|x| *x == key(r)) && snap.as_ref().is_none_or(|x| *x == key(sn));
+    if s.read().remotes.get(&key(&remote)).is_some_and(|r| matches!(r.target, RemoteTarget::Linstor { .. })) {
+        // Shipments to another cluster: what this controller remembers.
+        let linstor: serde_json::Map<String, Value> = s
+            .backups()
+            .all()
+            .iter()
+            .filter(|sh| key(&sh.remote) == key(&remote) && wanted(&sh.rsc, &sh.snap))
+            .map(|sh| (full_id(&sh.rsc, &sh.id, &sh.snap), wire_shipment(sh)))
+            .collect();
+        return Ok(ok(&json!({ "linstor": linstor })));
+    }
     let t = target(&s, &remote, OP)?;
     let b = open_bucket(&t, OP)?;
     let (found, other) = scan(&b, OP).await?;
@@ -370,41 +401,76 @@ fn base_of<'a>(s: &AppState, found: &'a [Found], rsc: &str, node: &str) -> Optio
         .max_by_key(|f| (f.meta.finish_timestamp, f.id.clone()))
 }
 
+/// Where a backup of a definition is taken and read from.
+pub(crate) struct Source {
+    pub rsc: String,
+    pub node: String,
+    pub pool: PoolDesired,
+    pub layer_stack: Vec<String>,
+    /// volume number -> (size in KiB, storage pool)
+    pub sizes: BTreeMap<u32, (i64, String)>,
+}
+
+/// The diskful replica of `rsc_name` a backup is shipped from (on
+/// `node_name` when given; a snapshot-capable pool preferred).
+pub(crate) fn source(s: &AppState, rsc_name: &str, node_name: Option<&str>) -> Result<Source, ApiError> {
+    let c = s.read();
+    let d = c.rsc_dfn(rsc_name, OP_CRT)?;
+    let rd_key = key(&d.name);
+    let rscs: Vec<_> =
+        c.resources_of(&rd_key).filter(|r| !r.is_diskless()).filter(|r| node_name.is_none_or(|n| key(n) == key(&r.node))).collect();
+    let Some(r) = rscs.iter().find(|r| r.volumes.values().all(|v| v.provider_kind.supports_snapshots())).or(rscs.first()) else {
+        return Err(OpError::new(OP_CRT, rc::FAIL_NOT_FOUND_RSC, format!("Resource '{}' has no diskful replica to back up.", d.name))
+            .correction("Name a node that holds the resource with a disk.")
+            .into());
+    };
+    let pool = c.stor_pools.get(&(key(&r.node), key(&r.volumes.values().next().map(|v| v.storage_pool.clone()).unwrap_or_default())));
+    let Some(pool) = pool else {
+        return Err(OpError::new(OP_CRT, rc::FAIL_NOT_FOUND_STOR_POOL, "The resource's storage pool is gone.").into());
+    };
+    let pool_desired = PoolDesired {
+        name: pool.name.clone(),
+        kind: pool.provider_kind,
+        backing: ["StorDriver/StorPoolName", "StorDriver/FileDir"].iter().find_map(|k| pool.props.get(*k).cloned()),
+    };
+    let sizes: BTreeMap<u32, (i64, String)> = c
+        .vlm_dfns_of(&key(&d.name))
+        .map(|v| (v.volume_number, (v.size_kib, r.volumes.get(&v.volume_number).map(|x| x.storage_pool.clone()).unwrap_or_default())))
+        .collect();
+    Ok(Source { rsc: d.name.clone(), node: r.node.clone(), pool: pool_desired, layer_stack: r.layer_stack.clone(), sizes })
+}
+
+/// Waits until `node` reports snapshot `snap` of `rsc` taken.
+pub(crate) async fn wait_taken(s: &AppState, node: &str, rsc: &str, snap: &str) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match s.links().snapshot_state(&key(node), rsc, snap) {
+            NodeSnapState::Taken => break,
+            NodeSnapState::Failed(why) => {
+                return Err(OpError::new(OP_CRT, rc::FAIL_UNKNOWN_ERROR, format!("Snapshot '{snap}' of '{rsc}' failed on '{node}'."))
+                    .cause(why)
+                    .into());
+            }
+            NodeSnapState::Pending if tokio::time::Instant::now() > deadline => {
+                return Err(OpError::new(
+                    OP_CRT,
+                    rc::FAIL_UNKNOWN_ERROR,
+                    format!("Snapshot '{snap}' of '{rsc}' was not taken on '{node}' in time."),
+                )
+                .into());
+            }
+            NodeSnapState::Pending => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Ok(())
+}
+
 /// `POST /v1/remotes/{remote}/backups`: takes a snapshot, then ships it in
 /// the background; the answer comes once the snapshot is taken.
 pub(crate) async fn create(State(s): State<AppState>, Path(remote): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
     let req: CreateReq = input::required(&body)?;
     let t = target(&s, &remote, OP_CRT)?;
-    let (node, pool, layer_stack, sizes) = {
-        let c = s.read();
-        let d = c.rsc_dfn(&req.rsc_name, OP_CRT)?;
-        let rd_key = key(&d.name);
-        let rscs: Vec<_> = c
-            .resources_of(&rd_key)
-            .filter(|r| !r.is_diskless())
-            .filter(|r| req.node_name.as_ref().is_none_or(|n| key(n) == key(&r.node)))
-            .collect();
-        let Some(r) = rscs.iter().find(|r| r.volumes.values().all(|v| v.provider_kind.supports_snapshots())).or(rscs.first()) else {
-            return Err(OpError::new(OP_CRT, rc::FAIL_NOT_FOUND_RSC, format!("Resource '{}' has no diskful replica to back up.", d.name))
-                .correction("Name a node that holds the resource with a disk.")
-                .into());
-        };
-        let pool = c.stor_pools.get(&(key(&r.node), key(&r.volumes.values().next().map(|v| v.storage_pool.clone()).unwrap_or_default())));
-        let Some(pool) = pool else {
-            return Err(OpError::new(OP_CRT, rc::FAIL_NOT_FOUND_STOR_POOL, "The resource's storage pool is gone.").into());
-        };
-        let pool_desired = PoolDesired {
-            name: pool.name.clone(),
-            kind: pool.provider_kind,
-            backing: ["StorDriver/StorPoolName", "StorDriver/FileDir"].iter().find_map(|k| pool.props.get(*k).cloned()),
-        };
-        let sizes: BTreeMap<u32, (i64, String)> = c
-            .vlm_dfns_of(&key(&d.name))
-            .map(|v| (v.volume_number, (v.size_kib, r.volumes.get(&v.volume_number).map(|x| x.storage_pool.clone()).unwrap_or_default())))
-            .collect();
-        (r.node.clone(), pool_desired, r.layer_stack.clone(), sizes)
-    };
-    let rsc = s.read().rsc_dfn(&req.rsc_name, OP_CRT)?.name.clone();
+    let Source { rsc, node, pool, layer_stack, sizes } = source(&s, &req.rsc_name, req.node_name.as_deref())?;
     let now = crate::state::now_ms();
     let id = backup_id(now);
     let snap = req.snap_name.clone().filter(|x| !x.is_empty()).unwrap_or_else(|| id.clone());
@@ -434,26 +500,7 @@ pub(crate) async fn create(State(s): State<AppState>, Path(remote): Path<String>
         return Ok(taken);
     }
     entries.extend(taken.entries);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match s.links().snapshot_state(&key(&node), &rsc, &snap) {
-            NodeSnapState::Taken => break,
-            NodeSnapState::Failed(why) => {
-                return Err(OpError::new(OP_CRT, rc::FAIL_UNKNOWN_ERROR, format!("Snapshot '{snap}' of '{rsc}' failed on '{node}'."))
-                    .cause(why)
-                    .into());
-            }
-            NodeSnapState::Pending if tokio::time::Instant::now() > deadline => {
-                return Err(OpError::new(
-                    OP_CRT,
-                    rc::FAIL_UNKNOWN_ERROR,
-                    format!("Snapshot '{snap}' of '{rsc}' was not taken on '{node}' in time."),
-                )
-                .into());
-            }
-            NodeSnapState::Pending => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    wait_taken(&s, &node, &rsc, &snap).await?;
     let base_chunks = |nr: u32| base.and_then(|f| f.cairn()).and_then(|c| c.volumes.get(&nr)).map(|v| v.chunk_map.clone());
     let send = BackupSend {
         s3: t,
@@ -475,6 +522,7 @@ pub(crate) async fn create(State(s): State<AppState>, Path(remote): Path<String>
         start_ms: now,
         based_on: base.map(Found::full_id),
         failed: None,
+        done: None,
     };
     let details = format!("Backup id: {}; snapshot '{snap}' on node '{node}'.", full_id(&rsc, &id, &snap));
     s.backups().add(shipment.clone());
@@ -897,7 +945,7 @@ async fn abort(State(s): State<AppState>, Path(remote): Path<String>, body: Byte
         .backups()
         .all()
         .into_iter()
-        .filter(|x| x.failed.is_none() && key(&x.remote) == key(&remote) && key(&x.rsc) == key(&req.rsc_name))
+        .filter(|x| x.running() && key(&x.remote) == key(&remote) && key(&x.rsc) == key(&req.rsc_name))
         .filter(|x| req.snapshot.as_ref().is_none_or(|sn| key(sn) == key(&x.snap)))
         .collect();
     if running.is_empty() {
@@ -928,7 +976,7 @@ async fn abort(State(s): State<AppState>, Path(remote): Path<String>, body: Byte
 async fn queue(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q = input::query(q);
     let by_node = q.get("snap_to_node").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let running: Vec<Shipment> = s.backups().all().into_iter().filter(|x| x.failed.is_none()).collect();
+    let running: Vec<Shipment> = s.backups().all().into_iter().filter(Shipment::running).collect();
     let snap_entry = |x: &Shipment| {
         let mut e = json!({
             "resource_name": x.rsc, "snapshot_name": x.snap, "remote_name": x.remote,

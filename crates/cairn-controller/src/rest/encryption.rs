@@ -43,11 +43,11 @@ fn crypto_fail(e: CryptoError) -> ApiError {
     }
 }
 
-fn is_set(s: &AppState) -> bool {
+pub(crate) fn is_set(s: &AppState) -> bool {
     s.read().ctrl_props.contains_key(PROP_MASTER_KEY)
 }
 
-fn stored(s: &AppState) -> impl Fn(&str) -> Option<String> + '_ {
+pub(crate) fn stored(s: &AppState) -> impl Fn(&str) -> Option<String> + '_ {
     move |k: &str| s.read().ctrl_props.get(k).cloned()
 }
 

@@ -28,6 +28,7 @@ pub mod resource_definitions;
 pub mod resource_groups;
 pub mod resources;
 mod schedules;
+pub mod ship;
 pub mod snapshots;
 pub mod sos;
 pub mod stats;
@@ -73,6 +74,7 @@ pub fn router(state: AppState, https_port: Option<u16>, users: Option<Arc<Users>
         .merge(placement::routes())
         .merge(remotes::routes())
         .merge(backups::routes())
+        .merge(ship::routes())
         .merge(reports::routes())
         .merge(sos::routes())
         .merge(schedules::routes())

@@ -89,6 +89,42 @@ pub enum BackupCmd {
         /// The resource.
         resource: String,
     },
+    /// Ship a snapshot of a resource to another cluster (a LINSTOR
+    /// remote): incremental when both clusters hold an older snapshot of
+    /// it, unless --full.
+    #[command(visible_alias = "s")]
+    Ship {
+        /// The LINSTOR remote (the target cluster's controller).
+        remote: String,
+        /// The local resource to ship.
+        source_resource: String,
+        /// The resource's name on the target cluster.
+        target_resource: String,
+        /// Prefer this node to send.
+        #[arg(long = "source-node")]
+        source_node: Option<String>,
+        /// The node of the target cluster that receives.
+        #[arg(long = "target-node")]
+        target_node: Option<String>,
+        /// The target node's network interface to receive on.
+        #[arg(long = "target-net-if")]
+        target_net_if: Option<String>,
+        /// The target cluster's storage pool.
+        #[arg(long = "target-storage-pool")]
+        target_storage_pool: Option<String>,
+        /// Pool renames, OLD=NEW.
+        #[arg(long = "storpool-rename", num_args = 0..)]
+        storpool_rename: Vec<String>,
+        /// Only receive the snapshot; restore no resource from it.
+        #[arg(long = "download-only")]
+        download_only: bool,
+        /// Ship a full copy even when an incremental one is possible.
+        #[arg(long = "force-full", alias = "full")]
+        force_full: bool,
+        /// Ship this snapshot (taken first when it does not exist).
+        #[arg(long = "source-snapshot")]
+        source_snapshot: Option<String>,
+    },
     /// The shipments running now.
     #[command(name = "queue-list", visible_alias = "ql")]
     QueueList,
@@ -238,6 +274,25 @@ pub fn run(ctx: &Ctx, cmd: BackupCmd) -> i32 {
         }
         BackupCmd::Abort { remote, resource } => {
             ctx.send("POST", &backups_path(&remote, "/abort"), Some(&json!({"rsc_name": resource, "create": true})))
+        }
+        BackupCmd::Ship {
+            remote,
+            source_resource,
+            target_resource,
+            source_node,
+            target_node,
+            target_net_if,
+            target_storage_pool,
+            storpool_rename,
+            download_only,
+            force_full,
+            source_snapshot,
+        } => {
+            let body = json!({"src_rsc_name": source_resource, "dst_rsc_name": target_resource, "src_node_name": source_node,
+                              "dst_node_name": target_node, "dst_net_if_name": target_net_if, "dst_stor_pool": target_storage_pool,
+                              "stor_pool_rename": pool_map(&storpool_rename), "download_only": download_only,
+                              "allow_incremental": !force_full, "src_snap_name": source_snapshot});
+            ctx.send("POST", &backups_path(&remote, "/ship"), Some(&body))
         }
         BackupCmd::Schedule(cmd) => super::schedule::run_backup(ctx, cmd),
         BackupCmd::QueueList => {

@@ -1,0 +1,557 @@
+//! Shipping a snapshot to another cluster through a LINSTOR remote
+//! (LINSTOR's "linstor-to-linstor" shipping, `CtrlBackupL2LSrcApiCallHandler`
+//! and `CtrlBackupL2LDstApiCallHandler`):
+//!
+//! 1. the source controller (`POST /v1/remotes/{remote}/backups/ship`)
+//!    asks the target controller to prepare (`POST
+//!    /v1/internal/backups/requestReceive`): the target checks that the
+//!    request is meant for it (its cluster id) and comes from a cluster it
+//!    knows (a LINSTOR remote of its own with the source's cluster id, as
+//!    LINSTOR's `isClusterAllowedContact`), picks node, pool and the base
+//!    of an incremental, and has its satellite listen on a port it picks
+//!    for one connection presenting a one-use token;
+//! 2. the source takes the snapshot and its satellite streams it to that
+//!    port (only the chunks that differ from the base when there is one);
+//! 3. the source reports the end (`POST /v1/internal/backups/requestReceiveDone`):
+//!    the target waits for its satellite's verdict and only then registers
+//!    the snapshot (and the resource restored from it, for a new
+//!    definition). Nothing is registered on the target before every
+//!    volume arrived verified.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::post;
+use cairn_api::rc::{self, ApiCallRc};
+use cairn_domain::OpError;
+use cairn_domain::backup::BackupRestorePlan;
+use cairn_domain::name::key;
+use cairn_domain::remote::RemoteTarget;
+use cairn_proto::{
+    BackupReceived, BackupSent, PATH_SHIP_LISTEN, PATH_SHIP_RESULT, PATH_SHIP_SEND, PoolDesired, Secret, ShipListen, ShipListening,
+    ShipSend, ShipToken, ShipVolume,
+};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::backups::{CHUNK_SIZE, Shipment, TRANSFER_TIMEOUT, backup_id, full_id, source, wait_taken};
+use super::error::ApiError;
+use super::input;
+use super::reply::{Reply, ok};
+use crate::links::transport::chain;
+use crate::state::AppState;
+
+const OP: i64 = rc::MASK_CRT | rc::MASK_BACKUP;
+/// The target controller's internal routes.
+const PATH_PREPARE: &str = "/v1/internal/backups/requestReceive";
+const PATH_DONE: &str = "/v1/internal/backups/requestReceiveDone";
+/// How long the source waits for the target controller to prepare.
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/remotes/{remote}/backups/ship", post(ship)).route(PATH_PREPARE, post(prepare)).route(PATH_DONE, post(done))
+}
+
+/// LINSTOR's `BackupShip`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ShipReq {
+    src_rsc_name: String,
+    src_node_name: Option<String>,
+    src_snap_name: Option<String>,
+    dst_rsc_name: Option<String>,
+    dst_node_name: Option<String>,
+    dst_net_if_name: Option<String>,
+    dst_stor_pool: Option<String>,
+    stor_pool_rename: BTreeMap<String, String>,
+    download_only: bool,
+    allow_incremental: Option<bool>,
+}
+
+/// What the source asks the target to prepare.
+#[derive(Debug, Serialize, Deserialize)]
+struct PrepareReq {
+    src_cluster_id: String,
+    /// The target's cluster id as the source's remote names it.
+    #[serde(default)]
+    dst_cluster_id: Option<String>,
+    /// The target's master passphrase, when the source's remote has one.
+    #[serde(default)]
+    passphrase: Option<Secret>,
+    src_rsc_name: String,
+    dst_rsc_name: String,
+    #[serde(default)]
+    dst_node_name: Option<String>,
+    #[serde(default)]
+    dst_net_if_name: Option<String>,
+    #[serde(default)]
+    dst_stor_pool: Option<String>,
+    #[serde(default)]
+    stor_pool_rename: BTreeMap<String, String>,
+    #[serde(default)]
+    download_only: bool,
+    snapshot: String,
+    layer_stack: Vec<String>,
+    /// (volume number, size in KiB, size in bytes, source pool)
+    volumes: Vec<(u32, i64, u64, String)>,
+    /// Snapshots of the source definition on the sending node, newest
+    /// first: an incremental may be based on one the target holds too.
+    bases: Vec<String>,
+}
+
+/// The target's answer: where to stream, and on what base.
+#[derive(Debug, Serialize, Deserialize)]
+struct Prepared {
+    token: Secret,
+    target: String,
+    node: String,
+    #[serde(default)]
+    base: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DoneReq {
+    token: Secret,
+    success: bool,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// A shipment this (target) controller agreed to and waits for.
+pub struct Receive {
+    plan: BackupRestorePlan,
+    download_only: bool,
+    incremental: bool,
+}
+
+/// The shipments this controller receives, by token.
+#[derive(Default)]
+pub struct Receives {
+    pending: parking_lot::Mutex<HashMap<String, Receive>>,
+}
+
+/// The other controller's base URL, and the remote's cluster id and
+/// opened passphrase.
+fn linstor_remote(s: &AppState, remote: &str) -> Result<(String, Option<String>, Option<Secret>), ApiError> {
+    let c = s.read();
+    let Some(r) = c.remotes.get(&key(remote)) else {
+        return Err(OpError::new(OP, rc::FAIL_NOT_FOUND_REMOTE, format!("Remote '{remote}' does not exist.")).into());
+    };
+    let RemoteTarget::Linstor { url, passphrase, cluster_id } = &r.target else {
+        return Err(OpError::new(OP, rc::FAIL_INVLD_BACKUP_CONFIG, format!("Remote '{remote}' is not a LINSTOR remote."))
+            .correction("Backups to S3 are created with `backup create`.")
+            .into());
+    };
+    let passphrase = match passphrase {
+        None => None,
+        Some(sealed) => {
+            let Some(master) = s.links().master() else {
+                return Err(OpError::new(
+                    OP,
+                    rc::FAIL_NOT_FOUND_CRYPT_KEY,
+                    "The remote's passphrase cannot be opened without the master passphrase.",
+                )
+                .correction("Enter the master passphrase first.")
+                .into());
+            };
+            Some(Secret(master.open(sealed).map_err(|e| ApiError::Internal(format!("cannot open a sealed remote passphrase: {e}")))?))
+        }
+    };
+    Ok((url.trim_end_matches('/').to_string(), cluster_id.clone(), passphrase))
+}
+
+/// A JSON POST to another controller: its status and body.
+async fn call(base: &str, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Bytes), String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = hyper::Request::post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("bad request to {base}: {e}"))?;
+    let work = async {
+        let resp = client.request(req).await.map_err(|e| format!("{base} cannot be reached: {}", chain(&e)))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.map_err(|e| format!("reading the answer of {base}: {e}"))?.to_bytes();
+        Ok((status, bytes))
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| format!("{base} did not answer in {} s", timeout.as_secs()))?
+}
+
+/// The messages of a refusal the other controller answered.
+fn refusal(body: &[u8]) -> String {
+    match serde_json::from_slice::<Vec<ApiCallRc>>(body) {
+        Ok(entries) => entries
+            .iter()
+            .filter(|e| e.is_error())
+            .map(|e| match &e.cause {
+                Some(c) => format!("{} ({c})", e.message),
+                None => e.message.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(_) => String::from_utf8_lossy(body).chars().take(500).collect(),
+    }
+}
+
+/// `POST /v1/remotes/{remote}/backups/ship`: the target prepares, then
+/// the snapshot is taken and streamed in the background; the answer comes
+/// once the stream started.
+pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: ShipReq = input::required(&body)?;
+    let (url, dst_cluster_id, passphrase) = linstor_remote(&s, &remote)?;
+    let src = source(&s, &req.src_rsc_name, req.src_node_name.as_deref())?;
+    let now = crate::state::now_ms();
+    let id = backup_id(now);
+    let snap = req.src_snap_name.clone().filter(|x| !x.is_empty()).unwrap_or_else(|| id.clone());
+    // A named snapshot that exists is shipped as it is (upstream's
+    // `--source-snapshot`); otherwise it is taken.
+    let (src_cluster_id, bases, existing) = {
+        let c = s.read();
+        let existing = c.snapshots.get(&(key(&src.rsc), key(&snap))).map(|d| d.create_timestamp);
+        if existing.is_some() && req.src_snap_name.as_ref().is_none_or(|x| x.is_empty()) {
+            return Err(OpError::new(OP, rc::FAIL_EXISTS_SNAPSHOT_DFN, format!("Snapshot '{snap}' of '{}' exists already.", src.rsc))
+                .correction("Wait a second and try again.")
+                .into());
+        }
+        let mut bases: Vec<(i64, String)> = c
+            .snapshots
+            .values()
+            .filter(|d| key(&d.resource_definition) == key(&src.rsc) && d.nodes.contains_key(&key(&src.node)))
+            .filter(|d| key(&d.name) != key(&snap) && existing.is_none_or(|t| d.create_timestamp < t))
+            .map(|d| (d.create_timestamp, d.name.clone()))
+            .collect();
+        bases.sort_by(|a, b| b.cmp(a));
+        (c.ctrl_props.get("Cluster/LocalID").cloned().unwrap_or_default(), bases.into_iter().map(|(_, n)| n).collect::<Vec<_>>(), existing)
+    };
+    let prepare = PrepareReq {
+        src_cluster_id,
+        dst_cluster_id,
+        passphrase,
+        src_rsc_name: src.rsc.clone(),
+        dst_rsc_name: req.dst_rsc_name.clone().filter(|x| !x.is_empty()).unwrap_or_else(|| src.rsc.clone()),
+        dst_node_name: req.dst_node_name.clone().filter(|x| !x.is_empty()),
+        dst_net_if_name: req.dst_net_if_name.clone().filter(|x| !x.is_empty()),
+        dst_stor_pool: req.dst_stor_pool.clone().filter(|x| !x.is_empty()),
+        stor_pool_rename: req.stor_pool_rename.clone(),
+        download_only: req.download_only,
+        snapshot: snap.clone(),
+        layer_stack: src.layer_stack.clone(),
+        volumes: src.sizes.iter().map(|(nr, (kib, pool))| (*nr, *kib, (*kib as u64) * 1024, pool.clone())).collect(),
+        bases: if req.allow_incremental.unwrap_or(true) { bases } else { Vec::new() },
+    };
+    let raw = serde_json::to_vec(&prepare).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let prepared: Prepared = match call(&url, PATH_PREPARE, raw, PREPARE_TIMEOUT).await {
+        Ok((200, body)) => serde_json::from_slice(&body).map_err(|e| {
+            ApiError::from(
+                OpError::new(OP, rc::FAIL_UNKNOWN_ERROR, format!("Remote '{remote}' answered what Cairn does not understand."))
+                    .cause(e.to_string()),
+            )
+        })?,
+        Ok((status, body)) => {
+            // The target's own code when it gives one (unknown cluster, ...).
+            let code = serde_json::from_slice::<Vec<ApiCallRc>>(&body)
+                .ok()
+                .and_then(|v| v.into_iter().find(|e| e.is_error()))
+                .map(|e| e.ret_code & rc::MASK_BITS_CODE)
+                .filter(|c| *c > 0)
+                .unwrap_or(rc::FAIL_UNKNOWN_ERROR);
+            return Err(OpError::new(OP, code, format!("The cluster of remote '{remote}' refused the shipment (HTTP {status})."))
+                .cause(refusal(&body))
+                .correction(
+                    "Check the remote's cluster id and passphrase, and that the target cluster has a LINSTOR remote for this cluster.",
+                )
+                .into());
+        }
+        Err(why) => {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_NOT_CONNECTED,
+                format!("The cluster of remote '{remote}' could not be asked to receive the shipment."),
+            )
+            .cause(why)
+            .correction("Check the remote's URL and that its controller runs.")
+            .into());
+        }
+    };
+    let mut entries = Vec::new();
+    let base = prepared.base.clone();
+    let kind = match &base {
+        Some(b) => format!("incremental, based on snapshot '{b}' which both clusters hold"),
+        None => "full: the target holds none of this definition's snapshots".to_string(),
+    };
+    // The snapshot, taken as a snapshot request would; the target gives up
+    // its listener when it fails.
+    let tell_failed = |why: String| {
+        let url = url.clone();
+        let token = prepared.token.clone();
+        async move {
+            let raw = serde_json::to_vec(&DoneReq { token, success: false, message: Some(why) }).unwrap_or_default();
+            if let Err(e) = call(&url, PATH_DONE, raw, PREPARE_TIMEOUT).await {
+                tracing::warn!("could not tell the target cluster that the shipment failed: {e}");
+            }
+        }
+    };
+    if existing.is_none() {
+        let taken = match super::snapshots::take(&s, &src.rsc, &snap).await {
+            Ok(t) => t,
+            Err(e) => {
+                tell_failed("the snapshot could not be taken".into()).await;
+                return Err(e);
+            }
+        };
+        if taken.entries.iter().any(|e| e.is_error()) {
+            tell_failed("the snapshot could not be taken".into()).await;
+            return Ok(taken);
+        }
+        entries.extend(taken.entries);
+    }
+    if let Err(e) = wait_taken(&s, &src.node, &src.rsc, &snap).await {
+        tell_failed("the snapshot was not taken".into()).await;
+        return Err(e);
+    }
+    let send = ShipSend {
+        target: prepared.target.clone(),
+        token: prepared.token.clone(),
+        pool: src.pool.clone(),
+        resource: src.rsc.clone(),
+        snapshot: snap.clone(),
+        base: base.clone(),
+        volumes: src.sizes.keys().copied().collect(),
+        chunk_size: CHUNK_SIZE,
+    };
+    let shipment = Shipment {
+        remote: remote.clone(),
+        rsc: src.rsc.clone(),
+        snap: snap.clone(),
+        id: id.clone(),
+        node: src.node.clone(),
+        start_ms: now,
+        based_on: base.as_ref().map(|b| full_id(&src.rsc, b, b)),
+        failed: None,
+        done: None,
+    };
+    s.backups().add(shipment.clone());
+    let task_state = s.clone();
+    let node = src.node.clone();
+    let token = prepared.token.clone();
+    let target_url = url.clone();
+    tokio::spawn(async move {
+        let s = task_state;
+        let result = stream(&s, &node, &send, &target_url, token).await;
+        match result {
+            Ok(sent) => s.backups().shipped(&shipment.id, &shipment.remote, sent),
+            Err(why) => {
+                tracing::warn!(rsc = %shipment.rsc, snapshot = %shipment.snap, "shipping to another cluster failed: {why}");
+                s.backups().end(&shipment.id, &shipment.remote, Some(why));
+            }
+        }
+    });
+    entries.push(
+        ApiCallRc::success(OP, 0, format!("Shipping of resource '{}' to remote '{remote}' started ({kind}).", src.rsc))
+            .with_details(format!("Snapshot '{snap}' from node '{}' to node '{}' of the target cluster.", src.node, prepared.node)),
+    );
+    Ok(Reply::new(201, entries))
+}
+
+/// The source satellite streams; then the target controller registers
+/// what arrived (or gives it up). Answers bytes and chunks sent.
+async fn stream(s: &AppState, node: &str, send: &ShipSend, url: &str, token: Secret) -> Result<(u64, u64), String> {
+    let body = serde_json::to_vec(send).map_err(|e| e.to_string())?;
+    let sent: Result<BackupSent, String> =
+        s.links().request(&key(node), PATH_SHIP_SEND, Some(body), TRANSFER_TIMEOUT).await.map_err(|e| format!("node '{node}': {e}"));
+    let failure = match &sent {
+        Ok(x) => x.error.as_ref().map(|e| format!("{} {}", e.message, e.cause.clone().unwrap_or_default())),
+        Err(why) => Some(why.clone()),
+    };
+    let done = DoneReq { token, success: failure.is_none(), message: failure.clone() };
+    let raw = serde_json::to_vec(&done).map_err(|e| e.to_string())?;
+    let answer = call(url, PATH_DONE, raw, TRANSFER_TIMEOUT).await;
+    if let Some(why) = failure {
+        return Err(why);
+    }
+    match answer {
+        Ok((s, _)) if s < 300 => {}
+        Ok((status, body)) => return Err(format!("the target cluster did not register the shipment (HTTP {status}): {}", refusal(&body))),
+        Err(why) => return Err(format!("the target cluster could not be told the shipment ended: {why}")),
+    }
+    let sent = sent.unwrap_or_default();
+    Ok((sent.volumes.iter().map(|v| v.stored_bytes).sum(), sent.volumes.iter().map(|v| v.chunks_stored).sum()))
+}
+
+fn random_token() -> Result<String, ApiError> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| ApiError::Internal("no random numbers".into()))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// `POST /v1/internal/backups/requestReceive` (target side): checks the
+/// request, chooses node, pool and base, and has the satellite listen.
+async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: PrepareReq = input::required(&body)?;
+    let (local_id, known) = {
+        let c = s.read();
+        let local = c.ctrl_props.get("Cluster/LocalID").cloned().unwrap_or_default();
+        let known = c.remotes.values().any(
+            |r| matches!(&r.target, RemoteTarget::Linstor { cluster_id: Some(id), .. } if id.eq_ignore_ascii_case(&req.src_cluster_id)),
+        );
+        (local, known)
+    };
+    if let Some(want) = req.dst_cluster_id.as_ref().filter(|x| !x.is_empty() && !x.eq_ignore_ascii_case(&local_id)) {
+        return Err(OpError::new(OP, rc::FAIL_BACKUP_UNKNOWN_CLUSTER, "The shipment is meant for another cluster.")
+            .cause(format!("The source's remote names cluster id {want}; this cluster is {local_id}."))
+            .correction("Set the remote's cluster id to the target cluster's (Cluster/LocalID of its controller).")
+            .into());
+    }
+    if !known {
+        return Err(OpError::new(
+            OP,
+            rc::FAIL_BACKUP_UNKNOWN_CLUSTER,
+            format!("Unknown Cluster. Source Cluster ID: {}", req.src_cluster_id),
+        )
+        .correction("Create a LINSTOR remote for the source cluster here, with its cluster id, to accept its shipments.")
+        .into());
+    }
+    if let Some(p) = &req.passphrase {
+        let wrong = !super::encryption::is_set(&s) || crate::crypto::MasterKey::unlock(&p.0, &super::encryption::stored(&s)).is_err();
+        if wrong {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_INVLD_CRYPT_PASSPHRASE,
+                "The passphrase of the shipment is not this cluster's master passphrase.",
+            )
+            .correction("Set the remote's passphrase to the target cluster's master passphrase.")
+            .into());
+        }
+    }
+    let dst = req.dst_rsc_name.clone();
+    let src_pool = req.volumes.first().map(|v| v.3.clone()).unwrap_or_default();
+    let pool = req.dst_stor_pool.clone().or_else(|| req.stor_pool_rename.get(&src_pool).cloned()).unwrap_or(src_pool);
+    // Node and base: an existing definition is received where its newest
+    // shared snapshot is; a new one on the named node, or the first online
+    // node with the pool.
+    let (node, base, address) = {
+        let c = s.read();
+        let shared = req
+            .bases
+            .iter()
+            .find_map(|b| c.snapshots.get(&(key(&dst), key(b))).map(|d| (b.clone(), d.nodes.keys().cloned().collect::<Vec<_>>())));
+        let node_key = match (&req.dst_node_name, &shared) {
+            (Some(n), _) => key(n),
+            (None, Some((_, nodes))) => nodes.first().cloned().unwrap_or_default(),
+            (None, None) => c
+                .stor_pools
+                .keys()
+                .filter(|(n, p)| *p == key(&pool) && s.links().capacity(n, &pool).is_some())
+                .map(|(n, _)| n.clone())
+                .next()
+                .unwrap_or_default(),
+        };
+        let Some(n) = c.nodes.get(&node_key) else {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_NOT_FOUND_NODE,
+                format!("No node of the target cluster can receive into pool '{pool}'."),
+            )
+            .correction("Name a target node (dst_node_name) and pool (dst_stor_pool).")
+            .into());
+        };
+        let base = shared.filter(|(_, nodes)| nodes.contains(&node_key)).map(|(b, _)| b);
+        let nif = match &req.dst_net_if_name {
+            Some(want) => n.net_interfaces.iter().find(|i| key(&i.name) == key(want)),
+            None => n.net_interfaces.iter().find(|i| i.satellite_port.is_some()).or(n.net_interfaces.first()),
+        };
+        let Some(nif) = nif else {
+            return Err(OpError::new(OP, rc::FAIL_NOT_FOUND_NET_IF, format!("Node '{}' has no such network interface.", n.name)).into());
+        };
+        (n.name.clone(), base, nif.address.to_string())
+    };
+    let plan = BackupRestorePlan {
+        target: dst.clone(),
+        snapshot: req.snapshot.clone(),
+        node: node.clone(),
+        pool: pool.clone(),
+        layer_stack: if req.layer_stack.is_empty() { vec!["STORAGE".into()] } else { req.layer_stack.clone() },
+        volumes: req.volumes.iter().map(|v| (v.0, v.1)).collect(),
+    };
+    // Everything the registration checks is checked before the stream.
+    let pool_desired = {
+        let c = s.read();
+        c.receive_shipment(&plan, req.download_only, &mut cairn_domain::Ctx::deterministic())?;
+        let Some(sp) = c.stor_pools.get(&(key(&node), key(&pool))) else { return Err(ApiError::Internal("pool vanished".into())) };
+        PoolDesired {
+            name: sp.name.clone(),
+            kind: sp.provider_kind,
+            backing: ["StorDriver/StorPoolName", "StorDriver/FileDir"].iter().find_map(|k| sp.props.get(*k).cloned()),
+        }
+    };
+    let token = random_token()?;
+    let listen = ShipListen {
+        token: Secret(token.clone()),
+        address: address.clone(),
+        pool: pool_desired,
+        resource: dst.clone(),
+        snapshot: req.snapshot.clone(),
+        base: base.clone(),
+        volumes: req.volumes.iter().map(|v| ShipVolume { number: v.0, size: v.2 }).collect(),
+        adopt: s.read().resources_of(&key(&dst)).any(|r| key(&r.node) == key(&node)),
+    };
+    let raw = serde_json::to_vec(&listen).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let listening: ShipListening =
+        s.links().request(&key(&node), PATH_SHIP_LISTEN, Some(raw), Duration::from_secs(30)).await.map_err(|e| {
+            ApiError::from(
+                OpError::new(OP, rc::FAIL_NOT_CONNECTED, format!("Node '{node}' cannot receive the shipment.")).cause(e.to_string()),
+            )
+        })?;
+    s.receives().pending.lock().insert(token.clone(), Receive { plan, download_only: req.download_only, incremental: base.is_some() });
+    let target = if address.contains(':') { format!("[{address}]:{}", listening.port) } else { format!("{address}:{}", listening.port) };
+    tracing::info!(rsc = %dst, snapshot = %req.snapshot, %node, %target, "receiving a shipment from cluster {}", req.src_cluster_id);
+    Ok(ok(&json!(Prepared { token: Secret(token), target, node, base })))
+}
+
+/// `POST /v1/internal/backups/requestReceiveDone` (target side): the
+/// source's stream ended; the satellite's verdict decides whether the
+/// snapshot is registered.
+async fn done(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: DoneReq = input::required(&body)?;
+    let Some(r) = s.receives().pending.lock().remove(&req.token.0) else {
+        return Err(OpError::new(OP, rc::FAIL_NOT_FOUND_BACKUP, "No shipment with this token is expected.").into());
+    };
+    let node = r.plan.node.clone();
+    let ask = ShipToken { token: req.token.clone(), cancel: !req.success };
+    let raw = serde_json::to_vec(&ask).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let got: Result<BackupReceived, _> = s.links().request(&key(&node), PATH_SHIP_RESULT, Some(raw), TRANSFER_TIMEOUT).await;
+    if !req.success {
+        tracing::warn!(rsc = %r.plan.target, "the source gave up the shipment: {}", req.message.clone().unwrap_or_default());
+        return Ok(Reply::new(
+            200,
+            vec![ApiCallRc::info(OP, 0, format!("Receiving snapshot '{}' into '{}' was given up.", r.plan.snapshot, r.plan.target))],
+        ));
+    }
+    let got = got.map_err(|e| {
+        ApiError::from(
+            OpError::new(OP, rc::FAIL_NOT_CONNECTED, format!("Node '{node}' could not say how the shipment ended.")).cause(e.to_string()),
+        )
+    })?;
+    if let Some(e) = got.error {
+        let mut err = OpError::new(OP, rc::FAIL_UNKNOWN_ERROR, e.message).correction("Nothing was registered; ship again.");
+        if let Some(c) = e.cause {
+            err = err.cause(c);
+        }
+        return Err(err.into());
+    }
+    let mut reply = s.mutate(201, |c, ctx| c.receive_shipment(&r.plan, r.download_only, ctx)).await?;
+    let how = if r.incremental { "incremental" } else { "full" };
+    reply.entries.push(ApiCallRc::success(
+        OP,
+        0,
+        format!("Snapshot '{}' of '{}' received on node '{}' ({how}).", r.plan.snapshot, r.plan.target, r.plan.node),
+    ));
+    Ok(reply)
+}

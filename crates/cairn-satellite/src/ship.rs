@@ -1,0 +1,358 @@
+//! Shipping a snapshot to a satellite of another cluster (LINSTOR's
+//! "linstor-to-linstor" backup shipping): the receiving satellite listens
+//! on a port it picks for one connection presenting a one-use token, the
+//! sending satellite streams the snapshot's volumes to it in the backup
+//! object format (docs/BACKUP-FORMAT.md: header, zstd frames with the
+//! sha256 of each chunk, trailer), and the receiver answers one status.
+//!
+//! Nothing is held whole in memory: the sender reads one chunk at a time,
+//! the receiver writes each verified chunk as it arrives. The receiver
+//! writes into hidden files and renames them into place only when every
+//! volume arrived complete and verified.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::{BackupSent, BackupVolumeSent, ObjectError, ShipListen, ShipSend};
+use cairn_storage::file::Files;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::backup::{BackupError, Frames, Running, Transfers, chunk_hash, file_pool, frame, header, hidden, io, trailer};
+
+/// What a sender says first: this tag, the token's length (u16) and the token.
+const HELLO: &[u8; 8] = b"CAIRNSHP";
+/// How long a listener waits for its sender (the source cluster takes
+/// its snapshot after the target agreed).
+const ACCEPT_WAIT: Duration = Duration::from_secs(600);
+/// How long either side waits for the next bytes of a running stream.
+const IDLE: Duration = Duration::from_secs(120);
+/// The longest token a sender may present.
+const MAX_TOKEN: usize = 256;
+
+/// The shipments this node listens for or receives, by token.
+#[derive(Default)]
+pub struct Ships {
+    pending: parking_lot::Mutex<HashMap<String, Pending>>,
+}
+
+struct Pending {
+    resource: String,
+    snapshot: String,
+    task: JoinHandle<Result<(), String>>,
+}
+
+impl Ships {
+    /// Waits for the shipment named by `token` to end (or cancels it):
+    /// Ok when every volume arrived and is in place.
+    pub async fn result(&self, transfers: &Transfers, token: &str, cancel: bool) -> Result<(), String> {
+        let Some(p) = self.pending.lock().remove(token) else {
+            return Err("no shipment with this token is known on this node (it ended or the satellite restarted)".into());
+        };
+        if cancel {
+            transfers.abort(&p.resource, Some(&p.snapshot));
+        }
+        match p.task.await {
+            Ok(r) => r,
+            Err(e) => Err(format!("the receiving task failed: {e}")),
+        }
+    }
+}
+
+/// Binds a port on the requested address and starts waiting for the
+/// sender; answers the port.
+pub async fn listen(ships: Arc<Ships>, transfers: Arc<Transfers>, req: ShipListen) -> Result<u16, BackupError> {
+    let pool = file_pool(&req.pool)?;
+    pool.create_dir()?;
+    for v in &req.volumes {
+        let to = Files::snapshot_path(&pool, &req.resource, v.number, &req.snapshot)?;
+        if tokio::fs::try_exists(&to).await.unwrap_or(false) {
+            return Err(BackupError::Io {
+                what: format!("receive into {}", to.display()),
+                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the snapshot exists on this node"),
+            });
+        }
+        if let Some(base) = &req.base {
+            let from = Files::snapshot_path(&pool, &req.resource, v.number, base)?;
+            tokio::fs::metadata(&from).await.map_err(io(format!("find the base snapshot {}", from.display())))?;
+        }
+    }
+    let listener = TcpListener::bind((req.address.as_str(), 0)).await.map_err(io(format!("listen on {}", req.address)))?;
+    let port = listener.local_addr().map_err(io("read the listening port"))?.port();
+    let token = req.token.0.clone();
+    let (resource, snapshot) = (req.resource.clone(), req.snapshot.clone());
+    let task = tokio::spawn(async move {
+        let r = receive(&transfers, listener, &req).await;
+        if let Err(e) = &r {
+            tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "receiving a shipped snapshot failed: {e}");
+        }
+        r.map_err(|e| e.to_string())
+    });
+    ships.pending.lock().insert(token, Pending { resource, snapshot, task });
+    Ok(port)
+}
+
+/// Reads the sender's hello: true when it presents `token`.
+async fn hello(sock: &mut TcpStream, token: &str) -> Result<bool, std::io::Error> {
+    let mut head = [0u8; 10];
+    sock.read_exact(&mut head).await?;
+    let len = usize::from(u16::from_be_bytes([head[8], head[9]]));
+    if &head[..8] != HELLO || len > MAX_TOKEN {
+        return Ok(false);
+    }
+    let mut got = vec![0u8; len];
+    sock.read_exact(&mut got).await?;
+    Ok(ring_eq(&got, token.as_bytes()))
+}
+
+/// Compares without stopping at the first difference.
+fn ring_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen) -> Result<(), BackupError> {
+    let running = transfers.start(&req.resource, &req.snapshot);
+    let deadline = tokio::time::Instant::now() + ACCEPT_WAIT;
+    let mut sock = loop {
+        running.check()?;
+        match tokio::time::timeout(Duration::from_millis(500), listener.accept()).await {
+            Ok(Ok((mut sock, peer))) => match tokio::time::timeout(Duration::from_secs(10), hello(&mut sock, &req.token.0)).await {
+                Ok(Ok(true)) => break sock,
+                _ => tracing::warn!(%peer, "a connection to a shipment's port did not present its token; closed"),
+            },
+            Ok(Err(e)) => return Err(io("accept the sender's connection")(e)),
+            Err(_) if tokio::time::Instant::now() > deadline => {
+                return Err(BackupError::Io {
+                    what: "wait for the sender".into(),
+                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no sender connected in time"),
+                });
+            }
+            Err(_) => {}
+        }
+    };
+    drop(listener);
+    let pool = file_pool(&req.pool)?;
+    let mut placed: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let result = async {
+        let mut carry = Vec::new();
+        for v in &req.volumes {
+            let to = Files::snapshot_path(&pool, &req.resource, v.number, &req.snapshot)?;
+            let tmp = hidden(&to);
+            let to = if req.adopt { Files::received_path(&pool, &req.resource, v.number, &req.snapshot)? } else { to };
+            placed.push((tmp.clone(), to));
+            let base = match &req.base {
+                Some(b) => Some(Files::snapshot_path(&pool, &req.resource, v.number, b)?),
+                None => None,
+            };
+            carry = receive_volume(&mut sock, &tmp, base, v.size, v.number, carry, &running).await?;
+        }
+        if !carry.is_empty() {
+            return Err(BackupError::Corrupt { key: "shipment".into(), why: "bytes follow the last volume".into() });
+        }
+        for (tmp, to) in &placed {
+            tokio::fs::rename(tmp, to).await.map_err(io(format!("rename {} into place", tmp.display())))?;
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        for (tmp, _) in &placed {
+            let _ = tokio::fs::remove_file(tmp).await;
+        }
+    }
+    // One status for the sender: 0 and nothing, or 1 and the reason.
+    let mut status = Vec::new();
+    match &result {
+        Ok(()) => status.push(0u8),
+        Err(e) => {
+            let msg = e.to_string();
+            status.push(1u8);
+            status.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+            status.extend_from_slice(msg.as_bytes());
+        }
+    }
+    if let Err(e) = sock.write_all(&status).await {
+        tracing::warn!("could not tell the sender how the shipment ended: {e}");
+    }
+    result
+}
+
+/// Receives one volume into `tmp` (a copy of `base`, or zeros); answers
+/// the bytes that followed its trailer (the next volume's).
+#[allow(clippy::too_many_arguments)]
+async fn receive_volume(
+    sock: &mut TcpStream,
+    tmp: &std::path::Path,
+    base: Option<PathBuf>,
+    size: u64,
+    number: u32,
+    carry: Vec<u8>,
+    running: &Running<'_>,
+) -> Result<Vec<u8>, BackupError> {
+    if let Some(b) = &base {
+        tokio::fs::copy(b, tmp).await.map_err(io(format!("copy the base snapshot {}", b.display())))?;
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .truncate(base.is_none())
+        .write(true)
+        .open(tmp)
+        .await
+        .map_err(io(format!("create {}", tmp.display())))?;
+    file.set_len(size).await.map_err(io(format!("size {}", tmp.display())))?;
+    let mut frames = Frames::new(&format!("shipped volume {number}"));
+    frames.rest_follows = true;
+    frames.buf = carry;
+    let mut piece = vec![0u8; 256 << 10];
+    loop {
+        if frames.read_header()? && frames.volume_size != size {
+            return Err(frames.corrupt(format!("it holds {} bytes, the volume has {size}", frames.volume_size)));
+        }
+        while let Some(c) = frames.next_chunk()? {
+            file.seek(std::io::SeekFrom::Start(c.index * frames.chunk_size)).await.map_err(io(format!("seek in {}", tmp.display())))?;
+            file.write_all(&c.data).await.map_err(io(format!("write {}", tmp.display())))?;
+        }
+        if frames.ended {
+            break;
+        }
+        running.check()?;
+        let n = match tokio::time::timeout(IDLE, sock.read(&mut piece)).await {
+            Ok(r) => r.map_err(io("read the shipment"))?,
+            Err(_) => return Err(frames.corrupt("the sender went quiet")),
+        };
+        if n == 0 {
+            return Err(frames.corrupt("the stream ends before its trailer (the sender stopped)"));
+        }
+        frames.buf.extend_from_slice(&piece[..n]);
+    }
+    file.sync_all().await.map_err(io(format!("sync {}", tmp.display())))?;
+    Ok(std::mem::take(&mut frames.buf))
+}
+
+/// Streams the volumes to the listening satellite and waits for its
+/// status.
+pub async fn send(transfers: &Transfers, req: &ShipSend) -> BackupSent {
+    let running = transfers.start(&req.resource, &req.snapshot);
+    let mut out = BackupSent::default();
+    let result = async {
+        let pool = file_pool(&req.pool)?;
+        let sock = match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&req.target)).await {
+            Ok(r) => r.map_err(io(format!("connect to {}", req.target)))?,
+            Err(_) => {
+                return Err(BackupError::Io {
+                    what: format!("connect to {}", req.target),
+                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"),
+                });
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let mut w = BufWriter::with_capacity(1 << 20, sock);
+        let token = req.token.0.as_bytes();
+        let mut hello = HELLO.to_vec();
+        hello.extend_from_slice(&(token.len().min(MAX_TOKEN) as u16).to_be_bytes());
+        hello.extend_from_slice(&token[..token.len().min(MAX_TOKEN)]);
+        w.write_all(&hello).await.map_err(io("send the hello"))?;
+        for nr in &req.volumes {
+            let path = Files::snapshot_path(&pool, &req.resource, *nr, &req.snapshot)?;
+            let base = match &req.base {
+                Some(b) => Some(Files::snapshot_path(&pool, &req.resource, *nr, b)?),
+                None => None,
+            };
+            out.volumes.push(send_volume(&mut w, &path, base, *nr, req.chunk_size, &running).await?);
+        }
+        w.flush().await.map_err(io("send the shipment"))?;
+        let mut sock = w.into_inner();
+        let mut status = [0u8; 1];
+        // The receiver syncs its files before it answers.
+        match tokio::time::timeout(IDLE, sock.read_exact(&mut status)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(io("read the receiver's status")(e)),
+            Err(_) => return Err(BackupError::Corrupt { key: "shipment".into(), why: "the receiver did not confirm it".into() }),
+        }
+        if status[0] != 0 {
+            let mut len = [0u8; 4];
+            let mut why = String::from("(no reason given)");
+            if sock.read_exact(&mut len).await.is_ok() {
+                let mut msg = vec![0u8; (u32::from_be_bytes(len) as usize).min(64 << 10)];
+                if sock.read_exact(&mut msg).await.is_ok() {
+                    why = String::from_utf8_lossy(&msg).into_owned();
+                }
+            }
+            return Err(BackupError::Corrupt { key: "shipment".into(), why: format!("the receiving node refused it: {why}") });
+        }
+        Ok::<(), BackupError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "shipping failed: {e}");
+        out.error = Some(ObjectError {
+            message: format!("Shipping snapshot '{}' of '{}' failed.", req.snapshot, req.resource),
+            cause: Some(e.to_string()),
+            details: None,
+        });
+    }
+    out
+}
+
+/// Sends one volume: every chunk that is not zeros (full), or every chunk
+/// that differs from the base snapshot's (incremental).
+async fn send_volume(
+    w: &mut BufWriter<TcpStream>,
+    path: &std::path::Path,
+    base: Option<PathBuf>,
+    number: u32,
+    chunk_size: u64,
+    running: &Running<'_>,
+) -> Result<BackupVolumeSent, BackupError> {
+    let chunk_size = chunk_size.clamp(4096, crate::backup::MAX_CHUNK);
+    let mut file = tokio::fs::File::open(path).await.map_err(io(format!("open the snapshot {}", path.display())))?;
+    let size = file.metadata().await.map_err(io(format!("read the size of {}", path.display())))?.len();
+    let mut base_file = match &base {
+        Some(b) => {
+            let f = tokio::fs::File::open(b).await.map_err(io(format!("open the base snapshot {}", b.display())))?;
+            let len = f.metadata().await.map_err(io(format!("read the size of {}", b.display())))?.len();
+            Some((f, len))
+        }
+        None => None,
+    };
+    let mut sent = BackupVolumeSent { number, size, ..Default::default() };
+    let head = header(chunk_size, size);
+    w.write_all(&head).await.map_err(io("send a volume header"))?;
+    sent.stored_bytes += head.len() as u64;
+    let mut buf = vec![0u8; chunk_size as usize];
+    let mut old = vec![0u8; chunk_size as usize];
+    let (mut index, mut offset) = (0u64, 0u64);
+    while offset < size {
+        running.check()?;
+        let len = (size - offset).min(chunk_size) as usize;
+        file.read_exact(&mut buf[..len]).await.map_err(io(format!("read {}", path.display())))?;
+        let raw = &buf[..len];
+        let wanted = match &mut base_file {
+            Some((f, base_len)) => {
+                // The receiver's copy of the base reads as zeros past its end.
+                let have = base_len.saturating_sub(offset).min(len as u64) as usize;
+                old[..len].fill(0);
+                if have > 0 {
+                    f.read_exact(&mut old[..have]).await.map_err(io("read the base snapshot"))?;
+                }
+                raw != &old[..len]
+            }
+            None => !chunk_hash(raw).is_empty(),
+        };
+        if wanted {
+            let f = frame(index, raw)?;
+            w.write_all(&f).await.map_err(io("send a chunk"))?;
+            sent.stored_bytes += f.len() as u64;
+            sent.chunks_stored += 1;
+        }
+        offset += len as u64;
+        index += 1;
+    }
+    let t = trailer(sent.chunks_stored);
+    w.write_all(&t).await.map_err(io("send a volume trailer"))?;
+    sent.stored_bytes += t.len() as u64;
+    Ok(sent)
+}

@@ -1,0 +1,233 @@
+"""Shipping snapshots to another cluster (LINSTOR remotes): two Cairn
+clusters on loopback, each a controller with its own satellites and
+FILE_THIN pools on a reflink-capable XFS. A full ship with python-linstor's
+backup_ship restores the resource on the target (checked by sha256); an
+incremental ship with `cairn backup ship` carries only the changed chunk;
+a ship the target did not agree to (wrong cluster id, source cluster not
+known there, wrong passphrase) is refused, and a ship to an unreachable
+remote fails cleanly, leaving nothing behind on either side; an aborted
+shipment registers nothing on the target; a schedule with a LINSTOR
+remote ships to the definition its switch names."""
+
+import glob
+import hashlib
+import os
+import subprocess
+import time
+import uuid
+
+import linstor
+import pytest
+
+from conftest import BIN, dev_digest, device, err, free_port, ok, run_cluster, wait_for, write_dev
+
+MIB = 1 << 20
+FAIL_INVLD_CRYPT_PASSPHRASE, FAIL_BACKUP_UNKNOWN_CLUSTER, FAIL_NOT_CONNECTED = 216, 976, 995
+
+
+def refusal(replies, code):
+    """The error entry with `code`."""
+    return next(r for r in err(replies, code) if r.is_error() and r.ret_code & 0x7FFF == code)
+
+
+def cluster_id(c):
+    return c.lin.controller_props()[0].properties["Cluster/LocalID"]
+
+
+@pytest.fixture
+def clusters(xfs_dir):
+    """Cluster A (node a1) and cluster B (nodes b1, b2), each with a
+    FILE_THIN pool `xfs` per node, a master passphrase, and a LINSTOR
+    remote for the other: `b` on A, `a` on B."""
+    ga = run_cluster("cairn-ship-a-", {"a1": "FILE_THIN"}, default_stack="STORAGE")
+    a = next(ga)
+    gb = run_cluster("cairn-ship-b-", {"b1": "FILE_THIN", "b2": "FILE_THIN"}, default_stack="STORAGE")
+    b = next(gb)
+    try:
+        for c, nodes in ((a, ["a1"]), (b, ["b1", "b2"])):
+            for n in nodes:
+                ok(c.lin.storage_pool_create(n, "xfs", "FILE_THIN", os.path.join(xfs_dir, n)))
+            ok(c.lin.crypt_create_passphrase("pw-" + nodes[0]))
+        ok(a.lin.remote_create_linstor("b", b.ctrl.url, cluster_id=cluster_id(b)))
+        ok(b.lin.remote_create_linstor("a", a.ctrl.url, cluster_id=cluster_id(a)))
+        a.xfs = b.xfs = xfs_dir
+        yield a, b
+    finally:
+        next(gb, None)
+        next(ga, None)
+
+
+def shipped(a, remote, rsc, n):
+    """The shipments of `rsc` to `remote` once `n` of them ended well."""
+    def done():
+        status, _, body = a.ctrl.request("GET", f"/v1/remotes/{remote}/backups")
+        assert status == 200, body
+        ships = [s for s in body["linstor"].values() if s["origin_rsc"] == rsc]
+        failed = [s for s in ships if not s["success"] and not s["shipping"]]
+        assert not failed, failed
+        return ships if len(ships) == n and all(s["success"] for s in ships) else None
+    return wait_for(f"{n} shipments of {rsc}", done, timeout=60)
+
+
+def test_full_then_incremental_ship_to_another_cluster(clusters):
+    a, b = clusters
+    ok(a.lin.resource_dfn_create("src"))
+    ok(a.lin.volume_dfn_create("src", 16 * 1024, storage_pool="xfs"))
+    ok(a.lin.resource_create([linstor.ResourceData("a1", "src", storage_pool="xfs")]))
+    dev = device(a, "src", "a1")
+    data = os.urandom(5 * MIB)
+    write_dev(dev, data)
+
+    # Full: nothing of `src` on B yet. python-linstor's call.
+    replies = ok(a.lin.backup_ship("b", "src", "dst", dst_node="b2"))
+    assert any("full" in r.message for r in replies), [r.message for r in replies]
+    [first] = shipped(a, "b", "src", 1)
+    # Zero chunks are not sent: about the 5 MiB written (random data does
+    # not compress), not 16 MiB.
+    assert 5 * MIB <= first["sent_bytes"] < 6 * MIB and first["sent_chunks"] == 5, first
+    # python-linstor reads the same list.
+    [listed] = a.lin.backup_list("b")[0].linstor
+    assert (listed.id, listed.origin_rsc_name, listed._rest_data["success"]) == (first["id"], "src", True)
+    # B registered the definition, the snapshot and a resource restored
+    # from it on b2, holding the same bytes.
+    rd = b.lin.resource_dfn_list_raise().resource_definitions
+    assert [d.name for d in rd] == ["dst"]
+    snaps = b.lin.snapshot_dfn_list_raise().snapshots
+    assert [(s.rsc_name, s.snapshot_name) for s in snaps] == [("dst", first["origin_snap"])]
+    expected = hashlib.sha256(data + bytes(11 * MIB)).hexdigest()
+    wait_for("the shipped data on b2", lambda: dev_digest(device(b, "dst", "b2"), 16 * MIB) == expected)
+    # Nothing half-written is left in B's pool.
+    assert not glob.glob(os.path.join(b.xfs, "b2", ".*receiving")), os.listdir(os.path.join(b.xfs, "b2"))
+
+    # Change one MiB (one chunk) and ship again with the CLI: incremental,
+    # based on the snapshot both clusters hold, carrying that chunk only.
+    time.sleep(1.1)  # snapshot names have a resolution of one second
+    change = os.urandom(MIB)
+    write_dev(dev, change, offset=2 * MIB)
+    env = dict(os.environ, LS_CONTROLLERS=a.ctrl.url)
+    p = subprocess.run([BIN, "backup", "ship", "b", "src", "dst"], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "incremental" in p.stdout, p.stdout
+    ships = shipped(a, "b", "src", 2)
+    [second] = [s for s in ships if s["id"] != first["id"]]
+    assert second["based_on_id"].endswith(first["origin_snap"]), second
+    assert second["sent_chunks"] == 1 and second["sent_bytes"] < 1.1 * MIB, second
+    # The definition on B has a resource already: the second snapshot is
+    # received beside it (LINSTOR's download-only default), and its file
+    # holds the new data, byte for byte.
+    wait_for("second snapshot on B", lambda: len(b.lin.snapshot_dfn_list_raise().snapshots) == 2)
+    [snap_file] = glob.glob(os.path.join(b.xfs, "b2", f"dst_00000@{second['origin_snap']}.snap"))
+    new = data[:2 * MIB] + change + data[3 * MIB:] + bytes(11 * MIB)
+    assert dev_digest(snap_file, 16 * MIB) == hashlib.sha256(new).hexdigest()
+    # The first shipment's resource still holds the old data.
+    assert dev_digest(device(b, "dst", "b2"), 16 * MIB) == expected
+
+    # --force-full ships everything again although a base exists.
+    time.sleep(1.1)
+    p = subprocess.run([BIN, "backup", "ship", "--force-full", "b", "src", "dst"], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0 and "full" in p.stdout, p.stdout + p.stderr
+    third = [s for s in shipped(a, "b", "src", 3) if s["id"] not in (first["id"], second["id"])][0]
+    assert third["sent_chunks"] == 5 and "based_on_id" not in third, third
+
+
+def test_ships_the_target_did_not_agree_to_are_refused_and_leave_nothing(clusters):
+    a, b = clusters
+    ok(a.lin.resource_dfn_create("src"))
+    ok(a.lin.volume_dfn_create("src", 4 * 1024, storage_pool="xfs"))
+    ok(a.lin.resource_create([linstor.ResourceData("a1", "src", storage_pool="xfs")]))
+
+    def nothing_happened():
+        assert b.lin.resource_dfn_list_raise().resource_definitions == []
+        assert b.lin.snapshot_dfn_list_raise().snapshots == []
+        assert a.lin.snapshot_dfn_list_raise().snapshots == []
+        status, _, q = a.ctrl.request("GET", "/v1/view/backup/queue")
+        assert status == 200 and not q.get("snap_queues"), q
+
+    # A remote that names another cluster id than B's.
+    ok(a.lin.remote_create_linstor("other", b.ctrl.url, cluster_id=str(uuid.uuid4())))
+    e = refusal(a.lin.backup_ship("other", "src", "dst"), FAIL_BACKUP_UNKNOWN_CLUSTER)
+    assert "refused" in e.message and "another cluster" in (e.cause or ""), (e.message, e.cause)
+    nothing_happened()
+
+    # A passphrase that is not B's master passphrase.
+    ok(a.lin.remote_create_linstor("badpw", b.ctrl.url, passphrase="not-it", cluster_id=cluster_id(b)))
+    err(a.lin.backup_ship("badpw", "src", "dst"), FAIL_INVLD_CRYPT_PASSPHRASE)
+    nothing_happened()
+    # ... and B's own passphrase is accepted.
+    ok(a.lin.remote_create_linstor("goodpw", b.ctrl.url, passphrase="pw-b1", cluster_id=cluster_id(b)))
+
+    # B does not know cluster A (no LINSTOR remote with A's id): LINSTOR's
+    # "Unknown Cluster".
+    ok(b.lin.remote_delete("a"))
+    e = refusal(a.lin.backup_ship("goodpw", "src", "dst"), FAIL_BACKUP_UNKNOWN_CLUSTER)
+    assert "Unknown Cluster" in (e.cause or ""), (e.message, e.cause)
+    nothing_happened()
+
+    # A controller that does not answer: a clear error, nothing taken on A.
+    ok(a.lin.remote_create_linstor("gone", f"http://127.0.0.1:{free_port()}", cluster_id=cluster_id(b)))
+    e = refusal(a.lin.backup_ship("gone", "src", "dst"), FAIL_NOT_CONNECTED)
+    assert "could not be asked" in e.message, e.message
+    nothing_happened()
+
+    # With B knowing A again, the same remote ships.
+    ok(b.lin.remote_create_linstor("a", a.ctrl.url, cluster_id=cluster_id(a)))
+    ok(a.lin.backup_ship("goodpw", "src", "dst"))
+    shipped(a, "goodpw", "src", 1)
+    assert [d.name for d in b.lin.resource_dfn_list_raise().resource_definitions] == ["dst"]
+
+
+@pytest.fixture
+def fast_clock(monkeypatch):
+    # A cron minute per real second in the controllers started after it.
+    monkeypatch.setenv("CAIRN_SCHEDULE_CLOCK_SCALE", "60")
+
+
+def test_a_schedule_with_a_linstor_remote_ships_to_its_target_definition(fast_clock, clusters):
+    a, b = clusters
+    ok(a.lin.resource_dfn_create("src"))
+    ok(a.lin.volume_dfn_create("src", 4 * 1024, storage_pool="xfs"))
+    ok(a.lin.resource_create([linstor.ResourceData("a1", "src", storage_pool="xfs")]))
+    data = os.urandom(2 * MIB)
+    write_dev(device(a, "src", "a1"), data)
+    # A full shipment every third (fast) minute, an incremental every
+    # minute after it; the switch names the target definition, which the
+    # shipments use.
+    ok(a.lin.schedule_create("l2l", "*/3 * * * *", incremental_cron="* * * * *", keep_local=3))
+    ok(a.lin.backup_schedule_enable("b", "l2l", resource_name="src", dst_rsc_name="copy"))
+    props = a.lin.resource_dfn_list_raise(filter_by_resource_definitions=["src"]).resource_definitions[0].properties
+    assert props.get("Schedule/b/l2l/TargetResourceName") == "copy", props
+
+    def two():
+        status, _, body = a.ctrl.request("GET", "/v1/remotes/b/backups")
+        done = [s for s in body["linstor"].values() if s["success"]]
+        return any("based_on_id" in s for s in done) and done
+    done = wait_for("a full and an incremental scheduled shipment", two, timeout=60)
+    ok(a.lin.backup_schedule_disable("b", "l2l", resource_name="src"))
+    # The first one was full (nothing on B), a later one incremental.
+    assert any("based_on_id" not in s for s in done) and any("based_on_id" in s for s in done), done
+    assert [d.name for d in b.lin.resource_dfn_list_raise().resource_definitions] == ["copy"]
+    wait_for("the data on B", lambda: dev_digest(device(b, "copy", "b1"), 4 * MIB) ==
+             hashlib.sha256(data + bytes(2 * MIB)).hexdigest())
+
+
+def test_an_aborted_ship_registers_nothing_on_the_target(clusters):
+    a, b = clusters
+    ok(a.lin.resource_dfn_create("big"))
+    ok(a.lin.volume_dfn_create("big", 128 * 1024, storage_pool="xfs"))
+    ok(a.lin.resource_create([linstor.ResourceData("a1", "big", storage_pool="xfs")]))
+    write_dev(device(a, "big", "a1"), os.urandom(128 * MIB))
+    ok(a.lin.backup_ship("b", "big", "big"))
+    # The stream runs now (128 chunks); abort it on the source.
+    ok(a.lin.backup_abort("b", "big"))
+
+    def failed():
+        status, _, body = a.ctrl.request("GET", "/v1/remotes/b/backups")
+        [s] = body["linstor"].values()
+        return not s["shipping"] and s
+    s = wait_for("the shipment to end", failed, timeout=60)
+    assert not s["success"] and "aborted" in s["fail_messages"], s
+    # The target registered nothing and removed what it had received.
+    assert b.lin.resource_dfn_list_raise().resource_definitions == []
+    assert b.lin.snapshot_dfn_list_raise().snapshots == []
+    wait_for("no files left on B", lambda: not [f for n in ("b1", "b2") for f in os.listdir(os.path.join(b.xfs, n))
+                                                if f.startswith(".") or f.endswith(".snap")])
