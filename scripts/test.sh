@@ -87,7 +87,7 @@ cargo test --workspace
 say "python-linstor integration tests"
 cargo build -p cairn
 CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests/python
-say "VM tests (Debian's kernel under qemu: LVM, LVM_THIN, physical storage, LUKS, snapshots; real DRBD 9 replication between three VMs)"
+say "VM tests (Debian's kernel under qemu: LVM, LVM_THIN, physical storage, LUKS, snapshots; real DRBD 9 replication between three VMs; real OpenZFS from Debian contrib, fetched with a private apt configuration)"
 CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -rs --durations=12 -p no:cacheprovider tests/vm
 say "Debian package (cargo-deb 3.8.0; installed into a scratch root, never into this system)"
 bash tests/package/test_package.sh

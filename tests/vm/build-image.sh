@@ -8,7 +8,10 @@
 # decompression under TCG) and OUT_DIR/initramfs.cpio. The kernel package
 # is downloaded once and kept in OUT_DIR/kernel (or $CAIRN_VM_KERNEL).
 # With DRBD_MODULE_DIR (build-drbd.sh's output) the image carries the DRBD 9
-# modules, loaded when the kernel command line says cairn.drbd=1.
+# modules, loaded when the kernel command line says cairn.drbd=1. With
+# CAIRN_VM_ZFS=DIR (build-zfs.sh's output) it carries OpenZFS (modules,
+# Debian's zfsutils-linux) and udevd, started with the zfs module when the
+# kernel command line says cairn.zfs=1.
 # Needs (Debian packages): qemu-system-x86 busybox-static lvm2
 # thin-provisioning-tools cryptsetup-bin drbd-utils kmod cpio xz-utils; scripts/test.sh
 # installs them.
@@ -19,6 +22,7 @@ CAIRN=$(readlink -f "$2")
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ -x "$CAIRN" ] || { echo "build-image: no cairn binary at $2" >&2; exit 1; }
 DRBD_KO=${3:-}
+ZFS=${CAIRN_VM_ZFS:-}
 
 # 1. Debian's kernel, unpacked (no installation, no update-initramfs).
 KROOT=$(readlink -m "${CAIRN_VM_KERNEL:-$OUT/kernel}")
@@ -56,7 +60,8 @@ binary() { # a program and every shared library it links
   copy "$p" "${2:-$p}"
   while read -r lib; do
     [ -n "$lib" ] && [ -z "${LIBS[$lib]:-}" ] || continue
-    LIBS[$lib]=1; copy "$lib"
+    LIBS[$lib]=1
+    case $lib in "${ZFS:-/nonexistent}"/*) copy "$lib" "/usr/lib/x86_64-linux-gnu/$(basename "$lib")";; *) copy "$lib";; esac
   done < <(ldd "$p" 2>/dev/null | awk '$2=="=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}')
 }
 
@@ -74,6 +79,23 @@ done
 for l in thin_check thin_dump thin_repair thin_restore; do ln -sf pdata_tools "$ST/usr/sbin/$l"; done
 for l in modprobe insmod lsmod depmod; do rm -f "$ST/usr/bin/$l"; ln -sf ../bin/kmod "$ST/usr/sbin/$l"; done
 binary "$CAIRN" /usr/bin/cairn
+if [ -n "$ZFS" ]; then
+  # Debian's zfsutils-linux as unpacked (its libraries beside it), udevd
+  # (whole-disk `zpool create` waits for udev to see the partitions it
+  # made; /dev/zvol/... links come from 60-zvol.rules and zvol_id), and
+  # libgcc_s, which glibc dlopen()s for pthread_cancel (`zfs send -v`).
+  ZU=$ZFS/userland
+  for b in zpool zfs zdb zstream; do
+    LD_LIBRARY_PATH=$ZU/lib/x86_64-linux-gnu binary "$ZU/sbin/$b" "/usr/sbin/$b"
+  done
+  LD_LIBRARY_PATH=$ZU/lib/x86_64-linux-gnu binary "$ZU/lib/udev/zvol_id" /usr/lib/udev/zvol_id
+  copy "$(readlink -f /lib/x86_64-linux-gnu/libgcc_s.so.1)" /lib/x86_64-linux-gnu/libgcc_s.so.1
+  binary "$ZFS/udev/bin/udevadm" /usr/bin/udevadm
+  mkdir -p "$ST/usr/lib/systemd" "$ST/usr/lib/udev/rules.d" "$ST/etc/udev/rules.d" "$ST/etc/zfs"
+  ln -sf ../../bin/udevadm "$ST/usr/lib/systemd/systemd-udevd"
+  for r in 50-udev-default.rules 60-block.rules 60-persistent-storage.rules; do cp "$ZFS/udev/lib/udev/rules.d/$r" "$ST/usr/lib/udev/rules.d/"; done
+  for r in 60-zvol.rules 90-zfs.rules; do cp "$ZU/lib/udev/rules.d/$r" "$ST/usr/lib/udev/rules.d/"; done
+fi
 # Debug info would make the image (unpacked in guest RAM) ten times bigger.
 strip --strip-debug "$ST/usr/bin/cairn" 2>/dev/null || true
 
@@ -97,6 +119,10 @@ if [ -n "$DRBD_KO" ]; then
   modules lru_cache libcrc32c crc32c_generic
   mkdir -p "$ST/usr/lib/modules/$KVER/updates/drbd9"
   cp "$DRBD_KO"/*.ko "$ST/usr/lib/modules/$KVER/updates/drbd9/"
+fi
+if [ -n "$ZFS" ]; then
+  mkdir -p "$ST/usr/lib/modules/$KVER/updates/zfs"
+  cp "$ZFS"/modules/*.ko "$ST/usr/lib/modules/$KVER/updates/zfs/"
 fi
 for f in modules.order modules.builtin modules.builtin.modinfo; do
   [ -f "$KROOT/lib/modules/$KVER/$f" ] && cp "$KROOT/lib/modules/$KVER/$f" "$ST/usr/lib/modules/$KVER/"

@@ -30,6 +30,7 @@ BIN, Controller, ok, err, wait_for = e2e.BIN, e2e.Controller, e2e.ok, e2e.err, e
 
 BUILD = os.environ.get("CAIRN_VM_BUILD", os.path.join(ROOT, "target", "vm"))
 DRBD_BUILD = os.path.join(os.path.dirname(BUILD), "vm-drbd")
+ZFS_BUILD = os.path.join(os.path.dirname(BUILD), "vm-zfs")
 
 
 _in_private_network = False
@@ -109,8 +110,26 @@ def vm_images():
         env = dict(os.environ, CAIRN_VM_KERNEL=kernel)
         _run("building the DRBD VM image", ["bash", os.path.join(HERE, "build-image.sh"), DRBD_BUILD, BIN, ko.strip().splitlines()[-1]], env)
         images["drbd"] = DRBD_BUILD
+    images["zfs"], images["no_zfs"] = _zfs_image()
     private_network()
     return images
+
+
+def _zfs_image():
+    """The image with OpenZFS from Debian's archive (tests/vm/build-zfs.sh,
+    cached in CAIRN_VM_BUILD/zfs) and None; (None, why) when the archive
+    cannot be reached."""
+    kernel = os.path.join(BUILD, "kernel")
+    out = subprocess.run(["bash", os.path.join(HERE, "build-zfs.sh"), os.path.join(BUILD, "zfs"), kernel], capture_output=True, text=True)
+    if out.returncode == 3:
+        why = out.stderr.strip().splitlines()[-1] + ": the ZFS VM tests did not run"
+        print(why)
+        return None, why
+    if out.returncode != 0:
+        raise RuntimeError("building the ZFS modules failed:\n" + out.stdout + out.stderr)
+    env = dict(os.environ, CAIRN_VM_KERNEL=kernel, CAIRN_VM_ZFS=out.stdout.strip().splitlines()[-1])
+    _run("building the ZFS VM image", ["bash", os.path.join(HERE, "build-image.sh"), ZFS_BUILD, BIN], env)
+    return ZFS_BUILD, None
 
 
 @pytest.fixture(scope="session")
@@ -125,15 +144,22 @@ def drbd_image(vm_images):
     return vm_images["drbd"]
 
 
+@pytest.fixture(scope="session")
+def zfs_image(vm_images):
+    if vm_images["zfs"] is None:
+        pytest.skip(vm_images["no_zfs"])
+    return vm_images["zfs"]
+
+
 class Vm:
     """One VM; `sh` runs a command in it and returns (rc, output)."""
 
-    def __init__(self, name, ip, secret_path, disks=("2G", "2G"), mem=768, image=None, tap=None):
+    def __init__(self, name, ip, secret_path, disks=("2G", "2G"), mem=768, image=None, tap=None, zfs=False):
         """With `tap` (index n), eth0 is tap `ctapn` on the test bridge with
         address 10.99.0.n, the satellite and the command channel answer there
         on their own ports, and DRBD runs for real (`image` must carry its
         modules); otherwise qemu's user network forwards them to `ip`."""
-        self.name, self.image, self.tap = name, image or BUILD, tap
+        self.name, self.image, self.tap, self.zfs = name, image or BUILD, tap, zfs
         self.work = tempfile.mkdtemp(prefix=f"cairn-vm-{name}-")
         self.console = os.path.join(self.work, "console.log")
         self.secret_path, self.disks, self.mem = secret_path, disks, mem
@@ -167,6 +193,9 @@ class Vm:
             args += ["-netdev", f"tap,id=n0,ifname=ctap{self.tap},script=no,downscript=no",
                      "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:99:00:{self.tap:02x}"]
             append += f" cairn.ip={self.ip}/24 cairn.drbd=1"
+        if self.zfs:
+            # A small ARC: the VM's memory is for the test.
+            append += " cairn.zfs=1 zfs.zfs_arc_max=67108864"
         args += ["-append", append]
         for i, size in enumerate(self.disks):
             path = os.path.join(self.work, f"disk{i}.img")
@@ -243,10 +272,9 @@ class Vm:
 PLAIN_LUKS = ["--allow-plain-luks-keys"]
 
 
-@pytest.fixture
-def vm_cluster(vm_image):
-    """A controller and one VM satellite `vm1` on 127.0.10.51 (forwarded by
-    qemu's user network)."""
+def single_vm(name, ip, **vm_args):
+    """A controller and one VM satellite `name` on loopback address `ip`
+    (forwarded by qemu's user network); a generator for fixtures."""
     root = tempfile.mkdtemp(prefix="cairn-vmtest-")
     ctrl, lin, vm = Controller(root, extra_args=PLAIN_LUKS), None, None
     try:
@@ -254,14 +282,20 @@ def vm_cluster(vm_image):
         lin = ctrl.client()
         # No DRBD in these VMs: unreplicated volumes by default.
         ok(lin.controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
-        vm = Vm("vm1", "127.0.10.51", os.path.join(root, "cluster-secret")).start()
-        ok(lin.node_create("vm1", "SATELLITE", "127.0.10.51", port=vm.port))
-        wait_for("vm1 online", lambda: lin.node_list_raise().nodes[0].connection_status == "ONLINE", timeout=60)
+        vm = Vm(name, ip, os.path.join(root, "cluster-secret"), **vm_args).start()
+        ok(lin.node_create(name, "SATELLITE", ip, port=vm.port))
+        wait_for(f"{name} online", lambda: lin.node_list_raise().nodes[0].connection_status == "ONLINE", timeout=60)
         c = type("C", (), {})()
         c.ctrl, c.lin, c.vm, c.root = ctrl, lin, vm, root
         yield c
     finally:
         _teardown(lin, ctrl, [vm] if vm is not None else [], root)
+
+
+@pytest.fixture
+def vm_cluster(vm_image):
+    """A controller and one VM satellite `vm1` on 127.0.10.51."""
+    yield from single_vm("vm1", "127.0.10.51")
 
 
 LOGS = os.path.join(ROOT, "target", "vm-logs")

@@ -7,7 +7,8 @@
 # Kernel command line: cairn.hostname=NAME (the node name as well);
 # cairn.ip=ADDR/LEN: eth0 is a tap on the test's own bridge (in a network
 # namespace the test made) with that address, instead of qemu's user
-# network; cairn.drbd=1: load the DRBD 9 modules and run DRBD for real.
+# network; cairn.drbd=1: load the DRBD 9 modules and run DRBD for real;
+# cairn.zfs=1: start udevd and load OpenZFS (an image built with ZFS).
 export PATH=/usr/sbin:/usr/bin
 # No udev: libdevmapper makes the /dev/mapper nodes itself.
 export DM_DISABLE_UDEV=1
@@ -31,6 +32,14 @@ if ip=$(arg cairn.ip); then
   ip addr add "$ip" dev eth0 && ip link set eth0 up
 else
   ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.2.2
+fi
+if [ "$(arg cairn.zfs)" = 1 ]; then
+  # udev makes the /dev/zvol links and answers `zpool create`'s wait for
+  # the partitions it labels; LVM keeps making its own nodes.
+  /usr/lib/systemd/systemd-udevd --daemon --resolve-names=never 2>/run/udevd.err
+  udevadm trigger --type=subsystems --action=add; udevadm trigger --type=devices --action=add
+  udevadm settle -t 30
+  modprobe zfs || echo "CAIRN-VM-NO-ZFS: modprobe zfs failed"
 fi
 drbd=--drbd-config-only
 if [ "$(arg cairn.drbd)" = 1 ]; then

@@ -41,7 +41,7 @@ impl Cluster {
         let Some(p) = self.stor_pools.get(&(key(node), key(pool))) else {
             return Err(OpError::new(OP, rc::FAIL_NOT_FOUND_STOR_POOL, format!("Storage pool '{pool}' on node '{node}' not found.")));
         };
-        if !p.provider_kind.supports_snapshots() || p.provider_kind == ProviderKind::LvmThin {
+        if p.provider_kind != ProviderKind::FileThin {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_SNAPSHOTS_NOT_SUPPORTED,

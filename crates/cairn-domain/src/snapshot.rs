@@ -486,11 +486,13 @@ impl Cluster {
             if self.resources.contains_key(&(to_key.clone(), key(&n.node))) {
                 return Err(OpError::new(OP, rc::FAIL_EXISTS_RSC, format!("Resource '{}' already exists on node '{}'.", to.name, n.node)));
             }
-            let pool = n.volumes.first().map(|v| v.storage_pool.clone()).unwrap_or_default();
-            let pool = req.stor_pool_rename.get(&pool).cloned().unwrap_or(pool);
-            // Only pools that copy a snapshot cheaply can restore one.
+            let snap_pool = n.volumes.first().map(|v| v.storage_pool.clone()).unwrap_or_default();
+            let pool = req.stor_pool_rename.get(&snap_pool).cloned().unwrap_or_else(|| snap_pool.clone());
+            // Only pools that copy a snapshot cheaply can restore one; a
+            // ZFS clone lives in the snapshot's own pool.
             match self.stor_pools.get(&(key(&n.node), key(&pool))).map(|p| p.provider_kind) {
                 Some(ProviderKind::LvmThin | ProviderKind::FileThin) => {}
+                Some(ProviderKind::Zfs | ProviderKind::ZfsThin) if key(&pool) == key(&snap_pool) => {}
                 other => {
                     return Err(OpError::new(
                         OP,
@@ -498,7 +500,15 @@ impl Cluster {
                         format!("Storage pool '{pool}' on node '{}' cannot hold a restored snapshot.", n.node),
                     )
                     .cause(match other {
-                        Some(k) => format!("It is a {} pool; restores need LVM_THIN or FILE_THIN next to the snapshot.", k.as_str()),
+                        Some(k @ (ProviderKind::Zfs | ProviderKind::ZfsThin)) => {
+                            format!(
+                                "It is a {} pool other than the snapshot's; a ZFS snapshot is restored as a clone in its own pool.",
+                                k.as_str()
+                            )
+                        }
+                        Some(k) => {
+                            format!("It is a {} pool; restores need LVM_THIN, FILE_THIN, or the ZFS pool of the snapshot.", k.as_str())
+                        }
                         None => "The node has no such pool.".into(),
                     }));
                 }

@@ -383,8 +383,10 @@ mod tests {
         assert!(says(ProviderKind::FileThin, Some(true)));
         assert!(!says(ProviderKind::FileThin, Some(false)));
         assert!(!says(ProviderKind::FileThin, None));
-        assert!(says(ProviderKind::LvmThin, None));
-        for k in [ProviderKind::File, ProviderKind::Lvm, ProviderKind::Zfs, ProviderKind::ZfsThin, ProviderKind::Diskless] {
+        for k in [ProviderKind::LvmThin, ProviderKind::Zfs, ProviderKind::ZfsThin] {
+            assert!(says(k, None), "{k:?}");
+        }
+        for k in [ProviderKind::File, ProviderKind::Lvm, ProviderKind::Diskless] {
             assert!(!says(k, None) && !says(k, Some(true)), "{k:?}");
         }
     }

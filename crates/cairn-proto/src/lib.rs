@@ -498,11 +498,11 @@ impl ProviderKind {
         self == ProviderKind::Diskless
     }
 
-    /// Whether Cairn takes snapshots in pools of this kind: LVM_THIN, and
-    /// FILE_THIN where the file system makes reflinks (the satellite
-    /// probes that).
+    /// Whether Cairn takes snapshots in pools of this kind: LVM_THIN, ZFS,
+    /// ZFS_THIN, and FILE_THIN where the file system makes reflinks (the
+    /// satellite probes that).
     pub fn supports_snapshots(self) -> bool {
-        matches!(self, ProviderKind::LvmThin | ProviderKind::FileThin)
+        matches!(self, ProviderKind::LvmThin | ProviderKind::FileThin | ProviderKind::Zfs | ProviderKind::ZfsThin)
     }
 }
 

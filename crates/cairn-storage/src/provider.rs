@@ -474,9 +474,10 @@ impl Provider for ZfsProvider {
     }
     fn ensure<'a>(&'a self, v: VolumeSpec<'a>) -> BoxFuture<'a, Result<VolumeObserved, StorageError>> {
         Box::pin(async move {
-            match v.clone_from {
-                Some(c) => self.zfs.ensure_clone(&self.pool, v.rsc, v.nr, v.id, v.size, c.rsc, c.zfs_clone).await,
-                None => self.zfs.ensure(&self.pool, v.rsc, v.nr, v.id, v.size).await,
+            match (v.source, v.clone_from) {
+                (Some((src, snap)), _) => self.zfs.ensure_restored(&self.pool, &v, src, snap).await,
+                (None, Some(c)) => self.zfs.ensure_clone(&self.pool, v.rsc, v.nr, v.id, v.size, c.rsc, c.zfs_clone).await,
+                (None, None) => self.zfs.ensure(&self.pool, v.rsc, v.nr, v.id, v.size).await,
             }
         })
     }
@@ -490,11 +491,29 @@ impl Provider for ZfsProvider {
     fn capacity(&self) -> BoxFuture<'_, Result<Capacity, StorageError>> {
         Box::pin(async move {
             let (total_kib, free_kib) = self.zfs.capacity(&self.pool).await?;
-            Ok(Capacity { total_kib, free_kib, supports_snapshots: Some(false) })
+            Ok(Capacity { total_kib, free_kib, supports_snapshots: Some(true) })
         })
     }
     fn allocated<'a>(&'a self, _volumes: &'a [VolumeRef]) -> BoxFuture<'a, Result<Allocated, StorageError>> {
         Box::pin(async move { self.zfs.allocated(&self.pool).await })
+    }
+    fn snapshots_refused(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async { None })
+    }
+    fn snapshots<'a>(&'a self, rsc: &'a Name) -> BoxFuture<'a, Result<SnapshotMap, StorageError>> {
+        Box::pin(async move { self.zfs.snapshots(&self.pool, rsc).await })
+    }
+    fn create_snapshot<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.zfs.create_snapshot(&self.pool, &v.rsc, v.nr, snap).await })
+    }
+    fn delete_snapshot<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.zfs.delete_snapshot(&self.pool, rsc, nr, snap).await })
+    }
+    fn needs_rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async move { self.zfs.needs_rollback(&self.pool, &v.rsc, v.nr, snap, id).await })
+    }
+    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.zfs.rollback(&self.pool, &v.rsc, v.nr, snap, id).await })
     }
 }
 

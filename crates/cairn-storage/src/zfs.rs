@@ -9,6 +9,7 @@ use std::time::Duration;
 use cairn_exec::{Cmd, CommandRunner, ExecError};
 use cairn_proto::VolumeObserved;
 
+use crate::provider::VolumeSpec;
 use crate::{Kib, StorageError, safe_name, split_volume_name, volume_number};
 
 /// A ZFS pool: a zpool or a dataset in one (`tank` or `tank/linstor`).
@@ -38,15 +39,25 @@ impl ZfsPool {
     }
 }
 
-/// One line of `zfs list -H -p -o name,refer,volsize,type,volblocksize,
-/// origin,clones,cairn:vid`.
+/// The columns Cairn lists: LINSTOR's (`name,refer,volsize,type,
+/// volblocksize,origin,clones`) and two user properties, the volume's
+/// identity and the last rollback done to it.
+pub const LIST_COLUMNS: &str = "name,refer,volsize,type,volblocksize,origin,clones,cairn:vid,cairn:rb";
+
+/// One line of `zfs list -H -p -o` [`LIST_COLUMNS`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zvol {
     pub name: String,
     pub refer: u64,
     pub volsize: Option<u64>,
     pub kind: String,
+    /// The snapshot a clone was made from.
+    pub origin: Option<String>,
+    /// The clones of a snapshot (comma-separated in the list).
+    pub clones: Vec<String>,
     pub vid: Option<String>,
+    /// The id of the rollback last done to the volume.
+    pub rollback: Option<String>,
 }
 
 impl Zvol {
@@ -63,17 +74,22 @@ fn num(v: &str) -> Option<u64> {
 /// Parses the tab-separated `zfs list -H -p` output.
 pub fn parse_list(out: &str) -> Result<Vec<Zvol>, StorageError> {
     let mut v = Vec::new();
+    let set = |v: &str| Some(v.to_string()).filter(|s| s != "-" && !s.is_empty());
     for line in out.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() < 8 {
-            return Err(StorageError::Output { program: "zfs", detail: format!("expected 8 fields: {line}") });
+        if f.len() != 9 {
+            return Err(StorageError::Output { program: "zfs", detail: format!("expected 9 fields: {line}") });
         }
+        let refer = f[1].parse().map_err(|_| StorageError::Output { program: "zfs", detail: format!("bad refer: {line}") })?;
         v.push(Zvol {
             name: f[0].to_string(),
-            refer: num(f[1]).unwrap_or(0),
+            refer,
             volsize: num(f[2]),
             kind: f[3].to_string(),
-            vid: Some(f[7].to_string()).filter(|s| s != "-"),
+            origin: set(f[5]),
+            clones: set(f[6]).map(|c| c.split(',').map(str::to_string).collect()).unwrap_or_default(),
+            vid: set(f[7]),
+            rollback: set(f[8]),
         });
     }
     Ok(v)
@@ -87,6 +103,11 @@ pub fn parse_value(out: &str, program: &'static str) -> Result<u64, StorageError
     let v = if fields.len() >= 3 { fields[2] } else { fields[0] };
     v.trim().parse().map_err(|_| StorageError::Output { program, detail: format!("not a number: {line}") })
 }
+
+/// The prefix of what is deleted but must wait for its snapshots or clones.
+const DELETED: &str = "_deleted_";
+/// The prefix of the snapshots clones of a resource are made from.
+const CLONE_SNAP: &str = "cairn_clone_";
 
 /// A full copy takes as long as the data: an hour before it is killed.
 const COPY_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -119,17 +140,7 @@ impl Zfs {
 
     /// Volumes and snapshots under the pool's dataset.
     pub async fn list(&self, pool: &ZfsPool) -> Result<Vec<Zvol>, StorageError> {
-        let c = self.zfs().args([
-            "list",
-            "-r",
-            "-H",
-            "-p",
-            "-o",
-            "name,refer,volsize,type,volblocksize,origin,clones,cairn:vid",
-            "-t",
-            "volume,snapshot",
-            &pool.dataset,
-        ]);
+        let c = self.zfs().args(["list", "-r", "-H", "-p", "-o", LIST_COLUMNS, "-t", "volume,snapshot", &pool.dataset]);
         match self.runner.run(&c).await {
             Ok(o) => parse_list(&o.stdout),
             // Exit 1 with nothing listed: no volumes yet (LINSTOR tolerates it).
@@ -210,7 +221,7 @@ impl Zfs {
             tracing::warn!(zvol = %old.name, "removing a zvol that is no complete clone");
             self.destroy(&all, &old.name).await?;
         }
-        let tag = format!("cairn_clone_{}", safe_name(rsc)?);
+        let tag = format!("{CLONE_SNAP}{}", safe_name(rsc)?);
         let snap = format!("{src}@{tag}");
         if !all.iter().any(|z| z.name == snap) {
             if !all.iter().any(|z| z.name == src && z.kind == "volume") {
@@ -233,17 +244,126 @@ impl Zfs {
     }
 
     /// `zfs destroy`, or — while snapshots of it remain — a rename out of
-    /// the way (`_deleted_<name>`), as LINSTOR's dynamic delete strategy.
+    /// the way (`_deleted_<name>_<identity>`, its snapshots with it), as
+    /// LINSTOR's ZfsProvider does. A clone that goes takes its origin
+    /// snapshot with it when that was deleted already (renamed aside) or
+    /// was made only for clones, and has no other clone; a volume renamed
+    /// aside goes with its last snapshot.
     async fn destroy(&self, all: &[Zvol], name: &str) -> Result<(), StorageError> {
         let has_snapshots = all.iter().any(|z| z.name.starts_with(&format!("{name}@")));
         if has_snapshots {
             let (parent, leaf) = name.rsplit_once('/').unwrap_or(("", name));
-            let target = format!("{parent}/_deleted_{leaf}");
+            let vid = all.iter().find(|z| z.name == name).and_then(|z| z.vid.as_deref()).unwrap_or("");
+            let short: String = vid.chars().take(8).collect();
+            let target = format!("{parent}/{DELETED}{leaf}_{short}");
             self.runner.run(&self.zfs().args(["rename", name, &target])).await?;
-        } else {
-            self.runner.run(&self.zfs().args(["destroy", name])).await?;
+            return Ok(());
+        }
+        self.runner.run(&self.zfs().args(["destroy", name])).await?;
+        let origin = all.iter().find(|z| z.name == name).and_then(|z| z.origin.clone());
+        if let Some(snap) = origin
+            && let Some(o) = all.iter().find(|z| z.name == snap)
+            && o.clones.iter().all(|c| c == name)
+            && snap.rsplit_once('@').is_some_and(|(_, s)| s.starts_with(DELETED) || s.starts_with(CLONE_SNAP))
+        {
+            self.destroy_snapshot(all, &snap).await?;
         }
         Ok(())
+    }
+
+    /// Destroys a snapshot, then its volume if that was renamed aside and
+    /// has no other snapshot.
+    async fn destroy_snapshot(&self, all: &[Zvol], snap: &str) -> Result<(), StorageError> {
+        self.runner.run(&self.zfs().args(["destroy", snap])).await?;
+        let Some((base, _)) = snap.rsplit_once('@') else { return Ok(()) };
+        let aside = base.rsplit_once('/').is_some_and(|(_, leaf)| leaf.starts_with(DELETED));
+        let others = all.iter().any(|z| z.name != snap && z.name.starts_with(&format!("{base}@")));
+        if aside && !others {
+            self.runner.run(&self.zfs().args(["destroy", base])).await?;
+        }
+        Ok(())
+    }
+
+    /// Snapshots of `rsc`'s volumes (`<rsc>_<NNNNN>@<snap>`): snapshot name
+    /// -> volume numbers. Snapshots renamed aside and those made for
+    /// clones are not the user's.
+    pub async fn snapshots(&self, pool: &ZfsPool, rsc: &str) -> Result<std::collections::BTreeMap<String, Vec<u32>>, StorageError> {
+        let prefix = format!("{}/{}_", pool.dataset, safe_name(rsc)?);
+        let mut out: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+        for z in self.list(pool).await?.iter().filter(|z| z.kind == "snapshot") {
+            let Some((base, snap)) = z.name.split_once('@') else { continue };
+            let Some(nr) = base.strip_prefix(&prefix).and_then(volume_number) else { continue };
+            if !snap.starts_with(DELETED) && !snap.starts_with(CLONE_SNAP) {
+                out.entry(snap.to_string()).or_default().push(nr);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `zfs snapshot <zvol>@<snap>`.
+    pub async fn create_snapshot(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
+        let name = format!("{}@{}", zvol_name(pool, rsc, nr)?, safe_name(snap)?);
+        self.runner.run(&self.zfs().args(["snapshot", &name])).await?;
+        Ok(())
+    }
+
+    /// Destroys the snapshot, or — while clones of it remain — renames it
+    /// aside (`@_deleted_<snap>_<n>`); the last clone takes it along.
+    pub async fn delete_snapshot(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
+        let base = zvol_name(pool, rsc, nr)?;
+        let name = format!("{base}@{}", safe_name(snap)?);
+        let all = self.list(pool).await?;
+        let Some(z) = all.iter().find(|z| z.name == name) else { return Ok(()) };
+        if z.clones.is_empty() {
+            return self.destroy_snapshot(&all, &name).await;
+        }
+        let target = (0..).map(|n| format!("{base}@{DELETED}{snap}_{n}")).find(|t| !all.iter().any(|z| &z.name == t)).unwrap_or_default();
+        self.runner.run(&self.zfs().args(["rename", &name, &target])).await?;
+        Ok(())
+    }
+
+    /// Whether volume `nr` still has to go back to `snap` for rollback
+    /// `id`: it exists, has not had that rollback, and the snapshot exists.
+    pub async fn needs_rollback(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str, id: &str) -> Result<bool, StorageError> {
+        let name = zvol_name(pool, rsc, nr)?;
+        let snap = format!("{name}@{}", safe_name(snap)?);
+        let all = self.list(pool).await?;
+        Ok(all.iter().any(|z| z.name == name && z.rollback.as_deref() != Some(id)) && all.iter().any(|z| z.name == snap))
+    }
+
+    /// `zfs rollback <zvol>@<snap>` (refused by ZFS while later snapshots
+    /// exist, as in LINSTOR), then the rollback id on the volume.
+    pub async fn rollback(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str, id: &str) -> Result<(), StorageError> {
+        let name = zvol_name(pool, rsc, nr)?;
+        self.runner.run(&self.zfs().args(["rollback", &format!("{name}@{}", safe_name(snap)?)])).await?;
+        let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        self.runner.run(&self.zfs().args(["set", &format!("cairn:rb={id}"), &name])).await?;
+        Ok(())
+    }
+
+    /// A new volume `v` restored from snapshot `snap` of `src_rsc`'s volume
+    /// of the same number: `zfs clone` of the snapshot, as LINSTOR
+    /// restores, with the identity set as it is made; then grown to the
+    /// size if larger.
+    pub async fn ensure_restored(
+        &self,
+        pool: &ZfsPool,
+        v: &VolumeSpec<'_>,
+        src_rsc: &str,
+        snap: &str,
+    ) -> Result<VolumeObserved, StorageError> {
+        let (rsc, nr, id, size) = (v.rsc.as_str(), v.nr, v.id, v.size);
+        let name = zvol_name(pool, rsc, nr)?;
+        let all = self.list(pool).await?;
+        if !all.iter().any(|z| z.name == name && z.kind == "volume") {
+            let from = format!("{}@{}", zvol_name(pool, src_rsc, nr)?, safe_name(snap)?);
+            if !all.iter().any(|z| z.name == from) {
+                return Err(StorageError::BadBacking(format!("the snapshot {from} to restore from does not exist")));
+            }
+            let vid: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+            self.runner.run(&self.zfs().args(["clone", "-o", &format!("cairn:vid={vid}"), &from, &name])).await?;
+        }
+        self.ensure(pool, rsc, nr, id, size).await
     }
 
     /// Removes volumes of `rsc` whose number is not in `keep` (all with an
@@ -303,42 +423,87 @@ mod tests {
     use cairn_exec::FakeRunner;
 
     use super::*;
+    use crate::Name;
 
-    fn fixture(name: &str) -> String {
-        let path = format!("{}/testdata/zfs/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    /// A command captured from real OpenZFS (testdata/zfs/README.md):
+    /// its stdout, stderr and exit code.
+    struct Captured {
+        out: String,
+        err: String,
+        rc: i32,
     }
 
-    const LIST: [&str; 9] =
-        ["zfs", "list", "-r", "-H", "-p", "-o", "name,refer,volsize,type,volblocksize,origin,clones,cairn:vid", "-t", "volume,snapshot"];
+    fn captured(name: &str) -> Captured {
+        let read = |ext: &str| {
+            let path = format!("{}/testdata/zfs/{name}.{ext}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        Captured { out: read("out"), err: read("err"), rc: read("rc").trim().parse().expect("exit code") }
+    }
+
+    /// The argv of a capture (`NAME.cmd`, made with shlex quoting, none
+    /// needed here).
+    fn argv(name: &str) -> Vec<String> {
+        let path = format!("{}/testdata/zfs/{name}.cmd", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")).split_whitespace().map(str::to_string).collect()
+    }
+
+    /// The runner answers a captured command as OpenZFS did.
+    fn replay(f: &FakeRunner, name: &str) {
+        let a = argv(name);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let c = captured(name);
+        if c.rc == 0 {
+            f.expect(&a, &c.out);
+        } else {
+            f.expect_failure(&a, c.rc, &c.err);
+        }
+    }
+
+    const POOL: &str = "tank/linstor";
 
     fn list_cmd(ds: &str) -> Vec<&str> {
-        LIST.iter().copied().chain([ds]).collect()
+        ["zfs", "list", "-r", "-H", "-p", "-o", LIST_COLUMNS, "-t", "volume,snapshot", ds].to_vec()
     }
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
 
+    fn on(thin: bool) -> (Arc<FakeRunner>, Zfs, ZfsPool) {
+        let f = Arc::new(FakeRunner::new());
+        let z = Zfs::new(f.clone(), Duration::from_secs(5)).with_settle(Duration::ZERO);
+        (f, z, ZfsPool::new("zp", POOL, thin).unwrap())
+    }
+
+    fn err_text(r: Result<impl std::fmt::Debug, StorageError>) -> String {
+        match r {
+            Err(StorageError::Exec(e)) => e.stderr().unwrap_or_default().to_string(),
+            other => panic!("expected a failed command, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn list_and_capacity_output_parses() {
-        let v = parse_list(&fixture("list.txt")).unwrap();
-        assert_eq!(v.len(), 3);
-        assert_eq!(
-            v[0],
-            Zvol {
-                name: "tank/web_00000".into(),
-                refer: 57344,
-                volsize: Some(67_108_864),
-                kind: "volume".into(),
-                vid: Some("0a1b2c3d4e5f".into())
-            }
-        );
-        assert_eq!(v[2].kind, "snapshot");
-        assert_eq!(v[2].volsize, None);
-        assert_eq!(parse_value(&fixture("zpool-get-size.txt"), "zpool").unwrap(), 10_200_547_328);
-        assert_eq!(parse_value(&fixture("zfs-get-available.txt"), "zfs").unwrap(), 9_663_676_416);
+    fn the_captured_list_gives_volumes_snapshots_clones_and_marks() {
+        // The capture is of exactly the command `list` runs.
+        assert_eq!(argv("list"), list_cmd(POOL));
+        let v = parse_list(&captured("list").out).unwrap();
+        let by = |n: &str| v.iter().find(|z| z.name == format!("{POOL}/{n}")).unwrap_or_else(|| panic!("{n} in {v:?}"));
+        let web = by("web_00000");
+        assert_eq!((web.kind.as_str(), web.volsize, web.vid.as_deref()), ("volume", Some(67_108_864), Some("0a1b2c3d4e5f")));
+        assert!(web.origin.is_none() && web.clones.is_empty() && web.rollback.is_none());
+        let db = by("db_00000");
+        assert_eq!((db.volsize, db.vid.as_deref(), db.rollback.as_deref()), (Some(1_073_741_824), Some("ffeeddccbbaa"), Some("rb-7")));
+        assert!(db.refer > 4 * 1024 * 1024, "4 MiB were written: {db:?}");
+        let snap = by("db_00000@snap1");
+        assert_eq!((snap.kind.as_str(), snap.volsize), ("snapshot", Some(1_073_741_824)));
+        assert_eq!(snap.clones, [format!("{POOL}/copy_00000")]);
+        let copy = by("copy_00000");
+        assert_eq!((copy.origin.as_deref(), copy.vid.as_deref()), (Some(format!("{POOL}/db_00000@snap1").as_str()), Some("c0ffee000001")));
+        assert_eq!(by("_deleted_old_00000_abcdef01@keep").kind, "snapshot");
+        assert_eq!(v.len(), 6, "{v:?}");
         assert!(parse_list("tank/x\t1\n").is_err());
+        assert!(parse_list("tank/x\tnope\t-\tvolume\t-\t-\t-\t-\t-\n").is_err());
         assert!(ZfsPool::new("p", "tank/linstor", false).is_ok());
         for bad in ["", "-o", "/tank", "tank/", "ta nk", "tank//x"] {
             assert!(ZfsPool::new("p", bad, false).is_err(), "{bad}");
@@ -346,56 +511,163 @@ mod tests {
     }
 
     #[test]
-    fn allocated_sizes_come_from_one_zfs_list() {
-        let f = Arc::new(FakeRunner::new());
-        let z = Zfs::new(f.clone(), Duration::from_secs(5));
-        let pool = ZfsPool::new("zt", "tank", true).unwrap();
-        f.expect(&list_cmd("tank"), &fixture("list.txt"));
+    fn pools_volumes_and_snapshots_from_one_list() {
+        let (f, z, pool) = on(true);
+        replay(&f, "list");
         let a = rt().block_on(z.allocated(&pool)).unwrap();
-        // The snapshot is not a volume; refer in bytes becomes KiB.
-        assert_eq!(a, [(("db".to_string(), 0), 4944), (("web".to_string(), 0), 56)].into());
-        assert!(f.is_done(), "{:?}", f.calls());
-    }
-
-    #[test]
-    fn create_grow_and_delete_command_lines() {
-        let f = Arc::new(FakeRunner::new());
-        let z = Zfs::new(f.clone(), Duration::from_secs(5)).with_settle(Duration::ZERO);
-        let thin = ZfsPool::new("zt", "tank", true).unwrap();
-        let l = list_cmd("tank");
-        f.expect(&l, "")
-            .expect(&["zfs", "create", "-s", "-V", "65536KB", "-o", "cairn:vid=abc", "tank/db_00000"], "")
-            .expect(&l, "tank/db_00000\t12288\t67108864\tvolume\t16384\t-\t-\tabc\n");
-        let o = rt().block_on(z.ensure(&thin, "db", 0, "abc", Kib::new(65536).unwrap())).unwrap();
-        assert_eq!(o.device_path.as_deref(), Some("/dev/zvol/tank/db_00000"));
-        assert_eq!((o.usable_kib, o.allocated_kib), (Some(65536), Some(12)));
-        assert!(f.is_done(), "{:?}", f.calls());
-        // Thick, and a grow.
-        let thick = ZfsPool::new("z", "tank", false).unwrap();
-        f.expect(&l, "tank/db_00000\t12288\t67108864\tvolume\t16384\t-\t-\tabc\n")
-            .expect(&["zfs", "set", "volsize=131072KB", "tank/db_00000"], "")
-            .expect(&l, "tank/db_00000\t12288\t134217728\tvolume\t16384\t-\t-\tabc\n");
-        rt().block_on(z.ensure(&thick, "db", 0, "abc", Kib::new(131072).unwrap())).unwrap();
-        assert!(f.is_done(), "{:?}", f.calls());
-        f.expect(&l, "").expect(&["zfs", "create", "-V", "4096KB", "-o", "cairn:vid=new", "tank/web_00000"], "").expect(&l, "");
-        rt().block_on(z.ensure(&thick, "web", 0, "new", Kib::new(4096).unwrap())).unwrap();
-        assert!(f.is_done(), "{:?}", f.calls());
-        // Delete: destroy; with a snapshot left, rename out of the way.
-        f.expect(&l, &fixture("list.txt")).expect(&["zfs", "rename", "tank/web_00000", "tank/_deleted_web_00000"], "");
-        rt().block_on(z.remove_others(&thick, "web", &[])).unwrap();
-        f.expect(&l, "tank/db_00000\t1\t2\tvolume\t8192\t-\t-\tabc\n").expect(&["zfs", "destroy", "tank/db_00000"], "");
-        rt().block_on(z.remove_others(&thick, "db", &[])).unwrap();
+        let v = parse_list(&captured("list").out).unwrap();
+        let kib = |n: &str| v.iter().find(|z| z.name == format!("{POOL}/{n}")).map(Zvol::allocated_kib).unwrap();
+        // Snapshots and volumes renamed aside are no volumes of a resource.
+        assert_eq!(
+            a,
+            [
+                (("copy".to_string(), 0), kib("copy_00000")),
+                (("db".to_string(), 0), kib("db_00000")),
+                (("web".to_string(), 0), kib("web_00000"))
+            ]
+            .into()
+        );
+        replay(&f, "list");
+        assert_eq!(rt().block_on(z.resources(&pool)).unwrap(), ["copy", "db", "web"]);
+        replay(&f, "list");
+        let snaps = rt().block_on(z.snapshots(&pool, "db")).unwrap();
+        assert_eq!(snaps, [("snap1".to_string(), vec![0])].into());
+        replay(&f, "list");
+        assert!(rt().block_on(z.snapshots(&pool, "old")).unwrap().is_empty(), "renamed aside: not the resource's any more");
         assert!(f.is_done(), "{:?}", f.calls());
     }
 
     #[test]
     fn capacity_reads_zpool_and_zfs() {
-        let f = Arc::new(FakeRunner::new());
-        let z = Zfs::new(f.clone(), Duration::from_secs(5)).with_settle(Duration::ZERO);
-        let p = ZfsPool::new("z", "tank/linstor", true).unwrap();
-        f.expect(&["zpool", "get", "size", "-Hp", "tank"], &fixture("zpool-get-size.txt"))
-            .expect(&["zfs", "get", "available", "-o", "value", "-Hp", "tank/linstor"], &fixture("zfs-get-available.txt"));
-        assert_eq!(rt().block_on(z.capacity(&p)).unwrap(), (9_961_472, 9_437_184));
+        let (f, z, pool) = on(true);
+        replay(&f, "zpool_get_size");
+        replay(&f, "zfs_get_available");
+        let size: i64 = captured("zpool_get_size").out.split('\t').nth(2).unwrap().parse().unwrap();
+        let avail: i64 = captured("zfs_get_available").out.trim().parse().unwrap();
+        assert_eq!(rt().block_on(z.capacity(&pool)).unwrap(), (size / 1024, avail / 1024));
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn a_missing_dataset_fails_the_list() {
+        let (f, z, _) = on(false);
+        replay(&f, "list_missing");
+        let missing = ZfsPool::new("zp", "tank/nonexist", false).unwrap();
+        assert!(err_text(rt().block_on(z.list(&missing))).contains("dataset does not exist"));
+        // Exit 1 without that text: nothing listed yet.
+        f.expect_failure(&list_cmd(POOL), 1, "");
+        assert!(rt().block_on(z.list(&ZfsPool::new("zp", POOL, false).unwrap())).unwrap().is_empty());
+    }
+
+    #[test]
+    fn create_grow_and_the_failures_real_zfs_gives() {
+        let (f, z, thick) = on(false);
+        let l = list_cmd(POOL);
+        // The capture's command line is what ensure runs; here ZFS says it exists.
+        f.expect(&l, "");
+        replay(&f, "create_exists");
+        let e = err_text(rt().block_on(z.ensure(&thick, "web", 0, "0a1b2c3d4e5f", Kib::new(65536).unwrap())));
+        assert!(e.contains("dataset already exists"), "{e}");
+        f.expect(&l, "");
+        replay(&f, "create_too_big");
+        let e = err_text(rt().block_on(z.ensure(&thick, "huge", 0, "0123", Kib::new(104_857_600).unwrap())));
+        assert!(e.contains("out of space"), "{e}");
+        // A grow past the pool.
+        let web = captured("list").out.lines().filter(|l| l.starts_with("tank/linstor/web_00000\t")).collect::<String>() + "\n";
+        f.expect(&l, &web);
+        replay(&f, "grow_too_big");
+        let e = err_text(rt().block_on(z.ensure(&thick, "web", 0, "0a1b2c3d4e5f", Kib::new(104_857_600).unwrap())));
+        assert!(e.contains("size is greater than available space"), "{e}");
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Thin: -s; the size read back is the zvol's.
+        let (f, z, thin) = on(true);
+        f.expect(&l, "")
+            .expect(&["zfs", "create", "-s", "-V", "65536KB", "-o", "cairn:vid=abc", "tank/linstor/db_00000"], "")
+            .expect(&l, "tank/linstor/db_00000\t57344\t67108864\tvolume\t8192\t-\t-\tabc\t-\n");
+        let o = rt().block_on(z.ensure(&thin, "db", 0, "abc", Kib::new(65536).unwrap())).unwrap();
+        assert_eq!(o.device_path.as_deref(), Some("/dev/zvol/tank/linstor/db_00000"));
+        assert_eq!((o.usable_kib, o.allocated_kib), (Some(65536), Some(56)));
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn delete_renames_aside_what_snapshots_or_clones_still_need() {
+        let (f, z, pool) = on(false);
+        let l = list_cmd(POOL);
+        // db has a snapshot: renamed aside with it, by its identity.
+        replay(&f, "list");
+        f.expect(&["zfs", "rename", "tank/linstor/db_00000", "tank/linstor/_deleted_db_00000_ffeeddcc"], "");
+        rt().block_on(z.remove_others(&pool, "db", &[])).unwrap();
+        // web has none: destroyed.
+        replay(&f, "list");
+        f.expect(&["zfs", "destroy", "tank/linstor/web_00000"], "");
+        rt().block_on(z.remove_others(&pool, "web", &[])).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // snap1 has a clone: renamed aside, not destroyed.
+        replay(&f, "list");
+        f.expect(&["zfs", "rename", "tank/linstor/db_00000@snap1", "tank/linstor/db_00000@_deleted_snap1_0"], "");
+        rt().block_on(z.delete_snapshot(&pool, "db", 0, "snap1")).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Then the clone goes and takes the snapshot renamed aside along.
+        let after = captured("list").out.replace("db_00000@snap1", "db_00000@_deleted_snap1_0");
+        f.expect(&l, &after)
+            .expect(&["zfs", "destroy", "tank/linstor/copy_00000"], "")
+            .expect(&["zfs", "destroy", "tank/linstor/db_00000@_deleted_snap1_0"], "");
+        rt().block_on(z.remove_others(&pool, "copy", &[])).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // The last snapshot of a volume renamed aside takes the volume.
+        f.expect(&["zfs", "destroy", "tank/linstor/_deleted_old_00000_abcdef01@keep"], "")
+            .expect(&["zfs", "destroy", "tank/linstor/_deleted_old_00000_abcdef01"], "");
+        rt().block_on(z.destroy_snapshot(&parse_list(&captured("list").out).unwrap(), "tank/linstor/_deleted_old_00000_abcdef01@keep"))
+            .unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // A busy volume (snapshots taken since the list): ZFS's refusal.
+        f.expect(&l, "tank/linstor/db_00000\t1\t2\tvolume\t8192\t-\t-\tffeeddccbbaa\t-\n");
+        replay(&f, "destroy_with_snapshots");
+        assert!(err_text(rt().block_on(z.remove_others(&pool, "db", &[]))).contains("volume has children"));
+        // A snapshot with a clone made since the list, the same.
+        f.expect(&l, "tank/linstor/db_00000@snap1\t1\t2\tsnapshot\t-\t-\t-\t-\t-\n");
+        replay(&f, "destroy_snapshot_with_clone");
+        assert!(err_text(rt().block_on(z.delete_snapshot(&pool, "db", 0, "snap1"))).contains("dependent clones"));
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn snapshot_rollback_and_restore_command_lines() {
+        let (f, z, pool) = on(true);
+        f.expect(&["zfs", "snapshot", "tank/linstor/db_00000@s2"], "");
+        rt().block_on(z.create_snapshot(&pool, "db", 0, "s2")).unwrap();
+        // db carries rollback rb-7 already: done once only.
+        for (id, needed) in [("rb-7", false), ("rb-8", true)] {
+            replay(&f, "list");
+            assert_eq!(rt().block_on(z.needs_rollback(&pool, "db", 0, "snap1", id)).unwrap(), needed, "{id}");
+        }
+        replay(&f, "list");
+        assert!(!rt().block_on(z.needs_rollback(&pool, "db", 0, "nosuch", "rb-8")).unwrap(), "no snapshot, no rollback");
+        f.expect(&["zfs", "rollback", "tank/linstor/db_00000@snap1"], "")
+            .expect(&["zfs", "set", "cairn:rb=rb-8", "tank/linstor/db_00000"], "");
+        rt().block_on(z.rollback(&pool, "db", 0, "snap1", "rb-8")).unwrap();
+        // ZFS refuses a rollback past later snapshots; the error says so.
+        let c = captured("rollback_not_latest");
+        assert_ne!(c.rc, 0);
+        f.expect_failure(&["zfs", "rollback", "tank/linstor/db_00000@snap1"], c.rc, &c.err);
+        assert!(err_text(rt().block_on(z.rollback(&pool, "db", 0, "snap1", "rb-9"))).contains("more recent snapshots"));
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Restore: a clone of the snapshot with the new identity, then ensured.
+        let l = list_cmd(POOL);
+        let cloned = "tank/linstor/new_00000\t8192\t1073741824\tvolume\t8192\ttank/linstor/db_00000@snap1\t-\tn1\t-\n";
+        replay(&f, "list");
+        f.expect(&["zfs", "clone", "-o", "cairn:vid=n1", "tank/linstor/db_00000@snap1", "tank/linstor/new_00000"], "")
+            .expect(&l, cloned)
+            .expect(&l, cloned);
+        let new = Name::new("new").unwrap();
+        let spec = |size| VolumeSpec { rsc: &new, nr: 0, id: "n1", size: Kib::new(size).unwrap(), source: None, clone_from: None };
+        let o = rt().block_on(z.ensure_restored(&pool, &spec(1_048_576), "db", "snap1")).unwrap();
+        assert_eq!(o.device_path.as_deref(), Some("/dev/zvol/tank/linstor/new_00000"));
+        // No such snapshot: an error, nothing made.
+        replay(&f, "list");
+        assert!(rt().block_on(z.ensure_restored(&pool, &spec(1024), "db", "gone")).is_err());
+        assert!(f.is_done(), "{:?}", f.calls());
     }
 
     #[test]
@@ -404,8 +676,8 @@ mod tests {
         let z = Zfs::new(f.clone(), Duration::from_secs(5)).with_settle(Duration::ZERO);
         let pool = ZfsPool::new("zt", "tank", true).unwrap();
         let l = list_cmd("tank");
-        let src = "tank/web_00000\t57344\t67108864\tvolume\t16384\t-\t-\ta1\n";
-        let done = "tank/cl_00000\t1024\t67108864\tvolume\t16384\t-\t-\tc9\n";
+        let src = "tank/web_00000\t57344\t67108864\tvolume\t16384\t-\t-\ta1\t-\n";
+        let done = "tank/cl_00000\t1024\t67108864\tvolume\t16384\t-\t-\tc9\t-\n";
         let size = Kib::new(65536).unwrap();
         // use_zfs_clone: snapshot, clone with the identity; the snapshot stays.
         f.expect(&l, src)
@@ -448,8 +720,8 @@ mod tests {
         f.expect(&l, &format!("{src}{done}")).expect(&l, &format!("{src}{done}")).expect(&l, &format!("{src}{done}"));
         rt().block_on(z.ensure_clone(&pool, "cl", 0, "c9", size, "web", false)).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
-        let partial = "tank/cl_00000\t1024\t67108864\tvolume\t16384\t-\t-\t-\n";
-        let snap = "tank/web_00000@cairn_clone_cl\t0\t-\tsnapshot\t-\t-\t-\t-\n";
+        let partial = "tank/cl_00000\t1024\t67108864\tvolume\t16384\t-\t-\t-\t-\n";
+        let snap = "tank/web_00000@cairn_clone_cl\t0\t-\tsnapshot\t-\t-\t-\t-\t-\n";
         f.expect(&l, &format!("{src}{snap}{partial}"))
             .expect(&["zfs", "destroy", "tank/cl_00000"], "")
             .expect(&["zfs", "clone", "-o", "cairn:vid=c9", "tank/web_00000@cairn_clone_cl", "tank/cl_00000"], "")

@@ -1,0 +1,1 @@
+zfs destroy tank/linstor/db_00000@snap1

@@ -1,0 +1,1 @@
+zfs set volsize=104857600KB tank/linstor/web_00000

@@ -1,0 +1,1 @@
+zfs get available -o value -Hp tank/linstor

@@ -1,0 +1,1 @@
+zpool get size -Hp tank

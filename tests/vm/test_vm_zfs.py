@@ -1,0 +1,182 @@
+"""ZFS and ZFS_THIN end to end on a real OpenZFS (Debian's zfs-dkms built
+for the VM's kernel, Debian's zfsutils-linux): one VM with a zpool on its
+disk, pools `zfs` (dataset tank/thick) and `zfsthin` (tank/thin), driven
+through python-linstor. Volumes are created, grown and deleted; snapshots
+are taken, restored as ZFS clones, rolled back and deleted, the data
+compared by sha256; a snapshot deleted while a clone of it lives is renamed
+aside as LINSTOR does, and goes with that clone."""
+
+import linstor
+import pytest
+
+from conftest import ok, req, single_vm, wait_for
+
+MIB = 1024
+
+
+@pytest.fixture(scope="module")
+def zfs(zfs_image):
+    for c in single_vm("zvm", "127.0.10.53", disks=("1G",), mem=768, image=zfs_image, zfs=True):
+        assert "CAIRN-VM-NO-ZFS" not in c.vm.log(), c.vm.log()[-3000:]
+        # Whole-disk `zpool create` waits for udev to see the partition.
+        sh(c, "zpool create -o ashift=12 -O mountpoint=none -O compression=off tank /dev/vda && "
+              "zfs create tank/thick && zfs create tank/thin")
+        ok(c.lin.storage_pool_create("zvm", "zfs", "ZFS", "tank/thick"))
+        ok(c.lin.storage_pool_create("zvm", "zfsthin", "ZFS_THIN", "tank/thin"))
+        yield c
+
+
+def sh(c, cmd):
+    rc, out = c.vm.sh(cmd)
+    assert rc == 0, f"{cmd}: {out}"
+    return out
+
+
+def prop(c, ds, name):
+    return sh(c, f"zfs get -H -p -o value {name} {ds}").strip()
+
+
+def datasets(c, under):
+    """Volumes and snapshots under a dataset, as `zfs list` names them."""
+    return sorted(sh(c, f"zfs list -H -r -t volume,snapshot -o name {under}").split())
+
+
+def sha(c, dev):
+    """sha256 of the first 8 MiB, read past the page cache (a rollback
+    changes the zvol under it)."""
+    out = sh(c, f"set -o pipefail; udevadm settle -t 20; blockdev --flushbufs {dev} && "
+                f"dd if={dev} bs=1M count=8 iflag=direct status=none | sha256sum")
+    return out.split()[0]
+
+
+def fill(c, dev):
+    sh(c, f"dd if=/dev/urandom of={dev} bs=1M count=8 oflag=direct conv=fsync status=none")
+    return sha(c, dev)
+
+
+def pool(c, name):
+    status, _, body = req(c, "GET", f"/v1/nodes/zvm/storage-pools/{name}")
+    assert status == 200, body
+    return body
+
+
+def capacity_matches(c, name, ds):
+    """The pool's figures are the zpool's size and the dataset's
+    `available`, KiB."""
+    total = int(sh(c, "zpool get -H -p -o value size tank").strip()) // 1024
+    free = int(prop(c, ds, "available")) // 1024
+    p = pool(c, name)
+    return p.get("total_capacity") == total and p.get("free_capacity") == free
+
+
+def successful(c, rd, snap):
+    status, _, body = req(c, "GET", f"/v1/resource-definitions/{rd}/snapshots/{snap}")
+    return status == 200 and "SUCCESSFUL" in body["flags"]
+
+
+def test_thick_and_sparse_volumes_grow_delete_and_capacity(zfs):
+    c = zfs
+    assert pool(c, "zfs")["provider_kind"] == "ZFS" and pool(c, "zfsthin")["provider_kind"] == "ZFS_THIN"
+    wait_for("zfs capacity", lambda: capacity_matches(c, "zfs", "tank/thick"))
+    wait_for("zfsthin capacity", lambda: capacity_matches(c, "zfsthin", "tank/thin"))
+    free_before = int(prop(c, "tank/thick", "available"))
+    for rd, sp in (("fat", "zfs"), ("lean", "zfsthin")):
+        ok(c.lin.resource_dfn_create(rd))
+        ok(c.lin.volume_dfn_create(rd, 64 * MIB, storage_pool=sp))
+        ok(c.lin.resource_create([linstor.ResourceData("zvm", rd, storage_pool=sp)]))
+    vols = {v.name: v for v in c.lin.volume_list_raise().resources}
+    assert vols["fat"].volumes[0].device_path == "/dev/zvol/tank/thick/fat_00000"
+    assert vols["lean"].volumes[0].device_path == "/dev/zvol/tank/thin/lean_00000"
+    # Thick reserves the whole volume (and its metadata); sparse nothing.
+    assert int(prop(c, "tank/thick/fat_00000", "volsize")) == 64 * 1024 * 1024
+    assert int(prop(c, "tank/thick/fat_00000", "refreservation")) >= 64 * 1024 * 1024
+    assert int(prop(c, "tank/thin/lean_00000", "volsize")) == 64 * 1024 * 1024
+    assert int(prop(c, "tank/thin/lean_00000", "refreservation")) == 0
+    assert int(prop(c, "tank/thick", "available")) < free_before - 64 * 1024 * 1024
+    sh(c, "test -b /dev/zvol/tank/thick/fat_00000 && test -b /dev/zvol/tank/thin/lean_00000")
+    a = fill(c, "/dev/zvol/tank/thick/fat_00000")
+    wait_for("zfs capacity after create", lambda: capacity_matches(c, "zfs", "tank/thick"))
+    wait_for("zfsthin capacity after create", lambda: capacity_matches(c, "zfsthin", "tank/thin"))
+
+    # Grow both; the data stays.
+    ok(c.lin.volume_dfn_modify("fat", 0, size=96 * MIB))
+    ok(c.lin.volume_dfn_modify("lean", 0, size=128 * MIB))
+    assert int(prop(c, "tank/thick/fat_00000", "volsize")) == 96 * 1024 * 1024
+    assert int(prop(c, "tank/thin/lean_00000", "volsize")) == 128 * 1024 * 1024
+    wait_for("grown device", lambda: sh(c, "blockdev --getsize64 /dev/zvol/tank/thick/fat_00000").strip() == str(96 * 1024 * 1024))
+    assert sha(c, "/dev/zvol/tank/thick/fat_00000") == a
+
+    # Too big for the pool: LINSTOR's error, nothing made.
+    ok(c.lin.resource_dfn_create("huge"))
+    ok(c.lin.volume_dfn_create("huge", 4 * 1024 * MIB, storage_pool="zfs"))
+    replies = c.lin.resource_create([linstor.ResourceData("zvm", "huge", storage_pool="zfs")])
+    assert any(r.is_error() or r.is_warning() for r in replies), [str(r) for r in replies]
+    assert "tank/thick/huge_00000" not in datasets(c, "tank/thick")
+    ok(c.lin.resource_dfn_delete("huge"))
+
+    for rd in ("fat", "lean"):
+        ok(c.lin.resource_dfn_delete(rd))
+    wait_for("volumes gone", lambda: datasets(c, "tank") == [])
+    wait_for("zfs capacity after delete", lambda: capacity_matches(c, "zfs", "tank/thick"))
+    # ZFS frees in the background and keeps some metadata: within 1 MiB.
+    wait_for("space back", lambda: int(prop(c, "tank/thick", "available")) >= free_before - 1024 * 1024)
+
+
+@pytest.mark.parametrize("sp,ds", [("zfs", "tank/thick"), ("zfsthin", "tank/thin")])
+def test_snapshots_restore_rollback_and_rename_aside(zfs, sp, ds):
+    c = zfs
+    src, copy = f"src{sp}", f"copy{sp}"
+    ok(c.lin.resource_dfn_create(src))
+    ok(c.lin.volume_dfn_create(src, 32 * MIB, storage_pool=sp))
+    ok(c.lin.resource_create([linstor.ResourceData("zvm", src, storage_pool=sp)]))
+    dev = f"/dev/zvol/{ds}/{src}_00000"
+    a = fill(c, dev)
+
+    status, _, body = req(c, "POST", f"/v1/resource-definitions/{src}/snapshots", {"name": "s1"})
+    assert status == 201, body
+    wait_for("s1 successful", lambda: successful(c, src, "s1"))
+    assert f"{ds}/{src}_00000@s1" in datasets(c, ds)
+    status, _, view = req(c, "GET", f"/v1/view/snapshots?resources={src}")
+    assert [(s["name"], s["snapshots"][0]["node_name"]) for s in view] == [("s1", "zvm")], view
+    b = fill(c, dev)
+    assert b != a
+
+    # Rollback in place: the data of s1 again.
+    status, _, body = req(c, "POST", f"/v1/resource-definitions/{src}/snapshot-rollback/s1", {})
+    assert status == 200, body
+    wait_for("rolled back", lambda: sha(c, dev) == a)
+    assert prop(c, f"{ds}/{src}_00000", "cairn:rb") not in ("", "-")
+    b = fill(c, dev)  # writable again
+
+    # Restore into a new definition: a ZFS clone of the snapshot.
+    ok(c.lin.resource_dfn_create(copy))
+    status, _, body = req(c, "POST", f"/v1/resource-definitions/{src}/snapshot-restore-volume-definition/s1", {"to_resource": copy})
+    assert status == 200, body
+    status, _, body = req(c, "POST", f"/v1/resource-definitions/{src}/snapshot-restore-resource/s1", {"to_resource": copy})
+    assert status == 200, body
+    assert prop(c, f"{ds}/{copy}_00000", "origin") == f"{ds}/{src}_00000@s1"
+    assert sha(c, f"/dev/zvol/{ds}/{copy}_00000") == a
+    assert sha(c, dev) == b, "the origin is untouched"
+
+    # The snapshot goes while its clone lives: renamed aside, then gone
+    # with the clone.
+    status, _, body = req(c, "DELETE", f"/v1/resource-definitions/{src}/snapshots/s1")
+    assert status == 200, body
+    wait_for("s1 aside", lambda: f"{ds}/{src}_00000@_deleted_s1_0" in datasets(c, ds))
+    assert f"{ds}/{src}_00000@s1" not in datasets(c, ds)
+    assert sha(c, f"/dev/zvol/{ds}/{copy}_00000") == a
+    ok(c.lin.resource_dfn_delete(copy))
+    wait_for("clone and its snapshot gone", lambda: datasets(c, ds) == [f"{ds}/{src}_00000"])
+
+    # A resource whose node holds a snapshot stays (Cairn's rule, see
+    # docs/ARCHITECTURE.md); with the snapshot gone, everything goes.
+    status, _, body = req(c, "POST", f"/v1/resource-definitions/{src}/snapshots", {"name": "s2"})
+    assert status == 201, body
+    wait_for("s2 successful", lambda: successful(c, src, "s2"))
+    replies = c.lin.resource_delete("zvm", src)
+    assert any(r.is_error() for r in replies), [str(r) for r in replies]
+    status, _, body = req(c, "DELETE", f"/v1/resource-definitions/{src}/snapshots/s2")
+    assert status == 200, body
+    wait_for("s2 gone", lambda: datasets(c, ds) == [f"{ds}/{src}_00000"])
+    ok(c.lin.resource_dfn_delete(src))
+    wait_for("all gone", lambda: datasets(c, ds) == [])
