@@ -17,8 +17,6 @@ const CASES: &[Case] = &[
     // A path of the API with a method it does not have.
     ("PATCH", "/v1/nodes", Some(b"{}"), 405, rc::MASK_ERROR | rc::FAIL_UNKNOWN_ERROR),
     ("DELETE", "/v1/resource-groups", None, 405, rc::MASK_ERROR | rc::FAIL_UNKNOWN_ERROR),
-    // In LINSTOR's API, not served by Cairn yet.
-    ("POST", "/v1/remotes/r1/backups/ship", Some(b"{}"), 501, rc::MASK_ERROR | rc::FAIL_IMPL_ERROR),
     // In LINSTOR's API, for a feature Cairn deliberately lacks (EBS).
     ("POST", "/v1/nodes/ebs", Some(b"{}"), 501, rc::MASK_ERROR | rc::FAIL_INVLD_REQUEST),
     // Bodies and queries that do not parse.
