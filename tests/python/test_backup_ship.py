@@ -12,6 +12,7 @@ remote ships to the definition its switch names."""
 import glob
 import hashlib
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -39,9 +40,23 @@ def clusters(xfs_dir):
     """Cluster A (node a1) and cluster B (nodes b1, b2), each with a
     FILE_THIN pool `xfs` per node, a master passphrase, and a LINSTOR
     remote for the other: `b` on A, `a` on B."""
-    ga = run_cluster("cairn-ship-a-", {"a1": "FILE_THIN"}, default_stack="STORAGE")
+    yield from two_clusters(xfs_dir, default_stack="STORAGE")
+
+
+@pytest.fixture
+def drbd_clusters(xfs_dir):
+    """The same with DRBD in the default layer stack (DRBD,STORAGE), on
+    satellites that write DRBD's configuration and check it with drbdadm
+    but bring nothing up."""
+    if shutil.which("drbdadm") is None:
+        raise RuntimeError("drbdadm not found: install drbd-utils (the test command does)")
+    yield from two_clusters(xfs_dir, extra_args=["--drbd-config-only"])
+
+
+def two_clusters(xfs_dir, **kw):
+    ga = run_cluster("cairn-ship-a-", {"a1": "FILE_THIN"}, **kw)
     a = next(ga)
-    gb = run_cluster("cairn-ship-b-", {"b1": "FILE_THIN", "b2": "FILE_THIN"}, default_stack="STORAGE")
+    gb = run_cluster("cairn-ship-b-", {"b1": "FILE_THIN", "b2": "FILE_THIN"}, **kw)
     b = next(gb)
     try:
         for c, nodes in ((a, ["a1"]), (b, ["b1", "b2"])):
@@ -67,6 +82,32 @@ def shipped(a, remote, rsc, n):
         assert not failed, failed
         return ships if len(ships) == n and all(s["success"] for s in ships) else None
     return wait_for(f"{n} shipments of {rsc}", done, timeout=60)
+
+
+def test_a_drbd_resource_ships_with_the_room_its_metadata_takes(drbd_clusters):
+    # The snapshot file of a volume under DRBD holds DRBD's internal
+    # metadata after the data, so it is larger than the definition's size
+    # the target is told: the stream's own size is taken.
+    a, b = drbd_clusters
+    ok(a.lin.resource_dfn_create("dr"))
+    ok(a.lin.volume_dfn_create("dr", 8 * 1024, storage_pool="xfs"))
+    ok(a.lin.resource_create([linstor.ResourceData("a1", "dr", storage_pool="xfs")]))
+    files = lambda d: [f for f in glob.glob(os.path.join(d, "dr_00000*")) if "@" not in f]
+    [vol] = wait_for("the backing file", lambda: files(os.path.join(a.xfs, "a1")))
+    gross = os.path.getsize(vol)
+    assert gross > 8 * MIB, gross
+    data = os.urandom(3 * MIB)
+    with open(vol, "r+b") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    ok(a.lin.backup_ship("b", "dr", "dr", dst_node="b1"))
+    [s] = shipped(a, "b", "dr", 1)
+    [src] = glob.glob(os.path.join(a.xfs, "a1", f"dr_00000@{s['origin_snap']}.snap"))
+    [dst] = wait_for("the snapshot on b1", lambda: glob.glob(os.path.join(b.xfs, "b1", f"dr_00000@{s['origin_snap']}.snap")))
+    assert os.path.getsize(dst) == os.path.getsize(src) == gross
+    assert dev_digest(dst, gross) == dev_digest(src, gross)
+    assert [r.node_name for r in b.lin.resource_list_raise(filter_by_resources=["dr"]).resources] == ["b1"]
 
 
 def test_full_then_incremental_ship_to_another_cluster(clusters):

@@ -298,13 +298,25 @@ impl Upload<'_> {
     }
 
     /// Completes the upload once every part is stored: the object exists
-    /// from now on.
+    /// from now on. When a part or the completion fails, the upload is
+    /// aborted on the server (its stored parts would stay, and be billed).
     pub async fn finish(mut self) -> Result<(), S3Error> {
-        while !self.in_flight.is_empty() {
-            self.one_done().await?;
+        let mut done = Ok(());
+        while done.is_ok() && !self.in_flight.is_empty() {
+            done = self.one_done().await;
         }
-        let parts: Vec<PartId> = std::mem::take(&mut self.parts).into_iter().flatten().collect();
-        self.bucket.store.complete_multipart(&self.path, &self.id, parts).await.map(|_| ()).map_err(|e| self.bucket.error(e, None))
+        if done.is_ok() {
+            let parts: Vec<PartId> = std::mem::take(&mut self.parts).into_iter().flatten().collect();
+            done =
+                self.bucket.store.complete_multipart(&self.path, &self.id, parts).await.map(|_| ()).map_err(|e| self.bucket.error(e, None));
+        }
+        if let Err(e) = done {
+            if let Err(a) = self.abort().await {
+                tracing::warn!("could not abort the failed upload: {a}");
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Gives the upload up: parts still in flight are cancelled, the ones

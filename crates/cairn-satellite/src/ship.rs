@@ -180,6 +180,13 @@ async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen)
     result
 }
 
+/// How much more than its net size a snapshot file may hold: DRBD's
+/// internal metadata (a bitmap of one bit per 4 KiB per peer, 32 peers at
+/// most, plus its activity log and superblock) and a LUKS2 header.
+fn layer_margin(net: u64) -> u64 {
+    net / 4096 * 32 / 8 + (64 << 20)
+}
+
 /// Receives one volume into `tmp` (a copy of `base`, or zeros); answers
 /// the bytes that followed its trailer (the next volume's).
 #[allow(clippy::too_many_arguments)]
@@ -209,7 +216,14 @@ async fn receive_volume(
     let mut piece = vec![0u8; 256 << 10];
     loop {
         if frames.read_header()? && frames.volume_size != size {
-            return Err(frames.corrupt(format!("it holds {} bytes, the volume has {size}", frames.volume_size)));
+            // The controller announces the definition's net size; the
+            // sender's snapshot file also holds what the layers above the
+            // storage keep in it (DRBD's internal metadata, a LUKS header):
+            // the stream's own size is the file's, within that margin.
+            if frames.volume_size < size || frames.volume_size - size > layer_margin(size) {
+                return Err(frames.corrupt(format!("it holds {} bytes, the volume has {size}", frames.volume_size)));
+            }
+            file.set_len(frames.volume_size).await.map_err(io(format!("size {}", tmp.display())))?;
         }
         while let Some(c) = frames.next_chunk()? {
             file.seek(std::io::SeekFrom::Start(c.index * frames.chunk_size)).await.map_err(io(format!("seek in {}", tmp.display())))?;
@@ -273,14 +287,20 @@ pub async fn send(transfers: &Transfers, req: &ShipSend) -> BackupSent {
             Err(_) => return Err(BackupError::Corrupt { key: "shipment".into(), why: "the receiver did not confirm it".into() }),
         }
         if status[0] != 0 {
-            let mut len = [0u8; 4];
-            let mut why = String::from("(no reason given)");
-            if sock.read_exact(&mut len).await.is_ok() {
+            // The reason follows at once; a receiver that stops in between
+            // does not hold the sender up.
+            let reason = async {
+                let mut len = [0u8; 4];
+                sock.read_exact(&mut len).await.ok()?;
                 let mut msg = vec![0u8; (u32::from_be_bytes(len) as usize).min(64 << 10)];
-                if sock.read_exact(&mut msg).await.is_ok() {
-                    why = String::from_utf8_lossy(&msg).into_owned();
-                }
-            }
+                sock.read_exact(&mut msg).await.ok()?;
+                Some(String::from_utf8_lossy(&msg).into_owned())
+            };
+            let why = tokio::time::timeout(Duration::from_secs(10), reason)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| String::from("(no reason given)"));
             return Err(BackupError::Corrupt { key: "shipment".into(), why: format!("the receiving node refused it: {why}") });
         }
         Ok::<(), BackupError>(())
