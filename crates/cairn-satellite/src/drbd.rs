@@ -95,6 +95,22 @@ pub struct DrbdLayer {
     /// Per resource, the node ids of deleted peers this replica has freed
     /// the bitmap slots of (reported until the controller stops asking).
     forgotten: Mutex<BTreeMap<String, BTreeSet<u8>>>,
+    /// Connections with a volume waiting for its peer's bitmap
+    /// (`WFBitMapT`): since when, and when this layer last cycled them.
+    stalls: Mutex<Stalls>,
+}
+
+/// A bitmap exchange that has not finished after this long is taken as
+/// stuck (seen under heavy load when a volume is added to a resource in
+/// use: DRBD 9.2 left one peer device in `WFBitMapT` for minutes).
+pub const BITMAP_STALL: Duration = Duration::from_secs(60);
+
+/// Per (resource, peer node id): since when a volume has waited for the
+/// bitmap, and when the connection was last cycled for it.
+#[derive(Default)]
+struct Stalls {
+    since: BTreeMap<(String, u8), std::time::Instant>,
+    cycled: BTreeMap<(String, u8), std::time::Instant>,
 }
 
 fn obj_err(message: String, e: &dyn std::fmt::Display, details: Option<String>) -> ObjectError {
@@ -124,6 +140,7 @@ impl DrbdLayer {
             written: Mutex::new(BTreeMap::new()),
             sysfs: Some(PathBuf::from("/sys")),
             forgotten: Mutex::new(BTreeMap::new()),
+            stalls: Mutex::new(Stalls::default()),
         })
     }
 
@@ -184,6 +201,74 @@ impl DrbdLayer {
         for l in lines.lines() {
             e.feed(l);
         }
+    }
+
+    /// The connections whose bitmap exchange looks stuck at `now`: some
+    /// volume has waited for the peer's bitmap (`WFBitMapT`, the side that
+    /// receives it, so only one side acts) for [`BITMAP_STALL`] or longer,
+    /// and the connection was not cycled within the last `BITMAP_STALL`.
+    /// A state seen for the first time starts its clock.
+    pub fn stalled_connections(&self, now: std::time::Instant) -> Vec<(String, u8)> {
+        let mut waiting = BTreeSet::new();
+        {
+            let events = self.events.lock();
+            for (rsc, r) in events.resources() {
+                for v in &r.volumes {
+                    for p in v.peers.iter().filter(|p| p.replication == "WFBitMapT") {
+                        if let Some(c) = r.connections.iter().find(|c| c.peer == p.peer) {
+                            waiting.insert((rsc.clone(), c.peer_node_id));
+                        }
+                    }
+                }
+            }
+        }
+        let mut stalls = self.stalls.lock();
+        stalls.since.retain(|k, _| waiting.contains(k));
+        let mut out = Vec::new();
+        for k in waiting {
+            let since = *stalls.since.entry(k.clone()).or_insert(now);
+            let recently = stalls.cycled.get(&k).is_some_and(|t| now.saturating_duration_since(*t) < BITMAP_STALL);
+            if now.saturating_duration_since(since) >= BITMAP_STALL && !recently {
+                stalls.cycled.insert(k.clone(), now);
+                stalls.since.insert(k.clone(), now);
+                out.push(k);
+            }
+        }
+        let keep: BTreeSet<_> = stalls.since.keys().cloned().collect();
+        stalls.cycled.retain(|k, t| keep.contains(k) || now.saturating_duration_since(*t) < BITMAP_STALL);
+        out
+    }
+
+    /// Disconnects and reconnects each stuck connection
+    /// ([`Self::stalled_connections`]): the handshake starts over, and the
+    /// bitmap is exchanged again. The other peers keep the resource's
+    /// quorum meanwhile; a failed command is logged and the next apply's
+    /// `adjust` connects what is configured anyway.
+    pub async fn unstick(&self, now: std::time::Instant) {
+        for (rsc, id) in self.stalled_connections(now) {
+            tracing::warn!(rsc, peer_node_id = id, "a bitmap exchange waited {}s; reconnecting to that peer", BITMAP_STALL.as_secs());
+            if let Err(e) = self.runner.run(&self.adm.disconnect(&rsc, id)).await {
+                tracing::warn!(rsc, peer_node_id = id, "drbdsetup disconnect failed: {e}");
+            }
+            if let Err(e) = self.runner.run(&self.adm.connect(&rsc, id)).await {
+                tracing::warn!(rsc, peer_node_id = id, "drbdsetup connect failed: {e}");
+            }
+        }
+    }
+
+    /// Looks for stuck bitmap exchanges every 5 s (kernel mode only).
+    pub fn watch_stalls(self: &Arc<Self>) {
+        if self.mode != DrbdMode::Kernel {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                me.unstick(std::time::Instant::now()).await;
+            }
+        });
     }
 
     /// The current state of a resource as the layer sees it.
@@ -1100,6 +1185,41 @@ mod tests {
             .expect_failure(&["drbdsetup", "forget-peer", "web", "2"], 10, "resource unknown");
         let o = rt().block_on(f.layer.ensure("web", &d, &disks(), &net(), &BTreeSet::new())).unwrap();
         assert!(o.forgotten.is_empty(), "{o:?}");
+    }
+
+    #[test]
+    fn a_bitmap_exchange_stuck_for_a_minute_has_its_connection_cycled_once_per_minute() {
+        let f = fixture(DrbdMode::Kernel);
+        f.layer.feed_events(
+            "exists resource name:web role:Primary suspended:no\n\
+             exists connection name:web peer-node-id:1 conn-name:bravo connection:Connected role:Secondary\n\
+             exists connection name:web peer-node-id:2 conn-name:charlie connection:Connected role:Secondary\n\
+             exists device name:web volume:0 minor:1000 disk:UpToDate\n\
+             exists device name:web volume:1 minor:1001 disk:Outdated\n\
+             exists peer-device name:web peer-node-id:1 conn-name:bravo volume:0 replication:Established peer-disk:UpToDate\n\
+             exists peer-device name:web peer-node-id:1 conn-name:bravo volume:1 replication:WFBitMapT peer-disk:UpToDate\n\
+             exists peer-device name:web peer-node-id:2 conn-name:charlie volume:1 replication:WFBitMapS peer-disk:Outdated\n",
+        );
+        let t0 = std::time::Instant::now();
+        // Seen now: the clock starts; the sending side (WFBitMapS) is left
+        // to the peer, which sees WFBitMapT.
+        assert!(f.layer.stalled_connections(t0).is_empty());
+        assert!(f.layer.stalled_connections(t0 + Duration::from_secs(59)).is_empty());
+        f.fake.expect(&["drbdsetup", "disconnect", "web", "1"], "").expect(&["drbdsetup", "connect", "web", "1"], "");
+        rt().block_on(f.layer.unstick(t0 + BITMAP_STALL));
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        // Still stuck right after: not again within the minute.
+        assert!(f.layer.stalled_connections(t0 + BITMAP_STALL + Duration::from_secs(30)).is_empty());
+        assert_eq!(f.layer.stalled_connections(t0 + 2 * BITMAP_STALL), vec![("web".to_string(), 1)]);
+        // Once the exchange is done, its clock is forgotten.
+        f.layer.feed_events(
+            "change peer-device name:web peer-node-id:1 conn-name:bravo volume:1 replication:Established peer-disk:UpToDate\n",
+        );
+        assert!(f.layer.stalled_connections(t0 + 4 * BITMAP_STALL).is_empty());
+        f.layer
+            .feed_events("change peer-device name:web peer-node-id:1 conn-name:bravo volume:1 replication:WFBitMapT peer-disk:UpToDate\n");
+        assert!(f.layer.stalled_connections(t0 + 4 * BITMAP_STALL + Duration::from_secs(1)).is_empty());
+        assert_eq!(f.layer.stalled_connections(t0 + 5 * BITMAP_STALL + Duration::from_secs(1)).len(), 1);
     }
 
     #[test]

@@ -143,6 +143,7 @@ impl Satellite {
         };
         if let Ok(layer) = &drbd {
             layer.follow_events();
+            layer.watch_stalls();
         }
         let mut layers = vec!["STORAGE".to_string()];
         if drbd.is_ok() {

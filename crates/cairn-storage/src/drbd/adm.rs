@@ -113,6 +113,17 @@ impl Adm {
         Cmd::new("drbdsetup").args(["forget-peer", rsc]).arg(node_id.to_string()).timeout(self.timeout)
     }
 
+    /// `drbdsetup disconnect RSC NODE_ID`: the connection goes StandAlone,
+    /// its configuration stays.
+    pub fn disconnect(&self, rsc: &str, node_id: u8) -> Cmd {
+        Cmd::new("drbdsetup").args(["disconnect", rsc]).arg(node_id.to_string()).timeout(self.timeout)
+    }
+
+    /// `drbdsetup connect RSC NODE_ID`: a StandAlone connection tries again.
+    pub fn connect(&self, rsc: &str, node_id: u8) -> Cmd {
+        Cmd::new("drbdsetup").args(["connect", rsc]).arg(node_id.to_string()).timeout(self.timeout)
+    }
+
     /// `drbdadm -vvv -- --force wipe-md RSC/VOL` (after `down`).
     pub fn wipe_md(&self, rsc: &str, vol: u32, host: &str) -> Cmd {
         self.drbdadm(host).args(["-vvv", "--", "--force", "wipe-md"]).arg(format!("{rsc}/{vol}"))
