@@ -5,7 +5,8 @@ backup_ship restores the resource on the target (checked by sha256); an
 incremental ship with `cairn backup ship` carries only the changed chunk;
 a ship the target did not agree to (wrong cluster id, source cluster not
 known there, wrong passphrase) is refused, and a ship to an unreachable
-remote fails cleanly, leaving nothing behind on either side; an aborted
+remote fails cleanly, leaving nothing behind on either side; a second
+shipment of a snapshot still being received is refused; an aborted
 shipment registers nothing on the target; a schedule with a LINSTOR
 remote ships to the definition its switch names."""
 
@@ -272,3 +273,35 @@ def test_an_aborted_ship_registers_nothing_on_the_target(clusters):
     assert b.lin.snapshot_dfn_list_raise().snapshots == []
     wait_for("no files left on B", lambda: not [f for n in ("b1", "b2") for f in os.listdir(os.path.join(b.xfs, n))
                                                 if f.startswith(".") or f.endswith(".snap")])
+
+
+def test_a_second_shipment_of_the_same_snapshot_is_refused_while_the_first_runs(clusters):
+    """The target agrees to one shipment per definition and snapshot at a
+    time (asked as the source controller asks, through the internal
+    route); the slot is free again once the first one ended."""
+    a, b = clusters
+    prepare = {
+        "src_cluster_id": cluster_id(a), "dst_cluster_id": cluster_id(b), "src_rsc_name": "src", "dst_rsc_name": "dst",
+        "dst_stor_pool": "xfs", "snapshot": "s1", "layer_stack": ["STORAGE"], "volumes": [[0, 4096, 4 * MIB, "xfs"]], "bases": [],
+    }
+    status, _, first = b.ctrl.request("POST", "/v1/internal/backups/requestReceive", prepare)
+    assert status == 200, first
+    status, _, second = b.ctrl.request("POST", "/v1/internal/backups/requestReceive", prepare)
+    assert status >= 400, second
+    [entry] = [e for e in second if e["ret_code"] < 0]
+    assert entry["ret_code"] & 0x7FFF == 514 and "being received already" in entry["message"], entry
+    # Another snapshot name is a different shipment.
+    status, _, other = b.ctrl.request("POST", "/v1/internal/backups/requestReceive", dict(prepare, snapshot="s2"))
+    assert status == 200, other
+    # The source gives up the first: the same snapshot may be shipped again.
+    for t in (first, other):
+        status, _, body = b.ctrl.request("POST", "/v1/internal/backups/requestReceiveDone",
+                                         {"token": t["token"], "success": False, "message": "test"})
+        assert status == 200, body
+    status, _, again = b.ctrl.request("POST", "/v1/internal/backups/requestReceive", prepare)
+    assert status == 200, again
+    status, _, body = b.ctrl.request("POST", "/v1/internal/backups/requestReceiveDone",
+                                     {"token": again["token"], "success": False, "message": "test"})
+    assert status == 200, body
+    assert b.lin.resource_dfn_list_raise().resource_definitions == []
+    assert b.lin.snapshot_dfn_list_raise().snapshots == []

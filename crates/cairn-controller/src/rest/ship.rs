@@ -18,7 +18,7 @@
 //!    definition). Nothing is registered on the target before every
 //!    volume arrived verified.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use axum::Router;
@@ -135,6 +135,26 @@ pub struct Receive {
 #[derive(Default)]
 pub struct Receives {
     pending: parking_lot::Mutex<HashMap<String, Receive>>,
+    /// (definition, snapshot) keys of the shipments agreed to and not
+    /// ended: a second shipment of the same snapshot into the same
+    /// definition is refused while one runs.
+    busy: parking_lot::Mutex<HashSet<(String, String)>>,
+}
+
+/// Holds a (definition, snapshot) slot in [`Receives::busy`] while a
+/// shipment is being agreed to; gives it back on drop unless `kept`.
+struct Slot<'a> {
+    receives: &'a Receives,
+    key: (String, String),
+    kept: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.receives.busy.lock().remove(&self.key);
+        }
+    }
 }
 
 /// The other controller's base URL, and the remote's cluster id and
@@ -431,6 +451,18 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
         }
     }
     let dst = req.dst_rsc_name.clone();
+    let receives = s.receives();
+    let slot_key = (key(&dst), key(&req.snapshot));
+    if !receives.busy.lock().insert(slot_key.clone()) {
+        return Err(OpError::new(
+            OP,
+            rc::FAIL_EXISTS_SNAPSHOT_DFN,
+            format!("Snapshot '{}' of '{dst}' is being received already.", req.snapshot),
+        )
+        .correction("Wait for that shipment to end, or ship under another snapshot name.")
+        .into());
+    }
+    let mut slot = Slot { receives, key: slot_key, kept: false };
     let src_pool = req.volumes.first().map(|v| v.3.clone()).unwrap_or_default();
     let pool = req.dst_stor_pool.clone().or_else(|| req.stor_pool_rename.get(&src_pool).cloned()).unwrap_or(src_pool);
     // Node and base: an existing definition is received where its newest
@@ -509,7 +541,8 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
                 OpError::new(OP, rc::FAIL_NOT_CONNECTED, format!("Node '{node}' cannot receive the shipment.")).cause(e.to_string()),
             )
         })?;
-    s.receives().pending.lock().insert(token.clone(), Receive { plan, download_only: req.download_only, incremental: base.is_some() });
+    receives.pending.lock().insert(token.clone(), Receive { plan, download_only: req.download_only, incremental: base.is_some() });
+    slot.kept = true; // given back when the shipment ends (`done`)
     let target = if address.contains(':') { format!("[{address}]:{}", listening.port) } else { format!("{address}:{}", listening.port) };
     tracing::info!(rsc = %dst, snapshot = %req.snapshot, %node, %target, "receiving a shipment from cluster {}", req.src_cluster_id);
     Ok(ok(&json!(Prepared { token: Secret(token), target, node, base })))
@@ -520,9 +553,12 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
 /// snapshot is registered.
 async fn done(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
     let req: DoneReq = input::required(&body)?;
-    let Some(r) = s.receives().pending.lock().remove(&req.token.0) else {
+    let receives = s.receives();
+    let Some(r) = receives.pending.lock().remove(&req.token.0) else {
         return Err(OpError::new(OP, rc::FAIL_NOT_FOUND_BACKUP, "No shipment with this token is expected.").into());
     };
+    // Whatever the verdict, the slot is free once this call ends.
+    let _slot = Slot { receives, key: (key(&r.plan.target), key(&r.plan.snapshot)), kept: false };
     let node = r.plan.node.clone();
     let ask = ShipToken { token: req.token.clone(), cancel: !req.success };
     let raw = serde_json::to_vec(&ask).map_err(|e| ApiError::Internal(e.to_string()))?;
