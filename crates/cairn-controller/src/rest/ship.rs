@@ -129,6 +129,56 @@ pub struct Receive {
     plan: BackupRestorePlan,
     download_only: bool,
     incremental: bool,
+    /// When the target agreed to it.
+    since: std::time::Instant,
+}
+
+/// A shipment whose end was not reported this long after the target
+/// agreed to it never ends: the source's satellite gives up a stream
+/// after [`TRANSFER_TIMEOUT`], and the receiving one waits at most 10
+/// minutes for the connection.
+const RECEIVE_FORGOTTEN: Duration = Duration::from_secs(TRANSFER_TIMEOUT.as_secs() + 3600);
+
+impl Receives {
+    /// Removes the shipments agreed to [`RECEIVE_FORGOTTEN`] or longer
+    /// before `now`, freeing their slots.
+    fn take_stale(&self, now: std::time::Instant) -> Vec<(String, Receive)> {
+        let stale: Vec<(String, Receive)> = {
+            let mut pending = self.pending.lock();
+            let old: Vec<String> = pending
+                .iter()
+                .filter(|(_, r)| now.saturating_duration_since(r.since) >= RECEIVE_FORGOTTEN)
+                .map(|(t, _)| t.clone())
+                .collect();
+            old.into_iter().filter_map(|t| pending.remove(&t).map(|r| (t, r))).collect()
+        };
+        let mut busy = self.busy.lock();
+        for (_, r) in &stale {
+            busy.remove(&(key(&r.plan.target), key(&r.plan.snapshot)));
+        }
+        stale
+    }
+
+    /// Forgets the shipments whose end never came (the source died, or
+    /// its controller lost the shipment in a restart): their slots are
+    /// freed, and the receiving satellite is told to cancel and remove
+    /// what it received (in the background, best effort).
+    fn forget_stale(&self, s: &AppState, now: std::time::Instant) {
+        for (token, r) in self.take_stale(now) {
+            tracing::warn!(rsc = %r.plan.target, snapshot = %r.plan.snapshot, "a shipment's end never came; forgetting it");
+            let s = s.clone();
+            tokio::spawn(async move {
+                let ask = ShipToken { token: Secret(token), cancel: true };
+                if let Ok(raw) = serde_json::to_vec(&ask) {
+                    let got: Result<BackupReceived, _> =
+                        s.links().request(&key(&r.plan.node), PATH_SHIP_RESULT, Some(raw), Duration::from_secs(60)).await;
+                    if let Err(e) = got {
+                        tracing::debug!(rsc = %r.plan.target, "cancelling a forgotten shipment: {e}");
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// The shipments this controller receives, by token.
@@ -452,6 +502,7 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
     }
     let dst = req.dst_rsc_name.clone();
     let receives = s.receives();
+    receives.forget_stale(&s, std::time::Instant::now());
     let slot_key = (key(&dst), key(&req.snapshot));
     if !receives.busy.lock().insert(slot_key.clone()) {
         return Err(OpError::new(
@@ -541,7 +592,8 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
                 OpError::new(OP, rc::FAIL_NOT_CONNECTED, format!("Node '{node}' cannot receive the shipment.")).cause(e.to_string()),
             )
         })?;
-    receives.pending.lock().insert(token.clone(), Receive { plan, download_only: req.download_only, incremental: base.is_some() });
+    let since = std::time::Instant::now();
+    receives.pending.lock().insert(token.clone(), Receive { plan, download_only: req.download_only, incremental: base.is_some(), since });
     slot.kept = true; // given back when the shipment ends (`done`)
     let target = if address.contains(':') { format!("[{address}]:{}", listening.port) } else { format!("{address}:{}", listening.port) };
     tracing::info!(rsc = %dst, snapshot = %req.snapshot, %node, %target, "receiving a shipment from cluster {}", req.src_cluster_id);
@@ -590,4 +642,37 @@ async fn done(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError>
         format!("Snapshot '{}' of '{}' received on node '{}' ({how}).", r.plan.snapshot, r.plan.target, r.plan.node),
     ));
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receive(target: &str, snapshot: &str, since: std::time::Instant) -> Receive {
+        let plan = BackupRestorePlan {
+            target: target.into(),
+            snapshot: snapshot.into(),
+            node: "b1".into(),
+            pool: "xfs".into(),
+            layer_stack: vec!["STORAGE".into()],
+            volumes: vec![(0, 4096)],
+        };
+        Receive { plan, download_only: false, incremental: false, since }
+    }
+
+    #[test]
+    fn a_shipment_whose_end_never_came_is_forgotten_and_frees_its_snapshot() {
+        let r = Receives::default();
+        let t0 = std::time::Instant::now();
+        for (token, rsc, since) in [("old", "Dst", t0), ("new", "other", t0 + Duration::from_secs(3600))] {
+            r.pending.lock().insert(token.into(), receive(rsc, "s1", since));
+            r.busy.lock().insert((key(rsc), key("s1")));
+        }
+        assert!(r.take_stale(t0 + RECEIVE_FORGOTTEN - Duration::from_secs(1)).is_empty());
+        let gone = r.take_stale(t0 + RECEIVE_FORGOTTEN);
+        assert_eq!(gone.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["old"]);
+        assert!(!r.busy.lock().contains(&(key("Dst"), key("s1"))));
+        assert!(r.busy.lock().contains(&(key("other"), key("s1"))));
+        assert!(r.pending.lock().contains_key("new"));
+    }
 }
