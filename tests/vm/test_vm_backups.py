@@ -22,13 +22,12 @@ SIZE_MIB = 256
 TAP = 7
 
 
-@pytest.fixture
-def backup_vm(vm_image):
-    """A controller, one VM `vb1` on the test bridge (10.99.0.7) with an
-    LVM_THIN pool `lvmthin` on its disk, and moto on 10.99.0.254."""
+def backup_cluster(name, tap, **vm_args):
+    """A controller, one VM `name` on the test bridge (10.99.0.<tap>), moto
+    on 10.99.0.254 and the S3 remote `bk`; a generator for fixtures."""
     root = tempfile.mkdtemp(prefix="cairn-vmbackup-")
-    shutil.rmtree(os.path.join(LOGS, "vb1"), ignore_errors=True)
-    bridge([TAP])
+    shutil.rmtree(os.path.join(LOGS, name), ignore_errors=True)
+    bridge([tap])
     s3 = e2e.S3Server(ip="10.99.0.254")
     ctrl, lin, vm = Controller(root, extra_args=PLAIN_LUKS), None, None
     try:
@@ -36,12 +35,9 @@ def backup_vm(vm_image):
         lin = linstor.Linstor(ctrl.url, timeout=CLIENT_TIMEOUT)
         lin.connect()
         ok(lin.controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
-        vm = Vm("vb1", None, os.path.join(root, "cluster-secret"), disks=("1G",), mem=640, tap=TAP).start()
-        ok(lin.node_create("vb1", "SATELLITE", vm.ip))
-        wait_for("vb1 online", lambda: lin.node_list_raise().nodes[0].connection_status == "ONLINE", timeout=60)
-        status, _, body = ctrl.request("POST", "/v1/physical-storage/vb1", {
-            "provider_kind": "LVM_THIN", "device_paths": ["/dev/vda"], "pool_name": "thin", "with_storage_pool": {"name": "lvmthin"}})
-        assert status == 201, body
+        vm = Vm(name, None, os.path.join(root, "cluster-secret"), mem=768, tap=tap, **vm_args).start()
+        ok(lin.node_create(name, "SATELLITE", vm.ip))
+        wait_for(f"{name} online", lambda: lin.node_list_raise().nodes[0].connection_status == "ONLINE", timeout=60)
         ok(lin.crypt_create_passphrase("master-pw"))
         ok(lin.remote_create_s3(remote_name="bk", endpoint=s3.endpoint, region=s3.region, bucket=s3.bucket,
                                 access_key=s3.access_key, secret_key=s3.secret_key, use_path_style=True))
@@ -54,15 +50,42 @@ def backup_vm(vm_image):
         s3.stop()
 
 
+def thin_pool(c, node, disk):
+    """An LVM_THIN pool `lvmthin` (thin pool linstor_thin/thin) on `disk`."""
+    status, _, body = c.ctrl.request("POST", f"/v1/physical-storage/{node}", {
+        "provider_kind": "LVM_THIN", "device_paths": [disk], "pool_name": "thin", "with_storage_pool": {"name": "lvmthin"}})
+    assert status == 201, body
+
+
+@pytest.fixture
+def backup_vm(vm_image):
+    """VM `vb1` (10.99.0.7) with an LVM_THIN pool `lvmthin` on its disk."""
+    for c in backup_cluster("vb1", TAP, disks=("1G",)):
+        thin_pool(c, "vb1", "/dev/vda")
+        yield c
+
+
+@pytest.fixture
+def zfs_backup_vm(zfs_image):
+    """VM `vz1` (10.99.0.8) with OpenZFS: a ZFS_THIN pool `zfsthin` (a
+    zpool on its first disk) and an LVM_THIN pool `lvmthin` on the second."""
+    for c in backup_cluster("vz1", TAP + 1, disks=("1G", "1G"), image=zfs_image, zfs=True):
+        assert "CAIRN-VM-NO-ZFS" not in c.vm.log(), c.vm.log()[-3000:]
+        sh(c, "zpool create -o ashift=12 -O mountpoint=none -O compression=off tank /dev/vda && zfs create tank/thin")
+        ok(c.lin.storage_pool_create("vz1", "zfsthin", "ZFS_THIN", "tank/thin"))
+        thin_pool(c, "vz1", "/dev/vdb")
+        yield c
+
+
 def sh(c, cmd, timeout=600):
     rc, out = c.vm.sh(cmd, timeout=timeout)
     assert rc == 0, f"{cmd}: {out}"
     return out
 
 
-def digest(c, dev):
-    """sha256 of the first SIZE_MIB MiB of a device in the VM."""
-    return sh(c, f"set -o pipefail; dd if={dev} bs=1M count={SIZE_MIB} status=none | sha256sum").split()[0]
+def digest(c, dev, mib=SIZE_MIB):
+    """sha256 of the first `mib` MiB of a device in the VM."""
+    return sh(c, f"set -o pipefail; dd if={dev} bs=1M count={mib} status=none | sha256sum").split()[0]
 
 
 def backups(c, rsc):
@@ -87,6 +110,14 @@ def stored(c, b):
     s3 = boto3.client("s3", endpoint_url=c.s3.endpoint, region_name=c.s3.region, aws_access_key_id=c.s3.access_key,
                       aws_secret_access_key=c.s3.secret_key)
     return s3.head_object(Bucket=c.s3.bucket, Key=b._rest_data["vlms"][0]["s3"]["key"])["ContentLength"]
+
+
+def deployed(c, rd):
+    """The device of volume 0 of `rd` once the satellite reports it."""
+    def device():
+        status, _, view = req(c, "GET", f"/v1/view/resources?resources={rd}")
+        return status == 200 and view and view[0]["volumes"] and view[0]["volumes"][0].get("device_path")
+    return wait_for(f"{rd} deployed", device, timeout=120)
 
 
 def test_lvm_thin_full_and_incremental_backup_restore(backup_vm):
@@ -130,10 +161,7 @@ def test_lvm_thin_full_and_incremental_backup_restore(backup_vm):
     ok(c.lin.backup_restore("bk", "vb1", "fullr", bak_id=full.id))
     ok(c.lin.backup_restore("bk", "vb1", "incr", resource_name="src"))
     for rd in ("fullr", "incr"):
-        def device(rd=rd):
-            status, _, view = req(c, "GET", f"/v1/view/resources?resources={rd}")
-            return status == 200 and view and view[0]["volumes"] and view[0]["volumes"][0].get("device_path")
-        assert wait_for(f"{rd} deployed", device, timeout=120) == f"/dev/linstor_thin/{rd}_00000"
+        assert deployed(c, rd) == f"/dev/linstor_thin/{rd}_00000"
     assert digest(c, "/dev/linstor_thin/fullr_00000") == a
     assert digest(c, "/dev/linstor_thin/incr_00000") == b
     # The restored snapshots look like the provider's: tagged, read-only.
@@ -141,3 +169,42 @@ def test_lvm_thin_full_and_incremental_backup_restore(backup_vm):
     restored = [line.split() for line in lvs.splitlines() if line.split()[0].startswith(("fullr_00000_", "incr_00000_"))]
     assert len(restored) == 2 and all(r[1][1] == "r" and "cairn_snap" in r[2] for r in restored), lvs
     assert "cairn_receiving" not in lvs, lvs
+
+
+def test_zfs_thin_backups_restore_into_lvm_thin(zfs_backup_vm):
+    """A ZFS_THIN volume is read through its snapshot's device
+    (snapdev=visible while the backup reads); an incremental compares every
+    chunk with the base's chunk map and uploads what changed; restores go
+    into the LVM_THIN pool (stor_pool_map)."""
+    c = zfs_backup_vm
+    mib = 64
+    ok(c.lin.resource_dfn_create("zsrc"))
+    ok(c.lin.volume_dfn_create("zsrc", mib * 1024, storage_pool="zfsthin"))
+    ok(c.lin.resource_create([linstor.ResourceData("vz1", "zsrc", storage_pool="zfsthin")]))
+    dev = deployed(c, "zsrc")
+    assert dev == "/dev/zvol/tank/thin/zsrc_00000", dev
+    sh(c, f"dd if=/dev/urandom of={dev} bs=1M count=16 oflag=direct conv=fsync status=none")
+    a = digest(c, dev, mib)
+    ok(c.lin.backup_create("bk", "zsrc", incremental=False))
+    [full] = finished(c, "zsrc", 1)
+    assert 16 * MIB <= stored(c, full) < 17 * MIB, stored(c, full)
+    time.sleep(1.1)
+    sh(c, f"dd if=/dev/urandom of={dev} bs=1M count=1 seek=4 oflag=direct conv=fsync status=none")
+    b = digest(c, dev, mib)
+    ok(c.lin.backup_create("bk", "zsrc", incremental=True))
+    inc = next(x for x in finished(c, "zsrc", 2) if x.id != full.id)
+    assert inc._rest_data["based_on_id"] == full.id, inc._rest_data
+    assert stored(c, inc) < 1.1 * MIB, stored(c, inc)
+    # The snapshot devices are hidden again.
+    assert sh(c, "zfs get -H -o value,source snapdev tank/thin/zsrc_00000").split() == ["hidden", "default"]
+    pools = {"zfsthin": "lvmthin"}
+    ok(c.lin.backup_restore("bk", "vz1", "zfull", bak_id=full.id, stor_pool_map=pools))
+    ok(c.lin.backup_restore("bk", "vz1", "zinc", resource_name="zsrc", stor_pool_map=pools))
+    assert deployed(c, "zfull") == "/dev/linstor_thin/zfull_00000"
+    assert deployed(c, "zinc") == "/dev/linstor_thin/zinc_00000"
+    assert digest(c, "/dev/linstor_thin/zfull_00000", mib) == a
+    assert digest(c, "/dev/linstor_thin/zinc_00000", mib) == b
+    # A ZFS pool does not receive backups (yet): refused before any download.
+    status, _, body = req(c, "POST", "/v1/remotes/bk/backups/restore",
+                          {"src_rsc_name": "zsrc", "target_rsc_name": "zback", "node_name": "vz1"})
+    assert status >= 400 and "cannot receive a backup" in body[0]["message"], body

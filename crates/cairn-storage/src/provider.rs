@@ -626,6 +626,17 @@ impl Provider for ZfsProvider {
     fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.zfs.rollback(&self.pool, &v.rsc, v.nr, snap, id).await })
     }
+    // Incrementals compare every chunk with the base's chunk map (no
+    // `snapshot_changes`); restores go into LVM_THIN or FILE_THIN pools.
+    fn snapshot_open<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<SnapshotData, StorageError>> {
+        Box::pin(async move {
+            let (path, size) = self.zfs.snapshot_open(&self.pool, rsc, nr, snap).await?;
+            Ok(SnapshotData { path, size })
+        })
+    }
+    fn snapshot_close<'a>(&'a self, rsc: &'a Name, nr: u32, _snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.zfs.snapshot_close(&self.pool, rsc, nr).await })
+    }
 }
 
 #[cfg(test)]
