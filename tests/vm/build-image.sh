@@ -76,7 +76,7 @@ ln -sf bash "$ST/usr/bin/sh"
 for l in pvcreate pvs pvremove pvdisplay vgcreate vgs vgremove vgchange lvcreate lvs lvremove lvchange lvresize lvextend lvrename lvconvert; do
   ln -sf lvm "$ST/usr/sbin/$l"
 done
-for l in thin_check thin_dump thin_repair thin_restore; do ln -sf pdata_tools "$ST/usr/sbin/$l"; done
+for l in thin_check thin_dump thin_repair thin_restore thin_delta; do ln -sf pdata_tools "$ST/usr/sbin/$l"; done
 for l in modprobe insmod lsmod depmod; do rm -f "$ST/usr/bin/$l"; ln -sf ../bin/kmod "$ST/usr/sbin/$l"; done
 binary "$CAIRN" /usr/bin/cairn
 if [ -n "$ZFS" ]; then

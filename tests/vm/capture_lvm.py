@@ -50,19 +50,30 @@ def vgs(f, fields, vg):
     return ["vgs", "--config", f, "-o", fields, "--units", "k", "--nosuffix", "--reportformat", "json", vg]
 
 
-def main():
+def boot(ip, **vm_args):
+    """Builds the image and boots a VM `capture` on loopback address `ip`."""
     conftest._run("building the VM image", ["bash", os.path.join(HERE, "build-image.sh"), conftest.BUILD, conftest.BIN])
     work = tempfile.mkdtemp(prefix="cairn-capture-")
     secret = os.path.join(work, "secret")
     with open(secret, "w") as s:
         s.write("capture-only\n")
-    vm = conftest.Vm("capture", "127.0.10.59", secret).start()
+    return conftest.Vm("capture", ip, secret, **vm_args).start()
+
+
+def in_vm(vm):
+    """A function running a command in the VM; its output, or an error."""
+    def sh(cmd):
+        rc, out = vm.sh("export LVM_SUPPRESS_FD_WARNINGS=1; " + cmd)
+        if rc != 0:
+            raise RuntimeError(f"in the VM: {cmd}\nexit {rc}: {out}")
+        return out
+    return sh
+
+
+def main():
+    vm = boot("127.0.10.59")
     try:
-        def sh(cmd):
-            rc, out = vm.sh("export LVM_SUPPRESS_FD_WARNINGS=1; " + cmd)
-            if rc != 0:
-                raise RuntimeError(f"in the VM: {cmd}\nexit {rc}: {out}")
-            return out
+        sh = in_vm(vm)
 
         def capture(name, argv, expect_rc=0):
             """Runs argv in the VM; its stdout goes to OUT/name, stderr to

@@ -215,6 +215,11 @@ pub struct BackupSend {
     pub volumes: Vec<BackupVolumeSend>,
     /// Bytes of volume data per chunk.
     pub chunk_size: u64,
+    /// The snapshot (of the same resource, on this node) the base backup
+    /// of an incremental was taken from: a provider that knows what
+    /// changed since (LVM_THIN's `thin_delta`) reads only that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_snapshot: Option<String>,
 }
 
 /// What was uploaded of one volume.

@@ -16,7 +16,9 @@ use cairn_proto::{
     S3Target,
 };
 use cairn_s3::{Bucket, S3Config};
+use cairn_storage::Name;
 use cairn_storage::file::{FilePool, Files};
+use cairn_storage::provider::{Provider, Tools};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -54,6 +56,27 @@ pub enum BackupError {
     Corrupt { key: String, why: String },
     #[error("the transfer was aborted")]
     Aborted,
+}
+
+/// The provider of the pool a backup reads from or restores into.
+fn provider(tools: &Tools, p: &PoolDesired) -> Result<Arc<dyn Provider>, BackupError> {
+    cairn_storage::provider::resolve(tools, p).map_err(|e| match e {
+        cairn_storage::provider::ResolveError::Backing(e) => BackupError::Storage(e),
+        cairn_storage::provider::ResolveError::NotImplemented(k) => BackupError::Provider(k.as_str().to_string()),
+    })
+}
+
+/// Which chunks of a volume of `size` bytes the byte ranges touch.
+pub(crate) fn chunks_touched(ranges: &[(u64, u64)], chunk_size: u64, size: u64) -> Vec<bool> {
+    let n = size.div_ceil(chunk_size) as usize;
+    let mut touched = vec![false; n];
+    for (off, len) in ranges.iter().filter(|(_, l)| *l > 0) {
+        let (first, last) = ((off / chunk_size) as usize, ((off + len - 1) / chunk_size) as usize);
+        for t in touched.iter_mut().take(last.saturating_add(1)).skip(first) {
+            *t = true;
+        }
+    }
+    touched
 }
 
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
@@ -177,16 +200,38 @@ pub fn trailer(frames: u64) -> Vec<u8> {
 }
 
 /// Uploads every volume of the request; the first failure ends it (the
-/// unfinished multipart upload is aborted, so no object appears).
-pub async fn send(transfers: &Transfers, req: &BackupSend) -> BackupSent {
+/// unfinished multipart upload is aborted, so no object appears). The
+/// pool's provider opens each snapshot for reading and, for an
+/// incremental, says which byte ranges changed since the base snapshot
+/// where it knows (LVM_THIN); only the chunks they touch are read.
+pub async fn send(transfers: &Transfers, tools: &Tools, req: &BackupSend) -> BackupSent {
     let running = transfers.start(&req.resource, &req.snapshot);
     let mut out = BackupSent::default();
     let result = async {
         let b = bucket(&req.s3)?;
-        let pool = file_pool(&req.pool)?;
+        let provider = provider(tools, &req.pool)?;
+        let (rsc, snap) = (Name::new(&req.resource)?, Name::new(&req.snapshot)?);
+        let base = req.base_snapshot.as_deref().map(Name::new).transpose()?;
+        let chunk_size = req.chunk_size.clamp(4096, MAX_CHUNK);
         for v in &req.volumes {
-            let path = Files::snapshot_path(&pool, &req.resource, v.number, &req.snapshot)?;
-            out.volumes.push(send_volume(&b, &path, v, req.chunk_size, &running).await?);
+            let data = provider.snapshot_open(&rsc, v.number, &snap).await?;
+            let sent = async {
+                let changed = match (&base, &v.base_chunks) {
+                    (Some(base), Some(_)) => provider.snapshot_changes(&rsc, v.number, base, &snap).await?,
+                    _ => None,
+                };
+                let only = changed.map(|r| chunks_touched(&r, chunk_size, data.size));
+                if let (Some(o), Some(base_map), Some(base)) = (&only, &v.base_chunks, &base) {
+                    let read = o.iter().enumerate().filter(|(i, t)| **t || *i >= base_map.len()).count();
+                    tracing::info!(resource = %req.resource, "incremental backup of volume {}: read {read} of {} chunks (the rest are unchanged since snapshot '{base}')", v.number, o.len());
+                }
+                send_volume(&b, Path::new(&data.path), data.size, v, chunk_size, only.as_deref(), &running).await
+            }
+            .await;
+            if let Err(e) = provider.snapshot_close(&rsc, v.number, &snap).await {
+                tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "could not close the snapshot after reading it: {e}");
+            }
+            out.volumes.push(sent?);
         }
         Ok::<(), BackupError>(())
     }
@@ -202,16 +247,20 @@ pub async fn send(transfers: &Transfers, req: &BackupSend) -> BackupSent {
     out
 }
 
+/// Uploads one volume of `size` bytes read from `path`; with `only`, an
+/// incremental reads just the chunks marked there and takes the base's
+/// hashes for the rest.
 async fn send_volume(
     b: &Bucket,
     path: &Path,
+    size: u64,
     v: &BackupVolumeSend,
     chunk_size: u64,
+    only: Option<&[bool]>,
     running: &Running<'_>,
 ) -> Result<BackupVolumeSent, BackupError> {
     let chunk_size = chunk_size.clamp(4096, MAX_CHUNK);
     let mut file = tokio::fs::File::open(path).await.map_err(io(format!("open the snapshot {}", path.display())))?;
-    let size = file.metadata().await.map_err(io(format!("read the size of {}", path.display())))?.len();
     let mut upload = b.upload(&v.key).await?;
     let result = async {
         let mut part = header(chunk_size, size);
@@ -219,9 +268,22 @@ async fn send_volume(
         let mut buf = vec![0u8; chunk_size as usize];
         let mut index = 0u64;
         let mut offset = 0u64;
+        let mut skipped = false;
         while offset < size {
             running.check()?;
             let len = (size - offset).min(chunk_size) as usize;
+            // Unchanged since the base (the provider says so): its hash.
+            let unchanged = only.is_some_and(|o| o.get(index as usize) == Some(&false));
+            if let (true, Some(hash)) = (unchanged, v.base_chunks.as_ref().and_then(|b| b.get(index as usize))) {
+                sent.chunk_map.push(hash.clone());
+                offset += len as u64;
+                index += 1;
+                skipped = true;
+                continue;
+            }
+            if std::mem::take(&mut skipped) {
+                file.seek(std::io::SeekFrom::Start(offset)).await.map_err(io(format!("seek in {}", path.display())))?;
+            }
             file.read_exact(&mut buf[..len]).await.map_err(io(format!("read {}", path.display())))?;
             let raw = &buf[..len];
             let hash = chunk_hash(raw);
@@ -388,22 +450,29 @@ impl Frames {
     }
 }
 
-/// Downloads each volume's chain into a hidden file beside the snapshot's
-/// place, verifying every chunk, and renames it into place only when the
-/// whole chain was applied: a failed restore leaves no snapshot behind.
-pub async fn receive(transfers: &Transfers, req: &BackupReceive) -> Result<(), BackupError> {
+/// Downloads each volume's chain into what the pool's provider makes for
+/// it (a hidden file, a thin volume tagged as receiving), verifying every
+/// chunk, and makes that the snapshot only when the whole chain was
+/// applied: a failed restore leaves no snapshot behind.
+pub async fn receive(transfers: &Transfers, tools: &Tools, req: &BackupReceive) -> Result<(), BackupError> {
     let running = transfers.start(&req.resource, &req.snapshot);
     let b = bucket(&req.s3)?;
-    let pool = file_pool(&req.pool)?;
-    pool.create_dir()?;
+    let provider = provider(tools, &req.pool)?;
+    let (rsc, snap) = (Name::new(&req.resource)?, Name::new(&req.snapshot)?);
     for v in &req.volumes {
-        let to = Files::snapshot_path(&pool, &req.resource, v.number, &req.snapshot)?;
-        let tmp = hidden(&to);
-        let result = receive_volume(&b, &tmp, v, &running).await;
+        let to = provider.receive_create(&rsc, v.number, &snap, v.size).await?;
+        let to = Path::new(&to);
+        let result = async {
+            let file = tokio::fs::OpenOptions::new().write(true).open(to).await.map_err(io(format!("open {}", to.display())))?;
+            receive_volume(&b, file, to, v, &running).await
+        }
+        .await;
         match result {
-            Ok(()) => tokio::fs::rename(&tmp, &to).await.map_err(io(format!("rename {} into place", tmp.display())))?,
+            Ok(()) => provider.receive_done(&rsc, v.number, &snap).await?,
             Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
+                if let Err(x) = provider.receive_abandon(&rsc, v.number, &snap).await {
+                    tracing::warn!(resource = %req.resource, "could not remove what the failed restore wrote: {x}");
+                }
                 return Err(e);
             }
         }
@@ -412,19 +481,17 @@ pub async fn receive(transfers: &Transfers, req: &BackupReceive) -> Result<(), B
 }
 
 pub(crate) fn hidden(to: &Path) -> PathBuf {
-    let name = to.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    to.with_file_name(format!(".{name}.receiving"))
+    Files::receiving_path(to)
 }
 
-async fn receive_volume(b: &Bucket, tmp: &Path, v: &BackupVolumeReceive, running: &Running<'_>) -> Result<(), BackupError> {
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(tmp)
-        .await
-        .map_err(io(format!("create {}", tmp.display())))?;
-    file.set_len(v.size).await.map_err(io(format!("size {}", tmp.display())))?;
+/// Writes the chain's objects into `file` (zeroed, `v.size` bytes), in order.
+async fn receive_volume(
+    b: &Bucket,
+    mut file: tokio::fs::File,
+    tmp: &Path,
+    v: &BackupVolumeReceive,
+    running: &Running<'_>,
+) -> Result<(), BackupError> {
     for key in &v.keys {
         let mut frames = Frames::new(key);
         let mut stream = Box::pin(b.get_stream(key).await?);
@@ -502,6 +569,16 @@ mod tests {
         let mut other = o.clone();
         other[0] = b'X';
         assert!(parse_all(&other, 64).is_err());
+    }
+
+    #[test]
+    fn changed_byte_ranges_mark_the_chunks_they_touch() {
+        const MIB: u64 = 1 << 20;
+        let t = chunks_touched(&[(2 * MIB, MIB), (5 * MIB + 4096, MIB), (9 * MIB + 1, 1), (3 * MIB, 0)], MIB, 10 * MIB - 100);
+        let marked: Vec<usize> = t.iter().enumerate().filter(|(_, x)| **x).map(|(i, _)| i).collect();
+        assert_eq!((t.len(), marked), (10, vec![2, 5, 6, 9]));
+        // Ranges past the end (the pool's blocks round up) are cut off.
+        assert_eq!(chunks_touched(&[(9 * MIB, 4 * MIB)], MIB, 10 * MIB).iter().filter(|x| **x).count(), 1);
     }
 
     #[test]

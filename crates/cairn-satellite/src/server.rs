@@ -629,7 +629,8 @@ async fn backup_send(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad backup request: {e}")).into_response(),
     };
     let transfers = s.transfers.clone();
-    match tokio::spawn(async move { crate::backup::send(&transfers, &req).await }).await {
+    let tools = crate::apply::Storage::new(s.runner.clone(), s.command_timeout).tools;
+    match tokio::spawn(async move { crate::backup::send(&transfers, &tools, &req).await }).await {
         Ok(sent) => Json(sent).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("backup task failed: {e}")).into_response(),
     }
@@ -642,8 +643,9 @@ async fn backup_receive(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad restore request: {e}")).into_response(),
     };
     let transfers = s.transfers.clone();
+    let tools = crate::apply::Storage::new(s.runner.clone(), s.command_timeout).tools;
     let task = tokio::spawn(async move {
-        match crate::backup::receive(&transfers, &req).await {
+        match crate::backup::receive(&transfers, &tools, &req).await {
             Ok(()) => BackupReceived { error: None },
             Err(e) => {
                 tracing::warn!(resource = %req.resource, "backup download failed: {e}");

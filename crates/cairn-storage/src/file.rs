@@ -482,6 +482,13 @@ impl Files {
         Ok(pool.dir.join(format!("{}_{nr:05}@{}.snap", safe_name(rsc)?, safe_name(snap)?)))
     }
 
+    /// Where a download writes before it is renamed to `to` (hidden: no
+    /// listing sees it, and a failed download never passes for a snapshot).
+    pub fn receiving_path(to: &Path) -> PathBuf {
+        let name = to.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        to.with_file_name(format!(".{name}.receiving"))
+    }
+
     /// Where a snapshot received from another cluster waits to be adopted
     /// (hidden: no snapshot listing sees it).
     pub fn received_path(pool: &FilePool, rsc: &str, nr: u32, snap: &str) -> Result<PathBuf, StorageError> {

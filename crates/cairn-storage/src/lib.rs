@@ -32,6 +32,8 @@ pub enum StorageError {
     BadBacking(String),
     #[error("invalid volume size {0} KiB")]
     BadSize(i64),
+    #[error("{0}")]
+    Missing(String),
 }
 
 impl StorageError {

@@ -63,6 +63,9 @@ pub struct Capacity {
 /// KiB each volume takes from its pool, by resource and volume number.
 pub type Allocated = BTreeMap<(String, u32), i64>;
 
+/// Byte ranges of a volume: `(offset, length)`.
+pub type ByteRanges = Vec<(u64, u64)>;
+
 /// Snapshot names of one resource in a pool -> the volume numbers each has.
 pub type SnapshotMap = BTreeMap<String, Vec<u32>>;
 
@@ -112,6 +115,49 @@ pub trait Provider: Send + Sync {
     fn rollback<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a Name, _id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async { Ok(()) })
     }
+    /// A snapshot's data for a backup to read: its device or file and its
+    /// size in bytes. [`Provider::snapshot_close`] follows the read.
+    fn snapshot_open<'a>(&'a self, _rsc: &'a Name, _nr: u32, _snap: &'a Name) -> BoxFuture<'a, Result<SnapshotData, StorageError>> {
+        let why = format!("backups of {} pools are not supported", self.kind());
+        Box::pin(async move { Err(StorageError::BadBacking(why)) })
+    }
+    fn snapshot_close<'a>(&'a self, _rsc: &'a Name, _nr: u32, _snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// The byte ranges `(offset, length)` where snapshot `snap` differs
+    /// from snapshot `base` of the same volume, from what the provider
+    /// knows without reading the data; None when it knows nothing (the
+    /// reader compares every chunk).
+    fn snapshot_changes<'a>(
+        &'a self,
+        _rsc: &'a Name,
+        _nr: u32,
+        _base: &'a Name,
+        _snap: &'a Name,
+    ) -> BoxFuture<'a, Result<Option<ByteRanges>, StorageError>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// Somewhere zeroed, `size` bytes long, to write snapshot `snap` of
+    /// volume `nr` of `rsc` into (a restore): its device or file, which
+    /// becomes the snapshot with [`Provider::receive_done`] or goes with
+    /// [`Provider::receive_abandon`].
+    fn receive_create<'a>(&'a self, _rsc: &'a Name, _nr: u32, _snap: &'a Name, _size: u64) -> BoxFuture<'a, Result<String, StorageError>> {
+        let why = format!("pool '{}' ({}) cannot receive a backup", self.pool(), self.kind());
+        Box::pin(async move { Err(StorageError::BadBacking(why)) })
+    }
+    fn receive_done<'a>(&'a self, _rsc: &'a Name, _nr: u32, _snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn receive_abandon<'a>(&'a self, _rsc: &'a Name, _nr: u32, _snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A snapshot opened for a backup: where to read it, and how many bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotData {
+    pub path: String,
+    pub size: u64,
 }
 
 /// The tools of every provider, shared by all pools of a satellite.
@@ -364,6 +410,44 @@ impl Provider for FileProvider {
             })
         })
     }
+    fn snapshot_open<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<SnapshotData, StorageError>> {
+        Box::pin(async move {
+            let path = Files::snapshot_path(&self.pool, rsc, nr, snap)?;
+            let meta = std::fs::metadata(&path).map_err(|e| StorageError::Io { what: format!("open {}", path.display()), source: e })?;
+            Ok(SnapshotData { path: path.to_string_lossy().to_string(), size: meta.len() })
+        })
+    }
+    fn receive_create<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name, size: u64) -> BoxFuture<'a, Result<String, StorageError>> {
+        Box::pin(async move {
+            self.pool.create_dir()?;
+            let tmp = Files::receiving_path(&Files::snapshot_path(&self.pool, rsc, nr, snap)?);
+            let io = |what: &str| {
+                let what = format!("{what} {}", tmp.display());
+                move |source| StorageError::Io { what, source }
+            };
+            let f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&tmp).map_err(io("create"))?;
+            f.set_len(size).map_err(io("size"))?;
+            Ok(tmp.to_string_lossy().to_string())
+        })
+    }
+    fn receive_done<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let to = Files::snapshot_path(&self.pool, rsc, nr, snap)?;
+            let tmp = Files::receiving_path(&to);
+            std::fs::rename(&tmp, &to).map_err(|e| StorageError::Io { what: format!("rename {} into place", tmp.display()), source: e })
+        })
+    }
+    fn receive_abandon<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let tmp = Files::receiving_path(&Files::snapshot_path(&self.pool, rsc, nr, snap)?);
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(StorageError::Io { what: format!("remove {}", tmp.display()), source: e })
+                }
+                _ => Ok(()),
+            }
+        })
+    }
     fn delete_snapshot<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
             self.files.delete_snapshot(&self.pool, rsc, nr, snap).await?;
@@ -456,6 +540,33 @@ impl Provider for LvmProvider {
     fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.lvm.rollback(&self.pool, &v.rsc, v.nr, &v.id, snap, id).await })
     }
+    fn snapshot_open<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<SnapshotData, StorageError>> {
+        Box::pin(async move {
+            let (path, size) = self.lvm.snapshot_open(&self.pool, rsc, nr, snap).await?;
+            Ok(SnapshotData { path, size })
+        })
+    }
+    fn snapshot_close<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.lvm.snapshot_close(&self.pool, rsc, nr, snap).await })
+    }
+    fn snapshot_changes<'a>(
+        &'a self,
+        rsc: &'a Name,
+        nr: u32,
+        base: &'a Name,
+        snap: &'a Name,
+    ) -> BoxFuture<'a, Result<Option<ByteRanges>, StorageError>> {
+        Box::pin(async move { self.lvm.snapshot_changes(&self.pool, rsc, nr, base, snap).await.map(Some) })
+    }
+    fn receive_create<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name, size: u64) -> BoxFuture<'a, Result<String, StorageError>> {
+        Box::pin(async move { self.lvm.receive_create(&self.pool, rsc, nr, snap, size).await })
+    }
+    fn receive_done<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.lvm.receive_done(&self.pool, rsc, nr, snap).await })
+    }
+    fn receive_abandon<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.lvm.receive_abandon(&self.pool, rsc, nr, snap).await })
+    }
 }
 
 /// ZFS and ZFS_THIN: a zvol per volume.
@@ -514,6 +625,17 @@ impl Provider for ZfsProvider {
     }
     fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.zfs.rollback(&self.pool, &v.rsc, v.nr, snap, id).await })
+    }
+    // Incrementals compare every chunk with the base's chunk map (no
+    // `snapshot_changes`); restores go into LVM_THIN or FILE_THIN pools.
+    fn snapshot_open<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<SnapshotData, StorageError>> {
+        Box::pin(async move {
+            let (path, size) = self.zfs.snapshot_open(&self.pool, rsc, nr, snap).await?;
+            Ok(SnapshotData { path, size })
+        })
+    }
+    fn snapshot_close<'a>(&'a self, rsc: &'a Name, nr: u32, _snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.zfs.snapshot_close(&self.pool, rsc, nr).await })
     }
 }
 

@@ -307,6 +307,35 @@ impl Zfs {
         Ok(())
     }
 
+    /// The device of a snapshot for a backup to read and its size in bytes:
+    /// `snapdev=visible` on the zvol makes ZFS expose its snapshots as
+    /// read-only devices (`/dev/zvol/<zvol>@<snap>`, linked by udev a
+    /// moment later). [`Zfs::snapshot_close`] hides them again.
+    pub async fn snapshot_open(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str) -> Result<(String, u64), StorageError> {
+        let zvol = zvol_name(pool, rsc, nr)?;
+        let name = format!("{zvol}@{}", safe_name(snap)?);
+        if !self.list(pool).await?.iter().any(|z| z.name == name) {
+            return Err(StorageError::Missing(format!("snapshot {name} does not exist")));
+        }
+        self.runner.run(&self.zfs().args(["set", "snapdev=visible", &zvol])).await?;
+        let dev = format!("/dev/zvol/{name}");
+        let deadline = tokio::time::Instant::now() + self.settle.max(Duration::from_secs(30));
+        while !std::path::Path::new(&dev).exists() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(StorageError::Missing(format!("the device {dev} did not appear after snapdev=visible")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let bytes = self.runner.run(&Cmd::new("blockdev").timeout(self.timeout).args(["--getsize64", &dev])).await?.stdout;
+        Ok((dev, parse_value(&bytes, "blockdev")?))
+    }
+
+    /// Hides the zvol's snapshot devices again (`snapdev` inherited).
+    pub async fn snapshot_close(&self, pool: &ZfsPool, rsc: &str, nr: u32) -> Result<(), StorageError> {
+        self.runner.run(&self.zfs().args(["inherit", "snapdev", &zvol_name(pool, rsc, nr)?])).await?;
+        Ok(())
+    }
+
     /// Destroys the snapshot, or — while clones of it remain — renames it
     /// aside (`@_deleted_<snap>_<n>`); the last clone takes it along.
     pub async fn delete_snapshot(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {

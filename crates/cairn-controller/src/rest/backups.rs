@@ -512,6 +512,7 @@ pub(crate) async fn create(State(s): State<AppState>, Path(remote): Path<String>
             .map(|nr| BackupVolumeSend { number: *nr, key: volume_key(&rsc, *nr, &id, &snap), base_chunks: base_chunks(*nr) })
             .collect(),
         chunk_size: CHUNK_SIZE,
+        base_snapshot: base.map(|f| f.snap.clone()),
     };
     let shipment = Shipment {
         remote: remote.clone(),
