@@ -616,6 +616,13 @@ pub struct ResourceDesired {
     /// resource, and removes them when no resource wants them any more.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<ExtFileDesired>,
+    /// The resource is gone from this node, only `snapshots` of it stay
+    /// (LINSTOR keeps the snapshots of a deleted ZFS resource): its
+    /// volumes go (ZFS renames them aside with their snapshots), no
+    /// snapshot is taken, and the ones not listed go. `volumes` are the
+    /// snapshots' (number and pool).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshots_only: bool,
 }
 
 /// One external file to write (LINSTOR's `ExternalFile`).
