@@ -27,7 +27,7 @@ pub mod tls;
 pub use error_report::{ErrorReport, ErrorReportFilter, ErrorReportsDeleted};
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 8;
+pub const PROTO_VERSION: u32 = 9;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Header carrying the leader's epoch (high availability: the lease epoch
