@@ -248,6 +248,19 @@ def wait_for(what, predicate, timeout=20.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def shipped(a, remote, rsc, n, timeout=60):
+    """The shipments of `rsc` to LINSTOR remote `remote` of cluster `a`
+    once `n` of them ended well (fails at once on a failed one)."""
+    def done():
+        status, _, body = a.ctrl.request("GET", f"/v1/remotes/{remote}/backups")
+        assert status == 200, body
+        ships = [s for s in body["linstor"].values() if s["origin_rsc"] == rsc]
+        failed = [s for s in ships if not s["success"] and not s["shipping"]]
+        assert not failed, failed
+        return ships if len(ships) == n and all(s["success"] for s in ships) else None
+    return wait_for(f"{n} shipments of {rsc}", done, timeout=timeout)
+
+
 def run_cluster(prefix, kinds, extra_args=None, default_stack=None, sat_args=None):
     """A controller and one satellite per entry of `kinds` (node name ->
     provider of its DfltStorPool) on 127.0.10.1, .2, ...; yields a handle and

@@ -21,7 +21,7 @@ import uuid
 import linstor
 import pytest
 
-from conftest import BIN, dev_digest, device, err, free_port, ok, run_cluster, wait_for, write_dev
+from conftest import BIN, dev_digest, device, err, free_port, ok, run_cluster, shipped, wait_for, write_dev
 
 MIB = 1 << 20
 FAIL_INVLD_CRYPT_PASSPHRASE, FAIL_BACKUP_UNKNOWN_CLUSTER, FAIL_NOT_CONNECTED = 216, 976, 995
@@ -71,18 +71,6 @@ def two_clusters(xfs_dir, **kw):
     finally:
         next(gb, None)
         next(ga, None)
-
-
-def shipped(a, remote, rsc, n):
-    """The shipments of `rsc` to `remote` once `n` of them ended well."""
-    def done():
-        status, _, body = a.ctrl.request("GET", f"/v1/remotes/{remote}/backups")
-        assert status == 200, body
-        ships = [s for s in body["linstor"].values() if s["origin_rsc"] == rsc]
-        failed = [s for s in ships if not s["success"] and not s["shipping"]]
-        assert not failed, failed
-        return ships if len(ships) == n and all(s["success"] for s in ships) else None
-    return wait_for(f"{n} shipments of {rsc}", done, timeout=60)
 
 
 def test_a_drbd_resource_ships_with_the_room_its_metadata_takes(drbd_clusters):

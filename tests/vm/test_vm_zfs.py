@@ -4,7 +4,10 @@ disk, pools `zfs` (dataset tank/thick) and `zfsthin` (tank/thin), driven
 through python-linstor. Volumes are created, grown and deleted; snapshots
 are taken, restored as ZFS clones, rolled back and deleted, the data
 compared by sha256; a snapshot deleted while a clone of it lives is renamed
-aside as LINSTOR does, and goes with that clone."""
+aside as LINSTOR does, and goes with that clone; a resource deleted while
+snapshots of it exist goes aside with them (restorable, its definition
+refused until they go); a rollback to an older snapshot keeps the newer
+ones."""
 
 import linstor
 import pytest
@@ -168,15 +171,88 @@ def test_snapshots_restore_rollback_and_rename_aside(zfs, sp, ds):
     ok(c.lin.resource_dfn_delete(copy))
     wait_for("clone and its snapshot gone", lambda: datasets(c, ds) == [f"{ds}/{src}_00000"])
 
-    # A resource whose node holds a snapshot stays (Cairn's rule, see
-    # docs/ARCHITECTURE.md); with the snapshot gone, everything goes.
+    # LINSTOR's ZFS delete: the resource goes while its snapshot stays;
+    # the zvol is renamed aside with it, the definition cannot go yet.
     status, _, body = req(c, "POST", f"/v1/resource-definitions/{src}/snapshots", {"name": "s2"})
     assert status == 201, body
     wait_for("s2 successful", lambda: successful(c, src, "s2"))
-    replies = c.lin.resource_delete("zvm", src)
-    assert any(r.is_error() for r in replies), [str(r) for r in replies]
+    ok(c.lin.resource_delete("zvm", src))
+    aside = wait_for("zvol aside", lambda: next((d for d in datasets(c, ds) if d.startswith(f"{ds}/_deleted_{src}_00000_") and "@" not in d), None))
+    assert datasets(c, ds) == [aside, f"{aside}@s2"]
+    assert c.lin.resource_list_raise(filter_by_resources=[src]).resources == []
+    assert successful(c, src, "s2"), "the snapshot is still there"
+    replies = c.lin.resource_dfn_delete(src)
+    assert [r.ret_code & 0xFFFF for r in replies if r.is_error()] == [514], [str(r) for r in replies]  # FAIL_EXISTS_SNAPSHOT_DFN
+    assert "because it has snapshots" in replies[0].message
+    # Restored from the snapshot of the deleted resource: its data.
+    ok(c.lin.resource_dfn_create(copy))
+    for what in ("snapshot-restore-volume-definition", "snapshot-restore-resource"):
+        status, _, body = req(c, "POST", f"/v1/resource-definitions/{src}/{what}/s2", {"to_resource": copy})
+        assert status == 200, body
+    assert prop(c, f"{ds}/{copy}_00000", "origin") == f"{aside}@s2"
+    assert sha(c, f"/dev/zvol/{ds}/{copy}_00000") == b
+    # The snapshot goes (aside while the copy lives), then the copy takes
+    # it and the zvol aside along; then the definition can go.
     status, _, body = req(c, "DELETE", f"/v1/resource-definitions/{src}/snapshots/s2")
     assert status == 200, body
-    wait_for("s2 gone", lambda: datasets(c, ds) == [f"{ds}/{src}_00000"])
+    wait_for("s2 aside", lambda: f"{aside}@_deleted_s2_0" in datasets(c, ds))
     ok(c.lin.resource_dfn_delete(src))
+    ok(c.lin.resource_dfn_delete(copy))
+    wait_for("all gone", lambda: datasets(c, ds) == [])
+
+
+def snapshot_names(c, rd):
+    status, _, body = req(c, "GET", f"/v1/resource-definitions/{rd}/snapshots")
+    assert status == 200, body
+    return sorted(s["name"] for s in body)
+
+
+@pytest.mark.parametrize("sp,ds", [("zfs", "tank/thick"), ("zfsthin", "tank/thin")])
+def test_rollback_to_an_older_snapshot_keeps_the_newer_ones(zfs, sp, ds):
+    """`zfs rollback` refuses past newer snapshots (`-r` would destroy
+    them); LINSTOR's default (DYNAMIC) then rolls back by restoring: the
+    zvol goes aside with every snapshot and a clone of the older one takes
+    its place, so the snapshot list stays what is on the pool."""
+    c = zfs
+    rd = f"old{sp}"
+    ok(c.lin.resource_dfn_create(rd))
+    ok(c.lin.volume_dfn_create(rd, 32 * MIB, storage_pool=sp))
+    ok(c.lin.resource_create([linstor.ResourceData("zvm", rd, storage_pool=sp)]))
+    zvol = f"{ds}/{rd}_00000"
+    dev = f"/dev/zvol/{zvol}"
+    data = {}
+    for snap in ("s1", "s2"):
+        data[snap] = fill(c, dev)
+        status, _, body = req(c, "POST", f"/v1/resource-definitions/{rd}/snapshots", {"name": snap})
+        assert status == 201, body
+        wait_for(f"{snap} successful", lambda: successful(c, rd, snap))
+    latest = fill(c, dev)
+    assert len({latest, *data.values()}) == 3
+
+    status, _, body = req(c, "POST", f"/v1/resource-definitions/{rd}/snapshot-rollback/s1", {})
+    assert status == 200, body
+    wait_for("rolled back to s1", lambda: sha(c, dev) == data["s1"])
+    aside = prop(c, zvol, "origin").split("@")[0]
+    assert aside.startswith(f"{ds}/_deleted_{rd}_00000_"), aside
+    assert datasets(c, ds) == sorted([zvol, aside, f"{aside}@s1", f"{aside}@s2"])
+    assert snapshot_names(c, rd) == ["s1", "s2"] and successful(c, rd, "s1") and successful(c, rd, "s2")
+    # Rolled back once: a later pass leaves the new data alone.
+    after = fill(c, dev)
+    ok(c.lin.resource_dfn_modify(rd, {"Aux/touch": "1"}))
+    assert sha(c, dev) == after
+
+    # Forward to the newer snapshot, which lives on the zvol aside.
+    status, _, body = req(c, "POST", f"/v1/resource-definitions/{rd}/snapshot-rollback/s2", {})
+    assert status == 200, body
+    wait_for("rolled back to s2", lambda: sha(c, dev) == data["s2"])
+    assert prop(c, zvol, "origin") == f"{aside}@s2"
+    assert snapshot_names(c, rd) == ["s1", "s2"]
+
+    # Deleting the snapshots and the definition leaves nothing behind.
+    for snap in ("s1", "s2"):
+        status, _, body = req(c, "DELETE", f"/v1/resource-definitions/{rd}/snapshots/{snap}")
+        assert status == 200, body
+    wait_for("s1 gone, s2 aside under its clone", lambda: datasets(c, ds) == sorted([zvol, aside, f"{aside}@_deleted_s2_0"]))
+    assert snapshot_names(c, rd) == []
+    ok(c.lin.resource_dfn_delete(rd))
     wait_for("all gone", lambda: datasets(c, ds) == [])

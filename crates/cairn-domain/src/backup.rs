@@ -68,6 +68,13 @@ impl Cluster {
     pub fn check_shipment(&self, p: &BackupRestorePlan) -> OpResult<ProviderKind> {
         const OP: i64 = rc::MASK_CRT | rc::MASK_BACKUP;
         let Some(d) = self.rsc_dfns.get(&key(&p.target)) else {
+            // A ZFS pool receives the `zfs send` stream itself (no
+            // snapshot copy of a file is needed).
+            let zfs = self.stor_pools.get(&(key(&p.node), key(&p.pool))).map(|sp| sp.provider_kind);
+            if let Some(kind @ (ProviderKind::Zfs | ProviderKind::ZfsThin)) = zfs {
+                self.node(&p.node, OP)?;
+                return Ok(kind);
+            }
             return self.check_backup_restore(&p.target, &p.node, &p.pool);
         };
         if self.snapshots.contains_key(&(key(&d.name), key(&p.snapshot))) {

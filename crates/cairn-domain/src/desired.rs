@@ -131,11 +131,45 @@ pub fn desired_of_node(
                     .into_iter()
                     .map(|f| ExtFileDesired { path: f.path.clone(), content: f.content.clone(), alt_suffixes: f.alt_suffixes.clone() })
                     .collect(),
+                snapshots_only: false,
             }
         })
         .collect();
+    rscs.extend(kept_snapshots(c, node_key, only));
     rscs.sort_by(|a, b| a.name.cmp(&b.name));
     (pools, rscs)
+}
+
+/// Definitions whose resource on the node was deleted while snapshots of
+/// it on the node stay (ZFS, as LINSTOR): the satellite keeps those
+/// snapshots (on the volumes it renamed aside) and removes the others.
+fn kept_snapshots(c: &Cluster, node_key: &str, only: Option<&BTreeSet<String>>) -> Vec<ResourceDesired> {
+    let mut by_rd: BTreeMap<String, ResourceDesired> = BTreeMap::new();
+    for s in c.snapshots.values() {
+        let rd_key = key(&s.resource_definition);
+        if only.is_some_and(|o| !o.contains(&rd_key)) || c.resources.contains_key(&(rd_key.clone(), node_key.to_string())) {
+            continue;
+        }
+        let Some(ns) = s.nodes.get(node_key) else { continue };
+        let e = by_rd.entry(rd_key).or_insert_with(|| ResourceDesired {
+            name: s.resource_definition.clone(),
+            snapshots_only: true,
+            ..Default::default()
+        });
+        e.snapshots.push(s.name.clone());
+        for v in &ns.volumes {
+            if !e.volumes.iter().any(|d| d.number == v.volume_number) {
+                e.volumes.push(VolumeDesired {
+                    number: v.volume_number,
+                    id: volume_id(&v.uuid),
+                    size_kib: 0,
+                    pool: v.storage_pool.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    by_rd.into_values().collect()
 }
 
 /// The DRBD host name of a node (`NodeUname`, else its name) and its
@@ -299,7 +333,11 @@ pub fn resource_scope(changes: &[Change]) -> Option<BTreeSet<String>> {
 
 pub fn affected_nodes(c: &Cluster, changes: &[Change]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let nodes_of = |rd: &str| c.resources_of(rd).map(|r| key(&r.node)).collect::<Vec<_>>();
+    // Nodes holding snapshots of a definition keep them without its
+    // resource (ZFS) and must hear when they go.
+    let nodes_of = |rd: &str| {
+        c.resources_of(rd).map(|r| key(&r.node)).chain(c.snapshots_of(rd).flat_map(|s| s.nodes.keys().cloned())).collect::<Vec<_>>()
+    };
     for ch in changes {
         match ch.key() {
             // A replica's peers see it in their DRBD configuration too.
@@ -409,6 +447,7 @@ mod tests {
                 rollback: None,
                 inactive: false,
                 files: vec![],
+                snapshots_only: false,
             }]
         );
         assert!(desired_for_node(&c, "N2").1.is_empty());

@@ -860,7 +860,16 @@ impl Cluster {
     pub fn delete_resource(&self, rd: &str, node: &str) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_DEL | rc::MASK_RSC;
         let r = self.resource(rd, node, OP)?;
-        if let Some(s) = self.snapshots_of(&key(&r.resource_definition)).find(|s| s.nodes.contains_key(&key(&r.node))) {
+        // LINSTOR (CtrlRscDeleteApiCallHandler, ZfsDeleteStrategy DYNAMIC):
+        // a ZFS resource goes while its snapshots stay (the satellite
+        // renames its zvols aside with them); other providers' snapshots
+        // live in the volume's pool as dependents of it.
+        let zfs = |k: ProviderKind| matches!(k, ProviderKind::Zfs | ProviderKind::ZfsThin);
+        let on_node = |s: &&crate::snapshot::SnapshotDfn| s.nodes.get(&key(&r.node)).cloned();
+        let keeps = |s: &crate::snapshot::NodeSnapshot| {
+            !r.volumes.is_empty() && r.volumes.values().all(|v| zfs(v.provider_kind)) && s.volumes.iter().all(|v| zfs(v.provider_kind))
+        };
+        if let Some(s) = self.snapshots_of(&key(&r.resource_definition)).find(|s| on_node(s).is_some_and(|ns| !keeps(&ns))) {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_IN_USE,

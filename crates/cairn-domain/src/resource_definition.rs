@@ -396,9 +396,13 @@ impl Cluster {
         };
         let k = key(&d.name);
         if let Some(s) = self.snapshots_of(&k).next() {
-            return Err(OpError::new(OP, rc::FAIL_IN_USE, format!("Resource definition '{}' still has snapshots.", d.name))
-                .cause(format!("Snapshot '{}' (and maybe others) would lose its origin.", s.name))
-                .correction("Delete its snapshots first."));
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_EXISTS_SNAPSHOT_DFN,
+                format!("Cannot delete resource definition '{}' because it has snapshots.", d.name),
+            )
+            .cause(format!("Snapshot '{}' (and maybe others) would lose its origin.", s.name))
+            .correction("Delete its snapshots first."));
         }
         let mut out = Outcome::default();
         for r in self.resources_of(&k) {

@@ -671,10 +671,44 @@ mod tests {
         assert_eq!((vol.state.as_deref(), vol.props.get(PROP_FAILURE_REASON).map(String::as_str)), (Some("Failed"), Some("no reflinks")));
         // Its resource and definition stay while it exists.
         assert_eq!(c.delete_resource("src", "n1").unwrap_err().rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_IN_USE);
-        assert_eq!(c.delete_rsc_dfn("src").unwrap_err().rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_IN_USE);
+        assert_eq!(c.delete_rsc_dfn("src").unwrap_err().rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_EXISTS_SNAPSHOT_DFN);
         let o = c.delete_snapshot("src", "s1", &[]).unwrap();
         c.apply(o.changes);
         assert!(c.snapshots.is_empty());
+    }
+
+    #[test]
+    fn a_zfs_resource_goes_while_its_snapshots_stay_as_in_linstor() {
+        let (mut c, mut ctx) = cluster();
+        let o = c.create_node(&testing::satellite("z1", &[]), &mut ctx).unwrap();
+        c.apply(o.changes);
+        let o = c.create_stor_pool("z1", &testing::pool("DfltStorPool", "ZFS_THIN", "tank/thin"), &mut ctx).unwrap();
+        c.apply(o.changes);
+        rsc(&mut c, &mut ctx, "z1");
+        for s in ["s1", "s2"] {
+            let o = c.create_snapshot("src", &snap(s), &unknown, &mut ctx).unwrap();
+            c.apply(o.changes);
+        }
+        let o = c.delete_resource("src", "z1").unwrap();
+        c.apply(o.changes);
+        assert!(c.resources.is_empty());
+        assert_eq!(c.snapshots.len(), 2, "the snapshots stay");
+        // The node keeps them: an entry with only the snapshots.
+        let (_, rscs) = crate::desired::desired_for_node(&c, "Z1");
+        assert_eq!(rscs.len(), 1);
+        assert!(rscs[0].snapshots_only);
+        assert_eq!(rscs[0].snapshots, ["s1", "s2"]);
+        assert_eq!(rscs[0].volumes.iter().map(|v| (v.number, v.pool.as_str())).collect::<Vec<_>>(), [(0, "DfltStorPool")]);
+        // Its definition stays while they exist (LINSTOR's code and text).
+        let e = c.delete_rsc_dfn("src").unwrap_err();
+        assert_eq!(e.rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_EXISTS_SNAPSHOT_DFN);
+        assert_eq!(e.rc.message, "Cannot delete resource definition 'src' because it has snapshots.");
+        for s in ["s1", "s2"] {
+            let o = c.delete_snapshot("src", s, &[]).unwrap();
+            c.apply(o.changes);
+        }
+        assert!(crate::desired::desired_for_node(&c, "Z1").1.is_empty(), "nothing left to keep");
+        assert!(c.delete_rsc_dfn("src").is_ok());
     }
 
     #[test]

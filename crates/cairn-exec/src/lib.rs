@@ -207,6 +207,63 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// [`FakeRunner`] to check command building and output parsing.
 pub trait CommandRunner: Send + Sync {
     fn run<'a>(&'a self, cmd: &'a Cmd) -> BoxFuture<'a, Result<Output, ExecError>>;
+    /// Starts a command whose stdin (`Feed::In`) or stdout (`Feed::Out`)
+    /// the caller streams, for data too large to hold (`zfs send`,
+    /// `zfs receive`); the command's timeout covers its whole run. A
+    /// runner without processes refuses.
+    fn stream<'a>(&'a self, cmd: &'a Cmd, _feed: Feed) -> BoxFuture<'a, Result<Streaming, ExecError>> {
+        let e = ExecError::Spawn {
+            program: cmd.program.clone(),
+            argv: cmd.argv(),
+            reason: "this runner cannot stream a command's input or output".into(),
+            not_found: false,
+        };
+        Box::pin(async move { Err(e) })
+    }
+}
+
+/// Which end of a [`Streaming`] command the caller holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// The caller writes the command's stdin (stdout is collected).
+    In,
+    /// The caller reads the command's stdout (stdin is empty).
+    Out,
+}
+
+/// A running command with one end streamed by the caller; dropping it
+/// before [`Streaming::finish`] kills the command.
+pub struct Streaming {
+    /// The command's stdin (`Feed::In`); drop it to end the input.
+    pub stdin: Option<tokio::process::ChildStdin>,
+    /// The command's stdout (`Feed::Out`).
+    pub stdout: Option<tokio::process::ChildStdout>,
+    waiter: Option<tokio::task::JoinHandle<Result<Output, ExecError>>>,
+}
+
+impl Streaming {
+    /// Waits for the command to end (closing its stdin first): its stderr
+    /// (and, for `Feed::In`, its stdout), or the failure.
+    pub async fn finish(mut self) -> Result<Output, ExecError> {
+        drop(self.stdin.take());
+        drop(self.stdout.take());
+        match self.waiter.take() {
+            Some(w) => match w.await {
+                Ok(r) => r,
+                Err(e) => Err(ExecError::Spawn { program: String::new(), argv: Vec::new(), reason: e.to_string(), not_found: false }),
+            },
+            None => Err(ExecError::Spawn { program: String::new(), argv: Vec::new(), reason: "finished twice".into(), not_found: false }),
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        // The waiter owns the child (kill_on_drop): aborting it kills it.
+        if let Some(w) = self.waiter.take() {
+            w.abort();
+        }
+    }
 }
 
 /// Runs commands on this host with `tokio::process`.
@@ -279,7 +336,58 @@ async fn run_pipeline(first: &Cmd, second: &Cmd) -> Result<Output, ExecError> {
     Ok(last)
 }
 
+/// Starts one command (no pipeline): stdout and stderr piped, stdin piped
+/// or empty, `LC_ALL=C`, killed when its handle is dropped.
+fn spawn(cmd: &Cmd, piped_stdin: bool, argv: &[String]) -> Result<tokio::process::Child, ExecError> {
+    let mut c = tokio::process::Command::new(&cmd.program);
+    c.args(&cmd.args)
+        .stdin(if piped_stdin { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env("LC_ALL", "C")
+        // Tools never need the cluster secret.
+        .env_remove("CAIRN_CLUSTER_SECRET")
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .kill_on_drop(true);
+    c.spawn().map_err(|e| ExecError::Spawn {
+        program: cmd.program.clone(),
+        argv: argv.to_vec(),
+        not_found: e.kind() == std::io::ErrorKind::NotFound,
+        reason: e.to_string(),
+    })
+}
+
 impl CommandRunner for HostRunner {
+    fn stream<'a>(&'a self, cmd: &'a Cmd, feed: Feed) -> BoxFuture<'a, Result<Streaming, ExecError>> {
+        Box::pin(async move {
+            let argv = cmd.argv();
+            tracing::debug!(cmd = %cmd, ?feed, "stream");
+            let mut child = spawn(cmd, feed == Feed::In, &argv)?;
+            let stdin = child.stdin.take();
+            let stdout = if feed == Feed::Out { child.stdout.take() } else { None };
+            let (program, timeout, shown) = (cmd.program.clone(), cmd.timeout, cmd.to_string());
+            let waiter = tokio::spawn(async move {
+                let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+                    Ok(Ok(out)) => out,
+                    Ok(Err(e)) => return Err(ExecError::Spawn { program, argv, reason: e.to_string(), not_found: false }),
+                    Err(_) => {
+                        tracing::warn!(cmd = %shown, secs = timeout.as_secs(), "streamed command timed out and was killed");
+                        return Err(ExecError::Timeout { program, argv, secs: timeout.as_secs() });
+                    }
+                };
+                let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                if out.status.success() {
+                    Ok(Output { stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr })
+                } else {
+                    let code = out.status.code().unwrap_or(-1);
+                    tracing::warn!(cmd = %shown, code, stderr = %stderr, "streamed command failed");
+                    Err(ExecError::NonZero { program, argv, code, stderr })
+                }
+            });
+            Ok(Streaming { stdin, stdout, waiter: Some(waiter) })
+        })
+    }
+
     fn run<'a>(&'a self, cmd: &'a Cmd) -> BoxFuture<'a, Result<Output, ExecError>> {
         Box::pin(async move {
             if let Some(next) = &cmd.pipe_into {
@@ -287,22 +395,7 @@ impl CommandRunner for HostRunner {
             }
             let argv = cmd.argv();
             tracing::debug!(cmd = %cmd, "run");
-            let mut c = tokio::process::Command::new(&cmd.program);
-            c.args(&cmd.args)
-                .stdin(if cmd.stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .env("LC_ALL", "C")
-                // Tools never need the cluster secret.
-                .env_remove("CAIRN_CLUSTER_SECRET")
-                .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-                .kill_on_drop(true);
-            let mut child = c.spawn().map_err(|e| ExecError::Spawn {
-                program: cmd.program.clone(),
-                argv: argv.clone(),
-                not_found: e.kind() == std::io::ErrorKind::NotFound,
-                reason: e.to_string(),
-            })?;
+            let mut child = spawn(cmd, cmd.stdin.is_some(), &argv)?;
             if let (Some(Stdin(data)), Some(mut pipe)) = (cmd.stdin.clone(), child.stdin.take()) {
                 // Written in a task: a child that never reads cannot block us
                 // past the timeout.
@@ -478,6 +571,33 @@ mod tests {
         assert!(matches!(rt().block_on(HostRunner.run(&slow)), Err(ExecError::Timeout { .. })));
         let three = Cmd::new("true").pipe(Cmd::new("cat")).pipe(Cmd::new("cat"));
         assert!(rt().block_on(HostRunner.run(&three)).is_err(), "only two stages");
+    }
+
+    #[test]
+    fn a_streamed_command_takes_or_gives_bytes_as_they_come_and_fails_like_any_other() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        rt().block_on(async {
+            // Fed: 3 MiB of non-UTF-8 bytes in pieces, counted by the command.
+            let mut s = HostRunner.stream(&Cmd::new("wc").arg("-c"), Feed::In).await.unwrap();
+            let mut stdin = s.stdin.take().unwrap();
+            for _ in 0..3 {
+                stdin.write_all(&vec![0xffu8; 1 << 20]).await.unwrap();
+            }
+            drop(stdin);
+            assert_eq!(s.finish().await.unwrap().stdout.trim(), (3 << 20).to_string());
+            // Read: every byte, then the exit status.
+            let mut s = HostRunner.stream(&Cmd::new("head").args(["-c", "300000", "/dev/zero"]), Feed::Out).await.unwrap();
+            let mut got = Vec::new();
+            s.stdout.take().unwrap().read_to_end(&mut got).await.unwrap();
+            assert_eq!(got.len(), 300_000);
+            assert!(s.finish().await.is_ok());
+            let s = HostRunner.stream(&Cmd::new("sh").args(["-c", "cat >/dev/null; echo no >&2; exit 4"]), Feed::In).await.unwrap();
+            assert!(matches!(s.finish().await, Err(ExecError::NonZero { code: 4, ref stderr, .. }) if stderr == "no"));
+            let s = HostRunner.stream(&Cmd::new("sleep").arg("5").timeout(Duration::from_millis(200)), Feed::Out).await.unwrap();
+            assert!(matches!(s.finish().await, Err(ExecError::Timeout { .. })));
+            // The fake runner has no processes to stream.
+            assert!(FakeRunner::new().stream(&Cmd::new("zfs"), Feed::Out).await.is_err());
+        });
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod tls;
 pub use error_report::{ErrorReport, ErrorReportFilter, ErrorReportsDeleted};
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 8;
+pub const PROTO_VERSION: u32 = 9;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Header carrying the leader's epoch (high availability: the lease epoch
@@ -621,6 +621,13 @@ pub struct ResourceDesired {
     /// resource, and removes them when no resource wants them any more.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<ExtFileDesired>,
+    /// The resource is gone from this node, only `snapshots` of it stay
+    /// (LINSTOR keeps the snapshots of a deleted ZFS resource): its
+    /// volumes go (ZFS renames them aside with their snapshots), no
+    /// snapshot is taken, and the ones not listed go. `volumes` are the
+    /// snapshots' (number and pool).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshots_only: bool,
 }
 
 /// One external file to write (LINSTOR's `ExternalFile`).

@@ -508,7 +508,9 @@ impl Applier {
         match desired {
             Some(r) => {
                 let ids: BTreeMap<u32, String> = r.volumes.iter().map(|v| (v.number, v.id.clone())).collect();
-                let reborn = made.is_some_and(|m| m.iter().any(|(nr, id)| ids.get(nr).is_some_and(|now| now != id)));
+                // Volumes kept only for their snapshots are no new
+                // incarnation: their snapshots stay.
+                let reborn = !r.snapshots_only && made.is_some_and(|m| m.iter().any(|(nr, id)| ids.get(nr).is_some_and(|now| now != id)));
                 if reborn {
                     // Deleted and created again before the removal ran:
                     // the old incarnation goes completely (DRBD metadata
@@ -520,7 +522,9 @@ impl Applier {
                     }
                     self.state.lock().made.remove(name);
                 }
-                let mut o = if r.rollback.as_ref().is_some_and(|rb| rolled_back.as_ref() == Some(&rb.id)) {
+                let mut o = if r.snapshots_only {
+                    self.keep_only_snapshots(&pools, &r, &n, &host, &placed).await
+                } else if r.rollback.as_ref().is_some_and(|rb| rolled_back.as_ref() == Some(&rb.id)) {
                     self.ensure(&pools, &ResourceDesired { rollback: None, ..r.clone() }, &n, &placed).await
                 } else {
                     self.ensure(&pools, &r, &n, &placed).await
@@ -542,7 +546,9 @@ impl Applier {
                     let used: BTreeSet<String> = r.volumes.iter().map(|v| v.pool.clone()).collect();
                     st.placed.insert(name.to_string(), used);
                 }
-                if o.error.is_none() {
+                if o.error.is_none() && r.snapshots_only {
+                    st.made.remove(name);
+                } else if o.error.is_none() {
                     st.made.insert(name.to_string(), ids);
                     if let Some(rb) = &r.rollback {
                         st.rolled_back.insert(name.to_string(), rb.id.clone());
@@ -552,6 +558,17 @@ impl Applier {
             }
             None => {
                 let mut o = self.remove(&pools, &n, &host, &placed).await;
+                // No snapshot of it is wanted here any more either.
+                if o.error.is_none() {
+                    for p in Self::providers_of(&pools, placed.iter()) {
+                        if let Err(e) = p.forget(&n).await {
+                            o.error.get_or_insert(err(
+                                format!("Failed to delete the snapshots of '{name}' on node '{}'.", self.node_name),
+                                &e,
+                            ));
+                        }
+                    }
+                }
                 if let Err(e) = self.files.handle(name, &[]) {
                     o.error.get_or_insert(e);
                 }
@@ -584,6 +601,33 @@ impl Applier {
     fn providers_of<'a>(pools: &'a Pools, names: impl IntoIterator<Item = &'a String>) -> Vec<&'a Arc<dyn Provider>> {
         let names: BTreeSet<&String> = names.into_iter().collect();
         names.into_iter().filter_map(|n| pools.get(n)?.provider.as_ref().ok()).collect()
+    }
+
+    /// A resource deleted from this node whose snapshots stay (ZFS): DRBD
+    /// and LUKS go, then its volumes (ZFS renames them aside with their
+    /// snapshots), then the snapshots no longer listed.
+    async fn keep_only_snapshots(
+        &self,
+        pools: &Pools,
+        r: &ResourceDesired,
+        n: &Name,
+        host: &str,
+        placed: &BTreeSet<String>,
+    ) -> ResourceObserved {
+        let mut out = ResourceObserved { name: r.name.clone(), ..Default::default() };
+        if let Err(e) = self.layers_down(n, host).await {
+            out.error = Some(e);
+            return out;
+        }
+        for p in Self::providers_of(pools, placed.iter().chain(r.volumes.iter().map(|v| &v.pool))) {
+            if let Err(e) = p.remove_others(n, &[]).await {
+                out.error.get_or_insert(err(format!("Failed to delete the volumes of '{n}' on node '{}'.", self.node_name), &e));
+            }
+        }
+        if out.error.is_none() {
+            self.snapshots(pools, r, n, &mut out).await;
+        }
+        out
     }
 
     /// Makes one resource exist: its storage, then its DRBD layer.
@@ -885,6 +929,22 @@ impl Applier {
                     self.snapshot_failed(&r.name, snap, cannot(format!("Storage pool '{}' is not usable here.", v.pool)), out);
                     break;
                 };
+                // Shipped here from another cluster: it arrived already.
+                match p.adopt_received(&vref(n, v), &snap_name).await {
+                    Ok(true) => {
+                        present.entry(snap.clone()).or_default().push(v.number);
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        out.error.get_or_insert(err(format!("Failed to take over the received snapshot '{snap}' of '{}'.", r.name), &e));
+                        break;
+                    }
+                }
+                // Without its volumes nothing can be taken any more.
+                if r.snapshots_only {
+                    continue;
+                }
                 if let Some(why) = p.snapshots_refused().await {
                     self.snapshot_failed(&r.name, snap, cannot(why), out);
                     break;
@@ -935,21 +995,25 @@ impl Applier {
         out.snapshot_errors.insert(snap.to_string(), e);
     }
 
+    /// Takes a resource's DRBD layer down and closes its LUKS mappings:
+    /// the storage below stays while either may still use it.
+    async fn layers_down(&self, name: &Name, host: &str) -> Result<(), ObjectError> {
+        if let Ok(layer) = &self.drbd {
+            layer.remove(name, host).await?;
+        }
+        self.luks
+            .close_all(name)
+            .await
+            .map_err(|e| luks_err(format!("Cannot close the encrypted volumes of '{name}' on node '{}'.", self.node_name), &e))
+    }
+
     /// Takes the DRBD layer down, then removes every volume of a resource
     /// from the pools it may be in. `host` is its DRBD host name.
     async fn remove(&self, pools: &Pools, name: &Name, host: &str, placed: &BTreeSet<String>) -> ResourceObserved {
         let mut out = ResourceObserved { name: name.to_string(), ..Default::default() };
         self.failed_snapshots.lock().retain(name, |_| false);
-        if let Ok(layer) = &self.drbd
-            && let Err(e) = layer.remove(name, host).await
-        {
-            // The storage stays while DRBD may still use it.
+        if let Err(e) = self.layers_down(name, host).await {
             out.error = Some(e);
-            return out;
-        }
-        if let Err(e) = self.luks.close_all(name).await {
-            // The storage stays while the mapping may still be open.
-            out.error = Some(luks_err(format!("Cannot close the encrypted volumes of '{name}' on node '{}'.", self.node_name), &e));
             return out;
         }
         for p in Self::providers_of(pools, placed) {

@@ -15,8 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::{BackupSent, BackupVolumeSent, ObjectError, ShipListen, ShipSend};
+use cairn_proto::{BackupSent, BackupVolumeSent, ObjectError, PoolDesired, ProviderKind, ShipListen, ShipSend};
 use cairn_storage::file::Files;
+use cairn_storage::zfs::{Zfs, ZfsPool};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -32,6 +33,18 @@ const ACCEPT_WAIT: Duration = Duration::from_secs(600);
 const IDLE: Duration = Duration::from_secs(120);
 /// The longest token a sender may present.
 const MAX_TOKEN: usize = 256;
+/// The largest piece of a `zfs send` stream in one frame.
+const MAX_PIECE: usize = 1 << 20;
+
+/// The ZFS pool of a shipment, when it is one (those ship as `zfs send`
+/// streams; FILE pools as backup frames).
+fn zfs_pool(p: &PoolDesired) -> Result<Option<ZfsPool>, BackupError> {
+    match (p.kind, p.backing.as_deref()) {
+        (ProviderKind::Zfs | ProviderKind::ZfsThin, Some(ds)) => Ok(Some(ZfsPool::new(&p.name, ds, p.kind == ProviderKind::ZfsThin)?)),
+        (ProviderKind::Zfs | ProviderKind::ZfsThin, None) => Err(BackupError::Provider(format!("{} without a dataset", p.kind.as_str()))),
+        _ => Ok(None),
+    }
+}
 
 /// The shipments this node listens for or receives, by token.
 #[derive(Default)]
@@ -64,7 +77,34 @@ impl Ships {
 
 /// Binds a port on the requested address and starts waiting for the
 /// sender; answers the port.
-pub async fn listen(ships: Arc<Ships>, transfers: Arc<Transfers>, req: ShipListen) -> Result<u16, BackupError> {
+pub async fn listen(ships: Arc<Ships>, transfers: Arc<Transfers>, zfs: Zfs, req: ShipListen) -> Result<u16, BackupError> {
+    let zpool = zfs_pool(&req.pool)?;
+    if let Some(zp) = &zpool {
+        for v in &req.volumes {
+            zfs.receive_check(zp, &req.resource, v.number, &req.snapshot, req.base.as_deref()).await?;
+        }
+    } else {
+        check_files(&req).await?;
+    }
+    let listener = TcpListener::bind((req.address.as_str(), 0)).await.map_err(io(format!("listen on {}", req.address)))?;
+    let port = listener.local_addr().map_err(io("read the listening port"))?.port();
+    let token = req.token.0.clone();
+    let (resource, snapshot) = (req.resource.clone(), req.snapshot.clone());
+    let task = tokio::spawn(async move {
+        let target = zpool.map(|zp| (zfs, zp));
+        let r = receive(&transfers, listener, &req, target).await;
+        if let Err(e) = &r {
+            tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "receiving a shipped snapshot failed: {e}");
+        }
+        r.map_err(|e| e.to_string())
+    });
+    ships.pending.lock().insert(token, Pending { resource, snapshot, task });
+    Ok(port)
+}
+
+/// A FILE pool receives into files that must not exist yet, on top of
+/// the base's file for an incremental.
+async fn check_files(req: &ShipListen) -> Result<(), BackupError> {
     let pool = file_pool(&req.pool)?;
     pool.create_dir()?;
     for v in &req.volumes {
@@ -80,19 +120,7 @@ pub async fn listen(ships: Arc<Ships>, transfers: Arc<Transfers>, req: ShipListe
             tokio::fs::metadata(&from).await.map_err(io(format!("find the base snapshot {}", from.display())))?;
         }
     }
-    let listener = TcpListener::bind((req.address.as_str(), 0)).await.map_err(io(format!("listen on {}", req.address)))?;
-    let port = listener.local_addr().map_err(io("read the listening port"))?.port();
-    let token = req.token.0.clone();
-    let (resource, snapshot) = (req.resource.clone(), req.snapshot.clone());
-    let task = tokio::spawn(async move {
-        let r = receive(&transfers, listener, &req).await;
-        if let Err(e) = &r {
-            tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "receiving a shipped snapshot failed: {e}");
-        }
-        r.map_err(|e| e.to_string())
-    });
-    ships.pending.lock().insert(token, Pending { resource, snapshot, task });
-    Ok(port)
+    Ok(())
 }
 
 /// Reads the sender's hello: true when it presents `token`.
@@ -113,7 +141,7 @@ fn ring_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen) -> Result<(), BackupError> {
+async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen, zfs: Option<(Zfs, ZfsPool)>) -> Result<(), BackupError> {
     let running = transfers.start(&req.resource, &req.snapshot);
     let deadline = tokio::time::Instant::now() + ACCEPT_WAIT;
     let mut sock = loop {
@@ -134,6 +162,89 @@ async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen)
         }
     };
     drop(listener);
+    let result = match &zfs {
+        Some((zfs, zp)) => receive_zfs(&mut sock, zfs, zp, req, &running).await,
+        None => receive_files(&mut sock, req, &running).await,
+    };
+    // One status for the sender: 0 and nothing, or 1 and the reason.
+    let mut status = Vec::new();
+    match &result {
+        Ok(()) => status.push(0u8),
+        Err(e) => {
+            let msg = e.to_string();
+            status.push(1u8);
+            status.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+            status.extend_from_slice(msg.as_bytes());
+        }
+    }
+    if let Err(e) = sock.write_all(&status).await {
+        tracing::warn!("could not tell the sender how the shipment ended: {e}");
+    }
+    result
+}
+
+/// Receives each volume's `zfs send` stream (pieces of at most
+/// [`MAX_PIECE`] bytes, each after its length as u32, a length of 0 ending
+/// the volume) into `zfs receive`; ZFS checks the stream itself (its
+/// records carry checksums, and a stream cut short is refused). What
+/// arrived of a shipment that fails goes again.
+async fn receive_zfs(sock: &mut TcpStream, zfs: &Zfs, zp: &ZfsPool, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
+    let mut done: Vec<u32> = Vec::new();
+    let result = async {
+        let mut buf = vec![0u8; MAX_PIECE];
+        for v in &req.volumes {
+            let mut rx = zfs.receive_stream(zp, &req.resource, v.number, &req.snapshot).await?;
+            let Some(mut stdin) = rx.stdin.take() else {
+                return Err(BackupError::Corrupt { key: "shipment".into(), why: "zfs receive has no input".into() });
+            };
+            done.push(v.number);
+            let quiet = || BackupError::Corrupt { key: format!("shipped volume {}", v.number), why: "the sender went quiet".into() };
+            loop {
+                running.check()?;
+                let mut len = [0u8; 4];
+                match tokio::time::timeout(IDLE, sock.read_exact(&mut len)).await {
+                    Ok(r) => r.map_err(io("read the shipment (the sender stopped?)"))?,
+                    Err(_) => return Err(quiet()),
+                };
+                let n = u32::from_be_bytes(len) as usize;
+                if n == 0 {
+                    break;
+                }
+                if n > MAX_PIECE {
+                    return Err(BackupError::Corrupt { key: format!("shipped volume {}", v.number), why: format!("a piece of {n} bytes") });
+                }
+                match tokio::time::timeout(IDLE, sock.read_exact(&mut buf[..n])).await {
+                    Ok(r) => r.map_err(io("read the shipment (the sender stopped?)"))?,
+                    Err(_) => return Err(quiet()),
+                };
+                if let Err(e) = stdin.write_all(&buf[..n]).await {
+                    // zfs receive stopped reading: its own reason counts.
+                    drop(stdin);
+                    return Err(match rx.finish().await {
+                        Err(x) => cairn_storage::StorageError::from(x).into(),
+                        Ok(_) => io("feed zfs receive")(e),
+                    });
+                }
+            }
+            drop(stdin);
+            rx.finish().await.map_err(cairn_storage::StorageError::from)?;
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        for nr in done {
+            if let Err(e) = zfs.drop_received(zp, &req.resource, nr, &req.snapshot, req.base.is_none()).await {
+                tracing::warn!(resource = %req.resource, nr, "could not remove what arrived of a failed shipment: {e}");
+            }
+        }
+    }
+    result
+}
+
+/// Receives the volumes as backup frames into hidden files, renamed into
+/// place once all arrived complete.
+async fn receive_files(sock: &mut TcpStream, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
     let pool = file_pool(&req.pool)?;
     let mut placed: Vec<(PathBuf, PathBuf)> = Vec::new();
     let result = async {
@@ -147,7 +258,7 @@ async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen)
                 Some(b) => Some(Files::snapshot_path(&pool, &req.resource, v.number, b)?),
                 None => None,
             };
-            carry = receive_volume(&mut sock, &tmp, base, v.size, v.number, carry, &running).await?;
+            carry = receive_volume(sock, &tmp, base, v.size, v.number, carry, running).await?;
         }
         if !carry.is_empty() {
             return Err(BackupError::Corrupt { key: "shipment".into(), why: "bytes follow the last volume".into() });
@@ -162,20 +273,6 @@ async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen)
         for (tmp, _) in &placed {
             let _ = tokio::fs::remove_file(tmp).await;
         }
-    }
-    // One status for the sender: 0 and nothing, or 1 and the reason.
-    let mut status = Vec::new();
-    match &result {
-        Ok(()) => status.push(0u8),
-        Err(e) => {
-            let msg = e.to_string();
-            status.push(1u8);
-            status.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-            status.extend_from_slice(msg.as_bytes());
-        }
-    }
-    if let Err(e) = sock.write_all(&status).await {
-        tracing::warn!("could not tell the sender how the shipment ended: {e}");
     }
     result
 }
@@ -248,11 +345,12 @@ async fn receive_volume(
 
 /// Streams the volumes to the listening satellite and waits for its
 /// status.
-pub async fn send(transfers: &Transfers, req: &ShipSend) -> BackupSent {
+pub async fn send(transfers: &Transfers, zfs: &Zfs, req: &ShipSend) -> BackupSent {
     let running = transfers.start(&req.resource, &req.snapshot);
     let mut out = BackupSent::default();
     let result = async {
-        let pool = file_pool(&req.pool)?;
+        let zpool = zfs_pool(&req.pool)?;
+        let pool = if zpool.is_none() { Some(file_pool(&req.pool)?) } else { None };
         let sock = match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&req.target)).await {
             Ok(r) => r.map_err(io(format!("connect to {}", req.target)))?,
             Err(_) => {
@@ -270,9 +368,14 @@ pub async fn send(transfers: &Transfers, req: &ShipSend) -> BackupSent {
         hello.extend_from_slice(&token[..token.len().min(MAX_TOKEN)]);
         w.write_all(&hello).await.map_err(io("send the hello"))?;
         for nr in &req.volumes {
-            let path = Files::snapshot_path(&pool, &req.resource, *nr, &req.snapshot)?;
+            if let Some(zp) = &zpool {
+                out.volumes.push(send_zfs_volume(&mut w, zfs, zp, req, *nr, &running).await?);
+                continue;
+            }
+            let Some(pool) = &pool else { continue };
+            let path = Files::snapshot_path(pool, &req.resource, *nr, &req.snapshot)?;
             let base = match &req.base {
-                Some(b) => Some(Files::snapshot_path(&pool, &req.resource, *nr, b)?),
+                Some(b) => Some(Files::snapshot_path(pool, &req.resource, *nr, b)?),
                 None => None,
             };
             out.volumes.push(send_volume(&mut w, &path, base, *nr, req.chunk_size, &running).await?);
@@ -315,6 +418,43 @@ pub async fn send(transfers: &Transfers, req: &ShipSend) -> BackupSent {
         });
     }
     out
+}
+
+/// Sends one volume as `zfs send [-i base]` gives it, in pieces after
+/// their length, then a length of 0; only once `zfs send` ended well (a
+/// sender that fails closes the connection instead, and the receiver
+/// drops what it got).
+async fn send_zfs_volume(
+    w: &mut BufWriter<TcpStream>,
+    zfs: &Zfs,
+    zp: &ZfsPool,
+    req: &ShipSend,
+    nr: u32,
+    running: &Running<'_>,
+) -> Result<BackupVolumeSent, BackupError> {
+    let mut tx = zfs.send_stream(zp, &req.resource, nr, &req.snapshot, req.base.as_deref()).await?;
+    let Some(mut stdout) = tx.stdout.take() else {
+        return Err(BackupError::Corrupt { key: "shipment".into(), why: "zfs send has no output".into() });
+    };
+    let mut sent = BackupVolumeSent { number: nr, ..Default::default() };
+    let mut buf = vec![0u8; MAX_PIECE];
+    loop {
+        running.check()?;
+        let n = stdout.read(&mut buf).await.map_err(io("read zfs send"))?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&(n as u32).to_be_bytes()).await.map_err(io("send the stream"))?;
+        w.write_all(&buf[..n]).await.map_err(io("send the stream"))?;
+        sent.size += n as u64;
+        sent.stored_bytes += n as u64 + 4;
+        sent.chunks_stored += 1;
+    }
+    drop(stdout);
+    tx.finish().await.map_err(cairn_storage::StorageError::from)?;
+    w.write_all(&0u32.to_be_bytes()).await.map_err(io("send the end of a volume"))?;
+    sent.stored_bytes += 4;
+    Ok(sent)
 }
 
 /// Sends one volume: every chunk that is not zeros (full), or every chunk

@@ -107,6 +107,18 @@ pub trait Provider: Send + Sync {
     fn delete_snapshot<'a>(&'a self, _rsc: &'a Name, _nr: u32, _snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async { Ok(()) })
     }
+    /// Removes what is left of `rsc` after its volumes once none of its
+    /// snapshots is wanted here (ZFS: snapshots kept on volumes renamed
+    /// aside).
+    fn forget<'a>(&'a self, _rsc: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Gives a snapshot shipped from another cluster its name now that it
+    /// is desired: true when there was one (ZFS; FILE adopts its received
+    /// files itself).
+    fn adopt_received<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a Name) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async { Ok(false) })
+    }
     /// Whether the volume still has to go back to `snap` for rollback `id`
     /// (each rollback id happens once).
     fn needs_rollback<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a Name, _id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
@@ -624,7 +636,13 @@ impl Provider for ZfsProvider {
         Box::pin(async move { self.zfs.needs_rollback(&self.pool, &v.rsc, v.nr, snap, id).await })
     }
     fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(async move { self.zfs.rollback(&self.pool, &v.rsc, v.nr, snap, id).await })
+        Box::pin(async move { self.zfs.rollback(&self.pool, &v.rsc, v.nr, &v.id, snap, id).await })
+    }
+    fn forget<'a>(&'a self, rsc: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.zfs.forget(&self.pool, rsc).await })
+    }
+    fn adopt_received<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async move { self.zfs.adopt_received(&self.pool, &v.rsc, v.nr, snap).await })
     }
     // Incrementals compare every chunk with the base's chunk map (no
     // `snapshot_changes`); restores go into LVM_THIN or FILE_THIN pools.

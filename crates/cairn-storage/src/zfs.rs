@@ -108,6 +108,10 @@ pub fn parse_value(out: &str, program: &'static str) -> Result<u64, StorageError
 const DELETED: &str = "_deleted_";
 /// The prefix of the snapshots clones of a resource are made from.
 const CLONE_SNAP: &str = "cairn_clone_";
+/// The prefix a snapshot shipped from another cluster arrives under; it
+/// takes its own name when the controller registered it (until then the
+/// satellite would delete it as not desired).
+const RECEIVED: &str = "cairn_recv_";
 
 /// A full copy takes as long as the data: an hour before it is killed.
 const COPY_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -122,6 +126,30 @@ pub struct Zfs {
 
 fn zvol_name(pool: &ZfsPool, rsc: &str, nr: u32) -> Result<String, StorageError> {
     Ok(format!("{}/{}_{nr:05}", pool.dataset, safe_name(rsc)?))
+}
+
+/// The volume number when `base` is volume `nr` of `rsc` (`<rsc>_<NNNNN>`)
+/// or one of its earlier volumes renamed aside
+/// (`_deleted_<rsc>_<NNNNN>_<id>[-<n>]`; the id holds no `_`, so another
+/// resource's name that starts the same never matches).
+fn owner(pool: &ZfsPool, rsc: &str, base: &str) -> Option<u32> {
+    let leaf = base.strip_prefix(&pool.dataset)?.strip_prefix('/')?;
+    if let Some(nr) = leaf.strip_prefix(rsc).and_then(|r| r.strip_prefix('_')).and_then(volume_number) {
+        return Some(nr);
+    }
+    let rest = leaf.strip_prefix(DELETED)?.strip_prefix(rsc)?.strip_prefix('_')?;
+    let (nr, id) = rest.split_once('_')?;
+    (!id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')).then(|| volume_number(nr)).flatten()
+}
+
+/// The origin snapshot of `name` when it waits only for `name` to go: it
+/// was deleted already (renamed aside) or made only for clones, and `name`
+/// is its last clone. `gone` lists what was destroyed since `all` was read.
+fn orphaned_origin(all: &[Zvol], name: &str, gone: &[String]) -> Option<String> {
+    let snap = all.iter().find(|z| z.name == name)?.origin.clone()?;
+    let o = all.iter().find(|z| z.name == snap && !gone.contains(&z.name))?;
+    let waiting = snap.rsplit_once('@').is_some_and(|(_, s)| s.starts_with(DELETED) || s.starts_with(CLONE_SNAP));
+    (waiting && o.clones.iter().all(|c| c == name || gone.contains(c))).then_some(snap)
 }
 
 impl Zfs {
@@ -244,57 +272,86 @@ impl Zfs {
     }
 
     /// `zfs destroy`, or — while snapshots of it remain — a rename out of
-    /// the way (`_deleted_<name>_<identity>`, its snapshots with it), as
-    /// LINSTOR's ZfsProvider does. A clone that goes takes its origin
-    /// snapshot with it when that was deleted already (renamed aside) or
-    /// was made only for clones, and has no other clone; a volume renamed
-    /// aside goes with its last snapshot.
+    /// the way (`_deleted_<name>_<identity>`, its snapshots with it; `-<n>`
+    /// added when that name is taken), as LINSTOR's ZfsProvider does. A
+    /// clone that goes takes its origin snapshot with it when that was
+    /// deleted already (renamed aside) or was made only for clones, and
+    /// has no other clone; a volume renamed aside goes with its last
+    /// snapshot.
     async fn destroy(&self, all: &[Zvol], name: &str) -> Result<(), StorageError> {
         let has_snapshots = all.iter().any(|z| z.name.starts_with(&format!("{name}@")));
         if has_snapshots {
             let (parent, leaf) = name.rsplit_once('/').unwrap_or(("", name));
             let vid = all.iter().find(|z| z.name == name).and_then(|z| z.vid.as_deref()).unwrap_or("");
-            let short: String = vid.chars().take(8).collect();
-            let target = format!("{parent}/{DELETED}{leaf}_{short}");
+            let mut short: String = vid.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+            if short.is_empty() {
+                short.push('0');
+            }
+            let first = format!("{parent}/{DELETED}{leaf}_{short}");
+            let target = std::iter::once(first.clone())
+                .chain((1..).map(|n| format!("{first}-{n}")))
+                .find(|t| !all.iter().any(|z| &z.name == t))
+                .unwrap_or(first);
             self.runner.run(&self.zfs().args(["rename", name, &target])).await?;
             return Ok(());
         }
         self.runner.run(&self.zfs().args(["destroy", name])).await?;
-        let origin = all.iter().find(|z| z.name == name).and_then(|z| z.origin.clone());
-        if let Some(snap) = origin
-            && let Some(o) = all.iter().find(|z| z.name == snap)
-            && o.clones.iter().all(|c| c == name)
-            && snap.rsplit_once('@').is_some_and(|(_, s)| s.starts_with(DELETED) || s.starts_with(CLONE_SNAP))
-        {
+        if let Some(snap) = orphaned_origin(all, name, &[]) {
             self.destroy_snapshot(all, &snap).await?;
         }
         Ok(())
     }
 
     /// Destroys a snapshot, then its volume if that was renamed aside and
-    /// has no other snapshot.
+    /// has no other snapshot, then that volume's origin if it was waiting
+    /// for its last clone, and so on.
     async fn destroy_snapshot(&self, all: &[Zvol], snap: &str) -> Result<(), StorageError> {
-        self.runner.run(&self.zfs().args(["destroy", snap])).await?;
-        let Some((base, _)) = snap.rsplit_once('@') else { return Ok(()) };
-        let aside = base.rsplit_once('/').is_some_and(|(_, leaf)| leaf.starts_with(DELETED));
-        let others = all.iter().any(|z| z.name != snap && z.name.starts_with(&format!("{base}@")));
-        if aside && !others {
-            self.runner.run(&self.zfs().args(["destroy", base])).await?;
+        let mut gone: Vec<String> = Vec::new();
+        let mut next = Some(snap.to_string());
+        while let Some(snap) = next.take() {
+            self.runner.run(&self.zfs().args(["destroy", &snap])).await?;
+            gone.push(snap.clone());
+            let Some((base, _)) = snap.rsplit_once('@') else { break };
+            let aside = base.rsplit_once('/').is_some_and(|(_, leaf)| leaf.starts_with(DELETED));
+            let others = all.iter().any(|z| !gone.contains(&z.name) && z.name.starts_with(&format!("{base}@")));
+            if aside && !others {
+                self.runner.run(&self.zfs().args(["destroy", base])).await?;
+                gone.push(base.to_string());
+                next = orphaned_origin(all, base, &gone);
+            }
         }
         Ok(())
     }
 
+    /// The snapshot `snap` of volume `nr` of `rsc`: on the volume, else on
+    /// one of its earlier volumes renamed aside (kept for their snapshots
+    /// after a delete or a rollback to an older snapshot).
+    fn snapshot_of(all: &[Zvol], pool: &ZfsPool, rsc: &str, nr: u32, snap: &str) -> Option<String> {
+        let live = format!("{}/{rsc}_{nr:05}@{snap}", pool.dataset);
+        if all.iter().any(|z| z.name == live) {
+            return Some(live);
+        }
+        all.iter()
+            .filter(|z| z.kind == "snapshot")
+            .find(|z| z.name.split_once('@').is_some_and(|(base, s)| s == snap && owner(pool, rsc, base) == Some(nr)))
+            .map(|z| z.name.clone())
+    }
+
     /// Snapshots of `rsc`'s volumes (`<rsc>_<NNNNN>@<snap>`): snapshot name
-    /// -> volume numbers. Snapshots renamed aside and those made for
-    /// clones are not the user's.
+    /// -> volume numbers, also those kept on volumes renamed aside
+    /// (`_deleted_<rsc>_<NNNNN>_<id>@<snap>`). Snapshots renamed aside and
+    /// those made for clones are not the user's.
     pub async fn snapshots(&self, pool: &ZfsPool, rsc: &str) -> Result<std::collections::BTreeMap<String, Vec<u32>>, StorageError> {
-        let prefix = format!("{}/{}_", pool.dataset, safe_name(rsc)?);
+        let rsc = safe_name(rsc)?;
         let mut out: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
         for z in self.list(pool).await?.iter().filter(|z| z.kind == "snapshot") {
             let Some((base, snap)) = z.name.split_once('@') else { continue };
-            let Some(nr) = base.strip_prefix(&prefix).and_then(volume_number) else { continue };
-            if !snap.starts_with(DELETED) && !snap.starts_with(CLONE_SNAP) {
-                out.entry(snap.to_string()).or_default().push(nr);
+            let Some(nr) = owner(pool, rsc, base) else { continue };
+            if !snap.starts_with(DELETED) && !snap.starts_with(CLONE_SNAP) && !snap.starts_with(RECEIVED) {
+                let nrs = out.entry(snap.to_string()).or_default();
+                if !nrs.contains(&nr) {
+                    nrs.push(nr);
+                }
             }
         }
         Ok(out)
@@ -336,37 +393,159 @@ impl Zfs {
         Ok(())
     }
 
-    /// Destroys the snapshot, or — while clones of it remain — renames it
-    /// aside (`@_deleted_<snap>_<n>`); the last clone takes it along.
+    /// Destroys the snapshot (on the volume or on one renamed aside), or —
+    /// while clones of it remain — renames it aside
+    /// (`@_deleted_<snap>_<n>`); the last clone takes it along.
     pub async fn delete_snapshot(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
-        let base = zvol_name(pool, rsc, nr)?;
-        let name = format!("{base}@{}", safe_name(snap)?);
+        let (rsc, snap) = (safe_name(rsc)?, safe_name(snap)?);
         let all = self.list(pool).await?;
+        let Some(name) = Self::snapshot_of(&all, pool, rsc, nr, snap) else { return Ok(()) };
         let Some(z) = all.iter().find(|z| z.name == name) else { return Ok(()) };
         if z.clones.is_empty() {
             return self.destroy_snapshot(&all, &name).await;
         }
+        let base = name.split_once('@').map(|(b, _)| b).unwrap_or_default();
         let target = (0..).map(|n| format!("{base}@{DELETED}{snap}_{n}")).find(|t| !all.iter().any(|z| &z.name == t)).unwrap_or_default();
         self.runner.run(&self.zfs().args(["rename", &name, &target])).await?;
         Ok(())
     }
 
-    /// Whether volume `nr` still has to go back to `snap` for rollback
-    /// `id`: it exists, has not had that rollback, and the snapshot exists.
-    pub async fn needs_rollback(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str, id: &str) -> Result<bool, StorageError> {
-        let name = zvol_name(pool, rsc, nr)?;
-        let snap = format!("{name}@{}", safe_name(snap)?);
+    /// `zfs send [-i <base>] <zvol>@<snap>` (LINSTOR's shipping command),
+    /// its stdout for the caller to stream; the snapshots may be on the
+    /// volume or on one renamed aside.
+    pub async fn send_stream(
+        &self,
+        pool: &ZfsPool,
+        rsc: &str,
+        nr: u32,
+        snap: &str,
+        base: Option<&str>,
+    ) -> Result<cairn_exec::Streaming, StorageError> {
+        let rsc = safe_name(rsc)?;
         let all = self.list(pool).await?;
-        Ok(all.iter().any(|z| z.name == name && z.rollback.as_deref() != Some(id)) && all.iter().any(|z| z.name == snap))
+        let missing =
+            |s: &str| StorageError::BadBacking(format!("snapshot '{s}' of volume {nr} of '{rsc}' is not in pool '{}'", pool.name));
+        let from = Self::snapshot_of(&all, pool, rsc, nr, safe_name(snap)?).ok_or_else(|| missing(snap))?;
+        let mut c = Cmd::new("zfs").arg("send").timeout(COPY_TIMEOUT);
+        if let Some(b) = base {
+            c = c.args(["-i", &Self::snapshot_of(&all, pool, rsc, nr, safe_name(b)?).ok_or_else(|| missing(b))?]);
+        }
+        Ok(self.runner.stream(&c.arg(&from), cairn_exec::Feed::Out).await?)
     }
 
-    /// `zfs rollback <zvol>@<snap>` (refused by ZFS while later snapshots
-    /// exist, as in LINSTOR), then the rollback id on the volume.
-    pub async fn rollback(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str, id: &str) -> Result<(), StorageError> {
+    /// Whether volume `nr` of `rsc` can receive snapshot `snap` (full
+    /// without `base`, else incremental on top of `base`): the snapshot
+    /// is not here yet, and for an incremental the volume holds `base`
+    /// (`zfs receive` applies the stream to the volume itself).
+    pub async fn receive_check(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str, base: Option<&str>) -> Result<(), StorageError> {
         let name = zvol_name(pool, rsc, nr)?;
-        self.runner.run(&self.zfs().args(["rollback", &format!("{name}@{}", safe_name(snap)?)])).await?;
+        let snap = safe_name(snap)?;
+        let all = self.list(pool).await?;
+        if all.iter().any(|z| z.name == format!("{name}@{snap}") || z.name == format!("{name}@{RECEIVED}{snap}")) {
+            return Err(StorageError::BadBacking(format!("snapshot {name}@{snap} exists on this node")));
+        }
+        match base {
+            Some(b) if !all.iter().any(|z| z.name == format!("{name}@{}", safe_name(b).unwrap_or_default())) => {
+                Err(StorageError::BadBacking(format!("the base snapshot {name}@{b} is not on this node")))
+            }
+            None if all.iter().any(|z| z.name == name) => {
+                Err(StorageError::BadBacking(format!("volume {name} exists: a full stream cannot go into it")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `zfs receive -F <zvol>@cairn_recv_<snap>` (LINSTOR's receiving
+    /// command, under the name that waits for the registration), its stdin
+    /// for the caller to stream. A stream that does not end complete is
+    /// refused by ZFS and leaves nothing.
+    pub async fn receive_stream(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str) -> Result<cairn_exec::Streaming, StorageError> {
+        let to = format!("{}@{RECEIVED}{}", zvol_name(pool, rsc, nr)?, safe_name(snap)?);
+        let c = Cmd::new("zfs").args(["receive", "-F", &to]).timeout(COPY_TIMEOUT);
+        Ok(self.runner.stream(&c, cairn_exec::Feed::In).await?)
+    }
+
+    /// Removes what arrived of a shipment that failed: the received
+    /// snapshot, and with a full stream the volume it made.
+    pub async fn drop_received(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str, full: bool) -> Result<(), StorageError> {
+        let name = zvol_name(pool, rsc, nr)?;
+        let got = format!("{name}@{RECEIVED}{}", safe_name(snap)?);
+        let all = self.list(pool).await?;
+        if full && all.iter().any(|z| z.name == name && z.vid.is_none()) {
+            self.runner.run(&self.zfs().args(["destroy", "-r", &name])).await?;
+        } else if all.iter().any(|z| z.name == got) {
+            self.runner.run(&self.zfs().args(["destroy", &got])).await?;
+        }
+        Ok(())
+    }
+
+    /// A received snapshot takes its name once it is desired (registered
+    /// by the controller): true when there was one.
+    pub async fn adopt_received(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str) -> Result<bool, StorageError> {
+        let (rsc, snap) = (safe_name(rsc)?, safe_name(snap)?);
+        let all = self.list(pool).await?;
+        let Some(got) = Self::snapshot_of(&all, pool, rsc, nr, &format!("{RECEIVED}{snap}")) else { return Ok(false) };
+        let base = got.split_once('@').map(|(b, _)| b).unwrap_or_default();
+        self.runner.run(&self.zfs().args(["rename", &got, &format!("{base}@{snap}")])).await?;
+        Ok(true)
+    }
+
+    /// Removes what is left of `rsc` once no snapshot of it is wanted on
+    /// this node: the snapshots kept on its volumes renamed aside (and with
+    /// the last one each such volume).
+    pub async fn forget(&self, pool: &ZfsPool, rsc: &str) -> Result<(), StorageError> {
+        let rsc = safe_name(rsc)?;
+        let snaps = self.snapshots(pool, rsc).await?;
+        for (snap, nrs) in snaps {
+            for nr in nrs {
+                self.delete_snapshot(pool, rsc, nr, &snap).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether volume `nr` still has to go back to `snap` for rollback
+    /// `id`: it has not had that rollback (or is missing: a rollback cut
+    /// short between its steps), and the snapshot exists.
+    pub async fn needs_rollback(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str, id: &str) -> Result<bool, StorageError> {
+        let name = zvol_name(pool, rsc, nr)?;
+        let all = self.list(pool).await?;
+        let done = all.iter().any(|z| z.name == name && z.kind == "volume" && z.rollback.as_deref() == Some(id));
+        Ok(!done && Self::snapshot_of(&all, pool, safe_name(rsc)?, nr, safe_name(snap)?).is_some())
+    }
+
+    /// Back to `snap`: `zfs rollback <zvol>@<snap>` when it is the volume's
+    /// newest snapshot. Otherwise (ZFS would destroy the newer ones) as
+    /// LINSTOR's "clone" strategy: the volume is renamed aside with all its
+    /// snapshots, and a `zfs clone` of the snapshot takes its place, so
+    /// every snapshot stays. Then the rollback id is on the volume (set by
+    /// the clone itself), so it happens once.
+    pub async fn rollback(&self, pool: &ZfsPool, rsc: &str, nr: u32, vid: &str, snap: &str, id: &str) -> Result<(), StorageError> {
+        let (rsc, snap) = (safe_name(rsc)?, safe_name(snap)?);
+        let name = zvol_name(pool, rsc, nr)?;
         let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-        self.runner.run(&self.zfs().args(["set", &format!("cairn:rb={id}"), &name])).await?;
+        let all = self.list(pool).await?;
+        let live = all.iter().find(|z| z.name == name && z.kind == "volume");
+        let target = format!("{name}@{snap}");
+        let own: Vec<&Zvol> = all.iter().filter(|z| z.kind == "snapshot" && z.name.starts_with(&format!("{name}@"))).collect();
+        // `zfs list` gives a volume's snapshots oldest first.
+        let newest = own.last().is_some_and(|z| z.name == target);
+        if live.is_some() && newest {
+            self.runner.run(&self.zfs().args(["rollback", &target])).await?;
+            self.runner.run(&self.zfs().args(["set", &format!("cairn:rb={id}"), &name])).await?;
+            return Ok(());
+        }
+        let vid: String = live.and_then(|z| z.vid.clone()).unwrap_or_else(|| vid.chars().filter(char::is_ascii_alphanumeric).collect());
+        if let Some(l) = live {
+            self.destroy(&all, &l.name).await?;
+        }
+        let all = self.list(pool).await?;
+        let Some(from) = Self::snapshot_of(&all, pool, rsc, nr, snap) else {
+            return Err(StorageError::BadBacking(format!("the snapshot {target} to roll back to does not exist")));
+        };
+        self.runner
+            .run(&self.zfs().args(["clone", "-o", &format!("cairn:vid={vid}"), "-o", &format!("cairn:rb={id}"), &from, &name]))
+            .await?;
         Ok(())
     }
 
@@ -383,12 +562,22 @@ impl Zfs {
     ) -> Result<VolumeObserved, StorageError> {
         let (rsc, nr, id, size) = (v.rsc.as_str(), v.nr, v.id, v.size);
         let name = zvol_name(pool, rsc, nr)?;
-        let all = self.list(pool).await?;
+        let mut all = self.list(pool).await?;
+        let received = all.iter().find(|z| z.name == name && z.kind == "volume" && z.vid.is_none());
+        if received.is_some() && safe_name(src_rsc)? == rsc {
+            // Shipped from another cluster into this very volume (as
+            // LINSTOR receives): it becomes the resource's, with the
+            // snapshot it came with.
+            self.adopt_received(pool, rsc, nr, snap).await?;
+            let vid: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+            self.runner.run(&self.zfs().args(["set", &format!("cairn:vid={vid}"), &name])).await?;
+            all = self.list(pool).await?;
+        }
         if !all.iter().any(|z| z.name == name && z.kind == "volume") {
-            let from = format!("{}@{}", zvol_name(pool, src_rsc, nr)?, safe_name(snap)?);
-            if !all.iter().any(|z| z.name == from) {
+            let Some(from) = Self::snapshot_of(&all, pool, safe_name(src_rsc)?, nr, safe_name(snap)?) else {
+                let from = format!("{}@{snap}", zvol_name(pool, src_rsc, nr)?);
                 return Err(StorageError::BadBacking(format!("the snapshot {from} to restore from does not exist")));
-            }
+            };
             let vid: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
             self.runner.run(&self.zfs().args(["clone", "-o", &format!("cairn:vid={vid}"), &from, &name])).await?;
         }
@@ -561,8 +750,15 @@ mod tests {
         replay(&f, "list");
         let snaps = rt().block_on(z.snapshots(&pool, "db")).unwrap();
         assert_eq!(snaps, [("snap1".to_string(), vec![0])].into());
+        // A volume renamed aside keeps its snapshots for its resource
+        // (LINSTOR keeps them after the resource is deleted) ...
         replay(&f, "list");
-        assert!(rt().block_on(z.snapshots(&pool, "old")).unwrap().is_empty(), "renamed aside: not the resource's any more");
+        assert_eq!(rt().block_on(z.snapshots(&pool, "old")).unwrap(), [("keep".to_string(), vec![0])].into());
+        // ... but not for another resource whose name starts the same.
+        replay(&f, "list");
+        assert!(rt().block_on(z.snapshots(&pool, "ol")).unwrap().is_empty());
+        assert!(owner(&pool, "old", "tank/linstor/_deleted_old_00000_abcdef01-2") == Some(0));
+        assert!(owner(&pool, "old", "tank/linstor/_deleted_old_00000_x_00000_ab").is_none(), "that is resource old_00000_x");
         assert!(f.is_done(), "{:?}", f.calls());
     }
 
@@ -673,14 +869,41 @@ mod tests {
         }
         replay(&f, "list");
         assert!(!rt().block_on(z.needs_rollback(&pool, "db", 0, "nosuch", "rb-8")).unwrap(), "no snapshot, no rollback");
+        // snap1 is db's newest snapshot: `zfs rollback`.
+        replay(&f, "list");
         f.expect(&["zfs", "rollback", "tank/linstor/db_00000@snap1"], "")
             .expect(&["zfs", "set", "cairn:rb=rb-8", "tank/linstor/db_00000"], "");
-        rt().block_on(z.rollback(&pool, "db", 0, "snap1", "rb-8")).unwrap();
-        // ZFS refuses a rollback past later snapshots; the error says so.
+        rt().block_on(z.rollback(&pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-8")).unwrap();
+        // A newer snapshot exists: ZFS would refuse (or, with -r, destroy
+        // it), so the volume goes aside with both snapshots and a clone of
+        // snap1 takes its place, identity and rollback id set at once.
+        let with_s2 = format!("{}tank/linstor/db_00000@s2\t8192\t1073741824\tsnapshot\t-\t-\t-\tffeeddccbbaa\t-\n", captured("list").out);
+        let aside = with_s2.replace("tank/linstor/db_00000", "tank/linstor/_deleted_db_00000_ffeeddcc");
+        let l = list_cmd(POOL);
+        f.expect(&l, &with_s2)
+            .expect(&["zfs", "rename", "tank/linstor/db_00000", "tank/linstor/_deleted_db_00000_ffeeddcc"], "")
+            .expect(&l, &aside)
+            .expect(
+                &[
+                    "zfs",
+                    "clone",
+                    "-o",
+                    "cairn:vid=ffeeddccbbaa",
+                    "-o",
+                    "cairn:rb=rb-9",
+                    "tank/linstor/_deleted_db_00000_ffeeddcc@snap1",
+                    "tank/linstor/db_00000",
+                ],
+                "",
+            );
+        rt().block_on(z.rollback(&pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-9")).unwrap();
+        // Both snapshots are still the resource's, from the volume aside.
+        f.expect(&l, &aside);
+        assert_eq!(rt().block_on(z.snapshots(&pool, "db")).unwrap(), [("s2".to_string(), vec![0]), ("snap1".to_string(), vec![0])].into());
+        // The real error text of the refused `zfs rollback` (why the clone).
         let c = captured("rollback_not_latest");
         assert_ne!(c.rc, 0);
-        f.expect_failure(&["zfs", "rollback", "tank/linstor/db_00000@snap1"], c.rc, &c.err);
-        assert!(err_text(rt().block_on(z.rollback(&pool, "db", 0, "snap1", "rb-9"))).contains("more recent snapshots"));
+        assert!(c.err.contains("more recent snapshots"), "{}", c.err);
         assert!(f.is_done(), "{:?}", f.calls());
         // Restore: a clone of the snapshot with the new identity, then ensured.
         let l = list_cmd(POOL);

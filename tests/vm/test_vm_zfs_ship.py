@@ -1,0 +1,130 @@
+"""Shipping a ZFS volume to another cluster as `zfs send` / `zfs receive`
+streams, as LINSTOR ships ZFS snapshots: two Cairn clusters, each a
+controller on the host (inside the test's network namespace) with one VM of
+the ZFS image as its satellite (both booted at once, on the test bridge so
+the satellites reach each other), a ZFS_THIN pool on a real zpool in each,
+and LINSTOR remotes registered both ways. A full ship restores the resource
+on the target; after more writes an incremental ship (`zfs send -i`) of
+the snapshot both hold; the target's data is compared by sha256 with the
+source's."""
+
+import os
+import shutil
+import tempfile
+
+import linstor
+import pytest
+
+from conftest import CLIENT_TIMEOUT, PLAIN_LUKS, Controller, Vm, _teardown, bridge, e2e, ok, private_network, wait_for
+
+MIB = 1024  # KiB
+TAPS = {"za": 5, "zb": 6}
+
+
+def sh(vm, cmd):
+    rc, out = vm.sh(cmd)
+    assert rc == 0, f"{cmd}: {out}"
+    return out
+
+
+def digest(vm, dev):
+    """sha256 of the whole device, read past the page cache."""
+    out = sh(vm, f"set -o pipefail; udevadm settle -t 20; blockdev --flushbufs {dev} && "
+                 f"dd if={dev} bs=1M iflag=direct status=none | sha256sum")
+    return out.split()[0]
+
+
+def datasets(vm):
+    return sorted(sh(vm, "zfs list -H -r -t volume,snapshot -o name tank/thin").split())
+
+
+@pytest.fixture(scope="module")
+def two_zfs_clusters(zfs_image):
+    private_network()
+    bridge(TAPS.values())
+    roots, ctrls, lins, vms = {}, {}, {}, {}
+    try:
+        for n in TAPS:
+            roots[n] = tempfile.mkdtemp(prefix=f"cairn-zship-{n}-")
+            ctrls[n] = Controller(roots[n], extra_args=PLAIN_LUKS).start()
+            lins[n] = linstor.Linstor(ctrls[n].url, timeout=CLIENT_TIMEOUT)
+            lins[n].connect()
+            ok(lins[n].controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
+        for n, tap in TAPS.items():  # booting at once
+            vms[n] = Vm(n, None, os.path.join(roots[n], "cluster-secret"), disks=("1G",), mem=768, image=zfs_image,
+                        tap=tap, zfs=True).launch()
+        for n, vm in vms.items():
+            vm.wait_ready()
+            assert "CAIRN-VM-NO-ZFS" not in vm.log(), vm.log()[-3000:]
+            ok(lins[n].node_create(n, "SATELLITE", vm.ip))
+            wait_for(f"{n} online", lambda: lins[n].node_list_raise().nodes[0].connection_status == "ONLINE", timeout=60)
+            sh(vm, "zpool create -o ashift=12 -O mountpoint=none -O compression=off tank /dev/vda && zfs create tank/thin")
+            ok(lins[n].storage_pool_create(n, "zfsthin", "ZFS_THIN", "tank/thin"))
+        ids = {n: lins[n].controller_props()[0].properties["Cluster/LocalID"] for n in TAPS}
+        ok(lins["za"].remote_create_linstor("b", ctrls["zb"].url, cluster_id=ids["zb"]))
+        ok(lins["zb"].remote_create_linstor("a", ctrls["za"].url, cluster_id=ids["za"]))
+        clusters = []
+        for n in TAPS:
+            c = type("C", (), {})()
+            c.ctrl, c.lin, c.vm = ctrls[n], lins[n], vms[n]
+            clusters.append(c)
+        yield clusters
+    finally:
+        for n in TAPS:
+            if n in ctrls:
+                _teardown(lins.get(n), ctrls[n], [vms[n]] if n in vms else [], roots[n])
+            elif n in roots:
+                shutil.rmtree(roots[n], ignore_errors=True)
+
+
+def shipped(a, rsc, n):
+    """The shipments of `rsc` to remote b once `n` of them ended well."""
+    return e2e.shipped(a, "b", rsc, n, timeout=180)
+
+
+def test_full_then_incremental_zfs_send_receive_to_another_cluster(two_zfs_clusters):
+    a, b = two_zfs_clusters
+    ok(a.lin.resource_dfn_create("zs"))
+    ok(a.lin.volume_dfn_create("zs", 32 * MIB, storage_pool="zfsthin"))
+    ok(a.lin.resource_create([linstor.ResourceData("za", "zs", storage_pool="zfsthin")]))
+    src = "/dev/zvol/tank/thin/zs_00000"
+    sh(a.vm, f"dd if=/dev/urandom of={src} bs=1M count=6 oflag=direct conv=fsync status=none")
+    first_data = digest(a.vm, src)
+
+    # Full: `zfs send zs_00000@<snap>` into `zfs receive` on zb; B
+    # registers the definition, the snapshot and a resource restored
+    # from it (the received zvol itself).
+    replies = ok(a.lin.backup_ship("b", "zs", "zd", dst_node="zb"))
+    assert any("full" in r.message for r in replies), [r.message for r in replies]
+    [first] = shipped(a, "zs", 1)
+    snap1 = first["origin_snap"]
+    # About the 6 MiB written: zfs send leaves out what was never written.
+    assert 6 * 1024 * 1024 <= first["sent_bytes"] < 8 * 1024 * 1024, first
+    assert [(s.rsc_name, s.snapshot_name) for s in b.lin.snapshot_dfn_list_raise().snapshots] == [("zd", snap1)]
+    dst = "/dev/zvol/tank/thin/zd_00000"
+    wait_for("the restored resource on zb", lambda: [r.node_name for r in b.lin.resource_list_raise(filter_by_resources=["zd"]).resources] == ["zb"])
+    wait_for("the received snapshot under its name", lambda: f"tank/thin/zd_00000@{snap1}" in datasets(b.vm), timeout=60)
+    assert digest(b.vm, dst) == first_data
+    assert not [d for d in datasets(b.vm) if "cairn_recv_" in d]
+
+    # More data, then an incremental ship based on the snapshot both hold:
+    # `zfs send -i`, carrying about what changed.
+    sh(a.vm, f"dd if=/dev/urandom of={src} bs=1M count=2 seek=10 oflag=direct conv=fsync status=none")
+    second_data = digest(a.vm, src)
+    assert second_data != first_data
+    replies = ok(a.lin.backup_ship("b", "zs", "zd", dst_node="zb"))
+    assert any("incremental" in r.message for r in replies), [r.message for r in replies]
+    ships = shipped(a, "zs", 2)
+    [second] = [s for s in ships if s["id"] != first["id"]]
+    snap2 = second["origin_snap"]
+    assert second["based_on_id"].endswith(snap1), second
+    assert second["sent_bytes"] < 3 * 1024 * 1024, second
+    wait_for("second snapshot on B", lambda: len(b.lin.snapshot_dfn_list_raise().snapshots) == 2)
+    wait_for("the second snapshot under its name", lambda: f"tank/thin/zd_00000@{snap2}" in datasets(b.vm), timeout=60)
+    # Restored from it on B: the source's data at the second snapshot.
+    ok(b.lin.resource_dfn_create("check"))
+    for what in ("snapshot-restore-volume-definition", "snapshot-restore-resource"):
+        status, _, body = b.ctrl.request("POST", f"/v1/resource-definitions/zd/{what}/{snap2}", {"to_resource": "check"})
+        assert status == 200, body
+    assert digest(b.vm, "/dev/zvol/tank/thin/check_00000") == second_data
+    assert digest(a.vm, src) == second_data, "the source is untouched"
