@@ -2,11 +2,14 @@
 //! checksummed objects, and downloaded again into a snapshot to restore
 //! from. The format is described in docs/BACKUP-FORMAT.md.
 //!
-//! Memory stays bounded: one chunk is read, hashed and compressed at a
-//! time, and parts of a multipart upload are sent as soon as they reach
-//! [`PART_SIZE`]; a download is parsed frame by frame as it arrives.
+//! Memory stays bounded: a few chunks at a time (see [`pipeline_depth`])
+//! are read, hashed and compressed on the blocking pool and join the parts
+//! in their order; parts of a multipart upload are sent as soon as they
+//! reach [`PART_SIZE`]; a download is parsed frame by frame as it arrives,
+//! a few frames at a time decompressed, verified and written in place.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +23,6 @@ use cairn_storage::Name;
 use cairn_storage::file::{FilePool, Files};
 use cairn_storage::provider::{Provider, Tools};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Start of every backup object.
 pub const MAGIC: &[u8; 8] = b"CAIRNBK1";
@@ -153,15 +155,23 @@ pub(crate) fn file_pool(p: &PoolDesired) -> Result<FilePool, BackupError> {
     }
 }
 
+/// Whether a chunk is all zeros, compared a page at a time (memcmp), not
+/// byte by byte.
+fn is_zero(data: &[u8]) -> bool {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    data.chunks(ZEROS.len()).all(|page| page == &ZEROS[..page.len()])
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut sum = [0u8; 32];
+    sum.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, data).as_ref());
+    sum
+}
+
 /// sha256 of a chunk, hex; the empty string for a chunk of zeros (which a
 /// full backup leaves out: a restored volume starts out zeroed).
 pub fn chunk_hash(data: &[u8]) -> String {
-    // Compared a page at a time (memcmp), not byte by byte.
-    const ZEROS: [u8; 4096] = [0; 4096];
-    if data.chunks(ZEROS.len()).all(|page| page == &ZEROS[..page.len()]) {
-        return String::new();
-    }
-    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+    if is_zero(data) { String::new() } else { hex(&sha256(data)) }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -180,15 +190,92 @@ pub fn header(chunk_size: u64, volume_size: u64) -> Vec<u8> {
 /// One chunk as a frame: its header (with the sha256 of the raw data)
 /// followed by the zstd-compressed data.
 pub fn frame(index: u64, raw: &[u8]) -> Result<Vec<u8>, BackupError> {
+    frame_with(index, raw, &sha256(raw))
+}
+
+/// [`frame`] with the chunk's sha256 already computed.
+fn frame_with(index: u64, raw: &[u8], sum: &[u8; 32]) -> Result<Vec<u8>, BackupError> {
     let packed = zstd::bulk::compress(raw, LEVEL).map_err(io("compress a chunk"))?;
     let mut f = Vec::with_capacity(FRAME_HEAD_LEN + packed.len());
     f.extend_from_slice(FRAME);
     f.extend_from_slice(&index.to_be_bytes());
     f.extend_from_slice(&(raw.len() as u32).to_be_bytes());
     f.extend_from_slice(&(packed.len() as u32).to_be_bytes());
-    f.extend_from_slice(ring::digest::digest(&ring::digest::SHA256, raw).as_ref());
+    f.extend_from_slice(sum);
     f.extend_from_slice(&packed);
     Ok(f)
+}
+
+/// One chunk of a snapshot made ready for the bucket: its entry in the
+/// chunk map, and its frame when the backup stores it.
+pub(crate) struct Sealed {
+    pub(crate) hash: String,
+    pub(crate) frame: Option<Vec<u8>>,
+}
+
+/// Hashes a chunk once (for the chunk map and the frame both) and frames
+/// it when the backup stores it: a full backup (`base` None) every chunk
+/// that is not zeros, an incremental one every chunk whose hash differs
+/// from the base's entry (`base` Some(None): the base had no such chunk),
+/// zeros included.
+pub(crate) fn seal(index: u64, raw: &[u8], base: Option<Option<&str>>) -> Result<Sealed, BackupError> {
+    let zero = is_zero(raw);
+    let sum = if zero { None } else { Some(sha256(raw)) };
+    let hash = sum.as_ref().map(|s| hex(s)).unwrap_or_default();
+    let wanted = match base {
+        Some(b) => b != Some(hash.as_str()),
+        None => !zero,
+    };
+    let frame = if wanted { Some(frame_with(index, raw, &sum.unwrap_or_else(|| sha256(raw)))?) } else { None };
+    Ok(Sealed { hash, frame })
+}
+
+/// How many chunks one transfer compresses (or decompresses) at once on
+/// the blocking pool: two per core, so a core finding its next chunk ready
+/// never waits, at most 8 and at most 64 MiB of chunks.
+pub(crate) fn pipeline_depth(chunk_size: u64) -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let by_memory = ((64u64 << 20) / chunk_size.max(1)) as usize;
+    (cores * 2).min(8).min(by_memory).max(2)
+}
+
+/// Blocking jobs (reading, hashing, compressing; decompressing, checking,
+/// writing) run on tokio's blocking pool, up to `depth` at once, their
+/// results handed back in the order the jobs were started: the transfer
+/// uses every core while its output keeps the order of the chunks.
+pub(crate) struct Ordered<T> {
+    pub(crate) depth: usize,
+    jobs: VecDeque<tokio::task::JoinHandle<Result<T, BackupError>>>,
+}
+
+impl<T: Send + 'static> Ordered<T> {
+    pub(crate) fn new(depth: usize) -> Ordered<T> {
+        Ordered { depth: depth.max(1), jobs: VecDeque::new() }
+    }
+
+    /// Starts `job`. With `depth` jobs running it first waits for the
+    /// oldest and returns its result; its failure is returned instead and
+    /// `job` is not started.
+    pub(crate) async fn push<F>(&mut self, job: F) -> Result<Option<T>, BackupError>
+    where
+        F: FnOnce() -> Result<T, BackupError> + Send + 'static,
+    {
+        let oldest = if self.jobs.len() >= self.depth { self.next().await.transpose()? } else { None };
+        self.jobs.push_back(tokio::task::spawn_blocking(job));
+        Ok(oldest)
+    }
+
+    /// The result of the oldest job still unclaimed (None: there is none).
+    pub(crate) async fn next(&mut self) -> Option<Result<T, BackupError>> {
+        let job = self.jobs.pop_front()?;
+        Some(job.await.unwrap_or_else(|e| Err(BackupError::Io { what: "a chunk worker ended".into(), source: std::io::Error::other(e) })))
+    }
+
+    /// Waits for every job still running, dropping their results: after a
+    /// failure, so that none writes after the transfer ended.
+    pub(crate) async fn settle(&mut self) {
+        while self.next().await.is_some() {}
+    }
 }
 
 /// The trailer: how many frames the object has.
@@ -260,49 +347,40 @@ async fn send_volume(
     running: &Running<'_>,
 ) -> Result<BackupVolumeSent, BackupError> {
     let chunk_size = chunk_size.clamp(4096, MAX_CHUNK);
-    let mut file = tokio::fs::File::open(path).await.map_err(io(format!("open the snapshot {}", path.display())))?;
+    let file = tokio::fs::File::open(path).await.map_err(io(format!("open the snapshot {}", path.display())))?;
+    let file = Arc::new(file.into_std().await);
+    let base = v.base_chunks.clone().map(Arc::new);
+    let mut work = Ordered::new(pipeline_depth(chunk_size));
     let mut upload = b.upload(&v.key).await?;
     let result = async {
         let mut part = header(chunk_size, size);
         let mut sent = BackupVolumeSent { number: v.number, key: v.key.clone(), size, ..Default::default() };
-        let mut buf = vec![0u8; chunk_size as usize];
-        let mut index = 0u64;
-        let mut offset = 0u64;
-        let mut skipped = false;
-        while offset < size {
+        // Chunks are read, hashed and compressed several at a time on the
+        // blocking pool; they join the parts in their order.
+        for index in 0..size.div_ceil(chunk_size) {
             running.check()?;
+            let (file, base, path) = (file.clone(), base.clone(), path.to_path_buf());
+            let offset = index * chunk_size;
             let len = (size - offset).min(chunk_size) as usize;
-            // Unchanged since the base (the provider says so): its hash.
+            // Unchanged since the base (the provider says so): the base's
+            // hash, nothing read. Still a job, so the chunk map stays in
+            // chunk order.
             let unchanged = only.is_some_and(|o| o.get(index as usize) == Some(&false));
-            if let (true, Some(hash)) = (unchanged, v.base_chunks.as_ref().and_then(|b| b.get(index as usize))) {
-                sent.chunk_map.push(hash.clone());
-                offset += len as u64;
-                index += 1;
-                skipped = true;
-                continue;
-            }
-            if std::mem::take(&mut skipped) {
-                file.seek(std::io::SeekFrom::Start(offset)).await.map_err(io(format!("seek in {}", path.display())))?;
-            }
-            file.read_exact(&mut buf[..len]).await.map_err(io(format!("read {}", path.display())))?;
-            let raw = &buf[..len];
-            let hash = chunk_hash(raw);
-            let wanted = match &v.base_chunks {
-                // Incremental: what differs from the base, zeros included.
-                Some(base) => base.get(index as usize) != Some(&hash),
-                None => !hash.is_empty(),
+            let kept = if unchanged { v.base_chunks.as_ref().and_then(|b| b.get(index as usize)).cloned() } else { None };
+            let job = move || {
+                if let Some(hash) = kept {
+                    return Ok(Sealed { hash, frame: None });
+                }
+                let mut raw = vec![0u8; len];
+                file.read_exact_at(&mut raw, offset).map_err(io(format!("read {}", path.display())))?;
+                seal(index, &raw, base.as_ref().map(|b| b.get(index as usize).map(String::as_str)))
             };
-            if wanted {
-                part.extend_from_slice(&frame(index, raw)?);
-                sent.chunks_stored += 1;
+            if let Some(done) = work.push(job).await? {
+                stow(done, &mut part, &mut sent, &mut upload).await?;
             }
-            sent.chunk_map.push(hash);
-            if part.len() >= PART_SIZE {
-                sent.stored_bytes += part.len() as u64;
-                upload.part(std::mem::take(&mut part)).await?;
-            }
-            offset += len as u64;
-            index += 1;
+        }
+        while let Some(done) = work.next().await {
+            stow(done?, &mut part, &mut sent, &mut upload).await?;
         }
         part.extend_from_slice(&trailer(sent.chunks_stored));
         sent.stored_bytes += part.len() as u64;
@@ -316,12 +394,28 @@ async fn send_volume(
             Ok(sent)
         }
         Err(e) => {
+            work.settle().await;
             if let Err(abort) = upload.abort().await {
                 tracing::warn!(key = %v.key, "could not abort the multipart upload: {abort}");
             }
             Err(e)
         }
     }
+}
+
+/// Adds a sealed chunk to the chunk map and its frame to the part being
+/// filled, and hands the part to the upload once it is full.
+async fn stow(done: Sealed, part: &mut Vec<u8>, sent: &mut BackupVolumeSent, upload: &mut cairn_s3::Upload<'_>) -> Result<(), BackupError> {
+    if let Some(f) = done.frame {
+        part.extend_from_slice(&f);
+        sent.chunks_stored += 1;
+    }
+    sent.chunk_map.push(done.hash);
+    if part.len() >= PART_SIZE {
+        sent.stored_bytes += part.len() as u64;
+        upload.part(std::mem::take(part)).await?;
+    }
+    Ok(())
 }
 
 /// Reads frames out of a byte stream as it arrives.
@@ -331,6 +425,9 @@ pub(crate) struct Frames {
     pub(crate) chunk_size: u64,
     pub(crate) volume_size: u64,
     frames: u64,
+    /// The index the next frame must reach at least (frames come in
+    /// increasing chunk order, so no two write the same chunk).
+    next_index: u64,
     header: bool,
     pub(crate) ended: bool,
     /// Bytes after the trailer belong to what follows (a stream of
@@ -342,6 +439,30 @@ pub(crate) struct Frames {
 pub(crate) struct Chunk {
     pub(crate) index: u64,
     pub(crate) data: Vec<u8>,
+}
+
+/// One frame as read, not yet decompressed nor verified ([`Packed::open`]
+/// does both, on any thread).
+pub(crate) struct Packed {
+    key: String,
+    pub(crate) index: u64,
+    raw_len: usize,
+    sum: [u8; 32],
+    data: Vec<u8>,
+}
+
+impl Packed {
+    /// Decompresses the frame and checks its sha256.
+    pub(crate) fn open(self) -> Result<Chunk, BackupError> {
+        let corrupt = |why: String| BackupError::Corrupt { key: self.key.clone(), why };
+        let index = self.index;
+        let data =
+            zstd::bulk::decompress(&self.data, self.raw_len).map_err(|e| corrupt(format!("chunk {index} does not decompress: {e}")))?;
+        if data.len() != self.raw_len || sha256(&data) != self.sum {
+            return Err(corrupt(format!("chunk {index} fails its sha256 checksum")));
+        }
+        Ok(Chunk { index, data })
+    }
 }
 
 impl Frames {
@@ -368,6 +489,7 @@ impl Frames {
             chunk_size: 0,
             volume_size: 0,
             frames: 0,
+            next_index: 0,
             header: false,
             ended: false,
             rest_follows: false,
@@ -398,6 +520,13 @@ impl Frames {
     /// The next complete chunk in the buffer, verified; None when more
     /// bytes are needed (or the trailer was read).
     pub(crate) fn next_chunk(&mut self) -> Result<Option<Chunk>, BackupError> {
+        self.next_frame()?.map(Packed::open).transpose()
+    }
+
+    /// The next complete frame in the buffer, its sizes and index checked
+    /// but not yet its data; None when more bytes are needed (or the
+    /// trailer was read).
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Packed>, BackupError> {
         if !self.read_header()? {
             return Ok(None);
         }
@@ -420,7 +549,7 @@ impl Frames {
             }
             self.buf.drain(..TRAILER_LEN);
             self.ended = true;
-            return self.next_chunk();
+            return self.next_frame();
         }
         if &self.buf[..4] != FRAME {
             return Err(self.corrupt(format!("chunk {} does not start with a frame header", self.frames)));
@@ -435,18 +564,19 @@ impl Frames {
         if index >= chunks || raw_len > self.chunk_size || packed_len as u64 > self.chunk_size + (1 << 20) {
             return Err(self.corrupt(format!("frame {} has impossible sizes or index", self.frames)));
         }
+        if index < self.next_index {
+            return Err(self.corrupt(format!("frame {} holds chunk {index} out of order", self.frames)));
+        }
         if self.buf.len() < FRAME_HEAD_LEN + packed_len {
             return Ok(None);
         }
-        let sum = self.buf[20..52].to_vec();
-        let data = zstd::bulk::decompress(&self.buf[FRAME_HEAD_LEN..FRAME_HEAD_LEN + packed_len], raw_len as usize)
-            .map_err(|e| self.corrupt(format!("chunk {index} does not decompress: {e}")))?;
-        if data.len() as u64 != raw_len || ring::digest::digest(&ring::digest::SHA256, &data).as_ref() != sum.as_slice() {
-            return Err(self.corrupt(format!("chunk {index} fails its sha256 checksum")));
-        }
+        let mut sum = [0u8; 32];
+        sum.copy_from_slice(&self.buf[20..52]);
+        let data = self.buf[FRAME_HEAD_LEN..FRAME_HEAD_LEN + packed_len].to_vec();
         self.buf.drain(..FRAME_HEAD_LEN + packed_len);
         self.frames += 1;
-        Ok(Some(Chunk { index, data }))
+        self.next_index = index + 1;
+        Ok(Some(Packed { key: self.key.clone(), index, raw_len: raw_len as usize, sum, data }))
     }
 }
 
@@ -487,32 +617,79 @@ pub(crate) fn hidden(to: &Path) -> PathBuf {
 /// Writes the chain's objects into `file` (zeroed, `v.size` bytes), in order.
 async fn receive_volume(
     b: &Bucket,
-    mut file: tokio::fs::File,
+    file: tokio::fs::File,
     tmp: &Path,
     v: &BackupVolumeReceive,
     running: &Running<'_>,
 ) -> Result<(), BackupError> {
-    for key in &v.keys {
-        let mut frames = Frames::new(key);
-        let mut stream = Box::pin(b.get_stream(key).await?);
-        while let Some(piece) = stream.next().await {
-            running.check()?;
-            frames.buf.extend_from_slice(&piece?);
-            // An older backup of the chain may be smaller (the volume grew
-            // since), never larger.
-            if frames.read_header()? && frames.volume_size > v.size {
-                return Err(frames.corrupt(format!("it holds {} bytes, the volume has {}", frames.volume_size, v.size)));
-            }
-            while let Some(c) = frames.next_chunk()? {
-                file.seek(std::io::SeekFrom::Start(c.index * frames.chunk_size)).await.map_err(io(format!("seek in {}", tmp.display())))?;
-                file.write_all(&c.data).await.map_err(io(format!("write {}", tmp.display())))?;
-            }
+    let file = Arc::new(file.into_std().await);
+    let mut work = Ordered::new(2);
+    let result = async {
+        for key in &v.keys {
+            let stream = b.get_stream(key).await?;
+            apply(key, stream, &file, tmp, v.size, &mut work, running).await?;
         }
-        if !frames.ended {
-            return Err(frames.corrupt("it ends before its trailer (truncated)"));
+        Ok::<(), BackupError>(())
+    }
+    .await;
+    if result.is_err() {
+        work.settle().await;
+        return result;
+    }
+    let f = file.clone();
+    tokio::task::spawn_blocking(move || f.sync_all())
+        .await
+        .map_err(|e| BackupError::Io { what: "sync".into(), source: std::io::Error::other(e) })?
+        .map_err(io(format!("sync {}", tmp.display())))?;
+    Ok(())
+}
+
+/// Writes the chunks of one backup object into the volume's file as the
+/// object arrives: frames are read here, decompressed, verified and
+/// written at their offset (positioned writes) several at a time on the
+/// blocking pool. It returns once every chunk of the object is written,
+/// so the next object of the chain overwrites this one's chunks.
+async fn apply<S>(
+    key: &str,
+    stream: S,
+    file: &Arc<std::fs::File>,
+    tmp: &Path,
+    size: u64,
+    work: &mut Ordered<()>,
+    running: &Running<'_>,
+) -> Result<(), BackupError>
+where
+    S: futures_util::Stream<Item = Result<Vec<u8>, cairn_s3::S3Error>>,
+{
+    let mut frames = Frames::new(key);
+    let mut stream = std::pin::pin!(stream);
+    while let Some(piece) = stream.next().await {
+        running.check()?;
+        frames.buf.extend_from_slice(&piece?);
+        if !frames.read_header()? {
+            continue;
+        }
+        // An older backup of the chain may be smaller (the volume grew
+        // since), never larger.
+        if frames.volume_size > size {
+            return Err(frames.corrupt(format!("it holds {} bytes, the volume has {size}", frames.volume_size)));
+        }
+        work.depth = pipeline_depth(frames.chunk_size);
+        while let Some(p) = frames.next_frame()? {
+            let (file, at, what) = (file.clone(), p.index * frames.chunk_size, format!("write {}", tmp.display()));
+            work.push(move || {
+                let c = p.open()?;
+                file.write_all_at(&c.data, at).map_err(io(what))
+            })
+            .await?;
         }
     }
-    file.sync_all().await.map_err(io(format!("sync {}", tmp.display())))?;
+    if !frames.ended {
+        return Err(frames.corrupt("it ends before its trailer (truncated)"));
+    }
+    while let Some(done) = work.next().await {
+        done?;
+    }
     Ok(())
 }
 
@@ -585,5 +762,114 @@ mod tests {
     fn zero_chunks_hash_to_nothing_and_others_to_sha256() {
         assert_eq!(chunk_hash(&[0u8; 512]), "");
         assert_eq!(chunk_hash(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ordered_jobs_come_back_in_the_order_they_started_whatever_their_speed() {
+        let mut work = Ordered::new(4);
+        let mut got = Vec::new();
+        for i in 0..20u64 {
+            // Later jobs finish first.
+            let job = move || {
+                std::thread::sleep(std::time::Duration::from_millis(20 - i));
+                Ok(i)
+            };
+            if let Some(done) = work.push(job).await.expect("no job fails") {
+                got.push(done);
+            }
+        }
+        while let Some(done) = work.next().await {
+            got.push(done.expect("no job fails"));
+        }
+        assert_eq!(got, (0..20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_job_fails_the_whole_in_its_place() {
+        let mut work = Ordered::new(3);
+        let mut got = Vec::new();
+        let mut failed = None;
+        for i in 0..10u64 {
+            let job = move || if i == 4 { Err(BackupError::Aborted) } else { Ok(i) };
+            match work.push(job).await {
+                Ok(Some(done)) => got.push(done),
+                Ok(None) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        work.settle().await;
+        assert!(matches!(failed, Some(BackupError::Aborted)), "{failed:?}");
+        // Everything before the failed chunk came out, nothing after it.
+        assert_eq!(got, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_chunk_is_hashed_once_for_the_map_and_its_frame() {
+        let data: Vec<u8> = (0..8192u32).map(|i| (i * 31 % 253) as u8).collect();
+        let zeros = vec![0u8; 8192];
+        // Full: data is framed, zeros are left out.
+        let s = seal(5, &data, None).expect("seal");
+        assert_eq!(s.hash, chunk_hash(&data));
+        assert_eq!(s.frame.expect("framed"), frame(5, &data).expect("frame"));
+        let s = seal(6, &zeros, None).expect("seal");
+        assert_eq!((s.hash.as_str(), s.frame.is_none()), ("", true));
+        // Incremental: only what differs from the base, zeros included.
+        let h = chunk_hash(&data);
+        assert!(seal(5, &data, Some(Some(h.as_str()))).expect("seal").frame.is_none());
+        assert!(seal(5, &data, Some(Some("00"))).expect("seal").frame.is_some());
+        assert!(seal(5, &data, Some(None)).expect("seal").frame.is_some());
+        assert!(seal(6, &zeros, Some(Some(h.as_str()))).expect("seal").frame.is_some());
+        assert!(seal(6, &zeros, Some(Some(""))).expect("seal").frame.is_none());
+    }
+
+    fn pieces(o: &[u8], n: usize) -> impl futures_util::Stream<Item = Result<Vec<u8>, cairn_s3::S3Error>> + use<> {
+        futures_util::stream::iter(o.chunks(n).map(|p| Ok(p.to_vec())).collect::<Vec<_>>())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chain_is_applied_in_order_and_a_damaged_object_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vol");
+        let cs = 4096u64;
+        let size = 40 * cs;
+        let file = Arc::new(std::fs::File::options().create(true).truncate(true).read(true).write(true).open(&path).expect("create"));
+        file.set_len(size).expect("size");
+        let transfers = Transfers::default();
+        let running = transfers.start("r", "s");
+        let mut work = Ordered::new(4);
+        let fill = |b: u8| vec![b; cs as usize];
+        let full: Vec<(u64, Vec<u8>)> = (0..40).filter(|i| i % 3 != 0).map(|i| (i, fill(i as u8 + 1))).collect();
+        let later = vec![(1, fill(200)), (39, fill(201))];
+        for (o, n) in [(object(&full, cs, size), 1000), (object(&later, cs, size), 333)] {
+            apply("k", pieces(&o, n), &file, &path, size, &mut work, &running).await.expect("applies");
+        }
+        let got = std::fs::read(&path).expect("read");
+        for i in 0..40u64 {
+            let want = match i {
+                1 => 200,
+                39 => 201,
+                i if i % 3 == 0 => 0,
+                i => i as u8 + 1,
+            };
+            let at = (i * cs) as usize;
+            assert!(got[at..at + cs as usize].iter().all(|b| *b == want), "chunk {i}");
+        }
+        // A flipped byte in the middle of the object.
+        let mut bad = object(&full, cs, size);
+        let mid = bad.len() / 2;
+        bad[mid] ^= 1;
+        let e = apply("k", pieces(&bad, 4096), &file, &path, size, &mut work, &running).await.expect_err("damaged");
+        assert!(matches!(e, BackupError::Corrupt { .. }), "{e}");
+        work.settle().await;
+        // Frames out of order (two writing one chunk) are refused.
+        let twice = object(&[(3, fill(1)), (3, fill(2))], cs, size);
+        let e = apply("k", pieces(&twice, 100), &file, &path, size, &mut work, &running).await.expect_err("out of order");
+        assert!(e.to_string().contains("out of order"), "{e}");
+        // An object larger than the volume.
+        let big = object(&[(0, fill(1))], cs, 2 * size);
+        assert!(apply("k", pieces(&big, 100), &file, &path, size, &mut work, &running).await.is_err());
     }
 }
