@@ -55,9 +55,6 @@ pub fn ok<T: Serialize + ?Sized>(body: &T) -> Response {
 /// connection.
 const CHUNK: usize = 64 * 1024;
 
-/// Items per segment of [`ArrayWriter::items_parallel`].
-const SEGMENT: usize = 256;
-
 /// Writes the items of a JSON array into chunks sent to the connection as
 /// they fill (see [`stream_array`]).
 pub struct ArrayWriter {
@@ -75,68 +72,6 @@ impl ArrayWriter {
         }
         serde_json::to_writer(&mut self.buf, v)?;
         if self.buf.len() >= CHUNK { self.send() } else { Ok(()) }
-    }
-
-    /// Appends items already serialised and joined by commas.
-    fn raw_items(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        if !std::mem::take(&mut self.first) {
-            self.buf.push(b',');
-        }
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= CHUNK { self.send() } else { Ok(()) }
-    }
-
-    /// Appends `render` of every item, in order, serialising on this
-    /// thread and one more: segments of [`SEGMENT`] items alternate
-    /// between the two, the helper's waiting (at most two at a time) until
-    /// their turn. A long list takes about half the time on two cores; at
-    /// most three segments' text is held besides the chunk being sent.
-    pub fn items_parallel<I: Sync, T: Serialize>(&mut self, items: &[I], render: impl Fn(&I) -> T + Sync) -> std::io::Result<()> {
-        if items.len() < 2 * SEGMENT {
-            for i in items {
-                self.item(&render(i))?;
-            }
-            return Ok(());
-        }
-        let segments: Vec<&[I]> = items.chunks(SEGMENT).collect();
-        let render = &render;
-        let theirs = &segments;
-        std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(1);
-            scope.spawn(move || {
-                for segment in theirs.iter().skip(1).step_by(2) {
-                    let mut buf = Vec::with_capacity(CHUNK);
-                    let mut done = Ok(());
-                    for (k, i) in segment.iter().enumerate() {
-                        if k > 0 {
-                            buf.push(b',');
-                        }
-                        if let Err(e) = serde_json::to_writer(&mut buf, &render(i)) {
-                            done = Err(e.into());
-                            break;
-                        }
-                    }
-                    // The consumer stopped (the client went away): so do we.
-                    if tx.send(done.map(|()| buf)).is_err() {
-                        return;
-                    }
-                }
-            });
-            for (n, segment) in segments.iter().enumerate() {
-                if n % 2 == 0 {
-                    for i in *segment {
-                        self.item(&render(i))?;
-                    }
-                } else {
-                    let bytes = rx.recv().map_err(|_| std::io::Error::other("the serialising thread ended early"))??;
-                    self.raw_items(&bytes)?;
-                }
-            }
-            Ok(())
-        })
     }
 
     fn send(&mut self) -> std::io::Result<()> {
@@ -174,57 +109,4 @@ pub fn stream_array(produce: impl FnOnce(&mut ArrayWriter) -> std::io::Result<()
     let mut r = Response::new(axum::body::Body::from_stream(chunks));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn written(n: usize, fail_at: Option<usize>) -> (std::io::Result<()>, Vec<u8>) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1_000_000);
-        let mut w = ArrayWriter { tx, buf: Vec::new(), first: true };
-        w.buf.push(b'[');
-        let items: Vec<usize> = (0..n).collect();
-        let r = w.items_parallel(&items, |i| {
-            if Some(*i) == fail_at {
-                // A map with a non-string key: serde_json refuses it.
-                let mut bad = BTreeMap::new();
-                bad.insert(vec![1u8], 1);
-                return Err(bad);
-            }
-            Ok(format!("item {i}"))
-        });
-        let r = r.and_then(|()| {
-            w.buf.push(b']');
-            w.send()
-        });
-        drop(w);
-        let mut out = Vec::new();
-        while let Ok(Ok(chunk)) = rx.try_recv() {
-            out.extend_from_slice(&chunk);
-        }
-        (r, out)
-    }
-
-    use std::collections::BTreeMap;
-
-    #[test]
-    fn parallel_items_come_out_in_order_and_equal_to_one_thread() {
-        for n in [0, 1, 2 * SEGMENT - 1, 2 * SEGMENT, 7 * SEGMENT + 13] {
-            let (r, out) = written(n, None);
-            r.expect("written");
-            let got: Vec<Result<String, BTreeMap<Vec<u8>, i32>>> = serde_json::from_slice(&out).expect("one JSON array");
-            let want: Vec<Result<String, BTreeMap<Vec<u8>, i32>>> = (0..n).map(|i| Ok(format!("item {i}"))).collect();
-            assert_eq!(got, want, "n = {n}");
-        }
-    }
-
-    #[test]
-    fn an_item_that_cannot_be_serialised_fails_the_whole_list_on_either_thread() {
-        // In a segment of this thread, then of the helper's.
-        for at in [3, SEGMENT + 3] {
-            let (r, _) = written(4 * SEGMENT, Some(at));
-            assert!(r.is_err(), "failure at {at} must fail the list");
-        }
-    }
 }

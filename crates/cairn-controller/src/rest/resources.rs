@@ -114,8 +114,10 @@ fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>) -
             None if !nodes.is_empty() => in_order(nodes.names().iter().flat_map(|n| c.resources_on(n)).filter(keep)),
             None => c.resources.values().filter(keep).collect(),
         };
-        let window: Vec<&Resource> = page.window(picked.into_iter()).collect();
-        w.items_parallel(&window, |r| wire(&s, &c, r))
+        for r in page.window(picked.into_iter()) {
+            w.item(&wire(&s, &c, r))?;
+        }
+        Ok(())
     }))
 }
 
