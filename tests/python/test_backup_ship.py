@@ -246,16 +246,32 @@ def test_an_aborted_ship_registers_nothing_on_the_target(clusters):
     ok(a.lin.volume_dfn_create("big", 128 * 1024, storage_pool="xfs"))
     ok(a.lin.resource_create([linstor.ResourceData("a1", "big", storage_pool="xfs")]))
     write_dev(device(a, "big", "a1"), os.urandom(128 * MIB))
-    ok(a.lin.backup_ship("b", "big", "big"))
-    # The stream runs now (128 chunks); abort it on the source.
-    ok(a.lin.backup_abort("b", "big"))
+    seen = set()
+    # A fast machine may finish the 128 chunks before the abort arrives:
+    # then the received copy is removed and the race is run again.
+    for attempt in range(5):
+        target = f"big{attempt}"
+        ok(a.lin.backup_ship("b", "big", target))
+        ok(a.lin.backup_abort("b", "big"))
 
-    def failed():
-        status, _, body = a.ctrl.request("GET", "/v1/remotes/b/backups")
-        [s] = body["linstor"].values()
-        return not s["shipping"] and s
-    s = wait_for("the shipment to end", failed, timeout=60)
-    assert not s["success"] and "aborted" in s["fail_messages"], s
+        def ended():
+            status, _, body = a.ctrl.request("GET", "/v1/remotes/b/backups")
+            assert status == 200, body
+            new = [s for s in body["linstor"].values() if s["id"] not in seen]
+            return len(new) == 1 and not new[0]["shipping"] and new[0]
+        s = wait_for("the shipment to end", ended, timeout=60)
+        seen.add(s["id"])
+        if not s["success"]:
+            break
+        wait_for(f"{target} registered on B", lambda: b.lin.snapshot_dfn_list_raise(filter_by_resources=[target]).snapshots,
+                 timeout=30)
+        for snap in b.lin.snapshot_dfn_list_raise(filter_by_resources=[target]).snapshots:
+            ok(b.lin.snapshot_delete(target, snap.name))
+        ok(b.lin.resource_dfn_delete(target))
+        time.sleep(1.1)  # backup ids are per second
+    else:
+        pytest.fail("five shipments of 128 MiB all ended before their abort arrived")
+    assert "aborted" in s["fail_messages"], s
     # The target registered nothing and removed what it had received.
     assert b.lin.resource_dfn_list_raise().resource_definitions == []
     assert b.lin.snapshot_dfn_list_raise().snapshots == []
