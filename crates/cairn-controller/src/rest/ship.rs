@@ -161,8 +161,9 @@ impl Receives {
 
     /// Forgets the shipments whose end never came (the source died, or
     /// its controller lost the shipment in a restart): their slots are
-    /// freed, and the receiving satellite is told to cancel and remove
-    /// what it received (in the background, best effort).
+    /// freed, and the receiving satellite is told to cancel (a transfer
+    /// still running stops and removes its files; in the background, best
+    /// effort).
     fn forget_stale(&self, s: &AppState, now: std::time::Instant) {
         for (token, r) in self.take_stale(now) {
             tracing::warn!(rsc = %r.plan.target, snapshot = %r.plan.snapshot, "a shipment's end never came; forgetting it");
