@@ -283,37 +283,13 @@ async fn run_pipeline(first: &Cmd, second: &Cmd) -> Result<Output, ExecError> {
         });
     }
     let head = Cmd { pipe_into: None, ..first.clone() };
-    let spawn_err = |c: &Cmd, e: std::io::Error| ExecError::Spawn {
-        program: c.program.clone(),
-        argv: argv.clone(),
-        not_found: e.kind() == std::io::ErrorKind::NotFound,
-        reason: e.to_string(),
-    };
     tracing::debug!(cmd = %first, "run");
-    let mut a = tokio::process::Command::new(&head.program);
-    a.args(&head.args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .env("LC_ALL", "C")
-        .env_remove("CAIRN_CLUSTER_SECRET")
-        .envs(head.env.iter().map(|(k, v)| (k, v)))
-        .kill_on_drop(true);
-    let mut child_a = a.spawn().map_err(|e| spawn_err(&head, e))?;
+    let mut child_a = spawn(&head, std::process::Stdio::null(), &argv)?;
     let pipe: std::process::Stdio = match child_a.stdout.take().map(TryInto::try_into) {
         Some(Ok(p)) => p,
         _ => return Err(ExecError::Spawn { program: head.program.clone(), argv, reason: "no stdout to pipe".into(), not_found: false }),
     };
-    let mut b = tokio::process::Command::new(&second.program);
-    b.args(&second.args)
-        .stdin(pipe)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .env("LC_ALL", "C")
-        .env_remove("CAIRN_CLUSTER_SECRET")
-        .envs(second.env.iter().map(|(k, v)| (k, v)))
-        .kill_on_drop(true);
-    let child_b = b.spawn().map_err(|e| spawn_err(second, e))?;
+    let child_b = spawn(second, pipe, &argv)?;
     let both = async { tokio::join!(child_a.wait_with_output(), child_b.wait_with_output()) };
     let (out_a, out_b) = match tokio::time::timeout(first.timeout, both).await {
         Ok(pair) => pair,
@@ -324,7 +300,8 @@ async fn run_pipeline(first: &Cmd, second: &Cmd) -> Result<Output, ExecError> {
     };
     let mut last = Output::default();
     for (c, out) in [(&head, out_a), (second, out_b)] {
-        let out = out.map_err(|e| spawn_err(c, e))?;
+        let out =
+            out.map_err(|e| ExecError::Spawn { program: c.program.clone(), argv: argv.clone(), reason: e.to_string(), not_found: false })?;
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         if !out.status.success() {
             let code = out.status.code().unwrap_or(-1);
@@ -336,12 +313,13 @@ async fn run_pipeline(first: &Cmd, second: &Cmd) -> Result<Output, ExecError> {
     Ok(last)
 }
 
-/// Starts one command (no pipeline): stdout and stderr piped, stdin piped
-/// or empty, `LC_ALL=C`, killed when its handle is dropped.
-fn spawn(cmd: &Cmd, piped_stdin: bool, argv: &[String]) -> Result<tokio::process::Child, ExecError> {
+/// Starts one command (or one stage of a pipeline) with `stdin`: stdout
+/// and stderr piped, `LC_ALL=C`, killed when its handle is dropped;
+/// `argv` is what an error names.
+fn spawn(cmd: &Cmd, stdin: std::process::Stdio, argv: &[String]) -> Result<tokio::process::Child, ExecError> {
     let mut c = tokio::process::Command::new(&cmd.program);
     c.args(&cmd.args)
-        .stdin(if piped_stdin { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+        .stdin(stdin)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .env("LC_ALL", "C")
@@ -357,33 +335,51 @@ fn spawn(cmd: &Cmd, piped_stdin: bool, argv: &[String]) -> Result<tokio::process
     })
 }
 
+/// Waits for a started command for at most `timeout` (then it is
+/// killed: dropping the child ends it): its output, or the typed error,
+/// logged as `what` (a failure of a `quiet` one at debug level only).
+async fn wait(
+    child: tokio::process::Child,
+    program: String,
+    argv: Vec<String>,
+    timeout: Duration,
+    shown: &str,
+    what: &str,
+    quiet: bool,
+) -> Result<Output, ExecError> {
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(ExecError::Spawn { program, argv, reason: e.to_string(), not_found: false }),
+        Err(_) => {
+            tracing::warn!(cmd = %shown, secs = timeout.as_secs(), "{what} timed out and was killed");
+            return Err(ExecError::Timeout { program, argv, secs: timeout.as_secs() });
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if out.status.success() {
+        return Ok(Output { stdout, stderr });
+    }
+    let code = out.status.code().unwrap_or(-1);
+    if quiet {
+        tracing::debug!(cmd = %shown, code, stderr = %stderr, "probe failed");
+    } else {
+        tracing::warn!(cmd = %shown, code, stderr = %stderr, "{what} failed");
+    }
+    Err(ExecError::NonZero { program, argv, code, stderr })
+}
+
 impl CommandRunner for HostRunner {
     fn stream<'a>(&'a self, cmd: &'a Cmd, feed: Feed) -> BoxFuture<'a, Result<Streaming, ExecError>> {
         Box::pin(async move {
             let argv = cmd.argv();
             tracing::debug!(cmd = %cmd, ?feed, "stream");
-            let mut child = spawn(cmd, feed == Feed::In, &argv)?;
+            let stdin = if feed == Feed::In { std::process::Stdio::piped() } else { std::process::Stdio::null() };
+            let mut child = spawn(cmd, stdin, &argv)?;
             let stdin = child.stdin.take();
             let stdout = if feed == Feed::Out { child.stdout.take() } else { None };
             let (program, timeout, shown) = (cmd.program.clone(), cmd.timeout, cmd.to_string());
-            let waiter = tokio::spawn(async move {
-                let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-                    Ok(Ok(out)) => out,
-                    Ok(Err(e)) => return Err(ExecError::Spawn { program, argv, reason: e.to_string(), not_found: false }),
-                    Err(_) => {
-                        tracing::warn!(cmd = %shown, secs = timeout.as_secs(), "streamed command timed out and was killed");
-                        return Err(ExecError::Timeout { program, argv, secs: timeout.as_secs() });
-                    }
-                };
-                let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                if out.status.success() {
-                    Ok(Output { stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr })
-                } else {
-                    let code = out.status.code().unwrap_or(-1);
-                    tracing::warn!(cmd = %shown, code, stderr = %stderr, "streamed command failed");
-                    Err(ExecError::NonZero { program, argv, code, stderr })
-                }
-            });
+            let waiter = tokio::spawn(async move { wait(child, program, argv, timeout, &shown, "streamed command", false).await });
             Ok(Streaming { stdin, stdout, waiter: Some(waiter) })
         })
     }
@@ -395,7 +391,8 @@ impl CommandRunner for HostRunner {
             }
             let argv = cmd.argv();
             tracing::debug!(cmd = %cmd, "run");
-            let mut child = spawn(cmd, cmd.stdin.is_some(), &argv)?;
+            let stdin = if cmd.stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() };
+            let mut child = spawn(cmd, stdin, &argv)?;
             if let (Some(Stdin(data)), Some(mut pipe)) = (cmd.stdin.clone(), child.stdin.take()) {
                 // Written in a task: a child that never reads cannot block us
                 // past the timeout.
@@ -405,30 +402,7 @@ impl CommandRunner for HostRunner {
                     let _ = pipe.shutdown().await;
                 });
             }
-            let out = match tokio::time::timeout(cmd.timeout, child.wait_with_output()).await {
-                Ok(Ok(out)) => out,
-                Ok(Err(e)) => {
-                    return Err(ExecError::Spawn { program: cmd.program.clone(), argv, reason: e.to_string(), not_found: false });
-                }
-                Err(_) => {
-                    // Dropping the future dropped the child: kill_on_drop ends it.
-                    tracing::warn!(cmd = %cmd, secs = cmd.timeout.as_secs(), "command timed out and was killed");
-                    return Err(ExecError::Timeout { program: cmd.program.clone(), argv, secs: cmd.timeout.as_secs() });
-                }
-            };
-            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            if out.status.success() {
-                Ok(Output { stdout, stderr })
-            } else {
-                let code = out.status.code().unwrap_or(-1);
-                if cmd.quiet {
-                    tracing::debug!(cmd = %cmd, code, stderr = %stderr, "probe failed");
-                } else {
-                    tracing::warn!(cmd = %cmd, code, stderr = %stderr, "command failed");
-                }
-                Err(ExecError::NonZero { program: cmd.program.clone(), argv, code, stderr })
-            }
+            wait(child, cmd.program.clone(), argv, cmd.timeout, &cmd.to_string(), "command", cmd.quiet).await
         })
     }
 }

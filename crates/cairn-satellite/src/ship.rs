@@ -198,14 +198,10 @@ async fn receive_zfs(sock: &mut TcpStream, zfs: &Zfs, zp: &ZfsPool, req: &ShipLi
                 return Err(BackupError::Corrupt { key: "shipment".into(), why: "zfs receive has no input".into() });
             };
             done.push(v.number);
-            let quiet = || BackupError::Corrupt { key: format!("shipped volume {}", v.number), why: "the sender went quiet".into() };
             loop {
                 running.check()?;
                 let mut len = [0u8; 4];
-                match tokio::time::timeout(IDLE, sock.read_exact(&mut len)).await {
-                    Ok(r) => r.map_err(io("read the shipment (the sender stopped?)"))?,
-                    Err(_) => return Err(quiet()),
-                };
+                read_piece(sock, &mut len, v.number).await?;
                 let n = u32::from_be_bytes(len) as usize;
                 if n == 0 {
                     break;
@@ -213,10 +209,7 @@ async fn receive_zfs(sock: &mut TcpStream, zfs: &Zfs, zp: &ZfsPool, req: &ShipLi
                 if n > MAX_PIECE {
                     return Err(BackupError::Corrupt { key: format!("shipped volume {}", v.number), why: format!("a piece of {n} bytes") });
                 }
-                match tokio::time::timeout(IDLE, sock.read_exact(&mut buf[..n])).await {
-                    Ok(r) => r.map_err(io("read the shipment (the sender stopped?)"))?,
-                    Err(_) => return Err(quiet()),
-                };
+                read_piece(sock, &mut buf[..n], v.number).await?;
                 if let Err(e) = stdin.write_all(&buf[..n]).await {
                     // zfs receive stopped reading: its own reason counts.
                     drop(stdin);
@@ -240,6 +233,15 @@ async fn receive_zfs(sock: &mut TcpStream, zfs: &Zfs, zp: &ZfsPool, req: &ShipLi
         }
     }
     result
+}
+
+/// Fills `buf` from the sender of volume `nr`'s stream, waiting at most
+/// [`IDLE`] for it.
+async fn read_piece(sock: &mut TcpStream, buf: &mut [u8], nr: u32) -> Result<(), BackupError> {
+    match tokio::time::timeout(IDLE, sock.read_exact(buf)).await {
+        Ok(r) => r.map(|_| ()).map_err(io("read the shipment (the sender stopped?)")),
+        Err(_) => Err(BackupError::Corrupt { key: format!("shipped volume {nr}"), why: "the sender went quiet".into() }),
+    }
 }
 
 /// Receives the volumes as backup frames into hidden files, renamed into
