@@ -264,7 +264,7 @@ impl Cluster {
                     .correction("Clone with a layer list without DRBD, or use LVM_THIN or FILE_THIN pools."));
             }
             let mut n = self.build_resource(&d, &vd_refs, &r.node, &create, &mut taken, OP, ctx)?;
-            for v in n.volumes.values_mut() {
+            for v in n.volumes.iter_mut().map(|(_, v)| v) {
                 let Some(sv) = r.volumes.get(&v.volume_number) else {
                     return Err(OpError::new(
                         OP,
@@ -319,7 +319,7 @@ impl Cluster {
                 for r in self.resources_of(&key(&d.name)) {
                     if r.volumes.values().any(|v| v.clone_of.is_some()) {
                         let mut r = r.clone();
-                        for v in r.volumes.values_mut() {
+                        for v in r.volumes.iter_mut().map(|(_, v)| v) {
                             v.clone_of = None;
                         }
                         out.put(Object::Rsc(r));
@@ -401,7 +401,7 @@ mod tests {
         let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1")]);
         let mut r = c.resources[&("SRC".to_string(), "N1".to_string())].clone();
         r.layer_stack = vec!["LUKS".into(), "STORAGE".into()];
-        for v in r.volumes.values_mut() {
+        for v in r.volumes.iter_mut().map(|(_, v)| v) {
             v.luks_secret = Some(format!("now-{}", v.volume_number));
             v.luks_previous = vec![format!("before-{}", v.volume_number)];
         }
@@ -489,7 +489,7 @@ mod tests {
         let (mut c, mut ctx) = cluster(&[("n1", "FILE_THIN", "/p1"), ("n2", "LVM", "vg")]);
         // A replica in a pool no copy is made for (SPDK here).
         let mut r = c.resources[&("SRC".to_string(), "N2".to_string())].clone();
-        for v in r.volumes.values_mut() {
+        for v in r.volumes.iter_mut().map(|(_, v)| v) {
             v.provider_kind = ProviderKind::Spdk;
         }
         c.apply([Object::Rsc(r).into_put()]);

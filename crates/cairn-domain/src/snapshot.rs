@@ -522,7 +522,7 @@ impl Cluster {
                 ..Default::default()
             };
             let mut r = self.build_resource(to, &vds, &n.node, &create, &mut taken, OP, ctx)?;
-            for v in r.volumes.values_mut() {
+            for v in r.volumes.iter_mut().map(|(_, v)| v) {
                 let src = n.volumes.iter().find(|sv| sv.volume_number == v.volume_number);
                 v.source = src.map(|_| VolumeSource { resource: s.resource_definition.clone(), snapshot: s.name.clone() });
                 // An encrypted snapshot opens with its origin's key.

@@ -216,7 +216,7 @@ impl Cluster {
         next.props.insert(PROP_STOR_POOL_NAME.into(), pool.name.clone());
         next.props.remove(PROP_DISKFUL_BY);
         next.props.remove(PROP_MIGRATE_FROM);
-        for v in next.volumes.values_mut() {
+        for v in next.volumes.iter_mut().map(|(_, v)| v) {
             v.storage_pool = pool.name.clone();
             v.provider_kind = pool.provider_kind;
             v.luks_secret = None;
