@@ -170,49 +170,66 @@ impl AppState {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut offline_since = std::collections::BTreeMap::new();
+            // The view's change count and the cluster the last complete
+            // round saw: while neither moves, the round would find what it
+            // found then (at 1,000 nodes a round walks every volume
+            // definition), so it is skipped.
+            let mut seen: Option<(u64, Arc<Cluster>)> = None;
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let me = AppState { inner };
-                let done: Vec<(String, u32)> = me
-                    .read()
-                    .awaiting_drbd_init()
-                    .into_iter()
-                    .filter(|a| {
-                        me.links()
-                            .resource(&a.node, &a.rd)
-                            .and_then(|o| o.drbd)
-                            .is_some_and(|d| d.volumes.iter().any(|v| v.number == a.volume && v.disk == "UpToDate"))
-                    })
-                    .map(|a| (a.rd, a.volume))
-                    .collect();
-                if !done.is_empty()
-                    && let Err(e) = me.mutate(200, move |c, _| Ok(c.drbd_initialized(&done))).await
-                {
-                    tracing::warn!("cannot record initialized DRBD volumes: {e:?}");
+                let changes = me.links().changes();
+                let c = me.read();
+                if !seen.as_ref().is_some_and(|(n, last)| *n == changes && Arc::ptr_eq(last, &c)) {
+                    seen = me.follow_drbd(&c).await.then_some((changes, c));
                 }
-                let forgot: Vec<cairn_domain::drbd_auto::Forget> = me
-                    .read()
-                    .pending_forgets()
-                    .into_iter()
-                    .filter(|(rd, id, node)| me.links().resource(node, rd).and_then(|o| o.drbd).is_some_and(|d| d.forgotten.contains(id)))
-                    .collect();
-                if !forgot.is_empty()
-                    && let Err(e) = me.mutate(200, move |c, _| Ok(c.peers_forgot(&forgot))).await
-                {
-                    tracing::warn!("cannot record forgotten DRBD peers: {e:?}");
-                }
-                me.record_disks_added().await;
                 me.auto_evict(&mut offline_since).await;
             }
         });
     }
 
+    /// One round of [`Self::record_drbd_initialization`] on the cluster
+    /// `c`; false when a change could not be recorded (the next round
+    /// tries again).
+    async fn follow_drbd(&self, c: &Cluster) -> bool {
+        let mut ok = true;
+        let done: Vec<(String, u32)> = c
+            .awaiting_drbd_init()
+            .into_iter()
+            .filter(|a| {
+                self.links()
+                    .resource(&a.node, &a.rd)
+                    .and_then(|o| o.drbd)
+                    .is_some_and(|d| d.volumes.iter().any(|v| v.number == a.volume && v.disk == "UpToDate"))
+            })
+            .map(|a| (a.rd, a.volume))
+            .collect();
+        if !done.is_empty()
+            && let Err(e) = self.mutate(200, move |c, _| Ok(c.drbd_initialized(&done))).await
+        {
+            tracing::warn!("cannot record initialized DRBD volumes: {e:?}");
+            ok = false;
+        }
+        let forgot: Vec<cairn_domain::drbd_auto::Forget> = c
+            .pending_forgets()
+            .into_iter()
+            .filter(|(rd, id, node)| self.links().resource(node, rd).and_then(|o| o.drbd).is_some_and(|d| d.forgotten.contains(id)))
+            .collect();
+        if !forgot.is_empty()
+            && let Err(e) = self.mutate(200, move |c, _| Ok(c.peers_forgot(&forgot))).await
+        {
+            tracing::warn!("cannot record forgotten DRBD peers: {e:?}");
+            ok = false;
+        }
+        self.record_disks_added(c).await && ok
+    }
+
     /// Replicas that got a disk by toggle-disk and now report every volume
     /// UpToDate lose `DISK_ADDING`; one migrated from another node has that
     /// node's replica deleted once it is not Primary there.
-    async fn record_disks_added(&self) {
-        let waiting = self.read().awaiting_disk_added();
+    async fn record_disks_added(&self, c: &Cluster) -> bool {
+        let waiting = c.awaiting_disk_added();
         let done: Vec<(String, String)> = waiting
             .into_iter()
             .filter(|(rd, node, vols)| {
@@ -224,13 +241,15 @@ impl AppState {
             .map(|(rd, node, _)| (rd, node))
             .collect();
         if done.is_empty() {
-            return;
+            return true;
         }
         let links = self.links();
         let in_use = |rd: &str, node: &str| links.resource(node, rd).and_then(|o| o.drbd).is_some_and(|d| d.role == "Primary");
         if let Err(e) = self.mutate(200, |c, _| Ok(c.disk_added(&done, &in_use))).await {
             tracing::warn!("cannot record disks added by toggle-disk: {e:?}");
+            return false;
         }
+        true
     }
 
     /// Auto-evict: notes since when each satellite node is offline (from
@@ -240,7 +259,7 @@ impl AppState {
         let now = now_ms();
         let evict = {
             let c = self.read();
-            let offline: Vec<String> = c
+            let offline: std::collections::BTreeSet<String> = c
                 .nodes
                 .iter()
                 .filter(|(k, n)| n.node_type.has_satellite() && self.links().connection_status(k) != "ONLINE")

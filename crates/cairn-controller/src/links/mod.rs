@@ -36,7 +36,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -161,6 +161,8 @@ struct Link {
     stopped: AtomicBool,
     warned_tls: AtomicBool,
     wake: Notify,
+    /// Shared by all links: bumped whenever a view changes.
+    changes: Arc<AtomicU64>,
 }
 
 use ack::Ledger;
@@ -203,6 +205,7 @@ impl std::ops::DerefMut for ViewMut<'_> {
 
 impl Drop for ViewMut<'_> {
     fn drop(&mut self) {
+        self.link.changes.fetch_add(1, Ordering::Relaxed);
         let after = self.guard.may_promote();
         for c in crate::events::promotion_changes(&self.link.node_name, &self.before, &after) {
             self.link.events.may_promote(c);
@@ -224,6 +227,8 @@ struct Host {
     transport: Arc<dyn Transport>,
     timing: Timing,
     events: Arc<Events>,
+    /// How many times any link's view changed (see [`Links::changes`]).
+    changes: Arc<AtomicU64>,
 }
 
 impl Host {
@@ -306,9 +311,18 @@ impl Links {
                 transport,
                 timing,
                 events,
+                changes: Arc::new(AtomicU64::new(0)),
             }),
             links: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// A number that grows whenever what any satellite reported (or its
+    /// connection state) changes in the controller's view; equal numbers
+    /// mean nothing observed changed in between. Lets the once-a-second
+    /// follow-ups skip their scans of the cluster when idle.
+    pub fn changes(&self) -> u64 {
+        self.host.changes.load(Ordering::Relaxed)
     }
 
     /// The event streams' hub.
@@ -370,6 +384,7 @@ impl Links {
                 stopped: AtomicBool::new(false),
                 warned_tls: AtomicBool::new(false),
                 wake: Notify::new(),
+                changes: self.host.changes.clone(),
             });
             links.insert(k, link.clone());
             tokio::spawn(worker::run(self.host.clone(), link, rx));

@@ -54,6 +54,8 @@ struct Fake {
     hold: Mutex<BTreeSet<String>>,
     /// Applies waiting because of `hold`.
     holding: std::sync::atomic::AtomicUsize,
+    /// Requests to an address where no fake satellite is.
+    refused: std::sync::atomic::AtomicUsize,
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -74,6 +76,10 @@ impl Fake {
         f(self.sats.lock().expect("fake").get_mut(&addr(port)).expect("a fake satellite on this port"))
     }
 
+    fn connects(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn applies(&self, port: u16) -> Vec<Apply> {
         self.with(port, |s| s.applies.clone())
     }
@@ -81,6 +87,7 @@ impl Fake {
     fn answer(&self, target: Target, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, CallError> {
         let mut sats = self.sats.lock().expect("fake");
         let Some(sat) = sats.get_mut(&target.addr) else {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             return Err(CallError::Unreachable { addr: target.addr, reason: "connection refused".into() });
         };
         match path {
@@ -624,8 +631,10 @@ async fn an_idle_heartbeat_is_answered_unchanged_and_not_absorbed() {
     assert!(errors(&r).is_empty(), "{:?}", r.entries);
     wait_for("an unchanged answer", || fake.with(4061, |s| s.unchanged) > 0).await;
     let (observes, unchanged, before) = (fake.with(4061, |s| s.observes), fake.with(4061, |s| s.unchanged), absorbed(&state, "N1"));
+    let changes = state.links().changes();
     // About ten heartbeats of 20 ms.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(state.links().changes(), changes, "idle heartbeats change nothing in the view");
     let observed = fake.with(4061, |s| s.observes) - observes;
     assert!(observed >= 3, "{observed} observations");
     assert_eq!(fake.with(4061, |s| s.unchanged) - unchanged, observed, "every idle observation answered unchanged");
@@ -644,8 +653,10 @@ async fn a_change_after_unchanged_heartbeats_arrives_with_the_next_one() {
     let free = || state.links().get("N1").and_then(|l| l.view().pools.get("DFLTSTORPOOL").and_then(|p| p.free_kib));
     assert_eq!(free(), Some(1 << 30));
     // A pool's capacity changes on its own (data written to thin volumes).
+    let changes = state.links().changes();
     fake.with(4062, |s| s.pools.iter_mut().filter(|p| p.name == "DfltStorPool").for_each(|p| p.free_kib = Some(1000)));
     wait_for("the new capacity", || free() == Some(1000)).await;
+    assert!(state.links().changes() > changes, "a new observation counts as a change");
     // Then the heartbeats are idle again.
     let before = absorbed(&state, "N1");
     let unchanged = fake.with(4062, |s| s.unchanged);
@@ -794,4 +805,18 @@ async fn a_panicking_handler_answers_500_and_becomes_an_error_report() {
     let (_, list) =
         rest(&state, "GET", &format!("/v1/error-reports/{}", ids[0].as_str().unwrap_or_default()), serde_json::Value::Null).await;
     assert_eq!(list[0]["exception"], "Panic", "{list}");
+}
+
+#[tokio::test]
+async fn an_offline_node_retried_is_no_change_once_it_is_offline() {
+    let (state, fake) = cluster(Arc::new(MemStore::new()), &[("n1", 4064)]).await;
+    wait_for("online", || state.links().connection_status("N1") == "ONLINE").await;
+    let online = state.links().changes();
+    fake.sats.lock().expect("fake").clear();
+    wait_for("offline", || state.links().connection_status("N1") == "OFFLINE").await;
+    let offline = state.links().changes();
+    assert!(offline > online, "going offline is a change");
+    let attempts = fake.connects();
+    wait_for("two more connection attempts", || fake.connects() >= attempts + 2).await;
+    assert_eq!(state.links().changes(), offline, "failed retries change nothing");
 }

@@ -97,6 +97,11 @@ impl View {
     }
 
     /// Nothing observed is trusted any more.
+    /// Whether [`View::forget`] would change nothing.
+    pub fn forgotten(&self) -> bool {
+        !self.synced && self.resources.is_empty() && self.pools.is_empty()
+    }
+
     pub fn forget(&mut self) {
         self.synced = false;
         self.resources.clear();

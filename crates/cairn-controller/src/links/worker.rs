@@ -351,6 +351,12 @@ async fn queue_retry(host: &Host, link: &Link) -> Result<(), LinkError> {
 }
 
 fn set_status(link: &Link, status: ConnStatus, hello: Option<Hello>) {
+    // Only this link's worker writes its view: what it reads here stays.
+    // Nothing changes, nothing counts as a change (an offline node retried
+    // every 30 s would keep the follow-ups scanning).
+    if hello.is_none() && link.view().status == status {
+        return;
+    }
     let mut v = link.view_mut();
     if v.status != status {
         tracing::info!(node = %link.node_key, from = v.status.as_str(), to = status.as_str(), "satellite connection");
@@ -381,7 +387,9 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Job>, why: &LinkError) {
 /// Marks the link down: nothing observed is trusted any more, and queued
 /// jobs are answered (their changes go out with the next full apply).
 fn went_offline(link: &Link, rx: &mut mpsc::UnboundedReceiver<Job>, status: ConnStatus, why: &LinkError) {
-    link.view_mut().forget();
+    if !link.view().forgotten() {
+        link.view_mut().forget();
+    }
     set_status(link, status, None);
     drain(rx, why);
 }
