@@ -160,6 +160,57 @@ def test_full_then_incremental_ship_to_another_cluster(clusters):
     assert third["sent_chunks"] == 5 and "based_on_id" not in third, third
 
 
+def volume_with(c, rd, node, mib):
+    """A definition `rd` of `mib` MiB in pool `xfs` with its resource on
+    `node` of cluster `c`, filled with random bytes; answers them."""
+    ok(c.lin.resource_dfn_create(rd))
+    ok(c.lin.volume_dfn_create(rd, mib * 1024, storage_pool="xfs"))
+    ok(c.lin.resource_create([linstor.ResourceData(node, rd, storage_pool="xfs")]))
+    data = os.urandom(mib * MIB)
+    write_dev(device(c, rd, node), data)
+    return data
+
+
+def test_a_snapshot_of_the_same_name_that_was_not_shipped_is_never_a_base(clusters):
+    """An incremental's base is a snapshot received from one the source
+    holds (its uuid kept on it, as LINSTOR's
+    Backup/Target/SourceSnapDfnUUID), not one that merely has its name."""
+    a, b = clusters
+    data = volume_with(a, "src", "a1", 8)
+    volume_with(b, "dst", "b1", 8)
+    # Both definitions have a snapshot `s1`, of unrelated data.
+    ok(a.lin.snapshot_create(["a1"], "src", "s1"))
+    ok(b.lin.snapshot_create(["b1"], "dst", "s1"))
+    change = os.urandom(MIB)
+    write_dev(device(a, "src", "a1"), change, offset=MIB)
+    data = data[:MIB] + change + data[2 * MIB:]
+
+    # B's `s1` was not received from A's: the shipment is full, and the
+    # received snapshot holds A's data, not B's with A's changes on it.
+    replies = ok(a.lin.backup_ship("b", "src", "dst", dst_node="b1", src_snap="s2"))
+    assert any("full" in r.message for r in replies), [r.message for r in replies]
+    [first] = shipped(a, "b", "src", 1)
+    assert "based_on_id" not in first and first["sent_chunks"] == 8, first
+    [s2] = wait_for("s2 on b1", lambda: glob.glob(os.path.join(b.xfs, "b1", "dst_00000@s2.snap")))
+    assert dev_digest(s2, 8 * MIB) == hashlib.sha256(data).hexdigest()
+    status, _, src_snap = a.ctrl.request("GET", "/v1/resource-definitions/src/snapshots/s2")
+    assert status == 200, src_snap
+    status, _, got = b.ctrl.request("GET", "/v1/resource-definitions/dst/snapshots/s2")
+    assert status == 200, got
+    assert got["props"]["Backup/Target/SourceSnapDfnUUID"] == src_snap["uuid"], (got, src_snap)
+
+    # `s2` was: the next shipment is incremental on it, one chunk.
+    time.sleep(1.1)  # shipment ids have a resolution of one second
+    write_dev(device(a, "src", "a1"), change[::-1], offset=5 * MIB)
+    data = data[:5 * MIB] + change[::-1] + data[6 * MIB:]
+    replies = ok(a.lin.backup_ship("b", "src", "dst", dst_node="b1", src_snap="s3"))
+    assert any("based on snapshot 's2'" in r.message for r in replies), [r.message for r in replies]
+    second = [s for s in shipped(a, "b", "src", 2) if s["id"] != first["id"]][0]
+    assert second["sent_chunks"] == 1, second
+    [s3] = wait_for("s3 on b1", lambda: glob.glob(os.path.join(b.xfs, "b1", "dst_00000@s3.snap")))
+    assert dev_digest(s3, 8 * MIB) == hashlib.sha256(data).hexdigest()
+
+
 def test_ships_the_target_did_not_agree_to_are_refused_and_leave_nothing(clusters):
     a, b = clusters
     ok(a.lin.resource_dfn_create("src"))
@@ -309,3 +360,4 @@ def test_a_second_shipment_of_the_same_snapshot_is_refused_while_the_first_runs(
     assert status == 200, body
     assert b.lin.resource_dfn_list_raise().resource_definitions == []
     assert b.lin.snapshot_dfn_list_raise().snapshots == []
+
