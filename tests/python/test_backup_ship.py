@@ -14,6 +14,8 @@ import glob
 import hashlib
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -361,3 +363,55 @@ def test_a_second_shipment_of_the_same_snapshot_is_refused_while_the_first_runs(
     assert b.lin.resource_dfn_list_raise().resource_definitions == []
     assert b.lin.snapshot_dfn_list_raise().snapshots == []
 
+
+def stream_zeros(target, token, size):
+    """Plays a sending satellite: the hello with `token`, then one volume
+    of `size` bytes holding only zeros (header, no frames, trailer);
+    answers the receiver's status byte."""
+    host, port = target.rsplit(":", 1)
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=30) as sock:
+        sock.sendall(b"CAIRNSHP" + struct.pack(">H", len(token)) + token.encode())
+        sock.sendall(b"CAIRNBK1" + struct.pack(">QQ", MIB, size) + b"CEND" + struct.pack(">Q", 0))
+        return sock.recv(1)
+
+
+def test_a_received_snapshot_that_is_never_registered_is_removed_and_never_adopted(clusters):
+    """What a shipment placed on the target's node goes when the shipment
+    is given up after it arrived, and a snapshot taken there under its name
+    holds the volume's data, never what the shipment left."""
+    a, b = clusters
+    data = volume_with(b, "dst", "b1", 4)
+    pool = os.path.join(b.xfs, "b1")
+
+    def arrive(snap):
+        """A shipment of `snap` into `dst` on b1 agreed to and streamed
+        (all zeros), its end not reported yet: it waits beside its place."""
+        prepare = {
+            "src_cluster_id": cluster_id(a), "dst_cluster_id": cluster_id(b), "src_rsc_name": "src", "dst_rsc_name": "dst",
+            "dst_node_name": "b1", "snapshot": snap, "layer_stack": ["STORAGE"], "volumes": [[0, 4096, 4 * MIB, "xfs"]],
+            "bases": [],
+        }
+        status, _, agreed = b.ctrl.request("POST", "/v1/internal/backups/requestReceive", prepare)
+        assert status == 200, agreed
+        assert stream_zeros(agreed["target"], agreed["token"], 4 * MIB) == b"\0"
+        waiting = os.path.join(pool, f".dst_00000@{snap}.snap.received")
+        assert os.path.exists(waiting), os.listdir(pool)
+        return agreed["token"], waiting
+
+    # The source gives up after the stream ended: nothing stays.
+    token, waiting = arrive("s1")
+    status, _, body = b.ctrl.request("POST", "/v1/internal/backups/requestReceiveDone",
+                                     {"token": token, "success": False, "message": "test"})
+    assert status == 200, body
+    wait_for("the received file removed", lambda: not os.path.exists(waiting))
+    assert b.lin.snapshot_dfn_list_raise().snapshots == []
+
+    # A snapshot taken here under the name of a shipment that waits (its
+    # source died before reporting the end) is the volume's, not the
+    # shipment's zeros; the waiting file goes.
+    _, waiting = arrive("s2")
+    ok(b.lin.snapshot_create(["b1"], "dst", "s2"))
+    taken = os.path.join(pool, "dst_00000@s2.snap")
+    wait_for("the snapshot taken", lambda: os.path.exists(taken))
+    assert dev_digest(taken, 4 * MIB) == hashlib.sha256(data).hexdigest()
+    assert not os.path.exists(waiting), os.listdir(pool)
