@@ -14,6 +14,8 @@ import glob
 import hashlib
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -158,6 +160,57 @@ def test_full_then_incremental_ship_to_another_cluster(clusters):
     assert p.returncode == 0 and "full" in p.stdout, p.stdout + p.stderr
     third = [s for s in shipped(a, "b", "src", 3) if s["id"] not in (first["id"], second["id"])][0]
     assert third["sent_chunks"] == 5 and "based_on_id" not in third, third
+
+
+def volume_with(c, rd, node, mib):
+    """A definition `rd` of `mib` MiB in pool `xfs` with its resource on
+    `node` of cluster `c`, filled with random bytes; answers them."""
+    ok(c.lin.resource_dfn_create(rd))
+    ok(c.lin.volume_dfn_create(rd, mib * 1024, storage_pool="xfs"))
+    ok(c.lin.resource_create([linstor.ResourceData(node, rd, storage_pool="xfs")]))
+    data = os.urandom(mib * MIB)
+    write_dev(device(c, rd, node), data)
+    return data
+
+
+def test_a_snapshot_of_the_same_name_that_was_not_shipped_is_never_a_base(clusters):
+    """An incremental's base is a snapshot received from one the source
+    holds (its uuid kept on it, as LINSTOR's
+    Backup/Target/SourceSnapDfnUUID), not one that merely has its name."""
+    a, b = clusters
+    data = volume_with(a, "src", "a1", 8)
+    volume_with(b, "dst", "b1", 8)
+    # Both definitions have a snapshot `s1`, of unrelated data.
+    ok(a.lin.snapshot_create(["a1"], "src", "s1"))
+    ok(b.lin.snapshot_create(["b1"], "dst", "s1"))
+    change = os.urandom(MIB)
+    write_dev(device(a, "src", "a1"), change, offset=MIB)
+    data = data[:MIB] + change + data[2 * MIB:]
+
+    # B's `s1` was not received from A's: the shipment is full, and the
+    # received snapshot holds A's data, not B's with A's changes on it.
+    replies = ok(a.lin.backup_ship("b", "src", "dst", dst_node="b1", src_snap="s2"))
+    assert any("full" in r.message for r in replies), [r.message for r in replies]
+    [first] = shipped(a, "b", "src", 1)
+    assert "based_on_id" not in first and first["sent_chunks"] == 8, first
+    [s2] = wait_for("s2 on b1", lambda: glob.glob(os.path.join(b.xfs, "b1", "dst_00000@s2.snap")))
+    assert dev_digest(s2, 8 * MIB) == hashlib.sha256(data).hexdigest()
+    status, _, src_snap = a.ctrl.request("GET", "/v1/resource-definitions/src/snapshots/s2")
+    assert status == 200, src_snap
+    status, _, got = b.ctrl.request("GET", "/v1/resource-definitions/dst/snapshots/s2")
+    assert status == 200, got
+    assert got["props"]["Backup/Target/SourceSnapDfnUUID"] == src_snap["uuid"], (got, src_snap)
+
+    # `s2` was: the next shipment is incremental on it, one chunk.
+    time.sleep(1.1)  # shipment ids have a resolution of one second
+    write_dev(device(a, "src", "a1"), change[::-1], offset=5 * MIB)
+    data = data[:5 * MIB] + change[::-1] + data[6 * MIB:]
+    replies = ok(a.lin.backup_ship("b", "src", "dst", dst_node="b1", src_snap="s3"))
+    assert any("based on snapshot 's2'" in r.message for r in replies), [r.message for r in replies]
+    second = [s for s in shipped(a, "b", "src", 2) if s["id"] != first["id"]][0]
+    assert second["sent_chunks"] == 1, second
+    [s3] = wait_for("s3 on b1", lambda: glob.glob(os.path.join(b.xfs, "b1", "dst_00000@s3.snap")))
+    assert dev_digest(s3, 8 * MIB) == hashlib.sha256(data).hexdigest()
 
 
 def test_ships_the_target_did_not_agree_to_are_refused_and_leave_nothing(clusters):
@@ -309,3 +362,56 @@ def test_a_second_shipment_of_the_same_snapshot_is_refused_while_the_first_runs(
     assert status == 200, body
     assert b.lin.resource_dfn_list_raise().resource_definitions == []
     assert b.lin.snapshot_dfn_list_raise().snapshots == []
+
+
+def stream_zeros(target, token, size):
+    """Plays a sending satellite: the hello with `token`, then one volume
+    of `size` bytes holding only zeros (header, no frames, trailer);
+    answers the receiver's status byte."""
+    host, port = target.rsplit(":", 1)
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=30) as sock:
+        sock.sendall(b"CAIRNSHP" + struct.pack(">H", len(token)) + token.encode())
+        sock.sendall(b"CAIRNBK1" + struct.pack(">QQ", MIB, size) + b"CEND" + struct.pack(">Q", 0))
+        return sock.recv(1)
+
+
+def test_a_received_snapshot_that_is_never_registered_is_removed_and_never_adopted(clusters):
+    """What a shipment placed on the target's node goes when the shipment
+    is given up after it arrived, and a snapshot taken there under its name
+    holds the volume's data, never what the shipment left."""
+    a, b = clusters
+    data = volume_with(b, "dst", "b1", 4)
+    pool = os.path.join(b.xfs, "b1")
+
+    def arrive(snap):
+        """A shipment of `snap` into `dst` on b1 agreed to and streamed
+        (all zeros), its end not reported yet: it waits beside its place."""
+        prepare = {
+            "src_cluster_id": cluster_id(a), "dst_cluster_id": cluster_id(b), "src_rsc_name": "src", "dst_rsc_name": "dst",
+            "dst_node_name": "b1", "snapshot": snap, "layer_stack": ["STORAGE"], "volumes": [[0, 4096, 4 * MIB, "xfs"]],
+            "bases": [],
+        }
+        status, _, agreed = b.ctrl.request("POST", "/v1/internal/backups/requestReceive", prepare)
+        assert status == 200, agreed
+        assert stream_zeros(agreed["target"], agreed["token"], 4 * MIB) == b"\0"
+        waiting = os.path.join(pool, f".dst_00000@{snap}.snap.received")
+        assert os.path.exists(waiting), os.listdir(pool)
+        return agreed["token"], waiting
+
+    # The source gives up after the stream ended: nothing stays.
+    token, waiting = arrive("s1")
+    status, _, body = b.ctrl.request("POST", "/v1/internal/backups/requestReceiveDone",
+                                     {"token": token, "success": False, "message": "test"})
+    assert status == 200, body
+    wait_for("the received file removed", lambda: not os.path.exists(waiting))
+    assert b.lin.snapshot_dfn_list_raise().snapshots == []
+
+    # A snapshot taken here under the name of a shipment that waits (its
+    # source died before reporting the end) is the volume's, not the
+    # shipment's zeros; the waiting file goes.
+    _, waiting = arrive("s2")
+    ok(b.lin.snapshot_create(["b1"], "dst", "s2"))
+    taken = os.path.join(pool, "dst_00000@s2.snap")
+    wait_for("the snapshot taken", lambda: os.path.exists(taken))
+    assert dev_digest(taken, 4 * MIB) == hashlib.sha256(data).hexdigest()
+    assert not os.path.exists(waiting), os.listdir(pool)

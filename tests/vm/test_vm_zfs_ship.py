@@ -6,7 +6,9 @@ the satellites reach each other), a ZFS_THIN pool on a real zpool in each,
 and LINSTOR remotes registered both ways. A full ship restores the resource
 on the target; after more writes an incremental ship (`zfs send -i`) of
 the snapshot both hold; the target's data is compared by sha256 with the
-source's."""
+source's. The same two VMs have an LVM_THIN pool on their second disk:
+an LVM_THIN volume ships as backup frames, full, then incremental with
+only the chunks the thin pool's metadata says changed."""
 
 import os
 import shutil
@@ -51,7 +53,7 @@ def two_zfs_clusters(zfs_image):
             lins[n].connect()
             ok(lins[n].controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
         for n, tap in TAPS.items():  # booting at once
-            vms[n] = Vm(n, None, os.path.join(roots[n], "cluster-secret"), disks=("1G",), mem=768, image=zfs_image,
+            vms[n] = Vm(n, None, os.path.join(roots[n], "cluster-secret"), disks=("1G", "1G"), mem=768, image=zfs_image,
                         tap=tap, zfs=True).launch()
         for n, vm in vms.items():
             vm.wait_ready()
@@ -60,6 +62,10 @@ def two_zfs_clusters(zfs_image):
             wait_for(f"{n} online", lambda: lins[n].node_list_raise().nodes[0].connection_status == "ONLINE", timeout=60)
             sh(vm, "zpool create -o ashift=12 -O mountpoint=none -O compression=off tank /dev/vda && zfs create tank/thin")
             ok(lins[n].storage_pool_create(n, "zfsthin", "ZFS_THIN", "tank/thin"))
+            status, _, body = ctrls[n].request("POST", f"/v1/physical-storage/{n}", {
+                "provider_kind": "LVM_THIN", "device_paths": ["/dev/vdb"], "pool_name": "thin",
+                "with_storage_pool": {"name": "lvmthin"}})
+            assert status == 201, body
         ids = {n: lins[n].controller_props()[0].properties["Cluster/LocalID"] for n in TAPS}
         ok(lins["za"].remote_create_linstor("b", ctrls["zb"].url, cluster_id=ids["zb"]))
         ok(lins["zb"].remote_create_linstor("a", ctrls["za"].url, cluster_id=ids["za"]))
@@ -82,11 +88,34 @@ def shipped(a, rsc, n):
     return e2e.shipped(a, "b", rsc, n, timeout=180)
 
 
+def volume(a, rsc, mib, pool):
+    """Definition `rsc` with one volume of `mib` MiB and its resource on za."""
+    ok(a.lin.resource_dfn_create(rsc))
+    ok(a.lin.volume_dfn_create(rsc, mib * MIB, storage_pool=pool))
+    ok(a.lin.resource_create([linstor.ResourceData("za", rsc, storage_pool=pool)]))
+
+
+def ship(a, rsc, dst, how, before=()):
+    """Ships `rsc` into `dst` on zb, `how` ("full" or "incremental") as the
+    reply says; the shipment once it ended well (`before`: the earlier ones)."""
+    replies = ok(a.lin.backup_ship("b", rsc, dst, dst_node="zb"))
+    assert any(how in r.message for r in replies), [r.message for r in replies]
+    ships = shipped(a, rsc, len(before) + 1)
+    [new] = [s for s in ships if s["id"] not in [b["id"] for b in before]]
+    return new
+
+
+def restore(b, rsc, snap, to):
+    """Restores snapshot `snap` of `rsc` on B into the new definition `to`."""
+    ok(b.lin.resource_dfn_create(to))
+    for what in ("snapshot-restore-volume-definition", "snapshot-restore-resource"):
+        status, _, body = b.ctrl.request("POST", f"/v1/resource-definitions/{rsc}/{what}/{snap}", {"to_resource": to})
+        assert status == 200, body
+
+
 def test_full_then_incremental_zfs_send_receive_to_another_cluster(two_zfs_clusters):
     a, b = two_zfs_clusters
-    ok(a.lin.resource_dfn_create("zs"))
-    ok(a.lin.volume_dfn_create("zs", 32 * MIB, storage_pool="zfsthin"))
-    ok(a.lin.resource_create([linstor.ResourceData("za", "zs", storage_pool="zfsthin")]))
+    volume(a, "zs", 32, "zfsthin")
     src = "/dev/zvol/tank/thin/zs_00000"
     sh(a.vm, f"dd if=/dev/urandom of={src} bs=1M count=6 oflag=direct conv=fsync status=none")
     first_data = digest(a.vm, src)
@@ -94,9 +123,7 @@ def test_full_then_incremental_zfs_send_receive_to_another_cluster(two_zfs_clust
     # Full: `zfs send zs_00000@<snap>` into `zfs receive` on zb; B
     # registers the definition, the snapshot and a resource restored
     # from it (the received zvol itself).
-    replies = ok(a.lin.backup_ship("b", "zs", "zd", dst_node="zb"))
-    assert any("full" in r.message for r in replies), [r.message for r in replies]
-    [first] = shipped(a, "zs", 1)
+    first = ship(a, "zs", "zd", "full")
     snap1 = first["origin_snap"]
     # About the 6 MiB written: zfs send leaves out what was never written.
     assert 6 * 1024 * 1024 <= first["sent_bytes"] < 8 * 1024 * 1024, first
@@ -112,19 +139,59 @@ def test_full_then_incremental_zfs_send_receive_to_another_cluster(two_zfs_clust
     sh(a.vm, f"dd if=/dev/urandom of={src} bs=1M count=2 seek=10 oflag=direct conv=fsync status=none")
     second_data = digest(a.vm, src)
     assert second_data != first_data
-    replies = ok(a.lin.backup_ship("b", "zs", "zd", dst_node="zb"))
-    assert any("incremental" in r.message for r in replies), [r.message for r in replies]
-    ships = shipped(a, "zs", 2)
-    [second] = [s for s in ships if s["id"] != first["id"]]
+    second = ship(a, "zs", "zd", "incremental", [first])
     snap2 = second["origin_snap"]
     assert second["based_on_id"].endswith(snap1), second
     assert second["sent_bytes"] < 3 * 1024 * 1024, second
     wait_for("second snapshot on B", lambda: len(b.lin.snapshot_dfn_list_raise().snapshots) == 2)
     wait_for("the second snapshot under its name", lambda: f"tank/thin/zd_00000@{snap2}" in datasets(b.vm), timeout=60)
     # Restored from it on B: the source's data at the second snapshot.
-    ok(b.lin.resource_dfn_create("check"))
-    for what in ("snapshot-restore-volume-definition", "snapshot-restore-resource"):
-        status, _, body = b.ctrl.request("POST", f"/v1/resource-definitions/zd/{what}/{snap2}", {"to_resource": "check"})
-        assert status == 200, body
+    restore(b, "zd", snap2, "check")
     assert digest(b.vm, "/dev/zvol/tank/thin/check_00000") == second_data
     assert digest(a.vm, src) == second_data, "the source is untouched"
+
+
+def lvs(vm):
+    """name -> tags of the LVs in the thin pool's volume group."""
+    out = sh(vm, "lvs --noheadings --separator '|' -o lv_name,lv_tags linstor_thin")
+    return {n.strip(): t.strip() for n, t in (line.split("|") for line in out.splitlines() if "|" in line)}
+
+
+def test_full_then_incremental_lvm_thin_ship_to_another_cluster(two_zfs_clusters):
+    a, b = two_zfs_clusters
+    volume(a, "ls", 64, "lvmthin")
+    src = "/dev/linstor_thin/ls_00000"
+    sh(a.vm, f"dd if=/dev/urandom of={src} bs=1M count=8 oflag=direct conv=fsync status=none")
+    first_data = digest(a.vm, src)
+
+    # Full: every chunk that is not zeros, into a thin volume on zb that
+    # becomes the snapshot once B registered it; B restores the resource
+    # from it.
+    first = ship(a, "ls", "ld", "full")
+    snap1 = first["origin_snap"]
+    assert first["sent_chunks"] == 8, first
+    assert 8 * 1024 * 1024 <= first["sent_bytes"] < 9 * 1024 * 1024, first
+    wait_for("the restored resource on zb",
+             lambda: [r.node_name for r in b.lin.resource_list_raise(filter_by_resources=["ld"]).resources] == ["zb"])
+    wait_for("the received snapshot tagged as one", lambda: lvs(b.vm).get(f"ld_00000_{snap1}") == "cairn_snap", timeout=60)
+    assert digest(b.vm, "/dev/linstor_thin/ld_00000") == first_data
+    assert not [n for n, t in lvs(b.vm).items() if "cairn_receiving" in t]
+
+    # Three places changed (one of them 4 KiB): the incremental reads and
+    # sends only the chunks thin_delta names, onto a thin snapshot of the
+    # base on zb.
+    for seek_kib, kib in ((3 * 1024, 4), (20 * 1024, 1024), (40 * 1024, 1024)):
+        sh(a.vm, f"dd if=/dev/urandom of={src} bs=1K count={kib} seek={seek_kib} oflag=direct conv=fsync status=none")
+    second_data = digest(a.vm, src)
+    assert second_data != first_data
+    second = ship(a, "ls", "ld", "incremental", [first])
+    snap2 = second["origin_snap"]
+    assert second["based_on_id"].endswith(snap1), second
+    assert second["sent_chunks"] == 3, second
+    assert second["sent_bytes"] < 3 * 1024 * 1024 + 4096, second
+    wait_for("second snapshot on B", lambda: len(b.lin.snapshot_dfn_list_raise(filter_by_resources=["ld"]).snapshots) == 2)
+    wait_for("the second snapshot tagged as one", lambda: lvs(b.vm).get(f"ld_00000_{snap2}") == "cairn_snap", timeout=60)
+    restore(b, "ld", snap2, "lcheck")
+    assert digest(b.vm, "/dev/linstor_thin/lcheck_00000") == second_data
+    assert digest(a.vm, src) == second_data, "the source is untouched"
+    assert not [n for n, t in lvs(b.vm).items() if "cairn_receiving" in t]

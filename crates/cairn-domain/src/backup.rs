@@ -15,6 +15,13 @@ use crate::error::{OpError, OpResult};
 use crate::name::key;
 use crate::snapshot::{NodeSnapshot, SnapshotDfn, SnapshotPhase, SnapshotVlmDfn, SnapshotVolume};
 
+/// The property of a snapshot definition received from another cluster
+/// that holds the uuid of the source's snapshot definition (LINSTOR's
+/// `InternalApiConsts.KEY_BACKUP_L2L_SRC_SNAP_DFN_UUID`): the base of a
+/// later incremental is the snapshot whose source uuid the source still
+/// holds, never one that merely has the same name.
+pub const SOURCE_SNAP_UUID_PROP: &str = "Backup/Target/SourceSnapDfnUUID";
+
 /// What a backup restore registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupRestorePlan {
@@ -26,6 +33,9 @@ pub struct BackupRestorePlan {
     pub layer_stack: Vec<String>,
     /// (volume number, size in KiB)
     pub volumes: Vec<(u32, i64)>,
+    /// A shipment's source snapshot definition uuid, kept as
+    /// [`SOURCE_SNAP_UUID_PROP`] on the registered snapshot.
+    pub source_snap_uuid: Option<String>,
 }
 
 impl Cluster {
@@ -169,7 +179,7 @@ impl Cluster {
             name: p.snapshot.clone(),
             uuid: ctx.uuid(),
             flags: BTreeSet::new(),
-            props: Default::default(),
+            props: p.source_snap_uuid.iter().map(|u| (SOURCE_SNAP_UUID_PROP.to_string(), u.clone())).collect(),
             create_timestamp: ctx.now_ms,
             volumes: p.volumes.iter().map(|(nr, size)| SnapshotVlmDfn { volume_number: *nr, size_kib: *size }).collect(),
             nodes,

@@ -124,6 +124,11 @@ pub fn desired_of_node(
                     .filter(|s| s.nodes.contains_key(node_key) && s.phase != crate::snapshot::SnapshotPhase::Suspend)
                     .map(|s| s.name.clone())
                     .collect(),
+                received_snapshots: c
+                    .snapshots_of(&rd_key)
+                    .filter(|s| s.nodes.contains_key(node_key) && is_received(s))
+                    .map(|s| s.name.clone())
+                    .collect(),
                 rollback: r.rollback.as_ref().map(|b| RollbackDesired { snapshot: b.snapshot.clone(), id: b.id.clone() }),
                 inactive: r.flags.contains(crate::resource::FLAG_INACTIVE),
                 files: c
@@ -138,6 +143,12 @@ pub fn desired_of_node(
     rscs.extend(kept_snapshots(c, node_key, only));
     rscs.sort_by(|a, b| a.name.cmp(&b.name));
     (pools, rscs)
+}
+
+/// Whether a snapshot was shipped here from another cluster (it keeps
+/// the source's snapshot uuid).
+fn is_received(s: &crate::snapshot::SnapshotDfn) -> bool {
+    s.props.contains_key(crate::backup::SOURCE_SNAP_UUID_PROP)
 }
 
 /// Definitions whose resource on the node was deleted while snapshots of
@@ -157,6 +168,9 @@ fn kept_snapshots(c: &Cluster, node_key: &str, only: Option<&BTreeSet<String>>) 
             ..Default::default()
         });
         e.snapshots.push(s.name.clone());
+        if is_received(s) {
+            e.received_snapshots.push(s.name.clone());
+        }
         for v in &ns.volumes {
             if !e.volumes.iter().any(|d| d.number == v.volume_number) {
                 e.volumes.push(VolumeDesired {
@@ -444,6 +458,7 @@ mod tests {
                     clone_from: None
                 }],
                 snapshots: vec![],
+                received_snapshots: vec![],
                 rollback: None,
                 inactive: false,
                 files: vec![],

@@ -536,6 +536,7 @@ fn a_backup_restore_registers_definition_snapshot_and_a_resource_restored_from_i
         pool: pool.into(),
         layer_stack: vec!["STORAGE".into()],
         volumes: vec![(0, 4096), (1, 8192)],
+        source_snap_uuid: None,
     };
     // Refused before anything is downloaded: a definition that exists, a
     // pool that cannot hold a snapshot, a pool or node that is not there.
@@ -572,6 +573,7 @@ fn a_shipped_snapshot_restores_a_new_definition_and_sits_beside_an_existing_one(
         pool: "thin".into(),
         layer_stack: vec!["STORAGE".into()],
         volumes,
+        source_snap_uuid: Some(format!("uuid-of-{snap}")),
     };
     // Download only into a new definition: definition and snapshot, no
     // resource.
@@ -583,6 +585,9 @@ fn a_shipped_snapshot_restores_a_new_definition_and_sits_beside_an_existing_one(
     t.run(|c, ctx| c.receive_shipment(&plan("s2", vec![(0, 4096)]), false, ctx));
     assert!(t.c.snapshots.contains_key(&("DST".to_string(), "S2".to_string())));
     assert_eq!(t.c.resources_of("DST").count(), 0);
+    // Each keeps the uuid of the source's snapshot it was shipped from.
+    let src_uuid = |s: &str| t.c.snapshots[&("DST".to_string(), s.to_string())].props.get(crate::backup::SOURCE_SNAP_UUID_PROP).cloned();
+    assert_eq!((src_uuid("S1"), src_uuid("S2")), (Some("uuid-of-s1".to_string()), Some("uuid-of-s2".to_string())));
     assert_eq!(t.fail(|c, ctx| c.receive_shipment(&plan("s2", vec![(0, 4096)]), false, ctx)), rc::FAIL_EXISTS_SNAPSHOT_DFN);
     assert_eq!(t.fail(|c, ctx| c.receive_shipment(&plan("s3", vec![(0, 4096), (1, 4096)]), false, ctx)), rc::FAIL_INVLD_BACKUP_CONFIG);
     // A new definition without download only gets its resource.

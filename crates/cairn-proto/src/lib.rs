@@ -27,7 +27,7 @@ pub mod tls;
 pub use error_report::{ErrorReport, ErrorReportFilter, ErrorReportsDeleted};
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 9;
+pub const PROTO_VERSION: u32 = 10;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Header carrying the leader's epoch (high availability: the lease epoch
@@ -609,6 +609,11 @@ pub struct ResourceDesired {
     /// (others of it go).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<String>,
+    /// Those of `snapshots` shipped here from another cluster: only they
+    /// take over what a shipment left waiting for its registration; a
+    /// snapshot taken here under the same name removes it instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub received_snapshots: Vec<String>,
     /// Go back to a snapshot, once (the id marks the volumes that did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackDesired>,

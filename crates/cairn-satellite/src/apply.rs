@@ -930,7 +930,14 @@ impl Applier {
                     break;
                 };
                 // Shipped here from another cluster: it arrived already.
-                match p.adopt_received(&vref(n, v), &snap_name).await {
+                // A snapshot taken here never takes over what a shipment of
+                // the same name left (never registered): that goes.
+                let adopted = if r.received_snapshots.contains(snap) {
+                    p.adopt_received(&vref(n, v), &snap_name).await
+                } else {
+                    p.discard_received(&vref(n, v), &snap_name).await.map(|()| false)
+                };
+                match adopted {
                     Ok(true) => {
                         present.entry(snap.clone()).or_default().push(v.number);
                         continue;

@@ -61,7 +61,7 @@ pub enum BackupError {
 }
 
 /// The provider of the pool a backup reads from or restores into.
-fn provider(tools: &Tools, p: &PoolDesired) -> Result<Arc<dyn Provider>, BackupError> {
+pub(crate) fn provider(tools: &Tools, p: &PoolDesired) -> Result<Arc<dyn Provider>, BackupError> {
     cairn_storage::provider::resolve(tools, p).map_err(|e| match e {
         cairn_storage::provider::ResolveError::Backing(e) => BackupError::Storage(e),
         cairn_storage::provider::ResolveError::NotImplemented(k) => BackupError::Provider(k.as_str().to_string()),

@@ -685,8 +685,8 @@ async fn ship_listen(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad ship request: {e}")).into_response(),
     };
     let resource = req.resource.clone();
-    let zfs = cairn_storage::zfs::Zfs::new(s.runner.clone(), s.command_timeout);
-    match crate::ship::listen(s.ships.clone(), s.transfers.clone(), zfs, req).await {
+    let tools = crate::apply::Storage::new(s.runner.clone(), s.command_timeout).tools;
+    match crate::ship::listen(s.ships.clone(), s.transfers.clone(), tools, req).await {
         Ok(port) => Json(ShipListening { port }).into_response(),
         Err(e) => (StatusCode::CONFLICT, format!("cannot receive a shipment of '{resource}': {e}")).into_response(),
     }
@@ -708,8 +708,8 @@ async fn ship_send(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad ship request: {e}")).into_response(),
     };
     let transfers = s.transfers.clone();
-    let zfs = cairn_storage::zfs::Zfs::new(s.runner.clone(), s.command_timeout);
-    match tokio::spawn(async move { crate::ship::send(&transfers, &zfs, &req).await }).await {
+    let tools = crate::apply::Storage::new(s.runner.clone(), s.command_timeout).tools;
+    match tokio::spawn(async move { crate::ship::send(&transfers, &tools, &req).await }).await {
         Ok(sent) => Json(sent).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("ship task failed: {e}")).into_response(),
     }

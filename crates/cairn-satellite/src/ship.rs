@@ -8,7 +8,9 @@
 //! Nothing is held whole in memory: the sender reads one chunk at a time,
 //! the receiver writes each verified chunk as it arrives. The receiver
 //! writes into hidden files and renames them into place only when every
-//! volume arrived complete and verified.
+//! volume arrived complete and verified (LVM_THIN: into thin volumes
+//! tagged as receiving, which become snapshots once registered; ZFS:
+//! `zfs send` streams into `zfs receive`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,13 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::{BackupSent, BackupVolumeSent, ObjectError, PoolDesired, ProviderKind, ShipListen, ShipSend};
+use cairn_storage::Name;
 use cairn_storage::file::Files;
+use cairn_storage::lvm::{Lvm, LvmPool};
+use cairn_storage::provider::Tools;
 use cairn_storage::zfs::{Zfs, ZfsPool};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::backup::{BackupError, Frames, Running, Transfers, chunk_hash, file_pool, frame, header, hidden, io, trailer};
+use crate::backup::{BackupError, Frames, Running, Transfers, chunk_hash, chunks_touched, file_pool, frame, header, hidden, io, trailer};
 
 /// What a sender says first: this tag, the token's length (u16) and the token.
 const HELLO: &[u8; 8] = b"CAIRNSHP";
@@ -46,59 +51,160 @@ fn zfs_pool(p: &PoolDesired) -> Result<Option<ZfsPool>, BackupError> {
     }
 }
 
+/// The LVM_THIN pool of a shipment, when it is one (those receive into
+/// thin volumes tagged as receiving).
+fn lvm_thin_pool(p: &PoolDesired) -> Result<Option<LvmPool>, BackupError> {
+    match (p.kind, p.backing.as_deref()) {
+        (ProviderKind::LvmThin, Some(b)) => Ok(Some(LvmPool::new(&p.name, b, true)?)),
+        (ProviderKind::LvmThin, None) => Err(BackupError::Provider("LVM_THIN without a volume group".into())),
+        _ => Ok(None),
+    }
+}
+
+/// Where a shipment's volumes go.
+enum Target {
+    Files,
+    Zfs(Zfs, ZfsPool),
+    Lvm(Lvm, LvmPool),
+}
+
 /// The shipments this node listens for or receives, by token.
 #[derive(Default)]
 pub struct Ships {
     pending: parking_lot::Mutex<HashMap<String, Pending>>,
+    /// Shipments that arrived complete, by token, and when: cancelled
+    /// later (the controller could not register them), what they placed is
+    /// removed. Kept for [`ARRIVED_KEPT`].
+    arrived: parking_lot::Mutex<HashMap<String, (std::time::Instant, Arrived)>>,
 }
 
+/// How long an arrived shipment can still be cancelled (the controller
+/// registers it right after it asked for the verdict).
+const ARRIVED_KEPT: Duration = Duration::from_secs(3600);
+
 struct Pending {
-    resource: String,
-    snapshot: String,
+    arrived: Arrived,
     task: JoinHandle<Result<(), String>>,
+}
+
+/// What a shipment placed on this node, to remove it again.
+struct Arrived {
+    req: ShipListen,
+    tools: Tools,
 }
 
 impl Ships {
     /// Waits for the shipment named by `token` to end (or cancels it):
-    /// Ok when every volume arrived and is in place.
+    /// Ok when every volume arrived and is in place. Cancelling one that
+    /// arrived (also after its verdict was asked for) removes what it
+    /// placed: nothing of a shipment that is not registered stays.
     pub async fn result(&self, transfers: &Transfers, token: &str, cancel: bool) -> Result<(), String> {
         let Some(p) = self.pending.lock().remove(token) else {
+            let done = if cancel { self.arrived.lock().remove(token) } else { None };
+            if let Some((_, a)) = done {
+                a.discard().await;
+                return Err("the shipment was cancelled after it arrived; what it placed was removed".into());
+            }
             return Err("no shipment with this token is known on this node (it ended or the satellite restarted)".into());
         };
         if cancel {
-            transfers.abort(&p.resource, Some(&p.snapshot));
+            transfers.abort(&p.arrived.req.resource, Some(&p.arrived.req.snapshot));
         }
-        match p.task.await {
+        let r = match p.task.await {
             Ok(r) => r,
             Err(e) => Err(format!("the receiving task failed: {e}")),
+        };
+        match (&r, cancel) {
+            (Ok(()), true) => {
+                p.arrived.discard().await;
+                Err("the shipment was cancelled; what arrived was removed".into())
+            }
+            (Ok(()), false) => {
+                let now = std::time::Instant::now();
+                let mut arrived = self.arrived.lock();
+                arrived.retain(|_, (at, _)| now.saturating_duration_since(*at) < ARRIVED_KEPT);
+                arrived.insert(token.to_string(), (now, p.arrived));
+                r
+            }
+            (Err(_), _) => r,
         }
+    }
+}
+
+impl Arrived {
+    /// Removes what the shipment placed (best effort: failures are logged).
+    async fn discard(&self) {
+        if let Err(e) = self.try_discard().await {
+            tracing::warn!(resource = %self.req.resource, snapshot = %self.req.snapshot, "could not remove a shipment that was not registered: {e}");
+        }
+    }
+
+    async fn try_discard(&self) -> Result<(), BackupError> {
+        let req = &self.req;
+        tracing::info!(resource = %req.resource, snapshot = %req.snapshot, "removing a received shipment that was not registered");
+        match (zfs_pool(&req.pool)?, lvm_thin_pool(&req.pool)?) {
+            (Some(zp), _) => {
+                for v in &req.volumes {
+                    self.tools.zfs.drop_received(&zp, &req.resource, v.number, &req.snapshot, req.base.is_none()).await?;
+                }
+            }
+            (None, Some(lp)) => {
+                for v in &req.volumes {
+                    self.tools.lvm.receive_abandon(&lp, &req.resource, v.number, &req.snapshot).await?;
+                }
+            }
+            (None, None) => {
+                let pool = file_pool(&req.pool)?;
+                for v in &req.volumes {
+                    let placed = if req.adopt {
+                        Files::received_path(&pool, &req.resource, v.number, &req.snapshot)?
+                    } else {
+                        Files::snapshot_path(&pool, &req.resource, v.number, &req.snapshot)?
+                    };
+                    match tokio::fs::remove_file(&placed).await {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(format!("remove {}", placed.display()))(e)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 /// Binds a port on the requested address and starts waiting for the
 /// sender; answers the port.
-pub async fn listen(ships: Arc<Ships>, transfers: Arc<Transfers>, zfs: Zfs, req: ShipListen) -> Result<u16, BackupError> {
-    let zpool = zfs_pool(&req.pool)?;
-    if let Some(zp) = &zpool {
-        for v in &req.volumes {
-            zfs.receive_check(zp, &req.resource, v.number, &req.snapshot, req.base.as_deref()).await?;
+pub async fn listen(ships: Arc<Ships>, transfers: Arc<Transfers>, tools: Tools, req: ShipListen) -> Result<u16, BackupError> {
+    let target = match (zfs_pool(&req.pool)?, lvm_thin_pool(&req.pool)?) {
+        (Some(zp), _) => Target::Zfs(tools.zfs.clone(), zp),
+        (None, Some(lp)) => Target::Lvm(tools.lvm.clone(), lp),
+        (None, None) => Target::Files,
+    };
+    match &target {
+        Target::Zfs(zfs, zp) => {
+            for v in &req.volumes {
+                zfs.receive_check(zp, &req.resource, v.number, &req.snapshot, req.base.as_deref()).await?;
+            }
         }
-    } else {
-        check_files(&req).await?;
+        Target::Lvm(lvm, lp) => {
+            for v in &req.volumes {
+                lvm.receive_check(lp, &req.resource, v.number, &req.snapshot, req.base.as_deref()).await?;
+            }
+        }
+        Target::Files => check_files(&req).await?,
     }
     let listener = TcpListener::bind((req.address.as_str(), 0)).await.map_err(io(format!("listen on {}", req.address)))?;
     let port = listener.local_addr().map_err(io("read the listening port"))?.port();
     let token = req.token.0.clone();
-    let (resource, snapshot) = (req.resource.clone(), req.snapshot.clone());
+    let arrived = Arrived { req: req.clone(), tools };
     let task = tokio::spawn(async move {
-        let target = zpool.map(|zp| (zfs, zp));
         let r = receive(&transfers, listener, &req, target).await;
         if let Err(e) = &r {
             tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "receiving a shipped snapshot failed: {e}");
         }
         r.map_err(|e| e.to_string())
     });
-    ships.pending.lock().insert(token, Pending { resource, snapshot, task });
+    ships.pending.lock().insert(token, Pending { arrived, task });
     Ok(port)
 }
 
@@ -141,7 +247,7 @@ fn ring_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen, zfs: Option<(Zfs, ZfsPool)>) -> Result<(), BackupError> {
+async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen, target: Target) -> Result<(), BackupError> {
     let running = transfers.start(&req.resource, &req.snapshot);
     let deadline = tokio::time::Instant::now() + ACCEPT_WAIT;
     let mut sock = loop {
@@ -162,9 +268,10 @@ async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen,
         }
     };
     drop(listener);
-    let result = match &zfs {
-        Some((zfs, zp)) => receive_zfs(&mut sock, zfs, zp, req, &running).await,
-        None => receive_files(&mut sock, req, &running).await,
+    let result = match &target {
+        Target::Zfs(zfs, zp) => receive_zfs(&mut sock, zfs, zp, req, &running).await,
+        Target::Lvm(lvm, lp) => receive_lvm(&mut sock, lvm, lp, req, &running).await,
+        Target::Files => receive_files(&mut sock, req, &running).await,
     };
     // One status for the sender: 0 and nothing, or 1 and the reason.
     let mut status = Vec::new();
@@ -260,7 +367,19 @@ async fn receive_files(sock: &mut TcpStream, req: &ShipListen, running: &Running
                 Some(b) => Some(Files::snapshot_path(&pool, &req.resource, v.number, b)?),
                 None => None,
             };
-            carry = receive_volume(sock, &tmp, base, v.size, v.number, carry, running).await?;
+            let frames = read_head(sock, carry, v.size, v.number).await?;
+            if let Some(b) = &base {
+                tokio::fs::copy(b, &tmp).await.map_err(io(format!("copy the base snapshot {}", b.display())))?;
+            }
+            let file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .truncate(base.is_none())
+                .write(true)
+                .open(&tmp)
+                .await
+                .map_err(io(format!("create {}", tmp.display())))?;
+            file.set_len(frames.volume_size).await.map_err(io(format!("size {}", tmp.display())))?;
+            carry = receive_volume(sock, file, &tmp, frames, running).await?;
         }
         if !carry.is_empty() {
             return Err(BackupError::Corrupt { key: "shipment".into(), why: "bytes follow the last volume".into() });
@@ -279,80 +398,125 @@ async fn receive_files(sock: &mut TcpStream, req: &ShipListen, running: &Running
     result
 }
 
-/// How much more than its net size a snapshot file may hold: DRBD's
-/// internal metadata (a bitmap of one bit per 4 KiB per peer, 32 peers at
-/// most, plus its activity log and superblock) and a LUKS2 header.
+/// Receives the volumes as backup frames into thin volumes tagged as
+/// receiving (for an incremental each a thin snapshot of its base
+/// snapshot, so the blocks that did not change stay shared); they become
+/// the snapshot when the controller registered it
+/// ([`Lvm::adopt_received`]), and are removed when the shipment fails.
+async fn receive_lvm(sock: &mut TcpStream, lvm: &Lvm, lp: &LvmPool, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
+    let mut made: Vec<u32> = Vec::new();
+    let result = async {
+        let mut carry = Vec::new();
+        for v in &req.volumes {
+            let frames = read_head(sock, carry, v.size, v.number).await?;
+            made.push(v.number);
+            let dev = lvm.receive_create_on(lp, &req.resource, v.number, &req.snapshot, req.base.as_deref(), frames.volume_size).await?;
+            let dev = PathBuf::from(dev);
+            let file = tokio::fs::OpenOptions::new().write(true).open(&dev).await.map_err(io(format!("open {}", dev.display())))?;
+            carry = receive_volume(sock, file, &dev, frames, running).await?;
+        }
+        if !carry.is_empty() {
+            return Err(BackupError::Corrupt { key: "shipment".into(), why: "bytes follow the last volume".into() });
+        }
+        for nr in &made {
+            lvm.receive_park(lp, &req.resource, *nr, &req.snapshot).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        for nr in made {
+            if let Err(e) = lvm.receive_abandon(lp, &req.resource, nr, &req.snapshot).await {
+                tracing::warn!(resource = %req.resource, nr, "could not remove what arrived of a failed shipment: {e}");
+            }
+        }
+    }
+    result
+}
+
+/// How much more than its net size a snapshot may hold: DRBD's internal
+/// metadata (a bitmap of one bit per 4 KiB per peer, 32 peers at most,
+/// plus its activity log and superblock) and a LUKS2 header.
 fn layer_margin(net: u64) -> u64 {
     net / 4096 * 32 / 8 + (64 << 20)
 }
 
-/// Receives one volume into `tmp` (a copy of `base`, or zeros); answers
-/// the bytes that followed its trailer (the next volume's).
-#[allow(clippy::too_many_arguments)]
-async fn receive_volume(
-    sock: &mut TcpStream,
-    tmp: &std::path::Path,
-    base: Option<PathBuf>,
-    size: u64,
-    number: u32,
-    carry: Vec<u8>,
-    running: &Running<'_>,
-) -> Result<Vec<u8>, BackupError> {
-    if let Some(b) = &base {
-        tokio::fs::copy(b, tmp).await.map_err(io(format!("copy the base snapshot {}", b.display())))?;
+/// Reads the next bytes of the stream (at most `piece`'s length) into
+/// `frames`; `missing` names what the stream may not end before.
+async fn more(sock: &mut TcpStream, frames: &mut Frames, piece: &mut [u8], missing: &str) -> Result<(), BackupError> {
+    let n = match tokio::time::timeout(IDLE, sock.read(piece)).await {
+        Ok(r) => r.map_err(io("read the shipment"))?,
+        Err(_) => return Err(frames.corrupt("the sender went quiet")),
+    };
+    if n == 0 {
+        return Err(frames.corrupt(format!("the stream ends before its {missing} (the sender stopped)")));
     }
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .truncate(base.is_none())
-        .write(true)
-        .open(tmp)
-        .await
-        .map_err(io(format!("create {}", tmp.display())))?;
-    file.set_len(size).await.map_err(io(format!("size {}", tmp.display())))?;
+    frames.buf.extend_from_slice(&piece[..n]);
+    Ok(())
+}
+
+/// Reads a volume's header (after `carry`, the bytes that followed the
+/// previous volume) and checks its size against the volume's net `size`.
+async fn read_head(sock: &mut TcpStream, carry: Vec<u8>, size: u64, number: u32) -> Result<Frames, BackupError> {
     let mut frames = Frames::new(&format!("shipped volume {number}"));
     frames.rest_follows = true;
     frames.buf = carry;
+    let mut piece = vec![0u8; 64 << 10];
+    while !frames.read_header()? {
+        more(sock, &mut frames, &mut piece, "header").await?;
+    }
+    // The controller announces the definition's net size; the sender's
+    // snapshot also holds what the layers above the storage keep in it
+    // (DRBD's internal metadata, a LUKS header): the stream's own size is
+    // the snapshot's, within that margin.
+    if frames.volume_size < size || frames.volume_size - size > layer_margin(size) {
+        return Err(frames.corrupt(format!("it holds {} bytes, the volume has {size}", frames.volume_size)));
+    }
+    Ok(frames)
+}
+
+/// Writes the chunks of one volume (its header read) into `file` (a copy
+/// of the base, or zeros); answers the bytes that followed its trailer
+/// (the next volume's).
+async fn receive_volume(
+    sock: &mut TcpStream,
+    mut file: tokio::fs::File,
+    path: &std::path::Path,
+    mut frames: Frames,
+    running: &Running<'_>,
+) -> Result<Vec<u8>, BackupError> {
     let mut piece = vec![0u8; 256 << 10];
     loop {
-        if frames.read_header()? && frames.volume_size != size {
-            // The controller announces the definition's net size; the
-            // sender's snapshot file also holds what the layers above the
-            // storage keep in it (DRBD's internal metadata, a LUKS header):
-            // the stream's own size is the file's, within that margin.
-            if frames.volume_size < size || frames.volume_size - size > layer_margin(size) {
-                return Err(frames.corrupt(format!("it holds {} bytes, the volume has {size}", frames.volume_size)));
-            }
-            file.set_len(frames.volume_size).await.map_err(io(format!("size {}", tmp.display())))?;
-        }
         while let Some(c) = frames.next_chunk()? {
-            file.seek(std::io::SeekFrom::Start(c.index * frames.chunk_size)).await.map_err(io(format!("seek in {}", tmp.display())))?;
-            file.write_all(&c.data).await.map_err(io(format!("write {}", tmp.display())))?;
+            file.seek(std::io::SeekFrom::Start(c.index * frames.chunk_size)).await.map_err(io(format!("seek in {}", path.display())))?;
+            file.write_all(&c.data).await.map_err(io(format!("write {}", path.display())))?;
         }
         if frames.ended {
             break;
         }
         running.check()?;
-        let n = match tokio::time::timeout(IDLE, sock.read(&mut piece)).await {
-            Ok(r) => r.map_err(io("read the shipment"))?,
-            Err(_) => return Err(frames.corrupt("the sender went quiet")),
-        };
-        if n == 0 {
-            return Err(frames.corrupt("the stream ends before its trailer (the sender stopped)"));
-        }
-        frames.buf.extend_from_slice(&piece[..n]);
+        more(sock, &mut frames, &mut piece, "trailer").await?;
     }
-    file.sync_all().await.map_err(io(format!("sync {}", tmp.display())))?;
+    file.sync_all().await.map_err(io(format!("sync {}", path.display())))?;
     Ok(std::mem::take(&mut frames.buf))
 }
 
 /// Streams the volumes to the listening satellite and waits for its
 /// status.
-pub async fn send(transfers: &Transfers, zfs: &Zfs, req: &ShipSend) -> BackupSent {
+pub async fn send(transfers: &Transfers, tools: &Tools, req: &ShipSend) -> BackupSent {
     let running = transfers.start(&req.resource, &req.snapshot);
     let mut out = BackupSent::default();
     let result = async {
         let zpool = zfs_pool(&req.pool)?;
-        let pool = if zpool.is_none() { Some(file_pool(&req.pool)?) } else { None };
+        // Other pools ship frames: FILE pools compare each chunk with the
+        // base snapshot's file, LVM_THIN reads only what the thin pool's
+        // metadata says changed.
+        let provider = match (&zpool, req.pool.kind) {
+            (None, ProviderKind::File | ProviderKind::FileThin | ProviderKind::LvmThin) => Some(crate::backup::provider(tools, &req.pool)?),
+            (None, k) => return Err(BackupError::Provider(k.as_str().to_string())),
+            (Some(_), _) => None,
+        };
+        let files = file_pool(&req.pool).ok();
         let sock = match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&req.target)).await {
             Ok(r) => r.map_err(io(format!("connect to {}", req.target)))?,
             Err(_) => {
@@ -371,16 +535,32 @@ pub async fn send(transfers: &Transfers, zfs: &Zfs, req: &ShipSend) -> BackupSen
         w.write_all(&hello).await.map_err(io("send the hello"))?;
         for nr in &req.volumes {
             if let Some(zp) = &zpool {
-                out.volumes.push(send_zfs_volume(&mut w, zfs, zp, req, *nr, &running).await?);
+                out.volumes.push(send_zfs_volume(&mut w, &tools.zfs, zp, req, *nr, &running).await?);
                 continue;
             }
-            let Some(pool) = &pool else { continue };
-            let path = Files::snapshot_path(pool, &req.resource, *nr, &req.snapshot)?;
-            let base = match &req.base {
-                Some(b) => Some(Files::snapshot_path(pool, &req.resource, *nr, b)?),
-                None => None,
-            };
-            out.volumes.push(send_volume(&mut w, &path, base, *nr, req.chunk_size, &running).await?);
+            let Some(provider) = &provider else { continue };
+            let (rsc, snap) = (Name::new(&req.resource)?, Name::new(&req.snapshot)?);
+            let data = provider.snapshot_open(&rsc, *nr, &snap).await?;
+            let sent = async {
+                let chunk_size = req.chunk_size.clamp(4096, crate::backup::MAX_CHUNK);
+                let mut base = Base::None;
+                if let Some(b) = &req.base {
+                    let b = Name::new(b)?;
+                    if let Some(ranges) = provider.snapshot_changes(&rsc, *nr, &b, &snap).await? {
+                        base = Base::Only(chunks_touched(&ranges, chunk_size, data.size));
+                    } else if let Some(pool) = &files {
+                        base = Base::Compare(Files::snapshot_path(pool, &req.resource, *nr, &b)?);
+                    } else {
+                        return Err(BackupError::Provider(format!("incremental shipping of {}", req.pool.kind.as_str())));
+                    }
+                }
+                send_volume(&mut w, std::path::Path::new(&data.path), data.size, base, *nr, chunk_size, &running).await
+            }
+            .await;
+            if let Err(e) = provider.snapshot_close(&rsc, *nr, &snap).await {
+                tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "could not close the snapshot after shipping it: {e}");
+            }
+            out.volumes.push(sent?);
         }
         w.flush().await.map_err(io("send the shipment"))?;
         let mut sock = w.into_inner();
@@ -459,26 +639,41 @@ async fn send_zfs_volume(
     Ok(sent)
 }
 
-/// Sends one volume: every chunk that is not zeros (full), or every chunk
-/// that differs from the base snapshot's (incremental).
+/// What an incremental sends of a volume.
+enum Base {
+    /// Full: every chunk that is not zeros.
+    None,
+    /// Every chunk that differs from this file (the base snapshot both
+    /// clusters hold).
+    Compare(PathBuf),
+    /// The chunks marked (those the provider says changed since the
+    /// base), zeros included.
+    Only(Vec<bool>),
+}
+
+/// Sends one volume of `size` bytes read from `path`: every chunk that is
+/// not zeros (full), or what `base` says changed (incremental).
 async fn send_volume(
     w: &mut BufWriter<TcpStream>,
     path: &std::path::Path,
-    base: Option<PathBuf>,
+    size: u64,
+    base: Base,
     number: u32,
     chunk_size: u64,
     running: &Running<'_>,
 ) -> Result<BackupVolumeSent, BackupError> {
-    let chunk_size = chunk_size.clamp(4096, crate::backup::MAX_CHUNK);
     let mut file = tokio::fs::File::open(path).await.map_err(io(format!("open the snapshot {}", path.display())))?;
-    let size = file.metadata().await.map_err(io(format!("read the size of {}", path.display())))?.len();
     let mut base_file = match &base {
-        Some(b) => {
+        Base::Compare(b) => {
             let f = tokio::fs::File::open(b).await.map_err(io(format!("open the base snapshot {}", b.display())))?;
             let len = f.metadata().await.map_err(io(format!("read the size of {}", b.display())))?.len();
             Some((f, len))
         }
-        None => None,
+        _ => None,
+    };
+    let only = match &base {
+        Base::Only(o) => Some(o.as_slice()),
+        _ => None,
     };
     let mut sent = BackupVolumeSent { number, size, ..Default::default() };
     let head = header(chunk_size, size);
@@ -487,13 +682,24 @@ async fn send_volume(
     let mut buf = vec![0u8; chunk_size as usize];
     let mut old = vec![0u8; chunk_size as usize];
     let (mut index, mut offset) = (0u64, 0u64);
+    // Where the file's position is (chunks left unread move it on).
+    let mut at = 0u64;
     while offset < size {
         running.check()?;
         let len = (size - offset).min(chunk_size) as usize;
+        if only.is_some_and(|o| !o.get(index as usize).copied().unwrap_or(true)) {
+            offset += len as u64;
+            index += 1;
+            continue;
+        }
+        if at != offset {
+            file.seek(std::io::SeekFrom::Start(offset)).await.map_err(io(format!("seek in {}", path.display())))?;
+        }
         file.read_exact(&mut buf[..len]).await.map_err(io(format!("read {}", path.display())))?;
+        at = offset + len as u64;
         let raw = &buf[..len];
-        let wanted = match &mut base_file {
-            Some((f, base_len)) => {
+        let wanted = match (&mut base_file, only) {
+            (Some((f, base_len)), _) => {
                 // The receiver's copy of the base reads as zeros past its end.
                 let have = base_len.saturating_sub(offset).min(len as u64) as usize;
                 old[..len].fill(0);
@@ -502,7 +708,8 @@ async fn send_volume(
                 }
                 raw != &old[..len]
             }
-            None => !chunk_hash(raw).is_empty(),
+            (None, Some(_)) => true,
+            (None, None) => !chunk_hash(raw).is_empty(),
         };
         if wanted {
             let f = frame(index, raw)?;

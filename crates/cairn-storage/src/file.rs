@@ -587,15 +587,31 @@ impl Files {
     pub async fn create_snapshot(&self, pool: &FilePool, v: &VolumeFile, snap: &str) -> Result<(), StorageError> {
         let from = pool.volume_path(v)?;
         let to = Files::snapshot_path(pool, &v.rsc, v.nr, snap)?;
-        // A snapshot shipped from another cluster into a resource that
-        // exists here waits beside its place until it is desired: taking
-        // it adopts that file instead of copying the volume.
-        let received = Files::received_path(pool, &v.rsc, v.nr, snap)?;
-        if std::fs::symlink_metadata(&received).is_ok() {
-            return std::fs::rename(&received, &to)
-                .map_err(|e| StorageError::Io { what: format!("adopt {}", received.display()), source: e });
-        }
         self.reflink(&from, &to).await
+    }
+
+    /// A snapshot shipped from another cluster into a resource that exists
+    /// here waits beside its place until it is desired as a received one:
+    /// then it takes its place (true when there was one).
+    pub fn adopt_received(&self, pool: &FilePool, rsc: &str, nr: u32, snap: &str) -> Result<bool, StorageError> {
+        let received = Files::received_path(pool, rsc, nr, snap)?;
+        if std::fs::symlink_metadata(&received).is_err() {
+            return Ok(false);
+        }
+        let to = Files::snapshot_path(pool, rsc, nr, snap)?;
+        std::fs::rename(&received, &to).map_err(|e| StorageError::Io { what: format!("adopt {}", received.display()), source: e })?;
+        Ok(true)
+    }
+
+    /// Removes a received snapshot file that was never registered.
+    pub fn discard_received(pool: &FilePool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
+        let received = Files::received_path(pool, rsc, nr, snap)?;
+        match std::fs::remove_file(&received) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StorageError::Io { what: format!("remove {}", received.display()), source: e })
+            }
+            _ => Ok(()),
+        }
     }
 
     pub async fn delete_snapshot(&self, pool: &FilePool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {

@@ -921,6 +921,21 @@ mod tests {
         ["vgs", "--config", F, "-o", fields, "--units", "k", "--nosuffix", "--reportformat", "json", vg]
     }
 
+    /// `lvcreate` of a writable, active thin snapshot `name` of `src`
+    /// with `tags`, as a clone or a received incremental makes it.
+    fn thin_snapshot_cmd(name: &str, tags: &[&str], src: &str) -> Vec<String> {
+        let mut c: Vec<String> =
+            ["lvcreate", "--config", F, "--snapshot", "--setactivationskip", "n", "--permission", "rw", "--name", name]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        for t in tags {
+            c.extend(["--addtag".to_string(), t.to_string()]);
+        }
+        c.push(src.to_string());
+        c
+    }
+
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
@@ -951,6 +966,42 @@ mod tests {
             .expect(&delta, DELTA)
             .expect(&release, "");
         assert!(rt().block_on(lvm.snapshot_changes(&pool, "db", 0, "s1", "s2")).is_ok());
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn a_shipment_lands_in_a_receiving_thin_snapshot_of_its_base_that_becomes_the_snapshot_once_registered() {
+        let (f, lvm, pool, lvs) = on_pool("thin", "vg0/thin", true);
+        let l: Vec<&str> = lvs.iter().map(String::as_str).collect();
+        let base = ("db_00000_s1", "4096.00", "thin", "1.00", "Vri---tz-k", "cairn_snap");
+        let got = ("db_00000_s2", "4096.00", "thin", "1.00", "Vwi---tz-k", "cairn_receiving");
+        pvs(&f, "vg0", PVS);
+        // The base must be there, the snapshot not yet.
+        f.expect(&l, &lvs_out(&[base]));
+        rt().block_on(lvm.receive_check(&pool, "db", 0, "s2", Some("s1"))).unwrap();
+        f.expect(&l, &lvs_out(&[]));
+        assert!(rt().block_on(lvm.receive_check(&pool, "db", 0, "s2", Some("s1"))).is_err());
+        f.expect(&l, &lvs_out(&[base]));
+        assert!(rt().block_on(lvm.receive_check(&pool, "db", 0, "s1", None)).is_err());
+        // An incremental: a writable thin snapshot of the base, tagged.
+        let snap = thin_snapshot_cmd("db_00000_s2", &["cairn_receiving"], "vg0/db_00000_s1");
+        f.expect(&l, &lvs_out(&[base]))
+            .expect(&snap.iter().map(String::as_str).collect::<Vec<_>>(), "")
+            .expect(&["lvchange", "--config", F, "-ay", "-K", "vg0/db_00000_s2"], "");
+        let dev = rt().block_on(lvm.receive_create_on(&pool, "db", 0, "s2", Some("s1"), 4 << 20)).unwrap();
+        assert_eq!(dev, "/dev/vg0/db_00000_s2");
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Registered: it becomes a snapshot as Cairn takes them, inactive.
+        f.expect(&l, &lvs_out(&[base, got]))
+            .expect(&["lvchange", "--config", F, "-pr", "vg0/db_00000_s2"], "")
+            .expect(&["lvchange", "--config", F, "--setactivationskip", "y", "vg0/db_00000_s2"], "")
+            .expect(&["lvchange", "--config", F, "--addtag", "cairn_snap", "--deltag", "cairn_receiving", "vg0/db_00000_s2"], "")
+            .expect(&["lvchange", "--config", F, "-an", "vg0/db_00000_s2"], "");
+        assert!(rt().block_on(lvm.adopt_received(&pool, "db", 0, "s2")).unwrap());
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Nothing waits under that name: nothing is adopted.
+        f.expect(&l, &lvs_out(&[base]));
+        assert!(!rt().block_on(lvm.adopt_received(&pool, "db", 0, "s2")).unwrap());
         assert!(f.is_done(), "{:?}", f.calls());
     }
 
@@ -1152,27 +1203,9 @@ mod tests {
         let src = ("web_00000", "4096.00", "thin", "10.00", "Vwi-a-tz--", "cairn_vid_a1");
         let pending = ("cl_00000", "4096.00", "thin", "10.00", "Vwi-a-tz--", "cairn_vid_c9,cairn_clone_md");
         pvs(&f, "vg0", PVS);
+        let snap = thin_snapshot_cmd("cl_00000", &["cairn_vid_c9", MD_PENDING_TAG], "vg0/web_00000");
         f.expect(&l, &lvs_out(&[src]))
-            .expect(
-                &[
-                    "lvcreate",
-                    "--config",
-                    F,
-                    "--snapshot",
-                    "--setactivationskip",
-                    "n",
-                    "--permission",
-                    "rw",
-                    "--name",
-                    "cl_00000",
-                    "--addtag",
-                    "cairn_vid_c9",
-                    "--addtag",
-                    MD_PENDING_TAG,
-                    "vg0/web_00000",
-                ],
-                "",
-            )
+            .expect(&snap.iter().map(String::as_str).collect::<Vec<_>>(), "")
             .expect(&["lvchange", "--config", F, "-ay", "-K", "vg0/cl_00000"], "")
             .expect(&l, &lvs_out(&[src, pending]))
             .expect(&l, &lvs_out(&[src, pending]))

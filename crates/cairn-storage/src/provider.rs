@@ -119,6 +119,12 @@ pub trait Provider: Send + Sync {
     fn adopt_received<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a Name) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async { Ok(false) })
     }
+    /// Removes what a shipment of snapshot `snap` left waiting for a
+    /// registration that never came (before a snapshot of that name is
+    /// taken here).
+    fn discard_received<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Whether the volume still has to go back to `snap` for rollback `id`
     /// (each rollback id happens once).
     fn needs_rollback<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a Name, _id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
@@ -422,6 +428,23 @@ impl Provider for FileProvider {
             })
         })
     }
+    fn adopt_received<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async move {
+            if !self.files.adopt_received(&self.pool, &v.rsc, v.nr, snap)? {
+                return Ok(false);
+            }
+            self.contents(|c| {
+                let nrs = c.snapshots.entry(v.rsc.to_string()).or_default().entry(snap.to_string()).or_default();
+                if !nrs.contains(&v.nr) {
+                    nrs.push(v.nr);
+                }
+            })?;
+            Ok(true)
+        })
+    }
+    fn discard_received<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { Files::discard_received(&self.pool, &v.rsc, v.nr, snap) })
+    }
     fn snapshot_open<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<SnapshotData, StorageError>> {
         Box::pin(async move {
             let path = Files::snapshot_path(&self.pool, rsc, nr, snap)?;
@@ -579,6 +602,22 @@ impl Provider for LvmProvider {
     fn receive_abandon<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.lvm.receive_abandon(&self.pool, rsc, nr, snap).await })
     }
+    fn adopt_received<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async move {
+            if self.pool.thin_pool.is_none() {
+                return Ok(false);
+            }
+            self.lvm.adopt_received(&self.pool, &v.rsc, v.nr, snap).await
+        })
+    }
+    fn discard_received<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            if self.pool.thin_pool.is_none() {
+                return Ok(());
+            }
+            self.lvm.receive_abandon(&self.pool, &v.rsc, v.nr, snap).await
+        })
+    }
 }
 
 /// ZFS and ZFS_THIN: a zvol per volume.
@@ -643,6 +682,9 @@ impl Provider for ZfsProvider {
     }
     fn adopt_received<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move { self.zfs.adopt_received(&self.pool, &v.rsc, v.nr, snap).await })
+    }
+    fn discard_received<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.zfs.drop_received(&self.pool, &v.rsc, v.nr, snap, false).await })
     }
     // Incrementals compare every chunk with the base's chunk map (no
     // `snapshot_changes`); restores go into LVM_THIN or FILE_THIN pools.

@@ -775,6 +775,7 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
         pool: pool.clone(),
         layer_stack: if cm.layer_stack.is_empty() { vec!["STORAGE".into()] } else { cm.layer_stack.clone() },
         volumes: cm.volumes.iter().map(|(nr, v)| (*nr, v.size_kib)).collect(),
+        source_snap_uuid: None,
     };
     // Everything the registration checks (names, numbers, placement) is
     // checked now, before anything is downloaded.

@@ -104,6 +104,11 @@ struct PrepareReq {
     /// Snapshots of the source definition on the sending node, newest
     /// first: an incremental may be based on one the target holds too.
     bases: Vec<String>,
+    /// Their snapshot definitions' uuids, in the same order: the target
+    /// takes as base only a snapshot received from one of them (LINSTOR's
+    /// `srcSnapDfnUuids`), never one that merely has the same name.
+    #[serde(default)]
+    base_uuids: Vec<String>,
 }
 
 /// The target's answer: where to stream, and on what base.
@@ -122,6 +127,10 @@ struct DoneReq {
     success: bool,
     #[serde(default)]
     message: Option<String>,
+    /// The uuid of the source's snapshot definition, kept on the received
+    /// snapshot (`Backup/Target/SourceSnapDfnUUID`).
+    #[serde(default)]
+    src_snap_uuid: Option<String>,
 }
 
 /// A shipment this (target) controller agreed to and waits for.
@@ -290,16 +299,17 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
                 .correction("Wait a second and try again.")
                 .into());
         }
-        let mut bases: Vec<(i64, String)> = c
+        let mut bases: Vec<(i64, String, String)> = c
             .snapshots
             .values()
             .filter(|d| key(&d.resource_definition) == key(&src.rsc) && d.nodes.contains_key(&key(&src.node)))
             .filter(|d| key(&d.name) != key(&snap) && existing.is_none_or(|t| d.create_timestamp < t))
-            .map(|d| (d.create_timestamp, d.name.clone()))
+            .map(|d| (d.create_timestamp, d.name.clone(), d.uuid.clone()))
             .collect();
         bases.sort_by(|a, b| b.cmp(a));
-        (c.ctrl_props.get("Cluster/LocalID").cloned().unwrap_or_default(), bases.into_iter().map(|(_, n)| n).collect::<Vec<_>>(), existing)
+        (c.ctrl_props.get("Cluster/LocalID").cloned().unwrap_or_default(), bases, existing)
     };
+    let incremental = req.allow_incremental.unwrap_or(true);
     let prepare = PrepareReq {
         src_cluster_id,
         dst_cluster_id,
@@ -314,7 +324,8 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
         snapshot: snap.clone(),
         layer_stack: src.layer_stack.clone(),
         volumes: src.sizes.iter().map(|(nr, (kib, pool))| (*nr, *kib, (*kib as u64) * 1024, pool.clone())).collect(),
-        bases: if req.allow_incremental.unwrap_or(true) { bases } else { Vec::new() },
+        bases: if incremental { bases.iter().map(|b| b.1.clone()).collect() } else { Vec::new() },
+        base_uuids: if incremental { bases.iter().map(|b| b.2.clone()).collect() } else { Vec::new() },
     };
     let raw = serde_json::to_vec(&prepare).map_err(|e| ApiError::Internal(e.to_string()))?;
     let prepared: Prepared = match call(&url, PATH_PREPARE, raw, PREPARE_TIMEOUT).await {
@@ -362,7 +373,7 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
         let url = url.clone();
         let token = prepared.token.clone();
         async move {
-            let raw = serde_json::to_vec(&DoneReq { token, success: false, message: Some(why) }).unwrap_or_default();
+            let raw = serde_json::to_vec(&DoneReq { token, success: false, message: Some(why), src_snap_uuid: None }).unwrap_or_default();
             if let Err(e) = call(&url, PATH_DONE, raw, PREPARE_TIMEOUT).await {
                 tracing::warn!("could not tell the target cluster that the shipment failed: {e}");
             }
@@ -386,6 +397,7 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
         tell_failed("the snapshot was not taken".into()).await;
         return Err(e);
     }
+    let snap_uuid = s.read().snapshots.get(&(key(&src.rsc), key(&snap))).map(|d| d.uuid.clone());
     let send = ShipSend {
         target: prepared.target.clone(),
         token: prepared.token.clone(),
@@ -414,7 +426,7 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
     let target_url = url.clone();
     tokio::spawn(async move {
         let s = task_state;
-        let result = stream(&s, &node, &send, &target_url, token).await;
+        let result = stream(&s, &node, &send, &target_url, token, snap_uuid).await;
         match result {
             Ok(sent) => s.backups().shipped(&shipment.id, &shipment.remote, sent),
             Err(why) => {
@@ -432,7 +444,14 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
 
 /// The source satellite streams; then the target controller registers
 /// what arrived (or gives it up). Answers bytes and chunks sent.
-async fn stream(s: &AppState, node: &str, send: &ShipSend, url: &str, token: Secret) -> Result<(u64, u64), String> {
+async fn stream(
+    s: &AppState,
+    node: &str,
+    send: &ShipSend,
+    url: &str,
+    token: Secret,
+    snap_uuid: Option<String>,
+) -> Result<(u64, u64), String> {
     let body = serde_json::to_vec(send).map_err(|e| e.to_string())?;
     let sent: Result<BackupSent, String> =
         s.links().request(&key(node), PATH_SHIP_SEND, Some(body), TRANSFER_TIMEOUT).await.map_err(|e| format!("node '{node}': {e}"));
@@ -440,7 +459,7 @@ async fn stream(s: &AppState, node: &str, send: &ShipSend, url: &str, token: Sec
         Ok(x) => x.error.as_ref().map(|e| format!("{} {}", e.message, e.cause.clone().unwrap_or_default())),
         Err(why) => Some(why.clone()),
     };
-    let done = DoneReq { token, success: failure.is_none(), message: failure.clone() };
+    let done = DoneReq { token, success: failure.is_none(), message: failure.clone(), src_snap_uuid: snap_uuid };
     let raw = serde_json::to_vec(&done).map_err(|e| e.to_string())?;
     let answer = call(url, PATH_DONE, raw, TRANSFER_TIMEOUT).await;
     if let Some(why) = failure {
@@ -519,16 +538,15 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
     let pool = req.dst_stor_pool.clone().or_else(|| req.stor_pool_rename.get(&src_pool).cloned()).unwrap_or(src_pool);
     // Node and base: an existing definition is received where its newest
     // shared snapshot is; a new one on the named node, or the first online
-    // node with the pool.
+    // node with the pool. A shared snapshot is one received from a
+    // snapshot the source still holds (its uuid kept on it), whatever its
+    // name: (the source's name, this cluster's name, its nodes).
     let (node, base, address) = {
         let c = s.read();
-        let shared = req
-            .bases
-            .iter()
-            .find_map(|b| c.snapshots.get(&(key(&dst), key(b))).map(|d| (b.clone(), d.nodes.keys().cloned().collect::<Vec<_>>())));
+        let shared = shared_base(&c, &dst, &req.bases, &req.base_uuids);
         let node_key = match (&req.dst_node_name, &shared) {
             (Some(n), _) => key(n),
-            (None, Some((_, nodes))) => nodes.first().cloned().unwrap_or_default(),
+            (None, Some((_, _, nodes))) => nodes.first().cloned().unwrap_or_default(),
             (None, None) => c
                 .stor_pools
                 .keys()
@@ -546,7 +564,7 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
             .correction("Name a target node (dst_node_name) and pool (dst_stor_pool).")
             .into());
         };
-        let base = shared.filter(|(_, nodes)| nodes.contains(&node_key)).map(|(b, _)| b);
+        let base = shared.filter(|(_, _, nodes)| nodes.contains(&node_key)).map(|(src_name, dst_name, _)| (src_name, dst_name));
         let nif = match &req.dst_net_if_name {
             Some(want) => n.net_interfaces.iter().find(|i| key(&i.name) == key(want)),
             None => n.net_interfaces.iter().find(|i| i.satellite_port.is_some()).or(n.net_interfaces.first()),
@@ -563,6 +581,7 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
         pool: pool.clone(),
         layer_stack: if req.layer_stack.is_empty() { vec!["STORAGE".into()] } else { req.layer_stack.clone() },
         volumes: req.volumes.iter().map(|v| (v.0, v.1)).collect(),
+        source_snap_uuid: None,
     };
     // Everything the registration checks is checked before the stream.
     let pool_desired = {
@@ -582,7 +601,7 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
         pool: pool_desired,
         resource: dst.clone(),
         snapshot: req.snapshot.clone(),
-        base: base.clone(),
+        base: base.as_ref().map(|b| b.1.clone()),
         volumes: req.volumes.iter().map(|v| ShipVolume { number: v.0, size: v.2 }).collect(),
         adopt: s.read().resources_of(&key(&dst)).any(|r| key(&r.node) == key(&node)),
     };
@@ -598,7 +617,26 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
     slot.kept = true; // given back when the shipment ends (`done`)
     let target = if address.contains(':') { format!("[{address}]:{}", listening.port) } else { format!("{address}:{}", listening.port) };
     tracing::info!(rsc = %dst, snapshot = %req.snapshot, %node, %target, "receiving a shipment from cluster {}", req.src_cluster_id);
-    Ok(ok(&json!(Prepared { token: Secret(token), target, node, base })))
+    Ok(ok(&json!(Prepared { token: Secret(token), target, node, base: base.map(|b| b.0) })))
+}
+
+/// The newest snapshot of definition `dst` received from one of the
+/// source's snapshots (`uuids`, named `names` there, in the same order):
+/// (the source's name, this cluster's name, its nodes). A snapshot of the
+/// same name without that identity (taken here, or received from an
+/// unrelated definition) is never a base: the chunks an incremental sends
+/// would land on other data.
+fn shared_base(c: &cairn_domain::Cluster, dst: &str, names: &[String], uuids: &[String]) -> Option<(String, String, Vec<String>)> {
+    c.snapshots
+        .values()
+        .filter(|d| key(&d.resource_definition) == key(dst))
+        .filter_map(|d| {
+            let from = d.props.get(cairn_domain::backup::SOURCE_SNAP_UUID_PROP)?;
+            let i = uuids.iter().position(|u| u.eq_ignore_ascii_case(from))?;
+            Some((d.create_timestamp, names.get(i)?.clone(), d))
+        })
+        .max_by_key(|(t, _, _)| *t)
+        .map(|(_, src_name, d)| (src_name, d.name.clone(), d.nodes.keys().cloned().collect()))
 }
 
 /// `POST /v1/internal/backups/requestReceiveDone` (target side): the
@@ -607,7 +645,7 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
 async fn done(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError> {
     let req: DoneReq = input::required(&body)?;
     let receives = s.receives();
-    let Some(r) = receives.pending.lock().remove(&req.token.0) else {
+    let Some(mut r) = receives.pending.lock().remove(&req.token.0) else {
         return Err(OpError::new(OP, rc::FAIL_NOT_FOUND_BACKUP, "No shipment with this token is expected.").into());
     };
     // Whatever the verdict, the slot is free once this call ends.
@@ -635,7 +673,22 @@ async fn done(State(s): State<AppState>, body: Bytes) -> Result<Reply, ApiError>
         }
         return Err(err.into());
     }
-    let mut reply = s.mutate(201, |c, ctx| c.receive_shipment(&r.plan, r.download_only, ctx)).await?;
+    r.plan.source_snap_uuid = req.src_snap_uuid.clone();
+    let mut reply = match s.mutate(201, |c, ctx| c.receive_shipment(&r.plan, r.download_only, ctx)).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            // Not registered: what arrived must not stay on the node.
+            let cancel = ShipToken { token: req.token.clone(), cancel: true };
+            if let Ok(raw) = serde_json::to_vec(&cancel) {
+                let gone: Result<BackupReceived, _> =
+                    s.links().request(&key(&node), PATH_SHIP_RESULT, Some(raw), Duration::from_secs(60)).await;
+                if let Err(x) = gone {
+                    tracing::warn!(rsc = %r.plan.target, "could not have node '{node}' remove a shipment that was not registered: {x}");
+                }
+            }
+            return Err(e);
+        }
+    };
     let how = if r.incremental { "incremental" } else { "full" };
     reply.entries.push(ApiCallRc::success(
         OP,
@@ -657,6 +710,7 @@ mod tests {
             pool: "xfs".into(),
             layer_stack: vec!["STORAGE".into()],
             volumes: vec![(0, 4096)],
+            source_snap_uuid: None,
         };
         Receive { plan, download_only: false, incremental: false, since }
     }

@@ -204,6 +204,72 @@ impl Lvm {
         Ok(format!("/dev/{}/{name}", pool.vg))
     }
 
+    /// Whether snapshot `snap` of volume `nr` of `rsc` can be received
+    /// here (a shipment from another cluster): no such LV yet (one left
+    /// tagged as receiving goes when the receive starts), and for an
+    /// incremental the base snapshot exists.
+    pub async fn receive_check(&self, pool: &LvmPool, rsc: &str, nr: u32, snap: &str, base: Option<&str>) -> Result<(), StorageError> {
+        self.thin_pool(pool)?;
+        let name = snap_lv(rsc, nr, snap)?;
+        let f = self.filter(pool).await?;
+        let lvs = self.lvs(pool, &f).await?;
+        if lvs.iter().any(|l| l.name == name && !l.tags.iter().any(|t| t == RECEIVING_TAG)) {
+            return Err(StorageError::BadBacking(format!("{}/{name} exists already", pool.vg)));
+        }
+        if let Some(b) = base {
+            let from = snap_lv(rsc, nr, b)?;
+            if !lvs.iter().any(|l| l.name == from && l.tags.iter().any(|t| t == SNAP_TAG)) {
+                return Err(StorageError::Missing(format!("the base snapshot {}/{from} is not in pool '{}'", pool.vg, pool.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// A thin volume to receive snapshot `snap` of volume `nr` of `rsc`
+    /// into, tagged as being received: for an incremental a writable thin
+    /// snapshot of the base snapshot (the blocks that did not change stay
+    /// shared), else a new one of `size` bytes. One left by a failed
+    /// receive is removed first. Answers its device, active.
+    pub async fn receive_create_on(
+        &self,
+        pool: &LvmPool,
+        rsc: &str,
+        nr: u32,
+        snap: &str,
+        base: Option<&str>,
+        size: u64,
+    ) -> Result<String, StorageError> {
+        let Some(base) = base else { return self.receive_create(pool, rsc, nr, snap, size).await };
+        self.receive_abandon(pool, rsc, nr, snap).await?;
+        let name = snap_lv(rsc, nr, snap)?;
+        let f = self.filter(pool).await?;
+        self.clone_of(pool, &f, &snap_lv(rsc, nr, base)?, &name, &[RECEIVING_TAG]).await?;
+        Ok(format!("/dev/{}/{name}", pool.vg))
+    }
+
+    /// Deactivates a received volume: it waits, tagged as receiving, until
+    /// [`Lvm::adopt_received`] makes it the snapshot.
+    pub async fn receive_park(&self, pool: &LvmPool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
+        let name = format!("{}/{}", pool.vg, snap_lv(rsc, nr, snap)?);
+        let f = self.filter(pool).await?;
+        self.run(self.cmd("lvchange").args(["--config", &f, "-an", &name])).await?;
+        Ok(())
+    }
+
+    /// A volume received from another cluster becomes snapshot `snap`
+    /// once the controller registered it (it is desired): true when there
+    /// was one.
+    pub async fn adopt_received(&self, pool: &LvmPool, rsc: &str, nr: u32, snap: &str) -> Result<bool, StorageError> {
+        let name = snap_lv(rsc, nr, snap)?;
+        let f = self.filter(pool).await?;
+        if !self.lvs(pool, &f).await?.iter().any(|l| l.name == name && l.tags.iter().any(|t| t == RECEIVING_TAG)) {
+            return Ok(false);
+        }
+        self.receive_done(pool, rsc, nr, snap).await?;
+        self.receive_park(pool, rsc, nr, snap).await?;
+        Ok(true)
+    }
+
     /// Makes the received volume a snapshot as [`Lvm::create_snapshot`]
     /// makes them: read-only, skipped at activation, tagged.
     pub async fn receive_done(&self, pool: &LvmPool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
