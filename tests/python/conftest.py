@@ -261,17 +261,17 @@ def shipped(a, remote, rsc, n, timeout=60):
     return wait_for(f"{n} shipments of {rsc}", done, timeout=timeout)
 
 
-def run_cluster(prefix, kinds, extra_args=None, default_stack=None, sat_args=None):
+def run_cluster(prefix, kinds, extra_args=None, default_stack=None, sat_args=None, ctrl_args=None):
     """A controller and one satellite per entry of `kinds` (node name ->
     provider of its DfltStorPool) on 127.0.10.1, .2, ...; yields a handle and
     detaches everything the satellites made on teardown. `sat_args(name,
-    root)` adds arguments of one satellite."""
+    root)` adds arguments of one satellite, `ctrl_args` the controller's."""
     if os.geteuid() != 0:
         raise RuntimeError("the satellite tests need root for loop devices")
     root = tempfile.mkdtemp(prefix=prefix)
     ctrl_dir = os.path.join(root, "controller")
     os.makedirs(ctrl_dir)
-    ctrl = Controller(ctrl_dir).start()
+    ctrl = Controller(ctrl_dir, extra_args=ctrl_args).start()
     secret = os.path.join(ctrl_dir, "cluster-secret")
     sats = {}
     lin = ctrl.client()
