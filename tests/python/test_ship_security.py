@@ -2,13 +2,19 @@
 controller reached over HTTPS, its certificate checked against the CA the
 source controller is given (`--remote-tls-ca`); an untrusted certificate
 refused before any snapshot is taken; a target with REST sign-in on
-accepting a shipment only with its master passphrase."""
+accepting a shipment only with its master passphrase; between clusters
+whose satellites run with TLS (each its own CA), the stream in TLS with
+the receiving satellite's certificate pinned, a plain connection refused
+even with the right token."""
 
 import hashlib
 import http.client
 import json
 import os
 import shutil
+import socket
+import struct
+import subprocess
 import ssl
 import tempfile
 import time
@@ -120,8 +126,10 @@ def test_ship_over_https_with_the_remote_ca_and_sign_in_on_the_target(pki, https
     assert "redirects to https://" in (e.cause or ""), e.cause
     assert a.lin.snapshot_dfn_list_raise().snapshots == []
 
-    # Over HTTPS with B's certificate checked against the given CA.
-    ok(a.lin.backup_ship("b", "src", "dst", dst_node="b1"))
+    # Over HTTPS with B's certificate checked against the given CA; B's
+    # satellites run without TLS, so the stream is plain TCP, as said.
+    replies = ok(a.lin.backup_ship("b", "src", "dst", dst_node="b1"))
+    assert any("plain TCP" in (r.details or "") for r in replies), [r.details for r in replies]
     [first] = shipped(a, "b", "src", 1)
     expected = hashlib.sha256(data + bytes(5 * MIB)).hexdigest()
     # (python-linstor follows B's redirect to HTTPS; urllib would check the certificate)
@@ -158,3 +166,80 @@ def test_ship_over_https_with_the_remote_ca_and_sign_in_on_the_target(pki, https
                    if f == f"dst_00000@{second['origin_snap']}.snap"]
     new = data[:MIB] + change + data[2 * MIB:] + bytes(5 * MIB)
     assert dev_digest(snap_file, 8 * MIB) == hashlib.sha256(new).hexdigest()
+
+
+@pytest.fixture
+def tls_clusters(xfs_dir):
+    """Clusters A (a1) and B (b1) whose satellites speak mutual TLS with
+    their controllers, each cluster with a CA of its own; FILE_THIN pool
+    `xfs`, master passphrases and remotes as above (plain REST)."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("the shipping TLS tests need the openssl command")
+    d = tempfile.mkdtemp(prefix="cairn-ship-tls-pki-")
+    for c in ("a", "b"):
+        make_ca(d, f"ca{c}")
+        make_cert(d, f"sat{c}", f"ca{c}", "IP:127.0.10.1")
+        make_cert(d, f"ctrl{c}", f"ca{c}", "DNS:controller")
+    p = lambda f: os.path.join(d, f)
+    ctrl = lambda c: ["--satellite-tls-cert", p(f"ctrl{c}.crt"), "--satellite-tls-key", p(f"ctrl{c}.key"),
+                      "--satellite-tls-ca", p(f"ca{c}.crt")]
+    sat = lambda c: lambda name, root: ["--tls-cert", p(f"sat{c}.crt"), "--tls-key", p(f"sat{c}.key"), "--tls-ca", p(f"ca{c}.crt")]
+    ga = run_cluster("cairn-shiptls-a-", {"a1": "FILE_THIN"}, default_stack="STORAGE", ctrl_args=ctrl("a"), sat_args=sat("a"),
+                     com_type="SSL")
+    a = next(ga)
+    gb = run_cluster("cairn-shiptls-b-", {"b1": "FILE_THIN"}, default_stack="STORAGE", ctrl_args=ctrl("b"), sat_args=sat("b"),
+                     com_type="SSL")
+    b = next(gb)
+    try:
+        for c, n in ((a, "a1"), (b, "b1")):
+            ok(c.lin.storage_pool_create(n, "xfs", "FILE_THIN", os.path.join(xfs_dir, n)))
+            ok(c.lin.crypt_create_passphrase("pw-" + n))
+        ok(a.lin.remote_create_linstor("b", b.ctrl.url, cluster_id=cluster_id(b)))
+        ok(b.lin.remote_create_linstor("a", a.ctrl.url, cluster_id=cluster_id(a)))
+        a.xfs = b.xfs = xfs_dir
+        b.pki = p
+        yield a, b
+    finally:
+        next(gb, None)
+        next(ga, None)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_the_stream_between_tls_satellites_is_tls_with_the_receivers_certificate_pinned(tls_clusters):
+    a, b = tls_clusters
+    data = source(a, "src", 8, 3)
+    replies = ok(a.lin.backup_ship("b", "src", "dst", dst_node="b1"))
+    assert any("encrypted with TLS" in (r.details or "") for r in replies), [r.details for r in replies]
+    shipped(a, "b", "src", 1)
+    expected = hashlib.sha256(data + bytes(5 * MIB)).hexdigest()
+    wait_for("the shipped data on b1", lambda: dev_digest(device(b, "dst", "b1"), 8 * MIB) == expected)
+
+    # B's controller names the certificate its satellite listens with:
+    # b1's own (the sha256 of its DER).
+    prepare = {
+        "src_cluster_id": cluster_id(a), "dst_cluster_id": cluster_id(b), "src_rsc_name": "src", "dst_rsc_name": "other",
+        "dst_node_name": "b1", "dst_stor_pool": "xfs", "snapshot": "s1", "layer_stack": ["STORAGE"],
+        "volumes": [[0, 4096, 4 * MIB, "xfs"]], "bases": [],
+    }
+    status, _, got = b.ctrl.request("POST", "/v1/internal/backups/requestReceive", prepare)
+    assert status == 200, got
+    der = subprocess.run(["openssl", "x509", "-in", b.pki("satb.crt"), "-outform", "DER"], capture_output=True, check=True).stdout
+    assert got["tls_sha256"] == hashlib.sha256(der).hexdigest(), got
+    # A plain connection presenting the right token is refused: the
+    # listener speaks TLS only (a plain listener would take the hello and
+    # wait for the volumes).
+    host, port = got["target"].rsplit(":", 1)
+    token = got["token"].encode()
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"CAIRNSHP" + struct.pack(">H", len(token)) + token)
+        try:
+            answer = conn.recv(64)
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b"" or answer[0] == 0x15, answer  # closed, or a TLS alert record
+    wait_for("the refusal in b1's log", lambda: "a shipment's TLS handshake failed" in b.sats["b1"].log())
+    # The shipment still waits for its sender; the source gives it up.
+    status, _, body = b.ctrl.request("POST", "/v1/internal/backups/requestReceiveDone",
+                                     {"token": got["token"], "success": False, "message": "test"})
+    assert status == 200, body
+    assert [d.name for d in b.lin.resource_dfn_list_raise().resource_definitions] == ["dst"]

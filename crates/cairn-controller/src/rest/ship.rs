@@ -129,6 +129,10 @@ struct Prepared {
     node: String,
     #[serde(default)]
     base: Option<String>,
+    /// The receiving satellite's listener speaks TLS with the certificate
+    /// of this sha256 (hex), which the sender pins; None: plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls_sha256: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -460,6 +464,7 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
         base: base.clone(),
         volumes: src.sizes.keys().copied().collect(),
         chunk_size: CHUNK_SIZE,
+        tls_sha256: prepared.tls_sha256.clone(),
     };
     let shipment = Shipment {
         remote: remote.clone(),
@@ -489,8 +494,17 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
         }
     });
     entries.push(
-        ApiCallRc::success(OP, 0, format!("Shipping of resource '{}' to remote '{remote}' started ({kind}).", src.rsc))
-            .with_details(format!("Snapshot '{snap}' from node '{}' to node '{}' of the target cluster.", src.node, prepared.node)),
+        ApiCallRc::success(OP, 0, format!("Shipping of resource '{}' to remote '{remote}' started ({kind}).", src.rsc)).with_details(
+            format!(
+                "Snapshot '{snap}' from node '{}' to node '{}' of the target cluster, {}.",
+                src.node,
+                prepared.node,
+                match prepared.tls_sha256 {
+                    Some(_) => "the stream encrypted with TLS (the receiving node's certificate pinned)",
+                    None => "the stream in plain TCP (the target's satellites run without TLS)",
+                }
+            ),
+        ),
     );
     Ok(Reply::new(201, entries))
 }
@@ -674,7 +688,7 @@ async fn prepare(State(s): State<AppState>, auth: Option<axum::Extension<RestAut
     slot.kept = true; // given back when the shipment ends (`done`)
     let target = if address.contains(':') { format!("[{address}]:{}", listening.port) } else { format!("{address}:{}", listening.port) };
     tracing::info!(rsc = %dst, snapshot = %req.snapshot, %node, %target, "receiving a shipment from cluster {}", req.src_cluster_id);
-    Ok(ok(&json!(Prepared { token: Secret(token), target, node, base })))
+    Ok(ok(&json!(Prepared { token: Secret(token), target, node, base, tls_sha256: listening.tls_sha256 })))
 }
 
 /// `POST /v1/internal/backups/requestReceiveDone` (target side): the
