@@ -752,6 +752,17 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_ca_file_without_a_certificate_stops_the_start() {
+        assert!(remote_tls_config(None).is_ok(), "the system's roots alone, however many there are");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("ca.pem");
+        std::fs::write(&bad, "not a certificate\n").unwrap();
+        let e = remote_tls_config(Some(&bad)).unwrap_err();
+        assert_eq!(e.path, bad.display().to_string());
+        assert!(remote_tls_config(Some(&dir.path().join("missing.pem"))).is_err());
+    }
+
+    #[test]
     fn a_shipment_whose_end_never_came_is_forgotten_and_frees_its_snapshot() {
         let r = Receives::default();
         let t0 = std::time::Instant::now();
