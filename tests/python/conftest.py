@@ -261,17 +261,18 @@ def shipped(a, remote, rsc, n, timeout=60):
     return wait_for(f"{n} shipments of {rsc}", done, timeout=timeout)
 
 
-def run_cluster(prefix, kinds, extra_args=None, default_stack=None, sat_args=None):
+def run_cluster(prefix, kinds, extra_args=None, default_stack=None, sat_args=None, ctrl_args=None, com_type="PLAIN"):
     """A controller and one satellite per entry of `kinds` (node name ->
     provider of its DfltStorPool) on 127.0.10.1, .2, ...; yields a handle and
     detaches everything the satellites made on teardown. `sat_args(name,
-    root)` adds arguments of one satellite."""
+    root)` adds arguments of one satellite, `ctrl_args` the controller's;
+    `com_type` is the nodes' (SSL: satellites with --tls-cert)."""
     if os.geteuid() != 0:
         raise RuntimeError("the satellite tests need root for loop devices")
     root = tempfile.mkdtemp(prefix=prefix)
     ctrl_dir = os.path.join(root, "controller")
     os.makedirs(ctrl_dir)
-    ctrl = Controller(ctrl_dir).start()
+    ctrl = Controller(ctrl_dir, extra_args=ctrl_args).start()
     secret = os.path.join(ctrl_dir, "cluster-secret")
     sats = {}
     lin = ctrl.client()
@@ -280,7 +281,7 @@ def run_cluster(prefix, kinds, extra_args=None, default_stack=None, sat_args=Non
     for i, (name, kind) in enumerate(kinds.items(), start=1):
         args = (extra_args or []) + (sat_args(name, root) if sat_args else [])
         sats[name] = SatelliteProc(name, sat_ip(i), os.path.join(root, name), secret, extra_args=args).start()
-        ok(lin.node_create(name, "SATELLITE", sat_ip(i), port=sats[name].port))
+        ok(lin.node_create(name, "SATELLITE", sat_ip(i), port=sats[name].port, com_type=com_type))
         ok(lin.storage_pool_create(name, "DfltStorPool", kind, os.path.join(root, name, "pool")))
     wait_for("satellites online", lambda: all(n.connection_status == "ONLINE" for n in lin.node_list_raise().nodes))
     c = type("C", (), {})()

@@ -368,13 +368,19 @@ class CuttingProxy:
         self.sock.close()
 
 
+def cut_remote(c, cut_after, outage):
+    """An S3 remote `px` reaching the test server through a CuttingProxy."""
+    host, port = c.s3.endpoint.removeprefix("http://").split(":")
+    proxy = CuttingProxy((host, int(port)), cut_after=cut_after, outage=outage)
+    ok(c.lin.remote_create_s3(remote_name="px", endpoint=proxy.endpoint, region=c.s3.region, bucket=c.s3.bucket,
+                              access_key=c.s3.access_key, secret_key=c.s3.secret_key, use_path_style=True))
+    return proxy
+
+
 def test_an_upload_goes_on_after_the_endpoint_was_down_and_sends_again_only_what_was_not_stored(bcluster):
     c = bcluster
-    host, port = c.s3.endpoint.removeprefix("http://").split(":")
-    proxy = CuttingProxy((host, int(port)), cut_after=40 * MIB, outage=12)
+    proxy = cut_remote(c, 40 * MIB, 12)
     try:
-        ok(c.lin.remote_create_s3(remote_name="px", endpoint=proxy.endpoint, region=c.s3.region, bucket=c.s3.bucket,
-                                  access_key=c.s3.access_key, secret_key=c.s3.secret_key, use_path_style=True))
         size = 96 * MIB
         dev = make_volume(c, "rsm", size // 1024)
         data = os.urandom(size)
@@ -397,5 +403,34 @@ def test_an_upload_goes_on_after_the_endpoint_was_down_and_sends_again_only_what
         assert stored <= sent < stored + 5 * 8 * MIB, (sent, stored)
         ok(c.lin.backup_restore("px", "n3", "rsm2", resource_name="rsm"))
         assert digest(device(c, "rsm2", "n3"), size) == hashlib.sha256(data).hexdigest()
+    finally:
+        proxy.stop()
+
+
+def test_an_abort_during_an_outage_ends_the_upload_at_once(bcluster):
+    """Parts being tried again through an outage look at the abort flag:
+    the shipment ends within seconds, not when the outage (or the five
+    minutes a part is tried) is over."""
+    c = bcluster
+    proxy = cut_remote(c, 24 * MIB, 40)
+    try:
+        dev = make_volume(c, "cut", 96 * 1024)
+        write_dev(dev, os.urandom(96 * MIB))
+        ok(c.lin.backup_create("px", "cut", incremental=False))
+        wait_for("the endpoint cut off", lambda: proxy.cut_at is not None, timeout=120)
+        wait_for("a part tried again", lambda: "not stored" in c.sats["n1"].log(), timeout=30)
+        ok(c.lin.backup_abort("px", "cut", create=True))
+        started = time.monotonic()
+
+        def queue_empty():
+            status, _, q = c.ctrl.request("GET", "/v1/view/backup/queue")
+            assert status == 200, q
+            return not q["snap_queues"]
+        wait_for("the aborted upload to end", queue_empty, timeout=40)
+        assert time.monotonic() - started < 10 and proxy.is_down(), (time.monotonic() - started, proxy.is_down())
+        # Once S3 is back, the list (read through the proxy) shows it aborted.
+        wait_for("the endpoint back", lambda: not proxy.is_down(), timeout=60)
+        [b] = [b for b in backups(c.lin, "px").values() if b.origin_rsc_name == "cut"]
+        assert b._rest_data["success"] is False and "aborted" in b._rest_data.get("fail_messages", ""), b._rest_data
     finally:
         proxy.stop()

@@ -10,6 +10,11 @@
 //! LINSTOR's LDAP sign-in never covered it, but not to tokens, as
 //! LINSTOR's token filter covers it.
 //!
+//! The two routes another cluster's controller calls to ship a snapshot
+//! here (`/v1/internal/backups/requestReceive` and `…Done`) pass without
+//! credentials: they are checked by the master passphrase and the
+//! shipment's one-use token they carry (see `rest::ship`).
+//!
 //! Every refusal is a 401 with an ApiCallRc body and a `WWW-Authenticate`
 //! challenge per scheme in force: `Basic realm="Linstor"` and `Bearer
 //! realm="linstor-controller"`, LINSTOR's two realms.
@@ -255,13 +260,20 @@ const BASIC_CHALLENGE: &str = "Basic realm=\"Linstor\"";
 const BEARER_CHALLENGE: &str = "Bearer realm=\"linstor-controller\"";
 
 /// The middleware: lets a request through or answers 401.
-pub async fn authenticate(State(gate): State<Gate>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if path == "/health" || path == "/" {
+pub async fn authenticate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+    if req.uri().path() == "/health" || req.uri().path() == "/" {
         return next.run(req).await;
     }
     let tokens = gate.state.read().token_auth_enabled(crate::state::now_ms());
     let basic = gate.users.is_some();
+    // Another cluster's controller asking to ship here sends no REST
+    // credentials (neither does LINSTOR's): those routes check what the
+    // request carries instead (`rest::ship`), told whether sign-in is on.
+    if crate::rest::ship::authenticates_itself(req.uri().path()) {
+        req.extensions_mut().insert(crate::rest::ship::RestAuthOn(tokens || basic));
+        return next.run(req).await;
+    }
+    let path = req.uri().path();
     if !tokens && (!basic || path == "/v1/controller/version") {
         return next.run(req).await;
     }

@@ -54,6 +54,10 @@ pub struct ControllerConfig {
     /// Send LUKS volume keys to satellites whose link is PLAIN (not
     /// encrypted). Off: such satellites get no keys and report so.
     pub allow_plain_luks_keys: bool,
+    /// A CA (PEM) trusted, besides the system's roots, for the
+    /// certificates of other controllers reached over `https://` (the URLs
+    /// of LINSTOR remotes, for `backup ship`).
+    pub remote_tls_ca: Option<PathBuf>,
 }
 
 impl Default for ControllerConfig {
@@ -73,6 +77,7 @@ impl Default for ControllerConfig {
             satellite_tls_key: None,
             satellite_tls_ca: None,
             allow_plain_luks_keys: false,
+            remote_tls_ca: None,
         }
     }
 }

@@ -152,6 +152,7 @@ impl Controller {
             state.set_fence(l.fence());
         }
         state.set_settings(config.clone());
+        state.set_remote_tls(rest::ship::remote_tls_config(config.remote_tls_ca.as_deref())?);
         state.links().allow_plain_luks_keys(config.allow_plain_luks_keys);
         if config.allow_plain_luks_keys {
             tracing::warn!(

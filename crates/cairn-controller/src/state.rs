@@ -57,6 +57,9 @@ struct Inner {
     backups: crate::rest::backups::Shipments,
     /// Shipments from other clusters this controller agreed to receive.
     receives: crate::rest::ship::Receives,
+    /// How other controllers are reached over HTTPS (LINSTOR remotes):
+    /// the system's roots and `--remote-tls-ca`.
+    remote_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
     /// The backup scheduler's plan: next run of each enabled shipping.
     scheduler: crate::scheduler::Plan,
     /// The leader's lease (PostgreSQL): no write once it is gone.
@@ -145,6 +148,7 @@ impl AppState {
             settings: std::sync::OnceLock::new(),
             backups: Default::default(),
             receives: Default::default(),
+            remote_tls: std::sync::OnceLock::new(),
             scheduler: Default::default(),
             fence: std::sync::OnceLock::new(),
             reporter: crate::reporter::Reporter::new(now_ms()),
@@ -313,6 +317,26 @@ impl AppState {
     /// Shipments from other clusters this controller waits for.
     pub fn receives(&self) -> &crate::rest::ship::Receives {
         &self.inner.receives
+    }
+
+    /// Sets how other controllers are reached over HTTPS; the first call
+    /// stays.
+    pub fn set_remote_tls(&self, config: Arc<rustls::ClientConfig>) {
+        let _ = self.inner.remote_tls.set(config);
+    }
+
+    /// How other controllers are reached over HTTPS: as set at start, else
+    /// the system's roots alone.
+    pub fn remote_tls(&self) -> Arc<rustls::ClientConfig> {
+        self.inner
+            .remote_tls
+            .get_or_init(|| {
+                crate::rest::ship::remote_tls_config(None).unwrap_or_else(|e| {
+                    tracing::warn!("no system roots for HTTPS to other controllers: {e}");
+                    crate::rest::ship::empty_tls_config()
+                })
+            })
+            .clone()
     }
 
     pub fn scheduler(&self) -> &crate::scheduler::Plan {

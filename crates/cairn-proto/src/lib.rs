@@ -306,6 +306,11 @@ pub struct ShipListen {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ShipListening {
     pub port: u16,
+    /// The listener speaks TLS with the satellite's own certificate, whose
+    /// sha256 (hex) this is: the sender pins it. None: plain TCP (the
+    /// satellite runs without `--tls-cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_sha256: Option<String>,
 }
 
 /// Names a shipment a [`ShipListen`] started.
@@ -331,6 +336,11 @@ pub struct ShipSend {
     pub base: Option<String>,
     pub volumes: Vec<u32>,
     pub chunk_size: u64,
+    /// Connect with TLS and accept only the certificate with this sha256
+    /// (hex), as the receiving satellite's controller named it; None:
+    /// plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_sha256: Option<String>,
 }
 
 /// Stop the transfers of `resource` (every snapshot when None).

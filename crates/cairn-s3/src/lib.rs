@@ -12,6 +12,8 @@
 //! refused, the bucket does not exist, the endpoint cannot be reached.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -60,6 +62,8 @@ pub enum S3Error {
     Unreachable { endpoint: String, detail: String },
     #[error("the object key '{key}' is not valid: {reason}")]
     Key { key: String, reason: String },
+    #[error("the upload was given up (its stop flag was raised)")]
+    Stopped,
 }
 
 /// The URL requests go to: the endpoint (with a scheme), and for
@@ -206,7 +210,7 @@ impl Bucket {
     pub async fn upload(&self, key: &str) -> Result<Upload<'_>, S3Error> {
         let path = Self::path(key)?;
         let id = self.store.create_multipart(&path).await.map_err(|e| self.error(e, None))?;
-        Ok(Upload { bucket: self, path, id, parts: Vec::new(), in_flight: tokio::task::JoinSet::new() })
+        Ok(Upload { bucket: self, path, id, parts: Vec::new(), in_flight: tokio::task::JoinSet::new(), stop: None })
     }
 }
 
@@ -240,16 +244,37 @@ pub const PART_OUTAGE_LIMIT: Duration = Duration::from_secs(300);
 /// [`PARTS_IN_FLIGHT`] parts travel at once, each on its own task, which
 /// retries it (backing off up to 10 s) while the error says the endpoint
 /// is unreachable or failing, for up to [`PART_OUTAGE_LIMIT`]; refused keys,
-/// a missing bucket or upload end it at once.
+/// a missing bucket or upload end it at once. With a stop flag
+/// ([`Upload::stop_when`]) a part in flight, a retry's pause included,
+/// ends within [`STOP_POLL`] of the flag going up.
 pub struct Upload<'a> {
     bucket: &'a Bucket,
     path: Path,
     id: MultipartId,
     parts: Vec<Option<PartId>>,
     in_flight: tokio::task::JoinSet<(usize, Result<PartId, S3Error>)>,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+/// How often a part in flight looks at its upload's stop flag.
+pub const STOP_POLL: Duration = Duration::from_millis(200);
+
+/// Completes once `flag` is up; never without one.
+async fn raised(flag: Option<Arc<AtomicBool>>) {
+    let Some(flag) = flag else { return std::future::pending().await };
+    while !flag.load(Ordering::Relaxed) {
+        tokio::time::sleep(STOP_POLL).await;
+    }
 }
 
 impl Upload<'_> {
+    /// Parts in flight give up, with [`S3Error::Stopped`], once `flag` is
+    /// raised (an abort), instead of being tried through an outage.
+    pub fn stop_when(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
     /// Hands one part over (S3: at least 5 MiB, except the last). It
     /// returns once the part is on its way and fewer than
     /// [`PARTS_IN_FLIGHT`] are; a part that failed for good is reported
@@ -262,21 +287,28 @@ impl Upload<'_> {
         self.parts.push(None);
         let (bucket, path, id) = (self.bucket.clone(), self.path.clone(), self.id.clone());
         let data = PutPayload::from(data);
+        let stop = self.stop.clone();
         self.in_flight.spawn(async move {
             let started = tokio::time::Instant::now();
             let mut pause = Duration::from_millis(500);
-            loop {
-                match bucket.store.put_part(&path, &id, idx, data.clone()).await {
-                    Ok(part) => return (idx, Ok(part)),
-                    Err(e) => match bucket.error(e, None) {
-                        S3Error::Unreachable { detail, .. } if started.elapsed() < PART_OUTAGE_LIMIT => {
-                            tracing::warn!("part {} of {path} not stored ({detail}); trying again in {pause:?}", idx + 1);
-                            tokio::time::sleep(pause).await;
-                            pause = (pause * 2).min(Duration::from_secs(10));
-                        }
-                        other => return (idx, Err(other)),
-                    },
+            let tries = async {
+                loop {
+                    match bucket.store.put_part(&path, &id, idx, data.clone()).await {
+                        Ok(part) => return Ok(part),
+                        Err(e) => match bucket.error(e, None) {
+                            S3Error::Unreachable { detail, .. } if started.elapsed() < PART_OUTAGE_LIMIT => {
+                                tracing::warn!("part {} of {path} not stored ({detail}); trying again in {pause:?}", idx + 1);
+                                tokio::time::sleep(pause).await;
+                                pause = (pause * 2).min(Duration::from_secs(10));
+                            }
+                            other => return Err(other),
+                        },
+                    }
                 }
+            };
+            tokio::select! {
+                r = tries => (idx, r),
+                _ = raised(stop) => (idx, Err(S3Error::Stopped)),
             }
         });
         Ok(())
@@ -321,9 +353,32 @@ impl Upload<'_> {
 
     /// Gives the upload up: parts still in flight are cancelled, the ones
     /// stored are discarded by the server.
+    ///
+    /// When the stop flag is up (an abort, maybe in an outage), the
+    /// server is told in the background, tried again through an outage as
+    /// parts are: the caller does not wait for an endpoint that is down.
     pub async fn abort(mut self) -> Result<(), S3Error> {
         self.in_flight.shutdown().await;
-        self.bucket.store.abort_multipart(&self.path, &self.id).await.map_err(|e| self.bucket.error(e, None))
+        if !self.stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+            return self.bucket.store.abort_multipart(&self.path, &self.id).await.map_err(|e| self.bucket.error(e, None));
+        }
+        let (bucket, path, id) = (self.bucket.clone(), self.path.clone(), self.id.clone());
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                match bucket.store.abort_multipart(&path, &id).await.map_err(|e| bucket.error(e, None)) {
+                    Ok(()) => return,
+                    Err(S3Error::Unreachable { .. }) if started.elapsed() < PART_OUTAGE_LIMIT => {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!("could not abort the stopped upload of {path}: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 }
 

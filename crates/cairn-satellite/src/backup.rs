@@ -47,7 +47,7 @@ const LEVEL: i32 = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error(transparent)]
-    S3(#[from] cairn_s3::S3Error),
+    S3(cairn_s3::S3Error),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("backups of {0} pools are not supported")]
@@ -58,6 +58,16 @@ pub enum BackupError {
     Corrupt { key: String, why: String },
     #[error("the transfer was aborted")]
     Aborted,
+}
+
+impl From<cairn_s3::S3Error> for BackupError {
+    /// An upload stopped by its transfer's abort flag is the abort.
+    fn from(e: cairn_s3::S3Error) -> BackupError {
+        match e {
+            cairn_s3::S3Error::Stopped => BackupError::Aborted,
+            e => BackupError::S3(e),
+        }
+    }
 }
 
 /// The provider of the pool a backup reads from or restores into.
@@ -109,6 +119,12 @@ impl Drop for Running<'_> {
 impl Running<'_> {
     pub(crate) fn check(&self) -> Result<(), BackupError> {
         if self.stop.load(Ordering::Relaxed) { Err(BackupError::Aborted) } else { Ok(()) }
+    }
+
+    /// The abort flag, for work that waits elsewhere (an S3 upload's
+    /// parts in flight).
+    pub(crate) fn flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
     }
 }
 
@@ -351,7 +367,7 @@ async fn send_volume(
     let file = Arc::new(file.into_std().await);
     let base = v.base_chunks.clone().map(Arc::new);
     let mut work = Ordered::new(pipeline_depth(chunk_size));
-    let mut upload = b.upload(&v.key).await?;
+    let mut upload = b.upload(&v.key).await?.stop_when(running.flag());
     let result = async {
         let mut part = header(chunk_size, size);
         let mut sent = BackupVolumeSent { number: v.number, key: v.key.clone(), size, ..Default::default() };

@@ -19,7 +19,7 @@ use cairn_proto::{
     Apply, BackupAbort, BackupReceive, BackupReceived, BackupSend, Hello, LogLevels, ObjectError, Observation, ObserveSince, PATH_APPLY,
     PATH_BACKUP_ABORT, PATH_BACKUP_RECEIVE, PATH_BACKUP_SEND, PATH_CONFIG, PATH_EXT_FILE_STATUS, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL,
     PATH_SHIP_LISTEN, PATH_SHIP_RESULT, PATH_SHIP_SEND, PROTO_VERSION, PhysicalCreate, PhysicalCreated, ProviderSupport, ShipListen,
-    ShipListening, ShipSend, ShipToken, VERSION_HEADER,
+    ShipSend, ShipToken, VERSION_HEADER,
 };
 use cairn_storage::physical::Physical;
 use tokio::net::TcpListener;
@@ -41,6 +41,8 @@ struct Shared {
     transfers: Arc<crate::backup::Transfers>,
     /// Shipments from other clusters this node listens for or receives.
     ships: Arc<crate::ship::Ships>,
+    /// With `--tls-cert`: the shipment listeners speak TLS with it.
+    ship_tls: Option<Arc<crate::ship::ShipTls>>,
     /// This node's error reports.
     reports: Arc<crate::reports::Reports>,
     /// Runs the commands of a SOS report.
@@ -196,6 +198,10 @@ impl Satellite {
             Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(files)?)),
             None => None,
         };
+        let ship_tls = match &config.tls {
+            Some(files) => Some(Arc::new(crate::ship::ShipTls::new(&files.cert, &files.key)?)),
+            None => None,
+        };
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| SatelliteError::Bind { addr: config.listen.to_string(), source })?;
         let epoch_file = config.data_dir.join("leader-epoch");
@@ -211,6 +217,7 @@ impl Satellite {
                 physical_lock: tokio::sync::Mutex::new(()),
                 transfers: Arc::default(),
                 ships: Arc::default(),
+                ship_tls,
                 reports: Arc::new(reports),
                 runner: sos_runner,
                 command_timeout: config.command_timeout,
@@ -686,8 +693,8 @@ async fn ship_listen(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     };
     let resource = req.resource.clone();
     let tools = crate::apply::Storage::new(s.runner.clone(), s.command_timeout).tools;
-    match crate::ship::listen(s.ships.clone(), s.transfers.clone(), tools, req).await {
-        Ok(port) => Json(ShipListening { port }).into_response(),
+    match crate::ship::listen(s.ships.clone(), s.transfers.clone(), tools, req, s.ship_tls.clone()).await {
+        Ok(listening) => Json(listening).into_response(),
         Err(e) => (StatusCode::CONFLICT, format!("cannot receive a shipment of '{resource}': {e}")).into_response(),
     }
 }

@@ -5,6 +5,12 @@
 //! object format (docs/BACKUP-FORMAT.md: header, zstd frames with the
 //! sha256 of each chunk, trailer), and the receiver answers one status.
 //!
+//! When the receiving satellite runs with TLS (`--tls-cert`), its
+//! listener speaks TLS with that certificate and the sender, which cannot
+//! know the other cluster's CA, pins the certificate's sha256 that the
+//! receiving side's controller passed on; the token still says who the
+//! sender is. Without it the stream is plain TCP.
+//!
 //! Nothing is held whole in memory: the sender reads one chunk at a time,
 //! the receiver writes each verified chunk as it arrives. The receiver
 //! writes into hidden files and renames them into place only when every
@@ -17,13 +23,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::{BackupSent, BackupVolumeSent, ObjectError, PoolDesired, ProviderKind, ShipListen, ShipSend};
+use cairn_proto::{BackupSent, BackupVolumeSent, ObjectError, PoolDesired, ProviderKind, ShipListen, ShipListening, ShipSend};
 use cairn_storage::Name;
 use cairn_storage::file::Files;
 use cairn_storage::lvm::{Lvm, LvmPool};
 use cairn_storage::provider::Tools;
 use cairn_storage::zfs::{Zfs, ZfsPool};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -40,6 +46,26 @@ const IDLE: Duration = Duration::from_secs(120);
 const MAX_TOKEN: usize = 256;
 /// The largest piece of a `zfs send` stream in one frame.
 const MAX_PIECE: usize = 1 << 20;
+
+/// A shipment's connection: plain TCP, or TLS over it.
+pub trait ShipIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ShipIo for T {}
+type Conn = Box<dyn ShipIo>;
+
+/// How this node's listeners speak TLS: the satellite's own certificate
+/// and key (no client certificate: the sender belongs to another cluster
+/// and proves itself with the token), and that certificate's sha256.
+pub struct ShipTls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    sha256: String,
+}
+
+impl ShipTls {
+    pub fn new(cert: &std::path::Path, key: &std::path::Path) -> Result<ShipTls, cairn_proto::tls::TlsError> {
+        let config = cairn_proto::tls::server_config(cert, key, None)?;
+        Ok(ShipTls { acceptor: tokio_rustls::TlsAcceptor::from(config), sha256: cairn_proto::tls::cert_sha256(cert)? })
+    }
+}
 
 /// The ZFS pool of a shipment, when it is one (those ship as `zfs send`
 /// streams; FILE pools as backup frames).
@@ -173,8 +199,14 @@ impl Arrived {
 }
 
 /// Binds a port on the requested address and starts waiting for the
-/// sender; answers the port.
-pub async fn listen(ships: Arc<Ships>, transfers: Arc<Transfers>, tools: Tools, req: ShipListen) -> Result<u16, BackupError> {
+/// sender; answers the port (and the certificate's sha256 with `tls`).
+pub async fn listen(
+    ships: Arc<Ships>,
+    transfers: Arc<Transfers>,
+    tools: Tools,
+    req: ShipListen,
+    tls: Option<Arc<ShipTls>>,
+) -> Result<ShipListening, BackupError> {
     let target = match (zfs_pool(&req.pool)?, lvm_thin_pool(&req.pool)?) {
         (Some(zp), _) => Target::Zfs(tools.zfs.clone(), zp),
         (None, Some(lp)) => Target::Lvm(tools.lvm.clone(), lp),
@@ -197,15 +229,16 @@ pub async fn listen(ships: Arc<Ships>, transfers: Arc<Transfers>, tools: Tools, 
     let port = listener.local_addr().map_err(io("read the listening port"))?.port();
     let token = req.token.0.clone();
     let arrived = Arrived { req: req.clone(), tools };
+    let tls_sha256 = tls.as_ref().map(|t| t.sha256.clone());
     let task = tokio::spawn(async move {
-        let r = receive(&transfers, listener, &req, target).await;
+        let r = receive(&transfers, listener, &req, target, tls).await;
         if let Err(e) = &r {
             tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "receiving a shipped snapshot failed: {e}");
         }
         r.map_err(|e| e.to_string())
     });
     ships.pending.lock().insert(token, Pending { arrived, task });
-    Ok(port)
+    Ok(ShipListening { port, tls_sha256 })
 }
 
 /// A FILE pool receives into files that must not exist yet, on top of
@@ -230,7 +263,7 @@ async fn check_files(req: &ShipListen) -> Result<(), BackupError> {
 }
 
 /// Reads the sender's hello: true when it presents `token`.
-async fn hello(sock: &mut TcpStream, token: &str) -> Result<bool, std::io::Error> {
+async fn hello(sock: &mut Conn, token: &str) -> Result<bool, std::io::Error> {
     let mut head = [0u8; 10];
     sock.read_exact(&mut head).await?;
     let len = usize::from(u16::from_be_bytes([head[8], head[9]]));
@@ -247,14 +280,30 @@ fn ring_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen, target: Target) -> Result<(), BackupError> {
+/// The connection after its TLS handshake (when the listener speaks TLS)
+/// and a hello with the right token; None for any other.
+async fn admit(sock: TcpStream, tls: Option<&ShipTls>, token: &str) -> Option<Conn> {
+    let mut conn: Conn = match tls {
+        Some(t) => Box::new(t.acceptor.accept(sock).await.map_err(|e| tracing::warn!("a shipment's TLS handshake failed: {e}")).ok()?),
+        None => Box::new(sock),
+    };
+    matches!(hello(&mut conn, token).await, Ok(true)).then_some(conn)
+}
+
+async fn receive(
+    transfers: &Transfers,
+    listener: TcpListener,
+    req: &ShipListen,
+    target: Target,
+    tls: Option<Arc<ShipTls>>,
+) -> Result<(), BackupError> {
     let running = transfers.start(&req.resource, &req.snapshot);
     let deadline = tokio::time::Instant::now() + ACCEPT_WAIT;
     let mut sock = loop {
         running.check()?;
         match tokio::time::timeout(Duration::from_millis(500), listener.accept()).await {
-            Ok(Ok((mut sock, peer))) => match tokio::time::timeout(Duration::from_secs(10), hello(&mut sock, &req.token.0)).await {
-                Ok(Ok(true)) => break sock,
+            Ok(Ok((sock, peer))) => match tokio::time::timeout(Duration::from_secs(10), admit(sock, tls.as_deref(), &req.token.0)).await {
+                Ok(Some(conn)) => break conn,
                 _ => tracing::warn!(%peer, "a connection to a shipment's port did not present its token; closed"),
             },
             Ok(Err(e)) => return Err(io("accept the sender's connection")(e)),
@@ -284,7 +333,13 @@ async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen,
             status.extend_from_slice(msg.as_bytes());
         }
     }
-    if let Err(e) = sock.write_all(&status).await {
+    // (TLS holds what is written until it is flushed.)
+    if let Err(e) = async {
+        sock.write_all(&status).await?;
+        sock.flush().await
+    }
+    .await
+    {
         tracing::warn!("could not tell the sender how the shipment ended: {e}");
     }
     result
@@ -295,7 +350,7 @@ async fn receive(transfers: &Transfers, listener: TcpListener, req: &ShipListen,
 /// the volume) into `zfs receive`; ZFS checks the stream itself (its
 /// records carry checksums, and a stream cut short is refused). What
 /// arrived of a shipment that fails goes again.
-async fn receive_zfs(sock: &mut TcpStream, zfs: &Zfs, zp: &ZfsPool, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
+async fn receive_zfs(sock: &mut Conn, zfs: &Zfs, zp: &ZfsPool, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
     let mut done: Vec<u32> = Vec::new();
     let result = async {
         let mut buf = vec![0u8; MAX_PIECE];
@@ -344,7 +399,7 @@ async fn receive_zfs(sock: &mut TcpStream, zfs: &Zfs, zp: &ZfsPool, req: &ShipLi
 
 /// Fills `buf` from the sender of volume `nr`'s stream, waiting at most
 /// [`IDLE`] for it.
-async fn read_piece(sock: &mut TcpStream, buf: &mut [u8], nr: u32) -> Result<(), BackupError> {
+async fn read_piece(sock: &mut Conn, buf: &mut [u8], nr: u32) -> Result<(), BackupError> {
     match tokio::time::timeout(IDLE, sock.read_exact(buf)).await {
         Ok(r) => r.map(|_| ()).map_err(io("read the shipment (the sender stopped?)")),
         Err(_) => Err(BackupError::Corrupt { key: format!("shipped volume {nr}"), why: "the sender went quiet".into() }),
@@ -353,7 +408,7 @@ async fn read_piece(sock: &mut TcpStream, buf: &mut [u8], nr: u32) -> Result<(),
 
 /// Receives the volumes as backup frames into hidden files, renamed into
 /// place once all arrived complete.
-async fn receive_files(sock: &mut TcpStream, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
+async fn receive_files(sock: &mut Conn, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
     let pool = file_pool(&req.pool)?;
     let mut placed: Vec<(PathBuf, PathBuf)> = Vec::new();
     let result = async {
@@ -403,7 +458,7 @@ async fn receive_files(sock: &mut TcpStream, req: &ShipListen, running: &Running
 /// snapshot, so the blocks that did not change stay shared); they become
 /// the snapshot when the controller registered it
 /// ([`Lvm::adopt_received`]), and are removed when the shipment fails.
-async fn receive_lvm(sock: &mut TcpStream, lvm: &Lvm, lp: &LvmPool, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
+async fn receive_lvm(sock: &mut Conn, lvm: &Lvm, lp: &LvmPool, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
     let mut made: Vec<u32> = Vec::new();
     let result = async {
         let mut carry = Vec::new();
@@ -443,7 +498,7 @@ fn layer_margin(net: u64) -> u64 {
 
 /// Reads the next bytes of the stream (at most `piece`'s length) into
 /// `frames`; `missing` names what the stream may not end before.
-async fn more(sock: &mut TcpStream, frames: &mut Frames, piece: &mut [u8], missing: &str) -> Result<(), BackupError> {
+async fn more(sock: &mut Conn, frames: &mut Frames, piece: &mut [u8], missing: &str) -> Result<(), BackupError> {
     let n = match tokio::time::timeout(IDLE, sock.read(piece)).await {
         Ok(r) => r.map_err(io("read the shipment"))?,
         Err(_) => return Err(frames.corrupt("the sender went quiet")),
@@ -457,7 +512,7 @@ async fn more(sock: &mut TcpStream, frames: &mut Frames, piece: &mut [u8], missi
 
 /// Reads a volume's header (after `carry`, the bytes that followed the
 /// previous volume) and checks its size against the volume's net `size`.
-async fn read_head(sock: &mut TcpStream, carry: Vec<u8>, size: u64, number: u32) -> Result<Frames, BackupError> {
+async fn read_head(sock: &mut Conn, carry: Vec<u8>, size: u64, number: u32) -> Result<Frames, BackupError> {
     let mut frames = Frames::new(&format!("shipped volume {number}"));
     frames.rest_follows = true;
     frames.buf = carry;
@@ -479,7 +534,7 @@ async fn read_head(sock: &mut TcpStream, carry: Vec<u8>, size: u64, number: u32)
 /// of the base, or zeros); answers the bytes that followed its trailer
 /// (the next volume's).
 async fn receive_volume(
-    sock: &mut TcpStream,
+    sock: &mut Conn,
     mut file: tokio::fs::File,
     path: &std::path::Path,
     mut frames: Frames,
@@ -527,6 +582,7 @@ pub async fn send(transfers: &Transfers, tools: &Tools, req: &ShipSend) -> Backu
             }
         };
         let _ = sock.set_nodelay(true);
+        let sock = secure(sock, req).await?;
         let mut w = BufWriter::with_capacity(1 << 20, sock);
         let token = req.token.0.as_bytes();
         let mut hello = HELLO.to_vec();
@@ -602,12 +658,37 @@ pub async fn send(transfers: &Transfers, tools: &Tools, req: &ShipSend) -> Backu
     out
 }
 
+/// The sender's connection: TLS when the receiving node's controller
+/// named the listener's certificate (only that certificate is accepted),
+/// else the plain socket.
+async fn secure(sock: TcpStream, req: &ShipSend) -> Result<Conn, BackupError> {
+    let Some(pin) = &req.tls_sha256 else { return Ok(Box::new(sock)) };
+    let what = format!("TLS to {}", req.target);
+    let config = cairn_proto::tls::pinned_client_config(pin).map_err(|e| BackupError::Io {
+        what: what.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+    })?;
+    // The name is not checked (the certificate is pinned); the address is
+    // what the sender knows.
+    let name = match req.target.parse::<std::net::SocketAddr>() {
+        Ok(a) => rustls::pki_types::ServerName::IpAddress(a.ip().into()),
+        Err(_) => rustls::pki_types::ServerName::try_from("cairn-ship").map_err(|e| BackupError::Io {
+            what: what.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+        })?,
+    };
+    match tokio::time::timeout(Duration::from_secs(10), tokio_rustls::TlsConnector::from(config).connect(name, sock)).await {
+        Ok(r) => Ok(Box::new(r.map_err(io(what))?)),
+        Err(_) => Err(BackupError::Io { what, source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake") }),
+    }
+}
+
 /// Sends one volume as `zfs send [-i base]` gives it, in pieces after
 /// their length, then a length of 0; only once `zfs send` ended well (a
 /// sender that fails closes the connection instead, and the receiver
 /// drops what it got).
 async fn send_zfs_volume(
-    w: &mut BufWriter<TcpStream>,
+    w: &mut BufWriter<Conn>,
     zfs: &Zfs,
     zp: &ZfsPool,
     req: &ShipSend,
@@ -654,7 +735,7 @@ enum Base {
 /// Sends one volume of `size` bytes read from `path`: every chunk that is
 /// not zeros (full), or what `base` says changed (incremental).
 async fn send_volume(
-    w: &mut BufWriter<TcpStream>,
+    w: &mut BufWriter<Conn>,
     path: &std::path::Path,
     size: u64,
     base: Base,

@@ -436,6 +436,10 @@ struct ControllerArgs {
     /// only over SSL links, and a LUKS volume on a PLAIN node reports that its key was kept back.
     #[arg(long, env = "CAIRN_ALLOW_PLAIN_LUKS_KEYS")]
     allow_plain_luks_keys: bool,
+    /// A CA (PEM) trusted besides the system's roots for other controllers reached over https://
+    /// (LINSTOR remotes' URLs, `backup ship`).
+    #[arg(long, env = "CAIRN_REMOTE_TLS_CA")]
+    remote_tls_ca: Option<PathBuf>,
     /// Log lines as text, or as one JSON object per line (for log collectors).
     #[arg(long, env = "CAIRN_LOG_FORMAT", value_enum, default_value_t)]
     log_format: LogFormat,
@@ -470,6 +474,7 @@ impl ControllerArgs {
             (&self.rest_tls_key, &mut cfg.rest_tls_key),
             (&self.rest_tls_client_ca, &mut cfg.rest_tls_client_ca),
             (&self.rest_users_file, &mut cfg.rest_users_file),
+            (&self.remote_tls_ca, &mut cfg.remote_tls_ca),
         ] {
             if let Some(p) = flag {
                 *into = Some(p.clone());

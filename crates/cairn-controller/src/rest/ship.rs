@@ -55,6 +55,21 @@ const PATH_DONE: &str = "/v1/internal/backups/requestReceiveDone";
 /// How long the source waits for the target controller to prepare.
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Whether REST sign-in (a users file, or tokens) is on, as the
+/// authentication layer tells the routes that check their own requests.
+#[derive(Debug, Clone, Copy)]
+pub struct RestAuthOn(pub bool);
+
+/// The routes another cluster's controller calls: they pass the
+/// authentication layer, which has no credentials of the source, and
+/// check the request themselves. With sign-in on, `requestReceive` must
+/// carry this cluster's master passphrase (the remote's passphrase on the
+/// source); `requestReceiveDone` names a shipment by its one-use random
+/// token, which only the source that was answered the token knows.
+pub fn authenticates_itself(path: &str) -> bool {
+    path == PATH_PREPARE || path == PATH_DONE
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/remotes/{remote}/backups/ship", post(ship)).route(PATH_PREPARE, post(prepare)).route(PATH_DONE, post(done))
 }
@@ -119,6 +134,10 @@ struct Prepared {
     node: String,
     #[serde(default)]
     base: Option<String>,
+    /// The receiving satellite's listener speaks TLS with the certificate
+    /// of this sha256 (hex), which the sender pins; None: plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls_sha256: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -247,9 +266,49 @@ fn linstor_remote(s: &AppState, remote: &str) -> Result<(String, Option<String>,
     Ok((url.trim_end_matches('/').to_string(), cluster_id.clone(), passphrase))
 }
 
-/// A JSON POST to another controller: its status and body.
-async fn call(base: &str, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Bytes), String> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+/// How this controller checks other controllers' HTTPS certificates:
+/// against the system's roots (`SSL_CERT_FILE`/`SSL_CERT_DIR` or the
+/// platform's store) and, when given, the CA certificates in `ca`.
+pub fn remote_tls_config(ca: Option<&std::path::Path>) -> Result<std::sync::Arc<rustls::ClientConfig>, cairn_proto::tls::TlsError> {
+    use cairn_proto::tls;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::debug!("system roots: {e}");
+    }
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if let Some(ca) = ca {
+        for cert in tls::load_certs(ca)? {
+            roots.add(cert).map_err(|e| tls::TlsError { path: ca.display().to_string(), reason: e.to_string() })?;
+        }
+    }
+    tracing::debug!(system_roots = added, extra = ca.is_some(), "HTTPS to other controllers");
+    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls::TlsError { path: "(built in)".into(), reason: e.to_string() })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
+/// A configuration that trusts no certificate (when even the system's
+/// roots could not be set up).
+pub fn empty_tls_config() -> std::sync::Arc<rustls::ClientConfig> {
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(cairn_proto::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|_| rustls::ClientConfig::builder())
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    )
+}
+
+/// A JSON POST to another controller (`http://` or `https://`, the
+/// certificate checked by [`AppState::remote_tls`]): its status and body.
+async fn call(s: &AppState, base: &str, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Bytes), String> {
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((*s.remote_tls()).clone()).https_or_http().enable_http1().build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let req = hyper::Request::post(format!("{base}{path}"))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
@@ -257,6 +316,10 @@ async fn call(base: &str, path: &str, body: Vec<u8>, timeout: Duration) -> Resul
     let work = async {
         let resp = client.request(req).await.map_err(|e| format!("{base} cannot be reached: {}", chain(&e)))?;
         let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            let to = resp.headers().get(hyper::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("?").to_string();
+            return Err(format!("{base} redirects to {to} (its REST API is served over HTTPS there): use that URL for the remote"));
+        }
         let bytes = resp.into_body().collect().await.map_err(|e| format!("reading the answer of {base}: {e}"))?.to_bytes();
         Ok((status, bytes))
     };
@@ -328,7 +391,7 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
         base_uuids: if incremental { bases.iter().map(|b| b.2.clone()).collect() } else { Vec::new() },
     };
     let raw = serde_json::to_vec(&prepare).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let prepared: Prepared = match call(&url, PATH_PREPARE, raw, PREPARE_TIMEOUT).await {
+    let prepared: Prepared = match call(&s, &url, PATH_PREPARE, raw, PREPARE_TIMEOUT).await {
         Ok((200, body)) => serde_json::from_slice(&body).map_err(|e| {
             ApiError::from(
                 OpError::new(OP, rc::FAIL_UNKNOWN_ERROR, format!("Remote '{remote}' answered what Cairn does not understand."))
@@ -356,8 +419,13 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
                 rc::FAIL_NOT_CONNECTED,
                 format!("The cluster of remote '{remote}' could not be asked to receive the shipment."),
             )
+            .correction(if why.contains("certificate") {
+                "The target's HTTPS certificate is not trusted: start this controller with --remote-tls-ca naming the CA that signed it \
+                 (the system's roots are trusted too), and check that the certificate names the host of the remote's URL."
+            } else {
+                "Check the remote's URL and that its controller runs."
+            })
             .cause(why)
-            .correction("Check the remote's URL and that its controller runs.")
             .into());
         }
     };
@@ -370,11 +438,12 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
     // The snapshot, taken as a snapshot request would; the target gives up
     // its listener when it fails.
     let tell_failed = |why: String| {
+        let s = s.clone();
         let url = url.clone();
         let token = prepared.token.clone();
         async move {
             let raw = serde_json::to_vec(&DoneReq { token, success: false, message: Some(why), src_snap_uuid: None }).unwrap_or_default();
-            if let Err(e) = call(&url, PATH_DONE, raw, PREPARE_TIMEOUT).await {
+            if let Err(e) = call(&s, &url, PATH_DONE, raw, PREPARE_TIMEOUT).await {
                 tracing::warn!("could not tell the target cluster that the shipment failed: {e}");
             }
         }
@@ -407,6 +476,7 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
         base: base.clone(),
         volumes: src.sizes.keys().copied().collect(),
         chunk_size: CHUNK_SIZE,
+        tls_sha256: prepared.tls_sha256.clone(),
     };
     let shipment = Shipment {
         remote: remote.clone(),
@@ -436,8 +506,17 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
         }
     });
     entries.push(
-        ApiCallRc::success(OP, 0, format!("Shipping of resource '{}' to remote '{remote}' started ({kind}).", src.rsc))
-            .with_details(format!("Snapshot '{snap}' from node '{}' to node '{}' of the target cluster.", src.node, prepared.node)),
+        ApiCallRc::success(OP, 0, format!("Shipping of resource '{}' to remote '{remote}' started ({kind}).", src.rsc)).with_details(
+            format!(
+                "Snapshot '{snap}' from node '{}' to node '{}' of the target cluster, {}.",
+                src.node,
+                prepared.node,
+                match prepared.tls_sha256 {
+                    Some(_) => "the stream encrypted with TLS (the receiving node's certificate pinned)",
+                    None => "the stream in plain TCP (the target's satellites run without TLS)",
+                }
+            ),
+        ),
     );
     Ok(Reply::new(201, entries))
 }
@@ -461,7 +540,7 @@ async fn stream(
     };
     let done = DoneReq { token, success: failure.is_none(), message: failure.clone(), src_snap_uuid: snap_uuid };
     let raw = serde_json::to_vec(&done).map_err(|e| e.to_string())?;
-    let answer = call(url, PATH_DONE, raw, TRANSFER_TIMEOUT).await;
+    let answer = call(s, url, PATH_DONE, raw, TRANSFER_TIMEOUT).await;
     if let Some(why) = failure {
         return Err(why);
     }
@@ -483,8 +562,19 @@ fn random_token() -> Result<String, ApiError> {
 
 /// `POST /v1/internal/backups/requestReceive` (target side): checks the
 /// request, chooses node, pool and base, and has the satellite listen.
-async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn prepare(State(s): State<AppState>, auth: Option<axum::Extension<RestAuthOn>>, body: Bytes) -> Result<Response, ApiError> {
     let req: PrepareReq = input::required(&body)?;
+    // Cluster ids are no secrets: with sign-in on, only the master
+    // passphrase lets a request in that brings no credentials.
+    if auth.is_some_and(|a| a.0.0) && req.passphrase.is_none() {
+        return Err(OpError::new(
+            OP,
+            rc::FAIL_ACC_DENIED_COMMAND,
+            "This cluster requires REST sign-in: a shipment from another cluster must carry its master passphrase.",
+        )
+        .correction("Set the passphrase of the LINSTOR remote on the source cluster to this cluster's master passphrase.")
+        .into());
+    }
     let (local_id, known) = {
         let c = s.read();
         let local = c.ctrl_props.get("Cluster/LocalID").cloned().unwrap_or_default();
@@ -617,7 +707,7 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
     slot.kept = true; // given back when the shipment ends (`done`)
     let target = if address.contains(':') { format!("[{address}]:{}", listening.port) } else { format!("{address}:{}", listening.port) };
     tracing::info!(rsc = %dst, snapshot = %req.snapshot, %node, %target, "receiving a shipment from cluster {}", req.src_cluster_id);
-    Ok(ok(&json!(Prepared { token: Secret(token), target, node, base: base.map(|b| b.0) })))
+    Ok(ok(&json!(Prepared { token: Secret(token), target, node, base: base.map(|b| b.0), tls_sha256: listening.tls_sha256 })))
 }
 
 /// The newest snapshot of definition `dst` received from one of the
@@ -713,6 +803,17 @@ mod tests {
             source_snap_uuid: None,
         };
         Receive { plan, download_only: false, incremental: false, since }
+    }
+
+    #[test]
+    fn a_remote_ca_file_without_a_certificate_stops_the_start() {
+        assert!(remote_tls_config(None).is_ok(), "the system's roots alone, however many there are");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("ca.pem");
+        std::fs::write(&bad, "not a certificate\n").unwrap();
+        let e = remote_tls_config(Some(&bad)).unwrap_err();
+        assert_eq!(e.path, bad.display().to_string());
+        assert!(remote_tls_config(Some(&dir.path().join("missing.pem"))).is_err());
     }
 
     #[test]

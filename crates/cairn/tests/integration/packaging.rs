@@ -41,6 +41,7 @@ fn controller_example_parses_as_shipped_and_shows_the_defaults() {
     assert!(all.db_url.as_deref().is_some_and(|u| u.starts_with("postgres://")));
     assert_eq!(all.cluster_secret_file.as_deref(), Some(d.secret_path().as_path()));
     assert!(all.satellite_tls_cert.is_some() && all.satellite_tls_key.is_some() && all.satellite_tls_ca.is_some());
+    assert!(all.remote_tls_ca.is_some());
     assert_eq!(all.rest_users_file.as_deref(), Some(std::path::Path::new("/etc/cairn/users")));
 }
 
