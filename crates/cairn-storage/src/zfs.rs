@@ -601,6 +601,11 @@ impl Zfs {
         self.runner
             .run(&self.zfs().args(["clone", "-o", &format!("cairn:vid={vid}"), "-o", &format!("cairn:rb={id}"), &from, &name]))
             .await?;
+        if !pool.thin {
+            // A clone reserves nothing; the thick volume it replaces did
+            // (`auto`: what `zfs create` without `-s` reserves).
+            self.runner.run(&self.zfs().args(["set", "refreservation=auto", &name])).await?;
+        }
         Ok(())
     }
 
@@ -935,23 +940,33 @@ mod tests {
         let with_s2 = format!("{}tank/linstor/db_00000@s2\t8192\t1073741824\tsnapshot\t-\t-\t-\tffeeddccbbaa\t-\n", captured("list").out);
         let aside = with_s2.replace("tank/linstor/db_00000", "tank/linstor/_deleted_db_00000_ffeeddcc");
         let l = list_cmd(POOL);
-        f.expect(&l, &with_s2)
-            .expect(&["zfs", "rename", "tank/linstor/db_00000", "tank/linstor/_deleted_db_00000_ffeeddcc"], "")
-            .expect(&l, &aside)
-            .expect(
-                &[
-                    "zfs",
-                    "clone",
-                    "-o",
-                    "cairn:vid=ffeeddccbbaa",
-                    "-o",
-                    "cairn:rb=rb-9",
-                    "tank/linstor/_deleted_db_00000_ffeeddcc@snap1",
-                    "tank/linstor/db_00000",
-                ],
-                "",
-            );
+        let clone = [
+            "zfs",
+            "clone",
+            "-o",
+            "cairn:vid=ffeeddccbbaa",
+            "-o",
+            "cairn:rb=rb-9",
+            "tank/linstor/_deleted_db_00000_ffeeddcc@snap1",
+            "tank/linstor/db_00000",
+        ];
+        // In a thick pool the clone then reserves the volume's size, as the
+        // zvol it replaces did.
+        let (thick_f, thick, thick_pool) = on(false);
+        for (runner, set_reservation) in [(&f, false), (&thick_f, true)] {
+            runner
+                .expect(&l, &with_s2)
+                .expect(&["zfs", "rename", "tank/linstor/db_00000", "tank/linstor/_deleted_db_00000_ffeeddcc"], "")
+                .expect(&l, &aside)
+                .expect(&clone, "");
+            if set_reservation {
+                runner.expect(&["zfs", "set", "refreservation=auto", "tank/linstor/db_00000"], "");
+            }
+        }
         rt().block_on(z.rollback(&pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-9")).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        rt().block_on(thick.rollback(&thick_pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-9")).unwrap();
+        assert!(thick_f.is_done(), "{:?}", thick_f.calls());
         // Both snapshots are still the resource's, from the volume aside.
         f.expect(&l, &aside);
         assert_eq!(rt().block_on(z.snapshots(&pool, "db")).unwrap(), [("s2".to_string(), vec![0]), ("snap1".to_string(), vec![0])].into());
