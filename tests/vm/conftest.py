@@ -104,21 +104,25 @@ def vm_images():
     _run("building the VM image", ["bash", os.path.join(HERE, "build-image.sh"), BUILD, BIN])
     images = {"plain": BUILD, "drbd": None}
     src = drbd_source()
+    ko = None
     if src:
         kernel = os.path.join(BUILD, "kernel")
         ko = _run("building the DRBD 9 modules", ["bash", os.path.join(HERE, "build-drbd.sh"), os.path.join(BUILD, "drbd"), kernel, src])
+        ko = ko.strip().splitlines()[-1]
         env = dict(os.environ, CAIRN_VM_KERNEL=kernel)
-        _run("building the DRBD VM image", ["bash", os.path.join(HERE, "build-image.sh"), DRBD_BUILD, BIN, ko.strip().splitlines()[-1]], env)
+        _run("building the DRBD VM image", ["bash", os.path.join(HERE, "build-image.sh"), DRBD_BUILD, BIN, ko], env)
         images["drbd"] = DRBD_BUILD
-    images["zfs"], images["no_zfs"] = _zfs_image()
+    images["zfs"], images["no_zfs"] = _zfs_image(ko)
+    images["zfs_drbd"] = ko is not None
     private_network()
     return images
 
 
-def _zfs_image():
+def _zfs_image(drbd_ko):
     """The image with OpenZFS from Debian's archive (tests/vm/build-zfs.sh,
-    cached in CAIRN_VM_BUILD/zfs) and None; (None, why) when the archive
-    cannot be reached."""
+    cached in CAIRN_VM_BUILD/zfs) and None, carrying the DRBD 9 modules too
+    when `drbd_ko` (build-drbd.sh's output) is given; (None, why) when the
+    archive cannot be reached."""
     kernel = os.path.join(BUILD, "kernel")
     out = subprocess.run(["bash", os.path.join(HERE, "build-zfs.sh"), os.path.join(BUILD, "zfs"), kernel], capture_output=True, text=True)
     if out.returncode == 3:
@@ -128,7 +132,7 @@ def _zfs_image():
     if out.returncode != 0:
         raise RuntimeError("building the ZFS modules failed:\n" + out.stdout + out.stderr)
     env = dict(os.environ, CAIRN_VM_KERNEL=kernel, CAIRN_VM_ZFS=out.stdout.strip().splitlines()[-1])
-    _run("building the ZFS VM image", ["bash", os.path.join(HERE, "build-image.sh"), ZFS_BUILD, BIN], env)
+    _run("building the ZFS VM image", ["bash", os.path.join(HERE, "build-image.sh"), ZFS_BUILD, BIN] + ([drbd_ko] if drbd_ko else []), env)
     return ZFS_BUILD, None
 
 
@@ -151,15 +155,28 @@ def zfs_image(vm_images):
     return vm_images["zfs"]
 
 
+@pytest.fixture(scope="session")
+def zfs_drbd_image(vm_images):
+    """The ZFS image when it carries the DRBD 9 modules too (DRBD over ZFS)."""
+    if vm_images["zfs"] is None:
+        pytest.skip(vm_images["no_zfs"])
+    if not vm_images["zfs_drbd"]:
+        pytest.skip(NO_DRBD)
+    return vm_images["zfs"]
+
+
 class Vm:
     """One VM; `sh` runs a command in it and returns (rc, output)."""
 
-    def __init__(self, name, ip, secret_path, disks=("2G", "2G"), mem=768, image=None, tap=None, zfs=False):
+    def __init__(self, name, ip, secret_path, disks=("2G", "2G"), mem=768, image=None, tap=None, zfs=False, drbd=None):
         """With `tap` (index n), eth0 is tap `ctapn` on the test bridge with
         address 10.99.0.n, the satellite and the command channel answer there
         on their own ports, and DRBD runs for real (`image` must carry its
-        modules); otherwise qemu's user network forwards them to `ip`."""
+        modules) except in a ZFS VM, where `drbd=True` asks for it (the ZFS
+        image carries DRBD's modules when their source is at hand);
+        otherwise qemu's user network forwards them to `ip`."""
         self.name, self.image, self.tap, self.zfs = name, image or BUILD, tap, zfs
+        self.drbd = tap is not None and (drbd if drbd is not None else not zfs)
         self.work = tempfile.mkdtemp(prefix=f"cairn-vm-{name}-")
         self.console = os.path.join(self.work, "console.log")
         self.secret_path, self.disks, self.mem = secret_path, disks, mem
@@ -192,7 +209,7 @@ class Vm:
         else:
             args += ["-netdev", f"tap,id=n0,ifname=ctap{self.tap},script=no,downscript=no",
                      "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:99:00:{self.tap:02x}"]
-            append += f" cairn.ip={self.ip}/24 cairn.drbd=1"
+            append += f" cairn.ip={self.ip}/24" + (" cairn.drbd=1" if self.drbd else "")
         if self.zfs:
             # A small ARC: the VM's memory is for the test.
             append += " cairn.zfs=1 zfs.zfs_arc_max=67108864"

@@ -4,7 +4,8 @@ listens on the test bridge (10.99.0.254) where the VM's satellite reaches
 it. A full backup, then an incremental whose changed ranges come from the
 thin pool's metadata (thin_delta), both restored into new definitions in
 the LVM_THIN pool and compared by sha256 with the data at each backup's
-time."""
+time; the same from a ZFS_THIN pool, restored into LVM_THIN, ZFS_THIN and
+ZFS pools."""
 
 import os
 import shutil
@@ -67,12 +68,15 @@ def backup_vm(vm_image):
 
 @pytest.fixture
 def zfs_backup_vm(zfs_image):
-    """VM `vz1` (10.99.0.8) with OpenZFS: a ZFS_THIN pool `zfsthin` (a
-    zpool on its first disk) and an LVM_THIN pool `lvmthin` on the second."""
+    """VM `vz1` (10.99.0.8) with OpenZFS: a ZFS_THIN pool `zfsthin` and a
+    ZFS pool `zfsthick` (datasets of a zpool on its first disk) and an
+    LVM_THIN pool `lvmthin` on the second."""
     for c in backup_cluster("vz1", TAP + 1, disks=("1G", "1G"), image=zfs_image, zfs=True):
         assert "CAIRN-VM-NO-ZFS" not in c.vm.log(), c.vm.log()[-3000:]
-        sh(c, "zpool create -o ashift=12 -O mountpoint=none -O compression=off tank /dev/vda && zfs create tank/thin")
+        sh(c, "zpool create -o ashift=12 -O mountpoint=none -O compression=off tank /dev/vda"
+              " && zfs create tank/thin && zfs create tank/thick")
         ok(c.lin.storage_pool_create("vz1", "zfsthin", "ZFS_THIN", "tank/thin"))
+        ok(c.lin.storage_pool_create("vz1", "zfsthick", "ZFS", "tank/thick"))
         thin_pool(c, "vz1", "/dev/vdb")
         yield c
 
@@ -171,11 +175,12 @@ def test_lvm_thin_full_and_incremental_backup_restore(backup_vm):
     assert "cairn_receiving" not in lvs, lvs
 
 
-def test_zfs_thin_backups_restore_into_lvm_thin(zfs_backup_vm):
+def test_zfs_thin_backups_restore_into_lvm_thin_and_zfs(zfs_backup_vm):
     """A ZFS_THIN volume is read through its snapshot's device
     (snapdev=visible while the backup reads); an incremental compares every
     chunk with the base's chunk map and uploads what changed; restores go
-    into the LVM_THIN pool (stor_pool_map)."""
+    into the LVM_THIN pool (stor_pool_map) and into the ZFS_THIN and ZFS
+    pools (into the new resource's own zvol, snapshotted when complete)."""
     c = zfs_backup_vm
     mib = 64
     ok(c.lin.resource_dfn_create("zsrc"))
@@ -204,7 +209,42 @@ def test_zfs_thin_backups_restore_into_lvm_thin(zfs_backup_vm):
     assert deployed(c, "zinc") == "/dev/linstor_thin/zinc_00000"
     assert digest(c, "/dev/linstor_thin/zfull_00000", mib) == a
     assert digest(c, "/dev/linstor_thin/zinc_00000", mib) == b
-    # A ZFS pool does not receive backups (yet): refused before any download.
-    status, _, body = req(c, "POST", "/v1/remotes/bk/backups/restore",
-                          {"src_rsc_name": "zsrc", "target_rsc_name": "zback", "node_name": "vz1"})
-    assert status >= 400 and "cannot receive a backup" in body[0]["message"], body
+
+    # Into the ZFS_THIN pool (the backup's own pool name) and, through
+    # stor_pool_map, the thick ZFS pool: full and incremental chains.
+    thick = {"zfsthin": "zfsthick"}
+    ok(c.lin.backup_restore("bk", "vz1", "tfull", bak_id=full.id))
+    ok(c.lin.backup_restore("bk", "vz1", "tinc", resource_name="zsrc"))
+    ok(c.lin.backup_restore("bk", "vz1", "kfull", bak_id=full.id, stor_pool_map=thick))
+    ok(c.lin.backup_restore("bk", "vz1", "kinc", resource_name="zsrc", stor_pool_map=thick))
+    for rd, ds, want in (("tfull", "thin", a), ("tinc", "thin", b), ("kfull", "thick", a), ("kinc", "thick", b)):
+        zvol = f"tank/{ds}/{rd}_00000"
+        assert deployed(c, rd) == f"/dev/zvol/{zvol}"
+        assert digest(c, f"/dev/zvol/{zvol}", mib) == want, rd
+        # The resource is the zvol the backup was written into (no clone),
+        # with the backup's snapshot under its own name.
+        origin, vid = sh(c, f"zfs get -H -p -o value origin,cairn:vid {zvol}").split()
+        assert origin == "-" and vid != "-", (rd, origin, vid)
+        snaps = sh(c, f"zfs list -H -o name -t snapshot -r {zvol}").split()
+        last = full if rd.endswith("full") else inc
+        assert snaps == [f"{zvol}@{last._rest_data['origin_snap']}"], (rd, snaps)
+        _, _, s = req(c, "GET", f"/v1/resource-definitions/{rd}/snapshots")
+        assert [x["name"] for x in s] == [last._rest_data["origin_snap"]], s
+    # A thick zvol reserves its size; a thin one does not.
+    volsize, refres = map(int, sh(c, "zfs get -H -p -o value volsize,refreservation tank/thick/kinc_00000").split())
+    assert refres >= volsize == mib * MIB, (volsize, refres)
+    assert sh(c, "zfs get -H -p -o value refreservation tank/thin/tinc_00000").split() == ["0"]
+
+    # A damaged incremental fails the restore after the full backup was
+    # written: nothing of the target is left on the pool or in the cluster.
+    s3 = boto3.client("s3", endpoint_url=c.s3.endpoint, region_name=c.s3.region, aws_access_key_id=c.s3.access_key,
+                      aws_secret_access_key=c.s3.secret_key)
+    key = inc._rest_data["vlms"][0]["s3"]["key"]
+    body = bytearray(s3.get_object(Bucket=c.s3.bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    s3.put_object(Bucket=c.s3.bucket, Key=key, Body=bytes(body))
+    status, _, reply = c.ctrl.request("POST", "/v1/remotes/bk/backups/restore",
+                                      {"src_rsc_name": "zsrc", "target_rsc_name": "zbad", "node_name": "vz1"}, timeout=300)
+    assert status >= 400, reply
+    assert "zbad" not in sh(c, "zfs list -H -o name -t all -r tank"), sh(c, "zfs list -t all -r tank")
+    assert req(c, "GET", "/v1/resource-definitions/zbad")[0] == 404

@@ -236,6 +236,9 @@ def test_rollback_to_an_older_snapshot_keeps_the_newer_ones(zfs, sp, ds):
     assert aside.startswith(f"{ds}/_deleted_{rd}_00000_"), aside
     assert datasets(c, ds) == sorted([zvol, aside, f"{aside}@s1", f"{aside}@s2"])
     assert snapshot_names(c, rd) == ["s1", "s2"] and successful(c, rd, "s1") and successful(c, rd, "s2")
+    # A thick zvol stays thick: the clone in its place reserves its size.
+    reserved = int(prop(c, zvol, "refreservation"))
+    assert reserved >= 32 * MIB * 1024 if sp == "zfs" else reserved == 0, reserved
     # Rolled back once: a later pass leaves the new data alone.
     after = fill(c, dev)
     ok(c.lin.resource_dfn_modify(rd, {"Aux/touch": "1"}))
@@ -247,6 +250,7 @@ def test_rollback_to_an_older_snapshot_keeps_the_newer_ones(zfs, sp, ds):
     wait_for("rolled back to s2", lambda: sha(c, dev) == data["s2"])
     assert prop(c, zvol, "origin") == f"{aside}@s2"
     assert snapshot_names(c, rd) == ["s1", "s2"]
+    assert (int(prop(c, zvol, "refreservation")) > 0) == (sp == "zfs")
 
     # Deleting the snapshots and the definition leaves nothing behind.
     for snap in ("s1", "s2"):

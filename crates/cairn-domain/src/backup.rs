@@ -51,14 +51,14 @@ impl Cluster {
         let Some(p) = self.stor_pools.get(&(key(node), key(pool))) else {
             return Err(OpError::new(OP, rc::FAIL_NOT_FOUND_STOR_POOL, format!("Storage pool '{pool}' on node '{node}' not found.")));
         };
-        if !matches!(p.provider_kind, ProviderKind::FileThin | ProviderKind::LvmThin) {
+        if !matches!(p.provider_kind, ProviderKind::FileThin | ProviderKind::LvmThin | ProviderKind::Zfs | ProviderKind::ZfsThin) {
             return Err(OpError::new(
                 OP,
                 rc::FAIL_SNAPSHOTS_NOT_SUPPORTED,
                 format!("Storage pool '{pool}' on node '{node}' ({}) cannot receive a backup.", p.provider_kind.as_str()),
             )
-            .cause("A backup is restored through a snapshot; Cairn restores into LVM_THIN and FILE_THIN pools.")
-            .correction("Name an LVM_THIN pool, or a FILE_THIN pool on a file system with reflinks (stor_pool_map)."));
+            .cause("A backup is restored through a snapshot; Cairn restores into LVM_THIN, FILE_THIN, ZFS and ZFS_THIN pools.")
+            .correction("Name an LVM_THIN, ZFS or ZFS_THIN pool, or a FILE_THIN pool on a file system with reflinks (stor_pool_map)."));
         }
         Ok(p.provider_kind)
     }

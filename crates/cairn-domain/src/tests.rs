@@ -596,14 +596,18 @@ fn a_shipped_snapshot_restores_a_new_definition_and_sits_beside_an_existing_one(
     t.run(|c, ctx| c.receive_shipment(&other, false, ctx));
     assert_eq!(t.c.resources_of("DST2").count(), 1);
     // A ZFS pool receives `zfs send` streams into a new definition too,
-    // while a backup restore still wants FILE_THIN.
+    // and backup restores (into the new resource's zvol); a thick LVM
+    // pool takes no snapshots, so no restores.
     let req = testing::pool("zthin", "ZFS_THIN", "tank/thin");
+    t.run(|c, ctx| c.create_stor_pool("n1", &req, ctx));
+    let req = testing::pool("thick", "LVM", "vg0");
     t.run(|c, ctx| c.create_stor_pool("n1", &req, ctx));
     let mut zfs = plan("s1", vec![(0, 4096)]);
     (zfs.target, zfs.pool) = ("dst3".into(), "zthin".into());
     assert_eq!(t.c.check_shipment(&zfs).map_err(|e| e.rc.ret_code), Ok(cairn_proto::ProviderKind::ZfsThin));
+    assert_eq!(t.c.check_backup_restore("dst3", "n1", "zthin").map_err(|e| e.rc.ret_code), Ok(cairn_proto::ProviderKind::ZfsThin));
     assert_eq!(
-        t.c.check_backup_restore("dst3", "n1", "zthin").map_err(|e| e.rc.ret_code & rc::MASK_BITS_CODE),
+        t.c.check_backup_restore("dst3", "n1", "thick").map_err(|e| e.rc.ret_code & rc::MASK_BITS_CODE),
         Err(rc::FAIL_SNAPSHOTS_NOT_SUPPORTED)
     );
     t.run(|c, ctx| c.receive_shipment(&zfs, false, ctx));

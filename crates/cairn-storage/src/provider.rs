@@ -687,7 +687,7 @@ impl Provider for ZfsProvider {
         Box::pin(async move { self.zfs.drop_received(&self.pool, &v.rsc, v.nr, snap, false).await })
     }
     // Incrementals compare every chunk with the base's chunk map (no
-    // `snapshot_changes`); restores go into LVM_THIN or FILE_THIN pools.
+    // `snapshot_changes`).
     fn snapshot_open<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<SnapshotData, StorageError>> {
         Box::pin(async move {
             let (path, size) = self.zfs.snapshot_open(&self.pool, rsc, nr, snap).await?;
@@ -696,6 +696,15 @@ impl Provider for ZfsProvider {
     }
     fn snapshot_close<'a>(&'a self, rsc: &'a Name, nr: u32, _snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.zfs.snapshot_close(&self.pool, rsc, nr).await })
+    }
+    fn receive_create<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name, size: u64) -> BoxFuture<'a, Result<String, StorageError>> {
+        Box::pin(async move { self.zfs.receive_create(&self.pool, rsc, nr, snap, size).await })
+    }
+    fn receive_done<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.zfs.receive_done(&self.pool, rsc, nr, snap).await })
+    }
+    fn receive_abandon<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.zfs.receive_abandon(&self.pool, rsc, nr, snap).await })
     }
 }
 

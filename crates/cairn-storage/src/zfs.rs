@@ -449,10 +449,46 @@ impl Zfs {
                 Err(StorageError::BadBacking(format!("the base snapshot {name}@{b} is not on this node")))
             }
             None if all.iter().any(|z| z.name == name) => {
-                Err(StorageError::BadBacking(format!("volume {name} exists: a full stream cannot go into it")))
+                Err(StorageError::BadBacking(format!("volume {name} exists on this node: a full stream or a restore cannot go into it")))
             }
             _ => Ok(()),
         }
+    }
+
+    /// A zvol to restore a backup into: `<rsc>_<NNNNN>` itself (sparse in
+    /// a ZFS_THIN pool), made without an identity, so that no resource
+    /// takes it and the satellite does not count it as one, and `bytes`
+    /// long (rounded up to KiB). Its device, once udev linked it. As a
+    /// snapshot shipped from another cluster (and as LINSTOR receives into
+    /// the resource's zvol), [`Zfs::receive_done`] snapshots it under the
+    /// received name and the resource restored from that snapshot on this
+    /// node takes the zvol over ([`Zfs::ensure_restored`]).
+    pub async fn receive_create(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str, bytes: u64) -> Result<String, StorageError> {
+        self.receive_check(pool, rsc, nr, snap, None).await?;
+        let name = zvol_name(pool, rsc, nr)?;
+        let mut c = self.zfs().arg("create");
+        if pool.thin {
+            c = c.arg("-s");
+        }
+        self.runner.run(&c.args(["-V", &format!("{}KB", bytes.div_ceil(1024)), &name])).await?;
+        let dev = format!("/dev/zvol/{name}");
+        let deadline = tokio::time::Instant::now() + self.settle.max(Duration::from_secs(30));
+        while !std::path::Path::new(&dev).exists() {
+            if tokio::time::Instant::now() > deadline {
+                self.runner.run(&self.zfs().args(["destroy", &name])).await?;
+                return Err(StorageError::Missing(format!("the device {dev} did not appear after zfs create")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(dev)
+    }
+
+    /// The restored data is complete: `zfs snapshot <zvol>@cairn_recv_<snap>`,
+    /// which takes its own name when the controller registered it.
+    pub async fn receive_done(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
+        let name = format!("{}@{RECEIVED}{}", zvol_name(pool, rsc, nr)?, safe_name(snap)?);
+        self.runner.run(&self.zfs().args(["snapshot", &name])).await?;
+        Ok(())
     }
 
     /// `zfs receive -F <zvol>@cairn_recv_<snap>` (LINSTOR's receiving
@@ -477,6 +513,25 @@ impl Zfs {
             self.runner.run(&self.zfs().args(["destroy", &got])).await?;
         }
         Ok(())
+    }
+
+    /// Removes the zvol of a restore that failed ([`Zfs::receive_create`])
+    /// with what it holds. udev handles the event of the zvol's writer
+    /// closing it and holds it open meanwhile, so `zfs destroy` right after
+    /// the failed write says "dataset is busy" (seen in the VM, for seconds
+    /// under load, gone after `udevadm settle`): it is tried again every
+    /// half second for up to a minute.
+    pub async fn receive_abandon(&self, pool: &ZfsPool, rsc: &str, nr: u32, snap: &str) -> Result<(), StorageError> {
+        let mut tries = 0;
+        loop {
+            match self.drop_received(pool, rsc, nr, snap, true).await {
+                Err(StorageError::Exec(e)) if tries < 120 && e.stderr().is_some_and(|s| s.contains("dataset is busy")) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// A received snapshot takes its name once it is desired (registered
@@ -546,6 +601,11 @@ impl Zfs {
         self.runner
             .run(&self.zfs().args(["clone", "-o", &format!("cairn:vid={vid}"), "-o", &format!("cairn:rb={id}"), &from, &name]))
             .await?;
+        if !pool.thin {
+            // A clone reserves nothing; the thick volume it replaces did
+            // (`auto`: what `zfs create` without `-s` reserves).
+            self.runner.run(&self.zfs().args(["set", "refreservation=auto", &name])).await?;
+        }
         Ok(())
     }
 
@@ -880,23 +940,33 @@ mod tests {
         let with_s2 = format!("{}tank/linstor/db_00000@s2\t8192\t1073741824\tsnapshot\t-\t-\t-\tffeeddccbbaa\t-\n", captured("list").out);
         let aside = with_s2.replace("tank/linstor/db_00000", "tank/linstor/_deleted_db_00000_ffeeddcc");
         let l = list_cmd(POOL);
-        f.expect(&l, &with_s2)
-            .expect(&["zfs", "rename", "tank/linstor/db_00000", "tank/linstor/_deleted_db_00000_ffeeddcc"], "")
-            .expect(&l, &aside)
-            .expect(
-                &[
-                    "zfs",
-                    "clone",
-                    "-o",
-                    "cairn:vid=ffeeddccbbaa",
-                    "-o",
-                    "cairn:rb=rb-9",
-                    "tank/linstor/_deleted_db_00000_ffeeddcc@snap1",
-                    "tank/linstor/db_00000",
-                ],
-                "",
-            );
+        let clone = [
+            "zfs",
+            "clone",
+            "-o",
+            "cairn:vid=ffeeddccbbaa",
+            "-o",
+            "cairn:rb=rb-9",
+            "tank/linstor/_deleted_db_00000_ffeeddcc@snap1",
+            "tank/linstor/db_00000",
+        ];
+        // In a thick pool the clone then reserves the volume's size, as the
+        // zvol it replaces did.
+        let (thick_f, thick, thick_pool) = on(false);
+        for (runner, set_reservation) in [(&f, false), (&thick_f, true)] {
+            runner
+                .expect(&l, &with_s2)
+                .expect(&["zfs", "rename", "tank/linstor/db_00000", "tank/linstor/_deleted_db_00000_ffeeddcc"], "")
+                .expect(&l, &aside)
+                .expect(&clone, "");
+            if set_reservation {
+                runner.expect(&["zfs", "set", "refreservation=auto", "tank/linstor/db_00000"], "");
+            }
+        }
         rt().block_on(z.rollback(&pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-9")).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        rt().block_on(thick.rollback(&thick_pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-9")).unwrap();
+        assert!(thick_f.is_done(), "{:?}", thick_f.calls());
         // Both snapshots are still the resource's, from the volume aside.
         f.expect(&l, &aside);
         assert_eq!(rt().block_on(z.snapshots(&pool, "db")).unwrap(), [("s2".to_string(), vec![0]), ("snap1".to_string(), vec![0])].into());
@@ -919,6 +989,57 @@ mod tests {
         // No such snapshot: an error, nothing made.
         replay(&f, "list");
         assert!(rt().block_on(z.ensure_restored(&pool, &spec(1024), "db", "gone")).is_err());
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    /// What `zfs destroy` said in the VM while udev still probed the zvol
+    /// a failed restore had written (tests/vm/test_vm_backups.py).
+    const BUSY: &str = "cannot destroy 'tank/linstor/new_00000': dataset is busy\n";
+
+    #[test]
+    fn a_restore_goes_into_the_new_volume_itself_snapshotted_only_when_complete() {
+        let (f, z, pool) = on(true);
+        let l = list_cmd(POOL);
+        // Taken names are refused before anything is made: db_00000 exists
+        // (the capture's list), and so does db_00000@snap1.
+        replay(&f, "list");
+        let e = rt().block_on(z.receive_create(&pool, "db", 0, "s9", 1 << 20)).unwrap_err().to_string();
+        assert!(e.contains("exists on this node"), "{e}");
+        replay(&f, "list");
+        assert!(rt().block_on(z.receive_create(&pool, "db", 0, "snap1", 1 << 20)).is_err());
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Complete: snapshotted under the name that waits for the registration.
+        f.expect(&["zfs", "snapshot", "tank/linstor/new_00000@cairn_recv_s1"], "");
+        rt().block_on(z.receive_done(&pool, "new", 0, "s1")).unwrap();
+        // Failed: the volume goes with what it holds (again while udev
+        // holds it), but only one without an identity (never a resource's
+        // volume).
+        f.expect(&l, "tank/linstor/new_00000\t8192\t1048576\tvolume\t8192\t-\t-\t-\t-\n")
+            .expect_failure(&["zfs", "destroy", "-r", "tank/linstor/new_00000"], 1, BUSY)
+            .expect(&l, "tank/linstor/new_00000\t8192\t1048576\tvolume\t8192\t-\t-\t-\t-\n")
+            .expect(&["zfs", "destroy", "-r", "tank/linstor/new_00000"], "");
+        rt().block_on(z.receive_abandon(&pool, "new", 0, "s1")).unwrap();
+        f.expect(&l, "tank/linstor/new_00000\t8192\t1048576\tvolume\t8192\t-\t-\tabc\t-\n");
+        rt().block_on(z.drop_received(&pool, "new", 0, "s1", true)).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Once registered, the resource restored from the snapshot on this
+        // node takes the volume over: the snapshot gets its name, the
+        // volume its identity; no clone.
+        let got = "tank/linstor/new_00000\t8192\t1048576\tvolume\t8192\t-\t-\t-\t-\n\
+                   tank/linstor/new_00000@cairn_recv_s1\t0\t-\tsnapshot\t-\t-\t-\t-\t-\n";
+        let mine = "tank/linstor/new_00000\t8192\t1048576\tvolume\t8192\t-\t-\tn1\t-\n\
+                    tank/linstor/new_00000@s1\t0\t-\tsnapshot\t-\t-\t-\t-\t-\n";
+        f.expect(&l, got)
+            .expect(&l, got)
+            .expect(&["zfs", "rename", "tank/linstor/new_00000@cairn_recv_s1", "tank/linstor/new_00000@s1"], "")
+            .expect(&["zfs", "set", "cairn:vid=n1", "tank/linstor/new_00000"], "")
+            .expect(&l, mine)
+            .expect(&l, mine)
+            .expect(&l, mine);
+        let new = Name::new("new").unwrap();
+        let spec = VolumeSpec { rsc: &new, nr: 0, id: "n1", size: Kib::new(1024).unwrap(), source: None, clone_from: None };
+        let o = rt().block_on(z.ensure_restored(&pool, &spec, "new", "s1")).unwrap();
+        assert_eq!(o.device_path.as_deref(), Some("/dev/zvol/tank/linstor/new_00000"));
         assert!(f.is_done(), "{:?}", f.calls());
     }
 

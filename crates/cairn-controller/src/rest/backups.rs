@@ -739,8 +739,6 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
             .into());
     }
     let pool = pools.into_iter().next().unwrap_or_default();
-    // Restores go into thin pools: what is written counts, not the size.
-    let need: i64 = cm.volumes.values().map(|v| cm.allocated_kib(v)).sum();
     let pool_desired = {
         let c = s.read();
         c.check_backup_restore(&req.target_rsc_name, &node, &pool)?;
@@ -750,6 +748,12 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
             kind: sp.provider_kind,
             backing: ["StorDriver/StorPoolName", "StorDriver/FileDir"].iter().find_map(|k| sp.props.get(*k).cloned()),
         }
+    };
+    // In a thin pool what is written counts, not the size; a thick (ZFS)
+    // zvol reserves its whole size.
+    let need: i64 = match pool_desired.kind {
+        cairn_proto::ProviderKind::Zfs => cm.volumes.values().map(|v| v.size_kib).sum(),
+        _ => cm.volumes.values().map(|v| cm.allocated_kib(v)).sum(),
     };
     match s.links().capacity(&key(&node), &pool) {
         Some(cap) if cap.free_kib >= need => {}
