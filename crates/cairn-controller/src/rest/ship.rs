@@ -582,6 +582,7 @@ async fn prepare(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
         layer_stack: if req.layer_stack.is_empty() { vec!["STORAGE".into()] } else { req.layer_stack.clone() },
         volumes: req.volumes.iter().map(|v| (v.0, v.1)).collect(),
         source_snap_uuid: None,
+        luks_secrets: Default::default(),
     };
     // Everything the registration checks is checked before the stream.
     let pool_desired = {
@@ -711,6 +712,7 @@ mod tests {
             layer_stack: vec!["STORAGE".into()],
             volumes: vec![(0, 4096)],
             source_snap_uuid: None,
+            luks_secrets: Default::default(),
         };
         Receive { plan, download_only: false, incremental: false, since }
     }
