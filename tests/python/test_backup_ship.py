@@ -8,7 +8,8 @@ known there, wrong passphrase) is refused, and a ship to an unreachable
 remote fails cleanly, leaving nothing behind on either side; a second
 shipment of a snapshot still being received is refused; an aborted
 shipment registers nothing on the target; a schedule with a LINSTOR
-remote ships to the definition its switch names."""
+remote ships to the definition its switch names; an encrypted shipment
+needs the source's passphrase on the target's remote for it."""
 
 import glob
 import hashlib
@@ -415,3 +416,44 @@ def test_a_received_snapshot_that_is_never_registered_is_removed_and_never_adopt
     wait_for("the snapshot taken", lambda: os.path.exists(taken))
     assert dev_digest(taken, 4 * MIB) == hashlib.sha256(data).hexdigest()
     assert not os.path.exists(waiting), os.listdir(pool)
+
+
+def test_an_encrypted_shipment_needs_the_source_passphrase_on_the_targets_remote(clusters):
+    """Plays cluster A sending an encrypted (LUKS,STORAGE) volume to B: the
+    request carries the volume's key sealed with A's master key and A's
+    master key sealed with A's passphrase (LINSTOR's luksInfo; made here as
+    tests/python/test_backup_luks.py makes it, since these hosts cannot run
+    LUKS). B opens them with the passphrase of its remote for A, as
+    LINSTOR's target does; without it, or with a wrong one, the shipment is
+    refused before anything is received. With it the keys open, and what
+    refuses the shipment is that b1 cannot run the LUKS layer (no
+    device-mapper here), still before anything is received."""
+    from test_backup_luks import seal, source_cluster
+    a, b = clusters
+    master, info = source_cluster("source-pw")
+    prepare = {
+        "src_cluster_id": cluster_id(a), "dst_cluster_id": cluster_id(b), "src_rsc_name": "enc", "dst_rsc_name": "enc",
+        "dst_node_name": "b1", "snapshot": "s1", "layer_stack": ["LUKS", "STORAGE"], "volumes": [[0, 4096, 4 * MIB, "xfs"]],
+        "bases": [], "luks_info": info, "luks_secrets": {"0": seal(master, os.urandom(32).hex().encode())},
+    }
+
+    def refused(code, text):
+        status, _, body = b.ctrl.request("POST", "/v1/internal/backups/requestReceive", prepare)
+        assert status >= 400 and isinstance(body, list), (status, body)
+        e = next(x for x in body if x["ret_code"] < 0)
+        assert e["ret_code"] & 0x7FFF == code and text in e["message"] + (e.get("cause") or ""), e
+        assert b.lin.resource_dfn_list_raise().resource_definitions == []
+        assert [f for f in os.listdir(os.path.join(b.xfs, "b1")) if "enc" in f] == []
+        return e
+
+    e = refused(312, "luks configured, but no passphrase was given")
+    assert "remote" in (e.get("correction") or ""), e
+    ok(b.lin.remote_modify_linstor("a", passphrase="not-it"))
+    refused(998, "does not open the source cluster's master key")
+    ok(b.lin.remote_modify_linstor("a", passphrase="source-pw"))
+    status, _, body = b.ctrl.request("POST", "/v1/internal/backups/requestReceive", prepare)
+    assert status >= 400 and "does not support the following layers: [LUKS]" in str(body), (status, body)
+    assert b.lin.resource_dfn_list_raise().resource_definitions == []
+    # A shipment without keys (a source that kept them back) is refused too.
+    del prepare["luks_secrets"]
+    refused(238, "without their keys")

@@ -115,6 +115,13 @@ impl MasterKey {
         Ok(MasterKey(key))
     }
 
+    /// The key's SHA-512 in hex, as `encrypted/masterhash` stores it: two
+    /// clusters (or a backup's metadata and a cluster) with the same hash
+    /// have the same master key.
+    pub fn hash_hex(&self) -> String {
+        hex(digest::digest(&digest::SHA512, &self.0).as_ref())
+    }
+
     /// The properties that store this key under a new passphrase.
     pub fn rewrap(&self, new_passphrase: &str) -> Result<Vec<(String, String)>, CryptoError> {
         stored(self, new_passphrase)

@@ -9,6 +9,7 @@
 //! every read is served from.
 
 pub mod auth;
+pub mod backup_keys;
 pub mod build_info;
 pub mod config;
 pub mod crypto;

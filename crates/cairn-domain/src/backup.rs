@@ -36,6 +36,11 @@ pub struct BackupRestorePlan {
     /// A shipment's source snapshot definition uuid, kept as
     /// [`SOURCE_SNAP_UUID_PROP`] on the registered snapshot.
     pub source_snap_uuid: Option<String>,
+    /// volume number -> the LUKS passphrase of an encrypted volume, sealed
+    /// with this cluster's master key (re-sealed from the backup's or the
+    /// shipment's key by the controller); the restored volume opens with
+    /// it.
+    pub luks_secrets: BTreeMap<u32, String>,
 }
 
 impl Cluster {
@@ -168,7 +173,7 @@ impl Cluster {
                         storage_pool: p.pool.clone(),
                         provider_kind: kind,
                         uuid: ctx.uuid(),
-                        luks_secret: None,
+                        luks_secret: p.luks_secrets.get(nr).cloned(),
                     })
                     .collect(),
                 drbd_node_id: None,

@@ -537,6 +537,7 @@ fn a_backup_restore_registers_definition_snapshot_and_a_resource_restored_from_i
         layer_stack: vec!["STORAGE".into()],
         volumes: vec![(0, 4096), (1, 8192)],
         source_snap_uuid: None,
+        luks_secrets: Default::default(),
     };
     // Refused before anything is downloaded: a definition that exists, a
     // pool that cannot hold a snapshot, a pool or node that is not there.
@@ -574,6 +575,7 @@ fn a_shipped_snapshot_restores_a_new_definition_and_sits_beside_an_existing_one(
         layer_stack: vec!["STORAGE".into()],
         volumes,
         source_snap_uuid: Some(format!("uuid-of-{snap}")),
+        luks_secrets: Default::default(),
     };
     // Download only into a new definition: definition and snapshot, no
     // resource.

@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::input;
 use super::reply::{Reply, ok};
+use crate::backup_keys::{self, LuksInfo};
 use crate::state::AppState;
 
 /// Bytes of volume data per chunk.
@@ -205,6 +206,9 @@ struct Meta {
     based_on: Option<String>,
     #[serde(default)]
     cairn: Option<CairnMeta>,
+    /// The source's sealed master key, in a backup of encrypted volumes.
+    #[serde(default)]
+    luks_info: Option<LuksInfo>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +241,10 @@ struct CairnVolume {
     stored_bytes: u64,
     #[serde(default)]
     chunk_map: Vec<String>,
+    /// An encrypted volume's LUKS passphrase, sealed with the source's
+    /// master key.
+    #[serde(default)]
+    luks_secret: Option<String>,
 }
 
 /// One backup found in the bucket.
@@ -563,26 +571,37 @@ async fn ship(
         return Err(format!("{} {}", e.message, e.cause.unwrap_or_default()));
     }
     let finish = crate::state::now_ms();
-    let (cluster_id, snap_uuid) = {
+    let luks = layer_stack.iter().any(|l| l.eq_ignore_ascii_case("LUKS"));
+    let (cluster_id, snap_uuid, luks_info, luks_secrets) = {
         let c = s.read();
         let cid = c.ctrl_props.get("Cluster/LocalID").cloned().unwrap_or_default();
-        let su = c.snapshots.get(&(key(&sh.rsc), key(&sh.snap))).map(|d| d.uuid.clone()).unwrap_or_default();
-        (cid, su)
+        let d = c.snapshots.get(&(key(&sh.rsc), key(&sh.snap)));
+        let su = d.map(|d| d.uuid.clone()).unwrap_or_default();
+        // An encrypted volume's key goes into the metadata as the snapshot
+        // holds it (sealed with the master key), with the sealed master
+        // key, as LINSTOR's luksInfo.
+        let info = if luks { LuksInfo::from_props(&|k| c.ctrl_props.get(k).cloned()) } else { None };
+        let secrets: BTreeMap<u32, String> = d
+            .and_then(|d| d.nodes.get(&key(node)))
+            .map(|n| n.volumes.iter().filter_map(|v| v.luks_secret.clone().map(|x| (v.volume_number, x))).collect())
+            .unwrap_or_default();
+        (cid, su, info, secrets)
     };
     let mut backups = serde_json::Map::new();
     let mut volumes = serde_json::Map::new();
     for v in &sent.volumes {
         backups.insert(v.number.to_string(), json!([{"name": v.key, "finishedTimestamp": finish, "node": node}]));
         let (size_kib, pool) = sizes.get(&v.number).cloned().unwrap_or_default();
-        volumes.insert(
-            v.number.to_string(),
-            json!({
-                "key": v.key, "sizeBytes": v.size, "sizeKib": size_kib, "storPool": pool,
-                "storedBytes": v.stored_bytes, "chunksStored": v.chunks_stored, "chunkMap": v.chunk_map,
-            }),
-        );
+        let mut vol = json!({
+            "key": v.key, "sizeBytes": v.size, "sizeKib": size_kib, "storPool": pool,
+            "storedBytes": v.stored_bytes, "chunksStored": v.chunks_stored, "chunkMap": v.chunk_map,
+        });
+        if let Some(secret) = luks_secrets.get(&v.number) {
+            vol["luksSecret"] = json!(secret);
+        }
+        volumes.insert(v.number.to_string(), vol);
     }
-    let meta = json!({
+    let mut meta = json!({
         "rscName": sh.rsc,
         "nodeName": node,
         "startTimestamp": sh.start_ms,
@@ -594,6 +613,9 @@ async fn ship(
         "cairn": {"format": 1, "chunkSize": send.chunk_size, "compression": "zstd", "checksum": "sha256",
                   "layerStack": layer_stack, "volumes": volumes},
     });
+    if let Some(info) = luks_info {
+        meta["luksInfo"] = serde_json::to_value(info).map_err(|e| e.to_string())?;
+    }
     let meta_key = format!("{}.meta", full_id(&sh.rsc, &sh.id, &sh.snap));
     let raw = serde_json::to_vec(&meta).map_err(|e| e.to_string())?;
     b.put(&meta_key, raw).await.map_err(|e| format!("writing {meta_key}: {e}"))
@@ -609,6 +631,9 @@ struct InfoReq {
     node_name: Option<String>,
     // restore only
     target_rsc_name: String,
+    /// The source cluster's master passphrase, for encrypted volumes of a
+    /// backup another cluster made.
+    passphrase: Option<String>,
 }
 
 /// The backup a restore or info request names, and its chain (full first).
@@ -723,15 +748,15 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
     let chain = chain(&found, &req, OP_CRT)?;
     let Some(last) = chain.last() else { return Err(ApiError::Internal("empty backup chain".into())) };
     let Some(cm) = last.cairn() else { return Err(ApiError::Internal("backup without Cairn metadata".into())) };
-    if cm.layer_stack.iter().any(|l| l.eq_ignore_ascii_case("LUKS")) {
-        return Err(OpError::new(
-            OP_CRT,
-            rc::FAIL_INVLD_BACKUP_CONFIG,
-            format!("Backup '{}' holds encrypted (LUKS) volumes.", last.full_id()),
-        )
-        .cause("Cairn does not restore encrypted backups yet: the volumes' keys are not in the backup.")
-        .into());
-    }
+    // Encrypted volumes: their keys, sealed again with this cluster's
+    // master key, checked before anything is written.
+    let luks_secrets = if cm.layer_stack.iter().any(|l| l.eq_ignore_ascii_case("LUKS")) {
+        let sealed: BTreeMap<u32, Option<String>> = cm.volumes.iter().map(|(nr, v)| (*nr, v.luks_secret.clone())).collect();
+        let master = s.links().master();
+        backup_keys::reseal(OP_CRT, &last.rsc, last.meta.luks_info.as_ref(), &sealed, req.passphrase.as_deref(), master.as_ref())?
+    } else {
+        BTreeMap::new()
+    };
     let pools: std::collections::BTreeSet<String> = cm.volumes.values().map(|v| target_pool(&req, &v.stor_pool)).collect();
     if pools.len() != 1 {
         return Err(OpError::new(OP_CRT, rc::FAIL_INVLD_BACKUP_CONFIG, "The volumes of a restore go into one storage pool.")
@@ -780,10 +805,21 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
         layer_stack: if cm.layer_stack.is_empty() { vec!["STORAGE".into()] } else { cm.layer_stack.clone() },
         volumes: cm.volumes.iter().map(|(nr, v)| (*nr, v.size_kib)).collect(),
         source_snap_uuid: None,
+        luks_secrets,
     };
     // Everything the registration checks (names, numbers, placement) is
     // checked now, before anything is downloaded.
-    s.read().restore_backup(&plan, &mut cairn_domain::Ctx::deterministic())?;
+    // (An encrypted volume's key is the re-sealed one; the dry run only
+    // needs the master key's presence, which reseal checked.)
+    // The follow-up checks too (the node runs every layer of the stack,
+    // LUKS included), or a refused registration would come only after
+    // the download.
+    let mut dry = cairn_domain::Ctx::deterministic().with_luks(|| Some(String::new()));
+    {
+        let c = s.read();
+        let out = c.restore_backup(&plan, &mut dry)?;
+        c.drbd_follow_up(&out, s.links(), &mut dry)?;
+    }
     let receive = BackupReceive {
         s3: t,
         pool: pool_desired,

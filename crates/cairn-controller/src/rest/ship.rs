@@ -45,6 +45,7 @@ use super::backups::{CHUNK_SIZE, Shipment, TRANSFER_TIMEOUT, backup_id, full_id,
 use super::error::ApiError;
 use super::input;
 use super::reply::{Reply, ok};
+use crate::backup_keys::{self, LuksInfo};
 use crate::links::transport::chain;
 use crate::state::AppState;
 
@@ -124,6 +125,13 @@ struct PrepareReq {
     /// `srcSnapDfnUuids`), never one that merely has the same name.
     #[serde(default)]
     base_uuids: Vec<String>,
+    /// Encrypted volumes: the source's master key sealed with its master
+    /// passphrase (LINSTOR's luksInfo) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    luks_info: Option<LuksInfo>,
+    /// ... and each volume's LUKS passphrase sealed with that master key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    luks_secrets: BTreeMap<u32, String>,
 }
 
 /// The target's answer: where to stream, and on what base.
@@ -266,6 +274,42 @@ fn linstor_remote(s: &AppState, remote: &str) -> Result<(String, Option<String>,
     Ok((url.trim_end_matches('/').to_string(), cluster_id.clone(), passphrase))
 }
 
+/// The keys of a shipment's encrypted volumes, sealed with this cluster's
+/// master key: opened with this cluster's own master key when the source
+/// has the same, else with the passphrase of the LINSTOR remote here that
+/// names the source cluster (LINSTOR's `getRemoteMasterKey`). Empty
+/// without LUKS in the stack.
+fn received_keys(s: &AppState, req: &PrepareReq) -> Result<BTreeMap<u32, String>, ApiError> {
+    if !req.layer_stack.iter().any(|l| l.eq_ignore_ascii_case("LUKS")) {
+        return Ok(BTreeMap::new());
+    }
+    let master = s.links().master();
+    let sealed_pass = {
+        let c = s.read();
+        c.remotes.values().find_map(|r| match &r.target {
+            RemoteTarget::Linstor { cluster_id: Some(id), passphrase, .. } if id.eq_ignore_ascii_case(&req.src_cluster_id) => {
+                passphrase.clone()
+            }
+            _ => None,
+        })
+    };
+    let pass = match (sealed_pass, &master) {
+        (Some(sealed), Some(m)) => {
+            Some(m.open(&sealed).map_err(|e| ApiError::Internal(format!("cannot open a sealed remote passphrase: {e}")))?)
+        }
+        _ => None,
+    };
+    let sealed: BTreeMap<u32, Option<String>> = req.volumes.iter().map(|v| (v.0, req.luks_secrets.get(&v.0).cloned())).collect();
+    backup_keys::reseal(OP, &req.src_rsc_name, req.luks_info.as_ref(), &sealed, pass.as_deref(), master.as_ref()).map_err(|e| {
+        if e.rc.message.contains("no passphrase was given") {
+            e.correction("Set the passphrase of this cluster's LINSTOR remote for the source cluster to the source's master passphrase.")
+                .into()
+        } else {
+            e.into()
+        }
+    })
+}
+
 /// How this controller checks other controllers' HTTPS certificates:
 /// against the system's roots (`SSL_CERT_FILE`/`SSL_CERT_DIR` or the
 /// platform's store) and, when given, the CA certificates in `ca`.
@@ -372,6 +416,21 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
         bases.sort_by(|a, b| b.cmp(a));
         (c.ctrl_props.get("Cluster/LocalID").cloned().unwrap_or_default(), bases, existing)
     };
+    // Encrypted volumes go with their keys as the source holds them
+    // (sealed) and its sealed master key: the target opens them with the
+    // passphrase its remote for this cluster has (LINSTOR's way).
+    let (luks_info, luks_secrets) = if src.layer_stack.iter().any(|l| l.eq_ignore_ascii_case("LUKS")) {
+        let c = s.read();
+        let info = LuksInfo::from_props(&|k| c.ctrl_props.get(k).cloned());
+        let secrets: BTreeMap<u32, String> = c
+            .resources
+            .get(&(key(&src.rsc), key(&src.node)))
+            .map(|r| r.volumes.values().filter_map(|v| v.luks_secret.clone().map(|x| (v.volume_number, x))).collect())
+            .unwrap_or_default();
+        (info, secrets)
+    } else {
+        (None, BTreeMap::new())
+    };
     let incremental = req.allow_incremental.unwrap_or(true);
     let prepare = PrepareReq {
         src_cluster_id,
@@ -389,6 +448,8 @@ pub(crate) async fn ship(State(s): State<AppState>, Path(remote): Path<String>, 
         volumes: src.sizes.iter().map(|(nr, (kib, pool))| (*nr, *kib, (*kib as u64) * 1024, pool.clone())).collect(),
         bases: if incremental { bases.iter().map(|b| b.1.clone()).collect() } else { Vec::new() },
         base_uuids: if incremental { bases.iter().map(|b| b.2.clone()).collect() } else { Vec::new() },
+        luks_info,
+        luks_secrets,
     };
     let raw = serde_json::to_vec(&prepare).map_err(|e| ApiError::Internal(e.to_string()))?;
     let prepared: Prepared = match call(&s, &url, PATH_PREPARE, raw, PREPARE_TIMEOUT).await {
@@ -610,6 +671,7 @@ async fn prepare(State(s): State<AppState>, auth: Option<axum::Extension<RestAut
             .into());
         }
     }
+    let luks_secrets = received_keys(&s, &req)?;
     let dst = req.dst_rsc_name.clone();
     let receives = s.receives();
     receives.forget_stale(&s, std::time::Instant::now());
@@ -672,11 +734,15 @@ async fn prepare(State(s): State<AppState>, auth: Option<axum::Extension<RestAut
         layer_stack: if req.layer_stack.is_empty() { vec!["STORAGE".into()] } else { req.layer_stack.clone() },
         volumes: req.volumes.iter().map(|v| (v.0, v.1)).collect(),
         source_snap_uuid: None,
+        luks_secrets,
     };
-    // Everything the registration checks is checked before the stream.
+    // Everything the registration checks is checked before the stream
+    // (the follow-up checks too: the node runs every layer of the stack).
     let pool_desired = {
         let c = s.read();
-        c.receive_shipment(&plan, req.download_only, &mut cairn_domain::Ctx::deterministic())?;
+        let mut dry = cairn_domain::Ctx::deterministic().with_luks(|| Some(String::new()));
+        let out = c.receive_shipment(&plan, req.download_only, &mut dry)?;
+        c.drbd_follow_up(&out, s.links(), &mut dry)?;
         let Some(sp) = c.stor_pools.get(&(key(&node), key(&pool))) else { return Err(ApiError::Internal("pool vanished".into())) };
         PoolDesired {
             name: sp.name.clone(),
@@ -801,6 +867,7 @@ mod tests {
             layer_stack: vec!["STORAGE".into()],
             volumes: vec![(0, 4096)],
             source_snap_uuid: None,
+            luks_secrets: Default::default(),
         };
         Receive { plan, download_only: false, incremental: false, since }
     }

@@ -78,6 +78,10 @@ pub enum BackupCmd {
         /// Pool renames, OLD=NEW.
         #[arg(long = "storpool-rename", alias = "stor-pool-map")]
         storpool_rename: Vec<String>,
+        /// The master passphrase of the cluster that made the backup,
+        /// for encrypted (LUKS) volumes of another cluster.
+        #[arg(long)]
+        passphrase: Option<String>,
     },
     /// Delete backups from a remote's bucket.
     #[command(visible_alias = "d", subcommand)]
@@ -249,9 +253,12 @@ pub fn run(ctx: &Ctx, cmd: BackupCmd) -> i32 {
             ]);
             ctx.show(&info, t)
         }
-        BackupCmd::Restore { remote, node, target_resource, resource, id, storpool_rename } => {
-            let body = json!({"src_rsc_name": resource, "last_backup": id, "node_name": node,
-                              "target_rsc_name": target_resource, "stor_pool_map": pool_map(&storpool_rename)});
+        BackupCmd::Restore { remote, node, target_resource, resource, id, storpool_rename, passphrase } => {
+            let mut body = json!({"src_rsc_name": resource, "last_backup": id, "node_name": node,
+                                  "target_rsc_name": target_resource, "stor_pool_map": pool_map(&storpool_rename)});
+            if let Some(p) = passphrase {
+                body["passphrase"] = json!(p);
+            }
             ctx.send("POST", &backups_path(&remote, "/restore"), Some(&body))
         }
         BackupCmd::Delete(d) => {
