@@ -486,16 +486,18 @@ impl DrbdLayer {
             _ => Vec::new(),
         };
         // A disk given to a replica its peers still know as intentionally
-        // diskless is refused until their own satellites applied the same
-        // change (moments later): tried again each second for up to 30 s.
+        // diskless, or a peer made diskless here while its disk is still
+        // attached there, is refused until the other satellites applied
+        // the same change (moments later): tried again each second for up
+        // to 30 s.
         let mut attempt = 1;
         loop {
             let adjust = self.adm.adjust(rsc, &d.host, self.mode == DrbdMode::ConfigOnly);
             let adjust = if attempt < ADJUST_ATTEMPTS { adjust.quiet() } else { adjust };
             match self.runner.run(&adjust).await {
                 Ok(_) => break,
-                Err(ExecError::NonZero { ref stderr, .. }) if attempt < ADJUST_ATTEMPTS && attach_may_pass_later(stderr) => {
-                    tracing::debug!(rsc, attempt, "a peer still knows this replica as diskless; adjusting again");
+                Err(ExecError::NonZero { ref stderr, .. }) if attempt < ADJUST_ATTEMPTS && adjust_may_pass_later(stderr) => {
+                    tracing::debug!(rsc, attempt, "a peer has not applied the same change yet; adjusting again");
                     attempt += 1;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -737,10 +739,14 @@ impl DrbdLayer {
 /// How often `drbdadm adjust` is tried while a peer refuses the attach.
 const ADJUST_ATTEMPTS: u32 = 30;
 
-/// A refusal of `attach` that passes once the peers applied the change
-/// that gave this replica its disk (they still have it as diskless).
-fn attach_may_pass_later(stderr: &str) -> bool {
-    stderr.contains("marked as intentional diskless on a peer")
+/// A refusal that passes once the peers applied the same change on their
+/// own satellites: an `attach` of a replica they still have as
+/// intentionally diskless, or `--bitmap=no` for a peer becoming diskless
+/// whose disk is still attached there (the kernel refuses "when both
+/// sides have a disk" until the peer detached; seen in CI's toggle-disk
+/// step).
+fn adjust_may_pass_later(stderr: &str) -> bool {
+    stderr.contains("marked as intentional diskless on a peer") || stderr.contains("Can not drop the bitmap when both sides have a disk")
 }
 
 fn resize_may_pass_later(stderr: &str) -> bool {
@@ -874,6 +880,23 @@ mod tests {
                 &adjust,
                 1,
                 "State change was refused by peer node\nProbably this node is marked as intentional diskless on a peer\n",
+            )
+            .expect(&adjust, "");
+        rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap();
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        // A peer made diskless here whose disk is still attached there
+        // (drbd-utils' output captured in CI's VM tier).
+        f.fake
+            .expect(
+                &["drbdmeta", "--force", "1000", "v09", "/dev/loop7", "internal", "get-gi", "--node-id", "0"],
+                "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:1:0:0:0:0:0:0:0\n",
+            )
+            .expect_failure(
+                &adjust,
+                1,
+                "Only in config file bitmap: no\nweb: Failure: (162) Invalid configuration request\nadditional info from kernel:\n\
+                 Can not drop the bitmap when both sides have a disk\n\
+                 Command 'drbdsetup peer-device-options web 2 0 --set-defaults --bitmap=no' terminated with exit code 10\n",
             )
             .expect(&adjust, "");
         rt().block_on(f.layer.ensure("web", &desired(false), &disks(), &net(), &BTreeSet::new())).unwrap();
