@@ -127,6 +127,39 @@ def test_definitions_groups_nodes_and_pools_follow_their_whitelists(controller, 
     assert status == 500 and body[0]["ret_code"] & 0x7FFF == FAIL_INVLD_PROP, body
 
 
+def test_zfs_strategy_properties_take_linstors_values_on_controller_groups_and_definitions(controller, lin):
+    """`StorDriver/Zfs/RollbackStrategy` (Rollback, Clone, Dynamic) and
+    `StorDriver/Zfs/DeleteStrategy` (Delete, Rename, Dynamic): LINSTOR's
+    whitelist regexes on the controller, resource groups and definitions;
+    other values are refused with FAIL_INVLD_PROP and not stored."""
+    ok(lin.resource_group_create("zrg"))
+    ok(lin.resource_dfn_create("zrd", resource_group="zrg"))
+    rollback, delete = "StorDriver/Zfs/RollbackStrategy", "StorDriver/Zfs/DeleteStrategy"
+    for v in ("Rollback", "Clone", "Dynamic"):
+        ok(lin.controller_set_prop(rollback, v))
+    for v in ("Delete", "Rename", "Dynamic"):
+        ok(lin.controller_set_prop(delete, v))
+    e = refused(lin.controller_set_prop(rollback, "Snapshot"), "The value 'Snapshot' is not valid.")
+    assert e.details == "This value has to match (?:Rollback|Clone|Dynamic).", e.details
+    refused(lin.controller_set_prop(delete, "Destroy"), "The value 'Destroy' is not valid.")
+    refused(lin.controller_set_prop(delete, "delete"))  # the regex is case-sensitive, as LINSTOR's
+    props = lin.controller_props()[0].properties
+    assert props[rollback] == "Dynamic" and props[delete] == "Dynamic", props
+    for modify in (lambda p: lin.resource_group_modify("zrg", property_dict=p),
+                   lambda p: lin.resource_dfn_modify("zrd", p)):
+        ok(modify({rollback: "Rollback", delete: "Delete"}))
+        refused(modify({rollback: "rollback-please"}))
+        refused(modify({delete: "Sometimes"}))
+    e = refused(lin.resource_dfn_modify("zrd", {delete: "Never"}), f"Invalid property({delete}) value: Never")
+    assert e.details == "This value has to match (?:Delete|Rename|Dynamic).", e.details
+    for path in ("/v1/resource-groups/zrg", "/v1/resource-definitions/zrd"):
+        p = props_of(controller, path)
+        assert p[rollback] == "Rollback" and p[delete] == "Delete", (path, p)
+    # Nodes and pools do not take them (LINSTOR's whitelist).
+    ok(lin.node_create("zn1", "SATELLITE", "127.0.10.249"))
+    refused(lin.node_modify("zn1", property_dict={rollback: "Clone"}))
+
+
 def test_resources_volumes_and_their_connections_follow_their_whitelists(cluster):
     c = cluster
     ok(c.lin.resource_dfn_create("prsc"))

@@ -69,6 +69,52 @@ def test_file_thin_snapshots_on_xfs(cluster, xfs_dir):
     assert [f for f in os.listdir(os.path.join(xfs_dir, "pool")) if not f.startswith(".")] == []
 
 
+def test_zfs_delete_strategy_delete_refuses_while_snapshots_exist_and_the_rollback_body_is_read(cluster, xfs_dir):
+    """LINSTOR's `StorDriver/Zfs/DeleteStrategy` 'Delete' refuses deleting a
+    resource or a volume definition of a definition with snapshots
+    (FAIL_EXISTS_SNAPSHOT, whatever the provider, as LINSTOR checks it);
+    python-linstor's `snapshot_rollback(zfs_rollback_strategy=...)` body is
+    read, and leaves a FILE_THIN rollback as it is (LINSTOR applies the
+    strategies to ZFS only). The ZFS side runs for real in
+    tests/vm/test_vm_zfs.py."""
+    import linstor
+
+    c = cluster
+    fail_exists_snapshot = 516
+    ok(c.lin.storage_pool_create("n1", "reflink", "FILE_THIN", os.path.join(xfs_dir, "pool")))
+    ok(c.lin.resource_dfn_create("ds"))
+    ok(c.lin.volume_dfn_create("ds", 4 * 1024, storage_pool="reflink"))
+    ok(c.lin.volume_dfn_create("ds", 4 * 1024, storage_pool="reflink"))
+    ok(c.lin.resource_create([linstor.ResourceData("n1", "ds", storage_pool="reflink")]))
+    dev = device(c, "ds")
+    a = os.urandom(1 << 20)
+    write_dev(dev, a)
+    for name in ("s1", "s2"):
+        status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/ds/snapshots", {"name": name})
+        assert status == 201, body
+        wait_for(f"{name} successful", lambda: successful(c, "ds", name))
+    write_dev(dev, os.urandom(1 << 20))
+    # 'Rollback' for this call, to the older snapshot: not ZFS, so done.
+    replies = c.lin.snapshot_rollback("ds", "s1", zfs_rollback_strategy="rollback")
+    assert replies and not [r for r in replies if r.is_error()], [str(r) for r in replies]
+    wait_for("rolled back", lambda: dev_digest(device(c, "ds"), 1 << 20) == hashlib.sha256(a).hexdigest())
+
+    ok(c.lin.resource_dfn_modify("ds", {"StorDriver/Zfs/DeleteStrategy": "Delete"}))
+    want = "Cannot use DELETE strategy since the resource definition 'ds' still has snapshots"
+    for replies in (c.lin.resource_delete("n1", "ds"), c.lin.volume_dfn_delete("ds", 1)):
+        errors = [r for r in replies if r.is_error()]
+        assert len(errors) == 1 and errors[0].ret_code & 0x7FFF == fail_exists_snapshot, [str(r) for r in replies]
+        assert errors[0].message == want, errors[0].message
+    status, _, v = c.ctrl.request("GET", "/v1/view/resources?resources=ds")
+    assert status == 200 and len(v) == 1 and len(v[0]["volumes"]) == 2, v
+    for name in ("s1", "s2"):
+        status, _, body = c.ctrl.request("DELETE", f"/v1/resource-definitions/ds/snapshots/{name}")
+        assert status == 200, body
+    ok(c.lin.volume_dfn_delete("ds", 1))
+    ok(c.lin.resource_delete("n1", "ds"))
+    ok(c.lin.resource_dfn_delete("ds"))
+
+
 def pool(c, node, name):
     """A storage pool as python-linstor reads it."""
     return c.lin.storage_pool_list_raise(filter_by_nodes=[node], filter_by_stor_pools=[name]).storage_pools[0]
@@ -210,6 +256,10 @@ def test_snapshot_and_encryption_verbs_of_the_cli(cluster, xfs_dir):
     assert code == 0, (out, err)
     code, out, err = cairn(c, "s", "rollback", "clisnap", "snap1")
     assert code == 0, (out, err)
+    code, out, err = cairn(c, "s", "rb", "--zfs-rollback-strategy", "clone", "clisnap", "snap1")
+    assert code == 0, (out, err)
+    code, out, err = cairn(c, "s", "rb", "--zfs-rollback-strategy", "snapshot", "clisnap", "snap1")
+    assert code != 0 and "rollback, clone, dynamic" in err, (out, err)
     code, out, err = cairn(c, "s", "d", "clisnap", "snap1")
     assert code == 0, (out, err)
     code, out, err = cairn(c, "s", "d", "clisnap", "snap1")

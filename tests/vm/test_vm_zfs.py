@@ -260,3 +260,75 @@ def test_rollback_to_an_older_snapshot_keeps_the_newer_ones(zfs, sp, ds):
     assert snapshot_names(c, rd) == []
     ok(c.lin.resource_dfn_delete(rd))
     wait_for("all gone", lambda: datasets(c, ds) == [])
+
+
+def errors(replies):
+    """(code, message) of the error entries of a reply."""
+    return [(r.ret_code & 0xFFFF, r.message) for r in replies if r.is_error()]
+
+
+def test_linstors_rollback_and_delete_strategies(zfs):
+    """LINSTOR's `StorDriver/Zfs/RollbackStrategy` 'Rollback': a real `zfs
+    rollback` to the newest snapshot (the zvol stays, no clone, both
+    snapshots stay on it), refused as LINSTOR refuses it for an older one
+    (FAIL_DEPENDEND_BACKUP) and, after a rollback by clone (the client's
+    'clone' for one call), for any snapshot on the zvol renamed aside.
+    `StorDriver/Zfs/DeleteStrategy` 'Delete': the resource cannot go while
+    snapshots exist; without them its zvol is destroyed."""
+    c = zfs
+    ds, rd = "tank/thin", "strat"
+    ok(c.lin.resource_dfn_create(rd))
+    ok(c.lin.volume_dfn_create(rd, 32 * MIB, storage_pool="zfsthin"))
+    ok(c.lin.resource_create([linstor.ResourceData("zvm", rd, storage_pool="zfsthin")]))
+    ok(c.lin.resource_dfn_modify(rd, {"StorDriver/Zfs/RollbackStrategy": "Rollback"}))
+    zvol = f"{ds}/{rd}_00000"
+    dev = f"/dev/zvol/{zvol}"
+    data = {}
+    for snap in ("s1", "s2"):
+        data[snap] = fill(c, dev)
+        status, _, body = req(c, "POST", f"/v1/resource-definitions/{rd}/snapshots", {"name": snap})
+        assert status == 201, body
+        wait_for(f"{snap} successful", lambda: successful(c, rd, snap))
+    latest = fill(c, dev)
+
+    # Not the newest snapshot: refused, nothing touched.
+    got = errors(c.lin.snapshot_rollback(rd, "s1"))
+    assert got == [(977, "'s1' is not the most recent snapshot. Cannot 'zfs rollback ...' to the given snapshot!")], got
+    assert sha(c, dev) == latest
+    # The newest: `zfs rollback` on the zvol itself.
+    replies = c.lin.snapshot_rollback(rd, "s2")
+    assert not errors(replies), [str(r) for r in replies]
+    wait_for("rolled back to s2", lambda: sha(c, dev) == data["s2"])
+    assert prop(c, zvol, "origin") == "-", "rolled back in place, not cloned"
+    assert datasets(c, ds) == [zvol, f"{zvol}@s1", f"{zvol}@s2"]
+    assert snapshot_names(c, rd) == ["s1", "s2"]
+    assert prop(c, zvol, "cairn:rb") not in ("", "-")
+    after = fill(c, dev)
+    ok(c.lin.resource_dfn_modify(rd, {"Aux/touch": "1"}))
+    assert sha(c, dev) == after, "rolled back once"
+
+    # The client's 'clone' for this call: the zvol goes aside with both
+    # snapshots, a clone of s1 takes its place.
+    replies = c.lin.snapshot_rollback(rd, "s1", zfs_rollback_strategy="clone")
+    assert not errors(replies), [str(r) for r in replies]
+    wait_for("rolled back to s1", lambda: sha(c, dev) == data["s1"])
+    aside = prop(c, zvol, "origin").split("@")[0]
+    assert aside.startswith(f"{ds}/_deleted_{rd}_00000_"), aside
+    # s2 is on the zvol aside now: 'Rollback' cannot reach it.
+    got = errors(c.lin.snapshot_rollback(rd, "s2"))
+    assert len(got) == 1 and got[0][0] == 977 and "already rolled back using 'Clone' strategy" in got[0][1], got
+
+    # 'Delete': no delete while the definition has snapshots.
+    ok(c.lin.resource_dfn_modify(rd, {"StorDriver/Zfs/DeleteStrategy": "Delete"}))
+    got = errors(c.lin.resource_delete("zvm", rd))
+    assert got == [(516, f"Cannot use DELETE strategy since the resource definition '{rd}' still has snapshots")], got
+    assert zvol in datasets(c, ds)
+    for snap in ("s1", "s2"):
+        status, _, body = req(c, "DELETE", f"/v1/resource-definitions/{rd}/snapshots/{snap}")
+        assert status == 200, body
+    # s1 waits aside for its clone (the zvol); the resource can go now,
+    # and takes them along.
+    wait_for("snapshots gone", lambda: snapshot_names(c, rd) == [])
+    ok(c.lin.resource_delete("zvm", rd))
+    wait_for("all gone", lambda: datasets(c, ds) == [])
+    ok(c.lin.resource_dfn_delete(rd))

@@ -62,6 +62,17 @@ pub struct CreateMultiSnapshotRequest {
     pub snapshots: Vec<Snapshot>,
 }
 
+/// `SnapshotRollback`: the body of `POST …/snapshot-rollback/{snap}`
+/// (optional). `zfs_rollback_strategy` overrides the
+/// `StorDriver/Zfs/RollbackStrategy` property for this call; LINSTOR reads
+/// it without regard to case and takes any other value as "dynamic".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapshotRollback {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zfs_rollback_strategy: Option<String>,
+}
+
 /// `SnapshotRestore`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -129,7 +129,7 @@ pub fn desired_of_node(
                     .filter(|s| s.nodes.contains_key(node_key) && is_received(s))
                     .map(|s| s.name.clone())
                     .collect(),
-                rollback: r.rollback.as_ref().map(|b| RollbackDesired { snapshot: b.snapshot.clone(), id: b.id.clone() }),
+                rollback: r.rollback.as_ref().map(|b| RollbackDesired { snapshot: b.snapshot.clone(), id: b.id.clone(), zfs: b.zfs }),
                 inactive: r.flags.contains(crate::resource::FLAG_INACTIVE),
                 files: c
                     .ext_files_of(&rd_key)

@@ -37,6 +37,7 @@ pub mod snapshot;
 pub mod storage_pool;
 pub mod toggle_disk;
 pub mod whitelist;
+pub mod zfs_strategy;
 
 pub use cairn_api::time;
 pub use cluster::{Change, Cluster, Kind, ObjKey, Object, Outcome};

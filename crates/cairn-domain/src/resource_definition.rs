@@ -538,6 +538,10 @@ impl Cluster {
         const OP: i64 = rc::MASK_DEL | rc::MASK_VLM_DFN;
         let vd = self.vlm_dfn(rd, nr, OP)?;
         let k = key(&vd.resource_definition);
+        // LINSTOR's `StorDriver/Zfs/DeleteStrategy` 'Delete'.
+        if let Some(d) = self.rsc_dfns.get(&k) {
+            self.check_zfs_delete(d, OP)?;
+        }
         let mut out = Outcome::default();
         for r in self.resources_of(&k) {
             let mut r = r.clone();

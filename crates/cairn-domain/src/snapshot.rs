@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_api::rc::{self, ApiCallRc};
 use cairn_api::snapshot as wire;
+use cairn_proto::ZfsRollback;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, ObjKey, Object, Outcome};
@@ -189,6 +190,20 @@ pub struct Rollback {
     pub snapshot: String,
     /// Identifies this rollback (the satellite marks volumes with it).
     pub id: String,
+    /// How ZFS volumes go back (LINSTOR's `StorDriver/Zfs/RollbackStrategy`
+    /// or the client's choice for the call).
+    #[serde(default, skip_serializing_if = "ZfsRollback::is_dynamic")]
+    pub zfs: ZfsRollback,
+    /// ZFS: snapshots of this node taken before this time (ms) are on
+    /// zvols renamed aside, not on the resource's (a rollback by clone
+    /// did that; carried over by later rollbacks), so `zfs rollback` to
+    /// them is impossible.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub aside_before: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 fn snap_not_found(op: i64, rd: &str, snap: &str) -> OpError {
@@ -539,11 +554,55 @@ impl Cluster {
     }
 
     /// `POST …/snapshot-rollback/{snap}`: every resource that has the
-    /// snapshot goes back to it; volume definitions get its sizes.
-    pub fn rollback(&self, rd: &str, snap: &str, in_use: &dyn Fn(&Resource) -> bool, ctx: &mut Ctx) -> OpResult<Outcome> {
+    /// snapshot goes back to it; volume definitions get its sizes. ZFS
+    /// snapshots go back by LINSTOR's strategy (`strategy`: the client's
+    /// for this call, else `StorDriver/Zfs/RollbackStrategy`): `Rollback`
+    /// is `zfs rollback`, refused as LINSTOR refuses it unless the snapshot
+    /// is the definition's newest and still on the resources' zvols.
+    pub fn rollback(
+        &self,
+        rd: &str,
+        snap: &str,
+        strategy: Option<&str>,
+        in_use: &dyn Fn(&Resource) -> bool,
+        ctx: &mut Ctx,
+    ) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_MOD | rc::MASK_RSC;
         let s = self.snapshot(rd, snap, OP)?;
         let rd_key = key(&s.resource_definition);
+        let on_zfs = self.is_zfs_snapshot(s);
+        let zfs = if on_zfs {
+            let d = self.rsc_dfn(rd, OP)?;
+            self.zfs_rollback_strategy(d, strategy)
+        } else {
+            ZfsRollback::Dynamic
+        };
+        let newest = self.is_newest_snapshot(s);
+        let aside = self.zfs_snapshot_aside(s);
+        if zfs == ZfsRollback::Rollback && !newest {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_DEPENDEND_BACKUP,
+                format!("'{}' is not the most recent snapshot. Cannot 'zfs rollback ...' to the given snapshot!", s.name),
+            )
+            .cause("ZFS rolls a zvol back only to its newest snapshot (or destroys the newer ones).")
+            .correction("Delete the newer snapshots, or use the 'clone' or 'dynamic' strategy."));
+        }
+        if zfs == ZfsRollback::Rollback && aside {
+            return Err(OpError::new(
+                OP,
+                rc::FAIL_DEPENDEND_BACKUP,
+                format!(
+                    "'{}' was already rolled back using 'Clone' strategy. Cairn cannot switch to 'Rollback' strategy in this case!",
+                    s.resource_definition
+                ),
+            )
+            .cause(format!(
+                "Snapshot '{}' is on a zvol renamed aside (by a rollback by clone, or a delete of its resource), not on the resource's.",
+                s.name
+            ))
+            .correction("Use the 'clone' or 'dynamic' strategy."));
+        }
         let rscs: Vec<&Resource> = self.resources_of(&rd_key).collect();
         if let Some(r) = rscs.iter().find(|r| in_use(r)) {
             return Err(OpError::new(OP, rc::FAIL_IN_USE, format!("Resource '{}' is in use on node '{}'.", r.resource_definition, r.node))
@@ -558,10 +617,20 @@ impl Cluster {
             .correction("Delete that resource or take the snapshot on every node."));
         }
         let id = ctx.uuid().chars().filter(char::is_ascii_hexdigit).take(12).collect::<String>();
+        // A rollback by clone renames the zvols aside with every snapshot
+        // they hold (`Dynamic` clones unless `zfs rollback` can do it).
+        let clones = match zfs {
+            ZfsRollback::Clone => true,
+            ZfsRollback::Rollback => false,
+            ZfsRollback::Dynamic => !newest || aside,
+        };
+        let now = ctx.now_ms;
         let mut out = Outcome::default();
         for r in rscs.into_iter().filter(|r| !r.is_diskless()) {
             let mut r = r.clone();
-            r.rollback = Some(Rollback { snapshot: s.name.clone(), id: id.clone() });
+            let before = r.rollback.as_ref().map_or(0, |b| b.aside_before);
+            let aside_before = if clones && on_zfs { now } else { before };
+            r.rollback = Some(Rollback { snapshot: s.name.clone(), id: id.clone(), zfs, aside_before });
             out.put(Object::Rsc(r));
         }
         for v in &s.volumes {
@@ -712,6 +781,103 @@ mod tests {
     }
 
     #[test]
+    fn zfs_rollback_and_delete_strategies_as_in_linstor() {
+        use crate::zfs_strategy::{PROP_ZFS_DELETE_STRATEGY, PROP_ZFS_ROLLBACK_STRATEGY};
+        let (mut c, mut ctx) = cluster();
+        let o = c.create_node(&testing::satellite("z1", &[]), &mut ctx).unwrap();
+        c.apply(o.changes);
+        let o = c.create_stor_pool("z1", &testing::pool("DfltStorPool", "ZFS_THIN", "tank/thin"), &mut ctx).unwrap();
+        c.apply(o.changes);
+        ctx.now_ms = 1_000;
+        rsc(&mut c, &mut ctx, "z1");
+        for (t, s) in [(2_000, "s1"), (3_000, "s2")] {
+            ctx.now_ms = t;
+            let o = c.create_snapshot("src", &snap(s), &unknown, &mut ctx).unwrap();
+            c.apply(o.changes);
+        }
+        ctx.now_ms = 4_000;
+        let code = |e: OpError| (e.rc.ret_code & rc::MASK_BITS_CODE, e.rc.message);
+        let rb = |c: &Cluster| c.resources[&("SRC".to_string(), "Z1".to_string())].rollback.clone().unwrap();
+        // 'Rollback' (the controller's property): only to the newest.
+        c.ctrl_props.insert(PROP_ZFS_ROLLBACK_STRATEGY.into(), "Rollback".into());
+        assert_eq!(
+            code(c.rollback("src", "s1", None, &|_| false, &mut ctx).unwrap_err()),
+            (rc::FAIL_DEPENDEND_BACKUP, "'s1' is not the most recent snapshot. Cannot 'zfs rollback ...' to the given snapshot!".into())
+        );
+        c.apply(c.rollback("src", "s2", None, &|_| false, &mut ctx).unwrap().changes);
+        assert_eq!((rb(&c).zfs, rb(&c).aside_before), (ZfsRollback::Rollback, 0));
+        // The satellite is told.
+        let (_, rscs) = crate::desired::desired_for_node(&c, "Z1");
+        assert_eq!(rscs[0].rollback.as_ref().map(|r| r.zfs), Some(ZfsRollback::Rollback));
+        // The client's strategy for the call wins over the properties; the
+        // group's over the controller's, the definition's over both.
+        ctx.now_ms = 5_000;
+        c.apply(c.rollback("src", "s1", Some("clone"), &|_| false, &mut ctx).unwrap().changes);
+        assert_eq!((rb(&c).zfs, rb(&c).aside_before), (ZfsRollback::Clone, 5_000));
+        let rg = c.rsc_dfns["SRC"].resource_group.clone();
+        c.rsc_grps.get_mut(&key(&rg)).unwrap().props.insert(PROP_ZFS_ROLLBACK_STRATEGY.into(), "Clone".into());
+        let d = &c.rsc_dfns["SRC"];
+        assert_eq!(c.zfs_rollback_strategy(d, None), ZfsRollback::Clone);
+        assert_eq!(c.zfs_rollback_strategy(d, Some("bogus")), ZfsRollback::Dynamic, "LINSTOR's parseStrat");
+        c.rsc_dfns.get_mut("SRC").unwrap().props.insert(PROP_ZFS_ROLLBACK_STRATEGY.into(), "rollback".into());
+        assert_eq!(c.zfs_rollback_strategy(&c.rsc_dfns["SRC"], None), ZfsRollback::Rollback);
+        // After that clone both snapshots are on the zvol renamed aside:
+        // 'Rollback' even to the newest is refused as LINSTOR refuses it.
+        let (code_aside, text) = code(c.rollback("src", "s2", None, &|_| false, &mut ctx).unwrap_err());
+        assert_eq!(code_aside, rc::FAIL_DEPENDEND_BACKUP);
+        assert!(text.contains("was already rolled back using 'Clone' strategy"), "{text}");
+        // A snapshot taken since is on the new zvol: `zfs rollback` to it;
+        // the time of the clone is kept.
+        ctx.now_ms = 6_000;
+        let o = c.create_snapshot("src", &snap("s3"), &unknown, &mut ctx).unwrap();
+        c.apply(o.changes);
+        ctx.now_ms = 7_000;
+        c.apply(c.rollback("src", "s3", None, &|_| false, &mut ctx).unwrap().changes);
+        assert_eq!((rb(&c).zfs, rb(&c).aside_before), (ZfsRollback::Rollback, 5_000));
+        // 'Dynamic' to an older snapshot clones: its time is recorded.
+        ctx.now_ms = 8_000;
+        c.apply(c.rollback("src", "s3", Some("dynamic"), &|_| false, &mut ctx).unwrap().changes);
+        assert_eq!((rb(&c).zfs, rb(&c).aside_before), (ZfsRollback::Dynamic, 5_000), "the newest, in place");
+        c.apply(c.rollback("src", "s1", Some("dynamic"), &|_| false, &mut ctx).unwrap().changes);
+        assert_eq!((rb(&c).zfs, rb(&c).aside_before), (ZfsRollback::Dynamic, 8_000));
+
+        // 'Delete': neither the resource nor a volume definition goes while
+        // the definition has snapshots (LINSTOR's code and text).
+        c.rsc_dfns.get_mut("SRC").unwrap().props.insert(PROP_ZFS_DELETE_STRATEGY.into(), "Delete".into());
+        let refused =
+            (rc::FAIL_EXISTS_SNAPSHOT, "Cannot use DELETE strategy since the resource definition 'src' still has snapshots".into());
+        assert_eq!(code(c.delete_resource("src", "z1").unwrap_err()), refused);
+        assert_eq!(code(c.delete_vlm_dfn("src", 0).unwrap_err()), refused);
+        // 'Rename' (as 'Dynamic'): the resource goes, its snapshots stay.
+        c.rsc_dfns.get_mut("SRC").unwrap().props.insert(PROP_ZFS_DELETE_STRATEGY.into(), "Rename".into());
+        c.apply(c.delete_resource("src", "z1").unwrap().changes);
+        assert_eq!(c.snapshots.len(), 3);
+        // 'Delete' again, the snapshots gone: the definition's volume goes.
+        c.rsc_dfns.get_mut("SRC").unwrap().props.insert(PROP_ZFS_DELETE_STRATEGY.into(), "Delete".into());
+        for s in ["s1", "s2", "s3"] {
+            c.apply(c.delete_snapshot("src", s, &[]).unwrap().changes);
+        }
+        assert!(c.delete_vlm_dfn("src", 0).is_ok());
+    }
+
+    #[test]
+    fn zfs_strategies_leave_other_providers_alone() {
+        let (mut c, mut ctx) = cluster();
+        rsc(&mut c, &mut ctx, "n1");
+        for (t, s) in [(2_000, "s1"), (3_000, "s2")] {
+            ctx.now_ms = t;
+            let o = c.create_snapshot("src", &snap(s), &unknown, &mut ctx).unwrap();
+            c.apply(o.changes);
+        }
+        // An LVM_THIN rollback to an older snapshot whatever the strategy
+        // (LINSTOR's isZfsSnapshot is false).
+        let o = c.rollback("src", "s1", Some("rollback"), &|_| false, &mut ctx).unwrap();
+        c.apply(o.changes);
+        let r = c.resources[&("SRC".to_string(), "N1".to_string())].rollback.clone().unwrap();
+        assert_eq!((r.zfs, r.aside_before), (ZfsRollback::Dynamic, 0));
+    }
+
+    #[test]
     fn restore_and_rollback() {
         let (mut c, mut ctx) = cluster();
         rsc(&mut c, &mut ctx, "n1");
@@ -734,8 +900,8 @@ mod tests {
         let dst = rscs.iter().find(|r| r.name == "dst").unwrap();
         assert_eq!(dst.volumes[0].source.as_ref().map(|s| s.snapshot.as_str()), Some("s1"));
         // Rollback: refused while in use; otherwise a one-time token.
-        assert_eq!(c.rollback("src", "s1", &|_| true, &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_IN_USE);
-        let o = c.rollback("src", "s1", &|_| false, &mut ctx).unwrap();
+        assert_eq!(c.rollback("src", "s1", None, &|_| true, &mut ctx).unwrap_err().rc.ret_code & rc::MASK_BITS_CODE, rc::FAIL_IN_USE);
+        let o = c.rollback("src", "s1", None, &|_| false, &mut ctx).unwrap();
         c.apply(o.changes);
         let rb = c.resources[&("SRC".to_string(), "N1".to_string())].rollback.clone().unwrap();
         assert_eq!(rb.snapshot, "s1");
@@ -806,7 +972,7 @@ mod tests {
         c.apply(c.restore_resources("rep", "s1", &to, &mut ctx).unwrap().changes);
         assert_eq!(c.resources[&("BACK".to_string(), "N1".to_string())].drbd.as_ref().map(|d| d.node_id), id);
         // A replicated resource rolls back like any other (not in use).
-        c.apply(c.rollback("rep", "s1", &|_| false, &mut ctx).unwrap().changes);
+        c.apply(c.rollback("rep", "s1", None, &|_| false, &mut ctx).unwrap().changes);
         assert!(c.resources[&("REP".to_string(), "N1".to_string())].rollback.is_some());
     }
 }

@@ -27,7 +27,7 @@ pub mod tls;
 pub use error_report::{ErrorReport, ErrorReportFilter, ErrorReportsDeleted};
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 10;
+pub const PROTO_VERSION: u32 = 11;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Header carrying the leader's epoch (high availability: the lease epoch
@@ -663,6 +663,32 @@ pub struct ExtFileDesired {
 pub struct RollbackDesired {
     pub snapshot: String,
     pub id: String,
+    /// How ZFS / ZFS_THIN volumes go back (other providers ignore it).
+    #[serde(default, skip_serializing_if = "ZfsRollback::is_dynamic")]
+    pub zfs: ZfsRollback,
+}
+
+/// LINSTOR's `StorDriver/Zfs/RollbackStrategy`, as the controller chose
+/// it for one rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZfsRollback {
+    /// `zfs rollback` when the snapshot is the zvol's newest, else as
+    /// `Clone`.
+    #[default]
+    Dynamic,
+    /// `zfs rollback` only (the controller made sure the snapshot is the
+    /// newest); the volume fails when ZFS refuses.
+    Rollback,
+    /// The zvol renamed aside with its snapshots, a `zfs clone` of the
+    /// snapshot in its place.
+    Clone,
+}
+
+impl ZfsRollback {
+    pub fn is_dynamic(&self) -> bool {
+        *self == ZfsRollback::Dynamic
+    }
 }
 
 /// A new volume that starts as a copy of another resource's snapshot.

@@ -833,7 +833,7 @@ impl Applier {
         };
         let vr = vref(n, v);
         let rollback = match &r.rollback {
-            Some(rb) => Some((Name::new(&rb.snapshot).map_err(|e| fail("roll back", &e))?, rb.id.as_str())),
+            Some(rb) => Some((Name::new(&rb.snapshot).map_err(|e| fail("roll back", &e))?, rb.id.as_str(), rb.zfs)),
             None => None,
         };
         let source = match &v.source {
@@ -843,7 +843,7 @@ impl Applier {
             None => None,
         };
         let size = Kib::new(backing_kib(v, slots)).map_err(|e| fail("create", &e))?;
-        if let Some((snap, id)) = &rollback
+        if let Some((snap, id, zfs)) = &rollback
             && p.needs_rollback(&vr, snap, id).await.map_err(|e| fail("check", &e))?
         {
             // Only an encrypted volume has a mapping to close: a plain one
@@ -853,7 +853,7 @@ impl Applier {
             {
                 return Err(luks_err(format!("Cannot close encrypted volume {} of '{}' for the rollback.", v.number, r.name), &e));
             }
-            p.rollback(&vr, snap, id).await.map_err(|e| fail("roll back", &e))?;
+            p.rollback(&vr, snap, id, *zfs).await.map_err(|e| fail("roll back", &e))?;
         }
         let clone_src = match &v.clone_from {
             Some(c) => Some(Name::new(&c.resource).map_err(|e| fail("clone", &e))?),
@@ -1356,7 +1356,7 @@ mod tests {
         let snap = dir.path().join("web_00000@s1.snap");
         let marker = dir.path().join(".web_00000.rollback-r1");
         let mut r = rsc("web", "p");
-        r.rollback = Some(cairn_proto::RollbackDesired { snapshot: "s1".into(), id: "r1".into() });
+        r.rollback = Some(cairn_proto::RollbackDesired { snapshot: "s1".into(), id: "r1".into(), ..Default::default() });
         let from = snap.display().to_string();
         let rollbacks = || count(&fake, &["cp", "--reflink=always", &from]);
         rt().block_on(async {
@@ -1378,7 +1378,7 @@ mod tests {
             assert_eq!(rollbacks(), 1, "{:?}", fake.calls());
             // A new rollback token is carried out.
             std::fs::write(dir.path().join(".web_00000_ab.img.cairn-tmp"), b"snapshot").expect("copy");
-            r.rollback = Some(cairn_proto::RollbackDesired { snapshot: "s1".into(), id: "r2".into() });
+            r.rollback = Some(cairn_proto::RollbackDesired { snapshot: "s1".into(), id: "r2".into(), ..Default::default() });
             let o = a.apply(delta(4, vec![r.clone()], &[])).await;
             assert!(o.resources[0].error.is_none(), "{:?}", o.resources[0].error);
             assert_eq!(rollbacks(), 2);

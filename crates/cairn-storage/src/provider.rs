@@ -9,7 +9,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use cairn_exec::BoxFuture;
-use cairn_proto::{PoolDesired, ProviderKind, VolumeObserved};
+use cairn_proto::{PoolDesired, ProviderKind, VolumeObserved, ZfsRollback};
 
 use crate::file::{FilePool, Files, VolumeFile};
 use crate::lvm::{Lvm, LvmPool, lv_name};
@@ -130,7 +130,15 @@ pub trait Provider: Send + Sync {
     fn needs_rollback<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a Name, _id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async { Ok(false) })
     }
-    fn rollback<'a>(&'a self, _v: &'a VolumeRef, _snap: &'a Name, _id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    /// Back to `snap` for rollback `id`; `zfs` is how ZFS does it (LINSTOR's
+    /// strategy; other providers have one way).
+    fn rollback<'a>(
+        &'a self,
+        _v: &'a VolumeRef,
+        _snap: &'a Name,
+        _id: &'a str,
+        _zfs: ZfsRollback,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async { Ok(()) })
     }
     /// A snapshot's data for a backup to read: its device or file and its
@@ -504,7 +512,7 @@ impl Provider for FileProvider {
     fn needs_rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move { self.files.needs_rollback(&self.pool, &Self::file(v), snap, id) })
     }
-    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str, _zfs: ZfsRollback) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.files.rollback(&self.pool, &Self::file(v), snap, id).await })
     }
 }
@@ -572,7 +580,7 @@ impl Provider for LvmProvider {
     fn needs_rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move { self.lvm.needs_rollback(&self.pool, &v.rsc, v.nr, snap, id).await })
     }
-    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str, _zfs: ZfsRollback) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.lvm.rollback(&self.pool, &v.rsc, v.nr, &v.id, snap, id).await })
     }
     fn snapshot_open<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<SnapshotData, StorageError>> {
@@ -674,8 +682,8 @@ impl Provider for ZfsProvider {
     fn needs_rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move { self.zfs.needs_rollback(&self.pool, &v.rsc, v.nr, snap, id).await })
     }
-    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(async move { self.zfs.rollback(&self.pool, &v.rsc, v.nr, &v.id, snap, id).await })
+    fn rollback<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name, id: &'a str, zfs: ZfsRollback) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.zfs.rollback(&self.pool, &v.rsc, v.nr, &v.id, snap, id, zfs).await })
     }
     fn forget<'a>(&'a self, rsc: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.zfs.forget(&self.pool, rsc).await })

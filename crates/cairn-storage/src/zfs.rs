@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_exec::{BoxFuture, Cmd, CommandRunner, ExecError, Feed, Output, Streaming};
-use cairn_proto::VolumeObserved;
+use cairn_proto::{VolumeObserved, ZfsRollback};
 use parking_lot::Mutex;
 
 use crate::provider::VolumeSpec;
@@ -716,13 +716,25 @@ impl Zfs {
         Ok(!done && Self::snapshot_of(&all, pool, safe_name(rsc)?, nr, safe_name(snap)?).is_some())
     }
 
-    /// Back to `snap`: `zfs rollback <zvol>@<snap>` when it is the volume's
-    /// newest snapshot. Otherwise (ZFS would destroy the newer ones) as
-    /// LINSTOR's "clone" strategy: the volume is renamed aside with all its
-    /// snapshots, and a `zfs clone` of the snapshot takes its place, so
-    /// every snapshot stays. Then the rollback id is on the volume (set by
-    /// the clone itself), so it happens once.
-    pub async fn rollback(&self, pool: &ZfsPool, rsc: &str, nr: u32, vid: &str, snap: &str, id: &str) -> Result<(), StorageError> {
+    /// Back to `snap`, by LINSTOR's strategy `mode`: `zfs rollback
+    /// <zvol>@<snap>` (`Rollback`; ZFS refuses a snapshot with newer ones
+    /// or one that is not on the zvol), or — `Clone` — the volume is
+    /// renamed aside with all its snapshots and a `zfs clone` of the
+    /// snapshot takes its place, so every snapshot stays; `Dynamic` rolls
+    /// back when the snapshot is the volume's newest and clones otherwise
+    /// (ZFS would destroy the newer ones). Then the rollback id is on the
+    /// volume (set by the clone itself), so it happens once.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rollback(
+        &self,
+        pool: &ZfsPool,
+        rsc: &str,
+        nr: u32,
+        vid: &str,
+        snap: &str,
+        id: &str,
+        mode: ZfsRollback,
+    ) -> Result<(), StorageError> {
         let (rsc, snap) = (safe_name(rsc)?, safe_name(snap)?);
         let name = zvol_name(pool, rsc, nr)?;
         let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
@@ -732,7 +744,12 @@ impl Zfs {
         let own: Vec<&Zvol> = all.iter().filter(|z| z.kind == "snapshot" && z.name.starts_with(&format!("{name}@"))).collect();
         // `zfs list` gives a volume's snapshots oldest first.
         let newest = own.last().is_some_and(|z| z.name == target);
-        if live.is_some() && newest {
+        let in_place = match mode {
+            ZfsRollback::Rollback => true,
+            ZfsRollback::Clone => false,
+            ZfsRollback::Dynamic => live.is_some() && newest,
+        };
+        if in_place {
             self.runner.run(&self.zfs().args(["rollback", &target])).await?;
             self.runner.run(&self.zfs().args(["set", &format!("cairn:rb={id}"), &name])).await?;
             return Ok(());
@@ -1129,7 +1146,7 @@ mod tests {
         replay(&f, "list");
         f.expect(&["zfs", "rollback", "tank/linstor/db_00000@snap1"], "")
             .expect(&["zfs", "set", "cairn:rb=rb-8", "tank/linstor/db_00000"], "");
-        rt().block_on(z.rollback(&pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-8")).unwrap();
+        rt().block_on(z.rollback(&pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-8", ZfsRollback::Dynamic)).unwrap();
         // A newer snapshot exists: ZFS would refuse (or, with -r, destroy
         // it), so the volume goes aside with both snapshots and a clone of
         // snap1 takes its place, identity and rollback id set at once.
@@ -1159,9 +1176,9 @@ mod tests {
                 runner.expect(&["zfs", "set", "refreservation=auto", "tank/linstor/db_00000"], "");
             }
         }
-        rt().block_on(z.rollback(&pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-9")).unwrap();
+        rt().block_on(z.rollback(&pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-9", ZfsRollback::Dynamic)).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
-        rt().block_on(thick.rollback(&thick_pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-9")).unwrap();
+        rt().block_on(thick.rollback(&thick_pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-9", ZfsRollback::Dynamic)).unwrap();
         assert!(thick_f.is_done(), "{:?}", thick_f.calls());
         // Both snapshots are still the resource's, from the volume aside.
         f.expect(&l, &aside);
@@ -1170,6 +1187,24 @@ mod tests {
         let c = captured("rollback_not_latest");
         assert_ne!(c.rc, 0);
         assert!(c.err.contains("more recent snapshots"), "{}", c.err);
+        assert!(f.is_done(), "{:?}", f.calls());
+        // LINSTOR's 'Rollback' strategy: `zfs rollback` whatever the list
+        // says, and ZFS's refusal is the volume's error (the controller
+        // allows it only for the newest snapshot).
+        f.expect(&l, &with_s2).expect_failure(&["zfs", "rollback", "tank/linstor/db_00000@snap1"], c.rc, &c.err);
+        let e = err_text(rt().block_on(z.rollback(&pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-10", ZfsRollback::Rollback)));
+        assert!(e.contains("more recent snapshots"), "{e}");
+        assert!(f.is_done(), "{:?}", f.calls());
+        // 'Clone': even to the newest snapshot, the volume goes aside and a
+        // clone takes its place.
+        let snap1_aside = captured("list").out.replace("tank/linstor/db_00000", "tank/linstor/_deleted_db_00000_ffeeddcc");
+        let mut clone11 = clone;
+        clone11[5] = "cairn:rb=rb-11";
+        replay(&f, "list");
+        f.expect(&["zfs", "rename", "tank/linstor/db_00000", "tank/linstor/_deleted_db_00000_ffeeddcc"], "")
+            .expect(&l, &snap1_aside)
+            .expect(&clone11, "");
+        rt().block_on(z.rollback(&pool, "db", 0, "ffeeddccbbaa", "snap1", "rb-11", ZfsRollback::Clone)).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
         // Restore: a clone of the snapshot with the new identity, then ensured.
         let l = list_cmd(POOL);

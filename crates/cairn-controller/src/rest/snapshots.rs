@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use cairn_api::PropsModify;
 use cairn_api::query::{NameFilter, Query};
 use cairn_api::rc;
-use cairn_api::snapshot::{CreateMultiSnapshotRequest, Snapshot, SnapshotRestore};
+use cairn_api::snapshot::{CreateMultiSnapshotRequest, Snapshot, SnapshotRestore, SnapshotRollback};
 use cairn_domain::Cluster;
 use cairn_domain::OpError;
 use cairn_domain::name::key;
@@ -241,9 +241,12 @@ async fn restore_rscs(State(s): State<AppState>, Path((rd, snap)): Path<(String,
     s.mutate(200, |c, ctx| c.restore_resources(&rd, &snap, &req, ctx)).await
 }
 
-async fn rollback(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>) -> Result<Reply, ApiError> {
+/// The body is optional (`SnapshotRollback`: the client's ZFS rollback
+/// strategy for this call).
+async fn rollback(State(s): State<AppState>, Path((rd, snap)): Path<(String, String)>, body: Bytes) -> Result<Reply, ApiError> {
+    let req: SnapshotRollback = input::body(&body)?;
     not_failed(&s, &rd, &snap, &[], rc::MASK_MOD | rc::MASK_RSC)?;
     let links = s.clone();
     let in_use = move |r: &cairn_domain::resource::Resource| links.links().in_use(&key(&r.node), &r.resource_definition);
-    s.mutate(200, |c, ctx| c.rollback(&rd, &snap, &in_use, ctx)).await
+    s.mutate(200, |c, ctx| c.rollback(&rd, &snap, req.zfs_rollback_strategy.as_deref(), &in_use, ctx)).await
 }

@@ -57,8 +57,12 @@ pub enum SnapshotCmd {
     Rollback {
         /// The resource definition.
         resource_definition: String,
-        /// The snapshot; it must be the newest.
+        /// The snapshot (on ZFS, any; `zfs rollback` itself only to the
+        /// newest).
         snapshot_name: String,
+        /// Overrides `StorDriver/Zfs/RollbackStrategy` for this rollback.
+        #[arg(long = "zfs-rollback-strategy", value_parser = ["rollback", "clone", "dynamic"])]
+        zfs_rollback_strategy: Option<String>,
     },
     /// List a snapshot's properties.
     #[command(visible_alias = "lp")]
@@ -168,10 +172,13 @@ pub fn run(ctx: &Ctx, cmd: SnapshotCmd) -> i32 {
             ),
             None,
         ),
-        SnapshotCmd::Rollback { resource_definition, snapshot_name } => ctx.send(
+        SnapshotCmd::Rollback { resource_definition, snapshot_name, zfs_rollback_strategy } => ctx.send(
             "POST",
             &format!("/v1/resource-definitions/{}/snapshot-rollback/{}", seg(&resource_definition), seg(&snapshot_name)),
-            Some(&serde_json::json!({})),
+            Some(&match zfs_rollback_strategy {
+                Some(s) => serde_json::json!({ "zfs_rollback_strategy": s }),
+                None => serde_json::json!({}),
+            }),
         ),
         SnapshotCmd::Resource(RestoreCmd::Restore { from_resource, from_snapshot, to_resource, nodes }) => ctx.send(
             "POST",
