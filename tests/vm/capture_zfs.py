@@ -12,8 +12,11 @@ snapshot, a clone of it, a rollback mark, a volume renamed aside with its
 snapshot), then runs the commands with exactly the argv of
 crates/cairn-storage/src/zfs.rs (keep the two in step) and the failures a
 provider meets (exists, too big, busy, missing). Each command gives
-NAME.cmd, NAME.out, NAME.err and NAME.rc."""
+NAME.cmd, NAME.out, NAME.err and NAME.rc; an incremental `zfs send`
+stream is kept as is (NAME.zstream, with `zstream dump -v` of it as
+NAME.dump) for crates/cairn-storage/src/zfs_send.rs."""
 
+import base64
 import os
 import shlex
 import sys
@@ -47,6 +50,19 @@ SETUP = [
     "zfs create -s -V 4096KB -o cairn:vid=abcdef012345 tank/linstor/old_00000",
     "zfs snapshot tank/linstor/old_00000@keep",
     "zfs rename tank/linstor/old_00000 tank/linstor/_deleted_old_00000_abcdef01",
+    # An incremental send stream (another dataset, so the lists above stay
+    # as they are): 512 KiB written, snapshot `base`; then 16 KiB at
+    # 128 KiB and 8 KiB at 3 MiB (a hole before) written, 64 KiB at
+    # 256 KiB discarded, snapshot `next`.
+    "zfs create tank/send",
+    "zfs create -s -V 4096KB -o volblocksize=8K tank/send/inc_00000",
+    "udevadm settle -t 20",
+    "dd if=/dev/urandom of=/dev/zvol/tank/send/inc_00000 bs=64K count=8 oflag=direct status=none",
+    "zfs snapshot tank/send/inc_00000@base",
+    "dd if=/dev/urandom of=/dev/zvol/tank/send/inc_00000 bs=8K count=2 seek=16 oflag=direct status=none",
+    "dd if=/dev/urandom of=/dev/zvol/tank/send/inc_00000 bs=8K count=1 seek=384 oflag=direct status=none",
+    "blkdiscard -o 262144 -l 65536 /dev/zvol/tank/send/inc_00000 && sync",
+    "zfs snapshot tank/send/inc_00000@next",
 ]
 
 CAPTURES = [
@@ -64,9 +80,17 @@ CAPTURES = [
     ("version", ["zfs", "version"]),
 ]
 
+# Binary captures: NAME.cmd, NAME.zstream (stdout, as is), NAME.rc, and
+# `zstream dump -v` of it as NAME.dump (for people; the unit tests of
+# src/zfs_send.rs parse NAME.zstream).
+STREAMS = [
+    # As Zfs::send_stream builds it for an incremental.
+    ("send_incremental", ["zfs", "send", "-i", "tank/send/inc_00000@base", "tank/send/inc_00000@next"]),
+]
+
 
 def main():
-    img, why = conftest._zfs_image()
+    img, why = conftest._zfs_image(None)
     if img is None:
         sys.exit(why)
     work = tempfile.mkdtemp(prefix="cairn-capture-")
@@ -92,6 +116,20 @@ def main():
                 with open(os.path.join(OUT, f"{name}.{ext}"), "w") as f:
                     f.write(text)
             print(f"{name}: rc {files['rc'].strip()}")
+        for name, argv in STREAMS:
+            line = shlex.join(argv)
+            vm.sh(f"{line} >/tmp/b 2>/tmp/e; echo $? >/tmp/rc")
+            rc, b64 = vm.sh("base64 /tmp/b")
+            if rc != 0:
+                sys.exit(f"base64: {b64}")
+            with open(os.path.join(OUT, f"{name}.zstream"), "wb") as f:
+                f.write(base64.b64decode(b64))
+            for ext, cmd in (("rc", "cat /tmp/rc"), ("dump", "zstream dump -v </tmp/b")):
+                with open(os.path.join(OUT, f"{name}.{ext}"), "w") as f:
+                    f.write(vm.sh(cmd)[1])
+            with open(os.path.join(OUT, f"{name}.cmd"), "w") as f:
+                f.write(line + "\n")
+            print(f"{name}: {os.path.getsize(os.path.join(OUT, name + '.zstream'))} bytes")
         print(vm.sh("uname -r; zfs version")[1])
     finally:
         vm.stop()

@@ -177,8 +177,8 @@ def test_lvm_thin_full_and_incremental_backup_restore(backup_vm):
 
 def test_zfs_thin_backups_restore_into_lvm_thin_and_zfs(zfs_backup_vm):
     """A ZFS_THIN volume is read through its snapshot's device
-    (snapdev=visible while the backup reads); an incremental compares every
-    chunk with the base's chunk map and uploads what changed; restores go
+    (snapdev=visible while the backup reads); an incremental reads only the
+    chunks the records of `zfs send -i` touch and uploads what changed; restores go
     into the LVM_THIN pool (stor_pool_map) and into the ZFS_THIN and ZFS
     pools (into the new resource's own zvol, snapshotted when complete)."""
     c = zfs_backup_vm
@@ -200,6 +200,8 @@ def test_zfs_thin_backups_restore_into_lvm_thin_and_zfs(zfs_backup_vm):
     inc = next(x for x in finished(c, "zsrc", 2) if x.id != full.id)
     assert inc._rest_data["based_on_id"] == full.id, inc._rest_data
     assert stored(c, inc) < 1.1 * MIB, stored(c, inc)
+    # The satellite read only the chunk `zfs send -i` names, not the volume.
+    wait_for("the incremental's read in the log", lambda: "read 1 of 64 chunks" in c.vm.log(), timeout=30)
     # The snapshot devices are hidden again.
     assert sh(c, "zfs get -H -o value,source snapdev tank/thin/zsrc_00000").split() == ["hidden", "default"]
     pools = {"zfsthin": "lvmthin"}

@@ -91,6 +91,15 @@ pub(crate) fn chunks_touched(ranges: &[(u64, u64)], chunk_size: u64, size: u64) 
     touched
 }
 
+/// The chunks to read for an incremental: those written, and those only
+/// freed where the base's chunk was not all zeros (`""` in its chunk map):
+/// a chunk of zeros freed again stays zeros.
+fn delta_chunks(d: &cairn_storage::provider::Delta, chunk_size: u64, size: u64, base: &[String]) -> Vec<bool> {
+    let written = chunks_touched(&d.written, chunk_size, size);
+    let freed = chunks_touched(&d.freed, chunk_size, size);
+    written.iter().zip(&freed).enumerate().map(|(i, (w, f))| *w || (*f && base.get(i).is_none_or(|h| !h.is_empty()))).collect()
+}
+
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
     let what = what.into();
     move |source| BackupError::Io { what, source }
@@ -306,7 +315,7 @@ pub fn trailer(frames: u64) -> Vec<u8> {
 /// unfinished multipart upload is aborted, so no object appears). The
 /// pool's provider opens each snapshot for reading and, for an
 /// incremental, says which byte ranges changed since the base snapshot
-/// where it knows (LVM_THIN); only the chunks they touch are read.
+/// where it knows (LVM_THIN, ZFS); only the chunks they touch are read.
 pub async fn send(transfers: &Transfers, tools: &Tools, req: &BackupSend) -> BackupSent {
     let running = transfers.start(&req.resource, &req.snapshot);
     let mut out = BackupSent::default();
@@ -320,10 +329,10 @@ pub async fn send(transfers: &Transfers, tools: &Tools, req: &BackupSend) -> Bac
             let data = provider.snapshot_open(&rsc, v.number, &snap).await?;
             let sent = async {
                 let changed = match (&base, &v.base_chunks) {
-                    (Some(base), Some(_)) => provider.snapshot_changes(&rsc, v.number, base, &snap).await?,
+                    (Some(base), Some(_)) => provider.snapshot_delta(&rsc, v.number, base, &snap).await?,
                     _ => None,
                 };
-                let only = changed.map(|r| chunks_touched(&r, chunk_size, data.size));
+                let only = changed.map(|d| delta_chunks(&d, chunk_size, data.size, v.base_chunks.as_deref().unwrap_or_default()));
                 if let (Some(o), Some(base_map), Some(base)) = (&only, &v.base_chunks, &base) {
                     let read = o.iter().enumerate().filter(|(i, t)| **t || *i >= base_map.len()).count();
                     tracing::info!(resource = %req.resource, "incremental backup of volume {}: read {read} of {} chunks (the rest are unchanged since snapshot '{base}')", v.number, o.len());
@@ -772,6 +781,19 @@ mod tests {
         assert_eq!((t.len(), marked), (10, vec![2, 5, 6, 9]));
         // Ranges past the end (the pool's blocks round up) are cut off.
         assert_eq!(chunks_touched(&[(9 * MIB, 4 * MIB)], MIB, 10 * MIB).iter().filter(|x| **x).count(), 1);
+    }
+
+    #[test]
+    fn freed_chunks_that_were_zeros_are_not_read() {
+        const MIB: u64 = 1 << 20;
+        // ZFS's incremental: 1 MiB written at 4 MiB; freed: a discard at
+        // 1 MiB (data before) and everything past 6 MiB (zeros before, and
+        // past the end of the 8 MiB volume); chunk 7 is new (grown).
+        let d = cairn_storage::provider::Delta { written: vec![(4 * MIB, MIB)], freed: vec![(MIB, 4096), (6 * MIB, u64::MAX - 6 * MIB)] };
+        let base: Vec<String> = ["a", "b", "c", "d", "e", "f", "", ""][..7].iter().map(|s| s.to_string()).collect();
+        let t = delta_chunks(&d, MIB, 8 * MIB, &base);
+        let marked: Vec<usize> = t.iter().enumerate().filter(|(_, x)| **x).map(|(i, _)| i).collect();
+        assert_eq!(marked, vec![1, 4, 7]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod parse;
 pub mod physical;
 pub mod provider;
 pub mod zfs;
+pub mod zfs_send;
 
 use cairn_exec::ExecError;
 

@@ -66,6 +66,15 @@ pub type Allocated = BTreeMap<(String, u32), i64>;
 /// Byte ranges of a volume: `(offset, length)`.
 pub type ByteRanges = Vec<(u64, u64)>;
 
+/// What changed between two snapshots of a volume: ranges written, and
+/// ranges only freed (zeros now; unchanged where the base held zeros
+/// there too).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub written: ByteRanges,
+    pub freed: ByteRanges,
+}
+
 /// Snapshot names of one resource in a pool -> the volume numbers each has.
 pub type SnapshotMap = BTreeMap<String, Vec<u32>>;
 
@@ -162,6 +171,18 @@ pub trait Provider: Send + Sync {
         _snap: &'a Name,
     ) -> BoxFuture<'a, Result<Option<ByteRanges>, StorageError>> {
         Box::pin(async { Ok(None) })
+    }
+    /// [`Provider::snapshot_changes`] with the ranges only freed apart,
+    /// where the provider tells them apart (ZFS); the others' changes count
+    /// as written.
+    fn snapshot_delta<'a>(
+        &'a self,
+        rsc: &'a Name,
+        nr: u32,
+        base: &'a Name,
+        snap: &'a Name,
+    ) -> BoxFuture<'a, Result<Option<Delta>, StorageError>> {
+        Box::pin(async move { Ok(self.snapshot_changes(rsc, nr, base, snap).await?.map(|written| Delta { written, freed: Vec::new() })) })
     }
     /// Somewhere zeroed, `size` bytes long, to write snapshot `snap` of
     /// volume `nr` of `rsc` into (a restore): its device or file, which
@@ -694,8 +715,6 @@ impl Provider for ZfsProvider {
     fn discard_received<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.zfs.drop_received(&self.pool, &v.rsc, v.nr, snap, false).await })
     }
-    // Incrementals compare every chunk with the base's chunk map (no
-    // `snapshot_changes`).
     fn snapshot_open<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<SnapshotData, StorageError>> {
         Box::pin(async move {
             let (path, size) = self.zfs.snapshot_open(&self.pool, rsc, nr, snap).await?;
@@ -704,6 +723,19 @@ impl Provider for ZfsProvider {
     }
     fn snapshot_close<'a>(&'a self, rsc: &'a Name, nr: u32, _snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.zfs.snapshot_close(&self.pool, rsc, nr).await })
+    }
+    /// From the records of `zfs send -i` (crate::zfs_send); None when the
+    /// stream cannot be read (every chunk is compared then). ZFS frees
+    /// more than changed (the tail past a volume's last block, holes in
+    /// indirect blocks it rewrote), so the freed ranges come apart.
+    fn snapshot_delta<'a>(
+        &'a self,
+        rsc: &'a Name,
+        nr: u32,
+        base: &'a Name,
+        snap: &'a Name,
+    ) -> BoxFuture<'a, Result<Option<Delta>, StorageError>> {
+        Box::pin(async move { self.zfs.snapshot_changes(&self.pool, rsc, nr, base, snap).await })
     }
     fn receive_create<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name, size: u64) -> BoxFuture<'a, Result<String, StorageError>> {
         Box::pin(async move { self.zfs.receive_create(&self.pool, rsc, nr, snap, size).await })
