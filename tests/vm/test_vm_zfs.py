@@ -207,14 +207,10 @@ def snapshot_names(c, rd):
     return sorted(s["name"] for s in body)
 
 
-@pytest.mark.parametrize("sp,ds", [("zfs", "tank/thick"), ("zfsthin", "tank/thin")])
-def test_rollback_to_an_older_snapshot_keeps_the_newer_ones(zfs, sp, ds):
-    """`zfs rollback` refuses past newer snapshots (`-r` would destroy
-    them); LINSTOR's default (DYNAMIC) then rolls back by restoring: the
-    zvol goes aside with every snapshot and a clone of the older one takes
-    its place, so the snapshot list stays what is on the pool."""
-    c = zfs
-    rd = f"old{sp}"
+def zvol_with_snapshots(c, rd, sp, ds):
+    """A 32 MiB volume of `rd` in pool `sp` (dataset `ds`) with snapshots
+    s1 and s2 of new data each, then new data again: (zvol, device, the
+    data of each snapshot, the data now)."""
     ok(c.lin.resource_dfn_create(rd))
     ok(c.lin.volume_dfn_create(rd, 32 * MIB, storage_pool=sp))
     ok(c.lin.resource_create([linstor.ResourceData("zvm", rd, storage_pool=sp)]))
@@ -226,7 +222,18 @@ def test_rollback_to_an_older_snapshot_keeps_the_newer_ones(zfs, sp, ds):
         status, _, body = req(c, "POST", f"/v1/resource-definitions/{rd}/snapshots", {"name": snap})
         assert status == 201, body
         wait_for(f"{snap} successful", lambda: successful(c, rd, snap))
-    latest = fill(c, dev)
+    return zvol, dev, data, fill(c, dev)
+
+
+@pytest.mark.parametrize("sp,ds", [("zfs", "tank/thick"), ("zfsthin", "tank/thin")])
+def test_rollback_to_an_older_snapshot_keeps_the_newer_ones(zfs, sp, ds):
+    """`zfs rollback` refuses past newer snapshots (`-r` would destroy
+    them); LINSTOR's default (DYNAMIC) then rolls back by restoring: the
+    zvol goes aside with every snapshot and a clone of the older one takes
+    its place, so the snapshot list stays what is on the pool."""
+    c = zfs
+    rd = f"old{sp}"
+    zvol, dev, data, latest = zvol_with_snapshots(c, rd, sp, ds)
     assert len({latest, *data.values()}) == 3
 
     status, _, body = req(c, "POST", f"/v1/resource-definitions/{rd}/snapshot-rollback/s1", {})
@@ -277,19 +284,8 @@ def test_linstors_rollback_and_delete_strategies(zfs):
     snapshots exist; without them its zvol is destroyed."""
     c = zfs
     ds, rd = "tank/thin", "strat"
-    ok(c.lin.resource_dfn_create(rd))
-    ok(c.lin.volume_dfn_create(rd, 32 * MIB, storage_pool="zfsthin"))
-    ok(c.lin.resource_create([linstor.ResourceData("zvm", rd, storage_pool="zfsthin")]))
+    zvol, dev, data, latest = zvol_with_snapshots(c, rd, "zfsthin", ds)
     ok(c.lin.resource_dfn_modify(rd, {"StorDriver/Zfs/RollbackStrategy": "Rollback"}))
-    zvol = f"{ds}/{rd}_00000"
-    dev = f"/dev/zvol/{zvol}"
-    data = {}
-    for snap in ("s1", "s2"):
-        data[snap] = fill(c, dev)
-        status, _, body = req(c, "POST", f"/v1/resource-definitions/{rd}/snapshots", {"name": snap})
-        assert status == 201, body
-        wait_for(f"{snap} successful", lambda: successful(c, rd, snap))
-    latest = fill(c, dev)
 
     # Not the newest snapshot: refused, nothing touched.
     got = errors(c.lin.snapshot_rollback(rd, "s1"))
