@@ -5,7 +5,8 @@ refused before any snapshot is taken; a target with REST sign-in on
 accepting a shipment only with its master passphrase; between clusters
 whose satellites run with TLS (each its own CA), the stream in TLS with
 the receiving satellite's certificate pinned, a plain connection refused
-even with the right token."""
+even with the right token, a certificate other than the pinned one
+refused by the sender."""
 
 import hashlib
 import http.client
@@ -17,7 +18,10 @@ import struct
 import subprocess
 import ssl
 import tempfile
+import threading
 import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import linstor
 import pytest
@@ -243,3 +247,84 @@ def test_the_stream_between_tls_satellites_is_tls_with_the_receivers_certificate
                                      {"token": got["token"], "success": False, "message": "test"})
     assert status == 200, body
     assert [d.name for d in b.lin.resource_dfn_list_raise().resource_definitions] == ["dst"]
+
+
+def pin_swapping_proxy(url, pin):
+    """A plain HTTP proxy in front of the controller at `url` that puts
+    `pin` in place of the `tls_sha256` of every requestReceive answer (as
+    if the pin had been changed on its way); answers the server and the
+    pins it replaced."""
+    to = urllib.parse.urlparse(url)
+    replaced = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            conn = http.client.HTTPConnection(to.hostname, to.port, timeout=120)
+            conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+            conn.close()
+            if self.path == "/v1/internal/backups/requestReceive" and r.status == 200:
+                answer = json.loads(data)
+                replaced.append(answer.get("tls_sha256"))
+                answer["tls_sha256"] = pin
+                data = json.dumps(answer).encode()
+            self.send_response(r.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, replaced
+
+
+def test_a_receiver_whose_certificate_is_not_the_pinned_one_is_refused_by_the_sender(tls_clusters):
+    """The pin the sender gets names another certificate than the one the
+    receiving satellite presents (here: a1's, put in by a proxy between
+    the controllers): the sender ends the TLS handshake, the shipment fails
+    saying why, and B registers nothing and keeps nothing of it."""
+    a, b = tls_clusters
+    source(a, "src", 8, 3)
+    der = lambda name: subprocess.run(["openssl", "x509", "-in", b.pki(f"{name}.crt"), "-outform", "DER"],
+                                      capture_output=True, check=True).stdout
+    wrong = hashlib.sha256(der("sata")).hexdigest()
+    pool = os.path.join(b.xfs, "b1")
+    before = sorted(os.listdir(pool))
+    server, replaced = pin_swapping_proxy(b.ctrl.url, wrong)
+    try:
+        ok(a.lin.remote_create_linstor("swapped", f"http://127.0.0.1:{server.server_address[1]}", cluster_id=cluster_id(b)))
+        replies = ok(a.lin.backup_ship("swapped", "src", "dst", dst_node="b1"))
+        assert any("encrypted with TLS" in (r.details or "") for r in replies), [r.details for r in replies]
+        assert replaced == [hashlib.sha256(der("satb")).hexdigest()], replaced
+
+        def failed():
+            status, _, body = a.ctrl.request("GET", "/v1/remotes/swapped/backups")
+            assert status == 200, body
+            ships = [x for x in body["linstor"].values() if x["origin_rsc"] == "src"]
+            assert not any(x["success"] for x in ships), ships
+            return [x for x in ships if not x["shipping"]]
+
+        [ship] = wait_for("the shipment failed", failed, timeout=60)
+        why = ship.get("fail_messages") or ""
+        assert "not the pinned one" in why and wrong in why, why
+        # B registered nothing, and what its satellite had made for the
+        # shipment is gone once the source reported the failure.
+        assert b.lin.resource_dfn_list_raise().resource_definitions == []
+        assert b.lin.snapshot_dfn_list_raise().snapshots == []
+        wait_for("nothing of the shipment left in b1's pool", lambda: sorted(os.listdir(pool)) == before)
+        wait_for("the failed handshake in b1's log", lambda: "a shipment's TLS handshake failed" in b.sats["b1"].log())
+        # Nothing of it stands in the way: through the controllers' own
+        # connection the shipment goes (full: B holds no snapshot of it).
+        time.sleep(1.1)  # snapshot names have a resolution of one second
+        replies = ok(a.lin.backup_ship("b", "src", "dst", dst_node="b1"))
+        assert any("full" in r.message for r in replies), [r.message for r in replies]
+        shipped(a, "b", "src", 1)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -44,6 +44,7 @@ def backup_cluster(name, tap, **vm_args):
                                 access_key=s3.access_key, secret_key=s3.secret_key, use_path_style=True))
         c = type("C", (), {})()
         c.ctrl, c.lin, c.vm, c.root, c.s3 = ctrl, lin, vm, root, s3
+        c.cluster_id = lin.controller_props()[0].properties["Cluster/LocalID"]
         yield c
         lin = c.lin
     finally:
@@ -58,9 +59,10 @@ def thin_pool(c, node, disk):
     assert status == 201, body
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def backup_vm(vm_image):
-    """VM `vb1` (10.99.0.7) with an LVM_THIN pool `lvmthin` on its disk."""
+    """VM `vb1` (10.99.0.7) with an LVM_THIN pool `lvmthin` on its disk
+    (one boot for the tests of this file that use it)."""
     for c in backup_cluster("vb1", TAP, disks=("1G",)):
         thin_pool(c, "vb1", "/dev/vda")
         yield c
@@ -173,6 +175,102 @@ def test_lvm_thin_full_and_incremental_backup_restore(backup_vm):
     restored = [line.split() for line in lvs.splitlines() if line.split()[0].startswith(("fullr_00000_", "incr_00000_"))]
     assert len(restored) == 2 and all(r[1][1] == "r" and "cairn_snap" in r[2] for r in restored), lvs
     assert "cairn_receiving" not in lvs, lvs
+
+
+def test_luks_volume_backup_and_restore_with_its_data(backup_vm):
+    """A LUKS,STORAGE volume on LVM_THIN: data written through the open
+    LUKS device; full and incremental backups carry the storage volume
+    as it is (encrypted, with its LUKS header), the key sealed in the
+    `.meta`; each restored definition's LUKS device opens with the key
+    sealed again for it and holds the data of its backup's time."""
+    c = backup_vm
+    mib = 64
+    # Cheap key derivation under software emulation.
+    ok(c.lin.controller_set_prop("StorDriver/LuksFormatOptions", "--pbkdf pbkdf2 --pbkdf-force-iterations 1000"))
+    ok(c.lin.resource_dfn_create("lsec"))
+    ok(c.lin.volume_dfn_create("lsec", mib * 1024, storage_pool="lvmthin"))
+    status, _, body = c.ctrl.request("POST", "/v1/resource-definitions/lsec/resources",
+                                     [{"resource": {"node_name": "vb1", "props": {"StorPoolName": "lvmthin"}},
+                                       "layer_list": ["luks", "storage"]}], timeout=180)
+    assert status == 201, body
+    mapper = lambda rd: f"/dev/mapper/Linstor-Crypt-{rd}_00000"
+    assert deployed(c, "lsec") == mapper("lsec")
+    sh(c, f"dd if=/dev/urandom of={mapper('lsec')} bs=1M count=12 oflag=direct status=none && sync")
+    a = digest(c, mapper("lsec"), mib)
+    # What the pool holds is ciphertext behind a 16 MiB LUKS2 header.
+    sh(c, "cryptsetup isLuks /dev/linstor_thin/lsec_00000")
+    assert digest(c, "/dev/linstor_thin/lsec_00000", mib) != a
+
+    ok(c.lin.backup_create("bk", "lsec", incremental=False))
+    [full] = finished(c, "lsec", 1)
+    assert 12 * MIB <= stored(c, full) < 30 * MIB, stored(c, full)
+    time.sleep(1.1)  # backup ids have a resolution of one second
+    sh(c, f"dd if=/dev/urandom of={mapper('lsec')} bs=1M count=1 seek=40 oflag=direct status=none && sync")
+    b = digest(c, mapper("lsec"), mib)
+    assert b != a
+    ok(c.lin.backup_create("bk", "lsec", incremental=True))
+    inc = next(x for x in finished(c, "lsec", 2) if x.id != full.id)
+    assert inc._rest_data["based_on_id"] == full.id, inc._rest_data
+    # 1 MiB written through LUKS at 40 MiB sits at 56 MiB of the storage
+    # volume: at most two chunks changed.
+    assert stored(c, inc) <= 2.1 * MIB, stored(c, inc)
+
+    ok(c.lin.backup_restore("bk", "vb1", "lfull", bak_id=full.id))
+    ok(c.lin.backup_restore("bk", "vb1", "linc", resource_name="lsec"))
+    for rd, want in (("lfull", a), ("linc", b)):
+        assert deployed(c, rd) == mapper(rd), rd
+        _, _, view = req(c, "GET", f"/v1/view/resources?resources={rd}")
+        assert view[0]["layer_object"]["type"] == "LUKS", view
+        assert digest(c, mapper(rd), mib) == want, rd
+    # The restored volumes keep the source's LUKS header (restored, not
+    # formatted anew): the same LUKS UUID as the source's.
+    uuids = {rd: sh(c, f"cryptsetup luksUUID /dev/linstor_thin/{rd}_00000").strip() for rd in ("lsec", "lfull", "linc")}
+    assert len(set(uuids.values())) == 1, uuids
+
+    # Another cluster (a second controller, its own master passphrase, the
+    # same bucket) takes the node over and restores the incremental chain
+    # with the source's master passphrase (LINSTOR's `passphrase`):
+    # without it, and with a wrong one, refused before anything is written.
+    root = tempfile.mkdtemp(prefix="cairn-vmbackup-other-")
+    shutil.copy(os.path.join(c.root, "cluster-secret"), os.path.join(root, "cluster-secret"))
+    c.ctrl.stop()
+    other, lin = Controller(root, extra_args=PLAIN_LUKS).start(), None
+    try:
+        lin = linstor.Linstor(other.url, timeout=CLIENT_TIMEOUT)
+        lin.connect()
+        assert lin.controller_props()[0].properties["Cluster/LocalID"] != c.cluster_id
+        ok(lin.controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
+        ok(lin.crypt_create_passphrase("other-pw"))
+        ok(lin.node_create("vb1", "SATELLITE", c.vm.ip))
+        wait_for("vb1 online for the other cluster",
+                 lambda: lin.node_list_raise().nodes[0].connection_status == "ONLINE", timeout=60)
+        ok(lin.storage_pool_create("vb1", "lvmthin", "LVM_THIN", "linstor_thin/thin"))
+        o = type("C", (), {})()
+        o.ctrl, o.vm = other, c.vm
+        wait_for("the pool's free space known",
+                 lambda: req(o, "GET", "/v1/nodes/vb1/storage-pools/lvmthin")[2].get("free_capacity"), timeout=60)
+        s3 = c.s3
+        ok(lin.remote_create_s3(remote_name="bk", endpoint=s3.endpoint, region=s3.region, bucket=s3.bucket,
+                                access_key=s3.access_key, secret_key=s3.secret_key, use_path_style=True))
+        for passphrase, code in ((None, 312), ("wrong-pw", 998)):  # FAIL_NOT_FOUND_CRYPT_KEY, FAIL_UNKNOWN_ERROR
+            restore = {"src_rsc_name": "lsec", "target_rsc_name": "xrest", "node_name": "vb1"}
+            if passphrase:
+                restore["passphrase"] = passphrase
+            status, _, reply = other.request("POST", "/v1/remotes/bk/backups/restore", restore, timeout=300)
+            assert status >= 400 and reply[0]["ret_code"] & 0x7FFF == code, (passphrase, reply)
+            assert "xrest" not in sh(c, "lvs --noheadings -o lv_name linstor_thin")
+            assert req(o, "GET", "/v1/resource-definitions/xrest")[0] == 404
+        ok(lin.backup_restore("bk", "vb1", "xrest", resource_name="lsec", passphrase="master-pw"))
+        assert deployed(o, "xrest") == mapper("xrest")
+        assert digest(c, mapper("xrest"), mib) == b
+    finally:
+        if lin is not None:
+            lin.disconnect()
+        other.stop()
+        logs = os.path.join(LOGS, "vb1-other-cluster")
+        os.makedirs(logs, exist_ok=True)
+        shutil.copy(other.log_path, logs)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_zfs_thin_backups_restore_into_lvm_thin_and_zfs(zfs_backup_vm):

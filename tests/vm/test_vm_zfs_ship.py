@@ -7,8 +7,9 @@ and LINSTOR remotes registered both ways. A full ship restores the resource
 on the target; after more writes an incremental ship (`zfs send -i`) of
 the snapshot both hold; the target's data is compared by sha256 with the
 source's. The same two VMs have an LVM_THIN pool on their second disk:
-an LVM_THIN volume ships as backup frames, full, then incremental with
-only the chunks the thin pool's metadata says changed."""
+an LVM_THIN volume ships as backup frames, full, then, after the volume
+grew, incremental with only the chunks the thin pool's metadata says
+changed."""
 
 import os
 import shutil
@@ -113,42 +114,60 @@ def restore(b, rsc, snap, to):
         assert status == 200, body
 
 
+def ship_and_compare(a, b, rsc, dst, src, dev_of, landed, before=()):
+    """Ships `rsc` (device `src` on za) into `dst` on zb: full when
+    `before` (the earlier shipments) is empty, else incremental on the
+    last of them. Waits until B holds the snapshot under its name
+    (`landed(snap)`), then compares with the source by sha256: after a
+    full ship the resource B restored, after an incremental the snapshot
+    restored into a new definition (`dev_of(definition)`: its device).
+    Answers the shipment."""
+    want = digest(a.vm, src)
+    shipment = ship(a, rsc, dst, "incremental" if before else "full", before)
+    snap = shipment["origin_snap"]
+    if before:
+        assert shipment["based_on_id"].endswith(before[-1]["origin_snap"]), shipment
+    count = len(before) + 1
+    wait_for(f"{count} snapshots of {dst} on B",
+             lambda: len(b.lin.snapshot_dfn_list_raise(filter_by_resources=[dst]).snapshots) == count)
+    wait_for("the received snapshot under its name", lambda: landed(snap), timeout=60)
+    if before:
+        check = f"{dst}c{count}"
+        restore(b, dst, snap, check)
+    else:
+        check = dst
+        wait_for("the restored resource on zb",
+                 lambda: [r.node_name for r in b.lin.resource_list_raise(filter_by_resources=[dst]).resources] == ["zb"])
+    wait_for(f"{check}'s device on zb", lambda: b.vm.sh(f"test -b {dev_of(check)}")[0] == 0, timeout=120)
+    assert digest(b.vm, dev_of(check)) == want, f"{check} on zb"
+    assert digest(a.vm, src) == want, "the source is untouched"
+    return shipment
+
+
 def test_full_then_incremental_zfs_send_receive_to_another_cluster(two_zfs_clusters):
     a, b = two_zfs_clusters
     volume(a, "zs", 32, "zfsthin")
     src = "/dev/zvol/tank/thin/zs_00000"
+    zvol = lambda rd: f"/dev/zvol/tank/thin/{rd}_00000"
+    landed = lambda snap: f"tank/thin/zd_00000@{snap}" in datasets(b.vm)
     sh(a.vm, f"dd if=/dev/urandom of={src} bs=1M count=6 oflag=direct conv=fsync status=none")
-    first_data = digest(a.vm, src)
 
     # Full: `zfs send zs_00000@<snap>` into `zfs receive` on zb; B
     # registers the definition, the snapshot and a resource restored
     # from it (the received zvol itself).
-    first = ship(a, "zs", "zd", "full")
-    snap1 = first["origin_snap"]
+    first = ship_and_compare(a, b, "zs", "zd", src, zvol, landed)
     # About the 6 MiB written: zfs send leaves out what was never written.
     assert 6 * 1024 * 1024 <= first["sent_bytes"] < 8 * 1024 * 1024, first
-    assert [(s.rsc_name, s.snapshot_name) for s in b.lin.snapshot_dfn_list_raise().snapshots] == [("zd", snap1)]
-    dst = "/dev/zvol/tank/thin/zd_00000"
-    wait_for("the restored resource on zb", lambda: [r.node_name for r in b.lin.resource_list_raise(filter_by_resources=["zd"]).resources] == ["zb"])
-    wait_for("the received snapshot under its name", lambda: f"tank/thin/zd_00000@{snap1}" in datasets(b.vm), timeout=60)
-    assert digest(b.vm, dst) == first_data
+    assert [(s.rsc_name, s.snapshot_name) for s in b.lin.snapshot_dfn_list_raise(filter_by_resources=["zd"]).snapshots] \
+        == [("zd", first["origin_snap"])]
     assert not [d for d in datasets(b.vm) if "cairn_recv_" in d]
 
     # More data, then an incremental ship based on the snapshot both hold:
-    # `zfs send -i`, carrying about what changed.
+    # `zfs send -i`, carrying about what changed; restored from it on B:
+    # the source's data at the second snapshot.
     sh(a.vm, f"dd if=/dev/urandom of={src} bs=1M count=2 seek=10 oflag=direct conv=fsync status=none")
-    second_data = digest(a.vm, src)
-    assert second_data != first_data
-    second = ship(a, "zs", "zd", "incremental", [first])
-    snap2 = second["origin_snap"]
-    assert second["based_on_id"].endswith(snap1), second
+    second = ship_and_compare(a, b, "zs", "zd", src, zvol, landed, [first])
     assert second["sent_bytes"] < 3 * 1024 * 1024, second
-    wait_for("second snapshot on B", lambda: len(b.lin.snapshot_dfn_list_raise().snapshots) == 2)
-    wait_for("the second snapshot under its name", lambda: f"tank/thin/zd_00000@{snap2}" in datasets(b.vm), timeout=60)
-    # Restored from it on B: the source's data at the second snapshot.
-    restore(b, "zd", snap2, "check")
-    assert digest(b.vm, "/dev/zvol/tank/thin/check_00000") == second_data
-    assert digest(a.vm, src) == second_data, "the source is untouched"
 
 
 def lvs(vm):
@@ -157,41 +176,64 @@ def lvs(vm):
     return {n.strip(): t.strip() for n, t in (line.split("|") for line in out.splitlines() if "|" in line)}
 
 
-def test_full_then_incremental_lvm_thin_ship_to_another_cluster(two_zfs_clusters):
+def test_full_then_incremental_lvm_thin_ship_to_another_cluster_of_a_grown_volume(two_zfs_clusters):
     a, b = two_zfs_clusters
     volume(a, "ls", 64, "lvmthin")
     src = "/dev/linstor_thin/ls_00000"
+    thin = lambda rd: f"/dev/linstor_thin/{rd}_00000"
+    landed = lambda snap: lvs(b.vm).get(f"ld_00000_{snap}") == "cairn_snap"
     sh(a.vm, f"dd if=/dev/urandom of={src} bs=1M count=8 oflag=direct conv=fsync status=none")
-    first_data = digest(a.vm, src)
 
     # Full: every chunk that is not zeros, into a thin volume on zb that
-    # becomes the snapshot once B registered it; B restores the resource
-    # from it.
-    first = ship(a, "ls", "ld", "full")
-    snap1 = first["origin_snap"]
+    # becomes the snapshot (tagged as one) once B registered it; B
+    # restores the resource from it.
+    first = ship_and_compare(a, b, "ls", "ld", src, thin, landed)
     assert first["sent_chunks"] == 8, first
     assert 8 * 1024 * 1024 <= first["sent_bytes"] < 9 * 1024 * 1024, first
-    wait_for("the restored resource on zb",
-             lambda: [r.node_name for r in b.lin.resource_list_raise(filter_by_resources=["ld"]).resources] == ["zb"])
-    wait_for("the received snapshot tagged as one", lambda: lvs(b.vm).get(f"ld_00000_{snap1}") == "cairn_snap", timeout=60)
-    assert digest(b.vm, "/dev/linstor_thin/ld_00000") == first_data
     assert not [n for n, t in lvs(b.vm).items() if "cairn_receiving" in t]
 
-    # Three places changed (one of them 4 KiB): the incremental reads and
-    # sends only the chunks thin_delta names, onto a thin snapshot of the
-    # base on zb.
-    for seek_kib, kib in ((3 * 1024, 4), (20 * 1024, 1024), (40 * 1024, 1024)):
+    # The volume grows from 64 to 96 MiB and three places change (one of
+    # them 4 KiB), one in the new part: the incremental reads and sends
+    # only the chunks thin_delta names, onto a thin snapshot of the base
+    # on zb grown to the new size first.
+    status, _, body = a.ctrl.request("PUT", "/v1/resource-definitions/ls/volume-definitions/0", {"size_kib": 96 * MIB})
+    assert status == 200, body
+    wait_for("ls grown on za", lambda: sh(a.vm, f"blockdev --getsize64 {src}").strip() == str(96 << 20))
+    for seek_kib, kib in ((3 * 1024, 4), (20 * 1024, 1024), (80 * 1024, 1024)):
         sh(a.vm, f"dd if=/dev/urandom of={src} bs=1K count={kib} seek={seek_kib} oflag=direct conv=fsync status=none")
-    second_data = digest(a.vm, src)
-    assert second_data != first_data
-    second = ship(a, "ls", "ld", "incremental", [first])
-    snap2 = second["origin_snap"]
-    assert second["based_on_id"].endswith(snap1), second
+    second = ship_and_compare(a, b, "ls", "ld", src, thin, landed, [first])
     assert second["sent_chunks"] == 3, second
     assert second["sent_bytes"] < 3 * 1024 * 1024 + 4096, second
-    wait_for("second snapshot on B", lambda: len(b.lin.snapshot_dfn_list_raise(filter_by_resources=["ld"]).snapshots) == 2)
-    wait_for("the second snapshot tagged as one", lambda: lvs(b.vm).get(f"ld_00000_{snap2}") == "cairn_snap", timeout=60)
-    restore(b, "ld", snap2, "lcheck")
-    assert digest(b.vm, "/dev/linstor_thin/lcheck_00000") == second_data
-    assert digest(a.vm, src) == second_data, "the source is untouched"
+    assert sh(b.vm, "blockdev --getsize64 /dev/linstor_thin/ldc2_00000").strip() == str(96 << 20)
     assert not [n for n, t in lvs(b.vm).items() if "cairn_receiving" in t]
+
+
+def test_luks_volume_ships_with_its_key_and_opens_on_the_other_cluster(two_zfs_clusters):
+    """A LUKS,STORAGE volume on LVM_THIN ships as its storage volume
+    (ciphertext and LUKS header) with its key sealed by A's master key; B
+    opens that key with the passphrase its remote for A holds (A's master
+    passphrase, LINSTOR's way) and seals it again with its own: the
+    resource B restores, and a snapshot of the incremental restored there,
+    open with it and hold the source's data."""
+    a, b = two_zfs_clusters
+    ok(a.lin.crypt_create_passphrase("pw-a"))
+    ok(b.lin.crypt_create_passphrase("pw-b"))
+    ok(b.lin.remote_modify_linstor("a", passphrase="pw-a"))
+    for c in (a, b):  # cheap key derivation under software emulation
+        ok(c.lin.controller_set_prop("StorDriver/LuksFormatOptions", "--pbkdf pbkdf2 --pbkdf-force-iterations 1000"))
+    ok(a.lin.resource_dfn_create("lx"))
+    ok(a.lin.volume_dfn_create("lx", 32 * MIB, storage_pool="lvmthin"))
+    status, _, body = a.ctrl.request("POST", "/v1/resource-definitions/lx/resources",
+                                     [{"resource": {"node_name": "za", "props": {"StorPoolName": "lvmthin"}},
+                                       "layer_list": ["luks", "storage"]}], timeout=180)
+    assert status == 201, body
+    mapper = lambda rd: f"/dev/mapper/Linstor-Crypt-{rd}_00000"
+    src = mapper("lx")
+    wait_for("lx open on za", lambda: a.vm.sh(f"test -b {src}")[0] == 0, timeout=120)
+    sh(a.vm, f"dd if=/dev/urandom of={src} bs=1M count=6 oflag=direct conv=fsync status=none")
+    landed = lambda snap: lvs(b.vm).get(f"lx_00000_{snap}") == "cairn_snap"
+    first = ship_and_compare(a, b, "lx", "lx", src, mapper, landed)
+    assert sh(b.vm, "cryptsetup isLuks /dev/linstor_thin/lx_00000 && echo luks").strip() == "luks"
+    sh(a.vm, f"dd if=/dev/urandom of={src} bs=1M count=1 seek=20 oflag=direct conv=fsync status=none")
+    second = ship_and_compare(a, b, "lx", "lx", src, mapper, landed, [first])
+    assert second["sent_chunks"] <= 2, second

@@ -524,19 +524,7 @@ impl Lvm {
                 // old superblock is gone, so a retry finishes the job.
                 let tags: &[&str] = if fresh_drbd_md { &[&tag, MD_PENDING_TAG] } else { &[&tag] };
                 self.clone_of(pool, &f, src, &name, tags).await?;
-                if let Some(lv) = self.lvs(pool, &f).await?.into_iter().find(|l| l.name == name)
-                    && lv.size_kib < size_kib
-                {
-                    self.run(self.cmd("lvresize").args([
-                        "--config",
-                        &f,
-                        "--size",
-                        &format!("{size_kib}k"),
-                        &format!("{}/{name}", pool.vg),
-                        "-f",
-                    ]))
-                    .await?;
-                }
+                self.grow_copy(pool, &f, &name, size_kib).await?;
                 planned(pool, &name, size_kib, &tag)
             }
             None => {
@@ -601,6 +589,18 @@ impl Lvm {
     }
 
     /// A writable, active thin LV `name` as a copy of thin LV `src`.
+    /// Grows the thin copy `name` to `size_kib` when it is smaller (a
+    /// copy starts with its source's size).
+    async fn grow_copy(&self, pool: &LvmPool, f: &str, name: &str, size_kib: i64) -> Result<(), StorageError> {
+        if let Some(lv) = self.lvs(pool, f).await?.into_iter().find(|l| l.name == name)
+            && lv.size_kib < size_kib
+        {
+            let lv = format!("{}/{name}", pool.vg);
+            self.run(self.cmd("lvresize").args(["--config", f, "--size", &format!("{size_kib}k"), &lv, "-f"])).await?;
+        }
+        Ok(())
+    }
+
     async fn clone_of(&self, pool: &LvmPool, f: &str, src: &str, name: &str, tags: &[&str]) -> Result<(), StorageError> {
         let mut c =
             self.cmd("lvcreate").args(["--config", f, "--snapshot", "--setactivationskip", "n", "--permission", "rw", "--name", name]);
@@ -987,9 +987,20 @@ mod tests {
         let snap = thin_snapshot_cmd("db_00000_s2", &["cairn_receiving"], "vg0/db_00000_s1");
         f.expect(&l, &lvs_out(&[base]))
             .expect(&snap.iter().map(String::as_str).collect::<Vec<_>>(), "")
-            .expect(&["lvchange", "--config", F, "-ay", "-K", "vg0/db_00000_s2"], "");
+            .expect(&["lvchange", "--config", F, "-ay", "-K", "vg0/db_00000_s2"], "")
+            .expect(&l, &lvs_out(&[base, got]));
         let dev = rt().block_on(lvm.receive_create_on(&pool, "db", 0, "s2", Some("s1"), 4 << 20)).unwrap();
         assert_eq!(dev, "/dev/vg0/db_00000_s2");
+        assert!(f.is_done(), "{:?}", f.calls());
+        // The volume grew since the base: the copy grows to the stream's
+        // size before anything is written into it.
+        f.expect(&l, &lvs_out(&[base, got]))
+            .expect(&["lvremove", "--config", F, "-f", "vg0/db_00000_s2"], "")
+            .expect(&snap.iter().map(String::as_str).collect::<Vec<_>>(), "")
+            .expect(&["lvchange", "--config", F, "-ay", "-K", "vg0/db_00000_s2"], "")
+            .expect(&l, &lvs_out(&[base, got]))
+            .expect(&["lvresize", "--config", F, "--size", "8192k", "vg0/db_00000_s2", "-f"], "");
+        rt().block_on(lvm.receive_create_on(&pool, "db", 0, "s2", Some("s1"), 8 << 20)).unwrap();
         assert!(f.is_done(), "{:?}", f.calls());
         // Registered: it becomes a snapshot as Cairn takes them, inactive.
         f.expect(&l, &lvs_out(&[base, got]))

@@ -228,7 +228,8 @@ impl Lvm {
     /// A thin volume to receive snapshot `snap` of volume `nr` of `rsc`
     /// into, tagged as being received: for an incremental a writable thin
     /// snapshot of the base snapshot (the blocks that did not change stay
-    /// shared), else a new one of `size` bytes. One left by a failed
+    /// shared; grown to `size` bytes when the volume grew since), else a
+    /// new one of `size` bytes. One left by a failed
     /// receive is removed first. Answers its device, active.
     pub async fn receive_create_on(
         &self,
@@ -244,6 +245,11 @@ impl Lvm {
         let name = snap_lv(rsc, nr, snap)?;
         let f = self.filter(pool).await?;
         self.clone_of(pool, &f, &snap_lv(rsc, nr, base)?, &name, &[RECEIVING_TAG]).await?;
+        // A volume that grew since its base arrives with its new size:
+        // the copy of the base grows to it before the chunks are written
+        // (the part past the base's end reads as zeros until written).
+        let kib = i64::try_from(size.div_ceil(1024)).map_err(|_| StorageError::BadBacking(format!("a volume of {size} bytes")))?;
+        self.grow_copy(pool, &f, &name, kib).await?;
         Ok(format!("/dev/{}/{name}", pool.vg))
     }
 
