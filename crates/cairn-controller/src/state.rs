@@ -204,7 +204,7 @@ impl AppState {
             .filter(|a| {
                 self.links()
                     .resource(&a.node, &a.rd)
-                    .and_then(|o| o.drbd)
+                    .and_then(|o| o.drbd.clone())
                     .is_some_and(|d| d.volumes.iter().any(|v| v.number == a.volume && v.disk == "UpToDate"))
             })
             .map(|a| (a.rd, a.volume))
@@ -218,7 +218,7 @@ impl AppState {
         let forgot: Vec<cairn_domain::drbd_auto::Forget> = c
             .pending_forgets()
             .into_iter()
-            .filter(|(rd, id, node)| self.links().resource(node, rd).and_then(|o| o.drbd).is_some_and(|d| d.forgotten.contains(id)))
+            .filter(|(rd, id, node)| self.links().resource(node, rd).and_then(|o| o.drbd.clone()).is_some_and(|d| d.forgotten.contains(id)))
             .collect();
         if !forgot.is_empty()
             && let Err(e) = self.mutate(200, move |c, _| Ok(c.peers_forgot(&forgot))).await
@@ -239,7 +239,7 @@ impl AppState {
             .filter(|(rd, node, vols)| {
                 self.links()
                     .resource(node, rd)
-                    .and_then(|o| o.drbd)
+                    .and_then(|o| o.drbd.clone())
                     .is_some_and(|d| d.kernel && vols.iter().all(|nr| d.volumes.iter().any(|v| v.number == *nr && v.disk == "UpToDate")))
             })
             .map(|(rd, node, _)| (rd, node))
@@ -248,7 +248,7 @@ impl AppState {
             return true;
         }
         let links = self.links();
-        let in_use = |rd: &str, node: &str| links.resource(node, rd).and_then(|o| o.drbd).is_some_and(|d| d.role == "Primary");
+        let in_use = |rd: &str, node: &str| links.resource(node, rd).and_then(|o| o.drbd.clone()).is_some_and(|d| d.role == "Primary");
         if let Err(e) = self.mutate(200, |c, _| Ok(c.disk_added(&done, &in_use))).await {
             tracing::warn!("cannot record disks added by toggle-disk: {e:?}");
             return false;

@@ -1209,7 +1209,7 @@ mod tests {
         let rsc = |t: &T, node: &str| t.c.resources[&("WEB".to_string(), node.to_ascii_uppercase())].clone();
         let drbd_flags = |t: &T, node: &str| {
             let api = rsc(t, node).to_api(&|_| None, &|_| None, None, None);
-            api.resource.layer_object.and_then(|l| l.drbd).map(|d| d["flags"].clone()).unwrap_or_default()
+            api.resource.layer_object.and_then(|l| l.drbd).map(|d| d.flags).unwrap_or_default()
         };
         let mut t = T::new(&["n1", "n2", "n3", "n4"]);
         t.create("n1", &[]).unwrap();
@@ -1227,7 +1227,7 @@ mod tests {
         let client = rsc(&t, free);
         assert!(client.is_drbd_client() && client.is_diskless() && client.flags.contains("DRBD_DISKLESS"), "{client:?}");
         assert_eq!(t.tiebreakers(), vec![tb.clone()], "a client does not replace the tiebreaker");
-        assert_eq!(drbd_flags(&t, free), serde_json::json!(["DISKLESS", "CLIENT"]));
+        assert_eq!(drbd_flags(&t, free), ["DISKLESS", "CLIENT"]);
         // Modify: back to a plain diskless replica, which does replace it.
         let modify = |t: &mut T, node: &str, client: Option<bool>| {
             let req = ResourceModify { drbd_client: client, ..Default::default() };

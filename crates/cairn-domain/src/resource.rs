@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use cairn_api::rc::{self, ApiCallRc};
 use cairn_api::resource as wire;
-use cairn_proto::{DrbdObserved, DrbdVolumeObserved};
+use cairn_proto::{DrbdConnectionObserved, DrbdObserved, DrbdVolumeObserved};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, ObjKey, Object, Outcome};
@@ -142,6 +142,10 @@ impl Resource {
     /// number (the STORAGE layer); `drbd` what the node's DRBD reported;
     /// `in_use` is what the satellite says without DRBD: `Some(false)` once
     /// it reported the resource, None before. `minor` gives the
+    /// The wire form. `observed` gives what satellites reported per volume
+    /// number (the STORAGE layer); `drbd` what the node's DRBD reported;
+    /// `in_use` is what the satellite says without DRBD: `Some(false)` once
+    /// it reported the resource, None before. `minor` gives the
     /// DRBD minor of a volume number.
     pub fn to_api(
         &self,
@@ -152,28 +156,30 @@ impl Resource {
     ) -> wire::ResourceWithVolumes {
         let has_drbd = self.has_drbd();
         let drbd = drbd.filter(|_| has_drbd);
-        let drbd_vol = |nr: u32| drbd.and_then(|d| d.volumes.iter().find(|v| v.number == nr));
-        let volumes: Vec<wire::Volume> = self
-            .volumes
-            .values()
-            .map(|v| {
-                let o = observed(v.volume_number).unwrap_or_default();
-                let dv = drbd_vol(v.volume_number);
+        // Each volume's observed state and minor, asked once: the layer
+        // tree and the volume list both show them.
+        let seen: Vec<(&Volume, VolumeObserved, Option<u32>)> =
+            self.volumes.values().map(|v| (v, observed(v.volume_number).unwrap_or_default(), minor(v.volume_number))).collect();
+        let volumes: Vec<wire::Volume> = seen
+            .iter()
+            .map(|(v, o, minor)| {
+                let nr = v.volume_number;
+                let dv = drbd_volume_of(drbd, nr);
                 let layer_data_list = self
                     .layer_stack
                     .iter()
                     .map(|l| wire::VolumeLayer {
                         layer_type: l.clone(),
                         data: match l.as_str() {
-                            "STORAGE" => Some(storage_volume_json(v.volume_number, &o)),
-                            "LUKS" => Some(luks_volume_json(v.volume_number, &o)),
-                            "DRBD" => minor(v.volume_number).map(|m| self.drbd_volume_json(v.volume_number, m, &o, dv)),
+                            "STORAGE" => Some(wire::VolumeLayerData::Storage(storage_volume(nr, o))),
+                            "LUKS" => Some(wire::VolumeLayerData::Luks(luks_volume(nr, o))),
+                            "DRBD" => minor.map(|m| wire::VolumeLayerData::Drbd(self.drbd_volume(nr, m, o, dv))),
                             _ => None,
                         },
                     })
                     .collect();
-                let (device_path, disk_state) = match (has_drbd, minor(v.volume_number)) {
-                    (true, Some(m)) => (Some(format!("/dev/drbd{m}")), dv.map(|d| d.disk.clone()).or(o.disk_state.clone())),
+                let (device_path, disk_state) = match (has_drbd, minor) {
+                    (true, Some(m)) => (Some(format!("/dev/drbd{m}")), dv.map(|d| d.disk.clone()).or_else(|| o.disk_state.clone())),
                     _ if self.layer_stack.first().is_some_and(|l| l == "LUKS") => (o.luks_device_path.clone(), o.disk_state.clone()),
                     _ => (o.device_path.clone(), o.disk_state.clone()),
                 };
@@ -189,7 +195,7 @@ impl Resource {
                         .collect()
                 });
                 wire::Volume {
-                    volume_number: i64::from(v.volume_number),
+                    volume_number: i64::from(nr),
                     storage_pool_name: v.storage_pool.clone(),
                     provider_kind: v.provider_kind.as_str().to_string(),
                     device_path,
@@ -204,7 +210,7 @@ impl Resource {
                 }
             })
             .collect();
-        let layer_object = self.layer_tree(0, observed, minor, drbd);
+        let layer_object = self.layer_tree(0, &seen, drbd);
         // DRBD knows whether the device is open (Primary). Once the
         // satellite reported the resource `in_use` is always a bool, as
         // clients OR it (`linstor r involved`): a DRBD device the kernel
@@ -231,166 +237,124 @@ impl Resource {
         }
     }
 
-    fn drbd_volume_json(&self, nr: u32, minor: u32, o: &VolumeObserved, dv: Option<&DrbdVolumeObserved>) -> serde_json::Value {
-        let mut m = serde_json::Map::new();
-        m.insert("drbd_volume_definition".into(), serde_json::json!({ "volume_number": nr, "minor_number": minor }));
-        m.insert("device_path".into(), format!("/dev/drbd{minor}").into());
-        if let Some(b) = o.device_path.clone().filter(|_| !self.is_diskless()) {
-            m.insert("backing_device".into(), b.into());
-            m.insert("meta_disk".into(), "internal".into());
+    /// A DRBD volume as the layer tree and the volume's layer data show it.
+    fn drbd_volume(&self, nr: u32, minor: u32, o: &VolumeObserved, dv: Option<&DrbdVolumeObserved>) -> wire::DrbdVolume {
+        let backing = o.device_path.as_ref().filter(|_| !self.is_diskless());
+        wire::DrbdVolume {
+            allocated_size_kib: o.allocated_size_kib,
+            backing_device: backing.cloned(),
+            device_path: Some(format!("/dev/drbd{minor}")),
+            disk_state: dv.map(|d| d.disk.clone()),
+            drbd_volume_definition: Some(wire::DrbdVolumeDefinition {
+                minor_number: Some(i64::from(minor)),
+                volume_number: Some(i64::from(nr)),
+            }),
+            meta_disk: backing.map(|_| "internal".to_string()),
+            usable_size_kib: dv.and_then(|d| d.size_kib),
         }
-        if let Some(s) = o.allocated_size_kib {
-            m.insert("allocated_size_kib".into(), s.into());
+    }
+
+    /// The DRBD part of the layer tree: numbers, flags, volumes and what
+    /// the node's DRBD reported of its connections.
+    fn drbd_resource(&self, seen: &[(&Volume, VolumeObserved, Option<u32>)], drbd: Option<&DrbdObserved>) -> wire::DrbdResource {
+        let mut flags = Vec::new();
+        if self.is_diskless() {
+            flags.push("DISKLESS".to_string());
         }
-        if let Some(s) = dv.and_then(|d| d.size_kib) {
-            m.insert("usable_size_kib".into(), s.into());
+        if self.flags.contains("TIE_BREAKER") {
+            flags.push("TIE_BREAKER".to_string());
         }
-        if let Some(d) = dv {
-            m.insert("disk_state".into(), d.disk.clone().into());
+        if self.is_drbd_client() {
+            flags.push("CLIENT".to_string());
         }
-        serde_json::Value::Object(m)
+        let drbd_volumes = seen
+            .iter()
+            .filter_map(|(v, o, minor)| minor.map(|m| self.drbd_volume(v.volume_number, m, o, drbd_volume_of(drbd, v.volume_number))))
+            .collect();
+        let connections =
+            drbd.map(|d| d.connections.iter().map(|c| (c.peer.clone(), self.drbd_connection(c))).collect()).unwrap_or_default();
+        let numbers = self.drbd;
+        wire::DrbdResource {
+            al_size: numbers.map(|_| 32),
+            al_stripes: numbers.map(|_| 1),
+            connections,
+            drbd_volumes,
+            flags,
+            may_promote: drbd.and_then(|d| d.may_promote),
+            node_id: numbers.map(|d| i64::from(d.node_id)),
+            promotion_score: drbd.and_then(|d| d.promotion_score),
+            tcp_ports: numbers.map(|d| vec![i64::from(d.tcp_port)]),
+        }
+    }
+
+    fn drbd_connection(&self, c: &DrbdConnectionObserved) -> wire::DrbdConnection {
+        let message = if c.split_brain {
+            format!(
+                "{}: split brain, the replicas' data diverged; DRBD resolves nothing by itself: \
+                 keep one side and, on the node whose changes are dropped, run \
+                 `drbdsetup connect {} {} --discard-my-data` (and on the other node \
+                 `drbdsetup connect {} <its peer's node id>`)",
+                c.connection, self.resource_definition, c.peer_node_id, self.resource_definition
+            )
+        } else {
+            c.connection.clone()
+        };
+        wire::DrbdConnection { connected: c.connection == "Connected", message }
     }
 
     fn layer_tree(
         &self,
         depth: usize,
-        observed: &dyn Fn(u32) -> Option<VolumeObserved>,
-        minor: &dyn Fn(u32) -> Option<u32>,
+        seen: &[(&Volume, VolumeObserved, Option<u32>)],
         drbd: Option<&DrbdObserved>,
     ) -> wire::ResourceLayer {
-        let kind = self.layer_stack.get(depth).cloned().unwrap_or_else(|| "STORAGE".to_string());
-        let mut layer = wire::ResourceLayer { layer_type: kind.clone(), ..Default::default() };
-        if kind == "STORAGE" {
-            layer.storage = Some(wire::StorageResource {
-                storage_volumes: self
-                    .volumes
-                    .values()
-                    .map(|v| {
-                        let o = observed(v.volume_number).unwrap_or_default();
-                        wire::StorageVolume {
-                            volume_number: i64::from(v.volume_number),
-                            device_path: o.device_path,
-                            allocated_size_kib: o.allocated_size_kib,
-                            usable_size_kib: o.usable_size_kib,
-                            disk_state: o.disk_state,
-                        }
-                    })
-                    .collect(),
-            });
-        } else {
-            if kind == "DRBD" {
-                let mut m = serde_json::Map::new();
-                if let Some(d) = self.drbd {
-                    m.insert("node_id".into(), d.node_id.into());
-                    m.insert("tcp_ports".into(), serde_json::json!([d.tcp_port]));
-                    m.insert("al_stripes".into(), 1.into());
-                    m.insert("al_size".into(), 32.into());
-                }
-                let mut flags = Vec::new();
-                if self.is_diskless() {
-                    flags.push("DISKLESS");
-                }
-                if self.flags.contains("TIE_BREAKER") {
-                    flags.push("TIE_BREAKER");
-                }
-                if self.is_drbd_client() {
-                    flags.push("CLIENT");
-                }
-                m.insert("flags".into(), serde_json::json!(flags));
-                let vols: Vec<serde_json::Value> = self
-                    .volumes
-                    .values()
-                    .filter_map(|v| {
-                        let o = observed(v.volume_number).unwrap_or_default();
-                        let dv = drbd.and_then(|d| d.volumes.iter().find(|x| x.number == v.volume_number));
-                        minor(v.volume_number).map(|mn| self.drbd_volume_json(v.volume_number, mn, &o, dv))
-                    })
-                    .collect();
-                m.insert("drbd_volumes".into(), vols.into());
-                let conns: serde_json::Map<String, serde_json::Value> = drbd
-                    .map(|d| {
-                        d.connections
-                            .iter()
-                            .map(|c| {
-                                let message = if c.split_brain {
-                                    format!(
-                                        "{}: split brain, the replicas' data diverged; DRBD resolves nothing by itself: \
-                                         keep one side and, on the node whose changes are dropped, run \
-                                         `drbdsetup connect {} {} --discard-my-data` (and on the other node \
-                                         `drbdsetup connect {} <its peer's node id>`)",
-                                        c.connection, self.resource_definition, c.peer_node_id, self.resource_definition
-                                    )
-                                } else {
-                                    c.connection.clone()
-                                };
-                                (c.peer.clone(), serde_json::json!({ "connected": c.connection == "Connected", "message": message }))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                m.insert("connections".into(), conns.into());
-                if let Some(d) = drbd {
-                    if let Some(p) = d.promotion_score {
-                        m.insert("promotion_score".into(), p.into());
-                    }
-                    if let Some(p) = d.may_promote {
-                        m.insert("may_promote".into(), p.into());
-                    }
-                }
-                layer.drbd = Some(serde_json::Value::Object(m));
-            } else if kind == "LUKS" {
-                let vols: Vec<serde_json::Value> = self
-                    .volumes
-                    .values()
-                    .map(|v| luks_volume_json(v.volume_number, &observed(v.volume_number).unwrap_or_default()))
-                    .collect();
-                layer.luks = Some(serde_json::json!({ "luks_volumes": vols }));
+        let kind = self.layer_stack.get(depth).map_or("STORAGE", String::as_str);
+        let mut layer = wire::ResourceLayer { layer_type: kind.to_string(), ..Default::default() };
+        match kind {
+            "STORAGE" => {
+                let storage_volumes = seen.iter().map(|(v, o, _)| storage_volume(v.volume_number, o)).collect();
+                layer.storage = Some(wire::StorageResource { storage_volumes });
+                return layer;
             }
-            layer.children = vec![self.layer_tree(depth + 1, observed, minor, drbd)];
+            "DRBD" => layer.drbd = Some(self.drbd_resource(seen, drbd)),
+            "LUKS" => {
+                let luks_volumes = seen.iter().map(|(v, o, _)| luks_volume(v.volume_number, o)).collect();
+                layer.luks = Some(wire::LuksResource { luks_volumes });
+            }
+            _ => {}
         }
+        layer.children = vec![self.layer_tree(depth + 1, seen, drbd)];
         layer
     }
 }
 
-fn luks_volume_json(nr: u32, o: &VolumeObserved) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    m.insert("volume_number".into(), nr.into());
-    if let Some(p) = &o.luks_device_path {
-        m.insert("device_path".into(), p.clone().into());
-    }
-    if let Some(p) = &o.device_path {
-        m.insert("backing_device".into(), p.clone().into());
-    }
-    if let Some(s) = o.allocated_size_kib {
-        m.insert("allocated_size_kib".into(), s.into());
-    }
-    if let Some(s) = o.usable_size_kib {
-        m.insert("usable_size_kib".into(), (s - 16 * 1024).max(0).into());
-    }
-    m.insert("opened".into(), o.luks_device_path.is_some().into());
-    m.insert("corrupted_key".into(), o.luks_corrupted_key.into());
-    if let Some(s) = &o.disk_state {
-        m.insert("disk_state".into(), s.clone().into());
-    }
-    serde_json::Value::Object(m)
+/// What the node's DRBD reported of one volume.
+fn drbd_volume_of(drbd: Option<&DrbdObserved>, nr: u32) -> Option<&DrbdVolumeObserved> {
+    drbd.and_then(|d| d.volumes.iter().find(|v| v.number == nr))
 }
 
-fn storage_volume_json(nr: u32, o: &VolumeObserved) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    m.insert("volume_number".into(), nr.into());
-    if let Some(p) = &o.device_path {
-        m.insert("device_path".into(), p.clone().into());
+fn luks_volume(nr: u32, o: &VolumeObserved) -> wire::LuksVolume {
+    wire::LuksVolume {
+        allocated_size_kib: o.allocated_size_kib,
+        backing_device: o.device_path.clone(),
+        corrupted_key: o.luks_corrupted_key,
+        device_path: o.luks_device_path.clone(),
+        disk_state: o.disk_state.clone(),
+        opened: o.luks_device_path.is_some(),
+        // LUKS2's header takes 16 MiB of the backing device.
+        usable_size_kib: o.usable_size_kib.map(|s| (s - 16 * 1024).max(0)),
+        volume_number: i64::from(nr),
     }
-    if let Some(s) = o.allocated_size_kib {
-        m.insert("allocated_size_kib".into(), s.into());
+}
+
+fn storage_volume(nr: u32, o: &VolumeObserved) -> wire::StorageVolume {
+    wire::StorageVolume {
+        volume_number: i64::from(nr),
+        device_path: o.device_path.clone(),
+        allocated_size_kib: o.allocated_size_kib,
+        usable_size_kib: o.usable_size_kib,
+        disk_state: o.disk_state.clone(),
     }
-    if let Some(s) = o.usable_size_kib {
-        m.insert("usable_size_kib".into(), s.into());
-    }
-    if let Some(s) = &o.disk_state {
-        m.insert("disk_state".into(), s.clone().into());
-    }
-    serde_json::Value::Object(m)
 }
 
 /// The reply LINSTOR gives for a new resource.
@@ -956,5 +920,279 @@ mod volumes_form {
         let old: Resource = serde_json::from_value(empty)?;
         assert!(old.volumes.is_empty());
         Ok(())
+    }
+}
+
+/// The layer data was `serde_json::Value` maps before it was typed; these
+/// are those builders, kept to show that the typed form says the same.
+#[cfg(test)]
+mod layer_data_as_before {
+    use super::*;
+    use cairn_proto::DrbdPeerVolumeObserved;
+    use serde_json::{Map, Value, json};
+
+    fn old_drbd_volume(r: &Resource, nr: u32, minor: u32, o: &VolumeObserved, dv: Option<&DrbdVolumeObserved>) -> Value {
+        let mut m = Map::new();
+        m.insert("drbd_volume_definition".into(), json!({ "volume_number": nr, "minor_number": minor }));
+        m.insert("device_path".into(), format!("/dev/drbd{minor}").into());
+        if let Some(b) = o.device_path.clone().filter(|_| !r.is_diskless()) {
+            m.insert("backing_device".into(), b.into());
+            m.insert("meta_disk".into(), "internal".into());
+        }
+        if let Some(s) = o.allocated_size_kib {
+            m.insert("allocated_size_kib".into(), s.into());
+        }
+        if let Some(s) = dv.and_then(|d| d.size_kib) {
+            m.insert("usable_size_kib".into(), s.into());
+        }
+        if let Some(d) = dv {
+            m.insert("disk_state".into(), d.disk.clone().into());
+        }
+        Value::Object(m)
+    }
+
+    fn old_drbd(
+        r: &Resource,
+        observed: &dyn Fn(u32) -> Option<VolumeObserved>,
+        minor: &dyn Fn(u32) -> Option<u32>,
+        drbd: Option<&DrbdObserved>,
+    ) -> Value {
+        let mut m = Map::new();
+        if let Some(d) = r.drbd {
+            m.insert("node_id".into(), d.node_id.into());
+            m.insert("tcp_ports".into(), json!([d.tcp_port]));
+            m.insert("al_stripes".into(), 1.into());
+            m.insert("al_size".into(), 32.into());
+        }
+        let mut flags = Vec::new();
+        if r.is_diskless() {
+            flags.push("DISKLESS");
+        }
+        if r.flags.contains("TIE_BREAKER") {
+            flags.push("TIE_BREAKER");
+        }
+        if r.is_drbd_client() {
+            flags.push("CLIENT");
+        }
+        m.insert("flags".into(), json!(flags));
+        let vols: Vec<Value> = r
+            .volumes
+            .values()
+            .filter_map(|v| {
+                let o = observed(v.volume_number).unwrap_or_default();
+                let dv = drbd.and_then(|d| d.volumes.iter().find(|x| x.number == v.volume_number));
+                minor(v.volume_number).map(|mn| old_drbd_volume(r, v.volume_number, mn, &o, dv))
+            })
+            .collect();
+        m.insert("drbd_volumes".into(), vols.into());
+        let conns: Map<String, Value> = drbd
+            .map(|d| {
+                d.connections
+                    .iter()
+                    .map(|c| {
+                        let message = if c.split_brain {
+                            format!(
+                                "{}: split brain, the replicas' data diverged; DRBD resolves nothing by itself: \
+                                 keep one side and, on the node whose changes are dropped, run \
+                                 `drbdsetup connect {} {} --discard-my-data` (and on the other node \
+                                 `drbdsetup connect {} <its peer's node id>`)",
+                                c.connection, r.resource_definition, c.peer_node_id, r.resource_definition
+                            )
+                        } else {
+                            c.connection.clone()
+                        };
+                        (c.peer.clone(), json!({ "connected": c.connection == "Connected", "message": message }))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        m.insert("connections".into(), conns.into());
+        if let Some(d) = drbd {
+            if let Some(p) = d.promotion_score {
+                m.insert("promotion_score".into(), p.into());
+            }
+            if let Some(p) = d.may_promote {
+                m.insert("may_promote".into(), p.into());
+            }
+        }
+        Value::Object(m)
+    }
+
+    fn old_luks_volume(nr: u32, o: &VolumeObserved) -> Value {
+        let mut m = Map::new();
+        m.insert("volume_number".into(), nr.into());
+        if let Some(p) = &o.luks_device_path {
+            m.insert("device_path".into(), p.clone().into());
+        }
+        if let Some(p) = &o.device_path {
+            m.insert("backing_device".into(), p.clone().into());
+        }
+        if let Some(s) = o.allocated_size_kib {
+            m.insert("allocated_size_kib".into(), s.into());
+        }
+        if let Some(s) = o.usable_size_kib {
+            m.insert("usable_size_kib".into(), (s - 16 * 1024).max(0).into());
+        }
+        m.insert("opened".into(), o.luks_device_path.is_some().into());
+        m.insert("corrupted_key".into(), o.luks_corrupted_key.into());
+        if let Some(s) = &o.disk_state {
+            m.insert("disk_state".into(), s.clone().into());
+        }
+        Value::Object(m)
+    }
+
+    fn old_storage_volume(nr: u32, o: &VolumeObserved) -> Value {
+        let mut m = Map::new();
+        m.insert("volume_number".into(), nr.into());
+        if let Some(p) = &o.device_path {
+            m.insert("device_path".into(), p.clone().into());
+        }
+        if let Some(s) = o.allocated_size_kib {
+            m.insert("allocated_size_kib".into(), s.into());
+        }
+        if let Some(s) = o.usable_size_kib {
+            m.insert("usable_size_kib".into(), s.into());
+        }
+        if let Some(s) = &o.disk_state {
+            m.insert("disk_state".into(), s.clone().into());
+        }
+        Value::Object(m)
+    }
+
+    fn volume(nr: u32) -> Volume {
+        Volume {
+            volume_number: nr,
+            storage_pool: "pool".into(),
+            provider_kind: ProviderKind::LvmThin,
+            props: Props::new(),
+            flags: BTreeSet::new(),
+            uuid: format!("v{nr}"),
+            luks_secret: Some("sealed".into()),
+            luks_previous: Vec::new(),
+            source: None,
+            clone_of: None,
+        }
+    }
+
+    fn resource(node: &str, flags: &[&str], client: bool) -> Resource {
+        Resource {
+            resource_definition: "web".into(),
+            node: node.into(),
+            props: Props::new(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            layer_stack: ["DRBD", "LUKS", "STORAGE"].map(String::from).to_vec(),
+            create_timestamp: 1,
+            volumes: [(0, volume(0)), (1, volume(1)), (2, volume(2))].into_iter().collect(),
+            uuid: "u".into(),
+            drbd: Some(DrbdRsc { node_id: 2, tcp_port: 7001, client }),
+            rollback: None,
+        }
+    }
+
+    fn drbd_seen() -> DrbdObserved {
+        let peer = |p: &str, done| DrbdPeerVolumeObserved {
+            peer: p.into(),
+            replication: "SyncSource".into(),
+            peer_disk: "Inconsistent".into(),
+            done,
+        };
+        DrbdObserved {
+            kernel: true,
+            role: "Primary".into(),
+            may_promote: Some(false),
+            promotion_score: Some(10102),
+            suspended: None,
+            connections: vec![
+                DrbdConnectionObserved {
+                    peer: "n3".into(),
+                    peer_node_id: 0,
+                    connection: "Connected".into(),
+                    peer_role: None,
+                    split_brain: false,
+                },
+                DrbdConnectionObserved {
+                    peer: "n1".into(),
+                    peer_node_id: 1,
+                    connection: "StandAlone".into(),
+                    peer_role: None,
+                    split_brain: true,
+                },
+            ],
+            volumes: vec![
+                DrbdVolumeObserved {
+                    number: 0,
+                    minor: 1000,
+                    disk: "UpToDate".into(),
+                    quorum: Some(true),
+                    size_kib: Some(1024),
+                    peers: vec![peer("n1", Some(12.5)), peer("n3", None)],
+                },
+                DrbdVolumeObserved { number: 2, minor: 1002, disk: "Diskless".into(), quorum: None, size_kib: None, peers: vec![] },
+            ],
+            forgotten: vec![],
+        }
+    }
+
+    /// Volume 0 fully reported, 1 with nothing, 2 with a corrupted key and
+    /// no LUKS device; volume 1 has no minor.
+    fn observed(nr: u32) -> Option<VolumeObserved> {
+        match nr {
+            0 => Some(VolumeObserved {
+                device_path: Some("/dev/vg/web_00000".into()),
+                allocated_size_kib: Some(4096),
+                usable_size_kib: Some(40960),
+                disk_state: Some("UpToDate".into()),
+                luks_device_path: Some("/dev/mapper/Linstor-Crypt-web_00000".into()),
+                luks_corrupted_key: false,
+            }),
+            2 => Some(VolumeObserved { usable_size_kib: Some(100), luks_corrupted_key: true, ..Default::default() }),
+            _ => None,
+        }
+    }
+
+    fn minor(nr: u32) -> Option<u32> {
+        (nr != 1).then_some(1000 + nr)
+    }
+
+    fn compare(r: &Resource, drbd: Option<&DrbdObserved>) -> Result<(), serde_json::Error> {
+        let api = r.to_api(&observed, &minor, Some(false), drbd);
+        let layer = api.resource.layer_object.clone().expect("a layer tree");
+        // Byte for byte where the old maps' (alphabetical) order is the
+        // struct's: the DRBD and LUKS layer objects.
+        assert_eq!(serde_json::to_string(&layer.drbd)?, serde_json::to_string(&old_drbd(r, &observed, &minor, drbd))?);
+        let luks = layer.children.first().and_then(|l| l.luks.as_ref()).expect("a LUKS layer under DRBD");
+        let old_luks_volumes = [0, 1, 2].map(|nr| old_luks_volume(nr, &observed(nr).unwrap_or_default()));
+        let old_luks = json!({ "luks_volumes": old_luks_volumes });
+        assert_eq!(serde_json::to_string(luks)?, serde_json::to_string(&old_luks)?);
+        let json = serde_json::to_value(&api)?;
+        for (i, nr) in [0u32, 1, 2].into_iter().enumerate() {
+            let o = observed(nr).unwrap_or_default();
+            let dv = drbd.and_then(|d| d.volumes.iter().find(|v| v.number == nr));
+            let old_drbd_data = minor(nr).map(|m| old_drbd_volume(r, nr, m, &o, dv));
+            let old = json!([
+                { "type": "DRBD", "data": old_drbd_data },
+                { "type": "LUKS", "data": old_luks_volume(nr, &o) },
+                { "type": "STORAGE", "data": old_storage_volume(nr, &o) },
+            ]);
+            let mut new = json["volumes"][i]["layer_data_list"].clone();
+            // The old form skipped a missing `data` too.
+            if let Some(first) = new.get_mut(0).and_then(Value::as_object_mut) {
+                first.entry("data").or_insert(Value::Null);
+            }
+            assert_eq!(new, old, "volume {nr}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn typed_layer_data_is_the_json_the_value_maps_made() -> Result<(), serde_json::Error> {
+        let drbd = drbd_seen();
+        compare(&resource("n2", &[], false), Some(&drbd))?;
+        compare(&resource("n2", &[], false), None)?;
+        compare(&resource("n4", &["DISKLESS", "DRBD_DISKLESS", "TIE_BREAKER"], false), Some(&drbd))?;
+        compare(&resource("n5", &["DISKLESS", "DRBD_DISKLESS"], true), Some(&drbd))?;
+        let mut plain = resource("n6", &[], false);
+        plain.drbd = None;
+        compare(&plain, Some(&drbd))
     }
 }

@@ -173,6 +173,16 @@ impl Link {
         self.view.read()
     }
 
+    /// What the satellite reported of a resource (upper-case key), while
+    /// the view is current.
+    fn observed(&self, rsc_key: &str) -> Option<Arc<ResourceObserved>> {
+        let v = self.view();
+        if !v.current() {
+            return None;
+        }
+        v.resources.get(rsc_key).cloned()
+    }
+
     /// The view to change; when the guard goes, the may-promote values
     /// that changed are published (LINSTOR's `may-promote-change`).
     fn view_mut(&self) -> ViewMut<'_> {
@@ -295,7 +305,22 @@ pub fn withhold_luks_keys(rscs: &mut [ResourceDesired]) {
 /// All links, by node key.
 pub struct Links {
     host: Arc<Host>,
-    links: Mutex<BTreeMap<String, Arc<Link>>>,
+    /// Copied on write: a reader of many resources takes the whole map
+    /// once ([`Links::snapshot`]) instead of the lock per resource.
+    links: Mutex<Arc<BTreeMap<String, Arc<Link>>>>,
+}
+
+/// The links as they were when taken ([`Links::snapshot`]): a list of
+/// many resources reads their observed state through it, with no lock
+/// shared with other readers or the links' changes but each view's own
+/// (briefly, to clone an `Arc`).
+pub struct LinksSnapshot(Arc<BTreeMap<String, Arc<Link>>>);
+
+impl LinksSnapshot {
+    /// The observed state of a resource (upper-case key) on a node (key).
+    pub fn resource(&self, node_key: &str, rsc_key: &str) -> Option<Arc<ResourceObserved>> {
+        self.0.get(node_key)?.observed(rsc_key)
+    }
 }
 
 impl Links {
@@ -313,7 +338,7 @@ impl Links {
                 events,
                 changes: Arc::new(AtomicU64::new(0)),
             }),
-            links: Mutex::new(BTreeMap::new()),
+            links: Mutex::new(Arc::new(BTreeMap::new())),
         }
     }
 
@@ -333,7 +358,7 @@ impl Links {
     /// Every resource's may-promote value on a node as the controller sees
     /// it (null while unknown).
     pub fn may_promote(&self, node_key: &str, rsc: &str) -> Option<bool> {
-        self.resource(node_key, rsc).and_then(|o| o.drbd).and_then(|d| d.may_promote)
+        self.resource(node_key, rsc).and_then(|o| o.drbd.as_ref().and_then(|d| d.may_promote))
     }
 
     /// The master key, if the passphrase was created or entered.
@@ -359,7 +384,8 @@ impl Links {
     /// nodes. Call within the runtime.
     pub fn reconcile(&self, cluster: &Cluster) {
         let wanted: BTreeSet<String> = cluster.nodes.iter().filter(|(_, n)| n.node_type.has_satellite()).map(|(k, _)| k.clone()).collect();
-        let mut links = self.links.lock();
+        let mut guard = self.links.lock();
+        let links = Arc::make_mut(&mut guard);
         links.retain(|k, l| {
             let keep = wanted.contains(k);
             if !keep {
@@ -395,7 +421,7 @@ impl Links {
     /// (hello, full state) as after a controller restart. False when the
     /// node has no link (no satellite). Call within the runtime.
     pub fn reconnect(&self, cluster: &Cluster, node_key: &str) -> bool {
-        let Some(old) = self.links.lock().remove(node_key) else { return false };
+        let Some(old) = Arc::make_mut(&mut self.links.lock()).remove(node_key) else { return false };
         old.stopped.store(true, Ordering::SeqCst);
         old.wake.notify_one();
         self.reconcile(cluster);
@@ -419,13 +445,13 @@ impl Links {
     }
 
     /// The observed state of one resource on a node.
-    pub fn resource(&self, node_key: &str, rsc: &str) -> Option<ResourceObserved> {
-        let l = self.get(node_key)?;
-        let v = l.view();
-        if !v.current() {
-            return None;
-        }
-        v.resources.get(&key(rsc)).cloned()
+    pub fn resource(&self, node_key: &str, rsc: &str) -> Option<Arc<ResourceObserved>> {
+        self.get(node_key)?.observed(&key(rsc))
+    }
+
+    /// Every link as it is now, for replies that read many resources.
+    pub fn snapshot(&self) -> LinksSnapshot {
+        LinksSnapshot(self.links.lock().clone())
     }
 
     /// The version of a resource the node's satellite acknowledged.
@@ -526,6 +552,6 @@ impl Observer for Links {
     }
 
     fn in_use(&self, node_key: &str, rd: &str) -> bool {
-        self.resource(node_key, rd).and_then(|o| o.drbd).is_some_and(|d| d.kernel && d.role == "Primary")
+        self.resource(node_key, rd).and_then(|o| o.drbd.clone()).is_some_and(|d| d.kernel && d.role == "Primary")
     }
 }

@@ -668,7 +668,7 @@ async fn a_change_after_unchanged_heartbeats_arrives_with_the_next_one() {
             o.drbd = Some(cairn_proto::DrbdObserved { kernel: true, role: "Primary".into(), ..Default::default() });
         }
     });
-    wait_for("the new role", || state.links().resource("N1", "ra").and_then(|r| r.drbd).is_some_and(|d| d.role == "Primary")).await;
+    wait_for("the new role", || state.links().resource("N1", "ra").and_then(|r| r.drbd.clone()).is_some_and(|d| d.role == "Primary")).await;
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! its hello, and the state of its resources and pools as last reported.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use cairn_domain::name::key;
 use cairn_proto::{Hello, Observed, PoolObserved, ResourceObserved};
@@ -38,8 +39,9 @@ pub(crate) struct View {
     /// The last full apply succeeded: what the view holds is current.
     pub synced: bool,
     pub hello: Option<Hello>,
-    /// by upper-case resource name
-    pub resources: BTreeMap<String, ResourceObserved>,
+    /// by upper-case resource name; shared, so a REST reply takes a
+    /// resource's observed state without copying it
+    pub resources: BTreeMap<String, Arc<ResourceObserved>>,
     /// by upper-case pool name
     pub pools: BTreeMap<String, PoolObserved>,
     /// Answers taken in (tests: an unchanged observation is not).
@@ -61,7 +63,7 @@ impl View {
             self.resources.clear();
         }
         for r in o.resources {
-            self.resources.insert(key(&r.name), r);
+            self.resources.insert(key(&r.name), Arc::new(r));
         }
         for r in &o.removed {
             if r.error.is_none() {

@@ -135,7 +135,7 @@ fn copies_done(s: &AppState, name: &str) -> Progress {
 /// Whether a DRBD replica's satellite reports every volume UpToDate;
 /// true also where it cannot know (config-only DRBD, no kernel module).
 fn drbd_up_to_date(s: &AppState, r: &cairn_domain::resource::Resource) -> bool {
-    match s.links().resource(&key(&r.node), &r.resource_definition).and_then(|o| o.drbd) {
+    match s.links().resource(&key(&r.node), &r.resource_definition).and_then(|o| o.drbd.clone()) {
         Some(d) if d.kernel => !d.volumes.is_empty() && d.volumes.iter().all(|v| v.disk.eq_ignore_ascii_case("UpToDate")),
         Some(_) => true,
         None => false,

@@ -214,7 +214,10 @@ impl Snapshot {
                 Some(VlmDfn { rd: d.name.clone(), rg: d.resource_group.clone(), nr: *nr, size_kib: v.size_kib })
             })
             .collect();
-        let resources = with_resources.then(|| c.resources.values().map(|r| super::resources::wire(s, &c, r)).collect());
+        let resources = with_resources.then(|| {
+            let links = s.links().snapshot();
+            c.resources.iter().map(|(k, r)| super::resources::wire_of(s, &links, &c, k, r)).collect()
+        });
         let pools = with_pools.then(|| c.stor_pools.iter().map(|((n, _), p)| super::storage_pools::api_pool(s, n, p)).collect());
         Snapshot { nodes, rsc_dfns, vlm_dfns, resources, pools, error_reports: None }
     }

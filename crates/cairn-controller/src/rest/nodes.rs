@@ -110,7 +110,11 @@ async fn remove(State(s): State<AppState>, Path(node): Path<String>) -> Result<R
 async fn remove_in_steps(s: &AppState, node: &str) -> Result<Reply, ApiError> {
     let links = s.clone();
     let in_use = move |r: &cairn_domain::resource::Resource| {
-        links.links().resource(&key(&r.node), &r.resource_definition).and_then(|o| o.drbd).is_some_and(|d| d.kernel && d.role == "Primary")
+        links
+            .links()
+            .resource(&key(&r.node), &r.resource_definition)
+            .and_then(|o| o.drbd.clone())
+            .is_some_and(|d| d.kernel && d.role == "Primary")
     };
     let first = s.mutate(200, |c, _| c.delete_node_resources(node, &in_use)).await?;
     let gone = !s.read().nodes.contains_key(&key(node));
@@ -159,7 +163,7 @@ async fn evacuate(State(s): State<AppState>, Path(node): Path<String>, body: Byt
         .into());
     }
     let links = s.clone();
-    let up_to_date = move |rd: &str, node: &str, unknown: bool| match links.links().resource(node, rd).and_then(|o| o.drbd) {
+    let up_to_date = move |rd: &str, node: &str, unknown: bool| match links.links().resource(node, rd).and_then(|o| o.drbd.clone()) {
         Some(d) if d.kernel => !d.volumes.is_empty() && d.volumes.iter().all(|v| v.disk == "UpToDate"),
         _ => unknown,
     };

@@ -21,6 +21,7 @@ use cairn_domain::toggle_disk::{ToggleDisk, ToggleOp};
 use super::error::ApiError;
 use super::input;
 use super::reply::{Reply, ok, stream_array};
+use crate::links::LinksSnapshot;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -43,8 +44,19 @@ pub fn routes() -> Router<AppState> {
 
 /// The wire form of a resource, with what its satellite reported.
 pub(super) fn wire(s: &AppState, c: &Cluster, r: &Resource) -> ResourceWithVolumes {
-    let node = key(&r.node);
-    let observed = s.links().resource(&node, &r.resource_definition);
+    wire_of(s, &s.links().snapshot(), c, &(key(&r.resource_definition), key(&r.node)), r)
+}
+
+/// [`wire`] for a resource under its cluster key (definition, node), with
+/// the links taken once for a whole list.
+pub(super) fn wire_of(
+    s: &AppState,
+    links: &LinksSnapshot,
+    c: &Cluster,
+    (rd, node): &(String, String),
+    r: &Resource,
+) -> ResourceWithVolumes {
+    let observed = links.resource(node, rd);
     // A LUKS key the unlocked master key cannot open is LINSTOR's
     // corrupted_key (its satellite fails to decrypt it).
     let master = r.volumes.values().any(|v| v.luks_secret.is_some()).then(|| s.links().master()).flatten();
@@ -68,7 +80,6 @@ pub(super) fn wire(s: &AppState, c: &Cluster, r: &Resource) -> ResourceWithVolum
     };
     // Without DRBD nothing can hold a plain volume open behind our back;
     // "in use" is known once the satellite reported the resource.
-    let rd = key(&r.resource_definition);
     let minor = |nr: u32| c.vlm_dfns.get(&(rd.clone(), nr)).and_then(|v| v.drbd_minor);
     let mut out = r.to_api(&volume, &minor, observed.as_ref().map(|_| false), observed.as_ref().and_then(|o| o.drbd.as_ref()));
     // What the satellite could not do shows with the volumes, as LINSTOR's
@@ -112,10 +123,18 @@ fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>) -
             Some(rd) => c.resources_of(rd).filter(keep).collect(),
             None if !rscs.is_empty() => in_order(rscs.names().iter().flat_map(|rd| c.resources_of(rd)).filter(keep)),
             None if !nodes.is_empty() => in_order(nodes.names().iter().flat_map(|n| c.resources_on(n)).filter(keep)),
-            None => c.resources.values().filter(keep).collect(),
+            None => {
+                // The whole list: the cluster's keys as they are, no copies.
+                let links = s.links().snapshot();
+                for (k, r) in page.window(c.resources.iter().filter(|(_, r)| keep(r))) {
+                    w.item(&wire_of(&s, &links, &c, k, r))?;
+                }
+                return Ok(());
+            }
         };
+        let links = s.links().snapshot();
         for r in page.window(picked.into_iter()) {
-            w.item(&wire(&s, &c, r))?;
+            w.item(&wire_of(&s, &links, &c, &(key(&r.resource_definition), key(&r.node)), r))?;
         }
         Ok(())
     }))
@@ -207,7 +226,7 @@ async fn deactivate(State(s): State<AppState>, Path((rd, node)): Path<(String, S
             .resource(&rd, &node, rc::MASK_MOD | rc::MASK_RSC)
             .ok()
             .and_then(|r| links.resource(&key(&r.node), &r.resource_definition))
-            .and_then(|o| o.drbd)
+            .and_then(|o| o.drbd.clone())
             .is_some_and(|d| d.role == "Primary");
         c.set_resource_active(&rd, &node, false, in_use)
     })
@@ -217,7 +236,7 @@ async fn deactivate(State(s): State<AppState>, Path((rd, node)): Path<(String, S
 /// Whether the replica of `rd` on `node` is Primary, as its satellite
 /// reported.
 fn primary(s: &AppState, rd: &str, node: &str) -> bool {
-    s.links().resource(&key(node), rd).and_then(|o| o.drbd).is_some_and(|d| d.role == "Primary")
+    s.links().resource(&key(node), rd).and_then(|o| o.drbd.clone()).is_some_and(|d| d.role == "Primary")
 }
 
 /// Runs one toggle-disk request.

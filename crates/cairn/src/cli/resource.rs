@@ -236,19 +236,16 @@ fn usage(r: &Resource) -> Cell {
 /// reported.
 fn conns(r: &Resource) -> Cell {
     let Some(drbd) = r.layer_object.as_ref().and_then(|l| l.drbd.as_ref()) else { return Cell::from("") };
-    let reported = drbd
-        .get("drbd_volumes")
-        .and_then(|v| v.as_array())
-        .is_some_and(|v| v.iter().any(|v| v.get("disk_state").and_then(|s| s.as_str()).is_some_and(|s| s != "Unknown")));
-    let conns = drbd.get("connections").and_then(|c| c.as_object()).cloned().unwrap_or_default();
+    let reported = drbd.drbd_volumes.iter().any(|v| v.disk_state.as_deref().is_some_and(|s| s != "Unknown"));
+    let conns = &drbd.connections;
     if conns.is_empty() && !reported {
         return Cell::toned("Unknown", Tone::Warn);
     }
     let down: Vec<String> = conns
         .iter()
-        .filter(|(_, c)| c.get("connected").and_then(|v| v.as_bool()) != Some(true))
+        .filter(|(_, c)| !c.connected)
         .map(|(peer, c)| {
-            let state = c.get("message").and_then(|m| m.as_str()).unwrap_or("Unknown");
+            let state = if c.message.is_empty() { "Unknown" } else { c.message.as_str() };
             format!("{}({peer})", state.split(':').next().unwrap_or(state))
         })
         .collect();
@@ -259,7 +256,7 @@ fn port(r: &Resource) -> String {
     r.layer_object
         .as_ref()
         .and_then(|l| l.drbd.as_ref())
-        .and_then(|d| d.get("tcp_ports").and_then(|p| p.get(0)).and_then(|p| p.as_i64()))
+        .and_then(|d| d.tcp_ports.as_ref().and_then(|p| p.first()))
         .map(|p| p.to_string())
         .unwrap_or_default()
 }
