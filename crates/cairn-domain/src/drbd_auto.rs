@@ -217,9 +217,15 @@ impl Cluster {
     /// Anything else is [`Cluster::delete_resource`].
     pub fn delete_resource_keeping_quorum(&self, rd: &str, node: &str, keep_tiebreaker: bool) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_DEL | rc::MASK_RSC;
+        // LINSTOR's `StorDriver/Zfs/DeleteStrategy` 'Delete'
+        // (CtrlRscDeleteApiCallHandler): no delete while the definition has
+        // snapshots.
+        let r = self.resource(rd, node, OP)?;
+        if let Some(d) = self.rsc_dfns.get(&key(&r.resource_definition)) {
+            self.check_zfs_delete(d, OP)?;
+        }
         // The same refusals as a plain delete, whatever happens next.
         let deleted = self.delete_resource(rd, node)?;
-        let r = self.resource(rd, node, OP)?;
         let Some(d) = self.rsc_dfns.get(&key(&r.resource_definition)).filter(|_| r.drbd.is_some()) else {
             return Ok(deleted);
         };

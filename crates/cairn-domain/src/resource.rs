@@ -837,12 +837,9 @@ impl Cluster {
     pub fn delete_resource(&self, rd: &str, node: &str) -> OpResult<Outcome> {
         const OP: i64 = rc::MASK_DEL | rc::MASK_RSC;
         let r = self.resource(rd, node, OP)?;
-        // LINSTOR's `StorDriver/Zfs/DeleteStrategy` 'Delete': no delete
-        // while the definition has snapshots.
-        if let Some(d) = self.rsc_dfns.get(&key(&r.resource_definition)) {
-            self.check_zfs_delete(d, OP)?;
-        }
-        // Otherwise (CtrlRscDeleteApiCallHandler, 'Rename' or 'Dynamic'):
+        // Whatever the ZFS delete strategy (refused by the REST delete
+        // only, `delete_resource_keeping_quorum`; LINSTOR's node delete and
+        // evacuation never ask it):
         // a ZFS resource goes while its snapshots stay (the satellite
         // renames its zvols aside with them); other providers' snapshots
         // live in the volume's pool as dependents of it.

@@ -846,8 +846,11 @@ mod tests {
         c.rsc_dfns.get_mut("SRC").unwrap().props.insert(PROP_ZFS_DELETE_STRATEGY.into(), "Delete".into());
         let refused =
             (rc::FAIL_EXISTS_SNAPSHOT, "Cannot use DELETE strategy since the resource definition 'src' still has snapshots".into());
-        assert_eq!(code(c.delete_resource("src", "z1").unwrap_err()), refused);
+        assert_eq!(code(c.delete_resource_keeping_quorum("src", "z1", false).unwrap_err()), refused);
         assert_eq!(code(c.delete_vlm_dfn("src", 0).unwrap_err()), refused);
+        // A node's delete or evacuation removes its resources anyway, as
+        // LINSTOR's do (they never ask the strategy).
+        assert!(c.delete_resource("src", "z1").is_ok());
         // 'Rename' (as 'Dynamic'): the resource goes, its snapshots stay.
         c.rsc_dfns.get_mut("SRC").unwrap().props.insert(PROP_ZFS_DELETE_STRATEGY.into(), "Rename".into());
         c.apply(c.delete_resource("src", "z1").unwrap().changes);

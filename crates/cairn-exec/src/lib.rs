@@ -239,9 +239,18 @@ pub struct Streaming {
     /// The command's stdout (`Feed::Out`).
     pub stdout: Option<tokio::process::ChildStdout>,
     waiter: Option<tokio::task::JoinHandle<Result<Output, ExecError>>>,
+    /// Called once the command is over (finished, or killed by a drop).
+    ended: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl Streaming {
+    /// Runs `f` once the command is over: after [`Streaming::finish`]
+    /// waited for it, or when a drop kills it.
+    pub fn on_end(mut self, f: impl FnOnce() + Send + Sync + 'static) -> Streaming {
+        self.ended = Some(Box::new(f));
+        self
+    }
+
     /// Waits for the command to end (closing its stdin first): its stderr
     /// (and, for `Feed::In`, its stdout), or the failure.
     pub async fn finish(mut self) -> Result<Output, ExecError> {
@@ -262,6 +271,9 @@ impl Drop for Streaming {
         // The waiter owns the child (kill_on_drop): aborting it kills it.
         if let Some(w) = self.waiter.take() {
             w.abort();
+        }
+        if let Some(f) = self.ended.take() {
+            f();
         }
     }
 }
@@ -380,7 +392,7 @@ impl CommandRunner for HostRunner {
             let stdout = if feed == Feed::Out { child.stdout.take() } else { None };
             let (program, timeout, shown) = (cmd.program.clone(), cmd.timeout, cmd.to_string());
             let waiter = tokio::spawn(async move { wait(child, program, argv, timeout, &shown, "streamed command", false).await });
-            Ok(Streaming { stdin, stdout, waiter: Some(waiter) })
+            Ok(Streaming { stdin, stdout, waiter: Some(waiter), ended: None })
         })
     }
 
@@ -571,6 +583,27 @@ mod tests {
             assert!(matches!(s.finish().await, Err(ExecError::Timeout { .. })));
             // The fake runner has no processes to stream.
             assert!(FakeRunner::new().stream(&Cmd::new("zfs"), Feed::Out).await.is_err());
+        });
+    }
+
+    #[test]
+    fn a_streamed_command_says_when_it_is_over_finished_or_dropped() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        rt().block_on(async {
+            let over = std::sync::Arc::new(AtomicUsize::new(0));
+            let seen = over.clone();
+            let s = HostRunner.stream(&Cmd::new("true"), Feed::In).await.unwrap().on_end(move || {
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+            assert_eq!(over.load(Ordering::SeqCst), 0, "not before it is over");
+            assert!(s.finish().await.is_ok());
+            assert_eq!(over.load(Ordering::SeqCst), 1);
+            let seen = over.clone();
+            let s = HostRunner.stream(&Cmd::new("sleep").arg("5"), Feed::Out).await.unwrap().on_end(move || {
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+            drop(s);
+            assert_eq!(over.load(Ordering::SeqCst), 2, "a dropped (killed) one too, once");
         });
     }
 

@@ -125,13 +125,19 @@ const COPY_TIMEOUT: Duration = Duration::from_secs(3600);
 /// costs 0.2-0.4 s, as much as the `zfs create` itself.
 const LIST_REUSE: Duration = Duration::from_secs(10);
 
-/// The pools' last lists, and a count of the commands that may have
-/// changed datasets: a list is reused only while that count has not moved
-/// since it was read, and never after [`LIST_REUSE`] (something outside
-/// Cairn may change a pool too).
-#[derive(Default)]
+/// The count of commands that may have changed datasets, one for the
+/// whole process: the satellite's backups and shipments run their own
+/// [`Zfs`], and what they change must spoil every list.
+fn process_changes() -> Arc<AtomicU64> {
+    static CHANGES: std::sync::OnceLock<Arc<AtomicU64>> = std::sync::OnceLock::new();
+    CHANGES.get_or_init(Arc::default).clone()
+}
+
+/// The pools' last lists: a list is reused only while the count of
+/// changes has not moved since it was read, and never after
+/// [`LIST_REUSE`] (something outside Cairn may change a pool too).
 struct Lists {
-    changes: AtomicU64,
+    changes: Arc<AtomicU64>,
     by_dataset: Mutex<HashMap<String, Listed>>,
 }
 
@@ -144,10 +150,6 @@ struct Listed {
 impl Lists {
     fn changes(&self) -> u64 {
         self.changes.load(Ordering::SeqCst)
-    }
-
-    fn changing(&self) {
-        self.changes.fetch_add(1, Ordering::SeqCst);
     }
 
     fn reuse(&self, dataset: &str) -> Option<Vec<Zvol>> {
@@ -193,10 +195,16 @@ fn changes_datasets(argv: &[String]) -> bool {
 
 /// The runner as the ZFS provider uses it: it counts every command that
 /// may change datasets, before and after it runs (a streamed one when it
-/// starts: what follows a `zfs receive` changes datasets again).
+/// starts and when it is over).
 struct Counting {
     inner: Arc<dyn CommandRunner>,
-    lists: Arc<Lists>,
+    changes: Arc<AtomicU64>,
+}
+
+impl Counting {
+    fn changing(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl CommandRunner for Counting {
@@ -204,21 +212,27 @@ impl CommandRunner for Counting {
         Box::pin(async move {
             let changing = changes_datasets(&cmd.argv());
             if changing {
-                self.lists.changing();
+                self.changing();
             }
             let r = self.inner.run(cmd).await;
             if changing {
-                self.lists.changing();
+                self.changing();
             }
             r
         })
     }
 
     fn stream<'a>(&'a self, cmd: &'a Cmd, feed: Feed) -> BoxFuture<'a, Result<Streaming, ExecError>> {
-        if changes_datasets(&cmd.argv()) {
-            self.lists.changing();
-        }
-        self.inner.stream(cmd, feed)
+        Box::pin(async move {
+            if !changes_datasets(&cmd.argv()) {
+                return self.inner.stream(cmd, feed).await;
+            }
+            self.changing();
+            let changes = self.changes.clone();
+            Ok(self.inner.stream(cmd, feed).await?.on_end(move || {
+                changes.fetch_add(1, Ordering::SeqCst);
+            }))
+        })
     }
 }
 
@@ -261,8 +275,15 @@ fn orphaned_origin(all: &[Zvol], name: &str, gone: &[String]) -> Option<String> 
 
 impl Zfs {
     pub fn new(runner: Arc<dyn CommandRunner>, timeout: Duration) -> Zfs {
-        let lists = Arc::new(Lists::default());
-        Zfs { runner: Arc::new(Counting { inner: runner, lists: lists.clone() }), timeout, settle: Duration::from_secs(5), lists }
+        Zfs::counting_in(runner, timeout, process_changes())
+    }
+
+    /// A provider whose count of changes is `changes` (the process's in
+    /// [`Zfs::new`]; a test's own, so tests running at once do not spoil
+    /// each other's lists).
+    fn counting_in(runner: Arc<dyn CommandRunner>, timeout: Duration, changes: Arc<AtomicU64>) -> Zfs {
+        let lists = Arc::new(Lists { changes: changes.clone(), by_dataset: Mutex::default() });
+        Zfs { runner: Arc::new(Counting { inner: runner, changes }), timeout, settle: Duration::from_secs(5), lists }
     }
 
     pub fn with_settle(mut self, settle: Duration) -> Zfs {
@@ -280,8 +301,9 @@ impl Zfs {
         let c = self.zfs().args(["list", "-r", "-H", "-p", "-o", LIST_COLUMNS, "-t", "volume,snapshot", &pool.dataset]);
         let zvols = match self.runner.run(&c).await {
             Ok(o) => parse_list(&o.stdout)?,
-            // Exit 1 with nothing listed: no volumes yet (LINSTOR tolerates it).
-            Err(ExecError::NonZero { code: 1, stderr, .. }) if !stderr.contains("does not exist") => Vec::new(),
+            // Exit 1 with nothing listed: no volumes yet (LINSTOR tolerates
+            // it), but nothing to reuse either.
+            Err(ExecError::NonZero { code: 1, stderr, .. }) if !stderr.contains("does not exist") => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
         self.lists.keep(&pool.dataset, changes, &zvols);
@@ -914,7 +936,7 @@ mod tests {
 
     fn on(thin: bool) -> (Arc<FakeRunner>, Zfs, ZfsPool) {
         let f = Arc::new(FakeRunner::new());
-        let z = Zfs::new(f.clone(), Duration::from_secs(5)).with_settle(Duration::ZERO);
+        let z = Zfs::counting_in(f.clone(), Duration::from_secs(5), Arc::default()).with_settle(Duration::ZERO);
         (f, z, ZfsPool::new("zp", POOL, thin).unwrap())
     }
 
@@ -1065,6 +1087,24 @@ mod tests {
         assert!(rt().block_on(z.ensure(&pool, "web", 0, "web", Kib::new(1024).unwrap())).is_err());
         assert!(rt().block_on(z.snapshots(&pool, "web")).unwrap().is_empty());
         assert!(f.is_done(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn a_change_made_through_another_provider_of_the_process_spoils_the_list() {
+        // The satellite's backups and shipments run providers of their own.
+        let changes: Arc<AtomicU64> = Arc::default();
+        let (f, g) = (Arc::new(FakeRunner::new()), Arc::new(FakeRunner::new()));
+        let a = Zfs::counting_in(f.clone(), Duration::from_secs(5), changes.clone()).with_settle(Duration::ZERO);
+        let b = Zfs::counting_in(g.clone(), Duration::from_secs(5), changes).with_settle(Duration::ZERO);
+        let pool = ZfsPool::new("zp", POOL, true).unwrap();
+        let l = list_cmd(POOL);
+        f.expect(&l, "").expect(&l, "tank/linstor/db_00000@s1\t0\t-\tsnapshot\t-\t-\t-\tabc\t-\n");
+        rt().block_on(a.allocated(&pool)).unwrap();
+        assert!(rt().block_on(a.snapshots(&pool, "db")).unwrap().is_empty(), "reused: no command");
+        g.expect(&["zfs", "snapshot", "tank/linstor/db_00000@s1"], "");
+        rt().block_on(b.create_snapshot(&pool, "db", 0, "s1")).unwrap();
+        assert_eq!(rt().block_on(a.snapshots(&pool, "db")).unwrap(), [("s1".to_string(), vec![0])].into());
+        assert!(f.is_done() && g.is_done(), "{:?} {:?}", f.calls(), g.calls());
     }
 
     #[test]
@@ -1273,7 +1313,7 @@ mod tests {
     #[test]
     fn clones_are_zfs_clones_or_send_receive_from_a_snapshot_of_the_source() {
         let f = Arc::new(FakeRunner::new());
-        let z = Zfs::new(f.clone(), Duration::from_secs(5)).with_settle(Duration::ZERO);
+        let z = Zfs::counting_in(f.clone(), Duration::from_secs(5), Arc::default()).with_settle(Duration::ZERO);
         let pool = ZfsPool::new("zt", "tank", true).unwrap();
         let l = list_cmd("tank");
         let src = "tank/web_00000\t57344\t67108864\tvolume\t16384\t-\t-\ta1\t-\n";
