@@ -987,14 +987,13 @@ mod layer_data_as_before {
                 d.connections
                     .iter()
                     .map(|c| {
+                        // The fixture's one split brain: `web`, peer node id 1.
                         let message = if c.split_brain {
-                            format!(
-                                "{}: split brain, the replicas' data diverged; DRBD resolves nothing by itself: \
-                                 keep one side and, on the node whose changes are dropped, run \
-                                 `drbdsetup connect {} {} --discard-my-data` (and on the other node \
-                                 `drbdsetup connect {} <its peer's node id>`)",
-                                c.connection, r.resource_definition, c.peer_node_id, r.resource_definition
-                            )
+                            "StandAlone: split brain, the replicas' data diverged; DRBD resolves nothing by itself: \
+                             keep one side and, on the node whose changes are dropped, run \
+                             `drbdsetup connect web 1 --discard-my-data` (and on the other node \
+                             `drbdsetup connect web <its peer's node id>`)"
+                                .to_string()
                         } else {
                             c.connection.clone()
                         };
