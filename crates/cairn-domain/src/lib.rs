@@ -32,6 +32,7 @@ pub mod resource;
 pub mod resource_connection;
 pub mod resource_definition;
 pub mod resource_group;
+pub mod resource_json;
 pub mod schedule;
 pub mod snapshot;
 pub mod storage_pool;

@@ -289,13 +289,13 @@ impl Resource {
 
     fn drbd_connection(&self, c: &DrbdConnectionObserved) -> wire::DrbdConnection {
         let message = if c.split_brain {
-            format!(
-                "{}: split brain, the replicas' data diverged; DRBD resolves nothing by itself: \
-                 keep one side and, on the node whose changes are dropped, run \
-                 `drbdsetup connect {} {} --discard-my-data` (and on the other node \
-                 `drbdsetup connect {} <its peer's node id>`)",
-                c.connection, self.resource_definition, c.peer_node_id, self.resource_definition
-            )
+            struct Message<'a>(&'a DrbdConnectionObserved, &'a str);
+            impl std::fmt::Display for Message<'_> {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    split_brain_message(f, self.0, self.1)
+                }
+            }
+            Message(c, &self.resource_definition).to_string()
         } else {
             c.connection.clone()
         };
@@ -326,6 +326,18 @@ impl Resource {
         layer.children = vec![self.layer_tree(depth + 1, seen, drbd)];
         layer
     }
+}
+
+/// The message of a DRBD connection in split brain (resource `rd`).
+pub(crate) fn split_brain_message(f: &mut std::fmt::Formatter<'_>, c: &DrbdConnectionObserved, rd: &str) -> std::fmt::Result {
+    write!(
+        f,
+        "{}: split brain, the replicas' data diverged; DRBD resolves nothing by itself: \
+         keep one side and, on the node whose changes are dropped, run \
+         `drbdsetup connect {} {} --discard-my-data` (and on the other node \
+         `drbdsetup connect {} <its peer's node id>`)",
+        c.connection, rd, c.peer_node_id, rd
+    )
 }
 
 /// What the node's DRBD reported of one volume.
@@ -923,7 +935,7 @@ mod volumes_form {
 /// The layer data was `serde_json::Value` maps before it was typed; these
 /// are those builders, kept to show that the typed form says the same.
 #[cfg(test)]
-mod layer_data_as_before {
+pub(crate) mod layer_data_as_before {
     use super::*;
     use cairn_proto::DrbdPeerVolumeObserved;
     use serde_json::{Map, Value, json};
@@ -1070,7 +1082,7 @@ mod layer_data_as_before {
         }
     }
 
-    fn resource(node: &str, flags: &[&str], client: bool) -> Resource {
+    pub(crate) fn resource(node: &str, flags: &[&str], client: bool) -> Resource {
         Resource {
             resource_definition: "web".into(),
             node: node.into(),
@@ -1085,7 +1097,7 @@ mod layer_data_as_before {
         }
     }
 
-    fn drbd_seen() -> DrbdObserved {
+    pub(crate) fn drbd_seen() -> DrbdObserved {
         let peer = |p: &str, done| DrbdPeerVolumeObserved {
             peer: p.into(),
             replication: "SyncSource".into(),
@@ -1131,7 +1143,7 @@ mod layer_data_as_before {
 
     /// Volume 0 fully reported, 1 with nothing, 2 with a corrupted key and
     /// no LUKS device; volume 1 has no minor.
-    fn observed(nr: u32) -> Option<VolumeObserved> {
+    pub(crate) fn observed(nr: u32) -> Option<VolumeObserved> {
         match nr {
             0 => Some(VolumeObserved {
                 device_path: Some("/dev/vg/web_00000".into()),
@@ -1146,7 +1158,7 @@ mod layer_data_as_before {
         }
     }
 
-    fn minor(nr: u32) -> Option<u32> {
+    pub(crate) fn minor(nr: u32) -> Option<u32> {
         (nr != 1).then_some(1000 + nr)
     }
 

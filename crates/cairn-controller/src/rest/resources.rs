@@ -12,15 +12,19 @@ use axum::routing::{get, post, put};
 use cairn_api::PropsModify;
 use cairn_api::query::{NameFilter, Query};
 use cairn_api::rc;
+use cairn_api::rc::ApiCallRc;
 use cairn_api::resource::{ResourceCreate, ResourceModify, ResourceWithVolumes, ToggleDiskDiskful, ToggleDiskRequest, Volume};
 use cairn_domain::Cluster;
 use cairn_domain::name::key;
-use cairn_domain::resource::{Resource, VolumeObserved};
+use cairn_domain::resource::Resource;
+use cairn_domain::resource_json::{ResourceJson, VolumeSeen};
 use cairn_domain::toggle_disk::{ToggleDisk, ToggleOp};
+use cairn_proto::{DrbdObserved, ResourceObserved};
 
 use super::error::ApiError;
 use super::input;
-use super::reply::{Reply, ok, stream_array};
+use super::reply::{ArrayWriter, Reply, ok, stream_array};
+use crate::crypto::MasterKey;
 use crate::links::LinksSnapshot;
 use crate::state::AppState;
 
@@ -47,56 +51,99 @@ pub(super) fn wire(s: &AppState, c: &Cluster, r: &Resource) -> ResourceWithVolum
     wire_of(s, &s.links().snapshot(), c, &(key(&r.resource_definition), key(&r.node)), r)
 }
 
-/// [`wire`] for a resource under its cluster key (definition, node), with
-/// the links taken once for a whole list.
-pub(super) fn wire_of(
-    s: &AppState,
-    links: &LinksSnapshot,
-    c: &Cluster,
-    (rd, node): &(String, String),
-    r: &Resource,
-) -> ResourceWithVolumes {
-    let observed = links.resource(node, rd);
-    // A LUKS key the unlocked master key cannot open is LINSTOR's
-    // corrupted_key (its satellite fails to decrypt it).
-    let master = r.volumes.values().any(|v| v.luks_secret.is_some()).then(|| s.links().master()).flatten();
-    let corrupted = |nr: u32| {
-        let sealed = r.volumes.get(&nr).and_then(|v| v.luks_secret.as_ref());
-        sealed.zip(master.as_ref()).is_some_and(|(sealed, m)| m.open(sealed).is_err())
-    };
-    let volume = |nr: u32| {
-        let seen = observed.as_ref().and_then(|o| o.volumes.iter().find(|v| v.number == nr)).map(|v| VolumeObserved {
-            device_path: v.device_path.clone(),
+/// What its satellite reported of one resource, and whether its LUKS keys
+/// open, as a resource's wire form shows them.
+struct Reported<'c> {
+    r: &'c Resource,
+    observed: Option<Arc<ResourceObserved>>,
+    master: Option<MasterKey>,
+}
+
+impl<'c> Reported<'c> {
+    /// `(rd, node)`: the resource's cluster key.
+    fn new(s: &AppState, links: &LinksSnapshot, (rd, node): &(String, String), r: &'c Resource) -> Reported<'c> {
+        // A LUKS key the unlocked master key cannot open is LINSTOR's
+        // corrupted_key (its satellite fails to decrypt it).
+        let master = r.volumes.values().any(|v| v.luks_secret.is_some()).then(|| s.links().master()).flatten();
+        Reported { r, observed: links.resource(node, rd), master }
+    }
+
+    fn volume(&self, nr: u32) -> Option<VolumeSeen<'_>> {
+        let sealed = self.r.volumes.get(&nr).and_then(|v| v.luks_secret.as_ref());
+        let corrupted = sealed.zip(self.master.as_ref()).is_some_and(|(sealed, m)| m.open(sealed).is_err());
+        let seen = self.observed.as_deref().and_then(|o| o.volumes.iter().find(|v| v.number == nr)).map(|v| VolumeSeen {
+            device_path: v.device_path.as_deref(),
             allocated_size_kib: v.allocated_kib,
             usable_size_kib: v.usable_kib,
-            disk_state: Some(v.disk_state.clone()),
-            luks_device_path: v.luks_device_path.clone(),
+            disk_state: Some(&v.disk_state),
+            luks_device_path: v.luks_device_path.as_deref(),
             luks_corrupted_key: false,
         });
-        match (seen, corrupted(nr)) {
-            (seen, true) => Some(VolumeObserved { luks_corrupted_key: true, ..seen.unwrap_or_default() }),
+        match (seen, corrupted) {
+            (seen, true) => Some(VolumeSeen { luks_corrupted_key: true, ..seen.unwrap_or_default() }),
             (seen, false) => seen,
         }
-    };
-    // Without DRBD nothing can hold a plain volume open behind our back;
-    // "in use" is known once the satellite reported the resource.
-    let minor = |nr: u32| c.vlm_dfns.get(&(rd.clone(), nr)).and_then(|v| v.drbd_minor);
-    let mut out = r.to_api(&volume, &minor, observed.as_ref().map(|_| false), observed.as_ref().and_then(|o| o.drbd.as_ref()));
-    // What the satellite could not do shows with the volumes, as LINSTOR's
-    // volume reports do.
-    if let Some(e) = observed.as_ref().and_then(|o| o.error.as_ref()) {
-        let mut report = cairn_api::rc::ApiCallRc::error(cairn_api::rc::MASK_VLM, cairn_api::rc::FAIL_UNKNOWN_ERROR, e.message.clone());
+    }
+
+    /// Without DRBD nothing can hold a plain volume open behind our back;
+    /// "in use" is known once the satellite reported the resource.
+    fn in_use(&self) -> Option<bool> {
+        self.observed.as_ref().map(|_| false)
+    }
+
+    fn drbd(&self) -> Option<&DrbdObserved> {
+        self.observed.as_deref().and_then(|o| o.drbd.as_ref())
+    }
+
+    /// What the satellite could not do shows with the volumes, as
+    /// LINSTOR's volume reports do.
+    fn report(&self) -> Option<ApiCallRc> {
+        let e = self.observed.as_deref().and_then(|o| o.error.as_ref())?;
+        let mut report = ApiCallRc::error(rc::MASK_VLM, rc::FAIL_UNKNOWN_ERROR, e.message.clone());
         if let Some(c) = &e.cause {
             report = report.with_cause(c.clone());
         }
         if let Some(d) = &e.details {
             report = report.with_details(d.clone());
         }
+        Some(report)
+    }
+}
+
+/// The DRBD minor of volume `nr` of definition `rd` (key).
+fn minor_of(c: &Cluster, rd: &str, nr: u32) -> Option<u32> {
+    c.vlm_dfns.get(&(rd.to_string(), nr)).and_then(|v| v.drbd_minor)
+}
+
+/// [`wire`] for a resource under its cluster key (definition, node), with
+/// the links taken once for a whole list.
+pub(super) fn wire_of(s: &AppState, links: &LinksSnapshot, c: &Cluster, k: &(String, String), r: &Resource) -> ResourceWithVolumes {
+    let rep = Reported::new(s, links, k, r);
+    let volume = |nr: u32| rep.volume(nr).map(|v| v.to_owned());
+    let minor = |nr: u32| minor_of(c, &k.0, nr);
+    let mut out = r.to_api(&volume, &minor, rep.in_use(), rep.drbd());
+    if let Some(report) = rep.report() {
         for v in &mut out.volumes {
             v.reports.push(report.clone());
         }
     }
     out
+}
+
+/// Writes a resource of a list as [`wire_of`] shows it, straight from the
+/// cluster's objects (see `cairn_domain::resource_json`).
+fn write_resource(
+    w: &mut ArrayWriter,
+    s: &AppState,
+    links: &LinksSnapshot,
+    c: &Cluster,
+    k: &(String, String),
+    r: &Resource,
+) -> std::io::Result<()> {
+    let rep = Reported::new(s, links, k, r);
+    let report = rep.report();
+    let json = ResourceJson::new(r, |nr| rep.volume(nr), |nr| minor_of(c, &k.0, nr), rep.in_use(), rep.drbd(), report.as_ref());
+    w.item(&json)
 }
 
 /// Resources matching `nodes`, `resources`, `storage_pools` and `props`.
@@ -127,14 +174,14 @@ fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>) -
                 // The whole list: the cluster's keys as they are, no copies.
                 let links = s.links().snapshot();
                 for (k, r) in page.window(c.resources.iter().filter(|(_, r)| keep(r))) {
-                    w.item(&wire_of(&s, &links, &c, k, r))?;
+                    write_resource(w, &s, &links, &c, k, r)?;
                 }
                 return Ok(());
             }
         };
         let links = s.links().snapshot();
         for r in page.window(picked.into_iter()) {
-            w.item(&wire_of(&s, &links, &c, &(key(&r.resource_definition), key(&r.node)), r))?;
+            write_resource(w, &s, &links, &c, &(key(&r.resource_definition), key(&r.node)), r)?;
         }
         Ok(())
     }))
