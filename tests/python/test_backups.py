@@ -7,7 +7,9 @@ without room refused before anything is written, delete (by id, cascading,
 by time), abort of a running shipment and the queue view."""
 
 import hashlib
+import json
 import os
+import random
 import shutil
 import subprocess
 import tempfile
@@ -434,3 +436,96 @@ def test_an_abort_during_an_outage_ends_the_upload_at_once(bcluster):
         assert b._rest_data["success"] is False and "aborted" in b._rest_data.get("fail_messages", ""), b._rest_data
     finally:
         proxy.stop()
+
+
+OLD_BACKUP = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "cairn-satellite", "testdata", "backup-sha256")
+
+
+def old_chunk(i):
+    """A chunk of the captured SHA-256 backup: 4 KiB of seeded random bytes
+    repeated to 1 MiB (testdata/backup-sha256/README.md)."""
+    return random.Random(i).randbytes(4096) * 256
+
+
+def upload_old_backup(c):
+    """Puts the captured backup (written by Cairn before BLAKE3: SHA-256
+    frames and chunk map) into the bucket; its .meta key and volume key."""
+    s3 = s3_client(c.s3)
+    names = sorted(os.listdir(OLD_BACKUP))
+    [meta] = [n for n in names if n.endswith(".meta")]
+    [vol] = [n for n in names if n.startswith("oldfmt_00000_")]
+    for n in (vol, meta):
+        with open(os.path.join(OLD_BACKUP, n), "rb") as f:
+            s3.put_object(Bucket=c.s3.bucket, Key=n, Body=f.read())
+    return meta, vol
+
+
+def meta_of(c, key):
+    return json.loads(s3_client(c.s3).get_object(Bucket=c.s3.bucket, Key=key)["Body"].read())
+
+
+def test_new_backups_use_blake3_and_a_sha256_chain_written_before_restores_and_grows_with_sha256(bcluster):
+    c = bcluster
+    meta_key, vol_key = upload_old_backup(c)
+    old = meta_of(c, meta_key)
+    assert old["cairn"]["checksum"] == "sha256"
+    old_data = old_chunk(0) + bytes(MIB) + old_chunk(2)
+    # The old backup restores on n3, byte for byte.
+    ok(c.lin.backup_restore("bk", "n3", "oldback", bak_id=meta_key[:-len(".meta")]))
+    assert digest(device(c, "oldback", "n3"), 3 * MIB) == hashlib.sha256(old_data).hexdigest()
+
+    # An incremental on top of it (its snapshot exists on n1, as the
+    # source's would): it keeps SHA-256, says so, and carries only the
+    # changed chunk, the others matching the old chunk map.
+    snap = old["cairn"]["volumes"]["0"]["key"].split("_00000_", 1)[1]
+    dev = make_volume(c, "oldfmt", 3 * 1024)
+    write_dev(dev, old_data)
+    ok(c.lin.snapshot_create(["n1"], "oldfmt", snap))
+    time.sleep(1.1)
+    new = os.urandom(MIB)
+    write_dev(dev, new, offset=2 * MIB)
+    replies = ok(c.lin.backup_create("bk", "oldfmt", incremental=True))
+    assert any("chunk checksums are sha256: it uses sha256 too" in r.message for r in replies), [r.message for r in replies]
+    bs = finished(c.lin, "oldfmt", 2)
+    inc = next(b for b in bs if b.id != meta_key[:-len(".meta")])
+    assert inc._rest_data["based_on_id"] == meta_key[:-len(".meta")], inc._rest_data
+    inc_meta = meta_of(c, inc._rest_data["s3"]["meta_name"])
+    assert inc_meta["cairn"]["checksum"] == "sha256"
+    assert inc_meta["cairn"]["volumes"]["0"]["chunkMap"][0] == old["cairn"]["volumes"]["0"]["chunkMap"][0]
+    assert inc_meta["cairn"]["volumes"]["0"]["chunksStored"] == 1, inc_meta
+    inc_obj = s3_client(c.s3).get_object(Bucket=c.s3.bucket, Key=inc._rest_data["vlms"][0]["s3"]["key"])["Body"].read()
+    assert inc_obj[24:28] == b"CHNK", inc_obj[:28]
+    ok(c.lin.backup_restore("bk", "n3", "incback", bak_id=inc.id))
+    assert digest(device(c, "incback", "n3"), 3 * MIB) == hashlib.sha256(old_data[:2 * MIB] + new).hexdigest()
+
+    # A full backup starts a BLAKE3 chain: its .meta says so, its frames
+    # are tagged so, and it restores.
+    time.sleep(1.1)
+    ok(c.lin.backup_create("bk", "oldfmt", incremental=False))
+    bs = finished(c.lin, "oldfmt", 3)
+    full = next(b for b in bs if b.id not in (inc.id, meta_key[:-len(".meta")]))
+    full_meta = meta_of(c, full._rest_data["s3"]["meta_name"])
+    assert full_meta["cairn"]["checksum"] == "blake3" and full_meta.get("basedOn") is None, full_meta
+    assert len(full_meta["cairn"]["volumes"]["0"]["chunkMap"][0]) == 64
+    full_key = full._rest_data["vlms"][0]["s3"]["key"]
+    full_obj = s3_client(c.s3).get_object(Bucket=c.s3.bucket, Key=full_key)["Body"].read()
+    assert full_obj[24:28] == b"CHB3", full_obj[:28]
+    ok(c.lin.backup_restore("bk", "n3", "b3back", bak_id=full.id))
+    assert digest(device(c, "b3back", "n3"), 3 * MIB) == hashlib.sha256(old_data[:2 * MIB] + new).hexdigest()
+
+    # A damaged object fails the restore with the algorithm named, both
+    # the old SHA-256 one and the new BLAKE3 one (a byte of the first
+    # frame's checksum flipped: the data still decompresses).
+    s3 = s3_client(c.s3)
+    for key, obj, algo in ((vol_key, None, "sha256"), (full_key, full_obj, "blake3")):
+        if obj is None:
+            obj = s3.get_object(Bucket=c.s3.bucket, Key=key)["Body"].read()
+        bad = bytearray(obj)
+        bad[24 + 20] ^= 0x01
+        s3.put_object(Bucket=c.s3.bucket, Key=key, Body=bytes(bad))
+    for bak_id, key, algo, target in ((meta_key[:-len(".meta")], vol_key, "sha256", "bad1"), (full.id, full_key, "blake3", "bad2")):
+        replies = c.lin.backup_restore("bk", "n3", target, bak_id=bak_id)
+        err(replies, FAIL_UNKNOWN_ERROR)
+        causes = " ".join(r.cause or "" for r in replies)
+        assert f"the backup object '{key}' is damaged: chunk 0 fails its {algo} checksum" in causes, causes
+        assert not [r for r in c.lin.resource_dfn_list_raise().resource_definitions if r.name == target]

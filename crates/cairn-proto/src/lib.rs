@@ -27,7 +27,7 @@ pub mod tls;
 pub use error_report::{ErrorReport, ErrorReportFilter, ErrorReportsDeleted};
 
 /// Bumped on every incompatible change of these messages.
-pub const PROTO_VERSION: u32 = 11;
+pub const PROTO_VERSION: u32 = 12;
 /// Header carrying the sender's [`PROTO_VERSION`].
 pub const VERSION_HEADER: &str = "x-cairn-proto";
 /// Header carrying the leader's epoch (high availability: the lease epoch
@@ -193,14 +193,47 @@ pub struct S3Target {
     pub path_style: bool,
 }
 
+/// The checksum of a backup's chunks, in its frames and its chunk map
+/// (docs/BACKUP-FORMAT.md). The whole chain of incrementals keeps the
+/// algorithm of its full backup, so chunk maps compare like with like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checksum {
+    /// SHA-256: every backup written before BLAKE3 came.
+    #[default]
+    Sha256,
+    /// BLAKE3 (32 bytes): every chain started since.
+    Blake3,
+}
+
+impl Checksum {
+    /// The name in a backup's `.meta` (`cairn.checksum`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Checksum::Sha256 => "sha256",
+            Checksum::Blake3 => "blake3",
+        }
+    }
+
+    /// The algorithm a `.meta` names; None for one this version does not know.
+    pub fn parse(name: &str) -> Option<Checksum> {
+        match name {
+            "sha256" => Some(Checksum::Sha256),
+            "blake3" => Some(Checksum::Blake3),
+            _ => None,
+        }
+    }
+}
+
 /// One volume of a snapshot to upload as the object `key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupVolumeSend {
     pub number: u32,
     pub key: String,
-    /// The chunk map (one sha256 per chunk, hex; empty string for an
-    /// all-zero chunk) of the backup this one is based on: only chunks
-    /// whose hash differs are uploaded. None: a full backup.
+    /// The chunk map (one hash per chunk, hex, of the send's
+    /// [`BackupSend::checksum`]; empty string for an all-zero chunk) of the
+    /// backup this one is based on: only chunks whose hash differs are
+    /// uploaded. None: a full backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_chunks: Option<Vec<String>>,
 }
@@ -220,6 +253,10 @@ pub struct BackupSend {
     /// changed since (LVM_THIN's `thin_delta`) reads only that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_snapshot: Option<String>,
+    /// The checksum of the frames and the chunk map: an incremental's is
+    /// its base's (the chunk maps must compare), a full backup's BLAKE3.
+    #[serde(default)]
+    pub checksum: Checksum,
 }
 
 /// What was uploaded of one volume.
@@ -241,6 +278,9 @@ pub struct BackupVolumeSent {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct BackupSent {
     pub volumes: Vec<BackupVolumeSent>,
+    /// The checksum the satellite used (its chunk maps' algorithm).
+    #[serde(default)]
+    pub checksum: Checksum,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ObjectError>,
 }

@@ -3,7 +3,7 @@
 //! on a port it picks for one connection presenting a one-use token, the
 //! sending satellite streams the snapshot's volumes to it in the backup
 //! object format (docs/BACKUP-FORMAT.md: header, zstd frames with the
-//! sha256 of each chunk, trailer), and the receiver answers one status.
+//! SHA-256 of each chunk, trailer), and the receiver answers one status.
 //!
 //! When the receiving satellite runs with TLS (`--tls-cert`), its
 //! listener speaks TLS with that certificate and the sender, which cannot
@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::{BackupSent, BackupVolumeSent, ObjectError, PoolDesired, ProviderKind, ShipListen, ShipListening, ShipSend};
+use cairn_proto::{BackupSent, BackupVolumeSent, Checksum, ObjectError, PoolDesired, ProviderKind, ShipListen, ShipListening, ShipSend};
 use cairn_storage::Name;
 use cairn_storage::file::Files;
 use cairn_storage::lvm::{Lvm, LvmPool};
@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::backup::{BackupError, Frames, Running, Transfers, chunk_hash, chunks_touched, file_pool, frame, header, hidden, io, trailer};
+use crate::backup::{BackupError, Frames, Running, Transfers, chunks_touched, file_pool, frame, header, hidden, io, is_zero, trailer};
 
 /// What a sender says first: this tag, the token's length (u16) and the token.
 const HELLO: &[u8; 8] = b"CAIRNSHP";
@@ -790,10 +790,12 @@ async fn send_volume(
                 raw != &old[..len]
             }
             (None, Some(_)) => true,
-            (None, None) => !chunk_hash(raw).is_empty(),
+            (None, None) => !is_zero(raw),
         };
         if wanted {
-            let f = frame(index, raw)?;
+            // SHA-256 frames: a receiving cluster of an older Cairn reads
+            // only those (a new one reads both).
+            let f = frame(index, raw, Checksum::Sha256)?;
             w.write_all(&f).await.map_err(io("send a chunk"))?;
             sent.stored_bytes += f.len() as u64;
             sent.chunks_stored += 1;

@@ -24,7 +24,7 @@ use cairn_domain::name::key;
 use cairn_domain::remote::RemoteTarget;
 use cairn_domain::snapshot::NodeSnapState;
 use cairn_proto::{
-    BackupAbort, BackupReceive, BackupReceived, BackupSend, BackupSent, BackupVolumeReceive, BackupVolumeSend, PATH_BACKUP_ABORT,
+    BackupAbort, BackupReceive, BackupReceived, BackupSend, BackupSent, BackupVolumeReceive, BackupVolumeSend, Checksum, PATH_BACKUP_ABORT,
     PATH_BACKUP_RECEIVE, PATH_BACKUP_SEND, PoolDesired, S3Target, Secret,
 };
 use cairn_s3::{Bucket, S3Config};
@@ -218,10 +218,19 @@ struct CairnMeta {
     layer_stack: Vec<String>,
     #[serde(default)]
     chunk_size: u64,
+    /// The algorithm of the chunk maps and frames ("sha256" in every
+    /// backup before BLAKE3; read so when absent).
+    #[serde(default)]
+    checksum: Option<String>,
     volumes: BTreeMap<u32, CairnVolume>,
 }
 
 impl CairnMeta {
+    /// The algorithm of the chunk maps; None: one this version does not know.
+    fn checksum(&self) -> Option<Checksum> {
+        Checksum::parse(self.checksum.as_deref().unwrap_or("sha256"))
+    }
+
     /// KiB a restore writes of one volume into a thin pool: its chunks
     /// that are not zeros (the rest stays a hole), at most its size.
     fn allocated_kib(&self, v: &CairnVolume) -> i64 {
@@ -403,10 +412,18 @@ fn base_of<'a>(s: &AppState, found: &'a [Found], rsc: &str, node: &str) -> Optio
     let c = s.read();
     found
         .iter()
-        // A chunk map of another chunk size would compare the wrong ranges.
-        .filter(|f| key(&f.rsc) == key(rsc) && f.cairn().is_some_and(|m| m.chunk_size == CHUNK_SIZE))
+        // A chunk map of another chunk size would compare the wrong ranges,
+        // one of an algorithm unknown here could not be compared at all.
+        .filter(|f| key(&f.rsc) == key(rsc) && f.cairn().is_some_and(|m| m.chunk_size == CHUNK_SIZE && m.checksum().is_some()))
         .filter(|f| c.snapshots.get(&(key(rsc), key(&f.snap))).is_some_and(|d| d.nodes.contains_key(&key(node))))
         .max_by_key(|f| (f.meta.finish_timestamp, f.id.clone()))
+}
+
+/// The checksum of a new backup: its base's, so that the chunk maps
+/// compare (a chain begun with SHA-256 keeps it until the next full
+/// backup); BLAKE3 for a full one.
+fn chain_checksum(base: Option<&Found>) -> Checksum {
+    base.and_then(Found::cairn).and_then(CairnMeta::checksum).unwrap_or(Checksum::Blake3)
 }
 
 /// Where a backup of a definition is taken and read from.
@@ -502,6 +519,19 @@ pub(crate) async fn create(State(s): State<AppState>, Path(remote): Path<String>
             format!("No previous backup of '{rsc}' whose snapshot still exists on '{node}': the backup is a full one."),
         ));
     }
+    let checksum = chain_checksum(base);
+    if let Some(f) = base.filter(|_| checksum != Checksum::Blake3) {
+        entries.push(ApiCallRc::info(
+            OP_CRT,
+            0,
+            format!(
+                "The backup is based on '{}', whose chunk checksums are {}: it uses {} too (the next full backup starts a chain with BLAKE3, which costs less CPU).",
+                f.full_id(),
+                checksum.as_str(),
+                checksum.as_str()
+            ),
+        ));
+    }
     // The snapshot, taken as a snapshot request would.
     let taken = super::snapshots::take(&s, &rsc, &snap).await?;
     if taken.entries.iter().any(|e| e.is_error()) {
@@ -521,6 +551,7 @@ pub(crate) async fn create(State(s): State<AppState>, Path(remote): Path<String>
             .collect(),
         chunk_size: CHUNK_SIZE,
         base_snapshot: base.map(|f| f.snap.clone()),
+        checksum,
     };
     let shipment = Shipment {
         remote: remote.clone(),
@@ -610,7 +641,7 @@ async fn ship(
         "backups": backups,
         "clusterId": cluster_id,
         "snapDfnUuid": snap_uuid,
-        "cairn": {"format": 1, "chunkSize": send.chunk_size, "compression": "zstd", "checksum": "sha256",
+        "cairn": {"format": 1, "chunkSize": send.chunk_size, "compression": "zstd", "checksum": sent.checksum.as_str(),
                   "layerStack": layer_stack, "volumes": volumes},
     });
     if let Some(info) = luks_info {
@@ -1070,6 +1101,25 @@ mod tests {
         assert_eq!(parse_meta_key("rsc_00000_back_20261126_170509"), None);
         assert_eq!(parse_meta_key("rsc_back_2026112_170509.meta"), None);
         assert_eq!(parse_meta_key("x_back_20261126_170509.meta"), None);
+    }
+
+    fn found(checksum: Option<&str>) -> Found {
+        let mut cairn = json!({"chunkSize": CHUNK_SIZE, "volumes": {}});
+        if let Some(c) = checksum {
+            cairn["checksum"] = json!(c);
+        }
+        let meta = serde_json::from_value(json!({"rscName": "r", "cairn": cairn})).expect("meta");
+        Found { meta_key: "r_back_20261126_170509.meta".into(), rsc: "r".into(), id: "back_20261126_170509".into(), snap: "s".into(), meta }
+    }
+
+    #[test]
+    fn an_incremental_keeps_its_chains_checksum_and_a_full_backup_takes_blake3() {
+        assert_eq!(chain_checksum(None), Checksum::Blake3);
+        assert_eq!(chain_checksum(Some(&found(Some("sha256")))), Checksum::Sha256);
+        assert_eq!(chain_checksum(Some(&found(None))), Checksum::Sha256);
+        assert_eq!(chain_checksum(Some(&found(Some("blake3")))), Checksum::Blake3);
+        // An algorithm this version does not know is no base at all.
+        assert_eq!(found(Some("md5")).cairn().and_then(CairnMeta::checksum), None);
     }
 
     #[test]
