@@ -14,12 +14,14 @@ suite; numbers go to docs/BENCHMARKS.md):
    over TCP).
 4. Node evacuate of d1 holding 10 replicated thin volumes (2 replicas on
    d1 and d2, the tiebreaker on d3; CAIRN_BENCH_EVAC_MIB each, default 48,
-   all written), until d1 holds nothing and d3 is UpToDate everywhere;
-   then toggle-disk of one diskless replica to UpToDate; each against the
-   raw resync of the same data on the same VMs (`drbdadm invalidate` on d3:
-   a full resync from the peers, nothing else)."""
+   all written), until d1 holds nothing and d3 is UpToDate everywhere,
+   against the raw resync of the same data on the same VMs (`drbdsetup
+   invalidate` on d3: a full resync from its peer, nothing else).
+5. Toggle-disk of a diskless replica (d1) to a thin disk until UpToDate,
+   against `drbdsetup invalidate` of the same replica afterwards."""
 
 import os
+import re
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -147,7 +149,7 @@ def test_failover_and_resync_throughput(drbd_cluster):
     wait_for("d1 back", lambda: c.lin.node_list_raise(filter_by_nodes=["d1"]).nodes[0].connection_status == "ONLINE", timeout=120)
 
 
-def test_evacuate_and_toggle_disk_against_raw_resync(drbd_cluster):
+def test_evacuate_against_raw_resync(drbd_cluster):
     c = drbd_cluster
     size = int(os.environ.get("CAIRN_BENCH_EVAC_MIB", "48"))
     names = [f"ev{i}" for i in range(10)]
@@ -166,32 +168,60 @@ def test_evacuate_and_toggle_disk_against_raw_resync(drbd_cluster):
         "d1" not in view(c, n) and view(c, n).get("d3", {}).get("volumes", [{}])[0].get("state", {}).get("disk_state") == "UpToDate"
         for n in names), timeout=1800)
     evac = time.time() - t
+    print(f"BENCH evacuate: {evac:.1f} s", flush=True)
     # Raw: the same data resynced by DRBD alone, d3 invalidated on every
     # definition at once (a full resync from d2).
     t = time.time()
     for n in names:
-        sh(c.vms["d3"], f"drbdadm invalidate {n}")
+        sh(c.vms["d3"], invalidate(n))
     for n in names:
         wait_for(f"{n} resynced", lambda: synced(c.vms["d3"], n, 1), timeout=1800)
     raw = time.time() - t
     print(f"BENCH evacuate d1 with 10 x {size} MiB thin replicas until d1 holds nothing: {evac:.1f} s; "
           f"raw resync of the same data (invalidate on d3): {raw:.1f} s; ratio {evac / raw:.2f}")
     ok(c.lin.node_restore("d1"))
-    # Toggle-disk: d1 gets a diskless replica of ev0, then its disk back.
-    ok(c.lin.resource_create([linstor.ResourceData("d1", "ev0", diskless=True)]))
-    wait_for("d1 diskless and connected", lambda: synced_diskless(c.vms["d1"], "ev0"), timeout=300)
+    for n in names:
+        ok(c.lin.resource_dfn_delete(n))
+
+
+def test_toggle_disk_against_raw_resync(drbd_cluster):
+    """The diskless tiebreaker on d1 of a definition with thin replicas on
+    d2 and d3 (written in full) toggled to a thin disk, until d1 is
+    UpToDate; against the raw resync of the same data (`invalidate` on
+    d1)."""
+    c = drbd_cluster
+    size = int(os.environ.get("CAIRN_BENCH_EVAC_MIB", "48"))
+    ok(c.lin.resource_dfn_create("tg"))
+    ok(c.lin.volume_dfn_create("tg", size * MIB))
+    ok(c.lin.resource_create([linstor.ResourceData(x, "tg", storage_pool="thin") for x in ("d2", "d3")]))
+    for x in ("d2", "d3"):
+        wait_for(f"tg connected on {x}", lambda: synced(c.vms[x], "tg", 2), timeout=300)
+    sh(c.vms["d2"], f"dd if=/dev/urandom of={device(c, 'tg', 'd2')} bs=1M count={size} oflag=direct conv=fsync 2>&1", timeout=600)
+    wait_for("d1 diskless and connected", lambda: synced_diskless(c.vms["d1"], "tg"), timeout=300)
+    mark = sh(c.vms["d1"], "cut -d' ' -f1 /proc/uptime").strip()
     t = time.time()
-    ok(c.lin.resource_toggle_disk("d1", "ev0", storage_pool="thin"))
-    wait_for("d1 UpToDate", lambda: synced(c.vms["d1"], "ev0", 2), timeout=1800)
+    ok(c.lin.resource_toggle_disk("d1", "tg", storage_pool="thin"))
+    wait_for("d1 UpToDate", lambda: synced(c.vms["d1"], "tg", 2), timeout=1800)
     toggle = time.time() - t
+    # Where the time went: d1's kernel log for the resource since the toggle.
+    for line in sh(c.vms["d1"], "dmesg").splitlines():
+        m = re.match(r"\[\s*([0-9.]+)\]", line)
+        if m and float(m.group(1)) >= float(mark) and " tg" in line:
+            print(line)
+    print(sh(c.vms["d1"], "grep -E ' tg|tg_0|/tg' /var/log/cairn-satellite.log | tail -40 | cut -c1-300"))
     t = time.time()
-    sh(c.vms["d1"], "drbdadm invalidate ev0")
-    wait_for("d1 resynced", lambda: synced(c.vms["d1"], "ev0", 2), timeout=1800)
+    sh(c.vms["d1"], invalidate("tg"))
+    wait_for("d1 resynced", lambda: synced(c.vms["d1"], "tg", 2), timeout=1800)
     raw = time.time() - t
     print(f"BENCH toggle-disk of a {size} MiB replica to UpToDate: {toggle:.1f} s; raw resync (invalidate): {raw:.1f} s; "
           f"ratio {toggle / raw:.2f}")
-    for n in names:
-        ok(c.lin.resource_dfn_delete(n))
+    ok(c.lin.resource_dfn_delete("tg"))
+
+
+def invalidate(rsc):
+    """A full resync of the resource's first volume from its peers, by
+    minor (Cairn's drbdadm configuration is its own, not /etc/drbd.conf)."""
+    return f"drbdsetup invalidate $(drbdsetup status {rsc} --verbose | grep -o 'minor:[0-9]*' | head -1 | cut -d: -f2)"
 
 
 def synced_diskless(vm, rsc):

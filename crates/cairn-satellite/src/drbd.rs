@@ -105,6 +105,13 @@ pub struct DrbdLayer {
 /// use: DRBD 9.2 left one peer device in `WFBitMapT` for minutes).
 pub const BITMAP_STALL: Duration = Duration::from_secs(60);
 
+/// The same on the sending side (`WFBitMapS`), which acts only after the
+/// receiving side had its chance: seen on a loaded machine when a
+/// diskless replica attached a disk (evacuation, toggle-disk), the new
+/// disk's node never reached `WFBitMapT` (its `drbdadm adjust` hung), and
+/// both its peers waited in `WFBitMapS` for half an hour.
+pub const BITMAP_STALL_SENDER: Duration = Duration::from_secs(150);
+
 /// Per (resource, peer node id): since when a volume has waited for the
 /// bitmap, and when the connection was last cycled for it.
 #[derive(Default)]
@@ -205,30 +212,38 @@ impl DrbdLayer {
 
     /// The connections whose bitmap exchange looks stuck at `now`: some
     /// volume has waited for the peer's bitmap (`WFBitMapT`, the side that
-    /// receives it, so only one side acts) for [`BITMAP_STALL`] or longer,
-    /// and the connection was not cycled within the last `BITMAP_STALL`.
-    /// A state seen for the first time starts its clock.
+    /// receives it) for [`BITMAP_STALL`] or longer, or to send its own
+    /// (`WFBitMapS`) for [`BITMAP_STALL_SENDER`] (longer, so that where
+    /// both sides see the stall the receiving one acts first), and the
+    /// connection was not cycled within the last `BITMAP_STALL`. A state
+    /// seen for the first time starts its clock.
     pub fn stalled_connections(&self, now: std::time::Instant) -> Vec<(String, u8)> {
-        let mut waiting = BTreeSet::new();
+        let mut waiting = BTreeMap::new();
         {
             let events = self.events.lock();
             for (rsc, r) in events.resources() {
                 for v in &r.volumes {
-                    for p in v.peers.iter().filter(|p| p.replication == "WFBitMapT") {
+                    for p in &v.peers {
+                        let limit = match p.replication.as_str() {
+                            "WFBitMapT" => BITMAP_STALL,
+                            "WFBitMapS" => BITMAP_STALL_SENDER,
+                            _ => continue,
+                        };
                         if let Some(c) = r.connections.iter().find(|c| c.peer == p.peer) {
-                            waiting.insert((rsc.clone(), c.peer_node_id));
+                            let e = waiting.entry((rsc.clone(), c.peer_node_id)).or_insert(limit);
+                            *e = (*e).min(limit);
                         }
                     }
                 }
             }
         }
         let mut stalls = self.stalls.lock();
-        stalls.since.retain(|k, _| waiting.contains(k));
+        stalls.since.retain(|k, _| waiting.contains_key(k));
         let mut out = Vec::new();
-        for k in waiting {
+        for (k, limit) in waiting {
             let since = *stalls.since.entry(k.clone()).or_insert(now);
             let recently = stalls.cycled.get(&k).is_some_and(|t| now.saturating_duration_since(*t) < BITMAP_STALL);
-            if now.saturating_duration_since(since) >= BITMAP_STALL && !recently {
+            if now.saturating_duration_since(since) >= limit && !recently {
                 stalls.cycled.insert(k.clone(), now);
                 stalls.since.insert(k.clone(), now);
                 out.push(k);
@@ -1225,7 +1240,7 @@ mod tests {
         );
         let t0 = std::time::Instant::now();
         // Seen now: the clock starts; the sending side (WFBitMapS) is left
-        // to the peer, which sees WFBitMapT.
+        // to the peer, which sees WFBitMapT, for longer.
         assert!(f.layer.stalled_connections(t0).is_empty());
         assert!(f.layer.stalled_connections(t0 + Duration::from_secs(59)).is_empty());
         f.fake.expect(&["drbdsetup", "disconnect", "web", "1"], "").expect(&["drbdsetup", "connect", "web", "1"], "");
@@ -1234,15 +1249,46 @@ mod tests {
         // Still stuck right after: not again within the minute.
         assert!(f.layer.stalled_connections(t0 + BITMAP_STALL + Duration::from_secs(30)).is_empty());
         assert_eq!(f.layer.stalled_connections(t0 + 2 * BITMAP_STALL), vec![("web".to_string(), 1)]);
-        // Once the exchange is done, its clock is forgotten.
+        // Once the exchange is done, its clock is forgotten (charlie's too).
         f.layer.feed_events(
-            "change peer-device name:web peer-node-id:1 conn-name:bravo volume:1 replication:Established peer-disk:UpToDate\n",
+            "change peer-device name:web peer-node-id:1 conn-name:bravo volume:1 replication:Established peer-disk:UpToDate\n\
+             change peer-device name:web peer-node-id:2 conn-name:charlie volume:1 replication:Established peer-disk:UpToDate\n",
         );
         assert!(f.layer.stalled_connections(t0 + 4 * BITMAP_STALL).is_empty());
         f.layer
             .feed_events("change peer-device name:web peer-node-id:1 conn-name:bravo volume:1 replication:WFBitMapT peer-disk:UpToDate\n");
         assert!(f.layer.stalled_connections(t0 + 4 * BITMAP_STALL + Duration::from_secs(1)).is_empty());
-        assert_eq!(f.layer.stalled_connections(t0 + 5 * BITMAP_STALL + Duration::from_secs(1)).len(), 1);
+        assert_eq!(f.layer.stalled_connections(t0 + 5 * BITMAP_STALL + Duration::from_secs(1)), vec![("web".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_peer_that_never_asks_for_the_bitmap_has_its_connection_cycled_by_the_sender() {
+        // The state d1's kernel log showed while d3 attached a new disk
+        // under load (evacuation bench): the handshake chose d3 as the
+        // target, d1 sent its bitmap and stayed in WFBitMapS; d3 never
+        // reached WFBitMapT. (Events lines written for the test.)
+        let f = fixture(DrbdMode::Kernel);
+        f.layer.feed_events(
+            "exists resource name:ev1 role:Secondary suspended:no\n\
+             exists connection name:ev1 peer-node-id:1 conn-name:d2 connection:Connected role:Secondary\n\
+             exists connection name:ev1 peer-node-id:2 conn-name:d3 connection:Connected role:Secondary\n\
+             exists device name:ev1 volume:0 minor:1001 disk:UpToDate\n\
+             exists peer-device name:ev1 peer-node-id:1 conn-name:d2 volume:0 replication:Established peer-disk:UpToDate\n\
+             exists peer-device name:ev1 peer-node-id:2 conn-name:d3 volume:0 replication:WFBitMapS peer-disk:Negotiating\n",
+        );
+        let t0 = std::time::Instant::now();
+        assert!(f.layer.stalled_connections(t0).is_empty());
+        // Past the receiver's limit the sender still waits for the peer to act.
+        assert!(f.layer.stalled_connections(t0 + 2 * BITMAP_STALL).is_empty());
+        f.fake.expect(&["drbdsetup", "disconnect", "ev1", "2"], "").expect(&["drbdsetup", "connect", "ev1", "2"], "");
+        rt().block_on(f.layer.unstick(t0 + BITMAP_STALL_SENDER));
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        assert!(f.layer.stalled_connections(t0 + BITMAP_STALL_SENDER + Duration::from_secs(1)).is_empty());
+        // A replication that moves on forgets the clock.
+        f.layer.feed_events(
+            "change peer-device name:ev1 peer-node-id:2 conn-name:d3 volume:0 replication:SyncSource peer-disk:Inconsistent\n",
+        );
+        assert!(f.layer.stalled_connections(t0 + 4 * BITMAP_STALL_SENDER).is_empty());
     }
 
     #[test]
