@@ -117,24 +117,29 @@ pub struct Applier {
     /// Applies under way: while there are any, observations answer with a
     /// measurement up to [`MEASURE_DEFER`] old rather than start one.
     applying: std::sync::atomic::AtomicUsize,
+    /// Applies ended so far: a measurement older than the last one is
+    /// renewed after [`MEASURE_AFTER_CHANGE`] instead of [`MEASURE_EVERY`].
+    applied: std::sync::atomic::AtomicU64,
     /// External files the resources' definitions deploy.
     pub files: crate::ext_files::ExtFiles,
     /// Where FILE and FILE_THIN pools may be.
     pool_dirs: crate::pool_dirs::PoolDirs,
 }
 
-/// Counts an apply under way while it lives.
-struct Applying<'a>(&'a std::sync::atomic::AtomicUsize);
+/// Counts an apply under way while it lives, and one more ended when it
+/// goes.
+struct Applying<'a>(&'a std::sync::atomic::AtomicUsize, &'a std::sync::atomic::AtomicU64);
 
 impl<'a> Applying<'a> {
-    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+    fn new(n: &'a std::sync::atomic::AtomicUsize, ended: &'a std::sync::atomic::AtomicU64) -> Self {
         n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Applying(n)
+        Applying(n, ended)
     }
 }
 
 impl Drop for Applying<'_> {
     fn drop(&mut self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
@@ -156,10 +161,20 @@ struct Measured {
     allocated: BTreeMap<(String, u32), i64>,
     /// When this measurement finished.
     at: Option<std::time::Instant>,
+    /// How many applies had ended when it started.
+    applied: u64,
 }
 
-/// The pools are measured at most this often by observations.
-const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often observations measure the pools while nothing was applied
+/// since the last measurement: what changes then is a thin volume filling
+/// as it is written, or something done outside Cairn. Each `vgs`/`lvs`
+/// takes LVM's lock and scans the devices (seconds in the test VMs,
+/// where measuring every 2 s kept the VM's processor busy).
+const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How old a measurement may be when an apply ended after it started: the
+/// figures after a create, grow or delete come with the next heartbeat.
+const MEASURE_AFTER_CHANGE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Failed snapshots by (resource, snapshot), each also kept as a file
 /// `<rsc>@<snap>` (the error as JSON) in a directory of the satellite's, so
@@ -287,6 +302,7 @@ impl Applier {
             measured: parking_lot::Mutex::new(Measured::default()),
             measuring: tokio::sync::Mutex::new(None),
             applying: Default::default(),
+            applied: Default::default(),
             files: crate::ext_files::ExtFiles::new(Vec::new(), None),
             pool_dirs: crate::pool_dirs::PoolDirs::unrestricted(),
         }
@@ -349,7 +365,7 @@ impl Applier {
     /// then reconciles every resource it names, each in a task of its own,
     /// and answers with their results.
     pub async fn apply(self: &Arc<Self>, req: Apply) -> Observed {
-        let _applying = Applying::new(&self.applying);
+        let _applying = Applying::new(&self.applying, &self.applied);
         let pools = {
             let mut st = self.state.lock();
             if req.full || (req.pools_set && req.generation >= st.pools_since) {
@@ -1091,11 +1107,23 @@ impl Applier {
         let mut slot = self.measuring.lock().await;
         // Observations come every 0.5 s while DRBD states move; the pools'
         // tools (each `vgs`/`lvs` takes LVM's lock) run at most every
-        // MEASURE_EVERY, and while an apply is under way only when the
-        // last figures are older than MEASURE_DEFER, so they never crowd
-        // out a create.
+        // MEASURE_EVERY, or MEASURE_AFTER_CHANGE once an apply ended since
+        // the last measurement began, and while an apply is under way only
+        // when the last figures are older than MEASURE_DEFER, so they never
+        // crowd out a create.
         let busy = self.applying.load(std::sync::atomic::Ordering::SeqCst) > 0;
-        let recent = self.measured.lock().at.is_some_and(|at| at.elapsed() < if busy { MEASURE_DEFER } else { MEASURE_EVERY });
+        let applied = self.applied.load(std::sync::atomic::Ordering::SeqCst);
+        let recent = {
+            let m = self.measured.lock();
+            let max_age = if busy {
+                MEASURE_DEFER
+            } else if m.applied < applied {
+                MEASURE_AFTER_CHANGE
+            } else {
+                MEASURE_EVERY
+            };
+            m.at.is_some_and(|at| at.elapsed() < max_age)
+        };
         if slot.is_none() && recent {
             return self.measured.lock().clone();
         }
@@ -1115,7 +1143,12 @@ impl Applier {
             *slot = Some(tokio::spawn(async move {
                 let caps = capacities(&pools).await;
                 let allocated = allocated(&pools, by_pool).await;
-                Measured { pools: caps.into_iter().map(|p| (p.name.clone(), p)).collect(), allocated, at: Some(std::time::Instant::now()) }
+                Measured {
+                    pools: caps.into_iter().map(|p| (p.name.clone(), p)).collect(),
+                    allocated,
+                    at: Some(std::time::Instant::now()),
+                    applied,
+                }
             }));
         }
         let Some(task) = slot.as_mut() else { return self.measured.lock().clone() };
@@ -1470,6 +1503,35 @@ mod tests {
             a.observe().await;
             assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
             assert_eq!(count(&fake, &["df"]), dfs, "one measurement at a time");
+        });
+    }
+
+    #[test]
+    fn pools_are_measured_again_soon_after_an_apply_and_seldom_without() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = Arc::new(FakeRunner::new());
+        let a = applier(&fake, Duration::from_secs(5));
+        rt().block_on(async {
+            a.apply(full(1, vec![pool("p", dir.path())], vec![])).await;
+            a.observe().await;
+            let dfs = count(&fake, &["df"]);
+            assert!(dfs > 0);
+            // Nothing applied since: past MEASURE_AFTER_CHANGE, the figures
+            // are still recent enough.
+            tokio::time::sleep(MEASURE_AFTER_CHANGE + Duration::from_millis(100)).await;
+            a.observe().await;
+            assert_eq!(count(&fake, &["df"]), dfs, "measured again with nothing applied");
+            // An apply ended after that measurement began: the next
+            // observation measures.
+            let o = a.apply(delta(2, vec![rsc("web", "p")], &[])).await;
+            assert!(o.resources[0].error.is_none(), "{o:?}");
+            let dfs = count(&fake, &["df"]);
+            a.observe().await;
+            assert!(count(&fake, &["df"]) > dfs, "not measured after the apply");
+            // And not again right after.
+            let dfs = count(&fake, &["df"]);
+            a.observe().await;
+            assert_eq!(count(&fake, &["df"]), dfs);
         });
     }
 
