@@ -78,6 +78,34 @@ else
     echo "optional: no DRBD 9 source (set CAIRN_DRBD_SRC, or put drbd-9.*.tar.xz in ../shared/vendor/): the real-DRBD VM tests do not run"
 fi
 
+# Slow preparations that need neither the build nor the tests' network
+# namespace run in the background at the lowest CPU priority, using what
+# the compiler and the tests leave idle: Debian's kernel, the DRBD 9 and
+# OpenZFS modules for the VM tests (tests/vm/prepare.sh; the VM tests find
+# them cached), and cargo-deb for the package test. Each is waited for
+# before the step that needs it; a failure there is reported and the step
+# itself tries again in the foreground.
+mkdir -p target
+vm_build=${CAIRN_VM_BUILD:-$(pwd)/target/vm}
+setsid nice -n 19 bash tests/vm/prepare.sh "$vm_build" >target/vm-prepare.log 2>&1 &
+vm_prepare=$!
+CARGO_DEB_VERSION=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+    setsid nice -n 19 cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" >target/cargo-deb-install.log 2>&1 &
+    cargo_deb=$!
+else
+    cargo_deb=
+fi
+# Each runs in a session of its own: an early failure here ends its whole tree.
+trap 'for p in $vm_prepare $cargo_deb; do kill -- "-$p" 2>/dev/null || true; done' EXIT
+started=$SECONDS
+joined() { # pid, what, log: waits for a background preparation
+    if [ -z "$1" ]; then return; fi
+    local waited=$SECONDS
+    if wait "$1"; then echo "$2: ready (waited $((SECONDS - waited)) s, $((SECONDS - started)) s after the start)"
+    else echo "$2 failed in the background (log: $3, its end below); the next step tries again"; tail -n 5 "$3"; fi
+}
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
@@ -88,6 +116,31 @@ say "python-linstor integration tests"
 cargo build -p cairn
 CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests/python
 say "VM tests (Debian's kernel under qemu: LVM, LVM_THIN, physical storage, LUKS, snapshots; real DRBD 9 replication between three VMs; real OpenZFS from Debian contrib, fetched with a private apt configuration)"
-CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -rs --durations=12 -p no:cacheprovider tests/vm
+joined "$vm_prepare" "VM preparation" target/vm-prepare.log
+grep '^prepare:' target/vm-prepare.log || true
+vm_pytest() { CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -rs --durations=12 -p no:cacheprovider "$@"; }
+CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" tests/vm/build_images.py target/vm-images.json
+export CAIRN_VM_IMAGES=$(pwd)/target/vm-images.json
+# A VM runs on one host core (TCG), so the modules that boot one VM at a
+# time leave the other core idle: two such lanes run at once, each test
+# process in a network namespace of its own. The modules with two or three
+# VMs at once (DRBD, shipping) then run alone; a new module runs there
+# unless it is named here.
+lane_a=(tests/vm/test_vm_backups.py)
+lane_b=(tests/vm/test_vm_luks.py tests/vm/test_vm_lvm.py tests/vm/test_vm_snapshots.py tests/vm/test_vm_zfs.py)
+vm_failed=0
+vm_pytest "${lane_a[@]}" >target/vm-lane-a.log 2>&1 &
+pid_a=$!
+vm_pytest "${lane_b[@]}" >target/vm-lane-b.log 2>&1 &
+pid_b=$!
+wait "$pid_a" || vm_failed=1
+wait "$pid_b" || vm_failed=1
+for lane in a b; do echo "--- VM lane $lane"; cat "target/vm-lane-$lane.log"; done
+echo "--- VM modules with several VMs at once"
+ignore=()
+for f in "${lane_a[@]}" "${lane_b[@]}"; do ignore+=("--ignore=$f"); done
+vm_pytest tests/vm "${ignore[@]}" || vm_failed=1
 say "Debian package (cargo-deb 3.8.0; installed into a scratch root, never into this system)"
+joined "$cargo_deb" "cargo-deb $CARGO_DEB_VERSION" target/cargo-deb-install.log
 bash tests/package/test_package.sh
+[ "$vm_failed" = 0 ] || { echo "VM tests failed (above)" >&2; exit 1; }

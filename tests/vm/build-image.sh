@@ -26,22 +26,8 @@ ZFS=${CAIRN_VM_ZFS:-}
 
 # 1. Debian's kernel, unpacked (no installation, no update-initramfs).
 KROOT=$(readlink -m "${CAIRN_VM_KERNEL:-$OUT/kernel}")
-if [ ! -f "$KROOT/.done" ]; then
-  rm -rf "$KROOT" && mkdir -p "$KROOT/deb"
-  pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-  [ -n "$pkg" ] || { echo "build-image: cannot resolve linux-image-amd64" >&2; exit 1; }
-  # Stale package lists may name a kernel the mirror no longer has.
-  (cd "$KROOT/deb" && apt-get download "$pkg" >/dev/null 2>&1) || {
-    apt-get update -q >/dev/null 2>&1 || true
-    pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-    (cd "$KROOT/deb" && apt-get download "$pkg" >/dev/null 2>&1)
-  } || { echo "build-image: apt-get download $pkg failed" >&2; exit 1; }
-  dpkg-deb -x "$KROOT"/deb/*.deb "$KROOT"
-  rm -rf "$KROOT/deb"
-  touch "$KROOT/.done"
-fi
+bash "$HERE/fetch-kernel.sh" "$KROOT"
 KVER=$(ls "$KROOT/lib/modules" | sort -V | tail -1)
-[ -f "$KROOT/lib/modules/$KVER/modules.dep" ] || depmod -b "$KROOT" "$KVER"
 
 # 2. The root file system.
 ST=$OUT/stage

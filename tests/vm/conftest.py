@@ -7,6 +7,7 @@ host (127.0.10.5x, never the addresses `cairn up` uses); the VM reaches
 nothing else (restrict=on). Disks are sparse files, /dev/vda, /dev/vdb, ..."""
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -94,11 +95,11 @@ def _run(what, args, env=None):
     return out.stdout
 
 
-@pytest.fixture(scope="session")
-def vm_images():
+def build_images():
     """Builds the VM images (downloads from Debian's archive, so before the
     tests leave the host's network): the plain one, and with the DRBD 9
-    modules when their source is at hand."""
+    modules when their source is at hand; returns where they are
+    (JSON-serialisable, see tests/vm/build_images.py)."""
     if shutil.which("qemu-system-x86_64") is None:
         raise RuntimeError("qemu-system-x86_64 not found: install qemu-system-x86 (scripts/test.sh does)")
     _run("building the VM image", ["bash", os.path.join(HERE, "build-image.sh"), BUILD, BIN])
@@ -114,6 +115,20 @@ def vm_images():
         images["drbd"] = DRBD_BUILD
     images["zfs"], images["no_zfs"] = _zfs_image(ko)
     images["zfs_drbd"] = ko is not None
+    return images
+
+
+@pytest.fixture(scope="session")
+def vm_images():
+    """The images: built here, or, when CAIRN_VM_IMAGES names the file
+    tests/vm/build_images.py wrote, as built there for several test
+    processes at once (scripts/test.sh)."""
+    ready = os.environ.get("CAIRN_VM_IMAGES")
+    if ready:
+        with open(ready) as f:
+            images = json.load(f)
+    else:
+        images = build_images()
     private_network()
     return images
 
