@@ -87,11 +87,15 @@ fi
 # itself tries again in the foreground.
 mkdir -p target
 vm_build=${CAIRN_VM_BUILD:-$(pwd)/target/vm}
-setsid nice -n 19 bash tests/vm/prepare.sh "$vm_build" >target/vm-prepare.log 2>&1 &
+# setsid: a session (and so a scheduler autogroup) of its own, whose
+# weight is lowered too where the kernel groups tasks by session
+# (sched_autogroup: a process's nice value counts only within its group).
+low='echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"'
+setsid bash -c "$low" background bash tests/vm/prepare.sh "$vm_build" >target/vm-prepare.log 2>&1 &
 vm_prepare=$!
 CARGO_DEB_VERSION=3.8.0
 if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
-    setsid nice -n 19 cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" >target/cargo-deb-install.log 2>&1 &
+    setsid bash -c "$low" background cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" >target/cargo-deb-install.log 2>&1 &
     cargo_deb=$!
 else
     cargo_deb=
