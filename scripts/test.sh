@@ -102,11 +102,10 @@ else
 fi
 # Each runs in a session of its own: an early failure here ends its whole tree.
 trap 'for p in $vm_prepare $cargo_deb; do kill -- "-$p" 2>/dev/null || true; done' EXIT
-started=$SECONDS
 joined() { # pid, what, log: waits for a background preparation
     if [ -z "$1" ]; then return; fi
     local waited=$SECONDS
-    if wait "$1"; then echo "$2: ready (waited $((SECONDS - waited)) s, $((SECONDS - started)) s after the start)"
+    if wait "$1"; then echo "$2: ready (waited $((SECONDS - waited)) s for it)"
     else echo "$2 failed in the background (log: $3, its end below); the next step tries again"; tail -n 5 "$3"; fi
 }
 
