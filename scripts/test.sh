@@ -93,17 +93,11 @@ vm_build=${CAIRN_VM_BUILD:-$(pwd)/target/vm}
 low='echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"'
 setsid bash -c "$low" background bash tests/vm/prepare.sh "$vm_build" >target/vm-prepare.log 2>&1 &
 vm_prepare=$!
-CARGO_DEB_VERSION=3.8.0
-if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
-    setsid bash -c "$low" background cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" >target/cargo-deb-install.log 2>&1 &
-    cargo_deb=$!
-else
-    cargo_deb=
-fi
+setsid bash -c "$low" background bash tests/package/install-cargo-deb.sh >target/cargo-deb-install.log 2>&1 &
+cargo_deb=$!
 # Each runs in a session of its own: an early failure here ends its whole tree.
 trap 'for p in $vm_prepare $cargo_deb; do kill -- "-$p" 2>/dev/null || true; done' EXIT
 joined() { # pid, what, log: waits for a background preparation
-    if [ -z "$1" ]; then return; fi
     local waited=$SECONDS
     if wait "$1"; then echo "$2: ready (waited $((SECONDS - waited)) s for it)"
     else echo "$2 failed in the background (log: $3, its end below); the next step tries again"; tail -n 5 "$3"; fi
@@ -117,12 +111,13 @@ say "cargo test"
 cargo test --workspace
 say "python-linstor integration tests"
 cargo build -p cairn
-CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests/python
+export CAIRN_BIN="$(pwd)/target/debug/cairn"
+"$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests/python
 say "VM tests (Debian's kernel under qemu: LVM, LVM_THIN, physical storage, LUKS, snapshots; real DRBD 9 replication between three VMs; real OpenZFS from Debian contrib, fetched with a private apt configuration)"
 joined "$vm_prepare" "VM preparation" target/vm-prepare.log
 grep '^prepare:' target/vm-prepare.log || true
-vm_pytest() { CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" -m pytest -q -rs --durations=12 -p no:cacheprovider "$@"; }
-CAIRN_BIN="$(pwd)/target/debug/cairn" "$VENV/bin/python" tests/vm/build_images.py target/vm-images.json
+vm_pytest() { "$VENV/bin/python" -m pytest -q -rs --durations=12 -p no:cacheprovider "$@"; }
+"$VENV/bin/python" tests/vm/build_images.py target/vm-images.json
 export CAIRN_VM_IMAGES=$(pwd)/target/vm-images.json
 # A VM runs on one host core (TCG), so the modules that boot one VM at a
 # time leave the other core idle: two such lanes run at once, each test
@@ -143,7 +138,7 @@ echo "--- VM modules with several VMs at once"
 ignore=()
 for f in "${lane_a[@]}" "${lane_b[@]}"; do ignore+=("--ignore=$f"); done
 vm_pytest tests/vm "${ignore[@]}" || vm_failed=1
-say "Debian package (cargo-deb 3.8.0; installed into a scratch root, never into this system)"
-joined "$cargo_deb" "cargo-deb $CARGO_DEB_VERSION" target/cargo-deb-install.log
+say "Debian package (cargo-deb, pinned in tests/package/install-cargo-deb.sh; installed into a scratch root, never into this system)"
+joined "$cargo_deb" "cargo-deb" target/cargo-deb-install.log
 bash tests/package/test_package.sh
 [ "$vm_failed" = 0 ] || { echo "VM tests failed (above)" >&2; exit 1; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Debian package, end to end, without touching the real system:
-#  1. installs cargo-deb (pinned) if it is missing, dpkg-dev for the
+#  1. installs cargo-deb (pinned in install-cargo-deb.sh) if it is missing, dpkg-dev for the
 #     shared-library dependencies and systemd-sysusers for postinst;
 #  2. packages the debug build (scripts/package.sh --profile dev --no-build);
 #  3. checks the control fields, the conffiles and the file list;
@@ -18,17 +18,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TERM_COLOR=never
 
-CARGO_DEB_VERSION=3.8.0
 say() { printf '\n==> %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || fail "needs root (dpkg --root)"
 
-if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
-    say "installing cargo-deb $CARGO_DEB_VERSION"
-    start=$SECONDS
-    cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION"
-    echo "cargo-deb installed in $((SECONDS - start)) s"
-fi
+bash tests/package/install-cargo-deb.sh
 # dpkg-shlibdeps computes the libc dependency ($auto in Cargo.toml);
 # postinst runs systemd-sysusers (without systemd, the standalone one).
 missing=()
