@@ -40,6 +40,11 @@ pub struct NodeObs {
 pub trait Observer {
     fn node(&self, node_key: &str) -> NodeObs;
     fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity>;
+    /// [`Observer::capacity`] where `present_kib` is not needed (thin
+    /// pools): an observer may leave it 0 and skip the work of finding it.
+    fn capacity_figures(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
+        self.capacity(node_key, pool)
+    }
     /// Whether the resource of definition `rd` on the node is in use
     /// (its DRBD device is Primary), as last reported.
     fn in_use(&self, _node_key: &str, _rd: &str) -> bool {
@@ -126,25 +131,6 @@ fn thin_ratio(c: &Cluster, p: &StorPool) -> f64 {
         .find_map(|props| props.get(keyname).and_then(|v| v.parse::<f64>().ok()))
         .filter(|r| r.is_finite() && *r > 0.0)
         .unwrap_or(DEFAULT_THIN_RATIO)
-}
-
-/// Sizes (KiB) of the volumes the cluster placed in each pool, and how
-/// many resources use it: reserved space counts what was placed, not only
-/// what a satellite reported, so concurrent placements never overcommit.
-fn usage(c: &Cluster) -> BTreeMap<(String, String), (i64, usize)> {
-    let mut out: BTreeMap<(String, String), (i64, usize)> = BTreeMap::new();
-    for ((rd, node), r) in &c.resources {
-        let mut pools_of_rsc = BTreeSet::new();
-        for v in r.volumes.values() {
-            let size = c.vlm_dfns.get(&(rd.clone(), v.volume_number)).map(|vd| vd.size_kib).unwrap_or(0);
-            let e = out.entry((node.clone(), key(&v.storage_pool))).or_default();
-            e.0 = e.0.saturating_add(size);
-            if pools_of_rsc.insert(key(&v.storage_pool)) {
-                e.1 += 1;
-            }
-        }
-    }
-    out
 }
 
 /// Whether two provider kinds may hold replicas of one resource. FILE
@@ -248,15 +234,30 @@ impl<'a> Placer<'a> {
         };
         let avoid: BTreeSet<String> = f.not_place_with_rsc.iter().flatten().map(|n| key(n)).collect();
         // Nodes that host a resource we must not be placed with, or this one.
-        let mut blocked_nodes = BTreeSet::new();
+        // Nodes with a replica of this definition, and nodes with one we
+        // must not be placed with.
+        let (mut has_it, mut avoided) = (BTreeSet::new(), BTreeSet::new());
         let takeover = self.takeover_nodes();
-        for ((rd, node), r) in &self.c.resources {
-            let same = self.rd_key.as_deref() == Some(rd.as_str());
+        let mut block = |rd: &str, node: &str, r: &Resource| {
+            let same = self.rd_key.as_deref() == Some(rd);
             if same && takeover.contains(node) {
-                continue;
+                return;
             }
             if same || avoid.contains(rd) || regex.as_ref().is_some_and(|re| re.is_match(&r.resource_definition)) {
-                blocked_nodes.insert((node.clone(), same));
+                if same { &mut has_it } else { &mut avoided }.insert(node.to_string());
+            }
+        };
+        if avoid.is_empty() && regex.is_none() {
+            // Only the definition's own replicas block: its index, not
+            // every resource of the cluster.
+            if let Some(rd) = self.rd_key.as_deref() {
+                for r in self.c.resources_of(rd) {
+                    block(rd, &key(&r.node), r);
+                }
+            }
+        } else {
+            for ((rd, node), r) in &self.c.resources {
+                block(rd, node, r);
             }
         }
         // replicas-on-same: the value every replica must share, per key.
@@ -291,7 +292,6 @@ impl<'a> Placer<'a> {
             diff_taken.insert(k.to_string(), taken);
         }
         let x_limits: BTreeMap<String, i64> = f.x_replicas_on_different_map.clone().unwrap_or_default();
-        let usage = usage(self.c);
         let mut out = Vec::new();
         for ((nk, pk), p) in &self.c.stor_pools {
             let Some(node) = self.c.nodes.get(nk) else { continue };
@@ -324,11 +324,11 @@ impl<'a> Placer<'a> {
                 rej.add("AutoplaceTarget=false", p);
                 continue;
             }
-            if blocked_nodes.contains(&(nk.clone(), true)) {
+            if has_it.contains(nk.as_str()) {
                 rej.add("node already has the resource", p);
                 continue;
             }
-            if blocked_nodes.contains(&(nk.clone(), false)) {
+            if avoided.contains(nk.as_str()) {
                 rej.add("node hosts a resource of not_place_with_rsc(_regex)", p);
                 continue;
             }
@@ -369,11 +369,14 @@ impl<'a> Placer<'a> {
                 rej.add("x_replicas_on_different", p);
                 continue;
             }
-            let Some(cap) = self.obs.capacity(nk, &p.name) else {
+            // A thin pool's figure does not use what was present at the
+            // last measurement; finding it walks the node's volumes.
+            let cap = if p.provider_kind.is_thin() { self.obs.capacity_figures(nk, &p.name) } else { self.obs.capacity(nk, &p.name) };
+            let Some(cap) = cap else {
                 rej.add("no capacity reported yet", p);
                 continue;
             };
-            let (reserved, rsc_count) = usage.get(&(nk.clone(), pk.clone())).copied().unwrap_or((0, 0));
+            let (reserved, rsc_count) = self.c.pool_usage(nk, pk);
             let (free, ratio) = if p.provider_kind.is_thin() {
                 let r = thin_ratio(self.c, p);
                 (((cap.free_kib as f64 * r) as i64).min((cap.total_kib as f64 * r) as i64 - reserved), r)

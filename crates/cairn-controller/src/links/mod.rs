@@ -496,23 +496,29 @@ impl Links {
         let (free_kib, total_kib, created) = {
             let v = l.view();
             let p = v.pools.get(&key(pool))?;
-            let created: Vec<(String, u32, i64)> = v
+            // Shared handles, not copies: placement asks this of every
+            // pool in the cluster for each request.
+            let created: Vec<Arc<ResourceObserved>> = v
                 .resources
                 .values()
-                .flat_map(|r| {
-                    r.volumes.iter().filter(|o| o.device_path.is_some()).filter_map(|o| Some((r.name.clone(), o.number, o.usable_kib?)))
-                })
+                .filter(|r| r.volumes.iter().any(|o| o.device_path.is_some() && o.usable_kib.is_some()))
+                .cloned()
                 .collect();
             (p.free_kib?, p.total_kib?, created)
         };
         // Volumes of this pool the satellite has reported as created.
         let ledger = l.ledger.lock();
-        let present_kib = created
-            .iter()
-            .filter(|(rsc, nr, _)| {
-                ledger.latest(rsc).is_some_and(|d| d.volumes.iter().any(|dv| dv.number == *nr && dv.pool.eq_ignore_ascii_case(pool)))
-            })
-            .fold(0i64, |acc, (_, _, kib)| acc.saturating_add(*kib));
+        let mut present_kib = 0i64;
+        for r in &created {
+            let Some(d) = ledger.latest(&r.name) else { continue };
+            for o in r.volumes.iter().filter(|o| o.device_path.is_some()) {
+                if let Some(kib) = o.usable_kib
+                    && d.volumes.iter().any(|dv| dv.number == o.number && dv.pool.eq_ignore_ascii_case(pool))
+                {
+                    present_kib = present_kib.saturating_add(kib);
+                }
+            }
+        }
         Some(PoolCapacity { free_kib, total_kib, present_kib })
     }
 
@@ -549,6 +555,13 @@ impl Observer for Links {
 
     fn capacity(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
         Links::capacity(self, node_key, pool)
+    }
+
+    fn capacity_figures(&self, node_key: &str, pool: &str) -> Option<PoolCapacity> {
+        let l = self.get(node_key)?;
+        let v = l.view();
+        let p = v.pools.get(&key(pool))?;
+        Some(PoolCapacity { free_kib: p.free_kib?, total_kib: p.total_kib?, present_kib: 0 })
     }
 
     fn in_use(&self, node_key: &str, rd: &str) -> bool {
