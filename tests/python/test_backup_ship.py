@@ -9,7 +9,9 @@ remote fails cleanly, leaving nothing behind on either side; a second
 shipment of a snapshot still being received is refused; an aborted
 shipment registers nothing on the target; a schedule with a LINSTOR
 remote ships to the definition its switch names; an encrypted shipment
-needs the source's passphrase on the target's remote for it."""
+needs the source's passphrase on the target's remote for it; a receiving
+satellite killed mid-shipment removes what arrived when it starts again,
+and the source shows the shipment failed."""
 
 import glob
 import hashlib
@@ -457,3 +459,62 @@ def test_an_encrypted_shipment_needs_the_source_passphrase_on_the_targets_remote
     # A shipment without keys (a source that kept them back) is refused too.
     del prepare["luks_secrets"]
     refused(238, "without their keys")
+
+
+def test_a_receiving_satellite_restarted_mid_shipment_removes_what_arrived_and_the_shipment_fails(clusters):
+    """The receiving satellite is killed in the middle of a shipment (its
+    second volume's file is a named pipe nobody reads, so the receive stops
+    there, after the first volume was written, for as long as the test
+    wants) and started again: the source reports the shipment failed, the
+    restarted satellite removed everything the shipment had written before
+    it served again, nothing is registered on the target, and the same
+    snapshot ships well afterwards."""
+    a, b = clusters
+    ok(a.lin.resource_dfn_create("src"))
+    for _ in range(2):
+        ok(a.lin.volume_dfn_create("src", 4 * 1024, storage_pool="xfs"))
+    ok(a.lin.resource_create([linstor.ResourceData("a1", "src", storage_pool="xfs")]))
+    status, _, v = a.ctrl.request("GET", "/v1/view/resources?resources=src&nodes=a1")
+    assert status == 200 and len(v[0]["volumes"]) == 2, v
+    data = [os.urandom(4 * MIB) for _ in range(2)]
+    for vol, d in zip(v[0]["volumes"], data):
+        write_dev(vol["device_path"], d)
+    # A named snapshot: the shipment waits until it is taken.
+    ok(a.lin.snapshot_create(["a1"], "src", "s1"))
+    pool = os.path.join(b.xfs, "b1")
+    first, second = (os.path.join(pool, f".dst_{nr:05}@s1.snap.receiving") for nr in (0, 1))
+    os.mkfifo(second)
+
+    ok(a.lin.backup_ship("b", "src", "dst", dst_node="b1", src_snap="s1"))
+    # The first volume's file is made once its header arrived; the
+    # receive then blocks at the second volume, whatever the timing.
+    wait_for("the first volume arriving on b1", lambda: os.path.exists(first), timeout=60)
+    sat = b.sats["b1"]
+    sat.proc.kill()
+    sat.proc.wait(30)
+    assert os.path.exists(first) and os.path.exists(second), os.listdir(pool)
+    started = time.monotonic()
+    sat.start()
+    # Removed before the satellite answers anything.
+    assert [f for f in os.listdir(pool) if "dst" in f] == [], os.listdir(pool)
+    assert "cut off when the satellite stopped" in sat.log()
+
+    def ended():
+        status, _, body = a.ctrl.request("GET", "/v1/remotes/b/backups")
+        assert status == 200, body
+        ships = [s for s in body["linstor"].values() if s["origin_rsc"] == "src"]
+        return ships if ships and not any(s["shipping"] for s in ships) else None
+    [failed] = wait_for("the shipment to end", ended, timeout=60)
+    assert failed["success"] is False and "Shipping snapshot 's1' of 'src' failed" in failed["fail_messages"], failed
+    assert time.monotonic() - started < 60
+    assert b.lin.resource_dfn_list_raise().resource_definitions == []
+    assert b.lin.snapshot_dfn_list_raise().snapshots == []
+    wait_for("b1 online", lambda: all(n.connection_status == "ONLINE" for n in b.lin.node_list_raise().nodes))
+
+    # Nothing is left in the way: the same snapshot ships well now.
+    ok(a.lin.backup_ship("b", "src", "dst", dst_node="b1", src_snap="s1"))
+    wait_for("the second shipment registered on B",
+             lambda: [s.snapshot_name for s in b.lin.snapshot_dfn_list_raise(filter_by_resources=["dst"]).snapshots] == ["s1"],
+             timeout=60)
+    for nr, d in enumerate(data):
+        assert dev_digest(os.path.join(pool, f"dst_{nr:05}@s1.snap"), 4 * MIB) == hashlib.sha256(d).hexdigest()

@@ -2,7 +2,9 @@
 on loop devices (FILE_THIN on a reflink-capable XFS) and a real S3 server
 (moto, signatures checked): create (full, then incremental), list from the
 bucket (also by a second controller), info, restore on another node with
-the data checked by sha256, a damaged chunk failing the restore, a pool
+the data checked by sha256, a damaged chunk failing the restore, a
+restore of two volumes failing after the first (registration refused,
+satellite killed, second object damaged) leaving nothing behind, a pool
 without room refused before anything is written, delete (by id, cascading,
 by time), abort of a running shipment and the queue view."""
 
@@ -529,3 +531,176 @@ def test_new_backups_use_blake3_and_a_sha256_chain_written_before_restores_and_g
         causes = " ".join(r.cause or "" for r in replies)
         assert f"the backup object '{key}' is damaged: chunk 0 fails its {algo} checksum" in causes, causes
         assert not [r for r in c.lin.resource_dfn_list_raise().resource_definitions if r.name == target]
+
+
+class HoldingProxy:
+    """A TCP proxy in front of the S3 server that holds back every request
+    whose bytes contain `marker` (the key of one object) until `release` is
+    set, telling `hit` when one arrived: a download stops, deterministically,
+    at the object the test picks."""
+
+    def __init__(self, target, marker):
+        import socket
+        import threading
+        self.target, self.marker = target, marker.encode()
+        self.hit, self.release = threading.Event(), threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.31.21", 0))
+        self.sock.listen(64)
+        self.ip, self.port = self.sock.getsockname()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    @property
+    def endpoint(self):
+        return f"http://{self.ip}:{self.port}"
+
+    def accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self.pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self.pump, args=(upstream, client, False), daemon=True).start()
+
+    def pump(self, src, dst, to_server):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if to_server and self.marker in data:
+                    self.hit.set()
+                    self.release.wait(120)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.release.set()
+        self.sock.close()
+
+
+def leftovers(c, node, rd):
+    """What the pool `xfs` of `node` holds of definition `rd` (its
+    volumes, snapshots, and files being written or waiting)."""
+    return sorted(f for f in os.listdir(os.path.join(c.xfs, node)) if f.lstrip(".").startswith(rd + "_"))
+
+
+def two_volumes(c, rd):
+    """A definition of two 4 MiB volumes of random data on n1, backed up in
+    full to `bk`; answers the backup."""
+    ok(c.lin.resource_dfn_create(rd))
+    for _ in range(2):
+        ok(c.lin.volume_dfn_create(rd, 4 * 1024, storage_pool="xfs"))
+    ok(c.lin.resource_create([linstor.ResourceData("n1", rd, storage_pool="xfs")]))
+    status, _, v = c.ctrl.request("GET", f"/v1/view/resources?resources={rd}&nodes=n1")
+    assert status == 200 and len(v[0]["volumes"]) == 2, v
+    for vol in v[0]["volumes"]:
+        write_dev(vol["device_path"], os.urandom(3 * MIB))
+    ok(c.lin.backup_create("bk", rd, incremental=False))
+    [bk] = finished(c.lin, rd, 1)
+    assert len(bk._rest_data["vlms"]) == 2, bk._rest_data
+    return bk
+
+
+def restore_in_background(c, remote, target, bak_id):
+    """Starts a restore of `bak_id` into `target` on n3 through the REST API
+    (the call blocks until the restore ended); answers the thread and a
+    dict that gets its (status, body)."""
+    import threading
+    out = {}
+
+    def run():
+        out["reply"] = c.ctrl.request("POST", f"/v1/remotes/{remote}/backups/restore",
+                                      {"last_backup": bak_id, "node_name": "n3", "target_rsc_name": target}, timeout=300)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def test_a_restore_that_fails_after_its_first_volume_leaves_nothing_behind(bcluster):
+    """A restore of two volumes whose registration fails after both were
+    downloaded, one whose satellite is killed while it downloads the second
+    volume, and one whose second volume's object is damaged: each fails
+    with a clear error, and nothing of it stays on the node (neither the
+    first volume's snapshot nor the second one's half-written file)."""
+    c = bcluster
+    bk = two_volumes(c, "two")
+    vol1 = next(v["s3"]["key"] for v in bk._rest_data["vlms"] if v["vlm_nr"] == 1)
+    host, port = c.s3.endpoint.removeprefix("http://").split(":")
+
+    # The registration fails: the target definition appeared while the
+    # second volume was held back (the restore checked the name before it
+    # started downloading).
+    proxy = HoldingProxy((host, int(port)), vol1)
+    try:
+        ok(c.lin.remote_create_s3(remote_name="px", endpoint=proxy.endpoint, region=c.s3.region, bucket=c.s3.bucket,
+                                  access_key=c.s3.access_key, secret_key=c.s3.secret_key, use_path_style=True))
+        t, out = restore_in_background(c, "px", "dst", bk.id)
+        assert proxy.hit.wait(60), "the second volume's download never started"
+        # The first volume is downloaded, the second one's place is made.
+        writing = [f".dst_{nr:05}@{bk._rest_data['origin_snap']}.snap.receiving" for nr in (0, 1)]
+        assert leftovers(c, "n3", "dst") == writing
+        ok(c.lin.resource_dfn_create("dst"))
+        proxy.release.set()
+        t.join(120)
+        status, _, body = out["reply"]
+        assert status >= 400, body
+        [e] = [x for x in body if x["ret_code"] < 0]
+        assert "dst" in e["message"] and "downloaded" in e.get("details", "") and "was removed" in e["details"], e
+        assert leftovers(c, "n3", "dst") == []
+        assert c.lin.snapshot_dfn_list_raise(filter_by_resources=["dst"]).snapshots == []
+        ok(c.lin.resource_dfn_delete("dst"))
+
+        # The satellite is killed while the second volume is held back: the
+        # controller reports the node's failure, and the restarted
+        # satellite removed what the download had written before it serves.
+        proxy.hit.clear()
+        proxy.release.clear()
+        t, out = restore_in_background(c, "px", "dst", bk.id)
+        assert proxy.hit.wait(60), "the second volume's download never started"
+        assert leftovers(c, "n3", "dst") == writing
+        sat = c.sats["n3"]
+        sat.proc.kill()
+        sat.proc.wait(30)
+        t.join(120)
+        status, _, body = out["reply"]
+        assert status >= 400, body
+        [e] = [x for x in body if x["ret_code"] < 0]
+        assert e["ret_code"] & 0x7FFF == 995 and "could not receive the backup" in e["message"], e
+        proxy.release.set()
+        sat.start()
+        assert leftovers(c, "n3", "dst") == []
+        assert "cut off when the satellite stopped" in sat.log()
+        wait_for("n3 online", lambda: all(n.connection_status == "ONLINE" for n in c.lin.node_list_raise().nodes))
+    finally:
+        proxy.stop()
+    assert not [r for r in c.lin.resource_dfn_list_raise().resource_definitions if r.name == "dst"]
+
+    # The second volume's object is damaged: the first volume, already
+    # downloaded, goes with the failed second one.
+    s3 = s3_client(c.s3)
+    data = bytearray(s3.get_object(Bucket=c.s3.bucket, Key=vol1)["Body"].read())
+    data[len(data) // 2] ^= 0xFF
+    s3.put_object(Bucket=c.s3.bucket, Key=vol1, Body=bytes(data))
+    replies = c.lin.backup_restore("bk", "n3", "dst", bak_id=bk.id)
+    err(replies, FAIL_UNKNOWN_ERROR)
+    causes = " ".join(r.cause or "" for r in replies)
+    assert f"the backup object '{vol1}' is damaged" in causes, causes
+    assert leftovers(c, "n3", "dst") == []
+    assert not [r for r in c.lin.resource_dfn_list_raise().resource_definitions if r.name == "dst"]
+    assert c.lin.snapshot_dfn_list_raise(filter_by_resources=["dst"]).snapshots == []

@@ -56,6 +56,11 @@ pub const PATH_BACKUP_SEND: &str = "/internal/v1/backup/send";
 pub const PATH_BACKUP_RECEIVE: &str = "/internal/v1/backup/receive";
 /// `POST` a [`BackupAbort`]: stop the running transfers of a resource.
 pub const PATH_BACKUP_ABORT: &str = "/internal/v1/backup/abort";
+/// `POST` a [`BackupDiscard`]: remove what a restore downloaded (its
+/// registration failed, or the controller stopped waiting for it),
+/// answered by a [`BackupReceived`]. A satellite older than this path
+/// answers 404.
+pub const PATH_BACKUP_DISCARD: &str = "/internal/v1/backup/discard";
 /// `POST` a [`ShipListen`]: listen for a snapshot shipped by a satellite
 /// of another cluster, answered at once by a [`ShipListening`]; the
 /// transfer runs on in the background.
@@ -305,7 +310,17 @@ pub struct BackupReceive {
     pub volumes: Vec<BackupVolumeReceive>,
 }
 
-/// The answer to [`BackupReceive`].
+/// Remove what a [`BackupReceive`] of `snapshot` of `resource` made in
+/// `pool` for `volumes` (stopping it first if it still runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupDiscard {
+    pub pool: PoolDesired,
+    pub resource: String,
+    pub snapshot: String,
+    pub volumes: Vec<u32>,
+}
+
+/// The answer to [`BackupReceive`] (and [`BackupDiscard`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct BackupReceived {
     #[serde(default, skip_serializing_if = "Option::is_none")]

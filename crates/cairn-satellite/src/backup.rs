@@ -15,14 +15,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cairn_proto::{
-    BackupReceive, BackupSend, BackupSent, BackupVolumeReceive, BackupVolumeSend, BackupVolumeSent, Checksum, ObjectError, PoolDesired,
-    ProviderKind, S3Target,
+    BackupDiscard, BackupReceive, BackupSend, BackupSent, BackupVolumeReceive, BackupVolumeSend, BackupVolumeSent, Checksum, ObjectError,
+    PoolDesired, ProviderKind, S3Target,
 };
 use cairn_s3::{Bucket, S3Config};
 use cairn_storage::Name;
 use cairn_storage::file::{FilePool, Files};
 use cairn_storage::provider::{Provider, Tools};
 use futures_util::StreamExt;
+
+use crate::inflight::{Inflight, Placing};
 
 /// Start of every backup object.
 pub const MAGIC: &[u8; 8] = b"CAIRNBK1";
@@ -626,34 +628,99 @@ impl Frames {
 }
 
 /// Downloads each volume's chain into what the pool's provider makes for
-/// it (a hidden file, a thin volume tagged as receiving), verifying every
-/// chunk, and makes that the snapshot only when the whole chain was
-/// applied: a failed restore leaves no snapshot behind.
-pub async fn receive(transfers: &Transfers, tools: &Tools, req: &BackupReceive) -> Result<(), BackupError> {
+/// it (a hidden file, a thin volume tagged as receiving, a zvol without
+/// identity), verifying every chunk, and makes those the snapshot only
+/// once every volume was applied. A restore that fails at any step —
+/// making a volume's place, a download, turning one into the snapshot —
+/// removes what it made of every volume (earlier ones included): a failed
+/// restore leaves no snapshot and no half-written volume behind. It is
+/// recorded in `inflight` while it runs, so a satellite that stops in the
+/// middle removes its leftovers at the next start.
+pub async fn receive(transfers: &Transfers, tools: &Tools, inflight: &Inflight, req: &BackupReceive) -> Result<(), BackupError> {
     let running = transfers.start(&req.resource, &req.snapshot);
-    let b = bucket(&req.s3)?;
     let provider = provider(tools, &req.pool)?;
     let (rsc, snap) = (Name::new(&req.resource)?, Name::new(&req.snapshot)?);
-    for v in &req.volumes {
-        let to = provider.receive_create(&rsc, v.number, &snap, v.size).await?;
-        let to = Path::new(&to);
-        let result = async {
-            let file = tokio::fs::OpenOptions::new().write(true).open(to).await.map_err(io(format!("open {}", to.display())))?;
-            receive_volume(&b, file, to, v, &running).await
-        }
-        .await;
-        match result {
-            Ok(()) => provider.receive_done(&rsc, v.number, &snap).await?,
-            Err(e) => {
-                if let Err(x) = provider.receive_abandon(&rsc, v.number, &snap).await {
-                    tracing::warn!(resource = %req.resource, "could not remove what the failed restore wrote: {x}");
+    let record = inflight.record(&Placing::Restore {
+        pool: req.pool.clone(),
+        resource: req.resource.clone(),
+        snapshot: req.snapshot.clone(),
+        volumes: req.volumes.iter().map(|v| v.number).collect(),
+    })?;
+    // The volumes whose place was made (and so are removed on failure).
+    let mut made: Vec<u32> = Vec::new();
+    let result = async {
+        let b = bucket(&req.s3)?;
+        for v in &req.volumes {
+            let to = match provider.receive_create(&rsc, v.number, &snap, v.size).await {
+                Ok(to) => to,
+                Err(e) => {
+                    // Only what this restore made goes: a place it could
+                    // not make may be something else's.
+                    if let Err(x) = provider.receive_abandon(&rsc, v.number, &snap).await {
+                        tracing::warn!(resource = %req.resource, "could not remove what the failed restore began: {x}");
+                    }
+                    return Err(e.into());
                 }
-                return Err(e);
-            }
+            };
+            made.push(v.number);
+            let to = Path::new(&to);
+            let file = tokio::fs::OpenOptions::new().write(true).open(to).await.map_err(io(format!("open {}", to.display())))?;
+            receive_volume(&b, file, to, v, &running).await?;
+        }
+        for v in &req.volumes {
+            running.check()?;
+            provider.receive_done(&rsc, v.number, &snap).await?;
+        }
+        Ok::<(), BackupError>(())
+    }
+    .await;
+    // Settled only after the record went: a record left behind would undo
+    // the snapshot at the next start, after the controller registered it.
+    let result = result.and_then(|()| record.settle());
+    if result.is_err() {
+        undo(provider.as_ref(), &rsc, &snap, &made).await;
+    }
+    result
+}
+
+/// Removes what a restore made of `volumes` (failures are logged).
+async fn undo(provider: &dyn Provider, rsc: &Name, snap: &Name, volumes: &[u32]) {
+    for nr in volumes {
+        if let Err(e) = provider.receive_undo(rsc, *nr, snap).await {
+            tracing::warn!(resource = %rsc, snapshot = %snap, nr, "could not remove what the failed restore wrote: {e}");
         }
     }
-    Ok(())
 }
+
+/// Removes what a restore of `req.snapshot` made (the controller could not
+/// register it, or stopped waiting for it): a restore still running is
+/// aborted first and waited for (at most [`DISCARD_WAIT`]; it removes what
+/// it wrote itself then).
+pub async fn discard(transfers: &Transfers, tools: &Tools, req: &BackupDiscard) -> Result<(), BackupError> {
+    let provider = provider(tools, &req.pool)?;
+    let (rsc, snap) = (Name::new(&req.resource)?, Name::new(&req.snapshot)?);
+    let deadline = tokio::time::Instant::now() + DISCARD_WAIT;
+    while transfers.abort(&req.resource, Some(&req.snapshot)) > 0 {
+        if tokio::time::Instant::now() > deadline {
+            return Err(BackupError::Io {
+                what: "wait for the restore to stop".into(),
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "it still runs"),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tracing::info!(resource = %req.resource, snapshot = %req.snapshot, "removing a restore that was not registered");
+    let mut first = None;
+    for nr in &req.volumes {
+        if let Err(e) = provider.receive_undo(&rsc, *nr, &snap).await {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// How long a discard waits for the aborted restore to stop.
+const DISCARD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub(crate) fn hidden(to: &Path) -> PathBuf {
     Files::receiving_path(to)

@@ -1,16 +1,19 @@
 //! The Cairn satellite: receives desired state from the controller, makes
 //! devices with real tools, and reports what it sees.
 //!
-//! It keeps no state file: the pool directories are the state. A restarted
-//! satellite finds its volume files and their loop devices again when the
-//! controller's full apply arrives, and adopts them instead of creating
-//! duplicates.
+//! The pool directories are its state: a restarted satellite finds its
+//! volume files and their loop devices again when the controller's full
+//! apply arrives, and adopts them instead of creating duplicates. Its data
+//! directory keeps only small records: snapshots that failed, the newest
+//! leader epoch, and the restores and shipments running ([`inflight`]),
+//! whose leftovers a restart removes.
 
 pub mod apply;
 pub mod backup;
 pub mod config;
 pub mod drbd;
 pub mod ext_files;
+pub mod inflight;
 pub mod pool_dirs;
 pub mod reports;
 pub mod server;

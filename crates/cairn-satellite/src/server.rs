@@ -16,10 +16,10 @@ use cairn_proto::auth::{
     SessionOpen, SessionOpened,
 };
 use cairn_proto::{
-    Apply, BackupAbort, BackupReceive, BackupReceived, BackupSend, Hello, LogLevels, ObjectError, Observation, ObserveSince, PATH_APPLY,
-    PATH_BACKUP_ABORT, PATH_BACKUP_RECEIVE, PATH_BACKUP_SEND, PATH_CONFIG, PATH_EXT_FILE_STATUS, PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL,
-    PATH_SHIP_LISTEN, PATH_SHIP_RESULT, PATH_SHIP_SEND, PROTO_VERSION, PhysicalCreate, PhysicalCreated, ProviderSupport, ShipListen,
-    ShipSend, ShipToken, VERSION_HEADER,
+    Apply, BackupAbort, BackupDiscard, BackupReceive, BackupReceived, BackupSend, Hello, LogLevels, ObjectError, Observation, ObserveSince,
+    PATH_APPLY, PATH_BACKUP_ABORT, PATH_BACKUP_DISCARD, PATH_BACKUP_RECEIVE, PATH_BACKUP_SEND, PATH_CONFIG, PATH_EXT_FILE_STATUS,
+    PATH_HELLO, PATH_OBSERVE, PATH_PHYSICAL, PATH_SHIP_LISTEN, PATH_SHIP_RESULT, PATH_SHIP_SEND, PROTO_VERSION, PhysicalCreate,
+    PhysicalCreated, ProviderSupport, ShipListen, ShipSend, ShipToken, VERSION_HEADER,
 };
 use cairn_storage::physical::Physical;
 use tokio::net::TcpListener;
@@ -41,6 +41,9 @@ struct Shared {
     transfers: Arc<crate::backup::Transfers>,
     /// Shipments from other clusters this node listens for or receives.
     ships: Arc<crate::ship::Ships>,
+    /// Records of the restores and shipments running (see
+    /// [`crate::inflight`]).
+    inflight: Arc<crate::inflight::Inflight>,
     /// With `--tls-cert`: the shipment listeners speak TLS with it.
     ship_tls: Option<Arc<crate::ship::ShipTls>>,
     /// This node's error reports.
@@ -185,6 +188,13 @@ impl Satellite {
         let start_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let reports = crate::reports::Reports::open(&config.data_dir, &config.node_name, start_secs)
             .map_err(|source| SatelliteError::DataDir { path: config.data_dir.join("error-reports").display().to_string(), source })?;
+        // What restores and shipments cut off by the last stop placed goes
+        // before anything new can start.
+        let (inflight, left) = crate::inflight::Inflight::open(&config.data_dir)
+            .map_err(|source| SatelliteError::DataDir { path: config.data_dir.join("inflight").display().to_string(), source })?;
+        if !left.is_empty() {
+            crate::inflight::clean_up(&crate::apply::Storage::new(runner.clone(), config.command_timeout).tools, left).await;
+        }
         let sos_runner = runner.clone();
         let physical = Physical::new(runner.clone(), config.command_timeout);
         let storage = crate::apply::Storage::new(runner, config.command_timeout);
@@ -217,6 +227,7 @@ impl Satellite {
                 physical_lock: tokio::sync::Mutex::new(()),
                 transfers: Arc::default(),
                 ships: Arc::default(),
+                inflight: Arc::new(inflight),
                 ship_tls,
                 reports: Arc::new(reports),
                 runner: sos_runner,
@@ -304,6 +315,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_BACKUP_SEND, post(backup_send))
         .route(PATH_BACKUP_RECEIVE, post(backup_receive))
         .route(PATH_BACKUP_ABORT, post(backup_abort))
+        .route(PATH_BACKUP_DISCARD, post(backup_discard))
         .route(PATH_SHIP_LISTEN, post(ship_listen))
         .route(PATH_SHIP_RESULT, post(ship_result))
         .route(PATH_SHIP_SEND, post(ship_send))
@@ -649,10 +661,10 @@ async fn backup_receive(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad restore request: {e}")).into_response(),
     };
-    let transfers = s.transfers.clone();
+    let (transfers, inflight) = (s.transfers.clone(), s.inflight.clone());
     let tools = crate::apply::Storage::new(s.runner.clone(), s.command_timeout).tools;
     let task = tokio::spawn(async move {
-        match crate::backup::receive(&transfers, &tools, &req).await {
+        match crate::backup::receive(&transfers, &tools, &inflight, &req).await {
             Ok(()) => BackupReceived { error: None },
             Err(e) => {
                 tracing::warn!(resource = %req.resource, "backup download failed: {e}");
@@ -669,6 +681,35 @@ async fn backup_receive(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     match task.await {
         Ok(r) => Json(r).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("restore task failed: {e}")).into_response(),
+    }
+}
+
+/// Removes what a restore downloaded that the controller did not register.
+async fn backup_discard(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: BackupDiscard = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad discard request: {e}")).into_response(),
+    };
+    let transfers = s.transfers.clone();
+    let tools = crate::apply::Storage::new(s.runner.clone(), s.command_timeout).tools;
+    let task = tokio::spawn(async move {
+        match crate::backup::discard(&transfers, &tools, &req).await {
+            Ok(()) => BackupReceived { error: None },
+            Err(e) => {
+                tracing::warn!(resource = %req.resource, "removing a restore that was not registered failed: {e}");
+                BackupReceived {
+                    error: Some(ObjectError {
+                        message: format!("Removing the restore of '{}' failed.", req.resource),
+                        cause: Some(e.to_string()),
+                        details: None,
+                    }),
+                }
+            }
+        }
+    });
+    match task.await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("discard task failed: {e}")).into_response(),
     }
 }
 
@@ -693,7 +734,7 @@ async fn ship_listen(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     };
     let resource = req.resource.clone();
     let tools = crate::apply::Storage::new(s.runner.clone(), s.command_timeout).tools;
-    match crate::ship::listen(s.ships.clone(), s.transfers.clone(), tools, req, s.ship_tls.clone()).await {
+    match crate::ship::listen(s.ships.clone(), s.transfers.clone(), &s.inflight, tools, req, s.ship_tls.clone()).await {
         Ok(listening) => Json(listening).into_response(),
         Err(e) => (StatusCode::CONFLICT, format!("cannot receive a shipment of '{resource}': {e}")).into_response(),
     }

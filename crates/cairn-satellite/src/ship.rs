@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::backup::{BackupError, Frames, Running, Transfers, chunks_touched, file_pool, frame, header, hidden, io, is_zero, trailer};
+use crate::inflight::{Inflight, Placing, Record};
 
 /// What a sender says first: this tag, the token's length (u16) and the token.
 const HELLO: &[u8; 8] = b"CAIRNSHP";
@@ -69,7 +70,7 @@ impl ShipTls {
 
 /// The ZFS pool of a shipment, when it is one (those ship as `zfs send`
 /// streams; FILE pools as backup frames).
-fn zfs_pool(p: &PoolDesired) -> Result<Option<ZfsPool>, BackupError> {
+pub(crate) fn zfs_pool(p: &PoolDesired) -> Result<Option<ZfsPool>, BackupError> {
     match (p.kind, p.backing.as_deref()) {
         (ProviderKind::Zfs | ProviderKind::ZfsThin, Some(ds)) => Ok(Some(ZfsPool::new(&p.name, ds, p.kind == ProviderKind::ZfsThin)?)),
         (ProviderKind::Zfs | ProviderKind::ZfsThin, None) => Err(BackupError::Provider(format!("{} without a dataset", p.kind.as_str()))),
@@ -79,7 +80,7 @@ fn zfs_pool(p: &PoolDesired) -> Result<Option<ZfsPool>, BackupError> {
 
 /// The LVM_THIN pool of a shipment, when it is one (those receive into
 /// thin volumes tagged as receiving).
-fn lvm_thin_pool(p: &PoolDesired) -> Result<Option<LvmPool>, BackupError> {
+pub(crate) fn lvm_thin_pool(p: &PoolDesired) -> Result<Option<LvmPool>, BackupError> {
     match (p.kind, p.backing.as_deref()) {
         (ProviderKind::LvmThin, Some(b)) => Ok(Some(LvmPool::new(&p.name, b, true)?)),
         (ProviderKind::LvmThin, None) => Err(BackupError::Provider("LVM_THIN without a volume group".into())),
@@ -111,6 +112,10 @@ const ARRIVED_KEPT: Duration = Duration::from_secs(3600);
 struct Pending {
     arrived: Arrived,
     task: JoinHandle<Result<(), String>>,
+    /// Its record, kept until the verdict was asked (or it was
+    /// cancelled): a satellite that stops before removes what the
+    /// shipment placed at its next start.
+    record: Record,
 }
 
 /// What a shipment placed on this node, to remove it again.
@@ -143,9 +148,16 @@ impl Ships {
         match (&r, cancel) {
             (Ok(()), true) => {
                 p.arrived.discard().await;
+                drop(p.record);
                 Err("the shipment was cancelled; what arrived was removed".into())
             }
             (Ok(()), false) => {
+                // Registered next: a record left behind would remove it at
+                // the next start.
+                if let Err(e) = p.record.settle() {
+                    p.arrived.discard().await;
+                    return Err(format!("the shipment arrived but its record could not be removed, so it was removed: {e}"));
+                }
                 let now = std::time::Instant::now();
                 let mut arrived = self.arrived.lock();
                 arrived.retain(|_, (at, _)| now.saturating_duration_since(*at) < ARRIVED_KEPT);
@@ -203,6 +215,7 @@ impl Arrived {
 pub async fn listen(
     ships: Arc<Ships>,
     transfers: Arc<Transfers>,
+    inflight: &Inflight,
     tools: Tools,
     req: ShipListen,
     tls: Option<Arc<ShipTls>>,
@@ -226,6 +239,14 @@ pub async fn listen(
         Target::Files => check_files(&req).await?,
     }
     let listener = TcpListener::bind((req.address.as_str(), 0)).await.map_err(io(format!("listen on {}", req.address)))?;
+    let record = inflight.record(&Placing::Ship {
+        pool: req.pool.clone(),
+        resource: req.resource.clone(),
+        snapshot: req.snapshot.clone(),
+        volumes: req.volumes.iter().map(|v| v.number).collect(),
+        full: req.base.is_none(),
+        adopt: req.adopt,
+    })?;
     let port = listener.local_addr().map_err(io("read the listening port"))?.port();
     let token = req.token.0.clone();
     let arrived = Arrived { req: req.clone(), tools };
@@ -237,7 +258,7 @@ pub async fn listen(
         }
         r.map_err(|e| e.to_string())
     });
-    ships.pending.lock().insert(token, Pending { arrived, task });
+    ships.pending.lock().insert(token, Pending { arrived, task, record });
     Ok(ShipListening { port, tls_sha256 })
 }
 

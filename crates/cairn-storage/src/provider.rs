@@ -198,6 +198,15 @@ pub trait Provider: Send + Sync {
     fn receive_abandon<'a>(&'a self, _rsc: &'a Name, _nr: u32, _snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async { Ok(()) })
     }
+    /// Removes whatever [`Provider::receive_create`] and
+    /// [`Provider::receive_done`] made of snapshot `snap` of volume `nr`,
+    /// whichever step it reached (a restore that failed later, or whose
+    /// registration failed): the place it was written, and the snapshot it
+    /// became. Nothing else: ZFS only destroys a zvol no resource took
+    /// over, LVM only an LV tagged as receiving or as a snapshot.
+    fn receive_undo<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.receive_abandon(rsc, nr, snap)
+    }
 }
 
 /// A snapshot opened for a backup: where to read it, and how many bytes.
@@ -512,6 +521,12 @@ impl Provider for FileProvider {
             }
         })
     }
+    fn receive_undo<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.receive_abandon(rsc, nr, snap).await?;
+            self.delete_snapshot(rsc, nr, snap).await
+        })
+    }
     fn delete_snapshot<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
             self.files.delete_snapshot(&self.pool, rsc, nr, snap).await?;
@@ -630,6 +645,12 @@ impl Provider for LvmProvider {
     }
     fn receive_abandon<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.lvm.receive_abandon(&self.pool, rsc, nr, snap).await })
+    }
+    fn receive_undo<'a>(&'a self, rsc: &'a Name, nr: u32, snap: &'a Name) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.lvm.receive_abandon(&self.pool, rsc, nr, snap).await?;
+            self.lvm.delete_snapshot(&self.pool, rsc, nr, snap).await
+        })
     }
     fn adopt_received<'a>(&'a self, v: &'a VolumeRef, snap: &'a Name) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move {

@@ -24,8 +24,8 @@ use cairn_domain::name::key;
 use cairn_domain::remote::RemoteTarget;
 use cairn_domain::snapshot::NodeSnapState;
 use cairn_proto::{
-    BackupAbort, BackupReceive, BackupReceived, BackupSend, BackupSent, BackupVolumeReceive, BackupVolumeSend, Checksum, PATH_BACKUP_ABORT,
-    PATH_BACKUP_RECEIVE, PATH_BACKUP_SEND, PoolDesired, S3Target, Secret,
+    BackupAbort, BackupDiscard, BackupReceive, BackupReceived, BackupSend, BackupSent, BackupVolumeReceive, BackupVolumeSend, Checksum,
+    PATH_BACKUP_ABORT, PATH_BACKUP_DISCARD, PATH_BACKUP_RECEIVE, PATH_BACKUP_SEND, PoolDesired, S3Target, Secret,
 };
 use cairn_s3::{Bucket, S3Config};
 use serde::Deserialize;
@@ -867,11 +867,24 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
             .collect(),
     };
     let body = serde_json::to_vec(&receive).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let got: BackupReceived = s.links().request(&key(&node), PATH_BACKUP_RECEIVE, Some(body), TRANSFER_TIMEOUT).await.map_err(|e| {
-        ApiError::from(
-            OpError::new(OP_CRT, rc::FAIL_NOT_CONNECTED, format!("Node '{node}' could not receive the backup.")).cause(e.to_string()),
-        )
-    })?;
+    let discard = BackupDiscard {
+        pool: receive.pool.clone(),
+        resource: receive.resource.clone(),
+        snapshot: receive.snapshot.clone(),
+        volumes: receive.volumes.iter().map(|v| v.number).collect(),
+    };
+    let got: BackupReceived = match s.links().request(&key(&node), PATH_BACKUP_RECEIVE, Some(body), TRANSFER_TIMEOUT).await {
+        Ok(got) => got,
+        Err(e) => {
+            // The satellite may still be downloading (or have finished):
+            // what it made goes (a satellite that restarted removed it at
+            // its start already).
+            let removed = discard_restore(&s, &node, &discard).await;
+            return Err(OpError::new(OP_CRT, rc::FAIL_NOT_CONNECTED, format!("Node '{node}' could not receive the backup."))
+                .cause(format!("{e}; {removed}"))
+                .into());
+        }
+    };
     if let Some(e) = got.error {
         let mut err =
             OpError::new(OP_CRT, rc::FAIL_UNKNOWN_ERROR, e.message).correction("Nothing was restored; the backup object may be damaged.");
@@ -880,13 +893,45 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
         }
         return Err(err.into());
     }
-    let mut reply = s.mutate(201, |c, ctx| c.restore_backup(&plan, ctx)).await?;
+    let mut reply = match s.mutate(201, |c, ctx| c.restore_backup(&plan, ctx)).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            // Not registered: what was downloaded must not stay on the node.
+            let removed = discard_restore(&s, &node, &discard).await;
+            tracing::warn!(rsc = %plan.target, "a restore was downloaded but not registered; {removed}");
+            return Err(match e {
+                ApiError::Op(op) => {
+                    let details = match op.rc.details.clone() {
+                        Some(d) => format!("{d} The backup was downloaded before the registration failed: {removed}."),
+                        None => format!("The backup was downloaded before the registration failed: {removed}."),
+                    };
+                    ApiError::Op(op.details(details))
+                }
+                other => other,
+            });
+        }
+    };
     reply.entries.push(ApiCallRc::success(
         OP_CRT,
         0,
         format!("Backup '{}' restored into '{}' ({} backups applied).", last.full_id(), plan.target, chain.len()),
     ));
     Ok(reply)
+}
+
+/// Has `node` remove what a restore downloaded; says how that went.
+async fn discard_restore(s: &AppState, node: &str, discard: &BackupDiscard) -> String {
+    let body = match serde_json::to_vec(discard) {
+        Ok(b) => b,
+        Err(e) => return format!("what was downloaded could not be removed: {e}"),
+    };
+    match s.links().request::<BackupReceived>(&key(node), PATH_BACKUP_DISCARD, Some(body), Duration::from_secs(180)).await {
+        Ok(BackupReceived { error: None }) => format!("what node '{node}' downloaded was removed"),
+        Ok(BackupReceived { error: Some(e) }) => {
+            format!("node '{node}' could not remove what it downloaded: {}", e.cause.unwrap_or(e.message))
+        }
+        Err(e) => format!("node '{node}' could not be asked to remove what it downloaded: {e}"),
+    }
 }
 
 /// `DELETE /v1/remotes/{remote}/backups`: by id, id prefix, time,
