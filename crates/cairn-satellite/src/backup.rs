@@ -651,17 +651,11 @@ pub async fn receive(transfers: &Transfers, tools: &Tools, inflight: &Inflight, 
     let result = async {
         let b = bucket(&req.s3)?;
         for v in &req.volumes {
-            let to = match provider.receive_create(&rsc, v.number, &snap, v.size).await {
-                Ok(to) => to,
-                Err(e) => {
-                    // Only what this restore made goes: a place it could
-                    // not make may be something else's.
-                    if let Err(x) = provider.receive_abandon(&rsc, v.number, &snap).await {
-                        tracing::warn!(resource = %req.resource, "could not remove what the failed restore began: {x}");
-                    }
-                    return Err(e.into());
-                }
-            };
+            // A place that could not be made is not removed here: it may
+            // be something else's (a zvol or file of that name that made
+            // receive_create refuse), and receive_create removes what it
+            // began itself before it fails.
+            let to = provider.receive_create(&rsc, v.number, &snap, v.size).await?;
             made.push(v.number);
             let to = Path::new(&to);
             let file = tokio::fs::OpenOptions::new().write(true).open(to).await.map_err(io(format!("open {}", to.display())))?;
@@ -1067,5 +1061,37 @@ mod tests {
         // An object larger than the volume.
         let big = object(&[(0, fill(1))], cs, 2 * size);
         assert!(apply("k", pieces(&big, 100), &file, &path, size, &mut work, &running).await.is_err());
+    }
+
+    fn file_restore(dir: &Path, volumes: &[u32]) -> BackupReceive {
+        BackupReceive {
+            s3: S3Target {
+                endpoint: "http://127.0.0.1:9".into(),
+                bucket: "b".into(),
+                region: "r".into(),
+                access_key: cairn_proto::Secret("a".into()),
+                secret_key: cairn_proto::Secret("s".into()),
+                path_style: true,
+            },
+            pool: PoolDesired { name: "p".into(), kind: ProviderKind::FileThin, backing: Some(dir.display().to_string()) },
+            resource: "dst".into(),
+            snapshot: "s1".into(),
+            volumes: volumes.iter().map(|n| BackupVolumeReceive { number: *n, keys: vec!["k".into()], size: 1 << 20 }).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restore_that_cannot_make_its_place_removes_nothing_it_did_not_make() {
+        let pool = tempfile::tempdir().expect("tempdir");
+        let tools = crate::apply::Storage::new(Arc::new(cairn_exec::FakeRunner::default()), std::time::Duration::from_secs(5)).tools;
+        // Another transfer is writing volume 0 of the same snapshot.
+        let other = pool.path().join(".dst_00000@s1.snap.receiving");
+        std::fs::write(&other, b"the other's data").expect("write");
+        let e = receive(&Transfers::default(), &tools, &Inflight::default(), &file_restore(pool.path(), &[0, 1]))
+            .await
+            .expect_err("its place exists");
+        assert!(e.to_string().contains("create"), "{e}");
+        assert_eq!(std::fs::read(&other).expect("the other's file stays"), b"the other's data");
+        assert!(!pool.path().join(".dst_00001@s1.snap.receiving").exists());
     }
 }
