@@ -113,7 +113,7 @@ impl Record {
     /// Removes the record: the transfer's outcome no longer needs it.
     pub fn settle(mut self) -> Result<(), BackupError> {
         match self.path.take() {
-            Some(p) => std::fs::remove_file(&p).map_err(io(format!("remove the record {}", p.display()))),
+            Some(p) => unlink(&p).map_err(io(format!("remove the record {}", p.display()))),
             None => Ok(()),
         }
     }
@@ -122,11 +122,24 @@ impl Record {
 impl Drop for Record {
     fn drop(&mut self) {
         if let Some(p) = self.path.take()
-            && let Err(e) = std::fs::remove_file(&p)
+            && let Err(e) = unlink(&p)
         {
             tracing::warn!(record = %p.display(), "could not remove a transfer's record (the next start removes what it names): {e}");
         }
     }
+}
+
+/// Makes a change to the entries of `dir` (a rename, an unlink) durable:
+/// a record whose removal was lost at a power cut would come back and
+/// have the next start remove a snapshot the controller registered.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes a record's file, durably.
+fn unlink(path: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(path)?;
+    path.parent().map_or(Ok(()), sync_dir)
 }
 
 impl Inflight {
@@ -165,7 +178,8 @@ impl Inflight {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&body)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(dir)
         };
         write().map_err(io(format!("write the record {}", path.display())))?;
         Ok(Record { path: Some(path) })
@@ -181,7 +195,7 @@ pub async fn clean_up(tools: &Tools, left: Vec<(PathBuf, Placing)>) {
         if let Err(e) = p.remove(tools).await {
             tracing::warn!(resource = rsc, snapshot = snap, "could not remove all a cut-off transfer placed: {e}");
         }
-        if let Err(e) = std::fs::remove_file(&path) {
+        if let Err(e) = unlink(&path) {
             tracing::warn!(record = %path.display(), "could not remove a transfer's record: {e}");
         }
     }
