@@ -668,22 +668,42 @@ pub async fn receive(transfers: &Transfers, tools: &Tools, inflight: &Inflight, 
         Ok::<(), BackupError>(())
     }
     .await;
-    // Settled only after the record went: a record left behind would undo
+    // Success only once the record went: a record left behind would undo
     // the snapshot at the next start, after the controller registered it.
-    let result = result.and_then(|()| record.settle());
-    if result.is_err() {
-        undo(provider.as_ref(), &rsc, &snap, &made).await;
+    let (result, record) = match result {
+        Ok(()) => match record.settle() {
+            Ok(()) => return Ok(()),
+            // The record file may stay: it names what is removed now.
+            Err(e) => (Err(e), None),
+        },
+        Err(e) => (Err(e), Some(record)),
+    };
+    // The record goes only once what the restore made went: if not, the
+    // next start tries again.
+    let undone = undo(provider.as_ref(), &rsc, &snap, &made).await;
+    if let Some(record) = record {
+        if undone {
+            if let Err(e) = record.settle() {
+                tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "{e}");
+            }
+        } else {
+            record.keep();
+        }
     }
     result
 }
 
-/// Removes what a restore made of `volumes` (failures are logged).
-async fn undo(provider: &dyn Provider, rsc: &Name, snap: &Name, volumes: &[u32]) {
+/// Removes what a restore made of `volumes` (failures are logged): true
+/// when all of it went.
+async fn undo(provider: &dyn Provider, rsc: &Name, snap: &Name, volumes: &[u32]) -> bool {
+    let mut all = true;
     for nr in volumes {
         if let Err(e) = provider.receive_undo(rsc, *nr, snap).await {
             tracing::warn!(resource = %rsc, snapshot = %snap, nr, "could not remove what the failed restore wrote: {e}");
+            all = false;
         }
     }
+    all
 }
 
 /// Removes what a restore of `req.snapshot` made (the controller could not
@@ -1093,5 +1113,17 @@ mod tests {
         assert!(e.to_string().contains("create"), "{e}");
         assert_eq!(std::fs::read(&other).expect("the other's file stays"), b"the other's data");
         assert!(!pool.path().join(".dst_00001@s1.snap.receiving").exists());
+    }
+
+    #[tokio::test]
+    async fn a_failed_restore_removes_what_it_wrote_and_then_its_record() {
+        let (pool, state) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let tools = crate::apply::Storage::new(Arc::new(cairn_exec::FakeRunner::default()), std::time::Duration::from_secs(5)).tools;
+        let (inflight, _) = Inflight::open(state.path()).expect("open");
+        // The bucket cannot be reached: the download of volume 0 fails.
+        receive(&Transfers::default(), &tools, &inflight, &file_restore(pool.path(), &[0, 1])).await.expect_err("no bucket");
+        assert_eq!(std::fs::read_dir(pool.path()).expect("read").count(), 0, "what it wrote went");
+        let (_, left) = Inflight::open(state.path()).expect("reopen");
+        assert!(left.is_empty(), "{left:?}");
     }
 }
