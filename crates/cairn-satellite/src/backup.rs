@@ -64,6 +64,8 @@ pub enum BackupError {
     Corrupt { key: String, why: String },
     #[error("the transfer was aborted")]
     Aborted,
+    #[error("a transfer of snapshot '{snapshot}' of '{resource}' is running on this node already")]
+    Busy { resource: String, snapshot: String },
 }
 
 impl From<cairn_s3::S3Error> for BackupError {
@@ -144,11 +146,18 @@ impl Running<'_> {
 }
 
 impl Transfers {
-    pub(crate) fn start(&self, rsc: &str, snap: &str) -> Running<'_> {
-        let stop = Arc::new(AtomicBool::new(false));
+    /// Registers a transfer of snapshot `snap` of `rsc`; refused while
+    /// another of the same runs (a client's retry): both would write the
+    /// same places, and an abort or discard by these names would hit both.
+    pub(crate) fn start(&self, rsc: &str, snap: &str) -> Result<Running<'_>, BackupError> {
         let id = (rsc.to_string(), snap.to_string());
-        self.running.lock().insert(id.clone(), stop.clone());
-        Running { transfers: self, id, stop }
+        let mut running = self.running.lock();
+        if running.contains_key(&id) {
+            return Err(BackupError::Busy { resource: id.0, snapshot: id.1 });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        running.insert(id.clone(), stop.clone());
+        Ok(Running { transfers: self, id, stop })
     }
 
     /// Raises the abort flag of the transfers of `rsc` (of one snapshot,
@@ -335,9 +344,9 @@ pub fn trailer(frames: u64) -> Vec<u8> {
 /// incremental, says which byte ranges changed since the base snapshot
 /// where it knows (LVM_THIN, ZFS); only the chunks they touch are read.
 pub async fn send(transfers: &Transfers, tools: &Tools, req: &BackupSend) -> BackupSent {
-    let running = transfers.start(&req.resource, &req.snapshot);
     let mut out = BackupSent { checksum: req.checksum, ..Default::default() };
     let result = async {
+        let running = transfers.start(&req.resource, &req.snapshot)?;
         let b = bucket(&req.s3)?;
         let provider = provider(tools, &req.pool)?;
         let (rsc, snap) = (Name::new(&req.resource)?, Name::new(&req.snapshot)?);
@@ -637,7 +646,7 @@ impl Frames {
 /// recorded in `inflight` while it runs, so a satellite that stops in the
 /// middle removes its leftovers at the next start.
 pub async fn receive(transfers: &Transfers, tools: &Tools, inflight: &Inflight, req: &BackupReceive) -> Result<(), BackupError> {
-    let running = transfers.start(&req.resource, &req.snapshot);
+    let running = transfers.start(&req.resource, &req.snapshot)?;
     let provider = provider(tools, &req.pool)?;
     let (rsc, snap) = (Name::new(&req.resource)?, Name::new(&req.snapshot)?);
     let record = inflight.record(&Placing::Restore {
@@ -1048,7 +1057,7 @@ mod tests {
         let file = Arc::new(std::fs::File::options().create(true).truncate(true).read(true).write(true).open(&path).expect("create"));
         file.set_len(size).expect("size");
         let transfers = Transfers::default();
-        let running = transfers.start("r", "s");
+        let running = transfers.start("r", "s").expect("start");
         let mut work = Ordered::new(4);
         let fill = |b: u8| vec![b; cs as usize];
         let full: Vec<(u64, Vec<u8>)> = (0..40).filter(|i| i % 3 != 0).map(|i| (i, fill(i as u8 + 1))).collect();
@@ -1125,5 +1134,28 @@ mod tests {
         assert_eq!(std::fs::read_dir(pool.path()).expect("read").count(), 0, "what it wrote went");
         let (_, left) = Inflight::open(state.path()).expect("reopen");
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_second_transfer_of_the_same_snapshot_is_refused_while_the_first_runs() {
+        let transfers = Transfers::default();
+        let first = transfers.start("dst", "s1").expect("start");
+        let e = transfers.start("dst", "s1").err().expect("a duplicate is refused");
+        assert!(matches!(&e, BackupError::Busy { resource, snapshot } if resource == "dst" && snapshot == "s1"), "{e}");
+        assert!(e.to_string().contains("running on this node already"), "{e}");
+        // Others run beside it; the abort reaches only the first.
+        let other = transfers.start("dst", "s2").expect("another snapshot");
+        assert_eq!(transfers.abort("dst", Some("s1")), 1);
+        assert!(first.check().is_err() && other.check().is_ok());
+        // A restore of that snapshot is refused before it makes anything.
+        let (pool, state) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let tools = crate::apply::Storage::new(Arc::new(cairn_exec::FakeRunner::default()), std::time::Duration::from_secs(5)).tools;
+        let (inflight, _) = Inflight::open(state.path()).expect("open");
+        let e = receive(&transfers, &tools, &inflight, &file_restore(pool.path(), &[0])).await.expect_err("busy");
+        assert!(matches!(e, BackupError::Busy { .. }), "{e}");
+        assert_eq!(std::fs::read_dir(pool.path()).expect("read").count(), 0);
+        // Once it ended, the snapshot can be transferred again.
+        drop(first);
+        assert!(transfers.start("dst", "s1").is_ok());
     }
 }

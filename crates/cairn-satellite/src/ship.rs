@@ -348,7 +348,7 @@ async fn receive(
     tls: Option<Arc<ShipTls>>,
     left: &mut bool,
 ) -> Result<(), BackupError> {
-    let running = transfers.start(&req.resource, &req.snapshot);
+    let running = transfers.start(&req.resource, &req.snapshot)?;
     let deadline = tokio::time::Instant::now() + ACCEPT_WAIT;
     let mut sock = loop {
         running.check()?;
@@ -636,9 +636,9 @@ async fn receive_volume(
 /// Streams the volumes to the listening satellite and waits for its
 /// status.
 pub async fn send(transfers: &Transfers, tools: &Tools, req: &ShipSend) -> BackupSent {
-    let running = transfers.start(&req.resource, &req.snapshot);
     let mut out = BackupSent::default();
     let result = async {
+        let running = transfers.start(&req.resource, &req.snapshot)?;
         let zpool = zfs_pool(&req.pool)?;
         // Other pools ship frames: FILE pools compare each chunk with the
         // base snapshot's file, LVM_THIN reads only what the thin pool's
