@@ -950,7 +950,17 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
                     };
                     ApiError::Op(op.details(details))
                 }
-                other => other,
+                // (The database or a task failed: its text, and what
+                // became of the download.)
+                other => {
+                    let code = if matches!(other, ApiError::Store(_)) { rc::FAIL_SQL } else { rc::FAIL_UNKNOWN_ERROR };
+                    tracing::error!(rsc = %plan.target, "registering a restore failed: {other}");
+                    ApiError::Op(
+                        OpError::new(OP_CRT, code, format!("The restore into '{}' could not be registered.", plan.target))
+                            .cause(other.to_string())
+                            .details(format!("The backup was downloaded before the registration failed: {removed}.")),
+                    )
+                }
             });
         }
     };
@@ -973,7 +983,7 @@ async fn discard_restore(s: &AppState, node: &str, discard: &BackupDiscard) -> S
         Ok(BackupReceived { error: Some(e) }) => {
             format!("node '{node}' could not remove what it downloaded: {}", e.cause.unwrap_or(e.message))
         }
-        Err(e) => format!("node '{node}' could not be asked to remove what it downloaded: {e}"),
+        Err(e) => format!("node '{node}' could not be asked to remove anything it may have downloaded: {e}"),
     }
 }
 
