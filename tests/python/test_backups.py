@@ -704,3 +704,40 @@ def test_a_restore_that_fails_after_its_first_volume_leaves_nothing_behind(bclus
     assert leftovers(c, "n3", "dst") == []
     assert not [r for r in c.lin.resource_dfn_list_raise().resource_definitions if r.name == "dst"]
     assert c.lin.snapshot_dfn_list_raise(filter_by_resources=["dst"]).snapshots == []
+
+
+def test_a_second_restore_into_the_same_target_is_refused_while_the_first_runs(bcluster):
+    """Two restores of one backup into the same new definition on the same
+    node (a client's retry): the second is refused at once with a clear
+    error, and the first completes with the data intact (sha256)."""
+    c = bcluster
+    bk = two_volumes(c, "twin")
+    status, _, v = c.ctrl.request("GET", "/v1/view/resources?resources=twin&nodes=n1")
+    assert status == 200, v
+    want = {vol["volume_number"]: digest(vol["device_path"], 4 * MIB) for vol in v[0]["volumes"]}
+    vol1 = next(x["s3"]["key"] for x in bk._rest_data["vlms"] if x["vlm_nr"] == 1)
+    host, port = c.s3.endpoint.removeprefix("http://").split(":")
+    proxy = HoldingProxy((host, int(port)), vol1)
+    try:
+        ok(c.lin.remote_create_s3(remote_name="hx", endpoint=proxy.endpoint, region=c.s3.region, bucket=c.s3.bucket,
+                                  access_key=c.s3.access_key, secret_key=c.s3.secret_key, use_path_style=True))
+        t, out = restore_in_background(c, "hx", "twin2", bk.id)
+        assert proxy.hit.wait(60), "the second volume's download never started"
+        # The retry, while the first still downloads.
+        replies = c.lin.backup_restore("hx", "n3", "twin2", bak_id=bk.id)
+        err(replies, 501)
+        [e] = [r for r in replies if r.is_error()]
+        assert "restore into resource definition 'twin2' is in progress" in e.message, e
+        proxy.release.set()
+        t.join(120)
+        status, _, body = out["reply"]
+        assert status < 400, body
+    finally:
+        proxy.stop()
+    status, _, v = c.ctrl.request("GET", "/v1/view/resources?resources=twin2&nodes=n3")
+    assert status == 200 and v, v
+    wait_for("restored volumes", lambda: all(digest(vol["device_path"], 4 * MIB) == want[vol["volume_number"]]
+                                             for vol in v[0]["volumes"]) and len(v[0]["volumes"]) == 2 or None)
+    # Once it ended, a restore into it is refused as into any definition
+    # that exists.
+    err(c.lin.backup_restore("bk", "n3", "twin2", bak_id=bk.id), 501)

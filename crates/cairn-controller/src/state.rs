@@ -57,6 +57,8 @@ struct Inner {
     backups: crate::rest::backups::Shipments,
     /// Shipments from other clusters this controller agreed to receive.
     receives: crate::rest::ship::Receives,
+    /// The target resource definitions of restores running.
+    restores: crate::rest::backups::Restores,
     /// How other controllers are reached over HTTPS (LINSTOR remotes):
     /// the system's roots and `--remote-tls-ca`.
     remote_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
@@ -148,6 +150,7 @@ impl AppState {
             settings: std::sync::OnceLock::new(),
             backups: Default::default(),
             receives: Default::default(),
+            restores: Default::default(),
             remote_tls: std::sync::OnceLock::new(),
             scheduler: Default::default(),
             fence: std::sync::OnceLock::new(),
@@ -312,6 +315,11 @@ impl AppState {
     /// Backup shipments running or failed since the controller started.
     pub fn backups(&self) -> &crate::rest::backups::Shipments {
         &self.inner.backups
+    }
+
+    /// The target resource definitions of restores running.
+    pub fn restores(&self) -> &crate::rest::backups::Restores {
+        &self.inner.restores
     }
 
     /// Shipments from other clusters this controller waits for.

@@ -64,6 +64,8 @@ pub enum BackupError {
     Corrupt { key: String, why: String },
     #[error("the transfer was aborted")]
     Aborted,
+    #[error("a transfer of snapshot '{snapshot}' of '{resource}' is running on this node already")]
+    Busy { resource: String, snapshot: String },
 }
 
 impl From<cairn_s3::S3Error> for BackupError {
@@ -144,11 +146,18 @@ impl Running<'_> {
 }
 
 impl Transfers {
-    pub(crate) fn start(&self, rsc: &str, snap: &str) -> Running<'_> {
-        let stop = Arc::new(AtomicBool::new(false));
+    /// Registers a transfer of snapshot `snap` of `rsc`; refused while
+    /// another of the same runs (a client's retry): both would write the
+    /// same places, and an abort or discard by these names would hit both.
+    pub(crate) fn start(&self, rsc: &str, snap: &str) -> Result<Running<'_>, BackupError> {
         let id = (rsc.to_string(), snap.to_string());
-        self.running.lock().insert(id.clone(), stop.clone());
-        Running { transfers: self, id, stop }
+        let mut running = self.running.lock();
+        if running.contains_key(&id) {
+            return Err(BackupError::Busy { resource: id.0, snapshot: id.1 });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        running.insert(id.clone(), stop.clone());
+        Ok(Running { transfers: self, id, stop })
     }
 
     /// Raises the abort flag of the transfers of `rsc` (of one snapshot,
@@ -335,9 +344,9 @@ pub fn trailer(frames: u64) -> Vec<u8> {
 /// incremental, says which byte ranges changed since the base snapshot
 /// where it knows (LVM_THIN, ZFS); only the chunks they touch are read.
 pub async fn send(transfers: &Transfers, tools: &Tools, req: &BackupSend) -> BackupSent {
-    let running = transfers.start(&req.resource, &req.snapshot);
     let mut out = BackupSent { checksum: req.checksum, ..Default::default() };
     let result = async {
+        let running = transfers.start(&req.resource, &req.snapshot)?;
         let b = bucket(&req.s3)?;
         let provider = provider(tools, &req.pool)?;
         let (rsc, snap) = (Name::new(&req.resource)?, Name::new(&req.snapshot)?);
@@ -637,7 +646,7 @@ impl Frames {
 /// recorded in `inflight` while it runs, so a satellite that stops in the
 /// middle removes its leftovers at the next start.
 pub async fn receive(transfers: &Transfers, tools: &Tools, inflight: &Inflight, req: &BackupReceive) -> Result<(), BackupError> {
-    let running = transfers.start(&req.resource, &req.snapshot);
+    let running = transfers.start(&req.resource, &req.snapshot)?;
     let provider = provider(tools, &req.pool)?;
     let (rsc, snap) = (Name::new(&req.resource)?, Name::new(&req.snapshot)?);
     let record = inflight.record(&Placing::Restore {
@@ -651,17 +660,11 @@ pub async fn receive(transfers: &Transfers, tools: &Tools, inflight: &Inflight, 
     let result = async {
         let b = bucket(&req.s3)?;
         for v in &req.volumes {
-            let to = match provider.receive_create(&rsc, v.number, &snap, v.size).await {
-                Ok(to) => to,
-                Err(e) => {
-                    // Only what this restore made goes: a place it could
-                    // not make may be something else's.
-                    if let Err(x) = provider.receive_abandon(&rsc, v.number, &snap).await {
-                        tracing::warn!(resource = %req.resource, "could not remove what the failed restore began: {x}");
-                    }
-                    return Err(e.into());
-                }
-            };
+            // A place that could not be made is not removed here: it may
+            // be something else's (a zvol or file of that name that made
+            // receive_create refuse), and receive_create removes what it
+            // began itself before it fails.
+            let to = provider.receive_create(&rsc, v.number, &snap, v.size).await?;
             made.push(v.number);
             let to = Path::new(&to);
             let file = tokio::fs::OpenOptions::new().write(true).open(to).await.map_err(io(format!("open {}", to.display())))?;
@@ -674,22 +677,42 @@ pub async fn receive(transfers: &Transfers, tools: &Tools, inflight: &Inflight, 
         Ok::<(), BackupError>(())
     }
     .await;
-    // Settled only after the record went: a record left behind would undo
+    // Success only once the record went: a record left behind would undo
     // the snapshot at the next start, after the controller registered it.
-    let result = result.and_then(|()| record.settle());
-    if result.is_err() {
-        undo(provider.as_ref(), &rsc, &snap, &made).await;
+    let (result, record) = match result {
+        Ok(()) => match record.settle() {
+            Ok(()) => return Ok(()),
+            // The record file may stay: it names what is removed now.
+            Err(e) => (Err(e), None),
+        },
+        Err(e) => (Err(e), Some(record)),
+    };
+    // The record goes only once what the restore made went: if not, the
+    // next start tries again.
+    let undone = undo(provider.as_ref(), &rsc, &snap, &made).await;
+    if let Some(record) = record {
+        if undone {
+            if let Err(e) = record.settle() {
+                tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "{e}");
+            }
+        } else {
+            record.keep();
+        }
     }
     result
 }
 
-/// Removes what a restore made of `volumes` (failures are logged).
-async fn undo(provider: &dyn Provider, rsc: &Name, snap: &Name, volumes: &[u32]) {
+/// Removes what a restore made of `volumes` (failures are logged): true
+/// when all of it went.
+async fn undo(provider: &dyn Provider, rsc: &Name, snap: &Name, volumes: &[u32]) -> bool {
+    let mut all = true;
     for nr in volumes {
         if let Err(e) = provider.receive_undo(rsc, *nr, snap).await {
             tracing::warn!(resource = %rsc, snapshot = %snap, nr, "could not remove what the failed restore wrote: {e}");
+            all = false;
         }
     }
+    all
 }
 
 /// Removes what a restore of `req.snapshot` made (the controller could not
@@ -1034,7 +1057,7 @@ mod tests {
         let file = Arc::new(std::fs::File::options().create(true).truncate(true).read(true).write(true).open(&path).expect("create"));
         file.set_len(size).expect("size");
         let transfers = Transfers::default();
-        let running = transfers.start("r", "s");
+        let running = transfers.start("r", "s").expect("start");
         let mut work = Ordered::new(4);
         let fill = |b: u8| vec![b; cs as usize];
         let full: Vec<(u64, Vec<u8>)> = (0..40).filter(|i| i % 3 != 0).map(|i| (i, fill(i as u8 + 1))).collect();
@@ -1067,5 +1090,72 @@ mod tests {
         // An object larger than the volume.
         let big = object(&[(0, fill(1))], cs, 2 * size);
         assert!(apply("k", pieces(&big, 100), &file, &path, size, &mut work, &running).await.is_err());
+    }
+
+    fn file_restore(dir: &Path, volumes: &[u32]) -> BackupReceive {
+        BackupReceive {
+            s3: S3Target {
+                endpoint: "http://127.0.0.1:9".into(),
+                bucket: "b".into(),
+                region: "r".into(),
+                access_key: cairn_proto::Secret("a".into()),
+                secret_key: cairn_proto::Secret("s".into()),
+                path_style: true,
+            },
+            pool: PoolDesired { name: "p".into(), kind: ProviderKind::FileThin, backing: Some(dir.display().to_string()) },
+            resource: "dst".into(),
+            snapshot: "s1".into(),
+            volumes: volumes.iter().map(|n| BackupVolumeReceive { number: *n, keys: vec!["k".into()], size: 1 << 20 }).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restore_that_cannot_make_its_place_removes_nothing_it_did_not_make() {
+        let pool = tempfile::tempdir().expect("tempdir");
+        let tools = crate::apply::Storage::new(Arc::new(cairn_exec::FakeRunner::default()), std::time::Duration::from_secs(5)).tools;
+        // Another transfer is writing volume 0 of the same snapshot.
+        let other = pool.path().join(".dst_00000@s1.snap.receiving");
+        std::fs::write(&other, b"the other's data").expect("write");
+        let e = receive(&Transfers::default(), &tools, &Inflight::default(), &file_restore(pool.path(), &[0, 1]))
+            .await
+            .expect_err("its place exists");
+        assert!(e.to_string().contains("create"), "{e}");
+        assert_eq!(std::fs::read(&other).expect("the other's file stays"), b"the other's data");
+        assert!(!pool.path().join(".dst_00001@s1.snap.receiving").exists());
+    }
+
+    #[tokio::test]
+    async fn a_failed_restore_removes_what_it_wrote_and_then_its_record() {
+        let (pool, state) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let tools = crate::apply::Storage::new(Arc::new(cairn_exec::FakeRunner::default()), std::time::Duration::from_secs(5)).tools;
+        let (inflight, _) = Inflight::open(state.path()).expect("open");
+        // The bucket cannot be reached: the download of volume 0 fails.
+        receive(&Transfers::default(), &tools, &inflight, &file_restore(pool.path(), &[0, 1])).await.expect_err("no bucket");
+        assert_eq!(std::fs::read_dir(pool.path()).expect("read").count(), 0, "what it wrote went");
+        let (_, left) = Inflight::open(state.path()).expect("reopen");
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_second_transfer_of_the_same_snapshot_is_refused_while_the_first_runs() {
+        let transfers = Transfers::default();
+        let first = transfers.start("dst", "s1").expect("start");
+        let e = transfers.start("dst", "s1").err().expect("a duplicate is refused");
+        assert!(matches!(&e, BackupError::Busy { resource, snapshot } if resource == "dst" && snapshot == "s1"), "{e}");
+        assert!(e.to_string().contains("running on this node already"), "{e}");
+        // Others run beside it; the abort reaches only the first.
+        let other = transfers.start("dst", "s2").expect("another snapshot");
+        assert_eq!(transfers.abort("dst", Some("s1")), 1);
+        assert!(first.check().is_err() && other.check().is_ok());
+        // A restore of that snapshot is refused before it makes anything.
+        let (pool, state) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let tools = crate::apply::Storage::new(Arc::new(cairn_exec::FakeRunner::default()), std::time::Duration::from_secs(5)).tools;
+        let (inflight, _) = Inflight::open(state.path()).expect("open");
+        let e = receive(&transfers, &tools, &inflight, &file_restore(pool.path(), &[0])).await.expect_err("busy");
+        assert!(matches!(e, BackupError::Busy { .. }), "{e}");
+        assert_eq!(std::fs::read_dir(pool.path()).expect("read").count(), 0);
+        // Once it ended, the snapshot can be transferred again.
+        drop(first);
+        assert!(transfers.start("dst", "s1").is_ok());
     }
 }

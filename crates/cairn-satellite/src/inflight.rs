@@ -12,7 +12,10 @@
 //! success (the controller registers it next; a failed registration is
 //! undone through [`cairn_proto::PATH_BACKUP_DISCARD`]), a restore that
 //! failed and removed what it wrote, a shipment whose verdict was asked
-//! (registered next, or cancelled), one cancelled or failed.
+//! (registered next, or cancelled), one cancelled or failed that removed
+//! what it placed. A transfer whose leftovers could not all be removed
+//! keeps its record, and so does a start whose clean-up of it failed (a
+//! pool not ready yet): the next start tries again.
 
 use std::path::{Path, PathBuf};
 
@@ -113,8 +116,16 @@ impl Record {
     /// Removes the record: the transfer's outcome no longer needs it.
     pub fn settle(mut self) -> Result<(), BackupError> {
         match self.path.take() {
-            Some(p) => std::fs::remove_file(&p).map_err(io(format!("remove the record {}", p.display()))),
+            Some(p) => unlink(&p).map_err(io(format!("remove the record {}", p.display()))),
             None => Ok(()),
+        }
+    }
+
+    /// Keeps the record: what the transfer placed could not all be
+    /// removed, and the next start of the satellite tries again.
+    pub fn keep(mut self) {
+        if let Some(p) = self.path.take() {
+            tracing::warn!(record = %p.display(), "a transfer's leftovers could not all be removed; its record stays for the next start");
         }
     }
 }
@@ -122,11 +133,24 @@ impl Record {
 impl Drop for Record {
     fn drop(&mut self) {
         if let Some(p) = self.path.take()
-            && let Err(e) = std::fs::remove_file(&p)
+            && let Err(e) = unlink(&p)
         {
             tracing::warn!(record = %p.display(), "could not remove a transfer's record (the next start removes what it names): {e}");
         }
     }
+}
+
+/// Makes a change to the entries of `dir` (a rename, an unlink) durable:
+/// a record whose removal was lost at a power cut would come back and
+/// have the next start remove a snapshot the controller registered.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes a record's file, durably.
+fn unlink(path: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(path)?;
+    path.parent().map_or(Ok(()), sync_dir)
 }
 
 impl Inflight {
@@ -165,7 +189,8 @@ impl Inflight {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&body)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(dir)
         };
         write().map_err(io(format!("write the record {}", path.display())))?;
         Ok(Record { path: Some(path) })
@@ -173,15 +198,23 @@ impl Inflight {
 }
 
 /// Removes what the transfers of the records `left` placed (each tried
-/// once; a failure is logged) and the records.
+/// once; a failure is logged) and the record of each removed; a record
+/// whose removal failed stays, for the next start.
 pub async fn clean_up(tools: &Tools, left: Vec<(PathBuf, Placing)>) {
     for (path, p) in left {
         let (rsc, snap) = p.names();
         tracing::warn!(resource = rsc, snapshot = snap, "a transfer was cut off when the satellite stopped; removing what it placed");
         if let Err(e) = p.remove(tools).await {
-            tracing::warn!(resource = rsc, snapshot = snap, "could not remove all a cut-off transfer placed: {e}");
+            // (The pool may not be ready yet: a zpool not imported, a
+            // volume group not active.)
+            tracing::warn!(
+                resource = rsc,
+                snapshot = snap,
+                "could not remove all a cut-off transfer placed (its record stays for the next start): {e}"
+            );
+            continue;
         }
-        if let Err(e) = std::fs::remove_file(&path) {
+        if let Err(e) = unlink(&path) {
             tracing::warn!(record = %path.display(), "could not remove a transfer's record: {e}");
         }
     }
@@ -261,5 +294,30 @@ mod tests {
         let (_, left) = Inflight::open(state.path()).expect("open");
         assert!(left.is_empty());
         assert_eq!(std::fs::read_dir(&dir).expect("read").count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_leftovers_could_not_be_removed_stays_for_the_next_start() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let pool_dir = tempfile::tempdir().expect("tempdir");
+        // What the restore wrote cannot be removed (unlink fails on a
+        // directory: as a pool not ready yet would).
+        let stuck = pool_dir.path().join(".dst_00000@s1.snap.receiving");
+        std::fs::create_dir(&stuck).expect("mkdir");
+        std::fs::write(stuck.join("x"), b"x").expect("write");
+        {
+            let (inflight, _) = Inflight::open(state.path()).expect("open");
+            let restore = Placing::Restore { pool: pool(pool_dir.path()), resource: "dst".into(), snapshot: "s1".into(), volumes: vec![0] };
+            inflight.record(&restore).expect("record").keep();
+        }
+        let (_, left) = Inflight::open(state.path()).expect("reopen");
+        assert_eq!(left.len(), 1, "a kept record stays");
+        clean_up(&tools(), left).await;
+        let (_, left) = Inflight::open(state.path()).expect("reopen");
+        assert_eq!(left.len(), 1, "the removal failed: its record stays");
+        std::fs::remove_dir_all(&stuck).expect("rmdir");
+        clean_up(&tools(), left).await;
+        let (_, left) = Inflight::open(state.path()).expect("reopen");
+        assert!(left.is_empty(), "{left:?}");
     }
 }

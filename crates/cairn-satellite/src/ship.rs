@@ -111,7 +111,9 @@ const ARRIVED_KEPT: Duration = Duration::from_secs(3600);
 
 struct Pending {
     arrived: Arrived,
-    task: JoinHandle<Result<(), String>>,
+    /// Its outcome, and whether a failed one left something it could
+    /// not remove.
+    task: JoinHandle<(Result<(), String>, bool)>,
     /// Its record, kept until the verdict was asked (or it was
     /// cancelled): a satellite that stops before removes what the
     /// shipment placed at its next start.
@@ -141,14 +143,14 @@ impl Ships {
         if cancel {
             transfers.abort(&p.arrived.req.resource, Some(&p.arrived.req.snapshot));
         }
-        let r = match p.task.await {
+        // (A task that panicked may have left anything: its record stays.)
+        let (r, left) = match p.task.await {
             Ok(r) => r,
-            Err(e) => Err(format!("the receiving task failed: {e}")),
+            Err(e) => (Err(format!("the receiving task failed: {e}")), true),
         };
         match (&r, cancel) {
             (Ok(()), true) => {
-                p.arrived.discard().await;
-                drop(p.record);
+                p.arrived.settle(p.record).await;
                 Err("the shipment was cancelled; what arrived was removed".into())
             }
             (Ok(()), false) => {
@@ -164,12 +166,38 @@ impl Ships {
                 arrived.insert(token.to_string(), (now, p.arrived));
                 r
             }
-            (Err(_), _) => r,
+            (Err(_), _) => {
+                // The receive removed what it placed (only what it made:
+                // what made it fail may be something else's); the record
+                // stays when some of that could not go.
+                if left {
+                    p.record.keep();
+                } else if let Err(e) = p.record.settle() {
+                    tracing::warn!(resource = %p.arrived.req.resource, snapshot = %p.arrived.req.snapshot, "{e}");
+                }
+                r
+            }
         }
     }
 }
 
 impl Arrived {
+    /// Removes what the shipment placed, then its record; the record stays
+    /// (for the next start) when some of it could not be removed.
+    async fn settle(&self, record: Record) {
+        match self.try_discard().await {
+            Ok(()) => {
+                if let Err(e) = record.settle() {
+                    tracing::warn!(resource = %self.req.resource, snapshot = %self.req.snapshot, "{e}");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(resource = %self.req.resource, snapshot = %self.req.snapshot, "could not remove a shipment that was not registered: {e}");
+                record.keep();
+            }
+        }
+    }
+
     /// Removes what the shipment placed (best effort: failures are logged).
     async fn discard(&self) {
         if let Err(e) = self.try_discard().await {
@@ -252,11 +280,12 @@ pub async fn listen(
     let arrived = Arrived { req: req.clone(), tools };
     let tls_sha256 = tls.as_ref().map(|t| t.sha256.clone());
     let task = tokio::spawn(async move {
-        let r = receive(&transfers, listener, &req, target, tls).await;
+        let mut left = false;
+        let r = receive(&transfers, listener, &req, target, tls, &mut left).await;
         if let Err(e) = &r {
             tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "receiving a shipped snapshot failed: {e}");
         }
-        r.map_err(|e| e.to_string())
+        (r.map_err(|e| e.to_string()), left)
     });
     ships.pending.lock().insert(token, Pending { arrived, task, record });
     Ok(ShipListening { port, tls_sha256 })
@@ -317,8 +346,9 @@ async fn receive(
     req: &ShipListen,
     target: Target,
     tls: Option<Arc<ShipTls>>,
+    left: &mut bool,
 ) -> Result<(), BackupError> {
-    let running = transfers.start(&req.resource, &req.snapshot);
+    let running = transfers.start(&req.resource, &req.snapshot)?;
     let deadline = tokio::time::Instant::now() + ACCEPT_WAIT;
     let mut sock = loop {
         running.check()?;
@@ -339,9 +369,9 @@ async fn receive(
     };
     drop(listener);
     let result = match &target {
-        Target::Zfs(zfs, zp) => receive_zfs(&mut sock, zfs, zp, req, &running).await,
-        Target::Lvm(lvm, lp) => receive_lvm(&mut sock, lvm, lp, req, &running).await,
-        Target::Files => receive_files(&mut sock, req, &running).await,
+        Target::Zfs(zfs, zp) => receive_zfs(&mut sock, zfs, zp, req, &running, left).await,
+        Target::Lvm(lvm, lp) => receive_lvm(&mut sock, lvm, lp, req, &running, left).await,
+        Target::Files => receive_files(&mut sock, req, &running, left).await,
     };
     // One status for the sender: 0 and nothing, or 1 and the reason.
     let mut status = Vec::new();
@@ -371,7 +401,14 @@ async fn receive(
 /// the volume) into `zfs receive`; ZFS checks the stream itself (its
 /// records carry checksums, and a stream cut short is refused). What
 /// arrived of a shipment that fails goes again.
-async fn receive_zfs(sock: &mut Conn, zfs: &Zfs, zp: &ZfsPool, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
+async fn receive_zfs(
+    sock: &mut Conn,
+    zfs: &Zfs,
+    zp: &ZfsPool,
+    req: &ShipListen,
+    running: &Running<'_>,
+    left: &mut bool,
+) -> Result<(), BackupError> {
     let mut done: Vec<u32> = Vec::new();
     let result = async {
         let mut buf = vec![0u8; MAX_PIECE];
@@ -412,6 +449,7 @@ async fn receive_zfs(sock: &mut Conn, zfs: &Zfs, zp: &ZfsPool, req: &ShipListen,
         for nr in done {
             if let Err(e) = zfs.drop_received(zp, &req.resource, nr, &req.snapshot, req.base.is_none()).await {
                 tracing::warn!(resource = %req.resource, nr, "could not remove what arrived of a failed shipment: {e}");
+                *left = true;
             }
         }
     }
@@ -429,9 +467,11 @@ async fn read_piece(sock: &mut Conn, buf: &mut [u8], nr: u32) -> Result<(), Back
 
 /// Receives the volumes as backup frames into hidden files, renamed into
 /// place once all arrived complete.
-async fn receive_files(sock: &mut Conn, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
+async fn receive_files(sock: &mut Conn, req: &ShipListen, running: &Running<'_>, left: &mut bool) -> Result<(), BackupError> {
     let pool = file_pool(&req.pool)?;
     let mut placed: Vec<(PathBuf, PathBuf)> = Vec::new();
+    // How many of them were renamed into place.
+    let mut renamed = 0;
     let result = async {
         let mut carry = Vec::new();
         for v in &req.volumes {
@@ -462,13 +502,21 @@ async fn receive_files(sock: &mut Conn, req: &ShipListen, running: &Running<'_>)
         }
         for (tmp, to) in &placed {
             tokio::fs::rename(tmp, to).await.map_err(io(format!("rename {} into place", tmp.display())))?;
+            renamed += 1;
         }
         Ok(())
     }
     .await;
     if result.is_err() {
-        for (tmp, _) in &placed {
-            let _ = tokio::fs::remove_file(tmp).await;
+        for (i, (tmp, to)) in placed.iter().enumerate() {
+            let path = if i < renamed { to } else { tmp };
+            match tokio::fs::remove_file(path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(file = %path.display(), "could not remove what arrived of a failed shipment: {e}");
+                    *left = true;
+                }
+                _ => {}
+            }
         }
     }
     result
@@ -479,7 +527,14 @@ async fn receive_files(sock: &mut Conn, req: &ShipListen, running: &Running<'_>)
 /// snapshot, so the blocks that did not change stay shared); they become
 /// the snapshot when the controller registered it
 /// ([`Lvm::adopt_received`]), and are removed when the shipment fails.
-async fn receive_lvm(sock: &mut Conn, lvm: &Lvm, lp: &LvmPool, req: &ShipListen, running: &Running<'_>) -> Result<(), BackupError> {
+async fn receive_lvm(
+    sock: &mut Conn,
+    lvm: &Lvm,
+    lp: &LvmPool,
+    req: &ShipListen,
+    running: &Running<'_>,
+    left: &mut bool,
+) -> Result<(), BackupError> {
     let mut made: Vec<u32> = Vec::new();
     let result = async {
         let mut carry = Vec::new();
@@ -504,6 +559,7 @@ async fn receive_lvm(sock: &mut Conn, lvm: &Lvm, lp: &LvmPool, req: &ShipListen,
         for nr in made {
             if let Err(e) = lvm.receive_abandon(lp, &req.resource, nr, &req.snapshot).await {
                 tracing::warn!(resource = %req.resource, nr, "could not remove what arrived of a failed shipment: {e}");
+                *left = true;
             }
         }
     }
@@ -580,9 +636,9 @@ async fn receive_volume(
 /// Streams the volumes to the listening satellite and waits for its
 /// status.
 pub async fn send(transfers: &Transfers, tools: &Tools, req: &ShipSend) -> BackupSent {
-    let running = transfers.start(&req.resource, &req.snapshot);
     let mut out = BackupSent::default();
     let result = async {
+        let running = transfers.start(&req.resource, &req.snapshot)?;
         let zpool = zfs_pool(&req.pool)?;
         // Other pools ship frames: FILE pools compare each chunk with the
         // base snapshot's file, LVM_THIN reads only what the thin pool's

@@ -187,7 +187,9 @@ pub trait Provider: Send + Sync {
     /// Somewhere zeroed, `size` bytes long, to write snapshot `snap` of
     /// volume `nr` of `rsc` into (a restore): its device or file, which
     /// becomes the snapshot with [`Provider::receive_done`] or goes with
-    /// [`Provider::receive_abandon`].
+    /// [`Provider::receive_abandon`]. Never one that exists (another
+    /// transfer's); one that fails removes what it began itself, so the
+    /// caller removes nothing after a failure here.
     fn receive_create<'a>(&'a self, _rsc: &'a Name, _nr: u32, _snap: &'a Name, _size: u64) -> BoxFuture<'a, Result<String, StorageError>> {
         let why = format!("pool '{}' ({}) cannot receive a backup", self.pool(), self.kind());
         Box::pin(async move { Err(StorageError::BadBacking(why)) })
@@ -498,8 +500,14 @@ impl Provider for FileProvider {
                 let what = format!("{what} {}", tmp.display());
                 move |source| StorageError::Io { what, source }
             };
-            let f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&tmp).map_err(io("create"))?;
-            f.set_len(size).map_err(io("size"))?;
+            // Never one that exists: it is another transfer's, or left by
+            // one whose record could not be cleaned up (removed by hand).
+            let f = std::fs::OpenOptions::new().create_new(true).write(true).open(&tmp).map_err(io("create"))?;
+            if let Err(e) = f.set_len(size) {
+                drop(f);
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io("size")(e));
+            }
             Ok(tmp.to_string_lossy().to_string())
         })
     }

@@ -108,6 +108,39 @@ impl Shipments {
     }
 }
 
+/// The target resource definitions (by key) of the restores running: a
+/// second restore into one is refused while the first runs (a client's
+/// retry), or both would download into the same node's volumes and the
+/// loser's clean-up could remove the winner's.
+#[derive(Default)]
+pub struct Restores {
+    running: parking_lot::Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// A running restore's claim on its target; released when dropped.
+pub(crate) struct Restoring<'a> {
+    restores: &'a Restores,
+    key: String,
+}
+
+impl Restores {
+    /// Claims `target` for a restore; None while another restore into it
+    /// runs.
+    pub(crate) fn begin(&self, target: &str) -> Option<Restoring<'_>> {
+        let key = key(target);
+        // (Not `then_some`: it would build, and drop, a claim on the
+        // target of the restore that runs.)
+        let claimed = self.running.lock().insert(key.clone());
+        if claimed { Some(Restoring { restores: self, key }) } else { None }
+    }
+}
+
+impl Drop for Restoring<'_> {
+    fn drop(&mut self) {
+        self.restores.running.lock().remove(&self.key);
+    }
+}
+
 const OP_CRT: i64 = rc::MASK_CRT | rc::MASK_BACKUP;
 
 /// The S3 remote and its opened keys.
@@ -773,6 +806,16 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
     if req.target_rsc_name.is_empty() || node.is_empty() {
         return Err(OpError::new(OP_CRT, rc::FAIL_INVLD_BACKUP_CONFIG, "A restore needs target_rsc_name and node_name.").into());
     }
+    let Some(_restoring) = s.restores().begin(&req.target_rsc_name) else {
+        return Err(OpError::new(
+            OP_CRT,
+            rc::FAIL_EXISTS_RSC_DFN,
+            format!("A restore into resource definition '{}' is in progress already.", req.target_rsc_name),
+        )
+        .cause("Another request restores a backup into this resource definition; this one was refused before it downloaded anything.")
+        .correction("Wait for the running restore to end, or restore into another resource definition.")
+        .into());
+    };
     let t = target(&s, &remote, OP_CRT)?;
     let b = open_bucket(&t, OP_CRT)?;
     let (found, _) = scan(&b, OP_CRT).await?;
@@ -907,7 +950,17 @@ async fn restore(State(s): State<AppState>, Path(remote): Path<String>, body: By
                     };
                     ApiError::Op(op.details(details))
                 }
-                other => other,
+                // (The database or a task failed: its text, and what
+                // became of the download.)
+                other => {
+                    let code = if matches!(other, ApiError::Store(_)) { rc::FAIL_SQL } else { rc::FAIL_UNKNOWN_ERROR };
+                    tracing::error!(rsc = %plan.target, "registering a restore failed: {other}");
+                    ApiError::Op(
+                        OpError::new(OP_CRT, code, format!("The restore into '{}' could not be registered.", plan.target))
+                            .cause(other.to_string())
+                            .details(format!("The backup was downloaded before the registration failed: {removed}.")),
+                    )
+                }
             });
         }
     };
@@ -930,7 +983,7 @@ async fn discard_restore(s: &AppState, node: &str, discard: &BackupDiscard) -> S
         Ok(BackupReceived { error: Some(e) }) => {
             format!("node '{node}' could not remove what it downloaded: {}", e.cause.unwrap_or(e.message))
         }
-        Err(e) => format!("node '{node}' could not be asked to remove what it downloaded: {e}"),
+        Err(e) => format!("node '{node}' could not be asked to remove anything it may have downloaded: {e}"),
     }
 }
 
@@ -1173,5 +1226,16 @@ mod tests {
         assert_eq!(parse_timestamp("1795712709000"), Some(1_795_712_709_000));
         assert_eq!(parse_timestamp("2026-11-26"), None);
         assert_eq!(parse_timestamp("20261326_170509"), None);
+    }
+
+    #[test]
+    fn a_second_restore_into_a_target_is_refused_while_the_first_runs() {
+        let r = Restores::default();
+        let first = r.begin("Dst").expect("the first claims it");
+        assert!(r.begin("dst").is_none(), "names compare without case");
+        let other = r.begin("other").expect("another target");
+        drop(first);
+        assert!(r.begin("DST").is_some(), "free once the first ended");
+        drop(other);
     }
 }
