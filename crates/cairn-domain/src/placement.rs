@@ -233,7 +233,6 @@ impl<'a> Placer<'a> {
             None => None,
         };
         let avoid: BTreeSet<String> = f.not_place_with_rsc.iter().flatten().map(|n| key(n)).collect();
-        // Nodes that host a resource we must not be placed with, or this one.
         // Nodes with a replica of this definition, and nodes with one we
         // must not be placed with.
         let (mut has_it, mut avoided) = (BTreeSet::new(), BTreeSet::new());
