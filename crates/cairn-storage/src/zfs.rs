@@ -464,11 +464,30 @@ impl Zfs {
             self.runner.run(&self.zfs().args(["rename", name, &target])).await?;
             return Ok(());
         }
-        self.runner.run(&self.zfs().args(["destroy", name])).await?;
+        self.destroy_dataset(name).await?;
         if let Some(snap) = orphaned_origin(all, name, &[]) {
             self.destroy_snapshot(all, &snap).await?;
         }
         Ok(())
+    }
+
+    /// `zfs destroy name`, tried again every half second for up to a
+    /// minute while ZFS says "dataset is busy". Whoever last opened a zvol
+    /// (DRBD's `wipe-md` after `down`, a restore's writer) makes udev probe
+    /// it when it is closed, and udev holds it open meanwhile: a destroy
+    /// right after fails for a moment (seen in the VMs: a resource deleted
+    /// right after a rollback, a failed restore).
+    async fn destroy_dataset(&self, name: &str) -> Result<(), StorageError> {
+        let mut tries = 0;
+        loop {
+            match self.runner.run(&self.zfs().args(["destroy", name])).await {
+                Err(e) if tries < 120 && e.stderr().is_some_and(|s| s.contains("dataset is busy")) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                done => return done.map(|_| ()).map_err(StorageError::from),
+            }
+        }
     }
 
     /// Destroys a snapshot, then its volume if that was renamed aside and
@@ -478,13 +497,13 @@ impl Zfs {
         let mut gone: Vec<String> = Vec::new();
         let mut next = Some(snap.to_string());
         while let Some(snap) = next.take() {
-            self.runner.run(&self.zfs().args(["destroy", &snap])).await?;
+            self.destroy_dataset(&snap).await?;
             gone.push(snap.clone());
             let Some((base, _)) = snap.rsplit_once('@') else { break };
             let aside = base.rsplit_once('/').is_some_and(|(_, leaf)| leaf.starts_with(DELETED));
             let others = all.iter().any(|z| !gone.contains(&z.name) && z.name.starts_with(&format!("{base}@")));
             if aside && !others {
-                self.runner.run(&self.zfs().args(["destroy", base])).await?;
+                self.destroy_dataset(base).await?;
                 gone.push(base.to_string());
                 next = orphaned_origin(all, base, &gone);
             }
@@ -1264,6 +1283,27 @@ mod tests {
     /// What `zfs destroy` said in the VM while udev still probed the zvol
     /// a failed restore had written (tests/vm/test_vm_backups.py).
     const BUSY: &str = "cannot destroy 'tank/linstor/new_00000': dataset is busy\n";
+
+    #[test]
+    fn a_volume_udev_still_holds_is_destroyed_once_it_lets_go() {
+        let (f, z, pool) = on(true);
+        let l = list_cmd(POOL);
+        let busy = "cannot destroy 'tank/linstor/new_00000': dataset is busy\n";
+        f.expect(&l, "tank/linstor/new_00000\t8192\t1048576\tvolume\t8192\t-\t-\tabc\t-\n")
+            .expect_failure(&["zfs", "destroy", "tank/linstor/new_00000"], 1, busy)
+            .expect_failure(&["zfs", "destroy", "tank/linstor/new_00000"], 1, busy)
+            .expect(&["zfs", "destroy", "tank/linstor/new_00000"], "");
+        rt().block_on(z.remove_others(&pool, "new", &[])).unwrap();
+        assert!(f.is_done(), "{:?}", f.calls());
+        // Any other refusal is not waited out.
+        f.expect(&l, "tank/linstor/new_00000\t8192\t1048576\tvolume\t8192\t-\t-\tabc\t-\n").expect_failure(
+            &["zfs", "destroy", "tank/linstor/new_00000"],
+            1,
+            "cannot destroy: permission denied\n",
+        );
+        assert!(err_text(rt().block_on(z.remove_others(&pool, "new", &[]))).contains("permission denied"));
+        assert!(f.is_done(), "{:?}", f.calls());
+    }
 
     #[test]
     fn a_restore_goes_into_the_new_volume_itself_snapshotted_only_when_complete() {
