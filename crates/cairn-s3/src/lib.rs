@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, MultipartId, ObjectStore, PutPayload, RetryConfig};
@@ -122,6 +122,11 @@ impl Bucket {
             .with_virtual_hosted_style_request(!cfg.path_style)
             .with_client_options(options)
             .with_retry(retry)
+            // Every part and object carries its SHA-256 (the digest the
+            // signature needs anyway, so no second pass), which the server
+            // checks on arrival, and the multipart object gets a checksum
+            // of its parts' checksums instead of one over the whole object.
+            .with_checksum_algorithm(Checksum::SHA256)
             .build()
             .map_err(|e| S3Error::Endpoint { endpoint: cfg.endpoint.clone(), reason: e.to_string() })?;
         Ok(Bucket { store, endpoint: url, bucket: cfg.bucket.clone() })
