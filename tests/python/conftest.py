@@ -238,6 +238,27 @@ def loops_under(directory):
     return [d for d in devs if (d.get("back-file") or "").startswith(directory.rstrip("/") + "/")]
 
 
+# A test PKI with the openssl command: make_ca(d, "ca") writes ca.crt and
+# ca.key into directory d; make_cert(d, "sat", "ca", "IP:127.0.10.1") a
+# certificate for server and client use signed by that CA (sat.crt, sat.key).
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt",
+            "-days", "2", "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def make_cert(d, name, ca, san):
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    with open(os.path.join(d, f"{name}.ext"), "w") as f:
+        f.write(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+
+
 def wait_for(what, predicate, timeout=20.0):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -183,14 +183,18 @@ def zfs_drbd_image(vm_images):
 class Vm:
     """One VM; `sh` runs a command in it and returns (rc, output)."""
 
-    def __init__(self, name, ip, secret_path, disks=("2G", "2G"), mem=768, image=None, tap=None, zfs=False, drbd=None):
+    def __init__(self, name, ip, secret_path, disks=("2G", "2G"), mem=768, image=None, tap=None, zfs=False, drbd=None, tls=None):
         """With `tap` (index n), eth0 is tap `ctapn` on the test bridge with
         address 10.99.0.n, the satellite and the command channel answer there
         on their own ports, and DRBD runs for real (`image` must carry its
         modules) except in a ZFS VM, where `drbd=True` asks for it (the ZFS
         image carries DRBD's modules when their source is at hand);
-        otherwise qemu's user network forwards them to `ip`."""
-        self.name, self.image, self.tap, self.zfs = name, image or BUILD, tap, zfs
+        otherwise qemu's user network forwards them to `ip`. With `tls`
+        (the host's paths of certificate, key and CA, PEM) the satellite
+        speaks mutual TLS with its controller (--tls-cert, --tls-key,
+        --tls-ca), on port 3367: its node's interface is SSL."""
+        self.name, self.image, self.tap, self.zfs, self.tls = name, image or BUILD, tap, zfs, tls
+        self.guest_port = 3367 if tls else 3366
         self.drbd = tap is not None and (drbd if drbd is not None else not zfs)
         self.work = tempfile.mkdtemp(prefix=f"cairn-vm-{name}-")
         self.console = os.path.join(self.work, "console.log")
@@ -199,7 +203,7 @@ class Vm:
             self.ip = ip
             self.port, self.sh_port = e2e.free_port(ip), e2e.free_port(ip)
         else:
-            self.ip, self.port, self.sh_port = f"10.99.0.{tap}", 3366, 2222
+            self.ip, self.port, self.sh_port = f"10.99.0.{tap}", self.guest_port, 2222
         self.proc = None
 
     def launch(self):
@@ -208,6 +212,9 @@ class Vm:
         shutil.rmtree(payload, ignore_errors=True)
         os.makedirs(os.path.join(payload, "cairn"))
         shutil.copy(self.secret_path, os.path.join(payload, "cairn", "secret"))
+        if self.tls:  # init.sh starts the satellite with TLS when it finds them
+            for src, dst in zip(self.tls, ("tls.crt", "tls.key", "tls-ca.crt")):
+                shutil.copy(src, os.path.join(payload, "cairn", dst))
         cpio = subprocess.run("find . -print0 | cpio --null -o -H newc --quiet", shell=True, cwd=payload,
                               capture_output=True, check=True).stdout
         initrd = os.path.join(self.work, "initrd")
@@ -219,7 +226,7 @@ class Vm:
                 "-device", "virtio-rng-pci", "-kernel", os.path.join(self.image, "vmlinux"), "-initrd", initrd]
         append = f"console=ttyS0 panic=-1 quiet loglevel=3 log_buf_len=8M cairn.hostname={self.name}"
         if self.tap is None:
-            args += ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:{self.ip}:{self.port}-:3366,hostfwd=tcp:{self.ip}:{self.sh_port}-:2222",
+            args += ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:{self.ip}:{self.port}-:{self.guest_port},hostfwd=tcp:{self.ip}:{self.sh_port}-:2222",
                      "-device", "virtio-net-pci,netdev=n0"]
         else:
             args += ["-netdev", f"tap,id=n0,ifname=ctap{self.tap},script=no,downscript=no",
@@ -300,7 +307,7 @@ class Vm:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-# The VMs' satellite links are PLAIN; the LUKS tests need the keys on them.
+# The VMs' satellite links are PLAIN (but for a Vm(tls=...)); the LUKS tests need the keys on them.
 PLAIN_LUKS = ["--allow-plain-luks-keys"]
 
 

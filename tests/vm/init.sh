@@ -9,6 +9,9 @@
 # namespace the test made) with that address, instead of qemu's user
 # network; cairn.drbd=1: load the DRBD 9 modules and run DRBD for real;
 # cairn.zfs=1: start udevd and load OpenZFS (an image built with ZFS).
+# With /cairn/tls.crt, tls.key and tls-ca.crt in the initramfs (the test
+# appends them, as it does the cluster secret) the satellite speaks mutual
+# TLS with its controller, on port 3367 instead of 3366.
 export PATH=/usr/sbin:/usr/bin
 # No udev: libdevmapper makes the /dev/mapper nodes itself.
 export DM_DISABLE_UDEV=1
@@ -47,6 +50,11 @@ if [ "$(arg cairn.drbd)" = 1 ]; then
   mkdir -p /var/lib/drbd
 fi
 
+port=3366 tls=()
+if [ -f /cairn/tls.crt ]; then
+  port=3367 tls=(--tls-cert /cairn/tls.crt --tls-key /cairn/tls.key --tls-ca /cairn/tls-ca.crt)
+fi
+
 # The command channel: one shell per connection, output back on the socket.
 nc -ll -p 2222 -e /usr/bin/channel-sh &
 echo "CAIRN-VM-READY $(cut -d' ' -f1 /proc/uptime)"
@@ -58,12 +66,12 @@ while [ ! -f /run/stop ]; do
     # test fetches after a failure (the console, a slow serial line,
     # shows the rest).
     mkdir -p /var/log
-    RUST_LOG=info,cairn_exec=debug cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
+    RUST_LOG=info,cairn_exec=debug cairn satellite --node-name "$name" --listen 0.0.0.0:$port "${tls[@]}" --data-dir /var/lib/cairn-satellite \
       --cluster-secret-file /cairn/secret --command-timeout 120 --allow-pool-dirs /var/lib/cairn-pool,/var/lib/cairn-thick --metrics-bind 0.0.0.0:9942 2>&1 \
       | tee -a /var/log/cairn-satellite.log | grep -v DEBUG
     rc=${PIPESTATUS[0]}
   else
-    cairn satellite --node-name "$name" --listen 0.0.0.0:3366 --data-dir /var/lib/cairn-satellite \
+    cairn satellite --node-name "$name" --listen 0.0.0.0:$port "${tls[@]}" --data-dir /var/lib/cairn-satellite \
       --cluster-secret-file /cairn/secret --command-timeout 120 --allow-pool-dirs /var/lib/cairn-pool,/var/lib/cairn-thick $drbd
     rc=$?
   fi

@@ -3,13 +3,17 @@ streams, as LINSTOR ships ZFS snapshots: two Cairn clusters, each a
 controller on the host (inside the test's network namespace) with one VM of
 the ZFS image as its satellite (both booted at once, on the test bridge so
 the satellites reach each other), a ZFS_THIN pool on a real zpool in each,
-and LINSTOR remotes registered both ways. A full ship restores the resource
-on the target; after more writes an incremental ship (`zfs send -i`) of
-the snapshot both hold; the target's data is compared by sha256 with the
-source's. The same two VMs have an LVM_THIN pool on their second disk:
-an LVM_THIN volume ships as backup frames, full, then, after the volume
-grew, incremental with only the chunks the thin pool's metadata says
-changed."""
+and LINSTOR remotes registered both ways. zb's satellite speaks mutual TLS
+with its controller (a CA of cluster B's own), za's link is plain: a ship
+to zb streams in TLS with zb's certificate pinned, a ship to za in plain
+TCP, and every ship checks which the source's reply announced. A full ship
+restores the resource on the target; after more writes an incremental
+ship (`zfs send -i`) of the snapshot both hold; the target's data is
+compared by sha256 with the source's; then the received volume ships back
+to za, full, in plain TCP. The same two VMs have an LVM_THIN pool on their
+second disk: an LVM_THIN volume ships as backup frames, full, then, after
+the volume grew, incremental with only the chunks the thin pool's metadata
+says changed."""
 
 import os
 import shutil
@@ -22,6 +26,9 @@ from conftest import CLIENT_TIMEOUT, PLAIN_LUKS, Controller, Vm, _teardown, brid
 
 MIB = 1024  # KiB
 TAPS = {"za": 5, "zb": 6}
+REMOTE = {"za": "b", "zb": "a"}  # each cluster's name for the other one
+TLS = {"zb"}  # satellites that speak mutual TLS with their controller
+STREAM = {True: "the stream encrypted with TLS", False: "the stream in plain TCP"}
 
 
 def sh(vm, cmd):
@@ -41,25 +48,42 @@ def datasets(vm):
     return sorted(sh(vm, "zfs list -H -r -t volume,snapshot -o name tank/thin").split())
 
 
+def pki(d):
+    """Cluster B's CA, a certificate for zb's satellite (its address on the
+    bridge: the controller checks it) and one for B's controller; answers
+    the controller's arguments and the satellite's (certificate, key, CA)."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("the ZFS shipping VM tests need the openssl command")
+    e2e.make_ca(d, "ca")
+    e2e.make_cert(d, "sat", "ca", f"IP:10.99.0.{TAPS['zb']}")
+    e2e.make_cert(d, "ctrl", "ca", "DNS:controller")
+    p = lambda f: os.path.join(d, f)
+    ctrl = ["--satellite-tls-cert", p("ctrl.crt"), "--satellite-tls-key", p("ctrl.key"), "--satellite-tls-ca", p("ca.crt")]
+    return ctrl, (p("sat.crt"), p("sat.key"), p("ca.crt"))
+
+
 @pytest.fixture(scope="module")
 def two_zfs_clusters(zfs_image):
     private_network()
     bridge(TAPS.values())
     roots, ctrls, lins, vms = {}, {}, {}, {}
+    certs = tempfile.mkdtemp(prefix="cairn-zship-pki-")
     try:
+        ctrl_tls, sat_tls = pki(certs)
         for n in TAPS:
             roots[n] = tempfile.mkdtemp(prefix=f"cairn-zship-{n}-")
-            ctrls[n] = Controller(roots[n], extra_args=PLAIN_LUKS).start()
+            # LUKS keys go to zb over TLS without --allow-plain-luks-keys.
+            ctrls[n] = Controller(roots[n], extra_args=ctrl_tls if n in TLS else PLAIN_LUKS).start()
             lins[n] = linstor.Linstor(ctrls[n].url, timeout=CLIENT_TIMEOUT)
             lins[n].connect()
             ok(lins[n].controller_set_prop("Cairn/DefaultLayerStack", "STORAGE"))
         for n, tap in TAPS.items():  # booting at once
             vms[n] = Vm(n, None, os.path.join(roots[n], "cluster-secret"), disks=("1G", "1G"), mem=768, image=zfs_image,
-                        tap=tap, zfs=True).launch()
+                        tap=tap, zfs=True, tls=sat_tls if n in TLS else None).launch()
         for n, vm in vms.items():
             vm.wait_ready()
             assert "CAIRN-VM-NO-ZFS" not in vm.log(), vm.log()[-3000:]
-            ok(lins[n].node_create(n, "SATELLITE", vm.ip))
+            ok(lins[n].node_create(n, "SATELLITE", vm.ip, port=vm.port, com_type="SSL" if n in TLS else "PLAIN"))
             wait_for(f"{n} online", lambda: lins[n].node_list_raise().nodes[0].connection_status == "ONLINE", timeout=60)
             sh(vm, "zpool create -o ashift=12 -O mountpoint=none -O compression=off tank /dev/vda && zfs create tank/thin")
             ok(lins[n].storage_pool_create(n, "zfsthin", "ZFS_THIN", "tank/thin"))
@@ -73,20 +97,16 @@ def two_zfs_clusters(zfs_image):
         clusters = []
         for n in TAPS:
             c = type("C", (), {})()
-            c.ctrl, c.lin, c.vm = ctrls[n], lins[n], vms[n]
+            c.ctrl, c.lin, c.vm, c.remote, c.tls = ctrls[n], lins[n], vms[n], REMOTE[n], n in TLS
             clusters.append(c)
         yield clusters
     finally:
+        shutil.rmtree(certs, ignore_errors=True)
         for n in TAPS:
             if n in ctrls:
                 _teardown(lins.get(n), ctrls[n], [vms[n]] if n in vms else [], roots[n])
             elif n in roots:
                 shutil.rmtree(roots[n], ignore_errors=True)
-
-
-def shipped(a, rsc, n):
-    """The shipments of `rsc` to remote b once `n` of them ended well."""
-    return e2e.shipped(a, "b", rsc, n, timeout=180)
 
 
 def volume(a, rsc, mib, pool):
@@ -96,13 +116,16 @@ def volume(a, rsc, mib, pool):
     ok(a.lin.resource_create([linstor.ResourceData("za", rsc, storage_pool=pool)]))
 
 
-def ship(a, rsc, dst, how, before=()):
-    """Ships `rsc` into `dst` on zb, `how` ("full" or "incremental") as the
-    reply says; the shipment once it ended well (`before`: the earlier ones)."""
-    replies = ok(a.lin.backup_ship("b", rsc, dst, dst_node="zb"))
+def ship(a, b, rsc, dst, how, before=()):
+    """Ships `rsc` of cluster `a` into `dst` on b's node, `how` ("full" or
+    "incremental") as the reply says, and the stream in TLS exactly when
+    b's satellite runs with TLS; the shipment once it ended well
+    (`before`: the earlier ones)."""
+    replies = ok(a.lin.backup_ship(a.remote, rsc, dst, dst_node=b.vm.name))
     assert any(how in r.message for r in replies), [r.message for r in replies]
-    ships = shipped(a, rsc, len(before) + 1)
-    [new] = [s for s in ships if s["id"] not in [b["id"] for b in before]]
+    assert any(STREAM[b.tls] in (r.details or "") for r in replies), [r.details for r in replies]
+    ships = e2e.shipped(a, a.remote, rsc, len(before) + 1, timeout=180)
+    [new] = [s for s in ships if s["id"] not in [x["id"] for x in before]]
     return new
 
 
@@ -115,7 +138,7 @@ def restore(b, rsc, snap, to):
 
 
 def ship_and_compare(a, b, rsc, dst, src, dev_of, landed, before=()):
-    """Ships `rsc` (device `src` on za) into `dst` on zb: full when
+    """Ships `rsc` (device `src` on a's node) into `dst` on b's: full when
     `before` (the earlier shipments) is empty, else incremental on the
     last of them. Waits until B holds the snapshot under its name
     (`landed(snap)`), then compares with the source by sha256: after a
@@ -123,7 +146,7 @@ def ship_and_compare(a, b, rsc, dst, src, dev_of, landed, before=()):
     restored into a new definition (`dev_of(definition)`: its device).
     Answers the shipment."""
     want = digest(a.vm, src)
-    shipment = ship(a, rsc, dst, "incremental" if before else "full", before)
+    shipment = ship(a, b, rsc, dst, "incremental" if before else "full", before)
     snap = shipment["origin_snap"]
     if before:
         assert shipment["based_on_id"].endswith(before[-1]["origin_snap"]), shipment
@@ -136,10 +159,10 @@ def ship_and_compare(a, b, rsc, dst, src, dev_of, landed, before=()):
         restore(b, dst, snap, check)
     else:
         check = dst
-        wait_for("the restored resource on zb",
-                 lambda: [r.node_name for r in b.lin.resource_list_raise(filter_by_resources=[dst]).resources] == ["zb"])
-    wait_for(f"{check}'s device on zb", lambda: b.vm.sh(f"test -b {dev_of(check)}")[0] == 0, timeout=120)
-    assert digest(b.vm, dev_of(check)) == want, f"{check} on zb"
+        wait_for(f"the restored resource on {b.vm.name}",
+                 lambda: [r.node_name for r in b.lin.resource_list_raise(filter_by_resources=[dst]).resources] == [b.vm.name])
+    wait_for(f"{check}'s device on {b.vm.name}", lambda: b.vm.sh(f"test -b {dev_of(check)}")[0] == 0, timeout=120)
+    assert digest(b.vm, dev_of(check)) == want, f"{check} on {b.vm.name}"
     assert digest(a.vm, src) == want, "the source is untouched"
     return shipment
 
@@ -168,6 +191,13 @@ def test_full_then_incremental_zfs_send_receive_to_another_cluster(two_zfs_clust
     sh(a.vm, f"dd if=/dev/urandom of={src} bs=1M count=2 seek=10 oflag=direct conv=fsync status=none")
     second = ship_and_compare(a, b, "zs", "zd", src, zvol, landed, [first])
     assert second["sent_bytes"] < 3 * 1024 * 1024, second
+
+    # Both ships went to zb's TLS listener (ship() checked the replies).
+    # Back from B to za, whose satellite runs without TLS: the received
+    # zvol (a snapshot of it) ships full in plain TCP and holds the same
+    # data on za; B's satellite link being TLS changes nothing there.
+    back = ship_and_compare(b, a, "zd", "zr", zvol("zd"), zvol, lambda snap: f"tank/thin/zr_00000@{snap}" in datasets(a.vm))
+    assert 8 * 1024 * 1024 <= back["sent_bytes"] < 10 * 1024 * 1024, back
 
 
 def lvs(vm):
