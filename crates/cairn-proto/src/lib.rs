@@ -15,7 +15,9 @@
 //! capacity of every pool. Between changes the controller asks for the
 //! whole observed state ([`ObserveSince`]); the satellite answers
 //! "unchanged" when it is the one the controller already holds, so an idle
-//! heartbeat costs neither side a decode.
+//! heartbeat costs neither side a decode. It holds such a request (long
+//! poll, up to [`ObserveSince::wait_ms`]) until its state changes, so an
+//! idle node costs one exchange per hold, not one per heartbeat.
 
 use serde::{Deserialize, Serialize};
 
@@ -1063,7 +1065,16 @@ pub struct Observed {
 pub struct ObserveSince {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// While the observation is still the one `since` names, the satellite
+    /// may hold the answer this long (milliseconds, at most
+    /// [`MAX_OBSERVE_WAIT_MS`]), answering as soon as something changes.
+    /// A satellite older than this field answers at once, as it always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
+
+/// The longest a satellite holds an observation request.
+pub const MAX_OBSERVE_WAIT_MS: u64 = 60_000;
 
 /// The answer to [`ObserveSince`]: everything the satellite observes
 /// (`observed`, every resource and pool), or nothing when its digest is

@@ -540,13 +540,17 @@ async fn ext_file_status(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
     }
 }
 
+/// How often a held observation request looks again at what the node
+/// observes (DRBD states, sizes, pools' figures): a change reaches the
+/// controller within this long.
+const OBSERVE_STEP: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn observe(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    let seen = async {
-        let o = s.applier.observe().await;
-        s.reports.note_in_background(&o);
-        o
-    };
-    observation(&body, seen).await
+    let answer = observation(&body, || s.applier.observe(), None).await;
+    if let Ok(Observation { observed: Some(o), .. }) = &answer {
+        s.reports.note_in_background(o);
+    }
+    reply(answer)
 }
 
 /// The reports an [`cairn_proto::ErrorReportFilter`] matches.
@@ -596,11 +600,55 @@ async fn sos(State(s): State<Arc<Shared>>) -> Json<cairn_proto::SosInfo> {
 }
 
 /// The answer to an observe request: the whole observed state, or
-/// "unchanged" when the controller holds it (see [`Observation`]).
-pub(crate) async fn observation(body: &[u8], observe: impl Future<Output = cairn_proto::Observed>) -> Response {
-    match serde_json::from_slice::<ObserveSince>(body) {
-        Ok(req) => Json(Observation::answer(observe.await, req.since.as_deref())).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("bad observe request: {e}")).into_response(),
+/// "unchanged" when the controller holds it (see [`Observation`]). While
+/// it is unchanged and the request allows a wait, the answer is held
+/// until the state changes or the wait is over: the state is looked at
+/// again whenever `changes` says it may have changed or, without
+/// `changes`, every [`OBSERVE_STEP`].
+pub(crate) async fn observation<F, O>(
+    body: &[u8],
+    observe: F,
+    changes: Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<Observation, String>
+where
+    F: Fn() -> O,
+    O: Future<Output = cairn_proto::Observed>,
+{
+    let req = serde_json::from_slice::<ObserveSince>(body).map_err(|e| format!("bad observe request: {e}"))?;
+    let wait = std::time::Duration::from_millis(req.wait_ms.unwrap_or(0).min(cairn_proto::MAX_OBSERVE_WAIT_MS));
+    let until = tokio::time::Instant::now() + wait;
+    let mut changes = changes;
+    loop {
+        // Marked seen before looking, so a change while looking is not missed.
+        if let Some(rx) = changes.as_mut() {
+            rx.borrow_and_update();
+        }
+        let answer = Observation::answer(observe().await, req.since.as_deref());
+        if answer.observed.is_some() || tokio::time::Instant::now() >= until {
+            return Ok(answer);
+        }
+        let next = async {
+            match changes.as_mut() {
+                // A closed channel: nothing can change any more but time.
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => tokio::time::sleep(OBSERVE_STEP).await,
+            }
+        };
+        if tokio::time::timeout_at(until, next).await.is_err() {
+            return Ok(answer);
+        }
+    }
+}
+
+/// An observation as the HTTP answer.
+pub(crate) fn reply(answer: Result<Observation, String>) -> Response {
+    match answer {
+        Ok(a) => Json(a).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
     }
 }
 
@@ -768,5 +816,75 @@ async fn backup_abort(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     match serde_json::from_slice::<BackupAbort>(&body) {
         Ok(a) => Json(s.transfers.abort(&a.resource, a.snapshot.as_deref())).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, format!("bad abort request: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn state(free: i64) -> cairn_proto::Observed {
+        cairn_proto::Observed {
+            instance: "i".into(),
+            pools: vec![cairn_proto::PoolObserved { name: "p".into(), free_kib: Some(free), ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    fn ask(since: &cairn_proto::Observed, wait_ms: u64) -> Vec<u8> {
+        serde_json::to_vec(&ObserveSince { since: Some(since.digest()), wait_ms: Some(wait_ms) }).expect("json")
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_state_is_held_for_the_wait_then_answered_unchanged() {
+        let now = state(1);
+        let t = Instant::now();
+        let a = observation(&ask(&now, 150), || std::future::ready(now.clone()), None).await.expect("an answer");
+        assert!(a.observed.is_none(), "unchanged");
+        assert!(t.elapsed() >= Duration::from_millis(150), "held for the wait");
+        // Without a wait: at once.
+        let body = serde_json::to_vec(&ObserveSince { since: Some(now.digest()), wait_ms: None }).expect("json");
+        let t = Instant::now();
+        assert!(observation(&body, || std::future::ready(now.clone()), None).await.expect("an answer").observed.is_none());
+        assert!(t.elapsed() < Duration::from_millis(150));
+    }
+
+    #[tokio::test]
+    async fn a_change_ends_the_hold_with_the_new_state() {
+        let current = Arc::new(parking_lot::Mutex::new(state(1)));
+        let held = current.lock().clone();
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let changer = {
+            let current = current.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                *current.lock() = state(2);
+                tx.send_modify(|g| *g += 1);
+                tx
+            })
+        };
+        let t = Instant::now();
+        let a = observation(&ask(&held, 20_000), || std::future::ready(current.lock().clone()), Some(rx)).await.expect("an answer");
+        assert_eq!(a.observed.map(|o| o.pools[0].free_kib), Some(Some(2)));
+        assert!(t.elapsed() < Duration::from_secs(10), "answered on the change, not after the 20 s hold");
+        drop(changer.await);
+        // Polling every step (no channel) finds a change too.
+        let current = Arc::new(parking_lot::Mutex::new(state(1)));
+        let held = current.lock().clone();
+        let c = current.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            *c.lock() = state(3);
+        });
+        let a = observation(&ask(&held, 20_000), || std::future::ready(current.lock().clone()), None).await.expect("an answer");
+        assert_eq!(a.observed.map(|o| o.pools[0].free_kib), Some(Some(3)));
+    }
+
+    #[tokio::test]
+    async fn another_state_than_the_one_asked_with_is_answered_at_once_and_bad_requests_are_refused() {
+        let a = observation(&ask(&state(1), 20_000), || std::future::ready(state(2)), None).await.expect("an answer");
+        assert!(a.observed.is_some());
+        assert!(observation(b"{not json", || std::future::ready(state(2)), None).await.is_err());
     }
 }

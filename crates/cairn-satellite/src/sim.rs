@@ -72,6 +72,8 @@ struct SimNode {
     gate: crate::server::Gate,
     pool_kib: i64,
     state: Mutex<NodeState>,
+    /// Bumped by every apply: wakes the observation requests it holds.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Binds every satellite's port, then serves them all until `shutdown`.
@@ -94,6 +96,7 @@ pub async fn run(cfg: &SimConfig, shutdown: impl Future<Output = ()> + Send + 's
             gate: crate::server::Gate::new(&cfg.secret, PROTO_VERSION, hello(&cfg.node_name(i), i)),
             pool_kib: cfg.pool_kib,
             state: Mutex::new(NodeState::default()),
+            changed: tokio::sync::watch::Sender::new(0),
         });
         let mut stop = stop_rx.clone();
         let stopped = async move {
@@ -181,12 +184,17 @@ async fn apply(State(n): State<Arc<SimNode>>, body: Bytes) -> Response {
         out.removed.push(ResourceObserved { name, ..Default::default() });
     }
     out.pools = n.pools(&st);
+    drop(st);
+    n.changed.send_modify(|g| *g += 1);
     Json(out).into_response()
 }
 
-/// As a real satellite: the whole state, or "unchanged" by its digest.
+/// As a real satellite: the whole state, or "unchanged" by its digest,
+/// held while unchanged as the request allows (woken by applies, the only
+/// thing that changes a simulated node).
 async fn observe(State(n): State<Arc<SimNode>>, body: Bytes) -> Response {
-    crate::server::observation(&body, async { n.observe_all() }).await
+    let answer = crate::server::observation(&body, || std::future::ready(n.observe_all()), Some(n.changed.subscribe())).await;
+    crate::server::reply(answer)
 }
 
 impl SimNode {
@@ -323,6 +331,7 @@ mod tests {
             gate: crate::server::Gate::new("s", PROTO_VERSION, hello("n1", 0)),
             pool_kib: 1000,
             state: Mutex::new(NodeState::default()),
+            changed: tokio::sync::watch::Sender::new(0),
         };
         let r = ResourceDesired {
             name: "r1".into(),

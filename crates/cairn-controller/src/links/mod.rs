@@ -58,8 +58,11 @@ pub use dispatch::{Pending, collect};
 pub use transport::{CallError, HttpTransport, Target, Transport, client_tls};
 pub use view::ConnStatus;
 
-/// How often a connected satellite is asked for its state.
+/// How often a connected satellite is asked for its state, at most.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long a satellite may hold an observation request while nothing
+/// changes (see `worker::serve`).
+pub const OBSERVE_HOLD: Duration = Duration::from_secs(10);
 /// Time a satellite may take to apply a change.
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time a satellite may take for a hello or an observation.
@@ -109,6 +112,8 @@ impl Backoff {
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     pub heartbeat: Duration,
+    /// The longest a satellite may hold an observation request.
+    pub hold: Duration,
     pub reconnect: Backoff,
     pub retry: Backoff,
 }
@@ -117,6 +122,7 @@ impl Default for Timing {
     fn default() -> Timing {
         Timing {
             heartbeat: HEARTBEAT,
+            hold: OBSERVE_HOLD,
             reconnect: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             retry: Backoff::new(Duration::from_secs(10), Duration::from_secs(300)),
         }

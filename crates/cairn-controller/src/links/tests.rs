@@ -47,6 +47,30 @@ struct Sat {
     moving: bool,
 }
 
+impl Sat {
+    /// What the satellite observes at its `n`th observation.
+    fn observed(&self, n: usize) -> Observed {
+        let moving = self.moving;
+        Observed {
+            generation: 0,
+            instance: self.instance.clone(),
+            resources: self
+                .resources
+                .values()
+                .cloned()
+                .map(|mut r| {
+                    if moving {
+                        r.drbd = Some(cairn_proto::DrbdObserved { role: format!("Step{n}"), ..Default::default() });
+                    }
+                    r
+                })
+                .collect(),
+            removed: vec![],
+            pools: self.pools.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Fake {
     sats: Mutex<BTreeMap<SocketAddr, Sat>>,
@@ -56,6 +80,12 @@ struct Fake {
     holding: std::sync::atomic::AtomicUsize,
     /// Requests to an address where no fake satellite is.
     refused: std::sync::atomic::AtomicUsize,
+    /// The satellites hold observation requests as real ones do (long
+    /// poll), watching their state every 5 ms; else they answer at once,
+    /// as satellites older than `wait_ms` do.
+    holds: AtomicBool,
+    /// Observation requests being held.
+    holding_observes: std::sync::atomic::AtomicUsize,
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -164,26 +194,7 @@ impl Fake {
             PATH_OBSERVE => {
                 let req: ObserveSince = serde_json::from_slice(&body.unwrap_or_default()).map_err(|e| CallError::Request(e.to_string()))?;
                 sat.observes += 1;
-                let n = sat.observes;
-                let moving = sat.moving;
-                let o = Observed {
-                    generation: 0,
-                    instance: sat.instance.clone(),
-                    resources: sat
-                        .resources
-                        .values()
-                        .cloned()
-                        .map(|mut r| {
-                            if moving {
-                                r.drbd = Some(cairn_proto::DrbdObserved { role: format!("Step{n}"), ..Default::default() });
-                            }
-                            r
-                        })
-                        .collect(),
-                    removed: vec![],
-                    pools: sat.pools.clone(),
-                };
-                let answer = Observation::answer(o, req.since.as_deref());
+                let answer = Observation::answer(sat.observed(sat.observes), req.since.as_deref());
                 if answer.observed.is_none() {
                     sat.unchanged += 1;
                 }
@@ -207,6 +218,24 @@ impl Transport for Fake {
             let hold = self.hold.lock().expect("fake");
             apply.is_some_and(|a| a.resources.iter().any(|r| hold.contains(&r.name)))
         };
+        if path == PATH_OBSERVE && self.holds.load(Ordering::SeqCst) {
+            return Box::pin(async move {
+                let req = body.as_deref().and_then(|b| serde_json::from_slice::<ObserveSince>(b).ok());
+                if let Some(ObserveSince { since: Some(since), wait_ms: Some(ms) }) = req {
+                    let until = tokio::time::Instant::now() + Duration::from_millis(ms);
+                    let unchanged = || {
+                        let sats = self.sats.lock().expect("fake");
+                        sats.get(&target.addr).is_some_and(|s| s.observed(s.observes + 1).digest() == since)
+                    };
+                    self.holding_observes.fetch_add(1, Ordering::SeqCst);
+                    while tokio::time::Instant::now() < until && unchanged() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    self.holding_observes.fetch_sub(1, Ordering::SeqCst);
+                }
+                self.answer(target, path, body)
+            });
+        }
         if path == PATH_APPLY && held(&body) {
             return Box::pin(async move {
                 self.holding.fetch_add(1, Ordering::SeqCst);
@@ -263,6 +292,7 @@ impl Store for FlakyStore {
 fn fast() -> Timing {
     Timing {
         heartbeat: Duration::from_millis(20),
+        hold: Duration::from_millis(200),
         reconnect: Backoff::new(Duration::from_millis(20), Duration::from_millis(100)),
         retry: Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
     }
@@ -289,8 +319,12 @@ fn errors(r: &Reply) -> Vec<&cairn_api::ApiCallRc> {
 /// A controller with the given nodes (name, fake satellite port) online,
 /// each with a FILE_THIN `DfltStorPool`.
 async fn cluster(store: Arc<dyn Store>, nodes: &[(&str, u16)]) -> (AppState, Arc<Fake>) {
-    let fake = Arc::new(Fake::default());
-    let state = AppState::load(store, fake.clone(), fast()).await.expect("load");
+    cluster_of(store, nodes, Arc::new(Fake::default()), fast()).await
+}
+
+/// [`cluster`] with these satellites and clocks.
+async fn cluster_of(store: Arc<dyn Store>, nodes: &[(&str, u16)], fake: Arc<Fake>, timing: Timing) -> (AppState, Arc<Fake>) {
+    let state = AppState::load(store, fake.clone(), timing).await.expect("load");
     for (name, port) in nodes {
         fake.add(*port, name);
         let node = req(json!({"name": name, "type": "SATELLITE",
@@ -669,6 +703,54 @@ async fn a_change_after_unchanged_heartbeats_arrives_with_the_next_one() {
         }
     });
     wait_for("the new role", || state.links().resource("N1", "ra").and_then(|r| r.drbd.clone()).is_some_and(|d| d.role == "Primary")).await;
+}
+
+/// Satellites that hold observation requests, held up to 10 s.
+async fn holding_cluster(port: u16) -> (AppState, Arc<Fake>) {
+    let fake = Arc::new(Fake { holds: AtomicBool::new(true), ..Default::default() });
+    let timing = Timing { hold: Duration::from_secs(10), ..fast() };
+    let (state, fake) = cluster_of(Arc::new(MemStore::new()), &[("n1", port)], fake, timing).await;
+    wait_for("an observation held", || fake.holding_observes.load(Ordering::SeqCst) == 1).await;
+    (state, fake)
+}
+
+#[tokio::test]
+async fn an_idle_node_holds_one_observation_instead_of_a_heartbeat_each_20_ms() {
+    let (state, fake) = holding_cluster(4064).await;
+    let observes = fake.with(4064, |s| s.observes);
+    // Ten heartbeats' time: the one held request stays out, nothing else.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fake.with(4064, |s| s.observes), observes, "no observation answered meanwhile");
+    assert_eq!(fake.holding_observes.load(Ordering::SeqCst), 1);
+    assert_eq!(state.links().connection_status("N1"), "ONLINE");
+}
+
+#[tokio::test]
+async fn a_held_observation_keeps_out_of_the_way_of_changes() {
+    let (state, fake) = holding_cluster(4065).await;
+    // The apply goes out and is answered while the observation is held
+    // (its hold lasts 10 s; the test would time out first).
+    let r = create_resource(&state, "ra", "n1", 1024).await;
+    assert!(errors(&r).is_empty(), "{:?}", r.entries);
+    assert_eq!(state.links().resource("N1", "ra").map(|r| r.volumes.len()), Some(1));
+    // The held request saw the satellite's state change and came back; it
+    // was older than the apply's answer, so a whole observation follows,
+    // then one is held again.
+    let before = absorbed(&state, "N1");
+    wait_for("a whole observation", || absorbed(&state, "N1") > before).await;
+    wait_for("held again", || fake.holding_observes.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(state.links().resource("N1", "ra").map(|r| r.volumes.len()), Some(1));
+}
+
+#[tokio::test]
+async fn a_change_a_held_observation_sees_arrives_before_the_hold_ends() {
+    let (state, fake) = holding_cluster(4066).await;
+    let free = || state.links().get("N1").and_then(|l| l.view().pools.get("DFLTSTORPOOL").and_then(|p| p.free_kib));
+    assert_eq!(free(), Some(1 << 30));
+    fake.with(4066, |s| s.pools.iter_mut().for_each(|p| p.free_kib = Some(1000)));
+    // wait_for gives up after 5 s, the hold lasts 10.
+    wait_for("the new capacity", || free() == Some(1000)).await;
+    wait_for("held again", || fake.holding_observes.load(Ordering::SeqCst) == 1).await;
 }
 
 #[tokio::test]

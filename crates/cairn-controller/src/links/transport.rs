@@ -6,7 +6,8 @@
 //! answers 401; the call then opens a new session and is sent once more.
 //!
 //! [`HttpTransport`] is hyper's pooled client: the connection to a
-//! satellite stays open between calls (the heartbeat keeps it busy), plain
+//! satellite stays open between calls (the heartbeat keeps it busy, TCP
+//! keepalive finds a vanished peer), plain
 //! HTTP or mutual TLS with rustls (our client certificate, the satellites'
 //! CA pinned, the certificate checked against the satellite's IP address).
 //! The links only see the [`Transport`] trait, so tests answer with a fake.
@@ -41,6 +42,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 const MAX_REPLY: usize = 256 << 20;
 /// An idle pooled connection is closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// TCP keepalive on every connection to a satellite: the first probe after
+/// this long without traffic, then one every [`KEEPALIVE_INTERVAL`]; after
+/// [`KEEPALIVE_PROBES`] unanswered ones the connection fails (a vanished
+/// node is noticed about 11 s after it last answered).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// Where a satellite listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -344,6 +352,12 @@ impl tower::Service<Uri> for Connector {
                 uri.authority().map(|a| a.as_str()).ok_or_else(|| invalid("no address"))?.parse().map_err(|_| invalid("not IP:port"))?;
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
+            // An observation request may be held for a while (long poll):
+            // a node that vanishes meanwhile (power, network) sends no
+            // reset, and the kernel's probes find out within seconds.
+            let probes =
+                socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL).with_retries(KEEPALIVE_PROBES);
+            socket2::SockRef::from(&tcp).set_tcp_keepalive(&probes)?;
             let stream = match uri.scheme_str() {
                 Some("https") => {
                     let tls = tls.ok_or_else(|| invalid("no TLS configuration"))?;

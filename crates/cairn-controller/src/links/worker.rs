@@ -145,6 +145,15 @@ impl InFlight {
 /// each resource under its own lock against its newest desired state and
 /// ignores a request older than the one that last set a resource, so a
 /// slow resource never holds up changes to the others.
+///
+/// The heartbeat is one observation request at a time, beside the deltas,
+/// never in their way: it asks the satellite to hold its answer while the
+/// state is the one the view holds ([`Timing::hold`]), so an idle node
+/// costs one exchange per hold instead of one per heartbeat, and a change
+/// comes back as soon as the satellite sees it. A satellite that answers
+/// at once (older ones do) is asked at the heartbeat's pace, as before.
+/// A node that vanishes while a request is held is noticed by TCP
+/// keepalive (the transport's), not by waiting for the hold to end.
 async fn serve(
     host: &Host,
     link: &Link,
@@ -153,18 +162,23 @@ async fn serve(
     target: transport::Target,
     flight: &mut InFlight,
 ) -> End {
-    let t = &*host.transport;
     let mut retry = host.timing.retry;
     let mut retry_at = link.ledger.lock().has_failed().then(|| Instant::now() + retry.delay());
-    // Heartbeats keep their pace under steady traffic too (a sleep made
-    // anew each turn would never fire while answers keep coming).
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + host.timing.heartbeat, host.timing.heartbeat);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the next observation request may go out.
+    let mut observe_at = Instant::now() + host.timing.heartbeat;
+    // The observation request out, if one is (at most one at a time).
+    let mut observing: tokio::task::JoinSet<Result<Observation, CallError>> = tokio::task::JoinSet::new();
+    // What the request out was sent with: `since`, when, and how many
+    // apply answers had been absorbed then.
+    let mut asked: (Option<String>, Instant, u64) = (None, Instant::now(), 0);
+    // Apply answers absorbed into the view so far.
+    let mut absorbed = 0u64;
     // Observations in a row that timed out.
     let mut missed = 0u32;
     // While the DRBD state moves (connecting, syncing, roles changing)
     // from one observation to the next, the next comes four times as
-    // soon, so what users wait for shows within half a second.
+    // soon from a satellite that does not hold requests, so what users
+    // wait for shows within half a second.
     let mut observed_once = false;
     // The digest of the last observation, while the view holds it as it
     // came (no apply answer absorbed since): the satellite answers
@@ -210,6 +224,7 @@ async fn serve(
                     }
                 };
                 link.view_mut().absorb(flight.newer_only(&o), false);
+                absorbed += 1;
                 held = None;
                 let failed = {
                     let mut ledger = link.ledger.lock();
@@ -223,16 +238,32 @@ async fn serve(
                     }
                 }
             }
-            _ = heartbeat.tick() => {
-                if retry_at.is_some_and(|at| at <= Instant::now()) {
-                    retry_at = None;
-                    if let Err(e) = queue_retry(host, link).await {
-                        return End::now(e);
-                    }
-                    continue;
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                retry_at = None;
+                if let Err(e) = queue_retry(host, link).await {
+                    return End::now(e);
                 }
-                let since = ObserveSince { since: held.clone() };
-                match transport::post::<_, Observation>(t, target, PATH_OBSERVE, &since, SHORT_TIMEOUT).await {
+            }
+            _ = tokio::time::sleep_until(observe_at), if observing.is_empty() => {
+                // After a request that was not answered, the next must be
+                // answered at once: a hung satellite is lost within one
+                // hold and two short timeouts.
+                let hold = if missed == 0 { host.timing.hold } else { Duration::ZERO };
+                let since = ObserveSince { since: held.clone(), wait_ms: Some(hold.as_millis().try_into().unwrap_or(u64::MAX)) };
+                asked = (since.since.clone(), Instant::now(), absorbed);
+                let (transport, timeout) = (host.transport.clone(), hold + SHORT_TIMEOUT);
+                observing.spawn(async move { transport::post::<_, Observation>(&*transport, target, PATH_OBSERVE, &since, timeout).await });
+            }
+            Some(done) = observing.join_next(), if !observing.is_empty() => {
+                let answer = match done {
+                    Ok(a) => a,
+                    Err(e) => return End::now(LinkError::Call(CallError::Request(format!("an observation task failed: {e}")))),
+                };
+                let (since, sent, absorbed_then) = std::mem::replace(&mut asked, (None, Instant::now(), 0));
+                // The heartbeat's pace, from when this request went out:
+                // a held request has used it up already.
+                observe_at = sent + host.timing.heartbeat;
+                match answer {
                     // One late observation (a satellite busy with slow
                     // commands on a loaded host) is not a lost node: the
                     // view stays as it was; a second one in a row ends the
@@ -241,9 +272,17 @@ async fn serve(
                         missed += 1;
                         tracing::warn!(node = %link.node_key, "observation not answered ({e}); trying once more before the node counts as lost");
                     }
+                    // An apply answer came in while this was out: the
+                    // observation may be older than what the view holds
+                    // now. It proves the node alive, and the next one,
+                    // asked soon, brings the current state.
+                    Ok(_) if absorbed != absorbed_then => {
+                        missed = 0;
+                        observe_at = sent + host.timing.heartbeat / 4;
+                    }
                     // Nothing new: the view, the ledger and the pace stay
                     // as the same observation left them.
-                    Ok(Observation { observed: None, digest }) if since.since.as_deref() == Some(digest.as_str()) => {
+                    Ok(Observation { observed: None, digest }) if since.as_deref() == Some(digest.as_str()) => {
                         missed = 0;
                         observed_once = true;
                     }
@@ -254,7 +293,7 @@ async fn serve(
                     Ok(Observation { observed: Some(o), digest }) if o.instance == hello.instance => {
                         missed = 0;
                         if observed_once && link.view().drbd_differs(&o) {
-                            heartbeat.reset_after(host.timing.heartbeat / 4);
+                            observe_at = sent + host.timing.heartbeat / 4;
                         }
                         observed_once = true;
                         if link.ledger.lock().observed(&o) {
