@@ -1062,6 +1062,12 @@ impl Applier {
         out
     }
 
+    /// Wakes when what [`Applier::observe`] finds may have changed without
+    /// a request: DRBD's events (None without the DRBD layer).
+    pub fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.drbd.as_ref().ok().map(|l| l.changes())
+    }
+
     /// Everything the satellite currently knows. Never waits for an apply;
     /// capacities and allocated sizes are measured anew (a thin volume
     /// grows as data is written, without any request), but waited for at

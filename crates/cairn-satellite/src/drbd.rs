@@ -87,6 +87,9 @@ pub struct DrbdLayer {
     dir: PathBuf,
     pub mode: DrbdMode,
     events: Arc<Mutex<Events2>>,
+    /// Bumped by every events2 line the follower reads: wakes the
+    /// observation requests the satellite holds.
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
     /// Backing devices each resource's `.res` names, as written by this
     /// process: `wipe-md` on delete only touches devices known this way.
     written: Mutex<BTreeMap<String, BTreeMap<u32, String>>>,
@@ -144,6 +147,7 @@ impl DrbdLayer {
             dir,
             mode,
             events: Arc::new(Mutex::new(Events2::new())),
+            changed: Arc::new(tokio::sync::watch::Sender::new(0)),
             written: Mutex::new(BTreeMap::new()),
             sysfs: Some(PathBuf::from("/sys")),
             forgotten: Mutex::new(BTreeMap::new()),
@@ -169,6 +173,7 @@ impl DrbdLayer {
             return;
         }
         let events = self.events.clone();
+        let changed = self.changed.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_secs(1);
             loop {
@@ -187,6 +192,7 @@ impl DrbdLayer {
                             let mut lines = tokio::io::BufReader::new(out).lines();
                             while let Ok(Some(line)) = lines.next_line().await {
                                 events.lock().feed(&line);
+                                changed.send_modify(|n| *n = n.wrapping_add(1));
                                 backoff = Duration::from_secs(1);
                             }
                         }
@@ -200,6 +206,11 @@ impl DrbdLayer {
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         });
+    }
+
+    /// Wakes when DRBD's state may have changed (an events2 line came).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Feeds events2 lines (tests, and the follower).

@@ -51,6 +51,8 @@ struct Shared {
     /// Runs the commands of a SOS report.
     runner: Arc<dyn CommandRunner>,
     command_timeout: std::time::Duration,
+    /// Set when the server stops (see [`Wake::stop`]).
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// A satellite that is bound and ready to serve.
@@ -232,6 +234,7 @@ impl Satellite {
                 reports: Arc::new(reports),
                 runner: sos_runner,
                 command_timeout: config.command_timeout,
+                stop: tokio::sync::watch::Sender::new(false),
             }),
             metrics,
         })
@@ -247,6 +250,13 @@ impl Satellite {
     }
 
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), SatelliteError> {
+        let shared = self.shared.clone();
+        // Held observation requests are answered before the graceful
+        // shutdown waits for the requests in progress.
+        let shutdown = async move {
+            shutdown.await;
+            shared.stop.send_replace(true);
+        };
         let app = router(self.shared);
         // The metrics listener lives as long as the main one.
         let _metrics = self.metrics.map(|(listener, m)| {
@@ -541,12 +551,14 @@ async fn ext_file_status(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
 }
 
 /// How often a held observation request looks again at what the node
-/// observes (DRBD states, sizes, pools' figures): a change reaches the
-/// controller within this long.
-const OBSERVE_STEP: std::time::Duration = std::time::Duration::from_millis(500);
+/// observes when nothing woke it (sizes, pools' figures; DRBD's events wake
+/// it at once): the old heartbeat's pace, so a held request costs the node
+/// no more than the heartbeats did.
+const OBSERVE_STEP: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn observe(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    let answer = observation(&body, || s.applier.observe(), None).await;
+    let wake = Wake { changes: s.applier.changes(), every: OBSERVE_STEP, stop: s.stop.subscribe() };
+    let answer = observation(&body, || s.applier.observe(), wake).await;
     if let Ok(Observation { observed: Some(o), .. }) = &answer {
         s.reports.note_in_background(o);
     }
@@ -599,17 +611,24 @@ async fn sos(State(s): State<Arc<Shared>>) -> Json<cairn_proto::SosInfo> {
     Json(cairn_proto::SosInfo { version: format!("cairn {}", env!("CARGO_PKG_VERSION")), drbdsetup_status, drbd_version })
 }
 
+/// What ends the wait of a held observation request early.
+pub(crate) struct Wake {
+    /// Bumped when the state may have changed.
+    pub(crate) changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Looked at again this often whatever `changes` says.
+    pub(crate) every: std::time::Duration,
+    /// Set when the server stops: held requests are answered at once, so
+    /// a graceful shutdown does not wait for their holds.
+    pub(crate) stop: tokio::sync::watch::Receiver<bool>,
+}
+
 /// The answer to an observe request: the whole observed state, or
 /// "unchanged" when the controller holds it (see [`Observation`]). While
 /// it is unchanged and the request allows a wait, the answer is held
 /// until the state changes or the wait is over: the state is looked at
-/// again whenever `changes` says it may have changed or, without
-/// `changes`, every [`OBSERVE_STEP`].
-pub(crate) async fn observation<F, O>(
-    body: &[u8],
-    observe: F,
-    changes: Option<tokio::sync::watch::Receiver<u64>>,
-) -> Result<Observation, String>
+/// again whenever `wake.changes` says it may have changed and every
+/// `wake.every`.
+pub(crate) async fn observation<F, O>(body: &[u8], observe: F, wake: Wake) -> Result<Observation, String>
 where
     F: Fn() -> O,
     O: Future<Output = cairn_proto::Observed>,
@@ -617,25 +636,33 @@ where
     let req = serde_json::from_slice::<ObserveSince>(body).map_err(|e| format!("bad observe request: {e}"))?;
     let wait = std::time::Duration::from_millis(req.wait_ms.unwrap_or(0).min(cairn_proto::MAX_OBSERVE_WAIT_MS));
     let until = tokio::time::Instant::now() + wait;
-    let mut changes = changes;
+    let Wake { mut changes, every, mut stop } = wake;
     loop {
         // Marked seen before looking, so a change while looking is not missed.
         if let Some(rx) = changes.as_mut() {
             rx.borrow_and_update();
         }
         let answer = Observation::answer(observe().await, req.since.as_deref());
-        if answer.observed.is_some() || tokio::time::Instant::now() >= until {
+        if answer.observed.is_some() || tokio::time::Instant::now() >= until || *stop.borrow() {
             return Ok(answer);
         }
-        let next = async {
+        let changed = async {
             match changes.as_mut() {
-                // A closed channel: nothing can change any more but time.
+                // A closed channel: nothing wakes but time.
                 Some(rx) => {
                     if rx.changed().await.is_err() {
                         std::future::pending::<()>().await;
                     }
                 }
-                None => tokio::time::sleep(OBSERVE_STEP).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let next = async {
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(every) => {}
+                // A dropped sender stops nothing.
+                _ = async { if stop.wait_for(|s| *s).await.is_err() { std::future::pending::<()>().await } } => {}
             }
         };
         if tokio::time::timeout_at(until, next).await.is_err() {
@@ -832,6 +859,12 @@ mod tests {
         }
     }
 
+    /// Woken by `changes`, or every `every`; never stopped (its stop
+    /// channel is closed at once, which must not end a hold).
+    fn wake(changes: Option<tokio::sync::watch::Receiver<u64>>, every: Duration) -> Wake {
+        Wake { changes, every, stop: tokio::sync::watch::channel(false).1 }
+    }
+
     fn ask(since: &cairn_proto::Observed, wait_ms: u64) -> Vec<u8> {
         serde_json::to_vec(&ObserveSince { since: Some(since.digest()), wait_ms: Some(wait_ms) }).expect("json")
     }
@@ -840,13 +873,21 @@ mod tests {
     async fn an_unchanged_state_is_held_for_the_wait_then_answered_unchanged() {
         let now = state(1);
         let t = Instant::now();
-        let a = observation(&ask(&now, 150), || std::future::ready(now.clone()), None).await.expect("an answer");
+        let a = observation(&ask(&now, 150), || std::future::ready(now.clone()), wake(None, Duration::from_millis(40)))
+            .await
+            .expect("an answer");
         assert!(a.observed.is_none(), "unchanged");
         assert!(t.elapsed() >= Duration::from_millis(150), "held for the wait");
         // Without a wait: at once.
         let body = serde_json::to_vec(&ObserveSince { since: Some(now.digest()), wait_ms: None }).expect("json");
         let t = Instant::now();
-        assert!(observation(&body, || std::future::ready(now.clone()), None).await.expect("an answer").observed.is_none());
+        assert!(
+            observation(&body, || std::future::ready(now.clone()), wake(None, Duration::from_secs(2)))
+                .await
+                .expect("an answer")
+                .observed
+                .is_none()
+        );
         assert!(t.elapsed() < Duration::from_millis(150));
     }
 
@@ -865,11 +906,13 @@ mod tests {
             })
         };
         let t = Instant::now();
-        let a = observation(&ask(&held, 20_000), || std::future::ready(current.lock().clone()), Some(rx)).await.expect("an answer");
+        let a = observation(&ask(&held, 20_000), || std::future::ready(current.lock().clone()), wake(Some(rx), Duration::from_secs(60)))
+            .await
+            .expect("an answer");
         assert_eq!(a.observed.map(|o| o.pools[0].free_kib), Some(Some(2)));
         assert!(t.elapsed() < Duration::from_secs(10), "answered on the change, not after the 20 s hold");
         drop(changer.await);
-        // Polling every step (no channel) finds a change too.
+        // Looking every 50 ms (no channel) finds a change too.
         let current = Arc::new(parking_lot::Mutex::new(state(1)));
         let held = current.lock().clone();
         let c = current.clone();
@@ -877,14 +920,35 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             *c.lock() = state(3);
         });
-        let a = observation(&ask(&held, 20_000), || std::future::ready(current.lock().clone()), None).await.expect("an answer");
+        let a = observation(&ask(&held, 20_000), || std::future::ready(current.lock().clone()), wake(None, Duration::from_millis(50)))
+            .await
+            .expect("an answer");
         assert_eq!(a.observed.map(|o| o.pools[0].free_kib), Some(Some(3)));
     }
 
     #[tokio::test]
     async fn another_state_than_the_one_asked_with_is_answered_at_once_and_bad_requests_are_refused() {
-        let a = observation(&ask(&state(1), 20_000), || std::future::ready(state(2)), None).await.expect("an answer");
+        let a = observation(&ask(&state(1), 20_000), || std::future::ready(state(2)), wake(None, Duration::from_secs(2)))
+            .await
+            .expect("an answer");
         assert!(a.observed.is_some());
-        assert!(observation(b"{not json", || std::future::ready(state(2)), None).await.is_err());
+        assert!(observation(b"{not json", || std::future::ready(state(2)), wake(None, Duration::from_secs(2))).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stopping_server_answers_its_held_requests_at_once() {
+        let now = state(1);
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.send_replace(true);
+            stop
+        });
+        let t = Instant::now();
+        let wake = Wake { changes: None, every: Duration::from_secs(60), stop: rx };
+        let a = observation(&ask(&now, 20_000), || std::future::ready(now.clone()), wake).await.expect("an answer");
+        assert!(a.observed.is_none(), "unchanged");
+        assert!(t.elapsed() < Duration::from_secs(10), "answered on the stop, not after the 20 s hold");
+        drop(stopper.await);
     }
 }

@@ -74,6 +74,8 @@ struct SimNode {
     state: Mutex<NodeState>,
     /// Bumped by every apply: wakes the observation requests it holds.
     changed: tokio::sync::watch::Sender<u64>,
+    /// Set when the simulation stops: held observations answer at once.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Binds every satellite's port, then serves them all until `shutdown`.
@@ -97,6 +99,7 @@ pub async fn run(cfg: &SimConfig, shutdown: impl Future<Output = ()> + Send + 's
             pool_kib: cfg.pool_kib,
             state: Mutex::new(NodeState::default()),
             changed: tokio::sync::watch::Sender::new(0),
+            stop: stop_rx.clone(),
         });
         let mut stop = stop_rx.clone();
         let stopped = async move {
@@ -193,7 +196,12 @@ async fn apply(State(n): State<Arc<SimNode>>, body: Bytes) -> Response {
 /// held while unchanged as the request allows (woken by applies, the only
 /// thing that changes a simulated node).
 async fn observe(State(n): State<Arc<SimNode>>, body: Bytes) -> Response {
-    let answer = crate::server::observation(&body, || std::future::ready(n.observe_all()), Some(n.changed.subscribe())).await;
+    let wake = crate::server::Wake {
+        changes: Some(n.changed.subscribe()),
+        every: std::time::Duration::from_millis(cairn_proto::MAX_OBSERVE_WAIT_MS),
+        stop: n.stop.clone(),
+    };
+    let answer = crate::server::observation(&body, || std::future::ready(n.observe_all()), wake).await;
     crate::server::reply(answer)
 }
 
@@ -332,6 +340,7 @@ mod tests {
             pool_kib: 1000,
             state: Mutex::new(NodeState::default()),
             changed: tokio::sync::watch::Sender::new(0),
+            stop: tokio::sync::watch::channel(false).1,
         };
         let r = ResourceDesired {
             name: "r1".into(),

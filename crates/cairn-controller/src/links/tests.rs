@@ -86,6 +86,8 @@ struct Fake {
     holds: AtomicBool,
     /// Observation requests being held.
     holding_observes: std::sync::atomic::AtomicUsize,
+    /// The digest the last held request was asked with.
+    held_since: Mutex<Option<String>>,
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -227,6 +229,7 @@ impl Transport for Fake {
                         let sats = self.sats.lock().expect("fake");
                         sats.get(&target.addr).is_some_and(|s| s.observed(s.observes + 1).digest() == since)
                     };
+                    *self.held_since.lock().expect("fake") = Some(since.clone());
                     self.holding_observes.fetch_add(1, Ordering::SeqCst);
                     while tokio::time::Instant::now() < until && unchanged() {
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -710,8 +713,15 @@ async fn holding_cluster(port: u16) -> (AppState, Arc<Fake>) {
     let fake = Arc::new(Fake { holds: AtomicBool::new(true), ..Default::default() });
     let timing = Timing { hold: Duration::from_secs(10), ..fast() };
     let (state, fake) = cluster_of(Arc::new(MemStore::new()), &[("n1", port)], fake, timing).await;
-    wait_for("an observation held", || fake.holding_observes.load(Ordering::SeqCst) == 1).await;
+    wait_for("an observation held", || held_current(&fake, port)).await;
     (state, fake)
+}
+
+/// One observation request is held, asked with the satellite's current
+/// state (not one a change has just made stale).
+fn held_current(fake: &Fake, port: u16) -> bool {
+    let now = fake.with(port, |s| s.observed(s.observes + 1).digest());
+    fake.holding_observes.load(Ordering::SeqCst) == 1 && fake.held_since.lock().expect("fake").as_deref() == Some(now.as_str())
 }
 
 #[tokio::test]
@@ -729,8 +739,10 @@ async fn an_idle_node_holds_one_observation_instead_of_a_heartbeat_each_20_ms() 
 async fn a_held_observation_keeps_out_of_the_way_of_changes() {
     let (state, fake) = holding_cluster(4065).await;
     // The apply goes out and is answered while the observation is held
-    // (its hold lasts 10 s; the test would time out first).
-    let r = create_resource(&state, "ra", "n1", 1024).await;
+    // (its hold lasts 10 s).
+    let r = tokio::time::timeout(Duration::from_secs(2), create_resource(&state, "ra", "n1", 1024))
+        .await
+        .expect("the create answered before the held observation");
     assert!(errors(&r).is_empty(), "{:?}", r.entries);
     assert_eq!(state.links().resource("N1", "ra").map(|r| r.volumes.len()), Some(1));
     // The held request saw the satellite's state change and came back; it
@@ -738,7 +750,7 @@ async fn a_held_observation_keeps_out_of_the_way_of_changes() {
     // then one is held again.
     let before = absorbed(&state, "N1");
     wait_for("a whole observation", || absorbed(&state, "N1") > before).await;
-    wait_for("held again", || fake.holding_observes.load(Ordering::SeqCst) == 1).await;
+    wait_for("held again", || held_current(&fake, 4065)).await;
     assert_eq!(state.links().resource("N1", "ra").map(|r| r.volumes.len()), Some(1));
 }
 
@@ -750,7 +762,7 @@ async fn a_change_a_held_observation_sees_arrives_before_the_hold_ends() {
     fake.with(4066, |s| s.pools.iter_mut().for_each(|p| p.free_kib = Some(1000)));
     // wait_for gives up after 5 s, the hold lasts 10.
     wait_for("the new capacity", || free() == Some(1000)).await;
-    wait_for("held again", || fake.holding_observes.load(Ordering::SeqCst) == 1).await;
+    wait_for("held again", || held_current(&fake, 4066)).await;
 }
 
 #[tokio::test]

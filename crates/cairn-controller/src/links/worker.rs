@@ -171,6 +171,12 @@ async fn serve(
     // What the request out was sent with: `since`, when, and how many
     // apply answers had been absorbed then.
     let mut asked: (Option<String>, Instant, u64) = (None, Instant::now(), 0);
+    // The hold that request allowed.
+    let mut asked_hold = Duration::ZERO;
+    // Whether this satellite holds requests: unknown until an "unchanged"
+    // answer to a request with a hold shows it (one held for at least half
+    // a heartbeat) or not (one answered at once).
+    let mut holds: Option<bool> = None;
     // Apply answers absorbed into the view so far.
     let mut absorbed = 0u64;
     // Observations in a row that timed out.
@@ -247,10 +253,12 @@ async fn serve(
             _ = tokio::time::sleep_until(observe_at), if observing.is_empty() => {
                 // After a request that was not answered, the next must be
                 // answered at once: a hung satellite is lost within one
-                // hold and two short timeouts.
-                let hold = if missed == 0 { host.timing.hold } else { Duration::ZERO };
+                // hold and two short timeouts. A satellite seen not to hold
+                // (older ones) is not given a hold's time to answer either.
+                let hold = if missed == 0 && holds != Some(false) { host.timing.hold } else { Duration::ZERO };
                 let since = ObserveSince { since: held.clone(), wait_ms: Some(hold.as_millis().try_into().unwrap_or(u64::MAX)) };
                 asked = (since.since.clone(), Instant::now(), absorbed);
+                asked_hold = hold;
                 let (transport, timeout) = (host.transport.clone(), hold + SHORT_TIMEOUT);
                 observing.spawn(async move { transport::post::<_, Observation>(&*transport, target, PATH_OBSERVE, &since, timeout).await });
             }
@@ -274,17 +282,24 @@ async fn serve(
                     }
                     // An apply answer came in while this was out: the
                     // observation may be older than what the view holds
-                    // now. It proves the node alive, and the next one,
-                    // asked soon, brings the current state.
-                    Ok(_) if absorbed != absorbed_then => {
+                    // now. It proves the node alive, and the next one, at
+                    // the heartbeat's pace (the apply answers took in what
+                    // they touched), brings the current state. A restart
+                    // is still noticed at once, below.
+                    Ok(Observation { observed, .. })
+                        if absorbed != absorbed_then && observed.as_ref().is_none_or(|o| o.instance == hello.instance) =>
+                    {
                         missed = 0;
-                        observe_at = sent + host.timing.heartbeat / 4;
                     }
                     // Nothing new: the view, the ledger and the pace stay
                     // as the same observation left them.
                     Ok(Observation { observed: None, digest }) if since.as_deref() == Some(digest.as_str()) => {
                         missed = 0;
                         observed_once = true;
+                        // Held for a while: this satellite holds requests.
+                        if !asked_hold.is_zero() {
+                            holds = Some(sent.elapsed() >= host.timing.heartbeat / 2);
+                        }
                     }
                     Ok(Observation { observed: None, .. }) => {
                         let e = CallError::BadReply("'unchanged' answered to an observation request of another state".into());
@@ -292,7 +307,12 @@ async fn serve(
                     }
                     Ok(Observation { observed: Some(o), digest }) if o.instance == hello.instance => {
                         missed = 0;
-                        if observed_once && link.view().drbd_differs(&o) {
+                        // A satellite that holds requests is asked again
+                        // soon, so the next change shows as it happens (not
+                        // sooner than a quarter heartbeat after this request,
+                        // so a state that keeps moving costs no more than the
+                        // heartbeat did while DRBD moved).
+                        if holds == Some(true) || (observed_once && link.view().drbd_differs(&o)) {
                             observe_at = sent + host.timing.heartbeat / 4;
                         }
                         observed_once = true;
