@@ -1102,23 +1102,40 @@ impl Observed {
     /// Equal digests: equal observations (the JSON of one value is always
     /// written the same way: fields in order, maps sorted).
     pub fn digest(&self) -> String {
-        struct Sink(ring::digest::Context);
-        impl std::io::Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.update(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut sink = Sink(ring::digest::Context::new(&ring::digest::SHA256));
-        // Writing into a hash cannot fail, and these types always serialise.
-        if let Err(e) = serde_json::to_writer(&mut sink, self) {
-            sink.0.update(e.to_string().as_bytes());
-        }
-        sink.0.finish().as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+        json_digest(self).iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+impl ResourceDesired {
+    /// A digest of this desired resource, as [`Observed::digest`]: equal
+    /// digests, equal versions. The controller keeps it instead of a copy
+    /// of what a satellite acknowledged.
+    pub fn digest(&self) -> [u8; 16] {
+        json_digest(self)
+    }
+}
+
+/// The first 128 bits of the sha256 of a value's JSON, written straight
+/// into the hash (no buffer).
+fn json_digest<T: Serialize>(value: &T) -> [u8; 16] {
+    struct Sink(ring::digest::Context);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut sink = Sink(ring::digest::Context::new(&ring::digest::SHA256));
+    // Writing into a hash cannot fail, and these types always serialise.
+    if let Err(e) = serde_json::to_writer(&mut sink, value) {
+        sink.0.update(e.to_string().as_bytes());
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&sink.0.finish().as_ref()[..16]);
+    out
 }
 
 #[cfg(test)]
@@ -1193,6 +1210,28 @@ mod tests {
         assert_eq!(serde_json::from_str::<Apply>(&s).unwrap(), a);
         let o: Observed = serde_json::from_str(r#"{"generation":1,"resources":[],"pools":[]}"#).unwrap();
         assert!(o.removed.is_empty());
+    }
+
+    #[test]
+    fn a_desired_resource_digest_follows_every_field() {
+        let r = ResourceDesired {
+            name: "r".into(),
+            volumes: vec![VolumeDesired { number: 0, id: "v".into(), size_kib: 1024, pool: "p".into(), ..Default::default() }],
+            snapshots: vec!["s1".into()],
+            ..Default::default()
+        };
+        assert_eq!(r.digest(), r.clone().digest());
+        let mut grown = r.clone();
+        grown.volumes[0].size_kib = 2048;
+        let mut inactive = r.clone();
+        inactive.inactive = true;
+        let mut snapped = r.clone();
+        snapped.snapshots.push("s2".into());
+        let mut other_id = r.clone();
+        other_id.volumes[0].id = "w".into();
+        let digests: std::collections::BTreeSet<[u8; 16]> =
+            [&r, &grown, &inactive, &snapped, &other_id].iter().map(|x| x.digest()).collect();
+        assert_eq!(digests.len(), 5, "each change is another digest");
     }
 
     #[test]

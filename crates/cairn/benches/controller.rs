@@ -37,6 +37,13 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// How many sockets the process holds open (its links to satellites,
+/// pooled or in use, and the REST connections).
+fn sockets(pid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).filter(|t| t.to_string_lossy().starts_with("socket:")).count()
+}
+
 #[expect(clippy::zombie_processes, reason = "the child is returned; the caller waits for it")]
 fn start(dir: &std::path::Path, port: u16) -> (Child, Duration) {
     let t = Instant::now();
@@ -222,6 +229,10 @@ fn main() {
             format!("{nodes} simulated satellites ONLINE after the nodes were created"),
             format!("{:.1} s", t.elapsed().as_secs_f64()),
         ));
+        rows.push((
+            format!("controller RSS with {nodes} satellites online, no resources"),
+            format!("{:.1} MiB, {} sockets", rss_mib(child.id()), sockets(child.id())),
+        ));
     }
     let b = base.clone();
     let (wall, lat) = parallel(rds, threads, move |i| {
@@ -262,7 +273,7 @@ fn main() {
     ));
     rows.push((
         format!("controller RSS with {nodes} nodes, {rds} RDs, {} resources", rds * replicas),
-        format!("{:.1} MiB", rss_mib(child.id())),
+        format!("{:.1} MiB, {} sockets", rss_mib(child.id()), sockets(child.id())),
     ));
 
     let client = Client::new(&base);

@@ -13,15 +13,51 @@
 //! with. An answer settles the operations of its generation and older
 //! ones; a newer operation of the same object (queued while the answer was
 //! under way) stays outstanding.
+//!
+//! A version of a resource is kept as a [`Version`]: its digest and the
+//! little the controller reads back (the volumes' pools and sizes, the
+//! snapshots), not a copy. Full copies cost about 2.5 KB per resource, 71
+//! MiB of the controller's memory at 30,000 resources.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_proto::{Apply, Observed, PoolDesired, ResourceDesired};
 
+/// What the ledger keeps of one version of a resource (see the module
+/// comment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Version {
+    digest: [u8; 16],
+    pub volumes: Box<[VolumeKept]>,
+    pub snapshots: Box<[String]>,
+}
+
+/// A volume of a kept [`Version`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VolumeKept {
+    pub number: u32,
+    pub pool: Box<str>,
+    pub size_kib: i64,
+}
+
+impl Version {
+    pub(crate) fn of(r: &ResourceDesired) -> Version {
+        Version {
+            digest: r.digest(),
+            volumes: r
+                .volumes
+                .iter()
+                .map(|v| VolumeKept { number: v.number, pool: v.pool.as_str().into(), size_kib: v.size_kib })
+                .collect(),
+            snapshots: r.snapshots.iter().cloned().collect(),
+        }
+    }
+}
+
 /// An operation on one resource.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Op {
-    Upsert(Box<ResourceDesired>),
+    Upsert(Version),
     Remove,
 }
 
@@ -42,7 +78,7 @@ pub(crate) struct Ledger {
     acked_pools: Option<Vec<PoolDesired>>,
     pools: Option<Outstanding<Vec<PoolDesired>>>,
     /// By resource name (as in the desired state).
-    acked: BTreeMap<String, ResourceDesired>,
+    acked: BTreeMap<String, Version>,
     /// The generation of the answer that last spoke for each resource (and
     /// for the pool list): answers can arrive out of order, and an older
     /// one never overrides what a newer one said.
@@ -66,9 +102,9 @@ impl Ledger {
     }
 
     /// The version the satellite has or is about to have.
-    pub(crate) fn latest(&self, name: &str) -> Option<&ResourceDesired> {
+    pub(crate) fn latest(&self, name: &str) -> Option<&Version> {
         match self.outstanding.get(name) {
-            Some(Outstanding { op: Op::Upsert(r), .. }) => Some(r.as_ref()),
+            Some(Outstanding { op: Op::Upsert(r), .. }) => Some(r),
             Some(Outstanding { op: Op::Remove, .. }) => None,
             None => self.acked.get(name),
         }
@@ -82,7 +118,7 @@ impl Ledger {
     }
 
     /// The version the satellite confirmed, if any.
-    pub(crate) fn acked(&self, name: &str) -> Option<&ResourceDesired> {
+    pub(crate) fn acked(&self, name: &str) -> Option<&Version> {
         self.acked.get(name)
     }
 
@@ -107,7 +143,7 @@ impl Ledger {
         self.acked_pools = None;
         self.pools = Some(Outstanding { op: pools.to_vec(), generation, failed: false });
         self.outstanding =
-            rscs.iter().map(|r| (r.name.clone(), Outstanding { op: Op::Upsert(Box::new(r.clone())), generation, failed: false })).collect();
+            rscs.iter().map(|r| (r.name.clone(), Outstanding { op: Op::Upsert(Version::of(r)), generation, failed: false })).collect();
         generation
     }
 
@@ -134,11 +170,12 @@ impl Ledger {
         let now: BTreeMap<String, ResourceDesired> = rscs.into_iter().map(|r| (r.name.clone(), r)).collect();
         for (name, r) in &now {
             let before = self.latest(name);
-            if before != Some(r) {
+            let version = Version::of(r);
+            if before != Some(&version) {
                 let had = |s: &String| before.is_some_and(|b| b.snapshots.contains(s));
                 new_snapshots.extend(r.snapshots.iter().filter(|s| !had(s)).map(|s| (name.clone(), s.clone())));
                 apply.resources.push(r.clone());
-                ops.push((name.clone(), Op::Upsert(Box::new(r.clone()))));
+                ops.push((name.clone(), Op::Upsert(version)));
             }
         }
         let in_scope = |name: &String| scope.is_none_or(|s| s.contains(&cairn_domain::name::key(name)));
@@ -185,8 +222,9 @@ impl Ledger {
         for name in failed {
             let op = match now.remove(&name) {
                 Some(r) => {
-                    apply.resources.push(r.clone());
-                    Op::Upsert(Box::new(r))
+                    let version = Version::of(&r);
+                    apply.resources.push(r);
+                    Op::Upsert(version)
                 }
                 None => {
                     apply.removed.push(name.clone());
@@ -212,7 +250,7 @@ impl Ledger {
             let ok = o.resources.iter().any(|a| a.name == r.name && a.error.is_none());
             if self.newest_answer(&r.name, generation) {
                 if ok {
-                    self.acked.insert(r.name.clone(), r.clone());
+                    self.acked.insert(r.name.clone(), Version::of(r));
                 } else {
                     self.acked.remove(&r.name);
                 }
@@ -292,8 +330,7 @@ impl Ledger {
             .collect();
         for name in &demote {
             if let Some(r) = self.acked.remove(name) {
-                self.outstanding
-                    .insert(name.clone(), Outstanding { op: Op::Upsert(Box::new(r)), generation: self.generation, failed: true });
+                self.outstanding.insert(name.clone(), Outstanding { op: Op::Upsert(r), generation: self.generation, failed: true });
             }
         }
         !demote.is_empty()
@@ -312,6 +349,10 @@ mod tests {
             volumes: vec![VolumeDesired { number: 0, id: "ab".into(), size_kib: size, pool: "p".into(), ..Default::default() }],
             ..Default::default()
         }
+    }
+
+    fn v(r: ResourceDesired) -> Version {
+        Version::of(&r)
     }
 
     fn pool() -> Vec<PoolDesired> {
@@ -350,7 +391,7 @@ mod tests {
         let full =
             Apply { generation: g, full: true, pools_set: true, pools: pool(), resources: vec![rd("a", 1), rd("b", 1)], removed: vec![] };
         l.answered(&full, &answer(&["a"], &["b"]));
-        assert_eq!(l.acked("a"), Some(&rd("a", 1)));
+        assert_eq!(l.acked("a"), Some(&v(rd("a", 1))));
         assert_eq!(l.acked("b"), None, "an error is no acknowledgement");
         assert!(l.pools_acked() && l.has_failed());
         // A change of another resource does not carry b along.
@@ -364,7 +405,7 @@ mod tests {
         assert!(!l.has_failed(), "b is on its way again");
         assert!(l.retry(pool(), vec![rd("a", 2), rd("b", 3)]).is_none(), "nothing else failed");
         l.answered(&r, &answer(&["b"], &[]));
-        assert_eq!(l.acked("b"), Some(&rd("b", 3)));
+        assert_eq!(l.acked("b"), Some(&v(rd("b", 3))));
     }
 
     #[test]
@@ -375,13 +416,13 @@ mod tests {
         let second = l.delta(pool(), vec![rd("a", 2)]).expect("grown").apply;
         assert_eq!(second.resources, vec![rd("a", 2)]);
         l.answered(&first, &answer(&["a"], &[]));
-        assert_eq!(l.acked("a"), Some(&rd("a", 1)));
-        assert_eq!(l.latest("a"), Some(&rd("a", 2)), "the second delta is still outstanding");
+        assert_eq!(l.acked("a"), Some(&v(rd("a", 1))));
+        assert_eq!(l.latest("a"), Some(&v(rd("a", 2))), "the second delta is still outstanding");
         // The first one failing instead would not mark the newer one failed.
         l.answered(&first, &answer(&[], &["a"]));
         assert!(!l.has_failed());
         l.answered(&second, &answer(&["a"], &[]));
-        assert_eq!(l.acked("a"), Some(&rd("a", 2)));
+        assert_eq!(l.acked("a"), Some(&v(rd("a", 2))));
         // Nothing to send while desired equals acknowledged.
         assert!(l.delta(pool(), vec![rd("a", 2)]).is_none());
     }
@@ -393,9 +434,9 @@ mod tests {
         let second = l.delta(pool(), vec![rd("a", 2)]).expect("grown").apply;
         // The second request is answered first (pipelined requests).
         l.answered(&second, &answer(&["a"], &[]));
-        assert_eq!(l.acked("a"), Some(&rd("a", 2)));
+        assert_eq!(l.acked("a"), Some(&v(rd("a", 2))));
         l.answered(&first, &answer(&["a"], &[]));
-        assert_eq!(l.acked("a"), Some(&rd("a", 2)), "the older answer changes nothing");
+        assert_eq!(l.acked("a"), Some(&v(rd("a", 2))), "the older answer changes nothing");
         assert!(l.delta(pool(), vec![rd("a", 2)]).is_none());
         // Going back to version 1 is a change the satellite must hear of.
         assert_eq!(l.delta(pool(), vec![rd("a", 1)]).expect("back").apply.resources, vec![rd("a", 1)]);
@@ -405,7 +446,7 @@ mod tests {
         let back = l.delta(pool(), vec![rd("b", 2)]).expect("b again").apply;
         l.answered(&back, &answer(&["b"], &[]));
         l.answered(&gone, &answer(&[], &[]));
-        assert_eq!(l.acked("b"), Some(&rd("b", 2)));
+        assert_eq!(l.acked("b"), Some(&v(rd("b", 2))));
     }
 
     #[test]

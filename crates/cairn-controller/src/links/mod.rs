@@ -460,10 +460,11 @@ impl Links {
         LinksSnapshot(self.links.lock().clone())
     }
 
-    /// The version of a resource the node's satellite acknowledged.
-    pub fn acknowledged(&self, node_key: &str, rsc: &str) -> Option<ResourceDesired> {
+    /// The sizes (KiB, by volume number) of the version of a resource
+    /// the node's satellite acknowledged.
+    pub fn acknowledged_sizes(&self, node_key: &str, rsc: &str) -> Option<Vec<(u32, i64)>> {
         let l = self.get(node_key)?;
-        l.ledger.lock().acked(rsc).cloned()
+        l.ledger.lock().acked(rsc).map(|v| v.volumes.iter().map(|v| (v.number, v.size_kib)).collect())
     }
 
     /// Whether the node's satellite found that the pool can take snapshots

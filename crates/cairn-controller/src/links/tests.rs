@@ -375,7 +375,7 @@ async fn dispatch_sends_each_node_its_delta_and_retries_only_what_failed() {
     assert!(!last.full && !last.pools_set && last.removed.is_empty());
     assert_eq!(names(&last), ["ra"]);
     assert_eq!(fake.applies(4002).len(), n2_before, "n2 is not concerned");
-    assert_eq!(state.links().acknowledged("N1", "ra").map(|r| r.volumes[0].size_kib), Some(1024));
+    assert_eq!(state.links().acknowledged_sizes("N1", "ra").map(|v| v[0].1), Some(1024));
 
     // b fails on n1: the error is in the reply, b is not acknowledged.
     fake.with(4001, |s| s.fail.insert("rb".into()));
@@ -385,7 +385,7 @@ async fn dispatch_sends_each_node_its_delta_and_retries_only_what_failed() {
     assert!(errs[0].message.contains("(Node: 'n1') Cannot create 'rb'."), "{:?}", errs[0]);
     assert_eq!(errs[0].cause.as_deref(), Some("the disk is on fire"));
     assert_eq!(names(&fake.applies(4001).pop().expect("b's delta")), ["rb"]);
-    assert!(state.links().acknowledged("N1", "rb").is_none());
+    assert!(state.links().acknowledged_sizes("N1", "rb").is_none());
 
     // Growing a sends a alone: b is the retry's business, not this change's.
     let grow = req(json!({"size_kib": 4096}));
@@ -394,14 +394,13 @@ async fn dispatch_sends_each_node_its_delta_and_retries_only_what_failed() {
     let grown = fake.applies(4001).into_iter().rev().find(|a| names(a).contains(&"ra")).expect("a's growth");
     assert_eq!(names(&grown), ["ra"]);
     assert_eq!(grown.resources[0].volumes[0].size_kib, 4096);
-    wait_for("a acknowledged at its new size", || state.links().acknowledged("N1", "ra").is_some_and(|r| r.volumes[0].size_kib == 4096))
-        .await;
+    wait_for("a acknowledged at its new size", || state.links().acknowledged_sizes("N1", "ra").is_some_and(|v| v[0].1 == 4096)).await;
 
     // The retry sends b alone, as a delta, until it works.
     let retries_before = fake.applies(4001).iter().filter(|a| names(a) == ["rb"]).count();
     wait_for("a retry of b", || fake.applies(4001).iter().filter(|a| names(a) == ["rb"]).count() > retries_before + 1).await;
     fake.with(4001, |s| s.fail.clear());
-    wait_for("b acknowledged", || state.links().acknowledged("N1", "rb").is_some()).await;
+    wait_for("b acknowledged", || state.links().acknowledged_sizes("N1", "rb").is_some()).await;
     let applies = fake.applies(4001);
     assert_eq!(applies.iter().filter(|a| a.full).count(), 1, "no full apply after the first one");
     for a in applies.iter().skip_while(|a| names(a) != ["rb"]) {
@@ -425,13 +424,13 @@ async fn a_slow_resource_does_not_hold_up_changes_to_other_resources_of_its_node
     for name in ["fast1", "fast2"] {
         let r = create_resource(&state, name, "n1", 1024).await;
         assert!(errors(&r).is_empty(), "{:?}", r.entries);
-        assert!(state.links().acknowledged("N1", name).is_some());
+        assert!(state.links().acknowledged_sizes("N1", name).is_some());
     }
     assert!(!slow.is_finished(), "the other creates were answered while the slow one still waits");
     fake.hold.lock().expect("fake").clear();
     let r = slow.await.expect("task");
     assert!(errors(&r).is_empty(), "{:?}", r.entries);
-    wait_for("slow acknowledged", || state.links().acknowledged("N1", "slow").is_some()).await;
+    wait_for("slow acknowledged", || state.links().acknowledged_sizes("N1", "slow").is_some()).await;
     // Out-of-order answers left the view right: all three are there.
     let seen: Vec<bool> = ["slow", "fast1", "fast2"].iter().map(|n| state.links().resource("N1", n).is_some()).collect();
     assert_eq!(seen, [true, true, true]);
@@ -447,7 +446,7 @@ async fn a_restarted_satellite_gets_its_full_state_again() {
     let full = fake.applies(4011).into_iter().rfind(|a| a.full).expect("full");
     assert_eq!(names(&full), ["ra"]);
     assert!(full.pools_set && full.pools.iter().any(|p| p.name == "DfltStorPool"), "{:?}", full.pools);
-    wait_for("a acknowledged again", || state.links().acknowledged("N1", "ra").is_some()).await;
+    wait_for("a acknowledged again", || state.links().acknowledged_sizes("N1", "ra").is_some()).await;
 }
 
 #[tokio::test]
@@ -499,7 +498,7 @@ async fn an_observed_failure_is_retried() {
     wait_for("a sent again", || fake.applies(4021).len() > before).await;
     let again = &fake.applies(4021)[before];
     assert!(!again.full && names(again) == ["ra"], "{again:?}");
-    wait_for("a acknowledged again", || state.links().acknowledged("N1", "ra").is_some()).await;
+    wait_for("a acknowledged again", || state.links().acknowledged_sizes("N1", "ra").is_some()).await;
 }
 
 #[tokio::test]

@@ -113,7 +113,8 @@ const MAX_IN_FLIGHT: usize = 16;
 struct InFlight {
     tasks: tokio::task::JoinSet<(u64, Result<Observed, CallError>)>,
     pending: std::collections::BTreeMap<u64, (Apply, Vec<Job>)>,
-    /// The generation of the answer each resource's view entry came from.
+    /// The generation of the answer each resource's view entry came from,
+    /// while requests are in flight (emptied when none is).
     absorbed: std::collections::BTreeMap<String, u64>,
 }
 
@@ -230,6 +231,11 @@ async fn serve(
                     }
                 };
                 link.view_mut().absorb(flight.newer_only(&o), false);
+                if flight.pending.is_empty() {
+                    // No older answer can come any more, and every later
+                    // request has a newer generation than those recorded.
+                    flight.absorbed.clear();
+                }
                 absorbed += 1;
                 held = None;
                 let failed = {
