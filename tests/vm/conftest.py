@@ -401,11 +401,13 @@ def bridge(taps):
 
 
 @pytest.fixture(scope="module")
-def drbd_cluster_shared(drbd_image):
+def drbd_cluster_shared(drbd_image, request):
     """A controller and three VMs d1-d3 with DRBD 9 loaded (10.99.0.1-3 on
     the test bridge), each with an LVM_THIN pool `thin` on its disk, a
     FILE_THIN pool `file` and a FILE pool `thick`; the default layer stack
-    DRBD,STORAGE."""
+    DRBD,STORAGE. The disk is a sparse file of the module's `DRBD_DISK`
+    (default 1G; the benchmarks need more)."""
+    disk = getattr(request.module, "DRBD_DISK", "1G")
     root = tempfile.mkdtemp(prefix="cairn-drbdtest-")
     shutil.rmtree(os.path.join(LOGS, "failed"), ignore_errors=True)  # a previous run's
     names = ["d1", "d2", "d3"]
@@ -416,7 +418,7 @@ def drbd_cluster_shared(drbd_image):
         lin = linstor.Linstor(ctrl.url, timeout=CLIENT_TIMEOUT)
         lin.connect()
         for i, n in enumerate(names, start=1):  # booting at once
-            vms[n] = Vm(n, None, os.path.join(root, "cluster-secret"), disks=("1G",), mem=640, image=drbd_image, tap=i).launch()
+            vms[n] = Vm(n, None, os.path.join(root, "cluster-secret"), disks=(disk,), mem=640, image=drbd_image, tap=i).launch()
         for n, vm in vms.items():
             vm.wait_ready()
             ok(lin.node_create(n, "SATELLITE", vm.ip))

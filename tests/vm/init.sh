@@ -27,6 +27,10 @@ mkdir -p /run/lock /run/lvm /run/cryptsetup /tmp /var/lib/cairn-satellite
 arg() { for w in $(cat /proc/cmdline); do case $w in "$1="*) echo "${w#*=}"; return 0;; esac; done; return 1; }
 
 modprobe -a virtio_pci virtio_blk virtio_net virtio_rng loop dm-mod dm-thin-pool dm-crypt dm-snapshot 2>&1
+# No writeback throttling on the virtual disks: under TCG their latency
+# swings with the host's load, wbt then cuts the queue down to a request or
+# two, and a dm-thin worker was seen blocked in wbt_wait for over 120 s.
+for q in /sys/block/vd*/queue/wbt_lat_usec; do [ -e "$q" ] && echo 0 > "$q"; done
 name=$(arg cairn.hostname) || name=vm
 hostname "$name"
 ip link set lo up
