@@ -1078,7 +1078,11 @@ impl Applier {
             let st = self.state.lock();
             (st.observed.values().cloned().collect::<Vec<_>>(), st.pools.clone(), st.resources.clone(), st.generation)
         };
-        // DRBD state changes without any request: read it fresh.
+        let m = self.measure(&pools, &resources, &observed).await;
+        // DRBD state changes without any request: read it fresh, after
+        // the measurement (which may take up to MEASURE_WAIT): the answer
+        // carries the state of its moment, not of its start (a spawn's
+        // replicas connecting while `lvs` ran took one more round).
         if let Ok(layer) = &self.drbd {
             for o in observed.iter_mut().filter(|o| o.drbd.is_some()) {
                 if let Some(d) = resources.get(&o.name).and_then(|r| r.drbd.as_ref()) {
@@ -1086,7 +1090,6 @@ impl Applier {
                 }
             }
         }
-        let m = self.measure(&pools, &resources, &observed).await;
         for o in observed.iter_mut() {
             for ov in o.volumes.iter_mut().filter(|v| v.device_path.is_some()) {
                 if let Some(now) = m.allocated.get(&(o.name.clone(), ov.number)) {
