@@ -115,6 +115,16 @@ pub const BITMAP_STALL: Duration = Duration::from_secs(60);
 /// both its peers waited in `WFBitMapS` for half an hour.
 pub const BITMAP_STALL_SENDER: Duration = Duration::from_secs(150);
 
+/// A local disk still `Negotiating` after this long while its peers'
+/// connections are up is taken as a handshake that will not come: seen in
+/// the VMs on an idle machine, when a replica toggled back to diskful
+/// attached its new disk, its peers did their side of the handshake and
+/// sent their bitmaps (`WFBitMapS`), and the node itself never did its
+/// side. DRBD's attach waits, uninterruptibly, for the negotiation to end,
+/// so `drbdadm adjust` hung until it was killed (and its `drbdsetup`
+/// stayed). Normal negotiations take well under a second.
+pub const NEGOTIATION_STALL: Duration = Duration::from_secs(30);
+
 /// Per (resource, peer node id): since when a volume has waited for the
 /// bitmap, and when the connection was last cycled for it.
 #[derive(Default)]
@@ -226,13 +236,21 @@ impl DrbdLayer {
     /// receives it) for [`BITMAP_STALL`] or longer, or to send its own
     /// (`WFBitMapS`) for [`BITMAP_STALL_SENDER`] (longer, so that where
     /// both sides see the stall the receiving one acts first), and the
-    /// connection was not cycled within the last `BITMAP_STALL`. A state
-    /// seen for the first time starts its clock.
+    /// connection was not cycled within the last `BITMAP_STALL`; or a
+    /// local disk has been `Negotiating` for [`NEGOTIATION_STALL`] while
+    /// the connection is up. A state seen for the first time starts its
+    /// clock.
     pub fn stalled_connections(&self, now: std::time::Instant) -> Vec<(String, u8)> {
         let mut waiting = BTreeMap::new();
         {
             let events = self.events.lock();
             for (rsc, r) in events.resources() {
+                if r.volumes.iter().any(|v| v.disk == "Negotiating") {
+                    for c in r.connections.iter().filter(|c| c.connection == "Connected") {
+                        let e = waiting.entry((rsc.clone(), c.peer_node_id)).or_insert(NEGOTIATION_STALL);
+                        *e = (*e).min(NEGOTIATION_STALL);
+                    }
+                }
                 for v in &r.volumes {
                     for p in &v.peers {
                         let limit = match p.replication.as_str() {
@@ -272,7 +290,7 @@ impl DrbdLayer {
     /// `adjust` connects what is configured anyway.
     pub async fn unstick(&self, now: std::time::Instant) {
         for (rsc, id) in self.stalled_connections(now) {
-            tracing::warn!(rsc, peer_node_id = id, "a bitmap exchange waited {}s; reconnecting to that peer", BITMAP_STALL.as_secs());
+            tracing::warn!(rsc, peer_node_id = id, "the handshake or bitmap exchange with this peer looks stuck; reconnecting to it");
             if let Err(e) = self.runner.run(&self.adm.disconnect(&rsc, id)).await {
                 tracing::warn!(rsc, peer_node_id = id, "drbdsetup disconnect failed: {e}");
             }
@@ -1270,6 +1288,45 @@ mod tests {
             .feed_events("change peer-device name:web peer-node-id:1 conn-name:bravo volume:1 replication:WFBitMapT peer-disk:UpToDate\n");
         assert!(f.layer.stalled_connections(t0 + 4 * BITMAP_STALL + Duration::from_secs(1)).is_empty());
         assert_eq!(f.layer.stalled_connections(t0 + 5 * BITMAP_STALL + Duration::from_secs(1)), vec![("web".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_disk_left_negotiating_has_its_connections_cycled_after_half_a_minute() {
+        // d3 in the VMs (2026-11-28, toggle-disk back to diskful on an
+        // idle machine): the new disk attached, both peers did their side
+        // of the handshake and sent their bitmaps, and d3 stayed here, its
+        // attach waiting for the negotiation (`drbdsetup status` then).
+        let f = fixture(DrbdMode::Kernel);
+        f.layer.feed_events(
+            "exists resource name:tgd role:Secondary suspended:no\n\
+             exists connection name:tgd peer-node-id:0 conn-name:d1 connection:Connected role:Secondary\n\
+             exists connection name:tgd peer-node-id:1 conn-name:d2 connection:Connected role:Secondary\n\
+             exists device name:tgd volume:0 minor:1001 disk:Negotiating\n\
+             exists peer-device name:tgd peer-node-id:0 conn-name:d1 volume:0 replication:Established peer-disk:UpToDate\n\
+             exists peer-device name:tgd peer-node-id:1 conn-name:d2 volume:0 replication:Established peer-disk:UpToDate\n",
+        );
+        let t0 = std::time::Instant::now();
+        assert!(f.layer.stalled_connections(t0).is_empty());
+        assert!(f.layer.stalled_connections(t0 + NEGOTIATION_STALL - Duration::from_secs(1)).is_empty());
+        f.fake
+            .expect(&["drbdsetup", "disconnect", "tgd", "0"], "")
+            .expect(&["drbdsetup", "connect", "tgd", "0"], "")
+            .expect(&["drbdsetup", "disconnect", "tgd", "1"], "")
+            .expect(&["drbdsetup", "connect", "tgd", "1"], "");
+        rt().block_on(f.layer.unstick(t0 + NEGOTIATION_STALL));
+        assert!(f.fake.is_done(), "{:?}", f.fake.calls());
+        // Not again right after; a disk that got through forgets the clock.
+        assert!(f.layer.stalled_connections(t0 + NEGOTIATION_STALL + Duration::from_secs(5)).is_empty());
+        f.layer.feed_events("change device name:tgd volume:0 minor:1001 disk:Inconsistent\n");
+        assert!(f.layer.stalled_connections(t0 + 10 * NEGOTIATION_STALL).is_empty());
+        // A disk negotiating with nobody connected is left alone.
+        f.layer.feed_events(
+            "change device name:tgd volume:0 minor:1001 disk:Negotiating\n\
+             change connection name:tgd peer-node-id:0 conn-name:d1 connection:Connecting role:Unknown\n\
+             change connection name:tgd peer-node-id:1 conn-name:d2 connection:Connecting role:Unknown\n",
+        );
+        assert!(f.layer.stalled_connections(t0 + 11 * NEGOTIATION_STALL).is_empty());
+        assert!(f.layer.stalled_connections(t0 + 20 * NEGOTIATION_STALL).is_empty());
     }
 
     #[test]
