@@ -3,6 +3,8 @@ suite; numbers go to docs/BENCHMARKS.md):
 
     CAIRN_BIN=target/debug/cairn .venv/bin/python -m pytest -q -s -p no:cacheprovider tests/vm/bench_drbd.py
 
+(`CAIRN_BENCH_RUNS`: the spawns per side, default 5.)
+
 1. 3-replica spawn of a 64 MiB thin volume until every replica is UpToDate
    in REST, against the same DRBD work done by hand on the same VMs at
    once (lvcreate, .res, create-md, the day-0 `drbdmeta set-gi` calls,
