@@ -241,14 +241,17 @@ impl DrbdLayer {
     /// the connection is up. A state seen for the first time starts its
     /// clock.
     pub fn stalled_connections(&self, now: std::time::Instant) -> Vec<(String, u8)> {
-        let mut waiting = BTreeMap::new();
+        let mut waiting: BTreeMap<(String, u8), Duration> = BTreeMap::new();
         {
+            // A connection waiting for several things gets the shortest limit.
+            let mut wait = |key: (String, u8), limit: Duration| {
+                waiting.entry(key).and_modify(|l| *l = (*l).min(limit)).or_insert(limit);
+            };
             let events = self.events.lock();
             for (rsc, r) in events.resources() {
                 if r.volumes.iter().any(|v| v.disk == "Negotiating") {
                     for c in r.connections.iter().filter(|c| c.connection == "Connected") {
-                        let e = waiting.entry((rsc.clone(), c.peer_node_id)).or_insert(NEGOTIATION_STALL);
-                        *e = (*e).min(NEGOTIATION_STALL);
+                        wait((rsc.clone(), c.peer_node_id), NEGOTIATION_STALL);
                     }
                 }
                 for v in &r.volumes {
@@ -259,8 +262,7 @@ impl DrbdLayer {
                             _ => continue,
                         };
                         if let Some(c) = r.connections.iter().find(|c| c.peer == p.peer) {
-                            let e = waiting.entry((rsc.clone(), c.peer_node_id)).or_insert(limit);
-                            *e = (*e).min(limit);
+                            wait((rsc.clone(), c.peer_node_id), limit);
                         }
                     }
                 }
