@@ -150,12 +150,18 @@ impl Transfers {
     /// another of the same runs (a client's retry): both would write the
     /// same places, and an abort or discard by these names would hit both.
     pub(crate) fn start(&self, rsc: &str, snap: &str) -> Result<Running<'_>, BackupError> {
+        self.start_with(rsc, snap, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// [`Transfers::start`] with an abort flag made before: one raised
+    /// before the transfer registered (its task had not run yet) stops it
+    /// at its first check.
+    pub(crate) fn start_with(&self, rsc: &str, snap: &str, stop: Arc<AtomicBool>) -> Result<Running<'_>, BackupError> {
         let id = (rsc.to_string(), snap.to_string());
         let mut running = self.running.lock();
         if running.contains_key(&id) {
             return Err(BackupError::Busy { resource: id.0, snapshot: id.1 });
         }
-        let stop = Arc::new(AtomicBool::new(false));
         running.insert(id.clone(), stop.clone());
         Ok(Running { transfers: self, id, stop })
     }

@@ -821,7 +821,7 @@ async fn ship_result(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad ship request: {e}")).into_response(),
     };
-    Json(received("the snapshot", s.ships.result(&s.transfers, &req.token.0, req.cancel).await)).into_response()
+    Json(received("the snapshot", s.ships.result(&req.token.0, req.cancel).await)).into_response()
 }
 
 /// Streams a snapshot to a satellite of another cluster.

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cairn_proto::{BackupSent, BackupVolumeSent, Checksum, ObjectError, PoolDesired, ProviderKind, ShipListen, ShipListening, ShipSend};
@@ -118,6 +119,9 @@ struct Pending {
     /// cancelled): a satellite that stops before removes what the
     /// shipment placed at its next start.
     record: Record,
+    /// The transfer's abort flag, made before its task runs: a cancel
+    /// that comes before the task registered still stops it.
+    stop: Arc<AtomicBool>,
 }
 
 /// What a shipment placed on this node, to remove it again.
@@ -131,7 +135,7 @@ impl Ships {
     /// Ok when every volume arrived and is in place. Cancelling one that
     /// arrived (also after its verdict was asked for) removes what it
     /// placed: nothing of a shipment that is not registered stays.
-    pub async fn result(&self, transfers: &Transfers, token: &str, cancel: bool) -> Result<(), String> {
+    pub async fn result(&self, token: &str, cancel: bool) -> Result<(), String> {
         let Some(p) = self.pending.lock().remove(token) else {
             let done = if cancel { self.arrived.lock().remove(token) } else { None };
             if let Some((_, a)) = done {
@@ -141,7 +145,7 @@ impl Ships {
             return Err("no shipment with this token is known on this node (it ended or the satellite restarted)".into());
         };
         if cancel {
-            transfers.abort(&p.arrived.req.resource, Some(&p.arrived.req.snapshot));
+            p.stop.store(true, Ordering::SeqCst);
         }
         // (A task that panicked may have left anything: its record stays.)
         let (r, left) = match p.task.await {
@@ -279,15 +283,17 @@ pub async fn listen(
     let token = req.token.0.clone();
     let arrived = Arrived { req: req.clone(), tools };
     let tls_sha256 = tls.as_ref().map(|t| t.sha256.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
     let task = tokio::spawn(async move {
         let mut left = false;
-        let r = receive(&transfers, listener, &req, target, tls, &mut left).await;
+        let r = receive(&transfers, flag, listener, &req, target, tls, &mut left).await;
         if let Err(e) = &r {
             tracing::warn!(resource = %req.resource, snapshot = %req.snapshot, "receiving a shipped snapshot failed: {e}");
         }
         (r.map_err(|e| e.to_string()), left)
     });
-    ships.pending.lock().insert(token, Pending { arrived, task, record });
+    ships.pending.lock().insert(token, Pending { arrived, task, record, stop });
     Ok(ShipListening { port, tls_sha256 })
 }
 
@@ -342,13 +348,14 @@ async fn admit(sock: TcpStream, tls: Option<&ShipTls>, token: &str) -> Option<Co
 
 async fn receive(
     transfers: &Transfers,
+    stop: Arc<AtomicBool>,
     listener: TcpListener,
     req: &ShipListen,
     target: Target,
     tls: Option<Arc<ShipTls>>,
     left: &mut bool,
 ) -> Result<(), BackupError> {
-    let running = transfers.start(&req.resource, &req.snapshot)?;
+    let running = transfers.start_with(&req.resource, &req.snapshot, stop)?;
     let deadline = tokio::time::Instant::now() + ACCEPT_WAIT;
     let mut sock = loop {
         running.check()?;
@@ -884,4 +891,41 @@ async fn send_volume(
     w.write_all(&t).await.map_err(io("send a volume trailer"))?;
     sent.stored_bytes += t.len() as u64;
     Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen_req(dir: &std::path::Path) -> ShipListen {
+        ShipListen {
+            token: cairn_proto::Secret("t".repeat(64)),
+            address: "127.0.0.1".into(),
+            pool: PoolDesired { name: "p".into(), kind: ProviderKind::FileThin, backing: Some(dir.display().to_string()) },
+            resource: "dst".into(),
+            snapshot: "s1".into(),
+            base: None,
+            volumes: vec![cairn_proto::ShipVolume { number: 0, size: 1 << 20 }],
+            adopt: false,
+        }
+    }
+
+    /// The test runtime runs one task at a time: the listener's task has
+    /// not run (nor registered its transfer) when the cancel comes, as on
+    /// a busy satellite. The cancel must still end it at once, not after
+    /// the listener's ten minutes of waiting for a sender.
+    #[tokio::test]
+    async fn a_cancel_that_comes_before_the_listener_ran_ends_it_at_once() {
+        let pool = tempfile::tempdir().expect("tempdir");
+        let tools = crate::apply::Storage::new(Arc::new(cairn_exec::FakeRunner::default()), Duration::from_secs(5)).tools;
+        let (ships, transfers) = (Arc::new(Ships::default()), Arc::new(Transfers::default()));
+        let req = listen_req(pool.path());
+        let token = req.token.0.clone();
+        listen(ships.clone(), transfers.clone(), &Inflight::default(), tools, req, None).await.expect("listening");
+        let r = tokio::time::timeout(Duration::from_secs(10), ships.result(&token, true)).await.expect("the cancel ends the wait");
+        let why = r.expect_err("a cancelled shipment is no success");
+        assert!(why.contains("aborted"), "{why}");
+        // The transfer is gone: the same snapshot can be received again.
+        assert!(transfers.start("dst", "s1").is_ok());
+    }
 }
