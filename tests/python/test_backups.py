@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -213,13 +214,20 @@ def test_a_running_shipment_is_queued_and_can_be_aborted(bcluster):
         f.flush()
         os.fsync(f.fileno())
     ok(c.lin.backup_create("bk", "slow", incremental=False))
-    status, _, q = c.ctrl.request("GET", "/v1/view/backup/queue")
-    assert status == 200, q
-    [entry] = q["snap_queues"]
-    assert entry["resource_name"] == "slow" and entry["remote_name"] == "bk" and entry["queue"] == [{"node_name": "n1"}], q
-    status, _, q = c.ctrl.request("GET", "/v1/view/backup/queue?snap_to_node=true")
-    assert q["node_queues"][0]["node_name"] == "n1" and q["node_queues"][0]["queue"][0]["resource_name"] == "slow", q
-    ok(c.lin.backup_abort("bk", "slow", create=True))
+    # The S3 server is held (SIGSTOP) while the queue is read and the
+    # shipment aborted: 256 MiB reach it in about 3 s on a fast machine,
+    # and a shipment that ended first cannot be aborted.
+    os.kill(c.s3.proc.pid, signal.SIGSTOP)
+    try:
+        status, _, q = c.ctrl.request("GET", "/v1/view/backup/queue")
+        assert status == 200, q
+        [entry] = q["snap_queues"]
+        assert entry["resource_name"] == "slow" and entry["remote_name"] == "bk" and entry["queue"] == [{"node_name": "n1"}], q
+        status, _, q = c.ctrl.request("GET", "/v1/view/backup/queue?snap_to_node=true")
+        assert q["node_queues"][0]["node_name"] == "n1" and q["node_queues"][0]["queue"][0]["resource_name"] == "slow", q
+        ok(c.lin.backup_abort("bk", "slow", create=True))
+    finally:
+        os.kill(c.s3.proc.pid, signal.SIGCONT)
 
     def failed():
         bs = [b for b in backups(c.lin).values() if b.origin_rsc_name == "slow"]
