@@ -13,7 +13,7 @@
 # Debian's zfsutils-linux) and udevd, started with the zfs module when the
 # kernel command line says cairn.zfs=1.
 # Needs (Debian packages): qemu-system-x86 busybox-static lvm2
-# thin-provisioning-tools cryptsetup-bin drbd-utils kmod cpio xz-utils; scripts/test.sh
+# thin-provisioning-tools cryptsetup-bin drbd-utils kmod cpio xz-utils iproute2; scripts/test.sh
 # installs them.
 set -euo pipefail
 
@@ -55,7 +55,8 @@ copy /bin/busybox
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$ST/usr/bin/$a"; done
 # Real tools replace busybox's applets; /bin/sh is bash, because busybox's
 # shell would prefer its own applets (losetup, df, stat) over them.
-for b in bash env lvm dmsetup cryptsetup pdata_tools wipefs losetup blkid lsblk kmod df stat truncate fallocate blockdev drbdadm drbdsetup drbdmeta; do
+# tc (iproute2): tests hold back a flow's packets inside a VM.
+for b in bash env lvm dmsetup cryptsetup pdata_tools wipefs losetup blkid lsblk kmod df stat truncate fallocate blockdev drbdadm drbdsetup drbdmeta tc; do
   binary "$b"
 done
 ln -sf bash "$ST/usr/bin/sh"
@@ -98,7 +99,8 @@ modules() { # Debian's modules named, and every module they need
   done
 }
 modules virtio_pci virtio_blk virtio_net virtio_rng loop dm-mod dm-thin-pool dm-crypt dm-snapshot \
-        crc32c_generic crc32c_intel libcrc32c xts aesni_intel af_alg algif_skcipher algif_hash sha256_ssse3
+        crc32c_generic crc32c_intel libcrc32c xts aesni_intel af_alg algif_skcipher algif_hash sha256_ssse3 \
+        sch_ingress cls_u32 act_gact
 if [ -n "$DRBD_KO" ]; then
   # DRBD 9 out of tree (depmod prefers updates/ over Debian's DRBD 8.4),
   # and what it needs from Debian's kernel.

@@ -7,6 +7,7 @@ it these tests are skipped with one line saying so."""
 
 import json
 import os
+import re
 import subprocess
 import urllib.request
 
@@ -450,23 +451,29 @@ def test_online_grow_of_three_replicas(drbd_cluster):
     ok(c.lin.resource_dfn_delete("grow"))
 
 
+def thin_pair_and_diskless_d3(c, rsc):
+    """A 32 MiB resource with thin replicas on d1 and d2, in sync and
+    connected, and a diskless one on d3.
+
+    Written before the two disks finished their (empty) day-0 resync,
+    DRBD 9.2.18 lost a megabyte on d2 once: d1's bitmap got the bits of a
+    write made while it waited for d2's bitmap, d2 had already ended its
+    resync with nothing to do, and d1 ended its own without sending them
+    (dmesg: "expected n_oos:256 to be equal to rs_failed:0"), d2 UpToDate
+    with other data. So writes start once the kernels connected."""
+    ok(c.lin.resource_dfn_create(rsc))
+    ok(c.lin.volume_dfn_create(rsc, 32 * MIB))
+    ok(c.lin.resource_create([linstor.ResourceData(n, rsc, storage_pool="thin") for n in ("d1", "d2")]
+                             + [linstor.ResourceData("d3", rsc, diskless=True)]))
+    wait_for("d1 and d2 UpToDate, d3 diskless",
+             lambda: disk_states(c, rsc) == {"d1": "UpToDate", "d2": "UpToDate", "d3": "Diskless"}, timeout=180)
+    for n in ("d1", "d2"):
+        wait_for(f"{n} connected and in sync", lambda: synced(c.vms[n], rsc, 2), timeout=120)
+
+
 def test_toggle_disk_gives_a_diskless_replica_the_data_and_takes_its_disk_back(drbd_cluster):
     c = drbd_cluster
-    # Two thin replicas and a diskless one on d3.
-    ok(c.lin.resource_dfn_create("tgd"))
-    ok(c.lin.volume_dfn_create("tgd", 32 * MIB))
-    ok(c.lin.resource_create([linstor.ResourceData(n, "tgd", storage_pool="thin") for n in ("d1", "d2")]
-                             + [linstor.ResourceData("d3", "tgd", diskless=True)]))
-    wait_for("d1 and d2 UpToDate, d3 diskless",
-             lambda: disk_states(c, "tgd") == {"d1": "UpToDate", "d2": "UpToDate", "d3": "Diskless"}, timeout=180)
-    # Written before the two disks finished their (empty) day-0 resync,
-    # DRBD 9.2.18 lost a megabyte on d2 once here: d1's bitmap got the bits
-    # of a write made while it waited for d2's bitmap, d2 had already ended
-    # its resync with nothing to do, and d1 ended its own without sending
-    # them (dmesg: "expected n_oos:256 to be equal to rs_failed:0"), d2
-    # UpToDate with other data. Writes start once the kernels connected.
-    for n in ("d1", "d2"):
-        wait_for(f"{n} connected and in sync", lambda: synced(c.vms[n], "tgd", 2), timeout=120)
+    thin_pair_and_diskless_d3(c, "tgd")
     rc, out = c.vms["d1"].sh(f"dd if=/dev/urandom of={device(c, 'tgd', 'd1')} bs=1M seek=4 count=8 oflag=direct conv=fsync 2>&1")
     assert rc == 0, out
     want = whole_sha(c.vms["d1"], device(c, "tgd", "d1"))
@@ -513,6 +520,89 @@ def test_toggle_disk_gives_a_diskless_replica_the_data_and_takes_its_disk_back(d
     wait_for("d2's LV gone", lambda: "tgd_" not in c.vms["d2"].sh("lvs --noheadings -o lv_name linstor_thin")[1], timeout=60)
     assert whole_sha(c.vms["d3"], device(c, "tgd", "d3")) == want
     ok(c.lin.resource_dfn_delete("tgd"))
+
+
+def tcp_flows(vm, port):
+    """The node's established TCP connections with `port` at either end:
+    [(local address, local port, remote address, remote port)], read from
+    /proc/net/tcp (addresses there are little-endian hex)."""
+    rc, out = vm.sh("cat /proc/net/tcp")
+    assert rc == 0, out
+
+    def addr(h):
+        ip, p = h.split(":")
+        return ".".join(str(b) for b in bytes.fromhex(ip)[::-1]), int(p, 16)
+
+    found = []
+    for line in out.splitlines()[1:]:
+        f = line.split()
+        if len(f) > 3 and f[3] == "01":  # ESTABLISHED
+            (lip, lport), (rip, rport) = addr(f[1]), addr(f[2])
+            if port in (lport, rport):
+                found.append((lip, lport, rip, rport))
+    return found
+
+
+def test_an_attach_whose_handshake_never_arrives_is_restarted_by_the_satellite(drbd_cluster):
+    """DRBD 9.2.18 once left a replica toggled back to diskful `Negotiating`
+    for good, its connections up: its peers did their side of the
+    handshake and waited in `WFBitMapS`, it never did its own, and
+    `drbdsetup attach` waited uninterruptibly. The same is made here on
+    purpose: d3 drops what its peers send it on the data connections the
+    resource has before the toggle (tc in d3), while the meta connections,
+    which carry DRBD's pings, keep the connections up. The satellite's
+    watchdog must cycle the connections after half a minute; the new ones
+    use new ports, which nothing drops, and d3 gets the data."""
+    c = drbd_cluster
+    d3 = c.vms["d3"]
+    thin_pair_and_diskless_d3(c, "neg")
+    wait_for("d3 connected to both peers",
+             lambda: sorted(p["connection-state"] for p in kernel_status(d3, "neg")["connections"]) == ["Connected", "Connected"],
+             timeout=120)
+    rc, out = d3.sh("modprobe -a sch_ingress cls_u32 act_gact && tc qdisc add dev eth0 clsact")
+    assert rc == 0, out
+    try:
+        rc, out = d3.sh("drbdsetup show neg")
+        assert rc == 0, out
+        ports = set(re.findall(r"_this_host\s+ipv4\s+[\d.]+:(\d+)", out))
+        assert len(ports) == 1, out
+        flows = tcp_flows(d3, int(ports.pop()))
+        assert len(flows) == 4, flows  # a data and a meta connection per peer
+        # Which are the data connections: d3, diskless, writes through
+        # both of them and through neither meta connection. A counting
+        # filter per connection says how much each carried.
+        for i, (_, lport, rip, rport) in enumerate(flows):
+            rc, out = d3.sh(f"tc filter add dev eth0 egress protocol ip prio {10 + i} u32 match ip dst {rip}/32 "
+                            f"match ip sport {lport} 0xffff match ip dport {rport} 0xffff action ok")
+            assert rc == 0, out
+        rc, out = d3.sh(f"dd if=/dev/urandom of={device(c, 'neg', 'd3')} bs=1M count=8 oflag=direct conv=fsync 2>&1")
+        assert rc == 0, out
+        want = whole_sha(c.vms["d1"], device(c, "neg", "d1"))
+
+        def sent(i):
+            rc, out = d3.sh(f"tc -s filter show dev eth0 egress prio {10 + i}")
+            assert rc == 0, out
+            return int(re.search(r"Sent (\d+) bytes", out).group(1))
+
+        data = [f for i, f in enumerate(flows) if sent(i) > 4 * 1024 * 1024]
+        assert sorted(f[2] for f in data) == ["10.99.0.1", "10.99.0.2"], [(f, sent(i)) for i, f in enumerate(flows)]
+        for _, lport, rip, rport in data:
+            rc, out = d3.sh(f"tc filter add dev eth0 ingress protocol ip prio 1 u32 match ip src {rip}/32 "
+                            f"match ip sport {rport} 0xffff match ip dport {lport} 0xffff action drop")
+            assert rc == 0, out
+
+        ok(c.lin.resource_toggle_disk("d3", "neg", storage_pool="thin"))
+        wait_for("d3 UpToDate", lambda: disk_states(c, "neg").get("d3") == "UpToDate", timeout=300)
+        rc, out = d3.sh("tc -s filter show dev eth0 ingress")
+        assert rc == 0, out
+        dropped = sum(int(x) for x in re.findall(r"\(dropped (\d+)", out))
+        assert dropped > 0, f"nothing was dropped, so nothing was proven: {out}"
+    finally:
+        d3.sh("tc qdisc del dev eth0 clsact")
+    rc, out = d3.sh("grep 'looks stuck' /var/log/cairn-satellite.log")
+    assert rc == 0 and "neg" in out, out
+    assert {n: whole_sha(vm, device(c, "neg", n)) for n, vm in c.vms.items()} == {n: want for n in c.vms}
+    ok(c.lin.resource_dfn_delete("neg"))
 
 
 def test_evacuate_moves_a_replica_to_the_third_node_with_its_data(drbd_cluster):

@@ -1274,7 +1274,7 @@ mod tests {
         // to the peer, which sees WFBitMapT, for longer.
         assert!(f.layer.stalled_connections(t0).is_empty());
         assert!(f.layer.stalled_connections(t0 + Duration::from_secs(59)).is_empty());
-        f.fake.expect(&["drbdsetup", "disconnect", "web", "1"], "").expect(&["drbdsetup", "connect", "web", "1"], "");
+        f.fake.expect(&["drbdsetup", "disconnect", "web", "1", "--force"], "").expect(&["drbdsetup", "connect", "web", "1"], "");
         rt().block_on(f.layer.unstick(t0 + BITMAP_STALL));
         assert!(f.fake.is_done(), "{:?}", f.fake.calls());
         // Still stuck right after: not again within the minute.
@@ -1311,9 +1311,9 @@ mod tests {
         assert!(f.layer.stalled_connections(t0).is_empty());
         assert!(f.layer.stalled_connections(t0 + NEGOTIATION_STALL - Duration::from_secs(1)).is_empty());
         f.fake
-            .expect(&["drbdsetup", "disconnect", "tgd", "0"], "")
+            .expect(&["drbdsetup", "disconnect", "tgd", "0", "--force"], "")
             .expect(&["drbdsetup", "connect", "tgd", "0"], "")
-            .expect(&["drbdsetup", "disconnect", "tgd", "1"], "")
+            .expect(&["drbdsetup", "disconnect", "tgd", "1", "--force"], "")
             .expect(&["drbdsetup", "connect", "tgd", "1"], "");
         rt().block_on(f.layer.unstick(t0 + NEGOTIATION_STALL));
         assert!(f.fake.is_done(), "{:?}", f.fake.calls());
@@ -1350,7 +1350,7 @@ mod tests {
         assert!(f.layer.stalled_connections(t0).is_empty());
         // Past the receiver's limit the sender still waits for the peer to act.
         assert!(f.layer.stalled_connections(t0 + 2 * BITMAP_STALL).is_empty());
-        f.fake.expect(&["drbdsetup", "disconnect", "ev1", "2"], "").expect(&["drbdsetup", "connect", "ev1", "2"], "");
+        f.fake.expect(&["drbdsetup", "disconnect", "ev1", "2", "--force"], "").expect(&["drbdsetup", "connect", "ev1", "2"], "");
         rt().block_on(f.layer.unstick(t0 + BITMAP_STALL_SENDER));
         assert!(f.fake.is_done(), "{:?}", f.fake.calls());
         assert!(f.layer.stalled_connections(t0 + BITMAP_STALL_SENDER + Duration::from_secs(1)).is_empty());

@@ -113,10 +113,14 @@ impl Adm {
         Cmd::new("drbdsetup").args(["forget-peer", rsc]).arg(node_id.to_string()).timeout(self.timeout)
     }
 
-    /// `drbdsetup disconnect RSC NODE_ID`: the connection goes StandAlone,
-    /// its configuration stays.
+    /// `drbdsetup disconnect RSC NODE_ID --force`: the connection goes
+    /// StandAlone at once, its configuration stays. Forced, because the
+    /// graceful form is a state change the peer must agree to, sent over
+    /// the very connection that is stuck: in the VMs, with d3's data
+    /// connections dead and its pings still answered, it retried every
+    /// 30 s for as long as it was let.
     pub fn disconnect(&self, rsc: &str, node_id: u8) -> Cmd {
-        Cmd::new("drbdsetup").args(["disconnect", rsc]).arg(node_id.to_string()).timeout(self.timeout)
+        Cmd::new("drbdsetup").args(["disconnect", rsc]).arg(node_id.to_string()).arg("--force").timeout(self.timeout)
     }
 
     /// `drbdsetup connect RSC NODE_ID`: a StandAlone connection tries again.
