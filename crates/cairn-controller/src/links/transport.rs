@@ -42,6 +42,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 const MAX_REPLY: usize = 256 << 20;
 /// An idle pooled connection is closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Each connection's read buffer, fixed: hyper's adaptive one grows to the
+/// largest answer read (up to 400 KiB) and keeps that while the connection
+/// waits in the pool, one per satellite.
+const READ_BUF: usize = 8 * 1024;
 /// TCP keepalive on every connection to a satellite: the first probe after
 /// this long without traffic, then one every [`KEEPALIVE_INTERVAL`]; after
 /// [`KEEPALIVE_PROBES`] unanswered ones the connection fails (a vanished
@@ -124,7 +128,11 @@ impl HttpTransport {
     pub fn new(secret: String, tls: Option<Arc<rustls::ClientConfig>>) -> HttpTransport {
         let has_tls = tls.is_some();
         let connector = Connector { tls: tls.map(TlsConnector::from) };
-        let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(POOL_IDLE).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .http1_read_buf_exact_size(READ_BUF)
+            .build(connector);
         HttpTransport { secret, sessions: Default::default(), tls: has_tls, client, fence: None }
     }
 
