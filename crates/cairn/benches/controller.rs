@@ -7,7 +7,10 @@
 //! 20000) that answers the controller, so creates wait for their applies,
 //! and the idle controller's CPU and concurrent spawns are measured too.
 //! CAIRN_BENCH_DB_URL=postgres://… runs the controller on that (empty)
-//! PostgreSQL database instead of SQLite.
+//! PostgreSQL database instead of SQLite. CAIRN_BENCH_CONTENDED (200) is
+//! the number of creates measured quiet and while two clients list;
+//! CAIRN_BENCH_LISTER_NICE gives those two clients a nice value (they
+//! share the machine's cores with the controller, unlike real clients).
 //! Prints a Markdown table for docs/BENCHMARKS.md.
 
 use std::collections::BTreeMap;
@@ -342,6 +345,9 @@ fn main() {
             .map(|_| {
                 let (b, stop) = (base.clone(), stop.clone());
                 std::thread::spawn(move || {
+                    if let Some(n) = std::env::var("CAIRN_BENCH_LISTER_NICE").ok().and_then(|v| v.parse().ok()) {
+                        let _ = rustix::process::setpriority_process(None, n);
+                    }
                     let c = Client::new(&b);
                     while !stop.load(Ordering::Relaxed) {
                         let _ = c.raw("GET", "/v1/view/resources", None);
