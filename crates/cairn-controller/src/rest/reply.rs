@@ -94,10 +94,17 @@ fn on_list_thread(work: impl FnOnce() + Send + 'static) {
                 tracing::debug!("list thread keeps its priority: {e}");
             }
         }
+        // Counted out however `work` ends, a panic included.
+        struct Alive;
+        impl Drop for Alive {
+            fn drop(&mut self) {
+                LIST_THREADS_ALIVE.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _alive = Alive;
         if let Some(work) = mine.lock().take() {
             work();
         }
-        LIST_THREADS_ALIVE.fetch_sub(1, Ordering::SeqCst);
     });
     if let Err(e) = spawned {
         LIST_THREADS_ALIVE.fetch_sub(1, Ordering::SeqCst);
@@ -108,6 +115,13 @@ fn on_list_thread(work: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Where a list's items are written, one at a time.
+pub trait Items {
+    /// Appends one item. Fails once the client has gone: the producer
+    /// then stops.
+    fn item<T: Serialize + ?Sized>(&mut self, v: &T) -> std::io::Result<()>;
+}
+
 /// Writes the items of a JSON array into chunks sent to the connection as
 /// they fill (see [`stream_array`]).
 pub struct ArrayWriter {
@@ -116,17 +130,17 @@ pub struct ArrayWriter {
     first: bool,
 }
 
-impl ArrayWriter {
-    /// Appends one item. Fails once the client has gone: the producer
-    /// then stops.
-    pub fn item<T: Serialize + ?Sized>(&mut self, v: &T) -> std::io::Result<()> {
+impl Items for ArrayWriter {
+    fn item<T: Serialize + ?Sized>(&mut self, v: &T) -> std::io::Result<()> {
         if !std::mem::take(&mut self.first) {
             self.buf.push(b',');
         }
         serde_json::to_writer(&mut self.buf, v)?;
         if self.buf.len() >= CHUNK { self.send() } else { Ok(()) }
     }
+}
 
+impl ArrayWriter {
     fn send(&mut self) -> std::io::Result<()> {
         let chunk = axum::body::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
         self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
@@ -164,6 +178,111 @@ pub fn stream_array(produce: impl FnOnce(&mut ArrayWriter) -> std::io::Result<()
     r
 }
 
+/// Items in one segment of a list that several threads write (see
+/// [`stream_array_split`]). A segment is held whole until its turn comes,
+/// so it is small: with the satellites' DRBD state a resource is about
+/// 1.7 KiB of JSON, a segment about 220 KiB.
+const SEGMENT: usize = 128;
+
+/// The threads that write one large list: a full list is bound by memory
+/// latency (every resource is a few scattered heap objects), so each core
+/// writing a share of it shortens it almost in proportion.
+fn list_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
+}
+
+/// One thread's share of a list that several threads write: every
+/// `workers`-th segment of [`SEGMENT`] items, starting with segment `me`.
+/// The producer offers every item in the list's order ([`PartWriter::mine`])
+/// and writes those that are its own.
+pub struct PartWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>,
+    buf: Vec<u8>,
+    me: usize,
+    workers: usize,
+    /// Items offered so far.
+    offered: usize,
+}
+
+impl PartWriter {
+    /// Offers the next item of the list: whether this writer writes it (a
+    /// producer that gets `false` goes on to the next item).
+    pub fn mine(&mut self) -> bool {
+        let i = self.offered;
+        self.offered += 1;
+        (i / SEGMENT) % self.workers == self.me
+    }
+
+    /// Sends the segment written so far.
+    fn send(&mut self) -> std::io::Result<()> {
+        let segment = axum::body::Bytes::from(std::mem::take(&mut self.buf));
+        self.tx.blocking_send(Ok(segment)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl Items for PartWriter {
+    /// Writes the item [`PartWriter::mine`] last offered (and said was
+    /// this writer's).
+    fn item<T: Serialize + ?Sized>(&mut self, v: &T) -> std::io::Result<()> {
+        let i = self.offered.saturating_sub(1);
+        if i > 0 {
+            self.buf.push(b',');
+        }
+        serde_json::to_writer(&mut self.buf, v)?;
+        if (i + 1).is_multiple_of(SEGMENT) { self.send() } else { Ok(()) }
+    }
+}
+
+/// A 200 JSON array written as [`stream_array`] writes it, by
+/// [`list_workers`] threads at once: each runs `produce`, which offers
+/// every item in order and writes its own share ([`PartWriter`]); the
+/// reply takes their segments in turn, so the order is the list's. Each
+/// thread holds at most two segments ahead of the connection.
+pub fn stream_array_split(produce: impl Fn(&mut PartWriter) -> std::io::Result<()> + Send + Sync + 'static) -> Response {
+    split_among(list_workers(), produce)
+}
+
+/// [`stream_array_split`] with `workers` threads.
+fn split_among(workers: usize, produce: impl Fn(&mut PartWriter) -> std::io::Result<()> + Send + Sync + 'static) -> Response {
+    let produce = std::sync::Arc::new(produce);
+    let mut parts = Vec::with_capacity(workers);
+    for me in 0..workers {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        parts.push(rx);
+        let produce = produce.clone();
+        on_list_thread(move || {
+            let mut w = PartWriter { tx, buf: Vec::new(), me, workers, offered: 0 };
+            // An empty segment says this part is complete: a part whose
+            // channel closes without it failed (a panic), and the reply is
+            // aborted instead of ending early as a well-formed array.
+            let done = produce(&mut w).and_then(|()| if w.buf.is_empty() { Ok(()) } else { w.send() }).and_then(|()| w.send());
+            if let Err(e) = done
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                tracing::error!("a streamed reply failed: {e}");
+                let _ = w.tx.blocking_send(Err(e));
+            }
+        });
+    }
+    // Segment `n` comes from part `n % workers`; the first part that is
+    // complete ends the list (every later segment would be after it).
+    let open = futures_util::stream::once(async { Ok(axum::body::Bytes::from_static(b"[")) });
+    let segments = futures_util::stream::unfold(Some((parts, 0usize)), |state| async move {
+        let (mut parts, n) = state?;
+        let k = n % parts.len();
+        match parts[k].recv().await {
+            Some(Ok(segment)) if segment.is_empty() => None,
+            Some(segment) => Some((segment, Some((parts, n + 1)))),
+            None => Some((Err(std::io::Error::other("a list thread stopped before the end of its part")), None)),
+        }
+    });
+    let close = futures_util::stream::once(async { Ok(axum::body::Bytes::from_static(b"]")) });
+    let body = futures_util::StreamExt::fuse(futures_util::StreamExt::chain(futures_util::StreamExt::chain(open, segments), close));
+    let mut r = Response::new(axum::body::Body::from_stream(body));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +307,59 @@ mod tests {
         assert!(policy == SCHED_IDLE || nice == LIST_NICE, "policy {policy}, nice {nice}");
         // The caller's own thread is left as it was.
         assert_ne!(policy_and_nice().0, SCHED_IDLE);
+    }
+
+    /// Items 0..n written by `workers` threads, as the client reads them.
+    async fn split_list(workers: usize, n: usize) -> Vec<u8> {
+        let r = split_among(workers, move |w| {
+            for i in 0..n {
+                if w.mine() {
+                    w.item(&i)?;
+                }
+            }
+            Ok(())
+        });
+        axum::body::to_bytes(r.into_body(), usize::MAX).await.expect("the whole body").to_vec()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_list_that_several_threads_write_keeps_its_order() {
+        for workers in [1, 2, 3] {
+            for n in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 7 * SEGMENT + 5] {
+                let expected: Vec<usize> = (0..n).collect();
+                let body = split_list(workers, n).await;
+                assert_eq!(body, serde_json::to_vec(&expected).expect("json"), "{workers} threads, {n} items");
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_half_way_aborts_a_split_list() {
+        let r = split_among(2, |w| {
+            for i in 0..3 * SEGMENT {
+                if w.mine() {
+                    if i == 2 * SEGMENT + 1 {
+                        return Err(std::io::Error::other("broken"));
+                    }
+                    w.item(&i)?;
+                }
+            }
+            Ok(())
+        });
+        assert!(axum::body::to_bytes(r.into_body(), usize::MAX).await.is_err(), "a truncated array must not end cleanly");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thread_that_panics_aborts_a_split_list() {
+        let r = split_among(2, |w| {
+            for i in 0..3 * SEGMENT {
+                if w.mine() {
+                    assert!(i != SEGMENT + 1, "a bug in a producer");
+                    w.item(&i)?;
+                }
+            }
+            Ok(())
+        });
+        assert!(axum::body::to_bytes(r.into_body(), usize::MAX).await.is_err(), "a truncated array must not end cleanly");
     }
 }

@@ -15,7 +15,7 @@ use cairn_domain::{Cluster, OpError};
 
 use super::error::ApiError;
 use super::input;
-use super::reply::{Reply, ok, stream_array};
+use super::reply::{Items, Reply, ok, stream_array};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {

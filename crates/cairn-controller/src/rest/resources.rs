@@ -23,7 +23,7 @@ use cairn_proto::{DrbdObserved, ResourceObserved};
 
 use super::error::ApiError;
 use super::input;
-use super::reply::{ArrayWriter, Reply, ok, stream_array};
+use super::reply::{Items, Reply, ok, stream_array, stream_array_split};
 use crate::crypto::MasterKey;
 use crate::links::LinksSnapshot;
 use crate::state::AppState;
@@ -133,7 +133,7 @@ pub(super) fn wire_of(s: &AppState, links: &LinksSnapshot, c: &Cluster, k: &(Str
 /// Writes a resource of a list as [`wire_of`] shows it, straight from the
 /// cluster's objects (see `cairn_domain::resource_json`).
 fn write_resource(
-    w: &mut ArrayWriter,
+    w: &mut impl Items,
     s: &AppState,
     links: &LinksSnapshot,
     c: &Cluster,
@@ -146,38 +146,57 @@ fn write_resource(
     w.item(&json)
 }
 
-/// Resources matching `nodes`, `resources`, `storage_pools` and `props`.
+/// The filters of a resource list.
+struct Wanted {
+    nodes: NameFilter,
+    rscs: NameFilter,
+    pools: NameFilter,
+    props: cairn_api::query::PropsFilter,
+}
+
+impl Wanted {
+    fn keep(&self, r: &Resource) -> bool {
+        self.nodes.matches(&r.node)
+            && self.rscs.matches(&r.resource_definition)
+            && self.props.matches(&r.props)
+            && (self.pools.is_empty() || r.volumes.values().any(|v| self.pools.matches(&v.storage_pool)))
+    }
+}
+
 /// The resources a list asks for, streamed (see [`stream_array`]).
 /// Named definitions or nodes are looked up through the indexes: the cost
-/// follows the answer, not the cluster. The order is always the full
-/// list's (definition, then node), each resource once.
+/// follows the answer, not the cluster. A list of every resource (of those
+/// the other filters keep) is written by several threads
+/// ([`stream_array_split`]). The order is always the full list's
+/// (definition, then node), each resource once.
 fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>) -> Result<Response, ApiError> {
-    let nodes = NameFilter::new(&q.all("nodes"));
-    let rscs = NameFilter::new(&q.all("resources"));
-    let pools = NameFilter::new(&q.all("storage_pools"));
-    let props = q.props_filter();
+    let want = Wanted {
+        nodes: NameFilter::new(&q.all("nodes")),
+        rscs: NameFilter::new(&q.all("resources")),
+        pools: NameFilter::new(&q.all("storage_pools")),
+        props: q.props_filter(),
+    };
     let page = input::param(q.page())?;
     let s = s.clone();
+    if only_rd.is_none() && want.rscs.is_empty() && want.nodes.is_empty() {
+        // The whole list: the cluster's keys as they are, no copies.
+        let links = s.links().snapshot();
+        return Ok(stream_array_split(move |w| {
+            for (k, r) in page.window(c.resources.iter().filter(|(_, r)| want.keep(r))) {
+                if w.mine() {
+                    write_resource(w, &s, &links, &c, k, r)?;
+                }
+            }
+            Ok(())
+        }));
+    }
     Ok(stream_array(move |w| {
-        let keep = |r: &&Resource| {
-            nodes.matches(&r.node)
-                && rscs.matches(&r.resource_definition)
-                && props.matches(&r.props)
-                && (pools.is_empty() || r.volumes.values().any(|v| pools.matches(&v.storage_pool)))
-        };
+        let keep = |r: &&Resource| want.keep(r);
         let rd_key = only_rd.as_deref().map(key);
         let picked: Vec<&Resource> = match &rd_key {
             Some(rd) => c.resources_of(rd).filter(keep).collect(),
-            None if !rscs.is_empty() => in_order(rscs.names().iter().flat_map(|rd| c.resources_of(rd)).filter(keep)),
-            None if !nodes.is_empty() => in_order(nodes.names().iter().flat_map(|n| c.resources_on(n)).filter(keep)),
-            None => {
-                // The whole list: the cluster's keys as they are, no copies.
-                let links = s.links().snapshot();
-                for (k, r) in page.window(c.resources.iter().filter(|(_, r)| keep(r))) {
-                    write_resource(w, &s, &links, &c, k, r)?;
-                }
-                return Ok(());
-            }
+            None if !want.rscs.is_empty() => in_order(want.rscs.names().iter().flat_map(|rd| c.resources_of(rd)).filter(keep)),
+            None => in_order(want.nodes.names().iter().flat_map(|n| c.resources_on(n)).filter(keep)),
         };
         let links = s.links().snapshot();
         for r in page.window(picked.into_iter()) {
