@@ -40,6 +40,11 @@ def kernel_status(vm, rsc):
     return json.loads(out)[0]
 
 
+def connected_to_both(vm, rsc):
+    """The node's DRBD has exactly two connections, both Connected."""
+    return sorted(p["connection-state"] for p in kernel_status(vm, rsc)["connections"]) == ["Connected", "Connected"]
+
+
 def metric_samples(vm):
     """Every sample of the satellite's /metrics (its --metrics-bind, port
     9942 in the VMs), parsed by Prometheus' own client: {(name, labels): value}."""
@@ -357,8 +362,7 @@ def test_two_replicas_get_a_diskless_tiebreaker_with_majority_quorum(drbd_cluste
     diskful = sorted(n for n in v if n not in tb)
     wait_for("both diskful replicas UpToDate", lambda: [disk_states(c, "duo")[n] for n in diskful] == ["UpToDate", "UpToDate"], timeout=120)
     # The tiebreaker connects to both a moment later.
-    wait_for("the tiebreaker connected to both", lambda: sorted(p["connection-state"] for p in kernel_status(c.vms[tb[0]], "duo")["connections"])
-             == ["Connected", "Connected"], timeout=60)
+    wait_for("the tiebreaker connected to both", lambda: connected_to_both(c.vms[tb[0]], "duo"), timeout=60)
     st = kernel_status(c.vms[tb[0]], "duo")
     assert st["devices"][0]["disk-state"] == "Diskless", st
     assert all(d["quorum"] for d in st["devices"]), st
@@ -495,9 +499,7 @@ def test_toggle_disk_gives_a_diskless_replica_the_data_and_takes_its_disk_back(d
     ok(c.lin.resource_toggle_disk("d3", "tgd", diskless=True))
     st = kernel_status(c.vms["d3"], "tgd")
     assert st["devices"][0]["disk-state"] == "Diskless", st
-    wait_for("d3 connected to both peers",
-             lambda: sorted(p["connection-state"] for p in kernel_status(c.vms["d3"], "tgd")["connections"]) == ["Connected", "Connected"],
-             timeout=60)
+    wait_for("d3 connected to both peers", lambda: connected_to_both(c.vms["d3"], "tgd"), timeout=60)
     rc, out = c.vms["d3"].sh("lvs --noheadings -o lv_name linstor_thin")
     assert rc == 0 and "tgd_" not in out, out
     assert whole_sha(c.vms["d3"], device(c, "tgd", "d3")) == want
@@ -556,9 +558,7 @@ def test_an_attach_whose_handshake_never_arrives_is_restarted_by_the_satellite(d
     c = drbd_cluster
     d3 = c.vms["d3"]
     thin_pair_and_diskless_d3(c, "neg")
-    wait_for("d3 connected to both peers",
-             lambda: sorted(p["connection-state"] for p in kernel_status(d3, "neg")["connections"]) == ["Connected", "Connected"],
-             timeout=120)
+    wait_for("d3 connected to both peers", lambda: connected_to_both(d3, "neg"), timeout=120)
     rc, out = d3.sh("modprobe -a sch_ingress cls_u32 act_gact && tc qdisc add dev eth0 clsact")
     assert rc == 0, out
     try:
