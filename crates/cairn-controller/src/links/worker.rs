@@ -141,6 +141,23 @@ impl InFlight {
     }
 }
 
+/// An observation request as it was sent.
+struct Asked {
+    /// The digest it was sent with.
+    since: Option<String>,
+    sent: Instant,
+    /// How many apply answers had been absorbed when it went out.
+    absorbed: u64,
+    /// How long it allowed the satellite to hold it.
+    hold: Duration,
+}
+
+impl Asked {
+    fn none() -> Asked {
+        Asked { since: None, sent: Instant::now(), absorbed: 0, hold: Duration::ZERO }
+    }
+}
+
 /// Deltas and heartbeats of a connected session. Deltas go out as they
 /// come, several at once (up to [`MAX_IN_FLIGHT`]): the satellite works on
 /// each resource under its own lock against its newest desired state and
@@ -169,11 +186,8 @@ async fn serve(
     let mut observe_at = Instant::now() + host.timing.heartbeat;
     // The observation request out, if one is (at most one at a time).
     let mut observing: tokio::task::JoinSet<Result<Observation, CallError>> = tokio::task::JoinSet::new();
-    // What the request out was sent with: `since`, when, and how many
-    // apply answers had been absorbed then.
-    let mut asked: (Option<String>, Instant, u64) = (None, Instant::now(), 0);
-    // The hold that request allowed.
-    let mut asked_hold = Duration::ZERO;
+    // What the request out was sent with.
+    let mut asked = Asked::none();
     // Whether this satellite holds requests: unknown until an "unchanged"
     // answer to a request with a hold shows it (one held for at least half
     // a heartbeat) or not (one answered at once).
@@ -263,8 +277,7 @@ async fn serve(
                 // (older ones) is not given a hold's time to answer either.
                 let hold = if missed == 0 && holds != Some(false) { host.timing.hold } else { Duration::ZERO };
                 let since = ObserveSince { since: held.clone(), wait_ms: Some(hold.as_millis().try_into().unwrap_or(u64::MAX)) };
-                asked = (since.since.clone(), Instant::now(), absorbed);
-                asked_hold = hold;
+                asked = Asked { since: since.since.clone(), sent: Instant::now(), absorbed, hold };
                 let (transport, timeout) = (host.transport.clone(), hold + SHORT_TIMEOUT);
                 observing.spawn(async move { transport::post::<_, Observation>(&*transport, target, PATH_OBSERVE, &since, timeout).await });
             }
@@ -273,7 +286,7 @@ async fn serve(
                     Ok(a) => a,
                     Err(e) => return End::now(LinkError::Call(CallError::Request(format!("an observation task failed: {e}")))),
                 };
-                let (since, sent, absorbed_then) = std::mem::replace(&mut asked, (None, Instant::now(), 0));
+                let Asked { since, sent, absorbed: absorbed_then, hold: asked_hold } = std::mem::replace(&mut asked, Asked::none());
                 // The heartbeat's pace, from when this request went out:
                 // a held request has used it up already.
                 observe_at = sent + host.timing.heartbeat;
