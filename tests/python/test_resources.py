@@ -56,8 +56,9 @@ def test_definitions_and_manual_placement(controller, cluster):
 
 
 def test_a_long_list_written_by_several_threads_is_the_list_in_order(controller, cluster):
-    # The whole list is written in segments of 128 resources by a thread
-    # per core; 390 resources make four segments.
+    # The whole list (no filter, no page) is written in segments of 128
+    # resources by a thread per core; 390 resources make four segments.
+    # Pages and filters are written by one thread: they must agree.
     lin = cluster
     for i in range(130):
         rd = f"long{i:03}"
@@ -74,8 +75,9 @@ def test_a_long_list_written_by_several_threads_is_the_list_in_order(controller,
     assert everything == [(f"long{i:03}", n) for i in range(130) for n in ("n1", "n2", "n3")]
     # Each resource as its own definition's list shows it.
     status, _, one = controller.request("GET", "/v1/resource-definitions/long077/resources")
+    assert status == 200 and len(one) == 3
     status, _, view = controller.request("GET", "/v1/view/resources")
-    assert [r for r in view if r["name"] == "long077"] == one
+    assert status == 200 and [r for r in view if r["name"] == "long077"] == one
     # Pages across the segments' edges; filters that leave gaps.
     assert names("?limit=50&offset=100") == everything[100:150]
     assert names("?limit=0&offset=0") == everything

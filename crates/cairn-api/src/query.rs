@@ -89,6 +89,11 @@ pub struct PropsFilter {
 }
 
 impl PropsFilter {
+    /// No term: every object matches.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
     pub fn new(raw: &[String]) -> Self {
         let terms = raw
             .iter()

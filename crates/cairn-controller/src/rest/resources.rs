@@ -155,6 +155,11 @@ struct Wanted {
 }
 
 impl Wanted {
+    /// No filter: every resource is kept.
+    fn everything(&self) -> bool {
+        self.nodes.is_empty() && self.rscs.is_empty() && self.pools.is_empty() && self.props.is_empty()
+    }
+
     fn keep(&self, r: &Resource) -> bool {
         self.nodes.matches(&r.node)
             && self.rscs.matches(&r.resource_definition)
@@ -165,8 +170,8 @@ impl Wanted {
 
 /// The resources a list asks for, streamed (see [`stream_array`]).
 /// Named definitions or nodes are looked up through the indexes: the cost
-/// follows the answer, not the cluster. A list of every resource (of those
-/// the other filters keep) is written by several threads
+/// follows the answer, not the cluster. The list of every resource, with
+/// no filter and no page, is written by several threads
 /// ([`stream_array_split`]). The order is always the full list's
 /// (definition, then node), each resource once.
 fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>) -> Result<Response, ApiError> {
@@ -178,11 +183,11 @@ fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>) -
     };
     let page = input::param(q.page())?;
     let s = s.clone();
-    if only_rd.is_none() && want.rscs.is_empty() && want.nodes.is_empty() {
+    if only_rd.is_none() && want.everything() && page.limit <= 0 {
         // The whole list: the cluster's keys as they are, no copies.
         let links = s.links().snapshot();
         return Ok(stream_array_split(move |w| {
-            for (k, r) in page.window(c.resources.iter().filter(|(_, r)| want.keep(r))) {
+            for (k, r) in c.resources.iter() {
                 if w.mine() {
                     write_resource(w, &s, &links, &c, k, r)?;
                 }
@@ -193,12 +198,20 @@ fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>) -
     Ok(stream_array(move |w| {
         let keep = |r: &&Resource| want.keep(r);
         let rd_key = only_rd.as_deref().map(key);
+        let links = s.links().snapshot();
         let picked: Vec<&Resource> = match &rd_key {
             Some(rd) => c.resources_of(rd).filter(keep).collect(),
             None if !want.rscs.is_empty() => in_order(want.rscs.names().iter().flat_map(|rd| c.resources_of(rd)).filter(keep)),
-            None => in_order(want.nodes.names().iter().flat_map(|n| c.resources_on(n)).filter(keep)),
+            None if !want.nodes.is_empty() => in_order(want.nodes.names().iter().flat_map(|n| c.resources_on(n)).filter(keep)),
+            None => {
+                // Every resource, filtered or paged: the cluster's keys as
+                // they are, no copies.
+                for (k, r) in page.window(c.resources.iter().filter(|(_, r)| want.keep(r))) {
+                    write_resource(w, &s, &links, &c, k, r)?;
+                }
+                return Ok(());
+            }
         };
-        let links = s.links().snapshot();
         for r in page.window(picked.into_iter()) {
             write_resource(w, &s, &links, &c, &(key(&r.resource_definition), key(&r.node)), r)?;
         }
