@@ -162,9 +162,37 @@ impl Items for ArrayWriter {
 
 impl ArrayWriter {
     fn send(&mut self) -> std::io::Result<()> {
-        let chunk = axum::body::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+        send_chunk(&self.tx, std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)))
     }
+}
+
+/// The channel a streamed reply's chunks go through to the connection.
+type Chunks = tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>;
+
+/// Sends one chunk of a streamed reply, waiting while the connection is
+/// behind; a closed channel (the client went away) is a `BrokenPipe`.
+fn send_chunk(tx: &Chunks, chunk: Vec<u8>) -> std::io::Result<()> {
+    tx.blocking_send(Ok(chunk.into())).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+}
+
+/// Ends a producer of a streamed reply: a failure other than the client
+/// going away is logged and sent on, so that the reply is aborted.
+fn end_part(tx: &Chunks, done: std::io::Result<()>) {
+    if let Err(e) = done
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        tracing::error!("a streamed reply failed: {e}");
+        let _ = tx.blocking_send(Err(e));
+    }
+}
+
+/// A 200 JSON reply whose body is `chunks`. Fused: a body may be polled
+/// again after its end (the gzip layer's encoder does), which an unfold
+/// stream must never be.
+fn json_stream(chunks: impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send + 'static) -> Response {
+    let mut r = Response::new(axum::body::Body::from_stream(futures_util::StreamExt::fuse(chunks)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 /// A 200 JSON array that `produce` writes item by item on a blocking
@@ -182,20 +210,9 @@ pub fn stream_array(produce: impl FnOnce(&mut ArrayWriter) -> std::io::Result<()
             w.buf.push(b']');
             w.send()
         });
-        if let Err(e) = done
-            && e.kind() != std::io::ErrorKind::BrokenPipe
-        {
-            tracing::error!("a streamed reply failed: {e}");
-            let _ = w.tx.blocking_send(Err(e));
-        }
+        end_part(&w.tx, done);
     });
-    // Fused: a body may be polled again after its end (the gzip layer's
-    // encoder does), which an unfold stream must never be.
-    let chunks =
-        futures_util::StreamExt::fuse(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) }));
-    let mut r = Response::new(axum::body::Body::from_stream(chunks));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    json_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) }))
 }
 
 /// Items in one segment of a list that several threads write (see
@@ -249,8 +266,7 @@ impl PartWriter {
 
     /// Sends the segment written so far.
     fn send(&mut self) -> std::io::Result<()> {
-        let segment = axum::body::Bytes::from(std::mem::take(&mut self.buf));
-        self.tx.blocking_send(Ok(segment)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+        send_chunk(&self.tx, std::mem::take(&mut self.buf))
     }
 }
 
@@ -307,12 +323,7 @@ fn split_among(
             // channel closes without it failed (a panic), and the reply is
             // aborted instead of ending early as a well-formed array.
             let done = produce(&mut w).and_then(|()| if w.buf.is_empty() { Ok(()) } else { w.send() }).and_then(|()| w.send());
-            if let Err(e) = done
-                && e.kind() != std::io::ErrorKind::BrokenPipe
-            {
-                tracing::error!("a streamed reply failed: {e}");
-                let _ = w.tx.blocking_send(Err(e));
-            }
+            end_part(&w.tx, done);
         };
         if !own_threads {
             on_list_thread(part);
@@ -335,10 +346,7 @@ fn split_among(
         }
     });
     let close = futures_util::stream::once(async { Ok(axum::body::Bytes::from_static(b"]")) });
-    let body = futures_util::StreamExt::fuse(futures_util::StreamExt::chain(futures_util::StreamExt::chain(open, segments), close));
-    let mut r = Response::new(axum::body::Body::from_stream(body));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    json_stream(futures_util::StreamExt::chain(futures_util::StreamExt::chain(open, segments), close))
 }
 
 #[cfg(test)]
