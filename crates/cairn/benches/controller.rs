@@ -10,7 +10,9 @@
 //! PostgreSQL database instead of SQLite. CAIRN_BENCH_CONTENDED (200) is
 //! the number of creates measured quiet and while two clients list;
 //! CAIRN_BENCH_LISTER_NICE gives those two clients a nice value (they
-//! share the machine's cores with the controller, unlike real clients).
+//! share the machine's cores with the controller, unlike real clients);
+//! with CAIRN_BENCH_LISTER_GZIP set they ask for gzip, as python-linstor
+//! does.
 //! Prints a Markdown table for docs/BENCHMARKS.md.
 
 use std::collections::BTreeMap;
@@ -27,6 +29,25 @@ use cairn_client::Client;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Lists every resource as python-linstor asks for it (`Accept-Encoding:
+/// gzip`), reading the compressed reply without decoding it (a client on
+/// another machine would decode it there).
+/// Returns the bytes read, headers included.
+fn list_gzip(base: &str) -> usize {
+    use std::io::{Read, Write};
+    let Some(addr) = base.strip_prefix("http://") else { return 0 };
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0 };
+    let req = format!("GET /v1/view/resources HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n");
+    let mut total = 0;
+    if s.write_all(req.as_bytes()).is_ok() {
+        let mut sink = [0u8; 64 * 1024];
+        while let Ok(n @ 1..) = s.read(&mut sink) {
+            total += n;
+        }
+    }
+    total
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -301,6 +322,17 @@ fn main() {
         format!("p50 {} p99 {}", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99))),
     ));
     rows.push(("controller RSS after the list calls".into(), format!("{:.1} MiB", rss_mib(child.id()))));
+    let (mut lat, mut bytes) = (Vec::new(), 0);
+    for _ in 0..20 {
+        let t = Instant::now();
+        bytes = list_gzip(&base);
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    rows.push((
+        format!("GET /v1/view/resources with gzip ({:.1} MiB), 20 calls", bytes as f64 / 1048576.0),
+        format!("p50 {} p99 {}", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99))),
+    ));
     if sim {
         // Idle: only heartbeats and observations of the simulated nodes.
         let secs = env_or("CAIRN_BENCH_IDLE_SECS", 30);
@@ -349,8 +381,13 @@ fn main() {
                         let _ = rustix::process::setpriority_process(None, n);
                     }
                     let c = Client::new(&b);
+                    let gzip = std::env::var_os("CAIRN_BENCH_LISTER_GZIP").is_some();
                     while !stop.load(Ordering::Relaxed) {
-                        let _ = c.raw("GET", "/v1/view/resources", None);
+                        if gzip {
+                            let _ = list_gzip(&b);
+                        } else {
+                            let _ = c.raw("GET", "/v1/view/resources", None);
+                        }
                     }
                 })
             })
