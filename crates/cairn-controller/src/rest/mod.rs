@@ -11,6 +11,7 @@ pub mod encryption;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod gzip;
 pub mod http;
 pub mod input;
 pub mod kvs;

@@ -1,6 +1,7 @@
 //! Responses: JSON bodies always, `application/json` always (wire rules W3
 //! and W4).
 
+use super::gzip;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_api::ApiCallRc;
@@ -135,6 +136,22 @@ fn on_list_thread(work: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// How a streamed list goes to the client: plain, or gzip made by the
+/// list's own threads ([`gzip`]) for clients that take it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Plain,
+    Gzip,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Encoding {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(if gzip::accepted(&parts.headers) { Encoding::Gzip } else { Encoding::Plain })
+    }
+}
+
 /// Where a list's items are written, one at a time.
 pub trait Items {
     /// Appends one item. Fails once the client has gone: the producer
@@ -145,9 +162,10 @@ pub trait Items {
 /// Writes the items of a JSON array into chunks sent to the connection as
 /// they fill (see [`stream_array`]).
 pub struct ArrayWriter {
-    tx: tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>,
+    tx: Chunks,
     buf: Vec<u8>,
     first: bool,
+    gzip: Option<gzip::Member>,
 }
 
 impl Items for ArrayWriter {
@@ -156,28 +174,36 @@ impl Items for ArrayWriter {
             self.buf.push(b',');
         }
         serde_json::to_writer(&mut self.buf, v)?;
-        if self.buf.len() >= CHUNK { self.send() } else { Ok(()) }
+        if self.buf.len() >= CHUNK { self.send(false) } else { Ok(()) }
     }
 }
 
 impl ArrayWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        send_chunk(&self.tx, std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)))
+    /// Sends what is written so far (compressed with gzip), and with
+    /// `last` the end of the reply's body.
+    fn send(&mut self, last: bool) -> std::io::Result<()> {
+        let raw = std::mem::replace(&mut self.buf, if last { Vec::new() } else { Vec::with_capacity(CHUNK) });
+        let chunk = match &mut self.gzip {
+            Some(member) => member.next(&raw, last)?,
+            None => raw,
+        };
+        send_chunk(&self.tx, chunk.into())
     }
 }
 
 /// The channel a streamed reply's chunks go through to the connection.
 type Chunks = tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>;
 
-/// Sends one chunk of a streamed reply, waiting while the connection is
-/// behind; a closed channel (the client went away) is a `BrokenPipe`.
-fn send_chunk(tx: &Chunks, chunk: Vec<u8>) -> std::io::Result<()> {
-    tx.blocking_send(Ok(chunk.into())).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+/// Sends one chunk of a streamed reply (or one part's segment), waiting
+/// while the connection is behind; a closed channel (the client went
+/// away) is a `BrokenPipe`.
+fn send_chunk<T>(tx: &tokio::sync::mpsc::Sender<std::io::Result<T>>, chunk: T) -> std::io::Result<()> {
+    tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
 }
 
 /// Ends a producer of a streamed reply: a failure other than the client
 /// going away is logged and sent on, so that the reply is aborted.
-fn end_part(tx: &Chunks, done: std::io::Result<()>) {
+fn end_part<T>(tx: &tokio::sync::mpsc::Sender<std::io::Result<T>>, done: std::io::Result<()>) {
     if let Err(e) = done
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
@@ -186,12 +212,21 @@ fn end_part(tx: &Chunks, done: std::io::Result<()>) {
     }
 }
 
-/// A 200 JSON reply whose body is `chunks`. Fused: a body may be polled
-/// again after its end (the gzip layer's encoder does), which an unfold
+/// A 200 JSON reply whose body is `chunks`, encoded as `encoding` says.
+/// Fused: a body may be polled again after its end, which an unfold
 /// stream must never be.
-fn json_stream(chunks: impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send + 'static) -> Response {
+fn json_stream(
+    encoding: Encoding,
+    chunks: impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send + 'static,
+) -> Response {
     let mut r = Response::new(axum::body::Body::from_stream(futures_util::StreamExt::fuse(chunks)));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if encoding == Encoding::Gzip {
+        // The HTTP layer leaves a reply that has an encoding as it is.
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
     r
 }
 
@@ -200,19 +235,21 @@ fn json_stream(chunks: impl futures_util::Stream<Item = std::io::Result<axum::bo
 /// every resource is never held whole in memory, neither as objects nor
 /// as text, and the producer works from its own snapshot of the cluster.
 /// A failure half-way (it cannot happen with Cairn's wire types) aborts
-/// the connection instead of ending a truncated array cleanly.
-pub fn stream_array(produce: impl FnOnce(&mut ArrayWriter) -> std::io::Result<()> + Send + 'static) -> Response {
+/// the connection instead of ending a truncated array cleanly. With
+/// [`Encoding::Gzip`] the same thread compresses the chunks.
+pub fn stream_array(encoding: Encoding, produce: impl FnOnce(&mut ArrayWriter) -> std::io::Result<()> + Send + 'static) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     on_list_thread(move || {
-        let mut w = ArrayWriter { tx, buf: Vec::with_capacity(CHUNK), first: true };
+        let gzip = (encoding == Encoding::Gzip).then(gzip::Member::default);
+        let mut w = ArrayWriter { tx, buf: Vec::with_capacity(CHUNK), first: true, gzip };
         w.buf.push(b'[');
         let done = produce(&mut w).and_then(|()| {
             w.buf.push(b']');
-            w.send()
+            w.send(true)
         });
         end_part(&w.tx, done);
     });
-    json_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) }))
+    json_stream(encoding, futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) }))
 }
 
 /// Items in one segment of a list that several threads write (see
@@ -236,8 +273,11 @@ fn list_workers() -> usize {
 /// and writes those that are its own.
 /// Every item [`PartWriter::mine`] gives must be written, once.
 pub struct PartWriter {
-    tx: tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Part>>,
     buf: Vec<u8>,
+    /// With gzip: every segment is compressed on its own (it is joined
+    /// after another part's).
+    gzip: Option<gzip::Deflater>,
     me: usize,
     workers: usize,
     /// Items offered so far.
@@ -266,8 +306,27 @@ impl PartWriter {
 
     /// Sends the segment written so far.
     fn send(&mut self) -> std::io::Result<()> {
-        send_chunk(&self.tx, std::mem::take(&mut self.buf))
+        let raw = std::mem::take(&mut self.buf);
+        let segment = match &mut self.gzip {
+            Some(d) => {
+                let mut out = Vec::new();
+                d.piece(&raw, true, &mut out)?;
+                Part::Segment(out.into(), Some(gzip::Sum::of(&raw)))
+            }
+            None => Part::Segment(raw.into(), None),
+        };
+        send_chunk(&self.tx, segment)
     }
+}
+
+/// What a part of a split list sends to the reply.
+pub enum Part {
+    /// A segment, as it goes to the client; with gzip, the sum of its
+    /// uncompressed bytes.
+    Segment(axum::body::Bytes, Option<gzip::Sum>),
+    /// The part is complete (a part whose channel closes without this
+    /// failed).
+    Done,
 }
 
 impl Items for PartWriter {
@@ -293,9 +352,13 @@ impl Items for PartWriter {
 /// every item in order and writes its own share ([`PartWriter`]); the
 /// reply takes their segments in turn, so the order is the list's. Each
 /// thread holds at most two segments ahead of the connection.
-pub fn stream_array_split(produce: impl Fn(&mut PartWriter) -> std::io::Result<()> + Send + Sync + 'static) -> Response {
+/// With [`Encoding::Gzip`] each thread compresses its own segments.
+pub fn stream_array_split(
+    encoding: Encoding,
+    produce: impl Fn(&mut PartWriter) -> std::io::Result<()> + Send + Sync + 'static,
+) -> Response {
     let workers = list_workers();
-    split_among(workers, workers > 1 && reserve_list_threads(workers), produce)
+    split_among(workers, workers > 1 && reserve_list_threads(workers), encoding, produce)
 }
 
 /// [`stream_array_split`] with `workers` threads, in places `reserved`
@@ -307,8 +370,10 @@ pub fn stream_array_split(produce: impl Fn(&mut PartWriter) -> std::io::Result<(
 fn split_among(
     workers: usize,
     reserved: bool,
+    encoding: Encoding,
     produce: impl Fn(&mut PartWriter) -> std::io::Result<()> + Send + Sync + 'static,
 ) -> Response {
+    let gz = encoding == Encoding::Gzip;
     let own_threads = reserved && workers > 1;
     let workers = if own_threads { workers } else { 1 };
     let produce = std::sync::Arc::new(produce);
@@ -318,11 +383,14 @@ fn split_among(
         parts.push(rx);
         let produce = produce.clone();
         let part = move || {
-            let mut w = PartWriter { tx, buf: Vec::new(), me, workers, offered: 0, written: 0 };
-            // An empty segment says this part is complete: a part whose
-            // channel closes without it failed (a panic), and the reply is
-            // aborted instead of ending early as a well-formed array.
-            let done = produce(&mut w).and_then(|()| if w.buf.is_empty() { Ok(()) } else { w.send() }).and_then(|()| w.send());
+            let gzip = gz.then(gzip::Deflater::default);
+            let mut w = PartWriter { tx, buf: Vec::new(), gzip, me, workers, offered: 0, written: 0 };
+            // `Done` says this part is complete: a part whose channel
+            // closes without it failed (a panic), and the reply is aborted
+            // instead of ending early as a well-formed array.
+            let done = produce(&mut w)
+                .and_then(|()| if w.buf.is_empty() { Ok(()) } else { w.send() })
+                .and_then(|()| send_chunk(&w.tx, Part::Done));
             end_part(&w.tx, done);
         };
         if !own_threads {
@@ -334,19 +402,37 @@ fn split_among(
         }
     }
     // Segment `n` comes from part `n % workers`; the first part that is
-    // complete ends the list (every later segment would be after it).
-    let open = futures_util::stream::once(async { Ok(axum::body::Bytes::from_static(b"[")) });
-    let segments = futures_util::stream::unfold(Some((parts, 0usize)), |state| async move {
-        let (mut parts, n) = state?;
+    // complete ends the list (every later segment would be after it). With
+    // gzip the brackets are stored blocks of the member, and the sums of
+    // the segments make its trailer.
+    let (open, sum) =
+        if gz { ([gzip::HEADER.as_slice(), &gzip::stored(b"[")].concat(), Some(gzip::Sum::of(b"["))) } else { (b"[".to_vec(), None) };
+    let open = futures_util::stream::once(async { Ok(axum::body::Bytes::from(open)) });
+    let segments = futures_util::stream::unfold(Some((parts, 0usize, sum)), |state| async move {
+        let (mut parts, n, mut sum) = state?;
         let k = n % parts.len();
         match parts[k].recv().await {
-            Some(Ok(segment)) if segment.is_empty() => None,
-            Some(segment) => Some((segment, Some((parts, n + 1)))),
+            Some(Ok(Part::Done)) => {
+                let close = match &mut sum {
+                    Some(sum) => {
+                        sum.then(&gzip::Sum::of(b"]"));
+                        [gzip::stored(b"]"), gzip::trailer(sum)].concat()
+                    }
+                    None => b"]".to_vec(),
+                };
+                Some((Ok(close.into()), None))
+            }
+            Some(Ok(Part::Segment(bytes, part))) => {
+                if let (Some(sum), Some(part)) = (&mut sum, &part) {
+                    sum.then(part);
+                }
+                Some((Ok(bytes), Some((parts, n + 1, sum))))
+            }
+            Some(Err(e)) => Some((Err(e), None)),
             None => Some((Err(std::io::Error::other("a list thread stopped before the end of its part")), None)),
         }
     });
-    let close = futures_util::stream::once(async { Ok(axum::body::Bytes::from_static(b"]")) });
-    json_stream(futures_util::StreamExt::chain(futures_util::StreamExt::chain(open, segments), close))
+    json_stream(encoding, futures_util::StreamExt::chain(open, segments))
 }
 
 #[cfg(test)]
@@ -375,10 +461,28 @@ mod tests {
         assert_ne!(policy_and_nice().0, SCHED_IDLE);
     }
 
+    /// A reply's body as the client reads it: inflated when it says gzip
+    /// (one gzip member, nothing after it).
+    async fn body_of(r: Response) -> Vec<u8> {
+        let gzip = r.headers().get(header::CONTENT_ENCODING).map(|v| v.as_bytes().to_vec());
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX).await.expect("the whole body").to_vec();
+        match gzip.as_deref() {
+            None => body,
+            Some(b"gzip") => {
+                let mut d = flate2::read::GzDecoder::new(body.as_slice());
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut d, &mut out).expect("a valid gzip member");
+                assert!(d.into_inner().is_empty(), "bytes after the gzip member");
+                out
+            }
+            Some(other) => panic!("encoding {other:?}"),
+        }
+    }
+
     /// Items 0..n written by `workers` threads, as the client reads them.
-    async fn split_list(workers: usize, n: usize) -> Vec<u8> {
+    async fn split_list(workers: usize, n: usize, encoding: Encoding) -> Vec<u8> {
         let reserved = workers > 1 && reserve_list_threads(workers);
-        let r = split_among(workers, reserved, move |w| {
+        let r = split_among(workers, reserved, encoding, move |w| {
             for i in 0..n {
                 if w.mine() {
                     w.item(&i)?;
@@ -386,18 +490,39 @@ mod tests {
             }
             Ok(())
         });
-        axum::body::to_bytes(r.into_body(), usize::MAX).await.expect("the whole body").to_vec()
+        assert_eq!(r.headers().get(header::CONTENT_ENCODING).is_some(), encoding == Encoding::Gzip);
+        body_of(r).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_list_that_several_threads_write_keeps_its_order() {
-        for workers in [1, 2, 3] {
-            for n in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 7 * SEGMENT + 5] {
-                let expected: Vec<usize> = (0..n).collect();
-                let body = split_list(workers, n).await;
-                assert_eq!(body, serde_json::to_vec(&expected).expect("json"), "{workers} threads, {n} items");
+        for encoding in [Encoding::Plain, Encoding::Gzip] {
+            for workers in [1, 2, 3] {
+                for n in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 7 * SEGMENT + 5] {
+                    let expected: Vec<usize> = (0..n).collect();
+                    let body = split_list(workers, n, encoding).await;
+                    assert_eq!(body, serde_json::to_vec(&expected).expect("json"), "{encoding:?}, {workers} threads, {n} items");
+                }
             }
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_list_that_one_thread_writes_is_one_gzip_member_across_its_chunks() {
+        // Several chunks of CHUNK bytes.
+        let n = 4 * CHUNK / 7;
+        for encoding in [Encoding::Plain, Encoding::Gzip] {
+            let r = stream_array(encoding, move |w| {
+                for i in 0..n {
+                    w.item(&i)?;
+                }
+                Ok(())
+            });
+            let body = body_of(r).await;
+            assert_eq!(body, serde_json::to_vec(&(0..n).collect::<Vec<_>>()).expect("json"), "{encoding:?}");
+        }
+        let empty = stream_array(Encoding::Gzip, |_| Ok(()));
+        assert_eq!(body_of(empty).await, b"[]");
     }
 
     /// Without places for all its threads a list is written by one.
@@ -405,7 +530,7 @@ mod tests {
     async fn a_list_without_threads_for_every_part_is_written_by_one() {
         let parts = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
         let seen = parts.clone();
-        let r = split_among(3, false, move |w| {
+        let r = split_among(3, false, Encoding::Plain, move |w| {
             seen.lock().expect("parts").insert(w.me);
             for i in 0..3 * SEGMENT {
                 if w.mine() {
@@ -421,7 +546,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failure_half_way_aborts_a_split_list() {
-        let r = split_among(2, reserve_list_threads(2), |w| {
+        let r = split_among(2, reserve_list_threads(2), Encoding::Gzip, |w| {
             for i in 0..3 * SEGMENT {
                 if w.mine() {
                     if i == 2 * SEGMENT + 1 {
@@ -437,7 +562,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_thread_that_panics_aborts_a_split_list() {
-        let r = split_among(2, reserve_list_threads(2), |w| {
+        let r = split_among(2, reserve_list_threads(2), Encoding::Gzip, |w| {
             for i in 0..3 * SEGMENT {
                 if w.mine() {
                     assert!(i != SEGMENT + 1, "a bug in a producer");

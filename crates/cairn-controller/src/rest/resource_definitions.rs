@@ -15,7 +15,7 @@ use cairn_domain::{Cluster, OpError};
 
 use super::error::ApiError;
 use super::input;
-use super::reply::{Items, Reply, ok, stream_array};
+use super::reply::{Encoding, Items, Reply, ok, stream_array};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -31,7 +31,7 @@ fn vds(c: &Cluster, rd_key: &str) -> Vec<VolumeDefinition> {
     c.vlm_dfns_of(rd_key).map(|v| v.to_api()).collect()
 }
 
-async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn list(State(s): State<AppState>, enc: Encoding, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q = input::query(q);
     let names = NameFilter::new(&q.all("resource_definitions"));
     let groups = NameFilter::new(&q.all("resource_groups"));
@@ -39,7 +39,7 @@ async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Respon
     let with_vds = input::param(q.flag("with_volume_definitions"))?;
     let page = input::param(q.page())?;
     let c = s.read();
-    Ok(stream_array(move |w| {
+    Ok(stream_array(enc, move |w| {
         let picked =
             c.rsc_dfns.iter().filter(|(_, d)| names.matches(&d.name) && groups.matches(&d.resource_group) && props.matches(&d.props));
         for (k, d) in page.window(picked) {

@@ -23,7 +23,7 @@ use cairn_proto::{DrbdObserved, ResourceObserved};
 
 use super::error::ApiError;
 use super::input;
-use super::reply::{Items, Reply, ok, stream_array, stream_array_split};
+use super::reply::{Encoding, Items, Reply, ok, stream_array, stream_array_split};
 use crate::crypto::MasterKey;
 use crate::links::LinksSnapshot;
 use crate::state::AppState;
@@ -174,7 +174,7 @@ impl Wanted {
 /// no filter and no page, is written by several threads
 /// ([`stream_array_split`]). The order is always the full list's
 /// (definition, then node), each resource once.
-fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>) -> Result<Response, ApiError> {
+fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>, enc: Encoding) -> Result<Response, ApiError> {
     let want = Wanted {
         nodes: NameFilter::new(&q.all("nodes")),
         rscs: NameFilter::new(&q.all("resources")),
@@ -186,7 +186,7 @@ fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>) -
     if only_rd.is_none() && want.everything() && page.limit <= 0 {
         // The whole list: the cluster's keys as they are, no copies.
         let links = s.links().snapshot();
-        return Ok(stream_array_split(move |w| {
+        return Ok(stream_array_split(enc, move |w| {
             for (k, r) in c.resources.iter() {
                 if w.mine() {
                     write_resource(w, &s, &links, &c, k, r)?;
@@ -195,7 +195,7 @@ fn filtered(s: &AppState, c: Arc<Cluster>, q: &Query, only_rd: Option<String>) -
             Ok(())
         }));
     }
-    Ok(stream_array(move |w| {
+    Ok(stream_array(enc, move |w| {
         let keep = |r: &&Resource| want.keep(r);
         let rd_key = only_rd.as_deref().map(key);
         let links = s.links().snapshot();
@@ -225,16 +225,16 @@ fn in_order<'a>(rs: impl Iterator<Item = &'a Resource>) -> Vec<&'a Resource> {
     by_key.into_values().collect()
 }
 
-async fn view(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn view(State(s): State<AppState>, enc: Encoding, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q = input::query(q);
-    filtered(&s, s.read(), &q, None)
+    filtered(&s, s.read(), &q, None, enc)
 }
 
-async fn list_of_rd(State(s): State<AppState>, Path(rd): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn list_of_rd(State(s): State<AppState>, enc: Encoding, Path(rd): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q = input::query(q);
     let c = s.read();
     let name = c.rsc_dfn(&rd, rc::MASK_RSC)?.name.clone();
-    filtered(&s, c, &q, Some(name))
+    filtered(&s, c, &q, Some(name), enc)
 }
 
 async fn get_one(State(s): State<AppState>, Path((rd, node)): Path<(String, String)>) -> Result<Response, ApiError> {
