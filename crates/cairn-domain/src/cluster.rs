@@ -358,6 +358,10 @@ pub struct Cluster {
     rscs_by_node: Map<String, imbl::OrdSet<String>>,
     /// Index: DRBD minor -> how many volume definitions hold it.
     pub(crate) minors: Map<u32, u32>,
+    /// Index: the held minors as runs of consecutive numbers, first ->
+    /// last (both held). The lowest free minor is then a look-up, where a
+    /// walk over the held minors took a step per volume definition.
+    pub(crate) minor_runs: Map<u32, u32>,
     /// Index: (node key, pool key) -> KiB of the volumes placed there (by
     /// their definitions' sizes) and how many resources have a volume
     /// there. Placement reads it for every pool of the cluster; summing
@@ -387,6 +391,47 @@ fn count<K: Ord + Clone>(m: &mut Map<K, u32>, k: K, up: bool) {
 }
 
 impl Cluster {
+    /// Counts one more (`up`) or one less volume definition that holds DRBD
+    /// minor `m`, and keeps [`Cluster::minor_runs`] with it.
+    fn hold_minor(&mut self, m: u32, up: bool) {
+        let held = self.minors.contains_key(&m);
+        count(&mut self.minors, m, up);
+        match (held, self.minors.contains_key(&m)) {
+            (false, true) => {
+                // Joins the runs that end right before `m` and start right after.
+                let first = m
+                    .checked_sub(1)
+                    .and_then(|before| self.minor_runs.range(..=before).next_back().filter(|(_, last)| **last == before))
+                    .map_or(m, |(first, _)| *first);
+                let last = m.checked_add(1).and_then(|after| self.minor_runs.remove(&after)).unwrap_or(m);
+                self.minor_runs.insert(first, last);
+            }
+            (true, false) => {
+                let Some((first, last)) = self.minor_runs.range(..=m).next_back().map(|(f, l)| (*f, *l)) else { return };
+                if last < m {
+                    return;
+                }
+                self.minor_runs.remove(&first);
+                if first < m {
+                    self.minor_runs.insert(first, m - 1);
+                }
+                if m < last {
+                    self.minor_runs.insert(m + 1, last);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The lowest minor from `from` on that no volume definition holds
+    /// (`None` past `u32::MAX`).
+    pub(crate) fn free_minor_from(&self, from: u32) -> Option<u32> {
+        match self.minor_runs.range(..=from).next_back() {
+            Some((_, last)) if *last >= from => last.checked_add(1),
+            _ => Some(from),
+        }
+    }
+
     /// Counts resource `r` (definition key `rd`, node key `node`) into
     /// [`Cluster::pool_usage`] (`up`) or out of it, with the volume
     /// definitions' sizes as they are now.
@@ -482,14 +527,14 @@ impl Cluster {
             }
             (ObjKey::VlmDfn(a, n), Object::VlmDfn(v)) => {
                 if let Some(m) = v.drbd_minor {
-                    count(&mut self.minors, m, true);
+                    self.hold_minor(m, true);
                 }
                 let size = v.size_kib;
                 let old = self.vlm_dfns.insert((a.clone(), n), v);
                 let grown = size.wrapping_sub(old.as_ref().map_or(0, |o| o.size_kib));
                 self.index_vd_size(&a, n, grown);
                 if let Some(m) = old.and_then(|old| old.drbd_minor) {
-                    count(&mut self.minors, m, false);
+                    self.hold_minor(m, false);
                 }
             }
             (ObjKey::Rsc(a, b), Object::Rsc(v)) => {
@@ -559,7 +604,7 @@ impl Cluster {
                     self.index_vd_size(a, *n, o.size_kib.wrapping_neg());
                 }
                 if let Some(m) = old.and_then(|old| old.drbd_minor) {
-                    count(&mut self.minors, m, false);
+                    self.hold_minor(m, false);
                 }
             }
             ObjKey::Rsc(a, b) => {
