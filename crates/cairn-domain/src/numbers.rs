@@ -105,7 +105,7 @@ impl Cluster {
     /// A TCP port on `node_key` for a new DRBD resource.
     pub(crate) fn alloc_port(&self, node_key: &str, requested: Option<i64>, taken: &mut Taken, op: i64) -> OpResult<u16> {
         let (lo, hi) = self.range("TcpPortAutoRange", Some(node_key), DEFAULT_PORT_RANGE);
-        let mut used: BTreeSet<u16> = self.resources_on(node_key).filter_map(|r| r.drbd.as_ref().map(|d| d.tcp_port)).collect();
+        let mut used: BTreeSet<u16> = self.ports_on(node_key).collect();
         used.extend(taken.ports.get(node_key).into_iter().flatten());
         // Ports of deleted replicas their peers may still have configured.
         used.extend(self.freed_ports_on(node_key));
@@ -277,6 +277,49 @@ mod tests {
         c.apply([Change::Delete(ObjKey::VlmDfn("B".into(), 0))]);
         assert_eq!(c.free_minor_from(5), Some(5));
         assert_eq!(c.free_minor_from(6), Some(7));
+    }
+
+    fn rsc(rd: &str, node: &str, port: Option<u16>) -> Object {
+        Object::Rsc(crate::resource::Resource {
+            resource_definition: rd.into(),
+            node: node.into(),
+            props: Default::default(),
+            flags: Default::default(),
+            layer_stack: vec!["DRBD".into(), "STORAGE".into()],
+            create_timestamp: 0,
+            volumes: Default::default(),
+            uuid: format!("{rd}-{node}"),
+            drbd: port.map(|tcp_port| crate::resource::DrbdRsc { node_id: 0, tcp_port, client: false }),
+            rollback: None,
+        })
+    }
+
+    #[test]
+    fn ports_in_use_come_from_the_index_and_follow_changes() {
+        let mut c = Cluster::from_objects([
+            rsc("A", "N1", Some(7000)),
+            rsc("B", "N1", Some(7001)),
+            rsc("C", "N1", Some(7003)),
+            rsc("D", "N2", Some(7000)),
+            rsc("E", "N1", None),
+        ]);
+        let mut taken = Taken::default();
+        assert_eq!(c.alloc_port("N1", None, &mut taken, 0).ok(), Some(7002));
+        assert_eq!(c.alloc_port("N1", None, &mut taken, 0).ok(), Some(7004), "what the operation took counts too");
+        assert_eq!(c.alloc_port("N2", None, &mut Taken::default(), 0).ok(), Some(7001));
+        assert_eq!(c.alloc_port("N3", None, &mut Taken::default(), 0).ok(), Some(7000));
+        assert!(c.alloc_port("N1", Some(7003), &mut Taken::default(), 0).is_err(), "in use");
+        // A delete frees its port, a modify that moves it frees the old one,
+        // a resource that loses DRBD frees its port too.
+        c.apply([Change::Delete(ObjKey::Rsc("A".into(), "N1".into()))]);
+        assert_eq!(c.alloc_port("N1", None, &mut Taken::default(), 0).ok(), Some(7000));
+        c.apply([Change::Put(rsc("A", "N1", Some(7000))), Change::Put(rsc("B", "N1", Some(7002)))]);
+        assert_eq!(c.alloc_port("N1", None, &mut Taken::default(), 0).ok(), Some(7001));
+        c.apply([Change::Put(rsc("B", "N1", None))]);
+        assert_eq!(c.ports_on("N1").collect::<Vec<_>>(), vec![7000, 7003]);
+        c.apply([Change::Delete(ObjKey::Rsc("D".into(), "N2".into()))]);
+        assert_eq!(c.ports_on("N2").count(), 0);
+        assert!(c.ports.get("N2").is_none(), "an empty node leaves the index");
     }
 
     #[test]
