@@ -319,7 +319,7 @@ mod tests {
         assert_eq!(c.ports_on("N1").collect::<Vec<_>>(), vec![7000, 7003]);
         c.apply([Change::Delete(ObjKey::Rsc("D".into(), "N2".into()))]);
         assert_eq!(c.ports_on("N2").count(), 0);
-        assert!(c.ports.get("N2").is_none(), "an empty node leaves the index");
+        assert!(c.rscs_by_node.get("N2").is_none(), "an empty node leaves the index");
     }
 
     #[test]
