@@ -15,18 +15,37 @@
 
 use axum::http::HeaderMap;
 use axum::http::header::ACCEPT_ENCODING;
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{Compress, Compression, FlushCompress};
 
-/// Whether a client takes gzip: a `gzip` coding in `Accept-Encoding` whose
-/// `q` is not zero. Anything else is answered plain here (the HTTP layer
-/// then decides, as it does for every reply).
+/// Whether a client takes gzip: a `gzip` (or `x-gzip`) coding in
+/// `Accept-Encoding` whose weight is above 0, read as tower-http reads it
+/// (a `*` is not taken, by either). Anything else is answered plain here,
+/// and the HTTP layer then decides, as it does for every reply.
 pub fn accepted(headers: &HeaderMap) -> bool {
     headers.get_all(ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|coding| {
-        let mut parts = coding.split(';').map(str::trim);
-        let name = parts.next().unwrap_or_default();
-        let q = parts.find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))).map(str::trim);
-        name.eq_ignore_ascii_case("gzip") && q.is_none_or(|q| q.parse::<f32>().is_ok_and(|q| q > 0.0))
+        let mut parts = coding.splitn(2, ';');
+        let name = parts.next().unwrap_or_default().trim();
+        (name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip"))
+            && parts.next().is_none_or(|q| weight(q.trim()).is_some_and(|w| w > 0))
     })
+}
+
+/// A coding's weight (`q=`) in thousandths, as RFC 9110 writes it and
+/// tower-http reads it: 0 or 1, at most three decimals, at most 1. Anything
+/// else is no weight (the coding is ignored).
+fn weight(s: &str) -> Option<u16> {
+    let v = s.strip_prefix("q=").or_else(|| s.strip_prefix("Q="))?;
+    let (whole, decimals) = v.split_once('.').unwrap_or((v, ""));
+    let whole = match whole {
+        "0" => 0,
+        "1" => 1000,
+        _ => return None,
+    };
+    if decimals.len() > 3 || !decimals.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let w = whole + decimals.bytes().zip([100u16, 10, 1]).map(|(d, f)| u16::from(d - b'0') * f).sum::<u16>();
+    (w <= 1000).then_some(w)
 }
 
 /// A gzip member's header: deflate, no name or time, unknown system.
@@ -71,21 +90,35 @@ impl Deflater {
     /// be joined after any other; without, it goes on from this writer's
     /// previous piece (which must come right before it in the stream).
     pub fn piece(&mut self, raw: &[u8], alone: bool, out: &mut Vec<u8>) -> std::io::Result<()> {
+        // Room for all of it: deflate adds a few bytes per block to data it
+        // cannot compress, and the compressor may hold up to about 85 KiB
+        // of output of its own.
+        self.piece_within(raw, alone, out, raw.len() + raw.len() / 8 + (128 << 10))
+    }
+
+    /// [`Deflater::piece`], with `room` bytes free in `out` for each call
+    /// to the compressor.
+    fn piece_within(&mut self, raw: &[u8], alone: bool, out: &mut Vec<u8>, room: usize) -> std::io::Result<()> {
         if alone {
             self.c.reset();
         }
-        out.reserve(raw.len() / 4 + 64);
         let mut rest = raw;
+        // A call that filled `out` may have left output in the compressor.
+        // The next call only hands that over (miniz_oxide returns as soon
+        // as it has, with room to spare and the flush not done), so after
+        // a full `out` the flush is asked for once more. When the first
+        // flush did happen, that adds an empty stored block: valid, and
+        // 5 bytes.
+        let mut filled = false;
         loop {
-            if out.capacity() - out.len() < 64 {
-                out.reserve(out.capacity().max(1024));
-            }
+            out.reserve_exact(room);
             let before = self.c.total_in();
-            let status = self.c.compress_vec(rest, out, FlushCompress::Sync).map_err(std::io::Error::other)?;
+            self.c.compress_vec(rest, out, FlushCompress::Sync).map_err(std::io::Error::other)?;
             let took = usize::try_from(self.c.total_in() - before).map_err(std::io::Error::other)?;
             rest = &rest[took..];
-            // The flush is complete once the compressor leaves room unused.
-            if rest.is_empty() && out.len() < out.capacity() || status == Status::StreamEnd {
+            if out.len() == out.capacity() {
+                filled = true;
+            } else if rest.is_empty() && !std::mem::take(&mut filled) {
                 return Ok(());
             }
         }
@@ -110,6 +143,8 @@ impl Member {
         if last {
             out.extend(trailer(&self.sum));
         }
+        // The room the compressor had is not kept while the chunk waits.
+        out.shrink_to_fit();
         Ok(out)
     }
 }
@@ -172,6 +207,48 @@ mod tests {
         assert!(member.len() < raw.len() / 4, "{} of {}", member.len(), raw.len());
     }
 
+    /// Bytes a compressor cannot shrink (xorshift).
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_piece_is_whole_when_the_output_fills_on_the_way() {
+        // Little room per call: the compressor fills `out` again and
+        // again and keeps output of its own in between; every byte of
+        // every piece must still come out, and the flush with it.
+        for (n, room) in [(60_000, 1024), (300_000, 4096), (70_000, 70_000), (5, 64), (200_000, 200_000)] {
+            let raw = noise(n);
+            let text: Vec<u8> = (0..n / 10).flat_map(|i| format!("{{\"n\":{i}}}").into_bytes()).collect();
+            for alone in [true, false] {
+                let mut d = Deflater::default();
+                let mut member = HEADER.to_vec();
+                d.piece_within(&raw, true, &mut member, room).expect("deflate");
+                d.piece_within(&text, alone, &mut member, room).expect("deflate");
+                d.piece_within(&raw, alone, &mut member, room).expect("deflate");
+                let mut sum = Sum::of(&raw);
+                sum.then(&Sum::of(&text));
+                sum.then(&Sum::of(&raw));
+                member.extend(trailer(&sum));
+                assert_eq!(inflate(&member), [raw.as_slice(), &text, &raw].concat(), "{n} bytes, room {room}, alone {alone}");
+            }
+        }
+        // With room for all of it, as `piece` makes it.
+        let raw = noise(500_000);
+        let mut member = HEADER.to_vec();
+        Deflater::default().piece(&raw, true, &mut member).expect("deflate");
+        member.extend(trailer(&Sum::of(&raw)));
+        assert_eq!(inflate(&member), raw);
+    }
+
     #[test]
     fn pieces_of_one_compressor_go_on_from_each_other() {
         let raw: Vec<u8> = (0..50_000u32).flat_map(|i| format!("[{i},\"x\"]").into_bytes()).collect();
@@ -196,8 +273,19 @@ mod tests {
         assert!(accepts("gzip, deflate"));
         assert!(accepts("identity, GZIP;q=0.5"));
         assert!(accepts("br;q=1.0, gzip ; q=0.1"));
+        assert!(accepts("x-gzip"));
+        assert!(accepts("gzip;q=1."));
+        assert!(accepts("gzip;Q=0.001"));
         assert!(!accepts("gzip;q=0"));
         assert!(!accepts("gzip;q=0.000"));
+        assert!(!accepts("gzip;q=0."));
+        // What tower-http does not take either.
+        assert!(!accepts("gzip;q=1e0"));
+        assert!(!accepts("gzip;q=5"));
+        assert!(!accepts("gzip;q=1.001"));
+        assert!(!accepts("gzip;q=0.0001"));
+        assert!(!accepts("gzip;q = 0.5"));
+        assert!(!accepts("*"));
         assert!(!accepts("identity"));
         assert!(!accepts("x-gzip2, deflate"));
         assert!(!accepted(&HeaderMap::new()));

@@ -243,13 +243,29 @@ pub fn stream_array(encoding: Encoding, produce: impl FnOnce(&mut ArrayWriter) -
         let gzip = (encoding == Encoding::Gzip).then(gzip::Member::default);
         let mut w = ArrayWriter { tx, buf: Vec::with_capacity(CHUNK), first: true, gzip };
         w.buf.push(b'[');
-        let done = produce(&mut w).and_then(|()| {
-            w.buf.push(b']');
-            w.send(true)
-        });
+        // An empty chunk after the last says the list is complete: a
+        // thread that stops without it (a panic) aborts the reply instead
+        // of ending it cleanly, short (or, with gzip, without its trailer).
+        let done = produce(&mut w)
+            .and_then(|()| {
+                w.buf.push(b']');
+                w.send(true)
+            })
+            .and_then(|()| send_chunk(&w.tx, axum::body::Bytes::new()));
         end_part(&w.tx, done);
     });
-    json_stream(encoding, futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) }))
+    json_stream(
+        encoding,
+        futures_util::stream::unfold(Some(rx), |rx| async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(Ok(chunk)) if chunk.is_empty() => None,
+                Some(Ok(chunk)) => Some((Ok(chunk), Some(rx))),
+                Some(Err(e)) => Some((Err(e), None)),
+                None => Some((Err(std::io::Error::other("a list thread stopped before the end of the list")), None)),
+            }
+        }),
+    )
 }
 
 /// Items in one segment of a list that several threads write (see
@@ -311,6 +327,8 @@ impl PartWriter {
             Some(d) => {
                 let mut out = Vec::new();
                 d.piece(&raw, true, &mut out)?;
+                // The room the compressor had is not kept while it waits.
+                out.shrink_to_fit();
                 Part::Segment(out.into(), Some(gzip::Sum::of(&raw)))
             }
             None => Part::Segment(raw.into(), None),
@@ -546,31 +564,50 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failure_half_way_aborts_a_split_list() {
-        let r = split_among(2, reserve_list_threads(2), Encoding::Gzip, |w| {
-            for i in 0..3 * SEGMENT {
-                if w.mine() {
-                    if i == 2 * SEGMENT + 1 {
-                        return Err(std::io::Error::other("broken"));
+        for encoding in [Encoding::Plain, Encoding::Gzip] {
+            let r = split_among(2, reserve_list_threads(2), encoding, |w| {
+                for i in 0..3 * SEGMENT {
+                    if w.mine() {
+                        if i == 2 * SEGMENT + 1 {
+                            return Err(std::io::Error::other("broken"));
+                        }
+                        w.item(&i)?;
                     }
-                    w.item(&i)?;
                 }
-            }
-            Ok(())
-        });
-        assert!(axum::body::to_bytes(r.into_body(), usize::MAX).await.is_err(), "a truncated array must not end cleanly");
+                Ok(())
+            });
+            assert!(axum::body::to_bytes(r.into_body(), usize::MAX).await.is_err(), "{encoding:?}: a truncated array must not end cleanly");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_thread_that_panics_aborts_a_split_list() {
-        let r = split_among(2, reserve_list_threads(2), Encoding::Gzip, |w| {
-            for i in 0..3 * SEGMENT {
-                if w.mine() {
-                    assert!(i != SEGMENT + 1, "a bug in a producer");
+        for encoding in [Encoding::Plain, Encoding::Gzip] {
+            let r = split_among(2, reserve_list_threads(2), encoding, |w| {
+                for i in 0..3 * SEGMENT {
+                    if w.mine() {
+                        assert!(i != SEGMENT + 1, "a bug in a producer");
+                        w.item(&i)?;
+                    }
+                }
+                Ok(())
+            });
+            assert!(axum::body::to_bytes(r.into_body(), usize::MAX).await.is_err(), "{encoding:?}: a truncated array must not end cleanly");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thread_that_panics_aborts_a_list_it_writes_alone() {
+        // Past the first chunk, and before it.
+        for (encoding, at) in [(Encoding::Plain, CHUNK), (Encoding::Gzip, CHUNK), (Encoding::Plain, 3), (Encoding::Gzip, 3)] {
+            let r = stream_array(encoding, move |w| {
+                for i in 0..2 * CHUNK {
+                    assert!(i != at, "a bug in a producer");
                     w.item(&i)?;
                 }
-            }
-            Ok(())
-        });
-        assert!(axum::body::to_bytes(r.into_body(), usize::MAX).await.is_err(), "a truncated array must not end cleanly");
+                Ok(())
+            });
+            assert!(axum::body::to_bytes(r.into_body(), usize::MAX).await.is_err(), "{encoding:?}, panic at {at}: must not end cleanly");
+        }
     }
 }
