@@ -11,7 +11,7 @@
 //! the number of creates measured quiet and while two clients list;
 //! CAIRN_BENCH_LISTER_NICE gives those two clients a nice value (they
 //! share the machine's cores with the controller, unlike real clients);
-//! with CAIRN_BENCH_LISTER_GZIP set they ask for gzip, as python-linstor
+//! with CAIRN_BENCH_LISTER_GZIP=1 they ask for gzip, as python-linstor
 //! does.
 //! Prints a Markdown table for docs/BENCHMARKS.md.
 
@@ -34,19 +34,25 @@ fn env_or(name: &str, default: usize) -> usize {
 /// Lists every resource as python-linstor asks for it (`Accept-Encoding:
 /// gzip`), reading the compressed reply without decoding it (a client on
 /// another machine would decode it there).
-/// Returns the bytes read, headers included.
+/// Returns the bytes read, headers included; panics unless the answer is
+/// a 200 with a gzip body.
 fn list_gzip(base: &str) -> usize {
     use std::io::{Read, Write};
-    let Some(addr) = base.strip_prefix("http://") else { return 0 };
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0 };
+    let addr = base.strip_prefix("http://").expect("an http:// base");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
     let req = format!("GET /v1/view/resources HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    let mut head = Vec::new();
+    let mut sink = [0u8; 64 * 1024];
     let mut total = 0;
-    if s.write_all(req.as_bytes()).is_ok() {
-        let mut sink = [0u8; 64 * 1024];
-        while let Ok(n @ 1..) = s.read(&mut sink) {
-            total += n;
+    while let Ok(n @ 1..) = s.read(&mut sink) {
+        if head.len() < 4096 {
+            head.extend_from_slice(&sink[..n.min(4096)]);
         }
+        total += n;
     }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200") && head.contains("content-encoding: gzip"), "{}", head.lines().next().unwrap_or_default());
     total
 }
 
@@ -381,12 +387,13 @@ fn main() {
                         let _ = rustix::process::setpriority_process(None, n);
                     }
                     let c = Client::new(&b);
-                    let gzip = std::env::var_os("CAIRN_BENCH_LISTER_GZIP").is_some();
+                    let gzip = std::env::var("CAIRN_BENCH_LISTER_GZIP").is_ok_and(|v| v == "1");
                     while !stop.load(Ordering::Relaxed) {
                         if gzip {
                             let _ = list_gzip(&b);
                         } else {
-                            let _ = c.raw("GET", "/v1/view/resources", None);
+                            let r = c.raw("GET", "/v1/view/resources", None).expect("list");
+                            assert_eq!(r.status, 200, "list");
                         }
                     }
                 })
@@ -411,7 +418,7 @@ fn main() {
         }
         stop.store(true, Ordering::Relaxed);
         for h in handles {
-            let _ = h.join();
+            h.join().expect("a listing client failed");
         }
         create.sort();
         health.sort();
