@@ -411,8 +411,12 @@ impl Cluster {
                 self.minor_runs.insert(first, last);
             }
             (true, false) => {
-                let Some((first, last)) = self.minor_runs.range(..=m).next_back().map(|(f, l)| (*f, *l)) else { return };
+                let Some((first, last)) = self.minor_runs.range(..=m).next_back().map(|(f, l)| (*f, *l)) else {
+                    debug_assert!(false, "minor {m} was held but is in no run");
+                    return;
+                };
                 if last < m {
+                    debug_assert!(false, "minor {m} was held but is in no run");
                     return;
                 }
                 self.minor_runs.remove(&first);
