@@ -45,14 +45,24 @@ fn list_gzip(base: &str) -> usize {
     let mut head = Vec::new();
     let mut sink = [0u8; 64 * 1024];
     let mut total = 0;
-    while let Ok(n @ 1..) = s.read(&mut sink) {
+    let mut last = Vec::new();
+    loop {
+        let n = s.read(&mut sink).expect("read the list");
+        if n == 0 {
+            break;
+        }
         if head.len() < 4096 {
             head.extend_from_slice(&sink[..n.min(4096)]);
         }
+        // The last bytes, to see the chunked body's end.
+        last.extend_from_slice(&sink[..n]);
+        last.drain(..last.len().saturating_sub(5));
         total += n;
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200") && head.contains("content-encoding: gzip"), "{}", head.lines().next().unwrap_or_default());
+    // An aborted reply ends without the last (empty) chunk.
+    assert_eq!(last, b"0\r\n\r\n", "the list's body was cut short");
     total
 }
 

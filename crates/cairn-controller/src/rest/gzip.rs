@@ -18,9 +18,11 @@ use axum::http::header::ACCEPT_ENCODING;
 use flate2::{Compress, Compression, FlushCompress};
 
 /// Whether a client takes gzip: a `gzip` (or `x-gzip`) coding in
-/// `Accept-Encoding` whose weight is above 0, read as tower-http reads it
-/// (a `*` is not taken, by either). Anything else is answered plain here,
-/// and the HTTP layer then decides, as it does for every reply.
+/// `Accept-Encoding` whose weight is above 0, each weight read as
+/// tower-http reads it (a `*` is not taken, by either). Unlike the layer,
+/// a list goes gzip even when `identity` has a higher weight: the client
+/// accepts both. Anything else is answered plain here, and the HTTP layer
+/// then decides, as it does for every reply.
 pub fn accepted(headers: &HeaderMap) -> bool {
     headers.get_all(ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|coding| {
         let mut parts = coding.splitn(2, ';');
@@ -91,7 +93,7 @@ impl Deflater {
     /// previous piece (which must come right before it in the stream).
     pub fn piece(&mut self, raw: &[u8], alone: bool, out: &mut Vec<u8>) -> std::io::Result<()> {
         // Room for all of it: deflate adds a few bytes per block to data it
-        // cannot compress, and the compressor may hold up to about 85 KiB
+        // cannot compress, and the compressor may hold up to about 83 KiB
         // of output of its own.
         self.piece_within(raw, alone, out, raw.len() + raw.len() / 8 + (128 << 10))
     }
@@ -99,6 +101,9 @@ impl Deflater {
     /// [`Deflater::piece`], with `room` bytes free in `out` for each call
     /// to the compressor.
     fn piece_within(&mut self, raw: &[u8], alone: bool, out: &mut Vec<u8>, room: usize) -> std::io::Result<()> {
+        // Each flush asked again writes a 5-byte block: with no more room
+        // than that, it would fill `out` again and again.
+        debug_assert!(room > 5, "room for more than a flush");
         if alone {
             self.c.reset();
         }
