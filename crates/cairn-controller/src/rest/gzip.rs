@@ -1,9 +1,9 @@
 //! gzip for streamed lists, compressed on the threads that write them.
 //!
 //! The HTTP layer compresses every other reply on the async workers, but
-//! a list of every resource is tens of MiB: compressing it there took a
-//! worker for tens of milliseconds at normal priority, in the way of the
-//! requests that change the cluster. Lists are compressed by their
+//! a list of every resource is tens of MiB (27 MiB into 2.6 MiB at 30,000
+//! resources): compressing it there kept a worker busy at normal
+//! priority, in the way of the requests that change the cluster. Lists are compressed by their
 //! `SCHED_IDLE` writers instead, a piece at a time, and a list that
 //! several threads write is compressed by all of them at once: each piece
 //! is raw deflate that starts with an empty window and ends on a byte
